@@ -1,0 +1,4 @@
+//! The mesh model (the contract between the index and the data planes) and the adapters that
+//! compile it into one proxy's configuration for one data plane.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,4 @@
+//! `switchyard-proxy`: the bundled sidecar proxy that consumes the xDS subset emitted by the
+//! `bundled` adapter.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! The Switchyard operator and CLI.
+
+#![forbid(unsafe_code)]
