@@ -2,3 +2,6 @@
 //! compile it into one proxy's configuration for one data plane.
 
 #![forbid(unsafe_code)]
+
+pub mod envoy;
+pub mod model;

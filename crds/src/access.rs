@@ -77,7 +77,11 @@ impl From<v1alpha1::TrafficTarget> for TrafficTarget {
         TrafficTarget {
             metadata: tt.metadata,
             destination: Destination {
-                subject: Subject { kind: d.kind, name: d.name, namespace: d.namespace },
+                subject: Subject {
+                    kind: d.kind,
+                    name: d.name,
+                    namespace: d.namespace,
+                },
                 port: d.port,
             },
             rules: tt.spec.specs,
@@ -102,7 +106,11 @@ impl TryFrom<TrafficTarget> for v1alpha1::TrafficTarget {
             specs: tt.rules,
             sources: tt.sources,
         };
-        Ok(v1alpha1::TrafficTarget { metadata: tt.metadata, spec, status: tt.status })
+        Ok(v1alpha1::TrafficTarget {
+            metadata: tt.metadata,
+            spec,
+            status: tt.status,
+        })
     }
 }
 
@@ -114,7 +122,11 @@ impl From<v1alpha2::TrafficTarget> for TrafficTarget {
         TrafficTarget {
             metadata: tt.metadata,
             destination: Destination {
-                subject: Subject { kind: d.kind, name: d.name, namespace: d.namespace },
+                subject: Subject {
+                    kind: d.kind,
+                    name: d.name,
+                    namespace: d.namespace,
+                },
                 port: d.port,
             },
             rules: tt.spec.rules,
@@ -139,7 +151,11 @@ impl TryFrom<TrafficTarget> for v1alpha2::TrafficTarget {
             rules: tt.rules,
             sources: tt.sources,
         };
-        Ok(v1alpha2::TrafficTarget { metadata: tt.metadata, spec, status: tt.status })
+        Ok(v1alpha2::TrafficTarget {
+            metadata: tt.metadata,
+            spec,
+            status: tt.status,
+        })
     }
 }
 
@@ -149,7 +165,10 @@ impl From<v1alpha3::TrafficTarget> for TrafficTarget {
     fn from(tt: v1alpha3::TrafficTarget) -> Self {
         TrafficTarget {
             metadata: tt.metadata,
-            destination: Destination { subject: tt.spec.destination, port: None },
+            destination: Destination {
+                subject: tt.spec.destination,
+                port: None,
+            },
             rules: tt.spec.rules,
             sources: tt.spec.sources,
             status: tt.status,
@@ -167,8 +186,9 @@ impl TryFrom<TrafficTarget> for v1alpha3::TrafficTarget {
                 object: tt.object_ref(),
                 version: "v1alpha3",
                 field: "spec.destination.port".into(),
-                reason: "v1alpha3 has no destination port; restrict ports with a TCPRoute rule instead"
-                    .into(),
+                reason:
+                    "v1alpha3 has no destination port; restrict ports with a TCPRoute rule instead"
+                        .into(),
             });
         }
         let spec = v1alpha3::TrafficTargetSpec {
@@ -176,6 +196,10 @@ impl TryFrom<TrafficTarget> for v1alpha3::TrafficTarget {
             rules: tt.rules,
             sources: tt.sources,
         };
-        Ok(v1alpha3::TrafficTarget { metadata: tt.metadata, spec, status: tt.status })
+        Ok(v1alpha3::TrafficTarget {
+            metadata: tt.metadata,
+            spec,
+            status: tt.status,
+        })
     }
 }

@@ -21,6 +21,9 @@ pub mod status;
 pub mod validate;
 pub mod weight;
 
+#[cfg(test)]
+mod test_util;
+
 pub use k8s_openapi;
 pub use kube;
 
@@ -40,8 +43,13 @@ pub enum Kind {
 // === impl Kind ===
 
 impl Kind {
-    pub const ALL: [Kind; 5] =
-        [Kind::TrafficSplit, Kind::TrafficTarget, Kind::HttpRouteGroup, Kind::TcpRoute, Kind::UdpRoute];
+    pub const ALL: [Kind; 5] = [
+        Kind::TrafficSplit,
+        Kind::TrafficTarget,
+        Kind::HttpRouteGroup,
+        Kind::TcpRoute,
+        Kind::UdpRoute,
+    ];
 
     /// The Kubernetes `kind` string.
     pub fn as_str(self) -> &'static str {
@@ -67,7 +75,9 @@ impl Kind {
         match self {
             Kind::TrafficSplit => &["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"],
             Kind::TrafficTarget => &["v1alpha1", "v1alpha2", "v1alpha3"],
-            Kind::HttpRouteGroup | Kind::TcpRoute => &["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"],
+            Kind::HttpRouteGroup | Kind::TcpRoute => {
+                &["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"]
+            }
             Kind::UdpRoute => &["v1alpha4"],
         }
     }
@@ -98,7 +108,9 @@ impl Kind {
 
     /// Looks a kind up by its `kind` string within its API group.
     pub fn from_group_kind(group: &str, kind: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.group() == group && k.as_str() == kind)
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.as_str() == kind)
     }
 }
 
@@ -122,7 +134,10 @@ impl ObjectRef {
     pub fn from_meta(kind: Kind, meta: &kube::core::ObjectMeta) -> Self {
         ObjectRef {
             kind,
-            namespace: meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
             name: meta.name.clone().unwrap_or_default(),
         }
     }

@@ -45,10 +45,18 @@ pub enum VersionedObject {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("{kind}: unknown version {api_version:?} (served: {served})")]
-    UnknownVersion { kind: Kind, api_version: String, served: String },
+    UnknownVersion {
+        kind: Kind,
+        api_version: String,
+        served: String,
+    },
     /// A field failed to deserialize; `path` is the field path (`spec.backends[1].weight`).
     #[error("{path}: {message}")]
-    Field { path: String, message: String, line: Option<usize> },
+    Field {
+        path: String,
+        message: String,
+        line: Option<usize>,
+    },
 }
 
 /// Applies `$body` to the inner value of every `VersionedObject` variant.
@@ -94,7 +102,11 @@ impl VersionedObject {
             serde_path_to_error::deserialize(d).map_err(|e| {
                 let path = e.path().to_string();
                 let inner: Box<dyn std::error::Error> = e.into_inner().into();
-                ReadError::Field { path, message: inner.to_string(), line: None }
+                ReadError::Field {
+                    path,
+                    message: inner.to_string(),
+                    line: None,
+                }
             })
         }
         Ok(match (kind, version) {
@@ -125,7 +137,11 @@ impl VersionedObject {
     }
 
     /// Reads an object from JSON (as a conversion webhook or the API server hands it over).
-    pub fn from_json(kind: Kind, version: &str, value: serde_json::Value) -> Result<Self, ReadError> {
+    pub fn from_json(
+        kind: Kind,
+        version: &str,
+        value: serde_json::Value,
+    ) -> Result<Self, ReadError> {
         Self::from_deserializer(kind, version, value)
     }
 
@@ -135,9 +151,9 @@ impl VersionedObject {
             | Self::TrafficSplitV1alpha2(_)
             | Self::TrafficSplitV1alpha3(_)
             | Self::TrafficSplitV1alpha4(_) => Kind::TrafficSplit,
-            Self::TrafficTargetV1alpha1(_) | Self::TrafficTargetV1alpha2(_) | Self::TrafficTargetV1alpha3(_) => {
-                Kind::TrafficTarget
-            }
+            Self::TrafficTargetV1alpha1(_)
+            | Self::TrafficTargetV1alpha2(_)
+            | Self::TrafficTargetV1alpha3(_) => Kind::TrafficTarget,
             Self::HttpRouteGroupV1alpha1(_)
             | Self::HttpRouteGroupV1alpha2(_)
             | Self::HttpRouteGroupV1alpha3(_)

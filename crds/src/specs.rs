@@ -44,8 +44,9 @@ pub struct HttpMatch {
 }
 
 /// The methods the upstream CRD enumerates; `*` means all.
-pub const HTTP_METHODS: [&str; 10] =
-    ["*", "GET", "HEAD", "PUT", "POST", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+pub const HTTP_METHODS: [&str; 10] = [
+    "*", "GET", "HEAD", "PUT", "POST", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 fn methods_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -98,53 +99,85 @@ impl HttpRouteGroup {
 
 impl From<v1alpha1::HttpRouteGroup> for HttpRouteGroup {
     fn from(o: v1alpha1::HttpRouteGroup) -> Self {
-        HttpRouteGroup { metadata: o.metadata, matches: o.spec.matches, status: o.status }
+        HttpRouteGroup {
+            metadata: o.metadata,
+            matches: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<HttpRouteGroup> for v1alpha1::HttpRouteGroup {
     fn from(o: HttpRouteGroup) -> Self {
         let spec = v1alpha1::HttpRouteGroupFields { matches: o.matches };
-        v1alpha1::HttpRouteGroup { metadata: o.metadata, spec, status: o.status }
+        v1alpha1::HttpRouteGroup {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }
 
 impl From<v1alpha2::HttpRouteGroup> for HttpRouteGroup {
     fn from(o: v1alpha2::HttpRouteGroup) -> Self {
-        HttpRouteGroup { metadata: o.metadata, matches: o.spec.matches, status: o.status }
+        HttpRouteGroup {
+            metadata: o.metadata,
+            matches: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<HttpRouteGroup> for v1alpha2::HttpRouteGroup {
     fn from(o: HttpRouteGroup) -> Self {
         let spec = v1alpha2::HttpRouteGroupFields { matches: o.matches };
-        v1alpha2::HttpRouteGroup { metadata: o.metadata, spec, status: o.status }
+        v1alpha2::HttpRouteGroup {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }
 
 impl From<v1alpha3::HttpRouteGroup> for HttpRouteGroup {
     fn from(o: v1alpha3::HttpRouteGroup) -> Self {
-        HttpRouteGroup { metadata: o.metadata, matches: o.spec.matches, status: o.status }
+        HttpRouteGroup {
+            metadata: o.metadata,
+            matches: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<HttpRouteGroup> for v1alpha3::HttpRouteGroup {
     fn from(o: HttpRouteGroup) -> Self {
         let spec = v1alpha3::HttpRouteGroupSpec { matches: o.matches };
-        v1alpha3::HttpRouteGroup { metadata: o.metadata, spec, status: o.status }
+        v1alpha3::HttpRouteGroup {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }
 
 impl From<v1alpha4::HttpRouteGroup> for HttpRouteGroup {
     fn from(o: v1alpha4::HttpRouteGroup) -> Self {
-        HttpRouteGroup { metadata: o.metadata, matches: o.spec.matches, status: o.status }
+        HttpRouteGroup {
+            metadata: o.metadata,
+            matches: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<HttpRouteGroup> for v1alpha4::HttpRouteGroup {
     fn from(o: HttpRouteGroup) -> Self {
         let spec = v1alpha4::HttpRouteGroupSpec { matches: o.matches };
-        v1alpha4::HttpRouteGroup { metadata: o.metadata, spec, status: o.status }
+        v1alpha4::HttpRouteGroup {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }
 
@@ -171,7 +204,11 @@ impl TcpRoute {
 
 impl From<v1alpha1::TcpRoute> for TcpRoute {
     fn from(o: v1alpha1::TcpRoute) -> Self {
-        TcpRoute { metadata: o.metadata, ports: PortMatch::default(), status: o.status }
+        TcpRoute {
+            metadata: o.metadata,
+            ports: PortMatch::default(),
+            status: o.status,
+        }
     }
 }
 
@@ -180,13 +217,21 @@ impl TryFrom<TcpRoute> for v1alpha1::TcpRoute {
 
     fn try_from(o: TcpRoute) -> Result<Self, ConversionError> {
         o.all_ports_only("v1alpha1")?;
-        Ok(v1alpha1::TcpRoute { metadata: o.metadata, spec: v1alpha1::TcpRouteFields {}, status: o.status })
+        Ok(v1alpha1::TcpRoute {
+            metadata: o.metadata,
+            spec: v1alpha1::TcpRouteFields {},
+            status: o.status,
+        })
     }
 }
 
 impl From<v1alpha2::TcpRoute> for TcpRoute {
     fn from(o: v1alpha2::TcpRoute) -> Self {
-        TcpRoute { metadata: o.metadata, ports: PortMatch::default(), status: o.status }
+        TcpRoute {
+            metadata: o.metadata,
+            ports: PortMatch::default(),
+            status: o.status,
+        }
     }
 }
 
@@ -195,13 +240,21 @@ impl TryFrom<TcpRoute> for v1alpha2::TcpRoute {
 
     fn try_from(o: TcpRoute) -> Result<Self, ConversionError> {
         o.all_ports_only("v1alpha2")?;
-        Ok(v1alpha2::TcpRoute { metadata: o.metadata, spec: v1alpha2::TcpRouteFields {}, status: o.status })
+        Ok(v1alpha2::TcpRoute {
+            metadata: o.metadata,
+            spec: v1alpha2::TcpRouteFields {},
+            status: o.status,
+        })
     }
 }
 
 impl From<v1alpha3::TcpRoute> for TcpRoute {
     fn from(o: v1alpha3::TcpRoute) -> Self {
-        TcpRoute { metadata: o.metadata, ports: PortMatch::default(), status: o.status }
+        TcpRoute {
+            metadata: o.metadata,
+            ports: PortMatch::default(),
+            status: o.status,
+        }
     }
 }
 
@@ -210,20 +263,32 @@ impl TryFrom<TcpRoute> for v1alpha3::TcpRoute {
 
     fn try_from(o: TcpRoute) -> Result<Self, ConversionError> {
         o.all_ports_only("v1alpha3")?;
-        Ok(v1alpha3::TcpRoute { metadata: o.metadata, spec: v1alpha3::TcpRouteSpec {}, status: o.status })
+        Ok(v1alpha3::TcpRoute {
+            metadata: o.metadata,
+            spec: v1alpha3::TcpRouteSpec {},
+            status: o.status,
+        })
     }
 }
 
 impl From<v1alpha4::TcpRoute> for TcpRoute {
     fn from(o: v1alpha4::TcpRoute) -> Self {
-        TcpRoute { metadata: o.metadata, ports: o.spec.matches, status: o.status }
+        TcpRoute {
+            metadata: o.metadata,
+            ports: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<TcpRoute> for v1alpha4::TcpRoute {
     fn from(o: TcpRoute) -> Self {
         let spec = v1alpha4::TcpRouteSpec { matches: o.ports };
-        v1alpha4::TcpRoute { metadata: o.metadata, spec, status: o.status }
+        v1alpha4::TcpRoute {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }
 
@@ -237,13 +302,21 @@ impl UdpRoute {
 
 impl From<v1alpha4::UdpRoute> for UdpRoute {
     fn from(o: v1alpha4::UdpRoute) -> Self {
-        UdpRoute { metadata: o.metadata, ports: o.spec.matches, status: o.status }
+        UdpRoute {
+            metadata: o.metadata,
+            ports: o.spec.matches,
+            status: o.status,
+        }
     }
 }
 
 impl From<UdpRoute> for v1alpha4::UdpRoute {
     fn from(o: UdpRoute) -> Self {
         let spec = v1alpha4::UdpRouteSpec { matches: o.ports };
-        v1alpha4::UdpRoute { metadata: o.metadata, spec, status: o.status }
+        v1alpha4::UdpRoute {
+            metadata: o.metadata,
+            spec,
+            status: o.status,
+        }
     }
 }

@@ -3,7 +3,11 @@
 use kube::core::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConversionError, Kind, ObjectRef, status::SmiStatus, weight::{self, Decimal, Number, Quantity, Weight}};
+use crate::{
+    ConversionError, Kind, ObjectRef,
+    status::SmiStatus,
+    weight::{self, Decimal, Number, Quantity, Weight},
+};
 
 pub mod v1alpha1;
 pub mod v1alpha2;
@@ -56,20 +60,36 @@ impl TrafficSplit {
     }
 
     fn cannot(&self, version: &'static str, field: String, reason: &str) -> ConversionError {
-        ConversionError { object: self.object_ref(), version, field, reason: reason.to_string() }
+        ConversionError {
+            object: self.object_ref(),
+            version,
+            field,
+            reason: reason.to_string(),
+        }
     }
 
     /// Weights as whole numbers with the ratio kept exactly, for versions whose weights are ints.
-    fn integer_backends(&self, version: &'static str) -> Result<Vec<(String, Number)>, ConversionError> {
+    fn integer_backends(
+        &self,
+        version: &'static str,
+    ) -> Result<Vec<(String, Number)>, ConversionError> {
         let mut weights = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
             let w = b.weight.ok_or_else(|| {
-                self.cannot(version, format!("spec.backends[{i}].weight"), "weight is required")
+                self.cannot(
+                    version,
+                    format!("spec.backends[{i}].weight"),
+                    "weight is required",
+                )
             })?;
             weights.push(w.0);
         }
         let ints = weight::integer_weights(&weights).ok_or_else(|| {
-            self.cannot(version, "spec.backends".into(), "weights cannot be scaled to whole numbers in range")
+            self.cannot(
+                version,
+                "spec.backends".into(),
+                "weights cannot be scaled to whole numbers in range",
+            )
         })?;
         Ok(self
             .backends
@@ -83,20 +103,54 @@ impl TrafficSplit {
         if self.matches.is_empty() {
             Ok(())
         } else {
-            Err(self.cannot(version, "spec.matches".into(), "matches need v1alpha3 or later"))
+            Err(self.cannot(
+                version,
+                "spec.matches".into(),
+                "matches need v1alpha3 or later",
+            ))
         }
+    }
+}
+
+/// Resolves `spec.service` to a Service name: a bare name, or an FQDN of a Service in the
+/// split's own namespace (`web.ns`, `web.ns.svc`, `web.ns.svc.cluster.local`, any cluster
+/// domain). Anything else names another namespace or is not a Service, and is rejected.
+pub fn root_service_name<'a>(service: &'a str, namespace: &str) -> Result<&'a str, String> {
+    let service = service.strip_suffix('.').unwrap_or(service);
+    let mut parts = service.splitn(3, '.');
+    let name = parts.next().unwrap_or_default();
+    match (parts.next(), parts.next()) {
+        (None, _) => Ok(name),
+        (Some(ns), rest) if ns == namespace => match rest {
+            None => Ok(name),
+            Some(r) if r == "svc" || r.starts_with("svc.") => Ok(name),
+            Some(_) => Err(format!(
+                "{service:?} is not a Service name or FQDN (<name>.<namespace>.svc.<domain>)"
+            )),
+        },
+        (Some(ns), _) => Err(format!(
+            "{service:?} names namespace {ns:?}; a split's root service must be in its own namespace ({namespace:?})"
+        )),
     }
 }
 
 fn matches_from(refs: Vec<RouteGroupRef>) -> Vec<v1alpha3::TrafficSplitMatch> {
     refs.into_iter()
-        .map(|m| v1alpha3::TrafficSplitMatch { kind: m.kind, name: m.name, api_group: m.api_group })
+        .map(|m| v1alpha3::TrafficSplitMatch {
+            kind: m.kind,
+            name: m.name,
+            api_group: m.api_group,
+        })
         .collect()
 }
 
 fn matches_into(m: Vec<v1alpha3::TrafficSplitMatch>) -> Vec<RouteGroupRef> {
     m.into_iter()
-        .map(|m| RouteGroupRef { kind: m.kind, name: m.name, api_group: m.api_group })
+        .map(|m| RouteGroupRef {
+            kind: m.kind,
+            name: m.name,
+            api_group: m.api_group,
+        })
         .collect()
 }
 
@@ -111,7 +165,10 @@ impl From<v1alpha1::TrafficSplit> for TrafficSplit {
                 .spec
                 .backends
                 .into_iter()
-                .map(|b| Backend { service: b.service, weight: b.weight.map(|q| Weight(q.0)) })
+                .map(|b| Backend {
+                    service: b.service,
+                    weight: b.weight.map(|q| Weight(q.0)),
+                })
                 .collect(),
             matches: Vec::new(),
             status: ts.status,
@@ -135,7 +192,11 @@ impl TryFrom<TrafficSplit> for v1alpha1::TrafficSplit {
                 })
                 .collect(),
         };
-        Ok(v1alpha1::TrafficSplit { metadata: ts.metadata, spec, status: ts.status })
+        Ok(v1alpha1::TrafficSplit {
+            metadata: ts.metadata,
+            spec,
+            status: ts.status,
+        })
     }
 }
 
@@ -163,14 +224,24 @@ impl TryFrom<TrafficSplit> for v1alpha2::TrafficSplit {
             .into_iter()
             .map(|(service, weight)| v1alpha2::TrafficSplitBackend { service, weight })
             .collect();
-        let spec = v1alpha2::TrafficSplitSpec { service: ts.service, backends };
-        Ok(v1alpha2::TrafficSplit { metadata: ts.metadata, spec, status: ts.status })
+        let spec = v1alpha2::TrafficSplitSpec {
+            service: ts.service,
+            backends,
+        };
+        Ok(v1alpha2::TrafficSplit {
+            metadata: ts.metadata,
+            spec,
+            status: ts.status,
+        })
     }
 }
 
 impl From<v1alpha2::TrafficSplitBackend> for Backend {
     fn from(b: v1alpha2::TrafficSplitBackend) -> Self {
-        Backend { service: b.service, weight: Some(Weight(b.weight.0)) }
+        Backend {
+            service: b.service,
+            weight: Some(Weight(b.weight.0)),
+        }
     }
 }
 
@@ -202,7 +273,11 @@ impl TryFrom<TrafficSplit> for v1alpha3::TrafficSplit {
             backends,
             matches: matches_from(ts.matches),
         };
-        Ok(v1alpha3::TrafficSplit { metadata: ts.metadata, spec, status: ts.status })
+        Ok(v1alpha3::TrafficSplit {
+            metadata: ts.metadata,
+            spec,
+            status: ts.status,
+        })
     }
 }
 
@@ -234,6 +309,10 @@ impl TryFrom<TrafficSplit> for v1alpha4::TrafficSplit {
             backends,
             matches: matches_from(ts.matches),
         };
-        Ok(v1alpha4::TrafficSplit { metadata: ts.metadata, spec, status: ts.status })
+        Ok(v1alpha4::TrafficSplit {
+            metadata: ts.metadata,
+            spec,
+            status: ts.status,
+        })
     }
 }

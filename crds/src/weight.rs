@@ -36,7 +36,10 @@ const MAX_EXPONENT: i32 = 30;
 // === impl Decimal ===
 
 impl Decimal {
-    pub const ZERO: Decimal = Decimal { mantissa: 0, exponent: 0 };
+    pub const ZERO: Decimal = Decimal {
+        mantissa: 0,
+        exponent: 0,
+    };
 
     /// Builds `mantissa × 10^exponent`, normalised. Returns `None` when out of range.
     pub fn new(mantissa: i128, exponent: i32) -> Option<Self> {
@@ -96,7 +99,8 @@ impl Decimal {
         if e < 0 {
             return None;
         }
-        self.mantissa.checked_mul(10i128.checked_pow(u32::try_from(e).ok()?)?)
+        self.mantissa
+            .checked_mul(10i128.checked_pow(u32::try_from(e).ok()?)?)
     }
 
     fn from_f64(v: f64) -> Option<Self> {
@@ -152,7 +156,9 @@ fn parse_plain(s: &str) -> Option<Decimal> {
     }
     let mut mantissa: i128 = 0;
     for b in int.bytes().chain(frac.bytes()) {
-        mantissa = mantissa.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+        mantissa = mantissa
+            .checked_mul(10)?
+            .checked_add(i128::from(b - b'0'))?;
     }
     let exponent = -i32::try_from(frac.len()).ok()?;
     Decimal::new(if neg { -mantissa } else { mantissa }, exponent)
@@ -215,10 +221,10 @@ impl fmt::Display for Decimal {
             return write!(f, "{}e{}", self.mantissa, self.exponent);
         }
         for (pow, suffix) in [(-3, "m"), (-6, "u"), (-9, "n")] {
-            if self.exponent >= pow {
-                if let Some(v) = self.scaled_integer(-pow) {
-                    return write!(f, "{v}{suffix}");
-                }
+            if self.exponent >= pow
+                && let Some(v) = self.scaled_integer(-pow)
+            {
+                return write!(f, "{v}{suffix}");
             }
         }
         write!(f, "{}e{}", self.mantissa, self.exponent)
@@ -262,7 +268,9 @@ impl<'de> Deserialize<'de> for Quantity {
                     .ok_or_else(|| E::custom("quantity out of range"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
-                Decimal::from_f64(v).map(Quantity).ok_or_else(|| E::custom("quantity out of range"))
+                Decimal::from_f64(v)
+                    .map(Quantity)
+                    .ok_or_else(|| E::custom("quantity out of range"))
             }
         }
         d.deserialize_any(V)
@@ -295,7 +303,9 @@ impl Serialize for Number {
             // Only invalid (fractional or huge) weights take this path; they are never served.
             None => {
                 let f: f64 = self.0.to_string().parse().unwrap_or_else(|_| {
-                    format!("{}e{}", self.0.mantissa, self.0.exponent).parse().unwrap_or(f64::NAN)
+                    format!("{}e{}", self.0.mantissa, self.0.exponent)
+                        .parse()
+                        .unwrap_or(f64::NAN)
                 });
                 s.serialize_f64(f)
             }
@@ -320,7 +330,9 @@ impl<'de> Deserialize<'de> for Number {
                     .ok_or_else(|| E::custom("number out of range"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
-                Decimal::from_f64(v).map(Number).ok_or_else(|| E::custom("number out of range"))
+                Decimal::from_f64(v)
+                    .map(Number)
+                    .ok_or_else(|| E::custom("number out of range"))
             }
         }
         d.deserialize_any(V)
@@ -356,10 +368,12 @@ impl<'de> Deserialize<'de> for Weight {
     }
 }
 
-/// Scales a set of exact weights to integers by the smallest power of ten that makes every one
-/// whole, so the ratio between them is unchanged (`[1, 500m]` → `[1000, 500]`).
+/// Scales a set of exact weights to integers by one power of ten, so the ratio between them is
+/// unchanged: `[1, 500m]` → `[1000, 500]`. Fractions are scaled to at least thousandths, so a
+/// quantity written in millis reads back as those millis, the unit people wrote.
 pub fn integer_weights(weights: &[Decimal]) -> Option<Vec<i64>> {
-    let shift = weights.iter().map(|w| w.exponent()).min().unwrap_or(0).min(0);
+    let min = weights.iter().map(|w| w.exponent()).min().unwrap_or(0);
+    let shift = if min < 0 { min.min(-3) } else { 0 };
     weights
         .iter()
         .map(|w| w.scaled_integer(-shift).and_then(|v| i64::try_from(v).ok()))

@@ -2,3 +2,41 @@
 //! Envoy, the bundled proxy and a kube-apiserver) on loopback and drives them.
 
 #![forbid(unsafe_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+/// The workspace root (where the top-level `Cargo.toml` is).
+pub fn workspace_root() -> &'static Path {
+    // This crate lives one level below the root; both paths are fixed at compile time.
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here)
+}
+
+/// The `switchyard` binary, built once per test process.
+///
+/// Cargo builds a package's binaries only for that package's own integration tests, so this
+/// crate asks Cargo to build `switchyard` with the same profile and target directory (a no-op
+/// when it is up to date). `SWITCHYARD_BIN` points at a binary built elsewhere instead.
+///
+/// # Panics
+///
+/// When the binary cannot be built: no end-to-end test can run without it.
+pub fn switchyard_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
+            return PathBuf::from(path);
+        }
+        let built = escargot::CargoBuild::new()
+            .manifest_path(workspace_root().join("Cargo.toml"))
+            .package("switchyard")
+            .bin("switchyard")
+            .current_release()
+            .run()
+            .unwrap_or_else(|e| panic!("building the switchyard binary: {e}"));
+        built.path().to_path_buf()
+    })
+}

@@ -1,3 +1,7 @@
 //! The Switchyard operator and CLI.
 
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod index;
+pub mod xds;

@@ -1,0 +1,41 @@
+# Every command CI and the README use. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+SMI_EXAMPLES ?= ../shared/reference/smi-examples
+
+.PHONY: help demo test fmt-check clippy unit crds check-crds fuzz build
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+demo: ## Run the demo on the embedded example (no cluster needed)
+	$(CARGO) run --quiet -p switchyard -- validate -f examples/canary
+
+test: fmt-check clippy unit check-crds ## Everything CI runs
+	@echo "all checks passed"
+
+fmt-check: ## Formatting
+	$(CARGO) fmt --all --check
+
+clippy: ## Lints, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## Unit, property and end-to-end tests
+	$(CARGO) test --workspace --locked
+
+build:
+	$(CARGO) build --workspace --locked
+
+crds: ## Regenerate manifests/crds/ from the Rust types
+	$(CARGO) run --quiet -p switchyard -- crds --out manifests/crds
+
+check-crds: ## Fail when manifests/crds/ differs from what the generator writes
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(CARGO) run --quiet --locked -p switchyard -- crds --out "$$tmp" >/dev/null; \
+	if ! diff -ru manifests/crds "$$tmp"; then \
+	  echo "manifests/crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; \
+	fi; echo "manifests/crds/ is up to date"
+
+fuzz: ## A short fuzz run of the manifest loader (needs a nightly toolchain and cargo-fuzz)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd crds/fuzz && $(CARGO) +nightly fuzz run load_manifest -- -max_total_time=$${FUZZ_SECONDS:-60}

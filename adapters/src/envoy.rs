@@ -1,0 +1,366 @@
+//! The Envoy adapter: compiles one proxy's mesh model into Envoy v3 xDS resources.
+//!
+//! What one proxy gets (names per DESIGN §3, all stable across runs):
+//!
+//! | resource | name | what |
+//! |---|---|---|
+//! | Listener | `outbound_http` | `bind_ip:outbound_http_port`, an HTTP connection manager on RDS `outbound_http` |
+//! | RouteConfiguration | `outbound_http` | a virtual host `<ns>/<svc>\|<port>` per HTTP service port |
+//! | Listener | `outbound_tcp\|<port>` | `bind_ip:<service port>`, `tcp_proxy` to the service's clusters |
+//! | Cluster + ClusterLoadAssignment | `<ns>/<svc>\|<port>` | EDS over ADS, one per model cluster |
+//! | Listener | `inbound\|<port>` | `bind_ip:<port>`: RBAC, then the local application |
+//! | RouteConfiguration | `inbound\|<port>` | HTTP ports: one `*` virtual host carrying the RBAC policy |
+//! | Cluster | `inbound\|<port>` | STATIC, `app_ip:<port>` |
+//!
+//! Output is deterministic: resources are sorted by type URL and name, every repeated field is
+//! built in a defined order, and protobuf maps with more than one entry (RBAC policies) are
+//! written in key order by hand (prost writes `HashMap`s in iteration order, which varies between
+//! runs). Equal input therefore gives byte-identical resources, which is what the xDS server's
+//! content hashes rely on.
+//!
+//! [`EnvoyAdapter`] caches the encoded pieces that many proxies share (a cluster and its
+//! endpoints, a service's virtual hosts), keyed by name and validated by `Arc` identity or
+//! equality, so recompiling after one change re-encodes only that change.
+
+mod bootstrap;
+mod cache;
+mod cluster;
+mod listener;
+mod rbac;
+mod route;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use envoy_types::pb::{
+    envoy::config::core::v3::{Address, SocketAddress, address, socket_address},
+    google::protobuf::{self as pbuf, Any},
+};
+
+pub use self::bootstrap::{BootstrapOptions, XDS_CLUSTER, XdsApi, bootstrap};
+use crate::model::{MeshSettings, Protocol, ProxyConfig, ServiceName};
+
+/// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
+pub const CLUSTER_TYPE_URL: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
+pub const ENDPOINT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Type URL of `envoy.config.listener.v3.Listener` (LDS).
+pub const LISTENER_TYPE_URL: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of `envoy.config.route.v3.RouteConfiguration` (RDS).
+pub const ROUTE_TYPE_URL: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Name of the outbound HTTP listener and of its route configuration.
+pub const OUTBOUND_HTTP: &str = "outbound_http";
+
+/// Body of the 403 an inbound HTTP listener returns when no TrafficTarget allows a request.
+pub const DENIED_BODY: &str = "denied by mesh policy\n";
+
+/// How one proxy's Envoy is wired to its host: where it listens and where its application is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvoyOptions {
+    /// The pod's IP; every listener binds here. In local mode a loopback such as `127.0.1.5`.
+    pub bind_ip: IpAddr,
+    /// Port of the outbound HTTP listener (DESIGN §3: 15001).
+    pub outbound_http_port: u16,
+    /// Port of the admin interface, set in the bootstrap; no listener may take it (15000).
+    pub admin_port: u16,
+    /// Where the proxy's own application listens; inbound traffic goes to `app_ip:<port>`.
+    pub app_ip: IpAddr,
+    /// TCP connect timeout of every cluster.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout of outbound HTTP routes, retries included; zero disables it. The
+    /// default (15 s) is Envoy's own; long-lived streams (gRPC streaming, long polling) need a
+    /// larger value or zero.
+    pub route_timeout: Duration,
+    pub load_balancing: LoadBalancing,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        EnvoyOptions {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            outbound_http_port: 15001,
+            admin_port: 15000,
+            app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            connect_timeout: Duration::from_secs(1),
+            route_timeout: Duration::from_secs(15),
+            load_balancing: LoadBalancing::RoundRobin,
+        }
+    }
+}
+
+/// How a cluster spreads requests over its endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on outstanding requests; better when endpoints differ in speed.
+    LeastRequest,
+}
+
+/// One xDS resource, ready for the xDS server, which hashes `resource.value` to version it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// One of the `*_TYPE_URL` constants; equal to `resource.type_url`.
+    pub type_url: &'static str,
+    pub name: String,
+    pub resource: Any,
+}
+
+/// What one proxy is served, plus what could not be expressed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Sorted by type URL, then name; names are unique within a type.
+    pub resources: Vec<Resource>,
+    /// Parts of the model that were left out (port clashes, duplicate domains), one sentence
+    /// each, for logs and status.
+    pub warnings: Vec<String>,
+}
+
+/// Compiles proxies, reusing the encoding of pieces that did not change since the last call.
+///
+/// The cache grows with the mesh; call [`EnvoyAdapter::evict_unused`] after a round of compiles
+/// to drop what no live model references any more.
+#[derive(Debug, Default)]
+pub struct EnvoyAdapter {
+    cache: cache::Cache,
+}
+
+impl EnvoyAdapter {
+    pub fn new() -> Self {
+        EnvoyAdapter::default()
+    }
+
+    /// Compiles one proxy's configuration.
+    pub fn compile(
+        &mut self,
+        proxy: &ProxyConfig,
+        mesh: &MeshSettings,
+        opts: &EnvoyOptions,
+    ) -> Output {
+        let mut out = Compilation::default();
+
+        for cluster in proxy.clusters.values() {
+            let entry = self.cache.cluster(cluster, opts);
+            out.push(
+                CLUSTER_TYPE_URL,
+                cluster.name.as_str(),
+                entry.cluster.clone(),
+            );
+            out.push(
+                ENDPOINT_TYPE_URL,
+                cluster.name.as_str(),
+                entry.endpoints.clone(),
+            );
+        }
+
+        let mut taken: BTreeSet<u16> = BTreeSet::new();
+        taken.insert(opts.admin_port);
+        taken.insert(opts.outbound_http_port);
+        self.inbound(proxy, mesh, opts, &mut taken, &mut out);
+
+        let routes = self.cache.outbound_routes(proxy, opts, &mut out.warnings);
+        out.push(ROUTE_TYPE_URL, OUTBOUND_HTTP, routes);
+        out.push(
+            LISTENER_TYPE_URL,
+            OUTBOUND_HTTP,
+            to_any(&listener::outbound_http(opts)),
+        );
+
+        outbound_tcp(proxy, opts, &taken, &mut out);
+
+        out.finish()
+    }
+
+    /// Drops cached pieces whose model input is no longer held by anyone but the cache: after
+    /// the caller has replaced its models, what they no longer reference goes.
+    pub fn evict_unused(&mut self) {
+        self.cache.evict_unused();
+    }
+
+    /// Number of cached clusters and services, for metrics and tests.
+    pub fn cache_len(&self) -> (usize, usize) {
+        self.cache.len()
+    }
+
+    fn inbound(
+        &mut self,
+        proxy: &ProxyConfig,
+        mesh: &MeshSettings,
+        opts: &EnvoyOptions,
+        taken: &mut BTreeSet<u16>,
+        out: &mut Compilation,
+    ) {
+        let mut ports: Vec<_> = proxy.inbound.iter().collect();
+        ports.sort_by_key(|p| p.port);
+        if !ports.is_empty() && opts.bind_ip == opts.app_ip {
+            out.warn(format!(
+                "proxy {}: bind address {} equals the application address; inbound listeners \
+                 would take the application's own ports",
+                proxy.proxy, opts.bind_ip
+            ));
+        }
+        for port in ports {
+            let name = inbound_name(port.port);
+            if !taken.insert(port.port) {
+                out.warn(format!(
+                    "proxy {}: inbound port {} is reserved or listed twice; left out",
+                    proxy.proxy, port.port
+                ));
+                continue;
+            }
+            let listener = match port.protocol {
+                Protocol::Http | Protocol::Http2 => {
+                    let routes = route::inbound(port, mesh, &mut out.warnings);
+                    out.push(ROUTE_TYPE_URL, &name, routes);
+                    listener::inbound_http(port.port, opts)
+                }
+                Protocol::Tcp => listener::inbound_tcp(port, mesh, opts, &mut out.warnings),
+            };
+            out.push(LISTENER_TYPE_URL, &name, to_any(&listener));
+            out.push(
+                CLUSTER_TYPE_URL,
+                &name,
+                to_any(&cluster::inbound(port, opts)),
+            );
+        }
+    }
+}
+
+/// Compiles one proxy without a cache; for tests and one-off use.
+pub fn compile(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Output {
+    EnvoyAdapter::new().compile(proxy, mesh, opts)
+}
+
+/// Name of the inbound listener, route configuration and local cluster of a port.
+pub fn inbound_name(port: u16) -> String {
+    format!("inbound|{port}")
+}
+
+/// Name of the outbound TCP listener of a service port.
+pub fn outbound_tcp_name(port: u16) -> String {
+    format!("outbound_tcp|{port}")
+}
+
+/// Name of the outbound virtual host of a service port; the same as its cluster's name.
+pub fn virtual_host_name(service: &ServiceName, port: u16) -> String {
+    format!("{service}|{port}")
+}
+
+/// One listener per TCP port. Ports are a per-proxy namespace here (every TCP service is reached
+/// at `bind_ip:<service port>`), so the first service by name wins a port and the rest are
+/// reported.
+fn outbound_tcp(
+    proxy: &ProxyConfig,
+    opts: &EnvoyOptions,
+    taken: &BTreeSet<u16>,
+    out: &mut Compilation,
+) {
+    let mut owners: std::collections::BTreeMap<u16, &ServiceName> = Default::default();
+    for svc in proxy.outbound.values() {
+        let mut ports: Vec<_> = svc
+            .ports
+            .iter()
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .collect();
+        ports.sort_by_key(|p| p.port);
+        for port in ports {
+            if taken.contains(&port.port) {
+                out.warn(format!(
+                    "proxy {}: tcp service {} port {} clashes with an inbound or reserved port; \
+                     no outbound listener",
+                    proxy.proxy, svc.name, port.port
+                ));
+                continue;
+            }
+            if let Some(owner) = owners.get(&port.port) {
+                out.warn(format!(
+                    "proxy {}: tcp service {} port {} is already served by {owner}; \
+                     no outbound listener",
+                    proxy.proxy, svc.name, port.port
+                ));
+                continue;
+            }
+            let Some(route) = port.routes.first() else {
+                out.warn(format!(
+                    "proxy {}: tcp service {} port {} has no route; no outbound listener",
+                    proxy.proxy, svc.name, port.port
+                ));
+                continue;
+            };
+            owners.insert(port.port, &svc.name);
+            let listener = listener::outbound_tcp(port.port, &route.backends, opts);
+            out.push(
+                LISTENER_TYPE_URL,
+                &outbound_tcp_name(port.port),
+                to_any(&listener),
+            );
+        }
+    }
+}
+
+/// Resources and warnings as they are produced; sorted once at the end.
+#[derive(Default)]
+struct Compilation {
+    resources: Vec<Resource>,
+    warnings: Vec<String>,
+}
+
+impl Compilation {
+    fn push(&mut self, type_url: &'static str, name: &str, resource: Any) {
+        debug_assert_eq!(type_url, resource.type_url);
+        self.resources.push(Resource {
+            type_url,
+            name: name.to_owned(),
+            resource,
+        });
+    }
+
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+
+    fn finish(mut self) -> Output {
+        // Most resources arrive in order already, which the sort detects in linear time.
+        self.resources
+            .sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
+        Output {
+            resources: self.resources,
+            warnings: self.warnings,
+        }
+    }
+}
+
+fn to_any<M: prost::Name>(message: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
+}
+
+fn duration(d: Duration) -> pbuf::Duration {
+    pbuf::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn socket_address(addr: SocketAddr) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: addr.ip().to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                addr.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}

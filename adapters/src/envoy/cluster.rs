@@ -1,0 +1,156 @@
+//! Clusters and their endpoints: EDS clusters over ADS for mesh services, STATIC clusters for
+//! the proxy's own application.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster, OutlierDetection,
+                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+            },
+            core::v3::{
+                AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions,
+                config_source,
+            },
+            endpoint::v3::{
+                ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+            },
+        },
+        extensions::upstreams::http::v3::{
+            HttpProtocolOptions,
+            http_protocol_options::{
+                ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+            },
+        },
+    },
+    google::protobuf::{Any, UInt32Value},
+};
+
+use super::{EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address, to_any};
+use crate::model::{self, InboundPort, Protocol};
+
+/// Key of the upstream HTTP options in `typed_extension_protocol_options`.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// An EDS cluster for one service port; its endpoints come as a ClusterLoadAssignment of the
+/// same name over the same ADS stream.
+pub(super) fn eds(cluster: &model::Cluster, opts: &EnvoyOptions) -> Cluster {
+    Cluster {
+        name: cluster.name.as_str().to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        connect_timeout: Some(duration(opts.connect_timeout)),
+        lb_policy: lb_policy(opts.load_balancing) as i32,
+        outlier_detection: Some(outlier_detection()),
+        typed_extension_protocol_options: protocol_options(cluster.protocol),
+        ..Default::default()
+    }
+}
+
+/// The endpoints of a cluster; sent even when empty, since a cluster warms until it has one.
+pub(super) fn load_assignment(cluster: &model::Cluster) -> ClusterLoadAssignment {
+    let mut addresses: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
+    addresses.sort();
+    addresses.dedup();
+    endpoints(cluster.name.as_str(), addresses)
+}
+
+/// The STATIC cluster of an inbound port: the application at `app_ip:<port>`.
+pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
+    let name = inbound_name(port.port);
+    let app = SocketAddr::new(opts.app_ip, port.port);
+    Cluster {
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(duration(opts.connect_timeout)),
+        load_assignment: Some(endpoints(&name, vec![app])),
+        typed_extension_protocol_options: protocol_options(port.protocol),
+        name,
+        ..Default::default()
+    }
+}
+
+fn endpoints(name: &str, addresses: Vec<SocketAddr>) -> ClusterLoadAssignment {
+    let lb_endpoints: Vec<LbEndpoint> = addresses
+        .into_iter()
+        .map(|address| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket_address(address)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        endpoints: if lb_endpoints.is_empty() {
+            Vec::new()
+        } else {
+            vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..Default::default()
+            }]
+        },
+        ..Default::default()
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+/// HTTP/2 clusters speak h2c to their endpoints (gRPC); the rest keep Envoy's HTTP/1.1 default.
+/// A map of at most one entry encodes deterministically.
+fn protocol_options(protocol: Protocol) -> HashMap<String, Any> {
+    match protocol {
+        Protocol::Http2 => [(HTTP_PROTOCOL_OPTIONS.to_owned(), to_any(&http2_options()))].into(),
+        Protocol::Http | Protocol::Tcp => HashMap::new(),
+    }
+}
+
+pub(super) fn http2_options() -> HttpProtocolOptions {
+    HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn lb_policy(lb: LoadBalancing) -> LbPolicy {
+    match lb {
+        LoadBalancing::RoundRobin => LbPolicy::RoundRobin,
+        LoadBalancing::LeastRequest => LbPolicy::LeastRequest,
+    }
+}
+
+/// Ejects an endpoint after 5 consecutive 5xx or 3 consecutive gateway errors (502/503/504,
+/// connect failures), for 30 s and longer on repeats, never more than half the cluster: enough
+/// to route around a dead pod before its endpoint is withdrawn, too little to empty a cluster
+/// over an application's own errors. (Envoy enforces gateway-error ejection only when asked.)
+fn outlier_detection() -> OutlierDetection {
+    let n = |value| Some(UInt32Value { value });
+    OutlierDetection {
+        consecutive_5xx: n(5),
+        consecutive_gateway_failure: n(3),
+        enforcing_consecutive_gateway_failure: n(100),
+        interval: Some(duration(Duration::from_secs(5))),
+        base_ejection_time: Some(duration(Duration::from_secs(30))),
+        max_ejection_percent: n(50),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,230 @@
+//! Listeners: outbound HTTP (one HCM on RDS), outbound TCP (one per port), and inbound (RBAC,
+//! then the local application).
+
+use std::net::SocketAddr;
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            accesslog::v3::{
+                AccessLogFilter, ComparisonFilter, StatusCodeFilter, access_log_filter,
+                comparison_filter,
+            },
+            core::v3::{
+                AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32,
+                TrafficDirection, config_source, data_source,
+            },
+            listener::v3::{Filter, FilterChain, Listener, filter},
+        },
+        extensions::filters::{
+            http::router::v3::Router,
+            network::{
+                http_connection_manager::v3::{
+                    HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
+                    http_connection_manager::{CodecType, RouteSpecifier},
+                    http_filter,
+                },
+                tcp_proxy::v3::{TcpProxy, tcp_proxy},
+            },
+        },
+    },
+    google::protobuf::{Any, BoolValue},
+};
+
+use super::{
+    DENIED_BODY, EnvoyOptions, OUTBOUND_HTTP, inbound_name, rbac, route, socket_address, to_any,
+};
+use crate::model::{InboundPort, MeshSettings, WeightedCluster};
+
+const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+const ROUTER_FILTER: &str = "envoy.filters.http.router";
+
+/// `bind_ip:outbound_http_port`: every HTTP request of the application, routed by Host.
+pub(super) fn outbound_http(opts: &EnvoyOptions) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: OUTBOUND_HTTP.to_owned(),
+        http_filters: vec![router()],
+        ..hcm(OUTBOUND_HTTP)
+    };
+    listener(
+        OUTBOUND_HTTP.to_owned(),
+        SocketAddr::new(opts.bind_ip, opts.outbound_http_port),
+        TrafficDirection::Outbound,
+        vec![filter(HCM_FILTER, to_any(&hcm))],
+    )
+}
+
+/// `bind_ip:<port>`: TCP to one service port, split by weight when there are several backends.
+pub(super) fn outbound_tcp(
+    port: u16,
+    backends: &[WeightedCluster],
+    opts: &EnvoyOptions,
+) -> Listener {
+    let backends = route::merged_backends(backends);
+    let cluster_specifier = match backends.as_slice() {
+        [(only, _)] => tcp_proxy::ClusterSpecifier::Cluster((*only).to_owned()),
+        _ => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: backends
+                .into_iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name: name.to_owned(),
+                        weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        }),
+    };
+    let tcp = TcpProxy {
+        stat_prefix: format!("outbound_tcp_{port}"),
+        cluster_specifier: Some(cluster_specifier),
+        ..Default::default()
+    };
+    listener(
+        super::outbound_tcp_name(port),
+        SocketAddr::new(opts.bind_ip, port),
+        TrafficDirection::Outbound,
+        vec![filter(TCP_PROXY_FILTER, to_any(&tcp))],
+    )
+}
+
+/// An inbound HTTP port: an HCM on RDS `inbound|<port>`, whose RBAC filter denies by default
+/// and takes the port's policy from the route configuration; denials answer 403 with
+/// [`DENIED_BODY`].
+pub(super) fn inbound_http(port: u16, opts: &EnvoyOptions) -> Listener {
+    let name = inbound_name(port);
+    let hcm = HttpConnectionManager {
+        stat_prefix: format!("inbound_{port}"),
+        http_filters: vec![
+            HttpFilter {
+                name: rbac::HTTP_FILTER.to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(
+                    rbac::http_filter_deny_all(),
+                )),
+                ..Default::default()
+            },
+            router(),
+        ],
+        local_reply_config: Some(denied_reply()),
+        ..hcm(&name)
+    };
+    listener(
+        name,
+        SocketAddr::new(opts.bind_ip, port),
+        TrafficDirection::Inbound,
+        vec![filter(HCM_FILTER, to_any(&hcm))],
+    )
+}
+
+/// An inbound TCP port: network RBAC (unless everyone is allowed), then the application.
+pub(super) fn inbound_tcp(
+    port: &InboundPort,
+    mesh: &MeshSettings,
+    opts: &EnvoyOptions,
+    warnings: &mut Vec<String>,
+) -> Listener {
+    let name = inbound_name(port.port);
+    let mut filters = Vec::new();
+    if let Some(rbac) = rbac::network_filter(port, mesh, warnings) {
+        filters.push(filter(rbac::NETWORK_FILTER, rbac));
+    }
+    let tcp = TcpProxy {
+        stat_prefix: format!("inbound_{}", port.port),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(name.clone())),
+        ..Default::default()
+    };
+    filters.push(filter(TCP_PROXY_FILTER, to_any(&tcp)));
+    listener(
+        name,
+        SocketAddr::new(opts.bind_ip, port.port),
+        TrafficDirection::Inbound,
+        filters,
+    )
+}
+
+fn listener(
+    name: String,
+    address: SocketAddr,
+    direction: TrafficDirection,
+    filters: Vec<Filter>,
+) -> Listener {
+    Listener {
+        name,
+        address: Some(socket_address(address)),
+        traffic_direction: direction as i32,
+        filter_chains: vec![FilterChain {
+            filters,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The HCM settings both directions share, with routes from RDS under `route_config_name`.
+fn hcm(route_config_name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ConfigSource {
+                resource_api_version: ApiVersion::V3 as i32,
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                    AggregatedConfigSource {},
+                )),
+                ..Default::default()
+            }),
+            route_config_name: route_config_name.to_owned(),
+        })),
+        // Path regexes (routes and RBAC) must see `/a/../b` as `/b`, or a policy on `/b` is
+        // bypassed by spelling the path differently.
+        normalize_path: Some(BoolValue { value: true }),
+        ..Default::default()
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: ROUTER_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(to_any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Rewrites the body of Envoy's own 403s (RBAC's "RBAC: access denied"). Local replies only:
+/// a 403 from the application passes through untouched, and RBAC is the only filter on this
+/// HCM that answers 403 itself.
+fn denied_reply() -> LocalReplyConfig {
+    LocalReplyConfig {
+        mappers: vec![ResponseMapper {
+            filter: Some(AccessLogFilter {
+                filter_specifier: Some(access_log_filter::FilterSpecifier::StatusCodeFilter(
+                    StatusCodeFilter {
+                        comparison: Some(ComparisonFilter {
+                            op: comparison_filter::Op::Eq as i32,
+                            value: Some(RuntimeUInt32 {
+                                default_value: 403,
+                                runtime_key: "switchyard.denied_status".to_owned(),
+                            }),
+                        }),
+                    },
+                )),
+            }),
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(DENIED_BODY.to_owned())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn filter(name: &str, config: Any) -> Filter {
+    Filter {
+        name: name.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}

@@ -1,0 +1,350 @@
+//! Route configurations: the outbound virtual hosts (one per HTTP service port, carrying the
+//! split routes) and the inbound route configuration of an HTTP port (carrying its RBAC).
+//!
+//! Domains of an outbound virtual host, all lower case:
+//! - `host:port` for every host name of the service;
+//! - the bare host names on the service's *default port*: its HTTP port 80, or, without one,
+//!   its lowest HTTP port (so `curl http://web/` works for a service that only serves 8080);
+//! - `cluster_ip:port`, and the bare cluster IP on the default port;
+//! - host names without a dot (`web`) only for services in the proxy's own namespace: like
+//!   Kubernetes DNS search paths, a short name means "in my namespace".
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::{
+    envoy::{
+        config::route::v3::{
+            HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
+            VirtualHost, WeightedCluster as EnvoyWeightedCluster, header_matcher, retry_policy,
+            route, route_action, route_match, weighted_cluster,
+        },
+        extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate,
+        r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
+    },
+    google::protobuf::{Any, BoolValue, UInt32Value},
+};
+use prost::Message;
+
+use super::{EnvoyOptions, duration, inbound_name, rbac, to_any, virtual_host_name, wire};
+use crate::model::{
+    HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol, WeightedCluster,
+};
+
+/// Retried only when the request cannot have reached the application: a connection that
+/// failed, a stream the peer refused, or a reset before the request was sent. That is what
+/// keeps weight changes and endpoint churn free of errors without replaying requests that
+/// were delivered (which would need an idempotency judgement the mesh cannot make).
+const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
+const NUM_RETRIES: u32 = 2;
+
+/// The outbound virtual hosts of one service, one per HTTP port.
+pub(super) fn outbound_virtual_hosts(
+    svc: &OutboundService,
+    short_names: bool,
+    opts: &EnvoyOptions,
+) -> Vec<VirtualHost> {
+    let default_port = default_http_port(svc);
+    let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| is_http(p.protocol)).collect();
+    // By port, the first entry of a repeated port winning (Envoy rejects repeated names).
+    ports.sort_by_key(|p| p.port);
+    ports.dedup_by_key(|p| p.port);
+    ports
+        .into_iter()
+        .map(|port| VirtualHost {
+            name: virtual_host_name(&svc.name, port.port),
+            domains: domains(svc, port.port, default_port == Some(port.port), short_names),
+            routes: routes(port, opts),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// An outbound route configuration from already-encoded virtual hosts, in the given order.
+pub(super) fn outbound_config<'a>(
+    name: &str,
+    virtual_hosts: impl IntoIterator<Item = &'a [u8]>,
+) -> Any {
+    let mut buf = Vec::new();
+    wire::put_field(&mut buf, 1, name.as_bytes());
+    for vhost in virtual_hosts {
+        wire::put_field(&mut buf, 2, vhost);
+    }
+    // `validate_clusters` (field 7) after the virtual hosts (field 2) keeps field order.
+    let tail = RouteConfiguration {
+        validate_clusters: Some(no()),
+        ..Default::default()
+    };
+    buf.extend_from_slice(&tail.encode_to_vec());
+    Any {
+        type_url: <RouteConfiguration as prost::Name>::type_url(),
+        value: buf,
+    }
+}
+
+/// The route configuration of an inbound HTTP port: every request to the local application,
+/// subject to the port's RBAC policy.
+///
+/// The policy sits here rather than in the listener so that a TrafficTarget change reaches
+/// open connections at once: a listener change only applies to new connections (old ones
+/// drain), a route change applies to the next request.
+pub(super) fn inbound(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<String>) -> Any {
+    let name = inbound_name(port.port);
+    let vhost = VirtualHost {
+        name: name.clone(),
+        domains: vec!["*".to_owned()],
+        routes: vec![Route {
+            name: "local".to_owned(),
+            r#match: Some(prefix_match()),
+            action: Some(route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.clone())),
+                // The client's proxy enforces the request budget; a second timer here would
+                // only cut long streams that the client allowed.
+                timeout: Some(duration(std::time::Duration::ZERO)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        typed_per_filter_config: [(
+            rbac::HTTP_FILTER.to_owned(),
+            rbac::per_route(port, mesh, warnings),
+        )]
+        .into(),
+        ..Default::default()
+    };
+    to_any(&RouteConfiguration {
+        name,
+        virtual_hosts: vec![vhost],
+        validate_clusters: Some(no()),
+        ..Default::default()
+    })
+}
+
+/// Header conditions of a match: `:method`, then the headers, sorted. Shared with RBAC
+/// permissions, which match the same way.
+pub(super) fn header_matchers(m: &HttpMatch) -> Vec<HeaderMatcher> {
+    let mut out = Vec::new();
+    let methods: BTreeSet<&str> = m.methods.iter().map(String::as_str).collect();
+    let method = match methods.len() {
+        0 => None,
+        1 => methods
+            .first()
+            .map(|m| string_matcher::MatchPattern::Exact((*m).to_owned())),
+        _ => {
+            let alternatives: Vec<String> = methods.iter().map(|m| escape(m)).collect();
+            Some(string_matcher::MatchPattern::SafeRegex(regex(
+                &alternatives.join("|"),
+            )))
+        }
+    };
+    if let Some(pattern) = method {
+        out.push(header(
+            ":method",
+            StringMatcher {
+                match_pattern: Some(pattern),
+                ..Default::default()
+            },
+        ));
+    }
+    let mut headers: Vec<(String, &str)> = m
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.as_str()))
+        .collect();
+    headers.sort();
+    headers.dedup();
+    for (name, value) in headers {
+        // HTTP/2 and Envoy carry the Host header as `:authority`.
+        let name = if name == "host" {
+            ":authority"
+        } else {
+            name.as_str()
+        };
+        out.push(header(name, regex_string_matcher(value)));
+    }
+    out
+}
+
+/// A full-match regex string matcher (Envoy's `safe_regex` always matches the whole input).
+pub(super) fn regex_string_matcher(pattern: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(pattern))),
+        ..Default::default()
+    }
+}
+
+fn is_http(protocol: Protocol) -> bool {
+    matches!(protocol, Protocol::Http | Protocol::Http2)
+}
+
+/// Port 80 if the service serves HTTP there, else its lowest HTTP port.
+fn default_http_port(svc: &OutboundService) -> Option<u16> {
+    let http = svc
+        .ports
+        .iter()
+        .filter(|p| is_http(p.protocol))
+        .map(|p| p.port);
+    let mut lowest = None;
+    for port in http {
+        if port == 80 {
+            return Some(80);
+        }
+        lowest = Some(lowest.map_or(port, |l: u16| l.min(port)));
+    }
+    lowest
+}
+
+fn domains(svc: &OutboundService, port: u16, default_port: bool, short_names: bool) -> Vec<String> {
+    let mut hosts: Vec<String> = svc
+        .hostnames
+        .iter()
+        .filter(|h| short_names || h.contains('.'))
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if let Some(ip) = svc.cluster_ip {
+        hosts.push(match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(hosts.len() * 2);
+    for host in hosts {
+        if !seen.insert(host.clone()) {
+            continue;
+        }
+        if default_port {
+            out.push(host.clone());
+        }
+        out.push(format!("{host}:{port}"));
+    }
+    out
+}
+
+/// One Envoy route per model route and match, in model order: a route with N matches becomes
+/// N routes with the same action; a route without matches catches everything.
+fn routes(port: &OutboundPort, opts: &EnvoyOptions) -> Vec<Route> {
+    let mut out = Vec::new();
+    for model in &port.routes {
+        let action = route::Action::Route(route_action(&model.backends, opts));
+        let matches: Vec<RouteMatch> = if model.matches.is_empty() {
+            vec![prefix_match()]
+        } else {
+            model.matches.iter().map(route_match).collect()
+        };
+        out.extend(matches.into_iter().map(|m| Route {
+            name: model.name.clone(),
+            r#match: Some(m),
+            action: Some(action.clone()),
+            ..Default::default()
+        }));
+    }
+    out
+}
+
+fn route_match(m: &HttpMatch) -> RouteMatch {
+    let path_specifier = match &m.path_regex {
+        // Envoy matches `safe_regex` against the path without the query string, in full.
+        Some(pattern) => route_match::PathSpecifier::SafeRegex(regex(pattern)),
+        None => route_match::PathSpecifier::Prefix("/".to_owned()),
+    };
+    RouteMatch {
+        path_specifier: Some(path_specifier),
+        headers: header_matchers(m),
+        ..Default::default()
+    }
+}
+
+fn prefix_match() -> RouteMatch {
+    RouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+        ..Default::default()
+    }
+}
+
+fn route_action(backends: &[WeightedCluster], opts: &EnvoyOptions) -> RouteAction {
+    let backends = merged_backends(backends);
+    let cluster_specifier = match backends.as_slice() {
+        [(only, _)] => route_action::ClusterSpecifier::Cluster((*only).to_owned()),
+        _ => route_action::ClusterSpecifier::WeightedClusters(EnvoyWeightedCluster {
+            clusters: backends
+                .into_iter()
+                .map(|(name, weight)| weighted_cluster::ClusterWeight {
+                    name: name.to_owned(),
+                    weight: Some(UInt32Value { value: weight }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        timeout: Some(duration(opts.route_timeout)),
+        retry_policy: Some(retry_policy()),
+        ..Default::default()
+    }
+}
+
+/// Backends by cluster name, repeated clusters summed; the split's order carries no meaning,
+/// so sorting keeps the output stable.
+pub(super) fn merged_backends(backends: &[WeightedCluster]) -> Vec<(&str, u32)> {
+    let mut merged: Vec<(&str, u32)> = Vec::with_capacity(backends.len());
+    let mut sorted: Vec<&WeightedCluster> = backends.iter().collect();
+    sorted.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    for b in sorted {
+        match merged.last_mut() {
+            Some((name, weight)) if *name == b.cluster.as_str() => {
+                *weight = weight.saturating_add(b.weight);
+            }
+            _ => merged.push((b.cluster.as_str(), b.weight)),
+        }
+    }
+    merged
+}
+
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        retry_on: RETRY_ON.to_owned(),
+        num_retries: Some(UInt32Value { value: NUM_RETRIES }),
+        // Retry on another endpoint: the one that just failed is the least likely to work.
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                to_any(&PreviousHostsPredicate {}),
+            )),
+        }],
+        host_selection_retry_max_attempts: 3,
+        ..Default::default()
+    }
+}
+
+fn header(name: &str, matcher: StringMatcher) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.to_owned(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(matcher)),
+        ..Default::default()
+    }
+}
+
+fn regex(pattern: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: pattern.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn no() -> BoolValue {
+    BoolValue { value: false }
+}
+
+/// Escapes RE2 metacharacters; methods are tokens, which may hold a few of them (`.`, `+`…).
+fn escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

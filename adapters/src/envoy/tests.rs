@@ -1,0 +1,1531 @@
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::{
+            Cluster,
+            cluster::{ClusterDiscoveryType, DiscoveryType},
+        },
+        core::v3::{ApiVersion, config_source},
+        endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
+        listener::v3::{Listener, filter},
+        rbac::v3::{Policy, permission, principal, rbac::Action},
+        route::v3::{
+            HeaderMatcher, Route, RouteConfiguration, VirtualHost, header_matcher, route,
+            route_action, route_match,
+        },
+    },
+    extensions::{
+        filters::{
+            http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute},
+            network::{
+                http_connection_manager::v3::{
+                    HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
+                },
+                rbac::v3::Rbac as NetworkRbac,
+                tcp_proxy::v3::{TcpProxy, tcp_proxy},
+            },
+        },
+        upstreams::http::v3::HttpProtocolOptions,
+    },
+    r#type::matcher::v3::{StringMatcher, path_matcher, string_matcher},
+};
+use prost::Message;
+
+use super::*;
+use crate::model::{
+    AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch, Identity,
+    InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
+    Route as ModelRoute, ServiceName, WeightedCluster,
+};
+
+// === fixtures ===
+
+fn cluster_name(ns: &str, svc: &str, port: u16) -> ClusterName {
+    ClusterName::new(&ServiceName::new(ns, svc), port)
+}
+
+fn backend(ns: &str, svc: &str, port: u16, weight: u32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: cluster_name(ns, svc, port),
+        weight,
+    }
+}
+
+fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
+    ModelRoute {
+        name: name.into(),
+        matches,
+        backends,
+    }
+}
+
+fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
+    HttpMatch {
+        path_regex: path.map(Into::into),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn service(
+    ns: &str,
+    name: &str,
+    cluster_ip: Option<[u8; 4]>,
+    ports: Vec<OutboundPort>,
+) -> (ServiceName, Arc<OutboundService>) {
+    let svc = ServiceName::new(ns, name);
+    let out = OutboundService {
+        name: svc.clone(),
+        hostnames: svc.hostnames("cluster.local"),
+        cluster_ip: cluster_ip.map(IpAddr::from),
+        ports,
+    };
+    (svc, Arc::new(out))
+}
+
+fn port(port: u16, protocol: Protocol, routes: Vec<ModelRoute>) -> OutboundPort {
+    OutboundPort {
+        port,
+        protocol,
+        routes,
+    }
+}
+
+fn model_cluster(
+    ns: &str,
+    svc: &str,
+    port: u16,
+    protocol: Protocol,
+    endpoints: &[&str],
+) -> Arc<ModelCluster> {
+    Arc::new(ModelCluster {
+        name: cluster_name(ns, svc, port),
+        service: ServiceName::new(ns, svc),
+        port,
+        protocol,
+        endpoints: endpoints
+            .iter()
+            .map(|a| Endpoint {
+                address: a.parse().unwrap(),
+                identity: None,
+            })
+            .collect(),
+    })
+}
+
+fn canary_match() -> HttpMatch {
+    http_match(
+        Some("/api/.*"),
+        &["HEAD", "GET"],
+        &[("X-Canary", "true|yes"), ("host", "web.*")],
+    )
+}
+
+/// A proxy in `shop` that reaches web (split 90/10 on port 80, with a canary match), web:8080,
+/// a gRPC service, `other/web`, two TCP services that share port 5432, and one more TCP
+/// service with a single backend; it serves two HTTP and two TCP ports.
+fn sample() -> ProxyConfig {
+    let web = service(
+        "shop",
+        "web",
+        Some([10, 96, 0, 10]),
+        vec![
+            port(
+                80,
+                Protocol::Http,
+                vec![
+                    route(
+                        "shop/canary",
+                        vec![canary_match(), http_match(None, &["POST"], &[])],
+                        vec![backend("shop", "web-v2", 80, 1)],
+                    ),
+                    route(
+                        "shop/web-split",
+                        vec![],
+                        vec![
+                            backend("shop", "web-v1", 80, 90),
+                            backend("shop", "web-v2", 80, 10),
+                        ],
+                    ),
+                ],
+            ),
+            port(
+                8080,
+                Protocol::Http,
+                vec![route(
+                    "default",
+                    vec![],
+                    vec![backend("shop", "web", 8080, 1)],
+                )],
+            ),
+        ],
+    );
+    let grpc = service(
+        "shop",
+        "grpc",
+        None,
+        vec![port(
+            9000,
+            Protocol::Http2,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("shop", "grpc", 9000, 1)],
+            )],
+        )],
+    );
+    let other_web = service(
+        "other",
+        "web",
+        Some([10, 96, 0, 20]),
+        vec![port(
+            80,
+            Protocol::Http,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("other", "web", 80, 1)],
+            )],
+        )],
+    );
+    let db = service(
+        "shop",
+        "db",
+        None,
+        vec![port(
+            5432,
+            Protocol::Tcp,
+            vec![route(
+                "default",
+                vec![],
+                vec![
+                    backend("shop", "db-b", 5432, 50),
+                    backend("shop", "db-a", 5432, 50),
+                ],
+            )],
+        )],
+    );
+    let zdb = service(
+        "shop",
+        "zdb",
+        None,
+        vec![port(
+            5432,
+            Protocol::Tcp,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("shop", "zdb", 5432, 1)],
+            )],
+        )],
+    );
+    let cache = service(
+        "shop",
+        "cache",
+        None,
+        vec![port(
+            6379,
+            Protocol::Tcp,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("shop", "cache", 6379, 1)],
+            )],
+        )],
+    );
+    let clusters = [
+        model_cluster(
+            "shop",
+            "web-v1",
+            80,
+            Protocol::Http,
+            &["10.0.0.2:8080", "10.0.0.1:8080"],
+        ),
+        model_cluster("shop", "web-v2", 80, Protocol::Http, &["10.0.0.3:8080"]),
+        model_cluster("shop", "web", 8080, Protocol::Http, &["10.0.0.1:8081"]),
+        model_cluster("shop", "grpc", 9000, Protocol::Http2, &["10.0.0.4:9000"]),
+        model_cluster("other", "web", 80, Protocol::Http, &["10.0.1.1:80"]),
+        model_cluster("shop", "db-a", 5432, Protocol::Tcp, &["10.0.0.5:5432"]),
+        model_cluster("shop", "db-b", 5432, Protocol::Tcp, &["10.0.0.6:5432"]),
+        model_cluster("shop", "zdb", 5432, Protocol::Tcp, &[]),
+        model_cluster("shop", "cache", 6379, Protocol::Tcp, &[]),
+    ];
+    let sources = vec![
+        Identity::new("shop", "frontend"),
+        Identity::new("ops", "admin"),
+    ];
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: "shop".into(),
+            pod: "web-v1-0".into(),
+        },
+        identity: Identity::new("shop", "web"),
+        outbound: [web, grpc, other_web, db, zdb, cache].into_iter().collect(),
+        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        inbound: vec![
+            InboundPort {
+                port: 8080,
+                protocol: Protocol::Http,
+                authorization: Authorization::Allow(vec![
+                    InboundRule {
+                        name: "shop/web-readers".into(),
+                        sources: sources.clone(),
+                        matches: vec![canary_match(), http_match(Some("/healthz"), &["GET"], &[])],
+                    },
+                    InboundRule {
+                        name: "shop/web-admins".into(),
+                        sources: vec![Identity::new("ops", "admin")],
+                        matches: vec![],
+                    },
+                    InboundRule {
+                        name: "shop/web-readers".into(),
+                        sources: vec![Identity::new("shop", "batch")],
+                        matches: vec![http_match(None, &["PUT", "DELETE"], &[])],
+                    },
+                ]),
+            },
+            InboundPort {
+                port: 9090,
+                protocol: Protocol::Http2,
+                authorization: Authorization::AllowAll,
+            },
+            InboundPort {
+                port: 5433,
+                protocol: Protocol::Tcp,
+                authorization: Authorization::Allow(vec![]),
+            },
+            InboundPort {
+                port: 7000,
+                protocol: Protocol::Tcp,
+                authorization: Authorization::Allow(vec![InboundRule {
+                    name: "shop/cache-users".into(),
+                    sources,
+                    matches: vec![],
+                }]),
+            },
+        ],
+    }
+}
+
+/// `sample()` with every order that carries no meaning reversed.
+fn shuffled() -> ProxyConfig {
+    let mut proxy = sample();
+    proxy.inbound.reverse();
+    for port in &mut proxy.inbound {
+        if let Authorization::Allow(rules) = &mut port.authorization {
+            rules.reverse();
+            for rule in rules {
+                rule.sources.reverse();
+                rule.matches.reverse();
+            }
+        }
+    }
+    for svc in proxy.outbound.values_mut() {
+        let svc = Arc::make_mut(svc);
+        svc.ports.reverse();
+        for port in &mut svc.ports {
+            for route in &mut port.routes {
+                route.backends.reverse();
+                for m in &mut route.matches {
+                    m.methods.reverse();
+                    m.headers.reverse();
+                }
+            }
+        }
+    }
+    for cluster in proxy.clusters.values_mut() {
+        Arc::make_mut(cluster).endpoints.reverse();
+    }
+    proxy
+}
+
+fn opts() -> EnvoyOptions {
+    EnvoyOptions {
+        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        ..EnvoyOptions::default()
+    }
+}
+
+fn compile_sample() -> Output {
+    compile(&sample(), &MeshSettings::default(), &opts())
+}
+
+fn find<'a>(out: &'a Output, type_url: &str, name: &str) -> &'a Resource {
+    out.resources
+        .iter()
+        .find(|r| r.type_url == type_url && r.name == name)
+        .unwrap_or_else(|| panic!("no {type_url} named {name}"))
+}
+
+fn decode<M: Message + Default>(out: &Output, type_url: &str, name: &str) -> M {
+    let r = find(out, type_url, name);
+    assert_eq!(r.resource.type_url, type_url);
+    M::decode(r.resource.value.as_slice()).unwrap()
+}
+
+fn typed<M: Message + Default>(config: &Option<filter::ConfigType>) -> M {
+    match config {
+        Some(filter::ConfigType::TypedConfig(any)) => M::decode(any.value.as_slice()).unwrap(),
+        other => panic!("not a typed config: {other:?}"),
+    }
+}
+
+fn hcm(listener: &Listener) -> HttpConnectionManager {
+    let filter = &listener.filter_chains[0].filters[0];
+    assert_eq!(filter.name, "envoy.filters.network.http_connection_manager");
+    typed(&filter.config_type)
+}
+
+fn vhost<'a>(config: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
+    config
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no vhost {name}"))
+}
+
+fn action(route: &Route) -> &route_action::ClusterSpecifier {
+    match &route.action {
+        Some(route::Action::Route(a)) => a.cluster_specifier.as_ref().unwrap(),
+        other => panic!("not a route action: {other:?}"),
+    }
+}
+
+fn regex_of(m: &StringMatcher) -> &str {
+    match &m.match_pattern {
+        Some(string_matcher::MatchPattern::SafeRegex(r)) => &r.regex,
+        other => panic!("not a regex: {other:?}"),
+    }
+}
+
+fn header_regex<'a>(headers: &'a [HeaderMatcher], name: &str) -> &'a StringMatcher {
+    let h = headers
+        .iter()
+        .find(|h| h.name == name)
+        .unwrap_or_else(|| panic!("no header {name}"));
+    match &h.header_match_specifier {
+        Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)) => m,
+        other => panic!("not a string match: {other:?}"),
+    }
+}
+
+fn bytes(out: &Output) -> Vec<(&'static str, String, Vec<u8>)> {
+    out.resources
+        .iter()
+        .map(|r| (r.type_url, r.name.clone(), r.resource.value.clone()))
+        .collect()
+}
+
+// === output shape ===
+
+#[test]
+fn names_follow_the_design() {
+    let out = compile_sample();
+    let names = |type_url: &str| -> Vec<&str> {
+        out.resources
+            .iter()
+            .filter(|r| r.type_url == type_url)
+            .map(|r| r.name.as_str())
+            .collect()
+    };
+    assert_eq!(
+        names(CLUSTER_TYPE_URL),
+        [
+            "inbound|5433",
+            "inbound|7000",
+            "inbound|8080",
+            "inbound|9090",
+            "other/web|80",
+            "shop/cache|6379",
+            "shop/db-a|5432",
+            "shop/db-b|5432",
+            "shop/grpc|9000",
+            "shop/web-v1|80",
+            "shop/web-v2|80",
+            "shop/web|8080",
+            "shop/zdb|5432",
+        ]
+    );
+    assert_eq!(
+        names(ENDPOINT_TYPE_URL),
+        [
+            "other/web|80",
+            "shop/cache|6379",
+            "shop/db-a|5432",
+            "shop/db-b|5432",
+            "shop/grpc|9000",
+            "shop/web-v1|80",
+            "shop/web-v2|80",
+            "shop/web|8080",
+            "shop/zdb|5432",
+        ]
+    );
+    assert_eq!(
+        names(LISTENER_TYPE_URL),
+        [
+            "inbound|5433",
+            "inbound|7000",
+            "inbound|8080",
+            "inbound|9090",
+            "outbound_http",
+            "outbound_tcp|5432",
+            "outbound_tcp|6379",
+        ]
+    );
+    assert_eq!(
+        names(ROUTE_TYPE_URL),
+        ["inbound|8080", "inbound|9090", "outbound_http"]
+    );
+    // Sorted by type URL, then name, and every payload is of its declared type.
+    let keys: Vec<_> = out
+        .resources
+        .iter()
+        .map(|r| (r.type_url, r.name.as_str()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted);
+    assert!(
+        out.resources
+            .iter()
+            .all(|r| r.resource.type_url == r.type_url)
+    );
+
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    let vhosts: Vec<&str> = config
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        vhosts,
+        [
+            "other/web|80",
+            "shop/grpc|9000",
+            "shop/web|80",
+            "shop/web|8080"
+        ]
+    );
+}
+
+#[test]
+fn same_input_gives_identical_bytes() {
+    let first = compile_sample();
+    let second = compile_sample();
+    assert_eq!(bytes(&first), bytes(&second));
+
+    // A warm cache gives the same bytes as a cold one.
+    let mut adapter = EnvoyAdapter::new();
+    let cold = adapter.compile(&sample(), &MeshSettings::default(), &opts());
+    let warm = adapter.compile(&sample(), &MeshSettings::default(), &opts());
+    assert_eq!(bytes(&cold), bytes(&first));
+    assert_eq!(bytes(&warm), bytes(&first));
+}
+
+#[test]
+fn input_order_without_meaning_does_not_change_the_output() {
+    let out = compile_sample();
+    let shuffled = compile(&shuffled(), &MeshSettings::default(), &opts());
+    let differ: Vec<String> = bytes(&out)
+        .iter()
+        .zip(&bytes(&shuffled))
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.1.clone())
+        .collect();
+    assert!(differ.is_empty(), "differ: {differ:?}");
+    assert_eq!(bytes(&out), bytes(&shuffled));
+    assert_eq!(out.warnings, shuffled.warnings);
+}
+
+#[test]
+fn rbac_policies_encode_in_key_order() {
+    // Several policies live in a protobuf map, which prost would write in `HashMap` order;
+    // many fresh compiles (fresh maps, fresh hash seeds) must agree byte for byte.
+    let first = bytes(&compile_sample());
+    for _ in 0..20 {
+        assert_eq!(bytes(&compile_sample()), first);
+    }
+}
+
+// === outbound HTTP ===
+
+#[test]
+fn outbound_http_listener_uses_rds() {
+    let out = compile_sample();
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, OUTBOUND_HTTP);
+    assert_eq!(
+        listener.address,
+        Some(socket_address("127.0.1.5:15001".parse().unwrap()))
+    );
+    let hcm = hcm(&listener);
+    assert_eq!(hcm.stat_prefix, "outbound_http");
+    let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+        panic!("no rds")
+    };
+    assert_eq!(rds.route_config_name, "outbound_http");
+    let source = rds.config_source.as_ref().unwrap();
+    assert!(matches!(
+        source.config_source_specifier,
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+    assert_eq!(source.resource_api_version, ApiVersion::V3 as i32);
+    let filters: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(filters, ["envoy.filters.http.router"]);
+    let Some(http_filter::ConfigType::TypedConfig(router)) = &hcm.http_filters[0].config_type
+    else {
+        panic!()
+    };
+    assert_eq!(
+        router.type_url,
+        "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    );
+}
+
+#[test]
+fn domains_are_complete_and_unique() {
+    let out = compile_sample();
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    assert_eq!(
+        config.validate_clusters,
+        Some(envoy_types::pb::google::protobuf::BoolValue { value: false })
+    );
+
+    let web80 = vhost(&config, "shop/web|80");
+    assert_eq!(
+        web80.domains,
+        [
+            "web",
+            "web:80",
+            "web.shop",
+            "web.shop:80",
+            "web.shop.svc",
+            "web.shop.svc:80",
+            "web.shop.svc.cluster.local",
+            "web.shop.svc.cluster.local:80",
+            "10.96.0.10",
+            "10.96.0.10:80",
+        ]
+    );
+    // 8080 is not the default port: host:port only.
+    let web8080 = vhost(&config, "shop/web|8080");
+    assert_eq!(
+        web8080.domains,
+        [
+            "web:8080",
+            "web.shop:8080",
+            "web.shop.svc:8080",
+            "web.shop.svc.cluster.local:8080",
+            "10.96.0.10:8080",
+        ]
+    );
+    // Without port 80 the lowest HTTP port takes the bare names.
+    let grpc = vhost(&config, "shop/grpc|9000");
+    assert!(grpc.domains.contains(&"grpc".to_owned()));
+    assert!(
+        grpc.domains
+            .contains(&"grpc.shop.svc.cluster.local:9000".to_owned())
+    );
+    // Another namespace's service: no short name (it means `shop/web` here).
+    let other = vhost(&config, "other/web|80");
+    assert!(other.domains.contains(&"web.other".to_owned()));
+    assert!(other.domains.contains(&"web.other:80".to_owned()));
+    assert!(!other.domains.iter().any(|d| d == "web" || d == "web:80"));
+
+    let all: Vec<&String> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.domains)
+        .collect();
+    let unique: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "duplicate domains: {all:?}");
+}
+
+#[test]
+fn clashing_domains_are_dropped_with_a_warning() {
+    let mut proxy = sample();
+    // A second service claiming web's cluster IP (a broken local-mode manifest, say).
+    let (name, svc) = service(
+        "shop",
+        "zz-clone",
+        Some([10, 96, 0, 10]),
+        vec![port(
+            80,
+            Protocol::Http,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("shop", "web-v1", 80, 1)],
+            )],
+        )],
+    );
+    proxy.outbound.insert(name, svc);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    let clone = vhost(&config, "shop/zz-clone|80");
+    assert!(clone.domains.contains(&"zz-clone:80".to_owned()));
+    assert!(!clone.domains.iter().any(|d| d.starts_with("10.96.0.10")));
+    assert!(
+        vhost(&config, "shop/web|80")
+            .domains
+            .contains(&"10.96.0.10:80".to_owned())
+    );
+    let warnings: Vec<&String> = out
+        .warnings
+        .iter()
+        .filter(|w| w.contains("10.96.0.10"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{:?}", out.warnings);
+    assert!(warnings[0].contains("shop/zz-clone|80") && warnings[0].contains("shop/web|80"));
+
+    let all: Vec<&String> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.domains)
+        .collect();
+    assert_eq!(all.len(), all.iter().collect::<BTreeSet<_>>().len());
+}
+
+#[test]
+fn a_split_becomes_weighted_clusters() {
+    let out = compile_sample();
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    let web = vhost(&config, "shop/web|80");
+    let last = web.routes.last().unwrap();
+    assert_eq!(last.name, "shop/web-split");
+    assert!(matches!(
+        last.r#match.as_ref().unwrap().path_specifier,
+        Some(route_match::PathSpecifier::Prefix(ref p)) if p == "/"
+    ));
+    let route_action::ClusterSpecifier::WeightedClusters(split) = action(last) else {
+        panic!("not weighted: {:?}", action(last))
+    };
+    let weights: Vec<(&str, u32)> = split
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.unwrap().value))
+        .collect();
+    assert_eq!(weights, [("shop/web-v1|80", 90), ("shop/web-v2|80", 10)]);
+    #[allow(deprecated)]
+    let total = split.total_weight;
+    assert_eq!(total, None);
+
+    let Some(route::Action::Route(a)) = &last.action else {
+        panic!()
+    };
+    assert_eq!(
+        a.timeout,
+        Some(duration(std::time::Duration::from_secs(15)))
+    );
+    let retry = a.retry_policy.as_ref().unwrap();
+    assert_eq!(
+        retry.retry_on,
+        "connect-failure,refused-stream,reset-before-request"
+    );
+    assert_eq!(retry.num_retries.unwrap().value, 2);
+}
+
+#[test]
+fn a_single_backend_uses_cluster() {
+    let out = compile_sample();
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    let web = vhost(&config, "shop/web|8080");
+    assert_eq!(web.routes.len(), 1);
+    assert_eq!(
+        action(&web.routes[0]),
+        &route_action::ClusterSpecifier::Cluster("shop/web|8080".into())
+    );
+    // The canary route: one backend too.
+    let canary = &vhost(&config, "shop/web|80").routes[0];
+    assert_eq!(
+        action(canary),
+        &route_action::ClusterSpecifier::Cluster("shop/web-v2|80".into())
+    );
+}
+
+#[test]
+fn matches_become_one_route_each() {
+    let out = compile_sample();
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    let routes = &vhost(&config, "shop/web|80").routes;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["shop/canary", "shop/canary", "shop/web-split"]);
+    assert_eq!(action(&routes[0]), action(&routes[1]));
+
+    let first = routes[0].r#match.as_ref().unwrap();
+    let Some(route_match::PathSpecifier::SafeRegex(path)) = &first.path_specifier else {
+        panic!("{first:?}")
+    };
+    assert_eq!(path.regex, "/api/.*");
+    assert_eq!(
+        regex_of(header_regex(&first.headers, ":method")),
+        "GET|HEAD"
+    );
+    assert_eq!(
+        regex_of(header_regex(&first.headers, "x-canary")),
+        "true|yes"
+    );
+    // `host` is `:authority` to Envoy.
+    assert_eq!(
+        regex_of(header_regex(&first.headers, ":authority")),
+        "web.*"
+    );
+    assert_eq!(first.headers.len(), 3);
+
+    let second = routes[1].r#match.as_ref().unwrap();
+    assert!(
+        matches!(&second.path_specifier, Some(route_match::PathSpecifier::Prefix(p)) if p == "/")
+    );
+    assert_eq!(
+        header_regex(&second.headers, ":method").match_pattern,
+        Some(string_matcher::MatchPattern::Exact("POST".into()))
+    );
+}
+
+// === outbound TCP ===
+
+#[test]
+fn tcp_services_get_a_listener_per_port() {
+    let out = compile_sample();
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "outbound_tcp|5432");
+    assert_eq!(
+        listener.address,
+        Some(socket_address("127.0.1.5:5432".parse().unwrap()))
+    );
+    let filter = &listener.filter_chains[0].filters[0];
+    assert_eq!(filter.name, "envoy.filters.network.tcp_proxy");
+    let tcp: TcpProxy = typed(&filter.config_type);
+    let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(split)) = &tcp.cluster_specifier else {
+        panic!("{tcp:?}")
+    };
+    let weights: Vec<(&str, u32)> = split
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight))
+        .collect();
+    assert_eq!(weights, [("shop/db-a|5432", 50), ("shop/db-b|5432", 50)]);
+
+    let single: Listener = decode(&out, LISTENER_TYPE_URL, "outbound_tcp|6379");
+    let tcp: TcpProxy = typed(&single.filter_chains[0].filters[0].config_type);
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(tcp_proxy::ClusterSpecifier::Cluster(
+            "shop/cache|6379".into()
+        ))
+    );
+
+    // shop/zdb also wants 5432: db wins by name, zdb is reported.
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("shop/zdb") && w.contains("5432") && w.contains("shop/db")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn ports_taken_by_inbound_or_the_proxy_are_not_reused() {
+    let mut proxy = sample();
+    proxy.inbound.push(InboundPort {
+        port: 15001,
+        protocol: Protocol::Http,
+        authorization: Authorization::AllowAll,
+    });
+    proxy.inbound.push(InboundPort {
+        port: 6379,
+        protocol: Protocol::Tcp,
+        authorization: Authorization::AllowAll,
+    });
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("inbound port 15001")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("shop/cache port 6379")),
+        "{:?}",
+        out.warnings
+    );
+    assert!(
+        !out.resources
+            .iter()
+            .any(|r| r.name == "inbound|15001" || r.name == "outbound_tcp|6379")
+    );
+    // Listener addresses are unique.
+    let addresses: Vec<_> = out
+        .resources
+        .iter()
+        .filter(|r| r.type_url == LISTENER_TYPE_URL)
+        .map(|r| {
+            Listener::decode(r.resource.value.as_slice())
+                .unwrap()
+                .address
+        })
+        .collect();
+    assert_eq!(
+        addresses.len(),
+        addresses
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+}
+
+// === clusters ===
+
+#[test]
+fn clusters_use_eds_over_ads() {
+    let out = compile_sample();
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    );
+    let eds = cluster
+        .eds_cluster_config
+        .as_ref()
+        .unwrap()
+        .eds_config
+        .as_ref()
+        .unwrap();
+    assert!(matches!(
+        eds.config_source_specifier,
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+    assert_eq!(eds.resource_api_version, ApiVersion::V3 as i32);
+    assert_eq!(
+        cluster.connect_timeout,
+        Some(duration(std::time::Duration::from_secs(1)))
+    );
+    let outlier = cluster.outlier_detection.as_ref().unwrap();
+    assert_eq!(outlier.consecutive_5xx.unwrap().value, 5);
+    assert_eq!(
+        outlier.enforcing_consecutive_gateway_failure.unwrap().value,
+        100
+    );
+    assert!(cluster.typed_extension_protocol_options.is_empty());
+    assert!(cluster.load_assignment.is_none());
+
+    let cla: ClusterLoadAssignment = decode(&out, ENDPOINT_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(cla.cluster_name, "shop/web-v1|80");
+    let addresses: Vec<Option<_>> = cla.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| match &e.host_identifier {
+            Some(lb_endpoint::HostIdentifier::Endpoint(e)) => e.address.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            Some(socket_address("10.0.0.1:8080".parse().unwrap())),
+            Some(socket_address("10.0.0.2:8080".parse().unwrap()))
+        ]
+    );
+
+    let empty: ClusterLoadAssignment = decode(&out, ENDPOINT_TYPE_URL, "shop/zdb|5432");
+    assert_eq!(empty.cluster_name, "shop/zdb|5432");
+    assert!(empty.endpoints.is_empty());
+}
+
+#[test]
+fn least_request_is_selectable() {
+    let opts = EnvoyOptions {
+        load_balancing: LoadBalancing::LeastRequest,
+        ..opts()
+    };
+    let out = compile(&sample(), &MeshSettings::default(), &opts);
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.lb_policy,
+        envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy::LeastRequest as i32
+    );
+}
+
+#[test]
+fn http2_clusters_speak_http2() {
+    let out = compile_sample();
+    for name in ["shop/grpc|9000", "inbound|9090"] {
+        let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, name);
+        let any = &cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        );
+        assert_eq!(
+            HttpProtocolOptions::decode(any.value.as_slice()).unwrap(),
+            cluster::http2_options()
+        );
+    }
+}
+
+#[test]
+fn inbound_clusters_are_static_to_the_app() {
+    let out = compile_sample();
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "inbound|8080");
+    assert_eq!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+    );
+    let cla = cluster.load_assignment.unwrap();
+    assert_eq!(cla.cluster_name, "inbound|8080");
+    let Some(lb_endpoint::HostIdentifier::Endpoint(e)) =
+        &cla.endpoints[0].lb_endpoints[0].host_identifier
+    else {
+        panic!()
+    };
+    assert_eq!(
+        e.address,
+        Some(socket_address("127.0.0.1:8080".parse().unwrap()))
+    );
+}
+
+// === inbound and RBAC ===
+
+fn inbound_rbac(out: &Output, port: u16) -> RbacPerRoute {
+    let config: RouteConfiguration = decode(out, ROUTE_TYPE_URL, &inbound_name(port));
+    assert_eq!(config.virtual_hosts.len(), 1);
+    let vhost = &config.virtual_hosts[0];
+    assert_eq!(vhost.domains, ["*"]);
+    assert_eq!(
+        action(&vhost.routes[0]),
+        &route_action::ClusterSpecifier::Cluster(inbound_name(port))
+    );
+    let any = &vhost.typed_per_filter_config["envoy.filters.http.rbac"];
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+    );
+    RbacPerRoute::decode(any.value.as_slice()).unwrap()
+}
+
+fn principals(policy: &Policy) -> Vec<&str> {
+    policy
+        .principals
+        .iter()
+        .map(|p| match &p.identifier {
+            Some(principal::Identifier::Authenticated(a)) => {
+                match &a.principal_name.as_ref().unwrap().match_pattern {
+                    Some(string_matcher::MatchPattern::Exact(id)) => id.as_str(),
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn inbound_http_denies_by_default_with_a_mesh_body() {
+    let out = compile_sample();
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|8080");
+    assert_eq!(
+        listener.address,
+        Some(socket_address("127.0.1.5:8080".parse().unwrap()))
+    );
+    let hcm = hcm(&listener);
+    let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+        panic!()
+    };
+    assert_eq!(rds.route_config_name, "inbound|8080");
+    let filters: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.rbac", "envoy.filters.http.router"]
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[0].config_type else {
+        panic!()
+    };
+    let deny = HttpRbac::decode(any.value.as_slice()).unwrap();
+    let rules = deny.rules.unwrap();
+    assert_eq!(rules.action, Action::Allow as i32);
+    assert!(rules.policies.is_empty());
+
+    let reply = hcm.local_reply_config.unwrap();
+    let body = reply.mappers[0].body.as_ref().unwrap();
+    assert_eq!(
+        body.specifier,
+        Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                DENIED_BODY.into()
+            )
+        )
+    );
+}
+
+#[test]
+fn empty_rules_deny_everything() {
+    let mut proxy = sample();
+    proxy.inbound[0].authorization = Authorization::Allow(vec![]);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let rules = inbound_rbac(&out, 8080).rbac.unwrap().rules.unwrap();
+    assert_eq!(rules.action, Action::Allow as i32);
+    assert!(rules.policies.is_empty());
+
+    // TCP: a network RBAC filter before tcp_proxy, with no policy.
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|5433");
+    let filters = &listener.filter_chains[0].filters;
+    assert_eq!(filters[0].name, "envoy.filters.network.rbac");
+    assert_eq!(filters[1].name, "envoy.filters.network.tcp_proxy");
+    let rbac: NetworkRbac = typed(&filters[0].config_type);
+    assert_eq!(rbac.stat_prefix, "inbound_5433.");
+    let rules = rbac.rules.unwrap();
+    assert_eq!(rules.action, Action::Allow as i32);
+    assert!(rules.policies.is_empty());
+}
+
+#[test]
+fn rules_become_principals_and_permissions() {
+    let out = compile_sample();
+    let rules = inbound_rbac(&out, 8080).rbac.unwrap().rules.unwrap();
+    let keys: BTreeSet<&str> = rules.policies.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["shop/web-admins", "shop/web-readers", "shop/web-readers#2"])
+    );
+
+    let admins = &rules.policies["shop/web-admins"];
+    assert_eq!(
+        principals(admins),
+        ["spiffe://cluster.local/ns/ops/sa/admin"]
+    );
+    assert_eq!(admins.permissions.len(), 1);
+    assert_eq!(
+        admins.permissions[0].rule,
+        Some(permission::Rule::Any(true))
+    );
+
+    // Rules sharing a name are numbered in content order (sources by SPIFFE ID first:
+    // `…/ns/ops/…` sorts before `…/ns/shop/…`), so the two-source rule keeps the plain name.
+    let readers = &rules.policies["shop/web-readers"];
+    assert_eq!(
+        principals(readers),
+        [
+            "spiffe://cluster.local/ns/ops/sa/admin",
+            "spiffe://cluster.local/ns/shop/sa/frontend"
+        ]
+    );
+    assert_eq!(readers.permissions.len(), 2);
+    let conditions = |p: &envoy_types::pb::envoy::config::rbac::v3::Permission| match &p.rule {
+        Some(permission::Rule::AndRules(set)) => set.rules.clone(),
+        other => vec![envoy_types::pb::envoy::config::rbac::v3::Permission {
+            rule: other.clone(),
+        }],
+    };
+    // Matches are sorted: `/api/.*` before `/healthz`.
+    let api = conditions(&readers.permissions[0]);
+    let Some(permission::Rule::UrlPath(path)) = &api[0].rule else {
+        panic!("{api:?}")
+    };
+    let Some(path_matcher::Rule::Path(path)) = &path.rule else {
+        panic!()
+    };
+    assert_eq!(regex_of(path), "/api/.*");
+    let headers: Vec<HeaderMatcher> = api[1..]
+        .iter()
+        .map(|p| match &p.rule {
+            Some(permission::Rule::Header(h)) => h.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(regex_of(header_regex(&headers, ":method")), "GET|HEAD");
+    assert_eq!(regex_of(header_regex(&headers, "x-canary")), "true|yes");
+    assert_eq!(regex_of(header_regex(&headers, ":authority")), "web.*");
+
+    let batch = &rules.policies["shop/web-readers#2"];
+    assert_eq!(
+        principals(batch),
+        ["spiffe://cluster.local/ns/shop/sa/batch"]
+    );
+    let conditions = conditions(&batch.permissions[0]);
+    let Some(permission::Rule::Header(method)) = &conditions[0].rule else {
+        panic!()
+    };
+    assert_eq!(
+        regex_of(header_regex(std::slice::from_ref(method), ":method")),
+        "DELETE|PUT"
+    );
+
+    // The trust domain comes from the mesh settings.
+    let mesh = MeshSettings {
+        trust_domain: "example.org".into(),
+        ..MeshSettings::default()
+    };
+    let out = compile(&sample(), &mesh, &opts());
+    let rules = inbound_rbac(&out, 8080).rbac.unwrap().rules.unwrap();
+    assert_eq!(
+        principals(&rules.policies["shop/web-admins"]),
+        ["spiffe://example.org/ns/ops/sa/admin"]
+    );
+}
+
+#[test]
+fn tcp_rules_allow_their_sources() {
+    let out = compile_sample();
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
+    let filters = &listener.filter_chains[0].filters;
+    let rbac: NetworkRbac = typed(&filters[0].config_type);
+    let rules = rbac.rules.unwrap();
+    let policy = &rules.policies["shop/cache-users"];
+    assert_eq!(
+        principals(policy),
+        [
+            "spiffe://cluster.local/ns/ops/sa/admin",
+            "spiffe://cluster.local/ns/shop/sa/frontend"
+        ]
+    );
+    assert_eq!(
+        policy.permissions[0].rule,
+        Some(permission::Rule::Any(true))
+    );
+    let tcp: TcpProxy = typed(&filters[1].config_type);
+    assert_eq!(
+        tcp.cluster_specifier,
+        Some(tcp_proxy::ClusterSpecifier::Cluster("inbound|7000".into()))
+    );
+
+    // HTTP matches on a TCP port cannot be checked: the rule grants nothing.
+    let mut proxy = sample();
+    proxy.inbound[3].authorization = Authorization::Allow(vec![InboundRule {
+        name: "shop/odd".into(),
+        sources: vec![Identity::new("shop", "frontend")],
+        matches: vec![http_match(Some("/x"), &[], &[])],
+    }]);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
+    let rbac: NetworkRbac = typed(&listener.filter_chains[0].filters[0].config_type);
+    assert!(rbac.rules.unwrap().policies.is_empty());
+    assert!(
+        out.warnings.iter().any(|w| w.contains("shop/odd")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn allow_all_turns_rbac_off() {
+    let out = compile_sample();
+    assert_eq!(inbound_rbac(&out, 9090), RbacPerRoute { rbac: None });
+
+    let mut proxy = sample();
+    proxy.inbound[3].authorization = Authorization::AllowAll;
+    let out = compile(
+        &proxy,
+        &MeshSettings {
+            access_mode: AccessMode::Permissive,
+            ..Default::default()
+        },
+        &opts(),
+    );
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
+    let names: Vec<&str> = listener.filter_chains[0]
+        .filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["envoy.filters.network.tcp_proxy"]);
+}
+
+#[test]
+fn hand_encoded_maps_match_prost() {
+    // One policy: exactly prost's bytes. Several: the same message once decoded.
+    let mut proxy = sample();
+    let Authorization::Allow(rules) = &mut proxy.inbound[0].authorization else {
+        panic!()
+    };
+    rules.truncate(1);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, "inbound|8080");
+    let any = &config.virtual_hosts[0].typed_per_filter_config["envoy.filters.http.rbac"];
+    let decoded = RbacPerRoute::decode(any.value.as_slice()).unwrap();
+    assert_eq!(decoded.encode_to_vec(), any.value);
+
+    let out = compile_sample();
+    let raw = &find(&out, ROUTE_TYPE_URL, "inbound|8080").resource.value;
+    let config = RouteConfiguration::decode(raw.as_slice()).unwrap();
+    assert_eq!(
+        RouteConfiguration::decode(config.encode_to_vec().as_slice()).unwrap(),
+        config
+    );
+
+    // The outbound route configuration, assembled from cached pieces, is prost's encoding.
+    let raw = &find(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP).resource.value;
+    assert_eq!(
+        &RouteConfiguration::decode(raw.as_slice())
+            .unwrap()
+            .encode_to_vec(),
+        raw
+    );
+}
+
+// === cache ===
+
+#[test]
+fn a_weight_change_only_changes_the_routes() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    let before = adapter.compile(&sample(), &mesh, &opts());
+    assert_eq!(adapter.cache_len(), (9, 6));
+
+    let mut proxy = sample();
+    let web = proxy
+        .outbound
+        .get_mut(&ServiceName::new("shop", "web"))
+        .unwrap();
+    Arc::make_mut(web).ports[0].routes[1].backends[0].weight = 50;
+    let after = adapter.compile(&proxy, &mesh, &opts());
+    assert_eq!(
+        after,
+        compile(&proxy, &mesh, &opts()),
+        "cached and uncached compiles differ"
+    );
+
+    let changed: Vec<&str> = before
+        .resources
+        .iter()
+        .zip(&after.resources)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    assert_eq!(changed, [OUTBOUND_HTTP]);
+}
+
+#[test]
+fn settings_changes_invalidate_the_cache() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    adapter.compile(&sample(), &mesh, &opts());
+    let opts = EnvoyOptions {
+        connect_timeout: std::time::Duration::from_millis(250),
+        route_timeout: std::time::Duration::ZERO,
+        ..opts()
+    };
+    let cached = adapter.compile(&sample(), &mesh, &opts);
+    assert_eq!(cached, compile(&sample(), &mesh, &opts));
+    let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.connect_timeout,
+        Some(duration(std::time::Duration::from_millis(250)))
+    );
+}
+
+#[test]
+fn unused_entries_are_evicted() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    let proxy = sample();
+    adapter.compile(&proxy, &mesh, &opts());
+    adapter.evict_unused();
+    assert_eq!(adapter.cache_len(), (9, 6), "still referenced by `proxy`");
+    drop(proxy);
+    adapter.evict_unused();
+    assert_eq!(adapter.cache_len(), (0, 0));
+}
+
+#[test]
+fn equal_values_in_new_arcs_hit_the_cache() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    let first = sample();
+    adapter.compile(&first, &mesh, &opts());
+    // A fresh model with equal pieces: the cache adopts the new `Arc`s, so dropping the first
+    // model leaves nothing behind that the second one needs.
+    let second = sample();
+    adapter.compile(&second, &mesh, &opts());
+    drop(first);
+    adapter.evict_unused();
+    assert_eq!(adapter.cache_len(), (9, 6));
+}
+
+// === bootstrap ===
+
+#[test]
+fn bootstrap_configures_ads_with_the_token() {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
+    let opts = BootstrapOptions::new("shop/web-v1-0", ip, "127.0.0.1", 15010, "s3cret");
+    let b = bootstrap(&opts);
+    assert_eq!(b["node"]["id"], "shop/web-v1-0");
+    assert_eq!(
+        b["admin"]["address"]["socket_address"]["address"],
+        "127.0.1.5"
+    );
+    assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 15000);
+    let ads = &b["dynamic_resources"]["ads_config"];
+    assert_eq!(ads["api_type"], "GRPC");
+    assert_eq!(ads["transport_api_version"], "V3");
+    assert_eq!(ads["set_node_on_first_message_only"], true);
+    let grpc = &ads["grpc_services"][0];
+    assert_eq!(grpc["envoy_grpc"]["cluster_name"], "xds");
+    assert_eq!(grpc["initial_metadata"][0]["key"], "authorization");
+    assert_eq!(grpc["initial_metadata"][0]["value"], "Bearer s3cret");
+    for config in ["cds_config", "lds_config"] {
+        assert_eq!(
+            b["dynamic_resources"][config],
+            serde_json::json!({ "ads": {}, "resource_api_version": "V3" })
+        );
+    }
+    let xds = &b["static_resources"]["clusters"][0];
+    assert_eq!(xds["name"], "xds");
+    assert_eq!(xds["type"], "STATIC");
+    assert_eq!(xds["connect_timeout"], "1s");
+    assert!(
+        xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            ["explicit_http_config"]["http2_protocol_options"]
+            .is_object()
+    );
+    let endpoint =
+        &xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+    assert_eq!(endpoint["socket_address"]["address"], "127.0.0.1");
+    assert_eq!(endpoint["socket_address"]["port_value"], 15010);
+
+    let delta = BootstrapOptions {
+        api: XdsApi::Delta,
+        xds_host: "switchyard.switchyard-system.svc".into(),
+        connect_timeout: std::time::Duration::from_millis(250),
+        ..opts.clone()
+    };
+    let b = bootstrap(&delta);
+    assert_eq!(
+        b["dynamic_resources"]["ads_config"]["api_type"],
+        "DELTA_GRPC"
+    );
+    assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+    assert_eq!(
+        b["static_resources"]["clusters"][0]["connect_timeout"],
+        "0.250000000s"
+    );
+
+    assert!(!format!("{opts:?}").contains("s3cret"));
+}
+
+// === helpers ===
+
+#[test]
+fn backends_merge_and_sort() {
+    let backends = [
+        backend("a", "y", 80, 1),
+        backend("a", "x", 80, 2),
+        backend("a", "y", 80, 3),
+    ];
+    let merged = super::route::merged_backends(&backends);
+    assert_eq!(merged, [("a/x|80", 2), ("a/y|80", 4)]);
+}
+
+#[test]
+fn sorted_maps_are_in_key_order() {
+    let map: BTreeMap<String, Policy> = ["b", "a", "c"]
+        .iter()
+        .map(|k| ((*k).to_owned(), Policy::default()))
+        .collect();
+    let mut buf = Vec::new();
+    wire::put_sorted_map(&mut buf, 2, &map);
+    // Each entry: field 2 (0x12), length 5, then key `0a 01 <key>` and an empty value `12 00`.
+    assert_eq!(
+        buf,
+        [
+            0x12, 5, 0x0a, 1, b'a', 0x12, 0, 0x12, 5, 0x0a, 1, b'b', 0x12, 0, 0x12, 5, 0x0a, 1,
+            b'c', 0x12, 0
+        ]
+    );
+    let decoded = envoy_types::pb::envoy::config::rbac::v3::Rbac::decode(buf.as_slice()).unwrap();
+    assert_eq!(decoded.policies.len(), 3);
+}
+
+#[test]
+fn socket_addresses_keep_ipv6_bare() {
+    let addr: SocketAddr = "[fd00::1]:80".parse().unwrap();
+    let a = socket_address(addr);
+    let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s)) =
+        a.address
+    else {
+        panic!()
+    };
+    assert_eq!(s.address, "fd00::1");
+}
+
+// === scale ===
+
+/// A proxy that reaches `n` services over 100 namespaces, each an HTTP port split over two
+/// clusters (so `2n` clusters), with a cluster IP and two endpoints per cluster.
+fn large(n: usize) -> ProxyConfig {
+    let mut proxy = ProxyConfig {
+        proxy: ProxyId { namespace: "ns-0".into(), pod: "client-0".into() },
+        identity: Identity::new("ns-0", "client"),
+        outbound: BTreeMap::new(),
+        clusters: BTreeMap::new(),
+        inbound: vec![],
+    };
+    for i in 0..n {
+        let ns = format!("ns-{}", i % 100);
+        let name = format!("svc-{i}");
+        let (v1, v2) = (format!("{name}-v1"), format!("{name}-v2"));
+        let ip = [10, 96, (i / 256) as u8, (i % 256) as u8];
+        let (key, svc) = service(
+            &ns,
+            &name,
+            Some(ip),
+            vec![port(
+                80,
+                Protocol::Http,
+                vec![route("default", vec![], vec![backend(&ns, &v1, 80, 90), backend(&ns, &v2, 80, 10)])],
+            )],
+        );
+        proxy.outbound.insert(key, svc);
+        for v in [&v1, &v2] {
+            let a = format!("10.{}.{}.1:8080", i / 256, i % 256);
+            let b = format!("10.{}.{}.2:8080", i / 256, i % 256);
+            let c = model_cluster(&ns, v, 80, Protocol::Http, &[&a, &b]);
+            proxy.clusters.insert(c.name.clone(), c);
+        }
+    }
+    proxy
+}
+
+#[test]
+#[ignore = "benchmark: cargo test --release -p switchyard-adapters -- --ignored --nocapture scale"]
+fn scale_10k_services() {
+    use std::time::Instant;
+    let mesh = MeshSettings::default();
+    let mut proxy = large(10_000);
+    let mut adapter = EnvoyAdapter::new();
+
+    let start = Instant::now();
+    let cold = adapter.compile(&proxy, &mesh, &opts());
+    let full = start.elapsed();
+
+    let start = Instant::now();
+    let warm = adapter.compile(&proxy, &mesh, &opts());
+    let unchanged = start.elapsed();
+    assert_eq!(cold, warm);
+
+    let key = ServiceName::new("ns-7", "svc-5007");
+    Arc::make_mut(proxy.outbound.get_mut(&key).unwrap()).ports[0].routes[0].backends[0].weight = 50;
+    let start = Instant::now();
+    let changed = adapter.compile(&proxy, &mesh, &opts());
+    let one_weight = start.elapsed();
+
+    let routes = find(&changed, ROUTE_TYPE_URL, OUTBOUND_HTTP).resource.value.len();
+    let total: usize = changed.resources.iter().map(|r| r.resource.value.len()).sum();
+    eprintln!(
+        "10k services, {} resources, {total} bytes (routes {routes}): full {full:?}, \
+         unchanged {unchanged:?}, one weight {one_weight:?}",
+        changed.resources.len()
+    );
+    assert!(changed.warnings.is_empty(), "{:?}", &changed.warnings[..3]);
+}

@@ -1,0 +1,263 @@
+//! The mesh model: everything one proxy must know, resolved, validated and version-free. The
+//! index produces it; every data-plane adapter consumes it. No Kubernetes types, no protobuf.
+//!
+//! Pieces that many proxies share (a service's outbound routes, a cluster's endpoints) sit
+//! behind `Arc`, so a mesh of thousands of proxies holds one copy of each, and an adapter can
+//! cache its translation of a piece by pointer identity or by the piece's name and hash.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// A Kubernetes Service, by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceName {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ServiceName {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Every host name a client in the mesh may use for this service, shortest first:
+    /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>`.
+    pub fn hostnames(&self, cluster_domain: &str) -> Vec<String> {
+        let ServiceName { namespace, name } = self;
+        vec![
+            name.clone(),
+            format!("{name}.{namespace}"),
+            format!("{name}.{namespace}.svc"),
+            format!("{name}.{namespace}.svc.{cluster_domain}"),
+        ]
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A cluster: one port of one Service. Named `<namespace>/<service>|<port>` (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn new(service: &ServiceName, port: u16) -> Self {
+        ClusterName(format!("{service}|{port}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A workload identity: a ServiceAccount, written as a SPIFFE ID
+/// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+impl Identity {
+    pub fn new(namespace: impl Into<String>, service_account: impl Into<String>) -> Self {
+        Identity {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+        }
+    }
+
+    pub fn spiffe_id(&self, trust_domain: &str) -> String {
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service_account)
+    }
+}
+
+/// A proxy: one Pod's sidecar, keyed by namespace and Pod name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyId {
+    pub namespace: String,
+    pub pod: String,
+}
+
+impl fmt::Display for ProxyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.pod)
+    }
+}
+
+/// The application protocol of a port: HTTP ports get L7 routing, others are proxied as TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Tcp,
+}
+
+/// Mesh-wide settings; never part of SMI manifests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// SPIFFE trust domain; default `cluster.local`.
+    pub trust_domain: String,
+    /// DNS suffix of Services; default `cluster.local`.
+    pub cluster_domain: String,
+    pub access_mode: AccessMode,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings {
+            trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+            access_mode: AccessMode::Strict,
+        }
+    }
+}
+
+/// Whether TrafficTargets are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Deny everything no TrafficTarget allows (the default).
+    Strict,
+    /// Allow everything; TrafficTargets are ignored.
+    Permissive,
+}
+
+/// What one proxy runs: the services it can reach, the clusters behind them, and what its own
+/// workload accepts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    pub proxy: ProxyId,
+    pub identity: Identity,
+    /// Outbound services by name; shared between proxies.
+    pub outbound: BTreeMap<ServiceName, Arc<OutboundService>>,
+    /// Every cluster an outbound route can reach; shared between proxies.
+    pub clusters: BTreeMap<ClusterName, Arc<Cluster>>,
+    /// The ports this proxy's workload serves.
+    pub inbound: Vec<InboundPort>,
+}
+
+/// A Service as clients see it: its names, its virtual IP, and per port where requests go.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundService {
+    pub name: ServiceName,
+    /// Host names, shortest first (see [`ServiceName::hostnames`]).
+    pub hostnames: Vec<String>,
+    /// The ClusterIP, when the Service has one (in local mode: a loopback address).
+    pub cluster_ip: Option<IpAddr>,
+    pub ports: Vec<OutboundPort>,
+}
+
+/// One Service port and its routing table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundPort {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Tried in order; the last route has no matches and catches everything else. TCP ports
+    /// have exactly one route.
+    pub routes: Vec<Route>,
+}
+
+/// A routing rule: requests matching any of `matches` (all, when empty) are spread over
+/// `backends` by weight.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Stable, unique within the port: `default`, or `<split namespace>/<split name>`.
+    pub name: String,
+    pub matches: Vec<HttpMatch>,
+    /// Never empty; weights are relative and sum to more than zero.
+    pub backends: Vec<WeightedCluster>,
+}
+
+/// An HTTP request match. All given conditions must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HttpMatch {
+    /// RE2-style regex fully matching the path without the query string; `None` matches all.
+    pub path_regex: Option<String>,
+    /// Upper-case methods; empty matches every method.
+    pub methods: Vec<String>,
+    /// Header name (lower case) and value regex (full match); all must match.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A share of a route's traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightedCluster {
+    pub cluster: ClusterName,
+    /// Relative weight, > 0 for every entry of a route (zero-weight backends are left out, so
+    /// they get exactly zero requests).
+    pub weight: u32,
+}
+
+/// The endpoints of one Service port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Cluster {
+    pub name: ClusterName,
+    pub service: ServiceName,
+    /// The Service port this cluster serves.
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Ready endpoints, sorted by address.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One ready backend address and the identity it runs as, when known.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub identity: Option<Identity>,
+}
+
+/// A port the proxy's own workload serves, and who may reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InboundPort {
+    /// The container (target) port.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub authorization: Authorization,
+}
+
+/// Who may use an inbound port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Authorization {
+    /// Permissive mode: everyone.
+    AllowAll,
+    /// Strict mode: these rules, ORed; an empty list denies everything.
+    Allow(Vec<InboundRule>),
+}
+
+/// One grant from a TrafficTarget: these identities, with (for HTTP) these requests.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InboundRule {
+    /// `<namespace>/<name>` of the TrafficTarget, for metrics and debugging.
+    pub name: String,
+    pub sources: Vec<Identity>,
+    /// HTTP matches allowed; empty allows every request (TCP ports, or a TCPRoute rule).
+    pub matches: Vec<HttpMatch>,
+}

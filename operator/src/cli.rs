@@ -1,0 +1,105 @@
+//! The command line: argument definitions and the glue that runs each subcommand.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+/// Switchyard: an SMI service mesh over pluggable data planes.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check SMI manifests: load every document, validate every SMI object, report all problems.
+    Validate(validate::Args),
+    /// Print the SMI CustomResourceDefinitions, or write one file per CRD into a directory.
+    Crds(CrdsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdsArgs {
+    /// Directory to write the CRD files into; without it, every CRD is printed to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// How a command ended, as the process exit status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The input was read but is not valid (exit status 1).
+    Invalid,
+}
+
+impl Outcome {
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Invalid => 1,
+        }
+    }
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        ExitCode::from(o.code())
+    }
+}
+
+/// Runs a parsed command line. Output goes to `out` and `-` reads `stdin`, so tests can drive
+/// every command without a process.
+pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Validate(args) => {
+            let report = validate::run(&args, stdin, out).context("writing the report")?;
+            Ok(if report.is_valid() { Outcome::Success } else { Outcome::Invalid })
+        }
+        Command::Crds(args) => {
+            crds(&args, out)?;
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn crds(args: &CrdsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use switchyard_crds::crdgen;
+    match &args.out {
+        Some(dir) => {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let written = crdgen::write_all(dir)
+                .with_context(|| format!("writing CRDs into {}", dir.display()))?;
+            for path in written {
+                writeln!(out, "wrote {}", path.display())?;
+            }
+        }
+        None => {
+            for (i, (_, yaml)) in crdgen::render().iter().enumerate() {
+                if i > 0 {
+                    writeln!(out, "---")?;
+                }
+                let yaml = yaml.strip_prefix("---\n").unwrap_or(yaml);
+                write!(out, "{yaml}")?;
+                if !yaml.ends_with('\n') {
+                    writeln!(out)?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

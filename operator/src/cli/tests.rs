@@ -1,0 +1,78 @@
+//! Tests of argument parsing and the subcommand glue.
+
+use std::path::Path;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
+}
+
+#[test]
+fn the_command_line_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn validate_takes_paths_after_f_or_filename() {
+    let paths = |args: &[&str]| match parse(args).unwrap().command {
+        Command::Validate(a) => a.paths,
+        other => panic!("{other:?}"),
+    };
+    let expected: Vec<PathBuf> = ["a.yaml", "dir", "-"].iter().map(PathBuf::from).collect();
+    assert_eq!(paths(&["validate", "-f", "a.yaml", "dir", "-"]), expected);
+    assert_eq!(paths(&["validate", "-f", "a.yaml", "--filename", "dir", "-f", "-"]), expected);
+    assert_eq!(paths(&["validate", "--filename=a.yaml", "-fdir", "-f-"]), expected);
+}
+
+#[test]
+fn usage_errors_exit_with_status_2() {
+    for args in [&["validate"][..], &["validate", "-f"], &["nope"], &[], &["crds", "--bogus"]] {
+        let e = parse(args).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+    }
+    assert_eq!(parse(&["--help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+}
+
+#[test]
+fn validate_outcome_follows_the_report() {
+    let run_on = |stdin: &str| {
+        let cli = parse(&["validate", "-f", "-"]).unwrap();
+        let mut out = Vec::new();
+        run(cli, &mut stdin.as_bytes(), &mut out).unwrap()
+    };
+    assert_eq!(run_on("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n"), Outcome::Success);
+    assert_eq!(run_on("kind: [\n"), Outcome::Invalid);
+    assert_eq!(Outcome::Invalid.code(), 1);
+}
+
+#[test]
+fn crds_writes_files_into_the_out_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("nested/crds");
+    let cli = parse(&["crds", "--out", target.to_str().unwrap()]).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(run(cli, &mut std::io::empty(), &mut out).unwrap(), Outcome::Success);
+    let out = String::from_utf8(out).unwrap();
+    for line in out.lines() {
+        let path = line.strip_prefix("wrote ").unwrap();
+        assert!(Path::new(path).is_file(), "{path}");
+    }
+    assert!(target.is_dir());
+}
+
+#[test]
+fn crds_without_out_prints_every_crd_as_one_stream() {
+    let cli = parse(&["crds"]).unwrap();
+    let mut out = Vec::new();
+    run(cli, &mut std::io::empty(), &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let rendered = switchyard_crds::crdgen::render();
+    assert_eq!(out.matches("\n---\n").count() + usize::from(out.starts_with("---\n")), rendered.len().saturating_sub(1));
+    // Whatever is printed is one valid multi-document stream.
+    let m = switchyard_crds::manifest::load_str("crds", &out);
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    assert_eq!(m.others.len(), rendered.len());
+}

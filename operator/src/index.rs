@@ -1,0 +1,1046 @@
+//! The index: a synchronous, incremental view of SMI objects, Services, EndpointSlices, Pods and
+//! ServiceAccounts, resolved into the mesh model with a status per SMI object.
+//!
+//! ```text
+//!  apply/delete/reset ──▶ stored objects ──▶ dirty services ──▶ OutboundService + Clusters (Arc)
+//!                                  │                                     │
+//!                                  └─▶ conditions per SMI object         └─▶ ProxyConfig per Pod
+//! ```
+//!
+//! Every change marks the Services it can affect (a split's root, the roots that use a Service as
+//! a backend, …); only those are recomputed. Outbound pieces are shared by every proxy, so a
+//! change re-publishes `Arc` pointers, not copies. The index does no IO.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use k8s_openapi::api::{
+    core::v1::{Pod, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
+use switchyard_adapters::model::{
+    Authorization, Cluster, ClusterName, Endpoint, HttpMatch, Identity, InboundPort, InboundRule,
+    MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route,
+    ServiceName, WeightedCluster,
+};
+use switchyard_crds::{
+    Decimal, Kind, ObjectRef, SmiObject,
+    access::TrafficTarget,
+    specs::{HttpRouteGroup, PortMatch},
+    split::{self, TrafficSplit},
+    validate::{self, Severity},
+    weight,
+};
+
+mod status;
+#[cfg(test)]
+mod tests;
+
+pub use status::{ConditionState, ObjectStatus, reasons};
+
+/// Anything the index stores.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Smi(SmiObject),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    ServiceAccount(Box<ServiceAccount>),
+}
+
+/// The kinds of [`Object`], for `delete` and `reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Smi(Kind),
+    Service,
+    EndpointSlice,
+    Pod,
+    ServiceAccount,
+}
+
+/// Namespace and name.
+type Key = (String, String);
+
+/// What changed since the last [`Index::take_changes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Outbound services or clusters changed: every proxy's configuration is affected.
+    pub outbound: bool,
+    /// Proxies whose own (inbound) configuration changed, or that appeared or disappeared.
+    pub proxies: BTreeSet<ProxyId>,
+    /// SMI objects whose status changed.
+    pub statuses: BTreeSet<ObjectRef>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct ServiceInfo {
+    cluster_ip: Option<IpAddr>,
+    selector: BTreeMap<String, String>,
+    ports: Vec<ServicePort>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct ServicePort {
+    name: Option<String>,
+    port: u16,
+    target: TargetPort,
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct SliceInfo {
+    service: String,
+    /// Port name (empty when unnamed) → port number.
+    ports: Vec<(String, u16)>,
+    endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct SliceEndpoint {
+    addresses: Vec<IpAddr>,
+    ready: bool,
+    pod: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct PodInfo {
+    service_account: String,
+    labels: BTreeMap<String, String>,
+    /// Container ports by name, to resolve named target ports.
+    named_ports: BTreeMap<String, u16>,
+}
+
+/// An SMI object as last applied, and the last version of it that was valid.
+#[derive(Clone, Debug)]
+struct Stored<T> {
+    /// Served: the newest version without errors. `None` until one arrives.
+    good: Option<T>,
+    generation: Option<i64>,
+    /// Validation problems of the newest version, as status messages.
+    problems: Vec<validate::Problem>,
+}
+
+/// The synchronous mesh index.
+#[derive(Debug)]
+pub struct Index {
+    settings: MeshSettings,
+    services: BTreeMap<ServiceName, ServiceInfo>,
+    slices: BTreeMap<Key, SliceInfo>,
+    pods: BTreeMap<Key, PodInfo>,
+    service_accounts: BTreeSet<Key>,
+    splits: BTreeMap<Key, Stored<TrafficSplit>>,
+    targets: BTreeMap<Key, Stored<TrafficTarget>>,
+    groups: BTreeMap<Key, Stored<HttpRouteGroup>>,
+    tcp_routes: BTreeMap<Key, Stored<PortMatch>>,
+    udp_routes: BTreeMap<Key, Stored<PortMatch>>,
+
+    outbound: BTreeMap<ServiceName, Arc<OutboundService>>,
+    clusters: BTreeMap<ClusterName, Arc<Cluster>>,
+    statuses: BTreeMap<ObjectRef, ObjectStatus>,
+
+    dirty: BTreeSet<ServiceName>,
+    dirty_inbound: bool,
+    changes: Changes,
+    proxy_inbound: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)>,
+}
+
+// === impl Index ===
+
+impl Index {
+    pub fn new(settings: MeshSettings) -> Self {
+        Index {
+            settings,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            service_accounts: BTreeSet::new(),
+            splits: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            tcp_routes: BTreeMap::new(),
+            udp_routes: BTreeMap::new(),
+            outbound: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            dirty_inbound: false,
+            changes: Changes::default(),
+            proxy_inbound: BTreeMap::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &MeshSettings {
+        &self.settings
+    }
+
+    /// Adds or replaces an object, then brings the model up to date.
+    pub fn apply(&mut self, obj: Object) {
+        self.apply_one(obj);
+        self.recompute();
+    }
+
+    /// Removes an object, then brings the model up to date.
+    pub fn delete(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        self.delete_one(kind, namespace, name);
+        self.recompute();
+    }
+
+    /// Replaces every object of one kind (a watch restart or a full re-read of a directory).
+    pub fn reset(&mut self, kind: ObjectKind, objects: Vec<Object>) {
+        let keep: BTreeSet<Key> = objects.iter().filter_map(object_key).collect();
+        for (ns, name) in self.keys_of(kind) {
+            if !keep.contains(&(ns.clone(), name.clone())) {
+                self.delete_one(kind, &ns, &name);
+            }
+        }
+        for obj in objects {
+            self.apply_one(obj);
+        }
+        self.recompute();
+    }
+
+    /// What changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The configuration of one proxy, or `None` when the index knows no such Pod.
+    pub fn proxy_config(&self, proxy: &ProxyId) -> Option<ProxyConfig> {
+        let (identity, inbound) = self.proxy_inbound.get(proxy)?;
+        Some(ProxyConfig {
+            proxy: proxy.clone(),
+            identity: identity.clone(),
+            outbound: self.outbound.clone(),
+            clusters: self.clusters.clone(),
+            inbound: inbound.clone(),
+        })
+    }
+
+    /// Every proxy the index knows.
+    pub fn proxies(&self) -> impl Iterator<Item = &ProxyId> {
+        self.proxy_inbound.keys()
+    }
+
+    /// The status of one SMI object.
+    pub fn status(&self, obj: &ObjectRef) -> Option<&ObjectStatus> {
+        self.statuses.get(obj)
+    }
+
+    pub fn statuses(&self) -> &BTreeMap<ObjectRef, ObjectStatus> {
+        &self.statuses
+    }
+
+    fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
+        match kind {
+            ObjectKind::Service => self.services.keys().map(|s| (s.namespace.clone(), s.name.clone())).collect(),
+            ObjectKind::EndpointSlice => self.slices.keys().cloned().collect(),
+            ObjectKind::Pod => self.pods.keys().cloned().collect(),
+            ObjectKind::ServiceAccount => self.service_accounts.iter().cloned().collect(),
+            ObjectKind::Smi(Kind::TrafficSplit) => self.splits.keys().cloned().collect(),
+            ObjectKind::Smi(Kind::TrafficTarget) => self.targets.keys().cloned().collect(),
+            ObjectKind::Smi(Kind::HttpRouteGroup) => self.groups.keys().cloned().collect(),
+            ObjectKind::Smi(Kind::TcpRoute) => self.tcp_routes.keys().cloned().collect(),
+            ObjectKind::Smi(Kind::UdpRoute) => self.udp_routes.keys().cloned().collect(),
+        }
+    }
+
+    // --- applying objects ---
+
+    fn apply_one(&mut self, obj: Object) {
+        match obj {
+            Object::Service(svc) => self.apply_service(&svc),
+            Object::EndpointSlice(slice) => self.apply_slice(&slice),
+            Object::Pod(pod) => self.apply_pod(&pod),
+            Object::ServiceAccount(sa) => {
+                if let Some(key) = meta_key(&sa.metadata) {
+                    self.service_accounts.insert(key);
+                }
+            }
+            Object::Smi(smi) => self.apply_smi(smi),
+        }
+    }
+
+    fn delete_one(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        match kind {
+            ObjectKind::Service => {
+                let svc = ServiceName::new(namespace, name);
+                if self.services.remove(&svc).is_some() {
+                    self.mark_service(&svc);
+                }
+            }
+            ObjectKind::EndpointSlice => {
+                if let Some(old) = self.slices.remove(&key) {
+                    self.mark_service(&ServiceName::new(namespace, old.service));
+                }
+            }
+            ObjectKind::Pod => {
+                if self.pods.remove(&key).is_some() {
+                    self.mark_pod(namespace, name);
+                }
+            }
+            ObjectKind::ServiceAccount => {
+                self.service_accounts.remove(&key);
+            }
+            ObjectKind::Smi(k) => {
+                let obj = ObjectRef { kind: k, namespace: namespace.into(), name: name.into() };
+                match k {
+                    Kind::TrafficSplit => {
+                        if let Some(old) = self.splits.remove(&key).and_then(|s| s.good) {
+                            self.mark_split(&old);
+                        }
+                    }
+                    Kind::TrafficTarget => {
+                        self.targets.remove(&key);
+                        self.dirty_inbound = true;
+                    }
+                    Kind::HttpRouteGroup => {
+                        self.groups.remove(&key);
+                        self.mark_group(namespace, name);
+                    }
+                    Kind::TcpRoute => {
+                        self.tcp_routes.remove(&key);
+                        self.dirty_inbound = true;
+                    }
+                    Kind::UdpRoute => {
+                        self.udp_routes.remove(&key);
+                        self.dirty_inbound = true;
+                    }
+                }
+                if self.statuses.remove(&obj).is_some() {
+                    self.changes.statuses.insert(obj);
+                }
+            }
+        }
+    }
+
+    fn apply_service(&mut self, svc: &Service) {
+        let Some((namespace, name)) = meta_key(&svc.metadata) else { return };
+        let spec = svc.spec.clone().unwrap_or_default();
+        let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                let port = u16::try_from(p.port).ok()?;
+                let target = match p.target_port {
+                    None => TargetPort::Number(port),
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                        TargetPort::Number(u16::try_from(n).ok()?)
+                    }
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => TargetPort::Name(s),
+                };
+                let protocol = protocol_of(p.app_protocol.as_deref(), p.name.as_deref());
+                Some(ServicePort { name: p.name, port, target, protocol })
+            })
+            .collect();
+        let info = ServiceInfo { cluster_ip, selector: spec.selector.unwrap_or_default(), ports };
+        let key = ServiceName::new(namespace, name);
+        if self.services.get(&key) != Some(&info) {
+            self.services.insert(key.clone(), info);
+            self.mark_service(&key);
+            self.dirty_inbound = true;
+        }
+    }
+
+    fn apply_slice(&mut self, slice: &EndpointSlice) {
+        let Some(key) = meta_key(&slice.metadata) else { return };
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .cloned()
+        else {
+            return;
+        };
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), u16::try_from(p.port?).ok()?)))
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .map(|e| SliceEndpoint {
+                addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                // Kubernetes: a nil `ready` means ready.
+                ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone()),
+            })
+            .collect();
+        let info = SliceInfo { service, ports, endpoints };
+        if let Some(old) = self.slices.get(&key) {
+            if *old == info {
+                return;
+            }
+            let old_service = ServiceName::new(key.0.clone(), old.service.clone());
+            self.mark_service(&old_service);
+        }
+        self.mark_service(&ServiceName::new(key.0.clone(), info.service.clone()));
+        self.slices.insert(key, info);
+    }
+
+    fn apply_pod(&mut self, pod: &Pod) {
+        let Some(key) = meta_key(&pod.metadata) else { return };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let named_ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+            .collect();
+        let info = PodInfo {
+            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            named_ports,
+        };
+        if self.pods.get(&key) != Some(&info) {
+            self.pods.insert(key.clone(), info);
+            self.mark_pod(&key.0, &key.1);
+        }
+    }
+
+    fn apply_smi(&mut self, obj: SmiObject) {
+        let r = obj.object_ref();
+        let key = (r.namespace.clone(), r.name.clone());
+        let generation = obj.metadata().generation;
+        let problems = validate::validate_canonical(&obj);
+        let valid = !problems.iter().any(|p| p.severity == Severity::Error);
+        match obj {
+            SmiObject::TrafficSplit(ts) => {
+                let stored = self.splits.entry(key).or_insert_with(|| Stored::new(generation));
+                let old = stored.update(valid.then_some(ts), generation, problems);
+                if let Some(old) = old {
+                    self.mark_split(&old);
+                }
+                if let Some(new) = self.splits.get(&(r.namespace.clone(), r.name.clone())).and_then(|s| s.good.clone()) {
+                    self.mark_split(&new);
+                }
+            }
+            SmiObject::TrafficTarget(tt) => {
+                let stored = self.targets.entry(key).or_insert_with(|| Stored::new(generation));
+                stored.update(valid.then_some(tt), generation, problems);
+                self.dirty_inbound = true;
+            }
+            SmiObject::HttpRouteGroup(g) => {
+                let stored = self.groups.entry(key).or_insert_with(|| Stored::new(generation));
+                stored.update(valid.then_some(g), generation, problems);
+                self.mark_group(&r.namespace, &r.name);
+            }
+            SmiObject::TcpRoute(t) => {
+                let stored = self.tcp_routes.entry(key).or_insert_with(|| Stored::new(generation));
+                stored.update(valid.then_some(t.ports), generation, problems);
+                self.dirty_inbound = true;
+            }
+            SmiObject::UdpRoute(u) => {
+                let stored = self.udp_routes.entry(key).or_insert_with(|| Stored::new(generation));
+                stored.update(valid.then_some(u.ports), generation, problems);
+                self.dirty_inbound = true;
+            }
+        }
+        // Every SMI object's conditions are recomputed with the services it touches; route
+        // objects and targets get theirs in `recompute_inbound`.
+        self.dirty_inbound = true;
+    }
+
+    // --- dependency tracking ---
+
+    /// A Service (or its endpoints) changed: it and every root that uses it as a backend.
+    fn mark_service(&mut self, svc: &ServiceName) {
+        self.dirty.insert(svc.clone());
+        let roots: Vec<ServiceName> = self
+            .splits
+            .iter()
+            .filter(|((ns, _), _)| *ns == svc.namespace)
+            .filter_map(|((ns, _), s)| {
+                let ts = s.good.as_ref()?;
+                ts.backends.iter().any(|b| b.service == svc.name).then(|| root_of(ns, ts)).flatten()
+            })
+            .collect();
+        self.dirty.extend(roots);
+    }
+
+    fn mark_split(&mut self, ts: &TrafficSplit) {
+        let ns = ts.metadata.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into());
+        if let Some(root) = root_of(&ns, ts) {
+            self.dirty.insert(root);
+        }
+    }
+
+    fn mark_group(&mut self, namespace: &str, name: &str) {
+        let roots: Vec<ServiceName> = self
+            .splits
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .filter_map(|((ns, _), s)| {
+                let ts = s.good.as_ref()?;
+                ts.matches.iter().any(|m| m.name == name).then(|| root_of(ns, ts)).flatten()
+            })
+            .collect();
+        self.dirty.extend(roots);
+        self.dirty_inbound = true;
+    }
+
+    fn mark_pod(&mut self, namespace: &str, name: &str) {
+        let services: Vec<ServiceName> = self
+            .slices
+            .iter()
+            .filter(|((ns, _), s)| ns == namespace && s.endpoints.iter().any(|e| e.pod.as_deref() == Some(name)))
+            .map(|((ns, _), s)| ServiceName::new(ns.clone(), s.service.clone()))
+            .collect();
+        for svc in services {
+            self.mark_service(&svc);
+        }
+        self.dirty_inbound = true;
+    }
+
+    // --- recomputation ---
+
+    fn recompute(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        // Clusters first: a root's routes exclude backends by their clusters' endpoints.
+        for svc in &dirty {
+            self.recompute_clusters(svc);
+        }
+        for svc in &dirty {
+            self.recompute_outbound(svc);
+        }
+        if !dirty.is_empty() {
+            self.recompute_split_statuses(&dirty);
+        }
+        if std::mem::take(&mut self.dirty_inbound) {
+            self.recompute_inbound();
+        }
+    }
+
+    /// Recomputes one Service's clusters: one per port, with its ready endpoints.
+    fn recompute_clusters(&mut self, name: &ServiceName) {
+        let ports = self.services.get(name).map(|i| i.ports.clone()).unwrap_or_default();
+
+        // Clusters: one per service port.
+        let mut keep = BTreeSet::new();
+        for p in &ports {
+            let cluster = Cluster {
+                name: ClusterName::new(name, p.port),
+                service: name.clone(),
+                port: p.port,
+                protocol: p.protocol,
+                endpoints: self.endpoints(name, p),
+            };
+            keep.insert(cluster.name.clone());
+            self.publish_cluster(cluster);
+        }
+        let before = self.clusters.len();
+        self.clusters.retain(|k, c| c.service != *name || keep.contains(k));
+        if before != self.clusters.len() {
+            self.changes.outbound = true;
+        }
+    }
+
+    /// Recomputes one Service's outbound routing table.
+    fn recompute_outbound(&mut self, name: &ServiceName) {
+        let Some(info) = self.services.get(name) else {
+            if self.outbound.remove(name).is_some() {
+                self.changes.outbound = true;
+            }
+            return;
+        };
+        let ports = info.ports.iter().map(|p| self.outbound_port(name, p)).collect();
+        let svc = OutboundService {
+            name: name.clone(),
+            hostnames: name.hostnames(&self.settings.cluster_domain),
+            cluster_ip: info.cluster_ip,
+            ports,
+        };
+        if self.outbound.get(name).map(|o| **o != svc).unwrap_or(true) {
+            self.outbound.insert(name.clone(), Arc::new(svc));
+            self.changes.outbound = true;
+        }
+    }
+
+    fn publish_cluster(&mut self, cluster: Cluster) {
+        if self.clusters.get(&cluster.name).map(|c| **c != cluster).unwrap_or(true) {
+            self.clusters.insert(cluster.name.clone(), Arc::new(cluster));
+            self.changes.outbound = true;
+        }
+    }
+
+    /// Ready endpoints of one Service port, resolved through its EndpointSlices.
+    fn endpoints(&self, name: &ServiceName, port: &ServicePort) -> Vec<Endpoint> {
+        let mut out = BTreeSet::new();
+        for ((ns, _), slice) in &self.slices {
+            if *ns != name.namespace || slice.service != name.name {
+                continue;
+            }
+            let slice_port = slice
+                .ports
+                .iter()
+                .find(|(n, _)| *n == port.name.clone().unwrap_or_default())
+                .or_else(|| (slice.ports.len() == 1 && port.name.is_none()).then(|| &slice.ports[0]))
+                .map(|(_, p)| *p);
+            let Some(slice_port) = slice_port else { continue };
+            for e in slice.endpoints.iter().filter(|e| e.ready) {
+                let identity = e.pod.as_ref().and_then(|pod| {
+                    let info = self.pods.get(&(ns.clone(), pod.clone()))?;
+                    Some(Identity::new(ns.clone(), info.service_account.clone()))
+                });
+                for addr in &e.addresses {
+                    out.insert(Endpoint { address: SocketAddr::new(*addr, slice_port), identity: identity.clone() });
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The routing table of one root Service port: split routes (with matches, oldest first),
+    /// then the catch-all.
+    fn outbound_port(&self, root: &ServiceName, port: &ServicePort) -> OutboundPort {
+        let own = vec![WeightedCluster { cluster: ClusterName::new(root, port.port), weight: 1 }];
+        let (with_matches, catch_all) = self.splits_for(root);
+        let mut routes = Vec::new();
+        if matches!(port.protocol, Protocol::Http | Protocol::Http2) {
+            for ts in with_matches {
+                let matches = self.split_matches(ts);
+                if matches.is_empty() {
+                    // A split whose route groups resolve to nothing matches no request.
+                    continue;
+                }
+                let backends = self.resolve_backends(root, port.port, ts).unwrap_or_else(|_| own.clone());
+                routes.push(Route { name: split_route_name(ts), matches, backends });
+            }
+        }
+        let default = match catch_all {
+            Some(ts) => Route {
+                name: split_route_name(ts),
+                matches: Vec::new(),
+                backends: self.resolve_backends(root, port.port, ts).unwrap_or_else(|_| own.clone()),
+            },
+            None => Route { name: "default".into(), matches: Vec::new(), backends: own },
+        };
+        routes.push(default);
+        OutboundPort { port: port.port, protocol: port.protocol, routes }
+    }
+
+    /// Splits for a root: those with `matches` (oldest first) and the winning catch-all.
+    fn splits_for(&self, root: &ServiceName) -> (Vec<&TrafficSplit>, Option<&TrafficSplit>) {
+        let mut all: Vec<&TrafficSplit> = self
+            .splits
+            .iter()
+            .filter(|((ns, _), _)| *ns == root.namespace)
+            .filter_map(|((ns, _), s)| s.good.as_ref().filter(|ts| root_of(ns, ts).as_ref() == Some(root)))
+            .collect();
+        all.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+        let (with, without): (Vec<_>, Vec<_>) = all.into_iter().partition(|ts| !ts.matches.is_empty());
+        (with, without.first().copied())
+    }
+
+    /// The HTTP matches of a split: every match of every route group it names, ORed.
+    fn split_matches(&self, ts: &TrafficSplit) -> Vec<HttpMatch> {
+        let ns = ns_of(&ts.metadata);
+        let mut out = Vec::new();
+        for m in &ts.matches {
+            if let Some(g) = self.groups.get(&(ns.clone(), m.name.clone())).and_then(|g| g.good.as_ref()) {
+                out.extend(g.matches.iter().map(http_match));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The weighted clusters of a split for one root port, after the DESIGN §4 exclusions.
+    /// `Err` means the split is inactive for this port: send traffic to the root's own endpoints.
+    fn resolve_backends(&self, root: &ServiceName, port: u16, ts: &TrafficSplit) -> Result<Vec<WeightedCluster>, ()> {
+        let mut kept: Vec<(ClusterName, Decimal)> = Vec::new();
+        for b in &ts.backends {
+            let Some(w) = b.weight.map(|w| w.0) else { continue };
+            if w.is_zero() {
+                continue;
+            }
+            let svc = ServiceName::new(root.namespace.clone(), b.service.clone());
+            let Some(info) = self.services.get(&svc) else { continue };
+            if !info.ports.iter().any(|p| p.port == port) {
+                continue;
+            }
+            let cluster = ClusterName::new(&svc, port);
+            if self.clusters.get(&cluster).map(|c| c.endpoints.is_empty()).unwrap_or(true) {
+                continue;
+            }
+            kept.push((cluster, w));
+        }
+        let weights: Vec<Decimal> = kept.iter().map(|(_, w)| *w).collect();
+        let ints = weight::integer_weights(&weights).ok_or(())?;
+        let ints = fit_u32(&ints);
+        let out: Vec<WeightedCluster> = kept
+            .into_iter()
+            .zip(ints)
+            .filter(|(_, w)| *w > 0)
+            .map(|((cluster, _), weight)| WeightedCluster { cluster, weight })
+            .collect();
+        if out.is_empty() { Err(()) } else { Ok(out) }
+    }
+
+    fn recompute_split_statuses(&mut self, roots: &BTreeSet<ServiceName>) {
+        let keys: Vec<Key> = self
+            .splits
+            .iter()
+            .filter(|((ns, _), s)| {
+                s.good.as_ref().and_then(|ts| root_of(ns, ts)).map(|r| roots.contains(&r)).unwrap_or(true)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let status = self.split_status(&key);
+            self.set_status(ObjectRef { kind: Kind::TrafficSplit, namespace: key.0, name: key.1 }, status);
+        }
+    }
+
+    fn set_status(&mut self, obj: ObjectRef, status: ObjectStatus) {
+        if self.statuses.get(&obj) != Some(&status) {
+            self.statuses.insert(obj.clone(), status);
+            self.changes.statuses.insert(obj);
+        }
+    }
+
+    fn split_status(&self, key: &Key) -> ObjectStatus {
+        let Some(stored) = self.splits.get(key) else { return ObjectStatus::default() };
+        let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
+        let Some(ts) = stored.good.as_ref() else { return st };
+        let ns = &key.0;
+        let Some(root) = root_of(ns, ts) else { return st };
+
+        let mut unresolved = Vec::new();
+        let root_info = self.services.get(&root);
+        if root_info.is_none() {
+            unresolved.push((reasons::ROOT_NOT_FOUND, format!("spec.service: Service {root} not found")));
+        }
+        for (i, b) in ts.backends.iter().enumerate() {
+            let svc = ServiceName::new(ns.clone(), b.service.clone());
+            let Some(info) = self.services.get(&svc) else {
+                unresolved.push((reasons::BACKEND_NOT_FOUND, format!("spec.backends[{i}].service: Service {svc} not found; excluded")));
+                continue;
+            };
+            if let Some(root_info) = root_info {
+                let missing: Vec<String> = root_info
+                    .ports
+                    .iter()
+                    .filter(|rp| !info.ports.iter().any(|p| p.port == rp.port))
+                    .map(|rp| rp.port.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    unresolved.push((
+                        reasons::BACKEND_PORT_MISSING,
+                        format!("spec.backends[{i}].service: Service {svc} lacks port {}; excluded for that port", missing.join(", ")),
+                    ));
+                }
+            }
+            let ready = info
+                .ports
+                .iter()
+                .any(|p| self.clusters.get(&ClusterName::new(&svc, p.port)).map(|c| !c.endpoints.is_empty()).unwrap_or(false));
+            if !ready && b.weight.map(|w| !w.0.is_zero()).unwrap_or(false) {
+                unresolved.push((
+                    reasons::BACKEND_NOT_READY,
+                    format!("spec.backends[{i}].service: Service {svc} has no ready endpoints; excluded while empty"),
+                ));
+            }
+        }
+        let ns = ns.clone();
+        for (i, m) in ts.matches.iter().enumerate() {
+            match self.groups.get(&(ns.clone(), m.name.clone())) {
+                Some(g) if g.good.is_some() => {}
+                _ => unresolved.push((
+                    reasons::ROUTE_GROUP_NOT_FOUND,
+                    format!("spec.matches[{i}].name: HTTPRouteGroup {ns}/{} not found; this split matches nothing", m.name),
+                )),
+            }
+        }
+        st.set_resolved(stored.generation, unresolved);
+
+        if ts.matches.is_empty() {
+            let (_, winner) = self.splits_for(&root);
+            match winner {
+                Some(w) if !std::ptr::eq(w, ts) => st.set_conflicted(
+                    stored.generation,
+                    format!("root Service {root} already has TrafficSplit {}/{} (older); this one is ignored", ns_of(&w.metadata), w.metadata.name.clone().unwrap_or_default()),
+                ),
+                _ => st.set_not_conflicted(stored.generation),
+            }
+        }
+        st
+    }
+
+    /// Recomputes every proxy's inbound configuration and the statuses of access objects.
+    fn recompute_inbound(&mut self) {
+        let mut next: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)> = BTreeMap::new();
+        for ((ns, name), pod) in &self.pods {
+            let identity = Identity::new(ns.clone(), pod.service_account.clone());
+            let ports = self.inbound_ports(ns, pod, &identity);
+            next.insert(ProxyId { namespace: ns.clone(), pod: name.clone() }, (identity, ports));
+        }
+        let mut changed: BTreeSet<ProxyId> = BTreeSet::new();
+        for (id, cfg) in &next {
+            if self.proxy_inbound.get(id) != Some(cfg) {
+                changed.insert(id.clone());
+            }
+        }
+        changed.extend(self.proxy_inbound.keys().filter(|id| !next.contains_key(*id)).cloned());
+        self.proxy_inbound = next;
+        self.changes.proxies.extend(changed);
+
+        let mut statuses = Vec::new();
+        for (key, stored) in &self.targets {
+            statuses.push((ObjectRef { kind: Kind::TrafficTarget, namespace: key.0.clone(), name: key.1.clone() }, self.target_status(key, stored)));
+        }
+        for (kind, map) in [(Kind::TcpRoute, &self.tcp_routes), (Kind::UdpRoute, &self.udp_routes)] {
+            for (key, stored) in map {
+                statuses.push((ObjectRef { kind, namespace: key.0.clone(), name: key.1.clone() }, ObjectStatus::accepted(stored.generation, &stored.problems)));
+            }
+        }
+        for (key, stored) in &self.groups {
+            statuses.push((ObjectRef { kind: Kind::HttpRouteGroup, namespace: key.0.clone(), name: key.1.clone() }, ObjectStatus::accepted(stored.generation, &stored.problems)));
+        }
+        for (obj, st) in statuses {
+            self.set_status(obj, st);
+        }
+    }
+
+    /// The ports a Pod serves, from the Services that select it, with who may use each.
+    fn inbound_ports(&self, ns: &str, pod: &PodInfo, identity: &Identity) -> Vec<InboundPort> {
+        let mut ports: BTreeMap<u16, Protocol> = BTreeMap::new();
+        for (svc, info) in &self.services {
+            if svc.namespace != ns || info.selector.is_empty() {
+                continue;
+            }
+            if !info.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)) {
+                continue;
+            }
+            for p in &info.ports {
+                let target = match &p.target {
+                    TargetPort::Number(n) => Some(*n),
+                    TargetPort::Name(n) => pod.named_ports.get(n).copied(),
+                };
+                if let Some(t) = target {
+                    ports.entry(t).or_insert(p.protocol);
+                }
+            }
+        }
+        ports
+            .into_iter()
+            .map(|(port, protocol)| InboundPort { port, protocol, authorization: self.authorization(identity, port, protocol) })
+            .collect()
+    }
+
+    /// What TrafficTargets allow on one port of one identity (DESIGN §4).
+    fn authorization(&self, identity: &Identity, port: u16, protocol: Protocol) -> Authorization {
+        if self.settings.access_mode == switchyard_adapters::model::AccessMode::Permissive {
+            return Authorization::AllowAll;
+        }
+        let mut rules = Vec::new();
+        for ((ns, name), stored) in &self.targets {
+            let Some(tt) = stored.good.as_ref() else { continue };
+            let d = &tt.destination.subject;
+            if *ns != identity.namespace || d.name != identity.service_account || d.kind != "ServiceAccount" {
+                continue;
+            }
+            if tt.destination.port.is_some_and(|p| p != port) {
+                continue;
+            }
+            let sources: Vec<Identity> = tt
+                .sources
+                .iter()
+                .filter(|s| s.kind == "ServiceAccount")
+                .map(|s| Identity::new(s.namespace.clone().unwrap_or_else(|| ns.clone()), s.name.clone()))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let is_http = matches!(protocol, Protocol::Http | Protocol::Http2);
+            for rule in &tt.rules {
+                let key = (ns.clone(), rule.name.clone());
+                let matches = match rule.kind.as_str() {
+                    "HTTPRouteGroup" if is_http => {
+                        let Some(g) = self.groups.get(&key).and_then(|g| g.good.as_ref()) else { continue };
+                        let allowed: Vec<HttpMatch> = g
+                            .matches
+                            .iter()
+                            .filter(|m| rule.matches.is_empty() || rule.matches.contains(&m.name))
+                            .map(http_match)
+                            .collect();
+                        if allowed.is_empty() {
+                            continue;
+                        }
+                        allowed
+                    }
+                    "TCPRoute" if !is_http => {
+                        let Some(ports) = self.tcp_routes.get(&key).and_then(|r| r.good.as_ref()) else { continue };
+                        if !ports.ports.is_empty() && !ports.ports.contains(&port) {
+                            continue;
+                        }
+                        Vec::new()
+                    }
+                    _ => continue,
+                };
+                rules.push(InboundRule { name: format!("{ns}/{name}"), sources: sources.clone(), matches });
+            }
+        }
+        Authorization::Allow(rules)
+    }
+
+    fn target_status(&self, key: &Key, stored: &Stored<TrafficTarget>) -> ObjectStatus {
+        let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
+        let Some(tt) = stored.good.as_ref() else { return st };
+        let mut unresolved = Vec::new();
+        for (i, rule) in tt.rules.iter().enumerate() {
+            let k = (key.0.clone(), rule.name.clone());
+            let found = match rule.kind.as_str() {
+                "HTTPRouteGroup" => match self.groups.get(&k).and_then(|g| g.good.as_ref()) {
+                    Some(g) => {
+                        for (j, m) in rule.matches.iter().enumerate() {
+                            if !g.matches.iter().any(|x| &x.name == m) {
+                                unresolved.push((
+                                    reasons::MATCH_NOT_FOUND,
+                                    format!("spec.rules[{i}].matches[{j}]: HTTPRouteGroup {}/{} has no match {m:?}; it allows nothing", key.0, rule.name),
+                                ));
+                            }
+                        }
+                        true
+                    }
+                    None => false,
+                },
+                "TCPRoute" => self.tcp_routes.get(&k).and_then(|r| r.good.as_ref()).is_some(),
+                "UDPRoute" => self.udp_routes.get(&k).and_then(|r| r.good.as_ref()).is_some(),
+                _ => true,
+            };
+            if !found {
+                unresolved.push((
+                    reasons::ROUTE_NOT_FOUND,
+                    format!("spec.rules[{i}]: {} {}/{} not found; this rule allows nothing", rule.kind, key.0, rule.name),
+                ));
+            }
+        }
+        st.set_resolved(stored.generation, unresolved);
+        st
+    }
+}
+
+// === impl Stored ===
+
+impl<T: Clone> Stored<T> {
+    fn new(generation: Option<i64>) -> Self {
+        Stored { good: None, generation, problems: Vec::new() }
+    }
+
+    /// Records a new version. A valid one replaces the served version (returned); an invalid
+    /// one leaves the last good version in force and only changes the problems reported.
+    fn update(&mut self, valid: Option<T>, generation: Option<i64>, problems: Vec<validate::Problem>) -> Option<T> {
+        self.generation = generation;
+        self.problems = problems;
+        match valid {
+            Some(v) => self.good.replace(v),
+            None => None,
+        }
+    }
+}
+
+// === helpers ===
+
+fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into()), meta.name.clone()?))
+}
+
+fn object_key(obj: &Object) -> Option<Key> {
+    match obj {
+        Object::Smi(o) => {
+            let r = o.object_ref();
+            Some((r.namespace, r.name))
+        }
+        Object::Service(o) => meta_key(&o.metadata),
+        Object::EndpointSlice(o) => meta_key(&o.metadata),
+        Object::Pod(o) => meta_key(&o.metadata),
+        Object::ServiceAccount(o) => meta_key(&o.metadata),
+    }
+}
+
+fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into())
+}
+
+fn root_of(ns: &str, ts: &TrafficSplit) -> Option<ServiceName> {
+    split::root_service_name(&ts.service, ns).ok().map(|n| ServiceName::new(ns, n))
+}
+
+/// Oldest first: creation time, then name (DESIGN §4, several splits for one root).
+fn age_key(ts: &TrafficSplit) -> (Option<String>, String) {
+    (
+        ts.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        ts.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn split_route_name(ts: &TrafficSplit) -> String {
+    format!("{}/{}", ns_of(&ts.metadata), ts.metadata.name.clone().unwrap_or_default())
+}
+
+fn http_match(m: &switchyard_crds::specs::HttpMatch) -> HttpMatch {
+    let mut methods: Vec<String> = m.methods.iter().filter(|x| x.as_str() != "*").cloned().collect();
+    if m.methods.iter().any(|x| x == "*") {
+        methods.clear();
+    }
+    methods.sort();
+    methods.dedup();
+    HttpMatch {
+        path_regex: m.path_regex.clone().filter(|p| !p.is_empty()),
+        methods,
+        headers: m.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(),
+    }
+}
+
+/// Application protocol from `appProtocol`, or failing that the port name's prefix (Istio's
+/// convention, which Linkerd and OSM also read). Unknown ports are proxied as opaque TCP.
+fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
+    let p = app_protocol.or(name).unwrap_or("").to_ascii_lowercase();
+    if p == "grpc" || p == "http2" || p == "h2c" || p == "kubernetes.io/h2c" || p.starts_with("grpc-") || p.starts_with("http2-") {
+        Protocol::Http2
+    } else if p == "http" || p.starts_with("http-") {
+        Protocol::Http
+    } else {
+        Protocol::Tcp
+    }
+}
+
+/// Reduces integer weights to `u32` for the data plane: exactly when they fit after dividing by
+/// their common divisor, proportionally (to a total of 1,000,000, each nonzero weight ≥ 1)
+/// otherwise.
+fn fit_u32(ws: &[i64]) -> Vec<u32> {
+    fn gcd(a: i64, b: i64) -> i64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let g = ws.iter().copied().fold(0, gcd).max(1);
+    let reduced: Vec<i64> = ws.iter().map(|w| w / g).collect();
+    let total: i128 = reduced.iter().map(|w| i128::from(*w)).sum();
+    if total <= i128::from(u32::MAX) {
+        return reduced.iter().map(|w| u32::try_from(*w).unwrap_or(u32::MAX)).collect();
+    }
+    reduced
+        .iter()
+        .map(|w| {
+            let scaled = i128::from(*w) * 1_000_000 / total;
+            u32::try_from(scaled.max(i128::from(*w > 0))).unwrap_or(u32::MAX)
+        })
+        .collect()
+}

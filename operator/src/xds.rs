@@ -1,0 +1,31 @@
+//! The xDS server: per-proxy snapshots served over ADS (state-of-the-world and delta).
+//!
+//! Layout: [`snapshot`] (resources and content-hash versions), [`store`] (the latest snapshot
+//! per proxy, as `watch` channels), [`auth`] (credentials → proxy key), [`sotw`] and [`delta`]
+//! (the protocol state machines, plain code without IO), [`server`] (tonic glue, debounce).
+//!
+//! To serve a proxy, build a [`Snapshot`] from its resources and [`SnapshotStore::set`] it under
+//! the proxy's [`ProxyKey`]; streams authenticated as that key are pushed the difference.
+
+pub mod auth;
+pub mod delta;
+pub mod metrics;
+pub mod server;
+pub mod snapshot;
+pub mod sotw;
+pub mod store;
+pub mod stream;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use self::{
+    auth::{Authenticate, StaticTokens},
+    metrics::{MetricsSnapshot, XdsMetrics},
+    server::{DrainHandle, ServeError, XdsConfig, XdsServer, serve, serve_listener},
+    snapshot::{
+        Inconsistency, Snapshot, SnapshotBuilder, SnapshotError, TypeUrl, Version,
+        VersionedResource, to_any,
+    },
+    store::{ProxyKey, SnapshotStore, SnapshotSubscription},
+};

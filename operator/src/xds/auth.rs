@@ -1,0 +1,95 @@
+//! Who is on the other end of a stream: the seam between credentials and proxy keys.
+
+use std::{collections::HashMap, fmt};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tonic::{Status, metadata::MetadataMap};
+
+use super::store::ProxyKey;
+
+#[cfg(test)]
+mod tests;
+
+/// Maps a stream's credentials to the proxy whose snapshot it may read.
+///
+/// Called once per stream, with the gRPC metadata and the node of the first request. The node
+/// is there to be cross-checked against the credential (a pod name, say), never to be trusted
+/// on its own: anyone can write any `node.id`. Errors go to the client as they are, so use
+/// `Status::unauthenticated` / `Status::permission_denied`.
+pub trait Authenticate: Send + Sync + 'static {
+    fn authenticate(&self, metadata: &MetadataMap, node: &Node) -> Result<ProxyKey, Status>;
+}
+
+/// Bearer tokens known in advance (local mode, tests): `authorization: Bearer <token>`.
+///
+/// Lookups are not constant-time; that is acceptable for local mode, where the tokens are
+/// random and the listener is local, and is why a cluster uses TokenReview instead.
+#[derive(Clone, Default)]
+pub struct StaticTokens {
+    tokens: HashMap<String, ProxyKey>,
+}
+
+// === impl StaticTokens ===
+
+impl StaticTokens {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, token: impl Into<String>, key: ProxyKey) -> &mut Self {
+        self.tokens.insert(token.into(), key);
+        self
+    }
+
+    pub fn with(mut self, token: impl Into<String>, key: ProxyKey) -> Self {
+        self.insert(token, key);
+        self
+    }
+}
+
+impl FromIterator<(String, ProxyKey)> for StaticTokens {
+    fn from_iter<I: IntoIterator<Item = (String, ProxyKey)>>(iter: I) -> Self {
+        StaticTokens {
+            tokens: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Debug for StaticTokens {
+    /// Never prints the tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticTokens")
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl Authenticate for StaticTokens {
+    fn authenticate(&self, metadata: &MetadataMap, _node: &Node) -> Result<ProxyKey, Status> {
+        let token = bearer_token(metadata)?;
+        self.tokens
+            .get(token)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, Status> {
+    let value = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Status::unauthenticated("authorization header is not a bearer token"))?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(Status::unauthenticated(
+            "authorization header is not a bearer token",
+        ));
+    }
+    Ok(token)
+}

@@ -1,0 +1,73 @@
+//! Counters for the xDS server, read by a later `/metrics` endpoint.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+/// Server-wide counters. Cheap to update from every stream: relaxed atomics.
+#[derive(Debug, Default)]
+pub struct XdsMetrics {
+    connected_streams: AtomicU64,
+    streams_total: AtomicU64,
+    pushes: AtomicU64,
+    nacks: AtomicU64,
+    auth_failures: AtomicU64,
+}
+
+/// A point-in-time copy of [`XdsMetrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Streams open now.
+    pub connected_streams: u64,
+    /// Streams accepted since start.
+    pub streams_total: u64,
+    /// Discovery responses sent.
+    pub pushes: u64,
+    /// Requests that carried `error_detail`.
+    pub nacks: u64,
+    /// Streams refused by the authenticator.
+    pub auth_failures: u64,
+}
+
+/// Counts a stream as connected until dropped.
+#[derive(Debug)]
+pub(crate) struct StreamGuard(Arc<XdsMetrics>);
+
+// === impl XdsMetrics ===
+
+impl XdsMetrics {
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            connected_streams: self.connected_streams.load(Ordering::Relaxed),
+            streams_total: self.streams_total.load(Ordering::Relaxed),
+            pushes: self.pushes.load(Ordering::Relaxed),
+            nacks: self.nacks.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+        self.connected_streams.fetch_add(1, Ordering::Relaxed);
+        self.streams_total.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    pub(crate) fn pushed(&self, responses: usize) {
+        self.pushes.fetch_add(responses as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn nacked(&self) {
+        self.nacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.connected_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,437 @@
+//! The tonic ADS service: authenticates a stream, then drives a protocol state machine from
+//! the proxy's requests and its (debounced) snapshot changes.
+
+use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
+    },
+};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tokio_stream::{
+    StreamExt,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::{
+    auth::Authenticate,
+    delta::DeltaStream,
+    metrics::{StreamGuard, XdsMetrics},
+    snapshot::Snapshot,
+    sotw::SotwStream,
+    store::{SnapshotStore, SnapshotSubscription},
+    stream::StreamError,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Tunables of the xDS server.
+#[derive(Clone, Debug)]
+pub struct XdsConfig {
+    /// A snapshot change is pushed once no further change came for this long, so a burst of
+    /// edits becomes one push.
+    pub debounce: Duration,
+    /// ...but no later than this after the first change of a burst, so a steady stream of
+    /// edits still gets pushed.
+    pub max_delay: Duration,
+    /// How long a new stream may take to send its first request (which carries the node).
+    pub first_request_timeout: Duration,
+    /// HTTP/2 keepalive pings, so a vanished proxy's stream is closed.
+    pub keepalive_interval: Duration,
+}
+
+/// The ADS service. Cheap to clone.
+#[derive(Clone)]
+pub struct XdsServer {
+    store: SnapshotStore,
+    auth: Arc<dyn Authenticate>,
+    config: XdsConfig,
+    metrics: Arc<XdsMetrics>,
+    drain: Arc<watch::Sender<bool>>,
+}
+
+/// Ends every open stream of a server, so a graceful shutdown does not wait on them forever.
+#[derive(Clone, Debug)]
+pub struct DrainHandle(Arc<watch::Sender<bool>>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to bind the xds listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+
+    #[error("xds server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What the stream loop needs from a protocol variant (SotW or delta).
+pub(crate) trait Protocol: Send + Sized + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const NAME: &'static str;
+
+    fn start(node: &Node) -> Self;
+    fn node(req: &Self::Request) -> Option<&Node>;
+    fn is_nack(req: &Self::Request) -> bool;
+    fn handle_request(&mut self, req: Self::Request) -> Result<Vec<Self::Response>, StreamError>;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+}
+
+type ResponseStream<R> = ReceiverStream<Result<R, Status>>;
+
+/// Binds `addr` and serves ADS until `shutdown` completes; open streams are then ended so
+/// proxies reconnect elsewhere.
+pub async fn serve(
+    addr: SocketAddr,
+    store: SnapshotStore,
+    auth: Arc<dyn Authenticate>,
+    config: XdsConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    tracing::info!(%addr, "serving xds");
+    serve_listener(listener, XdsServer::new(store, auth, config), shutdown).await
+}
+
+/// Serves ADS on a bound listener (tests bind port 0 and read the address first).
+pub async fn serve_listener(
+    listener: TcpListener,
+    server: XdsServer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let drain = server.drain_handle();
+    let keepalive = server.config.keepalive_interval;
+    let shutdown = async move {
+        shutdown.await;
+        drain.drain();
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .add_service(server.into_service())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+// === impl XdsConfig ===
+
+impl Default for XdsConfig {
+    fn default() -> Self {
+        let debounce = Duration::from_millis(50);
+        XdsConfig {
+            debounce,
+            max_delay: debounce * 10,
+            first_request_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+// === impl XdsServer ===
+
+impl XdsServer {
+    pub fn new(store: SnapshotStore, auth: Arc<dyn Authenticate>, config: XdsConfig) -> Self {
+        XdsServer {
+            store,
+            auth,
+            config,
+            metrics: Arc::default(),
+            drain: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<XdsMetrics> {
+        self.metrics.clone()
+    }
+
+    pub fn drain_handle(&self) -> DrainHandle {
+        DrainHandle(self.drain.clone())
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// Reads the first request, authenticates, and spawns the stream's task.
+    async fn open<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+    ) -> Result<Response<ResponseStream<P::Response>>, Status> {
+        let (metadata, _, mut inbound) = request.into_parts();
+        let first =
+            match tokio::time::timeout(self.config.first_request_timeout, inbound.next()).await {
+                Err(_) => return Err(Status::deadline_exceeded("no discovery request in time")),
+                Ok(None) => return Err(Status::cancelled("stream closed before any request")),
+                Ok(Some(result)) => result?,
+            };
+        let node = P::node(&first).ok_or(StreamError::MissingNode)?;
+        let key = match self.auth.authenticate(&metadata, node) {
+            Ok(key) => key,
+            Err(status) => {
+                self.metrics.auth_failed();
+                let (code, detail) = (status.code(), status.message());
+                tracing::info!(node = %node.id, ?code, detail, "refused xds stream");
+                return Err(status);
+            }
+        };
+        let span = tracing::info_span!("xds", proxy = %key, protocol = P::NAME, node = %node.id);
+        let machine = P::start(node);
+        let (tx, rx) = mpsc::channel(16);
+        let task = StreamTask {
+            _connected: self.metrics.stream_opened(),
+            snapshots: self.store.subscribe(key),
+            tx,
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            drain: self.drain.subscribe(),
+        };
+        tokio::spawn(
+            async move {
+                tracing::debug!("stream opened");
+                task.run(machine, first, inbound).await;
+                tracing::debug!("stream closed");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl std::fmt::Debug for XdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.open::<SotwStream>(request).await
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.open::<DeltaStream>(request).await
+    }
+}
+
+// === impl DrainHandle ===
+
+impl DrainHandle {
+    pub fn drain(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+// === StreamTask ===
+
+struct StreamTask<R> {
+    /// First, so the stream stops counting as connected before its response channel closes.
+    _connected: StreamGuard,
+    snapshots: SnapshotSubscription,
+    tx: mpsc::Sender<Result<R, Status>>,
+    config: XdsConfig,
+    metrics: Arc<XdsMetrics>,
+    drain: watch::Receiver<bool>,
+}
+
+/// When the pending snapshot change goes out.
+#[derive(Clone, Copy)]
+struct Debounce {
+    first_change: Instant,
+    fire_at: Instant,
+}
+
+impl<R: Send + 'static> StreamTask<R> {
+    async fn run<P: Protocol<Response = R>>(
+        mut self,
+        mut machine: P,
+        first: P::Request,
+        mut inbound: Streaming<P::Request>,
+    ) {
+        // The snapshot present at connect time answers the first request directly; only later
+        // changes are debounced. Nothing is requested yet, so this emits nothing.
+        if let Some(snapshot) = self.snapshots.latest() {
+            let none = machine.on_snapshot(snapshot);
+            debug_assert!(none.is_empty());
+        }
+        if !self.handle(&mut machine, first).await {
+            return;
+        }
+
+        let mut debounce: Option<Debounce> = None;
+        let mut watching = true;
+        loop {
+            let fire_at = debounce.map(|d| d.fire_at);
+            let fire = async move {
+                match fire_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut fire = pin!(fire);
+            tokio::select! {
+                biased;
+                _ = draining(&mut self.drain) => {
+                    tracing::debug!("draining");
+                    return;
+                }
+                req = inbound.next() => match req {
+                    Some(Ok(req)) => {
+                        if !self.handle(&mut machine, req).await {
+                            return;
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(code = ?status.code(), detail = status.message(),
+                            "stream failed");
+                        return;
+                    }
+                    None => return,
+                },
+                changed = self.snapshots.changed(), if watching => {
+                    if !changed {
+                        watching = false;
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let first_change = debounce.map_or(now, |d| d.first_change);
+                    let fire_at = (now + self.config.debounce)
+                        .min(first_change + self.config.max_delay);
+                    debounce = Some(Debounce { first_change, fire_at });
+                }
+                () = &mut fire => {
+                    debounce = None;
+                    // `None` means the proxy was removed: keep serving what it has.
+                    if let Some(snapshot) = self.snapshots.latest() {
+                        let responses = machine.on_snapshot(snapshot);
+                        if !self.send(responses).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns `false` when the stream must end.
+    async fn handle<P: Protocol<Response = R>>(
+        &mut self,
+        machine: &mut P,
+        req: P::Request,
+    ) -> bool {
+        if P::is_nack(&req) {
+            self.metrics.nacked();
+        }
+        match machine.handle_request(req) {
+            Ok(responses) => self.send(responses).await,
+            Err(error) => {
+                tracing::info!(%error, "closing xds stream");
+                let _ = self.tx.send(Err(error.into())).await;
+                false
+            }
+        }
+    }
+
+    async fn send(&mut self, responses: Vec<R>) -> bool {
+        let count = responses.len();
+        for response in responses {
+            if self.tx.send(Ok(response)).await.is_err() {
+                return false;
+            }
+        }
+        self.metrics.pushed(count);
+        true
+    }
+}
+
+/// Completes once the server drains, or is gone.
+async fn draining(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|draining| *draining).await;
+}
+
+// === impl Protocol ===
+
+impl Protocol for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn start(node: &Node) -> Self {
+        SotwStream::new(node)
+    }
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn is_nack(req: &DiscoveryRequest) -> bool {
+        req.error_detail.is_some()
+    }
+
+    fn handle_request(
+        &mut self,
+        req: DiscoveryRequest,
+    ) -> Result<Vec<DiscoveryResponse>, StreamError> {
+        SotwStream::handle_request(self, req)
+    }
+
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        SotwStream::on_snapshot(self, snapshot)
+    }
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn start(node: &Node) -> Self {
+        DeltaStream::new(node)
+    }
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn is_nack(req: &DeltaDiscoveryRequest) -> bool {
+        req.error_detail.is_some()
+    }
+
+    fn handle_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+    ) -> Result<Vec<DeltaDiscoveryResponse>, StreamError> {
+        DeltaStream::handle_request(self, req)
+    }
+
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        DeltaStream::on_snapshot(self, snapshot)
+    }
+}

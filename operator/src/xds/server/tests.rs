@@ -1,0 +1,271 @@
+//! End to end over real gRPC: a tonic server on 127.0.0.1:0 and a tonic ADS client.
+
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, transport::Channel};
+
+use super::*;
+use crate::xds::{
+    auth::StaticTokens,
+    fixtures::{cla, cluster, delta_request, listener, request, resource_name, route, snapshot},
+    snapshot::TypeUrl::{self, Cluster as CDS, ClusterLoadAssignment as EDS},
+    snapshot::TypeUrl::{Listener as LDS, RouteConfiguration as RDS},
+    store::ProxyKey,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+fn mesh(cluster_rev: i64, listener_port: u32, route_rev: &str) -> Arc<Snapshot> {
+    snapshot(vec![
+        (CDS, "a", cluster("a", 1)),
+        (CDS, "b", cluster("b", cluster_rev)),
+        (EDS, "a", cla("a", 80)),
+        (EDS, "b", cla("b", 80)),
+        (LDS, "l", listener("l", "r", listener_port)),
+        (RDS, "r", route("r", route_rev)),
+    ])
+}
+
+struct Running {
+    addr: SocketAddr,
+    metrics: Arc<XdsMetrics>,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+async fn start(store: SnapshotStore) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = StaticTokens::new()
+        .with("t1", ProxyKey::from("default/web-0"))
+        .with("t2", ProxyKey::from("default/late-0"));
+    let server = XdsServer::new(store, Arc::new(auth), XdsConfig::default());
+    let metrics = server.metrics();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_listener(listener, server, async {
+        let _ = signal.await;
+    }));
+    Running {
+        addr,
+        metrics,
+        shutdown,
+        server,
+    }
+}
+
+async fn client(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<Channel> {
+    AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut req = Request::new(message);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+struct Sotw {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+impl Sotw {
+    /// Opens a stream; the first request goes out before the server answers the call.
+    async fn open(addr: SocketAddr, token: &str, first: DiscoveryRequest) -> Result<Sotw, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.unwrap();
+        let response = client(addr)
+            .await
+            .stream_aggregated_resources(with_token(ReceiverStream::new(rx), token))
+            .await?;
+        Ok(Sotw {
+            tx,
+            rx: response.into_inner(),
+        })
+    }
+
+    async fn recv(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("a response in time")
+            .expect("a healthy stream")
+            .expect("an open stream")
+    }
+
+    async fn quiet(&mut self) -> bool {
+        tokio::time::timeout(QUIET, self.rx.message())
+            .await
+            .is_err()
+    }
+
+    async fn send(&self, req: DiscoveryRequest) {
+        self.tx.send(req).await.unwrap();
+    }
+
+    async fn ack(&self, r: &DiscoveryResponse, names: &[&str]) {
+        let t = TypeUrl::from_type_url(&r.type_url).unwrap();
+        self.send(request(t, names, &r.version_info, &r.nonce))
+            .await;
+    }
+}
+
+fn names(r: &DiscoveryResponse) -> Vec<String> {
+    r.resources.iter().map(resource_name).collect()
+}
+
+#[tokio::test]
+async fn sotw_over_grpc() {
+    let store = SnapshotStore::new();
+    let key = ProxyKey::from("default/web-0");
+    store.set(key.clone(), mesh(1, 15001, "1"));
+    let running = start(store.clone()).await;
+
+    // A bad token is refused before anything is served.
+    let refused = Sotw::open(running.addr, "nope", request(CDS, &[], "", "")).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::Unauthenticated));
+    assert_eq!(running.metrics.snapshot().auth_failures, 1);
+
+    let mut stream = Sotw::open(running.addr, "t1", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    let r = stream.recv().await;
+    assert_eq!(
+        (r.type_url.as_str(), names(&r)),
+        (CDS.type_url(), vec!["a".into(), "b".into()])
+    );
+    stream.ack(&r, &[]).await;
+    stream.send(request(LDS, &[], "", "")).await;
+    let r = stream.recv().await;
+    assert_eq!(names(&r), ["l"]);
+    stream.ack(&r, &[]).await;
+    stream.send(request(RDS, &["r"], "", "")).await;
+    let r = stream.recv().await;
+    assert_eq!(names(&r), ["r"]);
+    stream.ack(&r, &["r"]).await;
+    assert!(stream.quiet().await, "ACKs are not answered");
+
+    // Only the changed type is pushed.
+    assert!(store.set(key.clone(), mesh(1, 15001, "2")));
+    let r = stream.recv().await;
+    assert_eq!(r.type_url, RDS.type_url());
+    stream.ack(&r, &["r"]).await;
+    assert!(stream.quiet().await);
+
+    // A burst of edits becomes one push, of the last one.
+    for port in 20_000..20_010 {
+        assert!(store.set(key.clone(), mesh(1, port, "2")));
+    }
+    let r = stream.recv().await;
+    assert_eq!(r.type_url, LDS.type_url());
+    assert_eq!(
+        r.version_info,
+        mesh(1, 20_009, "2").version(LDS).to_string()
+    );
+    stream.ack(&r, &[]).await;
+    assert!(stream.quiet().await, "one push for ten edits");
+
+    let metrics = running.metrics.snapshot();
+    assert_eq!(metrics.connected_streams, 1);
+    assert_eq!(metrics.pushes, 5);
+    assert_eq!(metrics.nacks, 0);
+
+    // A node that changes mid-stream ends the stream.
+    let mut impostor = request(CDS, &[], "", "");
+    impostor.node.as_mut().unwrap().id = "web-1".to_string();
+    stream.send(impostor).await;
+    let status = tokio::time::timeout(WAIT, stream.rx.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // Shutdown ends the open streams instead of waiting for them.
+    let mut open = Sotw::open(running.addr, "t1", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    open.recv().await;
+    running.shutdown.send(()).unwrap();
+    tokio::time::timeout(WAIT, running.server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(running.metrics.snapshot().connected_streams, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_proxy_waits_for_its_snapshot() {
+    let store = SnapshotStore::new();
+    let running = start(store.clone()).await;
+    let mut stream = Sotw::open(running.addr, "t2", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    assert!(stream.quiet().await);
+    store.set(ProxyKey::from("default/late-0"), mesh(1, 1, "1"));
+    let r = stream.recv().await;
+    assert_eq!(names(&r), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn delta_over_grpc() {
+    let store = SnapshotStore::new();
+    let key = ProxyKey::from("default/web-0");
+    store.set(key.clone(), mesh(1, 15001, "1"));
+    let running = start(store.clone()).await;
+
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(delta_request(CDS, &[], &[], "")).await.unwrap();
+    let refused = client(running.addr)
+        .await
+        .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "nope"))
+        .await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::Unauthenticated));
+
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(delta_request(CDS, &[], &[], "")).await.unwrap();
+    let mut responses = client(running.addr)
+        .await
+        .delta_aggregated_resources(with_token(ReceiverStream::new(rx), "t1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut recv = async || {
+        tokio::time::timeout(WAIT, responses.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    let r = recv().await;
+    let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    tx.send(delta_request(CDS, &[], &[], &r.nonce))
+        .await
+        .unwrap();
+
+    // Only the changed cluster comes back.
+    assert!(store.set(key.clone(), mesh(2, 15001, "1")));
+    let r = recv().await;
+    let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!((r.type_url.as_str(), names), (CDS.type_url(), vec!["b"]));
+
+    // A NACK is counted and not answered with the same clusters.
+    let nack = DeltaDiscoveryRequest {
+        error_detail: Some(crate::xds::fixtures::rejected()),
+        ..delta_request(CDS, &[], &[], &r.nonce)
+    };
+    tx.send(nack).await.unwrap();
+    assert!(
+        tokio::time::timeout(QUIET, responses.message())
+            .await
+            .is_err()
+    );
+    assert_eq!(running.metrics.snapshot().nacks, 1);
+}

@@ -1,0 +1,221 @@
+use super::*;
+use crate::xds::fixtures::{cla, cluster, listener, route, secret};
+
+fn entries(rev: i64) -> Vec<(TypeUrl, String, Any)> {
+    vec![
+        (
+            TypeUrl::Cluster,
+            "default/web|80".to_string(),
+            cluster("default/web|80", 1),
+        ),
+        (
+            TypeUrl::Cluster,
+            "default/api|80".to_string(),
+            cluster("default/api|80", rev),
+        ),
+        (
+            TypeUrl::ClusterLoadAssignment,
+            "default/web|80".to_string(),
+            cla("default/web|80", 80),
+        ),
+        (
+            TypeUrl::ClusterLoadAssignment,
+            "default/api|80".to_string(),
+            cla("default/api|80", 80),
+        ),
+        (
+            TypeUrl::Listener,
+            "outbound".to_string(),
+            listener("outbound", "rds-80", 15001),
+        ),
+        (
+            TypeUrl::RouteConfiguration,
+            "rds-80".to_string(),
+            route("rds-80", "a"),
+        ),
+    ]
+}
+
+#[test]
+fn type_urls_round_trip_in_push_order() {
+    let shorts: Vec<_> = TypeUrl::ALL.iter().map(|t| t.short_name()).collect();
+    assert_eq!(shorts, ["CDS", "EDS", "LDS", "RDS", "SDS"]);
+    for t in TypeUrl::ALL {
+        assert_eq!(TypeUrl::from_type_url(t.type_url()), Some(t));
+    }
+    assert_eq!(
+        TypeUrl::Secret.type_url(),
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+    );
+    assert_eq!(
+        TypeUrl::from_type_url("type.googleapis.com/envoy.config.core.v3.Node"),
+        None
+    );
+}
+
+#[test]
+fn versions_are_stable_across_identical_snapshots() {
+    let a = Snapshot::new(entries(1)).unwrap();
+    let b = Snapshot::new(entries(1)).unwrap();
+    for t in TypeUrl::ALL {
+        assert_eq!(a.version(t), b.version(t), "{t}");
+        for r in a.resources(t).iter() {
+            assert_eq!(r.version(), b.get(t, r.name()).unwrap().version());
+        }
+    }
+    assert_eq!(a, b);
+
+    // Versions are content hashes: the same bytes give the same version in any process.
+    let again = VersionedResource::new(TypeUrl::Cluster, "x", cluster("x", 1)).unwrap();
+    let version = again.version();
+    assert_eq!(Version::parse(&version.to_string()), Some(version));
+    assert_eq!(version.to_string().len(), 16);
+}
+
+#[test]
+fn a_change_moves_only_its_resource_and_type() {
+    let a = Snapshot::new(entries(1)).unwrap();
+    let b = Snapshot::new(entries(2)).unwrap();
+    assert_ne!(a.version(TypeUrl::Cluster), b.version(TypeUrl::Cluster));
+    for t in [
+        TypeUrl::ClusterLoadAssignment,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+    ] {
+        assert_eq!(a.version(t), b.version(t), "{t}");
+    }
+    let version = |s: &Snapshot, n: &str| s.get(TypeUrl::Cluster, n).unwrap().version();
+    assert_eq!(version(&a, "default/web|80"), version(&b, "default/web|80"));
+    assert_ne!(version(&a, "default/api|80"), version(&b, "default/api|80"));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_rename_changes_the_type_version() {
+    let a = Snapshot::new([(TypeUrl::Secret, "a".to_string(), secret("s", "v"))]).unwrap();
+    let b = Snapshot::new([(TypeUrl::Secret, "b".to_string(), secret("s", "v"))]).unwrap();
+    assert_ne!(a.version(TypeUrl::Secret), b.version(TypeUrl::Secret));
+}
+
+#[test]
+fn duplicate_names_are_rejected() {
+    let mut e = entries(1);
+    e.push((
+        TypeUrl::Cluster,
+        "default/web|80".to_string(),
+        cluster("default/web|80", 9),
+    ));
+    assert_eq!(
+        Snapshot::new(e).unwrap_err(),
+        SnapshotError::DuplicateName {
+            type_url: TypeUrl::Cluster,
+            name: "default/web|80".into()
+        }
+    );
+    // The same name under two types is fine: "default/web|80" is a cluster and a CLA.
+    assert!(Snapshot::new(entries(1)).is_ok());
+}
+
+#[test]
+fn mismatched_and_unnamed_resources_are_rejected() {
+    let err = Snapshot::new([(TypeUrl::Listener, "l".to_string(), cluster("l", 1))]).unwrap_err();
+    assert!(matches!(
+        err,
+        SnapshotError::TypeMismatch {
+            type_url: TypeUrl::Listener,
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "LDS resource \"l\" carries a \"type.googleapis.com/envoy.config.cluster.v3.Cluster\" \
+         payload"
+    );
+    let err = Snapshot::new([(TypeUrl::Cluster, String::new(), cluster("", 1))]).unwrap_err();
+    assert_eq!(
+        err,
+        SnapshotError::EmptyName {
+            type_url: TypeUrl::Cluster
+        }
+    );
+
+    let mut builder = Snapshot::builder();
+    let unknown = Any {
+        type_url: "type.googleapis.com/x.Y".to_string(),
+        value: Vec::new(),
+    };
+    assert!(matches!(
+        builder.add_any("y", unknown).unwrap_err(),
+        SnapshotError::UnsupportedType { .. }
+    ));
+    builder.add_any("c", cluster("c", 1)).unwrap();
+    assert_eq!(builder.build().resources(TypeUrl::Cluster).len(), 1);
+}
+
+#[test]
+fn shared_resources_keep_their_allocation() {
+    let shared = VersionedResource::new(TypeUrl::Cluster, "c", cluster("c", 1)).unwrap();
+    let mut one = Snapshot::builder();
+    one.add_shared(shared.clone()).unwrap();
+    let mut two = Snapshot::builder();
+    two.add_shared(shared.clone()).unwrap();
+    let (one, two) = (one.build(), two.build());
+    assert!(Arc::ptr_eq(
+        one.get(TypeUrl::Cluster, "c").unwrap(),
+        two.get(TypeUrl::Cluster, "c").unwrap()
+    ));
+}
+
+#[test]
+fn references_are_decoded() {
+    let c = VersionedResource::new(TypeUrl::Cluster, "c", cluster("c", 1)).unwrap();
+    assert_eq!(c.references(), [Arc::<str>::from("c")]);
+    let l = VersionedResource::new(TypeUrl::Listener, "l", listener("l", "rds-80", 80)).unwrap();
+    assert_eq!(l.references(), [Arc::<str>::from("rds-80")]);
+    let r = VersionedResource::new(TypeUrl::RouteConfiguration, "r", route("r", "a")).unwrap();
+    assert!(r.references().is_empty());
+}
+
+#[test]
+fn consistency_check_reports_missing_and_unused() {
+    assert!(
+        Snapshot::new(entries(1))
+            .unwrap()
+            .inconsistencies()
+            .is_empty()
+    );
+
+    let snapshot = Snapshot::new([
+        (TypeUrl::Cluster, "c".to_string(), cluster("c", 1)),
+        (
+            TypeUrl::ClusterLoadAssignment,
+            "orphan".to_string(),
+            cla("orphan", 1),
+        ),
+        (
+            TypeUrl::Listener,
+            "l".to_string(),
+            listener("l", "rds-80", 80),
+        ),
+        (
+            TypeUrl::RouteConfiguration,
+            "unused".to_string(),
+            route("unused", "a"),
+        ),
+    ])
+    .unwrap();
+    let problems: Vec<String> = snapshot
+        .inconsistencies()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "cluster \"c\" needs endpoints \"c\", which the snapshot lacks",
+            "endpoints \"orphan\" are not used by any cluster",
+            "listener \"l\" needs route configuration \"rds-80\", which the snapshot lacks",
+            "route configuration \"unused\" is not used by any listener",
+        ]
+    );
+}
