@@ -10,6 +10,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+pub mod local;
 pub mod validate;
 
 #[cfg(test)]
@@ -29,6 +30,10 @@ pub enum Command {
     Validate(validate::Args),
     /// Print the SMI CustomResourceDefinitions, or write one file per CRD into a directory.
     Crds(CrdsArgs),
+    /// Run the control plane on a directory of manifests (no cluster needed), serving xDS.
+    Local(local::LocalArgs),
+    /// Print the xDS resources one proxy would get from a directory of manifests, as JSON.
+    Compile(local::CompileArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +77,14 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         Command::Crds(args) => {
             crds(&args, out)?;
             Ok(Outcome::Success)
+        }
+        Command::Local(args) => {
+            local::run_local(args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Compile(args) => {
+            let clean = local::run_compile(args, out)?;
+            Ok(if clean { Outcome::Success } else { Outcome::Invalid })
         }
     }
 }

@@ -114,6 +114,8 @@ struct SliceEndpoint {
 #[derive(Clone, Debug, PartialEq)]
 struct PodInfo {
     service_account: String,
+    /// `status.podIP`: where the pod's sidecar listens (a loopback address in local mode).
+    ip: Option<IpAddr>,
     labels: BTreeMap<String, String>,
     /// Container ports by name, to resolve named target ports.
     named_ports: BTreeMap<String, u16>,
@@ -228,6 +230,11 @@ impl Index {
     /// Every proxy the index knows.
     pub fn proxies(&self) -> impl Iterator<Item = &ProxyId> {
         self.proxy_inbound.keys()
+    }
+
+    /// A proxy's pod IP (`status.podIP`), where its listeners bind.
+    pub fn pod_ip(&self, proxy: &ProxyId) -> Option<IpAddr> {
+        self.pods.get(&(proxy.namespace.clone(), proxy.pod.clone()))?.ip
     }
 
     /// The status of one SMI object.
@@ -405,6 +412,7 @@ impl Index {
             .collect();
         let info = PodInfo {
             service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             named_ports,
         };

@@ -4,4 +4,5 @@
 
 pub mod cli;
 pub mod index;
+pub mod local;
 pub mod xds;

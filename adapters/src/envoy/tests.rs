@@ -1529,3 +1529,26 @@ fn scale_10k_services() {
     );
     assert!(changed.warnings.is_empty(), "{:?}", &changed.warnings[..3]);
 }
+
+#[test]
+#[ignore = "profiling"]
+fn scale_profile() {
+    use std::time::Instant;
+    let proxy = large(10_000);
+    let o = opts();
+    let mut cache = cache::Cache::default();
+    let mut w = Vec::new();
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut n = 0;
+        for c in proxy.clusters.values() {
+            let r = cache.cluster(c, &o);
+            n += r.cluster.value.len();
+        }
+        let clusters = t.elapsed();
+        let t = Instant::now();
+        let routes = cache.outbound_routes(&proxy, &o, &mut w);
+        let routes_t = t.elapsed();
+        eprintln!("round {round}: clusters {clusters:?} ({n}), routes {routes_t:?} ({})", routes.value.len());
+    }
+}

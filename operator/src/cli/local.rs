@@ -1,0 +1,164 @@
+//! `switchyard local DIR` and `switchyard compile -f DIR --proxy NS/NAME`.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use switchyard_adapters::model::{AccessMode, MeshSettings, ProxyId};
+
+use crate::{
+    local::{self, Local, LocalConfig},
+    xds::server::{self, XdsConfig},
+};
+
+/// Mesh-wide settings shared by `local` and `compile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MeshArgs {
+    /// `strict` denies what no TrafficTarget allows; `permissive` allows everything.
+    #[arg(long, value_enum, default_value = "strict", env = "SWITCHYARD_ACCESS_MODE")]
+    pub access_mode: Mode,
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local", env = "SWITCHYARD_TRUST_DOMAIN")]
+    pub trust_domain: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Mode {
+    Strict,
+    Permissive,
+}
+
+impl MeshArgs {
+    fn settings(&self) -> MeshSettings {
+        MeshSettings {
+            trust_domain: self.trust_domain.clone(),
+            access_mode: match self.access_mode {
+                Mode::Strict => AccessMode::Strict,
+                Mode::Permissive => AccessMode::Permissive,
+            },
+            ..MeshSettings::default()
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
+    /// Directory of Kubernetes YAML: SMI objects, Services, EndpointSlices, Pods, ServiceAccounts.
+    pub dir: PathBuf,
+    /// Address of the xDS (ADS) server.
+    #[arg(long, default_value = "127.0.0.1:15010", env = "SWITCHYARD_XDS_ADDR")]
+    pub xds_addr: SocketAddr,
+    /// Where Envoy bootstraps and proxy tokens are written [default: DIR/.switchyard].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// A burst of edits within this window becomes one push (milliseconds).
+    #[arg(long, default_value_t = 50)]
+    pub debounce_ms: u64,
+    /// Bootstraps use incremental (delta) ADS instead of state of the world.
+    #[arg(long)]
+    pub delta: bool,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompileArgs {
+    /// Directory (or file) of manifests.
+    #[arg(short = 'f', long = "filename")]
+    pub dir: PathBuf,
+    /// The proxy, as NAMESPACE/POD.
+    #[arg(long)]
+    pub proxy: String,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Runs local mode until interrupted.
+pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut config = LocalConfig::new(&args.dir);
+    config.xds_addr = args.xds_addr;
+    if let Some(dir) = args.state_dir {
+        config.state_dir = dir;
+    }
+    config.settings = args.mesh.settings();
+    if args.delta {
+        config.xds_api = switchyard_adapters::envoy::XdsApi::Delta;
+    }
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let poll = config.poll;
+        let addr = config.xds_addr;
+        let state_dir = config.state_dir.clone();
+        let mut local = Local::new(config);
+        let store = local.store();
+        let auth = local.tokens();
+        let xds_config = XdsConfig { debounce, ..XdsConfig::default() };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        writeln!(out, "switchyard local: serving xds on {addr}; bootstraps in {}", state_dir.display())?;
+        out.flush()?;
+        let server = tokio::spawn(server::serve_listener(
+            listener,
+            server::XdsServer::new(store, auth as Arc<dyn crate::xds::auth::Authenticate>, xds_config),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        ));
+        let mut ticker = tokio::time::interval(poll);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            let tick = local.tick()?;
+            for r in &tick.reports {
+                writeln!(out, "{r}")?;
+            }
+            for (obj, st) in &tick.statuses {
+                writeln!(out, "{obj}: {}", local::describe(st))?;
+            }
+            for w in &tick.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+            if tick.pushed > 0 {
+                writeln!(out, "published new configuration to {} proxies", tick.pushed)?;
+            }
+            out.flush()?;
+        }
+        server.abort();
+        Ok(())
+    })
+}
+
+/// Prints the xDS resources one proxy would get, as JSON.
+pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let (namespace, pod) = args
+        .proxy
+        .split_once('/')
+        .context("--proxy must be NAMESPACE/POD")?;
+    let proxy = ProxyId { namespace: namespace.into(), pod: pod.into() };
+    let mut config = LocalConfig::new(&args.dir);
+    config.settings = args.mesh.settings();
+    let mut local = Local::new(config);
+    let tick = local.tick_without_state()?;
+    for r in &tick.reports {
+        eprintln!("{r}");
+    }
+    let Some(output) = local.compile_proxy(&proxy) else {
+        anyhow::bail!("no Pod {proxy} in {}", args.dir.display());
+    };
+    let resources: Vec<serde_json::Value> = output
+        .resources
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "typeUrl": r.type_url,
+                "name": r.name,
+                "resource": crate::local::render_resource(&r.resource),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "proxy": proxy.to_string(), "resources": resources, "warnings": output.warnings });
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)?;
+    Ok(tick.reports.is_empty())
+}

@@ -1,0 +1,277 @@
+//! Local mode, the embedded default: a directory of Kubernetes YAML instead of a cluster, fed
+//! through the same index and served over the same xDS server.
+//!
+//! Every Pod in the directory is a proxy. For each, local mode writes an Envoy bootstrap and a
+//! random bearer token into the state directory (`<dir>/.switchyard/` by default); the xDS
+//! server maps that token, never `node.id`, to the Pod's snapshot.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use switchyard_adapters::{
+    envoy::{self, BootstrapOptions, EnvoyAdapter, EnvoyOptions},
+    model::{MeshSettings, ProxyId},
+};
+use tonic::{Status, metadata::MetadataMap};
+
+use crate::{
+    index::{Index, ObjectStatus},
+    xds::{
+        auth::{Authenticate, StaticTokens},
+        snapshot::Snapshot,
+        store::{ProxyKey, SnapshotStore},
+    },
+};
+
+pub mod source;
+
+use source::DirSource;
+
+/// How local mode runs.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// The directory of manifests to watch.
+    pub dir: PathBuf,
+    /// Where bootstraps and tokens are written.
+    pub state_dir: PathBuf,
+    /// Where the xDS server listens; `127.0.0.1:15010` by default.
+    pub xds_addr: SocketAddr,
+    pub settings: MeshSettings,
+    /// How often the directory is re-read; 100 ms by default.
+    pub poll: Duration,
+    pub xds_api: envoy::XdsApi,
+}
+
+impl LocalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        LocalConfig {
+            state_dir: dir.join(".switchyard"),
+            dir,
+            xds_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15010),
+            settings: MeshSettings::default(),
+            poll: Duration::from_millis(100),
+            xds_api: envoy::XdsApi::default(),
+        }
+    }
+}
+
+/// Local mode's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot make a random token: {0}")]
+    Random(String),
+    #[error("proxy {proxy}: {message}")]
+    Snapshot { proxy: ProxyId, message: String },
+}
+
+/// Bearer tokens that grow as Pods appear.
+#[derive(Debug, Default)]
+pub struct LocalTokens(RwLock<StaticTokens>);
+
+impl Authenticate for LocalTokens {
+    fn authenticate(&self, metadata: &MetadataMap, node: &Node) -> Result<ProxyKey, Status> {
+        let tokens = self.0.read().map_err(|_| Status::internal("token table poisoned"))?;
+        tokens.authenticate(metadata, node)
+    }
+}
+
+/// What one tick did, for the log.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Problems found in changed files, in `switchyard validate` format.
+    pub reports: Vec<String>,
+    /// SMI objects whose status changed, with their new status.
+    pub statuses: Vec<(switchyard_crds::ObjectRef, ObjectStatus)>,
+    /// Proxies that got a new snapshot.
+    pub pushed: usize,
+    /// Adapter warnings (listener clashes and the like).
+    pub warnings: Vec<String>,
+}
+
+/// The state of a local control plane; `tick` does one round of IO-free work plus file IO.
+pub struct Local {
+    config: LocalConfig,
+    source: DirSource,
+    index: Index,
+    adapter: EnvoyAdapter,
+    store: SnapshotStore,
+    tokens: Arc<LocalTokens>,
+    proxies: BTreeMap<ProxyId, String>,
+}
+
+// === impl Local ===
+
+impl Local {
+    pub fn new(config: LocalConfig) -> Self {
+        Local {
+            source: DirSource::new(config.dir.clone()),
+            index: Index::new(config.settings.clone()),
+            adapter: EnvoyAdapter::new(),
+            store: SnapshotStore::new(),
+            tokens: Arc::new(LocalTokens::default()),
+            proxies: BTreeMap::new(),
+            config,
+        }
+    }
+
+    pub fn store(&self) -> SnapshotStore {
+        self.store.clone()
+    }
+
+    pub fn tokens(&self) -> Arc<LocalTokens> {
+        self.tokens.clone()
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Re-reads changed files and publishes whatever changed.
+    pub fn tick(&mut self) -> Result<Tick, LocalError> {
+        let scan = self.source.scan();
+        let mut tick = Tick { reports: scan.reports, ..Tick::default() };
+        if !scan.changed && !self.proxies.is_empty() {
+            return Ok(tick);
+        }
+        self.source.feed(&mut self.index);
+        let changes = self.index.take_changes();
+        for obj in &changes.statuses {
+            if let Some(st) = self.index.status(obj) {
+                tick.statuses.push((obj.clone(), st.clone()));
+            }
+        }
+        let proxies: Vec<ProxyId> = self.index.proxies().cloned().collect();
+        for proxy in &proxies {
+            let is_new = !self.proxies.contains_key(proxy);
+            if is_new {
+                self.register(proxy)?;
+            }
+            if !(is_new || changes.outbound || changes.proxies.contains(proxy)) {
+                continue;
+            }
+            if let Some(snapshot) = self.compile(proxy, &mut tick.warnings)? {
+                if self.store.set(proxy_key(proxy), snapshot) {
+                    tick.pushed += 1;
+                }
+            }
+        }
+        for gone in self.proxies.keys().filter(|p| !proxies.contains(p)).cloned().collect::<Vec<_>>() {
+            self.store.remove(&proxy_key(&gone));
+            self.proxies.remove(&gone);
+        }
+        self.adapter.evict_unused();
+        Ok(tick)
+    }
+
+    /// Reads the directory into the index without registering proxies or writing files
+    /// (`switchyard compile`).
+    pub fn tick_without_state(&mut self) -> Result<Tick, LocalError> {
+        let scan = self.source.scan();
+        self.source.feed(&mut self.index);
+        Ok(Tick { reports: scan.reports, ..Tick::default() })
+    }
+
+    /// The Envoy resources of one proxy, as the xDS server would serve them.
+    pub fn compile_proxy(&mut self, proxy: &ProxyId) -> Option<envoy::Output> {
+        let cfg = self.index.proxy_config(proxy)?;
+        Some(self.adapter.compile(&cfg, self.index.settings(), &self.envoy_options(proxy)))
+    }
+
+    fn envoy_options(&self, proxy: &ProxyId) -> EnvoyOptions {
+        EnvoyOptions {
+            bind_ip: self.index.pod_ip(proxy).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ..EnvoyOptions::default()
+        }
+    }
+
+    fn compile(&mut self, proxy: &ProxyId, warnings: &mut Vec<String>) -> Result<Option<Snapshot>, LocalError> {
+        let Some(out) = self.compile_proxy(proxy) else { return Ok(None) };
+        warnings.extend(out.warnings.into_iter().map(|w| format!("proxy {proxy}: {w}")));
+        let mut builder = Snapshot::builder();
+        for r in out.resources {
+            builder
+                .add_any(r.name, r.resource)
+                .map_err(|e| LocalError::Snapshot { proxy: proxy.clone(), message: e.to_string() })?;
+        }
+        Ok(Some(builder.build()))
+    }
+
+    /// Gives a new proxy a token and writes its bootstrap.
+    fn register(&mut self, proxy: &ProxyId) -> Result<(), LocalError> {
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw).map_err(|e| LocalError::Random(e.to_string()))?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        if let Ok(mut t) = self.tokens.0.write() {
+            t.insert(token.clone(), proxy_key(proxy));
+        }
+        let opts = self.envoy_options(proxy);
+        let mut b = BootstrapOptions::new(
+            proxy.to_string(),
+            opts.bind_ip,
+            self.config.xds_addr.ip().to_string(),
+            self.config.xds_addr.port(),
+            token.clone(),
+        );
+        b.api = self.config.xds_api;
+        let json = serde_json::to_string_pretty(&envoy::bootstrap(&b)).unwrap_or_default();
+        let base = format!("{}.{}", proxy.namespace, proxy.pod);
+        let dir = &self.config.state_dir;
+        write(dir, &format!("{base}.bootstrap.json"), &json)?;
+        write(dir, &format!("{base}.token"), &token)?;
+        self.proxies.insert(proxy.clone(), token);
+        Ok(())
+    }
+}
+
+fn proxy_key(proxy: &ProxyId) -> ProxyKey {
+    ProxyKey::new(proxy.to_string())
+}
+
+fn write(dir: &std::path::Path, name: &str, content: &str) -> Result<(), LocalError> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, content))
+        .map_err(|source| LocalError::Write { path, source })
+}
+
+/// Formats a status for the log: `Accepted=False (Invalid): …`.
+pub fn describe(status: &ObjectStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} ({}): {}", c.type_, if c.status { "True" } else { "False" }, c.reason, c.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A resource for `switchyard compile`: its decoded message, pretty-printed. envoy-types has no
+/// JSON mapping, so this is the protobuf's structure as Rust prints it, one field per line.
+pub fn render_resource(any: &envoy_types::pb::google::protobuf::Any) -> serde_json::Value {
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
+    fn show<M: prost::Message + Default + std::fmt::Debug>(bytes: &[u8]) -> serde_json::Value {
+        match M::decode(bytes) {
+            Ok(m) => format!("{m:#?}").lines().map(|l| serde_json::Value::from(l.to_string())).collect(),
+            Err(e) => format!("undecodable: {e}").into(),
+        }
+    }
+    let bytes = any.value.as_slice();
+    match any.type_url.rsplit('/').next().unwrap_or_default() {
+        "envoy.config.cluster.v3.Cluster" => show::<Cluster>(bytes),
+        "envoy.config.endpoint.v3.ClusterLoadAssignment" => show::<ClusterLoadAssignment>(bytes),
+        "envoy.config.listener.v3.Listener" => show::<Listener>(bytes),
+        "envoy.config.route.v3.RouteConfiguration" => show::<RouteConfiguration>(bytes),
+        other => format!("{} bytes of {other}", bytes.len()).into(),
+    }
+}

@@ -1,0 +1,178 @@
+//! Local mode's source: a directory of ordinary Kubernetes YAML, re-read when files change, with
+//! the last good state of each file kept in force while it has errors.
+
+use std::{
+    collections::{BTreeMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+};
+
+use switchyard_crds::manifest::{self, Manifest};
+
+use crate::index::{Index, Object, ObjectKind};
+
+#[cfg(test)]
+mod tests;
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Whether any file's objects changed (the index must be refreshed).
+    pub changed: bool,
+    /// Lines for the user, in `switchyard validate` format: `file:line: kind ns/name: field: reason`.
+    pub reports: Vec<String>,
+}
+
+#[derive(Debug)]
+struct FileState {
+    fingerprint: u64,
+    /// The objects of the last version of the file that loaded without errors.
+    objects: Vec<Object>,
+}
+
+/// A watched directory of manifests.
+#[derive(Debug)]
+pub struct DirSource {
+    root: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+// === impl DirSource ===
+
+impl DirSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirSource { root: root.into(), files: BTreeMap::new() }
+    }
+
+    /// Re-reads every file whose content changed since the last scan. Polling content (not
+    /// mtimes or inotify) keeps this correct for editors that save by renaming, on any file
+    /// system, at the cost of reading a few small files every tick.
+    pub fn scan(&mut self) -> Scan {
+        let mut scan = Scan::default();
+        let paths = match manifest::find_files(&self.root) {
+            Ok(p) => p.into_iter().filter(|p| !is_hidden(&self.root, p)).collect::<Vec<_>>(),
+            Err(e) => {
+                scan.reports.push(format!("{}: cannot read: {e}", self.root.display()));
+                return scan;
+            }
+        };
+        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !paths.contains(p)).cloned().collect();
+        for p in gone {
+            self.files.remove(&p);
+            scan.changed = true;
+        }
+        for path in paths {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let fingerprint = fingerprint(&bytes);
+            if self.files.get(&path).is_some_and(|f| f.fingerprint == fingerprint) {
+                continue;
+            }
+            let manifest = manifest::load_bytes(&path.display().to_string(), &bytes);
+            scan.reports.extend(report(&manifest));
+            if manifest.errors.is_empty() {
+                let objects = objects_of(&manifest, &mut scan.reports);
+                self.files.insert(path, FileState { fingerprint, objects });
+                scan.changed = true;
+            } else {
+                scan.reports.push(format!(
+                    "{}: not applied: the file has errors; its last good version stays in force",
+                    manifest.source
+                ));
+                // Remember the fingerprint so the same broken content is reported once, while
+                // keeping the objects of the last good version.
+                match self.files.get_mut(&path) {
+                    Some(f) => f.fingerprint = fingerprint,
+                    None => {
+                        self.files.insert(path, FileState { fingerprint, objects: Vec::new() });
+                    }
+                }
+            }
+        }
+        scan
+    }
+
+    /// Replaces the index's content with this directory's, kind by kind.
+    pub fn feed(&self, index: &mut Index) {
+        let mut by_kind: BTreeMap<ObjectKind, Vec<Object>> = BTreeMap::new();
+        for kind in ALL_KINDS {
+            by_kind.insert(kind, Vec::new());
+        }
+        for f in self.files.values() {
+            for o in &f.objects {
+                by_kind.entry(kind_of(o)).or_default().push(o.clone());
+            }
+        }
+        // Services and endpoints before the SMI objects that refer to them, so each reset sees
+        // the newest world.
+        for (kind, objects) in by_kind {
+            index.reset(kind, objects);
+        }
+    }
+}
+
+const ALL_KINDS: [ObjectKind; 9] = [
+    ObjectKind::Service,
+    ObjectKind::EndpointSlice,
+    ObjectKind::Pod,
+    ObjectKind::ServiceAccount,
+    ObjectKind::Smi(switchyard_crds::Kind::HttpRouteGroup),
+    ObjectKind::Smi(switchyard_crds::Kind::TcpRoute),
+    ObjectKind::Smi(switchyard_crds::Kind::UdpRoute),
+    ObjectKind::Smi(switchyard_crds::Kind::TrafficSplit),
+    ObjectKind::Smi(switchyard_crds::Kind::TrafficTarget),
+];
+
+fn kind_of(o: &Object) -> ObjectKind {
+    match o {
+        Object::Smi(s) => ObjectKind::Smi(s.kind()),
+        Object::Service(_) => ObjectKind::Service,
+        Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+        Object::Pod(_) => ObjectKind::Pod,
+        Object::ServiceAccount(_) => ObjectKind::ServiceAccount,
+    }
+}
+
+/// Files under a hidden directory (such as the state directory `.switchyard/`) are not input.
+fn is_hidden(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Load errors and validation problems, in `switchyard validate` format.
+fn report(m: &Manifest) -> Vec<String> {
+    let mut out: Vec<String> = m.located_errors().map(|e| e.to_string()).collect();
+    out.extend(m.problems().iter().map(ToString::to_string));
+    out
+}
+
+/// The objects of a manifest the index understands. Other kinds are passed over.
+fn objects_of(m: &Manifest, reports: &mut Vec<String>) -> Vec<Object> {
+    let mut out: Vec<Object> =
+        m.objects.iter().map(|d| Object::Smi(d.object.clone().into_canonical())).collect();
+    for other in &m.others {
+        let parsed = match (other.api_version.as_str(), other.kind.as_str()) {
+            ("v1", "Service") => serde_json::from_value(other.value.clone()).map(|o| Object::Service(Box::new(o))),
+            ("v1", "Pod") => serde_json::from_value(other.value.clone()).map(|o| Object::Pod(Box::new(o))),
+            ("v1", "ServiceAccount") => {
+                serde_json::from_value(other.value.clone()).map(|o| Object::ServiceAccount(Box::new(o)))
+            }
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                serde_json::from_value(other.value.clone()).map(|o| Object::EndpointSlice(Box::new(o)))
+            }
+            _ => continue,
+        };
+        match parsed {
+            Ok(o) => out.push(o),
+            Err(e) => reports.push(format!("{}:{}: {other}: {e}", m.source, other.line)),
+        }
+    }
+    out
+}
