@@ -8,6 +8,8 @@ use std::{
     sync::OnceLock,
 };
 
+pub mod mesh;
+
 /// The workspace root (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> &'static Path {
     // This crate lives one level below the root; both paths are fixed at compile time.
