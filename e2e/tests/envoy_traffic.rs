@@ -1,6 +1,8 @@
 //! Traffic through a real Envoy configured by `switchyard local` over ADS: splits, matches,
 //! live edits under load, invalid edits, vanishing endpoints, and TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the failure report")]
+
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr, TcpStream},

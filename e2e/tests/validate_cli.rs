@@ -1,5 +1,7 @@
 //! `switchyard validate` as a real process: exit codes, report lines, stdin, passthrough notes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the failure report")]
+
 use std::{
     io::Write,
     path::Path,
@@ -49,7 +51,8 @@ spec:
 
 #[test]
 fn the_reference_examples_are_valid() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/smi-examples");
+    let examples =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/smi-examples");
     let run = switchyard(&["validate", "-f", examples.to_str().unwrap()], "");
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     // 9 files: TrafficSplit in 01–04; HTTPRouteGroup in 04, 05, 07, 09; TCPRoute in 05, 06 and
@@ -67,13 +70,22 @@ fn broken_yaml_exits_1_and_names_file_and_line() {
     std::fs::write(dir.path().join("good.yaml"), SPLIT).unwrap();
     let broken = dir.path().join("sub/broken.yml");
     std::fs::create_dir(broken.parent().unwrap()).unwrap();
-    std::fs::write(&broken, format!("# comment\n{SPLIT}---\nkind: TrafficSplit\nmetadata: name: x\n")).unwrap();
+    std::fs::write(
+        &broken,
+        format!("# comment\n{SPLIT}---\nkind: TrafficSplit\nmetadata: name: x\n"),
+    )
+    .unwrap();
     let run = switchyard(&["validate", "-f", dir.path().to_str().unwrap()], "");
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     let expected = format!("{}:16: invalid yaml: ", broken.display());
-    assert!(run.stdout.lines().any(|l| l.starts_with(&expected)), "{}", run.stdout);
     assert!(
-        run.stdout.ends_with("read 2 SMI objects (TrafficSplit: 2) from 2 files; 1 error\n"),
+        run.stdout.lines().any(|l| l.starts_with(&expected)),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .ends_with("read 2 SMI objects (TrafficSplit: 2) from 2 files; 1 error\n"),
         "{}",
         run.stdout
     );
@@ -81,22 +93,33 @@ fn broken_yaml_exits_1_and_names_file_and_line() {
 
 #[test]
 fn field_errors_exit_1_with_object_and_field() {
-    let run = switchyard(&["validate", "--filename", "-"], &SPLIT.replace("weight: 10", "weight: ten"));
+    let run = switchyard(
+        &["validate", "--filename", "-"],
+        &SPLIT.replace("weight: 10", "weight: ten"),
+    );
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
     let first = run.stdout.lines().next().unwrap();
-    assert!(first.starts_with("<stdin>:12: trafficsplit shop/web: spec.backends[1].weight: "), "{first}");
+    assert!(
+        first.starts_with("<stdin>:12: trafficsplit shop/web: spec.backends[1].weight: "),
+        "{first}"
+    );
 }
 
 #[test]
 fn stdin_is_read_for_a_dash() {
     let run = switchyard(&["validate", "-f", "-"], SPLIT);
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
-    assert_eq!(run.stdout, "read 1 SMI object (TrafficSplit: 1) from 1 file; 0 errors\n");
+    assert_eq!(
+        run.stdout,
+        "read 1 SMI object (TrafficSplit: 1) from 1 file; 0 errors\n"
+    );
 }
 
 #[test]
 fn a_service_is_passed_over_with_a_note() {
-    let text = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n---\n{SPLIT}");
+    let text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n---\n{SPLIT}"
+    );
     let run = switchyard(&["validate", "-f", "-"], &text);
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
     assert_eq!(
@@ -110,7 +133,12 @@ fn a_service_is_passed_over_with_a_note() {
 fn a_missing_path_exits_1() {
     let run = switchyard(&["validate", "-f", "/nonexistent/manifests"], "");
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.starts_with("/nonexistent/manifests: error: no such file or directory\n"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("/nonexistent/manifests: error: no such file or directory\n"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

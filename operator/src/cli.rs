@@ -72,7 +72,11 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
     match cli.command {
         Command::Validate(args) => {
             let report = validate::run(&args, stdin, out).context("writing the report")?;
-            Ok(if report.is_valid() { Outcome::Success } else { Outcome::Invalid })
+            Ok(if report.is_valid() {
+                Outcome::Success
+            } else {
+                Outcome::Invalid
+            })
         }
         Command::Crds(args) => {
             crds(&args, out)?;
@@ -84,7 +88,11 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Compile(args) => {
             let clean = local::run_compile(args, out)?;
-            Ok(if clean { Outcome::Success } else { Outcome::Invalid })
+            Ok(if clean {
+                Outcome::Success
+            } else {
+                Outcome::Invalid
+            })
         }
     }
 }

@@ -44,7 +44,7 @@ pub use status::{ConditionState, ObjectStatus, reasons};
 /// Anything the index stores.
 #[derive(Clone, Debug)]
 pub enum Object {
-    Smi(SmiObject),
+    Smi(Box<SmiObject>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Pod(Box<Pod>),
@@ -272,7 +272,7 @@ impl Index {
                     self.service_accounts.insert(key);
                 }
             }
-            Object::Smi(smi) => self.apply_smi(smi),
+            Object::Smi(smi) => self.apply_smi(*smi),
         }
     }
 
@@ -651,7 +651,7 @@ impl Index {
             .filter(|((ns, _), _)| *ns == root.namespace)
             .filter_map(|((ns, _), s)| s.good.as_ref().filter(|ts| root_of(ns, ts).as_ref() == Some(root)))
             .collect();
-        all.sort_by(|a, b| age_key(a).cmp(&age_key(b)));
+        all.sort_by_key(|ts| age_key(ts));
         let (with, without): (Vec<_>, Vec<_>) = all.into_iter().partition(|ts| !ts.matches.is_empty());
         (with, without.first().copied())
     }

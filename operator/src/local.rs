@@ -158,10 +158,10 @@ impl Local {
             if !(is_new || changes.outbound || changes.proxies.contains(proxy)) {
                 continue;
             }
-            if let Some(snapshot) = self.compile(proxy, &mut tick.warnings)? {
-                if self.store.set(proxy_key(proxy), snapshot) {
-                    tick.pushed += 1;
-                }
+            if let Some(snapshot) = self.compile(proxy, &mut tick.warnings)?
+                && self.store.set(proxy_key(proxy), snapshot)
+            {
+                tick.pushed += 1;
             }
         }
         for gone in self.proxies.keys().filter(|p| !proxies.contains(p)).cloned().collect::<Vec<_>>() {

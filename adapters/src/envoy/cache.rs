@@ -1,15 +1,24 @@
 //! Encoded pieces shared between proxies and between compiles: per cluster its Cluster and
-//! ClusterLoadAssignment, per service its outbound virtual hosts. An entry is reused while the
-//! model piece it came from is the same `Arc` or an equal value, and the options it depends on
-//! are unchanged; the outbound route configuration is then assembled from encoded virtual
-//! hosts without re-encoding them.
+//! ClusterLoadAssignment, per service its outbound virtual hosts, per namespace the last
+//! outbound route configuration. An entry is reused while the model piece it came from is the
+//! same `Arc` or an equal value and the options it depends on are unchanged; the outbound
+//! route configuration is assembled from encoded virtual hosts without re-encoding them.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
-use envoy_types::pb::{envoy::config::route::v3::VirtualHost, google::protobuf::Any};
+use envoy_types::pb::envoy::config::route::v3::VirtualHost;
 use prost::Message;
 
-use super::{EnvoyOptions, LoadBalancing, OUTBOUND_HTTP, cluster, route, to_any};
+use super::{
+    CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP, ROUTE_TYPE_URL,
+    Resource, cluster, route, to_any,
+};
 use crate::model::{self, ClusterName, OutboundService, ProxyConfig, ServiceName};
 
 #[derive(Debug, Default)]
@@ -18,14 +27,17 @@ pub(super) struct Cache {
     /// Indexed by whether short host names are included (the proxy is in the service's
     /// namespace), since that changes the domains.
     services: [HashMap<ServiceName, ServiceEntry>; 2],
+    /// The last outbound route configuration built for a proxy of each namespace: proxies of
+    /// one namespace usually reach the same services, and then share it.
+    routes: HashMap<String, RoutesEntry>,
 }
 
 #[derive(Debug)]
 struct ClusterEntry {
     source: Arc<model::Cluster>,
     settings: ClusterSettings,
-    cluster: Any,
-    endpoints: Any,
+    /// The Cluster and its ClusterLoadAssignment.
+    resources: [Arc<Resource>; 2],
 }
 
 /// The options a Cluster resource depends on.
@@ -40,7 +52,17 @@ struct ServiceEntry {
     source: Arc<OutboundService>,
     /// The only option virtual hosts depend on.
     route_timeout: Duration,
-    vhosts: Arc<[Vhost]>,
+    piece: Arc<ServicePiece>,
+}
+
+/// A service's encoded virtual hosts, with what the domain check needs.
+#[derive(Debug)]
+struct ServicePiece {
+    /// Every host name is one only this service can have (see [`route::canonical_hostnames`]),
+    /// so its domains can only clash through the cluster IP.
+    canonical: bool,
+    cluster_ip: Option<IpAddr>,
+    vhosts: Vec<Vhost>,
 }
 
 #[derive(Debug)]
@@ -50,18 +72,21 @@ struct Vhost {
     encoded: Vec<u8>,
 }
 
-/// The Cluster and ClusterLoadAssignment of one cluster.
-pub(super) struct ClusterResources {
-    pub(super) cluster: Any,
-    pub(super) endpoints: Any,
+/// An outbound route configuration and the pieces it was assembled from, in order.
+#[derive(Debug)]
+struct RoutesEntry {
+    pieces: Vec<Arc<ServicePiece>>,
+    resource: Arc<Resource>,
+    warnings: Arc<[String]>,
 }
 
 impl Cache {
+    /// The Cluster and ClusterLoadAssignment of a cluster.
     pub(super) fn cluster(
         &mut self,
         source: &Arc<model::Cluster>,
         opts: &EnvoyOptions,
-    ) -> ClusterResources {
+    ) -> [Arc<Resource>; 2] {
         let settings = ClusterSettings {
             connect_timeout: opts.connect_timeout,
             load_balancing: opts.load_balancing,
@@ -70,83 +95,66 @@ impl Cache {
             && entry.settings == settings
             && still_valid(&mut entry.source, source)
         {
-            return ClusterResources {
-                cluster: entry.cluster.clone(),
-                endpoints: entry.endpoints.clone(),
-            };
+            return entry.resources.clone();
         }
-        let entry = ClusterEntry {
-            source: source.clone(),
-            settings,
-            cluster: to_any(&cluster::eds(source, opts)),
-            endpoints: to_any(&cluster::load_assignment(source)),
-        };
-        let out = ClusterResources {
-            cluster: entry.cluster.clone(),
-            endpoints: entry.endpoints.clone(),
-        };
+        let name = source.name.as_str();
+        let resources = [
+            Arc::new(Resource::new(CLUSTER_TYPE_URL, name, to_any(&cluster::eds(source, opts)))),
+            Arc::new(Resource::new(
+                ENDPOINT_TYPE_URL,
+                name,
+                to_any(&cluster::load_assignment(source)),
+            )),
+        ];
+        let entry = ClusterEntry { source: source.clone(), settings, resources: resources.clone() };
         self.clusters.insert(source.name.clone(), entry);
-        out
+        resources
     }
 
-    /// The outbound route configuration of a proxy: every HTTP service port's virtual host,
-    /// in service order, with domains made unique (Envoy rejects a route configuration that
-    /// repeats one). A domain goes to the first virtual host that claims it.
+    /// The outbound route configuration of a proxy, with its warnings: every HTTP service
+    /// port's virtual host, in service order, with domains made unique (Envoy rejects a route
+    /// configuration that repeats one). A domain goes to the first virtual host that claims it.
     pub(super) fn outbound_routes(
         &mut self,
         proxy: &ProxyConfig,
         opts: &EnvoyOptions,
-        warnings: &mut Vec<String>,
-    ) -> Any {
-        let pieces: Vec<Arc<[Vhost]>> = proxy
+    ) -> (Arc<Resource>, Arc<[String]>) {
+        let namespace = &proxy.proxy.namespace;
+        let pieces: Vec<Arc<ServicePiece>> = proxy
             .outbound
             .values()
-            .map(|svc| self.service(svc, svc.name.namespace == proxy.proxy.namespace, opts))
+            .map(|svc| self.service(svc, svc.name.namespace == *namespace, opts))
             .collect();
-
-        let mut owners: HashMap<&str, &str> = HashMap::new();
-        let mut vhosts: Vec<Cow<'_, [u8]>> = Vec::new();
-        for vhost in pieces.iter().flat_map(|p| p.iter()) {
-            let mut clashes = Vec::new();
-            for domain in &vhost.domains {
-                if let Some(owner) = owners.get(domain.as_str()) {
-                    clashes.push(domain.as_str());
-                    warnings.push(format!(
-                        "proxy {}: domain {domain:?} of {} is already routed to {owner}; \
-                         left out",
-                        proxy.proxy, vhost.name
-                    ));
-                } else {
-                    owners.insert(domain, &vhost.name);
-                }
-            }
-            if clashes.is_empty() {
-                vhosts.push(Cow::Borrowed(&vhost.encoded));
-            } else if let Some(encoded) = without_domains(vhost, &clashes) {
-                vhosts.push(Cow::Owned(encoded));
-            } else {
-                warnings.push(format!(
-                    "proxy {}: virtual host {} has no domain left; left out",
-                    proxy.proxy, vhost.name
-                ));
-            }
+        if let Some(last) = self.routes.get(namespace)
+            && last.pieces.len() == pieces.len()
+            && last.pieces.iter().zip(&pieces).all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return (last.resource.clone(), last.warnings.clone());
         }
-        route::outbound_config(OUTBOUND_HTTP, vhosts.iter().map(|v| v.as_ref()))
+        let mut warnings = Vec::new();
+        let value = assemble(&pieces, &mut warnings);
+        let entry = RoutesEntry {
+            pieces,
+            resource: Arc::new(Resource::new(ROUTE_TYPE_URL, OUTBOUND_HTTP, value)),
+            warnings: warnings.into(),
+        };
+        let out = (entry.resource.clone(), entry.warnings.clone());
+        self.routes.insert(namespace.clone(), entry);
+        out
     }
 
     pub(super) fn evict_unused(&mut self) {
-        self.clusters
-            .retain(|_, e| Arc::strong_count(&e.source) > 1);
+        self.clusters.retain(|_, e| Arc::strong_count(&e.source) > 1);
         for services in &mut self.services {
             services.retain(|_, e| Arc::strong_count(&e.source) > 1);
         }
+        // Rebuilt on the next compile of each namespace; holding them would keep evicted
+        // pieces alive.
+        self.routes.clear();
     }
 
     pub(super) fn len(&self) -> (usize, usize) {
-        (
-            self.clusters.len(),
-            self.services.iter().map(HashMap::len).sum(),
-        )
+        (self.clusters.len(), self.services.iter().map(HashMap::len).sum())
     }
 
     fn service(
@@ -154,15 +162,15 @@ impl Cache {
         source: &Arc<OutboundService>,
         short_names: bool,
         opts: &EnvoyOptions,
-    ) -> Arc<[Vhost]> {
+    ) -> Arc<ServicePiece> {
         let services = &mut self.services[usize::from(short_names)];
         if let Some(entry) = services.get_mut(&source.name)
             && entry.route_timeout == opts.route_timeout
             && still_valid(&mut entry.source, source)
         {
-            return entry.vhosts.clone();
+            return entry.piece.clone();
         }
-        let vhosts: Arc<[Vhost]> = route::outbound_virtual_hosts(source, short_names, opts)
+        let vhosts = route::outbound_virtual_hosts(source, short_names, opts)
             .into_iter()
             .map(|vhost| Vhost {
                 encoded: vhost.encode_to_vec(),
@@ -170,14 +178,56 @@ impl Cache {
                 domains: vhost.domains,
             })
             .collect();
+        let piece = Arc::new(ServicePiece {
+            canonical: route::canonical_hostnames(source, short_names),
+            cluster_ip: source.cluster_ip,
+            vhosts,
+        });
         let entry = ServiceEntry {
             source: source.clone(),
             route_timeout: opts.route_timeout,
-            vhosts: vhosts.clone(),
+            piece: piece.clone(),
         };
         services.insert(source.name.clone(), entry);
-        vhosts
+        piece
     }
+}
+
+/// The route configuration from service pieces, dropping (and reporting) repeated domains.
+fn assemble(pieces: &[Arc<ServicePiece>], warnings: &mut Vec<String>) -> envoy_types::pb::google::protobuf::Any {
+    let vhosts = pieces.iter().flat_map(|p| &p.vhosts);
+
+    // The usual case, checked without hashing every domain: canonical host names cannot
+    // clash, so unique cluster IPs make every domain unique.
+    let mut ips = HashSet::with_capacity(pieces.len());
+    if pieces.iter().all(|p| p.canonical && p.cluster_ip.is_none_or(|ip| ips.insert(ip))) {
+        return route::outbound_config(OUTBOUND_HTTP, vhosts.map(|v| v.encoded.as_slice()));
+    }
+
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut unique: Vec<Cow<'_, [u8]>> = Vec::new();
+    for vhost in vhosts {
+        let mut clashes = Vec::new();
+        for domain in &vhost.domains {
+            if let Some(owner) = owners.get(domain.as_str()) {
+                clashes.push(domain.as_str());
+                warnings.push(format!(
+                    "domain {domain:?} of {} is already routed to {owner}; left out",
+                    vhost.name
+                ));
+            } else {
+                owners.insert(domain, &vhost.name);
+            }
+        }
+        if clashes.is_empty() {
+            unique.push(Cow::Borrowed(&vhost.encoded));
+        } else if let Some(encoded) = without_domains(vhost, &clashes) {
+            unique.push(Cow::Owned(encoded));
+        } else {
+            warnings.push(format!("virtual host {} has no domain left; left out", vhost.name));
+        }
+    }
+    route::outbound_config(OUTBOUND_HTTP, unique.iter().map(|v| v.as_ref()))
 }
 
 /// Whether a cached entry built from `cached` fits `current`. An equal value in a new `Arc`

@@ -59,12 +59,38 @@ pub(super) fn outbound_virtual_hosts(
         .collect()
 }
 
+/// Whether every host name of `svc` (those [`domains`] uses) is one no other service can
+/// have: `<name>`, or `<name>.<namespace>` with any suffix, where name and namespace are DNS
+/// labels and the name starts with a letter. Two such names of different services differ in
+/// their first two labels (a short name has one label, and only services of the proxy's own
+/// namespace, whose names differ, have one), and none looks like an IP address.
+pub(super) fn canonical_hostnames(svc: &OutboundService, short_names: bool) -> bool {
+    let label = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let (name, namespace) = (&svc.name.name, &svc.name.namespace);
+    if !label(name) || !label(namespace) || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return false;
+    }
+    svc.hostnames.iter().filter(|h| short_names || h.contains('.')).all(|h| {
+        let h = h.to_ascii_lowercase();
+        h == *name
+            || h.strip_prefix(name.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|rest| rest.strip_prefix(namespace.as_str()))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
+}
+
 /// An outbound route configuration from already-encoded virtual hosts, in the given order.
 pub(super) fn outbound_config<'a>(
     name: &str,
     virtual_hosts: impl IntoIterator<Item = &'a [u8]>,
 ) -> Any {
-    let mut buf = Vec::new();
+    let virtual_hosts: Vec<&[u8]> = virtual_hosts.into_iter().collect();
+    // Each virtual host takes at most 11 bytes of framing (key, and a length up to 2^64).
+    let size = virtual_hosts.iter().map(|v| v.len() + 11).sum::<usize>() + name.len() + 16;
+    let mut buf = Vec::with_capacity(size);
     wire::put_field(&mut buf, 1, name.as_bytes());
     for vhost in virtual_hosts {
         wire::put_field(&mut buf, 2, vhost);

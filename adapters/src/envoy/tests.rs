@@ -695,6 +695,47 @@ fn clashing_domains_are_dropped_with_a_warning() {
 }
 
 #[test]
+fn hostnames_of_another_service_are_not_taken_twice() {
+    let mut proxy = sample();
+    // An alias claiming one of web's names: allowed by the model type, and a clash for Envoy.
+    let (name, mut svc) = service(
+        "shop",
+        "alias",
+        None,
+        vec![port(80, Protocol::Http, vec![route("default", vec![], vec![backend("shop", "web-v1", 80, 1)])])],
+    );
+    Arc::make_mut(&mut svc).hostnames.push("Web.Shop.svc.cluster.local".into());
+    proxy.outbound.insert(name, svc);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    // `shop/alias` sorts first and keeps the name; web loses it, with a warning.
+    assert!(vhost(&config, "shop/alias|80").domains.contains(&"web.shop.svc.cluster.local".to_owned()));
+    let web = vhost(&config, "shop/web|80");
+    assert!(!web.domains.iter().any(|d| d.starts_with("web.shop.svc.cluster.local")));
+    assert!(web.domains.contains(&"web.shop.svc:80".to_owned()));
+    assert_eq!(out.warnings.iter().filter(|w| w.contains("web.shop.svc.cluster.local")).count(), 2);
+    let all: Vec<&String> = config.virtual_hosts.iter().flat_map(|v| &v.domains).collect();
+    assert_eq!(all.len(), all.iter().collect::<BTreeSet<_>>().len());
+}
+
+#[test]
+fn canonical_hostnames_are_recognised() {
+    let (_, web) = service("shop", "web", None, vec![]);
+    assert!(super::route::canonical_hostnames(&web, true));
+    assert!(super::route::canonical_hostnames(&web, false));
+    let mut odd = (*web).clone();
+    odd.hostnames.push("web.shopping".into());
+    assert!(!super::route::canonical_hostnames(&odd, true));
+    let mut odd = (*web).clone();
+    odd.hostnames.push("api".into());
+    assert!(!super::route::canonical_hostnames(&odd, true));
+    // A short name that is left out does not count.
+    assert!(super::route::canonical_hostnames(&odd, false));
+    let (_, digit) = service("shop", "9web", None, vec![]);
+    assert!(!super::route::canonical_hostnames(&digit, true));
+}
+
+#[test]
 fn a_split_becomes_weighted_clusters() {
     let out = compile_sample();
     let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
@@ -1523,32 +1564,43 @@ fn scale_10k_services() {
     let routes = find(&changed, ROUTE_TYPE_URL, OUTBOUND_HTTP).resource.value.len();
     let total: usize = changed.resources.iter().map(|r| r.resource.value.len()).sum();
     eprintln!(
-        "10k services, {} resources, {total} bytes (routes {routes}): full {full:?}, \
+        "compile: 10k services, {} resources, {total} bytes (routes {routes}): full {full:?}, \
          unchanged {unchanged:?}, one weight {one_weight:?}",
         changed.resources.len()
     );
     assert!(changed.warnings.is_empty(), "{:?}", &changed.warnings[..3]);
+
+    // Shared output: unchanged resources are pointer copies.
+    let mut adapter = EnvoyAdapter::new();
+    let start = Instant::now();
+    let cold = adapter.compile_shared(&proxy, &mesh, &opts());
+    let full = start.elapsed();
+    let start = Instant::now();
+    let warm = adapter.compile_shared(&proxy, &mesh, &opts());
+    let unchanged = start.elapsed();
+    assert_eq!(cold, warm);
+    let key = ServiceName::new("ns-8", "svc-5008");
+    Arc::make_mut(proxy.outbound.get_mut(&key).unwrap()).ports[0].routes[0].backends[0].weight = 50;
+    let start = Instant::now();
+    let changed = adapter.compile_shared(&proxy, &mesh, &opts());
+    let one_weight = start.elapsed();
+    // Another proxy of the namespace reaching the same services.
+    proxy.proxy.pod = "client-1".into();
+    let start = Instant::now();
+    let neighbour = adapter.compile_shared(&proxy, &mesh, &opts());
+    let same_namespace = start.elapsed();
+    // Everything but the (tiny, rebuilt) listener is the same `Arc`.
+    let unshared: Vec<&str> = changed
+        .resources
+        .iter()
+        .zip(&neighbour.resources)
+        .filter(|(a, b)| !Arc::ptr_eq(a, b))
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    assert_eq!(unshared, [OUTBOUND_HTTP]);
+    eprintln!(
+        "compile_shared: full {full:?}, unchanged {unchanged:?}, one weight {one_weight:?}, \
+         same namespace {same_namespace:?}"
+    );
 }
 
-#[test]
-#[ignore = "profiling"]
-fn scale_profile() {
-    use std::time::Instant;
-    let proxy = large(10_000);
-    let o = opts();
-    let mut cache = cache::Cache::default();
-    let mut w = Vec::new();
-    for round in 0..3 {
-        let t = Instant::now();
-        let mut n = 0;
-        for c in proxy.clusters.values() {
-            let r = cache.cluster(c, &o);
-            n += r.cluster.value.len();
-        }
-        let clusters = t.elapsed();
-        let t = Instant::now();
-        let routes = cache.outbound_routes(&proxy, &o, &mut w);
-        let routes_t = t.elapsed();
-        eprintln!("round {round}: clusters {clusters:?} ({n}), routes {routes_t:?} ({})", routes.value.len());
-    }
-}

@@ -613,10 +613,10 @@ fn parse_int(s: &str) -> Option<Value> {
     if let Ok(v) = s.parse::<i64>() {
         return Some(v.into());
     }
-    if let Ok(v) = digits.parse::<u64>() {
-        if !s.starts_with('-') {
-            return Some(v.into());
-        }
+    if let Ok(v) = digits.parse::<u64>()
+        && !s.starts_with('-')
+    {
+        return Some(v.into());
     }
     // Beyond 64 bits: keep the magnitude as a float, as serde_yaml_ng does.
     s.parse::<f64>()

@@ -14,7 +14,12 @@ use crate::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct MeshArgs {
     /// `strict` denies what no TrafficTarget allows; `permissive` allows everything.
-    #[arg(long, value_enum, default_value = "strict", env = "SWITCHYARD_ACCESS_MODE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "strict",
+        env = "SWITCHYARD_ACCESS_MODE"
+    )]
     pub access_mode: Mode,
     /// SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local", env = "SWITCHYARD_TRUST_DOMAIN")]
@@ -92,13 +97,26 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut local = Local::new(config);
         let store = local.store();
         let auth = local.tokens();
-        let xds_config = XdsConfig { debounce, ..XdsConfig::default() };
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        writeln!(out, "switchyard local: serving xds on {addr}; bootstraps in {}", state_dir.display())?;
+        let xds_config = XdsConfig {
+            debounce,
+            ..XdsConfig::default()
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        writeln!(
+            out,
+            "switchyard local: serving xds on {addr}; bootstraps in {}",
+            state_dir.display()
+        )?;
         out.flush()?;
         let server = tokio::spawn(server::serve_listener(
             listener,
-            server::XdsServer::new(store, auth as Arc<dyn crate::xds::auth::Authenticate>, xds_config),
+            server::XdsServer::new(
+                store,
+                auth as Arc<dyn crate::xds::auth::Authenticate>,
+                xds_config,
+            ),
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },
@@ -120,7 +138,11 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 writeln!(out, "warning: {w}")?;
             }
             if tick.pushed > 0 {
-                writeln!(out, "published new configuration to {} proxies", tick.pushed)?;
+                writeln!(
+                    out,
+                    "published new configuration to {} proxies",
+                    tick.pushed
+                )?;
             }
             out.flush()?;
         }
@@ -135,7 +157,10 @@ pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<boo
         .proxy
         .split_once('/')
         .context("--proxy must be NAMESPACE/POD")?;
-    let proxy = ProxyId { namespace: namespace.into(), pod: pod.into() };
+    let proxy = ProxyId {
+        namespace: namespace.into(),
+        pod: pod.into(),
+    };
     let mut config = LocalConfig::new(&args.dir);
     config.settings = args.mesh.settings();
     let mut local = Local::new(config);

@@ -23,17 +23,32 @@ fn validate_takes_paths_after_f_or_filename() {
     };
     let expected: Vec<PathBuf> = ["a.yaml", "dir", "-"].iter().map(PathBuf::from).collect();
     assert_eq!(paths(&["validate", "-f", "a.yaml", "dir", "-"]), expected);
-    assert_eq!(paths(&["validate", "-f", "a.yaml", "--filename", "dir", "-f", "-"]), expected);
-    assert_eq!(paths(&["validate", "--filename=a.yaml", "-fdir", "-f-"]), expected);
+    assert_eq!(
+        paths(&["validate", "-f", "a.yaml", "--filename", "dir", "-f", "-"]),
+        expected
+    );
+    assert_eq!(
+        paths(&["validate", "--filename=a.yaml", "-fdir", "-f-"]),
+        expected
+    );
 }
 
 #[test]
 fn usage_errors_exit_with_status_2() {
-    for args in [&["validate"][..], &["validate", "-f"], &["nope"], &[], &["crds", "--bogus"]] {
+    for args in [
+        &["validate"][..],
+        &["validate", "-f"],
+        &["nope"],
+        &[],
+        &["crds", "--bogus"],
+    ] {
         let e = parse(args).unwrap_err();
         assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
     }
-    assert_eq!(parse(&["--help"]).unwrap_err().kind(), ErrorKind::DisplayHelp);
+    assert_eq!(
+        parse(&["--help"]).unwrap_err().kind(),
+        ErrorKind::DisplayHelp
+    );
 }
 
 #[test]
@@ -43,7 +58,10 @@ fn validate_outcome_follows_the_report() {
         let mut out = Vec::new();
         run(cli, &mut stdin.as_bytes(), &mut out).unwrap()
     };
-    assert_eq!(run_on("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n"), Outcome::Success);
+    assert_eq!(
+        run_on("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n"),
+        Outcome::Success
+    );
     assert_eq!(run_on("kind: [\n"), Outcome::Invalid);
     assert_eq!(Outcome::Invalid.code(), 1);
 }
@@ -54,7 +72,10 @@ fn crds_writes_files_into_the_out_directory() {
     let target = dir.path().join("nested/crds");
     let cli = parse(&["crds", "--out", target.to_str().unwrap()]).unwrap();
     let mut out = Vec::new();
-    assert_eq!(run(cli, &mut std::io::empty(), &mut out).unwrap(), Outcome::Success);
+    assert_eq!(
+        run(cli, &mut std::io::empty(), &mut out).unwrap(),
+        Outcome::Success
+    );
     let out = String::from_utf8(out).unwrap();
     for line in out.lines() {
         let path = line.strip_prefix("wrote ").unwrap();
@@ -70,7 +91,10 @@ fn crds_without_out_prints_every_crd_as_one_stream() {
     run(cli, &mut std::io::empty(), &mut out).unwrap();
     let out = String::from_utf8(out).unwrap();
     let rendered = switchyard_crds::crdgen::render();
-    assert_eq!(out.matches("\n---\n").count() + usize::from(out.starts_with("---\n")), rendered.len().saturating_sub(1));
+    assert_eq!(
+        out.matches("\n---\n").count() + usize::from(out.starts_with("---\n")),
+        rendered.len().saturating_sub(1)
+    );
     // Whatever is printed is one valid multi-document stream.
     let m = switchyard_crds::manifest::load_str("crds", &out);
     assert!(m.errors.is_empty(), "{:?}", m.errors);

@@ -67,7 +67,11 @@ pub fn run(args: &Args, stdin: &mut dyn Read, out: &mut dyn Write) -> io::Result
             }
         };
         if files.is_empty() {
-            writeln!(out, "{}: note: no *.yaml, *.yml or *.json files here", path.display())?;
+            writeln!(
+                out,
+                "{}: note: no *.yaml, *.yml or *.json files here",
+                path.display()
+            )?;
         }
         for file in files {
             match fs::read(&file) {
@@ -104,7 +108,10 @@ impl Report {
             let text = match p.item.severity {
                 Severity::Error => {
                     self.errors += 1;
-                    format!("{}:{}: {}: {}: {}", p.source, p.line, p.item.object, p.item.field, p.item.reason)
+                    format!(
+                        "{}:{}: {}: {}: {}",
+                        p.source, p.line, p.item.object, p.item.field, p.item.reason
+                    )
                 }
                 Severity::Warning => {
                     self.warnings += 1;
@@ -118,7 +125,13 @@ impl Report {
         }
         for o in &m.others {
             self.skipped += 1;
-            lines.push((o.line, format!("{}:{}: note: {o} is not an SMI object; skipped", m.source, o.line)));
+            lines.push((
+                o.line,
+                format!(
+                    "{}:{}: note: {o} is not an SMI object; skipped",
+                    m.source, o.line
+                ),
+            ));
         }
         for o in &m.objects {
             *self.objects.entry(o.object.kind()).or_default() += 1;
@@ -137,8 +150,11 @@ impl fmt::Display for Report {
         let total: usize = self.objects.values().sum();
         write!(f, "read {}", plural(total, "SMI object"))?;
         if total > 0 {
-            let kinds: Vec<String> =
-                self.objects.iter().map(|(k, n)| format!("{}: {n}", k.as_str())).collect();
+            let kinds: Vec<String> = self
+                .objects
+                .iter()
+                .map(|(k, n)| format!("{}: {n}", k.as_str()))
+                .collect();
             write!(f, " ({})", kinds.join(", "))?;
         }
         write!(f, " from {}", plural(self.files, "file"))?;
@@ -154,7 +170,11 @@ impl fmt::Display for Report {
 }
 
 fn plural(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// io::Error's own text is capitalised by the OS and carries an errno; reports are lowercase.

@@ -60,7 +60,7 @@ fn smi(yaml: &str) -> Object {
     let api_version = doc["apiVersion"].as_str().unwrap().to_string();
     let (group, version) = api_version.split_once('/').unwrap();
     let kind = Kind::from_group_kind(group, doc["kind"].as_str().unwrap()).unwrap();
-    Object::Smi(VersionedObject::from_json(kind, version, doc).unwrap().into_canonical())
+    Object::Smi(Box::new(VersionedObject::from_json(kind, version, doc).unwrap().into_canonical()))
 }
 
 fn split(name: &str, created: &str, backends: &[(&str, &str)]) -> Object {

@@ -156,7 +156,7 @@ fn report(m: &Manifest) -> Vec<String> {
 /// The objects of a manifest the index understands. Other kinds are passed over.
 fn objects_of(m: &Manifest, reports: &mut Vec<String>) -> Vec<Object> {
     let mut out: Vec<Object> =
-        m.objects.iter().map(|d| Object::Smi(d.object.clone().into_canonical())).collect();
+        m.objects.iter().map(|d| Object::Smi(Box::new(d.object.clone().into_canonical()))).collect();
     for other in &m.others {
         let parsed = match (other.api_version.as_str(), other.kind.as_str()) {
             ("v1", "Service") => serde_json::from_value(other.value.clone()).map(|o| Object::Service(Box::new(o))),

@@ -10,7 +10,9 @@ fn examples() -> PathBuf {
 
 /// Runs validate over `paths` with `stdin`; returns the report and everything written.
 fn validate(paths: &[&Path], stdin: &str) -> (Report, String) {
-    let args = Args { paths: paths.iter().map(|p| p.to_path_buf()).collect() };
+    let args = Args {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+    };
     let mut out = Vec::new();
     let report = run(&args, &mut stdin.as_bytes(), &mut out).unwrap();
     (report, String::from_utf8(out).unwrap())
@@ -50,13 +52,19 @@ fn broken_yaml_is_reported_with_file_and_line() {
     assert_eq!(report.errors, 1);
     assert_eq!(report.objects.get(&Kind::TrafficSplit), Some(&1));
     let first = out.lines().next().unwrap();
-    assert!(first.starts_with(&format!("{}:12: invalid yaml: ", file.display())), "{out}");
+    assert!(
+        first.starts_with(&format!("{}:12: invalid yaml: ", file.display())),
+        "{out}"
+    );
     assert!(out.ends_with("from 1 file; 1 error\n"), "{out}");
 }
 
 #[test]
 fn field_errors_name_the_object_and_field() {
-    let (report, out) = validate(&[Path::new("-")], &SPLIT.replace("weight: 90", "weight: ninety"));
+    let (report, out) = validate(
+        &[Path::new("-")],
+        &SPLIT.replace("weight: 90", "weight: ninety"),
+    );
     assert_eq!(report.errors, 1);
     let first = out.lines().next().unwrap();
     assert!(
@@ -69,7 +77,10 @@ fn field_errors_name_the_object_and_field() {
 fn stdin_is_read_for_a_dash() {
     let (report, out) = validate(&[Path::new("-")], SPLIT);
     assert!(report.is_valid(), "{out}");
-    assert_eq!(out, "read 1 SMI object (TrafficSplit: 1) from 1 file; 0 errors\n");
+    assert_eq!(
+        out,
+        "read 1 SMI object (TrafficSplit: 1) from 1 file; 0 errors\n"
+    );
 }
 
 #[test]
@@ -90,19 +101,34 @@ fn a_missing_path_is_an_error_and_the_others_are_still_read() {
     let (report, out) = validate(&[Path::new("/nonexistent/x.yaml"), Path::new("-")], SPLIT);
     assert!(!report.is_valid());
     assert_eq!(report.files, 1);
-    assert!(out.starts_with("/nonexistent/x.yaml: error: no such file or directory\n"), "{out}");
+    assert!(
+        out.starts_with("/nonexistent/x.yaml: error: no such file or directory\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn findings_are_in_file_then_line_order() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b.yaml"), "kind: X\n---\na: b: c\n").unwrap();
-    std::fs::write(dir.path().join("a.yml"), format!("{SPLIT}---\napiVersion: v1\nkind: Pod\n")).unwrap();
+    std::fs::write(
+        dir.path().join("a.yml"),
+        format!("{SPLIT}---\napiVersion: v1\nkind: Pod\n"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ignored.txt"), "not yaml: [").unwrap();
     let (report, out) = validate(&[dir.path()], "");
     let d = dir.path().display();
     let lines: Vec<&str> = out.lines().map(|l| l.split(": ").next().unwrap()).collect();
-    assert_eq!(lines, [format!("{d}/a.yml:11"), format!("{d}/b.yaml:1"), format!("{d}/b.yaml:3"), "read 1 SMI object (TrafficSplit".into()]);
+    assert_eq!(
+        lines,
+        [
+            format!("{d}/a.yml:11"),
+            format!("{d}/b.yaml:1"),
+            format!("{d}/b.yaml:3"),
+            "read 1 SMI object (TrafficSplit".into()
+        ]
+    );
     assert_eq!((report.files, report.errors, report.skipped), (2, 2, 1));
 }
 
@@ -112,7 +138,10 @@ fn an_empty_directory_is_noted() {
     let (report, out) = validate(&[dir.path()], "");
     assert!(report.is_valid());
     assert!(out.contains("note: no *.yaml"), "{out}");
-    assert!(out.ends_with("read 0 SMI objects from 0 files; 0 errors\n"), "{out}");
+    assert!(
+        out.ends_with("read 0 SMI objects from 0 files; 0 errors\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -129,5 +158,11 @@ fn summary_counts_warnings_and_plurals() {
         "read 1 SMI object (TCPRoute: 1) from 1 file, skipped 2 non-SMI objects; 1 error, 2 warnings"
     );
     assert!(!report.is_valid());
-    assert!(Report { warnings: 3, ..Report::default() }.is_valid());
+    assert!(
+        Report {
+            warnings: 3,
+            ..Report::default()
+        }
+        .is_valid()
+    );
 }
