@@ -36,6 +36,10 @@ check-crds: ## Fail when manifests/crds/ differs from what the generator writes
 	  echo "manifests/crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; \
 	fi; echo "manifests/crds/ is up to date"
 
+.PHONY: bench
+bench: ## Control-plane benchmarks (criterion; not part of CI)
+	$(CARGO) bench -p switchyard
+
 fuzz: ## A short fuzz run of the manifest loader (needs a nightly toolchain and cargo-fuzz)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd crds/fuzz && $(CARGO) +nightly fuzz run load_manifest -- -max_total_time=$${FUZZ_SECONDS:-60}

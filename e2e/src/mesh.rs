@@ -174,6 +174,11 @@ impl Mesh {
     /// Starts local mode on `files` (name, YAML) plus a client Pod `demo/client-0` with `pod_ip`,
     /// then its Envoy, and waits until Envoy has its listeners.
     pub fn start(pod_ip: Ipv4Addr, files: &[(&str, String)]) -> Mesh {
+        Self::start_with(pod_ip, files, &[])
+    }
+
+    /// Like [`Mesh::start`], with extra arguments for `switchyard local` (e.g. `--delta`).
+    pub fn start_with(pod_ip: Ipv4Addr, files: &[(&str, String)], args: &[&str]) -> Mesh {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, yaml) in files {
             std::fs::write(dir.path().join(name), yaml).expect("write manifest");
@@ -196,6 +201,7 @@ impl Mesh {
                 "--xds-addr",
                 &format!("127.0.0.1:{xds}"),
             ])
+            .args(args)
             .arg(dir.path())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)

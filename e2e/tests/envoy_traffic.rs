@@ -19,6 +19,10 @@ use switchyard_e2e::mesh::{Backend, Mesh, endpoint_slice, http_service, split, w
 
 /// `web` (root, answering "root"), `web-v1` and `web-v2`, each with its own backend.
 fn canary(pod_ip: Ipv4Addr, split_yaml: String) -> (Mesh, [Backend; 3]) {
+    canary_with(pod_ip, split_yaml, &[])
+}
+
+fn canary_with(pod_ip: Ipv4Addr, split_yaml: String, args: &[&str]) -> (Mesh, [Backend; 3]) {
     let backends = [Backend::http("root"), Backend::http("v1"), Backend::http("v2")];
     let services = [
         http_service("web", Some(&backends[0])),
@@ -26,7 +30,7 @@ fn canary(pod_ip: Ipv4Addr, split_yaml: String) -> (Mesh, [Backend; 3]) {
         http_service("web-v2", Some(&backends[2])),
     ]
     .join("---\n");
-    let mesh = Mesh::start(pod_ip, &[("services.yaml", services), ("split.yaml", split_yaml)]);
+    let mesh = Mesh::start_with(pod_ip, &[("services.yaml", services), ("split.yaml", split_yaml)], args);
     (mesh, backends)
 }
 
@@ -160,4 +164,18 @@ fn tcp_traffic_reaches_its_backend() {
     for _ in 0..20 {
         assert_eq!(read().as_deref(), Some("db-v2\n"));
     }
+}
+
+#[test]
+fn incremental_ads_serves_the_same_mesh() {
+    let (mesh, _b) = canary_with(Ipv4Addr::new(127, 0, 19, 1), split("v1alpha4", &[("web-v1", "100"), ("web-v2", "0")]), &["--delta"]);
+    let bootstrap = std::fs::read_to_string(mesh.path(".switchyard/demo.client-0.bootstrap.json")).unwrap();
+    assert!(bootstrap.contains("DELTA_GRPC"), "{bootstrap}");
+    mesh.wait_for_only("web.demo", "v1", Duration::from_secs(10));
+    mesh.write("split.yaml", &split("v1alpha4", &[("web-v1", "0"), ("web-v2", "100")]));
+    let took = mesh.wait_for_only("web.demo", "v2", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Deleting the split sends traffic back to the root's own endpoints.
+    mesh.write("split.yaml", "");
+    mesh.wait_for_only("web.demo", "root", Duration::from_secs(5));
 }

@@ -1604,3 +1604,41 @@ fn scale_10k_services() {
     );
 }
 
+
+#[test]
+#[ignore = "profiling"]
+fn scale_profile() {
+    use std::time::Instant;
+    let proxy = large(10_000);
+    let o = opts();
+    let mut cache = cache::Cache::default();
+    for round in 0..4 {
+        let t = Instant::now();
+        let mut v = Vec::with_capacity(40_000);
+        for c in proxy.clusters.values() {
+            v.extend(cache.cluster(c, &o));
+        }
+        let clusters = t.elapsed();
+        let t = Instant::now();
+        let routes = cache.outbound_routes(&proxy, &o);
+        let routes_t = t.elapsed();
+        let t = Instant::now();
+        v.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
+        let sort = t.elapsed();
+        let t = Instant::now();
+        let mut n = 0;
+        for c in proxy.clusters.keys() {
+            n += c.as_str().len();
+        }
+        let iterate = t.elapsed();
+        let t = Instant::now();
+        let h: std::collections::HashSet<&ClusterName> = proxy.clusters.keys().collect();
+        let hash = t.elapsed();
+        eprintln!(
+            "round {round}: clusters {clusters:?}, routes {routes_t:?} ({}), sort {sort:?}, \
+             iterate {iterate:?} ({n}), hashset {hash:?} ({})",
+            routes.0.resource.value.len(),
+            h.len()
+        );
+    }
+}
