@@ -151,7 +151,11 @@ impl EnvoyAdapter {
     ) -> Output {
         let shared = self.compile_shared(proxy, mesh, opts);
         Output {
-            resources: shared.resources.into_iter().map(Arc::unwrap_or_clone).collect(),
+            resources: shared
+                .resources
+                .into_iter()
+                .map(Arc::unwrap_or_clone)
+                .collect(),
             warnings: shared.warnings,
         }
     }
@@ -168,13 +172,11 @@ impl EnvoyAdapter {
         mesh: &MeshSettings,
         opts: &EnvoyOptions,
     ) -> Output<Arc<Resource>> {
-        let mut out = Compilation {
-            resources: Vec::with_capacity(2 * proxy.clusters.len() + 3 * proxy.inbound.len() + 8),
-            warnings: Vec::new(),
-        };
-
+        let mut out = Compilation::new(proxy.clusters.len() + proxy.inbound.len());
         for cluster in proxy.clusters.values() {
-            out.resources.extend(self.cache.cluster(cluster, opts));
+            let [cluster, endpoints] = self.cache.cluster(cluster, opts);
+            out.push_shared(cluster);
+            out.push_shared(endpoints);
         }
 
         let mut taken: BTreeSet<u16> = BTreeSet::new();
@@ -183,9 +185,13 @@ impl EnvoyAdapter {
         self.inbound(proxy, mesh, opts, &mut taken, &mut out);
 
         let (routes, warnings) = self.cache.outbound_routes(proxy, opts);
-        out.resources.push(routes);
+        out.push_shared(routes);
         out.warnings.extend(warnings.iter().cloned());
-        out.push(LISTENER_TYPE_URL, OUTBOUND_HTTP, to_any(&listener::outbound_http(opts)));
+        out.push(
+            LISTENER_TYPE_URL,
+            OUTBOUND_HTTP,
+            to_any(&listener::outbound_http(opts)),
+        );
 
         outbound_tcp(proxy, opts, &taken, &mut out);
 
@@ -320,35 +326,79 @@ fn outbound_tcp(
 
 /// Resources and warnings as they are produced; sorted once at the end.
 struct Compilation {
-    resources: Vec<Arc<Resource>>,
+    /// By type, in type URL order (the order of [`TYPE_URLS`]).
+    resources: [Vec<Arc<Resource>>; 4],
     warnings: Vec<String>,
 }
 
+/// Every type URL the adapter emits, sorted.
+const TYPE_URLS: [&str; 4] = [
+    CLUSTER_TYPE_URL,
+    ENDPOINT_TYPE_URL,
+    LISTENER_TYPE_URL,
+    ROUTE_TYPE_URL,
+];
+
 impl Compilation {
+    fn new(expected_clusters: usize) -> Self {
+        Compilation {
+            resources: [
+                Vec::with_capacity(expected_clusters),
+                Vec::with_capacity(expected_clusters),
+                Vec::new(),
+                Vec::new(),
+            ],
+            warnings: Vec::new(),
+        }
+    }
+
     fn push(&mut self, type_url: &'static str, name: &str, resource: Any) {
-        self.resources.push(Arc::new(Resource::new(type_url, name, resource)));
+        self.push_shared(Arc::new(Resource::new(type_url, name, resource)));
+    }
+
+    fn push_shared(&mut self, resource: Arc<Resource>) {
+        let index = TYPE_URLS
+            .iter()
+            .position(|t| *t == resource.type_url)
+            .unwrap_or(0);
+        self.resources[index].push(resource);
     }
 
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
 
-    fn finish(mut self) -> Output<Arc<Resource>> {
-        // Most resources arrive in order already, which the sort detects in linear time.
-        self.resources.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
-        Output { resources: self.resources, warnings: self.warnings }
+    fn finish(self) -> Output<Arc<Resource>> {
+        let mut resources = Vec::with_capacity(self.resources.iter().map(Vec::len).sum());
+        for mut of_type in self.resources {
+            // Mostly in order already (clusters come from a sorted map), which the sort
+            // detects in linear time.
+            of_type.sort_by(|a, b| a.name.cmp(&b.name));
+            resources.append(&mut of_type);
+        }
+        Output {
+            resources,
+            warnings: self.warnings,
+        }
     }
 }
 
 impl Resource {
     fn new(type_url: &'static str, name: &str, resource: Any) -> Resource {
         debug_assert_eq!(type_url, resource.type_url);
-        Resource { type_url, name: name.to_owned(), resource }
+        Resource {
+            type_url,
+            name: name.to_owned(),
+            resource,
+        }
     }
 }
 
 fn to_any<M: prost::Name>(message: &M) -> Any {
-    Any { type_url: M::type_url(), value: message.encode_to_vec() }
+    Any {
+        type_url: M::type_url(),
+        value: message.encode_to_vec(),
+    }
 }
 fn duration(d: Duration) -> pbuf::Duration {
     pbuf::Duration {

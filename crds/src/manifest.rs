@@ -78,7 +78,7 @@ pub fn load_bytes(source: &str, bytes: &[u8]) -> Manifest {
         Ok(text) => load_str(source, text),
         Err(e) => {
             let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
-            let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+            let line = 1 + yaml::count_breaks(valid);
             let message = if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
                 "the file is UTF-16; manifests must be UTF-8".to_string()
             } else {

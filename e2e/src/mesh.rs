@@ -1,7 +1,10 @@
 //! A local mesh for end-to-end tests: `switchyard local` on a temporary directory, a real Envoy
 //! sidecar for a client Pod, and HTTP/TCP backends that answer with their own name.
 
-#![allow(clippy::expect_used, reason = "test harness: a panic is the test's failure report")]
+#![allow(
+    clippy::expect_used,
+    reason = "test harness: a panic is the test's failure report"
+)]
 
 use std::{
     io::{BufRead, BufReader, Read, Write},

@@ -1,6 +1,10 @@
 //! `switchyard validate` as a real process: exit codes, report lines, stdin, passthrough notes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::{
     io::Write,

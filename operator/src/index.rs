@@ -234,7 +234,9 @@ impl Index {
 
     /// A proxy's pod IP (`status.podIP`), where its listeners bind.
     pub fn pod_ip(&self, proxy: &ProxyId) -> Option<IpAddr> {
-        self.pods.get(&(proxy.namespace.clone(), proxy.pod.clone()))?.ip
+        self.pods
+            .get(&(proxy.namespace.clone(), proxy.pod.clone()))?
+            .ip
     }
 
     /// The status of one SMI object.
@@ -248,7 +250,11 @@ impl Index {
 
     fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
         match kind {
-            ObjectKind::Service => self.services.keys().map(|s| (s.namespace.clone(), s.name.clone())).collect(),
+            ObjectKind::Service => self
+                .services
+                .keys()
+                .map(|s| (s.namespace.clone(), s.name.clone()))
+                .collect(),
             ObjectKind::EndpointSlice => self.slices.keys().cloned().collect(),
             ObjectKind::Pod => self.pods.keys().cloned().collect(),
             ObjectKind::ServiceAccount => self.service_accounts.iter().cloned().collect(),
@@ -299,7 +305,11 @@ impl Index {
                 self.service_accounts.remove(&key);
             }
             ObjectKind::Smi(k) => {
-                let obj = ObjectRef { kind: k, namespace: namespace.into(), name: name.into() };
+                let obj = ObjectRef {
+                    kind: k,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                };
                 match k {
                     Kind::TrafficSplit => {
                         if let Some(old) = self.splits.remove(&key).and_then(|s| s.good) {
@@ -331,7 +341,9 @@ impl Index {
     }
 
     fn apply_service(&mut self, svc: &Service) {
-        let Some((namespace, name)) = meta_key(&svc.metadata) else { return };
+        let Some((namespace, name)) = meta_key(&svc.metadata) else {
+            return;
+        };
         let spec = svc.spec.clone().unwrap_or_default();
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
         let ports = spec
@@ -346,13 +358,24 @@ impl Index {
                     Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
                         TargetPort::Number(u16::try_from(n).ok()?)
                     }
-                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => TargetPort::Name(s),
+                    Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s)) => {
+                        TargetPort::Name(s)
+                    }
                 };
                 let protocol = protocol_of(p.app_protocol.as_deref(), p.name.as_deref());
-                Some(ServicePort { name: p.name, port, target, protocol })
+                Some(ServicePort {
+                    name: p.name,
+                    port,
+                    target,
+                    protocol,
+                })
             })
             .collect();
-        let info = ServiceInfo { cluster_ip, selector: spec.selector.unwrap_or_default(), ports };
+        let info = ServiceInfo {
+            cluster_ip,
+            selector: spec.selector.unwrap_or_default(),
+            ports,
+        };
         let key = ServiceName::new(namespace, name);
         if self.services.get(&key) != Some(&info) {
             self.services.insert(key.clone(), info);
@@ -362,7 +385,9 @@ impl Index {
     }
 
     fn apply_slice(&mut self, slice: &EndpointSlice) {
-        let Some(key) = meta_key(&slice.metadata) else { return };
+        let Some(key) = meta_key(&slice.metadata) else {
+            return;
+        };
         let Some(service) = slice
             .metadata
             .labels
@@ -377,7 +402,12 @@ impl Index {
             .iter()
             .flatten()
             .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), u16::try_from(p.port?).ok()?)))
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port?).ok()?,
+                ))
+            })
             .collect();
         let endpoints = slice
             .endpoints
@@ -386,10 +416,18 @@ impl Index {
                 addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
                 // Kubernetes: a nil `ready` means ready.
                 ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
-                pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone()),
+                pod: e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.clone()),
             })
             .collect();
-        let info = SliceInfo { service, ports, endpoints };
+        let info = SliceInfo {
+            service,
+            ports,
+            endpoints,
+        };
         if let Some(old) = self.slices.get(&key) {
             if *old == info {
                 return;
@@ -402,7 +440,9 @@ impl Index {
     }
 
     fn apply_pod(&mut self, pod: &Pod) {
-        let Some(key) = meta_key(&pod.metadata) else { return };
+        let Some(key) = meta_key(&pod.metadata) else {
+            return;
+        };
         let spec = pod.spec.clone().unwrap_or_default();
         let named_ports = spec
             .containers
@@ -411,8 +451,14 @@ impl Index {
             .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
             .collect();
         let info = PodInfo {
-            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
+            service_account: spec
+                .service_account_name
+                .unwrap_or_else(|| "default".into()),
+            ip: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             named_ports,
         };
@@ -430,32 +476,51 @@ impl Index {
         let valid = !problems.iter().any(|p| p.severity == Severity::Error);
         match obj {
             SmiObject::TrafficSplit(ts) => {
-                let stored = self.splits.entry(key).or_insert_with(|| Stored::new(generation));
+                let stored = self
+                    .splits
+                    .entry(key)
+                    .or_insert_with(|| Stored::new(generation));
                 let old = stored.update(valid.then_some(ts), generation, problems);
                 if let Some(old) = old {
                     self.mark_split(&old);
                 }
-                if let Some(new) = self.splits.get(&(r.namespace.clone(), r.name.clone())).and_then(|s| s.good.clone()) {
+                if let Some(new) = self
+                    .splits
+                    .get(&(r.namespace.clone(), r.name.clone()))
+                    .and_then(|s| s.good.clone())
+                {
                     self.mark_split(&new);
                 }
             }
             SmiObject::TrafficTarget(tt) => {
-                let stored = self.targets.entry(key).or_insert_with(|| Stored::new(generation));
+                let stored = self
+                    .targets
+                    .entry(key)
+                    .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(tt), generation, problems);
                 self.dirty_inbound = true;
             }
             SmiObject::HttpRouteGroup(g) => {
-                let stored = self.groups.entry(key).or_insert_with(|| Stored::new(generation));
+                let stored = self
+                    .groups
+                    .entry(key)
+                    .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(g), generation, problems);
                 self.mark_group(&r.namespace, &r.name);
             }
             SmiObject::TcpRoute(t) => {
-                let stored = self.tcp_routes.entry(key).or_insert_with(|| Stored::new(generation));
+                let stored = self
+                    .tcp_routes
+                    .entry(key)
+                    .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(t.ports), generation, problems);
                 self.dirty_inbound = true;
             }
             SmiObject::UdpRoute(u) => {
-                let stored = self.udp_routes.entry(key).or_insert_with(|| Stored::new(generation));
+                let stored = self
+                    .udp_routes
+                    .entry(key)
+                    .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(u.ports), generation, problems);
                 self.dirty_inbound = true;
             }
@@ -476,14 +541,22 @@ impl Index {
             .filter(|((ns, _), _)| *ns == svc.namespace)
             .filter_map(|((ns, _), s)| {
                 let ts = s.good.as_ref()?;
-                ts.backends.iter().any(|b| b.service == svc.name).then(|| root_of(ns, ts)).flatten()
+                ts.backends
+                    .iter()
+                    .any(|b| b.service == svc.name)
+                    .then(|| root_of(ns, ts))
+                    .flatten()
             })
             .collect();
         self.dirty.extend(roots);
     }
 
     fn mark_split(&mut self, ts: &TrafficSplit) {
-        let ns = ts.metadata.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into());
+        let ns = ts
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into());
         if let Some(root) = root_of(&ns, ts) {
             self.dirty.insert(root);
         }
@@ -496,7 +569,11 @@ impl Index {
             .filter(|((ns, _), _)| ns == namespace)
             .filter_map(|((ns, _), s)| {
                 let ts = s.good.as_ref()?;
-                ts.matches.iter().any(|m| m.name == name).then(|| root_of(ns, ts)).flatten()
+                ts.matches
+                    .iter()
+                    .any(|m| m.name == name)
+                    .then(|| root_of(ns, ts))
+                    .flatten()
             })
             .collect();
         self.dirty.extend(roots);
@@ -507,7 +584,9 @@ impl Index {
         let services: Vec<ServiceName> = self
             .slices
             .iter()
-            .filter(|((ns, _), s)| ns == namespace && s.endpoints.iter().any(|e| e.pod.as_deref() == Some(name)))
+            .filter(|((ns, _), s)| {
+                ns == namespace && s.endpoints.iter().any(|e| e.pod.as_deref() == Some(name))
+            })
             .map(|((ns, _), s)| ServiceName::new(ns.clone(), s.service.clone()))
             .collect();
         for svc in services {
@@ -537,7 +616,11 @@ impl Index {
 
     /// Recomputes one Service's clusters: one per port, with its ready endpoints.
     fn recompute_clusters(&mut self, name: &ServiceName) {
-        let ports = self.services.get(name).map(|i| i.ports.clone()).unwrap_or_default();
+        let ports = self
+            .services
+            .get(name)
+            .map(|i| i.ports.clone())
+            .unwrap_or_default();
 
         // Clusters: one per service port.
         let mut keep = BTreeSet::new();
@@ -553,7 +636,8 @@ impl Index {
             self.publish_cluster(cluster);
         }
         let before = self.clusters.len();
-        self.clusters.retain(|k, c| c.service != *name || keep.contains(k));
+        self.clusters
+            .retain(|k, c| c.service != *name || keep.contains(k));
         if before != self.clusters.len() {
             self.changes.outbound = true;
         }
@@ -567,7 +651,11 @@ impl Index {
             }
             return;
         };
-        let ports = info.ports.iter().map(|p| self.outbound_port(name, p)).collect();
+        let ports = info
+            .ports
+            .iter()
+            .map(|p| self.outbound_port(name, p))
+            .collect();
         let svc = OutboundService {
             name: name.clone(),
             hostnames: name.hostnames(&self.settings.cluster_domain),
@@ -581,8 +669,14 @@ impl Index {
     }
 
     fn publish_cluster(&mut self, cluster: Cluster) {
-        if self.clusters.get(&cluster.name).map(|c| **c != cluster).unwrap_or(true) {
-            self.clusters.insert(cluster.name.clone(), Arc::new(cluster));
+        if self
+            .clusters
+            .get(&cluster.name)
+            .map(|c| **c != cluster)
+            .unwrap_or(true)
+        {
+            self.clusters
+                .insert(cluster.name.clone(), Arc::new(cluster));
             self.changes.outbound = true;
         }
     }
@@ -598,16 +692,23 @@ impl Index {
                 .ports
                 .iter()
                 .find(|(n, _)| *n == port.name.clone().unwrap_or_default())
-                .or_else(|| (slice.ports.len() == 1 && port.name.is_none()).then(|| &slice.ports[0]))
+                .or_else(|| {
+                    (slice.ports.len() == 1 && port.name.is_none()).then(|| &slice.ports[0])
+                })
                 .map(|(_, p)| *p);
-            let Some(slice_port) = slice_port else { continue };
+            let Some(slice_port) = slice_port else {
+                continue;
+            };
             for e in slice.endpoints.iter().filter(|e| e.ready) {
                 let identity = e.pod.as_ref().and_then(|pod| {
                     let info = self.pods.get(&(ns.clone(), pod.clone()))?;
                     Some(Identity::new(ns.clone(), info.service_account.clone()))
                 });
                 for addr in &e.addresses {
-                    out.insert(Endpoint { address: SocketAddr::new(*addr, slice_port), identity: identity.clone() });
+                    out.insert(Endpoint {
+                        address: SocketAddr::new(*addr, slice_port),
+                        identity: identity.clone(),
+                    });
                 }
             }
         }
@@ -617,7 +718,10 @@ impl Index {
     /// The routing table of one root Service port: split routes (with matches, oldest first),
     /// then the catch-all.
     fn outbound_port(&self, root: &ServiceName, port: &ServicePort) -> OutboundPort {
-        let own = vec![WeightedCluster { cluster: ClusterName::new(root, port.port), weight: 1 }];
+        let own = vec![WeightedCluster {
+            cluster: ClusterName::new(root, port.port),
+            weight: 1,
+        }];
         let (with_matches, catch_all) = self.splits_for(root);
         let mut routes = Vec::new();
         if matches!(port.protocol, Protocol::Http | Protocol::Http2) {
@@ -627,20 +731,36 @@ impl Index {
                     // A split whose route groups resolve to nothing matches no request.
                     continue;
                 }
-                let backends = self.resolve_backends(root, port.port, ts).unwrap_or_else(|_| own.clone());
-                routes.push(Route { name: split_route_name(ts), matches, backends });
+                let backends = self
+                    .resolve_backends(root, port.port, ts)
+                    .unwrap_or_else(|_| own.clone());
+                routes.push(Route {
+                    name: split_route_name(ts),
+                    matches,
+                    backends,
+                });
             }
         }
         let default = match catch_all {
             Some(ts) => Route {
                 name: split_route_name(ts),
                 matches: Vec::new(),
-                backends: self.resolve_backends(root, port.port, ts).unwrap_or_else(|_| own.clone()),
+                backends: self
+                    .resolve_backends(root, port.port, ts)
+                    .unwrap_or_else(|_| own.clone()),
             },
-            None => Route { name: "default".into(), matches: Vec::new(), backends: own },
+            None => Route {
+                name: "default".into(),
+                matches: Vec::new(),
+                backends: own,
+            },
         };
         routes.push(default);
-        OutboundPort { port: port.port, protocol: port.protocol, routes }
+        OutboundPort {
+            port: port.port,
+            protocol: port.protocol,
+            routes,
+        }
     }
 
     /// Splits for a root: those with `matches` (oldest first) and the winning catch-all.
@@ -649,10 +769,15 @@ impl Index {
             .splits
             .iter()
             .filter(|((ns, _), _)| *ns == root.namespace)
-            .filter_map(|((ns, _), s)| s.good.as_ref().filter(|ts| root_of(ns, ts).as_ref() == Some(root)))
+            .filter_map(|((ns, _), s)| {
+                s.good
+                    .as_ref()
+                    .filter(|ts| root_of(ns, ts).as_ref() == Some(root))
+            })
             .collect();
         all.sort_by_key(|ts| age_key(ts));
-        let (with, without): (Vec<_>, Vec<_>) = all.into_iter().partition(|ts| !ts.matches.is_empty());
+        let (with, without): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|ts| !ts.matches.is_empty());
         (with, without.first().copied())
     }
 
@@ -661,7 +786,11 @@ impl Index {
         let ns = ns_of(&ts.metadata);
         let mut out = Vec::new();
         for m in &ts.matches {
-            if let Some(g) = self.groups.get(&(ns.clone(), m.name.clone())).and_then(|g| g.good.as_ref()) {
+            if let Some(g) = self
+                .groups
+                .get(&(ns.clone(), m.name.clone()))
+                .and_then(|g| g.good.as_ref())
+            {
                 out.extend(g.matches.iter().map(http_match));
             }
         }
@@ -672,20 +801,34 @@ impl Index {
 
     /// The weighted clusters of a split for one root port, after the DESIGN §4 exclusions.
     /// `Err` means the split is inactive for this port: send traffic to the root's own endpoints.
-    fn resolve_backends(&self, root: &ServiceName, port: u16, ts: &TrafficSplit) -> Result<Vec<WeightedCluster>, ()> {
+    fn resolve_backends(
+        &self,
+        root: &ServiceName,
+        port: u16,
+        ts: &TrafficSplit,
+    ) -> Result<Vec<WeightedCluster>, ()> {
         let mut kept: Vec<(ClusterName, Decimal)> = Vec::new();
         for b in &ts.backends {
-            let Some(w) = b.weight.map(|w| w.0) else { continue };
+            let Some(w) = b.weight.map(|w| w.0) else {
+                continue;
+            };
             if w.is_zero() {
                 continue;
             }
             let svc = ServiceName::new(root.namespace.clone(), b.service.clone());
-            let Some(info) = self.services.get(&svc) else { continue };
+            let Some(info) = self.services.get(&svc) else {
+                continue;
+            };
             if !info.ports.iter().any(|p| p.port == port) {
                 continue;
             }
             let cluster = ClusterName::new(&svc, port);
-            if self.clusters.get(&cluster).map(|c| c.endpoints.is_empty()).unwrap_or(true) {
+            if self
+                .clusters
+                .get(&cluster)
+                .map(|c| c.endpoints.is_empty())
+                .unwrap_or(true)
+            {
                 continue;
             }
             kept.push((cluster, w));
@@ -707,13 +850,24 @@ impl Index {
             .splits
             .iter()
             .filter(|((ns, _), s)| {
-                s.good.as_ref().and_then(|ts| root_of(ns, ts)).map(|r| roots.contains(&r)).unwrap_or(true)
+                s.good
+                    .as_ref()
+                    .and_then(|ts| root_of(ns, ts))
+                    .map(|r| roots.contains(&r))
+                    .unwrap_or(true)
             })
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
             let status = self.split_status(&key);
-            self.set_status(ObjectRef { kind: Kind::TrafficSplit, namespace: key.0, name: key.1 }, status);
+            self.set_status(
+                ObjectRef {
+                    kind: Kind::TrafficSplit,
+                    namespace: key.0,
+                    name: key.1,
+                },
+                status,
+            );
         }
     }
 
@@ -725,21 +879,33 @@ impl Index {
     }
 
     fn split_status(&self, key: &Key) -> ObjectStatus {
-        let Some(stored) = self.splits.get(key) else { return ObjectStatus::default() };
+        let Some(stored) = self.splits.get(key) else {
+            return ObjectStatus::default();
+        };
         let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
-        let Some(ts) = stored.good.as_ref() else { return st };
+        let Some(ts) = stored.good.as_ref() else {
+            return st;
+        };
         let ns = &key.0;
-        let Some(root) = root_of(ns, ts) else { return st };
+        let Some(root) = root_of(ns, ts) else {
+            return st;
+        };
 
         let mut unresolved = Vec::new();
         let root_info = self.services.get(&root);
         if root_info.is_none() {
-            unresolved.push((reasons::ROOT_NOT_FOUND, format!("spec.service: Service {root} not found")));
+            unresolved.push((
+                reasons::ROOT_NOT_FOUND,
+                format!("spec.service: Service {root} not found"),
+            ));
         }
         for (i, b) in ts.backends.iter().enumerate() {
             let svc = ServiceName::new(ns.clone(), b.service.clone());
             let Some(info) = self.services.get(&svc) else {
-                unresolved.push((reasons::BACKEND_NOT_FOUND, format!("spec.backends[{i}].service: Service {svc} not found; excluded")));
+                unresolved.push((
+                    reasons::BACKEND_NOT_FOUND,
+                    format!("spec.backends[{i}].service: Service {svc} not found; excluded"),
+                ));
                 continue;
             };
             if let Some(root_info) = root_info {
@@ -756,10 +922,12 @@ impl Index {
                     ));
                 }
             }
-            let ready = info
-                .ports
-                .iter()
-                .any(|p| self.clusters.get(&ClusterName::new(&svc, p.port)).map(|c| !c.endpoints.is_empty()).unwrap_or(false));
+            let ready = info.ports.iter().any(|p| {
+                self.clusters
+                    .get(&ClusterName::new(&svc, p.port))
+                    .map(|c| !c.endpoints.is_empty())
+                    .unwrap_or(false)
+            });
             if !ready && b.weight.map(|w| !w.0.is_zero()).unwrap_or(false) {
                 unresolved.push((
                     reasons::BACKEND_NOT_READY,
@@ -798,7 +966,13 @@ impl Index {
         for ((ns, name), pod) in &self.pods {
             let identity = Identity::new(ns.clone(), pod.service_account.clone());
             let ports = self.inbound_ports(ns, pod, &identity);
-            next.insert(ProxyId { namespace: ns.clone(), pod: name.clone() }, (identity, ports));
+            next.insert(
+                ProxyId {
+                    namespace: ns.clone(),
+                    pod: name.clone(),
+                },
+                (identity, ports),
+            );
         }
         let mut changed: BTreeSet<ProxyId> = BTreeSet::new();
         for (id, cfg) in &next {
@@ -806,21 +980,50 @@ impl Index {
                 changed.insert(id.clone());
             }
         }
-        changed.extend(self.proxy_inbound.keys().filter(|id| !next.contains_key(*id)).cloned());
+        changed.extend(
+            self.proxy_inbound
+                .keys()
+                .filter(|id| !next.contains_key(*id))
+                .cloned(),
+        );
         self.proxy_inbound = next;
         self.changes.proxies.extend(changed);
 
         let mut statuses = Vec::new();
         for (key, stored) in &self.targets {
-            statuses.push((ObjectRef { kind: Kind::TrafficTarget, namespace: key.0.clone(), name: key.1.clone() }, self.target_status(key, stored)));
+            statuses.push((
+                ObjectRef {
+                    kind: Kind::TrafficTarget,
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                },
+                self.target_status(key, stored),
+            ));
         }
-        for (kind, map) in [(Kind::TcpRoute, &self.tcp_routes), (Kind::UdpRoute, &self.udp_routes)] {
+        for (kind, map) in [
+            (Kind::TcpRoute, &self.tcp_routes),
+            (Kind::UdpRoute, &self.udp_routes),
+        ] {
             for (key, stored) in map {
-                statuses.push((ObjectRef { kind, namespace: key.0.clone(), name: key.1.clone() }, ObjectStatus::accepted(stored.generation, &stored.problems)));
+                statuses.push((
+                    ObjectRef {
+                        kind,
+                        namespace: key.0.clone(),
+                        name: key.1.clone(),
+                    },
+                    ObjectStatus::accepted(stored.generation, &stored.problems),
+                ));
             }
         }
         for (key, stored) in &self.groups {
-            statuses.push((ObjectRef { kind: Kind::HttpRouteGroup, namespace: key.0.clone(), name: key.1.clone() }, ObjectStatus::accepted(stored.generation, &stored.problems)));
+            statuses.push((
+                ObjectRef {
+                    kind: Kind::HttpRouteGroup,
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                },
+                ObjectStatus::accepted(stored.generation, &stored.problems),
+            ));
         }
         for (obj, st) in statuses {
             self.set_status(obj, st);
@@ -834,7 +1037,11 @@ impl Index {
             if svc.namespace != ns || info.selector.is_empty() {
                 continue;
             }
-            if !info.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)) {
+            if !info
+                .selector
+                .iter()
+                .all(|(k, v)| pod.labels.get(k) == Some(v))
+            {
                 continue;
             }
             for p in &info.ports {
@@ -849,7 +1056,11 @@ impl Index {
         }
         ports
             .into_iter()
-            .map(|(port, protocol)| InboundPort { port, protocol, authorization: self.authorization(identity, port, protocol) })
+            .map(|(port, protocol)| InboundPort {
+                port,
+                protocol,
+                authorization: self.authorization(identity, port, protocol),
+            })
             .collect()
     }
 
@@ -860,9 +1071,14 @@ impl Index {
         }
         let mut rules = Vec::new();
         for ((ns, name), stored) in &self.targets {
-            let Some(tt) = stored.good.as_ref() else { continue };
+            let Some(tt) = stored.good.as_ref() else {
+                continue;
+            };
             let d = &tt.destination.subject;
-            if *ns != identity.namespace || d.name != identity.service_account || d.kind != "ServiceAccount" {
+            if *ns != identity.namespace
+                || d.name != identity.service_account
+                || d.kind != "ServiceAccount"
+            {
                 continue;
             }
             if tt.destination.port.is_some_and(|p| p != port) {
@@ -872,7 +1088,12 @@ impl Index {
                 .sources
                 .iter()
                 .filter(|s| s.kind == "ServiceAccount")
-                .map(|s| Identity::new(s.namespace.clone().unwrap_or_else(|| ns.clone()), s.name.clone()))
+                .map(|s| {
+                    Identity::new(
+                        s.namespace.clone().unwrap_or_else(|| ns.clone()),
+                        s.name.clone(),
+                    )
+                })
                 .collect();
             if sources.is_empty() {
                 continue;
@@ -882,7 +1103,9 @@ impl Index {
                 let key = (ns.clone(), rule.name.clone());
                 let matches = match rule.kind.as_str() {
                     "HTTPRouteGroup" if is_http => {
-                        let Some(g) = self.groups.get(&key).and_then(|g| g.good.as_ref()) else { continue };
+                        let Some(g) = self.groups.get(&key).and_then(|g| g.good.as_ref()) else {
+                            continue;
+                        };
                         let allowed: Vec<HttpMatch> = g
                             .matches
                             .iter()
@@ -895,7 +1118,10 @@ impl Index {
                         allowed
                     }
                     "TCPRoute" if !is_http => {
-                        let Some(ports) = self.tcp_routes.get(&key).and_then(|r| r.good.as_ref()) else { continue };
+                        let Some(ports) = self.tcp_routes.get(&key).and_then(|r| r.good.as_ref())
+                        else {
+                            continue;
+                        };
                         if !ports.ports.is_empty() && !ports.ports.contains(&port) {
                             continue;
                         }
@@ -903,7 +1129,11 @@ impl Index {
                     }
                     _ => continue,
                 };
-                rules.push(InboundRule { name: format!("{ns}/{name}"), sources: sources.clone(), matches });
+                rules.push(InboundRule {
+                    name: format!("{ns}/{name}"),
+                    sources: sources.clone(),
+                    matches,
+                });
             }
         }
         Authorization::Allow(rules)
@@ -911,7 +1141,9 @@ impl Index {
 
     fn target_status(&self, key: &Key, stored: &Stored<TrafficTarget>) -> ObjectStatus {
         let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
-        let Some(tt) = stored.good.as_ref() else { return st };
+        let Some(tt) = stored.good.as_ref() else {
+            return st;
+        };
         let mut unresolved = Vec::new();
         for (i, rule) in tt.rules.iter().enumerate() {
             let k = (key.0.clone(), rule.name.clone());
@@ -930,14 +1162,25 @@ impl Index {
                     }
                     None => false,
                 },
-                "TCPRoute" => self.tcp_routes.get(&k).and_then(|r| r.good.as_ref()).is_some(),
-                "UDPRoute" => self.udp_routes.get(&k).and_then(|r| r.good.as_ref()).is_some(),
+                "TCPRoute" => self
+                    .tcp_routes
+                    .get(&k)
+                    .and_then(|r| r.good.as_ref())
+                    .is_some(),
+                "UDPRoute" => self
+                    .udp_routes
+                    .get(&k)
+                    .and_then(|r| r.good.as_ref())
+                    .is_some(),
                 _ => true,
             };
             if !found {
                 unresolved.push((
                     reasons::ROUTE_NOT_FOUND,
-                    format!("spec.rules[{i}]: {} {}/{} not found; this rule allows nothing", rule.kind, key.0, rule.name),
+                    format!(
+                        "spec.rules[{i}]: {} {}/{} not found; this rule allows nothing",
+                        rule.kind, key.0, rule.name
+                    ),
                 ));
             }
         }
@@ -950,12 +1193,21 @@ impl Index {
 
 impl<T: Clone> Stored<T> {
     fn new(generation: Option<i64>) -> Self {
-        Stored { good: None, generation, problems: Vec::new() }
+        Stored {
+            good: None,
+            generation,
+            problems: Vec::new(),
+        }
     }
 
     /// Records a new version. A valid one replaces the served version (returned); an invalid
     /// one leaves the last good version in force and only changes the problems reported.
-    fn update(&mut self, valid: Option<T>, generation: Option<i64>, problems: Vec<validate::Problem>) -> Option<T> {
+    fn update(
+        &mut self,
+        valid: Option<T>,
+        generation: Option<i64>,
+        problems: Vec<validate::Problem>,
+    ) -> Option<T> {
         self.generation = generation;
         self.problems = problems;
         match valid {
@@ -968,7 +1220,12 @@ impl<T: Clone> Stored<T> {
 // === helpers ===
 
 fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
-    Some((meta.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into()), meta.name.clone()?))
+    Some((
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into()),
+        meta.name.clone()?,
+    ))
 }
 
 fn object_key(obj: &Object) -> Option<Key> {
@@ -985,27 +1242,43 @@ fn object_key(obj: &Object) -> Option<Key> {
 }
 
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.namespace.clone().unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into())
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into())
 }
 
 fn root_of(ns: &str, ts: &TrafficSplit) -> Option<ServiceName> {
-    split::root_service_name(&ts.service, ns).ok().map(|n| ServiceName::new(ns, n))
+    split::root_service_name(&ts.service, ns)
+        .ok()
+        .map(|n| ServiceName::new(ns, n))
 }
 
 /// Oldest first: creation time, then name (DESIGN §4, several splits for one root).
 fn age_key(ts: &TrafficSplit) -> (Option<String>, String) {
     (
-        ts.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        ts.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
         ts.metadata.name.clone().unwrap_or_default(),
     )
 }
 
 fn split_route_name(ts: &TrafficSplit) -> String {
-    format!("{}/{}", ns_of(&ts.metadata), ts.metadata.name.clone().unwrap_or_default())
+    format!(
+        "{}/{}",
+        ns_of(&ts.metadata),
+        ts.metadata.name.clone().unwrap_or_default()
+    )
 }
 
 fn http_match(m: &switchyard_crds::specs::HttpMatch) -> HttpMatch {
-    let mut methods: Vec<String> = m.methods.iter().filter(|x| x.as_str() != "*").cloned().collect();
+    let mut methods: Vec<String> = m
+        .methods
+        .iter()
+        .filter(|x| x.as_str() != "*")
+        .cloned()
+        .collect();
     if m.methods.iter().any(|x| x == "*") {
         methods.clear();
     }
@@ -1014,7 +1287,11 @@ fn http_match(m: &switchyard_crds::specs::HttpMatch) -> HttpMatch {
     HttpMatch {
         path_regex: m.path_regex.clone().filter(|p| !p.is_empty()),
         methods,
-        headers: m.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(),
+        headers: m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -1022,7 +1299,13 @@ fn http_match(m: &switchyard_crds::specs::HttpMatch) -> HttpMatch {
 /// convention, which Linkerd and OSM also read). Unknown ports are proxied as opaque TCP.
 fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
     let p = app_protocol.or(name).unwrap_or("").to_ascii_lowercase();
-    if p == "grpc" || p == "http2" || p == "h2c" || p == "kubernetes.io/h2c" || p.starts_with("grpc-") || p.starts_with("http2-") {
+    if p == "grpc"
+        || p == "http2"
+        || p == "h2c"
+        || p == "kubernetes.io/h2c"
+        || p.starts_with("grpc-")
+        || p.starts_with("http2-")
+    {
         Protocol::Http2
     } else if p == "http" || p.starts_with("http-") {
         Protocol::Http
@@ -1042,7 +1325,10 @@ fn fit_u32(ws: &[i64]) -> Vec<u32> {
     let reduced: Vec<i64> = ws.iter().map(|w| w / g).collect();
     let total: i128 = reduced.iter().map(|w| i128::from(*w)).sum();
     if total <= i128::from(u32::MAX) {
-        return reduced.iter().map(|w| u32::try_from(*w).unwrap_or(u32::MAX)).collect();
+        return reduced
+            .iter()
+            .map(|w| u32::try_from(*w).unwrap_or(u32::MAX))
+            .collect();
     }
     reduced
         .iter()

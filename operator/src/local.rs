@@ -66,7 +66,10 @@ impl LocalConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot make a random token: {0}")]
     Random(String),
     #[error("proxy {proxy}: {message}")]
@@ -79,7 +82,10 @@ pub struct LocalTokens(RwLock<StaticTokens>);
 
 impl Authenticate for LocalTokens {
     fn authenticate(&self, metadata: &MetadataMap, node: &Node) -> Result<ProxyKey, Status> {
-        let tokens = self.0.read().map_err(|_| Status::internal("token table poisoned"))?;
+        let tokens = self
+            .0
+            .read()
+            .map_err(|_| Status::internal("token table poisoned"))?;
         tokens.authenticate(metadata, node)
     }
 }
@@ -138,7 +144,10 @@ impl Local {
     /// Re-reads changed files and publishes whatever changed.
     pub fn tick(&mut self) -> Result<Tick, LocalError> {
         let scan = self.source.scan();
-        let mut tick = Tick { reports: scan.reports, ..Tick::default() };
+        let mut tick = Tick {
+            reports: scan.reports,
+            ..Tick::default()
+        };
         if !scan.changed && !self.proxies.is_empty() {
             return Ok(tick);
         }
@@ -164,7 +173,13 @@ impl Local {
                 tick.pushed += 1;
             }
         }
-        for gone in self.proxies.keys().filter(|p| !proxies.contains(p)).cloned().collect::<Vec<_>>() {
+        for gone in self
+            .proxies
+            .keys()
+            .filter(|p| !proxies.contains(p))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             self.store.remove(&proxy_key(&gone));
             self.proxies.remove(&gone);
         }
@@ -177,30 +192,52 @@ impl Local {
     pub fn tick_without_state(&mut self) -> Result<Tick, LocalError> {
         let scan = self.source.scan();
         self.source.feed(&mut self.index);
-        Ok(Tick { reports: scan.reports, ..Tick::default() })
+        Ok(Tick {
+            reports: scan.reports,
+            ..Tick::default()
+        })
     }
 
     /// The Envoy resources of one proxy, as the xDS server would serve them.
     pub fn compile_proxy(&mut self, proxy: &ProxyId) -> Option<envoy::Output> {
         let cfg = self.index.proxy_config(proxy)?;
-        Some(self.adapter.compile(&cfg, self.index.settings(), &self.envoy_options(proxy)))
+        Some(
+            self.adapter
+                .compile(&cfg, self.index.settings(), &self.envoy_options(proxy)),
+        )
     }
 
     fn envoy_options(&self, proxy: &ProxyId) -> EnvoyOptions {
         EnvoyOptions {
-            bind_ip: self.index.pod_ip(proxy).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            bind_ip: self
+                .index
+                .pod_ip(proxy)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             ..EnvoyOptions::default()
         }
     }
 
-    fn compile(&mut self, proxy: &ProxyId, warnings: &mut Vec<String>) -> Result<Option<Snapshot>, LocalError> {
-        let Some(out) = self.compile_proxy(proxy) else { return Ok(None) };
-        warnings.extend(out.warnings.into_iter().map(|w| format!("proxy {proxy}: {w}")));
+    fn compile(
+        &mut self,
+        proxy: &ProxyId,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Snapshot>, LocalError> {
+        let Some(out) = self.compile_proxy(proxy) else {
+            return Ok(None);
+        };
+        warnings.extend(
+            out.warnings
+                .into_iter()
+                .map(|w| format!("proxy {proxy}: {w}")),
+        );
         let mut builder = Snapshot::builder();
         for r in out.resources {
             builder
                 .add_any(r.name, r.resource)
-                .map_err(|e| LocalError::Snapshot { proxy: proxy.clone(), message: e.to_string() })?;
+                .map_err(|e| LocalError::Snapshot {
+                    proxy: proxy.clone(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(Some(builder.build()))
     }
@@ -248,7 +285,15 @@ pub fn describe(status: &ObjectStatus) -> String {
     status
         .conditions
         .iter()
-        .map(|c| format!("{}={} ({}): {}", c.type_, if c.status { "True" } else { "False" }, c.reason, c.message))
+        .map(|c| {
+            format!(
+                "{}={} ({}): {}",
+                c.type_,
+                if c.status { "True" } else { "False" },
+                c.reason,
+                c.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -262,7 +307,10 @@ pub fn render_resource(any: &envoy_types::pb::google::protobuf::Any) -> serde_js
     };
     fn show<M: prost::Message + Default + std::fmt::Debug>(bytes: &[u8]) -> serde_json::Value {
         match M::decode(bytes) {
-            Ok(m) => format!("{m:#?}").lines().map(|l| serde_json::Value::from(l.to_string())).collect(),
+            Ok(m) => format!("{m:#?}")
+                .lines()
+                .map(|l| serde_json::Value::from(l.to_string()))
+                .collect(),
             Err(e) => format!("undecodable: {e}").into(),
         }
     }

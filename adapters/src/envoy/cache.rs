@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::config::route::v3::VirtualHost;
 use prost::Message;
 
 use super::{
-    CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP, ROUTE_TYPE_URL,
-    Resource, cluster, route, to_any,
+    CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP,
+    ROUTE_TYPE_URL, Resource, cluster, route, to_any,
 };
 use crate::model::{self, ClusterName, OutboundService, ProxyConfig, ServiceName};
 
@@ -99,14 +99,22 @@ impl Cache {
         }
         let name = source.name.as_str();
         let resources = [
-            Arc::new(Resource::new(CLUSTER_TYPE_URL, name, to_any(&cluster::eds(source, opts)))),
+            Arc::new(Resource::new(
+                CLUSTER_TYPE_URL,
+                name,
+                to_any(&cluster::eds(source, opts)),
+            )),
             Arc::new(Resource::new(
                 ENDPOINT_TYPE_URL,
                 name,
                 to_any(&cluster::load_assignment(source)),
             )),
         ];
-        let entry = ClusterEntry { source: source.clone(), settings, resources: resources.clone() };
+        let entry = ClusterEntry {
+            source: source.clone(),
+            settings,
+            resources: resources.clone(),
+        };
         self.clusters.insert(source.name.clone(), entry);
         resources
     }
@@ -127,7 +135,11 @@ impl Cache {
             .collect();
         if let Some(last) = self.routes.get(namespace)
             && last.pieces.len() == pieces.len()
-            && last.pieces.iter().zip(&pieces).all(|(a, b)| Arc::ptr_eq(a, b))
+            && last
+                .pieces
+                .iter()
+                .zip(&pieces)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
         {
             return (last.resource.clone(), last.warnings.clone());
         }
@@ -144,7 +156,8 @@ impl Cache {
     }
 
     pub(super) fn evict_unused(&mut self) {
-        self.clusters.retain(|_, e| Arc::strong_count(&e.source) > 1);
+        self.clusters
+            .retain(|_, e| Arc::strong_count(&e.source) > 1);
         for services in &mut self.services {
             services.retain(|_, e| Arc::strong_count(&e.source) > 1);
         }
@@ -154,7 +167,10 @@ impl Cache {
     }
 
     pub(super) fn len(&self) -> (usize, usize) {
-        (self.clusters.len(), self.services.iter().map(HashMap::len).sum())
+        (
+            self.clusters.len(),
+            self.services.iter().map(HashMap::len).sum(),
+        )
     }
 
     fn service(
@@ -194,13 +210,19 @@ impl Cache {
 }
 
 /// The route configuration from service pieces, dropping (and reporting) repeated domains.
-fn assemble(pieces: &[Arc<ServicePiece>], warnings: &mut Vec<String>) -> envoy_types::pb::google::protobuf::Any {
+fn assemble(
+    pieces: &[Arc<ServicePiece>],
+    warnings: &mut Vec<String>,
+) -> envoy_types::pb::google::protobuf::Any {
     let vhosts = pieces.iter().flat_map(|p| &p.vhosts);
 
     // The usual case, checked without hashing every domain: canonical host names cannot
     // clash, so unique cluster IPs make every domain unique.
     let mut ips = HashSet::with_capacity(pieces.len());
-    if pieces.iter().all(|p| p.canonical && p.cluster_ip.is_none_or(|ip| ips.insert(ip))) {
+    if pieces
+        .iter()
+        .all(|p| p.canonical && p.cluster_ip.is_none_or(|ip| ips.insert(ip)))
+    {
         return route::outbound_config(OUTBOUND_HTTP, vhosts.map(|v| v.encoded.as_slice()));
     }
 
@@ -224,7 +246,10 @@ fn assemble(pieces: &[Arc<ServicePiece>], warnings: &mut Vec<String>) -> envoy_t
         } else if let Some(encoded) = without_domains(vhost, &clashes) {
             unique.push(Cow::Owned(encoded));
         } else {
-            warnings.push(format!("virtual host {} has no domain left; left out", vhost.name));
+            warnings.push(format!(
+                "virtual host {} has no domain left; left out",
+                vhost.name
+            ));
         }
     }
     route::outbound_config(OUTBOUND_HTTP, unique.iter().map(|v| v.as_ref()))

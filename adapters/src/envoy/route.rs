@@ -66,20 +66,25 @@ pub(super) fn outbound_virtual_hosts(
 /// namespace, whose names differ, have one), and none looks like an IP address.
 pub(super) fn canonical_hostnames(svc: &OutboundService, short_names: bool) -> bool {
     let label = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     let (name, namespace) = (&svc.name.name, &svc.name.namespace);
     if !label(name) || !label(namespace) || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return false;
     }
-    svc.hostnames.iter().filter(|h| short_names || h.contains('.')).all(|h| {
-        let h = h.to_ascii_lowercase();
-        h == *name
-            || h.strip_prefix(name.as_str())
-                .and_then(|rest| rest.strip_prefix('.'))
-                .and_then(|rest| rest.strip_prefix(namespace.as_str()))
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-    })
+    svc.hostnames
+        .iter()
+        .filter(|h| short_names || h.contains('.'))
+        .all(|h| {
+            let h = h.to_ascii_lowercase();
+            h == *name
+                || h.strip_prefix(name.as_str())
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .and_then(|rest| rest.strip_prefix(namespace.as_str()))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
 }
 
 /// An outbound route configuration from already-encoded virtual hosts, in the given order.

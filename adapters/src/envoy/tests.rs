@@ -702,19 +702,47 @@ fn hostnames_of_another_service_are_not_taken_twice() {
         "shop",
         "alias",
         None,
-        vec![port(80, Protocol::Http, vec![route("default", vec![], vec![backend("shop", "web-v1", 80, 1)])])],
+        vec![port(
+            80,
+            Protocol::Http,
+            vec![route(
+                "default",
+                vec![],
+                vec![backend("shop", "web-v1", 80, 1)],
+            )],
+        )],
     );
-    Arc::make_mut(&mut svc).hostnames.push("Web.Shop.svc.cluster.local".into());
+    Arc::make_mut(&mut svc)
+        .hostnames
+        .push("Web.Shop.svc.cluster.local".into());
     proxy.outbound.insert(name, svc);
     let out = compile(&proxy, &MeshSettings::default(), &opts());
     let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
     // `shop/alias` sorts first and keeps the name; web loses it, with a warning.
-    assert!(vhost(&config, "shop/alias|80").domains.contains(&"web.shop.svc.cluster.local".to_owned()));
+    assert!(
+        vhost(&config, "shop/alias|80")
+            .domains
+            .contains(&"web.shop.svc.cluster.local".to_owned())
+    );
     let web = vhost(&config, "shop/web|80");
-    assert!(!web.domains.iter().any(|d| d.starts_with("web.shop.svc.cluster.local")));
+    assert!(
+        !web.domains
+            .iter()
+            .any(|d| d.starts_with("web.shop.svc.cluster.local"))
+    );
     assert!(web.domains.contains(&"web.shop.svc:80".to_owned()));
-    assert_eq!(out.warnings.iter().filter(|w| w.contains("web.shop.svc.cluster.local")).count(), 2);
-    let all: Vec<&String> = config.virtual_hosts.iter().flat_map(|v| &v.domains).collect();
+    assert_eq!(
+        out.warnings
+            .iter()
+            .filter(|w| w.contains("web.shop.svc.cluster.local"))
+            .count(),
+        2
+    );
+    let all: Vec<&String> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.domains)
+        .collect();
     assert_eq!(all.len(), all.iter().collect::<BTreeSet<_>>().len());
 }
 
@@ -1506,7 +1534,10 @@ fn socket_addresses_keep_ipv6_bare() {
 /// clusters (so `2n` clusters), with a cluster IP and two endpoints per cluster.
 fn large(n: usize) -> ProxyConfig {
     let mut proxy = ProxyConfig {
-        proxy: ProxyId { namespace: "ns-0".into(), pod: "client-0".into() },
+        proxy: ProxyId {
+            namespace: "ns-0".into(),
+            pod: "client-0".into(),
+        },
         identity: Identity::new("ns-0", "client"),
         outbound: BTreeMap::new(),
         clusters: BTreeMap::new(),
@@ -1524,7 +1555,11 @@ fn large(n: usize) -> ProxyConfig {
             vec![port(
                 80,
                 Protocol::Http,
-                vec![route("default", vec![], vec![backend(&ns, &v1, 80, 90), backend(&ns, &v2, 80, 10)])],
+                vec![route(
+                    "default",
+                    vec![],
+                    vec![backend(&ns, &v1, 80, 90), backend(&ns, &v2, 80, 10)],
+                )],
             )],
         );
         proxy.outbound.insert(key, svc);
@@ -1561,8 +1596,15 @@ fn scale_10k_services() {
     let changed = adapter.compile(&proxy, &mesh, &opts());
     let one_weight = start.elapsed();
 
-    let routes = find(&changed, ROUTE_TYPE_URL, OUTBOUND_HTTP).resource.value.len();
-    let total: usize = changed.resources.iter().map(|r| r.resource.value.len()).sum();
+    let routes = find(&changed, ROUTE_TYPE_URL, OUTBOUND_HTTP)
+        .resource
+        .value
+        .len();
+    let total: usize = changed
+        .resources
+        .iter()
+        .map(|r| r.resource.value.len())
+        .sum();
     eprintln!(
         "compile: 10k services, {} resources, {total} bytes (routes {routes}): full {full:?}, \
          unchanged {unchanged:?}, one weight {one_weight:?}",
@@ -1603,7 +1645,6 @@ fn scale_10k_services() {
          same namespace {same_namespace:?}"
     );
 }
-
 
 #[test]
 #[ignore = "profiling"]

@@ -81,6 +81,26 @@ fn unterminated_quote_is_reported_where_it_starts() {
 }
 
 #[test]
+fn lone_carriage_returns_are_line_breaks_everywhere() {
+    // Found by fuzzing: YAML (and the parser) counts a lone `\r` as a line break, so the
+    // resynchronisation after a broken document must count lines the same way.
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name:\r\r\r    p\n---\nkind: [\n---\n\
+                apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n";
+    let m = load(text);
+    assert_eq!(m.others.iter().map(|o| o.line).collect::<Vec<_>>(), [1, 11]);
+    assert!((9..=10).contains(&only_error(&m).line), "{:?}", m.errors);
+    assert_eq!(m.others[0].name, "p");
+    assert_eq!(m.others[1].line_of("metadata.name"), 14);
+}
+
+#[test]
+fn an_error_at_the_end_of_the_stream_points_at_the_last_line() {
+    assert_eq!(only_error(&load("a: 1\nkind: [\n")).line, 2);
+    assert_eq!(only_error(&load("a: 1\nkind: [")).line, 2);
+    assert_eq!(only_error(&load("a: 1\r\nkind: [\r\n\r\n")).line, 3);
+}
+
+#[test]
 fn missing_api_version_or_kind_is_an_error() {
     let m = load("metadata:\n  name: x\n");
     assert_eq!(only_error(&m).message, "missing apiVersion and kind");
@@ -557,7 +577,9 @@ proptest! {
     #[test]
     fn load_never_panics(text in "(?s).{0,400}") {
         let m = load(&text);
-        let _ = m.problems();
+        let lines = 1 + yaml::count_breaks(text.as_bytes());
+        prop_assert!(m.errors.iter().all(|e| (1..=lines).contains(&e.line)), "{:?}", m.errors);
+        prop_assert!(m.problems().iter().all(|p| (1..=lines).contains(&p.line)));
     }
 
     #[test]
@@ -575,8 +597,14 @@ proptest! {
         let text: String = parts.concat();
         let m = load(&text);
         let _ = m.problems();
+        let lines = 1 + yaml::count_breaks(text.as_bytes());
         for e in &m.errors {
-            prop_assert!(e.line >= 1 && e.line <= text.lines().count().max(1) + 1, "{e:?} in {text:?}");
+            prop_assert!(e.line >= 1 && e.line <= lines, "{e:?} in {text:?}");
+        }
+        for o in &m.objects {
+            for p in validate(&o.object) {
+                prop_assert!(o.line_of(&p.field) <= lines);
+            }
         }
     }
 }

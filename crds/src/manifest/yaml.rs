@@ -64,9 +64,10 @@ pub(crate) fn parse(text: &str) -> Vec<Parsed> {
     // more than a few expansions of itself.
     let mut budget = text.len().saturating_mul(4).saturating_add(10_000);
     let (mut byte, mut lines_before) = (0, 0);
+    let last_line = last_line(text);
     loop {
         let segment = text.get(byte..).unwrap_or_default();
-        match parse_segment(segment, lines_before, &mut budget, &mut out) {
+        match parse_segment(segment, lines_before, last_line, &mut budget, &mut out) {
             Ok(()) => break,
             Err(broken_doc_line) => match next_document_marker(text, broken_doc_line) {
                 Some((b, l)) => (byte, lines_before) = (b, l),
@@ -82,6 +83,7 @@ pub(crate) fn parse(text: &str) -> Vec<Parsed> {
 fn parse_segment(
     text: &str,
     lines_before: usize,
+    last_line: usize,
     budget: &mut usize,
     out: &mut Vec<Parsed>,
 ) -> Result<(), usize> {
@@ -94,13 +96,14 @@ fn parse_segment(
             Err(e) => {
                 let mark = e.marker();
                 out.push(Parsed::Error(SyntaxError {
-                    line: mark.line().max(1) + lines_before,
+                    line: (mark.line().max(1) + lines_before).min(last_line),
                     message: format!("invalid yaml: {} (column {})", e.info(), mark.col() + 1),
                 }));
                 return Err(doc_line);
             }
         };
-        let line = mark.line().max(1) + lines_before;
+        // The parser places the end of a stream without a final newline on a line of its own.
+        let line = (mark.line().max(1) + lines_before).min(last_line);
         match event {
             Event::StreamEnd => return Ok(()),
             Event::DocumentStart => {
@@ -124,20 +127,43 @@ fn parse_segment(
 
 /// The first `---` line after line `after` (1-based): its byte offset and the lines before it.
 fn next_document_marker(text: &str, after: usize) -> Option<(usize, usize)> {
-    let mut byte = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let number = i + 1;
-        if number > after && is_document_marker(line) {
-            return Some((byte, i));
+    let bytes = text.as_bytes();
+    let (mut start, mut line) = (0, 1);
+    loop {
+        let rest = text.get(start..)?;
+        if line > after && is_document_marker(rest) {
+            return Some((start, line - 1));
         }
-        byte += line.len();
+        let end = start + rest.bytes().position(|b| b == b'\n' || b == b'\r')?;
+        start = end + 1;
+        if bytes.get(end) == Some(&b'\r') && bytes.get(start) == Some(&b'\n') {
+            start += 1;
+        }
+        line += 1;
     }
-    None
 }
 
-fn is_document_marker(line: &str) -> bool {
-    line.strip_prefix("---")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+fn is_document_marker(rest: &str) -> bool {
+    rest.strip_prefix("---")
+        .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t', '\r', '\n']))
+}
+
+/// Line breaks as YAML counts them (`\r\n`, `\r` or `\n`), which is how the parser numbers
+/// lines; everything that reports a line counts the same way.
+pub(crate) fn count_breaks(bytes: &[u8]) -> usize {
+    let crlf = bytes.windows(2).filter(|w| w == b"\r\n").count();
+    bytes.iter().filter(|&&b| b == b'\n' || b == b'\r').count() - crlf
+}
+
+/// The last line that exists in `text`, so that an error found at the end of the stream points
+/// at a line an editor shows.
+fn last_line(text: &str) -> usize {
+    let breaks = count_breaks(text.as_bytes());
+    if text.ends_with(['\n', '\r']) {
+        breaks.max(1)
+    } else {
+        breaks + 1
+    }
 }
 
 // === impl Node ===

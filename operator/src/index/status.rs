@@ -46,16 +46,25 @@ impl ObjectStatus {
     /// `Accepted` from validation: `False` with every error when the newest version is invalid
     /// (the last good version stays served), `True` otherwise, listing warnings if any.
     pub fn accepted(generation: Option<i64>, problems: &[Problem]) -> Self {
-        let errors: Vec<String> =
-            problems.iter().filter(|p| p.severity == Severity::Error).map(|p| format!("{}: {}", p.field, p.reason)).collect();
-        let warnings: Vec<String> =
-            problems.iter().filter(|p| p.severity == Severity::Warning).map(|p| format!("{}: {}", p.field, p.reason)).collect();
+        let errors: Vec<String> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| format!("{}: {}", p.field, p.reason))
+            .collect();
+        let warnings: Vec<String> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .map(|p| format!("{}: {}", p.field, p.reason))
+            .collect();
         let cond = if !errors.is_empty() {
             ConditionState {
                 type_: conditions::ACCEPTED,
                 status: false,
                 reason: reasons::INVALID,
-                message: format!("{}; the last valid version stays in force", errors.join("; ")),
+                message: format!(
+                    "{}; the last valid version stays in force",
+                    errors.join("; ")
+                ),
                 observed_generation: generation,
             }
         } else if !warnings.is_empty() {
@@ -75,11 +84,17 @@ impl ObjectStatus {
                 observed_generation: generation,
             }
         };
-        ObjectStatus { conditions: vec![cond] }
+        ObjectStatus {
+            conditions: vec![cond],
+        }
     }
 
     /// `ResolvedRefs`: `False` with the first reason and every message when anything is missing.
-    pub fn set_resolved(&mut self, generation: Option<i64>, unresolved: Vec<(&'static str, String)>) {
+    pub fn set_resolved(
+        &mut self,
+        generation: Option<i64>,
+        unresolved: Vec<(&'static str, String)>,
+    ) {
         let cond = match unresolved.first() {
             None => ConditionState {
                 type_: conditions::RESOLVED_REFS,
@@ -92,7 +107,11 @@ impl ObjectStatus {
                 type_: conditions::RESOLVED_REFS,
                 status: false,
                 reason,
-                message: unresolved.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+                message: unresolved
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 observed_generation: generation,
             },
         };

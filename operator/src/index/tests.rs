@@ -1,5 +1,7 @@
 use serde_json::json;
-use switchyard_adapters::model::{AccessMode, Authorization, ClusterName, MeshSettings, ProxyId, ServiceName};
+use switchyard_adapters::model::{
+    AccessMode, Authorization, ClusterName, MeshSettings, ProxyId, ServiceName,
+};
 use switchyard_crds::{Kind, ObjectRef, VersionedObject, status::conditions};
 
 use super::*;
@@ -9,7 +11,10 @@ use super::*;
 const NS: &str = "shop";
 
 fn index() -> Index {
-    Index::new(MeshSettings { access_mode: AccessMode::Permissive, ..MeshSettings::default() })
+    Index::new(MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..MeshSettings::default()
+    })
 }
 
 fn service(name: &str, ports: &[u16]) -> Object {
@@ -28,7 +33,10 @@ fn service(name: &str, ports: &[u16]) -> Object {
 
 /// An EndpointSlice for `svc` with one ready endpoint per address, on every port of `ports`.
 fn slice(svc: &str, ports: &[u16], addrs: &[&str]) -> Object {
-    let ports: Vec<_> = ports.iter().map(|p| json!({"name": format!("http-{p}"), "port": 8000 + p})).collect();
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|p| json!({"name": format!("http-{p}"), "port": 8000 + p}))
+        .collect();
     let endpoints: Vec<_> = addrs
         .iter()
         .enumerate()
@@ -60,11 +68,18 @@ fn smi(yaml: &str) -> Object {
     let api_version = doc["apiVersion"].as_str().unwrap().to_string();
     let (group, version) = api_version.split_once('/').unwrap();
     let kind = Kind::from_group_kind(group, doc["kind"].as_str().unwrap()).unwrap();
-    Object::Smi(Box::new(VersionedObject::from_json(kind, version, doc).unwrap().into_canonical()))
+    Object::Smi(Box::new(
+        VersionedObject::from_json(kind, version, doc)
+            .unwrap()
+            .into_canonical(),
+    ))
 }
 
 fn split(name: &str, created: &str, backends: &[(&str, &str)]) -> Object {
-    let b: Vec<String> = backends.iter().map(|(s, w)| format!("{{service: {s}, weight: {w}}}")).collect();
+    let b: Vec<String> = backends
+        .iter()
+        .map(|(s, w)| format!("{{service: {s}, weight: {w}}}"))
+        .collect();
     smi(&format!(
         "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: {name}, namespace: {NS}, creationTimestamp: '{created}'}}\nspec:\n  service: web\n  backends: [{}]\n",
         b.join(", ")
@@ -74,7 +89,11 @@ fn split(name: &str, created: &str, backends: &[(&str, &str)]) -> Object {
 /// A mesh with root `web` and backends `web-v1`, `web-v2` on port 80, each with an endpoint.
 fn mesh() -> Index {
     let mut idx = index();
-    for (svc, addr) in [("web", "10.0.0.1"), ("web-v1", "10.0.1.1"), ("web-v2", "10.0.2.1")] {
+    for (svc, addr) in [
+        ("web", "10.0.0.1"),
+        ("web-v1", "10.0.1.1"),
+        ("web-v2", "10.0.2.1"),
+    ] {
         idx.apply(service(svc, &[80]));
         idx.apply(slice(svc, &[80], &[addr]));
     }
@@ -92,16 +111,35 @@ fn default_route(idx: &Index) -> Vec<(String, u32)> {
 }
 
 fn route(idx: &Index, port: u16, n: usize) -> Vec<(String, u32)> {
-    let cfg = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).expect("proxy");
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .expect("proxy");
     let svc = cfg.outbound.get(&web()).expect("web");
     let p = svc.ports.iter().find(|p| p.port == port).expect("port");
-    let r = if n == usize::MAX { p.routes.last().unwrap() } else { &p.routes[n] };
-    r.backends.iter().map(|b| (b.cluster.to_string(), b.weight)).collect()
+    let r = if n == usize::MAX {
+        p.routes.last().unwrap()
+    } else {
+        &p.routes[n]
+    };
+    r.backends
+        .iter()
+        .map(|b| (b.cluster.to_string(), b.weight))
+        .collect()
 }
 
 fn status(idx: &Index, name: &str, type_: &str) -> ConditionState {
-    let obj = ObjectRef { kind: Kind::TrafficSplit, namespace: NS.into(), name: name.into() };
-    idx.status(&obj).and_then(|s| s.get(type_)).cloned().unwrap_or_else(|| panic!("no {type_} on {name}: {:?}", idx.status(&obj)))
+    let obj = ObjectRef {
+        kind: Kind::TrafficSplit,
+        namespace: NS.into(),
+        name: name.into(),
+    };
+    idx.status(&obj)
+        .and_then(|s| s.get(type_))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} on {name}: {:?}", idx.status(&obj)))
 }
 
 fn c(svc: &str) -> String {
@@ -114,15 +152,37 @@ fn c(svc: &str) -> String {
 fn without_a_split_the_root_goes_to_its_own_endpoints() {
     let idx = mesh();
     assert_eq!(default_route(&idx), [(c("web"), 1)]);
-    let cfg = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).unwrap();
-    assert_eq!(cfg.outbound[&web()].hostnames, ["web", "web.shop", "web.shop.svc", "web.shop.svc.cluster.local"]);
-    assert_eq!(cfg.clusters[&ClusterName::new(&web(), 80)].endpoints[0].address.to_string(), "10.0.0.1:8080");
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        cfg.outbound[&web()].hostnames,
+        [
+            "web",
+            "web.shop",
+            "web.shop.svc",
+            "web.shop.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        cfg.clusters[&ClusterName::new(&web(), 80)].endpoints[0]
+            .address
+            .to_string(),
+        "10.0.0.1:8080"
+    );
 }
 
 #[test]
 fn weights_split_the_root() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "10")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v1"), 9), (c("web-v2"), 1)]);
     assert!(status(&idx, "canary", conditions::ACCEPTED).status);
     assert!(status(&idx, "canary", conditions::RESOLVED_REFS).status);
@@ -138,23 +198,48 @@ fn v1alpha1_quantities_keep_their_ratio() {
 #[test]
 fn invalid_weights_are_rejected_and_the_last_good_config_stays() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "10")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
     idx.take_changes();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "-10")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "-10")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v1"), 9), (c("web-v2"), 1)]);
     let accepted = status(&idx, "canary", conditions::ACCEPTED);
     assert!(!accepted.status);
     assert_eq!(accepted.reason, reasons::INVALID);
-    assert!(accepted.message.contains("spec.backends[1].weight: must be ≥ 0"), "{}", accepted.message);
+    assert!(
+        accepted
+            .message
+            .contains("spec.backends[1].weight: must be ≥ 0"),
+        "{}",
+        accepted.message
+    );
     let changes = idx.take_changes();
-    assert!(!changes.outbound, "an invalid edit must not touch the served config");
-    assert!(changes.statuses.contains(&ObjectRef { kind: Kind::TrafficSplit, namespace: NS.into(), name: "canary".into() }));
+    assert!(
+        !changes.outbound,
+        "an invalid edit must not touch the served config"
+    );
+    assert!(changes.statuses.contains(&ObjectRef {
+        kind: Kind::TrafficSplit,
+        namespace: NS.into(),
+        name: "canary".into()
+    }));
 }
 
 #[test]
 fn all_zero_weights_fall_back_to_the_root() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "0"), ("web-v2", "0")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "0"), ("web-v2", "0")],
+    ));
     assert_eq!(default_route(&idx), [(c("web"), 1)]);
     let accepted = status(&idx, "canary", conditions::ACCEPTED);
     assert_eq!(accepted.reason, reasons::ACCEPTED_WITH_WARNINGS);
@@ -164,19 +249,33 @@ fn all_zero_weights_fall_back_to_the_root() {
 #[test]
 fn a_zero_weight_backend_gets_nothing() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "100"), ("web-v2", "0")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "100"), ("web-v2", "0")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v1"), 1)]);
 }
 
 #[test]
 fn a_missing_backend_is_excluded_and_reported() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "50"), ("web-v3", "50")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "50"), ("web-v3", "50")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v1"), 1)]);
     let resolved = status(&idx, "canary", conditions::RESOLVED_REFS);
     assert!(!resolved.status);
     assert_eq!(resolved.reason, reasons::BACKEND_NOT_FOUND);
-    assert!(resolved.message.contains("spec.backends[1].service: Service shop/web-v3 not found"), "{}", resolved.message);
+    assert!(
+        resolved
+            .message
+            .contains("spec.backends[1].service: Service shop/web-v3 not found"),
+        "{}",
+        resolved.message
+    );
     // Creating it later brings it in, without touching the split.
     idx.apply(service("web-v3", &[80]));
     idx.apply(slice("web-v3", &[80], &["10.0.3.1"]));
@@ -194,22 +293,43 @@ fn a_backend_without_the_root_port_is_excluded_for_that_port() {
     idx.apply(service("web-v2", &[80]));
     idx.apply(slice("web-v2", &[80], &["10.0.2.1"]));
     idx.apply(pod("client-0", "client", "client"));
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "50"), ("web-v2", "50")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "50"), ("web-v2", "50")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v1"), 1), (c("web-v2"), 1)]);
     let on_9090 = route(&idx, 9090, usize::MAX);
-    assert_eq!(on_9090, [(ClusterName::new(&ServiceName::new(NS, "web-v1"), 9090).to_string(), 1)]);
+    assert_eq!(
+        on_9090,
+        [(
+            ClusterName::new(&ServiceName::new(NS, "web-v1"), 9090).to_string(),
+            1
+        )]
+    );
     let resolved = status(&idx, "canary", conditions::RESOLVED_REFS);
     assert_eq!(resolved.reason, reasons::BACKEND_PORT_MISSING);
-    assert!(resolved.message.contains("lacks port 9090"), "{}", resolved.message);
+    assert!(
+        resolved.message.contains("lacks port 9090"),
+        "{}",
+        resolved.message
+    );
 }
 
 #[test]
 fn a_backend_without_ready_endpoints_is_excluded_while_empty() {
     let mut idx = mesh();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "10")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
     idx.delete(ObjectKind::EndpointSlice, NS, "web-v2-abc");
     assert_eq!(default_route(&idx), [(c("web-v1"), 1)]);
-    assert_eq!(status(&idx, "canary", conditions::RESOLVED_REFS).reason, reasons::BACKEND_NOT_READY);
+    assert_eq!(
+        status(&idx, "canary", conditions::RESOLVED_REFS).reason,
+        reasons::BACKEND_NOT_READY
+    );
     idx.apply(slice("web-v2", &[80], &["10.0.2.1"]));
     assert_eq!(default_route(&idx), [(c("web-v1"), 9), (c("web-v2"), 1)]);
 }
@@ -217,7 +337,11 @@ fn a_backend_without_ready_endpoints_is_excluded_while_empty() {
 #[test]
 fn the_root_may_be_its_own_backend() {
     let mut idx = mesh();
-    idx.apply(split("rollout", "2024-01-01T00:00:00Z", &[("web-v2", "20"), ("web", "80")]));
+    idx.apply(split(
+        "rollout",
+        "2024-01-01T00:00:00Z",
+        &[("web-v2", "20"), ("web", "80")],
+    ));
     assert_eq!(default_route(&idx), [(c("web-v2"), 1), (c("web"), 4)]);
 }
 
@@ -229,7 +353,11 @@ fn the_oldest_split_wins_and_the_others_are_conflicted() {
     assert_eq!(default_route(&idx), [(c("web-v1"), 1)]);
     let conflicted = status(&idx, "newer", conditions::CONFLICTED);
     assert!(conflicted.status);
-    assert!(conflicted.message.contains("shop/older"), "{}", conflicted.message);
+    assert!(
+        conflicted.message.contains("shop/older"),
+        "{}",
+        conflicted.message
+    );
     assert!(!status(&idx, "older", conditions::CONFLICTED).status);
     // Deleting the winner promotes the other.
     idx.delete(ObjectKind::Smi(Kind::TrafficSplit), NS, "older");
@@ -242,12 +370,24 @@ fn split_matches_route_matching_requests_and_the_rest_to_the_root() {
     let mut idx = mesh();
     idx.apply(smi("apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: ab, namespace: shop}\nspec:\n  matches:\n  - name: firefox\n    headers: [{user-agent: '.*Firefox.*'}]\n"));
     idx.apply(smi("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ab-test, namespace: shop}\nspec:\n  service: web\n  matches: [{kind: HTTPRouteGroup, name: ab}]\n  backends: [{service: web-v1, weight: 0}, {service: web-v2, weight: 100}]\n"));
-    let cfg = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).unwrap();
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
     let routes = &cfg.outbound[&web()].ports[0].routes;
     assert_eq!(routes.len(), 2, "{routes:#?}");
-    assert_eq!(routes[0].matches[0].headers, [("user-agent".to_string(), ".*Firefox.*".to_string())]);
+    assert_eq!(
+        routes[0].matches[0].headers,
+        [("user-agent".to_string(), ".*Firefox.*".to_string())]
+    );
     assert_eq!(route(&idx, 80, 0), [(c("web-v2"), 1)]);
-    assert_eq!(default_route(&idx), [(c("web"), 1)], "no catch-all split: the root's own endpoints");
+    assert_eq!(
+        default_route(&idx),
+        [(c("web"), 1)],
+        "no catch-all split: the root's own endpoints"
+    );
     // A catch-all split takes the rest.
     idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "1")]));
     assert_eq!(default_route(&idx), [(c("web-v1"), 1)]);
@@ -258,9 +398,17 @@ fn split_matches_route_matching_requests_and_the_rest_to_the_root() {
 fn a_split_naming_a_missing_route_group_matches_nothing() {
     let mut idx = mesh();
     idx.apply(smi("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ab-test, namespace: shop}\nspec:\n  service: web\n  matches: [{kind: HTTPRouteGroup, name: nope}]\n  backends: [{service: web-v2, weight: 100}]\n"));
-    let cfg = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).unwrap();
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
     assert_eq!(cfg.outbound[&web()].ports[0].routes.len(), 1);
-    assert_eq!(status(&idx, "ab-test", conditions::RESOLVED_REFS).reason, reasons::ROUTE_GROUP_NOT_FOUND);
+    assert_eq!(
+        status(&idx, "ab-test", conditions::RESOLVED_REFS).reason,
+        reasons::ROUTE_GROUP_NOT_FOUND
+    );
 }
 
 #[test]
@@ -274,17 +422,38 @@ fn the_root_may_be_named_by_fqdn() {
 fn only_changed_pieces_are_republished() {
     let mut idx = mesh();
     idx.take_changes();
-    let before = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).unwrap();
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "10")]));
+    let before = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
     let changes = idx.take_changes();
     assert!(changes.outbound);
-    let after = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "client-0".into() }).unwrap();
+    let after = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
     // Services the split does not touch are the very same allocation.
     let v1 = ServiceName::new(NS, "web-v1");
     assert!(Arc::ptr_eq(&before.outbound[&v1], &after.outbound[&v1]));
-    assert!(!Arc::ptr_eq(&before.outbound[&web()], &after.outbound[&web()]));
+    assert!(!Arc::ptr_eq(
+        &before.outbound[&web()],
+        &after.outbound[&web()]
+    ));
     // Re-applying the same object changes nothing.
-    idx.apply(split("canary", "2024-01-01T00:00:00Z", &[("web-v1", "90"), ("web-v2", "10")]));
+    idx.apply(split(
+        "canary",
+        "2024-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
     assert_eq!(idx.take_changes(), Changes::default());
 }
 
@@ -299,7 +468,12 @@ fn strict_mesh() -> Index {
 }
 
 fn api_rules(idx: &Index) -> Authorization {
-    let cfg = idx.proxy_config(&ProxyId { namespace: NS.into(), pod: "api-0".into() }).unwrap();
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "api-0".into(),
+        })
+        .unwrap();
     assert_eq!(cfg.inbound.len(), 1);
     assert_eq!(cfg.inbound[0].port, 8080, "inbound ports are target ports");
     cfg.inbound[0].authorization.clone()
@@ -308,7 +482,9 @@ fn api_rules(idx: &Index) -> Authorization {
 const ROUTES: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: api-routes, namespace: shop}\nspec:\n  matches:\n  - {name: api, pathRegex: '/api/.*', methods: [GET]}\n  - {name: admin, pathRegex: '/admin'}\n";
 
 fn target(rules: &str) -> Object {
-    smi(&format!("apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {{name: tt, namespace: shop}}\nspec:\n  destination: {{kind: ServiceAccount, name: api, namespace: shop}}\n  rules: {rules}\n  sources: [{{kind: ServiceAccount, name: web}}]\n"))
+    smi(&format!(
+        "apiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {{name: tt, namespace: shop}}\nspec:\n  destination: {{kind: ServiceAccount, name: api, namespace: shop}}\n  rules: {rules}\n  sources: [{{kind: ServiceAccount, name: web}}]\n"
+    ))
 }
 
 #[test]
@@ -320,8 +496,12 @@ fn strict_mode_denies_without_a_target() {
 fn a_target_grants_its_matches_to_its_sources() {
     let mut idx = strict_mesh();
     idx.apply(smi(ROUTES));
-    idx.apply(target("[{kind: HTTPRouteGroup, name: api-routes, matches: [api]}]"));
-    let Authorization::Allow(rules) = api_rules(&idx) else { panic!("strict") };
+    idx.apply(target(
+        "[{kind: HTTPRouteGroup, name: api-routes, matches: [api]}]",
+    ));
+    let Authorization::Allow(rules) = api_rules(&idx) else {
+        panic!("strict")
+    };
     assert_eq!(rules.len(), 1);
     assert_eq!(rules[0].sources, [Identity::new(NS, "web")]);
     assert_eq!(rules[0].matches.len(), 1);
@@ -333,7 +513,9 @@ fn omitted_matches_mean_every_match_of_the_group() {
     let mut idx = strict_mesh();
     idx.apply(smi(ROUTES));
     idx.apply(target("[{kind: HTTPRouteGroup, name: api-routes}]"));
-    let Authorization::Allow(rules) = api_rules(&idx) else { panic!("strict") };
+    let Authorization::Allow(rules) = api_rules(&idx) else {
+        panic!("strict")
+    };
     assert_eq!(rules[0].matches.len(), 2);
 }
 
@@ -342,8 +524,15 @@ fn a_missing_route_fails_closed() {
     let mut idx = strict_mesh();
     idx.apply(target("[{kind: HTTPRouteGroup, name: nope}]"));
     assert_eq!(api_rules(&idx), Authorization::Allow(vec![]));
-    let obj = ObjectRef { kind: Kind::TrafficTarget, namespace: NS.into(), name: "tt".into() };
-    let resolved = idx.status(&obj).and_then(|s| s.get(conditions::RESOLVED_REFS)).unwrap();
+    let obj = ObjectRef {
+        kind: Kind::TrafficTarget,
+        namespace: NS.into(),
+        name: "tt".into(),
+    };
+    let resolved = idx
+        .status(&obj)
+        .and_then(|s| s.get(conditions::RESOLVED_REFS))
+        .unwrap();
     assert_eq!(resolved.reason, reasons::ROUTE_NOT_FOUND);
 }
 
@@ -352,8 +541,18 @@ fn a_target_without_rules_grants_nothing() {
     let mut idx = strict_mesh();
     idx.apply(target("[]"));
     assert_eq!(api_rules(&idx), Authorization::Allow(vec![]));
-    let obj = ObjectRef { kind: Kind::TrafficTarget, namespace: NS.into(), name: "tt".into() };
-    assert!(idx.status(&obj).and_then(|s| s.get(conditions::ACCEPTED)).unwrap().message.contains("grants nothing"));
+    let obj = ObjectRef {
+        kind: Kind::TrafficTarget,
+        namespace: NS.into(),
+        name: "tt".into(),
+    };
+    assert!(
+        idx.status(&obj)
+            .and_then(|s| s.get(conditions::ACCEPTED))
+            .unwrap()
+            .message
+            .contains("grants nothing")
+    );
 }
 
 #[test]
@@ -367,6 +566,9 @@ fn permissive_mode_allows_all() {
 #[test]
 fn weights_too_large_for_u32_are_scaled_proportionally() {
     assert_eq!(fit_u32(&[90, 10]), [9, 1]);
-    assert_eq!(fit_u32(&[3_000_000_000, 3_000_000_000, 1]), [499_999, 499_999, 1]);
+    assert_eq!(
+        fit_u32(&[3_000_000_000, 3_000_000_000, 1]),
+        [499_999, 499_999, 1]
+    );
     assert_eq!(fit_u32(&[0, 5]), [0, 1]);
 }

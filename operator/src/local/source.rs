@@ -41,7 +41,10 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirSource { root: root.into(), files: BTreeMap::new() }
+        DirSource {
+            root: root.into(),
+            files: BTreeMap::new(),
+        }
     }
 
     /// Re-reads every file whose content changed since the last scan. Polling content (not
@@ -50,28 +53,49 @@ impl DirSource {
     pub fn scan(&mut self) -> Scan {
         let mut scan = Scan::default();
         let paths = match manifest::find_files(&self.root) {
-            Ok(p) => p.into_iter().filter(|p| !is_hidden(&self.root, p)).collect::<Vec<_>>(),
+            Ok(p) => p
+                .into_iter()
+                .filter(|p| !is_hidden(&self.root, p))
+                .collect::<Vec<_>>(),
             Err(e) => {
-                scan.reports.push(format!("{}: cannot read: {e}", self.root.display()));
+                scan.reports
+                    .push(format!("{}: cannot read: {e}", self.root.display()));
                 return scan;
             }
         };
-        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !paths.contains(p)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !paths.contains(p))
+            .cloned()
+            .collect();
         for p in gone {
             self.files.remove(&p);
             scan.changed = true;
         }
         for path in paths {
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let fingerprint = fingerprint(&bytes);
-            if self.files.get(&path).is_some_and(|f| f.fingerprint == fingerprint) {
+            if self
+                .files
+                .get(&path)
+                .is_some_and(|f| f.fingerprint == fingerprint)
+            {
                 continue;
             }
             let manifest = manifest::load_bytes(&path.display().to_string(), &bytes);
             scan.reports.extend(report(&manifest));
             if manifest.errors.is_empty() {
                 let objects = objects_of(&manifest, &mut scan.reports);
-                self.files.insert(path, FileState { fingerprint, objects });
+                self.files.insert(
+                    path,
+                    FileState {
+                        fingerprint,
+                        objects,
+                    },
+                );
                 scan.changed = true;
             } else {
                 scan.reports.push(format!(
@@ -83,7 +107,13 @@ impl DirSource {
                 match self.files.get_mut(&path) {
                     Some(f) => f.fingerprint = fingerprint,
                     None => {
-                        self.files.insert(path, FileState { fingerprint, objects: Vec::new() });
+                        self.files.insert(
+                            path,
+                            FileState {
+                                fingerprint,
+                                objects: Vec::new(),
+                            },
+                        );
                     }
                 }
             }
@@ -155,18 +185,23 @@ fn report(m: &Manifest) -> Vec<String> {
 
 /// The objects of a manifest the index understands. Other kinds are passed over.
 fn objects_of(m: &Manifest, reports: &mut Vec<String>) -> Vec<Object> {
-    let mut out: Vec<Object> =
-        m.objects.iter().map(|d| Object::Smi(Box::new(d.object.clone().into_canonical()))).collect();
+    let mut out: Vec<Object> = m
+        .objects
+        .iter()
+        .map(|d| Object::Smi(Box::new(d.object.clone().into_canonical())))
+        .collect();
     for other in &m.others {
         let parsed = match (other.api_version.as_str(), other.kind.as_str()) {
-            ("v1", "Service") => serde_json::from_value(other.value.clone()).map(|o| Object::Service(Box::new(o))),
-            ("v1", "Pod") => serde_json::from_value(other.value.clone()).map(|o| Object::Pod(Box::new(o))),
-            ("v1", "ServiceAccount") => {
-                serde_json::from_value(other.value.clone()).map(|o| Object::ServiceAccount(Box::new(o)))
+            ("v1", "Service") => {
+                serde_json::from_value(other.value.clone()).map(|o| Object::Service(Box::new(o)))
             }
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                serde_json::from_value(other.value.clone()).map(|o| Object::EndpointSlice(Box::new(o)))
+            ("v1", "Pod") => {
+                serde_json::from_value(other.value.clone()).map(|o| Object::Pod(Box::new(o)))
             }
+            ("v1", "ServiceAccount") => serde_json::from_value(other.value.clone())
+                .map(|o| Object::ServiceAccount(Box::new(o))),
+            ("discovery.k8s.io/v1", "EndpointSlice") => serde_json::from_value(other.value.clone())
+                .map(|o| Object::EndpointSlice(Box::new(o))),
             _ => continue,
         };
         match parsed {

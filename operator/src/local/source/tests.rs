@@ -30,13 +30,23 @@ spec: {containers: [{name: c}]}
 "#;
 
 fn split(weight: &str) -> String {
-    format!("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: s, namespace: demo}}\nspec:\n  service: web\n  backends: [{{service: web-v2, weight: {weight}}}]\n")
+    format!(
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: s, namespace: demo}}\nspec:\n  service: web\n  backends: [{{service: web-v2, weight: {weight}}}]\n"
+    )
 }
 
 fn routed_to_v2(index: &Index) -> bool {
-    let cfg = index.proxy_config(&ProxyId { namespace: "demo".into(), pod: "client".into() }).unwrap();
+    let cfg = index
+        .proxy_config(&ProxyId {
+            namespace: "demo".into(),
+            pod: "client".into(),
+        })
+        .unwrap();
     let web = &cfg.outbound[&ServiceName::new("demo", "web")];
-    web.ports[0].routes.last().unwrap().backends[0].cluster.as_str() == "demo/web-v2|80"
+    web.ports[0].routes.last().unwrap().backends[0]
+        .cluster
+        .as_str()
+        == "demo/web-v2|80"
 }
 
 #[test]
@@ -48,7 +58,10 @@ fn edits_apply_and_broken_files_keep_their_last_good_state() {
     std::fs::write(dir.path().join(".switchyard/ignored.yaml"), "not: [yaml").unwrap();
 
     let mut src = DirSource::new(dir.path());
-    let mut index = Index::new(MeshSettings { access_mode: AccessMode::Permissive, ..Default::default() });
+    let mut index = Index::new(MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..Default::default()
+    });
     let scan = src.scan();
     assert!(scan.changed);
     assert!(scan.reports.is_empty(), "{:?}", scan.reports);
@@ -59,17 +72,31 @@ fn edits_apply_and_broken_files_keep_their_last_good_state() {
     assert!(!src.scan().changed);
 
     // A broken edit is reported with file:line and changes nothing.
-    std::fs::write(dir.path().join("split.yaml"), "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s\n").unwrap();
+    std::fs::write(
+        dir.path().join("split.yaml"),
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s\n",
+    )
+    .unwrap();
     let scan = src.scan();
     assert!(!scan.changed);
-    assert!(scan.reports.iter().any(|r| r.contains("split.yaml:")), "{:?}", scan.reports);
+    assert!(
+        scan.reports.iter().any(|r| r.contains("split.yaml:")),
+        "{:?}",
+        scan.reports
+    );
     src.feed(&mut index);
     assert!(routed_to_v2(&index), "the last good split stays in force");
 
     // An invalid (but readable) edit reaches the index, which keeps the last valid version.
     std::fs::write(dir.path().join("split.yaml"), split("-1")).unwrap();
     let scan = src.scan();
-    assert!(scan.reports.iter().any(|r| r.contains("spec.backends[0].weight: must be ≥ 0")), "{:?}", scan.reports);
+    assert!(
+        scan.reports
+            .iter()
+            .any(|r| r.contains("spec.backends[0].weight: must be ≥ 0")),
+        "{:?}",
+        scan.reports
+    );
     src.feed(&mut index);
     assert!(routed_to_v2(&index));
 
