@@ -19,8 +19,10 @@
 //! content hashes rely on.
 //!
 //! [`EnvoyAdapter`] caches the encoded pieces that many proxies share (a cluster and its
-//! endpoints, a service's virtual hosts), keyed by name and validated by `Arc` identity or
-//! equality, so recompiling after one change re-encodes only that change.
+//! endpoints, a service's virtual hosts, a namespace's outbound route configuration), keyed by
+//! name and validated by `Arc` identity or equality, so recompiling after one change re-encodes
+//! only that change; [`EnvoyAdapter::compile_shared`] hands the unchanged resources out as the
+//! same `Arc`s, so the xDS server need not re-hash them either.
 
 mod bootstrap;
 mod cache;
@@ -119,13 +121,22 @@ pub struct Resource {
 /// What one proxy is served, plus what could not be expressed.
 ///
 /// `R` is [`Resource`], or `Arc<Resource>` from [`EnvoyAdapter::compile_shared`].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Output<R = Resource> {
     /// Sorted by type URL, then name; names are unique within a type.
     pub resources: Vec<R>,
     /// Parts of the model that were left out (port clashes, duplicate domains), one sentence
     /// each, for logs and status; the proxy they concern is the caller's.
     pub warnings: Vec<String>,
+}
+
+impl<R> Default for Output<R> {
+    fn default() -> Self {
+        Output {
+            resources: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Compiles proxies, reusing the encoding of pieces that did not change since the last call.

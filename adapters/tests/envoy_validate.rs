@@ -498,14 +498,15 @@ fn serve_app(listener: TcpListener) {
     });
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// One HTTP/1.1 request; `headers` are extra header lines.
+fn get(addr: SocketAddr, host: &str, path: &str, headers: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n"
     )
     .expect("write");
     let mut response = String::new();
@@ -523,7 +524,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 #[test]
-fn running_envoy_denies_with_the_mesh_body() {
+fn running_envoy_routes_and_denies() {
     let Some(envoy) = envoy_or_skip() else { return };
     let app = TcpListener::bind("127.0.0.1:0").expect("bind");
     let open_port = app.local_addr().expect("addr").port();
@@ -539,9 +540,44 @@ fn running_envoy_denies_with_the_mesh_body() {
         admin_port,
         ..EnvoyOptions::default()
     };
+    let open = SocketAddr::new(bind_ip, open_port);
+    let denied = SocketAddr::new(bind_ip, denied_port);
+
+    // Outbound `web:80` goes to this Envoy's own open inbound port, and requests with
+    // `x-canary: yes` to its denied one: outbound → inbound → application, in one process.
+    let canary = HttpMatch {
+        path_regex: None,
+        methods: vec![],
+        headers: vec![("x-canary".into(), "yes".into())],
+    };
+    let web = outbound(
+        "web",
+        None,
+        vec![OutboundPort {
+            port: 80,
+            protocol: Protocol::Http,
+            routes: vec![
+                Route {
+                    name: "shop/canary".into(),
+                    matches: vec![canary],
+                    backends: backends(&[("web-v2", 80, 1)]),
+                },
+                Route {
+                    name: "default".into(),
+                    matches: vec![],
+                    backends: backends(&[("web-v1", 80, 1)]),
+                },
+            ],
+        }],
+    );
     let mut proxy = proxy();
-    proxy.outbound.clear();
-    proxy.clusters.clear();
+    proxy.outbound = [web].into_iter().collect();
+    proxy.clusters = [
+        cluster("web-v1", 80, Protocol::Http, &[&open.to_string()]),
+        cluster("web-v2", 80, Protocol::Http, &[&denied.to_string()]),
+    ]
+    .into_iter()
+    .collect();
     proxy.inbound = vec![
         InboundPort {
             port: open_port,
@@ -555,12 +591,13 @@ fn running_envoy_denies_with_the_mesh_body() {
         },
     ];
     let out = envoy::compile(&proxy, &MeshSettings::default(), &opts);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("static.pb");
     std::fs::write(&path, static_bootstrap(&out).encode_to_vec()).expect("write");
 
     let child = Command::new(&envoy)
-        .args(["--log-level", "warn", "--disable-hot-restart", "-c"])
+        .args(["--log-level", "error", "--disable-hot-restart", "-c"])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -568,10 +605,12 @@ fn running_envoy_denies_with_the_mesh_body() {
         .expect("spawn envoy");
     let _envoy = Running(child);
 
-    let open = SocketAddr::new(bind_ip, open_port);
-    let denied = SocketAddr::new(bind_ip, denied_port);
+    let outbound = SocketAddr::new(bind_ip, outbound_port);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(open).is_err() || TcpStream::connect(denied).is_err() {
+    while [open, denied, outbound]
+        .iter()
+        .any(|a| TcpStream::connect(a).is_err())
+    {
         assert!(
             Instant::now() < deadline,
             "envoy did not open its listeners"
@@ -579,8 +618,27 @@ fn running_envoy_denies_with_the_mesh_body() {
         thread::sleep(Duration::from_millis(100));
     }
 
-    assert_eq!(get(open, "/"), (200, "hello".into()));
+    assert_eq!(get(open, "web", "/", ""), (200, "hello".into()));
     // The application's own 403 passes untouched; only Envoy's denial is rewritten.
-    assert_eq!(get(open, "/forbidden"), (403, "app says no".into()));
-    assert_eq!(get(denied, "/"), (403, envoy::DENIED_BODY.into()));
+    assert_eq!(
+        get(open, "web", "/forbidden", ""),
+        (403, "app says no".into())
+    );
+    assert_eq!(
+        get(denied, "web", "/", ""),
+        (403, envoy::DENIED_BODY.into())
+    );
+
+    for host in ["web", "web:80", "web.shop.svc.cluster.local:80"] {
+        assert_eq!(
+            get(outbound, host, "/", ""),
+            (200, "hello".into()),
+            "host {host}"
+        );
+    }
+    assert_eq!(
+        get(outbound, "web", "/", "x-canary: yes\r\n"),
+        (403, envoy::DENIED_BODY.into())
+    );
+    assert_eq!(get(outbound, "web:8080", "/", "").0, 404);
 }

@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 /// Name of the static cluster that reaches the control plane.
 pub const XDS_CLUSTER: &str = "xds";
 
+/// Envoy's limit on open downstream connections, over all listeners.
+const MAX_DOWNSTREAM_CONNECTIONS: u64 = 50_000;
+
 /// Which ADS variant Envoy speaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum XdsApi {
@@ -136,6 +139,18 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Value {
                             },
                         }],
                     }],
+                },
+            }],
+        },
+        // A cap far above what a sidecar serves, so that a connection flood exhausts Envoy's
+        // limit rather than the pod's memory (and Envoy stops warning that there is none).
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.\
+                              downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
                 },
             }],
         },

@@ -1463,6 +1463,12 @@ fn bootstrap_configures_ads_with_the_token() {
     assert_eq!(endpoint["socket_address"]["address"], "127.0.0.1");
     assert_eq!(endpoint["socket_address"]["port_value"], 15010);
 
+    assert_eq!(
+        b["overload_manager"]["resource_monitors"][0]["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.\
+         DownstreamConnectionsConfig"
+    );
+
     let delta = BootstrapOptions {
         api: XdsApi::Delta,
         xds_host: "switchyard.switchyard-system.svc".into(),
@@ -1644,42 +1650,4 @@ fn scale_10k_services() {
         "compile_shared: full {full:?}, unchanged {unchanged:?}, one weight {one_weight:?}, \
          same namespace {same_namespace:?}"
     );
-}
-
-#[test]
-#[ignore = "profiling"]
-fn scale_profile() {
-    use std::time::Instant;
-    let proxy = large(10_000);
-    let o = opts();
-    let mut cache = cache::Cache::default();
-    for round in 0..4 {
-        let t = Instant::now();
-        let mut v = Vec::with_capacity(40_000);
-        for c in proxy.clusters.values() {
-            v.extend(cache.cluster(c, &o));
-        }
-        let clusters = t.elapsed();
-        let t = Instant::now();
-        let routes = cache.outbound_routes(&proxy, &o);
-        let routes_t = t.elapsed();
-        let t = Instant::now();
-        v.sort_by(|a, b| (a.type_url, &a.name).cmp(&(b.type_url, &b.name)));
-        let sort = t.elapsed();
-        let t = Instant::now();
-        let mut n = 0;
-        for c in proxy.clusters.keys() {
-            n += c.as_str().len();
-        }
-        let iterate = t.elapsed();
-        let t = Instant::now();
-        let h: std::collections::HashSet<&ClusterName> = proxy.clusters.keys().collect();
-        let hash = t.elapsed();
-        eprintln!(
-            "round {round}: clusters {clusters:?}, routes {routes_t:?} ({}), sort {sort:?}, \
-             iterate {iterate:?} ({n}), hashset {hash:?} ({})",
-            routes.0.resource.value.len(),
-            h.len()
-        );
-    }
 }
