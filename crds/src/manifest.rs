@@ -377,9 +377,12 @@ fn unknown_kind_message(group: &str, kind: &str) -> String {
     let hint = Kind::ALL
         .into_iter()
         .find(|k| k.as_str().eq_ignore_ascii_case(kind))
-        .map(|k| match k.group() == group {
-            true => format!("; did you mean {}?", k.as_str()),
-            false => format!("; {} is in {}", k.as_str(), k.group()),
+        .map(|k| {
+            if k.group() == group {
+                format!("; did you mean {}?", k.as_str())
+            } else {
+                format!("; {} is in {}", k.as_str(), k.group())
+            }
         })
         .unwrap_or_default();
     format!(
