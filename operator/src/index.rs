@@ -35,6 +35,9 @@ use switchyard_crds::{
     weight,
 };
 
+use refs::Refs;
+
+mod refs;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -144,15 +147,28 @@ pub struct Index {
     groups: BTreeMap<Key, Stored<HttpRouteGroup>>,
     tcp_routes: BTreeMap<Key, Stored<PortMatch>>,
     udp_routes: BTreeMap<Key, Stored<PortMatch>>,
+    refs: Refs,
 
     outbound: BTreeMap<ServiceName, Arc<OutboundService>>,
     clusters: BTreeMap<ClusterName, Arc<Cluster>>,
     statuses: BTreeMap<ObjectRef, ObjectStatus>,
-
-    dirty: BTreeSet<ServiceName>,
-    dirty_inbound: bool,
-    changes: Changes,
     proxy_inbound: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)>,
+
+    dirty: Dirty,
+    changes: Changes,
+}
+
+/// What the next [`Index::recompute`] must bring up to date.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Services whose clusters and outbound routes to recompute.
+    services: BTreeSet<ServiceName>,
+    /// TrafficSplits whose status to recompute (besides those of dirty roots).
+    splits: BTreeSet<Key>,
+    /// Pods whose inbound configuration to recompute.
+    pods: BTreeSet<Key>,
+    /// TrafficTargets whose status to recompute.
+    targets: BTreeSet<Key>,
 }
 
 // === impl Index ===
@@ -170,13 +186,13 @@ impl Index {
             groups: BTreeMap::new(),
             tcp_routes: BTreeMap::new(),
             udp_routes: BTreeMap::new(),
+            refs: Refs::default(),
             outbound: BTreeMap::new(),
             clusters: BTreeMap::new(),
             statuses: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            dirty_inbound: false,
-            changes: Changes::default(),
             proxy_inbound: BTreeMap::new(),
+            dirty: Dirty::default(),
+            changes: Changes::default(),
         }
     }
 
@@ -187,6 +203,15 @@ impl Index {
     /// Adds or replaces an object, then brings the model up to date.
     pub fn apply(&mut self, obj: Object) {
         self.apply_one(obj);
+        self.recompute();
+    }
+
+    /// Adds or replaces many objects, then brings the model up to date once: the same result as
+    /// applying them one by one, with each affected piece recomputed once (an initial list).
+    pub fn apply_all(&mut self, objects: impl IntoIterator<Item = Object>) {
+        for obj in objects {
+            self.apply_one(obj);
+        }
         self.recompute();
     }
 
@@ -204,10 +229,7 @@ impl Index {
                 self.delete_one(kind, &ns, &name);
             }
         }
-        for obj in objects {
-            self.apply_one(obj);
-        }
-        self.recompute();
+        self.apply_all(objects);
     }
 
     /// What changed since the last call.
@@ -287,52 +309,43 @@ impl Index {
         match kind {
             ObjectKind::Service => {
                 let svc = ServiceName::new(namespace, name);
-                if self.services.remove(&svc).is_some() {
-                    self.mark_service(&svc);
-                }
+                self.set_service(svc, None);
             }
-            ObjectKind::EndpointSlice => {
-                if let Some(old) = self.slices.remove(&key) {
-                    self.mark_service(&ServiceName::new(namespace, old.service));
-                }
-            }
-            ObjectKind::Pod => {
-                if self.pods.remove(&key).is_some() {
-                    self.mark_pod(namespace, name);
-                }
-            }
+            ObjectKind::EndpointSlice => self.set_slice(key, None),
+            ObjectKind::Pod => self.set_pod(key, None),
             ObjectKind::ServiceAccount => {
                 self.service_accounts.remove(&key);
             }
             ObjectKind::Smi(k) => {
+                match k {
+                    Kind::TrafficSplit => {
+                        if let Some(old) = self.splits.remove(&key).and_then(|s| s.good) {
+                            self.index_split(&key, &old, false);
+                        }
+                    }
+                    Kind::TrafficTarget => {
+                        if let Some(old) = self.targets.remove(&key).and_then(|s| s.good) {
+                            self.index_target(&key, &old, false);
+                        }
+                    }
+                    Kind::HttpRouteGroup => {
+                        self.groups.remove(&key);
+                        self.mark_route(&key, true);
+                    }
+                    Kind::TcpRoute => {
+                        self.tcp_routes.remove(&key);
+                        self.mark_route(&key, false);
+                    }
+                    Kind::UdpRoute => {
+                        self.udp_routes.remove(&key);
+                        self.mark_route(&key, false);
+                    }
+                }
                 let obj = ObjectRef {
                     kind: k,
                     namespace: namespace.into(),
                     name: name.into(),
                 };
-                match k {
-                    Kind::TrafficSplit => {
-                        if let Some(old) = self.splits.remove(&key).and_then(|s| s.good) {
-                            self.mark_split(&old);
-                        }
-                    }
-                    Kind::TrafficTarget => {
-                        self.targets.remove(&key);
-                        self.dirty_inbound = true;
-                    }
-                    Kind::HttpRouteGroup => {
-                        self.groups.remove(&key);
-                        self.mark_group(namespace, name);
-                    }
-                    Kind::TcpRoute => {
-                        self.tcp_routes.remove(&key);
-                        self.dirty_inbound = true;
-                    }
-                    Kind::UdpRoute => {
-                        self.udp_routes.remove(&key);
-                        self.dirty_inbound = true;
-                    }
-                }
                 if self.statuses.remove(&obj).is_some() {
                     self.changes.statuses.insert(obj);
                 }
@@ -376,12 +389,39 @@ impl Index {
             selector: spec.selector.unwrap_or_default(),
             ports,
         };
-        let key = ServiceName::new(namespace, name);
-        if self.services.get(&key) != Some(&info) {
-            self.services.insert(key.clone(), info);
-            self.mark_service(&key);
-            self.dirty_inbound = true;
+        self.set_service(ServiceName::new(namespace, name), Some(info));
+    }
+
+    /// Stores (`Some`) or removes a Service, keeping its selector indexed and marking the Pods it
+    /// selected or selects and the routes that use it.
+    fn set_service(&mut self, name: ServiceName, info: Option<ServiceInfo>) {
+        if self.services.get(&name) == info.as_ref() {
+            return;
         }
+        let old = match info {
+            Some(info) => self.services.insert(name.clone(), info),
+            None => self.services.remove(&name),
+        };
+        // Unlink the old version before linking the new, so references both share survive.
+        if let Some(old) = old {
+            self.index_service(&name, &old, false);
+        }
+        if let Some(new) = self.services.get(&name).cloned() {
+            self.index_service(&name, &new, true);
+        }
+        self.mark_service(&name);
+    }
+
+    fn index_service(&mut self, name: &ServiceName, info: &ServiceInfo, present: bool) {
+        for (k, v) in &info.selector {
+            let label = (name.namespace.clone(), k.clone(), v.clone());
+            self.refs
+                .services_by_selector
+                .set(label, name.clone(), present);
+        }
+        // The Pods it selects serve (or stop serving) its ports.
+        let pods = self.pods_selected_by(&name.namespace, &info.selector);
+        self.dirty.pods.extend(pods);
     }
 
     fn apply_slice(&mut self, slice: &EndpointSlice) {
@@ -423,20 +463,43 @@ impl Index {
                     .and_then(|r| r.name.clone()),
             })
             .collect();
-        let info = SliceInfo {
-            service,
-            ports,
-            endpoints,
-        };
-        if let Some(old) = self.slices.get(&key) {
-            if *old == info {
-                return;
-            }
-            let old_service = ServiceName::new(key.0.clone(), old.service.clone());
-            self.mark_service(&old_service);
+        self.set_slice(
+            key,
+            Some(SliceInfo {
+                service,
+                ports,
+                endpoints,
+            }),
+        );
+    }
+
+    fn set_slice(&mut self, key: Key, info: Option<SliceInfo>) {
+        if self.slices.get(&key) == info.as_ref() {
+            return;
         }
-        self.mark_service(&ServiceName::new(key.0.clone(), info.service.clone()));
-        self.slices.insert(key, info);
+        let old = match info {
+            Some(info) => self.slices.insert(key.clone(), info),
+            None => self.slices.remove(&key),
+        };
+        if let Some(old) = old {
+            self.index_slice(&key, &old, false);
+        }
+        if let Some(new) = self.slices.get(&key).cloned() {
+            self.index_slice(&key, &new, true);
+        }
+    }
+
+    fn index_slice(&mut self, key: &Key, info: &SliceInfo, present: bool) {
+        let service = ServiceName::new(key.0.clone(), info.service.clone());
+        self.refs
+            .slices_by_service
+            .set(service.clone(), key.clone(), present);
+        for pod in info.endpoints.iter().filter_map(|e| e.pod.as_ref()) {
+            self.refs
+                .slices_by_pod
+                .set((key.0.clone(), pod.clone()), key.clone(), present);
+        }
+        self.mark_service(&service);
     }
 
     fn apply_pod(&mut self, pod: &Pod) {
@@ -462,9 +525,51 @@ impl Index {
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             named_ports,
         };
-        if self.pods.get(&key) != Some(&info) {
-            self.pods.insert(key.clone(), info);
-            self.mark_pod(&key.0, &key.1);
+        self.set_pod(key, Some(info));
+    }
+
+    fn set_pod(&mut self, key: Key, info: Option<PodInfo>) {
+        if self.pods.get(&key) == info.as_ref() {
+            return;
+        }
+        let identity_changed = self.pods.get(&key).map(|p| &p.service_account)
+            != info.as_ref().map(|p| &p.service_account);
+        let old = match info {
+            Some(info) => self.pods.insert(key.clone(), info),
+            None => self.pods.remove(&key),
+        };
+        if let Some(old) = old {
+            self.index_pod(&key, &old, false);
+        }
+        if let Some(new) = self.pods.get(&key).cloned() {
+            self.index_pod(&key, &new, true);
+        }
+        self.dirty.pods.insert(key.clone());
+        if identity_changed {
+            // Endpoints carry their Pod's identity.
+            let services: Vec<ServiceName> = self
+                .refs
+                .slices_by_pod
+                .get(&key)
+                .filter_map(|s| {
+                    let slice = self.slices.get(s)?;
+                    Some(ServiceName::new(s.0.clone(), slice.service.clone()))
+                })
+                .collect();
+            for svc in services {
+                self.mark_service(&svc);
+            }
+        }
+    }
+
+    fn index_pod(&mut self, key: &Key, info: &PodInfo, present: bool) {
+        let identity = Identity::new(key.0.clone(), info.service_account.clone());
+        self.refs
+            .pods_by_identity
+            .set(identity, key.clone(), present);
+        for (k, v) in &info.labels {
+            let label = (key.0.clone(), k.clone(), v.clone());
+            self.refs.pods_by_label.set(label, key.clone(), present);
         }
     }
 
@@ -478,121 +583,158 @@ impl Index {
             SmiObject::TrafficSplit(ts) => {
                 let stored = self
                     .splits
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| Stored::new(generation));
-                let old = stored.update(valid.then_some(ts), generation, problems);
-                if let Some(old) = old {
-                    self.mark_split(&old);
+                if let Some(old) = stored.update(valid.then_some(ts), generation, problems) {
+                    self.index_split(&key, &old, false);
                 }
-                if let Some(new) = self
-                    .splits
-                    .get(&(r.namespace.clone(), r.name.clone()))
-                    .and_then(|s| s.good.clone())
-                {
-                    self.mark_split(&new);
+                if let Some(new) = self.splits.get(&key).and_then(|s| s.good.clone()) {
+                    self.index_split(&key, &new, true);
                 }
+                self.dirty.splits.insert(key);
             }
             SmiObject::TrafficTarget(tt) => {
                 let stored = self
                     .targets
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| Stored::new(generation));
-                stored.update(valid.then_some(tt), generation, problems);
-                self.dirty_inbound = true;
+                if let Some(old) = stored.update(valid.then_some(tt), generation, problems) {
+                    self.index_target(&key, &old, false);
+                }
+                if let Some(new) = self.targets.get(&key).and_then(|s| s.good.clone()) {
+                    self.index_target(&key, &new, true);
+                }
+                self.dirty.targets.insert(key);
             }
             SmiObject::HttpRouteGroup(g) => {
                 let stored = self
                     .groups
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(g), generation, problems);
-                self.mark_group(&r.namespace, &r.name);
+                let st = ObjectStatus::accepted(stored.generation, &stored.problems);
+                self.set_status(r, st);
+                self.mark_route(&key, true);
             }
             SmiObject::TcpRoute(t) => {
                 let stored = self
                     .tcp_routes
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(t.ports), generation, problems);
-                self.dirty_inbound = true;
+                let st = ObjectStatus::accepted(stored.generation, &stored.problems);
+                self.set_status(r, st);
+                self.mark_route(&key, false);
             }
             SmiObject::UdpRoute(u) => {
                 let stored = self
                     .udp_routes
-                    .entry(key)
+                    .entry(key.clone())
                     .or_insert_with(|| Stored::new(generation));
                 stored.update(valid.then_some(u.ports), generation, problems);
-                self.dirty_inbound = true;
+                let st = ObjectStatus::accepted(stored.generation, &stored.problems);
+                self.set_status(r, st);
+                self.mark_route(&key, false);
             }
         }
-        // Every SMI object's conditions are recomputed with the services it touches; route
-        // objects and targets get theirs in `recompute_inbound`.
-        self.dirty_inbound = true;
     }
 
     // --- dependency tracking ---
 
+    /// Links (or unlinks) a served split's references, marking its root.
+    fn index_split(&mut self, key: &Key, ts: &TrafficSplit, present: bool) {
+        let ns = &key.0;
+        if let Some(root) = root_of(ns, ts) {
+            self.dirty.services.insert(root.clone());
+            self.refs.splits_by_root.set(root, key.clone(), present);
+        }
+        for b in &ts.backends {
+            let svc = ServiceName::new(ns.clone(), b.service.clone());
+            self.refs.splits_by_backend.set(svc, key.clone(), present);
+        }
+        for m in &ts.matches {
+            let group = (ns.clone(), m.name.clone());
+            self.refs.splits_by_group.set(group, key.clone(), present);
+        }
+    }
+
+    /// Links (or unlinks) a served target's references, marking the Pods it governs.
+    fn index_target(&mut self, key: &Key, tt: &TrafficTarget, present: bool) {
+        if let Some(destination) = destination_of(&key.0, tt) {
+            self.mark_identity(&destination);
+            self.refs
+                .targets_by_destination
+                .set(destination, key.clone(), present);
+        }
+        for rule in &tt.rules {
+            let route = (key.0.clone(), rule.name.clone());
+            self.refs.targets_by_route.set(route, key.clone(), present);
+        }
+    }
+
     /// A Service (or its endpoints) changed: it and every root that uses it as a backend.
     fn mark_service(&mut self, svc: &ServiceName) {
-        self.dirty.insert(svc.clone());
+        self.dirty.services.insert(svc.clone());
         let roots: Vec<ServiceName> = self
-            .splits
-            .iter()
-            .filter(|((ns, _), _)| *ns == svc.namespace)
-            .filter_map(|((ns, _), s)| {
-                let ts = s.good.as_ref()?;
-                ts.backends
-                    .iter()
-                    .any(|b| b.service == svc.name)
-                    .then(|| root_of(ns, ts))
-                    .flatten()
-            })
+            .refs
+            .splits_by_backend
+            .get(svc)
+            .filter_map(|key| root_of(&key.0, self.splits.get(key)?.good.as_ref()?))
             .collect();
-        self.dirty.extend(roots);
+        self.dirty.services.extend(roots);
     }
 
-    fn mark_split(&mut self, ts: &TrafficSplit) {
-        let ns = ts
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into());
-        if let Some(root) = root_of(&ns, ts) {
-            self.dirty.insert(root);
+    /// A route object changed: the targets naming it, their Pods, and (for an HTTPRouteGroup)
+    /// the roots of the splits naming it.
+    fn mark_route(&mut self, route: &Key, http: bool) {
+        if http {
+            let roots: Vec<ServiceName> = self
+                .refs
+                .splits_by_group
+                .get(route)
+                .filter_map(|key| root_of(&key.0, self.splits.get(key)?.good.as_ref()?))
+                .collect();
+            self.dirty.services.extend(roots);
+        }
+        let targets: Vec<Key> = self.refs.targets_by_route.get(route).cloned().collect();
+        for key in targets {
+            let destination = self
+                .targets
+                .get(&key)
+                .and_then(|s| s.good.as_ref())
+                .and_then(|tt| destination_of(&key.0, tt));
+            if let Some(d) = destination {
+                self.mark_identity(&d);
+            }
+            self.dirty.targets.insert(key);
         }
     }
 
-    fn mark_group(&mut self, namespace: &str, name: &str) {
-        let roots: Vec<ServiceName> = self
-            .splits
-            .iter()
-            .filter(|((ns, _), _)| ns == namespace)
-            .filter_map(|((ns, _), s)| {
-                let ts = s.good.as_ref()?;
-                ts.matches
-                    .iter()
-                    .any(|m| m.name == name)
-                    .then(|| root_of(ns, ts))
-                    .flatten()
-            })
-            .collect();
-        self.dirty.extend(roots);
-        self.dirty_inbound = true;
+    fn mark_identity(&mut self, identity: &Identity) {
+        let pods: Vec<Key> = self.refs.pods_by_identity.get(identity).cloned().collect();
+        self.dirty.pods.extend(pods);
     }
 
-    fn mark_pod(&mut self, namespace: &str, name: &str) {
-        let services: Vec<ServiceName> = self
-            .slices
+    /// Pods in `namespace` whose labels satisfy `selector` (an empty selector selects none).
+    fn pods_selected_by(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<Key> {
+        // Walk the rarest label's Pods and check the rest.
+        let Some(label) = selector
             .iter()
-            .filter(|((ns, _), s)| {
-                ns == namespace && s.endpoints.iter().any(|e| e.pod.as_deref() == Some(name))
+            .map(|(k, v)| (namespace.to_string(), k.clone(), v.clone()))
+            .min_by_key(|l| self.refs.pods_by_label.count(l))
+        else {
+            return Vec::new();
+        };
+        self.refs
+            .pods_by_label
+            .get(&label)
+            .filter(|key| {
+                self.pods
+                    .get(*key)
+                    .is_some_and(|p| selects(selector, &p.labels))
             })
-            .map(|((ns, _), s)| ServiceName::new(ns.clone(), s.service.clone()))
-            .collect();
-        for svc in services {
-            self.mark_service(&svc);
-        }
-        self.dirty_inbound = true;
+            .cloned()
+            .collect()
     }
 
     // --- recomputation ---
@@ -600,17 +742,35 @@ impl Index {
     fn recompute(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         // Clusters first: a root's routes exclude backends by their clusters' endpoints.
-        for svc in &dirty {
+        for svc in &dirty.services {
             self.recompute_clusters(svc);
         }
-        for svc in &dirty {
+        for svc in &dirty.services {
             self.recompute_outbound(svc);
         }
-        if !dirty.is_empty() {
-            self.recompute_split_statuses(&dirty);
+        let mut splits = dirty.splits;
+        for root in &dirty.services {
+            splits.extend(self.refs.splits_by_root.get(root).cloned());
         }
-        if std::mem::take(&mut self.dirty_inbound) {
-            self.recompute_inbound();
+        for key in splits {
+            self.recompute_split_status(key);
+        }
+        for key in &dirty.pods {
+            self.recompute_inbound(key);
+        }
+        for key in dirty.targets {
+            if let Some(stored) = self.targets.get(&key) {
+                let st = self.target_status(&key, stored);
+                let (namespace, name) = key;
+                self.set_status(
+                    ObjectRef {
+                        kind: Kind::TrafficTarget,
+                        namespace,
+                        name,
+                    },
+                    st,
+                );
+            }
         }
     }
 
@@ -635,11 +795,22 @@ impl Index {
             keep.insert(cluster.name.clone());
             self.publish_cluster(cluster);
         }
-        let before = self.clusters.len();
-        self.clusters
-            .retain(|k, c| c.service != *name || keep.contains(k));
-        if before != self.clusters.len() {
+        let stale: Vec<ClusterName> = self
+            .refs
+            .clusters_by_service
+            .get(name)
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for k in stale {
+            self.refs
+                .clusters_by_service
+                .set(name.clone(), k.clone(), false);
+            self.clusters.remove(&k);
             self.changes.outbound = true;
+        }
+        for k in keep {
+            self.refs.clusters_by_service.set(name.clone(), k, true);
         }
     }
 
@@ -684,14 +855,16 @@ impl Index {
     /// Ready endpoints of one Service port, resolved through its EndpointSlices.
     fn endpoints(&self, name: &ServiceName, port: &ServicePort) -> Vec<Endpoint> {
         let mut out = BTreeSet::new();
-        for ((ns, _), slice) in &self.slices {
-            if *ns != name.namespace || slice.service != name.name {
+        let port_name = port.name.clone().unwrap_or_default();
+        for key in self.refs.slices_by_service.get(name) {
+            let Some(slice) = self.slices.get(key) else {
                 continue;
-            }
+            };
+            let ns = &key.0;
             let slice_port = slice
                 .ports
                 .iter()
-                .find(|(n, _)| *n == port.name.clone().unwrap_or_default())
+                .find(|(n, _)| *n == port_name)
                 .or_else(|| {
                     (slice.ports.len() == 1 && port.name.is_none()).then(|| &slice.ports[0])
                 })
@@ -766,14 +939,10 @@ impl Index {
     /// Splits for a root: those with `matches` (oldest first) and the winning catch-all.
     fn splits_for(&self, root: &ServiceName) -> (Vec<&TrafficSplit>, Option<&TrafficSplit>) {
         let mut all: Vec<&TrafficSplit> = self
-            .splits
-            .iter()
-            .filter(|((ns, _), _)| *ns == root.namespace)
-            .filter_map(|((ns, _), s)| {
-                s.good
-                    .as_ref()
-                    .filter(|ts| root_of(ns, ts).as_ref() == Some(root))
-            })
+            .refs
+            .splits_by_root
+            .get(root)
+            .filter_map(|key| self.splits.get(key)?.good.as_ref())
             .collect();
         all.sort_by_key(|ts| age_key(ts));
         let (with, without): (Vec<_>, Vec<_>) =
@@ -845,30 +1014,20 @@ impl Index {
         if out.is_empty() { Err(()) } else { Ok(out) }
     }
 
-    fn recompute_split_statuses(&mut self, roots: &BTreeSet<ServiceName>) {
-        let keys: Vec<Key> = self
-            .splits
-            .iter()
-            .filter(|((ns, _), s)| {
-                s.good
-                    .as_ref()
-                    .and_then(|ts| root_of(ns, ts))
-                    .map(|r| roots.contains(&r))
-                    .unwrap_or(true)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            let status = self.split_status(&key);
-            self.set_status(
-                ObjectRef {
-                    kind: Kind::TrafficSplit,
-                    namespace: key.0,
-                    name: key.1,
-                },
-                status,
-            );
+    fn recompute_split_status(&mut self, key: Key) {
+        if !self.splits.contains_key(&key) {
+            return;
         }
+        let status = self.split_status(&key);
+        let (namespace, name) = key;
+        self.set_status(
+            ObjectRef {
+                kind: Kind::TrafficSplit,
+                namespace,
+                name,
+            },
+            status,
+        );
     }
 
     fn set_status(&mut self, obj: ObjectRef, status: ObjectStatus) {
@@ -960,88 +1119,49 @@ impl Index {
         st
     }
 
-    /// Recomputes every proxy's inbound configuration and the statuses of access objects.
-    fn recompute_inbound(&mut self) {
-        let mut next: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)> = BTreeMap::new();
-        for ((ns, name), pod) in &self.pods {
-            let identity = Identity::new(ns.clone(), pod.service_account.clone());
-            let ports = self.inbound_ports(ns, pod, &identity);
-            next.insert(
-                ProxyId {
-                    namespace: ns.clone(),
-                    pod: name.clone(),
-                },
-                (identity, ports),
-            );
-        }
-        let mut changed: BTreeSet<ProxyId> = BTreeSet::new();
-        for (id, cfg) in &next {
-            if self.proxy_inbound.get(id) != Some(cfg) {
-                changed.insert(id.clone());
+    /// Recomputes one proxy's inbound configuration (or drops it with its Pod).
+    fn recompute_inbound(&mut self, key: &Key) {
+        let id = ProxyId {
+            namespace: key.0.clone(),
+            pod: key.1.clone(),
+        };
+        let next = self.pods.get(key).map(|pod| {
+            let identity = Identity::new(key.0.clone(), pod.service_account.clone());
+            let ports = self.inbound_ports(&key.0, pod, &identity);
+            (identity, ports)
+        });
+        let changed = match next {
+            Some(cfg) if self.proxy_inbound.get(&id) != Some(&cfg) => {
+                self.proxy_inbound.insert(id.clone(), cfg);
+                true
             }
-        }
-        changed.extend(
-            self.proxy_inbound
-                .keys()
-                .filter(|id| !next.contains_key(*id))
-                .cloned(),
-        );
-        self.proxy_inbound = next;
-        self.changes.proxies.extend(changed);
-
-        let mut statuses = Vec::new();
-        for (key, stored) in &self.targets {
-            statuses.push((
-                ObjectRef {
-                    kind: Kind::TrafficTarget,
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
-                },
-                self.target_status(key, stored),
-            ));
-        }
-        for (kind, map) in [
-            (Kind::TcpRoute, &self.tcp_routes),
-            (Kind::UdpRoute, &self.udp_routes),
-        ] {
-            for (key, stored) in map {
-                statuses.push((
-                    ObjectRef {
-                        kind,
-                        namespace: key.0.clone(),
-                        name: key.1.clone(),
-                    },
-                    ObjectStatus::accepted(stored.generation, &stored.problems),
-                ));
-            }
-        }
-        for (key, stored) in &self.groups {
-            statuses.push((
-                ObjectRef {
-                    kind: Kind::HttpRouteGroup,
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
-                },
-                ObjectStatus::accepted(stored.generation, &stored.problems),
-            ));
-        }
-        for (obj, st) in statuses {
-            self.set_status(obj, st);
+            Some(_) => false,
+            None => self.proxy_inbound.remove(&id).is_some(),
+        };
+        if changed {
+            self.changes.proxies.insert(id);
         }
     }
 
     /// The ports a Pod serves, from the Services that select it, with who may use each.
     fn inbound_ports(&self, ns: &str, pod: &PodInfo, identity: &Identity) -> Vec<InboundPort> {
+        let candidates: BTreeSet<&ServiceName> = pod
+            .labels
+            .iter()
+            .flat_map(|(k, v)| {
+                let label = (ns.to_string(), k.clone(), v.clone());
+                self.refs
+                    .services_by_selector
+                    .get(&label)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut ports: BTreeMap<u16, Protocol> = BTreeMap::new();
-        for (svc, info) in &self.services {
-            if svc.namespace != ns || info.selector.is_empty() {
+        for svc in candidates {
+            let Some(info) = self.services.get(svc) else {
                 continue;
-            }
-            if !info
-                .selector
-                .iter()
-                .all(|(k, v)| pod.labels.get(k) == Some(v))
-            {
+            };
+            if !selects(&info.selector, &pod.labels) {
                 continue;
             }
             for p in &info.ports {
@@ -1070,17 +1190,14 @@ impl Index {
             return Authorization::AllowAll;
         }
         let mut rules = Vec::new();
-        for ((ns, name), stored) in &self.targets {
-            let Some(tt) = stored.good.as_ref() else {
+        for (ns, name) in self.refs.targets_by_destination.get(identity) {
+            let Some(tt) = self
+                .targets
+                .get(&(ns.clone(), name.clone()))
+                .and_then(|s| s.good.as_ref())
+            else {
                 continue;
             };
-            let d = &tt.destination.subject;
-            if *ns != identity.namespace
-                || d.name != identity.service_account
-                || d.kind != "ServiceAccount"
-            {
-                continue;
-            }
             if tt.destination.port.is_some_and(|p| p != port) {
                 continue;
             }
@@ -1245,6 +1362,17 @@ fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> S
     meta.namespace
         .clone()
         .unwrap_or_else(|| switchyard_crds::DEFAULT_NAMESPACE.into())
+}
+
+/// The identity a TrafficTarget governs: its destination ServiceAccount, in its own namespace.
+fn destination_of(ns: &str, tt: &TrafficTarget) -> Option<Identity> {
+    let d = &tt.destination.subject;
+    (d.kind == "ServiceAccount").then(|| Identity::new(ns, d.name.clone()))
+}
+
+/// Whether a (non-empty) Service selector selects a Pod with these labels.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn root_of(ns: &str, ts: &TrafficSplit) -> Option<ServiceName> {

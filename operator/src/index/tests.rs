@@ -572,3 +572,5 @@ fn weights_too_large_for_u32_are_scaled_proportionally() {
     );
     assert_eq!(fit_u32(&[0, 5]), [0, 1]);
 }
+
+mod incremental;
