@@ -184,11 +184,9 @@ impl EnvoyAdapter {
         opts: &EnvoyOptions,
     ) -> Output<Arc<Resource>> {
         let mut out = Compilation::new(proxy.clusters.len() + proxy.inbound.len());
-        for cluster in proxy.clusters.values() {
-            let [cluster, endpoints] = self.cache.cluster(cluster, opts);
-            out.push_shared(cluster);
-            out.push_shared(endpoints);
-        }
+        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts);
+        out.extend_shared(CLUSTER_TYPE_URL, clusters);
+        out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
         let mut taken: BTreeSet<u16> = BTreeSet::new();
         taken.insert(opts.admin_port);
@@ -365,6 +363,13 @@ impl Compilation {
 
     fn push(&mut self, type_url: &'static str, name: &str, resource: Any) {
         self.push_shared(Arc::new(Resource::new(type_url, name, resource)));
+    }
+
+    /// Appends resources all of one type.
+    fn extend_shared(&mut self, type_url: &'static str, resources: &[Arc<Resource>]) {
+        debug_assert!(resources.iter().all(|r| r.type_url == type_url));
+        let index = TYPE_URLS.iter().position(|t| *t == type_url).unwrap_or(0);
+        self.resources[index].extend(resources.iter().cloned());
     }
 
     fn push_shared(&mut self, resource: Arc<Resource>) {

@@ -155,10 +155,11 @@ pub enum AccessMode {
 pub struct ProxyConfig {
     pub proxy: ProxyId,
     pub identity: Identity,
-    /// Outbound services by name; shared between proxies.
-    pub outbound: BTreeMap<ServiceName, Arc<OutboundService>>,
-    /// Every cluster an outbound route can reach; shared between proxies.
-    pub clusters: BTreeMap<ClusterName, Arc<Cluster>>,
+    /// Outbound services by name; shared between proxies (the map itself too: an adapter can
+    /// tell by pointer that nothing changed).
+    pub outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,
+    /// Every cluster an outbound route can reach; shared like `outbound`.
+    pub clusters: Arc<BTreeMap<ClusterName, Arc<Cluster>>>,
     /// The ports this proxy's workload serves.
     pub inbound: Vec<InboundPort>,
 }

@@ -229,7 +229,7 @@ fn proxy() -> ProxyConfig {
             pod: "web-v1-0".into(),
         },
         identity: Identity::new("shop", "web"),
-        outbound: [web, grpc, db].into_iter().collect(),
+        outbound: Arc::new([web, grpc, db].into_iter().collect()),
         clusters: [
             cluster(
                 "web-v1",
@@ -244,7 +244,8 @@ fn proxy() -> ProxyConfig {
             cluster("db-b", 5432, Protocol::Tcp, &["10.0.0.6:5432"]),
         ]
         .into_iter()
-        .collect(),
+        .collect::<BTreeMap<_, _>>()
+        .into(),
         inbound: vec![
             InboundPort {
                 port: 8080,
@@ -566,13 +567,14 @@ fn running_envoy_routes_and_denies() {
         }],
     );
     let mut proxy = proxy();
-    proxy.outbound = [web].into_iter().collect();
+    proxy.outbound = Arc::new([web].into_iter().collect());
     proxy.clusters = [
         cluster("web-v1", 80, Protocol::Http, &[&open.to_string()]),
         cluster("web-v2", 80, Protocol::Http, &[&denied.to_string()]),
     ]
     .into_iter()
-    .collect();
+    .collect::<BTreeMap<_, _>>()
+    .into();
     proxy.inbound = vec![
         InboundPort {
             port: open_port,

@@ -149,8 +149,10 @@ pub struct Index {
     udp_routes: BTreeMap<Key, Stored<PortMatch>>,
     refs: Refs,
 
-    outbound: BTreeMap<ServiceName, Arc<OutboundService>>,
-    clusters: BTreeMap<ClusterName, Arc<Cluster>>,
+    /// Shared with every `ProxyConfig` handed out; changed copy-on-write, so an unchanged map
+    /// stays the same allocation.
+    outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,
+    clusters: Arc<BTreeMap<ClusterName, Arc<Cluster>>>,
     statuses: BTreeMap<ObjectRef, ObjectStatus>,
     proxy_inbound: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)>,
 
@@ -187,8 +189,8 @@ impl Index {
             tcp_routes: BTreeMap::new(),
             udp_routes: BTreeMap::new(),
             refs: Refs::default(),
-            outbound: BTreeMap::new(),
-            clusters: BTreeMap::new(),
+            outbound: Arc::default(),
+            clusters: Arc::default(),
             statuses: BTreeMap::new(),
             proxy_inbound: BTreeMap::new(),
             dirty: Dirty::default(),
@@ -806,7 +808,7 @@ impl Index {
             self.refs
                 .clusters_by_service
                 .set(name.clone(), k.clone(), false);
-            self.clusters.remove(&k);
+            Arc::make_mut(&mut self.clusters).remove(&k);
             self.changes.outbound = true;
         }
         for k in keep {
@@ -817,7 +819,8 @@ impl Index {
     /// Recomputes one Service's outbound routing table.
     fn recompute_outbound(&mut self, name: &ServiceName) {
         let Some(info) = self.services.get(name) else {
-            if self.outbound.remove(name).is_some() {
+            if self.outbound.contains_key(name) {
+                Arc::make_mut(&mut self.outbound).remove(name);
                 self.changes.outbound = true;
             }
             return;
@@ -834,7 +837,7 @@ impl Index {
             ports,
         };
         if self.outbound.get(name).map(|o| **o != svc).unwrap_or(true) {
-            self.outbound.insert(name.clone(), Arc::new(svc));
+            Arc::make_mut(&mut self.outbound).insert(name.clone(), Arc::new(svc));
             self.changes.outbound = true;
         }
     }
@@ -846,8 +849,7 @@ impl Index {
             .map(|c| **c != cluster)
             .unwrap_or(true)
         {
-            self.clusters
-                .insert(cluster.name.clone(), Arc::new(cluster));
+            Arc::make_mut(&mut self.clusters).insert(cluster.name.clone(), Arc::new(cluster));
             self.changes.outbound = true;
         }
     }

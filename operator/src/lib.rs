@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod identity;
 pub mod index;
 pub mod local;
 pub mod xds;

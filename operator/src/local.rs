@@ -6,14 +6,15 @@
 //! server maps that token, never `node.id`, to the Pod's snapshot.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, EnvoyAdapter, EnvoyOptions},
     model::{MeshSettings, ProxyId},
@@ -24,12 +25,14 @@ use crate::{
     index::{Index, ObjectStatus},
     xds::{
         auth::{Authenticate, StaticTokens},
-        snapshot::Snapshot,
+        snapshot::{Snapshot, SnapshotError, TypeUrl, VersionedResource},
         store::{ProxyKey, SnapshotStore},
     },
 };
 
 pub mod source;
+#[cfg(test)]
+mod tests;
 
 use source::DirSource;
 
@@ -112,6 +115,38 @@ pub struct Local {
     store: SnapshotStore,
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
+    versioned: Versioned,
+}
+
+/// Adapter resources turned into versioned (hashed) xDS resources once each. Keyed by the
+/// adapter's `Arc`, which stays the same while a resource is unchanged, so a recompute hashes
+/// only what changed and every proxy's snapshot shares the unchanged ones.
+#[derive(Default)]
+struct Versioned(HashMap<usize, (Arc<envoy::Resource>, Arc<VersionedResource>)>);
+
+impl Versioned {
+    fn get(&mut self, r: &Arc<envoy::Resource>) -> Result<Arc<VersionedResource>, SnapshotError> {
+        // Holding the `Arc` keeps its address from being reused while it is a key.
+        let key = Arc::as_ptr(r) as usize;
+        if let Some((held, v)) = self.0.get(&key)
+            && Arc::ptr_eq(held, r)
+        {
+            return Ok(v.clone());
+        }
+        let type_url =
+            TypeUrl::from_type_url(r.type_url).ok_or_else(|| SnapshotError::UnsupportedType {
+                name: r.name.clone(),
+                type_url: r.type_url.to_string(),
+            })?;
+        let v = VersionedResource::new(type_url, r.name.clone(), r.resource.clone())?;
+        self.0.insert(key, (r.clone(), v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets resources nobody else holds any more.
+    fn evict_unused(&mut self) {
+        self.0.retain(|_, (r, _)| Arc::strong_count(r) > 1);
+    }
 }
 
 // === impl Local ===
@@ -125,6 +160,7 @@ impl Local {
             store: SnapshotStore::new(),
             tokens: Arc::new(LocalTokens::default()),
             proxies: BTreeMap::new(),
+            versioned: Versioned::default(),
             config,
         }
     }
@@ -184,6 +220,7 @@ impl Local {
             self.proxies.remove(&gone);
         }
         self.adapter.evict_unused();
+        self.versioned.evict_unused();
         Ok(tick)
     }
 
@@ -222,18 +259,23 @@ impl Local {
         proxy: &ProxyId,
         warnings: &mut Vec<String>,
     ) -> Result<Option<Snapshot>, LocalError> {
-        let Some(out) = self.compile_proxy(proxy) else {
+        let Some(cfg) = self.index.proxy_config(proxy) else {
             return Ok(None);
         };
+        let opts = self.envoy_options(proxy);
+        let out = self
+            .adapter
+            .compile_shared(&cfg, self.index.settings(), &opts);
         warnings.extend(
             out.warnings
                 .into_iter()
                 .map(|w| format!("proxy {proxy}: {w}")),
         );
         let mut builder = Snapshot::builder();
-        for r in out.resources {
-            builder
-                .add_any(r.name, r.resource)
+        for r in &out.resources {
+            self.versioned
+                .get(r)
+                .and_then(|v| builder.add_shared(v).map(|_| ()))
                 .map_err(|e| LocalError::Snapshot {
                     proxy: proxy.clone(),
                     message: e.to_string(),
@@ -298,28 +340,51 @@ pub fn describe(status: &ObjectStatus) -> String {
         .join("; ")
 }
 
-/// A resource for `switchyard compile`: its decoded message, pretty-printed. envoy-types has no
-/// JSON mapping, so this is the protobuf's structure as Rust prints it, one field per line.
+/// A resource for `switchyard compile`, as the proto3 JSON that Envoy's `/config_dump` shows:
+/// `@type`, camelCase fields, nested `Any`s expanded. A type outside the descriptor set that
+/// `build.rs` compiles, or bytes that do not decode, come out as an object with an `error`.
 pub fn render_resource(any: &envoy_types::pb::google::protobuf::Any) -> serde_json::Value {
-    use envoy_types::pb::envoy::config::{
-        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-        route::v3::RouteConfiguration,
-    };
-    fn show<M: prost::Message + Default + std::fmt::Debug>(bytes: &[u8]) -> serde_json::Value {
-        match M::decode(bytes) {
-            Ok(m) => format!("{m:#?}")
-                .lines()
-                .map(|l| serde_json::Value::from(l.to_string()))
-                .collect(),
-            Err(e) => format!("undecodable: {e}").into(),
-        }
-    }
     let bytes = any.value.as_slice();
-    match any.type_url.rsplit('/').next().unwrap_or_default() {
-        "envoy.config.cluster.v3.Cluster" => show::<Cluster>(bytes),
-        "envoy.config.endpoint.v3.ClusterLoadAssignment" => show::<ClusterLoadAssignment>(bytes),
-        "envoy.config.listener.v3.Listener" => show::<Listener>(bytes),
-        "envoy.config.route.v3.RouteConfiguration" => show::<RouteConfiguration>(bytes),
-        other => format!("{} bytes of {other}", bytes.len()).into(),
+    let fail = |error: String| {
+        serde_json::json!({
+            "@type": any.type_url,
+            "error": error,
+            "bytes": bytes.len(),
+        })
+    };
+    let pool = match descriptors() {
+        Ok(pool) => pool,
+        Err(e) => return fail(format!("bad descriptor set: {e}")),
+    };
+    let name = any.type_url.rsplit('/').next().unwrap_or_default();
+    let Some(descriptor) = pool.get_message_by_name(name) else {
+        return fail("unknown type".to_owned());
+    };
+    let message = match DynamicMessage::decode(descriptor, bytes) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot decode: {e}")),
+    };
+    // Nested Anys are only looked up here, so a type missing from the set fails the whole
+    // resource; the tests keep every type the adapter emits in the set.
+    match message.serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new()) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("@type".to_owned(), any.type_url.clone().into());
+            fields.into()
+        }
+        Ok(other) => other,
+        Err(e) => fail(format!("cannot print: {e}")),
     }
+}
+
+/// The descriptors of every type `render_resource` knows, decoded on first use.
+fn descriptors() -> Result<&'static DescriptorPool, &'static str> {
+    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(
+            include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin")).as_slice(),
+        )
+        .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(String::as_str)
 }

@@ -21,6 +21,9 @@ use super::{
 };
 use crate::model::{self, ClusterName, OutboundService, ProxyConfig, ServiceName};
 
+/// A proxy's map of clusters, as the model shares it.
+type ClusterMap = std::collections::BTreeMap<ClusterName, Arc<model::Cluster>>;
+
 #[derive(Debug, Default)]
 pub(super) struct Cache {
     clusters: HashMap<ClusterName, ClusterEntry>,
@@ -30,6 +33,17 @@ pub(super) struct Cache {
     /// The last outbound route configuration built for a proxy of each namespace: proxies of
     /// one namespace usually reach the same services, and then share it.
     routes: HashMap<String, RoutesEntry>,
+    /// The Cluster and ClusterLoadAssignment resources of the last cluster map compiled: the
+    /// same map (by pointer) for every proxy, and across changes that touch no cluster.
+    all_clusters: Option<AllClusters>,
+}
+
+#[derive(Debug)]
+struct AllClusters {
+    source: Arc<ClusterMap>,
+    settings: ClusterSettings,
+    /// Clusters and load assignments, each in name order.
+    resources: Arc<[Vec<Arc<Resource>>; 2]>,
 }
 
 #[derive(Debug)]
@@ -75,12 +89,50 @@ struct Vhost {
 /// An outbound route configuration and the pieces it was assembled from, in order.
 #[derive(Debug)]
 struct RoutesEntry {
+    /// The services the pieces came from, in the same order.
+    sources: Vec<Arc<OutboundService>>,
+    /// The only option the pieces depend on.
+    route_timeout: Duration,
     pieces: Vec<Arc<ServicePiece>>,
     resource: Arc<Resource>,
     warnings: Arc<[String]>,
 }
 
 impl Cache {
+    /// Every cluster's Cluster and ClusterLoadAssignment, by type, in name order.
+    pub(super) fn clusters(
+        &mut self,
+        clusters: &Arc<ClusterMap>,
+        opts: &EnvoyOptions,
+    ) -> Arc<[Vec<Arc<Resource>>; 2]> {
+        let settings = ClusterSettings {
+            connect_timeout: opts.connect_timeout,
+            load_balancing: opts.load_balancing,
+        };
+        if let Some(all) = &self.all_clusters
+            && all.settings == settings
+            && Arc::ptr_eq(&all.source, clusters)
+        {
+            return all.resources.clone();
+        }
+        let mut by_type = [
+            Vec::with_capacity(clusters.len()),
+            Vec::with_capacity(clusters.len()),
+        ];
+        for cluster in clusters.values() {
+            let [c, e] = self.cluster(cluster, opts);
+            by_type[0].push(c);
+            by_type[1].push(e);
+        }
+        let resources = Arc::new(by_type);
+        self.all_clusters = Some(AllClusters {
+            source: clusters.clone(),
+            settings,
+            resources: resources.clone(),
+        });
+        resources
+    }
+
     /// The Cluster and ClusterLoadAssignment of a cluster.
     pub(super) fn cluster(
         &mut self,
@@ -128,10 +180,24 @@ impl Cache {
         opts: &EnvoyOptions,
     ) -> (Arc<Resource>, Arc<[String]>) {
         let namespace = &proxy.proxy.namespace;
-        let pieces: Vec<Arc<ServicePiece>> = proxy
-            .outbound
-            .values()
-            .map(|svc| self.service(svc, svc.name.namespace == *namespace, opts))
+        // Walk the last list alongside: a service that is the same `Arc` at the same place
+        // keeps its piece without a lookup (a weight change replaces one service of many).
+        let last = self
+            .routes
+            .get(namespace)
+            .filter(|last| {
+                last.sources.len() == proxy.outbound.len()
+                    && last.route_timeout == opts.route_timeout
+            })
+            .map(|last| (last.sources.clone(), last.pieces.clone()));
+        let sources: Vec<Arc<OutboundService>> = proxy.outbound.values().cloned().collect();
+        let pieces: Vec<Arc<ServicePiece>> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| match &last {
+                Some((srcs, pieces)) if Arc::ptr_eq(&srcs[i], svc) => pieces[i].clone(),
+                _ => self.service(svc, svc.name.namespace == *namespace, opts),
+            })
             .collect();
         if let Some(last) = self.routes.get(namespace)
             && last.pieces.len() == pieces.len()
@@ -146,6 +212,8 @@ impl Cache {
         let mut warnings = Vec::new();
         let value = assemble(&pieces, &mut warnings);
         let entry = RoutesEntry {
+            sources,
+            route_timeout: opts.route_timeout,
             pieces,
             resource: Arc::new(Resource::new(ROUTE_TYPE_URL, OUTBOUND_HTTP, value)),
             warnings: warnings.into(),
@@ -161,9 +229,9 @@ impl Cache {
         for services in &mut self.services {
             services.retain(|_, e| Arc::strong_count(&e.source) > 1);
         }
-        // Rebuilt on the next compile of each namespace; holding them would keep evicted
-        // pieces alive.
+        // Rebuilt on the next compile; holding them would keep evicted pieces alive.
         self.routes.clear();
+        self.all_clusters = None;
     }
 
     pub(super) fn len(&self) -> (usize, usize) {

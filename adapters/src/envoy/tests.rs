@@ -268,8 +268,8 @@ fn sample() -> ProxyConfig {
             pod: "web-v1-0".into(),
         },
         identity: Identity::new("shop", "web"),
-        outbound: [web, grpc, other_web, db, zdb, cache].into_iter().collect(),
-        clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+        outbound: Arc::new([web, grpc, other_web, db, zdb, cache].into_iter().collect()),
+        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
         inbound: vec![
             InboundPort {
                 port: 8080,
@@ -328,7 +328,7 @@ fn shuffled() -> ProxyConfig {
             }
         }
     }
-    for svc in proxy.outbound.values_mut() {
+    for svc in Arc::make_mut(&mut proxy.outbound).values_mut() {
         let svc = Arc::make_mut(svc);
         svc.ports.reverse();
         for port in &mut svc.ports {
@@ -341,7 +341,7 @@ fn shuffled() -> ProxyConfig {
             }
         }
     }
-    for cluster in proxy.clusters.values_mut() {
+    for cluster in Arc::make_mut(&mut proxy.clusters).values_mut() {
         Arc::make_mut(cluster).endpoints.reverse();
     }
     proxy
@@ -667,7 +667,7 @@ fn clashing_domains_are_dropped_with_a_warning() {
             )],
         )],
     );
-    proxy.outbound.insert(name, svc);
+    Arc::make_mut(&mut proxy.outbound).insert(name, svc);
     let out = compile(&proxy, &MeshSettings::default(), &opts());
     let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
     let clone = vhost(&config, "shop/zz-clone|80");
@@ -715,7 +715,7 @@ fn hostnames_of_another_service_are_not_taken_twice() {
     Arc::make_mut(&mut svc)
         .hostnames
         .push("Web.Shop.svc.cluster.local".into());
-    proxy.outbound.insert(name, svc);
+    Arc::make_mut(&mut proxy.outbound).insert(name, svc);
     let out = compile(&proxy, &MeshSettings::default(), &opts());
     let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, OUTBOUND_HTTP);
     // `shop/alias` sorts first and keeps the name; web loses it, with a warning.
@@ -1353,8 +1353,7 @@ fn a_weight_change_only_changes_the_routes() {
     assert_eq!(adapter.cache_len(), (9, 6));
 
     let mut proxy = sample();
-    let web = proxy
-        .outbound
+    let web = Arc::make_mut(&mut proxy.outbound)
         .get_mut(&ServiceName::new("shop", "web"))
         .unwrap();
     Arc::make_mut(web).ports[0].routes[1].backends[0].weight = 50;
@@ -1373,6 +1372,48 @@ fn a_weight_change_only_changes_the_routes() {
         .map(|(a, _)| a.name.as_str())
         .collect();
     assert_eq!(changed, [OUTBOUND_HTTP]);
+}
+
+#[test]
+fn a_weight_change_reuses_every_other_resource_by_pointer() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    let mut proxy = sample();
+    let before = adapter.compile_shared(&proxy, &mesh, &opts());
+    let web = Arc::make_mut(&mut proxy.outbound)
+        .get_mut(&ServiceName::new("shop", "web"))
+        .unwrap();
+    Arc::make_mut(web).ports[0].routes[1].backends[0].weight = 7;
+    let after = adapter.compile_shared(&proxy, &mesh, &opts());
+    let rebuilt: Vec<&str> = before
+        .resources
+        .iter()
+        .zip(&after.resources)
+        .filter(|(a, b)| !Arc::ptr_eq(a, b))
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    // The route configuration changes; the proxy's own (inbound) pieces are rebuilt each
+    // time, being few; no mesh cluster or load assignment is.
+    assert!(rebuilt.contains(&OUTBOUND_HTTP), "{rebuilt:?}");
+    assert!(
+        after
+            .resources
+            .iter()
+            .filter(|r| r.type_url == CLUSTER_TYPE_URL || r.type_url == ENDPOINT_TYPE_URL)
+            .filter(|r| !r.name.starts_with("inbound|"))
+            .all(|r| before.resources.iter().any(|b| Arc::ptr_eq(b, r))),
+        "clusters are reused"
+    );
+    let uncached = compile(&proxy, &mesh, &opts());
+    let after: Vec<Resource> = after
+        .resources
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
+    assert_eq!(
+        after, uncached.resources,
+        "cached and uncached compiles differ"
+    );
 }
 
 #[test]

@@ -100,3 +100,40 @@ fn crds_without_out_prints_every_crd_as_one_stream() {
     assert!(m.errors.is_empty(), "{:?}", m.errors);
     assert_eq!(m.others.len(), rendered.len());
 }
+
+#[test]
+fn compile_prints_the_proxy_resources_as_proto_json() {
+    let canary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/canary");
+    let cli = parse(&[
+        "compile",
+        "-f",
+        canary.to_str().unwrap(),
+        "--proxy",
+        "demo/client-0",
+    ])
+    .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        run(cli, &mut std::io::empty(), &mut out).unwrap(),
+        Outcome::Success
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["proxy"], "demo/client-0");
+    assert_eq!(doc["warnings"], serde_json::json!([]));
+    let resources = doc["resources"].as_array().unwrap();
+    for r in resources {
+        // Each body is the decoded message, tagged like an Any in Envoy's /config_dump.
+        assert_eq!(r["resource"]["@type"], r["typeUrl"], "{r:#}");
+        assert!(r["resource"].get("error").is_none(), "{r:#}");
+    }
+    let listener = resources
+        .iter()
+        .find(|r| {
+            r["name"] == "outbound_http" && r["typeUrl"].as_str().unwrap().ends_with("Listener")
+        })
+        .unwrap();
+    assert_eq!(
+        listener["resource"]["address"]["socketAddress"],
+        serde_json::json!({ "address": "127.0.1.1", "portValue": 15001 })
+    );
+}

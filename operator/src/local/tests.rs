@@ -1,0 +1,278 @@
+//! Tests of `switchyard compile`'s rendering of xDS resources as proto3 JSON.
+
+use std::{collections::BTreeSet, path::Path};
+
+use envoy_types::pb::{
+    envoy::config::core::v3::{DataSource, data_source},
+    envoy::extensions::transport_sockets::tls::v3::{GenericSecret, Secret, secret},
+    google::protobuf::Any,
+};
+use prost::Name;
+use serde_json::Value;
+
+use super::*;
+
+/// Every resource of one proxy, rendered, keyed by `(message name, resource name)`.
+fn compile(dir: &Path, namespace: &str, pod: &str) -> BTreeMap<(String, String), Value> {
+    let mut local = Local::new(LocalConfig::new(dir));
+    let tick = local.tick_without_state().unwrap();
+    assert!(tick.reports.is_empty(), "{:?}", tick.reports);
+    let proxy = ProxyId {
+        namespace: namespace.into(),
+        pod: pod.into(),
+    };
+    let out = local.compile_proxy(&proxy).unwrap();
+    out.resources
+        .iter()
+        .map(|r| {
+            let short = r.type_url.rsplit('.').next().unwrap().to_owned();
+            ((short, r.name.clone()), render_resource(&r.resource))
+        })
+        .collect()
+}
+
+fn canary() -> BTreeMap<(String, String), Value> {
+    compile(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/canary"),
+        "demo",
+        "client-0",
+    )
+}
+
+fn get<'a>(resources: &'a BTreeMap<(String, String), Value>, kind: &str, name: &str) -> &'a Value {
+    resources
+        .get(&(kind.to_owned(), name.to_owned()))
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", resources.keys()))
+}
+
+/// Every `@type` in a rendered value, nested ones included; panics on an `error`.
+fn types_in(value: &Value, found: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(fields) => {
+            assert!(!fields.contains_key("error"), "{value:#}");
+            if let Some(Value::String(t)) = fields.get("@type") {
+                found.insert(t.clone());
+            }
+            fields.values().for_each(|v| types_in(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| types_in(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn clusters_render_with_proto_json_names_and_durations() {
+    let resources = canary();
+    let cluster = get(&resources, "Cluster", "demo/web-v1|80");
+    assert_eq!(
+        cluster["@type"],
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    );
+    assert_eq!(cluster["name"], "demo/web-v1|80");
+    // Enums by name, durations as strings, camelCase: what Envoy's /config_dump shows.
+    assert_eq!(cluster["type"], "EDS");
+    assert_eq!(cluster["connectTimeout"], "1s");
+    assert_eq!(
+        cluster["edsClusterConfig"]["edsConfig"]["resourceApiVersion"],
+        "V3"
+    );
+    let cla = get(&resources, "ClusterLoadAssignment", "demo/web-v1|80");
+    assert_eq!(
+        cla["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]["socketAddress"],
+        serde_json::json!({ "address": "127.0.0.1", "portValue": 18081 })
+    );
+}
+
+#[test]
+fn the_listener_expands_its_http_connection_manager() {
+    let resources = canary();
+    let listener = get(&resources, "Listener", "outbound_http");
+    assert_eq!(listener["trafficDirection"], "OUTBOUND");
+    let filter = &listener["filterChains"][0]["filters"][0];
+    assert_eq!(
+        filter["name"],
+        "envoy.filters.network.http_connection_manager"
+    );
+    let hcm = &filter["typedConfig"];
+    assert_eq!(
+        hcm["@type"],
+        "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.\
+         HttpConnectionManager"
+    );
+    assert_eq!(hcm["rds"]["routeConfigName"], "outbound_http");
+    assert_eq!(
+        hcm["httpFilters"][0]["typedConfig"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+    );
+}
+
+#[test]
+fn the_route_splits_web_90_to_10() {
+    let resources = canary();
+    let route = get(&resources, "RouteConfiguration", "outbound_http");
+    let web = route["virtualHosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vh| vh["name"] == "demo/web|80")
+        .unwrap();
+    let action = &web["routes"][0]["route"];
+    let weights: Vec<(&str, u64)> = action["weightedClusters"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["weight"].as_u64().unwrap()))
+        .collect();
+    // The index divides weights by their common divisor, so 90/10 arrives as 9/1.
+    assert_eq!(weights, [("demo/web-v1|80", 9), ("demo/web-v2|80", 1)]);
+    assert_eq!(action["timeout"], "15s");
+    // uint64 is a string in proto3 JSON.
+    assert_eq!(action["retryPolicy"]["hostSelectionRetryMaxAttempts"], "3");
+}
+
+/// A mesh with an inbound side (RBAC on HTTP and TCP) and an HTTP/2 port, so that every type
+/// the Envoy adapter puts in an `Any` shows up.
+const SERVED: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: demo}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client, namespace: demo}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080, appProtocol: http}
+  - {name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}
+  - {name: db, port: 5432, targetPort: 5432}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: demo, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: grpc, port: 9090}, {name: db, port: 5432}]
+endpoints:
+- addresses: [127.0.2.1]
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: web-0, namespace: demo}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: demo, labels: {app: web}}
+spec: {serviceAccountName: web, containers: [{name: app}]}
+status: {podIP: 127.0.2.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-0, namespace: demo, labels: {app: client}}
+spec: {serviceAccountName: client, containers: [{name: app}]}
+status: {podIP: 127.0.1.1}
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: api, namespace: demo}
+spec:
+  matches: [{name: get, pathRegex: "/api/.*", methods: [GET]}]
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: db, namespace: demo}
+spec: {matches: {ports: [5432]}}
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: client-to-web, namespace: demo}
+spec:
+  destination: {kind: ServiceAccount, name: web, namespace: demo}
+  rules:
+  - {kind: HTTPRouteGroup, name: api, matches: [get]}
+  - {kind: TCPRoute, name: db}
+  sources: [{kind: ServiceAccount, name: client, namespace: demo}]
+"#;
+
+#[test]
+fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), SERVED).unwrap();
+    let mut found = BTreeSet::new();
+    for pod in ["web-0", "client-0"] {
+        for value in compile(dir.path(), "demo", pod).values() {
+            types_in(value, &mut found);
+        }
+    }
+    let found: Vec<&str> = found
+        .iter()
+        .map(|t| t.strip_prefix("type.googleapis.com/").unwrap())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "envoy.config.cluster.v3.Cluster",
+            "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "envoy.config.listener.v3.Listener",
+            "envoy.config.route.v3.RouteConfiguration",
+            "envoy.extensions.filters.http.rbac.v3.RBAC",
+            "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+            "envoy.extensions.filters.http.router.v3.Router",
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "envoy.extensions.filters.network.rbac.v3.RBAC",
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        ]
+    );
+}
+
+#[test]
+fn secrets_render_for_sds() {
+    let secret = Secret {
+        name: "spiffe://cluster.local/ns/demo/sa/web".to_owned(),
+        r#type: Some(secret::Type::GenericSecret(GenericSecret {
+            secret: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineBytes(b"key".to_vec())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    let any = Any {
+        type_url: Secret::type_url(),
+        value: prost::Message::encode_to_vec(&secret),
+    };
+    let json = render_resource(&any);
+    assert_eq!(json["name"], "spiffe://cluster.local/ns/demo/sa/web");
+    // bytes are base64 in proto3 JSON.
+    assert_eq!(json["genericSecret"]["secret"]["inlineBytes"], "a2V5");
+}
+
+#[test]
+fn unknown_or_broken_resources_render_as_errors() {
+    let unknown = Any {
+        type_url: "type.googleapis.com/example.v1.Nope".to_owned(),
+        value: vec![1, 2, 3],
+    };
+    assert_eq!(
+        render_resource(&unknown),
+        serde_json::json!({
+            "@type": "type.googleapis.com/example.v1.Nope",
+            "error": "unknown type",
+            "bytes": 3,
+        })
+    );
+    let broken = Any {
+        type_url: envoy::CLUSTER_TYPE_URL.to_owned(),
+        // Field 1 (name) as a length-delimited string that runs past the end.
+        value: vec![0x0a, 0x05, b'a'],
+    };
+    let json = render_resource(&broken);
+    assert_eq!(json["bytes"], 3);
+    assert!(
+        json["error"].as_str().unwrap().starts_with("cannot decode"),
+        "{json}"
+    );
+}
