@@ -1347,7 +1347,8 @@ fn meta_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
     ))
 }
 
-fn object_key(obj: &Object) -> Option<Key> {
+/// An object's namespace and name.
+pub(crate) fn object_key(obj: &Object) -> Option<Key> {
     match obj {
         Object::Smi(o) => {
             let r = o.object_ref();

@@ -9,7 +9,7 @@ use std::{
 
 use switchyard_crds::manifest::{self, Manifest};
 
-use crate::index::{Index, Object, ObjectKind};
+use crate::index::{Index, Object, ObjectKind, object_key};
 
 #[cfg(test)]
 mod tests;
@@ -118,7 +118,42 @@ impl DirSource {
                 }
             }
         }
+        if scan.changed {
+            scan.reports.extend(self.distinct().1);
+        }
         scan
+    }
+
+    /// Every object, in path order, without the duplicates (an object of the same kind,
+    /// namespace and name as an earlier one), and a line for each duplicate left out. Keeping
+    /// the first makes the outcome independent of which file was edited last.
+    fn distinct(&self) -> (Vec<&Object>, Vec<String>) {
+        let mut first: BTreeMap<(ObjectKind, (String, String)), &Path> = BTreeMap::new();
+        let mut objects = Vec::new();
+        let mut duplicates = Vec::new();
+        for (path, f) in &self.files {
+            for o in &f.objects {
+                let Some(key) = object_key(o) else {
+                    continue;
+                };
+                let kind = kind_of(o);
+                match first.get(&(kind, key.clone())) {
+                    Some(earlier) => duplicates.push(format!(
+                        "{}: {} {}/{}: also defined in {}; this definition is ignored",
+                        path.display(),
+                        kind_label(kind),
+                        key.0,
+                        key.1,
+                        earlier.display()
+                    )),
+                    None => {
+                        first.insert((kind, key), path);
+                        objects.push(o);
+                    }
+                }
+            }
+        }
+        (objects, duplicates)
     }
 
     /// Replaces the index's content with this directory's, kind by kind.
@@ -127,10 +162,8 @@ impl DirSource {
         for kind in ALL_KINDS {
             by_kind.insert(kind, Vec::new());
         }
-        for f in self.files.values() {
-            for o in &f.objects {
-                by_kind.entry(kind_of(o)).or_default().push(o.clone());
-            }
+        for o in self.distinct().0 {
+            by_kind.entry(kind_of(o)).or_default().push(o.clone());
         }
         // Services and endpoints before the SMI objects that refer to them, so each reset sees
         // the newest world.
@@ -159,6 +192,17 @@ fn kind_of(o: &Object) -> ObjectKind {
         Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
         Object::Pod(_) => ObjectKind::Pod,
         Object::ServiceAccount(_) => ObjectKind::ServiceAccount,
+    }
+}
+
+/// Lowercase, as in every other report line (`trafficsplit demo/web: …`).
+fn kind_label(kind: ObjectKind) -> String {
+    match kind {
+        ObjectKind::Smi(k) => k.to_string(),
+        ObjectKind::Service => "service".into(),
+        ObjectKind::EndpointSlice => "endpointslice".into(),
+        ObjectKind::Pod => "pod".into(),
+        ObjectKind::ServiceAccount => "serviceaccount".into(),
     }
 }
 

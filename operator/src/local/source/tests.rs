@@ -106,3 +106,41 @@ fn edits_apply_and_broken_files_keep_their_last_good_state() {
     src.feed(&mut index);
     assert!(!routed_to_v2(&index));
 }
+
+#[test]
+fn a_duplicate_definition_is_reported_and_the_first_file_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    std::fs::write(dir.path().join("a-split.yaml"), split("1")).unwrap();
+    // The same TrafficSplit again, pointing nowhere: it must not take effect.
+    std::fs::write(
+        dir.path().join("b-split.yaml"),
+        split("1").replace("web-v2", "nope"),
+    )
+    .unwrap();
+
+    let mut src = DirSource::new(dir.path());
+    let mut index = Index::new(MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..Default::default()
+    });
+    let scan = src.scan();
+    let b = dir.path().join("b-split.yaml");
+    let a = dir.path().join("a-split.yaml");
+    assert_eq!(
+        scan.reports,
+        [format!(
+            "{}: trafficsplit demo/s: also defined in {}; this definition is ignored",
+            b.display(),
+            a.display()
+        )]
+    );
+    src.feed(&mut index);
+    assert!(routed_to_v2(&index), "the first definition is served");
+
+    // Editing the ignored copy changes nothing either.
+    std::fs::write(&b, split("1").replace("web-v2", "other")).unwrap();
+    assert_eq!(src.scan().reports.len(), 1);
+    src.feed(&mut index);
+    assert!(routed_to_v2(&index));
+}
