@@ -11,6 +11,13 @@
 //! | Listener | `inbound\|<port>` | `bind_ip:<port>`: RBAC, then the local application |
 //! | RouteConfiguration | `inbound\|<port>` | HTTP ports: one `*` virtual host carrying the RBAC policy |
 //! | Cluster | `inbound\|<port>` | STATIC, `app_ip:<port>` |
+//! | Secret (SDS, from [`secrets`]) | `spiffe://<td>/ns/<ns>/sa/<sa>`, `spiffe://<td>` | with [`EnvoyOptions::mtls`]: the proxy's certificate, the trust bundle |
+//!
+//! With [`EnvoyOptions::mtls`], sidecars talk mutual TLS with SPIFFE certificates: mesh
+//! clusters reach meshed endpoints over TLS and check the peer's SPIFFE ID, and inbound
+//! listeners require a mesh client certificate (strict access mode) or accept TLS and
+//! plaintext side by side (permissive). Certificates come over SDS on the ADS stream; the
+//! caller serves them with [`secrets`], which are never cached. See `envoy/tls.rs`.
 //!
 //! Output is deterministic: resources are sorted by type URL and name, every repeated field is
 //! built in a defined order, and protobuf maps with more than one entry (RBAC policies) are
@@ -30,6 +37,7 @@ mod cluster;
 mod listener;
 mod rbac;
 mod route;
+mod tls;
 mod wire;
 
 #[cfg(test)]
@@ -37,6 +45,7 @@ mod tests;
 
 use std::{
     collections::BTreeSet,
+    fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -47,7 +56,10 @@ use envoy_types::pb::{
     google::protobuf::{self as pbuf, Any},
 };
 
-pub use self::bootstrap::{BootstrapOptions, XDS_CLUSTER, XdsApi, bootstrap};
+pub use self::{
+    bootstrap::{BootstrapOptions, XDS_CLUSTER, XdsApi, bootstrap},
+    tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
+};
 use crate::model::{MeshSettings, Protocol, ProxyConfig, ServiceName};
 
 /// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
@@ -59,6 +71,9 @@ pub const ENDPOINT_TYPE_URL: &str =
 pub const LISTENER_TYPE_URL: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Type URL of `envoy.config.route.v3.RouteConfiguration` (RDS).
 pub const ROUTE_TYPE_URL: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Type URL of `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
+pub const SECRET_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// Name of the outbound HTTP listener and of its route configuration.
 pub const OUTBOUND_HTTP: &str = "outbound_http";
@@ -84,6 +99,15 @@ pub struct EnvoyOptions {
     /// larger value or zero.
     pub route_timeout: Duration,
     pub load_balancing: LoadBalancing,
+    /// Mutual TLS between sidecars; off by default. When on, the proxy's certificate and the
+    /// trust bundle must be served over SDS on the same ADS stream (see [`secrets`]): mesh
+    /// clusters reach endpoints that have an identity over TLS 1.3, presenting the proxy's
+    /// certificate and accepting only those identities (endpoints without one stay
+    /// plaintext), and inbound listeners terminate TLS, requiring a mesh client certificate
+    /// (strict access mode; plaintext is refused) or accepting plaintext too (permissive).
+    /// RBAC principals match the client certificate's SPIFFE ID, so TrafficTargets only
+    /// admit anyone with this on.
+    pub mtls: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -96,6 +120,7 @@ impl Default for EnvoyOptions {
             connect_timeout: Duration::from_secs(1),
             route_timeout: Duration::from_secs(15),
             load_balancing: LoadBalancing::RoundRobin,
+            mtls: false,
         }
     }
 }
@@ -110,7 +135,10 @@ pub enum LoadBalancing {
 }
 
 /// One xDS resource, ready for the xDS server, which hashes `resource.value` to version it.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Debug` prints a secret's size only, never its bytes (they hold a private key); other
+/// resources print in full.
+#[derive(Clone, PartialEq)]
 pub struct Resource {
     /// One of the `*_TYPE_URL` constants; equal to `resource.type_url`.
     pub type_url: &'static str,
@@ -184,14 +212,18 @@ impl EnvoyAdapter {
         opts: &EnvoyOptions,
     ) -> Output<Arc<Resource>> {
         let mut out = Compilation::new(proxy.clusters.len() + proxy.inbound.len());
-        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts);
+        let mtls = opts.mtls.then_some(tls::Mtls {
+            identity: &proxy.identity,
+            mesh,
+        });
+        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts, mtls);
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
         let mut taken: BTreeSet<u16> = BTreeSet::new();
         taken.insert(opts.admin_port);
         taken.insert(opts.outbound_http_port);
-        self.inbound(proxy, mesh, opts, &mut taken, &mut out);
+        self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
         let (routes, warnings) = self.cache.outbound_routes(proxy, opts);
         out.push_shared(routes);
@@ -223,6 +255,7 @@ impl EnvoyAdapter {
         proxy: &ProxyConfig,
         mesh: &MeshSettings,
         opts: &EnvoyOptions,
+        mtls: Option<tls::Mtls<'_>>,
         taken: &mut BTreeSet<u16>,
         out: &mut Compilation,
     ) {
@@ -248,9 +281,9 @@ impl EnvoyAdapter {
                 Protocol::Http | Protocol::Http2 => {
                     let routes = route::inbound(port, mesh, &mut out.warnings);
                     out.push(ROUTE_TYPE_URL, &name, routes);
-                    listener::inbound_http(port.port, opts)
+                    listener::inbound_http(port.port, port.protocol, opts, mtls)
                 }
-                Protocol::Tcp => listener::inbound_tcp(port, mesh, opts, &mut out.warnings),
+                Protocol::Tcp => listener::inbound_tcp(port, mesh, opts, mtls, &mut out.warnings),
             };
             out.push(LISTENER_TYPE_URL, &name, to_any(&listener));
             out.push(
@@ -396,6 +429,23 @@ impl Compilation {
             resources,
             warnings: self.warnings,
         }
+    }
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Resource");
+        d.field("type_url", &self.type_url)
+            .field("name", &self.name);
+        if self.type_url == SECRET_TYPE_URL || self.resource.type_url == SECRET_TYPE_URL {
+            d.field(
+                "resource",
+                &format_args!("<secret, {} bytes>", self.resource.value.len()),
+            );
+        } else {
+            d.field("resource", &self.resource);
+        }
+        d.finish()
     }
 }
 

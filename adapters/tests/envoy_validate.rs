@@ -1,6 +1,6 @@
 //! The Envoy adapter's output checked by the real Envoy: `envoy --mode validate` on the
-//! generated resources and on the bootstrap, and a running Envoy answering requests on
-//! inbound ports.
+//! generated resources and on the bootstrap, a running Envoy answering requests on inbound
+//! ports, and two or three Envoys talking mTLS with certificates from a test CA.
 //!
 //! Envoy comes from `SWITCHYARD_ENVOY` or `PATH`; without it these tests fail, never skip.
 
@@ -23,28 +23,41 @@ use std::{
 use envoy_types::pb::{
     envoy::{
         config::{
-            bootstrap::v3::{Bootstrap, bootstrap::StaticResources},
+            bootstrap::v3::{Admin, Bootstrap, bootstrap::StaticResources},
             cluster::v3::{
                 Cluster,
                 cluster::{ClusterDiscoveryType, DiscoveryType},
             },
-            core::v3::Node,
+            core::v3::{
+                Address, Node, SocketAddress, TransportSocket, address, socket_address,
+                transport_socket,
+            },
             endpoint::v3::ClusterLoadAssignment,
             listener::v3::{Listener, filter},
             route::v3::RouteConfiguration,
         },
-        extensions::filters::network::http_connection_manager::v3::{
-            HttpConnectionManager, http_connection_manager::RouteSpecifier,
+        extensions::{
+            filters::network::http_connection_manager::v3::{
+                HttpConnectionManager, http_connection_manager::RouteSpecifier,
+            },
+            transport_sockets::tls::v3::{
+                CommonTlsContext, DownstreamTlsContext, Secret, UpstreamTlsContext,
+                common_tls_context::ValidationContextType,
+            },
         },
     },
     google::protobuf::Any,
 };
 use prost::Message;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, string::Ia5String,
+};
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, EnvoyOptions, Output, XdsApi},
     model::{
-        Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch, Identity,
-        InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
+        Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
         ProxyConfig, ProxyId, Route, ServiceName, WeightedCluster,
     },
 };
@@ -638,4 +651,610 @@ fn running_envoy_routes_and_denies() {
         (403, envoy::DENIED_BODY.into())
     );
     assert_eq!(get(outbound, "web:8080", "/", "").0, 404);
+}
+
+// === mTLS ===
+
+/// A test CA: ECDSA P-256, as the mesh CA issues.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+fn test_ca(name: &str) -> TestCa {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
+    let cert = params.self_signed(&key).expect("ca certificate");
+    TestCa {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A workload certificate for `identity` (URI SAN = its SPIFFE ID): chain and key, PEM.
+fn workload_cert(ca: &TestCa, identity: &Identity) -> (String, String) {
+    let spiffe_id = identity.spiffe_id("cluster.local");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(
+        Ia5String::try_from(spiffe_id.as_str()).expect("spiffe id"),
+    )];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The SDS secrets of a proxy running as `identity`, its certificate issued by `issuer`, and
+/// peers validated against `trusted`.
+fn proxy_secrets(identity: &Identity, issuer: &TestCa, trusted: &TestCa) -> Vec<envoy::Resource> {
+    let (chain, key) = workload_cert(issuer, identity);
+    envoy::secrets(
+        identity,
+        &MeshSettings::default(),
+        &chain,
+        &key,
+        &trusted.pem,
+    )
+}
+
+/// Points every SDS reference of a TLS context at a static secret: an `SdsSecretConfig`
+/// without `sds_config` names a secret of `static_resources.secrets`. (In production they come
+/// over ADS; these tests have no control plane.)
+fn sds_to_static(common: &mut CommonTlsContext) {
+    for sds in &mut common.tls_certificate_sds_secret_configs {
+        assert!(sds.sds_config.take().is_some(), "certificate not from SDS");
+    }
+    match &mut common.validation_context_type {
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
+            assert!(sds.sds_config.take().is_some());
+        }
+        Some(ValidationContextType::CombinedValidationContext(combined)) => {
+            let sds = combined
+                .validation_context_sds_secret_config
+                .as_mut()
+                .expect("validation context from SDS");
+            assert!(sds.sds_config.take().is_some());
+        }
+        other => panic!("unexpected validation context {other:?}"),
+    }
+}
+
+/// Decodes a transport socket's TLS context, lets `edit` change it, and encodes it back.
+fn edit_tls<M: Message + Default>(socket: &mut TransportSocket, edit: impl FnOnce(&mut M)) {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &mut socket.config_type else {
+        panic!("transport socket without a typed config")
+    };
+    let mut context = M::decode(any.value.as_slice()).expect("tls context");
+    edit(&mut context);
+    any.value = context.encode_to_vec();
+}
+
+/// `static_bootstrap` with the secrets inlined as static secrets and an admin interface.
+fn static_mtls_bootstrap(
+    out: &Output,
+    secrets: &[envoy::Resource],
+    admin: SocketAddr,
+) -> Bootstrap {
+    let mut bootstrap = static_bootstrap(out);
+    let resources = bootstrap
+        .static_resources
+        .as_mut()
+        .expect("static resources");
+    for cluster in &mut resources.clusters {
+        for m in &mut cluster.transport_socket_matches {
+            let socket = m.transport_socket.as_mut().expect("transport socket");
+            edit_tls(socket, |tls: &mut UpstreamTlsContext| {
+                sds_to_static(tls.common_tls_context.as_mut().expect("common"));
+            });
+        }
+    }
+    for listener in &mut resources.listeners {
+        for chain in &mut listener.filter_chains {
+            if let Some(socket) = &mut chain.transport_socket {
+                edit_tls(socket, |tls: &mut DownstreamTlsContext| {
+                    sds_to_static(tls.common_tls_context.as_mut().expect("common"));
+                });
+            }
+        }
+    }
+    resources.secrets = secrets
+        .iter()
+        .map(|r| {
+            assert_eq!(r.type_url, envoy::SECRET_TYPE_URL);
+            Secret::decode(r.resource.value.as_slice()).expect("secret")
+        })
+        .collect();
+    bootstrap.admin = Some(Admin {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: admin.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    admin.port(),
+                ))),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    bootstrap
+}
+
+/// `proxy()` with identities on most endpoints (db-a stays outside the mesh).
+fn meshed_proxy() -> ProxyConfig {
+    let mut proxy = proxy();
+    for (name, cluster) in Arc::make_mut(&mut proxy.clusters).iter_mut() {
+        if name.as_str() == "shop/db-a|5432" {
+            continue;
+        }
+        let service_account = cluster.service.name.clone();
+        for e in &mut Arc::make_mut(cluster).endpoints {
+            e.identity = Some(Identity::new("shop", service_account.clone()));
+        }
+    }
+    proxy
+}
+
+#[test]
+fn mtls_resources_pass_envoy_validation() {
+    let envoy = envoy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = test_ca("mesh");
+    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
+        let mesh = MeshSettings {
+            access_mode,
+            ..MeshSettings::default()
+        };
+        let opts = EnvoyOptions {
+            bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+            mtls: true,
+            ..EnvoyOptions::default()
+        };
+        let proxy = meshed_proxy();
+        let out = envoy::compile(&proxy, &mesh, &opts);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+
+        // With the secrets' content: Envoy parses the certificates and keys too.
+        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
+        let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
+        let path = dir.path().join("static.pb");
+        std::fs::write(
+            &path,
+            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
+        )
+        .expect("write");
+        assert_valid(
+            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
+            &format!("the {access_mode:?} mTLS resources with static secrets"),
+        );
+    }
+}
+
+/// Starts Envoy on a bootstrap and waits until every one of `listening` accepts connections.
+fn start_envoy(
+    envoy: &Path,
+    dir: &Path,
+    name: &str,
+    bootstrap: &Bootstrap,
+    listening: &[SocketAddr],
+) -> Running {
+    let path = dir.join(format!("{name}.pb"));
+    std::fs::write(&path, bootstrap.encode_to_vec()).expect("write");
+    let child = Command::new(envoy)
+        .args([
+            "--log-level",
+            "error",
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-c",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn envoy");
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listening.iter().any(|a| TcpStream::connect(a).is_err()) {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            panic!("{name} envoy exited: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} envoy did not open its listeners"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    running
+}
+
+/// One HTTP/1.1 request that may be refused: `None` when the connection closes or resets
+/// without an HTTP response.
+fn try_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = Vec::new();
+    // A reset after a partial read still counts as refused unless a status line came.
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let status = response.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The counters of an Envoy's admin `/stats` whose names start with `prefix`, by the rest
+/// of the name.
+fn stats(admin: SocketAddr, prefix: &str) -> BTreeMap<String, u64> {
+    let (status, body) = get(admin, "admin", "/stats", "");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            Some((name.strip_prefix(prefix)?.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the counter `name` under `prefix` is above zero; stats are flushed by the
+/// worker asynchronously, so a fixed read right after the event could miss it.
+fn wait_for_stat(admin: SocketAddr, prefix: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = stats(admin, prefix);
+        if all.get(name).is_some_and(|v| *v > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{prefix}{name} stayed zero; {prefix}*: {all:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Prefix of an Envoy listener's stats.
+fn listener_stats(addr: SocketAddr) -> String {
+    format!("listener.{}_{}.", addr.ip(), addr.port())
+}
+
+/// A meshed cluster of one endpoint that runs as `identity`.
+fn meshed_cluster(
+    svc: &str,
+    port: u16,
+    protocol: Protocol,
+    endpoint: SocketAddr,
+    identity: &Identity,
+) -> (ClusterName, Arc<ModelCluster>) {
+    let (name, mut cluster) = cluster(svc, port, protocol, &[&endpoint.to_string()]);
+    Arc::make_mut(&mut cluster).endpoints[0].identity = Some(identity.clone());
+    (name, cluster)
+}
+
+/// Two meshed proxies: a server (`shop/web`) serving two HTTP ports and a TCP port of a local
+/// application, and a client (`shop/client`) reaching them through its outbound listeners.
+struct Mesh {
+    envoy: PathBuf,
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    server: Identity,
+    client: Identity,
+    /// The server's inbound ports: HTTP allowing the client, HTTP allowing only another
+    /// identity, TCP allowing the client.
+    allowed: SocketAddr,
+    denied: SocketAddr,
+    tcp: SocketAddr,
+    server_admin: SocketAddr,
+    _server_envoy: Running,
+}
+
+/// A client proxy of [`Mesh`]: where its outbound listeners and admin are.
+struct Client {
+    http: SocketAddr,
+    tcp: SocketAddr,
+    admin: SocketAddr,
+    _envoy: Running,
+}
+
+impl Mesh {
+    /// Starts the application and the server Envoy on `server_ip`.
+    fn start(server_ip: Ipv4Addr, access_mode: AccessMode) -> Mesh {
+        let envoy = envoy();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = test_ca("mesh");
+        let server = Identity::new("shop", "web");
+        let client = Identity::new("shop", "client");
+        let bind_ip = IpAddr::V4(server_ip);
+
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let app = TcpListener::bind("127.0.0.1:0").expect("bind");
+            ports.push(app.local_addr().expect("addr").port());
+            serve_app(app);
+        }
+        let (allowed, denied, tcp) = (ports[0], ports[1], ports[2]);
+        let rule = |sources: Vec<Identity>| match access_mode {
+            AccessMode::Strict => Authorization::Allow(vec![InboundRule {
+                name: "shop/rule".into(),
+                sources,
+                matches: vec![],
+            }]),
+            AccessMode::Permissive => Authorization::AllowAll,
+        };
+        let mut proxy = proxy();
+        proxy.identity = server.clone();
+        proxy.outbound = Arc::new(BTreeMap::new());
+        proxy.clusters = Arc::new(BTreeMap::new());
+        proxy.inbound = vec![
+            InboundPort {
+                port: allowed,
+                protocol: Protocol::Http,
+                authorization: rule(vec![client.clone()]),
+            },
+            InboundPort {
+                port: denied,
+                protocol: Protocol::Http,
+                authorization: rule(vec![Identity::new("shop", "other")]),
+            },
+            InboundPort {
+                port: tcp,
+                protocol: Protocol::Tcp,
+                authorization: rule(vec![client.clone()]),
+            },
+        ];
+        let opts = EnvoyOptions {
+            bind_ip,
+            outbound_http_port: free_port(),
+            admin_port: free_port(),
+            mtls: true,
+            ..EnvoyOptions::default()
+        };
+        let mesh = MeshSettings {
+            access_mode,
+            ..MeshSettings::default()
+        };
+        let out = envoy::compile(&proxy, &mesh, &opts);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let server_admin = SocketAddr::new(bind_ip, opts.admin_port);
+        let [allowed, denied, tcp] = [allowed, denied, tcp].map(|p| SocketAddr::new(bind_ip, p));
+        let bootstrap =
+            static_mtls_bootstrap(&out, &proxy_secrets(&server, &ca, &ca), server_admin);
+        let server_envoy = start_envoy(
+            &envoy,
+            dir.path(),
+            "server",
+            &bootstrap,
+            &[allowed, denied, tcp, server_admin],
+        );
+        Mesh {
+            envoy,
+            dir,
+            ca,
+            server,
+            client,
+            allowed,
+            denied,
+            tcp,
+            server_admin,
+            _server_envoy: server_envoy,
+        }
+    }
+
+    /// Starts a client Envoy on `ip` running as the client identity with `secrets`. Its
+    /// outbound `web:80` goes to the allowed port, with `x-canary: yes` to the denied one,
+    /// and with `x-impostor: yes` to the allowed port while expecting another identity there;
+    /// its TCP listener (same port number as the server's) goes to the TCP port.
+    fn client(&self, ip: Ipv4Addr, secrets: &[envoy::Resource]) -> Client {
+        let header = |name: &str| HttpMatch {
+            path_regex: None,
+            methods: vec![],
+            headers: vec![(name.into(), "yes".into())],
+        };
+        let route = |name: &str, matches, cluster: &str| Route {
+            name: name.into(),
+            matches,
+            backends: backends(&[(cluster, 80, 1)]),
+        };
+        let web = outbound(
+            "web",
+            None,
+            vec![OutboundPort {
+                port: 80,
+                protocol: Protocol::Http,
+                routes: vec![
+                    route("shop/canary", vec![header("x-canary")], "web-denied"),
+                    route("shop/impostor", vec![header("x-impostor")], "web-impostor"),
+                    route("default", vec![], "web-allowed"),
+                ],
+            }],
+        );
+        let db = outbound(
+            "db",
+            None,
+            vec![OutboundPort {
+                port: self.tcp.port(),
+                protocol: Protocol::Tcp,
+                routes: vec![Route {
+                    name: "default".into(),
+                    matches: vec![],
+                    backends: backends(&[("db", self.tcp.port(), 1)]),
+                }],
+            }],
+        );
+        let mut proxy = proxy();
+        proxy.identity = self.client.clone();
+        proxy.outbound = Arc::new([web, db].into_iter().collect());
+        proxy.clusters = [
+            meshed_cluster(
+                "web-allowed",
+                80,
+                Protocol::Http,
+                self.allowed,
+                &self.server,
+            ),
+            meshed_cluster("web-denied", 80, Protocol::Http, self.denied, &self.server),
+            meshed_cluster(
+                "web-impostor",
+                80,
+                Protocol::Http,
+                self.allowed,
+                &Identity::new("shop", "db"),
+            ),
+            meshed_cluster("db", self.tcp.port(), Protocol::Tcp, self.tcp, &self.server),
+        ]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>()
+        .into();
+        proxy.inbound = vec![];
+        let bind_ip = IpAddr::V4(ip);
+        let opts = EnvoyOptions {
+            bind_ip,
+            outbound_http_port: free_port(),
+            admin_port: free_port(),
+            mtls: true,
+            ..EnvoyOptions::default()
+        };
+        let out = envoy::compile(&proxy, &MeshSettings::default(), &opts);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let http = SocketAddr::new(bind_ip, opts.outbound_http_port);
+        let tcp = SocketAddr::new(bind_ip, self.tcp.port());
+        let admin = SocketAddr::new(bind_ip, opts.admin_port);
+        let bootstrap = static_mtls_bootstrap(&out, secrets, admin);
+        let envoy = start_envoy(
+            &self.envoy,
+            self.dir.path(),
+            &format!("client-{ip}"),
+            &bootstrap,
+            &[http, tcp, admin],
+        );
+        Client {
+            http,
+            tcp,
+            admin,
+            _envoy: envoy,
+        }
+    }
+}
+
+/// An HTTP request sent through a TCP proxy.
+fn get_raw(addr: SocketAddr) -> Option<(u16, String)> {
+    try_get(addr, "web", "/")
+}
+
+#[test]
+fn sidecars_talk_mtls_in_strict_mode() {
+    let mesh = Mesh::start(Ipv4Addr::new(127, 0, 3, 2), AccessMode::Strict);
+    let client = mesh.client(
+        Ipv4Addr::new(127, 0, 3, 3),
+        &proxy_secrets(&mesh.client, &mesh.ca, &mesh.ca),
+    );
+
+    // Client → server over mTLS; the server's RBAC admits the client's SPIFFE ID.
+    assert_eq!(get(client.http, "web", "/", ""), (200, "hello".into()));
+    wait_for_stat(
+        mesh.server_admin,
+        &listener_stats(mesh.allowed),
+        "ssl.handshake",
+    );
+    // A port whose TrafficTarget names another identity only: RBAC's 403.
+    assert_eq!(
+        get(client.http, "web", "/", "x-canary: yes\r\n"),
+        (403, envoy::DENIED_BODY.into())
+    );
+    wait_for_stat(
+        mesh.server_admin,
+        &listener_stats(mesh.denied),
+        "ssl.handshake",
+    );
+    // TCP over mTLS, with network RBAC on the client's identity.
+    assert_eq!(get_raw(client.tcp), Some((200, "hello".into())));
+    wait_for_stat(
+        mesh.server_admin,
+        &listener_stats(mesh.tcp),
+        "ssl.handshake",
+    );
+
+    // The client refuses a server whose certificate is not the identity it expects.
+    assert_eq!(get(client.http, "web", "/", "x-impostor: yes\r\n").0, 503);
+    wait_for_stat(
+        client.admin,
+        "cluster.shop/web-impostor|80.",
+        "ssl.fail_verify_san",
+    );
+
+    // Plaintext straight to the server's inbound ports fails the handshake.
+    for addr in [mesh.allowed, mesh.tcp] {
+        assert_eq!(try_get(addr, "web", "/"), None, "plaintext to {addr}");
+        wait_for_stat(
+            mesh.server_admin,
+            &listener_stats(addr),
+            "ssl.connection_error",
+        );
+    }
+
+    // A client whose certificate comes from another CA (right SPIFFE ID, trusting the real
+    // CA) is refused by the server.
+    let rogue_ca = test_ca("rogue");
+    let rogue = mesh.client(
+        Ipv4Addr::new(127, 0, 3, 4),
+        &proxy_secrets(&mesh.client, &rogue_ca, &mesh.ca),
+    );
+    assert_eq!(get(rogue.http, "web", "/", "").0, 503);
+    wait_for_stat(
+        mesh.server_admin,
+        &listener_stats(mesh.allowed),
+        "ssl.fail_verify_error",
+    );
+    assert_eq!(get_raw(rogue.tcp), None);
+    // The genuine client still gets through.
+    assert_eq!(get(client.http, "web", "/", ""), (200, "hello".into()));
+}
+
+#[test]
+fn permissive_mode_accepts_mtls_and_plaintext() {
+    let mesh = Mesh::start(Ipv4Addr::new(127, 0, 4, 2), AccessMode::Permissive);
+    // Clients outside the mesh still reach the workload, in plaintext.
+    for addr in [mesh.allowed, mesh.denied] {
+        assert_eq!(try_get(addr, "web", "/"), Some((200, "hello".into())));
+    }
+    assert_eq!(get_raw(mesh.tcp), Some((200, "hello".into())));
+
+    // Meshed clients use mTLS (TrafficTargets are ignored in permissive mode).
+    let client = mesh.client(
+        Ipv4Addr::new(127, 0, 4, 3),
+        &proxy_secrets(&mesh.client, &mesh.ca, &mesh.ca),
+    );
+    assert_eq!(get(client.http, "web", "/", ""), (200, "hello".into()));
+    assert_eq!(
+        get(client.http, "web", "/", "x-canary: yes\r\n"),
+        (200, "hello".into())
+    );
+    assert_eq!(get_raw(client.tcp), Some((200, "hello".into())));
+    for addr in [mesh.allowed, mesh.denied, mesh.tcp] {
+        wait_for_stat(mesh.server_admin, &listener_stats(addr), "ssl.handshake");
+    }
 }

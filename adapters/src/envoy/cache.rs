@@ -3,6 +3,13 @@
 //! outbound route configuration. An entry is reused while the model piece it came from is the
 //! same `Arc` or an equal value and the options it depends on are unchanged; the outbound
 //! route configuration is assembled from encoded virtual hosts without re-encoding them.
+//!
+//! With mTLS a Cluster names the proxy's own certificate secret, which is named after the
+//! proxy's identity, so a cluster has one encoded Cluster per identity that reaches it (its
+//! ClusterLoadAssignment stays shared by all). Proxies of one identity still share every
+//! Cluster, and proxies of several identities compiled in turn do not evict each other's. The
+//! cost is one encoded Cluster per (cluster, identity) pair; the Clusters of an identity that
+//! is no longer compiled go when their cluster changes or is evicted.
 
 use std::{
     borrow::Cow,
@@ -17,9 +24,9 @@ use prost::Message;
 
 use super::{
     CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP,
-    ROUTE_TYPE_URL, Resource, cluster, route, to_any,
+    ROUTE_TYPE_URL, Resource, cluster, route, tls::Mtls, to_any,
 };
-use crate::model::{self, ClusterName, OutboundService, ProxyConfig, ServiceName};
+use crate::model::{self, ClusterName, Identity, OutboundService, ProxyConfig, ServiceName};
 
 /// A proxy's map of clusters, as the model shares it.
 type ClusterMap = std::collections::BTreeMap<ClusterName, Arc<model::Cluster>>;
@@ -33,9 +40,10 @@ pub(super) struct Cache {
     /// The last outbound route configuration built for a proxy of each namespace: proxies of
     /// one namespace usually reach the same services, and then share it.
     routes: HashMap<String, RoutesEntry>,
-    /// The Cluster and ClusterLoadAssignment resources of the last cluster map compiled: the
-    /// same map (by pointer) for every proxy, and across changes that touch no cluster.
-    all_clusters: Option<AllClusters>,
+    /// The Cluster and ClusterLoadAssignment resources of the last cluster map compiled, per
+    /// own identity (with mTLS; one entry, `None`, without): the same map (by pointer) for
+    /// every proxy, and across changes that touch no cluster.
+    all_clusters: HashMap<Option<Identity>, AllClusters>,
 }
 
 #[derive(Debug)]
@@ -50,15 +58,29 @@ struct AllClusters {
 struct ClusterEntry {
     source: Arc<model::Cluster>,
     settings: ClusterSettings,
-    /// The Cluster and its ClusterLoadAssignment.
-    resources: [Arc<Resource>; 2],
+    load_assignment: Arc<Resource>,
+    /// The Cluster, by the own identity it was built for (`None` without mTLS).
+    clusters: HashMap<Option<Identity>, Arc<Resource>>,
 }
 
-/// The options a Cluster resource depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The options a Cluster and its ClusterLoadAssignment depend on, besides the proxy's own
+/// identity (the key under which a Cluster is kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ClusterSettings {
     connect_timeout: Duration,
     load_balancing: LoadBalancing,
+    /// With mTLS, the trust domain, in which peer SANs and secret names are written.
+    mtls: Option<String>,
+}
+
+impl ClusterSettings {
+    fn new(opts: &EnvoyOptions, mtls: Option<Mtls<'_>>) -> Self {
+        ClusterSettings {
+            connect_timeout: opts.connect_timeout,
+            load_balancing: opts.load_balancing,
+            mtls: mtls.map(|m| m.mesh.trust_domain.clone()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,12 +126,11 @@ impl Cache {
         &mut self,
         clusters: &Arc<ClusterMap>,
         opts: &EnvoyOptions,
+        mtls: Option<Mtls<'_>>,
     ) -> Arc<[Vec<Arc<Resource>>; 2]> {
-        let settings = ClusterSettings {
-            connect_timeout: opts.connect_timeout,
-            load_balancing: opts.load_balancing,
-        };
-        if let Some(all) = &self.all_clusters
+        let settings = ClusterSettings::new(opts, mtls);
+        let identity = mtls.map(|m| m.identity.clone());
+        if let Some(all) = self.all_clusters.get(&identity)
             && all.settings == settings
             && Arc::ptr_eq(&all.source, clusters)
         {
@@ -120,55 +141,65 @@ impl Cache {
             Vec::with_capacity(clusters.len()),
         ];
         for cluster in clusters.values() {
-            let [c, e] = self.cluster(cluster, opts);
+            let [c, e] = self.cluster(cluster, opts, mtls, &settings, &identity);
             by_type[0].push(c);
             by_type[1].push(e);
         }
         let resources = Arc::new(by_type);
-        self.all_clusters = Some(AllClusters {
-            source: clusters.clone(),
-            settings,
-            resources: resources.clone(),
-        });
+        self.all_clusters.insert(
+            identity,
+            AllClusters {
+                source: clusters.clone(),
+                settings,
+                resources: resources.clone(),
+            },
+        );
         resources
     }
 
-    /// The Cluster and ClusterLoadAssignment of a cluster.
-    pub(super) fn cluster(
+    /// The Cluster and ClusterLoadAssignment of a cluster, for a proxy of `identity` (`None`
+    /// without mTLS; see [`ClusterEntry::clusters`]).
+    fn cluster(
         &mut self,
         source: &Arc<model::Cluster>,
         opts: &EnvoyOptions,
+        mtls: Option<Mtls<'_>>,
+        settings: &ClusterSettings,
+        identity: &Option<Identity>,
     ) -> [Arc<Resource>; 2] {
-        let settings = ClusterSettings {
-            connect_timeout: opts.connect_timeout,
-            load_balancing: opts.load_balancing,
-        };
-        if let Some(entry) = self.clusters.get_mut(&source.name)
-            && entry.settings == settings
-            && still_valid(&mut entry.source, source)
-        {
-            return entry.resources.clone();
-        }
         let name = source.name.as_str();
-        let resources = [
+        let encode_cluster = || {
             Arc::new(Resource::new(
                 CLUSTER_TYPE_URL,
                 name,
-                to_any(&cluster::eds(source, opts)),
-            )),
-            Arc::new(Resource::new(
-                ENDPOINT_TYPE_URL,
-                name,
-                to_any(&cluster::load_assignment(source)),
-            )),
-        ];
+                to_any(&cluster::eds(source, opts, mtls)),
+            ))
+        };
+        if let Some(entry) = self.clusters.get_mut(&source.name)
+            && entry.settings == *settings
+            && still_valid(&mut entry.source, source)
+        {
+            let cluster = entry
+                .clusters
+                .entry(identity.clone())
+                .or_insert_with(encode_cluster)
+                .clone();
+            return [cluster, entry.load_assignment.clone()];
+        }
+        let cluster = encode_cluster();
+        let load_assignment = Arc::new(Resource::new(
+            ENDPOINT_TYPE_URL,
+            name,
+            to_any(&cluster::load_assignment(source, mtls.is_some())),
+        ));
         let entry = ClusterEntry {
             source: source.clone(),
-            settings,
-            resources: resources.clone(),
+            settings: settings.clone(),
+            load_assignment: load_assignment.clone(),
+            clusters: [(identity.clone(), cluster.clone())].into(),
         };
         self.clusters.insert(source.name.clone(), entry);
-        resources
+        [cluster, load_assignment]
     }
 
     /// The outbound route configuration of a proxy, with its warnings: every HTTP service
@@ -231,7 +262,7 @@ impl Cache {
         }
         // Rebuilt on the next compile; holding them would keep evicted pieces alive.
         self.routes.clear();
-        self.all_clusters = None;
+        self.all_clusters.clear();
     }
 
     pub(super) fn len(&self) -> (usize, usize) {

@@ -1,17 +1,29 @@
 //! Clusters and their endpoints: EDS clusters over ADS for mesh services, STATIC clusters for
 //! the proxy's own application.
+//!
+//! With mTLS, a mesh cluster carries one transport socket match, `mtls`, which endpoints
+//! select through their metadata: endpoints of meshed workloads (those with an identity) are
+//! reached over mTLS, the rest in plaintext, so a service whose pods are only partly meshed
+//! keeps working.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
                 Cluster, OutlierDetection,
-                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+                cluster::{
+                    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+                    TransportSocketMatch,
+                },
             },
             core::v3::{
-                AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions,
+                AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, Metadata,
                 config_source,
             },
             endpoint::v3::{
@@ -28,16 +40,30 @@ use envoy_types::pb::{
     google::protobuf::{Any, UInt32Value},
 };
 
-use super::{EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address, to_any};
+use super::{
+    EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address,
+    tls::{self, Mtls},
+    to_any,
+};
 use crate::model::{self, InboundPort, Protocol};
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// An EDS cluster for one service port; its endpoints come as a ClusterLoadAssignment of the
-/// same name over the same ADS stream.
-pub(super) fn eds(cluster: &model::Cluster, opts: &EnvoyOptions) -> Cluster {
+/// same name over the same ADS stream. With `mtls`, endpoints labelled by
+/// [`load_assignment`] are reached over mTLS as the proxy's own identity, and must present a
+/// certificate for one of the cluster's endpoint identities.
+pub(super) fn eds(
+    cluster: &model::Cluster,
+    opts: &EnvoyOptions,
+    mtls: Option<Mtls<'_>>,
+) -> Cluster {
     Cluster {
+        transport_socket_matches: mtls
+            .and_then(|mtls| transport_socket_match(cluster, mtls))
+            .into_iter()
+            .collect(),
         name: cluster.name.as_str().to_owned(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
@@ -53,11 +79,53 @@ pub(super) fn eds(cluster: &model::Cluster, opts: &EnvoyOptions) -> Cluster {
 }
 
 /// The endpoints of a cluster; sent even when empty, since a cluster warms until it has one.
-pub(super) fn load_assignment(cluster: &model::Cluster) -> ClusterLoadAssignment {
-    let mut addresses: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
-    addresses.sort();
-    addresses.dedup();
-    endpoints(cluster.name.as_str(), addresses)
+/// With `mtls`, endpoints of meshed workloads carry the metadata that selects the cluster's
+/// mTLS transport socket.
+///
+/// An address listed twice is one endpoint. Should the entries disagree about the identity
+/// (a pod IP reused while the index catches up), it is meshed if any entry is: plaintext to a
+/// meshed pod would be refused by it anyway, while TLS to a pod that turns out not to be meshed
+/// fails closed until the model settles.
+pub(super) fn load_assignment(cluster: &model::Cluster, mtls: bool) -> ClusterLoadAssignment {
+    let mut meshed: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+    for e in &cluster.endpoints {
+        *meshed.entry(e.address).or_default() |= mtls && e.identity.is_some();
+    }
+    let lb_endpoints = meshed
+        .into_iter()
+        .map(|(address, meshed)| LbEndpoint {
+            metadata: meshed.then(|| Metadata {
+                filter_metadata: [(tls::TRANSPORT_SOCKET_MATCH.to_owned(), tls::match_labels())]
+                    .into(),
+                ..Default::default()
+            }),
+            ..lb_endpoint(address)
+        })
+        .collect();
+    assignment(cluster.name.as_str(), lb_endpoints)
+}
+
+/// The `mtls` transport socket match, checking the peer against every identity among the
+/// cluster's endpoints; `None` when no endpoint has an identity, since nothing would select
+/// it and a TLS context without a SAN check would accept any mesh certificate.
+fn transport_socket_match(
+    cluster: &model::Cluster,
+    mtls: Mtls<'_>,
+) -> Option<TransportSocketMatch> {
+    let peers: BTreeSet<String> = cluster
+        .endpoints
+        .iter()
+        .filter_map(|e| e.identity.as_ref())
+        .map(|id| id.spiffe_id(&mtls.mesh.trust_domain))
+        .collect();
+    if peers.is_empty() {
+        return None;
+    }
+    Some(TransportSocketMatch {
+        name: tls::MTLS.to_owned(),
+        r#match: Some(tls::match_labels()),
+        transport_socket: Some(mtls.upstream(peers.into_iter().collect(), cluster.protocol)),
+    })
 }
 
 /// The STATIC cluster of an inbound port: the application at `app_ip:<port>`.
@@ -67,24 +135,24 @@ pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
     Cluster {
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(duration(opts.connect_timeout)),
-        load_assignment: Some(endpoints(&name, vec![app])),
+        load_assignment: Some(assignment(&name, vec![lb_endpoint(app)])),
         typed_extension_protocol_options: protocol_options(port.protocol),
         name,
         ..Default::default()
     }
 }
 
-fn endpoints(name: &str, addresses: Vec<SocketAddr>) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = addresses
-        .into_iter()
-        .map(|address| LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket_address(address)),
-                ..Default::default()
-            })),
+fn lb_endpoint(address: SocketAddr) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(address)),
             ..Default::default()
-        })
-        .collect();
+        })),
+        ..Default::default()
+    }
+}
+
+fn assignment(name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: name.to_owned(),
         endpoints: if lb_endpoints.is_empty() {
@@ -99,7 +167,7 @@ fn endpoints(name: &str, addresses: Vec<SocketAddr>) -> ClusterLoadAssignment {
     }
 }
 
-fn ads() -> ConfigSource {
+pub(super) fn ads() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
         config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(

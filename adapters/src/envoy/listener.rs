@@ -1,5 +1,11 @@
 //! Listeners: outbound HTTP (one HCM on RDS), outbound TCP (one per port), and inbound (RBAC,
 //! then the local application).
+//!
+//! With mTLS, an inbound listener terminates TLS. In strict access mode its only filter chain
+//! requires a client certificate from the mesh CA, so plaintext and foreign certificates fail
+//! the handshake before any filter runs. In permissive mode (migration: clients outside the
+//! mesh must keep working) a TLS inspector picks between that chain, for TLS, and a plaintext
+//! chain with the same filters for everything else.
 
 use std::net::SocketAddr;
 
@@ -14,7 +20,7 @@ use envoy_types::pb::{
                 AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32,
                 TrafficDirection, config_source, data_source,
             },
-            listener::v3::{Filter, FilterChain, Listener, filter},
+            listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter},
         },
         extensions::filters::{
             http::router::v3::Router,
@@ -32,9 +38,11 @@ use envoy_types::pb::{
 };
 
 use super::{
-    DENIED_BODY, EnvoyOptions, OUTBOUND_HTTP, inbound_name, rbac, route, socket_address, to_any,
+    DENIED_BODY, EnvoyOptions, OUTBOUND_HTTP, inbound_name, rbac, route, socket_address,
+    tls::{self, Mtls},
+    to_any,
 };
-use crate::model::{InboundPort, MeshSettings, WeightedCluster};
+use crate::model::{AccessMode, InboundPort, MeshSettings, Protocol, WeightedCluster};
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
@@ -93,7 +101,12 @@ pub(super) fn outbound_tcp(
 /// An inbound HTTP port: an HCM on RDS `inbound|<port>`, whose RBAC filter denies by default
 /// and takes the port's policy from the route configuration; denials answer 403 with
 /// [`DENIED_BODY`].
-pub(super) fn inbound_http(port: u16, opts: &EnvoyOptions) -> Listener {
+pub(super) fn inbound_http(
+    port: u16,
+    protocol: Protocol,
+    opts: &EnvoyOptions,
+    mtls: Option<Mtls<'_>>,
+) -> Listener {
     let name = inbound_name(port);
     let hcm = HttpConnectionManager {
         stat_prefix: format!("inbound_{port}"),
@@ -110,11 +123,12 @@ pub(super) fn inbound_http(port: u16, opts: &EnvoyOptions) -> Listener {
         local_reply_config: Some(denied_reply()),
         ..hcm(&name)
     };
-    listener(
+    inbound(
         name,
         SocketAddr::new(opts.bind_ip, port),
-        TrafficDirection::Inbound,
         vec![filter(HCM_FILTER, to_any(&hcm))],
+        protocol,
+        mtls,
     )
 }
 
@@ -123,6 +137,7 @@ pub(super) fn inbound_tcp(
     port: &InboundPort,
     mesh: &MeshSettings,
     opts: &EnvoyOptions,
+    mtls: Option<Mtls<'_>>,
     warnings: &mut Vec<String>,
 ) -> Listener {
     let name = inbound_name(port.port);
@@ -136,12 +151,68 @@ pub(super) fn inbound_tcp(
         ..Default::default()
     };
     filters.push(filter(TCP_PROXY_FILTER, to_any(&tcp)));
-    listener(
+    inbound(
         name,
         SocketAddr::new(opts.bind_ip, port.port),
-        TrafficDirection::Inbound,
         filters,
+        port.protocol,
+        mtls,
     )
+}
+
+/// An inbound listener running `filters`: in plaintext without `mtls`, otherwise as the
+/// module docs say for the mesh's access mode.
+fn inbound(
+    name: String,
+    address: SocketAddr,
+    filters: Vec<Filter>,
+    protocol: Protocol,
+    mtls: Option<Mtls<'_>>,
+) -> Listener {
+    let Some(mtls) = mtls else {
+        return listener(name, address, TrafficDirection::Inbound, filters);
+    };
+    let tls_chain = |filters, filter_chain_match| FilterChain {
+        name: tls::MTLS.to_owned(),
+        filter_chain_match,
+        filters,
+        transport_socket: Some(mtls.downstream(protocol)),
+        ..Default::default()
+    };
+    let base = Listener {
+        name,
+        address: Some(socket_address(address)),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    };
+    match mtls.mesh.access_mode {
+        AccessMode::Strict => Listener {
+            filter_chains: vec![tls_chain(filters, None)],
+            ..base
+        },
+        AccessMode::Permissive => Listener {
+            listener_filters: vec![tls::tls_inspector()],
+            // A server-first protocol (the server speaks before the client, as MySQL and SMTP
+            // do) gives the inspector nothing to read; after the inspector's timeout such a
+            // connection takes the plaintext chain instead of being closed.
+            continue_on_listener_filters_timeout: true,
+            filter_chains: vec![
+                tls_chain(
+                    filters.clone(),
+                    Some(FilterChainMatch {
+                        transport_protocol: "tls".to_owned(),
+                        ..Default::default()
+                    }),
+                ),
+                FilterChain {
+                    name: tls::PLAINTEXT.to_owned(),
+                    filters,
+                    ..Default::default()
+                },
+            ],
+            ..base
+        },
+    }
 }
 
 fn listener(

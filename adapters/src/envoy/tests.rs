@@ -10,9 +10,12 @@ use envoy_types::pb::envoy::{
             Cluster,
             cluster::{ClusterDiscoveryType, DiscoveryType},
         },
-        core::v3::{ApiVersion, config_source},
+        core::v3::{
+            ApiVersion, ConfigSource, DataSource, TransportSocket, address, config_source,
+            data_source, transport_socket,
+        },
         endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
-        listener::v3::{Listener, filter},
+        listener::v3::{FilterChain, Listener, filter, listener_filter},
         rbac::v3::{Policy, permission, principal, rbac::Action},
         route::v3::{
             HeaderMatcher, Route, RouteConfiguration, VirtualHost, header_matcher, route,
@@ -30,11 +33,17 @@ use envoy_types::pb::envoy::{
                 tcp_proxy::v3::{TcpProxy, tcp_proxy},
             },
         },
+        transport_sockets::tls::v3::{
+            CommonTlsContext, DownstreamTlsContext, Secret, UpstreamTlsContext,
+            common_tls_context::ValidationContextType, secret, subject_alt_name_matcher::SanType,
+            tls_parameters::TlsProtocol,
+        },
         upstreams::http::v3::HttpProtocolOptions,
     },
     r#type::matcher::v3::{StringMatcher, path_matcher, string_matcher},
 };
-use prost::Message;
+use envoy_types::pb::google::protobuf::BoolValue;
+use prost::{Message, Name};
 
 use super::*;
 use crate::model::{
@@ -1461,6 +1470,545 @@ fn equal_values_in_new_arcs_hit_the_cache() {
     drop(first);
     adapter.evict_unused();
     assert_eq!(adapter.cache_len(), (9, 6));
+}
+
+// === mTLS ===
+
+fn mtls_opts() -> EnvoyOptions {
+    EnvoyOptions {
+        mtls: true,
+        ..opts()
+    }
+}
+
+fn endpoint(address: &str, identity: Option<(&str, &str)>) -> Endpoint {
+    Endpoint {
+        address: address.parse().unwrap(),
+        identity: identity.map(|(ns, sa)| Identity::new(ns, sa)),
+    }
+}
+
+/// `sample()` with workload identities: web-v1 runs as two service accounts, one address of
+/// web-v2 is listed twice (with and without an identity), grpc and db-b are meshed, db-a and
+/// other/web are not.
+fn meshed_sample() -> ProxyConfig {
+    let mut proxy = sample();
+    let clusters = Arc::make_mut(&mut proxy.clusters);
+    let mut set = |name: ClusterName, endpoints: Vec<Endpoint>| {
+        Arc::make_mut(clusters.get_mut(&name).unwrap()).endpoints = endpoints;
+    };
+    set(
+        cluster_name("shop", "web-v1", 80),
+        vec![
+            endpoint("10.0.0.2:8080", Some(("shop", "web-v1"))),
+            endpoint("10.0.0.1:8080", Some(("shop", "web"))),
+        ],
+    );
+    set(
+        cluster_name("shop", "web-v2", 80),
+        vec![
+            endpoint("10.0.0.3:8080", None),
+            endpoint("10.0.0.3:8080", Some(("shop", "web-v2"))),
+            endpoint("10.0.0.7:8080", None),
+        ],
+    );
+    set(
+        cluster_name("shop", "grpc", 9000),
+        vec![endpoint("10.0.0.4:9000", Some(("shop", "grpc")))],
+    );
+    set(
+        cluster_name("shop", "db-b", 5432),
+        vec![endpoint("10.0.0.6:5432", Some(("shop", "db")))],
+    );
+    proxy
+}
+
+fn permissive() -> MeshSettings {
+    MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..MeshSettings::default()
+    }
+}
+
+fn transport_socket<M: Message + Name + Default>(socket: &TransportSocket) -> M {
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    match &socket.config_type {
+        Some(transport_socket::ConfigType::TypedConfig(any)) => {
+            assert_eq!(any.type_url, M::type_url());
+            M::decode(any.value.as_slice()).unwrap()
+        }
+        other => panic!("not a typed config: {other:?}"),
+    }
+}
+
+fn upstream_tls(cluster: &Cluster) -> UpstreamTlsContext {
+    let [m] = cluster.transport_socket_matches.as_slice() else {
+        panic!("{:?}", cluster.transport_socket_matches)
+    };
+    assert_eq!(m.name, "mtls");
+    assert_eq!(m.r#match, Some(tls::match_labels()));
+    transport_socket(m.transport_socket.as_ref().unwrap())
+}
+
+fn assert_ads(source: &Option<ConfigSource>) {
+    let source = source.as_ref().unwrap();
+    assert!(matches!(
+        source.config_source_specifier,
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+    assert_eq!(source.resource_api_version, ApiVersion::V3 as i32);
+}
+
+/// The certificate secret a context presents, checked to come over ADS.
+fn certificate_sds(common: &CommonTlsContext) -> &str {
+    let [sds] = common.tls_certificate_sds_secret_configs.as_slice() else {
+        panic!("{:?}", common.tls_certificate_sds_secret_configs)
+    };
+    assert_ads(&sds.sds_config);
+    assert!(common.tls_certificates.is_empty());
+    // TLS 1.3 only, on both sides.
+    let params = common.tls_params.as_ref().unwrap();
+    assert_eq!(
+        (
+            params.tls_minimum_protocol_version,
+            params.tls_maximum_protocol_version
+        ),
+        (TlsProtocol::TlSv13 as i32, TlsProtocol::TlSv13 as i32)
+    );
+    &sds.name
+}
+
+/// The trust bundle secret and the exact URI SANs a context accepts.
+fn validation(common: &CommonTlsContext) -> (&str, Vec<&str>) {
+    let (sds, sans) = match common.validation_context_type.as_ref().unwrap() {
+        ValidationContextType::CombinedValidationContext(c) => (
+            c.validation_context_sds_secret_config.as_ref().unwrap(),
+            c.default_validation_context
+                .as_ref()
+                .unwrap()
+                .match_typed_subject_alt_names
+                .iter()
+                .map(|m| {
+                    assert_eq!(m.san_type, SanType::Uri as i32);
+                    match &m.matcher.as_ref().unwrap().match_pattern {
+                        Some(string_matcher::MatchPattern::Exact(id)) => id.as_str(),
+                        other => panic!("{other:?}"),
+                    }
+                })
+                .collect(),
+        ),
+        ValidationContextType::ValidationContextSdsSecretConfig(sds) => (sds, Vec::new()),
+        other => panic!("{other:?}"),
+    };
+    assert_ads(&sds.sds_config);
+    (&sds.name, sans)
+}
+
+const OWN_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
+const BUNDLE: &str = "spiffe://cluster.local";
+
+#[test]
+fn secret_names_are_spiffe_ids() {
+    let mesh = MeshSettings {
+        trust_domain: "example.org".into(),
+        ..MeshSettings::default()
+    };
+    let id = Identity::new("shop", "web");
+    assert_eq!(
+        certificate_secret_name(&id, &mesh),
+        "spiffe://example.org/ns/shop/sa/web"
+    );
+    assert_eq!(trust_bundle_secret_name(&mesh), "spiffe://example.org");
+}
+
+#[test]
+fn secrets_carry_the_certificate_key_and_bundle() {
+    let id = Identity::new("shop", "web");
+    let mesh = MeshSettings::default();
+    let key = "-----BEGIN PRIVATE KEY-----\nS3CR3TK3Y\n-----END PRIVATE KEY-----\n";
+    let out = secrets(&id, &mesh, "CHAIN", key, "BUNDLE");
+    let names: Vec<&str> = out.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [BUNDLE, OWN_ID]);
+    assert!(
+        out.iter()
+            .all(|r| r.type_url == SECRET_TYPE_URL && r.resource.type_url == SECRET_TYPE_URL)
+    );
+    let inline = |d: &Option<DataSource>| match &d.as_ref().unwrap().specifier {
+        Some(data_source::Specifier::InlineString(s)) => s.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    let bundle = Secret::decode(out[0].resource.value.as_slice()).unwrap();
+    assert_eq!(bundle.name, BUNDLE);
+    let Some(secret::Type::ValidationContext(v)) = &bundle.r#type else {
+        panic!("{bundle:?}")
+    };
+    assert_eq!(inline(&v.trusted_ca), "BUNDLE");
+
+    let cert = Secret::decode(out[1].resource.value.as_slice()).unwrap();
+    assert_eq!(cert.name, OWN_ID);
+    let Some(secret::Type::TlsCertificate(c)) = &cert.r#type else {
+        panic!("{cert:?}")
+    };
+    assert_eq!(inline(&c.certificate_chain), "CHAIN");
+    assert_eq!(inline(&c.private_key), key);
+
+    // Neither the key nor its bytes (prost prints bytes as numbers) reach a log.
+    let debug = format!("{out:?}");
+    assert!(!debug.contains("S3CR3TK3Y"), "{debug}");
+    assert!(!debug.contains("PRIVATE"), "{debug}");
+    assert!(!debug.contains(&format!("{:?}", &out[1].resource.value[..8])));
+    assert!(debug.contains(OWN_ID), "{debug}");
+    // Other resources still print in full.
+    let listener = &compile_sample().resources[0];
+    assert!(format!("{listener:?}").contains("value: ["));
+}
+
+#[test]
+fn mtls_clusters_present_the_proxy_and_check_endpoint_identities() {
+    let out = compile(&meshed_sample(), &MeshSettings::default(), &mtls_opts());
+
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    let tls = upstream_tls(&cluster);
+    let common = tls.common_tls_context.as_ref().unwrap();
+    assert_eq!(certificate_sds(common), OWN_ID);
+    // Every identity among the endpoints, sorted.
+    assert_eq!(
+        validation(common),
+        (
+            BUNDLE,
+            vec![
+                "spiffe://cluster.local/ns/shop/sa/web",
+                "spiffe://cluster.local/ns/shop/sa/web-v1"
+            ]
+        )
+    );
+    assert_eq!(common.alpn_protocols, ["http/1.1"]);
+    // Nothing else of the cluster changes.
+    let plain: Cluster = decode(&compile_sample(), CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        Cluster {
+            transport_socket_matches: vec![],
+            ..cluster
+        },
+        plain
+    );
+
+    let grpc = upstream_tls(&decode(&out, CLUSTER_TYPE_URL, "shop/grpc|9000"));
+    let common = grpc.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["h2"]);
+    assert_eq!(
+        validation(&common).1,
+        ["spiffe://cluster.local/ns/shop/sa/grpc"]
+    );
+    let db = upstream_tls(&decode(&out, CLUSTER_TYPE_URL, "shop/db-b|5432"));
+    assert!(db.common_tls_context.unwrap().alpn_protocols.is_empty());
+
+    // No meshed endpoint: no TLS context that nothing would use.
+    for name in ["shop/db-a|5432", "other/web|80", "shop/zdb|5432"] {
+        let c: Cluster = decode(&out, CLUSTER_TYPE_URL, name);
+        assert!(c.transport_socket_matches.is_empty(), "{name}");
+    }
+    // The proxy's own (inbound) clusters talk to its application in plaintext.
+    let inbound: Cluster = decode(&out, CLUSTER_TYPE_URL, "inbound|8080");
+    assert!(inbound.transport_socket_matches.is_empty());
+    assert!(inbound.transport_socket.is_none());
+}
+
+fn endpoint_labels(cla: &ClusterLoadAssignment) -> Vec<(String, bool)> {
+    cla.endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                panic!()
+            };
+            let Some(address::Address::SocketAddress(s)) = &ep.address.as_ref().unwrap().address
+            else {
+                panic!()
+            };
+            let meshed = match &e.metadata {
+                None => false,
+                Some(m) => {
+                    assert_eq!(m.filter_metadata.len(), 1);
+                    assert_eq!(
+                        m.filter_metadata["envoy.transport_socket_match"],
+                        tls::match_labels()
+                    );
+                    true
+                }
+            };
+            (s.address.clone(), meshed)
+        })
+        .collect()
+}
+
+#[test]
+fn meshed_endpoints_select_the_mtls_socket() {
+    let out = compile(&meshed_sample(), &MeshSettings::default(), &mtls_opts());
+    let labels = |name| endpoint_labels(&decode(&out, ENDPOINT_TYPE_URL, name));
+    assert_eq!(
+        labels("shop/web-v1|80"),
+        [("10.0.0.1".into(), true), ("10.0.0.2".into(), true)]
+    );
+    // One endpoint per address; meshed if any of its entries has an identity.
+    assert_eq!(
+        labels("shop/web-v2|80"),
+        [("10.0.0.3".into(), true), ("10.0.0.7".into(), false)]
+    );
+    assert_eq!(labels("shop/db-a|5432"), [("10.0.0.5".into(), false)]);
+    let m = tls::match_labels();
+    assert_eq!(
+        m.fields["switchyard.dev/tls"].kind,
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+            "mtls".into()
+        ))
+    );
+}
+
+#[test]
+fn without_mtls_identities_change_nothing() {
+    // Byte for byte what a model without identities gives: no transport socket, no
+    // metadata, plaintext listeners.
+    let out = compile(&meshed_sample(), &MeshSettings::default(), &opts());
+    let mut plain = meshed_sample();
+    for cluster in Arc::make_mut(&mut plain.clusters).values_mut() {
+        for e in &mut Arc::make_mut(cluster).endpoints {
+            e.identity = None;
+        }
+    }
+    assert_eq!(
+        bytes(&out),
+        bytes(&compile(&plain, &MeshSettings::default(), &opts()))
+    );
+    for r in &out.resources {
+        match r.type_url {
+            CLUSTER_TYPE_URL => {
+                let c = Cluster::decode(r.resource.value.as_slice()).unwrap();
+                assert!(c.transport_socket_matches.is_empty() && c.transport_socket.is_none());
+            }
+            ENDPOINT_TYPE_URL => {
+                let cla = ClusterLoadAssignment::decode(r.resource.value.as_slice()).unwrap();
+                assert!(endpoint_labels(&cla).iter().all(|(_, meshed)| !meshed));
+            }
+            LISTENER_TYPE_URL => {
+                let l = Listener::decode(r.resource.value.as_slice()).unwrap();
+                assert!(l.listener_filters.is_empty());
+                assert_eq!(l.filter_chains.len(), 1);
+                assert!(l.filter_chains[0].transport_socket.is_none());
+            }
+            _ => {}
+        }
+    }
+    assert!(!EnvoyOptions::default().mtls);
+}
+
+fn downstream_tls(chain: &FilterChain) -> DownstreamTlsContext {
+    let tls: DownstreamTlsContext = transport_socket(chain.transport_socket.as_ref().unwrap());
+    assert_eq!(
+        tls.require_client_certificate,
+        Some(BoolValue { value: true })
+    );
+    let common = tls.common_tls_context.as_ref().unwrap();
+    assert_eq!(certificate_sds(common), OWN_ID);
+    // Any mesh certificate passes the handshake; RBAC decides who may call.
+    assert_eq!(validation(common), (BUNDLE, vec![]));
+    tls
+}
+
+#[test]
+fn strict_inbound_only_accepts_mesh_certificates() {
+    let mesh = MeshSettings::default();
+    let out = compile(&meshed_sample(), &mesh, &mtls_opts());
+    let plain = compile(&meshed_sample(), &mesh, &opts());
+    for (port, alpn) in [
+        (8080, vec!["h2", "http/1.1"]),
+        (9090, vec!["h2", "http/1.1"]),
+        (7000, vec![]),
+        (5433, vec![]),
+    ] {
+        let name = inbound_name(port);
+        let listener: Listener = decode(&out, LISTENER_TYPE_URL, &name);
+        assert!(listener.listener_filters.is_empty(), "{name}");
+        let [chain] = listener.filter_chains.as_slice() else {
+            panic!("{name}: {:?}", listener.filter_chains)
+        };
+        assert_eq!(chain.name, "mtls");
+        assert!(chain.filter_chain_match.is_none());
+        let tls = downstream_tls(chain);
+        assert_eq!(
+            tls.common_tls_context.unwrap().alpn_protocols,
+            alpn,
+            "{name}"
+        );
+        // The same filters as without mTLS (RBAC, then the application).
+        let before: Listener = decode(&plain, LISTENER_TYPE_URL, &name);
+        assert_eq!(chain.filters, before.filter_chains[0].filters, "{name}");
+        assert_eq!(listener.address, before.address);
+    }
+    // Outbound listeners are untouched: TLS starts at the cluster.
+    for name in [OUTBOUND_HTTP, "outbound_tcp|5432"] {
+        assert_eq!(
+            find(&out, LISTENER_TYPE_URL, name),
+            find(&plain, LISTENER_TYPE_URL, name)
+        );
+    }
+}
+
+#[test]
+fn permissive_inbound_accepts_tls_and_plaintext() {
+    let mesh = permissive();
+    let out = compile(&meshed_sample(), &mesh, &mtls_opts());
+    let plain = compile(&meshed_sample(), &mesh, &opts());
+    for port in [8080, 7000] {
+        let name = inbound_name(port);
+        let listener: Listener = decode(&out, LISTENER_TYPE_URL, &name);
+        let [inspector] = listener.listener_filters.as_slice() else {
+            panic!("{:?}", listener.listener_filters)
+        };
+        assert_eq!(inspector.name, "envoy.filters.listener.tls_inspector");
+        let Some(listener_filter::ConfigType::TypedConfig(any)) = &inspector.config_type else {
+            panic!()
+        };
+        assert_eq!(
+            any.type_url,
+            "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+        );
+        assert!(listener.continue_on_listener_filters_timeout);
+
+        let [tls, plaintext] = listener.filter_chains.as_slice() else {
+            panic!("{:?}", listener.filter_chains)
+        };
+        assert_eq!(
+            (tls.name.as_str(), plaintext.name.as_str()),
+            ("mtls", "plaintext")
+        );
+        assert_eq!(
+            tls.filter_chain_match.as_ref().unwrap().transport_protocol,
+            "tls"
+        );
+        downstream_tls(tls);
+        assert!(plaintext.filter_chain_match.is_none());
+        assert!(plaintext.transport_socket.is_none());
+        let before: Listener = decode(&plain, LISTENER_TYPE_URL, &name);
+        assert_eq!(tls.filters, before.filter_chains[0].filters);
+        assert_eq!(plaintext.filters, before.filter_chains[0].filters);
+    }
+}
+
+#[test]
+fn mtls_compiles_are_deterministic() {
+    let first = compile(&meshed_sample(), &permissive(), &mtls_opts());
+    for _ in 0..10 {
+        assert_eq!(
+            bytes(&compile(&meshed_sample(), &permissive(), &mtls_opts())),
+            bytes(&first)
+        );
+    }
+}
+
+#[test]
+fn mtls_cache_equals_uncached_and_keys_on_identity() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    let web = meshed_sample();
+    let mut api = meshed_sample();
+    api.identity = Identity::new("shop", "api");
+    // `api` shares the cluster map of `web`, as proxies of one mesh do.
+    api.clusters = web.clusters.clone();
+
+    let plain = adapter.compile_shared(&web, &mesh, &opts());
+    let web_1 = adapter.compile_shared(&web, &mesh, &mtls_opts());
+    let api_1 = adapter.compile_shared(&api, &mesh, &mtls_opts());
+    let web_2 = adapter.compile_shared(&web, &mesh, &mtls_opts());
+    let api_2 = adapter.compile_shared(&api, &mesh, &mtls_opts());
+    let unshared = |out: &Output<Arc<Resource>>| -> Vec<Resource> {
+        out.resources.iter().map(|r| (**r).clone()).collect()
+    };
+    for (cached, proxy) in [
+        (&web_1, &web),
+        (&api_1, &api),
+        (&web_2, &web),
+        (&api_2, &api),
+    ] {
+        assert_eq!(
+            unshared(cached),
+            compile(proxy, &mesh, &mtls_opts()).resources,
+            "cached and uncached compiles differ"
+        );
+    }
+    let of = |out: &Output<Arc<Resource>>, type_url: &str, name: &str| {
+        out.resources
+            .iter()
+            .find(|r| r.type_url == type_url && r.name == name)
+            .unwrap()
+            .clone()
+    };
+    let name = "shop/web-v1|80";
+    // Each identity gets its own Cluster (it names the proxy's certificate), kept across the
+    // other identity's compiles; the endpoints are shared by all.
+    assert!(Arc::ptr_eq(
+        &of(&web_1, CLUSTER_TYPE_URL, name),
+        &of(&web_2, CLUSTER_TYPE_URL, name)
+    ));
+    assert!(Arc::ptr_eq(
+        &of(&api_1, CLUSTER_TYPE_URL, name),
+        &of(&api_2, CLUSTER_TYPE_URL, name)
+    ));
+    assert_ne!(
+        of(&web_1, CLUSTER_TYPE_URL, name),
+        of(&api_1, CLUSTER_TYPE_URL, name)
+    );
+    let api_cluster = upstream_tls(
+        &Cluster::decode(of(&api_1, CLUSTER_TYPE_URL, name).resource.value.as_slice()).unwrap(),
+    );
+    assert_eq!(
+        certificate_sds(api_cluster.common_tls_context.as_ref().unwrap()),
+        "spiffe://cluster.local/ns/shop/sa/api"
+    );
+    assert!(Arc::ptr_eq(
+        &of(&web_1, ENDPOINT_TYPE_URL, name),
+        &of(&api_2, ENDPOINT_TYPE_URL, name)
+    ));
+    // Turning mTLS on or off, or changing the trust domain, is never served from the cache.
+    assert_ne!(
+        of(&plain, ENDPOINT_TYPE_URL, name),
+        of(&web_1, ENDPOINT_TYPE_URL, name)
+    );
+    let off = adapter.compile(&web, &mesh, &opts());
+    assert_eq!(off, compile(&web, &mesh, &opts()));
+    let other = MeshSettings {
+        trust_domain: "example.org".into(),
+        ..MeshSettings::default()
+    };
+    let cached = adapter.compile(&web, &other, &mtls_opts());
+    assert_eq!(cached, compile(&web, &other, &mtls_opts()));
+    let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, name);
+    assert_eq!(
+        certificate_sds(upstream_tls(&cluster).common_tls_context.as_ref().unwrap()),
+        "spiffe://example.org/ns/shop/sa/web"
+    );
+    // An endpoint identity change reaches both the SANs and the metadata.
+    let mut moved = web.clone();
+    let clusters = Arc::make_mut(&mut moved.clusters);
+    Arc::make_mut(
+        clusters
+            .get_mut(&cluster_name("shop", "db-a", 5432))
+            .unwrap(),
+    )
+    .endpoints = vec![endpoint("10.0.0.5:5432", Some(("shop", "db")))];
+    let cached = adapter.compile(&moved, &mesh, &mtls_opts());
+    assert_eq!(cached, compile(&moved, &mesh, &mtls_opts()));
+    let db_a: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/db-a|5432");
+    let common = upstream_tls(&db_a).common_tls_context.unwrap();
+    assert_eq!(
+        validation(&common).1,
+        ["spiffe://cluster.local/ns/shop/sa/db"]
+    );
+    assert_eq!(
+        endpoint_labels(&decode(&cached, ENDPOINT_TYPE_URL, "shop/db-a|5432")),
+        [("10.0.0.5".into(), true)]
+    );
 }
 
 // === bootstrap ===

@@ -13,6 +13,7 @@ pub struct XdsMetrics {
     pushes: AtomicU64,
     nacks: AtomicU64,
     auth_failures: AtomicU64,
+    secrets_refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`XdsMetrics`].
@@ -28,6 +29,8 @@ pub struct MetricsSnapshot {
     pub nacks: u64,
     /// Streams refused by the authenticator.
     pub auth_failures: u64,
+    /// Secret names requested that are not the requesting proxy's.
+    pub secrets_refused: u64,
 }
 
 /// Counts a stream as connected until dropped.
@@ -44,6 +47,7 @@ impl XdsMetrics {
             pushes: self.pushes.load(Ordering::Relaxed),
             nacks: self.nacks.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            secrets_refused: self.secrets_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -63,6 +67,10 @@ impl XdsMetrics {
 
     pub(crate) fn auth_failed(&self) {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn secret_refused(&self) {
+        self.secrets_refused.fetch_add(1, Ordering::Relaxed);
     }
 }
 

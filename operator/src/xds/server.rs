@@ -28,7 +28,7 @@ use super::{
     auth::Authenticate,
     delta::DeltaStream,
     metrics::{StreamGuard, XdsMetrics},
-    snapshot::Snapshot,
+    snapshot::{Snapshot, TypeUrl},
     sotw::SotwStream,
     store::{SnapshotStore, SnapshotSubscription},
     stream::StreamError,
@@ -87,6 +87,8 @@ pub(crate) trait Protocol: Send + Sized + 'static {
     fn start(node: &Node) -> Self;
     fn node(req: &Self::Request) -> Option<&Node>;
     fn is_nack(req: &Self::Request) -> bool;
+    /// The type and the resource names a request asks for (newly, for delta).
+    fn requested(req: &Self::Request) -> (&str, &[String]);
     fn handle_request(&mut self, req: Self::Request) -> Result<Vec<Self::Response>, StreamError>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
 }
@@ -349,12 +351,33 @@ impl<R: Send + 'static> StreamTask<R> {
         if P::is_nack(&req) {
             self.metrics.nacked();
         }
+        self.check_secrets::<P>(&req);
         match machine.handle_request(req) {
             Ok(responses) => self.send(responses).await,
             Err(error) => {
                 tracing::info!(%error, "closing xds stream");
                 let _ = self.tx.send(Err(error.into())).await;
                 false
+            }
+        }
+    }
+
+    /// A proxy is only ever given its own identity's secrets (its snapshot holds no others), so
+    /// asking for any other secret is either a misconfiguration or a probe: it gets nothing,
+    /// and it is logged.
+    fn check_secrets<P: Protocol<Response = R>>(&mut self, req: &P::Request) {
+        let (type_url, names) = P::requested(req);
+        if TypeUrl::from_type_url(type_url) != Some(TypeUrl::Secret) {
+            return;
+        }
+        let snapshot = self.snapshots.latest();
+        for name in names {
+            let held = snapshot
+                .as_ref()
+                .is_some_and(|s| s.get(TypeUrl::Secret, name).is_some());
+            if !held {
+                self.metrics.secret_refused();
+                tracing::warn!(secret = %name, "refused a secret request: not this proxy's identity");
             }
         }
     }
@@ -395,6 +418,10 @@ impl Protocol for SotwStream {
         req.error_detail.is_some()
     }
 
+    fn requested(req: &DiscoveryRequest) -> (&str, &[String]) {
+        (&req.type_url, &req.resource_names)
+    }
+
     fn handle_request(
         &mut self,
         req: DiscoveryRequest,
@@ -422,6 +449,10 @@ impl Protocol for DeltaStream {
 
     fn is_nack(req: &DeltaDiscoveryRequest) -> bool {
         req.error_detail.is_some()
+    }
+
+    fn requested(req: &DeltaDiscoveryRequest) -> (&str, &[String]) {
+        (&req.type_url, &req.resource_names_subscribe)
     }
 
     fn handle_request(

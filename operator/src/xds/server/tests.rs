@@ -269,3 +269,36 @@ async fn delta_over_grpc() {
     );
     assert_eq!(running.metrics.snapshot().nacks, 1);
 }
+
+#[tokio::test]
+async fn a_proxy_gets_only_its_own_secrets_and_other_requests_are_counted() {
+    use envoy_types::pb::{
+        envoy::extensions::transport_sockets::tls::v3::Secret, google::protobuf::Any,
+    };
+    use prost::Message;
+
+    let own = "spiffe://cluster.local/ns/default/sa/web";
+    let other = "spiffe://cluster.local/ns/default/sa/db";
+    let secret = |name: &str| Any {
+        type_url: TypeUrl::Secret.type_url().to_string(),
+        value: Secret {
+            name: name.to_string(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    let snap = Snapshot::new([(TypeUrl::Secret, own.to_string(), secret(own))]).unwrap();
+    let store = SnapshotStore::new();
+    store.set(ProxyKey::from("default/web-0"), Arc::new(snap));
+    let running = start(store).await;
+    let mut stream = Sotw::open(
+        running.addr,
+        "t1",
+        request(TypeUrl::Secret, &[own, other], "", ""),
+    )
+    .await
+    .unwrap();
+    let r = stream.recv().await;
+    assert_eq!(names(&r), [own], "another identity's secret is never sent");
+    assert_eq!(running.metrics.snapshot().secrets_refused, 1);
+}
