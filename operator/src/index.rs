@@ -251,6 +251,11 @@ impl Index {
         })
     }
 
+    /// The identity a proxy's workload runs as (its Pod's ServiceAccount).
+    pub fn proxy_identity(&self, proxy: &ProxyId) -> Option<&Identity> {
+        self.proxy_inbound.get(proxy).map(|(identity, _)| identity)
+    }
+
     /// Every proxy the index knows.
     pub fn proxies(&self) -> impl Iterator<Item = &ProxyId> {
         self.proxy_inbound.keys()

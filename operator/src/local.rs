@@ -6,22 +6,23 @@
 //! server maps that token, never `node.id`, to the Pod's snapshot.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, OnceLock, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, EnvoyAdapter, EnvoyOptions},
-    model::{MeshSettings, ProxyId},
+    model::{Identity, MeshSettings, ProxyId},
 };
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::{
+    identity::{self, CaConfig, CaFiles, Certificates, MeshCa},
     index::{Index, ObjectStatus},
     xds::{
         auth::{Authenticate, StaticTokens},
@@ -49,6 +50,11 @@ pub struct LocalConfig {
     /// How often the directory is re-read; 100 ms by default.
     pub poll: Duration,
     pub xds_api: envoy::XdsApi,
+    /// Workload certificate lifetime (default 24 h) and the generated root's; the trust domain
+    /// is `settings.trust_domain`'s.
+    pub ca: CaConfig,
+    /// A CA to issue from instead of a generated root.
+    pub ca_files: Option<CaFiles>,
 }
 
 impl LocalConfig {
@@ -61,6 +67,8 @@ impl LocalConfig {
             settings: MeshSettings::default(),
             poll: Duration::from_millis(100),
             xds_api: envoy::XdsApi::default(),
+            ca: CaConfig::default(),
+            ca_files: None,
         }
     }
 }
@@ -77,6 +85,8 @@ pub enum LocalError {
     Random(String),
     #[error("proxy {proxy}: {message}")]
     Snapshot { proxy: ProxyId, message: String },
+    #[error("mesh ca: {0}")]
+    Ca(#[from] identity::Error),
 }
 
 /// Bearer tokens that grow as Pods appear.
@@ -116,6 +126,8 @@ pub struct Local {
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
     versioned: Versioned,
+    /// One certificate per identity with a proxy; the CA key stays in here.
+    certs: Certificates,
 }
 
 /// Adapter resources turned into versioned (hashed) xDS resources once each. Keyed by the
@@ -152,8 +164,19 @@ impl Versioned {
 // === impl Local ===
 
 impl Local {
-    pub fn new(config: LocalConfig) -> Self {
-        Local {
+    /// Sets up local mode, with a freshly generated mesh CA unless `config.ca_files` names one.
+    pub fn new(config: LocalConfig) -> Result<Self, LocalError> {
+        let ca_config = CaConfig {
+            trust_domain: config.settings.trust_domain.clone(),
+            ..config.ca.clone()
+        };
+        let ca = match &config.ca_files {
+            Some(files) => MeshCa::from_files(&ca_config, files)?,
+            None => MeshCa::generate(&ca_config, SystemTime::now())?,
+        };
+        identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
+        Ok(Local {
+            certs: Certificates::new(ca),
             source: DirSource::new(config.dir.clone()),
             index: Index::new(config.settings.clone()),
             adapter: EnvoyAdapter::new(),
@@ -162,7 +185,7 @@ impl Local {
             proxies: BTreeMap::new(),
             versioned: Versioned::default(),
             config,
-        }
+        })
     }
 
     pub fn store(&self) -> SnapshotStore {
@@ -177,18 +200,40 @@ impl Local {
         &self.index
     }
 
-    /// Re-reads changed files and publishes whatever changed.
+    /// Re-reads changed files, renews certificates that are due, and publishes whatever
+    /// changed.
     pub fn tick(&mut self) -> Result<Tick, LocalError> {
+        self.tick_at(SystemTime::now())
+    }
+
+    /// [`Local::tick`] at a given time.
+    pub fn tick_at(&mut self, now: SystemTime) -> Result<Tick, LocalError> {
         let scan = self.source.scan();
         let mut tick = Tick {
             reports: scan.reports,
             ..Tick::default()
         };
-        if !scan.changed && !self.proxies.is_empty() {
+        let renewal_due = self.certs.next_renewal().is_some_and(|at| at <= now);
+        if !scan.changed && !self.proxies.is_empty() && !renewal_due {
             return Ok(tick);
         }
-        self.source.feed(&mut self.index);
+        if scan.changed || self.proxies.is_empty() {
+            self.source.feed(&mut self.index);
+        }
         let changes = self.index.take_changes();
+        let identities: BTreeSet<Identity> = self
+            .index
+            .proxies()
+            .filter_map(|p| self.index.proxy_identity(p).cloned())
+            .collect();
+        let certs = self
+            .certs
+            .sync(&identities, self.config.ca.workload_lifetime, now)?;
+        for (identity, error) in &certs.failed {
+            tick.warnings
+                .push(format!("identity {identity}: no new certificate: {error}"));
+        }
+        let renewed: BTreeSet<Identity> = certs.changed().into_iter().cloned().collect();
         for obj in &changes.statuses {
             if let Some(st) = self.index.status(obj) {
                 tick.statuses.push((obj.clone(), st.clone()));
@@ -200,7 +245,11 @@ impl Local {
             if is_new {
                 self.register(proxy)?;
             }
-            if !(is_new || changes.outbound || changes.proxies.contains(proxy)) {
+            let renewed = self
+                .index
+                .proxy_identity(proxy)
+                .is_some_and(|id| renewed.contains(id));
+            if !(is_new || renewed || changes.outbound || changes.proxies.contains(proxy)) {
                 continue;
             }
             if let Some(snapshot) = self.compile(proxy, &mut tick.warnings)?
@@ -246,6 +295,7 @@ impl Local {
 
     fn envoy_options(&self, proxy: &ProxyId) -> EnvoyOptions {
         EnvoyOptions {
+            mtls: true,
             bind_ip: self
                 .index
                 .pod_ip(proxy)
@@ -280,6 +330,25 @@ impl Local {
                     proxy: proxy.clone(),
                     message: e.to_string(),
                 })?;
+        }
+        // Only this proxy's own identity's certificate, and the trust bundle. Never cached or
+        // shared: key material lives in this one snapshot.
+        if let Some(cert) = self.certs.get(&cfg.identity) {
+            let secrets = envoy::secrets(
+                &cfg.identity,
+                self.index.settings(),
+                cert.cert_chain_pem(),
+                cert.private_key_pem().expose(),
+                self.certs.ca().trust_bundle_pem(),
+            );
+            for r in secrets {
+                builder
+                    .add_any(r.name, r.resource)
+                    .map_err(|e| LocalError::Snapshot {
+                        proxy: proxy.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
         }
         Ok(Some(builder.build()))
     }

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use switchyard_adapters::model::{AccessMode, MeshSettings, ProxyId};
 
 use crate::{
+    identity::CaFiles,
     local::{self, Local, LocalConfig},
     xds::server::{self, XdsConfig},
 };
@@ -61,8 +62,42 @@ pub struct LocalArgs {
     /// Bootstraps use incremental (delta) ADS instead of state of the world.
     #[arg(long)]
     pub delta: bool,
+    /// Lifetime of workload certificates, renewed at two thirds of it: a number with a unit,
+    /// `s`, `m`, `h` or `d` (e.g. `24h`, `90s`).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, env = "SWITCHYARD_CERT_LIFETIME")]
+    pub cert_lifetime: Duration,
+    /// The mesh CA's certificate chain (PEM, issuing certificate first) [default: a root
+    /// generated at start, kept in memory only].
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The mesh CA's private key (unencrypted PKCS#8 PEM).
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// The trust bundle (PEM roots), when `--ca-cert` ends at an intermediate.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_bundle: Option<PathBuf>,
     #[command(flatten)]
     pub mesh: MeshArgs,
+}
+
+/// `90s`, `15m`, `24h`, `7d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let unit = s
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(s.len(), |(i, _)| i);
+    let (n, unit) = s.split_at(unit);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with a unit s, m, h or d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,13 +123,21 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.delta {
         config.xds_api = switchyard_adapters::envoy::XdsApi::Delta;
     }
+    config.ca.workload_lifetime = args.cert_lifetime;
+    if let (Some(cert_chain), Some(key)) = (args.ca_cert, args.ca_key) {
+        config.ca_files = Some(CaFiles {
+            cert_chain,
+            key,
+            trust_bundle: args.ca_bundle,
+        });
+    }
     let debounce = Duration::from_millis(args.debounce_ms);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let poll = config.poll;
         let addr = config.xds_addr;
         let state_dir = config.state_dir.clone();
-        let mut local = Local::new(config);
+        let mut local = Local::new(config)?;
         let store = local.store();
         let auth = local.tokens();
         let xds_config = XdsConfig {
@@ -163,7 +206,7 @@ pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<boo
     };
     let mut config = LocalConfig::new(&args.dir);
     config.settings = args.mesh.settings();
-    let mut local = Local::new(config);
+    let mut local = Local::new(config)?;
     let tick = local.tick_without_state()?;
     for r in &tick.reports {
         eprintln!("{r}");

@@ -9,12 +9,21 @@ use envoy_types::pb::{
 };
 use prost::Name;
 use serde_json::Value;
+use switchyard_adapters::model::AccessMode;
 
 use super::*;
 
 /// Every resource of one proxy, rendered, keyed by `(message name, resource name)`.
 fn compile(dir: &Path, namespace: &str, pod: &str) -> BTreeMap<(String, String), Value> {
-    let mut local = Local::new(LocalConfig::new(dir));
+    compile_with(LocalConfig::new(dir), namespace, pod)
+}
+
+fn compile_with(
+    config: LocalConfig,
+    namespace: &str,
+    pod: &str,
+) -> BTreeMap<(String, String), Value> {
+    let mut local = Local::new(config).unwrap();
     let tick = local.tick_without_state().unwrap();
     assert!(tick.reports.is_empty(), "{:?}", tick.reports);
     let proxy = ProxyId {
@@ -200,9 +209,13 @@ fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), SERVED).unwrap();
     let mut found = BTreeSet::new();
-    for pod in ["web-0", "client-0"] {
-        for value in compile(dir.path(), "demo", pod).values() {
-            types_in(value, &mut found);
+    for mode in [AccessMode::Strict, AccessMode::Permissive] {
+        for pod in ["web-0", "client-0"] {
+            let mut config = LocalConfig::new(dir.path());
+            config.settings.access_mode = mode;
+            for value in compile_with(config, "demo", pod).values() {
+                types_in(value, &mut found);
+            }
         }
     }
     let found: Vec<&str> = found
@@ -219,10 +232,13 @@ fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
             "envoy.extensions.filters.http.rbac.v3.RBAC",
             "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
             "envoy.extensions.filters.http.router.v3.Router",
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
             "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "envoy.extensions.filters.network.rbac.v3.RBAC",
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         ]
     );
@@ -275,4 +291,58 @@ fn unknown_or_broken_resources_render_as_errors() {
         json["error"].as_str().unwrap().starts_with("cannot decode"),
         "{json}"
     );
+}
+
+/// The secret names in one proxy's snapshot, and their versions.
+fn secrets(local: &Local, pod: &str) -> Vec<(String, crate::xds::snapshot::Version)> {
+    let snapshot = local
+        .store()
+        .get(&ProxyKey::new(format!("demo/{pod}")))
+        .expect("a snapshot");
+    snapshot
+        .resources(crate::xds::snapshot::TypeUrl::Secret)
+        .iter()
+        .map(|r| (r.name().to_owned(), r.version()))
+        .collect()
+}
+
+#[test]
+fn each_proxy_gets_only_its_own_certificate_and_renewals_are_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), SERVED).unwrap();
+    let mut config = LocalConfig::new(dir.path());
+    config.ca.workload_lifetime = Duration::from_secs(30);
+    let mut local = Local::new(config).unwrap();
+    let t0 = SystemTime::now();
+    let tick = local.tick_at(t0).unwrap();
+    assert_eq!(tick.pushed, 2, "{tick:?}");
+
+    let web = secrets(&local, "web-0");
+    let names: Vec<&str> = web.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "spiffe://cluster.local",
+            "spiffe://cluster.local/ns/demo/sa/web"
+        ],
+        "the trust bundle and web's own certificate, nothing else"
+    );
+    let client = secrets(&local, "client-0");
+    assert_eq!(client[1].0, "spiffe://cluster.local/ns/demo/sa/client");
+    assert_eq!(web[0], client[0], "one trust bundle");
+
+    // Before two thirds of the lifetime nothing is renewed.
+    assert_eq!(
+        local.tick_at(t0 + Duration::from_secs(15)).unwrap().pushed,
+        0
+    );
+    assert_eq!(secrets(&local, "web-0"), web);
+    // After, every certificate is, and pushed; the bundle stays.
+    assert_eq!(
+        local.tick_at(t0 + Duration::from_secs(21)).unwrap().pushed,
+        2
+    );
+    let renewed = secrets(&local, "web-0");
+    assert_eq!(renewed[0], web[0]);
+    assert_ne!(renewed[1].1, web[1].1, "a new certificate");
 }
