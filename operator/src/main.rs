@@ -8,6 +8,16 @@ use switchyard::cli::{self, Cli};
 fn main() -> ExitCode {
     // Usage errors exit with clap's status 2 from here.
     let cli = Cli::parse();
+    // Logs go to stderr, so that `compile` and `crds` output stays clean on stdout.
+    // `RUST_LOG` overrides the default (`info`), e.g. `RUST_LOG=switchyard=debug`.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .init();
     let mut stdin = io::stdin().lock();
     let mut stdout = io::stdout().lock();
     match cli::run(cli, &mut stdin, &mut stdout) {
