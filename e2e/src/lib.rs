@@ -32,11 +32,29 @@ pub fn switchyard_bin() -> &'static Path {
         if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
             return PathBuf::from(path);
         }
-        let built = escargot::CargoBuild::new()
+        let build = escargot::CargoBuild::new()
             .manifest_path(workspace_root().join("Cargo.toml"))
             .package("switchyard")
             .bin("switchyard")
-            .current_release()
+            .current_release();
+        // Cargo gives this test process the package's own variables (`CARGO_MANIFEST_DIR`,
+        // `CARGO_PKG_NAME`…). Build scripts that declare `rerun-if-env-changed` on them (ring's
+        // does) would see them differ from a `cargo` started in a shell and re-run, and
+        // everything above them would rebuild, here and again in the next `cargo test`.
+        let build = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || [
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                    ]
+                    .contains(&k.as_str())
+            })
+            .fold(build, |b, k| b.env_remove(k));
+        let built = build
             .run()
             .unwrap_or_else(|e| panic!("building the switchyard binary: {e}"));
         built.path().to_path_buf()

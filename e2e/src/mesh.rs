@@ -1,5 +1,6 @@
-//! A local mesh for end-to-end tests: `switchyard local` on a temporary directory, a real Envoy
-//! sidecar for a client Pod, and HTTP/TCP backends that answer with their own name.
+//! A local mesh for end-to-end tests: `switchyard local` on a temporary directory, real Envoy
+//! sidecars (a client Pod's, and any other Pod's on demand), and HTTP/TCP backends that answer
+//! with their own name.
 
 #![allow(
     clippy::expect_used,
@@ -7,6 +8,7 @@
 )]
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -163,13 +165,182 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A running `switchyard local` plus one client Envoy.
+/// `switchyard local --access-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessMode {
+    /// Only what a TrafficTarget allows reaches a meshed workload; inbound is mTLS only.
+    Strict,
+    /// TrafficTargets are ignored; inbound takes mTLS or plaintext.
+    Permissive,
+}
+
+impl AccessMode {
+    fn flag(self) -> &'static str {
+        match self {
+            AccessMode::Strict => "strict",
+            AccessMode::Permissive => "permissive",
+        }
+    }
+}
+
+/// How to start a [`Mesh`]: [`Mesh::builder`], then [`MeshBuilder::start`].
+#[derive(Debug)]
+pub struct MeshBuilder {
+    client_ip: Ipv4Addr,
+    files: Vec<(String, String)>,
+    access_mode: AccessMode,
+    args: Vec<String>,
+    client_sidecar: bool,
+}
+
+impl MeshBuilder {
+    /// `--access-mode` (permissive unless set).
+    pub fn access_mode(mut self, mode: AccessMode) -> Self {
+        self.access_mode = mode;
+        self
+    }
+
+    /// Extra arguments for `switchyard local` (e.g. `--delta`, `--cert-lifetime 6s`).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// A manifest file written before local mode starts.
+    pub fn file(mut self, name: &str, yaml: impl Into<String>) -> Self {
+        self.files.push((name.to_owned(), yaml.into()));
+        self
+    }
+
+    /// Whether to start client-0's Envoy (and wait for its outbound listener); on by default.
+    pub fn client_sidecar(mut self, on: bool) -> Self {
+        self.client_sidecar = on;
+        self
+    }
+
+    /// Writes the files and a Pod `demo/client-0` (ServiceAccount `client`) with the client IP,
+    /// starts local mode, then (unless turned off) client-0's Envoy.
+    pub fn start(self) -> Mesh {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, yaml) in &self.files {
+            std::fs::write(dir.path().join(name), yaml).expect("write manifest");
+        }
+        std::fs::write(
+            dir.path().join("client.yaml"),
+            pod("client-0", "client", &[], self.client_ip),
+        )
+        .expect("write pod");
+        let xds = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
+        let log = dir.path().join(".switchyard-local.log");
+        let log_file = std::fs::File::create(&log).expect("log");
+        let control_plane = Command::new(switchyard_bin())
+            .args(["local", "--access-mode", self.access_mode.flag()])
+            .arg("--xds-addr")
+            .arg(xds.to_string())
+            .args(&self.args)
+            .arg(dir.path())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start switchyard local");
+        let mut mesh = Mesh {
+            dir,
+            pod_ip: IpAddr::V4(self.client_ip),
+            xds,
+            control_plane,
+            sidecars: Vec::new(),
+            log,
+        };
+        // Local mode is up once it has written the client's bootstrap.
+        mesh.bootstrap("client-0");
+        if self.client_sidecar {
+            let envoy_log = mesh.dir.path().join(".envoy.log");
+            let client = mesh.spawn_envoy("client-0", envoy_log);
+            wait_for(
+                Duration::from_secs(30),
+                || TcpStream::connect(client.outbound()).is_ok(),
+                "Envoy's outbound listener",
+            );
+        }
+        mesh
+    }
+}
+
+/// A running Envoy sidecar of a Pod in `demo`. The [`Mesh`] that started it owns the process;
+/// this is where to reach it.
+#[derive(Clone, Debug)]
+pub struct Sidecar {
+    pub pod: String,
+    /// The Pod's IP: the outbound listener (`:15001`) and inbound ports bind to it.
+    pub ip: IpAddr,
+    /// The admin interface, from the bootstrap (`podIP:15000`).
+    pub admin: SocketAddr,
+    /// Envoy's own log (warnings and up).
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// The outbound HTTP listener, `podIP:15001`.
+    pub fn outbound(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 15001)
+    }
+
+    /// `method path` through this sidecar's outbound listener, addressed to `host`.
+    pub fn request(&self, method: &str, host: &str, path: &str) -> std::io::Result<Response> {
+        http_request(self.outbound(), method, host, path, &[], "")
+    }
+
+    /// `GET path` on the admin interface.
+    pub fn admin_get(&self, path: &str) -> std::io::Result<Response> {
+        http_get(self.admin, "admin", path, &[])
+    }
+
+    /// The counters and gauges of `/stats` whose names start with `prefix`, by the rest of
+    /// the name. Empty when the admin interface does not answer.
+    pub fn stats(&self, prefix: &str) -> BTreeMap<String, u64> {
+        let Ok(r) = self.admin_get("/stats") else {
+            return BTreeMap::new();
+        };
+        r.body
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.strip_prefix(prefix)?.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Prefix of the stats of the listener on `addr` (`listener.<ip>_<port>.`).
+    pub fn listener_stats(addr: SocketAddr) -> String {
+        format!("listener.{}_{}.", addr.ip(), addr.port())
+    }
+
+    /// Waits until the stat `prefix` + `name` is above zero; Envoy flushes stats from its
+    /// workers asynchronously, so a read right after the event could miss it.
+    pub fn wait_for_stat(&self, prefix: &str, name: &str, within: Duration) -> u64 {
+        let mut value = 0;
+        wait_for(
+            within,
+            || {
+                value = self.stats(prefix).get(name).copied().unwrap_or(0);
+                value > 0
+            },
+            &format!("{}: {prefix}{name} above zero", self.pod),
+        );
+        value
+    }
+}
+
+/// A running `switchyard local`, a client Envoy (unless turned off), and any other sidecars
+/// started with [`Mesh::sidecar`].
 pub struct Mesh {
     pub dir: tempfile::TempDir,
     /// The client Pod's IP; its Envoy's outbound HTTP listener is `pod_ip:15001`.
     pub pod_ip: IpAddr,
+    /// Where the control plane serves ADS.
+    pub xds: SocketAddr,
     control_plane: Child,
-    envoy: Option<Child>,
+    sidecars: Vec<(Sidecar, Child)>,
     log: PathBuf,
 }
 
@@ -181,66 +352,26 @@ impl Mesh {
     }
 
     /// Like [`Mesh::start`], with extra arguments for `switchyard local` (e.g. `--delta`).
+    /// Permissive access mode.
     pub fn start_with(pod_ip: Ipv4Addr, files: &[(&str, String)], args: &[&str]) -> Mesh {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (name, yaml) in files {
-            std::fs::write(dir.path().join(name), yaml).expect("write manifest");
-        }
-        std::fs::write(
-            dir.path().join("client.yaml"),
-            format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: client-0, namespace: demo}}\nspec: {{serviceAccountName: client, containers: [{{name: app}}]}}\nstatus: {{podIP: {pod_ip}}}\n"
-            ),
-        )
-        .expect("write pod");
-        let xds = free_port();
-        let log = dir.path().join(".switchyard-local.log");
-        let log_file = std::fs::File::create(&log).expect("log");
-        let control_plane = Command::new(switchyard_bin())
-            .args([
-                "local",
-                "--access-mode",
-                "permissive",
-                "--xds-addr",
-                &format!("127.0.0.1:{xds}"),
-            ])
+        files
+            .iter()
+            .fold(Self::builder(pod_ip), |b, (name, yaml)| {
+                b.file(name, yaml.clone())
+            })
             .args(args)
-            .arg(dir.path())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start switchyard local");
-        let bootstrap = dir.path().join(".switchyard/demo.client-0.bootstrap.json");
-        wait_for(
-            Duration::from_secs(20),
-            || bootstrap.exists(),
-            "the bootstrap",
-        );
-        let mut mesh = Mesh {
-            dir,
-            pod_ip: IpAddr::V4(pod_ip),
-            control_plane,
-            envoy: None,
-            log,
-        };
-        let envoy_log = mesh.dir.path().join(".envoy.log");
-        let envoy = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&bootstrap)
-            .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
-            .arg(&envoy_log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envoy");
-        mesh.envoy = Some(envoy);
-        let outbound = SocketAddr::new(mesh.pod_ip, 15001);
-        wait_for(
-            Duration::from_secs(30),
-            || TcpStream::connect(outbound).is_ok(),
-            "Envoy's outbound listener",
-        );
-        mesh
+            .start()
+    }
+
+    /// A mesh whose client Pod `demo/client-0` has `client_ip`; permissive unless told.
+    pub fn builder(client_ip: Ipv4Addr) -> MeshBuilder {
+        MeshBuilder {
+            client_ip,
+            files: Vec::new(),
+            access_mode: AccessMode::Permissive,
+            args: Vec::new(),
+            client_sidecar: true,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -257,6 +388,81 @@ impl Mesh {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where local mode writes the bootstrap of Pod `demo/<pod>`.
+    pub fn bootstrap_path(&self, pod: &str) -> PathBuf {
+        self.path(&format!(".switchyard/demo.{pod}.bootstrap.json"))
+    }
+
+    /// The bootstrap of Pod `demo/<pod>`, once local mode has written all of it (the file is
+    /// not written atomically, so it is parsed until it parses).
+    pub fn bootstrap(&self, pod: &str) -> serde_json::Value {
+        let path = self.bootstrap_path(pod);
+        let mut bootstrap = serde_json::Value::Null;
+        wait_for(
+            Duration::from_secs(20),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                bootstrap = serde_json::from_str(&text).unwrap_or_default();
+                bootstrap.is_object()
+            },
+            &format!("the bootstrap of {pod}"),
+        );
+        bootstrap
+    }
+
+    /// client-0's sidecar (started by [`MeshBuilder::start`] unless turned off).
+    pub fn client(&self) -> Sidecar {
+        self.sidecars
+            .iter()
+            .map(|(s, _)| s)
+            .find(|s| s.pod == "client-0")
+            .cloned()
+            .expect("client-0's sidecar was not started")
+    }
+
+    /// Starts the Envoy of Pod `demo/<pod>` (a Pod in the directory) and waits until its admin
+    /// `/ready` says it is live, that is, it has its initial listeners, clusters and secrets.
+    pub fn sidecar(&mut self, pod: &str) -> Sidecar {
+        let log = self.path(&format!(".envoy-{pod}.log"));
+        let sidecar = self.spawn_envoy(pod, log);
+        wait_for(
+            Duration::from_secs(30),
+            || sidecar.admin_get("/ready").is_ok_and(|r| r.status == 200),
+            &format!("{pod}'s Envoy to be ready"),
+        );
+        sidecar
+    }
+
+    fn spawn_envoy(&mut self, pod: &str, log: PathBuf) -> Sidecar {
+        let bootstrap = self.bootstrap(pod);
+        let admin = &bootstrap["admin"]["address"]["socket_address"];
+        let ip: IpAddr = admin["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("bootstrap admin address");
+        let port = admin["port_value"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("bootstrap admin port");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(self.bootstrap_path(pod))
+            .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy");
+        let sidecar = Sidecar {
+            pod: pod.to_owned(),
+            ip,
+            admin: SocketAddr::new(ip, port),
+            log,
+        };
+        self.sidecars.push((sidecar.clone(), child));
+        sidecar
+    }
+
     /// `GET path` through the client's Envoy, addressed to `host`.
     pub fn get(
         &self,
@@ -268,13 +474,8 @@ impl Mesh {
     }
 
     /// Sends `n` requests and counts bodies; failures count under `"<error>"`.
-    pub fn tally(
-        &self,
-        host: &str,
-        n: usize,
-        headers: &[(&str, &str)],
-    ) -> std::collections::BTreeMap<String, usize> {
-        let mut out = std::collections::BTreeMap::new();
+    pub fn tally(&self, host: &str, n: usize, headers: &[(&str, &str)]) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
         for _ in 0..n {
             let key = match self.get(host, "/", headers) {
                 Ok(r) if r.status == 200 => r.body,
@@ -300,45 +501,111 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        if let Some(mut e) = self.envoy.take() {
+        let mut envoy_logs = Vec::new();
+        for (sidecar, mut e) in self.sidecars.drain(..).rev() {
             let _ = e.kill();
             let _ = e.wait();
+            envoy_logs.push(sidecar.log);
         }
         let _ = self.control_plane.kill();
         let _ = self.control_plane.wait();
         if std::thread::panicking() {
             eprintln!("--- switchyard local log ---\n{}", self.log());
+            for log in envoy_logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!(
+                    "--- {} (last lines) ---\n{}",
+                    log.display(),
+                    tail.join("\n")
+                );
+            }
         }
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection.
+/// One HTTP/1.1 `GET` on a fresh connection.
 pub fn http_get(
     addr: SocketAddr,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    http_request(addr, "GET", host, path, headers, "")
+}
+
+/// One HTTP/1.1 request on a fresh connection (`connection: close`); a non-empty `body` is
+/// sent with its `content-length`. A response without a status line has status 0.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Response> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     conn.write_all(req.as_bytes())?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    Ok(parse_response(&raw))
+}
+
+/// Status and body of a raw HTTP/1.1 response (status 0 when there is no status line). A
+/// chunked body (Envoy's admin interface sends those) is decoded.
+pub fn parse_response(raw: &str) -> Response {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
     let status = head
-        .split_whitespace()
-        .nth(1)
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok(Response {
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    Response {
         status,
-        body: body.to_string(),
-    })
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    }
+}
+
+/// The data of a chunked body; stops at the last chunk or at anything malformed.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let Some(chunk) = after.get(..n) else {
+            out.push_str(after);
+            break;
+        };
+        out.push_str(chunk);
+        rest = after.get(n..).unwrap_or_default();
+        rest = rest.strip_prefix("\r\n").unwrap_or(rest);
+    }
+    out
 }
 
 /// Polls `f` every 20 ms until it holds.
@@ -393,5 +660,23 @@ pub fn split(api_version: &str, backends: &[(&str, &str)]) -> String {
     format!(
         "apiVersion: split.smi-spec.io/{api_version}\nkind: TrafficSplit\nmetadata: {{name: web-split, namespace: demo}}\nspec:\n  service: web\n  backends:\n{}\n",
         b.join("\n")
+    )
+}
+
+/// A Pod in `demo` running as `service_account`, with `labels` and `status.podIP`.
+pub fn pod(name: &str, service_account: &str, labels: &[(&str, &str)], ip: Ipv4Addr) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{}}}}}\nspec: {{serviceAccountName: {service_account}, containers: [{{name: app}}]}}\nstatus: {{podIP: {ip}}}\n",
+        labels.join(", ")
+    )
+}
+
+/// A Service `name` in `demo` selecting `app: <name>`, port 80 (`http`) to `target_port`, and
+/// its EndpointSlice with one ready endpoint: Pod `pod` at `pod_ip:target_port`, named in
+/// `targetRef` so that clients reach it over mTLS.
+pub fn meshed_http_service(name: &str, pod: &str, pod_ip: Ipv4Addr, target_port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: {target_port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {target_port}}}]\nendpoints:\n- addresses: ['{pod_ip}']\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: {pod}, namespace: demo}}\n"
     )
 }

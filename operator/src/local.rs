@@ -384,11 +384,50 @@ fn proxy_key(proxy: &ProxyId) -> ProxyKey {
     ProxyKey::new(proxy.to_string())
 }
 
+/// Writes a state file readable by its owner only (a token is a key to that Pod's identity and
+/// so to its private key over SDS), through a rename so that a reader never sees half a file.
 fn write(dir: &std::path::Path, name: &str, content: &str) -> Result<(), LocalError> {
     let path = dir.join(name);
-    std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, content))
+    let tmp = dir.join(format!(".{name}.tmp"));
+    private_dir(dir)
+        .and_then(|()| {
+            let mut f = private_file(&tmp)?;
+            std::io::Write::write_all(&mut f, content.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|source| LocalError::Write { path, source })
+}
+
+#[cfg(unix)]
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
 }
 
 /// Formats a status for the log: `Accepted=False (Invalid): …`.

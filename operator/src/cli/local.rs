@@ -135,7 +135,12 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let poll = config.poll;
-        let addr = config.xds_addr;
+        // Bind first: with port 0 the bootstraps must name the port actually taken.
+        let listener = tokio::net::TcpListener::bind(config.xds_addr)
+            .await
+            .with_context(|| format!("binding {}", config.xds_addr))?;
+        let addr = listener.local_addr().context("the xds address")?;
+        config.xds_addr = addr;
         let state_dir = config.state_dir.clone();
         let mut local = Local::new(config)?;
         let store = local.store();
@@ -144,9 +149,6 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             debounce,
             ..XdsConfig::default()
         };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
         writeln!(
             out,
             "switchyard local: serving xds on {addr}; bootstraps in {}",

@@ -346,3 +346,25 @@ fn each_proxy_gets_only_its_own_certificate_and_renewals_are_pushed() {
     assert_eq!(renewed[0], web[0]);
     assert_ne!(renewed[1].1, web[1].1, "a new certificate");
 }
+
+#[cfg(unix)]
+#[test]
+fn tokens_and_bootstraps_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), SERVED).unwrap();
+    let mut local = Local::new(LocalConfig::new(dir.path())).unwrap();
+    local.tick().unwrap();
+    let state = dir.path().join(".switchyard");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+}

@@ -202,6 +202,7 @@ impl XdsServer {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             drain: self.drain.subscribe(),
+            refused: Default::default(),
         };
         tokio::spawn(
             async move {
@@ -261,6 +262,8 @@ struct StreamTask<R> {
     config: XdsConfig,
     metrics: Arc<XdsMetrics>,
     drain: watch::Receiver<bool>,
+    /// Secret names this stream was refused, so each is logged and counted once.
+    refused: std::collections::BTreeSet<String>,
 }
 
 /// When the pending snapshot change goes out.
@@ -371,11 +374,12 @@ impl<R: Send + 'static> StreamTask<R> {
             return;
         }
         let snapshot = self.snapshots.latest();
-        for name in names {
+        // `*` asks for whatever is this proxy's, which is what it gets.
+        for name in names.iter().filter(|n| n.as_str() != "*") {
             let held = snapshot
                 .as_ref()
                 .is_some_and(|s| s.get(TypeUrl::Secret, name).is_some());
-            if !held {
+            if !held && self.refused.insert(name.clone()) {
                 self.metrics.secret_refused();
                 tracing::warn!(secret = %name, "refused a secret request: not this proxy's identity");
             }

@@ -294,11 +294,23 @@ async fn a_proxy_gets_only_its_own_secrets_and_other_requests_are_counted() {
     let mut stream = Sotw::open(
         running.addr,
         "t1",
-        request(TypeUrl::Secret, &[own, other], "", ""),
+        request(TypeUrl::Secret, &[own, other, "*"], "", ""),
     )
     .await
     .unwrap();
     let r = stream.recv().await;
     assert_eq!(names(&r), [own], "another identity's secret is never sent");
+    // The wildcard asks for what is the proxy's own: not a refusal.
+    assert_eq!(running.metrics.snapshot().secrets_refused, 1);
+    // Asking again is refused again, but counted (and logged) once per stream.
+    stream
+        .send(request(
+            TypeUrl::Secret,
+            &[own, other],
+            &r.version_info,
+            &r.nonce,
+        ))
+        .await;
+    assert!(stream.quiet().await);
     assert_eq!(running.metrics.snapshot().secrets_refused, 1);
 }
