@@ -37,8 +37,9 @@ check-crds: ## Fail when manifests/crds/ differs from what the generator writes
 	fi; echo "manifests/crds/ is up to date"
 
 .PHONY: bench
-bench: ## Control-plane benchmarks (criterion; not part of CI)
+bench: ## Control-plane benchmarks and the sidecar latency bench (not part of CI)
 	$(CARGO) bench -p switchyard
+	SWITCHYARD_ENVOY=$$(scripts/ensure-envoy.sh) $(CARGO) bench -p switchyard-e2e --bench sidecar_latency
 
 fuzz: ## A short fuzz run of the manifest loader (needs a nightly toolchain and cargo-fuzz)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
