@@ -1,5 +1,6 @@
 //! Identity and access between real Envoy sidecars configured by `switchyard local`: strict
-//! mode follows TrafficTargets (live, per method and path, per ServiceAccount), inbound ports
+//! mode follows TrafficTargets (live, per method and path, per ServiceAccount, and TCPRoutes for
+//! a server-first TCP protocol), inbound ports
 //! refuse callers without a mesh certificate, the control plane hands each proxy only its own
 //! secret, certificates rotate under load without failed requests, and permissive mode allows
 //! everyone while still speaking mTLS between sidecars.
@@ -797,4 +798,67 @@ fn permissive_mode_allows_everyone_over_mtls() {
     // Plaintext still reaches the application (clients outside the mesh keep working).
     let r = switchyard_e2e::mesh::http_get(w.inbound, "api", "/", &[]);
     assert!(is_ok(&r), "plaintext in permissive mode: {r:?}");
+}
+
+/// Reads what a TCP service behind the mesh says on a fresh connection through `sidecar`'s
+/// outbound TCP listener (`podIP:<service port>`); empty when the connection is closed first.
+fn tcp_read(sidecar: &Sidecar, port: u16) -> String {
+    let Ok(mut conn) =
+        TcpStream::connect_timeout(&SocketAddr::new(sidecar.ip, port), Duration::from_secs(2))
+    else {
+        return String::new();
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut out = String::new();
+    let _ = conn.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn tcp_routes_open_and_close_a_tcp_port_live() {
+    let ip = |host| Ipv4Addr::new(127, 0, 48, host);
+    let db = Backend::tcp("db");
+    let port = db.addr.port();
+    let service = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: demo}}\nspec:\n  selector: {{app: db}}\n  ports: [{{name: tcp, port: 5432, targetPort: {port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: db-1, namespace: demo, labels: {{kubernetes.io/service-name: db}}}}\naddressType: IPv4\nports: [{{name: tcp, port: {port}}}]\nendpoints:\n- addresses: ['{}']\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: db-0, namespace: demo}}\n",
+        pod("db-0", "db", &[("app", "db")], ip(2)),
+        ip(2)
+    );
+    let mut mesh = Mesh::builder(ip(1))
+        .access_mode(AccessMode::Strict)
+        .file("db.yaml", service)
+        .start();
+    let _server = mesh.sidecar("db-0");
+    let client = mesh.client();
+    wait_for(
+        Duration::from_secs(10),
+        || TcpStream::connect(SocketAddr::new(ip(2).into(), port)).is_ok(),
+        "db-0's inbound listener",
+    );
+    // Strict, no TrafficTarget: the connection is closed without a byte from the database.
+    for _ in 0..5 {
+        assert_eq!(tcp_read(&client, 5432), "");
+    }
+
+    let target = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: TCPRoute\nmetadata: {name: db-port, namespace: demo}\nspec:\n  matches: {ports: []}\n---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: db-access, namespace: demo}\nspec:\n  destination: {kind: ServiceAccount, name: db, namespace: demo}\n  rules: [{kind: TCPRoute, name: db-port}]\n  sources: [{kind: ServiceAccount, name: client, namespace: demo}]\n";
+    let written = Instant::now();
+    mesh.write("db-target.yaml", target);
+    let took = elapsed_until(
+        written,
+        PROPAGATION,
+        || tcp_read(&client, 5432) == "db\n",
+        "the TCPRoute to open the port",
+    );
+    println!("tcp allow took {took:?}");
+
+    std::fs::remove_file(mesh.path("db-target.yaml")).unwrap();
+    let removed = Instant::now();
+    let took = elapsed_until(
+        removed,
+        PROPAGATION,
+        || tcp_read(&client, 5432).is_empty(),
+        "the port to close again",
+    );
+    println!("tcp deny took {took:?}");
+    drop(db);
 }

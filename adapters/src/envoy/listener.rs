@@ -25,6 +25,7 @@ use envoy_types::pb::{
         extensions::filters::{
             http::router::v3::Router,
             network::{
+                direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
                     http_connection_manager::{CodecType, RouteSpecifier},
@@ -42,10 +43,13 @@ use super::{
     tls::{self, Mtls},
     to_any,
 };
-use crate::model::{AccessMode, InboundPort, MeshSettings, Protocol, WeightedCluster};
+use crate::model::{
+    AccessMode, Authorization, InboundPort, MeshSettings, Protocol, WeightedCluster,
+};
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+const DIRECT_RESPONSE_FILTER: &str = "envoy.filters.network.direct_response";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
 /// `bind_ip:outbound_http_port`: every HTTP request of the application, routed by Host.
@@ -142,6 +146,21 @@ pub(super) fn inbound_tcp(
 ) -> Listener {
     let name = inbound_name(port.port);
     let mut filters = Vec::new();
+    if matches!(&port.authorization, Authorization::Allow(rules) if rules.is_empty()) {
+        // Nothing is allowed: close every connection without ever connecting upstream. Network
+        // RBAC decides on the client's first byte, after TCP proxy has already connected, so
+        // a server-first protocol (a database greeting) would reach a caller that only reads
+        // (envoyproxy/envoy#9023).
+        let close = DirectResponse::default();
+        filters.push(filter(DIRECT_RESPONSE_FILTER, to_any(&close)));
+        return inbound(
+            name,
+            SocketAddr::new(opts.bind_ip, port.port),
+            filters,
+            port.protocol,
+            mtls,
+        );
+    }
     if let Some(rbac) = rbac::network_filter(port, mesh, warnings) {
         filters.push(filter(rbac::NETWORK_FILTER, rbac));
     }

@@ -1156,16 +1156,15 @@ fn empty_rules_deny_everything() {
     assert_eq!(rules.action, Action::Allow as i32);
     assert!(rules.policies.is_empty());
 
-    // TCP: a network RBAC filter before tcp_proxy, with no policy.
+    // TCP: no tcp_proxy at all, so no upstream connection is ever made (network RBAC would
+    // only decide on the client's first byte); every connection is closed at once.
     let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|5433");
     let filters = &listener.filter_chains[0].filters;
-    assert_eq!(filters[0].name, "envoy.filters.network.rbac");
-    assert_eq!(filters[1].name, "envoy.filters.network.tcp_proxy");
-    let rbac: NetworkRbac = typed(&filters[0].config_type);
-    assert_eq!(rbac.stat_prefix, "inbound_5433.");
-    let rules = rbac.rules.unwrap();
-    assert_eq!(rules.action, Action::Allow as i32);
-    assert!(rules.policies.is_empty());
+    let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["envoy.filters.network.direct_response"]);
+    let close: envoy_types::pb::envoy::extensions::filters::network::direct_response::v3::Config =
+        typed(&filters[0].config_type);
+    assert_eq!(close.response, None, "nothing is written before closing");
 }
 
 #[test]

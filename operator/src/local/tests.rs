@@ -159,6 +159,7 @@ spec:
   - {name: http, port: 80, targetPort: 8080, appProtocol: http}
   - {name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}
   - {name: db, port: 5432, targetPort: 5432}
+  - {name: cache, port: 6379, targetPort: 6379}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -233,6 +234,7 @@ fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
             "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
             "envoy.extensions.filters.http.router.v3.Router",
             "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            "envoy.extensions.filters.network.direct_response.v3.Config",
             "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "envoy.extensions.filters.network.rbac.v3.RBAC",
             "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
