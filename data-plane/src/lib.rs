@@ -2,3 +2,5 @@
 //! `bundled` adapter.
 
 #![forbid(unsafe_code)]
+
+pub mod xds;

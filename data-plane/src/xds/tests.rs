@@ -1,0 +1,796 @@
+//! Tests of the delta ADS client, driven with plain messages (no stream).
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+            },
+            core::v3::{
+                AggregatedConfigSource, ConfigSource, Node, PathConfigSource, TransportSocket,
+                config_source::ConfigSourceSpecifier, transport_socket,
+            },
+            endpoint::v3::ClusterLoadAssignment,
+            listener::v3::{Filter, FilterChain, Listener, filter},
+            route::v3::RouteConfiguration,
+        },
+        extensions::{
+            filters::network::http_connection_manager::v3::{
+                HttpConnectionManager, Rds, ScopedRoutes, http_connection_manager::RouteSpecifier,
+            },
+            transport_sockets::tls::v3::{
+                CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate,
+                UpstreamTlsContext,
+                common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+                secret,
+            },
+        },
+        service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
+    },
+    google::protobuf::Any,
+};
+use prost::{Message, Name};
+
+use super::{DeltaClient, Error, ResourceType};
+
+const CERT: &str = "spiffe://cluster.local/ns/default/sa/web";
+const BUNDLE: &str = "spiffe://cluster.local";
+
+// === fixtures ===
+
+fn node() -> Node {
+    Node {
+        id: "sidecar-0".to_owned(),
+        cluster: "web.default".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn wire(name: &str, version: &str, resource: Any) -> Resource {
+    Resource {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        resource: Some(resource),
+        ..Default::default()
+    }
+}
+
+fn response(ty: ResourceType, nonce: &str, resources: Vec<Resource>) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: ty.type_url().to_owned(),
+        nonce: nonce.to_owned(),
+        resources,
+        ..Default::default()
+    }
+}
+
+fn removal(ty: ResourceType, nonce: &str, names: &[&str]) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        removed_resources: names.iter().map(|n| (*n).to_owned()).collect(),
+        ..response(ty, nonce, vec![])
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+fn static_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        ..Default::default()
+    }
+}
+
+fn eds_cluster(name: &str, service_name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: service_name.to_owned(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.to_owned(),
+        sds_config: Some(ads()),
+    }
+}
+
+fn tls_socket(context: Any) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(context)),
+    }
+}
+
+/// An EDS cluster reached over mTLS: its certificate and the trust bundle come from SDS.
+fn mtls_cluster(name: &str) -> Cluster {
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(CERT)],
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                sds(BUNDLE),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Cluster {
+        transport_socket: Some(tls_socket(any(&tls))),
+        ..eds_cluster(name, "")
+    }
+}
+
+fn hcm_filter(route_specifier: RouteSpecifier) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: "outbound".to_owned(),
+        route_specifier: Some(route_specifier),
+        ..Default::default()
+    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+    }
+}
+
+fn rds(route: &str) -> RouteSpecifier {
+    RouteSpecifier::Rds(Rds {
+        config_source: Some(ads()),
+        route_config_name: route.to_owned(),
+    })
+}
+
+fn listener(name: &str, chains: Vec<FilterChain>) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        filter_chains: chains,
+        ..Default::default()
+    }
+}
+
+fn hcm_listener(name: &str, route: &str) -> Listener {
+    let chain = FilterChain {
+        filters: vec![hcm_filter(rds(route))],
+        ..Default::default()
+    };
+    listener(name, vec![chain])
+}
+
+fn cla(name: &str) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn route(name: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn ack(ty: ResourceType, nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: ty.type_url().to_owned(),
+        response_nonce: nonce.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn subscribe(ty: ResourceType, names: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: ty.type_url().to_owned(),
+        resource_names_subscribe: names.iter().map(|n| (*n).to_owned()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|n| (*n).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+fn names<T>(map: &std::collections::BTreeMap<String, T>) -> Vec<&str> {
+    map.keys().map(String::as_str).collect()
+}
+
+/// The message of the NACK in `requests`, checking it is the only request, for the nonce.
+fn nack_message(requests: &[DeltaDiscoveryRequest], ty_url: &str, nonce: &str) -> String {
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let nack = &requests[0];
+    assert_eq!(nack.type_url, ty_url);
+    assert_eq!(nack.response_nonce, nonce);
+    let status = nack
+        .error_detail
+        .as_ref()
+        .expect("a NACK has an error_detail");
+    assert_eq!(status.code, 3, "INVALID_ARGUMENT");
+    status.message.clone()
+}
+
+// === tests ===
+
+#[test]
+fn type_urls_are_the_protobuf_names() {
+    assert_eq!(ResourceType::Cluster.type_url(), Cluster::type_url());
+    assert_eq!(
+        ResourceType::Endpoint.type_url(),
+        ClusterLoadAssignment::type_url()
+    );
+    assert_eq!(ResourceType::Listener.type_url(), Listener::type_url());
+    assert_eq!(
+        ResourceType::Route.type_url(),
+        RouteConfiguration::type_url()
+    );
+    assert_eq!(ResourceType::Secret.type_url(), Secret::type_url());
+    for ty in ResourceType::ALL {
+        assert_eq!(ResourceType::from_type_url(ty.type_url()), Some(ty));
+    }
+    assert_eq!(ResourceType::from_type_url("type.googleapis.com/x"), None);
+}
+
+#[test]
+fn initial_requests_are_wildcard_cds_then_lds() {
+    let client = DeltaClient::new(node());
+    let requests = client.initial_requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].type_url, ResourceType::Cluster.type_url());
+    assert_eq!(requests[1].type_url, ResourceType::Listener.type_url());
+    for r in &requests {
+        assert_eq!(r.resource_names_subscribe, ["*"]);
+        assert!(r.resource_names_unsubscribe.is_empty());
+        assert!(r.initial_resource_versions.is_empty());
+        assert!(r.response_nonce.is_empty());
+        assert!(r.error_detail.is_none());
+    }
+    assert_eq!(
+        requests[0].node,
+        Some(node()),
+        "the first request carries the node"
+    );
+    assert_eq!(requests[1].node, None);
+    assert!(!client.is_synced());
+}
+
+#[test]
+fn good_cds_response_is_acked_with_its_nonce() {
+    let mut client = DeltaClient::new(node());
+    let c = static_cluster("default/local|8080");
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![wire(&c.name, "v1", any(&c))],
+    ));
+    assert!(out.rejected.is_none(), "{:?}", out.rejected);
+    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n1")]);
+    assert!(out.changed);
+    assert!(out.subscribed.is_empty() && out.unsubscribed.is_empty());
+    let held = &client.config().clusters["default/local|8080"];
+    assert_eq!(held.version, "v1");
+    assert_eq!(*held.resource, c);
+
+    // The same resource again changes nothing, but is still ACKed.
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n2",
+        vec![wire(&c.name, "v1", any(&c))],
+    ));
+    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n2")]);
+    assert!(!out.changed);
+
+    // Synced once LDS has answered too (here: nothing).
+    assert!(!client.is_synced());
+    let out = client.handle_response(response(ResourceType::Listener, "n3", vec![]));
+    assert_eq!(out.requests, [ack(ResourceType::Listener, "n3")]);
+    assert!(!out.changed);
+    assert!(client.is_synced());
+}
+
+#[test]
+fn accepted_eds_cluster_subscribes_to_its_endpoints() {
+    let mut client = DeltaClient::new(node());
+    let own = eds_cluster("default/web|80", "");
+    let named = eds_cluster("default/api|80", "api-endpoints");
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![
+            wire(&own.name, "1", any(&own)),
+            wire(&named.name, "1", any(&named)),
+        ],
+    ));
+    assert!(out.rejected.is_none(), "{:?}", out.rejected);
+    // The subscription goes out before the ACK, as Envoy does.
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(
+                ResourceType::Endpoint,
+                &["api-endpoints", "default/web|80"],
+                &[]
+            ),
+            ack(ResourceType::Cluster, "n1"),
+        ]
+    );
+    assert_eq!(
+        out.subscribed,
+        [
+            (ResourceType::Endpoint, "api-endpoints".to_owned()),
+            (ResourceType::Endpoint, "default/web|80".to_owned()),
+        ]
+    );
+    client.handle_response(response(ResourceType::Listener, "n2", vec![]));
+    assert!(!client.is_synced(), "EDS has not answered");
+
+    // Endpoints for a name never asked for are ignored (and the response still ACKed).
+    let out = client.handle_response(response(
+        ResourceType::Endpoint,
+        "n3",
+        vec![
+            wire("default/web|80", "e1", any(&cla("default/web|80"))),
+            wire("other", "e1", any(&cla("other"))),
+        ],
+    ));
+    assert_eq!(out.requests, [ack(ResourceType::Endpoint, "n3")]);
+    assert!(out.changed);
+    assert_eq!(names(&client.config().endpoints), ["default/web|80"]);
+    assert!(client.is_synced());
+}
+
+#[test]
+fn undecodable_resource_is_nacked_naming_it_and_config_is_kept() {
+    let mut client = DeltaClient::new(node());
+    let a = static_cluster("a");
+    client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![wire("a", "v1", any(&a))],
+    ));
+
+    // Field 1 (`name`) holding invalid UTF-8.
+    let bad = Any {
+        type_url: Cluster::type_url(),
+        value: vec![0x0a, 0x01, 0xff],
+    };
+    let b = static_cluster("b");
+    let a2 = Cluster {
+        alt_stat_name: "changed".to_owned(),
+        ..a.clone()
+    };
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n2",
+        vec![
+            wire("a", "v2", any(&a2)),
+            wire("b", "v2", any(&b)),
+            wire("broken", "v2", bad),
+        ],
+    ));
+    let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n2");
+    assert!(
+        message.starts_with("cluster broken: resource: cannot decode"),
+        "{message}"
+    );
+    assert!(message.contains("Cluster.name"), "{message}");
+    assert!(matches!(out.rejected, Some(Error::Decode { .. })));
+    assert!(!out.changed);
+    // The whole response is rejected: the previous config stays.
+    assert_eq!(names(&client.config().clusters), ["a"]);
+    assert_eq!(client.config().clusters["a"].version, "v1");
+    assert_eq!(*client.config().clusters["a"].resource, a);
+}
+
+#[test]
+fn malformed_responses_are_nacked() {
+    let c = static_cluster("c");
+    let l = listener("l", vec![]);
+    let unnamed = Resource {
+        resource: Some(any(&c)),
+        ..Default::default()
+    };
+    let cases: Vec<(Vec<Resource>, &str)> = vec![
+        (
+            vec![wire("c", "1", any(&l))],
+            "cluster c: resource.type_url: \"type.googleapis.com/envoy.config.listener.v3.Listener\"",
+        ),
+        (vec![unnamed], "cluster #0: name: must not be empty"),
+        (
+            vec![wire("c", "1", any(&c)), wire("c", "2", any(&c))],
+            "cluster c: listed more than once",
+        ),
+        (
+            vec![wire("other", "1", any(&c))],
+            "cluster other: name: does not match the resource's own name \"c\"",
+        ),
+        (
+            vec![Resource {
+                name: "c".to_owned(),
+                ..Default::default()
+            }],
+            "cluster c: resource: missing",
+        ),
+    ];
+    for (resources, expected) in cases {
+        let mut client = DeltaClient::new(node());
+        let out = client.handle_response(response(ResourceType::Cluster, "n", resources));
+        let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n");
+        assert!(message.starts_with(expected), "{message}");
+        assert!(client.config().clusters.is_empty());
+    }
+
+    let mut client = DeltaClient::new(node());
+    let out = client.handle_response(DeltaDiscoveryResponse {
+        type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".to_owned(),
+        nonce: "n".to_owned(),
+        ..Default::default()
+    });
+    let message = nack_message(
+        &out.requests,
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "n",
+    );
+    assert!(message.starts_with("unknown resource type"), "{message}");
+}
+
+#[test]
+fn unsupported_features_are_nacked_naming_the_field() {
+    let dns = Cluster {
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32)),
+        ..static_cluster("dns")
+    };
+    let mut not_ads = eds_cluster("rest", "");
+    if let Some(eds) = &mut not_ads.eds_cluster_config {
+        eds.eds_config = Some(ConfigSource {
+            config_source_specifier: Some(ConfigSourceSpecifier::PathConfigSource(
+                PathConfigSource::default(),
+            )),
+            ..Default::default()
+        });
+    }
+    let mut client = DeltaClient::new(node());
+    for (c, expected) in [
+        (
+            dns,
+            "cluster dns: type: only STATIC and EDS clusters are supported",
+        ),
+        (
+            not_ads,
+            "cluster rest: eds_cluster_config.eds_config: only ADS is supported",
+        ),
+    ] {
+        let out = client.handle_response(response(
+            ResourceType::Cluster,
+            "n",
+            vec![wire(&c.name, "1", any(&c))],
+        ));
+        let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n");
+        assert_eq!(message, expected);
+    }
+
+    let scoped = listener(
+        "scoped",
+        vec![FilterChain {
+            filters: vec![hcm_filter(RouteSpecifier::ScopedRoutes(
+                ScopedRoutes::default(),
+            ))],
+            ..Default::default()
+        }],
+    );
+    let out = client.handle_response(response(
+        ResourceType::Listener,
+        "n",
+        vec![wire("scoped", "1", any(&scoped))],
+    ));
+    let message = nack_message(&out.requests, ResourceType::Listener.type_url(), "n");
+    assert_eq!(
+        message,
+        "listener scoped: filter_chains[0].filters[0].typed_config.scoped_routes: \
+         scoped routes are not supported"
+    );
+    assert!(client.config().clusters.is_empty() && client.config().listeners.is_empty());
+}
+
+#[test]
+fn removed_resources_are_dropped() {
+    let mut client = DeltaClient::new(node());
+    let (a, b) = (static_cluster("a"), static_cluster("b"));
+    client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![wire("a", "1", any(&a)), wire("b", "1", any(&b))],
+    ));
+    let out = client.handle_response(removal(ResourceType::Cluster, "n2", &["a"]));
+    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n2")]);
+    assert!(out.changed);
+    assert_eq!(names(&client.config().clusters), ["b"]);
+
+    // Removing what is not held is no change.
+    let out = client.handle_response(removal(ResourceType::Cluster, "n3", &["a", "zzz"]));
+    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n3")]);
+    assert!(!out.changed);
+}
+
+#[test]
+fn reconnect_offers_held_versions() {
+    let mut client = DeltaClient::new(node());
+    let c = eds_cluster("default/web|80", "");
+    let l = hcm_listener("outbound", "outbound-http");
+    client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![wire(&c.name, "c1", any(&c))],
+    ));
+    client.handle_response(response(
+        ResourceType::Endpoint,
+        "n2",
+        vec![wire(&c.name, "e1", any(&cla(&c.name)))],
+    ));
+    client.handle_response(response(
+        ResourceType::Listener,
+        "n3",
+        vec![wire("outbound", "l1", any(&l))],
+    ));
+    client.handle_response(response(
+        ResourceType::Route,
+        "n4",
+        vec![wire("outbound-http", "r1", any(&route("outbound-http")))],
+    ));
+    assert!(client.is_synced());
+
+    let requests = client.initial_requests();
+    let types: Vec<&str> = requests.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            ResourceType::Cluster.type_url(),
+            ResourceType::Endpoint.type_url(),
+            ResourceType::Listener.type_url(),
+            ResourceType::Route.type_url(),
+        ]
+    );
+    let expect = [
+        ("*", "default/web|80", "c1"),
+        ("default/web|80", "default/web|80", "e1"),
+        ("*", "outbound", "l1"),
+        ("outbound-http", "outbound-http", "r1"),
+    ];
+    for (r, (subscribed, name, version)) in requests.iter().zip(expect) {
+        assert_eq!(r.resource_names_subscribe, [subscribed]);
+        assert_eq!(r.initial_resource_versions.len(), 1);
+        assert_eq!(r.initial_resource_versions[name], version);
+        assert!(r.response_nonce.is_empty());
+    }
+    assert_eq!(requests[0].node, Some(node()));
+    assert!(requests[1..].iter().all(|r| r.node.is_none()));
+}
+
+#[test]
+fn hcm_listener_subscribes_to_its_route_configuration() {
+    let mut client = DeltaClient::new(node());
+    let inline = listener(
+        "inline",
+        vec![FilterChain {
+            filters: vec![hcm_filter(RouteSpecifier::RouteConfig(route("inline")))],
+            ..Default::default()
+        }],
+    );
+    let out = client.handle_response(response(
+        ResourceType::Listener,
+        "n1",
+        vec![
+            wire(
+                "outbound",
+                "1",
+                any(&hcm_listener("outbound", "outbound-http")),
+            ),
+            wire("inline", "1", any(&inline)),
+        ],
+    ));
+    assert!(out.rejected.is_none(), "{:?}", out.rejected);
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(ResourceType::Route, &["outbound-http"], &[]),
+            ack(ResourceType::Listener, "n1"),
+        ]
+    );
+    assert_eq!(client.subscriptions(ResourceType::Route), ["outbound-http"]);
+
+    // Replacing the listener's route moves the subscription and drops the old route.
+    client.handle_response(response(
+        ResourceType::Route,
+        "n2",
+        vec![wire("outbound-http", "r1", any(&route("outbound-http")))],
+    ));
+    assert_eq!(names(&client.config().routes), ["outbound-http"]);
+    let out = client.handle_response(response(
+        ResourceType::Listener,
+        "n3",
+        vec![wire(
+            "outbound",
+            "2",
+            any(&hcm_listener("outbound", "outbound-http-v2")),
+        )],
+    ));
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(
+                ResourceType::Route,
+                &["outbound-http-v2"],
+                &["outbound-http"]
+            ),
+            ack(ResourceType::Listener, "n3"),
+        ]
+    );
+    assert!(out.changed);
+    assert!(client.config().routes.is_empty());
+}
+
+#[test]
+fn tls_transport_sockets_subscribe_to_their_secrets() {
+    let mut client = DeltaClient::new(node());
+    let c = mtls_cluster("default/web|80");
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![wire(&c.name, "1", any(&c))],
+    ));
+    assert!(out.rejected.is_none(), "{:?}", out.rejected);
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(ResourceType::Endpoint, &["default/web|80"], &[]),
+            subscribe(ResourceType::Secret, &[BUNDLE, CERT], &[]),
+            ack(ResourceType::Cluster, "n1"),
+        ]
+    );
+
+    // An inbound listener naming the same certificate and another bundle: only the new name.
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(CERT)],
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                CombinedCertificateValidationContext {
+                    validation_context_sds_secret_config: Some(sds("spiffe://other.domain")),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let inbound = listener(
+        "inbound",
+        vec![FilterChain {
+            filters: vec![hcm_filter(RouteSpecifier::RouteConfig(route("inbound")))],
+            transport_socket: Some(tls_socket(any(&tls))),
+            ..Default::default()
+        }],
+    );
+    let out = client.handle_response(response(
+        ResourceType::Listener,
+        "n2",
+        vec![wire("inbound", "1", any(&inbound))],
+    ));
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(ResourceType::Secret, &["spiffe://other.domain"], &[]),
+            ack(ResourceType::Listener, "n2"),
+        ]
+    );
+
+    // The secret is held, and never printed.
+    let key = "-----BEGIN PRIVATE KEY-----";
+    let s = Secret {
+        name: CERT.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            private_key: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
+                specifier: Some(
+                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                        key.to_owned(),
+                    ),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    let out = client.handle_response(response(
+        ResourceType::Secret,
+        "n3",
+        vec![wire(CERT, "s1", any(&s))],
+    ));
+    assert_eq!(out.requests, [ack(ResourceType::Secret, "n3")]);
+    assert_eq!(*client.config().secrets[CERT].resource, s);
+    let debug = format!("{:?} {client:?}", client.config());
+    assert!(!debug.contains(key), "{debug}");
+    assert!(debug.contains(CERT), "{debug}");
+}
+
+#[test]
+fn cluster_going_away_unsubscribes_its_endpoints() {
+    let mut client = DeltaClient::new(node());
+    let web = eds_cluster("default/web|80", "");
+    // Two clusters sharing one EDS name.
+    let a = eds_cluster("default/api|80", "api");
+    let b = eds_cluster("default/api|81", "api");
+    client.handle_response(response(
+        ResourceType::Cluster,
+        "n1",
+        vec![
+            wire(&web.name, "1", any(&web)),
+            wire(&a.name, "1", any(&a)),
+            wire(&b.name, "1", any(&b)),
+        ],
+    ));
+    client.handle_response(response(
+        ResourceType::Endpoint,
+        "n2",
+        vec![
+            wire("default/web|80", "e1", any(&cla("default/web|80"))),
+            wire("api", "e1", any(&cla("api"))),
+        ],
+    ));
+    assert_eq!(names(&client.config().endpoints), ["api", "default/web|80"]);
+
+    // The web cluster is removed: its endpoints are unsubscribed and dropped, before the ACK.
+    let out = client.handle_response(removal(ResourceType::Cluster, "n3", &["default/web|80"]));
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(ResourceType::Endpoint, &[], &["default/web|80"]),
+            ack(ResourceType::Cluster, "n3"),
+        ]
+    );
+    assert_eq!(
+        out.unsubscribed,
+        [(ResourceType::Endpoint, "default/web|80".to_owned())]
+    );
+    assert!(out.changed);
+    assert_eq!(names(&client.config().endpoints), ["api"]);
+
+    // One of two clusters sharing "api" becomes STATIC: the other still needs it.
+    let out = client.handle_response(response(
+        ResourceType::Cluster,
+        "n4",
+        vec![wire(&a.name, "2", any(&static_cluster(&a.name)))],
+    ));
+    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n4")]);
+    assert_eq!(client.subscriptions(ResourceType::Endpoint), ["api"]);
+
+    // The other goes too: now "api" is unsubscribed, and EDS left out on reconnect.
+    let out = client.handle_response(removal(ResourceType::Cluster, "n5", &[&b.name]));
+    assert_eq!(
+        out.requests,
+        [
+            subscribe(ResourceType::Endpoint, &[], &["api"]),
+            ack(ResourceType::Cluster, "n5"),
+        ]
+    );
+    assert!(client.config().endpoints.is_empty());
+    let requests = client.initial_requests();
+    let types: Vec<&str> = requests.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            ResourceType::Cluster.type_url(),
+            ResourceType::Listener.type_url()
+        ]
+    );
+}
