@@ -54,6 +54,18 @@ pub enum Object {
     ServiceAccount(Box<ServiceAccount>),
 }
 
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Smi(o) => ObjectKind::Smi(o.kind()),
+            Object::Service(_) => ObjectKind::Service,
+            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Object::Pod(_) => ObjectKind::Pod,
+            Object::ServiceAccount(_) => ObjectKind::ServiceAccount,
+        }
+    }
+}
+
 /// The kinds of [`Object`], for `delete` and `reset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKind {
@@ -62,6 +74,19 @@ pub enum ObjectKind {
     EndpointSlice,
     Pod,
     ServiceAccount,
+}
+
+/// Lowercase, as kinds appear in every report line (`trafficsplit demo/web: …`).
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKind::Smi(k) => k.fmt(f),
+            ObjectKind::Service => f.write_str("service"),
+            ObjectKind::EndpointSlice => f.write_str("endpointslice"),
+            ObjectKind::Pod => f.write_str("pod"),
+            ObjectKind::ServiceAccount => f.write_str("serviceaccount"),
+        }
+    }
 }
 
 /// Namespace and name.

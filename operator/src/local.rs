@@ -6,7 +6,7 @@
 //! server maps that token, never `node.id`, to the Pod's snapshot.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, OnceLock, RwLock},
@@ -26,7 +26,7 @@ use crate::{
     index::{Index, ObjectStatus},
     xds::{
         auth::{Authenticate, StaticTokens},
-        snapshot::{Snapshot, SnapshotError, TypeUrl, VersionedResource},
+        snapshot::{SharedVersions, Snapshot},
         store::{ProxyKey, SnapshotStore},
     },
 };
@@ -125,40 +125,9 @@ pub struct Local {
     store: SnapshotStore,
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
-    versioned: Versioned,
+    versioned: SharedVersions,
     /// One certificate per identity with a proxy; the CA key stays in here.
     certs: Certificates,
-}
-
-/// Adapter resources turned into versioned (hashed) xDS resources once each. Keyed by the
-/// adapter's `Arc`, which stays the same while a resource is unchanged, so a recompute hashes
-/// only what changed and every proxy's snapshot shares the unchanged ones.
-#[derive(Default)]
-struct Versioned(HashMap<usize, (Arc<envoy::Resource>, Arc<VersionedResource>)>);
-
-impl Versioned {
-    fn get(&mut self, r: &Arc<envoy::Resource>) -> Result<Arc<VersionedResource>, SnapshotError> {
-        // Holding the `Arc` keeps its address from being reused while it is a key.
-        let key = Arc::as_ptr(r) as usize;
-        if let Some((held, v)) = self.0.get(&key)
-            && Arc::ptr_eq(held, r)
-        {
-            return Ok(v.clone());
-        }
-        let type_url =
-            TypeUrl::from_type_url(r.type_url).ok_or_else(|| SnapshotError::UnsupportedType {
-                name: r.name.clone(),
-                type_url: r.type_url.to_string(),
-            })?;
-        let v = VersionedResource::new(type_url, r.name.clone(), r.resource.clone())?;
-        self.0.insert(key, (r.clone(), v.clone()));
-        Ok(v)
-    }
-
-    /// Forgets resources nobody else holds any more.
-    fn evict_unused(&mut self) {
-        self.0.retain(|_, (r, _)| Arc::strong_count(r) > 1);
-    }
 }
 
 // === impl Local ===
@@ -183,7 +152,7 @@ impl Local {
             store: SnapshotStore::new(),
             tokens: Arc::new(LocalTokens::default()),
             proxies: BTreeMap::new(),
-            versioned: Versioned::default(),
+            versioned: SharedVersions::default(),
             config,
         })
     }

@@ -136,12 +136,12 @@ impl DirSource {
                 let Some(key) = object_key(o) else {
                     continue;
                 };
-                let kind = kind_of(o);
+                let kind = o.kind();
                 match first.get(&(kind, key.clone())) {
                     Some(earlier) => duplicates.push(format!(
                         "{}: {} {}/{}: also defined in {}; this definition is ignored",
                         path.display(),
-                        kind_label(kind),
+                        kind,
                         key.0,
                         key.1,
                         earlier.display()
@@ -163,7 +163,7 @@ impl DirSource {
             by_kind.insert(kind, Vec::new());
         }
         for o in self.distinct().0 {
-            by_kind.entry(kind_of(o)).or_default().push(o.clone());
+            by_kind.entry(o.kind()).or_default().push(o.clone());
         }
         // Services and endpoints before the SMI objects that refer to them, so each reset sees
         // the newest world.
@@ -184,27 +184,6 @@ const ALL_KINDS: [ObjectKind; 9] = [
     ObjectKind::Smi(switchyard_crds::Kind::TrafficSplit),
     ObjectKind::Smi(switchyard_crds::Kind::TrafficTarget),
 ];
-
-fn kind_of(o: &Object) -> ObjectKind {
-    match o {
-        Object::Smi(s) => ObjectKind::Smi(s.kind()),
-        Object::Service(_) => ObjectKind::Service,
-        Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
-        Object::Pod(_) => ObjectKind::Pod,
-        Object::ServiceAccount(_) => ObjectKind::ServiceAccount,
-    }
-}
-
-/// Lowercase, as in every other report line (`trafficsplit demo/web: …`).
-fn kind_label(kind: ObjectKind) -> String {
-    match kind {
-        ObjectKind::Smi(k) => k.to_string(),
-        ObjectKind::Service => "service".into(),
-        ObjectKind::EndpointSlice => "endpointslice".into(),
-        ObjectKind::Pod => "pod".into(),
-        ObjectKind::ServiceAccount => "serviceaccount".into(),
-    }
-}
 
 /// Files under a hidden directory (such as the state directory `.switchyard/`) are not input.
 fn is_hidden(root: &Path, path: &Path) -> bool {

@@ -1,7 +1,7 @@
 //! Per-proxy xDS snapshots: resources by type and name, versioned by content hash.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     sync::{Arc, OnceLock},
 };
@@ -22,6 +22,7 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 use prost::Message;
+use switchyard_adapters::envoy;
 
 #[cfg(test)]
 mod tests;
@@ -545,5 +546,39 @@ impl SnapshotBuilder {
         Snapshot {
             types: self.types.map(Resources::new),
         }
+    }
+}
+
+/// Adapter resources turned into versioned (hashed) xDS resources once each. Keyed by the
+/// adapter's `Arc`, which stays the same while a resource is unchanged, so a recompute hashes
+/// only what changed and every proxy's snapshot shares the unchanged ones.
+#[derive(Debug, Default)]
+pub struct SharedVersions(HashMap<usize, (Arc<envoy::Resource>, Arc<VersionedResource>)>);
+
+impl SharedVersions {
+    pub fn get(
+        &mut self,
+        r: &Arc<envoy::Resource>,
+    ) -> Result<Arc<VersionedResource>, SnapshotError> {
+        // Holding the `Arc` keeps its address from being reused while it is a key.
+        let key = Arc::as_ptr(r) as usize;
+        if let Some((held, v)) = self.0.get(&key)
+            && Arc::ptr_eq(held, r)
+        {
+            return Ok(v.clone());
+        }
+        let type_url =
+            TypeUrl::from_type_url(r.type_url).ok_or_else(|| SnapshotError::UnsupportedType {
+                name: r.name.clone(),
+                type_url: r.type_url.to_string(),
+            })?;
+        let v = VersionedResource::new(type_url, r.name.clone(), r.resource.clone())?;
+        self.0.insert(key, (r.clone(), v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets resources nobody else holds any more.
+    pub fn evict_unused(&mut self) {
+        self.0.retain(|_, (r, _)| Arc::strong_count(r) > 1);
     }
 }

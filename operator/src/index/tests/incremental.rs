@@ -181,16 +181,6 @@ fn any_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn kind_of(obj: &Object) -> ObjectKind {
-    match obj {
-        Object::Smi(o) => ObjectKind::Smi(o.kind()),
-        Object::Service(_) => ObjectKind::Service,
-        Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
-        Object::Pod(_) => ObjectKind::Pod,
-        Object::ServiceAccount(_) => ObjectKind::ServiceAccount,
-    }
-}
-
 fn is_valid(obj: &Object) -> bool {
     match obj {
         Object::Smi(o) => !validate::validate_canonical(o)
@@ -209,7 +199,7 @@ impl Survivors {
     fn record(&mut self, op: &Op) {
         match op {
             Op::Apply(obj) => {
-                let key = (kind_of(obj), object_key(obj).unwrap());
+                let key = (obj.kind(), object_key(obj).unwrap());
                 let entry = self.0.entry(key);
                 let good = if is_valid(obj) {
                     Some(obj.clone())

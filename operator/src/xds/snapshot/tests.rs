@@ -219,3 +219,34 @@ fn consistency_check_reports_missing_and_unused() {
         ]
     );
 }
+
+#[test]
+fn shared_versions_hash_each_adapter_resource_once() {
+    let resource = |rev| {
+        Arc::new(envoy::Resource {
+            type_url: envoy::CLUSTER_TYPE_URL,
+            name: "default/web|80".into(),
+            resource: cluster("default/web|80", rev),
+        })
+    };
+    let mut versions = SharedVersions::default();
+    let a = resource(1);
+    let first = versions.get(&a).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &versions.get(&a).unwrap()),
+        "the same Arc: memoised"
+    );
+    // An equal resource in another allocation is versioned anew, to the same version.
+    let b = resource(1);
+    let other = versions.get(&b).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+    assert_eq!(first.version(), other.version());
+    assert_ne!(
+        first.version(),
+        versions.get(&resource(2)).unwrap().version()
+    );
+
+    drop(b);
+    versions.evict_unused();
+    assert_eq!(versions.0.len(), 1, "only what someone else holds stays");
+}
