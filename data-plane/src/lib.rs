@@ -3,4 +3,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod ads;
+pub mod balance;
+pub mod bootstrap;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod state;
+pub mod tls;
 pub mod xds;

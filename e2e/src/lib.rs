@@ -28,35 +28,79 @@ pub fn workspace_root() -> &'static Path {
 /// When the binary cannot be built: no end-to-end test can run without it.
 pub fn switchyard_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
-            return PathBuf::from(path);
+    BIN.get_or_init(|| workspace_bin("switchyard", "SWITCHYARD_BIN"))
+}
+
+/// The bundled proxy's binary, `switchyard-proxy`, built like [`switchyard_bin`];
+/// `SWITCHYARD_PROXY_BIN` points at a binary built elsewhere instead.
+///
+/// # Panics
+///
+/// When the binary cannot be built.
+pub fn proxy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("switchyard-proxy", "SWITCHYARD_PROXY_BIN"))
+}
+
+/// Which data plane the end-to-end suites run on: `SWITCHYARD_DATA_PLANE=bundled|envoy`,
+/// Envoy when unset. The manifests and assertions are the same for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPlane {
+    Envoy,
+    Bundled,
+}
+
+impl DataPlane {
+    /// The data plane chosen for this test run.
+    ///
+    /// # Panics
+    ///
+    /// On a value other than `envoy` or `bundled`: a typo must not silently test Envoy twice.
+    pub fn from_env() -> Self {
+        match std::env::var("SWITCHYARD_DATA_PLANE").as_deref() {
+            Err(_) | Ok("" | "envoy") => DataPlane::Envoy,
+            Ok("bundled") => DataPlane::Bundled,
+            Ok(other) => panic!("SWITCHYARD_DATA_PLANE={other:?}: use envoy or bundled"),
         }
-        let build = escargot::CargoBuild::new()
-            .manifest_path(workspace_root().join("Cargo.toml"))
-            .package("switchyard")
-            .bin("switchyard")
-            .current_release();
-        // Cargo gives this test process the package's own variables (`CARGO_MANIFEST_DIR`,
-        // `CARGO_PKG_NAME`…). Build scripts that declare `rerun-if-env-changed` on them (ring's
-        // does) would see them differ from a `cargo` started in a shell and re-run, and
-        // everything above them would rebuild, here and again in the next `cargo test`.
-        let build = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| {
-                k.starts_with("CARGO_PKG_")
-                    || k.starts_with("CARGO_MANIFEST_")
-                    || [
-                        "CARGO_CRATE_NAME",
-                        "CARGO_PRIMARY_PACKAGE",
-                        "CARGO_TARGET_TMPDIR",
-                    ]
-                    .contains(&k.as_str())
-            })
-            .fold(build, |b, k| b.env_remove(k));
-        let built = build
-            .run()
-            .unwrap_or_else(|e| panic!("building the switchyard binary: {e}"));
-        built.path().to_path_buf()
-    })
+    }
+
+    /// The value of `--data-plane` and of the `switchyard.dev/data-plane` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Envoy => "envoy",
+            DataPlane::Bundled => "bundled",
+        }
+    }
+}
+
+fn workspace_bin(package: &str, override_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
+        return PathBuf::from(path);
+    }
+    let build = escargot::CargoBuild::new()
+        .manifest_path(workspace_root().join("Cargo.toml"))
+        .package(package)
+        .bin(package)
+        .current_release();
+    // Cargo gives this test process the package's own variables (`CARGO_MANIFEST_DIR`,
+    // `CARGO_PKG_NAME`…). Build scripts that declare `rerun-if-env-changed` on them (ring's
+    // does) would see them differ from a `cargo` started in a shell and re-run, and
+    // everything above them would rebuild, here and again in the next `cargo test`.
+    let build = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&k.as_str())
+        })
+        .fold(build, |b, k| b.env_remove(k));
+    let built = build
+        .run()
+        .unwrap_or_else(|e| panic!("building {package}: {e}"));
+    built.path().to_path_buf()
 }

@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::DataPlane;
 use crate::{switchyard_bin, workspace_root};
 
 /// The Envoy binary: `SWITCHYARD_ENVOY`, else the project's `.venv/bin/envoy` (installed by
@@ -191,6 +192,7 @@ pub struct MeshBuilder {
     access_mode: AccessMode,
     args: Vec<String>,
     client_sidecar: bool,
+    data_plane: DataPlane,
 }
 
 impl MeshBuilder {
@@ -203,6 +205,13 @@ impl MeshBuilder {
     /// Extra arguments for `switchyard local` (e.g. `--delta`, `--cert-lifetime 6s`).
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// The mesh-wide data plane (`SWITCHYARD_DATA_PLANE` unless set); a Pod's
+    /// `switchyard.dev/data-plane` annotation overrides it for that Pod.
+    pub fn data_plane(mut self, data_plane: DataPlane) -> Self {
+        self.data_plane = data_plane;
         self
     }
 
@@ -235,6 +244,7 @@ impl MeshBuilder {
         let log_file = std::fs::File::create(&log).expect("log");
         let control_plane = Command::new(switchyard_bin())
             .args(["local", "--access-mode", self.access_mode.flag()])
+            .env("SWITCHYARD_DATA_PLANE", self.data_plane.as_str())
             .arg("--xds-addr")
             .arg(xds.to_string())
             .args(&self.args)
@@ -250,23 +260,23 @@ impl MeshBuilder {
             control_plane,
             sidecars: Vec::new(),
             log,
+            data_plane: self.data_plane,
         };
         // Local mode is up once it has written the client's bootstrap.
         mesh.bootstrap("client-0");
         if self.client_sidecar {
-            let envoy_log = mesh.dir.path().join(".envoy.log");
-            let client = mesh.spawn_envoy("client-0", envoy_log);
+            let client = mesh.spawn_sidecar("client-0", mesh.data_plane);
             wait_for(
                 Duration::from_secs(30),
                 || TcpStream::connect(client.outbound()).is_ok(),
-                "Envoy's outbound listener",
+                "the client sidecar's outbound listener",
             );
         }
         mesh
     }
 }
 
-/// A running Envoy sidecar of a Pod in `demo`. The [`Mesh`] that started it owns the process;
+/// A running sidecar (Envoy or the bundled proxy) of a Pod in `demo`. The [`Mesh`] that started it owns the process;
 /// this is where to reach it.
 #[derive(Clone, Debug)]
 pub struct Sidecar {
@@ -275,8 +285,9 @@ pub struct Sidecar {
     pub ip: IpAddr,
     /// The admin interface, from the bootstrap (`podIP:15000`).
     pub admin: SocketAddr,
-    /// Envoy's own log (warnings and up).
+    /// The sidecar's own log (warnings and up for Envoy, `info` for the bundled proxy).
     pub log: PathBuf,
+    pub data_plane: DataPlane,
 }
 
 impl Sidecar {
@@ -342,6 +353,7 @@ pub struct Mesh {
     control_plane: Child,
     sidecars: Vec<(Sidecar, Child)>,
     log: PathBuf,
+    data_plane: DataPlane,
 }
 
 impl Mesh {
@@ -371,6 +383,7 @@ impl Mesh {
             access_mode: AccessMode::Permissive,
             args: Vec::new(),
             client_sidecar: true,
+            data_plane: DataPlane::from_env(),
         }
     }
 
@@ -420,20 +433,35 @@ impl Mesh {
             .expect("client-0's sidecar was not started")
     }
 
-    /// Starts the Envoy of Pod `demo/<pod>` (a Pod in the directory) and waits until its admin
-    /// `/ready` says it is live, that is, it has its initial listeners, clusters and secrets.
+    /// The mesh-wide data plane.
+    pub fn data_plane(&self) -> DataPlane {
+        self.data_plane
+    }
+
+    /// Starts the sidecar of Pod `demo/<pod>` (a Pod in the directory) on the mesh's data
+    /// plane and waits until its admin `/ready` says it is live, that is, it has its initial
+    /// listeners, clusters and secrets.
     pub fn sidecar(&mut self, pod: &str) -> Sidecar {
-        let log = self.path(&format!(".envoy-{pod}.log"));
-        let sidecar = self.spawn_envoy(pod, log);
+        self.sidecar_on(pod, self.data_plane)
+    }
+
+    /// Like [`Mesh::sidecar`] on a given data plane (the Pod must carry the matching
+    /// `switchyard.dev/data-plane` annotation if it differs from the mesh's).
+    pub fn sidecar_on(&mut self, pod: &str, data_plane: DataPlane) -> Sidecar {
+        let sidecar = self.spawn_sidecar(pod, data_plane);
         wait_for(
             Duration::from_secs(30),
             || sidecar.admin_get("/ready").is_ok_and(|r| r.status == 200),
-            &format!("{pod}'s Envoy to be ready"),
+            &format!("{pod}'s sidecar to be ready"),
         );
         sidecar
     }
 
-    fn spawn_envoy(&mut self, pod: &str, log: PathBuf) -> Sidecar {
+    fn spawn_sidecar(&mut self, pod: &str, data_plane: DataPlane) -> Sidecar {
+        let log = match data_plane {
+            DataPlane::Envoy => self.path(&format!(".envoy-{pod}.log")),
+            DataPlane::Bundled => self.path(&format!(".proxy-{pod}.log")),
+        };
         let bootstrap = self.bootstrap(pod);
         let admin = &bootstrap["admin"]["address"]["socket_address"];
         let ip: IpAddr = admin["address"]
@@ -444,20 +472,34 @@ impl Mesh {
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .expect("bootstrap admin port");
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(self.bootstrap_path(pod))
-            .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envoy");
+        let child = match data_plane {
+            DataPlane::Envoy => Command::new(envoy_bin())
+                .arg("-c")
+                .arg(self.bootstrap_path(pod))
+                .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start envoy"),
+            DataPlane::Bundled => {
+                let log_file = std::fs::File::create(&log).expect("proxy log");
+                Command::new(crate::proxy_bin())
+                    .arg("--bootstrap")
+                    .arg(self.bootstrap_path(pod))
+                    .env("RUST_LOG", "info")
+                    .stdout(Stdio::null())
+                    .stderr(log_file)
+                    .spawn()
+                    .expect("start switchyard-proxy")
+            }
+        };
         let sidecar = Sidecar {
             pod: pod.to_owned(),
             ip,
             admin: SocketAddr::new(ip, port),
             log,
+            data_plane,
         };
         self.sidecars.push((sidecar.clone(), child));
         sidecar
@@ -501,17 +543,17 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        let mut envoy_logs = Vec::new();
+        let mut sidecar_logs = Vec::new();
         for (sidecar, mut e) in self.sidecars.drain(..).rev() {
             let _ = e.kill();
             let _ = e.wait();
-            envoy_logs.push(sidecar.log);
+            sidecar_logs.push(sidecar.log);
         }
         let _ = self.control_plane.kill();
         let _ = self.control_plane.wait();
         if std::thread::panicking() {
             eprintln!("--- switchyard local log ---\n{}", self.log());
-            for log in envoy_logs {
+            for log in sidecar_logs {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(40)..];

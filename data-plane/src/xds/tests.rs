@@ -8,8 +8,9 @@ use envoy_types::pb::{
                 cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
             },
             core::v3::{
-                AggregatedConfigSource, ConfigSource, Node, PathConfigSource, TransportSocket,
-                config_source::ConfigSourceSpecifier, transport_socket,
+                Address, AggregatedConfigSource, ConfigSource, DataSource, Node, PathConfigSource,
+                SocketAddress, TransportSocket, address, config_source::ConfigSourceSpecifier,
+                data_source, socket_address, transport_socket,
             },
             endpoint::v3::ClusterLoadAssignment,
             listener::v3::{Filter, FilterChain, Listener, filter},
@@ -157,9 +158,17 @@ fn rds(route: &str) -> RouteSpecifier {
     })
 }
 
+/// A listener on `127.0.0.1:15001` (the proxy refuses a listener without an address).
 fn listener(name: &str, chains: Vec<FilterChain>) -> Listener {
     Listener {
         name: name.to_owned(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(15001)),
+                ..Default::default()
+            })),
+        }),
         filter_chains: chains,
         ..Default::default()
     }
@@ -700,12 +709,14 @@ fn tls_transport_sockets_subscribe_to_their_secrets() {
     let s = Secret {
         name: CERT.to_owned(),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-            private_key: Some(envoy_types::pb::envoy::config::core::v3::DataSource {
-                specifier: Some(
-                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
-                        key.to_owned(),
-                    ),
-                ),
+            certificate_chain: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    "-----BEGIN CERTIFICATE-----".to_owned(),
+                )),
+                ..Default::default()
+            }),
+            private_key: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(key.to_owned())),
                 ..Default::default()
             }),
             ..Default::default()

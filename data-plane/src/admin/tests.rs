@@ -1,0 +1,111 @@
+use std::{collections::BTreeMap, sync::Arc};
+
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+
+use super::*;
+use crate::config::{
+    ChainMatch, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig, NetworkFilter,
+    RouteSource, Runtime, SecretMaterial,
+};
+
+fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
+    let status = r.status();
+    let bytes = block_on(r.into_body().collect()).unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `Full` is ready at once; a throwaway runtime polls it.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn get(state: &State, path: &str) -> (StatusCode, String) {
+    body(answer(state, &Registry::default(), &Method::GET, path))
+}
+
+#[test]
+fn ready_only_with_a_whole_configuration_and_stays_ready_without_the_control_plane() {
+    let state = State::default();
+    assert_eq!(get(&state, "/live").0, StatusCode::OK);
+    let (status, text) = get(&state, "/ready");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        text.contains("waiting for the first configuration"),
+        "{text}"
+    );
+
+    state.xds.set_connected(true);
+    assert!(state.xds.mark_synced());
+    let (status, text) = get(&state, "/ready");
+    assert_eq!((status, text.as_str()), (StatusCode::OK, "ready\n"));
+
+    state.xds.set_connected(false);
+    let (status, text) = get(&state, "/ready");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("control plane unreachable") && text.contains("last accepted"),
+        "{text}"
+    );
+    let (_, metrics) = get(&state, "/metrics");
+    assert!(
+        metrics.contains("switchyard_proxy_xds_connected 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_proxy_xds_synced 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn config_dump_shows_what_runs_and_never_a_private_key() {
+    let state = State::default();
+    let mut runtime = Runtime::default();
+    runtime.listeners.insert(
+        "inbound|8080".into(),
+        Arc::new(ListenerConfig {
+            name: "inbound|8080".into(),
+            address: "127.0.1.2:8080".parse().unwrap(),
+            direction: Direction::Inbound,
+            chains: vec![FilterChain {
+                name: "mtls".into(),
+                matches: ChainMatch::Any,
+                tls: None,
+                filter: NetworkFilter::Http(HttpManager {
+                    stat_prefix: "inbound_8080".into(),
+                    routes: RouteSource::Rds("inbound|8080".into()),
+                    rbac: None,
+                    denied: DeniedReply {
+                        status: 403,
+                        body: "denied by mesh policy\n".into(),
+                    },
+                }),
+            }],
+        }),
+    );
+    runtime.secrets = BTreeMap::from([(
+        "spiffe://cluster.local/ns/demo/sa/web".to_owned(),
+        Arc::new(SecretMaterial::Certificate {
+            chain_pem: "CERT".into(),
+            private_key_pem: "THE-PRIVATE-KEY".into(),
+        }),
+    )]);
+    state.publish(runtime);
+    let (status, text) = get(&state, "/config_dump");
+    assert_eq!(status, StatusCode::OK);
+    let dump: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dump["listeners"][0]["address"], "127.0.1.2:8080");
+    assert_eq!(
+        dump["listeners"][0]["filter_chains"][0]["filter"]["http"]["routes"]["rds"],
+        "inbound|8080"
+    );
+    assert_eq!(dump["secrets"][0]["chain_pem"], "CERT");
+    assert!(!text.contains("THE-PRIVATE-KEY"));
+    assert_eq!(get(&state, "/nope").0, StatusCode::NOT_FOUND);
+    let post = answer(&state, &Registry::default(), &Method::POST, "/live");
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -1,0 +1,316 @@
+//! The ADS edge: one delta gRPC stream to the control plane at a time, driving the synchronous
+//! [`DeltaClient`]; reconnects with jittered exponential backoff and publishes every accepted
+//! configuration. While the control plane is unreachable, the last configuration keeps
+//! serving (static stability) and [`XdsStatus`] says so.
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DeltaDiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    bootstrap::Bootstrap,
+    config::Runtime,
+    state::State,
+    xds::{Config, DeltaClient},
+};
+
+/// The first reconnect waits up to this long; each failure doubles it.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Reconnects wait at most this long, so a returning control plane is found within it.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on the ADS connection, so a control plane that vanished without closing the
+/// connection is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The xDS side of the proxy's health, for `/ready` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct XdsStatus {
+    connected: AtomicBool,
+    synced: AtomicBool,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    streams: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last accepted change; 0 before the first.
+    last_change_ms: AtomicU64,
+    /// Milliseconds since the Unix epoch when the last stream ended; 0 while connected.
+    disconnected_since_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl XdsStatus {
+    /// Whether a stream to the control plane is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether every subscribed type was answered at least once: the proxy has a whole
+    /// configuration to serve. Stays true while the control plane is away.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Responses accepted (ACKed).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Responses rejected (NACKed).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Streams opened, the first included.
+    pub fn streams(&self) -> u64 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// When the last accepted change arrived.
+    pub fn last_change(&self) -> Option<SystemTime> {
+        from_ms(self.last_change_ms.load(Ordering::Relaxed))
+    }
+
+    /// Since when the control plane is unreachable; `None` while connected or before the first
+    /// stream.
+    pub fn disconnected_since(&self) -> Option<SystemTime> {
+        from_ms(self.disconnected_since_ms.load(Ordering::Relaxed))
+    }
+
+    /// The last NACK reason or stream error.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub(crate) fn set_error(&self, error: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    /// Records that a whole configuration arrived; whether this is the first time.
+    pub(crate) fn mark_synced(&self) -> bool {
+        !self.synced.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        let since = if connected { 0 } else { now_ms() };
+        self.disconnected_since_ms.store(since, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_ms(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("connecting to {0}: {1}")]
+    Connect(String, tonic::transport::Error),
+    #[error("stream: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+    #[error("authorization metadata: {0}")]
+    Metadata(String),
+}
+
+/// The proxy's ADS session across streams.
+pub struct Ads {
+    bootstrap: Bootstrap,
+    client: DeltaClient,
+    state: Arc<State>,
+}
+
+impl Ads {
+    pub fn new(bootstrap: Bootstrap, state: Arc<State>) -> Self {
+        let node = Node {
+            id: bootstrap.node_id.clone(),
+            cluster: bootstrap.node_cluster.clone(),
+            user_agent_name: "switchyard-proxy".to_owned(),
+            user_agent_version_type: Some(
+                envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                ),
+            ),
+            ..Default::default()
+        };
+        Ads {
+            bootstrap,
+            client: DeltaClient::new(node),
+            state,
+        }
+    }
+
+    /// Runs the session forever: stream, and on any failure wait and stream again.
+    pub async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            let got_response = match self.stream().await {
+                Ok(got) => got,
+                Err((got, e)) => {
+                    tracing::warn!(error = %e, "ADS stream ended");
+                    self.state.xds.set_error(e.to_string());
+                    got
+                }
+            };
+            self.state.xds.set_connected(false);
+            if got_response {
+                failures = 0;
+            }
+            let wait = backoff(failures, fastrand::f64());
+            failures = failures.saturating_add(1);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One stream, until it fails. Reports whether any response arrived (which resets the
+    /// backoff: the control plane is there).
+    async fn stream(&mut self) -> Result<bool, (bool, StreamError)> {
+        let mut got = false;
+        let result = self.stream_inner(&mut got).await;
+        result.map(|()| got).map_err(|e| (got, e))
+    }
+
+    async fn stream_inner(&mut self, got: &mut bool) -> Result<(), StreamError> {
+        let uri = xds_uri(&self.bootstrap);
+        let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
+            .map_err(|e| StreamError::Connect(uri.clone(), e))?
+            .connect_timeout(self.bootstrap.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| StreamError::Connect(uri.clone(), e))?;
+        let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
+
+        let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
+        for request in self.client.initial_requests() {
+            // The receiver lives until the stream is dropped below.
+            let _ = tx.send(request);
+        }
+        let mut request = tonic::Request::new(UnboundedStream(rx));
+        if let Some(auth) = &self.bootstrap.authorization {
+            let value = auth
+                .parse()
+                .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut responses = grpc.delta_aggregated_resources(request).await?.into_inner();
+        self.state.xds.streams.fetch_add(1, Ordering::Relaxed);
+        self.state.xds.set_connected(true);
+        tracing::info!(control_plane = %uri, "ADS stream open");
+
+        while let Some(response) = responses.message().await? {
+            *got = true;
+            let outcome = self.client.handle_response(response);
+            for request in outcome.requests {
+                let _ = tx.send(request);
+            }
+            match outcome.rejected {
+                Some(error) => {
+                    self.state.xds.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "rejected an xDS response; keeping the last configuration");
+                    self.state.xds.set_error(error.to_string());
+                }
+                None => {
+                    self.state.xds.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if outcome.changed {
+                self.state
+                    .xds
+                    .last_change_ms
+                    .store(now_ms(), Ordering::Relaxed);
+                publish(&self.state, self.client.config());
+            }
+            if self.client.is_synced() && self.state.xds.mark_synced() {
+                tracing::info!("configuration complete");
+                // Publish even an unchanged (empty) configuration, so readiness and listeners
+                // follow the first complete answer.
+                publish(&self.state, self.client.config());
+            }
+        }
+        Err(StreamError::Closed)
+    }
+}
+
+/// Translates an accepted configuration and swaps it in. A translation failure keeps the
+/// running configuration (the xDS client accepted resources the translation cannot use: a
+/// bug in the subset check, reported loudly).
+fn publish(state: &State, config: &Config) {
+    match Runtime::build(config) {
+        Ok(runtime) => {
+            for warning in &runtime.warnings {
+                tracing::debug!(%warning, "configuration warning");
+            }
+            state.publish(runtime);
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot use an accepted configuration; keeping the last one");
+            state.xds.set_error(error.to_string());
+        }
+    }
+}
+
+/// `http://host:port`, with brackets around an IPv6 host.
+fn xds_uri(b: &Bootstrap) -> String {
+    let host = &b.xds.host;
+    if host.contains(':') {
+        format!("http://[{host}]:{}", b.xds.port)
+    } else {
+        format!("http://{host}:{}", b.xds.port)
+    }
+}
+
+/// The wait before reconnect attempt `failures` (0-based): "full jitter" over an exponential
+/// ceiling, so proxies that lost the same control plane do not return in lockstep. `jitter`
+/// is uniform in [0, 1).
+pub(crate) fn backoff(failures: u32, jitter: f64) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX))
+        .min(BACKOFF_MAX);
+    // Never zero: a control plane that accepts and drops at once must not be hammered.
+    ceiling
+        .mul_f64(jitter.clamp(0.0, 1.0))
+        .max(Duration::from_millis(10))
+}
+
+/// An unbounded receiver as a stream (tokio-stream's wrapper needs a feature we do not use).
+struct UnboundedStream<T>(mpsc::UnboundedReceiver<T>);
+
+impl<T> tokio_stream::Stream for UnboundedStream<T> {
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}

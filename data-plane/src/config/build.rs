@@ -1,0 +1,447 @@
+//! Translation of the accepted xDS resources into the runtime model, one resource at a time.
+//!
+//! The per-resource translations (`ListenerConfig::from_xds`, `RouteTable::from_xds`,
+//! `ClusterConfig::from_xds`, `Endpoint::list_from_xds`, `SecretMaterial::from_xds`) are also
+//! what the xDS client runs to validate a resource when it decodes it, so the subset the proxy
+//! implements is written down once: whatever they reject is NACKed (and the previous
+//! configuration kept), and whatever the client accepted translates. [`Runtime::build`] then
+//! only ties resources together (endpoints into clusters) and notes references to resources
+//! that are not there (yet).
+//!
+//! Field paths in errors are built only when something is wrong: the happy path allocates
+//! nothing for them.
+
+mod cluster;
+mod listener;
+mod matcher;
+mod rbac;
+mod route;
+mod tls;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use envoy_types::pb::{
+    envoy::config::core::v3::{
+        Address, ConfigSource, DataSource, SocketAddress, address,
+        config_source::ConfigSourceSpecifier, data_source, socket_address,
+    },
+    google::protobuf::{self as pbuf, Any},
+};
+use prost::Message;
+
+use super::{
+    ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable, Runtime,
+    SecretMaterial,
+};
+use crate::xds::{self, ResourceType};
+
+/// A resource the translation cannot use, naming it and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {name}: {field}: {reason}")]
+pub struct BuildError {
+    pub kind: xds::ResourceType,
+    pub name: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl Runtime {
+    /// Translates an accepted configuration. Resources that reference something missing are
+    /// kept with a warning (requests to them get 503); only a resource that cannot be used at
+    /// all is an error, and the xDS client never accepts one.
+    ///
+    /// Linear in the size of the configuration: every resource is translated once, and an EDS
+    /// assignment shared by several clusters is translated once and shared.
+    pub fn build(config: &xds::Config) -> Result<Runtime, BuildError> {
+        let mut warnings = Vec::new();
+
+        let mut secrets = BTreeMap::new();
+        for (name, held) in &config.secrets {
+            let secret = SecretMaterial::from_xds(&held.resource)
+                .map_err(|e| e.into_build(ResourceType::Secret, name))?;
+            secrets.insert(name.clone(), Arc::new(secret));
+        }
+
+        let mut assignments: BTreeMap<&str, Arc<[Endpoint]>> = BTreeMap::new();
+        for (name, held) in &config.endpoints {
+            let endpoints = Endpoint::list_from_xds(&held.resource)
+                .map_err(|e| e.into_build(ResourceType::Endpoint, name))?;
+            assignments.insert(name, endpoints);
+        }
+
+        let mut clusters = BTreeMap::new();
+        for (name, held) in &config.clusters {
+            let endpoints = match ClusterConfig::eds_name(&held.resource) {
+                Some(eds) => {
+                    let found = assignments.get(eds).cloned();
+                    if found.is_none() {
+                        warnings.push(format!(
+                            "cluster {name}: no endpoints from EDS {eds} yet; it has no endpoints"
+                        ));
+                    }
+                    found
+                }
+                None => None,
+            };
+            let cluster = ClusterConfig::from_xds(&held.resource, endpoints)
+                .map_err(|e| e.into_build(ResourceType::Cluster, name))?;
+            for secret in cluster.secret_names() {
+                missing_secret(&secrets, ResourceType::Cluster, name, secret, &mut warnings);
+            }
+            clusters.insert(name.clone(), Arc::new(cluster));
+        }
+
+        let mut routes = BTreeMap::new();
+        for (name, held) in &config.routes {
+            let table = RouteTable::from_xds(&held.resource)
+                .map_err(|e| e.into_build(ResourceType::Route, name))?;
+            table.missing_clusters(&clusters, &mut warnings);
+            routes.insert(name.clone(), Arc::new(table));
+        }
+
+        let mut listeners = BTreeMap::new();
+        for (name, held) in &config.listeners {
+            let listener = ListenerConfig::from_xds(&held.resource)
+                .map_err(|e| e.into_build(ResourceType::Listener, name))?;
+            for secret in listener.secret_names() {
+                missing_secret(
+                    &secrets,
+                    ResourceType::Listener,
+                    name,
+                    secret,
+                    &mut warnings,
+                );
+            }
+            for chain in &listener.chains {
+                match &chain.filter {
+                    NetworkFilter::Http(hcm) => match &hcm.routes {
+                        RouteSource::Rds(route) if !routes.contains_key(route) => {
+                            warnings.push(format!(
+                                "listener {name}: filter chain {:?}: route configuration \
+                                 {route} does not exist; requests get 404",
+                                chain.name
+                            ));
+                        }
+                        RouteSource::Rds(_) => {}
+                        RouteSource::Inline(table) => {
+                            table.missing_clusters(&clusters, &mut warnings);
+                            // Inline tables are listed under their own name for
+                            // `/config_dump`, unless RDS already serves that name.
+                            if !table.name.is_empty() && !routes.contains_key(&table.name) {
+                                routes.insert(table.name.clone(), table.clone());
+                            }
+                        }
+                    },
+                    NetworkFilter::Tcp(tcp) => {
+                        for (cluster, _) in &tcp.clusters {
+                            if !clusters.contains_key(cluster) {
+                                warnings.push(format!(
+                                    "listener {name}: filter chain {:?}: tcp_proxy: cluster \
+                                     {cluster} does not exist; connections are closed",
+                                    chain.name
+                                ));
+                            }
+                        }
+                    }
+                    NetworkFilter::Close => {}
+                }
+            }
+            listeners.insert(name.clone(), Arc::new(listener));
+        }
+
+        Ok(Runtime {
+            listeners,
+            routes,
+            clusters,
+            secrets,
+            warnings,
+        })
+    }
+}
+
+fn missing_secret(
+    secrets: &BTreeMap<String, Arc<SecretMaterial>>,
+    kind: ResourceType,
+    name: &str,
+    secret: &str,
+    warnings: &mut Vec<String>,
+) {
+    if !secrets.contains_key(secret) {
+        warnings.push(format!(
+            "{kind} {name}: secret {secret} does not exist yet; TLS with it fails"
+        ));
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// Every cluster a route of the table sends requests to, with repeats.
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
+        self.virtual_hosts
+            .iter()
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| &r.action.clusters)
+            .map(|(name, _)| name.as_str())
+    }
+
+    fn missing_clusters(
+        &self,
+        clusters: &BTreeMap<String, Arc<ClusterConfig>>,
+        warnings: &mut Vec<String>,
+    ) {
+        for vhost in &self.virtual_hosts {
+            for route in &vhost.routes {
+                for (cluster, _) in &route.action.clusters {
+                    if !clusters.contains_key(cluster) {
+                        warnings.push(format!(
+                            "route configuration {}: virtual host {}: route {:?}: cluster \
+                             {cluster} does not exist; its requests get 503",
+                            self.name, vhost.name, route.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl ListenerConfig ===
+
+impl ListenerConfig {
+    /// The RDS names of the listener's HTTP connection managers, with repeats.
+    pub fn rds_names(&self) -> impl Iterator<Item = &str> {
+        self.chains.iter().filter_map(|c| match &c.filter {
+            NetworkFilter::Http(hcm) => match &hcm.routes {
+                RouteSource::Rds(name) => Some(name.as_str()),
+                RouteSource::Inline(_) => None,
+            },
+            NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+        })
+    }
+
+    /// The SDS names of the listener's TLS contexts (certificates and trust bundles), with
+    /// repeats.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.chains
+            .iter()
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|tls| {
+                std::iter::once(tls.certificate.as_str()).chain(tls.trust_bundle.as_deref())
+            })
+    }
+}
+
+// === impl ClusterConfig ===
+
+impl ClusterConfig {
+    /// The SDS names of the cluster's TLS contexts (certificates and trust bundles), with
+    /// repeats.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.tls_matches
+            .iter()
+            .filter_map(|m| m.tls.as_ref())
+            .chain(self.tls_default.as_ref())
+            .flat_map(|tls| [tls.certificate.as_str(), tls.trust_bundle.as_str()])
+    }
+}
+
+// === impl Invalid ===
+
+/// Why one resource falls outside the subset the proxy implements: where (a field path inside
+/// the resource, such as `virtual_hosts[0].routes[1].match.safe_regex.regex`) and what.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    field: String,
+    problem: Problem,
+}
+
+#[derive(Debug)]
+enum Problem {
+    /// A feature the proxy does not implement, or a value it cannot use.
+    Unsupported(&'static str),
+    /// A nested `Any` that does not decode into the type its URL names.
+    Decode(prost::DecodeError),
+}
+
+impl Invalid {
+    /// Prefixes the field path with the field that holds it.
+    fn within(mut self, segment: impl fmt::Display) -> Self {
+        let mut field = segment.to_string();
+        if !self.field.is_empty() {
+            if !self.field.starts_with('[') {
+                field.push('.');
+            }
+            field.push_str(&self.field);
+        }
+        self.field = field;
+        self
+    }
+
+    /// The xDS client's rejection of resource `name` of type `kind`.
+    pub(crate) fn into_xds(self, kind: ResourceType, name: &str) -> xds::Error {
+        match self.problem {
+            Problem::Unsupported(reason) => xds::Error::Unsupported {
+                kind,
+                name: name.to_owned(),
+                field: self.field,
+                reason,
+            },
+            Problem::Decode(error) => xds::Error::Decode {
+                kind,
+                name: name.to_owned(),
+                field: self.field,
+                error,
+            },
+        }
+    }
+
+    fn into_build(self, kind: ResourceType, name: &str) -> BuildError {
+        BuildError {
+            kind,
+            name: name.to_owned(),
+            field: self.field,
+            reason: match self.problem {
+                Problem::Unsupported(reason) => reason.to_owned(),
+                Problem::Decode(error) => format!("cannot decode: {error}"),
+            },
+        }
+    }
+}
+
+/// An unsupported feature or value at `field`.
+fn unsupported(field: impl Into<String>, reason: &'static str) -> Invalid {
+    Invalid {
+        field: field.into(),
+        problem: Problem::Unsupported(reason),
+    }
+}
+
+/// Adds the enclosing field to the path of an error, on the error path only.
+trait At<T> {
+    fn at(self, segment: impl fmt::Display) -> Result<T, Invalid>;
+}
+
+impl<T> At<T> for Result<T, Invalid> {
+    fn at(self, segment: impl fmt::Display) -> Result<T, Invalid> {
+        self.map_err(|e| e.within(segment))
+    }
+}
+
+// === helpers shared by the translations ===
+
+/// Decodes an `Any` already known to name `M`; errors point at the `Any` itself.
+fn decode<M: Message + Default>(any: &Any) -> Result<M, Invalid> {
+    M::decode(any.value.as_slice()).map_err(|error| Invalid {
+        field: String::new(),
+        problem: Problem::Decode(error),
+    })
+}
+
+/// Whether `any` holds an `M`.
+fn is<M: prost::Name>(any: &Any) -> bool {
+    any.type_url == M::type_url()
+}
+
+/// A protobuf duration; negative ones are rejected.
+fn duration(d: &pbuf::Duration) -> Result<Duration, Invalid> {
+    let (Ok(seconds), Ok(nanos)) = (u64::try_from(d.seconds), u32::try_from(d.nanos)) else {
+        return Err(unsupported("", "must not be negative"));
+    };
+    if nanos >= 1_000_000_000 {
+        return Err(unsupported("nanos", "must be less than one second"));
+    }
+    Ok(Duration::new(seconds, nanos))
+}
+
+/// The text of an inline data source (certificates, keys, reply bodies). Files and
+/// environment variables would make the configuration depend on the proxy's host, so they are
+/// refused.
+fn data_source(source: &DataSource) -> Result<String, Invalid> {
+    if source.watched_directory.is_some() {
+        return Err(unsupported(
+            "watched_directory",
+            "only inline data sources are supported",
+        ));
+    }
+    match &source.specifier {
+        Some(data_source::Specifier::InlineString(s)) => Ok(s.clone()),
+        Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b.clone())
+            .map_err(|_| unsupported("inline_bytes", "must be UTF-8 text")),
+        Some(data_source::Specifier::Filename(_)) => Err(unsupported(
+            "filename",
+            "only inline data sources are supported",
+        )),
+        Some(data_source::Specifier::EnvironmentVariable(_)) => Err(unsupported(
+            "environment_variable",
+            "only inline data sources are supported",
+        )),
+        None => Ok(String::new()),
+    }
+}
+
+/// A TCP socket address with an IP literal and a numeric port; errors are relative to the
+/// `Address`.
+fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
+    let sa: &SocketAddress = match address.and_then(|a| a.address.as_ref()) {
+        Some(address::Address::SocketAddress(sa)) => sa,
+        Some(address::Address::Pipe(_)) => {
+            return Err(unsupported("pipe", "only socket addresses are supported"));
+        }
+        Some(address::Address::EnvoyInternalAddress(_)) => {
+            return Err(unsupported(
+                "envoy_internal_address",
+                "only socket addresses are supported",
+            ));
+        }
+        None => return Err(unsupported("", "a socket address is required")),
+    };
+    let at = |field: &str| format!("socket_address.{field}");
+    if sa.protocol != socket_address::Protocol::Tcp as i32 {
+        return Err(unsupported(at("protocol"), "only TCP is supported"));
+    }
+    if !sa.resolver_name.is_empty() {
+        return Err(unsupported(
+            at("resolver_name"),
+            "resolvers are not supported",
+        ));
+    }
+    if !sa.network_namespace_filepath.is_empty() {
+        return Err(unsupported(
+            at("network_namespace_filepath"),
+            "network namespaces are not supported",
+        ));
+    }
+    let ip: IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| unsupported(at("address"), "must be an IP address"))?;
+    let port = match &sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => {
+            u16::try_from(*p).map_err(|_| unsupported(at("port_value"), "must be at most 65535"))?
+        }
+        Some(socket_address::PortSpecifier::NamedPort(_)) => {
+            return Err(unsupported(
+                at("named_port"),
+                "named ports are not supported",
+            ));
+        }
+        None => return Err(unsupported(at("port_value"), "a port is required")),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Whether a config source points back at the ADS stream (`ads` or `self`), the only source
+/// the proxy reads.
+fn is_ads(source: Option<&ConfigSource>) -> bool {
+    matches!(
+        source.and_then(|s| s.config_source_specifier.as_ref()),
+        Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::Self_(_))
+    )
+}

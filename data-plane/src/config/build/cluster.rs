@@ -1,0 +1,373 @@
+//! Clusters and endpoints: discovery type, timeouts, protocol, transport socket matches,
+//! outlier detection, and the endpoints of a load assignment.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster, OutlierDetection as PbOutlierDetection,
+                cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy, TransportSocketMatch},
+            },
+            core::v3::{HealthStatus, Metadata},
+            endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
+        },
+        extensions::upstreams::http::v3::{
+            HttpProtocolOptions,
+            http_protocol_options::{
+                UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+            },
+        },
+    },
+    google::protobuf::{Struct, UInt32Value, value::Kind},
+};
+
+use super::{At, Invalid, decode, duration, is, is_ads, socket_address, tls, unsupported};
+use crate::config::{ClusterConfig, Endpoint, OutlierDetection, TlsMatch};
+
+/// Envoy's connect timeout when a cluster sets none.
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Key of the upstream HTTP options in `typed_extension_protocol_options`.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The filter metadata namespace an endpoint's transport socket match labels live in.
+const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+
+impl ClusterConfig {
+    /// The EDS name of an EDS cluster (`eds_cluster_config.service_name`, or the cluster's
+    /// name); `None` for other clusters.
+    pub(crate) fn eds_name(c: &Cluster) -> Option<&str> {
+        match c.cluster_discovery_type {
+            Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => {
+                let service = c
+                    .eds_cluster_config
+                    .as_ref()
+                    .map(|e| e.service_name.as_str())
+                    .unwrap_or_default();
+                Some(if service.is_empty() { &c.name } else { service })
+            }
+            _ => None,
+        }
+    }
+
+    /// Translates one cluster. An EDS cluster takes `eds_endpoints` (its assignment's,
+    /// translated by [`Endpoint::list_from_xds`]; none while EDS has not answered); a STATIC
+    /// cluster its own `load_assignment`.
+    pub(crate) fn from_xds(
+        c: &Cluster,
+        eds_endpoints: Option<Arc<[Endpoint]>>,
+    ) -> Result<ClusterConfig, Invalid> {
+        let endpoints = match &c.cluster_discovery_type {
+            None => static_endpoints(c)?,
+            Some(ClusterDiscoveryType::Type(t)) if *t == DiscoveryType::Static as i32 => {
+                static_endpoints(c)?
+            }
+            Some(ClusterDiscoveryType::Type(t)) if *t == DiscoveryType::Eds as i32 => {
+                let eds = c.eds_cluster_config.as_ref();
+                if !is_ads(eds.and_then(|e| e.eds_config.as_ref())) {
+                    return Err(unsupported(
+                        "eds_cluster_config.eds_config",
+                        "only ADS is supported",
+                    ));
+                }
+                eds_endpoints.unwrap_or_else(|| Arc::from([]))
+            }
+            Some(ClusterDiscoveryType::Type(_)) => {
+                return Err(unsupported(
+                    "type",
+                    "only STATIC and EDS clusters are supported",
+                ));
+            }
+            Some(ClusterDiscoveryType::ClusterType(_)) => {
+                return Err(unsupported(
+                    "cluster_type",
+                    "custom clusters are not supported",
+                ));
+            }
+        };
+        match LbPolicy::try_from(c.lb_policy) {
+            Ok(LbPolicy::RoundRobin | LbPolicy::LeastRequest) => {}
+            _ => {
+                return Err(unsupported(
+                    "lb_policy",
+                    "only ROUND_ROBIN and LEAST_REQUEST are supported",
+                ));
+            }
+        }
+        if c.load_balancing_policy.is_some() {
+            return Err(unsupported(
+                "load_balancing_policy",
+                "use lb_policy ROUND_ROBIN or LEAST_REQUEST",
+            ));
+        }
+        if c.lb_subset_config.is_some() {
+            return Err(unsupported(
+                "lb_subset_config",
+                "endpoint subsets are not supported",
+            ));
+        }
+        if c.transport_socket_matcher.is_some() {
+            return Err(unsupported(
+                "transport_socket_matcher",
+                "use transport_socket_matches",
+            ));
+        }
+        if c.upstream_config.is_some() {
+            return Err(unsupported(
+                "upstream_config",
+                "custom upstreams are not supported",
+            ));
+        }
+        if !c.filters.is_empty() {
+            return Err(unsupported("filters", "upstream filters are not supported"));
+        }
+        let connect_timeout = match &c.connect_timeout {
+            Some(d) => duration(d).at("connect_timeout")?,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        let tls_default = match &c.transport_socket {
+            Some(socket) => tls::upstream(socket).at("transport_socket")?,
+            None => None,
+        };
+        let tls_matches = c
+            .transport_socket_matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| tls_match(m).at(format_args!("transport_socket_matches[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let outlier = c
+            .outlier_detection
+            .as_ref()
+            .map(outlier)
+            .transpose()
+            .at("outlier_detection")?;
+        Ok(ClusterConfig {
+            name: c.name.clone(),
+            connect_timeout,
+            http2: http2(c)?,
+            endpoints,
+            tls_matches,
+            tls_default,
+            outlier,
+        })
+    }
+}
+
+fn tls_match(m: &TransportSocketMatch) -> Result<TlsMatch, Invalid> {
+    let tls = match &m.transport_socket {
+        Some(socket) => tls::upstream(socket).at("transport_socket")?,
+        None => None,
+    };
+    Ok(TlsMatch {
+        name: m.name.clone(),
+        labels: match_labels(m.r#match.as_ref()).at("match")?,
+        tls,
+    })
+}
+
+fn static_endpoints(c: &Cluster) -> Result<Arc<[Endpoint]>, Invalid> {
+    match &c.load_assignment {
+        Some(cla) => Endpoint::list_from_xds(cla).at("load_assignment"),
+        None => Ok(Arc::from([])),
+    }
+}
+
+/// Whether the cluster speaks HTTP/2 to its endpoints: the upstream HTTP options say so
+/// explicitly (or the deprecated `http2_protocol_options` is set).
+fn http2(c: &Cluster) -> Result<bool, Invalid> {
+    #[allow(deprecated)]
+    let mut http2 = c.http2_protocol_options.is_some();
+    if let Some(other) = c
+        .typed_extension_protocol_options
+        .keys()
+        .filter(|k| *k != HTTP_PROTOCOL_OPTIONS)
+        .min()
+    {
+        return Err(unsupported(
+            format!("typed_extension_protocol_options[{other:?}]"),
+            "only envoy.extensions.upstreams.http.v3.HttpProtocolOptions is supported",
+        ));
+    }
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+    else {
+        return Ok(http2);
+    };
+    let at = format!("typed_extension_protocol_options[{HTTP_PROTOCOL_OPTIONS:?}]");
+    if !is::<HttpProtocolOptions>(any) {
+        return Err(unsupported(at, "must be an HttpProtocolOptions"));
+    }
+    let options: HttpProtocolOptions = decode(any).at(&at)?;
+    if !options.http_filters.is_empty() {
+        return Err(unsupported(
+            format!("{at}.http_filters"),
+            "upstream HTTP filters are not supported",
+        ));
+    }
+    match &options.upstream_protocol_options {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) => {
+            match &explicit.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => http2 = true,
+                Some(ProtocolConfig::HttpProtocolOptions(_)) | None => {}
+                Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    return Err(unsupported(
+                        format!("{at}.explicit_http_config.http3_protocol_options"),
+                        "HTTP/3 is not supported",
+                    ));
+                }
+            }
+        }
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
+            return Err(unsupported(
+                format!("{at}.use_downstream_protocol_config"),
+                "use explicit_http_config",
+            ));
+        }
+        Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+            return Err(unsupported(
+                format!("{at}.auto_config"),
+                "use explicit_http_config",
+            ));
+        }
+        None => {}
+    }
+    Ok(http2)
+}
+
+/// The labels of a transport socket match; an endpoint takes the match if its labels include
+/// all of these.
+fn match_labels(labels: Option<&Struct>) -> Result<BTreeMap<String, String>, Invalid> {
+    let Some(labels) = labels else {
+        return Ok(BTreeMap::new());
+    };
+    labels
+        .fields
+        .iter()
+        .map(|(key, value)| match &value.kind {
+            Some(Kind::StringValue(s)) => Ok((key.clone(), s.clone())),
+            _ => Err(unsupported(
+                format!("[{key:?}]"),
+                "only string values are supported",
+            )),
+        })
+        .collect()
+}
+
+/// The string labels an endpoint's metadata gives it for transport socket matches.
+fn socket_labels(metadata: Option<&Metadata>) -> BTreeMap<String, String> {
+    let Some(labels) = metadata.and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH)) else {
+        return BTreeMap::new();
+    };
+    labels
+        .fields
+        .iter()
+        .filter_map(|(key, value)| match &value.kind {
+            Some(Kind::StringValue(s)) => Some((key.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outlier(o: &PbOutlierDetection) -> Result<OutlierDetection, Invalid> {
+    let value = |v: &Option<UInt32Value>, default: u32| v.as_ref().map_or(default, |v| v.value);
+    // Ejection is all or nothing: a percentage in between would eject at random.
+    let consecutive_5xx = match value(&o.enforcing_consecutive_5xx, 100) {
+        100 => value(&o.consecutive_5xx, 5),
+        // Counted but never enforced: a count that is never reached.
+        0 => u32::MAX,
+        _ => {
+            return Err(unsupported(
+                "enforcing_consecutive_5xx",
+                "only 0 or 100 is supported",
+            ));
+        }
+    };
+    let consecutive_gateway_failure = match value(&o.enforcing_consecutive_gateway_failure, 0) {
+        0 => None,
+        100 => Some(value(&o.consecutive_gateway_failure, 5)),
+        _ => {
+            return Err(unsupported(
+                "enforcing_consecutive_gateway_failure",
+                "only 0 or 100 is supported",
+            ));
+        }
+    };
+    let base_ejection_time = match &o.base_ejection_time {
+        Some(d) => duration(d).at("base_ejection_time")?,
+        None => Duration::from_secs(30),
+    };
+    let max_ejection_percent = value(&o.max_ejection_percent, 10);
+    if max_ejection_percent > 100 {
+        return Err(unsupported("max_ejection_percent", "must be at most 100"));
+    }
+    Ok(OutlierDetection {
+        consecutive_5xx,
+        consecutive_gateway_failure,
+        base_ejection_time,
+        max_ejection_percent,
+    })
+}
+
+impl Endpoint {
+    /// The endpoints of a load assignment, in order. Endpoints Envoy would not use (unhealthy,
+    /// draining, timed out) are left out.
+    pub(crate) fn list_from_xds(cla: &ClusterLoadAssignment) -> Result<Arc<[Endpoint]>, Invalid> {
+        if !cla.named_endpoints.is_empty() {
+            return Err(unsupported(
+                "named_endpoints",
+                "named endpoints are not supported",
+            ));
+        }
+        let mut out = Vec::with_capacity(cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum());
+        for (i, locality) in cla.endpoints.iter().enumerate() {
+            if locality.priority != 0 {
+                return Err(unsupported(
+                    format!("endpoints[{i}].priority"),
+                    "priorities (failover) are not supported",
+                ));
+            }
+            for (j, lb) in locality.lb_endpoints.iter().enumerate() {
+                let at = || format!("endpoints[{i}].lb_endpoints[{j}]");
+                let endpoint = match &lb.host_identifier {
+                    Some(lb_endpoint::HostIdentifier::Endpoint(e)) => e,
+                    Some(lb_endpoint::HostIdentifier::EndpointName(_)) => {
+                        return Err(unsupported(
+                            format!("{}.endpoint_name", at()),
+                            "named endpoints are not supported",
+                        ));
+                    }
+                    None => {
+                        return Err(unsupported(format!("{}.endpoint", at()), "is required"));
+                    }
+                };
+                let address = socket_address(endpoint.address.as_ref())
+                    .at(format_args!("{}.endpoint.address", at()))?;
+                let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+                if weight == 0 {
+                    return Err(unsupported(
+                        format!("{}.load_balancing_weight", at()),
+                        "must be at least 1",
+                    ));
+                }
+                let usable = match HealthStatus::try_from(lb.health_status) {
+                    Ok(
+                        HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout,
+                    ) => false,
+                    Ok(HealthStatus::Unknown | HealthStatus::Healthy | HealthStatus::Degraded)
+                    | Err(_) => true,
+                };
+                if usable {
+                    out.push(Endpoint {
+                        address,
+                        weight,
+                        socket_labels: socket_labels(lb.metadata.as_ref()),
+                    });
+                }
+            }
+        }
+        Ok(out.into())
+    }
+}

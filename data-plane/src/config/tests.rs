@@ -1,0 +1,2270 @@
+//! Tests of the translation: real Envoy adapter output through the xDS client into the runtime
+//! model, the NACKs of what the proxy does not implement, and the translation's own rules.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{Cluster, OutlierDetection as PbOutlierDetection, cluster},
+            core::v3::{
+                Address, AggregatedConfigSource, ConfigSource, DataSource, Node, SocketAddress,
+                address, config_source::ConfigSourceSpecifier, data_source, socket_address,
+            },
+            endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
+            listener::v3::{
+                Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, filter,
+            },
+            rbac::v3::{
+                Permission as PbPermission, Policy as PbPolicy, Principal as PbPrincipal,
+                Rbac as Rules, permission, principal, rbac::Action,
+            },
+            route::v3::{
+                HeaderMatcher, RetryPolicy as PbRetryPolicy, Route as PbRoute,
+                RouteAction as PbRouteAction, RouteConfiguration, RouteMatch as PbRouteMatch,
+                VirtualHost as PbVirtualHost, header_matcher, route, route_action, route_match,
+            },
+        },
+        extensions::{
+            filters::{
+                http::{
+                    rbac::v3::{Rbac as HttpRbac, RbacPerRoute},
+                    router::v3::Router,
+                },
+                network::{
+                    http_connection_manager::v3::{
+                        HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier,
+                        http_filter,
+                    },
+                    rbac::v3::Rbac as NetworkRbac,
+                    tcp_proxy::v3::{TcpProxy as PbTcpProxy, tcp_proxy},
+                },
+            },
+            transport_sockets::tls::v3::{Secret, TlsCertificate, secret},
+        },
+        service::discovery::v3::{DeltaDiscoveryResponse, Resource as WireResource},
+        r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
+    },
+    google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
+};
+use prost::{Message, Name};
+use switchyard_adapters::{
+    envoy::{self as adapter, EnvoyOptions, LoadBalancing},
+    model::{
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint as ModelEndpoint,
+        HttpMatch, Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService,
+        Protocol, ProxyConfig, ProxyId, Route as ModelRoute, ServiceName, WeightedCluster,
+    },
+};
+
+use super::*;
+use crate::xds::{Config, DeltaClient, ResourceType};
+
+// === fixtures: the mesh model ===
+
+const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n";
+const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIBkey\n-----END PRIVATE KEY-----\n";
+const BUNDLE_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n";
+const BUNDLE: &str = "spiffe://cluster.local";
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/demo/sa/client";
+const WEB_ID: &str = "spiffe://cluster.local/ns/demo/sa/web";
+const ADMIN_ID: &str = "spiffe://cluster.local/ns/ops/sa/admin";
+
+fn cluster_name(svc: &str, port: u16) -> ClusterName {
+    ClusterName::new(&ServiceName::new("demo", svc), port)
+}
+
+fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: cluster_name(svc, port),
+        weight,
+    }
+}
+
+fn model_route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
+    ModelRoute {
+        name: name.to_owned(),
+        matches,
+        backends,
+    }
+}
+
+fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
+    HttpMatch {
+        path_regex: path.map(str::to_owned),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn service(
+    name: &str,
+    cluster_ip: Option<[u8; 4]>,
+    ports: Vec<OutboundPort>,
+) -> Arc<OutboundService> {
+    let svc = ServiceName::new("demo", name);
+    Arc::new(OutboundService {
+        hostnames: svc.hostnames("cluster.local"),
+        name: svc,
+        cluster_ip: cluster_ip.map(IpAddr::from),
+        ports,
+    })
+}
+
+fn model_cluster(
+    svc: &str,
+    port: u16,
+    protocol: Protocol,
+    endpoints: &[(&str, Option<&str>)],
+) -> Arc<ModelCluster> {
+    Arc::new(ModelCluster {
+        name: cluster_name(svc, port),
+        service: ServiceName::new("demo", svc),
+        port,
+        protocol,
+        endpoints: endpoints
+            .iter()
+            .map(|(address, sa)| ModelEndpoint {
+                address: address.parse().unwrap(),
+                identity: sa.map(|sa| Identity::new("demo", sa)),
+            })
+            .collect(),
+    })
+}
+
+/// The canary match: `/api/...` with GET or HEAD and an `x-canary` header.
+fn canary_match() -> HttpMatch {
+    http_match(
+        Some("/api/.*"),
+        &["HEAD", "GET"],
+        &[("X-Canary", "true|yes")],
+    )
+}
+
+/// `demo/client-0`: reaches web (a 90/10 split to web-v1 and web-v2, plus a canary route to
+/// web-v2), a gRPC service, and db over TCP (50/50 to db-a and db-b). web-v1's endpoints run
+/// as `web`, one of web-v2's is not meshed; db-a is not meshed.
+fn client_proxy() -> ProxyConfig {
+    let web = service(
+        "web",
+        Some([10, 96, 0, 10]),
+        vec![OutboundPort {
+            port: 80,
+            protocol: Protocol::Http,
+            routes: vec![
+                model_route(
+                    "demo/canary",
+                    vec![canary_match()],
+                    vec![backend("web-v2", 80, 1)],
+                ),
+                model_route(
+                    "demo/web-split",
+                    vec![],
+                    vec![backend("web-v1", 80, 90), backend("web-v2", 80, 10)],
+                ),
+            ],
+        }],
+    );
+    let grpc = service(
+        "grpc",
+        None,
+        vec![OutboundPort {
+            port: 9000,
+            protocol: Protocol::Http2,
+            routes: vec![model_route(
+                "default",
+                vec![],
+                vec![backend("grpc", 9000, 1)],
+            )],
+        }],
+    );
+    let db = service(
+        "db",
+        None,
+        vec![OutboundPort {
+            port: 5432,
+            protocol: Protocol::Tcp,
+            routes: vec![model_route(
+                "default",
+                vec![],
+                vec![backend("db-b", 5432, 50), backend("db-a", 5432, 50)],
+            )],
+        }],
+    );
+    let clusters = [
+        model_cluster(
+            "web-v1",
+            80,
+            Protocol::Http,
+            &[
+                ("10.0.0.1:8080", Some("web")),
+                ("10.0.0.2:8080", Some("web")),
+            ],
+        ),
+        model_cluster(
+            "web-v2",
+            80,
+            Protocol::Http,
+            &[("10.0.0.3:8080", Some("web")), ("10.0.0.4:8080", None)],
+        ),
+        model_cluster(
+            "grpc",
+            9000,
+            Protocol::Http2,
+            &[("10.0.0.5:9000", Some("grpc"))],
+        ),
+        model_cluster("db-a", 5432, Protocol::Tcp, &[("10.0.0.6:5432", None)]),
+        model_cluster(
+            "db-b",
+            5432,
+            Protocol::Tcp,
+            &[("10.0.0.7:5432", Some("db"))],
+        ),
+    ];
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: "demo".to_owned(),
+            pod: "client-0".to_owned(),
+        },
+        identity: Identity::new("demo", "client"),
+        outbound: Arc::new(
+            [web, grpc, db]
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect(),
+        ),
+        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        inbound: vec![],
+    }
+}
+
+/// `demo/web-v1-0`, running as `web`, in strict mode: HTTP 8080 admits the client for the
+/// canary match and `GET /healthz`, and ops/admin for everything; HTTP/2 9090 admits everyone;
+/// TCP 7000 admits the client; TCP 5433 admits no one.
+fn server_proxy() -> ProxyConfig {
+    let client = Identity::new("demo", "client");
+    let admin = Identity::new("ops", "admin");
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: "demo".to_owned(),
+            pod: "web-v1-0".to_owned(),
+        },
+        identity: Identity::new("demo", "web"),
+        outbound: Arc::new(BTreeMap::new()),
+        clusters: Arc::new(BTreeMap::new()),
+        inbound: vec![
+            InboundPort {
+                port: 8080,
+                protocol: Protocol::Http,
+                authorization: Authorization::Allow(vec![
+                    InboundRule {
+                        name: "demo/web-readers".to_owned(),
+                        sources: vec![client.clone()],
+                        matches: vec![canary_match(), http_match(Some("/healthz"), &["GET"], &[])],
+                    },
+                    InboundRule {
+                        name: "demo/web-admins".to_owned(),
+                        sources: vec![admin],
+                        matches: vec![],
+                    },
+                ]),
+            },
+            InboundPort {
+                port: 9090,
+                protocol: Protocol::Http2,
+                authorization: Authorization::AllowAll,
+            },
+            InboundPort {
+                port: 7000,
+                protocol: Protocol::Tcp,
+                authorization: Authorization::Allow(vec![InboundRule {
+                    name: "demo/db-clients".to_owned(),
+                    sources: vec![client],
+                    matches: vec![],
+                }]),
+            },
+            InboundPort {
+                port: 5433,
+                protocol: Protocol::Tcp,
+                authorization: Authorization::Allow(vec![]),
+            },
+        ],
+    }
+}
+
+/// `server_proxy()` as the index makes it in permissive mode: everyone everywhere.
+fn permissive_server() -> ProxyConfig {
+    let mut proxy = server_proxy();
+    for port in &mut proxy.inbound {
+        port.authorization = Authorization::AllowAll;
+    }
+    proxy
+}
+
+fn mesh(access_mode: AccessMode) -> MeshSettings {
+    MeshSettings {
+        access_mode,
+        ..MeshSettings::default()
+    }
+}
+
+fn opts(mtls: bool) -> EnvoyOptions {
+    EnvoyOptions {
+        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        mtls,
+        ..EnvoyOptions::default()
+    }
+}
+
+// === fixtures: the xDS client ===
+
+fn node() -> Node {
+    Node {
+        id: "sidecar".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn wire(name: &str, resource: Any) -> WireResource {
+    WireResource {
+        name: name.to_owned(),
+        version: "1".to_owned(),
+        resource: Some(resource),
+        ..Default::default()
+    }
+}
+
+fn response(ty: ResourceType, resources: Vec<WireResource>) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: ty.type_url().to_owned(),
+        nonce: "n".to_owned(),
+        resources,
+        ..Default::default()
+    }
+}
+
+/// Compiles a proxy with the Envoy adapter, adds its secrets when `opts.mtls`, and feeds
+/// everything to a fresh xDS client, type by type in the order Envoy subscribes; every
+/// response must be ACKed and every resource held.
+fn accept(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Config {
+    let out = adapter::compile(proxy, mesh, opts);
+    let mut resources = out.resources;
+    if opts.mtls {
+        resources.extend(adapter::secrets(
+            &proxy.identity,
+            mesh,
+            CERT_PEM,
+            KEY_PEM,
+            BUNDLE_PEM,
+        ));
+    }
+    let mut client = DeltaClient::new(node());
+    let order = [
+        ResourceType::Cluster,
+        ResourceType::Listener,
+        ResourceType::Endpoint,
+        ResourceType::Route,
+        ResourceType::Secret,
+    ];
+    for ty in order {
+        let of_type: Vec<WireResource> = resources
+            .iter()
+            .filter(|r| r.type_url == ty.type_url())
+            .map(|r| wire(&r.name, r.resource.clone()))
+            .collect();
+        let outcome = client.handle_response(response(ty, of_type));
+        assert!(outcome.rejected.is_none(), "{ty}: {:?}", outcome.rejected);
+    }
+    for r in &resources {
+        let ty = ResourceType::from_type_url(r.type_url).unwrap();
+        assert!(
+            client.config().contains(ty, &r.name),
+            "{ty} {} not held",
+            r.name
+        );
+    }
+    assert!(client.is_synced());
+    client.config().clone()
+}
+
+/// `accept`, then the translation, which must have nothing to warn about.
+fn runtime(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Runtime {
+    let rt = Runtime::build(&accept(proxy, mesh, opts)).unwrap();
+    assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
+    rt
+}
+
+/// The message of the NACK of a response of one resource (which must be rejected).
+fn nack(ty: ResourceType, name: &str, resource: Any) -> String {
+    let mut client = DeltaClient::new(node());
+    let outcome = client.handle_response(response(ty, vec![wire(name, resource)]));
+    let Some(error) = outcome.rejected else {
+        panic!("{ty} {name} was accepted");
+    };
+    assert!(!client.config().contains(ty, name));
+    error.to_string()
+}
+
+// === fixtures: hand-made resources ===
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+fn socket(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn typed(name: &str, config: Any) -> Filter {
+    Filter {
+        name: name.to_owned(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}
+
+fn tcp_listener(name: &str, filters: Vec<Filter>) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket("127.0.0.1", 7000)),
+        filter_chains: vec![PbFilterChain {
+            filters,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn tcp_proxy_filter(cluster: &str) -> Filter {
+    typed(
+        "envoy.filters.network.tcp_proxy",
+        any(&PbTcpProxy {
+            stat_prefix: "tcp".to_owned(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+            ..Default::default()
+        }),
+    )
+}
+
+fn hcm_listener(name: &str, hcm: HttpConnectionManager) -> Listener {
+    tcp_listener(
+        name,
+        vec![typed(
+            "envoy.filters.network.http_connection_manager",
+            any(&hcm),
+        )],
+    )
+}
+
+/// An HTTP connection manager on RDS `name`.
+fn rds_hcm(name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(RouteSpecifier::Rds(
+            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::Rds {
+                config_source: Some(ads()),
+                route_config_name: name.to_owned(),
+            },
+        )),
+        http_filters: vec![router()],
+        ..Default::default()
+    }
+}
+
+fn router() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(
+            any(&Router::default()),
+        )),
+        ..Default::default()
+    }
+}
+
+fn regex_matcher(pattern: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: pattern.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn exact(s: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Exact(s.to_owned())),
+        ..Default::default()
+    }
+}
+
+fn to_cluster(cluster: &str) -> Option<route::Action> {
+    Some(route::Action::Route(PbRouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
+        ..Default::default()
+    }))
+}
+
+fn prefix(p: &str) -> PbRouteMatch {
+    PbRouteMatch {
+        path_specifier: Some(route_match::PathSpecifier::Prefix(p.to_owned())),
+        ..Default::default()
+    }
+}
+
+fn pb_route(r#match: PbRouteMatch, cluster: &str) -> PbRoute {
+    PbRoute {
+        name: "r".to_owned(),
+        r#match: Some(r#match),
+        action: to_cluster(cluster),
+        ..Default::default()
+    }
+}
+
+/// A route configuration `rc` with one virtual host for `*` holding `routes`.
+fn route_config(routes: Vec<PbRoute>) -> RouteConfiguration {
+    RouteConfiguration {
+        name: "rc".to_owned(),
+        virtual_hosts: vec![PbVirtualHost {
+            name: "vh".to_owned(),
+            domains: vec!["*".to_owned()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn static_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Default::default()
+    }
+}
+
+fn eds_cluster(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_owned(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn assignment(name: &str, addresses: &[(&str, u32)]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: addresses
+                .iter()
+                .map(|(ip, port)| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                            address: Some(socket(ip, *port)),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn inline(s: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_owned())),
+        ..Default::default()
+    }
+}
+
+fn allow_rules(policies: Vec<(&str, PbPolicy)>) -> Rules {
+    Rules {
+        action: Action::Allow as i32,
+        policies: policies
+            .into_iter()
+            .map(|(n, p)| (n.to_owned(), p))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn any_policy() -> PbPolicy {
+    PbPolicy {
+        permissions: vec![PbPermission {
+            rule: Some(permission::Rule::Any(true)),
+        }],
+        principals: vec![PbPrincipal {
+            identifier: Some(principal::Identifier::Any(true)),
+        }],
+        ..Default::default()
+    }
+}
+
+// === a minimal evaluator, to assert behaviour rather than structure ===
+
+fn string_matches(m: &StringMatch, value: Option<&str>) -> bool {
+    let Some(v) = value else {
+        return false;
+    };
+    match m {
+        StringMatch::Exact(s) => v == s,
+        StringMatch::Prefix(s) => v.starts_with(s.as_str()),
+        StringMatch::Suffix(s) => v.ends_with(s.as_str()),
+        StringMatch::Contains(s) => v.contains(s.as_str()),
+        StringMatch::Regex(r) => r.is_match(v),
+        StringMatch::Present => true,
+    }
+}
+
+/// A request: path, and headers (pseudo-headers included) by lower-case name.
+struct Request<'a> {
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+}
+
+impl Request<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+fn header_matches(h: &HeaderMatch, req: &Request<'_>) -> bool {
+    string_matches(&h.matcher, req.header(&h.name)) != h.invert
+}
+
+fn permits(p: &Permission, req: &Request<'_>) -> bool {
+    match p {
+        Permission::Any => true,
+        Permission::And(all) => all.iter().all(|p| permits(p, req)),
+        Permission::Or(some) => some.iter().any(|p| permits(p, req)),
+        Permission::Not(p) => !permits(p, req),
+        Permission::UrlPath(m) => string_matches(m, Some(req.path)),
+        Permission::Header(h) => header_matches(h, req),
+        Permission::DestinationPort(_) => false,
+    }
+}
+
+fn principal_matches(p: &Principal, peer: Option<&str>) -> bool {
+    match p {
+        Principal::Any => true,
+        Principal::And(all) => all.iter().all(|p| principal_matches(p, peer)),
+        Principal::Or(some) => some.iter().any(|p| principal_matches(p, peer)),
+        Principal::Not(p) => !principal_matches(p, peer),
+        Principal::Authenticated(m) => string_matches(m, peer),
+    }
+}
+
+/// Whether an ALLOW RBAC lets `peer` make `req`.
+fn allows(rbac: &Rbac, peer: Option<&str>, req: &Request<'_>) -> bool {
+    rbac.policies.iter().any(|(_, p)| {
+        p.permissions.iter().any(|perm| permits(perm, req))
+            && p.principals.iter().any(|pr| principal_matches(pr, peer))
+    })
+}
+
+fn route_matches(m: &RouteMatch, req: &Request<'_>) -> bool {
+    let path = match &m.path {
+        PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
+        PathMatch::Exact(p) => req.path == p,
+        PathMatch::Regex(r) => r.is_match(req.path),
+    };
+    path && m.headers.iter().all(|h| header_matches(h, req))
+}
+
+// === helpers on the runtime model ===
+
+fn http(chain: &FilterChain) -> &HttpManager {
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => hcm,
+        other => panic!("not HTTP: {other:?}"),
+    }
+}
+
+fn tcp(chain: &FilterChain) -> &TcpProxy {
+    match &chain.filter {
+        NetworkFilter::Tcp(tcp) => tcp,
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+fn vhost<'a>(table: &'a RouteTable, name: &str) -> &'a VirtualHost {
+    table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no virtual host {name}"))
+}
+
+fn policy_names(rbac: &Rbac) -> Vec<&str> {
+    rbac.policies.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+fn clusters(list: &[(String, u32)]) -> Vec<(&str, u32)> {
+    list.iter().map(|(n, w)| (n.as_str(), *w)).collect()
+}
+
+// === real adapter output ===
+
+#[test]
+fn client_proxy_routes_split_and_retries() {
+    for mtls in [false, true] {
+        let rt = runtime(&client_proxy(), &mesh(AccessMode::Strict), &opts(mtls));
+
+        let outbound = &rt.listeners["outbound_http"];
+        assert_eq!(
+            outbound.address,
+            "127.0.1.5:15001".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(outbound.direction, Direction::Outbound);
+        let [chain] = outbound.chains.as_slice() else {
+            panic!("{:?}", outbound.chains)
+        };
+        assert_eq!(chain.matches, ChainMatch::Any);
+        assert!(
+            chain.tls.is_none(),
+            "the application talks plaintext to its proxy"
+        );
+        let hcm = http(chain);
+        assert!(matches!(&hcm.routes, RouteSource::Rds(name) if name == "outbound_http"));
+        assert!(hcm.rbac.is_none());
+        assert_eq!(
+            hcm.denied,
+            DeniedReply {
+                status: 403,
+                body: "RBAC: access denied".to_owned()
+            }
+        );
+
+        let table = &rt.routes["outbound_http"];
+        let web = vhost(table, "demo/web|80");
+        for domain in [
+            "web",
+            "web:80",
+            "web.demo",
+            "web.demo.svc.cluster.local:80",
+            "10.96.0.10",
+            "10.96.0.10:80",
+        ] {
+            assert!(
+                web.domains.iter().any(|d| d == domain),
+                "{domain}: {:?}",
+                web.domains
+            );
+        }
+        assert!(web.rbac.is_none());
+        let [canary, split] = web.routes.as_slice() else {
+            panic!("{:?}", web.routes)
+        };
+        assert_eq!(canary.name, "demo/canary");
+        assert_eq!(clusters(&canary.action.clusters), [("demo/web-v2|80", 1)]);
+        assert_eq!(split.name, "demo/web-split");
+        assert_eq!(
+            clusters(&split.action.clusters),
+            [("demo/web-v1|80", 90), ("demo/web-v2|80", 10)]
+        );
+        for r in [canary, split] {
+            assert_eq!(r.action.timeout, Some(Duration::from_secs(15)));
+            assert_eq!(
+                r.action.retry,
+                Some(RetryPolicy {
+                    num_retries: 2,
+                    retry_on: RetryOn {
+                        connect_failure: true,
+                        refused_stream: true,
+                        reset_before_request: true,
+                        server_error: false,
+                        gateway_error: false,
+                    },
+                    other_hosts: true,
+                    per_try_timeout: None,
+                })
+            );
+        }
+
+        // The canary route: the path regex in full, a method alternative and a header regex.
+        let get = |path, canary| Request {
+            path,
+            headers: if canary {
+                &[(":method", "GET"), ("x-canary", "yes")]
+            } else {
+                &[(":method", "GET")]
+            },
+        };
+        assert!(route_matches(&canary.matcher, &get("/api/users", true)));
+        assert!(route_matches(&canary.matcher, &get("/api/", true)));
+        assert!(
+            !route_matches(&canary.matcher, &get("/api", true)),
+            "anchored at the end"
+        );
+        assert!(
+            !route_matches(&canary.matcher, &get("/v1/api/users", true)),
+            "anchored"
+        );
+        assert!(!route_matches(&canary.matcher, &get("/api/users", false)));
+        let post = Request {
+            path: "/api/users",
+            headers: &[(":method", "POST"), ("x-canary", "true")],
+        };
+        assert!(!route_matches(&canary.matcher, &post));
+        let getx = Request {
+            path: "/api/users",
+            headers: &[(":method", "GETX"), ("x-canary", "true")],
+        };
+        assert!(
+            !route_matches(&canary.matcher, &getx),
+            "method alternatives are anchored"
+        );
+        let not_canary = Request {
+            path: "/api/users",
+            headers: &[(":method", "HEAD"), ("x-canary", "truely")],
+        };
+        assert!(!route_matches(&canary.matcher, &not_canary));
+        assert!(
+            route_matches(&split.matcher, &post),
+            "the split takes the rest"
+        );
+
+        // TCP: the 50/50 split, sorted by cluster.
+        let db = &rt.listeners["outbound_tcp|5432"];
+        assert_eq!(db.address, "127.0.1.5:5432".parse::<SocketAddr>().unwrap());
+        let tcp = tcp(&db.chains[0]);
+        assert_eq!(
+            clusters(&tcp.clusters),
+            [("demo/db-a|5432", 50), ("demo/db-b|5432", 50)]
+        );
+        assert!(tcp.rbac.is_none());
+
+        // Clusters: EDS endpoints, timeouts, outlier detection, protocol.
+        let v1 = &rt.clusters["demo/web-v1|80"];
+        assert_eq!(v1.connect_timeout, Duration::from_secs(1));
+        assert!(!v1.http2);
+        assert_eq!(
+            v1.outlier,
+            Some(OutlierDetection {
+                consecutive_5xx: 5,
+                consecutive_gateway_failure: Some(3),
+                base_ejection_time: Duration::from_secs(30),
+                max_ejection_percent: 50,
+            })
+        );
+        let addresses: Vec<String> = v1.endpoints.iter().map(|e| e.address.to_string()).collect();
+        assert_eq!(addresses, ["10.0.0.1:8080", "10.0.0.2:8080"]);
+        assert!(v1.endpoints.iter().all(|e| e.weight == 1));
+        assert!(rt.clusters["demo/grpc|9000"].http2);
+        assert!(v1.tls_default.is_none());
+
+        let mtls_label: BTreeMap<String, String> =
+            [("switchyard.dev/tls".to_owned(), "mtls".to_owned())].into();
+        let v2 = &rt.clusters["demo/web-v2|80"];
+        let labels: Vec<(String, bool)> = v2
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.socket_labels == mtls_label))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("10.0.0.3:8080".to_owned(), mtls),
+                ("10.0.0.4:8080".to_owned(), false)
+            ]
+        );
+        if mtls {
+            let [m] = v2.tls_matches.as_slice() else {
+                panic!("{:?}", v2.tls_matches)
+            };
+            assert_eq!(m.name, "mtls");
+            assert_eq!(m.labels, mtls_label);
+            assert_eq!(
+                m.tls,
+                Some(UpstreamTls {
+                    certificate: CLIENT_ID.to_owned(),
+                    trust_bundle: BUNDLE.to_owned(),
+                    peer_sans: vec![WEB_ID.to_owned()],
+                    alpn: vec!["http/1.1".to_owned()],
+                    tls13_only: true,
+                })
+            );
+            let grpc = &rt.clusters["demo/grpc|9000"].tls_matches[0];
+            let grpc = grpc.tls.as_ref().unwrap();
+            assert_eq!(grpc.alpn, ["h2"]);
+            assert_eq!(grpc.peer_sans, ["spiffe://cluster.local/ns/demo/sa/grpc"]);
+            // db-a has no meshed endpoint, so no match at all.
+            assert!(rt.clusters["demo/db-a|5432"].tls_matches.is_empty());
+            assert!(
+                rt.clusters["demo/db-b|5432"].tls_matches[0]
+                    .tls
+                    .as_ref()
+                    .unwrap()
+                    .alpn
+                    .is_empty()
+            );
+
+            assert_eq!(
+                *rt.secrets[CLIENT_ID],
+                SecretMaterial::Certificate {
+                    chain_pem: CERT_PEM.to_owned(),
+                    private_key_pem: KEY_PEM.to_owned(),
+                }
+            );
+            assert_eq!(
+                *rt.secrets[BUNDLE],
+                SecretMaterial::TrustBundle {
+                    ca_pem: BUNDLE_PEM.to_owned()
+                }
+            );
+            let debug = format!("{:?}", rt.secrets[CLIENT_ID]);
+            assert!(!debug.contains("MIIBkey"), "{debug}");
+        } else {
+            assert!(rt.clusters.values().all(|c| c.tls_matches.is_empty()));
+            assert!(rt.secrets.is_empty());
+        }
+    }
+}
+
+#[test]
+fn least_request_clusters_are_accepted() {
+    let opts = EnvoyOptions {
+        load_balancing: LoadBalancing::LeastRequest,
+        ..opts(true)
+    };
+    let rt = runtime(&client_proxy(), &mesh(AccessMode::Strict), &opts);
+    assert_eq!(rt.clusters.len(), 5);
+}
+
+#[test]
+fn strict_server_with_mtls_enforces_traffic_targets() {
+    let rt = runtime(&server_proxy(), &mesh(AccessMode::Strict), &opts(true));
+
+    let expected_tls = |alpn: &[&str]| DownstreamTls {
+        certificate: WEB_ID.to_owned(),
+        trust_bundle: Some(BUNDLE.to_owned()),
+        require_client_certificate: true,
+        alpn: alpn.iter().map(|s| (*s).to_owned()).collect(),
+        tls13_only: true,
+    };
+
+    // HTTP 8080: one TLS chain only (plaintext fails the handshake), RBAC denying by default,
+    // the port's policy in the route configuration.
+    let l = &rt.listeners["inbound|8080"];
+    assert_eq!(l.address, "127.0.1.5:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(l.direction, Direction::Inbound);
+    let [chain] = l.chains.as_slice() else {
+        panic!("{:?}", l.chains)
+    };
+    assert_eq!(chain.matches, ChainMatch::Any);
+    assert_eq!(chain.tls, Some(expected_tls(&["h2", "http/1.1"])));
+    let hcm = http(chain);
+    assert!(matches!(&hcm.routes, RouteSource::Rds(name) if name == "inbound|8080"));
+    let default = hcm.rbac.as_ref().expect("the HTTP RBAC filter");
+    assert!(default.policies.is_empty(), "denies everything by default");
+    assert_eq!(
+        hcm.denied,
+        DeniedReply {
+            status: 403,
+            body: "denied by mesh policy\n".to_owned()
+        }
+    );
+
+    let table = &rt.routes["inbound|8080"];
+    let vh = vhost(table, "inbound|8080");
+    assert_eq!(vh.domains, ["*"]);
+    let [local] = vh.routes.as_slice() else {
+        panic!("{:?}", vh.routes)
+    };
+    assert_eq!(clusters(&local.action.clusters), [("inbound|8080", 1)]);
+    assert_eq!(local.action.timeout, None, "0s is no timeout");
+    assert!(local.action.retry.is_none());
+    assert!(local.rbac.is_none());
+    let Some(Some(rbac)) = &vh.rbac else {
+        panic!("{:?}", vh.rbac)
+    };
+    assert_eq!(policy_names(rbac), ["demo/web-admins", "demo/web-readers"]);
+    let (_, readers) = &rbac.policies[1];
+    assert!(matches!(
+        readers.principals.as_slice(),
+        [Principal::Authenticated(StringMatch::Exact(id))] if id == CLIENT_ID
+    ));
+
+    let req = |method, path, canary: Option<&'static str>| {
+        let mut headers = vec![(":method", method)];
+        headers.extend(canary.map(|v| ("x-canary", v)));
+        (path, headers)
+    };
+    let check = |peer: Option<&str>, (path, headers): (&str, Vec<(&str, &str)>)| {
+        allows(
+            rbac,
+            peer,
+            &Request {
+                path,
+                headers: &headers,
+            },
+        )
+    };
+    let client = Some(CLIENT_ID);
+    assert!(check(client, req("GET", "/api/orders", Some("true"))));
+    assert!(check(client, req("HEAD", "/api/orders", Some("yes"))));
+    assert!(
+        !check(client, req("GET", "/api/orders", Some("no"))),
+        "header regex"
+    );
+    assert!(
+        !check(client, req("GET", "/api/orders", None)),
+        "header required"
+    );
+    assert!(
+        !check(client, req("POST", "/api/orders", Some("true"))),
+        "method"
+    );
+    assert!(
+        !check(client, req("GET", "/apix", Some("true"))),
+        "path regex"
+    );
+    assert!(check(client, req("GET", "/healthz", None)));
+    assert!(!check(client, req("GET", "/healthz/x", None)), "anchored");
+    assert!(!check(client, req("PUT", "/healthz", None)));
+    assert!(check(Some(ADMIN_ID), req("DELETE", "/anything", None)));
+    assert!(
+        !check(Some(WEB_ID), req("GET", "/healthz", None)),
+        "not a source"
+    );
+    assert!(
+        !check(None, req("GET", "/healthz", None)),
+        "plaintext has no identity"
+    );
+
+    // HTTP/2 9090 admits everyone: the override turns RBAC off.
+    let vh = vhost(&rt.routes["inbound|9090"], "inbound|9090");
+    assert!(matches!(vh.rbac, Some(None)), "{:?}", vh.rbac);
+    assert!(rt.clusters["inbound|9090"].http2);
+    assert_eq!(
+        rt.listeners["inbound|9090"].chains[0].tls,
+        Some(expected_tls(&["h2", "http/1.1"]))
+    );
+
+    // TCP 7000: network RBAC in front of the application.
+    let chain = &rt.listeners["inbound|7000"].chains[0];
+    assert_eq!(chain.tls, Some(expected_tls(&[])));
+    let tcp = tcp(chain);
+    assert_eq!(clusters(&tcp.clusters), [("inbound|7000", 1)]);
+    let rbac = tcp.rbac.as_ref().expect("network RBAC");
+    assert_eq!(policy_names(rbac), ["demo/db-clients"]);
+    let any = Request {
+        path: "",
+        headers: &[],
+    };
+    assert!(allows(rbac, client, &any));
+    assert!(!allows(rbac, Some(ADMIN_ID), &any));
+
+    // TCP 5433 admits no one: the connection is closed without connecting anywhere.
+    let l = &rt.listeners["inbound|5433"];
+    assert_eq!(l.chains.len(), 1);
+    assert!(matches!(l.chains[0].filter, NetworkFilter::Close));
+
+    // The application's own clusters: STATIC, plaintext.
+    let app = &rt.clusters["inbound|8080"];
+    assert_eq!(
+        *app.endpoints,
+        [Endpoint {
+            address: "127.0.0.1:8080".parse().unwrap(),
+            weight: 1,
+            socket_labels: BTreeMap::new(),
+        }]
+    );
+    assert!(app.tls_default.is_none() && app.tls_matches.is_empty() && app.outlier.is_none());
+    assert_eq!(app.connect_timeout, Duration::from_secs(1));
+
+    assert_eq!(
+        rt.listeners["inbound|8080"]
+            .secret_names()
+            .collect::<Vec<_>>(),
+        [WEB_ID, BUNDLE]
+    );
+    assert!(matches!(
+        *rt.secrets[WEB_ID],
+        SecretMaterial::Certificate { .. }
+    ));
+}
+
+#[test]
+fn strict_server_without_mtls_is_plaintext_and_still_denies() {
+    let rt = runtime(&server_proxy(), &mesh(AccessMode::Strict), &opts(false));
+    for l in rt.listeners.values() {
+        assert_eq!(l.chains.len(), 1, "{}", l.name);
+        assert!(l.chains[0].tls.is_none(), "{}", l.name);
+    }
+    assert!(matches!(
+        rt.listeners["inbound|5433"].chains[0].filter,
+        NetworkFilter::Close
+    ));
+    let vh = vhost(&rt.routes["inbound|8080"], "inbound|8080");
+    let Some(Some(rbac)) = &vh.rbac else {
+        panic!("{:?}", vh.rbac)
+    };
+    // Principals need a certificate: without mTLS nobody is admitted.
+    let req = Request {
+        path: "/healthz",
+        headers: &[(":method", "GET")],
+    };
+    assert!(!allows(rbac, None, &req));
+    assert!(rt.secrets.is_empty());
+}
+
+#[test]
+fn permissive_server_accepts_tls_and_plaintext() {
+    let rt = runtime(
+        &permissive_server(),
+        &mesh(AccessMode::Permissive),
+        &opts(true),
+    );
+    let l = &rt.listeners["inbound|8080"];
+    let [tls, plain] = l.chains.as_slice() else {
+        panic!("{:?}", l.chains)
+    };
+    assert_eq!(tls.name, "mtls");
+    assert_eq!(tls.matches, ChainMatch::Tls);
+    assert!(
+        tls.tls
+            .as_ref()
+            .is_some_and(|t| t.require_client_certificate)
+    );
+    assert_eq!(plain.name, "plaintext");
+    assert_eq!(plain.matches, ChainMatch::Any);
+    assert!(plain.tls.is_none());
+    for chain in [tls, plain] {
+        assert!(matches!(&http(chain).routes, RouteSource::Rds(n) if n == "inbound|8080"));
+    }
+    for port in [8080, 9090] {
+        let name = format!("inbound|{port}");
+        let vh = vhost(&rt.routes[&name], &name);
+        assert!(matches!(vh.rbac, Some(None)), "{name}: RBAC is off");
+    }
+    // TCP ports allow everyone: no RBAC, and the deny-all port is open too.
+    for port in [7000, 5433] {
+        let l = &rt.listeners[&format!("inbound|{port}")];
+        assert_eq!(l.chains.len(), 2);
+        for chain in &l.chains {
+            assert!(tcp(chain).rbac.is_none(), "{port}");
+        }
+    }
+
+    let rt = runtime(
+        &permissive_server(),
+        &mesh(AccessMode::Permissive),
+        &opts(false),
+    );
+    let l = &rt.listeners["inbound|8080"];
+    assert_eq!(l.chains.len(), 1);
+    assert_eq!(l.chains[0].matches, ChainMatch::Any);
+    assert!(l.chains[0].tls.is_none());
+}
+
+/// A proxy that is client and server at once, with every kind of port and rule.
+fn rich_proxy() -> ProxyConfig {
+    let mut proxy = client_proxy();
+    proxy.inbound = server_proxy().inbound;
+    proxy
+}
+
+#[test]
+fn everything_the_envoy_adapter_emits_is_accepted() {
+    for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
+        for mtls in [false, true] {
+            for load_balancing in [LoadBalancing::RoundRobin, LoadBalancing::LeastRequest] {
+                let mesh = mesh(access_mode);
+                let opts = EnvoyOptions {
+                    load_balancing,
+                    ..opts(mtls)
+                };
+                let out = adapter::compile(&rich_proxy(), &mesh, &opts);
+                let config = accept(&rich_proxy(), &mesh, &opts);
+                let rt = Runtime::build(&config).unwrap();
+                assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
+                let count = |ty: ResourceType| {
+                    out.resources
+                        .iter()
+                        .filter(|r| r.type_url == ty.type_url())
+                        .count()
+                };
+                assert_eq!(rt.listeners.len(), count(ResourceType::Listener));
+                assert_eq!(rt.clusters.len(), count(ResourceType::Cluster));
+                assert_eq!(rt.routes.len(), count(ResourceType::Route));
+                assert_eq!(rt.secrets.len(), if mtls { 2 } else { 0 });
+                // Every cluster a route or TCP proxy names exists.
+                for table in rt.routes.values() {
+                    for c in table.cluster_names() {
+                        assert!(rt.clusters.contains_key(c), "{c}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_policy_change_arrives_as_a_new_route_table() {
+    let mesh = mesh(AccessMode::Strict);
+    let mut client = DeltaClient::new(node());
+    let feed = |client: &mut DeltaClient, proxy: &ProxyConfig| {
+        let out = adapter::compile(proxy, &mesh, &opts(false));
+        for ty in [
+            ResourceType::Cluster,
+            ResourceType::Listener,
+            ResourceType::Route,
+        ] {
+            let of_type = out
+                .resources
+                .iter()
+                .filter(|r| r.type_url == ty.type_url())
+                .map(|r| wire(&r.name, r.resource.clone()))
+                .collect();
+            assert!(
+                client
+                    .handle_response(response(ty, of_type))
+                    .rejected
+                    .is_none()
+            );
+        }
+    };
+    feed(&mut client, &server_proxy());
+    let before = Runtime::build(client.config()).unwrap();
+    let mut opened = server_proxy();
+    opened.inbound[0].authorization = Authorization::AllowAll;
+    feed(&mut client, &opened);
+    let after = Runtime::build(client.config()).unwrap();
+    let rbac = |rt: &Runtime| {
+        vhost(&rt.routes["inbound|8080"], "inbound|8080")
+            .rbac
+            .clone()
+    };
+    assert!(matches!(rbac(&before), Some(Some(_))));
+    assert!(matches!(rbac(&after), Some(None)));
+    // The listener itself did not change.
+    assert!(matches!(
+        &http(&after.listeners["inbound|8080"].chains[0]).routes,
+        RouteSource::Rds(n) if n == "inbound|8080"
+    ));
+}
+
+// === NACKs: what the proxy does not implement is refused, naming resource and field ===
+
+#[test]
+fn bad_regexes_are_nacked_with_the_field() {
+    let regex_route = |pattern: &str| {
+        let m = PbRouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::SafeRegex(regex_matcher(
+                pattern,
+            ))),
+            ..Default::default()
+        };
+        any(&route_config(vec![
+            pb_route(prefix("/"), "a"),
+            pb_route(m, "b"),
+        ]))
+    };
+    assert_eq!(
+        nack(ResourceType::Route, "rc", regex_route("/a[")),
+        "route configuration rc: virtual_hosts[0].routes[1].match.safe_regex.regex: \
+         not a valid regular expression"
+    );
+    // Wrapped in `^(?:…)$` this would parse as an unanchored alternation.
+    assert_eq!(
+        nack(ResourceType::Route, "rc", regex_route("a)|(b")),
+        "route configuration rc: virtual_hosts[0].routes[1].match.safe_regex.regex: \
+         not a valid regular expression"
+    );
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            regex_route("(?:[a-z]{100}){100}{100}")
+        ),
+        "route configuration rc: virtual_hosts[0].routes[1].match.safe_regex.regex: \
+         regular expression is too large"
+    );
+    // Backreferences and lookaround are not RE2 either.
+    for pattern in [r"(a)\1", "a(?=b)"] {
+        assert!(nack(ResourceType::Route, "rc", regex_route(pattern)).contains("not a valid"));
+    }
+
+    let header = HeaderMatcher {
+        name: "x-user".to_owned(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+            StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex_matcher("("))),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let m = PbRouteMatch {
+        headers: vec![header],
+        ..prefix("/")
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            any(&route_config(vec![pb_route(m, "a")]))
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].match.headers[0].string_match.\
+         safe_regex.regex: not a valid regular expression"
+    );
+}
+
+#[test]
+fn unsupported_route_features_are_nacked() {
+    let with_path = |spec: route_match::PathSpecifier| {
+        let m = PbRouteMatch {
+            path_specifier: Some(spec),
+            ..Default::default()
+        };
+        any(&route_config(vec![pb_route(m, "a")]))
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            with_path(route_match::PathSpecifier::ConnectMatcher(
+                Default::default()
+            ))
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].match.connect_matcher: \
+         CONNECT requests are not supported"
+    );
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            with_path(route_match::PathSpecifier::PathSeparatedPrefix(
+                "/a".to_owned()
+            ))
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].match.path_separated_prefix: \
+         path-separated prefixes are not supported"
+    );
+
+    let with_retry = |retry_on: &str| {
+        let mut r = pb_route(prefix("/"), "a");
+        if let Some(route::Action::Route(a)) = &mut r.action {
+            a.retry_policy = Some(PbRetryPolicy {
+                retry_on: retry_on.to_owned(),
+                ..Default::default()
+            });
+        }
+        any(&route_config(vec![r]))
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            with_retry("connect-failure,retriable-4xx")
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].route.retry_policy.retry_on: \
+         only connect-failure, refused-stream, reset-before-request, 5xx and gateway-error \
+         are supported"
+    );
+
+    // Ignoring a query parameter match would route more than asked.
+    let m = PbRouteMatch {
+        query_parameters: vec![Default::default()],
+        ..prefix("/")
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            any(&route_config(vec![pb_route(m, "a")]))
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].match.query_parameters: \
+         query parameter matches are not supported"
+    );
+
+    let mut redirect = pb_route(prefix("/"), "a");
+    redirect.action = Some(route::Action::Redirect(Default::default()));
+    assert_eq!(
+        nack(
+            ResourceType::Route,
+            "rc",
+            any(&route_config(vec![redirect]))
+        ),
+        "route configuration rc: virtual_hosts[0].routes[0].redirect: only route actions \
+         (to clusters) are supported"
+    );
+
+    let mut rc = route_config(vec![pb_route(prefix("/"), "a")]);
+    rc.virtual_hosts.push(PbVirtualHost {
+        name: "dup".to_owned(),
+        domains: vec!["web".to_owned(), "*".to_owned()],
+        ..Default::default()
+    });
+    assert_eq!(
+        nack(ResourceType::Route, "rc", any(&rc)),
+        "route configuration rc: virtual_hosts[1].domains[1]: another virtual host has this \
+         domain"
+    );
+}
+
+#[test]
+fn rbac_other_than_allow_is_nacked() {
+    // Per route (the adapter's inbound policy), with DENY.
+    let deny = HttpRbac {
+        rules: Some(Rules {
+            action: Action::Deny as i32,
+            ..allow_rules(vec![("p", any_policy())])
+        }),
+        ..Default::default()
+    };
+    let mut rc = route_config(vec![pb_route(prefix("/"), "a")]);
+    rc.virtual_hosts[0].typed_per_filter_config = [(
+        "envoy.filters.http.rbac".to_owned(),
+        any(&RbacPerRoute { rbac: Some(deny) }),
+    )]
+    .into();
+    assert_eq!(
+        nack(ResourceType::Route, "rc", any(&rc)),
+        "route configuration rc: virtual_hosts[0].typed_per_filter_config[\
+         \"envoy.filters.http.rbac\"].rbac.rules.action: only ALLOW is supported"
+    );
+
+    // In a network RBAC filter, with LOG.
+    let log = NetworkRbac {
+        rules: Some(Rules {
+            action: Action::Log as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let l = tcp_listener(
+        "l",
+        vec![
+            typed("envoy.filters.network.rbac", any(&log)),
+            tcp_proxy_filter("c"),
+        ],
+    );
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[0].typed_config.rules.action: only ALLOW is \
+         supported"
+    );
+
+    // An unsupported principal, deep inside a policy.
+    let mut policy = any_policy();
+    policy.principals = vec![PbPrincipal {
+        identifier: Some(principal::Identifier::OrIds(principal::Set {
+            ids: vec![
+                PbPrincipal {
+                    identifier: Some(principal::Identifier::Any(true)),
+                },
+                PbPrincipal {
+                    identifier: Some(principal::Identifier::RemoteIp(Default::default())),
+                },
+            ],
+        })),
+    }];
+    let network = NetworkRbac {
+        rules: Some(allow_rules(vec![("p", policy)])),
+        ..Default::default()
+    };
+    let l = tcp_listener(
+        "l",
+        vec![
+            typed("envoy.filters.network.rbac", any(&network)),
+            tcp_proxy_filter("c"),
+        ],
+    );
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[0].typed_config.rules.policies[\"p\"].\
+         principals[0].or_ids.ids[1].remote_ip: only any, and_ids, or_ids, not_id and \
+         authenticated principals are supported"
+    );
+
+    // A header permission in a network filter would never match: refused.
+    let mut policy = any_policy();
+    policy.permissions = vec![PbPermission {
+        rule: Some(permission::Rule::Header(HeaderMatcher {
+            name: ":method".to_owned(),
+            ..Default::default()
+        })),
+    }];
+    let network = NetworkRbac {
+        rules: Some(allow_rules(vec![("p", policy)])),
+        ..Default::default()
+    };
+    let l = tcp_listener(
+        "l",
+        vec![
+            typed("envoy.filters.network.rbac", any(&network)),
+            tcp_proxy_filter("c"),
+        ],
+    );
+    assert!(nack(ResourceType::Listener, "l", any(&l)).ends_with(
+        "policies[\"p\"].permissions[0].header: HTTP permissions never match in a \
+             network RBAC filter"
+    ));
+}
+
+#[test]
+fn unsupported_listener_features_are_nacked() {
+    // A network filter the proxy does not have.
+    let l = tcp_listener(
+        "l",
+        vec![typed("envoy.filters.http.router", any(&Router::default()))],
+    );
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[0].typed_config: only http_connection_manager, \
+         tcp_proxy, rbac and direct_response network filters are supported"
+    );
+    // A chain that does not end in a terminal filter.
+    let l = tcp_listener(
+        "l",
+        vec![typed(
+            "envoy.filters.network.rbac",
+            any(&NetworkRbac::default()),
+        )],
+    );
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[0]: the last filter must be \
+         http_connection_manager, tcp_proxy or direct_response"
+    );
+    // An HTTP filter the proxy does not have (a gRPC-Web filter, by type URL only).
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(route_config(vec![]))),
+        http_filters: vec![
+            HttpFilter {
+                name: "envoy.filters.http.grpc_web".to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                    type_url:
+                        "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"
+                            .to_owned(),
+                    value: vec![],
+                })),
+                ..Default::default()
+            },
+            router(),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Listener,
+            "l",
+            any(&hcm_listener("l", hcm.clone()))
+        ),
+        "listener l: filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: \
+         only the rbac and router HTTP filters are supported"
+    );
+    // …unless it is optional, which Envoy lets a proxy skip.
+    let mut optional = hcm;
+    optional.http_filters[0].is_optional = true;
+    let mut client = DeltaClient::new(node());
+    let outcome = client.handle_response(response(
+        ResourceType::Listener,
+        vec![wire("l", any(&hcm_listener("l", optional)))],
+    ));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+
+    // A direct response that answers instead of closing.
+    let answer =
+        envoy_types::pb::envoy::extensions::filters::network::direct_response::v3::Config {
+            response: Some(inline("hello")),
+        };
+    let l = tcp_listener(
+        "l",
+        vec![typed("envoy.filters.network.direct_response", any(&answer))],
+    );
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[0].typed_config.response: only an empty direct \
+         response (closing the connection) is supported"
+    );
+
+    // An address that is not an IP.
+    let mut l = tcp_listener("l", vec![tcp_proxy_filter("c")]);
+    l.address = Some(socket("web.demo", 80));
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: address.socket_address.address: must be an IP address"
+    );
+
+    // A filter chain match on something other than the transport protocol.
+    let mut l = tcp_listener("l", vec![tcp_proxy_filter("c")]);
+    l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        server_names: vec!["web".to_owned()],
+        ..Default::default()
+    });
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filter_chain_match.server_names: only \
+         transport_protocol matches are supported"
+    );
+}
+
+#[test]
+fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
+    let ring_hash = Cluster {
+        lb_policy: cluster::LbPolicy::RingHash as i32,
+        ..eds_cluster("c")
+    };
+    assert_eq!(
+        nack(ResourceType::Cluster, "c", any(&ring_hash)),
+        "cluster c: lb_policy: only ROUND_ROBIN and LEAST_REQUEST are supported"
+    );
+    let random_outlier = Cluster {
+        outlier_detection: Some(PbOutlierDetection {
+            enforcing_consecutive_5xx: Some(UInt32Value { value: 50 }),
+            ..Default::default()
+        }),
+        ..eds_cluster("c")
+    };
+    assert_eq!(
+        nack(ResourceType::Cluster, "c", any(&random_outlier)),
+        "cluster c: outlier_detection.enforcing_consecutive_5xx: only 0 or 100 is supported"
+    );
+    let static_by_name = Cluster {
+        load_assignment: Some(assignment("c", &[("db.demo", 5432)])),
+        ..static_cluster("c")
+    };
+    assert_eq!(
+        nack(ResourceType::Cluster, "c", any(&static_by_name)),
+        "cluster c: load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.\
+         socket_address.address: must be an IP address"
+    );
+
+    // EDS: the client subscribes to `c` once the cluster is accepted.
+    let mut client = DeltaClient::new(node());
+    let ok = client.handle_response(response(
+        ResourceType::Cluster,
+        vec![wire("c", any(&eds_cluster("c")))],
+    ));
+    assert!(ok.rejected.is_none());
+    let good = assignment("c", &[("10.0.0.1", 80)]);
+    assert!(
+        client
+            .handle_response(response(
+                ResourceType::Endpoint,
+                vec![wire("c", any(&good))]
+            ))
+            .rejected
+            .is_none()
+    );
+    let mut failover = assignment("c", &[("10.0.0.2", 80)]);
+    failover.endpoints[0].priority = 1;
+    let outcome = client.handle_response(response(
+        ResourceType::Endpoint,
+        vec![wire("c", any(&failover))],
+    ));
+    assert_eq!(
+        outcome.rejected.map(|e| e.to_string()).as_deref(),
+        Some(
+            "cluster load assignment c: endpoints[0].priority: priorities (failover) are not supported"
+        )
+    );
+    // The previous endpoints stay.
+    let rt = Runtime::build(client.config()).unwrap();
+    let addresses: Vec<String> = rt.clusters["c"]
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(addresses, ["10.0.0.1:80"]);
+
+    let from_file = Secret {
+        name: "s".to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(DataSource {
+                specifier: Some(data_source::Specifier::Filename("/etc/cert.pem".to_owned())),
+                ..Default::default()
+            }),
+            private_key: Some(inline(KEY_PEM)),
+            ..Default::default()
+        })),
+    };
+    let mut client = DeltaClient::new(node());
+    // Subscribe to `s` through a TLS cluster first, so the secret is wanted.
+    let tls_cluster = {
+        use envoy_types::pb::envoy::{
+            config::core::v3::{TransportSocket, transport_socket},
+            extensions::transport_sockets::tls::v3::{
+                CommonTlsContext, SdsSecretConfig, UpstreamTlsContext,
+                common_tls_context::ValidationContextType,
+            },
+        };
+        let sds = |name: &str| SdsSecretConfig {
+            name: name.to_owned(),
+            sds_config: Some(ads()),
+        };
+        let context = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: vec![sds("s")],
+                validation_context_type: Some(
+                    ValidationContextType::ValidationContextSdsSecretConfig(sds("b")),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Cluster {
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".to_owned(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any(&context))),
+            }),
+            ..static_cluster("tls")
+        }
+    };
+    assert!(
+        client
+            .handle_response(response(
+                ResourceType::Cluster,
+                vec![wire("tls", any(&tls_cluster))]
+            ))
+            .rejected
+            .is_none()
+    );
+    assert_eq!(client.subscriptions(ResourceType::Secret), ["b", "s"]);
+    let outcome = client.handle_response(response(
+        ResourceType::Secret,
+        vec![wire("s", any(&from_file))],
+    ));
+    assert_eq!(
+        outcome.rejected.map(|e| e.to_string()).as_deref(),
+        Some(
+            "secret s: tls_certificate.certificate_chain.filename: only inline data sources are supported"
+        )
+    );
+    assert!(client.config().secrets.is_empty());
+}
+
+// === the translation's own rules ===
+
+/// A configuration holding exactly these resources, as the client would after ACKing them.
+fn config_of(
+    clusters: Vec<Cluster>,
+    endpoints: Vec<ClusterLoadAssignment>,
+    listeners: Vec<Listener>,
+    routes: Vec<RouteConfiguration>,
+) -> Config {
+    let mut client = DeltaClient::new(node());
+    let mut feed = |ty: ResourceType, resources: Vec<WireResource>| {
+        let outcome = client.handle_response(response(ty, resources));
+        assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    };
+    feed(
+        ResourceType::Cluster,
+        clusters.iter().map(|c| wire(&c.name, any(c))).collect(),
+    );
+    feed(
+        ResourceType::Listener,
+        listeners.iter().map(|l| wire(&l.name, any(l))).collect(),
+    );
+    feed(
+        ResourceType::Endpoint,
+        endpoints
+            .iter()
+            .map(|e| wire(&e.cluster_name, any(e)))
+            .collect(),
+    );
+    feed(
+        ResourceType::Route,
+        routes.iter().map(|r| wire(&r.name, any(r))).collect(),
+    );
+    client.config().clone()
+}
+
+#[test]
+fn missing_references_are_warnings_not_errors() {
+    let hcm = HttpConnectionManager {
+        stat_prefix: "in".to_owned(),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: "inline".to_owned(),
+            ..route_config(vec![pb_route(prefix("/"), "gone")])
+        })),
+        http_filters: vec![router()],
+        ..Default::default()
+    };
+    let config = config_of(
+        vec![eds_cluster("waiting"), eds_cluster("served")],
+        vec![assignment("served", &[("10.0.0.1", 80), ("10.0.0.2", 80)])],
+        vec![
+            hcm_listener("http", hcm),
+            hcm_listener("rds", rds_hcm("rc")),
+            hcm_listener("unserved", rds_hcm("never")),
+            tcp_listener("tcp", vec![tcp_proxy_filter("nowhere")]),
+        ],
+        vec![route_config(vec![pb_route(prefix("/"), "missing")])],
+    );
+    let rt = Runtime::build(&config).unwrap();
+    // An EDS cluster whose endpoints have not come yet is there, empty.
+    assert!(rt.clusters["waiting"].endpoints.is_empty());
+    assert_eq!(rt.clusters["served"].endpoints.len(), 2);
+    assert_eq!(
+        rt.clusters["served"].connect_timeout,
+        Duration::from_secs(5)
+    );
+    // The inline route table is listed under its own name too.
+    assert!(rt.routes.contains_key("inline"));
+    assert!(matches!(
+        &http(&rt.listeners["http"].chains[0]).routes,
+        RouteSource::Inline(t) if t.name == "inline"
+    ));
+    let expect = [
+        "cluster waiting: no endpoints from EDS waiting yet",
+        "route configuration rc: virtual host vh: route \"r\": cluster missing does not exist",
+        "route configuration inline: virtual host vh: route \"r\": cluster gone does not exist",
+        "listener tcp: filter chain \"\": tcp_proxy: cluster nowhere does not exist",
+        "listener unserved: filter chain \"\": route configuration never does not exist",
+    ];
+    assert_eq!(rt.warnings.len(), expect.len(), "{:?}", rt.warnings);
+    for (warning, prefix) in rt.warnings.iter().zip(expect) {
+        assert!(warning.starts_with(prefix), "{warning}");
+    }
+}
+
+#[test]
+fn routes_take_envoys_defaults_and_overrides() {
+    let timed = |timeout: Option<PbDuration>, retry: Option<PbRetryPolicy>| {
+        let mut r = pb_route(prefix("/"), "a");
+        if let Some(route::Action::Route(a)) = &mut r.action {
+            a.timeout = timeout;
+            a.retry_policy = retry;
+        }
+        r
+    };
+    let mut rc = route_config(vec![
+        timed(None, None),
+        timed(
+            Some(PbDuration {
+                seconds: 0,
+                nanos: 0,
+            }),
+            None,
+        ),
+        timed(
+            Some(PbDuration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
+            Some(PbRetryPolicy {
+                retry_on: "5xx, gateway-error".to_owned(),
+                per_try_timeout: Some(PbDuration {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+        ),
+    ]);
+    rc.virtual_hosts[0].domains = vec!["Web.Demo:80".to_owned()];
+    rc.virtual_hosts[0].retry_policy = Some(PbRetryPolicy {
+        retry_on: "connect-failure".to_owned(),
+        num_retries: Some(UInt32Value { value: 3 }),
+        ..Default::default()
+    });
+    rc.virtual_hosts[0].routes[0].typed_per_filter_config = [(
+        "envoy.filters.http.rbac".to_owned(),
+        any(&RbacPerRoute {
+            rbac: Some(HttpRbac {
+                rules: Some(allow_rules(vec![("all", any_policy())])),
+                ..Default::default()
+            }),
+        }),
+    )]
+    .into();
+    rc.virtual_hosts[0].routes[1].typed_per_filter_config = [(
+        "envoy.filters.http.rbac".to_owned(),
+        any(&RbacPerRoute { rbac: None }),
+    )]
+    .into();
+    let table = RouteTable::from_xds(&rc).unwrap();
+    let vh = &table.virtual_hosts[0];
+    assert_eq!(vh.domains, ["web.demo:80"], "domains are lower-cased");
+    assert!(vh.rbac.is_none(), "no override");
+    let [a, b, c] = vh.routes.as_slice() else {
+        panic!()
+    };
+    assert_eq!(
+        a.action.timeout,
+        Some(Duration::from_secs(15)),
+        "Envoy's default"
+    );
+    assert_eq!(b.action.timeout, None, "0s disables it");
+    assert_eq!(c.action.timeout, Some(Duration::from_millis(2500)));
+    // The virtual host's policy is the default; a route's own replaces it.
+    let vh_retry = RetryPolicy {
+        num_retries: 3,
+        retry_on: RetryOn {
+            connect_failure: true,
+            ..RetryOn::default()
+        },
+        other_hosts: false,
+        per_try_timeout: None,
+    };
+    assert_eq!(a.action.retry.as_ref(), Some(&vh_retry));
+    assert_eq!(
+        c.action.retry,
+        Some(RetryPolicy {
+            num_retries: 1,
+            retry_on: RetryOn {
+                server_error: true,
+                gateway_error: true,
+                ..RetryOn::default()
+            },
+            other_hosts: false,
+            per_try_timeout: Some(Duration::from_secs(1)),
+        })
+    );
+    assert!(matches!(&a.rbac, Some(Some(r)) if policy_names(r) == ["all"]));
+    assert!(
+        matches!(b.rbac, Some(None)),
+        "an override without rbac turns RBAC off"
+    );
+    assert!(c.rbac.is_none());
+}
+
+#[test]
+fn matchers_keep_envoys_semantics() {
+    let header = |name: &str, spec, invert| HeaderMatcher {
+        name: name.to_owned(),
+        header_match_specifier: spec,
+        invert_match: invert,
+        ..Default::default()
+    };
+    let m = PbRouteMatch {
+        case_sensitive: Some(BoolValue { value: false }),
+        headers: vec![
+            header(
+                "X-Absent",
+                Some(header_matcher::HeaderMatchSpecifier::PresentMatch(false)),
+                false,
+            ),
+            header(
+                "x-mode",
+                Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                    StringMatcher {
+                        ignore_case: true,
+                        match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                            "Fast.".to_owned(),
+                        )),
+                    },
+                )),
+                false,
+            ),
+            header("x-present", None, false),
+            header(
+                "x-not",
+                Some(header_matcher::HeaderMatchSpecifier::StringMatch(exact(
+                    "no",
+                ))),
+                true,
+            ),
+        ],
+        ..prefix("/API/")
+    };
+    let table = RouteTable::from_xds(&route_config(vec![pb_route(m, "a")])).unwrap();
+    let matcher = &table.virtual_hosts[0].routes[0].matcher;
+    assert_eq!(matcher.headers[0].name, "x-absent");
+    let ok: &[(&str, &str)] = &[
+        ("x-mode", "FAST.lane\nx"),
+        ("x-present", ""),
+        ("x-not", "yes"),
+    ];
+    let req = |path, headers| Request { path, headers };
+    assert!(route_matches(matcher, &req("/api/v1", ok)));
+    assert!(
+        route_matches(matcher, &req("/Api/", ok)),
+        "case-insensitive path"
+    );
+    assert!(!route_matches(matcher, &req("/apiv1", ok)));
+    assert!(!route_matches(
+        matcher,
+        &req(
+            "/api/",
+            &[
+                ("x-mode", "fast."),
+                ("x-present", "1"),
+                ("x-not", "yes"),
+                ("x-absent", "1")
+            ]
+        )
+    ));
+    assert!(!route_matches(
+        matcher,
+        &req("/api/", &[("x-mode", "slow"), ("x-present", "1")])
+    ));
+    assert!(!route_matches(
+        matcher,
+        &req("/api/", &[("x-mode", "fast."), ("x-not", "yes")])
+    ));
+    assert!(!route_matches(
+        matcher,
+        &req(
+            "/api/",
+            &[("x-mode", "fast."), ("x-present", "1"), ("x-not", "no")]
+        )
+    ));
+}
+
+#[test]
+fn chains_are_ordered_as_envoy_picks_them() {
+    let chain = |name: &str, protocol: Option<&str>| PbFilterChain {
+        name: name.to_owned(),
+        filter_chain_match: protocol.map(|p| FilterChainMatch {
+            transport_protocol: p.to_owned(),
+            ..Default::default()
+        }),
+        filters: vec![tcp_proxy_filter("c")],
+        ..Default::default()
+    };
+    let l = Listener {
+        name: "l".to_owned(),
+        address: Some(socket("::1", 9000)),
+        traffic_direction: 1,
+        filter_chains: vec![
+            chain("any", None),
+            chain("tls", Some("tls")),
+            chain("raw", Some("raw_buffer")),
+        ],
+        default_filter_chain: Some(chain("default", Some("tls"))),
+        ..Default::default()
+    };
+    let built = ListenerConfig::from_xds(&l).unwrap();
+    assert_eq!(built.address, "[::1]:9000".parse::<SocketAddr>().unwrap());
+    assert_eq!(built.direction, Direction::Inbound);
+    let order: Vec<(&str, ChainMatch)> = built
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), c.matches))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("tls", ChainMatch::Tls),
+            ("raw", ChainMatch::Plaintext),
+            ("any", ChainMatch::Any),
+            ("default", ChainMatch::Any),
+        ]
+    );
+
+    let twice = Listener {
+        filter_chains: vec![chain("a", Some("tls")), chain("b", Some("tls"))],
+        default_filter_chain: None,
+        ..l
+    };
+    assert_eq!(
+        nack(ResourceType::Listener, "l", any(&twice)),
+        "listener l: filter_chains[1].filter_chain_match: another filter chain has the same match"
+    );
+}
+
+#[test]
+fn cluster_defaults_and_static_endpoints() {
+    let mut c = static_cluster("app");
+    let mut cla = assignment(
+        "app",
+        &[
+            ("127.0.0.1", 8080),
+            ("127.0.0.2", 8080),
+            ("127.0.0.3", 8080),
+        ],
+    );
+    cla.endpoints[0].lb_endpoints[0].load_balancing_weight = Some(UInt32Value { value: 3 });
+    // Draining endpoints get no new requests.
+    cla.endpoints[0].lb_endpoints[2].health_status =
+        envoy_types::pb::envoy::config::core::v3::HealthStatus::Draining as i32;
+    c.load_assignment = Some(cla);
+    c.outlier_detection = Some(PbOutlierDetection::default());
+    let built = ClusterConfig::from_xds(&c, None).unwrap();
+    assert_eq!(built.connect_timeout, Duration::from_secs(5));
+    assert!(!built.http2);
+    let weights: Vec<(String, u32)> = built
+        .endpoints
+        .iter()
+        .map(|e| (e.address.to_string(), e.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("127.0.0.1:8080".to_owned(), 3),
+            ("127.0.0.2:8080".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        built.outlier,
+        Some(OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: None,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 10,
+        })
+    );
+}
+
+#[test]
+fn secrets_accept_inline_bytes() {
+    let s = Secret {
+        name: "bundle".to_owned(),
+        r#type: Some(secret::Type::ValidationContext(
+            envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext {
+                trusted_ca: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineBytes(BUNDLE_PEM.as_bytes().to_vec())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+    };
+    assert_eq!(
+        SecretMaterial::from_xds(&s).unwrap(),
+        SecretMaterial::TrustBundle {
+            ca_pem: BUNDLE_PEM.to_owned()
+        }
+    );
+    let empty_key = Secret {
+        name: "cert".to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(CERT_PEM)),
+            ..Default::default()
+        })),
+    };
+    let error = SecretMaterial::from_xds(&empty_key)
+        .unwrap_err()
+        .into_xds(ResourceType::Secret, "cert");
+    assert_eq!(
+        error.to_string(),
+        "secret cert: tls_certificate.private_key: is required"
+    );
+}
+
+#[test]
+fn an_http_rbac_filter_without_rules_allows_everything() {
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(route_config(vec![]))),
+        http_filters: vec![
+            HttpFilter {
+                name: "envoy.filters.http.rbac".to_owned(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    &HttpRbac::default(),
+                ))),
+                ..Default::default()
+            },
+            router(),
+        ],
+        ..Default::default()
+    };
+    let built = ListenerConfig::from_xds(&hcm_listener("l", hcm)).unwrap();
+    let rbac = http(&built.chains[0])
+        .rbac
+        .clone()
+        .expect("the filter is there");
+    let req = Request {
+        path: "/",
+        headers: &[],
+    };
+    assert!(allows(&rbac, None, &req));
+
+    // A router before the RBAC filter would never let it run.
+    let misordered = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(route_config(vec![]))),
+        http_filters: vec![router(), router()],
+        ..Default::default()
+    };
+    assert_eq!(
+        nack(
+            ResourceType::Listener,
+            "l",
+            any(&hcm_listener("l", misordered))
+        ),
+        "listener l: filter_chains[0].filters[0].typed_config.http_filters[0]: the router \
+         must be the last HTTP filter"
+    );
+}
+
+#[test]
+fn a_large_configuration_translates() {
+    // Many virtual hosts with regex routes, and many EDS clusters sharing nothing.
+    let n = 400;
+    let routes = (0..n)
+        .map(|i| PbVirtualHost {
+            name: format!("vh{i}"),
+            domains: vec![format!("svc{i}.demo"), format!("svc{i}.demo:80")],
+            routes: vec![pb_route(
+                PbRouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::SafeRegex(regex_matcher(
+                        "/api/v[0-9]+/.*",
+                    ))),
+                    ..Default::default()
+                },
+                &format!("c{i}"),
+            )],
+            ..Default::default()
+        })
+        .collect();
+    let rc = RouteConfiguration {
+        name: "rc".to_owned(),
+        virtual_hosts: routes,
+        ..Default::default()
+    };
+    let eds: Vec<Cluster> = (0..n).map(|i| eds_cluster(&format!("c{i}"))).collect();
+    let endpoints: Vec<ClusterLoadAssignment> = (0..n)
+        .map(|i| assignment(&format!("c{i}"), &[("10.0.0.1", 80)]))
+        .collect();
+    let config = config_of(
+        eds,
+        endpoints,
+        vec![hcm_listener("l", rds_hcm("rc"))],
+        vec![rc],
+    );
+    let rt = Runtime::build(&config).unwrap();
+    let table = &rt.routes["rc"];
+    assert_eq!(table.virtual_hosts.len(), n);
+    let last = &table.virtual_hosts[n - 1].routes[0];
+    assert!(route_matches(
+        &last.matcher,
+        &Request {
+            path: "/api/v2/x",
+            headers: &[]
+        }
+    ));
+    assert_eq!(
+        clusters(&last.action.clusters),
+        [(format!("c{}", n - 1).as_str(), 1)]
+    );
+    assert_eq!(rt.clusters.len(), n);
+    assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
+}

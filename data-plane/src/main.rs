@@ -1,0 +1,81 @@
+//! `switchyard-proxy`: starts the bundled sidecar from an Envoy-style bootstrap file.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchyard_proxy::{
+    admin, ads::Ads, bootstrap::Bootstrap, metrics::Registry, proxy, state::State,
+};
+
+/// The Switchyard sidecar proxy. Reads the same bootstrap file as Envoy and gets everything
+/// else over ADS from the control plane.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Envoy v3 bootstrap (JSON) written by the control plane.
+    #[arg(long, short = 'c', visible_alias = "config-path")]
+    bootstrap: PathBuf,
+    /// Worker threads; 1 runs everything on one thread, which is what a sidecar should
+    /// usually get.
+    #[arg(long, env = "SWITCHYARD_PROXY_THREADS", default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let bootstrap = Bootstrap::load(&args.bootstrap)
+        .with_context(|| format!("bootstrap {}", args.bootstrap.display()))?;
+    if !bootstrap.delta {
+        tracing::info!(
+            "the bootstrap asks for state-of-the-world ADS; switchyard-proxy speaks delta ADS, which the control plane serves too"
+        );
+    }
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(bootstrap))
+}
+
+async fn run(bootstrap: Bootstrap) -> anyhow::Result<()> {
+    let state = Arc::new(State::default());
+    let metrics = Arc::new(Registry::default());
+    let admin = admin::bind(bootstrap.admin)
+        .await
+        .with_context(|| format!("admin address {}", bootstrap.admin))?;
+    tracing::info!(node = %bootstrap.node_id, admin = %bootstrap.admin, "starting");
+    tokio::spawn(admin::serve(admin, state.clone(), metrics.clone()));
+    tokio::spawn(Ads::new(bootstrap, state.clone()).run());
+    tokio::spawn(proxy::run_listeners(proxy::Context::new(state, metrics)));
+    shutdown().await;
+    tracing::info!("stopping");
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,369 @@
+//! The data path: listeners that follow the configuration, connections matched to filter
+//! chains, TLS termination, and the HTTP and TCP proxies behind them.
+//!
+//! Configuration changes are hitless: a request loads the configuration once when it starts,
+//! so new routes and weights apply to the next request; a listener that goes away stops
+//! accepting, and its open connections are drained (HTTP/1.1 `Connection: close` after the
+//! request in flight, HTTP/2 GOAWAY), not cut.
+
+mod budget;
+mod http;
+mod pool;
+pub(crate) mod routing;
+mod tcp;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use crate::{
+    balance::Balancer,
+    config::{
+        ChainMatch, ClusterConfig, Direction, Endpoint, FilterChain, ListenerConfig, NetworkFilter,
+        Runtime,
+    },
+    metrics::Registry,
+    state::State,
+    tls,
+};
+
+/// How long a connection on a chain-matching listener may stay silent before it is taken as
+/// plaintext: a server-first protocol's client waits for the server to speak.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listener that could not bind tries again.
+const REBIND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the data path shares between connections.
+pub struct Context {
+    pub(crate) state: Arc<State>,
+    pub(crate) metrics: Arc<Registry>,
+    pool: pool::Pool,
+    balancers: Balancers,
+    budget: budget::Budgets,
+    tls: tls::Cache,
+}
+
+impl Context {
+    pub fn new(state: Arc<State>, metrics: Arc<Registry>) -> Arc<Self> {
+        Arc::new(Context {
+            state,
+            metrics,
+            pool: pool::Pool::default(),
+            balancers: Balancers::default(),
+            budget: budget::Budgets::default(),
+            tls: tls::Cache::default(),
+        })
+    }
+
+    /// The transport to one endpoint of a cluster, with the client TLS configuration built
+    /// from the current certificate (cached until the certificate changes).
+    fn upstream_transport(
+        &self,
+        runtime: &Runtime,
+        cluster: &ClusterConfig,
+        endpoint: &Endpoint,
+    ) -> Result<pool::Transport, tls::TlsError> {
+        let config = match http::upstream_tls(cluster, endpoint) {
+            None => None,
+            Some(upstream) => Some(self.tls.client(runtime, upstream)?),
+        };
+        Ok(http::transport(cluster, config))
+    }
+}
+
+/// The balancer of each cluster, rebuilt (keeping endpoint statistics) when its endpoints
+/// change.
+#[derive(Default)]
+struct Balancers {
+    by_cluster: Mutex<HashMap<String, (usize, Balancer)>>,
+}
+
+impl Balancers {
+    fn get(&self, cluster: &ClusterConfig) -> Balancer {
+        let key = Arc::as_ptr(&cluster.endpoints) as *const Endpoint as usize;
+        let Ok(mut map) = self.by_cluster.lock() else {
+            return Balancer::new(cluster.endpoints.clone(), cluster.outlier);
+        };
+        match map.get_mut(&cluster.name) {
+            Some((k, balancer)) if *k == key => balancer.clone(),
+            Some((k, balancer)) => {
+                *balancer = balancer.update(cluster.endpoints.clone(), cluster.outlier);
+                *k = key;
+                balancer.clone()
+            }
+            None => {
+                let balancer = Balancer::new(cluster.endpoints.clone(), cluster.outlier);
+                map.insert(cluster.name.clone(), (key, balancer.clone()));
+                balancer
+            }
+        }
+    }
+}
+
+/// What a request knows about its connection.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) listener: String,
+    pub(crate) direction: Direction,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+    /// The SPIFFE ID of the peer's verified client certificate.
+    pub(crate) peer_identity: Option<String>,
+}
+
+/// A running listener: its address, and the switch that stops it.
+struct Running {
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// Keeps one accept loop per configured listener, forever.
+pub async fn run_listeners(ctx: Arc<Context>) {
+    let mut changes = ctx.state.subscribe();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    loop {
+        let runtime = ctx.state.runtime();
+        // Connections to endpoints that left every cluster are closed, not kept idle.
+        let endpoints: std::collections::HashSet<SocketAddr> = runtime
+            .clusters
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.address))
+            .collect();
+        ctx.pool.retain(|a| endpoints.contains(&a));
+        running.retain(|name, r| {
+            let keep = runtime
+                .listeners
+                .get(name)
+                .is_some_and(|l| l.address == r.address);
+            if !keep {
+                tracing::info!(listener = %name, "draining listener");
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        for (name, listener) in &runtime.listeners {
+            if running.contains_key(name) {
+                continue;
+            }
+            let (stop, stopped) = watch::channel(false);
+            running.insert(
+                name.clone(),
+                Running {
+                    address: listener.address,
+                    stop,
+                },
+            );
+            tokio::spawn(accept_loop(
+                ctx.clone(),
+                name.clone(),
+                listener.address,
+                stopped,
+            ));
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(
+    ctx: Arc<Context>,
+    name: String,
+    address: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = loop {
+        match bind(address) {
+            Ok(l) => break l,
+            Err(error) => {
+                tracing::warn!(listener = %name, %address, %error, "cannot bind; retrying");
+                ctx.metrics.listener_bind_error(&name);
+                tokio::select! {
+                    _ = tokio::time::sleep(REBIND_INTERVAL) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    };
+    tracing::info!(listener = %name, %address, "listening");
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(listener = %name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let name = name.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(ctx, name, stream, stop).await {
+                tracing::debug!(%error, %remote, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted proxy must bind the ports its predecessor left in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+/// Why a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("listener {0} is gone")]
+    NoListener(String),
+    #[error("no filter chain matches")]
+    NoChain,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Http(String),
+}
+
+async fn connection(
+    ctx: Arc<Context>,
+    listener_name: String,
+    stream: TcpStream,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let runtime = ctx.state.runtime();
+    let listener = runtime
+        .listeners
+        .get(&listener_name)
+        .cloned()
+        .ok_or_else(|| ConnError::NoListener(listener_name.clone()))?;
+    let local = stream.local_addr()?;
+    let chain = choose_chain(&listener, &stream).await?;
+    let mut info = ConnInfo {
+        listener: listener_name,
+        direction: listener.direction,
+        local,
+        tls: false,
+        peer_identity: None,
+    };
+    match &chain.tls {
+        None => serve(ctx, info, chain, stream, stop).await,
+        Some(downstream) => {
+            let config = ctx
+                .tls
+                .server(&runtime, downstream)
+                .map_err(|e| ConnError::Tls(e.to_string()))?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    ctx.metrics.tls_handshake_error(&info.listener);
+                    return Err(ConnError::Tls(e.to_string()));
+                }
+                Err(_) => {
+                    ctx.metrics.tls_handshake_error(&info.listener);
+                    return Err(ConnError::Tls("handshake timeout".to_owned()));
+                }
+            };
+            info.tls = true;
+            info.peer_identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(tls::peer_identity);
+            serve(ctx, info, chain, tls, stop).await
+        }
+    }
+}
+
+/// The first chain that takes the connection; peeks at the first byte only when some chain
+/// cares whether it is TLS.
+async fn choose_chain(
+    listener: &ListenerConfig,
+    stream: &TcpStream,
+) -> Result<FilterChain, ConnError> {
+    let needs_detection = listener.chains.iter().any(|c| c.matches != ChainMatch::Any);
+    let is_tls = if needs_detection {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(DETECT_TIMEOUT, stream.peek(&mut first)).await {
+            // 0x16: a TLS handshake record, which every ClientHello starts with.
+            Ok(Ok(1)) => first[0] == 0x16,
+            Ok(Ok(_)) => return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => false,
+        }
+    } else {
+        false
+    };
+    listener
+        .chains
+        .iter()
+        .find(|c| match c.matches {
+            ChainMatch::Any => true,
+            ChainMatch::Tls => is_tls,
+            ChainMatch::Plaintext => !is_tls,
+        })
+        .cloned()
+        .ok_or(ConnError::NoChain)
+}
+
+async fn serve<I>(
+    ctx: Arc<Context>,
+    info: ConnInfo,
+    chain: FilterChain,
+    io: I,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match chain.filter {
+        NetworkFilter::Close => Ok(()),
+        NetworkFilter::Tcp(tcp) => tcp::proxy(&ctx, &info, &tcp, io).await.map_err(Into::into),
+        NetworkFilter::Http(manager) => {
+            let manager = Arc::new(manager);
+            let info = Arc::new(info);
+            let service = hyper::service::service_fn(move |request| {
+                http::handle(ctx.clone(), info.clone(), manager.clone(), request)
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => result.map_err(|e| ConnError::Http(e.to_string())),
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await.map_err(|e| ConnError::Http(e.to_string()))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The HTTP request path: route, authorize, pick a backend and an endpoint, forward with
+//! retries and deadlines, and answer locally when the mesh says no.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+use super::{
+    ConnInfo, Context,
+    pool::{SendError, Transport, UpstreamBody},
+    routing::{self, Peer, RequestView},
+};
+use crate::{
+    balance::{self, Outcome},
+    config::{ClusterConfig, HttpManager, RetryPolicy, RouteAction, RouteSource, Runtime},
+    metrics::HttpLabels,
+};
+
+/// What the proxy answers the client with.
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Bodies up to this size are kept so a failed attempt can be retried; larger or streaming
+/// bodies are sent as they come, and not retried.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [header::HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Handles one request of a connection whose chain ends in `manager`.
+pub(crate) async fn handle(
+    ctx: Arc<Context>,
+    conn: Arc<ConnInfo>,
+    manager: Arc<HttpManager>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, hyper::Error> {
+    let started = Instant::now();
+    // One configuration for the whole request, whatever arrives meanwhile.
+    let runtime = ctx.state.runtime();
+    let authority = authority(&request);
+    let path = request.uri().path().to_owned();
+    let view = RequestView {
+        method: request.method(),
+        path: &path,
+        authority: &authority,
+        scheme: if conn.tls { "https" } else { "http" },
+        headers: request.headers(),
+    };
+
+    let table = match &manager.routes {
+        RouteSource::Rds(name) => runtime.routes.get(name).cloned(),
+        RouteSource::Inline(table) => Some(table.clone()),
+    };
+    let Some(table) = table else {
+        return Ok(local(StatusCode::NOT_FOUND, "no route configuration\n"));
+    };
+    let Some(vh) = routing::virtual_host(&table, &authority) else {
+        return Ok(local(StatusCode::NOT_FOUND, ""));
+    };
+    let route = routing::route(vh, &view);
+
+    let peer = Peer {
+        identity: conn.peer_identity.as_deref(),
+        local: conn.local,
+    };
+    if let Some(rbac) = routing::effective_rbac(&manager, vh, route)
+        && !routing::allows(rbac, &peer, Some(&view))
+    {
+        ctx.metrics.denied(&conn.listener);
+        let status = StatusCode::from_u16(manager.denied.status).unwrap_or(StatusCode::FORBIDDEN);
+        return Ok(local_owned(status, manager.denied.body.clone()));
+    }
+    let Some(route) = route else {
+        return Ok(local(StatusCode::NOT_FOUND, ""));
+    };
+
+    let action = &route.action;
+    let mut rng = fastrand::Rng::new();
+    let Some(cluster_name) = balance::pick_weighted(&action.clusters, &mut rng) else {
+        return Ok(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+        ));
+    };
+    let labels = HttpLabels {
+        direction: conn.direction,
+        listener: conn.listener.clone(),
+        route: format!("{}/{}", vh.name, route.name),
+        destination: vh.name.clone(),
+        backend: cluster_name.clone(),
+        peer: conn.peer_identity.clone().unwrap_or_default(),
+    };
+    let Some(cluster) = runtime.clusters.get(cluster_name).cloned() else {
+        ctx.metrics.http(&labels).record(503, started.elapsed());
+        return Ok(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+        ));
+    };
+
+    let response = forward(&ctx, &runtime, &cluster, action, request, started).await;
+    let status = response.status().as_u16();
+    ctx.metrics.http(&labels).record(status, started.elapsed());
+    Ok(response)
+}
+
+/// Sends the request to the cluster: picks endpoints, retries what the policy allows within
+/// the route's deadline, and turns failures into the answers Envoy gives.
+async fn forward(
+    ctx: &Context,
+    runtime: &Runtime,
+    cluster: &Arc<ClusterConfig>,
+    action: &RouteAction,
+    request: Request<Incoming>,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let deadline = action.timeout.map(|t| started + t);
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // `Host` for HTTP/1.1 upstreams when the client spoke HTTP/2.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+
+    let retry = action.retry.as_ref();
+    let (mut body, replayable) = match buffer(body, retry.is_some()).await {
+        Ok(b) => b,
+        Err(_) => return local(StatusCode::BAD_REQUEST, "could not read the request body\n"),
+    };
+    let attempts = 1 + retry
+        .filter(|_| replayable.is_some())
+        .map_or(0, |r| r.num_retries);
+    let balancer = ctx.balancers.get(cluster);
+    ctx.budget.deposit(&cluster.name);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_failure = local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+
+    for attempt in 0..attempts {
+        if attempt > 0 && !ctx.budget.withdraw(&cluster.name) {
+            ctx.metrics.retry_budget_exhausted(&cluster.name);
+            break;
+        }
+        let now = std::time::Instant::now();
+        let exclude: &[usize] = if retry.is_some_and(|r| r.other_hosts) {
+            &tried
+        } else {
+            &[]
+        };
+        let Some(pick) = balancer.pick(now, exclude) else {
+            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        };
+        tried.push(pick.index());
+        let endpoint = pick.endpoint().clone();
+        let transport = match ctx.upstream_transport(runtime, cluster, &endpoint) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(cluster = %cluster.name, error = %e, "no TLS configuration for upstream");
+                pick.complete(now, Outcome::GatewayFailure);
+                last_failure = local_owned(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "upstream connect error or disconnect/reset before headers. reset reason: TLS error: {e}"
+                    ),
+                );
+                continue;
+            }
+        };
+        let req = Request::from_parts(parts.clone(), ());
+        let body_now = match (&replayable, body.take()) {
+            (Some(bytes), _) => full_request(bytes.clone()),
+            (None, Some(streamed)) => streamed,
+            (None, None) => break,
+        };
+        let req = req.map(|()| body_now);
+
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let limit = match (deadline, per_try) {
+            (Some(d), Some(p)) => Some(d.min(Instant::now() + p)),
+            (Some(d), None) => Some(d),
+            (None, Some(p)) => Some(Instant::now() + p),
+            (None, None) => None,
+        };
+        let send = ctx.pool.send(endpoint.address, &transport, req);
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout_at(limit, send).await {
+                Ok(r) => r,
+                Err(_) => {
+                    pick.complete(std::time::Instant::now(), Outcome::GatewayFailure);
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                    }
+                    last_failure = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                    continue;
+                }
+            },
+            None => send.await,
+        };
+        let elapsed = now.elapsed();
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                let outcome = match status.as_u16() {
+                    502..=504 => Outcome::GatewayFailure,
+                    500..=599 => Outcome::Failure5xx(elapsed),
+                    _ => Outcome::Success(elapsed),
+                };
+                if let Some(ejection) = pick.complete(std::time::Instant::now(), outcome) {
+                    ctx.metrics.ejected(&cluster.name);
+                    tracing::info!(cluster = %cluster.name, endpoint = %ejection.address, times = ejection.times, "ejected an endpoint");
+                }
+                if status.is_server_error()
+                    && attempt + 1 < attempts
+                    && retry.is_some_and(|r| retries_status(r, status, &parts.method))
+                {
+                    ctx.metrics.retry(&cluster.name);
+                    last_failure = upstream_response(response);
+                    continue;
+                }
+                return upstream_response(response);
+            }
+            Err(error) => {
+                if let Some(ejection) =
+                    pick.complete(std::time::Instant::now(), Outcome::GatewayFailure)
+                {
+                    ctx.metrics.ejected(&cluster.name);
+                    tracing::info!(cluster = %cluster.name, endpoint = %ejection.address, times = ejection.times, "ejected an endpoint");
+                }
+                tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.address, %error, "upstream request failed");
+                let retryable = retry.is_some_and(|r| retries_error(r, &error, &parts.method));
+                last_failure = local_owned(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "upstream connect error or disconnect/reset before headers. reset reason: {error}"
+                    ),
+                );
+                if !retryable {
+                    break;
+                }
+                ctx.metrics.retry(&cluster.name);
+            }
+        }
+    }
+    last_failure
+}
+
+/// Whether a failed attempt may be retried under the policy.
+fn retries_error(policy: &RetryPolicy, error: &SendError, method: &Method) -> bool {
+    let on = policy.retry_on;
+    match error {
+        SendError::Connect(_) => on.connect_failure || on.server_error || on.gateway_error,
+        SendError::RefusedStream => on.refused_stream || on.server_error,
+        SendError::ResetBeforeRequest(_) => on.reset_before_request || on.server_error,
+        // The request may have been processed: only idempotent ones are sent again.
+        SendError::Other(_) => (on.server_error || on.gateway_error) && is_idempotent(method),
+    }
+}
+
+fn retries_status(policy: &RetryPolicy, status: StatusCode, method: &Method) -> bool {
+    let on = policy.retry_on;
+    let gateway = matches!(status.as_u16(), 502..=504);
+    ((on.server_error) || (on.gateway_error && gateway)) && is_idempotent(method)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Reads a small body into memory when retries may need it again. Returns the body to stream
+/// (when it was not buffered) and the buffered bytes (when it was).
+async fn buffer(
+    body: Incoming,
+    want: bool,
+) -> Result<(Option<UpstreamBody>, Option<Bytes>), hyper::Error> {
+    if body.is_end_stream() {
+        return Ok((None, Some(Bytes::new())));
+    }
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= MAX_BUFFERED_BODY);
+    if want && small {
+        let bytes = body.collect().await?.to_bytes();
+        return Ok((None, Some(bytes)));
+    }
+    Ok((Some(body.boxed()), None))
+}
+
+fn full_request(bytes: Bytes) -> UpstreamBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+fn upstream_response(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by `Connection` are hop-by-hop too.
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// The request's authority, lower case: the URI's (HTTP/2 `:authority`) or `Host`.
+fn authority<B>(request: &Request<B>) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// A reply the proxy makes itself.
+pub(crate) fn local(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    local_owned(status, body.to_owned())
+}
+
+pub(crate) fn local_owned(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The upstream transport of an endpoint: its transport socket match, else the cluster's
+/// default socket.
+pub(crate) fn upstream_tls<'c>(
+    cluster: &'c ClusterConfig,
+    endpoint: &crate::config::Endpoint,
+) -> Option<&'c crate::config::UpstreamTls> {
+    for m in &cluster.tls_matches {
+        if m.labels
+            .iter()
+            .all(|(k, v)| endpoint.socket_labels.get(k) == Some(v))
+        {
+            return m.tls.as_ref();
+        }
+    }
+    cluster.tls_default.as_ref()
+}
+
+/// A transport description ready for the pool.
+pub(crate) fn transport(
+    cluster: &ClusterConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Transport {
+    Transport {
+        tls,
+        http2: cluster.http2,
+        connect_timeout: if cluster.connect_timeout.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            cluster.connect_timeout
+        },
+    }
+}

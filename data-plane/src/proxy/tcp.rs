@@ -1,0 +1,125 @@
+//! The TCP proxy: authorize the connection, pick a backend and an endpoint, connect (with
+//! mTLS to meshed endpoints) and copy bytes both ways.
+
+use std::time::Instant;
+
+use rustls::pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, copy_bidirectional},
+    net::TcpStream,
+};
+
+use super::{
+    ConnInfo, Context,
+    routing::{self, Peer},
+};
+use crate::{
+    balance::{self, Outcome},
+    config::TcpProxy,
+    metrics::TcpLabels,
+};
+
+/// Endpoints tried before a connection is given up (Envoy's `max_connect_attempts` is 1; a
+/// second and third endpoint keep a dead endpoint from failing a connection).
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub(super) async fn proxy<I>(
+    ctx: &Context,
+    info: &ConnInfo,
+    tcp: &TcpProxy,
+    mut downstream: I,
+) -> std::io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let runtime = ctx.state.runtime();
+    let peer = Peer {
+        identity: info.peer_identity.as_deref(),
+        local: info.local,
+    };
+    if let Some(rbac) = &tcp.rbac
+        && !routing::allows(rbac, &peer, None)
+    {
+        ctx.metrics.denied(&info.listener);
+        return Ok(());
+    }
+    let mut rng = fastrand::Rng::new();
+    let Some(cluster_name) = balance::pick_weighted(&tcp.clusters, &mut rng) else {
+        return Ok(());
+    };
+    let Some(cluster) = runtime.clusters.get(cluster_name).cloned() else {
+        tracing::debug!(cluster = %cluster_name, "TCP proxy: no such cluster");
+        return Ok(());
+    };
+    let balancer = ctx.balancers.get(&cluster);
+    let labels = TcpLabels {
+        direction: info.direction,
+        listener: info.listener.clone(),
+        backend: cluster.name.clone(),
+        peer: info.peer_identity.clone().unwrap_or_default(),
+    };
+    let stats = ctx.metrics.tcp(&labels);
+
+    let mut tried = Vec::new();
+    for _ in 0..CONNECT_ATTEMPTS {
+        let started = Instant::now();
+        let Some(pick) = balancer.pick(started, &tried) else {
+            return Ok(());
+        };
+        tried.push(pick.index());
+        let endpoint = pick.endpoint().clone();
+        let transport = match ctx.upstream_transport(&runtime, &cluster, &endpoint) {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::warn!(cluster = %cluster.name, %error, "no TLS configuration for upstream");
+                pick.complete(Instant::now(), Outcome::GatewayFailure);
+                continue;
+            }
+        };
+        let connected = tokio::time::timeout(
+            transport.connect_timeout,
+            TcpStream::connect(endpoint.address),
+        )
+        .await;
+        let upstream = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => {
+                pick.complete(Instant::now(), Outcome::GatewayFailure);
+                continue;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let _open = stats.open();
+        let result = match transport.tls {
+            None => {
+                pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
+                let mut upstream = upstream;
+                copy_bidirectional(&mut downstream, &mut upstream).await
+            }
+            Some(config) => {
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let name = ServerName::IpAddress(endpoint.address.ip().into());
+                match tokio::time::timeout(
+                    transport.connect_timeout,
+                    connector.connect(name, upstream),
+                )
+                .await
+                {
+                    Ok(Ok(mut tls)) => {
+                        pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
+                        copy_bidirectional(&mut downstream, &mut tls).await
+                    }
+                    _ => {
+                        pick.complete(Instant::now(), Outcome::GatewayFailure);
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Ok((received, sent)) = result {
+            stats.bytes(received, sent);
+        }
+        return result.map(|_| ());
+    }
+    Ok(())
+}
