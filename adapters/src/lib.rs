@@ -3,5 +3,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundled;
 pub mod envoy;
 pub mod model;

@@ -128,6 +128,8 @@ pub struct MeshSettings {
     /// DNS suffix of Services; default `cluster.local`.
     pub cluster_domain: String,
     pub access_mode: AccessMode,
+    /// The data plane of workloads that do not choose one themselves; default Envoy.
+    pub data_plane: DataPlane,
 }
 
 impl Default for MeshSettings {
@@ -136,7 +138,54 @@ impl Default for MeshSettings {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
             access_mode: AccessMode::Strict,
+            data_plane: DataPlane::Envoy,
         }
+    }
+}
+
+/// The proxy a workload runs beside, which decides the adapter its configuration is compiled
+/// with. Chosen mesh-wide ([`MeshSettings::data_plane`]) or per workload; never by SMI objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataPlane {
+    /// An external Envoy (the `envoy` adapter).
+    #[default]
+    Envoy,
+    /// `switchyard-proxy` (the `bundled` adapter).
+    Bundled,
+}
+
+impl DataPlane {
+    pub const ALL: [DataPlane; 2] = [DataPlane::Envoy, DataPlane::Bundled];
+
+    /// The name used in flags and annotations: `envoy` or `bundled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPlane::Envoy => "envoy",
+            DataPlane::Bundled => "bundled",
+        }
+    }
+}
+
+impl fmt::Display for DataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A data plane name that is neither `envoy` nor `bundled`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a data plane (envoy or bundled)")]
+pub struct UnknownDataPlane(pub String);
+
+impl std::str::FromStr for DataPlane {
+    type Err = UnknownDataPlane;
+
+    /// Exact, lower-case names only, as Kubernetes annotation values are compared.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DataPlane::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDataPlane(s.to_owned()))
     }
 }
 

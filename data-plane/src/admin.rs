@@ -1,4 +1,5 @@
-//! The admin server (DESIGN §3, port 15000): `/live`, `/ready`, `/config_dump` and `/metrics`.
+//! The admin server (DESIGN §3, port 15000): `/live`, `/ready`, `/config_dump`, `/metrics`,
+//! `/certs`, and `POST /healthcheck/fail` / `POST /healthcheck/ok` to drain and undrain.
 
 #[cfg(test)]
 mod tests;
@@ -10,6 +11,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::{
@@ -53,22 +55,37 @@ pub(crate) fn answer(
     method: &Method,
     path: &str,
 ) -> Response<Full<Bytes>> {
+    if method == Method::POST {
+        return match path {
+            "/healthcheck/fail" => {
+                state.set_draining(true);
+                text(StatusCode::OK, "OK\n".to_owned())
+            }
+            "/healthcheck/ok" => {
+                state.set_draining(false);
+                text(StatusCode::OK, "OK\n".to_owned())
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "POST /healthcheck/fail or /healthcheck/ok\n".to_owned(),
+            ),
+        };
+    }
     if method != Method::GET && method != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET or POST only\n".to_owned(),
+        );
     }
     match path {
+        "/ready" if state.draining() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: the health check was failed by POST /healthcheck/fail\n".to_owned(),
+        ),
+        "/certs" => json_response(&certs(&state.runtime())),
         "/live" => text(StatusCode::OK, "live\n".to_owned()),
         "/ready" => ready(&state.xds),
-        "/config_dump" => {
-            let dump = config_dump(&state.runtime(), &state.xds);
-            let body = serde_json::to_string_pretty(&dump).unwrap_or_default();
-            let mut r = text(StatusCode::OK, body);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
+        "/config_dump" => json_response(&config_dump(&state.runtime(), &state.xds)),
         "/metrics" => {
             let mut body = metrics.render();
             body.push_str(&xds_metrics(&state.xds));
@@ -84,6 +101,68 @@ pub(crate) fn answer(
             "not found; try /live, /ready, /config_dump or /metrics\n".to_owned(),
         ),
     }
+}
+
+fn json_response(value: &Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The certificates the proxy holds, in the shape of Envoy's `/certs`: per certificate
+/// secret its chain, per trust bundle its CAs, each with serial number, URI SANs and
+/// validity.
+pub(crate) fn certs(runtime: &Runtime) -> Value {
+    let describe = |pem: &str| -> Vec<Value> {
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .filter_map(Result::ok)
+            .filter_map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+                let uris: Vec<Value> = cert
+                    .subject_alternative_name()
+                    .ok()
+                    .flatten()
+                    .map(|san| {
+                        san.value
+                            .general_names
+                            .iter()
+                            .filter_map(|n| match n {
+                                x509_parser::extensions::GeneralName::URI(u) => {
+                                    Some(json!({ "uri": u }))
+                                }
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let validity = cert.validity();
+                Some(json!({
+                    "serial_number": cert.raw_serial_as_string().replace(':', ""),
+                    "subject_alt_names": uris,
+                    "valid_from": validity.not_before.to_rfc2822().ok(),
+                    "expiration_time": validity.not_after.to_rfc2822().ok(),
+                    "seconds_until_expiration": validity.time_to_expiration().map(|d| d.whole_seconds()),
+                }))
+            })
+            .collect()
+    };
+    let certificates: Vec<Value> = runtime
+        .secrets
+        .iter()
+        .map(|(name, secret)| match &**secret {
+            SecretMaterial::Certificate { chain_pem, .. } => {
+                json!({ "name": name, "cert_chain": describe(chain_pem), "ca_cert": [] })
+            }
+            SecretMaterial::TrustBundle { ca_pem } => {
+                json!({ "name": name, "cert_chain": [], "ca_cert": describe(ca_pem) })
+            }
+        })
+        .collect();
+    json!({ "certificates": certificates })
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -333,12 +333,36 @@ impl Registry {
         .inc();
     }
 
-    /// Counts a failed downstream TLS handshake (`tls_handshake_errors_total{listener}`).
-    pub fn tls_handshake_error(&self, listener: &str) {
+    /// Counts a failed downstream TLS handshake
+    /// (`tls_handshake_errors_total{listener,reason}`). Reasons: `not_tls` (the peer did not
+    /// speak TLS), `no_certificate` (no client certificate where one is required),
+    /// `bad_certificate` (a certificate the trust bundle does not verify), `timeout`, `other`.
+    pub fn tls_handshake_error(&self, listener: &str, reason: &str) {
         self.counter(
             "tls_handshake_errors_total",
-            "Downstream TLS handshakes that failed or timed out.",
+            "Downstream TLS handshakes that failed or timed out, by reason.",
+            &[("listener", listener), ("reason", reason)],
+        )
+        .inc();
+    }
+
+    /// Counts a completed downstream TLS handshake on a listener
+    /// (`tls_handshakes_total{listener}`).
+    pub fn tls_handshake(&self, listener: &str) {
+        self.counter(
+            "tls_handshakes_total",
+            "Completed downstream TLS handshakes, by listener.",
             &[("listener", listener)],
+        )
+        .inc();
+    }
+
+    /// Counts a completed upstream TLS handshake (`upstream_tls_handshakes_total{cluster}`).
+    pub fn upstream_tls_handshake(&self, cluster: &str) {
+        self.counter(
+            "upstream_tls_handshakes_total",
+            "Completed upstream (client-side) TLS handshakes, by cluster.",
+            &[("cluster", cluster)],
         )
         .inc();
     }

@@ -285,14 +285,16 @@ async fn connection(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    ctx.metrics.tls_handshake_error(&info.listener);
+                    ctx.metrics
+                        .tls_handshake_error(&info.listener, handshake_failure(&e));
                     return Err(ConnError::Tls(e.to_string()));
                 }
                 Err(_) => {
-                    ctx.metrics.tls_handshake_error(&info.listener);
+                    ctx.metrics.tls_handshake_error(&info.listener, "timeout");
                     return Err(ConnError::Tls("handshake timeout".to_owned()));
                 }
             };
+            ctx.metrics.tls_handshake(&info.listener);
             info.tls = true;
             info.peer_identity = tls
                 .get_ref()
@@ -301,6 +303,19 @@ async fn connection(
                 .and_then(tls::peer_identity);
             serve(ctx, info, chain, tls, stop).await
         }
+    }
+}
+
+/// Why a downstream handshake failed, as a metric label.
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::NoCertificatesPresented) => "no_certificate",
+        Some(rustls::Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(rustls::Error::InvalidMessage(_)) => "not_tls",
+        _ => "other",
     }
 }
 

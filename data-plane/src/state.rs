@@ -1,7 +1,10 @@
 //! What the proxy's tasks share: the running configuration, swapped whole and read without a
 //! lock, and the xDS status.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -15,6 +18,9 @@ pub struct State {
     /// Bumped on every publish; listeners and caches wait on it.
     generation: watch::Sender<u64>,
     pub xds: XdsStatus,
+    /// Set by the admin `POST /healthcheck/fail`: the proxy reports not ready and closes
+    /// HTTP/1.1 connections after each response, so clients move elsewhere (Envoy's drain).
+    draining: AtomicBool,
 }
 
 impl Default for State {
@@ -23,6 +29,7 @@ impl Default for State {
             runtime: ArcSwap::from_pointee(Runtime::default()),
             generation: watch::Sender::new(0),
             xds: XdsStatus::default(),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -38,6 +45,15 @@ impl State {
     pub fn publish(&self, runtime: Runtime) {
         self.runtime.store(Arc::new(runtime));
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Whether the proxy was told to fail its health check and drain.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
     }
 
     /// A receiver that wakes on every publish.

@@ -308,17 +308,31 @@ impl Sidecar {
 
     /// The counters and gauges of `/stats` whose names start with `prefix`, by the rest of
     /// the name. Empty when the admin interface does not answer.
+    ///
+    /// On the bundled proxy, the Envoy stats the suites read are taken from the equivalent
+    /// Prometheus metrics of its `/metrics` (see [`bundled_stat`]), so the assertions stay
+    /// the same on both data planes.
     pub fn stats(&self, prefix: &str) -> BTreeMap<String, u64> {
-        let Ok(r) = self.admin_get("/stats") else {
-            return BTreeMap::new();
-        };
-        r.body
-            .lines()
-            .filter_map(|line| {
-                let (name, value) = line.split_once(": ")?;
-                Some((name.strip_prefix(prefix)?.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        match self.data_plane {
+            DataPlane::Envoy => {
+                let Ok(r) = self.admin_get("/stats") else {
+                    return BTreeMap::new();
+                };
+                r.body
+                    .lines()
+                    .filter_map(|line| {
+                        let (name, value) = line.split_once(": ")?;
+                        Some((name.strip_prefix(prefix)?.to_owned(), value.parse().ok()?))
+                    })
+                    .collect()
+            }
+            DataPlane::Bundled => {
+                let Ok(r) = self.admin_get("/metrics") else {
+                    return BTreeMap::new();
+                };
+                bundled_stats(&r.body, prefix)
+            }
+        }
     }
 
     /// Prefix of the stats of the listener on `addr` (`listener.<ip>_<port>.`).
@@ -340,6 +354,58 @@ impl Sidecar {
         );
         value
     }
+}
+
+/// The Envoy stat names under `prefix` that the suites read, from the bundled proxy's
+/// Prometheus text: `listener.<ip>_<port>.ssl.*` from the inbound listener `inbound|<port>`,
+/// `cluster.<name>.ssl.handshake` from the upstream handshakes to the cluster.
+fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let samples: Vec<(&str, u64)> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series, value.parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    let sum = |name: &str, labels: &[String]| -> u64 {
+        samples
+            .iter()
+            .filter(|(series, _)| {
+                series.starts_with(&format!("switchyard_proxy_{name}{{"))
+                    && labels.iter().all(|l| series.contains(l.as_str()))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    if let Some(rest) = prefix.strip_prefix("listener.") {
+        let port = rest
+            .trim_end_matches('.')
+            .rsplit('_')
+            .next()
+            .unwrap_or_default();
+        let listener = format!("listener=\"inbound|{port}\"");
+        out.insert(
+            "ssl.handshake".to_owned(),
+            sum("tls_handshakes_total", std::slice::from_ref(&listener)),
+        );
+        for (stat, reason) in [
+            ("ssl.connection_error", "not_tls"),
+            ("ssl.fail_verify_error", "bad_certificate"),
+            ("ssl.fail_verify_no_cert", "no_certificate"),
+        ] {
+            let labels = [listener.clone(), format!("reason=\"{reason}\"")];
+            out.insert(stat.to_owned(), sum("tls_handshake_errors_total", &labels));
+        }
+    } else if let Some(cluster) = prefix.strip_prefix("cluster.") {
+        let cluster = format!("cluster=\"{}\"", cluster.trim_end_matches('.'));
+        out.insert(
+            "ssl.handshake".to_owned(),
+            sum("upstream_tls_handshakes_total", &[cluster]),
+        );
+    }
+    out
 }
 
 /// A running `switchyard local`, a client Envoy (unless turned off), and any other sidecars

@@ -22,9 +22,9 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 use switchyard_adapters::model::{
-    Authorization, Cluster, ClusterName, Endpoint, HttpMatch, Identity, InboundPort, InboundRule,
-    MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route,
-    ServiceName, WeightedCluster,
+    Authorization, Cluster, ClusterName, DataPlane, Endpoint, HttpMatch, Identity, InboundPort,
+    InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId,
+    Route, ServiceName, UnknownDataPlane, WeightedCluster,
 };
 use switchyard_crds::{
     Decimal, Kind, ObjectRef, SmiObject,
@@ -43,6 +43,23 @@ mod status;
 mod tests;
 
 pub use status::{ConditionState, ObjectStatus, reasons};
+
+/// The Pod annotation that chooses a workload's data plane, `envoy` or `bundled`, over the
+/// mesh setting ([`MeshSettings::data_plane`]).
+pub const DATA_PLANE_ANNOTATION: &str = "switchyard.dev/data-plane";
+
+/// A Pod whose [`DATA_PLANE_ANNOTATION`] names no data plane; it runs the mesh's instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "pod {pod}: metadata.annotations[\"{DATA_PLANE_ANNOTATION}\"]: {source}; the mesh setting \
+     ({fallback}) applies"
+)]
+pub struct InvalidDataPlane {
+    pub pod: ProxyId,
+    pub source: UnknownDataPlane,
+    /// The data plane the Pod gets instead: the mesh setting.
+    pub fallback: DataPlane,
+}
 
 /// Anything the index stores.
 #[derive(Clone, Debug)]
@@ -97,7 +114,8 @@ type Key = (String, String);
 pub struct Changes {
     /// Outbound services or clusters changed: every proxy's configuration is affected.
     pub outbound: bool,
-    /// Proxies whose own (inbound) configuration changed, or that appeared or disappeared.
+    /// Proxies whose own configuration (inbound ports, data plane) changed, or that appeared or
+    /// disappeared.
     pub proxies: BTreeSet<ProxyId>,
     /// SMI objects whose status changed.
     pub statuses: BTreeSet<ObjectRef>,
@@ -147,6 +165,17 @@ struct PodInfo {
     labels: BTreeMap<String, String>,
     /// Container ports by name, to resolve named target ports.
     named_ports: BTreeMap<String, u16>,
+    /// The [`DATA_PLANE_ANNOTATION`], when present: the data plane, or the value that is not one.
+    data_plane: Option<Result<DataPlane, UnknownDataPlane>>,
+}
+
+/// What the index knows about one proxy besides the shared outbound model.
+#[derive(Clone, Debug, PartialEq)]
+struct ProxyEntry {
+    identity: Identity,
+    inbound: Vec<InboundPort>,
+    data_plane: DataPlane,
+    invalid_data_plane: Option<InvalidDataPlane>,
 }
 
 /// An SMI object as last applied, and the last version of it that was valid.
@@ -179,7 +208,7 @@ pub struct Index {
     outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,
     clusters: Arc<BTreeMap<ClusterName, Arc<Cluster>>>,
     statuses: BTreeMap<ObjectRef, ObjectStatus>,
-    proxy_inbound: BTreeMap<ProxyId, (Identity, Vec<InboundPort>)>,
+    proxy_inbound: BTreeMap<ProxyId, ProxyEntry>,
 
     dirty: Dirty,
     changes: Changes,
@@ -266,19 +295,30 @@ impl Index {
 
     /// The configuration of one proxy, or `None` when the index knows no such Pod.
     pub fn proxy_config(&self, proxy: &ProxyId) -> Option<ProxyConfig> {
-        let (identity, inbound) = self.proxy_inbound.get(proxy)?;
+        let entry = self.proxy_inbound.get(proxy)?;
         Some(ProxyConfig {
             proxy: proxy.clone(),
-            identity: identity.clone(),
+            identity: entry.identity.clone(),
             outbound: self.outbound.clone(),
             clusters: self.clusters.clone(),
-            inbound: inbound.clone(),
+            inbound: entry.inbound.clone(),
         })
+    }
+
+    /// The data plane a proxy runs: its Pod's [`DATA_PLANE_ANNOTATION`] when valid, else the
+    /// mesh setting. `None` when the index knows no such Pod.
+    pub fn data_plane(&self, proxy: &ProxyId) -> Option<DataPlane> {
+        self.proxy_inbound.get(proxy).map(|e| e.data_plane)
+    }
+
+    /// The problem with a proxy's [`DATA_PLANE_ANNOTATION`], if its value names no data plane.
+    pub fn invalid_data_plane(&self, proxy: &ProxyId) -> Option<&InvalidDataPlane> {
+        self.proxy_inbound.get(proxy)?.invalid_data_plane.as_ref()
     }
 
     /// The identity a proxy's workload runs as (its Pod's ServiceAccount).
     pub fn proxy_identity(&self, proxy: &ProxyId) -> Option<&Identity> {
-        self.proxy_inbound.get(proxy).map(|(identity, _)| identity)
+        self.proxy_inbound.get(proxy).map(|e| &e.identity)
     }
 
     /// Every proxy the index knows.
@@ -556,6 +596,12 @@ impl Index {
                 .and_then(|ip| ip.parse().ok()),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             named_ports,
+            data_plane: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DATA_PLANE_ANNOTATION))
+                .map(|v| v.parse()),
         };
         self.set_pod(key, Some(info));
     }
@@ -1151,7 +1197,7 @@ impl Index {
         st
     }
 
-    /// Recomputes one proxy's inbound configuration (or drops it with its Pod).
+    /// Recomputes one proxy's inbound configuration and data plane (or drops them with its Pod).
     fn recompute_inbound(&mut self, key: &Key) {
         let id = ProxyId {
             namespace: key.0.clone(),
@@ -1159,8 +1205,26 @@ impl Index {
         };
         let next = self.pods.get(key).map(|pod| {
             let identity = Identity::new(key.0.clone(), pod.service_account.clone());
-            let ports = self.inbound_ports(&key.0, pod, &identity);
-            (identity, ports)
+            let inbound = self.inbound_ports(&key.0, pod, &identity);
+            let fallback = self.settings.data_plane;
+            let (data_plane, invalid_data_plane) = match &pod.data_plane {
+                None => (fallback, None),
+                Some(Ok(chosen)) => (*chosen, None),
+                Some(Err(unknown)) => (
+                    fallback,
+                    Some(InvalidDataPlane {
+                        pod: id.clone(),
+                        source: unknown.clone(),
+                        fallback,
+                    }),
+                ),
+            };
+            ProxyEntry {
+                identity,
+                inbound,
+                data_plane,
+                invalid_data_plane,
+            }
         });
         let changed = match next {
             Some(cfg) if self.proxy_inbound.get(&id) != Some(&cfg) => {

@@ -4,6 +4,11 @@
 //! Every Pod in the directory is a proxy. For each, local mode writes an Envoy bootstrap and a
 //! random bearer token into the state directory (`<dir>/.switchyard/` by default); the xDS
 //! server maps that token, never `node.id`, to the Pod's snapshot.
+//!
+//! Each proxy is compiled for its data plane (the Pod's `switchyard.dev/data-plane` annotation,
+//! else the mesh setting; see [`Index::data_plane`]): with the Envoy adapter, or with the bundled
+//! adapter, which leaves out what `switchyard-proxy` does not implement. Both share one cache,
+//! and the bootstrap is the same Envoy v3 file for both (`switchyard-proxy --bootstrap <file>`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,8 +21,9 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::Node;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
-    envoy::{self, BootstrapOptions, EnvoyAdapter, EnvoyOptions},
-    model::{Identity, MeshSettings, ProxyId},
+    bundled::BundledAdapter,
+    envoy::{self, BootstrapOptions, EnvoyOptions, Resource},
+    model::{DataPlane, Identity, MeshSettings, ProxyConfig, ProxyId},
 };
 use tonic::{Status, metadata::MetadataMap};
 
@@ -46,6 +52,7 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     /// Where the xDS server listens; `127.0.0.1:15010` by default.
     pub xds_addr: SocketAddr,
+    /// Mesh-wide settings, among them the data plane of Pods without an annotation.
     pub settings: MeshSettings,
     /// How often the directory is re-read; 100 ms by default.
     pub poll: Duration,
@@ -112,7 +119,8 @@ pub struct Tick {
     pub statuses: Vec<(switchyard_crds::ObjectRef, ObjectStatus)>,
     /// Proxies that got a new snapshot.
     pub pushed: usize,
-    /// Adapter warnings (listener clashes and the like).
+    /// Adapter warnings (listener clashes, resources the bundled proxy does not implement),
+    /// and Pods with an invalid `switchyard.dev/data-plane` annotation.
     pub warnings: Vec<String>,
 }
 
@@ -121,7 +129,9 @@ pub struct Local {
     config: LocalConfig,
     source: DirSource,
     index: Index,
-    adapter: EnvoyAdapter,
+    /// Compiles bundled proxies, and Envoy proxies through [`BundledAdapter::envoy`]: one cache
+    /// for both data planes.
+    adapter: BundledAdapter,
     store: SnapshotStore,
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
@@ -148,7 +158,7 @@ impl Local {
             certs: Certificates::new(ca),
             source: DirSource::new(config.dir.clone()),
             index: Index::new(config.settings.clone()),
-            adapter: EnvoyAdapter::new(),
+            adapter: BundledAdapter::new(),
             store: SnapshotStore::new(),
             tokens: Arc::new(LocalTokens::default()),
             proxies: BTreeMap::new(),
@@ -253,13 +263,43 @@ impl Local {
         })
     }
 
-    /// The Envoy resources of one proxy, as the xDS server would serve them.
+    /// The resources of one proxy, as the xDS server would serve them (secrets aside), compiled
+    /// for its data plane; the warnings include an invalid data plane annotation.
     pub fn compile_proxy(&mut self, proxy: &ProxyId) -> Option<envoy::Output> {
         let cfg = self.index.proxy_config(proxy)?;
-        Some(
-            self.adapter
-                .compile(&cfg, self.index.settings(), &self.envoy_options(proxy)),
-        )
+        let out = self.compile_for(proxy, &cfg);
+        let invalid = self
+            .index
+            .invalid_data_plane(proxy)
+            .map(ToString::to_string);
+        Some(envoy::Output {
+            resources: out
+                .resources
+                .into_iter()
+                .map(Arc::unwrap_or_clone)
+                .collect(),
+            warnings: invalid.into_iter().chain(out.warnings).collect(),
+        })
+    }
+
+    /// The data plane a proxy is compiled for; `None` for an unknown proxy.
+    pub fn data_plane(&self, proxy: &ProxyId) -> Option<DataPlane> {
+        self.index.data_plane(proxy)
+    }
+
+    /// Cached clusters, services, and bundled-adapter verdicts, for metrics and tests.
+    pub fn adapter_cache_len(&self) -> (usize, usize, usize) {
+        self.adapter.cache_len()
+    }
+
+    /// Compiles with the adapter of the proxy's data plane.
+    fn compile_for(&mut self, proxy: &ProxyId, cfg: &ProxyConfig) -> envoy::Output<Arc<Resource>> {
+        let opts = self.envoy_options(proxy);
+        let settings = self.index.settings();
+        match self.index.data_plane(proxy).unwrap_or(settings.data_plane) {
+            DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
+            DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
+        }
     }
 
     fn envoy_options(&self, proxy: &ProxyId) -> EnvoyOptions {
@@ -281,10 +321,10 @@ impl Local {
         let Some(cfg) = self.index.proxy_config(proxy) else {
             return Ok(None);
         };
-        let opts = self.envoy_options(proxy);
-        let out = self
-            .adapter
-            .compile_shared(&cfg, self.index.settings(), &opts);
+        let out = self.compile_for(proxy, &cfg);
+        if let Some(invalid) = self.index.invalid_data_plane(proxy) {
+            warnings.push(invalid.to_string());
+        }
         warnings.extend(
             out.warnings
                 .into_iter()

@@ -106,6 +106,60 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
     assert_eq!(dump["secrets"][0]["chain_pem"], "CERT");
     assert!(!text.contains("THE-PRIVATE-KEY"));
     assert_eq!(get(&state, "/nope").0, StatusCode::NOT_FOUND);
-    let post = answer(&state, &Registry::default(), &Method::POST, "/live");
-    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let put = answer(&state, &Registry::default(), &Method::PUT, "/live");
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[test]
+fn a_failed_health_check_drains_until_it_is_restored() {
+    let state = State::default();
+    state.xds.set_connected(true);
+    state.xds.mark_synced();
+    assert_eq!(get(&state, "/ready").0, StatusCode::OK);
+    let post = |path| body(answer(&state, &Registry::default(), &Method::POST, path));
+    assert_eq!(post("/healthcheck/fail").0, StatusCode::OK);
+    assert!(state.draining());
+    let (status, text) = get(&state, "/ready");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(text.contains("draining"), "{text}");
+    assert_eq!(post("/healthcheck/ok").0, StatusCode::OK);
+    assert_eq!(get(&state, "/ready").0, StatusCode::OK);
+}
+
+#[test]
+fn certs_lists_serials_and_spiffe_ids_of_the_held_certificates() {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let id = "spiffe://cluster.local/ns/demo/sa/web";
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::URI(id.try_into().unwrap()));
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xbc]));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let mut runtime = Runtime::default();
+    runtime.secrets.insert(
+        id.to_owned(),
+        Arc::new(SecretMaterial::Certificate {
+            chain_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+        }),
+    );
+    runtime.secrets.insert(
+        "spiffe://cluster.local".to_owned(),
+        Arc::new(SecretMaterial::TrustBundle { ca_pem: cert.pem() }),
+    );
+    let state = State::default();
+    state.publish(runtime);
+    let (status, text) = get(&state, "/certs");
+    assert_eq!(status, StatusCode::OK);
+    let certs: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ours = certs["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == id)
+        .unwrap();
+    assert_eq!(ours["cert_chain"][0]["serial_number"], "0abc");
+    assert_eq!(ours["cert_chain"][0]["subject_alt_names"][0]["uri"], id);
+    assert!(!text.contains("PRIVATE KEY"));
 }

@@ -42,9 +42,15 @@ pub(crate) async fn handle(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
     manager: Arc<HttpManager>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let started = Instant::now();
+    if let std::borrow::Cow::Owned(normalized) = routing::normalize_path(request.uri().path()) {
+        let Some(uri) = with_path(request.uri(), &normalized) else {
+            return Ok(local(StatusCode::BAD_REQUEST, "bad path\n"));
+        };
+        *request.uri_mut() = uri;
+    }
     // One configuration for the whole request, whatever arrives meanwhile.
     let runtime = ctx.state.runtime();
     let authority = authority(&request);
@@ -108,7 +114,13 @@ pub(crate) async fn handle(
         ));
     };
 
-    let response = forward(&ctx, &runtime, &cluster, action, request, started).await;
+    let mut response = forward(&ctx, &runtime, &cluster, action, request, started).await;
+    if ctx.state.draining() {
+        // HTTP/1.1: close after this response; HTTP/2 ignores the header.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     ctx.metrics.http(&labels).record(status, started.elapsed());
     Ok(response)
@@ -193,7 +205,9 @@ async fn forward(
             (None, Some(p)) => Some(Instant::now() + p),
             (None, None) => None,
         };
-        let send = ctx.pool.send(endpoint.address, &transport, req);
+        let send = ctx.pool.send(endpoint.address, &transport, req, || {
+            ctx.metrics.upstream_tls_handshake(&cluster.name);
+        });
         let result = match limit {
             Some(limit) => match tokio::time::timeout_at(limit, send).await {
                 Ok(r) => r,
@@ -343,6 +357,17 @@ fn authority<B>(request: &Request<B>) -> String {
         })
         .unwrap_or_default()
         .to_ascii_lowercase()
+}
+
+/// The URI with another path, the query kept.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// A reply the proxy makes itself.

@@ -86,6 +86,7 @@ impl Pool {
         address: SocketAddr,
         transport: &Transport,
         mut request: Request<UpstreamBody>,
+        on_tls_handshake: impl FnOnce(),
     ) -> Result<Response<Incoming>, SendError> {
         let key = Key {
             address,
@@ -94,7 +95,7 @@ impl Pool {
         };
         let sender = match self.checkout(&key) {
             Some(sender) => sender,
-            None => connect(address, transport).await?,
+            None => connect(address, transport, on_tls_handshake).await?,
         };
         match sender {
             Sender::Http2(mut h2) => {
@@ -150,7 +151,11 @@ impl Pool {
     }
 }
 
-async fn connect(address: SocketAddr, transport: &Transport) -> Result<Sender, SendError> {
+async fn connect(
+    address: SocketAddr,
+    transport: &Transport,
+    on_tls_handshake: impl FnOnce(),
+) -> Result<Sender, SendError> {
     let tcp = tokio::time::timeout(transport.connect_timeout, TcpStream::connect(address))
         .await
         .map_err(|_| SendError::Connect(format!("{address}: connect timeout")))?
@@ -166,6 +171,7 @@ async fn connect(address: SocketAddr, transport: &Transport) -> Result<Sender, S
                 .await
                 .map_err(|_| SendError::Connect(format!("{address}: TLS handshake timeout")))?
                 .map_err(|e| SendError::Connect(format!("{address}: TLS: {e}")))?;
+            on_tls_handshake();
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             handshake(TokioIo::new(tls), h2).await
         }

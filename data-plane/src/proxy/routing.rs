@@ -173,3 +173,81 @@ fn permission_matches(p: &Permission, peer: &Peer<'_>, req: Option<&RequestView<
         Permission::Header(h) => req.is_some_and(|r| header_matches(h, r)),
     }
 }
+
+/// The path as Envoy's `normalize_path` leaves it (RFC 3986 §6.2.2): percent-encoded
+/// unreserved characters decoded, other percent-encodings in upper case, `.` and `..`
+/// segments removed. Routing, RBAC and the upstream all see this path, so `/api/../admin`
+/// cannot slip past a rule about `/admin`.
+pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let has_dots = path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    if !has_dots && !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let decoded = decode_unreserved(path);
+    let mut out: Vec<&str> = Vec::new();
+    let mut segments = decoded.split('/').peekable();
+    // The path starts with `/`, so the first segment is empty.
+    if segments.peek() == Some(&"") {
+        segments.next();
+    }
+    let mut trailing_slash = false;
+    for segment in segments {
+        trailing_slash = false;
+        match segment {
+            "." => trailing_slash = true,
+            ".." => {
+                out.pop();
+                trailing_slash = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(decoded.len());
+    for segment in &out {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if trailing_slash || normalized.is_empty() {
+        normalized.push('/');
+    }
+    std::borrow::Cow::Owned(normalized)
+}
+
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            let c = (hi << 4) | lo;
+            if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(c));
+            } else {
+                out.push('%');
+                out.push(char::from(bytes[i + 1].to_ascii_uppercase()));
+                out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
+            }
+            i += 3;
+        } else {
+            // Byte-wise copy of valid UTF-8 (the path came from a `&str`).
+            let len = path[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&path[i..i + len]);
+            i += len;
+        }
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}

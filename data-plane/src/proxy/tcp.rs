@@ -106,6 +106,7 @@ where
                 .await
                 {
                     Ok(Ok(mut tls)) => {
+                        ctx.metrics.upstream_tls_handshake(&cluster.name);
                         pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
                         copy_bidirectional(&mut downstream, &mut tls).await
                     }

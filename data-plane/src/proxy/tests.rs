@@ -250,3 +250,21 @@ fn the_most_specific_rbac_override_applies() {
     };
     assert!(routing::effective_rbac(&no_filter, &vh, Some(&r)).is_none());
 }
+
+#[test]
+fn paths_are_normalized_as_envoy_normalizes_them() {
+    let n = |p: &str| routing::normalize_path(p).into_owned();
+    assert_eq!(n("/api/users"), "/api/users");
+    assert_eq!(n("/api/x/../../admin"), "/admin");
+    assert_eq!(n("/api/./x"), "/api/x");
+    assert_eq!(n("/a/b/.."), "/a/");
+    assert_eq!(n("/.."), "/");
+    assert_eq!(n("/%61pi/%2e%2e/admin"), "/admin");
+    // Reserved characters stay encoded, in upper case.
+    assert_eq!(n("/a%2fb"), "/a%2Fb");
+    assert_eq!(n("/caf\u{e9}/./x"), "/caf\u{e9}/x");
+    assert!(matches!(
+        routing::normalize_path("/plain/path"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}

@@ -3,7 +3,7 @@
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use switchyard_adapters::model::{AccessMode, MeshSettings, ProxyId};
+use switchyard_adapters::model::{AccessMode, DataPlane, MeshSettings, ProxyId};
 
 use crate::{
     identity::CaFiles,
@@ -25,6 +25,15 @@ pub struct MeshArgs {
     /// SPIFFE trust domain of workload identities.
     #[arg(long, default_value = "cluster.local", env = "SWITCHYARD_TRUST_DOMAIN")]
     pub trust_domain: String,
+    /// Data plane of workloads whose Pod has no `switchyard.dev/data-plane` annotation:
+    /// `envoy`, or `bundled` (`switchyard-proxy`, which gets only the xDS it implements).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "envoy",
+        env = "SWITCHYARD_DATA_PLANE"
+    )]
+    pub data_plane: DataPlaneArg,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -33,14 +42,31 @@ pub enum Mode {
     Permissive,
 }
 
+/// The values of `--data-plane`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataPlaneArg {
+    Envoy,
+    Bundled,
+}
+
+impl From<DataPlaneArg> for DataPlane {
+    fn from(d: DataPlaneArg) -> Self {
+        match d {
+            DataPlaneArg::Envoy => DataPlane::Envoy,
+            DataPlaneArg::Bundled => DataPlane::Bundled,
+        }
+    }
+}
+
 impl MeshArgs {
-    fn settings(&self) -> MeshSettings {
+    pub(crate) fn settings(&self) -> MeshSettings {
         MeshSettings {
             trust_domain: self.trust_domain.clone(),
             access_mode: match self.access_mode {
                 Mode::Strict => AccessMode::Strict,
                 Mode::Permissive => AccessMode::Permissive,
             },
+            data_plane: self.data_plane.into(),
             ..MeshSettings::default()
         }
     }
@@ -196,7 +222,9 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     })
 }
 
-/// Prints the xDS resources one proxy would get, as JSON.
+/// Prints the xDS resources one proxy would get, as JSON, with the data plane they were compiled
+/// for (`dataPlane`) and the warnings (resources the bundled proxy does not implement are left
+/// out with one each).
 pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
     let (namespace, pod) = args
         .proxy
@@ -208,6 +236,7 @@ pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<boo
     };
     let mut config = LocalConfig::new(&args.dir);
     config.settings = args.mesh.settings();
+    let config_data_plane = config.settings.data_plane;
     let mut local = Local::new(config)?;
     let tick = local.tick_without_state()?;
     for r in &tick.reports {
@@ -227,7 +256,13 @@ pub fn run_compile(args: CompileArgs, out: &mut dyn Write) -> anyhow::Result<boo
             })
         })
         .collect();
-    let doc = serde_json::json!({ "proxy": proxy.to_string(), "resources": resources, "warnings": output.warnings });
+    let data_plane = local.data_plane(&proxy).unwrap_or(config_data_plane);
+    let doc = serde_json::json!({
+        "proxy": proxy.to_string(),
+        "dataPlane": data_plane.as_str(),
+        "resources": resources,
+        "warnings": output.warnings,
+    });
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)?;
     Ok(tick.reports.is_empty())

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
+use switchyard_adapters::model::DataPlane;
 
 use super::*;
 
@@ -135,5 +136,106 @@ fn compile_prints_the_proxy_resources_as_proto_json() {
     assert_eq!(
         listener["resource"]["address"]["socketAddress"],
         serde_json::json!({ "address": "127.0.1.1", "portValue": 15001 })
+    );
+}
+
+#[test]
+fn data_plane_flag_defaults_to_envoy() {
+    let mesh = |args: &[&str]| match parse(args).unwrap().command {
+        Command::Compile(a) => a.mesh,
+        other => panic!("{other:?}"),
+    };
+    let base = ["compile", "-f", "dir", "--proxy", "demo/client-0"];
+    assert_eq!(mesh(&base).settings().data_plane, DataPlane::Envoy);
+    let bundled: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--data-plane", "bundled"])
+        .collect();
+    assert_eq!(mesh(&bundled).settings().data_plane, DataPlane::Bundled);
+    let bad: Vec<&str> = base
+        .iter()
+        .copied()
+        .chain(["--data-plane", "nginx"])
+        .collect();
+    assert_eq!(parse(&bad).unwrap_err().kind(), ErrorKind::InvalidValue);
+    match parse(&["local", "dir", "--data-plane", "bundled"])
+        .unwrap()
+        .command
+    {
+        Command::Local(a) => assert_eq!(a.mesh.settings().data_plane, DataPlane::Bundled),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `switchyard compile` on the canary example, with extra arguments, as JSON.
+fn compile_canary(pod: &str, extra: &[&str], annotate: Option<&str>) -> serde_json::Value {
+    let canary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/canary");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&canary).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if let Some(value) = annotate {
+            let plain = "metadata: {name: client-0, namespace: demo, labels: {app: client}}";
+            text = text.replace(
+                plain,
+                &format!(
+                    "metadata: {{name: client-0, namespace: demo, labels: {{app: client}}, \
+                     annotations: {{switchyard.dev/data-plane: {value}}}}}"
+                ),
+            );
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let mut args = vec![
+        "compile",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--proxy",
+        pod,
+    ];
+    args.extend_from_slice(extra);
+    let mut out = Vec::new();
+    assert_eq!(
+        run(parse(&args).unwrap(), &mut std::io::empty(), &mut out).unwrap(),
+        Outcome::Success
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn compile_names_the_data_plane_from_the_flag_or_the_annotation() {
+    let envoy = compile_canary("demo/client-0", &[], None);
+    assert_eq!(envoy["dataPlane"], "envoy");
+    let flag = compile_canary("demo/client-0", &["--data-plane", "bundled"], None);
+    assert_eq!(flag["dataPlane"], "bundled");
+    // The canary mesh is inside the bundled subset: the same resources, no warnings.
+    assert_eq!(flag["resources"], envoy["resources"]);
+    assert_eq!(flag["warnings"], serde_json::json!([]));
+
+    let annotated = compile_canary("demo/client-0", &[], Some("bundled"));
+    assert_eq!(annotated["dataPlane"], "bundled");
+    let overridden = compile_canary("demo/client-0", &["--data-plane", "bundled"], Some("envoy"));
+    assert_eq!(overridden["dataPlane"], "envoy");
+}
+
+#[test]
+fn compile_reports_an_invalid_data_plane_annotation() {
+    let doc = compile_canary(
+        "demo/client-0",
+        &["--data-plane", "bundled"],
+        Some("proxyless"),
+    );
+    assert_eq!(doc["dataPlane"], "bundled", "the mesh setting applies");
+    assert_eq!(
+        doc["warnings"],
+        serde_json::json!([
+            "pod demo/client-0: metadata.annotations[\"switchyard.dev/data-plane\"]: \
+             \"proxyless\" is not a data plane (envoy or bundled); the mesh setting (bundled) \
+             applies"
+        ])
     );
 }

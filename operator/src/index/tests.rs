@@ -1,6 +1,6 @@
 use serde_json::json;
 use switchyard_adapters::model::{
-    AccessMode, Authorization, ClusterName, MeshSettings, ProxyId, ServiceName,
+    AccessMode, Authorization, ClusterName, DataPlane, MeshSettings, ProxyId, ServiceName,
 };
 use switchyard_crds::{Kind, ObjectRef, VersionedObject, status::conditions};
 
@@ -57,6 +57,21 @@ fn pod(name: &str, sa: &str, app: &str) -> Object {
     Object::Pod(Box::new(
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": NS, "labels": {"app": app}},
+            "spec": {"serviceAccountName": sa, "containers": [{"name": "app"}]},
+        }))
+        .unwrap(),
+    ))
+}
+
+/// [`pod`] with a `switchyard.dev/data-plane` annotation, when `data_plane` is given.
+fn annotated_pod(name: &str, sa: &str, app: &str, data_plane: Option<&str>) -> Object {
+    let mut metadata = json!({"name": name, "namespace": NS, "labels": {"app": app}});
+    if let Some(d) = data_plane {
+        metadata["annotations"] = json!({ DATA_PLANE_ANNOTATION: d });
+    }
+    Object::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": metadata,
             "spec": {"serviceAccountName": sa, "containers": [{"name": "app"}]},
         }))
         .unwrap(),
@@ -571,6 +586,75 @@ fn weights_too_large_for_u32_are_scaled_proportionally() {
         [499_999, 499_999, 1]
     );
     assert_eq!(fit_u32(&[0, 5]), [0, 1]);
+}
+
+fn proxy(pod: &str) -> ProxyId {
+    ProxyId {
+        namespace: NS.into(),
+        pod: pod.into(),
+    }
+}
+
+#[test]
+fn the_data_plane_comes_from_the_annotation_else_the_mesh_setting() {
+    for mesh in DataPlane::ALL {
+        let mut idx = Index::new(MeshSettings {
+            data_plane: mesh,
+            ..MeshSettings::default()
+        });
+        idx.apply(annotated_pod("plain", "web", "web", None));
+        idx.apply(annotated_pod("envoy", "web", "web", Some("envoy")));
+        idx.apply(annotated_pod("bundled", "web", "web", Some("bundled")));
+        assert_eq!(idx.data_plane(&proxy("plain")), Some(mesh));
+        assert_eq!(idx.data_plane(&proxy("envoy")), Some(DataPlane::Envoy));
+        assert_eq!(idx.data_plane(&proxy("bundled")), Some(DataPlane::Bundled));
+        assert_eq!(idx.data_plane(&proxy("absent")), None);
+        for p in ["plain", "envoy", "bundled"] {
+            assert_eq!(idx.invalid_data_plane(&proxy(p)), None);
+        }
+    }
+}
+
+#[test]
+fn an_invalid_data_plane_annotation_is_reported_and_the_mesh_setting_applies() {
+    let mut idx = Index::new(MeshSettings {
+        data_plane: DataPlane::Bundled,
+        ..MeshSettings::default()
+    });
+    idx.apply(annotated_pod("web-0", "web", "web", Some("Envoy")));
+    assert_eq!(idx.data_plane(&proxy("web-0")), Some(DataPlane::Bundled));
+    let invalid = idx.invalid_data_plane(&proxy("web-0")).unwrap();
+    assert_eq!(
+        invalid.to_string(),
+        "pod shop/web-0: metadata.annotations[\"switchyard.dev/data-plane\"]: \"Envoy\" is not a \
+         data plane (envoy or bundled); the mesh setting (bundled) applies"
+    );
+}
+
+#[test]
+fn an_annotation_change_marks_the_proxy_changed() {
+    let mut idx = index();
+    idx.apply(service("web", &[80]));
+    idx.apply(annotated_pod("web-0", "web", "web", None));
+    let before = idx.proxy_config(&proxy("web-0"));
+    idx.take_changes();
+
+    idx.apply(annotated_pod("web-0", "web", "web", Some("bundled")));
+    let changes = idx.take_changes();
+    assert_eq!(changes.proxies, [proxy("web-0")].into());
+    assert!(!changes.outbound, "other proxies are not affected");
+    assert_eq!(idx.data_plane(&proxy("web-0")), Some(DataPlane::Bundled));
+    assert_eq!(
+        idx.proxy_config(&proxy("web-0")),
+        before,
+        "the model is the same"
+    );
+
+    idx.apply(annotated_pod("web-0", "web", "web", Some("bundled")));
+    assert_eq!(idx.take_changes(), Changes::default(), "no change, no mark");
+    idx.apply(annotated_pod("web-0", "web", "web", Some("nope")));
+    assert_eq!(idx.take_changes().proxies, [proxy("web-0")].into());
+    assert!(idx.invalid_data_plane(&proxy("web-0")).is_some());
 }
 
 mod incremental;

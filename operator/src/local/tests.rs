@@ -11,6 +11,8 @@ use prost::Name;
 use serde_json::Value;
 use switchyard_adapters::model::AccessMode;
 
+use crate::xds::snapshot::TypeUrl;
+
 use super::*;
 
 /// Every resource of one proxy, rendered, keyed by `(message name, resource name)`.
@@ -369,4 +371,116 @@ fn tokens_and_bootstraps_are_readable_by_their_owner_only() {
     for f in files {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
+}
+
+fn demo(pod: &str) -> ProxyId {
+    ProxyId {
+        namespace: "demo".into(),
+        pod: pod.into(),
+    }
+}
+
+/// [`SERVED`] with `web-0` annotated with `switchyard.dev/data-plane: <value>`.
+fn served_with_web_on(value: &str) -> String {
+    let plain = "metadata: {name: web-0, namespace: demo, labels: {app: web}}";
+    assert!(SERVED.contains(plain));
+    SERVED.replace(
+        plain,
+        &format!(
+            "metadata: {{name: web-0, namespace: demo, labels: {{app: web}}, annotations: \
+             {{switchyard.dev/data-plane: {value}}}}}"
+        ),
+    )
+}
+
+#[test]
+fn annotated_pods_are_compiled_by_the_bundled_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SERVED).unwrap();
+    let mut local = Local::new(LocalConfig::new(dir.path())).unwrap();
+    let t0 = SystemTime::now();
+    local.tick_at(t0).unwrap();
+    assert_eq!(local.data_plane(&demo("web-0")), Some(DataPlane::Envoy));
+    let (_, _, verdicts) = local.adapter_cache_len();
+    assert_eq!(
+        verdicts, 0,
+        "only Envoy proxies: the bundled adapter checked nothing"
+    );
+    let versions = |local: &Local| {
+        let snapshot = local.store().get(&ProxyKey::new("demo/web-0")).unwrap();
+        [
+            TypeUrl::Cluster,
+            TypeUrl::Listener,
+            TypeUrl::RouteConfiguration,
+        ]
+        .into_iter()
+        .flat_map(|t| {
+            let resources = snapshot.resources(t);
+            resources
+                .iter()
+                .map(|r| (r.name().to_owned(), r.version()))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+    };
+    let envoy_versions = versions(&local);
+    assert!(!envoy_versions.is_empty());
+
+    std::fs::write(&file, served_with_web_on("bundled")).unwrap();
+    let tick = local.tick_at(t0).unwrap();
+    assert!(
+        !tick.warnings.iter().any(|w| w.contains("bundled")),
+        "{:?}",
+        tick.warnings
+    );
+    assert_eq!(local.data_plane(&demo("web-0")), Some(DataPlane::Bundled));
+    assert_eq!(local.data_plane(&demo("client-0")), Some(DataPlane::Envoy));
+    let (_, _, verdicts) = local.adapter_cache_len();
+    assert!(verdicts > 0, "web-0 went through the bundled adapter");
+    // Everything this mesh needs is in the subset, so the proxy's resources stay the same.
+    assert_eq!(versions(&local), envoy_versions);
+    // The bootstrap is the same Envoy v3 file for both data planes.
+    let bootstrap = dir.path().join(".switchyard/demo.web-0.bootstrap.json");
+    assert!(bootstrap.is_file());
+}
+
+#[test]
+fn the_mesh_setting_picks_the_data_plane_of_unannotated_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), served_with_web_on("envoy")).unwrap();
+    let mut config = LocalConfig::new(dir.path());
+    config.settings.data_plane = DataPlane::Bundled;
+    let mut local = Local::new(config).unwrap();
+    local.tick().unwrap();
+    assert_eq!(
+        local.data_plane(&demo("client-0")),
+        Some(DataPlane::Bundled)
+    );
+    assert_eq!(local.data_plane(&demo("web-0")), Some(DataPlane::Envoy));
+    assert!(local.adapter_cache_len().2 > 0);
+}
+
+#[test]
+fn an_invalid_data_plane_annotation_is_reported_on_the_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), served_with_web_on("bundeld")).unwrap();
+    let mut local = Local::new(LocalConfig::new(dir.path())).unwrap();
+    let tick = local.tick().unwrap();
+    let expected = "pod demo/web-0: metadata.annotations[\"switchyard.dev/data-plane\"]: \
+                    \"bundeld\" is not a data plane (envoy or bundled); the mesh setting \
+                    (envoy) applies";
+    let about_the_pod: Vec<&String> = tick
+        .warnings
+        .iter()
+        .filter(|w| w.contains("data-plane"))
+        .collect();
+    assert_eq!(about_the_pod, [expected], "once, naming pod and annotation");
+    assert_eq!(local.data_plane(&demo("web-0")), Some(DataPlane::Envoy));
+    assert_eq!(local.adapter_cache_len().2, 0, "compiled for Envoy");
+    // `switchyard compile` carries it too, first.
+    let out = local.compile_proxy(&demo("web-0")).unwrap();
+    assert_eq!(out.warnings[0], expected);
+    let client = local.compile_proxy(&demo("client-0")).unwrap();
+    assert!(!client.warnings.iter().any(|w| w.contains("data-plane")));
 }

@@ -74,8 +74,9 @@ fn any_pod() -> impl Strategy<Value = Object> {
         prop::sample::select(&PODS[..]),
         prop::sample::select(&ACCOUNTS[..]),
         prop::sample::select(&APPS[..]),
+        prop::sample::select(vec![None, Some("envoy"), Some("bundled"), Some("nope")]),
     )
-        .prop_map(|(name, sa, app)| pod(name, sa, app))
+        .prop_map(|(name, sa, app, data_plane)| annotated_pod(name, sa, app, data_plane))
 }
 
 fn any_split() -> impl Strategy<Value = Object> {
@@ -247,6 +248,12 @@ fn assert_same(incremental: &Index, scratch: &Index) {
             scratch.proxy_config(p),
             "{p:?}"
         );
+        assert_eq!(incremental.data_plane(p), scratch.data_plane(p), "{p:?}");
+        assert_eq!(
+            incremental.invalid_data_plane(p),
+            scratch.invalid_data_plane(p),
+            "{p:?}"
+        );
     }
     assert_eq!(incremental.outbound, scratch.outbound, "outbound");
     assert_eq!(incremental.clusters, scratch.clusters, "clusters");
@@ -263,6 +270,7 @@ proptest! {
     ) {
         let settings = MeshSettings {
             access_mode: if strict { AccessMode::Strict } else { AccessMode::Permissive },
+            data_plane: if strict { DataPlane::Envoy } else { DataPlane::Bundled },
             ..MeshSettings::default()
         };
         let mut incremental = Index::new(settings.clone());

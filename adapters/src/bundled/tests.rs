@@ -1,0 +1,932 @@
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                Cluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType},
+            },
+            listener::v3::{Filter, Listener, filter},
+            rbac::v3::rbac::Action,
+            route::v3::{RouteConfiguration, route},
+        },
+        extensions::filters::{
+            http::rbac::v3::RbacPerRoute,
+            network::{
+                http_connection_manager::v3::{HttpConnectionManager, HttpFilter, http_filter},
+                rbac::v3::Rbac as NetworkRbac,
+            },
+        },
+    },
+    google::protobuf::Any,
+};
+use prost::{Message, Name};
+
+use super::*;
+use crate::{
+    envoy::{self, CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
+    model::{
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, DataPlane, Endpoint,
+        HttpMatch, Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol,
+        ProxyId, Route as ModelRoute, ServiceName, UnknownDataPlane, WeightedCluster,
+    },
+};
+
+// === Utils ===
+
+const NS: &str = "shop";
+
+fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: ClusterName::new(&ServiceName::new(NS, svc), port),
+        weight,
+    }
+}
+
+fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
+    HttpMatch {
+        path_regex: path.map(Into::into),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
+    ModelRoute {
+        name: name.into(),
+        matches,
+        backends,
+    }
+}
+
+fn service(name: &str, ip: [u8; 4], ports: Vec<OutboundPort>) -> Arc<OutboundService> {
+    let svc = ServiceName::new(NS, name);
+    Arc::new(OutboundService {
+        hostnames: svc.hostnames("cluster.local"),
+        name: svc,
+        cluster_ip: Some(IpAddr::from(ip)),
+        ports,
+    })
+}
+
+fn port(port: u16, protocol: Protocol, routes: Vec<ModelRoute>) -> OutboundPort {
+    OutboundPort {
+        port,
+        protocol,
+        routes,
+    }
+}
+
+/// A cluster with a meshed endpoint and a plain one, so that mTLS and plaintext both occur.
+fn cluster(svc: &str, port: u16, protocol: Protocol, last_octet: u8) -> Arc<ModelCluster> {
+    let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(10, 0, last_octet, n));
+    Arc::new(ModelCluster {
+        name: ClusterName::new(&ServiceName::new(NS, svc), port),
+        service: ServiceName::new(NS, svc),
+        port,
+        protocol,
+        endpoints: vec![
+            Endpoint {
+                address: (ip(1), 8000 + port % 1000).into(),
+                identity: Some(Identity::new(NS, svc)),
+            },
+            Endpoint {
+                address: (ip(2), 8000 + port % 1000).into(),
+                identity: None,
+            },
+        ],
+    })
+}
+
+/// A client that reaches web (split 90/10 on port 80 behind a canary match, plus 8080), a
+/// gRPC service, a TCP database split over two backends and a TCP cache with one.
+fn client() -> ProxyConfig {
+    let web = service(
+        "web",
+        [10, 96, 0, 10],
+        vec![
+            port(
+                80,
+                Protocol::Http,
+                vec![
+                    route(
+                        "shop/canary",
+                        vec![
+                            http_match(Some("/api/.*"), &["GET", "HEAD"], &[("x-canary", "yes")]),
+                            http_match(None, &["POST"], &[]),
+                        ],
+                        vec![backend("web-v2", 80, 1)],
+                    ),
+                    route(
+                        "shop/web-split",
+                        vec![],
+                        vec![backend("web-v1", 80, 90), backend("web-v2", 80, 10)],
+                    ),
+                ],
+            ),
+            port(
+                8080,
+                Protocol::Http,
+                vec![route("default", vec![], vec![backend("web", 8080, 1)])],
+            ),
+        ],
+    );
+    let grpc = service(
+        "grpc",
+        [10, 96, 0, 11],
+        vec![port(
+            9000,
+            Protocol::Http2,
+            vec![route("default", vec![], vec![backend("grpc", 9000, 1)])],
+        )],
+    );
+    let db = service(
+        "db",
+        [10, 96, 0, 12],
+        vec![port(
+            5432,
+            Protocol::Tcp,
+            vec![route(
+                "shop/db-split",
+                vec![],
+                vec![backend("db-a", 5432, 3), backend("db-b", 5432, 1)],
+            )],
+        )],
+    );
+    let cache = service(
+        "cache",
+        [10, 96, 0, 13],
+        vec![port(
+            6379,
+            Protocol::Tcp,
+            vec![route("default", vec![], vec![backend("cache", 6379, 1)])],
+        )],
+    );
+    let outbound: BTreeMap<ServiceName, Arc<OutboundService>> = [web, grpc, db, cache]
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let clusters: BTreeMap<ClusterName, Arc<ModelCluster>> = [
+        cluster("web-v1", 80, Protocol::Http, 1),
+        cluster("web-v2", 80, Protocol::Http, 2),
+        cluster("web", 8080, Protocol::Http, 3),
+        cluster("grpc", 9000, Protocol::Http2, 4),
+        cluster("db-a", 5432, Protocol::Tcp, 5),
+        cluster("db-b", 5432, Protocol::Tcp, 6),
+        cluster("cache", 6379, Protocol::Tcp, 7),
+    ]
+    .into_iter()
+    .map(|c| (c.name.clone(), c))
+    .collect();
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        },
+        identity: Identity::new(NS, "client"),
+        outbound: Arc::new(outbound),
+        clusters: Arc::new(clusters),
+        inbound: Vec::new(),
+    }
+}
+
+/// A server: HTTP ports with TrafficTarget rules carrying matches (path, methods, headers,
+/// host), an HTTP/2 port open to one source, a denied HTTP port, a TCP port allowed to two
+/// sources and a TCP port that nobody may use.
+fn server() -> ProxyConfig {
+    let caller = Identity::new(NS, "client");
+    let admin = Identity::new("ops", "admin");
+    let rule = |name: &str, sources: Vec<Identity>, matches: Vec<HttpMatch>| InboundRule {
+        name: name.into(),
+        sources,
+        matches,
+    };
+    let inbound = vec![
+        InboundPort {
+            port: 8080,
+            protocol: Protocol::Http,
+            authorization: Authorization::Allow(vec![
+                rule(
+                    "shop/client-to-web",
+                    vec![caller.clone()],
+                    vec![
+                        http_match(Some("/api/.*"), &["GET"], &[]),
+                        http_match(
+                            None,
+                            &["POST", "PUT"],
+                            &[("x-tenant", "a|b"), ("host", "web.*")],
+                        ),
+                    ],
+                ),
+                rule("ops/admin", vec![admin.clone()], vec![]),
+            ]),
+        },
+        InboundPort {
+            port: 9090,
+            protocol: Protocol::Http2,
+            authorization: Authorization::Allow(vec![rule(
+                "shop/grpc",
+                vec![caller.clone()],
+                vec![],
+            )]),
+        },
+        InboundPort {
+            port: 7000,
+            protocol: Protocol::Http,
+            authorization: Authorization::Allow(vec![]),
+        },
+        InboundPort {
+            port: 3306,
+            protocol: Protocol::Tcp,
+            authorization: Authorization::Allow(vec![rule("shop/db", vec![caller, admin], vec![])]),
+        },
+        InboundPort {
+            port: 11211,
+            protocol: Protocol::Tcp,
+            authorization: Authorization::Allow(vec![]),
+        },
+    ];
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: NS.into(),
+            pod: "web-0".into(),
+        },
+        identity: Identity::new(NS, "web"),
+        inbound,
+        ..client()
+    }
+}
+
+/// The server of a permissive mesh: every port open to everyone.
+fn permissive_server() -> ProxyConfig {
+    let mut proxy = server();
+    for port in &mut proxy.inbound {
+        port.authorization = Authorization::AllowAll;
+    }
+    proxy
+}
+
+fn permissive() -> MeshSettings {
+    MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..MeshSettings::default()
+    }
+}
+
+fn opts(mtls: bool) -> EnvoyOptions {
+    EnvoyOptions {
+        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        mtls,
+        ..EnvoyOptions::default()
+    }
+}
+
+/// Every rich configuration: client, strict server and permissive server, with and without
+/// mTLS.
+fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
+    let mut out = Vec::new();
+    for mtls in [true, false] {
+        out.push(("client", client(), MeshSettings::default(), opts(mtls)));
+        out.push((
+            "strict server",
+            server(),
+            MeshSettings::default(),
+            opts(mtls),
+        ));
+        out.push((
+            "permissive server",
+            permissive_server(),
+            permissive(),
+            opts(mtls),
+        ));
+    }
+    out
+}
+
+fn shared(out: &Output) -> Output<Arc<Resource>> {
+    Output {
+        resources: out.resources.iter().cloned().map(Arc::new).collect(),
+        warnings: out.warnings.clone(),
+    }
+}
+
+fn find<'a>(out: &'a Output, type_url: &str, name: &str) -> &'a Resource {
+    out.resources
+        .iter()
+        .find(|r| r.type_url == type_url && r.name == name)
+        .unwrap_or_else(|| panic!("no {type_url} {name}"))
+}
+
+/// The Envoy output of `proxy` with one resource decoded as `M`, changed by `change`, and
+/// re-encoded; then filtered by a fresh bundled adapter. Returns the filtered output and the
+/// names of the resources it left out.
+fn with_changed<M: Message + Default + Name>(
+    proxy: &ProxyConfig,
+    type_url: &str,
+    name: &str,
+    change: impl FnOnce(&mut M),
+) -> (Output<Arc<Resource>>, Vec<String>) {
+    let mut out = envoy::compile(proxy, &MeshSettings::default(), &opts(true));
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let target = out
+        .resources
+        .iter_mut()
+        .find(|r| r.type_url == type_url && r.name == name)
+        .unwrap_or_else(|| panic!("no {type_url} {name}"));
+    let mut message = M::decode(target.resource.value.as_slice()).unwrap();
+    change(&mut message);
+    target.resource.value = message.encode_to_vec();
+    let before: Vec<String> = out.resources.iter().map(|r| r.name.clone()).collect();
+    let filtered = BundledAdapter::new().filter(shared(&out));
+    let after: Vec<&str> = filtered.resources.iter().map(|r| r.name.as_str()).collect();
+    let mut dropped = before;
+    for name in after {
+        let i = dropped.iter().position(|n| n == name).unwrap();
+        dropped.remove(i);
+    }
+    (filtered, dropped)
+}
+
+fn typed<M: Message + Default>(config: &Option<filter::ConfigType>) -> M {
+    match config {
+        Some(filter::ConfigType::TypedConfig(any)) => M::decode(any.value.as_slice()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn any<M: Message + Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+// === Tests ===
+
+#[test]
+fn rich_configurations_pass_unchanged() {
+    let mut nested = String::new();
+    for (what, proxy, mesh, opts) in rich() {
+        let envoy = envoy::compile(&proxy, &mesh, &opts);
+        let bundled = compile(&proxy, &mesh, &opts);
+        assert!(
+            bundled.warnings.is_empty(),
+            "{what}: {:?}",
+            bundled.warnings
+        );
+        assert_eq!(bundled, envoy, "{what}");
+        for r in &envoy.resources {
+            assert_eq!(check(r), Ok(()), "{what}");
+            // Nested typed configs carry their type URL verbatim.
+            nested.push_str(&String::from_utf8_lossy(&r.resource.value));
+        }
+    }
+    // The configurations exercise every typed config the Envoy adapter emits.
+    for t in [
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
+        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+        "envoy.extensions.filters.http.router.v3.Router",
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        "envoy.extensions.filters.network.direct_response.v3.Config",
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    ] {
+        assert!(nested.contains(t), "no {t} in the rich configurations");
+    }
+}
+
+#[test]
+fn secrets_pass() {
+    let mesh = MeshSettings::default();
+    let secrets = envoy::secrets(
+        &Identity::new(NS, "web"),
+        &mesh,
+        "-----BEGIN CERTIFICATE-----\n",
+        "-----BEGIN PRIVATE KEY-----\n",
+        "-----BEGIN CERTIFICATE-----\n",
+    );
+    assert_eq!(secrets.len(), 2);
+    for s in &secrets {
+        assert_eq!(check(s), Ok(()), "{}", s.name);
+    }
+}
+
+#[test]
+fn an_unknown_network_filter_drops_its_listener() {
+    let (out, dropped) =
+        with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+            l.filter_chains[0].filters.insert(
+                1,
+                Filter {
+                    name: "envoy.filters.network.foo".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(Any {
+                        type_url: "type.googleapis.com/envoy.extensions.filters.network.foo.v3.Foo"
+                            .into(),
+                        value: Vec::new(),
+                    })),
+                },
+            );
+        });
+    assert_eq!(dropped, ["inbound|3306"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "listener inbound|3306: filter_chains[0].filters[1]: envoy.filters.network.foo is not \
+          supported by the bundled proxy (envoy.extensions.filters.network.foo.v3.Foo)"
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_http_filter_drops_its_listener() {
+    let (out, dropped) =
+        with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+            let f = &mut l.filter_chains[0].filters[0];
+            let mut hcm: HttpConnectionManager = typed(&f.config_type);
+            hcm.http_filters.insert(
+                0,
+                HttpFilter {
+                    name: "envoy.filters.http.fault".into(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                        type_url:
+                            "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+                                .into(),
+                        value: Vec::new(),
+                    })),
+                    ..Default::default()
+                },
+            );
+            f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
+        });
+    assert_eq!(
+        dropped,
+        ["outbound_http"],
+        "the listener, not the route configuration"
+    );
+    assert_eq!(
+        out.warnings,
+        [
+            "listener outbound_http: filter_chains[0].filters[0].typed_config.http_filters[0]: \
+          envoy.filters.http.fault is not supported by the bundled proxy \
+          (envoy.extensions.filters.http.fault.v3.HTTPFault)"
+        ]
+    );
+}
+
+#[test]
+fn an_unsupported_cluster_type_drops_the_cluster() {
+    let (out, dropped) =
+        with_changed::<Cluster>(&client(), CLUSTER_TYPE_URL, "shop/web-v1|80", |c| {
+            c.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        });
+    assert_eq!(dropped, ["shop/web-v1|80"], "its endpoints stay");
+    assert_eq!(
+        out.warnings,
+        [
+            "cluster shop/web-v1|80: type: STRICT_DNS clusters are not supported by the bundled \
+          proxy (STATIC and EDS are)"
+        ]
+    );
+}
+
+#[test]
+fn deny_rbac_drops_the_listener_or_route_configuration() {
+    let (out, dropped) =
+        with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+            let f = &mut l.filter_chains[0].filters[0];
+            let mut rbac: NetworkRbac = typed(&f.config_type);
+            rbac.rules.as_mut().unwrap().action = Action::Deny as i32;
+            f.config_type = Some(filter::ConfigType::TypedConfig(any(&rbac)));
+        });
+    assert_eq!(dropped, ["inbound|3306"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "listener inbound|3306: filter_chains[0].filters[0].typed_config.rules.action: DENY is \
+          not supported by the bundled proxy (only ALLOW is)"
+        ]
+    );
+
+    let (out, dropped) =
+        with_changed::<RouteConfiguration>(&server(), ROUTE_TYPE_URL, "inbound|8080", |r| {
+            let config = r.virtual_hosts[0]
+                .typed_per_filter_config
+                .get_mut("envoy.filters.http.rbac")
+                .unwrap();
+            let mut per_route = RbacPerRoute::decode(config.value.as_slice()).unwrap();
+            let rules = per_route.rbac.as_mut().unwrap().rules.as_mut().unwrap();
+            assert!(!rules.policies.is_empty(), "the port has grants");
+            rules.action = Action::Deny as i32;
+            *config = any(&per_route);
+        });
+    assert_eq!(dropped, ["inbound|8080"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "route configuration inbound|8080: virtual_hosts[0].typed_per_filter_config\
+          [\"envoy.filters.http.rbac\"].rbac.rules.action: DENY is not supported by the bundled \
+          proxy (only ALLOW is)"
+        ]
+    );
+}
+
+#[test]
+fn an_unsupported_retry_condition_drops_the_routes() {
+    let (out, dropped) =
+        with_changed::<RouteConfiguration>(&client(), ROUTE_TYPE_URL, "outbound_http", |r| {
+            let Some(route::Action::Route(action)) = &mut r.virtual_hosts[1].routes[0].action
+            else {
+                panic!("a route action");
+            };
+            action.retry_policy.as_mut().unwrap().retry_on =
+                "connect-failure, retriable-4xx".into();
+        });
+    assert_eq!(dropped, ["outbound_http"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "route configuration outbound_http: virtual_hosts[1].routes[0].route.retry_policy.\
+          retry_on: \"retriable-4xx\" is not supported by the bundled proxy (it retries on \
+          connect-failure, refused-stream, reset-before-request, 5xx, gateway-error)"
+        ]
+    );
+}
+
+#[test]
+fn every_supported_retry_condition_passes() {
+    let (out, dropped) =
+        with_changed::<RouteConfiguration>(&client(), ROUTE_TYPE_URL, "outbound_http", |r| {
+            let Some(route::Action::Route(action)) = &mut r.virtual_hosts[0].routes[0].action
+            else {
+                panic!("a route action");
+            };
+            action.retry_policy.as_mut().unwrap().retry_on = RETRY_ON.join(",");
+        });
+    assert!(
+        dropped.is_empty() && out.warnings.is_empty(),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn a_field_the_proxy_ignores_drops_its_resource() {
+    // An access log would silently never be written.
+    let (out, dropped) =
+        with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+            let f = &mut l.filter_chains[0].filters[0];
+            let mut hcm: HttpConnectionManager = typed(&f.config_type);
+            hcm.access_log.push(Default::default());
+            f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
+        });
+    assert_eq!(dropped, ["outbound_http"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "listener outbound_http: filter_chains[0].filters[0].typed_config.access_log: not \
+          supported by the bundled proxy"
+        ]
+    );
+
+    let (out, _) = with_changed::<Cluster>(&client(), CLUSTER_TYPE_URL, "shop/grpc|9000", |c| {
+        c.dns_lookup_family = 1;
+    });
+    assert_eq!(
+        out.warnings,
+        ["cluster shop/grpc|9000: dns_lookup_family: not supported by the bundled proxy"]
+    );
+}
+
+#[test]
+fn network_rbac_only_goes_right_before_tcp_proxy() {
+    let (out, dropped) =
+        with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+            l.filter_chains[0].filters.swap(0, 1);
+        });
+    assert_eq!(dropped, ["inbound|3306"]);
+    assert_eq!(
+        out.warnings,
+        [
+            "listener inbound|3306: filter_chains[0].filters[0]: a terminal filter must be the \
+             last of its chain"
+        ]
+    );
+}
+
+#[test]
+fn unknown_types_and_mismatched_names_are_rejected() {
+    let unknown = Resource {
+        type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        name: "x".into(),
+        resource: Any {
+            type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),
+            value: Vec::new(),
+        },
+    };
+    assert_eq!(
+        check(&unknown).unwrap_err().to_string(),
+        "resource x: type_url: type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig is \
+         not a type the bundled proxy subscribes to"
+    );
+    let out = envoy::compile(&client(), &MeshSettings::default(), &opts(false));
+    let mut renamed = find(&out, CLUSTER_TYPE_URL, "shop/db-a|5432").clone();
+    renamed.name = "shop/other|5432".into();
+    assert_eq!(
+        check(&renamed).unwrap_err().field,
+        "name",
+        "a resource must be named as its body"
+    );
+}
+
+#[test]
+fn shared_resources_stay_shared_and_are_checked_once() {
+    let mut adapter = BundledAdapter::new();
+    let proxy = client();
+    let mesh = MeshSettings::default();
+    let first = adapter.compile_shared(&proxy, &mesh, &opts(true));
+    let (_, _, verdicts) = adapter.cache_len();
+    assert_eq!(verdicts, first.resources.len());
+    let second = adapter.compile_shared(&proxy, &mesh, &opts(true));
+    let envoy = adapter.envoy().compile_shared(&proxy, &mesh, &opts(true));
+    for ((a, b), e) in first
+        .resources
+        .iter()
+        .zip(&second.resources)
+        .zip(&envoy.resources)
+    {
+        if a.type_url == CLUSTER_TYPE_URL
+            || a.name == envoy::OUTBOUND_HTTP && a.type_url == ROUTE_TYPE_URL
+        {
+            assert!(Arc::ptr_eq(a, b), "{} is shared between compiles", a.name);
+            assert!(Arc::ptr_eq(a, e), "{} is shared with Envoy proxies", a.name);
+        }
+    }
+    // Only the listeners, built anew per compile, were checked again.
+    let listeners = first
+        .resources
+        .iter()
+        .filter(|r| r.type_url == LISTENER_TYPE_URL)
+        .count();
+    assert!(listeners > 0);
+    assert_eq!(adapter.cache_len().2, verdicts + listeners);
+
+    drop((first, second, envoy, proxy));
+    // The Envoy cache lets go of whole cluster maps and route configurations first, and of
+    // the pieces they held on the next round.
+    adapter.evict_unused();
+    adapter.evict_unused();
+    assert_eq!(
+        adapter.cache_len(),
+        (0, 0, 0),
+        "nothing is held by the caches alone"
+    );
+}
+
+#[test]
+fn a_dropped_shared_resource_is_reported_on_every_compile() {
+    let out = envoy::compile(&client(), &MeshSettings::default(), &opts(true));
+    let mut bad = find(&out, CLUSTER_TYPE_URL, "shop/cache|6379").clone();
+    let mut cluster = Cluster::decode(bad.resource.value.as_slice()).unwrap();
+    cluster.alt_stat_name = "cache".into();
+    bad.resource.value = cluster.encode_to_vec();
+    let bad = Arc::new(bad);
+    let mut adapter = BundledAdapter::new();
+    let expected = ["cluster shop/cache|6379: alt_stat_name: not supported by the bundled proxy"];
+    for _ in 0..2 {
+        let filtered = adapter.filter(Output {
+            resources: vec![bad.clone()],
+            warnings: vec!["earlier".into()],
+        });
+        assert!(filtered.resources.is_empty());
+        assert_eq!(filtered.warnings, ["earlier", expected[0]]);
+    }
+    assert_eq!(adapter.cache_len().2, 1);
+}
+
+#[test]
+fn data_planes_have_lower_case_names() {
+    for d in DataPlane::ALL {
+        assert_eq!(d.as_str().parse::<DataPlane>(), Ok(d));
+        assert_eq!(d.to_string(), d.as_str());
+    }
+    assert_eq!("bundled".parse(), Ok(DataPlane::Bundled));
+    assert_eq!(
+        "Bundled".parse::<DataPlane>(),
+        Err(UnknownDataPlane("Bundled".into()))
+    );
+    assert_eq!(
+        UnknownDataPlane("x".into()).to_string(),
+        "\"x\" is not a data plane (envoy or bundled)"
+    );
+    assert_eq!(MeshSettings::default().data_plane, DataPlane::Envoy);
+}
+
+/// The one warning of [`with_changed`], which must have dropped exactly `name`.
+fn warning_of<M: Message + Default + Name>(
+    proxy: &ProxyConfig,
+    type_url: &str,
+    name: &str,
+    change: impl FnOnce(&mut M),
+) -> String {
+    let (out, dropped) = with_changed(proxy, type_url, name, change);
+    assert_eq!(dropped, [name], "{:?}", out.warnings);
+    assert_eq!(out.warnings.len(), 1);
+    out.warnings[0].clone()
+}
+
+#[test]
+fn network_rbac_is_one_filter_followed_by_tcp_proxy() {
+    let rbac = |l: &Listener| l.filter_chains[0].filters[0].clone();
+    let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+        let f = rbac(l);
+        l.filter_chains[0].filters.insert(0, f);
+    });
+    assert!(
+        w.ends_with(
+            "filters[0]: the bundled proxy supports one network rbac, right before tcp_proxy"
+        ),
+        "{w}"
+    );
+    let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+        l.filter_chains[0].filters.pop();
+    });
+    assert!(
+        w.ends_with("filters[0]: network rbac must be followed by tcp_proxy"),
+        "{w}"
+    );
+}
+
+#[test]
+fn warnings_name_the_field_at_fault() {
+    use envoy_types::pb::envoy::{
+        config::{
+            cluster::v3::cluster::LbPolicy,
+            core::v3::{HealthStatus, address, config_source},
+            endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
+            route::v3::{RedirectAction, header_matcher},
+        },
+        extensions::{
+            filters::network::http_connection_manager::v3::http_connection_manager::CodecType,
+            transport_sockets::tls::v3::{
+                CertificateValidationContext, DownstreamTlsContext, UpstreamTlsContext,
+                common_tls_context::ValidationContextType,
+            },
+        },
+    };
+    let proxy = server();
+    let field = |w: String| {
+        let rest = w.split_once(": ").unwrap().1;
+        rest.split_once(": ").unwrap().0.to_owned()
+    };
+
+    let w = warning_of::<Cluster>(&proxy, CLUSTER_TYPE_URL, "shop/web|8080", |c| {
+        c.lb_policy = LbPolicy::RingHash as i32;
+    });
+    assert_eq!(
+        w,
+        "cluster shop/web|8080: lb_policy: RING_HASH is not supported by the bundled proxy \
+         (ROUND_ROBIN and LEAST_REQUEST are)"
+    );
+    let w = warning_of::<Cluster>(&proxy, CLUSTER_TYPE_URL, "shop/web|8080", |c| {
+        let eds = c.eds_cluster_config.as_mut().unwrap();
+        eds.eds_config.as_mut().unwrap().config_source_specifier = Some(
+            config_source::ConfigSourceSpecifier::PathConfigSource(Default::default()),
+        );
+    });
+    assert_eq!(
+        w,
+        "cluster shop/web|8080: eds_cluster_config.eds_config: only ADS is supported by the \
+         bundled proxy"
+    );
+    let w = warning_of::<Cluster>(&proxy, CLUSTER_TYPE_URL, "shop/web|8080", |c| {
+        let socket = c.transport_socket_matches[0]
+            .transport_socket
+            .as_mut()
+            .unwrap();
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &mut socket.config_type
+        else {
+            panic!("a typed config");
+        };
+        let mut tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        tls.sni = "web".into();
+        any.value = tls.encode_to_vec();
+    });
+    assert_eq!(
+        field(w),
+        "transport_socket_matches[0].transport_socket.typed_config.sni"
+    );
+    let w = warning_of::<Cluster>(&proxy, CLUSTER_TYPE_URL, "shop/web|8080", |c| {
+        c.outlier_detection.as_mut().unwrap().enforcing_success_rate =
+            Some(envoy_types::pb::google::protobuf::UInt32Value { value: 100 });
+    });
+    assert_eq!(field(w), "outlier_detection.enforcing_success_rate");
+
+    let endpoint_type = envoy::ENDPOINT_TYPE_URL;
+    let w = warning_of::<ClusterLoadAssignment>(&proxy, endpoint_type, "shop/web|8080", |c| {
+        c.endpoints[0].lb_endpoints[0].health_status = HealthStatus::Unhealthy as i32;
+    });
+    assert_eq!(field(w), "endpoints[0].lb_endpoints[0].health_status");
+    let w = warning_of::<ClusterLoadAssignment>(&proxy, endpoint_type, "shop/web|8080", |c| {
+        let Some(lb_endpoint::HostIdentifier::Endpoint(e)) =
+            &mut c.endpoints[0].lb_endpoints[1].host_identifier
+        else {
+            panic!("an endpoint");
+        };
+        let Some(address::Address::SocketAddress(s)) = &mut e.address.as_mut().unwrap().address
+        else {
+            panic!("a socket address");
+        };
+        s.address = "web.example".into();
+    });
+    assert_eq!(
+        w,
+        "cluster load assignment shop/web|8080: endpoints[0].lb_endpoints[1].endpoint.address.\
+         socket_address.address: \"web.example\" is not an IP address; the bundled proxy \
+         resolves no names"
+    );
+
+    let w = warning_of::<Listener>(&proxy, LISTENER_TYPE_URL, "inbound|8080", |l| {
+        let socket = l.filter_chains[0].transport_socket.as_mut().unwrap();
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &mut socket.config_type
+        else {
+            panic!("a typed config");
+        };
+        let mut tls = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        tls.common_tls_context
+            .as_mut()
+            .unwrap()
+            .validation_context_type = Some(ValidationContextType::ValidationContext(
+            CertificateValidationContext::default(),
+        ));
+        any.value = tls.encode_to_vec();
+    });
+    assert_eq!(
+        w,
+        "listener inbound|8080: filter_chains[0].transport_socket.typed_config.\
+         common_tls_context.validation_context: the bundled proxy takes trust bundles over SDS \
+         only"
+    );
+    let w = warning_of::<Listener>(&proxy, LISTENER_TYPE_URL, "inbound|8080", |l| {
+        let f = &mut l.filter_chains[0].filters[0];
+        let mut hcm: HttpConnectionManager = typed(&f.config_type);
+        hcm.codec_type = CodecType::Http2 as i32;
+        f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
+    });
+    assert_eq!(
+        field(w),
+        "filter_chains[0].filters[0].typed_config.codec_type"
+    );
+
+    let client = client();
+    let w = warning_of::<RouteConfiguration>(&client, ROUTE_TYPE_URL, "outbound_http", |r| {
+        r.virtual_hosts[0].routes[0].action =
+            Some(route::Action::Redirect(RedirectAction::default()));
+    });
+    assert_eq!(field(w), "virtual_hosts[0].routes[0]");
+    let w = warning_of::<RouteConfiguration>(&client, ROUTE_TYPE_URL, "outbound_http", |r| {
+        let headers = &mut r.virtual_hosts[1].routes[0]
+            .r#match
+            .as_mut()
+            .unwrap()
+            .headers;
+        let Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)) =
+            &mut headers[0].header_match_specifier
+        else {
+            panic!("a string match");
+        };
+        m.ignore_case = true;
+    });
+    assert_eq!(
+        field(w),
+        "virtual_hosts[1].routes[0].match.headers[0].string_match.ignore_case"
+    );
+    let w = warning_of::<RouteConfiguration>(&client, ROUTE_TYPE_URL, "outbound_http", |r| {
+        let Some(route::Action::Route(action)) = &mut r.virtual_hosts[0].routes[0].action else {
+            panic!("a route action");
+        };
+        action.prefix_rewrite = "/v2/".into();
+    });
+    assert_eq!(field(w), "virtual_hosts[0].routes[0].route.prefix_rewrite");
+}
