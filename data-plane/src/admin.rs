@@ -20,7 +20,7 @@ use crate::{
         ChainMatch, NetworkFilter, PathMatch, Permission, Principal, Rbac, RouteSource, Runtime,
         SecretMaterial, StringMatch,
     },
-    metrics::Registry,
+    metrics::{Registry, XdsSnapshot},
     state::State,
 };
 
@@ -87,8 +87,9 @@ pub(crate) fn answer(
         "/ready" => ready(&state.xds),
         "/config_dump" => json_response(&config_dump(&state.runtime(), &state.xds)),
         "/metrics" => {
+            let extra = xds_metrics(&state.xds, metrics);
             let mut body = metrics.render();
-            body.push_str(&xds_metrics(&state.xds));
+            body.push_str(&extra);
             let mut r = text(StatusCode::OK, body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -204,59 +205,22 @@ fn unix_seconds(t: Option<SystemTime>) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The xDS state in Prometheus text format.
-fn xds_metrics(xds: &XdsStatus) -> String {
-    let gauges = [
-        (
-            "switchyard_proxy_xds_connected",
-            "gauge",
-            "Whether the ADS stream to the control plane is up (1) or not (0).",
-            f64::from(u8::from(xds.connected())),
-        ),
-        (
-            "switchyard_proxy_xds_synced",
-            "gauge",
-            "Whether a whole configuration was received (1); it stays 1 while the control plane is away.",
-            f64::from(u8::from(xds.synced())),
-        ),
-        (
-            "switchyard_proxy_xds_responses_accepted_total",
-            "counter",
-            "xDS responses accepted (ACKed).",
-            xds.accepted() as f64,
-        ),
-        (
-            "switchyard_proxy_xds_responses_rejected_total",
-            "counter",
-            "xDS responses rejected (NACKed); the previous configuration stayed.",
-            xds.rejected() as f64,
-        ),
-        (
-            "switchyard_proxy_xds_streams_total",
-            "counter",
-            "ADS streams opened.",
-            xds.streams() as f64,
-        ),
-        (
-            "switchyard_proxy_xds_last_change_timestamp_seconds",
-            "gauge",
-            "When the configuration last changed, in seconds since the Unix epoch.",
-            unix_seconds(xds.last_change()),
-        ),
-        (
-            "switchyard_proxy_xds_disconnected_since_timestamp_seconds",
-            "gauge",
-            "Since when the control plane is unreachable, in seconds since the Unix epoch; 0 while connected.",
-            unix_seconds(xds.disconnected_since()),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in gauges {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    out
+/// Copies the xDS state into the registry's xDS metrics, and adds the one gauge the
+/// registry does not keep: since when the control plane is unreachable.
+fn xds_metrics(xds: &XdsStatus, metrics: &Registry) -> String {
+    metrics.xds().set(&XdsSnapshot {
+        connected: xds.connected(),
+        synced: xds.synced(),
+        streams: xds.streams(),
+        accepted: xds.accepted(),
+        rejected: xds.rejected(),
+        last_accepted: xds.last_change(),
+    });
+    let name = "switchyard_proxy_xds_disconnected_since_timestamp_seconds";
+    format!(
+        "# HELP {name} Since when the control plane is unreachable, in seconds since the Unix epoch; 0 while connected.\n# TYPE {name} gauge\n{name} {}\n",
+        unix_seconds(xds.disconnected_since())
+    )
 }
 
 /// What the proxy runs now, as JSON. Private keys never appear.

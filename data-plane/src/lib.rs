@@ -8,6 +8,8 @@ pub mod ads;
 pub mod balance;
 pub mod bootstrap;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod proxy;
 pub mod state;

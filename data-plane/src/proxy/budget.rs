@@ -76,11 +76,13 @@ pub(super) struct Budgets {
 impl Budgets {
     fn get(&self, cluster: &str, now: Instant) -> Option<std::sync::Arc<Budget>> {
         let mut map = self.by_cluster.lock().ok()?;
-        Some(
-            map.entry(cluster.to_owned())
-                .or_insert_with(|| std::sync::Arc::new(Budget::new(now)))
-                .clone(),
-        )
+        // Look up by `&str` first: the common case allocates nothing.
+        if let Some(b) = map.get(cluster) {
+            return Some(b.clone());
+        }
+        let budget = std::sync::Arc::new(Budget::new(now));
+        map.insert(cluster.to_owned(), budget.clone());
+        Some(budget)
     }
 
     /// Counts a first attempt, which earns the cluster a share of a retry.

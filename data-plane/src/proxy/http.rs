@@ -27,7 +27,7 @@ pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// bodies are sent as they come, and not retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), not forwarded (but `te: trailers`).
 const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
@@ -147,6 +147,7 @@ async fn forward(
         parts.headers.insert(header::HOST, value);
     }
 
+    let method = parts.method.clone();
     let retry = action.retry.as_ref();
     let (mut body, replayable) = match buffer(body, retry.is_some()).await {
         Ok(b) => b,
@@ -190,7 +191,13 @@ async fn forward(
                 continue;
             }
         };
-        let req = Request::from_parts(parts.clone(), ());
+        // The last attempt takes the request head; earlier ones copy it.
+        let head = if attempt + 1 == attempts {
+            std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+        } else {
+            parts.clone()
+        };
+        let req = Request::from_parts(head, ());
         let body_now = match (&replayable, body.take()) {
             (Some(bytes), _) => full_request(bytes.clone()),
             (None, Some(streamed)) => streamed,
@@ -237,7 +244,7 @@ async fn forward(
                 }
                 if status.is_server_error()
                     && attempt + 1 < attempts
-                    && retry.is_some_and(|r| retries_status(r, status, &parts.method))
+                    && retry.is_some_and(|r| retries_status(r, status, &method))
                 {
                     ctx.metrics.retry(&cluster.name);
                     last_failure = upstream_response(response);
@@ -253,7 +260,7 @@ async fn forward(
                     tracing::info!(cluster = %cluster.name, endpoint = %ejection.address, times = ejection.times, "ejected an endpoint");
                 }
                 tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.address, %error, "upstream request failed");
-                let retryable = retry.is_some_and(|r| retries_error(r, &error, &parts.method));
+                let retryable = retry.is_some_and(|r| retries_error(r, &error, &method));
                 last_failure = local_owned(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -326,6 +333,13 @@ fn upstream_response(response: Response<Incoming>) -> Response<ProxyBody> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `te: trailers` is the one hop-by-hop value that must go on: gRPC servers require it.
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     // Headers named by `Connection` are hop-by-hop too.
     let named: Vec<header::HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -340,6 +354,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
     headers.remove(header::TRANSFER_ENCODING);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// The request's authority, lower case: the URI's (HTTP/2 `:authority`) or `Host`.
