@@ -1,5 +1,5 @@
-//! The ADS edge: one delta gRPC stream to the control plane at a time, driving the synchronous
-//! [`DeltaClient`]; reconnects with jittered exponential backoff and publishes every accepted
+//! The ADS edge: one gRPC stream to the control plane at a time, delta or state of the world
+//! as the bootstrap asks, driving the synchronous [`DeltaClient`] (or [`SotwClient`] on it); reconnects with jittered exponential backoff and publishes every accepted
 //! configuration. While the control plane is unreachable, the last configuration keeps
 //! serving (static stability) and [`XdsStatus`] says so.
 
@@ -17,7 +17,7 @@ use std::{
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{
-        DeltaDiscoveryRequest,
+        DeltaDiscoveryRequest, DiscoveryRequest,
         aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
@@ -27,7 +27,7 @@ use crate::{
     bootstrap::Bootstrap,
     config::Runtime,
     state::State,
-    xds::{Config, DeltaClient},
+    xds::{Config, DeltaClient, SotwClient},
 };
 
 /// The first reconnect waits up to this long; each failure doubles it.
@@ -138,10 +138,19 @@ enum StreamError {
     Metadata(String),
 }
 
+/// The ADS variant the bootstrap asks for, with its client state.
+#[derive(Debug)]
+enum Session {
+    /// `DELTA_GRPC`: incremental.
+    Delta(DeltaClient),
+    /// `GRPC`: state of the world.
+    Sotw(SotwClient),
+}
+
 /// The proxy's ADS session across streams.
 pub struct Ads {
     bootstrap: Bootstrap,
-    client: DeltaClient,
+    session: Session,
     state: Arc<State>,
 }
 
@@ -158,9 +167,14 @@ impl Ads {
             ),
             ..Default::default()
         };
+        let session = if bootstrap.delta {
+            Session::Delta(DeltaClient::new(node))
+        } else {
+            Session::Sotw(SotwClient::new(node))
+        };
         Ads {
             bootstrap,
-            client: DeltaClient::new(node),
+            session,
             state,
         }
     }
@@ -208,55 +222,109 @@ impl Ads {
             .await
             .map_err(|e| StreamError::Connect(uri.clone(), e))?;
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
-
-        let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-        for request in self.client.initial_requests() {
-            // The receiver lives until the stream is dropped below.
-            let _ = tx.send(request);
-        }
-        let mut request = tonic::Request::new(UnboundedStream(rx));
-        if let Some(auth) = &self.bootstrap.authorization {
-            let value = auth
-                .parse()
-                .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))?;
-            request.metadata_mut().insert("authorization", value);
-        }
-        let mut responses = grpc.delta_aggregated_resources(request).await?.into_inner();
-        self.state.xds.streams.fetch_add(1, Ordering::Relaxed);
-        self.state.xds.set_connected(true);
-        tracing::info!(control_plane = %uri, "ADS stream open");
-
-        while let Some(response) = responses.message().await? {
-            *got = true;
-            let outcome = self.client.handle_response(response);
-            for request in outcome.requests {
-                let _ = tx.send(request);
-            }
-            match outcome.rejected {
-                Some(error) => {
-                    self.state.xds.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "rejected an xDS response; keeping the last configuration");
-                    self.state.xds.set_error(error.to_string());
+        let authorization = match &self.bootstrap.authorization {
+            Some(auth) => Some(
+                auth.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                    .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))?,
+            ),
+            None => None,
+        };
+        let state = &self.state;
+        match &mut self.session {
+            Session::Delta(client) => {
+                let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
+                for request in client.initial_requests() {
+                    // The receiver lives until the stream is dropped below.
+                    let _ = tx.send(request);
                 }
-                None => {
-                    self.state.xds.accepted.fetch_add(1, Ordering::Relaxed);
+                let mut request = tonic::Request::new(UnboundedStream(rx));
+                if let Some(value) = authorization {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                let mut responses = grpc.delta_aggregated_resources(request).await?.into_inner();
+                opened(state, &uri, "delta");
+                while let Some(response) = responses.message().await? {
+                    *got = true;
+                    let outcome = client.handle_response(response);
+                    for request in outcome.requests {
+                        let _ = tx.send(request);
+                    }
+                    handled(
+                        state,
+                        outcome.rejected,
+                        outcome.changed,
+                        client.is_synced(),
+                        client.config(),
+                    );
                 }
             }
-            if outcome.changed {
-                self.state
-                    .xds
-                    .last_change_ms
-                    .store(now_ms(), Ordering::Relaxed);
-                publish(&self.state, self.client.config());
-            }
-            if self.client.is_synced() && self.state.xds.mark_synced() {
-                tracing::info!("configuration complete");
-                // Publish even an unchanged (empty) configuration, so readiness and listeners
-                // follow the first complete answer.
-                publish(&self.state, self.client.config());
+            Session::Sotw(client) => {
+                let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
+                for request in client.initial_requests() {
+                    let _ = tx.send(request);
+                }
+                let mut request = tonic::Request::new(UnboundedStream(rx));
+                if let Some(value) = authorization {
+                    request.metadata_mut().insert("authorization", value);
+                }
+                let mut responses = grpc
+                    .stream_aggregated_resources(request)
+                    .await?
+                    .into_inner();
+                opened(state, &uri, "state of the world");
+                while let Some(response) = responses.message().await? {
+                    *got = true;
+                    let outcome = client.handle_response(response);
+                    for request in outcome.requests {
+                        let _ = tx.send(request);
+                    }
+                    handled(
+                        state,
+                        outcome.rejected,
+                        outcome.changed,
+                        client.is_synced(),
+                        client.config(),
+                    );
+                }
             }
         }
         Err(StreamError::Closed)
+    }
+}
+
+fn opened(state: &State, uri: &str, variant: &str) {
+    state.xds.streams.fetch_add(1, Ordering::Relaxed);
+    state.xds.set_connected(true);
+    tracing::info!(control_plane = %uri, variant, "ADS stream open");
+}
+
+/// Bookkeeping after a response: counts, logs, and publishing what changed.
+fn handled(
+    state: &State,
+    rejected: Option<crate::xds::Error>,
+    changed: bool,
+    synced: bool,
+    config: &Config,
+) {
+    match rejected {
+        Some(error) => {
+            state.xds.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "rejected an xDS response; keeping the last configuration");
+            state.xds.set_error(error.to_string());
+        }
+        None => {
+            state.xds.accepted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if changed {
+        state.xds.last_change_ms.store(now_ms(), Ordering::Relaxed);
+        publish(state, config);
+    }
+    if synced && state.xds.mark_synced() {
+        tracing::info!("configuration complete");
+        // Publish even an unchanged (empty) configuration, so readiness and listeners follow
+        // the first complete answer.
+        publish(state, config);
     }
 }
 

@@ -23,6 +23,7 @@
 //! xDS").
 
 mod resource;
+mod sotw;
 
 #[cfg(test)]
 mod tests;
@@ -45,8 +46,11 @@ use envoy_types::pb::{
     google::rpc::Status,
 };
 
-pub use self::resource::ResourceType;
 use self::resource::{Refs, Resource};
+pub use self::{
+    resource::ResourceType,
+    sotw::{SotwClient, SotwOutcome},
+};
 
 /// The `google.rpc.Code` of a NACK: `INVALID_ARGUMENT`.
 const INVALID_ARGUMENT: i32 = 3;

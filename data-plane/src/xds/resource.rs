@@ -136,6 +136,20 @@ pub(crate) struct Decoded {
     pub(crate) refs: Refs,
 }
 
+/// The name a state-of-the-world resource carries inside its message (SotW resources come
+/// without the delta wrapper that names them). `None` when the bytes are not a message of
+/// the type; validation then reports the problem properly.
+pub(crate) fn inner_name(ty: ResourceType, any: &Any) -> Option<String> {
+    let bytes = any.value.as_slice();
+    Some(match ty {
+        ResourceType::Cluster => Cluster::decode(bytes).ok()?.name,
+        ResourceType::Endpoint => ClusterLoadAssignment::decode(bytes).ok()?.cluster_name,
+        ResourceType::Listener => Listener::decode(bytes).ok()?.name,
+        ResourceType::Route => RouteConfiguration::decode(bytes).ok()?.name,
+        ResourceType::Secret => Secret::decode(bytes).ok()?.name,
+    })
+}
+
 /// Decodes and validates one resource of a response of type `ty`; `index` is its position in
 /// the response, for messages about a resource without a name.
 pub(crate) fn decode(ty: ResourceType, index: usize, wire: WireResource) -> Result<Decoded, Error> {

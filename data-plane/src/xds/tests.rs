@@ -35,6 +35,8 @@ use prost::{Message, Name};
 
 use super::{DeltaClient, Error, ResourceType};
 
+mod sotw;
+
 const CERT: &str = "spiffe://cluster.local/ns/default/sa/web";
 const BUNDLE: &str = "spiffe://cluster.local";
 

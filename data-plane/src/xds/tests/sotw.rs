@@ -1,0 +1,139 @@
+//! The state-of-the-world client: requests carry whole subscriptions, versions and nonces;
+//! responses are whole states.
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+
+use super::*;
+use crate::xds::SotwClient;
+
+fn sotw(ty: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: version.to_owned(),
+        resources,
+        type_url: ty.type_url().to_owned(),
+        nonce: nonce.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn of(requests: &[DiscoveryRequest], ty: ResourceType) -> Vec<&DiscoveryRequest> {
+    requests
+        .iter()
+        .filter(|r| r.type_url == ty.type_url())
+        .collect()
+}
+
+#[test]
+fn initial_requests_are_wildcard_cds_and_lds_with_the_node_first() {
+    let mut client = SotwClient::new(node());
+    let initial = client.initial_requests();
+    let types: Vec<&str> = initial.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            ResourceType::Cluster.type_url(),
+            ResourceType::Listener.type_url()
+        ]
+    );
+    assert!(initial.iter().all(|r| r.resource_names.is_empty()));
+    assert_eq!(
+        initial[0].node.as_ref().map(|n| n.id.as_str()),
+        Some("sidecar-0")
+    );
+    assert!(initial[1].node.is_none());
+}
+
+#[test]
+fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
+    let mut client = SotwClient::new(node());
+    client.initial_requests();
+    let out = client.handle_response(sotw(
+        ResourceType::Cluster,
+        "v1",
+        "n1",
+        vec![
+            any(&eds_cluster("web", "web-eds")),
+            any(&static_cluster("local")),
+        ],
+    ));
+    assert!(out.rejected.is_none() && out.changed);
+    // The EDS name the cluster references, as a whole subscription; then the ACK.
+    let eds = of(&out.requests, ResourceType::Endpoint);
+    assert_eq!(eds.len(), 1);
+    assert_eq!(eds[0].resource_names, ["web-eds"]);
+    let last = out.requests.last().unwrap();
+    assert_eq!(last.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(
+        (last.version_info.as_str(), last.response_nonce.as_str()),
+        ("v1", "n1")
+    );
+    assert!(last.error_detail.is_none());
+
+    let out = client.handle_response(sotw(
+        ResourceType::Endpoint,
+        "e1",
+        "n2",
+        vec![any(&cla("web-eds"))],
+    ));
+    assert!(out.rejected.is_none() && out.changed);
+    assert_eq!(names(&client.config().endpoints), ["web-eds"]);
+    let ack = out.requests.last().unwrap();
+    assert_eq!(ack.resource_names, ["web-eds"]);
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("e1", "n2")
+    );
+
+    // The next state leaves `web` out: it is removed, and so is its EDS subscription.
+    let out = client.handle_response(sotw(
+        ResourceType::Cluster,
+        "v2",
+        "n3",
+        vec![any(&static_cluster("local"))],
+    ));
+    assert!(out.changed);
+    assert_eq!(names(&client.config().clusters), ["local"]);
+    assert!(client.config().endpoints.is_empty());
+    let eds = of(&out.requests, ResourceType::Endpoint);
+    assert_eq!(eds.len(), 1);
+    assert!(eds[0].resource_names.is_empty());
+    // An EDS request answers the last EDS nonce and carries the last accepted EDS version.
+    assert_eq!(
+        (eds[0].version_info.as_str(), eds[0].response_nonce.as_str()),
+        ("e1", "n2")
+    );
+}
+
+#[test]
+fn a_bad_state_is_nacked_with_the_previous_version_and_the_config_kept() {
+    let mut client = SotwClient::new(node());
+    client.initial_requests();
+    client.handle_response(sotw(
+        ResourceType::Cluster,
+        "v1",
+        "n1",
+        vec![any(&static_cluster("local"))],
+    ));
+    let broken = Any {
+        type_url: ResourceType::Cluster.type_url().to_owned(),
+        value: vec![0xff, 0xff, 0xff],
+    };
+    let out = client.handle_response(sotw(ResourceType::Cluster, "v2", "n2", vec![broken]));
+    assert!(out.rejected.is_some());
+    assert!(!out.changed);
+    assert_eq!(names(&client.config().clusters), ["local"]);
+    let nack = out.requests.last().unwrap();
+    assert_eq!(
+        (nack.version_info.as_str(), nack.response_nonce.as_str()),
+        ("v1", "n2")
+    );
+    let status = nack.error_detail.as_ref().unwrap();
+    assert_eq!(status.code, 3);
+    assert!(status.message.contains("cluster #0"), "{}", status.message);
+
+    // A reconnect offers the last accepted version, with no stale nonce.
+    let again = client.initial_requests();
+    let cds = of(&again, ResourceType::Cluster);
+    assert_eq!(cds[0].version_info, "v1");
+    assert!(cds[0].response_nonce.is_empty());
+}
