@@ -144,7 +144,7 @@ enum Session {
     /// `DELTA_GRPC`: incremental.
     Delta(DeltaClient),
     /// `GRPC`: state of the world.
-    Sotw(SotwClient),
+    Sotw(Box<SotwClient>),
 }
 
 /// The proxy's ADS session across streams.
@@ -170,7 +170,7 @@ impl Ads {
         let session = if bootstrap.delta {
             Session::Delta(DeltaClient::new(node))
         } else {
-            Session::Sotw(SotwClient::new(node))
+            Session::Sotw(Box::new(SotwClient::new(node)))
         };
         Ads {
             bootstrap,
