@@ -142,7 +142,7 @@ enum StreamError {
 #[derive(Debug)]
 enum Session {
     /// `DELTA_GRPC`: incremental.
-    Delta(DeltaClient),
+    Delta(Box<DeltaClient>),
     /// `GRPC`: state of the world.
     Sotw(Box<SotwClient>),
 }
@@ -168,7 +168,7 @@ impl Ads {
             ..Default::default()
         };
         let session = if bootstrap.delta {
-            Session::Delta(DeltaClient::new(node))
+            Session::Delta(Box::new(DeltaClient::new(node)))
         } else {
             Session::Sotw(Box::new(SotwClient::new(node)))
         };
