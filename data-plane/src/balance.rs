@@ -159,6 +159,9 @@ struct Health {
     /// Ejected until then; kept after expiry to discount the multiplier later.
     ejected_until: Option<Instant>,
     times_ejected: u32,
+    /// Whether a real answer was seen; until then `rtt_ns` is the decaying default, which the
+    /// first sample replaces.
+    sampled: bool,
 }
 
 /// Which endpoints a pick may take.
@@ -195,7 +198,11 @@ impl Balancer {
         outlier: Option<OutlierDetection>,
         settings: BalancerSettings,
     ) -> Self {
-        let states = endpoints.iter().map(|_| Arc::default()).collect();
+        let now = Instant::now();
+        let states = endpoints
+            .iter()
+            .map(|_| Arc::new(EndpointState::fresh(&settings, now)))
+            .collect();
         Self::build(endpoints, states, outlier, settings)
     }
 
@@ -212,11 +219,13 @@ impl Balancer {
             .map(|(endpoint, state)| (endpoint.address, state))
             .collect();
         // `remove`, so a duplicated address gets the old state once and fresh state after.
+        let now = Instant::now();
+        let settings = self.shared.settings;
         let states = endpoints
             .iter()
             .map(|endpoint| match old.remove(&endpoint.address) {
                 Some(state) => Arc::clone(state),
-                None => Arc::default(),
+                None => Arc::new(EndpointState::fresh(&settings, now)),
             })
             .collect();
         Self::build(endpoints, states, outlier, self.shared.settings)
@@ -456,6 +465,9 @@ impl Shared {
                 Outcome::Success(rtt) | Outcome::Failure5xx(rtt) => {
                     health.observe_rtt(rtt, now, &self.settings);
                 }
+                // Failures are outlier detection's to judge (as Linkerd's failure accrual):
+                // an endpoint that keeps failing is ejected after a few, which a latency
+                // penalty would only delay by steering picks away before it is.
                 Outcome::GatewayFailure => {}
             }
             let outlier = self.outlier.as_ref()?;
@@ -537,6 +549,20 @@ impl Shared {
 // === impl EndpointState ===
 
 impl EndpointState {
+    /// A new endpoint: its estimate starts at the default latency as of `now` and decays like
+    /// any other, so an endpoint that has not answered yet is tried soon even under light
+    /// load instead of looking slower than the others forever (as in tower's peak EWMA).
+    fn fresh(settings: &BalancerSettings, now: Instant) -> Self {
+        EndpointState {
+            health: Mutex::new(Health {
+                rtt_ns: Some(settings.default_rtt.as_nanos() as f64),
+                updated_at: Some(now),
+                ..Health::default()
+            }),
+            ..EndpointState::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Health> {
         // The state stays consistent whatever panicked while holding the lock: every update is
         // a handful of plain assignments.
@@ -563,8 +589,11 @@ impl Health {
             (Some(rtt_ns), Some(at)) => Some((rtt_ns, decay_factor(now, at, settings.decay))),
             _ => None,
         };
+        let first = !self.sampled;
+        self.sampled = true;
         let next = match previous {
             None => sample,
+            Some(_) if first => sample,
             // The peak: a slower sample counts in full at once.
             Some((estimate, _)) if sample > estimate => sample,
             Some((estimate, decay)) => estimate * decay + sample * (1.0 - decay),

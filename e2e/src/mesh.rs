@@ -8,16 +8,17 @@
 )]
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
     io::{BufRead, BufReader, Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -56,36 +57,44 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    conns: Arc<Conns>,
+    accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Backend {
     pub fn http(name: &str) -> Backend {
-        Self::start(name, true)
+        Self::start(name, Protocol::Http)
     }
 
-    /// A TCP server that writes `name` and a newline to every connection, then closes it.
+    /// A TCP server that writes `name` and a newline to every connection, then closes it
+    /// (server-first, like PostgreSQL's or SMTP's greeting).
     pub fn tcp(name: &str) -> Backend {
-        Self::start(name, false)
+        Self::start(name, Protocol::Greeting)
     }
 
-    fn start(name: &str, http: bool) -> Backend {
+    /// A TCP server that reads a line from every connection, then writes `name` and a
+    /// newline and closes it (client-first, like Redis).
+    pub fn tcp_reply(name: &str) -> Backend {
+        Self::start(name, Protocol::Reply)
+    }
+
+    fn start(name: &str, protocol: Protocol) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let stop = Arc::new(AtomicBool::new(false));
-        let (n, s) = (name.to_string(), stop.clone());
-        thread::spawn(move || {
+        let conns = Arc::new(Conns::default());
+        let (n, s, c) = (name.to_string(), stop.clone(), conns.clone());
+        let accept = thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let n = n.clone();
-                thread::spawn(move || {
-                    if http {
-                        serve_http(conn, &n)
-                    } else {
-                        serve_tcp(conn, &n)
-                    }
+                let (n, c) = (n.clone(), c.clone());
+                thread::spawn(move || match protocol {
+                    Protocol::Http => serve_http(conn, &n, &c),
+                    Protocol::Greeting => serve_tcp(conn, &n),
+                    Protocol::Reply => serve_tcp_reply(conn, &n),
                 });
             }
         });
@@ -93,7 +102,25 @@ impl Backend {
             name: name.to_string(),
             addr,
             stop,
+            conns,
+            accept: Mutex::new(Some(accept)),
         }
+    }
+
+    /// Stops the server as if its process had exited: once this returns, its port refuses
+    /// connections and every open connection is closed. A request being answered still gets
+    /// its response first (a connection is closed between requests), so a client that sends
+    /// nothing more on it never sees a request cut short.
+    pub fn stop(&self) {
+        if self.stop.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // Wake the accept loop so it sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.lock().expect("backend accept thread").take() {
+            let _ = accept.join();
+        }
+        self.conns.sever();
     }
 }
 
@@ -105,13 +132,98 @@ impl Drop for Backend {
     }
 }
 
+/// The open connections of an HTTP [`Backend`], so that [`Backend::stop`] can close them.
+#[derive(Default)]
+struct Conns(Mutex<ConnTable>);
+
+#[derive(Default)]
+struct ConnTable {
+    stopped: bool,
+    next_id: u64,
+    /// Each open connection and whether it is answering a request.
+    open: HashMap<u64, (TcpStream, bool)>,
+}
+
+impl Conns {
+    /// Registers a new connection (idle); `None` once stopped.
+    fn open<'a>(&'a self, conn: &TcpStream) -> Option<ConnGuard<'a>> {
+        let mut t = self.0.lock().expect("backend connections");
+        if t.stopped {
+            return None;
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        t.open.insert(id, (conn.try_clone().ok()?, false));
+        Some(ConnGuard { conns: self, id })
+    }
+
+    /// Marks the connection busy or idle; false once stopped (the caller closes it).
+    fn set_busy(&self, id: u64, busy: bool) -> bool {
+        let mut t = self.0.lock().expect("backend connections");
+        if t.stopped {
+            return false;
+        }
+        if let Some(entry) = t.open.get_mut(&id) {
+            entry.1 = busy;
+        }
+        true
+    }
+
+    /// Closes every idle connection now; busy ones close after their response.
+    fn sever(&self) {
+        let mut t = self.0.lock().expect("backend connections");
+        t.stopped = true;
+        for (conn, busy) in t.open.values() {
+            if !busy {
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Unregisters a connection when its thread ends (dropping the table's handle of the socket).
+struct ConnGuard<'a> {
+    conns: &'a Conns,
+    id: u64,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.conns.0.lock() {
+            t.open.remove(&self.id);
+        }
+    }
+}
+
+/// What a [`Backend`] speaks.
+#[derive(Clone, Copy)]
+enum Protocol {
+    Http,
+    Greeting,
+    Reply,
+}
+
 fn serve_tcp(mut conn: TcpStream, name: &str) {
     let _ = conn.write_all(format!("{name}\n").as_bytes());
 }
 
-/// Keep-alive HTTP/1.1: Envoy pools upstream connections.
-fn serve_http(conn: TcpStream, name: &str) {
+fn serve_tcp_reply(conn: TcpStream, name: &str) {
     let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    if matches!(BufReader::new(conn).read_line(&mut line), Ok(n) if n > 0) {
+        let _ = out.write_all(format!("{name}\n").as_bytes());
+    }
+}
+
+/// Keep-alive HTTP/1.1: Envoy pools upstream connections.
+fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let Some(guard) = conns.open(&conn) else {
         return;
     };
     let mut reader = BufReader::new(conn);
@@ -126,6 +238,11 @@ fn serve_http(conn: TcpStream, name: &str) {
             }
             if first && line.trim().is_empty() {
                 continue;
+            }
+            if first && !conns.set_busy(guard.id, true) {
+                // Stopped between requests: this one is never answered, as by a dead process.
+                let _ = out.shutdown(Shutdown::Both);
+                return;
             }
             first = false;
             if line == "\r\n" || line == "\n" {
@@ -146,6 +263,10 @@ fn serve_http(conn: TcpStream, name: &str) {
             name.len()
         );
         if out.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        if !conns.set_busy(guard.id, false) {
+            let _ = out.shutdown(Shutdown::Both);
             return;
         }
     }
@@ -241,23 +362,22 @@ impl MeshBuilder {
         .expect("write pod");
         let xds = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
         let log = dir.path().join(".switchyard-local.log");
+        let mut control_plane_args: Vec<OsString> = ["local", "--access-mode"]
+            .into_iter()
+            .chain([self.access_mode.flag(), "--xds-addr"])
+            .map(OsString::from)
+            .collect();
+        control_plane_args.push(xds.to_string().into());
+        control_plane_args.extend(self.args.iter().map(OsString::from));
+        control_plane_args.push(dir.path().into());
         let log_file = std::fs::File::create(&log).expect("log");
-        let control_plane = Command::new(switchyard_bin())
-            .args(["local", "--access-mode", self.access_mode.flag()])
-            .env("SWITCHYARD_DATA_PLANE", self.data_plane.as_str())
-            .arg("--xds-addr")
-            .arg(xds.to_string())
-            .args(&self.args)
-            .arg(dir.path())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start switchyard local");
+        let control_plane = spawn_control_plane(&control_plane_args, self.data_plane, log_file);
         let mut mesh = Mesh {
             dir,
             pod_ip: IpAddr::V4(self.client_ip),
             xds,
             control_plane,
+            control_plane_args,
             sidecars: Vec::new(),
             log,
             data_plane: self.data_plane,
@@ -357,8 +477,10 @@ impl Sidecar {
 }
 
 /// The Envoy stat names under `prefix` that the suites read, from the bundled proxy's
-/// Prometheus text: `listener.<ip>_<port>.ssl.*` from the inbound listener `inbound|<port>`,
-/// `cluster.<name>.ssl.handshake` from the upstream handshakes to the cluster.
+/// Prometheus text: `listener.<ip>_<port>.ssl.*` from the inbound listener `inbound|<port>`;
+/// `cluster.<name>.ssl.handshake`, `.upstream_rq_retry` and
+/// `.outlier_detection.ejections_enforced_total` from the cluster's upstream handshakes,
+/// retries and ejections; `control_plane.connected_state` from `xds_connected`.
 fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let samples: Vec<(&str, u64)> = metrics
@@ -402,8 +524,25 @@ fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
         let cluster = format!("cluster=\"{}\"", cluster.trim_end_matches('.'));
         out.insert(
             "ssl.handshake".to_owned(),
-            sum("upstream_tls_handshakes_total", &[cluster]),
+            sum(
+                "upstream_tls_handshakes_total",
+                std::slice::from_ref(&cluster),
+            ),
         );
+        out.insert(
+            "upstream_rq_retry".to_owned(),
+            sum("retries_total", std::slice::from_ref(&cluster)),
+        );
+        out.insert(
+            "outlier_detection.ejections_enforced_total".to_owned(),
+            sum("ejections_total", &[cluster]),
+        );
+    } else if prefix == "control_plane." {
+        let connected = samples
+            .iter()
+            .find(|(series, _)| *series == "switchyard_proxy_xds_connected")
+            .map_or(0, |(_, v)| *v);
+        out.insert("connected_state".to_owned(), connected);
     }
     out
 }
@@ -417,6 +556,8 @@ pub struct Mesh {
     /// Where the control plane serves ADS.
     pub xds: SocketAddr,
     control_plane: Child,
+    /// The arguments `switchyard local` was started with, for [`Mesh::restart_control_plane`].
+    control_plane_args: Vec<OsString>,
     sidecars: Vec<(Sidecar, Child)>,
     log: PathBuf,
     data_plane: DataPlane,
@@ -502,6 +643,38 @@ impl Mesh {
     /// The mesh-wide data plane.
     pub fn data_plane(&self) -> DataPlane {
         self.data_plane
+    }
+
+    /// Kills the control plane (SIGKILL, no goodbye to the proxies) and waits until it is
+    /// gone: its xDS port refuses connections. The sidecars keep running.
+    pub fn kill_control_plane(&mut self) {
+        let _ = self.control_plane.kill();
+        let _ = self.control_plane.wait();
+        wait_for(
+            Duration::from_secs(5),
+            || TcpStream::connect(self.xds).is_err(),
+            "the control plane's xDS port to close",
+        );
+    }
+
+    /// Starts the control plane again after [`Mesh::kill_control_plane`]: the same
+    /// arguments, xDS address and directory (re-read from scratch), its output appended to
+    /// [`Mesh::log`]. Returns once it accepts xDS connections. Local mode's CA lives in
+    /// memory, so the new process issues every certificate anew from a new CA.
+    pub fn restart_control_plane(&mut self) {
+        let log_file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let _ = self.control_plane.kill();
+        let _ = self.control_plane.wait();
+        self.control_plane =
+            spawn_control_plane(&self.control_plane_args, self.data_plane, log_file);
+        wait_for(
+            Duration::from_secs(20),
+            || TcpStream::connect(self.xds).is_ok(),
+            "the restarted control plane's xDS port",
+        );
     }
 
     /// Starts the sidecar of Pod `demo/<pod>` (a Pod in the directory) on the mesh's data
@@ -631,6 +804,17 @@ impl Drop for Mesh {
             }
         }
     }
+}
+
+/// `switchyard local <args>` with the mesh-wide data plane, its output into `log`.
+fn spawn_control_plane(args: &[OsString], data_plane: DataPlane, log: std::fs::File) -> Child {
+    Command::new(switchyard_bin())
+        .args(args)
+        .env("SWITCHYARD_DATA_PLANE", data_plane.as_str())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start switchyard local")
 }
 
 /// One HTTP/1.1 `GET` on a fresh connection.
@@ -777,6 +961,23 @@ pub fn pod(name: &str, service_account: &str, labels: &[(&str, &str)], ip: Ipv4A
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: demo, labels: {{{}}}}}\nspec: {{serviceAccountName: {service_account}, containers: [{{name: app}}]}}\nstatus: {{podIP: {ip}}}\n",
         labels.join(", ")
+    )
+}
+
+/// Like [`pod`], annotated `switchyard.dev/data-plane: <data_plane>`: the control plane
+/// compiles this Pod's configuration for that data plane whatever the mesh-wide setting.
+pub fn pod_on(
+    name: &str,
+    service_account: &str,
+    labels: &[(&str, &str)],
+    ip: Ipv4Addr,
+    data_plane: DataPlane,
+) -> String {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels: {{{}}}\n  annotations: {{'switchyard.dev/data-plane': {}}}\nspec: {{serviceAccountName: {service_account}, containers: [{{name: app}}]}}\nstatus: {{podIP: {ip}}}\n",
+        labels.join(", "),
+        data_plane.as_str()
     )
 }
 

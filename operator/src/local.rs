@@ -364,9 +364,20 @@ impl Local {
 
     /// Gives a new proxy a token and writes its bootstrap.
     fn register(&mut self, proxy: &ProxyId) -> Result<(), LocalError> {
-        let mut raw = [0u8; 24];
-        getrandom::fill(&mut raw).map_err(|e| LocalError::Random(e.to_string()))?;
-        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let base = format!("{}.{}", proxy.namespace, proxy.pod);
+        // A proxy reads its bootstrap once: a restarted control plane must keep accepting the
+        // token the running proxy already holds.
+        let kept = std::fs::read_to_string(self.config.state_dir.join(format!("{base}.token")))
+            .ok()
+            .filter(|t| t.len() == 48 && t.bytes().all(|b| b.is_ascii_hexdigit()));
+        let token = match kept {
+            Some(t) => t,
+            None => {
+                let mut raw = [0u8; 24];
+                getrandom::fill(&mut raw).map_err(|e| LocalError::Random(e.to_string()))?;
+                raw.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        };
         if let Ok(mut t) = self.tokens.0.write() {
             t.insert(token.clone(), proxy_key(proxy));
         }
@@ -380,7 +391,6 @@ impl Local {
         );
         b.api = self.config.xds_api;
         let json = serde_json::to_string_pretty(&envoy::bootstrap(&b)).unwrap_or_default();
-        let base = format!("{}.{}", proxy.namespace, proxy.pod);
         let dir = &self.config.state_dir;
         write(dir, &format!("{base}.bootstrap.json"), &json)?;
         write(dir, &format!("{base}.token"), &token)?;

@@ -381,3 +381,16 @@ fn pick_weighted_follows_weights_and_skips_zero() {
     let none: [(&str, u32); 0] = [];
     assert_eq!(pick_weighted(&none, &mut rng), None);
 }
+
+#[test]
+fn an_endpoint_that_never_answered_is_tried_once_its_default_estimate_decays() {
+    let t0 = Instant::now();
+    let balancer = Balancer::new(endpoints(2), None);
+    report(&balancer, 0, t0, Outcome::Success(ms(10)));
+    // Endpoint 1 starts at the 30 ms default: endpoint 0 wins every comparison.
+    assert_eq!(counts(&balancer, 3, 100, t0, &[])[1], 0);
+    // Endpoint 0 keeps answering in 10 ms; endpoint 1's default decays (to 6.7 ms at 15 s).
+    let t1 = t0 + Duration::from_secs(15);
+    report(&balancer, 0, t1, Outcome::Success(ms(10)));
+    assert_eq!(counts(&balancer, 3, 100, t1, &[])[1], 100);
+}

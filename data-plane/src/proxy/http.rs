@@ -284,6 +284,10 @@ fn retries_error(policy: &RetryPolicy, error: &SendError, method: &Method) -> bo
         SendError::Connect(_) => on.connect_failure || on.server_error || on.gateway_error,
         SendError::RefusedStream => on.refused_stream || on.server_error,
         SendError::ResetBeforeRequest(_) => on.reset_before_request || on.server_error,
+        // Whichever conditions the policy names: the race with a closing idle connection is
+        // the transport's, not the application's (Envoy notices such a close sooner, in its
+        // event loop, and so rarely loses the race at all).
+        SendError::ClosedWhileIdle(_) => is_idempotent(method),
         // The request may have been processed: only idempotent ones are sent again.
         SendError::Other(_) => (on.server_error || on.gateway_error) && is_idempotent(method),
     }

@@ -19,6 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+#[cfg(test)]
+mod tests;
+
 /// The body the proxy sends upstream: the client's, streamed, or a buffered copy for retries.
 pub(crate) type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
@@ -48,6 +51,12 @@ pub(crate) enum SendError {
     /// HTTP/2 REFUSED_STREAM: the server did not process the request.
     #[error("refused stream")]
     RefusedStream,
+    /// A pooled HTTP/1.1 connection, idle since its last response, closed without a byte of
+    /// answer: the server closed it while idle, racing this request (the classic keep-alive
+    /// race). The request most likely was not processed; HTTP clients send idempotent ones
+    /// again (RFC 9112 §9.3.1).
+    #[error("pooled connection closed before the response: {0}")]
+    ClosedWhileIdle(hyper::Error),
     /// Anything else: the request may have reached the application.
     #[error("{0}")]
     Other(hyper::Error),
@@ -93,9 +102,9 @@ impl Pool {
             tls: transport.tls.as_ref().map(|c| Arc::as_ptr(c) as usize),
             http2: transport.http2,
         };
-        let sender = match self.checkout(&key) {
-            Some(sender) => sender,
-            None => connect(address, transport, on_tls_handshake).await?,
+        let (sender, reused) = match self.checkout(&key) {
+            Some(sender) => (sender, true),
+            None => (connect(address, transport, on_tls_handshake).await?, false),
         };
         match sender {
             Sender::Http2(mut h2) => {
@@ -116,7 +125,13 @@ impl Pool {
             }
             Sender::Http1(mut h1) => {
                 to_origin_form(&mut request);
-                let response = h1.send_request(request).await.map_err(classify)?;
+                let response = h1.send_request(request).await.map_err(|e| {
+                    if reused && e.is_incomplete_message() {
+                        SendError::ClosedWhileIdle(e)
+                    } else {
+                        classify(e)
+                    }
+                })?;
                 // Ready again once the response body is read; `checkout` skips it until then.
                 if let Ok(mut entries) = self.entries.lock() {
                     let entry = entries.entry(key).or_default();

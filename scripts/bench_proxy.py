@@ -1,0 +1,835 @@
+#!/usr/bin/env python3
+"""Sidecar benchmark: the bundled proxy (switchyard-proxy) against Envoy, both configured over
+xDS by one `switchyard local`, against the direct path, in one run.
+
+Driven by scripts/bench-proxy.sh (which installs oha and builds the binaries); see that file
+for the knobs. Protocol: ../shared/reference/BENCH-NOTES.md section 5, cut to what fits in
+about ten minutes on a 2-core box:
+
+  D    client -> app
+  B2   client -> bundled client sidecar -> bundled server sidecar (plaintext) -> app
+  B2t  the same with mTLS between the sidecars (TLS 1.3, SPIFFE certificates)
+  E2   client -> Envoy client sidecar -> Envoy server sidecar (plaintext) -> app
+  E2t  the same with mTLS
+
+The four sidecars run at once, each Pod on its own loopback IP, all in front of the same app.
+Every round runs every (path, load) pair once, in a shuffled order (fixed seed), so drifts in
+background load hit every configuration alike; figures are medians over rounds, latency
+figures are paired with the same round's D. Python 3.11 standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NS = "demo"
+# Loopback addresses no e2e suite uses, so a test running meanwhile cannot collide.
+IPS = {
+    "client-b": "127.0.177.1",
+    "api-b-0": "127.0.177.2",
+    "client-e": "127.0.177.3",
+    "api-e-0": "127.0.177.4",
+}
+OUTBOUND_PORT = 15001
+
+# Path id -> (description, data plane or None, Host header).
+PATHS = {
+    "D": ("direct: client -> app", None, "api-b"),
+    "B2": ("bundled pair, plaintext", "bundled", "api-b-plain"),
+    "B2t": ("bundled pair, mTLS", "bundled", "api-b"),
+    "E2": ("Envoy pair, plaintext", "envoy", "api-e-plain"),
+    "E2t": ("Envoy pair, mTLS", "envoy", "api-e"),
+}
+SIDECARS = {"bundled": ("client-b", "api-b-0"), "envoy": ("client-e", "api-e-0")}
+PCTS = ("p50", "p99", "p99.9")
+
+
+def log(msg: str) -> None:
+    print(f"[bench-proxy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- manifests ------------------------------------------------------------------------------
+
+
+def pod(name: str, sa: str, app: str, ip: str, data_plane: str) -> str:
+    return (
+        "apiVersion: v1\nkind: Pod\n"
+        f"metadata: {{name: {name}, namespace: {NS}, labels: {{app: {app}}}, "
+        f"annotations: {{switchyard.dev/data-plane: {data_plane}}}}}\n"
+        f"spec: {{serviceAccountName: {sa}, containers: [{{name: app}}]}}\n"
+        f"status: {{podIP: {ip}}}\n"
+    )
+
+
+def meshed_service(name: str, pod_name: str, ip: str, port: int) -> str:
+    """A Service selecting the server Pod; its endpoint names the Pod, so clients use mTLS."""
+    return (
+        "apiVersion: v1\nkind: Service\n"
+        f"metadata: {{name: {name}, namespace: {NS}}}\n"
+        f"spec:\n  selector: {{app: {name}}}\n"
+        f"  ports: [{{name: http, port: 80, targetPort: {port}}}]\n"
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+        f"metadata: {{name: {name}-1, namespace: {NS}, "
+        f"labels: {{kubernetes.io/service-name: {name}}}}}\n"
+        f"addressType: IPv4\nports: [{{name: http, port: {port}}}]\n"
+        f"endpoints:\n- addresses: ['{ip}']\n  conditions: {{ready: true}}\n"
+        f"  targetRef: {{kind: Pod, name: {pod_name}, namespace: {NS}}}\n"
+    )
+
+
+def plain_service(name: str, ip: str, port: int) -> str:
+    """The same address without a Pod behind it: the client sidecar sends plaintext, which the
+    server sidecar's permissive inbound accepts (how e2e/benches/sidecar_latency.rs does it)."""
+    return (
+        "apiVersion: v1\nkind: Service\n"
+        f"metadata: {{name: {name}, namespace: {NS}}}\n"
+        f"spec:\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n"
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+        f"metadata: {{name: {name}-1, namespace: {NS}, "
+        f"labels: {{kubernetes.io/service-name: {name}}}}}\n"
+        f"addressType: IPv4\nports: [{{name: http, port: {port}}}]\n"
+        f"endpoints: [{{addresses: ['{ip}'], conditions: {{ready: true}}}}]\n"
+    )
+
+
+def write_manifests(d: Path, app_port: int) -> None:
+    for dp, suffix in (("bundled", "b"), ("envoy", "e")):
+        client, server = SIDECARS[dp]
+        (d / f"pods-{suffix}.yaml").write_text(
+            pod(client, "client", f"client-{suffix}", IPS[client], dp)
+            + "---\n"
+            + pod(server, "api", f"api-{suffix}", IPS[server], dp)
+        )
+        (d / f"api-{suffix}.yaml").write_text(
+            meshed_service(f"api-{suffix}", server, IPS[server], app_port)
+            + "---\n"
+            + plain_service(f"api-{suffix}-plain", IPS[server], app_port)
+        )
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads, live and exited), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def system_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies over all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait, steal
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class RssSampler:
+    """Samples VmRSS of some processes every `interval` seconds and keeps the peak of each."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.1):
+        self.pids, self.interval = pids, interval
+        self.peak = {k: 0 for k in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for k, pid in self.pids.items():
+                try:
+                    self.peak[k] = max(self.peak[k], status_kib(pid, "VmRSS"))
+                except OSError:
+                    pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- HTTP helpers -----------------------------------------------------------------------------
+
+
+def http_get(host: str, port: int, path: str, host_header: str | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        headers = {"Host": host_header} if host_header else {}
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def wait_for(what: str, f, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if f():
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {within:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- the mesh ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path | None = None
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+    app_port: int = 0
+    sidecar_pids: dict[str, int] = field(default_factory=dict)
+
+    def pin(self, cpu: str) -> list[str]:
+        return ["taskset", "-c", cpu] if self.args.pin else []
+
+    def spawn(self, name: str, cmd: list[str], env: dict | None = None, log: Path | None = None,
+              stdout=subprocess.DEVNULL) -> subprocess.Popen:
+        out = open(log, "wb") if log else subprocess.DEVNULL
+        p = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stdout=stdout, stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(Proc(name, p, log))
+        return p
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            if p.popen.poll() is None:
+                p.popen.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.popen.kill()
+                p.popen.wait()
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if p.popen.poll() is not None:
+                tail = ""
+                if p.log and p.log.exists():
+                    tail = "\n".join(p.log.read_text(errors="replace").splitlines()[-30:])
+                raise SystemExit(f"{p.name} exited with {p.popen.returncode}\n{tail}")
+
+    def start(self) -> None:
+        a = self.args
+        # The app: 127.0.0.1:<port>; the server sidecars' inbound listeners bind
+        # <pod IP>:<port> and forward to it.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.app_port = sock.getsockname()[1]
+        sock.close()
+        app = self.spawn(
+            "upstream",
+            self.pin(a.sut_cpu) + [a.upstream, f"127.0.0.1:{self.app_port}", str(a.body)],
+            log=self.workdir / "upstream.log", stdout=subprocess.PIPE,
+        )
+        line = app.stdout.readline().decode().strip()
+        if not line.startswith("listening on"):
+            raise SystemExit(f"upstream did not start: {line!r}")
+        self.upstream_pid = app.pid
+
+        mesh = self.workdir / "mesh"
+        mesh.mkdir()
+        write_manifests(mesh, self.app_port)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        xds_port = sock.getsockname()[1]
+        sock.close()
+        cp = self.spawn(
+            "switchyard local",
+            [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
+             f"127.0.0.1:{xds_port}", str(mesh)],
+            log=self.workdir / "switchyard-local.log",
+        )
+        self.control_plane_pid = cp.pid
+        bootstraps = {p: mesh / ".switchyard" / f"{NS}.{p}.bootstrap.json" for p in IPS}
+
+        def parsed(path: Path) -> bool:
+            try:
+                return isinstance(json.loads(path.read_text()), dict)
+            except (OSError, ValueError):
+                return False
+
+        for p, path in bootstraps.items():
+            wait_for(f"the bootstrap of {p}", lambda path=path: parsed(path))
+        self.bootstraps = {p: str(b) for p, b in bootstraps.items()}
+
+        threads = str(a.workers)
+        for dp, pods in SIDECARS.items():
+            for p in pods:
+                lg = self.workdir / f"{p}.log"
+                if dp == "envoy":
+                    cmd = [a.envoy, "-c", str(bootstraps[p]), "--disable-hot-restart",
+                           "--concurrency", threads, "-l", "warning", "--log-path", str(lg)]
+                    proc = self.spawn(p, self.pin(a.sut_cpu) + cmd)
+                    proc_log = lg
+                else:
+                    cmd = [a.proxy, "--bootstrap", str(bootstraps[p]), "--threads", threads]
+                    proc = self.spawn(p, self.pin(a.sut_cpu) + cmd,
+                                      env={"RUST_LOG": "warn"}, log=lg)
+                    proc_log = lg
+                self.procs[-1].log = proc_log
+                self.sidecar_pids[p] = proc.pid
+        for p in IPS:
+            wait_for(f"{p}'s sidecar to be ready",
+                     lambda p=p: http_get(IPS[p], 15000, "/ready")[0] == 200)
+        for pid, (_, dp, host) in PATHS.items():
+            addr, port = self.target(pid)
+            wait_for(f"{pid} ({host}) to answer 200",
+                     lambda addr=addr, port=port, host=host: http_get(addr, port, "/", host)[0] == 200)
+            status, body = http_get(addr, port, "/", host)
+            if len(body) != a.body:
+                raise SystemExit(f"{pid}: body of {len(body)} bytes, expected {a.body}")
+        self.check_alive()
+
+    def target(self, path: str) -> tuple[str, int]:
+        _, dp, _ = PATHS[path]
+        if dp is None:
+            return "127.0.0.1", self.app_port
+        return IPS[SIDECARS[dp][0]], OUTBOUND_PORT
+
+    # --- one oha run ---
+
+    def run(self, path: str, load: str, secs: float) -> dict:
+        a = self.args
+        addr, port = self.target(path)
+        host = PATHS[path][2]
+        cmd = self.pin(a.client_cpu) + [
+            a.oha, "--no-tui", "--output-format", "json", "-z", f"{secs}s",
+            "-c", str(a.conns), "-w", "--host", host,
+        ]
+        if load != "max":
+            cmd += ["-q", load, "--latency-correction"]
+        cmd.append(f"http://{addr}:{port}/")
+        pids = dict(self.sidecar_pids)
+        cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+        app0 = cpu_seconds(self.upstream_pid)
+        cp0 = cpu_seconds(self.control_plane_pid)
+        self0 = sum(os.times()[:2])
+        sys0 = system_ticks()
+        ch0 = children_cpu()
+        t0 = time.monotonic()
+        with RssSampler(pids) as rss:
+            out = subprocess.run(cmd, capture_output=True, check=False)
+        wall = time.monotonic() - t0
+        ch1 = children_cpu()
+        sys1 = system_ticks()
+        self1 = sum(os.times()[:2])
+        cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
+        app1 = cpu_seconds(self.upstream_pid)
+        cp1 = cpu_seconds(self.control_plane_pid)
+        if out.returncode != 0:
+            raise SystemExit(f"oha failed ({out.returncode}): {out.stderr.decode(errors='replace')}")
+        report = json.loads(out.stdout)
+        self.check_alive()
+
+        statuses = {int(k): v for k, v in report.get("statusCodeDistribution", {}).items()}
+        errors = report.get("errorDistribution", {}) or {}
+        ok = statuses.get(200, 0)
+        total = sum(statuses.values()) + sum(errors.values())
+        lp = report.get("latencyPercentiles", {})
+        summary = report.get("summary", {})
+        sidecar_cpu = {k: cpu1[k] - cpu0[k] for k in pids}
+        dp = PATHS[path][1]
+        pair = sum(sidecar_cpu[p] for p in SIDECARS[dp]) if dp else 0.0
+        busy = (sys1[0] - sys0[0]) / CLK_TCK
+        steal = (sys1[2] - sys0[2]) / CLK_TCK
+        total_ticks = (sys1[1] - sys0[1]) / CLK_TCK
+        ours = (ch1 - ch0) + sum(sidecar_cpu.values()) + (app1 - app0) + (cp1 - cp0) + (self1 - self0)
+        flags = []
+        if ok != total:
+            flags.append(f"{total - ok} of {total} not 200 ({errors or statuses})")
+        achieved = ok / secs
+        if load != "max" and achieved < 0.99 * float(load):
+            flags.append(f"rate not held: {achieved:.0f}/s of {load}/s")
+        return {
+            "path": path,
+            "load": load,
+            "seconds": secs,
+            "wall_seconds": wall,
+            "requests_ok": ok,
+            "requests_total": total,
+            "rps": summary.get("requestsPerSec", achieved),
+            "latency_us": {p: lp[p] * 1e6 for p in PCTS if lp.get(p) is not None},
+            "sidecar_cpu_seconds": sidecar_cpu,
+            "pair_cpu_seconds": pair,
+            "upstream_cpu_seconds": app1 - app0,
+            "control_plane_cpu_seconds": cp1 - cp0,
+            "oha_cpu_seconds": ch1 - ch0,
+            "rss_peak_kib": rss.peak,
+            "system": {
+                "busy_cpu_seconds": busy,
+                "steal_cpu_seconds": steal,
+                "capacity_cpu_seconds": total_ticks,
+                # Everything busy that is none of our processes: other users of the box.
+                "foreign_cpu_seconds": max(0.0, busy - ours),
+            },
+            "flags": flags,
+            "oha": report,
+        }
+
+
+# --- counters that prove the paths are what they claim ---------------------------------------
+
+
+def envoy_stats(ip: str) -> dict[str, int]:
+    _, body = http_get(ip, 15000, "/stats")
+    out = {}
+    for line in body.decode(errors="replace").splitlines():
+        k, _, v = line.partition(": ")
+        if v.isdigit():
+            out[k] = int(v)
+    return out
+
+
+def bundled_metrics(ip: str) -> list[tuple[str, float]]:
+    _, body = http_get(ip, 15000, "/metrics")
+    out = []
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        series, _, value = line.rpartition(" ")
+        try:
+            out.append((series, float(value)))
+        except ValueError:
+            pass
+    return out
+
+
+def path_evidence(app_port: int) -> dict:
+    """TLS handshakes and upstream connections, per data plane, as each reports them."""
+    ev: dict = {}
+    srv, cli = IPS["api-e-0"], IPS["client-e"]
+    s, c = envoy_stats(srv), envoy_stats(cli)
+    ev["envoy"] = {
+        "server_inbound_tls_handshakes": s.get(f"listener.{srv}_{app_port}.ssl.handshake", 0),
+        "client_tls_handshakes_mtls_cluster": c.get(f"cluster.{NS}/api-e|80.ssl.handshake", 0),
+        "client_tls_handshakes_plain_cluster": c.get(f"cluster.{NS}/api-e-plain|80.ssl.handshake", 0),
+        "client_upstream_connections_mtls_cluster": c.get(f"cluster.{NS}/api-e|80.upstream_cx_total", 0),
+        "client_upstream_connections_plain_cluster": c.get(f"cluster.{NS}/api-e-plain|80.upstream_cx_total", 0),
+        "server_upstream_connections_to_app": sum(
+            v for k, v in s.items() if k.startswith("cluster.") and k.endswith(".upstream_cx_total")
+            and "inbound" in k),
+    }
+    srv, cli = IPS["api-b-0"], IPS["client-b"]
+    s, c = bundled_metrics(srv), bundled_metrics(cli)
+
+    def total(samples, name, *labels):
+        return int(sum(v for k, v in samples if k.startswith(f"switchyard_proxy_{name}{{")
+                       and all(lab in k for lab in labels)))
+
+    ev["bundled"] = {
+        "server_inbound_tls_handshakes": total(s, "tls_handshakes_total", f'listener="inbound|{app_port}"'),
+        "client_tls_handshakes_mtls_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/api-b|80"'),
+        "client_tls_handshakes_plain_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/api-b-plain|80"'),
+    }
+    return ev
+
+
+# --- statistics and the report ----------------------------------------------------------------
+
+
+def med(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs: list[float]) -> tuple[float, float] | None:
+    xs = [x for x in xs if x is not None]
+    return (min(xs), max(xs)) if xs else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def fmt(x: float | None, spec: str = ".0f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str]) -> dict:
+    by = {}
+    for r in runs:
+        by.setdefault((r["path"], r["load"]), []).append(r)
+    rounds = sorted({r["round"] for r in runs})
+
+    def in_round(path, load, rnd):
+        return next((r for r in by.get((path, load), []) if r["round"] == rnd), None)
+
+    out: dict = {"latency": {}, "throughput": {}, "rss": {}, "ratios": {}, "targets": []}
+    for load in loads:
+        table = {}
+        for path in PATHS:
+            row: dict = {}
+            for p in PCTS:
+                vals = [in_round(path, load, k)["latency_us"].get(p) for k in rounds
+                        if in_round(path, load, k)]
+                added = []
+                for k in rounds:
+                    v, d = in_round(path, load, k), in_round("D", load, k)
+                    if v and d and p in v["latency_us"] and p in d["latency_us"]:
+                        added.append(v["latency_us"][p] - d["latency_us"][p])
+                row[p] = med(vals)
+                row[f"added_{p}"] = med(added)
+                row[f"added_{p}_range"] = rng(added)
+            rs = by.get((path, load), [])
+            reqs = sum(r["requests_ok"] for r in rs)
+            pair = sum(r["pair_cpu_seconds"] for r in rs)
+            row["pair_cpu_ms_per_1k"] = (pair * 1e3 / (reqs / 1e3)) if PATHS[path][1] and reqs else None
+            row["rps"] = med([r["rps"] for r in rs])
+            row["flags"] = [f"round {r['round']}: {f}" for r in rs for f in r["flags"]]
+            table[path] = row
+        out["latency"][load] = table
+
+    for path in PATHS:
+        rs = by.get((path, "max"), [])
+        dp = PATHS[path][1]
+        row = {
+            "rps": med([r["rps"] for r in rs]),
+            "rps_range": rng([r["rps"] for r in rs]),
+            "flags": [f"round {r['round']}: {f}" for r in rs for f in r["flags"]],
+            "oha_cores": med([r["oha_cpu_seconds"] / r["wall_seconds"] for r in rs]),
+            "upstream_cores": med([r["upstream_cpu_seconds"] / r["wall_seconds"] for r in rs]),
+            "foreign_cores": med([r["system"]["foreign_cpu_seconds"] / r["wall_seconds"] for r in rs]),
+        }
+        if dp:
+            client, server = SIDECARS[dp]
+            row["pair_cores"] = med([r["pair_cpu_seconds"] / r["wall_seconds"] for r in rs])
+            per_core = [r["requests_ok"] / r["pair_cpu_seconds"] for r in rs if r["pair_cpu_seconds"] > 0]
+            row["rps_per_core"] = med(per_core)
+            row["rps_per_core_range"] = rng(per_core)
+            row["pair_cpu_ms_per_1k"] = med([r["pair_cpu_seconds"] * 1e6 / r["requests_ok"] for r in rs if r["requests_ok"]])
+            row["client_cpu_ms_per_1k"] = med([r["sidecar_cpu_seconds"][client] * 1e6 / r["requests_ok"] for r in rs if r["requests_ok"]])
+            row["server_cpu_ms_per_1k"] = med([r["sidecar_cpu_seconds"][server] * 1e6 / r["requests_ok"] for r in rs if r["requests_ok"]])
+        out["throughput"][path] = row
+
+    for dp, pods in SIDECARS.items():
+        for p in pods:
+            peak = max([r["rss_peak_kib"][p] for r in runs] + [0])
+            peak_max = max([r["rss_peak_kib"][p] for r in runs if r["load"] == "max"] + [0])
+            out["rss"][p] = {
+                "data_plane": dp,
+                "idle_mb": idle_kib[p] * 1024 / 1e6,
+                "load_peak_mb": peak * 1024 / 1e6,
+                "max_run_peak_mb": peak_max * 1024 / 1e6,
+                "vmhwm_mb": hwm_kib[p] * 1024 / 1e6,
+            }
+
+    # bundled / Envoy.
+    ratios = {}
+    for mode, b, e in (("mtls", "B2t", "E2t"), ("plaintext", "B2", "E2")):
+        r = {}
+        for load in loads:
+            lb, le = out["latency"][load][b], out["latency"][load][e]
+            for p in PCTS:
+                r[f"added_{p}@{load}"] = ratio(lb[f"added_{p}"], le[f"added_{p}"])
+            r[f"cpu_per_1k@{load}"] = ratio(lb["pair_cpu_ms_per_1k"], le["pair_cpu_ms_per_1k"])
+        tb, te = out["throughput"][b], out["throughput"][e]
+        r["max_rps"] = ratio(tb["rps"], te["rps"])
+        r["rps_per_core@max"] = ratio(tb.get("rps_per_core"), te.get("rps_per_core"))
+        r["cpu_per_1k@max"] = ratio(tb.get("pair_cpu_ms_per_1k"), te.get("pair_cpu_ms_per_1k"))
+        ratios[mode] = r
+    rb = out["rss"]
+    ratios["rss"] = {
+        "idle_client": ratio(rb["client-b"]["idle_mb"], rb["client-e"]["idle_mb"]),
+        "idle_server": ratio(rb["api-b-0"]["idle_mb"], rb["api-e-0"]["idle_mb"]),
+        "load_peak_client": ratio(rb["client-b"]["load_peak_mb"], rb["client-e"]["load_peak_mb"]),
+        "load_peak_server": ratio(rb["api-b-0"]["load_peak_mb"], rb["api-e-0"]["load_peak_mb"]),
+    }
+    out["ratios"] = ratios
+
+    # The issue's targets.
+    for load in loads:
+        b = out["latency"][load]["B2t"]["added_p99"]
+        e = out["latency"][load]["E2t"]["added_p99"]
+        ok = b is not None and e is not None and e > 0 and b <= 0.5 * e
+        out["targets"].append({
+            "target": f"mTLS added p99 at {load} rps: bundled <= 0.5 x Envoy",
+            "bundled": b, "envoy": e, "ratio": ratio(b, e), "pass": ok,
+        })
+    b, e = out["throughput"]["B2t"].get("rps_per_core"), out["throughput"]["E2t"].get("rps_per_core")
+    out["targets"].append({
+        "target": "mTLS max RPS per core: bundled >= 1.5 x Envoy",
+        "bundled": b, "envoy": e, "ratio": ratio(b, e),
+        "pass": b is not None and e is not None and b >= 1.5 * e,
+    })
+    worst = max(rb[p]["idle_mb"] for p in SIDECARS["bundled"])
+    out["targets"].append({
+        "target": "bundled idle RSS <= 10 MB (each proxy)",
+        "bundled": worst, "envoy": max(rb[p]["idle_mb"] for p in SIDECARS["envoy"]),
+        "ratio": None, "pass": worst <= 10.0,
+    })
+    return out
+
+
+def print_report(s: dict, meta: dict, loads: list[str], file=sys.stdout) -> None:
+    p = lambda *x: print(*x, file=file)  # noqa: E731
+    a = meta["settings"]
+    p()
+    p(f"=== sidecar benchmark: bundled proxy vs Envoy, configured by `switchyard local` "
+      f"(permissive), {a['rounds']} rounds, shuffled order ===")
+    p(f"oha {meta['versions']['oha']}; HTTP/1.1 keep-alive, {a['conns']} connections, "
+      f"GET / -> {a['body']} B body; fixed rates open loop with --latency-correction "
+      f"({a['rate_seconds']} s each), max = closed loop ({a['max_seconds']} s); "
+      f"{a['workers']} worker thread(s) per proxy (Envoy --concurrency, bundled --threads); "
+      f"pinned: {'client CPU ' + a['client_cpu'] + ', rest CPU ' + a['sut_cpu'] if a['pin'] else 'no'}")
+    p(f"machine: {meta['machine']['cpus']} CPUs, {meta['machine']['cpu_model']}, kernel "
+      f"{meta['machine']['kernel']}; median foreign CPU load during runs "
+      f"{meta['foreign_cores_median']:.2f} cores, steal {meta['steal_seconds_total']:.1f} s total")
+    for load in loads:
+        p()
+        p(f"-- fixed rate {load} rps (latency in µs; added = path minus same round's D, "
+          "median over rounds [min..max]) --")
+        p(f"{'path':<28}{'p50':>8}{'p99':>8}{'p99.9':>9}{'+p50':>8}{'+p99':>16}{'+p99.9':>18}"
+          f"{'CPU ms/1k':>11}")
+        for path, (desc, _, _) in PATHS.items():
+            r = s["latency"][load][path]
+            rr = r["added_p99_range"]
+            r9 = r["added_p99.9_range"]
+            add99 = fmt(r["added_p99"]) + (f" [{rr[0]:.0f}..{rr[1]:.0f}]" if rr and path != "D" else "")
+            add999 = fmt(r["added_p99.9"]) + (f" [{r9[0]:.0f}..{r9[1]:.0f}]" if r9 and path != "D" else "")
+            p(f"{path + ' ' + desc:<28}{fmt(r['p50']):>8}{fmt(r['p99']):>8}{fmt(r['p99.9']):>9}"
+              f"{fmt(r['added_p50']) if path != 'D' else '':>8}{add99 if path != 'D' else '':>16}"
+              f"{add999 if path != 'D' else '':>18}{fmt(r['pair_cpu_ms_per_1k'], '.1f'):>11}")
+            for f in r["flags"]:
+                p(f"    ! {f}")
+    p()
+    p("-- max throughput (closed loop; RPS per core = requests / CPU-seconds of both sidecars; "
+      "CPU = utime+stime from /proc/<pid>/stat) --")
+    p(f"{'path':<28}{'RPS':>8}{'sidecar cores':>15}{'RPS/core':>10}{'CPU ms/1k':>11}"
+      f"{'client':>8}{'server':>8}{'oha cores':>11}{'app cores':>11}{'foreign':>9}")
+    for path, (desc, _, _) in PATHS.items():
+        r = s["throughput"][path]
+        p(f"{path + ' ' + desc:<28}{fmt(r['rps']):>8}{fmt(r.get('pair_cores'), '.2f'):>15}"
+          f"{fmt(r.get('rps_per_core')):>10}{fmt(r.get('pair_cpu_ms_per_1k'), '.1f'):>11}"
+          f"{fmt(r.get('client_cpu_ms_per_1k'), '.1f'):>8}{fmt(r.get('server_cpu_ms_per_1k'), '.1f'):>8}"
+          f"{fmt(r['oha_cores'], '.2f'):>11}{fmt(r['upstream_cores'], '.2f'):>11}"
+          f"{fmt(r['foreign_cores'], '.2f'):>9}")
+        for f in r["flags"]:
+            p(f"    ! {f}")
+    p()
+    p("-- memory per proxy (VmRSS, MB = 10^6 bytes; idle = configured, before any load; "
+      "peak = highest 100 ms sample under load; VmHWM at the end) --")
+    p(f"{'proxy':<22}{'idle':>8}{'peak':>8}{'VmHWM':>8}")
+    for name, r in s["rss"].items():
+        p(f"{name + ' (' + r['data_plane'] + ')':<22}{r['idle_mb']:>8.1f}{r['load_peak_mb']:>8.1f}"
+          f"{r['vmhwm_mb']:>8.1f}")
+    p()
+    p("-- bundled / Envoy (below 1 = bundled better, except max RPS and RPS/core: above 1 = better) --")
+    keys = [f"added_{q}@{load}" for load in loads for q in PCTS] + \
+           [f"cpu_per_1k@{load}" for load in loads] + ["cpu_per_1k@max", "max_rps", "rps_per_core@max"]
+    p(f"{'figure':<24}{'mTLS':>8}{'plain':>8}")
+    for k in keys:
+        p(f"{k:<24}{fmt(s['ratios']['mtls'].get(k), '.2f'):>8}{fmt(s['ratios']['plaintext'].get(k), '.2f'):>8}")
+    for k, v in s["ratios"]["rss"].items():
+        p(f"{'rss_' + k:<24}{fmt(v, '.2f'):>8}")
+    p()
+    p("-- targets --")
+    for t in s["targets"]:
+        val = f"bundled {fmt(t['bundled'], '.1f')} vs Envoy {fmt(t['envoy'], '.1f')}"
+        if t["ratio"] is not None:
+            val += f" (ratio {t['ratio']:.2f})"
+        p(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {val}")
+    ev = meta["evidence"]
+    p()
+    p(f"path check: {ev['verdict']}; {json.dumps(ev['counters'])}")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        text = (out.stdout or out.stderr).strip().splitlines()
+        return text[-1] if text else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine() -> dict:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gov = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "governor": gov.read_text().strip() if gov.exists() else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--switchyard", required=True)
+    ap.add_argument("--proxy", required=True)
+    ap.add_argument("--envoy", required=True)
+    ap.add_argument("--oha", required=True)
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--out", required=True, help="JSON results file")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rates", default="500,2000", help="fixed rates, requests per second")
+    ap.add_argument("--rate-seconds", type=float, default=8)
+    ap.add_argument("--max-seconds", type=float, default=10)
+    ap.add_argument("--warmup-seconds", type=float, default=2)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--body", type=int, default=1024)
+    ap.add_argument("--seed", type=int, default=20240521)
+    ap.add_argument("--pin", action="store_true", help="taskset: client on --client-cpu, rest on --sut-cpu")
+    ap.add_argument("--client-cpu", default="0")
+    ap.add_argument("--sut-cpu", default="1")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, bootstraps)")
+    a = ap.parse_args()
+    if a.pin and not shutil.which("taskset"):
+        raise SystemExit("--pin needs taskset")
+    rates = [r.strip() for r in a.rates.split(",") if r.strip()]
+    loads = rates + ["max"]
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    bench = Bench(a, workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.time()
+    try:
+        log(f"starting the app, `switchyard local` and four sidecars in {workdir}")
+        bench.start()
+        time.sleep(1.0)
+        idle = {p: status_kib(pid, "VmRSS") for p, pid in bench.sidecar_pids.items()}
+        log("idle VmRSS (KiB): " + ", ".join(f"{k} {v}" for k, v in idle.items()))
+        for path in PATHS:
+            log(f"warm-up {path} ({a.warmup_seconds:g} s, max rate)")
+            w = bench.run(path, "max", a.warmup_seconds)
+            if w["flags"]:
+                log(f"warm-up {path}: {w['flags']}")
+        runs = []
+        shuffler = random.Random(a.seed)
+        plan = [(path, load) for load in loads for path in PATHS]
+        for rnd in range(1, a.rounds + 1):
+            order = plan[:]
+            shuffler.shuffle(order)
+            for i, (path, load) in enumerate(order, 1):
+                secs = a.max_seconds if load == "max" else a.rate_seconds
+                r = bench.run(path, load, secs)
+                r["round"] = rnd
+                r["order"] = i
+                runs.append(r)
+                lat = r["latency_us"]
+                log(f"round {rnd}/{a.rounds} #{i:>2} {path:<4} {load:>5}: {r['rps']:>7.0f} rps  "
+                    f"p50 {lat.get('p50', 0):>6.0f} p99 {lat.get('p99', 0):>6.0f} "
+                    f"p99.9 {lat.get('p99.9', 0):>6.0f} µs  pair CPU {r['pair_cpu_seconds']:.2f} s"
+                    + (f"  ! {r['flags']}" if r["flags"] else ""))
+                time.sleep(0.3)
+        hwm = {p: status_kib(pid, "VmHWM") for p, pid in bench.sidecar_pids.items()}
+        counters = path_evidence(bench.app_port)
+    finally:
+        # Counters and logs are read above; stop everything started here.
+        bench.stop_all()
+
+    problems = []
+    for dp, c in counters.items():
+        if c["server_inbound_tls_handshakes"] <= 0:
+            problems.append(f"{dp}: the server saw no TLS handshake")
+        if c["client_tls_handshakes_mtls_cluster"] <= 0:
+            problems.append(f"{dp}: the client never originated TLS to the meshed service")
+        if c["client_tls_handshakes_plain_cluster"] != 0:
+            problems.append(f"{dp}: the client originated TLS to the plaintext service")
+    summary = summarize(runs, idle, hwm, loads)
+    foreign = [r["system"]["foreign_cpu_seconds"] / r["wall_seconds"] for r in runs]
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_seconds": time.time() - started,
+        "settings": {
+            "rounds": a.rounds, "rates": rates, "rate_seconds": a.rate_seconds,
+            "max_seconds": a.max_seconds, "warmup_seconds": a.warmup_seconds, "conns": a.conns,
+            "workers": a.workers, "body": a.body, "seed": a.seed, "pin": a.pin,
+            "client_cpu": a.client_cpu, "sut_cpu": a.sut_cpu, "keepalive": True,
+            "access_mode": "permissive", "http": "HTTP/1.1 everywhere (client, between sidecars, to app)",
+        },
+        "machine": machine(),
+        "versions": {
+            "oha": version([a.oha, "--version"]),
+            "envoy": version([a.envoy, "--version"]),
+            "switchyard-proxy": version([a.proxy, "--version"]),
+            "switchyard": version([a.switchyard, "--version"]),
+        },
+        "binaries": {"switchyard": a.switchyard, "proxy": a.proxy, "envoy": a.envoy, "oha": a.oha,
+                     "upstream": a.upstream},
+        "foreign_cores_median": statistics.median(foreign) if foreign else 0.0,
+        "steal_seconds_total": sum(r["system"]["steal_cpu_seconds"] for r in runs),
+        "evidence": {"verdict": "OK" if not problems else "; ".join(problems), "counters": counters},
+    }
+    print_report(summary, meta, loads)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
+    log(f"wrote {a.out} ({meta['duration_seconds']:.0f} s)")
+    if a.keep:
+        log(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    # A missed target is a result, not an error; a path that is not what it claims is.
+    return 0 if not problems else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
