@@ -54,6 +54,9 @@ bench: ## Control-plane benchmarks and the sidecar latency bench (not part of CI
 bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI)
 	scripts/bench-proxy.sh
 
-fuzz: ## A short fuzz run of the manifest loader (needs a nightly toolchain and cargo-fuzz)
+fuzz: ## Short fuzz runs: manifest loader, proxy xDS client, proxy request matching (nightly, cargo-fuzz)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd crds/fuzz && $(CARGO) +nightly fuzz run load_manifest -- -max_total_time=$${FUZZ_SECONDS:-60}
+	cd data-plane/fuzz && for t in xds_response http_request_path; do \
+	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; \
+	done

@@ -277,8 +277,9 @@ pub struct Outcome {
 
 /// The client side of one proxy's delta ADS session. It outlives streams: what it holds is
 /// offered to the server on reconnect (`initial_resource_versions`), and stays the accepted
-/// configuration while no stream is up.
-#[derive(Debug)]
+/// configuration while no stream is up. Cloning it is cheap (held resources are shared); the
+/// fuzz targets start every input from one preloaded client.
+#[derive(Clone, Debug)]
 pub struct DeltaClient {
     node: Node,
     config: Config,

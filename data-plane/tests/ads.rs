@@ -3,6 +3,9 @@
 //! the last good configuration keeps serving; a dropped stream is reopened, offering the held
 //! versions, and the configuration serves all along (static stability).
 
+// Helpers outside `#[test]` functions are test code too: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},

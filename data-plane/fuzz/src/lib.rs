@@ -78,7 +78,12 @@ fn service(name: &str, ip: Option<[u8; 4]>, ports: Vec<OutboundPort>) -> Arc<Out
     })
 }
 
-fn cluster(svc: &str, port: u16, protocol: Protocol, endpoints: &[(&str, Option<&str>)]) -> Arc<Cluster> {
+fn cluster(
+    svc: &str,
+    port: u16,
+    protocol: Protocol,
+    endpoints: &[(&str, Option<&str>)],
+) -> Arc<Cluster> {
     Arc::new(Cluster {
         name: cluster_name(svc, port),
         service: ServiceName::new("demo", svc),
@@ -97,7 +102,11 @@ fn cluster(svc: &str, port: u16, protocol: Protocol, endpoints: &[(&str, Option<
 }
 
 fn canary() -> HttpMatch {
-    http_match(Some("/api/.*"), &["HEAD", "GET"], &[("x-canary", "true|yes")])
+    http_match(
+        Some("/api/.*"),
+        &["HEAD", "GET"],
+        &[("x-canary", "true|yes")],
+    )
 }
 
 /// `demo/client-0`, which also serves: every kind of outbound and inbound port and rule.
@@ -109,7 +118,11 @@ pub fn proxy() -> ProxyConfig {
             port: 80,
             protocol: Protocol::Http,
             routes: vec![
-                route("demo/canary", vec![canary()], vec![backend("web-v2", 80, 1)]),
+                route(
+                    "demo/canary",
+                    vec![canary()],
+                    vec![backend("web-v2", 80, 1)],
+                ),
                 route(
                     "demo/web-split",
                     vec![],
@@ -141,11 +154,34 @@ pub fn proxy() -> ProxyConfig {
         }],
     );
     let clusters = [
-        cluster("web-v1", 80, Protocol::Http, &[("10.0.0.1:8080", Some("web")), ("10.0.0.2:8080", Some("web"))]),
-        cluster("web-v2", 80, Protocol::Http, &[("10.0.0.3:8080", Some("web")), ("10.0.0.4:8080", None)]),
-        cluster("grpc", 9000, Protocol::Http2, &[("10.0.0.5:9000", Some("grpc"))]),
+        cluster(
+            "web-v1",
+            80,
+            Protocol::Http,
+            &[
+                ("10.0.0.1:8080", Some("web")),
+                ("10.0.0.2:8080", Some("web")),
+            ],
+        ),
+        cluster(
+            "web-v2",
+            80,
+            Protocol::Http,
+            &[("10.0.0.3:8080", Some("web")), ("10.0.0.4:8080", None)],
+        ),
+        cluster(
+            "grpc",
+            9000,
+            Protocol::Http2,
+            &[("10.0.0.5:9000", Some("grpc"))],
+        ),
         cluster("db-a", 5432, Protocol::Tcp, &[("10.0.0.6:5432", None)]),
-        cluster("db-b", 5432, Protocol::Tcp, &[("10.0.0.7:5432", Some("db"))]),
+        cluster(
+            "db-b",
+            5432,
+            Protocol::Tcp,
+            &[("10.0.0.7:5432", Some("db"))],
+        ),
     ];
     let client = Identity::new("demo", "client");
     let admin = Identity::new("ops", "admin");

@@ -175,9 +175,10 @@ fn permission_matches(p: &Permission, peer: &Peer<'_>, req: Option<&RequestView<
 }
 
 /// The path as Envoy's `normalize_path` leaves it (RFC 3986 §6.2.2): percent-encoded
-/// unreserved characters decoded, other percent-encodings in upper case, `.` and `..`
-/// segments removed. Routing, RBAC and the upstream all see this path, so `/api/../admin`
-/// cannot slip past a rule about `/admin`.
+/// unreserved characters decoded, other percent-encodings in upper case, a `%` that starts no
+/// escape encoded as `%25`, `.` and `..` segments removed; normalizing again changes nothing.
+/// Routing, RBAC and the upstream all see this path, so `/api/../admin` cannot slip past a
+/// rule about `/admin`.
 pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
     let has_dots = path
         .split('/')
@@ -233,6 +234,12 @@ fn decode_unreserved(path: &str) -> String {
                 out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
             }
             i += 3;
+        } else if bytes[i] == b'%' {
+            // A `%` that starts no escape is escaped itself. Left bare, it would form a new
+            // escape with what the decoding puts after it (`%%32%65` → `%2e`), which the
+            // upstream would decode once more: a `..` the routing and RBAC never saw.
+            out.push_str("%25");
+            i += 1;
         } else {
             // Byte-wise copy of valid UTF-8 (the path came from a `&str`).
             let len = path[i..].chars().next().map_or(1, char::len_utf8);

@@ -263,6 +263,23 @@ fn paths_are_normalized_as_envoy_normalizes_them() {
     // Reserved characters stay encoded, in upper case.
     assert_eq!(n("/a%2fb"), "/a%2Fb");
     assert_eq!(n("/caf\u{e9}/./x"), "/caf\u{e9}/x");
+    // A `%` that starts no escape is escaped, so decoding cannot make a new escape of it (which
+    // the upstream would decode to `..`) and normalizing is idempotent (found by fuzzing).
+    assert_eq!(n("/o%%41d"), "/o%25Ad");
+    assert_eq!(
+        n("/public/%%32%65%%32%65/admin"),
+        "/public/%252e%252e/admin"
+    );
+    assert_eq!(n("/100%"), "/100%25");
+    assert_eq!(n("/a%4"), "/a%254");
+    for p in [
+        "/o%%41d",
+        "/public/%%32%65%%32%65/admin",
+        "/100%",
+        "/a%2f%2e%2E/x",
+    ] {
+        assert_eq!(n(&n(p)), n(p), "{p}");
+    }
     assert!(matches!(
         routing::normalize_path("/plain/path"),
         std::borrow::Cow::Borrowed(_)
