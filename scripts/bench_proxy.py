@@ -144,6 +144,19 @@ def status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (the binary's code, libc) split among the processes
+    mapping them, so two proxies running the same binary each count half of it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def system_ticks() -> tuple[int, int, int]:
     """(busy, total, steal) jiffies over all CPUs from /proc/stat."""
     with open("/proc/stat") as f:
@@ -563,7 +576,10 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
             peak_max = max([r["rss_peak_kib"][p] for r in runs if r["load"] == "max"] + [0])
             out["rss"][p] = {
                 "data_plane": dp,
-                "idle_mb": idle_kib[p] * 1024 / 1e6,
+                "idle_mb": idle_kib[p]["VmRSS"] * 1024 / 1e6,
+                "idle_anon_mb": idle_kib[p]["RssAnon"] * 1024 / 1e6,
+                "idle_file_mb": idle_kib[p]["RssFile"] * 1024 / 1e6,
+                "idle_pss_mb": idle_kib[p]["Pss"] * 1024 / 1e6,
                 "load_peak_mb": peak * 1024 / 1e6,
                 "max_run_peak_mb": peak_max * 1024 / 1e6,
                 "vmhwm_mb": hwm_kib[p] * 1024 / 1e6,
@@ -616,69 +632,102 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
     return out
 
 
-def print_report(s: dict, meta: dict, loads: list[str], file=sys.stdout) -> None:
-    p = lambda *x: print(*x, file=file)  # noqa: E731
+def table(rows: list[list[str]], file) -> None:
+    """Rows of cells, the first a header; the first column left-aligned, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        print("  ".join(cells).rstrip(), file=file)
+
+
+def with_range(x: float | None, r: tuple[float, float] | None, rounds: int) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f}" + (f" [{r[0]:.0f}..{r[1]:.0f}]" if r and rounds > 1 else "")
+
+
+def print_report(s: dict, meta: dict, rates: list[str], file=sys.stdout) -> None:
+    def p(*x):
+        print(*x, file=file)
+
     a = meta["settings"]
+    m = meta["machine"]
+    rounds = a["rounds"]
     p()
-    p(f"=== sidecar benchmark: bundled proxy vs Envoy, configured by `switchyard local` "
-      f"(permissive), {a['rounds']} rounds, shuffled order ===")
-    p(f"oha {meta['versions']['oha']}; HTTP/1.1 keep-alive, {a['conns']} connections, "
-      f"GET / -> {a['body']} B body; fixed rates open loop with --latency-correction "
-      f"({a['rate_seconds']} s each), max = closed loop ({a['max_seconds']} s); "
-      f"{a['workers']} worker thread(s) per proxy (Envoy --concurrency, bundled --threads); "
-      f"pinned: {'client CPU ' + a['client_cpu'] + ', rest CPU ' + a['sut_cpu'] if a['pin'] else 'no'}")
-    p(f"machine: {meta['machine']['cpus']} CPUs, {meta['machine']['cpu_model']}, kernel "
-      f"{meta['machine']['kernel']}; median foreign CPU load during runs "
-      f"{meta['foreign_cores_median']:.2f} cores, steal {meta['steal_seconds_total']:.1f} s total")
-    for load in loads:
+    p(f"=== sidecar benchmark: bundled proxy vs Envoy, both configured by `switchyard local` "
+      f"(permissive mode); {rounds} rounds, each running every (path, load) in shuffled order ===")
+    p(f"client: {meta['versions']['oha']}, HTTP/1.1 keep-alive, {a['conns']} connections, GET / -> "
+      f"{a['body']} B body. Fixed rates: open loop, --latency-correction, {a['rate_seconds']:g} s. "
+      f"Max: closed loop, {a['max_seconds']:g} s.")
+    p(f"proxies: {a['workers']} worker thread(s) each (Envoy --concurrency, bundled --threads); "
+      f"HTTP/1.1 between the sidecars; mTLS = TLS 1.3 with SPIFFE certificates from the control plane. "
+      f"Pinned: {'client on CPU ' + a['client_cpu'] + ', everything else on CPU ' + a['sut_cpu'] if a['pin'] else 'no'}.")
+    p(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; other users of the box took "
+      f"{meta['foreign_cores_median']:.2f} cores (median over runs; max {meta['foreign_cores_max']:.2f}); "
+      f"steal {meta['steal_seconds_total']:.1f} CPU-s in total.")
+    for load in rates:
         p()
-        p(f"-- fixed rate {load} rps (latency in µs; added = path minus same round's D, "
-          "median over rounds [min..max]) --")
-        p(f"{'path':<28}{'p50':>8}{'p99':>8}{'p99.9':>9}{'+p50':>8}{'+p99':>16}{'+p99.9':>18}"
-          f"{'CPU ms/1k':>11}")
+        p(f"-- {load} rps: latency in µs. +pXX = path minus the same round's D; median over rounds "
+          f"[min..max]. CPU = both sidecars, ms per 1,000 requests --")
+        rows = [["path", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "CPU ms/1k"]]
+        flags = []
         for path, (desc, _, _) in PATHS.items():
             r = s["latency"][load][path]
-            rr = r["added_p99_range"]
-            r9 = r["added_p99.9_range"]
-            add99 = fmt(r["added_p99"]) + (f" [{rr[0]:.0f}..{rr[1]:.0f}]" if rr and path != "D" else "")
-            add999 = fmt(r["added_p99.9"]) + (f" [{r9[0]:.0f}..{r9[1]:.0f}]" if r9 and path != "D" else "")
-            p(f"{path + ' ' + desc:<28}{fmt(r['p50']):>8}{fmt(r['p99']):>8}{fmt(r['p99.9']):>9}"
-              f"{fmt(r['added_p50']) if path != 'D' else '':>8}{add99 if path != 'D' else '':>16}"
-              f"{add999 if path != 'D' else '':>18}{fmt(r['pair_cpu_ms_per_1k'], '.1f'):>11}")
-            for f in r["flags"]:
-                p(f"    ! {f}")
+            direct = path == "D"
+            rows.append([
+                f"{path:<4} {desc}", fmt(r["p50"]), fmt(r["p99"]), fmt(r["p99.9"]),
+                "" if direct else fmt(r["added_p50"]),
+                "" if direct else with_range(r["added_p99"], r["added_p99_range"], rounds),
+                "" if direct else with_range(r["added_p99.9"], r["added_p99.9_range"], rounds),
+                fmt(r["pair_cpu_ms_per_1k"], ".1f"),
+            ])
+            flags += [f"{path}: {f}" for f in r["flags"]]
+        table(rows, file)
+        for f in flags:
+            p(f"   ! {f}")
     p()
-    p("-- max throughput (closed loop; RPS per core = requests / CPU-seconds of both sidecars; "
-      "CPU = utime+stime from /proc/<pid>/stat) --")
-    p(f"{'path':<28}{'RPS':>8}{'sidecar cores':>15}{'RPS/core':>10}{'CPU ms/1k':>11}"
-      f"{'client':>8}{'server':>8}{'oha cores':>11}{'app cores':>11}{'foreign':>9}")
+    p("-- max throughput (closed loop). RPS/core = requests / CPU-seconds of both sidecars "
+      "(utime+stime, /proc/<pid>/stat); CPU ms/1k per pair and per proxy; cores = CPU-s / wall-s --")
+    rows = [["path", "RPS", "RPS/core", "pair cores", "CPU ms/1k", "client", "server",
+             "oha cores", "app cores", "others"]]
+    flags = []
     for path, (desc, _, _) in PATHS.items():
         r = s["throughput"][path]
-        p(f"{path + ' ' + desc:<28}{fmt(r['rps']):>8}{fmt(r.get('pair_cores'), '.2f'):>15}"
-          f"{fmt(r.get('rps_per_core')):>10}{fmt(r.get('pair_cpu_ms_per_1k'), '.1f'):>11}"
-          f"{fmt(r.get('client_cpu_ms_per_1k'), '.1f'):>8}{fmt(r.get('server_cpu_ms_per_1k'), '.1f'):>8}"
-          f"{fmt(r['oha_cores'], '.2f'):>11}{fmt(r['upstream_cores'], '.2f'):>11}"
-          f"{fmt(r['foreign_cores'], '.2f'):>9}")
-        for f in r["flags"]:
-            p(f"    ! {f}")
+        rows.append([
+            f"{path:<4} {desc}", with_range(r["rps"], r["rps_range"], rounds),
+            with_range(r.get("rps_per_core"), r.get("rps_per_core_range"), rounds),
+            fmt(r.get("pair_cores"), ".2f"), fmt(r.get("pair_cpu_ms_per_1k"), ".1f"),
+            fmt(r.get("client_cpu_ms_per_1k"), ".1f"), fmt(r.get("server_cpu_ms_per_1k"), ".1f"),
+            fmt(r["oha_cores"], ".2f"), fmt(r["upstream_cores"], ".2f"), fmt(r["foreign_cores"], ".2f"),
+        ])
+        flags += [f"{path}: {f}" for f in r["flags"]]
+    table(rows, file)
+    for f in flags:
+        p(f"   ! {f}")
     p()
-    p("-- memory per proxy (VmRSS, MB = 10^6 bytes; idle = configured, before any load; "
-      "peak = highest 100 ms sample under load; VmHWM at the end) --")
-    p(f"{'proxy':<22}{'idle':>8}{'peak':>8}{'VmHWM':>8}")
+    p("-- memory per proxy, MB = 10^6 bytes. idle = VmRSS once configured, before any load "
+      "= anon + file-backed; Pss splits shared code among the processes mapping it; "
+      "peak = highest 100 ms VmRSS sample under load; VmHWM at the end --")
+    rows = [["proxy", "idle", "anon", "file", "Pss", "peak", "VmHWM"]]
     for name, r in s["rss"].items():
-        p(f"{name + ' (' + r['data_plane'] + ')':<22}{r['idle_mb']:>8.1f}{r['load_peak_mb']:>8.1f}"
-          f"{r['vmhwm_mb']:>8.1f}")
+        rows.append([f"{name} ({r['data_plane']})", f"{r['idle_mb']:.1f}", f"{r['idle_anon_mb']:.1f}",
+                     f"{r['idle_file_mb']:.1f}", f"{r['idle_pss_mb']:.1f}", f"{r['load_peak_mb']:.1f}",
+                     f"{r['vmhwm_mb']:.1f}"])
+    table(rows, file)
     p()
-    p("-- bundled / Envoy (below 1 = bundled better, except max RPS and RPS/core: above 1 = better) --")
-    keys = [f"added_{q}@{load}" for load in loads for q in PCTS] + \
-           [f"cpu_per_1k@{load}" for load in loads] + ["cpu_per_1k@max", "max_rps", "rps_per_core@max"]
-    p(f"{'figure':<24}{'mTLS':>8}{'plain':>8}")
+    p("-- bundled / Envoy: below 1 means bundled is better, except max_rps and rps_per_core --")
+    keys = ([f"added_{q}@{load}" for load in rates for q in PCTS]
+            + [f"cpu_per_1k@{load}" for load in rates]
+            + ["cpu_per_1k@max", "max_rps", "rps_per_core@max"])
+    rows = [["figure", "mTLS", "plaintext"]]
     for k in keys:
-        p(f"{k:<24}{fmt(s['ratios']['mtls'].get(k), '.2f'):>8}{fmt(s['ratios']['plaintext'].get(k), '.2f'):>8}")
+        rows.append([k, fmt(s["ratios"]["mtls"].get(k), ".2f"),
+                     fmt(s["ratios"]["plaintext"].get(k), ".2f")])
     for k, v in s["ratios"]["rss"].items():
-        p(f"{'rss_' + k:<24}{fmt(v, '.2f'):>8}")
+        rows.append([f"rss_{k}", fmt(v, ".2f"), ""])
+    table(rows, file)
     p()
-    p("-- targets --")
+    p("-- targets (the issue's) --")
     for t in s["targets"]:
         val = f"bundled {fmt(t['bundled'], '.1f')} vs Envoy {fmt(t['envoy'], '.1f')}"
         if t["ratio"] is not None:
@@ -686,7 +735,9 @@ def print_report(s: dict, meta: dict, loads: list[str], file=sys.stdout) -> None
         p(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {val}")
     ev = meta["evidence"]
     p()
-    p(f"path check: {ev['verdict']}; {json.dumps(ev['counters'])}")
+    p(f"path check: {ev['verdict']}")
+    for dp, c in ev["counters"].items():
+        p(f"  {dp}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -699,6 +750,20 @@ def version(cmd: list[str]) -> str:
         return text[-1] if text else "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+
+
+def git_state() -> dict:
+    """The commit and the files modified in the working tree (read-only git)."""
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+            return out.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "modified_files": git("status", "--porcelain").splitlines(),
+    }
 
 
 def machine() -> dict:
@@ -716,6 +781,8 @@ def machine() -> dict:
         "cpu_model": model,
         "kernel": platform.release(),
         "governor": gov.read_text().strip() if gov.exists() else None,
+        "clocksource": Path("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .read_text().strip(),
     }
 
 
@@ -754,8 +821,13 @@ def main() -> int:
         log(f"starting the app, `switchyard local` and four sidecars in {workdir}")
         bench.start()
         time.sleep(1.0)
-        idle = {p: status_kib(pid, "VmRSS") for p, pid in bench.sidecar_pids.items()}
-        log("idle VmRSS (KiB): " + ", ".join(f"{k} {v}" for k, v in idle.items()))
+        idle = {p: {k: status_kib(pid, k) for k in ("VmRSS", "RssAnon", "RssFile")}
+                for p, pid in bench.sidecar_pids.items()}
+        for p, pid in bench.sidecar_pids.items():
+            idle[p]["Pss"] = pss_kib(pid)
+        log("idle VmRSS (KiB): " + ", ".join(f"{k} {v['VmRSS']}" for k, v in idle.items()))
+        # The Envoy wrapper in .venv execs the real binary; record what actually runs.
+        exes = {p: os.readlink(f"/proc/{pid}/exe") for p, pid in bench.sidecar_pids.items()}
         for path in PATHS:
             log(f"warm-up {path} ({a.warmup_seconds:g} s, max rate)")
             w = bench.run(path, "max", a.warmup_seconds)
@@ -793,7 +865,7 @@ def main() -> int:
             problems.append(f"{dp}: the client never originated TLS to the meshed service")
         if c["client_tls_handshakes_plain_cluster"] != 0:
             problems.append(f"{dp}: the client originated TLS to the plaintext service")
-    summary = summarize(runs, idle, hwm, loads)
+    summary = summarize(runs, idle, hwm, rates)
     foreign = [r["system"]["foreign_cpu_seconds"] / r["wall_seconds"] for r in runs]
     meta = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -815,10 +887,13 @@ def main() -> int:
         "binaries": {"switchyard": a.switchyard, "proxy": a.proxy, "envoy": a.envoy, "oha": a.oha,
                      "upstream": a.upstream},
         "foreign_cores_median": statistics.median(foreign) if foreign else 0.0,
+        "foreign_cores_max": max(foreign, default=0.0),
+        "sidecar_executables": exes,
+        "git": git_state(),
         "steal_seconds_total": sum(r["system"]["steal_cpu_seconds"] for r in runs),
         "evidence": {"verdict": "OK" if not problems else "; ".join(problems), "counters": counters},
     }
-    print_report(summary, meta, loads)
+    print_report(summary, meta, rates)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
