@@ -6,7 +6,7 @@ SMI_EXAMPLES ?= ../shared/reference/smi-examples
 .PHONY: help demo test fmt-check clippy unit e2e-bundled crds check-crds fuzz build
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 demo: ## Run the demo on the embedded example (no cluster needed)
 	scripts/demo.sh
