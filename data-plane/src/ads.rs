@@ -17,7 +17,7 @@ use std::{
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{
-        DeltaDiscoveryRequest, DiscoveryRequest,
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
         aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     },
 };
@@ -27,7 +27,7 @@ use crate::{
     bootstrap::Bootstrap,
     config::Runtime,
     state::State,
-    xds::{Config, DeltaClient, SotwClient},
+    xds::{Config, DeltaClient, Error, SotwClient},
 };
 
 /// The first reconnect waits up to this long; each failure doubles it.
@@ -224,7 +224,7 @@ impl Ads {
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
         let authorization = match &self.bootstrap.authorization {
             Some(auth) => Some(
-                auth.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                auth.parse::<Authorization>()
                     .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))?,
             ),
             None => None,
@@ -232,64 +232,126 @@ impl Ads {
         let state = &self.state;
         match &mut self.session {
             Session::Delta(client) => {
-                let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-                for request in client.initial_requests() {
-                    // The receiver lives until the stream is dropped below.
-                    let _ = tx.send(request);
-                }
-                let mut request = tonic::Request::new(UnboundedStream(rx));
-                if let Some(value) = authorization {
-                    request.metadata_mut().insert("authorization", value);
-                }
-                let mut responses = grpc.delta_aggregated_resources(request).await?.into_inner();
+                let (tx, request) = open(client.as_mut(), authorization);
+                let responses = grpc.delta_aggregated_resources(request).await?.into_inner();
                 opened(state, &uri, "delta");
-                while let Some(response) = responses.message().await? {
-                    *got = true;
-                    let outcome = client.handle_response(response);
-                    for request in outcome.requests {
-                        let _ = tx.send(request);
-                    }
-                    handled(
-                        state,
-                        outcome.rejected,
-                        outcome.changed,
-                        client.is_synced(),
-                        client.config(),
-                    );
-                }
+                follow(client.as_mut(), &tx, responses, state, got).await?;
             }
             Session::Sotw(client) => {
-                let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
-                for request in client.initial_requests() {
-                    let _ = tx.send(request);
-                }
-                let mut request = tonic::Request::new(UnboundedStream(rx));
-                if let Some(value) = authorization {
-                    request.metadata_mut().insert("authorization", value);
-                }
-                let mut responses = grpc
+                let (tx, request) = open(client.as_mut(), authorization);
+                let responses = grpc
                     .stream_aggregated_resources(request)
                     .await?
                     .into_inner();
                 opened(state, &uri, "state of the world");
-                while let Some(response) = responses.message().await? {
-                    *got = true;
-                    let outcome = client.handle_response(response);
-                    for request in outcome.requests {
-                        let _ = tx.send(request);
-                    }
-                    handled(
-                        state,
-                        outcome.rejected,
-                        outcome.changed,
-                        client.is_synced(),
-                        client.config(),
-                    );
-                }
+                follow(client.as_mut(), &tx, responses, state, got).await?;
             }
         }
         Err(StreamError::Closed)
     }
+}
+
+/// What the stream loop needs from a protocol variant's client core.
+trait Protocol {
+    type Request;
+    type Response;
+    fn initial_requests(&mut self) -> Vec<Self::Request>;
+    /// Requests to send, why the response was rejected, whether the configuration changed.
+    fn handle(&mut self, response: Self::Response) -> (Vec<Self::Request>, Option<Error>, bool);
+    fn is_synced(&self) -> bool;
+    fn config(&self) -> &Config;
+}
+
+impl Protocol for DeltaClient {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn initial_requests(&mut self) -> Vec<Self::Request> {
+        DeltaClient::initial_requests(self)
+    }
+
+    fn handle(&mut self, response: Self::Response) -> (Vec<Self::Request>, Option<Error>, bool) {
+        let outcome = self.handle_response(response);
+        (outcome.requests, outcome.rejected, outcome.changed)
+    }
+
+    fn is_synced(&self) -> bool {
+        DeltaClient::is_synced(self)
+    }
+
+    fn config(&self) -> &Config {
+        DeltaClient::config(self)
+    }
+}
+
+impl Protocol for SotwClient {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn initial_requests(&mut self) -> Vec<Self::Request> {
+        SotwClient::initial_requests(self)
+    }
+
+    fn handle(&mut self, response: Self::Response) -> (Vec<Self::Request>, Option<Error>, bool) {
+        let outcome = self.handle_response(response);
+        (outcome.requests, outcome.rejected, outcome.changed)
+    }
+
+    fn is_synced(&self) -> bool {
+        SotwClient::is_synced(self)
+    }
+
+    fn config(&self) -> &Config {
+        SotwClient::config(self)
+    }
+}
+
+type Authorization = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// The request stream of a new ADS stream, primed with the client's initial requests, and
+/// the sender that feeds it.
+fn open<P: Protocol>(
+    client: &mut P,
+    authorization: Option<Authorization>,
+) -> (
+    mpsc::UnboundedSender<P::Request>,
+    tonic::Request<UnboundedStream<P::Request>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for request in client.initial_requests() {
+        // The receiver lives as long as the stream.
+        let _ = tx.send(request);
+    }
+    let mut request = tonic::Request::new(UnboundedStream(rx));
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value);
+    }
+    (tx, request)
+}
+
+/// Handles every response of a stream until it ends.
+async fn follow<P: Protocol>(
+    client: &mut P,
+    tx: &mpsc::UnboundedSender<P::Request>,
+    mut responses: tonic::Streaming<P::Response>,
+    state: &State,
+    got: &mut bool,
+) -> Result<(), tonic::Status> {
+    while let Some(response) = responses.message().await? {
+        *got = true;
+        let (requests, rejected, changed) = client.handle(response);
+        for request in requests {
+            let _ = tx.send(request);
+        }
+        handled(
+            state,
+            rejected,
+            changed,
+            client.is_synced(),
+            client.config(),
+        );
+    }
+    Ok(())
 }
 
 fn opened(state: &State, uri: &str, variant: &str) {
@@ -299,13 +361,7 @@ fn opened(state: &State, uri: &str, variant: &str) {
 }
 
 /// Bookkeeping after a response: counts, logs, and publishing what changed.
-fn handled(
-    state: &State,
-    rejected: Option<crate::xds::Error>,
-    changed: bool,
-    synced: bool,
-    config: &Config,
-) {
+fn handled(state: &State, rejected: Option<Error>, changed: bool, synced: bool, config: &Config) {
     match rejected {
         Some(error) => {
             state.xds.rejected.fetch_add(1, Ordering::Relaxed);
