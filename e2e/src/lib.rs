@@ -8,6 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
+pub mod kube;
 pub mod mesh;
 
 /// The workspace root (where the top-level `Cargo.toml` is).

@@ -10,6 +10,8 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+pub mod controller;
+pub mod install;
 pub mod local;
 pub mod validate;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Local(local::LocalArgs),
     /// Print the xDS resources one proxy would get from a directory of manifests, as JSON.
     Compile(local::CompileArgs),
+    /// Run the controller in a cluster: watch SMI objects, serve xDS, write status.
+    Controller(controller::ControllerArgs),
+    /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
+    Bootstrap(controller::BootstrapArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +90,14 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Local(args) => {
             local::run_local(args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Controller(args) => {
+            controller::run_controller(args)?;
+            Ok(Outcome::Success)
+        }
+        Command::Bootstrap(args) => {
+            controller::run_bootstrap(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::Compile(args) => {

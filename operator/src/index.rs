@@ -342,7 +342,7 @@ impl Index {
         &self.statuses
     }
 
-    fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
+    pub(crate) fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
         match kind {
             ObjectKind::Service => self
                 .services

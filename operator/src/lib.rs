@@ -3,7 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod controller;
 pub mod identity;
 pub mod index;
+pub mod install;
 pub mod local;
+pub mod publish;
+pub mod webhook;
 pub mod xds;

@@ -11,7 +11,7 @@
 //! and the bootstrap is the same Envoy v3 file for both (`switchyard-proxy --bootstrap <file>`).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, OnceLock, RwLock},
@@ -21,19 +21,18 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::Node;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
-    bundled::BundledAdapter,
-    envoy::{self, BootstrapOptions, EnvoyOptions, Resource},
-    model::{DataPlane, Identity, MeshSettings, ProxyConfig, ProxyId},
+    envoy::{self, BootstrapOptions},
+    model::{DataPlane, MeshSettings, ProxyId},
 };
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::{
-    identity::{self, CaConfig, CaFiles, Certificates, MeshCa},
+    identity::{self, CaConfig, CaFiles, MeshCa},
     index::{Index, ObjectStatus},
+    publish::{Publisher, envoy_options, proxy_key},
     xds::{
-        auth::{Authenticate, StaticTokens},
-        snapshot::{SharedVersions, Snapshot},
-        store::{ProxyKey, SnapshotStore},
+        auth::{AuthFuture, Authenticate, StaticTokens},
+        store::SnapshotStore,
     },
 };
 
@@ -101,12 +100,13 @@ pub enum LocalError {
 pub struct LocalTokens(RwLock<StaticTokens>);
 
 impl Authenticate for LocalTokens {
-    fn authenticate(&self, metadata: &MetadataMap, node: &Node) -> Result<ProxyKey, Status> {
-        let tokens = self
+    fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, _node: &'a Node) -> AuthFuture<'a> {
+        let result = self
             .0
             .read()
-            .map_err(|_| Status::internal("token table poisoned"))?;
-        tokens.authenticate(metadata, node)
+            .map_err(|_| Status::internal("token table poisoned"))
+            .and_then(|tokens| tokens.lookup(metadata));
+        Box::pin(std::future::ready(result))
     }
 }
 
@@ -129,21 +129,14 @@ pub struct Local {
     config: LocalConfig,
     source: DirSource,
     index: Index,
-    /// Compiles bundled proxies, and Envoy proxies through [`BundledAdapter::envoy`]: one cache
-    /// for both data planes.
-    adapter: BundledAdapter,
-    store: SnapshotStore,
+    publisher: Publisher,
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
-    versioned: SharedVersions,
-    /// One certificate per identity with a proxy; the CA key stays in here.
-    certs: Certificates,
 }
 
 // === impl Local ===
 
 impl Local {
-    /// Sets up local mode, with a freshly generated mesh CA unless `config.ca_files` names one.
     pub fn new(config: LocalConfig) -> Result<Self, LocalError> {
         let ca_config = CaConfig {
             trust_domain: config.settings.trust_domain.clone(),
@@ -155,20 +148,17 @@ impl Local {
         };
         identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
         Ok(Local {
-            certs: Certificates::new(ca),
+            publisher: Publisher::new(ca, ca_config.workload_lifetime),
             source: DirSource::new(config.dir.clone()),
             index: Index::new(config.settings.clone()),
-            adapter: BundledAdapter::new(),
-            store: SnapshotStore::new(),
             tokens: Arc::new(LocalTokens::default()),
             proxies: BTreeMap::new(),
-            versioned: SharedVersions::default(),
             config,
         })
     }
 
     pub fn store(&self) -> SnapshotStore {
-        self.store.clone()
+        self.publisher.store()
     }
 
     pub fn tokens(&self) -> Arc<LocalTokens> {
@@ -179,81 +169,46 @@ impl Local {
         &self.index
     }
 
-    /// Re-reads changed files, renews certificates that are due, and publishes whatever
-    /// changed.
+    /// Re-reads the directory and publishes what changed (see [`Local::tick_at`]).
     pub fn tick(&mut self) -> Result<Tick, LocalError> {
         self.tick_at(SystemTime::now())
     }
 
-    /// [`Local::tick`] at a given time.
+    /// One round at `now`: when files changed, feeds them to the index; publishes the proxies the
+    /// changes affect and those whose certificate is due; writes bootstraps of new proxies.
     pub fn tick_at(&mut self, now: SystemTime) -> Result<Tick, LocalError> {
         let scan = self.source.scan();
         let mut tick = Tick {
             reports: scan.reports,
             ..Tick::default()
         };
-        let renewal_due = self.certs.next_renewal().is_some_and(|at| at <= now);
-        if !scan.changed && !self.proxies.is_empty() && !renewal_due {
+        let renewal_due = self.publisher.renewal_due(now);
+        if !scan.changed && self.publisher.has_proxies() && !renewal_due {
             return Ok(tick);
         }
-        if scan.changed || self.proxies.is_empty() {
+        if scan.changed || !self.publisher.has_proxies() {
             self.source.feed(&mut self.index);
         }
-        let changes = self.index.take_changes();
-        let identities: BTreeSet<Identity> = self
-            .index
-            .proxies()
-            .filter_map(|p| self.index.proxy_identity(p).cloned())
-            .collect();
-        let certs = self
-            .certs
-            .sync(&identities, self.config.ca.workload_lifetime, now)?;
-        for (identity, error) in &certs.failed {
-            tick.warnings
-                .push(format!("identity {identity}: no new certificate: {error}"));
+        let published = self.publisher.publish(&mut self.index, now)?;
+        for proxy in &published.added {
+            self.register(proxy)?;
         }
-        let renewed: BTreeSet<Identity> = certs.changed().into_iter().cloned().collect();
-        for obj in &changes.statuses {
-            if let Some(st) = self.index.status(obj) {
-                tick.statuses.push((obj.clone(), st.clone()));
-            }
+        for proxy in &published.removed {
+            self.proxies.remove(proxy);
         }
-        let proxies: Vec<ProxyId> = self.index.proxies().cloned().collect();
-        for proxy in &proxies {
-            let is_new = !self.proxies.contains_key(proxy);
-            if is_new {
-                self.register(proxy)?;
-            }
-            let renewed = self
-                .index
-                .proxy_identity(proxy)
-                .is_some_and(|id| renewed.contains(id));
-            if !(is_new || renewed || changes.outbound || changes.proxies.contains(proxy)) {
-                continue;
-            }
-            if let Some(snapshot) = self.compile(proxy, &mut tick.warnings)?
-                && self.store.set(proxy_key(proxy), snapshot)
-            {
-                tick.pushed += 1;
-            }
+        tick.pushed = published.pushed;
+        tick.statuses = published.statuses;
+        tick.warnings = published.warnings;
+        match published.errors.into_iter().next() {
+            Some(e) => Err(LocalError::Snapshot {
+                proxy: e.proxy,
+                message: e.message,
+            }),
+            None => Ok(tick),
         }
-        for gone in self
-            .proxies
-            .keys()
-            .filter(|p| !proxies.contains(p))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            self.store.remove(&proxy_key(&gone));
-            self.proxies.remove(&gone);
-        }
-        self.adapter.evict_unused();
-        self.versioned.evict_unused();
-        Ok(tick)
     }
 
-    /// Reads the directory into the index without registering proxies or writing files
-    /// (`switchyard compile`).
+    /// Reads the directory into the index without publishing anything (`switchyard compile`).
     pub fn tick_without_state(&mut self) -> Result<Tick, LocalError> {
         let scan = self.source.scan();
         self.source.feed(&mut self.index);
@@ -263,106 +218,19 @@ impl Local {
         })
     }
 
-    /// The resources of one proxy, as the xDS server would serve them (secrets aside), compiled
-    /// for its data plane; the warnings include an invalid data plane annotation.
+    /// The resources and warnings one proxy would get, without publishing them.
     pub fn compile_proxy(&mut self, proxy: &ProxyId) -> Option<envoy::Output> {
-        let cfg = self.index.proxy_config(proxy)?;
-        let out = self.compile_for(proxy, &cfg);
-        let invalid = self
-            .index
-            .invalid_data_plane(proxy)
-            .map(ToString::to_string);
-        Some(envoy::Output {
-            resources: out
-                .resources
-                .into_iter()
-                .map(Arc::unwrap_or_clone)
-                .collect(),
-            warnings: invalid.into_iter().chain(out.warnings).collect(),
-        })
+        self.publisher.compile_proxy(&self.index, proxy)
     }
 
-    /// The data plane a proxy is compiled for; `None` for an unknown proxy.
     pub fn data_plane(&self, proxy: &ProxyId) -> Option<DataPlane> {
         self.index.data_plane(proxy)
     }
 
-    /// Cached clusters, services, and bundled-adapter verdicts, for metrics and tests.
     pub fn adapter_cache_len(&self) -> (usize, usize, usize) {
-        self.adapter.cache_len()
+        self.publisher.adapter_cache_len()
     }
 
-    /// Compiles with the adapter of the proxy's data plane.
-    fn compile_for(&mut self, proxy: &ProxyId, cfg: &ProxyConfig) -> envoy::Output<Arc<Resource>> {
-        let opts = self.envoy_options(proxy);
-        let settings = self.index.settings();
-        match self.index.data_plane(proxy).unwrap_or(settings.data_plane) {
-            DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
-            DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
-        }
-    }
-
-    fn envoy_options(&self, proxy: &ProxyId) -> EnvoyOptions {
-        EnvoyOptions {
-            mtls: true,
-            bind_ip: self
-                .index
-                .pod_ip(proxy)
-                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            ..EnvoyOptions::default()
-        }
-    }
-
-    fn compile(
-        &mut self,
-        proxy: &ProxyId,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<Snapshot>, LocalError> {
-        let Some(cfg) = self.index.proxy_config(proxy) else {
-            return Ok(None);
-        };
-        let out = self.compile_for(proxy, &cfg);
-        if let Some(invalid) = self.index.invalid_data_plane(proxy) {
-            warnings.push(invalid.to_string());
-        }
-        warnings.extend(
-            out.warnings
-                .into_iter()
-                .map(|w| format!("proxy {proxy}: {w}")),
-        );
-        let mut builder = Snapshot::builder();
-        for r in &out.resources {
-            self.versioned
-                .get(r)
-                .and_then(|v| builder.add_shared(v).map(|_| ()))
-                .map_err(|e| LocalError::Snapshot {
-                    proxy: proxy.clone(),
-                    message: e.to_string(),
-                })?;
-        }
-        // Only this proxy's own identity's certificate, and the trust bundle. Never cached or
-        // shared: key material lives in this one snapshot.
-        if let Some(cert) = self.certs.get(&cfg.identity) {
-            let secrets = envoy::secrets(
-                &cfg.identity,
-                self.index.settings(),
-                cert.cert_chain_pem(),
-                cert.private_key_pem().expose(),
-                self.certs.ca().trust_bundle_pem(),
-            );
-            for r in secrets {
-                builder
-                    .add_any(r.name, r.resource)
-                    .map_err(|e| LocalError::Snapshot {
-                        proxy: proxy.clone(),
-                        message: e.to_string(),
-                    })?;
-            }
-        }
-        Ok(Some(builder.build()))
-    }
-
-    /// Gives a new proxy a token and writes its bootstrap.
     fn register(&mut self, proxy: &ProxyId) -> Result<(), LocalError> {
         let base = format!("{}.{}", proxy.namespace, proxy.pod);
         // A proxy reads its bootstrap once: a restarted control plane must keep accepting the
@@ -381,7 +249,7 @@ impl Local {
         if let Ok(mut t) = self.tokens.0.write() {
             t.insert(token.clone(), proxy_key(proxy));
         }
-        let opts = self.envoy_options(proxy);
+        let opts = envoy_options(&self.index, proxy);
         let mut b = BootstrapOptions::new(
             proxy.to_string(),
             opts.bind_ip,
@@ -397,10 +265,6 @@ impl Local {
         self.proxies.insert(proxy.clone(), token);
         Ok(())
     }
-}
-
-fn proxy_key(proxy: &ProxyId) -> ProxyKey {
-    ProxyKey::new(proxy.to_string())
 }
 
 /// Writes a state file readable by its owner only (a token is a key to that Pod's identity and

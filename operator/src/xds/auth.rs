@@ -1,6 +1,6 @@
 //! Who is on the other end of a stream: the seam between credentials and proxy keys.
 
-use std::{collections::HashMap, fmt};
+use std::{collections::HashMap, fmt, future::Future, pin::Pin};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::{Status, metadata::MetadataMap};
@@ -15,10 +15,14 @@ mod tests;
 /// Called once per stream, with the gRPC metadata and the node of the first request. The node
 /// is there to be cross-checked against the credential (a pod name, say), never to be trusted
 /// on its own: anyone can write any `node.id`. Errors go to the client as they are, so use
-/// `Status::unauthenticated` / `Status::permission_denied`.
+/// `Status::unauthenticated` / `Status::permission_denied`. Asynchronous because a cluster asks
+/// the API server (a TokenReview); a stream waits for it before anything is sent.
 pub trait Authenticate: Send + Sync + 'static {
-    fn authenticate(&self, metadata: &MetadataMap, node: &Node) -> Result<ProxyKey, Status>;
+    fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, node: &'a Node) -> AuthFuture<'a>;
 }
+
+/// What [`Authenticate::authenticate`] returns.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<ProxyKey, Status>> + Send + 'a>>;
 
 /// Bearer tokens known in advance (local mode, tests): `authorization: Bearer <token>`.
 ///
@@ -45,6 +49,15 @@ impl StaticTokens {
         self.insert(token, key);
         self
     }
+
+    /// The proxy the request's bearer token belongs to.
+    pub fn lookup(&self, metadata: &MetadataMap) -> Result<ProxyKey, Status> {
+        let token = bearer_token(metadata)?;
+        self.tokens
+            .get(token)
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+    }
 }
 
 impl FromIterator<(String, ProxyKey)> for StaticTokens {
@@ -65,12 +78,8 @@ impl fmt::Debug for StaticTokens {
 }
 
 impl Authenticate for StaticTokens {
-    fn authenticate(&self, metadata: &MetadataMap, _node: &Node) -> Result<ProxyKey, Status> {
-        let token = bearer_token(metadata)?;
-        self.tokens
-            .get(token)
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+    fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, _node: &'a Node) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.lookup(metadata)))
     }
 }
 

@@ -183,7 +183,7 @@ impl XdsServer {
                 Ok(Some(result)) => result?,
             };
         let node = P::node(&first).ok_or(StreamError::MissingNode)?;
-        let key = match self.auth.authenticate(&metadata, node) {
+        let key = match self.auth.authenticate(&metadata, node).await {
             Ok(key) => key,
             Err(status) => {
                 self.metrics.auth_failed();

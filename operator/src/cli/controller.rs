@@ -1,0 +1,177 @@
+//! `switchyard controller` (Kubernetes mode) and `switchyard bootstrap` (a proxy's bootstrap for
+//! a cluster, with its ServiceAccount token).
+
+use std::{io::Write, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use switchyard_adapters::envoy::{self, BootstrapOptions};
+
+use super::local::MeshArgs;
+use crate::{
+    controller::{self, ControllerConfig, auth::DEFAULT_AUDIENCE, lease::LeaseTiming},
+    identity::{CaConfig, CaFiles},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// The controller's namespace (its Lease lives there).
+    #[arg(long, default_value = "switchyard-system", env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// This replica's name, for the Lease and Events [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    pub name: Option<String>,
+    /// A kubeconfig file [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of the xDS (ADS) server.
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    pub xds_addr: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    /// Address of the conversion webhook (HTTPS); off without `--webhook-cert-dir`.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Directory with the webhook's `tls.crt` and `tls.key` (reloaded when they change).
+    #[arg(long)]
+    pub webhook_cert_dir: Option<PathBuf>,
+    /// The mesh CA's certificate chain (PEM); every replica must load the same CA.
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The mesh CA's private key (PKCS#8 PEM).
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// The trust bundle, when `--ca-cert` ends at an intermediate.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_bundle: Option<PathBuf>,
+    /// The audience proxies' ServiceAccount tokens must be issued for.
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// How long the status writer's Lease lasts without renewal (seconds).
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// How often each replica checks the Lease (seconds).
+    #[arg(long, default_value_t = 2)]
+    pub lease_retry_secs: u64,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let client = client(args.kubeconfig.as_deref()).await?;
+        let identity = match args.name.clone() {
+            Some(n) => n,
+            None => hostname(),
+        };
+        let config = ControllerConfig {
+            namespace: args.namespace.clone(),
+            identity,
+            xds_addr: args.xds_addr,
+            admin_addr: args.admin_addr,
+            webhook: args
+                .webhook_cert_dir
+                .clone()
+                .map(|dir| (args.webhook_addr, dir)),
+            settings: args.mesh.settings(),
+            ca: CaConfig::default(),
+            ca_files: match (args.ca_cert.clone(), args.ca_key.clone()) {
+                (Some(cert_chain), Some(key)) => Some(CaFiles {
+                    cert_chain,
+                    key,
+                    trust_bundle: args.ca_bundle.clone(),
+                }),
+                _ => None,
+            },
+            audience: args.audience.clone(),
+            lease: LeaseTiming {
+                duration: Duration::from_secs(args.lease_duration_secs.max(1)),
+                retry: Duration::from_secs(args.lease_retry_secs.max(1)),
+            },
+            debounce: Duration::from_millis(20),
+        };
+        controller::run(client, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster config and no kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| format!("switchyard-{}", std::process::id()))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// The Pod this proxy runs in, `namespace/name` (its `node.id`).
+    #[arg(long)]
+    pub pod: String,
+    /// The Pod's IP, where its listeners bind.
+    #[arg(long)]
+    pub pod_ip: IpAddr,
+    /// A file holding the Pod's ServiceAccount token (audience `switchyard`).
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The controller's xDS host.
+    #[arg(long, default_value = "switchyard.switchyard-system.svc")]
+    pub xds_host: String,
+    #[arg(long, default_value_t = 15010)]
+    pub xds_port: u16,
+    /// Incremental (delta) ADS instead of state of the world.
+    #[arg(long)]
+    pub delta: bool,
+}
+
+/// Prints the Envoy v3 bootstrap (also read by `switchyard-proxy`) for one Pod.
+pub fn run_bootstrap(args: &BootstrapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    controller::auth::parse_node_id(&args.pod).map_err(anyhow::Error::msg)?;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading {}", args.token_file.display()))?;
+    let mut b = BootstrapOptions::new(
+        args.pod.clone(),
+        args.pod_ip,
+        args.xds_host.clone(),
+        args.xds_port,
+        token.trim().to_string(),
+    );
+    if args.delta {
+        b.api = envoy::XdsApi::Delta;
+    }
+    serde_json::to_writer_pretty(&mut *out, &envoy::bootstrap(&b))?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Kubernetes mode (`switchyard controller`): watches feed the same index as local mode, the
+//! same publisher serves xDS, and status conditions and Events go back to the SMI objects.
+//!
+//! Start-up order matters: the conversion webhook listens before any watch starts, so that
+//! reading the SMI CRDs (which need the webhook to convert) cannot deadlock on ourselves.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use switchyard_adapters::model::MeshSettings;
+use switchyard_crds::{Kind, ObjectRef};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch as signal},
+};
+
+use crate::{
+    identity::{self, CaConfig, CaFiles, MeshCa},
+    index::{Index, ObjectKind},
+    publish::Publisher,
+    webhook,
+    xds::server::{self, XdsConfig, XdsServer},
+};
+
+pub mod admin;
+pub mod auth;
+pub mod core;
+pub mod lease;
+pub mod watch;
+
+use self::{
+    admin::{Admin, ControllerMetrics},
+    auth::{PodAccounts, TokenReviewAuth},
+    core::{Core, StatusWrite},
+    lease::LeaseTiming,
+    watch::{WatchMsg, Watched},
+};
+
+/// The field manager of every status write (server-side apply).
+pub const FIELD_MANAGER: &str = "switchyard";
+/// The Lease that elects the status writer, in the controller's namespace.
+pub const LEASE_NAME: &str = "switchyard-status-writer";
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The controller's own namespace: where its Lease lives.
+    pub namespace: String,
+    /// This replica's name (the Pod name in a cluster), for the Lease and Events.
+    pub identity: String,
+    pub xds_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The conversion webhook's address and the directory holding `tls.crt` and `tls.key`.
+    pub webhook: Option<(SocketAddr, PathBuf)>,
+    pub settings: MeshSettings,
+    pub ca: CaConfig,
+    /// The mesh CA; every replica must load the same one. Without it a root is generated,
+    /// which only suits a single replica.
+    pub ca_files: Option<CaFiles>,
+    /// The audience proxy tokens must carry; `switchyard` by default.
+    pub audience: String,
+    pub lease: LeaseTiming,
+    /// How long the loop gathers watch events before publishing; 20 ms by default.
+    pub debounce: Duration,
+}
+
+/// The controller's errors: all of them stop it at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("mesh ca: {0}")]
+    Ca(#[from] identity::Error),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("conversion webhook: {0}")]
+    Webhook(#[from] webhook::WebhookError),
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ControllerError> {
+    let (stop_tx, stop_rx) = signal::channel(false);
+    let listen = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ControllerError::Listen { what, addr, source })
+    };
+
+    // 1. The webhook first (see the module docs).
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((addr, dir)) = &config.webhook {
+        let tls = Arc::new(webhook::CertReloader::load(dir.clone())?);
+        let listener = listen("conversion webhook", *addr).await?;
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = webhook::serve(listener, tls, stopped).await {
+                tracing::error!(error = %e, "conversion webhook stopped");
+            }
+        });
+    }
+
+    // 2. The mesh CA, the publisher and the xDS server.
+    let ca_config = CaConfig {
+        trust_domain: config.settings.trust_domain.clone(),
+        ..config.ca.clone()
+    };
+    let ca = match &config.ca_files {
+        Some(files) => MeshCa::from_files(&ca_config, files)?,
+        None => {
+            tracing::warn!(
+                "no --ca-cert/--ca-key: generated a mesh CA that only this replica trusts"
+            );
+            MeshCa::generate(&ca_config, SystemTime::now())?
+        }
+    };
+    identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
+    let publisher = Publisher::new(ca, ca_config.workload_lifetime);
+    let pods: PodAccounts = Arc::new(RwLock::new(BTreeMap::new()));
+    let auth = Arc::new(TokenReviewAuth::new(
+        client.clone(),
+        config.audience.clone(),
+        pods.clone(),
+    ));
+    let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default());
+    let xds_metrics = xds.metrics();
+    let xds_listener = listen("xds", config.xds_addr).await?;
+    tracing::info!(addr = %config.xds_addr, "xds server listening");
+    let mut xds_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        let stopped = async move {
+            let _ = xds_stop.changed().await;
+        };
+        if let Err(e) = server::serve_listener(xds_listener, xds, stopped).await {
+            tracing::error!(error = %e, "xds server stopped");
+        }
+    });
+
+    // 3. Health and metrics.
+    let metrics = Arc::new(ControllerMetrics::default());
+    let admin_listener = listen("admin", config.admin_addr).await?;
+    tasks.spawn(admin::serve(
+        admin_listener,
+        Admin {
+            metrics: metrics.clone(),
+            xds: xds_metrics,
+        },
+    ));
+
+    // 4. Leader election for the status writer.
+    let (leading_tx, leading_rx) = signal::channel(false);
+    let lease_task = tokio::spawn(lease::run(
+        client.clone(),
+        config.namespace.clone(),
+        LEASE_NAME.to_string(),
+        config.identity.clone(),
+        config.lease,
+        leading_tx,
+        stop_rx.clone(),
+    ));
+
+    // 5. Watches, then the event loop.
+    let (tx, rx) = mpsc::channel(1024);
+    let versions = Arc::new(RwLock::new(BTreeMap::new()));
+    for watched in watch::core_resources() {
+        tasks.spawn(watch::run(client.clone(), watched, tx.clone(), false));
+    }
+    for kind in Kind::ALL {
+        let (client, tx, versions) = (client.clone(), tx.clone(), versions.clone());
+        tasks.spawn(async move {
+            let resource = watch::discover(&client, kind, &tx).await;
+            tracing::info!(%kind, version = %resource.version, "watching");
+            if let Ok(mut v) = versions.write() {
+                v.insert(kind, resource.clone());
+            }
+            let watched = Watched {
+                kind: ObjectKind::Smi(kind),
+                resource,
+            };
+            watch::run(client, watched, tx, false).await;
+        });
+    }
+    drop(tx);
+    let writer = StatusWriter::new(client.clone(), &config, versions, metrics.clone());
+    let core = Core::new(Index::new(config.settings.clone()), publisher);
+    let event_loop = EventLoop {
+        core,
+        rx,
+        leading: leading_rx,
+        writer,
+        metrics,
+        pods,
+        debounce: config.debounce,
+        expected: Kind::ALL.len() + watch::core_resources().len(),
+    };
+    tokio::select! {
+        () = event_loop.run() => {}
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(true);
+    // A held lease is released so another replica takes over without waiting for it to expire.
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// The loop that owns the core: gathers watch events, publishes, hands status writes over.
+struct EventLoop {
+    core: Core,
+    rx: mpsc::Receiver<WatchMsg>,
+    leading: signal::Receiver<bool>,
+    writer: StatusWriter,
+    metrics: Arc<ControllerMetrics>,
+    pods: PodAccounts,
+    debounce: Duration,
+    /// Watches that must deliver a first list before the controller is ready.
+    expected: usize,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut synced = 0;
+        loop {
+            let renewal = self
+                .core
+                .publisher()
+                .next_renewal()
+                .and_then(|at| at.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(3600));
+            let mut batch = Vec::new();
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(m) => batch.push(m),
+                    None => return,
+                },
+                _ = self.leading.changed() => {
+                    let lead = *self.leading.borrow_and_update();
+                    self.metrics.set_leader(lead);
+                    if lead {
+                        self.core.forget_writes();
+                    }
+                }
+                _ = tokio::time::sleep(renewal) => {}
+            }
+            if !batch.is_empty() {
+                // Gather what arrives within the debounce: a burst becomes one publish.
+                tokio::time::sleep(self.debounce).await;
+                while let Ok(m) = self.rx.try_recv() {
+                    batch.push(m);
+                }
+            }
+            let started = Instant::now();
+            let mut events = Vec::new();
+            for msg in batch {
+                match msg {
+                    WatchMsg::Event(e) => events.push(e),
+                    WatchMsg::Synced(kind) => {
+                        synced += 1;
+                        tracing::debug!(%kind, "watch synced");
+                    }
+                    WatchMsg::Restarted(kind) => self.metrics.watch_restarted(&kind.to_string()),
+                }
+            }
+            let applied = self.core.apply(events);
+            for f in &applied.decode_failures {
+                self.metrics.decode_failed(&f.kind.to_string());
+                tracing::warn!(kind = %f.kind, object = %f.object, error = %f.message, "object does not decode; its last good version stays in force");
+            }
+            if synced < self.expected {
+                // Publishing a partial view (Pods without their Services) would push configs
+                // that drop traffic; wait for every first list.
+                continue;
+            }
+            self.metrics.set_synced();
+            match self.core.publish(SystemTime::now()) {
+                Ok(published) => {
+                    for w in &published.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    for e in &published.errors {
+                        tracing::error!("{e}");
+                    }
+                    if published.pushed > 0 {
+                        tracing::info!(proxies = published.pushed, "pushed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot publish"),
+            }
+            if let Ok(mut pods) = self.pods.write() {
+                pods.clone_from(self.core.pod_accounts());
+            }
+            self.metrics.set_proxies(self.core.pod_accounts().len());
+            self.metrics.reconciled(started.elapsed());
+            if *self.leading.borrow() {
+                let writes = self.core.status_writes(SystemTime::now());
+                for failed in self.writer.write(writes).await {
+                    self.core.write_failed(&failed);
+                }
+            }
+        }
+    }
+}
+
+/// Writes statuses (server-side apply on the status subresource) and Events.
+struct StatusWriter {
+    client: Client,
+    versions: Arc<RwLock<BTreeMap<Kind, ApiResource>>>,
+    recorder: Recorder,
+    metrics: Arc<ControllerMetrics>,
+}
+
+impl StatusWriter {
+    fn new(
+        client: Client,
+        config: &ControllerConfig,
+        versions: Arc<RwLock<BTreeMap<Kind, ApiResource>>>,
+        metrics: Arc<ControllerMetrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "switchyard".into(),
+            instance: Some(config.identity.clone()),
+        };
+        StatusWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            versions,
+            metrics,
+        }
+    }
+
+    /// Writes each status; returns the objects whose write failed.
+    async fn write(&self, writes: Vec<StatusWrite>) -> Vec<ObjectRef> {
+        let mut failed = Vec::new();
+        for w in writes {
+            let resource = self
+                .versions
+                .read()
+                .ok()
+                .and_then(|v| v.get(&w.object.kind).cloned());
+            let Some(resource) = resource else {
+                failed.push(w.object);
+                continue;
+            };
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &w.object.namespace, &resource);
+            let patch = serde_json::json!({
+                "apiVersion": resource.api_version,
+                "kind": resource.kind,
+                "status": w.status,
+            });
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match api
+                .patch_status(&w.object.name, &params, &Patch::Apply(&patch))
+                .await
+            {
+                Ok(obj) => {
+                    self.metrics.status_written(true);
+                    tracing::debug!(object = %w.object, "status written");
+                    let reference = ObjectReference {
+                        api_version: Some(resource.api_version.clone()),
+                        kind: Some(resource.kind.clone()),
+                        name: Some(w.object.name.clone()),
+                        namespace: Some(w.object.namespace.clone()),
+                        uid: obj.metadata.uid.clone(),
+                        ..ObjectReference::default()
+                    };
+                    for note in &w.events {
+                        let event = Event {
+                            type_: if note.warning {
+                                EventType::Warning
+                            } else {
+                                EventType::Normal
+                            },
+                            reason: note.reason.clone(),
+                            note: Some(note.note.clone()),
+                            action: "Reconcile".into(),
+                            secondary: None,
+                        };
+                        match self.recorder.publish(&event, &reference).await {
+                            Ok(()) => self.metrics.event_emitted(),
+                            Err(e) => {
+                                tracing::warn!(object = %w.object, error = %e, "cannot emit event");
+                            }
+                        }
+                    }
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    // Deleted meanwhile; the watch will say so.
+                }
+                Err(e) => {
+                    self.metrics.status_written(false);
+                    tracing::warn!(object = %w.object, error = %e, "cannot write status");
+                    failed.push(w.object);
+                }
+            }
+        }
+        failed
+    }
+}

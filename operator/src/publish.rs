@@ -1,0 +1,256 @@
+//! From the index to the snapshot store, shared by local mode and the controller: keeps
+//! workload certificates current and recompiles, for its data plane, every proxy whose
+//! configuration or certificate changed.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use switchyard_adapters::{
+    bundled::BundledAdapter,
+    envoy::{self, EnvoyOptions, Resource},
+    model::{DataPlane, Identity, ProxyConfig, ProxyId},
+};
+use switchyard_crds::ObjectRef;
+
+use crate::{
+    identity::{self, Certificates, MeshCa},
+    index::{Index, ObjectStatus},
+    xds::{
+        snapshot::{SharedVersions, Snapshot},
+        store::{ProxyKey, SnapshotStore},
+    },
+};
+
+/// A proxy whose snapshot could not be built; it keeps its last one.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy {proxy}: {message}")]
+pub struct PublishError {
+    pub proxy: ProxyId,
+    pub message: String,
+}
+
+/// What one [`Publisher::publish`] did.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Proxies seen for the first time (local mode writes their bootstrap).
+    pub added: Vec<ProxyId>,
+    /// Proxies whose Pod is gone; their snapshot was removed.
+    pub removed: Vec<ProxyId>,
+    /// Proxies that got a snapshot different from the one they had.
+    pub pushed: usize,
+    /// SMI objects whose status changed, with their new status.
+    pub statuses: Vec<(ObjectRef, ObjectStatus)>,
+    /// Adapter warnings, invalid data-plane annotations, failed certificate renewals.
+    pub warnings: Vec<String>,
+    /// Proxies that could not be compiled; they keep their last snapshot.
+    pub errors: Vec<PublishError>,
+}
+
+/// Compiles and publishes snapshots; owns the adapter caches and the workload certificates.
+pub struct Publisher {
+    adapter: BundledAdapter,
+    store: SnapshotStore,
+    versioned: SharedVersions,
+    certs: Certificates,
+    workload_lifetime: Duration,
+    proxies: BTreeSet<ProxyId>,
+}
+
+// === impl Publisher ===
+
+impl Publisher {
+    /// `workload_lifetime` is checked on every publish (see [`Certificates::sync`]).
+    pub fn new(ca: MeshCa, workload_lifetime: Duration) -> Self {
+        Publisher {
+            adapter: BundledAdapter::new(),
+            store: SnapshotStore::new(),
+            versioned: SharedVersions::default(),
+            certs: Certificates::new(ca),
+            workload_lifetime,
+            proxies: BTreeSet::new(),
+        }
+    }
+
+    pub fn store(&self) -> SnapshotStore {
+        self.store.clone()
+    }
+
+    pub fn ca(&self) -> &MeshCa {
+        self.certs.ca()
+    }
+
+    /// Whether a workload certificate is due for renewal at `now`.
+    pub fn renewal_due(&self, now: SystemTime) -> bool {
+        self.certs.next_renewal().is_some_and(|at| at <= now)
+    }
+
+    /// When the next certificate renewal is due; `None` without certificates.
+    pub fn next_renewal(&self) -> Option<SystemTime> {
+        self.certs.next_renewal()
+    }
+
+    /// Whether any proxy has been published.
+    pub fn has_proxies(&self) -> bool {
+        !self.proxies.is_empty()
+    }
+
+    /// Takes the index's changes and publishes what they affect, plus every proxy whose
+    /// certificate was (re)issued. A proxy that fails to compile keeps its last snapshot and is
+    /// listed in [`Published::errors`]; the others are published. The only error is an invalid
+    /// workload lifetime, and nothing is published then.
+    pub fn publish(
+        &mut self,
+        index: &mut Index,
+        now: SystemTime,
+    ) -> Result<Published, identity::Error> {
+        let changes = index.take_changes();
+        let mut out = Published::default();
+        let identities: BTreeSet<Identity> = index
+            .proxies()
+            .filter_map(|p| index.proxy_identity(p).cloned())
+            .collect();
+        let certs = self.certs.sync(&identities, self.workload_lifetime, now)?;
+        for (identity, error) in &certs.failed {
+            out.warnings
+                .push(format!("identity {identity}: no new certificate: {error}"));
+        }
+        let renewed: BTreeSet<Identity> = certs.changed().into_iter().cloned().collect();
+        for obj in &changes.statuses {
+            if let Some(st) = index.status(obj) {
+                out.statuses.push((obj.clone(), st.clone()));
+            }
+        }
+        let proxies: BTreeSet<ProxyId> = index.proxies().cloned().collect();
+        for proxy in &proxies {
+            let is_new = self.proxies.insert(proxy.clone());
+            if is_new {
+                out.added.push(proxy.clone());
+            }
+            let renewed = index
+                .proxy_identity(proxy)
+                .is_some_and(|id| renewed.contains(id));
+            if !(is_new || renewed || changes.outbound || changes.proxies.contains(proxy)) {
+                continue;
+            }
+            match self.compile(index, proxy, &mut out.warnings) {
+                Ok(Some(snapshot)) => {
+                    if self.store.set(proxy_key(proxy), snapshot) {
+                        out.pushed += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => out.errors.push(e),
+            }
+        }
+        let gone: Vec<ProxyId> = self.proxies.difference(&proxies).cloned().collect();
+        for proxy in gone {
+            self.store.remove(&proxy_key(&proxy));
+            self.proxies.remove(&proxy);
+            out.removed.push(proxy);
+        }
+        self.adapter.evict_unused();
+        self.versioned.evict_unused();
+        Ok(out)
+    }
+
+    /// The resources and warnings one proxy would get now, without publishing them.
+    pub fn compile_proxy(&mut self, index: &Index, proxy: &ProxyId) -> Option<envoy::Output> {
+        let cfg = index.proxy_config(proxy)?;
+        let out = self.compile_for(index, proxy, &cfg);
+        let invalid = index.invalid_data_plane(proxy).map(ToString::to_string);
+        Some(envoy::Output {
+            resources: out
+                .resources
+                .into_iter()
+                .map(Arc::unwrap_or_clone)
+                .collect(),
+            warnings: invalid.into_iter().chain(out.warnings).collect(),
+        })
+    }
+
+    /// The adapter caches' sizes (listeners, route tables, clusters), for tests.
+    pub fn adapter_cache_len(&self) -> (usize, usize, usize) {
+        self.adapter.cache_len()
+    }
+
+    fn compile_for(
+        &mut self,
+        index: &Index,
+        proxy: &ProxyId,
+        cfg: &ProxyConfig,
+    ) -> envoy::Output<Arc<Resource>> {
+        let opts = envoy_options(index, proxy);
+        let settings = index.settings();
+        match index.data_plane(proxy).unwrap_or(settings.data_plane) {
+            DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
+            DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
+        }
+    }
+
+    fn compile(
+        &mut self,
+        index: &Index,
+        proxy: &ProxyId,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Snapshot>, PublishError> {
+        let Some(cfg) = index.proxy_config(proxy) else {
+            return Ok(None);
+        };
+        let out = self.compile_for(index, proxy, &cfg);
+        if let Some(invalid) = index.invalid_data_plane(proxy) {
+            warnings.push(invalid.to_string());
+        }
+        warnings.extend(
+            out.warnings
+                .into_iter()
+                .map(|w| format!("proxy {proxy}: {w}")),
+        );
+        let failed = |e: String| PublishError {
+            proxy: proxy.clone(),
+            message: e,
+        };
+        let mut builder = Snapshot::builder();
+        for r in &out.resources {
+            self.versioned
+                .get(r)
+                .and_then(|v| builder.add_shared(v).map(|_| ()))
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        if let Some(cert) = self.certs.get(&cfg.identity) {
+            let secrets = envoy::secrets(
+                &cfg.identity,
+                index.settings(),
+                cert.cert_chain_pem(),
+                cert.private_key_pem().expose(),
+                self.certs.ca().trust_bundle_pem(),
+            );
+            for r in secrets {
+                builder
+                    .add_any(r.name, r.resource)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+        }
+        Ok(Some(builder.build()))
+    }
+}
+
+/// How a proxy's listeners are compiled: mTLS always, bound to the Pod's IP (a loopback address
+/// in local mode and in the end-to-end tests).
+pub fn envoy_options(index: &Index, proxy: &ProxyId) -> EnvoyOptions {
+    EnvoyOptions {
+        mtls: true,
+        bind_ip: index
+            .pod_ip(proxy)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ..EnvoyOptions::default()
+    }
+}
+
+/// The snapshot store's key of a proxy: `namespace/pod`, as authenticators produce it.
+pub fn proxy_key(proxy: &ProxyId) -> ProxyKey {
+    ProxyKey::new(proxy.to_string())
+}

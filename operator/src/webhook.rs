@@ -1,0 +1,599 @@
+//! The CRD conversion webhook: converts SMI objects between served versions for the API server.
+//!
+//! ```text
+//!  API server ─POST /convert (ConversionReview)─▶ serve ─▶ convert_review ─▶ ConversionReview
+//!                                                  │
+//!  tls.crt + tls.key (Secret mount) ─▶ CertReloader (re-read when the files change)
+//! ```
+//!
+//! [`convert_review`] is synchronous and never fails: a review it cannot handle gets a `Failure`
+//! result that names the object and the field. Each object is read in its own version, taken to
+//! the canonical form and written in the desired version; its `metadata` is copied through
+//! untouched, because the API server rejects a conversion that changes anything in it but labels
+//! and annotations.
+
+use std::{
+    convert::Infallible,
+    fmt, fs, io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use rustls::{
+    ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+use serde_json::{Value, json};
+use switchyard_crds::{Kind, object::VersionedObject};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+#[cfg(test)]
+mod tests;
+
+/// The path the CRDs' `clientConfig` names.
+pub const CONVERT_PATH: &str = "/convert";
+/// Liveness of the webhook server itself: `GET` answers `200 ok`.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Largest request body accepted: 16 MiB. The API server sends whole lists of objects (a
+/// `kubectl get` of many objects stored in another version), so this is generous.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The `ConversionReview` API version this webhook speaks (the only one the CRDs list).
+pub const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
+/// The serving certificate file in the certificate directory (PEM, leaf first).
+pub const CERT_FILE: &str = "tls.crt";
+/// The private key file in the certificate directory (PEM, PKCS#8, SEC1 or PKCS#1).
+pub const KEY_FILE: &str = "tls.key";
+/// How often the certificate files are checked for a change: at most every 10 s, on a handshake.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// A client gets this long to finish the TLS handshake: 10 s.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown, open connections get this long to finish their requests: 5 s.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one conversion review failed. The message is what the API server reports to the client
+/// (`kubectl get` prints it), so it names the object and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// The review itself is malformed.
+    #[error("conversion review: {field}: {reason}")]
+    Review { field: &'static str, reason: String },
+    /// One object could not be read or converted. `object` is `kind namespace/name`.
+    #[error("{object}: {field}: {reason}")]
+    Object {
+        object: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Why the certificate could not be loaded, or the server not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A PEM file holds no usable certificate or key.
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    /// rustls rejected the pair, e.g. the key does not belong to the certificate.
+    #[error("{} and {}: {source}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("tls configuration: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("webhook listener: {0}")]
+    Listener(#[source] io::Error),
+}
+
+// === convert_review ===
+
+/// Answers a `ConversionReview` (`apiextensions.k8s.io/v1`): `response.uid` echoes the request,
+/// and `result.status` is `Success` with every object in `desiredAPIVersion`, or `Failure` with a
+/// message naming each object that could not be converted (then `convertedObjects` is empty).
+pub fn convert_review(review: &Value) -> Value {
+    let uid = review
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (objects, result) = match convert_request(review) {
+        Ok(objects) => (objects, json!({ "status": "Success" })),
+        Err(errors) => {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(%uid, %message, "conversion failed");
+            (
+                Vec::new(),
+                json!({ "status": "Failure", "message": message }),
+            )
+        }
+    };
+    json!({
+        "apiVersion": REVIEW_API_VERSION,
+        "kind": "ConversionReview",
+        "response": {
+            "uid": uid,
+            "convertedObjects": objects,
+            "result": result,
+        },
+    })
+}
+
+/// Every object of the review converted, or every reason why not.
+fn convert_request(review: &Value) -> Result<Vec<Value>, Vec<ConvertError>> {
+    let review_err = |field, reason: &str| {
+        vec![ConvertError::Review {
+            field,
+            reason: reason.to_string(),
+        }]
+    };
+    let Some(request) = review.get("request").filter(|r| r.is_object()) else {
+        return Err(review_err("request", "missing"));
+    };
+    match request.get("uid").and_then(Value::as_str) {
+        Some(uid) if !uid.is_empty() => {}
+        _ => return Err(review_err("request.uid", "missing")),
+    }
+    let Some(desired) = request.get("desiredAPIVersion").and_then(Value::as_str) else {
+        return Err(review_err("request.desiredAPIVersion", "missing"));
+    };
+    let Some((desired_group, desired_version)) = desired.split_once('/') else {
+        return Err(review_err(
+            "request.desiredAPIVersion",
+            &format!("{desired:?} is not group/version"),
+        ));
+    };
+    let Some(objects) = request.get("objects").and_then(Value::as_array) else {
+        return Err(review_err("request.objects", "missing"));
+    };
+
+    let mut converted = Vec::with_capacity(objects.len());
+    let mut errors = Vec::new();
+    for object in objects {
+        match convert_object(object, desired_group, desired_version) {
+            Ok(o) => converted.push(o),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(converted)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Converts one object into `group/version`, keeping its `metadata` byte for byte.
+fn convert_object(object: &Value, group: &str, version: &str) -> Result<Value, ConvertError> {
+    let name = RawName::of(object);
+    let fail = |field: &str, reason: String| ConvertError::Object {
+        object: name.to_string(),
+        field: field.to_string(),
+        reason,
+    };
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail("apiVersion", "missing".into()))?;
+    let kind_str = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail("kind", "missing".into()))?;
+    let (from_group, from_version) = api_version
+        .split_once('/')
+        .ok_or_else(|| fail("apiVersion", format!("{api_version:?} is not group/version")))?;
+    let kind = Kind::from_group_kind(from_group, kind_str).ok_or_else(|| {
+        fail(
+            "kind",
+            format!("{kind_str} in {from_group} is not an SMI kind this webhook converts"),
+        )
+    })?;
+    // From here on, name the object as every other Switchyard message does.
+    let name = RawName {
+        kind: kind.to_string(),
+        ..name
+    };
+    let fail = |field: &str, reason: String| ConvertError::Object {
+        object: name.to_string(),
+        field: field.to_string(),
+        reason,
+    };
+    if group != from_group {
+        return Err(fail(
+            "apiVersion",
+            format!("cannot convert from group {from_group} to group {group}"),
+        ));
+    }
+
+    let versioned = VersionedObject::from_json(kind, from_version, object.clone())
+        .map_err(|e| match e {
+            switchyard_crds::object::ReadError::Field { path, message, .. } => {
+                fail(&path, message)
+            }
+            other => fail("apiVersion", other.to_string()),
+        })?;
+    let target = versioned
+        .into_canonical()
+        .to_version(version)
+        .map_err(|e| fail(&e.field, format!("cannot be represented in {version}: {}", e.reason)))?;
+
+    let mut out = target.to_json();
+    if let Some(map) = out.as_object_mut() {
+        map.insert("apiVersion".into(), format!("{group}/{version}").into());
+        match object.get("metadata") {
+            Some(meta) => {
+                map.insert("metadata".into(), meta.clone());
+            }
+            None => {
+                map.remove("metadata");
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How a raw object is named in messages, before (or without) knowing its SMI kind.
+struct RawName {
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl RawName {
+    fn of(object: &Value) -> Self {
+        let str_at = |ptr: &str| object.pointer(ptr).and_then(Value::as_str);
+        RawName {
+            kind: str_at("/kind").unwrap_or("object").to_ascii_lowercase(),
+            namespace: str_at("/metadata/namespace")
+                .unwrap_or(switchyard_crds::DEFAULT_NAMESPACE)
+                .to_string(),
+            name: str_at("/metadata/name").unwrap_or_default().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RawName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+// === impl CertReloader ===
+
+/// The webhook's serving certificate, read from `tls.crt` and `tls.key` in a directory and read
+/// again when either file changes, so a rotated Secret mount applies without a restart.
+///
+/// The files are checked on a TLS handshake, at most once per reload interval (default
+/// [`DEFAULT_RELOAD_INTERVAL`]), by comparing their modification times and sizes. A new pair that
+/// does not load (a half-written rotation, a key that does not match) is logged and the previous
+/// pair stays in use.
+pub struct CertReloader {
+    dir: PathBuf,
+    interval: Duration,
+    state: Mutex<ReloadState>,
+}
+
+struct ReloadState {
+    current: Arc<CertifiedKey>,
+    stamp: Option<Stamp>,
+    checked_at: Instant,
+}
+
+/// What identifies one version of the two files: modification time and length of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp([(SystemTime, u64); 2]);
+
+impl CertReloader {
+    /// Loads `dir/tls.crt` and `dir/tls.key`, checking for changes every
+    /// [`DEFAULT_RELOAD_INTERVAL`].
+    pub fn load(dir: impl Into<PathBuf>) -> Result<Self, WebhookError> {
+        Self::with_interval(dir, DEFAULT_RELOAD_INTERVAL)
+    }
+
+    /// Like [`CertReloader::load`], checking for changes at most every `interval` (zero: on every
+    /// handshake).
+    pub fn with_interval(dir: impl Into<PathBuf>, interval: Duration) -> Result<Self, WebhookError> {
+        let dir = dir.into();
+        let stamp = stamp(&dir);
+        let current = Arc::new(load_pair(&dir)?);
+        Ok(CertReloader {
+            dir,
+            interval,
+            state: Mutex::new(ReloadState {
+                current,
+                stamp,
+                checked_at: Instant::now(),
+            }),
+        })
+    }
+
+    /// The directory the files are read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pair in use, first re-reading the files if the interval has passed and they changed.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.checked_at.elapsed() < self.interval {
+            return Arc::clone(&state.current);
+        }
+        state.checked_at = Instant::now();
+        let stamp = stamp(&self.dir);
+        if stamp.is_some() && stamp != state.stamp {
+            // Remember the stamp even when loading fails, so a broken pair is reported once
+            // rather than on every handshake; the next change to either file tries again.
+            state.stamp = stamp;
+            match load_pair(&self.dir) {
+                Ok(pair) => {
+                    tracing::info!(dir = %self.dir.display(), "webhook certificate reloaded");
+                    state.current = Arc::new(pair);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "new webhook certificate not loaded; keeping the previous one");
+                }
+            }
+        }
+        Arc::clone(&state.current)
+    }
+
+    /// A rustls server configuration (ring, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) whose
+    /// certificate comes from this reloader.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, WebhookError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(WebhookError::Tls)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertReloader {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl fmt::Debug for CertReloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertReloader")
+            .field("dir", &self.dir)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stamp of both files, or `None` when either cannot be read (e.g. mid-rotation).
+fn stamp(dir: &Path) -> Option<Stamp> {
+    let one = |name| {
+        // `metadata` follows symlinks, so a Secret mount's `..data` swap shows as a change.
+        let meta = fs::metadata(dir.join(name)).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    Some(Stamp([one(CERT_FILE)?, one(KEY_FILE)?]))
+}
+
+fn load_pair(dir: &Path) -> Result<CertifiedKey, WebhookError> {
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| WebhookError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(&cert_path)?;
+    let key_pem = zeroize::Zeroizing::new(read(&key_path)?);
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WebhookError::Pem {
+            path: cert_path.clone(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(WebhookError::Pem {
+            path: cert_path,
+            reason: "no PEM certificate found (expected -----BEGIN CERTIFICATE-----)".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| WebhookError::Pem {
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(
+        |source| WebhookError::Pair {
+            cert: cert_path,
+            key: key_path,
+            source,
+        },
+    )
+}
+
+// === serve ===
+
+/// Serves the webhook over HTTPS (HTTP/1.1 and HTTP/2) on `listener` until `shutdown` completes;
+/// then stops accepting, lets open connections finish for up to 5 s, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<CertReloader>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WebhookError> {
+    let acceptor = TlsAcceptor::from(tls.server_config()?);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "conversion webhook listening");
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(connection(acceptor.clone(), stream, peer, stop_rx.clone()));
+                }
+                Err(error) => {
+                    // Usually out of file descriptors; pausing keeps this from spinning.
+                    tracing::warn!(%error, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(open = conns.len(), "webhook connections cut at shutdown");
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn connection(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "webhook tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "webhook tls handshake timed out");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(handle);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "webhook connection ended with an error");
+    }
+}
+
+async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let route = Route::of(request.method(), request.uri().path());
+    if route != Route::Convert {
+        return Ok(route.respond(None));
+    }
+    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let too_large = error.is::<http_body_util::LengthLimitError>();
+            return Ok(if too_large {
+                text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+                )
+            } else {
+                text(StatusCode::BAD_REQUEST, format!("reading request body: {error}\n"))
+            });
+        }
+    };
+    Ok(route.respond(Some(&body)))
+}
+
+/// What a request asks for, by method and path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Convert,
+    Health,
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Self {
+        match (path, method) {
+            (CONVERT_PATH, &Method::POST) => Route::Convert,
+            (HEALTH_PATH, &Method::GET | &Method::HEAD) => Route::Health,
+            (CONVERT_PATH, _) => Route::MethodNotAllowed("POST"),
+            (HEALTH_PATH, _) => Route::MethodNotAllowed("GET, HEAD"),
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The response; `body` is the request body, read only for [`Route::Convert`].
+    fn respond(self, body: Option<&[u8]>) -> Response<Full<Bytes>> {
+        match self {
+            Route::Convert => {
+                let review: Value = match serde_json::from_slice(body.unwrap_or_default()) {
+                    Ok(review) => review,
+                    Err(error) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            format!("request body is not JSON: {error}\n"),
+                        );
+                    }
+                };
+                let answer = convert_review(&review);
+                let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+                let mut response = Response::new(Full::new(Bytes::from(bytes)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Route::Health => text(StatusCode::OK, "ok".into()),
+            Route::MethodNotAllowed(allow) => {
+                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+                response
+            }
+            Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
