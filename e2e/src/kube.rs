@@ -6,6 +6,12 @@
 //! with their content, and nothing is garbage-collected. Tests isolate themselves with a
 //! [`Namespace`] each.
 //!
+//! Loopback addresses, as kube-apiserver v1.34 validates them: a Pod's `status.podIP` may be
+//! `127.0.0.x` (or `::1`); `IPv4`/`IPv6` EndpointSlices and v1 Endpoints refuse loopback
+//! ("may not be in the loopback range"); an `FQDN` EndpointSlice accepts `127.0.0.x` as a
+//! name, and the API server's service resolver (webhooks by Service, with the harness's
+//! `--enable-aggregator-routing`) dials it. [`KubeCluster::apply_endpoint_slice`] uses that.
+//!
 //! The cluster lives as long as the test process: `kube-harness` shuts down when its standard
 //! input (a pipe held by [`KubeCluster`]) closes, which the kernel does when the process exits,
 //! however it exits; a shell wrapper then removes the state directory.
@@ -476,13 +482,14 @@ impl KubeCluster {
     }
 
     /// A token of ServiceAccount `namespace/service_account` for `audience`, valid for `ttl`
-    /// (whole seconds; the API server raises anything under 10 minutes to 10 minutes), bound
-    /// to Pod `bound_pod` of the same namespace if given (it then carries the Pod's name and
-    /// UID and dies with the Pod).
+    /// (whole seconds, at least 10 minutes: the API server refuses shorter), bound to Pod
+    /// `bound_pod` of the same namespace if given (it then carries the Pod's name and UID and
+    /// stops being valid when the Pod is deleted).
     ///
     /// # Panics
     ///
-    /// When `kubectl` fails (e.g. the account or the Pod does not exist).
+    /// When `kubectl` fails (e.g. the account or the Pod does not exist, or `ttl` is under
+    /// 10 minutes).
     pub fn create_token(
         &self,
         namespace: &str,

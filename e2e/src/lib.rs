@@ -9,6 +9,7 @@ use std::{
 };
 
 pub mod kube;
+pub mod kube_mesh;
 pub mod mesh;
 
 /// The workspace root (where the top-level `Cargo.toml` is).

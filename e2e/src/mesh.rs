@@ -702,44 +702,8 @@ impl Mesh {
             DataPlane::Bundled => self.path(&format!(".proxy-{pod}.log")),
         };
         let bootstrap = self.bootstrap(pod);
-        let admin = &bootstrap["admin"]["address"]["socket_address"];
-        let ip: IpAddr = admin["address"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("bootstrap admin address");
-        let port = admin["port_value"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .expect("bootstrap admin port");
-        let child = match data_plane {
-            DataPlane::Envoy => Command::new(envoy_bin())
-                .arg("-c")
-                .arg(self.bootstrap_path(pod))
-                .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
-                .arg(&log)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start envoy"),
-            DataPlane::Bundled => {
-                let log_file = std::fs::File::create(&log).expect("proxy log");
-                Command::new(crate::proxy_bin())
-                    .arg("--bootstrap")
-                    .arg(self.bootstrap_path(pod))
-                    .env("RUST_LOG", "info")
-                    .stdout(Stdio::null())
-                    .stderr(log_file)
-                    .spawn()
-                    .expect("start switchyard-proxy")
-            }
-        };
-        let sidecar = Sidecar {
-            pod: pod.to_owned(),
-            ip,
-            admin: SocketAddr::new(ip, port),
-            log,
-            data_plane,
-        };
+        let (sidecar, child) =
+            start_proxy(pod, &self.bootstrap_path(pod), &bootstrap, data_plane, &log);
         self.sidecars.push((sidecar.clone(), child));
         sidecar
     }
@@ -804,6 +768,56 @@ impl Drop for Mesh {
             }
         }
     }
+}
+
+/// Starts Pod `pod`'s proxy (Envoy or the bundled proxy) on the bootstrap at `path` (parsed:
+/// `bootstrap`), its log into `log`. Returns at once; wait for `/ready` on the admin address.
+pub fn start_proxy(
+    pod: &str,
+    path: &Path,
+    bootstrap: &serde_json::Value,
+    data_plane: DataPlane,
+    log: &Path,
+) -> (Sidecar, Child) {
+    let admin = &bootstrap["admin"]["address"]["socket_address"];
+    let ip: IpAddr = admin["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("bootstrap admin address");
+    let port = admin["port_value"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("bootstrap admin port");
+    let child = match data_plane {
+        DataPlane::Envoy => Command::new(envoy_bin())
+            .arg("-c")
+            .arg(path)
+            .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
+            .arg(log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy"),
+        DataPlane::Bundled => {
+            let log_file = std::fs::File::create(log).expect("proxy log");
+            Command::new(crate::proxy_bin())
+                .arg("--bootstrap")
+                .arg(path)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .expect("start switchyard-proxy")
+        }
+    };
+    let sidecar = Sidecar {
+        pod: pod.to_owned(),
+        ip,
+        admin: SocketAddr::new(ip, port),
+        log: log.to_owned(),
+        data_plane,
+    };
+    (sidecar, child)
 }
 
 /// `switchyard local <args>` with the mesh-wide data plane, its output into `log`.

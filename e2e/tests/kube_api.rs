@@ -118,7 +118,7 @@ fn crd_columns(c: &KubeCluster) -> BTreeMap<String, (String, BTreeMap<String, Co
 
 /// The cell the API server's CRD table convertor prints for a simple JSONPath (`.a.b`,
 /// `.a[*].b`): only the FIRST value it selects (so a `[*]` column shows one array element),
-/// `<none>` when it selects nothing.
+/// an empty cell when it selects nothing.
 fn json_path(object: &Value, path: &str) -> String {
     let mut values = vec![object];
     for segment in path.strip_prefix('.').unwrap().split('.') {
@@ -137,7 +137,7 @@ fn json_path(object: &Value, path: &str) -> String {
             .collect();
     }
     match values.into_iter().find(|v| !v.is_null()) {
-        None => "<none>".to_owned(),
+        None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     }
@@ -159,16 +159,37 @@ fn rewrite_namespaces(yaml: &str, ns: &str) -> String {
 }
 
 /// The tables of `kubectl get a,b,c`: one per resource type, each a header and rows of
-/// whitespace-separated cells.
+/// cells. Cells are cut at the header's column offsets (kubectl aligns them there), since an
+/// empty cell leaves only spaces.
 fn tables(text: &str) -> Vec<(Vec<String>, Vec<Vec<String>>)> {
     text.split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .map(|block| {
-            let mut lines = block
-                .lines()
-                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+            let mut lines = block.lines();
             let header = lines.next().unwrap();
-            (header, lines.collect())
+            let starts: Vec<usize> = header
+                .char_indices()
+                .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+                .map(|(i, _)| i)
+                .collect();
+            let cut = |line: &str| -> Vec<String> {
+                starts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &start)| {
+                        let end = starts
+                            .get(k + 1)
+                            .copied()
+                            .unwrap_or(line.len())
+                            .min(line.len());
+                        line.get(start.min(end)..end)
+                            .unwrap_or("")
+                            .trim()
+                            .to_owned()
+                    })
+                    .collect()
+            };
+            (cut(header), lines.map(cut).collect())
         })
         .collect()
 }
@@ -223,14 +244,20 @@ fn smi_examples_apply_and_print_their_columns() {
 
         let output = c.kubectl_ok(&["get", "ts,tt,htr,tr,ur", "-n", &ns]);
         let tables = tables(&output);
+        // The same objects in the versions `kubectl get` shows (the preferred ones).
+        let shown = c.get_json(&["ts,tt,htr,tr,ur", "-n", &ns]);
         for object in &applied {
             let kind = object["kind"].as_str().unwrap();
             let name = object["metadata"]["name"].as_str().unwrap();
             assert_eq!(object["metadata"]["namespace"], ns.name(), "{file_name}");
             let (group, versions) = &columns[kind];
-            // Read back in the version `kubectl get` shows (the preferred one).
-            let plural = format!("{}.{group}", kind.to_lowercase());
-            let shown = c.get_json(&[&plural, name, "-n", &ns]);
+            let resource = format!("{}.{group}", kind.to_lowercase());
+            let shown = shown["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{file_name}: kubectl get -o json lacks {kind} {name}"));
             let version = shown["apiVersion"]
                 .as_str()
                 .unwrap()
@@ -242,7 +269,7 @@ fn smi_examples_apply_and_print_their_columns() {
                 .chain(cols.iter().map(|(h, _, _)| h.clone()))
                 .chain(cols.is_empty().then(|| "AGE".to_owned()))
                 .collect();
-            let row_name = format!("{plural}/{name}");
+            let row_name = format!("{resource}/{name}");
             let (header, rows) = tables
                 .iter()
                 .find(|(_, rows)| rows.iter().any(|r| r[0] == row_name))
@@ -256,7 +283,7 @@ fn smi_examples_apply_and_print_their_columns() {
                 } else {
                     assert_eq!(
                         cell,
-                        &json_path(&shown, path),
+                        &json_path(shown, path),
                         "{file_name}: {kind} {name} {h}"
                     );
                 }

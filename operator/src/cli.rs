@@ -40,6 +40,9 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
     Bootstrap(controller::BootstrapArgs),
+    /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
+    /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
+    Install(install::InstallArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +97,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Controller(args) => {
             controller::run_controller(args)?;
+            Ok(Outcome::Success)
+        }
+        Command::Install(args) => {
+            install::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::Bootstrap(args) => {

@@ -173,6 +173,9 @@ struct PodInfo {
 #[derive(Clone, Debug, PartialEq)]
 struct ProxyEntry {
     identity: Identity,
+    /// Where its listeners bind: an IP change (a Pod's status written after its creation)
+    /// recompiles the proxy.
+    ip: Option<IpAddr>,
     inbound: Vec<InboundPort>,
     data_plane: DataPlane,
     invalid_data_plane: Option<InvalidDataPlane>,
@@ -1221,6 +1224,7 @@ impl Index {
             };
             ProxyEntry {
                 identity,
+                ip: pod.ip,
                 inbound,
                 data_plane,
                 invalid_data_plane,

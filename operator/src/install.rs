@@ -24,7 +24,9 @@ use k8s_openapi::{
             WeightedPodAffinityTerm,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject},
+        rbac::v1::{
+            ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+        },
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::{
         CustomResourceConversion, ServiceReference, WebhookClientConfig, WebhookConversion,
@@ -576,7 +578,7 @@ pub fn deployment(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.into(),
         mount_path: path.into(),
-        read_only: Some(read_only),
+        read_only: read_only.then_some(true),
         ..VolumeMount::default()
     };
     // Readable by the container's group only (fsGroup below), never by other users.
@@ -726,8 +728,8 @@ pub fn to_yaml<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Result<Strin
             out.push_str("---\n");
         }
         let what = object_name(object);
-        let yaml = serde_yaml::to_string(object)
-            .map_err(|source| InstallError::Yaml { what, source })?;
+        let yaml =
+            serde_yaml::to_string(object).map_err(|source| InstallError::Yaml { what, source })?;
         out.push_str(yaml.strip_prefix("---\n").unwrap_or(&yaml));
     }
     Ok(out)

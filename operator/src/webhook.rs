@@ -200,9 +200,12 @@ fn convert_object(object: &Value, group: &str, version: &str) -> Result<Value, C
         .get("kind")
         .and_then(Value::as_str)
         .ok_or_else(|| fail("kind", "missing".into()))?;
-    let (from_group, from_version) = api_version
-        .split_once('/')
-        .ok_or_else(|| fail("apiVersion", format!("{api_version:?} is not group/version")))?;
+    let (from_group, from_version) = api_version.split_once('/').ok_or_else(|| {
+        fail(
+            "apiVersion",
+            format!("{api_version:?} is not group/version"),
+        )
+    })?;
     let kind = Kind::from_group_kind(from_group, kind_str).ok_or_else(|| {
         fail(
             "kind",
@@ -226,17 +229,20 @@ fn convert_object(object: &Value, group: &str, version: &str) -> Result<Value, C
         ));
     }
 
-    let versioned = VersionedObject::from_json(kind, from_version, object.clone())
-        .map_err(|e| match e {
-            switchyard_crds::object::ReadError::Field { path, message, .. } => {
-                fail(&path, message)
-            }
+    let versioned =
+        VersionedObject::from_json(kind, from_version, object.clone()).map_err(|e| match e {
+            switchyard_crds::object::ReadError::Field { path, message, .. } => fail(&path, message),
             other => fail("apiVersion", other.to_string()),
         })?;
     let target = versioned
         .into_canonical()
         .to_version(version)
-        .map_err(|e| fail(&e.field, format!("cannot be represented in {version}: {}", e.reason)))?;
+        .map_err(|e| {
+            fail(
+                &e.field,
+                format!("cannot be represented in {version}: {}", e.reason),
+            )
+        })?;
 
     let mut out = target.to_json();
     if let Some(map) = out.as_object_mut() {
@@ -313,7 +319,10 @@ impl CertReloader {
 
     /// Like [`CertReloader::load`], checking for changes at most every `interval` (zero: on every
     /// handshake).
-    pub fn with_interval(dir: impl Into<PathBuf>, interval: Duration) -> Result<Self, WebhookError> {
+    pub fn with_interval(
+        dir: impl Into<PathBuf>,
+        interval: Duration,
+    ) -> Result<Self, WebhookError> {
         let dir = dir.into();
         let stamp = stamp(&dir);
         let current = Arc::new(load_pair(&dir)?);
@@ -516,7 +525,10 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     if route != Route::Convert {
         return Ok(route.respond(None));
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             let too_large = error.is::<http_body_util::LengthLimitError>();
@@ -526,7 +538,10 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
                     format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
                 )
             } else {
-                text(StatusCode::BAD_REQUEST, format!("reading request body: {error}\n"))
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading request body: {error}\n"),
+                )
             });
         }
     };
@@ -577,7 +592,10 @@ impl Route {
             }
             Route::Health => text(StatusCode::OK, "ok".into()),
             Route::MethodNotAllowed(allow) => {
-                let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+                let mut response = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed\n".into(),
+                );
                 response
                     .headers_mut()
                     .insert(header::ALLOW, header::HeaderValue::from_static(allow));

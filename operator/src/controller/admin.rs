@@ -195,8 +195,20 @@ impl ControllerMetrics {
         counter(
             &mut out,
             "switchyard_xds_pushes_total",
-            "Discovery responses sent.",
+            "Discovery responses sent, of every type.",
             x.pushes,
+        );
+        counter(
+            &mut out,
+            "switchyard_xds_config_pushes_total",
+            "Discovery responses sent with listeners, routes, clusters or endpoints.",
+            x.pushes - x.secret_pushes,
+        );
+        counter(
+            &mut out,
+            "switchyard_xds_secret_pushes_total",
+            "Discovery responses sent with certificates.",
+            x.secret_pushes,
         );
         counter(
             &mut out,

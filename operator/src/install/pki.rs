@@ -292,14 +292,31 @@ impl Pki {
         let files: [(PathBuf, &str, bool); 6] = [
             (dir.join(MESH_CA_CERT), &self.mesh_ca.cert_pem, false),
             (dir.join(MESH_CA_KEY), &self.mesh_ca.key_pem, true),
-            (webhook_dir.join(WEBHOOK_CA_CERT), &self.webhook_ca.cert_pem, false),
-            (webhook_dir.join(WEBHOOK_CA_KEY), &self.webhook_ca.key_pem, true),
-            (webhook_dir.join(WEBHOOK_TLS_CERT), &self.webhook_tls.cert_pem, false),
-            (webhook_dir.join(WEBHOOK_TLS_KEY), &self.webhook_tls.key_pem, true),
+            (
+                webhook_dir.join(WEBHOOK_CA_CERT),
+                &self.webhook_ca.cert_pem,
+                false,
+            ),
+            (
+                webhook_dir.join(WEBHOOK_CA_KEY),
+                &self.webhook_ca.key_pem,
+                true,
+            ),
+            (
+                webhook_dir.join(WEBHOOK_TLS_CERT),
+                &self.webhook_tls.cert_pem,
+                false,
+            ),
+            (
+                webhook_dir.join(WEBHOOK_TLS_KEY),
+                &self.webhook_tls.key_pem,
+                true,
+            ),
         ];
         let mut written = Vec::new();
         for (path, text, secret) in files {
-            let same = fs::read(&path).is_ok_and(|old| Zeroizing::new(old).as_slice() == text.as_bytes());
+            let same =
+                fs::read(&path).is_ok_and(|old| Zeroizing::new(old).as_slice() == text.as_bytes());
             if !same {
                 write_file(&path, text.as_bytes(), secret)?;
                 written.push(path);
@@ -418,7 +435,10 @@ fn issue_serving(
 // === Reuse ===
 
 /// Both files of a CA, `None` when neither exists, an error when only one does.
-fn read_pair(what: &'static str, (cert, key): &(PathBuf, PathBuf)) -> Result<Option<CertKey>, PkiError> {
+fn read_pair(
+    what: &'static str,
+    (cert, key): &(PathBuf, PathBuf),
+) -> Result<Option<CertKey>, PkiError> {
     match (read_optional(cert)?, read_optional(key)?) {
         (Some(cert_pem), Some(key_pem)) => Ok(Some(CertKey {
             cert_pem,
@@ -468,7 +488,9 @@ fn check_mesh_ca(path: &Path, pair: &CertKey, trust_domain: &str) -> Result<(), 
     let cert = parse_cert(path, &der)?;
     let wanted = format!("spiffe://{trust_domain}");
     // A CA the user put there may name no SPIFFE ID; only a different one is a conflict.
-    if let Some(found) = uri_sans(&cert).into_iter().find(|u| u.starts_with("spiffe://"))
+    if let Some(found) = uri_sans(&cert)
+        .into_iter()
+        .find(|u| u.starts_with("spiffe://"))
         && found.trim_end_matches('/') != wanted
     {
         return Err(PkiError::TrustDomain {
@@ -579,8 +601,12 @@ pub(crate) fn hosts(cert: &X509Certificate<'_>) -> Vec<Host> {
         .filter_map(|name| match name {
             GeneralName::DNSName(dns) => Some(Host::Dns(dns.to_ascii_lowercase())),
             GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => <[u8; 4]>::try_from(bytes).ok().map(|b| Host::Ip(IpAddr::from(b))),
-                16 => <[u8; 16]>::try_from(bytes).ok().map(|b| Host::Ip(IpAddr::from(b))),
+                4 => <[u8; 4]>::try_from(bytes)
+                    .ok()
+                    .map(|b| Host::Ip(IpAddr::from(b))),
+                16 => <[u8; 16]>::try_from(bytes)
+                    .ok()
+                    .map(|b| Host::Ip(IpAddr::from(b))),
                 _ => None,
             },
             _ => None,
@@ -642,7 +668,11 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), PkiError> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            file.set_permissions(fs::Permissions::from_mode(if secret { 0o600 } else { 0o644 }))?;
+            file.set_permissions(fs::Permissions::from_mode(if secret {
+                0o600
+            } else {
+                0o644
+            }))?;
         }
         file.write_all(bytes)?;
         file.sync_all()?;

@@ -96,11 +96,24 @@ fn docs(yaml: &str) -> Vec<Value> {
 fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() {
     let pki = Pki::generate(&InstallConfig::default().pki_config(), now()).unwrap();
     let objects = all_objects(&InstallConfig::default(), Some(&pki));
-    let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"];
+    let cluster_scoped = [
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+    ];
     for o in &objects {
-        assert!(o["apiVersion"].as_str().is_some_and(|v| !v.is_empty()), "{o}");
+        assert!(
+            o["apiVersion"].as_str().is_some_and(|v| !v.is_empty()),
+            "{o}"
+        );
         assert!(o["kind"].as_str().is_some_and(|v| !v.is_empty()), "{o}");
-        assert!(o["metadata"]["name"].as_str().is_some_and(|v| !v.is_empty()), "{o}");
+        assert!(
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "{o}"
+        );
         let kind = o["kind"].as_str().unwrap();
         if cluster_scoped.contains(&kind) {
             assert!(o["metadata"].get("namespace").is_none(), "{o}");
@@ -108,7 +121,10 @@ fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() 
             assert_eq!(o["metadata"]["namespace"], DEFAULT_NAMESPACE, "{kind}");
         }
     }
-    let kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds[0], "Namespace", "the namespace is applied first");
     for kind in [
         "ServiceAccount",
@@ -123,7 +139,13 @@ fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() 
     ] {
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
     }
-    assert_eq!(kinds.iter().filter(|k| **k == "CustomResourceDefinition").count(), 5);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "CustomResourceDefinition")
+            .count(),
+        5
+    );
 }
 
 #[test]
@@ -133,7 +155,10 @@ fn without_pki_there_are_no_secrets_and_no_crds() {
         .iter()
         .map(|m| m.part)
         .collect();
-    assert_eq!(parts, [Part::Namespace, Part::Rbac, Part::Service, Part::Deployment]);
+    assert_eq!(
+        parts,
+        [Part::Namespace, Part::Rbac, Part::Service, Part::Deployment]
+    );
 }
 
 #[test]
@@ -143,7 +168,10 @@ fn a_bad_namespace_or_replica_count_is_refused() {
             namespace: ns.to_string(),
             ..InstallConfig::default()
         };
-        assert!(matches!(manifests(&config, None), Err(InstallError::Namespace(_))), "{ns:?}");
+        assert!(
+            matches!(manifests(&config, None), Err(InstallError::Namespace(_))),
+            "{ns:?}"
+        );
     }
     let config = InstallConfig {
         replicas: -1,
@@ -198,12 +226,20 @@ fn rbac_grants_exactly_what_the_operator_needs() {
         expect(&[
             ("split.smi-spec.io", &["trafficsplits"], read),
             ("access.smi-spec.io", &["traffictargets"], read),
-            ("specs.smi-spec.io", &["httproutegroups", "tcproutes", "udproutes"], read),
+            (
+                "specs.smi-spec.io",
+                &["httproutegroups", "tcproutes", "udproutes"],
+                read
+            ),
             ("split.smi-spec.io", &["trafficsplits/status"], status),
             ("access.smi-spec.io", &["traffictargets/status"], status),
             (
                 "specs.smi-spec.io",
-                &["httproutegroups/status", "tcproutes/status", "udproutes/status"],
+                &[
+                    "httproutegroups/status",
+                    "tcproutes/status",
+                    "udproutes/status"
+                ],
                 status
             ),
             ("", &["services", "pods", "serviceaccounts"], read),
@@ -217,14 +253,21 @@ fn rbac_grants_exactly_what_the_operator_needs() {
     let role = grants(&find(&objects, "Role", NAME)["rules"]);
     assert_eq!(
         role,
-        expect(&[("coordination.k8s.io", &["leases"], &["get", "create", "update"])])
+        expect(&[(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"]
+        )])
     );
     for (group, resource, verb) in cluster.iter().chain(&role) {
         assert!(!group.contains('*') && !resource.contains('*') && !verb.contains('*'));
         assert_ne!(resource, "secrets", "no Secrets access");
     }
 
-    for (kind, role_kind) in [("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")] {
+    for (kind, role_kind) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
         let binding = find(&objects, kind, NAME);
         assert_eq!(binding["roleRef"]["kind"], role_kind);
         assert_eq!(binding["roleRef"]["name"], NAME);
@@ -233,7 +276,10 @@ fn rbac_grants_exactly_what_the_operator_needs() {
             json!([{"kind": "ServiceAccount", "name": NAME, "namespace": DEFAULT_NAMESPACE}])
         );
     }
-    assert_eq!(find(&objects, "Role", NAME)["metadata"]["namespace"], DEFAULT_NAMESPACE);
+    assert_eq!(
+        find(&objects, "Role", NAME)["metadata"]["namespace"],
+        DEFAULT_NAMESPACE
+    );
 }
 
 // === Deployment and Service ===
@@ -255,7 +301,12 @@ fn the_deployment_runs_the_controller_locked_down() {
     assert_eq!(pod["serviceAccountName"], NAME);
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "example.com/switchyard:dev");
-    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(
         args,
         [
@@ -281,9 +332,15 @@ fn the_deployment_runs_the_controller_locked_down() {
         ]
     );
     assert_eq!(c["env"][0]["name"], "POD_NAME");
-    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
     assert_eq!(c["env"][1]["name"], "POD_NAMESPACE");
-    assert_eq!(c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    assert_eq!(
+        c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     let admin = c["ports"]
@@ -318,7 +375,9 @@ fn the_deployment_runs_the_controller_locked_down() {
     assert_eq!(secret_of("webhook-tls"), WEBHOOK_TLS_SECRET);
 
     let selector = &d["spec"]["selector"]["matchLabels"];
-    let pod_labels = d["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+    let pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
     for (k, v) in selector.as_object().unwrap() {
         assert_eq!(&pod_labels[k], v, "the selector matches the pods");
     }
@@ -413,9 +472,18 @@ fn crds_convert_through_the_service_with_a_ca_bundle_that_verifies_the_serving_c
 #[test]
 fn a_webhook_url_replaces_the_service_and_becomes_a_san() {
     for (url, host) in [
-        ("https://127.0.0.1:9443/convert", Host::Ip("127.0.0.1".parse().unwrap())),
-        ("https://[::1]:9443/convert", Host::Ip("::1".parse().unwrap())),
-        ("https://Webhook.Example.com/convert", Host::Dns("webhook.example.com".into())),
+        (
+            "https://127.0.0.1:9443/convert",
+            Host::Ip("127.0.0.1".parse().unwrap()),
+        ),
+        (
+            "https://[::1]:9443/convert",
+            Host::Ip("::1".parse().unwrap()),
+        ),
+        (
+            "https://Webhook.Example.com/convert",
+            Host::Dns("webhook.example.com".into()),
+        ),
     ] {
         let config = url_config(url);
         let pki = Pki::generate(&config.pki_config(), now()).unwrap();
@@ -457,7 +525,11 @@ fn secrets_hold_the_certificates() {
     assert_eq!(bytes(&tls["data"]["tls.crt"]), pki.webhook_tls.cert_pem);
     assert_eq!(bytes(&tls["data"]["tls.key"]), *pki.webhook_tls.key_pem);
     assert_eq!(bytes(&tls["data"]["ca.crt"]), pki.webhook_ca.cert_pem);
-    assert_eq!(mesh.as_object().unwrap().len(), 5, "no stringData or extra fields: {mesh}");
+    assert_eq!(
+        mesh.as_object().unwrap().len(),
+        5,
+        "no stringData or extra fields: {mesh}"
+    );
 }
 
 #[test]
@@ -478,7 +550,11 @@ fn the_mesh_ca_loads_in_the_operator_and_issues() {
         trust_bundle: None,
     };
     let ca = MeshCa::from_files(&ca_config, &files).unwrap();
-    assert!(ca.subject().contains("Switchyard mesh CA"), "{}", ca.subject());
+    assert!(
+        ca.subject().contains("Switchyard mesh CA"),
+        "{}",
+        ca.subject()
+    );
     let identity = switchyard_adapters::model::Identity {
         namespace: "shop".into(),
         service_account: "web".into(),
@@ -506,7 +582,7 @@ fn the_mesh_ca_loads_in_the_operator_and_issues() {
         .iter()
         .map(|n| n.to_string())
         .collect();
-    assert_eq!(uris, ["URI:spiffe://example.org"]);
+    assert_eq!(uris, ["URI(spiffe://example.org)"]);
 }
 
 // === PKI directory ===
@@ -524,14 +600,25 @@ fn a_pki_dir_is_filled_once_and_reused() {
     assert_eq!(report.webhook_ca, Origin::Generated);
     assert_eq!(report.webhook_tls, Origin::Generated);
     assert_eq!(report.written.len(), 6);
-    for name in ["ca.crt", "ca.key", "webhook/ca.crt", "webhook/ca.key", "webhook/tls.crt", "webhook/tls.key"] {
+    for name in [
+        "ca.crt",
+        "ca.key",
+        "webhook/ca.crt",
+        "webhook/ca.key",
+        "webhook/tls.crt",
+        "webhook/tls.key",
+    ] {
         assert!(dir.path().join(name).is_file(), "{name}");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = |name: &str| {
-            fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777
+            fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
         };
         for key in ["ca.key", "webhook/ca.key", "webhook/tls.key"] {
             assert_eq!(mode(key), 0o600, "{key}");
@@ -562,11 +649,17 @@ fn the_serving_cert_is_reissued_from_the_same_ca_when_it_no_longer_fits() {
     let (second, report) = Pki::load_or_generate(dir.path(), &config, now()).unwrap();
     assert_eq!(report.mesh_ca, Origin::Reused);
     assert_eq!(report.webhook_ca, Origin::Reused);
-    assert!(matches!(&report.webhook_tls, Origin::Reissued(r) if r.contains("10.1.2.3")), "{report:?}");
+    assert!(
+        matches!(&report.webhook_tls, Origin::Reissued(r) if r.contains("10.1.2.3")),
+        "{report:?}"
+    );
     assert_eq!(second.mesh_ca.cert_pem, first.mesh_ca.cert_pem);
     assert_eq!(second.webhook_ca.cert_pem, first.webhook_ca.cert_pem);
     assert_ne!(second.webhook_tls.cert_pem, first.webhook_tls.cert_pem);
-    assert_eq!(read(dir.path(), "webhook/tls.crt"), second.webhook_tls.cert_pem);
+    assert_eq!(
+        read(dir.path(), "webhook/tls.crt"),
+        second.webhook_tls.cert_pem
+    );
     let ca_der = der_of(&second.webhook_ca.cert_pem);
     let tls_der = der_of(&second.webhook_tls.cert_pem);
     parse(&tls_der)
@@ -576,7 +669,10 @@ fn the_serving_cert_is_reissued_from_the_same_ca_when_it_no_longer_fits() {
     // Close to expiry.
     let late = now() + pki::SERVING_LIFETIME - Duration::from_secs(86_400);
     let (_, report) = Pki::load_or_generate(dir.path(), &config, late).unwrap();
-    assert!(matches!(&report.webhook_tls, Origin::Reissued(r) if r.contains("expires")), "{report:?}");
+    assert!(
+        matches!(&report.webhook_tls, Origin::Reissued(r) if r.contains("expires")),
+        "{report:?}"
+    );
 
     // A missing key.
     fs::remove_file(dir.path().join("webhook/tls.key")).unwrap();
@@ -594,9 +690,21 @@ fn a_broken_or_half_ca_is_an_error_not_a_silent_rotation() {
 
     fs::remove_file(dir.path().join("ca.key")).unwrap();
     let err = Pki::load_or_generate(dir.path(), &config, now()).unwrap_err();
-    assert!(matches!(err, PkiError::Incomplete { what: "mesh CA", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PkiError::Incomplete {
+                what: "mesh CA",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("ca.key"), "{err}");
-    assert!(dir.path().join("ca.crt").is_file(), "the certificate is left alone");
+    assert!(
+        dir.path().join("ca.crt").is_file(),
+        "the certificate is left alone"
+    );
 
     // Another CA's key.
     let other = tempfile::tempdir().unwrap();
@@ -614,7 +722,10 @@ fn a_broken_or_half_ca_is_an_error_not_a_silent_rotation() {
     let err = Pki::load_or_generate(dir.path(), &other_domain, now()).unwrap_err();
     match err {
         PkiError::TrustDomain { found, wanted, .. } => {
-            assert_eq!((found.as_str(), wanted.as_str()), ("cluster.local", "example.org"));
+            assert_eq!(
+                (found.as_str(), wanted.as_str()),
+                ("cluster.local", "example.org")
+            );
         }
         other => panic!("{other}"),
     }
@@ -631,7 +742,14 @@ fn install_prints_multi_document_yaml_that_parses_back() {
     let dir = tempfile::tempdir().unwrap();
     let pki_dir = dir.path().join("pki");
     let pki_arg = pki_dir.to_str().unwrap();
-    let yaml = install(&["--pki-dir", pki_arg, "--namespace", "mesh", "--replicas", "1"]);
+    let yaml = install(&[
+        "--pki-dir",
+        pki_arg,
+        "--namespace",
+        "mesh",
+        "--replicas",
+        "1",
+    ]);
     assert!(yaml.starts_with(HEADER));
     let objects = docs(&yaml);
     assert_eq!(objects.len(), 1 + 5 + 5 + 2 + 1 + 2, "{yaml}");
@@ -647,11 +765,19 @@ fn install_prints_multi_document_yaml_that_parses_back() {
         replicas: 1,
         ..InstallConfig::default()
     };
-    let (pki, _) = Pki::load_or_generate(&pki_dir, &config.pki_config(), SystemTime::now()).unwrap();
+    let (pki, _) =
+        Pki::load_or_generate(&pki_dir, &config.pki_config(), SystemTime::now()).unwrap();
     assert_eq!(objects, all_objects(&config, Some(&pki)));
 
     // Installing again keeps the mesh CA.
-    let again = docs(&install(&["--pki-dir", pki_arg, "--namespace", "mesh", "--replicas", "1"]));
+    let again = docs(&install(&[
+        "--pki-dir",
+        pki_arg,
+        "--namespace",
+        "mesh",
+        "--replicas",
+        "1",
+    ]));
     assert_eq!(again, objects);
 }
 
@@ -664,7 +790,15 @@ fn install_out_no_pki_writes_the_checked_in_parts() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["deployment.yaml", "namespace.yaml", "rbac.yaml", "service.yaml"]);
+    assert_eq!(
+        names,
+        [
+            "deployment.yaml",
+            "namespace.yaml",
+            "rbac.yaml",
+            "service.yaml"
+        ]
+    );
     assert_eq!(out.lines().count(), 4, "{out}");
     for name in &names {
         let text = read(dir.path(), name);
@@ -703,5 +837,26 @@ fn checked_in_manifests_are_up_to_date() {
              `SWITCHYARD_BLESS=1 cargo test -p switchyard --lib install`)",
             path.display()
         );
+    }
+}
+
+#[test]
+fn the_deployment_args_parse_as_the_controller_command() {
+    use clap::Parser as _;
+    let objects = deployment(&InstallConfig::default()).unwrap();
+    let container =
+        &find(&objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"][0];
+    let args = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap());
+    let cli = crate::cli::Cli::try_parse_from(std::iter::once("switchyard").chain(args));
+    match cli {
+        Ok(crate::cli::Cli {
+            command: crate::cli::Command::Controller(_),
+        }) => {}
+        Ok(other) => panic!("not the controller command: {other:?}"),
+        Err(e) => panic!("the Deployment's args do not parse: {e}"),
     }
 }

@@ -11,7 +11,7 @@ use prost::Name;
 use serde_json::Value;
 use switchyard_adapters::model::AccessMode;
 
-use crate::xds::snapshot::TypeUrl;
+use crate::xds::{snapshot::TypeUrl, store::ProxyKey};
 
 use super::*;
 

@@ -141,8 +141,14 @@ fn trafficsplit_quantity_weights_keep_their_ratio_to_v1alpha4_and_back() {
     let backends = v4["spec"]["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2);
     assert_eq!(backends[0]["service"], "web-v1");
-    assert!(backends[0]["weight"].is_u64(), "v1alpha4 weights are integers: {v4}");
-    assert!(backends[1]["weight"].is_u64(), "v1alpha4 weights are integers: {v4}");
+    assert!(
+        backends[0]["weight"].is_u64(),
+        "v1alpha4 weights are integers: {v4}"
+    );
+    assert!(
+        backends[1]["weight"].is_u64(),
+        "v1alpha4 weights are integers: {v4}"
+    );
     assert_eq!(weight(&backends[0]) * 5.0, weight(&backends[1]) * 95.0);
 
     let v1 = convert_one("split.smi-spec.io/v1alpha1", v4);
@@ -165,20 +171,50 @@ fn milli_quantities_scale_exactly() {
 
 #[test]
 fn traffictarget_legacy_shape_to_v1alpha3_and_back() {
-    let v3 = convert_one("access.smi-spec.io/v1alpha3", target_v1alpha1());
+    // v1alpha3 has no destination port; without one, the legacy shape converts both ways.
+    let mut original = target_v1alpha1();
+    original["destination"]
+        .as_object_mut()
+        .unwrap()
+        .remove("port");
+    let v3 = convert_one("access.smi-spec.io/v1alpha3", original.clone());
     assert_eq!(v3["apiVersion"], "access.smi-spec.io/v1alpha3");
     assert_eq!(v3["spec"]["destination"]["name"], "service-a");
     assert_eq!(v3["spec"]["rules"][0]["kind"], "HTTPRouteGroup");
     assert_eq!(v3["spec"]["rules"][0]["name"], "the-routes");
     assert_eq!(v3["spec"]["rules"][0]["matches"], json!(["metrics"]));
     assert_eq!(v3["spec"]["sources"][0]["name"], "prometheus");
-    assert!(v3.get("destination").is_none(), "top-level fields moved under spec: {v3}");
+    assert!(
+        v3.get("destination").is_none(),
+        "top-level fields moved under spec: {v3}"
+    );
 
     let v1 = convert_one("access.smi-spec.io/v1alpha1", v3);
-    let original = target_v1alpha1();
     for field in ["destination", "specs", "sources", "metadata"] {
-        assert_eq!(v1[field], original[field], "{field} after the round trip: {v1:#}");
+        assert_eq!(
+            v1[field], original[field],
+            "{field} after the round trip: {v1:#}"
+        );
     }
+}
+
+#[test]
+fn traffictarget_with_a_port_round_trips_through_v1alpha2_but_not_v1alpha3() {
+    // smi-examples/09 exactly: `destination.port` exists in v1alpha1 and v1alpha2 only.
+    let v2 = convert_one("access.smi-spec.io/v1alpha2", target_v1alpha1());
+    assert_eq!(v2["spec"]["destination"]["port"], 8080, "{v2:#}");
+    let v1 = convert_one("access.smi-spec.io/v1alpha1", v2);
+    assert_eq!(v1["destination"], target_v1alpha1()["destination"]);
+
+    let message = failure(&review(
+        "access.smi-spec.io/v1alpha3",
+        vec![target_v1alpha1()],
+    ));
+    assert!(
+        message.starts_with("traffictarget default/path-specific: spec.destination.port: "),
+        "{message}"
+    );
+    assert!(message.contains("v1alpha3"), "{message}");
 }
 
 #[test]
@@ -223,7 +259,10 @@ fn status_is_converted_along() {
         }],
     });
     let out = convert_one("split.smi-spec.io/v1alpha4", split.clone());
-    assert_eq!(out["status"]["conditions"][0]["type"], "Accepted", "{out:#}");
+    assert_eq!(
+        out["status"]["conditions"][0]["type"], "Accepted",
+        "{out:#}"
+    );
     assert_eq!(out["status"]["conditions"][0]["reason"], "Accepted");
 }
 
@@ -249,12 +288,12 @@ fn a_mixed_batch_comes_back_in_order_in_the_desired_version() {
         "metadata": {"name": "already", "namespace": "shop"},
         "spec": {"service": "web", "backends": [{"service": "c", "weight": 10}]},
     });
-    let out = converted(
-        "split.smi-spec.io/v1alpha3",
-        vec![split_v1alpha1(), v2, v4],
-    );
+    let out = converted("split.smi-spec.io/v1alpha3", vec![split_v1alpha1(), v2, v4]);
     let names: Vec<_> = out.iter().map(|o| o["metadata"]["name"].clone()).collect();
-    assert_eq!(names, [json!("web"), json!("int-weights"), json!("already")]);
+    assert_eq!(
+        names,
+        [json!("web"), json!("int-weights"), json!("already")]
+    );
     for o in &out {
         assert_eq!(o["apiVersion"], "split.smi-spec.io/v1alpha3");
     }
@@ -295,7 +334,10 @@ fn an_unknown_kind_or_group_fails_naming_the_object() {
     let message = failure(&review("example.com/v2", vec![foreign]));
     assert!(message.starts_with("widget ns/w: kind: "), "{message}");
 
-    let message = failure(&review("specs.smi-spec.io/v1alpha4", vec![split_v1alpha1()]));
+    let message = failure(&review(
+        "specs.smi-spec.io/v1alpha4",
+        vec![split_v1alpha1()],
+    ));
     assert!(message.contains("trafficsplit shop/web"), "{message}");
     assert!(message.contains("group"), "{message}");
 
@@ -318,10 +360,22 @@ fn a_malformed_review_gets_a_failure_not_a_panic() {
     for (bad, field) in [
         (json!(null), "request"),
         (json!({"kind": "ConversionReview"}), "request"),
-        (json!({"request": {"desiredAPIVersion": "split.smi-spec.io/v1alpha4", "objects": []}}), "request.uid"),
-        (json!({"request": {"uid": "u", "objects": []}}), "request.desiredAPIVersion"),
-        (json!({"request": {"uid": "u", "desiredAPIVersion": "v1", "objects": []}}), "request.desiredAPIVersion"),
-        (json!({"request": {"uid": "u", "desiredAPIVersion": "split.smi-spec.io/v1alpha4"}}), "request.objects"),
+        (
+            json!({"request": {"desiredAPIVersion": "split.smi-spec.io/v1alpha4", "objects": []}}),
+            "request.uid",
+        ),
+        (
+            json!({"request": {"uid": "u", "objects": []}}),
+            "request.desiredAPIVersion",
+        ),
+        (
+            json!({"request": {"uid": "u", "desiredAPIVersion": "v1", "objects": []}}),
+            "request.desiredAPIVersion",
+        ),
+        (
+            json!({"request": {"uid": "u", "desiredAPIVersion": "split.smi-spec.io/v1alpha4"}}),
+            "request.objects",
+        ),
     ] {
         let message = failure(&bad);
         assert!(message.contains(field), "{bad}: {message}");
@@ -342,7 +396,9 @@ fn an_empty_batch_succeeds() {
 
 fn body_of(response: Response<Full<Bytes>>) -> (StatusCode, Vec<u8>) {
     let status = response.status();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let bytes = rt
         .block_on(response.into_body().collect())
         .unwrap()
@@ -354,7 +410,10 @@ fn body_of(response: Response<Full<Bytes>>) -> (StatusCode, Vec<u8>) {
 fn routes_answer_by_method_and_path() {
     assert_eq!(Route::of(&Method::POST, "/convert"), Route::Convert);
     assert_eq!(Route::of(&Method::GET, "/healthz"), Route::Health);
-    assert_eq!(Route::of(&Method::GET, "/convert"), Route::MethodNotAllowed("POST"));
+    assert_eq!(
+        Route::of(&Method::GET, "/convert"),
+        Route::MethodNotAllowed("POST")
+    );
     assert_eq!(Route::of(&Method::POST, "/other"), Route::NotFound);
 
     let (status, body) = body_of(Route::Health.respond(None));
@@ -366,8 +425,11 @@ fn routes_answer_by_method_and_path() {
     let (status, _) = body_of(Route::NotFound.respond(None));
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let request = serde_json::to_vec(&review("split.smi-spec.io/v1alpha4", vec![split_v1alpha1()]))
-        .unwrap();
+    let request = serde_json::to_vec(&review(
+        "split.smi-spec.io/v1alpha4",
+        vec![split_v1alpha1()],
+    ))
+    .unwrap();
     let (status, body) = body_of(Route::Convert.respond(Some(&request)));
     assert_eq!(status, StatusCode::OK);
     let answer: Value = serde_json::from_slice(&body).unwrap();
@@ -389,7 +451,10 @@ impl TestPki {
             .distinguished_name
             .push(DnType::CommonName, "webhook test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         TestPki {
@@ -400,8 +465,7 @@ impl TestPki {
 
     /// Writes a fresh serving pair with common name `cn` into `dir`.
     fn write_leaf(&self, dir: &Path, cn: &str) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
@@ -425,7 +489,10 @@ fn common_name(pair: &CertifiedKey) -> String {
 fn touch(dir: &Path, secs: u64) {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
     for name in [CERT_FILE, KEY_FILE] {
-        let file = fs::File::options().write(true).open(dir.join(name)).unwrap();
+        let file = fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap();
         file.set_modified(at).unwrap();
     }
 }
@@ -547,11 +614,18 @@ impl Running {
 }
 
 fn convert_request_body() -> Vec<u8> {
-    serde_json::to_vec(&review("split.smi-spec.io/v1alpha4", vec![split_v1alpha1()])).unwrap()
+    serde_json::to_vec(&review(
+        "split.smi-spec.io/v1alpha4",
+        vec![split_v1alpha1()],
+    ))
+    .unwrap()
 }
 
 fn check_converted(answer: &Value) {
-    assert_eq!(answer["response"]["result"]["status"], "Success", "{answer:#}");
+    assert_eq!(
+        answer["response"]["result"]["status"], "Success",
+        "{answer:#}"
+    );
     let object = &answer["response"]["convertedObjects"][0];
     assert_eq!(object["apiVersion"], "split.smi-spec.io/v1alpha4");
     assert_eq!(object["metadata"], split_v1alpha1()["metadata"]);
@@ -583,7 +657,9 @@ async fn serves_conversion_over_tls_with_http1_and_http2() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     check_converted(&serde_json::from_slice(&body).unwrap());
 
-    let request = Request::get("/healthz").body(Full::new(Bytes::new())).unwrap();
+    let request = Request::get("/healthz")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -615,7 +691,11 @@ async fn serves_conversion_over_tls_with_http1_and_http2() {
     .unwrap();
     let mut raw = Vec::new();
     tls.read_to_end(&mut raw).await.unwrap();
-    assert!(raw.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
 
     running.shut_down().await;
 }

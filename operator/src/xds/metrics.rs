@@ -11,6 +11,7 @@ pub struct XdsMetrics {
     connected_streams: AtomicU64,
     streams_total: AtomicU64,
     pushes: AtomicU64,
+    secret_pushes: AtomicU64,
     nacks: AtomicU64,
     auth_failures: AtomicU64,
     secrets_refused: AtomicU64,
@@ -23,8 +24,10 @@ pub struct MetricsSnapshot {
     pub connected_streams: u64,
     /// Streams accepted since start.
     pub streams_total: u64,
-    /// Discovery responses sent.
+    /// Discovery responses sent, of every type.
     pub pushes: u64,
+    /// Of [`MetricsSnapshot::pushes`], those carrying secrets (certificates).
+    pub secret_pushes: u64,
     /// Requests that carried `error_detail`.
     pub nacks: u64,
     /// Streams refused by the authenticator.
@@ -45,6 +48,7 @@ impl XdsMetrics {
             connected_streams: self.connected_streams.load(Ordering::Relaxed),
             streams_total: self.streams_total.load(Ordering::Relaxed),
             pushes: self.pushes.load(Ordering::Relaxed),
+            secret_pushes: self.secret_pushes.load(Ordering::Relaxed),
             nacks: self.nacks.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             secrets_refused: self.secrets_refused.load(Ordering::Relaxed),
@@ -57,8 +61,11 @@ impl XdsMetrics {
         StreamGuard(self.clone())
     }
 
-    pub(crate) fn pushed(&self, responses: usize) {
-        self.pushes.fetch_add(responses as u64, Ordering::Relaxed);
+    pub(crate) fn pushed(&self, secret: bool) {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+        if secret {
+            self.secret_pushes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn nacked(&self) {

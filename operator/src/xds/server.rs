@@ -91,6 +91,8 @@ pub(crate) trait Protocol: Send + Sized + 'static {
     fn requested(req: &Self::Request) -> (&str, &[String]);
     fn handle_request(&mut self, req: Self::Request) -> Result<Vec<Self::Response>, StreamError>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+    /// The type a response carries, for the per-type push counters.
+    fn response_type(resp: &Self::Response) -> &str;
 }
 
 type ResponseStream<R> = ReceiverStream<Result<R, Status>>;
@@ -336,7 +338,7 @@ impl<R: Send + 'static> StreamTask<R> {
                     // `None` means the proxy was removed: keep serving what it has.
                     if let Some(snapshot) = self.snapshots.latest() {
                         let responses = machine.on_snapshot(snapshot);
-                        if !self.send(responses).await {
+                        if !self.send::<P>(responses).await {
                             return;
                         }
                     }
@@ -356,7 +358,7 @@ impl<R: Send + 'static> StreamTask<R> {
         }
         self.check_secrets::<P>(&req);
         match machine.handle_request(req) {
-            Ok(responses) => self.send(responses).await,
+            Ok(responses) => self.send::<P>(responses).await,
             Err(error) => {
                 tracing::info!(%error, "closing xds stream");
                 let _ = self.tx.send(Err(error.into())).await;
@@ -386,14 +388,15 @@ impl<R: Send + 'static> StreamTask<R> {
         }
     }
 
-    async fn send(&mut self, responses: Vec<R>) -> bool {
-        let count = responses.len();
+    async fn send<P: Protocol<Response = R>>(&mut self, responses: Vec<R>) -> bool {
         for response in responses {
+            let secret =
+                TypeUrl::from_type_url(P::response_type(&response)) == Some(TypeUrl::Secret);
             if self.tx.send(Ok(response)).await.is_err() {
                 return false;
             }
+            self.metrics.pushed(secret);
         }
-        self.metrics.pushed(count);
         true
     }
 }
@@ -436,6 +439,10 @@ impl Protocol for SotwStream {
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
         SotwStream::on_snapshot(self, snapshot)
     }
+
+    fn response_type(resp: &DiscoveryResponse) -> &str {
+        &resp.type_url
+    }
 }
 
 impl Protocol for DeltaStream {
@@ -464,6 +471,10 @@ impl Protocol for DeltaStream {
         req: DeltaDiscoveryRequest,
     ) -> Result<Vec<DeltaDiscoveryResponse>, StreamError> {
         DeltaStream::handle_request(self, req)
+    }
+
+    fn response_type(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.type_url
     }
 
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {

@@ -20,7 +20,12 @@ fn a_known_bearer_token_names_the_proxy() {
         id: "anything".to_string(),
         ..Default::default()
     };
-    let key = tokens().lookup(&metadata(Some("Bearer s3cret"))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let key = runtime
+        .block_on(tokens().authenticate(&metadata(Some("Bearer s3cret")), &node))
+        .unwrap();
     assert_eq!(
         key,
         ProxyKey::from("default/web-0"),
@@ -31,7 +36,6 @@ fn a_known_bearer_token_names_the_proxy() {
 
 #[test]
 fn missing_malformed_and_unknown_tokens_are_unauthenticated() {
-    let node = Node::default();
     for (value, message) in [
         (None, "missing authorization header"),
         (Some("s3cret"), "authorization header is not a bearer token"),
