@@ -514,3 +514,38 @@ fn the_operator_has_exactly_the_install_manifests_permissions() {
     // And the operator started by the mesh runs with this very kubeconfig.
     assert!(mesh.operators[0].is_ready());
 }
+
+#[test]
+fn switchyard_check_reports_a_healthy_install_and_says_how_to_fix_a_dead_operator() {
+    let mut mesh = KubeMesh::start("check");
+    let check = |mesh: &KubeMesh| {
+        let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
+            .args(["check", "--namespace", OPERATOR_NAMESPACE, "--kubeconfig"])
+            .arg(mesh.cluster.kubeconfig())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&mesh);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ok   crd trafficsplits.split.smi-spec.io: established, conversion webhook"),
+        "{text}"
+    );
+    assert!(text.contains("switchyard-0 leads"), "{text}");
+    assert!(
+        text.contains("ok   conversion webhook: converted a trafficsplit v1alpha1"),
+        "{text}"
+    );
+
+    mesh.kill_operator(0);
+    thread::sleep(Duration::from_secs(5));
+    let (code, text) = check(&mesh);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL operator"), "{text}");
+    assert!(text.contains("FAIL conversion webhook"), "{text}");
+    assert!(text.matches("fix: ").count() >= 2, "{text}");
+}

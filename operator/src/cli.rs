@@ -10,6 +10,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+pub mod check;
 pub mod controller;
 pub mod install;
 pub mod local;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
+    /// Check an install: CRDs established, an operator running, the conversion webhook
+    /// answering; says how to fix each failure (exit status 1 when one fails).
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +103,11 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
             controller::run_controller(args)?;
             Ok(Outcome::Success)
         }
+        Command::Check(args) => Ok(if check::run(&args, out)? {
+            Outcome::Success
+        } else {
+            Outcome::Invalid
+        }),
         Command::Install(args) => {
             install::run(&args, out)?;
             Ok(Outcome::Success)
