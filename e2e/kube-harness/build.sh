@@ -8,6 +8,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 out="${OUT:-$here/../../target/kube-harness}"
 version=v1.34.2
 mkdir -p "$out"
+# One build at a time (CI starts one early in the background; test binaries may start another):
+# the second waits, then finds the stamp current.
+exec 9>"$out/.build-sh.lock"
+flock 9
 stamp="$(cat "$here/go.mod" "$here/go.sum" "$here"/cmd/*/*.go "$0" | sha256sum | cut -d' ' -f1)"
 if [[ -x "$out/kube-harness" && -x "$out/kubectl" && "$(cat "$out/stamp" 2>/dev/null)" == "$stamp" ]]; then
   exit 0
