@@ -190,12 +190,22 @@ impl KubeMesh {
         let i = self.operators.len();
         let name = format!("switchyard-{i}");
         let pki = shared().pki.path();
-        let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // The CRDs' webhook port is taken by no one between meshes, so `free_port` may offer it
+        // again: every port here must differ from it and from each other.
+        let mut taken = vec![shared().webhook_port];
+        let mut port = || loop {
+            let p = free_port();
+            if !taken.contains(&p) {
+                taken.push(p);
+                return p;
+            }
+        };
+        let xds = SocketAddr::from(([127, 0, 0, 1], port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], port()));
         let webhook_port = if i == 0 {
             shared().webhook_port
         } else {
-            free_port()
+            port()
         };
         let args: Vec<String> = vec![
             "controller".into(),
@@ -239,12 +249,22 @@ impl KubeMesh {
         i
     }
 
-    fn wait_operator_ready(&self, i: usize) {
-        let op = &self.operators[i];
+    fn wait_operator_ready(&mut self, i: usize) {
+        let op = &mut self.operators[i];
+        let what = format!("operator {} to be ready", op.name);
         wait_for(
             Duration::from_secs(30),
-            || op.is_ready(),
-            &format!("operator {} to be ready", op.name),
+            || {
+                if let Some(Ok(Some(status))) = op.child.as_mut().map(Child::try_wait) {
+                    panic!(
+                        "operator {} exited ({status}):\n{}",
+                        op.name,
+                        std::fs::read_to_string(&op.log).unwrap_or_default()
+                    );
+                }
+                op.is_ready()
+            },
+            &what,
         );
     }
 
