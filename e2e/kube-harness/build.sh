@@ -24,12 +24,12 @@ start=$SECONDS
 go build -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/kube-harness ./cmd/kubectl
 echo "kube-harness: built in $((SECONDS - start)) s" >&2
 echo "$stamp" > "$out/stamp"
-# Go's build cache is ~2.5 GB after this build. Where disk is short (CI sets the threshold), drop
-# it: the binaries above are what the tests use, and a later rebuild only costs time.
+# Go's build and module caches are ~3 GB after this build. Where disk is short (CI sets the
+# threshold), drop them: the binaries above are what the tests use; a rebuild only costs time.
 if [[ -n "${KUBE_HARNESS_TRIM_BELOW_GB:-}" ]]; then
   free_gb=$(df -Pk "$out" | awk 'NR==2 {print int($4 / 1048576)}')
   if (( free_gb < KUBE_HARNESS_TRIM_BELOW_GB )); then
-    echo "kube-harness: ${free_gb} GB free (< ${KUBE_HARNESS_TRIM_BELOW_GB}): dropping Go's build cache $(go env GOCACHE)" >&2
-    go clean -cache
+    echo "kube-harness: ${free_gb} GB free (< ${KUBE_HARNESS_TRIM_BELOW_GB}): dropping Go's caches $(go env GOCACHE) $(go env GOMODCACHE)" >&2
+    go clean -cache -modcache
   fi
 fi
