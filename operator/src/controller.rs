@@ -209,6 +209,7 @@ pub async fn run(
         writer,
         metrics,
         pods,
+        pods_version: None,
         debounce: config.debounce,
         expected: Kind::ALL.len() + watch::core_resources().len(),
     };
@@ -231,6 +232,8 @@ struct EventLoop {
     writer: StatusWriter,
     metrics: Arc<ControllerMetrics>,
     pods: PodAccounts,
+    /// The [`Core::pod_accounts_version`] `pods` holds.
+    pods_version: Option<u64>,
     debounce: Duration,
     /// Watches that must deliver a first list before the controller is ready.
     expected: usize,
@@ -305,8 +308,12 @@ impl EventLoop {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot publish"),
             }
-            if let Ok(mut pods) = self.pods.write() {
+            // The authenticator's copy, refreshed only when Pods changed (not every batch).
+            if self.pods_version != Some(self.core.pod_accounts_version())
+                && let Ok(mut pods) = self.pods.write()
+            {
                 pods.clone_from(self.core.pod_accounts());
+                self.pods_version = Some(self.core.pod_accounts_version());
             }
             self.metrics.set_proxies(self.core.pod_accounts().len());
             self.metrics.reconciled(started.elapsed());

@@ -7,10 +7,10 @@ use anyhow::Context as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use switchyard_adapters::envoy::{self, BootstrapOptions};
 
-use super::local::MeshArgs;
+use super::local::{CaArgs, MeshArgs};
 use crate::{
     controller::{self, ControllerConfig, auth::DEFAULT_AUDIENCE, lease::LeaseTiming},
-    identity::{CaConfig, CaFiles},
+    identity::CaConfig,
 };
 
 #[derive(Debug, clap::Args)]
@@ -36,15 +36,9 @@ pub struct ControllerArgs {
     /// Directory with the webhook's `tls.crt` and `tls.key` (reloaded when they change).
     #[arg(long)]
     pub webhook_cert_dir: Option<PathBuf>,
-    /// The mesh CA's certificate chain (PEM); every replica must load the same CA.
-    #[arg(long, requires = "ca_key")]
-    pub ca_cert: Option<PathBuf>,
-    /// The mesh CA's private key (PKCS#8 PEM).
-    #[arg(long, requires = "ca_cert")]
-    pub ca_key: Option<PathBuf>,
-    /// The trust bundle, when `--ca-cert` ends at an intermediate.
-    #[arg(long, requires = "ca_cert")]
-    pub ca_bundle: Option<PathBuf>,
+    /// The mesh CA; every replica must load the same one.
+    #[command(flatten)]
+    pub ca: CaArgs,
     /// The audience proxies' ServiceAccount tokens must be issued for.
     #[arg(long, default_value = DEFAULT_AUDIENCE)]
     pub audience: String,
@@ -78,14 +72,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .map(|dir| (args.webhook_addr, dir)),
             settings: args.mesh.settings(),
             ca: CaConfig::default(),
-            ca_files: match (args.ca_cert.clone(), args.ca_key.clone()) {
-                (Some(cert_chain), Some(key)) => Some(CaFiles {
-                    cert_chain,
-                    key,
-                    trust_bundle: args.ca_bundle.clone(),
-                }),
-                _ => None,
-            },
+            ca_files: args.ca.files(),
             audience: args.audience.clone(),
             lease: LeaseTiming {
                 duration: Duration::from_secs(args.lease_duration_secs.max(1)),

@@ -92,8 +92,17 @@ pub struct LocalArgs {
     /// `s`, `m`, `h` or `d` (e.g. `24h`, `90s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration, env = "SWITCHYARD_CERT_LIFETIME")]
     pub cert_lifetime: Duration,
-    /// The mesh CA's certificate chain (PEM, issuing certificate first) [default: a root
-    /// generated at start, kept in memory only].
+    #[command(flatten)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// The mesh CA to issue from, shared by `local` and `controller`. Without it a root is
+/// generated at start and kept in memory only (one process trusts it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CaArgs {
+    /// The mesh CA's certificate chain (PEM, issuing certificate first).
     #[arg(long, requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
     /// The mesh CA's private key (unencrypted PKCS#8 PEM).
@@ -102,8 +111,17 @@ pub struct LocalArgs {
     /// The trust bundle (PEM roots), when `--ca-cert` ends at an intermediate.
     #[arg(long, requires = "ca_cert")]
     pub ca_bundle: Option<PathBuf>,
-    #[command(flatten)]
-    pub mesh: MeshArgs,
+}
+
+impl CaArgs {
+    /// The files, when `--ca-cert` and `--ca-key` were given.
+    pub fn files(&self) -> Option<CaFiles> {
+        Some(CaFiles {
+            cert_chain: self.ca_cert.clone()?,
+            key: self.ca_key.clone()?,
+            trust_bundle: self.ca_bundle.clone(),
+        })
+    }
 }
 
 /// `90s`, `15m`, `24h`, `7d`.
@@ -150,13 +168,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         config.xds_api = switchyard_adapters::envoy::XdsApi::Delta;
     }
     config.ca.workload_lifetime = args.cert_lifetime;
-    if let (Some(cert_chain), Some(key)) = (args.ca_cert, args.ca_key) {
-        config.ca_files = Some(CaFiles {
-            cert_chain,
-            key,
-            trust_bundle: args.ca_bundle,
-        });
-    }
+    config.ca_files = args.ca.files();
     let debounce = Duration::from_millis(args.debounce_ms);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {

@@ -91,6 +91,8 @@ pub struct Core {
     undecodable: BTreeMap<ObjectRef, String>,
     /// Pods and their ServiceAccount, for the xDS authenticator.
     pod_accounts: BTreeMap<ProxyId, String>,
+    /// Bumped whenever `pod_accounts` changes, so the edge copies it only then.
+    pod_accounts_version: u64,
 }
 
 // === impl Core ===
@@ -105,6 +107,7 @@ impl Core {
             written: BTreeMap::new(),
             undecodable: BTreeMap::new(),
             pod_accounts: BTreeMap::new(),
+            pod_accounts_version: 0,
         }
     }
 
@@ -119,6 +122,11 @@ impl Core {
     /// Pods and their ServiceAccount name.
     pub fn pod_accounts(&self) -> &BTreeMap<ProxyId, String> {
         &self.pod_accounts
+    }
+
+    /// Changes whenever [`Core::pod_accounts`] does.
+    pub fn pod_accounts_version(&self) -> u64 {
+        self.pod_accounts_version
     }
 
     /// Applies watch events to the index. Undecodable objects are returned, never applied: the
@@ -141,8 +149,10 @@ impl Core {
                         self.written.remove(&r);
                         self.undecodable.remove(&r);
                     }
-                    if kind == ObjectKind::Pod {
-                        self.pod_accounts.remove(&proxy_id(&ns, &name));
+                    if kind == ObjectKind::Pod
+                        && self.pod_accounts.remove(&proxy_id(&ns, &name)).is_some()
+                    {
+                        self.pod_accounts_version += 1;
                     }
                     self.index.delete(kind, &ns, &name);
                 }
@@ -154,6 +164,7 @@ impl Core {
                     }
                     if kind == ObjectKind::Pod {
                         self.pod_accounts.clear();
+                        self.pod_accounts_version += 1;
                     }
                     let mut objects = Vec::with_capacity(values.len());
                     let mut kept = Vec::new();
@@ -295,7 +306,11 @@ impl Core {
                         .as_ref()
                         .and_then(|s| s.service_account_name.clone())
                         .unwrap_or_else(|| "default".into());
-                    self.pod_accounts.insert(proxy_id(&ns, &name), sa);
+                    let id = proxy_id(&ns, &name);
+                    if self.pod_accounts.get(&id) != Some(&sa) {
+                        self.pod_accounts.insert(id, sa);
+                        self.pod_accounts_version += 1;
+                    }
                 }
                 obj.map(|o| Object::Pod(Box::new(o)))
             }
