@@ -1003,3 +1003,79 @@ pub fn meshed_http_service(name: &str, pod: &str, pod_ip: Ipv4Addr, target_port:
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: {target_port}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {target_port}}}]\nendpoints:\n- addresses: ['{pod_ip}']\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: {pod}, namespace: demo}}\n"
     )
 }
+
+/// The pause between two requests of the load.
+const LOAD_INTERVAL: Duration = Duration::from_millis(3);
+
+/// One request of a [`Load`]: the body of a 200, or what went wrong.
+pub type Answer = Result<String, String>;
+
+/// Requests sent one after another, every [`LOAD_INTERVAL`], through a sidecar's outbound
+/// listener to one host, by a background thread that records every answer in order.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(sidecar: &Sidecar, host: impl Into<String>) -> Load {
+        let host = host.into();
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (sidecar, stop, answers) = (sidecar.clone(), stop.clone(), answers.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = answer(sidecar.request("GET", &host, "/"));
+                    answers.lock().expect("load answers").push(answer);
+                    thread::sleep(LOAD_INTERVAL);
+                }
+            })
+        };
+        Load {
+            stop,
+            answers,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many requests have been answered so far: a mark for [`Load::since`].
+    pub fn mark(&self) -> usize {
+        self.answers.lock().expect("load answers").len()
+    }
+
+    /// The answers after `mark`.
+    pub fn since(&self, mark: usize) -> Vec<Answer> {
+        self.answers.lock().expect("load answers")[mark..].to_vec()
+    }
+
+    /// Stops the load and returns every answer.
+    pub fn finish(mut self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("load thread");
+        }
+        self.answers.lock().expect("load answers").clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A 200's body, or what went wrong.
+pub fn answer(r: std::io::Result<Response>) -> Answer {
+    match r {
+        Ok(r) if r.status == 200 => Ok(r.body),
+        Ok(r) => Err(format!("{} {:?}", r.status, r.body)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The failed answers.
+pub fn failures(answers: &[Answer]) -> Vec<&String> {
+    answers.iter().filter_map(|a| a.as_ref().err()).collect()
+}

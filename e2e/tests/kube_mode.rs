@@ -13,17 +13,13 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
 use switchyard_e2e::{
     kube_mesh::{KubeMesh, OPERATOR_NAMESPACE},
-    mesh::{Backend, Sidecar, wait_for},
+    mesh::{Backend, Load, Sidecar, failures, wait_for},
 };
 
 fn ip(last: u8) -> IpAddr {
@@ -89,55 +85,6 @@ fn split_yaml(api_version: &str, backends: &[(&str, &str)]) -> String {
         "apiVersion: split.smi-spec.io/{api_version}\nkind: TrafficSplit\nmetadata: {{name: web-split}}\nspec:\n  service: web\n  backends:\n{}\n",
         b.join("\n")
     )
-}
-
-/// Requests every 3 ms through a sidecar, each answer recorded in order.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Result<String, String>>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(sidecar: &Sidecar, host: String) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (sidecar, stop, answers) = (sidecar.clone(), stop.clone(), answers.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = match sidecar.request("GET", &host, "/") {
-                        Ok(r) if r.status == 200 => Ok(r.body),
-                        Ok(r) => Err(format!("status {}: {}", r.status, r.body)),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    answers.lock().unwrap().push(answer);
-                    thread::sleep(Duration::from_millis(3));
-                }
-            })
-        };
-        Load {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.answers.lock().unwrap().len()
-    }
-
-    fn finish(mut self) -> Vec<Result<String, String>> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        std::mem::take(&mut *self.answers.lock().unwrap())
-    }
-}
-
-fn failures(answers: &[Result<String, String>]) -> Vec<&String> {
-    answers.iter().filter_map(|a| a.as_ref().err()).collect()
 }
 
 #[test]
@@ -365,7 +312,7 @@ fn the_operator_killed_and_restarted_under_load_fails_no_request_and_resends_no_
     thread::sleep(Duration::from_millis(500));
     mesh.kill_operator(0);
     thread::sleep(Duration::from_secs(2));
-    let during = load.count();
+    let during = load.mark();
     mesh.restart_operator(0);
     // The proxy reconnects (backoff up to a few seconds) holding the same configuration.
     wait_for(

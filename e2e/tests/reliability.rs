@@ -12,89 +12,15 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io,
     net::Ipv4Addr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
 use switchyard_e2e::mesh::{
-    AccessMode, Backend, Mesh, Response, Sidecar, endpoint_slice, http_request, http_service,
-    meshed_http_service, pod, split, wait_for,
+    AccessMode, Answer, Backend, Load, Mesh, Sidecar, endpoint_slice, failures, http_request,
+    http_service, meshed_http_service, pod, split, wait_for,
 };
-
-/// The pause between two requests of the load.
-const LOAD_INTERVAL: Duration = Duration::from_millis(3);
-
-/// One request of a [`Load`]: the body of a 200, or what went wrong.
-type Answer = Result<String, String>;
-
-/// Requests sent one after another, every [`LOAD_INTERVAL`], through a sidecar's outbound
-/// listener to one host, by a background thread that records every answer in order.
-struct Load {
-    stop: Arc<AtomicBool>,
-    answers: Arc<Mutex<Vec<Answer>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(sidecar: &Sidecar, host: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (sidecar, stop, answers) = (sidecar.clone(), stop.clone(), answers.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = answer(sidecar.request("GET", host, "/"));
-                    answers.lock().unwrap().push(answer);
-                    thread::sleep(LOAD_INTERVAL);
-                }
-            })
-        };
-        Load {
-            stop,
-            answers,
-            thread: Some(thread),
-        }
-    }
-
-    /// How many requests have been answered so far: a mark for [`Load::since`].
-    fn mark(&self) -> usize {
-        self.answers.lock().unwrap().len()
-    }
-
-    /// The answers after `mark`.
-    fn since(&self, mark: usize) -> Vec<Answer> {
-        self.answers.lock().unwrap()[mark..].to_vec()
-    }
-
-    /// Stops the load and returns every answer.
-    fn finish(mut self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.answers.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn answer(r: io::Result<Response>) -> Answer {
-    match r {
-        Ok(r) if r.status == 200 => Ok(r.body),
-        Ok(r) => Err(format!("{} {:?}", r.status, r.body)),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 /// Answers counted by body; failures are counted under `<failed>`.
 fn tally(answers: &[Answer]) -> BTreeMap<String, usize> {
@@ -104,10 +30,6 @@ fn tally(answers: &[Answer]) -> BTreeMap<String, usize> {
         *out.entry(key).or_default() += 1;
     }
     out
-}
-
-fn failures(answers: &[Answer]) -> Vec<&String> {
-    answers.iter().filter_map(|a| a.as_ref().err()).collect()
 }
 
 /// Waits until 20 requests in a row to `host` through client-0's sidecar are answered by
