@@ -51,7 +51,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// it. Signals are trapped so that the shell outlives a Ctrl-C long enough to clean up; the
 /// harness itself stops on the same signal or when its standard input (inherited) closes.
 const WRAPPER: &str = r#"trap : HUP INT TERM
-"$0" --dir "$1" --exit-on-stdin-eof
+"$0" apiserver --dir "$1" --exit-on-stdin-eof
 status=$?
 [ -e "$1/keep" ] || rm -rf "$1"
 exit $status"#;
@@ -73,7 +73,7 @@ pub fn harness_bin_dir() -> &'static Path {
             Some(prebuilt) => PathBuf::from(prebuilt),
             None => build_harness(),
         };
-        for bin in ["kube-harness", "kubectl"] {
+        for bin in ["kube-node", "kubectl"] {
             assert!(
                 dir.join(bin).is_file(),
                 "{} is missing: build it with e2e/kube-harness/build.sh (needs Go) or point \
@@ -153,7 +153,7 @@ pub struct KubeCluster {
 
 impl KubeCluster {
     fn start() -> KubeCluster {
-        let bin = harness_bin_dir().join("kube-harness");
+        let bin = harness_bin_dir().join("kube-node");
         let mut failures = Vec::new();
         // The harness picks free ports and releases them before etcd and the API server bind
         // them, so another process can take one in between: a second try gets new ports.
@@ -449,7 +449,7 @@ impl KubeCluster {
     /// With `SWITCHYARD_KEEP_NAMESPACES=1`, a namespace dropped while its thread panics is kept
     /// and the harness's state directory (etcd data) is kept after the process exits; the
     /// cluster itself still stops with the test process. To inspect it afterwards, run
-    /// `kube-harness --dir <dir>` again and use the new `<dir>/kubeconfig`.
+    /// `kube-node apiserver --dir <dir>` again and use the new `<dir>/kubeconfig`.
     ///
     /// # Panics
     ///
@@ -704,12 +704,12 @@ impl Drop for Namespace<'_> {
             eprintln!(
                 "SWITCHYARD_KEEP_NAMESPACES: kept namespace {} (kubectl --kubeconfig {} -n {} …). \
                  The cluster stops when this test process exits; its etcd data stays in {}: \
-                 restart it with `{} --dir {}` and use the new kubeconfig there",
+                 restart it with `{} apiserver --dir {}` and use the new kubeconfig there",
                 self.name,
                 self.cluster.kubeconfig().display(),
                 self.name,
                 dir.display(),
-                harness_bin_dir().join("kube-harness").display(),
+                harness_bin_dir().join("kube-node").display(),
                 dir.display(),
             );
             return;
