@@ -66,7 +66,10 @@ pub(crate) fn write(
         .build()
         .map_err(|source| spec("platform", source))?;
     let annotations = HashMap::from([
-        (ANNOTATION_CONTAINERD_NAME.to_owned(), format!("{name}:{tag}")),
+        (
+            ANNOTATION_CONTAINERD_NAME.to_owned(),
+            format!("{name}:{tag}"),
+        ),
         (ANNOTATION_REF_NAME.to_owned(), tag.to_owned()),
     ]);
     let manifest_desc = DescriptorBuilder::default()

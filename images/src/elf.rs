@@ -201,12 +201,13 @@ pub(crate) fn dependencies(
     let mut loaded = BTreeSet::new();
 
     if let Some(interpreter) = &binary.info.interpreter {
-        let found = objects
-            .load(Path::new(interpreter))?
-            .ok_or_else(|| ElfError::InterpreterNotFound {
-                interpreter: interpreter.clone(),
-                binary: binary.real.clone(),
-            })?;
+        let found =
+            objects
+                .load(Path::new(interpreter))?
+                .ok_or_else(|| ElfError::InterpreterNotFound {
+                    interpreter: interpreter.clone(),
+                    binary: binary.real.clone(),
+                })?;
         loaded.extend(found.info.soname.clone());
         loaded.insert(file_name(interpreter).to_owned());
         deps.insert(PathBuf::from(interpreter), found.real);
@@ -274,7 +275,11 @@ fn search(
                 expand_origin(dir, image_origin),
             )
         })
-        .chain(SYSTEM_DIRS.iter().map(|d| (PathBuf::from(d), PathBuf::from(d))));
+        .chain(
+            SYSTEM_DIRS
+                .iter()
+                .map(|d| (PathBuf::from(d), PathBuf::from(d))),
+        );
 
     let mut searched = Vec::new();
     for (host_dir, image_dir) in dirs {

@@ -146,7 +146,11 @@ impl Tree {
     }
 
     /// Adds `node` at `path` unless something is there already: for defaults a spec may override.
-    pub(crate) fn insert_default(&mut self, path: &ImagePath, node: Node) -> Result<(), BuildError> {
+    pub(crate) fn insert_default(
+        &mut self,
+        path: &ImagePath,
+        node: Node,
+    ) -> Result<(), BuildError> {
         if self.entries.contains_key(path.relative()) {
             return Ok(());
         }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::Image;
 use crate::elf::{self, ElfError};
 use crate::spec::{BuildError, BuiltImage, FileSpec, ImageSpec, Owner, build};
-use crate::Image;
 
 /// The binaries the images are made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +89,10 @@ pub(crate) fn spec(image: Image, binary: &Path, registry: &str, tag: &str) -> Im
             "org.opencontainers.image.title".to_owned(),
             image.repository().to_owned(),
         ),
-        ("org.opencontainers.image.version".to_owned(), tag.to_owned()),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            tag.to_owned(),
+        ),
         (
             "org.opencontainers.image.source".to_owned(),
             env!("CARGO_PKG_REPOSITORY").to_owned(),

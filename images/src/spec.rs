@@ -211,7 +211,9 @@ impl ImageSpec {
             .ok_or_else(|| err("needs a tag (registry/repository:tag)"))?;
         let (name, tag) = (&self.name[..colon], &self.name[colon + 1..]);
         if name.is_empty() || tag.is_empty() {
-            return Err(err("needs a repository and a tag (registry/repository:tag)"));
+            return Err(err(
+                "needs a repository and a tag (registry/repository:tag)",
+            ));
         }
         if self.name.contains(char::is_whitespace) {
             return Err(err("must not contain whitespace"));
@@ -226,7 +228,14 @@ impl ImageSpec {
         for file in &self.files {
             let what = || format!("file {} -> {}", file.source.display(), file.dest);
             let dest = destination(&file.dest, what)?;
-            add_file(&mut tree, &mut binaries, &file.source, &dest, file.mode, file.owner)?;
+            add_file(
+                &mut tree,
+                &mut binaries,
+                &file.source,
+                &dest,
+                file.mode,
+                file.owner,
+            )?;
         }
         for dir in &self.dirs {
             let what = || format!("directory {} -> {}", dir.source.display(), dir.dest);
@@ -244,7 +253,11 @@ impl ImageSpec {
             for dep in elf::dependencies(&elf::Host, binary, &image)? {
                 let path = ImagePath::parse(&dep.image.to_string_lossy()).ok_or_else(|| {
                     BuildError::Destination {
-                        what: format!("library {} of {}", dep.host.display(), binary.real.display()),
+                        what: format!(
+                            "library {} of {}",
+                            dep.host.display(),
+                            binary.real.display()
+                        ),
                         dest: dep.image.display().to_string(),
                     }
                 })?;
@@ -273,7 +286,9 @@ impl ImageSpec {
         let mut passwd = String::from("root:x:0:0:root:/root:/sbin/nologin\n");
         let mut group = String::from("root:x:0:\n");
         if uid != 0 {
-            passwd.push_str(&format!("{name}:x:{uid}:{gid}:{name}:/nonexistent:/sbin/nologin\n"));
+            passwd.push_str(&format!(
+                "{name}:x:{uid}:{gid}:{name}:/nonexistent:/sbin/nologin\n"
+            ));
         }
         if gid != 0 {
             group.push_str(&format!("{name}:x:{gid}:\n"));
@@ -310,7 +325,12 @@ impl ImageSpec {
         let mut config = ConfigBuilder::default()
             .user(self.user.to_string())
             .env(env)
-            .labels(self.labels.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
+            .labels(
+                self.labels
+                    .clone()
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
         if !self.entrypoint.is_empty() {
             config = config.entrypoint(self.entrypoint.clone());
         }
@@ -413,13 +433,13 @@ fn add_dir(
     for entry in entries {
         let path = entry.path();
         let name = entry.file_name();
-        let child = name
-            .to_str()
-            .and_then(|n| dest.join(n))
-            .ok_or_else(|| BuildError::Destination {
-                what: format!("directory entry {}", path.display()),
-                dest: format!("{dest}/{}", name.to_string_lossy()),
-            })?;
+        let child =
+            name.to_str()
+                .and_then(|n| dest.join(n))
+                .ok_or_else(|| BuildError::Destination {
+                    what: format!("directory entry {}", path.display()),
+                    dest: format!("{dest}/{}", name.to_string_lossy()),
+                })?;
         let kind = entry.file_type().map_err(|e| input(&path, e))?;
         if kind.is_symlink() {
             let target = std::fs::read_link(&path).map_err(|e| input(&path, e))?;

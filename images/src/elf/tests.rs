@@ -136,7 +136,10 @@ fn runpath_with_origin_is_relative_to_the_object_in_the_image() {
     info.runpath = vec!["$ORIGIN/../lib".to_owned()];
     let fake = glibc()
         .object("/opt/foo/bin/foo", info)
-        .object("/opt/foo/lib/libfoo.so.1", lib("libfoo.so.1", &["libc.so.6"]))
+        .object(
+            "/opt/foo/lib/libfoo.so.1",
+            lib("libfoo.so.1", &["libc.so.6"]),
+        )
         // A system copy that RUNPATH must win over.
         .object("/lib/x86_64-linux-gnu/libfoo.so.1", lib("libfoo.so.1", &[]));
     let got = deps(&fake, "/opt/foo/bin/foo", "/app/bin/foo").unwrap();
@@ -148,7 +151,8 @@ fn runpath_with_origin_is_relative_to_the_object_in_the_image() {
         "{got:?}"
     );
     assert!(
-        !got.iter().any(|(_, host)| host == "/lib/x86_64-linux-gnu/libfoo.so.1"),
+        !got.iter()
+            .any(|(_, host)| host == "/lib/x86_64-linux-gnu/libfoo.so.1"),
         "{got:?}"
     );
 }
@@ -160,11 +164,10 @@ fn runpath_hides_rpath_and_absolute_rpath_keeps_its_directory() {
     let fake = glibc()
         .object("/build/bar", info.clone())
         .object("/opt/bar/lib/libbar.so", lib("libbar.so", &[]));
-    assert!(
-        deps(&fake, "/build/bar", "/bar")
-            .unwrap()
-            .contains(&("/opt/bar/lib/libbar.so".to_owned(), "/opt/bar/lib/libbar.so".to_owned()))
-    );
+    assert!(deps(&fake, "/build/bar", "/bar").unwrap().contains(&(
+        "/opt/bar/lib/libbar.so".to_owned(),
+        "/opt/bar/lib/libbar.so".to_owned()
+    )));
 
     info.runpath = vec!["/nowhere".to_owned()];
     let fake = fake.object("/build/bar", info);
@@ -238,10 +241,7 @@ fn host_read_tells_elf_from_other_files() {
 
     let truncated = dir.path().join("truncated");
     std::fs::write(&truncated, b"\x7fELF\x02\x01").unwrap();
-    assert!(matches!(
-        read(&truncated),
-        Err(ElfError::Malformed { .. })
-    ));
+    assert!(matches!(read(&truncated), Err(ElfError::Malformed { .. })));
 
     let missing = dir.path().join("missing");
     assert_eq!(
