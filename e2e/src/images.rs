@@ -21,7 +21,9 @@ use std::{
 
 use switchyard_images::{DEFAULT_REGISTRY, DEFAULT_TAG, Image, SetInputs, build_set};
 
-use crate::{echo_bin, kube::harness_bin_dir, mesh::envoy_bin, proxy_bin, switchyard_bin, workspace_root};
+use crate::{
+    echo_bin, kube::harness_bin_dir, mesh::envoy_bin, proxy_bin, switchyard_bin, workspace_root,
+};
 
 /// The archives to import and the references the manifests name.
 #[derive(Clone, Debug)]

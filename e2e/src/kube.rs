@@ -376,7 +376,11 @@ impl KubeCluster {
         };
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
                 continue;
             };
             if ns(pid).as_ref() != Some(&cluster_ns) {
@@ -387,9 +391,13 @@ impl KubeCluster {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let program = args.first().map(|a| a.rsplit('/').next().unwrap_or(a).to_owned());
+            let program = args
+                .first()
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned());
             let name = match program.as_deref() {
-                Some("kube-node") => format!("kube-node {}", args.get(1).map_or("", String::as_str)),
+                Some("kube-node") => {
+                    format!("kube-node {}", args.get(1).map_or("", String::as_str))
+                }
                 Some(other) => other.to_owned(),
                 None => continue,
             };
@@ -455,7 +463,12 @@ impl KubeCluster {
     }
 
     fn read(&self, name: &str) -> String {
-        let path = self.dir.join(name);
+        // A node cluster's API server keeps its credentials in a directory of its own.
+        let dir = match self.node {
+            Some(_) => self.dir.join("apiserver"),
+            None => self.dir.clone(),
+        };
+        let path = dir.join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }
 
@@ -854,7 +867,15 @@ impl KubeCluster {
         let timeout = format!("--timeout={}s", within.as_secs());
         let out = self
             .kubectl()
-            .args(["rollout", "status", "deployment", name, "-n", namespace, &timeout])
+            .args([
+                "rollout",
+                "status",
+                "deployment",
+                name,
+                "-n",
+                namespace,
+                &timeout,
+            ])
             .output()
             .expect("running kubectl");
         assert!(
@@ -956,7 +977,10 @@ impl KubeCluster {
                 return pid;
             }
         }
-        panic!("pod {namespace}/{pod} (uid {}) has no sandbox process", uid.trim());
+        panic!(
+            "pod {namespace}/{pod} (uid {}) has no sandbox process",
+            uid.trim()
+        );
     }
 
     /// `nsenter` arguments that run a host program inside Pod `namespace/pod`'s network and
@@ -964,10 +988,17 @@ impl KubeCluster {
     /// cluster).
     pub fn nsenter_pod(&self, namespace: &str, pod: &str) -> Vec<std::ffi::OsString> {
         let pid = self.pod_sandbox_pid(namespace, pod);
-        ["nsenter", "--target", &pid.to_string(), "--net", "--pid", "--"]
-            .iter()
-            .map(Into::into)
-            .collect()
+        [
+            "nsenter",
+            "--target",
+            &pid.to_string(),
+            "--net",
+            "--pid",
+            "--",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect()
     }
 }
 
@@ -985,7 +1016,9 @@ impl PodProcess {
     /// Kills the program (SIGKILL) and `nsenter`, and reaps `nsenter`.
     pub fn kill(&mut self) {
         if let Some(pid) = child_pid_of(self.nsenter.id()) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         let _ = self.nsenter.kill();
         let _ = self.nsenter.wait();
@@ -1108,7 +1141,10 @@ fn parse_ready(mode: Mode, text: &str) -> Result<(String, Option<Node>), String>
                     .parse::<IpAddr>()
                     .map_err(|e| format!("ready: {k}: {e}"))
             };
-            let num_of = |k: &str| v[k].as_u64().ok_or_else(|| format!("ready: no {k}: {text}"));
+            let num_of = |k: &str| {
+                v[k].as_u64()
+                    .ok_or_else(|| format!("ready: no {k}: {text}"))
+            };
             let node = Node {
                 index: u8::try_from(num_of("index")?).map_err(|e| format!("ready: index: {e}"))?,
                 name: str_of("node")?,

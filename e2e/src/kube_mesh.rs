@@ -172,13 +172,9 @@ impl KubeMesh {
 
     /// The operator's Pods that are running (not being deleted), by name.
     pub fn operators(&self) -> Vec<Operator> {
-        let list = self.cluster.get_json(&[
-            "pods",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-l",
-            OPERATOR_SELECTOR,
-        ]);
+        let list =
+            self.cluster
+                .get_json(&["pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR]);
         let mut ops: Vec<Operator> = list["items"]
             .as_array()
             .into_iter()
@@ -261,8 +257,12 @@ impl KubeMesh {
         self.apply(&service_yaml(name, name));
         self.cluster
             .wait_deployment_available(self.ns(), name, Duration::from_secs(60));
-        self.cluster
-            .wait_ready_endpoints(self.ns(), name, replicas as usize, Duration::from_secs(30));
+        self.cluster.wait_ready_endpoints(
+            self.ns(),
+            name,
+            replicas as usize,
+            Duration::from_secs(30),
+        );
     }
 
     /// Creates client Pod `pod` (ServiceAccount `sa`, created if missing; the echo workload
@@ -310,8 +310,10 @@ impl KubeMesh {
         let bootstrap: Value = serde_json::from_slice(&out.stdout).expect("json");
         let log = self.dir.path().join(format!("{pod}.proxy.log"));
         let nsenter = self.cluster.nsenter_pod(self.ns(), pod);
-        let (sidecar, child) = start_proxy_with(pod, &path, &bootstrap, self.data_plane, &log, &nsenter);
-        self.sidecars.push((sidecar.clone(), PodProcess::new(child)));
+        let (sidecar, child) =
+            start_proxy_with(pod, &path, &bootstrap, self.data_plane, &log, &nsenter);
+        self.sidecars
+            .push((sidecar.clone(), PodProcess::new(child)));
         wait_for(
             Duration::from_secs(30),
             || sidecar.admin_get("/ready").is_ok_and(|r| r.status == 200),
@@ -470,7 +472,9 @@ pub fn service_yaml(name: &str, app: &str) -> String {
     )
 }
 
-/// A Pod `name` running as `sa` that only sleeps (a client whose traffic a proxy carries).
+/// A Pod `name` running as `sa` that only sleeps (a client whose traffic a proxy carries),
+/// marked as running a proxy (`switchyard.dev/proxy-version`, what the injector will write):
+/// its host-process proxy is started in its namespaces.
 fn sleeper_pod(name: &str, sa: &str, labels: &[(&str, &str)]) -> String {
     let image = &crate::images::node_images().echo;
     let labels: serde_json::Map<String, Value> = labels
@@ -480,7 +484,11 @@ fn sleeper_pod(name: &str, sa: &str, labels: &[(&str, &str)]) -> String {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"switchyard.dev/proxy-version": env!("CARGO_PKG_VERSION")},
+        },
         "spec": {
             "serviceAccountName": sa,
             "terminationGracePeriodSeconds": 1,
@@ -501,7 +509,10 @@ impl Drop for KubeMesh {
             p.kill();
         }
         if std::thread::panicking() {
-            eprintln!("--- operator logs (last lines) ---\n{}", self.operator_logs(60));
+            eprintln!(
+                "--- operator logs (last lines) ---\n{}",
+                self.operator_logs(60)
+            );
             for (s, _) in &self.sidecars {
                 let text = std::fs::read_to_string(&s.log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();

@@ -53,7 +53,11 @@ fn host_state() -> HostState {
     let processes = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| {
@@ -123,7 +127,10 @@ fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed
         node.host_link,
         during.links
     );
-    assert!(!during.cgroups.is_empty(), "no cgroups while the cluster runs");
+    assert!(
+        !during.cgroups.is_empty(),
+        "no cgroups while the cluster runs"
+    );
     let status = cluster.stop();
     assert!(status.success(), "kube-node cluster exited with {status}");
     assert_eq!(host_state(), before, "after a clean teardown");
@@ -140,17 +147,30 @@ fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed
         std::thread::sleep(Duration::from_millis(100));
         after_kill = host_state();
     }
-    assert_eq!(after_kill.processes, before.processes, "processes after SIGKILL");
+    assert_eq!(
+        after_kill.processes, before.processes,
+        "processes after SIGKILL"
+    );
     assert_eq!(after_kill.links, before.links, "interfaces after SIGKILL");
     assert_eq!(after_kill.routes, before.routes, "routes after SIGKILL");
-    assert_eq!(after_kill.iptables, before.iptables, "iptables after SIGKILL");
+    assert_eq!(
+        after_kill.iptables, before.iptables,
+        "iptables after SIGKILL"
+    );
     assert_eq!(after_kill.mounts, before.mounts, "mounts after SIGKILL");
     // What only a live process can remove: the reaper's work.
-    assert_ne!(after_kill.cgroups, before.cgroups, "cgroups vanished by themselves");
+    assert_ne!(
+        after_kill.cgroups, before.cgroups,
+        "cgroups vanished by themselves"
+    );
 
     // The next cluster reaps the dead one's cgroups, lock and state directory.
     let cluster = cluster_with_a_pod();
     let status = cluster.stop();
     assert!(status.success(), "kube-node cluster exited with {status}");
-    assert_eq!(host_state(), before, "after a reaped SIGKILL and a clean teardown");
+    assert_eq!(
+        host_state(),
+        before,
+        "after a reaped SIGKILL and a clean teardown"
+    );
 }

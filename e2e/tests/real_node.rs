@@ -61,8 +61,7 @@ fn the_node_runs_a_deployment_whose_service_answers_by_dns_name_from_both_replic
     cluster.apply_yaml(&ns, &echo_deployment("web", 2, &[]));
     cluster.apply_yaml(&ns, &service_yaml("web", "web"));
     cluster.wait_deployment_available(&ns, "web", std::time::Duration::from_secs(60));
-    let endpoints =
-        cluster.wait_ready_endpoints(&ns, "web", 2, std::time::Duration::from_secs(30));
+    let endpoints = cluster.wait_ready_endpoints(&ns, "web", 2, std::time::Duration::from_secs(30));
     println!(
         "2-replica Deployment available with ready endpoints {endpoints:?} in {:?}",
         applied.elapsed()
@@ -95,13 +94,20 @@ fn the_node_runs_a_deployment_whose_service_answers_by_dns_name_from_both_replic
         let seen = get_from_pod(&ns, "client", &url, 20);
         assert_eq!(seen.values().sum::<u64>(), 20, "{url}: {seen:?}");
         for name in &names {
-            assert!(seen.contains_key(name), "{url} never reached {name}: {seen:?}");
+            assert!(
+                seen.contains_key(name),
+                "{url} never reached {name}: {seen:?}"
+            );
         }
         println!("{url}: {seen:?}");
     }
     // Each replica's own address answers too, and the apiserver proxies logs from the kubelet.
     let logs = cluster.kubectl_ok(&["logs", "-n", &ns, &names[0]]);
-    assert!(logs.contains("GET /"), "no request in {}'s log: {logs}", names[0]);
+    assert!(
+        logs.contains("GET /"),
+        "no request in {}'s log: {logs}",
+        names[0]
+    );
 
     let rss = cluster.component_rss_kib();
     let total: u64 = rss.iter().map(|(_, kib)| kib).sum();
@@ -162,6 +168,9 @@ fn names_outside_the_cluster_do_not_resolve_and_nothing_routes_off_the_machine()
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "198.51.100.1 (TEST-NET-2) answered: {text}");
+    assert!(
+        !out.status.success(),
+        "198.51.100.1 (TEST-NET-2) answered: {text}"
+    );
     assert!(text.contains("ERR"), "{text}");
 }
