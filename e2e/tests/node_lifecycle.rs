@@ -10,7 +10,10 @@
 
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
-use switchyard_e2e::{images::node_images, kube::KubeCluster};
+use switchyard_e2e::{
+    images::node_images,
+    kube::{KubeCluster, harness_bin_dir},
+};
 
 /// What a cluster could leave on the host, as comparable lines.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,10 +63,18 @@ fn host_state() -> HostState {
         })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        // A cluster's programs, whatever their arguments (not, say, a cargo build naming one).
         .filter(|c| {
-            ["kube-node", "containerd", "/pause", "switchyard-echo"]
-                .iter()
-                .any(|p| c.contains(p))
+            let program = c.split(' ').next().unwrap_or_default();
+            let name = program.rsplit('/').next().unwrap_or_default();
+            [
+                "kube-node",
+                "containerd",
+                "containerd-shim-runc-v2",
+                "pause",
+                "switchyard-echo",
+            ]
+            .contains(&name)
         })
         .collect();
     let locks = std::fs::read_dir("/run/switchyard-kube")
@@ -113,9 +124,16 @@ fn cluster_with_a_pod() -> KubeCluster {
 
 #[test]
 fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed() {
-    // Images are built before the first snapshot: they are files, not host state.
+    // Images are built before the first snapshot: they are files, not host state. What an
+    // earlier, killed run left behind is reaped first.
     node_images();
+    let reaped = Command::new(harness_bin_dir().join("kube-node"))
+        .arg("reap")
+        .status()
+        .unwrap();
+    assert!(reaped.success(), "kube-node reap: {reaped}");
     let before = host_state();
+    assert!(before.cgroups.is_empty(), "left after a reap: {:?}", before.cgroups);
 
     // A clean stop: the test process's exit closes the harness's standard input.
     let cluster = cluster_with_a_pod();
@@ -139,9 +157,17 @@ fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed
     // harness) and with them its namespaces, interfaces, routes, rules and mounts.
     let cluster = cluster_with_a_pod();
     cluster.kill();
+    // The kernel removes a dead namespace's interfaces asynchronously, after its last process.
+    let gone = |s: &HostState| {
+        s.processes == before.processes
+            && s.links == before.links
+            && s.routes == before.routes
+            && s.iptables == before.iptables
+            && s.mounts == before.mounts
+    };
     let mut after_kill = host_state();
     for _ in 0..100 {
-        if after_kill.processes == before.processes {
+        if gone(&after_kill) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -3,6 +3,7 @@
 // Go modules), chosen by the first argument, like the old hyperkube.
 //
 //	kube-node cluster --dir D --image X.tar ...   a cluster in its own namespaces (needs root)
+//	kube-node reap                                removes what killed clusters left (cgroups, state)
 //	kube-node apiserver --dir D                   API server + etcd only, on loopback
 //	kube-node controller-manager|scheduler|kubelet|proxy ARGS   the upstream commands
 //	kube-node dns -conf Corefile                  CoreDNS with the plugins a cluster needs
@@ -40,7 +41,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kube-node cluster|apiserver|controller-manager|scheduler|kubelet|proxy|dns [flags]")
+		fmt.Fprintln(os.Stderr, "usage: kube-node cluster|reap|apiserver|controller-manager|scheduler|kubelet|proxy|dns [flags]")
 		os.Exit(2)
 	}
 	sub, args := os.Args[1], os.Args[2:]
@@ -48,6 +49,8 @@ func main() {
 	switch sub {
 	case "cluster":
 		err = runCluster(args)
+	case "reap":
+		reapStale()
 	case "init":
 		err = runInit(args)
 	case "node":
