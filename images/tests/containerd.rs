@@ -7,6 +7,12 @@
 //! overlay mounts of its containers vanish with it. The test checks that nothing it started
 //! outlives it: no process and no mount naming its directory.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
