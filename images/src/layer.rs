@@ -290,5 +290,22 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// The entries of an uncompressed tar: path → (mode, contents).
+#[cfg(test)]
+pub(crate) fn untar(bytes: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            (path, (entry.header().mode().unwrap(), data))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

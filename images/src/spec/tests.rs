@@ -3,6 +3,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 use super::*;
+use crate::layer::untar;
 use crate::{Image, SetInputs, build_set};
 
 // === Utils ===
@@ -62,22 +63,6 @@ impl Fixture {
     fn build(&self, spec: &ImageSpec, name: &str) -> BuiltImage {
         build(spec, &self.path(name)).unwrap()
     }
-}
-
-/// The files of a tar, by path.
-fn untar(bytes: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
-    let mut archive = tar::Archive::new(bytes);
-    archive
-        .entries()
-        .unwrap()
-        .map(|entry| {
-            let mut entry = entry.unwrap();
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            let path = entry.path().unwrap().display().to_string();
-            (path, (entry.header().mode().unwrap(), data))
-        })
-        .collect()
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {
