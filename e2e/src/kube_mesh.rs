@@ -1,10 +1,15 @@
-//! A mesh in Kubernetes mode for end-to-end tests: `switchyard install` applied to the real
-//! kube-apiserver, `switchyard controller` replicas running as its ServiceAccount (so with
-//! exactly the install manifests' permissions), workloads created with `kubectl`, and proxies
-//! on loopback that authenticate with their Pods' ServiceAccount tokens.
+//! A mesh in Kubernetes mode on a real node, for end-to-end tests: `switchyard install` piped
+//! into `kubectl apply` on the [`node_cluster`], so the operator runs as its own Deployment (two
+//! replicas, the install's image and RBAC); backends are Deployments of the echo workload whose
+//! EndpointSlices Kubernetes' own controller writes; client proxies authenticate with their
+//! Pods' ServiceAccount tokens.
 //!
-//! The CRDs and the operator namespace are cluster-wide, so one mesh runs at a time per test
-//! process: [`KubeMesh::start`] takes a process-wide lock that the mesh holds until dropped.
+//! Until sidecar injection exists, a client's proxy is a host process started inside its Pod's
+//! network and pid namespaces (`nsenter`): it binds the Pod's IP as an injected sidecar would,
+//! and dies with the Pod or the cluster.
+//!
+//! The CRDs and the operator are cluster-wide, so one mesh runs at a time per test process:
+//! [`KubeMesh::start`] takes a process-wide lock that the mesh holds until dropped.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,37 +20,47 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Mutex, MutexGuard, OnceLock},
     time::Duration,
 };
 
+use serde_json::Value;
+
 use crate::{
     DataPlane,
-    kube::{KubeCluster, Namespace, cluster},
-    mesh::{Response, Sidecar, free_port, http_get, start_proxy, wait_for},
+    kube::{KubeCluster, Namespace, PodProcess, node_cluster},
+    mesh::{Response, Sidecar, http_get, start_proxy_with, wait_for},
     switchyard_bin,
 };
 
 /// The operator's namespace, as `switchyard install` creates it.
 pub const OPERATOR_NAMESPACE: &str = "switchyard-system";
+/// The operator Pods' label.
+const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=switchyard";
 /// The API server's audience: tokens the operator uses to talk to it.
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+/// The operator's admin port (`/readyz`, `/metrics`), on every replica's Pod IP.
+const OPERATOR_ADMIN_PORT: u16 = 9090;
+/// The echo workload's HTTP port in backend Pods; their Services expose it on 80.
+pub const ECHO_HTTP_PORT: u16 = 8080;
 
-/// One replica of `switchyard controller`.
+/// One replica of the operator: a Pod of the `switchyard` Deployment.
+#[derive(Clone, Debug)]
 pub struct Operator {
     pub name: String,
-    pub xds: SocketAddr,
-    pub admin: SocketAddr,
-    pub log: PathBuf,
-    child: Option<Child>,
-    args: Vec<String>,
+    pub ip: IpAddr,
 }
 
 impl Operator {
     /// `GET path` on the admin port.
     pub fn admin_get(&self, path: &str) -> std::io::Result<Response> {
-        http_get(self.admin, "admin", path, &[])
+        http_get(
+            SocketAddr::new(self.ip, OPERATOR_ADMIN_PORT),
+            "admin",
+            path,
+            &[],
+        )
     }
 
     /// A sample of `/metrics` (summed over labels), 0 when absent or unreachable.
@@ -79,10 +94,6 @@ impl Operator {
     pub fn is_ready(&self) -> bool {
         self.admin_get("/readyz").is_ok_and(|r| r.status == 200)
     }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 /// The Kubernetes-mode mesh of one test.
@@ -91,53 +102,29 @@ pub struct KubeMesh {
     pub ns: Namespace<'static>,
     pub dir: tempfile::TempDir,
     pub data_plane: DataPlane,
-    pub operators: Vec<Operator>,
     operator_kubeconfig: PathBuf,
-    sidecars: Vec<(Sidecar, Child)>,
+    sidecars: Vec<(Sidecar, PodProcess)>,
     _serial: MutexGuard<'static, ()>,
 }
 
-/// Per process: the PKI directory `switchyard install` reuses, and the webhook port its CRDs
-/// point at (the first replica of every mesh serves it).
-struct Shared {
-    pki: tempfile::TempDir,
-    webhook_port: u16,
-}
-
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| Shared {
-        pki: tempfile::tempdir().expect("pki dir"),
-        webhook_port: free_port(),
-    })
+/// Per process: the PKI directory `switchyard install` reuses (so installing again for the
+/// next test rotates nothing).
+fn pki_dir() -> &'static Path {
+    static PKI: OnceLock<tempfile::TempDir> = OnceLock::new();
+    PKI.get_or_init(|| tempfile::tempdir().expect("pki dir"))
+        .path()
 }
 
 impl KubeMesh {
-    /// Installs Switchyard into the cluster (`switchyard install | kubectl apply`), makes a
-    /// namespace for the test, and starts one operator replica, `switchyard-0`, ready.
+    /// Installs Switchyard into the node cluster (`switchyard install | kubectl apply`; again
+    /// for every test, which changes nothing once installed), waits until both operator
+    /// replicas are ready, and makes a namespace for the test.
     pub fn start(prefix: &str) -> KubeMesh {
         static SERIAL: Mutex<()> = Mutex::new(());
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let cluster = cluster();
-        let shared = shared();
-        let install = Command::new(switchyard_bin())
-            .args([
-                "install",
-                "--namespace",
-                OPERATOR_NAMESPACE,
-                "--webhook-url",
-            ])
-            .arg(format!("https://127.0.0.1:{}/convert", shared.webhook_port))
-            .arg("--pki-dir")
-            .arg(shared.pki.path())
-            .output()
-            .expect("switchyard install");
-        assert!(
-            install.status.success(),
-            "switchyard install failed: {}",
-            String::from_utf8_lossy(&install.stderr)
-        );
-        let yaml = String::from_utf8(install.stdout).expect("utf-8");
+        let cluster = node_cluster();
+        let data_plane = DataPlane::from_env();
+        let yaml = install_yaml(data_plane);
         cluster.kubectl_stdin_ok(
             &["apply", "--server-side", "--force-conflicts", "-f", "-"],
             &yaml,
@@ -160,17 +147,16 @@ impl KubeMesh {
         let operator_kubeconfig = dir.path().join("operator.kubeconfig");
         cluster.kubeconfig_for_token(&token, &operator_kubeconfig);
         let ns = cluster.namespace(prefix);
-        let mut mesh = KubeMesh {
+        let mesh = KubeMesh {
             cluster,
             ns,
             dir,
-            data_plane: DataPlane::from_env(),
-            operators: Vec::new(),
+            data_plane,
             operator_kubeconfig,
             sidecars: Vec::new(),
             _serial: serial,
         };
-        mesh.start_operator();
+        mesh.wait_operators_ready(2, Duration::from_secs(120));
         mesh
     }
 
@@ -179,108 +165,76 @@ impl KubeMesh {
         self.ns.name()
     }
 
-    /// The kubeconfig of the operator's ServiceAccount.
+    /// A kubeconfig with a token of the operator's ServiceAccount (what its Pods run as).
     pub fn operator_kubeconfig(&self) -> &Path {
         &self.operator_kubeconfig
     }
 
-    /// Starts another replica (`switchyard-<n>`) and waits until it is ready. The first one
-    /// also serves the conversion webhook the CRDs point at.
-    pub fn start_operator(&mut self) -> usize {
-        let i = self.operators.len();
-        let name = format!("switchyard-{i}");
-        let pki = shared().pki.path();
-        // The CRDs' webhook port is taken by no one between meshes, so `free_port` may offer it
-        // again: every port here must differ from it and from each other.
-        let mut taken = vec![shared().webhook_port];
-        let mut port = || loop {
-            let p = free_port();
-            if !taken.contains(&p) {
-                taken.push(p);
-                return p;
-            }
-        };
-        let xds = SocketAddr::from(([127, 0, 0, 1], port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], port()));
-        let webhook_port = if i == 0 {
-            shared().webhook_port
-        } else {
-            port()
-        };
-        let args: Vec<String> = vec![
-            "controller".into(),
-            "--kubeconfig".into(),
-            self.operator_kubeconfig.display().to_string(),
-            "--namespace".into(),
-            OPERATOR_NAMESPACE.into(),
-            "--name".into(),
-            name.clone(),
-            "--xds-addr".into(),
-            xds.to_string(),
-            "--admin-addr".into(),
-            admin.to_string(),
-            "--webhook-addr".into(),
-            format!("127.0.0.1:{webhook_port}"),
-            "--webhook-cert-dir".into(),
-            pki.join("webhook").display().to_string(),
-            "--ca-cert".into(),
-            pki.join("ca.crt").display().to_string(),
-            "--ca-key".into(),
-            pki.join("ca.key").display().to_string(),
-            "--data-plane".into(),
-            self.data_plane.as_str().into(),
-            "--lease-duration-secs".into(),
-            "4".into(),
-            "--lease-retry-secs".into(),
-            "1".into(),
-        ];
-        let log = self.dir.path().join(format!("{name}.log"));
-        let mut op = Operator {
-            name,
-            xds,
-            admin,
-            log,
-            child: None,
-            args,
-        };
-        spawn_operator(&mut op);
-        self.operators.push(op);
-        self.wait_operator_ready(i);
-        i
+    /// The operator's Pods that are running (not being deleted), by name.
+    pub fn operators(&self) -> Vec<Operator> {
+        let list =
+            self.cluster
+                .get_json(&["pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR]);
+        let mut ops: Vec<Operator> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| {
+                Some(Operator {
+                    name: p["metadata"]["name"].as_str()?.to_owned(),
+                    ip: p["status"]["podIP"].as_str()?.parse().ok()?,
+                })
+            })
+            .collect();
+        ops.sort_by(|a, b| a.name.cmp(&b.name));
+        ops
     }
 
-    fn wait_operator_ready(&mut self, i: usize) {
-        let op = &mut self.operators[i];
-        let what = format!("operator {} to be ready", op.name);
+    /// The operator replica named `name`.
+    ///
+    /// # Panics
+    ///
+    /// When no running operator Pod has that name.
+    pub fn operator(&self, name: &str) -> Operator {
+        self.operators()
+            .into_iter()
+            .find(|o| o.name == name)
+            .unwrap_or_else(|| panic!("no running operator Pod {name}"))
+    }
+
+    /// Waits until `n` operator Pods run and answer `/readyz`, and the Deployment reports
+    /// them available.
+    pub fn wait_operators_ready(&self, n: usize, within: Duration) {
         wait_for(
-            Duration::from_secs(30),
+            within,
             || {
-                if let Some(Ok(Some(status))) = op.child.as_mut().map(Child::try_wait) {
-                    panic!(
-                        "operator {} exited ({status}):\n{}",
-                        op.name,
-                        std::fs::read_to_string(&op.log).unwrap_or_default()
-                    );
+                let ops = self.operators();
+                ops.len() == n && ops.iter().all(Operator::is_ready) && {
+                    let d = self.cluster.get_json(&[
+                        "deployment",
+                        "switchyard",
+                        "-n",
+                        OPERATOR_NAMESPACE,
+                    ]);
+                    d["status"]["availableReplicas"].as_u64() == Some(n as u64)
                 }
-                op.is_ready()
             },
-            &what,
+            &format!("{n} operator replicas to be ready"),
         );
     }
 
-    /// SIGKILLs replica `i` (no lease release, no goodbye to proxies).
-    pub fn kill_operator(&mut self, i: usize) {
-        if let Some(mut c) = self.operators[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts replica `i` again with the same arguments and waits until it is ready.
-    pub fn restart_operator(&mut self, i: usize) {
-        self.kill_operator(i);
-        spawn_operator(&mut self.operators[i]);
-        self.wait_operator_ready(i);
+    /// `kubectl delete pod` of an operator replica (graceful: SIGTERM, as a rollout or a node
+    /// drain does), without waiting for it to go.
+    pub fn delete_operator_pod(&self, name: &str) {
+        self.cluster.kubectl_ok(&[
+            "delete",
+            "pod",
+            name,
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--wait=false",
+        ]);
     }
 
     /// `kubectl apply -f -` of `yaml` in the test namespace.
@@ -295,23 +249,35 @@ impl KubeMesh {
         self.cluster.kubectl_ok(&all)
     }
 
-    /// A Service without selector whose EndpointSlice points at `addr` (an unmeshed backend).
-    pub fn backend_service(&self, name: &str, addr: SocketAddr) {
+    /// An unmeshed backend: a Deployment `name` of `replicas` echo servers answering with
+    /// `name`, and a ClusterIP Service `name` (port 80, `http`) selecting them; returns once
+    /// the Deployment is available and the Service's EndpointSlice lists every replica ready.
+    pub fn backend(&self, name: &str, replicas: u32) {
+        self.apply(&echo_deployment(name, replicas, &["--name", name]));
+        self.apply(&service_yaml(name, name));
         self.cluster
-            .create_service(self.ns(), name, &[("http", 80, addr.port())], &[]);
-        self.cluster.apply_endpoint_slice(
+            .wait_deployment_available(self.ns(), name, Duration::from_secs(60));
+        self.cluster.wait_ready_endpoints(
             self.ns(),
             name,
-            ("http", addr.port()),
-            &[(addr.ip(), None)],
+            replicas as usize,
+            Duration::from_secs(30),
         );
     }
 
-    /// Creates Pod `pod` (ServiceAccount `sa`, created if missing) at `ip`, starts its proxy
+    /// Creates client Pod `pod` (ServiceAccount `sa`, created if missing; the echo workload
+    /// sleeping), starts its proxy as a host process in the Pod's network and pid namespaces
     /// with a Pod-bound token of audience `switchyard`, and waits until the proxy is ready.
-    pub fn sidecar(&mut self, pod: &str, sa: &str, labels: &[(&str, &str)], ip: IpAddr) -> Sidecar {
-        self.cluster.create_service_account(self.ns(), sa);
-        self.cluster.create_pod(self.ns(), pod, sa, labels, ip);
+    pub fn sidecar(&mut self, pod: &str, sa: &str, labels: &[(&str, &str)]) -> Sidecar {
+        let _ = self
+            .cluster
+            .kubectl()
+            .args(["create", "serviceaccount", sa, "-n", self.ns()])
+            .output();
+        self.apply(&sleeper_pod(pod, sa, labels));
+        let ip = self
+            .cluster
+            .wait_pod_running(self.ns(), pod, Duration::from_secs(60));
         let token = self.cluster.create_token(
             self.ns(),
             sa,
@@ -321,7 +287,7 @@ impl KubeMesh {
         );
         let token_file = self.dir.path().join(format!("{pod}.token"));
         std::fs::write(&token_file, token).expect("token file");
-        let xds = self.operators[0].xds;
+        let xds = self.cluster.service_ip(OPERATOR_NAMESPACE, "switchyard");
         let out = Command::new(switchyard_bin())
             .args(["bootstrap", "--pod"])
             .arg(format!("{}/{pod}", self.ns()))
@@ -329,8 +295,9 @@ impl KubeMesh {
             .arg(ip.to_string())
             .arg("--token-file")
             .arg(&token_file)
-            .args(["--xds-host", "127.0.0.1", "--xds-port"])
-            .arg(xds.port().to_string())
+            .arg("--xds-host")
+            .arg(xds.to_string())
+            .args(["--xds-port", "15010"])
             .output()
             .expect("switchyard bootstrap");
         assert!(
@@ -340,10 +307,13 @@ impl KubeMesh {
         );
         let path = self.dir.path().join(format!("{pod}.bootstrap.json"));
         std::fs::write(&path, &out.stdout).expect("bootstrap");
-        let bootstrap: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let bootstrap: Value = serde_json::from_slice(&out.stdout).expect("json");
         let log = self.dir.path().join(format!("{pod}.proxy.log"));
-        let (sidecar, child) = start_proxy(pod, &path, &bootstrap, self.data_plane, &log);
-        self.sidecars.push((sidecar.clone(), child));
+        let nsenter = self.cluster.nsenter_pod(self.ns(), pod);
+        let (sidecar, child) =
+            start_proxy_with(pod, &path, &bootstrap, self.data_plane, &log, &nsenter);
+        self.sidecars
+            .push((sidecar.clone(), PodProcess::new(child)));
         wait_for(
             Duration::from_secs(30),
             || sidecar.admin_get("/ready").is_ok_and(|r| r.status == 200),
@@ -418,47 +388,131 @@ impl KubeMesh {
             .unwrap_or_default()
             .to_owned()
     }
+
+    /// The last lines of every operator Pod's log (current and previous containers).
+    pub fn operator_logs(&self, lines: usize) -> String {
+        let tail = format!("--tail={lines}");
+        let out = self
+            .cluster
+            .kubectl()
+            .args([
+                "logs",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-l",
+                OPERATOR_SELECTOR,
+                "--prefix",
+                "--all-containers",
+                &tail,
+            ])
+            .output();
+        match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("kubectl logs: {e}"),
+        }
+    }
 }
 
-fn spawn_operator(op: &mut Operator) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&op.log)
-        .expect("operator log");
-    let child = Command::new(switchyard_bin())
-        .args(&op.args)
-        .env("RUST_LOG", "info,switchyard=debug")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start switchyard controller");
-    op.child = Some(child);
+/// `switchyard install` for the node cluster: the images [`crate::images::node_images`]
+/// imported, the data plane of this run, and the PKI of this process.
+fn install_yaml(data_plane: DataPlane) -> String {
+    let images = crate::images::node_images();
+    let out = Command::new(switchyard_bin())
+        .args(["install", "--namespace", OPERATOR_NAMESPACE, "--image"])
+        .arg(&images.operator)
+        .args(["--data-plane", data_plane.as_str(), "--pki-dir"])
+        .arg(pki_dir())
+        .output()
+        .expect("switchyard install");
+    assert!(
+        out.status.success(),
+        "switchyard install failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A Deployment of `replicas` echo servers labelled `app: name`, with `args` after `serve`.
+pub fn echo_deployment(name: &str, replicas: u32, args: &[&str]) -> String {
+    let image = &crate::images::node_images().echo;
+    let mut all = vec!["serve", "--http", "8080"];
+    all.extend_from_slice(args);
+    let args = serde_json::to_string(&all).expect("json");
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: echo
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: {args}
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        ports: [{{name: http, containerPort: {ECHO_HTTP_PORT}}}]
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+"#
+    )
+}
+
+/// A ClusterIP Service `name` selecting `app: app`, port 80 (`http`) to the echo port.
+pub fn service_yaml(name: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {app}}}\n  ports: [{{name: http, port: 80, targetPort: {ECHO_HTTP_PORT}}}]\n"
+    )
+}
+
+/// A Pod `name` running as `sa` that only sleeps (a client whose traffic a proxy carries),
+/// marked as running a proxy (`switchyard.dev/proxy-version`, what the injector will write):
+/// its host-process proxy is started in its namespaces.
+fn sleeper_pod(name: &str, sa: &str, labels: &[(&str, &str)]) -> String {
+    let image = &crate::images::node_images().echo;
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"switchyard.dev/proxy-version": env!("CARGO_PKG_VERSION")},
+        },
+        "spec": {
+            "serviceAccountName": sa,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "args": ["sleep"],
+            }],
+        },
+    })
+    .to_string()
 }
 
 impl Drop for KubeMesh {
     fn drop(&mut self) {
-        for (_, c) in self.sidecars.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for op in &mut self.operators {
-            if let Some(mut c) = op.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        for (_, p) in self.sidecars.iter_mut().rev() {
+            p.kill();
         }
         if std::thread::panicking() {
-            for op in &self.operators {
-                let text = op.log_text();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!(
-                    "--- operator {} (last lines) ---\n{}",
-                    op.name,
-                    lines[lines.len().saturating_sub(60)..].join("\n")
-                );
-            }
+            eprintln!(
+                "--- operator logs (last lines) ---\n{}",
+                self.operator_logs(60)
+            );
             for (s, _) in &self.sidecars {
                 let text = std::fs::read_to_string(&s.log).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();

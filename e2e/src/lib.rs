@@ -1,5 +1,5 @@
-//! Harness for end-to-end tests: starts the real `switchyard` binary (and, in later suites,
-//! Envoy, the bundled proxy and a kube-apiserver) on loopback and drives them.
+//! Harness for end-to-end tests: starts the real `switchyard` binary, Envoy, the bundled proxy,
+//! a kube-apiserver or a whole single-node cluster, and drives them; everything on this machine.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +8,7 @@ use std::{
     sync::OnceLock,
 };
 
+pub mod images;
 pub mod kube;
 pub mod kube_mesh;
 pub mod mesh;
@@ -44,8 +45,8 @@ pub fn proxy_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("switchyard-proxy", "SWITCHYARD_PROXY_BIN"))
 }
 
-/// The test workload's binary, `switchyard-echo`, built like [`switchyard_bin`];
-/// `SWITCHYARD_ECHO_BIN` points at a binary built elsewhere instead.
+/// The test workload, `switchyard-echo` (echo servers and their clients), built like
+/// [`switchyard_bin`]; `SWITCHYARD_ECHO_BIN` points at a binary built elsewhere instead.
 ///
 /// # Panics
 ///

@@ -779,6 +779,27 @@ pub fn start_proxy(
     data_plane: DataPlane,
     log: &Path,
 ) -> (Sidecar, Child) {
+    start_proxy_with(pod, path, bootstrap, data_plane, log, &[])
+}
+
+/// Like [`start_proxy`], with the proxy's command line run through `launcher` (a program and
+/// its arguments, e.g. `nsenter … --` to run it inside a Pod's namespaces) when not empty.
+pub fn start_proxy_with(
+    pod: &str,
+    path: &Path,
+    bootstrap: &serde_json::Value,
+    data_plane: DataPlane,
+    log: &Path,
+    launcher: &[OsString],
+) -> (Sidecar, Child) {
+    let command = |program: &Path| match launcher.split_first() {
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    };
     let admin = &bootstrap["admin"]["address"]["socket_address"];
     let ip: IpAddr = admin["address"]
         .as_str()
@@ -789,7 +810,7 @@ pub fn start_proxy(
         .and_then(|p| u16::try_from(p).ok())
         .expect("bootstrap admin port");
     let child = match data_plane {
-        DataPlane::Envoy => Command::new(envoy_bin())
+        DataPlane::Envoy => command(&envoy_bin())
             .arg("-c")
             .arg(path)
             .args(["--disable-hot-restart", "-l", "warning", "--log-path"])
@@ -800,7 +821,7 @@ pub fn start_proxy(
             .expect("start envoy"),
         DataPlane::Bundled => {
             let log_file = std::fs::File::create(log).expect("proxy log");
-            Command::new(crate::proxy_bin())
+            command(crate::proxy_bin())
                 .arg("--bootstrap")
                 .arg(path)
                 .env("RUST_LOG", "info")

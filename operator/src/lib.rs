@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod annotations;
 pub mod cli;
 pub mod controller;
 pub mod identity;

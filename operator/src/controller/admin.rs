@@ -206,6 +206,12 @@ impl ControllerMetrics {
         );
         counter(
             &mut out,
+            "switchyard_xds_endpoint_pushes_total",
+            "Discovery responses sent with endpoints (EDS), a part of the config pushes.",
+            x.endpoint_pushes,
+        );
+        counter(
+            &mut out,
             "switchyard_xds_secret_pushes_total",
             "Discovery responses sent with certificates.",
             x.secret_pushes,

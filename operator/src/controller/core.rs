@@ -16,7 +16,7 @@ use switchyard_crds::{
 };
 
 use crate::{
-    identity,
+    annotations, identity,
     index::{ConditionState, Index, Object, ObjectKind, ObjectStatus},
     publish::{Published, Publisher},
 };
@@ -135,11 +135,17 @@ impl Core {
         let mut out = Applied::default();
         for event in events {
             match event {
+                // A Pod without a proxy is not in the mesh: the index never sees it, and a Pod
+                // whose proxy goes away leaves it.
+                WatchEvent::Applied(ObjectKind::Pod, value) if !annotations::is_meshed(&value) => {
+                    self.forget_pod(&value);
+                }
                 WatchEvent::Applied(kind, value) => {
                     if let Some(obj) = self.decode(kind, &value, &mut out.decode_failures) {
                         self.index.apply(obj);
                     }
                 }
+                WatchEvent::Deleted(ObjectKind::Pod, value) => self.forget_pod(&value),
                 WatchEvent::Deleted(kind, value) => {
                     let (ns, name) = meta_key(&value);
                     if let ObjectKind::Smi(k) = kind {
@@ -148,11 +154,6 @@ impl Core {
                         self.generations.remove(&r);
                         self.written.remove(&r);
                         self.undecodable.remove(&r);
-                    }
-                    if kind == ObjectKind::Pod
-                        && self.pod_accounts.remove(&proxy_id(&ns, &name)).is_some()
-                    {
-                        self.pod_accounts_version += 1;
                     }
                     self.index.delete(kind, &ns, &name);
                 }
@@ -168,7 +169,8 @@ impl Core {
                     }
                     let mut objects = Vec::with_capacity(values.len());
                     let mut kept = Vec::new();
-                    for value in &values {
+                    let meshed = |v: &&Value| kind != ObjectKind::Pod || annotations::is_meshed(v);
+                    for value in values.iter().filter(meshed) {
                         match self.decode(kind, value, &mut out.decode_failures) {
                             Some(obj) => objects.push(obj),
                             // A relist must not drop an object whose newest version is broken.
@@ -237,6 +239,15 @@ impl Core {
     /// Forgets pending writes, so a new leader writes everything that differs.
     pub fn forget_writes(&mut self) {
         self.written.clear();
+    }
+
+    /// Removes a Pod from the index and from the authenticator's table.
+    fn forget_pod(&mut self, value: &Value) {
+        let (ns, name) = meta_key(value);
+        if self.pod_accounts.remove(&proxy_id(&ns, &name)).is_some() {
+            self.pod_accounts_version += 1;
+        }
+        self.index.delete(ObjectKind::Pod, &ns, &name);
     }
 
     fn reset_keeping(&mut self, kind: ObjectKind, objects: Vec<Object>, kept: &[(String, String)]) {

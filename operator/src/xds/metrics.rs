@@ -5,6 +5,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use super::snapshot::TypeUrl;
+
 /// Server-wide counters. Cheap to update from every stream: relaxed atomics.
 #[derive(Debug, Default)]
 pub struct XdsMetrics {
@@ -12,6 +14,7 @@ pub struct XdsMetrics {
     streams_total: AtomicU64,
     pushes: AtomicU64,
     secret_pushes: AtomicU64,
+    endpoint_pushes: AtomicU64,
     nacks: AtomicU64,
     auth_failures: AtomicU64,
     secrets_refused: AtomicU64,
@@ -28,6 +31,8 @@ pub struct MetricsSnapshot {
     pub pushes: u64,
     /// Of [`MetricsSnapshot::pushes`], those carrying secrets (certificates).
     pub secret_pushes: u64,
+    /// Of [`MetricsSnapshot::pushes`], those carrying endpoints (EDS).
+    pub endpoint_pushes: u64,
     /// Requests that carried `error_detail`.
     pub nacks: u64,
     /// Streams refused by the authenticator.
@@ -49,6 +54,7 @@ impl XdsMetrics {
             streams_total: self.streams_total.load(Ordering::Relaxed),
             pushes: self.pushes.load(Ordering::Relaxed),
             secret_pushes: self.secret_pushes.load(Ordering::Relaxed),
+            endpoint_pushes: self.endpoint_pushes.load(Ordering::Relaxed),
             nacks: self.nacks.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             secrets_refused: self.secrets_refused.load(Ordering::Relaxed),
@@ -61,10 +67,17 @@ impl XdsMetrics {
         StreamGuard(self.clone())
     }
 
-    pub(crate) fn pushed(&self, secret: bool) {
+    /// Counts one discovery response of `type_url` (`None`: a type this server does not name).
+    pub(crate) fn pushed(&self, type_url: Option<TypeUrl>) {
         self.pushes.fetch_add(1, Ordering::Relaxed);
-        if secret {
-            self.secret_pushes.fetch_add(1, Ordering::Relaxed);
+        match type_url {
+            Some(TypeUrl::Secret) => {
+                self.secret_pushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(TypeUrl::ClusterLoadAssignment) => {
+                self.endpoint_pushes.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 

@@ -390,12 +390,11 @@ impl<R: Send + 'static> StreamTask<R> {
 
     async fn send<P: Protocol<Response = R>>(&mut self, responses: Vec<R>) -> bool {
         for response in responses {
-            let secret =
-                TypeUrl::from_type_url(P::response_type(&response)) == Some(TypeUrl::Secret);
+            let type_url = TypeUrl::from_type_url(P::response_type(&response));
             if self.tx.send(Ok(response)).await.is_err() {
                 return false;
             }
-            self.metrics.pushed(secret);
+            self.metrics.pushed(type_url);
         }
         true
     }

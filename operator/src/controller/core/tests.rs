@@ -139,7 +139,8 @@ fn pods_and_their_accounts_follow_the_watch() {
     let mut core = core();
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "client-0", "namespace": "demo"},
+        "metadata": {"name": "client-0", "namespace": "demo",
+            "annotations": {annotations::PROXY_VERSION: "0.1.0"}},
         "spec": {"serviceAccountName": "client", "containers": [{"name": "app"}]},
     });
     core.apply(vec![WatchEvent::Listed(ObjectKind::Pod, vec![pod.clone()])]);
@@ -158,5 +159,45 @@ fn pods_and_their_accounts_follow_the_watch() {
         applied.decode_failures[0].message.starts_with("spec.ports"),
         "{:?}",
         applied.decode_failures
+    );
+}
+
+#[test]
+fn only_pods_with_a_proxy_are_in_the_mesh() {
+    let mut core = core();
+    let pod = |name: &str, meshed: bool| {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "demo"},
+            "spec": {"serviceAccountName": "client", "containers": [{"name": "app"}]},
+            "status": {"podIP": "10.244.0.9"},
+        });
+        if meshed {
+            p["metadata"]["annotations"] = json!({annotations::PROXY_VERSION: "0.1.0"});
+        }
+        p
+    };
+    core.apply(vec![WatchEvent::Listed(
+        ObjectKind::Pod,
+        vec![pod("meshed", true), pod("plain", false)],
+    )]);
+    let proxies: Vec<_> = core.index().proxies().map(|p| p.pod.clone()).collect();
+    assert_eq!(proxies, ["meshed"]);
+    assert!(
+        core.pod_accounts()
+            .contains_key(&proxy_id("demo", "meshed"))
+    );
+    assert!(!core.pod_accounts().contains_key(&proxy_id("demo", "plain")));
+    // A Pod that gains a proxy joins; one that loses it leaves.
+    core.apply(vec![
+        WatchEvent::Applied(ObjectKind::Pod, pod("plain", true)),
+        WatchEvent::Applied(ObjectKind::Pod, pod("meshed", false)),
+    ]);
+    let proxies: Vec<_> = core.index().proxies().map(|p| p.pod.clone()).collect();
+    assert_eq!(proxies, ["plain"]);
+    assert!(
+        !core
+            .pod_accounts()
+            .contains_key(&proxy_id("demo", "meshed"))
     );
 }
