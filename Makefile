@@ -89,3 +89,27 @@ fuzz: ## Short fuzz runs: manifest loader, proxy xDS client, proxy request match
 	cd data-plane/fuzz && for t in xds_response http_request_path; do \
 	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; \
 	done
+
+# Container images, built offline from the release binaries (see "Container images" in the
+# README): one OCI archive per image in IMAGES_DIR, and IMAGES_DIR/images.json. The pause binary
+# comes from the harness's Go build unless PAUSE points at another static pause.
+REGISTRY ?= localhost
+TAG ?=
+IMAGES_DIR ?= target/images
+PAUSE ?= target/kube-harness/pause
+
+.PHONY: images
+images: ## OCI image archives: operator, proxy, Envoy, pause, echo workload (REGISTRY, TAG)
+	$(CARGO) build --release --locked -p switchyard -p switchyard-proxy -p switchyard-echo -p switchyard-images
+	$(if $(filter target/kube-harness/pause,$(PAUSE)),e2e/kube-harness/build.sh)
+	@test -x "$(PAUSE)" || { echo "$(PAUSE): no pause binary (e2e/kube-harness/build.sh builds it)" >&2; exit 1; }
+	target/release/switchyard-image set --out $(IMAGES_DIR) --registry $(REGISTRY) $(if $(TAG),--tag $(TAG)) \
+	  --operator target/release/switchyard --proxy target/release/switchyard-proxy \
+	  --envoy "$$(scripts/ensure-envoy.sh)" --pause $(PAUSE) --echo target/release/switchyard-echo
+	@echo
+	@echo "Load an archive into a node's containerd (the kubelet's namespace is k8s.io):"
+	@echo "  ctr -n k8s.io images import $(IMAGES_DIR)/switchyard.tar"
+	@echo "  kind load image-archive $(IMAGES_DIR)/switchyard.tar"
+	@echo "  k3s ctr images import $(IMAGES_DIR)/switchyard.tar      (k3d: k3d image import $(IMAGES_DIR)/switchyard.tar)"
+	@echo "or push it to a registry:"
+	@echo "  skopeo copy oci-archive:$(IMAGES_DIR)/switchyard.tar docker://REGISTRY/switchyard:TAG"

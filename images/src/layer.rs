@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use sha2::{Digest as _, Sha256};
@@ -86,18 +86,9 @@ pub(crate) struct HashWriter<W> {
 impl ImagePath {
     /// `path` if it is absolute and has only normal components (repeated `/` are collapsed).
     pub(crate) fn parse(path: &str) -> Option<Self> {
-        if !path.starts_with('/') {
-            return None;
-        }
-        let mut parts = Vec::new();
-        for part in Path::new(path).components() {
-            match part {
-                Component::RootDir => {}
-                Component::Normal(p) => parts.push(p.to_str()?),
-                Component::CurDir | Component::ParentDir | Component::Prefix(_) => return None,
-            }
-        }
-        if parts.is_empty() {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() || parts.iter().any(|p| *p == "." || *p == "..") {
             return None;
         }
         Some(ImagePath(parts.join("/")))
@@ -246,6 +237,8 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, node: &Node) -> io::R
         Node::Symlink { target } => {
             header.set_entry_type(EntryType::Symlink);
             header.set_mode(0o777);
+            header.set_uid(0);
+            header.set_gid(0);
             header.set_size(0);
             tar.append_link(&mut header, path, target)
         }
@@ -295,6 +288,23 @@ impl<W: Write> Write for HashWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The entries of an uncompressed tar: path → (mode, contents).
+#[cfg(test)]
+pub(crate) fn untar(bytes: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let mut data = Vec::new();
+            io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            (path, (entry.header().mode().unwrap(), data))
+        })
+        .collect()
 }
 
 #[cfg(test)]

