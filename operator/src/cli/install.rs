@@ -17,7 +17,14 @@ pub struct InstallArgs {
     /// Namespace the operator runs in (created by the output).
     #[arg(long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// Operator image [default: ghcr.io/switchyard-mesh/switchyard:<this version>].
+    /// Registry (and path) of the images, as `make images REGISTRY=...` named them; the
+    /// default is the name a locally loaded image has (`ctr images import`, `kind load`).
+    #[arg(long, default_value = switchyard_images::DEFAULT_REGISTRY)]
+    pub registry: String,
+    /// Tag of the images [default: this version].
+    #[arg(long, default_value = switchyard_images::DEFAULT_TAG)]
+    pub tag: String,
+    /// The operator's image, whole [default: REGISTRY/switchyard:TAG].
     #[arg(long)]
     pub image: Option<String>,
     /// Operator replicas; one leads (status, leases), every replica serves xDS and the webhook.
@@ -80,7 +87,9 @@ fn config(args: &InstallArgs) -> anyhow::Result<InstallConfig> {
     };
     Ok(InstallConfig {
         namespace: args.namespace.clone(),
-        image: args.image.clone().unwrap_or_else(install::default_image),
+        image: args.image.clone().unwrap_or_else(|| {
+            switchyard_images::Image::Operator.reference(&args.registry, &args.tag)
+        }),
         replicas: args.replicas,
         data_plane: args.data_plane.into(),
         trust_domain: args.trust_domain.clone(),
