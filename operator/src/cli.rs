@@ -45,8 +45,9 @@ pub enum Command {
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
-    /// Check an install: CRDs established, an operator running, the conversion webhook
-    /// answering; says how to fix each failure (exit status 1 when one fails).
+    /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
+    /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
+    /// says how to fix each failure (exit status 1 when one fails).
     Check(check::CheckArgs),
 }
 

@@ -23,7 +23,7 @@ pub struct ControllerArgs {
     /// This replica's name, for the Lease and Events [default: the host name].
     #[arg(long, env = "POD_NAME")]
     pub name: Option<String>,
-    /// A kubeconfig file [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Address of the xDS (ADS) server.
