@@ -1,4 +1,6 @@
-//! `switchyard validate` as a real process: exit codes, report lines, stdin, passthrough notes.
+//! `switchyard validate` as a real process: exit codes, report lines, stdin, passthrough notes;
+//! and how other commands fail at start: `local` on a path it cannot read, `check` and
+//! `controller` without a cluster.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,6 +12,8 @@ use std::{
     io::Write,
     path::Path,
     process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use switchyard_e2e::switchyard_bin;
@@ -30,6 +34,35 @@ fn switchyard(args: &[&str], stdin: &str) -> Run {
         .unwrap();
     // Writing may fail if the process exits without reading stdin; its output says why.
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs `cmd` with no stdin to its end; the test fails if it is still running after `limit`.
+fn run_within(cmd: &mut Command, limit: Duration) -> Run {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code(),
@@ -150,4 +183,76 @@ fn usage_errors_exit_2() {
     let run = switchyard(&["validate"], "");
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("--filename"), "{}", run.stderr);
+}
+
+#[test]
+fn local_on_a_missing_directory_exits_1_at_once_saying_so_once() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("nope");
+    let run = run_within(
+        Command::new(switchyard_bin())
+            .args(["local", "--xds-addr", "127.0.0.1:0"])
+            .arg(&dir),
+        Duration::from_secs(5),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {}: cannot read: No such file or directory\n",
+            dir.display()
+        )
+    );
+    assert_eq!(run.stdout, "", "nothing is served");
+    assert!(!dir.exists(), "no state directory is made");
+}
+
+#[cfg(unix)]
+#[test]
+fn local_with_a_file_it_cannot_read_at_start_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-split.yaml"), SPLIT).unwrap();
+    // A socket named like a manifest: unreadable whoever runs the test, root included.
+    let socket = dir.path().join("b.yaml");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let run = run_within(
+        Command::new(switchyard_bin())
+            .args(["local", "--xds-addr", "127.0.0.1:0"])
+            .arg(dir.path()),
+        Duration::from_secs(5),
+    );
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {}: cannot read: not a regular file\n",
+            socket.display()
+        )
+    );
+    assert_eq!(run.stdout, "");
+}
+
+#[test]
+fn commands_that_need_a_cluster_say_once_what_was_tried_without_one() {
+    let home = tempfile::tempdir().unwrap();
+    let expected = format!(
+        "error: no cluster to talk to: not running in a Pod (KUBERNETES_SERVICE_HOST is unset), \
+         and no kubeconfig at {}/.kube/config (KUBECONFIG is unset); pass --kubeconfig FILE or \
+         set KUBECONFIG\n",
+        home.path().display()
+    );
+    for command in ["check", "controller"] {
+        let run = run_within(
+            Command::new(switchyard_bin())
+                .arg(command)
+                .env("HOME", home.path())
+                .env_remove("KUBECONFIG")
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env_remove("KUBERNETES_SERVICE_PORT"),
+            Duration::from_secs(10),
+        );
+        assert_eq!(run.code, Some(1), "{command}: {}{}", run.stdout, run.stderr);
+        assert_eq!(run.stderr, expected, "{command}");
+        assert_eq!(run.stdout, "", "{command}");
+    }
 }

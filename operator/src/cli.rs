@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 pub mod check;
 pub mod controller;
 pub mod install;
+pub mod kubeconfig;
 pub mod local;
 pub mod validate;
 
@@ -44,8 +45,9 @@ pub enum Command {
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
-    /// Check an install: CRDs established, an operator running, the conversion webhook
-    /// answering; says how to fix each failure (exit status 1 when one fails).
+    /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
+    /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
+    /// says how to fix each failure (exit status 1 when one fails).
     Check(check::CheckArgs),
 }
 
@@ -125,6 +127,23 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
             })
         }
     }
+}
+
+/// An error and its causes, `a: b: c`, leaving out a cause whose text is already in the message
+/// (many errors repeat their source's text in their own), so that each reason is said once.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    for e in std::iter::successors(Some(e), |e| e.source()) {
+        let this = e.to_string();
+        if text.contains(&this) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&this);
+    }
+    text
 }
 
 fn crds(args: &CrdsArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -93,6 +93,9 @@ pub enum LocalError {
     Snapshot { proxy: ProxyId, message: String },
     #[error("mesh ca: {0}")]
     Ca(#[from] identity::Error),
+    /// The directory, or a file in it, could not be read at start.
+    #[error(transparent)]
+    Unreadable(#[from] source::Unreadable),
 }
 
 /// Bearer tokens that grow as Pods appear.
@@ -175,9 +178,11 @@ impl Local {
     }
 
     /// One round at `now`: when files changed, feeds them to the index; publishes the proxies the
-    /// changes affect and those whose certificate is due; writes bootstraps of new proxies.
+    /// changes affect and those whose certificate is due; writes bootstraps of new proxies. The
+    /// first round fails with [`LocalError::Unreadable`] when the directory or a file in it
+    /// cannot be read; later rounds report it and keep what was read before.
     pub fn tick_at(&mut self, now: SystemTime) -> Result<Tick, LocalError> {
-        let scan = self.source.scan();
+        let scan = self.source.scan()?;
         let mut tick = Tick {
             reports: scan.reports,
             ..Tick::default()
@@ -210,7 +215,7 @@ impl Local {
 
     /// Reads the directory into the index without publishing anything (`switchyard compile`).
     pub fn tick_without_state(&mut self) -> Result<Tick, LocalError> {
-        let scan = self.source.scan();
+        let scan = self.source.scan()?;
         self.source.feed(&mut self.index);
         Ok(Tick {
             reports: scan.reports,

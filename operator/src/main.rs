@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         // `switchyard crds | head`: the reader has all it wanted; that is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

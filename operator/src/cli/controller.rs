@@ -4,10 +4,12 @@
 use std::{io::Write, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use switchyard_adapters::envoy::{self, BootstrapOptions};
 
-use super::local::{CaArgs, MeshArgs};
+use super::{
+    kubeconfig,
+    local::{CaArgs, MeshArgs},
+};
 use crate::{
     controller::{self, ControllerConfig, auth::DEFAULT_AUDIENCE, lease::LeaseTiming},
     identity::CaConfig,
@@ -21,7 +23,7 @@ pub struct ControllerArgs {
     /// This replica's name, for the Lease and Events [default: the host name].
     #[arg(long, env = "POD_NAME")]
     pub name: Option<String>,
-    /// A kubeconfig file [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Address of the xDS (ADS) server.
@@ -85,19 +87,10 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// A client for the cluster `kubeconfig` names, else the one `kubectl` would find (see
+/// [`kubeconfig::config`]); its error says once what was tried.
 pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster config and no kubeconfig")?,
-    };
+    let config = kubeconfig::config(kubeconfig).await?;
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

@@ -181,6 +181,9 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         config.xds_addr = addr;
         let state_dir = config.state_dir.clone();
         let mut local = Local::new(config)?;
+        // Read the directory before serving: a path that cannot be read now is a mistake to stop
+        // on, not to retry every tick.
+        let first = local.tick()?;
         let store = local.store();
         let auth = local.tokens();
         let xds_config = XdsConfig {
@@ -192,7 +195,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "switchyard local: serving xds on {addr}; bootstraps in {}",
             state_dir.display()
         )?;
-        out.flush()?;
+        print_tick(out, &first)?;
         let server = tokio::spawn(server::serve_listener(
             listener,
             server::XdsServer::new(
@@ -204,34 +207,38 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             },
         ));
-        let mut ticker = tokio::time::interval(poll);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
-            let tick = local.tick()?;
-            for r in &tick.reports {
-                writeln!(out, "{r}")?;
-            }
-            for (obj, st) in &tick.statuses {
-                writeln!(out, "{obj}: {}", local::describe(st))?;
-            }
-            for w in &tick.warnings {
-                writeln!(out, "warning: {w}")?;
-            }
-            if tick.pushed > 0 {
-                writeln!(
-                    out,
-                    "published new configuration to {} proxies",
-                    tick.pushed
-                )?;
-            }
-            out.flush()?;
+            print_tick(out, &local.tick()?)?;
         }
         server.abort();
         Ok(())
     })
+}
+
+/// One tick's lines for the user, flushed.
+fn print_tick(out: &mut dyn Write, tick: &local::Tick) -> std::io::Result<()> {
+    for r in &tick.reports {
+        writeln!(out, "{r}")?;
+    }
+    for (obj, st) in &tick.statuses {
+        writeln!(out, "{obj}: {}", local::describe(st))?;
+    }
+    for w in &tick.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    if tick.pushed > 0 {
+        writeln!(
+            out,
+            "published new configuration to {} proxies",
+            tick.pushed
+        )?;
+    }
+    out.flush()
 }
 
 /// Prints the xDS resources one proxy would get, as JSON, with the data plane they were compiled

@@ -239,3 +239,21 @@ fn compile_reports_an_invalid_data_plane_annotation() {
         ])
     );
 }
+
+#[test]
+fn error_text_says_each_cause_once() {
+    // Like kube's `ReadConfig`: the message repeats its source's text.
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to read kubeconfig: {0}")]
+    struct Read(#[source] std::io::Error);
+
+    let e = anyhow::Error::from(Read(std::io::Error::from_raw_os_error(2))).context("reading");
+    assert_eq!(format!("{e:#}").matches("No such file").count(), 2);
+    assert_eq!(
+        error_text(e.as_ref()),
+        "reading: failed to read kubeconfig: No such file or directory (os error 2)"
+    );
+    // Causes with text of their own are kept.
+    let e = anyhow::anyhow!("inner").context("outer");
+    assert_eq!(error_text(e.as_ref()), "outer: inner");
+}

@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    io,
     path::{Path, PathBuf},
 };
 
@@ -23,6 +24,37 @@ pub struct Scan {
     pub reports: Vec<String>,
 }
 
+/// A path that could not be read: the directory, or a file under it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: cannot read: {reason}", path.display())]
+pub struct Unreadable {
+    /// The directory as the user gave it, or a file as found under it.
+    pub path: PathBuf,
+    /// The operating system's reason, without its error number.
+    pub reason: String,
+}
+
+impl Unreadable {
+    fn new(path: &Path, e: &io::Error) -> Self {
+        Unreadable {
+            path: path.to_path_buf(),
+            reason: io_reason(e),
+        }
+    }
+}
+
+/// `No such file or directory`, not `No such file or directory (os error 2)`: the number says
+/// nothing more to a user.
+pub fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .map_or_else(|| text.clone(), str::to_owned),
+        None => text,
+    }
+}
+
 #[derive(Debug)]
 struct FileState {
     fingerprint: u64,
@@ -35,6 +67,11 @@ struct FileState {
 pub struct DirSource {
     root: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Whether a scan has read everything once; until then a path that cannot be read is an
+    /// error rather than a report.
+    loaded: bool,
+    /// Paths reported unreadable, with the reason: each is reported once, not every tick.
+    unreadable: BTreeMap<PathBuf, String>,
 }
 
 // === impl DirSource ===
@@ -44,25 +81,39 @@ impl DirSource {
         DirSource {
             root: root.into(),
             files: BTreeMap::new(),
+            loaded: false,
+            unreadable: BTreeMap::new(),
         }
     }
 
     /// Re-reads every file whose content changed since the last scan. Polling content (not
     /// mtimes or inotify) keeps this correct for editors that save by renaming, on any file
     /// system, at the cost of reading a few small files every tick.
-    pub fn scan(&mut self) -> Scan {
+    ///
+    /// The first scan must read the directory and every file in it: a mistyped directory or an
+    /// unreadable file at start is an [`Unreadable`] error, for the caller to stop on. After
+    /// that, a path that cannot be read is reported once (again if its reason changes) and what
+    /// was read from it before stays in force.
+    pub fn scan(&mut self) -> Result<Scan, Unreadable> {
         let mut scan = Scan::default();
         let paths = match manifest::find_files(&self.root) {
-            Ok(p) => p
-                .into_iter()
-                .filter(|p| !is_hidden(&self.root, p))
-                .collect::<Vec<_>>(),
+            Ok(p) => {
+                self.unreadable.remove(&self.root);
+                p.into_iter()
+                    .filter(|p| !is_hidden(&self.root, p))
+                    .collect::<Vec<_>>()
+            }
             Err(e) => {
-                scan.reports
-                    .push(format!("{}: cannot read: {e}", self.root.display()));
-                return scan;
+                let root = self.root.clone();
+                self.unreadable(
+                    Unreadable::new(&root, &e),
+                    "the files read before stay in force",
+                    &mut scan,
+                )?;
+                return Ok(scan);
             }
         };
+        self.unreadable.retain(|p, _| paths.contains(p));
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -74,9 +125,24 @@ impl DirSource {
             scan.changed = true;
         }
         for path in paths {
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
+            let bytes = match read_file(&path) {
+                Ok(bytes) => bytes,
+                // Removed since the directory was listed: the next scan sees it gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.unreadable(
+                        Unreadable::new(&path, &e),
+                        if self.files.contains_key(&path) {
+                            "its last good version stays in force"
+                        } else {
+                            "not applied"
+                        },
+                        &mut scan,
+                    )?;
+                    continue;
+                }
             };
+            self.unreadable.remove(&path);
             let fingerprint = fingerprint(&bytes);
             if self
                 .files
@@ -121,7 +187,21 @@ impl DirSource {
         if scan.changed {
             scan.reports.extend(self.distinct().1);
         }
-        scan
+        self.loaded = true;
+        Ok(scan)
+    }
+
+    /// Before the first complete scan, `Err`; after it, a report the first time this path fails
+    /// for this reason, saying what happens (`then`).
+    fn unreadable(&mut self, u: Unreadable, then: &str, scan: &mut Scan) -> Result<(), Unreadable> {
+        if !self.loaded {
+            return Err(u);
+        }
+        if self.unreadable.get(&u.path) != Some(&u.reason) {
+            scan.reports.push(format!("{u}; {then}"));
+            self.unreadable.insert(u.path, u.reason);
+        }
+        Ok(())
     }
 
     /// Every object, in path order, without the duplicates (an object of the same kind,
@@ -184,6 +264,15 @@ const ALL_KINDS: [ObjectKind; 9] = [
     ObjectKind::Smi(switchyard_crds::Kind::TrafficSplit),
     ObjectKind::Smi(switchyard_crds::Kind::TrafficTarget),
 ];
+
+/// Reads a regular file. Anything else named like a manifest (a FIFO would block the reader
+/// until something writes to it; a socket or a device holds no manifest) cannot be read.
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    std::fs::read(path)
+}
 
 /// Files under a hidden directory (such as the state directory `.switchyard/`) are not input.
 fn is_hidden(root: &Path, path: &Path) -> bool {
