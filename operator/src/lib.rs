@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod identity;
 pub mod index;
+pub mod inject;
 pub mod install;
 pub mod local;
 pub mod publish;
