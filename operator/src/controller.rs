@@ -28,6 +28,10 @@ use tokio::{
 use crate::{
     identity::{self, CaConfig, CaFiles, MeshCa},
     index::{Index, ObjectKind},
+    inject::{
+        InjectConfig,
+        server::{Injector, KubeNamespaces, event_channel, publish_events},
+    },
     publish::Publisher,
     webhook,
     xds::server::{self, XdsConfig, XdsServer},
@@ -61,8 +65,11 @@ pub struct ControllerConfig {
     pub identity: String,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// The conversion webhook's address and the directory holding `tls.crt` and `tls.key`.
+    /// The webhook server's address (conversion and injection) and the directory holding
+    /// `tls.crt` and `tls.key`.
     pub webhook: Option<(SocketAddr, PathBuf)>,
+    /// What the injection webhook injects (served with the webhook server).
+    pub inject: InjectConfig,
     pub settings: MeshSettings,
     pub ca: CaConfig,
     /// The mesh CA; every replica must load the same one. Without it a root is generated,
@@ -86,7 +93,7 @@ pub enum ControllerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("conversion webhook: {0}")]
+    #[error("webhook: {0}")]
     Webhook(#[from] webhook::WebhookError),
 }
 
@@ -107,14 +114,25 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     if let Some((addr, dir)) = &config.webhook {
         let tls = Arc::new(webhook::CertReloader::load(dir.clone())?);
-        let listener = listen("conversion webhook", *addr).await?;
+        let listener = listen("webhook", *addr).await?;
+        let (events, notes) = event_channel();
+        tasks.spawn(publish_events(
+            client.clone(),
+            config.identity.clone(),
+            notes,
+        ));
+        let injector = Injector::new(
+            config.inject.clone(),
+            Box::new(KubeNamespaces::new(client.clone())),
+            events,
+        );
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = webhook::serve(listener, tls, stopped).await {
-                tracing::error!(error = %e, "conversion webhook stopped");
+            if let Err(e) = webhook::serve(listener, tls, Some(Arc::new(injector)), stopped).await {
+                tracing::error!(error = %e, "webhook server stopped");
             }
         });
     }

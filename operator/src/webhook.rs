@@ -1,7 +1,9 @@
-//! The CRD conversion webhook: converts SMI objects between served versions for the API server.
+//! The operator's webhook server: the CRD conversion webhook, which converts SMI objects between
+//! served versions for the API server, and the sidecar injector's mutating admission webhook.
 //!
 //! ```text
 //!  API server ─POST /convert (ConversionReview)─▶ serve ─▶ convert_review ─▶ ConversionReview
+//!            ─POST /inject (AdmissionReview)────▶   │   ─▶ inject::server::Injector ─▶ AdmissionReview
 //!                                                  │
 //!  tls.crt + tls.key (Secret mount) ─▶ CertReloader (re-read when the files change)
 //! ```
@@ -40,6 +42,8 @@ use switchyard_crds::{Kind, object::VersionedObject};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::inject::{admission::INJECT_PATH, server::Injector};
+
 #[cfg(test)]
 mod tests;
 
@@ -48,7 +52,8 @@ pub const CONVERT_PATH: &str = "/convert";
 /// Liveness of the webhook server itself: `GET` answers `200 ok`.
 pub const HEALTH_PATH: &str = "/healthz";
 /// Largest request body accepted: 16 MiB. The API server sends whole lists of objects (a
-/// `kubectl get` of many objects stored in another version), so this is generous.
+/// `kubectl get` of many objects stored in another version), so this is generous; an
+/// admission review holds one Pod, far below it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The `ConversionReview` API version this webhook speaks (the only one the CRDs list).
 pub const REVIEW_API_VERSION: &str = "apiextensions.k8s.io/v1";
@@ -444,16 +449,18 @@ fn load_pair(dir: &Path) -> Result<CertifiedKey, WebhookError> {
 
 // === serve ===
 
-/// Serves the webhook over HTTPS (HTTP/1.1 and HTTP/2) on `listener` until `shutdown` completes;
-/// then stops accepting, lets open connections finish for up to 5 s, and returns.
+/// Serves the webhooks over HTTPS (HTTP/1.1 and HTTP/2) on `listener` until `shutdown`
+/// completes; then stops accepting, lets open connections finish for up to 5 s, and returns.
+/// Without an `injector`, `/inject` answers 404.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<CertReloader>,
+    injector: Option<Arc<Injector>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "conversion webhook listening");
+        tracing::info!(%addr, injector = injector.is_some(), "webhook listening");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -463,7 +470,13 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(connection(acceptor.clone(), stream, peer, stop_rx.clone()));
+                    conns.spawn(connection(
+                        acceptor.clone(),
+                        stream,
+                        peer,
+                        injector.clone(),
+                        stop_rx.clone(),
+                    ));
                 }
                 Err(error) => {
                     // Usually out of file descriptors; pausing keeps this from spinning.
@@ -491,6 +504,7 @@ async fn connection(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    injector: Option<Arc<Injector>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -504,7 +518,7 @@ async fn connection(
             return;
         }
     };
-    let service = hyper::service::service_fn(handle);
+    let service = hyper::service::service_fn(move |request| handle(request, injector.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
@@ -520,9 +534,15 @@ async fn connection(
     }
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let route = Route::of(request.method(), request.uri().path());
-    if route != Route::Convert {
+async fn handle(
+    request: Request<Incoming>,
+    injector: Option<Arc<Injector>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let route = match Route::of(request.method(), request.uri().path()) {
+        Route::Inject if injector.is_none() => Route::NotFound,
+        route => route,
+    };
+    if !matches!(route, Route::Convert | Route::Inject) {
         return Ok(route.respond(None));
     }
     let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
@@ -545,13 +565,24 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
             });
         }
     };
-    Ok(route.respond(Some(&body)))
+    match (route, injector) {
+        (Route::Inject, Some(injector)) => Ok(match injector.review(&body).await {
+            Ok(answer) => json_response(answer),
+            // The API server then applies the webhook's failurePolicy.
+            Err(error) => {
+                tracing::warn!(%error, "injection review failed");
+                text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+            }
+        }),
+        _ => Ok(route.respond(Some(&body))),
+    }
 }
 
 /// What a request asks for, by method and path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Convert,
+    Inject,
     Health,
     MethodNotAllowed(&'static str),
     NotFound,
@@ -561,14 +592,16 @@ impl Route {
     fn of(method: &Method, path: &str) -> Self {
         match (path, method) {
             (CONVERT_PATH, &Method::POST) => Route::Convert,
+            (INJECT_PATH, &Method::POST) => Route::Inject,
             (HEALTH_PATH, &Method::GET | &Method::HEAD) => Route::Health,
-            (CONVERT_PATH, _) => Route::MethodNotAllowed("POST"),
+            (CONVERT_PATH | INJECT_PATH, _) => Route::MethodNotAllowed("POST"),
             (HEALTH_PATH, _) => Route::MethodNotAllowed("GET, HEAD"),
             _ => Route::NotFound,
         }
     }
 
     /// The response; `body` is the request body, read only for [`Route::Convert`].
+    /// [`Route::Inject`] is answered by the injector, in `handle`.
     fn respond(self, body: Option<&[u8]>) -> Response<Full<Bytes>> {
         match self {
             Route::Convert => {
@@ -582,14 +615,9 @@ impl Route {
                     }
                 };
                 let answer = convert_review(&review);
-                let bytes = serde_json::to_vec(&answer).unwrap_or_default();
-                let mut response = Response::new(Full::new(Bytes::from(bytes)));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                response
+                json_response(serde_json::to_vec(&answer).unwrap_or_default())
             }
+            Route::Inject => text(StatusCode::NOT_FOUND, "not found\n".into()),
             Route::Health => text(StatusCode::OK, "ok".into()),
             Route::MethodNotAllowed(allow) => {
                 let mut response = text(
@@ -604,6 +632,15 @@ impl Route {
             Route::NotFound => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }
     }
+}
+
+fn json_response(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

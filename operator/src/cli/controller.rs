@@ -4,7 +4,10 @@
 use std::{io::Write, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use switchyard_adapters::envoy::{self, BootstrapOptions};
+use switchyard_adapters::{
+    envoy::{self, BootstrapOptions},
+    model::DataPlane,
+};
 
 use super::{
     kubeconfig,
@@ -13,6 +16,7 @@ use super::{
 use crate::{
     controller::{self, ControllerConfig, auth::DEFAULT_AUDIENCE, lease::LeaseTiming},
     identity::CaConfig,
+    inject::{Images, InjectConfig},
 };
 
 #[derive(Debug, clap::Args)]
@@ -32,12 +36,15 @@ pub struct ControllerArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
-    /// Address of the conversion webhook (HTTPS); off without `--webhook-cert-dir`.
+    /// Address of the webhooks (HTTPS: `/convert`, `/inject`); off without `--webhook-cert-dir`.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
     /// Directory with the webhook's `tls.crt` and `tls.key` (reloaded when they change).
     #[arg(long)]
     pub webhook_cert_dir: Option<PathBuf>,
+    /// What the injection webhook injects.
+    #[command(flatten)]
+    pub inject: InjectArgs,
     /// The mesh CA; every replica must load the same one.
     #[command(flatten)]
     pub ca: CaArgs,
@@ -54,6 +61,52 @@ pub struct ControllerArgs {
     pub mesh: MeshArgs,
 }
 
+/// The injector's settings: the images it injects and where its proxies find the control plane.
+#[derive(Debug, clap::Args)]
+pub struct InjectArgs {
+    /// The bundled proxy's image [default: localhost/switchyard-proxy:<version>].
+    #[arg(long, value_name = "IMAGE")]
+    pub proxy_image: Option<String>,
+    /// Envoy's image [default: localhost/switchyard-envoy:<version>].
+    #[arg(long, value_name = "IMAGE")]
+    pub envoy_image: Option<String>,
+    /// The image of the `switchyard-init` container, which runs `switchyard proxy-init`: the
+    /// operator's own [default: localhost/switchyard:<version>].
+    #[arg(long, value_name = "IMAGE")]
+    pub init_image: Option<String>,
+    /// The control plane's host as injected proxies dial it [default: switchyard.NAMESPACE.svc].
+    #[arg(long, value_name = "HOST")]
+    pub xds_host: Option<String>,
+    /// The control plane's port as injected proxies dial it (the Service's xDS port).
+    #[arg(long, default_value_t = 15010)]
+    pub xds_port: u16,
+}
+
+impl InjectArgs {
+    /// The injector's configuration for an operator in `namespace` with these mesh settings.
+    pub(crate) fn config(
+        &self,
+        namespace: &str,
+        default_data_plane: DataPlane,
+        audience: &str,
+    ) -> InjectConfig {
+        let defaults = InjectConfig::new(namespace);
+        let image = |flag: &Option<String>, default: String| flag.clone().unwrap_or(default);
+        InjectConfig {
+            images: Images {
+                init: image(&self.init_image, defaults.images.init.clone()),
+                bundled: image(&self.proxy_image, defaults.images.bundled.clone()),
+                envoy: image(&self.envoy_image, defaults.images.envoy.clone()),
+            },
+            xds_host: self.xds_host.clone().unwrap_or(defaults.xds_host.clone()),
+            xds_port: self.xds_port,
+            default_data_plane,
+            audience: audience.to_owned(),
+            ..defaults
+        }
+    }
+}
+
 /// Runs the controller until SIGINT or SIGTERM.
 pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -63,6 +116,10 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             Some(n) => n,
             None => hostname(),
         };
+        let settings = args.mesh.settings();
+        let inject = args
+            .inject
+            .config(&args.namespace, settings.data_plane, &args.audience);
         let config = ControllerConfig {
             namespace: args.namespace.clone(),
             identity,
@@ -72,7 +129,8 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .webhook_cert_dir
                 .clone()
                 .map(|dir| (args.webhook_addr, dir)),
-            settings: args.mesh.settings(),
+            inject,
+            settings,
             ca: CaConfig::default(),
             ca_files: args.ca.files(),
             audience: args.audience.clone(),

@@ -257,3 +257,56 @@ fn error_text_says_each_cause_once() {
     let e = anyhow::anyhow!("inner").context("outer");
     assert_eq!(error_text(e.as_ref()), "outer: inner");
 }
+
+#[test]
+fn the_controller_injects_the_images_and_control_plane_its_flags_name() {
+    let inject = |args: &[&str]| match parse(args).unwrap().command {
+        Command::Controller(a) => a.inject.config(&a.namespace, DataPlane::Bundled, "aud"),
+        other => panic!("{other:?}"),
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let defaults = inject(&["controller", "--namespace", "mesh"]);
+    assert_eq!(
+        defaults.images.init,
+        format!("localhost/switchyard:{version}")
+    );
+    assert_eq!(
+        defaults.images.bundled,
+        format!("localhost/switchyard-proxy:{version}")
+    );
+    assert_eq!(
+        defaults.images.envoy,
+        format!("localhost/switchyard-envoy:{version}")
+    );
+    assert_eq!(defaults.xds_host, "switchyard.mesh.svc");
+    assert_eq!(defaults.xds_port, 15010);
+    assert_eq!(defaults.operator_namespace, "mesh");
+    assert_eq!(defaults.default_data_plane, DataPlane::Bundled);
+    assert_eq!(defaults.audience, "aud");
+
+    let set = inject(&[
+        "controller",
+        "--proxy-image",
+        "r/p:1",
+        "--envoy-image",
+        "r/e:1",
+        "--init-image",
+        "r/i:1",
+        "--xds-host",
+        "xds.example",
+        "--xds-port",
+        "18000",
+    ]);
+    assert_eq!(
+        (
+            set.images.bundled.as_str(),
+            set.images.envoy.as_str(),
+            set.images.init.as_str()
+        ),
+        ("r/p:1", "r/e:1", "r/i:1")
+    );
+    assert_eq!(
+        (set.xds_host.as_str(), set.xds_port),
+        ("xds.example", 18000)
+    );
+}

@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use crate::inject::{
+    InjectConfig,
+    server::{Annotations, NamespaceSource, event_channel},
+};
 
 // === Utils ===
 
@@ -415,6 +419,11 @@ fn routes_answer_by_method_and_path() {
         Route::MethodNotAllowed("POST")
     );
     assert_eq!(Route::of(&Method::POST, "/other"), Route::NotFound);
+    assert_eq!(Route::of(&Method::POST, "/inject"), Route::Inject);
+    assert_eq!(
+        Route::of(&Method::GET, "/inject"),
+        Route::MethodNotAllowed("POST")
+    );
 
     let (status, body) = body_of(Route::Health.respond(None));
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
@@ -568,12 +577,21 @@ struct Running {
 }
 
 async fn start(dir: &Path, pki: &TestPki, alpn: &[&[u8]]) -> Running {
+    start_with(dir, pki, alpn, None).await
+}
+
+async fn start_with(
+    dir: &Path,
+    pki: &TestPki,
+    alpn: &[&[u8]],
+    injector: Option<Arc<Injector>>,
+) -> Running {
     pki.write_leaf(dir, "serving");
     let reloader = Arc::new(CertReloader::load(dir).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, reloader, async {
+    let server = tokio::spawn(serve(listener, reloader, injector, async {
         let _ = stopped.await;
     }));
 
@@ -716,6 +734,120 @@ async fn rejects_a_body_over_the_limit() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(sender);
+    running.shut_down().await;
+}
+
+// === /inject ===
+
+/// Every namespace is enrolled, except `broken`, which cannot be read.
+struct EnrolledNamespaces;
+
+impl NamespaceSource for EnrolledNamespaces {
+    fn annotations<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Annotations, String>> {
+        Box::pin(async move {
+            if namespace == "broken" {
+                return Err("the API server did not answer".to_owned());
+            }
+            Ok(Annotations::from([(
+                crate::annotations::INJECT.to_owned(),
+                "enabled".to_owned(),
+            )]))
+        })
+    }
+}
+
+fn admission_body(namespace: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "adm-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web-0"},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            },
+        },
+    }))
+    .unwrap()
+}
+
+async fn post(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let request = Request::post(format!("https://127.0.0.1{path}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+#[tokio::test]
+async fn serves_injection_next_to_conversion_and_a_failed_read_is_a_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let (events, mut notes) = event_channel();
+    let injector = Injector::new(
+        InjectConfig::new("switchyard-system"),
+        Box::new(EnrolledNamespaces),
+        events,
+    );
+    let running = start_with(dir.path(), &pki, &[b"h2"], Some(Arc::new(injector))).await;
+    let tls = running.connect().await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    let (status, body) = post(&mut sender, "/inject", admission_body("demo")).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["uid"], "adm-1");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    assert_eq!(notes.recv().await.unwrap().reason, "Injected");
+
+    // The API server applies failurePolicy to a webhook that fails.
+    let (status, body) = post(&mut sender, "/inject", admission_body("broken")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "reading namespace broken: the API server did not answer\n"
+    );
+
+    // Conversion is still served beside it.
+    let (status, body) = post(&mut sender, "/convert", convert_request_body()).await;
+    assert_eq!(status, StatusCode::OK);
+    check_converted(&serde_json::from_slice(&body).unwrap());
+    drop(sender);
+    running.shut_down().await;
+
+    // Without an injector, there is no /inject.
+    let running = start(dir.path(), &pki, &[b"h2"]).await;
+    let tls = running.connect().await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (status, _) = post(&mut sender, "/inject", admission_body("demo")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     drop(sender);
     running.shut_down().await;
 }
