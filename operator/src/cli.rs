@@ -39,7 +39,7 @@ pub enum Command {
     /// Print the xDS resources one proxy would get from a directory of manifests, as JSON.
     Compile(local::CompileArgs),
     /// Run the controller in a cluster: watch SMI objects, serve xDS, write status.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
     Bootstrap(controller::BootstrapArgs),
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
@@ -102,7 +102,7 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
             Ok(Outcome::Success)
         }
         Command::Controller(args) => {
-            controller::run_controller(args)?;
+            controller::run_controller(*args)?;
             Ok(Outcome::Success)
         }
         Command::Check(args) => Ok(if check::run(&args, out)? {
