@@ -1,6 +1,7 @@
 //! What `switchyard install` applies to a cluster: the namespace, least-privilege RBAC, the
-//! mesh CA and webhook certificate Secrets, the operator Deployment and Service, and the SMI
-//! CRDs wired to the operator's conversion webhook.
+//! mesh CA and webhook certificate Secrets, the operator Deployment and Service, the SMI
+//! CRDs wired to the operator's conversion webhook, and the sidecar injector's
+//! `MutatingWebhookConfiguration`.
 //!
 //! Every function here builds objects and returns them; the command line (`cli/install.rs`)
 //! prints or writes them. Only [`pki`] and [`write_dir`] touch files.
@@ -14,6 +15,11 @@ use std::{
 use k8s_openapi::{
     ByteString,
     api::{
+        admissionregistration::v1::{
+            MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+            ServiceReference as AdmissionServiceReference,
+            WebhookClientConfig as AdmissionClientConfig,
+        },
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
             Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -33,7 +39,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{
         api::resource::Quantity,
-        apis::meta::v1::{LabelSelector, ObjectMeta},
+        apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
         util::intstr::IntOrString,
     },
 };
@@ -56,6 +62,12 @@ pub const DEFAULT_NAMESPACE: &str = "switchyard-system";
 pub const MESH_CA_SECRET: &str = "switchyard-mesh-ca";
 /// Secret holding the webhook serving certificate (`tls.crt`, `tls.key`, `ca.crt`).
 pub const WEBHOOK_TLS_SECRET: &str = "switchyard-webhook-tls";
+/// The injector's `MutatingWebhookConfiguration`.
+pub const INJECTOR_CONFIGURATION: &str = "switchyard-injector";
+/// The injector's webhook in it.
+pub const INJECTOR_WEBHOOK: &str = "inject.switchyard.dev";
+/// How long the API server waits for the injector: 10 s.
+pub const INJECTOR_TIMEOUT_SECONDS: i32 = 10;
 /// Operator replicas unless told otherwise; one leads, the other stands by and serves xDS.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// The xDS (ADS, gRPC) port.
@@ -88,8 +100,34 @@ pub struct InstallConfig {
     pub data_plane: DataPlane,
     /// SPIFFE trust domain (default `cluster.local`).
     pub trust_domain: String,
-    /// How the API server reaches the conversion webhook.
+    /// How the API server reaches the webhooks (conversion and injection).
     pub webhook: WebhookClient,
+    /// The bundled proxy's image, which the injector injects.
+    pub proxy_image: String,
+    /// Envoy's image, which the injector injects.
+    pub envoy_image: String,
+    /// What the API server does with a Pod when the injector cannot be reached.
+    pub injector_failure_policy: FailurePolicy,
+}
+
+/// The injector's `failurePolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// A Pod is refused while no operator replica answers: no Pod that should be meshed ever
+    /// starts without its proxy. The operator's namespace is excluded, so it can always restart.
+    #[default]
+    Fail,
+    /// A Pod is created without injection while no replica answers.
+    Ignore,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }
+    }
 }
 
 /// How the API server reaches the conversion webhook.
@@ -117,6 +155,7 @@ pub enum Part {
     Secrets,
     Service,
     Deployment,
+    Injector,
 }
 
 /// The objects of one [`Part`], in apply order.
@@ -130,8 +169,8 @@ pub struct Manifest {
 pub enum InstallError {
     #[error("namespace {0:?}: must be a DNS label (lowercase letters, digits and '-', at most 63)")]
     Namespace(String),
-    #[error("image: must not be empty")]
-    Image,
+    #[error("{0}: must not be empty")]
+    Image(&'static str),
     #[error("replicas {0}: must not be negative")]
     Replicas(i32),
     #[error("webhook url {url:?}: {reason}")]
@@ -169,6 +208,9 @@ impl Default for InstallConfig {
             data_plane: DataPlane::Envoy,
             trust_domain: "cluster.local".to_string(),
             webhook: WebhookClient::Service,
+            proxy_image: switchyard_images::Image::Proxy.default_reference(),
+            envoy_image: switchyard_images::Image::Envoy.default_reference(),
+            injector_failure_policy: FailurePolicy::default(),
         }
     }
 }
@@ -178,8 +220,14 @@ impl InstallConfig {
         if !is_dns_label(&self.namespace) {
             return Err(InstallError::Namespace(self.namespace.clone()));
         }
-        if self.image.trim().is_empty() {
-            return Err(InstallError::Image);
+        for (what, image) in [
+            ("image", &self.image),
+            ("proxy image", &self.proxy_image),
+            ("envoy image", &self.envoy_image),
+        ] {
+            if image.trim().is_empty() {
+                return Err(InstallError::Image(what));
+            }
         }
         if self.replicas < 0 {
             return Err(InstallError::Replicas(self.replicas));
@@ -246,6 +294,18 @@ impl WebhookUrl {
         &self.url
     }
 
+    /// The same scheme, host and port with another path: the injector's URL beside the
+    /// conversion webhook's.
+    pub fn with_path(&self, path: &str) -> String {
+        let authority = self
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        format!("https://{authority}{path}")
+    }
+
     pub fn host(&self) -> &Host {
         &self.host
     }
@@ -263,14 +323,16 @@ impl Part {
             Part::Secrets => "secrets.yaml",
             Part::Service => "service.yaml",
             Part::Deployment => "deployment.yaml",
+            Part::Injector => "injector.yaml",
         }
     }
 }
 
 // === Manifests ===
 
-/// Every object to apply, grouped and in apply order. Without `pki` the Secrets and the CRDs
-/// (whose `caBundle` comes from it) are left out: that is what `manifests/install/` holds.
+/// Every object to apply, grouped and in apply order. Without `pki` the Secrets, the CRDs and
+/// the injector (whose `caBundle` comes from it) are left out: that is what
+/// `manifests/install/` holds. The injector comes last, after the Deployment that serves it.
 pub fn manifests(config: &InstallConfig, pki: Option<&Pki>) -> Result<Vec<Manifest>, InstallError> {
     config.validate()?;
     let mut out = vec![Manifest {
@@ -301,6 +363,12 @@ pub fn manifests(config: &InstallConfig, pki: Option<&Pki>) -> Result<Vec<Manife
         part: Part::Deployment,
         objects: deployment(config)?,
     });
+    if let Some(pki) = pki {
+        out.push(Manifest {
+            part: Part::Injector,
+            objects: injector(config, pki)?,
+        });
+    }
     Ok(out)
 }
 
@@ -397,6 +465,8 @@ fn cluster_rules() -> Vec<PolicyRule> {
     }));
     rules.extend([
         rule("", &["services", "pods", "serviceaccounts"], READ),
+        // The injector reads a Pod's Namespace for its annotations.
+        rule("", &["namespaces"], READ),
         rule("discovery.k8s.io", &["endpointslices"], READ),
         // `switchyard check` and served-version discovery read the CRDs.
         rule("apiextensions.k8s.io", &["customresourcedefinitions"], READ),
@@ -493,6 +563,77 @@ pub fn crds(config: &InstallConfig, pki: &Pki) -> Result<Vec<Value>, InstallErro
         .collect()
 }
 
+/// The injector's `MutatingWebhookConfiguration`: every Pod created outside the cluster's own
+/// namespaces and the operator's goes through `/inject`.
+pub fn injector(config: &InstallConfig, pki: &Pki) -> Result<Vec<Value>, InstallError> {
+    let ca_bundle = Some(ByteString(pki.webhook_ca.cert_pem.as_bytes().to_vec()));
+    let path = crate::inject::admission::INJECT_PATH;
+    let client_config = match &config.webhook {
+        WebhookClient::Service => AdmissionClientConfig {
+            ca_bundle,
+            service: Some(AdmissionServiceReference {
+                name: NAME.into(),
+                namespace: config.namespace.clone(),
+                path: Some(path.into()),
+                port: Some(443),
+            }),
+            url: None,
+        },
+        WebhookClient::Url(url) => AdmissionClientConfig {
+            ca_bundle,
+            service: None,
+            url: Some(url.with_path(path)),
+        },
+    };
+    // Never the cluster's namespaces (CoreDNS must start while no operator runs), nor the
+    // operator's own (with failurePolicy Fail, its Pods could not be created otherwise).
+    let mut exempt: Vec<String> = crate::inject::SYSTEM_NAMESPACES
+        .iter()
+        .map(|ns| ns.to_string())
+        .collect();
+    exempt.push(config.namespace.clone());
+    let webhook = MutatingWebhook {
+        name: INJECTOR_WEBHOOK.into(),
+        client_config,
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".into()]),
+            operations: Some(vec!["CREATE".into()]),
+            resources: Some(vec!["pods".into()]),
+            scope: Some("Namespaced".into()),
+        }]),
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "kubernetes.io/metadata.name".into(),
+                operator: "NotIn".into(),
+                values: Some(exempt),
+            }]),
+            match_labels: None,
+        }),
+        // A dry run gets the patch but emits no Events.
+        side_effects: "NoneOnDryRun".into(),
+        timeout_seconds: Some(INJECTOR_TIMEOUT_SECONDS),
+        // Safe because the patch is idempotent: a second call after other webhooks added
+        // containers changes nothing.
+        reinvocation_policy: Some("IfNeeded".into()),
+        admission_review_versions: vec!["v1".into()],
+        failure_policy: Some(config.injector_failure_policy.as_str().into()),
+        ..MutatingWebhook::default()
+    };
+    let configuration = MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(INJECTOR_CONFIGURATION.into()),
+            labels: Some(labels(Some("injector"))),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![webhook]),
+    };
+    Ok(vec![to_value(
+        &configuration,
+        "mutatingwebhookconfiguration",
+    )?])
+}
+
 pub fn service(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
     let port = |name: &str, port: i32, target: i32, app_protocol: Option<&str>| ServicePort {
         name: Some(name.into()),
@@ -541,6 +682,14 @@ pub fn deployment(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
         &config.trust_domain,
         "--data-plane",
         config.data_plane.as_str(),
+        "--proxy-image",
+        &config.proxy_image,
+        "--envoy-image",
+        &config.envoy_image,
+        "--init-image",
+        &config.image,
+        "--xds-host",
+        &crate::inject::default_xds_host(&config.namespace),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -3,12 +3,13 @@
 use std::{io::Write, path::PathBuf, time::SystemTime};
 
 use anyhow::Context as _;
+use switchyard_images::Image;
 
 use crate::{
     cli::local::DataPlaneArg,
     install::{
-        self, DEFAULT_NAMESPACE, DEFAULT_REPLICAS, InstallConfig, Pki, WebhookClient, WebhookUrl,
-        pki::Origin,
+        self, DEFAULT_NAMESPACE, DEFAULT_REPLICAS, FailurePolicy, InstallConfig, Pki,
+        WebhookClient, WebhookUrl, pki::Origin,
     },
 };
 
@@ -37,8 +38,9 @@ pub struct InstallArgs {
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
     /// Have the API server call the conversion webhook at this `https://HOST:PORT/convert` URL
-    /// instead of through the in-cluster Service (for an operator running outside the cluster).
-    /// The serving certificate gets HOST as a SAN.
+    /// instead of through the in-cluster Service (for an operator running outside the cluster);
+    /// the injector is called at `https://HOST:PORT/inject`. The serving certificate gets HOST
+    /// as a SAN.
     #[arg(long, value_name = "URL", conflicts_with = "no_pki")]
     pub webhook_url: Option<String>,
     /// Keep the CAs and the webhook certificate here and reuse them on the next run, so that
@@ -46,6 +48,11 @@ pub struct InstallArgs {
     /// reads: DIR/ca.crt, DIR/ca.key, DIR/webhook/tls.crt, DIR/webhook/tls.key.
     #[arg(long, value_name = "DIR", conflicts_with = "no_pki")]
     pub pki_dir: Option<PathBuf>,
+    /// What the API server does with a new Pod while no operator replica answers the injector:
+    /// `Fail` refuses it (nothing that should be meshed starts without its proxy; the operator's
+    /// own namespace is exempt, so it can always restart), `Ignore` creates it without a proxy.
+    #[arg(long, value_enum, default_value = "Fail", ignore_case = true)]
+    pub injector_failure_policy: FailurePolicyArg,
     /// Write one file per part (namespace.yaml, rbac.yaml, ...) into DIR instead of printing.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -53,6 +60,24 @@ pub struct InstallArgs {
     /// `manifests/install/` holds.
     #[arg(long)]
     pub no_pki: bool,
+}
+
+/// The values of `--injector-failure-policy`, spelled as in the webhook configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailurePolicyArg {
+    #[value(name = "Fail")]
+    Fail,
+    #[value(name = "Ignore")]
+    Ignore,
+}
+
+impl From<FailurePolicyArg> for FailurePolicy {
+    fn from(p: FailurePolicyArg) -> Self {
+        match p {
+            FailurePolicyArg::Fail => FailurePolicy::Fail,
+            FailurePolicyArg::Ignore => FailurePolicy::Ignore,
+        }
+    }
 }
 
 /// Runs `switchyard install`: the manifests go to `out` (or into `--out`), notes to stderr.
@@ -87,13 +112,17 @@ fn config(args: &InstallArgs) -> anyhow::Result<InstallConfig> {
     };
     Ok(InstallConfig {
         namespace: args.namespace.clone(),
-        image: args.image.clone().unwrap_or_else(|| {
-            switchyard_images::Image::Operator.reference(&args.registry, &args.tag)
-        }),
+        image: args
+            .image
+            .clone()
+            .unwrap_or_else(|| Image::Operator.reference(&args.registry, &args.tag)),
         replicas: args.replicas,
         data_plane: args.data_plane.into(),
         trust_domain: args.trust_domain.clone(),
         webhook,
+        proxy_image: Image::Proxy.reference(&args.registry, &args.tag),
+        envoy_image: Image::Envoy.reference(&args.registry, &args.tag),
+        injector_failure_policy: args.injector_failure_policy.into(),
     })
 }
 

@@ -101,6 +101,7 @@ fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() 
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
+        "MutatingWebhookConfiguration",
     ];
     for o in &objects {
         assert!(
@@ -139,6 +140,11 @@ fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() 
     ] {
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
     }
+    assert_eq!(
+        kinds.last(),
+        Some(&"MutatingWebhookConfiguration"),
+        "the injector is applied after the Deployment that serves it"
+    );
     assert_eq!(
         kinds
             .iter()
@@ -243,6 +249,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
                 status
             ),
             ("", &["services", "pods", "serviceaccounts"], read),
+            ("", &["namespaces"], read),
             ("discovery.k8s.io", &["endpointslices"], read),
             ("apiextensions.k8s.io", &["customresourcedefinitions"], read),
             ("", &["events"], &["create", "patch"]),
@@ -293,6 +300,9 @@ fn the_deployment_runs_the_controller_locked_down() {
         data_plane: DataPlane::Bundled,
         trust_domain: "example.org".into(),
         webhook: WebhookClient::Service,
+        proxy_image: "example.com/switchyard-proxy:dev".into(),
+        envoy_image: "example.com/switchyard-envoy:dev".into(),
+        injector_failure_policy: FailurePolicy::Fail,
     };
     let objects = deployment(&config).unwrap();
     let d = find(&objects, "Deployment", NAME);
@@ -329,6 +339,14 @@ fn the_deployment_runs_the_controller_locked_down() {
             "example.org",
             "--data-plane",
             "bundled",
+            "--proxy-image",
+            "example.com/switchyard-proxy:dev",
+            "--envoy-image",
+            "example.com/switchyard-envoy:dev",
+            "--init-image",
+            "example.com/switchyard:dev",
+            "--xds-host",
+            "switchyard.mesh.svc",
         ]
     );
     assert_eq!(c["env"][0]["name"], "POD_NAME");
@@ -509,6 +527,127 @@ fn a_webhook_url_replaces_the_service_and_becomes_a_san() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn the_injector_calls_the_service_for_pod_creations_outside_the_exempt_namespaces() {
+    let config = InstallConfig {
+        namespace: "mesh".into(),
+        ..InstallConfig::default()
+    };
+    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    let objects = injector(&config, &pki).unwrap();
+    let mwc = find(
+        &objects,
+        "MutatingWebhookConfiguration",
+        INJECTOR_CONFIGURATION,
+    );
+    assert_eq!(mwc["apiVersion"], "admissionregistration.k8s.io/v1");
+    let webhooks = mwc["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 1);
+    let w = &webhooks[0];
+    assert_eq!(w["name"], "inject.switchyard.dev");
+    assert_eq!(
+        w["clientConfig"]["service"],
+        json!({"namespace": "mesh", "name": "switchyard", "path": "/inject", "port": 443})
+    );
+    // The same CA as the conversion webhook's: it verifies the one serving certificate.
+    let crd = &crds(&config, &pki).unwrap()[0];
+    assert_eq!(
+        w["clientConfig"]["caBundle"],
+        crd["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"]
+    );
+    assert_eq!(
+        bytes(&w["clientConfig"]["caBundle"]),
+        pki.webhook_ca.cert_pem
+    );
+    assert_eq!(
+        w["rules"],
+        json!([{
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }])
+    );
+    assert_eq!(
+        w["namespaceSelector"],
+        json!({"matchExpressions": [{
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["kube-system", "kube-public", "kube-node-lease", "mesh"],
+        }]})
+    );
+    assert_eq!(w["sideEffects"], "NoneOnDryRun");
+    assert_eq!(w["timeoutSeconds"], 10);
+    assert_eq!(w["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(w["failurePolicy"], "Fail");
+
+    let ignore = InstallConfig {
+        injector_failure_policy: FailurePolicy::Ignore,
+        ..config.clone()
+    };
+    let objects = injector(&ignore, &pki).unwrap();
+    assert_eq!(objects[0]["webhooks"][0]["failurePolicy"], "Ignore");
+
+    // An operator outside the cluster: the same host and port, path /inject.
+    let config = url_config("https://10.0.0.7:9443/convert");
+    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    let client = &injector(&config, &pki).unwrap()[0]["webhooks"][0]["clientConfig"];
+    assert_eq!(client["url"], "https://10.0.0.7:9443/inject");
+    assert!(client.get("service").is_none());
+    let config = url_config("https://[::1]/convert");
+    assert_eq!(
+        injector(&config, &pki).unwrap()[0]["webhooks"][0]["clientConfig"]["url"],
+        "https://[::1]/inject"
+    );
+}
+
+#[test]
+fn install_takes_the_proxy_images_from_registry_and_tag_and_the_failure_policy_flag() {
+    let objects = docs(&install(&[
+        "--no-pki",
+        "--registry",
+        "reg.example/mesh",
+        "--tag",
+        "v2",
+    ]));
+    let args =
+        find(&objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string();
+    for expected in [
+        r#""--proxy-image","reg.example/mesh/switchyard-proxy:v2""#,
+        r#""--envoy-image","reg.example/mesh/switchyard-envoy:v2""#,
+        r#""--init-image","reg.example/mesh/switchyard:v2""#,
+    ] {
+        assert!(args.contains(expected), "{expected} not in {args}");
+    }
+    // `--image` names the operator, and so the init container's image too.
+    let objects = docs(&install(&["--no-pki", "--image", "mine/op:1"]));
+    let args =
+        find(&objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string();
+    assert!(args.contains(r#""--init-image","mine/op:1""#), "{args}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().to_str().unwrap();
+    for (flag, expected) in [("Ignore", "Ignore"), ("ignore", "Ignore"), ("Fail", "Fail")] {
+        let objects = docs(&install(&[
+            "--pki-dir",
+            pki_dir,
+            "--injector-failure-policy",
+            flag,
+        ]));
+        let mwc = find(
+            &objects,
+            "MutatingWebhookConfiguration",
+            INJECTOR_CONFIGURATION,
+        );
+        assert_eq!(mwc["webhooks"][0]["failurePolicy"], expected, "{flag}");
+    }
+    assert!(Cmd::try_parse_from(["install", "--injector-failure-policy", "Maybe"]).is_err());
 }
 
 #[test]
@@ -752,7 +891,7 @@ fn install_prints_multi_document_yaml_that_parses_back() {
     ]);
     assert!(yaml.starts_with(HEADER));
     let objects = docs(&yaml);
-    assert_eq!(objects.len(), 1 + 5 + 5 + 2 + 1 + 2, "{yaml}");
+    assert_eq!(objects.len(), 1 + 5 + 5 + 2 + 1 + 2 + 1, "{yaml}");
     assert_eq!(objects[0]["kind"], "Namespace");
     assert_eq!(objects[0]["metadata"]["name"], "mesh");
     assert_eq!(find(&objects, "Deployment", NAME)["spec"]["replicas"], 1);
