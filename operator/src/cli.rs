@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod controller;
+pub mod inject;
 pub mod install;
 pub mod kubeconfig;
 pub mod local;
@@ -40,6 +41,10 @@ pub enum Command {
     Compile(local::CompileArgs),
     /// Run the controller in a cluster: watch SMI objects, serve xDS, write status.
     Controller(Box<controller::ControllerArgs>),
+    /// Add the Switchyard proxy to the Pod templates of manifests (Pods, Deployments, Jobs, …),
+    /// as the injection webhook would, and print them; a template annotated
+    /// `switchyard.dev/inject: disabled` is left alone. Reports on stderr.
+    Inject(inject::InjectCliArgs),
     /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
     Bootstrap(controller::BootstrapArgs),
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
@@ -113,6 +118,15 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         Command::Install(args) => {
             install::run(&args, out)?;
             Ok(Outcome::Success)
+        }
+        Command::Inject(args) => {
+            let report = inject::run(&args, stdin, out, &mut std::io::stderr().lock())
+                .context("writing the manifests")?;
+            Ok(if report.errors == 0 {
+                Outcome::Success
+            } else {
+                Outcome::Invalid
+            })
         }
         Command::Bootstrap(args) => {
             controller::run_bootstrap(&args, out)?;
