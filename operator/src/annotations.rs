@@ -122,27 +122,21 @@ impl FromStr for PortRanges {
     type Err = ListError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        items(s)
-            .map(|item| {
-                let bad = |reason| ListError {
-                    item: item.to_owned(),
-                    reason,
-                };
-                let port = |p: &str| match p.trim().parse::<u16>() {
-                    Ok(0) | Err(_) => Err(bad("not a port (1-65535) or a range of ports (a-b)")),
-                    Ok(p) => Ok(p),
-                };
-                let (first, last) = match item.split_once('-') {
-                    Some((a, b)) => (port(a)?, port(b)?),
-                    None => (port(item)?, port(item)?),
-                };
-                if first > last {
-                    return Err(bad("the range ends before it starts"));
-                }
-                Ok(PortRange { first, last })
-            })
-            .collect::<Result<_, _>>()
-            .map(PortRanges)
+        parse_list(s, |item| {
+            let port = |p: &str| match p.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err("not a port (1-65535) or a range of ports (a-b)"),
+                Ok(p) => Ok(p),
+            };
+            let (first, last) = match item.split_once('-') {
+                Some((a, b)) => (port(a)?, port(b)?),
+                None => (port(item)?, port(item)?),
+            };
+            if first > last {
+                return Err("the range ends before it starts");
+            }
+            Ok(PortRange { first, last })
+        })
+        .map(PortRanges)
     }
 }
 
@@ -191,35 +185,29 @@ impl FromStr for Cidrs {
     type Err = ListError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        items(s)
-            .map(|item| {
-                let bad = |reason| ListError {
-                    item: item.to_owned(),
-                    reason,
-                };
-                let (addr, prefix) = match item.split_once('/') {
-                    Some((a, p)) => (a.trim(), Some(p.trim())),
-                    None => (item, None),
-                };
-                let addr: IpAddr = addr
-                    .parse()
-                    .map_err(|_| bad("not an IPv4 or IPv6 CIDR (address/prefix length)"))?;
-                let bits = if addr.is_ipv4() { 32 } else { 128 };
-                let prefix = match prefix {
-                    None => bits,
-                    Some(p) => p
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|p| *p <= bits)
-                        .ok_or_else(|| bad("the prefix length is out of range"))?,
-                };
-                if network(addr, prefix) != addr {
-                    return Err(bad("has bits set past the prefix length"));
-                }
-                Ok(Cidr { addr, prefix })
-            })
-            .collect::<Result<_, _>>()
-            .map(Cidrs)
+        parse_list(s, |item| {
+            let (addr, prefix) = match item.split_once('/') {
+                Some((a, p)) => (a.trim(), Some(p.trim())),
+                None => (item, None),
+            };
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| "not an IPv4 or IPv6 CIDR (address/prefix length)")?;
+            let bits = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => bits,
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= bits)
+                    .ok_or("the prefix length is out of range")?,
+            };
+            if network(addr, prefix) != addr {
+                return Err("has bits set past the prefix length");
+            }
+            Ok(Cidr { addr, prefix })
+        })
+        .map(Cidrs)
     }
 }
 
@@ -249,9 +237,22 @@ fn network(addr: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// The non-blank items of a comma-separated value, trimmed.
-fn items(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|i| !i.is_empty())
+/// Each non-blank item of a comma-separated value, trimmed, read by `item`; the first that does
+/// not read is the error, named.
+fn parse_list<T>(
+    s: &str,
+    item: impl Fn(&str) -> Result<T, &'static str>,
+) -> Result<Vec<T>, ListError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(|i| {
+            item(i).map_err(|reason| ListError {
+                item: i.to_owned(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 fn join<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {

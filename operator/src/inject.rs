@@ -34,6 +34,8 @@ use switchyard_images::Image;
 use crate::annotations::{self, Cidrs, InjectMode, PortRanges};
 
 pub mod admission;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod patch;
 pub mod server;
 pub mod workload;

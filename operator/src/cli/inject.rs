@@ -232,35 +232,31 @@ impl File<'_> {
                 continue;
             }
             let before = object.clone();
-            match inject(object) {
-                Ok(Outcome::NotAWorkload) => {}
+            let done = match inject(object) {
+                Ok(Outcome::NotAWorkload) => continue,
                 Ok(Outcome::Injected(data_plane)) => {
                     changed = true;
                     self.report.injected += 1;
-                    let line = self.line_of(&before, "");
-                    let name = describe(&before);
-                    writeln!(
-                        self.err,
-                        "{}:{line}: {name}: injected ({data_plane})",
-                        self.source
-                    )?;
+                    format!("injected ({data_plane})")
                 }
                 Ok(Outcome::Skipped(reason)) => {
                     self.report.skipped += 1;
-                    let line = self.line_of(&before, "");
-                    let name = describe(&before);
-                    writeln!(
-                        self.err,
-                        "{}:{line}: {name}: not injected: {reason}",
-                        self.source
-                    )?;
+                    format!("not injected: {reason}")
                 }
                 Err(e) => {
                     let line = self.line_of(&before, &e.field);
                     self.error(line, &e.to_string())?;
                     failed = true;
+                    continue;
                 }
-            }
+            };
+            let line = self.line_of(&before, "");
+            writeln!(
+                self.err,
+                "{}:{line}: {}: {done}",
+                self.source,
+                describe(&before)
+            )?;
         }
         if failed {
             return Ok(None);

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::inject::{
     InjectConfig,
+    fixtures::pod_review,
     server::{Annotations, NamespaceSource, event_channel},
 };
 
@@ -761,25 +762,18 @@ impl NamespaceSource for EnrolledNamespaces {
 }
 
 fn admission_body(namespace: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "adm-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "web-0"},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-            },
-        },
-    }))
-    .unwrap()
+    serde_json::to_vec(&pod_review("adm-1", namespace, json!({"name": "web-0"}))).unwrap()
+}
+
+/// An HTTP/2 connection to the server, as the API server opens one.
+async fn h2(running: &Running) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tls = running.connect().await;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 async fn post(
@@ -808,12 +802,7 @@ async fn serves_injection_next_to_conversion_and_a_failed_read_is_a_500() {
         events,
     );
     let running = start_with(dir.path(), &pki, &[b"h2"], Some(Arc::new(injector))).await;
-    let tls = running.connect().await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2(&running).await;
 
     let (status, body) = post(&mut sender, "/inject", admission_body("demo")).await;
     assert_eq!(status, StatusCode::OK);
@@ -840,12 +829,7 @@ async fn serves_injection_next_to_conversion_and_a_failed_read_is_a_500() {
 
     // Without an injector, there is no /inject.
     let running = start(dir.path(), &pki, &[b"h2"]).await;
-    let tls = running.connect().await;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2(&running).await;
     let (status, _) = post(&mut sender, "/inject", admission_body("demo")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     drop(sender);

@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::annotations;
+use crate::{annotations, inject::fixtures::pod_review};
 
 fn config() -> InjectConfig {
     InjectConfig::new("switchyard-system")
@@ -9,36 +9,21 @@ fn config() -> InjectConfig {
 
 /// A review of a Pod a ReplicaSet creates (no name yet, no namespace in its metadata).
 fn review(namespace: &str, pod_annotations: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "4b9c-uid",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "generateName": "web-5d9c-",
-                    "annotations": pod_annotations,
-                    "ownerReferences": [{
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": "web-5d9c",
-                        "uid": "rs-uid",
-                        "controller": true,
-                    }],
-                },
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-            },
-            "oldObject": null,
-            "dryRun": false,
-        },
-    })
+    pod_review(
+        "4b9c-uid",
+        namespace,
+        json!({
+            "generateName": "web-5d9c-",
+            "annotations": pod_annotations,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "web-5d9c",
+                "uid": "rs-uid",
+                "controller": true,
+            }],
+        }),
+    )
 }
 
 fn request(review: &Value) -> AdmissionRequest<Pod> {

@@ -6,7 +6,10 @@ use std::sync::{
 use serde_json::{Value, json};
 
 use super::*;
-use crate::{annotations, inject::admission::INJECTED};
+use crate::{
+    annotations,
+    inject::{admission::INJECTED, fixtures::pod_review},
+};
 
 /// Namespaces from a table, counting reads; `broken` fails every read.
 #[derive(Default)]
@@ -29,26 +32,7 @@ impl NamespaceSource for FakeNamespaces {
 }
 
 fn body(namespace: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "web-0"},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-            },
-            "dryRun": false,
-        },
-    }))
-    .unwrap()
+    serde_json::to_vec(&pod_review("u1", namespace, json!({"name": "web-0"}))).unwrap()
 }
 
 fn injector(namespaces: FakeNamespaces) -> (Injector, mpsc::Receiver<Note>) {
