@@ -12,6 +12,7 @@ pub mod images;
 pub mod kube;
 pub mod kube_mesh;
 pub mod mesh;
+pub mod netns;
 
 /// The workspace root (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> &'static Path {

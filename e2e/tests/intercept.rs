@@ -22,19 +22,17 @@
 )]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rustix::thread::{Gid, LinkNameSpaceType, Uid};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use switchyard_e2e::netns::Netns;
 
 const PROXY_UID: u32 = 1337;
 /// Any other user, for the app.
@@ -64,12 +62,6 @@ const APP_PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 // === Utils ===
-
-/// A network namespace of this test's own, deleted (with its veth end) when dropped.
-struct Netns {
-    name: String,
-    file: File,
-}
 
 /// Who a client connection is made as.
 #[derive(Clone, Copy, Debug)]
@@ -104,70 +96,6 @@ struct Lab {
     pod: Netns,
     world: Netns,
     dir: tempfile::TempDir,
-}
-
-impl Netns {
-    fn new(name: String) -> Self {
-        require_root_and_tools();
-        // A namespace left by a crashed run of the same PID would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
-        let file = File::open(Path::new("/run/netns").join(&name)).unwrap();
-        let ns = Netns { name, file };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args));
-    }
-
-    /// `ip netns exec <ns> <program> <args>`.
-    fn exec(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
-        command
-    }
-
-    /// Runs `f` on a thread that has entered this namespace as `who`: sockets it creates live
-    /// here, and the ones it connects are owned by `who`.
-    fn enter<T: Send>(&self, who: Who, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                rustix::thread::move_into_link_name_space(
-                    self.file.as_fd(),
-                    Some(LinkNameSpaceType::Network),
-                )
-                .expect("setns into the test's network namespace");
-                // Per-thread credentials (raw setresuid/setresgid), so the rest of the test
-                // stays root. The group first: after the UID changes, it cannot.
-                let (uid, gid) = match who {
-                    Who::Root => (0, 0),
-                    Who::Proxy => (PROXY_UID, PROXY_UID),
-                    Who::ProxyGroup => (APP_UID, PROXY_UID),
-                    Who::App => (APP_UID, APP_UID),
-                };
-                if uid != 0 {
-                    let gid = Gid::from_raw(gid);
-                    rustix::thread::set_thread_groups(&[]).unwrap();
-                    rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
-                    let uid = Uid::from_raw(uid);
-                    rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
-                }
-                f()
-            })
-            .join()
-            .expect("the thread in the namespace panicked")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
 }
 
 impl Servers {
@@ -228,6 +156,7 @@ impl Drop for Servers {
 impl Lab {
     /// The two namespaces, wired and addressed; `tag` keeps parallel tests apart.
     fn new(tag: &str) -> Self {
+        require_root_and_tools();
         let id = std::process::id();
         let pod = Netns::new(format!("sy-pod-{id}-{tag}"));
         let world = Netns::new(format!("sy-world-{id}-{tag}"));
@@ -241,7 +170,7 @@ impl Lab {
             "name",
             "eth0",
             "netns",
-            &world.name,
+            world.name(),
         ]);
         for (ns, v4, v6) in [(&pod, POD_V4, POD_V6), (&world, WORLD_V4, WORLD_V6)] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
@@ -339,7 +268,7 @@ impl Lab {
     fn serve(&self) -> Servers {
         let mut servers = Servers::default();
         let tcp = |ns: &Netns, ip: IpAddr, port: u16| -> TcpListener {
-            ns.enter(Who::Root, || {
+            ns.enter(|| {
                 let socket = Socket::new(
                     Domain::for_address(SocketAddr::new(ip, port)),
                     Type::STREAM,
@@ -371,11 +300,21 @@ impl Lab {
             servers.tcp(tcp(&self.world, any, 80), Reply::Local("remote"));
             servers.tcp(tcp(&self.world, any, SKIPPED_PORT), Reply::Local("remote"));
         }
-        let udp = self.world.enter(Who::Root, || {
-            UdpSocket::bind(SocketAddr::new(SERVICE_V4.into(), 53)).unwrap()
-        });
+        let udp = self
+            .world
+            .enter(|| UdpSocket::bind(SocketAddr::new(SERVICE_V4.into(), 53)).unwrap());
         servers.udp(udp);
         servers
+    }
+}
+
+/// Runs `f` in `ns` as `who`.
+fn enter<T: Send>(ns: &Netns, who: Who, f: impl FnOnce() -> T + Send) -> T {
+    match who {
+        Who::Root => ns.enter(f),
+        Who::Proxy => ns.enter_as(PROXY_UID, PROXY_UID, f),
+        Who::ProxyGroup => ns.enter_as(APP_UID, PROXY_UID, f),
+        Who::App => ns.enter_as(APP_UID, APP_UID, f),
     }
 }
 
@@ -520,8 +459,8 @@ fn intercepts_with(backend: &str, tag: &str) {
 
     let _servers = lab.serve();
     let pod =
-        |who: Who, dest: SocketAddr, from: Option<IpAddr>| lab.pod.enter(who, || ask(dest, from));
-    let world = |dest: SocketAddr| lab.world.enter(Who::Root, || ask(dest, None));
+        |who: Who, dest: SocketAddr, from: Option<IpAddr>| enter(&lab.pod, who, || ask(dest, from));
+    let world = |dest: SocketAddr| lab.world.enter(|| ask(dest, None));
 
     // Outbound: the app's TCP goes to the outbound proxy, which recovers where it was going.
     for (service, skipped) in [
@@ -560,7 +499,7 @@ fn intercepts_with(backend: &str, tag: &str) {
     }
 
     // UDP (DNS) is never redirected.
-    let udp = lab.pod.enter(Who::App, || {
+    let udp = enter(&lab.pod, Who::App, || {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         socket.set_read_timeout(Some(TIMEOUT)).unwrap();
         socket.send_to(b"query", to(SERVICE_V4, 53)).unwrap();
@@ -615,6 +554,7 @@ fn nft_redirects_exactly_what_it_should() {
 #[test]
 fn legacy_redirects_exactly_what_it_should() {
     // Fail, not skip, when this kernel has no legacy x_tables: the lead must know.
+    require_root_and_tools();
     let probe = Netns::new(format!("sy-probe-{}", std::process::id()));
     let output = probe
         .exec("iptables-legacy")
