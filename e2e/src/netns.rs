@@ -102,10 +102,13 @@ impl Netns {
                 if let Some((uid, gid)) = user {
                     // The group first: once the UID is not root, it cannot change.
                     let gid = Gid::from_raw(gid);
-                    rustix::thread::set_thread_groups(&[]).expect("setgroups");
-                    rustix::thread::set_thread_res_gid(gid, gid, gid).expect("setresgid");
+                    rustix::thread::set_thread_groups(&[])
+                        .unwrap_or_else(|e| panic!("setgroups: {e}"));
+                    rustix::thread::set_thread_res_gid(gid, gid, gid)
+                        .unwrap_or_else(|e| panic!("setresgid: {e}"));
                     let uid = Uid::from_raw(uid);
-                    rustix::thread::set_thread_res_uid(uid, uid, uid).expect("setresuid");
+                    rustix::thread::set_thread_res_uid(uid, uid, uid)
+                        .unwrap_or_else(|e| panic!("setresuid: {e}"));
                 }
                 f()
             })

@@ -321,7 +321,7 @@ fn proxy_init_runs_from_the_operator_image(
     let (_, archive) = built.iter().find(|(i, _)| *i == Image::Operator).unwrap();
     let mut spec = image_spec(
         Image::Operator,
-        &switchyard_e2e::switchyard_bin(),
+        switchyard_e2e::switchyard_bin(),
         "localhost",
         TAG,
     );
