@@ -57,6 +57,21 @@ pub fn echo_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("switchyard-echo", "SWITCHYARD_ECHO_BIN"))
 }
 
+/// Panics, saying `why` the test needs root, unless this process's effective UID is 0.
+///
+/// # Panics
+///
+/// As said, or when `/proc/self/status` cannot be read.
+pub fn require_root(why: &str) {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| panic!("/proc/self/status: {e}"));
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    assert_eq!(euid, Some("0"), "{why}, which needs root");
+}
+
 /// Which data plane the end-to-end suites run on: `SWITCHYARD_DATA_PLANE=bundled|envoy`,
 /// Envoy when unset. The manifests and assertions are the same for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

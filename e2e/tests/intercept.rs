@@ -366,16 +366,8 @@ fn run_ok(command: &mut Command) {
 }
 
 fn require_root_and_tools() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap();
-    assert_eq!(
-        euid, "0",
-        "the interception tests create network namespaces and install iptables rules in \
-         them, which needs root"
+    switchyard_e2e::require_root(
+        "the interception tests create network namespaces and install iptables rules in them",
     );
     for program in ["ip", "iptables-nft", "iptables-legacy"] {
         let found = Command::new("sh")

@@ -200,16 +200,7 @@ impl Drop for Containerd {
 }
 
 fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap();
-    assert_eq!(
-        uid, "0",
-        "this test runs a private containerd and runc, which needs root"
-    );
+    switchyard_e2e::require_root("this test runs a private containerd and runc");
 }
 
 fn processes_naming(dir: &Path) -> Vec<u32> {

@@ -171,15 +171,10 @@ impl FromIterator<PortRange> for PortList {
     }
 }
 
+/// As the annotations write it: `80,443,8000-8010`.
 impl fmt::Display for PortList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{r}")?;
-        }
-        Ok(())
+        comma_separated(f, &self.0)
     }
 }
 
@@ -269,16 +264,21 @@ impl FromIterator<Cidr> for CidrList {
     }
 }
 
+/// As the annotations write it: `10.0.0.0/8,fd00::/8`.
 impl fmt::Display for CidrList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, c) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{c}")?;
-        }
-        Ok(())
+        comma_separated(f, &self.0)
     }
+}
+
+fn comma_separated(f: &mut fmt::Formatter<'_>, items: &[impl fmt::Display]) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
 }
 
 /// The elements of a comma-separated `value`, each parsed by `parse`.
