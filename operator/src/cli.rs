@@ -15,6 +15,7 @@ pub mod controller;
 pub mod install;
 pub mod kubeconfig;
 pub mod local;
+pub mod proxy_init;
 pub mod validate;
 
 #[cfg(test)]
@@ -42,6 +43,9 @@ pub enum Command {
     Controller(controller::ControllerArgs),
     /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
     Bootstrap(controller::BootstrapArgs),
+    /// Set up a Pod's traffic interception (nat redirect rules, iptables-nft or -legacy) and
+    /// write its proxy's bootstrap: the command of the init container the injector adds.
+    ProxyInit(proxy_init::ProxyInitArgs),
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
@@ -116,6 +120,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Bootstrap(args) => {
             controller::run_bootstrap(&args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::ProxyInit(args) => {
+            proxy_init::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::Compile(args) => {

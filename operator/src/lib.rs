@@ -8,6 +8,7 @@ pub mod controller;
 pub mod identity;
 pub mod index;
 pub mod install;
+pub mod intercept;
 pub mod local;
 pub mod publish;
 pub mod webhook;
