@@ -12,6 +12,7 @@ pub mod images;
 pub mod kube;
 pub mod kube_mesh;
 pub mod mesh;
+pub mod netns;
 
 /// The workspace root (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> &'static Path {
@@ -54,6 +55,21 @@ pub fn proxy_bin() -> &'static Path {
 pub fn echo_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| workspace_bin("switchyard-echo", "SWITCHYARD_ECHO_BIN"))
+}
+
+/// Panics, saying `why` the test needs root, unless this process's effective UID is 0.
+///
+/// # Panics
+///
+/// As said, or when `/proc/self/status` cannot be read.
+pub fn require_root(why: &str) {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| panic!("/proc/self/status: {e}"));
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    assert_eq!(euid, Some("0"), "{why}, which needs root");
 }
 
 /// Which data plane the end-to-end suites run on: `SWITCHYARD_DATA_PLANE=bundled|envoy`,

@@ -607,12 +607,15 @@ fn switchyard_check_passes_on_the_running_install_and_says_how_to_fix_a_missing_
 
     // Both gone: the webhook Service has no endpoints and conversions fail.
     mesh.delete_operator_pod(&ops[1].name);
+    // Until the deleted Pods have exited, a terminating one may still answer conversions.
     wait_for(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let (code, text) = check();
             last = text;
-            code == Some(1) && last.contains("no ready endpoints")
+            code == Some(1)
+                && last.contains("no ready endpoints")
+                && last.contains("FAIL conversion webhook")
         },
         "switchyard check to report the webhook Service without endpoints",
     );

@@ -1,10 +1,12 @@
-//! A node cluster leaves nothing behind: after a clean teardown the host has the same
-//! processes, interfaces, routes, iptables rules, mounts and cgroups as before; after its
-//! harness is SIGKILLed, the kernel has removed every process, interface and mount, and the next
-//! cluster's reaper removes the rest.
+//! A node cluster leaves nothing behind: after a clean teardown the host has none of its
+//! processes, interfaces, routes, cgroups or locks, and the same iptables rules and mounts as
+//! before; after its harness is SIGKILLed, the kernel has removed every process, interface and
+//! mount, and the next cluster's reaper removes the rest.
 //!
-//! Its own test binary, one test: it compares the whole host before and after, so no other
-//! cluster may start or stop meanwhile in this process.
+//! Other clusters may run on the machine meanwhile (another test binary): what belongs to a
+//! cluster is told apart by its index (its interface `swy<n>`, cgroups `switchyard-kube-<n>`,
+//! lock `<n>.lock`) and its pid namespace; the host's own iptables rules and mounts, which no
+//! cluster touches, are compared whole.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,10 +14,10 @@ use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use switchyard_e2e::{
     images::node_images,
-    kube::{KubeCluster, harness_bin_dir},
+    kube::{KubeCluster, Node, harness_bin_dir},
 };
 
-/// What a cluster could leave on the host, as comparable lines.
+/// What is on the host, as comparable lines.
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
     links: BTreeSet<String>,
@@ -23,8 +25,93 @@ struct HostState {
     iptables: BTreeSet<String>,
     mounts: BTreeSet<String>,
     cgroups: BTreeSet<String>,
-    processes: BTreeSet<String>,
     locks: BTreeSet<String>,
+}
+
+/// What of it belongs to one cluster, plus the host-wide state no cluster may change.
+#[derive(Debug, PartialEq, Eq)]
+struct Footprint {
+    links: BTreeSet<String>,
+    routes: BTreeSet<String>,
+    cgroups: BTreeSet<String>,
+    locks: BTreeSet<String>,
+    processes: BTreeSet<u32>,
+    iptables: BTreeSet<String>,
+    mounts: BTreeSet<String>,
+}
+
+/// A cluster's identity on the host, taken while it runs.
+struct Tracked {
+    index: u8,
+    link: String,
+    /// `pid:[inode]` of its pid namespace.
+    pid_ns: String,
+}
+
+impl Tracked {
+    fn of(node: &Node) -> Tracked {
+        Tracked {
+            index: node.index,
+            link: node.host_link.clone(),
+            pid_ns: std::fs::read_link(format!("/proc/{}/ns/pid", node.init_pid))
+                .unwrap()
+                .display()
+                .to_string(),
+        }
+    }
+
+    fn footprint(&self, s: &HostState) -> Footprint {
+        let cgroup = format!("switchyard-kube-{}", self.index);
+        let processes = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let cgroups =
+                    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                ns == self.pid_ns || cgroups.contains(&format!("/{cgroup}/"))
+            })
+            .collect();
+        Footprint {
+            links: s
+                .links
+                .iter()
+                .filter(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|n| n.trim().split('@').next() == Some(self.link.as_str()))
+                })
+                .cloned()
+                .collect(),
+            routes: s
+                .routes
+                .iter()
+                .filter(|r| {
+                    r.contains(&format!("dev {} ", self.link))
+                        || r.ends_with(&format!("dev {}", self.link))
+                })
+                .cloned()
+                .collect(),
+            cgroups: s
+                .cgroups
+                .iter()
+                .filter(|c| c.ends_with(&cgroup))
+                .cloned()
+                .collect(),
+            locks: s
+                .locks
+                .iter()
+                .filter(|l| **l == format!("{}.lock", self.index))
+                .cloned()
+                .collect(),
+            processes,
+            iptables: s.iptables.clone(),
+            mounts: s.mounts.clone(),
+        }
+    }
 }
 
 fn lines(program: &str, args: &[&str]) -> BTreeSet<String> {
@@ -53,30 +140,6 @@ fn host_state() -> HostState {
         .map(|e| e.path().display().to_string())
         .filter(|p| p.contains("switchyard-kube"))
         .collect();
-    let processes = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        // A cluster's programs, whatever their arguments (not, say, a cargo build naming one).
-        .filter(|c| {
-            let program = c.split(' ').next().unwrap_or_default();
-            let name = program.rsplit('/').next().unwrap_or_default();
-            [
-                "kube-node",
-                "containerd",
-                "containerd-shim-runc-v2",
-                "pause",
-                "switchyard-echo",
-            ]
-            .contains(&name)
-        })
-        .collect();
     let locks = std::fs::read_dir("/run/switchyard-kube")
         .into_iter()
         .flatten()
@@ -100,7 +163,6 @@ fn host_state() -> HostState {
             .map(str::to_owned)
             .collect(),
         cgroups,
-        processes,
         locks,
     }
 }
@@ -122,6 +184,20 @@ fn cluster_with_a_pod() -> KubeCluster {
     cluster
 }
 
+/// Waits until `ok` holds for the footprint (the kernel removes a dead namespace's processes and
+/// interfaces asynchronously), and returns the last footprint.
+fn settle(tracked: &Tracked, ok: impl Fn(&Footprint) -> bool) -> Footprint {
+    let mut f = tracked.footprint(&host_state());
+    for _ in 0..150 {
+        if ok(&f) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        f = tracked.footprint(&host_state());
+    }
+    f
+}
+
 #[test]
 fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed() {
     // Images are built before the first snapshot: they are files, not host state. What an
@@ -133,74 +209,76 @@ fn a_node_cluster_leaves_the_host_as_it_found_it_even_when_its_harness_is_killed
         .unwrap();
     assert!(reaped.success(), "kube-node reap: {reaped}");
     let before = host_state();
-    assert!(
-        before.cgroups.is_empty(),
-        "left after a reap: {:?}",
-        before.cgroups
-    );
 
     // A clean stop: the test process's exit closes the harness's standard input.
     let cluster = cluster_with_a_pod();
-    let node = cluster.node().unwrap().clone();
-    let during = host_state();
-    assert!(
-        during.links.iter().any(|l| l.contains(&node.host_link)),
-        "no {} while the cluster runs: {:?}",
-        node.host_link,
+    let tracked = Tracked::of(cluster.node().unwrap());
+    let during = tracked.footprint(&host_state());
+    assert_eq!(
+        during.links.len(),
+        1,
+        "{} while it runs: {:?}",
+        tracked.link,
         during.links
     );
     assert!(
-        !during.cgroups.is_empty(),
-        "no cgroups while the cluster runs"
+        during.routes.len() >= 2,
+        "routes while it runs: {:?}",
+        during.routes
     );
+    assert!(!during.cgroups.is_empty(), "no cgroups while it runs");
+    assert_eq!(during.locks.len(), 1, "no lock while it runs");
+    assert!(
+        during.processes.len() >= 8,
+        "processes while it runs: {:?}",
+        during.processes
+    );
+    let empty = |f: &Footprint| {
+        f.links.is_empty()
+            && f.routes.is_empty()
+            && f.cgroups.is_empty()
+            && f.locks.is_empty()
+            && f.processes.is_empty()
+            && f.iptables == before.iptables
+            && f.mounts == before.mounts
+    };
     let status = cluster.stop();
     assert!(status.success(), "kube-node cluster exited with {status}");
-    assert_eq!(host_state(), before, "after a clean teardown");
+    let after = settle(&tracked, empty);
+    assert!(empty(&after), "after a clean teardown: {after:?}");
 
     // A SIGKILL: the kernel ends every process of the cluster (its init dies with the
     // harness) and with them its namespaces, interfaces, routes, rules and mounts.
     let cluster = cluster_with_a_pod();
+    let killed = Tracked::of(cluster.node().unwrap());
     cluster.kill();
-    // The kernel removes a dead namespace's interfaces asynchronously, after its last process.
-    let gone = |s: &HostState| {
-        s.processes == before.processes
-            && s.links == before.links
-            && s.routes == before.routes
-            && s.iptables == before.iptables
-            && s.mounts == before.mounts
+    let kernel_done = |f: &Footprint| {
+        f.processes.is_empty()
+            && f.links.is_empty()
+            && f.routes.is_empty()
+            && f.iptables == before.iptables
+            && f.mounts == before.mounts
     };
-    let mut after_kill = host_state();
-    for _ in 0..100 {
-        if gone(&after_kill) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        after_kill = host_state();
-    }
-    assert_eq!(
-        after_kill.processes, before.processes,
-        "processes after SIGKILL"
-    );
-    assert_eq!(after_kill.links, before.links, "interfaces after SIGKILL");
-    assert_eq!(after_kill.routes, before.routes, "routes after SIGKILL");
-    assert_eq!(
-        after_kill.iptables, before.iptables,
-        "iptables after SIGKILL"
-    );
-    assert_eq!(after_kill.mounts, before.mounts, "mounts after SIGKILL");
+    let after_kill = settle(&killed, kernel_done);
+    assert!(kernel_done(&after_kill), "after SIGKILL: {after_kill:?}");
     // What only a live process can remove: the reaper's work.
-    assert_ne!(
-        after_kill.cgroups, before.cgroups,
+    assert!(
+        !after_kill.cgroups.is_empty(),
         "cgroups vanished by themselves"
     );
+    assert!(!after_kill.locks.is_empty(), "the lock vanished by itself");
 
     // The next cluster reaps the dead one's cgroups, lock and state directory.
     let cluster = cluster_with_a_pod();
+    let next = Tracked::of(cluster.node().unwrap());
     let status = cluster.stop();
     assert!(status.success(), "kube-node cluster exited with {status}");
-    assert_eq!(
-        host_state(),
-        before,
-        "after a reaped SIGKILL and a clean teardown"
-    );
+    for t in [&killed, &next] {
+        let f = settle(t, empty);
+        assert!(
+            empty(&f),
+            "cluster {} after a reap and a clean teardown: {f:?}",
+            t.index
+        );
+    }
 }

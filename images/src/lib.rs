@@ -6,7 +6,9 @@
 //! `ctr -n k8s.io images import`, `kind load image-archive` and `skopeo copy oci-archive:…` read,
 //! without a registry or a container daemon. Images are `FROM scratch`-like: the binary, exactly
 //! the shared libraries its ELF headers ask for, `/etc/passwd`, `/etc/group`,
-//! `/etc/nsswitch.conf` and an empty `/tmp`. The same inputs always give the same bytes.
+//! `/etc/nsswitch.conf` and an empty `/tmp`; the operator's also carries the host's iptables (both
+//! backends, for the `switchyard proxy-init` init container). The same inputs always give the
+//! same bytes.
 
 #![forbid(unsafe_code)]
 
@@ -26,7 +28,9 @@ mod spec;
 #[cfg(feature = "build")]
 pub use elf::ElfError;
 #[cfg(feature = "build")]
-pub use set::{BuiltSet, SetInputs, build_set, envoy_elf, image_spec};
+pub use set::{
+    BuiltSet, SetInputs, XTABLES_BINARIES, XTABLES_MODULES, build_set, envoy_elf, image_spec,
+};
 #[cfg(feature = "build")]
 pub use spec::{BuildError, BuiltImage, DirCopy, FileSpec, ImageSpec, Owner, Symlink, build};
 

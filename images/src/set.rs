@@ -6,7 +6,22 @@ use std::path::{Path, PathBuf};
 
 use crate::Image;
 use crate::elf::{self, ElfError};
-use crate::spec::{BuildError, BuiltImage, FileSpec, ImageSpec, Owner, build};
+use crate::spec::{BuildError, BuiltImage, DirCopy, FileSpec, ImageSpec, Owner, Symlink, build};
+
+/// The two multi-call binaries of Debian's `iptables` package, which the operator image carries
+/// for `switchyard proxy-init` (the injected init container's command). Host path = image path.
+pub const XTABLES_BINARIES: [&str; 2] = [
+    "/usr/sbin/xtables-nft-multi",
+    "/usr/sbin/xtables-legacy-multi",
+];
+
+/// The iptables extension modules (`libxt_owner.so`, `libxt_REDIRECT.so`…). They are
+/// `dlopen`ed, so no ELF header names them: the directory is copied whole, and the builder
+/// resolves each module's own libraries like any ELF file's.
+pub const XTABLES_MODULES: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+
+/// The operator image's `PATH`: iptables lives in `/usr/sbin`.
+const OPERATOR_PATH: &str = "/usr/local/bin:/usr/sbin:/usr/bin:/bin";
 
 /// The binaries the images are made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +100,9 @@ pub fn image_spec(image: Image, binary: &Path, registry: &str, tag: &str) -> Ima
     });
     spec.entrypoint = vec![dest.to_owned()];
     spec.args = args.iter().map(|a| (*a).to_owned()).collect();
+    if image == Image::Operator {
+        add_iptables(&mut spec);
+    }
     spec.labels = BTreeMap::from([
         (
             "org.opencontainers.image.title".to_owned(),
@@ -100,6 +118,43 @@ pub fn image_spec(image: Image, binary: &Path, registry: &str, tag: &str) -> Ima
         ),
     ]);
     spec
+}
+
+/// iptables for `switchyard proxy-init`: both backends' binaries, the names it runs them by
+/// (`iptables-nft-restore`, `ip6tables-legacy-save`…; the plain names are nft, as on Debian),
+/// and the extension modules. The multi-call binaries pick their personality from the name
+/// they are run by, so every name is a symbolic link. No `/etc/protocols` or `/etc/services`:
+/// the rules name protocols and ports by number (`tcp` is built in), so iptables looks neither
+/// up.
+fn add_iptables(spec: &mut ImageSpec) {
+    for binary in XTABLES_BINARIES {
+        spec.files.push(FileSpec {
+            source: binary.into(),
+            dest: binary.to_owned(),
+            mode: Some(0o755),
+            owner: Owner::default(),
+        });
+    }
+    spec.dirs.push(DirCopy {
+        source: XTABLES_MODULES.into(),
+        dest: XTABLES_MODULES.to_owned(),
+        owner: Owner::default(),
+    });
+    for family in ["iptables", "ip6tables"] {
+        for tool in ["", "-save", "-restore"] {
+            for (backend, target) in [
+                ("-nft", "xtables-nft-multi"),
+                ("-legacy", "xtables-legacy-multi"),
+                ("", "xtables-nft-multi"),
+            ] {
+                spec.symlinks.push(Symlink {
+                    path: format!("/usr/sbin/{family}{backend}{tool}"),
+                    target: target.to_owned(),
+                });
+            }
+        }
+    }
+    spec.env.push(("PATH".to_owned(), OPERATOR_PATH.to_owned()));
 }
 
 /// Builds every image into `out_dir` as `<repository>.tar`, named `{registry}/{repository}:{tag}`
@@ -126,6 +181,15 @@ pub fn build_set(
         ..inputs.clone()
     };
     // Every input is checked before anything is written.
+    for path in XTABLES_BINARIES.iter().chain([&XTABLES_MODULES]) {
+        if !Path::new(path).exists() {
+            let missing = BuildError::HostPackage {
+                path: PathBuf::from(path),
+                package: "iptables",
+            };
+            return Err(in_image(Image::Operator)(missing));
+        }
+    }
     for image in Image::ALL {
         let binary = inputs.binary(image);
         match elf::read(binary) {

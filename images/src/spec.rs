@@ -132,6 +132,16 @@ pub enum BuildError {
         /// "regular file" or "directory".
         expected: &'static str,
     },
+    /// A file an image takes from a Debian package of the build host is missing.
+    #[error(
+        "{path}: not found: the image takes it from Debian's {package} package (apt-get install {package})"
+    )]
+    HostPackage {
+        /// The host path.
+        path: PathBuf,
+        /// The Debian package that installs it.
+        package: &'static str,
+    },
     /// An ELF input cannot be read, or a library it needs cannot be found.
     #[error(transparent)]
     Elf(#[from] ElfError),

@@ -19,6 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use switchyard_e2e::netns::Netns;
 use switchyard_images::{BuiltImage, Image, build, envoy_elf, image_spec};
 
 const TAG: &str = "containerd-test";
@@ -111,9 +112,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         self.ctr_command().args(args).output().unwrap()
     }
 
-    /// `ctr run --rm`, with runc's state and the stdio FIFOs in this test's directory and no
-    /// cgroup for the container.
+    /// `ctr run --rm` in the host's network namespace, with runc's state and the stdio FIFOs
+    /// in this test's directory and no cgroup for the container.
     fn run_command(&self, image: &str, id: &str, args: &[&str]) -> Command {
+        self.run_command_with(&["--net-host"], image, id, args)
+    }
+
+    /// [`Containerd::run_command`] with other `ctr run` options than `--net-host`.
+    fn run_command_with(&self, options: &[&str], image: &str, id: &str, args: &[&str]) -> Command {
         let mut command = self.ctr_command();
         command
             .arg("run")
@@ -123,13 +129,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             .arg("--fifo-dir")
             .arg(self.dir.path().join("fifo"))
             .arg("--cgroup=")
-            .args(["--net-host", image, id])
+            .args(options)
+            .args([image, id])
             .args(args);
         command
     }
 
     fn run(&self, image: &str, id: &str, args: &[&str]) -> (i32, String) {
-        let output = self.run_command(image, id, args).output().unwrap();
+        self.run_with(&["--net-host"], image, id, args)
+    }
+
+    fn run_with(&self, options: &[&str], image: &str, id: &str, args: &[&str]) -> (i32, String) {
+        let output = self
+            .run_command_with(options, image, id, args)
+            .output()
+            .unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -186,16 +200,7 @@ impl Drop for Containerd {
 }
 
 fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .unwrap();
-    assert_eq!(
-        uid, "0",
-        "this test runs a private containerd and runc, which needs root"
-    );
+    switchyard_e2e::require_root("this test runs a private containerd and runc");
 }
 
 fn processes_naming(dir: &Path) -> Vec<u32> {
@@ -239,6 +244,135 @@ fn uid_of(pid: u32) -> String {
         .to_owned()
 }
 
+/// The operator image as the injected init container uses it: its iptables run, `proxy-init
+/// --dry-run` works as the image's own user, and, as root with `NET_ADMIN` in a network
+/// namespace of the test's own (the init container's `runAsUser: 0`), `proxy-init` installs the
+/// rules with either backend and writes the bootstrap.
+fn proxy_init_runs_from_the_operator_image(
+    containerd: &Containerd,
+    namespaces: &[(&str, Netns)],
+    built: &[(Image, BuiltImage)],
+    out: &Path,
+) {
+    let operator = Image::Operator.reference("localhost", TAG);
+    for (program, backend) in [
+        ("iptables-nft", "(nf_tables)"),
+        ("ip6tables-legacy", "(legacy)"),
+    ] {
+        let (code, text) = containerd.run(&operator, program, &[program, "--version"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.starts_with("ip") && text.contains(backend),
+            "{program}: {text}"
+        );
+    }
+
+    let secrets = out.join("secrets");
+    let run = out.join("run");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(secrets.join("token"), "a-token\n").unwrap();
+    // The proxy's UID writes nothing here; the init container (root) does.
+    let mounts = [
+        format!(
+            "type=bind,src={},dst=/var/run/secrets/switchyard,options=rbind:ro",
+            secrets.display()
+        ),
+        format!(
+            "type=bind,src={},dst=/var/run/switchyard,options=rbind:rw",
+            run.display()
+        ),
+    ];
+    let pod_flags = [
+        "switchyard",
+        "proxy-init",
+        "--pod",
+        "demo/web-0",
+        "--pod-ip",
+        "10.244.0.7",
+        "--token-file",
+        "/var/run/secrets/switchyard/token",
+        "--bootstrap-out",
+        "/var/run/switchyard/bootstrap.json",
+        "--skip-outbound-ports",
+        "5432",
+    ];
+    let mut options = vec!["--net-host"];
+    for m in &mounts {
+        options.extend(["--mount", m]);
+    }
+    let dry: Vec<&str> = pod_flags.iter().copied().chain(["--dry-run"]).collect();
+    let (code, text) = containerd.run_with(&options, &operator, "proxy-init-dry", &dry);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("dry run: nothing is changed"), "{text}");
+    assert!(text.contains("--to-ports 15001"), "{text}");
+    assert!(!run.join("bootstrap.json").exists(), "{text}");
+
+    // ctr has no --user: the same spec, as root.
+    let (_, archive) = built.iter().find(|(i, _)| *i == Image::Operator).unwrap();
+    let mut spec = image_spec(
+        Image::Operator,
+        switchyard_e2e::switchyard_bin(),
+        "localhost",
+        TAG,
+    );
+    spec.name = format!("localhost/switchyard-as-root:{TAG}");
+    spec.user = switchyard_images::User { uid: 0, gid: 0 };
+    let root = build(&spec, &out.join("switchyard-as-root.tar")).unwrap();
+    assert_ne!(root.digest, archive.digest);
+    let imported = containerd.ctr(&["images", "import", &root.path.to_string_lossy()]);
+    assert!(imported.status.success(), "{imported:?}");
+
+    for (backend, netns) in namespaces {
+        let with_ns = format!("network:{}", netns.path().display());
+        let mut options = vec!["--with-ns", &with_ns, "--cap-add", "CAP_NET_ADMIN"];
+        for m in &mounts {
+            options.extend(["--mount", m]);
+        }
+        let args: Vec<&str> = pod_flags
+            .iter()
+            .copied()
+            .chain(["--iptables", backend])
+            .collect();
+        let (code, text) = containerd.run_with(
+            &options,
+            &root.name,
+            &format!("proxy-init-{backend}"),
+            &args,
+        );
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains(&format!("iptables: {backend} (--iptables says so)")),
+            "{text}"
+        );
+        assert!(
+            text.contains("wrote /var/run/switchyard/bootstrap.json"),
+            "{text}"
+        );
+        // The rules are in the namespace, as the host's own iptables sees them.
+        let saved = netns
+            .exec(format!("iptables-{backend}-save"))
+            .args(["-t", "nat"])
+            .output()
+            .unwrap();
+        let saved = String::from_utf8_lossy(&saved.stdout);
+        assert!(
+            saved.contains("-A SWITCHYARD_OUTPUT -p tcp -m multiport --dports 5432 -m comment --comment \"switchyard/skip-outbound-ports\" -j RETURN"),
+            "{saved}"
+        );
+        assert!(
+            saved.contains(
+                "-A OUTPUT -p tcp -m comment --comment \"switchyard/outbound\" -j SWITCHYARD_OUTPUT"
+            ),
+            "{saved}"
+        );
+        let bootstrap: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("bootstrap.json")).unwrap()).unwrap();
+        assert_eq!(bootstrap["node"]["id"], "demo/web-0");
+        std::fs::remove_file(run.join("bootstrap.json")).unwrap();
+    }
+}
+
 // === Tests ===
 
 #[test]
@@ -256,6 +390,13 @@ fn images_import_and_run_in_containerd() {
         .map(|(image, binary)| (*image, build_image(*image, binary, out.path())))
         .collect();
 
+    // Before containerd: its private mount namespace only sees the `ip netns` mounts that
+    // exist when it starts. Deleted after it stops.
+    require_root();
+    let namespaces = ["nft", "legacy"].map(|backend| {
+        let name = format!("sy-ctr-{}-{backend}", std::process::id());
+        (backend, Netns::new(name))
+    });
     let containerd = Containerd::start();
     let dir = containerd.dir.path().to_owned();
     for (image, archive) in &built {
@@ -288,6 +429,8 @@ fn images_import_and_run_in_containerd() {
     );
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("Usage: switchyard"), "{text}");
+
+    proxy_init_runs_from_the_operator_image(&containerd, &namespaces, &built, out.path());
 
     let (code, text) = containerd.run(
         &reference(Image::Proxy),

@@ -16,6 +16,7 @@ pub mod inject;
 pub mod install;
 pub mod kubeconfig;
 pub mod local;
+pub mod proxy_init;
 pub mod validate;
 
 #[cfg(test)]
@@ -47,6 +48,9 @@ pub enum Command {
     Inject(inject::InjectCliArgs),
     /// Print a proxy's bootstrap for a cluster (node, xDS address, ServiceAccount token).
     Bootstrap(controller::BootstrapArgs),
+    /// Set up a Pod's traffic interception (nat redirect rules, iptables-nft or -legacy) and
+    /// write its proxy's bootstrap: the command of the init container the injector adds.
+    ProxyInit(proxy_init::ProxyInitArgs),
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
@@ -130,6 +134,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Bootstrap(args) => {
             controller::run_bootstrap(&args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::ProxyInit(args) => {
+            proxy_init::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::Compile(args) => {

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod index;
 pub mod inject;
 pub mod install;
+pub mod intercept;
 pub mod local;
 pub mod publish;
 pub mod webhook;

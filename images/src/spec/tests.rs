@@ -69,6 +69,40 @@ fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
+/// The layer's entries: path → (type, link target, mode).
+fn layer_entries(built: &BuiltImage) -> BTreeMap<String, (tar::EntryType, Option<String>, u32)> {
+    let outer = untar(&std::fs::read(&built.path).unwrap());
+    let gzip = outer
+        .iter()
+        .find(|(_, (_, bytes))| bytes.starts_with(&[0x1f, 0x8b]))
+        .unwrap()
+        .1
+        .1
+        .clone();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gzip.as_slice()));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let link = e.link_name().unwrap().map(|l| l.display().to_string());
+            (
+                e.path().unwrap().display().to_string(),
+                (e.header().entry_type(), link, e.header().mode().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The image config of an archive.
+fn image_config(built: &BuiltImage) -> serde_json::Value {
+    untar(&std::fs::read(&built.path).unwrap())
+        .values()
+        .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .find(|v| v.get("rootfs").is_some())
+        .unwrap()
+}
+
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", crate::layer::sha256_hex(bytes))
 }
@@ -247,27 +281,7 @@ fn directories_symlinks_and_overridden_defaults() {
         owner: Owner::default(),
     });
     let built = fixture.build(&spec, "app.tar");
-    let outer = untar(&std::fs::read(&built.path).unwrap());
-    let gzip = outer
-        .iter()
-        .find(|(_, (_, bytes))| bytes.starts_with(&[0x1f, 0x8b]))
-        .unwrap()
-        .1
-        .1
-        .clone();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gzip.as_slice()));
-    let entries: BTreeMap<String, (tar::EntryType, Option<String>, u32)> = archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let link = e.link_name().unwrap().map(|l| l.display().to_string());
-            (
-                e.path().unwrap().display().to_string(),
-                (e.header().entry_type(), link, e.header().mode().unwrap()),
-            )
-        })
-        .collect();
+    let entries = layer_entries(&built);
     assert_eq!(entries["srv/tree/sub/data"].0, tar::EntryType::Regular);
     assert_eq!(entries["srv/tree/sub/"].0, tar::EntryType::Directory);
     assert_eq!(
@@ -373,13 +387,7 @@ fn the_set_checks_every_input_then_writes_an_archive_each() {
         );
     }
     let (_, echo) = &set.images[4];
-    let outer = untar(&std::fs::read(&echo.path).unwrap());
-    let config = outer
-        .values()
-        .map(|(_, b)| b)
-        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .find(|v| v.get("rootfs").is_some())
-        .unwrap();
+    let config = image_config(echo);
     assert_eq!(
         config["config"]["Entrypoint"][0],
         "/usr/local/bin/switchyard-echo"
@@ -388,5 +396,91 @@ fn the_set_checks_every_input_then_writes_an_archive_each() {
     assert_eq!(
         config["config"]["User"],
         Image::Echo.user().to_string().as_str()
+    );
+}
+
+#[test]
+fn the_operator_image_carries_iptables_for_proxy_init() {
+    let fixture = Fixture::new();
+    let spec = crate::image_spec(Image::Operator, &fixture.path("app"), "localhost", "t1");
+    let built = fixture.build(&spec, "operator.tar");
+    let entries = layer_entries(&built);
+    for binary in crate::XTABLES_BINARIES {
+        let path = binary.trim_start_matches('/');
+        assert_eq!(entries[path].0, tar::EntryType::Regular, "{path}");
+        assert_eq!(entries[path].2, 0o755, "{path}");
+    }
+    for (link, target) in [
+        ("usr/sbin/iptables", "xtables-nft-multi"),
+        ("usr/sbin/iptables-nft-restore", "xtables-nft-multi"),
+        ("usr/sbin/iptables-nft-save", "xtables-nft-multi"),
+        ("usr/sbin/ip6tables-nft-restore", "xtables-nft-multi"),
+        ("usr/sbin/iptables-legacy", "xtables-legacy-multi"),
+        ("usr/sbin/iptables-legacy-restore", "xtables-legacy-multi"),
+        ("usr/sbin/ip6tables-legacy-save", "xtables-legacy-multi"),
+        ("usr/sbin/ip6tables-restore", "xtables-nft-multi"),
+    ] {
+        assert_eq!(
+            entries[link],
+            (tar::EntryType::Symlink, Some(target.to_owned()), 0o777),
+            "{link}"
+        );
+    }
+    // The modules the rules use, whole (symbolic links included), and what they and the
+    // binaries need: both backends' libraries, and the one module with a library of its own.
+    let modules = crate::XTABLES_MODULES.trim_start_matches('/');
+    for module in [
+        "libxt_owner.so",
+        "libxt_comment.so",
+        "libxt_multiport.so",
+        "libxt_tcp.so",
+        "libxt_NAT.so",
+        "libxt_standard.so",
+    ] {
+        assert_eq!(
+            entries[&format!("{modules}/{module}")].0,
+            tar::EntryType::Regular
+        );
+    }
+    assert_eq!(
+        entries[&format!("{modules}/libxt_REDIRECT.so")]
+            .1
+            .as_deref(),
+        Some("libxt_NAT.so")
+    );
+    for library in [
+        "libxtables.so.12",
+        "libnftnl.so.11",
+        "libmnl.so.0",
+        "libip4tc.so.2",
+        "libip6tc.so.2",
+        "libnetfilter_conntrack.so.3",
+    ] {
+        assert!(
+            entries.contains_key(&format!("usr/lib/x86_64-linux-gnu/{library}"))
+                || entries.contains_key(&format!("lib/x86_64-linux-gnu/{library}")),
+            "{library}"
+        );
+    }
+    let config = image_config(&built);
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(
+                "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bin"
+            )),
+        "{config}"
+    );
+    assert_eq!(
+        config["config"]["User"], "65532:65532",
+        "the operator is not root"
+    );
+
+    let proxy = crate::image_spec(Image::Proxy, &fixture.path("app"), "localhost", "t1");
+    let proxy = layer_entries(&fixture.build(&proxy, "proxy.tar"));
+    assert!(
+        !proxy.keys().any(|p| p.contains("tables")),
+        "only the operator image"
     );
 }

@@ -175,11 +175,12 @@ async fn shutdown_signal() {
 
 #[derive(Debug, clap::Args)]
 pub struct BootstrapArgs {
-    /// The Pod this proxy runs in, `namespace/name` (its `node.id`).
+    /// The Pod this proxy runs in, `namespace/name` (its `node.id`) [default:
+    /// $POD_NAMESPACE/$POD_NAME, as the downward API sets them in an injected Pod].
     #[arg(long)]
-    pub pod: String,
+    pub pod: Option<String>,
     /// The Pod's IP, where its listeners bind.
-    #[arg(long)]
+    #[arg(long, env = "POD_IP")]
     pub pod_ip: IpAddr,
     /// A file holding the Pod's ServiceAccount token (audience `switchyard`).
     #[arg(long)]
@@ -196,11 +197,23 @@ pub struct BootstrapArgs {
 
 /// Prints the Envoy v3 bootstrap (also read by `switchyard-proxy`) for one Pod.
 pub fn run_bootstrap(args: &BootstrapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    controller::auth::parse_node_id(&args.pod).map_err(anyhow::Error::msg)?;
+    out.write_all(&bootstrap(args, &|name| std::env::var(name).ok())?)?;
+    Ok(())
+}
+
+/// One Pod's proxy bootstrap, pretty JSON ending in a newline: what `switchyard bootstrap`
+/// prints and `switchyard proxy-init` writes. `env` reads the downward-API variables that stand
+/// in for a missing `--pod`.
+pub fn bootstrap(
+    args: &BootstrapArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<u8>> {
+    let pod = pod_id(args.pod.as_deref(), env)?;
+    controller::auth::parse_node_id(&pod).map_err(anyhow::Error::msg)?;
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading {}", args.token_file.display()))?;
     let mut b = BootstrapOptions::new(
-        args.pod.clone(),
+        pod,
         args.pod_ip,
         args.xds_host.clone(),
         args.xds_port,
@@ -209,7 +222,22 @@ pub fn run_bootstrap(args: &BootstrapArgs, out: &mut dyn Write) -> anyhow::Resul
     if args.delta {
         b.api = envoy::XdsApi::Delta;
     }
-    serde_json::to_writer_pretty(&mut *out, &envoy::bootstrap(&b))?;
-    writeln!(out)?;
-    Ok(())
+    let mut json = serde_json::to_vec_pretty(&envoy::bootstrap(&b))?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+/// `--pod`, else `$POD_NAMESPACE/$POD_NAME`.
+fn pod_id(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    if let Some(pod) = flag {
+        return Ok(pod.to_owned());
+    }
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    match (var("POD_NAMESPACE"), var("POD_NAME")) {
+        (Some(ns), Some(name)) => Ok(format!("{ns}/{name}")),
+        _ => anyhow::bail!(
+            "--pod is required (or POD_NAMESPACE and POD_NAME in the environment, from the \
+             downward API)"
+        ),
+    }
 }

@@ -121,10 +121,16 @@ func (n *node) bringUp(started time.Time) error {
 		"--node-ip", n.layout.NodeIP, "--service-cidr", n.layout.ServiceCIDR, "--v", n.v); err != nil {
 		return err
 	}
-	if err := n.importImages(); err != nil {
-		return err
-	}
-	fmt.Printf("kube-node node: containerd up, %d images imported after %s\n", len(n.images), since(started))
+	// Images import (mostly gunzip) while the control plane starts; nothing needs them before
+	// the first Pod, and `ready` waits for them.
+	imported := make(chan error, 1)
+	go func() {
+		err := n.importImages()
+		if err == nil {
+			fmt.Printf("kube-node node: %d images imported after %s\n", len(n.images), since(started))
+		}
+		imported <- err
+	}()
 	if err := n.waitFile(filepath.Join(n.dir, "apiserver", "ready"), 120*time.Second, "apiserver"); err != nil {
 		return err
 	}
@@ -166,6 +172,9 @@ func (n *node) bringUp(started time.Time) error {
 		return err
 	}
 	if err := n.waitHTTP("http://127.0.0.1:8181/ready", 60*time.Second, "dns"); err != nil {
+		return err
+	}
+	if err := <-imported; err != nil {
 		return err
 	}
 	ready := n.layout
@@ -393,13 +402,24 @@ func (n *node) importImages() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// One import per archive, at once: each is mostly decompression, on its own core.
+	errs := make(chan error, len(n.images))
 	for _, image := range n.images {
-		out, err := exec.Command("ctr", "--address", sock, "-n", "k8s.io", "images", "import", image).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("importing %s: %v: %s", image, err, out)
+		go func() {
+			out, err := exec.Command("ctr", "--address", sock, "-n", "k8s.io", "images", "import", image).CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("importing %s: %v: %s", image, err, out)
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range n.images {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 func (n *node) client(kubeconfig string) (*kubernetes.Clientset, error) {
