@@ -31,7 +31,10 @@ use k8s_openapi::{
 use switchyard_adapters::model::DataPlane;
 use switchyard_images::Image;
 
-use crate::annotations::{self, Cidrs, InjectMode, PortRanges};
+use crate::{
+    annotations::{self, InjectMode},
+    intercept::{self, CidrList, PortList},
+};
 
 pub mod admission;
 #[cfg(test)]
@@ -210,7 +213,7 @@ impl InjectConfig {
             default_data_plane: DataPlane::Envoy,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             audience: crate::controller::auth::DEFAULT_AUDIENCE.to_owned(),
-            proxy_uid: switchyard_images::PROXY_UID,
+            proxy_uid: intercept::PROXY_UID,
             ports: ProxyPorts::default(),
             resources: ProxyResources::default(),
         }
@@ -255,9 +258,9 @@ impl Images {
 impl Default for ProxyPorts {
     fn default() -> Self {
         ProxyPorts {
-            admin: 15000,
-            outbound: 15001,
-            inbound: 15006,
+            admin: intercept::ADMIN_PORT,
+            outbound: intercept::OUTBOUND_PORT,
+            inbound: intercept::INBOUND_PORT,
         }
     }
 }
@@ -398,15 +401,22 @@ pub fn decide(
             .parse::<DataPlane>(annotations::DATA_PLANE)?
             .unwrap_or(config.default_data_plane),
     };
+    let list = |e: intercept::ListError| format!("{:?} {}", e.element, e.reason);
     let skip = patch::Skips {
         inbound_ports: pod
-            .parse::<PortRanges>(annotations::SKIP_INBOUND_PORTS)?
+            .read(annotations::SKIP_INBOUND_PORTS, |key, v| {
+                PortList::parse(key, v).map_err(list)
+            })?
             .unwrap_or_default(),
         outbound_ports: pod
-            .parse::<PortRanges>(annotations::SKIP_OUTBOUND_PORTS)?
+            .read(annotations::SKIP_OUTBOUND_PORTS, |key, v| {
+                PortList::parse(key, v).map_err(list)
+            })?
             .unwrap_or_default(),
         outbound_cidrs: pod
-            .parse::<Cidrs>(annotations::SKIP_OUTBOUND_CIDRS)?
+            .read(annotations::SKIP_OUTBOUND_CIDRS, |key, v| {
+                CidrList::parse(key, v).map_err(list)
+            })?
             .unwrap_or_default(),
     };
     let injection = Injection::new(data_plane, &skip, config);
@@ -456,13 +466,23 @@ impl<'a> Annotations<'a> {
         T: std::str::FromStr,
         T::Err: fmt::Display,
     {
+        self.read(key, |_, v| v.parse().map_err(|e: T::Err| e.to_string()))
+    }
+
+    /// The value of `key` read by `read(key, value)`, `None` when absent; its error is the
+    /// reason the value is refused.
+    fn read<T>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&str, &str) -> Result<T, String>,
+    ) -> Result<Option<T>, InjectError> {
         self.values
             .get(key)
             .map(|v| {
-                v.parse().map_err(|e: T::Err| InjectError {
+                read(key, v).map_err(|reason| InjectError {
                     object: self.object.clone(),
                     field: format!("{}.annotations[{key:?}]", self.metadata_path),
-                    reason: e.to_string(),
+                    reason,
                 })
             })
             .transpose()

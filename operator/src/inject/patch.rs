@@ -23,14 +23,17 @@ use super::{
     RUN_DIR, RUN_VOLUME, TOKEN_DIR, TOKEN_EXPIRATION_SECONDS, TOKEN_FILE, TOKEN_VOLUME, Target,
     XTABLES_VOLUME,
 };
-use crate::annotations::{self, Cidrs, PortRanges};
+use crate::{
+    annotations,
+    intercept::{CidrList, PortList},
+};
 
 /// What interception leaves alone, from the Pod's annotations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Skips {
-    pub(super) inbound_ports: PortRanges,
-    pub(super) outbound_ports: PortRanges,
-    pub(super) outbound_cidrs: Cidrs,
+    pub(super) inbound_ports: PortList,
+    pub(super) outbound_ports: PortList,
+    pub(super) outbound_cidrs: CidrList,
 }
 
 /// Everything injection adds to one Pod.

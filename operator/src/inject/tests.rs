@@ -406,43 +406,22 @@ fn the_data_plane_comes_from_the_pod_then_the_namespace_then_the_mesh_default() 
 }
 
 #[test]
-fn skip_lists_reach_the_init_container_normalised_and_bad_ones_are_refused() {
-    let out = injected(
-        &pod(&[
-            (annotations::INJECT, "enabled"),
-            (annotations::SKIP_INBOUND_PORTS, "8081, 9000-9100"),
-            (annotations::SKIP_OUTBOUND_PORTS, "5432"),
-            (annotations::SKIP_OUTBOUND_CIDRS, "10.96.0.1, fd00::/8"),
-        ]),
-        &[],
-    )
-    .unwrap();
-    let args: Vec<&str> = out["spec"]["initContainers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
-    assert_eq!(after("--skip-inbound-ports"), "8081,9000-9100");
-    assert_eq!(after("--skip-outbound-ports"), "5432");
-    assert_eq!(after("--skip-outbound-cidrs"), "10.96.0.1/32,fd00::/8");
-
+fn bad_skip_lists_are_refused_naming_the_annotation_and_the_element() {
     for (key, value, reason) in [
         (
             annotations::SKIP_INBOUND_PORTS,
-            "http",
-            r#""http": not a port (1-65535) or a range of ports (a-b)"#,
+            "80,http",
+            r#""http" is not a port (1-65535) or a range of ports (8000-8010)"#,
         ),
         (
             annotations::SKIP_OUTBOUND_PORTS,
             "100-10",
-            r#""100-10": the range ends before it starts"#,
+            r#""100-10" is a range whose first port is after its last"#,
         ),
         (
             annotations::SKIP_OUTBOUND_CIDRS,
-            "10.0.0.1/8",
-            r#""10.0.0.1/8": has bits set past the prefix length"#,
+            "10.0.0.0/33",
+            r#""10.0.0.0/33" has a prefix longer than 32 bits"#,
         ),
     ] {
         let e = decide_in(
@@ -622,4 +601,70 @@ proptest! {
             prop_assert_eq!(containers[1]["name"].as_str(), Some(PROXY_CONTAINER));
         }
     }
+}
+
+/// The init container's command line is one `switchyard proxy-init` accepts, with the Pod's
+/// skip lists (normalised) and the proxy's ports and user as interception reads them.
+#[test]
+fn the_init_containers_arguments_are_a_proxy_init_command_line() {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    let out = injected(
+        &pod(&[
+            (annotations::INJECT, "enabled"),
+            (annotations::SKIP_INBOUND_PORTS, "9000-9100, 8081"),
+            (annotations::SKIP_OUTBOUND_PORTS, "5432,6379"),
+            (
+                annotations::SKIP_OUTBOUND_CIDRS,
+                "fd00::/8, 169.254.169.254",
+            ),
+        ]),
+        &[],
+    )
+    .unwrap();
+    let args: Vec<&str> = out["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+    assert_eq!(after("--skip-inbound-ports"), "8081,9000-9100");
+    assert_eq!(
+        after("--skip-outbound-cidrs"),
+        "169.254.169.254/32,fd00::/8"
+    );
+    // The image's entrypoint is the `switchyard` binary; the downward API gives POD_IP.
+    let cli = Cli::try_parse_from(
+        ["switchyard"]
+            .into_iter()
+            .chain(args)
+            .chain(["--pod-ip", "10.1.0.7"]),
+    )
+    .unwrap();
+    let Command::ProxyInit(init) = cli.command else {
+        panic!("not proxy-init: {:?}", cli.command)
+    };
+    let config = init.config().unwrap();
+    assert_eq!(config.proxy_uid, 1337);
+    assert_eq!(config.inbound_port, 15006);
+    assert_eq!(config.outbound_port, 15001);
+    assert_eq!(config.skip_inbound_ports.to_string(), "8081,9000-9100");
+    assert_eq!(config.skip_outbound_ports.to_string(), "5432,6379");
+    assert_eq!(
+        config.skip_outbound_cidrs.to_string(),
+        "169.254.169.254/32,fd00::/8"
+    );
+    assert_eq!(
+        init.bootstrap_out,
+        std::path::Path::new("/var/run/switchyard/bootstrap.json")
+    );
+    assert_eq!(
+        init.bootstrap.token_file,
+        std::path::Path::new("/var/run/secrets/switchyard/token")
+    );
+    assert_eq!(init.bootstrap.xds_host, "switchyard.switchyard-system.svc");
+    assert_eq!(init.bootstrap.xds_port, 15010);
 }
