@@ -5,9 +5,10 @@
 //! others alone; refuses invalid annotations; reports Events; and produces what
 //! `switchyard inject -f` produces for the same template.
 //!
-//! The assertions are on the admitted Pod objects, not on readiness: an injected Pod starts
-//! once its init step and interception exist. The suite pins both data planes through
-//! annotations itself, so it runs once, not again per data plane.
+//! The assertions are on the admitted Pod objects, and on one injected Deployment rolling out:
+//! `switchyard-init` installs interception and exits 0, the proxy passes its startup probe, and
+//! only then does the app start. The suite pins both data planes through annotations itself,
+//! so it runs once, not again per data plane.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
