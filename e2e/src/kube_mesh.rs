@@ -191,16 +191,23 @@ impl KubeMesh {
         ops
     }
 
-    /// The operator replica named `name`.
+    /// The operator replica named `name`, waiting up to 10 s for it: a replacement replica can
+    /// take the lease before the kubelet has written its IP into its status.
     ///
     /// # Panics
     ///
-    /// When no running operator Pod has that name.
+    /// When no running operator Pod has that name by then.
     pub fn operator(&self, name: &str) -> Operator {
-        self.operators()
-            .into_iter()
-            .find(|o| o.name == name)
-            .unwrap_or_else(|| panic!("no running operator Pod {name}"))
+        let mut found = None;
+        wait_for(
+            Duration::from_secs(10),
+            || {
+                found = self.operators().into_iter().find(|o| o.name == name);
+                found.is_some()
+            },
+            &format!("running operator Pod {name}"),
+        );
+        found.expect("found")
     }
 
     /// Waits until `n` operator Pods run and answer `/readyz`, and the Deployment reports
