@@ -66,6 +66,7 @@ pub fn node_images() -> &'static NodeImages {
         let current = std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
             && archives.iter().all(|a| a.is_file());
         if !current {
+            let building = std::time::Instant::now();
             let _ = std::fs::remove_file(&stamp_path);
             let built = build_set(&inputs, DEFAULT_REGISTRY, DEFAULT_TAG, &out)
                 .unwrap_or_else(|e| panic!("building the node's images: {e}"));
@@ -77,6 +78,7 @@ pub fn node_images() -> &'static NodeImages {
                     b.size
                 );
             }
+            eprintln!("images built in {:?}", building.elapsed());
             std::fs::write(&stamp_path, &stamp).expect("writing target/e2e-images/stamp");
         }
         NodeImages {

@@ -219,6 +219,9 @@ impl KubeCluster {
     }
 
     fn try_start(bin: &Path, mode: Mode) -> Result<KubeCluster, String> {
+        // Built (or found current) before the clock starts: on a cold CI machine building the
+        // set took most of the ready timeout, and the cluster was given up on before it logged.
+        let images = (mode == Mode::Node).then(crate::images::node_images);
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("switchyard-kube-")
@@ -244,7 +247,7 @@ impl KubeCluster {
             Mode::Node => {
                 // It removes its directory itself, and tears the whole cluster down when its
                 // standard input closes or on SIGINT/SIGTERM.
-                let images = crate::images::node_images();
+                let images = images.ok_or("a node cluster without its images")?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("cluster")
                     .arg("--dir")
