@@ -759,11 +759,19 @@ pub fn deployment(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
         ]),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
+        // A memory limit so that a flood the operator's own bounds miss costs a restart of one
+        // replica, not the node; 512 MiB is 4× its working set with a large mesh index plus
+        // the webhook's whole body budget. No CPU limit: throttling would slow xDS pushes and
+        // Lease renewals, and the request already guarantees its share.
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("100m".into())),
                 ("memory".to_string(), Quantity("128Mi".into())),
             ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("512Mi".into()),
+            )])),
             ..ResourceRequirements::default()
         }),
         security_context: Some(SecurityContext {

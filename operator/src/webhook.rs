@@ -28,7 +28,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use rustls::{
@@ -37,9 +37,14 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json, value::RawValue};
 use switchyard_crds::{Kind, object::VersionedObject};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    task::JoinSet,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::inject::{admission::INJECT_PATH, server::Injector};
@@ -67,6 +72,22 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown, open connections get this long to finish their requests: 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request's headers must arrive within this of the connection's start or of the previous
+/// response (HTTP/1.1): 10 s.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request waits at most this for its share of [`BODY_BUDGET_BYTES`] and then for its whole
+/// body: 10 s (the API server's default webhook timeout). A slower body gets 408.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request body bytes held at once by all requests together, while read, parsed and answered:
+/// 32 MiB. Each request reserves its `Content-Length` (or [`MAX_BODY_BYTES`] without one)
+/// before it reads, so the webhook's memory stays near twice this whatever is sent to it, and
+/// reviews beyond it wait their turn instead of all being parsed at once.
+pub const BODY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+/// The budget's unit: permits are KiB.
+const BUDGET_UNIT: usize = 1024;
+/// Open connections at once; beyond it new ones are closed at once: 256. The API server holds a
+/// few (HTTP/2), so only a flood reaches this.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Why one conversion review failed. The message is what the API server reports to the client
 /// (`kubectl get` prints it), so it names the object and the field.
@@ -112,15 +133,27 @@ pub enum WebhookError {
 
 // === convert_review ===
 
-/// Answers a `ConversionReview` (`apiextensions.k8s.io/v1`): `response.uid` echoes the request,
-/// and `result.status` is `Success` with every object in `desiredAPIVersion`, or `Failure` with a
-/// message naming each object that could not be converted (then `convertedObjects` is empty).
-pub fn convert_review(review: &Value) -> Value {
-    let uid = review
-        .pointer("/request/uid")
+/// Answers a serialized `ConversionReview` (`apiextensions.k8s.io/v1`) with the serialized
+/// answer: `response.uid` echoes the request, and `result.status` is `Success` with every object
+/// in `desiredAPIVersion`, or `Failure` with a message naming each object that could not be
+/// converted (then `convertedObjects` is empty). Fails only when `body` is not JSON.
+///
+/// The objects stay raw JSON until each is converted, one at a time, and are written back raw:
+/// a review costs about twice its own size, where a parsed `Value` tree of the whole review cost
+/// 20–50× (a 14 MB review once took the operator from 30 MB to a 741 MB peak).
+pub fn convert_review(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let raw: &RawValue = serde_json::from_slice(body)?;
+    // Anything but an object with a readable `request` is a review without a request.
+    let request = serde_json::from_str::<ReviewIn<'_>>(raw.get())
+        .ok()
+        .and_then(|review| review.request)
+        .and_then(|request| serde_json::from_str::<RequestIn<'_>>(request.get()).ok());
+    let uid = request
+        .as_ref()
+        .and_then(|r| r.uid.as_ref())
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let (objects, result) = match convert_request(review) {
+    let (converted_objects, result) = match convert_request(request.as_ref()) {
         Ok(objects) => (objects, json!({ "status": "Success" })),
         Err(errors) => {
             let message = errors
@@ -135,33 +168,68 @@ pub fn convert_review(review: &Value) -> Value {
             )
         }
     };
-    json!({
-        "apiVersion": REVIEW_API_VERSION,
-        "kind": "ConversionReview",
-        "response": {
-            "uid": uid,
-            "convertedObjects": objects,
-            "result": result,
+    serde_json::to_vec(&ReviewOut {
+        api_version: REVIEW_API_VERSION,
+        kind: "ConversionReview",
+        response: ResponseOut {
+            uid,
+            converted_objects,
+            result,
         },
     })
 }
 
+/// The part of a review that is read before its objects: the objects stay unparsed.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(default)]
+    uid: Option<Value>,
+    #[serde(rename = "desiredAPIVersion", default)]
+    desired_api_version: Option<Value>,
+    #[serde(borrow, default)]
+    objects: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    #[serde(rename = "convertedObjects")]
+    converted_objects: Vec<Box<RawValue>>,
+    result: Value,
+}
+
 /// Every object of the review converted, or every reason why not.
-fn convert_request(review: &Value) -> Result<Vec<Value>, Vec<ConvertError>> {
+fn convert_request(
+    request: Option<&RequestIn<'_>>,
+) -> Result<Vec<Box<RawValue>>, Vec<ConvertError>> {
     let review_err = |field, reason: &str| {
         vec![ConvertError::Review {
             field,
             reason: reason.to_string(),
         }]
     };
-    let Some(request) = review.get("request").filter(|r| r.is_object()) else {
+    let Some(request) = request else {
         return Err(review_err("request", "missing"));
     };
-    match request.get("uid").and_then(Value::as_str) {
+    match request.uid.as_ref().and_then(Value::as_str) {
         Some(uid) if !uid.is_empty() => {}
         _ => return Err(review_err("request.uid", "missing")),
     }
-    let Some(desired) = request.get("desiredAPIVersion").and_then(Value::as_str) else {
+    let Some(desired) = request.desired_api_version.as_ref().and_then(Value::as_str) else {
         return Err(review_err("request.desiredAPIVersion", "missing"));
     };
     let Some((desired_group, desired_version)) = desired.split_once('/') else {
@@ -170,16 +238,37 @@ fn convert_request(review: &Value) -> Result<Vec<Value>, Vec<ConvertError>> {
             &format!("{desired:?} is not group/version"),
         ));
     };
-    let Some(objects) = request.get("objects").and_then(Value::as_array) else {
+    let Some(objects) = request
+        .objects
+        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+    else {
         return Err(review_err("request.objects", "missing"));
     };
 
     let mut converted = Vec::with_capacity(objects.len());
     let mut errors = Vec::new();
-    for object in objects {
-        match convert_object(object, desired_group, desired_version) {
-            Ok(o) => converted.push(o),
-            Err(e) => errors.push(e),
+    for raw in objects {
+        // One object's tree at a time; it is dropped as soon as its answer is written.
+        let done = serde_json::from_str::<Value>(raw.get())
+            .map_err(|e| ConvertError::Review {
+                field: "request.objects",
+                reason: e.to_string(),
+            })
+            .and_then(|object| convert_object(&object, desired_group, desired_version));
+        match done {
+            // Once one has failed the others are only checked, to name every failure.
+            Ok(out) if errors.is_empty() => match serde_json::value::to_raw_value(&out) {
+                Ok(raw) => converted.push(raw),
+                Err(e) => errors.push(ConvertError::Review {
+                    field: "request.objects",
+                    reason: e.to_string(),
+                }),
+            },
+            Ok(_) => {}
+            Err(e) => {
+                converted = Vec::new();
+                errors.push(e);
+            }
         }
     }
     if errors.is_empty() {
@@ -463,6 +552,8 @@ pub async fn serve(
         tracing::info!(%addr, injector = injector.is_some(), "webhook listening");
     }
     let (stop_tx, stop_rx) = watch::channel(false);
+    let budget = Arc::new(Semaphore::new(BODY_BUDGET_BYTES / BUDGET_UNIT));
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -470,12 +561,17 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, limit = MAX_CONNECTIONS, "webhook connection refused: too many open");
+                        continue;
+                    };
                     conns.spawn(connection(
                         acceptor.clone(),
                         stream,
                         peer,
-                        injector.clone(),
+                        Shared { injector: injector.clone(), budget: budget.clone() },
                         stop_rx.clone(),
+                        slot,
                     ));
                 }
                 Err(error) => {
@@ -500,12 +596,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// What every request of the server shares.
+#[derive(Clone)]
+struct Shared {
+    injector: Option<Arc<Injector>>,
+    /// [`BODY_BUDGET_BYTES`], in [`BUDGET_UNIT`]s.
+    budget: Arc<Semaphore>,
+}
+
 async fn connection(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    injector: Option<Arc<Injector>>,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
+    // Held while the connection is open.
+    _slot: OwnedSemaphorePermit,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
@@ -518,8 +624,12 @@ async fn connection(
             return;
         }
     };
-    let service = hyper::service::service_fn(move |request| handle(request, injector.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let service = hyper::service::service_fn(move |request| handle(request, shared.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -536,8 +646,9 @@ async fn connection(
 
 async fn handle(
     request: Request<Incoming>,
-    injector: Option<Arc<Injector>>,
+    shared: Shared,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Shared { injector, budget } = shared;
     let route = match Route::of(request.method(), request.uri().path()) {
         Route::Inject if injector.is_none() => Route::NotFound,
         route => route,
@@ -545,24 +656,57 @@ async fn handle(
     if !matches!(route, Route::Convert | Route::Inject) {
         return Ok(route.respond(None));
     }
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            let too_large = error.is::<http_body_util::LengthLimitError>();
-            return Ok(if too_large {
-                text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
-                )
-            } else {
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading request body: {error}\n"),
-                )
-            });
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Ok(too_large());
+    }
+    // Held until the answer is written: the body, its parse and the answer all count.
+    let units = declared
+        .unwrap_or(MAX_BODY_BYTES)
+        .div_ceil(BUDGET_UNIT)
+        .max(1);
+    let read = async {
+        let permit = budget
+            .acquire_many_owned(u32::try_from(units).unwrap_or(u32::MAX))
+            .await;
+        let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await;
+        (permit, body)
+    };
+    let (_permit, body) = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok((Ok(permit), Ok(collected))) => (permit, collected.to_bytes()),
+        Ok((_, Err(error))) if error.is::<http_body_util::LengthLimitError>() => {
+            return Ok(too_large());
+        }
+        Ok((_, Err(error))) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                format!("reading request body: {error}\n"),
+            ));
+        }
+        // The semaphore is never closed.
+        Ok((Err(_), _)) => {
+            return Ok(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down\n".into(),
+            ));
+        }
+        Err(_) => {
+            return Ok(text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not read within {BODY_TIMEOUT:?}\n"),
+            ));
         }
     };
     match (route, injector) {
@@ -604,19 +748,13 @@ impl Route {
     /// [`Route::Inject`] is answered by the injector, in `handle`.
     fn respond(self, body: Option<&[u8]>) -> Response<Full<Bytes>> {
         match self {
-            Route::Convert => {
-                let review: Value = match serde_json::from_slice(body.unwrap_or_default()) {
-                    Ok(review) => review,
-                    Err(error) => {
-                        return text(
-                            StatusCode::BAD_REQUEST,
-                            format!("request body is not JSON: {error}\n"),
-                        );
-                    }
-                };
-                let answer = convert_review(&review);
-                json_response(serde_json::to_vec(&answer).unwrap_or_default())
-            }
+            Route::Convert => match convert_review(body.unwrap_or_default()) {
+                Ok(answer) => json_response(answer),
+                Err(error) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body is not JSON: {error}\n"),
+                ),
+            },
             Route::Inject => text(StatusCode::NOT_FOUND, "not found\n".into()),
             Route::Health => text(StatusCode::OK, "ok".into()),
             Route::MethodNotAllowed(allow) => {

@@ -30,6 +30,12 @@ fn review(desired: &str, objects: Vec<Value>) -> Value {
     })
 }
 
+/// The answer to `review`, through the serialized form the server reads and writes.
+fn convert_review(review: &Value) -> Value {
+    let answer = super::convert_review(&serde_json::to_vec(review).unwrap()).unwrap();
+    serde_json::from_slice(&answer).unwrap()
+}
+
 /// The converted objects of a successful review; panics with the message of a failed one.
 fn converted(desired: &str, objects: Vec<Value>) -> Vec<Value> {
     let answer = convert_review(&review(desired, objects));
