@@ -31,8 +31,8 @@ use crate::{
     index::{Index, ObjectStatus},
     publish::{Publisher, envoy_options, proxy_key},
     xds::{
-        auth::{AuthFuture, Authenticate, StaticTokens},
-        store::SnapshotStore,
+        auth::{AuthFuture, Authenticate, StaticTokens, VerifyFuture},
+        store::{ProxyKey, SnapshotStore},
     },
 };
 
@@ -102,14 +102,22 @@ pub enum LocalError {
 #[derive(Debug, Default)]
 pub struct LocalTokens(RwLock<StaticTokens>);
 
-impl Authenticate for LocalTokens {
-    fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, _node: &'a Node) -> AuthFuture<'a> {
-        let result = self
-            .0
+impl LocalTokens {
+    fn lookup(&self, metadata: &MetadataMap) -> Result<ProxyKey, Status> {
+        self.0
             .read()
             .map_err(|_| Status::internal("token table poisoned"))
-            .and_then(|tokens| tokens.lookup(metadata));
-        Box::pin(std::future::ready(result))
+            .and_then(|tokens| tokens.lookup(metadata))
+    }
+}
+
+impl Authenticate for LocalTokens {
+    fn verify<'a>(&'a self, metadata: &'a MetadataMap) -> VerifyFuture<'a> {
+        Box::pin(std::future::ready(self.lookup(metadata).map(drop)))
+    }
+
+    fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, _node: &'a Node) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.lookup(metadata)))
     }
 }
 

@@ -14,7 +14,7 @@ use switchyard_adapters::model::ProxyId;
 use tonic::{Status, metadata::MetadataMap};
 
 use crate::xds::{
-    auth::{AuthFuture, Authenticate, bearer_token},
+    auth::{AuthFuture, Authenticate, VerifyFuture, bearer_token},
     store::ProxyKey,
 };
 
@@ -100,6 +100,14 @@ impl TokenReviewAuth {
 }
 
 impl Authenticate for TokenReviewAuth {
+    /// The TokenReview alone (cached, so the check after the first request costs nothing more).
+    fn verify<'a>(&'a self, metadata: &'a MetadataMap) -> VerifyFuture<'a> {
+        Box::pin(async move {
+            let token = bearer_token(metadata)?;
+            self.review(token).await.map(drop)
+        })
+    }
+
     fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, node: &'a Node) -> AuthFuture<'a> {
         Box::pin(async move {
             let token = bearer_token(metadata)?;

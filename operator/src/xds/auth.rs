@@ -10,19 +10,26 @@ use super::store::ProxyKey;
 #[cfg(test)]
 mod tests;
 
-/// Maps a stream's credentials to the proxy whose snapshot it may read.
+/// Maps a stream's credentials to the proxy whose snapshot it may read, in two steps.
 ///
-/// Called once per stream, with the gRPC metadata and the node of the first request. The node
-/// is there to be cross-checked against the credential (a pod name, say), never to be trusted
-/// on its own: anyone can write any `node.id`. Errors go to the client as they are, so use
-/// `Status::unauthenticated` / `Status::permission_denied`. Asynchronous because a cluster asks
-/// the API server (a TokenReview); a stream waits for it before anything is sent.
+/// [`verify`](Authenticate::verify) runs before any message of the stream is read, on the gRPC
+/// metadata alone: a missing, unknown or invalid credential is refused there, so a peer without
+/// one never makes the server buffer a message (the first request can be megabytes).
+/// [`authenticate`](Authenticate::authenticate) then runs with the node of the first request.
+/// The node is there to be cross-checked against the credential (a pod name, say), never to be
+/// trusted on its own: anyone can write any `node.id`. Errors go to the client as they are, so
+/// use `Status::unauthenticated` / `Status::permission_denied`. Asynchronous because a cluster
+/// asks the API server (a TokenReview); a stream waits for it before anything is sent.
 pub trait Authenticate: Send + Sync + 'static {
+    fn verify<'a>(&'a self, metadata: &'a MetadataMap) -> VerifyFuture<'a>;
     fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, node: &'a Node) -> AuthFuture<'a>;
 }
 
 /// What [`Authenticate::authenticate`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<ProxyKey, Status>> + Send + 'a>>;
+
+/// What [`Authenticate::verify`] returns.
+pub type VerifyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
 
 /// Bearer tokens known in advance (local mode, tests): `authorization: Bearer <token>`.
 ///
@@ -78,6 +85,10 @@ impl fmt::Debug for StaticTokens {
 }
 
 impl Authenticate for StaticTokens {
+    fn verify<'a>(&'a self, metadata: &'a MetadataMap) -> VerifyFuture<'a> {
+        Box::pin(std::future::ready(self.lookup(metadata).map(drop)))
+    }
+
     fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, _node: &'a Node) -> AuthFuture<'a> {
         Box::pin(std::future::ready(self.lookup(metadata)))
     }

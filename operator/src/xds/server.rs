@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::{
 };
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
     time::Instant,
 };
 use tokio_stream::{
@@ -50,7 +50,25 @@ pub struct XdsConfig {
     pub first_request_timeout: Duration,
     /// HTTP/2 keepalive pings, so a vanished proxy's stream is closed.
     pub keepalive_interval: Duration,
+    /// Streams open at once, all connections together; beyond it a new stream is refused
+    /// with `RESOURCE_EXHAUSTED` (default 16,384).
+    pub max_streams: usize,
+    /// Streams whose credentials are being checked at once (a TokenReview each, in a
+    /// cluster); beyond it a new stream is refused with `RESOURCE_EXHAUSTED` (default 256).
+    pub max_verifying: usize,
 }
+
+/// Streams one HTTP/2 connection may carry at once: 128. A proxy opens one; a client that
+/// multiplexes many proxies (the fan-out benchmark: 50) stays under it.
+const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// What a client may send on one stream before the server reads it: 64 KiB. A stream is read
+/// only once its credentials are verified, so this is all an unauthenticated stream can make
+/// the server hold. Discovery requests are small; a larger one just waits for window updates.
+const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+/// The same for a whole connection: 1 MiB.
+const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Request headers, the bearer token among them: 16 KiB (a ServiceAccount token is ~1 KiB).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// The ADS service. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +78,10 @@ pub struct XdsServer {
     config: XdsConfig,
     metrics: Arc<XdsMetrics>,
     drain: Arc<watch::Sender<bool>>,
+    /// [`XdsConfig::max_streams`] permits; an open stream holds one.
+    streams: Arc<Semaphore>,
+    /// [`XdsConfig::max_verifying`] permits; held from a stream's arrival to its authentication.
+    verifying: Arc<Semaphore>,
 }
 
 /// Ends every open stream of a server, so a graceful shutdown does not wait on them forever.
@@ -127,6 +149,10 @@ pub async fn serve_listener(
     };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .add_service(server.into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
@@ -143,6 +169,8 @@ impl Default for XdsConfig {
             max_delay: debounce * 10,
             first_request_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
+            max_streams: 16_384,
+            max_verifying: 256,
         }
     }
 }
@@ -154,6 +182,8 @@ impl XdsServer {
         XdsServer {
             store,
             auth,
+            streams: Arc::new(Semaphore::new(config.max_streams)),
+            verifying: Arc::new(Semaphore::new(config.max_verifying)),
             config,
             metrics: Arc::default(),
             drain: Arc::new(watch::Sender::new(false)),
@@ -172,12 +202,44 @@ impl XdsServer {
         AggregatedDiscoveryServiceServer::new(self)
     }
 
-    /// Reads the first request, authenticates, and spawns the stream's task.
+    /// Verifies the credentials, then reads the first request, authenticates its node, and
+    /// spawns the stream's task. Nothing of a stream is read before its credentials verify.
     async fn open<P: Protocol>(
         &self,
         request: Request<Streaming<P::Request>>,
     ) -> Result<Response<ResponseStream<P::Response>>, Status> {
+        let (Ok(slot), Ok(verifying)) = (
+            self.streams.clone().try_acquire_owned(),
+            self.verifying.clone().try_acquire_owned(),
+        ) else {
+            tracing::info!(
+                max_streams = self.config.max_streams,
+                max_verifying = self.config.max_verifying,
+                "refused xds stream: too many open"
+            );
+            return Err(Status::resource_exhausted("too many xds streams"));
+        };
         let (metadata, _, mut inbound) = request.into_parts();
+        let refused = |status: Status, node: Option<&Node>| {
+            self.metrics.auth_failed();
+            let (code, detail) = (status.code(), status.message());
+            let node = node.map(|n| n.id.as_str()).unwrap_or_default();
+            tracing::info!(node, ?code, detail, "refused xds stream");
+            status
+        };
+        match tokio::time::timeout(
+            self.config.first_request_timeout,
+            self.auth.verify(&metadata),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => return Err(refused(status, None)),
+            Err(_) => {
+                let status = Status::unavailable("credentials not verified in time");
+                return Err(refused(status, None));
+            }
+        }
         let first =
             match tokio::time::timeout(self.config.first_request_timeout, inbound.next()).await {
                 Err(_) => return Err(Status::deadline_exceeded("no discovery request in time")),
@@ -187,18 +249,15 @@ impl XdsServer {
         let node = P::node(&first).ok_or(StreamError::MissingNode)?;
         let key = match self.auth.authenticate(&metadata, node).await {
             Ok(key) => key,
-            Err(status) => {
-                self.metrics.auth_failed();
-                let (code, detail) = (status.code(), status.message());
-                tracing::info!(node = %node.id, ?code, detail, "refused xds stream");
-                return Err(status);
-            }
+            Err(status) => return Err(refused(status, Some(node))),
         };
+        drop(verifying);
         let span = tracing::info_span!("xds", proxy = %key, protocol = P::NAME, node = %node.id);
         let machine = P::start(node);
         let (tx, rx) = mpsc::channel(16);
         let task = StreamTask {
             _connected: self.metrics.stream_opened(),
+            _slot: slot,
             snapshots: self.store.subscribe(key),
             tx,
             config: self.config.clone(),
@@ -259,6 +318,8 @@ impl DrainHandle {
 struct StreamTask<R> {
     /// First, so the stream stops counting as connected before its response channel closes.
     _connected: StreamGuard,
+    /// The stream's share of [`XdsConfig::max_streams`].
+    _slot: OwnedSemaphorePermit,
     snapshots: SnapshotSubscription,
     tx: mpsc::Sender<Result<R, Status>>,
     config: XdsConfig,

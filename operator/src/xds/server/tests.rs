@@ -39,12 +39,16 @@ struct Running {
 }
 
 async fn start(store: SnapshotStore) -> Running {
+    start_with(store, XdsConfig::default()).await
+}
+
+async fn start_with(store: SnapshotStore, config: XdsConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let auth = StaticTokens::new()
         .with("t1", ProxyKey::from("default/web-0"))
         .with("t2", ProxyKey::from("default/late-0"));
-    let server = XdsServer::new(store, Arc::new(auth), XdsConfig::default());
+    let server = XdsServer::new(store, Arc::new(auth), config);
     let metrics = server.metrics();
     let (shutdown, signal) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_listener(listener, server, async {
@@ -313,4 +317,80 @@ async fn a_proxy_gets_only_its_own_secrets_and_other_requests_are_counted() {
         .await;
     assert!(stream.quiet().await);
     assert_eq!(running.metrics.snapshot().secrets_refused, 1);
+}
+
+/// A stream that has sent nothing yet, with `token`: how the server answers the call.
+async fn open_silent(
+    addr: SocketAddr,
+    token: &str,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    Result<Streaming<DiscoveryResponse>, Status>,
+) {
+    let (tx, rx) = mpsc::channel(1);
+    let answer = client(addr)
+        .await
+        .stream_aggregated_resources(with_token(ReceiverStream::new(rx), token))
+        .await
+        .map(Response::into_inner);
+    (tx, answer)
+}
+
+#[tokio::test]
+async fn an_unknown_token_is_refused_before_any_message_is_read() {
+    let running = start(SnapshotStore::new()).await;
+    // The client sends no message at all: the server must not wait for (and buffer) one to
+    // refuse the credentials. It used to read the first request first (10 s timeout).
+    let asked = std::time::Instant::now();
+    let (_tx, answer) = tokio::time::timeout(WAIT, open_silent(running.addr, "stolen"))
+        .await
+        .expect("refused without waiting for a message");
+    let status = answer.expect_err("an unknown token is refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(running.metrics.snapshot().auth_failures, 1);
+}
+
+#[tokio::test]
+async fn streams_beyond_the_cap_are_refused_and_a_closed_one_frees_its_slot() {
+    let store = SnapshotStore::new();
+    store.set(ProxyKey::from("default/web-0"), mesh(1, 80, "1"));
+    let config = XdsConfig {
+        max_streams: 2,
+        ..XdsConfig::default()
+    };
+    let running = start_with(store, config).await;
+    let mut first = Sotw::open(running.addr, "t1", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    first.recv().await;
+    let mut second = Sotw::open(running.addr, "t1", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    second.recv().await;
+    let third = Sotw::open(running.addr, "t1", request(CDS, &[], "", "")).await;
+    let status = third.err().expect("a third stream is over the cap");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Sotw::open(running.addr, "t1", request(CDS, &[], "", "")).await {
+            Ok(mut again) => {
+                again.recv().await;
+                break;
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slot was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
 }
