@@ -598,6 +598,19 @@ impl Mesh {
         self.dir.path().join(name)
     }
 
+    /// The control plane's process ID (`switchyard local`).
+    pub fn control_plane_pid(&self) -> u32 {
+        self.control_plane.id()
+    }
+
+    /// The process ID of Pod `pod`'s sidecar, once started.
+    pub fn sidecar_pid(&self, pod: &str) -> Option<u32> {
+        self.sidecars
+            .iter()
+            .find(|(s, _)| s.pod == pod)
+            .map(|(_, child)| child.id())
+    }
+
     /// Replaces a manifest file; local mode picks it up on its next poll.
     pub fn write(&self, name: &str, yaml: &str) {
         write_atomically(&self.path(name), yaml);
