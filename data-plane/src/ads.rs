@@ -25,7 +25,6 @@ use tokio::sync::mpsc;
 
 use crate::{
     bootstrap::Bootstrap,
-    config::Runtime,
     state::State,
     xds::{Config, DeltaClient, Error, SotwClient},
 };
@@ -384,22 +383,13 @@ fn handled(state: &State, rejected: Option<Error>, changed: bool, synced: bool, 
     }
 }
 
-/// Translates an accepted configuration and swaps it in. A translation failure keeps the
-/// running configuration (the xDS client accepted resources the translation cannot use: a
-/// bug in the subset check, reported loudly).
+/// Links the accepted configuration into a runtime and swaps it in.
 fn publish(state: &State, config: &Config) {
-    match Runtime::build(config) {
-        Ok(runtime) => {
-            for warning in &runtime.warnings {
-                tracing::debug!(%warning, "configuration warning");
-            }
-            state.publish(runtime);
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot use an accepted configuration; keeping the last one");
-            state.xds.set_error(error.to_string());
-        }
+    let runtime = config.runtime();
+    for warning in &runtime.warnings {
+        tracing::debug!(%warning, "configuration warning");
     }
+    state.publish(runtime);
 }
 
 /// `http://host:port`, with brackets around an IPv6 host.

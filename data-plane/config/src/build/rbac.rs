@@ -19,7 +19,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, decode, is, matcher, unsupported};
-use crate::config::{Permission, Policy, Principal, Rbac, StringMatch};
+use crate::{Permission, Policy, Principal, Rbac, StringMatch};
 
 /// The name HTTP RBAC configs go by, in `typed_per_filter_config` and `http_filters`.
 pub(super) const HTTP_FILTER: &str = "envoy.filters.http.rbac";

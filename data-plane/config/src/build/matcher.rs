@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::{
 use regex::{Regex, RegexBuilder};
 
 use super::{At, Invalid, unsupported};
-use crate::config::{HeaderMatch, PathMatch, StringMatch};
+use crate::{HeaderMatch, PathMatch, StringMatch};
 
 /// The most memory one compiled regex may take, in bytes (the `regex` crate's `size_limit`):
 /// generous for path and header patterns, small enough that a hostile pattern cannot make

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{At, Invalid, duration, is, matcher, rbac, unsupported};
-use crate::config::{
+use crate::{
     RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
 };
 
@@ -27,7 +27,7 @@ const HEADER_MUTATIONS: &str = "header mutations are not supported";
 
 impl RouteTable {
     /// Translates one route configuration (RDS, or an HCM's inline `route_config`).
-    pub(crate) fn from_xds(rc: &RouteConfiguration) -> Result<RouteTable, Invalid> {
+    pub fn from_xds(rc: &RouteConfiguration) -> Result<RouteTable, Invalid> {
         if rc.vhds.is_some() {
             return Err(unsupported("vhds", "VHDS is not supported"));
         }

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{At, Invalid, data_source, decode, is, is_ads, unsupported};
-use crate::config::{DownstreamTls, SecretMaterial, UpstreamTls};
+use crate::{DownstreamTls, SecretMaterial, UpstreamTls};
 
 /// What both sides of TLS share.
 struct Common {
@@ -305,7 +305,7 @@ fn no_extras(v: &CertificateValidationContext) -> Result<(), Invalid> {
 
 impl SecretMaterial {
     /// Translates one SDS secret: a certificate with its key, or a trust bundle.
-    pub(crate) fn from_xds(s: &Secret) -> Result<SecretMaterial, Invalid> {
+    pub fn from_xds(s: &Secret) -> Result<SecretMaterial, Invalid> {
         match &s.r#type {
             Some(secret::Type::TlsCertificate(t)) => {
                 let at = "tls_certificate";

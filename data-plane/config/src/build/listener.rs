@@ -33,7 +33,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, data_source, decode, is, is_ads, rbac, socket_address, tls, unsupported};
-use crate::config::{
+use crate::{
     ChainMatch, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig, NetworkFilter,
     Rbac, RouteSource, RouteTable, TcpProxy,
 };
@@ -52,7 +52,7 @@ impl ListenerConfig {
     /// a chain matching everything (Envoy takes the most specific match), then the
     /// `default_filter_chain`. Listener filters other than the TLS inspector are refused; the
     /// inspector itself is implied by chains that match on the transport protocol.
-    pub(crate) fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
+    pub fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
         let address = socket_address(l.address.as_ref()).at("address")?;
         if !l.additional_addresses.is_empty() {
             return Err(unsupported(

@@ -24,7 +24,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, decode, duration, is, is_ads, socket_address, tls, unsupported};
-use crate::config::{ClusterConfig, Endpoint, OutlierDetection, TlsMatch};
+use crate::{ClusterConfig, Endpoint, OutlierDetection, TlsMatch};
 
 /// Envoy's connect timeout when a cluster sets none.
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +38,7 @@ const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 impl ClusterConfig {
     /// The EDS name of an EDS cluster (`eds_cluster_config.service_name`, or the cluster's
     /// name); `None` for other clusters.
-    pub(crate) fn eds_name(c: &Cluster) -> Option<&str> {
+    fn eds_name(c: &Cluster) -> Option<&str> {
         match c.cluster_discovery_type {
             Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => {
                 let service = c
@@ -52,13 +52,10 @@ impl ClusterConfig {
         }
     }
 
-    /// Translates one cluster. An EDS cluster takes `eds_endpoints` (its assignment's,
-    /// translated by [`Endpoint::list_from_xds`]; none while EDS has not answered); a STATIC
-    /// cluster its own `load_assignment`.
-    pub(crate) fn from_xds(
-        c: &Cluster,
-        eds_endpoints: Option<Arc<[Endpoint]>>,
-    ) -> Result<ClusterConfig, Invalid> {
+    /// Translates one cluster. A STATIC cluster takes its own `load_assignment`; an EDS
+    /// cluster has no endpoints until [`Runtime::link`](crate::Runtime::link) gives it its
+    /// assignment's (translated by [`Endpoint::list_from_xds`]).
+    pub fn from_xds(c: &Cluster) -> Result<ClusterConfig, Invalid> {
         let endpoints = match &c.cluster_discovery_type {
             None => static_endpoints(c)?,
             Some(ClusterDiscoveryType::Type(t)) if *t == DiscoveryType::Static as i32 => {
@@ -72,7 +69,7 @@ impl ClusterConfig {
                         "only ADS is supported",
                     ));
                 }
-                eds_endpoints.unwrap_or_else(|| Arc::from([]))
+                Arc::from([])
             }
             Some(ClusterDiscoveryType::Type(_)) => {
                 return Err(unsupported(
@@ -145,6 +142,7 @@ impl ClusterConfig {
             .at("outlier_detection")?;
         Ok(ClusterConfig {
             name: c.name.clone(),
+            eds: Self::eds_name(c).map(str::to_owned),
             connect_timeout,
             http2: http2(c)?,
             endpoints,
@@ -314,7 +312,7 @@ fn outlier(o: &PbOutlierDetection) -> Result<OutlierDetection, Invalid> {
 impl Endpoint {
     /// The endpoints of a load assignment, in order. Endpoints Envoy would not use (unhealthy,
     /// draining, timed out) are left out.
-    pub(crate) fn list_from_xds(cla: &ClusterLoadAssignment) -> Result<Arc<[Endpoint]>, Invalid> {
+    pub fn list_from_xds(cla: &ClusterLoadAssignment) -> Result<Arc<[Endpoint]>, Invalid> {
         if !cla.named_endpoints.is_empty() {
             return Err(unsupported(
                 "named_endpoints",

@@ -4,9 +4,9 @@
 //! `ClusterConfig::from_xds`, `Endpoint::list_from_xds`, `SecretMaterial::from_xds`) are also
 //! what the xDS client runs to validate a resource when it decodes it, so the subset the proxy
 //! implements is written down once: whatever they reject is NACKed (and the previous
-//! configuration kept), and whatever the client accepted translates. [`Runtime::build`] then
-//! only ties resources together (endpoints into clusters) and notes references to resources
-//! that are not there (yet).
+//! configuration kept), and whatever the client accepted translates. The proxy keeps what they
+//! return ([`Translated`]); [`Runtime::link`] then only ties resources together (endpoints into
+//! clusters) and notes references to resources that are not there (yet).
 //!
 //! Field paths in errors are built only when something is wrong: the happy path allocates
 //! nothing for them.
@@ -35,88 +35,66 @@ use envoy_types::pb::{
 };
 use prost::Message;
 
-use super::{
+use crate::{
     ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable, Runtime,
-    SecretMaterial,
+    SecretMaterial, TypeUrl,
 };
-use crate::xds::{self, ResourceType};
 
-/// A resource the translation cannot use, naming it and the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} {name}: {field}: {reason}")]
-pub struct BuildError {
-    pub kind: xds::ResourceType,
-    pub name: String,
-    pub field: String,
-    pub reason: String,
+/// The translated resources of an accepted configuration, each by the name it is served under
+/// (EDS assignments by EDS name). The proxy keeps them as it accepts resources, so building a
+/// [`Runtime`] only links them.
+#[derive(Clone, Debug, Default)]
+pub struct Translated {
+    pub clusters: BTreeMap<String, Arc<ClusterConfig>>,
+    pub endpoints: BTreeMap<String, Arc<[Endpoint]>>,
+    pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
+    pub routes: BTreeMap<String, Arc<RouteTable>>,
+    pub secrets: BTreeMap<String, Arc<SecretMaterial>>,
 }
 
 impl Runtime {
-    /// Translates an accepted configuration. Resources that reference something missing are
-    /// kept with a warning (requests to them get 503); only a resource that cannot be used at
-    /// all is an error, and the xDS client never accepts one.
+    /// Links translated resources: endpoints into their EDS clusters, inline route tables
+    /// next to the RDS ones. A reference to something missing is kept with a warning
+    /// (requests to it get 503); nothing here can fail, since every piece already translated.
     ///
-    /// Linear in the size of the configuration: every resource is translated once, and an EDS
-    /// assignment shared by several clusters is translated once and shared.
-    pub fn build(config: &xds::Config) -> Result<Runtime, BuildError> {
+    /// Linear in the number of resources; no resource is translated again.
+    pub fn link(translated: &Translated) -> Runtime {
         let mut warnings = Vec::new();
-
-        let mut secrets = BTreeMap::new();
-        for (name, held) in &config.secrets {
-            let secret = SecretMaterial::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Secret, name))?;
-            secrets.insert(name.clone(), Arc::new(secret));
-        }
-
-        let mut assignments: BTreeMap<&str, Arc<[Endpoint]>> = BTreeMap::new();
-        for (name, held) in &config.endpoints {
-            let endpoints = Endpoint::list_from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Endpoint, name))?;
-            assignments.insert(name, endpoints);
-        }
+        let secrets = translated.secrets.clone();
 
         let mut clusters = BTreeMap::new();
-        for (name, held) in &config.clusters {
-            let endpoints = match ClusterConfig::eds_name(&held.resource) {
-                Some(eds) => {
-                    let found = assignments.get(eds).cloned();
-                    if found.is_none() {
+        for (name, cluster) in &translated.clusters {
+            let cluster = match &cluster.eds {
+                Some(eds) => match translated.endpoints.get(eds) {
+                    Some(endpoints) => Arc::new(ClusterConfig {
+                        endpoints: endpoints.clone(),
+                        ..ClusterConfig::clone(cluster)
+                    }),
+                    None => {
                         warnings.push(format!(
                             "cluster {name}: no endpoints from EDS {eds} yet; it has no endpoints"
                         ));
+                        cluster.clone()
                     }
-                    found
-                }
-                None => None,
+                },
+                None => cluster.clone(),
             };
-            let cluster = ClusterConfig::from_xds(&held.resource, endpoints)
-                .map_err(|e| e.into_build(ResourceType::Cluster, name))?;
             for secret in cluster.secret_names() {
-                missing_secret(&secrets, ResourceType::Cluster, name, secret, &mut warnings);
+                missing_secret(&secrets, TypeUrl::Cluster, name, secret, &mut warnings);
             }
-            clusters.insert(name.clone(), Arc::new(cluster));
+            clusters.insert(name.clone(), cluster);
         }
 
         let mut routes = BTreeMap::new();
-        for (name, held) in &config.routes {
-            let table = RouteTable::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Route, name))?;
+        for (name, table) in &translated.routes {
             table.missing_clusters(&clusters, &mut warnings);
-            routes.insert(name.clone(), Arc::new(table));
+            routes.insert(name.clone(), table.clone());
         }
 
         let mut listeners = BTreeMap::new();
-        for (name, held) in &config.listeners {
-            let listener = ListenerConfig::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Listener, name))?;
+        for (name, listener) in &translated.listeners {
             for secret in listener.secret_names() {
-                missing_secret(
-                    &secrets,
-                    ResourceType::Listener,
-                    name,
-                    secret,
-                    &mut warnings,
-                );
+                missing_secret(&secrets, TypeUrl::Listener, name, secret, &mut warnings);
             }
             for chain in &listener.chains {
                 match &chain.filter {
@@ -152,29 +130,30 @@ impl Runtime {
                     NetworkFilter::Close => {}
                 }
             }
-            listeners.insert(name.clone(), Arc::new(listener));
+            listeners.insert(name.clone(), listener.clone());
         }
 
-        Ok(Runtime {
+        Runtime {
             listeners,
             routes,
             clusters,
             secrets,
             warnings,
-        })
+        }
     }
 }
 
 fn missing_secret(
     secrets: &BTreeMap<String, Arc<SecretMaterial>>,
-    kind: ResourceType,
+    kind: TypeUrl,
     name: &str,
     secret: &str,
     warnings: &mut Vec<String>,
 ) {
     if !secrets.contains_key(secret) {
         warnings.push(format!(
-            "{kind} {name}: secret {secret} does not exist yet; TLS with it fails"
+            "{} {name}: secret {secret} does not exist yet; TLS with it fails",
+            kind.noun()
         ));
     }
 }
@@ -256,21 +235,40 @@ impl ClusterConfig {
 
 /// Why one resource falls outside the subset the proxy implements: where (a field path inside
 /// the resource, such as `virtual_hosts[0].routes[1].match.safe_regex.regex`) and what.
-#[derive(Debug)]
-pub(crate) struct Invalid {
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
     field: String,
     problem: Problem,
 }
 
-#[derive(Debug)]
-enum Problem {
+/// What is wrong at the field of an [`Invalid`].
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
     /// A feature the proxy does not implement, or a value it cannot use.
+    #[error("{0}")]
     Unsupported(&'static str),
-    /// A nested `Any` that does not decode into the type its URL names.
+    /// A nested `Any` (or the resource itself) that does not decode into the type its URL
+    /// names.
+    #[error("cannot decode: {0}")]
     Decode(prost::DecodeError),
 }
 
 impl Invalid {
+    /// The path of the field at fault, in proto field names (`filter_chains[0].filters[1]`);
+    /// empty for the resource itself.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    pub fn into_parts(self) -> (String, Problem) {
+        (self.field, self.problem)
+    }
+
     /// Prefixes the field path with the field that holds it.
     fn within(mut self, segment: impl fmt::Display) -> Self {
         let mut field = segment.to_string();
@@ -282,36 +280,6 @@ impl Invalid {
         }
         self.field = field;
         self
-    }
-
-    /// The xDS client's rejection of resource `name` of type `kind`.
-    pub(crate) fn into_xds(self, kind: ResourceType, name: &str) -> xds::Error {
-        match self.problem {
-            Problem::Unsupported(reason) => xds::Error::Unsupported {
-                kind,
-                name: name.to_owned(),
-                field: self.field,
-                reason,
-            },
-            Problem::Decode(error) => xds::Error::Decode {
-                kind,
-                name: name.to_owned(),
-                field: self.field,
-                error,
-            },
-        }
-    }
-
-    fn into_build(self, kind: ResourceType, name: &str) -> BuildError {
-        BuildError {
-            kind,
-            name: name.to_owned(),
-            field: self.field,
-            reason: match self.problem {
-                Problem::Unsupported(reason) => reason.to_owned(),
-                Problem::Decode(error) => format!("cannot decode: {error}"),
-            },
-        }
     }
 }
 
