@@ -47,9 +47,7 @@ use envoy_types::pb::{
 };
 
 use self::resource::{Refs, Resource};
-use crate::config::{
-    ClusterConfig, Endpoint, ListenerConfig, RouteTable, Runtime, SecretMaterial, Translated,
-};
+use crate::config::{Runtime, Translated};
 pub use self::sotw::{SotwClient, SotwOutcome};
 pub use crate::config::TypeUrl;
 
@@ -170,6 +168,9 @@ pub struct Config {
     pub routes: BTreeMap<String, Versioned<RouteConfiguration>>,
     /// Secrets (SDS).
     pub secrets: BTreeMap<String, Versioned<Secret>>,
+    /// The translation of every held resource, by the same names; kept in step with the maps
+    /// above, so that a resource is translated once, when it is accepted.
+    translated: Translated,
 }
 
 impl fmt::Debug for Config {
@@ -191,24 +192,10 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
-    /// The runtime of the accepted configuration: every resource translated, then linked.
-    /// A resource the translation refuses is left out; the client never accepts one.
+    /// The runtime of the accepted configuration: the translations kept as resources were
+    /// accepted, linked.
     pub fn runtime(&self) -> Runtime {
-        fn each<T, U>(
-            map: &BTreeMap<String, Versioned<T>>,
-            translate: impl Fn(&T) -> Result<U, crate::config::Invalid>,
-        ) -> BTreeMap<String, U> {
-            map.iter()
-                .filter_map(|(name, held)| Some((name.clone(), translate(&held.resource).ok()?)))
-                .collect()
-        }
-        Runtime::link(&Translated {
-            clusters: each(&self.clusters, |c| ClusterConfig::from_xds(c).map(Arc::new)),
-            endpoints: each(&self.endpoints, Endpoint::list_from_xds),
-            listeners: each(&self.listeners, |l| ListenerConfig::from_xds(l).map(Arc::new)),
-            routes: each(&self.routes, |r| RouteTable::from_xds(r).map(Arc::new)),
-            secrets: each(&self.secrets, |s| SecretMaterial::from_xds(s).map(Arc::new)),
-        })
+        Runtime::link(&self.translated)
     }
 
     /// The version of every held resource of a type, by name.
@@ -240,22 +227,39 @@ impl Config {
 
     /// Drops a resource; whether it was held.
     fn remove(&mut self, ty: TypeUrl, name: &str) -> bool {
+        let t = &mut self.translated;
         match ty {
-            TypeUrl::Cluster => self.clusters.remove(name).is_some(),
-            TypeUrl::ClusterLoadAssignment => self.endpoints.remove(name).is_some(),
-            TypeUrl::Listener => self.listeners.remove(name).is_some(),
-            TypeUrl::RouteConfiguration => self.routes.remove(name).is_some(),
-            TypeUrl::Secret => self.secrets.remove(name).is_some(),
+            TypeUrl::Cluster => {
+                t.clusters.remove(name);
+                self.clusters.remove(name).is_some()
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                t.endpoints.remove(name);
+                self.endpoints.remove(name).is_some()
+            }
+            TypeUrl::Listener => {
+                t.listeners.remove(name);
+                self.listeners.remove(name).is_some()
+            }
+            TypeUrl::RouteConfiguration => {
+                t.routes.remove(name);
+                self.routes.remove(name).is_some()
+            }
+            TypeUrl::Secret => {
+                t.secrets.remove(name);
+                self.secrets.remove(name).is_some()
+            }
         }
     }
 
-    /// Holds a resource; whether anything changed.
+    /// Holds a resource and its translation; whether anything changed.
     fn upsert(&mut self, name: String, version: String, resource: Resource) -> bool {
-        fn put<T: PartialEq>(
+        fn put<T: PartialEq, U: ?Sized>(
             map: &mut BTreeMap<String, Versioned<T>>,
+            translated: &mut BTreeMap<String, Arc<U>>,
             name: String,
             version: String,
-            resource: Arc<T>,
+            (resource, translation): (Arc<T>, Arc<U>),
         ) -> bool {
             if let Some(old) = map.get(&name)
                 && old.version == version
@@ -263,15 +267,21 @@ impl Config {
             {
                 return false;
             }
+            translated.insert(name.clone(), translation);
             map.insert(name, Versioned { version, resource });
             true
         }
+        let t = &mut self.translated;
         match resource {
-            Resource::Cluster(r) => put(&mut self.clusters, name, version, r),
-            Resource::Endpoint(r) => put(&mut self.endpoints, name, version, r),
-            Resource::Listener(r) => put(&mut self.listeners, name, version, r),
-            Resource::Route(r) => put(&mut self.routes, name, version, r),
-            Resource::Secret(r) => put(&mut self.secrets, name, version, r),
+            Resource::Cluster(r, c) => put(&mut self.clusters, &mut t.clusters, name, version, (r, c)),
+            Resource::Endpoint(r, e) => {
+                put(&mut self.endpoints, &mut t.endpoints, name, version, (r, e))
+            }
+            Resource::Listener(r, l) => {
+                put(&mut self.listeners, &mut t.listeners, name, version, (r, l))
+            }
+            Resource::Route(r, rt) => put(&mut self.routes, &mut t.routes, name, version, (r, rt)),
+            Resource::Secret(r, s) => put(&mut self.secrets, &mut t.secrets, name, version, (r, s)),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The decoding and validation of one resource of the ADS stream.
 //!
 //! Validation happens here, at the wire boundary, by translating the resource into the runtime
-//! model with the same functions [`crate::config::Runtime::build`] uses: a resource that passes
-//! is decoded, known to stay within the subset `switchyard-proxy` implements (so it translates),
-//! and comes with the names of the resources it references (EDS, RDS and SDS names), taken from
-//! its translation.
+//! model: a resource that passes is decoded, known to stay within the subset
+//! `switchyard-proxy` implements, and comes with its translation (which the client keeps, so
+//! building the runtime only links) and the names of the resources it references (EDS, RDS
+//! and SDS names), taken from that translation.
 
 use std::sync::Arc;
 
@@ -26,15 +26,15 @@ use crate::config::{
     ClusterConfig, Endpoint, Invalid, ListenerConfig, Problem, RouteTable, SecretMaterial, TypeUrl,
 };
 
-/// A decoded resource of any of the five types, shared from the start so that holding it in
-/// the configuration does not copy it.
-#[derive(Clone, PartialEq)]
+/// A decoded resource of any of the five types with its translation, shared from the start so
+/// that holding it in the configuration does not copy it.
+#[derive(Clone)]
 pub(crate) enum Resource {
-    Cluster(Arc<Cluster>),
-    Endpoint(Arc<ClusterLoadAssignment>),
-    Listener(Arc<Listener>),
-    Route(Arc<RouteConfiguration>),
-    Secret(Arc<Secret>),
+    Cluster(Arc<Cluster>, Arc<ClusterConfig>),
+    Endpoint(Arc<ClusterLoadAssignment>, Arc<[Endpoint]>),
+    Listener(Arc<Listener>, Arc<ListenerConfig>),
+    Route(Arc<RouteConfiguration>, Arc<RouteTable>),
+    Secret(Arc<Secret>, Arc<SecretMaterial>),
 }
 
 /// The names a resource references, which the proxy must subscribe to.
@@ -109,37 +109,37 @@ pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<De
         });
     }
     let mut refs = Refs::default();
-    // Validation is the translation into the runtime model (one definition of the subset);
-    // its result is dropped here and rebuilt from the accepted configuration.
+    // Validation is the translation into the runtime model (one definition of the subset),
+    // whose result the configuration keeps.
     let (inner, resource) = match ty {
         TypeUrl::Cluster => {
             let c: Cluster = decode_resource(ty, &name, &any)?;
             let built = ClusterConfig::from_xds(&c).map_err(|e| refused(ty, &name, e))?;
             refs.endpoints.extend(built.eds.clone());
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (c.name.clone(), Resource::Cluster(Arc::new(c)))
+            (c.name.clone(), Resource::Cluster(Arc::new(c), Arc::new(built)))
         }
         TypeUrl::ClusterLoadAssignment => {
             let c: ClusterLoadAssignment = decode_resource(ty, &name, &any)?;
-            Endpoint::list_from_xds(&c).map_err(|e| refused(ty, &name, e))?;
-            (c.cluster_name.clone(), Resource::Endpoint(Arc::new(c)))
+            let built = Endpoint::list_from_xds(&c).map_err(|e| refused(ty, &name, e))?;
+            (c.cluster_name.clone(), Resource::Endpoint(Arc::new(c), built))
         }
         TypeUrl::Listener => {
             let l: Listener = decode_resource(ty, &name, &any)?;
             let built = ListenerConfig::from_xds(&l).map_err(|e| refused(ty, &name, e))?;
             refs.routes.extend(built.rds_names().map(str::to_owned));
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (l.name.clone(), Resource::Listener(Arc::new(l)))
+            (l.name.clone(), Resource::Listener(Arc::new(l), Arc::new(built)))
         }
         TypeUrl::RouteConfiguration => {
             let r: RouteConfiguration = decode_resource(ty, &name, &any)?;
-            RouteTable::from_xds(&r).map_err(|e| refused(ty, &name, e))?;
-            (r.name.clone(), Resource::Route(Arc::new(r)))
+            let built = RouteTable::from_xds(&r).map_err(|e| refused(ty, &name, e))?;
+            (r.name.clone(), Resource::Route(Arc::new(r), Arc::new(built)))
         }
         TypeUrl::Secret => {
             let s: Secret = decode_resource(ty, &name, &any)?;
-            SecretMaterial::from_xds(&s).map_err(|e| refused(ty, &name, e))?;
-            (s.name.clone(), Resource::Secret(Arc::new(s)))
+            let built = SecretMaterial::from_xds(&s).map_err(|e| refused(ty, &name, e))?;
+            (s.name.clone(), Resource::Secret(Arc::new(s), Arc::new(built)))
         }
     };
     if inner != name {
