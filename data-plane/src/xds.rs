@@ -47,9 +47,9 @@ use envoy_types::pb::{
 };
 
 use self::resource::{Refs, Resource};
-use crate::config::{Runtime, Translated};
 pub use self::sotw::{SotwClient, SotwOutcome};
 pub use crate::config::TypeUrl;
+use crate::config::{Runtime, Translated};
 
 /// The `google.rpc.Code` of a NACK: `INVALID_ARGUMENT`.
 const INVALID_ARGUMENT: i32 = 3;
@@ -273,7 +273,9 @@ impl Config {
         }
         let t = &mut self.translated;
         match resource {
-            Resource::Cluster(r, c) => put(&mut self.clusters, &mut t.clusters, name, version, (r, c)),
+            Resource::Cluster(r, c) => {
+                put(&mut self.clusters, &mut t.clusters, name, version, (r, c))
+            }
             Resource::Endpoint(r, e) => {
                 put(&mut self.endpoints, &mut t.endpoints, name, version, (r, e))
             }

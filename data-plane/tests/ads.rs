@@ -393,8 +393,13 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
         eds_names,
         endpoints.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
     );
-    s1.expect_ack(response(TypeUrl::ClusterLoadAssignment, "e1", "1", endpoints))
-        .await;
+    s1.expect_ack(response(
+        TypeUrl::ClusterLoadAssignment,
+        "e1",
+        "1",
+        endpoints,
+    ))
+    .await;
     let subs = s1
         .expect_ack(response(
             TypeUrl::Listener,

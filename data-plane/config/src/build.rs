@@ -11,12 +11,28 @@
 //! Field paths in errors are built only when something is wrong: the happy path allocates
 //! nothing for them.
 
+/// Destructures `$value` (a reference to a `$ty`) naming every field: the fields before `unset`
+/// are the translation's (it reads them, or knows it may ignore them), and each field after it
+/// must hold its default, or the resource is refused at that field. A field that envoy-types
+/// adds therefore fails to compile until someone classifies it, so the proxy never accepts a
+/// feature by overlooking it. Invoked after the translation's own checks of the message, so
+/// those keep their more precise messages.
+macro_rules! only {
+    ($value:expr => $ty:path { $($ok:ident),* $(,)? } unset { $($no:ident),* $(,)? }) => {{
+        #[allow(deprecated)]
+        let $ty { $($ok: _,)* $($no,)* } = $value;
+        $( $crate::build::unset(stringify!($no), $no)?; )*
+    }};
+}
+
 mod cluster;
 mod listener;
 mod matcher;
 mod rbac;
 mod route;
 mod tls;
+
+pub use self::route::RETRY_ON;
 
 use std::{
     collections::BTreeMap,
@@ -28,9 +44,14 @@ use std::{
 
 use envoy_types::pb::{
     envoy::config::core::v3::{
-        Address, ConfigSource, DataSource, SocketAddress, address,
+        Address, ApiVersion, ConfigSource, DataSource, SocketAddress, address,
         config_source::ConfigSourceSpecifier, data_source, socket_address,
     },
+    envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    },
+    envoy::extensions::transport_sockets::tls::v3::Secret,
     google::protobuf::{self as pbuf, Any},
 };
 use prost::Message;
@@ -141,6 +162,59 @@ impl Runtime {
             warnings,
         }
     }
+}
+
+/// One resource translated, whatever its type.
+#[derive(Clone, Debug)]
+pub enum Translation {
+    Cluster(ClusterConfig),
+    Endpoints(Arc<[Endpoint]>),
+    Listener(ListenerConfig),
+    Route(RouteTable),
+    Secret(SecretMaterial),
+}
+
+/// Decodes one resource as served (its `Any`) and translates it, checking that its type is
+/// `ty` and its own name is `name`. The bundled adapter runs this to decide what to send: a
+/// resource this refuses, the proxy would NACK.
+pub fn translate(ty: TypeUrl, name: &str, any: &Any) -> Result<Translation, Invalid> {
+    if any.type_url != ty.type_url() {
+        return Err(unsupported("type_url", "does not match the resource type"));
+    }
+    let named = |inner: &str| {
+        if inner == name {
+            Ok(())
+        } else {
+            Err(unsupported("name", "differs from the resource name"))
+        }
+    };
+    Ok(match ty {
+        TypeUrl::Cluster => {
+            let c: Cluster = decode(any)?;
+            named(&c.name)?;
+            Translation::Cluster(ClusterConfig::from_xds(&c)?)
+        }
+        TypeUrl::ClusterLoadAssignment => {
+            let c: ClusterLoadAssignment = decode(any)?;
+            named(&c.cluster_name)?;
+            Translation::Endpoints(Endpoint::list_from_xds(&c)?)
+        }
+        TypeUrl::Listener => {
+            let l: Listener = decode(any)?;
+            named(&l.name)?;
+            Translation::Listener(ListenerConfig::from_xds(&l)?)
+        }
+        TypeUrl::RouteConfiguration => {
+            let r: RouteConfiguration = decode(any)?;
+            named(&r.name)?;
+            Translation::Route(RouteTable::from_xds(&r)?)
+        }
+        TypeUrl::Secret => {
+            let s: Secret = decode(any)?;
+            named(&s.name)?;
+            Translation::Secret(SecretMaterial::from_xds(&s)?)
+        }
+    })
 }
 
 fn missing_secret(
@@ -283,6 +357,18 @@ impl Invalid {
     }
 }
 
+/// What a field outside the subset says when it is set.
+pub(crate) const NOT_SUPPORTED: &str = "not supported by the bundled proxy";
+
+/// A field the proxy does not implement, which must therefore hold its default value.
+pub(crate) fn unset<T: Default + PartialEq>(field: &'static str, value: &T) -> Result<(), Invalid> {
+    if *value == T::default() {
+        Ok(())
+    } else {
+        Err(unsupported(field, NOT_SUPPORTED))
+    }
+}
+
 /// An unsupported feature or value at `field`.
 fn unsupported(field: impl Into<String>, reason: &'static str) -> Invalid {
     Invalid {
@@ -352,6 +438,10 @@ fn data_source(source: &DataSource) -> Result<String, Invalid> {
         )),
         None => Ok(String::new()),
     }
+    .and_then(|text| {
+        only!(source => DataSource { specifier, watched_directory } unset {});
+        Ok(text)
+    })
 }
 
 /// A TCP socket address with an IP literal and a numeric port; errors are relative to the
@@ -386,6 +476,18 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
             "network namespaces are not supported",
         ));
     }
+    if let Some(a) = address {
+        only!(a => Address { address } unset {});
+    }
+    let classified = || {
+        only!(sa => SocketAddress {
+            address, port_specifier, protocol, resolver_name, network_namespace_filepath,
+        } unset {
+            ipv4_compat,
+        });
+        Ok(())
+    };
+    classified().at("socket_address")?;
     let ip: IpAddr = sa
         .address
         .parse()
@@ -405,11 +507,23 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Whether a config source points back at the ADS stream (`ads` or `self`), the only source
-/// the proxy reads.
+/// Whether a config source points back at the ADS stream (`ads` or `self`, API version V3),
+/// the only source the proxy reads, with nothing else set.
 fn is_ads(source: Option<&ConfigSource>) -> bool {
+    let Some(source) = source else {
+        return false;
+    };
+    let ConfigSource {
+        config_source_specifier,
+        resource_api_version,
+        authorities,
+        initial_fetch_timeout,
+    } = source;
     matches!(
-        source.and_then(|s| s.config_source_specifier.as_ref()),
+        config_source_specifier,
         Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::Self_(_))
-    )
+    ) && (*resource_api_version == ApiVersion::Auto as i32
+        || *resource_api_version == ApiVersion::V3 as i32)
+        && authorities.is_empty()
+        && initial_fetch_timeout.is_none()
 }

@@ -7,6 +7,48 @@
 //! response, off the request path; the result is swapped in whole, so a request sees one
 //! consistent configuration from start to end. The bundled adapter runs the same translation
 //! to decide what to send. Sans-IO: no runtime, no sockets.
+//!
+//! The subset (every field outside of which is refused), in outline; the translation under
+//! `build` is the definition:
+//!
+//! - **Resource types**: CDS, EDS, LDS, RDS and SDS, over ADS.
+//! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS; `connect_timeout`;
+//!   `lb_policy` ROUND_ROBIN or LEAST_REQUEST (the proxy balances by power of two choices over
+//!   latency either way); `outlier_detection` (consecutive 5xx and gateway failures, enforced
+//!   fully or not at all, `interval`, `base_ejection_time`, `max_ejection_percent`);
+//!   `HttpProtocolOptions` with `explicit_http_config` (HTTP/1.1 or HTTP/2, default settings);
+//!   `transport_socket` and `transport_socket_matches` (string labels).
+//! - **Endpoints**: socket addresses with IP literals, `load_balancing_weight`, `health_status`
+//!   UNKNOWN or HEALTHY, `envoy.transport_socket_match` metadata.
+//! - **Transport sockets**: `raw_buffer`, and `tls` (`UpstreamTlsContext`,
+//!   `DownstreamTlsContext`) with one certificate and the validation context over SDS (ADS),
+//!   exact URI SAN matchers (upstream only), ALPN, TLS 1.2 to 1.3, `require_client_certificate`.
+//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains that
+//!   match on `transport_protocol` `tls` or `raw_buffer` only.
+//! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
+//!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
+//!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
+//! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
+//!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
+//!   no switch to turn that off), a `local_reply_config` mapping 403s, and
+//!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
+//!   `envoy.filters.http.router` (default settings), last.
+//! - **Routes**: virtual hosts with domains; matches on `prefix`, `path` or `safe_regex`, header
+//!   matchers `string_match` (exact, prefix, suffix, contains, safe_regex) and
+//!   `present_match: true`, with `invert_match`; actions to `cluster` or `weighted_clusters`
+//!   with `timeout` and `retry_policy` (`retry_on` among [`RETRY_ON`], `num_retries`,
+//!   `per_try_timeout`, the `previous_hosts` predicate); `RBACPerRoute` under
+//!   `envoy.filters.http.rbac`.
+//! - **RBAC**: ALLOW policies; permissions any, and, or, not, `url_path`, `header`,
+//!   `destination_port`; principals any, and, or, not, `authenticated` with a `principal_name`.
+//! - **Secrets**: `tls_certificate` (chain and key) and `validation_context` (`trusted_ca`), as
+//!   inline PEM.
+//!
+//! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
+//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`), names of filter chains,
+//! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not:
+//! the proxy writes none, and a configured audit log that silently never appears would
+//! mislead, so `access_log` drops its resource like any other unsupported field.
 
 #![forbid(unsafe_code)]
 
@@ -16,7 +58,7 @@ mod type_url;
 use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 pub use self::{
-    build::{Invalid, Problem, Translated},
+    build::{Invalid, Problem, RETRY_ON, Translated, Translation, translate},
     type_url::TypeUrl,
 };
 

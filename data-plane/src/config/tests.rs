@@ -1317,7 +1317,9 @@ fn bad_regexes_are_nacked_with_the_field() {
     );
     // Backreferences and lookaround are not RE2 either.
     for pattern in [r"(a)\1", "a(?=b)"] {
-        assert!(nack(TypeUrl::RouteConfiguration, "rc", regex_route(pattern)).contains("not a valid"));
+        assert!(
+            nack(TypeUrl::RouteConfiguration, "rc", regex_route(pattern)).contains("not a valid")
+        );
     }
 
     let header = HeaderMatcher {
@@ -1582,11 +1584,7 @@ fn unsupported_listener_features_are_nacked() {
         ..Default::default()
     };
     assert_eq!(
-        nack(
-            TypeUrl::Listener,
-            "l",
-            any(&hcm_listener("l", hcm.clone()))
-        ),
+        nack(TypeUrl::Listener, "l", any(&hcm_listener("l", hcm.clone()))),
         "listener l: filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: \
          only the rbac and router HTTP filters are supported"
     );
@@ -1758,10 +1756,8 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
             .is_none()
     );
     assert_eq!(client.subscriptions(TypeUrl::Secret), ["b", "s"]);
-    let outcome = client.handle_response(response(
-        TypeUrl::Secret,
-        vec![wire("s", any(&from_file))],
-    ));
+    let outcome =
+        client.handle_response(response(TypeUrl::Secret, vec![wire("s", any(&from_file))]));
     assert_eq!(
         outcome.rejected.map(|e| e.to_string()).as_deref(),
         Some(
@@ -2203,11 +2199,7 @@ fn an_http_rbac_filter_without_rules_allows_everything() {
         ..Default::default()
     };
     assert_eq!(
-        nack(
-            TypeUrl::Listener,
-            "l",
-            any(&hcm_listener("l", misordered))
-        ),
+        nack(TypeUrl::Listener, "l", any(&hcm_listener("l", misordered))),
         "listener l: filter_chains[0].filters[0].typed_config.http_filters[0]: the router \
          must be the last HTTP filter"
     );

@@ -117,29 +117,44 @@ pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<De
             let built = ClusterConfig::from_xds(&c).map_err(|e| refused(ty, &name, e))?;
             refs.endpoints.extend(built.eds.clone());
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (c.name.clone(), Resource::Cluster(Arc::new(c), Arc::new(built)))
+            (
+                c.name.clone(),
+                Resource::Cluster(Arc::new(c), Arc::new(built)),
+            )
         }
         TypeUrl::ClusterLoadAssignment => {
             let c: ClusterLoadAssignment = decode_resource(ty, &name, &any)?;
             let built = Endpoint::list_from_xds(&c).map_err(|e| refused(ty, &name, e))?;
-            (c.cluster_name.clone(), Resource::Endpoint(Arc::new(c), built))
+            (
+                c.cluster_name.clone(),
+                Resource::Endpoint(Arc::new(c), built),
+            )
         }
         TypeUrl::Listener => {
             let l: Listener = decode_resource(ty, &name, &any)?;
             let built = ListenerConfig::from_xds(&l).map_err(|e| refused(ty, &name, e))?;
             refs.routes.extend(built.rds_names().map(str::to_owned));
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (l.name.clone(), Resource::Listener(Arc::new(l), Arc::new(built)))
+            (
+                l.name.clone(),
+                Resource::Listener(Arc::new(l), Arc::new(built)),
+            )
         }
         TypeUrl::RouteConfiguration => {
             let r: RouteConfiguration = decode_resource(ty, &name, &any)?;
             let built = RouteTable::from_xds(&r).map_err(|e| refused(ty, &name, e))?;
-            (r.name.clone(), Resource::Route(Arc::new(r), Arc::new(built)))
+            (
+                r.name.clone(),
+                Resource::Route(Arc::new(r), Arc::new(built)),
+            )
         }
         TypeUrl::Secret => {
             let s: Secret = decode_resource(ty, &name, &any)?;
             let built = SecretMaterial::from_xds(&s).map_err(|e| refused(ty, &name, e))?;
-            (s.name.clone(), Resource::Secret(Arc::new(s), Arc::new(built)))
+            (
+                s.name.clone(),
+                Resource::Secret(Arc::new(s), Arc::new(built)),
+            )
         }
     };
     if inner != name {
@@ -158,11 +173,7 @@ pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<De
 }
 
 /// Decodes the resource itself from its `Any`.
-fn decode_resource<M: Message + Default>(
-    kind: TypeUrl,
-    name: &str,
-    any: &Any,
-) -> Result<M, Error> {
+fn decode_resource<M: Message + Default>(kind: TypeUrl, name: &str, any: &Any) -> Result<M, Error> {
     M::decode(any.value.as_slice()).map_err(|error| Error::Decode {
         kind,
         name: name.to_owned(),

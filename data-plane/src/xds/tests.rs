@@ -29,7 +29,7 @@ use envoy_types::pb::{
         },
         service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
     },
-    google::protobuf::Any,
+    google::protobuf::{Any, Duration as PbDuration},
 };
 use prost::{Message, Name};
 
@@ -379,7 +379,10 @@ fn undecodable_resource_is_nacked_naming_it_and_config_is_kept() {
     };
     let b = static_cluster("b");
     let a2 = Cluster {
-        alt_stat_name: "changed".to_owned(),
+        connect_timeout: Some(PbDuration {
+            seconds: 7,
+            nanos: 0,
+        }),
         ..a.clone()
     };
     let out = client.handle_response(response(
@@ -619,7 +622,10 @@ fn hcm_listener_subscribes_to_its_route_configuration() {
             ack(TypeUrl::Listener, "n1"),
         ]
     );
-    assert_eq!(client.subscriptions(TypeUrl::RouteConfiguration), ["outbound-http"]);
+    assert_eq!(
+        client.subscriptions(TypeUrl::RouteConfiguration),
+        ["outbound-http"]
+    );
 
     // Replacing the listener's route moves the subscription and drops the old route.
     client.handle_response(response(
@@ -785,7 +791,10 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
         vec![wire(&a.name, "2", any(&static_cluster(&a.name)))],
     ));
     assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n4")]);
-    assert_eq!(client.subscriptions(TypeUrl::ClusterLoadAssignment), ["api"]);
+    assert_eq!(
+        client.subscriptions(TypeUrl::ClusterLoadAssignment),
+        ["api"]
+    );
 
     // The other goes too: now "api" is unsubscribed, and EDS left out on reconnect.
     let out = client.handle_response(removal(TypeUrl::Cluster, "n5", &[&b.name]));
@@ -801,9 +810,6 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
     let types: Vec<&str> = requests.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(
         types,
-        [
-            TypeUrl::Cluster.type_url(),
-            TypeUrl::Listener.type_url()
-        ]
+        [TypeUrl::Cluster.type_url(), TypeUrl::Listener.type_url()]
     );
 }

@@ -30,10 +30,7 @@ fn initial_requests_are_wildcard_cds_and_lds_with_the_node_first() {
     let types: Vec<&str> = initial.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(
         types,
-        [
-            TypeUrl::Cluster.type_url(),
-            TypeUrl::Listener.type_url()
-        ]
+        [TypeUrl::Cluster.type_url(), TypeUrl::Listener.type_url()]
     );
     assert!(initial.iter().all(|r| r.resource_names.is_empty()));
     assert_eq!(
