@@ -6,13 +6,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,

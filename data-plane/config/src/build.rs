@@ -424,6 +424,7 @@ fn data_source(source: &DataSource) -> Result<String, Invalid> {
             "only inline data sources are supported",
         ));
     }
+    only!(source => DataSource { specifier, watched_directory } unset {});
     match &source.specifier {
         Some(data_source::Specifier::InlineString(s)) => Ok(s.clone()),
         Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b.clone())
@@ -438,10 +439,6 @@ fn data_source(source: &DataSource) -> Result<String, Invalid> {
         )),
         None => Ok(String::new()),
     }
-    .and_then(|text| {
-        only!(source => DataSource { specifier, watched_directory } unset {});
-        Ok(text)
-    })
 }
 
 /// A TCP socket address with an IP literal and a numeric port; errors are relative to the

@@ -18,13 +18,14 @@
 //!   fully or not at all, `interval`, `base_ejection_time`, `max_ejection_percent`);
 //!   `HttpProtocolOptions` with `explicit_http_config` (HTTP/1.1 or HTTP/2, default settings);
 //!   `transport_socket` and `transport_socket_matches` (string labels).
-//! - **Endpoints**: socket addresses with IP literals, `load_balancing_weight`, `health_status`
-//!   UNKNOWN or HEALTHY, `envoy.transport_socket_match` metadata.
+//! - **Endpoints**: socket addresses with IP literals, `load_balancing_weight` (at least 1),
+//!   `health_status` (unhealthy, draining and timed-out endpoints are left out, as Envoy does),
+//!   `envoy.transport_socket_match` metadata.
 //! - **Transport sockets**: `raw_buffer`, and `tls` (`UpstreamTlsContext`,
 //!   `DownstreamTlsContext`) with one certificate and the validation context over SDS (ADS),
 //!   exact URI SAN matchers (upstream only), ALPN, TLS 1.2 to 1.3, `require_client_certificate`.
-//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains that
-//!   match on `transport_protocol` `tls` or `raw_buffer` only.
+//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains (and a
+//!   `default_filter_chain`) that match on `transport_protocol` `tls` or `raw_buffer` only.
 //! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
 //!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
 //!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
@@ -34,8 +35,8 @@
 //!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
 //!   `envoy.filters.http.router` (default settings), last.
 //! - **Routes**: virtual hosts with domains; matches on `prefix`, `path` or `safe_regex`, header
-//!   matchers `string_match` (exact, prefix, suffix, contains, safe_regex) and
-//!   `present_match: true`, with `invert_match`; actions to `cluster` or `weighted_clusters`
+//!   matchers `string_match` (exact, prefix, suffix, contains, safe_regex; `ignore_case`) and
+//!   `present_match`, with `invert_match`; case-insensitive path matches; actions to `cluster` or `weighted_clusters`
 //!   with `timeout` and `retry_policy` (`retry_on` among [`RETRY_ON`], `num_retries`,
 //!   `per_try_timeout`, the `previous_hosts` predicate); `RBACPerRoute` under
 //!   `envoy.filters.http.rbac`.
@@ -45,7 +46,8 @@
 //!   inline PEM.
 //!
 //! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
-//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`), names of filter chains,
+//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`, and RBAC shadow rules,
+//! which only log), names of filter chains,
 //! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not:
 //! the proxy writes none, and a configured audit log that silently never appears would
 //! mislead, so `access_log` drops its resource like any other unsupported field.
