@@ -55,6 +55,8 @@
 #![forbid(unsafe_code)]
 
 mod build;
+#[cfg(test)]
+mod tests;
 mod type_url;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
