@@ -2,61 +2,21 @@
 //! implements, and drops (with a warning naming resource, field and reason) anything outside it.
 //!
 //! It compiles with the Envoy adapter, so a bundled proxy gets byte for byte what Envoy would
-//! get, and then walks every resource field by field against the subset below. A resource
-//! with a field outside it is left out of the output and reported in [`Output::warnings`], e.g.
-//! `listener inbound|8080: filter_chains[0].filters[1]: envoy.filters.network.foo is not
-//! supported by the bundled proxy`; the proxy never receives something it would ignore.
-//! Dropping is per resource: what references a dropped resource stays, and the proxy treats
-//! the reference as missing (a route to a dropped cluster answers 503, as in Envoy).
-//!
-//! The subset, which `switchyard-proxy` implements and every field outside of which is refused:
-//!
-//! - **Resource types**: CDS, EDS, LDS, RDS and SDS, over ADS.
-//! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS; `connect_timeout`;
-//!   `lb_policy` ROUND_ROBIN or LEAST_REQUEST (the proxy balances by power of two choices over
-//!   latency either way); `outlier_detection` (consecutive 5xx and gateway failures, enforced
-//!   fully or not at all, `interval`, `base_ejection_time`, `max_ejection_percent`);
-//!   `HttpProtocolOptions` with `explicit_http_config` (HTTP/1.1 or HTTP/2, default settings);
-//!   `transport_socket` and `transport_socket_matches` (string labels).
-//! - **Endpoints**: socket addresses with IP literals, `load_balancing_weight`, `health_status`
-//!   UNKNOWN or HEALTHY, `envoy.transport_socket_match` metadata.
-//! - **Transport sockets**: `raw_buffer`, and `tls` (`UpstreamTlsContext`,
-//!   `DownstreamTlsContext`) with one certificate and the validation context over SDS (ADS),
-//!   exact URI SAN matchers (upstream only), ALPN, TLS 1.2 to 1.3, `require_client_certificate`.
-//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains that
-//!   match on `transport_protocol` `tls` or `raw_buffer` only.
-//! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
-//!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
-//!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
-//! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
-//!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
-//!   no switch to turn that off), a `local_reply_config` mapping 403s, and
-//!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
-//!   `envoy.filters.http.router` (default settings), last.
-//! - **Routes**: virtual hosts with domains; matches on `prefix`, `path` or `safe_regex`, header
-//!   matchers `string_match` (exact, prefix, suffix, contains, safe_regex) and
-//!   `present_match: true`, with `invert_match`; actions to `cluster` or `weighted_clusters`
-//!   with `timeout` and `retry_policy` (`retry_on` among [`RETRY_ON`], `num_retries`,
-//!   `per_try_timeout`, the `previous_hosts` predicate); `RBACPerRoute` under
-//!   `envoy.filters.http.rbac`.
-//! - **RBAC**: ALLOW policies; permissions any, and, or, not, `url_path`, `header`,
-//!   `destination_port`; principals any, and, or, not, `authenticated` with a `principal_name`.
-//! - **Secrets**: `tls_certificate` (chain and key) and `validation_context` (`trusted_ca`), as
-//!   inline PEM.
-//!
-//! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
-//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`), names of filter chains,
-//! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not:
-//! the proxy writes none, and a configured audit log that silently never appears would
-//! mislead, so `access_log` drops its resource like any other unsupported field.
+//! get, and then runs every resource through the proxy's own translation
+//! (`switchyard-proxy-config`), which is where the subset is defined, once: it destructures
+//! every message naming all of its fields, so a field envoy-types adds fails to compile there
+//! until it is classified. A resource the translation refuses is left out of the output and
+//! reported in [`Output::warnings`] with the translation's own error, e.g. `listener
+//! inbound|8080: filter_chains[0].filters[0].typed_config.codec_type: only AUTO is supported`;
+//! the proxy never receives something it would NACK or ignore. Dropping is per resource: what
+//! references a dropped resource stays, and the proxy treats the reference as missing (a route
+//! to a dropped cluster answers 503, as in Envoy).
 //!
 //! [`BundledAdapter`] mirrors [`EnvoyAdapter`]: [`BundledAdapter::compile_shared`] hands out
 //! the Envoy adapter's shared `Arc`s unchanged, and remembers each resource's verdict by
 //! pointer, so a recompile after a small change checks only what changed. Compile Envoy proxies
 //! of the same mesh through [`BundledAdapter::envoy`] to share one cache between both data
 //! planes.
-
-mod subset;
 
 #[cfg(test)]
 mod tests;
@@ -66,13 +26,13 @@ use std::{
     sync::{Arc, Weak},
 };
 
+pub use switchyard_proxy_config::RETRY_ON;
+use switchyard_proxy_config::TypeUrl;
+
 use crate::{
     envoy::{EnvoyAdapter, EnvoyOptions, Output, Resource},
     model::{MeshSettings, ProxyConfig},
 };
-
-/// The `retry_on` conditions `switchyard-proxy` implements.
-pub const RETRY_ON: [&str; 5] = subset::RETRY_ON;
 
 /// A resource outside the subset `switchyard-proxy` implements: which one, where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -87,9 +47,32 @@ pub struct Unsupported {
     pub reason: String,
 }
 
-/// Checks one resource against the subset `switchyard-proxy` implements.
+/// Checks one resource against the subset `switchyard-proxy` implements, by translating it as
+/// the proxy would.
 pub fn check(resource: &Resource) -> Result<(), Unsupported> {
-    subset::check(resource)
+    let Some(ty) = TypeUrl::from_type_url(resource.type_url) else {
+        return Err(Unsupported {
+            kind: "resource",
+            name: resource.name.clone(),
+            field: "type_url".to_owned(),
+            reason: format!(
+                "{} is not a type the bundled proxy subscribes to",
+                resource.type_url
+            ),
+        });
+    };
+    match switchyard_proxy_config::translate(ty, &resource.name, &resource.resource) {
+        Ok(_) => Ok(()),
+        Err(invalid) => Err(Unsupported {
+            kind: ty.noun(),
+            name: resource.name.clone(),
+            field: match invalid.field() {
+                "" => "resource".to_owned(),
+                field => field.to_owned(),
+            },
+            reason: invalid.problem().to_string(),
+        }),
+    }
 }
 
 /// Compiles proxies for `switchyard-proxy`, reusing the Envoy adapter's encodings and its own

@@ -55,6 +55,7 @@ use envoy_types::pb::{
     envoy::config::core::v3::{Address, SocketAddress, address, socket_address},
     google::protobuf::{self as pbuf, Any},
 };
+use switchyard_proxy_config::TypeUrl;
 
 pub use self::{
     bootstrap::{BootstrapOptions, XDS_CLUSTER, XdsApi, bootstrap},
@@ -63,17 +64,15 @@ pub use self::{
 use crate::model::{MeshSettings, Protocol, ProxyConfig, ServiceName};
 
 /// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
-pub const CLUSTER_TYPE_URL: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const CLUSTER_TYPE_URL: &str = TypeUrl::Cluster.type_url();
 /// Type URL of `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
-pub const ENDPOINT_TYPE_URL: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const ENDPOINT_TYPE_URL: &str = TypeUrl::ClusterLoadAssignment.type_url();
 /// Type URL of `envoy.config.listener.v3.Listener` (LDS).
-pub const LISTENER_TYPE_URL: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const LISTENER_TYPE_URL: &str = TypeUrl::Listener.type_url();
 /// Type URL of `envoy.config.route.v3.RouteConfiguration` (RDS).
-pub const ROUTE_TYPE_URL: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const ROUTE_TYPE_URL: &str = TypeUrl::RouteConfiguration.type_url();
 /// Type URL of `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
-pub const SECRET_TYPE_URL: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE_URL: &str = TypeUrl::Secret.type_url();
 
 /// Name of the outbound HTTP listener and of its route configuration.
 pub const OUTBOUND_HTTP: &str = "outbound_http";

@@ -15,13 +15,12 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::{
-    ads::XdsStatus,
     config::{
         ChainMatch, NetworkFilter, PathMatch, Permission, Principal, Rbac, RouteSource, Runtime,
         SecretMaterial, StringMatch,
     },
     metrics::{Registry, XdsSnapshot},
-    state::State,
+    state::{State, XdsStatus},
 };
 
 /// Serves the admin endpoints until the process ends.

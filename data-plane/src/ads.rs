@@ -1,18 +1,12 @@
 //! The ADS edge: one gRPC stream to the control plane at a time, delta or state of the world
 //! as the bootstrap asks, driving the synchronous [`DeltaClient`] (or [`SotwClient`] on it); reconnects with jittered exponential backoff and publishes every accepted
 //! configuration. While the control plane is unreachable, the last configuration keeps
-//! serving (static stability) and [`XdsStatus`] says so.
+//! serving (static stability) and [`XdsStatus`](crate::state::XdsStatus) says so.
 
 #[cfg(test)]
 mod tests;
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -25,7 +19,6 @@ use tokio::sync::mpsc;
 
 use crate::{
     bootstrap::Bootstrap,
-    config::Runtime,
     state::State,
     xds::{Config, DeltaClient, Error, SotwClient},
 };
@@ -38,92 +31,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// connection is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The xDS side of the proxy's health, for `/ready` and `/metrics`.
-#[derive(Debug, Default)]
-pub struct XdsStatus {
-    connected: AtomicBool,
-    synced: AtomicBool,
-    accepted: AtomicU64,
-    rejected: AtomicU64,
-    streams: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last accepted change; 0 before the first.
-    last_change_ms: AtomicU64,
-    /// Milliseconds since the Unix epoch when the last stream ended; 0 while connected.
-    disconnected_since_ms: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl XdsStatus {
-    /// Whether a stream to the control plane is up.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    /// Whether every subscribed type was answered at least once: the proxy has a whole
-    /// configuration to serve. Stays true while the control plane is away.
-    pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Relaxed)
-    }
-
-    /// Responses accepted (ACKed).
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Responses rejected (NACKed).
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
-    }
-
-    /// Streams opened, the first included.
-    pub fn streams(&self) -> u64 {
-        self.streams.load(Ordering::Relaxed)
-    }
-
-    /// When the last accepted change arrived.
-    pub fn last_change(&self) -> Option<SystemTime> {
-        from_ms(self.last_change_ms.load(Ordering::Relaxed))
-    }
-
-    /// Since when the control plane is unreachable; `None` while connected or before the first
-    /// stream.
-    pub fn disconnected_since(&self) -> Option<SystemTime> {
-        from_ms(self.disconnected_since_ms.load(Ordering::Relaxed))
-    }
-
-    /// The last NACK reason or stream error.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-
-    pub(crate) fn set_error(&self, error: String) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error);
-        }
-    }
-
-    /// Records that a whole configuration arrived; whether this is the first time.
-    pub(crate) fn mark_synced(&self) -> bool {
-        !self.synced.swap(true, Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Relaxed);
-        let since = if connected { 0 } else { now_ms() };
-        self.disconnected_since_ms.store(since, Ordering::Relaxed);
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_ms(ms: u64) -> Option<SystemTime> {
-    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
-}
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -355,7 +262,7 @@ async fn follow<P: Protocol>(
 }
 
 fn opened(state: &State, uri: &str, variant: &str) {
-    state.xds.streams.fetch_add(1, Ordering::Relaxed);
+    state.xds.record_stream();
     state.xds.set_connected(true);
     tracing::info!(control_plane = %uri, variant, "ADS stream open");
 }
@@ -364,16 +271,13 @@ fn opened(state: &State, uri: &str, variant: &str) {
 fn handled(state: &State, rejected: Option<Error>, changed: bool, synced: bool, config: &Config) {
     match rejected {
         Some(error) => {
-            state.xds.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "rejected an xDS response; keeping the last configuration");
-            state.xds.set_error(error.to_string());
+            state.xds.record_rejected(error.to_string());
         }
-        None => {
-            state.xds.accepted.fetch_add(1, Ordering::Relaxed);
-        }
+        None => state.xds.record_accepted(),
     }
     if changed {
-        state.xds.last_change_ms.store(now_ms(), Ordering::Relaxed);
+        state.xds.record_change();
         publish(state, config);
     }
     if synced && state.xds.mark_synced() {
@@ -384,22 +288,13 @@ fn handled(state: &State, rejected: Option<Error>, changed: bool, synced: bool, 
     }
 }
 
-/// Translates an accepted configuration and swaps it in. A translation failure keeps the
-/// running configuration (the xDS client accepted resources the translation cannot use: a
-/// bug in the subset check, reported loudly).
+/// Links the accepted configuration into a runtime and swaps it in.
 fn publish(state: &State, config: &Config) {
-    match Runtime::build(config) {
-        Ok(runtime) => {
-            for warning in &runtime.warnings {
-                tracing::debug!(%warning, "configuration warning");
-            }
-            state.publish(runtime);
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot use an accepted configuration; keeping the last one");
-            state.xds.set_error(error.to_string());
-        }
+    let runtime = config.runtime();
+    for warning in &runtime.warnings {
+        tracing::debug!(%warning, "configuration warning");
     }
+    state.publish(runtime);
 }
 
 /// `http://host:port`, with brackets around an IPv6 host.

@@ -48,11 +48,14 @@ fn main() -> anyhow::Result<()> {
     }
     let bootstrap = Bootstrap::load(&args.bootstrap)
         .with_context(|| format!("bootstrap {}", args.bootstrap.display()))?;
-    if !bootstrap.delta {
-        tracing::info!(
-            "the bootstrap asks for state-of-the-world ADS; switchyard-proxy speaks delta ADS, which the control plane serves too"
-        );
-    }
+    tracing::info!(
+        variant = if bootstrap.delta {
+            "delta"
+        } else {
+            "state of the world"
+        },
+        "ADS as the bootstrap asks"
+    );
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,15 +1,18 @@
 //! What the proxy's tasks share: the running configuration, swapped whole and read without a
-//! lock, and the xDS status.
+//! lock, and the xDS status the ADS task writes and the admin server reads.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::{ads::XdsStatus, config::Runtime};
+use crate::config::Runtime;
 
 /// Shared by the ADS task, the listeners, the request path and the admin server.
 #[derive(Debug)]
@@ -60,4 +63,111 @@ impl State {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+/// The xDS side of the proxy's health, for `/ready` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct XdsStatus {
+    connected: AtomicBool,
+    synced: AtomicBool,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    streams: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last accepted change; 0 before the first.
+    last_change_ms: AtomicU64,
+    /// Milliseconds since the Unix epoch when the last stream ended; 0 while connected.
+    disconnected_since_ms: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+// === impl XdsStatus ===
+
+impl XdsStatus {
+    /// Whether a stream to the control plane is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether every subscribed type was answered at least once: the proxy has a whole
+    /// configuration to serve. Stays true while the control plane is away.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// Responses accepted (ACKed).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Responses rejected (NACKed).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Streams opened, the first included.
+    pub fn streams(&self) -> u64 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// When the last accepted change arrived.
+    pub fn last_change(&self) -> Option<SystemTime> {
+        from_ms(self.last_change_ms.load(Ordering::Relaxed))
+    }
+
+    /// Since when the control plane is unreachable; `None` while connected or before the first
+    /// stream.
+    pub fn disconnected_since(&self) -> Option<SystemTime> {
+        from_ms(self.disconnected_since_ms.load(Ordering::Relaxed))
+    }
+
+    /// The last NACK reason or stream error.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub(crate) fn record_stream(&self) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a NACK and keeps its reason as the last error.
+    pub(crate) fn record_rejected(&self, error: String) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.set_error(error);
+    }
+
+    /// Records that the accepted configuration changed now.
+    pub(crate) fn record_change(&self) {
+        self.last_change_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_error(&self, error: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    /// Records that a whole configuration arrived; whether this is the first time.
+    pub(crate) fn mark_synced(&self) -> bool {
+        !self.synced.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+        let since = if connected { 0 } else { now_ms() };
+        self.disconnected_since_ms.store(since, Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_ms(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
 }

@@ -47,10 +47,9 @@ use envoy_types::pb::{
 };
 
 use self::resource::{Refs, Resource};
-pub use self::{
-    resource::ResourceType,
-    sotw::{SotwClient, SotwOutcome},
-};
+pub use self::sotw::{SotwClient, SotwOutcome};
+pub use crate::config::TypeUrl;
+use crate::config::{Runtime, Translated};
 
 /// The `google.rpc.Code` of a NACK: `INVALID_ARGUMENT`.
 const INVALID_ARGUMENT: i32 = 3;
@@ -66,36 +65,36 @@ pub enum Error {
     #[error("unknown resource type {0:?}")]
     UnknownType(String),
     /// A resource without a name.
-    #[error("{kind} #{index}: name: must not be empty")]
+    #[error("{} #{index}: name: must not be empty", .kind.noun())]
     EmptyName {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// Position of the resource in the response.
         index: usize,
     },
     /// A resource without a body.
-    #[error("{kind} {name}: resource: missing")]
+    #[error("{} {name}: resource: missing", .kind.noun())]
     MissingResource {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The resource's name.
         name: String,
     },
     /// A resource whose `Any` holds another type than the response's.
-    #[error("{kind} {name}: resource.type_url: {found:?} does not match the response type")]
+    #[error("{} {name}: resource.type_url: {found:?} does not match the response type", .kind.noun())]
     TypeMismatch {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The resource's name.
         name: String,
         /// The type URL of the resource's `Any`.
         found: String,
     },
     /// A resource, or a message nested in it, that does not decode.
-    #[error("{kind} {name}: {field}: cannot decode: {error}")]
+    #[error("{} {name}: {field}: cannot decode: {error}", .kind.noun())]
     Decode {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The resource's name.
         name: String,
         /// Where the undecodable bytes are (`resource` for the resource itself).
@@ -104,28 +103,28 @@ pub enum Error {
         error: prost::DecodeError,
     },
     /// A resource whose own name differs from the name it is listed under.
-    #[error("{kind} {name}: name: does not match the resource's own name {inner:?}")]
+    #[error("{} {name}: name: does not match the resource's own name {inner:?}", .kind.noun())]
     NameMismatch {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The name the resource is listed under.
         name: String,
         /// The name inside the resource.
         inner: String,
     },
     /// A name listed twice in one response.
-    #[error("{kind} {name}: listed more than once in one response")]
+    #[error("{} {name}: listed more than once in one response", .kind.noun())]
     Duplicate {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The repeated name.
         name: String,
     },
     /// A feature outside the subset `switchyard-proxy` implements.
-    #[error("{kind} {name}: {field}: {reason}")]
+    #[error("{} {name}: {field}: {reason}", .kind.noun())]
     Unsupported {
         /// The response's type.
-        kind: ResourceType,
+        kind: TypeUrl,
         /// The resource's name.
         name: String,
         /// The field holding the feature.
@@ -169,6 +168,9 @@ pub struct Config {
     pub routes: BTreeMap<String, Versioned<RouteConfiguration>>,
     /// Secrets (SDS).
     pub secrets: BTreeMap<String, Versioned<Secret>>,
+    /// The translation of every held resource, by the same names; kept in step with the maps
+    /// above, so that a resource is translated once, when it is accepted.
+    translated: Translated,
 }
 
 impl fmt::Debug for Config {
@@ -190,51 +192,74 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// The runtime of the accepted configuration: the translations kept as resources were
+    /// accepted, linked.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::link(&self.translated)
+    }
+
     /// The version of every held resource of a type, by name.
-    pub fn versions(&self, ty: ResourceType) -> HashMap<String, String> {
+    pub fn versions(&self, ty: TypeUrl) -> HashMap<String, String> {
         fn of<T>(map: &BTreeMap<String, Versioned<T>>) -> HashMap<String, String> {
             map.iter()
                 .map(|(k, v)| (k.clone(), v.version.clone()))
                 .collect()
         }
         match ty {
-            ResourceType::Cluster => of(&self.clusters),
-            ResourceType::Endpoint => of(&self.endpoints),
-            ResourceType::Listener => of(&self.listeners),
-            ResourceType::Route => of(&self.routes),
-            ResourceType::Secret => of(&self.secrets),
+            TypeUrl::Cluster => of(&self.clusters),
+            TypeUrl::ClusterLoadAssignment => of(&self.endpoints),
+            TypeUrl::Listener => of(&self.listeners),
+            TypeUrl::RouteConfiguration => of(&self.routes),
+            TypeUrl::Secret => of(&self.secrets),
         }
     }
 
     /// Whether a resource of a type is held.
-    pub fn contains(&self, ty: ResourceType, name: &str) -> bool {
+    pub fn contains(&self, ty: TypeUrl, name: &str) -> bool {
         match ty {
-            ResourceType::Cluster => self.clusters.contains_key(name),
-            ResourceType::Endpoint => self.endpoints.contains_key(name),
-            ResourceType::Listener => self.listeners.contains_key(name),
-            ResourceType::Route => self.routes.contains_key(name),
-            ResourceType::Secret => self.secrets.contains_key(name),
+            TypeUrl::Cluster => self.clusters.contains_key(name),
+            TypeUrl::ClusterLoadAssignment => self.endpoints.contains_key(name),
+            TypeUrl::Listener => self.listeners.contains_key(name),
+            TypeUrl::RouteConfiguration => self.routes.contains_key(name),
+            TypeUrl::Secret => self.secrets.contains_key(name),
         }
     }
 
     /// Drops a resource; whether it was held.
-    fn remove(&mut self, ty: ResourceType, name: &str) -> bool {
+    fn remove(&mut self, ty: TypeUrl, name: &str) -> bool {
+        let t = &mut self.translated;
         match ty {
-            ResourceType::Cluster => self.clusters.remove(name).is_some(),
-            ResourceType::Endpoint => self.endpoints.remove(name).is_some(),
-            ResourceType::Listener => self.listeners.remove(name).is_some(),
-            ResourceType::Route => self.routes.remove(name).is_some(),
-            ResourceType::Secret => self.secrets.remove(name).is_some(),
+            TypeUrl::Cluster => {
+                t.clusters.remove(name);
+                self.clusters.remove(name).is_some()
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                t.endpoints.remove(name);
+                self.endpoints.remove(name).is_some()
+            }
+            TypeUrl::Listener => {
+                t.listeners.remove(name);
+                self.listeners.remove(name).is_some()
+            }
+            TypeUrl::RouteConfiguration => {
+                t.routes.remove(name);
+                self.routes.remove(name).is_some()
+            }
+            TypeUrl::Secret => {
+                t.secrets.remove(name);
+                self.secrets.remove(name).is_some()
+            }
         }
     }
 
-    /// Holds a resource; whether anything changed.
+    /// Holds a resource and its translation; whether anything changed.
     fn upsert(&mut self, name: String, version: String, resource: Resource) -> bool {
-        fn put<T: PartialEq>(
+        fn put<T: PartialEq, U: ?Sized>(
             map: &mut BTreeMap<String, Versioned<T>>,
+            translated: &mut BTreeMap<String, Arc<U>>,
             name: String,
             version: String,
-            resource: Arc<T>,
+            (resource, translation): (Arc<T>, Arc<U>),
         ) -> bool {
             if let Some(old) = map.get(&name)
                 && old.version == version
@@ -242,15 +267,23 @@ impl Config {
             {
                 return false;
             }
+            translated.insert(name.clone(), translation);
             map.insert(name, Versioned { version, resource });
             true
         }
+        let t = &mut self.translated;
         match resource {
-            Resource::Cluster(r) => put(&mut self.clusters, name, version, r),
-            Resource::Endpoint(r) => put(&mut self.endpoints, name, version, r),
-            Resource::Listener(r) => put(&mut self.listeners, name, version, r),
-            Resource::Route(r) => put(&mut self.routes, name, version, r),
-            Resource::Secret(r) => put(&mut self.secrets, name, version, r),
+            Resource::Cluster(r, c) => {
+                put(&mut self.clusters, &mut t.clusters, name, version, (r, c))
+            }
+            Resource::Endpoint(r, e) => {
+                put(&mut self.endpoints, &mut t.endpoints, name, version, (r, e))
+            }
+            Resource::Listener(r, l) => {
+                put(&mut self.listeners, &mut t.listeners, name, version, (r, l))
+            }
+            Resource::Route(r, rt) => put(&mut self.routes, &mut t.routes, name, version, (r, rt)),
+            Resource::Secret(r, s) => put(&mut self.secrets, &mut t.secrets, name, version, (r, s)),
         }
     }
 }
@@ -264,9 +297,9 @@ pub struct Outcome {
     /// NACK of the response.
     pub requests: Vec<DeltaDiscoveryRequest>,
     /// Names newly subscribed to.
-    pub subscribed: Vec<(ResourceType, String)>,
+    pub subscribed: Vec<(TypeUrl, String)>,
     /// Names unsubscribed from (their resources are no longer held).
-    pub unsubscribed: Vec<(ResourceType, String)>,
+    pub unsubscribed: Vec<(TypeUrl, String)>,
     /// Whether the accepted configuration changed.
     pub changed: bool,
     /// Why the response was rejected, if it was (the NACK carries the same message).
@@ -286,7 +319,7 @@ pub struct DeltaClient {
     /// Names subscribed to, per type; unused for the wildcard types.
     subscriptions: [BTreeSet<String>; 5],
     /// The references of every held cluster and listener that has any.
-    refs: BTreeMap<(ResourceType, String), Refs>,
+    refs: BTreeMap<(TypeUrl, String), Refs>,
     /// Per type, whether a response was ever accepted.
     answered: [bool; 5],
 }
@@ -314,7 +347,7 @@ impl DeltaClient {
     }
 
     /// The names subscribed to for a type: `*` for the wildcard types.
-    pub fn subscriptions(&self, ty: ResourceType) -> Vec<String> {
+    pub fn subscriptions(&self, ty: TypeUrl) -> Vec<String> {
         if ty.is_wildcard() {
             vec![WILDCARD.to_owned()]
         } else {
@@ -325,7 +358,7 @@ impl DeltaClient {
     /// Whether every subscribed type has had a response accepted at least once (the proxy's
     /// readiness). A named type with no names subscribed does not count.
     pub fn is_synced(&self) -> bool {
-        ResourceType::ALL.into_iter().all(|ty| {
+        TypeUrl::ALL.into_iter().all(|ty| {
             self.answered[ty.index()]
                 || (!ty.is_wildcard() && self.subscriptions[ty.index()].is_empty())
         })
@@ -335,7 +368,7 @@ impl DeltaClient {
     /// subscriptions left out). Each carries the versions of the resources already held, so a
     /// new stream does not download them again; the first carries the node.
     pub fn initial_requests(&self) -> Vec<DeltaDiscoveryRequest> {
-        let mut requests: Vec<DeltaDiscoveryRequest> = ResourceType::ALL
+        let mut requests: Vec<DeltaDiscoveryRequest> = TypeUrl::ALL
             .into_iter()
             .filter(|ty| ty.is_wildcard() || !self.subscriptions[ty.index()].is_empty())
             .map(|ty| DeltaDiscoveryRequest {
@@ -361,7 +394,7 @@ impl DeltaClient {
             nonce,
             ..
         } = response;
-        let Some(ty) = ResourceType::from_type_url(&type_url) else {
+        let Some(ty) = TypeUrl::from_type_url(&type_url) else {
             return nack(type_url.clone(), nonce, Error::UnknownType(type_url));
         };
         let decoded = match decode_all(ty, resources) {
@@ -404,7 +437,7 @@ impl DeltaClient {
     /// removed names changed the configuration.
     fn resubscribe(&mut self) -> Outcome {
         let mut outcome = Outcome::default();
-        for ty in ResourceType::ALL.into_iter().filter(|ty| !ty.is_wildcard()) {
+        for ty in TypeUrl::ALL.into_iter().filter(|ty| !ty.is_wildcard()) {
             let wanted: BTreeSet<String> = self
                 .refs
                 .values()
@@ -440,7 +473,7 @@ impl DeltaClient {
 
 /// Decodes and validates every resource of a response, rejecting repeated names.
 fn decode_all(
-    ty: ResourceType,
+    ty: TypeUrl,
     resources: Vec<envoy_types::pb::envoy::service::discovery::v3::Resource>,
 ) -> Result<Vec<resource::Decoded>, Error> {
     let mut seen = BTreeSet::new();

@@ -46,7 +46,7 @@ use switchyard_proxy::{
     bootstrap::Bootstrap,
     config::{NetworkFilter, PathMatch, Runtime},
     state::State,
-    xds::ResourceType,
+    xds::TypeUrl,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -267,7 +267,7 @@ fn proxy(endpoints: &[&str]) -> ProxyConfig {
 }
 
 /// The adapter's resources of one type, as `(name, Any)`.
-fn compiled(proxy: &ProxyConfig, ty: ResourceType) -> Vec<(String, Any)> {
+fn compiled(proxy: &ProxyConfig, ty: TypeUrl) -> Vec<(String, Any)> {
     let out = adapter::compile(proxy, &MeshSettings::default(), &EnvoyOptions::default());
     out.resources
         .into_iter()
@@ -277,7 +277,7 @@ fn compiled(proxy: &ProxyConfig, ty: ResourceType) -> Vec<(String, Any)> {
 }
 
 fn response(
-    ty: ResourceType,
+    ty: TypeUrl,
     nonce: &str,
     version: &str,
     resources: Vec<(String, Any)>,
@@ -306,7 +306,7 @@ fn any<M: Message + Name>(m: &M) -> Any {
 }
 
 /// The one resource of a type the adapter emits, decoded.
-fn only<M: Message + Default>(proxy: &ProxyConfig, ty: ResourceType, name: &str) -> M {
+fn only<M: Message + Default>(proxy: &ProxyConfig, ty: TypeUrl, name: &str) -> M {
     let all = compiled(proxy, ty);
     let [(found, resource)] = all.as_slice() else {
         panic!("{ty}: {all:?}");
@@ -366,53 +366,58 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     let mut s1 = next_stream(&mut accepted).await;
     assert_eq!(s1.authorization.as_deref(), Some("Bearer test-token"));
     let cds = s1.next_request().await;
-    assert_eq!(cds.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(cds.type_url, TypeUrl::Cluster.type_url());
     assert_eq!(cds.node.as_ref().map(|n| n.id.as_str()), Some(NODE));
     assert_eq!(cds.resource_names_subscribe, ["*"]);
     assert!(cds.initial_resource_versions.is_empty());
     let lds = s1.next_request().await;
-    assert_eq!(lds.type_url, ResourceType::Listener.type_url());
+    assert_eq!(lds.type_url, TypeUrl::Listener.type_url());
     assert_eq!(lds.resource_names_subscribe, ["*"]);
 
     let good = proxy(&["10.0.0.1:8080"]);
     let subs = s1
         .expect_ack(response(
-            ResourceType::Cluster,
+            TypeUrl::Cluster,
             "c1",
             "1",
-            compiled(&good, ResourceType::Cluster),
+            compiled(&good, TypeUrl::Cluster),
         ))
         .await;
     let [eds_sub] = subs.as_slice() else {
         panic!("{subs:?}")
     };
-    assert_eq!(eds_sub.type_url, ResourceType::Endpoint.type_url());
+    assert_eq!(eds_sub.type_url, TypeUrl::ClusterLoadAssignment.type_url());
     let eds_names = eds_sub.resource_names_subscribe.clone();
-    let endpoints = compiled(&good, ResourceType::Endpoint);
+    let endpoints = compiled(&good, TypeUrl::ClusterLoadAssignment);
     assert_eq!(
         eds_names,
         endpoints.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
     );
-    s1.expect_ack(response(ResourceType::Endpoint, "e1", "1", endpoints))
-        .await;
+    s1.expect_ack(response(
+        TypeUrl::ClusterLoadAssignment,
+        "e1",
+        "1",
+        endpoints,
+    ))
+    .await;
     let subs = s1
         .expect_ack(response(
-            ResourceType::Listener,
+            TypeUrl::Listener,
             "l1",
             "1",
-            compiled(&good, ResourceType::Listener),
+            compiled(&good, TypeUrl::Listener),
         ))
         .await;
     let [rds_sub] = subs.as_slice() else {
         panic!("{subs:?}")
     };
-    assert_eq!(rds_sub.type_url, ResourceType::Route.type_url());
+    assert_eq!(rds_sub.type_url, TypeUrl::RouteConfiguration.type_url());
     assert_eq!(rds_sub.resource_names_subscribe, [ROUTE]);
     s1.expect_ack(response(
-        ResourceType::Route,
+        TypeUrl::RouteConfiguration,
         "r1",
         "1",
-        compiled(&good, ResourceType::Route),
+        compiled(&good, TypeUrl::RouteConfiguration),
     ))
     .await;
 
@@ -433,7 +438,7 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     };
     let message = s1
         .expect_nack(response(
-            ResourceType::Cluster,
+            TypeUrl::Cluster,
             "c2",
             "2",
             vec![("demo/bad|80".to_owned(), undecodable)],
@@ -447,14 +452,14 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     assert!(serves_good_config(&state.runtime(), 1));
 
     // The listener, with a filter the proxy does not have: an HTTP router as network filter.
-    let mut listener: Listener = only(&good, ResourceType::Listener, LISTENER);
+    let mut listener: Listener = only(&good, TypeUrl::Listener, LISTENER);
     listener.filter_chains[0].filters = vec![Filter {
         name: "envoy.filters.http.router".to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(any(&Router::default()))),
     }];
     let message = s1
         .expect_nack(response(
-            ResourceType::Listener,
+            TypeUrl::Listener,
             "l2",
             "2",
             vec![(LISTENER.to_owned(), any(&listener))],
@@ -468,7 +473,7 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     assert!(serves_good_config(&state.runtime(), 1));
 
     // The route configuration, with a regex that does not compile.
-    let mut routes: RouteConfiguration = only(&good, ResourceType::Route, ROUTE);
+    let mut routes: RouteConfiguration = only(&good, TypeUrl::RouteConfiguration, ROUTE);
     let first = &mut routes.virtual_hosts[0].routes[0];
     first.r#match.as_mut().unwrap().path_specifier =
         Some(route_match::PathSpecifier::SafeRegex(RegexMatcher {
@@ -477,7 +482,7 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
         }));
     let message = s1
         .expect_nack(response(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "r2",
             "2",
             vec![(ROUTE.to_owned(), any(&routes))],
@@ -496,10 +501,10 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     // The stream still works: a good update (a second endpoint) is ACKed and served.
     let grown = proxy(&["10.0.0.1:8080", "10.0.0.2:8080"]);
     s1.expect_ack(response(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         "e2",
         "2",
-        compiled(&grown, ResourceType::Endpoint),
+        compiled(&grown, TypeUrl::ClusterLoadAssignment),
     ))
     .await;
     eventually("the second endpoint is served", || {
@@ -520,24 +525,24 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     let mut s2 = next_stream(&mut accepted).await;
     assert_eq!(s2.authorization.as_deref(), Some("Bearer test-token"));
     // The new stream offers what is held: the accepted versions, never a rejected one.
-    let expected: [(ResourceType, Vec<String>, BTreeMap<&str, &str>); 4] = [
+    let expected: [(TypeUrl, Vec<String>, BTreeMap<&str, &str>); 4] = [
         (
-            ResourceType::Cluster,
+            TypeUrl::Cluster,
             vec!["*".to_owned()],
             BTreeMap::from([(CLUSTER, "1")]),
         ),
         (
-            ResourceType::Endpoint,
+            TypeUrl::ClusterLoadAssignment,
             eds_names.clone(),
             eds_names.iter().map(|n| (n.as_str(), "2")).collect(),
         ),
         (
-            ResourceType::Listener,
+            TypeUrl::Listener,
             vec!["*".to_owned()],
             BTreeMap::from([(LISTENER, "1")]),
         ),
         (
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             vec![ROUTE.to_owned()],
             BTreeMap::from([(ROUTE, "1")]),
         ),
@@ -570,7 +575,7 @@ async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
 
     // Nothing changed, so the control plane may answer with nothing new; an empty response
     // for the held type is ACKed and keeps everything.
-    s2.expect_ack(response(ResourceType::Cluster, "c3", "1", vec![]))
+    s2.expect_ack(response(TypeUrl::Cluster, "c3", "1", vec![]))
         .await;
     assert!(serves_good_config(&state.runtime(), 2));
     ads.abort();

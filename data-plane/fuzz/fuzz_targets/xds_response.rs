@@ -1,7 +1,7 @@
 //! Feeds arbitrary delta ADS responses to the proxy's xDS client, preloaded with a real mesh
 //! configuration, then translates whatever it holds. Nothing may panic; a rejected response
 //! must be NACKed (code 3, the nonce echoed) and change nothing; and whatever the client
-//! accepted must translate (`Runtime::build` never fails on an accepted configuration).
+//! accepted must link into a runtime (the client translates every resource it accepts).
 //!
 //! Input: a mode byte, then either the raw bytes of one `DeltaDiscoveryResponse`, or a few
 //! structured responses whose resources are arbitrary bytes, real resources (of any type), or
@@ -21,10 +21,7 @@ use libfuzzer_sys::{
     fuzz_target,
 };
 use prost::Message;
-use switchyard_proxy::{
-    config::Runtime,
-    xds::{DeltaClient, ResourceType},
-};
+use switchyard_proxy::xds::{DeltaClient, TypeUrl};
 use switchyard_proxy_fuzz::{accepted_client, resources, responses};
 
 struct Fixture {
@@ -36,9 +33,8 @@ struct Fixture {
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let preloaded = accepted_client(&responses());
-    if let Err(error) = Runtime::build(preloaded.config()) {
-        panic!("the fixture does not translate: {error}");
-    }
+    let runtime = preloaded.config().runtime();
+    assert!(!runtime.listeners.is_empty(), "the fixture has listeners");
     Fixture {
         preloaded,
         resources: resources()
@@ -104,17 +100,14 @@ fn feed(client: &mut DeltaClient, response: DeltaDiscoveryResponse) {
             assert_eq!(ack.response_nonce, nonce);
         }
     }
-    // What was held before translated (the preloaded configuration, or what an earlier
-    // response left), and a rejection changes nothing: only a change needs translating again.
-    if outcome.changed
-        && let Err(error) = Runtime::build(client.config())
-    {
-        panic!("an accepted configuration does not translate: {error}");
+    // A rejection changes nothing: only a change needs linking again.
+    if outcome.changed {
+        client.config().runtime();
     }
 }
 
 fn versions(client: &DeltaClient) -> Vec<HashMap<String, String>> {
-    ResourceType::ALL
+    TypeUrl::ALL
         .into_iter()
         .map(|ty| client.config().versions(ty))
         .collect()
@@ -123,8 +116,8 @@ fn versions(client: &DeltaClient) -> Vec<HashMap<String, String>> {
 /// A structured response: one of the five types (or an arbitrary type URL), a few resources
 /// and removals.
 fn response(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<DeltaDiscoveryResponse> {
-    let type_url = match u.choose_index(ResourceType::ALL.len() + 1)? {
-        i if i < ResourceType::ALL.len() => ResourceType::ALL[i].type_url().to_owned(),
+    let type_url = match u.choose_index(TypeUrl::ALL.len() + 1)? {
+        i if i < TypeUrl::ALL.len() => TypeUrl::ALL[i].type_url().to_owned(),
         _ => u.arbitrary::<String>()?,
     };
     let nonce = u.arbitrary::<String>()?;

@@ -23,7 +23,7 @@ use switchyard_adapters::{
 };
 use switchyard_proxy::{
     config::Runtime,
-    xds::{DeltaClient, ResourceType},
+    xds::{DeltaClient, TypeUrl},
 };
 
 // The secrets' PEM is not parsed by the translation, only carried.
@@ -266,7 +266,7 @@ pub fn resources() -> Vec<Resource> {
 /// answers (CDS, EDS, LDS, RDS, SDS), each at version `1`.
 pub fn responses() -> Vec<DeltaDiscoveryResponse> {
     let resources = resources();
-    ResourceType::ALL
+    TypeUrl::ALL
         .into_iter()
         .map(|ty| DeltaDiscoveryResponse {
             type_url: ty.type_url().to_owned(),
@@ -306,14 +306,7 @@ pub fn accepted_client(responses: &[DeltaDiscoveryResponse]) -> DeltaClient {
 }
 
 /// The runtime of the accepted configuration.
-///
-/// # Panics
-///
-/// When the configuration does not translate: the fixture itself is broken.
 pub fn runtime() -> Runtime {
     let client = accepted_client(&responses());
-    match Runtime::build(client.config()) {
-        Ok(runtime) => runtime,
-        Err(error) => panic!("the fixture does not translate: {error}"),
-    }
+    client.config().runtime()
 }

@@ -63,7 +63,7 @@ use switchyard_adapters::{
 };
 
 use super::*;
-use crate::xds::{Config, DeltaClient, ResourceType};
+use crate::xds::{Config, DeltaClient, TypeUrl};
 
 // === fixtures: the mesh model ===
 
@@ -349,7 +349,7 @@ fn wire(name: &str, resource: Any) -> WireResource {
     }
 }
 
-fn response(ty: ResourceType, resources: Vec<WireResource>) -> DeltaDiscoveryResponse {
+fn response(ty: TypeUrl, resources: Vec<WireResource>) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         type_url: ty.type_url().to_owned(),
         nonce: "n".to_owned(),
@@ -375,11 +375,11 @@ fn accept(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Conf
     }
     let mut client = DeltaClient::new(node());
     let order = [
-        ResourceType::Cluster,
-        ResourceType::Listener,
-        ResourceType::Endpoint,
-        ResourceType::Route,
-        ResourceType::Secret,
+        TypeUrl::Cluster,
+        TypeUrl::Listener,
+        TypeUrl::ClusterLoadAssignment,
+        TypeUrl::RouteConfiguration,
+        TypeUrl::Secret,
     ];
     for ty in order {
         let of_type: Vec<WireResource> = resources
@@ -391,7 +391,7 @@ fn accept(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Conf
         assert!(outcome.rejected.is_none(), "{ty}: {:?}", outcome.rejected);
     }
     for r in &resources {
-        let ty = ResourceType::from_type_url(r.type_url).unwrap();
+        let ty = TypeUrl::from_type_url(r.type_url).unwrap();
         assert!(
             client.config().contains(ty, &r.name),
             "{ty} {} not held",
@@ -404,13 +404,13 @@ fn accept(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Conf
 
 /// `accept`, then the translation, which must have nothing to warn about.
 fn runtime(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Runtime {
-    let rt = Runtime::build(&accept(proxy, mesh, opts)).unwrap();
+    let rt = accept(proxy, mesh, opts).runtime();
     assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
     rt
 }
 
 /// The message of the NACK of a response of one resource (which must be rejected).
-fn nack(ty: ResourceType, name: &str, resource: Any) -> String {
+fn nack(ty: TypeUrl, name: &str, resource: Any) -> String {
     let mut client = DeltaClient::new(node());
     let outcome = client.handle_response(response(ty, vec![wire(name, resource)]));
     let Some(error) = outcome.rejected else {
@@ -1211,17 +1211,17 @@ fn everything_the_envoy_adapter_emits_is_accepted() {
                 };
                 let out = adapter::compile(&rich_proxy(), &mesh, &opts);
                 let config = accept(&rich_proxy(), &mesh, &opts);
-                let rt = Runtime::build(&config).unwrap();
+                let rt = config.runtime();
                 assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
-                let count = |ty: ResourceType| {
+                let count = |ty: TypeUrl| {
                     out.resources
                         .iter()
                         .filter(|r| r.type_url == ty.type_url())
                         .count()
                 };
-                assert_eq!(rt.listeners.len(), count(ResourceType::Listener));
-                assert_eq!(rt.clusters.len(), count(ResourceType::Cluster));
-                assert_eq!(rt.routes.len(), count(ResourceType::Route));
+                assert_eq!(rt.listeners.len(), count(TypeUrl::Listener));
+                assert_eq!(rt.clusters.len(), count(TypeUrl::Cluster));
+                assert_eq!(rt.routes.len(), count(TypeUrl::RouteConfiguration));
                 assert_eq!(rt.secrets.len(), if mtls { 2 } else { 0 });
                 // Every cluster a route or TCP proxy names exists.
                 for table in rt.routes.values() {
@@ -1241,9 +1241,9 @@ fn a_policy_change_arrives_as_a_new_route_table() {
     let feed = |client: &mut DeltaClient, proxy: &ProxyConfig| {
         let out = adapter::compile(proxy, &mesh, &opts(false));
         for ty in [
-            ResourceType::Cluster,
-            ResourceType::Listener,
-            ResourceType::Route,
+            TypeUrl::Cluster,
+            TypeUrl::Listener,
+            TypeUrl::RouteConfiguration,
         ] {
             let of_type = out
                 .resources
@@ -1260,11 +1260,11 @@ fn a_policy_change_arrives_as_a_new_route_table() {
         }
     };
     feed(&mut client, &server_proxy());
-    let before = Runtime::build(client.config()).unwrap();
+    let before = client.config().runtime();
     let mut opened = server_proxy();
     opened.inbound[0].authorization = Authorization::AllowAll;
     feed(&mut client, &opened);
-    let after = Runtime::build(client.config()).unwrap();
+    let after = client.config().runtime();
     let rbac = |rt: &Runtime| {
         vhost(&rt.routes["inbound|8080"], "inbound|8080")
             .rbac
@@ -1296,19 +1296,19 @@ fn bad_regexes_are_nacked_with_the_field() {
         ]))
     };
     assert_eq!(
-        nack(ResourceType::Route, "rc", regex_route("/a[")),
+        nack(TypeUrl::RouteConfiguration, "rc", regex_route("/a[")),
         "route configuration rc: virtual_hosts[0].routes[1].match.safe_regex.regex: \
          not a valid regular expression"
     );
     // Wrapped in `^(?:…)$` this would parse as an unanchored alternation.
     assert_eq!(
-        nack(ResourceType::Route, "rc", regex_route("a)|(b")),
+        nack(TypeUrl::RouteConfiguration, "rc", regex_route("a)|(b")),
         "route configuration rc: virtual_hosts[0].routes[1].match.safe_regex.regex: \
          not a valid regular expression"
     );
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             regex_route("(?:[a-z]{100}){100}{100}")
         ),
@@ -1317,7 +1317,9 @@ fn bad_regexes_are_nacked_with_the_field() {
     );
     // Backreferences and lookaround are not RE2 either.
     for pattern in [r"(a)\1", "a(?=b)"] {
-        assert!(nack(ResourceType::Route, "rc", regex_route(pattern)).contains("not a valid"));
+        assert!(
+            nack(TypeUrl::RouteConfiguration, "rc", regex_route(pattern)).contains("not a valid")
+        );
     }
 
     let header = HeaderMatcher {
@@ -1336,7 +1338,7 @@ fn bad_regexes_are_nacked_with_the_field() {
     };
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             any(&route_config(vec![pb_route(m, "a")]))
         ),
@@ -1356,7 +1358,7 @@ fn unsupported_route_features_are_nacked() {
     };
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             with_path(route_match::PathSpecifier::ConnectMatcher(
                 Default::default()
@@ -1367,7 +1369,7 @@ fn unsupported_route_features_are_nacked() {
     );
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             with_path(route_match::PathSpecifier::PathSeparatedPrefix(
                 "/a".to_owned()
@@ -1389,7 +1391,7 @@ fn unsupported_route_features_are_nacked() {
     };
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             with_retry("connect-failure,retriable-4xx")
         ),
@@ -1405,7 +1407,7 @@ fn unsupported_route_features_are_nacked() {
     };
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             any(&route_config(vec![pb_route(m, "a")]))
         ),
@@ -1417,7 +1419,7 @@ fn unsupported_route_features_are_nacked() {
     redirect.action = Some(route::Action::Redirect(Default::default()));
     assert_eq!(
         nack(
-            ResourceType::Route,
+            TypeUrl::RouteConfiguration,
             "rc",
             any(&route_config(vec![redirect]))
         ),
@@ -1432,7 +1434,7 @@ fn unsupported_route_features_are_nacked() {
         ..Default::default()
     });
     assert_eq!(
-        nack(ResourceType::Route, "rc", any(&rc)),
+        nack(TypeUrl::RouteConfiguration, "rc", any(&rc)),
         "route configuration rc: virtual_hosts[1].domains[1]: another virtual host has this \
          domain"
     );
@@ -1455,7 +1457,7 @@ fn rbac_other_than_allow_is_nacked() {
     )]
     .into();
     assert_eq!(
-        nack(ResourceType::Route, "rc", any(&rc)),
+        nack(TypeUrl::RouteConfiguration, "rc", any(&rc)),
         "route configuration rc: virtual_hosts[0].typed_per_filter_config[\
          \"envoy.filters.http.rbac\"].rbac.rules.action: only ALLOW is supported"
     );
@@ -1476,7 +1478,7 @@ fn rbac_other_than_allow_is_nacked() {
         ],
     );
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config.rules.action: only ALLOW is \
          supported"
     );
@@ -1507,7 +1509,7 @@ fn rbac_other_than_allow_is_nacked() {
         ],
     );
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config.rules.policies[\"p\"].\
          principals[0].or_ids.ids[1].remote_ip: only any, and_ids, or_ids, not_id and \
          authenticated principals are supported"
@@ -1532,7 +1534,7 @@ fn rbac_other_than_allow_is_nacked() {
             tcp_proxy_filter("c"),
         ],
     );
-    assert!(nack(ResourceType::Listener, "l", any(&l)).ends_with(
+    assert!(nack(TypeUrl::Listener, "l", any(&l)).ends_with(
         "policies[\"p\"].permissions[0].header: HTTP permissions never match in a \
              network RBAC filter"
     ));
@@ -1546,7 +1548,7 @@ fn unsupported_listener_features_are_nacked() {
         vec![typed("envoy.filters.http.router", any(&Router::default()))],
     );
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config: only http_connection_manager, \
          tcp_proxy, rbac and direct_response network filters are supported"
     );
@@ -1559,7 +1561,7 @@ fn unsupported_listener_features_are_nacked() {
         )],
     );
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0]: the last filter must be \
          http_connection_manager, tcp_proxy or direct_response"
     );
@@ -1582,11 +1584,7 @@ fn unsupported_listener_features_are_nacked() {
         ..Default::default()
     };
     assert_eq!(
-        nack(
-            ResourceType::Listener,
-            "l",
-            any(&hcm_listener("l", hcm.clone()))
-        ),
+        nack(TypeUrl::Listener, "l", any(&hcm_listener("l", hcm.clone()))),
         "listener l: filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: \
          only the rbac and router HTTP filters are supported"
     );
@@ -1595,7 +1593,7 @@ fn unsupported_listener_features_are_nacked() {
     optional.http_filters[0].is_optional = true;
     let mut client = DeltaClient::new(node());
     let outcome = client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         vec![wire("l", any(&hcm_listener("l", optional)))],
     ));
     assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
@@ -1610,7 +1608,7 @@ fn unsupported_listener_features_are_nacked() {
         vec![typed("envoy.filters.network.direct_response", any(&answer))],
     );
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config.response: only an empty direct \
          response (closing the connection) is supported"
     );
@@ -1619,7 +1617,7 @@ fn unsupported_listener_features_are_nacked() {
     let mut l = tcp_listener("l", vec![tcp_proxy_filter("c")]);
     l.address = Some(socket("web.demo", 80));
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: address.socket_address.address: must be an IP address"
     );
 
@@ -1630,7 +1628,7 @@ fn unsupported_listener_features_are_nacked() {
         ..Default::default()
     });
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&l)),
+        nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filter_chain_match.server_names: only \
          transport_protocol matches are supported"
     );
@@ -1643,7 +1641,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
         ..eds_cluster("c")
     };
     assert_eq!(
-        nack(ResourceType::Cluster, "c", any(&ring_hash)),
+        nack(TypeUrl::Cluster, "c", any(&ring_hash)),
         "cluster c: lb_policy: only ROUND_ROBIN and LEAST_REQUEST are supported"
     );
     let random_outlier = Cluster {
@@ -1654,7 +1652,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
         ..eds_cluster("c")
     };
     assert_eq!(
-        nack(ResourceType::Cluster, "c", any(&random_outlier)),
+        nack(TypeUrl::Cluster, "c", any(&random_outlier)),
         "cluster c: outlier_detection.enforcing_consecutive_5xx: only 0 or 100 is supported"
     );
     let static_by_name = Cluster {
@@ -1662,7 +1660,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
         ..static_cluster("c")
     };
     assert_eq!(
-        nack(ResourceType::Cluster, "c", any(&static_by_name)),
+        nack(TypeUrl::Cluster, "c", any(&static_by_name)),
         "cluster c: load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.\
          socket_address.address: must be an IP address"
     );
@@ -1670,7 +1668,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     // EDS: the client subscribes to `c` once the cluster is accepted.
     let mut client = DeltaClient::new(node());
     let ok = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         vec![wire("c", any(&eds_cluster("c")))],
     ));
     assert!(ok.rejected.is_none());
@@ -1678,7 +1676,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     assert!(
         client
             .handle_response(response(
-                ResourceType::Endpoint,
+                TypeUrl::ClusterLoadAssignment,
                 vec![wire("c", any(&good))]
             ))
             .rejected
@@ -1687,7 +1685,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     let mut failover = assignment("c", &[("10.0.0.2", 80)]);
     failover.endpoints[0].priority = 1;
     let outcome = client.handle_response(response(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         vec![wire("c", any(&failover))],
     ));
     assert_eq!(
@@ -1697,7 +1695,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
         )
     );
     // The previous endpoints stay.
-    let rt = Runtime::build(client.config()).unwrap();
+    let rt = client.config().runtime();
     let addresses: Vec<String> = rt.clusters["c"]
         .endpoints
         .iter()
@@ -1751,17 +1749,15 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     assert!(
         client
             .handle_response(response(
-                ResourceType::Cluster,
+                TypeUrl::Cluster,
                 vec![wire("tls", any(&tls_cluster))]
             ))
             .rejected
             .is_none()
     );
-    assert_eq!(client.subscriptions(ResourceType::Secret), ["b", "s"]);
-    let outcome = client.handle_response(response(
-        ResourceType::Secret,
-        vec![wire("s", any(&from_file))],
-    ));
+    assert_eq!(client.subscriptions(TypeUrl::Secret), ["b", "s"]);
+    let outcome =
+        client.handle_response(response(TypeUrl::Secret, vec![wire("s", any(&from_file))]));
     assert_eq!(
         outcome.rejected.map(|e| e.to_string()).as_deref(),
         Some(
@@ -1781,27 +1777,27 @@ fn config_of(
     routes: Vec<RouteConfiguration>,
 ) -> Config {
     let mut client = DeltaClient::new(node());
-    let mut feed = |ty: ResourceType, resources: Vec<WireResource>| {
+    let mut feed = |ty: TypeUrl, resources: Vec<WireResource>| {
         let outcome = client.handle_response(response(ty, resources));
         assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
     };
     feed(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         clusters.iter().map(|c| wire(&c.name, any(c))).collect(),
     );
     feed(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         listeners.iter().map(|l| wire(&l.name, any(l))).collect(),
     );
     feed(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         endpoints
             .iter()
             .map(|e| wire(&e.cluster_name, any(e)))
             .collect(),
     );
     feed(
-        ResourceType::Route,
+        TypeUrl::RouteConfiguration,
         routes.iter().map(|r| wire(&r.name, any(r))).collect(),
     );
     client.config().clone()
@@ -1829,7 +1825,7 @@ fn missing_references_are_warnings_not_errors() {
         ],
         vec![route_config(vec![pb_route(prefix("/"), "missing")])],
     );
-    let rt = Runtime::build(&config).unwrap();
+    let rt = config.runtime();
     // An EDS cluster whose endpoints have not come yet is there, empty.
     assert!(rt.clusters["waiting"].endpoints.is_empty());
     assert_eq!(rt.clusters["served"].endpoints.len(), 2);
@@ -2087,7 +2083,7 @@ fn chains_are_ordered_as_envoy_picks_them() {
         ..l
     };
     assert_eq!(
-        nack(ResourceType::Listener, "l", any(&twice)),
+        nack(TypeUrl::Listener, "l", any(&twice)),
         "listener l: filter_chains[1].filter_chain_match: another filter chain has the same match"
     );
 }
@@ -2109,7 +2105,7 @@ fn cluster_defaults_and_static_endpoints() {
         envoy_types::pb::envoy::config::core::v3::HealthStatus::Draining as i32;
     c.load_assignment = Some(cla);
     c.outlier_detection = Some(PbOutlierDetection::default());
-    let built = ClusterConfig::from_xds(&c, None).unwrap();
+    let built = ClusterConfig::from_xds(&c).unwrap();
     assert_eq!(built.connect_timeout, Duration::from_secs(5));
     assert!(!built.http2);
     let weights: Vec<(String, u32)> = built
@@ -2162,11 +2158,9 @@ fn secrets_accept_inline_bytes() {
             ..Default::default()
         })),
     };
-    let error = SecretMaterial::from_xds(&empty_key)
-        .unwrap_err()
-        .into_xds(ResourceType::Secret, "cert");
+    let error = SecretMaterial::from_xds(&empty_key).unwrap_err();
     assert_eq!(
-        error.to_string(),
+        format!("secret cert: {error}"),
         "secret cert: tls_certificate.private_key: is required"
     );
 }
@@ -2205,11 +2199,7 @@ fn an_http_rbac_filter_without_rules_allows_everything() {
         ..Default::default()
     };
     assert_eq!(
-        nack(
-            ResourceType::Listener,
-            "l",
-            any(&hcm_listener("l", misordered))
-        ),
+        nack(TypeUrl::Listener, "l", any(&hcm_listener("l", misordered))),
         "listener l: filter_chains[0].filters[0].typed_config.http_filters[0]: the router \
          must be the last HTTP filter"
     );
@@ -2250,7 +2240,7 @@ fn a_large_configuration_translates() {
         vec![hcm_listener("l", rds_hcm("rc"))],
         vec![rc],
     );
-    let rt = Runtime::build(&config).unwrap();
+    let rt = config.runtime();
     let table = &rt.routes["rc"];
     assert_eq!(table.virtual_hosts.len(), n);
     let last = &table.virtual_hosts[n - 1].routes[0];

@@ -1,12 +1,12 @@
-//! The five resource types of the ADS stream, and the decoding and validation of one resource.
+//! The decoding and validation of one resource of the ADS stream.
 //!
 //! Validation happens here, at the wire boundary, by translating the resource into the runtime
-//! model with the same functions [`crate::config::Runtime::build`] uses: a resource that passes
-//! is decoded, known to stay within the subset `switchyard-proxy` implements (so it translates),
-//! and comes with the names of the resources it references (EDS, RDS and SDS names), taken from
-//! its translation.
+//! model: a resource that passes is decoded, known to stay within the subset
+//! `switchyard-proxy` implements, and comes with its translation (which the client keeps, so
+//! building the runtime only links) and the names of the resources it references (EDS, RDS
+//! and SDS names), taken from that translation.
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 use envoy_types::pb::{
     envoy::{
@@ -22,83 +22,19 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::Error;
-use crate::config::{ClusterConfig, Endpoint, ListenerConfig, RouteTable, SecretMaterial};
+use crate::config::{
+    ClusterConfig, Endpoint, Invalid, ListenerConfig, Problem, RouteTable, SecretMaterial, TypeUrl,
+};
 
-/// The resource types `switchyard-proxy` subscribes to on its ADS stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ResourceType {
-    /// CDS: `envoy.config.cluster.v3.Cluster`.
-    Cluster,
-    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
-    Endpoint,
-    /// LDS: `envoy.config.listener.v3.Listener`.
-    Listener,
-    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
-    Route,
-    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
-    Secret,
-}
-
-impl ResourceType {
-    /// Every type in the order Envoy subscribes and the server should answer (make-before-break):
-    /// CDS, EDS, LDS, RDS, SDS.
-    pub const ALL: [Self; 5] = [
-        Self::Cluster,
-        Self::Endpoint,
-        Self::Listener,
-        Self::Route,
-        Self::Secret,
-    ];
-
-    /// The type URL of the type, as on the wire.
-    pub fn type_url(self) -> &'static str {
-        match self {
-            Self::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-            Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-            Self::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-        }
-    }
-
-    /// The type a type URL names, if it is one of the five.
-    pub fn from_type_url(type_url: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.type_url() == type_url)
-    }
-
-    /// Whether the proxy subscribes to the type as a wildcard (`*`), as Envoy does for CDS and
-    /// LDS; the other types are subscribed by name, as accepted resources reference them.
-    pub fn is_wildcard(self) -> bool {
-        matches!(self, Self::Cluster | Self::Listener)
-    }
-
-    /// Position in [`Self::ALL`], for per-type arrays.
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Cluster => "cluster",
-            Self::Endpoint => "cluster load assignment",
-            Self::Listener => "listener",
-            Self::Route => "route configuration",
-            Self::Secret => "secret",
-        })
-    }
-}
-
-/// A decoded resource of any of the five types, shared from the start so that holding it in
-/// the configuration does not copy it.
-#[derive(Clone, PartialEq)]
+/// A decoded resource of any of the five types with its translation, shared from the start so
+/// that holding it in the configuration does not copy it.
+#[derive(Clone)]
 pub(crate) enum Resource {
-    Cluster(Arc<Cluster>),
-    Endpoint(Arc<ClusterLoadAssignment>),
-    Listener(Arc<Listener>),
-    Route(Arc<RouteConfiguration>),
-    Secret(Arc<Secret>),
+    Cluster(Arc<Cluster>, Arc<ClusterConfig>),
+    Endpoint(Arc<ClusterLoadAssignment>, Arc<[Endpoint]>),
+    Listener(Arc<Listener>, Arc<ListenerConfig>),
+    Route(Arc<RouteConfiguration>, Arc<RouteTable>),
+    Secret(Arc<Secret>, Arc<SecretMaterial>),
 }
 
 /// The names a resource references, which the proxy must subscribe to.
@@ -118,12 +54,12 @@ impl Refs {
     }
 
     /// The names of one type.
-    pub(crate) fn of(&self, ty: ResourceType) -> &[String] {
+    pub(crate) fn of(&self, ty: TypeUrl) -> &[String] {
         match ty {
-            ResourceType::Endpoint => &self.endpoints,
-            ResourceType::Route => &self.routes,
-            ResourceType::Secret => &self.secrets,
-            ResourceType::Cluster | ResourceType::Listener => &[],
+            TypeUrl::ClusterLoadAssignment => &self.endpoints,
+            TypeUrl::RouteConfiguration => &self.routes,
+            TypeUrl::Secret => &self.secrets,
+            TypeUrl::Cluster | TypeUrl::Listener => &[],
         }
     }
 }
@@ -139,20 +75,20 @@ pub(crate) struct Decoded {
 /// The name a state-of-the-world resource carries inside its message (SotW resources come
 /// without the delta wrapper that names them). `None` when the bytes are not a message of
 /// the type; validation then reports the problem properly.
-pub(crate) fn inner_name(ty: ResourceType, any: &Any) -> Option<String> {
+pub(crate) fn inner_name(ty: TypeUrl, any: &Any) -> Option<String> {
     let bytes = any.value.as_slice();
     Some(match ty {
-        ResourceType::Cluster => Cluster::decode(bytes).ok()?.name,
-        ResourceType::Endpoint => ClusterLoadAssignment::decode(bytes).ok()?.cluster_name,
-        ResourceType::Listener => Listener::decode(bytes).ok()?.name,
-        ResourceType::Route => RouteConfiguration::decode(bytes).ok()?.name,
-        ResourceType::Secret => Secret::decode(bytes).ok()?.name,
+        TypeUrl::Cluster => Cluster::decode(bytes).ok()?.name,
+        TypeUrl::ClusterLoadAssignment => ClusterLoadAssignment::decode(bytes).ok()?.cluster_name,
+        TypeUrl::Listener => Listener::decode(bytes).ok()?.name,
+        TypeUrl::RouteConfiguration => RouteConfiguration::decode(bytes).ok()?.name,
+        TypeUrl::Secret => Secret::decode(bytes).ok()?.name,
     })
 }
 
 /// Decodes and validates one resource of a response of type `ty`; `index` is its position in
 /// the response, for messages about a resource without a name.
-pub(crate) fn decode(ty: ResourceType, index: usize, wire: WireResource) -> Result<Decoded, Error> {
+pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<Decoded, Error> {
     let WireResource {
         name,
         version,
@@ -173,38 +109,52 @@ pub(crate) fn decode(ty: ResourceType, index: usize, wire: WireResource) -> Resu
         });
     }
     let mut refs = Refs::default();
-    // Validation is the translation into the runtime model (one definition of the subset);
-    // its result is dropped here and rebuilt from the accepted configuration.
+    // Validation is the translation into the runtime model (one definition of the subset),
+    // whose result the configuration keeps.
     let (inner, resource) = match ty {
-        ResourceType::Cluster => {
+        TypeUrl::Cluster => {
             let c: Cluster = decode_resource(ty, &name, &any)?;
-            let built = ClusterConfig::from_xds(&c, None).map_err(|e| e.into_xds(ty, &name))?;
-            refs.endpoints
-                .extend(ClusterConfig::eds_name(&c).map(str::to_owned));
+            let built = ClusterConfig::from_xds(&c).map_err(|e| refused(ty, &name, e))?;
+            refs.endpoints.extend(built.eds.clone());
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (c.name.clone(), Resource::Cluster(Arc::new(c)))
+            (
+                c.name.clone(),
+                Resource::Cluster(Arc::new(c), Arc::new(built)),
+            )
         }
-        ResourceType::Endpoint => {
+        TypeUrl::ClusterLoadAssignment => {
             let c: ClusterLoadAssignment = decode_resource(ty, &name, &any)?;
-            Endpoint::list_from_xds(&c).map_err(|e| e.into_xds(ty, &name))?;
-            (c.cluster_name.clone(), Resource::Endpoint(Arc::new(c)))
+            let built = Endpoint::list_from_xds(&c).map_err(|e| refused(ty, &name, e))?;
+            (
+                c.cluster_name.clone(),
+                Resource::Endpoint(Arc::new(c), built),
+            )
         }
-        ResourceType::Listener => {
+        TypeUrl::Listener => {
             let l: Listener = decode_resource(ty, &name, &any)?;
-            let built = ListenerConfig::from_xds(&l).map_err(|e| e.into_xds(ty, &name))?;
+            let built = ListenerConfig::from_xds(&l).map_err(|e| refused(ty, &name, e))?;
             refs.routes.extend(built.rds_names().map(str::to_owned));
             refs.secrets.extend(built.secret_names().map(str::to_owned));
-            (l.name.clone(), Resource::Listener(Arc::new(l)))
+            (
+                l.name.clone(),
+                Resource::Listener(Arc::new(l), Arc::new(built)),
+            )
         }
-        ResourceType::Route => {
+        TypeUrl::RouteConfiguration => {
             let r: RouteConfiguration = decode_resource(ty, &name, &any)?;
-            RouteTable::from_xds(&r).map_err(|e| e.into_xds(ty, &name))?;
-            (r.name.clone(), Resource::Route(Arc::new(r)))
+            let built = RouteTable::from_xds(&r).map_err(|e| refused(ty, &name, e))?;
+            (
+                r.name.clone(),
+                Resource::Route(Arc::new(r), Arc::new(built)),
+            )
         }
-        ResourceType::Secret => {
+        TypeUrl::Secret => {
             let s: Secret = decode_resource(ty, &name, &any)?;
-            SecretMaterial::from_xds(&s).map_err(|e| e.into_xds(ty, &name))?;
-            (s.name.clone(), Resource::Secret(Arc::new(s)))
+            let built = SecretMaterial::from_xds(&s).map_err(|e| refused(ty, &name, e))?;
+            (
+                s.name.clone(),
+                Resource::Secret(Arc::new(s), Arc::new(built)),
+            )
         }
     };
     if inner != name {
@@ -223,15 +173,30 @@ pub(crate) fn decode(ty: ResourceType, index: usize, wire: WireResource) -> Resu
 }
 
 /// Decodes the resource itself from its `Any`.
-fn decode_resource<M: Message + Default>(
-    kind: ResourceType,
-    name: &str,
-    any: &Any,
-) -> Result<M, Error> {
+fn decode_resource<M: Message + Default>(kind: TypeUrl, name: &str, any: &Any) -> Result<M, Error> {
     M::decode(any.value.as_slice()).map_err(|error| Error::Decode {
         kind,
         name: name.to_owned(),
         field: "resource".to_owned(),
         error,
     })
+}
+
+/// The client's rejection of resource `name` of type `kind` that the translation refused.
+fn refused(kind: TypeUrl, name: &str, invalid: Invalid) -> Error {
+    let (field, problem) = invalid.into_parts();
+    match problem {
+        Problem::Unsupported(reason) => Error::Unsupported {
+            kind,
+            name: name.to_owned(),
+            field,
+            reason,
+        },
+        Problem::Decode(error) => Error::Decode {
+            kind,
+            name: name.to_owned(),
+            field,
+            error,
+        },
+    }
 }

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{Config, DeltaClient, Error, ResourceType, resource};
+use super::{Config, DeltaClient, Error, TypeUrl, resource};
 
 /// What handling one SotW response led to.
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ impl SotwClient {
             .delta
             .initial_requests()
             .into_iter()
-            .filter_map(|d| ResourceType::from_type_url(&d.type_url))
+            .filter_map(|d| TypeUrl::from_type_url(&d.type_url))
             .map(|ty| self.request(ty, None))
             .collect();
         if let Some(first) = requests.first_mut() {
@@ -83,7 +83,7 @@ impl SotwClient {
             nonce,
             ..
         } = response;
-        let Some(ty) = ResourceType::from_type_url(&type_url) else {
+        let Some(ty) = TypeUrl::from_type_url(&type_url) else {
             let error = Error::UnknownType(type_url.clone());
             return SotwOutcome {
                 requests: vec![DiscoveryRequest {
@@ -130,11 +130,11 @@ impl SotwClient {
             self.versions[ty.index()] = version_info;
         }
         // Subscription changes: the delta requests that are not the answer to this response.
-        let mut changed_types: Vec<ResourceType> = outcome
+        let mut changed_types: Vec<TypeUrl> = outcome
             .requests
             .iter()
             .filter(|r| r.response_nonce.is_empty())
-            .filter_map(|r| ResourceType::from_type_url(&r.type_url))
+            .filter_map(|r| TypeUrl::from_type_url(&r.type_url))
             .filter(|t| *t != ty)
             .collect();
         changed_types.dedup();
@@ -151,7 +151,7 @@ impl SotwClient {
 
     /// A request for a type: its whole subscription (none for the wildcard types), the last
     /// accepted version, the last nonce, and the error when it is a NACK.
-    fn request(&self, ty: ResourceType, error: Option<&Error>) -> DiscoveryRequest {
+    fn request(&self, ty: TypeUrl, error: Option<&Error>) -> DiscoveryRequest {
         let names = if ty.is_wildcard() {
             Vec::new()
         } else {

@@ -29,11 +29,11 @@ use envoy_types::pb::{
         },
         service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
     },
-    google::protobuf::Any,
+    google::protobuf::{Any, Duration as PbDuration},
 };
 use prost::{Message, Name};
 
-use super::{DeltaClient, Error, ResourceType};
+use super::{DeltaClient, Error, TypeUrl};
 
 mod sotw;
 
@@ -66,7 +66,7 @@ fn wire(name: &str, version: &str, resource: Any) -> Resource {
     }
 }
 
-fn response(ty: ResourceType, nonce: &str, resources: Vec<Resource>) -> DeltaDiscoveryResponse {
+fn response(ty: TypeUrl, nonce: &str, resources: Vec<Resource>) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         type_url: ty.type_url().to_owned(),
         nonce: nonce.to_owned(),
@@ -75,7 +75,7 @@ fn response(ty: ResourceType, nonce: &str, resources: Vec<Resource>) -> DeltaDis
     }
 }
 
-fn removal(ty: ResourceType, nonce: &str, names: &[&str]) -> DeltaDiscoveryResponse {
+fn removal(ty: TypeUrl, nonce: &str, names: &[&str]) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         removed_resources: names.iter().map(|n| (*n).to_owned()).collect(),
         ..response(ty, nonce, vec![])
@@ -198,7 +198,7 @@ fn route(name: &str) -> RouteConfiguration {
     }
 }
 
-fn ack(ty: ResourceType, nonce: &str) -> DeltaDiscoveryRequest {
+fn ack(ty: TypeUrl, nonce: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: ty.type_url().to_owned(),
         response_nonce: nonce.to_owned(),
@@ -206,7 +206,7 @@ fn ack(ty: ResourceType, nonce: &str) -> DeltaDiscoveryRequest {
     }
 }
 
-fn subscribe(ty: ResourceType, names: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
+fn subscribe(ty: TypeUrl, names: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: ty.type_url().to_owned(),
         resource_names_subscribe: names.iter().map(|n| (*n).to_owned()).collect(),
@@ -237,21 +237,21 @@ fn nack_message(requests: &[DeltaDiscoveryRequest], ty_url: &str, nonce: &str) -
 
 #[test]
 fn type_urls_are_the_protobuf_names() {
-    assert_eq!(ResourceType::Cluster.type_url(), Cluster::type_url());
+    assert_eq!(TypeUrl::Cluster.type_url(), Cluster::type_url());
     assert_eq!(
-        ResourceType::Endpoint.type_url(),
+        TypeUrl::ClusterLoadAssignment.type_url(),
         ClusterLoadAssignment::type_url()
     );
-    assert_eq!(ResourceType::Listener.type_url(), Listener::type_url());
+    assert_eq!(TypeUrl::Listener.type_url(), Listener::type_url());
     assert_eq!(
-        ResourceType::Route.type_url(),
+        TypeUrl::RouteConfiguration.type_url(),
         RouteConfiguration::type_url()
     );
-    assert_eq!(ResourceType::Secret.type_url(), Secret::type_url());
-    for ty in ResourceType::ALL {
-        assert_eq!(ResourceType::from_type_url(ty.type_url()), Some(ty));
+    assert_eq!(TypeUrl::Secret.type_url(), Secret::type_url());
+    for ty in TypeUrl::ALL {
+        assert_eq!(TypeUrl::from_type_url(ty.type_url()), Some(ty));
     }
-    assert_eq!(ResourceType::from_type_url("type.googleapis.com/x"), None);
+    assert_eq!(TypeUrl::from_type_url("type.googleapis.com/x"), None);
 }
 
 #[test]
@@ -259,8 +259,8 @@ fn initial_requests_are_wildcard_cds_then_lds() {
     let client = DeltaClient::new(node());
     let requests = client.initial_requests();
     assert_eq!(requests.len(), 2);
-    assert_eq!(requests[0].type_url, ResourceType::Cluster.type_url());
-    assert_eq!(requests[1].type_url, ResourceType::Listener.type_url());
+    assert_eq!(requests[0].type_url, TypeUrl::Cluster.type_url());
+    assert_eq!(requests[1].type_url, TypeUrl::Listener.type_url());
     for r in &requests {
         assert_eq!(r.resource_names_subscribe, ["*"]);
         assert!(r.resource_names_unsubscribe.is_empty());
@@ -282,12 +282,12 @@ fn good_cds_response_is_acked_with_its_nonce() {
     let mut client = DeltaClient::new(node());
     let c = static_cluster("default/local|8080");
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![wire(&c.name, "v1", any(&c))],
     ));
     assert!(out.rejected.is_none(), "{:?}", out.rejected);
-    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n1")]);
+    assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n1")]);
     assert!(out.changed);
     assert!(out.subscribed.is_empty() && out.unsubscribed.is_empty());
     let held = &client.config().clusters["default/local|8080"];
@@ -296,17 +296,17 @@ fn good_cds_response_is_acked_with_its_nonce() {
 
     // The same resource again changes nothing, but is still ACKed.
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n2",
         vec![wire(&c.name, "v1", any(&c))],
     ));
-    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n2")]);
+    assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n2")]);
     assert!(!out.changed);
 
     // Synced once LDS has answered too (here: nothing).
     assert!(!client.is_synced());
-    let out = client.handle_response(response(ResourceType::Listener, "n3", vec![]));
-    assert_eq!(out.requests, [ack(ResourceType::Listener, "n3")]);
+    let out = client.handle_response(response(TypeUrl::Listener, "n3", vec![]));
+    assert_eq!(out.requests, [ack(TypeUrl::Listener, "n3")]);
     assert!(!out.changed);
     assert!(client.is_synced());
 }
@@ -317,7 +317,7 @@ fn accepted_eds_cluster_subscribes_to_its_endpoints() {
     let own = eds_cluster("default/web|80", "");
     let named = eds_cluster("default/api|80", "api-endpoints");
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![
             wire(&own.name, "1", any(&own)),
@@ -330,33 +330,33 @@ fn accepted_eds_cluster_subscribes_to_its_endpoints() {
         out.requests,
         [
             subscribe(
-                ResourceType::Endpoint,
+                TypeUrl::ClusterLoadAssignment,
                 &["api-endpoints", "default/web|80"],
                 &[]
             ),
-            ack(ResourceType::Cluster, "n1"),
+            ack(TypeUrl::Cluster, "n1"),
         ]
     );
     assert_eq!(
         out.subscribed,
         [
-            (ResourceType::Endpoint, "api-endpoints".to_owned()),
-            (ResourceType::Endpoint, "default/web|80".to_owned()),
+            (TypeUrl::ClusterLoadAssignment, "api-endpoints".to_owned()),
+            (TypeUrl::ClusterLoadAssignment, "default/web|80".to_owned()),
         ]
     );
-    client.handle_response(response(ResourceType::Listener, "n2", vec![]));
+    client.handle_response(response(TypeUrl::Listener, "n2", vec![]));
     assert!(!client.is_synced(), "EDS has not answered");
 
     // Endpoints for a name never asked for are ignored (and the response still ACKed).
     let out = client.handle_response(response(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         "n3",
         vec![
             wire("default/web|80", "e1", any(&cla("default/web|80"))),
             wire("other", "e1", any(&cla("other"))),
         ],
     ));
-    assert_eq!(out.requests, [ack(ResourceType::Endpoint, "n3")]);
+    assert_eq!(out.requests, [ack(TypeUrl::ClusterLoadAssignment, "n3")]);
     assert!(out.changed);
     assert_eq!(names(&client.config().endpoints), ["default/web|80"]);
     assert!(client.is_synced());
@@ -367,7 +367,7 @@ fn undecodable_resource_is_nacked_naming_it_and_config_is_kept() {
     let mut client = DeltaClient::new(node());
     let a = static_cluster("a");
     client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![wire("a", "v1", any(&a))],
     ));
@@ -379,11 +379,14 @@ fn undecodable_resource_is_nacked_naming_it_and_config_is_kept() {
     };
     let b = static_cluster("b");
     let a2 = Cluster {
-        alt_stat_name: "changed".to_owned(),
+        connect_timeout: Some(PbDuration {
+            seconds: 7,
+            nanos: 0,
+        }),
         ..a.clone()
     };
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n2",
         vec![
             wire("a", "v2", any(&a2)),
@@ -391,7 +394,7 @@ fn undecodable_resource_is_nacked_naming_it_and_config_is_kept() {
             wire("broken", "v2", bad),
         ],
     ));
-    let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n2");
+    let message = nack_message(&out.requests, TypeUrl::Cluster.type_url(), "n2");
     assert!(
         message.starts_with("cluster broken: resource: cannot decode"),
         "{message}"
@@ -437,8 +440,8 @@ fn malformed_responses_are_nacked() {
     ];
     for (resources, expected) in cases {
         let mut client = DeltaClient::new(node());
-        let out = client.handle_response(response(ResourceType::Cluster, "n", resources));
-        let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n");
+        let out = client.handle_response(response(TypeUrl::Cluster, "n", resources));
+        let message = nack_message(&out.requests, TypeUrl::Cluster.type_url(), "n");
         assert!(message.starts_with(expected), "{message}");
         assert!(client.config().clusters.is_empty());
     }
@@ -484,11 +487,11 @@ fn unsupported_features_are_nacked_naming_the_field() {
         ),
     ] {
         let out = client.handle_response(response(
-            ResourceType::Cluster,
+            TypeUrl::Cluster,
             "n",
             vec![wire(&c.name, "1", any(&c))],
         ));
-        let message = nack_message(&out.requests, ResourceType::Cluster.type_url(), "n");
+        let message = nack_message(&out.requests, TypeUrl::Cluster.type_url(), "n");
         assert_eq!(message, expected);
     }
 
@@ -502,11 +505,11 @@ fn unsupported_features_are_nacked_naming_the_field() {
         }],
     );
     let out = client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         "n",
         vec![wire("scoped", "1", any(&scoped))],
     ));
-    let message = nack_message(&out.requests, ResourceType::Listener.type_url(), "n");
+    let message = nack_message(&out.requests, TypeUrl::Listener.type_url(), "n");
     assert_eq!(
         message,
         "listener scoped: filter_chains[0].filters[0].typed_config.scoped_routes: \
@@ -520,18 +523,18 @@ fn removed_resources_are_dropped() {
     let mut client = DeltaClient::new(node());
     let (a, b) = (static_cluster("a"), static_cluster("b"));
     client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![wire("a", "1", any(&a)), wire("b", "1", any(&b))],
     ));
-    let out = client.handle_response(removal(ResourceType::Cluster, "n2", &["a"]));
-    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n2")]);
+    let out = client.handle_response(removal(TypeUrl::Cluster, "n2", &["a"]));
+    assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n2")]);
     assert!(out.changed);
     assert_eq!(names(&client.config().clusters), ["b"]);
 
     // Removing what is not held is no change.
-    let out = client.handle_response(removal(ResourceType::Cluster, "n3", &["a", "zzz"]));
-    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n3")]);
+    let out = client.handle_response(removal(TypeUrl::Cluster, "n3", &["a", "zzz"]));
+    assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n3")]);
     assert!(!out.changed);
 }
 
@@ -541,22 +544,22 @@ fn reconnect_offers_held_versions() {
     let c = eds_cluster("default/web|80", "");
     let l = hcm_listener("outbound", "outbound-http");
     client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![wire(&c.name, "c1", any(&c))],
     ));
     client.handle_response(response(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         "n2",
         vec![wire(&c.name, "e1", any(&cla(&c.name)))],
     ));
     client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         "n3",
         vec![wire("outbound", "l1", any(&l))],
     ));
     client.handle_response(response(
-        ResourceType::Route,
+        TypeUrl::RouteConfiguration,
         "n4",
         vec![wire("outbound-http", "r1", any(&route("outbound-http")))],
     ));
@@ -567,10 +570,10 @@ fn reconnect_offers_held_versions() {
     assert_eq!(
         types,
         [
-            ResourceType::Cluster.type_url(),
-            ResourceType::Endpoint.type_url(),
-            ResourceType::Listener.type_url(),
-            ResourceType::Route.type_url(),
+            TypeUrl::Cluster.type_url(),
+            TypeUrl::ClusterLoadAssignment.type_url(),
+            TypeUrl::Listener.type_url(),
+            TypeUrl::RouteConfiguration.type_url(),
         ]
     );
     let expect = [
@@ -600,7 +603,7 @@ fn hcm_listener_subscribes_to_its_route_configuration() {
         }],
     );
     let out = client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         "n1",
         vec![
             wire(
@@ -615,21 +618,24 @@ fn hcm_listener_subscribes_to_its_route_configuration() {
     assert_eq!(
         out.requests,
         [
-            subscribe(ResourceType::Route, &["outbound-http"], &[]),
-            ack(ResourceType::Listener, "n1"),
+            subscribe(TypeUrl::RouteConfiguration, &["outbound-http"], &[]),
+            ack(TypeUrl::Listener, "n1"),
         ]
     );
-    assert_eq!(client.subscriptions(ResourceType::Route), ["outbound-http"]);
+    assert_eq!(
+        client.subscriptions(TypeUrl::RouteConfiguration),
+        ["outbound-http"]
+    );
 
     // Replacing the listener's route moves the subscription and drops the old route.
     client.handle_response(response(
-        ResourceType::Route,
+        TypeUrl::RouteConfiguration,
         "n2",
         vec![wire("outbound-http", "r1", any(&route("outbound-http")))],
     ));
     assert_eq!(names(&client.config().routes), ["outbound-http"]);
     let out = client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         "n3",
         vec![wire(
             "outbound",
@@ -641,11 +647,11 @@ fn hcm_listener_subscribes_to_its_route_configuration() {
         out.requests,
         [
             subscribe(
-                ResourceType::Route,
+                TypeUrl::RouteConfiguration,
                 &["outbound-http-v2"],
                 &["outbound-http"]
             ),
-            ack(ResourceType::Listener, "n3"),
+            ack(TypeUrl::Listener, "n3"),
         ]
     );
     assert!(out.changed);
@@ -657,7 +663,7 @@ fn tls_transport_sockets_subscribe_to_their_secrets() {
     let mut client = DeltaClient::new(node());
     let c = mtls_cluster("default/web|80");
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![wire(&c.name, "1", any(&c))],
     ));
@@ -665,9 +671,9 @@ fn tls_transport_sockets_subscribe_to_their_secrets() {
     assert_eq!(
         out.requests,
         [
-            subscribe(ResourceType::Endpoint, &["default/web|80"], &[]),
-            subscribe(ResourceType::Secret, &[BUNDLE, CERT], &[]),
-            ack(ResourceType::Cluster, "n1"),
+            subscribe(TypeUrl::ClusterLoadAssignment, &["default/web|80"], &[]),
+            subscribe(TypeUrl::Secret, &[BUNDLE, CERT], &[]),
+            ack(TypeUrl::Cluster, "n1"),
         ]
     );
 
@@ -694,15 +700,15 @@ fn tls_transport_sockets_subscribe_to_their_secrets() {
         }],
     );
     let out = client.handle_response(response(
-        ResourceType::Listener,
+        TypeUrl::Listener,
         "n2",
         vec![wire("inbound", "1", any(&inbound))],
     ));
     assert_eq!(
         out.requests,
         [
-            subscribe(ResourceType::Secret, &["spiffe://other.domain"], &[]),
-            ack(ResourceType::Listener, "n2"),
+            subscribe(TypeUrl::Secret, &["spiffe://other.domain"], &[]),
+            ack(TypeUrl::Listener, "n2"),
         ]
     );
 
@@ -725,11 +731,11 @@ fn tls_transport_sockets_subscribe_to_their_secrets() {
         })),
     };
     let out = client.handle_response(response(
-        ResourceType::Secret,
+        TypeUrl::Secret,
         "n3",
         vec![wire(CERT, "s1", any(&s))],
     ));
-    assert_eq!(out.requests, [ack(ResourceType::Secret, "n3")]);
+    assert_eq!(out.requests, [ack(TypeUrl::Secret, "n3")]);
     assert_eq!(*client.config().secrets[CERT].resource, s);
     let debug = format!("{:?} {client:?}", client.config());
     assert!(!debug.contains(key), "{debug}");
@@ -744,7 +750,7 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
     let a = eds_cluster("default/api|80", "api");
     let b = eds_cluster("default/api|81", "api");
     client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n1",
         vec![
             wire(&web.name, "1", any(&web)),
@@ -753,7 +759,7 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
         ],
     ));
     client.handle_response(response(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         "n2",
         vec![
             wire("default/web|80", "e1", any(&cla("default/web|80"))),
@@ -763,37 +769,40 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
     assert_eq!(names(&client.config().endpoints), ["api", "default/web|80"]);
 
     // The web cluster is removed: its endpoints are unsubscribed and dropped, before the ACK.
-    let out = client.handle_response(removal(ResourceType::Cluster, "n3", &["default/web|80"]));
+    let out = client.handle_response(removal(TypeUrl::Cluster, "n3", &["default/web|80"]));
     assert_eq!(
         out.requests,
         [
-            subscribe(ResourceType::Endpoint, &[], &["default/web|80"]),
-            ack(ResourceType::Cluster, "n3"),
+            subscribe(TypeUrl::ClusterLoadAssignment, &[], &["default/web|80"]),
+            ack(TypeUrl::Cluster, "n3"),
         ]
     );
     assert_eq!(
         out.unsubscribed,
-        [(ResourceType::Endpoint, "default/web|80".to_owned())]
+        [(TypeUrl::ClusterLoadAssignment, "default/web|80".to_owned())]
     );
     assert!(out.changed);
     assert_eq!(names(&client.config().endpoints), ["api"]);
 
     // One of two clusters sharing "api" becomes STATIC: the other still needs it.
     let out = client.handle_response(response(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "n4",
         vec![wire(&a.name, "2", any(&static_cluster(&a.name)))],
     ));
-    assert_eq!(out.requests, [ack(ResourceType::Cluster, "n4")]);
-    assert_eq!(client.subscriptions(ResourceType::Endpoint), ["api"]);
+    assert_eq!(out.requests, [ack(TypeUrl::Cluster, "n4")]);
+    assert_eq!(
+        client.subscriptions(TypeUrl::ClusterLoadAssignment),
+        ["api"]
+    );
 
     // The other goes too: now "api" is unsubscribed, and EDS left out on reconnect.
-    let out = client.handle_response(removal(ResourceType::Cluster, "n5", &[&b.name]));
+    let out = client.handle_response(removal(TypeUrl::Cluster, "n5", &[&b.name]));
     assert_eq!(
         out.requests,
         [
-            subscribe(ResourceType::Endpoint, &[], &["api"]),
-            ack(ResourceType::Cluster, "n5"),
+            subscribe(TypeUrl::ClusterLoadAssignment, &[], &["api"]),
+            ack(TypeUrl::Cluster, "n5"),
         ]
     );
     assert!(client.config().endpoints.is_empty());
@@ -801,9 +810,6 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
     let types: Vec<&str> = requests.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(
         types,
-        [
-            ResourceType::Cluster.type_url(),
-            ResourceType::Listener.type_url()
-        ]
+        [TypeUrl::Cluster.type_url(), TypeUrl::Listener.type_url()]
     );
 }

@@ -109,7 +109,7 @@ impl DeltaStream {
         let state = &mut self.types[type_url.index()];
         if !state.requested {
             state.requested = true;
-            state.wildcard = type_url.is_full_state()
+            state.wildcard = type_url.is_wildcard()
                 && req.resource_names_subscribe.is_empty()
                 && req.resource_names_unsubscribe.is_empty();
             for (name, version) in req.initial_resource_versions {

@@ -23,27 +23,14 @@ use envoy_types::pb::{
 };
 use prost::Message;
 use switchyard_adapters::envoy;
+/// The resource types served over ADS; `ALL` is the push order.
+pub use switchyard_proxy_config::TypeUrl;
 
 #[cfg(test)]
 mod tests;
 
 const HCM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.network.\
                             http_connection_manager.v3.HttpConnectionManager";
-
-/// The resource types served over ADS.
-///
-/// `ALL` is the push order: CDS → EDS → LDS → RDS is Envoy's make-before-break order
-/// (`xds_protocol.rst`, "eventual consistency considerations"); SDS comes last because Envoy asks
-/// for a secret only once a cluster or listener that references it exists, and a rotated secret
-/// does not depend on anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TypeUrl {
-    Cluster,
-    ClusterLoadAssignment,
-    Listener,
-    RouteConfiguration,
-    Secret,
-}
 
 /// An xDS version: a 64-bit content hash, written as 16 hex digits.
 ///
@@ -122,65 +109,6 @@ pub fn to_any<M: prost::Name>(message: &M) -> Any {
     Any {
         type_url: M::type_url(),
         value: message.encode_to_vec(),
-    }
-}
-
-// === impl TypeUrl ===
-
-impl TypeUrl {
-    pub const ALL: [TypeUrl; 5] = [
-        TypeUrl::Cluster,
-        TypeUrl::ClusterLoadAssignment,
-        TypeUrl::Listener,
-        TypeUrl::RouteConfiguration,
-        TypeUrl::Secret,
-    ];
-
-    pub const fn type_url(self) -> &'static str {
-        match self {
-            TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            TypeUrl::ClusterLoadAssignment => {
-                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-            }
-            TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            TypeUrl::RouteConfiguration => {
-                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-            }
-            TypeUrl::Secret => {
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-            }
-        }
-    }
-
-    pub fn from_type_url(url: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.type_url() == url)
-    }
-
-    /// The short xDS name (`CDS`, `EDS`, …), for logs and errors.
-    pub const fn short_name(self) -> &'static str {
-        match self {
-            TypeUrl::Cluster => "CDS",
-            TypeUrl::ClusterLoadAssignment => "EDS",
-            TypeUrl::Listener => "LDS",
-            TypeUrl::RouteConfiguration => "RDS",
-            TypeUrl::Secret => "SDS",
-        }
-    }
-
-    /// LDS and CDS: a SotW response is the complete state of the world, and an empty
-    /// subscription means wildcard (the legacy rule). The other types are always named.
-    pub const fn is_full_state(self) -> bool {
-        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
-    }
-
-    pub(crate) const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for TypeUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.short_name())
     }
 }
 

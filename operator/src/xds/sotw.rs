@@ -236,7 +236,7 @@ impl SotwStream {
             return None;
         }
         let needed = match &state.sent {
-            None => type_url.is_full_state() || !resources.is_empty(),
+            None => type_url.is_wildcard() || !resources.is_empty(),
             Some(sent) => {
                 let changed = resources
                     .iter()
@@ -291,7 +291,7 @@ impl Subscription {
     /// A SotW request always carries the complete list of names.
     fn update(&mut self, type_url: TypeUrl, names: &[String]) {
         if names.is_empty() {
-            self.wildcard = type_url.is_full_state() && !self.sent_names;
+            self.wildcard = type_url.is_wildcard() && !self.sent_names;
             self.names.clear();
             return;
         }

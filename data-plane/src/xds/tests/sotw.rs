@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::*;
 use crate::xds::SotwClient;
 
-fn sotw(ty: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
+fn sotw(ty: TypeUrl, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: version.to_owned(),
         resources,
@@ -16,7 +16,7 @@ fn sotw(ty: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> Di
     }
 }
 
-fn of(requests: &[DiscoveryRequest], ty: ResourceType) -> Vec<&DiscoveryRequest> {
+fn of(requests: &[DiscoveryRequest], ty: TypeUrl) -> Vec<&DiscoveryRequest> {
     requests
         .iter()
         .filter(|r| r.type_url == ty.type_url())
@@ -30,10 +30,7 @@ fn initial_requests_are_wildcard_cds_and_lds_with_the_node_first() {
     let types: Vec<&str> = initial.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(
         types,
-        [
-            ResourceType::Cluster.type_url(),
-            ResourceType::Listener.type_url()
-        ]
+        [TypeUrl::Cluster.type_url(), TypeUrl::Listener.type_url()]
     );
     assert!(initial.iter().all(|r| r.resource_names.is_empty()));
     assert_eq!(
@@ -48,7 +45,7 @@ fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
     let mut client = SotwClient::new(node());
     client.initial_requests();
     let out = client.handle_response(sotw(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "v1",
         "n1",
         vec![
@@ -58,11 +55,11 @@ fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
     ));
     assert!(out.rejected.is_none() && out.changed);
     // The EDS name the cluster references, as a whole subscription; then the ACK.
-    let eds = of(&out.requests, ResourceType::Endpoint);
+    let eds = of(&out.requests, TypeUrl::ClusterLoadAssignment);
     assert_eq!(eds.len(), 1);
     assert_eq!(eds[0].resource_names, ["web-eds"]);
     let last = out.requests.last().unwrap();
-    assert_eq!(last.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(last.type_url, TypeUrl::Cluster.type_url());
     assert_eq!(
         (last.version_info.as_str(), last.response_nonce.as_str()),
         ("v1", "n1")
@@ -70,7 +67,7 @@ fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
     assert!(last.error_detail.is_none());
 
     let out = client.handle_response(sotw(
-        ResourceType::Endpoint,
+        TypeUrl::ClusterLoadAssignment,
         "e1",
         "n2",
         vec![any(&cla("web-eds"))],
@@ -86,7 +83,7 @@ fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
 
     // The next state leaves `web` out: it is removed, and so is its EDS subscription.
     let out = client.handle_response(sotw(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "v2",
         "n3",
         vec![any(&static_cluster("local"))],
@@ -94,7 +91,7 @@ fn a_whole_state_is_acked_with_its_version_and_subscribes_what_it_references() {
     assert!(out.changed);
     assert_eq!(names(&client.config().clusters), ["local"]);
     assert!(client.config().endpoints.is_empty());
-    let eds = of(&out.requests, ResourceType::Endpoint);
+    let eds = of(&out.requests, TypeUrl::ClusterLoadAssignment);
     assert_eq!(eds.len(), 1);
     assert!(eds[0].resource_names.is_empty());
     // An EDS request answers the last EDS nonce and carries the last accepted EDS version.
@@ -109,16 +106,16 @@ fn a_bad_state_is_nacked_with_the_previous_version_and_the_config_kept() {
     let mut client = SotwClient::new(node());
     client.initial_requests();
     client.handle_response(sotw(
-        ResourceType::Cluster,
+        TypeUrl::Cluster,
         "v1",
         "n1",
         vec![any(&static_cluster("local"))],
     ));
     let broken = Any {
-        type_url: ResourceType::Cluster.type_url().to_owned(),
+        type_url: TypeUrl::Cluster.type_url().to_owned(),
         value: vec![0xff, 0xff, 0xff],
     };
-    let out = client.handle_response(sotw(ResourceType::Cluster, "v2", "n2", vec![broken]));
+    let out = client.handle_response(sotw(TypeUrl::Cluster, "v2", "n2", vec![broken]));
     assert!(out.rejected.is_some());
     assert!(!out.changed);
     assert_eq!(names(&client.config().clusters), ["local"]);
@@ -133,7 +130,7 @@ fn a_bad_state_is_nacked_with_the_previous_version_and_the_config_kept() {
 
     // A reconnect offers the last accepted version, with no stale nonce.
     let again = client.initial_requests();
-    let cds = of(&again, ResourceType::Cluster);
+    let cds = of(&again, TypeUrl::Cluster);
     assert_eq!(cds[0].version_info, "v1");
     assert!(cds[0].response_nonce.is_empty());
 }

@@ -4,12 +4,26 @@
 //! `ClusterConfig::from_xds`, `Endpoint::list_from_xds`, `SecretMaterial::from_xds`) are also
 //! what the xDS client runs to validate a resource when it decodes it, so the subset the proxy
 //! implements is written down once: whatever they reject is NACKed (and the previous
-//! configuration kept), and whatever the client accepted translates. [`Runtime::build`] then
-//! only ties resources together (endpoints into clusters) and notes references to resources
-//! that are not there (yet).
+//! configuration kept), and whatever the client accepted translates. The proxy keeps what they
+//! return ([`Translated`]); [`Runtime::link`] then only ties resources together (endpoints into
+//! clusters) and notes references to resources that are not there (yet).
 //!
 //! Field paths in errors are built only when something is wrong: the happy path allocates
 //! nothing for them.
+
+/// Destructures `$value` (a reference to a `$ty`) naming every field: the fields before `unset`
+/// are the translation's (it reads them, or knows it may ignore them), and each field after it
+/// must hold its default, or the resource is refused at that field. A field that envoy-types
+/// adds therefore fails to compile until someone classifies it, so the proxy never accepts a
+/// feature by overlooking it. Invoked after the translation's own checks of the message, so
+/// those keep their more precise messages.
+macro_rules! only {
+    ($value:expr => $ty:path { $($ok:ident),* $(,)? } unset { $($no:ident),* $(,)? }) => {{
+        #[allow(deprecated)]
+        let $ty { $($ok: _,)* $($no,)* } = $value;
+        $( $crate::build::unset(stringify!($no), $no)?; )*
+    }};
+}
 
 mod cluster;
 mod listener;
@@ -17,6 +31,8 @@ mod matcher;
 mod rbac;
 mod route;
 mod tls;
+
+pub use self::route::RETRY_ON;
 
 use std::{
     collections::BTreeMap,
@@ -28,95 +44,78 @@ use std::{
 
 use envoy_types::pb::{
     envoy::config::core::v3::{
-        Address, ConfigSource, DataSource, SocketAddress, address,
+        Address, ApiVersion, ConfigSource, DataSource, SocketAddress, address,
         config_source::ConfigSourceSpecifier, data_source, socket_address,
     },
+    envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    },
+    envoy::extensions::transport_sockets::tls::v3::Secret,
     google::protobuf::{self as pbuf, Any},
 };
 use prost::Message;
 
-use super::{
+use crate::{
     ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable, Runtime,
-    SecretMaterial,
+    SecretMaterial, TypeUrl,
 };
-use crate::xds::{self, ResourceType};
 
-/// A resource the translation cannot use, naming it and the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} {name}: {field}: {reason}")]
-pub struct BuildError {
-    pub kind: xds::ResourceType,
-    pub name: String,
-    pub field: String,
-    pub reason: String,
+/// The translated resources of an accepted configuration, each by the name it is served under
+/// (EDS assignments by EDS name). The proxy keeps them as it accepts resources, so building a
+/// [`Runtime`] only links them.
+#[derive(Clone, Debug, Default)]
+pub struct Translated {
+    pub clusters: BTreeMap<String, Arc<ClusterConfig>>,
+    pub endpoints: BTreeMap<String, Arc<[Endpoint]>>,
+    pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
+    pub routes: BTreeMap<String, Arc<RouteTable>>,
+    pub secrets: BTreeMap<String, Arc<SecretMaterial>>,
 }
 
 impl Runtime {
-    /// Translates an accepted configuration. Resources that reference something missing are
-    /// kept with a warning (requests to them get 503); only a resource that cannot be used at
-    /// all is an error, and the xDS client never accepts one.
+    /// Links translated resources: endpoints into their EDS clusters, inline route tables
+    /// next to the RDS ones. A reference to something missing is kept with a warning
+    /// (requests to it get 503); nothing here can fail, since every piece already translated.
     ///
-    /// Linear in the size of the configuration: every resource is translated once, and an EDS
-    /// assignment shared by several clusters is translated once and shared.
-    pub fn build(config: &xds::Config) -> Result<Runtime, BuildError> {
+    /// Linear in the number of resources; no resource is translated again.
+    pub fn link(translated: &Translated) -> Runtime {
         let mut warnings = Vec::new();
-
-        let mut secrets = BTreeMap::new();
-        for (name, held) in &config.secrets {
-            let secret = SecretMaterial::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Secret, name))?;
-            secrets.insert(name.clone(), Arc::new(secret));
-        }
-
-        let mut assignments: BTreeMap<&str, Arc<[Endpoint]>> = BTreeMap::new();
-        for (name, held) in &config.endpoints {
-            let endpoints = Endpoint::list_from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Endpoint, name))?;
-            assignments.insert(name, endpoints);
-        }
+        let secrets = translated.secrets.clone();
 
         let mut clusters = BTreeMap::new();
-        for (name, held) in &config.clusters {
-            let endpoints = match ClusterConfig::eds_name(&held.resource) {
-                Some(eds) => {
-                    let found = assignments.get(eds).cloned();
-                    if found.is_none() {
+        for (name, cluster) in &translated.clusters {
+            let cluster = match &cluster.eds {
+                Some(eds) => match translated.endpoints.get(eds) {
+                    Some(endpoints) => Arc::new(ClusterConfig {
+                        endpoints: endpoints.clone(),
+                        ..ClusterConfig::clone(cluster)
+                    }),
+                    None => {
                         warnings.push(format!(
                             "cluster {name}: no endpoints from EDS {eds} yet; it has no endpoints"
                         ));
+                        cluster.clone()
                     }
-                    found
-                }
-                None => None,
+                },
+                None => cluster.clone(),
             };
-            let cluster = ClusterConfig::from_xds(&held.resource, endpoints)
-                .map_err(|e| e.into_build(ResourceType::Cluster, name))?;
             for secret in cluster.secret_names() {
-                missing_secret(&secrets, ResourceType::Cluster, name, secret, &mut warnings);
+                missing_secret(&secrets, TypeUrl::Cluster, name, secret, &mut warnings);
             }
-            clusters.insert(name.clone(), Arc::new(cluster));
+            clusters.insert(name.clone(), cluster);
         }
 
         let mut routes = BTreeMap::new();
-        for (name, held) in &config.routes {
-            let table = RouteTable::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Route, name))?;
+        for (name, table) in &translated.routes {
             table.missing_clusters(&clusters, &mut warnings);
-            routes.insert(name.clone(), Arc::new(table));
+            routes.insert(name.clone(), table.clone());
         }
 
         let mut listeners = BTreeMap::new();
-        for (name, held) in &config.listeners {
-            let listener = ListenerConfig::from_xds(&held.resource)
-                .map_err(|e| e.into_build(ResourceType::Listener, name))?;
+        for (name, listener) in &translated.listeners {
             for secret in listener.secret_names() {
-                missing_secret(
-                    &secrets,
-                    ResourceType::Listener,
-                    name,
-                    secret,
-                    &mut warnings,
-                );
+                missing_secret(&secrets, TypeUrl::Listener, name, secret, &mut warnings);
             }
             for chain in &listener.chains {
                 match &chain.filter {
@@ -152,29 +151,83 @@ impl Runtime {
                     NetworkFilter::Close => {}
                 }
             }
-            listeners.insert(name.clone(), Arc::new(listener));
+            listeners.insert(name.clone(), listener.clone());
         }
 
-        Ok(Runtime {
+        Runtime {
             listeners,
             routes,
             clusters,
             secrets,
             warnings,
-        })
+        }
     }
+}
+
+/// One resource translated, whatever its type.
+#[derive(Clone, Debug)]
+pub enum Translation {
+    Cluster(ClusterConfig),
+    Endpoints(Arc<[Endpoint]>),
+    Listener(ListenerConfig),
+    Route(RouteTable),
+    Secret(SecretMaterial),
+}
+
+/// Decodes one resource as served (its `Any`) and translates it, checking that its type is
+/// `ty` and its own name is `name`. The bundled adapter runs this to decide what to send: a
+/// resource this refuses, the proxy would NACK.
+pub fn translate(ty: TypeUrl, name: &str, any: &Any) -> Result<Translation, Invalid> {
+    if any.type_url != ty.type_url() {
+        return Err(unsupported("type_url", "does not match the resource type"));
+    }
+    let named = |inner: &str| {
+        if inner == name {
+            Ok(())
+        } else {
+            Err(unsupported("name", "differs from the resource name"))
+        }
+    };
+    Ok(match ty {
+        TypeUrl::Cluster => {
+            let c: Cluster = decode(any)?;
+            named(&c.name)?;
+            Translation::Cluster(ClusterConfig::from_xds(&c)?)
+        }
+        TypeUrl::ClusterLoadAssignment => {
+            let c: ClusterLoadAssignment = decode(any)?;
+            named(&c.cluster_name)?;
+            Translation::Endpoints(Endpoint::list_from_xds(&c)?)
+        }
+        TypeUrl::Listener => {
+            let l: Listener = decode(any)?;
+            named(&l.name)?;
+            Translation::Listener(ListenerConfig::from_xds(&l)?)
+        }
+        TypeUrl::RouteConfiguration => {
+            let r: RouteConfiguration = decode(any)?;
+            named(&r.name)?;
+            Translation::Route(RouteTable::from_xds(&r)?)
+        }
+        TypeUrl::Secret => {
+            let s: Secret = decode(any)?;
+            named(&s.name)?;
+            Translation::Secret(SecretMaterial::from_xds(&s)?)
+        }
+    })
 }
 
 fn missing_secret(
     secrets: &BTreeMap<String, Arc<SecretMaterial>>,
-    kind: ResourceType,
+    kind: TypeUrl,
     name: &str,
     secret: &str,
     warnings: &mut Vec<String>,
 ) {
     if !secrets.contains_key(secret) {
         warnings.push(format!(
-            "{kind} {name}: secret {secret} does not exist yet; TLS with it fails"
+            "{} {name}: secret {secret} does not exist yet; TLS with it fails",
+            kind.noun()
         ));
     }
 }
@@ -256,21 +309,40 @@ impl ClusterConfig {
 
 /// Why one resource falls outside the subset the proxy implements: where (a field path inside
 /// the resource, such as `virtual_hosts[0].routes[1].match.safe_regex.regex`) and what.
-#[derive(Debug)]
-pub(crate) struct Invalid {
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
     field: String,
     problem: Problem,
 }
 
-#[derive(Debug)]
-enum Problem {
+/// What is wrong at the field of an [`Invalid`].
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
     /// A feature the proxy does not implement, or a value it cannot use.
+    #[error("{0}")]
     Unsupported(&'static str),
-    /// A nested `Any` that does not decode into the type its URL names.
+    /// A nested `Any` (or the resource itself) that does not decode into the type its URL
+    /// names.
+    #[error("cannot decode: {0}")]
     Decode(prost::DecodeError),
 }
 
 impl Invalid {
+    /// The path of the field at fault, in proto field names (`filter_chains[0].filters[1]`);
+    /// empty for the resource itself.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    pub fn into_parts(self) -> (String, Problem) {
+        (self.field, self.problem)
+    }
+
     /// Prefixes the field path with the field that holds it.
     fn within(mut self, segment: impl fmt::Display) -> Self {
         let mut field = segment.to_string();
@@ -283,35 +355,17 @@ impl Invalid {
         self.field = field;
         self
     }
+}
 
-    /// The xDS client's rejection of resource `name` of type `kind`.
-    pub(crate) fn into_xds(self, kind: ResourceType, name: &str) -> xds::Error {
-        match self.problem {
-            Problem::Unsupported(reason) => xds::Error::Unsupported {
-                kind,
-                name: name.to_owned(),
-                field: self.field,
-                reason,
-            },
-            Problem::Decode(error) => xds::Error::Decode {
-                kind,
-                name: name.to_owned(),
-                field: self.field,
-                error,
-            },
-        }
-    }
+/// What a field outside the subset says when it is set.
+pub(crate) const NOT_SUPPORTED: &str = "not supported by the bundled proxy";
 
-    fn into_build(self, kind: ResourceType, name: &str) -> BuildError {
-        BuildError {
-            kind,
-            name: name.to_owned(),
-            field: self.field,
-            reason: match self.problem {
-                Problem::Unsupported(reason) => reason.to_owned(),
-                Problem::Decode(error) => format!("cannot decode: {error}"),
-            },
-        }
+/// A field the proxy does not implement, which must therefore hold its default value.
+pub(crate) fn unset<T: Default + PartialEq>(field: &'static str, value: &T) -> Result<(), Invalid> {
+    if *value == T::default() {
+        Ok(())
+    } else {
+        Err(unsupported(field, NOT_SUPPORTED))
     }
 }
 
@@ -370,6 +424,7 @@ fn data_source(source: &DataSource) -> Result<String, Invalid> {
             "only inline data sources are supported",
         ));
     }
+    only!(source => DataSource { specifier, watched_directory } unset {});
     match &source.specifier {
         Some(data_source::Specifier::InlineString(s)) => Ok(s.clone()),
         Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b.clone())
@@ -418,6 +473,18 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
             "network namespaces are not supported",
         ));
     }
+    if let Some(a) = address {
+        only!(a => Address { address } unset {});
+    }
+    let classified = || {
+        only!(sa => SocketAddress {
+            address, port_specifier, protocol, resolver_name, network_namespace_filepath,
+        } unset {
+            ipv4_compat,
+        });
+        Ok(())
+    };
+    classified().at("socket_address")?;
     let ip: IpAddr = sa
         .address
         .parse()
@@ -437,11 +504,23 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Whether a config source points back at the ADS stream (`ads` or `self`), the only source
-/// the proxy reads.
+/// Whether a config source points back at the ADS stream (`ads` or `self`, API version V3),
+/// the only source the proxy reads, with nothing else set.
 fn is_ads(source: Option<&ConfigSource>) -> bool {
+    let Some(source) = source else {
+        return false;
+    };
+    let ConfigSource {
+        config_source_specifier,
+        resource_api_version,
+        authorities,
+        initial_fetch_timeout,
+    } = source;
     matches!(
-        source.and_then(|s| s.config_source_specifier.as_ref()),
+        config_source_specifier,
         Some(ConfigSourceSpecifier::Ads(_) | ConfigSourceSpecifier::Self_(_))
-    )
+    ) && (*resource_api_version == ApiVersion::Auto as i32
+        || *resource_api_version == ApiVersion::V3 as i32)
+        && authorities.is_empty()
+        && initial_fetch_timeout.is_none()
 }

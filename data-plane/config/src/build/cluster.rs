@@ -8,10 +8,16 @@ use envoy_types::pb::{
         config::{
             cluster::v3::{
                 Cluster, OutlierDetection as PbOutlierDetection,
-                cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy, TransportSocketMatch},
+                cluster::{
+                    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+                    TransportSocketMatch,
+                },
             },
             core::v3::{HealthStatus, Metadata},
-            endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
+            endpoint::v3::{
+                ClusterLoadAssignment, Endpoint as PbEndpoint, LbEndpoint, LocalityLbEndpoints,
+                lb_endpoint,
+            },
         },
         extensions::upstreams::http::v3::{
             HttpProtocolOptions,
@@ -24,7 +30,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, decode, duration, is, is_ads, socket_address, tls, unsupported};
-use crate::config::{ClusterConfig, Endpoint, OutlierDetection, TlsMatch};
+use crate::{ClusterConfig, Endpoint, OutlierDetection, TlsMatch};
 
 /// Envoy's connect timeout when a cluster sets none.
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +44,7 @@ const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 impl ClusterConfig {
     /// The EDS name of an EDS cluster (`eds_cluster_config.service_name`, or the cluster's
     /// name); `None` for other clusters.
-    pub(crate) fn eds_name(c: &Cluster) -> Option<&str> {
+    fn eds_name(c: &Cluster) -> Option<&str> {
         match c.cluster_discovery_type {
             Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32 => {
                 let service = c
@@ -52,13 +58,10 @@ impl ClusterConfig {
         }
     }
 
-    /// Translates one cluster. An EDS cluster takes `eds_endpoints` (its assignment's,
-    /// translated by [`Endpoint::list_from_xds`]; none while EDS has not answered); a STATIC
-    /// cluster its own `load_assignment`.
-    pub(crate) fn from_xds(
-        c: &Cluster,
-        eds_endpoints: Option<Arc<[Endpoint]>>,
-    ) -> Result<ClusterConfig, Invalid> {
+    /// Translates one cluster. A STATIC cluster takes its own `load_assignment`; an EDS
+    /// cluster has no endpoints until [`Runtime::link`](crate::Runtime::link) gives it its
+    /// assignment's (translated by [`Endpoint::list_from_xds`]).
+    pub fn from_xds(c: &Cluster) -> Result<ClusterConfig, Invalid> {
         let endpoints = match &c.cluster_discovery_type {
             None => static_endpoints(c)?,
             Some(ClusterDiscoveryType::Type(t)) if *t == DiscoveryType::Static as i32 => {
@@ -72,7 +75,7 @@ impl ClusterConfig {
                         "only ADS is supported",
                     ));
                 }
-                eds_endpoints.unwrap_or_else(|| Arc::from([]))
+                Arc::from([])
             }
             Some(ClusterDiscoveryType::Type(_)) => {
                 return Err(unsupported(
@@ -143,8 +146,32 @@ impl ClusterConfig {
             .map(outlier)
             .transpose()
             .at("outlier_detection")?;
+        if let Some(eds) = &c.eds_cluster_config {
+            only!(eds => EdsClusterConfig { eds_config, service_name } unset {});
+        }
+        only!(c => Cluster {
+            transport_socket_matches, name, eds_cluster_config, connect_timeout, lb_policy,
+            load_assignment, typed_extension_protocol_options, outlier_detection,
+            transport_socket, cluster_discovery_type, http2_protocol_options,
+            load_balancing_policy, lb_subset_config, transport_socket_matcher, upstream_config,
+            filters,
+        } unset {
+            alt_stat_name, stats_matcher, per_connection_buffer_limit_bytes,
+            per_connection_buffer_high_watermark_timeout, health_checks,
+            max_requests_per_connection, circuit_breakers, upstream_http_protocol_options,
+            common_http_protocol_options, http_protocol_options, dns_refresh_rate, dns_jitter,
+            dns_failure_refresh_rate, respect_dns_ttl, dns_lookup_family, dns_resolvers,
+            use_tcp_for_dns_lookups, dns_resolution_config, typed_dns_resolver_config,
+            wait_for_warm_on_init, cleanup_interval, upstream_bind_config, common_lb_config,
+            metadata, protocol_selection, upstream_connection_options,
+            close_connections_on_host_health_failure, ignore_health_on_host_removal,
+            lrs_server, lrs_report_endpoint_metrics, track_timeout_budgets, track_cluster_stats,
+            preconnect_policy, connection_pool_per_downstream_connection, queuing_policies,
+            lb_config,
+        });
         Ok(ClusterConfig {
             name: c.name.clone(),
+            eds: Self::eds_name(c).map(str::to_owned),
             connect_timeout,
             http2: http2(c)?,
             endpoints,
@@ -160,9 +187,11 @@ fn tls_match(m: &TransportSocketMatch) -> Result<TlsMatch, Invalid> {
         Some(socket) => tls::upstream(socket).at("transport_socket")?,
         None => None,
     };
+    let labels = match_labels(m.r#match.as_ref()).at("match")?;
+    only!(m => TransportSocketMatch { name, r#match, transport_socket } unset {});
     Ok(TlsMatch {
         name: m.name.clone(),
-        labels: match_labels(m.r#match.as_ref()).at("match")?,
+        labels,
         tls,
     })
 }
@@ -209,12 +238,29 @@ fn http2(c: &Cluster) -> Result<bool, Invalid> {
     }
     match &options.upstream_protocol_options {
         Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) => {
+            let at = format!("{at}.explicit_http_config");
+            // The proxy speaks HTTP/1.1 and HTTP/2 with its own settings.
             match &explicit.protocol_config {
-                Some(ProtocolConfig::Http2ProtocolOptions(_)) => http2 = true,
-                Some(ProtocolConfig::HttpProtocolOptions(_)) | None => {}
+                Some(ProtocolConfig::Http2ProtocolOptions(h2)) if *h2 == Default::default() => {
+                    http2 = true;
+                }
+                Some(ProtocolConfig::HttpProtocolOptions(h1)) if *h1 == Default::default() => {}
+                None => {}
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => {
+                    return Err(unsupported(
+                        format!("{at}.http2_protocol_options"),
+                        "only the defaults are supported",
+                    ));
+                }
+                Some(ProtocolConfig::HttpProtocolOptions(_)) => {
+                    return Err(unsupported(
+                        format!("{at}.http_protocol_options"),
+                        "only the defaults are supported",
+                    ));
+                }
                 Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
                     return Err(unsupported(
-                        format!("{at}.explicit_http_config.http3_protocol_options"),
+                        format!("{at}.http3_protocol_options"),
                         "HTTP/3 is not supported",
                     ));
                 }
@@ -234,6 +280,15 @@ fn http2(c: &Cluster) -> Result<bool, Invalid> {
         }
         None => {}
     }
+    let classified = || {
+        only!(&options => HttpProtocolOptions { upstream_protocol_options, http_filters } unset {
+            common_http_protocol_options, upstream_http_protocol_options,
+            header_validation_config, outlier_detection, request_mirror_policies, hash_policy,
+            retry_policy,
+        });
+        Ok(())
+    };
+    classified().at(&at)?;
     Ok(http2)
 }
 
@@ -256,19 +311,30 @@ fn match_labels(labels: Option<&Struct>) -> Result<BTreeMap<String, String>, Inv
         .collect()
 }
 
-/// The string labels an endpoint's metadata gives it for transport socket matches.
-fn socket_labels(metadata: Option<&Metadata>) -> BTreeMap<String, String> {
-    let Some(labels) = metadata.and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH)) else {
-        return BTreeMap::new();
+/// The string labels an endpoint's metadata gives it for transport socket matches, the only
+/// metadata the proxy reads.
+fn socket_labels(metadata: Option<&Metadata>) -> Result<BTreeMap<String, String>, Invalid> {
+    let Some(metadata) = metadata else {
+        return Ok(BTreeMap::new());
     };
-    labels
-        .fields
-        .iter()
-        .filter_map(|(key, value)| match &value.kind {
-            Some(Kind::StringValue(s)) => Some((key.clone(), s.clone())),
-            _ => None,
-        })
-        .collect()
+    if let Some(other) = metadata
+        .filter_metadata
+        .keys()
+        .filter(|k| *k != TRANSPORT_SOCKET_MATCH)
+        .min()
+    {
+        return Err(unsupported(
+            format!("filter_metadata[{other:?}]"),
+            "only envoy.transport_socket_match is supported",
+        ));
+    }
+    let labels = match metadata.filter_metadata.get(TRANSPORT_SOCKET_MATCH) {
+        Some(labels) => match_labels(Some(labels))
+            .at(format_args!("filter_metadata[{TRANSPORT_SOCKET_MATCH:?}]"))?,
+        None => BTreeMap::new(),
+    };
+    only!(metadata => Metadata { filter_metadata } unset { typed_filter_metadata });
+    Ok(labels)
 }
 
 fn outlier(o: &PbOutlierDetection) -> Result<OutlierDetection, Invalid> {
@@ -303,6 +369,20 @@ fn outlier(o: &PbOutlierDetection) -> Result<OutlierDetection, Invalid> {
     if max_ejection_percent > 100 {
         return Err(unsupported("max_ejection_percent", "must be at most 100"));
     }
+    only!(o => PbOutlierDetection {
+        consecutive_5xx, interval, base_ejection_time, max_ejection_percent,
+        enforcing_consecutive_5xx, consecutive_gateway_failure,
+        enforcing_consecutive_gateway_failure,
+    } unset {
+        enforcing_success_rate, success_rate_minimum_hosts, success_rate_request_volume,
+        success_rate_stdev_factor, split_external_local_origin_errors,
+        consecutive_local_origin_failure, enforcing_consecutive_local_origin_failure,
+        enforcing_local_origin_success_rate, failure_percentage_threshold,
+        enforcing_failure_percentage, enforcing_failure_percentage_local_origin,
+        failure_percentage_minimum_hosts, failure_percentage_request_volume, max_ejection_time,
+        max_ejection_time_jitter, successful_active_health_check_uneject_host, monitors,
+        always_eject_one_host, detect_degraded_hosts,
+    });
     Ok(OutlierDetection {
         consecutive_5xx,
         consecutive_gateway_failure,
@@ -314,15 +394,25 @@ fn outlier(o: &PbOutlierDetection) -> Result<OutlierDetection, Invalid> {
 impl Endpoint {
     /// The endpoints of a load assignment, in order. Endpoints Envoy would not use (unhealthy,
     /// draining, timed out) are left out.
-    pub(crate) fn list_from_xds(cla: &ClusterLoadAssignment) -> Result<Arc<[Endpoint]>, Invalid> {
+    pub fn list_from_xds(cla: &ClusterLoadAssignment) -> Result<Arc<[Endpoint]>, Invalid> {
         if !cla.named_endpoints.is_empty() {
             return Err(unsupported(
                 "named_endpoints",
                 "named endpoints are not supported",
             ));
         }
+        only!(cla => ClusterLoadAssignment { cluster_name, endpoints, named_endpoints } unset {
+            policy,
+        });
         let mut out = Vec::with_capacity(cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum());
         for (i, locality) in cla.endpoints.iter().enumerate() {
+            let classified = || {
+                only!(locality => LocalityLbEndpoints { lb_endpoints, priority } unset {
+                    locality, metadata, load_balancing_weight, proximity, lb_config,
+                });
+                Ok(())
+            };
+            classified().at(format_args!("endpoints[{i}]"))?;
             if locality.priority != 0 {
                 return Err(unsupported(
                     format!("endpoints[{i}].priority"),
@@ -345,6 +435,21 @@ impl Endpoint {
                 };
                 let address = socket_address(endpoint.address.as_ref())
                     .at(format_args!("{}.endpoint.address", at()))?;
+                let classified = || {
+                    only!(lb => LbEndpoint {
+                        health_status, metadata, load_balancing_weight, host_identifier,
+                    } unset {});
+                    let endpoint_fields = || {
+                        only!(endpoint => PbEndpoint { address, observability_name } unset {
+                            health_check_config, hostname, additional_addresses,
+                        });
+                        Ok(())
+                    };
+                    endpoint_fields().at("endpoint")
+                };
+                classified().at(at())?;
+                let socket_labels =
+                    socket_labels(lb.metadata.as_ref()).at(format_args!("{}.metadata", at()))?;
                 let weight = lb.load_balancing_weight.as_ref().map_or(1, |w| w.value);
                 if weight == 0 {
                     return Err(unsupported(
@@ -363,7 +468,7 @@ impl Endpoint {
                     out.push(Endpoint {
                         address,
                         weight,
-                        socket_labels: socket_labels(lb.metadata.as_ref()),
+                        socket_labels,
                     });
                 }
             }

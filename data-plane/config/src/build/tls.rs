@@ -7,15 +7,18 @@ use envoy_types::pb::envoy::{
         raw_buffer::v3::RawBuffer,
         tls::v3::{
             CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-            Secret, UpstreamTlsContext, common_tls_context::ValidationContextType, secret,
-            subject_alt_name_matcher::SanType, tls_parameters::TlsProtocol,
+            Secret, SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
+            common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+            secret,
+            subject_alt_name_matcher::SanType,
+            tls_parameters::TlsProtocol,
         },
     },
     r#type::matcher::v3::string_matcher::MatchPattern,
 };
 
 use super::{At, Invalid, data_source, decode, is, is_ads, unsupported};
-use crate::config::{DownstreamTls, SecretMaterial, UpstreamTls};
+use crate::{DownstreamTls, SecretMaterial, UpstreamTls};
 
 /// What both sides of TLS share.
 struct Common {
@@ -57,6 +60,15 @@ pub(super) fn downstream(socket: &TransportSocket) -> Result<Option<DownstreamTl
             "needs a trust bundle to verify client certificates against",
         ));
     }
+    let classified = || {
+        only!(&ctx => DownstreamTlsContext { common_tls_context, require_client_certificate } unset {
+            require_sni, disable_stateful_session_resumption, session_timeout,
+            ocsp_staple_policy, full_scan_certs_on_sni_mismatch, prefer_client_ciphers,
+            session_ticket_keys_type,
+        });
+        Ok(())
+    };
+    classified().at("typed_config")?;
     Ok(Some(DownstreamTls {
         certificate: common.certificate,
         trust_bundle: common.trust_bundle,
@@ -83,6 +95,14 @@ pub(super) fn upstream(socket: &TransportSocket) -> Result<Option<UpstreamTls>, 
             "a trust bundle is required to verify the server",
         ));
     };
+    let classified = || {
+        only!(&ctx => UpstreamTlsContext { common_tls_context } unset {
+            sni, auto_host_sni, auto_sni_san_validation, allow_renegotiation, max_session_keys,
+            enforce_rsa_key_usage,
+        });
+        Ok(())
+    };
+    classified().at("typed_config")?;
     Ok(Some(UpstreamTls {
         certificate: common.certificate,
         trust_bundle,
@@ -102,9 +122,12 @@ fn typed<T: prost::Message + prost::Name + Default>(
             "a transport socket needs a typed config",
         ));
     };
+    only!(socket => TransportSocket { name, config_type } unset {});
     if is::<T>(any) {
         decode(any).map(Some).at("typed_config")
     } else if is::<RawBuffer>(any) {
+        let raw: RawBuffer = decode(any).at("typed_config")?;
+        only!(&raw => RawBuffer {} unset {});
         Ok(None)
     } else {
         Err(unsupported(
@@ -180,6 +203,15 @@ fn common(c: &CommonTlsContext) -> Result<Common, Invalid> {
             };
             let bundle =
                 sds(bundle).at(format_args!("{at}.validation_context_sds_secret_config"))?;
+            let classified = || {
+                only!(combined => CombinedCertificateValidationContext {
+                    default_validation_context, validation_context_sds_secret_config,
+                    validation_context_certificate_provider,
+                    validation_context_certificate_provider_instance,
+                } unset {});
+                Ok(())
+            };
+            classified().at(at)?;
             let sans = match &combined.default_validation_context {
                 Some(v) => {
                     default_validation(v).at(format_args!("{at}.default_validation_context"))?
@@ -197,10 +229,18 @@ fn common(c: &CommonTlsContext) -> Result<Common, Invalid> {
         // The (deprecated) certificate providers.
         Some(_) => return Err(unsupported("validation_context_type", PROVIDERS)),
     };
-    let tls13_only = c
-        .tls_params
-        .as_ref()
-        .is_some_and(|p| p.tls_minimum_protocol_version == TlsProtocol::TlSv13 as i32);
+    let tls13_only = match &c.tls_params {
+        Some(p) => tls_params(p).at("tls_params")?,
+        None => false,
+    };
+    only!(c => CommonTlsContext {
+        tls_params, tls_certificate_sds_secret_configs, alpn_protocols, validation_context_type,
+        tls_certificates, tls_certificate_provider_instance, custom_tls_certificate_selector,
+        tls_certificate_certificate_provider, tls_certificate_certificate_provider_instance,
+        custom_handshaker,
+    } unset {
+        key_log,
+    });
     Ok(Common {
         certificate,
         trust_bundle,
@@ -210,8 +250,37 @@ fn common(c: &CommonTlsContext) -> Result<Common, Invalid> {
     })
 }
 
+/// Whether the parameters ask for TLS 1.3 only. rustls speaks TLS 1.2 and 1.3 only, and
+/// cannot be capped below 1.3.
+fn tls_params(p: &TlsParameters) -> Result<bool, Invalid> {
+    let version = |v: i32| TlsProtocol::try_from(v).unwrap_or(TlsProtocol::TlSv10);
+    if !matches!(
+        version(p.tls_minimum_protocol_version),
+        TlsProtocol::TlsAuto | TlsProtocol::TlSv12 | TlsProtocol::TlSv13
+    ) {
+        return Err(unsupported(
+            "tls_minimum_protocol_version",
+            "only TLSv1_2 and TLSv1_3 are supported",
+        ));
+    }
+    if !matches!(
+        version(p.tls_maximum_protocol_version),
+        TlsProtocol::TlsAuto | TlsProtocol::TlSv13
+    ) {
+        return Err(unsupported(
+            "tls_maximum_protocol_version",
+            "only TLSv1_3 is supported",
+        ));
+    }
+    only!(p => TlsParameters { tls_minimum_protocol_version, tls_maximum_protocol_version } unset {
+        cipher_suites, ecdh_curves, signature_algorithms, compliance_policies,
+    });
+    Ok(p.tls_minimum_protocol_version == TlsProtocol::TlSv13 as i32)
+}
+
 /// The SDS name of a secret, which must come over ADS.
 fn sds(s: &SdsSecretConfig) -> Result<String, Invalid> {
+    only!(s => SdsSecretConfig { name, sds_config } unset {});
     if s.name.is_empty() {
         return Err(unsupported("name", "must not be empty"));
     }
@@ -242,6 +311,11 @@ fn default_validation(v: &CertificateValidationContext) -> Result<Vec<String>, I
                 },
                 _ => None,
             };
+            let classified = || {
+                only!(m => SubjectAltNameMatcher { san_type, matcher } unset { oid });
+                Ok(())
+            };
+            classified().at(format_args!("match_typed_subject_alt_names[{i}]"))?;
             match exact {
                 Some(id) if m.san_type == SanType::Uri as i32 => Ok(id.clone()),
                 _ => Err(unsupported(
@@ -300,12 +374,22 @@ fn no_extras(v: &CertificateValidationContext) -> Result<(), Invalid> {
     if v.custom_validator_config.is_some() {
         return Err(unsupported("custom_validator_config", "is not supported"));
     }
+    only!(v => CertificateValidationContext {
+        trusted_ca, match_typed_subject_alt_names, ca_certificate_provider_instance,
+        system_root_certs, watched_directory, verify_certificate_spki, verify_certificate_hash,
+        match_subject_alt_names, crl, allow_expired_certificate, trust_chain_verification,
+        custom_validator_config,
+    } unset {
+        require_signed_certificate_timestamp, only_verify_leaf_cert_crl, max_verify_depth,
+        suppress_client_ca_list,
+    });
     Ok(())
 }
 
 impl SecretMaterial {
     /// Translates one SDS secret: a certificate with its key, or a trust bundle.
-    pub(crate) fn from_xds(s: &Secret) -> Result<SecretMaterial, Invalid> {
+    pub fn from_xds(s: &Secret) -> Result<SecretMaterial, Invalid> {
+        only!(s => Secret { name, r#type } unset {});
         match &s.r#type {
             Some(secret::Type::TlsCertificate(t)) => {
                 let at = "tls_certificate";
@@ -341,9 +425,21 @@ impl SecretMaterial {
                     }
                     None => Err(unsupported(format!("{at}.{field}"), "is required")),
                 };
+                let chain_pem = pem(t.certificate_chain.as_ref(), "certificate_chain")?;
+                let private_key_pem = pem(t.private_key.as_ref(), "private_key")?;
+                let classified = || {
+                    only!(t => TlsCertificate {
+                        certificate_chain, private_key, pkcs12, password, private_key_provider,
+                        watched_directory,
+                    } unset {
+                        ocsp_staple, signed_certificate_timestamp, tls_params,
+                    });
+                    Ok(())
+                };
+                classified().at(at)?;
                 Ok(SecretMaterial::Certificate {
-                    chain_pem: pem(t.certificate_chain.as_ref(), "certificate_chain")?,
-                    private_key_pem: pem(t.private_key.as_ref(), "private_key")?,
+                    chain_pem,
+                    private_key_pem,
                 })
             }
             Some(secret::Type::ValidationContext(v)) => {

@@ -10,8 +10,8 @@ use envoy_types::pb::{
             accesslog::v3::{access_log_filter::FilterSpecifier, comparison_filter},
             core::v3::TrafficDirection,
             listener::v3::{
-                Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, filter,
-                listener_filter,
+                Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, ListenerFilter,
+                filter, listener_filter,
             },
         },
         extensions::filters::{
@@ -20,7 +20,7 @@ use envoy_types::pb::{
             network::{
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
-                    HttpConnectionManager, LocalReplyConfig,
+                    HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
                     http_connection_manager::{CodecType, RouteSpecifier},
                     http_filter,
                 },
@@ -33,7 +33,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, data_source, decode, is, is_ads, rbac, socket_address, tls, unsupported};
-use crate::config::{
+use crate::{
     ChainMatch, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig, NetworkFilter,
     Rbac, RouteSource, RouteTable, TcpProxy,
 };
@@ -52,7 +52,7 @@ impl ListenerConfig {
     /// a chain matching everything (Envoy takes the most specific match), then the
     /// `default_filter_chain`. Listener filters other than the TLS inspector are refused; the
     /// inspector itself is implied by chains that match on the transport protocol.
-    pub(crate) fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
+    pub fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
         let address = socket_address(l.address.as_ref()).at("address")?;
         if !l.additional_addresses.is_empty() {
             return Err(unsupported(
@@ -102,6 +102,20 @@ impl ListenerConfig {
                     "only the TLS inspector is supported",
                 ));
             }
+            let classified = || {
+                if let Some(listener_filter::ConfigType::TypedConfig(any)) = &f.config_type {
+                    let inspector: TlsInspector = decode(any).at("typed_config")?;
+                    if inspector != TlsInspector::default() {
+                        return Err(unsupported(
+                            "typed_config",
+                            "only the defaults are supported",
+                        ));
+                    }
+                }
+                only!(f => ListenerFilter { name, config_type, filter_disabled } unset {});
+                Ok(())
+            };
+            classified().at(format_args!("listener_filters[{i}]"))?;
         }
         let direction = match TrafficDirection::try_from(l.traffic_direction) {
             Ok(TrafficDirection::Inbound) => Direction::Inbound,
@@ -142,6 +156,20 @@ impl ListenerConfig {
                 "at least one filter chain is required",
             ));
         }
+        only!(l => Listener {
+            name, address, stat_prefix, filter_chains, listener_filters,
+            continue_on_listener_filters_timeout, traffic_direction, additional_addresses,
+            use_original_dst, bind_to_port, api_listener, listener_specifier,
+            filter_chain_matcher, fcds_config, default_filter_chain,
+        } unset {
+            stats_matcher, per_connection_buffer_limit_bytes,
+            per_connection_buffer_high_watermark_timeout, metadata, deprecated_v1, drain_type,
+            listener_filters_timeout, transparent, freebind, socket_options,
+            tcp_fast_open_queue_length, udp_listener_config, connection_balance_config,
+            reuse_port, enable_reuse_port, access_log, tcp_backlog_size,
+            max_connections_to_accept_per_socket_event, enable_mptcp, ignore_global_conn_limit,
+            bypass_overload_manager, tcp_keepalive,
+        });
         Ok(ListenerConfig {
             name: l.name.clone(),
             address,
@@ -168,11 +196,17 @@ fn filter_chain(c: &PbFilterChain) -> Result<FilterChain, Invalid> {
         Some(socket) => tls::downstream(socket).at("transport_socket")?,
         None => None,
     };
+    let filter = network_filters(&c.filters)?;
+    only!(c => PbFilterChain {
+        filter_chain_match, filters, transport_socket, name, use_proxy_proto,
+    } unset {
+        metadata, transport_socket_connect_timeout,
+    });
     Ok(FilterChain {
         name: c.name.clone(),
         matches,
         tls,
-        filter: network_filters(&c.filters)?,
+        filter,
     })
 }
 
@@ -196,6 +230,11 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, Invalid> {
     if let Some((field, _)) = other.iter().find(|(_, set)| *set) {
         return Err(unsupported(*field, ONLY));
     }
+    only!(m => FilterChainMatch {
+        transport_protocol, destination_port, prefix_ranges, address_suffix, suffix_len,
+        direct_source_prefix_ranges, source_type, source_prefix_ranges, source_ports,
+        server_names, application_protocols,
+    } unset {});
     match m.transport_protocol.as_str() {
         "" => Ok(ChainMatch::Any),
         "tls" => Ok(ChainMatch::Tls),
@@ -212,6 +251,8 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, Invalid> {
 fn network_filters(filters: &[Filter]) -> Result<NetworkFilter, Invalid> {
     let mut rbac: Option<Option<Arc<Rbac>>> = None;
     for (i, f) in filters.iter().enumerate() {
+        // The name is a label: the typed config's URL says what the filter is.
+        only!(f => Filter { name, config_type } unset {});
         let any: &Any = match &f.config_type {
             Some(filter::ConfigType::TypedConfig(any)) => any,
             Some(filter::ConfigType::ConfigDiscovery(_)) => {
@@ -287,6 +328,7 @@ fn close(d: &DirectResponse) -> Result<NetworkFilter, Invalid> {
         Some(source) => data_source(source).at("response")?,
         None => String::new(),
     };
+    only!(d => DirectResponse { response } unset {});
     if body.is_empty() {
         Ok(NetworkFilter::Close)
     } else {
@@ -345,6 +387,13 @@ fn tcp(t: &PbTcpProxy, rbac: Option<Arc<Rbac>>) -> Result<TcpProxy, Invalid> {
                         "endpoint subsets are not supported",
                     ));
                 }
+                let classified = || {
+                    only!(c => tcp_proxy::weighted_cluster::ClusterWeight {
+                        name, weight, metadata_match,
+                    } unset {});
+                    Ok(())
+                };
+                classified().at(format_args!("weighted_clusters.clusters[{i}]"))?;
                 total += u64::from(c.weight);
                 out.push((c.name.clone(), c.weight));
             }
@@ -360,10 +409,25 @@ fn tcp(t: &PbTcpProxy, rbac: Option<Arc<Rbac>>) -> Result<TcpProxy, Invalid> {
                     "the weights must sum to at most 2^32 - 1",
                 ));
             }
+            let classified = || {
+                only!(w => tcp_proxy::WeightedCluster { clusters } unset {});
+                Ok(())
+            };
+            classified().at("weighted_clusters")?;
             out
         }
         None => return Err(unsupported("cluster_specifier", "a cluster is required")),
     };
+    only!(t => PbTcpProxy {
+        stat_prefix, cluster_specifier, on_demand, metadata_match, tunneling_config,
+    } unset {
+        idle_timeout, downstream_idle_timeout, upstream_idle_timeout, access_log,
+        max_connect_attempts, backoff_options, hash_policy, max_downstream_connection_duration,
+        max_downstream_connection_duration_jitter_percentage, access_log_flush_interval,
+        flush_access_log_on_connected, access_log_options, proxy_protocol_tlvs,
+        proxy_protocol_tlv_merge_policy, upstream_connect_mode, max_early_data_bytes,
+        check_drain_close,
+    });
     Ok(TcpProxy {
         stat_prefix: t.stat_prefix.clone(),
         clusters,
@@ -375,6 +439,17 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
     if h.codec_type == CodecType::Http3 as i32 {
         return Err(unsupported("codec_type", "HTTP/3 is not supported"));
     }
+    if h.codec_type != CodecType::Auto as i32 {
+        return Err(unsupported("codec_type", "only AUTO is supported"));
+    }
+    // Route and RBAC path matches must see `/a/../b` as `/b`; the proxy normalizes paths and
+    // offers no way not to.
+    if h.normalize_path.as_ref().is_some_and(|b| !b.value) {
+        return Err(unsupported(
+            "normalize_path",
+            "path normalization cannot be turned off",
+        ));
+    }
     let routes = match &h.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             if !is_ads(rds.config_source.as_ref()) {
@@ -383,6 +458,11 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
             if rds.route_config_name.is_empty() {
                 return Err(unsupported("rds.route_config_name", "must not be empty"));
             }
+            let classified = || {
+                only!(rds => Rds { config_source, route_config_name } unset {});
+                Ok(())
+            };
+            classified().at("rds")?;
             RouteSource::Rds(rds.route_config_name.clone())
         }
         Some(RouteSpecifier::RouteConfig(rc)) => {
@@ -424,6 +504,11 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
                 ));
             }
         };
+        let classified = || {
+            only!(f => HttpFilter { name, config_type, is_optional, disabled } unset {});
+            Ok(())
+        };
+        classified().at(format_args!("http_filters[{i}]"))?;
         if is::<HttpRbac>(any) {
             if rbac.is_some() {
                 return Err(unsupported(
@@ -440,6 +525,13 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
                     "the router must be the last HTTP filter",
                 ));
             }
+            let router: Router = decode(any).at(format_args!("http_filters[{i}].typed_config"))?;
+            if router != Router::default() {
+                return Err(unsupported(
+                    format!("http_filters[{i}].typed_config"),
+                    "only the router's defaults are supported",
+                ));
+            }
         } else if !f.is_optional {
             // An optional filter may be skipped by a proxy that does not implement it.
             return Err(unsupported(
@@ -448,11 +540,35 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
             ));
         }
     }
+    let denied = denied_reply(h.local_reply_config.as_ref()).at("local_reply_config")?;
+    only!(h => HttpConnectionManager {
+        codec_type, stat_prefix, http_filters, normalize_path, local_reply_config,
+        route_specifier,
+    } unset {
+        add_user_agent, tracing, common_http_protocol_options,
+        http1_safe_max_connection_duration, http_protocol_options, http2_protocol_options,
+        http3_protocol_options, server_name, server_header_transformation,
+        scheme_header_transformation, max_request_headers_kb, stream_idle_timeout,
+        stream_flush_timeout, request_timeout, request_headers_timeout, drain_timeout,
+        drain_timeout_jitter, delayed_close_timeout, access_log, access_log_flush_interval,
+        flush_access_log_on_new_request, access_log_options, use_remote_address,
+        xff_num_trusted_hops, original_ip_detection_extensions,
+        early_header_mutation_extensions, internal_address_config, skip_xff_append, via,
+        generate_request_id, preserve_external_request_id,
+        always_set_request_id_in_response, forward_client_cert_details,
+        set_current_client_cert_details, forward_client_cert_matcher, proxy_100_continue,
+        represent_ipv4_remote_address_as_ipv4_mapped_ipv6, upgrade_configs, merge_slashes,
+        path_with_escaped_slashes_action, request_id_extension, strip_matching_host_port,
+        stream_error_on_invalid_http_message, path_normalization_options,
+        strip_trailing_host_dot, proxy_status_config, typed_header_validation_config,
+        append_x_forwarded_port, append_local_overload, add_proxy_protocol_connection_state,
+        forward_proto_config, strip_port_mode,
+    });
     Ok(HttpManager {
         stat_prefix: h.stat_prefix.clone(),
         routes,
         rbac,
-        denied: denied_reply(h.local_reply_config.as_ref()).at("local_reply_config")?,
+        denied,
     })
 }
 
@@ -508,6 +624,13 @@ fn denied_reply(config: Option<&LocalReplyConfig>) -> Result<DeniedReply, Invali
                 ));
             }
         }
+        let classified = || {
+            only!(m => ResponseMapper {
+                filter, status_code, body, body_format_override, headers_to_add,
+            } unset {});
+            Ok(())
+        };
+        classified().at(format_args!("mappers[{i}]"))?;
         // Envoy applies the first mapper that matches.
         if std::mem::replace(&mut mapped, true) {
             continue;
@@ -522,5 +645,6 @@ fn denied_reply(config: Option<&LocalReplyConfig>) -> Result<DeniedReply, Invali
             denied.body = data_source(body).at(at("body"))?;
         }
     }
+    only!(config => LocalReplyConfig { mappers, body_format } unset {});
     Ok(denied)
 }

@@ -19,7 +19,7 @@ use envoy_types::pb::{
 };
 
 use super::{At, Invalid, decode, is, matcher, unsupported};
-use crate::config::{Permission, Policy, Principal, Rbac, StringMatch};
+use crate::{Permission, Policy, Principal, Rbac, StringMatch};
 
 /// The name HTTP RBAC configs go by, in `typed_per_filter_config` and `http_filters`.
 pub(super) const HTTP_FILTER: &str = "envoy.filters.http.rbac";
@@ -42,6 +42,10 @@ pub(super) fn http_filter(h: &HttpRbac) -> Result<Arc<Rbac>, Invalid> {
         ));
     }
     // Shadow rules only log; leaving them out changes no decision.
+    only!(h => HttpRbac {
+        rules, rules_stat_prefix, track_per_rule_stats, matcher, shadow_rules, shadow_matcher,
+        shadow_rules_stat_prefix,
+    } unset {});
     match &h.rules {
         Some(rules) => http_rules(rules).map(Arc::new).at("rules"),
         None => Ok(Arc::new(allow_all())),
@@ -58,6 +62,12 @@ pub(super) fn network_filter(n: &NetworkRbac) -> Result<Option<Arc<Rbac>>, Inval
     }
     // Both enforcement types give the same decision for rules on peer identities and ports,
     // which are fixed for the life of the connection.
+    only!(n => NetworkRbac {
+        rules, stat_prefix, matcher, shadow_rules, shadow_matcher, shadow_rules_stat_prefix,
+        enforcement_type,
+    } unset {
+        delay_deny,
+    });
     n.rules
         .as_ref()
         .map(|rules| rbac(rules, Layer::Network).map(Arc::new))
@@ -85,21 +95,16 @@ pub(super) fn per_route(
         return Err(unsupported(at(), "must be an RBACPerRoute"));
     }
     let per_route: RbacPerRoute = decode(any).at(at())?;
+    only!(&per_route => RbacPerRoute { rbac } unset {});
     let Some(http) = per_route.rbac else {
         return Ok(Some(None));
     };
-    if http.matcher.is_some() {
-        return Err(unsupported(
-            format!("{}.rbac.matcher", at()),
-            "RBAC matchers are not supported; use rules",
-        ));
+    if http.rules.is_none() {
+        return Ok(Some(None));
     }
-    match &http.rules {
-        Some(rules) => Ok(Some(Some(Arc::new(
-            http_rules(rules).at(format_args!("{}.rbac.rules", at()))?,
-        )))),
-        None => Ok(Some(None)),
-    }
+    Ok(Some(Some(
+        http_filter(&http).at(format_args!("{}.rbac", at()))?,
+    )))
 }
 
 fn http_rules(rules: &Rules) -> Result<Rbac, Invalid> {
@@ -123,6 +128,7 @@ fn rbac(rules: &Rules, layer: Layer) -> Result<Rbac, Invalid> {
     if rules.action != Action::Allow as i32 {
         return Err(unsupported("action", "only ALLOW is supported"));
     }
+    only!(rules => Rules { action, policies } unset { audit_logging_options });
     let mut policies: Vec<(&String, &PbPolicy)> = rules.policies.iter().collect();
     policies.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let policies = policies
@@ -146,6 +152,8 @@ fn policy(p: &PbPolicy, layer: Layer) -> Result<Policy, Invalid> {
     if p.principals.is_empty() {
         return Err(unsupported("principals", "at least one is required"));
     }
+    only!(p => PbPolicy { permissions, principals, condition, checked_condition, cel_config }
+        unset {});
     Ok(Policy {
         permissions: permissions(&p.permissions, layer).at("permissions")?,
         principals: principals(&p.principals).at("principals")?,
@@ -161,6 +169,7 @@ fn permissions(list: &[PbPermission], layer: Layer) -> Result<Vec<Permission>, I
 
 fn permission(p: &PbPermission, layer: Layer) -> Result<Permission, Invalid> {
     use permission::Rule;
+    only!(p => PbPermission { rule } unset {});
     let http_only = |field: &'static str| {
         unsupported(
             field,
@@ -212,6 +221,7 @@ const UNSUPPORTED_PRINCIPAL: &str =
     "only any, and_ids, or_ids, not_id and authenticated principals are supported";
 
 fn url_path(m: &PathMatcher) -> Result<StringMatch, Invalid> {
+    only!(m => PathMatcher { rule } unset {});
     match &m.rule {
         Some(path_matcher::Rule::Path(s)) => matcher::string(s).at("path"),
         None => Err(unsupported("rule", "a rule is required")),
@@ -227,6 +237,7 @@ fn principals(list: &[PbPrincipal]) -> Result<Vec<Principal>, Invalid> {
 
 fn principal(p: &PbPrincipal) -> Result<Principal, Invalid> {
     use principal::Identifier;
+    only!(p => PbPrincipal { identifier } unset {});
     match &p.identifier {
         Some(Identifier::Any(true)) => Ok(Principal::Any),
         Some(Identifier::Any(false)) => Err(unsupported("any", "must be true")),

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::{
 use regex::{Regex, RegexBuilder};
 
 use super::{At, Invalid, unsupported};
-use crate::config::{HeaderMatch, PathMatch, StringMatch};
+use crate::{HeaderMatch, PathMatch, StringMatch};
 
 /// The most memory one compiled regex may take, in bytes (the `regex` crate's `size_limit`):
 /// generous for path and header patterns, small enough that a hostile pattern cannot make
@@ -23,7 +23,9 @@ pub(super) const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A `RegexMatcher`, anchored; errors point at its `regex` field.
 pub(super) fn regex(m: &RegexMatcher) -> Result<Regex, Invalid> {
-    anchored(&m.regex).at("regex")
+    let regex = anchored(&m.regex).at("regex")?;
+    only!(m => RegexMatcher { regex } unset { engine_type });
+    Ok(regex)
 }
 
 /// Compiles `pattern` so that it must match the whole input.
@@ -44,6 +46,7 @@ pub(super) fn anchored(pattern: &str) -> Result<Regex, Invalid> {
 
 /// A `StringMatcher`.
 pub(super) fn string(m: &StringMatcher) -> Result<StringMatch, Invalid> {
+    only!(m => StringMatcher { match_pattern, ignore_case } unset {});
     let literal = |s: &String, wrap: fn(&str) -> String, plain: fn(String) -> StringMatch| {
         if m.ignore_case {
             anchored(&wrap(&format!("(?i:{})", regex::escape(s))))
@@ -103,6 +106,9 @@ pub(super) fn header(h: &HeaderMatcher) -> Result<HeaderMatch, Invalid> {
         }
         None => (StringMatch::Present, false),
     };
+    only!(h => HeaderMatcher {
+        name, invert_match, header_match_specifier, treat_missing_header_as_empty,
+    } unset {});
     Ok(HeaderMatch {
         name: h.name.to_ascii_lowercase(),
         matcher,

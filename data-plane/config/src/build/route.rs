@@ -7,15 +7,15 @@ use envoy_types::pb::envoy::{
     config::route::v3::{
         RetryPolicy as PbRetryPolicy, Route as PbRoute, RouteAction as PbRouteAction,
         RouteConfiguration, RouteMatch as PbRouteMatch, VirtualHost as PbVirtualHost,
-        WeightedCluster, retry_policy::retry_host_predicate, route, route_action,
+        WeightedCluster,
+        retry_policy::{RetryHostPredicate, retry_host_predicate},
+        route, route_action, weighted_cluster,
     },
     extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate,
 };
 
-use super::{At, Invalid, duration, is, matcher, rbac, unsupported};
-use crate::config::{
-    RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
-};
+use super::{At, Invalid, decode, duration, is, matcher, rbac, unsupported};
+use crate::{RetryOn, RetryPolicy, Route, RouteAction, RouteMatch, RouteTable, VirtualHost};
 
 /// Envoy's route timeout when a route sets none: 15 s for the whole request.
 pub(super) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -23,11 +23,20 @@ pub(super) const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The retry host predicate that picks another endpoint than the ones already tried.
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 
+/// The `retry_on` conditions the proxy implements.
+pub const RETRY_ON: [&str; 5] = [
+    "connect-failure",
+    "refused-stream",
+    "reset-before-request",
+    "5xx",
+    "gateway-error",
+];
+
 const HEADER_MUTATIONS: &str = "header mutations are not supported";
 
 impl RouteTable {
     /// Translates one route configuration (RDS, or an HCM's inline `route_config`).
-    pub(crate) fn from_xds(rc: &RouteConfiguration) -> Result<RouteTable, Invalid> {
+    pub fn from_xds(rc: &RouteConfiguration) -> Result<RouteTable, Invalid> {
         if rc.vhds.is_some() {
             return Err(unsupported("vhds", "VHDS is not supported"));
         }
@@ -98,6 +107,24 @@ impl RouteTable {
                 }
             }
         }
+        // Envoy would refuse the whole configuration for a missing cluster; the proxy answers
+        // 503 on such a route instead.
+        if rc.validate_clusters.as_ref().is_some_and(|b| b.value) {
+            return Err(unsupported(
+                "validate_clusters",
+                "missing clusters are answered with 503, not refused",
+            ));
+        }
+        only!(rc => RouteConfiguration {
+            name, virtual_hosts, validate_clusters, vhds, response_headers_to_add,
+            response_headers_to_remove, request_headers_to_add, request_headers_to_remove,
+            cluster_specifier_plugins, request_mirror_policies, ignore_port_in_host_matching,
+            vhost_header, typed_per_filter_config, route_specifiers,
+        } unset {
+            internal_only_headers, most_specific_header_mutations_wins,
+            max_direct_response_body_size_bytes, ignore_path_parameters_in_path_matching,
+            metadata,
+        });
         Ok(RouteTable {
             name: rc.name.clone(),
             virtual_hosts,
@@ -161,6 +188,16 @@ fn virtual_host(v: &PbVirtualHost) -> Result<VirtualHost, Invalid> {
         .enumerate()
         .map(|(i, r)| self::route(r, default_retry.as_ref()).at(format_args!("routes[{i}]")))
         .collect::<Result<_, _>>()?;
+    only!(v => PbVirtualHost {
+        name, domains, routes, typed_per_filter_config, matcher, require_tls,
+        request_headers_to_add, request_headers_to_remove, response_headers_to_add,
+        response_headers_to_remove, retry_policy, retry_policy_typed_config, hedge_policy,
+        request_mirror_policies, route_specifiers,
+    } unset {
+        virtual_clusters, rate_limits, cors, include_request_attempt_count,
+        include_attempt_count_in_response, include_is_timeout_retry_header,
+        per_request_buffer_limit_bytes, request_body_buffer_limit, metadata,
+    });
     Ok(VirtualHost {
         name: v.name.clone(),
         domains: v.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
@@ -207,6 +244,13 @@ fn route(r: &PbRoute, default_retry: Option<&RetryPolicy>) -> Result<Route, Inva
         }
         None => return Err(unsupported("action", "an action is required")),
     };
+    only!(r => PbRoute {
+        name, r#match, typed_per_filter_config, stat_prefix, action, request_headers_to_add,
+        request_headers_to_remove, response_headers_to_add, response_headers_to_remove,
+        route_specifiers,
+    } unset {
+        metadata, decorator, tracing, per_request_buffer_limit_bytes, request_body_buffer_limit,
+    });
     Ok(Route {
         name: r.name.clone(),
         matcher,
@@ -257,6 +301,11 @@ fn route_match(m: &PbRouteMatch) -> Result<RouteMatch, Invalid> {
         .enumerate()
         .map(|(i, h)| matcher::header(h).at(format_args!("headers[{i}]")))
         .collect::<Result<_, _>>()?;
+    only!(m => PbRouteMatch {
+        case_sensitive, headers, path_specifier, runtime_fraction, query_parameters, cookies,
+        grpc, tls_context, dynamic_metadata, filter_state,
+    } unset {
+    });
     Ok(RouteMatch { path, headers })
 }
 
@@ -345,6 +394,16 @@ fn route_action(
         Some(p) => Some(retry(p).at("retry_policy")?),
         None => default_retry.cloned(),
     };
+    only!(a => PbRouteAction {
+        timeout, retry_policy, cluster_specifier, metadata_match, prefix_rewrite, regex_rewrite,
+        path_rewrite_policy, path_rewrite, retry_policy_typed_config, request_mirror_policies,
+        internal_redirect_policy, hedge_policy, host_rewrite_specifier,
+    } unset {
+        cluster_not_found_response_code, append_x_forwarded_host, idle_timeout, flush_timeout,
+        early_data_policy, priority, rate_limits, include_vh_rate_limits, hash_policy, cors,
+        max_grpc_timeout, grpc_timeout_offset, upgrade_configs, internal_redirect_action,
+        max_internal_redirects, max_stream_duration,
+    });
     Ok(RouteAction {
         clusters,
         timeout,
@@ -400,6 +459,16 @@ fn weighted(w: &WeightedCluster) -> Result<Vec<(String, u32)>, Invalid> {
                 "rewrites are not supported",
             ));
         }
+        let classified = || {
+            only!(c => weighted_cluster::ClusterWeight {
+                name, weight, cluster_header, metadata_match, request_headers_to_add,
+                request_headers_to_remove, response_headers_to_add, response_headers_to_remove,
+                typed_per_filter_config, host_rewrite_specifier,
+            } unset {
+            });
+            Ok(())
+        };
+        classified().at(format_args!("clusters[{i}]"))?;
         let weight = c.weight.as_ref().map_or(0, |w| w.value);
         total += u64::from(weight);
         out.push((c.name.clone(), weight));
@@ -413,6 +482,11 @@ fn weighted(w: &WeightedCluster) -> Result<Vec<(String, u32)>, Invalid> {
             "the weights must sum to at most 2^32 - 1",
         ));
     }
+    only!(w => WeightedCluster {
+        clusters, random_value_specifier,
+    } unset {
+        total_weight, runtime_key_prefix,
+    });
     Ok(out)
 }
 
@@ -465,6 +539,16 @@ fn retry(p: &PbRetryPolicy) -> Result<RetryPolicy, Invalid> {
                 "only previous_hosts is supported",
             ));
         }
+        let classified = || {
+            if let Some(retry_host_predicate::ConfigType::TypedConfig(any)) = &predicate.config_type
+            {
+                let previous: PreviousHostsPredicate = decode(any).at("typed_config")?;
+                only!(&previous => PreviousHostsPredicate {} unset {});
+            }
+            only!(predicate => RetryHostPredicate { name, config_type } unset {});
+            Ok(())
+        };
+        classified().at(format_args!("retry_host_predicate[{i}]"))?;
         other_hosts = true;
     }
     let per_try_timeout = p
@@ -474,6 +558,14 @@ fn retry(p: &PbRetryPolicy) -> Result<RetryPolicy, Invalid> {
         .transpose()
         .at("per_try_timeout")?
         .filter(|d| !d.is_zero());
+    only!(p => PbRetryPolicy {
+        retry_on, num_retries, per_try_timeout, retry_host_predicate,
+        host_selection_retry_max_attempts, retry_priority, retry_options_predicates,
+        retriable_request_headers,
+    } unset {
+        per_try_idle_timeout, retriable_status_codes, retry_back_off, rate_limited_retry_back_off,
+        retriable_headers, refresh_cluster_on_retry,
+    });
     Ok(RetryPolicy {
         // Envoy's default when a policy is given without a count.
         num_retries: p.num_retries.as_ref().map_or(1, |n| n.value),

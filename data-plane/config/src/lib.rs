@@ -1,0 +1,426 @@
+//! `switchyard-proxy-config`: the bundled proxy's runtime model and its translation from xDS,
+//! the one definition of the subset `switchyard-proxy` implements.
+//!
+//! The proxy translates every resource it accepts once into the tables the data path reads
+//! (listeners, routes, clusters, endpoints, policies, certificates); the data path never sees
+//! a protobuf. [`Runtime::link`] ties the translated pieces together after every accepted
+//! response, off the request path; the result is swapped in whole, so a request sees one
+//! consistent configuration from start to end. The bundled adapter runs the same translation
+//! to decide what to send. Sans-IO: no runtime, no sockets.
+//!
+//! The subset (every field outside of which is refused), in outline; the translation under
+//! `build` is the definition:
+//!
+//! - **Resource types**: CDS, EDS, LDS, RDS and SDS, over ADS.
+//! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS; `connect_timeout`;
+//!   `lb_policy` ROUND_ROBIN or LEAST_REQUEST (the proxy balances by power of two choices over
+//!   latency either way); `outlier_detection` (consecutive 5xx and gateway failures, enforced
+//!   fully or not at all, `interval`, `base_ejection_time`, `max_ejection_percent`);
+//!   `HttpProtocolOptions` with `explicit_http_config` (HTTP/1.1 or HTTP/2, default settings);
+//!   `transport_socket` and `transport_socket_matches` (string labels).
+//! - **Endpoints**: socket addresses with IP literals, `load_balancing_weight` (at least 1),
+//!   `health_status` (unhealthy, draining and timed-out endpoints are left out, as Envoy does),
+//!   `envoy.transport_socket_match` metadata.
+//! - **Transport sockets**: `raw_buffer`, and `tls` (`UpstreamTlsContext`,
+//!   `DownstreamTlsContext`) with one certificate and the validation context over SDS (ADS),
+//!   exact URI SAN matchers (upstream only), ALPN, TLS 1.2 to 1.3, `require_client_certificate`.
+//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains (and a
+//!   `default_filter_chain`) that match on `transport_protocol` `tls` or `raw_buffer` only.
+//! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
+//!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
+//!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
+//! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
+//!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
+//!   no switch to turn that off), a `local_reply_config` mapping 403s, and
+//!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
+//!   `envoy.filters.http.router` (default settings), last.
+//! - **Routes**: virtual hosts with domains; matches on `prefix`, `path` or `safe_regex`, header
+//!   matchers `string_match` (exact, prefix, suffix, contains, safe_regex; `ignore_case`) and
+//!   `present_match`, with `invert_match`; case-insensitive path matches; actions to `cluster` or `weighted_clusters`
+//!   with `timeout` and `retry_policy` (`retry_on` among [`RETRY_ON`], `num_retries`,
+//!   `per_try_timeout`, the `previous_hosts` predicate); `RBACPerRoute` under
+//!   `envoy.filters.http.rbac`.
+//! - **RBAC**: ALLOW policies; permissions any, and, or, not, `url_path`, `header`,
+//!   `destination_port`; principals any, and, or, not, `authenticated` with a `principal_name`.
+//! - **Secrets**: `tls_certificate` (chain and key) and `validation_context` (`trusted_ca`), as
+//!   inline PEM.
+//!
+//! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
+//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`, and RBAC shadow rules,
+//! which only log), names of filter chains,
+//! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not:
+//! the proxy writes none, and a configured audit log that silently never appears would
+//! mislead, so `access_log` drops its resource like any other unsupported field.
+
+#![forbid(unsafe_code)]
+
+mod build;
+#[cfg(test)]
+mod tests;
+mod type_url;
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+pub use self::{
+    build::{Invalid, Problem, RETRY_ON, Translated, Translation, translate},
+    type_url::TypeUrl,
+};
+
+/// Everything the data path needs, by name. Cheap to clone: every table entry is shared.
+#[derive(Clone, Debug, Default)]
+pub struct Runtime {
+    /// Listeners by name (`outbound_http`, `outbound_tcp_<port>`, `inbound|<port>`).
+    pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
+    /// Route tables by name (the RDS names, and inline route configs under their own name).
+    pub routes: BTreeMap<String, Arc<RouteTable>>,
+    /// Clusters by name, with their endpoints resolved from EDS (or the static assignment).
+    pub clusters: BTreeMap<String, Arc<ClusterConfig>>,
+    /// Certificates and trust bundles by SDS name.
+    pub secrets: BTreeMap<String, Arc<SecretMaterial>>,
+    /// Things the translation skipped (a route naming a cluster that is not there yet): the
+    /// data path answers 503 for them, as Envoy does; listed in `/config_dump`.
+    pub warnings: Vec<String>,
+}
+
+/// Which way a listener faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// One listening socket and what to do with its connections.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub direction: Direction,
+    /// Chains in order; a connection takes the first whose [`ChainMatch`] fits.
+    pub chains: Vec<FilterChain>,
+}
+
+/// Which connections a filter chain takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainMatch {
+    /// Every connection (the chain has no `filter_chain_match`).
+    Any,
+    /// Connections whose first bytes are a TLS ClientHello (`transport_protocol: tls`).
+    Tls,
+    /// Connections that are not TLS (`transport_protocol: raw_buffer`).
+    Plaintext,
+}
+
+/// One filter chain: optional TLS termination, then one terminal filter.
+#[derive(Clone, Debug)]
+pub struct FilterChain {
+    pub name: String,
+    pub matches: ChainMatch,
+    /// TLS termination (a `DownstreamTlsContext` transport socket).
+    pub tls: Option<DownstreamTls>,
+    pub filter: NetworkFilter,
+}
+
+/// The terminal network filter of a chain.
+#[derive(Clone, Debug)]
+pub enum NetworkFilter {
+    /// An HTTP connection manager.
+    Http(HttpManager),
+    /// A TCP proxy, with the network RBAC in front of it if there is one.
+    Tcp(TcpProxy),
+    /// `direct_response` with an empty body: close the connection at once.
+    Close,
+}
+
+/// An HTTP connection manager.
+#[derive(Clone, Debug)]
+pub struct HttpManager {
+    /// For metrics (`stat_prefix`).
+    pub stat_prefix: String,
+    /// Where the route table comes from.
+    pub routes: RouteSource,
+    /// The listener-level RBAC filter; `None` when the chain has no RBAC filter. A virtual
+    /// host or route may override it ([`VirtualHost::rbac`], [`Route::rbac`]).
+    pub rbac: Option<Arc<Rbac>>,
+    /// What a denied request gets: status and body from the local reply config; default 403
+    /// and `RBAC: access denied`.
+    pub denied: DeniedReply,
+}
+
+/// The reply to a request RBAC denies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeniedReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Where an HTTP connection manager's routes come from.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// RDS: looked up in [`Runtime::routes`] by name on every request, so a new route table
+    /// applies to the next request.
+    Rds(String),
+    /// An inline `route_config`.
+    Inline(Arc<RouteTable>),
+}
+
+/// A TCP proxy.
+#[derive(Clone, Debug)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    /// Clusters and their weights; one entry with any weight for a single cluster.
+    pub clusters: Vec<(String, u32)>,
+    /// Network RBAC in front of the proxy; `None` when there is none.
+    pub rbac: Option<Arc<Rbac>>,
+}
+
+/// A route configuration.
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// A virtual host: the domains it answers and its routes, first match wins.
+#[derive(Clone, Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    /// Lower-case domains as in Envoy: exact (`web.demo:80`), `*`, `*.suffix` or `prefix*`.
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    /// The RBAC override of the HTTP RBAC filter (`typed_per_filter_config`):
+    /// `None` means no override, `Some(None)` turns RBAC off, `Some(Some(rbac))` replaces it.
+    pub rbac: Option<Option<Arc<Rbac>>>,
+}
+
+/// A route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    /// As [`VirtualHost::rbac`], and it takes precedence over it.
+    pub rbac: Option<Option<Arc<Rbac>>>,
+}
+
+/// What a request must look like to take a route; every part must hold.
+#[derive(Clone, Debug)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// How a route matches the path (without the query string, except for `Prefix`/`Exact` as
+/// Envoy does: those compare the path only too).
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    /// Anchored: the whole path must match (`safe_regex`).
+    Regex(regex::Regex),
+}
+
+/// One header condition. `:method`, `:path`, `:authority` and `:scheme` are pseudo-headers.
+#[derive(Clone, Debug)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub matcher: StringMatch,
+    pub invert: bool,
+}
+
+/// A string matcher; regexes are anchored (the whole value must match).
+#[derive(Clone, Debug)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(regex::Regex),
+    /// The header is present, whatever its value.
+    Present,
+}
+
+/// What a route does with a request.
+#[derive(Clone, Debug)]
+pub struct RouteAction {
+    /// Clusters and weights; a single `cluster` is one entry with weight 1. Weights of zero are
+    /// kept (they get no traffic).
+    pub clusters: Vec<(String, u32)>,
+    /// The whole request's deadline, retries included; `None` for none (`0s` in xDS).
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A route's retry policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub num_retries: u32,
+    pub retry_on: RetryOn,
+    /// Pick another endpoint than the ones already tried (`previous_hosts`).
+    pub other_hosts: bool,
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// The conditions of `retry_on` the proxy implements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `connect-failure`: the upstream connection could not be made.
+    pub connect_failure: bool,
+    /// `refused-stream`: HTTP/2 REFUSED_STREAM.
+    pub refused_stream: bool,
+    /// `reset-before-request`: the connection broke before the request was written.
+    pub reset_before_request: bool,
+    /// `5xx` (includes `gateway-error`): the upstream answered 5xx or not at all.
+    pub server_error: bool,
+    /// `gateway-error`: 502, 503 or 504.
+    pub gateway_error: bool,
+}
+
+/// An ALLOW RBAC: a request or connection passes if any policy matches it. No policies deny
+/// everything.
+#[derive(Clone, Debug, Default)]
+pub struct Rbac {
+    /// Policies by name, in name order.
+    pub policies: Vec<(String, Policy)>,
+}
+
+/// One RBAC policy: some permission and some principal must match.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub permissions: Vec<Permission>,
+    pub principals: Vec<Principal>,
+}
+
+/// What is asked for.
+#[derive(Clone, Debug)]
+pub enum Permission {
+    Any,
+    And(Vec<Permission>),
+    Or(Vec<Permission>),
+    Not(Box<Permission>),
+    /// `url_path`: the path without the query string.
+    UrlPath(StringMatch),
+    Header(HeaderMatch),
+    DestinationPort(u16),
+}
+
+/// Who asks.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Any,
+    And(Vec<Principal>),
+    Or(Vec<Principal>),
+    Not(Box<Principal>),
+    /// The peer's authenticated identity: the URI SAN of its verified client certificate. A
+    /// plaintext peer has none, so it matches no `Authenticated`.
+    Authenticated(StringMatch),
+}
+
+/// A cluster with its endpoints.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// The EDS name of an EDS cluster (`eds_cluster_config.service_name`, or the cluster's
+    /// name), whose assignment gives it its endpoints; `None` for a STATIC cluster.
+    pub eds: Option<String>,
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 (prior knowledge, or ALPN `h2` over TLS) to the endpoints; else HTTP/1.1.
+    pub http2: bool,
+    /// Endpoints from EDS or the static load assignment; empty while EDS has not answered.
+    pub endpoints: Arc<[Endpoint]>,
+    /// Transport socket matches in order, then the default socket (`tls_default`).
+    pub tls_matches: Vec<TlsMatch>,
+    /// The cluster's own `transport_socket` for endpoints no match takes; `None` is plaintext.
+    pub tls_default: Option<UpstreamTls>,
+    pub outlier: Option<OutlierDetection>,
+}
+
+/// One endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// `load_balancing_weight`; default 1.
+    pub weight: u32,
+    /// The endpoint's `envoy.transport_socket_match` metadata (string values only).
+    pub socket_labels: BTreeMap<String, String>,
+}
+
+/// A transport socket match: endpoints whose labels include `labels` use `tls` (`None` is
+/// plaintext, a raw buffer socket).
+#[derive(Clone, Debug)]
+pub struct TlsMatch {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Client-side TLS for upstream connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// SDS name of the proxy's own certificate.
+    pub certificate: String,
+    /// SDS name of the trust bundle.
+    pub trust_bundle: String,
+    /// The server certificate must carry one of these URI SANs (exact match); empty accepts
+    /// any certificate the bundle verifies.
+    pub peer_sans: Vec<String>,
+    /// ALPN protocols to offer.
+    pub alpn: Vec<String>,
+    /// Only TLS 1.3 (`tls_minimum_protocol_version: TLSv1_3`).
+    pub tls13_only: bool,
+}
+
+/// Server-side TLS for a filter chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownstreamTls {
+    /// SDS name of the proxy's own certificate.
+    pub certificate: String,
+    /// SDS name of the trust bundle client certificates are verified against; `None` when
+    /// client certificates are not verified.
+    pub trust_bundle: Option<String>,
+    pub require_client_certificate: bool,
+    pub alpn: Vec<String>,
+    pub tls13_only: bool,
+}
+
+/// Passive health checking: eject endpoints that fail in a row, for a while.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (or connection failures) that eject an endpoint; Envoy's default 5.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 or connection failures that eject; `None` when not enforced.
+    pub consecutive_gateway_failure: Option<u32>,
+    /// The first ejection lasts this long; the n-th lasts n times as long. Default 30 s.
+    pub base_ejection_time: Duration,
+    /// At most this share of a cluster's endpoints is ejected at once; default 10 %.
+    pub max_ejection_percent: u32,
+}
+
+/// A certificate or a trust bundle, as PEM. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretMaterial {
+    Certificate {
+        /// The certificate chain, leaf first.
+        chain_pem: String,
+        private_key_pem: String,
+    },
+    TrustBundle {
+        ca_pem: String,
+    },
+}
+
+impl fmt::Debug for SecretMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Certificate { chain_pem, .. } => f
+                .debug_struct("Certificate")
+                .field("chain_pem", chain_pem)
+                .field("private_key_pem", &"<redacted>")
+                .finish(),
+            Self::TrustBundle { ca_pem } => f
+                .debug_struct("TrustBundle")
+                .field("ca_pem", ca_pem)
+                .finish(),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The five xDS resource types the mesh serves and the bundled proxy subscribes to: the one
+//! definition the operator's snapshot, the adapters and the proxy's client share.
+
+use std::fmt;
+
+/// A resource type served over ADS, named after its protobuf message.
+///
+/// `ALL` is the push order: CDS → EDS → LDS → RDS is Envoy's make-before-break order
+/// (`xds_protocol.rst`, "eventual consistency considerations"); SDS comes last because Envoy asks
+/// for a secret only once a cluster or listener that references it exists, and a rotated secret
+/// does not depend on anything else. The proxy subscribes in the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TypeUrl {
+    /// CDS: `envoy.config.cluster.v3.Cluster`.
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+    ClusterLoadAssignment,
+    /// LDS: `envoy.config.listener.v3.Listener`.
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    RouteConfiguration,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
+    Secret,
+}
+
+// === impl TypeUrl ===
+
+impl TypeUrl {
+    pub const ALL: [TypeUrl; 5] = [
+        TypeUrl::Cluster,
+        TypeUrl::ClusterLoadAssignment,
+        TypeUrl::Listener,
+        TypeUrl::RouteConfiguration,
+        TypeUrl::Secret,
+    ];
+
+    /// The type URL, as on the wire.
+    pub const fn type_url(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            TypeUrl::ClusterLoadAssignment => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeUrl::RouteConfiguration => {
+                "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+            }
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
+        }
+    }
+
+    /// The type a type URL names, if it is one of the five.
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// The short xDS name (`CDS`, `EDS`, …), for logs and errors; also the `Display`.
+    pub const fn short_name(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "CDS",
+            TypeUrl::ClusterLoadAssignment => "EDS",
+            TypeUrl::Listener => "LDS",
+            TypeUrl::RouteConfiguration => "RDS",
+            TypeUrl::Secret => "SDS",
+        }
+    }
+
+    /// What one resource of the type is called in messages about it (`cluster load
+    /// assignment shop/web|80: …`).
+    pub const fn noun(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "cluster",
+            TypeUrl::ClusterLoadAssignment => "cluster load assignment",
+            TypeUrl::Listener => "listener",
+            TypeUrl::RouteConfiguration => "route configuration",
+            TypeUrl::Secret => "secret",
+        }
+    }
+
+    /// LDS and CDS: subscribed to as a wildcard (`*`), and a SotW response is the complete
+    /// state of the world (an empty subscription means wildcard, the legacy rule). The other
+    /// types are always subscribed by name, as accepted resources reference them.
+    pub const fn is_wildcard(self) -> bool {
+        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+
+    /// Position in [`Self::ALL`], for per-type arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for TypeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short_name())
+    }
+}
