@@ -1084,8 +1084,7 @@ impl Index {
             kept.push((cluster, w));
         }
         let weights: Vec<Decimal> = kept.iter().map(|(_, w)| *w).collect();
-        let ints = weight::integer_weights(&weights).ok_or(())?;
-        let ints = fit_u32(&ints);
+        let ints = weight::data_plane_weights(&weights).ok_or(())?;
         let out: Vec<WeightedCluster> = kept
             .into_iter()
             .zip(ints)
@@ -1541,29 +1540,4 @@ fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
     } else {
         Protocol::Tcp
     }
-}
-
-/// Reduces integer weights to `u32` for the data plane: exactly when they fit after dividing by
-/// their common divisor, proportionally (to a total of 1,000,000, each nonzero weight ≥ 1)
-/// otherwise.
-fn fit_u32(ws: &[i64]) -> Vec<u32> {
-    fn gcd(a: i64, b: i64) -> i64 {
-        if b == 0 { a } else { gcd(b, a % b) }
-    }
-    let g = ws.iter().copied().fold(0, gcd).max(1);
-    let reduced: Vec<i64> = ws.iter().map(|w| w / g).collect();
-    let total: i128 = reduced.iter().map(|w| i128::from(*w)).sum();
-    if total <= i128::from(u32::MAX) {
-        return reduced
-            .iter()
-            .map(|w| u32::try_from(*w).unwrap_or(u32::MAX))
-            .collect();
-    }
-    reduced
-        .iter()
-        .map(|w| {
-            let scaled = i128::from(*w) * 1_000_000 / total;
-            u32::try_from(scaled.max(i128::from(*w > 0))).unwrap_or(u32::MAX)
-        })
-        .collect()
 }
