@@ -35,6 +35,7 @@ mod bootstrap;
 mod cache;
 mod cluster;
 mod listener;
+mod matcher;
 mod rbac;
 mod route;
 mod tls;
@@ -52,7 +53,10 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::config::core::v3::{Address, SocketAddress, address, socket_address},
+    envoy::config::core::v3::{
+        Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address,
+        config_source, socket_address,
+    },
     google::protobuf::{self as pbuf, Any},
 };
 
@@ -482,5 +486,17 @@ fn socket_address(addr: SocketAddr) -> Address {
             ))),
             ..Default::default()
         })),
+    }
+}
+
+/// Where a resource's dependencies come from: the same ADS stream (EDS for clusters, SDS for
+/// certificates).
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
     }
 }

@@ -22,10 +22,7 @@ use envoy_types::pb::{
                     TransportSocketMatch,
                 },
             },
-            core::v3::{
-                AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, Metadata,
-                config_source,
-            },
+            core::v3::{Http2ProtocolOptions, Metadata},
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
             },
@@ -67,7 +64,7 @@ pub(super) fn eds(
         name: cluster.name.as_str().to_owned(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads()),
+            eds_config: Some(super::ads()),
             service_name: String::new(),
         }),
         connect_timeout: Some(duration(opts.connect_timeout)),
@@ -163,16 +160,6 @@ fn assignment(name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignmen
                 ..Default::default()
             }]
         },
-        ..Default::default()
-    }
-}
-
-pub(super) fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
         ..Default::default()
     }
 }

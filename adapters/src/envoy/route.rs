@@ -14,18 +14,21 @@ use std::collections::BTreeSet;
 use envoy_types::pb::{
     envoy::{
         config::route::v3::{
-            HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
-            VirtualHost, WeightedCluster as EnvoyWeightedCluster, header_matcher, retry_policy,
-            route, route_action, route_match, weighted_cluster,
+            RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+            WeightedCluster as EnvoyWeightedCluster, retry_policy, route, route_action,
+            route_match, weighted_cluster,
         },
         extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate,
-        r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
     },
     google::protobuf::{Any, BoolValue, UInt32Value},
 };
 use prost::Message;
 
-use super::{EnvoyOptions, duration, inbound_name, rbac, to_any, virtual_host_name, wire};
+use super::{
+    EnvoyOptions, duration, inbound_name,
+    matcher::{header_matchers, regex},
+    rbac, to_any, virtual_host_name, wire,
+};
 use crate::model::{
     HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol, WeightedCluster,
 };
@@ -148,59 +151,6 @@ pub(super) fn inbound(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Ve
         validate_clusters: Some(no()),
         ..Default::default()
     })
-}
-
-/// Header conditions of a match: `:method`, then the headers, sorted. Shared with RBAC
-/// permissions, which match the same way.
-pub(super) fn header_matchers(m: &HttpMatch) -> Vec<HeaderMatcher> {
-    let mut out = Vec::new();
-    let methods: BTreeSet<&str> = m.methods.iter().map(String::as_str).collect();
-    let method = match methods.len() {
-        0 => None,
-        1 => methods
-            .first()
-            .map(|m| string_matcher::MatchPattern::Exact((*m).to_owned())),
-        _ => {
-            let alternatives: Vec<String> = methods.iter().map(|m| escape(m)).collect();
-            Some(string_matcher::MatchPattern::SafeRegex(regex(
-                &alternatives.join("|"),
-            )))
-        }
-    };
-    if let Some(pattern) = method {
-        out.push(header(
-            ":method",
-            StringMatcher {
-                match_pattern: Some(pattern),
-                ..Default::default()
-            },
-        ));
-    }
-    let mut headers: Vec<(String, &str)> = m
-        .headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.as_str()))
-        .collect();
-    headers.sort();
-    headers.dedup();
-    for (name, value) in headers {
-        // HTTP/2 and Envoy carry the Host header as `:authority`.
-        let name = if name == "host" {
-            ":authority"
-        } else {
-            name.as_str()
-        };
-        out.push(header(name, regex_string_matcher(value)));
-    }
-    out
-}
-
-/// A full-match regex string matcher (Envoy's `safe_regex` always matches the whole input).
-pub(super) fn regex_string_matcher(pattern: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(pattern))),
-        ..Default::default()
-    }
 }
 
 fn is_http(protocol: Protocol) -> bool {
@@ -349,33 +299,6 @@ fn retry_policy() -> RetryPolicy {
     }
 }
 
-fn header(name: &str, matcher: StringMatcher) -> HeaderMatcher {
-    HeaderMatcher {
-        name: name.to_owned(),
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(matcher)),
-        ..Default::default()
-    }
-}
-
-fn regex(pattern: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: pattern.to_owned(),
-        ..Default::default()
-    }
-}
-
 fn no() -> BoolValue {
     BoolValue { value: false }
-}
-
-/// Escapes RE2 metacharacters; methods are tokens, which may hold a few of them (`.`, `+`…).
-fn escape(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
