@@ -98,10 +98,6 @@ pub struct EnvoyOptions {
     pub app_ip: IpAddr,
     /// TCP connect timeout of every cluster.
     pub connect_timeout: Duration,
-    /// Whole-request timeout of outbound HTTP routes, retries included; zero disables it. The
-    /// default (15 s) is Envoy's own; long-lived streams (gRPC streaming, long polling) need a
-    /// larger value or zero.
-    pub route_timeout: Duration,
     pub load_balancing: LoadBalancing,
     /// Mutual TLS between sidecars; off by default. When on, the proxy's certificate and the
     /// trust bundle must be served over SDS on the same ADS stream (see [`secrets`]): mesh
@@ -122,7 +118,6 @@ impl Default for EnvoyOptions {
             admin_port: 15000,
             app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(1),
-            route_timeout: Duration::from_secs(15),
             load_balancing: LoadBalancing::RoundRobin,
             mtls: false,
         }
@@ -220,7 +215,10 @@ impl EnvoyAdapter {
             identity: &proxy.identity,
             mesh,
         });
-        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts, mtls);
+        let [clusters, endpoints] =
+            &*self
+                .cache
+                .clusters(&proxy.clusters, opts, &mesh.cluster_policy, mtls);
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
@@ -229,7 +227,7 @@ impl EnvoyAdapter {
         taken.insert(opts.outbound_http_port);
         self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
-        let (routes, warnings) = self.cache.outbound_routes(proxy, opts);
+        let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
         out.push_shared(routes);
         out.warnings.extend(warnings.iter().cloned());
         out.push(

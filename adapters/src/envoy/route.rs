@@ -25,26 +25,20 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{
-    EnvoyOptions, duration, inbound_name,
+    duration, inbound_name,
     matcher::{header_matchers, regex},
     rbac, to_any, virtual_host_name, wire,
 };
 use crate::model::{
-    HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol, WeightedCluster,
+    self, HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol,
+    RoutePolicy, WeightedCluster,
 };
-
-/// Retried only when the request cannot have reached the application: a connection that
-/// failed, a stream the peer refused, or a reset before the request was sent. That is what
-/// keeps weight changes and endpoint churn free of errors without replaying requests that
-/// were delivered (which would need an idempotency judgement the mesh cannot make).
-const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
-const NUM_RETRIES: u32 = 2;
 
 /// The outbound virtual hosts of one service, one per HTTP port.
 pub(super) fn outbound_virtual_hosts(
     svc: &OutboundService,
     short_names: bool,
-    opts: &EnvoyOptions,
+    policy: &RoutePolicy,
 ) -> Vec<VirtualHost> {
     let default_port = default_http_port(svc);
     let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| is_http(p.protocol)).collect();
@@ -56,7 +50,7 @@ pub(super) fn outbound_virtual_hosts(
         .map(|port| VirtualHost {
             name: virtual_host_name(&svc.name, port.port),
             domains: domains(svc, port.port, default_port == Some(port.port), short_names),
-            routes: routes(port, opts),
+            routes: routes(port, policy),
             ..Default::default()
         })
         .collect()
@@ -203,10 +197,10 @@ fn domains(svc: &OutboundService, port: u16, default_port: bool, short_names: bo
 
 /// One Envoy route per model route and match, in model order: a route with N matches becomes
 /// N routes with the same action; a route without matches catches everything.
-fn routes(port: &OutboundPort, opts: &EnvoyOptions) -> Vec<Route> {
+fn routes(port: &OutboundPort, policy: &RoutePolicy) -> Vec<Route> {
     let mut out = Vec::new();
     for model in &port.routes {
-        let action = route::Action::Route(route_action(&model.backends, opts));
+        let action = route::Action::Route(route_action(&model.backends, policy));
         let matches: Vec<RouteMatch> = if model.matches.is_empty() {
             vec![prefix_match()]
         } else {
@@ -242,7 +236,7 @@ fn prefix_match() -> RouteMatch {
     }
 }
 
-fn route_action(backends: &[WeightedCluster], opts: &EnvoyOptions) -> RouteAction {
+fn route_action(backends: &[WeightedCluster], policy: &RoutePolicy) -> RouteAction {
     let backends = merged_backends(backends);
     let cluster_specifier = match backends.as_slice() {
         [(only, _)] => route_action::ClusterSpecifier::Cluster((*only).to_owned()),
@@ -260,8 +254,8 @@ fn route_action(backends: &[WeightedCluster], opts: &EnvoyOptions) -> RouteActio
     };
     RouteAction {
         cluster_specifier: Some(cluster_specifier),
-        timeout: Some(duration(opts.route_timeout)),
-        retry_policy: Some(retry_policy()),
+        timeout: Some(duration(policy.timeout)),
+        retry_policy: Some(retry_policy(&policy.retry)),
         ..Default::default()
     }
 }
@@ -283,18 +277,27 @@ pub(super) fn merged_backends(backends: &[WeightedCluster]) -> Vec<(&str, u32)> 
     merged
 }
 
-fn retry_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: RETRY_ON.to_owned(),
-        num_retries: Some(UInt32Value { value: NUM_RETRIES }),
-        // Retry on another endpoint: the one that just failed is the least likely to work.
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+/// Envoy's form of a [`model::RetryPolicy`]; with `host_selection_attempts`, the
+/// `previous_hosts` predicate sends each retry to another endpoint.
+fn retry_policy(model: &model::RetryPolicy) -> RetryPolicy {
+    let on: Vec<&str> = model.on.iter().map(|r| r.as_str()).collect();
+    let retry_host_predicate = if model.host_selection_attempts > 0 {
+        vec![retry_policy::RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
             config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
                 to_any(&PreviousHostsPredicate {}),
             )),
-        }],
-        host_selection_retry_max_attempts: 3,
+        }]
+    } else {
+        Vec::new()
+    };
+    RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value {
+            value: model.max_retries,
+        }),
+        retry_host_predicate,
+        host_selection_retry_max_attempts: i64::from(model.host_selection_attempts),
         ..Default::default()
     }
 }

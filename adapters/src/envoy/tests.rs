@@ -1431,8 +1431,14 @@ fn settings_changes_invalidate_the_cache() {
     adapter.compile(&sample(), &mesh, &opts());
     let opts = EnvoyOptions {
         connect_timeout: std::time::Duration::from_millis(250),
-        route_timeout: std::time::Duration::ZERO,
         ..opts()
+    };
+    let mesh = MeshSettings {
+        route_policy: crate::model::RoutePolicy {
+            timeout: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+        ..mesh
     };
     let cached = adapter.compile(&sample(), &mesh, &opts);
     assert_eq!(cached, compile(&sample(), &mesh, &opts));
@@ -1440,6 +1446,47 @@ fn settings_changes_invalidate_the_cache() {
     assert_eq!(
         cluster.connect_timeout,
         Some(duration(std::time::Duration::from_millis(250)))
+    );
+}
+
+#[test]
+fn connection_limits_become_circuit_breakers() {
+    let limits = crate::model::ConnectionLimits {
+        max_connections: 100,
+        max_pending_requests: 10,
+        max_requests: 1000,
+    };
+    let mesh = MeshSettings {
+        cluster_policy: crate::model::ClusterPolicy {
+            connection_limits: Some(limits),
+            ..Default::default()
+        },
+        ..MeshSettings::default()
+    };
+    let out = compile(&sample(), &mesh, &opts());
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    let thresholds = &cluster
+        .circuit_breakers
+        .expect("circuit breakers")
+        .thresholds;
+    assert_eq!(thresholds.len(), 1);
+    assert_eq!(
+        thresholds[0].max_connections,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 100 })
+    );
+    assert_eq!(
+        thresholds[0].max_pending_requests,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 10 })
+    );
+    assert_eq!(
+        thresholds[0].max_requests,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 1000 })
+    );
+    let default = compile(&sample(), &MeshSettings::default(), &opts());
+    let cluster: Cluster = decode(&default, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.circuit_breakers, None,
+        "the data plane's own limits by default"
     );
 }
 
