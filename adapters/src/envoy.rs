@@ -35,6 +35,7 @@ mod bootstrap;
 mod cache;
 mod cluster;
 mod listener;
+mod matcher;
 mod rbac;
 mod route;
 mod tls;
@@ -52,7 +53,10 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::config::core::v3::{Address, SocketAddress, address, socket_address},
+    envoy::config::core::v3::{
+        Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address,
+        config_source, socket_address,
+    },
     google::protobuf::{self as pbuf, Any},
 };
 use switchyard_proxy_config::TypeUrl;
@@ -93,10 +97,6 @@ pub struct EnvoyOptions {
     pub app_ip: IpAddr,
     /// TCP connect timeout of every cluster.
     pub connect_timeout: Duration,
-    /// Whole-request timeout of outbound HTTP routes, retries included; zero disables it. The
-    /// default (15 s) is Envoy's own; long-lived streams (gRPC streaming, long polling) need a
-    /// larger value or zero.
-    pub route_timeout: Duration,
     pub load_balancing: LoadBalancing,
     /// Mutual TLS between sidecars; off by default. When on, the proxy's certificate and the
     /// trust bundle must be served over SDS on the same ADS stream (see [`secrets`]): mesh
@@ -117,7 +117,6 @@ impl Default for EnvoyOptions {
             admin_port: 15000,
             app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(1),
-            route_timeout: Duration::from_secs(15),
             load_balancing: LoadBalancing::RoundRobin,
             mtls: false,
         }
@@ -215,7 +214,10 @@ impl EnvoyAdapter {
             identity: &proxy.identity,
             mesh,
         });
-        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts, mtls);
+        let [clusters, endpoints] =
+            &*self
+                .cache
+                .clusters(&proxy.clusters, opts, &mesh.cluster_policy, mtls);
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
@@ -224,7 +226,7 @@ impl EnvoyAdapter {
         taken.insert(opts.outbound_http_port);
         self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
-        let (routes, warnings) = self.cache.outbound_routes(proxy, opts);
+        let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
         out.push_shared(routes);
         out.warnings.extend(warnings.iter().cloned());
         out.push(
@@ -481,5 +483,17 @@ fn socket_address(addr: SocketAddr) -> Address {
             ))),
             ..Default::default()
         })),
+    }
+}
+
+/// Where a resource's dependencies come from: the same ADS stream (EDS for clusters, SDS for
+/// certificates).
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
     }
 }

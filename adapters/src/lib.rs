@@ -6,3 +6,5 @@
 pub mod bundled;
 pub mod envoy;
 pub mod model;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

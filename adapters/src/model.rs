@@ -10,6 +10,7 @@ use std::{
     fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 #[cfg(test)]
@@ -130,6 +131,10 @@ pub struct MeshSettings {
     pub access_mode: AccessMode,
     /// The data plane of workloads that do not choose one themselves; default Envoy.
     pub data_plane: DataPlane,
+    /// Timeout and retries of every outbound HTTP route.
+    pub route_policy: RoutePolicy,
+    /// How every cluster treats its endpoints: ejection of failing ones, connection limits.
+    pub cluster_policy: ClusterPolicy,
 }
 
 impl Default for MeshSettings {
@@ -139,8 +144,125 @@ impl Default for MeshSettings {
             cluster_domain: "cluster.local".into(),
             access_mode: AccessMode::Strict,
             data_plane: DataPlane::Envoy,
+            route_policy: RoutePolicy::default(),
+            cluster_policy: ClusterPolicy::default(),
         }
     }
+}
+
+/// What an outbound HTTP route does with a request besides choosing its backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RoutePolicy {
+    /// Whole-request timeout, retries included; zero disables it. The default (15 s) is
+    /// Envoy's own; long-lived streams (gRPC streaming, long polling) need more, or zero.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// When a failed request is tried again.
+///
+/// The default retries only when the request cannot have reached the application: a
+/// connection that failed, a stream the peer refused, or a reset before the request was sent.
+/// That keeps weight changes and endpoint churn free of errors without replaying requests that
+/// were delivered (which would need an idempotency judgement the mesh cannot make).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RetryPolicy {
+    /// The failures retried, in this order; empty retries nothing.
+    pub on: Vec<RetryOn>,
+    pub max_retries: u32,
+    /// A retry goes to another endpoint than those that failed, picking up to this many times
+    /// to find one (the one that just failed is the least likely to work).
+    pub host_selection_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            on: vec![
+                RetryOn::ConnectFailure,
+                RetryOn::RefusedStream,
+                RetryOn::ResetBeforeRequest,
+            ],
+            max_retries: 2,
+            host_selection_attempts: 3,
+        }
+    }
+}
+
+/// A failure a request may be retried on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RetryOn {
+    /// The connection to the endpoint could not be made.
+    ConnectFailure,
+    /// The peer refused the HTTP/2 stream (`REFUSED_STREAM`): it never processed the request.
+    RefusedStream,
+    /// The connection was reset before the request was sent.
+    ResetBeforeRequest,
+}
+
+impl RetryOn {
+    /// The name Envoy's `retry_on` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::RefusedStream => "refused-stream",
+            RetryOn::ResetBeforeRequest => "reset-before-request",
+        }
+    }
+}
+
+/// How a cluster treats its endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClusterPolicy {
+    pub outlier_detection: OutlierDetection,
+    /// `None`: the data plane's own limits.
+    pub connection_limits: Option<ConnectionLimits>,
+}
+
+/// When an endpoint is ejected from its cluster for a while.
+///
+/// The default ejects after 5 consecutive 5xx or 3 consecutive gateway errors (502/503/504,
+/// connect failures), for 30 s and longer on repeats, never more than half the cluster: enough
+/// to route around a dead pod before its endpoint is withdrawn, too little to empty a cluster
+/// over an application's own errors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    /// How often ejections are evaluated.
+    pub interval: Duration,
+    /// How long a first ejection lasts; repeats last longer.
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            consecutive_gateway_failure: 3,
+            interval: Duration::from_secs(5),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Upper bounds on what one proxy opens towards a cluster (Envoy's circuit breakers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionLimits {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
 }
 
 /// The proxy a workload runs beside, which decides the adapter its configuration is compiled

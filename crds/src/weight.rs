@@ -379,3 +379,35 @@ pub fn integer_weights(weights: &[Decimal]) -> Option<Vec<i64>> {
         .map(|w| w.scaled_integer(-shift).and_then(|v| i64::try_from(v).ok()))
         .collect()
 }
+
+/// The weights a data plane is given: exact ratios as integers ([`integer_weights`]), reduced to
+/// `u32` ([`fit_u32`]). `None` when the weights cannot be scaled to integers in range (validation
+/// rejects such splits first).
+pub fn data_plane_weights(weights: &[Decimal]) -> Option<Vec<u32>> {
+    integer_weights(weights).map(|ints| fit_u32(&ints))
+}
+
+/// Reduces integer weights to `u32` for the data plane: exactly when they fit after dividing by
+/// their common divisor, proportionally (to a total of 1,000,000, each nonzero weight ≥ 1)
+/// otherwise.
+fn fit_u32(ws: &[i64]) -> Vec<u32> {
+    fn gcd(a: i64, b: i64) -> i64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let g = ws.iter().copied().fold(0, gcd).max(1);
+    let reduced: Vec<i64> = ws.iter().map(|w| w / g).collect();
+    let total: i128 = reduced.iter().map(|w| i128::from(*w)).sum();
+    if total <= i128::from(u32::MAX) {
+        return reduced
+            .iter()
+            .map(|w| u32::try_from(*w).unwrap_or(u32::MAX))
+            .collect();
+    }
+    reduced
+        .iter()
+        .map(|w| {
+            let scaled = i128::from(*w) * 1_000_000 / total;
+            u32::try_from(scaled.max(i128::from(*w > 0))).unwrap_or(u32::MAX)
+        })
+        .collect()
+}

@@ -26,6 +26,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use ca::ca_params;
 pub use ca::{CaFiles, CaPem, MeshCa};
 pub use store::{Certificates, Changes};
 

@@ -33,8 +33,9 @@ use crate::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, DataPlane, Endpoint,
         HttpMatch, Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol,
-        ProxyId, Route as ModelRoute, ServiceName, UnknownDataPlane, WeightedCluster,
+        ProxyId, ServiceName, UnknownDataPlane, WeightedCluster,
     },
+    test_support::{self, http_match, port, route},
 };
 
 // === Utils ===
@@ -42,68 +43,27 @@ use crate::{
 const NS: &str = "shop";
 
 fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
-    WeightedCluster {
-        cluster: ClusterName::new(&ServiceName::new(NS, svc), port),
-        weight,
-    }
-}
-
-fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
-    HttpMatch {
-        path_regex: path.map(Into::into),
-        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
-}
-
-fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
-    ModelRoute {
-        name: name.into(),
-        matches,
-        backends,
-    }
+    test_support::backend(NS, svc, port, weight)
 }
 
 fn service(name: &str, ip: [u8; 4], ports: Vec<OutboundPort>) -> Arc<OutboundService> {
-    let svc = ServiceName::new(NS, name);
-    Arc::new(OutboundService {
-        hostnames: svc.hostnames("cluster.local"),
-        name: svc,
-        cluster_ip: Some(IpAddr::from(ip)),
-        ports,
-    })
-}
-
-fn port(port: u16, protocol: Protocol, routes: Vec<ModelRoute>) -> OutboundPort {
-    OutboundPort {
-        port,
-        protocol,
-        routes,
-    }
+    test_support::service(NS, name, Some(IpAddr::from(ip)), ports)
 }
 
 /// A cluster with a meshed endpoint and a plain one, so that mTLS and plaintext both occur.
 fn cluster(svc: &str, port: u16, protocol: Protocol, last_octet: u8) -> Arc<ModelCluster> {
     let ip = |n: u8| IpAddr::V4(Ipv4Addr::new(10, 0, last_octet, n));
-    Arc::new(ModelCluster {
-        name: ClusterName::new(&ServiceName::new(NS, svc), port),
-        service: ServiceName::new(NS, svc),
-        port,
-        protocol,
-        endpoints: vec![
-            Endpoint {
-                address: (ip(1), 8000 + port % 1000).into(),
-                identity: Some(Identity::new(NS, svc)),
-            },
-            Endpoint {
-                address: (ip(2), 8000 + port % 1000).into(),
-                identity: None,
-            },
-        ],
-    })
+    let endpoints = vec![
+        Endpoint {
+            address: (ip(1), 8000 + port % 1000).into(),
+            identity: Some(Identity::new(NS, svc)),
+        },
+        Endpoint {
+            address: (ip(2), 8000 + port % 1000).into(),
+            identity: None,
+        },
+    ];
+    test_support::cluster(NS, svc, port, protocol, endpoints)
 }
 
 /// A client that reaches web (split 90/10 on port 80 behind a canary match, plus 8080), a

@@ -26,7 +26,10 @@ use super::{
     CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP,
     ROUTE_TYPE_URL, Resource, cluster, route, tls::Mtls, to_any,
 };
-use crate::model::{self, ClusterName, Identity, OutboundService, ProxyConfig, ServiceName};
+use crate::model::{
+    self, ClusterName, ClusterPolicy, Identity, OutboundService, ProxyConfig, RoutePolicy,
+    ServiceName,
+};
 
 /// A proxy's map of clusters, as the model shares it.
 type ClusterMap = std::collections::BTreeMap<ClusterName, Arc<model::Cluster>>;
@@ -71,14 +74,16 @@ struct ClusterSettings {
     load_balancing: LoadBalancing,
     /// With mTLS, the trust domain, in which peer SANs and secret names are written.
     mtls: Option<String>,
+    policy: ClusterPolicy,
 }
 
 impl ClusterSettings {
-    fn new(opts: &EnvoyOptions, mtls: Option<Mtls<'_>>) -> Self {
+    fn new(opts: &EnvoyOptions, policy: &ClusterPolicy, mtls: Option<Mtls<'_>>) -> Self {
         ClusterSettings {
             connect_timeout: opts.connect_timeout,
             load_balancing: opts.load_balancing,
             mtls: mtls.map(|m| m.mesh.trust_domain.clone()),
+            policy: policy.clone(),
         }
     }
 }
@@ -86,8 +91,8 @@ impl ClusterSettings {
 #[derive(Debug)]
 struct ServiceEntry {
     source: Arc<OutboundService>,
-    /// The only option virtual hosts depend on.
-    route_timeout: Duration,
+    /// The only setting virtual hosts depend on besides the service.
+    route_policy: RoutePolicy,
     piece: Arc<ServicePiece>,
 }
 
@@ -113,8 +118,8 @@ struct Vhost {
 struct RoutesEntry {
     /// The services the pieces came from, in the same order.
     sources: Vec<Arc<OutboundService>>,
-    /// The only option the pieces depend on.
-    route_timeout: Duration,
+    /// The only setting the pieces depend on besides their services.
+    route_policy: RoutePolicy,
     pieces: Vec<Arc<ServicePiece>>,
     resource: Arc<Resource>,
     warnings: Arc<[String]>,
@@ -126,9 +131,10 @@ impl Cache {
         &mut self,
         clusters: &Arc<ClusterMap>,
         opts: &EnvoyOptions,
+        policy: &ClusterPolicy,
         mtls: Option<Mtls<'_>>,
     ) -> Arc<[Vec<Arc<Resource>>; 2]> {
-        let settings = ClusterSettings::new(opts, mtls);
+        let settings = ClusterSettings::new(opts, policy, mtls);
         let identity = mtls.map(|m| m.identity.clone());
         if let Some(all) = self.all_clusters.get(&identity)
             && all.settings == settings
@@ -172,7 +178,7 @@ impl Cache {
             Arc::new(Resource::new(
                 CLUSTER_TYPE_URL,
                 name,
-                to_any(&cluster::eds(source, opts, mtls)),
+                to_any(&cluster::eds(source, opts, &settings.policy, mtls)),
             ))
         };
         if let Some(entry) = self.clusters.get_mut(&source.name)
@@ -208,7 +214,7 @@ impl Cache {
     pub(super) fn outbound_routes(
         &mut self,
         proxy: &ProxyConfig,
-        opts: &EnvoyOptions,
+        policy: &RoutePolicy,
     ) -> (Arc<Resource>, Arc<[String]>) {
         let namespace = &proxy.proxy.namespace;
         // Walk the last list alongside: a service that is the same `Arc` at the same place
@@ -217,8 +223,7 @@ impl Cache {
             .routes
             .get(namespace)
             .filter(|last| {
-                last.sources.len() == proxy.outbound.len()
-                    && last.route_timeout == opts.route_timeout
+                last.sources.len() == proxy.outbound.len() && last.route_policy == *policy
             })
             .map(|last| (last.sources.clone(), last.pieces.clone()));
         let sources: Vec<Arc<OutboundService>> = proxy.outbound.values().cloned().collect();
@@ -227,7 +232,7 @@ impl Cache {
             .enumerate()
             .map(|(i, svc)| match &last {
                 Some((srcs, pieces)) if Arc::ptr_eq(&srcs[i], svc) => pieces[i].clone(),
-                _ => self.service(svc, svc.name.namespace == *namespace, opts),
+                _ => self.service(svc, svc.name.namespace == *namespace, policy),
             })
             .collect();
         if let Some(last) = self.routes.get(namespace)
@@ -244,7 +249,7 @@ impl Cache {
         let value = assemble(&pieces, &mut warnings);
         let entry = RoutesEntry {
             sources,
-            route_timeout: opts.route_timeout,
+            route_policy: policy.clone(),
             pieces,
             resource: Arc::new(Resource::new(ROUTE_TYPE_URL, OUTBOUND_HTTP, value)),
             warnings: warnings.into(),
@@ -276,16 +281,16 @@ impl Cache {
         &mut self,
         source: &Arc<OutboundService>,
         short_names: bool,
-        opts: &EnvoyOptions,
+        policy: &RoutePolicy,
     ) -> Arc<ServicePiece> {
         let services = &mut self.services[usize::from(short_names)];
         if let Some(entry) = services.get_mut(&source.name)
-            && entry.route_timeout == opts.route_timeout
+            && entry.route_policy == *policy
             && still_valid(&mut entry.source, source)
         {
             return entry.piece.clone();
         }
-        let vhosts = route::outbound_virtual_hosts(source, short_names, opts)
+        let vhosts = route::outbound_virtual_hosts(source, short_names, policy)
             .into_iter()
             .map(|vhost| Vhost {
                 encoded: vhost.encode_to_vec(),
@@ -300,7 +305,7 @@ impl Cache {
         });
         let entry = ServiceEntry {
             source: source.clone(),
-            route_timeout: opts.route_timeout,
+            route_policy: policy.clone(),
             piece: piece.clone(),
         };
         services.insert(source.name.clone(), entry);

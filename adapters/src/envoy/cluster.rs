@@ -9,23 +9,19 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
-    time::Duration,
 };
 
 use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                Cluster, OutlierDetection,
+                CircuitBreakers, Cluster, OutlierDetection, circuit_breakers,
                 cluster::{
                     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
                     TransportSocketMatch,
                 },
             },
-            core::v3::{
-                AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, Metadata,
-                config_source,
-            },
+            core::v3::{Http2ProtocolOptions, Metadata},
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
             },
@@ -45,7 +41,7 @@ use super::{
     tls::{self, Mtls},
     to_any,
 };
-use crate::model::{self, InboundPort, Protocol};
+use crate::model::{self, ClusterPolicy, ConnectionLimits, InboundPort, Protocol};
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -57,6 +53,7 @@ const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProt
 pub(super) fn eds(
     cluster: &model::Cluster,
     opts: &EnvoyOptions,
+    policy: &ClusterPolicy,
     mtls: Option<Mtls<'_>>,
 ) -> Cluster {
     Cluster {
@@ -67,12 +64,13 @@ pub(super) fn eds(
         name: cluster.name.as_str().to_owned(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads()),
+            eds_config: Some(super::ads()),
             service_name: String::new(),
         }),
         connect_timeout: Some(duration(opts.connect_timeout)),
         lb_policy: lb_policy(opts.load_balancing) as i32,
-        outlier_detection: Some(outlier_detection()),
+        outlier_detection: Some(outlier_detection(&policy.outlier_detection)),
+        circuit_breakers: policy.connection_limits.as_ref().map(circuit_breakers),
         typed_extension_protocol_options: protocol_options(cluster.protocol),
         ..Default::default()
     }
@@ -167,16 +165,6 @@ fn assignment(name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignmen
     }
 }
 
-pub(super) fn ads() -> ConfigSource {
-    ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
-        ..Default::default()
-    }
-}
-
 /// HTTP/2 clusters speak h2c to their endpoints (gRPC); the rest keep Envoy's HTTP/1.1 default.
 /// A map of at most one entry encodes deterministically.
 fn protocol_options(protocol: Protocol) -> HashMap<String, Any> {
@@ -206,19 +194,31 @@ fn lb_policy(lb: LoadBalancing) -> LbPolicy {
     }
 }
 
-/// Ejects an endpoint after 5 consecutive 5xx or 3 consecutive gateway errors (502/503/504,
-/// connect failures), for 30 s and longer on repeats, never more than half the cluster: enough
-/// to route around a dead pod before its endpoint is withdrawn, too little to empty a cluster
-/// over an application's own errors. (Envoy enforces gateway-error ejection only when asked.)
-fn outlier_detection() -> OutlierDetection {
+/// Envoy's form of a [`model::OutlierDetection`]. Envoy enforces gateway-error ejection only
+/// when asked, so it is asked.
+fn outlier_detection(model: &model::OutlierDetection) -> OutlierDetection {
     let n = |value| Some(UInt32Value { value });
     OutlierDetection {
-        consecutive_5xx: n(5),
-        consecutive_gateway_failure: n(3),
+        consecutive_5xx: n(model.consecutive_5xx),
+        consecutive_gateway_failure: n(model.consecutive_gateway_failure),
         enforcing_consecutive_gateway_failure: n(100),
-        interval: Some(duration(Duration::from_secs(5))),
-        base_ejection_time: Some(duration(Duration::from_secs(30))),
-        max_ejection_percent: n(50),
+        interval: Some(duration(model.interval)),
+        base_ejection_time: Some(duration(model.base_ejection_time)),
+        max_ejection_percent: n(model.max_ejection_percent),
+        ..Default::default()
+    }
+}
+
+/// Envoy's form of [`ConnectionLimits`]: thresholds at the default priority.
+fn circuit_breakers(limits: &ConnectionLimits) -> CircuitBreakers {
+    let n = |value| Some(UInt32Value { value });
+    CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            max_connections: n(limits.max_connections),
+            max_pending_requests: n(limits.max_pending_requests),
+            max_requests: n(limits.max_requests),
+            ..Default::default()
+        }],
         ..Default::default()
     }
 }

@@ -22,7 +22,7 @@ use envoy_types::pb::{
 };
 use prost::Name;
 
-use super::{route, to_any, wire};
+use super::{matcher, to_any, wire};
 use crate::model::{Authorization, HttpMatch, InboundPort, InboundRule, MeshSettings};
 
 /// Well-known filter names; per-route configs are keyed by them.
@@ -186,11 +186,13 @@ fn permission(m: &HttpMatch) -> Permission {
     if let Some(regex) = &m.path_regex {
         rules.push(Permission {
             rule: Some(permission::Rule::UrlPath(PathMatcher {
-                rule: Some(path_matcher::Rule::Path(route::regex_string_matcher(regex))),
+                rule: Some(path_matcher::Rule::Path(matcher::regex_string_matcher(
+                    regex,
+                ))),
             })),
         });
     }
-    rules.extend(route::header_matchers(m).into_iter().map(|h| Permission {
+    rules.extend(matcher::header_matchers(m).into_iter().map(|h| Permission {
         rule: Some(permission::Rule::Header(h)),
     }));
     match rules.len() {

@@ -14,34 +14,31 @@ use std::collections::BTreeSet;
 use envoy_types::pb::{
     envoy::{
         config::route::v3::{
-            HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch,
-            VirtualHost, WeightedCluster as EnvoyWeightedCluster, header_matcher, retry_policy,
-            route, route_action, route_match, weighted_cluster,
+            RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+            WeightedCluster as EnvoyWeightedCluster, retry_policy, route, route_action,
+            route_match, weighted_cluster,
         },
         extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate,
-        r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher},
     },
     google::protobuf::{Any, BoolValue, UInt32Value},
 };
 use prost::Message;
 
-use super::{EnvoyOptions, duration, inbound_name, rbac, to_any, virtual_host_name, wire};
-use crate::model::{
-    HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol, WeightedCluster,
+use super::{
+    duration, inbound_name,
+    matcher::{header_matchers, regex},
+    rbac, to_any, virtual_host_name, wire,
 };
-
-/// Retried only when the request cannot have reached the application: a connection that
-/// failed, a stream the peer refused, or a reset before the request was sent. That is what
-/// keeps weight changes and endpoint churn free of errors without replaying requests that
-/// were delivered (which would need an idempotency judgement the mesh cannot make).
-const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request";
-const NUM_RETRIES: u32 = 2;
+use crate::model::{
+    self, HttpMatch, InboundPort, MeshSettings, OutboundPort, OutboundService, Protocol,
+    RoutePolicy, WeightedCluster,
+};
 
 /// The outbound virtual hosts of one service, one per HTTP port.
 pub(super) fn outbound_virtual_hosts(
     svc: &OutboundService,
     short_names: bool,
-    opts: &EnvoyOptions,
+    policy: &RoutePolicy,
 ) -> Vec<VirtualHost> {
     let default_port = default_http_port(svc);
     let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| is_http(p.protocol)).collect();
@@ -53,7 +50,7 @@ pub(super) fn outbound_virtual_hosts(
         .map(|port| VirtualHost {
             name: virtual_host_name(&svc.name, port.port),
             domains: domains(svc, port.port, default_port == Some(port.port), short_names),
-            routes: routes(port, opts),
+            routes: routes(port, policy),
             ..Default::default()
         })
         .collect()
@@ -150,59 +147,6 @@ pub(super) fn inbound(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Ve
     })
 }
 
-/// Header conditions of a match: `:method`, then the headers, sorted. Shared with RBAC
-/// permissions, which match the same way.
-pub(super) fn header_matchers(m: &HttpMatch) -> Vec<HeaderMatcher> {
-    let mut out = Vec::new();
-    let methods: BTreeSet<&str> = m.methods.iter().map(String::as_str).collect();
-    let method = match methods.len() {
-        0 => None,
-        1 => methods
-            .first()
-            .map(|m| string_matcher::MatchPattern::Exact((*m).to_owned())),
-        _ => {
-            let alternatives: Vec<String> = methods.iter().map(|m| escape(m)).collect();
-            Some(string_matcher::MatchPattern::SafeRegex(regex(
-                &alternatives.join("|"),
-            )))
-        }
-    };
-    if let Some(pattern) = method {
-        out.push(header(
-            ":method",
-            StringMatcher {
-                match_pattern: Some(pattern),
-                ..Default::default()
-            },
-        ));
-    }
-    let mut headers: Vec<(String, &str)> = m
-        .headers
-        .iter()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.as_str()))
-        .collect();
-    headers.sort();
-    headers.dedup();
-    for (name, value) in headers {
-        // HTTP/2 and Envoy carry the Host header as `:authority`.
-        let name = if name == "host" {
-            ":authority"
-        } else {
-            name.as_str()
-        };
-        out.push(header(name, regex_string_matcher(value)));
-    }
-    out
-}
-
-/// A full-match regex string matcher (Envoy's `safe_regex` always matches the whole input).
-pub(super) fn regex_string_matcher(pattern: &str) -> StringMatcher {
-    StringMatcher {
-        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(regex(pattern))),
-        ..Default::default()
-    }
-}
-
 fn is_http(protocol: Protocol) -> bool {
     matches!(protocol, Protocol::Http | Protocol::Http2)
 }
@@ -253,10 +197,10 @@ fn domains(svc: &OutboundService, port: u16, default_port: bool, short_names: bo
 
 /// One Envoy route per model route and match, in model order: a route with N matches becomes
 /// N routes with the same action; a route without matches catches everything.
-fn routes(port: &OutboundPort, opts: &EnvoyOptions) -> Vec<Route> {
+fn routes(port: &OutboundPort, policy: &RoutePolicy) -> Vec<Route> {
     let mut out = Vec::new();
     for model in &port.routes {
-        let action = route::Action::Route(route_action(&model.backends, opts));
+        let action = route::Action::Route(route_action(&model.backends, policy));
         let matches: Vec<RouteMatch> = if model.matches.is_empty() {
             vec![prefix_match()]
         } else {
@@ -292,7 +236,7 @@ fn prefix_match() -> RouteMatch {
     }
 }
 
-fn route_action(backends: &[WeightedCluster], opts: &EnvoyOptions) -> RouteAction {
+fn route_action(backends: &[WeightedCluster], policy: &RoutePolicy) -> RouteAction {
     let backends = merged_backends(backends);
     let cluster_specifier = match backends.as_slice() {
         [(only, _)] => route_action::ClusterSpecifier::Cluster((*only).to_owned()),
@@ -310,8 +254,8 @@ fn route_action(backends: &[WeightedCluster], opts: &EnvoyOptions) -> RouteActio
     };
     RouteAction {
         cluster_specifier: Some(cluster_specifier),
-        timeout: Some(duration(opts.route_timeout)),
-        retry_policy: Some(retry_policy()),
+        timeout: Some(duration(policy.timeout)),
+        retry_policy: Some(retry_policy(&policy.retry)),
         ..Default::default()
     }
 }
@@ -333,49 +277,31 @@ pub(super) fn merged_backends(backends: &[WeightedCluster]) -> Vec<(&str, u32)> 
     merged
 }
 
-fn retry_policy() -> RetryPolicy {
-    RetryPolicy {
-        retry_on: RETRY_ON.to_owned(),
-        num_retries: Some(UInt32Value { value: NUM_RETRIES }),
-        // Retry on another endpoint: the one that just failed is the least likely to work.
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+/// Envoy's form of a [`model::RetryPolicy`]; with `host_selection_attempts`, the
+/// `previous_hosts` predicate sends each retry to another endpoint.
+fn retry_policy(model: &model::RetryPolicy) -> RetryPolicy {
+    let on: Vec<&str> = model.on.iter().map(|r| r.as_str()).collect();
+    let retry_host_predicate = if model.host_selection_attempts > 0 {
+        vec![retry_policy::RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".to_owned(),
             config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
                 to_any(&PreviousHostsPredicate {}),
             )),
-        }],
-        host_selection_retry_max_attempts: 3,
-        ..Default::default()
-    }
-}
-
-fn header(name: &str, matcher: StringMatcher) -> HeaderMatcher {
-    HeaderMatcher {
-        name: name.to_owned(),
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(matcher)),
-        ..Default::default()
-    }
-}
-
-fn regex(pattern: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: pattern.to_owned(),
+        }]
+    } else {
+        Vec::new()
+    };
+    RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value {
+            value: model.max_retries,
+        }),
+        retry_host_predicate,
+        host_selection_retry_max_attempts: i64::from(model.host_selection_attempts),
         ..Default::default()
     }
 }
 
 fn no() -> BoolValue {
     BoolValue { value: false }
-}
-
-/// Escapes RE2 metacharacters; methods are tokens, which may hold a few of them (`.`, `+`…).
-fn escape(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -46,10 +46,13 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use prost::{Message, Name};
 
 use super::*;
-use crate::model::{
-    AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch, Identity,
-    InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
-    Route as ModelRoute, ServiceName, WeightedCluster,
+use crate::{
+    model::{
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
+        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
+        ServiceName,
+    },
+    test_support::{self, backend, http_match, port, route},
 };
 
 // === fixtures ===
@@ -58,54 +61,14 @@ fn cluster_name(ns: &str, svc: &str, port: u16) -> ClusterName {
     ClusterName::new(&ServiceName::new(ns, svc), port)
 }
 
-fn backend(ns: &str, svc: &str, port: u16, weight: u32) -> WeightedCluster {
-    WeightedCluster {
-        cluster: cluster_name(ns, svc, port),
-        weight,
-    }
-}
-
-fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
-    ModelRoute {
-        name: name.into(),
-        matches,
-        backends,
-    }
-}
-
-fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
-    HttpMatch {
-        path_regex: path.map(Into::into),
-        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
-}
-
 fn service(
     ns: &str,
     name: &str,
     cluster_ip: Option<[u8; 4]>,
     ports: Vec<OutboundPort>,
 ) -> (ServiceName, Arc<OutboundService>) {
-    let svc = ServiceName::new(ns, name);
-    let out = OutboundService {
-        name: svc.clone(),
-        hostnames: svc.hostnames("cluster.local"),
-        cluster_ip: cluster_ip.map(IpAddr::from),
-        ports,
-    };
-    (svc, Arc::new(out))
-}
-
-fn port(port: u16, protocol: Protocol, routes: Vec<ModelRoute>) -> OutboundPort {
-    OutboundPort {
-        port,
-        protocol,
-        routes,
-    }
+    let svc = test_support::service(ns, name, cluster_ip.map(IpAddr::from), ports);
+    (svc.name.clone(), svc)
 }
 
 fn model_cluster(
@@ -115,19 +78,14 @@ fn model_cluster(
     protocol: Protocol,
     endpoints: &[&str],
 ) -> Arc<ModelCluster> {
-    Arc::new(ModelCluster {
-        name: cluster_name(ns, svc, port),
-        service: ServiceName::new(ns, svc),
-        port,
-        protocol,
-        endpoints: endpoints
-            .iter()
-            .map(|a| Endpoint {
-                address: a.parse().unwrap(),
-                identity: None,
-            })
-            .collect(),
-    })
+    let endpoints = endpoints
+        .iter()
+        .map(|a| Endpoint {
+            address: a.parse().unwrap(),
+            identity: None,
+        })
+        .collect();
+    test_support::cluster(ns, svc, port, protocol, endpoints)
 }
 
 fn canary_match() -> HttpMatch {
@@ -1431,8 +1389,14 @@ fn settings_changes_invalidate_the_cache() {
     adapter.compile(&sample(), &mesh, &opts());
     let opts = EnvoyOptions {
         connect_timeout: std::time::Duration::from_millis(250),
-        route_timeout: std::time::Duration::ZERO,
         ..opts()
+    };
+    let mesh = MeshSettings {
+        route_policy: crate::model::RoutePolicy {
+            timeout: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+        ..mesh
     };
     let cached = adapter.compile(&sample(), &mesh, &opts);
     assert_eq!(cached, compile(&sample(), &mesh, &opts));
@@ -1440,6 +1404,47 @@ fn settings_changes_invalidate_the_cache() {
     assert_eq!(
         cluster.connect_timeout,
         Some(duration(std::time::Duration::from_millis(250)))
+    );
+}
+
+#[test]
+fn connection_limits_become_circuit_breakers() {
+    let limits = crate::model::ConnectionLimits {
+        max_connections: 100,
+        max_pending_requests: 10,
+        max_requests: 1000,
+    };
+    let mesh = MeshSettings {
+        cluster_policy: crate::model::ClusterPolicy {
+            connection_limits: Some(limits),
+            ..Default::default()
+        },
+        ..MeshSettings::default()
+    };
+    let out = compile(&sample(), &mesh, &opts());
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    let thresholds = &cluster
+        .circuit_breakers
+        .expect("circuit breakers")
+        .thresholds;
+    assert_eq!(thresholds.len(), 1);
+    assert_eq!(
+        thresholds[0].max_connections,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 100 })
+    );
+    assert_eq!(
+        thresholds[0].max_pending_requests,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 10 })
+    );
+    assert_eq!(
+        thresholds[0].max_requests,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 1000 })
+    );
+    let default = compile(&sample(), &MeshSettings::default(), &opts());
+    let cluster: Cluster = decode(&default, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.circuit_breakers, None,
+        "the data plane's own limits by default"
     );
 }
 

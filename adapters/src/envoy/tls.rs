@@ -37,7 +37,7 @@ use envoy_types::pb::{
     google::protobuf::{BoolValue, Struct, Value, value},
 };
 
-use super::{Resource, SECRET_TYPE_URL, cluster, to_any};
+use super::{Resource, SECRET_TYPE_URL, ads, to_any};
 use crate::model::{Identity, MeshSettings, Protocol};
 
 /// The transport socket extension both directions use.
@@ -216,7 +216,7 @@ fn transport_socket(context: envoy_types::pb::google::protobuf::Any) -> Transpor
 fn sds(name: String) -> SdsSecretConfig {
     SdsSecretConfig {
         name,
-        sds_config: Some(cluster::ads()),
+        sds_config: Some(ads()),
     }
 }
 

@@ -74,6 +74,25 @@ fn one_and_500m_scale_to_two_to_one() {
 }
 
 #[test]
+fn weights_too_large_for_u32_are_scaled_proportionally() {
+    assert_eq!(fit_u32(&[90, 10]), [9, 1]);
+    assert_eq!(
+        fit_u32(&[3_000_000_000, 3_000_000_000, 1]),
+        [499_999, 499_999, 1]
+    );
+    assert_eq!(fit_u32(&[0, 5]), [0, 1]);
+}
+
+#[test]
+fn data_plane_weights_keep_the_ratio_in_lowest_terms() {
+    assert_eq!(data_plane_weights(&[d("1"), d("500m")]), Some(vec![2, 1]));
+    assert_eq!(
+        data_plane_weights(&[d("90"), d("10"), d("0")]),
+        Some(vec![9, 1, 0])
+    );
+}
+
+#[test]
 fn orders_by_value() {
     assert!(d("500m") < d("1"));
     assert!(d("-1") < d("0"));

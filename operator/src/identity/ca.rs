@@ -92,19 +92,11 @@ impl MeshCa {
         let not_before = now.saturating_sub(BACKDATE.as_secs());
         let not_after = now.saturating_add(config.root_lifetime.as_secs());
 
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::OrganizationName, "Switchyard");
-        name.push(DnType::CommonName, "Switchyard mesh root CA");
-        params.distinguished_name = name;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = to_offset(not_before)?;
-        params.not_after = to_offset(not_after)?;
+        let params = ca_params(
+            "Switchyard mesh root CA",
+            to_offset(not_before)?,
+            to_offset(not_after)?,
+        );
 
         let key = KeyPair::generate().map_err(Error::rcgen("generate ca key"))?;
         let cert = params
@@ -414,6 +406,30 @@ impl fmt::Debug for MeshCa {
 }
 
 // === Utils ===
+
+/// The parameters of a signing CA, valid from `not_before` to `not_after`: path length 0 (it
+/// signs leaves only) and a CA's key usages. The generated mesh root and the CAs of
+/// `switchyard install` are all built from it.
+pub(crate) fn ca_params(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::OrganizationName, "Switchyard");
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params
+}
 
 fn to_offset(secs: u64) -> Result<OffsetDateTime, Error> {
     i64::try_from(secs)

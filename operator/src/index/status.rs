@@ -1,9 +1,17 @@
 //! Status conditions the index computes for SMI objects: `Accepted`, `ResolvedRefs`,
-//! `Conflicted`, each with a CamelCase reason and a message naming the field at fault.
+//! `Conflicted`, each with a CamelCase reason and a message naming the field at fault; those of
+//! splits and targets are functions over the store.
 
+use switchyard_adapters::model::{ClusterName, ServiceName};
 use switchyard_crds::{
+    access::TrafficTarget,
     status::conditions,
     validate::{Problem, Severity},
+};
+
+use super::{
+    Clusters, Key,
+    store::{Store, Stored, ns_of, root_of},
 };
 
 /// Condition reasons.
@@ -146,4 +154,140 @@ impl ObjectStatus {
         self.conditions.retain(|c| c.type_ != cond.type_);
         self.conditions.push(cond);
     }
+}
+
+// === resolution ===
+
+/// The conditions of a stored TrafficSplit: its references, and whether an older split for the
+/// same root wins.
+pub(super) fn split(store: &Store, clusters: &Clusters, key: &Key) -> ObjectStatus {
+    let Some(stored) = store.splits.get(key) else {
+        return ObjectStatus::default();
+    };
+    let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
+    let Some(ts) = stored.good.as_ref() else {
+        return st;
+    };
+    let ns = &key.0;
+    let Some(root) = root_of(ns, ts) else {
+        return st;
+    };
+
+    let mut unresolved = Vec::new();
+    let root_info = store.services.get(&root);
+    if root_info.is_none() {
+        unresolved.push((
+            reasons::ROOT_NOT_FOUND,
+            format!("spec.service: Service {root} not found"),
+        ));
+    }
+    for (i, b) in ts.backends.iter().enumerate() {
+        let svc = ServiceName::new(ns.clone(), b.service.clone());
+        let Some(info) = store.services.get(&svc) else {
+            unresolved.push((
+                reasons::BACKEND_NOT_FOUND,
+                format!("spec.backends[{i}].service: Service {svc} not found; excluded"),
+            ));
+            continue;
+        };
+        if let Some(root_info) = root_info {
+            let missing: Vec<String> = root_info
+                .ports
+                .iter()
+                .filter(|rp| !info.ports.iter().any(|p| p.port == rp.port))
+                .map(|rp| rp.port.to_string())
+                .collect();
+            if !missing.is_empty() {
+                unresolved.push((
+                    reasons::BACKEND_PORT_MISSING,
+                    format!("spec.backends[{i}].service: Service {svc} lacks port {}; excluded for that port", missing.join(", ")),
+                ));
+            }
+        }
+        let ready = info.ports.iter().any(|p| {
+            clusters
+                .get(&ClusterName::new(&svc, p.port))
+                .map(|c| !c.endpoints.is_empty())
+                .unwrap_or(false)
+        });
+        if !ready && b.weight.map(|w| !w.0.is_zero()).unwrap_or(false) {
+            unresolved.push((
+                reasons::BACKEND_NOT_READY,
+                format!("spec.backends[{i}].service: Service {svc} has no ready endpoints; excluded while empty"),
+            ));
+        }
+    }
+    let ns = ns.clone();
+    for (i, m) in ts.matches.iter().enumerate() {
+        match store.groups.get(&(ns.clone(), m.name.clone())) {
+            Some(g) if g.good.is_some() => {}
+            _ => unresolved.push((
+                reasons::ROUTE_GROUP_NOT_FOUND,
+                format!("spec.matches[{i}].name: HTTPRouteGroup {ns}/{} not found; this split matches nothing", m.name),
+            )),
+        }
+    }
+    st.set_resolved(stored.generation, unresolved);
+
+    if ts.matches.is_empty() {
+        let (_, winner) = store.splits_for(&root);
+        match winner {
+            Some(w) if !std::ptr::eq(w, ts) => st.set_conflicted(
+                stored.generation,
+                format!("root Service {root} already has TrafficSplit {}/{} (older); this one is ignored", ns_of(&w.metadata), w.metadata.name.clone().unwrap_or_default()),
+            ),
+            _ => st.set_not_conflicted(stored.generation),
+        }
+    }
+    st
+}
+
+/// The conditions of a stored TrafficTarget: whether the routes its rules name exist.
+pub(super) fn target(store: &Store, key: &Key, stored: &Stored<TrafficTarget>) -> ObjectStatus {
+    let mut st = ObjectStatus::accepted(stored.generation, &stored.problems);
+    let Some(tt) = stored.good.as_ref() else {
+        return st;
+    };
+    let mut unresolved = Vec::new();
+    for (i, rule) in tt.rules.iter().enumerate() {
+        let k = (key.0.clone(), rule.name.clone());
+        let found = match rule.kind.as_str() {
+            "HTTPRouteGroup" => match store.groups.get(&k).and_then(|g| g.good.as_ref()) {
+                Some(g) => {
+                    for (j, m) in rule.matches.iter().enumerate() {
+                        if !g.matches.iter().any(|x| &x.name == m) {
+                            unresolved.push((
+                                reasons::MATCH_NOT_FOUND,
+                                format!("spec.rules[{i}].matches[{j}]: HTTPRouteGroup {}/{} has no match {m:?}; it allows nothing", key.0, rule.name),
+                            ));
+                        }
+                    }
+                    true
+                }
+                None => false,
+            },
+            "TCPRoute" => store
+                .tcp_routes
+                .get(&k)
+                .and_then(|r| r.good.as_ref())
+                .is_some(),
+            "UDPRoute" => store
+                .udp_routes
+                .get(&k)
+                .and_then(|r| r.good.as_ref())
+                .is_some(),
+            _ => true,
+        };
+        if !found {
+            unresolved.push((
+                reasons::ROUTE_NOT_FOUND,
+                format!(
+                    "spec.rules[{i}]: {} {}/{} not found; this rule allows nothing",
+                    rule.kind, key.0, rule.name
+                ),
+            ));
+        }
+    }
+    st.set_resolved(stored.generation, unresolved);
+    st
 }

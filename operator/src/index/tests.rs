@@ -578,16 +578,6 @@ fn permissive_mode_allows_all() {
     assert_eq!(api_rules(&idx), Authorization::AllowAll);
 }
 
-#[test]
-fn weights_too_large_for_u32_are_scaled_proportionally() {
-    assert_eq!(fit_u32(&[90, 10]), [9, 1]);
-    assert_eq!(
-        fit_u32(&[3_000_000_000, 3_000_000_000, 1]),
-        [499_999, 499_999, 1]
-    );
-    assert_eq!(fit_u32(&[0, 5]), [0, 1]);
-}
-
 fn proxy(pod: &str) -> ProxyId {
     ProxyId {
         namespace: NS.into(),

@@ -18,14 +18,14 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, string::Ia5String,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SanType, string::Ia5String,
 };
 use time::OffsetDateTime;
 use x509_parser::{certificate::X509Certificate, extensions::GeneralName};
 use zeroize::Zeroizing;
 
-use crate::identity::{BACKDATE, CaConfig, CaPem, MeshCa};
+use crate::identity::{self, BACKDATE, CaConfig, CaPem, MeshCa};
 
 /// The mesh CA certificate, relative to the pki directory.
 pub const MESH_CA_CERT: &str = "ca.crt";
@@ -345,21 +345,11 @@ impl Pki {
 // === Generation ===
 
 fn ca_params(common_name: &str, now: u64) -> Result<CertificateParams, PkiError> {
-    let mut params = CertificateParams::default();
-    let mut name = DistinguishedName::new();
-    name.push(DnType::OrganizationName, "Switchyard");
-    name.push(DnType::CommonName, common_name);
-    params.distinguished_name = name;
-    // Path length 0: each CA signs leaves only.
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = to_offset(now.saturating_sub(BACKDATE.as_secs()))?;
-    params.not_after = to_offset(now.saturating_add(CA_LIFETIME.as_secs()))?;
-    Ok(params)
+    Ok(identity::ca_params(
+        common_name,
+        to_offset(now.saturating_sub(BACKDATE.as_secs()))?,
+        to_offset(now.saturating_add(CA_LIFETIME.as_secs()))?,
+    ))
 }
 
 fn generate_mesh_ca(trust_domain: &str, now: u64) -> Result<CertKey, PkiError> {

@@ -29,7 +29,9 @@ use envoy_types::pb::envoy::{
 
 use super::{
     snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
-    stream::{NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, check_nonce},
+    stream::{
+        self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, check_nonce,
+    },
 };
 
 #[cfg(test)]
@@ -75,7 +77,7 @@ enum Held {
     Absent,
 }
 
-struct Plan {
+pub(crate) struct Plan {
     resources: Vec<Arc<VersionedResource>>,
     removed: BTreeSet<Arc<str>>,
 }
@@ -165,20 +167,15 @@ impl DeltaStream {
     }
 
     fn flush(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        let mut out = Vec::new();
-        for type_url in TypeUrl::ALL {
-            let Some(plan) = self.plan(type_url) else {
-                continue;
-            };
-            if self.types[type_url.index()].awaiting_ack {
-                break;
-            }
-            out.push(self.respond(type_url, plan));
-        }
-        out
+        stream::push(self)
     }
+}
 
-    fn plan(&self, type_url: TypeUrl) -> Option<Plan> {
+impl stream::PushOrder for DeltaStream {
+    type Plan = Plan;
+    type Response = DeltaDiscoveryResponse;
+
+    fn plan(&mut self, type_url: TypeUrl) -> Option<Plan> {
         let snapshot = self.snapshot.as_ref()?;
         let state = &self.types[type_url.index()];
         if !state.requested {
@@ -226,6 +223,10 @@ impl DeltaStream {
             return None;
         }
         Some(Plan { resources, removed })
+    }
+
+    fn waiting(&self, type_url: TypeUrl) -> bool {
+        self.types[type_url.index()].awaiting_ack
     }
 
     fn respond(&mut self, type_url: TypeUrl, plan: Plan) -> DeltaDiscoveryResponse {

@@ -32,7 +32,9 @@ use envoy_types::pb::envoy::{
 
 use super::{
     snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
-    stream::{NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, check_nonce},
+    stream::{
+        self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, check_nonce,
+    },
 };
 
 #[cfg(test)]
@@ -82,7 +84,7 @@ struct Subscription {
 }
 
 /// What a response for one type would carry.
-struct Plan {
+pub(crate) struct Plan {
     version: Version,
     resources: Vec<Arc<VersionedResource>>,
 }
@@ -172,21 +174,14 @@ impl SotwStream {
     }
 
     fn flush(&mut self) -> Vec<DiscoveryResponse> {
-        let mut out = Vec::new();
-        for type_url in TypeUrl::ALL {
-            let Some(plan) = self.plan(type_url) else {
-                continue;
-            };
-            if self.types[type_url.index()].awaiting_ack {
-                // The ACK will come and flush again; later types wait so they never overtake.
-                break;
-            }
-            out.push(self.respond(type_url, plan));
-        }
-        out
+        stream::push(self)
     }
+}
 
-    /// Decides whether a type needs a response. May adopt the client's version on reconnect.
+impl stream::PushOrder for SotwStream {
+    type Plan = Plan;
+    type Response = DiscoveryResponse;
+
     fn plan(&mut self, type_url: TypeUrl) -> Option<Plan> {
         let snapshot = self.snapshot.as_ref()?;
         let state = &mut self.types[type_url.index()];
@@ -249,6 +244,10 @@ impl SotwStream {
             }
         };
         needed.then_some(Plan { version, resources })
+    }
+
+    fn waiting(&self, type_url: TypeUrl) -> bool {
+        self.types[type_url.index()].awaiting_ack
     }
 
     fn respond(&mut self, type_url: TypeUrl, plan: Plan) -> DiscoveryResponse {

@@ -1,6 +1,9 @@
-//! Protocol pieces shared by the SotW and delta state machines: nonces, node checks, errors.
+//! Protocol pieces shared by the SotW and delta state machines: nonces, node checks, errors, and
+//! the push order.
 
 use std::fmt;
+
+use super::snapshot::TypeUrl;
 
 use envoy_types::pb::{envoy::config::core::v3::Node, google::rpc::Status as RpcStatus};
 
@@ -130,4 +133,36 @@ impl From<StreamError> for tonic::Status {
             StreamError::NodeChanged { .. } => tonic::Status::permission_denied(error.to_string()),
         }
     }
+}
+
+/// What a protocol state machine decides per type; [`push`] walks the types in push order.
+pub(crate) trait PushOrder {
+    type Plan;
+    type Response;
+
+    /// What a response for one type would carry, or `None` when it needs none.
+    fn plan(&mut self, type_url: TypeUrl) -> Option<Self::Plan>;
+
+    /// Whether the last response for a type is still unacknowledged.
+    fn waiting(&self, type_url: TypeUrl) -> bool;
+
+    /// Sends a planned response, recording it as unacknowledged.
+    fn respond(&mut self, type_url: TypeUrl, plan: Self::Plan) -> Self::Response;
+}
+
+/// The responses due now, CDS → EDS → LDS → RDS → SDS, stopping at the first type that has
+/// something to send but still awaits an ACK: the ACK will come and push again, and a later
+/// type never overtakes an earlier one.
+pub(crate) fn push<P: PushOrder>(protocol: &mut P) -> Vec<P::Response> {
+    let mut out = Vec::new();
+    for type_url in TypeUrl::ALL {
+        let Some(plan) = protocol.plan(type_url) else {
+            continue;
+        };
+        if protocol.waiting(type_url) {
+            break;
+        }
+        out.push(protocol.respond(type_url, plan));
+    }
+    out
 }

@@ -2,6 +2,7 @@
 //! built from scratch from the surviving objects, in a different order.
 
 use proptest::prelude::*;
+use switchyard_crds::validate::{self, Severity};
 
 use super::*;
 

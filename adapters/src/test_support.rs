@@ -1,0 +1,78 @@
+//! Builders of mesh-model values for tests, here and (with the `test-support` feature) in other
+//! crates, so that a new model field is filled in one place instead of in every fixture.
+
+use std::{net::IpAddr, sync::Arc};
+
+use crate::model::{
+    Cluster, ClusterName, Endpoint, HttpMatch, OutboundPort, OutboundService, Protocol, Route,
+    ServiceName, WeightedCluster,
+};
+
+/// A share of a route: `ns/svc|port` with `weight`.
+pub fn backend(ns: &str, svc: &str, port: u16, weight: u32) -> WeightedCluster {
+    WeightedCluster {
+        cluster: ClusterName::new(&ServiceName::new(ns, svc), port),
+        weight,
+    }
+}
+
+/// A request match: an optional path regex, methods, and `(name, value regex)` headers.
+pub fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
+    HttpMatch {
+        path_regex: path.map(Into::into),
+        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+pub fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> Route {
+    Route {
+        name: name.into(),
+        matches,
+        backends,
+    }
+}
+
+pub fn port(port: u16, protocol: Protocol, routes: Vec<Route>) -> OutboundPort {
+    OutboundPort {
+        port,
+        protocol,
+        routes,
+    }
+}
+
+/// A Service with the host names of the `cluster.local` domain.
+pub fn service(
+    ns: &str,
+    name: &str,
+    cluster_ip: Option<IpAddr>,
+    ports: Vec<OutboundPort>,
+) -> Arc<OutboundService> {
+    let svc = ServiceName::new(ns, name);
+    Arc::new(OutboundService {
+        hostnames: svc.hostnames("cluster.local"),
+        name: svc,
+        cluster_ip,
+        ports,
+    })
+}
+
+/// The cluster of `ns/svc|port`.
+pub fn cluster(
+    ns: &str,
+    svc: &str,
+    port: u16,
+    protocol: Protocol,
+    endpoints: Vec<Endpoint>,
+) -> Arc<Cluster> {
+    Arc::new(Cluster {
+        name: ClusterName::new(&ServiceName::new(ns, svc), port),
+        service: ServiceName::new(ns, svc),
+        port,
+        protocol,
+        endpoints,
+    })
+}
