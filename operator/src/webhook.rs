@@ -142,12 +142,13 @@ pub enum WebhookError {
 /// a review costs about twice its own size, where a parsed `Value` tree of the whole review cost
 /// 20–50× (a 14 MB review once took the operator from 30 MB to a 741 MB peak).
 pub fn convert_review(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
-    let raw: &RawValue = serde_json::from_slice(body)?;
-    // Anything but an object with a readable `request` is a review without a request.
-    let request = serde_json::from_str::<ReviewIn<'_>>(raw.get())
-        .ok()
-        .and_then(|review| review.request)
-        .and_then(|request| serde_json::from_str::<RequestIn<'_>>(request.get()).ok());
+    // JSON of another shape (`null`, a `request` that is not an object) is a review without a
+    // request; only a body that is not JSON at all is an error.
+    let request = match serde_json::from_slice::<ReviewIn<'_>>(body) {
+        Ok(review) => review.request,
+        Err(e) if e.is_data() => None,
+        Err(e) => return Err(e),
+    };
     let uid = request
         .as_ref()
         .and_then(|r| r.uid.as_ref())
@@ -183,7 +184,7 @@ pub fn convert_review(body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
 #[derive(Deserialize)]
 struct ReviewIn<'a> {
     #[serde(borrow, default)]
-    request: Option<&'a RawValue>,
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Deserialize)]
