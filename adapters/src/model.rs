@@ -118,7 +118,22 @@ impl fmt::Display for ProxyId {
 pub enum Protocol {
     Http,
     Http2,
+    /// Declared opaque (`appProtocol: tcp`, a `tcp-` name): always proxied as TCP, so a
+    /// server-first protocol (the server speaks first, as MySQL does) never waits for a
+    /// detection timeout.
     Tcp,
+    /// Not declared. Proxied as TCP, except that an intercepted connection whose first bytes
+    /// are HTTP is routed as HTTP (so `curl` to a Service with an unnamed port gets retries
+    /// and per-request balancing, and gRPC keeps HTTP/2 end to end).
+    Unknown,
+}
+
+impl Protocol {
+    /// Whether the port is declared HTTP (HTTP/1.1 or HTTP/2): routed per request, authorized
+    /// by HTTPRouteGroups.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2)
+    }
 }
 
 /// Mesh-wide settings; never part of SMI manifests.

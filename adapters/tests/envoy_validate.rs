@@ -54,7 +54,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType, string::Ia5String,
 };
 use switchyard_adapters::{
-    envoy::{self, BootstrapOptions, EnvoyOptions, Output, XdsApi},
+    envoy::{self, BootstrapOptions, Capture, EnvoyOptions, Output, XdsApi, XdsCa},
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
         Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
@@ -384,6 +384,17 @@ fn static_bootstrap(out: &Output) -> Bootstrap {
     }
 }
 
+/// A CA certificate for the bootstrap's xDS channel (any will do: nothing connects).
+fn xds_ca_pem() -> &'static str {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("ca").pem()
+    })
+}
+
 fn bootstrap_options(api: XdsApi) -> BootstrapOptions {
     BootstrapOptions {
         api,
@@ -392,7 +403,9 @@ fn bootstrap_options(api: XdsApi) -> BootstrapOptions {
             IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
             "127.0.0.1",
             15010,
-            "t0ken",
+            "/run/switchyard/token",
+            // Envoy reads the roots when it builds the channel, also when only validating.
+            XdsCa::Pem(xds_ca_pem().to_owned()),
         )
     }
 }
@@ -451,6 +464,14 @@ fn bootstrap_passes_envoy_validation() {
     ] {
         let opts = BootstrapOptions {
             xds_host: host.into(),
+            xds_server_name: Some("switchyard.switchyard-system.svc".into()),
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            health: Some("127.0.1.5:15020".parse().expect("addr")),
+            app_probes: vec![envoy::AppProbe {
+                path: "/app-health/web/readyz".into(),
+                port: 8080,
+                target: "/healthz?full=1".into(),
+            }],
             ..bootstrap_options(api)
         };
         let path = dir.path().join("bootstrap.json");
@@ -840,6 +861,112 @@ fn mtls_resources_pass_envoy_validation() {
         assert_valid(
             &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
             &format!("the {access_mode:?} mTLS resources with static secrets"),
+        );
+    }
+}
+
+/// `meshed_proxy()` in a Pod with redirect rules: every service with a ClusterIP (two on the
+/// same port, one of undeclared protocol), and an inbound port of undeclared protocol.
+fn intercepted_proxy() -> ProxyConfig {
+    let mut proxy = meshed_proxy();
+    let outbound = Arc::make_mut(&mut proxy.outbound);
+    for (i, svc) in outbound.values_mut().enumerate() {
+        let svc = Arc::make_mut(svc);
+        svc.cluster_ip
+            .get_or_insert(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 20 + i as u8)));
+    }
+    let (name, cache) = outbound_service_on_port(
+        "cache",
+        [10, 96, 0, 30],
+        6379,
+        Protocol::Unknown,
+        backends(&[("cache", 6379, 1)]),
+    );
+    outbound.insert(name, cache);
+    let (name, db2) = outbound_service_on_port(
+        "db2",
+        [10, 96, 0, 31],
+        5432,
+        Protocol::Tcp,
+        backends(&[("db-b", 5432, 1)]),
+    );
+    outbound.insert(name, db2);
+    let (name, cluster) = cluster("cache", 6379, Protocol::Unknown, &["10.0.0.7:6379"]);
+    Arc::make_mut(&mut proxy.clusters).insert(name, cluster);
+    proxy.inbound.push(InboundPort {
+        port: 6379,
+        protocol: Protocol::Unknown,
+        authorization: Authorization::AllowAll,
+    });
+    proxy
+}
+
+fn outbound_service_on_port(
+    svc: &str,
+    ip: [u8; 4],
+    port: u16,
+    protocol: Protocol,
+    to: Vec<WeightedCluster>,
+) -> (ServiceName, Arc<OutboundService>) {
+    outbound(
+        svc,
+        Some(ip),
+        vec![OutboundPort {
+            port,
+            protocol,
+            routes: vec![Route {
+                name: "default".into(),
+                matches: vec![],
+                backends: to,
+            }],
+        }],
+    )
+}
+
+#[test]
+fn intercepted_resources_pass_envoy_validation() {
+    let envoy = envoy();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = test_ca("mesh");
+    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
+        let mesh = MeshSettings {
+            access_mode,
+            ..MeshSettings::default()
+        };
+        let pod_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
+        let opts = EnvoyOptions {
+            bind_ip: pod_ip,
+            app_ip: pod_ip,
+            mtls: true,
+            capture: Capture::Intercepted {
+                outbound: 15001,
+                inbound: 15006,
+            },
+            ..EnvoyOptions::default()
+        };
+        let proxy = intercepted_proxy();
+        let out = envoy::compile(&proxy, &mesh, &opts);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let listeners: Vec<&str> = out
+            .resources
+            .iter()
+            .filter(|r| r.type_url == envoy::LISTENER_TYPE_URL)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(listeners, ["inbound", "outbound"]);
+
+        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
+        let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
+        let path = dir.path().join("static.pb");
+        std::fs::write(
+            &path,
+            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
+        )
+        .expect("write");
+        assert_valid(
+            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
+            &format!("the {access_mode:?} intercepted resources"),
         );
     }
 }

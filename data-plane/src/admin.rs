@@ -1,5 +1,9 @@
 //! The admin server (DESIGN §3, port 15000): `/live`, `/ready`, `/config_dump`, `/metrics`,
-//! `/certs`, and `POST /healthcheck/fail` / `POST /healthcheck/ok` to drain and undrain.
+//! `/certs`, and `POST /healthcheck/fail` / `POST /healthcheck/ok` to drain and undrain; and
+//! the health port (15020), which serves `GET /ready`, `/live` and `/metrics` and nothing else.
+//!
+//! In a Pod the admin server listens on 127.0.0.1, so only the Pod's own processes can drain the
+//! proxy; the kubelet's probes and a metrics scraper use the health port on the Pod's IP.
 
 #[cfg(test)]
 mod tests;
@@ -15,26 +19,85 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::{
+    bootstrap::HealthForward,
     config::{
-        ChainMatch, NetworkFilter, PathMatch, Permission, Principal, Rbac, RouteSource, Runtime,
-        SecretMaterial, StringMatch,
+        AppProtocol, ChainMatch, NetworkFilter, PathMatch, Permission, Principal, Rbac,
+        RouteSource, Runtime, SecretMaterial, StringMatch,
     },
     metrics::{Registry, XdsSnapshot},
     state::{State, XdsStatus},
 };
 
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// All of them, those that change state included.
+    Admin,
+    /// `GET /ready`, `/live` and `/metrics` only.
+    Health,
+}
+
 /// Serves the admin endpoints until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, metrics: Arc<Registry>) {
+    serve_endpoints(listener, state, metrics, Endpoints::Admin, Arc::default()).await;
+}
+
+/// Serves the health port's endpoints until the process ends; `forwards` are the
+/// application's probes, answered by the application.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    metrics: Arc<Registry>,
+    forwards: Vec<HealthForward>,
+) {
+    serve_endpoints(
+        listener,
+        state,
+        metrics,
+        Endpoints::Health,
+        Arc::new(forwards),
+    )
+    .await;
+}
+
+async fn serve_endpoints(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    metrics: Arc<Registry>,
+    endpoints: Endpoints,
+    forwards: Arc<Vec<HealthForward>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         let metrics = metrics.clone();
+        let forwards = forwards.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = answer(&state, &metrics, request.method(), request.uri().path());
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                let (method, path) = (request.method(), request.uri().path());
+                let read = method == Method::GET || method == Method::HEAD;
+                let forward = forwards
+                    .iter()
+                    .find(|f| endpoints == Endpoints::Health && read && f.path == path)
+                    .cloned();
+                let response = match (&forward, endpoints) {
+                    (Some(_), _) => None,
+                    (None, Endpoints::Admin) => Some(answer(&state, &metrics, method, path)),
+                    (None, Endpoints::Health) => {
+                        Some(answer_health(&state, &metrics, method, path))
+                    }
+                };
+                let headers = request.headers().clone();
+                async move {
+                    let response = match (response, forward) {
+                        (Some(r), _) => r,
+                        (None, Some(f)) => forward_probe(&f, &headers).await,
+                        (None, None) => text(StatusCode::NOT_FOUND, String::new()),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,9 +106,94 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>, metrics
     }
 }
 
+/// How long an application probe may take, connect to answer; the kubelet's own timeout
+/// (1 s by default) is usually shorter.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// What of a probe's answer is passed back to the kubelet (which reads at most 10 KiB).
+const PROBE_BODY_LIMIT: usize = 10 * 1024;
+
+/// Answers a rewritten application probe with the application's own answer: `GET target` on a
+/// fresh connection to the application's port on the Pod's IP, from the route's source address
+/// (127.0.0.6, which interception lets through to the app), the kubelet's headers passed on. A failure to reach the application is a 503.
+async fn forward_probe(
+    forward: &HealthForward,
+    headers: &http::HeaderMap,
+) -> Response<Full<Bytes>> {
+    let call = async {
+        let socket = if forward.upstream.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(source) = forward.source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let tcp = socket.connect(forward.upstream).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        let mut request = Request::get(forward.target.as_str())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        for (name, value) in headers {
+            if name != header::HOST && name != header::CONNECTION {
+                request.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        let host = header::HeaderValue::from_str(&forward.upstream.to_string())
+            .map_err(std::io::Error::other)?;
+        request.headers_mut().insert(header::HOST, host);
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            response.into_body(),
+            PROBE_BODY_LIMIT,
+        ))
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+        Ok(Ok((status, body))) => {
+            let mut r = Response::new(Full::new(body));
+            *r.status_mut() = status;
+            r
+        }
+        Ok(Err(e)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("probe of {}{}: {e}\n", forward.upstream, forward.target),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "probe of {}{}: timed out\n",
+                forward.upstream, forward.target
+            ),
+        ),
+    }
+}
+
 /// Binds the admin address.
 pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address).await
+}
+
+/// The health port: the probes and metrics, read-only; everything else is a 404.
+pub(crate) fn answer_health(
+    state: &State,
+    metrics: &Registry,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    let read = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/ready" | "/live" | "/metrics" if read => answer(state, metrics, method, path),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; this port serves GET /ready, /live and /metrics only\n".to_owned(),
+        ),
+    }
 }
 
 pub(crate) fn answer(
@@ -232,13 +380,19 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
                 "name": l.name,
                 "address": l.address.to_string(),
                 "direction": format!("{:?}", l.direction).to_lowercase(),
-                "filter_chains": l.chains.iter().map(|c| json!({
+                "listener_filters": {
+                    "original_dst": l.filters.original_dst,
+                    "tls_inspector": l.filters.tls_inspector,
+                    "http_inspector": l.filters.http_inspector.as_ref().map(|ports| json!({
+                        "ports": ports.to_string(),
+                    })),
+                    "timeout_ms": l.filters.timeout.map(|t| t.as_millis() as u64),
+                    "continue_on_timeout": l.filters.continue_on_timeout,
+                },
+                "filter_chains": l.chains.iter().enumerate().map(|(i, c)| json!({
                     "name": c.name,
-                    "match": match c.matches {
-                        ChainMatch::Any => "any",
-                        ChainMatch::Tls => "tls",
-                        ChainMatch::Plaintext => "plaintext",
-                    },
+                    "default": l.selector.default_chain() == Some(i),
+                    "match": chain_match(&c.matches),
                     "tls": c.tls.as_ref().map(|t| json!({
                         "certificate": t.certificate,
                         "trust_bundle": t.trust_bundle,
@@ -304,6 +458,7 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
             json!({
                 "name": c.name,
                 "http2": c.http2,
+                "original_dst": c.original_dst,
                 "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
                 "endpoints": c.endpoints.iter().map(|e| json!({
                     "address": e.address.to_string(),
@@ -355,6 +510,30 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
         "secrets": secrets,
         "warnings": runtime.warnings,
     })
+}
+
+/// A chain's match, with the fields it sets.
+fn chain_match(m: &ChainMatch) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(port) = m.destination_port {
+        out.insert("destination_port".into(), json!(port));
+    }
+    if !m.prefix_ranges.is_empty() {
+        let ranges: Vec<String> = m.prefix_ranges.iter().map(ToString::to_string).collect();
+        out.insert("prefix_ranges".into(), json!(ranges));
+    }
+    if let Some(t) = m.transport_protocol {
+        out.insert("transport_protocol".into(), json!(t.as_str()));
+    }
+    if !m.application_protocols.is_empty() {
+        let names: Vec<&str> = m
+            .application_protocols
+            .iter()
+            .map(|p| AppProtocol::as_str(*p))
+            .collect();
+        out.insert("application_protocols".into(), json!(names));
+    }
+    Value::Object(out)
 }
 
 fn weights(clusters: &[(String, u32)]) -> Value {

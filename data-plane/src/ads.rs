@@ -6,7 +6,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::{
 use tokio::sync::mpsc;
 
 use crate::{
-    bootstrap::Bootstrap,
+    bootstrap::{Bootstrap, XdsTls},
     state::State,
     xds::{Config, DeltaClient, Error, SotwClient},
 };
@@ -43,6 +43,8 @@ enum StreamError {
     Closed,
     #[error("authorization metadata: {0}")]
     Metadata(String),
+    #[error("xds tls: {0}")]
+    Tls(String),
 }
 
 /// The ADS variant the bootstrap asks for, with its client state.
@@ -124,18 +126,29 @@ impl Ads {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| StreamError::Connect(uri.clone(), e))?;
+        let channel = match &self.bootstrap.xds_tls {
+            None => endpoint.connect().await,
+            Some(tls) => {
+                endpoint
+                    .connect_with_connector(TlsConnect::new(tls, self.bootstrap.connect_timeout)?)
+                    .await
+            }
+        }
+        .map_err(|e| StreamError::Connect(uri.clone(), e))?;
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
-        let authorization = match &self.bootstrap.authorization {
-            Some(auth) => Some(
-                auth.parse::<Authorization>()
-                    .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))?,
-            ),
-            None => None,
-        };
+        // Read for every stream: a token file the kubelet rotated applies on the next one.
+        let authorization =
+            match &self.bootstrap.credential {
+                Some(credential) => {
+                    let value = credential
+                        .authorization()
+                        .map_err(|e| StreamError::Metadata(format!("reading the token: {e}")))?;
+                    Some(value.parse::<Authorization>().map_err(|_| {
+                        StreamError::Metadata("not a valid header value".to_owned())
+                    })?)
+                }
+                None => None,
+            };
         let state = &self.state;
         match &mut self.session {
             Session::Delta(client) => {
@@ -295,6 +308,85 @@ fn publish(state: &State, config: &Config) {
         tracing::debug!(%warning, "configuration warning");
     }
     state.publish(runtime);
+}
+
+/// A TLS stream to the control plane, as hyper reads it.
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Dials the control plane over TLS (ALPN `h2`), verifying its certificate against the
+/// bootstrap's roots for the bootstrap's server name.
+#[derive(Clone)]
+struct TlsConnect {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+    timeout: Duration,
+}
+
+impl TlsConnect {
+    /// The roots are read for every stream, as Envoy does when it builds a channel.
+    fn new(tls: &XdsTls, timeout: Duration) -> Result<Self, StreamError> {
+        use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+        let bad = |what: &str, e: &dyn std::fmt::Display| StreamError::Tls(format!("{what}: {e}"));
+        let pem = tls.roots.read().map_err(|e| bad("root certificates", &e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| bad("root certificates", &e))?;
+            roots.add(cert).map_err(|e| bad("root certificate", &e))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("root certificates", &"no certificate in the PEM"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("tls configuration", &e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = ServerName::try_from(tls.server_name.clone())
+            .map_err(|e| bad(&format!("server name {:?}", tls.server_name), &e))?;
+        Ok(TlsConnect {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+            timeout,
+        })
+    }
+}
+
+impl tower::Service<http::Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<TlsIo>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                this.connector.connect(this.name.clone(), tcp).await
+            };
+            let tls = tokio::time::timeout(this.timeout, connect)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
 }
 
 /// `http://host:port`, with brackets around an IPv6 host.

@@ -7,27 +7,60 @@
 #[cfg(test)]
 mod tests;
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde_json::Value;
 
-/// What the proxy needs to start. `Debug` leaves the token out.
+/// The static listener of the bootstrap that serves the probes and metrics (the health port).
+pub const HEALTH_LISTENER: &str = "switchyard-health";
+/// The static cluster of the admin interface, whose routes the proxy answers itself.
+const ADMIN_CLUSTER: &str = "switchyard-admin";
+
+/// The `google_grpc` call credentials plugin that reads a header value from a file per call.
+const FILE_CREDENTIALS: &str = "envoy.grpc_credentials.file_based_metadata";
+
+/// What the proxy needs to start. `Debug` leaves an inline credential out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Bootstrap {
     /// `node.id`: for logs and the control plane's bookkeeping only.
     pub node_id: String,
     /// `node.cluster`.
     pub node_cluster: String,
-    /// `admin.address`: `/ready`, `/live`, `/config_dump`, `/metrics`.
+    /// `admin.address`: `/ready`, `/live`, `/config_dump`, `/metrics`, and the endpoints that
+    /// change state (`/healthcheck/fail`). 127.0.0.1 in a Pod.
     pub admin: SocketAddr,
-    /// The control plane: the one endpoint of the static cluster ADS names.
+    /// The address of the static listener [`HEALTH_LISTENER`], where only `/ready`, `/live`
+    /// and `/metrics` are served (the kubelet's probes, a scraper).
+    pub health: Option<SocketAddr>,
+    /// The health listener's other routes: the application's rewritten HTTP probes, forwarded
+    /// to the application.
+    pub health_forwards: Vec<HealthForward>,
+    /// The control plane: `google_grpc`'s `target_uri`, or the one endpoint of the static
+    /// cluster `envoy_grpc` names.
     pub xds: XdsEndpoint,
-    /// The `authorization` value of the ADS stream's initial metadata (`Bearer <token>`).
-    pub authorization: Option<String>,
+    /// TLS to the control plane (`google_grpc`'s `ssl_credentials`); h2c without.
+    pub xds_tls: Option<XdsTls>,
+    /// What the ADS stream's `authorization` header carries.
+    pub credential: Option<Credential>,
     /// Whether the bootstrap asks for delta ADS (`DELTA_GRPC`); state of the world otherwise.
     pub delta: bool,
-    /// The ADS cluster's `connect_timeout`; default 5 s, as Envoy's.
+    /// The ADS cluster's `connect_timeout` (`envoy_grpc`); default 5 s, as Envoy's.
     pub connect_timeout: Duration,
+}
+
+/// A route of the health listener to a static cluster other than the admin interface: `GET
+/// path` is answered by `GET target` at `upstream`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthForward {
+    pub path: String,
+    pub upstream: SocketAddr,
+    /// The cluster's `upstream_bind_config` source address (127.0.0.6 in a Pod).
+    pub source: Option<std::net::IpAddr>,
+    pub target: String,
 }
 
 /// Where the control plane is: a host (an IP or a DNS name) and a port.
@@ -37,20 +70,84 @@ pub struct XdsEndpoint {
     pub port: u16,
 }
 
+/// How the control plane's certificate is verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsTls {
+    /// PEM CA certificates (`root_certs`).
+    pub roots: DataSource,
+    /// The name the certificate must hold: `grpc.ssl_target_name_override`, else the host.
+    pub server_name: String,
+}
+
+/// An Envoy `DataSource`: a file, or the text itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+/// The ADS stream's `authorization` value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Written in the bootstrap (`envoy_grpc` `initial_metadata`): hand-written bootstraps only;
+    /// the control plane never writes one.
+    Inline(String),
+    /// `file_based_metadata`: `prefix` and the file's content, read again for every stream so
+    /// that a rotated token applies.
+    File { path: PathBuf, prefix: String },
+}
+
 impl std::fmt::Debug for Bootstrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bootstrap")
             .field("node_id", &self.node_id)
             .field("node_cluster", &self.node_cluster)
             .field("admin", &self.admin)
+            .field("health", &self.health)
+            .field("health_forwards", &self.health_forwards)
             .field("xds", &self.xds)
-            .field(
-                "authorization",
-                &self.authorization.as_ref().map(|_| "<redacted>"),
-            )
+            .field("xds_tls", &self.xds_tls)
+            .field("credential", &self.credential)
             .field("delta", &self.delta)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Credential::File { path, prefix } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
+impl Credential {
+    /// The header value now: for a file, its content (surrounding whitespace trimmed) after the
+    /// prefix.
+    pub fn authorization(&self) -> std::io::Result<String> {
+        match self {
+            Credential::Inline(value) => Ok(value.clone()),
+            Credential::File { path, prefix } => {
+                let token = std::fs::read_to_string(path)?;
+                Ok(format!("{prefix}{}", token.trim()))
+            }
+        }
+    }
+}
+
+impl DataSource {
+    /// The bytes: the file's content, or the inline text.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            DataSource::File(path) => std::fs::read(path),
+            DataSource::Inline(text) => Ok(text.as_bytes().to_vec()),
+        }
     }
 }
 
@@ -126,82 +223,320 @@ impl Bootstrap {
                 )
             })?;
         let service = &services[0];
-        let cluster = service
-            .pointer("/envoy_grpc/cluster_name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                field(
-                    &dotted(&format!("{ads}/grpc_services/0/envoy_grpc/cluster_name")),
-                    "required (google_grpc is not supported)",
-                )
-            })?;
-        let authorization = service
-            .get("initial_metadata")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m.get("key")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| k.eq_ignore_ascii_case("authorization"))
-            })
-            .and_then(|m| m.get("value").and_then(Value::as_str))
-            .map(str::to_owned);
-
-        let clusters = v
-            .pointer("/static_resources/clusters")
-            .and_then(Value::as_array)
-            .ok_or_else(|| field("static_resources.clusters", "required"))?;
-        let (index, xds_cluster) = clusters
-            .iter()
-            .enumerate()
-            .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(cluster))
-            .ok_or_else(|| {
-                field(
-                    "static_resources.clusters",
-                    format!("no cluster {cluster:?}, which ADS names"),
-                )
-            })?;
-        let at = format!("/static_resources/clusters/{index}");
-        let endpoints = xds_cluster
-            .pointer("/load_assignment/endpoints/0/lb_endpoints")
-            .and_then(Value::as_array)
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| {
-                field(
-                    &format!("static_resources.clusters[{index}].load_assignment"),
-                    "needs one endpoint",
-                )
-            })?;
-        let xds = socket_address(&endpoints[0], "/endpoint/address").map_err(|e| match e {
-            Error::Field { field: f, reason } => Error::Field {
-                field: format!(
-                    "{}.load_assignment.endpoints[0].lb_endpoints[0].{f}",
-                    dotted(&at)
-                ),
-                reason,
-            },
-            other => other,
-        })?;
-        let connect_timeout = match xds_cluster.get("connect_timeout") {
-            None => Duration::from_secs(5),
-            Some(t) => t.as_str().and_then(parse_duration).ok_or_else(|| {
-                field(
-                    &format!("{}.connect_timeout", dotted(&at)),
-                    "a duration such as \"1s\" or \"0.250s\"",
-                )
-            })?,
-        };
+        let at = format!("{ads}/grpc_services/0");
+        let (xds, xds_tls, credential, connect_timeout) =
+            match (service.get("google_grpc"), service.get("envoy_grpc")) {
+                (Some(google), _) => {
+                    let (xds, tls, credential) = google_grpc(google, &format!("{at}/google_grpc"))?;
+                    (xds, tls, credential, Duration::from_secs(5))
+                }
+                (None, Some(_)) => {
+                    let (xds, timeout) = envoy_grpc(v, service, &at)?;
+                    (xds, None, initial_metadata(service), timeout)
+                }
+                (None, None) => {
+                    return Err(field(&dotted(&at), "needs google_grpc or envoy_grpc"));
+                }
+            };
+        let (health, health_forwards) = health_listener(v)?;
         Ok(Bootstrap {
             node_id,
             node_cluster,
             admin,
+            health,
+            health_forwards,
             xds,
-            authorization,
+            xds_tls,
+            credential,
             delta,
             connect_timeout,
         })
     }
+}
+
+/// The address of the static listener named [`HEALTH_LISTENER`], if the bootstrap has one,
+/// and its routes to static clusters other than the admin interface.
+fn health_listener(v: &Value) -> Result<(Option<SocketAddr>, Vec<HealthForward>), Error> {
+    let listeners = v
+        .pointer("/static_resources/listeners")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate();
+    for (i, listener) in listeners {
+        if listener.get("name").and_then(Value::as_str) != Some(HEALTH_LISTENER) {
+            continue;
+        }
+        let at = format!("static_resources.listeners[{i}]");
+        let address = socket_address(listener, "/address").map_err(|e| match e {
+            Error::Field { reason, .. } => field(&format!("{at}.address"), reason),
+            other => other,
+        })?;
+        let ip = address
+            .host
+            .parse()
+            .map_err(|_| field(&format!("{at}.address"), "must be an IP address"))?;
+        let routes = listener
+            .pointer("/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let mut forwards = Vec::new();
+        for route in routes {
+            let (Some(path), Some(cluster)) = (
+                route.pointer("/match/path").and_then(Value::as_str),
+                route.pointer("/route/cluster").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if cluster == ADMIN_CLUSTER {
+                continue;
+            }
+            let target = route
+                .pointer("/route/prefix_rewrite")
+                .and_then(Value::as_str)
+                .unwrap_or(path);
+            let (upstream, source) = static_cluster_address(v, cluster)?;
+            forwards.push(HealthForward {
+                path: path.to_owned(),
+                upstream,
+                source,
+                target: target.to_owned(),
+            });
+        }
+        return Ok((Some(SocketAddr::new(ip, address.port)), forwards));
+    }
+    Ok((None, Vec::new()))
+}
+
+/// The one endpoint of static cluster `name`, which must be an IP address, and the source
+/// address its `upstream_bind_config` names.
+fn static_cluster_address(
+    v: &Value,
+    name: &str,
+) -> Result<(SocketAddr, Option<std::net::IpAddr>), Error> {
+    let clusters = v
+        .pointer("/static_resources/clusters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let cluster = clusters
+        .into_iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        .ok_or_else(|| {
+            field(
+                "static_resources.clusters",
+                format!("no cluster {name:?}, which the health listener names"),
+            )
+        })?;
+    let endpoint = cluster
+        .pointer("/load_assignment/endpoints/0/lb_endpoints/0")
+        .ok_or_else(|| field(&format!("cluster {name}"), "needs one endpoint"))?;
+    let address = socket_address(endpoint, "/endpoint/address")?;
+    let ip = address
+        .host
+        .parse()
+        .map_err(|_| field(&format!("cluster {name}"), "must be an IP address"))?;
+    let source = cluster
+        .pointer("/upstream_bind_config/source_address/address")
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.parse().map_err(|_| {
+                field(
+                    &format!("cluster {name}.upstream_bind_config"),
+                    "must be an IP address",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((SocketAddr::new(ip, address.port), source))
+}
+
+/// `google_grpc`: the target, TLS from `ssl_credentials`, the token from the
+/// `file_based_metadata` call credentials (or an `access_token`).
+fn google_grpc(
+    g: &Value,
+    at: &str,
+) -> Result<(XdsEndpoint, Option<XdsTls>, Option<Credential>), Error> {
+    let target = str_at(g, "/target_uri").map_err(|_| {
+        field(
+            &format!("{}.target_uri", dotted(at)),
+            "required string (host:port)",
+        )
+    })?;
+    let xds = parse_target(target).ok_or_else(|| {
+        field(
+            &format!("{}.target_uri", dotted(at)),
+            format!("{target:?} is not host:port"),
+        )
+    })?;
+    let tls = match g.pointer("/channel_credentials/ssl_credentials") {
+        None => None,
+        Some(ssl) => {
+            let roots_at = format!(
+                "{}.channel_credentials.ssl_credentials.root_certs",
+                dotted(at)
+            );
+            let roots = ssl
+                .get("root_certs")
+                .and_then(data_source)
+                .ok_or_else(|| field(&roots_at, "required: a filename or inline_string"))?;
+            let server_name = g
+                .pointer("/channel_args/args/grpc.ssl_target_name_override/string_value")
+                .and_then(Value::as_str)
+                .unwrap_or(&xds.host)
+                .to_owned();
+            Some(XdsTls { roots, server_name })
+        }
+    };
+    let credentials = g
+        .get("call_credentials")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let mut credential = None;
+    for (i, c) in credentials.enumerate() {
+        if let Some(token) = c.get("access_token").and_then(Value::as_str) {
+            credential = Some(Credential::Inline(format!("Bearer {token}")));
+        } else if let Some(plugin) = c.get("from_plugin") {
+            let plugin_at = format!("{}.call_credentials[{i}].from_plugin", dotted(at));
+            if plugin.get("name").and_then(Value::as_str) != Some(FILE_CREDENTIALS) {
+                return Err(field(
+                    &format!("{plugin_at}.name"),
+                    format!("only {FILE_CREDENTIALS} is supported"),
+                ));
+            }
+            let config = plugin.get("typed_config").unwrap_or(&Value::Null);
+            let key = config
+                .get("header_key")
+                .and_then(Value::as_str)
+                .unwrap_or("authorization");
+            if !key.eq_ignore_ascii_case("authorization") {
+                return Err(field(
+                    &format!("{plugin_at}.typed_config.header_key"),
+                    "only authorization is supported",
+                ));
+            }
+            let prefix = config
+                .get("header_prefix")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            credential = Some(match config.get("secret_data").and_then(data_source) {
+                Some(DataSource::File(path)) => Credential::File { path, prefix },
+                Some(DataSource::Inline(token)) => {
+                    Credential::Inline(format!("{prefix}{}", token.trim()))
+                }
+                None => {
+                    return Err(field(
+                        &format!("{plugin_at}.typed_config.secret_data"),
+                        "required: a filename or inline_string",
+                    ));
+                }
+            });
+        }
+    }
+    Ok((xds, tls, credential))
+}
+
+/// `envoy_grpc`: the one endpoint of the static cluster it names, and that cluster's
+/// `connect_timeout`.
+fn envoy_grpc(v: &Value, service: &Value, at: &str) -> Result<(XdsEndpoint, Duration), Error> {
+    let cluster = service
+        .pointer("/envoy_grpc/cluster_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            field(
+                &format!("{}.envoy_grpc.cluster_name", dotted(at)),
+                "required",
+            )
+        })?;
+    let clusters = v
+        .pointer("/static_resources/clusters")
+        .and_then(Value::as_array)
+        .ok_or_else(|| field("static_resources.clusters", "required"))?;
+    let (index, xds_cluster) = clusters
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(cluster))
+        .ok_or_else(|| {
+            field(
+                "static_resources.clusters",
+                format!("no cluster {cluster:?}, which ADS names"),
+            )
+        })?;
+    let at = format!("/static_resources/clusters/{index}");
+    let endpoints = xds_cluster
+        .pointer("/load_assignment/endpoints/0/lb_endpoints")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            field(
+                &format!("static_resources.clusters[{index}].load_assignment"),
+                "needs one endpoint",
+            )
+        })?;
+    let xds = socket_address(&endpoints[0], "/endpoint/address").map_err(|e| match e {
+        Error::Field { field: f, reason } => Error::Field {
+            field: format!(
+                "{}.load_assignment.endpoints[0].lb_endpoints[0].{f}",
+                dotted(&at)
+            ),
+            reason,
+        },
+        other => other,
+    })?;
+    let connect_timeout = match xds_cluster.get("connect_timeout") {
+        None => Duration::from_secs(5),
+        Some(t) => t.as_str().and_then(parse_duration).ok_or_else(|| {
+            field(
+                &format!("{}.connect_timeout", dotted(&at)),
+                "a duration such as \"1s\" or \"0.250s\"",
+            )
+        })?,
+    };
+    Ok((xds, connect_timeout))
+}
+
+/// The `authorization` entry of `envoy_grpc`'s `initial_metadata`.
+fn initial_metadata(service: &Value) -> Option<Credential> {
+    service
+        .get("initial_metadata")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m.get("key")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.eq_ignore_ascii_case("authorization"))
+        })
+        .and_then(|m| m.get("value").and_then(Value::as_str))
+        .map(|v| Credential::Inline(v.to_owned()))
+}
+
+/// An Envoy `DataSource` of a file or inline text.
+fn data_source(v: &Value) -> Option<DataSource> {
+    if let Some(path) = v.get("filename").and_then(Value::as_str) {
+        return Some(DataSource::File(PathBuf::from(path)));
+    }
+    v.get("inline_string")
+        .and_then(Value::as_str)
+        .map(|s| DataSource::Inline(s.to_owned()))
+}
+
+/// A gRPC target `host:port`, `[v6]:port`, optionally `dns:///`-prefixed.
+fn parse_target(target: &str) -> Option<XdsEndpoint> {
+    let target = target.strip_prefix("dns:///").unwrap_or(target);
+    let (host, port) = target.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some(())?;
+    Some(XdsEndpoint {
+        host: host.to_owned(),
+        port: port.parse().ok()?,
+    })
 }
 
 /// A JSON pointer as a dotted field path for messages: `/a/0/b` → `a[0].b`.

@@ -77,6 +77,18 @@ async fn run(bootstrap: Bootstrap) -> anyhow::Result<()> {
         .with_context(|| format!("admin address {}", bootstrap.admin))?;
     tracing::info!(node = %bootstrap.node_id, admin = %bootstrap.admin, "starting");
     tokio::spawn(admin::serve(admin, state.clone(), metrics.clone()));
+    if let Some(address) = bootstrap.health {
+        let health = admin::bind(address)
+            .await
+            .with_context(|| format!("health address {address}"))?;
+        tracing::info!(health = %address, "serving /ready, /live and /metrics");
+        tokio::spawn(admin::serve_health(
+            health,
+            state.clone(),
+            metrics.clone(),
+            bootstrap.health_forwards.clone(),
+        ));
+    }
     tokio::spawn(Ads::new(bootstrap, state.clone()).run());
     tokio::spawn(proxy::run_listeners(proxy::Context::new(state, metrics)));
     shutdown().await;

@@ -7,6 +7,7 @@
 //! request in flight, HTTP/2 GOAWAY), not cut.
 
 mod budget;
+mod detect;
 mod http;
 mod pool;
 pub(crate) mod routing;
@@ -16,7 +17,7 @@ mod tests;
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -34,17 +35,14 @@ use tokio::{
 use crate::{
     balance::Balancer,
     config::{
-        ChainMatch, ClusterConfig, Direction, Endpoint, FilterChain, ListenerConfig, NetworkFilter,
-        Runtime,
+        ClusterConfig, Direction, Endpoint, FilterChain, ListenerConfig, NetworkFilter, Runtime,
+        TransportProtocol,
     },
     metrics::Registry,
     state::State,
     tls,
 };
 
-/// How long a connection on a chain-matching listener may stay silent before it is taken as
-/// plaintext: a server-first protocol's client waits for the server to speak.
-const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a listener that could not bind tries again.
@@ -122,7 +120,12 @@ impl Balancers {
 pub(crate) struct ConnInfo {
     pub(crate) listener: String,
     pub(crate) direction: Direction,
+    /// The socket's own local address.
     pub(crate) local: SocketAddr,
+    /// Where the connection was going: its original destination on a listener with the
+    /// `original_dst` filter, else its local address. Chains, RBAC's destination port and
+    /// ORIGINAL_DST clusters see this one, as in Envoy.
+    pub(crate) destination: SocketAddr,
     pub(crate) tls: bool,
     /// The SPIFFE ID of the peer's verified client certificate.
     pub(crate) peer_identity: Option<String>,
@@ -227,6 +230,22 @@ async fn accept_loop(
     }
 }
 
+/// Connects to `to`, from `from` (any port) when given: a cluster's `upstream_bind_config`.
+pub(crate) async fn connect_tcp(
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
 fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -245,6 +264,8 @@ enum ConnError {
     NoListener(String),
     #[error("no filter chain matches")]
     NoChain,
+    #[error("nothing detected within the listener filters' timeout")]
+    DetectTimeout,
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{0}")]
@@ -266,11 +287,17 @@ async fn connection(
         .cloned()
         .ok_or_else(|| ConnError::NoListener(listener_name.clone()))?;
     let local = stream.local_addr()?;
-    let chain = choose_chain(&listener, &stream).await?;
+    let destination = if listener.filters.original_dst {
+        detect::original_destination(&stream, local)
+    } else {
+        local
+    };
+    let chain = choose_chain(&listener, &stream, destination).await?;
     let mut info = ConnInfo {
         listener: listener_name,
         direction: listener.direction,
         local,
+        destination,
         tls: false,
         peer_identity: None,
     };
@@ -319,35 +346,77 @@ fn handshake_failure(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// The first chain that takes the connection; peeks at the first byte only when some chain
-/// cares whether it is TLS.
+/// The chain that takes a connection to `destination`, chosen as Envoy chooses (see
+/// [`ChainSelector`](crate::config::ChainSelector)). The first bytes are peeked at only when the
+/// candidates left depend on them: for a ClientHello when some match the transport protocol,
+/// for an HTTP request when some match application protocols on a port the HTTP inspector
+/// runs on. Envoy runs its inspectors on every connection; the chain is the same, but a silent
+/// connection that no chain needs to inspect is not held up here.
 async fn choose_chain(
     listener: &ListenerConfig,
     stream: &TcpStream,
+    destination: SocketAddr,
 ) -> Result<FilterChain, ConnError> {
-    let needs_detection = listener.chains.iter().any(|c| c.matches != ChainMatch::Any);
-    let is_tls = if needs_detection {
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(DETECT_TIMEOUT, stream.peek(&mut first)).await {
-            // 0x16: a TLS handshake record, which every ClientHello starts with.
-            Ok(Ok(1)) => first[0] == 0x16,
-            Ok(Ok(_)) => return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => false,
+    let selector = &listener.selector;
+    let filters = &listener.filters;
+    let chosen = |index: Option<usize>| {
+        index
+            .or(selector.default_chain())
+            .and_then(|i| listener.chains.get(i))
+            .cloned()
+            .ok_or(ConnError::NoChain)
+    };
+    let Some(transports) = selector.by_destination(destination) else {
+        return chosen(None);
+    };
+    // The listener filters' timeout runs from accept for all inspection together.
+    let mut peek = detect::Peek::new(stream, filters.timeout);
+    let silent = |silent: detect::Silent| match silent {
+        detect::Silent::TimedOut if filters.continue_on_timeout => Ok(()),
+        detect::Silent::TimedOut => Err(ConnError::DetectTimeout),
+        detect::Silent::Io(e) => Err(ConnError::Io(e)),
+    };
+    let transport = if transports.detects() {
+        match peek.first().await {
+            Ok(bytes) if bytes.first().is_some_and(|b| detect::is_tls(*b)) => {
+                TransportProtocol::Tls
+            }
+            Ok(_) => TransportProtocol::RawBuffer,
+            Err(e) => {
+                silent(e)?;
+                TransportProtocol::RawBuffer
+            }
         }
     } else {
-        false
+        TransportProtocol::RawBuffer
     };
-    listener
-        .chains
-        .iter()
-        .find(|c| match c.matches {
-            ChainMatch::Any => true,
-            ChainMatch::Tls => is_tls,
-            ChainMatch::Plaintext => !is_tls,
-        })
-        .cloned()
-        .ok_or(ConnError::NoChain)
+    let Some(applications) = transports.by_transport(transport) else {
+        return chosen(None);
+    };
+    let inspects_http = filters
+        .http_inspector
+        .as_ref()
+        .is_some_and(|ports| ports.contains(destination.port()));
+    let mut application = None;
+    // Envoy's HTTP inspector leaves a connection already found to be TLS alone.
+    if applications.detects() && inspects_http && transport == TransportProtocol::RawBuffer {
+        let mut seen = peek.first().await;
+        loop {
+            match seen.map(detect::http) {
+                Ok(detect::Http::Incomplete) => seen = peek.more().await,
+                Ok(detect::Http::Found(protocol)) => {
+                    application = Some(protocol);
+                    break;
+                }
+                Ok(detect::Http::Other) => break,
+                Err(e) => {
+                    silent(e)?;
+                    break;
+                }
+            }
+        }
+    }
+    chosen(applications.by_application(application))
 }
 
 async fn serve<I>(

@@ -17,8 +17,8 @@ mod tests;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
-    SignatureScheme, SupportedProtocolVersion,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureScheme, SupportedProtocolVersion,
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         verify_server_cert_signed_by_trust_anchor,
@@ -28,7 +28,10 @@ use rustls::{
         CertificateDer, PrivateKeyDer, ServerName, UnixTime,
         pem::{self, PemObject},
     },
-    server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier},
+    server::{
+        ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
 };
 use x509_parser::extensions::GeneralName;
 
@@ -108,6 +111,16 @@ struct PeerSanVerifier {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
+/// Verifies a client certificate as `inner` does, then requires one of `peer_sans` as a URI
+/// SAN: the server side of `match_typed_subject_alt_names`, so an identity a port does not
+/// admit fails the handshake, as it does on Envoy.
+#[derive(Debug)]
+struct ClientSanVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// Not empty (an empty list needs no wrapper).
+    peer_sans: Vec<String>,
+}
+
 /// Built configurations for the current certificates; see [`Cache::server`]. Safe to share:
 /// a lookup takes a read lock for a short scan.
 #[derive(Debug, Default)]
@@ -128,7 +141,8 @@ struct Entry<S, C> {
 
 /// The server side of TLS for a filter chain: the proxy's certificate, client certificates
 /// verified against `bundle` (required when `tls.require_client_certificate`, else verified
-/// when offered), and `tls.alpn`. `bundle` is the secret `tls.trust_bundle` names.
+/// when offered) and, when `tls.peer_sans` is not empty, required to carry one of them as a
+/// URI SAN, and `tls.alpn`. `bundle` is the secret `tls.trust_bundle` names.
 pub fn server_config(
     certificate: &SecretMaterial,
     bundle: Option<&SecretMaterial>,
@@ -152,7 +166,14 @@ pub fn server_config(
                 name: name.clone(),
                 source,
             })?;
-            builder.with_client_cert_verifier(verifier)
+            if tls.peer_sans.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(ClientSanVerifier {
+                    inner: verifier,
+                    peer_sans: tls.peer_sans.clone(),
+                }))
+            }
         }
         (Some(name), None) => return Err(TlsError::Missing { name: name.clone() }),
         (None, _) if tls.require_client_certificate => {
@@ -322,6 +343,24 @@ fn trust_bundle(name: &str, secret: &SecretMaterial) -> Result<Arc<RootCertStore
     Ok(Arc::new(roots))
 }
 
+/// Whether `certificate` carries one of `peer_sans` as a URI SAN; the error names both sides.
+fn carries_one_of(
+    peer_sans: &[String],
+    certificate: &CertificateDer<'_>,
+) -> Result<(), rustls::Error> {
+    let presented = uri_sans(certificate);
+    if presented.iter().any(|san| peer_sans.contains(san)) {
+        return Ok(());
+    }
+    let mismatch = PeerSanMismatch {
+        expected: peer_sans.to_vec(),
+        presented,
+    };
+    Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+        OtherError(Arc::new(mismatch)),
+    )))
+}
+
 // === impl PeerSanVerifier ===
 
 impl ServerCertVerifier for PeerSanVerifier {
@@ -344,18 +383,8 @@ impl ServerCertVerifier for PeerSanVerifier {
         if self.peer_sans.is_empty() {
             return Ok(ServerCertVerified::assertion());
         }
-        let presented = uri_sans(end_entity);
-        if presented.iter().any(|san| self.peer_sans.contains(san)) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            let mismatch = PeerSanMismatch {
-                expected: self.peer_sans.clone(),
-                presented,
-            };
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(mismatch)),
-            )))
-        }
+        carries_one_of(&self.peer_sans, end_entity)?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -378,6 +407,57 @@ impl ServerCertVerifier for PeerSanVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+// === impl ClientSanVerifier ===
+
+impl ClientCertVerifier for ClientSanVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        carries_one_of(&self.peer_sans, end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -34,7 +34,7 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 use switchyard_adapters::{
-    envoy::{self as adapter, BootstrapOptions, EnvoyOptions, XdsApi},
+    envoy::{self as adapter, BootstrapOptions, EnvoyOptions, XdsApi, XdsCa},
     model::{
         Cluster as ModelCluster, ClusterName, Endpoint as ModelEndpoint, Identity, MeshSettings,
         OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route as ModelRoute,
@@ -350,15 +350,21 @@ fn versions(request: &DeltaDiscoveryRequest) -> BTreeMap<&str, &str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacks_keep_the_last_configuration_and_a_new_stream_offers_it() {
     let (addr, mut accepted, gate) = start_control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
     let mut options = BootstrapOptions::new(
         NODE,
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         addr.ip().to_string(),
         addr.port(),
-        TOKEN,
+        &token_file,
+        XdsCa::File(dir.path().join("ca.crt")),
     );
     options.api = XdsApi::Delta;
-    let bootstrap = Bootstrap::from_json(&adapter::bootstrap(&options)).unwrap();
+    let mut bootstrap = Bootstrap::from_json(&adapter::bootstrap(&options)).unwrap();
+    // This control plane is h2c (the TLS edge has tests of its own in the operator and e2e).
+    bootstrap.xds_tls = None;
     let state = Arc::new(State::default());
     let ads = tokio::spawn(Ads::new(bootstrap, state.clone()).run());
 

@@ -295,16 +295,28 @@ impl KubeMesh {
         let token_file = self.dir.path().join(format!("{pod}.token"));
         std::fs::write(&token_file, token).expect("token file");
         let xds = self.cluster.service_ip(OPERATOR_NAMESPACE, "switchyard");
+        // The harness dials the Service's IP; the certificate holds the Service's name.
+        let ca_file = self.xds_ca_file();
         let out = Command::new(switchyard_bin())
             .args(["bootstrap", "--pod"])
             .arg(format!("{}/{pod}", self.ns()))
             .arg("--pod-ip")
+            .arg(ip.to_string())
+            // The test drives the proxy from the host, outside the Pod: its admin interface
+            // listens on the Pod's IP instead of 127.0.0.1 (an injected proxy's stays there).
+            .arg("--admin-ip")
             .arg(ip.to_string())
             .arg("--token-file")
             .arg(&token_file)
             .arg("--xds-host")
             .arg(xds.to_string())
             .args(["--xds-port", "15010"])
+            .arg("--xds-ca-file")
+            .arg(&ca_file)
+            .args([
+                "--xds-server-name",
+                &format!("switchyard.{OPERATOR_NAMESPACE}.svc"),
+            ])
             .output()
             .expect("switchyard bootstrap");
         assert!(
@@ -327,6 +339,33 @@ impl KubeMesh {
             &format!("{pod}'s proxy to be ready"),
         );
         sidecar
+    }
+
+    /// A file holding the CA certificate the operator's xDS certificate chains to: the webhook
+    /// Secret's `ca.crt` (public), which the injector also gives to Pods.
+    pub fn xds_ca_file(&self) -> PathBuf {
+        let out = self
+            .cluster
+            .kubectl()
+            .args([
+                "get",
+                "secret",
+                "switchyard-webhook-tls",
+                "-n",
+                OPERATOR_NAMESPACE,
+                "-o",
+                r#"go-template={{index .data "ca.crt" | base64decode}}"#,
+            ])
+            .output()
+            .expect("kubectl get secret");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = self.dir.path().join("xds-ca.crt");
+        std::fs::write(&file, &out.stdout).expect("xds ca file");
+        file
     }
 
     /// `status.conditions` of an SMI object, by type: (status, reason, message).

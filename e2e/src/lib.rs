@@ -13,6 +13,7 @@ pub mod kube;
 pub mod kube_mesh;
 pub mod mesh;
 pub mod netns;
+pub mod xds_client;
 
 /// The workspace root (where the top-level `Cargo.toml` is).
 pub fn workspace_root() -> &'static Path {

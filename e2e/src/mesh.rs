@@ -643,6 +643,24 @@ impl Mesh {
         bootstrap
     }
 
+    /// The CA certificate (PEM) local mode's xDS server is verified with.
+    pub fn xds_ca(&self) -> String {
+        std::fs::read_to_string(self.path(".switchyard/xds/ca.crt")).expect("the xds CA")
+    }
+
+    /// The bearer token of Pod `demo/<pod>` (its bootstrap names only the file).
+    pub fn token(&self, pod: &str) -> String {
+        std::fs::read_to_string(self.path(&format!(".switchyard/demo.{pod}.token")))
+            .expect("the token file")
+    }
+
+    /// A TLS channel to the xDS server, as a proxy opens it.
+    pub async fn xds_channel(&self) -> tonic::transport::Channel {
+        crate::xds_client::channel(self.xds, &self.xds_ca(), "localhost")
+            .await
+            .expect("an xds channel")
+    }
+
     /// client-0's sidecar (started by [`MeshBuilder::start`] unless turned off).
     pub fn client(&self) -> Sidecar {
         self.sidecars

@@ -304,16 +304,6 @@ fn large_and_slow_conversion_reviews_cost_bounded_memory_and_a_small_one_is_answ
     drop(ns);
 }
 
-/// The `Bearer …` value anywhere in a bootstrap (Envoy's and the bundled proxy's differ).
-fn bearer(bootstrap: &Value) -> Option<String> {
-    match bootstrap {
-        Value::String(s) if s.starts_with("Bearer ") => Some(s.clone()),
-        Value::Array(items) => items.iter().find_map(bearer),
-        Value::Object(map) => map.values().find_map(bearer),
-        _ => None,
-    }
-}
-
 /// Finding: unauthenticated xDS streams could each make the server buffer a ~4 MiB message for
 /// 10 s; 150 of them took the operator to 653 MB. Now each is refused before anything is read,
 /// the control plane's peak memory stays near idle, and a proxy with a real token is served.
@@ -327,17 +317,16 @@ fn unauthenticated_xds_streams_are_refused_unread_and_a_real_proxy_is_still_serv
         },
     };
     use tokio_stream::StreamExt;
-    use tonic::{Code, Request, transport::Channel};
+    use tonic::{Code, Request};
 
     const STREAMS: usize = 150;
     const PER_CONNECTION: usize = 50;
     let mesh = switchyard_e2e::mesh::Mesh::builder(std::net::Ipv4Addr::new(127, 0, 90, 1))
         .client_sidecar(false)
         .start();
-    let token = bearer(&mesh.bootstrap("client-0")).expect("a bearer token in the bootstrap");
+    let token = format!("Bearer {}", mesh.token("client-0"));
     let pid = mesh.control_plane_pid();
     let idle = proc_status_kib(pid, "VmRSS:") / 1024;
-    let addr = format!("http://{}", mesh.xds);
     let cluster_type = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     // Just under tonic's 4 MiB message limit, as the finding sent.
     let big = DeltaDiscoveryRequest {
@@ -358,13 +347,7 @@ fn unauthenticated_xds_streams_are_refused_unread_and_a_real_proxy_is_still_serv
     let codes: Vec<Code> = runtime.block_on(async {
         let mut channels = Vec::new();
         for _ in 0..STREAMS.div_ceil(PER_CONNECTION) {
-            channels.push(
-                Channel::from_shared(addr.clone())
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap(),
-            );
+            channels.push(mesh.xds_channel().await);
         }
         let calls: Vec<_> = (0..STREAMS)
             .map(|i| {
@@ -411,11 +394,7 @@ fn unauthenticated_xds_streams_are_refused_unread_and_a_real_proxy_is_still_serv
 
     // The real proxy's token still opens a stream and gets its clusters.
     let served = runtime.block_on(async {
-        let channel = Channel::from_shared(addr.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = mesh.xds_channel().await;
         let first = DeltaDiscoveryRequest {
             node: Some(Node {
                 id: "demo/client-0".into(),
@@ -520,4 +499,184 @@ fn the_bundled_proxys_memory_comes_back_after_a_burst_of_connections() {
             .collect::<Vec<_>>(),
         [("web".to_owned(), 5)]
     );
+}
+
+/// Finding 1: an Envoy sidecar's `/config_dump` showed its bootstrap, bearer token included,
+/// and that token opens an ADS stream as the Pod (and so receives its private key over SDS).
+/// Now the bootstrap names the token's file and ADS runs over TLS; no admin endpoint of either
+/// data plane shows the token or any private key, while the proxy is fully configured (it holds
+/// its certificate, so a key was there to leak).
+#[test]
+fn no_admin_endpoint_shows_the_xds_token_or_a_private_key() {
+    use switchyard_e2e::mesh::{AccessMode, Backend, Mesh, meshed_http_service, pod};
+
+    let ip = |host| std::net::Ipv4Addr::new(127, 0, 91, host);
+    let backend = Backend::http("api");
+    let mut mesh = Mesh::builder(ip(1))
+        .access_mode(AccessMode::Strict)
+        .file(
+            "api.yaml",
+            format!(
+                "{}---\n{}",
+                pod("api-0", "api", &[("app", "api")], ip(2)),
+                meshed_http_service("api", "api-0", ip(2), backend.addr.port())
+            ),
+        )
+        .start();
+    // api-0 serves mTLS inbound, so its proxy holds its certificate and key.
+    let api = mesh.sidecar("api-0");
+    for pod in ["client-0", "api-0"] {
+        let sidecar = if pod == "api-0" {
+            api.clone()
+        } else {
+            mesh.client()
+        };
+        admin_shows_no_credential(&mesh, pod, &sidecar);
+    }
+    drop(backend);
+}
+
+fn admin_shows_no_credential(
+    mesh: &switchyard_e2e::mesh::Mesh,
+    pod: &str,
+    client: &switchyard_e2e::mesh::Sidecar,
+) {
+    let token = mesh.token(pod);
+    assert!(token.len() >= 32, "a real token: {} bytes", token.len());
+    let bootstrap = std::fs::read_to_string(mesh.bootstrap_path(pod)).unwrap();
+    assert!(!bootstrap.contains(&token), "the bootstrap holds no token");
+
+    // Every read-only endpoint of Envoy's admin interface and of the bundled proxy's; on the
+    // other data plane a path is a 404, which shows nothing either.
+    let paths = [
+        "/config_dump",
+        "/config_dump?include_eds",
+        "/config_dump?include_eds=true&mask=",
+        "/config_dump?resource=dynamic_active_secrets",
+        "/stats",
+        "/stats?format=json",
+        "/stats/prometheus",
+        "/clusters",
+        "/clusters?format=json",
+        "/listeners",
+        "/listeners?format=json",
+        "/server_info",
+        "/certs",
+        "/runtime",
+        "/memory",
+        "/init_dump",
+        "/contention",
+        "/ready",
+        "/live",
+        "/metrics",
+    ];
+    let mut answered = 0;
+    let mut certificate_shown = false;
+    for path in paths {
+        let r = client.admin_get(path).unwrap();
+        if r.status == 200 {
+            answered += 1;
+        }
+        assert!(
+            !r.body.contains(&token),
+            "{pod}: {path} shows the xDS token"
+        );
+        // Envoy shows `inline_bytes` in base64: look inside every base64 run too.
+        for text in std::iter::once(r.body.clone()).chain(base64_runs(&r.body)) {
+            assert!(
+                !text.contains("PRIVATE KEY") && !text.contains(&token),
+                "{pod}: {path} shows a private key or the token"
+            );
+            certificate_shown |= text.contains("BEGIN CERTIFICATE") || text.contains("spiffe://");
+        }
+    }
+    assert!(
+        answered >= 4,
+        "{pod}: the admin interface answered {answered} paths"
+    );
+    if pod == "api-0" {
+        // The proxy holds its workload certificate, so a key was there that could have leaked.
+        assert!(
+            certificate_shown,
+            "no admin endpoint shows api-0's certificate"
+        );
+    }
+}
+
+/// Every run of 40 or more base64 characters in `text`, decoded (lossily) to text.
+fn base64_runs(text: &str) -> Vec<String> {
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
+    text.split(|c: char| !is_b64(c))
+        .filter(|run| run.len() >= 40)
+        .map(|run| String::from_utf8_lossy(&decode_base64(run)).into_owned())
+        .collect()
+}
+
+/// Standard base64, padding and anything else ignored.
+fn decode_base64(run: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for v in run.bytes().filter_map(value) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Finding 2 (what the health port exposes): probes and metrics are served on a port of their
+/// own (15020) that serves nothing else; from it nobody can drain or stop the proxy, or read its
+/// configuration. (In a Pod the admin port itself listens on 127.0.0.1: `injection.rs`.)
+#[test]
+fn the_health_port_serves_probes_and_metrics_and_changes_nothing() {
+    use switchyard_e2e::mesh::{Mesh, http_request};
+
+    let mesh = Mesh::builder(std::net::Ipv4Addr::new(127, 0, 92, 1)).start();
+    let client = mesh.client();
+    let health = SocketAddr::new(client.ip, 15020);
+    let get = |path: &str| http_request(health, "GET", "health", path, &[], "").unwrap();
+    assert_eq!(get("/ready").status, 200);
+    assert_eq!(get("/live").status, 200);
+    let metrics = get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.lines().any(|l| l.starts_with("# TYPE")),
+        "Prometheus text: {}",
+        &metrics.body[..metrics.body.len().min(300)]
+    );
+    for path in [
+        "/config_dump",
+        "/certs",
+        "/clusters",
+        "/stats",
+        "/server_info",
+        "/runtime",
+        "/",
+    ] {
+        assert_eq!(get(path).status, 404, "GET {path} on the health port");
+    }
+    for path in [
+        "/healthcheck/fail",
+        "/quitquitquit",
+        "/drain_listeners",
+        "/logging?level=trace",
+        "/runtime_modify?a=b",
+        "/ready",
+    ] {
+        let r = http_request(health, "POST", "health", path, &[], "").unwrap();
+        assert_eq!(r.status, 404, "POST {path} on the health port");
+    }
+    // Still alive, still ready, on both ports.
+    assert_eq!(get("/ready").status, 200);
+    assert_eq!(client.admin_get("/ready").unwrap().status, 200);
 }

@@ -505,23 +505,26 @@ fn a_proxy_gets_only_its_own_secret() {
         cluster: bootstrap["node"]["cluster"].as_str().unwrap().to_owned(),
         ..Default::default()
     };
-    let metadata =
-        &bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"][0];
-    assert_eq!(metadata["key"], "authorization");
-    let authorization = metadata["value"].as_str().unwrap().to_owned();
-    let xds = format!("http://{}", mesh.xds);
+    // The bootstrap names the token's file; its content is what Envoy sends.
+    let plugin = &bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["google_grpc"]["call_credentials"]
+        [0]["from_plugin"]["typed_config"];
+    assert_eq!(plugin["header_key"], "authorization");
+    let authorization = format!(
+        "{}{}",
+        plugin["header_prefix"].as_str().unwrap(),
+        mesh.token("client-0")
+    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let channel = runtime.block_on(mesh.xds_channel());
     let received = runtime.block_on(async move {
         let mut received: Vec<(String, bool)> = Vec::new();
         let quiet = Duration::from_millis(700);
         let wait = Duration::from_secs(5);
-        let mut client = AggregatedDiscoveryServiceClient::connect(xds)
-            .await
-            .unwrap();
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
 
         // State of the world.
         let sotw = |names: &[&str], version: &str, nonce: &str| DiscoveryRequest {

@@ -146,7 +146,7 @@ fn assert_injected(pod: &Value, dp: DataPlane) {
     assert_eq!(proxy["image"], proxy_image(dp), "{name}");
     assert_eq!(proxy["restartPolicy"], "Always");
     assert_eq!(proxy["startupProbe"]["httpGet"]["path"], "/ready");
-    assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 15000);
+    assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 15020);
     assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
     assert_eq!(proxy["securityContext"]["readOnlyRootFilesystem"], true);
     for c in [init, proxy] {
@@ -156,10 +156,12 @@ fn assert_injected(pod: &Value, dp: DataPlane) {
             .iter()
             .map(|e| e["name"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            env,
-            ["POD_NAME", "POD_NAMESPACE", "POD_IP", "POD_SERVICE_ACCOUNT"]
-        );
+        // switchyard-init also gets the xDS CA (public) to write into the bootstrap.
+        let mut want = vec!["POD_NAME", "POD_NAMESPACE", "POD_IP", "POD_SERVICE_ACCOUNT"];
+        if c == init {
+            want.push("SWITCHYARD_XDS_CA");
+        }
+        assert_eq!(env, want);
         let mounts = c["volumeMounts"].to_string();
         assert!(
             mounts.contains(r#""mountPath":"/var/run/secrets/switchyard""#),
@@ -204,6 +206,34 @@ fn wait_event(mesh: &KubeMesh, ns: &str, name: &str, reason: &str) -> (String, S
         &format!("a {reason} event about {ns}/{name}"),
     );
     found.unwrap()
+}
+
+/// Issue 14 finding 2, on the real node: the proxy's admin port listens on 127.0.0.1 inside the
+/// Pod, so from the node (as from any other Pod) neither `POST /healthcheck/fail` nor
+/// `GET /config_dump` reaches it; the health port answers `/ready` on the Pod's IP, and the
+/// proxy is still ready afterwards.
+fn admin_is_out_of_reach_and_probes_are_served(cluster: &KubeCluster, ns: &str, app: &str) {
+    use std::net::{IpAddr, SocketAddr};
+    use switchyard_e2e::mesh::http_request;
+
+    let pod = pod_of(cluster, ns, app);
+    let ip: IpAddr = pod["status"]["podIP"].as_str().unwrap().parse().unwrap();
+    let health = SocketAddr::new(ip, 15020);
+    let admin = SocketAddr::new(ip, 15000);
+    let ready = http_request(health, "GET", "health", "/ready", &[], "").unwrap();
+    assert_eq!(ready.status, 200, "{ns}/{app}: /ready on the health port");
+    for (method, path) in [("POST", "/healthcheck/fail"), ("GET", "/config_dump")] {
+        match http_request(admin, method, "admin", path, &[], "") {
+            Err(e) => eprintln!("{ns}/{app}: {method} {admin}{path}: {e}"),
+            Ok(r) => {
+                eprintln!("{ns}/{app}: {method} {admin}{path}: status {}", r.status);
+                assert_ne!(r.status, 200, "{method} {path} reached the admin interface");
+                assert!(!r.body.contains("configs"), "{}", r.body);
+            }
+        }
+    }
+    let ready = http_request(health, "GET", "health", "/ready", &[], "").unwrap();
+    assert_eq!(ready.status, 200, "{ns}/{app}: still ready");
 }
 
 fn annotate_namespace(cluster: &KubeCluster, ns: &str, annotations: &[(&str, &str)]) {
@@ -304,6 +334,13 @@ fn an_enrolled_namespace_gets_the_data_planes_proxy_and_nothing_else_is_touched(
     apply(cluster, &ns_dp, &deployment("web", &[]));
     assert_injected(&pod_of(cluster, &ns_dp, "web"), other(dp));
 
+    // Both proxies got their configuration (their startup probes passed): each reached the
+    // control plane over TLS with the injected CA and its token read from the projected file.
+    for n in [ns.as_str(), &ns_dp] {
+        cluster.wait_deployment_available(n, "web", Duration::from_secs(120));
+        admin_is_out_of_reach_and_probes_are_served(cluster, n, "web");
+    }
+
     // A namespace nobody enrolled.
     let plain = cluster.namespace("plain");
     apply(cluster, &plain, &deployment("web", &[]));
@@ -343,7 +380,9 @@ fn switchyard_inject_gives_the_pod_the_webhook_gives() {
     let file = mesh.dir.path().join("web.json");
     std::fs::write(&file, template.to_string()).unwrap();
     let out = Command::new(switchyard_bin())
-        .args(["inject", "--data-plane", dp.as_str(), "-f"])
+        .args(["inject", "--data-plane", dp.as_str(), "--xds-ca-file"])
+        .arg(mesh.xds_ca_file())
+        .arg("-f")
         .arg(&file)
         .output()
         .unwrap();
@@ -474,4 +513,91 @@ fn with_no_operator_running_its_namespace_and_kube_system_still_create_pods() {
         },
         "a pod to be created once the operator runs",
     );
+}
+
+/// Issue 13 (probes): in strict mode, with no TrafficTarget, an injected Deployment whose app
+/// has HTTP readiness and liveness probes on its own port becomes Ready on either data plane:
+/// the injector points the probes at the proxy's health port, which forwards them to the app
+/// (past mTLS, which the kubelet cannot speak). The app's own answer decides: a probe the app
+/// fails keeps its Pod unready.
+#[test]
+fn http_probes_of_an_injected_pod_pass_in_strict_mode_and_the_apps_answer_decides() {
+    let mesh = KubeMesh::start("inject-probes");
+    let cluster = mesh.cluster;
+    let ns = mesh.ns().to_owned();
+    annotate_namespace(cluster, &ns, &[(INJECT, "enabled")]);
+    let probed = |name: &str, data_plane: DataPlane, ready_path: &str| {
+        let mut d = deployment(name, &[(DATA_PLANE, data_plane.as_str())]);
+        let app = &mut d["spec"]["template"]["spec"]["containers"][0];
+        app["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+        app["readinessProbe"] = json!({
+            "httpGet": {"path": ready_path, "port": "http"},
+            "periodSeconds": 1,
+        });
+        app["livenessProbe"] = json!({
+            "httpGet": {"path": "/status/200", "port": 8080},
+            "periodSeconds": 2,
+        });
+        d
+    };
+    for dp in [mesh.data_plane, other(mesh.data_plane)] {
+        let name = format!("probed-{}", dp.as_str());
+        apply(cluster, &ns, &probed(&name, dp, "/status/200"));
+        let available = || {
+            cluster.get_json(&["deployment", &name, "-n", &ns])["status"]["availableReplicas"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 1
+        };
+        let start = std::time::Instant::now();
+        while !available() && start.elapsed() < Duration::from_secs(90) {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if !available() {
+            let run = |args: &[&str]| {
+                let out = cluster.kubectl().args(args).output().unwrap();
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            };
+            let selector = format!("app={name}");
+            panic!(
+                "{name} not available:\n{}\n--- proxy log ---\n{}",
+                run(&["describe", "pods", "-n", &ns, "-l", &selector]),
+                run(&[
+                    "logs",
+                    "-n",
+                    &ns,
+                    "-l",
+                    &selector,
+                    "-c",
+                    "switchyard-proxy",
+                    "--tail",
+                    "40"
+                ]),
+            );
+        }
+        let pod = pod_of(cluster, &ns, &name);
+        let probe = &pod["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+        assert_eq!(probe["port"], 15020, "{probe}");
+        assert_eq!(probe["path"], "/app-health/echo/readyz", "{probe}");
+    }
+
+    // The app says it is not ready: so does its Pod, while the proxy itself is up.
+    let dp = mesh.data_plane;
+    apply(cluster, &ns, &probed("sick", dp, "/status/503"));
+    std::thread::sleep(Duration::from_secs(15));
+    let pod = pod_of(cluster, &ns, "sick");
+    let condition = |kind: &str| {
+        pod["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .map(|c| c["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(condition("Initialized").as_deref(), Some("True"), "{pod}");
+    assert_eq!(condition("Ready").as_deref(), Some("False"), "{pod}");
 }

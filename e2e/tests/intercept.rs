@@ -12,7 +12,8 @@
 //!  lo: 127.0.0.1, ::6                              lo: 10.150.0.10 fd00:100::10 (a Service)
 //!  eth0 10.200.0.2 fd00:200::2  ◀── veth ──▶  eth0     10.96.0.10 fd00:10:96::10 (skipped CIDRs)
 //!  listeners: outbound :15001, inbound :15006,     eth0 10.200.0.1 fd00:200::1
-//!  admin :15000, app :8080 and :9090               listeners: remote :80 :5432, UDP :53
+//!  admin :15000, health :15020,                    listeners: remote :80 :5432, UDP :53
+//!  app :8080 and :9090
 //! ```
 
 #![allow(
@@ -205,6 +206,11 @@ impl Lab {
             .tempdir()
             .unwrap();
         std::fs::write(dir.path().join("token"), "a-token\n").unwrap();
+        std::fs::write(
+            dir.path().join("xds-ca.crt"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         Lab { pod, world, dir }
     }
 
@@ -223,6 +229,8 @@ impl Lab {
             &self.dir.path().join("token").to_string_lossy(),
             "--xds-host",
             "switchyard.mesh.svc",
+            "--xds-ca-file",
+            &self.dir.path().join("xds-ca.crt").to_string_lossy(),
         ]
         .map(str::to_owned)
         .to_vec()
@@ -292,6 +300,7 @@ impl Lab {
             servers.tcp(tcp(&self.pod, any, 15001), Reply::OriginalDst("outbound"));
             servers.tcp(tcp(&self.pod, any, 15006), Reply::OriginalDst("inbound"));
             servers.tcp(tcp(&self.pod, any, 15000), Reply::Local("admin"));
+            servers.tcp(tcp(&self.pod, any, 15020), Reply::Local("health"));
             servers.tcp(tcp(&self.pod, any, APP_PORT), Reply::Local("app"));
             servers.tcp(
                 tcp(&self.pod, any, SKIPPED_INBOUND_PORT),
@@ -518,8 +527,12 @@ fn intercepts_with(backend: &str, tag: &str) {
         assert_eq!(world(app), format!("inbound {app}"));
         let skipped = to(pod_ip, SKIPPED_INBOUND_PORT);
         assert_eq!(world(skipped), format!("app {skipped}"));
+        // The health port is let through (the kubelet's probes); the admin port is not: from
+        // outside the Pod it reaches the inbound proxy, never the admin interface.
+        let health = to(pod_ip, 15020);
+        assert_eq!(world(health), format!("health {health}"));
         let admin = to(pod_ip, 15000);
-        assert_eq!(world(admin), format!("admin {admin}"));
+        assert_eq!(world(admin), format!("inbound {admin}"));
 
         // Loopback: the app calling itself is let through; the outbound proxy calling its own
         // Pod IP (an app calling its own Service) goes through the inbound proxy; the inbound

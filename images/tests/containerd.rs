@@ -272,6 +272,12 @@ fn proxy_init_runs_from_the_operator_image(
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(secrets.join("token"), "a-token\n").unwrap();
+    // The xDS CA (public), which the injector passes in the environment instead.
+    std::fs::write(
+        secrets.join("xds-ca.crt"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     // The proxy's UID writes nothing here; the init container (root) does.
     let mounts = [
         format!(
@@ -292,6 +298,8 @@ fn proxy_init_runs_from_the_operator_image(
         "10.244.0.7",
         "--token-file",
         "/var/run/secrets/switchyard/token",
+        "--xds-ca-file",
+        "/var/run/secrets/switchyard/xds-ca.crt",
         "--bootstrap-out",
         "/var/run/switchyard/bootstrap.json",
         "--skip-outbound-ports",

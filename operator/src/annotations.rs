@@ -8,6 +8,9 @@
 //!  switchyard.dev/proxy-version   on a Pod: it runs a Switchyard proxy (set by the injector,
 //!                                 or by whoever runs one beside the Pod); the value is the
 //!                                 version that put it there. Only such Pods are in the mesh.
+//!  switchyard.dev/intercepted    on a Pod: `true` when the injector redirects its traffic
+//!                                 through the proxy (`switchyard proxy-init`); its proxy then
+//!                                 routes by each connection's original destination.
 //!  switchyard.dev/skip-inbound-ports, switchyard.dev/skip-outbound-ports
 //!                                 on a Pod: ports (`80`) and ranges (`9000-9100`), comma
 //!                                 separated, that interception leaves alone.
@@ -20,7 +23,9 @@ use std::{fmt, str::FromStr};
 
 use serde_json::Value;
 
-pub use crate::index::DATA_PLANE_ANNOTATION as DATA_PLANE;
+pub use crate::index::{
+    DATA_PLANE_ANNOTATION as DATA_PLANE, INTERCEPTED_ANNOTATION as INTERCEPTED,
+};
 
 /// Marks a Pod that runs a Switchyard proxy: in Kubernetes mode only these Pods get a proxy
 /// configuration, and only their endpoints are reached over mTLS. Local mode treats every Pod

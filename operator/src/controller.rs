@@ -68,6 +68,8 @@ pub struct ControllerConfig {
     /// The webhook server's address (conversion and injection) and the directory holding
     /// `tls.crt` and `tls.key`.
     pub webhook: Option<(SocketAddr, PathBuf)>,
+    /// The xDS server's certificate directory (`tls.crt`, `tls.key`): TLS when set.
+    pub xds_cert_dir: Option<PathBuf>,
     /// What the injection webhook injects (served with the webhook server).
     pub inject: InjectConfig,
     pub settings: MeshSettings,
@@ -163,12 +165,25 @@ pub async fn run(
     let xds_metrics = xds.metrics();
     let xds_listener = listen("xds", config.xds_addr).await?;
     tracing::info!(addr = %config.xds_addr, "xds server listening");
+    let xds_tls = match &config.xds_cert_dir {
+        Some(dir) => Some(Arc::new(webhook::CertReloader::load(dir.clone())?).server_config()?),
+        None => {
+            tracing::warn!(
+                "no --xds-cert-dir: xds is served in plaintext, where Envoy sends no token"
+            );
+            None
+        }
+    };
     let mut xds_stop = stop_rx.clone();
     tasks.spawn(async move {
         let stopped = async move {
             let _ = xds_stop.changed().await;
         };
-        if let Err(e) = server::serve_listener(xds_listener, xds, stopped).await {
+        let served = match xds_tls {
+            Some(tls) => server::serve_listener_tls(xds_listener, xds, tls, stopped).await,
+            None => server::serve_listener(xds_listener, xds, stopped).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "xds server stopped");
         }
     });

@@ -51,6 +51,12 @@ type Clusters = BTreeMap<ClusterName, Arc<Cluster>>;
 /// mesh setting ([`MeshSettings::data_plane`]).
 pub const DATA_PLANE_ANNOTATION: &str = "switchyard.dev/data-plane";
 
+/// The Pod annotation the injector sets (`true`) on a Pod whose traffic it redirects through
+/// the proxy: that proxy is compiled to route by original destination
+/// ([`Capture::Intercepted`](switchyard_adapters::envoy::Capture)); other proxies (local mode,
+/// a proxy run beside a Pod by hand) are addressed by their application.
+pub const INTERCEPTED_ANNOTATION: &str = "switchyard.dev/intercepted";
+
 /// A Pod whose [`DATA_PLANE_ANNOTATION`] names no data plane; it runs the mesh's instead.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -248,6 +254,15 @@ impl Index {
             .pods
             .get(&(proxy.namespace.clone(), proxy.pod.clone()))?
             .ip
+    }
+
+    /// Whether a proxy's Pod has its traffic redirected through it
+    /// ([`INTERCEPTED_ANNOTATION`]).
+    pub fn intercepted(&self, proxy: &ProxyId) -> bool {
+        self.store
+            .pods
+            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
+            .is_some_and(|p| p.intercepted)
     }
 
     /// The status of one SMI object.

@@ -87,6 +87,10 @@ pub struct InjectConfig {
     pub version: String,
     /// The audience of the projected token (default `switchyard`, what the xDS server checks).
     pub audience: String,
+    /// The CA certificate (PEM) proxies verify the control plane's xDS certificate with; given
+    /// to `switchyard-init` in its environment, which writes it into the bootstrap. Without it
+    /// `switchyard-init` fails (the proxy could not reach the control plane).
+    pub xds_ca: Option<String>,
     pub proxy_uid: u32,
     pub ports: ProxyPorts,
     pub resources: ProxyResources,
@@ -105,8 +109,11 @@ pub struct Images {
 /// The proxy's ports in the Pod (DESIGN §3). Interception never redirects them inbound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProxyPorts {
-    /// `/ready`, `/live`, `/metrics`: 15000. The kubelet's startup probe calls it.
+    /// The admin interface, on 127.0.0.1 only: 15000.
     pub admin: u16,
+    /// `/ready`, `/live`, `/metrics` on the Pod's IP and nothing else: 15020. The kubelet's
+    /// startup probe calls it.
+    pub health: u16,
     /// Where outbound connections are redirected: 15001.
     pub outbound: u16,
     /// Where inbound connections are redirected: 15006.
@@ -213,6 +220,7 @@ impl InjectConfig {
             default_data_plane: DataPlane::Envoy,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             audience: crate::controller::auth::DEFAULT_AUDIENCE.to_owned(),
+            xds_ca: None,
             proxy_uid: intercept::PROXY_UID,
             ports: ProxyPorts::default(),
             resources: ProxyResources::default(),
@@ -259,6 +267,7 @@ impl Default for ProxyPorts {
     fn default() -> Self {
         ProxyPorts {
             admin: intercept::ADMIN_PORT,
+            health: intercept::HEALTH_PORT,
             outbound: intercept::OUTBOUND_PORT,
             inbound: intercept::INBOUND_PORT,
         }
@@ -419,7 +428,12 @@ pub fn decide(
             })?
             .unwrap_or_default(),
     };
-    let injection = Injection::new(data_plane, &skip, config);
+    let probes = patch::ProbeRewrites::of(template.spec, config.ports.health);
+    let skip = patch::Skips {
+        inbound_ports: skip.inbound_ports.union(&probes.skip_ports),
+        ..skip
+    };
+    let injection = Injection::new(data_plane, &skip, &probes, config);
     injection.check_names(target, template.spec)?;
     Ok(Decision::Inject(Box::new(injection)))
 }

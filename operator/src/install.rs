@@ -672,6 +672,10 @@ pub fn deployment(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
         &addr(WEBHOOK_PORT),
         "--webhook-cert-dir",
         WEBHOOK_MOUNT,
+        // The same Service, so the same certificate: xDS on TLS, and injected proxies get its
+        // CA (the webhook Secret's ca.crt) to verify it.
+        "--xds-cert-dir",
+        WEBHOOK_MOUNT,
         "--admin-addr",
         &addr(ADMIN_PORT),
         "--ca-cert",

@@ -2,7 +2,7 @@
 //! `iptables-restore --noflush` input (sans-IO; `switchyard proxy-init` runs them).
 //!
 //! ```text
-//!  PREROUTING -p tcp ─▶ SWITCHYARD_INBOUND ── skipped inbound ports (admin, proxy ports, list) ─▶ RETURN
+//!  PREROUTING -p tcp ─▶ SWITCHYARD_INBOUND ── skipped inbound ports (health, proxy ports, list) ─▶ RETURN
 //!                                         └─▶ SWITCHYARD_IN_REDIRECT ─▶ REDIRECT :15006 (inbound proxy)
 //!  OUTPUT -p tcp ─▶ SWITCHYARD_OUTPUT, first match wins:
 //!    -s 127.0.0.6 -o lo                       RETURN   inbound proxy → app (it connects from 127.0.0.6)
@@ -39,17 +39,21 @@ pub use save::Saved;
 
 /// The UID (and GID) of the proxies, whose connections are never redirected.
 pub const PROXY_UID: u32 = switchyard_images::PROXY_UID;
-/// The proxy's admin port (`/ready`, `/live`, `/metrics`): never redirected inbound.
+/// The proxy's admin port: 127.0.0.1 in a Pod, so it is not in the inbound skip list (a
+/// connection to it from outside the Pod is redirected to the inbound port, and fails there).
 pub const ADMIN_PORT: u16 = 15000;
+/// The proxy's health port (`/ready`, `/live`, `/metrics` only): never redirected inbound, so
+/// the kubelet's probes reach it.
+pub const HEALTH_PORT: u16 = 15020;
 /// The outbound proxy's port: where the app's outgoing TCP is redirected.
 pub const OUTBOUND_PORT: u16 = 15001;
 /// The inbound proxy's port: where TCP arriving at the Pod is redirected.
 pub const INBOUND_PORT: u16 = 15006;
 /// The source address the inbound proxy connects to its app from, so that `OUTPUT` can tell
 /// "inbound proxy → app" (let through) from "outbound proxy → own Pod IP" (hairpin).
-pub const INBOUND_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+pub const INBOUND_SOURCE_V4: Ipv4Addr = switchyard_adapters::envoy::INBOUND_SOURCE;
 /// [`INBOUND_SOURCE_V4`] for IPv6.
-pub const INBOUND_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+pub const INBOUND_SOURCE_V6: Ipv6Addr = switchyard_adapters::envoy::INBOUND_SOURCE_V6;
 
 /// The chains this module owns, all in table `nat`.
 pub const INBOUND_CHAIN: &str = "SWITCHYARD_INBOUND";
@@ -81,8 +85,8 @@ pub struct InterceptConfig {
     pub inbound_port: u16,
     /// Where outbound TCP goes (default [`OUTBOUND_PORT`]).
     pub outbound_port: u16,
-    /// The proxy's admin port, never redirected inbound (default [`ADMIN_PORT`]).
-    pub admin_port: u16,
+    /// The proxy's health port, never redirected inbound (default [`HEALTH_PORT`]).
+    pub health_port: u16,
     /// Inbound destination ports let through to the app (e.g. kubelet's probe ports).
     pub skip_inbound_ports: PortList,
     /// Outbound destination ports that bypass the proxy.
@@ -144,7 +148,7 @@ impl Default for InterceptConfig {
             proxy_gid: PROXY_UID,
             inbound_port: INBOUND_PORT,
             outbound_port: OUTBOUND_PORT,
-            admin_port: ADMIN_PORT,
+            health_port: HEALTH_PORT,
             skip_inbound_ports: PortList::default(),
             skip_outbound_ports: PortList::default(),
             skip_outbound_cidrs: CidrList::default(),
@@ -153,9 +157,9 @@ impl Default for InterceptConfig {
 }
 
 impl InterceptConfig {
-    /// Every inbound port let through: the admin and proxy ports, then the configured list.
+    /// Every inbound port let through: the health and proxy ports, then the configured list.
     pub fn inbound_ports_skipped(&self) -> PortList {
-        let own = [self.admin_port, self.outbound_port, self.inbound_port]
+        let own = [self.health_port, self.outbound_port, self.inbound_port]
             .into_iter()
             .filter_map(PortRange::port);
         own.collect::<PortList>().union(&self.skip_inbound_ports)

@@ -3,7 +3,9 @@
 //!
 //! Every Pod in the directory is a proxy. For each, local mode writes an Envoy bootstrap and a
 //! random bearer token into the state directory (`<dir>/.switchyard/` by default); the xDS
-//! server maps that token, never `node.id`, to the Pod's snapshot.
+//! server maps that token, never `node.id`, to the Pod's snapshot. The bootstrap names the
+//! token's file (never the token), and the xDS server serves TLS with a certificate from a CA
+//! of its own in `<state dir>/xds/`, which the bootstrap names as the roots to verify it with.
 //!
 //! Each proxy is compiled for its data plane (the Pod's `switchyard.dev/data-plane` annotation,
 //! else the mesh setting; see [`Index::data_plane`]): with the Envoy adapter, or with the bundled
@@ -93,6 +95,8 @@ pub enum LocalError {
     Snapshot { proxy: ProxyId, message: String },
     #[error("mesh ca: {0}")]
     Ca(#[from] identity::Error),
+    #[error("xds serving certificate: {0}")]
+    Pki(#[from] crate::install::PkiError),
     /// The directory, or a file in it, could not be read at start.
     #[error(transparent)]
     Unreadable(#[from] source::Unreadable),
@@ -143,6 +147,9 @@ pub struct Local {
     publisher: Publisher,
     tokens: Arc<LocalTokens>,
     proxies: BTreeMap<ProxyId, String>,
+    /// Whether the xDS server's certificate is in the state directory (written on the first
+    /// tick that reads the directory, so a directory that cannot be read leaves nothing behind).
+    xds_tls_written: bool,
 }
 
 // === impl Local ===
@@ -159,6 +166,7 @@ impl Local {
         };
         identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
         Ok(Local {
+            xds_tls_written: false,
             publisher: Publisher::new(ca, ca_config.workload_lifetime),
             source: DirSource::new(config.dir.clone()),
             index: Index::new(config.settings.clone()),
@@ -176,6 +184,12 @@ impl Local {
         self.tokens.clone()
     }
 
+    /// The xDS server's `tls.crt` and `tls.key` (and the `ca.crt` proxies verify them with),
+    /// written by the first [`Local::tick`].
+    pub fn xds_tls_dir(&self) -> PathBuf {
+        self.config.state_dir.join(XDS_TLS_DIR)
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }
@@ -191,6 +205,16 @@ impl Local {
     /// cannot be read; later rounds report it and keep what was read before.
     pub fn tick_at(&mut self, now: SystemTime) -> Result<Tick, LocalError> {
         let scan = self.source.scan()?;
+        if !self.xds_tls_written {
+            crate::install::pki::serving_dir(
+                &self.xds_tls_dir(),
+                "Switchyard local xDS CA",
+                &xds_sans(self.config.xds_addr.ip()),
+                // The wall clock, whatever `now` a test passes: real clients check the dates.
+                SystemTime::now(),
+            )?;
+            self.xds_tls_written = true;
+        }
         let mut tick = Tick {
             reports: scan.reports,
             ..Tick::default()
@@ -263,21 +287,53 @@ impl Local {
             t.insert(token.clone(), proxy_key(proxy));
         }
         let opts = envoy_options(&self.index, proxy);
+        let dir = &self.config.state_dir;
+        let token_file = format!("{base}.token");
         let mut b = BootstrapOptions::new(
             proxy.to_string(),
             opts.bind_ip,
             self.config.xds_addr.ip().to_string(),
             self.config.xds_addr.port(),
-            token.clone(),
+            absolute(&dir.join(&token_file)),
+            envoy::XdsCa::File(absolute(
+                &self
+                    .xds_tls_dir()
+                    .join(crate::install::pki::WEBHOOK_CA_CERT),
+            )),
         );
         b.api = self.config.xds_api;
+        // The health port as in a Pod, so the local suites cover it; the admin port stays on
+        // the Pod's loopback address (local mode has no Pod to keep it inside).
+        b.health = Some(SocketAddr::new(opts.bind_ip, crate::intercept::HEALTH_PORT));
         let json = serde_json::to_string_pretty(&envoy::bootstrap(&b)).unwrap_or_default();
-        let dir = &self.config.state_dir;
+        // The token first: a proxy started on the bootstrap reads it on its first stream.
+        write(dir, &token_file, &token)?;
         write(dir, &format!("{base}.bootstrap.json"), &json)?;
-        write(dir, &format!("{base}.token"), &token)?;
         self.proxies.insert(proxy.clone(), token);
         Ok(())
     }
+}
+
+/// The state directory's subdirectory of the xDS server's certificate.
+const XDS_TLS_DIR: &str = "xds";
+
+/// The names the local xDS server's certificate holds: its address (loopback when it listens
+/// on all addresses) and `localhost`.
+fn xds_sans(ip: IpAddr) -> Vec<crate::install::Host> {
+    use crate::install::Host;
+    let mut sans = vec![
+        Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Host::Dns("localhost".into()),
+    ];
+    if !ip.is_unspecified() && ip != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        sans.insert(0, Host::Ip(ip));
+    }
+    sans
+}
+
+/// `path` made absolute against the working directory: a proxy may run elsewhere.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Writes a state file readable by its owner only (a token is a key to that Pod's identity and

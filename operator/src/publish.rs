@@ -11,7 +11,7 @@ use std::{
 
 use switchyard_adapters::{
     bundled::BundledAdapter,
-    envoy::{self, EnvoyOptions, Resource},
+    envoy::{self, Capture, EnvoyOptions, Resource},
     model::{DataPlane, Identity, ProxyConfig, ProxyId},
 };
 use switchyard_crds::ObjectRef;
@@ -19,6 +19,7 @@ use switchyard_crds::ObjectRef;
 use crate::{
     identity::{self, Certificates, MeshCa},
     index::{Index, ObjectStatus},
+    intercept,
     xds::{
         snapshot::{SharedVersions, Snapshot},
         store::{ProxyKey, SnapshotStore},
@@ -239,14 +240,29 @@ impl Publisher {
 }
 
 /// How a proxy's listeners are compiled: mTLS always, bound to the Pod's IP (a loopback address
-/// in local mode and in the end-to-end tests).
+/// in local mode and in the end-to-end tests). An intercepted Pod's proxy takes every
+/// connection on the capture ports and reaches its application on the Pod's IP (the proxy's
+/// own connections are exempt from the redirect).
 pub fn envoy_options(index: &Index, proxy: &ProxyId) -> EnvoyOptions {
-    EnvoyOptions {
+    let pod_ip = index
+        .pod_ip(proxy)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let addressed = EnvoyOptions {
         mtls: true,
-        bind_ip: index
-            .pod_ip(proxy)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        bind_ip: pod_ip,
         ..EnvoyOptions::default()
+    };
+    if !index.intercepted(proxy) {
+        return addressed;
+    }
+    EnvoyOptions {
+        app_ip: pod_ip,
+        health_port: intercept::HEALTH_PORT,
+        capture: Capture::Intercepted {
+            outbound: intercept::OUTBOUND_PORT,
+            inbound: intercept::INBOUND_PORT,
+        },
+        ..addressed
     }
 }
 

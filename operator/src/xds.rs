@@ -22,7 +22,9 @@ mod fixtures;
 pub use self::{
     auth::{Authenticate, StaticTokens},
     metrics::{MetricsSnapshot, XdsMetrics},
-    server::{DrainHandle, ServeError, XdsConfig, XdsServer, serve, serve_listener},
+    server::{
+        DrainHandle, ServeError, XdsConfig, XdsServer, serve, serve_listener, serve_listener_tls,
+    },
     snapshot::{
         Inconsistency, Snapshot, SnapshotBuilder, SnapshotError, TypeUrl, Version,
         VersionedResource, to_any,

@@ -20,6 +20,7 @@ use envoy_types::pb::{
             network::{
                 http_connection_manager::v3::{HttpConnectionManager, HttpFilter, http_filter},
                 rbac::v3::Rbac as NetworkRbac,
+                tcp_proxy::v3::{TcpProxy, UpstreamConnectMode},
             },
         },
     },
@@ -29,7 +30,7 @@ use prost::{Message, Name};
 
 use super::*;
 use crate::{
-    envoy::{self, CLUSTER_TYPE_URL, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
+    envoy::{self, CLUSTER_TYPE_URL, Capture, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, DataPlane, Endpoint,
         HttpMatch, Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol,
@@ -126,7 +127,7 @@ fn client() -> ProxyConfig {
         [10, 96, 0, 13],
         vec![port(
             6379,
-            Protocol::Tcp,
+            Protocol::Unknown,
             vec![route("default", vec![], vec![backend("cache", 6379, 1)])],
         )],
     );
@@ -141,7 +142,7 @@ fn client() -> ProxyConfig {
         cluster("grpc", 9000, Protocol::Http2, 4),
         cluster("db-a", 5432, Protocol::Tcp, 5),
         cluster("db-b", 5432, Protocol::Tcp, 6),
-        cluster("cache", 6379, Protocol::Tcp, 7),
+        cluster("cache", 6379, Protocol::Unknown, 7),
     ]
     .into_iter()
     .map(|c| (c.name.clone(), c))
@@ -249,8 +250,21 @@ fn opts(mtls: bool) -> EnvoyOptions {
     }
 }
 
+/// [`opts`] for a Pod whose traffic is redirected through the proxy.
+fn intercepted(mtls: bool) -> EnvoyOptions {
+    let opts = opts(mtls);
+    EnvoyOptions {
+        app_ip: opts.bind_ip,
+        capture: Capture::Intercepted {
+            outbound: 15001,
+            inbound: 15006,
+        },
+        ..opts
+    }
+}
+
 /// Every rich configuration: client, strict server and permissive server, with and without
-/// mTLS.
+/// mTLS, addressed (local mode) and intercepted.
 fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
     let mut out = Vec::new();
     for mtls in [true, false] {
@@ -266,6 +280,24 @@ fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
             permissive_server(),
             permissive(),
             opts(mtls),
+        ));
+        out.push((
+            "intercepted client",
+            client(),
+            MeshSettings::default(),
+            intercepted(mtls),
+        ));
+        out.push((
+            "intercepted strict server",
+            server(),
+            MeshSettings::default(),
+            intercepted(mtls),
+        ));
+        out.push((
+            "intercepted permissive server",
+            permissive_server(),
+            permissive(),
+            intercepted(mtls),
         ));
     }
     out
@@ -456,7 +488,7 @@ fn an_unsupported_cluster_type_drops_the_cluster() {
     assert_eq!(dropped, ["shop/web-v1|80"], "its endpoints stay");
     assert_eq!(
         out.warnings,
-        ["cluster shop/web-v1|80: type: only STATIC and EDS clusters are supported"]
+        ["cluster shop/web-v1|80: type: only STATIC, EDS and ORIGINAL_DST clusters are supported"]
     );
 }
 
@@ -580,6 +612,32 @@ fn network_rbac_only_goes_right_before_tcp_proxy() {
             "listener inbound|3306: filter_chains[0].filters[1]: nothing may follow a terminal \
              filter"
         ]
+    );
+}
+
+#[test]
+fn the_upstream_connect_may_wait_for_the_handshake_but_not_for_data() {
+    // As compiled: the proxy authorizes after the handshake and connects only then, too.
+    let (out, dropped) =
+        with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |_| {});
+    assert!(dropped.is_empty(), "{:?}", out.warnings);
+    // It does not wait for the client's first byte.
+    let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+        let f = &mut l.filter_chains[0].filters[1];
+        let mut tcp: TcpProxy = typed(&f.config_type);
+        assert_eq!(
+            tcp.upstream_connect_mode,
+            UpstreamConnectMode::OnDownstreamTlsHandshake as i32
+        );
+        tcp.upstream_connect_mode = UpstreamConnectMode::OnDownstreamData as i32;
+        f.config_type = Some(filter::ConfigType::TypedConfig(any(&tcp)));
+    });
+    assert!(
+        w.ends_with(
+            "filters[1].typed_config.upstream_connect_mode: only IMMEDIATE and \
+             ON_DOWNSTREAM_TLS_HANDSHAKE are supported"
+        ),
+        "{w}"
     );
 }
 

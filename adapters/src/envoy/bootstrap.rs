@@ -1,12 +1,61 @@
-//! The Envoy bootstrap: node identity, admin, and ADS to the Switchyard control plane with a
-//! bearer token. Everything else arrives over ADS.
+//! The Envoy bootstrap: node identity, admin, and ADS to the Switchyard control plane over TLS,
+//! with the bearer token read from a file on every stream. Everything else arrives over ADS.
+//!
+//! No credential is written into the bootstrap: Envoy's `/config_dump` shows the bootstrap to
+//! anyone who reaches the admin port, and the token opens an ADS stream as this proxy (and so
+//! hands out its private key over SDS). `google_grpc` with the `file_based_metadata` call
+//! credentials names the token's file instead (Envoy redacts even the file name in
+//! `/config_dump`) and re-reads it for every stream, so a rotated projected token applies. gRPC
+//! sends call credentials only over a secure channel, which is why the xDS channel is TLS,
+//! verified against the CA certificate in [`BootstrapOptions::xds_ca`] (public: it may be
+//! written inline).
+//!
+//! In a Pod the admin interface listens on 127.0.0.1, so only the Pod's own processes reach
+//! `/quitquitquit`, `/healthcheck/fail` and the rest; the kubelet's probes and a metrics
+//! scraper use the health port ([`BootstrapOptions::health`], 15020): a static listener that
+//! forwards `GET /ready` and `/metrics` (as `/stats/prometheus`) to the admin interface, answers
+//! `/live` itself, forwards the application's rewritten HTTP probes (`/app-health/...`, see
+//! [`AppProbe`]) to the application, and 404s everything else.
 
-use std::{fmt, net::IpAddr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use serde_json::{Value, json};
 
-/// Name of the static cluster that reaches the control plane.
-pub const XDS_CLUSTER: &str = "xds";
+/// `stat_prefix` of the ADS gRPC client: its stats are `grpc.xds.*`.
+pub const XDS_STAT_PREFIX: &str = "xds";
+
+/// The static listener that serves the probes and metrics (the health port).
+pub const HEALTH_LISTENER: &str = "switchyard-health";
+/// The static cluster through which the health listener reaches the admin interface.
+pub const ADMIN_CLUSTER: &str = "switchyard-admin";
+/// The static clusters through which it reaches the application's probed ports:
+/// `switchyard-app-<port>`.
+pub const APP_CLUSTER_PREFIX: &str = "switchyard-app-";
+
+/// An application HTTP probe the injector pointed at the health port: the kubelet calls `path`
+/// (`/app-health/<container>/<readyz|livez|startupz>`) there, and the proxy forwards it to the
+/// application at `<Pod IP>:<port><target>`, past interception (the proxy's own connections
+/// are never redirected) and so past mTLS, which the kubelet cannot speak.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AppProbe {
+    pub path: String,
+    pub port: u16,
+    /// The probe's own path, with its query.
+    pub target: String,
+}
+
+/// The `envoy.grpc_credentials.file_based_metadata` plugin: reads a header value from a file on
+/// every call.
+pub const FILE_CREDENTIALS: &str = "envoy.grpc_credentials.file_based_metadata";
+
+/// HTTP/2 pings on the ADS connection, so a control plane that vanished without closing the
+/// connection is noticed (the same figures the bundled proxy uses).
+const KEEPALIVE_TIME_MS: i64 = 20_000;
+const KEEPALIVE_TIMEOUT_MS: i64 = 10_000;
 
 /// Envoy's limit on open downstream connections, over all listeners.
 const MAX_DOWNSTREAM_CONNECTIONS: u64 = 50_000;
@@ -21,26 +70,37 @@ pub enum XdsApi {
     Delta,
 }
 
-/// What a proxy's bootstrap says. `Debug` leaves the token out.
-#[derive(Clone, PartialEq, Eq)]
+/// What a proxy's bootstrap says. It holds paths, never a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootstrapOptions {
     /// `node.id`; for logs and the control plane's bookkeeping, never trusted for identity.
     pub node_id: String,
     /// `node.cluster`; Envoy tags its stats with it.
     pub node_cluster: String,
-    /// Where the admin interface listens (the pod IP; a loopback in local mode).
+    /// Where the admin interface listens: 127.0.0.1 in a Pod; the Pod's loopback address in
+    /// local mode.
     pub bind_ip: IpAddr,
     /// DESIGN §3: 15000.
     pub admin_port: u16,
-    /// Control plane host: an IP (STATIC cluster) or a DNS name (STRICT_DNS).
+    /// The health port (`podIP:15020`): `/ready`, `/live`, `/metrics`, the app probes, and
+    /// nothing else.
+    pub health: Option<SocketAddr>,
+    /// The application's HTTP probes, served on the health port (with [`Self::health`] only).
+    pub app_probes: Vec<AppProbe>,
+    /// Control plane host: an IP or a DNS name (resolved by gRPC).
     pub xds_host: String,
     /// DESIGN §3: 15010.
     pub xds_port: u16,
-    /// Sent as `authorization: Bearer <token>` on the ADS stream; the xDS server derives the
-    /// proxy's identity from it.
-    pub token: String,
+    /// The name the control plane's certificate must hold, when it is not [`Self::xds_host`]
+    /// (a harness that dials a Service's IP while the certificate names the Service).
+    pub xds_server_name: Option<String>,
+    /// The CA certificate(s) the control plane's serving certificate is verified with.
+    pub xds_ca: XdsCa,
+    /// A file holding the token sent as `authorization: Bearer <token>` on every ADS stream;
+    /// the xDS server derives the proxy's identity from it. Read on every stream, never copied
+    /// into the bootstrap.
+    pub token_file: PathBuf,
     pub api: XdsApi,
-    pub connect_timeout: Duration,
 }
 
 impl BootstrapOptions {
@@ -50,97 +110,64 @@ impl BootstrapOptions {
         bind_ip: IpAddr,
         xds_host: impl Into<String>,
         xds_port: u16,
-        token: impl Into<String>,
+        token_file: impl Into<PathBuf>,
+        xds_ca: XdsCa,
     ) -> Self {
         BootstrapOptions {
             node_id: node_id.into(),
             node_cluster: "switchyard".to_owned(),
             bind_ip,
             admin_port: 15000,
+            health: None,
+            app_probes: Vec::new(),
             xds_host: xds_host.into(),
             xds_port,
-            token: token.into(),
+            xds_server_name: None,
+            xds_ca,
+            token_file: token_file.into(),
             api: XdsApi::default(),
-            connect_timeout: Duration::from_secs(1),
         }
     }
 }
 
-impl fmt::Debug for BootstrapOptions {
+/// Where the xDS CA certificate comes from (PEM). A CA certificate is public; only keys and
+/// tokens must stay out of the bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XdsCa {
+    /// A file the proxy reads (`root_certs.filename`).
+    File(PathBuf),
+    /// The PEM itself (`root_certs.inline_string`): what the injector passes to a Pod.
+    Pem(String),
+}
+
+impl fmt::Display for XdsApi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BootstrapOptions")
-            .field("node_id", &self.node_id)
-            .field("node_cluster", &self.node_cluster)
-            .field("bind_ip", &self.bind_ip)
-            .field("admin_port", &self.admin_port)
-            .field("xds_host", &self.xds_host)
-            .field("xds_port", &self.xds_port)
-            .field("token", &"<redacted>")
-            .field("api", &self.api)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
+        f.write_str(match self {
+            XdsApi::StateOfTheWorld => "GRPC",
+            XdsApi::Delta => "DELTA_GRPC",
+        })
     }
 }
 
 /// An Envoy v3 bootstrap (JSON) for one proxy.
 pub fn bootstrap(opts: &BootstrapOptions) -> Value {
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
-    let api_type = match opts.api {
-        XdsApi::StateOfTheWorld => "GRPC",
-        XdsApi::Delta => "DELTA_GRPC",
-    };
-    let xds_type = if opts.xds_host.parse::<IpAddr>().is_ok() {
-        "STATIC"
-    } else {
-        "STRICT_DNS"
-    };
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": opts.node_id, "cluster": opts.node_cluster },
         "admin": {
             "address": socket_address(&opts.bind_ip.to_string(), opts.admin_port),
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": api_type,
+                "api_type": opts.api.to_string(),
                 "transport_api_version": "V3",
                 // The server learns the node from the first request of a stream; repeating it
                 // on every request only costs bytes.
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{
-                    "envoy_grpc": { "cluster_name": XDS_CLUSTER },
-                    "initial_metadata": [
-                        { "key": "authorization", "value": format!("Bearer {}", opts.token) },
-                    ],
-                }],
+                "grpc_services": [xds_service(opts)],
             },
             "cds_config": ads,
             "lds_config": ads,
-        },
-        "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": xds_type,
-                "connect_timeout": json_duration(opts.connect_timeout),
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        // gRPC needs HTTP/2; the control plane speaks h2c.
-                        "explicit_http_config": { "http2_protocol_options": {} },
-                    },
-                },
-                // Notices a control plane that vanished without closing the connection.
-                "upstream_connection_options": { "tcp_keepalive": {} },
-                "load_assignment": {
-                    "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{
-                        "lb_endpoints": [{
-                            "endpoint": {
-                                "address": socket_address(&opts.xds_host, opts.xds_port),
-                            },
-                        }],
-                    }],
-                },
-            }],
         },
         // A cap far above what a sidecar serves, so that a connection flood exhausts Envoy's
         // limit rather than the pod's memory (and Envoy stops warning that there is none).
@@ -166,17 +193,194 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Value {
                 },
             }],
         },
+    });
+    if let Some(health) = opts.health {
+        let mut clusters = vec![static_cluster(
+            ADMIN_CLUSTER,
+            &opts.bind_ip.to_string(),
+            opts.admin_port,
+        )];
+        let ports: std::collections::BTreeSet<u16> =
+            opts.app_probes.iter().map(|p| p.port).collect();
+        // From 127.0.0.6 (::6), as the inbound proxy reaches the app: interception lets that
+        // source through, where the proxy's other connections to its own Pod IP are sent to
+        // the inbound proxy (an app calling its own Service).
+        let source = super::inbound_source(health.ip());
+        clusters.extend(ports.into_iter().map(|port| {
+            let mut cluster = static_cluster(
+                &format!("{APP_CLUSTER_PREFIX}{port}"),
+                &health.ip().to_string(),
+                port,
+            );
+            cluster["upstream_bind_config"] = json!({
+                "source_address": { "address": source.to_string(), "port_value": 0 },
+            });
+            cluster
+        }));
+        bootstrap["static_resources"] = json!({
+            "listeners": [health_listener(health, &opts.app_probes)],
+            "clusters": clusters,
+        });
+    }
+    bootstrap
+}
+
+/// The health port's listener: `/ready` and `/metrics` from the admin interface, `/live` from
+/// the listener itself (it answers while Envoy runs), a 404 for anything else, so nothing that
+/// changes state or shows configuration is reachable on it.
+fn health_listener(address: SocketAddr, app_probes: &[AppProbe]) -> Value {
+    let forward = |path: &str, cluster: &str, rewrite: &str| {
+        json!({
+            "match": { "path": path, "headers": [read_only()] },
+            "route": { "cluster": cluster, "prefix_rewrite": rewrite, "timeout": "10s" },
+        })
+    };
+    let to_admin = |path: &str, rewrite: &str| forward(path, ADMIN_CLUSTER, rewrite);
+    let not_found = json!({
+        "match": { "prefix": "/" },
+        "direct_response": {
+            "status": 404,
+            "body": {
+                "inline_string": "not found; this port serves GET /ready, /live, /metrics \
+                                  and the application's probes only\n",
+            },
+        },
+    });
+    let answer = |path: &str, status: u16, body: &str| {
+        json!({
+            "match": { "path": path, "headers": [read_only()] },
+            "direct_response": { "status": status, "body": { "inline_string": body } },
+        })
+    };
+    let mut routes = vec![
+        to_admin("/ready", "/ready"),
+        to_admin("/metrics", "/stats/prometheus"),
+        answer("/live", 200, "live\n"),
+    ];
+    routes.extend(app_probes.iter().map(|p| {
+        forward(
+            &p.path,
+            &format!("{APP_CLUSTER_PREFIX}{}", p.port),
+            &p.target,
+        )
+    }));
+    routes.push(not_found);
+    json!({
+        "name": HEALTH_LISTENER,
+        "address": socket_address(&address.ip().to_string(), address.port()),
+        "filter_chains": [{
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.\
+                              http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "switchyard_health",
+                    "route_config": {
+                        "name": HEALTH_LISTENER,
+                        "virtual_hosts": [{
+                            "name": HEALTH_LISTENER,
+                            "domains": ["*"],
+                            "routes": routes,
+                        }],
+                    },
+                    "http_filters": [{
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.\
+                                      v3.Router",
+                        },
+                    }],
+                },
+            }],
+        }],
     })
+}
+
+/// `GET` or `HEAD`: what a probe or a scraper sends.
+fn read_only() -> Value {
+    json!({
+        "name": ":method",
+        "string_match": { "safe_regex": { "regex": "GET|HEAD" } },
+    })
+}
+
+/// An upstream of the health listener: the admin interface, or an application port.
+fn static_cluster(name: &str, address: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": { "address": socket_address(address, port) },
+                }],
+            }],
+        },
+    })
+}
+
+/// The ADS `GrpcService`: `google_grpc` on TLS, the token from its file on every call.
+fn xds_service(opts: &BootstrapOptions) -> Value {
+    let mut args = serde_json::Map::new();
+    args.insert(
+        "grpc.keepalive_time_ms".into(),
+        json!({ "int_value": KEEPALIVE_TIME_MS }),
+    );
+    args.insert(
+        "grpc.keepalive_timeout_ms".into(),
+        json!({ "int_value": KEEPALIVE_TIMEOUT_MS }),
+    );
+    if let Some(name) = &opts.xds_server_name {
+        args.insert(
+            "grpc.ssl_target_name_override".into(),
+            json!({ "string_value": name }),
+        );
+    }
+    let root_certs = match &opts.xds_ca {
+        XdsCa::File(file) => json!({ "filename": path(file) }),
+        XdsCa::Pem(pem) => json!({ "inline_string": pem }),
+    };
+    json!({
+        "google_grpc": {
+            "target_uri": target_uri(&opts.xds_host, opts.xds_port),
+            "stat_prefix": XDS_STAT_PREFIX,
+            "channel_credentials": {
+                "ssl_credentials": { "root_certs": root_certs },
+            },
+            "call_credentials": [{
+                "from_plugin": {
+                    "name": FILE_CREDENTIALS,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.\
+                                  FileBasedMetadataConfig",
+                        "secret_data": { "filename": path(&opts.token_file) },
+                        "header_key": "authorization",
+                        "header_prefix": "Bearer ",
+                    },
+                },
+            }],
+            // The default factory does not know the plugin; this one also builds the TLS
+            // channel credentials.
+            "credentials_factory_name": FILE_CREDENTIALS,
+            "channel_args": { "args": args },
+        },
+    })
+}
+
+/// A gRPC target: `host:port`, an IPv6 address in brackets.
+fn target_uri(host: &str, port: u16) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
 }
 
 fn socket_address(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
-}
-
-/// A protobuf JSON duration: seconds with up to nine decimals and an `s`.
-fn json_duration(d: Duration) -> String {
-    match d.subsec_nanos() {
-        0 => format!("{}s", d.as_secs()),
-        nanos => format!("{}.{nanos:09}s", d.as_secs()),
-    }
 }

@@ -43,6 +43,9 @@ pub(super) struct Cache {
     /// The last outbound route configuration built for a proxy of each namespace: proxies of
     /// one namespace usually reach the same services, and then share it.
     routes: HashMap<String, RoutesEntry>,
+    /// Per service, the route configurations of intercepted proxies (see
+    /// [`route::intercepted_configs`]); they do not depend on the proxy.
+    intercepted: HashMap<ServiceName, InterceptedEntry>,
     /// The Cluster and ClusterLoadAssignment resources of the last cluster map compiled, per
     /// own identity (with mTLS; one entry, `None`, without): the same map (by pointer) for
     /// every proxy, and across changes that touch no cluster.
@@ -111,6 +114,13 @@ struct Vhost {
     name: String,
     domains: Vec<String>,
     encoded: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct InterceptedEntry {
+    source: Arc<OutboundService>,
+    route_policy: RoutePolicy,
+    routes: Arc<[Arc<Resource>]>,
 }
 
 /// An outbound route configuration and the pieces it was assembled from, in order.
@@ -259,8 +269,44 @@ impl Cache {
         out
     }
 
+    /// The route configurations of an intercepted proxy: every HTTP or undeclared port of every
+    /// service it reaches, in service order, each shared between all proxies until its
+    /// service changes.
+    pub(super) fn intercepted_routes(
+        &mut self,
+        proxy: &ProxyConfig,
+        policy: &RoutePolicy,
+    ) -> Vec<Arc<Resource>> {
+        let mut out = Vec::new();
+        for svc in proxy.outbound.values() {
+            if let Some(entry) = self.intercepted.get_mut(&svc.name)
+                && entry.route_policy == *policy
+                && still_valid(&mut entry.source, svc)
+            {
+                out.extend(entry.routes.iter().cloned());
+                continue;
+            }
+            let routes: Arc<[Arc<Resource>]> = route::intercepted_configs(svc, policy)
+                .into_iter()
+                .map(|(name, config)| Arc::new(Resource::new(ROUTE_TYPE_URL, &name, config)))
+                .collect();
+            out.extend(routes.iter().cloned());
+            self.intercepted.insert(
+                svc.name.clone(),
+                InterceptedEntry {
+                    source: svc.clone(),
+                    route_policy: policy.clone(),
+                    routes,
+                },
+            );
+        }
+        out
+    }
+
     pub(super) fn evict_unused(&mut self) {
         self.clusters
+            .retain(|_, e| Arc::strong_count(&e.source) > 1);
+        self.intercepted
             .retain(|_, e| Arc::strong_count(&e.source) > 1);
         for services in &mut self.services {
             services.retain(|_, e| Arc::strong_count(&e.source) > 1);

@@ -21,7 +21,10 @@ use envoy_types::pb::{
                     TransportSocketMatch,
                 },
             },
-            core::v3::{Http2ProtocolOptions, Metadata},
+            core::v3::{
+                BindConfig, Http1ProtocolOptions, Http2ProtocolOptions, Metadata, SocketAddress,
+                socket_address::PortSpecifier,
+            },
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
             },
@@ -29,7 +32,8 @@ use envoy_types::pb::{
         extensions::upstreams::http::v3::{
             HttpProtocolOptions,
             http_protocol_options::{
-                ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+                ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+                explicit_http_config::ProtocolConfig,
             },
         },
     },
@@ -37,7 +41,7 @@ use envoy_types::pb::{
 };
 
 use super::{
-    EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address,
+    Capture, EnvoyOptions, INBOUND_SOURCE, LoadBalancing, duration, inbound_name, socket_address,
     tls::{self, Mtls},
     to_any,
 };
@@ -127,6 +131,10 @@ fn transport_socket_match(
 }
 
 /// The STATIC cluster of an inbound port: the application at `app_ip:<port>`.
+///
+/// An intercepted proxy connects from [`INBOUND_SOURCE`]: the redirect rules let connections
+/// from that address to the Pod's own IP through, and send any other connection the proxy makes
+/// to its own Pod IP (an application calling its own Service) back to the inbound port.
 pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
     let name = inbound_name(port.port);
     let app = SocketAddr::new(opts.app_ip, port.port);
@@ -135,7 +143,48 @@ pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
         connect_timeout: Some(duration(opts.connect_timeout)),
         load_assignment: Some(assignment(&name, vec![lb_endpoint(app)])),
         typed_extension_protocol_options: protocol_options(port.protocol),
+        upstream_bind_config: match opts.capture {
+            Capture::Addressed => None,
+            Capture::Intercepted { .. } => Some(from_inbound_source()),
+        },
         name,
+        ..Default::default()
+    }
+}
+
+/// Cluster [`INBOUND_PASSTHROUGH`](super::INBOUND_PASSTHROUGH): in permissive mode, an inbound
+/// connection to a port no Service declares goes on to the application unchanged, from
+/// [`INBOUND_SOURCE`] like every inbound connection of an intercepted proxy.
+pub(super) fn inbound_passthrough(opts: &EnvoyOptions) -> Cluster {
+    Cluster {
+        upstream_bind_config: Some(from_inbound_source()),
+        name: super::INBOUND_PASSTHROUGH.to_owned(),
+        ..passthrough(opts)
+    }
+}
+
+fn from_inbound_source() -> BindConfig {
+    BindConfig {
+        source_address: Some(SocketAddress {
+            address: INBOUND_SOURCE.to_string(),
+            port_specifier: Some(PortSpecifier::PortValue(0)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Cluster [`PASSTHROUGH`](super::PASSTHROUGH): an intercepted connection to a destination the
+/// mesh does not know goes to that destination unchanged (plaintext, no policy), so DNS, the
+/// API server and hosts outside the mesh keep working.
+pub(super) fn passthrough(opts: &EnvoyOptions) -> Cluster {
+    Cluster {
+        name: super::PASSTHROUGH.to_owned(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(duration(opts.connect_timeout)),
         ..Default::default()
     }
 }
@@ -165,13 +214,26 @@ fn assignment(name: &str, lb_endpoints: Vec<LbEndpoint>) -> ClusterLoadAssignmen
     }
 }
 
-/// HTTP/2 clusters speak h2c to their endpoints (gRPC); the rest keep Envoy's HTTP/1.1 default.
-/// A map of at most one entry encodes deterministically.
+/// HTTP/2 clusters speak h2c to their endpoints (gRPC); an undeclared port's cluster speaks
+/// whatever HTTP version was detected downstream (its requests come from an intercepted
+/// connection found to be HTTP, where downgrading h2c to HTTP/1.1 would break gRPC); the rest
+/// keep Envoy's HTTP/1.1 default. A map of at most one entry encodes deterministically.
 fn protocol_options(protocol: Protocol) -> HashMap<String, Any> {
-    match protocol {
-        Protocol::Http2 => [(HTTP_PROTOCOL_OPTIONS.to_owned(), to_any(&http2_options()))].into(),
-        Protocol::Http | Protocol::Tcp => HashMap::new(),
-    }
+    let options = match protocol {
+        Protocol::Http2 => http2_options(),
+        Protocol::Unknown => HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        },
+        Protocol::Http | Protocol::Tcp => return HashMap::new(),
+    };
+    [(HTTP_PROTOCOL_OPTIONS.to_owned(), to_any(&options))].into()
 }
 
 pub(super) fn http2_options() -> HttpProtocolOptions {

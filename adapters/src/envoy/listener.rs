@@ -1,11 +1,22 @@
 //! Listeners: outbound HTTP (one HCM on RDS), outbound TCP (one per port), and inbound (RBAC,
-//! then the local application).
+//! then the local application); or, for an intercepted proxy, one outbound and one inbound
+//! listener that pick a filter chain by each connection's original destination.
+//!
+//! ```text
+//!  addressed (local mode)                  intercepted (a Pod with redirect rules)
+//!  app ─▶ bind_ip:15001 (Host) ─▶ vhost    app ─▶ iptables ─▶ 0.0.0.0:15001 ─▶ original_dst
+//!  app ─▶ bind_ip:<svc port>  ─▶ tcp         ─▶ chain (ClusterIP, port) ─▶ HCM on RDS / tcp_proxy
+//!  peer ─▶ bind_ip:<port> ─▶ RBAC ─▶ app     ─▶ no chain: passthrough to the original destination
+//!                                          peer ─▶ iptables ─▶ 0.0.0.0:15006 ─▶ chain (port) ─▶ RBAC ─▶ app
+//! ```
 //!
 //! With mTLS, an inbound listener terminates TLS. In strict access mode its only filter chain
 //! requires a client certificate from the mesh CA, so plaintext and foreign certificates fail
-//! the handshake before any filter runs. In permissive mode (migration: clients outside the
-//! mesh must keep working) a TLS inspector picks between that chain, for TLS, and a plaintext
-//! chain with the same filters for everything else.
+//! the handshake before any filter runs; on a TCP port with rules, so do the certificates of
+//! identities the rules do not allow (`inbound_filters` says why). In permissive mode
+//! (migration: clients outside the mesh must keep working) a TLS inspector picks between that
+//! chain, for TLS, and a plaintext chain for everything else, with the same filters (but on a
+//! TCP port with rules, which no plaintext client can satisfy: there it closes).
 
 use std::net::SocketAddr;
 
@@ -16,14 +27,20 @@ use envoy_types::pb::{
                 AccessLogFilter, ComparisonFilter, StatusCodeFilter, access_log_filter,
                 comparison_filter,
             },
+            core::v3::CidrRange,
             core::v3::{
                 AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32,
                 TrafficDirection, config_source, data_source,
             },
-            listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter},
+            listener::v3::{
+                Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+                ListenerFilterChainMatchPredicate, filter, listener_filter,
+                listener_filter_chain_match_predicate::{MatchSet, Rule},
+            },
         },
         extensions::filters::{
             http::router::v3::Router,
+            listener::{http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst},
             network::{
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
@@ -31,26 +48,39 @@ use envoy_types::pb::{
                     http_connection_manager::{CodecType, RouteSpecifier},
                     http_filter,
                 },
-                tcp_proxy::v3::{TcpProxy, tcp_proxy},
+                tcp_proxy::v3::{TcpProxy, UpstreamConnectMode, tcp_proxy},
             },
         },
+        r#type::v3::Int32Range,
     },
-    google::protobuf::{Any, BoolValue},
+    google::protobuf::{Any, BoolValue, UInt32Value},
 };
 
 use super::{
-    DENIED_BODY, EnvoyOptions, OUTBOUND_HTTP, inbound_name, rbac, route, socket_address,
+    DENIED_BODY, EnvoyOptions, OUTBOUND_HTTP, PASSTHROUGH, duration, inbound_name, rbac, route,
+    socket_address,
     tls::{self, Mtls},
-    to_any,
+    to_any, virtual_host_name,
 };
 use crate::model::{
-    AccessMode, Authorization, InboundPort, MeshSettings, Protocol, WeightedCluster,
+    AccessMode, InboundPort, MeshSettings, OutboundService, Protocol, WeightedCluster,
 };
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 const DIRECT_RESPONSE_FILTER: &str = "envoy.filters.network.direct_response";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const ORIGINAL_DST_FILTER: &str = "envoy.filters.listener.original_dst";
+const HTTP_INSPECTOR_FILTER: &str = "envoy.filters.listener.http_inspector";
+
+/// The application protocols Envoy's HTTP inspector reports for plaintext HTTP.
+const DETECTED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// How long an intercepted connection may stay silent before it is taken as neither TLS nor
+/// HTTP. A server-first protocol's client says nothing until the server has spoken, so this is
+/// the delay it pays on a port where detection runs (undeclared ports, permissive inbound);
+/// Envoy's default of 15 s would be a hang to such a client.
+const DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `bind_ip:outbound_http_port`: every HTTP request of the application, routed by Host.
 pub(super) fn outbound_http(opts: &EnvoyOptions) -> Listener {
@@ -73,6 +103,16 @@ pub(super) fn outbound_tcp(
     backends: &[WeightedCluster],
     opts: &EnvoyOptions,
 ) -> Listener {
+    listener(
+        super::outbound_tcp_name(port),
+        SocketAddr::new(opts.bind_ip, port),
+        TrafficDirection::Outbound,
+        vec![tcp_proxy(format!("outbound_tcp_{port}"), backends)],
+    )
+}
+
+/// A `tcp_proxy` to `backends`, by weight when there are several.
+fn tcp_proxy(stat_prefix: String, backends: &[WeightedCluster]) -> Filter {
     let backends = route::merged_backends(backends);
     let cluster_specifier = match backends.as_slice() {
         [(only, _)] => tcp_proxy::ClusterSpecifier::Cluster((*only).to_owned()),
@@ -90,148 +130,439 @@ pub(super) fn outbound_tcp(
         }),
     };
     let tcp = TcpProxy {
-        stat_prefix: format!("outbound_tcp_{port}"),
+        stat_prefix,
         cluster_specifier: Some(cluster_specifier),
         ..Default::default()
     };
-    listener(
-        super::outbound_tcp_name(port),
-        SocketAddr::new(opts.bind_ip, port),
-        TrafficDirection::Outbound,
-        vec![filter(TCP_PROXY_FILTER, to_any(&tcp))],
-    )
+    filter(TCP_PROXY_FILTER, to_any(&tcp))
 }
 
-/// An inbound HTTP port: an HCM on RDS `inbound|<port>`, whose RBAC filter denies by default
-/// and takes the port's policy from the route configuration; denials answer 403 with
-/// [`DENIED_BODY`].
-pub(super) fn inbound_http(
-    port: u16,
-    protocol: Protocol,
-    opts: &EnvoyOptions,
-    mtls: Option<Mtls<'_>>,
-) -> Listener {
-    let name = inbound_name(port);
-    let hcm = HttpConnectionManager {
-        stat_prefix: format!("inbound_{port}"),
-        http_filters: vec![
-            HttpFilter {
-                name: rbac::HTTP_FILTER.to_owned(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    rbac::http_filter_deny_all(),
-                )),
-                ..Default::default()
-            },
-            router(),
-        ],
-        local_reply_config: Some(denied_reply()),
-        ..hcm(&name)
+/// A `tcp_proxy` to one cluster.
+fn tcp_proxy_to(stat_prefix: String, cluster: String) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+        ..Default::default()
     };
-    inbound(
-        name,
-        SocketAddr::new(opts.bind_ip, port),
-        vec![filter(HCM_FILTER, to_any(&hcm))],
-        protocol,
-        mtls,
+    filter(TCP_PROXY_FILTER, to_any(&tcp))
+}
+
+/// `0.0.0.0:<outbound port>` of an intercepted proxy: every outbound connection of the
+/// application, routed by its original destination. A Service's `ClusterIP:port` takes that
+/// port's chain: an HCM on the RDS route configuration named after the port (HTTP ports, and
+/// undeclared ports whose first bytes are HTTP), or a `tcp_proxy` to its backends; anything
+/// else passes through unchanged. Services without a ClusterIP (headless) get no chain.
+///
+/// Returns the listener and the ports (ClusterIP, port) left out because an earlier service
+/// took them, for warnings.
+pub(super) fn outbound_intercepted<'a>(
+    services: impl IntoIterator<Item = &'a OutboundService>,
+    outbound_port: u16,
+    warnings: &mut Vec<String>,
+) -> Listener {
+    let mut chains = Vec::new();
+    let mut detect_ports = std::collections::BTreeSet::new();
+    let mut taken = std::collections::BTreeMap::new();
+    for svc in services {
+        let Some(ip) = svc.cluster_ip else {
+            continue;
+        };
+        let mut ports: Vec<_> = svc.ports.iter().collect();
+        ports.sort_by_key(|p| p.port);
+        ports.dedup_by_key(|p| p.port);
+        for port in ports {
+            let name = virtual_host_name(&svc.name, port.port);
+            if let Some(owner) = taken.insert((ip, port.port), name.clone()) {
+                warnings.push(format!(
+                    "{name}: {ip}:{} is already routed as {owner}; left out",
+                    port.port
+                ));
+                taken.insert((ip, port.port), owner);
+                continue;
+            }
+            let matches = FilterChainMatch {
+                prefix_ranges: vec![CidrRange {
+                    address_prefix: ip.to_string(),
+                    prefix_len: Some(UInt32Value {
+                        value: if ip.is_ipv4() { 32 } else { 128 },
+                    }),
+                }],
+                destination_port: Some(UInt32Value {
+                    value: u32::from(port.port),
+                }),
+                ..Default::default()
+            };
+            let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name)));
+            let tcp = || {
+                let backends = port.routes.first().map(|r| r.backends.as_slice());
+                tcp_proxy(name.clone(), backends.unwrap_or_default())
+            };
+            match port.protocol {
+                Protocol::Http | Protocol::Http2 => {
+                    chains.push(chain(name.clone(), Some(matches), vec![http()]));
+                }
+                Protocol::Tcp => chains.push(chain(name.clone(), Some(matches), vec![tcp()])),
+                Protocol::Unknown => {
+                    detect_ports.insert(port.port);
+                    let detected = FilterChainMatch {
+                        application_protocols: DETECTED_HTTP.map(str::to_owned).to_vec(),
+                        ..matches.clone()
+                    };
+                    chains.push(chain(format!("{name}|http"), Some(detected), vec![http()]));
+                    chains.push(chain(name.clone(), Some(matches), vec![tcp()]));
+                }
+            }
+        }
+    }
+    chains.push(loop_guard(outbound_port));
+    let mut listener_filters = vec![original_dst()];
+    if !detect_ports.is_empty() {
+        listener_filters.push(http_inspector(&detect_ports));
+    }
+    let passthrough = chain(
+        PASSTHROUGH.to_owned(),
+        None,
+        vec![tcp_proxy_to(PASSTHROUGH.to_owned(), PASSTHROUGH.to_owned())],
+    );
+    capture_listener(
+        super::OUTBOUND,
+        outbound_port,
+        TrafficDirection::Outbound,
+        listener_filters,
+        chains,
+        passthrough,
     )
 }
 
-/// An inbound TCP port: network RBAC (unless everyone is allowed), then the application.
-pub(super) fn inbound_tcp(
+/// A listener that takes every redirected connection on `0.0.0.0:<port>` and picks a chain
+/// by its original destination (the `original_dst` filter comes first in `listener_filters`),
+/// waiting at most [`DETECTION_TIMEOUT`] for the inspectors, and `default` when no chain fits.
+fn capture_listener(
+    name: &str,
+    port: u16,
+    direction: TrafficDirection,
+    listener_filters: Vec<ListenerFilter>,
+    filter_chains: Vec<FilterChain>,
+    default: FilterChain,
+) -> Listener {
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(SocketAddr::new(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port,
+        ))),
+        traffic_direction: direction as i32,
+        listener_filters,
+        listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
+        continue_on_listener_filters_timeout: true,
+        filter_chains,
+        default_filter_chain: Some(default),
+        ..Default::default()
+    }
+}
+
+/// The outbound HCM of one intercepted service port, on the route configuration of the same
+/// name.
+fn outbound_hcm(name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        http_filters: vec![router()],
+        ..hcm(name)
+    }
+}
+
+/// A chain for connections made straight to one of the proxy's own capture ports: their
+/// original destination is the port itself, so passing them through would loop.
+fn loop_guard(port: u16) -> FilterChain {
+    chain(
+        format!("loop|{port}"),
+        Some(FilterChainMatch {
+            destination_port: Some(UInt32Value {
+                value: u32::from(port),
+            }),
+            ..Default::default()
+        }),
+        vec![close()],
+    )
+}
+
+fn chain(
+    name: String,
+    filter_chain_match: Option<FilterChainMatch>,
+    filters: Vec<Filter>,
+) -> FilterChain {
+    FilterChain {
+        name,
+        filter_chain_match,
+        filters,
+        ..Default::default()
+    }
+}
+
+fn original_dst() -> ListenerFilter {
+    ListenerFilter {
+        name: ORIGINAL_DST_FILTER.to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(to_any(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// The HTTP inspector, run only on connections to `ports` (those of undeclared protocol): on
+/// any other port it would make a server-first protocol wait for the detection timeout.
+fn http_inspector(ports: &std::collections::BTreeSet<u16>) -> ListenerFilter {
+    let port_rule = |p: u16| {
+        Rule::DestinationPortRange(Int32Range {
+            start: i32::from(p),
+            end: i32::from(p) + 1,
+        })
+    };
+    let on_ports = match ports.iter().copied().collect::<Vec<_>>().as_slice() {
+        [one] => port_rule(*one),
+        many => Rule::OrMatch(MatchSet {
+            rules: many
+                .iter()
+                .map(|p| ListenerFilterChainMatchPredicate {
+                    rule: Some(port_rule(*p)),
+                })
+                .collect(),
+        }),
+    };
+    ListenerFilter {
+        name: HTTP_INSPECTOR_FILTER.to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(to_any(
+            &HttpInspector::default(),
+        ))),
+        filter_disabled: Some(ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::NotMatch(Box::new(
+                ListenerFilterChainMatchPredicate {
+                    rule: Some(on_ports),
+                },
+            ))),
+        }),
+    }
+}
+
+/// What an inbound port runs: the filters of its TLS chain and of its plaintext chain, and
+/// the identities its TLS handshake admits (empty: any certificate of the mesh CA).
+struct Inbound {
+    tls: Vec<Filter>,
+    plaintext: Vec<Filter>,
+    peers: Vec<String>,
+}
+
+impl Inbound {
+    fn same(filters: Vec<Filter>) -> Self {
+        Self {
+            tls: filters.clone(),
+            plaintext: filters,
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// The filters of an inbound port. HTTP: an HCM on RDS `inbound|<port>`, whose RBAC filter
+/// denies by default and takes the port's policy from the route configuration; denials answer
+/// 403 with [`DENIED_BODY`]. TCP: the application, or, when the port has rules, network RBAC
+/// and then the application over TLS only.
+///
+/// Network RBAC decides on the client's first byte, and a TCP proxy connects upstream as soon
+/// as it may (envoyproxy/envoy#9023): a server that speaks first (a database greeting) would
+/// reach a caller RBAC is about to deny. So on a TCP port with rules the decision is taken
+/// before any upstream connection: the TLS handshake admits only the identities the rules
+/// allow, and the TCP proxy connects once the handshake is done. A plaintext connection has no
+/// identity, so no rule can admit it, and a port whose rules admit nobody: both are closed
+/// at once. RBAC stays behind the handshake's check, as the record of the decision.
+fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<String>) -> Inbound {
+    let name = inbound_name(port.port);
+    if port.protocol.is_http() {
+        let hcm = HttpConnectionManager {
+            stat_prefix: format!("inbound_{}", port.port),
+            http_filters: vec![
+                HttpFilter {
+                    name: rbac::HTTP_FILTER.to_owned(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(
+                        rbac::http_filter_deny_all(),
+                    )),
+                    ..Default::default()
+                },
+                router(),
+            ],
+            local_reply_config: Some(denied_reply()),
+            ..hcm(&name)
+        };
+        return Inbound::same(vec![filter(HCM_FILTER, to_any(&hcm))]);
+    }
+    let stat_prefix = format!("inbound_{}", port.port);
+    let Some(policy) = rbac::network_policy(port, mesh, warnings) else {
+        return Inbound::same(vec![tcp_proxy_to(stat_prefix, name)]);
+    };
+    if policy.sources.is_empty() {
+        return Inbound::same(vec![close()]);
+    }
+    let tcp = TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(name)),
+        upstream_connect_mode: UpstreamConnectMode::OnDownstreamTlsHandshake as i32,
+        // Envoy requires a bound with a delayed connect. With 0 it stops reading as soon as
+        // the client sends anything before the upstream is there, and forwards it after.
+        max_early_data_bytes: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    };
+    Inbound {
+        tls: vec![
+            filter(rbac::NETWORK_FILTER, policy.filter),
+            filter(TCP_PROXY_FILTER, to_any(&tcp)),
+        ],
+        plaintext: vec![close()],
+        peers: policy.sources,
+    }
+}
+
+/// `bind_ip:<port>`: one inbound port, in plaintext without `mtls`, otherwise as the module
+/// docs say for the mesh's access mode.
+pub(super) fn inbound(
     port: &InboundPort,
     mesh: &MeshSettings,
     opts: &EnvoyOptions,
     mtls: Option<Mtls<'_>>,
     warnings: &mut Vec<String>,
 ) -> Listener {
-    let name = inbound_name(port.port);
-    let mut filters = Vec::new();
-    if matches!(&port.authorization, Authorization::Allow(rules) if rules.is_empty()) {
-        // Nothing is allowed: close every connection without ever connecting upstream. Network
-        // RBAC decides on the client's first byte, after TCP proxy has already connected, so
-        // a server-first protocol (a database greeting) would reach a caller that only reads
-        // (envoyproxy/envoy#9023).
-        let close = DirectResponse::default();
-        filters.push(filter(DIRECT_RESPONSE_FILTER, to_any(&close)));
-        return inbound(
-            name,
-            SocketAddr::new(opts.bind_ip, port.port),
+    let filters = inbound_filters(port, mesh, warnings);
+    let chains = inbound_chains(filters, port.protocol, mtls, None);
+    let inspect = chains.len() > 1;
+    Listener {
+        name: inbound_name(port.port),
+        address: Some(socket_address(SocketAddr::new(opts.bind_ip, port.port))),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: if inspect {
+            vec![tls::tls_inspector()]
+        } else {
+            Vec::new()
+        },
+        // A server-first protocol (the server speaks before the client, as MySQL and SMTP
+        // do) gives the inspector nothing to read; after the inspector's timeout such a
+        // connection takes the plaintext chain instead of being closed.
+        continue_on_listener_filters_timeout: inspect,
+        listener_filters_timeout: inspect.then(|| duration(DETECTION_TIMEOUT)),
+        filter_chains: chains,
+        ..Default::default()
+    }
+}
+
+/// `0.0.0.0:<inbound port>` of an intercepted proxy: every connection to the Pod, on the
+/// chains of the port it was addressed to (those [`inbound`] would give that port's own
+/// listener). A port no Service exposes is closed in strict mode and passed through to the
+/// application in permissive mode.
+pub(super) fn inbound_intercepted(
+    ports: &[&InboundPort],
+    inbound_port: u16,
+    mesh: &MeshSettings,
+    mtls: Option<Mtls<'_>>,
+    warnings: &mut Vec<String>,
+) -> Listener {
+    let mut chains = Vec::new();
+    for port in ports {
+        let filters = inbound_filters(port, mesh, warnings);
+        chains.extend(inbound_chains(
             filters,
             port.protocol,
             mtls,
-        );
+            Some(port.port),
+        ));
     }
-    if let Some(rbac) = rbac::network_filter(port, mesh, warnings) {
-        filters.push(filter(rbac::NETWORK_FILTER, rbac));
+    let inspect = chains.iter().any(|c| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.transport_protocol.is_empty())
+    });
+    chains.push(loop_guard(inbound_port));
+    let mut listener_filters = vec![original_dst()];
+    if inspect {
+        listener_filters.push(tls::tls_inspector());
     }
-    let tcp = TcpProxy {
-        stat_prefix: format!("inbound_{}", port.port),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(name.clone())),
-        ..Default::default()
+    let default = match mesh.access_mode {
+        AccessMode::Strict => chain("deny".to_owned(), None, vec![close()]),
+        AccessMode::Permissive => chain(
+            PASSTHROUGH.to_owned(),
+            None,
+            vec![tcp_proxy_to(
+                PASSTHROUGH.to_owned(),
+                super::INBOUND_PASSTHROUGH.to_owned(),
+            )],
+        ),
     };
-    filters.push(filter(TCP_PROXY_FILTER, to_any(&tcp)));
-    inbound(
-        name,
-        SocketAddr::new(opts.bind_ip, port.port),
-        filters,
-        port.protocol,
-        mtls,
+    capture_listener(
+        super::INBOUND,
+        inbound_port,
+        TrafficDirection::Inbound,
+        listener_filters,
+        chains,
+        default,
     )
 }
 
-/// An inbound listener running `filters`: in plaintext without `mtls`, otherwise as the
-/// module docs say for the mesh's access mode.
-fn inbound(
-    name: String,
-    address: SocketAddr,
-    filters: Vec<Filter>,
+/// The chains of one inbound port running `filters`: in plaintext without `mtls`, otherwise
+/// as the module docs say for the mesh's access mode. With `port` (an intercepted listener),
+/// each chain matches that destination port and is named after it.
+fn inbound_chains(
+    filters: Inbound,
     protocol: Protocol,
     mtls: Option<Mtls<'_>>,
-) -> Listener {
+    port: Option<u16>,
+) -> Vec<FilterChain> {
+    let on_port = |transport_protocol: &str| {
+        let destination_port = port.map(|p| UInt32Value {
+            value: u32::from(p),
+        });
+        (destination_port.is_some() || !transport_protocol.is_empty()).then(|| FilterChainMatch {
+            destination_port,
+            transport_protocol: transport_protocol.to_owned(),
+            ..Default::default()
+        })
+    };
+    let name = |tls: &str| match port {
+        Some(p) if tls == tls::PLAINTEXT => format!("{}|{}", inbound_name(p), tls::PLAINTEXT),
+        Some(p) => inbound_name(p),
+        None => tls.to_owned(),
+    };
     let Some(mtls) = mtls else {
-        return listener(name, address, TrafficDirection::Inbound, filters);
+        return vec![FilterChain {
+            name: port.map(inbound_name).unwrap_or_default(),
+            filter_chain_match: on_port(""),
+            filters: filters.plaintext,
+            ..Default::default()
+        }];
     };
-    let tls_chain = |filters, filter_chain_match| FilterChain {
-        name: tls::MTLS.to_owned(),
+    let Inbound {
+        tls: tls_filters,
+        plaintext,
+        peers,
+    } = filters;
+    let tls_chain = |filter_chain_match| FilterChain {
+        name: name(tls::MTLS),
         filter_chain_match,
-        filters,
-        transport_socket: Some(mtls.downstream(protocol)),
-        ..Default::default()
-    };
-    let base = Listener {
-        name,
-        address: Some(socket_address(address)),
-        traffic_direction: TrafficDirection::Inbound as i32,
+        filters: tls_filters,
+        transport_socket: Some(mtls.downstream(protocol, peers)),
         ..Default::default()
     };
     match mtls.mesh.access_mode {
-        AccessMode::Strict => Listener {
-            filter_chains: vec![tls_chain(filters, None)],
-            ..base
-        },
-        AccessMode::Permissive => Listener {
-            listener_filters: vec![tls::tls_inspector()],
-            // A server-first protocol (the server speaks before the client, as MySQL and SMTP
-            // do) gives the inspector nothing to read; after the inspector's timeout such a
-            // connection takes the plaintext chain instead of being closed.
-            continue_on_listener_filters_timeout: true,
-            filter_chains: vec![
-                tls_chain(
-                    filters.clone(),
-                    Some(FilterChainMatch {
-                        transport_protocol: "tls".to_owned(),
-                        ..Default::default()
-                    }),
-                ),
-                FilterChain {
-                    name: tls::PLAINTEXT.to_owned(),
-                    filters,
-                    ..Default::default()
-                },
-            ],
-            ..base
-        },
+        AccessMode::Strict => vec![tls_chain(on_port(""))],
+        AccessMode::Permissive => vec![
+            tls_chain(on_port("tls")),
+            FilterChain {
+                name: name(tls::PLAINTEXT),
+                filter_chain_match: on_port(""),
+                filters: plaintext,
+                ..Default::default()
+            },
+        ],
     }
+}
+
+fn close() -> Filter {
+    filter(DIRECT_RESPONSE_FILTER, to_any(&DirectResponse::default()))
 }
 
 fn listener(

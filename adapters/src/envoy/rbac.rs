@@ -64,24 +64,43 @@ pub(super) fn per_route(
     }
 }
 
-/// The network RBAC filter of an inbound TCP port, or `None` when everyone is allowed.
-pub(super) fn network_filter(
+/// The network RBAC of an inbound TCP port: the filter, and the SPIFFE IDs its policies
+/// admit (sorted), which the port's TLS handshake also requires (see `listener::inbound_filters`).
+pub(super) struct NetworkPolicy {
+    pub(super) filter: Any,
+    pub(super) sources: Vec<String>,
+}
+
+/// The network RBAC of an inbound TCP port, or `None` when everyone is allowed.
+pub(super) fn network_policy(
     port: &InboundPort,
     mesh: &MeshSettings,
     warnings: &mut Vec<String>,
-) -> Option<Any> {
+) -> Option<NetworkPolicy> {
     let Authorization::Allow(rules) = &port.authorization else {
         return None;
     };
-    let rules = rules_bytes(&policies(port.port, rules, false, mesh, warnings));
+    let policies = policies(port.port, rules, false, mesh, warnings);
+    let mut sources: Vec<String> = policies
+        .values()
+        .flat_map(|p| &p.principals)
+        .filter_map(principal_id)
+        .map(str::to_owned)
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let rules = rules_bytes(&policies);
     let head = NetworkRbac {
         stat_prefix: format!("inbound_{}.", port.port),
         ..Default::default()
     };
     let value = wire::with_leading_field(1, &rules, &head);
-    Some(Any {
-        type_url: NetworkRbac::type_url(),
-        value,
+    Some(NetworkPolicy {
+        filter: Any {
+            type_url: NetworkRbac::type_url(),
+            value,
+        },
+        sources,
     })
 }
 
@@ -176,6 +195,17 @@ fn principal(spiffe_id: String) -> Principal {
                 }),
             },
         )),
+    }
+}
+
+/// The SPIFFE ID a principal built by [`principal`] admits.
+fn principal_id(p: &Principal) -> Option<&str> {
+    let Some(principal::Identifier::Authenticated(a)) = &p.identifier else {
+        return None;
+    };
+    match a.principal_name.as_ref()?.match_pattern.as_ref()? {
+        string_matcher::MatchPattern::Exact(id) => Some(id),
+        _ => None,
     }
 }
 

@@ -41,7 +41,7 @@ pub(super) fn outbound_virtual_hosts(
     policy: &RoutePolicy,
 ) -> Vec<VirtualHost> {
     let default_port = default_http_port(svc);
-    let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| is_http(p.protocol)).collect();
+    let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| p.protocol.is_http()).collect();
     // By port, the first entry of a repeated port winning (Envoy rejects repeated names).
     ports.sort_by_key(|p| p.port);
     ports.dedup_by_key(|p| p.port);
@@ -52,6 +52,42 @@ pub(super) fn outbound_virtual_hosts(
             domains: domains(svc, port.port, default_port == Some(port.port), short_names),
             routes: routes(port, policy),
             ..Default::default()
+        })
+        .collect()
+}
+
+/// The route configurations of an intercepted proxy for one service: one per HTTP or
+/// undeclared port, named after the port's virtual host, whose single `*` virtual host routes
+/// every request that reached the port's chain (by the connection's original destination),
+/// whatever its `Host`.
+pub(super) fn intercepted_configs(
+    svc: &OutboundService,
+    policy: &RoutePolicy,
+) -> Vec<(String, Any)> {
+    let mut ports: Vec<&OutboundPort> = svc
+        .ports
+        .iter()
+        .filter(|p| p.protocol.is_http() || p.protocol == Protocol::Unknown)
+        .collect();
+    ports.sort_by_key(|p| p.port);
+    ports.dedup_by_key(|p| p.port);
+    ports
+        .into_iter()
+        .map(|port| {
+            let name = virtual_host_name(&svc.name, port.port);
+            let vhost = VirtualHost {
+                name: name.clone(),
+                domains: vec!["*".to_owned()],
+                routes: routes(port, policy),
+                ..Default::default()
+            };
+            let config = to_any(&RouteConfiguration {
+                name: name.clone(),
+                virtual_hosts: vec![vhost],
+                validate_clusters: Some(no()),
+                ..Default::default()
+            });
+            (name, config)
         })
         .collect()
 }
@@ -147,16 +183,12 @@ pub(super) fn inbound(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Ve
     })
 }
 
-fn is_http(protocol: Protocol) -> bool {
-    matches!(protocol, Protocol::Http | Protocol::Http2)
-}
-
 /// Port 80 if the service serves HTTP there, else its lowest HTTP port.
 fn default_http_port(svc: &OutboundService) -> Option<u16> {
     let http = svc
         .ports
         .iter()
-        .filter(|p| is_http(p.protocol))
+        .filter(|p| p.protocol.is_http())
         .map(|p| p.port);
     let mut lowest = None;
     for port in http {

@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::{
             data_source, transport_socket,
         },
         endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
-        listener::v3::{FilterChain, Listener, filter, listener_filter},
+        listener::v3::{
+            FilterChain, Listener, filter, listener_filter, listener_filter_chain_match_predicate,
+        },
         rbac::v3::{Policy, permission, principal, rbac::Action},
         route::v3::{
             HeaderMatcher, Route, RouteConfiguration, VirtualHost, header_matcher, route,
@@ -30,7 +32,7 @@ use envoy_types::pb::envoy::{
                     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
                 },
                 rbac::v3::Rbac as NetworkRbac,
-                tcp_proxy::v3::{TcpProxy, tcp_proxy},
+                tcp_proxy::v3::{TcpProxy, UpstreamConnectMode, tcp_proxy},
             },
         },
         transport_sockets::tls::v3::{
@@ -42,7 +44,7 @@ use envoy_types::pb::envoy::{
     },
     r#type::matcher::v3::{StringMatcher, path_matcher, string_matcher},
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use prost::{Message, Name};
 
 use super::*;
@@ -1212,19 +1214,22 @@ fn rules_become_principals_and_permissions() {
 
 #[test]
 fn tcp_rules_allow_their_sources() {
-    let out = compile_sample();
+    const SOURCES: [&str; 2] = [
+        "spiffe://cluster.local/ns/ops/sa/admin",
+        "spiffe://cluster.local/ns/shop/sa/frontend",
+    ];
+    let out = compile(&sample(), &MeshSettings::default(), &mtls_opts());
     let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
-    let filters = &listener.filter_chains[0].filters;
+    let [chain] = listener.filter_chains.as_slice() else {
+        panic!("{:?}", listener.filter_chains)
+    };
+    // Only the sources pass the handshake, so a server that speaks first greets nobody else.
+    downstream_tls(chain, &SOURCES);
+    let filters = &chain.filters;
     let rbac: NetworkRbac = typed(&filters[0].config_type);
     let rules = rbac.rules.unwrap();
     let policy = &rules.policies["shop/cache-users"];
-    assert_eq!(
-        principals(policy),
-        [
-            "spiffe://cluster.local/ns/ops/sa/admin",
-            "spiffe://cluster.local/ns/shop/sa/frontend"
-        ]
-    );
+    assert_eq!(principals(policy), SOURCES);
     assert_eq!(
         policy.permissions[0].rule,
         Some(permission::Rule::Any(true))
@@ -1234,23 +1239,46 @@ fn tcp_rules_allow_their_sources() {
         tcp.cluster_specifier,
         Some(tcp_proxy::ClusterSpecifier::Cluster("inbound|7000".into()))
     );
+    // No upstream connection before the handshake has checked the client's identity.
+    assert_eq!(
+        (tcp.upstream_connect_mode, tcp.max_early_data_bytes),
+        (
+            UpstreamConnectMode::OnDownstreamTlsHandshake as i32,
+            Some(UInt32Value { value: 0 })
+        )
+    );
 
-    // HTTP matches on a TCP port cannot be checked: the rule grants nothing.
+    // In plaintext no one has an identity the rules could admit: closed at once.
+    let out = compile_sample();
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
+    assert_eq!(
+        filter_names(&listener.filter_chains[0]),
+        ["envoy.filters.network.direct_response"]
+    );
+
+    // HTTP matches on a TCP port cannot be checked: the rule grants nothing, so the port is
+    // closed as one without rules.
     let mut proxy = sample();
     proxy.inbound[3].authorization = Authorization::Allow(vec![InboundRule {
         name: "shop/odd".into(),
         sources: vec![Identity::new("shop", "frontend")],
         matches: vec![http_match(Some("/x"), &[], &[])],
     }]);
-    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let out = compile(&proxy, &MeshSettings::default(), &mtls_opts());
     let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
-    let rbac: NetworkRbac = typed(&listener.filter_chains[0].filters[0].config_type);
-    assert!(rbac.rules.unwrap().policies.is_empty());
+    assert_eq!(
+        filter_names(&listener.filter_chains[0]),
+        ["envoy.filters.network.direct_response"]
+    );
     assert!(
         out.warnings.iter().any(|w| w.contains("shop/odd")),
         "{:?}",
         out.warnings
     );
+}
+
+fn filter_names(chain: &FilterChain) -> Vec<&str> {
+    chain.filters.iter().map(|f| f.name.as_str()).collect()
 }
 
 #[test]
@@ -1807,7 +1835,8 @@ fn without_mtls_identities_change_nothing() {
     assert!(!EnvoyOptions::default().mtls);
 }
 
-fn downstream_tls(chain: &FilterChain) -> DownstreamTlsContext {
+/// The chain's server TLS, which must admit the mesh certificates of `sans` (any, when empty).
+fn downstream_tls(chain: &FilterChain, sans: &[&str]) -> DownstreamTlsContext {
     let tls: DownstreamTlsContext = transport_socket(chain.transport_socket.as_ref().unwrap());
     assert_eq!(
         tls.require_client_certificate,
@@ -1815,9 +1844,19 @@ fn downstream_tls(chain: &FilterChain) -> DownstreamTlsContext {
     );
     let common = tls.common_tls_context.as_ref().unwrap();
     assert_eq!(certificate_sds(common), OWN_ID);
-    // Any mesh certificate passes the handshake; RBAC decides who may call.
-    assert_eq!(validation(common), (BUNDLE, vec![]));
+    assert_eq!(validation(common), (BUNDLE, sans.to_vec()));
     tls
+}
+
+/// The identities `meshed_sample`'s TCP port 7000 admits; its other ports check no SAN.
+fn meshed_sans(port: u16) -> &'static [&'static str] {
+    match port {
+        7000 => &[
+            "spiffe://cluster.local/ns/ops/sa/admin",
+            "spiffe://cluster.local/ns/shop/sa/frontend",
+        ],
+        _ => &[],
+    }
 }
 
 #[test]
@@ -1839,15 +1878,30 @@ fn strict_inbound_only_accepts_mesh_certificates() {
         };
         assert_eq!(chain.name, "mtls");
         assert!(chain.filter_chain_match.is_none());
-        let tls = downstream_tls(chain);
+        let tls = downstream_tls(chain, meshed_sans(port));
         assert_eq!(
             tls.common_tls_context.unwrap().alpn_protocols,
             alpn,
             "{name}"
         );
-        // The same filters as without mTLS (RBAC, then the application).
+        // The same filters as without mTLS, but for a TCP port with rules, which admits no
+        // one in plaintext and RBAC and the application over mTLS.
         let before: Listener = decode(&plain, LISTENER_TYPE_URL, &name);
-        assert_eq!(chain.filters, before.filter_chains[0].filters, "{name}");
+        if port == 7000 {
+            assert_eq!(
+                filter_names(chain),
+                [
+                    "envoy.filters.network.rbac",
+                    "envoy.filters.network.tcp_proxy"
+                ]
+            );
+            assert_eq!(
+                filter_names(&before.filter_chains[0]),
+                ["envoy.filters.network.direct_response"]
+            );
+        } else {
+            assert_eq!(chain.filters, before.filter_chains[0].filters, "{name}");
+        }
         assert_eq!(listener.address, before.address);
     }
     // Outbound listeners are untouched: TLS starts at the cluster.
@@ -1891,12 +1945,15 @@ fn permissive_inbound_accepts_tls_and_plaintext() {
             tls.filter_chain_match.as_ref().unwrap().transport_protocol,
             "tls"
         );
-        downstream_tls(tls);
+        downstream_tls(tls, meshed_sans(port));
         assert!(plaintext.filter_chain_match.is_none());
         assert!(plaintext.transport_socket.is_none());
+        // The plaintext chain is the port without mTLS (closed, for a TCP port with rules).
         let before: Listener = decode(&plain, LISTENER_TYPE_URL, &name);
-        assert_eq!(tls.filters, before.filter_chains[0].filters);
         assert_eq!(plaintext.filters, before.filter_chains[0].filters);
+        if port != 7000 {
+            assert_eq!(tls.filters, before.filter_chains[0].filters);
+        }
     }
 }
 
@@ -2018,9 +2075,16 @@ fn mtls_cache_equals_uncached_and_keys_on_identity() {
 // === bootstrap ===
 
 #[test]
-fn bootstrap_configures_ads_with_the_token() {
+fn bootstrap_configures_ads_on_tls_with_the_token_by_file() {
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
-    let opts = BootstrapOptions::new("shop/web-v1-0", ip, "127.0.0.1", 15010, "s3cret");
+    let opts = BootstrapOptions::new(
+        "shop/web-v1-0",
+        ip,
+        "127.0.0.1",
+        15010,
+        "/var/run/secrets/switchyard/token",
+        XdsCa::File("/run/switchyard/xds-ca.crt".into()),
+    );
     let b = bootstrap(&opts);
     assert_eq!(b["node"]["id"], "shop/web-v1-0");
     assert_eq!(
@@ -2032,30 +2096,80 @@ fn bootstrap_configures_ads_with_the_token() {
     assert_eq!(ads["api_type"], "GRPC");
     assert_eq!(ads["transport_api_version"], "V3");
     assert_eq!(ads["set_node_on_first_message_only"], true);
-    let grpc = &ads["grpc_services"][0];
-    assert_eq!(grpc["envoy_grpc"]["cluster_name"], "xds");
-    assert_eq!(grpc["initial_metadata"][0]["key"], "authorization");
-    assert_eq!(grpc["initial_metadata"][0]["value"], "Bearer s3cret");
+    let grpc = &ads["grpc_services"][0]["google_grpc"];
+    assert_eq!(grpc["target_uri"], "127.0.0.1:15010");
+    assert_eq!(
+        grpc["channel_credentials"]["ssl_credentials"]["root_certs"]["filename"],
+        "/run/switchyard/xds-ca.crt"
+    );
+    let plugin = &grpc["call_credentials"][0]["from_plugin"];
+    assert_eq!(plugin["name"], FILE_CREDENTIALS);
+    assert_eq!(
+        plugin["typed_config"]["secret_data"]["filename"],
+        "/var/run/secrets/switchyard/token"
+    );
+    assert_eq!(plugin["typed_config"]["header_key"], "authorization");
+    assert_eq!(plugin["typed_config"]["header_prefix"], "Bearer ");
+    assert_eq!(grpc["credentials_factory_name"], FILE_CREDENTIALS);
+    assert!(grpc["channel_args"]["args"]["grpc.ssl_target_name_override"].is_null());
+    assert!(ads["grpc_services"][0]["initial_metadata"].is_null());
+    // No health port asked for, no static resources.
+    assert!(b["static_resources"].is_null());
+
+    let with_health = BootstrapOptions {
+        bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        health: Some("10.244.0.7:15020".parse().unwrap()),
+        ..opts.clone()
+    };
+    let b = bootstrap(&with_health);
+    assert_eq!(
+        b["admin"]["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    let listener = &b["static_resources"]["listeners"][0];
+    assert_eq!(listener["name"], HEALTH_LISTENER);
+    assert_eq!(
+        listener["address"]["socket_address"]["address"],
+        "10.244.0.7"
+    );
+    assert_eq!(listener["address"]["socket_address"]["port_value"], 15020);
+    let routes = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+        [0]["routes"];
+    let paths: Vec<(&str, &str)> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let path = r["match"]["path"]
+                .as_str()
+                .or(r["match"]["prefix"].as_str())
+                .unwrap();
+            let to = r["route"]["prefix_rewrite"].as_str().unwrap_or("(direct)");
+            (path, to)
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/ready", "/ready"),
+            ("/metrics", "/stats/prometheus"),
+            ("/live", "(direct)"),
+            ("/", "(direct)"),
+        ]
+    );
+    assert_eq!(routes[3]["direct_response"]["status"], 404);
+    let admin = &b["static_resources"]["clusters"][0];
+    assert_eq!(admin["name"], ADMIN_CLUSTER);
+    assert_eq!(
+        admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"],
+        serde_json::json!({ "address": "127.0.0.1", "port_value": 15000 })
+    );
     for config in ["cds_config", "lds_config"] {
         assert_eq!(
             b["dynamic_resources"][config],
             serde_json::json!({ "ads": {}, "resource_api_version": "V3" })
         );
     }
-    let xds = &b["static_resources"]["clusters"][0];
-    assert_eq!(xds["name"], "xds");
-    assert_eq!(xds["type"], "STATIC");
-    assert_eq!(xds["connect_timeout"], "1s");
-    assert!(
-        xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-            ["explicit_http_config"]["http2_protocol_options"]
-            .is_object()
-    );
-    let endpoint =
-        &xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
-    assert_eq!(endpoint["socket_address"]["address"], "127.0.0.1");
-    assert_eq!(endpoint["socket_address"]["port_value"], 15010);
-
     assert_eq!(
         b["overload_manager"]["resource_monitors"][0]["typed_config"]["@type"],
         "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.\
@@ -2064,22 +2178,19 @@ fn bootstrap_configures_ads_with_the_token() {
 
     let delta = BootstrapOptions {
         api: XdsApi::Delta,
-        xds_host: "switchyard.switchyard-system.svc".into(),
-        connect_timeout: std::time::Duration::from_millis(250),
+        xds_host: "fd00::1".into(),
+        xds_server_name: Some("switchyard.switchyard-system.svc".into()),
         ..opts.clone()
     };
     let b = bootstrap(&delta);
+    let ads = &b["dynamic_resources"]["ads_config"];
+    assert_eq!(ads["api_type"], "DELTA_GRPC");
+    let grpc = &ads["grpc_services"][0]["google_grpc"];
+    assert_eq!(grpc["target_uri"], "[fd00::1]:15010");
     assert_eq!(
-        b["dynamic_resources"]["ads_config"]["api_type"],
-        "DELTA_GRPC"
+        grpc["channel_args"]["args"]["grpc.ssl_target_name_override"]["string_value"],
+        "switchyard.switchyard-system.svc"
     );
-    assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-    assert_eq!(
-        b["static_resources"]["clusters"][0]["connect_timeout"],
-        "0.250000000s"
-    );
-
-    assert!(!format!("{opts:?}").contains("s3cret"));
 }
 
 // === helpers ===
@@ -2128,3 +2239,387 @@ fn socket_addresses_keep_ipv6_bare() {
 }
 
 // === scale ===
+
+// === intercepted proxies ===
+
+fn intercepted_opts() -> EnvoyOptions {
+    let pod_ip = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 7));
+    EnvoyOptions {
+        bind_ip: pod_ip,
+        app_ip: pod_ip,
+        capture: Capture::Intercepted {
+            outbound: 15001,
+            inbound: 15006,
+        },
+        ..EnvoyOptions::default()
+    }
+}
+
+/// `sample()` with ClusterIPs on `db` and on `cache`, whose port is undeclared; `grpc` stays
+/// headless.
+fn intercepted_sample() -> ProxyConfig {
+    let mut proxy = sample();
+    let outbound = Arc::make_mut(&mut proxy.outbound);
+    for (name, ip, protocol) in [
+        ("db", [10, 96, 0, 30], Protocol::Tcp),
+        ("cache", [10, 96, 0, 31], Protocol::Unknown),
+    ] {
+        let svc = outbound
+            .get_mut(&ServiceName::new("shop", name))
+            .expect("service");
+        let svc = Arc::make_mut(svc);
+        svc.cluster_ip = Some(IpAddr::from(ip));
+        svc.ports[0].protocol = protocol;
+    }
+    proxy
+}
+
+fn chain<'a>(listener: &'a Listener, name: &str) -> &'a FilterChain {
+    listener
+        .filter_chains
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no chain {name} in {}", listener.name))
+}
+
+fn chain_match(chain: &FilterChain) -> (Vec<String>, Option<u32>, String, Vec<String>) {
+    let m = chain.filter_chain_match.clone().unwrap_or_default();
+    (
+        m.prefix_ranges
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r.address_prefix,
+                    r.prefix_len.unwrap_or_default().value
+                )
+            })
+            .collect(),
+        m.destination_port.map(|p| p.value),
+        m.transport_protocol,
+        m.application_protocols,
+    )
+}
+
+fn tcp_cluster(chain: &FilterChain) -> tcp_proxy::ClusterSpecifier {
+    let f = &chain.filters[0];
+    assert_eq!(f.name, "envoy.filters.network.tcp_proxy", "{}", chain.name);
+    typed::<TcpProxy>(&f.config_type)
+        .cluster_specifier
+        .expect("cluster specifier")
+}
+
+#[test]
+fn intercepted_proxies_get_one_listener_each_way_and_route_by_original_destination() {
+    let out = compile(
+        &intercepted_sample(),
+        &MeshSettings::default(),
+        &intercepted_opts(),
+    );
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let listeners: Vec<&str> = out
+        .resources
+        .iter()
+        .filter(|r| r.type_url == LISTENER_TYPE_URL)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(listeners, [INBOUND, OUTBOUND]);
+    assert!(
+        !out.resources.iter().any(|r| r.name == OUTBOUND_HTTP),
+        "an intercepted proxy routes by destination, not by Host"
+    );
+
+    let outbound: Listener = decode(&out, LISTENER_TYPE_URL, OUTBOUND);
+    let address = outbound.address.clone().and_then(|a| a.address);
+    let Some(address::Address::SocketAddress(sa)) = address else {
+        panic!("no socket address")
+    };
+    assert_eq!(sa.address, "0.0.0.0");
+    let names: Vec<&str> = outbound
+        .filter_chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    // Headless `grpc` and `zdb` have no chain: their destinations are Pod IPs.
+    assert_eq!(
+        names,
+        [
+            "other/web|80",
+            "shop/cache|6379|http",
+            "shop/cache|6379",
+            "shop/db|5432",
+            "shop/web|80",
+            "shop/web|8080",
+            "loop|15001",
+        ]
+    );
+
+    // An HTTP port: its own route configuration, whatever Host says.
+    let web = chain(&outbound, "shop/web|80");
+    assert_eq!(
+        chain_match(web),
+        (
+            vec!["10.96.0.10/32".to_owned()],
+            Some(80),
+            String::new(),
+            vec![]
+        )
+    );
+    let hcm: HttpConnectionManager = typed(&web.filters[0].config_type);
+    let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+        panic!("no rds")
+    };
+    assert_eq!(rds.route_config_name, "shop/web|80");
+    let routes: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, "shop/web|80");
+    assert_eq!(routes.virtual_hosts.len(), 1);
+    assert_eq!(routes.virtual_hosts[0].domains, ["*"]);
+    let split = &routes.virtual_hosts[0].routes;
+    assert_eq!(split.len(), 3, "two canary matches and the split");
+    let route_action::ClusterSpecifier::WeightedClusters(w) = action(&split[2]) else {
+        panic!("not weighted")
+    };
+    let weights: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.unwrap_or_default().value))
+        .collect();
+    assert_eq!(weights, [("shop/web-v1|80", 90), ("shop/web-v2|80", 10)]);
+
+    // A declared TCP port: a tcp_proxy split, no detection.
+    let db = chain(&outbound, "shop/db|5432");
+    assert_eq!(
+        chain_match(db),
+        (
+            vec!["10.96.0.30/32".to_owned()],
+            Some(5432),
+            String::new(),
+            vec![]
+        )
+    );
+    assert!(matches!(
+        tcp_cluster(db),
+        tcp_proxy::ClusterSpecifier::WeightedClusters(_)
+    ));
+
+    // An undeclared port: HTTP when the inspector finds it, TCP otherwise.
+    let detected = chain(&outbound, "shop/cache|6379|http");
+    assert_eq!(chain_match(detected).3, ["http/1.0", "http/1.1", "h2c"]);
+    let hcm: HttpConnectionManager = typed(&detected.filters[0].config_type);
+    let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+        panic!("no rds")
+    };
+    assert_eq!(rds.route_config_name, "shop/cache|6379");
+    find(&out, ROUTE_TYPE_URL, "shop/cache|6379");
+    assert_eq!(
+        tcp_cluster(chain(&outbound, "shop/cache|6379")),
+        tcp_proxy::ClusterSpecifier::Cluster("shop/cache|6379".into())
+    );
+    // ...and only there does the inspector run.
+    let filters: Vec<&str> = outbound
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.listener.original_dst",
+            "envoy.filters.listener.http_inspector"
+        ]
+    );
+    let disabled = outbound.listener_filters[1].filter_disabled.clone();
+    let Some(listener_filter_chain_match_predicate::Rule::NotMatch(on)) =
+        disabled.and_then(|d| d.rule)
+    else {
+        panic!("the inspector is not limited")
+    };
+    assert_eq!(
+        on.rule,
+        Some(
+            listener_filter_chain_match_predicate::Rule::DestinationPortRange(
+                envoy_types::pb::envoy::r#type::v3::Int32Range {
+                    start: 6379,
+                    end: 6380
+                }
+            )
+        )
+    );
+
+    // A connection straight to the outbound port is closed, not looped.
+    let guard = chain(&outbound, "loop|15001");
+    assert_eq!(
+        chain_match(guard),
+        (vec![], Some(15001), String::new(), vec![])
+    );
+    assert_eq!(
+        guard.filters[0].name,
+        "envoy.filters.network.direct_response"
+    );
+
+    // Everything else passes through to where it was going.
+    let default = outbound
+        .default_filter_chain
+        .clone()
+        .expect("default chain");
+    assert_eq!(
+        tcp_cluster(&default),
+        tcp_proxy::ClusterSpecifier::Cluster(PASSTHROUGH.into())
+    );
+    let passthrough: Cluster = decode(&out, CLUSTER_TYPE_URL, PASSTHROUGH);
+    assert_eq!(
+        passthrough.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32
+        ))
+    );
+    assert!(passthrough.transport_socket.is_none());
+    assert!(passthrough.transport_socket_matches.is_empty());
+}
+
+#[test]
+fn intercepted_inbound_picks_the_port_and_reaches_the_app_on_the_pod_ip() {
+    for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
+        let mesh = MeshSettings {
+            access_mode,
+            ..MeshSettings::default()
+        };
+        let opts = EnvoyOptions {
+            mtls: true,
+            ..intercepted_opts()
+        };
+        let out = compile(&intercepted_sample(), &mesh, &opts);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let inbound: Listener = decode(&out, LISTENER_TYPE_URL, INBOUND);
+        let chains: Vec<(String, Option<u32>, String)> = inbound
+            .filter_chains
+            .iter()
+            .map(|c| {
+                let (_, port, transport, _) = chain_match(c);
+                (c.name.clone(), port, transport)
+            })
+            .collect();
+        let expected: Vec<(String, Option<u32>, String)> = match access_mode {
+            AccessMode::Strict => [5433, 7000, 8080, 9090]
+                .into_iter()
+                .map(|p| (format!("inbound|{p}"), Some(p), String::new()))
+                .chain([("loop|15006".to_owned(), Some(15006), String::new())])
+                .collect(),
+            AccessMode::Permissive => [5433, 7000, 8080, 9090]
+                .into_iter()
+                .flat_map(|p| {
+                    [
+                        (format!("inbound|{p}"), Some(p), "tls".to_owned()),
+                        (format!("inbound|{p}|plaintext"), Some(p), String::new()),
+                    ]
+                })
+                .chain([("loop|15006".to_owned(), Some(15006), String::new())])
+                .collect(),
+        };
+        assert_eq!(chains, expected, "{access_mode:?}");
+        // Every port's chain terminates mTLS, as its own listener would.
+        let tls_chain = chain(&inbound, "inbound|8080");
+        assert!(tls_chain.transport_socket.is_some());
+        let default = inbound.default_filter_chain.clone().expect("default chain");
+        match access_mode {
+            AccessMode::Strict => {
+                assert_eq!(default.name, "deny");
+                assert_eq!(
+                    default.filters[0].name,
+                    "envoy.filters.network.direct_response"
+                );
+            }
+            AccessMode::Permissive => {
+                assert_eq!(
+                    tcp_cluster(&default),
+                    tcp_proxy::ClusterSpecifier::Cluster(INBOUND_PASSTHROUGH.into())
+                );
+                let passthrough: Cluster = decode(&out, CLUSTER_TYPE_URL, INBOUND_PASSTHROUGH);
+                assert_eq!(
+                    passthrough.cluster_discovery_type,
+                    Some(ClusterDiscoveryType::Type(
+                        DiscoveryType::OriginalDst as i32
+                    ))
+                );
+                let bind = passthrough.upstream_bind_config.expect("bind config");
+                assert_eq!(bind.source_address.expect("source").address, "127.0.0.6");
+            }
+        }
+        let listener_filters: Vec<&str> = inbound
+            .listener_filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(
+            listener_filters.len(),
+            match access_mode {
+                AccessMode::Strict => 1,
+                AccessMode::Permissive => 2,
+            }
+        );
+
+        // The app on the Pod IP, from the source address the redirect rules let through.
+        let app: Cluster = decode(&out, CLUSTER_TYPE_URL, "inbound|8080");
+        let endpoint = &app.load_assignment.as_ref().unwrap().endpoints[0].lb_endpoints[0];
+        let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
+            panic!("no endpoint")
+        };
+        let Some(address::Address::SocketAddress(sa)) = e.address.clone().and_then(|a| a.address)
+        else {
+            panic!("no address")
+        };
+        assert_eq!(
+            (sa.address.as_str(), sa.port_specifier.is_some()),
+            ("10.244.0.7", true)
+        );
+        let bind = app.upstream_bind_config.expect("bind config");
+        assert_eq!(bind.source_address.expect("source").address, "127.0.0.6");
+    }
+}
+
+#[test]
+fn undeclared_clusters_keep_the_downstream_http_version() {
+    let out = compile(
+        &intercepted_sample(),
+        &MeshSettings::default(),
+        &intercepted_opts(),
+    );
+    let cache: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/cache|6379");
+    let _ = cache;
+    let proxy = intercepted_sample();
+    let mut clusters = (*proxy.clusters).clone();
+    let name = cluster_name("shop", "cache", 6379);
+    clusters.insert(
+        name.clone(),
+        model_cluster("shop", "cache", 6379, Protocol::Unknown, &["10.0.0.9:6379"]),
+    );
+    let proxy = ProxyConfig {
+        clusters: Arc::new(clusters),
+        ..proxy
+    };
+    let out = compile(&proxy, &MeshSettings::default(), &intercepted_opts());
+    let cache: Cluster = decode(&out, CLUSTER_TYPE_URL, name.as_str());
+    let options = &cache.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let options = HttpProtocolOptions::decode(options.value.as_slice()).unwrap();
+    assert!(matches!(
+        options.upstream_protocol_options,
+        Some(envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(_))
+    ));
+}
+
+#[test]
+fn two_services_on_one_cluster_ip_and_port_keep_the_first() {
+    let mut proxy = intercepted_sample();
+    let outbound = Arc::make_mut(&mut proxy.outbound);
+    let db = outbound
+        .get_mut(&ServiceName::new("shop", "db"))
+        .expect("db");
+    Arc::make_mut(db).cluster_ip = Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)));
+    Arc::make_mut(db).ports[0].port = 80;
+    let out = compile(&proxy, &MeshSettings::default(), &intercepted_opts());
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].contains("10.96.0.10:80 is already routed as shop/db|80"),
+        "{}",
+        out.warnings[0]
+    );
+}

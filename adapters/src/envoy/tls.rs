@@ -117,7 +117,7 @@ impl Mtls<'_> {
         let alpn = match protocol {
             Protocol::Http2 => vec!["h2".to_owned()],
             Protocol::Http => vec!["http/1.1".to_owned()],
-            Protocol::Tcp => Vec::new(),
+            Protocol::Tcp | Protocol::Unknown => Vec::new(),
         };
         let context = UpstreamTlsContext {
             common_tls_context: Some(self.common(peers, alpn)),
@@ -127,17 +127,17 @@ impl Mtls<'_> {
     }
 
     /// The server side of an inbound port: the proxy's certificate, and a client certificate
-    /// from the mesh CA required. Which identity may call is RBAC's decision (it reads the
-    /// certificate's URI SAN), so any mesh identity passes the handshake.
-    pub(super) fn downstream(&self, protocol: Protocol) -> TransportSocket {
+    /// from the mesh CA required; with `peers` (SPIFFE IDs, exact), only those identities pass
+    /// the handshake, otherwise any mesh identity does and RBAC decides who may call.
+    pub(super) fn downstream(&self, protocol: Protocol, peers: Vec<String>) -> TransportSocket {
         // Offering both lets an HTTP/2 client negotiate h2 and an HTTP/1.1 client keep
         // HTTP/1.1; the HCM's automatic codec follows the negotiated protocol.
         let alpn = match protocol {
             Protocol::Http | Protocol::Http2 => vec!["h2".to_owned(), "http/1.1".to_owned()],
-            Protocol::Tcp => Vec::new(),
+            Protocol::Tcp | Protocol::Unknown => Vec::new(),
         };
         let context = DownstreamTlsContext {
-            common_tls_context: Some(self.common(Vec::new(), alpn)),
+            common_tls_context: Some(self.common(peers, alpn)),
             require_client_certificate: Some(BoolValue { value: true }),
             ..Default::default()
         };

@@ -252,13 +252,20 @@ impl RouteTable {
         for vhost in &self.virtual_hosts {
             for route in &vhost.routes {
                 for (cluster, _) in &route.action.clusters {
-                    if !clusters.contains_key(cluster) {
-                        warnings.push(format!(
-                            "route configuration {}: virtual host {}: route {:?}: cluster \
-                             {cluster} does not exist; its requests get 503",
-                            self.name, vhost.name, route.name
-                        ));
-                    }
+                    let problem = match clusters.get(cluster) {
+                        None => "does not exist",
+                        // The proxy's passthrough serves TCP proxies only: an HTTP request
+                        // would need an upstream connection per original destination.
+                        Some(c) if c.original_dst => {
+                            "is ORIGINAL_DST, which only a tcp_proxy reaches"
+                        }
+                        Some(_) => continue,
+                    };
+                    warnings.push(format!(
+                        "route configuration {}: virtual host {}: route {:?}: cluster \
+                         {cluster} {problem}; its requests get 503",
+                        self.name, vhost.name, route.name
+                    ));
                 }
             }
         }

@@ -12,7 +12,10 @@
 //! `build` is the definition:
 //!
 //! - **Resource types**: CDS, EDS, LDS, RDS and SDS, over ADS.
-//! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS; `connect_timeout`;
+//! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS, and ORIGINAL_DST with
+//!   `lb_policy` CLUSTER_PROVIDED and nothing else but `connect_timeout` (a TCP proxy's
+//!   passthrough to the connection's original destination, in plaintext); `connect_timeout`;
+//!   `upstream_bind_config` with a `source_address` only (an IP, any port);
 //!   `lb_policy` ROUND_ROBIN or LEAST_REQUEST (the proxy balances by power of two choices over
 //!   latency either way); `outlier_detection` (consecutive 5xx and gateway failures, enforced
 //!   fully or not at all, `interval`, `base_ejection_time`, `max_ejection_percent`);
@@ -24,8 +27,13 @@
 //! - **Transport sockets**: `raw_buffer`, and `tls` (`UpstreamTlsContext`,
 //!   `DownstreamTlsContext`) with one certificate and the validation context over SDS (ADS),
 //!   exact URI SAN matchers (upstream only), ALPN, TLS 1.2 to 1.3, `require_client_certificate`.
-//! - **Listeners**: a socket address, `tls_inspector` (default settings), filter chains (and a
-//!   `default_filter_chain`) that match on `transport_protocol` `tls` or `raw_buffer` only.
+//! - **Listeners**: a socket address; the listener filters `original_dst`, `tls_inspector` and
+//!   `http_inspector` (default settings; the HTTP inspector's `filter_disabled` on destination
+//!   ports through `not_match`, `or_match` and `destination_port_range`),
+//!   `listener_filters_timeout` and `continue_on_listener_filters_timeout`; filter chains (and a
+//!   `default_filter_chain`) that match on `destination_port`, `prefix_ranges`,
+//!   `transport_protocol` (`tls`, `raw_buffer`) and `application_protocols` (`http/1.0`,
+//!   `http/1.1`, `h2c`), chosen as Envoy chooses (see [`ChainSelector`]).
 //! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
 //!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
 //!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
@@ -55,21 +63,33 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod chains;
 #[cfg(test)]
 mod tests;
 mod type_url;
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 pub use self::{
     build::{Invalid, Problem, RETRY_ON, Translated, Translation, translate},
+    chains::{
+        AppProtocol, ApplicationLevel, ChainMatch, ChainSelector, CidrRange, DuplicateMatch,
+        PortSet, TransportLevel, TransportProtocol,
+    },
     type_url::TypeUrl,
 };
 
 /// Everything the data path needs, by name. Cheap to clone: every table entry is shared.
 #[derive(Clone, Debug, Default)]
 pub struct Runtime {
-    /// Listeners by name (`outbound_http`, `outbound_tcp_<port>`, `inbound|<port>`).
+    /// Listeners by name (`outbound_http`, `outbound_tcp_<port>`, `inbound|<port>`; with
+    /// interception `outbound` and `inbound`).
     pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
     /// Route tables by name (the RDS names, and inline route configs under their own name).
     pub routes: BTreeMap<String, Arc<RouteTable>>,
@@ -95,25 +115,62 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub direction: Direction,
-    /// Chains in order; a connection takes the first whose [`ChainMatch`] fits.
+    /// The listener filters: where a connection was going, and what its first bytes say.
+    pub filters: ListenerFilters,
+    /// The `filter_chains` in their xDS order, then the `default_filter_chain` if there is
+    /// one.
     pub chains: Vec<FilterChain>,
+    /// Which of `chains` a connection takes, as Envoy picks it; built from `chains` by the
+    /// translation (rebuild it with [`ChainSelector::build`] after changing them).
+    pub selector: ChainSelector,
 }
 
-/// Which connections a filter chain takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChainMatch {
-    /// Every connection (the chain has no `filter_chain_match`).
-    Any,
-    /// Connections whose first bytes are a TLS ClientHello (`transport_protocol: tls`).
-    Tls,
-    /// Connections that are not TLS (`transport_protocol: raw_buffer`).
-    Plaintext,
+/// The listener filters of a listener, and the bound on how long they may wait for a
+/// connection's first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerFilters {
+    /// `envoy.filters.listener.original_dst`: a connection's destination is the one it had
+    /// before an iptables REDIRECT (`SO_ORIGINAL_DST`), or its local address when it was not
+    /// redirected.
+    pub original_dst: bool,
+    /// `envoy.filters.listener.tls_inspector` is listed. The proxy also looks for a TLS
+    /// ClientHello without it wherever a chain matches on `transport_protocol` (Envoy would
+    /// take every connection as `raw_buffer` then).
+    pub tls_inspector: bool,
+    /// `envoy.filters.listener.http_inspector`: the destination ports it runs on (all of
+    /// them unless its `filter_disabled` says otherwise); `None` without the inspector, when
+    /// no connection has an application protocol.
+    pub http_inspector: Option<PortSet>,
+    /// `listener_filters_timeout`: how long the inspectors may wait for the first bytes from
+    /// accept on; Envoy's default 15 s, `None` for no limit (`0s`).
+    pub timeout: Option<Duration>,
+    /// `continue_on_listener_filters_timeout`: after the timeout a connection takes its chain
+    /// as if nothing was detected (a server-first protocol, whose client waits for the server
+    /// to speak); without it the connection is closed.
+    pub continue_on_timeout: bool,
 }
+
+impl Default for ListenerFilters {
+    fn default() -> Self {
+        ListenerFilters {
+            original_dst: false,
+            tls_inspector: false,
+            http_inspector: None,
+            timeout: Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+            continue_on_timeout: false,
+        }
+    }
+}
+
+/// Envoy's `listener_filters_timeout` when a listener sets none.
+pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One filter chain: optional TLS termination, then one terminal filter.
 #[derive(Clone, Debug)]
 pub struct FilterChain {
     pub name: String,
+    /// Its `filter_chain_match`; any connection for the default chain, which only takes the
+    /// connections no other chain does.
     pub matches: ChainMatch,
     /// TLS termination (a `DownstreamTlsContext` transport socket).
     pub tls: Option<DownstreamTls>,
@@ -323,9 +380,18 @@ pub struct ClusterConfig {
     /// The EDS name of an EDS cluster (`eds_cluster_config.service_name`, or the cluster's
     /// name), whose assignment gives it its endpoints; `None` for a STATIC cluster.
     pub eds: Option<String>,
+    /// An ORIGINAL_DST cluster (`lb_policy: CLUSTER_PROVIDED`): no endpoints; a TCP proxy
+    /// connects to the downstream connection's destination, in plaintext.
+    pub original_dst: bool,
+    /// `upstream_bind_config.source_address`: the address upstream connections come from;
+    /// `None` lets the kernel choose.
+    pub source_address: Option<IpAddr>,
     pub connect_timeout: Duration,
     /// Speak HTTP/2 (prior knowledge, or ALPN `h2` over TLS) to the endpoints; else HTTP/1.1.
     pub http2: bool,
+    /// `use_downstream_protocol_config`: speak the downstream request's HTTP version instead
+    /// (HTTP/2 for an HTTP/2 request, else HTTP/1.1), whatever [`ClusterConfig::http2`] says.
+    pub http_follows_downstream: bool,
     /// Endpoints from EDS or the static load assignment; empty while EDS has not answered.
     pub endpoints: Arc<[Endpoint]>,
     /// Transport socket matches in order, then the default socket (`tls_default`).
@@ -379,6 +445,9 @@ pub struct DownstreamTls {
     /// client certificates are not verified.
     pub trust_bundle: Option<String>,
     pub require_client_certificate: bool,
+    /// A client certificate must carry one of these URI SANs (exact match); empty accepts
+    /// any certificate the bundle verifies.
+    pub peer_sans: Vec<String>,
     pub alpn: Vec<String>,
     pub tls13_only: bool,
 }

@@ -51,3 +51,915 @@ fn a_field_outside_the_subset_is_refused_where_it_is() {
     let refused = translate(TypeUrl::Listener, "c", &any(&plain)).unwrap_err();
     assert_eq!(refused.field(), "type_url");
 }
+
+// === intercepted listeners: the xDS shape of /notes/intercept-xds-shape.md ===
+
+mod intercept {
+    use std::{net::SocketAddr, time::Duration};
+
+    use envoy_types::pb::{
+        envoy::{
+            config::{
+                cluster::v3::{
+                    Cluster, OutlierDetection,
+                    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+                },
+                core::v3::{
+                    Address, AggregatedConfigSource, BindConfig, CidrRange as PbCidrRange,
+                    ConfigSource, SocketAddress, TransportSocket, address,
+                    config_source::ConfigSourceSpecifier, socket_address,
+                },
+                endpoint::v3::ClusterLoadAssignment,
+                listener::v3::{
+                    Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener,
+                    ListenerFilter, ListenerFilterChainMatchPredicate, filter, listener_filter,
+                    listener_filter_chain_match_predicate::{MatchSet, Rule},
+                },
+                route::v3::{
+                    Route as PbRoute, RouteAction as PbRouteAction, RouteConfiguration,
+                    RouteMatch as PbRouteMatch, VirtualHost as PbVirtualHost, route, route_action,
+                    route_match,
+                },
+            },
+            extensions::filters::{
+                http::router::v3::Router,
+                listener::{
+                    http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
+                    tls_inspector::v3::TlsInspector,
+                },
+                network::{
+                    direct_response::v3::Config as DirectResponse,
+                    http_connection_manager::v3::{
+                        HttpConnectionManager, HttpFilter, Rds,
+                        http_connection_manager::{CodecType, RouteSpecifier},
+                        http_filter,
+                    },
+                    tcp_proxy::v3::{TcpProxy as PbTcpProxy, tcp_proxy},
+                },
+            },
+            r#type::v3::Int32Range,
+        },
+        google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
+    };
+    use prost::{Message, Name};
+
+    use crate::*;
+
+    fn any<M: Message + Name>(m: &M) -> Any {
+        Any {
+            type_url: M::type_url(),
+            value: m.encode_to_vec(),
+        }
+    }
+
+    fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFilter {
+        ListenerFilter {
+            name: name.to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any(config))),
+            filter_disabled: None,
+        }
+    }
+
+    fn original_dst() -> ListenerFilter {
+        listener_filter("envoy.filters.listener.original_dst", &OriginalDst {})
+    }
+
+    fn tls_inspector() -> ListenerFilter {
+        listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &TlsInspector::default(),
+        )
+    }
+
+    fn ports(p: u16) -> ListenerFilterChainMatchPredicate {
+        ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range {
+                start: i32::from(p),
+                end: i32::from(p) + 1,
+            })),
+        }
+    }
+
+    fn not(p: ListenerFilterChainMatchPredicate) -> ListenerFilterChainMatchPredicate {
+        ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::NotMatch(Box::new(p))),
+        }
+    }
+
+    fn or(rules: Vec<ListenerFilterChainMatchPredicate>) -> ListenerFilterChainMatchPredicate {
+        ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::OrMatch(MatchSet { rules })),
+        }
+    }
+
+    /// The HTTP inspector, on `http_ports` only.
+    fn http_inspector(http_ports: &[u16]) -> ListenerFilter {
+        let mut f = listener_filter("envoy.filters.listener.http_inspector", &HttpInspector {});
+        f.filter_disabled = Some(not(match http_ports {
+            [one] => ports(*one),
+            many => or(many.iter().map(|p| ports(*p)).collect()),
+        }));
+        f
+    }
+
+    fn socket(ip: &str, port: u32) -> Address {
+        Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: ip.to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn typed<M: Message + Name>(name: &str, config: &M) -> Filter {
+        Filter {
+            name: name.to_owned(),
+            config_type: Some(filter::ConfigType::TypedConfig(any(config))),
+        }
+    }
+
+    fn tcp_proxy(cluster: &str) -> Filter {
+        typed(
+            "envoy.filters.network.tcp_proxy",
+            &PbTcpProxy {
+                stat_prefix: cluster.to_owned(),
+                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn hcm(route_config_name: &str) -> Filter {
+        typed(
+            "envoy.filters.network.http_connection_manager",
+            &HttpConnectionManager {
+                codec_type: CodecType::Auto as i32,
+                stat_prefix: route_config_name.to_owned(),
+                normalize_path: Some(BoolValue { value: true }),
+                route_specifier: Some(RouteSpecifier::Rds(Rds {
+                    config_source: Some(ConfigSource {
+                        config_source_specifier: Some(ConfigSourceSpecifier::Ads(
+                            AggregatedConfigSource {},
+                        )),
+                        resource_api_version: 2,
+                        ..Default::default()
+                    }),
+                    route_config_name: route_config_name.to_owned(),
+                })),
+                http_filters: vec![HttpFilter {
+                    name: "envoy.filters.http.router".to_owned(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(
+                        any(&Router::default()),
+                    )),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )
+    }
+
+    fn close() -> Filter {
+        typed(
+            "envoy.filters.network.direct_response",
+            &DirectResponse::default(),
+        )
+    }
+
+    fn cidr(ip: &str, len: u32) -> PbCidrRange {
+        PbCidrRange {
+            address_prefix: ip.to_owned(),
+            prefix_len: Some(UInt32Value { value: len }),
+        }
+    }
+
+    fn chain(name: &str, m: Option<FilterChainMatch>, filter: Filter) -> PbFilterChain {
+        PbFilterChain {
+            name: name.to_owned(),
+            filter_chain_match: m,
+            filters: vec![filter],
+            ..Default::default()
+        }
+    }
+
+    /// `filter_chain_match` of a service port: its ClusterIP and the port.
+    fn service(ip: &str, port: u32) -> FilterChainMatch {
+        FilterChainMatch {
+            prefix_ranges: vec![cidr(ip, if ip.contains(':') { 128 } else { 32 })],
+            destination_port: Some(UInt32Value { value: port }),
+            ..Default::default()
+        }
+    }
+
+    fn http_service(ip: &str, port: u32) -> FilterChainMatch {
+        FilterChainMatch {
+            application_protocols: vec!["http/1.0".into(), "http/1.1".into(), "h2c".into()],
+            ..service(ip, port)
+        }
+    }
+
+    /// The `outbound` listener: web:80 (HTTP) at 10.96.0.10, db:5432 (TCP) at 10.96.0.11, kv
+    /// (undeclared) at 10.96.0.12 and fd00:10:96::12 on 8080 and 9000, the loop guard, and
+    /// the passthrough.
+    fn outbound() -> Listener {
+        Listener {
+            name: "outbound".to_owned(),
+            address: Some(socket("0.0.0.0", 15001)),
+            traffic_direction: 2,
+            listener_filters: vec![original_dst(), http_inspector(&[8080, 9000])],
+            listener_filters_timeout: Some(PbDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            continue_on_listener_filters_timeout: true,
+            filter_chains: vec![
+                chain(
+                    "demo/web|80",
+                    Some(service("10.96.0.10", 80)),
+                    hcm("demo/web|80"),
+                ),
+                chain(
+                    "demo/db|5432",
+                    Some(service("10.96.0.11", 5432)),
+                    tcp_proxy("demo/db|5432"),
+                ),
+                chain(
+                    "demo/kv|8080|http",
+                    Some(http_service("10.96.0.12", 8080)),
+                    hcm("demo/kv|8080"),
+                ),
+                chain(
+                    "demo/kv|8080",
+                    Some(service("10.96.0.12", 8080)),
+                    tcp_proxy("demo/kv|8080"),
+                ),
+                chain(
+                    "demo/kv|9000|http",
+                    Some(http_service("fd00:10:96::12", 9000)),
+                    hcm("demo/kv|9000"),
+                ),
+                chain(
+                    "demo/kv|9000",
+                    Some(service("fd00:10:96::12", 9000)),
+                    tcp_proxy("demo/kv|9000"),
+                ),
+                chain(
+                    "loop",
+                    Some(FilterChainMatch {
+                        destination_port: Some(UInt32Value { value: 15001 }),
+                        ..Default::default()
+                    }),
+                    close(),
+                ),
+            ],
+            default_filter_chain: Some(chain("passthrough", None, tcp_proxy("passthrough"))),
+            ..Default::default()
+        }
+    }
+
+    /// The `inbound` listener of a permissive Pod serving 8080.
+    fn inbound() -> Listener {
+        let port = |protocol: &str| FilterChainMatch {
+            destination_port: Some(UInt32Value { value: 8080 }),
+            transport_protocol: protocol.to_owned(),
+            ..Default::default()
+        };
+        Listener {
+            name: "inbound".to_owned(),
+            address: Some(socket("0.0.0.0", 15006)),
+            traffic_direction: 1,
+            listener_filters: vec![original_dst(), tls_inspector()],
+            listener_filters_timeout: Some(PbDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            continue_on_listener_filters_timeout: true,
+            filter_chains: vec![
+                chain("inbound|8080", Some(port("tls")), tcp_proxy("inbound|8080")),
+                chain(
+                    "inbound|8080|plaintext",
+                    Some(port("")),
+                    tcp_proxy("inbound|8080"),
+                ),
+            ],
+            default_filter_chain: Some(chain("passthrough", None, tcp_proxy("passthrough"))),
+            ..Default::default()
+        }
+    }
+
+    fn passthrough() -> Cluster {
+        Cluster {
+            name: "passthrough".to_owned(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            )),
+            lb_policy: LbPolicy::ClusterProvided as i32,
+            connect_timeout: Some(PbDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn listener(l: &Listener) -> Result<ListenerConfig, Invalid> {
+        match translate(TypeUrl::Listener, &l.name, &any(l))? {
+            Translation::Listener(l) => Ok(l),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The listener refused, as `field: problem`.
+    fn refused(l: &Listener) -> String {
+        listener(l).unwrap_err().to_string()
+    }
+
+    fn cluster(c: &Cluster) -> Result<ClusterConfig, Invalid> {
+        match translate(TypeUrl::Cluster, &c.name, &any(c))? {
+            Translation::Cluster(c) => Ok(c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn to(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// The name of the chain a connection takes.
+    fn pick(
+        l: &ListenerConfig,
+        to: SocketAddr,
+        transport: TransportProtocol,
+        app: Option<AppProtocol>,
+    ) -> Option<&str> {
+        l.selector
+            .select(to, transport, app)
+            .map(|i| l.chains[i].name.as_str())
+    }
+
+    #[test]
+    fn the_outbound_listener_routes_by_original_destination() {
+        let l = listener(&outbound()).unwrap();
+        assert_eq!(
+            l.filters,
+            ListenerFilters {
+                original_dst: true,
+                tls_inspector: false,
+                http_inspector: Some(PortSet::range(8080, 8081).union(&PortSet::range(9000, 9001))),
+                timeout: Some(Duration::from_secs(1)),
+                continue_on_timeout: true,
+            }
+        );
+        assert_eq!(l.chains.len(), 8);
+        assert_eq!(l.selector.default_chain(), Some(7));
+        assert_eq!(
+            l.chains[2].matches,
+            ChainMatch {
+                destination_port: Some(8080),
+                prefix_ranges: vec![CidrRange::new("10.96.0.12".parse().unwrap(), 32).unwrap()],
+                transport_protocol: None,
+                application_protocols: AppProtocol::ALL.to_vec(),
+            }
+        );
+        let raw = TransportProtocol::RawBuffer;
+        let http = Some(AppProtocol::Http11);
+        // A ClusterIP and port: that service's chain, whatever the request says.
+        assert_eq!(
+            pick(&l, to("10.96.0.10:80"), raw, http),
+            Some("demo/web|80")
+        );
+        assert_eq!(
+            pick(&l, to("10.96.0.10:80"), raw, None),
+            Some("demo/web|80")
+        );
+        assert_eq!(
+            pick(&l, to("10.96.0.11:5432"), raw, None),
+            Some("demo/db|5432")
+        );
+        // An undeclared port: HTTP if it looks like HTTP, else TCP.
+        assert_eq!(
+            pick(&l, to("10.96.0.12:8080"), raw, http),
+            Some("demo/kv|8080|http")
+        );
+        assert_eq!(
+            pick(&l, to("10.96.0.12:8080"), raw, Some(AppProtocol::H2c)),
+            Some("demo/kv|8080|http")
+        );
+        assert_eq!(
+            pick(&l, to("10.96.0.12:8080"), raw, None),
+            Some("demo/kv|8080")
+        );
+        assert_eq!(
+            pick(&l, to("[fd00:10:96::12]:9000"), raw, http),
+            Some("demo/kv|9000|http")
+        );
+        // Anything else passes through; the port decides before the address does.
+        assert_eq!(
+            pick(&l, to("10.96.0.10:8080"), raw, http),
+            Some("passthrough")
+        );
+        assert_eq!(
+            pick(&l, to("10.96.0.13:80"), raw, None),
+            Some("passthrough")
+        );
+        assert_eq!(
+            pick(&l, to("192.0.2.1:443"), raw, None),
+            Some("passthrough")
+        );
+        assert_eq!(pick(&l, to("127.0.0.1:15001"), raw, None), Some("loop"));
+        assert_eq!(pick(&l, to("10.96.0.10:15001"), raw, None), Some("loop"));
+        // Only the ports with HTTP chains are inspected.
+        let inspected = l.filters.http_inspector.as_ref().unwrap();
+        assert!(inspected.contains(8080) && inspected.contains(9000));
+        assert!(!inspected.contains(80) && !inspected.contains(5432));
+        assert!(matches!(l.chains[6].filter, NetworkFilter::Close));
+        assert_eq!(l.rds_names().count(), 3);
+    }
+
+    #[test]
+    fn the_inbound_listener_detects_tls_per_port() {
+        let l = listener(&inbound()).unwrap();
+        assert!(l.filters.original_dst && l.filters.tls_inspector);
+        assert_eq!(l.filters.http_inspector, None);
+        let tls = TransportProtocol::Tls;
+        let raw = TransportProtocol::RawBuffer;
+        let app = to("10.200.0.2:8080");
+        assert!(l.selector.by_destination(app).unwrap().detects());
+        assert_eq!(pick(&l, app, tls, None), Some("inbound|8080"));
+        assert_eq!(pick(&l, app, raw, None), Some("inbound|8080|plaintext"));
+        assert_eq!(
+            pick(&l, to("10.200.0.2:9999"), raw, None),
+            Some("passthrough")
+        );
+        // No chain for the port: nothing to detect.
+        assert!(l.selector.by_destination(to("10.200.0.2:9999")).is_none());
+    }
+
+    #[test]
+    fn listener_filter_settings_and_names() {
+        // By name only, as older control planes write them; the timeout set to 0 disables it.
+        let named = |name: &str| ListenerFilter {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        let l = Listener {
+            listener_filters: vec![
+                named("envoy.filters.listener.original_dst"),
+                named("envoy.filters.listener.tls_inspector"),
+                named("envoy.filters.listener.http_inspector"),
+            ],
+            listener_filters_timeout: Some(PbDuration::default()),
+            filter_chains: vec![chain("any", None, tcp_proxy("c"))],
+            ..inbound()
+        };
+        let built = listener(&l).unwrap();
+        assert!(built.filters.original_dst && built.filters.tls_inspector);
+        assert_eq!(built.filters.http_inspector, Some(PortSet::all()));
+        assert_eq!(built.filters.timeout, None);
+        // A single port, and predicates that nest.
+        let l = Listener {
+            listener_filters: vec![
+                original_dst(),
+                ListenerFilter {
+                    filter_disabled: Some(or(vec![ports(80), not(or(vec![ports(1), ports(2)]))])),
+                    ..http_inspector(&[1])
+                },
+            ],
+            ..l
+        };
+        let built = listener(&l).unwrap();
+        assert_eq!(
+            built.filters.http_inspector.unwrap().to_string(),
+            "1-2",
+            "disabled on 80 and on every port but 1 and 2"
+        );
+        assert!(listener(&inbound()).unwrap().filters.continue_on_timeout);
+    }
+
+    #[test]
+    fn listener_filters_outside_the_subset_are_refused() {
+        let with_filters = |filters: Vec<ListenerFilter>| Listener {
+            listener_filters: filters,
+            ..outbound()
+        };
+        let unknown = ListenerFilter {
+            name: "envoy.filters.listener.proxy_protocol".to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            refused(&with_filters(vec![original_dst(), unknown])),
+            "listener_filters[1]: only the original_dst, tls_inspector and http_inspector \
+             listener filters are supported"
+        );
+        assert_eq!(
+            refused(&with_filters(vec![original_dst(), original_dst()])),
+            "listener_filters[1]: the same listener filter is listed twice"
+        );
+        assert_eq!(
+            refused(&with_filters(vec![http_inspector(&[8080]), original_dst()])),
+            "listener_filters[1]: original_dst must come before the http_inspector, whose \
+             filter_disabled reads the original destination port"
+        );
+        let discovery = ListenerFilter {
+            config_type: Some(listener_filter::ConfigType::ConfigDiscovery(
+                Default::default(),
+            )),
+            ..original_dst()
+        };
+        assert_eq!(
+            refused(&with_filters(vec![discovery])),
+            "listener_filters[0].config_discovery: filter config discovery is not supported"
+        );
+        let ja3 = listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &TlsInspector {
+                enable_ja3_fingerprinting: Some(BoolValue { value: true }),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            refused(&Listener {
+                listener_filters: vec![ja3],
+                ..inbound()
+            }),
+            "listener_filters[0].typed_config: only the defaults are supported"
+        );
+        let disabled_dst = ListenerFilter {
+            filter_disabled: Some(ports(80)),
+            ..original_dst()
+        };
+        assert_eq!(
+            refused(&with_filters(vec![disabled_dst])),
+            "listener_filters[0].filter_disabled: only the http_inspector may be disabled (by \
+             destination port)"
+        );
+        let disabled_by = |p: ListenerFilterChainMatchPredicate| {
+            let mut f = http_inspector(&[8080]);
+            f.filter_disabled = Some(p);
+            refused(&with_filters(vec![original_dst(), f]))
+        };
+        assert_eq!(
+            disabled_by(ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::AnyMatch(true)),
+            }),
+            "listener_filters[1].filter_disabled.any_match: only not_match, or_match and \
+             destination_port_range are supported"
+        );
+        assert_eq!(
+            disabled_by(not(ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::AndMatch(MatchSet::default())),
+            })),
+            "listener_filters[1].filter_disabled.not_match.and_match: only not_match, \
+             or_match and destination_port_range are supported"
+        );
+        assert_eq!(
+            disabled_by(ListenerFilterChainMatchPredicate::default()),
+            "listener_filters[1].filter_disabled.rule: a rule is required"
+        );
+        assert_eq!(
+            disabled_by(not(or(vec![ports(80)]))),
+            "listener_filters[1].filter_disabled.not_match.or_match.rules: must hold at least \
+             two rules"
+        );
+        let range = |start, end| ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range { start, end })),
+        };
+        for (start, end) in [(80, 80), (-1, 80), (81, 80), (0, 65_537)] {
+            assert_eq!(
+                disabled_by(not(or(vec![ports(1), range(start, end)]))),
+                "listener_filters[1].filter_disabled.not_match.or_match.rules[1].\
+                 destination_port_range: must be ports start (inclusive) to end (exclusive), \
+                 0 <= start < end <= 65536",
+                "{start}..{end}"
+            );
+        }
+        assert_eq!(
+            refused(&Listener {
+                listener_filters_timeout: Some(PbDuration {
+                    seconds: -1,
+                    nanos: 0
+                }),
+                ..outbound()
+            }),
+            "listener_filters_timeout: must not be negative"
+        );
+        assert_eq!(
+            refused(&Listener {
+                use_original_dst: Some(BoolValue { value: true }),
+                ..outbound()
+            }),
+            "use_original_dst: handing connections over to the listener of their original \
+             destination is not supported; use the envoy.filters.listener.original_dst \
+             listener filter"
+        );
+    }
+
+    #[test]
+    fn chain_matches_outside_the_subset_are_refused() {
+        let with_match = |m: FilterChainMatch| Listener {
+            filter_chains: vec![chain("c", Some(m), tcp_proxy("c"))],
+            ..outbound()
+        };
+        let field = |m: FilterChainMatch| refused(&with_match(m));
+        for (port, ok) in [(0, false), (1, true), (65_535, true), (65_536, false)] {
+            let m = FilterChainMatch {
+                destination_port: Some(UInt32Value { value: port }),
+                ..Default::default()
+            };
+            match ok {
+                true => assert!(listener(&with_match(m)).is_ok(), "{port}"),
+                false => assert_eq!(
+                    field(m),
+                    "filter_chains[0].filter_chain_match.destination_port: must be a port, 1 \
+                     to 65535"
+                ),
+            }
+        }
+        let ranges = |r: PbCidrRange| FilterChainMatch {
+            prefix_ranges: vec![cidr("10.0.0.0", 8), r],
+            ..Default::default()
+        };
+        assert_eq!(
+            field(ranges(cidr("web.demo", 32))),
+            "filter_chains[0].filter_chain_match.prefix_ranges[1].address_prefix: must be an IP \
+             address"
+        );
+        assert_eq!(
+            field(ranges(cidr("10.0.0.1", 33))),
+            "filter_chains[0].filter_chain_match.prefix_ranges[1].prefix_len: must not be longer \
+             than the address"
+        );
+        assert!(listener(&with_match(ranges(cidr("fd00::1", 128)))).is_ok());
+        // No prefix length is a /0 (Envoy's default), an address masked to its prefix.
+        let built = listener(&with_match(ranges(PbCidrRange {
+            address_prefix: "10.1.2.3".into(),
+            prefix_len: None,
+        })))
+        .unwrap();
+        assert_eq!(
+            built.chains[0].matches.prefix_ranges[1].to_string(),
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            field(FilterChainMatch {
+                transport_protocol: "quic".into(),
+                ..Default::default()
+            }),
+            "filter_chains[0].filter_chain_match.transport_protocol: only tls and raw_buffer are \
+             supported"
+        );
+        assert_eq!(
+            field(FilterChainMatch {
+                application_protocols: vec!["http/1.1".into(), "h2".into()],
+                ..Default::default()
+            }),
+            "filter_chains[0].filter_chain_match.application_protocols[1]: only http/1.0, \
+             http/1.1 and h2c (what the HTTP inspector detects) are supported"
+        );
+        for (m, name) in [
+            (
+                FilterChainMatch {
+                    server_names: vec!["web".into()],
+                    ..Default::default()
+                },
+                "server_names",
+            ),
+            (
+                FilterChainMatch {
+                    source_ports: vec![80],
+                    ..Default::default()
+                },
+                "source_ports",
+            ),
+            (
+                FilterChainMatch {
+                    source_prefix_ranges: vec![cidr("10.0.0.1", 32)],
+                    ..Default::default()
+                },
+                "source_prefix_ranges",
+            ),
+        ] {
+            assert_eq!(
+                field(m),
+                format!(
+                    "filter_chains[0].filter_chain_match.{name}: only destination_port, \
+                     prefix_ranges, transport_protocol and application_protocols matches are \
+                     supported"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn identical_and_alpn_matches_are_refused() {
+        // Two chains for one service port, as Envoy refuses them.
+        let mut l = outbound();
+        l.filter_chains[1].filter_chain_match = Some(service("10.96.0.10", 80));
+        assert_eq!(
+            refused(&l),
+            "filter_chains[1].filter_chain_match: another filter chain has the same match"
+        );
+        // One shared application protocol is enough.
+        let mut l = outbound();
+        l.filter_chains[3].filter_chain_match = Some(FilterChainMatch {
+            application_protocols: vec!["h2c".into()],
+            ..service("10.96.0.12", 8080)
+        });
+        assert_eq!(
+            refused(&l),
+            "filter_chains[3].filter_chain_match: another filter chain has the same match"
+        );
+        let mut l = outbound();
+        l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+            prefix_ranges: vec![cidr("10.96.0.10", 32), cidr("10.96.0.10", 32)],
+            ..service("10.96.0.10", 80)
+        });
+        assert_eq!(
+            refused(&l),
+            "filter_chains[0].filter_chain_match: lists the same match twice"
+        );
+        // A TLS connection's application protocols would be its ALPN offer.
+        let mut l = outbound();
+        l.listener_filters.push(tls_inspector());
+        assert_eq!(
+            refused(&l),
+            "filter_chains[2].filter_chain_match.application_protocols: matching the \
+             application protocols of TLS connections (ALPN) is not supported; match \
+             transport_protocol raw_buffer too"
+        );
+        for c in &mut l.filter_chains {
+            if let Some(m) = &mut c.filter_chain_match
+                && !m.application_protocols.is_empty()
+            {
+                m.transport_protocol = "raw_buffer".into();
+            }
+        }
+        assert!(listener(&l).is_ok());
+    }
+
+    #[test]
+    fn original_dst_clusters_connect_to_the_original_destination() {
+        let c = cluster(&passthrough()).unwrap();
+        assert!(c.original_dst);
+        assert!(c.endpoints.is_empty() && c.eds.is_none());
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert!(c.tls_default.is_none() && c.tls_matches.is_empty());
+
+        let refused = |c: Cluster| cluster(&c).unwrap_err().to_string();
+        assert_eq!(
+            refused(Cluster {
+                lb_policy: LbPolicy::RoundRobin as i32,
+                ..passthrough()
+            }),
+            "lb_policy: an ORIGINAL_DST cluster takes CLUSTER_PROVIDED"
+        );
+        assert_eq!(
+            refused(Cluster {
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::Static as i32
+                )),
+                ..passthrough()
+            }),
+            "lb_policy: only ROUND_ROBIN and LEAST_REQUEST are supported"
+        );
+        assert_eq!(
+            refused(Cluster {
+                load_assignment: Some(ClusterLoadAssignment {
+                    cluster_name: "passthrough".into(),
+                    ..Default::default()
+                }),
+                ..passthrough()
+            }),
+            "load_assignment: an ORIGINAL_DST cluster has no endpoints"
+        );
+        assert_eq!(
+            refused(Cluster {
+                transport_socket: Some(TransportSocket::default()),
+                ..passthrough()
+            }),
+            "transport_socket: an ORIGINAL_DST cluster connects in plaintext"
+        );
+        assert_eq!(
+            refused(Cluster {
+                outlier_detection: Some(OutlierDetection::default()),
+                ..passthrough()
+            }),
+            "outlier_detection: an ORIGINAL_DST cluster has no endpoints to eject"
+        );
+        assert_eq!(
+            refused(Cluster {
+                cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::StrictDns as i32
+                )),
+                ..passthrough()
+            }),
+            "type: only STATIC, EDS and ORIGINAL_DST clusters are supported"
+        );
+    }
+
+    #[test]
+    fn clusters_may_bind_a_source_address() {
+        let bind = |address: &str, port: u32| BindConfig {
+            source_address: Some(SocketAddress {
+                address: address.to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // The inbound passthrough: from 127.0.0.6, which the redirect rules let through.
+        let inbound = Cluster {
+            upstream_bind_config: Some(bind("127.0.0.6", 0)),
+            ..passthrough()
+        };
+        let c = cluster(&inbound).unwrap();
+        assert_eq!(c.source_address, Some("127.0.0.6".parse().unwrap()));
+        assert!(c.original_dst);
+        assert_eq!(cluster(&passthrough()).unwrap().source_address, None);
+        let refused = |b: BindConfig| {
+            cluster(&Cluster {
+                upstream_bind_config: Some(b),
+                ..passthrough()
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            refused(bind("127.0.0.6", 15006)),
+            "upstream_bind_config.source_address.port_value: only 0 (any port) is supported"
+        );
+        assert_eq!(
+            refused(bind("localhost", 0)),
+            "upstream_bind_config.source_address.address: must be an IP address"
+        );
+        assert_eq!(
+            refused(BindConfig::default()),
+            "upstream_bind_config.source_address: is required"
+        );
+        assert_eq!(
+            refused(BindConfig {
+                freebind: Some(BoolValue { value: true }),
+                ..bind("127.0.0.6", 0)
+            }),
+            "upstream_bind_config.freebind: not supported by the bundled proxy"
+        );
+    }
+
+    #[test]
+    fn only_tcp_proxies_reach_an_original_dst_cluster() {
+        let mut translated = Translated::default();
+        let Translation::Listener(l) =
+            translate(TypeUrl::Listener, "outbound", &any(&outbound())).unwrap()
+        else {
+            panic!()
+        };
+        translated.listeners.insert("outbound".into(), l.into());
+        let c = cluster(&passthrough()).unwrap();
+        translated.clusters.insert("passthrough".into(), c.into());
+        let route = RouteConfiguration {
+            name: "demo/web|80".into(),
+            virtual_hosts: vec![PbVirtualHost {
+                name: "demo/web|80".into(),
+                domains: vec!["*".into()],
+                routes: vec![PbRoute {
+                    name: "default".into(),
+                    r#match: Some(PbRouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(route::Action::Route(PbRouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            "passthrough".into(),
+                        )),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let Translation::Route(table) =
+            translate(TypeUrl::RouteConfiguration, "demo/web|80", &any(&route)).unwrap()
+        else {
+            panic!()
+        };
+        translated.routes.insert("demo/web|80".into(), table.into());
+        let rt = Runtime::link(&translated);
+        let about_passthrough: Vec<&String> = rt
+            .warnings
+            .iter()
+            .filter(|w| w.contains("passthrough"))
+            .collect();
+        assert_eq!(
+            about_passthrough,
+            [
+                "route configuration demo/web|80: virtual host demo/web|80: route \"default\": \
+                 cluster passthrough is ORIGINAL_DST, which only a tcp_proxy reaches; its \
+                 requests get 503"
+            ],
+            "{:?}",
+            rt.warnings
+        );
+    }
+}

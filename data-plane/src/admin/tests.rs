@@ -5,8 +5,8 @@ use http_body_util::BodyExt;
 
 use super::*;
 use crate::config::{
-    ChainMatch, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig, NetworkFilter,
-    RouteSource, Runtime, SecretMaterial,
+    ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig,
+    ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
 };
 
 fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
@@ -71,9 +71,11 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
             name: "inbound|8080".into(),
             address: "127.0.1.2:8080".parse().unwrap(),
             direction: Direction::Inbound,
+            filters: ListenerFilters::default(),
+            selector: ChainSelector::build([&ChainMatch::ANY], None).unwrap(),
             chains: vec![FilterChain {
                 name: "mtls".into(),
-                matches: ChainMatch::Any,
+                matches: ChainMatch::ANY,
                 tls: None,
                 filter: NetworkFilter::Http(HttpManager {
                     stat_prefix: "inbound_8080".into(),
@@ -162,4 +164,43 @@ fn certs_lists_serials_and_spiffe_ids_of_the_held_certificates() {
     assert_eq!(ours["cert_chain"][0]["serial_number"], "0abc");
     assert_eq!(ours["cert_chain"][0]["subject_alt_names"][0]["uri"], id);
     assert!(!text.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn the_health_port_serves_probes_and_metrics_and_nothing_else() {
+    let state = State::default();
+    let metrics = Registry::default();
+    let health = |method: &Method, path: &str| body(answer_health(&state, &metrics, method, path));
+    assert_eq!(health(&Method::GET, "/live").0, StatusCode::OK);
+    assert_eq!(
+        health(&Method::GET, "/ready").0,
+        get(&state, "/ready").0,
+        "the same readiness as the admin port"
+    );
+    assert_eq!(health(&Method::GET, "/metrics").0, StatusCode::OK);
+    assert_eq!(health(&Method::HEAD, "/live").0, StatusCode::OK);
+    for path in [
+        "/config_dump",
+        "/certs",
+        "/healthcheck/fail",
+        "/quitquitquit",
+        "/",
+    ] {
+        assert_eq!(
+            health(&Method::GET, path).0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    for path in ["/healthcheck/fail", "/ready", "/live"] {
+        assert_eq!(
+            health(&Method::POST, path).0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    assert!(
+        !state.draining(),
+        "nothing on the health port drains the proxy"
+    );
 }

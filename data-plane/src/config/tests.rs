@@ -753,7 +753,7 @@ fn client_proxy_routes_split_and_retries() {
         let [chain] = outbound.chains.as_slice() else {
             panic!("{:?}", outbound.chains)
         };
-        assert_eq!(chain.matches, ChainMatch::Any);
+        assert_eq!(chain.matches, ChainMatch::ANY);
         assert!(
             chain.tls.is_none(),
             "the application talks plaintext to its proxy"
@@ -973,6 +973,7 @@ fn strict_server_with_mtls_enforces_traffic_targets() {
         certificate: WEB_ID.to_owned(),
         trust_bundle: Some(BUNDLE.to_owned()),
         require_client_certificate: true,
+        peer_sans: Vec::new(),
         alpn: alpn.iter().map(|s| (*s).to_owned()).collect(),
         tls13_only: true,
     };
@@ -985,7 +986,7 @@ fn strict_server_with_mtls_enforces_traffic_targets() {
     let [chain] = l.chains.as_slice() else {
         panic!("{:?}", l.chains)
     };
-    assert_eq!(chain.matches, ChainMatch::Any);
+    assert_eq!(chain.matches, ChainMatch::ANY);
     assert_eq!(chain.tls, Some(expected_tls(&["h2", "http/1.1"])));
     let hcm = http(chain);
     assert!(matches!(&hcm.routes, RouteSource::Rds(name) if name == "inbound|8080"));
@@ -1075,9 +1076,16 @@ fn strict_server_with_mtls_enforces_traffic_targets() {
         Some(expected_tls(&["h2", "http/1.1"]))
     );
 
-    // TCP 7000: network RBAC in front of the application.
+    // TCP 7000: only the rule's sources pass the handshake; network RBAC in front of the
+    // application.
     let chain = &rt.listeners["inbound|7000"].chains[0];
-    assert_eq!(chain.tls, Some(expected_tls(&[])));
+    assert_eq!(
+        chain.tls,
+        Some(DownstreamTls {
+            peer_sans: vec![CLIENT_ID.to_owned()],
+            ..expected_tls(&[])
+        })
+    );
     let tcp = tcp(chain);
     assert_eq!(clusters(&tcp.clusters), [("inbound|7000", 1)]);
     let rbac = tcp.rbac.as_ref().expect("network RBAC");
@@ -1155,14 +1163,20 @@ fn permissive_server_accepts_tls_and_plaintext() {
         panic!("{:?}", l.chains)
     };
     assert_eq!(tls.name, "mtls");
-    assert_eq!(tls.matches, ChainMatch::Tls);
+    assert_eq!(
+        tls.matches,
+        ChainMatch {
+            transport_protocol: Some(TransportProtocol::Tls),
+            ..ChainMatch::ANY
+        }
+    );
     assert!(
         tls.tls
             .as_ref()
             .is_some_and(|t| t.require_client_certificate)
     );
     assert_eq!(plain.name, "plaintext");
-    assert_eq!(plain.matches, ChainMatch::Any);
+    assert_eq!(plain.matches, ChainMatch::ANY);
     assert!(plain.tls.is_none());
     for chain in [tls, plain] {
         assert!(matches!(&http(chain).routes, RouteSource::Rds(n) if n == "inbound|8080"));
@@ -1188,7 +1202,7 @@ fn permissive_server_accepts_tls_and_plaintext() {
     );
     let l = &rt.listeners["inbound|8080"];
     assert_eq!(l.chains.len(), 1);
-    assert_eq!(l.chains[0].matches, ChainMatch::Any);
+    assert_eq!(l.chains[0].matches, ChainMatch::ANY);
     assert!(l.chains[0].tls.is_none());
 }
 
@@ -1629,8 +1643,8 @@ fn unsupported_listener_features_are_nacked() {
     });
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
-        "listener l: filter_chains[0].filter_chain_match.server_names: only \
-         transport_protocol matches are supported"
+        "listener l: filter_chains[0].filter_chain_match.server_names: only destination_port, \
+         prefix_ranges, transport_protocol and application_protocols matches are supported"
     );
 }
 
@@ -2037,7 +2051,7 @@ fn matchers_keep_envoys_semantics() {
 }
 
 #[test]
-fn chains_are_ordered_as_envoy_picks_them() {
+fn chains_keep_their_order_and_are_picked_as_envoy_picks_them() {
     let chain = |name: &str, protocol: Option<&str>| PbFilterChain {
         name: name.to_owned(),
         filter_chain_match: protocol.map(|p| FilterChainMatch {
@@ -2062,20 +2076,23 @@ fn chains_are_ordered_as_envoy_picks_them() {
     let built = ListenerConfig::from_xds(&l).unwrap();
     assert_eq!(built.address, "[::1]:9000".parse::<SocketAddr>().unwrap());
     assert_eq!(built.direction, Direction::Inbound);
-    let order: Vec<(&str, ChainMatch)> = built
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c.matches))
-        .collect();
-    assert_eq!(
-        order,
-        [
-            ("tls", ChainMatch::Tls),
-            ("raw", ChainMatch::Plaintext),
-            ("any", ChainMatch::Any),
-            ("default", ChainMatch::Any),
-        ]
-    );
+    let names: Vec<&str> = built.chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["any", "tls", "raw", "default"]);
+    // The default chain's own match is never consulted.
+    assert_eq!(built.chains[3].matches, ChainMatch::ANY);
+    assert_eq!(built.selector.default_chain(), Some(3));
+    let to = "[::1]:9000".parse().unwrap();
+    let pick = |t| {
+        built
+            .selector
+            .select(to, t, None)
+            .map(|i| built.chains[i].name.as_str())
+    };
+    assert_eq!(pick(TransportProtocol::Tls), Some("tls"));
+    assert_eq!(pick(TransportProtocol::RawBuffer), Some("raw"));
+    // Without the listener filter settings, Envoy's: 15 s, then the connection is closed.
+    assert_eq!(built.filters.timeout, Some(Duration::from_secs(15)));
+    assert!(!built.filters.continue_on_timeout);
 
     let twice = Listener {
         filter_chains: vec![chain("a", Some("tls")), chain("b", Some("tls"))],
@@ -2257,4 +2274,49 @@ fn a_large_configuration_translates() {
     );
     assert_eq!(rt.clusters.len(), n);
     assert!(rt.warnings.is_empty(), "{:?}", rt.warnings);
+}
+
+#[test]
+fn clusters_may_follow_the_downstream_http_version_with_default_settings_only() {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions},
+        extensions::upstreams::http::v3::{
+            HttpProtocolOptions,
+            http_protocol_options::{UpstreamProtocolOptions, UseDownstreamHttpConfig},
+        },
+    };
+    let with = |config: UseDownstreamHttpConfig| {
+        let mut c = static_cluster("opaque");
+        c.typed_extension_protocol_options = [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+            any(&HttpProtocolOptions {
+                upstream_protocol_options: Some(
+                    UpstreamProtocolOptions::UseDownstreamProtocolConfig(config),
+                ),
+                ..Default::default()
+            }),
+        )]
+        .into();
+        ClusterConfig::from_xds(&c)
+    };
+    let built = with(UseDownstreamHttpConfig {
+        http_protocol_options: Some(Http1ProtocolOptions::default()),
+        http2_protocol_options: Some(Http2ProtocolOptions::default()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(built.http_follows_downstream);
+    assert!(!built.http2);
+    let tuned = with(UseDownstreamHttpConfig {
+        http2_protocol_options: Some(Http2ProtocolOptions {
+            allow_connect: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        tuned.to_string(),
+        "typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].use_downstream_protocol_config.http2_protocol_options: only the defaults are supported"
+    );
 }

@@ -77,7 +77,7 @@ pub(crate) async fn handle(
 
     let peer = Peer {
         identity: conn.peer_identity.as_deref(),
-        local: conn.local,
+        local: conn.destination,
     };
     if let Some(rbac) = routing::effective_rbac(&manager, vh, route)
         && !routing::allows(rbac, &peer, Some(&view))
@@ -177,7 +177,7 @@ async fn forward(
         };
         tried.push(pick.index());
         let endpoint = pick.endpoint().clone();
-        let transport = match ctx.upstream_transport(runtime, cluster, &endpoint) {
+        let mut transport = match ctx.upstream_transport(runtime, cluster, &endpoint) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(cluster = %cluster.name, error = %e, "no TLS configuration for upstream");
@@ -191,6 +191,9 @@ async fn forward(
                 continue;
             }
         };
+        if cluster.http_follows_downstream {
+            transport.http2 = parts.version == http::Version::HTTP_2;
+        }
         // The last attempt takes the request head; earlier ones copy it.
         let head = if attempt + 1 == attempts {
             std::mem::replace(&mut parts, Request::new(()).into_parts().0)
@@ -434,6 +437,7 @@ pub(crate) fn transport(
     Transport {
         tls,
         http2: cluster.http2,
+        source: cluster.source_address,
         connect_timeout: if cluster.connect_timeout.is_zero() {
             Duration::from_secs(5)
         } else {

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -17,7 +17,6 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 
 #[cfg(test)]
 mod tests;
@@ -33,9 +32,11 @@ const MAX_IDLE_PER_KEY: usize = 64;
 pub(crate) struct Transport {
     /// Client TLS (mTLS to a meshed endpoint); `None` is plaintext.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-    /// HTTP/2 with prior knowledge when plaintext; over TLS, ALPN decides.
+    /// HTTP/2 with prior knowledge when plaintext; over TLS, ALPN decides when one is agreed.
     pub(crate) http2: bool,
     pub(crate) connect_timeout: Duration,
+    /// The source address to connect from; `None` lets the kernel choose.
+    pub(crate) source: Option<IpAddr>,
 }
 
 /// Why an upstream request failed.
@@ -69,6 +70,7 @@ struct Key {
     /// so new connections; the old ones finish their requests.
     tls: Option<usize>,
     http2: bool,
+    source: Option<IpAddr>,
 }
 
 enum Sender {
@@ -101,6 +103,7 @@ impl Pool {
             address,
             tls: transport.tls.as_ref().map(|c| Arc::as_ptr(c) as usize),
             http2: transport.http2,
+            source: transport.source,
         };
         let (sender, reused) = match self.checkout(&key) {
             Some(sender) => (sender, true),
@@ -171,10 +174,13 @@ async fn connect(
     transport: &Transport,
     on_tls_handshake: impl FnOnce(),
 ) -> Result<Sender, SendError> {
-    let tcp = tokio::time::timeout(transport.connect_timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| SendError::Connect(format!("{address}: connect timeout")))?
-        .map_err(|e| SendError::Connect(format!("{address}: {e}")))?;
+    let tcp = tokio::time::timeout(
+        transport.connect_timeout,
+        super::connect_tcp(address, transport.source),
+    )
+    .await
+    .map_err(|_| SendError::Connect(format!("{address}: connect timeout")))?
+    .map_err(|e| SendError::Connect(format!("{address}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     match &transport.tls {
         None => handshake(TokioIo::new(tcp), transport.http2).await,
@@ -187,7 +193,12 @@ async fn connect(
                 .map_err(|_| SendError::Connect(format!("{address}: TLS handshake timeout")))?
                 .map_err(|e| SendError::Connect(format!("{address}: TLS: {e}")))?;
             on_tls_handshake();
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            // ALPN decides when one was agreed; without (an opaque port's TLS offers none) the
+            // cluster's setting does, as in Envoy.
+            let h2 = match tls.get_ref().1.alpn_protocol() {
+                Some(protocol) => protocol == b"h2",
+                None => transport.http2,
+            };
             handshake(TokioIo::new(tls), h2).await
         }
     }

@@ -1,22 +1,20 @@
 //! The TCP proxy: authorize the connection, pick a backend and an endpoint, connect (with
-//! mTLS to meshed endpoints) and copy bytes both ways.
+//! mTLS to meshed endpoints) and copy bytes both ways; or, for an ORIGINAL_DST cluster, connect
+//! to where the connection was going.
 
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, copy_bidirectional},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional};
 
 use super::{
-    ConnInfo, Context,
+    ConnInfo, Context, http,
     routing::{self, Peer},
 };
 use crate::{
     balance::{self, Outcome},
-    config::TcpProxy,
-    metrics::TcpLabels,
+    config::{ClusterConfig, TcpProxy},
+    metrics::{TcpLabels, TcpStats},
 };
 
 /// Endpoints tried before a connection is given up (Envoy's `max_connect_attempts` is 1; a
@@ -35,7 +33,7 @@ where
     let runtime = ctx.state.runtime();
     let peer = Peer {
         identity: info.peer_identity.as_deref(),
-        local: info.local,
+        local: info.destination,
     };
     if let Some(rbac) = &tcp.rbac
         && !routing::allows(rbac, &peer, None)
@@ -59,6 +57,9 @@ where
         peer: info.peer_identity.clone().unwrap_or_default(),
     };
     let stats = ctx.metrics.tcp(&labels);
+    if cluster.original_dst {
+        return passthrough(info, &cluster, &stats, downstream).await;
+    }
 
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
@@ -78,7 +79,7 @@ where
         };
         let connected = tokio::time::timeout(
             transport.connect_timeout,
-            TcpStream::connect(endpoint.address),
+            super::connect_tcp(endpoint.address, transport.source),
         )
         .await;
         let upstream = match connected {
@@ -123,4 +124,44 @@ where
         return result.map(|_| ());
     }
     Ok(())
+}
+
+/// An ORIGINAL_DST cluster: connects to the connection's destination, in plaintext, once.
+async fn passthrough<I>(
+    info: &ConnInfo,
+    cluster: &ClusterConfig,
+    stats: &std::sync::Arc<TcpStats>,
+    mut downstream: I,
+) -> std::io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let to = info.destination;
+    // A connection made straight to the listener (not redirected: its destination is the
+    // listener itself) would come back here, and again, each time through a new connection;
+    // Envoy would loop so, the proxy closes it.
+    if to.ip().to_canonical() == info.local.ip().to_canonical() && to.port() == info.local.port() {
+        tracing::debug!(listener = %info.listener, %to, "passthrough to the listener itself; closed");
+        return Ok(());
+    }
+    let transport = http::transport(cluster, None);
+    let connect = super::connect_tcp(to, transport.source);
+    let mut upstream = match tokio::time::timeout(transport.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            tracing::debug!(cluster = %cluster.name, %to, %error, "passthrough: cannot connect");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::debug!(cluster = %cluster.name, %to, "passthrough: connect timeout");
+            return Ok(());
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let _open = stats.open();
+    let result = copy_bidirectional(&mut downstream, &mut upstream).await;
+    if let Ok((received, sent)) = result {
+        stats.bytes(received, sent);
+    }
+    result.map(|_| ())
 }

@@ -69,6 +69,7 @@ fn downstream(require: bool) -> DownstreamTls {
         certificate: "default".to_owned(),
         trust_bundle: Some("ROOTCA".to_owned()),
         require_client_certificate: require,
+        peer_sans: Vec::new(),
         alpn: vec!["h2".to_owned(), "http/1.1".to_owned()],
         tls13_only: true,
     }
@@ -175,6 +176,32 @@ fn wrong_san_is_rejected_by_the_client() {
             let message = e.to_string();
             assert!(message.contains(WEB), "{message}");
             assert!(message.contains("sa/api"), "{message}");
+        }
+        other => panic!("expected a SAN mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_server_with_peer_sans_admits_only_those_client_identities() {
+    let ca = TestCa::new("mesh");
+    let bundle = ca.bundle();
+    let tls = DownstreamTls {
+        peer_sans: vec!["spiffe://other".to_owned(), CLIENT.to_owned()],
+        ..downstream(true)
+    };
+    let server = server_config(&ca.leaf(WEB), Some(&bundle), &tls).unwrap();
+    let allowed = client_config(&ca.leaf(CLIENT), &bundle, &upstream(&[WEB])).unwrap();
+    let (_, server_end) = handshake(allowed, Arc::clone(&server)).unwrap();
+    assert_eq!(peer(&server_end).as_deref(), Some(CLIENT));
+
+    // Another identity from the same CA fails the handshake, before any data could flow.
+    let intruder = "spiffe://cluster.local/ns/demo/sa/intruder";
+    let other = client_config(&ca.leaf(intruder), &bundle, &upstream(&[WEB])).unwrap();
+    match handshake(other, server) {
+        Err(Failed::Server(rustls::Error::InvalidCertificate(CertificateError::Other(e)))) => {
+            let message = e.to_string();
+            assert!(message.contains(intruder), "{message}");
+            assert!(message.contains(CLIENT), "{message}");
         }
         other => panic!("expected a SAN mismatch, got {other:?}"),
     }

@@ -479,7 +479,7 @@ fn unsupported_features_are_nacked_naming_the_field() {
     for (c, expected) in [
         (
             dns,
-            "cluster dns: type: only STATIC and EDS clusters are supported",
+            "cluster dns: type: only STATIC, EDS and ORIGINAL_DST clusters are supported",
         ),
         (
             not_ads,

@@ -5,7 +5,7 @@ use std::{io::Write, net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration
 
 use anyhow::Context as _;
 use switchyard_adapters::{
-    envoy::{self, BootstrapOptions},
+    envoy::{self, AppProbe, BootstrapOptions, XdsCa},
     model::DataPlane,
 };
 
@@ -42,6 +42,11 @@ pub struct ControllerArgs {
     /// Directory with the webhook's `tls.crt` and `tls.key` (reloaded when they change).
     #[arg(long)]
     pub webhook_cert_dir: Option<PathBuf>,
+    /// Directory with the xDS server's `tls.crt`, `tls.key` (reloaded when they change) and
+    /// `ca.crt` (what injected proxies verify it with). Without it xDS is plaintext, and Envoy
+    /// proxies cannot authenticate (gRPC sends their token only over TLS).
+    #[arg(long)]
+    pub xds_cert_dir: Option<PathBuf>,
     /// What the injection webhook injects.
     #[command(flatten)]
     pub inject: InjectArgs,
@@ -62,7 +67,7 @@ pub struct ControllerArgs {
 }
 
 /// The injector's settings: the images it injects and where its proxies find the control plane.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct InjectArgs {
     /// The bundled proxy's image [default: localhost/switchyard-proxy:<version>].
     #[arg(long, value_name = "IMAGE")]
@@ -80,6 +85,10 @@ pub struct InjectArgs {
     /// The control plane's port as injected proxies dial it (the Service's xDS port).
     #[arg(long, default_value_t = 15010)]
     pub xds_port: u16,
+    /// The CA certificate (PEM file) injected proxies verify the control plane with [default
+    /// for the controller: ca.crt in --xds-cert-dir].
+    #[arg(long, value_name = "FILE")]
+    pub xds_ca_file: Option<PathBuf>,
 }
 
 impl InjectArgs {
@@ -89,10 +98,17 @@ impl InjectArgs {
         namespace: &str,
         default_data_plane: DataPlane,
         audience: &str,
-    ) -> InjectConfig {
+    ) -> anyhow::Result<InjectConfig> {
         let defaults = InjectConfig::new(namespace);
         let image = |flag: &Option<String>, default: String| flag.clone().unwrap_or(default);
-        InjectConfig {
+        let xds_ca = match &self.xds_ca_file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("--xds-ca-file {}", file.display()))?,
+            ),
+            None => None,
+        };
+        Ok(InjectConfig {
             images: Images {
                 init: image(&self.init_image, defaults.images.init.clone()),
                 bundled: image(&self.proxy_image, defaults.images.bundled.clone()),
@@ -102,8 +118,9 @@ impl InjectArgs {
             xds_port: self.xds_port,
             default_data_plane,
             audience: audience.to_owned(),
+            xds_ca,
             ..defaults
-        }
+        })
     }
 }
 
@@ -117,9 +134,14 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             None => hostname(),
         };
         let settings = args.mesh.settings();
-        let inject = args
-            .inject
-            .config(&args.namespace, settings.data_plane, &args.audience);
+        let mut inject_args = args.inject.clone();
+        if inject_args.xds_ca_file.is_none() {
+            inject_args.xds_ca_file = args
+                .xds_cert_dir
+                .as_ref()
+                .map(|dir| dir.join(crate::install::pki::WEBHOOK_CA_CERT));
+        }
+        let inject = inject_args.config(&args.namespace, settings.data_plane, &args.audience)?;
         let config = ControllerConfig {
             namespace: args.namespace.clone(),
             identity,
@@ -129,6 +151,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .webhook_cert_dir
                 .clone()
                 .map(|dir| (args.webhook_addr, dir)),
+            xds_cert_dir: args.xds_cert_dir.clone(),
             inject,
             settings,
             ca: CaConfig::default(),
@@ -173,6 +196,9 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The environment variable that carries the xDS CA (PEM) to `switchyard-init`.
+pub const XDS_CA_ENV: &str = "SWITCHYARD_XDS_CA";
+
 #[derive(Debug, clap::Args)]
 pub struct BootstrapArgs {
     /// The Pod this proxy runs in, `namespace/name` (its `node.id`) [default:
@@ -182,7 +208,21 @@ pub struct BootstrapArgs {
     /// The Pod's IP, where its listeners bind.
     #[arg(long, env = "POD_IP")]
     pub pod_ip: IpAddr,
-    /// A file holding the Pod's ServiceAccount token (audience `switchyard`).
+    /// Where the admin interface (which can drain or stop the proxy) listens: loopback, so
+    /// only the Pod's own processes reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub admin_ip: IpAddr,
+    /// The health port on the Pod's IP: `/ready`, `/live` and `/metrics`, nothing else (the
+    /// kubelet's probes); interception lets it through.
+    #[arg(long, default_value_t = crate::intercept::HEALTH_PORT)]
+    pub health_port: u16,
+    /// An application HTTP probe the injector rewrote, `PATH=PORT:TARGET`
+    /// (`/app-health/web/readyz=8080:/healthz`): the health port answers `GET PATH` with the
+    /// application's answer to `GET TARGET` on the Pod's IP at PORT. Repeatable.
+    #[arg(long = "app-probe", value_name = "PATH=PORT:TARGET")]
+    pub app_probes: Vec<String>,
+    /// A file holding the Pod's ServiceAccount token (audience `switchyard`), as the proxy
+    /// sees it: the bootstrap names it and the proxy reads it for every xDS stream.
     #[arg(long)]
     pub token_file: PathBuf,
     /// The controller's xDS host.
@@ -190,6 +230,17 @@ pub struct BootstrapArgs {
     pub xds_host: String,
     #[arg(long, default_value_t = 15010)]
     pub xds_port: u16,
+    /// The name the control plane's certificate holds, when --xds-host is not it (an IP).
+    #[arg(long, value_name = "NAME")]
+    pub xds_server_name: Option<String>,
+    /// The CA certificate (PEM file, as the proxy sees it) the control plane's certificate is
+    /// verified with.
+    #[arg(long, value_name = "FILE")]
+    pub xds_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text, written into the bootstrap (a CA certificate is public); the
+    /// injector sets it in `switchyard-init`'s environment.
+    #[arg(long, env = XDS_CA_ENV, value_name = "PEM", hide_env_values = true)]
+    pub xds_ca: Option<String>,
     /// Incremental (delta) ADS instead of state of the world.
     #[arg(long)]
     pub delta: bool,
@@ -210,21 +261,59 @@ pub fn bootstrap(
 ) -> anyhow::Result<Vec<u8>> {
     let pod = pod_id(args.pod.as_deref(), env)?;
     controller::auth::parse_node_id(&pod).map_err(anyhow::Error::msg)?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading {}", args.token_file.display()))?;
+    // The token itself stays in its file (the proxy reads it there for every stream); that it
+    // is there is checked now, where a mistake is easy to see.
+    std::fs::metadata(&args.token_file)
+        .with_context(|| format!("--token-file {}", args.token_file.display()))?;
+    let xds_ca = match (&args.xds_ca_file, &args.xds_ca) {
+        (Some(file), _) => {
+            std::fs::metadata(file).with_context(|| format!("--xds-ca-file {}", file.display()))?;
+            XdsCa::File(file.clone())
+        }
+        (None, Some(pem)) if pem.contains("-----BEGIN CERTIFICATE-----") => XdsCa::Pem(pem.clone()),
+        (None, Some(_)) => anyhow::bail!("{XDS_CA_ENV}: no PEM certificate"),
+        (None, None) => anyhow::bail!(
+            "--xds-ca-file or {XDS_CA_ENV} is required: the CA the control plane's \
+             certificate is verified with"
+        ),
+    };
     let mut b = BootstrapOptions::new(
         pod,
-        args.pod_ip,
+        args.admin_ip,
         args.xds_host.clone(),
         args.xds_port,
-        token.trim().to_string(),
+        args.token_file.clone(),
+        xds_ca,
     );
+    b.xds_server_name = args.xds_server_name.clone();
+    b.health = Some(SocketAddr::new(args.pod_ip, args.health_port));
+    b.app_probes = args
+        .app_probes
+        .iter()
+        .map(|p| parse_app_probe(p))
+        .collect::<anyhow::Result<_>>()?;
     if args.delta {
         b.api = envoy::XdsApi::Delta;
     }
     let mut json = serde_json::to_vec_pretty(&envoy::bootstrap(&b))?;
     json.push(b'\n');
     Ok(json)
+}
+
+/// `PATH=PORT:TARGET`, both paths absolute.
+fn parse_app_probe(text: &str) -> anyhow::Result<AppProbe> {
+    let bad = || anyhow::anyhow!("--app-probe {text:?}: expected PATH=PORT:TARGET");
+    let (path, rest) = text.split_once('=').ok_or_else(bad)?;
+    let (port, target) = rest.split_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if !path.starts_with('/') || !target.starts_with('/') || port == 0 {
+        return Err(bad());
+    }
+    Ok(AppProbe {
+        path: path.to_owned(),
+        port,
+        target: target.to_owned(),
+    })
 }
 
 /// `--pod`, else `$POD_NAMESPACE/$POD_NAME`.

@@ -64,11 +64,27 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<Report> {
-    let config = args.inject.config(
+    let config = match args.inject.config(
         &args.operator_namespace,
         args.data_plane.into(),
         DEFAULT_AUDIENCE,
-    );
+    ) {
+        Ok(config) => config,
+        Err(e) => {
+            writeln!(err, "{e:#}")?;
+            return Ok(Report {
+                errors: 1,
+                ..Report::default()
+            });
+        }
+    };
+    if config.xds_ca.is_none() {
+        writeln!(
+            err,
+            "warning: no --xds-ca-file: injected Pods cannot verify the control plane and their \
+             switchyard-init will fail"
+        )?;
+    }
     // Offline there is no Namespace to read: asking for injection is the enrolment.
     let enrolled = BTreeMap::from([(
         annotations::INJECT.to_owned(),

@@ -186,6 +186,8 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let first = local.tick()?;
         let store = local.store();
         let auth = local.tokens();
+        let tls =
+            Arc::new(crate::webhook::CertReloader::load(local.xds_tls_dir())?).server_config()?;
         let xds_config = XdsConfig {
             debounce,
             ..XdsConfig::default()
@@ -196,13 +198,14 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             state_dir.display()
         )?;
         print_tick(out, &first)?;
-        let server = tokio::spawn(server::serve_listener(
+        let server = tokio::spawn(server::serve_listener_tls(
             listener,
             server::XdsServer::new(
                 store,
                 auth as Arc<dyn crate::xds::auth::Authenticate>,
                 xds_config,
             ),
+            tls,
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },

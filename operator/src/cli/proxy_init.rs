@@ -37,9 +37,6 @@ pub struct ProxyInitArgs {
     /// The outbound proxy's port, where the Pod's outgoing TCP goes.
     #[arg(long, default_value_t = intercept::OUTBOUND_PORT)]
     pub outbound_port: u16,
-    /// The proxy's admin port, never redirected (like the inbound and outbound ports).
-    #[arg(long, default_value_t = intercept::ADMIN_PORT)]
-    pub admin_port: u16,
     /// Inbound ports let through to the app: `80,443,8000-8010`.
     #[arg(long, default_value = "", value_name = "PORTS")]
     pub skip_inbound_ports: String,
@@ -78,7 +75,9 @@ impl ProxyInitArgs {
             proxy_gid: self.proxy_gid.unwrap_or(self.proxy_uid),
             inbound_port: self.inbound_port,
             outbound_port: self.outbound_port,
-            admin_port: self.admin_port,
+            // Never redirected, like the inbound and outbound ports, so the kubelet's probes
+            // reach it; the admin port listens on 127.0.0.1 and is not skipped.
+            health_port: self.bootstrap.health_port,
             skip_inbound_ports: PortList::parse("--skip-inbound-ports", &self.skip_inbound_ports)?,
             skip_outbound_ports: PortList::parse(
                 "--skip-outbound-ports",

@@ -261,7 +261,10 @@ fn error_text_says_each_cause_once() {
 #[test]
 fn the_controller_injects_the_images_and_control_plane_its_flags_name() {
     let inject = |args: &[&str]| match parse(args).unwrap().command {
-        Command::Controller(a) => a.inject.config(&a.namespace, DataPlane::Bundled, "aud"),
+        Command::Controller(a) => a
+            .inject
+            .config(&a.namespace, DataPlane::Bundled, "aud")
+            .unwrap(),
         other => panic!("{other:?}"),
     };
     let version = env!("CARGO_PKG_VERSION");

@@ -134,7 +134,7 @@ fn authorization(
         if sources.is_empty() {
             continue;
         }
-        let is_http = matches!(protocol, Protocol::Http | Protocol::Http2);
+        let is_http = protocol.is_http();
         for rule in &tt.rules {
             let key = (ns.clone(), rule.name.clone());
             let matches = match rule.kind.as_str() {

@@ -15,7 +15,7 @@ use switchyard_crds::{
 };
 
 use super::{
-    DATA_PLANE_ANNOTATION, Index, Key, Object, ObjectKind, ObjectStatus,
+    DATA_PLANE_ANNOTATION, INTERCEPTED_ANNOTATION, Index, Key, Object, ObjectKind, ObjectStatus,
     store::{
         PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo, Stored, TargetPort,
         destination_of, root_of,
@@ -268,6 +268,12 @@ impl Index {
                 .as_ref()
                 .and_then(|a| a.get(DATA_PLANE_ANNOTATION))
                 .map(|v| v.parse()),
+            intercepted: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(INTERCEPTED_ANNOTATION))
+                .is_some_and(|v| v == "true"),
         };
         self.set_pod(key, Some(info));
     }
@@ -524,8 +530,9 @@ pub(crate) fn object_key(obj: &Object) -> Option<Key> {
 }
 
 /// Application protocol from `appProtocol`, or failing that the port name's prefix (Istio's
-/// convention, which Linkerd and OSM also read). Unknown ports are proxied as opaque TCP.
-fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
+/// convention, which Linkerd and OSM also read): `tcp` declares opaque TCP; anything else is
+/// [`Protocol::Unknown`] (TCP, with HTTP detected on intercepted connections).
+pub(super) fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
     let p = app_protocol.or(name).unwrap_or("").to_ascii_lowercase();
     if p == "grpc"
         || p == "http2"
@@ -537,7 +544,9 @@ fn protocol_of(app_protocol: Option<&str>, name: Option<&str>) -> Protocol {
         Protocol::Http2
     } else if p == "http" || p.starts_with("http-") {
         Protocol::Http
-    } else {
+    } else if p == "tcp" || p.starts_with("tcp-") {
         Protocol::Tcp
+    } else {
+        Protocol::Unknown
     }
 }

@@ -5,8 +5,8 @@
 use std::{collections::BTreeSet, net::SocketAddr};
 
 use switchyard_adapters::model::{
-    Cluster, ClusterName, Endpoint, HttpMatch, Identity, OutboundPort, OutboundService, Protocol,
-    Route, ServiceName, WeightedCluster,
+    Cluster, ClusterName, Endpoint, HttpMatch, Identity, OutboundPort, OutboundService, Route,
+    ServiceName, WeightedCluster,
 };
 use switchyard_crds::{Decimal, split::TrafficSplit, weight};
 
@@ -101,7 +101,7 @@ fn port(
     }];
     let (with_matches, catch_all) = store.splits_for(root);
     let mut routes = Vec::new();
-    if matches!(port.protocol, Protocol::Http | Protocol::Http2) {
+    if port.protocol.is_http() {
         for ts in with_matches {
             let matches = split_matches(store, ts);
             if matches.is_empty() {

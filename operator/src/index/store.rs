@@ -83,6 +83,9 @@ pub(super) struct PodInfo {
     pub(super) named_ports: BTreeMap<String, u16>,
     /// The [`DATA_PLANE_ANNOTATION`], when present: the data plane, or the value that is not one.
     pub(super) data_plane: Option<Result<DataPlane, UnknownDataPlane>>,
+    /// [`INTERCEPTED_ANNOTATION`](super::INTERCEPTED_ANNOTATION) is `true`: redirect rules
+    /// send the Pod's traffic through its proxy, which routes by original destination.
+    pub(super) intercepted: bool,
 }
 
 /// An SMI object as last applied, and the last version of it that was valid.

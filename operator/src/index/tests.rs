@@ -1,6 +1,6 @@
 use serde_json::json;
 use switchyard_adapters::model::{
-    AccessMode, Authorization, ClusterName, DataPlane, MeshSettings, ProxyId, ServiceName,
+    AccessMode, Authorization, ClusterName, DataPlane, MeshSettings, Protocol, ProxyId, ServiceName,
 };
 use switchyard_crds::{Kind, ObjectRef, VersionedObject, status::conditions};
 
@@ -648,3 +648,51 @@ fn an_annotation_change_marks_the_proxy_changed() {
 }
 
 mod incremental;
+
+#[test]
+fn port_protocols_follow_app_protocol_then_the_name_and_undeclared_is_unknown() {
+    use super::ingest::protocol_of;
+    for (app_protocol, name, expected) in [
+        (Some("http"), None, Protocol::Http),
+        (None, Some("http-web"), Protocol::Http),
+        (Some("kubernetes.io/h2c"), None, Protocol::Http2),
+        (None, Some("grpc-api"), Protocol::Http2),
+        (Some("tcp"), Some("http"), Protocol::Tcp),
+        (None, Some("tcp-db"), Protocol::Tcp),
+        (None, Some("redis"), Protocol::Unknown),
+        (None, None, Protocol::Unknown),
+        (Some("mysql"), Some("http"), Protocol::Unknown),
+    ] {
+        assert_eq!(
+            protocol_of(app_protocol, name),
+            expected,
+            "{app_protocol:?} {name:?}"
+        );
+    }
+}
+
+#[test]
+fn only_pods_the_injector_marked_are_intercepted() {
+    let mut idx = index();
+    let marked = |name: &str, value: &str| {
+        Object::Pod(Box::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": "web"},
+                             "annotations": {INTERCEPTED_ANNOTATION: value}},
+                "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]},
+            }))
+            .unwrap(),
+        ))
+    };
+    idx.apply(marked("a", "true"));
+    idx.apply(marked("b", "false"));
+    idx.apply(pod("c", "web", "web"));
+    let proxy = |pod: &str| ProxyId {
+        namespace: NS.into(),
+        pod: pod.into(),
+    };
+    assert!(idx.intercepted(&proxy("a")));
+    assert!(!idx.intercepted(&proxy("b")));
+    assert!(!idx.intercepted(&proxy("c")));
+    assert!(!idx.intercepted(&proxy("missing")));
+}

@@ -1,12 +1,22 @@
 //! What injection adds to a Pod, and the same as an RFC 6902 JSON patch.
 //!
-//! The patch only adds: it never rewrites what the Pod already has, so fields this build does
-//! not know (a newer Kubernetes's) pass through untouched.
+//! The patch adds, and replaces only the application's probes it rewrites: everything else the
+//! Pod already has, fields this build does not know (a newer Kubernetes's) among them, passes
+//! through untouched.
+//!
+//! Probes: in strict mode the kubelet's plaintext probes of an application port would be
+//! redirected to the inbound proxy and fail its mTLS. As Istio and OSM do, an HTTP probe
+//! (`httpGet`, HTTP, no `host`) is rewritten to the proxy's health port,
+//! `/app-health/<container>/<startupz|livez|readyz>`, and the proxy forwards it to the
+//! application's original port and path on the Pod's IP (`switchyard-init --app-probe`, which
+//! writes it into the bootstrap). A probe that cannot be forwarded that way (`tcpSocket`,
+//! `grpc`, HTTPS, or a `host`) has its port left out of inbound interception instead: that port
+//! is then reached without the proxy, which the skip annotation would do too.
 
 use std::collections::BTreeMap;
 
 use json_patch::{
-    AddOperation, Patch, PatchOperation,
+    AddOperation, Patch, PatchOperation, ReplaceOperation,
     jsonptr::{PointerBuf, Token},
 };
 use k8s_openapi::api::core::v1::{
@@ -16,7 +26,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString};
 use serde_json::Value;
-use switchyard_adapters::model::DataPlane;
+use switchyard_adapters::{envoy::AppProbe, model::DataPlane};
 
 use super::{
     BOOTSTRAP_FILE, INIT_CONTAINER, InjectConfig, InjectError, PROXY_CONTAINER, PodTemplate,
@@ -25,7 +35,7 @@ use super::{
 };
 use crate::{
     annotations,
-    intercept::{CidrList, PortList},
+    intercept::{CidrList, PortList, PortRange},
 };
 
 /// What interception leaves alone, from the Pod's annotations.
@@ -41,18 +51,117 @@ pub(super) struct Skips {
 pub struct Injection {
     /// The data plane chosen (Pod, then Namespace, then the mesh default).
     pub data_plane: DataPlane,
-    /// Set on the Pod: `switchyard.dev/proxy-version` and the resolved
-    /// `switchyard.dev/data-plane`.
+    /// Set on the Pod: `switchyard.dev/proxy-version`, the resolved
+    /// `switchyard.dev/data-plane`, and `switchyard.dev/intercepted: "true"`.
     pub annotations: BTreeMap<String, String>,
     /// Put before the Pod's own init containers, in this order: `switchyard-init`, then
     /// `switchyard-proxy`, so that the Pod's init containers already have the mesh.
     pub init_containers: Vec<Container>,
     /// Appended to the Pod's volumes.
     pub volumes: Vec<Volume>,
+    /// The application's probes pointed at the health port.
+    pub probes: Vec<ProbeRewrite>,
+}
+
+/// One application probe, rewritten.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeRewrite {
+    /// Index in `spec.containers`.
+    pub container: usize,
+    /// `startupProbe`, `livenessProbe` or `readinessProbe`.
+    pub field: &'static str,
+    pub probe: Probe,
+}
+
+/// What the Pod's probes need: the rewrites, the forwards the proxy serves for them, and the
+/// ports of the probes that cannot be forwarded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct ProbeRewrites {
+    pub(super) rewrites: Vec<ProbeRewrite>,
+    pub(super) app_probes: Vec<AppProbe>,
+    pub(super) skip_ports: PortList,
+}
+
+impl ProbeRewrites {
+    /// The probes of `spec`'s containers, against a proxy whose health port is `health_port`.
+    pub(super) fn of(spec: &PodSpec, health_port: u16) -> Self {
+        let mut out = ProbeRewrites::default();
+        let mut skip = Vec::new();
+        for (i, c) in spec.containers.iter().enumerate() {
+            let probes = [
+                ("startupProbe", "startupz", &c.startup_probe),
+                ("livenessProbe", "livez", &c.liveness_probe),
+                ("readinessProbe", "readyz", &c.readiness_probe),
+            ];
+            for (field, kind, probe) in probes {
+                let Some(probe) = probe else { continue };
+                if let Some(get) = &probe.http_get {
+                    let Some(port) = container_port(c, &get.port) else {
+                        continue;
+                    };
+                    let https = get
+                        .scheme
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+                    if https || get.host.is_some() {
+                        skip.push(port);
+                        continue;
+                    }
+                    let path = format!("/app-health/{}/{kind}", c.name);
+                    let target = match get.path.as_deref().unwrap_or("/") {
+                        p if p.starts_with('/') => p.to_owned(),
+                        p => format!("/{p}"),
+                    };
+                    out.app_probes.push(AppProbe {
+                        path: path.clone(),
+                        port,
+                        target,
+                    });
+                    let mut rewritten = probe.clone();
+                    rewritten.http_get = Some(HTTPGetAction {
+                        path: Some(path),
+                        port: IntOrString::Int(i32::from(health_port)),
+                        scheme: Some("HTTP".into()),
+                        host: None,
+                        http_headers: get.http_headers.clone(),
+                    });
+                    out.rewrites.push(ProbeRewrite {
+                        container: i,
+                        field,
+                        probe: rewritten,
+                    });
+                } else if let Some(tcp) = &probe.tcp_socket {
+                    skip.extend(container_port(c, &tcp.port));
+                } else if let Some(grpc) = &probe.grpc {
+                    skip.extend(u16::try_from(grpc.port).ok());
+                }
+            }
+        }
+        out.skip_ports = skip.into_iter().filter_map(PortRange::port).collect();
+        out
+    }
+}
+
+/// A probe's port as a number: itself, or the container port of that name.
+fn container_port(c: &Container, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
 }
 
 impl Injection {
-    pub(super) fn new(data_plane: DataPlane, skip: &Skips, config: &InjectConfig) -> Self {
+    pub(super) fn new(
+        data_plane: DataPlane,
+        skip: &Skips,
+        probes: &ProbeRewrites,
+        config: &InjectConfig,
+    ) -> Self {
         Injection {
             data_plane,
             annotations: BTreeMap::from([
@@ -64,12 +173,14 @@ impl Injection {
                     annotations::DATA_PLANE.to_owned(),
                     data_plane.as_str().to_owned(),
                 ),
+                (annotations::INTERCEPTED.to_owned(), "true".to_owned()),
             ]),
             init_containers: vec![
-                init_container(skip, config),
+                init_container(skip, &probes.app_probes, config),
                 proxy_container(data_plane, config),
             ],
             volumes: volumes(config),
+            probes: probes.rewrites.clone(),
         }
     }
 
@@ -168,6 +279,18 @@ impl Injection {
             ),
         }
 
+        for rewrite in &self.probes {
+            ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: path(&[
+                    "spec",
+                    "containers",
+                    &rewrite.container.to_string(),
+                    rewrite.field,
+                ]),
+                value: to_value(&rewrite.probe),
+            }));
+        }
+
         let volumes: Vec<Value> = self.volumes.iter().map(to_value).collect();
         match &template.spec.volumes {
             None => ops.push(add(path(&["spec", "volumes"]), Value::Array(volumes))),
@@ -189,7 +312,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 
 // === The containers and volumes ===
 
-fn init_container(skip: &Skips, config: &InjectConfig) -> Container {
+fn init_container(skip: &Skips, app_probes: &[AppProbe], config: &InjectConfig) -> Container {
     let mut args: Vec<String> = vec![
         "proxy-init".into(),
         "--proxy-uid".into(),
@@ -198,6 +321,8 @@ fn init_container(skip: &Skips, config: &InjectConfig) -> Container {
         config.ports.inbound.to_string(),
         "--outbound-port".into(),
         config.ports.outbound.to_string(),
+        "--health-port".into(),
+        config.ports.health.to_string(),
     ];
     let mut list = |flag: &str, value: String| {
         if !value.is_empty() {
@@ -207,6 +332,12 @@ fn init_container(skip: &Skips, config: &InjectConfig) -> Container {
     list("--skip-inbound-ports", skip.inbound_ports.to_string());
     list("--skip-outbound-ports", skip.outbound_ports.to_string());
     list("--skip-outbound-cidrs", skip.outbound_cidrs.to_string());
+    for probe in app_probes {
+        args.extend([
+            "--app-probe".to_owned(),
+            format!("{}={}:{}", probe.path, probe.port, probe.target),
+        ]);
+    }
     args.extend([
         "--bootstrap-out".into(),
         format!("{RUN_DIR}/{BOOTSTRAP_FILE}"),
@@ -224,7 +355,7 @@ fn init_container(skip: &Skips, config: &InjectConfig) -> Container {
         image_pull_policy: Some("IfNotPresent".into()),
         // The image's entrypoint is `switchyard`; only the arguments are ours.
         args: Some(args),
-        env: Some(downward_env()),
+        env: Some(init_env(config)),
         resources: Some(resources(
             &r.cpu_request,
             &r.init_memory_request,
@@ -281,11 +412,12 @@ fn proxy_container(data_plane: DataPlane, config: &InjectConfig) -> Container {
         // A native sidecar: started in order before the app, running for the Pod's life.
         restart_policy: Some("Always".into()),
         env: Some(downward_env()),
-        // The app starts only once the proxy has its configuration (up to 120 s).
+        // The app starts only once the proxy has its configuration (up to 120 s). The probe
+        // calls the health port: the admin port listens on 127.0.0.1, out of the kubelet's reach.
         startup_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/ready".into()),
-                port: IntOrString::Int(i32::from(config.ports.admin)),
+                port: IntOrString::Int(i32::from(config.ports.health)),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(1),
@@ -349,6 +481,20 @@ fn volumes(config: &InjectConfig) -> Vec<Volume> {
             ..Volume::default()
         },
     ]
+}
+
+/// `switchyard-init`'s environment: the downward API's, and the xDS CA certificate (public)
+/// it writes into the bootstrap.
+fn init_env(config: &InjectConfig) -> Vec<EnvVar> {
+    let mut env = downward_env();
+    if let Some(pem) = &config.xds_ca {
+        env.push(EnvVar {
+            name: crate::cli::controller::XDS_CA_ENV.into(),
+            value: Some(pem.clone()),
+            value_from: None,
+        });
+    }
+    env
 }
 
 /// The Pod's name, namespace, IP and ServiceAccount, from the downward API.

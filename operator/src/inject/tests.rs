@@ -239,6 +239,7 @@ fn an_injected_pod_has_exactly_these_containers_volumes_and_annotations() {
                 "switchyard.dev/inject": "enabled",
                 "switchyard.dev/proxy-version": version,
                 "switchyard.dev/data-plane": "envoy",
+                "switchyard.dev/intercepted": "true",
             },
         },
         "spec": {
@@ -251,6 +252,7 @@ fn an_injected_pod_has_exactly_these_containers_volumes_and_annotations() {
                     "args": [
                         "proxy-init", "--proxy-uid", "1337", "--inbound-port", "15006",
                         "--outbound-port", "15001",
+                        "--health-port", "15020",
                         "--bootstrap-out", "/var/run/switchyard/bootstrap.json",
                         "--token-file", "/var/run/secrets/switchyard/token",
                         "--xds-host", "switchyard.switchyard-system.svc", "--xds-port", "15010",
@@ -282,7 +284,7 @@ fn an_injected_pod_has_exactly_these_containers_volumes_and_annotations() {
                     "restartPolicy": "Always",
                     "env": env,
                     "startupProbe": {
-                        "httpGet": {"path": "/ready", "port": 15000},
+                        "httpGet": {"path": "/ready", "port": 15020},
                         "periodSeconds": 1,
                         "failureThreshold": 120,
                     },
@@ -667,4 +669,85 @@ fn the_init_containers_arguments_are_a_proxy_init_command_line() {
     );
     assert_eq!(init.bootstrap.xds_host, "switchyard.switchyard-system.svc");
     assert_eq!(init.bootstrap.xds_port, 15010);
+}
+
+/// HTTP probes move to the health port, where the proxy forwards them to the application;
+/// probes it cannot forward get their port let through interception instead.
+#[test]
+fn http_probes_are_rewritten_to_the_health_port_and_other_probes_ports_are_skipped() {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    let mut p = pod(&[(annotations::INJECT, "enabled")]);
+    p["spec"]["containers"] = json!([
+        {
+            "name": "web",
+            "image": "web:1",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {
+                "httpGet": {"path": "healthz?full=1", "port": "http",
+                            "httpHeaders": [{"name": "x-probe", "value": "1"}]},
+                "periodSeconds": 3,
+            },
+            "livenessProbe": {"httpGet": {"port": 8081}},
+            "startupProbe": {"tcpSocket": {"port": 9000}},
+        },
+        {
+            "name": "tls",
+            "image": "tls:1",
+            "readinessProbe": {"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"}},
+            "livenessProbe": {"grpc": {"port": 9090}},
+            "startupProbe": {"exec": {"command": ["true"]}},
+        },
+    ]);
+    let out = injected(&p, &[]).unwrap();
+    let web = &out["spec"]["containers"][0];
+    assert_eq!(
+        web["readinessProbe"],
+        json!({
+            "httpGet": {"path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP",
+                        "httpHeaders": [{"name": "x-probe", "value": "1"}]},
+            "periodSeconds": 3,
+        })
+    );
+    assert_eq!(
+        web["livenessProbe"]["httpGet"],
+        json!({"path": "/app-health/web/livez", "port": 15020, "scheme": "HTTP"})
+    );
+    assert_eq!(
+        web["startupProbe"],
+        p["spec"]["containers"][0]["startupProbe"]
+    );
+    assert_eq!(out["spec"]["containers"][1], p["spec"]["containers"][1]);
+
+    let args: Vec<String> = out["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let cli = Cli::try_parse_from(
+        std::iter::once("switchyard".to_owned())
+            .chain(args)
+            .chain(["--pod-ip".to_owned(), "10.1.0.7".to_owned()]),
+    )
+    .unwrap();
+    let Command::ProxyInit(init) = cli.command else {
+        panic!("not proxy-init")
+    };
+    assert_eq!(
+        init.bootstrap.app_probes,
+        [
+            "/app-health/web/livez=8081:/",
+            "/app-health/web/readyz=8080:/healthz?full=1",
+        ]
+    );
+    // The TCP, HTTPS and gRPC probes' ports bypass the inbound proxy.
+    assert_eq!(
+        init.config().unwrap().skip_inbound_ports.to_string(),
+        "8443,9000,9090"
+    );
+    // Injecting again changes nothing.
+    assert_eq!(injected(&out, &[]), Err(SkipReason::AlreadyInjected));
 }

@@ -371,8 +371,15 @@ fn generate_mesh_ca(trust_domain: &str, now: u64) -> Result<CertKey, PkiError> {
 }
 
 fn generate_webhook_ca(now: u64) -> Result<(CertKey, Issuer<'static, KeyPair>), PkiError> {
+    generate_serving_ca("Switchyard webhook CA", now)
+}
+
+fn generate_serving_ca(
+    common_name: &str,
+    now: u64,
+) -> Result<(CertKey, Issuer<'static, KeyPair>), PkiError> {
     let rcgen = |what| move |source| PkiError::Rcgen { what, source };
-    let params = ca_params("Switchyard webhook CA", now)?;
+    let params = ca_params(common_name, now)?;
     let key = KeyPair::generate().map_err(rcgen("generate webhook CA key"))?;
     let cert = params
         .self_signed(&key)
@@ -420,6 +427,45 @@ fn issue_serving(
         cert_pem: cert.pem(),
         key_pem: Zeroizing::new(key.serialize_pem()),
     })
+}
+
+/// A CA of its own and a serving certificate it signed for `sans`, in `dir` as `ca.crt`,
+/// `ca.key`, `tls.crt` and `tls.key` (keys 0600, the directory 0700): what is there is reused
+/// while it fits, the rest is generated. Local mode's xDS server serves with it; its proxies
+/// verify it with `ca.crt`, so a restarted control plane keeps the CA its running proxies trust.
+pub fn serving_dir(
+    dir: &Path,
+    common_name: &str,
+    sans: &[Host],
+    now: SystemTime,
+) -> Result<(), PkiError> {
+    let now = unix_secs(now)?;
+    create_private_dir(dir)?;
+    let ca_paths = (dir.join(WEBHOOK_CA_CERT), dir.join(WEBHOOK_CA_KEY));
+    let kept = read_pair("serving CA", &ca_paths)?
+        .and_then(|pair| Some((load_webhook_ca(&ca_paths.0, &pair).ok()?, pair)));
+    let (ca, issuer) = match kept {
+        Some((issuer, pair)) => (pair, issuer),
+        None => generate_serving_ca(common_name, now)?,
+    };
+    let tls_paths = (dir.join(WEBHOOK_TLS_CERT), dir.join(WEBHOOK_TLS_KEY));
+    let tls = match read_pair("serving certificate", &tls_paths) {
+        Ok(Some(pair)) if serving_unfit(&pair, &ca, sans, now).is_none() => pair,
+        _ => issue_serving(sans, &issuer, now)?,
+    };
+    for (path, text, secret) in [
+        (&ca_paths.0, &ca.cert_pem, false),
+        (&ca_paths.1, &*ca.key_pem, true),
+        (&tls_paths.0, &tls.cert_pem, false),
+        (&tls_paths.1, &*tls.key_pem, true),
+    ] {
+        let same =
+            fs::read(path).is_ok_and(|old| Zeroizing::new(old).as_slice() == text.as_bytes());
+        if !same {
+            write_file(path, text.as_bytes(), secret)?;
+        }
+    }
+    Ok(())
 }
 
 // === Reuse ===

@@ -329,6 +329,8 @@ fn the_deployment_runs_the_controller_locked_down() {
             "0.0.0.0:9443",
             "--webhook-cert-dir",
             "/etc/switchyard/webhook",
+            "--xds-cert-dir",
+            "/etc/switchyard/webhook",
             "--admin-addr",
             "0.0.0.0:9090",
             "--ca-cert",

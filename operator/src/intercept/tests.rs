@@ -92,7 +92,7 @@ fn multiport_groups_split_at_fifteen_slots_golden() {
         proxy_gid: 2103,
         inbound_port: 4143,
         outbound_port: 4140,
-        admin_port: 4191,
+        health_port: 4191,
         skip_inbound_ports: ports(&format!("{},30000-30010,40000-40010", inbound.join(","))),
         skip_outbound_ports: ports("1-3,5,7,9"),
         skip_outbound_cidrs: CidrList::default(),
@@ -145,20 +145,22 @@ fn rules_redirect_only_tcp_and_exclude_the_proxy() {
 }
 
 #[test]
-fn the_admin_and_proxy_ports_are_always_skipped_inbound() {
+fn the_health_and_proxy_ports_are_always_skipped_inbound_and_the_admin_port_is_not() {
     let config = InterceptConfig {
-        skip_inbound_ports: ports("15000,15005-15007,80"),
+        skip_inbound_ports: ports("15005-15007,80"),
         ..InterceptConfig::default()
     };
     assert_eq!(
         config.inbound_ports_skipped().to_string(),
-        "80,15000-15001,15005-15007"
+        "80,15001,15005-15007,15020"
     );
+    // The admin port (127.0.0.1 in the Pod) is not let through: from outside the Pod it is
+    // redirected to the inbound port like any other.
     assert_eq!(
         InterceptConfig::default()
             .inbound_ports_skipped()
             .to_string(),
-        "15000-15001,15006"
+        "15001,15006,15020"
     );
 }
 

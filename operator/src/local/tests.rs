@@ -369,8 +369,14 @@ fn tokens_and_bootstraps_are_readable_by_their_owner_only() {
         .collect();
     assert!(files.len() >= 4, "{files:?}");
     for f in files {
-        assert_eq!(mode(&f), 0o600, "{}", f.display());
+        // The xDS server's certificate directory: its keys are private, its certificates not.
+        let want = if f.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&f), want, "{}", f.display());
     }
+    let xds = state.join("xds");
+    assert_eq!(mode(&xds.join("tls.key")), 0o600);
+    assert_eq!(mode(&xds.join("ca.key")), 0o600);
+    assert_eq!(mode(&xds.join("ca.crt")), 0o644);
 }
 
 fn demo(pod: &str) -> ProxyId {

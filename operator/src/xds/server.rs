@@ -1,7 +1,14 @@
 //! The tonic ADS service: authenticates a stream, then drives a protocol state machine from
 //! the proxy's requests and its (debounced) snapshot changes.
 
-use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::{Pin, pin},
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -13,6 +20,7 @@ use envoy_types::pb::envoy::{
     },
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch},
     time::Instant,
@@ -21,7 +29,10 @@ use tokio_stream::{
     StreamExt,
     wrappers::{ReceiverStream, TcpListenerStream},
 };
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{
+    Request, Response, Status, Streaming,
+    transport::server::{Connected, TcpConnectInfo},
+};
 use tracing::Instrument;
 
 use super::{
@@ -135,12 +146,130 @@ pub async fn serve(
     serve_listener(listener, XdsServer::new(store, auth, config), shutdown).await
 }
 
-/// Serves ADS on a bound listener (tests bind port 0 and read the address first).
+/// Serves ADS in plaintext (h2c) on a bound listener (tests bind port 0 and read the address
+/// first). Envoy sends its token only over TLS: real proxies need [`serve_listener_tls`].
 pub async fn serve_listener(
     listener: TcpListener,
     server: XdsServer,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_incoming(TcpListenerStream::new(listener), server, shutdown).await
+}
+
+/// Serves ADS over TLS on a bound listener: the stream carries the proxies' private keys and
+/// their tokens, and Envoy's gRPC client sends call credentials only on a secure channel.
+/// `tls` chooses the certificate per handshake (a reloader); ALPN is `h2` only.
+pub async fn serve_listener_tls(
+    listener: TcpListener,
+    server: XdsServer,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let (tx, rx) = mpsc::channel(64);
+    let accept = tokio::spawn(accept_tls(
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        tx,
+    ));
+    let served = serve_incoming(ReceiverStream::new(rx), server, shutdown).await;
+    accept.abort();
+    served
+}
+
+/// TLS handshakes in progress at once; further connections wait in the listen backlog.
+const MAX_HANDSHAKES: usize = 256;
+/// A peer that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and hands each to the server once its handshake is done, so a slow
+/// handshake holds up nobody else.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<std::io::Result<TlsConn>>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    while !tx.is_closed() {
+        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(%error, "xds accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send(Ok(TlsConn(tls))).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "xds tls handshake failed"),
+                Err(_) => tracing::debug!(%peer, "xds tls handshake timed out"),
+            }
+        });
+    }
+}
+
+/// A TLS connection as tonic serves it.
+struct TlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Serves ADS on the connections `incoming` yields.
+async fn serve_incoming<S, IO, IE>(
+    incoming: S,
+    server: XdsServer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: tokio_stream::Stream<Item = Result<IO, IE>> + Send,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let drain = server.drain_handle();
     let keepalive = server.config.keepalive_interval;
     let shutdown = async move {
@@ -154,7 +283,7 @@ pub async fn serve_listener(
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .add_service(server.into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //!   remembered and sent once they appear; a named type with nothing to send is not answered.
 //! - After a NACK (`error_detail` with the current nonce) the type is parked: the rejected
 //!   content is not sent again, only a different one (go-control-plane resends it forever).
+//! - A name unsubscribed is forgotten as sent, so subscribing to it again gets it again.
 //! - A request with a stale nonce is not answered; its `resource_names` still replace the
 //!   subscription, because SotW requests always carry the full list.
 //! - At most one response per type is unacknowledged. Pushes walk CDS → EDS → LDS → RDS → SDS
@@ -117,6 +118,13 @@ impl SotwStream {
         };
         let state = &mut self.types[type_url.index()];
         state.subscription.update(type_url, &req.resource_names);
+        // A name the client stopped asking for is forgotten as sent: Envoy drops its copy with
+        // the last watch on it, so asking again (a cluster replaced by one that refers to the
+        // same secret) must be answered, even with the very same content.
+        if let Some(sent) = &mut state.sent {
+            let subscription = &state.subscription;
+            sent.resources.retain(|name, _| subscription.covers(name));
+        }
         let first = !state.requested;
         state.requested = true;
 

@@ -1,7 +1,7 @@
 //! Clusters and endpoints: discovery type, timeouts, protocol, transport socket matches,
 //! outlier detection, and the endpoints of a load assignment.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
@@ -13,7 +13,10 @@ use envoy_types::pb::{
                     TransportSocketMatch,
                 },
             },
-            core::v3::{HealthStatus, Metadata},
+            core::v3::{
+                BindConfig, HealthStatus, Metadata, SocketAddress,
+                socket_address as pb_socket_address,
+            },
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint as PbEndpoint, LbEndpoint, LocalityLbEndpoints,
                 lb_endpoint,
@@ -60,8 +63,16 @@ impl ClusterConfig {
 
     /// Translates one cluster. A STATIC cluster takes its own `load_assignment`; an EDS
     /// cluster has no endpoints until [`Runtime::link`](crate::Runtime::link) gives it its
-    /// assignment's (translated by [`Endpoint::list_from_xds`]).
+    /// assignment's (translated by [`Endpoint::list_from_xds`]); an ORIGINAL_DST cluster has
+    /// none at all.
     pub fn from_xds(c: &Cluster) -> Result<ClusterConfig, Invalid> {
+        let original_dst = matches!(
+            c.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::OriginalDst as i32
+        );
+        if original_dst {
+            original_dst_only(c)?;
+        }
         let endpoints = match &c.cluster_discovery_type {
             None => static_endpoints(c)?,
             Some(ClusterDiscoveryType::Type(t)) if *t == DiscoveryType::Static as i32 => {
@@ -77,10 +88,11 @@ impl ClusterConfig {
                 }
                 Arc::from([])
             }
+            Some(ClusterDiscoveryType::Type(_)) if original_dst => Arc::from([]),
             Some(ClusterDiscoveryType::Type(_)) => {
                 return Err(unsupported(
                     "type",
-                    "only STATIC and EDS clusters are supported",
+                    "only STATIC, EDS and ORIGINAL_DST clusters are supported",
                 ));
             }
             Some(ClusterDiscoveryType::ClusterType(_)) => {
@@ -91,7 +103,15 @@ impl ClusterConfig {
             }
         };
         match LbPolicy::try_from(c.lb_policy) {
-            Ok(LbPolicy::RoundRobin | LbPolicy::LeastRequest) => {}
+            Ok(LbPolicy::RoundRobin | LbPolicy::LeastRequest) if !original_dst => {}
+            // As Envoy requires: the cluster itself says where a connection goes.
+            Ok(LbPolicy::ClusterProvided) if original_dst => {}
+            _ if original_dst => {
+                return Err(unsupported(
+                    "lb_policy",
+                    "an ORIGINAL_DST cluster takes CLUSTER_PROVIDED",
+                ));
+            }
             _ => {
                 return Err(unsupported(
                     "lb_policy",
@@ -146,6 +166,12 @@ impl ClusterConfig {
             .map(outlier)
             .transpose()
             .at("outlier_detection")?;
+        let source_address = c
+            .upstream_bind_config
+            .as_ref()
+            .map(bind_source)
+            .transpose()
+            .at("upstream_bind_config")?;
         if let Some(eds) = &c.eds_cluster_config {
             only!(eds => EdsClusterConfig { eds_config, service_name } unset {});
         }
@@ -154,7 +180,7 @@ impl ClusterConfig {
             load_assignment, typed_extension_protocol_options, outlier_detection,
             transport_socket, cluster_discovery_type, http2_protocol_options,
             load_balancing_policy, lb_subset_config, transport_socket_matcher, upstream_config,
-            filters,
+            filters, upstream_bind_config,
         } unset {
             alt_stat_name, stats_matcher, per_connection_buffer_limit_bytes,
             per_connection_buffer_high_watermark_timeout, health_checks,
@@ -162,24 +188,111 @@ impl ClusterConfig {
             common_http_protocol_options, http_protocol_options, dns_refresh_rate, dns_jitter,
             dns_failure_refresh_rate, respect_dns_ttl, dns_lookup_family, dns_resolvers,
             use_tcp_for_dns_lookups, dns_resolution_config, typed_dns_resolver_config,
-            wait_for_warm_on_init, cleanup_interval, upstream_bind_config, common_lb_config,
+            wait_for_warm_on_init, cleanup_interval, common_lb_config,
             metadata, protocol_selection, upstream_connection_options,
             close_connections_on_host_health_failure, ignore_health_on_host_removal,
             lrs_server, lrs_report_endpoint_metrics, track_timeout_budgets, track_cluster_stats,
             preconnect_policy, connection_pool_per_downstream_connection, queuing_policies,
             lb_config,
         });
+        let (http2, http_follows_downstream) = http2(c)?;
         Ok(ClusterConfig {
             name: c.name.clone(),
             eds: Self::eds_name(c).map(str::to_owned),
+            original_dst,
+            source_address,
             connect_timeout,
-            http2: http2(c)?,
+            http2,
+            http_follows_downstream,
             endpoints,
             tls_matches,
             tls_default,
             outlier,
         })
     }
+}
+
+/// What an ORIGINAL_DST cluster may not have: endpoints (Envoy refuses a load assignment),
+/// and what the proxy's passthrough does not do (TLS, HTTP settings, outlier detection: it
+/// connects to one address, in plaintext, for a TCP proxy).
+fn original_dst_only(c: &Cluster) -> Result<(), Invalid> {
+    const PLAINTEXT: &str = "an ORIGINAL_DST cluster connects in plaintext";
+    let refused = [
+        (
+            "load_assignment",
+            c.load_assignment.is_some(),
+            "an ORIGINAL_DST cluster has no endpoints",
+        ),
+        (
+            "eds_cluster_config",
+            c.eds_cluster_config.is_some(),
+            "an ORIGINAL_DST cluster has no endpoints",
+        ),
+        ("transport_socket", c.transport_socket.is_some(), PLAINTEXT),
+        (
+            "transport_socket_matches",
+            !c.transport_socket_matches.is_empty(),
+            PLAINTEXT,
+        ),
+        (
+            "outlier_detection",
+            c.outlier_detection.is_some(),
+            "an ORIGINAL_DST cluster has no endpoints to eject",
+        ),
+        (
+            "typed_extension_protocol_options",
+            !c.typed_extension_protocol_options.is_empty(),
+            "an ORIGINAL_DST cluster serves TCP proxies only",
+        ),
+    ];
+    #[allow(deprecated)]
+    let http2 = c.http2_protocol_options.is_some();
+    match refused.iter().find(|(_, set, _)| *set) {
+        Some((field, _, reason)) => Err(unsupported(*field, reason)),
+        None if http2 => Err(unsupported(
+            "http2_protocol_options",
+            "an ORIGINAL_DST cluster serves TCP proxies only",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The source address upstream connections bind (any port): the inbound proxy reaches its
+/// application from `127.0.0.6`, which the redirect rules let through, where a connection from
+/// the Pod IP would be captured again.
+fn bind_source(b: &BindConfig) -> Result<IpAddr, Invalid> {
+    only!(b => BindConfig { source_address } unset {
+        freebind, socket_options, extra_source_addresses, additional_source_addresses,
+        local_address_selector, validate_network_namespaces,
+    });
+    let Some(sa) = &b.source_address else {
+        return Err(unsupported("source_address", "is required"));
+    };
+    let classified = || {
+        only!(sa => SocketAddress { address, port_specifier, protocol } unset {
+            resolver_name, ipv4_compat, network_namespace_filepath,
+        });
+        Ok(())
+    };
+    classified().at("source_address")?;
+    if sa.protocol != pb_socket_address::Protocol::Tcp as i32 {
+        return Err(unsupported(
+            "source_address.protocol",
+            "only TCP is supported",
+        ));
+    }
+    match sa.port_specifier {
+        None | Some(pb_socket_address::PortSpecifier::PortValue(0)) => {}
+        Some(_) => {
+            return Err(unsupported(
+                "source_address.port_value",
+                "only 0 (any port) is supported",
+            ));
+        }
+    }
+    sa.address
+        .parse()
+        .map_err(|_| unsupported("source_address.address", "must be an IP address"))
 }
 
 fn tls_match(m: &TransportSocketMatch) -> Result<TlsMatch, Invalid> {
@@ -205,9 +318,12 @@ fn static_endpoints(c: &Cluster) -> Result<Arc<[Endpoint]>, Invalid> {
 
 /// Whether the cluster speaks HTTP/2 to its endpoints: the upstream HTTP options say so
 /// explicitly (or the deprecated `http2_protocol_options` is set).
-fn http2(c: &Cluster) -> Result<bool, Invalid> {
+/// Whether the cluster speaks HTTP/2 to its endpoints, and whether it follows the downstream's
+/// HTTP version instead (`use_downstream_protocol_config`).
+fn http2(c: &Cluster) -> Result<(bool, bool), Invalid> {
     #[allow(deprecated)]
     let mut http2 = c.http2_protocol_options.is_some();
+    let mut follows = false;
     if let Some(other) = c
         .typed_extension_protocol_options
         .keys()
@@ -223,7 +339,7 @@ fn http2(c: &Cluster) -> Result<bool, Invalid> {
         .typed_extension_protocol_options
         .get(HTTP_PROTOCOL_OPTIONS)
     else {
-        return Ok(http2);
+        return Ok((http2, follows));
     };
     let at = format!("typed_extension_protocol_options[{HTTP_PROTOCOL_OPTIONS:?}]");
     if !is::<HttpProtocolOptions>(any) {
@@ -266,11 +382,41 @@ fn http2(c: &Cluster) -> Result<bool, Invalid> {
                 }
             }
         }
-        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
-            return Err(unsupported(
-                format!("{at}.use_downstream_protocol_config"),
-                "use explicit_http_config",
-            ));
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(downstream)) => {
+            let at = format!("{at}.use_downstream_protocol_config");
+            // The proxy speaks HTTP/1.1 and HTTP/2 with its own settings, so only the defaults
+            // (or leaving a version out, which Envoy then does not offer) are accepted.
+            let defaults = |set: bool, field: &str| {
+                if set {
+                    Ok(())
+                } else {
+                    Err(unsupported(
+                        format!("{at}.{field}"),
+                        "only the defaults are supported",
+                    ))
+                }
+            };
+            defaults(
+                downstream
+                    .http_protocol_options
+                    .as_ref()
+                    .is_none_or(|o| *o == Default::default()),
+                "http_protocol_options",
+            )?;
+            defaults(
+                downstream
+                    .http2_protocol_options
+                    .as_ref()
+                    .is_none_or(|o| *o == Default::default()),
+                "http2_protocol_options",
+            )?;
+            if downstream.http3_protocol_options.is_some() {
+                return Err(unsupported(
+                    format!("{at}.http3_protocol_options"),
+                    "HTTP/3 is not supported",
+                ));
+            }
+            follows = true;
         }
         Some(UpstreamProtocolOptions::AutoConfig(_)) => {
             return Err(unsupported(
@@ -289,7 +435,7 @@ fn http2(c: &Cluster) -> Result<bool, Invalid> {
         Ok(())
     };
     classified().at(&at)?;
-    Ok(http2)
+    Ok((http2, follows))
 }
 
 /// The labels of a transport socket match; an endpoint takes the match if its labels include

@@ -1,22 +1,27 @@
-//! Listeners: address, direction, filter chains with their matches, TLS termination, and the
-//! terminal filter (HTTP connection manager, TCP proxy behind an optional network RBAC, or a
-//! close).
+//! Listeners: address, direction, listener filters (original destination, TLS and HTTP
+//! inspectors), filter chains with their matches, TLS termination, and the terminal filter
+//! (HTTP connection manager, TCP proxy behind an optional network RBAC, or a close).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use envoy_types::pb::{
+    envoy::r#type::v3::Int32Range,
     envoy::{
         config::{
             accesslog::v3::{access_log_filter::FilterSpecifier, comparison_filter},
-            core::v3::TrafficDirection,
+            core::v3::{CidrRange as PbCidrRange, TrafficDirection},
             listener::v3::{
                 Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, ListenerFilter,
-                filter, listener_filter,
+                ListenerFilterChainMatchPredicate, filter, listener_filter,
+                listener_filter_chain_match_predicate::{MatchSet, Rule},
             },
         },
         extensions::filters::{
             http::{rbac::v3::Rbac as HttpRbac, router::v3::Router},
-            listener::tls_inspector::v3::TlsInspector,
+            listener::{
+                http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
+                tls_inspector::v3::TlsInspector,
+            },
             network::{
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
@@ -25,33 +30,49 @@ use envoy_types::pb::{
                     http_filter,
                 },
                 rbac::v3::Rbac as NetworkRbac,
-                tcp_proxy::v3::{TcpProxy as PbTcpProxy, tcp_proxy},
+                tcp_proxy::v3::{TcpProxy as PbTcpProxy, UpstreamConnectMode, tcp_proxy},
             },
         },
     },
     google::protobuf::Any,
 };
+use prost::Message;
 
-use super::{At, Invalid, data_source, decode, is, is_ads, rbac, socket_address, tls, unsupported};
+use super::{
+    At, Invalid, data_source, decode, duration, is, is_ads, rbac, socket_address, tls, unsupported,
+};
 use crate::{
-    ChainMatch, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig, NetworkFilter,
-    Rbac, RouteSource, RouteTable, TcpProxy,
+    AppProtocol, ChainMatch, ChainSelector, CidrRange, DeniedReply, Direction, FilterChain,
+    HttpManager, ListenerConfig, ListenerFilters, NetworkFilter, PortSet, Rbac, RouteSource,
+    RouteTable, TcpProxy, TransportProtocol,
 };
 
 /// The reply Envoy's HTTP RBAC filter gives a denied request.
 pub(super) const DEFAULT_DENIED_STATUS: u16 = 403;
 pub(super) const DEFAULT_DENIED_BODY: &str = "RBAC: access denied";
 
-/// The name of the TLS inspector, for listener filters given by name only.
+/// The names of the listener filters, for listener filters given by name only.
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
+const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+
+/// The listener filters the proxy has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenerFilterKind {
+    OriginalDst,
+    TlsInspector,
+    HttpInspector,
+}
 
 impl ListenerConfig {
     /// Translates one listener.
     ///
-    /// Chains are ordered as Envoy picks them: a chain matching the transport protocol before
-    /// a chain matching everything (Envoy takes the most specific match), then the
-    /// `default_filter_chain`. Listener filters other than the TLS inspector are refused; the
-    /// inspector itself is implied by chains that match on the transport protocol.
+    /// Chains keep their order, the `default_filter_chain` last; [`ChainSelector`] files them
+    /// by their matches for Envoy's selection, and two chains with the same match are refused,
+    /// as Envoy refuses them. Listener filters: `original_dst`, `tls_inspector` and
+    /// `http_inspector` (the last with an optional `filter_disabled` on destination ports),
+    /// default settings each; the TLS inspector is also implied by chains that match on the
+    /// transport protocol.
     pub fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
         let address = socket_address(l.address.as_ref()).at("address")?;
         if !l.additional_addresses.is_empty() {
@@ -63,7 +84,8 @@ impl ListenerConfig {
         if l.use_original_dst.as_ref().is_some_and(|b| b.value) {
             return Err(unsupported(
                 "use_original_dst",
-                "transparent interception is not supported",
+                "handing connections over to the listener of their original destination is not \
+                 supported; use the envoy.filters.listener.original_dst listener filter",
             ));
         }
         if l.bind_to_port.as_ref().is_some_and(|b| !b.value) {
@@ -90,33 +112,13 @@ impl ListenerConfig {
         if l.fcds_config.is_some() {
             return Err(unsupported("fcds_config", "FCDS is not supported"));
         }
-        for (i, f) in l.listener_filters.iter().enumerate() {
-            let inspector = match &f.config_type {
-                Some(listener_filter::ConfigType::TypedConfig(any)) => is::<TlsInspector>(any),
-                Some(listener_filter::ConfigType::ConfigDiscovery(_)) => false,
-                None => f.name == TLS_INSPECTOR,
-            };
-            if !inspector || f.filter_disabled.is_some() {
-                return Err(unsupported(
-                    format!("listener_filters[{i}]"),
-                    "only the TLS inspector is supported",
-                ));
-            }
-            let classified = || {
-                if let Some(listener_filter::ConfigType::TypedConfig(any)) = &f.config_type {
-                    let inspector: TlsInspector = decode(any).at("typed_config")?;
-                    if inspector != TlsInspector::default() {
-                        return Err(unsupported(
-                            "typed_config",
-                            "only the defaults are supported",
-                        ));
-                    }
-                }
-                only!(f => ListenerFilter { name, config_type, filter_disabled } unset {});
-                Ok(())
-            };
-            classified().at(format_args!("listener_filters[{i}]"))?;
-        }
+        let mut filters = listener_filters(&l.listener_filters)?;
+        filters.timeout = match &l.listener_filters_timeout {
+            // Envoy: 0 disables the timeout.
+            Some(d) => Some(duration(d).at("listener_filters_timeout")?).filter(|d| !d.is_zero()),
+            None => Some(crate::DEFAULT_LISTENER_FILTERS_TIMEOUT),
+        };
+        filters.continue_on_timeout = l.continue_on_listener_filters_timeout;
         let direction = match TrafficDirection::try_from(l.traffic_direction) {
             Ok(TrafficDirection::Inbound) => Direction::Inbound,
             // Unspecified behaves as a client-side listener.
@@ -125,46 +127,61 @@ impl ListenerConfig {
         };
 
         let mut chains = Vec::with_capacity(l.filter_chains.len() + 1);
-        // One chain per match at most, as Envoy requires: which would win is otherwise
-        // undefined.
-        let mut seen = [false; 3];
         for (i, c) in l.filter_chains.iter().enumerate() {
-            let chain = filter_chain(c).at(format_args!("filter_chains[{i}]"))?;
-            let slot = match chain.matches {
-                ChainMatch::Any => 0,
-                ChainMatch::Tls => 1,
-                ChainMatch::Plaintext => 2,
-            };
-            if std::mem::replace(&mut seen[slot], true) {
-                return Err(unsupported(
-                    format!("filter_chains[{i}].filter_chain_match"),
-                    "another filter chain has the same match",
-                ));
+            chains.push(filter_chain(c).at(format_args!("filter_chains[{i}]"))?);
+        }
+        let default = match &l.default_filter_chain {
+            Some(c) => {
+                // Its own match, if any, is never consulted: it takes what the others leave.
+                let mut chain = filter_chain(c).at("default_filter_chain")?;
+                chain.matches = ChainMatch::ANY;
+                chains.push(chain);
+                Some(chains.len() - 1)
             }
-            chains.push(chain);
-        }
-        // Stable: chains of one kind keep their order.
-        chains.sort_by_key(|c| c.matches == ChainMatch::Any);
-        if let Some(c) = &l.default_filter_chain {
-            let mut chain = filter_chain(c).at("default_filter_chain")?;
-            chain.matches = ChainMatch::Any;
-            chains.push(chain);
-        }
+            None => None,
+        };
         if chains.is_empty() {
             return Err(unsupported(
                 "filter_chains",
                 "at least one filter chain is required",
             ));
         }
+        let matched = &chains[..l.filter_chains.len()];
+        let selector =
+            ChainSelector::build(matched.iter().map(|c| &c.matches), default).map_err(|d| {
+                unsupported(
+                    format!("filter_chains[{}].filter_chain_match", d.chain),
+                    if d.chain == d.other {
+                        "lists the same match twice"
+                    } else {
+                        "another filter chain has the same match"
+                    },
+                )
+            })?;
+        // The TLS inspector gives a TLS connection the application protocols its ClientHello
+        // offers (ALPN), which the proxy does not read.
+        let detects_tls = filters.tls_inspector || selector.matches_transport();
+        if detects_tls
+            && let Some(i) = matched.iter().position(|c| {
+                !c.matches.application_protocols.is_empty()
+                    && c.matches.transport_protocol != Some(TransportProtocol::RawBuffer)
+            })
+        {
+            return Err(unsupported(
+                format!("filter_chains[{i}].filter_chain_match.application_protocols"),
+                "matching the application protocols of TLS connections (ALPN) is not \
+                 supported; match transport_protocol raw_buffer too",
+            ));
+        }
         only!(l => Listener {
             name, address, stat_prefix, filter_chains, listener_filters,
-            continue_on_listener_filters_timeout, traffic_direction, additional_addresses,
-            use_original_dst, bind_to_port, api_listener, listener_specifier,
-            filter_chain_matcher, fcds_config, default_filter_chain,
+            listener_filters_timeout, continue_on_listener_filters_timeout, traffic_direction,
+            additional_addresses, use_original_dst, bind_to_port, api_listener,
+            listener_specifier, filter_chain_matcher, fcds_config, default_filter_chain,
         } unset {
             stats_matcher, per_connection_buffer_limit_bytes,
             per_connection_buffer_high_watermark_timeout, metadata, deprecated_v1, drain_type,
-            listener_filters_timeout, transparent, freebind, socket_options,
+            transparent, freebind, socket_options,
             tcp_fast_open_queue_length, udp_listener_config, connection_balance_config,
             reuse_port, enable_reuse_port, access_log, tcp_backlog_size,
             max_connections_to_accept_per_socket_event, enable_mptcp, ignore_global_conn_limit,
@@ -174,8 +191,160 @@ impl ListenerConfig {
             name: l.name.clone(),
             address,
             direction,
+            filters,
             chains,
+            selector,
         })
+    }
+}
+
+/// The listener filters, each at most once; the original destination must be known before
+/// the HTTP inspector's `filter_disabled` looks at the destination port.
+fn listener_filters(list: &[ListenerFilter]) -> Result<ListenerFilters, Invalid> {
+    let mut filters = ListenerFilters::default();
+    let mut seen: Vec<ListenerFilterKind> = Vec::with_capacity(list.len());
+    for (i, f) in list.iter().enumerate() {
+        let at = || format!("listener_filters[{i}]");
+        let kind = match &f.config_type {
+            Some(listener_filter::ConfigType::TypedConfig(any)) => {
+                if is::<OriginalDst>(any) {
+                    Some(ListenerFilterKind::OriginalDst)
+                } else if is::<TlsInspector>(any) {
+                    Some(ListenerFilterKind::TlsInspector)
+                } else if is::<HttpInspector>(any) {
+                    Some(ListenerFilterKind::HttpInspector)
+                } else {
+                    None
+                }
+            }
+            Some(listener_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(unsupported(
+                    format!("{}.config_discovery", at()),
+                    "filter config discovery is not supported",
+                ));
+            }
+            None => match f.name.as_str() {
+                ORIGINAL_DST => Some(ListenerFilterKind::OriginalDst),
+                TLS_INSPECTOR => Some(ListenerFilterKind::TlsInspector),
+                HTTP_INSPECTOR => Some(ListenerFilterKind::HttpInspector),
+                _ => None,
+            },
+        };
+        let Some(kind) = kind else {
+            return Err(unsupported(
+                at(),
+                "only the original_dst, tls_inspector and http_inspector listener filters are \
+                 supported",
+            ));
+        };
+        if seen.contains(&kind) {
+            return Err(unsupported(
+                at(),
+                "the same listener filter is listed twice",
+            ));
+        }
+        if kind == ListenerFilterKind::OriginalDst
+            && seen.contains(&ListenerFilterKind::HttpInspector)
+        {
+            return Err(unsupported(
+                at(),
+                "original_dst must come before the http_inspector, whose filter_disabled \
+                 reads the original destination port",
+            ));
+        }
+        seen.push(kind);
+        let classified = || {
+            if let Some(listener_filter::ConfigType::TypedConfig(any)) = &f.config_type {
+                match kind {
+                    ListenerFilterKind::OriginalDst => defaults_only::<OriginalDst>(any),
+                    ListenerFilterKind::TlsInspector => defaults_only::<TlsInspector>(any),
+                    ListenerFilterKind::HttpInspector => defaults_only::<HttpInspector>(any),
+                }
+                .at("typed_config")?;
+            }
+            let enabled = match &f.filter_disabled {
+                None => PortSet::all(),
+                Some(p) if kind == ListenerFilterKind::HttpInspector => {
+                    disabled_ports(p).at("filter_disabled")?.complement()
+                }
+                Some(_) => {
+                    return Err(unsupported(
+                        "filter_disabled",
+                        "only the http_inspector may be disabled (by destination port)",
+                    ));
+                }
+            };
+            only!(f => ListenerFilter { name, config_type, filter_disabled } unset {});
+            Ok(enabled)
+        };
+        let enabled = classified().at(at())?;
+        match kind {
+            ListenerFilterKind::OriginalDst => filters.original_dst = true,
+            ListenerFilterKind::TlsInspector => filters.tls_inspector = true,
+            ListenerFilterKind::HttpInspector => filters.http_inspector = Some(enabled),
+        }
+    }
+    Ok(filters)
+}
+
+/// A listener filter's typed config, which must hold the defaults.
+fn defaults_only<M: Message + Default + PartialEq>(any: &Any) -> Result<(), Invalid> {
+    let config: M = decode(any)?;
+    if config == M::default() {
+        Ok(())
+    } else {
+        Err(unsupported("", "only the defaults are supported"))
+    }
+}
+
+/// The destination ports on which a `filter_disabled` predicate turns its filter off. Only
+/// what an "inspect on these ports only" needs: `not_match`, `or_match` and
+/// `destination_port_range`.
+fn disabled_ports(p: &ListenerFilterChainMatchPredicate) -> Result<PortSet, Invalid> {
+    only!(p => ListenerFilterChainMatchPredicate { rule } unset {});
+    match &p.rule {
+        Some(Rule::NotMatch(inner)) => Ok(disabled_ports(inner).at("not_match")?.complement()),
+        Some(Rule::OrMatch(set)) => {
+            let classified = || {
+                only!(set => MatchSet { rules } unset {});
+                Ok(())
+            };
+            classified().at("or_match")?;
+            // Envoy's own validation: an OR of fewer than two is a mistake.
+            if set.rules.len() < 2 {
+                return Err(unsupported(
+                    "or_match.rules",
+                    "must hold at least two rules",
+                ));
+            }
+            let mut ports = PortSet::empty();
+            for (i, rule) in set.rules.iter().enumerate() {
+                ports = ports.union(&disabled_ports(rule).at(format_args!("or_match.rules[{i}]"))?);
+            }
+            Ok(ports)
+        }
+        Some(Rule::DestinationPortRange(range)) => {
+            only!(range => Int32Range { start, end } unset {});
+            match (u32::try_from(range.start), u32::try_from(range.end)) {
+                (Ok(start), Ok(end)) if start < end && end <= 65_536 => {
+                    Ok(PortSet::range(start, end))
+                }
+                _ => Err(unsupported(
+                    "destination_port_range",
+                    "must be ports start (inclusive) to end (exclusive), 0 <= start < end <= \
+                     65536",
+                )),
+            }
+        }
+        Some(Rule::AndMatch(_)) => Err(unsupported(
+            "and_match",
+            "only not_match, or_match and destination_port_range are supported",
+        )),
+        Some(Rule::AnyMatch(_)) => Err(unsupported(
+            "any_match",
+            "only not_match, or_match and destination_port_range are supported",
+        )),
+        None => Err(unsupported("rule", "a rule is required")),
     }
 }
 
@@ -190,7 +359,7 @@ fn filter_chain(c: &PbFilterChain) -> Result<FilterChain, Invalid> {
     }
     let matches = match &c.filter_chain_match {
         Some(m) => chain_match(m).at("filter_chain_match")?,
-        None => ChainMatch::Any,
+        None => ChainMatch::ANY,
     };
     let tls = match &c.transport_socket {
         Some(socket) => tls::downstream(socket).at("transport_socket")?,
@@ -211,10 +380,9 @@ fn filter_chain(c: &PbFilterChain) -> Result<FilterChain, Invalid> {
 }
 
 fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, Invalid> {
-    const ONLY: &str = "only transport_protocol matches are supported";
+    const ONLY: &str = "only destination_port, prefix_ranges, transport_protocol and \
+                        application_protocols matches are supported";
     let other = [
-        ("destination_port", m.destination_port.is_some()),
-        ("prefix_ranges", !m.prefix_ranges.is_empty()),
         ("address_suffix", !m.address_suffix.is_empty()),
         ("suffix_len", m.suffix_len.is_some()),
         (
@@ -225,25 +393,76 @@ fn chain_match(m: &FilterChainMatch) -> Result<ChainMatch, Invalid> {
         ("source_prefix_ranges", !m.source_prefix_ranges.is_empty()),
         ("source_ports", !m.source_ports.is_empty()),
         ("server_names", !m.server_names.is_empty()),
-        ("application_protocols", !m.application_protocols.is_empty()),
     ];
     if let Some((field, _)) = other.iter().find(|(_, set)| *set) {
         return Err(unsupported(*field, ONLY));
     }
     only!(m => FilterChainMatch {
-        transport_protocol, destination_port, prefix_ranges, address_suffix, suffix_len,
-        direct_source_prefix_ranges, source_type, source_prefix_ranges, source_ports,
-        server_names, application_protocols,
+        transport_protocol, destination_port, prefix_ranges, application_protocols,
+        address_suffix, suffix_len, direct_source_prefix_ranges, source_type,
+        source_prefix_ranges, source_ports, server_names,
     } unset {});
-    match m.transport_protocol.as_str() {
-        "" => Ok(ChainMatch::Any),
-        "tls" => Ok(ChainMatch::Tls),
-        "raw_buffer" => Ok(ChainMatch::Plaintext),
-        _ => Err(unsupported(
-            "transport_protocol",
-            "only tls and raw_buffer are supported",
-        )),
-    }
+    let destination_port = match &m.destination_port {
+        None => None,
+        // Envoy's own validation: 1 to 65535.
+        Some(p) => Some(
+            u16::try_from(p.value)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| unsupported("destination_port", "must be a port, 1 to 65535"))?,
+        ),
+    };
+    let prefix_ranges = m
+        .prefix_ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| cidr_range(r).at(format_args!("prefix_ranges[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let transport_protocol = match m.transport_protocol.as_str() {
+        "" => None,
+        "tls" => Some(TransportProtocol::Tls),
+        "raw_buffer" => Some(TransportProtocol::RawBuffer),
+        _ => {
+            return Err(unsupported(
+                "transport_protocol",
+                "only tls and raw_buffer are supported",
+            ));
+        }
+    };
+    let application_protocols = m
+        .application_protocols
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            AppProtocol::from_name(name).ok_or_else(|| {
+                unsupported(
+                    format!("application_protocols[{i}]"),
+                    "only http/1.0, http/1.1 and h2c (what the HTTP inspector detects) are \
+                     supported",
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ChainMatch {
+        destination_port,
+        prefix_ranges,
+        transport_protocol,
+        application_protocols,
+    })
+}
+
+/// An address range; the address is masked to the prefix, as Envoy masks it.
+fn cidr_range(r: &PbCidrRange) -> Result<CidrRange, Invalid> {
+    only!(r => PbCidrRange { address_prefix, prefix_len } unset {});
+    let address: IpAddr = r
+        .address_prefix
+        .parse()
+        .map_err(|_| unsupported("address_prefix", "must be an IP address"))?;
+    let len = r.prefix_len.as_ref().map_or(0, |l| l.value);
+    u8::try_from(len)
+        .ok()
+        .and_then(|len| CidrRange::new(address, len))
+        .ok_or_else(|| unsupported("prefix_len", "must not be longer than the address"))
 }
 
 /// The filters of a chain: an HTTP connection manager alone, a TCP proxy with an optional
@@ -418,15 +637,36 @@ fn tcp(t: &PbTcpProxy, rbac: Option<Arc<Rbac>>) -> Result<TcpProxy, Invalid> {
         }
         None => return Err(unsupported("cluster_specifier", "a cluster is required")),
     };
+    // The proxy authorizes a connection once its TLS handshake is done and connects upstream
+    // only after that, reading nothing from the client before: what `IMMEDIATE` and
+    // `ON_DOWNSTREAM_TLS_HANDSHAKE` (with any early data bound) ask of a chain that decides on
+    // the peer's identity. Waiting for the client's first byte it does not do.
+    match UpstreamConnectMode::try_from(t.upstream_connect_mode) {
+        Ok(UpstreamConnectMode::Immediate) => {}
+        Ok(UpstreamConnectMode::OnDownstreamTlsHandshake) => {
+            if t.max_early_data_bytes.is_none() {
+                return Err(unsupported(
+                    "max_early_data_bytes",
+                    "is required when the upstream connect is delayed",
+                ));
+            }
+        }
+        Ok(UpstreamConnectMode::OnDownstreamData) | Err(_) => {
+            return Err(unsupported(
+                "upstream_connect_mode",
+                "only IMMEDIATE and ON_DOWNSTREAM_TLS_HANDSHAKE are supported",
+            ));
+        }
+    }
     only!(t => PbTcpProxy {
         stat_prefix, cluster_specifier, on_demand, metadata_match, tunneling_config,
+        upstream_connect_mode, max_early_data_bytes,
     } unset {
         idle_timeout, downstream_idle_timeout, upstream_idle_timeout, access_log,
         max_connect_attempts, backoff_options, hash_policy, max_downstream_connection_duration,
         max_downstream_connection_duration_jitter_percentage, access_log_flush_interval,
         flush_access_log_on_connected, access_log_options, proxy_protocol_tlvs,
-        proxy_protocol_tlv_merge_policy, upstream_connect_mode, max_early_data_bytes,
-        check_drain_close,
+        proxy_protocol_tlv_merge_policy, check_drain_close,
     });
     Ok(TcpProxy {
         stat_prefix: t.stat_prefix.clone(),

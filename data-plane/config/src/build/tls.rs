@@ -41,15 +41,6 @@ pub(super) fn downstream(socket: &TransportSocket) -> Result<Option<DownstreamTl
         return Err(unsupported(at, "is required"));
     };
     let common = self::common(common).at(at)?;
-    if !common.peer_sans.is_empty() {
-        return Err(unsupported(
-            format!(
-                "{at}.combined_validation_context.default_validation_context.\
-                 match_typed_subject_alt_names"
-            ),
-            "client certificates are checked by RBAC principals, not SAN matches",
-        ));
-    }
     let require_client_certificate = ctx
         .require_client_certificate
         .as_ref()
@@ -73,6 +64,7 @@ pub(super) fn downstream(socket: &TransportSocket) -> Result<Option<DownstreamTl
         certificate: common.certificate,
         trust_bundle: common.trust_bundle,
         require_client_certificate,
+        peer_sans: common.peer_sans,
         alpn: common.alpn,
         tls13_only: common.tls13_only,
     }))

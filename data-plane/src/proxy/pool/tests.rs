@@ -33,6 +33,7 @@ fn plaintext() -> Transport {
         tls: None,
         http2: false,
         connect_timeout: Duration::from_secs(2),
+        source: None,
     }
 }
 

@@ -5,7 +5,19 @@ use super::*;
 use crate::cli::{Cli, Command};
 
 /// `switchyard inject ARGS` on `stdin`: (report, stdout, stderr).
+const XDS_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// `switchyard inject ARGS --xds-ca-file <a CA>` on `stdin`.
 fn inject(args: &[&str], stdin: &str) -> (Report, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("xds-ca.crt");
+    fs::write(&ca, XDS_CA).unwrap();
+    let ca = ca.to_str().unwrap();
+    let with_ca: Vec<&str> = args.iter().copied().chain(["--xds-ca-file", ca]).collect();
+    inject_as_given(&with_ca, stdin)
+}
+
+fn inject_as_given(args: &[&str], stdin: &str) -> (Report, String, String) {
     let cli = Cli::try_parse_from(["switchyard", "inject"].iter().chain(args)).unwrap();
     let Command::Inject(args) = cli.command else {
         panic!("not inject")
@@ -17,6 +29,28 @@ fn inject(args: &[&str], stdin: &str) -> (Report, String, String) {
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     )
+}
+
+#[test]
+fn the_xds_ca_goes_to_switchyard_init_and_its_absence_is_warned_about() {
+    let (report, out, _) = inject(&["-f", "-"], MIXED);
+    assert_eq!(report.injected, 1);
+    let docs = docs(&out);
+    let init = docs
+        .iter()
+        .find_map(|d| d["spec"]["template"]["spec"]["initContainers"].get(0))
+        .unwrap();
+    let ca = init["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SWITCHYARD_XDS_CA")
+        .unwrap();
+    assert_eq!(ca["value"], XDS_CA);
+
+    let (report, _, err) = inject_as_given(&["-f", "-"], MIXED);
+    assert_eq!(report.injected, 1);
+    assert!(err.starts_with("warning: no --xds-ca-file"), "{err}");
 }
 
 fn docs(yaml: &str) -> Vec<Value> {

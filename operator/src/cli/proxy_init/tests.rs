@@ -26,6 +26,12 @@ fn parse(args: &[&str]) -> ProxyInitArgs {
 fn required(dir: &Path) -> Vec<String> {
     let token = dir.join("token");
     fs::write(&token, "a-token\n").unwrap();
+    let ca = dir.join("xds-ca.crt");
+    fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     [
         "--pod",
         "demo/web-0",
@@ -35,6 +41,8 @@ fn required(dir: &Path) -> Vec<String> {
         &token.to_string_lossy(),
         "--bootstrap-out",
         &dir.join("run/bootstrap.json").to_string_lossy(),
+        "--xds-ca-file",
+        &ca.to_string_lossy(),
     ]
     .map(str::to_owned)
     .to_vec()
@@ -194,6 +202,42 @@ fn the_bootstrap_is_the_one_switchyard_bootstrap_prints() {
     assert_eq!(printed, written);
     let json: serde_json::Value = serde_json::from_slice(&written).unwrap();
     assert_eq!(json["node"]["id"], "demo/web-0");
+}
+
+#[test]
+fn the_bootstrap_names_the_token_file_and_holds_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = with(&required(dir.path()), &[]);
+    let written = controller::bootstrap(&args.bootstrap, &|_| None).unwrap();
+    let text = String::from_utf8(written).unwrap();
+    assert!(!text.contains("a-token"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let grpc = &json["dynamic_resources"]["ads_config"]["grpc_services"][0]["google_grpc"];
+    assert_eq!(
+        grpc["call_credentials"][0]["from_plugin"]["typed_config"]["secret_data"]["filename"],
+        dir.path().join("token").to_string_lossy().as_ref()
+    );
+    assert_eq!(
+        grpc["channel_credentials"]["ssl_credentials"]["root_certs"]["filename"],
+        dir.path().join("xds-ca.crt").to_string_lossy().as_ref()
+    );
+
+    // The injector passes the CA itself, which goes into the bootstrap (it is public).
+    let mut base = required(dir.path());
+    base.truncate(base.len() - 2);
+    let mut args = with(&base, &[]);
+    let err = controller::bootstrap(&args.bootstrap, &|_| None).unwrap_err();
+    assert!(err.to_string().contains("SWITCHYARD_XDS_CA"), "{err}");
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    args.bootstrap.xds_ca = Some(pem.to_owned());
+    let json: serde_json::Value =
+        serde_json::from_slice(&controller::bootstrap(&args.bootstrap, &|_| None).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["dynamic_resources"]["ads_config"]["grpc_services"][0]["google_grpc"]["channel_credentials"]
+            ["ssl_credentials"]["root_certs"]["inline_string"],
+        pem
+    );
 }
 
 #[test]

@@ -230,6 +230,20 @@ fn newly_requested_names_are_answered_even_if_unchanged() {
 }
 
 #[test]
+fn a_name_dropped_and_asked_for_again_is_sent_again() {
+    // Envoy replaces a cluster: the last watch on its secret goes (the name leaves the
+    // request), a new one comes (the name is back) and holds nothing until it is answered.
+    let mut s = SotwStream::new(&node());
+    s.on_snapshot(mesh(1));
+    let r = one(s.handle_request(request(SDS, &["s"], "", "")).unwrap());
+    assert!(ack(&mut s, &["s"], &r).is_empty());
+    assert!(ack(&mut s, &[], &r).is_empty(), "dropping needs no answer");
+    let again = one(ack(&mut s, &["s"], &r));
+    assert_eq!(names(&again), ["s"]);
+    assert_eq!(again.resources, r.resources, "the same content, sent again");
+}
+
+#[test]
 fn names_requested_before_they_exist_are_sent_when_they_appear() {
     let mut s = SotwStream::new(&node());
     s.on_snapshot(snapshot(vec![(EDS, "a", cla("a", 1))]));

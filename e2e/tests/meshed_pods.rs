@@ -1,0 +1,689 @@
+//! Meshed Pods on the real node, exactly as a user runs them: a namespace annotated
+//! `switchyard.dev/inject: enabled`, Deployments whose Pods the operator's webhook injects
+//! (interception init container, native-sidecar proxy of the mesh's data plane), and unmodified
+//! clients that call `http://<service>.<namespace>/` by DNS name. Every connection is
+//! redirected to the proxy, which routes it by its original destination (the Service's
+//! ClusterIP and port), whatever `Host` says.
+//!
+//! ```text
+//!  client Pod: app ─iptables─▶ proxy :15001 ─mTLS─▶ web Pod: iptables ─▶ proxy :15006 ─▶ app (Pod IP)
+//!                                  └─ unknown destination ─▶ passthrough (DNS, API server, unmeshed Pods)
+//! ```
+//!
+//! The same manifests and assertions run on both data planes (`SWITCHYARD_DATA_PLANE`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeMap, process::Output, time::Duration};
+
+use serde_json::Value;
+use switchyard_e2e::{images::node_images, kube_mesh::KubeMesh, mesh::wait_for};
+
+/// The echo server's ports: HTTP (declared), a second HTTP port behind an undeclared Service
+/// port, gRPC (declared), the Redis-like banner (server-first, declared TCP), and the line
+/// echo (client-first, undeclared).
+const HTTP: u16 = 8080;
+const HTTP_UNDECLARED: u16 = 8081;
+const GRPC: u16 = 9090;
+const BANNER: u16 = 6379;
+const LINE: u16 = 9000;
+
+/// A Deployment `name` of echo servers running as ServiceAccount `name`, labelled
+/// `app: <app>, version: <name>`, with every listener of the suite.
+fn server(name: &str, app: &str) -> String {
+    server_with(name, app, 1, "0s")
+}
+
+/// [`server`] with `replicas` Pods that keep serving for `shutdown_delay` after SIGTERM (as
+/// a well-behaved application does while its endpoint is withdrawn).
+fn server_with(name: &str, app: &str, replicas: u32, shutdown_delay: &str) -> String {
+    let image = &node_images().echo;
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {app}, version: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {app}, version: {name}}}}}
+    spec:
+      serviceAccountName: {name}
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: echo
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: [serve, --http, "{HTTP}", --http, "{HTTP_UNDECLARED}", --grpc, "{GRPC}", --banner, "{BANNER}", --tcp, "{LINE}", --shutdown-delay, "{shutdown_delay}"]
+        env:
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+"#
+    )
+}
+
+/// Service `name` selecting `selector` with every port of the suite: `http` 80, `grpc` 9090,
+/// `tcp-banner` 6379 (declared opaque), `line` 9000 and `web` 8081 (undeclared).
+fn service(name: &str, selector: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{{selector}}}
+  ports:
+  - {{name: http, port: 80, targetPort: {HTTP}}}
+  - {{name: grpc, port: {GRPC}, targetPort: {GRPC}}}
+  - {{name: tcp-banner, port: {BANNER}, targetPort: {BANNER}}}
+  - {{name: line, port: {LINE}, targetPort: {LINE}}}
+  - {{name: web, port: {HTTP_UNDECLARED}, targetPort: {HTTP_UNDECLARED}}}
+"#
+    )
+}
+
+/// A client Deployment `client` (ServiceAccount `client`) that only sleeps; the suite runs
+/// the echo workload's clients in it with `kubectl exec`.
+fn client() -> String {
+    let image = &node_images().echo;
+    format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: client}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      serviceAccountName: client
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: [sleep]
+"#
+    )
+}
+
+/// Everything the suite's TrafficTargets refer to: all HTTP requests, `GET /allowed…` only,
+/// and every TCP port.
+fn routes() -> &'static str {
+    r#"apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata: {name: web-routes}
+spec:
+  matches:
+  - {name: allowed, pathRegex: "/allowed.*", methods: [GET]}
+  - {name: health, pathRegex: "/grpc[.]health[.]v1[.]Health/.*", methods: [POST]}
+  - {name: everything, pathRegex: ".*"}
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: web-tcp}
+spec:
+  matches: {ports: []}
+"#
+}
+
+/// TrafficTarget `name`: ServiceAccount `client` may call ServiceAccount `to` with the
+/// HTTPRouteGroup matches `http_matches` and every TCP port.
+fn traffic_target(name: &str, to: &str, http_matches: &[&str]) -> String {
+    let matches = serde_json::to_string(http_matches).unwrap();
+    format!(
+        r#"apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {{name: {name}}}
+spec:
+  destination: {{kind: ServiceAccount, name: {to}}}
+  sources: [{{kind: ServiceAccount, name: client}}]
+  rules:
+  - {{kind: HTTPRouteGroup, name: web-routes, matches: {matches}}}
+  - {{kind: TCPRoute, name: web-tcp}}
+"#
+    )
+}
+
+/// The test namespace enrolled for injection, the client and the servers rolled out with
+/// their sidecars, and ready endpoints behind every Service.
+struct Scenario {
+    mesh: KubeMesh,
+}
+
+impl Scenario {
+    /// Enrols the namespace, then applies `manifests` and the client, and waits for every
+    /// Deployment of `deployments` (and the client) to be available.
+    fn start(prefix: &str, manifests: &[String], deployments: &[&str]) -> Scenario {
+        let mesh = KubeMesh::start(prefix);
+        mesh.cluster.kubectl_ok(&[
+            "annotate",
+            "namespace",
+            mesh.ns(),
+            "switchyard.dev/inject=enabled",
+        ]);
+        mesh.apply(&client());
+        for m in manifests {
+            mesh.apply(m);
+        }
+        for d in deployments.iter().chain(&["client"]) {
+            mesh.cluster
+                .wait_deployment_available(mesh.ns(), d, Duration::from_secs(120));
+        }
+        let scenario = Scenario { mesh };
+        for d in deployments.iter().chain(&["client"]) {
+            let pod = scenario.pod_of(d);
+            let inits = scenario
+                .mesh
+                .cluster
+                .get_json(&["pod", &pod, "-n", scenario.ns()]);
+            let names: Vec<&str> = inits["spec"]["initContainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            assert_eq!(
+                names,
+                ["switchyard-init", "switchyard-proxy"],
+                "deployment {d} was not injected"
+            );
+        }
+        scenario
+    }
+
+    fn ns(&self) -> &str {
+        self.mesh.ns()
+    }
+
+    /// The name of the (first running) Pod of Deployment `app`.
+    fn pod_of(&self, deployment: &str) -> String {
+        let list = self.mesh.cluster.get_json(&["pods", "-n", self.ns()]);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .find(|n| {
+                n.strip_prefix(deployment)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|rest| rest.matches('-').count() == 1)
+            })
+            .unwrap_or_else(|| panic!("no running pod of deployment {deployment}: {list}"))
+            .to_owned()
+    }
+
+    /// Runs `switchyard-echo <args>` in the client Pod's app container.
+    fn client(&self, args: &[&str]) -> Output {
+        let pod = self.pod_of("client");
+        let mut all = vec!["exec", pod.as_str(), "-n", self.ns(), "-c", "app", "--"];
+        all.push("switchyard-echo");
+        all.extend_from_slice(args);
+        self.mesh
+            .cluster
+            .kubectl()
+            .args(&all)
+            .output()
+            .expect("kubectl exec")
+    }
+
+    fn client_text(&self, args: &[&str]) -> String {
+        let out = self.client(args);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// `GET url` from the client: `(status, body)`, or `(0, error)` when no response came.
+    fn get(&self, url: &str) -> (u16, String) {
+        let text = self.client_text(&["get", url, "--timeout", "5s"]);
+        let line = text.lines().next().unwrap_or_default().to_owned();
+        match line.split_once(' ') {
+            Some((status, body)) if status.parse::<u16>().is_ok() => {
+                (status.parse().unwrap(), body.to_owned())
+            }
+            _ => (0, text),
+        }
+    }
+
+    /// `count` GETs of `url` from the client: the bodies (server names) and how often each came.
+    fn spread(&self, url: &str, count: u32) -> BTreeMap<String, u64> {
+        let count = count.to_string();
+        let out = self.client(&["get", url, "--count", &count, "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["errors"], 0, "{url}: {v}");
+        let statuses = v["by_status"].as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            statuses.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["200"],
+            "{url}: {v}"
+        );
+        v["by_body"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// Waits until `GET url` from the client answers `status`.
+    fn wait_status(&self, url: &str, status: u16, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = self.get(url);
+            if last.0 == status {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!("timed out waiting for {what} (GET {url} → {status}); last: {last:?}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// Runs `switchyard-echo <args>` in a bare Pod of namespace `ns` until it exits; its output.
+fn run_to_completion(s: &Scenario, ns: &str, args: &[&str]) -> String {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "once"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": node_images().echo,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["switchyard-echo"],
+                "args": args,
+            }],
+        },
+    });
+    s.mesh.cluster.apply_yaml(ns, &pod.to_string());
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let p = s.mesh.cluster.get_json(&["pod", "once", "-n", ns]);
+            matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        },
+        "the one-off pod to finish",
+    );
+    s.mesh.cluster.kubectl_ok(&["logs", "once", "-n", ns])
+}
+
+#[test]
+fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
+    let s = Scenario::start(
+        "meshed",
+        &[server("web", "web"), service("web", "app: web")],
+        &["web"],
+    );
+    let ns = s.ns().to_owned();
+    let web = s.pod_of("web");
+    let url = |path: &str| format!("http://web.{ns}{path}");
+
+    // No TrafficTarget: every port of `web` is closed to `client` (strict mode).
+    let (status, body) = s.get(&url("/allowed"));
+    assert_eq!((status, body.as_str()), (403, "denied by mesh policy"));
+    let banner = s.client_text(&["banner", &format!("web.{ns}:{BANNER}"), "--timeout", "3s"]);
+    assert!(
+        !banner.contains("+OK"),
+        "banner port open without a TrafficTarget: {banner}"
+    );
+
+    // A TrafficTarget allowing `GET /allowed…` and every TCP port.
+    s.mesh.apply(routes());
+    s.mesh.apply(&traffic_target(
+        "client-to-web",
+        "web",
+        &["allowed", "health"],
+    ));
+    s.wait_status(&url("/allowed/x"), 200, "the TrafficTarget to take effect");
+    let (status, body) = s.get(&url("/allowed/x"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, web.as_str()),
+        "routed to the web pod"
+    );
+    // `Host` does not matter: the ClusterIP and port decide, as for any intercepted connection.
+    let out = s.client_text(&[
+        "get",
+        &url("/allowed/host"),
+        "--header",
+        "host:elsewhere.example",
+    ]);
+    assert_eq!(out.trim(), format!("200 {web}"), "a foreign Host header");
+    let (status, _) = s.get(&url("/forbidden"));
+    assert_eq!(status, 403, "a path the TrafficTarget does not name");
+
+    // gRPC (declared HTTP/2), unary and streaming.
+    let grpc = s.client_text(&["grpc", &format!("web.{ns}:{GRPC}")]);
+    assert_eq!(grpc.trim(), format!("SERVING {web}"), "grpc unary");
+    let watch = s.client_text(&["grpc", &format!("web.{ns}:{GRPC}"), "--watch", "1"]);
+    assert_eq!(watch.trim(), format!("SERVING {web}"), "grpc streaming");
+
+    // A server-first protocol on a declared TCP port: the greeting comes at once.
+    let banner = s.client_text(&["banner", &format!("web.{ns}:{BANNER}"), "--ping"]);
+    assert_eq!(
+        banner.lines().collect::<Vec<_>>(),
+        [format!("+OK {web}"), format!("+PONG {web}")],
+        "banner"
+    );
+    // A client-first protocol on an undeclared port: detection finds no HTTP, TCP it is.
+    let line = s.client_text(&["tcp", &format!("web.{ns}:{LINE}"), "--send", "hello"]);
+    assert_eq!(line.trim(), format!("{web}: hello"), "line echo");
+    // HTTP on an undeclared port is detected; the TCPRoute authorizes that port.
+    let (status, body) = s.get(&format!("http://web.{ns}:{HTTP_UNDECLARED}/anything"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, web.as_str()),
+        "detected HTTP"
+    );
+
+    // The web Pod's ports take only mTLS from the mesh: a plaintext client outside the mesh
+    // (a namespace not enrolled) is refused at the very port the meshed client reached.
+    let web_ip = s.mesh.cluster.get_json(&["pod", &web, "-n", &ns])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let outside = s.mesh.cluster.namespace("plaintext");
+    let text = run_to_completion(
+        &s,
+        outside.name(),
+        &[
+            "get",
+            &format!("http://{web_ip}:{HTTP}/allowed"),
+            "--timeout",
+            "3s",
+        ],
+    );
+    assert!(
+        text.starts_with("ERR"),
+        "plaintext from outside the mesh reached the meshed app: {text}"
+    );
+
+    // Deleting the TrafficTarget denies again.
+    s.mesh
+        .kubectl(&["delete", "traffictarget", "client-to-web"]);
+    s.wait_status(&url("/allowed/x"), 403, "the deletion to take effect");
+}
+
+#[test]
+fn traffic_splits_move_intercepted_requests_by_weight() {
+    let s = Scenario::start(
+        "split",
+        &[
+            server("web-v1", "web"),
+            server("web-v2", "web"),
+            service("web", "app: web"),
+            service("web-v1", "version: web-v1"),
+            service("web-v2", "version: web-v2"),
+        ],
+        &["web-v1", "web-v2"],
+    );
+    let ns = s.ns().to_owned();
+    let (v1, v2) = (s.pod_of("web-v1"), s.pod_of("web-v2"));
+    s.mesh.apply(routes());
+    s.mesh
+        .apply(&traffic_target("to-v1", "web-v1", &["everything"]));
+    s.mesh
+        .apply(&traffic_target("to-v2", "web-v2", &["everything"]));
+    let url = format!("http://web.{ns}/");
+    s.wait_status(&url, 200, "the TrafficTargets to take effect");
+
+    // No split: both versions answer through the root Service. A version whose proxy was not
+    // ready for the first requests may sit out an outlier ejection (30 s) first.
+    let mut both = BTreeMap::new();
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            both = s.spread(&url, 40);
+            both.len() == 2
+        },
+        "both versions to answer through the root Service",
+    );
+    assert_eq!(both.keys().collect::<Vec<_>>(), [&v1, &v2], "{both:?}");
+
+    let split = |w1: u32, w2: u32| {
+        s.mesh.apply(&format!(
+            r#"apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {{name: web}}
+spec:
+  service: web
+  backends: [{{service: web-v1, weight: {w1}}}, {{service: web-v2, weight: {w2}}}]
+"#
+        ));
+    };
+    for (w1, w2, only) in [(1, 0, &v1), (0, 1, &v2)] {
+        split(w1, w2);
+        wait_for(
+            Duration::from_secs(30),
+            || s.spread(&url, 10).keys().collect::<Vec<_>>() == [only],
+            &format!("weights {w1}/{w2} to send everything to {only}"),
+        );
+        let all = s.spread(&url, 50);
+        assert_eq!(all, BTreeMap::from([(only.clone(), 50)]), "{w1}/{w2}");
+    }
+    for (w1, w2) in [(75, 25), (25, 75)] {
+        split(w1, w2);
+        // The new weights are in place once the other version answers again.
+        let heavier = if w1 > w2 { &v1 } else { &v2 };
+        let lighter = if w1 > w2 { &v2 } else { &v1 };
+        wait_for(
+            Duration::from_secs(30),
+            || s.spread(&url, 20).contains_key(lighter),
+            &format!("weights {w1}/{w2} to take effect"),
+        );
+        let n = 200;
+        let got = s.spread(&url, n);
+        let share = got.get(heavier).copied().unwrap_or(0) as f64 / f64::from(n);
+        // 75 % of 200 Bernoulli trials: σ ≈ 3 %; 0.62–0.88 is over four σ either way.
+        assert!((0.62..=0.88).contains(&share), "{w1}/{w2}: {got:?}");
+    }
+}
+
+#[test]
+fn destinations_outside_the_mesh_pass_through_unchanged_and_a_job_completes() {
+    let s = Scenario::start("egress", &[], &[]);
+    let ns = s.ns().to_owned();
+    // An unmeshed server in a namespace of its own.
+    let outside = s.mesh.cluster.namespace("outside");
+    s.mesh.cluster.apply_yaml(
+        outside.name(),
+        &switchyard_e2e::kube_mesh::echo_deployment("plain", 1, &["--name", "plain"]),
+    );
+    s.mesh.cluster.apply_yaml(
+        outside.name(),
+        &switchyard_e2e::kube_mesh::service_yaml("plain", "plain"),
+    );
+    s.mesh
+        .cluster
+        .wait_deployment_available(outside.name(), "plain", Duration::from_secs(60));
+    s.mesh
+        .cluster
+        .wait_ready_endpoints(outside.name(), "plain", 1, Duration::from_secs(30));
+    let (status, body) = s.get(&format!("http://plain.{}/", outside.name()));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "plain"),
+        "an unmeshed Service"
+    );
+
+    // The API server, through its Service: Go's TLS server answers plaintext HTTP with 400,
+    // which proves the connection reached it unchanged (and DNS resolved, over UDP, which
+    // interception never touches).
+    let (status, body) = s.get("http://kubernetes.default.svc:443/");
+    assert_eq!(status, 400, "the API server: {body}");
+
+    // A Job in the enrolled namespace runs with its sidecar, and completes: the native sidecar
+    // stops once the Job's container has exited, so the Pod terminates.
+    s.mesh.apply(&format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata: {{name: once}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {}
+        imagePullPolicy: IfNotPresent
+        command: [switchyard-echo]
+        args: [get, "http://plain.{}/"]
+"#,
+        node_images().echo,
+        outside.name()
+    ));
+    let mut job = Value::Null;
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            job = s.mesh.cluster.get_json(&["job", "once", "-n", &ns]);
+            job["status"]["succeeded"].as_u64() == Some(1)
+                || job["status"]["failed"].as_u64() > Some(0)
+        },
+        "the Job to finish",
+    );
+    assert_eq!(job["status"]["succeeded"], 1, "{job}");
+    let pods = s
+        .mesh
+        .cluster
+        .get_json(&["pods", "-n", &ns, "-l", "job-name=once"]);
+    let pod = &pods["items"][0];
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    let inits: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        inits,
+        ["switchyard-init", "switchyard-proxy"],
+        "the Job's Pod was injected"
+    );
+}
+
+#[test]
+fn a_rolling_update_under_load_fails_no_request_and_a_pod_swaps_its_data_plane() {
+    let s = Scenario::start(
+        "rollout",
+        &[
+            server_with("web", "web", 2, "3s"),
+            service("web", "app: web"),
+        ],
+        &["web"],
+    );
+    let ns = s.ns().to_owned();
+    s.mesh.apply(routes());
+    s.mesh
+        .apply(&traffic_target("to-web", "web", &["everything"]));
+    let url = format!("http://web.{ns}/");
+    s.wait_status(&url, 200, "the TrafficTarget to take effect");
+
+    // Constant load from the client while every server Pod is replaced.
+    let pod = s.pod_of("client");
+    let load = s
+        .mesh
+        .cluster
+        .kubectl()
+        .args([
+            "exec",
+            &pod,
+            "-n",
+            &ns,
+            "-c",
+            "app",
+            "--",
+            "switchyard-echo",
+            "load",
+            &url,
+            "--rate",
+            "20",
+            "--duration",
+            "30s",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec load");
+    let old_pods: Vec<String> = s
+        .mesh
+        .kubectl(&["get", "pods", "-l", "app=web", "-o", "name"])
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_owned())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    s.mesh.kubectl(&["rollout", "restart", "deployment/web"]);
+    s.mesh
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let out = load.wait_with_output().expect("load");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        summary["failed"], 0,
+        "failed requests during the rollout: {summary}"
+    );
+    assert!(summary["sent"].as_u64().unwrap() >= 500, "{summary}");
+    let servers = summary["by_body"].as_object().unwrap();
+    let from_old = servers.keys().filter(|n| old_pods.contains(n)).count();
+    assert!(
+        from_old >= 1 && from_old < servers.len(),
+        "old ({old_pods:?}) and new Pods both answered: {summary}"
+    );
+
+    // The client moves to the other data plane by annotation and rollout; no SMI object
+    // changes, and the same request still goes through.
+    let other = match s.mesh.data_plane.as_str() {
+        "envoy" => "bundled",
+        _ => "envoy",
+    };
+    let patch = format!(
+        r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"switchyard.dev/data-plane":"{other}"}}}}}}}}}}"#
+    );
+    s.mesh
+        .kubectl(&["patch", "deployment/client", "--type=merge", "-p", &patch]);
+    s.mesh
+        .kubectl(&["rollout", "status", "deployment/client", "--timeout=120s"]);
+    let client = s
+        .mesh
+        .cluster
+        .get_json(&["pod", &s.pod_of("client"), "-n", &ns]);
+    let image = client["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "switchyard-proxy")
+        .and_then(|c| c["image"].as_str())
+        .unwrap()
+        .to_owned();
+    let expected = match other {
+        "envoy" => &node_images().envoy,
+        _ => &node_images().proxy,
+    };
+    assert_eq!(&image, expected, "the client's proxy after the swap");
+    s.wait_status(&url, 200, "the swapped client to reach web");
+    let answers = s.spread(&url, 20);
+    assert_eq!(answers.values().sum::<u64>(), 20, "{answers:?}");
+}
