@@ -17,9 +17,10 @@
 //!
 //! | resource | name | what |
 //! |---|---|---|
-//! | Listener | `outbound` | `0.0.0.0:<outbound port>`: `original_dst`, a chain per `ClusterIP:port`, passthrough for the rest |
+//! | Listener | `outbound` | `0.0.0.0:<outbound port>`: `original_dst`, a chain per `ClusterIP:port` and per meshed `podIP:port` of a headless Service, passthrough for the rest |
 //! | RouteConfiguration | `<ns>/<svc>\|<port>` | per HTTP (or undeclared) service port, one `*` virtual host: the port's routes whatever `Host` says |
 //! | Listener | `inbound` | `0.0.0.0:<inbound port>`: `original_dst`, the chains of each inbound port by destination port |
+//! | Cluster | `<ns>/<svc>\|<port>\|<pod ip>` | STATIC, one meshed endpoint of a headless Service, over mTLS |
 //! | Cluster | `passthrough` | ORIGINAL_DST: where the connection was going, unchanged |
 //! | Cluster | `inbound_passthrough` | permissive mode: ORIGINAL_DST from `127.0.0.6`, for inbound ports no Service declares |
 //!
@@ -80,7 +81,9 @@ pub use self::{
     },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };
-use crate::model::{AccessMode, InboundPort, MeshSettings, ProxyConfig, ServiceName};
+use crate::model::{
+    self, AccessMode, ClusterName, InboundPort, MeshSettings, Protocol, ProxyConfig, ServiceName,
+};
 
 /// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
 pub const CLUSTER_TYPE_URL: &str = TypeUrl::Cluster.type_url();
@@ -373,12 +376,19 @@ impl EnvoyAdapter {
         for r in self.cache.intercepted_routes(proxy, &mesh.route_policy) {
             out.push_shared(r);
         }
+        let headless = headless_endpoints(proxy, opts);
         let listener = listener::outbound_intercepted(
             proxy.outbound.values().map(|s| &**s),
+            &headless,
+            opts.app_ip,
             outbound,
             &mut out.warnings,
         );
         out.push(LISTENER_TYPE_URL, OUTBOUND, to_any(&listener));
+        for one in &headless {
+            let cluster = cluster::endpoint(one, opts, &mesh.cluster_policy, mtls);
+            out.push(CLUSTER_TYPE_URL, one.name.as_str(), to_any(&cluster));
+        }
         out.push(
             CLUSTER_TYPE_URL,
             PASSTHROUGH,
@@ -400,7 +410,14 @@ impl EnvoyAdapter {
             kept.push(port);
             inbound_route_and_cluster(port, mesh, opts, out);
         }
-        let listener = listener::inbound_intercepted(&kept, inbound, mesh, mtls, &mut out.warnings);
+        let listener = listener::inbound_intercepted(
+            &kept,
+            opts.app_ip,
+            inbound,
+            mesh,
+            mtls,
+            &mut out.warnings,
+        );
         out.push(LISTENER_TYPE_URL, INBOUND, to_any(&listener));
         if mesh.access_mode == AccessMode::Permissive {
             out.push(
@@ -410,6 +427,42 @@ impl EnvoyAdapter {
             );
         }
     }
+}
+
+/// What an intercepted proxy reaches by the address the application dialled: every meshed
+/// endpoint of every headless Service port (one without a ClusterIP, whose clients address its
+/// Pods directly), as a cluster of that one endpoint named by [`ClusterName::endpoint`]. The
+/// connection keeps its destination and gains mTLS and the server's policy; it is proxied as
+/// TCP (splits and HTTP routes need a Service address to apply to, which a headless Service
+/// does not have). Only with mTLS, and never the proxy's own Pod: without a certificate to
+/// check, the mesh would add nothing to passing the connection through.
+fn headless_endpoints(proxy: &ProxyConfig, opts: &EnvoyOptions) -> Vec<model::Cluster> {
+    if !opts.mtls {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for svc in proxy.outbound.values().filter(|s| s.cluster_ip.is_none()) {
+        for port in &svc.ports {
+            let name = ClusterName::new(&svc.name, port.port);
+            let Some(cluster) = proxy.clusters.get(&name) else {
+                continue;
+            };
+            let mut template = model::Cluster::clone(cluster);
+            template.endpoints.clear();
+            template.protocol = Protocol::Tcp;
+            for e in &cluster.endpoints {
+                if e.identity.is_none() || e.address.ip() == opts.app_ip {
+                    continue;
+                }
+                out.push(model::Cluster {
+                    name: name.endpoint(e.address.ip()),
+                    endpoints: vec![e.clone()],
+                    ..template.clone()
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The route configuration (HTTP ports) and the local cluster of one inbound port.

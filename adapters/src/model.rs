@@ -59,6 +59,12 @@ impl ClusterName {
         ClusterName(format!("{service}|{port}"))
     }
 
+    /// The cluster of one endpoint of a headless Service port, `<ns>/<svc>|<port>|<ip>`: a
+    /// client of a headless Service addresses a Pod itself, so the mesh reaches that Pod.
+    pub fn endpoint(&self, ip: IpAddr) -> Self {
+        ClusterName(format!("{}|{ip}", self.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -893,6 +893,31 @@ fn intercepted_proxy() -> ProxyConfig {
     outbound.insert(name, db2);
     let (name, cluster) = cluster("cache", 6379, Protocol::Unknown, &["10.0.0.7:6379"]);
     Arc::make_mut(&mut proxy.clusters).insert(name, cluster);
+    // A headless Service: its meshed Pods are reached by their own addresses.
+    let (name, pods) = self::outbound(
+        "pods",
+        None,
+        vec![OutboundPort {
+            port: 7000,
+            protocol: Protocol::Http,
+            routes: vec![Route {
+                name: "default".into(),
+                matches: vec![],
+                backends: backends(&[("pods", 7000, 1)]),
+            }],
+        }],
+    );
+    outbound.insert(name, pods);
+    let (name, mut pods) = self::cluster(
+        "pods",
+        7000,
+        Protocol::Http,
+        &["10.0.0.8:7000", "10.0.0.9:7000"],
+    );
+    for e in &mut Arc::make_mut(&mut pods).endpoints {
+        e.identity = Some(Identity::new("shop", "pods"));
+    }
+    Arc::make_mut(&mut proxy.clusters).insert(name, pods);
     proxy.inbound.push(InboundPort {
         port: 6379,
         protocol: Protocol::Unknown,
@@ -929,12 +954,19 @@ fn intercepted_resources_pass_envoy_validation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = test_ca("mesh");
     let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
-    for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
+    let v6: IpAddr = "fd00:10:244::5".parse().expect("address");
+    for (access_mode, pod_ip) in [
+        (AccessMode::Strict, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5))),
+        (
+            AccessMode::Permissive,
+            IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        ),
+        (AccessMode::Strict, v6),
+    ] {
         let mesh = MeshSettings {
             access_mode,
             ..MeshSettings::default()
         };
-        let pod_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
         let opts = EnvoyOptions {
             bind_ip: pod_ip,
             app_ip: pod_ip,
@@ -955,9 +987,15 @@ fn intercepted_resources_pass_envoy_validation() {
             .map(|r| r.name.as_str())
             .collect();
         assert_eq!(listeners, ["inbound", "outbound"]);
+        assert!(
+            out.resources
+                .iter()
+                .any(|r| r.name == "shop/pods|7000|10.0.0.8"),
+            "the headless Service's Pods have clusters"
+        );
 
         let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
-        let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
+        let admin = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), opts.admin_port);
         let path = dir.path().join("static.pb");
         std::fs::write(
             &path,
@@ -966,7 +1004,7 @@ fn intercepted_resources_pass_envoy_validation() {
         .expect("write");
         assert_valid(
             &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
-            &format!("the {access_mode:?} intercepted resources"),
+            &format!("the {access_mode:?} intercepted resources of a Pod at {pod_ip}"),
         );
     }
 }

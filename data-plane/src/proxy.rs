@@ -133,7 +133,8 @@ pub(crate) struct ConnInfo {
 
 /// A running listener: its address, and the switch that stops it.
 struct Running {
-    address: SocketAddr,
+    /// The address bound, and its `ipv4_compat`: a change of either is a new socket.
+    address: (SocketAddr, bool),
     stop: watch::Sender<bool>,
 }
 
@@ -154,7 +155,7 @@ pub async fn run_listeners(ctx: Arc<Context>) {
             let keep = runtime
                 .listeners
                 .get(name)
-                .is_some_and(|l| l.address == r.address);
+                .is_some_and(|l| (l.address, l.ipv4_compat) == r.address);
             if !keep {
                 tracing::info!(listener = %name, "draining listener");
                 let _ = r.stop.send(true);
@@ -169,7 +170,7 @@ pub async fn run_listeners(ctx: Arc<Context>) {
             running.insert(
                 name.clone(),
                 Running {
-                    address: listener.address,
+                    address: (listener.address, listener.ipv4_compat),
                     stop,
                 },
             );
@@ -177,6 +178,7 @@ pub async fn run_listeners(ctx: Arc<Context>) {
                 ctx.clone(),
                 name.clone(),
                 listener.address,
+                listener.ipv4_compat,
                 stopped,
             ));
         }
@@ -190,10 +192,11 @@ async fn accept_loop(
     ctx: Arc<Context>,
     name: String,
     address: SocketAddr,
+    ipv4_compat: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = loop {
-        match bind(address) {
+        match bind(address, ipv4_compat) {
             Ok(l) => break l,
             Err(error) => {
                 tracing::warn!(listener = %name, %address, %error, "cannot bind; retrying");
@@ -246,10 +249,16 @@ pub(crate) async fn connect_tcp(
     socket.connect(to).await
 }
 
-fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listening socket on `address`; an IPv6 one takes IPv4 connections too only with
+/// `ipv4_compat`, whatever the system's `net.ipv6.bindv6only` default, as Envoy binds it.
+fn bind(address: SocketAddr, ipv4_compat: bool) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        SocketAddr::V6(_) => {
+            let socket = tokio::net::TcpSocket::new_v6()?;
+            socket2::SockRef::from(&socket).set_only_v6(!ipv4_compat)?;
+            socket
+        }
     };
     // A restarted proxy must bind the ports its predecessor left in TIME_WAIT.
     socket.set_reuseaddr(true)?;

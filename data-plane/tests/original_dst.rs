@@ -144,7 +144,9 @@ fn chain(name: &str, ip: &str, port: u16, http: bool, filter: Filter) -> FilterC
             }),
             prefix_ranges: vec![CidrRange {
                 address_prefix: ip.to_owned(),
-                prefix_len: Some(UInt32Value { value: 32 }),
+                prefix_len: Some(UInt32Value {
+                    value: if ip.contains(':') { 128 } else { 32 },
+                }),
             }],
             application_protocols: if http {
                 vec!["http/1.0".into(), "http/1.1".into(), "h2c".into()]
@@ -264,7 +266,90 @@ fn runtime(listener: &Listener, clusters: &[Cluster]) -> Runtime {
     rt
 }
 
-// === the test ===
+/// Runs the proxy's listeners on `rt` until the returned runtime is dropped, once `probe`
+/// accepts connections.
+fn serve(rt: Runtime, probe: SocketAddr) -> (tokio::runtime::Runtime, Arc<Registry>) {
+    let state = Arc::new(State::default());
+    state.publish(rt);
+    let metrics = Arc::new(Registry::default());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.spawn(proxy::run_listeners(proxy::Context::new(
+        state,
+        metrics.clone(),
+    )));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(probe).is_err() {
+        assert!(Instant::now() < deadline, "the listener never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (tokio, metrics)
+}
+
+// === the tests ===
+
+/// An IPv6 Pod's capture listener, `[::]:<port>` with `ipv4_compat`, takes both families, and
+/// an IPv4 connection (IPv4-mapped on that socket) matches its chain by its IPv4 address;
+/// without `ipv4_compat` the socket is IPv6 only, as Envoy binds it.
+#[test]
+fn an_ipv6_listener_takes_ipv4_only_with_ipv4_compat() {
+    let v4 = backend("v4", false);
+    let v6 = backend("v6", false);
+    let fallback = backend("fallback", false);
+    for ipv4_compat in [true, false] {
+        let port = free_port();
+        let mut address = socket(SocketAddr::from(([0u16; 8], port)));
+        if let Some(address::Address::SocketAddress(sa)) = &mut address.address {
+            sa.ipv4_compat = ipv4_compat;
+        }
+        let listener = Listener {
+            name: LISTENER.to_owned(),
+            address: Some(address),
+            listener_filters: vec![ListenerFilter {
+                name: "envoy.filters.listener.original_dst".to_owned(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    &OriginalDst {},
+                ))),
+                filter_disabled: None,
+            }],
+            filter_chains: vec![
+                chain("v4", "127.0.0.2", port, false, tcp_proxy("v4")),
+                chain("v6", "::1", port, false, tcp_proxy("v6")),
+            ],
+            default_filter_chain: Some(FilterChain {
+                name: "default".to_owned(),
+                filters: vec![tcp_proxy("fallback")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let rt = runtime(
+            &listener,
+            &[
+                static_cluster("v4", v4),
+                static_cluster("v6", v6),
+                static_cluster("fallback", fallback),
+            ],
+        );
+        let loopback6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        let _proxy = serve(rt, loopback6);
+        assert_eq!(exchange(loopback6, b""), "v6");
+        let ipv4 = SocketAddr::from(([127, 0, 0, 2], port));
+        if ipv4_compat {
+            assert_eq!(exchange(ipv4, b""), "v4");
+            assert_eq!(
+                exchange(SocketAddr::from(([127, 0, 0, 3], port)), b""),
+                "fallback"
+            );
+        } else {
+            let refused = TcpStream::connect_timeout(&ipv4, Duration::from_secs(3));
+            assert!(refused.is_err(), "an IPv6-only listener took IPv4");
+        }
+    }
+}
 
 #[test]
 fn connections_land_on_the_chain_of_their_destination() {
@@ -364,24 +449,8 @@ fn connections_land_on_the_chain_of_their_destination() {
         ],
     );
 
-    let state = Arc::new(State::default());
-    state.publish(rt);
-    let metrics = Arc::new(Registry::default());
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio.spawn(proxy::run_listeners(proxy::Context::new(
-        state,
-        metrics.clone(),
-    )));
     let to = |ip: [u8; 4]| SocketAddr::from((ip, port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(to([127, 0, 0, 1])).is_err() {
-        assert!(Instant::now() < deadline, "the listener never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_tokio, metrics) = serve(rt, to([127, 0, 0, 1]));
     let get = b"GET / HTTP/1.1\r\nhost: somewhere.else\r\nconnection: close\r\n\r\n";
 
     // The chain of the address and port, whatever the request says.

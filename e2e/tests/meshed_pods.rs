@@ -85,6 +85,23 @@ spec:
     )
 }
 
+/// Headless Service `name` (no ClusterIP) selecting `selector`: its clients dial the Pods
+/// themselves, on the HTTP and banner ports.
+fn headless_service(name: &str, selector: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  clusterIP: None
+  selector: {{{selector}}}
+  ports:
+  - {{name: http, port: {HTTP}}}
+  - {{name: tcp-banner, port: {BANNER}}}
+"#
+    )
+}
+
 /// A client Deployment `client` (ServiceAccount `client`) that only sleeps; the suite runs
 /// the echo workload's clients in it with `kubectl exec`.
 fn client() -> String {
@@ -329,21 +346,46 @@ fn run_to_completion(s: &Scenario, ns: &str, args: &[&str]) -> String {
 fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     let s = Scenario::start(
         "meshed",
-        &[server("web", "web"), service("web", "app: web")],
+        &[
+            server("web", "web"),
+            service("web", "app: web"),
+            headless_service("web-pods", "app: web"),
+        ],
         &["web"],
     );
     let ns = s.ns().to_owned();
     let web = s.pod_of("web");
     let url = |path: &str| format!("http://web.{ns}{path}");
+    let web_ip = s.mesh.cluster.get_json(&["pod", &web, "-n", &ns])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The headless Service's Pod, by the address its DNS name gives and by that name.
+    let pod_urls = [
+        format!("http://{web_ip}:{HTTP}"),
+        format!("http://web-pods.{ns}:{HTTP}"),
+    ];
 
-    // No TrafficTarget: every port of `web` is closed to `client` (strict mode).
+    // No TrafficTarget: every port of `web` is closed to `client` (strict mode), by its
+    // ClusterIP and as a Pod of the headless Service. A 403 (rather than a refused handshake)
+    // shows the headless call went through the mesh: mTLS as `client`, then the policy.
     let (status, body) = s.get(&url("/allowed"));
     assert_eq!((status, body.as_str()), (403, "denied by mesh policy"));
-    let banner = s.client_text(&["banner", &format!("web.{ns}:{BANNER}"), "--timeout", "3s"]);
-    assert!(
-        !banner.contains("+OK"),
-        "banner port open without a TrafficTarget: {banner}"
-    );
+    for pod_url in &pod_urls {
+        let (status, body) = s.get(&format!("{pod_url}/allowed"));
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "denied by mesh policy"),
+            "{pod_url}"
+        );
+    }
+    for addr in [format!("web.{ns}:{BANNER}"), format!("{web_ip}:{BANNER}")] {
+        let banner = s.client_text(&["banner", &addr, "--timeout", "3s"]);
+        assert!(
+            !banner.contains("+OK"),
+            "banner port {addr} open without a TrafficTarget: {banner}"
+        );
+    }
 
     // A TrafficTarget allowing `GET /allowed…` and every TCP port.
     s.mesh.apply(routes());
@@ -369,6 +411,20 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     assert_eq!(out.trim(), format!("200 {web}"), "a foreign Host header");
     let (status, _) = s.get(&url("/forbidden"));
     assert_eq!(status, 403, "a path the TrafficTarget does not name");
+    // The headless Service's Pod: the same policy, over mTLS (its strict port takes nothing
+    // else), and the Pod dialled is the Pod that answers.
+    for pod_url in &pod_urls {
+        let (status, body) = s.get(&format!("{pod_url}/allowed/pod"));
+        assert_eq!((status, body.as_str()), (200, web.as_str()), "{pod_url}");
+        let (status, _) = s.get(&format!("{pod_url}/forbidden"));
+        assert_eq!(status, 403, "{pod_url}/forbidden");
+    }
+    let banner = s.client_text(&["banner", &format!("{web_ip}:{BANNER}"), "--ping"]);
+    assert_eq!(
+        banner.lines().collect::<Vec<_>>(),
+        [format!("+OK {web}"), format!("+PONG {web}")],
+        "banner on the headless Service's Pod"
+    );
 
     // gRPC (declared HTTP/2), unary and streaming.
     let grpc = s.client_text(&["grpc", &format!("web.{ns}:{GRPC}")]);
@@ -396,10 +452,6 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
 
     // The web Pod's ports take only mTLS from the mesh: a plaintext client outside the mesh
     // (a namespace not enrolled) is refused at the very port the meshed client reached.
-    let web_ip = s.mesh.cluster.get_json(&["pod", &web, "-n", &ns])["status"]["podIP"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let outside = s.mesh.cluster.namespace("plaintext");
     let text = run_to_completion(
         &s,
@@ -495,6 +547,49 @@ spec:
         // 75 % of 200 Bernoulli trials: σ ≈ 3 %; 0.62–0.88 is over four σ either way.
         assert!((0.62..=0.88).contains(&share), "{w1}/{w2}: {got:?}");
     }
+
+    // The same object as tools that write older versions send it: v1alpha1's quantity
+    // weights (converted by the webhook), v1alpha2's and v1alpha3's integers.
+    for (version, w1, w2, only) in [
+        ("v1alpha1", "\"1\"", "\"0\"", &v1),
+        ("v1alpha2", "0", "1", &v2),
+        ("v1alpha3", "1", "0", &v1),
+    ] {
+        s.mesh.apply(&format!(
+            r#"apiVersion: split.smi-spec.io/{version}
+kind: TrafficSplit
+metadata: {{name: web}}
+spec:
+  service: web
+  backends: [{{service: web-v1, weight: {w1}}}, {{service: web-v2, weight: {w2}}}]
+"#
+        ));
+        wait_for(
+            Duration::from_secs(30),
+            || s.spread(&url, 10).keys().collect::<Vec<_>>() == [only],
+            &format!("{version} weights {w1}/{w2} to send everything to {only}"),
+        );
+        let all = s.spread(&url, 50);
+        assert_eq!(all, BTreeMap::from([(only.clone(), 50)]), "{version}");
+    }
+    // A v1alpha1 split in milli-units, 750m/250m: three to one, as 75/25 above.
+    s.mesh.apply(
+        r#"apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata: {name: web}
+spec:
+  service: web
+  backends: [{service: web-v1, weight: 750m}, {service: web-v2, weight: 250m}]
+"#,
+    );
+    wait_for(
+        Duration::from_secs(30),
+        || s.spread(&url, 20).contains_key(&v2),
+        "v1alpha1 weights 750m/250m to take effect",
+    );
+    let got = s.spread(&url, 200);
+    let share = got.get(&v1).copied().unwrap_or(0) as f64 / 200.0;
+    assert!((0.62..=0.88).contains(&share), "750m/250m: {got:?}");
 }
 
 #[test]

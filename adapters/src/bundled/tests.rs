@@ -131,7 +131,18 @@ fn client() -> ProxyConfig {
             vec![route("default", vec![], vec![backend("cache", 6379, 1)])],
         )],
     );
-    let outbound: BTreeMap<ServiceName, Arc<OutboundService>> = [web, grpc, db, cache]
+    // Headless: an intercepted proxy reaches its meshed Pod by the Pod's own address.
+    let pods = test_support::service(
+        NS,
+        "pods",
+        None,
+        vec![port(
+            7071,
+            Protocol::Tcp,
+            vec![route("default", vec![], vec![backend("pods", 7071, 1)])],
+        )],
+    );
+    let outbound: BTreeMap<ServiceName, Arc<OutboundService>> = [web, grpc, db, cache, pods]
         .into_iter()
         .map(|s| (s.name.clone(), s))
         .collect();
@@ -143,6 +154,7 @@ fn client() -> ProxyConfig {
         cluster("db-a", 5432, Protocol::Tcp, 5),
         cluster("db-b", 5432, Protocol::Tcp, 6),
         cluster("cache", 6379, Protocol::Unknown, 7),
+        cluster("pods", 7071, Protocol::Tcp, 8),
     ]
     .into_iter()
     .map(|c| (c.name.clone(), c))
@@ -286,6 +298,16 @@ fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
             client(),
             MeshSettings::default(),
             intercepted(mtls),
+        ));
+        out.push((
+            "intercepted IPv6 client",
+            client(),
+            MeshSettings::default(),
+            EnvoyOptions {
+                bind_ip: "fd00::5".parse().unwrap(),
+                app_ip: "fd00::5".parse().unwrap(),
+                ..intercepted(mtls)
+            },
         ));
         out.push((
             "intercepted strict server",

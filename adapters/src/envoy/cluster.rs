@@ -41,7 +41,7 @@ use envoy_types::pb::{
 };
 
 use super::{
-    Capture, EnvoyOptions, INBOUND_SOURCE, LoadBalancing, duration, inbound_name, socket_address,
+    Capture, EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address,
     tls::{self, Mtls},
     to_any,
 };
@@ -77,6 +77,22 @@ pub(super) fn eds(
         circuit_breakers: policy.connection_limits.as_ref().map(circuit_breakers),
         typed_extension_protocol_options: protocol_options(cluster.protocol),
         ..Default::default()
+    }
+}
+
+/// A STATIC cluster of one endpoint (see [`ClusterName::endpoint`](model::ClusterName::endpoint)):
+/// its address inline, reached like an endpoint of an EDS cluster (over mTLS when meshed).
+pub(super) fn endpoint(
+    cluster: &model::Cluster,
+    opts: &EnvoyOptions,
+    policy: &ClusterPolicy,
+    mtls: Option<Mtls<'_>>,
+) -> Cluster {
+    Cluster {
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        eds_cluster_config: None,
+        load_assignment: Some(load_assignment(cluster, mtls.is_some())),
+        ..eds(cluster, opts, policy, mtls)
     }
 }
 
@@ -132,7 +148,7 @@ fn transport_socket_match(
 
 /// The STATIC cluster of an inbound port: the application at `app_ip:<port>`.
 ///
-/// An intercepted proxy connects from [`INBOUND_SOURCE`]: the redirect rules let connections
+/// An intercepted proxy connects from [`INBOUND_SOURCE`](super::INBOUND_SOURCE): the redirect rules let connections
 /// from that address to the Pod's own IP through, and send any other connection the proxy makes
 /// to its own Pod IP (an application calling its own Service) back to the inbound port.
 pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
@@ -145,7 +161,7 @@ pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
         typed_extension_protocol_options: protocol_options(port.protocol),
         upstream_bind_config: match opts.capture {
             Capture::Addressed => None,
-            Capture::Intercepted { .. } => Some(from_inbound_source()),
+            Capture::Intercepted { .. } => Some(from_inbound_source(opts.app_ip)),
         },
         name,
         ..Default::default()
@@ -154,19 +170,20 @@ pub(super) fn inbound(port: &InboundPort, opts: &EnvoyOptions) -> Cluster {
 
 /// Cluster [`INBOUND_PASSTHROUGH`](super::INBOUND_PASSTHROUGH): in permissive mode, an inbound
 /// connection to a port no Service declares goes on to the application unchanged, from
-/// [`INBOUND_SOURCE`] like every inbound connection of an intercepted proxy.
+/// [`INBOUND_SOURCE`](super::INBOUND_SOURCE) like every inbound connection of an intercepted proxy.
 pub(super) fn inbound_passthrough(opts: &EnvoyOptions) -> Cluster {
     Cluster {
-        upstream_bind_config: Some(from_inbound_source()),
+        upstream_bind_config: Some(from_inbound_source(opts.app_ip)),
         name: super::INBOUND_PASSTHROUGH.to_owned(),
         ..passthrough(opts)
     }
 }
 
-fn from_inbound_source() -> BindConfig {
+/// [`inbound_source`](super::inbound_source) of the Pod's address family.
+fn from_inbound_source(pod_ip: std::net::IpAddr) -> BindConfig {
     BindConfig {
         source_address: Some(SocketAddress {
-            address: INBOUND_SOURCE.to_string(),
+            address: super::inbound_source(pod_ip).to_string(),
             port_specifier: Some(PortSpecifier::PortValue(0)),
             ..Default::default()
         }),

@@ -6,6 +6,7 @@
 //!  addressed (local mode)                  intercepted (a Pod with redirect rules)
 //!  app ─▶ bind_ip:15001 (Host) ─▶ vhost    app ─▶ iptables ─▶ 0.0.0.0:15001 ─▶ original_dst
 //!  app ─▶ bind_ip:<svc port>  ─▶ tcp         ─▶ chain (ClusterIP, port) ─▶ HCM on RDS / tcp_proxy
+//!                                            ─▶ chain (headless podIP, port) ─▶ tcp_proxy (mTLS)
 //!  peer ─▶ bind_ip:<port> ─▶ RBAC ─▶ app     ─▶ no chain: passthrough to the original destination
 //!                                          peer ─▶ iptables ─▶ 0.0.0.0:15006 ─▶ chain (port) ─▶ RBAC ─▶ app
 //! ```
@@ -27,11 +28,11 @@ use envoy_types::pb::{
                 AccessLogFilter, ComparisonFilter, StatusCodeFilter, access_log_filter,
                 comparison_filter,
             },
-            core::v3::CidrRange,
             core::v3::{
                 AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32,
                 TrafficDirection, config_source, data_source,
             },
+            core::v3::{CidrRange, address as core_address},
             listener::v3::{
                 Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
                 ListenerFilterChainMatchPredicate, filter, listener_filter,
@@ -63,7 +64,7 @@ use super::{
     to_any, virtual_host_name,
 };
 use crate::model::{
-    AccessMode, InboundPort, MeshSettings, OutboundService, Protocol, WeightedCluster,
+    self, AccessMode, InboundPort, MeshSettings, OutboundService, Protocol, WeightedCluster,
 };
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
@@ -151,18 +152,37 @@ fn tcp_proxy_to(stat_prefix: String, cluster: String) -> Filter {
 /// application, routed by its original destination. A Service's `ClusterIP:port` takes that
 /// port's chain: an HCM on the RDS route configuration named after the port (HTTP ports, and
 /// undeclared ports whose first bytes are HTTP), or a `tcp_proxy` to its backends; anything
-/// else passes through unchanged. Services without a ClusterIP (headless) get no chain.
+/// else passes through unchanged. Services without a ClusterIP (headless) get a chain per
+/// cluster of `headless` (one endpoint each): a `tcp_proxy` to that endpoint over mTLS.
 ///
-/// Returns the listener and the ports (ClusterIP, port) left out because an earlier service
-/// took them, for warnings.
+/// An address taken by an earlier service is left out, with a warning.
 pub(super) fn outbound_intercepted<'a>(
     services: impl IntoIterator<Item = &'a OutboundService>,
+    headless: &[model::Cluster],
+    pod_ip: std::net::IpAddr,
     outbound_port: u16,
     warnings: &mut Vec<String>,
 ) -> Listener {
     let mut chains = Vec::new();
     let mut detect_ports = std::collections::BTreeSet::new();
     let mut taken = std::collections::BTreeMap::new();
+    for cluster in headless {
+        let [endpoint] = cluster.endpoints.as_slice() else {
+            continue;
+        };
+        let name = cluster.name.as_str().to_owned();
+        let addr = endpoint.address;
+        if let Some(owner) = taken.insert((addr.ip(), addr.port()), name.clone()) {
+            warnings.push(format!(
+                "{name}: {addr} is already routed as {owner}; left out"
+            ));
+            taken.insert((addr.ip(), addr.port()), owner);
+            continue;
+        }
+        let matches = destination(addr.ip(), addr.port());
+        let tcp = tcp_proxy_to(name.clone(), name.clone());
+        chains.push(chain(name, Some(matches), vec![tcp]));
+    }
     for svc in services {
         let Some(ip) = svc.cluster_ip else {
             continue;
@@ -180,18 +200,7 @@ pub(super) fn outbound_intercepted<'a>(
                 taken.insert((ip, port.port), owner);
                 continue;
             }
-            let matches = FilterChainMatch {
-                prefix_ranges: vec![CidrRange {
-                    address_prefix: ip.to_string(),
-                    prefix_len: Some(UInt32Value {
-                        value: if ip.is_ipv4() { 32 } else { 128 },
-                    }),
-                }],
-                destination_port: Some(UInt32Value {
-                    value: u32::from(port.port),
-                }),
-                ..Default::default()
-            };
+            let matches = destination(ip, port.port);
             let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name)));
             let tcp = || {
                 let backends = port.routes.first().map(|r| r.backends.as_slice());
@@ -226,6 +235,7 @@ pub(super) fn outbound_intercepted<'a>(
     );
     capture_listener(
         super::OUTBOUND,
+        pod_ip,
         outbound_port,
         TrafficDirection::Outbound,
         listener_filters,
@@ -234,23 +244,52 @@ pub(super) fn outbound_intercepted<'a>(
     )
 }
 
+/// The chain match of connections to exactly `ip:port`.
+fn destination(ip: std::net::IpAddr, port: u16) -> FilterChainMatch {
+    FilterChainMatch {
+        prefix_ranges: vec![CidrRange {
+            address_prefix: ip.to_string(),
+            prefix_len: Some(UInt32Value {
+                value: if ip.is_ipv4() { 32 } else { 128 },
+            }),
+        }],
+        destination_port: Some(UInt32Value {
+            value: u32::from(port),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A listener that takes every redirected connection on `0.0.0.0:<port>` and picks a chain
 /// by its original destination (the `original_dst` filter comes first in `listener_filters`),
 /// waiting at most [`DETECTION_TIMEOUT`] for the inspectors, and `default` when no chain fits.
+///
+/// An IPv6 Pod's listener binds `[::]` with `ipv4_compat`: its redirect rules send both
+/// families there (ip6tables and iptables redirect to the same port), and an IPv4 connection
+/// arrives with an IPv4-mapped address whose original destination is still IPv4's.
 fn capture_listener(
     name: &str,
+    pod_ip: std::net::IpAddr,
     port: u16,
     direction: TrafficDirection,
     listener_filters: Vec<ListenerFilter>,
     filter_chains: Vec<FilterChain>,
     default: FilterChain,
 ) -> Listener {
+    let mut address = socket_address(SocketAddr::new(
+        if pod_ip.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        },
+        port,
+    ));
+    if let Some(core_address::Address::SocketAddress(sa)) = &mut address.address {
+        sa.ipv4_compat = pod_ip.is_ipv6();
+    }
     Listener {
         name: name.to_owned(),
-        address: Some(socket_address(SocketAddr::new(
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
-            port,
-        ))),
+        address: Some(address),
         traffic_direction: direction as i32,
         listener_filters,
         listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
@@ -457,6 +496,7 @@ pub(super) fn inbound(
 /// application in permissive mode.
 pub(super) fn inbound_intercepted(
     ports: &[&InboundPort],
+    pod_ip: std::net::IpAddr,
     inbound_port: u16,
     mesh: &MeshSettings,
     mtls: Option<Mtls<'_>>,
@@ -495,6 +535,7 @@ pub(super) fn inbound_intercepted(
     };
     capture_listener(
         super::INBOUND,
+        pod_ip,
         inbound_port,
         TrafficDirection::Inbound,
         listener_filters,

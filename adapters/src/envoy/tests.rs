@@ -2476,6 +2476,75 @@ fn intercepted_proxies_get_one_listener_each_way_and_route_by_original_destinati
     assert!(passthrough.transport_socket_matches.is_empty());
 }
 
+/// A headless Service's clients dial its Pods: each meshed endpoint gets a chain on its own
+/// address, to a cluster of that one endpoint over mTLS to its identity; unmeshed endpoints and
+/// the proxy's own Pod pass through.
+#[test]
+fn intercepted_proxies_reach_the_meshed_pods_of_a_headless_service_over_mtls() {
+    let mut proxy = intercepted_sample();
+    let own = intercepted_opts().app_ip;
+    let clusters = Arc::make_mut(&mut proxy.clusters);
+    Arc::make_mut(
+        clusters
+            .get_mut(&cluster_name("shop", "grpc", 9000))
+            .expect("grpc"),
+    )
+    .endpoints = vec![
+        endpoint("10.0.0.4:9000", Some(("shop", "grpc"))),
+        endpoint("10.0.0.8:9000", None),
+        endpoint(&format!("{own}:9000"), Some(("shop", "grpc"))),
+    ];
+    let mtls = EnvoyOptions {
+        mtls: true,
+        ..intercepted_opts()
+    };
+    let out = compile(&proxy, &MeshSettings::default(), &mtls);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let outbound: Listener = decode(&out, LISTENER_TYPE_URL, OUTBOUND);
+    let pods: Vec<&str> = outbound
+        .filter_chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| n.starts_with("shop/grpc"))
+        .collect();
+    assert_eq!(pods, ["shop/grpc|9000|10.0.0.4"]);
+    let pod = chain(&outbound, "shop/grpc|9000|10.0.0.4");
+    assert_eq!(
+        chain_match(pod),
+        (
+            vec!["10.0.0.4/32".to_owned()],
+            Some(9000),
+            String::new(),
+            vec![]
+        )
+    );
+    assert_eq!(
+        tcp_cluster(pod),
+        tcp_proxy::ClusterSpecifier::Cluster("shop/grpc|9000|10.0.0.4".into())
+    );
+    let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/grpc|9000|10.0.0.4");
+    assert_eq!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+    );
+    let assignment = cluster.load_assignment.clone().expect("inline endpoints");
+    let endpoints = &assignment.endpoints[0].lb_endpoints;
+    assert_eq!(endpoints.len(), 1);
+    assert!(endpoints[0].metadata.is_some(), "the endpoint selects mTLS");
+    let context = upstream_tls(&cluster);
+    let common = context.common_tls_context.expect("common");
+    assert!(common.alpn_protocols.is_empty(), "a TCP tunnel: no ALPN");
+    let sans = format!("{:?}", common.validation_context_type);
+    assert!(
+        sans.contains("spiffe://cluster.local/ns/shop/sa/grpc"),
+        "{sans}"
+    );
+
+    // Without mTLS there is nothing to add: the Pods are reached by passing through.
+    let out = compile(&proxy, &MeshSettings::default(), &intercepted_opts());
+    assert!(!out.resources.iter().any(|r| r.name.contains("|10.0.0.4")));
+}
+
 #[test]
 fn intercepted_inbound_picks_the_port_and_reaches_the_app_on_the_pod_ip() {
     for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
@@ -2574,6 +2643,47 @@ fn intercepted_inbound_picks_the_port_and_reaches_the_app_on_the_pod_ip() {
         let bind = app.upstream_bind_config.expect("bind config");
         assert_eq!(bind.source_address.expect("source").address, "127.0.0.6");
     }
+}
+
+/// An IPv6 Pod: both capture listeners on `[::]` taking IPv4 too (`ipv4_compat`), and the
+/// app reached from `::6`, the IPv6 inbound source the redirect rules let through.
+#[test]
+fn an_ipv6_pods_capture_listeners_take_both_families() {
+    let pod_ip: IpAddr = "fd00:10:244::7".parse().unwrap();
+    let opts = EnvoyOptions {
+        bind_ip: pod_ip,
+        app_ip: pod_ip,
+        ..intercepted_opts()
+    };
+    let out = compile(&intercepted_sample(), &MeshSettings::default(), &opts);
+    for name in [OUTBOUND, INBOUND] {
+        let listener: Listener = decode(&out, LISTENER_TYPE_URL, name);
+        let Some(address::Address::SocketAddress(sa)) =
+            listener.address.clone().and_then(|a| a.address)
+        else {
+            panic!("no socket address")
+        };
+        assert_eq!(
+            (sa.address.as_str(), sa.ipv4_compat),
+            ("::", true),
+            "{name}"
+        );
+    }
+    let app: Cluster = decode(&out, CLUSTER_TYPE_URL, "inbound|8080");
+    let bind = app.upstream_bind_config.expect("bind config");
+    assert_eq!(bind.source_address.expect("source").address, "::6");
+
+    // An IPv4 Pod's stay IPv4 only: `::` would fail where the Pod has no IPv6 at all.
+    let out = compile(
+        &intercepted_sample(),
+        &MeshSettings::default(),
+        &intercepted_opts(),
+    );
+    let listener: Listener = decode(&out, LISTENER_TYPE_URL, OUTBOUND);
+    let Some(address::Address::SocketAddress(sa)) = listener.address.and_then(|a| a.address) else {
+        panic!("no socket address")
+    };
+    assert_eq!((sa.address.as_str(), sa.ipv4_compat), ("0.0.0.0", false));
 }
 
 #[test]

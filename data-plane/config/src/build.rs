@@ -451,6 +451,18 @@ fn data_source(source: &DataSource) -> Result<String, Invalid> {
 /// A TCP socket address with an IP literal and a numeric port; errors are relative to the
 /// `Address`.
 fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
+    match bind_address(address)? {
+        (address, false) => Ok(address),
+        (_, true) => Err(unsupported(
+            "socket_address.ipv4_compat",
+            "only a listener binds, so only a listener's address takes ipv4_compat",
+        )),
+    }
+}
+
+/// A listener's [`socket_address`] and its `ipv4_compat`: whether an IPv6 address also takes
+/// IPv4 connections (`::` then takes both families, as an IPv6 Pod's capture ports must).
+fn bind_address(address: Option<&Address>) -> Result<(SocketAddr, bool), Invalid> {
     let sa: &SocketAddress = match address.and_then(|a| a.address.as_ref()) {
         Some(address::Address::SocketAddress(sa)) => sa,
         Some(address::Address::Pipe(_)) => {
@@ -486,9 +498,8 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
     let classified = || {
         only!(sa => SocketAddress {
             address, port_specifier, protocol, resolver_name, network_namespace_filepath,
-        } unset {
             ipv4_compat,
-        });
+        } unset {});
         Ok(())
     };
     classified().at("socket_address")?;
@@ -508,7 +519,13 @@ fn socket_address(address: Option<&Address>) -> Result<SocketAddr, Invalid> {
         }
         None => return Err(unsupported(at("port_value"), "a port is required")),
     };
-    Ok(SocketAddr::new(ip, port))
+    if sa.ipv4_compat && !ip.is_ipv6() {
+        return Err(unsupported(
+            at("ipv4_compat"),
+            "applies to IPv6 addresses only",
+        ));
+    }
+    Ok((SocketAddr::new(ip, port), sa.ipv4_compat))
 }
 
 /// Whether a config source points back at the ADS stream (`ads` or `self`, API version V3),

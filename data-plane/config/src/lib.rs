@@ -114,6 +114,9 @@ pub enum Direction {
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
+    /// `ipv4_compat` on an IPv6 `address`: it takes IPv4 connections too (as IPv4-mapped
+    /// addresses); otherwise an IPv6 listener is IPv6 only, as Envoy binds it.
+    pub ipv4_compat: bool,
     pub direction: Direction,
     /// The listener filters: where a connection was going, and what its first bytes say.
     pub filters: ListenerFilters,

@@ -70,6 +70,7 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
         Arc::new(ListenerConfig {
             name: "inbound|8080".into(),
             address: "127.0.1.2:8080".parse().unwrap(),
+            ipv4_compat: false,
             direction: Direction::Inbound,
             filters: ListenerFilters::default(),
             selector: ChainSelector::build([&ChainMatch::ANY], None).unwrap(),

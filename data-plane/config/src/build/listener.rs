@@ -39,7 +39,7 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{
-    At, Invalid, data_source, decode, duration, is, is_ads, rbac, socket_address, tls, unsupported,
+    At, Invalid, bind_address, data_source, decode, duration, is, is_ads, rbac, tls, unsupported,
 };
 use crate::{
     AppProtocol, ChainMatch, ChainSelector, CidrRange, DeniedReply, Direction, FilterChain,
@@ -74,7 +74,7 @@ impl ListenerConfig {
     /// default settings each; the TLS inspector is also implied by chains that match on the
     /// transport protocol.
     pub fn from_xds(l: &Listener) -> Result<ListenerConfig, Invalid> {
-        let address = socket_address(l.address.as_ref()).at("address")?;
+        let (address, ipv4_compat) = bind_address(l.address.as_ref()).at("address")?;
         if !l.additional_addresses.is_empty() {
             return Err(unsupported(
                 "additional_addresses",
@@ -190,6 +190,7 @@ impl ListenerConfig {
         Ok(ListenerConfig {
             name: l.name.clone(),
             address,
+            ipv4_compat,
             direction,
             filters,
             chains,
