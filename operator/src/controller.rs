@@ -163,6 +163,7 @@ pub async fn run(
     ));
     let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default());
     let xds_metrics = xds.metrics();
+    let proxies = xds.statuses();
     let xds_listener = listen("xds", config.xds_addr).await?;
     tracing::info!(addr = %config.xds_addr, "xds server listening");
     let xds_tls = match &config.xds_cert_dir {
@@ -196,6 +197,7 @@ pub async fn run(
         Admin {
             metrics: metrics.clone(),
             xds: xds_metrics,
+            proxies,
         },
     ));
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;
+pub mod status;
 pub mod store;
 pub mod stream;
 
@@ -29,5 +30,7 @@ pub use self::{
         Inconsistency, Snapshot, SnapshotBuilder, SnapshotError, TypeUrl, Version,
         VersionedResource, to_any,
     },
+    status::{ProxyStatus, ProxyStatuses},
     store::{ProxyKey, SnapshotStore, SnapshotSubscription},
+    stream::TypeSync,
 };

@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::xds::metrics::XdsMetrics;
+use crate::xds::{metrics::XdsMetrics, status::ProxyStatuses};
 
 #[cfg(test)]
 mod tests;
@@ -247,11 +247,17 @@ fn labelled(out: &mut String, name: &str, help: &str, map: &Mutex<BTreeMap<Strin
     }
 }
 
+/// Where the admin port lists the proxies connected to this replica.
+pub const PROXIES_PATH: &str = "/proxies";
+
 /// What `/readyz` checks besides the watches' first sync.
 #[derive(Clone, Debug)]
 pub struct Admin {
     pub metrics: Arc<ControllerMetrics>,
     pub xds: Arc<XdsMetrics>,
+    /// `GET /proxies`: the proxies connected to this replica, per xDS type (JSON, for
+    /// `switchyard proxy-status`).
+    pub proxies: Arc<ProxyStatuses>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -279,6 +285,15 @@ pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 fn route(admin: &Admin, get: bool, path: &str) -> Response<Full<Bytes>> {
+    if get && path == PROXIES_PATH {
+        let body = serde_json::to_vec(&admin.proxies.list()).unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    }
     let (status, body) = match (get, path) {
         (true, "/healthz") => (StatusCode::OK, "ok".to_string()),
         (true, "/readyz") if admin.metrics.is_synced() => (StatusCode::OK, "ok".to_string()),

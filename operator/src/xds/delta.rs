@@ -30,7 +30,8 @@ use envoy_types::pb::envoy::{
 use super::{
     snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
     stream::{
-        self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, check_nonce,
+        self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, TypeSync,
+        check_nonce,
     },
 };
 
@@ -164,6 +165,17 @@ impl DeltaStream {
     /// Whether the latest response for a type is still unacknowledged.
     pub fn awaiting_ack(&self, type_url: TypeUrl) -> bool {
         self.types[type_url.index()].awaiting_ack
+    }
+
+    /// Where a type stands with the proxy.
+    pub fn sync(&self, type_url: TypeUrl) -> TypeSync {
+        let state = &self.types[type_url.index()];
+        TypeSync::of(
+            state.requested,
+            state.last_nonce,
+            state.awaiting_ack,
+            state.rejection.as_ref(),
+        )
     }
 
     fn flush(&mut self) -> Vec<DeltaDiscoveryResponse> {

@@ -41,8 +41,9 @@ use super::{
     metrics::{StreamGuard, XdsMetrics},
     snapshot::{Snapshot, TypeUrl},
     sotw::SotwStream,
+    status::{ProxyStatuses, StatusEntry},
     store::{SnapshotStore, SnapshotSubscription},
-    stream::StreamError,
+    stream::{StreamError, TypeSync},
 };
 
 #[cfg(test)]
@@ -88,6 +89,7 @@ pub struct XdsServer {
     auth: Arc<dyn Authenticate>,
     config: XdsConfig,
     metrics: Arc<XdsMetrics>,
+    statuses: Arc<ProxyStatuses>,
     drain: Arc<watch::Sender<bool>>,
     /// [`XdsConfig::max_streams`] permits; an open stream holds one.
     streams: Arc<Semaphore>,
@@ -126,6 +128,8 @@ pub(crate) trait Protocol: Send + Sized + 'static {
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
     /// The type a response carries, for the per-type push counters.
     fn response_type(resp: &Self::Response) -> &str;
+    /// Where a type stands with the proxy, for [`ProxyStatuses`].
+    fn sync(&self, type_url: TypeUrl) -> TypeSync;
 }
 
 type ResponseStream<R> = ReceiverStream<Result<R, Status>>;
@@ -315,12 +319,18 @@ impl XdsServer {
             verifying: Arc::new(Semaphore::new(config.max_verifying)),
             config,
             metrics: Arc::default(),
+            statuses: Arc::default(),
             drain: Arc::new(watch::Sender::new(false)),
         }
     }
 
     pub fn metrics(&self) -> Arc<XdsMetrics> {
         self.metrics.clone()
+    }
+
+    /// Where every connected proxy stands, per xDS type.
+    pub fn statuses(&self) -> Arc<ProxyStatuses> {
+        self.statuses.clone()
     }
 
     pub fn drain_handle(&self) -> DrainHandle {
@@ -387,6 +397,7 @@ impl XdsServer {
         let task = StreamTask {
             _connected: self.metrics.stream_opened(),
             _slot: slot,
+            status: self.statuses.open(&key, node, P::NAME),
             snapshots: self.store.subscribe(key),
             tx,
             config: self.config.clone(),
@@ -449,6 +460,8 @@ struct StreamTask<R> {
     _connected: StreamGuard,
     /// The stream's share of [`XdsConfig::max_streams`].
     _slot: OwnedSemaphorePermit,
+    /// The stream's line in [`ProxyStatuses`].
+    status: StatusEntry,
     snapshots: SnapshotSubscription,
     tx: mpsc::Sender<Result<R, Status>>,
     config: XdsConfig,
@@ -528,7 +541,9 @@ impl<R: Send + 'static> StreamTask<R> {
                     // `None` means the proxy was removed: keep serving what it has.
                     if let Some(snapshot) = self.snapshots.latest() {
                         let responses = machine.on_snapshot(snapshot);
-                        if !self.send::<P>(responses).await {
+                        let sent = self.send::<P>(responses).await;
+                        self.status.update(|t| machine.sync(t));
+                        if !sent {
                             return;
                         }
                     }
@@ -548,7 +563,11 @@ impl<R: Send + 'static> StreamTask<R> {
         }
         self.check_secrets::<P>(&req);
         match machine.handle_request(req) {
-            Ok(responses) => self.send::<P>(responses).await,
+            Ok(responses) => {
+                let sent = self.send::<P>(responses).await;
+                self.status.update(|t| machine.sync(t));
+                sent
+            }
             Err(error) => {
                 tracing::info!(%error, "closing xds stream");
                 let _ = self.tx.send(Err(error.into())).await;
@@ -632,6 +651,10 @@ impl Protocol for SotwStream {
     fn response_type(resp: &DiscoveryResponse) -> &str {
         &resp.type_url
     }
+
+    fn sync(&self, type_url: TypeUrl) -> TypeSync {
+        SotwStream::sync(self, type_url)
+    }
 }
 
 impl Protocol for DeltaStream {
@@ -664,6 +687,10 @@ impl Protocol for DeltaStream {
 
     fn response_type(resp: &DeltaDiscoveryResponse) -> &str {
         &resp.type_url
+    }
+
+    fn sync(&self, type_url: TypeUrl) -> TypeSync {
+        DeltaStream::sync(self, type_url)
     }
 
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {

@@ -26,6 +26,46 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// Where one resource type of a stream stands, as `switchyard proxy-status` shows it (the
+/// states `istioctl proxy-status` uses).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TypeSync {
+    /// The proxy has not asked for this type.
+    NotRequested,
+    /// Asked for, but nothing sent yet (no snapshot for the proxy yet).
+    NotSent,
+    /// The latest response was acknowledged.
+    Synced,
+    /// The latest response is not acknowledged yet.
+    Stale,
+    /// The proxy rejected the latest response; it keeps running what it had before.
+    Nacked { message: String },
+}
+
+impl TypeSync {
+    /// From a type's protocol state: whether it was requested, the nonce of the latest
+    /// response, whether that one awaits its answer, and the stream's last rejection.
+    pub(crate) fn of(
+        requested: bool,
+        last_nonce: Option<Nonce>,
+        awaiting_ack: bool,
+        rejection: Option<&Rejection>,
+    ) -> TypeSync {
+        match (requested, last_nonce) {
+            (false, _) => TypeSync::NotRequested,
+            (true, None) => TypeSync::NotSent,
+            (true, Some(_)) if awaiting_ack => TypeSync::Stale,
+            (true, Some(last)) => match rejection {
+                Some(r) if r.nonce == last => TypeSync::Nacked {
+                    message: r.message.clone(),
+                },
+                _ => TypeSync::Synced,
+            },
+        }
+    }
+}
+
 /// A request that ends the stream.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StreamError {

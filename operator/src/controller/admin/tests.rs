@@ -5,8 +5,19 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
     let admin = Admin {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
+        proxies: Arc::default(),
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
+    let proxies = route(&admin, true, PROXIES_PATH);
+    assert_eq!(
+        (
+            proxies.status(),
+            proxies.headers()[hyper::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+        ),
+        (StatusCode::OK, "application/json")
+    );
     assert_eq!(
         route(&admin, true, "/readyz").status(),
         StatusCode::SERVICE_UNAVAILABLE

@@ -11,7 +11,9 @@ use tonic::{Code, transport::Channel};
 use super::*;
 use crate::xds::{
     auth::StaticTokens,
-    fixtures::{cla, cluster, delta_request, listener, request, resource_name, route, snapshot},
+    fixtures::{
+        cla, cluster, delta_request, listener, nack, request, resource_name, route, snapshot,
+    },
     snapshot::TypeUrl::{self, Cluster as CDS, ClusterLoadAssignment as EDS},
     snapshot::TypeUrl::{Listener as LDS, RouteConfiguration as RDS},
     store::ProxyKey,
@@ -34,6 +36,7 @@ fn mesh(cluster_rev: i64, listener_port: u32, route_rev: &str) -> Arc<Snapshot> 
 struct Running {
     addr: SocketAddr,
     metrics: Arc<XdsMetrics>,
+    statuses: Arc<ProxyStatuses>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), ServeError>>,
 }
@@ -50,6 +53,7 @@ async fn start_with(store: SnapshotStore, config: XdsConfig) -> Running {
         .with("t2", ProxyKey::from("default/late-0"));
     let server = XdsServer::new(store, Arc::new(auth), config);
     let metrics = server.metrics();
+    let statuses = server.statuses();
     let (shutdown, signal) = oneshot::channel::<()>();
     let server = tokio::spawn(serve_listener(listener, server, async {
         let _ = signal.await;
@@ -57,6 +61,7 @@ async fn start_with(store: SnapshotStore, config: XdsConfig) -> Running {
     Running {
         addr,
         metrics,
+        statuses,
         shutdown,
         server,
     }
@@ -392,5 +397,90 @@ async fn streams_beyond_the_cap_are_refused_and_a_closed_one_frees_its_slot() {
             }
             Err(status) => panic!("{status:?}"),
         }
+    }
+}
+
+/// `switchyard proxy-status`'s source: a stream's types go from not requested to stale (sent),
+/// synced (ACKed) and NACKed with the proxy's reason; the entry goes with the stream.
+#[tokio::test]
+async fn each_stream_reports_where_each_type_stands() {
+    let store = SnapshotStore::new();
+    let key = ProxyKey::from("default/web-0");
+    store.set(key.clone(), mesh(1, 15001, "1"));
+    let running = start(store.clone()).await;
+    let types = |running: &Running| types(running);
+    let mut stream = Sotw::open(running.addr, "t1", request(CDS, &[], "", ""))
+        .await
+        .unwrap();
+    let r = stream.recv().await;
+    eventually(&running, "CDS", TypeSync::Stale).await;
+    assert!(
+        types(&running)
+            .iter()
+            .filter(|(n, _)| n != "CDS")
+            .all(|(_, s)| *s == TypeSync::NotRequested)
+    );
+    stream.ack(&r, &[]).await;
+    eventually(&running, "CDS", TypeSync::Synced).await;
+
+    stream.send(request(LDS, &[], "", "")).await;
+    let r = stream.recv().await;
+    let t = TypeUrl::from_type_url(&r.type_url).unwrap();
+    stream.send(nack(t, &[], "", &r.nonce)).await;
+    eventually(
+        &running,
+        "LDS",
+        TypeSync::Nacked {
+            message: "bad config".into(),
+        },
+    )
+    .await;
+    // A newer version that is accepted clears the NACK.
+    assert!(store.set(key.clone(), mesh(1, 15002, "1")));
+    let r = stream.recv().await;
+    assert_eq!(r.type_url, LDS.type_url());
+    eventually(&running, "LDS", TypeSync::Stale).await;
+    stream.ack(&r, &[]).await;
+    eventually(&running, "LDS", TypeSync::Synced).await;
+
+    drop(stream);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !running.statuses.list().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed stream is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The one stream's types, checking which stream it is.
+fn types(running: &Running) -> Vec<(String, TypeSync)> {
+    let all = running.statuses.list();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        (
+            all[0].proxy.as_str(),
+            all[0].node.as_str(),
+            all[0].protocol.as_str()
+        ),
+        ("default/web-0", "web-0", "sotw")
+    );
+    all[0].types.clone().into_iter().collect()
+}
+
+/// Waits until type `t` of the one stream is `want`.
+async fn eventually(running: &Running, t: &str, want: TypeSync) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = types(running);
+        if now.iter().any(|(n, s)| n == t && *s == want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{t} never {want:?}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
