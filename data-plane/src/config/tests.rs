@@ -1672,6 +1672,10 @@ fn unsupported_listener_features_are_nacked() {
             dns: true,
             ..uri.clone()
         },
+        SetCurrentClientCertDetails {
+            issuer: true,
+            ..uri.clone()
+        },
     ] {
         assert_eq!(
             client_cert(ForwardClientCertDetails::SanitizeSet, details),

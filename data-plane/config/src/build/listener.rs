@@ -822,8 +822,9 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
 /// `forward_client_cert_details` and `set_current_client_cert_details`: SANITIZE (the
 /// default) or SANITIZE_SET, with the URI SAN as the only optional detail. The modes that
 /// forward what the client sent would let a client speak for another identity; `Subject`,
-/// `Cert`, `Chain` and `DNS` are details the proxy does not produce. The details are read
-/// whatever the mode (Envoy ignores them under SANITIZE, and so does the proxy).
+/// `Issuer`, `Cert`, `Chain` and `DNS` are details the proxy does not produce, and the header
+/// has Envoy's own format. The details are read whatever the mode (Envoy ignores them under
+/// SANITIZE, and so does the proxy).
 fn forward_client_cert(
     mode: i32,
     details: Option<&SetCurrentClientCertDetails>,
@@ -832,14 +833,18 @@ fn forward_client_cert(
         None => false,
         Some(d) => {
             let subject = d.subject.as_ref().is_some_and(|b| b.value);
-            if subject || d.cert || d.chain || d.dns {
+            if subject || d.cert || d.chain || d.dns || d.issuer {
                 return Err(unsupported(
                     "set_current_client_cert_details",
                     "only uri is supported",
                 ));
             }
             let classified = || {
-                only!(d => SetCurrentClientCertDetails { uri, subject, cert, chain, dns } unset {});
+                only!(d => SetCurrentClientCertDetails {
+                    uri, subject, cert, chain, dns, issuer,
+                } unset {
+                    format,
+                });
                 Ok(())
             };
             classified().at("set_current_client_cert_details")?;
