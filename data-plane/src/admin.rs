@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use crate::{
     bootstrap::HealthForward,
     config::{
-        AppProtocol, ChainMatch, ForwardClientCert, NetworkFilter, PathMatch, Permission, Principal, Rbac,
-        RouteSource, Runtime, SecretMaterial, StringMatch,
+        AppProtocol, ChainMatch, ForwardClientCert, NetworkFilter, PathMatch, Permission,
+        Principal, Rbac, RouteSource, Runtime, SecretMaterial, StringMatch,
     },
     metrics::{Registry, XdsSnapshot},
     state::{State, XdsStatus},

@@ -6,8 +6,7 @@ use http_body_util::BodyExt;
 use super::*;
 use crate::config::{
     ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain, ForwardClientCert, HttpManager,
-    ListenerConfig,
-    ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
+    ListenerConfig, ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
 };
 
 fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {

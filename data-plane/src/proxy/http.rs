@@ -212,8 +212,10 @@ async fn forward(
         };
         let mut req = Request::from_parts(head, ());
         if chunked && !transport.http2 {
-            req.headers_mut()
-                .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            req.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
         }
         let body_now = match (&replayable, body.take()) {
             (Some(bytes), _) => full_request(bytes.clone()),

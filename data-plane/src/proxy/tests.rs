@@ -4,8 +4,9 @@ use http::{HeaderMap, Method};
 
 use super::routing::{self, Peer, RequestView};
 use crate::config::{
-    DeniedReply, ForwardClientCert, HeaderMatch, HttpManager, PathMatch, Permission, Policy, Principal, Rbac, Route,
-    RouteAction, RouteMatch, RouteSource, RouteTable, StringMatch, VirtualHost,
+    DeniedReply, ForwardClientCert, HeaderMatch, HttpManager, PathMatch, Permission, Policy,
+    Principal, Rbac, Route, RouteAction, RouteMatch, RouteSource, RouteTable, StringMatch,
+    VirtualHost,
 };
 
 fn regex(re: &str) -> regex::Regex {

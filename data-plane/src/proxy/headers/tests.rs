@@ -31,7 +31,10 @@ fn connection_removes_what_it_names_and_itself() {
         ("authorization", "secret"),
         ("cookie", "c"),
         ("connection", "x-foo, Authorization"),
-        ("connection", "close, keep-alive, upgrade, connection, not a name"),
+        (
+            "connection",
+            "close, keep-alive, upgrade, connection, not a name",
+        ),
     ]);
     assert_eq!(sanitize_connection(&mut h), Ok(()));
     assert_eq!(names(&h), ["cookie", "host"]);
@@ -75,7 +78,10 @@ fn connection_may_not_name_forwarding_headers_pseudo_headers_or_ten_names() {
         );
     }
     let nine = "a1,a2,a3,a4,a5,a6,a7,a8,close";
-    assert_eq!(sanitize_connection(&mut headers(&[("connection", nine)])), Ok(()));
+    assert_eq!(
+        sanitize_connection(&mut headers(&[("connection", nine)])),
+        Ok(())
+    );
     let ten = "a1,a2,a3,a4,a5,a6,a7,a8,a9,close";
     assert_eq!(
         sanitize_connection(&mut headers(&[("connection", ten)])),
@@ -134,7 +140,8 @@ fn an_encoded_nul_in_the_path_is_found() {
 
 #[test]
 fn mesh_headers_from_a_client_never_reach_the_application() {
-    let claimed = "By=spiffe://cluster.local/ns/demo/sa/api;URI=spiffe://cluster.local/ns/demo/sa/admin";
+    let claimed =
+        "By=spiffe://cluster.local/ns/demo/sa/api;URI=spiffe://cluster.local/ns/demo/sa/admin";
     let sent = || {
         headers(&[
             ("x-forwarded-client-cert", claimed),
