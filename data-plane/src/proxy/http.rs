@@ -158,8 +158,8 @@ async fn forward(
         Err(_) => return local(StatusCode::BAD_REQUEST, "could not read the request body\n"),
     };
     // A body of unknown length (chunked, or HTTP/2 DATA without `content-length`) goes on
-    // chunked to an HTTP/1.1 upstream: without the header, hyper would send a GET's, HEAD's or
-    // CONNECT's as empty, dropping what the client sent.
+    // chunked to an HTTP/1.1 upstream, as Envoy sends it: without the header, hyper sends a
+    // GET's, HEAD's or CONNECT's as empty, dropping what the client sent.
     let chunked = body
         .as_ref()
         .is_some_and(|b| b.size_hint().exact().is_none());
@@ -211,11 +211,19 @@ async fn forward(
             parts.clone()
         };
         let mut req = Request::from_parts(head, ());
-        if chunked && !transport.http2 {
-            req.headers_mut().insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
+        if !transport.http2 {
+            // An HTTP/1.1 upstream is spoken to in HTTP/1.1 whatever the client spoke: hyper
+            // frames a body by the request's version, and an HTTP/2 one of unknown length it
+            // would send as none at all.
+            if req.version() == http::Version::HTTP_2 {
+                *req.version_mut() = http::Version::HTTP_11;
+            }
+            if chunked {
+                req.headers_mut().insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
         }
         let body_now = match (&replayable, body.take()) {
             (Some(bytes), _) => full_request(bytes.clone()),
