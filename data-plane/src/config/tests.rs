@@ -1649,7 +1649,7 @@ fn unsupported_listener_features_are_nacked() {
         ForwardClientCertDetails::AlwaysForwardOnly,
     ] {
         assert_eq!(
-            client_cert(mode, uri.clone()),
+            client_cert(mode, uri),
             "listener l: filter_chains[0].filters[0].typed_config.forward_client_cert_details: \
              only SANITIZE and SANITIZE_SET are supported: the application must never see a \
              client's own x-forwarded-client-cert"
@@ -1658,23 +1658,14 @@ fn unsupported_listener_features_are_nacked() {
     for details in [
         SetCurrentClientCertDetails {
             subject: Some(BoolValue { value: true }),
-            ..uri.clone()
+            ..uri
         },
-        SetCurrentClientCertDetails {
-            cert: true,
-            ..uri.clone()
-        },
-        SetCurrentClientCertDetails {
-            chain: true,
-            ..uri.clone()
-        },
-        SetCurrentClientCertDetails {
-            dns: true,
-            ..uri.clone()
-        },
+        SetCurrentClientCertDetails { cert: true, ..uri },
+        SetCurrentClientCertDetails { chain: true, ..uri },
+        SetCurrentClientCertDetails { dns: true, ..uri },
         SetCurrentClientCertDetails {
             issuer: true,
-            ..uri.clone()
+            ..uri
         },
     ] {
         assert_eq!(
