@@ -283,11 +283,13 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns, record: Option<&Mutex<
     loop {
         let mut head: Vec<String> = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            // Bytes, not a `String`: a head that is not UTF-8 is still a request to answer.
+            let mut raw = Vec::new();
+            match reader.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let line = String::from_utf8_lossy(&raw);
             if head.is_empty() && line.trim().is_empty() {
                 continue;
             }
