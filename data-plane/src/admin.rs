@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use crate::{
     bootstrap::HealthForward,
     config::{
-        AppProtocol, ChainMatch, NetworkFilter, PathMatch, Permission, Principal, Rbac,
-        RouteSource, Runtime, SecretMaterial, StringMatch,
+        AppProtocol, ChainMatch, ForwardClientCert, NetworkFilter, PathMatch, Permission,
+        Principal, Rbac, RouteSource, Runtime, SecretMaterial, StringMatch,
     },
     metrics::{Registry, XdsSnapshot},
     state::{State, XdsStatus},
@@ -412,6 +412,12 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
                             },
                             "rbac": h.rbac.as_deref().map(rbac),
                             "denied": { "status": h.denied.status, "body": h.denied.body },
+                            "forward_client_cert_details": match h.forward_client_cert {
+                                ForwardClientCert::Sanitize => json!("SANITIZE"),
+                                ForwardClientCert::SanitizeSet { uri } => json!({
+                                    "SANITIZE_SET": { "uri": uri },
+                                }),
+                            },
                         }}),
                     },
                 })).collect::<Vec<_>>(),

@@ -8,6 +8,7 @@
 
 mod budget;
 mod detect;
+mod headers;
 mod http;
 mod pool;
 pub(crate) mod routing;
@@ -35,8 +36,8 @@ use tokio::{
 use crate::{
     balance::Balancer,
     config::{
-        ClusterConfig, Direction, Endpoint, FilterChain, ListenerConfig, NetworkFilter, Runtime,
-        TransportProtocol,
+        ClusterConfig, Direction, Endpoint, FilterChain, ForwardClientCert, ListenerConfig,
+        NetworkFilter, Runtime, TransportProtocol,
     },
     metrics::Registry,
     state::State,
@@ -129,6 +130,9 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     /// The SPIFFE ID of the peer's verified client certificate.
     pub(crate) peer_identity: Option<String>,
+    /// The `x-forwarded-client-cert` every request of this connection gets, when its chain's
+    /// connection manager sets it (`SANITIZE_SET`) and the peer presented a certificate.
+    pub(crate) client_cert_details: Option<::http::HeaderValue>,
 }
 
 /// A running listener: its address, and the switch that stops it.
@@ -309,6 +313,7 @@ async fn connection(
         destination,
         tls: false,
         peer_identity: None,
+        client_cert_details: None,
     };
     match &chain.tls {
         None => serve(ctx, info, chain, stream, stop).await,
@@ -332,11 +337,24 @@ async fn connection(
             };
             ctx.metrics.tls_handshake(&info.listener);
             info.tls = true;
-            info.peer_identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(tls::peer_identity);
+            let peer = tls.get_ref().1.peer_certificates();
+            info.peer_identity = peer.and_then(tls::peer_identity);
+            if let NetworkFilter::Http(manager) = &chain.filter
+                && let ForwardClientCert::SanitizeSet { uri } = manager.forward_client_cert
+                && let Some(leaf) = peer.and_then(<[_]>::first)
+            {
+                // Computed once per connection: every request on it has the same peer.
+                let own = runtime
+                    .secrets
+                    .get(&downstream.certificate)
+                    .and_then(|secret| tls::certificate_identity(secret));
+                info.client_cert_details = headers::client_cert_details(
+                    own.as_deref(),
+                    leaf,
+                    info.peer_identity.as_deref(),
+                    uri,
+                );
+            }
             serve(ctx, info, chain, tls, stop).await
         }
     }

@@ -231,6 +231,18 @@ pub fn peer_identity(certificates: &[CertificateDer<'_>]) -> Option<String> {
     uri_sans(certificates.first()?).into_iter().next()
 }
 
+/// The proxy's own identity under a certificate secret: the first URI SAN of the chain's leaf
+/// (what Envoy calls `uriSanLocalCertificate`). `None` for a trust bundle, or without one.
+pub fn certificate_identity(secret: &SecretMaterial) -> Option<String> {
+    let SecretMaterial::Certificate { chain_pem, .. } = secret else {
+        return None;
+    };
+    let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    uri_sans(&leaf).into_iter().next()
+}
+
 /// The URI SANs of a certificate; empty when it does not parse or has none.
 fn uri_sans(certificate: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {

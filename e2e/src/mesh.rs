@@ -59,11 +59,51 @@ pub struct Backend {
     stop: Arc<AtomicBool>,
     conns: Arc<Conns>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// Every request an HTTP backend from [`Backend::recording`] has read, in order.
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+/// One request as an HTTP [`Backend`] read it off the wire: what the application would see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub method: String,
+    /// The request target as sent (`/a%2Fb`, `http://web/x`).
+    pub target: String,
+    /// Every header line in order: name lower case, value without surrounding blanks.
+    pub headers: Vec<(String, String)>,
+    /// The body, its chunks joined when it came chunked.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// Every value of header `name` (lower case), in order.
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 impl Backend {
     pub fn http(name: &str) -> Backend {
-        Self::start(name, Protocol::Http)
+        Self::start(name, Protocol::Http { record: false })
+    }
+
+    /// Like [`Backend::http`], keeping every request it reads for [`Backend::received`].
+    pub fn recording(name: &str) -> Backend {
+        Self::start(name, Protocol::Http { record: true })
+    }
+
+    /// The requests read so far (a [`Backend::recording`] keeps them; others none).
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("backend requests").clone()
+    }
+
+    /// Forgets the requests read so far.
+    pub fn clear_received(&self) {
+        self.received.lock().expect("backend requests").clear();
     }
 
     /// A TCP server that writes `name` and a newline to every connection, then closes it
@@ -83,16 +123,24 @@ impl Backend {
         let addr = listener.local_addr().expect("backend addr");
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Conns::default());
-        let (n, s, c) = (name.to_string(), stop.clone(), conns.clone());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (n, s, c, r) = (
+            name.to_string(),
+            stop.clone(),
+            conns.clone(),
+            received.clone(),
+        );
         let accept = thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (n, c) = (n.clone(), c.clone());
+                let (n, c, r) = (n.clone(), c.clone(), r.clone());
                 thread::spawn(move || match protocol {
-                    Protocol::Http => serve_http(conn, &n, &c),
+                    Protocol::Http { record } => {
+                        serve_http(conn, &n, &c, record.then_some(&*r));
+                    }
                     Protocol::Greeting => serve_tcp(conn, &n),
                     Protocol::Reply => serve_tcp_reply(conn, &n),
                 });
@@ -104,6 +152,7 @@ impl Backend {
             stop,
             conns,
             accept: Mutex::new(Some(accept)),
+            received,
         }
     }
 
@@ -198,7 +247,10 @@ impl Drop for ConnGuard<'_> {
 /// What a [`Backend`] speaks.
 #[derive(Clone, Copy)]
 enum Protocol {
-    Http,
+    /// HTTP/1.1, keeping every request read when `record`.
+    Http {
+        record: bool,
+    },
     Greeting,
     Reply,
 }
@@ -218,8 +270,9 @@ fn serve_tcp_reply(conn: TcpStream, name: &str) {
     }
 }
 
-/// Keep-alive HTTP/1.1: Envoy pools upstream connections.
-fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
+/// Keep-alive HTTP/1.1: Envoy pools upstream connections. Bodies are read by
+/// `content-length` or chunked; each request is kept in `record` when given.
+fn serve_http(conn: TcpStream, name: &str, conns: &Conns, record: Option<&Mutex<Vec<Received>>>) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -228,35 +281,60 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
     };
     let mut reader = BufReader::new(conn);
     loop {
-        let mut content_length = 0usize;
-        let mut first = true;
+        let mut head: Vec<String> = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            // Bytes, not a `String`: a head that is not UTF-8 is still a request to answer.
+            let mut raw = Vec::new();
+            match reader.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            if first && line.trim().is_empty() {
+            let line = String::from_utf8_lossy(&raw);
+            if head.is_empty() && line.trim().is_empty() {
                 continue;
             }
-            if first && !conns.set_busy(guard.id, true) {
+            if head.is_empty() && !conns.set_busy(guard.id, true) {
                 // Stopped between requests: this one is never answered, as by a dead process.
                 let _ = out.shutdown(Shutdown::Both);
                 return;
             }
-            first = false;
             if line == "\r\n" || line == "\n" {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
+            head.push(line.trim_end_matches(['\r', '\n']).to_owned());
         }
-        let mut body = vec![0; content_length];
-        if reader.read_exact(&mut body).is_err() {
+        let mut request_line = head[0].split(' ');
+        let mut received = Received {
+            method: request_line.next().unwrap_or_default().to_owned(),
+            target: request_line.next().unwrap_or_default().to_owned(),
+            headers: head[1..]
+                .iter()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect(),
+            body: Vec::new(),
+        };
+        let chunked = received
+            .header("transfer-encoding")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("chunked"));
+        let read = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let length = received
+                .header("content-length")
+                .first()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0usize);
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).map(|()| body)
+        };
+        let Ok(body) = read else {
             return;
+        };
+        received.body = body;
+        if let Some(record) = record {
+            record.lock().expect("backend requests").push(received);
         }
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}",
@@ -268,6 +346,32 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
         if !conns.set_busy(guard.id, false) {
             let _ = out.shutdown(Shutdown::Both);
             return;
+        }
+    }
+}
+
+/// A chunked body's data, read up to and including its (ignored) trailers.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if size == 0 {
+            break;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf)?;
+    }
+    loop {
+        let mut trailer = String::new();
+        if reader.read_line(&mut trailer)? == 0 || trailer.trim().is_empty() {
+            return Ok(body);
         }
     }
 }

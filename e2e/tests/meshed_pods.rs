@@ -132,7 +132,7 @@ spec:
 }
 
 /// Everything the suite's TrafficTargets refer to: all HTTP requests, `GET /allowed…` only,
-/// and every TCP port.
+/// `GET /headers` (the echo server's report of the request it saw), and every TCP port.
 fn routes() -> &'static str {
     r#"apiVersion: specs.smi-spec.io/v1alpha4
 kind: HTTPRouteGroup
@@ -140,6 +140,7 @@ metadata: {name: web-routes}
 spec:
   matches:
   - {name: allowed, pathRegex: "/allowed.*", methods: [GET]}
+  - {name: headers, pathRegex: "/headers", methods: [GET]}
   - {name: health, pathRegex: "/grpc[.]health[.]v1[.]Health/.*", methods: [POST]}
   - {name: everything, pathRegex: ".*"}
 ---
@@ -264,7 +265,16 @@ impl Scenario {
 
     /// `GET url` from the client: `(status, body)`, or `(0, error)` when no response came.
     fn get(&self, url: &str) -> (u16, String) {
-        let text = self.client_text(&["get", url, "--timeout", "5s"]);
+        self.get_with(url, &[])
+    }
+
+    /// Like [`Scenario::get`], with request headers `NAME:VALUE`.
+    fn get_with(&self, url: &str, headers: &[&str]) -> (u16, String) {
+        let mut args = vec!["get", url, "--timeout", "5s"];
+        for h in headers {
+            args.extend(["--header", h]);
+        }
+        let text = self.client_text(&args);
         let line = text.lines().next().unwrap_or_default().to_owned();
         match line.split_once(' ') {
             Some((status, body)) if status.parse::<u16>().is_ok() => {
@@ -392,7 +402,7 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     s.mesh.apply(&traffic_target(
         "client-to-web",
         "web",
-        &["allowed", "health"],
+        &["allowed", "headers", "health"],
     ));
     s.wait_status(&url("/allowed/x"), 200, "the TrafficTarget to take effect");
     let (status, body) = s.get(&url("/allowed/x"));
@@ -424,6 +434,26 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         banner.lines().collect::<Vec<_>>(),
         [format!("+OK {web}"), format!("+PONG {web}")],
         "banner on the headless Service's Pod"
+    );
+
+    // The server's application sees who calls: the client's SPIFFE ID, set by web's sidecar
+    // from the certificate it verified (`x-forwarded-client-cert`), never what the client
+    // wrote there itself.
+    let (status, body) = s.get_with(
+        &url("/headers"),
+        &["x-forwarded-client-cert:URI=spiffe://cluster.local/ns/kube-system/sa/admin"],
+    );
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    let xfcc = &seen["headers"]["x-forwarded-client-cert"];
+    let [xfcc] = xfcc.as_array().map(Vec::as_slice).unwrap_or_default() else {
+        panic!("x-forwarded-client-cert: {xfcc}")
+    };
+    let xfcc = xfcc.as_str().unwrap();
+    assert!(
+        xfcc.starts_with(&format!("By=spiffe://cluster.local/ns/{ns}/sa/web;Hash="))
+            && xfcc.ends_with(&format!(";URI=spiffe://cluster.local/ns/{ns}/sa/client")),
+        "x-forwarded-client-cert: {xfcc}"
     );
 
     // gRPC (declared HTTP/2), unary and streaming.

@@ -46,7 +46,10 @@ use envoy_types::pb::{
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
-                    http_connection_manager::{CodecType, RouteSpecifier},
+                    http_connection_manager::{
+                        CodecType, ForwardClientCertDetails, RouteSpecifier,
+                        SetCurrentClientCertDetails,
+                    },
                     http_filter,
                 },
                 tcp_proxy::v3::{TcpProxy, UpstreamConnectMode, tcp_proxy},
@@ -429,6 +432,15 @@ fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<S
                 router(),
             ],
             local_reply_config: Some(denied_reply()),
+            // The application learns who is calling from the certificate the handshake
+            // verified: `By=<own SPIFFE ID>;Hash=<SHA-256 of the caller's certificate>;
+            // URI=<caller's SPIFFE ID>`, whatever the caller sent. Without a client certificate
+            // (plaintext in permissive mode) the header is removed.
+            forward_client_cert_details: ForwardClientCertDetails::SanitizeSet as i32,
+            set_current_client_cert_details: Some(SetCurrentClientCertDetails {
+                uri: true,
+                ..Default::default()
+            }),
             ..hcm(&name)
         };
         return Inbound::same(vec![filter(HCM_FILTER, to_any(&hcm))]);
@@ -641,6 +653,9 @@ fn hcm(route_config_name: &str) -> HttpConnectionManager {
         // Path regexes (routes and RBAC) must see `/a/../b` as `/b`, or a policy on `/b` is
         // bypassed by spelling the path differently.
         normalize_path: Some(BoolValue { value: true }),
+        // `x-forwarded-client-cert` is the mesh's to set: one a client sends is removed (the
+        // inbound HCM then sets it from the verified peer).
+        forward_client_cert_details: ForwardClientCertDetails::Sanitize as i32,
         ..Default::default()
     }
 }

@@ -29,7 +29,11 @@ use envoy_types::pb::envoy::{
             http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute},
             network::{
                 http_connection_manager::v3::{
-                    HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
+                    HttpConnectionManager,
+                    http_connection_manager::{
+                        ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+                    },
+                    http_filter,
                 },
                 rbac::v3::Rbac as NetworkRbac,
                 tcp_proxy::v3::{TcpProxy, UpstreamConnectMode, tcp_proxy},
@@ -557,6 +561,12 @@ fn outbound_http_listener_uses_rds() {
         router.type_url,
         "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
     );
+    // What the application sent as `x-forwarded-client-cert` does not leave the Pod.
+    assert_eq!(
+        hcm.forward_client_cert_details,
+        ForwardClientCertDetails::Sanitize as i32
+    );
+    assert_eq!(hcm.set_current_client_cert_details, None);
 }
 
 #[test]
@@ -1094,6 +1104,19 @@ fn inbound_http_denies_by_default_with_a_mesh_body() {
     let rules = deny.rules.unwrap();
     assert_eq!(rules.action, Action::Allow as i32);
     assert!(rules.policies.is_empty());
+
+    // The application sees the caller's verified identity, never what the caller claimed.
+    assert_eq!(
+        hcm.forward_client_cert_details,
+        ForwardClientCertDetails::SanitizeSet as i32
+    );
+    assert_eq!(
+        hcm.set_current_client_cert_details,
+        Some(SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        })
+    );
 
     let reply = hcm.local_reply_config.unwrap();
     let body = reply.mappers[0].body.as_ref().unwrap();

@@ -39,7 +39,9 @@
 //!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
 //! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
-//!   no switch to turn that off), a `local_reply_config` mapping 403s, and
+//!   no switch to turn that off), a `local_reply_config` mapping 403s,
+//!   `forward_client_cert_details` SANITIZE or SANITIZE_SET with
+//!   `set_current_client_cert_details` naming `uri` at most (see [`ForwardClientCert`]), and
 //!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
 //!   `envoy.filters.http.router` (default settings), last.
 //! - **Routes**: virtual hosts with domains; matches on `prefix`, `path` or `safe_regex`, header
@@ -204,6 +206,27 @@ pub struct HttpManager {
     /// What a denied request gets: status and body from the local reply config; default 403
     /// and `RBAC: access denied`.
     pub denied: DeniedReply,
+    /// What becomes of `x-forwarded-client-cert` (`forward_client_cert_details`); default
+    /// [`ForwardClientCert::Sanitize`].
+    pub forward_client_cert: ForwardClientCert,
+}
+
+/// What an HTTP connection manager does with the `x-forwarded-client-cert` (XFCC) request
+/// header: `forward_client_cert_details` with `set_current_client_cert_details`. Whatever the
+/// client sent is never forwarded, so the application may trust the header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// `SANITIZE` (Envoy's default): removed from every request.
+    #[default]
+    Sanitize,
+    /// `SANITIZE_SET`: removed, and on a TLS connection whose client presented a certificate,
+    /// set to `By=<the proxy's own first URI SAN>;Hash=<hex SHA-256 of the client's leaf
+    /// certificate (DER)>`, then `;URI=<the client's first URI SAN>` with `uri`; Envoy's
+    /// format, in Envoy's order.
+    SanitizeSet {
+        /// `set_current_client_cert_details.uri`.
+        uri: bool,
+    },
 }
 
 /// The reply to a request RBAC denies.

@@ -5,8 +5,8 @@ use http_body_util::BodyExt;
 
 use super::*;
 use crate::config::{
-    ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain, HttpManager, ListenerConfig,
-    ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
+    ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain, ForwardClientCert, HttpManager,
+    ListenerConfig, ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
 };
 
 fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
@@ -86,6 +86,7 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
                         status: 403,
                         body: "denied by mesh policy\n".into(),
                     },
+                    forward_client_cert: ForwardClientCert::Sanitize,
                 }),
             }],
         }),

@@ -38,7 +38,10 @@ use envoy_types::pb::{
                 },
                 network::{
                     http_connection_manager::v3::{
-                        HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier,
+                        HttpConnectionManager, HttpFilter,
+                        http_connection_manager::{
+                            ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails,
+                        },
                         http_filter,
                     },
                     rbac::v3::Rbac as NetworkRbac,
@@ -761,6 +764,8 @@ fn client_proxy_routes_split_and_retries() {
         let hcm = http(chain);
         assert!(matches!(&hcm.routes, RouteSource::Rds(name) if name == "outbound_http"));
         assert!(hcm.rbac.is_none());
+        // What the application claims as its certificate does not leave the Pod.
+        assert_eq!(hcm.forward_client_cert, ForwardClientCert::Sanitize);
         assert_eq!(
             hcm.denied,
             DeniedReply {
@@ -990,6 +995,11 @@ fn strict_server_with_mtls_enforces_traffic_targets() {
     assert_eq!(chain.tls, Some(expected_tls(&["h2", "http/1.1"])));
     let hcm = http(chain);
     assert!(matches!(&hcm.routes, RouteSource::Rds(name) if name == "inbound|8080"));
+    // The application learns the caller from the certificate the handshake verified.
+    assert_eq!(
+        hcm.forward_client_cert,
+        ForwardClientCert::SanitizeSet { uri: true }
+    );
     let default = hcm.rbac.as_ref().expect("the HTTP RBAC filter");
     assert!(default.policies.is_empty(), "denies everything by default");
     assert_eq!(
@@ -1180,6 +1190,11 @@ fn permissive_server_accepts_tls_and_plaintext() {
     assert!(plain.tls.is_none());
     for chain in [tls, plain] {
         assert!(matches!(&http(chain).routes, RouteSource::Rds(n) if n == "inbound|8080"));
+        // Set from a client certificate, which only the TLS chain can have; removed otherwise.
+        assert_eq!(
+            http(chain).forward_client_cert,
+            ForwardClientCert::SanitizeSet { uri: true }
+        );
     }
     for port in [8080, 9090] {
         let name = format!("inbound|{port}");
@@ -1611,6 +1626,54 @@ fn unsupported_listener_features_are_nacked() {
         vec![wire("l", any(&hcm_listener("l", optional)))],
     ));
     assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+
+    // x-forwarded-client-cert modes that forward what the client sent, and details the
+    // proxy does not produce.
+    let client_cert = |mode: ForwardClientCertDetails, details: SetCurrentClientCertDetails| {
+        let hcm = HttpConnectionManager {
+            route_specifier: Some(RouteSpecifier::RouteConfig(route_config(vec![]))),
+            http_filters: vec![router()],
+            forward_client_cert_details: mode as i32,
+            set_current_client_cert_details: Some(details),
+            ..Default::default()
+        };
+        nack(TypeUrl::Listener, "l", any(&hcm_listener("l", hcm)))
+    };
+    let uri = SetCurrentClientCertDetails {
+        uri: true,
+        ..Default::default()
+    };
+    for mode in [
+        ForwardClientCertDetails::ForwardOnly,
+        ForwardClientCertDetails::AppendForward,
+        ForwardClientCertDetails::AlwaysForwardOnly,
+    ] {
+        assert_eq!(
+            client_cert(mode, uri),
+            "listener l: filter_chains[0].filters[0].typed_config.forward_client_cert_details: \
+             only SANITIZE and SANITIZE_SET are supported: the application must never see a \
+             client's own x-forwarded-client-cert"
+        );
+    }
+    for details in [
+        SetCurrentClientCertDetails {
+            subject: Some(BoolValue { value: true }),
+            ..uri
+        },
+        SetCurrentClientCertDetails { cert: true, ..uri },
+        SetCurrentClientCertDetails { chain: true, ..uri },
+        SetCurrentClientCertDetails { dns: true, ..uri },
+        SetCurrentClientCertDetails {
+            issuer: true,
+            ..uri
+        },
+    ] {
+        assert_eq!(
+            client_cert(ForwardClientCertDetails::SanitizeSet, details),
+            "listener l: filter_chains[0].filters[0].typed_config.\
+             set_current_client_cert_details: only uri is supported"
+        );
+    }
 
     // A direct response that answers instead of closing.
     let answer =

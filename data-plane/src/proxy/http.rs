@@ -10,7 +10,7 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use super::{
-    ConnInfo, Context,
+    ConnInfo, Context, headers,
     pool::{SendError, Transport, UpstreamBody},
     routing::{self, Peer, RequestView},
 };
@@ -45,6 +45,18 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let started = Instant::now();
+    // What the application may trust of the request head, settled before anything reads it.
+    if headers::has_encoded_nul(request.uri().path()) {
+        return Ok(rejected(headers::Rejected::EncodedNul));
+    }
+    if let Err(r) = headers::sanitize_connection(request.headers_mut()) {
+        return Ok(rejected(r));
+    }
+    let authority = match headers::authority(&mut request) {
+        Ok(a) => a,
+        Err(r) => return Ok(rejected(r)),
+    };
+    headers::sanitize_mesh_headers(request.headers_mut(), conn.client_cert_details.as_ref());
     if let std::borrow::Cow::Owned(normalized) = routing::normalize_path(request.uri().path()) {
         let Some(uri) = with_path(request.uri(), &normalized) else {
             return Ok(local(StatusCode::BAD_REQUEST, "bad path\n"));
@@ -53,7 +65,6 @@ pub(crate) async fn handle(
     }
     // One configuration for the whole request, whatever arrives meanwhile.
     let runtime = ctx.state.runtime();
-    let authority = authority(&request);
     let path = request.uri().path().to_owned();
     let view = RequestView {
         method: request.method(),
@@ -139,13 +150,6 @@ async fn forward(
     let deadline = action.timeout.map(|t| started + t);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // `Host` for HTTP/1.1 upstreams when the client spoke HTTP/2.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(value) = HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(header::HOST, value);
-    }
 
     let method = parts.method.clone();
     let retry = action.retry.as_ref();
@@ -153,6 +157,12 @@ async fn forward(
         Ok(b) => b,
         Err(_) => return local(StatusCode::BAD_REQUEST, "could not read the request body\n"),
     };
+    // A body of unknown length (chunked, or HTTP/2 DATA without `content-length`) goes on
+    // chunked to an HTTP/1.1 upstream, as Envoy sends it: without the header, hyper sends a
+    // GET's, HEAD's or CONNECT's as empty, dropping what the client sent.
+    let chunked = body
+        .as_ref()
+        .is_some_and(|b| b.size_hint().exact().is_none());
     let attempts = 1 + retry
         .filter(|_| replayable.is_some())
         .map_or(0, |r| r.num_retries);
@@ -200,7 +210,21 @@ async fn forward(
         } else {
             parts.clone()
         };
-        let req = Request::from_parts(head, ());
+        let mut req = Request::from_parts(head, ());
+        if !transport.http2 {
+            // An HTTP/1.1 upstream is spoken to in HTTP/1.1 whatever the client spoke: hyper
+            // frames a body by the request's version, and an HTTP/2 one of unknown length it
+            // would send as none at all.
+            if req.version() == http::Version::HTTP_2 {
+                *req.version_mut() = http::Version::HTTP_11;
+            }
+            if chunked {
+                req.headers_mut().insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+        }
         let body_now = match (&replayable, body.take()) {
             (Some(bytes), _) => full_request(bytes.clone()),
             (None, Some(streamed)) => streamed,
@@ -366,23 +390,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request's authority, lower case: the URI's (HTTP/2 `:authority`) or `Host`.
-fn authority<B>(request: &Request<B>) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-}
-
 /// The URI with another path, the query kept.
 fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
     let path_and_query = match uri.query() {
@@ -392,6 +399,11 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     http::Uri::from_parts(parts).ok()
+}
+
+/// The 400 for a request head the proxy does not forward (Envoy's answer to each).
+fn rejected(why: headers::Rejected) -> Response<ProxyBody> {
+    local_owned(StatusCode::BAD_REQUEST, format!("{why}\n"))
 }
 
 /// A reply the proxy makes itself.

@@ -251,6 +251,8 @@ fn classify(e: hyper::Error) -> SendError {
 
 fn to_absolute(request: &mut Request<UpstreamBody>, tls: bool) {
     if request.uri().scheme().is_some() {
+        // Its `Host` is this authority already (`headers::authority`): not to be repeated.
+        request.headers_mut().remove(http::header::HOST);
         return;
     }
     let authority = request

@@ -4,8 +4,9 @@ use http::{HeaderMap, Method};
 
 use super::routing::{self, Peer, RequestView};
 use crate::config::{
-    DeniedReply, HeaderMatch, HttpManager, PathMatch, Permission, Policy, Principal, Rbac, Route,
-    RouteAction, RouteMatch, RouteSource, RouteTable, StringMatch, VirtualHost,
+    DeniedReply, ForwardClientCert, HeaderMatch, HttpManager, PathMatch, Permission, Policy,
+    Principal, Rbac, Route, RouteAction, RouteMatch, RouteSource, RouteTable, StringMatch,
+    VirtualHost,
 };
 
 fn regex(re: &str) -> regex::Regex {
@@ -227,6 +228,7 @@ fn the_most_specific_rbac_override_applies() {
             status: 403,
             body: "denied\n".into(),
         },
+        forward_client_cert: ForwardClientCert::Sanitize,
     };
     let mut vh = vhost(
         "v",

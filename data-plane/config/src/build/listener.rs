@@ -26,7 +26,10 @@ use envoy_types::pb::{
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
-                    http_connection_manager::{CodecType, RouteSpecifier},
+                    http_connection_manager::{
+                        CodecType, ForwardClientCertDetails, RouteSpecifier,
+                        SetCurrentClientCertDetails,
+                    },
                     http_filter,
                 },
                 rbac::v3::Rbac as NetworkRbac,
@@ -43,8 +46,8 @@ use super::{
 };
 use crate::{
     AppProtocol, ChainMatch, ChainSelector, CidrRange, DeniedReply, Direction, FilterChain,
-    HttpManager, ListenerConfig, ListenerFilters, NetworkFilter, PortSet, Rbac, RouteSource,
-    RouteTable, TcpProxy, TransportProtocol,
+    ForwardClientCert, HttpManager, ListenerConfig, ListenerFilters, NetworkFilter, PortSet, Rbac,
+    RouteSource, RouteTable, TcpProxy, TransportProtocol,
 };
 
 /// The reply Envoy's HTTP RBAC filter gives a denied request.
@@ -782,9 +785,13 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         }
     }
     let denied = denied_reply(h.local_reply_config.as_ref()).at("local_reply_config")?;
+    let forward_client_cert = forward_client_cert(
+        h.forward_client_cert_details,
+        h.set_current_client_cert_details.as_ref(),
+    )?;
     only!(h => HttpConnectionManager {
         codec_type, stat_prefix, http_filters, normalize_path, local_reply_config,
-        route_specifier,
+        route_specifier, forward_client_cert_details, set_current_client_cert_details,
     } unset {
         add_user_agent, tracing, common_http_protocol_options,
         http1_safe_max_connection_duration, http_protocol_options, http2_protocol_options,
@@ -796,8 +803,7 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         xff_num_trusted_hops, original_ip_detection_extensions,
         early_header_mutation_extensions, internal_address_config, skip_xff_append, via,
         generate_request_id, preserve_external_request_id,
-        always_set_request_id_in_response, forward_client_cert_details,
-        set_current_client_cert_details, forward_client_cert_matcher, proxy_100_continue,
+        always_set_request_id_in_response, forward_client_cert_matcher, proxy_100_continue,
         represent_ipv4_remote_address_as_ipv4_mapped_ipv6, upgrade_configs, merge_slashes,
         path_with_escaped_slashes_action, request_id_extension, strip_matching_host_port,
         stream_error_on_invalid_http_message, path_normalization_options,
@@ -810,7 +816,56 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         routes,
         rbac,
         denied,
+        forward_client_cert,
     })
+}
+
+/// `forward_client_cert_details` and `set_current_client_cert_details`: SANITIZE (the
+/// default) or SANITIZE_SET, with the URI SAN as the only optional detail. The modes that
+/// forward what the client sent would let a client speak for another identity; `Subject`,
+/// `Issuer`, `Cert`, `Chain` and `DNS` are details the proxy does not produce, and the header
+/// has Envoy's own format. The details are read whatever the mode (Envoy ignores them under
+/// SANITIZE, and so does the proxy).
+fn forward_client_cert(
+    mode: i32,
+    details: Option<&SetCurrentClientCertDetails>,
+) -> Result<ForwardClientCert, Invalid> {
+    let uri = match details {
+        None => false,
+        Some(d) => {
+            let subject = d.subject.as_ref().is_some_and(|b| b.value);
+            if subject || d.cert || d.chain || d.dns || d.issuer {
+                return Err(unsupported(
+                    "set_current_client_cert_details",
+                    "only uri is supported",
+                ));
+            }
+            let classified = || {
+                only!(d => SetCurrentClientCertDetails {
+                    uri, subject, cert, chain, dns, issuer,
+                } unset {
+                    format,
+                });
+                Ok(())
+            };
+            classified().at("set_current_client_cert_details")?;
+            d.uri
+        }
+    };
+    match ForwardClientCertDetails::try_from(mode) {
+        Ok(ForwardClientCertDetails::Sanitize) => Ok(ForwardClientCert::Sanitize),
+        Ok(ForwardClientCertDetails::SanitizeSet) => Ok(ForwardClientCert::SanitizeSet { uri }),
+        Ok(
+            ForwardClientCertDetails::ForwardOnly
+            | ForwardClientCertDetails::AppendForward
+            | ForwardClientCertDetails::AlwaysForwardOnly,
+        )
+        | Err(_) => Err(unsupported(
+            "forward_client_cert_details",
+            "only SANITIZE and SANITIZE_SET are supported: the application must never see a \
+             client's own x-forwarded-client-cert",
+        )),
+    }
 }
 
 /// The reply to a request RBAC denies: Envoy's own (403, `RBAC: access denied`), as rewritten
