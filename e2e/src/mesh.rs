@@ -472,6 +472,8 @@ impl MeshBuilder {
             .map(OsString::from)
             .collect();
         control_plane_args.push(xds.to_string().into());
+        let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
+        control_plane_args.push(format!("--admin-addr={admin}").into());
         control_plane_args.extend(self.args.iter().map(OsString::from));
         control_plane_args.push(dir.path().into());
         let log_file = std::fs::File::create(&log).expect("log");
@@ -480,6 +482,7 @@ impl MeshBuilder {
             dir,
             pod_ip: IpAddr::V4(self.client_ip),
             xds,
+            admin,
             control_plane,
             control_plane_args,
             sidecars: Vec::new(),
@@ -659,6 +662,8 @@ pub struct Mesh {
     pub pod_ip: IpAddr,
     /// Where the control plane serves ADS.
     pub xds: SocketAddr,
+    /// The control plane's admin port (`/proxies` for `switchyard proxy-status --admin`).
+    pub admin: SocketAddr,
     control_plane: Child,
     /// The arguments `switchyard local` was started with, for [`Mesh::restart_control_plane`].
     control_plane_args: Vec<OsString>,

@@ -498,6 +498,50 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         "plaintext from outside the mesh reached the meshed app: {text}"
     );
 
+    // `switchyard proxy-status` through the user's kubeconfig (the API server's Pod proxy to
+    // each operator replica): both meshed Pods, every type synced, on the suite's data plane.
+    let status = |pod: &str| -> Value {
+        let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
+            .args(["proxy-status", "-o", "json", "--kubeconfig"])
+            .arg(s.mesh.cluster.kubeconfig())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let name = format!("{ns}/{pod}");
+        list.into_iter()
+            .find(|p| p["proxy"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not listed: {text}"))
+    };
+    let expected_plane = match switchyard_e2e::DataPlane::from_env() {
+        switchyard_e2e::DataPlane::Envoy => "envoy ",
+        switchyard_e2e::DataPlane::Bundled => "switchyard-proxy ",
+    };
+    for pod in [s.pod_of("client"), web.clone()] {
+        let listed = status(&pod);
+        assert!(
+            listed["data_plane"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(expected_plane)),
+            "{listed}"
+        );
+        for t in ["CDS", "EDS", "LDS", "RDS", "SDS"] {
+            assert_eq!(listed["types"][t]["state"], "SYNCED", "{t}: {listed}");
+        }
+        assert!(
+            listed["control_plane"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("switchyard-")),
+            "{listed}"
+        );
+    }
+
     // Deleting the TrafficTarget denies again.
     s.mesh
         .kubectl(&["delete", "traffictarget", "client-to-web"]);

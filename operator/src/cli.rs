@@ -17,6 +17,7 @@ pub mod install;
 pub mod kubeconfig;
 pub mod local;
 pub mod proxy_init;
+pub mod proxy_status;
 pub mod validate;
 
 #[cfg(test)]
@@ -54,6 +55,10 @@ pub enum Command {
     /// Print everything a cluster needs (CRDs with the conversion webhook, namespace, RBAC,
     /// Deployment, Service, secrets), for `switchyard install | kubectl apply -f -`.
     Install(install::InstallArgs),
+    /// List the proxies connected to the control plane, with their data plane and, per xDS
+    /// type, whether each runs the latest configuration (SYNCED), has not acknowledged it yet
+    /// (STALE) or rejected it (NACKED, with the reason; exit status 1).
+    ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -114,6 +119,11 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
             controller::run_controller(*args)?;
             Ok(Outcome::Success)
         }
+        Command::ProxyStatus(args) => Ok(if proxy_status::run(&args, out)? {
+            Outcome::Success
+        } else {
+            Outcome::Invalid
+        }),
         Command::Check(args) => Ok(if check::run(&args, out)? {
             Outcome::Success
         } else {

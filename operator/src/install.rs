@@ -961,6 +961,15 @@ fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_string(), NAME.to_string())])
 }
 
+/// [`selector_labels`] as a label selector, for finding the operator's Pods.
+pub fn selector() -> String {
+    selector_labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn is_dns_label(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()

@@ -5,6 +5,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use switchyard_adapters::model::{AccessMode, DataPlane, MeshSettings, ProxyId};
 
+use crate::controller::admin::Admin;
 use crate::{
     identity::CaFiles,
     local::{self, Local, LocalConfig},
@@ -79,6 +80,10 @@ pub struct LocalArgs {
     /// Address of the xDS (ADS) server.
     #[arg(long, default_value = "127.0.0.1:15010", env = "SWITCHYARD_XDS_ADDR")]
     pub xds_addr: SocketAddr,
+    /// Address of the admin port: `/healthz`, `/readyz`, `/metrics`, and `/proxies` for
+    /// `switchyard proxy-status --admin` (port 0 takes a free one, printed at start).
+    #[arg(long, default_value = "127.0.0.1:15014", env = "SWITCHYARD_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
     /// Where Envoy bootstraps and proxy tokens are written [default: DIR/.switchyard].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -192,24 +197,32 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             debounce,
             ..XdsConfig::default()
         };
+        let xds = server::XdsServer::new(
+            store,
+            auth as Arc<dyn crate::xds::auth::Authenticate>,
+            xds_config,
+        );
+        let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+        let admin_addr = admin_listener.local_addr().context("the admin address")?;
+        let admin = Admin {
+            metrics: Arc::default(),
+            xds: xds.metrics(),
+            proxies: xds.statuses(),
+        };
+        // Local mode has read its directory once already: that is its first sync.
+        admin.metrics.set_synced();
+        let admin_task = tokio::spawn(crate::controller::admin::serve(admin_listener, admin));
         writeln!(
             out,
-            "switchyard local: serving xds on {addr}; bootstraps in {}",
+            "switchyard local: serving xds on {addr}, admin on {admin_addr}; bootstraps in {}",
             state_dir.display()
         )?;
         print_tick(out, &first)?;
-        let server = tokio::spawn(server::serve_listener_tls(
-            listener,
-            server::XdsServer::new(
-                store,
-                auth as Arc<dyn crate::xds::auth::Authenticate>,
-                xds_config,
-            ),
-            tls,
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        ));
+        let server = tokio::spawn(server::serve_listener_tls(listener, xds, tls, async {
+            let _ = tokio::signal::ctrl_c().await;
+        }));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         loop {
             tokio::select! {
@@ -219,6 +232,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             print_tick(out, &local.tick()?)?;
         }
         server.abort();
+        admin_task.abort();
         Ok(())
     })
 }
