@@ -7,8 +7,13 @@ use http::{HeaderMap, Method};
 
 use crate::{
     config::{HttpManager, Rbac, Route, RouteTable, VirtualHost},
-    proxy::routing::{self, Peer, RequestView},
+    proxy::{
+        routing::{self, Peer, RequestView},
+        target,
+    },
 };
+
+pub use crate::proxy::target::{BadTarget, Target};
 
 /// What the matchers look at in a request, as the HTTP proxy hands it to them.
 #[derive(Clone, Copy, Debug)]
@@ -35,9 +40,27 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The path as routing, RBAC and the upstream see it.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    routing::normalize_path(path)
+/// The path as routing, RBAC and the upstream see it, or why the request is refused.
+///
+/// # Errors
+///
+/// As [`target::normalize_path`] says.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
+    target::normalize_path(path)
+}
+
+/// The target of a request as the HTTP proxy decides on it and forwards it, or why it is
+/// refused (400).
+///
+/// # Errors
+///
+/// As [`target::request_target`] says.
+pub fn request_target(
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    version: http::Version,
+) -> Result<Target, BadTarget> {
+    target::request_target(uri, headers, version)
 }
 
 /// The virtual host of a route table that answers `authority`.

@@ -11,6 +11,7 @@ mod detect;
 mod http;
 mod pool;
 pub(crate) mod routing;
+pub(crate) mod target;
 mod tcp;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,9 @@ use crate::{
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most bytes an HTTP/1 request line and headers may take: 60 KiB, Envoy's default
+/// `max_request_headers_kb`. HTTP/2 keeps hyper's 16 KiB header list limit.
+const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 /// How often a listener that could not bind tries again.
 const REBIND_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -438,7 +442,10 @@ where
             let service = hyper::service::service_fn(move |request| {
                 http::handle(ctx.clone(), info.clone(), manager.clone(), request)
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Envoy's default `max_request_headers_kb` (unset in the HCM): a request whose
+            // line and headers are longer is answered 431, as Envoy answers it.
+            builder.http1().max_buf_size(MAX_REQUEST_HEADERS);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {

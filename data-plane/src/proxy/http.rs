@@ -13,6 +13,7 @@ use super::{
     ConnInfo, Context,
     pool::{SendError, Transport, UpstreamBody},
     routing::{self, Peer, RequestView},
+    target,
 };
 use crate::{
     balance::{self, Outcome},
@@ -45,15 +46,25 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let started = Instant::now();
-    if let std::borrow::Cow::Owned(normalized) = routing::normalize_path(request.uri().path()) {
-        let Some(uri) = with_path(request.uri(), &normalized) else {
-            return Ok(local(StatusCode::BAD_REQUEST, "bad path\n"));
-        };
-        *request.uri_mut() = uri;
-    }
+    // Routing, RBAC and the application all see the normalized target, or nobody sees it.
+    let authority = match target::request_target(
+        request.uri(),
+        request.headers(),
+        request.version(),
+    ) {
+        Ok(target) => {
+            if let Some(uri) = target.uri {
+                *request.uri_mut() = uri;
+            }
+            target.authority
+        }
+        Err(bad) => {
+            tracing::debug!(listener = %conn.listener, error = %bad, "refused a request target");
+            return Ok(local_owned(StatusCode::BAD_REQUEST, format!("{bad}\n")));
+        }
+    };
     // One configuration for the whole request, whatever arrives meanwhile.
     let runtime = ctx.state.runtime();
-    let authority = authority(&request);
     let path = request.uri().path().to_owned();
     let view = RequestView {
         method: request.method(),
@@ -139,9 +150,10 @@ async fn forward(
     let deadline = action.timeout.map(|t| started + t);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // `Host` for HTTP/1.1 upstreams when the client spoke HTTP/2.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
+    // `Host` for HTTP/1.1 upstreams: the target's authority when it has one (HTTP/2
+    // `:authority`, an absolute-form target), which routing and RBAC read, whatever `Host`
+    // the client sent beside it (Envoy does the same).
+    if let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         parts.headers.insert(header::HOST, value);
@@ -364,34 +376,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-}
-
-/// The request's authority, lower case: the URI's (HTTP/2 `:authority`) or `Host`.
-fn authority<B>(request: &Request<B>) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-}
-
-/// The URI with another path, the query kept.
-fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
-    http::Uri::from_parts(parts).ok()
 }
 
 /// A reply the proxy makes itself.
