@@ -46,9 +46,6 @@ use crate::{
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most bytes an HTTP/1 request line and headers may take: 60 KiB, Envoy's default
-/// `max_request_headers_kb`. HTTP/2 keeps hyper's 16 KiB header list limit.
-const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 /// How often a listener that could not bind tries again.
 const REBIND_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -443,9 +440,13 @@ where
                 http::handle(ctx.clone(), info.clone(), manager.clone(), request)
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            // Envoy's default `max_request_headers_kb` (unset in the HCM): a request whose
-            // line and headers are longer is answered 431, as Envoy answers it.
-            builder.http1().max_buf_size(MAX_REQUEST_HEADERS);
+            // HTTP/1: `http::handle` holds a request's headers to Envoy's limit; hyper reads
+            // heads up to 4 KiB more (the `: ` and line ends of at most 100 headers) and
+            // answers a longer one 431 itself, so only heads Envoy refuses too stop here.
+            // HTTP/2 keeps hyper's header list limit (16 KiB).
+            builder
+                .http1()
+                .max_buf_size(target::MAX_REQUEST_HEADERS + 4 * 1024);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -58,41 +58,59 @@ pub struct Backend {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     conns: Arc<Conns>,
+    /// The head of every request, when recording (see [`Backend::recording`]).
+    heads: Option<Arc<Mutex<Vec<String>>>>,
     accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Backend {
     pub fn http(name: &str) -> Backend {
-        Self::start(name, Protocol::Http)
+        Self::start(name, Protocol::Http, false)
+    }
+
+    /// Like [`Backend::http`], keeping the head of every request it reads (request line and
+    /// header lines, as received): see [`Backend::requests`].
+    pub fn recording(name: &str) -> Backend {
+        Self::start(name, Protocol::Http, true)
+    }
+
+    /// The heads of the requests a [`Backend::recording`] has read so far, in order, each its
+    /// lines joined with `\r\n` (bytes outside UTF-8 replaced); empty for any other backend.
+    pub fn requests(&self) -> Vec<String> {
+        self.heads
+            .as_ref()
+            .map(|h| h.lock().expect("backend requests").clone())
+            .unwrap_or_default()
     }
 
     /// A TCP server that writes `name` and a newline to every connection, then closes it
     /// (server-first, like PostgreSQL's or SMTP's greeting).
     pub fn tcp(name: &str) -> Backend {
-        Self::start(name, Protocol::Greeting)
+        Self::start(name, Protocol::Greeting, false)
     }
 
     /// A TCP server that reads a line from every connection, then writes `name` and a
     /// newline and closes it (client-first, like Redis).
     pub fn tcp_reply(name: &str) -> Backend {
-        Self::start(name, Protocol::Reply)
+        Self::start(name, Protocol::Reply, false)
     }
 
-    fn start(name: &str, protocol: Protocol) -> Backend {
+    fn start(name: &str, protocol: Protocol, record: bool) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Conns::default());
-        let (n, s, c) = (name.to_string(), stop.clone(), conns.clone());
+        let heads = record.then(|| Arc::new(Mutex::new(Vec::new())));
+        let (n, s, c, h) = (name.to_string(), stop.clone(), conns.clone(), heads.clone());
         let accept = thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (n, c) = (n.clone(), c.clone());
+                let (n, c, h) = (n.clone(), c.clone(), h.clone());
                 thread::spawn(move || match protocol {
-                    Protocol::Http => serve_http(conn, &n, &c),
+                    Protocol::Http => serve_http(conn, &n, &c, h.as_deref()),
                     Protocol::Greeting => serve_tcp(conn, &n),
                     Protocol::Reply => serve_tcp_reply(conn, &n),
                 });
@@ -103,6 +121,7 @@ impl Backend {
             addr,
             stop,
             conns,
+            heads,
             accept: Mutex::new(Some(accept)),
         }
     }
@@ -218,8 +237,9 @@ fn serve_tcp_reply(conn: TcpStream, name: &str) {
     }
 }
 
-/// Keep-alive HTTP/1.1: Envoy pools upstream connections.
-fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
+/// Keep-alive HTTP/1.1: Envoy pools upstream connections. With `heads`, each request's head
+/// is recorded there.
+fn serve_http(conn: TcpStream, name: &str, conns: &Conns, heads: Option<&Mutex<Vec<String>>>) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -230,12 +250,15 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
     loop {
         let mut content_length = 0usize;
         let mut first = true;
+        let mut head: Vec<String> = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            // Bytes, not a `String`: a head that is not UTF-8 is still a request to answer.
+            let mut raw = Vec::new();
+            match reader.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            let line = String::from_utf8_lossy(&raw).into_owned();
             if first && line.trim().is_empty() {
                 continue;
             }
@@ -248,6 +271,7 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
             if line == "\r\n" || line == "\n" {
                 break;
             }
+            head.push(line.trim_end_matches(['\r', '\n']).to_owned());
             if let Some((k, v)) = line.split_once(':')
                 && k.eq_ignore_ascii_case("content-length")
             {
@@ -257,6 +281,12 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns) {
         let mut body = vec![0; content_length];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if let Some(heads) = heads {
+            heads
+                .lock()
+                .expect("backend requests")
+                .push(head.join("\r\n"));
         }
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}",

@@ -46,6 +46,12 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let started = Instant::now();
+    if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
+        return Ok(local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        ));
+    }
     // Routing, RBAC and the application all see the normalized target, or nobody sees it.
     let authority = match target::request_target(
         request.uri(),

@@ -32,6 +32,34 @@ use http::{
 #[cfg(test)]
 mod tests;
 
+/// The most bytes a request's headers may take, counted as [`head_size`] counts them: 60 KiB,
+/// Envoy's default `max_request_headers_kb` (unset in the adapter's HCM). A larger request is
+/// answered 431, as Envoy answers it.
+pub(crate) const MAX_REQUEST_HEADERS: usize = 60 * 1024;
+
+/// The size of a request's headers as Envoy counts it against `max_request_headers_kb`: the
+/// names and values of its headers, with `:method`, `:path` and, when the target has them,
+/// `:authority` and `:scheme` among them.
+pub(crate) fn head_size<B>(request: &http::Request<B>) -> usize {
+    let uri = request.uri();
+    let pseudo = [
+        (":method", Some(request.method().as_str())),
+        (":path", uri.path_and_query().map(PathAndQuery::as_str)),
+        (":authority", uri.authority().map(Authority::as_str)),
+        (":scheme", uri.scheme_str()),
+    ];
+    let pseudo: usize = pseudo
+        .iter()
+        .filter_map(|(name, value)| value.map(|v| name.len() + v.len()))
+        .sum();
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    pseudo + headers
+}
+
 /// Why a request is refused before routing: the proxy answers it 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BadTarget {
@@ -195,16 +223,14 @@ pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
         trailing_slash = false;
+        reveals_no_dot(segment)?;
         match dot(segment) {
             Some(Dot::Current) => trailing_slash = true,
             Some(Dot::Parent) => {
                 out.pop();
                 trailing_slash = true;
             }
-            None => {
-                reveals_no_dot(segment)?;
-                out.push(segment);
-            }
+            None => out.push(segment),
         }
     }
     let mut normalized = String::with_capacity(decoded.len());
@@ -238,17 +264,27 @@ fn dot(segment: &str) -> Option<Dot> {
 }
 
 /// Refuses a segment in which a server that decodes `%2F` and `%5C` to separators and `%3B`
-/// to `;` would find a dot segment (`..%2F`, `x%5C..`, `..%3B`). Every other escape of a dot
-/// or a separator is decoded or refused before this.
+/// to `;` would find a dot segment the proxy does not resolve as one: `..%2F`, `x%5C..`,
+/// `..%3B`, and a dot segment whose parameters hold a separator (`..;%5C..`), whose
+/// parameters the proxy drops but such a server splits into more segments. Every other escape
+/// of a dot or a separator is decoded or refused before this.
 fn reveals_no_dot(segment: &str) -> Result<(), BadTarget> {
     if !segment.contains('%') {
         return Ok(());
     }
     let decoded = percent_decode(segment);
-    let hidden = decoded.split(|b| *b == b'/' || *b == b'\\').any(|piece| {
+    let is_dot = |piece: &[u8]| {
         let name = piece.split(|b| *b == b';').next().unwrap_or_default();
         name == b"." || name == b".."
-    });
+    };
+    let mut pieces = decoded.split(|b| *b == b'/' || *b == b'\\');
+    let hidden = match (pieces.next(), pieces.next()) {
+        // One segment to such a server too: hidden only if the proxy does not see its dots.
+        (Some(only), None) => is_dot(only) && dot(segment).is_none(),
+        _ => decoded
+            .split(|b| *b == b'/' || *b == b'\\')
+            .any(|piece| is_dot(piece)),
+    };
     if hidden {
         return Err(BadTarget::HiddenDotSegment);
     }

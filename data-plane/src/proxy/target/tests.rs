@@ -63,6 +63,10 @@ fn a_dot_segment_only_decoding_reveals_is_refused() {
         "/api/..%3b/admin",
         "/api/.%3Bx/admin",
         "/api/x%2F.",
+        // Parameters the proxy would drop with the dot segment, which such a server splits.
+        "/api/x/..;%5C..%5Cadmin",
+        "/api/..;x=1%2f..;%5Cadmin",
+        "/api/.;%2fadmin",
     ] {
         assert_eq!(n(p), Err(BadTarget::HiddenDotSegment), "{p}");
     }
@@ -199,4 +203,17 @@ fn host_must_be_one_authority() {
         Err(BadTarget::NotAPath)
     );
     assert_eq!(target("*", &["api"]), Err(BadTarget::NotAPath));
+}
+
+#[test]
+fn the_head_size_counts_names_and_values_as_envoy_does() {
+    let request = http::Request::get("/api/x")
+        .header("host", "api")
+        .body(())
+        .unwrap();
+    // `:method` GET, `:path` /api/x, host api.
+    assert_eq!(super::head_size(&request), 7 + 3 + 5 + 6 + 4 + 3);
+    let long = format!("/api/{}", "a".repeat(super::MAX_REQUEST_HEADERS));
+    let request = http::Request::get(long.as_str()).body(()).unwrap();
+    assert!(super::head_size(&request) > super::MAX_REQUEST_HEADERS);
 }
