@@ -11,7 +11,7 @@
 //! | `\` in the path | read as `/` | the same |
 //! | `.` / `..` segments, `%2e` spellings | resolved | the same |
 //! | `.;x` / `..;x` (path parameters on a dot segment) | resolved, parameters dropped | the same, also when the dots are `%2e` (Envoy forwards `%2e%2e;` as `..;`) |
-//! | `%2F`, `%5C`, `%3B` | kept as sent | kept, but refused where a server decoding them would find a dot segment |
+//! | `%2F`, `%5C`, `%3B` | kept as sent | kept, but refused where a server decoding them would resolve dot segments differently (`..%2F`, `x%5C..`, `..%3B`, `..;%5C..`, `a%2Fb/..`) |
 //! | other escapes | unreserved decoded, the rest kept | unreserved decoded, the rest in upper case, a bare `%` as `%25` |
 //! | `//` | kept | kept |
 //! | raw control bytes, space, non-ASCII | 400 | 400 |
@@ -71,8 +71,8 @@ pub enum BadTarget {
     ControlCharacter,
     #[error("the request target has a byte outside ASCII")]
     NonAscii,
-    #[error("the path has a dot segment that only decoding an escape reveals")]
-    HiddenDotSegment,
+    #[error("the path has a dot segment that a server decoding its escapes reads differently")]
+    AmbiguousDotSegment,
     #[error("the request target's scheme is neither http nor https")]
     Scheme,
     #[error("the request has no Host header, more than one, or one that is not an authority")]
@@ -200,13 +200,15 @@ fn check_bytes(target: &str) -> Result<(), BadTarget> {
 /// characters decoded, other escapes in upper case, a `%` that starts no escape encoded as
 /// `%25`; `.` and `..` segments removed, with any path parameters (`..;x`). Normalizing again
 /// changes nothing. `/api/../admin` and its spellings cannot slip past a rule about `/admin`,
-/// and a server that decodes `%2F`, `%5C` or `%3B` before it resolves dot segments finds none
-/// in what is forwarded: a path where it would is refused.
+/// and a server that decodes `%2F`, `%5C` or `%3B` before it resolves dot segments reads what
+/// is forwarded as the request meant: a path it would resolve differently is refused (a dot
+/// segment that only decoding reveals, or a `..` that removes a segment with an encoded
+/// separator, which is two segments to such a server).
 ///
 /// # Errors
 ///
 /// A path that does not start with `/`, has a byte a request target never has, an encoded
-/// control byte, or a dot segment that only decoding reveals.
+/// control byte, or a dot segment that a server decoding first resolves differently.
 pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
     if !path.starts_with('/') {
         return Err(BadTarget::NotAPath);
@@ -227,6 +229,13 @@ pub(crate) fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
         match dot(segment) {
             Some(Dot::Current) => trailing_slash = true,
             Some(Dot::Parent) => {
+                // `a%2Fb/..` is `/` here but `a/` to a server that decodes first.
+                if out
+                    .last()
+                    .is_some_and(|s| s.contains("%2F") || s.contains("%5C"))
+                {
+                    return Err(BadTarget::AmbiguousDotSegment);
+                }
                 out.pop();
                 trailing_slash = true;
             }
@@ -286,7 +295,7 @@ fn reveals_no_dot(segment: &str) -> Result<(), BadTarget> {
             .any(|piece| is_dot(piece)),
     };
     if hidden {
-        return Err(BadTarget::HiddenDotSegment);
+        return Err(BadTarget::AmbiguousDotSegment);
     }
     Ok(())
 }
