@@ -60,9 +60,42 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
 /// (raw, encoded, doubled), dot segments and their spellings, path parameters, escapes, control
 /// and non-ASCII bytes, fragments, queries and absolute forms.
 const PIECES: [&str; 36] = [
-    "/", "/api/", "/healthz", "/admin", ".", "..", "/./", "/../", "%2e", "%2E%2e", "%2f", "%2F",
-    "%41", "%7e", "%", "?q=1", "\\", "%5c", "%5C", "..;", ";", ";x=1", "%3b", "%3B", "//", "%00",
-    "%0a", "%7F", "%25", "#", "\u{e9}", "%c3%a9", "*", "http://api", "https://API:8080", "user@",
+    "/",
+    "/api/",
+    "/healthz",
+    "/admin",
+    ".",
+    "..",
+    "/./",
+    "/../",
+    "%2e",
+    "%2E%2e",
+    "%2f",
+    "%2F",
+    "%41",
+    "%7e",
+    "%",
+    "?q=1",
+    "\\",
+    "%5c",
+    "%5C",
+    "..;",
+    ";",
+    ";x=1",
+    "%3b",
+    "%3B",
+    "//",
+    "%00",
+    "%0a",
+    "%7F",
+    "%25",
+    "#",
+    "\u{e9}",
+    "%c3%a9",
+    "*",
+    "http://api",
+    "https://API:8080",
+    "user@",
 ];
 const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "CONNECT", "OPTIONS"];
 const HEADERS: [&str; 4] = ["x-canary", "host", "content-type", "x-user"];
@@ -264,7 +297,11 @@ fn check_normalization(path: &str) {
         return;
     };
     let twice = fuzzing::normalize_path(&once);
-    assert_eq!(Ok(&once), twice.as_ref(), "normalizing {path:?} twice differs from once");
+    assert_eq!(
+        Ok(&once),
+        twice.as_ref(),
+        "normalizing {path:?} twice differs from once"
+    );
     assert!(once.starts_with('/'), "{path:?} normalized to {once:?}");
     assert!(
         !once.split('/').any(|s| s == "." || s == ".."),

@@ -286,13 +286,12 @@ fn reveals_no_dot(segment: &str) -> Result<(), BadTarget> {
         let name = piece.split(|b| *b == b';').next().unwrap_or_default();
         name == b"." || name == b".."
     };
-    let mut pieces = decoded.split(|b| *b == b'/' || *b == b'\\');
-    let hidden = match (pieces.next(), pieces.next()) {
+    let separator = |b: &u8| *b == b'/' || *b == b'\\';
+    let hidden = if decoded.split(separator).nth(1).is_none() {
         // One segment to such a server too: hidden only if the proxy does not see its dots.
-        (Some(only), None) => is_dot(only) && dot(segment).is_none(),
-        _ => decoded
-            .split(|b| *b == b'/' || *b == b'\\')
-            .any(|piece| is_dot(piece)),
+        is_dot(&decoded) && dot(segment).is_none()
+    } else {
+        decoded.split(separator).any(is_dot)
     };
     if hidden {
         return Err(BadTarget::AmbiguousDotSegment);
