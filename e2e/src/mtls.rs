@@ -37,13 +37,16 @@ const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_socket
 /// How long a raw exchange may wait for the server.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A workload's certificate chain and key, from the control plane's SDS.
+/// A workload's certificate chain and key, from the control plane's SDS, and TLS clients that
+/// present them.
 #[derive(Clone)]
 pub struct WorkloadIdentity {
     /// The secret's name: the workload's SPIFFE ID.
     pub spiffe_id: String,
-    chain: Vec<CertificateDer<'static>>,
-    key_pem: String,
+    /// ALPN `http/1.1`; one configuration for every connection, so that they resume sessions.
+    http1: Arc<rustls::ClientConfig>,
+    /// ALPN `h2`.
+    http2: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for WorkloadIdentity {
@@ -110,13 +113,15 @@ pub fn workload_identity(mesh: &Mesh, pod: &str) -> WorkloadIdentity {
             let secret = Secret::decode(any.value.as_slice()).expect("a Secret");
             if let Some(secret::Type::TlsCertificate(c)) = secret.r#type {
                 let chain = inline(c.certificate_chain.and_then(|d| d.specifier));
-                let key_pem = inline(c.private_key.and_then(|d| d.specifier));
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(chain.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .expect("a PEM certificate chain");
+                let key = inline(c.private_key.and_then(|d| d.specifier));
                 return WorkloadIdentity {
                     spiffe_id: secret.name,
-                    chain: CertificateDer::pem_slice_iter(chain.as_bytes())
-                        .collect::<Result<_, _>>()
-                        .expect("a PEM certificate chain"),
-                    key_pem,
+                    http1: client_config(&chain, &key, b"http/1.1"),
+                    http2: client_config(&chain, &key, b"h2"),
                 };
             }
         }
@@ -146,26 +151,30 @@ fn inline(specifier: Option<data_source::Specifier>) -> String {
     }
 }
 
-impl WorkloadIdentity {
-    /// A TLS 1.3 client configuration presenting this identity and offering `alpn`. The
-    /// server's certificate is not checked against a name: these clients test the server's
-    /// policy, not its identity.
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-            .with_client_auth_cert(
-                self.chain.clone(),
-                PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("a PEM key"),
-            )
-            .expect("a client certificate");
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
+/// A TLS 1.3 client configuration presenting `chain` and `key_pem` and offering `alpn`. The
+/// server's certificate is not checked against a name: these clients test the server's policy,
+/// not its identity.
+fn client_config(
+    chain: &[CertificateDer<'static>],
+    key_pem: &str,
+    alpn: &[u8],
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_client_auth_cert(
+            chain.to_vec(),
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("a PEM key"),
+        )
+        .expect("a client certificate");
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
 
+impl WorkloadIdentity {
     /// Sends `request` as it is over a new HTTP/1.1 (ALPN `http/1.1`) TLS connection to
     /// `addr` and reads one response: until its `content-length` is in, or the server closes
     /// the connection, or 5 s pass. What came back.
@@ -174,7 +183,7 @@ impl WorkloadIdentity {
     ///
     /// The connection or the handshake fails.
     pub fn exchange(&self, addr: SocketAddr, request: &[u8]) -> std::io::Result<Vec<u8>> {
-        let config = self.client_config(&[b"http/1.1"]);
+        let config = self.http1.clone();
         let name = ServerName::try_from("mesh.invalid").expect("a server name");
         let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -208,7 +217,7 @@ impl WorkloadIdentity {
         addr: SocketAddr,
         request: http::Request<()>,
     ) -> Result<u16, String> {
-        let connector = tokio_rustls::TlsConnector::from(self.client_config(&[b"h2"]));
+        let connector = tokio_rustls::TlsConnector::from(self.http2.clone());
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
