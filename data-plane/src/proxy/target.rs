@@ -21,6 +21,8 @@
 //! | absolute-form target | its path; `Host` becomes its authority, userinfo dropped | the same; a scheme other than `http`/`https` is refused, as Envoy does |
 //! | `Host` missing (HTTP/1.1), not an authority | 400 | 400 |
 //! | `Host` repeated | joined with `,` | 400 |
+//! | HTTP/2 `host` beside `:authority` | `:authority` is the `Host` | the same |
+//! | headers over 60 KiB (`max_request_headers_kb`) | 431 | 431 (HTTP/2: refused past hyper's 16 KiB header list) |
 
 use std::borrow::Cow;
 
