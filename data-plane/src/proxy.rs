@@ -12,6 +12,7 @@ mod headers;
 mod http;
 mod pool;
 pub(crate) mod routing;
+pub(crate) mod target;
 mod tcp;
 #[cfg(test)]
 mod tests;
@@ -465,7 +466,14 @@ where
             let service = hyper::service::service_fn(move |request| {
                 http::handle(ctx.clone(), info.clone(), manager.clone(), request)
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // HTTP/1: `http::handle` holds a request's headers to Envoy's limit; hyper reads
+            // heads up to 4 KiB more (the `: ` and line ends of at most 100 headers) and
+            // answers a longer one 431 itself, so only heads Envoy refuses too stop here.
+            // HTTP/2 keeps hyper's header list limit (16 KiB).
+            builder
+                .http1()
+                .max_buf_size(target::MAX_REQUEST_HEADERS + 4 * 1024);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -12,6 +12,7 @@ pub mod images;
 pub mod kube;
 pub mod kube_mesh;
 pub mod mesh;
+pub mod mtls;
 pub mod netns;
 pub mod xds_client;
 

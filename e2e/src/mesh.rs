@@ -101,6 +101,20 @@ impl Backend {
         self.received.lock().expect("backend requests").clone()
     }
 
+    /// The heads of the requests read so far, each its request line and header lines joined
+    /// with `\r\n` (header names lower case, bytes outside UTF-8 replaced).
+    pub fn requests(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| {
+                std::iter::once(format!("{} {} HTTP/1.1", r.method, r.target))
+                    .chain(r.headers.iter().map(|(k, v)| format!("{k}: {v}")))
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
+            })
+            .collect()
+    }
+
     /// Forgets the requests read so far.
     pub fn clear_received(&self) {
         self.received.lock().expect("backend requests").clear();

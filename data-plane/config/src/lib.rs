@@ -39,7 +39,9 @@
 //!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
 //! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
-//!   no switch to turn that off), a `local_reply_config` mapping 403s,
+//!   no switch to turn that off, as Envoy does with `merge_slashes`,
+//!   `path_with_escaped_slashes_action` and `max_request_headers_kb` unset, or stricter: see
+//!   the proxy's `proxy::target`), a `local_reply_config` mapping 403s,
 //!   `forward_client_cert_details` SANITIZE or SANITIZE_SET with
 //!   `set_current_client_cert_details` naming `uri` at most (see [`ForwardClientCert`]), and
 //!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then

@@ -1,7 +1,11 @@
-//! Arbitrary requests (path, authority, method, headers, peer identity and local port) through
-//! the proxy's request matching over a real mesh configuration: path normalization, virtual
-//! host choice, route choice, the RBAC in force and its verdict. Nothing may panic, and path
-//! normalization must be idempotent and keep a leading `/`, leaving no `.` or `..` segment.
+//! Arbitrary requests (target, authority, method, headers, peer identity and local port) through
+//! the proxy's request handling over a real mesh configuration: the request target's check and
+//! normalization, virtual host choice, route choice, the RBAC in force and its verdict. Nothing
+//! may panic; a target is refused when it holds what no request target may (a non-ASCII byte,
+//! an encoded control byte in its path); a forwarded target normalizes to itself, keeps its
+//! query, and means to a lenient server (`\` as `/`, `..;` as `..`, percent-decoded, dot
+//! segments resolved) what the request meant; and whatever path a policy lets through, a
+//! lenient server reading it still finds inside that policy.
 
 #![no_main]
 
@@ -10,7 +14,7 @@ use std::{
     sync::LazyLock,
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use libfuzzer_sys::{
     arbitrary::{Result, Unstructured},
     fuzz_target,
@@ -52,10 +56,46 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     }
 });
 
-/// Path pieces that exercise normalization and the configuration's matchers.
-const PIECES: [&str; 16] = [
-    "/", "/api/", "/healthz", "/admin", ".", "..", "/./", "/../", "%2e", "%2E%2e", "%2f", "%2F",
-    "%41", "%7e", "%", "?q=1",
+/// Target pieces that exercise normalization and the configuration's matchers: separators
+/// (raw, encoded, doubled), dot segments and their spellings, path parameters, escapes, control
+/// and non-ASCII bytes, fragments, queries and absolute forms.
+const PIECES: [&str; 36] = [
+    "/",
+    "/api/",
+    "/healthz",
+    "/admin",
+    ".",
+    "..",
+    "/./",
+    "/../",
+    "%2e",
+    "%2E%2e",
+    "%2f",
+    "%2F",
+    "%41",
+    "%7e",
+    "%",
+    "?q=1",
+    "\\",
+    "%5c",
+    "%5C",
+    "..;",
+    ";",
+    ";x=1",
+    "%3b",
+    "%3B",
+    "//",
+    "%00",
+    "%0a",
+    "%7F",
+    "%25",
+    "#",
+    "\u{e9}",
+    "%c3%a9",
+    "*",
+    "http://api",
+    "https://API:8080",
+    "user@",
 ];
 const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "CONNECT", "OPTIONS"];
 const HEADERS: [&str; 4] = ["x-canary", "host", "content-type", "x-user"];
@@ -66,8 +106,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn run(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<()> {
-    let path = path(u)?;
-    check_normalization(&path);
+    let target = path(u)?;
+    check_normalization(&target);
 
     let authority = match u.choose_index(3)? {
         0 => u.arbitrary::<String>()?,
@@ -82,6 +122,9 @@ fn run(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<()> {
     }
     .unwrap_or(Method::GET);
     let mut headers = HeaderMap::new();
+    if let Ok(host) = HeaderValue::from_str(&authority) {
+        headers.insert(http::header::HOST, host);
+    }
     for _ in 0..u.int_in_range(0..=4u8)? {
         let name = if u.ratio(3, 4)? {
             HeaderName::from_static(u.choose(&HEADERS)?)
@@ -114,9 +157,16 @@ fn run(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<()> {
     };
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)), port);
 
-    // As the HTTP proxy does: match on the normalized path without the query string.
-    let normalized = fuzzing::normalize_path(&path);
-    let path_only = normalized.split('?').next().unwrap_or_default();
+    // As hyper hands the request to the proxy: the target parsed by `http` (which refuses
+    // controls and spaces, and drops a fragment), then checked and normalized as the HTTP
+    // proxy does; a refused one is answered 400 and never matched or forwarded.
+    let Ok(uri) = Uri::try_from(target.as_str()) else {
+        return Ok(());
+    };
+    let Some(forwarded) = forwarded(&uri, &headers) else {
+        return Ok(());
+    };
+    let path_only = forwarded.path();
     let request = Request {
         method: &method,
         path: path_only,
@@ -126,6 +176,7 @@ fn run(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<()> {
     };
     let rt = &fixture.runtime;
     check_strict_port(rt, &request);
+    check_lenient_reading(rt, &request);
     for listener in rt.listeners.values() {
         for chain in &listener.chains {
             match &chain.filter {
@@ -150,6 +201,84 @@ fn run(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<()> {
     Ok(())
 }
 
+/// The target the proxy forwards for `uri`, or `None` when it refuses it, with the properties
+/// of the module docs checked.
+fn forwarded(uri: &Uri, headers: &HeaderMap) -> Option<Uri> {
+    let path = uri.path();
+    // What no forwarded path may hold: a byte outside ASCII, an encoded control byte.
+    let must_refuse = !path.is_ascii() || has_encoded_control(path);
+    let target = match fuzzing::request_target(uri, headers, Version::HTTP_11) {
+        Ok(target) => target,
+        Err(_) => return None,
+    };
+    assert!(!must_refuse, "{uri:?} was not refused");
+    let forwarded = target.uri.unwrap_or_else(|| uri.clone());
+    assert_eq!(forwarded.query(), uri.query(), "{uri:?}: the query changed");
+    let again = fuzzing::request_target(&forwarded, headers, Version::HTTP_11);
+    assert!(
+        matches!(&again, Ok(t) if t.uri.is_none()),
+        "{uri:?} forwarded as {forwarded:?}, which normalizes to {again:?}"
+    );
+    assert_eq!(
+        fuzzing::lenient_path(forwarded.path()),
+        fuzzing::lenient_path(path),
+        "{uri:?} forwarded as {forwarded:?}: a lenient server reads it differently"
+    );
+    Some(forwarded)
+}
+
+fn has_encoded_control(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.windows(3).any(|w| {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        w[0] == b'%'
+            && hex(w[1])
+                .zip(hex(w[2]))
+                .is_some_and(|(hi, lo)| hi < 2 || (hi == 7 && lo == 15))
+    })
+}
+
+/// Whatever the strict inbound HTTP port 8080 lets through, for any identity, a lenient
+/// server reading the forwarded path finds allowed too.
+fn check_lenient_reading(rt: &Runtime, request: &Request<'_>) {
+    let Some(listener) = rt.listeners.get("inbound|8080") else {
+        panic!("the fixture has no inbound|8080");
+    };
+    let local = SocketAddr::new(listener.address.ip(), 8080);
+    let read = fuzzing::lenient_path(request.path);
+    let lenient = Request {
+        path: &read,
+        ..*request
+    };
+    for chain in &listener.chains {
+        let NetworkFilter::Http(manager) = &chain.filter else {
+            continue;
+        };
+        let RouteSource::Rds(name) = &manager.routes else {
+            continue;
+        };
+        let Some(table) = rt.routes.get(name) else {
+            continue;
+        };
+        let verdict = |req: &Request<'_>, identity: &str| {
+            let Some(vh) = fuzzing::virtual_host(table, req.authority) else {
+                return false;
+            };
+            let route = fuzzing::route(vh, req);
+            fuzzing::effective_rbac(manager, vh, route)
+                .is_some_and(|rbac| fuzzing::allows(rbac, Some(identity), local, Some(req)))
+        };
+        for identity in IDENTITIES {
+            if verdict(request, identity) {
+                assert!(
+                    verdict(&lenient, identity),
+                    "{identity} allowed {request:?}, which a lenient server reads as {read:?}, outside the policy"
+                );
+            }
+        }
+    }
+}
+
 /// A path built from pieces: known ones and arbitrary strings.
 fn path(u: &mut Unstructured<'_>) -> Result<String> {
     let mut path = String::new();
@@ -164,16 +293,20 @@ fn path(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn check_normalization(path: &str) {
-    let once = fuzzing::normalize_path(path);
+    let Ok(once) = fuzzing::normalize_path(path) else {
+        return;
+    };
     let twice = fuzzing::normalize_path(&once);
-    assert_eq!(once, twice, "normalizing {path:?} twice differs from once");
-    if path.starts_with('/') {
-        assert!(once.starts_with('/'), "{path:?} normalized to {once:?}");
-        assert!(
-            !once.split('/').any(|s| s == "." || s == ".."),
-            "{path:?} normalized to {once:?}"
-        );
-    }
+    assert_eq!(
+        Ok(&once),
+        twice.as_ref(),
+        "normalizing {path:?} twice differs from once"
+    );
+    assert!(once.starts_with('/'), "{path:?} normalized to {once:?}");
+    assert!(
+        !once.split('/').any(|s| s == "." || s == ".."),
+        "{path:?} normalized to {once:?}"
+    );
 }
 
 fn matching(

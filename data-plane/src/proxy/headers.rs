@@ -5,10 +5,8 @@
 //! - `Connection` may name hop-by-hop headers to remove, but not `x-forwarded-for`,
 //!   `x-forwarded-host`, `x-forwarded-proto` or a pseudo-header, nor ten names or more (400);
 //!   a removed `Host` leaves a request without an authority (400). `te` keeps `trailers`.
-//! - One authority: the URI's (HTTP/2 `:authority`, an HTTP/1.1 absolute-form target), else the
-//!   one `Host`; none, or two `Host` lines, is a 400. The upstream's `Host` is that authority,
-//!   so the application sees the `Host` that routing and RBAC used.
-//! - A path with `%00` is a 400 (Envoy's `normalize_path` refuses it).
+//! - The authority and the path are then `proxy::target`'s: one authority, the `Host` the
+//!   application gets, and a normalized target, or a 400.
 //! - `x-forwarded-client-cert` is removed, then set from the verified client certificate when
 //!   the connection manager says `SANITIZE_SET` ([`client_cert_details`]); the `x-envoy-*`
 //!   headers Envoy removes from requests of clients it does not trust are removed too.
@@ -16,7 +14,7 @@
 #[cfg(test)]
 mod tests;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sha2::{Digest, Sha256};
 
 /// The request header that carries the client certificate the mesh verified.
@@ -67,14 +65,6 @@ pub(crate) enum Rejected {
     TooManyNominated,
     #[error("the connection header names an x-forwarded header or a pseudo-header")]
     NominatesForwarded,
-    #[error("the request has no host")]
-    NoAuthority,
-    #[error("the request has more than one host header")]
-    ManyHosts,
-    #[error("the host header is not valid")]
-    BadHost,
-    #[error("the path holds an encoded NUL (%00)")]
-    EncodedNul,
 }
 
 /// Removes the headers `Connection` names, then `Connection` itself, as Envoy's HTTP/1 codec
@@ -122,32 +112,6 @@ pub(crate) fn sanitize_connection(headers: &mut HeaderMap) -> Result<(), Rejecte
     }
     headers.remove(header::CONNECTION);
     Ok(())
-}
-
-/// The request's one authority, lower case, for routing and RBAC: the URI's when it has one
-/// (and then `Host` is set to it, so the upstream sees the same), else the one `Host`.
-pub(crate) fn authority<B>(request: &mut Request<B>) -> Result<String, Rejected> {
-    if let Some(authority) = request.uri().authority() {
-        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| Rejected::BadHost)?;
-        let authority = authority.as_str().to_ascii_lowercase();
-        request.headers_mut().insert(header::HOST, value);
-        return Ok(authority);
-    }
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) => Err(Rejected::NoAuthority),
-        (Some(_), Some(_)) => Err(Rejected::ManyHosts),
-        (Some(host), None) => host
-            .to_str()
-            .map(str::to_ascii_lowercase)
-            .map_err(|_| Rejected::BadHost),
-    }
-}
-
-/// Whether a path (without its query) holds `%00`, which Envoy's path normalization refuses.
-/// Other encoded control characters are forwarded as they came, as Envoy forwards them.
-pub(crate) fn has_encoded_nul(path: &str) -> bool {
-    path.as_bytes().windows(3).any(|w| w == b"%00")
 }
 
 /// Removes the identity headers a client may not set, and sets `x-forwarded-client-cert` to

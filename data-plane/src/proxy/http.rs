@@ -13,6 +13,7 @@ use super::{
     ConnInfo, Context, headers,
     pool::{SendError, Transport, UpstreamBody},
     routing::{self, Peer, RequestView},
+    target,
 };
 use crate::{
     balance::{self, Outcome},
@@ -45,24 +46,36 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let started = Instant::now();
-    // What the application may trust of the request head, settled before anything reads it.
-    if headers::has_encoded_nul(request.uri().path()) {
-        return Ok(rejected(headers::Rejected::EncodedNul));
+    if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
+        return Ok(local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        ));
     }
+    // What the application may trust of the request head, settled before anything reads it:
+    // the names `Connection` lists go first, so a `Host` it names is gone before the authority
+    // is decided.
     if let Err(r) = headers::sanitize_connection(request.headers_mut()) {
         return Ok(rejected(r));
     }
-    let authority = match headers::authority(&mut request) {
-        Ok(a) => a,
-        Err(r) => return Ok(rejected(r)),
+    // Routing, RBAC and the application all see the normalized target, or nobody sees it.
+    let authority = match target::request_target(
+        request.uri(),
+        request.headers(),
+        request.version(),
+    ) {
+        Ok(target) => {
+            if let Some(uri) = target.uri {
+                *request.uri_mut() = uri;
+            }
+            target.authority
+        }
+        Err(bad) => {
+            tracing::debug!(listener = %conn.listener, error = %bad, "refused a request target");
+            return Ok(local_owned(StatusCode::BAD_REQUEST, format!("{bad}\n")));
+        }
     };
     headers::sanitize_mesh_headers(request.headers_mut(), conn.client_cert_details.as_ref());
-    if let std::borrow::Cow::Owned(normalized) = routing::normalize_path(request.uri().path()) {
-        let Some(uri) = with_path(request.uri(), &normalized) else {
-            return Ok(local(StatusCode::BAD_REQUEST, "bad path\n"));
-        };
-        *request.uri_mut() = uri;
-    }
     // One configuration for the whole request, whatever arrives meanwhile.
     let runtime = ctx.state.runtime();
     let path = request.uri().path().to_owned();
@@ -150,6 +163,14 @@ async fn forward(
     let deadline = action.timeout.map(|t| started + t);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // `Host` for HTTP/1.1 upstreams: the target's authority when it has one (HTTP/2
+    // `:authority`, an absolute-form target), which routing and RBAC read, whatever `Host`
+    // the client sent beside it (Envoy does the same).
+    if let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
 
     let method = parts.method.clone();
     let retry = action.retry.as_ref();
@@ -388,17 +409,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-}
-
-/// The URI with another path, the query kept.
-fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
-    http::Uri::from_parts(parts).ok()
 }
 
 /// The 400 for a request head the proxy does not forward (Envoy's answer to each).
