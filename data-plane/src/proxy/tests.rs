@@ -227,6 +227,7 @@ fn the_most_specific_rbac_override_applies() {
             status: 403,
             body: "denied\n".into(),
         },
+        timeouts: Default::default(),
     };
     let mut vh = vhost(
         "v",
