@@ -481,21 +481,13 @@ where
     let manager = Arc::new(manager);
     let info = Arc::new(info);
     let service = {
-        let (ctx, info, manager, activity) = (
-            ctx.clone(),
-            info.clone(),
-            manager.clone(),
-            activity.clone(),
-        );
+        let (ctx, info, manager, activity) =
+            (ctx.clone(), info.clone(), manager.clone(), activity.clone());
         hyper::service::service_fn(move |request| {
             let mut in_flight = activity.start_request();
             let handled = http::handle(ctx.clone(), info.clone(), manager.clone(), request);
-            let (ctx, info, manager, activity) = (
-                ctx.clone(),
-                info.clone(),
-                manager.clone(),
-                activity.clone(),
-            );
+            let (ctx, info, manager, activity) =
+                (ctx.clone(), info.clone(), manager.clone(), activity.clone());
             async move {
                 let response = match timeouts.stream_idle {
                     None => handled.await?,

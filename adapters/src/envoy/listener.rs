@@ -33,8 +33,8 @@ use envoy_types::pb::{
             },
             core::v3::CidrRange,
             core::v3::{
-                AggregatedConfigSource, ApiVersion, ConfigSource, DataSource,
-                HttpProtocolOptions, RuntimeUInt32, TrafficDirection, config_source, data_source,
+                AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HttpProtocolOptions,
+                RuntimeUInt32, TrafficDirection, config_source, data_source,
             },
             listener::v3::{
                 Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
@@ -116,11 +116,7 @@ pub(super) fn outbound_tcp(
         super::outbound_tcp_name(port),
         SocketAddr::new(opts.bind_ip, port),
         TrafficDirection::Outbound,
-        vec![tcp_proxy(
-            format!("outbound_tcp_{port}"),
-            backends,
-            policy,
-        )],
+        vec![tcp_proxy(format!("outbound_tcp_{port}"), backends, policy)],
         policy,
     )
 }
@@ -274,20 +270,23 @@ fn capture_listener(
     default: FilterChain,
     policy: &ListenerPolicy,
 ) -> Listener {
-    limit_connections(Listener {
-        name: name.to_owned(),
-        address: Some(socket_address(SocketAddr::new(
-            std::net::Ipv4Addr::UNSPECIFIED.into(),
-            port,
-        ))),
-        traffic_direction: direction as i32,
-        listener_filters,
-        listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
-        continue_on_listener_filters_timeout: true,
-        filter_chains,
-        default_filter_chain: Some(default),
-        ..Default::default()
-    }, policy)
+    limit_connections(
+        Listener {
+            name: name.to_owned(),
+            address: Some(socket_address(SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                port,
+            ))),
+            traffic_direction: direction as i32,
+            listener_filters,
+            listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
+            continue_on_listener_filters_timeout: true,
+            filter_chains,
+            default_filter_chain: Some(default),
+            ..Default::default()
+        },
+        policy,
+    )
 }
 
 /// The outbound HCM of one intercepted service port, on the route configuration of the same

@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::{
         },
         endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
         listener::v3::{
-            Filter, FilterChain, Listener, filter, listener_filter, listener_filter_chain_match_predicate,
+            Filter, FilterChain, Listener, filter, listener_filter,
+            listener_filter_chain_match_predicate,
         },
         rbac::v3::{Policy, permission, principal, rbac::Action},
         route::v3::{
@@ -1622,7 +1623,10 @@ fn the_listener_policy_is_configurable() {
     assert_eq!(limit.max_connections.map(|m| m.value), Some(3));
     let tcp: Listener = decode(&out, LISTENER_TYPE_URL, "outbound_tcp|5432");
     let tcp: TcpProxy = typed(&terminal(&tcp.filter_chains[0]).config_type);
-    assert_eq!(tcp.idle_timeout, Some(duration(std::time::Duration::from_secs(3))));
+    assert_eq!(
+        tcp.idle_timeout,
+        Some(duration(std::time::Duration::from_secs(3)))
+    );
 
     // No limit: no filter.
     let unlimited = MeshSettings {

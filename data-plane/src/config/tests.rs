@@ -2346,7 +2346,10 @@ fn peer_timeouts_and_connection_limits_take_envoys_defaults_and_overrides() {
     );
     assert!(plain.connection_limit.is_none());
     let tcp_chain = chain(&tcp_listener("l", vec![tcp_proxy_filter("c")]));
-    assert_eq!(tcp(&tcp_chain).idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        tcp(&tcp_chain).idle_timeout,
+        Some(Duration::from_secs(3600))
+    );
 
     // Set; zero turns a timeout off.
     let hcm = HttpConnectionManager {

@@ -186,9 +186,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         self.responded();
         let activity = &self.activity;
-        activity
-            .idle_since
-            .store(activity.now(), Ordering::Relaxed);
+        activity.idle_since.store(activity.now(), Ordering::Relaxed);
         if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             activity.changed.notify_one();
         }
@@ -368,7 +366,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
                 // As Envoy does: a 408, then the connection is closed. The answer is best
                 // effort; a peer that does not read it loses nothing it was owed.
                 this.timed_out = true;
-                this.activity.headers_timed_out.store(true, Ordering::Relaxed);
+                this.activity
+                    .headers_timed_out
+                    .store(true, Ordering::Relaxed);
                 let inner = Pin::new(&mut this.inner);
                 if let Poll::Ready(Ok(_)) = inner.poll_write(cx, HEADER_TIMEOUT_RESPONSE) {
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);

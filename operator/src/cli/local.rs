@@ -3,9 +3,7 @@
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use switchyard_adapters::model::{
-    AccessMode, DataPlane, ListenerPolicy, MeshSettings, ProxyId,
-};
+use switchyard_adapters::model::{AccessMode, DataPlane, ListenerPolicy, MeshSettings, ProxyId};
 
 use crate::{
     identity::CaFiles,
@@ -96,7 +94,7 @@ impl std::fmt::Display for DurationArg {
         let secs = self.0.as_secs();
         match [(86_400, "d"), (3600, "h"), (60, "m")]
             .into_iter()
-            .find(|(unit, _)| secs > 0 && secs % unit == 0)
+            .find(|(unit, _)| secs > 0 && secs.is_multiple_of(*unit))
         {
             Some((unit, name)) => write!(f, "{}{name}", secs / unit),
             None => write!(f, "{secs}s"),

@@ -215,7 +215,12 @@ fn listener_policy_flags_default_to_the_models_defaults() {
         .unwrap()
         .render_long_help()
         .to_string();
-    for default in ["[default: 10s]", "[default: 5m]", "[default: 1h]", "[default: 4096]"] {
+    for default in [
+        "[default: 10s]",
+        "[default: 5m]",
+        "[default: 1h]",
+        "[default: 4096]",
+    ] {
         assert!(help.contains(default), "{default} in {help}");
     }
 }

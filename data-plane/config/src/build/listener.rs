@@ -472,7 +472,9 @@ fn cidr_range(r: &PbCidrRange) -> Result<CidrRange, Invalid> {
 /// network RBAC in front, or a direct response that closes the connection; and an optional
 /// connection limit anywhere before them (Envoy runs it when the connection is made, before
 /// any of the others reads a byte, wherever it stands).
-fn network_filters(filters: &[Filter]) -> Result<(Option<ConnectionLimit>, NetworkFilter), Invalid> {
+fn network_filters(
+    filters: &[Filter],
+) -> Result<(Option<ConnectionLimit>, NetworkFilter), Invalid> {
     let mut rbac: Option<Option<Arc<Rbac>>> = None;
     let mut limit: Option<ConnectionLimit> = None;
     for (i, f) in filters.iter().enumerate() {
@@ -537,8 +539,7 @@ fn network_filters(filters: &[Filter]) -> Result<(Option<ConnectionLimit>, Netwo
                     "one connection limit per chain is supported",
                 ));
             }
-            let l: PbConnectionLimit =
-                decode(any).at(format_args!("filters[{i}].typed_config"))?;
+            let l: PbConnectionLimit = decode(any).at(format_args!("filters[{i}].typed_config"))?;
             limit = Some(connection_limit(&l).at(format_args!("filters[{i}].typed_config"))?);
         } else {
             return Err(unsupported(

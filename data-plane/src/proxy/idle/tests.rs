@@ -55,7 +55,10 @@ async fn a_silent_peer_or_one_mid_request_is_not_held_to_the_header_timeout() {
     assert_eq!(read_until_error(&mut watched, 3 * HEADERS).await, None);
 
     // A head that completed (the request is in flight) while its body trickles.
-    client.write_all(b"POST / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"POST / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
     assert!(watched.read(&mut buf).await.unwrap() > 0);
     let request = activity.start_request();
@@ -121,9 +124,12 @@ async fn the_watchdog_is_told_when_a_connection_is_idle_or_its_requests_are_stuc
         activity.check(Instant::now(), idle, stream_idle),
         Check::Wait(Some(_))
     ));
-    tokio::time::timeout(Duration::from_secs(1), activity.quiet_for(Duration::from_millis(50)))
-        .await
-        .expect("quiet after 50 ms");
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        activity.quiet_for(Duration::from_millis(50)),
+    )
+    .await
+    .expect("quiet after 50 ms");
 
     // Done: idle again, from now.
     drop(request);
