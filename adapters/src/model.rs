@@ -304,7 +304,8 @@ pub struct ListenerPolicy {
     /// peer cannot hold a connection for an hour.
     pub http_idle_timeout: Duration,
     /// HTTP: a request with nothing received or sent for this long ends (HCM
-    /// `stream_idle_timeout`): 408 before the response has started, a reset after. Default
+    /// `stream_idle_timeout`): 504 `stream timeout` before the response has started, a reset
+    /// after. Default
     /// 5 min, Envoy's own.
     pub stream_idle_timeout: Duration,
     /// TCP proxy: a connection with no bytes either way for this long is closed (`tcp_proxy`

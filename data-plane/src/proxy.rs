@@ -495,7 +495,8 @@ where
                         response = handled => response?,
                         () = activity.quiet_for(quiet) => {
                             ctx.metrics.timeout(&info.listener, &manager.stat_prefix, Timeout::StreamIdle);
-                            http::local(::http::StatusCode::REQUEST_TIMEOUT, "stream timeout")
+                            // Envoy's router, whose idle timeout is the stream's, answers so.
+                            http::local(::http::StatusCode::GATEWAY_TIMEOUT, "stream timeout")
                         }
                     },
                 };

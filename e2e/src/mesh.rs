@@ -84,7 +84,13 @@ impl Backend {
         Self::start(name, Protocol::Echo)
     }
 
-    /// Connections open now (HTTP and echo servers).
+    /// A TCP server that reads whatever a connection sends and never answers, until the
+    /// client closes it (an application stuck on every request).
+    pub fn silent(name: &str) -> Backend {
+        Self::start(name, Protocol::Silent)
+    }
+
+    /// Connections open now (HTTP, echo and silent servers).
     pub fn open_connections(&self) -> usize {
         self.conns.0.lock().expect("backend connections").open.len()
     }
@@ -107,6 +113,7 @@ impl Backend {
                     Protocol::Greeting => serve_tcp(conn, &n),
                     Protocol::Reply => serve_tcp_reply(conn, &n),
                     Protocol::Echo => serve_tcp_echo(conn, &n, &c),
+                    Protocol::Silent => serve_silent(conn, &c),
                 });
             }
         });
@@ -214,6 +221,7 @@ enum Protocol {
     Greeting,
     Reply,
     Echo,
+    Silent,
 }
 
 fn serve_tcp(mut conn: TcpStream, name: &str) {
@@ -246,6 +254,14 @@ fn serve_tcp_echo(conn: TcpStream, name: &str, conns: &Conns) {
         }
         line.clear();
     }
+}
+
+fn serve_silent(mut conn: TcpStream, conns: &Conns) {
+    let Some(_guard) = conns.open(&conn) else {
+        return;
+    };
+    let mut buf = [0u8; 1024];
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// Keep-alive HTTP/1.1: Envoy pools upstream connections.

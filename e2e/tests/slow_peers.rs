@@ -26,6 +26,7 @@ use switchyard_e2e::{
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_CONNECTIONS: usize = 3;
 
 /// How long past a timeout a proxy may take to close. Envoy closes an idle HTTP/1.1
@@ -39,11 +40,12 @@ const GIVE_UP: Duration = Duration::from_secs(15);
 /// The outbound TCP port of the `db` service.
 const DB_PORT: u16 = 15433;
 
-/// A mesh on `plane` whose client-0 reaches `web` (HTTP) and `db` (TCP, an echo server), with
-/// the short timeouts and connection cap above.
-fn mesh(plane: DataPlane, subnet: u8) -> (Mesh, Backend, Backend) {
+/// A mesh on `plane` whose client-0 reaches `web` (HTTP), `stuck` (HTTP, never answers) and
+/// `db` (TCP, an echo server), with the short timeouts and connection cap above.
+fn mesh(plane: DataPlane, subnet: u8) -> (Mesh, Backend, Backend, Backend) {
     let web = Backend::http("web");
     let db = Backend::tcp_echo("db");
+    let stuck = Backend::silent("stuck");
     let mesh = Mesh::builder(Ipv4Addr::new(127, 0, subnet, 1))
         .data_plane(plane)
         .args(&[
@@ -53,14 +55,17 @@ fn mesh(plane: DataPlane, subnet: u8) -> (Mesh, Backend, Backend) {
             &format!("{}s", IDLE_TIMEOUT.as_secs()),
             "--tcp-idle-timeout",
             &format!("{}s", TCP_IDLE_TIMEOUT.as_secs()),
+            "--stream-idle-timeout",
+            &format!("{}s", STREAM_IDLE_TIMEOUT.as_secs()),
             "--max-connections",
             &MAX_CONNECTIONS.to_string(),
         ])
         .file("web.yaml", http_service("web", Some(&web)))
         .file("db.yaml", tcp_service("db", DB_PORT, &db))
+        .file("stuck.yaml", http_service("stuck", Some(&stuck)))
         .start();
     mesh.wait_for_only("web.demo", "web", Duration::from_secs(20));
-    (mesh, web, db)
+    (mesh, web, db, stuck)
 }
 
 /// Opens a keep-alive connection to client-0's outbound HTTP listener.
@@ -189,7 +194,7 @@ fn stat(sidecar: &Sidecar, prefix: &str, name: &str) -> u64 {
 /// (a) Headers sent one byte a second are cut off after the request headers timeout (408 or
 /// a close), while a legitimate client is answered throughout.
 fn a_client_sending_one_header_byte_a_second_is_closed(plane: DataPlane, subnet: u8) {
-    let (mesh, _web, _db) = mesh(plane, subnet);
+    let (mesh, _web, _db, _stuck) = mesh(plane, subnet);
     let client = mesh.client();
     let legitimate = Legitimate::start(&mesh);
     let mut slow = connect(&client);
@@ -238,7 +243,7 @@ fn a_client_sending_one_header_byte_a_second_is_closed(plane: DataPlane, subnet:
 
 /// (b) A keep-alive connection left idle after its response is closed after the idle timeout.
 fn an_idle_keep_alive_connection_is_closed(plane: DataPlane, subnet: u8) {
-    let (mesh, _web, _db) = mesh(plane, subnet);
+    let (mesh, _web, _db, _stuck) = mesh(plane, subnet);
     let client = mesh.client();
     let mut idle = connect(&client);
     assert_eq!(
@@ -264,7 +269,7 @@ fn an_idle_keep_alive_connection_is_closed(plane: DataPlane, subnet: u8) {
 /// timeout.
 fn an_idle_http2_connection_is_closed(plane: DataPlane, subnet: u8) {
     use http_body_util::{BodyExt, Empty};
-    let (mesh, _web, _db) = mesh(plane, subnet);
+    let (mesh, _web, _db, _stuck) = mesh(plane, subnet);
     let client = mesh.client();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -308,7 +313,7 @@ fn an_idle_http2_connection_is_closed(plane: DataPlane, subnet: u8) {
 /// (c) Connections beyond the listener's cap are closed without an answer, while those under
 /// it keep being served; a slot freed by a close is taken by the next connection.
 fn connections_beyond_the_cap_are_refused(plane: DataPlane, subnet: u8) {
-    let (mesh, _web, _db) = mesh(plane, subnet);
+    let (mesh, _web, _db, _stuck) = mesh(plane, subnet);
     let client = mesh.client();
     let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| connect(&client)).collect();
     for conn in &mut held {
@@ -356,7 +361,7 @@ fn connections_beyond_the_cap_are_refused(plane: DataPlane, subnet: u8) {
 /// (d) A TCP-proxied connection with no bytes either way is closed after the TCP idle
 /// timeout, on both sides.
 fn an_idle_tcp_connection_is_closed(plane: DataPlane, subnet: u8) {
-    let (mesh, _web, db) = mesh(plane, subnet);
+    let (mesh, _web, db, _stuck) = mesh(plane, subnet);
     let addr = SocketAddr::new(mesh.pod_ip, DB_PORT);
     let mut conn = None;
     wait_for(
@@ -405,6 +410,46 @@ fn an_idle_tcp_connection_is_closed(plane: DataPlane, subnet: u8) {
     );
 }
 
+/// (e) A request on which nothing moves (the application never answers) ends with 504 after
+/// the stream idle timeout, well before the route's own timeout (15 s).
+fn a_request_with_nothing_moving_times_out(plane: DataPlane, subnet: u8) {
+    let (mesh, _web, _db, stuck) = mesh(plane, subnet);
+    let client = mesh.client();
+    let mut conn = connect(&client);
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let asked = Instant::now();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: stuck.demo\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nstream timeout") {
+        let read = conn.read(&mut buf);
+        match read {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    && asked.elapsed() < GIVE_UP => {}
+            other => panic!(
+                "{plane:?}: no stream timeout after {:?} ({other:?}): {:?}",
+                asked.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let after = asked.elapsed();
+    let answer = String::from_utf8_lossy(&got).to_string();
+    eprintln!("{plane:?}: the stuck request was answered after {after:?}");
+    assert!(answer.starts_with("HTTP/1.1 504"), "{plane:?}: {answer}");
+    assert!(
+        after >= STREAM_IDLE_TIMEOUT - Duration::from_millis(100)
+            && after <= STREAM_IDLE_TIMEOUT + Duration::from_secs(2),
+        "{plane:?}: answered after {after:?}"
+    );
+    assert!(stuck.open_connections() <= 1);
+    assert!(stat(&client, "http.outbound_http.", "downstream_rq_idle_timeout") >= 1);
+}
+
 macro_rules! on_both_planes {
     ($($test:ident: $envoy_subnet:literal, $bundled_subnet:literal;)*) => {
         mod envoy {
@@ -428,4 +473,5 @@ on_both_planes! {
     an_idle_http2_connection_is_closed: 118, 119;
     connections_beyond_the_cap_are_refused: 114, 115;
     an_idle_tcp_connection_is_closed: 116, 117;
+    a_request_with_nothing_moving_times_out: 120, 121;
 }

@@ -244,7 +244,8 @@ pub struct HttpTimeouts {
     /// this long is closed (HTTP/2: GOAWAY first). Default [`DEFAULT_HTTP_IDLE_TIMEOUT`].
     pub idle: Option<Duration>,
     /// `stream_idle_timeout`: a request with nothing received or sent this long ends, with
-    /// 408 before the response has started, else by closing. Default
+    /// 504 `stream timeout` before the response has started (as Envoy's router answers),
+    /// else by closing. Default
     /// [`DEFAULT_STREAM_IDLE_TIMEOUT`].
     pub stream_idle: Option<Duration>,
 }

@@ -152,7 +152,7 @@ impl Activity {
                 Check::Wait(Some(deadline))
             };
         }
-        // A request still waiting for its response ends itself (408).
+        // A request still waiting for its response ends itself (504).
         let (Some(stream_idle), 0) = (stream_idle, self.awaiting.load(Ordering::Acquire)) else {
             return Check::Wait(None);
         };

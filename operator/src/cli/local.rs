@@ -50,7 +50,7 @@ pub struct MeshArgs {
         env = "SWITCHYARD_HTTP_IDLE_TIMEOUT"
     )]
     pub http_idle_timeout: DurationArg,
-    /// HTTP: a request with nothing received or sent this long ends (408 before its
+    /// HTTP: a request with nothing received or sent this long ends (504 before its
     /// response). `0s` turns it off.
     #[arg(
         long,
