@@ -82,7 +82,8 @@ pub use self::{
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };
 use crate::model::{
-    self, AccessMode, ClusterName, InboundPort, MeshSettings, Protocol, ProxyConfig, ServiceName,
+    self, AccessMode, ClusterName, InboundPort, ListenerPolicy, MeshSettings, Protocol,
+    ProxyConfig, ServiceName,
 };
 
 /// Type URL of `envoy.config.cluster.v3.Cluster` (CDS).
@@ -303,9 +304,9 @@ impl EnvoyAdapter {
                 out.push(
                     LISTENER_TYPE_URL,
                     OUTBOUND_HTTP,
-                    to_any(&listener::outbound_http(opts)),
+                    to_any(&listener::outbound_http(opts, &mesh.listener_policy)),
                 );
-                outbound_tcp(proxy, opts, &taken, &mut out);
+                outbound_tcp(proxy, opts, &mesh.listener_policy, &taken, &mut out);
             }
             Capture::Intercepted { outbound, inbound } => {
                 self.intercepted(proxy, mesh, opts, mtls, [outbound, inbound], &mut out);
@@ -382,6 +383,7 @@ impl EnvoyAdapter {
             &headless,
             opts.app_ip,
             outbound,
+            &mesh.listener_policy,
             &mut out.warnings,
         );
         out.push(LISTENER_TYPE_URL, OUTBOUND, to_any(&listener));
@@ -510,6 +512,7 @@ pub fn virtual_host_name(service: &ServiceName, port: u16) -> String {
 fn outbound_tcp(
     proxy: &ProxyConfig,
     opts: &EnvoyOptions,
+    policy: &ListenerPolicy,
     taken: &BTreeSet<u16>,
     out: &mut Compilation,
 ) {
@@ -541,7 +544,7 @@ fn outbound_tcp(
                 continue;
             };
             owners.insert(port.port, &svc.name);
-            let listener = listener::outbound_tcp(port.port, &route.backends, opts);
+            let listener = listener::outbound_tcp(port.port, &route.backends, opts, policy);
             out.push(
                 LISTENER_TYPE_URL,
                 &outbound_tcp_name(port.port),

@@ -9,6 +9,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
     sync::Arc,
     time::Duration,
 };
@@ -156,6 +157,8 @@ pub struct MeshSettings {
     pub route_policy: RoutePolicy,
     /// How every cluster treats its endpoints: ejection of failing ones, connection limits.
     pub cluster_policy: ClusterPolicy,
+    /// What every listener tolerates from its downstream peers: timeouts and a connection cap.
+    pub listener_policy: ListenerPolicy,
 }
 
 impl Default for MeshSettings {
@@ -167,6 +170,7 @@ impl Default for MeshSettings {
             data_plane: DataPlane::Envoy,
             route_policy: RoutePolicy::default(),
             cluster_policy: ClusterPolicy::default(),
+            listener_policy: ListenerPolicy::default(),
         }
     }
 }
@@ -284,6 +288,56 @@ pub struct ConnectionLimits {
     pub max_connections: u32,
     pub max_pending_requests: u32,
     pub max_requests: u32,
+}
+
+/// What a listener tolerates from the peers that connect to it (an application to its own
+/// sidecar, or another Pod to this one): how long they may take and stay idle, and how many
+/// connections they may hold. Without these a peer that sends one header byte a second, or
+/// opens connections and says nothing, holds the proxy's memory and file descriptors forever.
+///
+/// Both data planes get the same Envoy fields on every listener the mesh generates, and the
+/// bundled proxy reads those fields. A zero duration turns its timeout off (as in Envoy).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerPolicy {
+    /// HTTP: how long a request's headers may take, from their first byte to their last
+    /// (HCM `request_headers_timeout`); the peer then gets 408 and the connection is closed.
+    /// Default 10 s: honest headers arrive in one round trip. Envoy's own default is none.
+    pub request_headers_timeout: Duration,
+    /// HTTP: a downstream connection with no request in flight is closed after this long
+    /// (HCM `common_http_protocol_options.idle_timeout`; HTTP/2 gets a GOAWAY first).
+    /// Default 5 min, not Envoy's 1 h: longer than the idle timeout of common client pools
+    /// (Go's 90 s), so a client usually closes first and never races the close, yet an idle
+    /// peer cannot hold a connection for an hour.
+    pub http_idle_timeout: Duration,
+    /// HTTP: a request with nothing received or sent for this long ends (HCM
+    /// `stream_idle_timeout`): 504 `stream timeout` before the response has started, a reset
+    /// after. Default
+    /// 5 min, Envoy's own.
+    pub stream_idle_timeout: Duration,
+    /// TCP proxy: a connection with no bytes either way for this long is closed (`tcp_proxy`
+    /// `idle_timeout`). Default 1 h, Envoy's own: opaque protocols (database pools) keep idle
+    /// connections for long, and their clients rarely notice a closed one before using it.
+    pub tcp_idle_timeout: Duration,
+    /// Open connections per filter chain (the `envoy.filters.network.connection_limit`
+    /// filter's `max_connections`, first in every chain that proxies): beyond it a new
+    /// connection is closed at once, before any TLS handshake. A chain is a whole listener
+    /// for an addressed one (`outbound_http`, `inbound|<port>`, `outbound_tcp|<port>`), and
+    /// one port (or the passthrough) of an intercepted one. `None`: no limit. Default 4096:
+    /// above what the pooled clients of one workload hold, while a flood of idle connections
+    /// stays within about 120 MiB of the bundled proxy's memory (30 KiB each).
+    pub max_connections: Option<NonZeroU32>,
+}
+
+impl Default for ListenerPolicy {
+    fn default() -> Self {
+        ListenerPolicy {
+            request_headers_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(5 * 60),
+            stream_idle_timeout: Duration::from_secs(5 * 60),
+            tcp_idle_timeout: Duration::from_secs(60 * 60),
+            max_connections: NonZeroU32::new(4096),
+        }
+    }
 }
 
 /// The proxy a workload runs beside, which decides the adapter its configuration is compiled

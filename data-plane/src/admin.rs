@@ -399,11 +399,16 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
                         "require_client_certificate": t.require_client_certificate,
                         "alpn": t.alpn,
                     })),
+                    "connection_limit": c.connection_limit.as_ref().map(|l| json!({
+                        "stat_prefix": l.stat_prefix,
+                        "max_connections": l.max_connections,
+                    })),
                     "filter": match &c.filter {
                         NetworkFilter::Close => json!({ "close": {} }),
                         NetworkFilter::Tcp(t) => json!({ "tcp_proxy": {
                             "clusters": weights(&t.clusters),
                             "rbac": t.rbac.as_deref().map(rbac),
+                            "idle_timeout_ms": millis(t.idle_timeout),
                         }}),
                         NetworkFilter::Http(h) => json!({ "http": {
                             "routes": match &h.routes {
@@ -417,6 +422,11 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
                                 ForwardClientCert::SanitizeSet { uri } => json!({
                                     "SANITIZE_SET": { "uri": uri },
                                 }),
+                            },
+                            "timeouts_ms": {
+                                "request_headers": millis(h.timeouts.request_headers),
+                                "idle": millis(h.timeouts.idle),
+                                "stream_idle": millis(h.timeouts.stream_idle),
                             },
                         }}),
                     },
@@ -519,6 +529,11 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
 }
 
 /// A chain's match, with the fields it sets.
+/// A timeout in milliseconds; `null` for none.
+fn millis(timeout: Option<std::time::Duration>) -> Option<u64> {
+    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn chain_match(m: &ChainMatch) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(port) = m.destination_port {

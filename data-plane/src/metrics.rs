@@ -23,6 +23,8 @@
 //! | `xds_streams_total` | counter | ADS streams opened |
 //! | `xds_responses_total` | counter | `result`: `accepted` or `rejected` |
 //! | `xds_last_accepted_timestamp_seconds` | gauge | Unix time of the last accepted response; absent before it |
+//! | `connections_limited_total` | counter | `listener`, `stat_prefix`: connections a chain's connection limit closed |
+//! | `timeouts_total` | counter | `listener`, `stat_prefix`, `timeout` ([`Timeout`]) |
 //! | `denied_total`, `retries_total`, … | counter | see the helpers on [`Registry`] |
 //!
 //! `peer` is the peer's SPIFFE ID, empty for a plaintext or unauthenticated peer. A status
@@ -90,6 +92,34 @@ pub struct TcpLabels {
     pub backend: String,
     /// The peer's SPIFFE ID; empty when unauthenticated.
     pub peer: String,
+}
+
+/// A timeout that ends a downstream connection or request (the `timeout` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// `request_headers`: an HTTP/1 request's headers took too long (Envoy:
+    /// `http.<stat_prefix>.downstream_rq_header_timeout`).
+    RequestHeaders,
+    /// `idle`: an HTTP connection had no request in flight for too long
+    /// (`http.<stat_prefix>.downstream_cx_idle_timeout`).
+    Idle,
+    /// `stream_idle`: a request had nothing received or sent for too long
+    /// (`http.<stat_prefix>.downstream_rq_idle_timeout`).
+    StreamIdle,
+    /// `tcp_idle`: a proxied TCP connection had no bytes either way for too long
+    /// (`tcp.<stat_prefix>.idle_timeout`).
+    TcpIdle,
+}
+
+impl Timeout {
+    pub fn label(self) -> &'static str {
+        match self {
+            Timeout::RequestHeaders => "request_headers",
+            Timeout::Idle => "idle",
+            Timeout::StreamIdle => "stream_idle",
+            Timeout::TcpIdle => "tcp_idle",
+        }
+    }
 }
 
 /// All metrics of the proxy. Share it in an `Arc`.
@@ -363,6 +393,34 @@ impl Registry {
             "upstream_tls_handshakes_total",
             "Completed upstream (client-side) TLS handshakes, by cluster.",
             &[("cluster", cluster)],
+        )
+        .inc();
+    }
+
+    /// Counts a connection a filter chain's connection limit closed
+    /// (`connections_limited_total{listener,stat_prefix}`; Envoy's
+    /// `connection_limit.<stat_prefix>.limited_connections`).
+    pub fn connection_limited(&self, listener: &str, stat_prefix: &str) {
+        self.counter(
+            "connections_limited_total",
+            "Connections closed at once because their filter chain's connection limit was reached.",
+            &[("listener", listener), ("stat_prefix", stat_prefix)],
+        )
+        .inc();
+    }
+
+    /// Counts a connection or request a timeout ended
+    /// (`timeouts_total{listener,stat_prefix,timeout}`), `stat_prefix` being the HTTP
+    /// connection manager's or TCP proxy's; see [`Timeout`] for Envoy's names.
+    pub fn timeout(&self, listener: &str, stat_prefix: &str, timeout: Timeout) {
+        self.counter(
+            "timeouts_total",
+            "Downstream connections and requests ended by a timeout, by timeout.",
+            &[
+                ("listener", listener),
+                ("stat_prefix", stat_prefix),
+                ("timeout", timeout.label()),
+            ],
         )
         .inc();
     }

@@ -5,11 +5,18 @@
 //! so new routes and weights apply to the next request; a listener that goes away stops
 //! accepting, and its open connections are drained (HTTP/1.1 `Connection: close` after the
 //! request in flight, HTTP/2 GOAWAY), not cut.
+//!
+//! Slow and idle peers are bounded as Envoy bounds them, by the fields of the configuration:
+//! a chain's connection limit closes connections beyond it before their TLS handshake; an HTTP
+//! connection manager's request headers, idle and stream idle timeouts, and a TCP proxy's
+//! idle timeout, close connections that take too long or say nothing (see `idle`).
 
 mod budget;
 mod detect;
 mod headers;
 mod http;
+mod idle;
+mod limit;
 mod pool;
 pub(crate) mod routing;
 pub(crate) mod target;
@@ -32,15 +39,16 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::watch,
+    time::Instant,
 };
 
 use crate::{
     balance::Balancer,
     config::{
-        ClusterConfig, Direction, Endpoint, FilterChain, ForwardClientCert, ListenerConfig,
-        NetworkFilter, Runtime, TransportProtocol,
+        ClusterConfig, Direction, Endpoint, FilterChain, ForwardClientCert, HttpManager,
+        ListenerConfig, NetworkFilter, Runtime, TransportProtocol,
     },
-    metrics::Registry,
+    metrics::{Registry, Timeout},
     state::State,
     tls,
 };
@@ -58,6 +66,7 @@ pub struct Context {
     balancers: Balancers,
     budget: budget::Budgets,
     tls: tls::Cache,
+    slots: limit::ConnectionSlots,
 }
 
 impl Context {
@@ -69,6 +78,7 @@ impl Context {
             balancers: Balancers::default(),
             budget: budget::Budgets::default(),
             tls: tls::Cache::default(),
+            slots: limit::ConnectionSlots::default(),
         })
     }
 
@@ -278,6 +288,8 @@ enum ConnError {
     NoListener(String),
     #[error("no filter chain matches")]
     NoChain,
+    #[error("the filter chain's connection limit is reached")]
+    Limited,
     #[error("nothing detected within the listener filters' timeout")]
     DetectTimeout,
     #[error("TLS: {0}")]
@@ -307,6 +319,21 @@ async fn connection(
         local
     };
     let chain = choose_chain(&listener, &stream, destination).await?;
+    // Counted from here to the end of the connection; refused before any TLS handshake.
+    let _slot = match &chain.connection_limit {
+        None => None,
+        Some(limit) => {
+            let slot = ctx
+                .slots
+                .acquire(&listener_name, &chain.name, limit.max_connections);
+            if slot.is_none() {
+                ctx.metrics
+                    .connection_limited(&listener_name, &limit.stat_prefix);
+                return Err(ConnError::Limited);
+            }
+            slot
+        }
+    };
     let mut info = ConnInfo {
         listener: listener_name,
         direction: listener.direction,
@@ -452,7 +479,7 @@ async fn serve<I>(
     info: ConnInfo,
     chain: FilterChain,
     io: I,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -460,29 +487,103 @@ where
     match chain.filter {
         NetworkFilter::Close => Ok(()),
         NetworkFilter::Tcp(tcp) => tcp::proxy(&ctx, &info, &tcp, io).await.map_err(Into::into),
-        NetworkFilter::Http(manager) => {
-            let manager = Arc::new(manager);
-            let info = Arc::new(info);
-            let service = hyper::service::service_fn(move |request| {
-                http::handle(ctx.clone(), info.clone(), manager.clone(), request)
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // HTTP/1: `http::handle` holds a request's headers to Envoy's limit; hyper reads
-            // heads up to 4 KiB more (the `: ` and line ends of at most 100 headers) and
-            // answers a longer one 431 itself, so only heads Envoy refuses too stop here.
-            // HTTP/2 keeps hyper's header list limit (16 KiB).
-            builder
-                .http1()
-                .max_buf_size(target::MAX_REQUEST_HEADERS + 4 * 1024);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => result.map_err(|e| ConnError::Http(e.to_string())),
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await.map_err(|e| ConnError::Http(e.to_string()))
-                }
-            }
-        }
+        NetworkFilter::Http(manager) => serve_http(ctx, info, manager, io, stop).await,
     }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), or a
+/// timeout of the connection manager closes it.
+async fn serve_http<I>(
+    ctx: Arc<Context>,
+    info: ConnInfo,
+    manager: HttpManager,
+    io: I,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeouts = manager.timeouts;
+    let activity = idle::Activity::new();
+    let io = idle::Watched::new(io, activity.clone(), timeouts.request_headers);
+    let manager = Arc::new(manager);
+    let info = Arc::new(info);
+    let service = {
+        let (ctx, info, manager, activity) =
+            (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+        hyper::service::service_fn(move |request| {
+            let mut in_flight = activity.start_request();
+            let handled = http::handle(ctx.clone(), info.clone(), manager.clone(), request);
+            let (ctx, info, manager, activity) =
+                (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+            async move {
+                let response = match timeouts.stream_idle {
+                    None => handled.await?,
+                    Some(quiet) => tokio::select! {
+                        response = handled => response?,
+                        () = activity.quiet_for(quiet) => {
+                            ctx.metrics.timeout(&info.listener, &manager.stat_prefix, Timeout::StreamIdle);
+                            // Envoy's router, whose idle timeout is the stream's, answers so.
+                            http::local(::http::StatusCode::GATEWAY_TIMEOUT, "stream timeout")
+                        }
+                    },
+                };
+                in_flight.responded();
+                Ok::<_, hyper::Error>(response.map(|body| idle::Tracked::new(body, in_flight)))
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1: `http::handle` holds a request's headers to Envoy's limit; hyper reads heads up
+    // to 4 KiB more (the `: ` and line ends of at most 100 headers) and answers a longer one
+    // 431 itself, so only heads Envoy refuses too stop here. HTTP/2 keeps hyper's header list
+    // limit (16 KiB).
+    builder
+        .http1()
+        .max_buf_size(target::MAX_REQUEST_HEADERS + 4 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let timed_out = |timeout| {
+        ctx.metrics
+            .timeout(&info.listener, &manager.stat_prefix, timeout);
+    };
+    let mut draining = false;
+    let result = loop {
+        let deadline = match activity.check(Instant::now(), timeouts.idle, timeouts.stream_idle) {
+            idle::Check::Idle if !draining => {
+                // HTTP/1.1: closed now; HTTP/2: GOAWAY, then closed.
+                timed_out(Timeout::Idle);
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+                None
+            }
+            idle::Check::Idle => None,
+            idle::Check::StreamIdle => {
+                // Every request in flight is answering and none moved: as Envoy resets such
+                // streams, the connection is closed under them.
+                timed_out(Timeout::StreamIdle);
+                return Ok(());
+            }
+            idle::Check::Wait(deadline) => deadline,
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = sleep => {}
+            () = activity.changed() => {}
+        }
+    };
+    if activity.headers_timed_out() {
+        timed_out(Timeout::RequestHeaders);
+    }
+    result.map_err(|e| ConnError::Http(e.to_string()))
 }

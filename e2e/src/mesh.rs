@@ -132,6 +132,23 @@ impl Backend {
         Self::start(name, Protocol::Reply)
     }
 
+    /// A TCP server that answers every line `L` of a connection with `name: L` and keeps the
+    /// connection until the client closes it (a long-lived client-first protocol).
+    pub fn tcp_echo(name: &str) -> Backend {
+        Self::start(name, Protocol::Echo)
+    }
+
+    /// A TCP server that reads whatever a connection sends and never answers, until the
+    /// client closes it (an application stuck on every request).
+    pub fn silent(name: &str) -> Backend {
+        Self::start(name, Protocol::Silent)
+    }
+
+    /// Connections open now (HTTP, echo and silent servers).
+    pub fn open_connections(&self) -> usize {
+        self.conns.0.lock().expect("backend connections").open.len()
+    }
+
     fn start(name: &str, protocol: Protocol) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
@@ -157,6 +174,8 @@ impl Backend {
                     }
                     Protocol::Greeting => serve_tcp(conn, &n),
                     Protocol::Reply => serve_tcp_reply(conn, &n),
+                    Protocol::Echo => serve_tcp_echo(conn, &n, &c),
+                    Protocol::Silent => serve_silent(conn, &c),
                 });
             }
         });
@@ -267,6 +286,8 @@ enum Protocol {
     },
     Greeting,
     Reply,
+    Echo,
+    Silent,
 }
 
 fn serve_tcp(mut conn: TcpStream, name: &str) {
@@ -282,6 +303,31 @@ fn serve_tcp_reply(conn: TcpStream, name: &str) {
     if matches!(BufReader::new(conn).read_line(&mut line), Ok(n) if n > 0) {
         let _ = out.write_all(format!("{name}\n").as_bytes());
     }
+}
+
+fn serve_tcp_echo(conn: TcpStream, name: &str, conns: &Conns) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let Some(_guard) = conns.open(&conn) else {
+        return;
+    };
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+        if out.write_all(format!("{name}: {line}").as_bytes()).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+fn serve_silent(mut conn: TcpStream, conns: &Conns) {
+    let Some(_guard) = conns.open(&conn) else {
+        return;
+    };
+    let mut buf = [0u8; 1024];
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 /// Keep-alive HTTP/1.1: Envoy pools upstream connections. Bodies are read by
@@ -601,7 +647,10 @@ impl Sidecar {
 /// Prometheus text: `listener.<ip>_<port>.ssl.*` from the inbound listener `inbound|<port>`;
 /// `cluster.<name>.ssl.handshake`, `.upstream_rq_retry` and
 /// `.outlier_detection.ejections_enforced_total` from the cluster's upstream handshakes,
-/// retries and ejections; `control_plane.connected_state` from `xds_connected`.
+/// retries and ejections; `control_plane.connected_state` from `xds_connected`;
+/// `http.<stat prefix>.downstream_rq_header_timeout`, `.downstream_cx_idle_timeout`,
+/// `.downstream_rq_idle_timeout` and `tcp.<stat prefix>.idle_timeout` from `timeouts_total`;
+/// `connection_limit.<stat prefix>.limited_connections` from `connections_limited_total`.
 fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let samples: Vec<(&str, u64)> = metrics
@@ -657,6 +706,28 @@ fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
         out.insert(
             "outlier_detection.ejections_enforced_total".to_owned(),
             sum("ejections_total", &[cluster]),
+        );
+    } else if let Some(stat_prefix) = prefix.strip_prefix("http.") {
+        let stat_prefix = format!("stat_prefix=\"{}\"", stat_prefix.trim_end_matches('.'));
+        for (stat, timeout) in [
+            ("downstream_rq_header_timeout", "request_headers"),
+            ("downstream_cx_idle_timeout", "idle"),
+            ("downstream_rq_idle_timeout", "stream_idle"),
+        ] {
+            let labels = [stat_prefix.clone(), format!("timeout=\"{timeout}\"")];
+            out.insert(stat.to_owned(), sum("timeouts_total", &labels));
+        }
+    } else if let Some(stat_prefix) = prefix.strip_prefix("tcp.") {
+        let labels = [
+            format!("stat_prefix=\"{}\"", stat_prefix.trim_end_matches('.')),
+            "timeout=\"tcp_idle\"".to_owned(),
+        ];
+        out.insert("idle_timeout".to_owned(), sum("timeouts_total", &labels));
+    } else if let Some(stat_prefix) = prefix.strip_prefix("connection_limit.") {
+        let stat_prefix = format!("stat_prefix=\"{}\"", stat_prefix.trim_end_matches('.'));
+        out.insert(
+            "limited_connections".to_owned(),
+            sum("connections_limited_total", &[stat_prefix]),
         );
     } else if prefix == "control_plane." {
         let connected = samples
@@ -1121,6 +1192,16 @@ pub fn http_service(name: &str, backend: Option<&Backend>) -> String {
         y.push_str(&endpoint_slice(name, "http", b.addr));
     }
     y
+}
+
+/// A Service `name` in `demo` with one opaque TCP port (`tcp-<port>`) and an EndpointSlice for
+/// `backend`'s address: clients reach it on their sidecar's `podIP:<port>`.
+pub fn tcp_service(name: &str, port: u16, backend: &Backend) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec:\n  ports: [{{name: tcp-{port}, port: {port}, targetPort: {}}}]\n{}",
+        backend.addr.port(),
+        endpoint_slice(name, &format!("tcp-{port}"), backend.addr)
+    )
 }
 
 /// An EndpointSlice for a Service with one ready endpoint.

@@ -409,6 +409,7 @@ fn rich_configurations_pass_unchanged() {
         "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
         "envoy.extensions.filters.http.router.v3.Router",
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
         "envoy.extensions.filters.network.direct_response.v3.Config",
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "envoy.extensions.filters.network.rbac.v3.RBAC",
@@ -443,7 +444,7 @@ fn an_unknown_network_filter_drops_its_listener() {
     let (out, dropped) =
         with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
             l.filter_chains[0].filters.insert(
-                1,
+                2,
                 Filter {
                     name: "envoy.filters.network.foo".into(),
                     config_type: Some(filter::ConfigType::TypedConfig(Any {
@@ -458,9 +459,9 @@ fn an_unknown_network_filter_drops_its_listener() {
     assert_eq!(
         out.warnings,
         [
-            "listener inbound|3306: filter_chains[0].filters[1].typed_config: only \
-          http_connection_manager, tcp_proxy, rbac and direct_response network filters are \
-          supported"
+            "listener inbound|3306: filter_chains[0].filters[2].typed_config: only \
+          http_connection_manager, tcp_proxy, rbac, connection_limit and direct_response \
+          network filters are supported"
         ]
     );
 }
@@ -469,7 +470,7 @@ fn an_unknown_network_filter_drops_its_listener() {
 fn an_unknown_http_filter_drops_its_listener() {
     let (out, dropped) =
         with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
-            let f = &mut l.filter_chains[0].filters[0];
+            let f = &mut l.filter_chains[0].filters[1];
             let mut hcm: HttpConnectionManager = typed(&f.config_type);
             hcm.http_filters.insert(
                 0,
@@ -494,7 +495,7 @@ fn an_unknown_http_filter_drops_its_listener() {
     assert_eq!(
         out.warnings,
         [
-            "listener outbound_http: filter_chains[0].filters[0].typed_config.http_filters[0].\
+            "listener outbound_http: filter_chains[0].filters[1].typed_config.http_filters[0].\
           typed_config: only the rbac and router HTTP filters are supported"
         ]
     );
@@ -518,7 +519,7 @@ fn an_unsupported_cluster_type_drops_the_cluster() {
 fn deny_rbac_drops_the_listener_or_route_configuration() {
     let (out, dropped) =
         with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
-            let f = &mut l.filter_chains[0].filters[0];
+            let f = &mut l.filter_chains[0].filters[1];
             let mut rbac: NetworkRbac = typed(&f.config_type);
             rbac.rules.as_mut().unwrap().action = Action::Deny as i32;
             f.config_type = Some(filter::ConfigType::TypedConfig(any(&rbac)));
@@ -527,7 +528,7 @@ fn deny_rbac_drops_the_listener_or_route_configuration() {
     assert_eq!(
         out.warnings,
         [
-            "listener inbound|3306: filter_chains[0].filters[0].typed_config.rules.action: only \
+            "listener inbound|3306: filter_chains[0].filters[1].typed_config.rules.action: only \
           ALLOW is supported"
         ]
     );
@@ -598,7 +599,7 @@ fn a_field_the_proxy_ignores_drops_its_resource() {
     // An access log would silently never be written.
     let (out, dropped) =
         with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
-            let f = &mut l.filter_chains[0].filters[0];
+            let f = &mut l.filter_chains[0].filters[1];
             let mut hcm: HttpConnectionManager = typed(&f.config_type);
             hcm.access_log.push(Default::default());
             f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
@@ -607,7 +608,7 @@ fn a_field_the_proxy_ignores_drops_its_resource() {
     assert_eq!(
         out.warnings,
         [
-            "listener outbound_http: filter_chains[0].filters[0].typed_config.access_log: not \
+            "listener outbound_http: filter_chains[0].filters[1].typed_config.access_log: not \
           supported by the bundled proxy"
         ]
     );
@@ -625,13 +626,13 @@ fn a_field_the_proxy_ignores_drops_its_resource() {
 fn network_rbac_only_goes_right_before_tcp_proxy() {
     let (out, dropped) =
         with_changed::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
-            l.filter_chains[0].filters.swap(0, 1);
+            l.filter_chains[0].filters.swap(1, 2);
         });
     assert_eq!(dropped, ["inbound|3306"]);
     assert_eq!(
         out.warnings,
         [
-            "listener inbound|3306: filter_chains[0].filters[1]: nothing may follow a terminal \
+            "listener inbound|3306: filter_chains[0].filters[2]: nothing may follow a terminal \
              filter"
         ]
     );
@@ -645,7 +646,7 @@ fn the_upstream_connect_may_wait_for_the_handshake_but_not_for_data() {
     assert!(dropped.is_empty(), "{:?}", out.warnings);
     // It does not wait for the client's first byte.
     let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
-        let f = &mut l.filter_chains[0].filters[1];
+        let f = &mut l.filter_chains[0].filters[2];
         let mut tcp: TcpProxy = typed(&f.config_type);
         assert_eq!(
             tcp.upstream_connect_mode,
@@ -656,7 +657,7 @@ fn the_upstream_connect_may_wait_for_the_handshake_but_not_for_data() {
     });
     assert!(
         w.ends_with(
-            "filters[1].typed_config.upstream_connect_mode: only IMMEDIATE and \
+            "filters[2].typed_config.upstream_connect_mode: only IMMEDIATE and \
              ON_DOWNSTREAM_TLS_HANDSHAKE are supported"
         ),
         "{w}"
@@ -786,13 +787,13 @@ fn warning_of<M: Message + Default + Name>(
 
 #[test]
 fn network_rbac_is_one_filter_followed_by_tcp_proxy() {
-    let rbac = |l: &Listener| l.filter_chains[0].filters[0].clone();
+    let rbac = |l: &Listener| l.filter_chains[0].filters[1].clone();
     let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
         let f = rbac(l);
-        l.filter_chains[0].filters.insert(0, f);
+        l.filter_chains[0].filters.insert(1, f);
     });
     assert!(
-        w.ends_with("filters[1]: one network RBAC filter per chain is supported"),
+        w.ends_with("filters[2]: one network RBAC filter per chain is supported"),
         "{w}"
     );
     let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
@@ -800,7 +801,7 @@ fn network_rbac_is_one_filter_followed_by_tcp_proxy() {
     });
     assert!(
         w.ends_with(
-            "filters[0]: the last filter must be http_connection_manager, tcp_proxy or \
+            "filters[1]: the last filter must be http_connection_manager, tcp_proxy or \
              direct_response"
         ),
         "{w}"
@@ -927,14 +928,14 @@ fn warnings_name_the_field_at_fault() {
          common_tls_context.validation_context: the trust bundle must come from SDS"
     );
     let w = warning_of::<Listener>(&proxy, LISTENER_TYPE_URL, "inbound|8080", |l| {
-        let f = &mut l.filter_chains[0].filters[0];
+        let f = &mut l.filter_chains[0].filters[1];
         let mut hcm: HttpConnectionManager = typed(&f.config_type);
         hcm.codec_type = CodecType::Http2 as i32;
         f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
     });
     assert_eq!(
         field(w),
-        "filter_chains[0].filters[0].typed_config.codec_type"
+        "filter_chains[0].filters[1].typed_config.codec_type"
     );
 
     let client = client();
@@ -967,4 +968,86 @@ fn warnings_name_the_field_at_fault() {
         action.prefix_rewrite = "/v2/".into();
     });
     assert_eq!(field(w), "virtual_hosts[0].routes[0].route.prefix_rewrite");
+}
+
+#[test]
+fn the_bounds_on_peers_pass_and_what_the_proxy_does_not_bound_drops() {
+    use envoy_types::pb::{
+        envoy::{
+            config::core::v3::HttpProtocolOptions,
+            extensions::filters::network::connection_limit::v3::ConnectionLimit,
+        },
+        google::protobuf::Duration as PbDuration,
+    };
+    // As compiled: the connection limit, the HCM's three timeouts and the TCP idle timeout.
+    for (proxy, name) in [(client(), "outbound_http"), (server(), "inbound|3306")] {
+        let (out, dropped) = with_changed::<Listener>(&proxy, LISTENER_TYPE_URL, name, |l| {
+            assert_eq!(
+                l.filter_chains[0].filters[0].name,
+                "envoy.filters.network.connection_limit"
+            );
+        });
+        assert!(dropped.is_empty(), "{:?}", out.warnings);
+    }
+    let second = PbDuration {
+        seconds: 1,
+        nanos: 0,
+    };
+
+    let limit = |l: &mut Listener, change: &dyn Fn(&mut ConnectionLimit)| {
+        let f = &mut l.filter_chains[0].filters[0];
+        let mut limit: ConnectionLimit = typed(&f.config_type);
+        change(&mut limit);
+        f.config_type = Some(filter::ConfigType::TypedConfig(any(&limit)));
+    };
+    let w = warning_of::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+        limit(l, &|c| c.delay = Some(second));
+    });
+    assert_eq!(
+        w,
+        "listener outbound_http: filter_chains[0].filters[0].typed_config.delay: not supported \
+         by the bundled proxy"
+    );
+    let w = warning_of::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+        limit(l, &|c| c.max_connections = None);
+    });
+    assert_eq!(
+        w,
+        "listener outbound_http: filter_chains[0].filters[0].typed_config.max_connections: is \
+         required, and at least 1"
+    );
+    let w = warning_of::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+        let f = l.filter_chains[0].filters[0].clone();
+        l.filter_chains[0].filters.insert(1, f);
+    });
+    assert!(
+        w.ends_with("filters[1]: one connection limit per chain is supported"),
+        "{w}"
+    );
+
+    let w = warning_of::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+        let f = &mut l.filter_chains[0].filters[1];
+        let mut hcm: HttpConnectionManager = typed(&f.config_type);
+        hcm.common_http_protocol_options = Some(HttpProtocolOptions {
+            max_connection_duration: Some(second),
+            ..hcm.common_http_protocol_options.unwrap()
+        });
+        f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
+    });
+    assert_eq!(
+        w,
+        "listener outbound_http: filter_chains[0].filters[1].typed_config.\
+         common_http_protocol_options.max_connection_duration: not supported by the bundled proxy"
+    );
+    let w = warning_of::<Listener>(&server(), LISTENER_TYPE_URL, "inbound|3306", |l| {
+        let f = &mut l.filter_chains[0].filters[2];
+        let mut tcp: TcpProxy = typed(&f.config_type);
+        tcp.downstream_idle_timeout = Some(second);
+        f.config_type = Some(filter::ConfigType::TypedConfig(any(&tcp)));
+    });
+    assert_eq!(
+        w,
+        "listener inbound|3306: filter_chains[0].filters[2].typed_config.\
+         downstream_idle_timeout: not supported by the bundled proxy"
+    );
 }

@@ -18,6 +18,10 @@
 //! (migration: clients outside the mesh must keep working) a TLS inspector picks between that
 //! chain, for TLS, and a plaintext chain for everything else, with the same filters (but on a
 //! TCP port with rules, which no plaintext client can satisfy: there it closes).
+//!
+//! Every chain that proxies starts with a connection limit, and every HTTP connection manager
+//! and TCP proxy carries the mesh's timeouts ([`ListenerPolicy`]): a slow or idle peer is
+//! closed, and a flood of connections is refused past the limit, on both data planes alike.
 
 use std::net::SocketAddr;
 
@@ -29,8 +33,8 @@ use envoy_types::pb::{
                 comparison_filter,
             },
             core::v3::{
-                AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, RuntimeUInt32,
-                TrafficDirection, config_source, data_source,
+                AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HttpProtocolOptions,
+                RuntimeUInt32, TrafficDirection, config_source, data_source,
             },
             core::v3::{CidrRange, address as core_address},
             listener::v3::{
@@ -43,6 +47,7 @@ use envoy_types::pb::{
             http::router::v3::Router,
             listener::{http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst},
             network::{
+                connection_limit::v3::ConnectionLimit,
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
@@ -57,7 +62,7 @@ use envoy_types::pb::{
         },
         r#type::v3::Int32Range,
     },
-    google::protobuf::{Any, BoolValue, UInt32Value},
+    google::protobuf::{Any, BoolValue, UInt32Value, UInt64Value},
 };
 
 use super::{
@@ -67,12 +72,14 @@ use super::{
     to_any, virtual_host_name,
 };
 use crate::model::{
-    self, AccessMode, InboundPort, MeshSettings, OutboundService, Protocol, WeightedCluster,
+    self, AccessMode, InboundPort, ListenerPolicy, MeshSettings, OutboundService, Protocol,
+    WeightedCluster,
 };
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
 const DIRECT_RESPONSE_FILTER: &str = "envoy.filters.network.direct_response";
+const CONNECTION_LIMIT_FILTER: &str = "envoy.filters.network.connection_limit";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const ORIGINAL_DST_FILTER: &str = "envoy.filters.listener.original_dst";
 const HTTP_INSPECTOR_FILTER: &str = "envoy.filters.listener.http_inspector";
@@ -87,17 +94,18 @@ const DETECTED_HTTP: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 const DETECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `bind_ip:outbound_http_port`: every HTTP request of the application, routed by Host.
-pub(super) fn outbound_http(opts: &EnvoyOptions) -> Listener {
+pub(super) fn outbound_http(opts: &EnvoyOptions, policy: &ListenerPolicy) -> Listener {
     let hcm = HttpConnectionManager {
         stat_prefix: OUTBOUND_HTTP.to_owned(),
         http_filters: vec![router()],
-        ..hcm(OUTBOUND_HTTP)
+        ..hcm(OUTBOUND_HTTP, policy)
     };
     listener(
         OUTBOUND_HTTP.to_owned(),
         SocketAddr::new(opts.bind_ip, opts.outbound_http_port),
         TrafficDirection::Outbound,
         vec![filter(HCM_FILTER, to_any(&hcm))],
+        policy,
     )
 }
 
@@ -106,17 +114,19 @@ pub(super) fn outbound_tcp(
     port: u16,
     backends: &[WeightedCluster],
     opts: &EnvoyOptions,
+    policy: &ListenerPolicy,
 ) -> Listener {
     listener(
         super::outbound_tcp_name(port),
         SocketAddr::new(opts.bind_ip, port),
         TrafficDirection::Outbound,
-        vec![tcp_proxy(format!("outbound_tcp_{port}"), backends)],
+        vec![tcp_proxy(format!("outbound_tcp_{port}"), backends, policy)],
+        policy,
     )
 }
 
 /// A `tcp_proxy` to `backends`, by weight when there are several.
-fn tcp_proxy(stat_prefix: String, backends: &[WeightedCluster]) -> Filter {
+fn tcp_proxy(stat_prefix: String, backends: &[WeightedCluster], policy: &ListenerPolicy) -> Filter {
     let backends = route::merged_backends(backends);
     let cluster_specifier = match backends.as_slice() {
         [(only, _)] => tcp_proxy::ClusterSpecifier::Cluster((*only).to_owned()),
@@ -136,19 +146,27 @@ fn tcp_proxy(stat_prefix: String, backends: &[WeightedCluster]) -> Filter {
     let tcp = TcpProxy {
         stat_prefix,
         cluster_specifier: Some(cluster_specifier),
-        ..Default::default()
+        ..tcp_settings(policy)
     };
     filter(TCP_PROXY_FILTER, to_any(&tcp))
 }
 
 /// A `tcp_proxy` to one cluster.
-fn tcp_proxy_to(stat_prefix: String, cluster: String) -> Filter {
+fn tcp_proxy_to(stat_prefix: String, cluster: String, policy: &ListenerPolicy) -> Filter {
     let tcp = TcpProxy {
         stat_prefix,
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
-        ..Default::default()
+        ..tcp_settings(policy)
     };
     filter(TCP_PROXY_FILTER, to_any(&tcp))
+}
+
+/// The settings every TCP proxy shares: the policy's idle timeout.
+fn tcp_settings(policy: &ListenerPolicy) -> TcpProxy {
+    TcpProxy {
+        idle_timeout: Some(duration(policy.tcp_idle_timeout)),
+        ..Default::default()
+    }
 }
 
 /// `0.0.0.0:<outbound port>` of an intercepted proxy: every outbound connection of the
@@ -164,6 +182,7 @@ pub(super) fn outbound_intercepted<'a>(
     headless: &[model::Cluster],
     pod_ip: std::net::IpAddr,
     outbound_port: u16,
+    policy: &ListenerPolicy,
     warnings: &mut Vec<String>,
 ) -> Listener {
     let mut chains = Vec::new();
@@ -183,7 +202,7 @@ pub(super) fn outbound_intercepted<'a>(
             continue;
         }
         let matches = destination(addr.ip(), addr.port());
-        let tcp = tcp_proxy_to(name.clone(), name.clone());
+        let tcp = tcp_proxy_to(name.clone(), name.clone(), policy);
         chains.push(chain(name, Some(matches), vec![tcp]));
     }
     for svc in services {
@@ -204,10 +223,10 @@ pub(super) fn outbound_intercepted<'a>(
                 continue;
             }
             let matches = destination(ip, port.port);
-            let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name)));
+            let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name, policy)));
             let tcp = || {
                 let backends = port.routes.first().map(|r| r.backends.as_slice());
-                tcp_proxy(name.clone(), backends.unwrap_or_default())
+                tcp_proxy(name.clone(), backends.unwrap_or_default(), policy)
             };
             match port.protocol {
                 Protocol::Http | Protocol::Http2 => {
@@ -234,16 +253,20 @@ pub(super) fn outbound_intercepted<'a>(
     let passthrough = chain(
         PASSTHROUGH.to_owned(),
         None,
-        vec![tcp_proxy_to(PASSTHROUGH.to_owned(), PASSTHROUGH.to_owned())],
+        vec![tcp_proxy_to(
+            PASSTHROUGH.to_owned(),
+            PASSTHROUGH.to_owned(),
+            policy,
+        )],
     );
     capture_listener(
         super::OUTBOUND,
-        pod_ip,
-        outbound_port,
+        SocketAddr::new(pod_ip, outbound_port),
         TrafficDirection::Outbound,
         listener_filters,
         chains,
         passthrough,
+        policy,
     )
 }
 
@@ -263,7 +286,7 @@ fn destination(ip: std::net::IpAddr, port: u16) -> FilterChainMatch {
     }
 }
 
-/// A listener that takes every redirected connection on `0.0.0.0:<port>` and picks a chain
+/// A listener that takes every redirected connection on `0.0.0.0:<port>` (`capture` is the Pod's IP and that port) and picks a chain
 /// by its original destination (the `original_dst` filter comes first in `listener_filters`),
 /// waiting at most [`DETECTION_TIMEOUT`] for the inspectors, and `default` when no chain fits.
 ///
@@ -272,44 +295,48 @@ fn destination(ip: std::net::IpAddr, port: u16) -> FilterChainMatch {
 /// arrives with an IPv4-mapped address whose original destination is still IPv4's.
 fn capture_listener(
     name: &str,
-    pod_ip: std::net::IpAddr,
-    port: u16,
+    capture: SocketAddr,
     direction: TrafficDirection,
     listener_filters: Vec<ListenerFilter>,
     filter_chains: Vec<FilterChain>,
     default: FilterChain,
+    policy: &ListenerPolicy,
 ) -> Listener {
+    let pod_ip = capture.ip();
     let mut address = socket_address(SocketAddr::new(
         if pod_ip.is_ipv6() {
             std::net::Ipv6Addr::UNSPECIFIED.into()
         } else {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         },
-        port,
+        capture.port(),
     ));
     if let Some(core_address::Address::SocketAddress(sa)) = &mut address.address {
         sa.ipv4_compat = pod_ip.is_ipv6();
     }
-    Listener {
-        name: name.to_owned(),
-        address: Some(address),
-        traffic_direction: direction as i32,
-        listener_filters,
-        listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
-        continue_on_listener_filters_timeout: true,
-        filter_chains,
-        default_filter_chain: Some(default),
-        ..Default::default()
-    }
+    limit_connections(
+        Listener {
+            name: name.to_owned(),
+            address: Some(address),
+            traffic_direction: direction as i32,
+            listener_filters,
+            listener_filters_timeout: Some(duration(DETECTION_TIMEOUT)),
+            continue_on_listener_filters_timeout: true,
+            filter_chains,
+            default_filter_chain: Some(default),
+            ..Default::default()
+        },
+        policy,
+    )
 }
 
 /// The outbound HCM of one intercepted service port, on the route configuration of the same
 /// name.
-fn outbound_hcm(name: &str) -> HttpConnectionManager {
+fn outbound_hcm(name: &str, policy: &ListenerPolicy) -> HttpConnectionManager {
     HttpConnectionManager {
         stat_prefix: name.to_owned(),
         http_filters: vec![router()],
-        ..hcm(name)
+        ..hcm(name, policy)
     }
 }
 
@@ -418,6 +445,7 @@ impl Inbound {
 /// at once. RBAC stays behind the handshake's check, as the record of the decision.
 fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<String>) -> Inbound {
     let name = inbound_name(port.port);
+    let limits = &mesh.listener_policy;
     if port.protocol.is_http() {
         let hcm = HttpConnectionManager {
             stat_prefix: format!("inbound_{}", port.port),
@@ -441,13 +469,13 @@ fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<S
                 uri: true,
                 ..Default::default()
             }),
-            ..hcm(&name)
+            ..hcm(&name, limits)
         };
         return Inbound::same(vec![filter(HCM_FILTER, to_any(&hcm))]);
     }
     let stat_prefix = format!("inbound_{}", port.port);
     let Some(policy) = rbac::network_policy(port, mesh, warnings) else {
-        return Inbound::same(vec![tcp_proxy_to(stat_prefix, name)]);
+        return Inbound::same(vec![tcp_proxy_to(stat_prefix, name, limits)]);
     };
     if policy.sources.is_empty() {
         return Inbound::same(vec![close()]);
@@ -459,7 +487,7 @@ fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<S
         // Envoy requires a bound with a delayed connect. With 0 it stops reading as soon as
         // the client sends anything before the upstream is there, and forwards it after.
         max_early_data_bytes: Some(UInt32Value { value: 0 }),
-        ..Default::default()
+        ..tcp_settings(limits)
     };
     Inbound {
         tls: vec![
@@ -483,7 +511,7 @@ pub(super) fn inbound(
     let filters = inbound_filters(port, mesh, warnings);
     let chains = inbound_chains(filters, port.protocol, mtls, None);
     let inspect = chains.len() > 1;
-    Listener {
+    let listener = Listener {
         name: inbound_name(port.port),
         address: Some(socket_address(SocketAddr::new(opts.bind_ip, port.port))),
         traffic_direction: TrafficDirection::Inbound as i32,
@@ -499,7 +527,8 @@ pub(super) fn inbound(
         listener_filters_timeout: inspect.then(|| duration(DETECTION_TIMEOUT)),
         filter_chains: chains,
         ..Default::default()
-    }
+    };
+    limit_connections(listener, &mesh.listener_policy)
 }
 
 /// `0.0.0.0:<inbound port>` of an intercepted proxy: every connection to the Pod, on the
@@ -542,17 +571,18 @@ pub(super) fn inbound_intercepted(
             vec![tcp_proxy_to(
                 PASSTHROUGH.to_owned(),
                 super::INBOUND_PASSTHROUGH.to_owned(),
+                &mesh.listener_policy,
             )],
         ),
     };
     capture_listener(
         super::INBOUND,
-        pod_ip,
-        inbound_port,
+        SocketAddr::new(pod_ip, inbound_port),
         TrafficDirection::Inbound,
         listener_filters,
         chains,
         default,
+        &mesh.listener_policy,
     )
 }
 
@@ -623,8 +653,9 @@ fn listener(
     address: SocketAddr,
     direction: TrafficDirection,
     filters: Vec<Filter>,
+    policy: &ListenerPolicy,
 ) -> Listener {
-    Listener {
+    let listener = Listener {
         name,
         address: Some(socket_address(address)),
         traffic_direction: direction as i32,
@@ -633,11 +664,45 @@ fn listener(
             ..Default::default()
         }],
         ..Default::default()
-    }
+    };
+    limit_connections(listener, policy)
 }
 
-/// The HCM settings both directions share, with routes from RDS under `route_config_name`.
-fn hcm(route_config_name: &str) -> HttpConnectionManager {
+/// Puts a connection limit ([`ListenerPolicy::max_connections`]) first in every chain of the
+/// listener that proxies; chains that only close need none. Envoy counts the connections of
+/// each chain apart; its statistics (`connection_limit.<listener name>.*`) add up the chains
+/// of the listener.
+fn limit_connections(mut listener: Listener, policy: &ListenerPolicy) -> Listener {
+    let Some(max) = policy.max_connections else {
+        return listener;
+    };
+    let limit = ConnectionLimit {
+        stat_prefix: listener.name.clone(),
+        max_connections: Some(UInt64Value {
+            value: u64::from(max.get()),
+        }),
+        ..Default::default()
+    };
+    let limit = filter(CONNECTION_LIMIT_FILTER, to_any(&limit));
+    let chains = listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut());
+    for chain in chains {
+        let closes = chain
+            .filters
+            .last()
+            .is_none_or(|f| f.name == DIRECT_RESPONSE_FILTER);
+        if !closes {
+            chain.filters.insert(0, limit.clone());
+        }
+    }
+    listener
+}
+
+/// The HCM settings both directions share, with routes from RDS under `route_config_name`,
+/// and the policy's timeouts.
+fn hcm(route_config_name: &str, policy: &ListenerPolicy) -> HttpConnectionManager {
     HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
@@ -656,6 +721,12 @@ fn hcm(route_config_name: &str) -> HttpConnectionManager {
         // `x-forwarded-client-cert` is the mesh's to set: one a client sends is removed (the
         // inbound HCM then sets it from the verified peer).
         forward_client_cert_details: ForwardClientCertDetails::Sanitize as i32,
+        request_headers_timeout: Some(duration(policy.request_headers_timeout)),
+        stream_idle_timeout: Some(duration(policy.stream_idle_timeout)),
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            idle_timeout: Some(duration(policy.http_idle_timeout)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

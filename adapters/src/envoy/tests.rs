@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::{
         },
         endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
         listener::v3::{
-            FilterChain, Listener, filter, listener_filter, listener_filter_chain_match_predicate,
+            Filter, FilterChain, Listener, filter, listener_filter,
+            listener_filter_chain_match_predicate,
         },
         rbac::v3::{Policy, permission, principal, rbac::Action},
         route::v3::{
@@ -351,8 +352,13 @@ fn typed<M: Message + Default>(config: &Option<filter::ConfigType>) -> M {
     }
 }
 
+/// The last filter of a chain: what it ends in (after the connection limit, and RBAC).
+fn terminal(chain: &FilterChain) -> &Filter {
+    chain.filters.last().expect("a terminal filter")
+}
+
 fn hcm(listener: &Listener) -> HttpConnectionManager {
-    let filter = &listener.filter_chains[0].filters[0];
+    let filter = terminal(&listener.filter_chains[0]);
     assert_eq!(filter.name, "envoy.filters.network.http_connection_manager");
     typed(&filter.config_type)
 }
@@ -848,7 +854,7 @@ fn tcp_services_get_a_listener_per_port() {
         listener.address,
         Some(socket_address("127.0.1.5:5432".parse().unwrap()))
     );
-    let filter = &listener.filter_chains[0].filters[0];
+    let filter = terminal(&listener.filter_chains[0]);
     assert_eq!(filter.name, "envoy.filters.network.tcp_proxy");
     let tcp: TcpProxy = typed(&filter.config_type);
     let Some(tcp_proxy::ClusterSpecifier::WeightedClusters(split)) = &tcp.cluster_specifier else {
@@ -862,7 +868,7 @@ fn tcp_services_get_a_listener_per_port() {
     assert_eq!(weights, [("shop/db-a|5432", 50), ("shop/db-b|5432", 50)]);
 
     let single: Listener = decode(&out, LISTENER_TYPE_URL, "outbound_tcp|6379");
-    let tcp: TcpProxy = typed(&single.filter_chains[0].filters[0].config_type);
+    let tcp: TcpProxy = typed(&terminal(&single.filter_chains[0]).config_type);
     assert_eq!(
         tcp.cluster_specifier,
         Some(tcp_proxy::ClusterSpecifier::Cluster(
@@ -1249,7 +1255,8 @@ fn tcp_rules_allow_their_sources() {
     // Only the sources pass the handshake, so a server that speaks first greets nobody else.
     downstream_tls(chain, &SOURCES);
     let filters = &chain.filters;
-    let rbac: NetworkRbac = typed(&filters[0].config_type);
+    assert_eq!(filters[0].name, "envoy.filters.network.connection_limit");
+    let rbac: NetworkRbac = typed(&filters[1].config_type);
     let rules = rbac.rules.unwrap();
     let policy = &rules.policies["shop/cache-users"];
     assert_eq!(principals(policy), SOURCES);
@@ -1257,7 +1264,7 @@ fn tcp_rules_allow_their_sources() {
         policy.permissions[0].rule,
         Some(permission::Rule::Any(true))
     );
-    let tcp: TcpProxy = typed(&filters[1].config_type);
+    let tcp: TcpProxy = typed(&filters[2].config_type);
     assert_eq!(
         tcp.cluster_specifier,
         Some(tcp_proxy::ClusterSpecifier::Cluster("inbound|7000".into()))
@@ -1325,7 +1332,13 @@ fn allow_all_turns_rbac_off() {
         .iter()
         .map(|f| f.name.as_str())
         .collect();
-    assert_eq!(names, ["envoy.filters.network.tcp_proxy"]);
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.network.connection_limit",
+            "envoy.filters.network.tcp_proxy"
+        ]
+    );
 }
 
 #[test]
@@ -1497,6 +1510,171 @@ fn connection_limits_become_circuit_breakers() {
         cluster.circuit_breakers, None,
         "the data plane's own limits by default"
     );
+}
+
+/// Every listener the mesh generates, for each way of compiling one: addressed and
+/// intercepted, plaintext and mTLS, strict and permissive.
+fn every_listener(mesh: &MeshSettings) -> Vec<Listener> {
+    let permissive = MeshSettings {
+        access_mode: AccessMode::Permissive,
+        ..mesh.clone()
+    };
+    let intercepted_mtls = EnvoyOptions {
+        mtls: true,
+        ..intercepted_opts()
+    };
+    let mut listeners = Vec::new();
+    for mesh in [mesh, &permissive] {
+        for (proxy, opts) in [
+            (sample(), opts()),
+            (meshed_sample(), mtls_opts()),
+            (intercepted_sample(), intercepted_opts()),
+            (intercepted_sample(), intercepted_mtls.clone()),
+        ] {
+            let out = compile(&proxy, mesh, &opts);
+            listeners.extend(
+                out.resources
+                    .iter()
+                    .filter(|r| r.type_url == LISTENER_TYPE_URL)
+                    .map(|r| Listener::decode(r.resource.value.as_slice()).unwrap()),
+            );
+        }
+    }
+    listeners
+}
+
+#[test]
+fn every_listener_bounds_slow_and_idle_peers_and_its_connections() {
+    use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
+    let mesh = MeshSettings::default();
+    let policy = &mesh.listener_policy;
+    let (mut hcms, mut tcp_proxies, mut limited, mut closing) = (0, 0, 0, 0);
+    for listener in every_listener(&mesh) {
+        let chains = listener
+            .filter_chains
+            .iter()
+            .chain(listener.default_filter_chain.as_ref());
+        for chain in chains {
+            let at = format!("{} {:?}", listener.name, chain.name);
+            let end = terminal(chain);
+            if end.name == "envoy.filters.network.direct_response" {
+                // Closing at once needs no limit.
+                assert_eq!(chain.filters.len(), 1, "{at}");
+                closing += 1;
+                continue;
+            }
+            let first = &chain.filters[0];
+            assert_eq!(first.name, "envoy.filters.network.connection_limit", "{at}");
+            let limit: ConnectionLimit = typed(&first.config_type);
+            assert_eq!(limit.stat_prefix, listener.name, "{at}");
+            assert_eq!(
+                limit.max_connections.map(|m| m.value),
+                policy.max_connections.map(|m| u64::from(m.get())),
+                "{at}"
+            );
+            assert_eq!((limit.delay, limit.runtime_enabled), (None, None), "{at}");
+            limited += 1;
+            match end.name.as_str() {
+                "envoy.filters.network.http_connection_manager" => {
+                    let hcm: HttpConnectionManager = typed(&end.config_type);
+                    assert_eq!(
+                        hcm.request_headers_timeout,
+                        Some(duration(policy.request_headers_timeout)),
+                        "{at}"
+                    );
+                    assert_eq!(
+                        hcm.stream_idle_timeout,
+                        Some(duration(policy.stream_idle_timeout)),
+                        "{at}"
+                    );
+                    let options = hcm.common_http_protocol_options.expect("idle timeout");
+                    assert_eq!(
+                        options.idle_timeout,
+                        Some(duration(policy.http_idle_timeout)),
+                        "{at}"
+                    );
+                    hcms += 1;
+                }
+                "envoy.filters.network.tcp_proxy" => {
+                    let tcp: TcpProxy = typed(&end.config_type);
+                    assert_eq!(
+                        tcp.idle_timeout,
+                        Some(duration(policy.tcp_idle_timeout)),
+                        "{at}"
+                    );
+                    tcp_proxies += 1;
+                }
+                other => panic!("{at}: ends in {other}"),
+            }
+        }
+    }
+    assert!(
+        hcms > 5 && tcp_proxies > 5 && closing > 2,
+        "{hcms} HCMs, {tcp_proxies} TCP proxies, {closing} closing chains"
+    );
+    assert_eq!(limited, hcms + tcp_proxies);
+}
+
+#[test]
+fn the_listener_policy_is_configurable() {
+    use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
+    let policy = crate::model::ListenerPolicy {
+        request_headers_timeout: std::time::Duration::from_millis(1500),
+        http_idle_timeout: std::time::Duration::ZERO,
+        stream_idle_timeout: std::time::Duration::from_secs(7),
+        tcp_idle_timeout: std::time::Duration::from_secs(3),
+        max_connections: std::num::NonZeroU32::new(3),
+    };
+    let mesh = MeshSettings {
+        listener_policy: policy.clone(),
+        ..MeshSettings::default()
+    };
+    let out = compile(&sample(), &mesh, &opts());
+    let outbound: Listener = decode(&out, LISTENER_TYPE_URL, OUTBOUND_HTTP);
+    let hcm = hcm(&outbound);
+    assert_eq!(
+        hcm.request_headers_timeout,
+        Some(duration(std::time::Duration::from_millis(1500)))
+    );
+    // Zero turns a timeout off in Envoy: it is sent as zero, not left out (which would be
+    // Envoy's own default).
+    assert_eq!(
+        hcm.common_http_protocol_options.unwrap().idle_timeout,
+        Some(duration(std::time::Duration::ZERO))
+    );
+    let limit: ConnectionLimit = typed(&outbound.filter_chains[0].filters[0].config_type);
+    assert_eq!(limit.max_connections.map(|m| m.value), Some(3));
+    let tcp: Listener = decode(&out, LISTENER_TYPE_URL, "outbound_tcp|5432");
+    let tcp: TcpProxy = typed(&terminal(&tcp.filter_chains[0]).config_type);
+    assert_eq!(
+        tcp.idle_timeout,
+        Some(duration(std::time::Duration::from_secs(3)))
+    );
+
+    // No limit: no filter.
+    let unlimited = MeshSettings {
+        listener_policy: crate::model::ListenerPolicy {
+            max_connections: None,
+            ..policy
+        },
+        ..MeshSettings::default()
+    };
+    for listener in every_listener(&unlimited) {
+        for chain in listener
+            .filter_chains
+            .iter()
+            .chain(listener.default_filter_chain.as_ref())
+        {
+            assert!(
+                filter_names(chain)
+                    .iter()
+                    .all(|n| *n != "envoy.filters.network.connection_limit"),
+                "{} {:?}",
+                listener.name,
+                chain.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -1914,6 +2092,7 @@ fn strict_inbound_only_accepts_mesh_certificates() {
             assert_eq!(
                 filter_names(chain),
                 [
+                    "envoy.filters.network.connection_limit",
                     "envoy.filters.network.rbac",
                     "envoy.filters.network.tcp_proxy"
                 ]
@@ -2325,7 +2504,7 @@ fn chain_match(chain: &FilterChain) -> (Vec<String>, Option<u32>, String, Vec<St
 }
 
 fn tcp_cluster(chain: &FilterChain) -> tcp_proxy::ClusterSpecifier {
-    let f = &chain.filters[0];
+    let f = terminal(chain);
     assert_eq!(f.name, "envoy.filters.network.tcp_proxy", "{}", chain.name);
     typed::<TcpProxy>(&f.config_type)
         .cluster_specifier
@@ -2388,7 +2567,7 @@ fn intercepted_proxies_get_one_listener_each_way_and_route_by_original_destinati
             vec![]
         )
     );
-    let hcm: HttpConnectionManager = typed(&web.filters[0].config_type);
+    let hcm: HttpConnectionManager = typed(&terminal(web).config_type);
     let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
         panic!("no rds")
     };
@@ -2427,7 +2606,7 @@ fn intercepted_proxies_get_one_listener_each_way_and_route_by_original_destinati
     // An undeclared port: HTTP when the inspector finds it, TCP otherwise.
     let detected = chain(&outbound, "shop/cache|6379|http");
     assert_eq!(chain_match(detected).3, ["http/1.0", "http/1.1", "h2c"]);
-    let hcm: HttpConnectionManager = typed(&detected.filters[0].config_type);
+    let hcm: HttpConnectionManager = typed(&terminal(detected).config_type);
     let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
         panic!("no rds")
     };

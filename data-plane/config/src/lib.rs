@@ -35,14 +35,17 @@
 //!   `transport_protocol` (`tls`, `raw_buffer`) and `application_protocols` (`http/1.0`,
 //!   `http/1.1`, `h2c`), chosen as Envoy chooses (see [`ChainSelector`]).
 //! - **Network filters**: one terminal `http_connection_manager`, `tcp_proxy` (`cluster` or
-//!   `weighted_clusters`) or `direct_response` without a body (close), with at most one
-//!   `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`.
+//!   `weighted_clusters`, `idle_timeout`) or `direct_response` without a body (close), with
+//!   at most one `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`, and at most
+//!   one `envoy.filters.network.connection_limit` (`max_connections`) anywhere before the
+//!   terminal filter.
 //! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
 //!   no switch to turn that off, as Envoy does with `merge_slashes`,
 //!   `path_with_escaped_slashes_action` and `max_request_headers_kb` unset, or stricter: see
-//!   the proxy's `proxy::target`), a `local_reply_config` mapping 403s,
-//!   `forward_client_cert_details` SANITIZE or SANITIZE_SET with
+//!   the proxy's `proxy::target`), `request_headers_timeout`, `stream_idle_timeout`,
+//!   `common_http_protocol_options` with `idle_timeout` only, a `local_reply_config` mapping
+//!   403s, `forward_client_cert_details` SANITIZE or SANITIZE_SET with
 //!   `set_current_client_cert_details` naming `uri` at most (see [`ForwardClientCert`]), and
 //!   the HTTP filters `envoy.filters.http.rbac` (ALLOW, under that name) then
 //!   `envoy.filters.http.router` (default settings), last.
@@ -172,7 +175,18 @@ impl Default for ListenerFilters {
 /// Envoy's `listener_filters_timeout` when a listener sets none.
 pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// One filter chain: optional TLS termination, then one terminal filter.
+/// Envoy's HTTP connection idle timeout (`common_http_protocol_options.idle_timeout`) when an
+/// HTTP connection manager sets none.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Envoy's `stream_idle_timeout` when an HTTP connection manager sets none.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Envoy's TCP proxy `idle_timeout` when a TCP proxy sets none.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// One filter chain: optional TLS termination, an optional connection limit, then one terminal
+/// filter.
 #[derive(Clone, Debug)]
 pub struct FilterChain {
     pub name: String,
@@ -181,7 +195,21 @@ pub struct FilterChain {
     pub matches: ChainMatch,
     /// TLS termination (a `DownstreamTlsContext` transport socket).
     pub tls: Option<DownstreamTls>,
+    /// The `envoy.filters.network.connection_limit` filter, if the chain has one.
+    pub connection_limit: Option<ConnectionLimit>,
     pub filter: NetworkFilter,
+}
+
+/// `envoy.filters.network.connection_limit`: at most `max_connections` connections of one
+/// filter chain are open at once; a connection beyond that is closed as soon as the chain is
+/// chosen, before its TLS handshake, and counted. As in Envoy, each chain with the filter
+/// counts its own connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimit {
+    /// For metrics (`stat_prefix`).
+    pub stat_prefix: String,
+    /// At least 1.
+    pub max_connections: u64,
 }
 
 /// The terminal network filter of a chain.
@@ -211,6 +239,35 @@ pub struct HttpManager {
     /// What becomes of `x-forwarded-client-cert` (`forward_client_cert_details`); default
     /// [`ForwardClientCert::Sanitize`].
     pub forward_client_cert: ForwardClientCert,
+    /// How long a peer may take, or leave a connection or a request idle.
+    pub timeouts: HttpTimeouts,
+}
+
+/// The timeouts of an HTTP connection manager; `None` is no timeout (`0s` in xDS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// `request_headers_timeout`: from the first byte of an HTTP/1 request's headers to the
+    /// last; the peer then gets 408 and the connection is closed. Envoy's default: none.
+    pub request_headers: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout`: a connection with no request in flight
+    /// this long is closed (HTTP/2: GOAWAY first). Default [`DEFAULT_HTTP_IDLE_TIMEOUT`].
+    pub idle: Option<Duration>,
+    /// `stream_idle_timeout`: a request with nothing received or sent this long ends, with
+    /// 504 `stream timeout` before the response has started (as Envoy's router answers),
+    /// else by closing. Default
+    /// [`DEFAULT_STREAM_IDLE_TIMEOUT`].
+    pub stream_idle: Option<Duration>,
+}
+
+impl Default for HttpTimeouts {
+    /// Envoy's, for a connection manager that sets none.
+    fn default() -> Self {
+        HttpTimeouts {
+            request_headers: None,
+            idle: Some(DEFAULT_HTTP_IDLE_TIMEOUT),
+            stream_idle: Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        }
+    }
 }
 
 /// What an HTTP connection manager does with the `x-forwarded-client-cert` (XFCC) request
@@ -256,6 +313,9 @@ pub struct TcpProxy {
     pub clusters: Vec<(String, u32)>,
     /// Network RBAC in front of the proxy; `None` when there is none.
     pub rbac: Option<Arc<Rbac>>,
+    /// `idle_timeout`: a connection with no bytes either way this long is closed; `None` for
+    /// none (`0s`). Default [`DEFAULT_TCP_IDLE_TIMEOUT`].
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A route configuration.

@@ -78,6 +78,7 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
                 name: "mtls".into(),
                 matches: ChainMatch::ANY,
                 tls: None,
+                connection_limit: None,
                 filter: NetworkFilter::Http(HttpManager {
                     stat_prefix: "inbound_8080".into(),
                     routes: RouteSource::Rds("inbound|8080".into()),
@@ -87,6 +88,7 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
                         body: "denied by mesh policy\n".into(),
                     },
                     forward_client_cert: ForwardClientCert::Sanitize,
+                    timeouts: Default::default(),
                 }),
             }],
         }),

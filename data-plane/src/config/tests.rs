@@ -1579,7 +1579,7 @@ fn unsupported_listener_features_are_nacked() {
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config: only http_connection_manager, \
-         tcp_proxy, rbac and direct_response network filters are supported"
+         tcp_proxy, rbac, connection_limit and direct_response network filters are supported"
     );
     // A chain that does not end in a terminal filter.
     let l = tcp_listener(
@@ -2382,4 +2382,133 @@ fn clusters_may_follow_the_downstream_http_version_with_default_settings_only() 
         tuned.to_string(),
         "typed_extension_protocol_options[\"envoy.extensions.upstreams.http.v3.HttpProtocolOptions\"].use_downstream_protocol_config.http2_protocol_options: only the defaults are supported"
     );
+}
+
+#[test]
+fn peer_timeouts_and_connection_limits_take_envoys_defaults_and_overrides() {
+    use envoy_types::pb::{
+        envoy::{
+            config::core::v3::HttpProtocolOptions,
+            extensions::filters::network::connection_limit::v3::ConnectionLimit as PbLimit,
+        },
+        google::protobuf::UInt64Value,
+    };
+    let secs = |seconds| PbDuration { seconds, nanos: 0 };
+    let chain = |l: &Listener| ListenerConfig::from_xds(l).unwrap().chains[0].clone();
+
+    // Unset: Envoy's defaults, no limit.
+    let plain = chain(&hcm_listener("l", rds_hcm("h")));
+    assert_eq!(http(&plain).timeouts, HttpTimeouts::default());
+    assert_eq!(
+        http(&plain).timeouts,
+        HttpTimeouts {
+            request_headers: None,
+            idle: Some(Duration::from_secs(3600)),
+            stream_idle: Some(Duration::from_secs(300)),
+        }
+    );
+    assert!(plain.connection_limit.is_none());
+    let tcp_chain = chain(&tcp_listener("l", vec![tcp_proxy_filter("c")]));
+    assert_eq!(
+        tcp(&tcp_chain).idle_timeout,
+        Some(Duration::from_secs(3600))
+    );
+
+    // Set; zero turns a timeout off.
+    let hcm = HttpConnectionManager {
+        request_headers_timeout: Some(secs(2)),
+        stream_idle_timeout: Some(secs(0)),
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            idle_timeout: Some(secs(7)),
+            ..Default::default()
+        }),
+        ..rds_hcm("h")
+    };
+    assert_eq!(
+        http(&chain(&hcm_listener("l", hcm))).timeouts,
+        HttpTimeouts {
+            request_headers: Some(Duration::from_secs(2)),
+            idle: Some(Duration::from_secs(7)),
+            stream_idle: None,
+        }
+    );
+    let limit = |max: Option<u64>| {
+        typed(
+            "envoy.filters.network.connection_limit",
+            any(&PbLimit {
+                stat_prefix: "lim".to_owned(),
+                max_connections: max.map(|value| UInt64Value { value }),
+                ..Default::default()
+            }),
+        )
+    };
+    let idle_tcp = typed(
+        "envoy.filters.network.tcp_proxy",
+        any(&PbTcpProxy {
+            stat_prefix: "tcp".to_owned(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".to_owned())),
+            idle_timeout: Some(secs(0)),
+            ..Default::default()
+        }),
+    );
+    let limited = chain(&tcp_listener("l", vec![limit(Some(3)), idle_tcp]));
+    assert_eq!(tcp(&limited).idle_timeout, None);
+    assert_eq!(
+        limited.connection_limit,
+        Some(ConnectionLimit {
+            stat_prefix: "lim".to_owned(),
+            max_connections: 3,
+        })
+    );
+    // Envoy's own validation: a limit of at least one.
+    for max in [None, Some(0)] {
+        let l = tcp_listener("l", vec![limit(max), tcp_proxy_filter("c")]);
+        assert_eq!(
+            nack(TypeUrl::Listener, "l", any(&l)),
+            "listener l: filter_chains[0].filters[0].typed_config.max_connections: is \
+             required, and at least 1"
+        );
+    }
+    // Nothing after the terminal filter, this one included.
+    let l = tcp_listener("l", vec![tcp_proxy_filter("c"), limit(Some(3))]);
+    assert_eq!(
+        nack(TypeUrl::Listener, "l", any(&l)),
+        "listener l: filter_chains[0].filters[1]: nothing may follow a terminal filter"
+    );
+
+    // What the adapter sends: the mesh's policy, on every chain that proxies.
+    let mesh = mesh(AccessMode::Permissive);
+    let policy = &mesh.listener_policy;
+    let rt = runtime(&server_proxy(), &mesh, &opts(true));
+    let mut checked = 0;
+    for listener in rt.listeners.values() {
+        for chain in &listener.chains {
+            let (timeouts, tcp_idle) = match &chain.filter {
+                NetworkFilter::Close => continue,
+                NetworkFilter::Http(h) => (Some(h.timeouts), None),
+                NetworkFilter::Tcp(t) => (None, Some(t.idle_timeout)),
+            };
+            let limit = chain.connection_limit.as_ref().expect("a connection limit");
+            assert_eq!(limit.stat_prefix, listener.name);
+            assert_eq!(
+                Some(limit.max_connections),
+                policy.max_connections.map(|m| u64::from(m.get()))
+            );
+            if let Some(t) = timeouts {
+                assert_eq!(
+                    t,
+                    HttpTimeouts {
+                        request_headers: Some(policy.request_headers_timeout),
+                        idle: Some(policy.http_idle_timeout),
+                        stream_idle: Some(policy.stream_idle_timeout),
+                    }
+                );
+            }
+            if let Some(idle) = tcp_idle {
+                assert_eq!(idle, Some(policy.tcp_idle_timeout));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} chains");
 }

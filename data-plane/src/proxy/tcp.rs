@@ -1,6 +1,7 @@
 //! The TCP proxy: authorize the connection, pick a backend and an endpoint, connect (with
-//! mTLS to meshed endpoints) and copy bytes both ways; or, for an ORIGINAL_DST cluster, connect
-//! to where the connection was going.
+//! mTLS to meshed endpoints) and copy bytes both ways until either side closes or no byte has
+//! moved for the idle timeout; or, for an ORIGINAL_DST cluster, connect to where the
+//! connection was going.
 
 use std::time::Instant;
 
@@ -8,13 +9,13 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional};
 
 use super::{
-    ConnInfo, Context, http,
+    ConnInfo, Context, http, idle,
     routing::{self, Peer},
 };
 use crate::{
     balance::{self, Outcome},
     config::{ClusterConfig, TcpProxy},
-    metrics::{TcpLabels, TcpStats},
+    metrics::{TcpLabels, TcpStats, Timeout},
 };
 
 /// Endpoints tried before a connection is given up (Envoy's `max_connect_attempts` is 1; a
@@ -58,7 +59,7 @@ where
     };
     let stats = ctx.metrics.tcp(&labels);
     if cluster.original_dst {
-        return passthrough(info, &cluster, &stats, downstream).await;
+        return passthrough(ctx, info, tcp, &cluster, &stats, downstream).await;
     }
 
     let mut tried = Vec::new();
@@ -95,7 +96,7 @@ where
             None => {
                 pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
                 let mut upstream = upstream;
-                copy_bidirectional(&mut downstream, &mut upstream).await
+                pipe(ctx, info, tcp, &mut downstream, &mut upstream).await
             }
             Some(config) => {
                 let connector = tokio_rustls::TlsConnector::from(config);
@@ -109,7 +110,7 @@ where
                     Ok(Ok(mut tls)) => {
                         ctx.metrics.upstream_tls_handshake(&cluster.name);
                         pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
-                        copy_bidirectional(&mut downstream, &mut tls).await
+                        pipe(ctx, info, tcp, &mut downstream, &mut tls).await
                     }
                     _ => {
                         pick.complete(Instant::now(), Outcome::GatewayFailure);
@@ -126,9 +127,41 @@ where
     Ok(())
 }
 
+/// Copies bytes both ways until either side closes, or until none has moved either way for
+/// the TCP proxy's idle timeout (then both are closed). Returns the bytes read from the
+/// downstream peer and written to it.
+async fn pipe<D, U>(
+    ctx: &Context,
+    info: &ConnInfo,
+    tcp: &TcpProxy,
+    downstream: &mut D,
+    upstream: &mut U,
+) -> std::io::Result<(u64, u64)>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(idle_timeout) = tcp.idle_timeout else {
+        return copy_bidirectional(downstream, upstream).await;
+    };
+    // Every byte either way crosses the downstream side: watching it sees all traffic.
+    let activity = idle::Activity::new();
+    let mut watched = idle::Watched::new(downstream, activity.clone(), None);
+    tokio::select! {
+        copied = copy_bidirectional(&mut watched, upstream) => copied,
+        () = activity.quiet_for(idle_timeout) => {
+            ctx.metrics.timeout(&info.listener, &tcp.stat_prefix, Timeout::TcpIdle);
+            tracing::debug!(listener = %info.listener, ?idle_timeout, "TCP proxy: idle; closed");
+            Ok(watched.bytes())
+        }
+    }
+}
+
 /// An ORIGINAL_DST cluster: connects to the connection's destination, in plaintext, once.
 async fn passthrough<I>(
+    ctx: &Context,
     info: &ConnInfo,
+    tcp: &TcpProxy,
     cluster: &ClusterConfig,
     stats: &std::sync::Arc<TcpStats>,
     mut downstream: I,
@@ -159,7 +192,7 @@ where
     };
     let _ = upstream.set_nodelay(true);
     let _open = stats.open();
-    let result = copy_bidirectional(&mut downstream, &mut upstream).await;
+    let result = pipe(ctx, info, tcp, &mut downstream, &mut upstream).await;
     if let Ok((received, sent)) = result {
         stats.bytes(received, sent);
     }

@@ -229,6 +229,7 @@ fn the_most_specific_rbac_override_applies() {
             body: "denied\n".into(),
         },
         forward_client_cert: ForwardClientCert::Sanitize,
+        timeouts: Default::default(),
     };
     let mut vh = vhost(
         "v",

@@ -3,7 +3,7 @@
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use switchyard_adapters::model::{AccessMode, DataPlane, MeshSettings, ProxyId};
+use switchyard_adapters::model::{AccessMode, DataPlane, ListenerPolicy, MeshSettings, ProxyId};
 
 use crate::controller::admin::Admin;
 use crate::{
@@ -35,6 +35,72 @@ pub struct MeshArgs {
         env = "SWITCHYARD_DATA_PLANE"
     )]
     pub data_plane: DataPlaneArg,
+    /// HTTP: how long a request's headers may take from their first byte to their last; the
+    /// peer then gets 408. `0s` turns it off.
+    #[arg(
+        long,
+        default_value_t = DurationArg(ListenerPolicy::default().request_headers_timeout),
+        env = "SWITCHYARD_REQUEST_HEADERS_TIMEOUT"
+    )]
+    pub request_headers_timeout: DurationArg,
+    /// HTTP: a downstream connection with no request in flight this long is closed. `0s`
+    /// turns it off.
+    #[arg(
+        long,
+        default_value_t = DurationArg(ListenerPolicy::default().http_idle_timeout),
+        env = "SWITCHYARD_HTTP_IDLE_TIMEOUT"
+    )]
+    pub http_idle_timeout: DurationArg,
+    /// HTTP: a request with nothing received or sent this long ends (504 before its
+    /// response). `0s` turns it off.
+    #[arg(
+        long,
+        default_value_t = DurationArg(ListenerPolicy::default().stream_idle_timeout),
+        env = "SWITCHYARD_STREAM_IDLE_TIMEOUT"
+    )]
+    pub stream_idle_timeout: DurationArg,
+    /// TCP: a proxied connection with no bytes either way this long is closed. `0s` turns it
+    /// off.
+    #[arg(
+        long,
+        default_value_t = DurationArg(ListenerPolicy::default().tcp_idle_timeout),
+        env = "SWITCHYARD_TCP_IDLE_TIMEOUT"
+    )]
+    pub tcp_idle_timeout: DurationArg,
+    /// Open connections per filter chain of every listener (per listener, or per port of an
+    /// intercepted one); a connection beyond it is closed at once. `0` for no limit.
+    #[arg(
+        long,
+        default_value_t = ListenerPolicy::default().max_connections.map_or(0, |m| m.get()),
+        env = "SWITCHYARD_MAX_CONNECTIONS"
+    )]
+    pub max_connections: u32,
+}
+
+/// A duration flag: a number with a unit `s`, `m`, `h` or `d`, printed the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl std::str::FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s).map(DurationArg)
+    }
+}
+
+impl std::fmt::Display for DurationArg {
+    /// In the largest unit that divides it: `10s`, `5m`, `1h`; whole seconds only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        match [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|(unit, _)| secs > 0 && secs.is_multiple_of(*unit))
+        {
+            Some((unit, name)) => write!(f, "{}{name}", secs / unit),
+            None => write!(f, "{secs}s"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -68,6 +134,13 @@ impl MeshArgs {
                 Mode::Permissive => AccessMode::Permissive,
             },
             data_plane: self.data_plane.into(),
+            listener_policy: ListenerPolicy {
+                request_headers_timeout: self.request_headers_timeout.0,
+                http_idle_timeout: self.http_idle_timeout.0,
+                stream_idle_timeout: self.stream_idle_timeout.0,
+                tcp_idle_timeout: self.tcp_idle_timeout.0,
+                max_connections: std::num::NonZeroU32::new(self.max_connections),
+            },
             ..MeshSettings::default()
         }
     }

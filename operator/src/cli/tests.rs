@@ -168,6 +168,63 @@ fn data_plane_flag_defaults_to_envoy() {
     }
 }
 
+#[test]
+fn listener_policy_flags_default_to_the_models_defaults() {
+    use switchyard_adapters::model::ListenerPolicy;
+    let policy = |extra: &[&str]| {
+        let args: Vec<&str> = ["compile", "-f", "dir", "--proxy", "demo/client-0"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        match parse(&args).unwrap().command {
+            Command::Compile(a) => a.mesh.settings().listener_policy,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(policy(&[]), ListenerPolicy::default());
+    let set = policy(&[
+        "--request-headers-timeout",
+        "2s",
+        "--http-idle-timeout",
+        "0s",
+        "--stream-idle-timeout",
+        "1m",
+        "--tcp-idle-timeout",
+        "3s",
+        "--max-connections",
+        "0",
+    ]);
+    assert_eq!(
+        set,
+        ListenerPolicy {
+            request_headers_timeout: std::time::Duration::from_secs(2),
+            http_idle_timeout: std::time::Duration::ZERO,
+            stream_idle_timeout: std::time::Duration::from_secs(60),
+            tcp_idle_timeout: std::time::Duration::from_secs(3),
+            max_connections: None,
+        }
+    );
+    assert_eq!(
+        policy(&["--max-connections", "7"]).max_connections,
+        std::num::NonZeroU32::new(7)
+    );
+    // The help shows the defaults in the units they were chosen in.
+    let mut cli = Cli::command();
+    let help = cli
+        .find_subcommand_mut("compile")
+        .unwrap()
+        .render_long_help()
+        .to_string();
+    for default in [
+        "[default: 10s]",
+        "[default: 5m]",
+        "[default: 1h]",
+        "[default: 4096]",
+    ] {
+        assert!(help.contains(default), "{default} in {help}");
+    }
+}
+
 /// `switchyard compile` on the canary example, with extra arguments, as JSON.
 fn compile_canary(pod: &str, extra: &[&str], annotate: Option<&str>) -> serde_json::Value {
     let canary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/canary");

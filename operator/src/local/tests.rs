@@ -99,7 +99,12 @@ fn the_listener_expands_its_http_connection_manager() {
     let resources = canary();
     let listener = get(&resources, "Listener", "outbound_http");
     assert_eq!(listener["trafficDirection"], "OUTBOUND");
-    let filter = &listener["filterChains"][0]["filters"][0];
+    // After the connection limit.
+    assert_eq!(
+        listener["filterChains"][0]["filters"][0]["name"],
+        "envoy.filters.network.connection_limit"
+    );
+    let filter = &listener["filterChains"][0]["filters"][1];
     assert_eq!(
         filter["name"],
         "envoy.filters.network.http_connection_manager"
@@ -236,6 +241,7 @@ fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
             "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
             "envoy.extensions.filters.http.router.v3.Router",
             "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
             "envoy.extensions.filters.network.direct_response.v3.Config",
             "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "envoy.extensions.filters.network.rbac.v3.RBAC",

@@ -1,6 +1,7 @@
 //! Listeners: address, direction, listener filters (original destination, TLS and HTTP
-//! inspectors), filter chains with their matches, TLS termination, and the terminal filter
-//! (HTTP connection manager, TCP proxy behind an optional network RBAC, or a close).
+//! inspectors), filter chains with their matches, TLS termination, an optional connection
+//! limit, and the terminal filter (HTTP connection manager, TCP proxy behind an optional
+//! network RBAC, or a close).
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -9,7 +10,7 @@ use envoy_types::pb::{
     envoy::{
         config::{
             accesslog::v3::{access_log_filter::FilterSpecifier, comparison_filter},
-            core::v3::{CidrRange as PbCidrRange, TrafficDirection},
+            core::v3::{CidrRange as PbCidrRange, HttpProtocolOptions, TrafficDirection},
             listener::v3::{
                 Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, ListenerFilter,
                 ListenerFilterChainMatchPredicate, filter, listener_filter,
@@ -23,6 +24,7 @@ use envoy_types::pb::{
                 tls_inspector::v3::TlsInspector,
             },
             network::{
+                connection_limit::v3::ConnectionLimit as PbConnectionLimit,
                 direct_response::v3::Config as DirectResponse,
                 http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
@@ -37,7 +39,7 @@ use envoy_types::pb::{
             },
         },
     },
-    google::protobuf::Any,
+    google::protobuf::{self as pbuf, Any},
 };
 use prost::Message;
 
@@ -45,9 +47,9 @@ use super::{
     At, Invalid, bind_address, data_source, decode, duration, is, is_ads, rbac, tls, unsupported,
 };
 use crate::{
-    AppProtocol, ChainMatch, ChainSelector, CidrRange, DeniedReply, Direction, FilterChain,
-    ForwardClientCert, HttpManager, ListenerConfig, ListenerFilters, NetworkFilter, PortSet, Rbac,
-    RouteSource, RouteTable, TcpProxy, TransportProtocol,
+    AppProtocol, ChainMatch, ChainSelector, CidrRange, ConnectionLimit, DeniedReply, Direction,
+    FilterChain, ForwardClientCert, HttpManager, HttpTimeouts, ListenerConfig, ListenerFilters,
+    NetworkFilter, PortSet, Rbac, RouteSource, RouteTable, TcpProxy, TransportProtocol,
 };
 
 /// The reply Envoy's HTTP RBAC filter gives a denied request.
@@ -369,7 +371,7 @@ fn filter_chain(c: &PbFilterChain) -> Result<FilterChain, Invalid> {
         Some(socket) => tls::downstream(socket).at("transport_socket")?,
         None => None,
     };
-    let filter = network_filters(&c.filters)?;
+    let (connection_limit, filter) = network_filters(&c.filters)?;
     only!(c => PbFilterChain {
         filter_chain_match, filters, transport_socket, name, use_proxy_proto,
     } unset {
@@ -379,6 +381,7 @@ fn filter_chain(c: &PbFilterChain) -> Result<FilterChain, Invalid> {
         name: c.name.clone(),
         matches,
         tls,
+        connection_limit,
         filter,
     })
 }
@@ -470,9 +473,14 @@ fn cidr_range(r: &PbCidrRange) -> Result<CidrRange, Invalid> {
 }
 
 /// The filters of a chain: an HTTP connection manager alone, a TCP proxy with an optional
-/// network RBAC in front, or a direct response that closes the connection.
-fn network_filters(filters: &[Filter]) -> Result<NetworkFilter, Invalid> {
+/// network RBAC in front, or a direct response that closes the connection; and an optional
+/// connection limit anywhere before them (Envoy runs it when the connection is made, before
+/// any of the others reads a byte, wherever it stands).
+fn network_filters(
+    filters: &[Filter],
+) -> Result<(Option<ConnectionLimit>, NetworkFilter), Invalid> {
     let mut rbac: Option<Option<Arc<Rbac>>> = None;
+    let mut limit: Option<ConnectionLimit> = None;
     for (i, f) in filters.iter().enumerate() {
         // The name is a label: the typed config's URL says what the filter is.
         only!(f => Filter { name, config_type } unset {});
@@ -499,7 +507,7 @@ fn network_filters(filters: &[Filter]) -> Result<NetworkFilter, Invalid> {
                     "nothing may follow a terminal filter",
                 ));
             }
-            Ok(filter)
+            Ok((limit.clone(), filter))
         };
         if is::<HttpConnectionManager>(any) {
             if rbac.is_some() {
@@ -528,11 +536,20 @@ fn network_filters(filters: &[Filter]) -> Result<NetworkFilter, Invalid> {
             }
             let r: NetworkRbac = decode(any).at(format_args!("filters[{i}].typed_config"))?;
             rbac = Some(rbac::network_filter(&r).at(format_args!("filters[{i}].typed_config"))?);
+        } else if is::<PbConnectionLimit>(any) {
+            if limit.is_some() {
+                return Err(unsupported(
+                    format!("filters[{i}]"),
+                    "one connection limit per chain is supported",
+                ));
+            }
+            let l: PbConnectionLimit = decode(any).at(format_args!("filters[{i}].typed_config"))?;
+            limit = Some(connection_limit(&l).at(format_args!("filters[{i}].typed_config"))?);
         } else {
             return Err(unsupported(
                 format!("filters[{i}].typed_config"),
-                "only http_connection_manager, tcp_proxy, rbac and direct_response network \
-                 filters are supported",
+                "only http_connection_manager, tcp_proxy, rbac, connection_limit and \
+                 direct_response network filters are supported",
             ));
         }
     }
@@ -543,6 +560,28 @@ fn network_filters(filters: &[Filter]) -> Result<NetworkFilter, Invalid> {
             "the last filter must be http_connection_manager, tcp_proxy or direct_response",
         )),
     }
+}
+
+/// A connection limit: `max_connections` (required, at least 1, as Envoy validates it).
+fn connection_limit(l: &PbConnectionLimit) -> Result<ConnectionLimit, Invalid> {
+    let max_connections = match &l.max_connections {
+        Some(m) if m.value >= 1 => m.value,
+        _ => {
+            return Err(unsupported(
+                "max_connections",
+                "is required, and at least 1",
+            ));
+        }
+    };
+    only!(l => PbConnectionLimit {
+        stat_prefix, max_connections,
+    } unset {
+        delay, runtime_enabled,
+    });
+    Ok(ConnectionLimit {
+        stat_prefix: l.stat_prefix.clone(),
+        max_connections,
+    })
 }
 
 /// A direct response with an empty body: the connection is closed at once.
@@ -662,11 +701,13 @@ fn tcp(t: &PbTcpProxy, rbac: Option<Arc<Rbac>>) -> Result<TcpProxy, Invalid> {
             ));
         }
     }
+    let idle_timeout = optional_timeout(t.idle_timeout.as_ref(), crate::DEFAULT_TCP_IDLE_TIMEOUT)
+        .at("idle_timeout")?;
     only!(t => PbTcpProxy {
         stat_prefix, cluster_specifier, on_demand, metadata_match, tunneling_config,
-        upstream_connect_mode, max_early_data_bytes,
+        upstream_connect_mode, max_early_data_bytes, idle_timeout,
     } unset {
-        idle_timeout, downstream_idle_timeout, upstream_idle_timeout, access_log,
+        downstream_idle_timeout, upstream_idle_timeout, access_log,
         max_connect_attempts, backoff_options, hash_policy, max_downstream_connection_duration,
         max_downstream_connection_duration_jitter_percentage, access_log_flush_interval,
         flush_access_log_on_connected, access_log_options, proxy_protocol_tlvs,
@@ -676,6 +717,58 @@ fn tcp(t: &PbTcpProxy, rbac: Option<Arc<Rbac>>) -> Result<TcpProxy, Invalid> {
         stat_prefix: t.stat_prefix.clone(),
         clusters,
         rbac,
+        idle_timeout,
+    })
+}
+
+/// A timeout that Envoy defaults to `default` when unset and turns off with `0s`.
+fn optional_timeout(
+    d: Option<&pbuf::Duration>,
+    default: std::time::Duration,
+) -> Result<Option<std::time::Duration>, Invalid> {
+    match d {
+        None => Ok(Some(default)),
+        Some(d) => Ok(Some(duration(d)?).filter(|d| !d.is_zero())),
+    }
+}
+
+/// The timeouts of a connection manager: Envoy's defaults for those it leaves unset.
+fn http_timeouts(h: &HttpConnectionManager) -> Result<HttpTimeouts, Invalid> {
+    let defaults = HttpTimeouts::default();
+    let request_headers = match &h.request_headers_timeout {
+        Some(d) => Some(duration(d).at("request_headers_timeout")?).filter(|d| !d.is_zero()),
+        None => defaults.request_headers,
+    };
+    let stream_idle = match &h.stream_idle_timeout {
+        Some(d) => Some(duration(d).at("stream_idle_timeout")?).filter(|d| !d.is_zero()),
+        None => defaults.stream_idle,
+    };
+    let idle = match &h.common_http_protocol_options {
+        None => defaults.idle,
+        Some(options) => {
+            let idle = match &options.idle_timeout {
+                Some(d) => Some(duration(d).at("idle_timeout")?).filter(|d| !d.is_zero()),
+                None => defaults.idle,
+            };
+            let classified = || {
+                only!(options => HttpProtocolOptions {
+                    idle_timeout,
+                } unset {
+                    max_connection_duration, max_connection_duration_jitter, max_headers_count,
+                    max_response_headers_kb,
+                    max_stream_duration, headers_with_underscores_action,
+                    max_requests_per_connection,
+                });
+                Ok(())
+            };
+            classified().at("common_http_protocol_options")?;
+            idle
+        }
+    };
+    Ok(HttpTimeouts {
+        request_headers,
+        idle,
+        stream_idle,
     })
 }
 
@@ -789,15 +882,17 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         h.forward_client_cert_details,
         h.set_current_client_cert_details.as_ref(),
     )?;
+    let timeouts = http_timeouts(h)?;
     only!(h => HttpConnectionManager {
         codec_type, stat_prefix, http_filters, normalize_path, local_reply_config,
         route_specifier, forward_client_cert_details, set_current_client_cert_details,
+        request_headers_timeout, stream_idle_timeout, common_http_protocol_options,
     } unset {
-        add_user_agent, tracing, common_http_protocol_options,
+        add_user_agent, tracing,
         http1_safe_max_connection_duration, http_protocol_options, http2_protocol_options,
         http3_protocol_options, server_name, server_header_transformation,
-        scheme_header_transformation, max_request_headers_kb, stream_idle_timeout,
-        stream_flush_timeout, request_timeout, request_headers_timeout, drain_timeout,
+        scheme_header_transformation, max_request_headers_kb,
+        stream_flush_timeout, request_timeout, drain_timeout,
         drain_timeout_jitter, delayed_close_timeout, access_log, access_log_flush_interval,
         flush_access_log_on_new_request, access_log_options, use_remote_address,
         xff_num_trusted_hops, original_ip_detection_extensions,
@@ -817,6 +912,7 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         rbac,
         denied,
         forward_client_cert,
+        timeouts,
     })
 }
 
