@@ -4,8 +4,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::model::{
-    Cluster, ClusterName, Endpoint, HttpMatch, OutboundPort, OutboundService, Protocol, Route,
-    ServiceName, WeightedCluster,
+    Cluster, ClusterName, Endpoint, HttpMatch, Identity, InboundPort, OutboundPort,
+    OutboundService, Protocol, ProxyConfig, ProxyId, Route, ServiceName, WeightedCluster,
 };
 
 /// A share of a route: `ns/svc|port` with `weight`.
@@ -75,4 +75,26 @@ pub fn cluster(
         protocol,
         endpoints,
     })
+}
+
+/// The proxy of Pod `ns/pod`, running as `ns/service_account`: it reaches `services` over
+/// `clusters` and its workload serves `inbound`.
+pub fn proxy(
+    ns: &str,
+    pod: &str,
+    service_account: &str,
+    services: impl IntoIterator<Item = Arc<OutboundService>>,
+    clusters: impl IntoIterator<Item = Arc<Cluster>>,
+    inbound: Vec<InboundPort>,
+) -> ProxyConfig {
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: ns.into(),
+            pod: pod.into(),
+        },
+        identity: Identity::new(ns, service_account),
+        outbound: Arc::new(services.into_iter().map(|s| (s.name.clone(), s)).collect()),
+        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        inbound,
+    }
 }

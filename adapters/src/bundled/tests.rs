@@ -1,5 +1,4 @@
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
@@ -32,9 +31,9 @@ use super::*;
 use crate::{
     envoy::{self, CLUSTER_TYPE_URL, Capture, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, DataPlane, Endpoint,
-        HttpMatch, Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol,
-        ProxyId, ServiceName, UnknownDataPlane, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, DataPlane, Endpoint, HttpMatch,
+        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
+        UnknownDataPlane, WeightedCluster,
     },
     test_support::{self, http_match, port, route},
 };
@@ -131,11 +130,7 @@ fn client() -> ProxyConfig {
             vec![route("default", vec![], vec![backend("cache", 6379, 1)])],
         )],
     );
-    let outbound: BTreeMap<ServiceName, Arc<OutboundService>> = [web, grpc, db, cache]
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
-    let clusters: BTreeMap<ClusterName, Arc<ModelCluster>> = [
+    let clusters = [
         cluster("web-v1", 80, Protocol::Http, 1),
         cluster("web-v2", 80, Protocol::Http, 2),
         cluster("web", 8080, Protocol::Http, 3),
@@ -143,20 +138,15 @@ fn client() -> ProxyConfig {
         cluster("db-a", 5432, Protocol::Tcp, 5),
         cluster("db-b", 5432, Protocol::Tcp, 6),
         cluster("cache", 6379, Protocol::Unknown, 7),
-    ]
-    .into_iter()
-    .map(|c| (c.name.clone(), c))
-    .collect();
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        },
-        identity: Identity::new(NS, "client"),
-        outbound: Arc::new(outbound),
-        clusters: Arc::new(clusters),
-        inbound: Vec::new(),
-    }
+    ];
+    test_support::proxy(
+        NS,
+        "client-0",
+        "client",
+        [web, grpc, db, cache],
+        clusters,
+        Vec::new(),
+    )
 }
 
 /// A server: HTTP ports with TrafficTarget rules carrying matches (path, methods, headers,

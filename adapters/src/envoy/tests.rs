@@ -51,8 +51,7 @@ use super::*;
 use crate::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
-        ServiceName,
+        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ServiceName,
     },
     test_support::{self, backend, http_match, port, route},
 };
@@ -231,15 +230,13 @@ fn sample() -> ProxyConfig {
         Identity::new("shop", "frontend"),
         Identity::new("ops", "admin"),
     ];
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "shop".into(),
-            pod: "web-v1-0".into(),
-        },
-        identity: Identity::new("shop", "web"),
-        outbound: Arc::new([web, grpc, other_web, db, zdb, cache].into_iter().collect()),
-        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        inbound: vec![
+    test_support::proxy(
+        "shop",
+        "web-v1-0",
+        "web",
+        [web, grpc, other_web, db, zdb, cache].map(|(_, svc)| svc),
+        clusters,
+        vec![
             InboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
@@ -281,7 +278,7 @@ fn sample() -> ProxyConfig {
                 }]),
             },
         ],
-    }
+    )
 }
 
 /// `sample()` with every order that carries no meaning reversed.
