@@ -279,10 +279,7 @@ impl EnvoyAdapter {
             identity: &proxy.identity,
             mesh,
         });
-        let [clusters, endpoints] =
-            &*self
-                .cache
-                .clusters(&proxy.clusters, opts, &mesh.cluster_policy, mtls);
+        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts, mtls);
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
@@ -294,7 +291,7 @@ impl EnvoyAdapter {
                 taken.insert(opts.outbound_http_port);
                 self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
-                let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
+                let (routes, warnings) = self.cache.outbound_routes(proxy);
                 out.push_shared(routes);
                 out.warnings.extend(warnings.iter().cloned());
                 out.push(
@@ -370,7 +367,7 @@ impl EnvoyAdapter {
         out: &mut Compilation,
     ) {
         let [outbound, inbound] = capture;
-        for r in self.cache.intercepted_routes(proxy, &mesh.route_policy) {
+        for r in self.cache.intercepted_routes(proxy) {
             out.push_shared(r);
         }
         let listener = listener::outbound_intercepted(

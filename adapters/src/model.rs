@@ -146,9 +146,11 @@ pub struct MeshSettings {
     pub access_mode: AccessMode,
     /// The data plane of workloads that do not choose one themselves; default Envoy.
     pub data_plane: DataPlane,
-    /// Timeout and retries of every outbound HTTP route.
+    /// Timeout and retries of an outbound HTTP route that nothing else sets: the index puts
+    /// this on every [`Route`] it builds.
     pub route_policy: RoutePolicy,
-    /// How every cluster treats its endpoints: ejection of failing ones, connection limits.
+    /// How a cluster treats its endpoints (ejection of failing ones, connection limits) when
+    /// nothing else sets it: the index puts this on every [`Cluster`] it builds.
     pub cluster_policy: ClusterPolicy,
 }
 
@@ -380,6 +382,9 @@ pub struct Route {
     pub matches: Vec<HttpMatch>,
     /// Never empty; weights are relative and sum to more than zero.
     pub backends: Vec<WeightedCluster>,
+    /// Timeout and retries of the requests it routes; HTTP ports only (the one route of a TCP
+    /// port carries it unused).
+    pub policy: RoutePolicy,
 }
 
 /// An HTTP request match. All given conditions must hold.
@@ -412,6 +417,7 @@ pub struct Cluster {
     pub protocol: Protocol,
     /// Ready endpoints, sorted by address.
     pub endpoints: Vec<Endpoint>,
+    pub policy: ClusterPolicy,
 }
 
 /// One ready backend address and the identity it runs as, when known.

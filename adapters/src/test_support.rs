@@ -4,8 +4,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::model::{
-    Cluster, ClusterName, Endpoint, HttpMatch, Identity, InboundPort, OutboundPort,
-    OutboundService, Protocol, ProxyConfig, ProxyId, Route, ServiceName, WeightedCluster,
+    Cluster, ClusterName, ClusterPolicy, Endpoint, HttpMatch, Identity, InboundPort, OutboundPort,
+    OutboundService, Protocol, ProxyConfig, ProxyId, Route, RoutePolicy, ServiceName,
+    WeightedCluster,
 };
 
 /// A share of a route: `ns/svc|port` with `weight`.
@@ -28,11 +29,13 @@ pub fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]
     }
 }
 
+/// A route with the default policy.
 pub fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> Route {
     Route {
         name: name.into(),
         matches,
         backends,
+        policy: RoutePolicy::default(),
     }
 }
 
@@ -60,7 +63,7 @@ pub fn service(
     })
 }
 
-/// The cluster of `ns/svc|port`.
+/// The cluster of `ns/svc|port`, with the default policy.
 pub fn cluster(
     ns: &str,
     svc: &str,
@@ -74,6 +77,7 @@ pub fn cluster(
         port,
         protocol,
         endpoints,
+        policy: ClusterPolicy::default(),
     })
 }
 

@@ -45,7 +45,7 @@ use super::{
     tls::{self, Mtls},
     to_any,
 };
-use crate::model::{self, ClusterPolicy, ConnectionLimits, InboundPort, Protocol};
+use crate::model::{self, ConnectionLimits, InboundPort, Protocol};
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -57,9 +57,9 @@ const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProt
 pub(super) fn eds(
     cluster: &model::Cluster,
     opts: &EnvoyOptions,
-    policy: &ClusterPolicy,
     mtls: Option<Mtls<'_>>,
 ) -> Cluster {
+    let policy = &cluster.policy;
     Cluster {
         transport_socket_matches: mtls
             .and_then(|mtls| transport_socket_match(cluster, mtls))

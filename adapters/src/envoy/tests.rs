@@ -1416,19 +1416,49 @@ fn settings_changes_invalidate_the_cache() {
         connect_timeout: std::time::Duration::from_millis(250),
         ..opts()
     };
-    let mesh = MeshSettings {
-        route_policy: crate::model::RoutePolicy {
-            timeout: std::time::Duration::ZERO,
-            ..Default::default()
-        },
-        ..mesh
-    };
     let cached = adapter.compile(&sample(), &mesh, &opts);
     assert_eq!(cached, compile(&sample(), &mesh, &opts));
     let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/web-v1|80");
     assert_eq!(
         cluster.connect_timeout,
         Some(duration(std::time::Duration::from_millis(250)))
+    );
+}
+
+/// A policy is part of its route or cluster: a change to it recompiles what it is on, even in
+/// an adapter that has compiled the model before.
+#[test]
+fn policy_changes_in_the_model_invalidate_the_cache() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    adapter.compile(&sample(), &mesh, &opts());
+    let mut proxy = sample();
+    for svc in Arc::make_mut(&mut proxy.outbound).values_mut() {
+        for port in &mut Arc::make_mut(svc).ports {
+            for route in &mut port.routes {
+                route.policy.timeout = std::time::Duration::ZERO;
+            }
+        }
+    }
+    for cluster in Arc::make_mut(&mut proxy.clusters).values_mut() {
+        Arc::make_mut(cluster)
+            .policy
+            .outlier_detection
+            .consecutive_5xx = 7;
+    }
+    let cached = adapter.compile(&proxy, &mesh, &opts());
+    assert_eq!(cached, compile(&proxy, &mesh, &opts()));
+    let config: RouteConfiguration = decode(&cached, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    for route in config.virtual_hosts.iter().flat_map(|v| &v.routes) {
+        let Some(route::Action::Route(action)) = &route.action else {
+            panic!("{route:?}");
+        };
+        assert_eq!(action.timeout, Some(duration(std::time::Duration::ZERO)));
+    }
+    let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.outlier_detection.unwrap().consecutive_5xx,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 7 })
     );
 }
 
@@ -1439,14 +1469,11 @@ fn connection_limits_become_circuit_breakers() {
         max_pending_requests: 10,
         max_requests: 1000,
     };
-    let mesh = MeshSettings {
-        cluster_policy: crate::model::ClusterPolicy {
-            connection_limits: Some(limits),
-            ..Default::default()
-        },
-        ..MeshSettings::default()
-    };
-    let out = compile(&sample(), &mesh, &opts());
+    let mut proxy = sample();
+    let web_v1 = cluster_name("shop", "web-v1", 80);
+    let cluster = Arc::make_mut(&mut proxy.clusters).get_mut(&web_v1).unwrap();
+    Arc::make_mut(cluster).policy.connection_limits = Some(limits);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
     let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
     let thresholds = &cluster
         .circuit_breakers

@@ -1,6 +1,7 @@
 use serde_json::json;
 use switchyard_adapters::model::{
-    AccessMode, Authorization, ClusterName, DataPlane, MeshSettings, Protocol, ProxyId, ServiceName,
+    AccessMode, Authorization, ClusterName, ClusterPolicy, ConnectionLimits, DataPlane,
+    MeshSettings, Protocol, ProxyId, RoutePolicy, ServiceName,
 };
 use switchyard_crds::{Kind, ObjectRef, VersionedObject, status::conditions};
 
@@ -695,4 +696,41 @@ fn only_pods_the_injector_marked_are_intercepted() {
     assert!(!idx.intercepted(&proxy("b")));
     assert!(!idx.intercepted(&proxy("c")));
     assert!(!idx.intercepted(&proxy("missing")));
+}
+
+#[test]
+fn routes_and_clusters_carry_the_mesh_policy() {
+    let route_policy = RoutePolicy {
+        timeout: std::time::Duration::from_secs(3),
+        ..RoutePolicy::default()
+    };
+    let cluster_policy = ClusterPolicy {
+        connection_limits: Some(ConnectionLimits {
+            max_connections: 10,
+            max_pending_requests: 5,
+            max_requests: 100,
+        }),
+        ..ClusterPolicy::default()
+    };
+    let mut idx = Index::new(MeshSettings {
+        route_policy: route_policy.clone(),
+        cluster_policy: cluster_policy.clone(),
+        ..MeshSettings::default()
+    });
+    idx.apply(service("web", &[80]));
+    idx.apply(slice("web", &[80], &["10.0.0.1"]));
+    idx.apply(pod("client-0", "client", "client"));
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
+    let routes = &cfg.outbound[&web()].ports[0].routes;
+    assert!(!routes.is_empty());
+    assert!(routes.iter().all(|r| r.policy == route_policy));
+    assert_eq!(
+        cfg.clusters[&ClusterName::new(&web(), 80)].policy,
+        cluster_policy
+    );
 }
