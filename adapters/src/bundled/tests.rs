@@ -640,6 +640,7 @@ fn unknown_types_and_mismatched_names_are_rejected() {
             type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),
             value: Vec::new(),
         },
+        references: Vec::new(),
     };
     assert_eq!(
         check(&unknown).unwrap_err().to_string(),

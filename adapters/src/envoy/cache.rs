@@ -174,11 +174,10 @@ impl Cache {
     ) -> [Arc<Resource>; 2] {
         let name = source.name.as_str();
         let encode_cluster = || {
-            Arc::new(Resource::new(
-                CLUSTER_TYPE_URL,
-                name,
-                to_any(&cluster::eds(source, opts, mtls)),
-            ))
+            let encoded = cluster::eds(source, opts, mtls);
+            let references = cluster::references(&encoded, mtls);
+            let resource = Resource::new(CLUSTER_TYPE_URL, name, to_any(&encoded));
+            Arc::new(resource.referencing(references))
         };
         if let Some(entry) = self.clusters.get_mut(&source.name)
             && entry.settings == *settings

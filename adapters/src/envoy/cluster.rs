@@ -40,8 +40,11 @@ use envoy_types::pb::{
     google::protobuf::{Any, UInt32Value},
 };
 
+use switchyard_proxy_config::TypeUrl;
+
 use super::{
-    Capture, EnvoyOptions, INBOUND_SOURCE, LoadBalancing, duration, inbound_name, socket_address,
+    Capture, EnvoyOptions, INBOUND_SOURCE, LoadBalancing, Reference, duration, inbound_name,
+    socket_address,
     tls::{self, Mtls},
     to_any,
 };
@@ -78,6 +81,22 @@ pub(super) fn eds(
         typed_extension_protocol_options: protocol_options(cluster.protocol),
         ..Default::default()
     }
+}
+
+/// What a cluster built by [`eds`] names: its endpoints, and the proxy's secrets when it has
+/// an mTLS transport socket (`mtls` given and an endpoint with an identity).
+pub(super) fn references(cluster: &Cluster, mtls: Option<Mtls<'_>>) -> Vec<Reference> {
+    let endpoints = cluster.eds_cluster_config.as_ref().map(|eds| {
+        // Envoy's rule: the EDS name is the cluster's own unless `service_name` is set.
+        let name = match eds.service_name.as_str() {
+            "" => cluster.name.as_str(),
+            name => name,
+        };
+        Reference::new(TypeUrl::ClusterLoadAssignment, name)
+    });
+    let tls = !cluster.transport_socket_matches.is_empty();
+    let secrets = mtls.filter(|_| tls).into_iter().flat_map(|m| m.secrets());
+    endpoints.into_iter().chain(secrets).collect()
 }
 
 /// The endpoints of a cluster; sent even when empty, since a cluster warms until it has one.

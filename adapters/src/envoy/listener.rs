@@ -153,14 +153,14 @@ fn tcp_proxy_to(stat_prefix: String, cluster: String) -> Filter {
 /// undeclared ports whose first bytes are HTTP), or a `tcp_proxy` to its backends; anything
 /// else passes through unchanged. Services without a ClusterIP (headless) get no chain.
 ///
-/// Returns the listener and the ports (ClusterIP, port) left out because an earlier service
-/// took them, for warnings.
+/// Returns the listener and the names of the route configurations its chains load.
 pub(super) fn outbound_intercepted<'a>(
     services: impl IntoIterator<Item = &'a OutboundService>,
     outbound_port: u16,
     warnings: &mut Vec<String>,
-) -> Listener {
+) -> (Listener, Vec<String>) {
     let mut chains = Vec::new();
+    let mut routes = Vec::new();
     let mut detect_ports = std::collections::BTreeSet::new();
     let mut taken = std::collections::BTreeMap::new();
     for svc in services {
@@ -192,7 +192,10 @@ pub(super) fn outbound_intercepted<'a>(
                 }),
                 ..Default::default()
             };
-            let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name)));
+            let mut http = || {
+                routes.push(name.clone());
+                filter(HCM_FILTER, to_any(&outbound_hcm(&name)))
+            };
             let tcp = || {
                 let backends = port.routes.first().map(|r| r.backends.as_slice());
                 tcp_proxy(name.clone(), backends.unwrap_or_default())
@@ -224,14 +227,15 @@ pub(super) fn outbound_intercepted<'a>(
         None,
         vec![tcp_proxy_to(PASSTHROUGH.to_owned(), PASSTHROUGH.to_owned())],
     );
-    capture_listener(
+    let listener = capture_listener(
         super::OUTBOUND,
         outbound_port,
         TrafficDirection::Outbound,
         listener_filters,
         chains,
         passthrough,
-    )
+    );
+    (listener, routes)
 }
 
 /// A listener that takes every redirected connection on `0.0.0.0:<port>` and picks a chain

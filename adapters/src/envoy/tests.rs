@@ -2647,3 +2647,134 @@ fn two_services_on_one_cluster_ip_and_port_keep_the_first() {
         out.warnings[0]
     );
 }
+
+// === references ===
+
+/// The SDS names of a TLS context, decoded.
+fn tls_secrets(common: &CommonTlsContext) -> Vec<String> {
+    let mut names: Vec<String> = common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    match &common.validation_context_type {
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
+            names.push(s.name.clone());
+        }
+        Some(ValidationContextType::CombinedValidationContext(c)) => {
+            names.extend(
+                c.validation_context_sds_secret_config
+                    .iter()
+                    .map(|s| s.name.clone()),
+            );
+        }
+        _ => {}
+    }
+    names
+}
+
+/// What a resource names, found by decoding it (and the configs inside it), as a proxy would.
+fn decoded_references(resource: &Resource) -> Vec<Reference> {
+    let mut out = Vec::new();
+    let tls_config = |socket: &TransportSocket| match &socket.config_type {
+        Some(transport_socket::ConfigType::TypedConfig(any)) => any.clone(),
+        None => panic!("untyped transport socket"),
+    };
+    if resource.type_url == CLUSTER_TYPE_URL {
+        let cluster = Cluster::decode(resource.resource.value.as_slice()).unwrap();
+        if cluster.cluster_discovery_type
+            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        {
+            let service_name = cluster.eds_cluster_config.unwrap().service_name;
+            let name = if service_name.is_empty() {
+                cluster.name.clone()
+            } else {
+                service_name
+            };
+            out.push(Reference::new(TypeUrl::ClusterLoadAssignment, name));
+        }
+        for m in &cluster.transport_socket_matches {
+            let any = tls_config(m.transport_socket.as_ref().unwrap());
+            let context = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+            for name in tls_secrets(&context.common_tls_context.unwrap()) {
+                out.push(Reference::new(TypeUrl::Secret, name));
+            }
+        }
+    } else if resource.type_url == LISTENER_TYPE_URL {
+        let listener = Listener::decode(resource.resource.value.as_slice()).unwrap();
+        for chain in listener
+            .filter_chains
+            .iter()
+            .chain(&listener.default_filter_chain)
+        {
+            if let Some(socket) = &chain.transport_socket {
+                let any = tls_config(socket);
+                let context = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+                for name in tls_secrets(&context.common_tls_context.unwrap()) {
+                    out.push(Reference::new(TypeUrl::Secret, name));
+                }
+            }
+            for f in &chain.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
+                if any.type_url != HttpConnectionManager::type_url() {
+                    continue;
+                }
+                let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+                if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+                    out.push(Reference::new(
+                        TypeUrl::RouteConfiguration,
+                        rds.route_config_name,
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn resources_carry_what_they_reference() {
+    let permissive = permissive();
+    let strict = MeshSettings::default();
+    let cases = [
+        (sample(), opts()),
+        (meshed_sample(), mtls_opts()),
+        (intercepted_sample(), intercepted_opts()),
+        (
+            meshed_sample(),
+            EnvoyOptions {
+                mtls: true,
+                ..intercepted_opts()
+            },
+        ),
+    ];
+    let mut seen = BTreeSet::new();
+    for (proxy, opts) in cases {
+        for mesh in [&strict, &permissive] {
+            let out = compile(&proxy, mesh, &opts);
+            for r in &out.resources {
+                assert_eq!(
+                    r.references,
+                    decoded_references(r),
+                    "{} {}",
+                    r.type_url,
+                    r.name
+                );
+                seen.extend(r.references.iter().map(|r| r.type_url));
+            }
+        }
+    }
+    // Every kind of reference occurred.
+    assert_eq!(
+        seen,
+        BTreeSet::from([
+            TypeUrl::ClusterLoadAssignment,
+            TypeUrl::RouteConfiguration,
+            TypeUrl::Secret
+        ])
+    );
+}
