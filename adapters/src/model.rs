@@ -337,12 +337,25 @@ pub enum AccessMode {
     Permissive,
 }
 
-/// What one proxy runs: the services it can reach, the clusters behind them, and what its own
-/// workload accepts.
+/// What one proxy runs: the data plane it is, where it sits, the services it can reach, the
+/// clusters behind them, and what its own workload accepts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     pub proxy: ProxyId,
     pub identity: Identity,
+    /// The data plane the proxy runs: its workload's choice, else the mesh's
+    /// ([`MeshSettings::data_plane`]).
+    pub data_plane: DataPlane,
+    /// What the workload asked for when it named no data plane; `data_plane` is the mesh's
+    /// then. Kept for a warning.
+    pub unknown_data_plane: Option<UnknownDataPlane>,
+    /// The workload's IP (a Pod's `status.podIP`), where the proxy's listeners bind and its
+    /// application listens; `None` until it is known.
+    pub address: Option<IpAddr>,
+    /// Whether redirect rules send the workload's connections through the proxy (the injector
+    /// marks such Pods): it then takes them on capture ports and routes each by its original
+    /// destination; otherwise the application addresses the proxy.
+    pub intercepted: bool,
     /// Outbound services by name; shared between proxies (the map itself too: an adapter can
     /// tell by pointer that nothing changed).
     pub outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,

@@ -4,8 +4,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::model::{
-    Cluster, ClusterName, ClusterPolicy, Endpoint, HttpMatch, Identity, InboundPort, OutboundPort,
-    OutboundService, Protocol, ProxyConfig, ProxyId, Route, RoutePolicy, ServiceName,
+    Cluster, ClusterName, ClusterPolicy, DataPlane, Endpoint, HttpMatch, Identity, InboundPort,
+    OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route, RoutePolicy, ServiceName,
     WeightedCluster,
 };
 
@@ -82,7 +82,8 @@ pub fn cluster(
 }
 
 /// The proxy of Pod `ns/pod`, running as `ns/service_account`: it reaches `services` over
-/// `clusters` and its workload serves `inbound`.
+/// `clusters` and its workload serves `inbound`. An Envoy, addressed by its application, at no
+/// known address.
 pub fn proxy(
     ns: &str,
     pod: &str,
@@ -97,6 +98,10 @@ pub fn proxy(
             pod: pod.into(),
         },
         identity: Identity::new(ns, service_account),
+        data_plane: DataPlane::Envoy,
+        unknown_data_plane: None,
+        address: None,
+        intercepted: false,
         outbound: Arc::new(services.into_iter().map(|s| (s.name.clone(), s)).collect()),
         clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
         inbound,
