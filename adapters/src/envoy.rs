@@ -66,9 +66,12 @@ use std::{
 };
 
 use envoy_types::pb::{
-    envoy::config::core::v3::{
-        Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address,
-        config_source, socket_address,
+    envoy::config::{
+        core::v3::{
+            Address, AggregatedConfigSource, ApiVersion, ConfigSource, SocketAddress, address,
+            config_source, socket_address,
+        },
+        listener::v3::Listener,
     },
     google::protobuf::{self as pbuf, Any},
 };
@@ -211,6 +214,29 @@ pub struct Resource {
     pub type_url: &'static str,
     pub name: String,
     pub resource: Any,
+    /// The resources this one names, as the adapter wrote them in: a Cluster's endpoints, a
+    /// Listener's route configurations, and the secrets of either's TLS contexts. Sorted, no
+    /// repeats; empty for other types. The xDS server needs them (a changed cluster's
+    /// endpoints are sent again) and need not decode the resource to find them.
+    pub references: Vec<Reference>,
+}
+
+/// A resource that another names ([`Resource::references`]), which the proxy gets over the
+/// same ADS stream before it can use the one that names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reference {
+    /// `ClusterLoadAssignment`, `RouteConfiguration` or `Secret`.
+    pub type_url: TypeUrl,
+    pub name: Arc<str>,
+}
+
+impl Reference {
+    pub fn new(type_url: TypeUrl, name: impl Into<Arc<str>>) -> Self {
+        Reference {
+            type_url,
+            name: name.into(),
+        }
+    }
 }
 
 /// What one proxy is served, plus what could not be expressed.
@@ -283,10 +309,7 @@ impl EnvoyAdapter {
             identity: &proxy.identity,
             mesh,
         });
-        let [clusters, endpoints] =
-            &*self
-                .cache
-                .clusters(&proxy.clusters, opts, &mesh.cluster_policy, mtls);
+        let [clusters, endpoints] = &*self.cache.clusters(&proxy.clusters, opts, mtls);
         out.extend_shared(CLUSTER_TYPE_URL, clusters);
         out.extend_shared(ENDPOINT_TYPE_URL, endpoints);
 
@@ -298,14 +321,11 @@ impl EnvoyAdapter {
                 taken.insert(opts.outbound_http_port);
                 self.inbound(proxy, mesh, opts, mtls, &mut taken, &mut out);
 
-                let (routes, warnings) = self.cache.outbound_routes(proxy, &mesh.route_policy);
+                let (routes, warnings) = self.cache.outbound_routes(proxy);
+                let listener = listener::outbound_http(opts, &mesh.listener_policy);
+                out.push_listener(listener, vec![routes.name.clone()], None);
                 out.push_shared(routes);
                 out.warnings.extend(warnings.iter().cloned());
-                out.push(
-                    LISTENER_TYPE_URL,
-                    OUTBOUND_HTTP,
-                    to_any(&listener::outbound_http(opts, &mesh.listener_policy)),
-                );
                 outbound_tcp(proxy, opts, &mesh.listener_policy, &taken, &mut out);
             }
             Capture::Intercepted { outbound, inbound } => {
@@ -353,12 +373,8 @@ impl EnvoyAdapter {
                 continue;
             }
             let listener = listener::inbound(port, mesh, opts, mtls, &mut out.warnings);
-            out.push(
-                LISTENER_TYPE_URL,
-                &inbound_name(port.port),
-                to_any(&listener),
-            );
-            inbound_route_and_cluster(port, mesh, opts, out);
+            let routes = inbound_route_and_cluster(port, mesh, opts, out);
+            out.push_listener(listener, routes.into_iter().collect(), mtls);
         }
     }
 
@@ -374,11 +390,11 @@ impl EnvoyAdapter {
         out: &mut Compilation,
     ) {
         let [outbound, inbound] = capture;
-        for r in self.cache.intercepted_routes(proxy, &mesh.route_policy) {
+        for r in self.cache.intercepted_routes(proxy) {
             out.push_shared(r);
         }
         let headless = headless_endpoints(proxy, opts);
-        let listener = listener::outbound_intercepted(
+        let (listener, routes) = listener::outbound_intercepted(
             proxy.outbound.values().map(|s| &**s),
             &headless,
             opts.app_ip,
@@ -386,10 +402,12 @@ impl EnvoyAdapter {
             &mesh.listener_policy,
             &mut out.warnings,
         );
-        out.push(LISTENER_TYPE_URL, OUTBOUND, to_any(&listener));
+        out.push_listener(listener, routes, None);
         for one in &headless {
-            let cluster = cluster::endpoint(one, opts, &mesh.cluster_policy, mtls);
-            out.push(CLUSTER_TYPE_URL, one.name.as_str(), to_any(&cluster));
+            let cluster = cluster::endpoint(one, opts, mtls);
+            let references = cluster::references(&cluster, mtls);
+            let resource = Resource::new(CLUSTER_TYPE_URL, one.name.as_str(), to_any(&cluster));
+            out.push_shared(Arc::new(resource.referencing(references)));
         }
         out.push(
             CLUSTER_TYPE_URL,
@@ -401,6 +419,7 @@ impl EnvoyAdapter {
         let mut ports: Vec<&InboundPort> = proxy.inbound.iter().collect();
         ports.sort_by_key(|p| p.port);
         let mut kept: Vec<&InboundPort> = Vec::with_capacity(ports.len());
+        let mut routes = Vec::new();
         for port in ports {
             if reserved.contains(&port.port) || kept.last().is_some_and(|k| k.port == port.port) {
                 out.warn(format!(
@@ -410,7 +429,7 @@ impl EnvoyAdapter {
                 continue;
             }
             kept.push(port);
-            inbound_route_and_cluster(port, mesh, opts, out);
+            routes.extend(inbound_route_and_cluster(port, mesh, opts, out));
         }
         let listener = listener::inbound_intercepted(
             &kept,
@@ -420,7 +439,7 @@ impl EnvoyAdapter {
             mtls,
             &mut out.warnings,
         );
-        out.push(LISTENER_TYPE_URL, INBOUND, to_any(&listener));
+        out.push_listener(listener, routes, mtls);
         if mesh.access_mode == AccessMode::Permissive {
             out.push(
                 CLUSTER_TYPE_URL,
@@ -467,23 +486,26 @@ fn headless_endpoints(proxy: &ProxyConfig, opts: &EnvoyOptions) -> Vec<model::Cl
     out
 }
 
-/// The route configuration (HTTP ports) and the local cluster of one inbound port.
+/// The route configuration (HTTP ports) and the local cluster of one inbound port; returns the
+/// name of the route configuration, for the listener that loads it.
 fn inbound_route_and_cluster(
     port: &InboundPort,
     mesh: &MeshSettings,
     opts: &EnvoyOptions,
     out: &mut Compilation,
-) {
+) -> Option<String> {
     let name = inbound_name(port.port);
-    if port.protocol.is_http() {
-        let routes = route::inbound(port, mesh, &mut out.warnings);
-        out.push(ROUTE_TYPE_URL, &name, routes);
-    }
     out.push(
         CLUSTER_TYPE_URL,
         &name,
         to_any(&cluster::inbound(port, opts)),
     );
+    if !port.protocol.is_http() {
+        return None;
+    }
+    let routes = route::inbound(port, mesh, &mut out.warnings);
+    out.push(ROUTE_TYPE_URL, &name, routes);
+    Some(name)
 }
 
 /// Compiles one proxy without a cache; for tests and one-off use.
@@ -586,6 +608,27 @@ impl Compilation {
         self.push_shared(Arc::new(Resource::new(type_url, name, resource)));
     }
 
+    /// A listener that loads `routes` over RDS, and, when a chain of it terminates TLS with
+    /// `mtls`, the proxy's secrets.
+    fn push_listener(
+        &mut self,
+        listener: Listener,
+        routes: Vec<String>,
+        mtls: Option<tls::Mtls<'_>>,
+    ) {
+        let tls = listener
+            .filter_chains
+            .iter()
+            .chain(&listener.default_filter_chain)
+            .any(|c| c.transport_socket.is_some());
+        let routes = routes
+            .into_iter()
+            .map(|name| Reference::new(TypeUrl::RouteConfiguration, name));
+        let secrets = mtls.filter(|_| tls).into_iter().flat_map(|m| m.secrets());
+        let resource = Resource::new(LISTENER_TYPE_URL, &listener.name, to_any(&listener));
+        self.push_shared(Arc::new(resource.referencing(routes.chain(secrets))));
+    }
+
     /// Appends resources all of one type.
     fn extend_shared(&mut self, type_url: &'static str, resources: &[Arc<Resource>]) {
         debug_assert!(resources.iter().all(|r| r.type_url == type_url));
@@ -638,13 +681,23 @@ impl fmt::Debug for Resource {
 }
 
 impl Resource {
+    /// A resource that names no other.
     fn new(type_url: &'static str, name: &str, resource: Any) -> Resource {
         debug_assert_eq!(type_url, resource.type_url);
         Resource {
             type_url,
             name: name.to_owned(),
             resource,
+            references: Vec::new(),
         }
+    }
+
+    /// The resource, naming `references` (in any order, repeats allowed).
+    fn referencing(self, references: impl IntoIterator<Item = Reference>) -> Resource {
+        let mut references: Vec<Reference> = references.into_iter().collect();
+        references.sort();
+        references.dedup();
+        Resource { references, ..self }
     }
 }
 

@@ -153,9 +153,11 @@ pub struct MeshSettings {
     pub access_mode: AccessMode,
     /// The data plane of workloads that do not choose one themselves; default Envoy.
     pub data_plane: DataPlane,
-    /// Timeout and retries of every outbound HTTP route.
+    /// Timeout and retries of an outbound HTTP route that nothing else sets: the index puts
+    /// this on every [`Route`] it builds.
     pub route_policy: RoutePolicy,
-    /// How every cluster treats its endpoints: ejection of failing ones, connection limits.
+    /// How a cluster treats its endpoints (ejection of failing ones, connection limits) when
+    /// nothing else sets it: the index puts this on every [`Cluster`] it builds.
     pub cluster_policy: ClusterPolicy,
     /// What every listener tolerates from its downstream peers: timeouts and a connection cap.
     pub listener_policy: ListenerPolicy,
@@ -395,12 +397,25 @@ pub enum AccessMode {
     Permissive,
 }
 
-/// What one proxy runs: the services it can reach, the clusters behind them, and what its own
-/// workload accepts.
+/// What one proxy runs: the data plane it is, where it sits, the services it can reach, the
+/// clusters behind them, and what its own workload accepts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     pub proxy: ProxyId,
     pub identity: Identity,
+    /// The data plane the proxy runs: its workload's choice, else the mesh's
+    /// ([`MeshSettings::data_plane`]).
+    pub data_plane: DataPlane,
+    /// What the workload asked for when it named no data plane; `data_plane` is the mesh's
+    /// then. Kept for a warning.
+    pub unknown_data_plane: Option<UnknownDataPlane>,
+    /// The workload's IP (a Pod's `status.podIP`), where the proxy's listeners bind and its
+    /// application listens; `None` until it is known.
+    pub address: Option<IpAddr>,
+    /// Whether redirect rules send the workload's connections through the proxy (the injector
+    /// marks such Pods): it then takes them on capture ports and routes each by its original
+    /// destination; otherwise the application addresses the proxy.
+    pub intercepted: bool,
     /// Outbound services by name; shared between proxies (the map itself too: an adapter can
     /// tell by pointer that nothing changed).
     pub outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,
@@ -440,6 +455,9 @@ pub struct Route {
     pub matches: Vec<HttpMatch>,
     /// Never empty; weights are relative and sum to more than zero.
     pub backends: Vec<WeightedCluster>,
+    /// Timeout and retries of the requests it routes; HTTP ports only (the one route of a TCP
+    /// port carries it unused).
+    pub policy: RoutePolicy,
 }
 
 /// An HTTP request match. All given conditions must hold.
@@ -472,6 +490,7 @@ pub struct Cluster {
     pub protocol: Protocol,
     /// Ready endpoints, sorted by address.
     pub endpoints: Vec<Endpoint>,
+    pub policy: ClusterPolicy,
 }
 
 /// One ready backend address and the identity it runs as, when known.

@@ -4,8 +4,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::model::{
-    Cluster, ClusterName, Endpoint, HttpMatch, OutboundPort, OutboundService, Protocol, Route,
-    ServiceName, WeightedCluster,
+    Cluster, ClusterName, ClusterPolicy, DataPlane, Endpoint, HttpMatch, Identity, InboundPort,
+    OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route, RoutePolicy, ServiceName,
+    WeightedCluster,
 };
 
 /// A share of a route: `ns/svc|port` with `weight`.
@@ -28,11 +29,13 @@ pub fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]
     }
 }
 
+/// A route with the default policy.
 pub fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> Route {
     Route {
         name: name.into(),
         matches,
         backends,
+        policy: RoutePolicy::default(),
     }
 }
 
@@ -60,7 +63,7 @@ pub fn service(
     })
 }
 
-/// The cluster of `ns/svc|port`.
+/// The cluster of `ns/svc|port`, with the default policy.
 pub fn cluster(
     ns: &str,
     svc: &str,
@@ -74,5 +77,33 @@ pub fn cluster(
         port,
         protocol,
         endpoints,
+        policy: ClusterPolicy::default(),
     })
+}
+
+/// The proxy of Pod `ns/pod`, running as `ns/service_account`: it reaches `services` over
+/// `clusters` and its workload serves `inbound`. An Envoy, addressed by its application, at no
+/// known address.
+pub fn proxy(
+    ns: &str,
+    pod: &str,
+    service_account: &str,
+    services: impl IntoIterator<Item = Arc<OutboundService>>,
+    clusters: impl IntoIterator<Item = Arc<Cluster>>,
+    inbound: Vec<InboundPort>,
+) -> ProxyConfig {
+    ProxyConfig {
+        proxy: ProxyId {
+            namespace: ns.into(),
+            pod: pod.into(),
+        },
+        identity: Identity::new(ns, service_account),
+        data_plane: DataPlane::Envoy,
+        unknown_data_plane: None,
+        address: None,
+        intercepted: false,
+        outbound: Arc::new(services.into_iter().map(|s| (s.name.clone(), s)).collect()),
+        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
+        inbound,
+    }
 }

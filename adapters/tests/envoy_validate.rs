@@ -58,8 +58,9 @@ use switchyard_adapters::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
         Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
-        ProxyConfig, ProxyId, Route, ServiceName, WeightedCluster,
+        ProxyConfig, ServiceName, WeightedCluster,
     },
+    test_support::{self, route},
 };
 
 // === finding Envoy ===
@@ -123,14 +124,8 @@ fn outbound(
     ip: Option<[u8; 4]>,
     ports: Vec<OutboundPort>,
 ) -> (ServiceName, Arc<OutboundService>) {
-    let name = ServiceName::new("shop", svc);
-    let svc = OutboundService {
-        hostnames: name.hostnames("cluster.local"),
-        name: name.clone(),
-        cluster_ip: ip.map(IpAddr::from),
-        ports,
-    };
-    (name, Arc::new(svc))
+    let svc = test_support::service("shop", svc, ip.map(IpAddr::from), ports);
+    (svc.name.clone(), svc)
 }
 
 fn cluster(
@@ -139,20 +134,15 @@ fn cluster(
     protocol: Protocol,
     endpoints: &[&str],
 ) -> (ClusterName, Arc<ModelCluster>) {
-    let c = ModelCluster {
-        name: name("shop", svc, port),
-        service: ServiceName::new("shop", svc),
-        port,
-        protocol,
-        endpoints: endpoints
-            .iter()
-            .map(|a| Endpoint {
-                address: a.parse().expect("address"),
-                identity: None,
-            })
-            .collect(),
-    };
-    (c.name.clone(), Arc::new(c))
+    let endpoints = endpoints
+        .iter()
+        .map(|a| Endpoint {
+            address: a.parse().expect("address"),
+            identity: None,
+        })
+        .collect();
+    let c = test_support::cluster("shop", svc, port, protocol, endpoints);
+    (c.name.clone(), c)
 }
 
 /// A long path regex: beyond RE2's default program size limit (100), which the bootstrap's
@@ -183,26 +173,22 @@ fn proxy() -> ProxyConfig {
                 port: 80,
                 protocol: Protocol::Http,
                 routes: vec![
-                    Route {
-                        name: "shop/canary".into(),
-                        matches: vec![api.clone(), post],
-                        backends: backends(&[("web-v2", 80, 1)]),
-                    },
-                    Route {
-                        name: "shop/split".into(),
-                        matches: vec![],
-                        backends: backends(&[("web-v1", 80, 90), ("web-v2", 80, 10)]),
-                    },
+                    route(
+                        "shop/canary",
+                        vec![api.clone(), post],
+                        backends(&[("web-v2", 80, 1)]),
+                    ),
+                    route(
+                        "shop/split",
+                        vec![],
+                        backends(&[("web-v1", 80, 90), ("web-v2", 80, 10)]),
+                    ),
                 ],
             },
             OutboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
-                routes: vec![Route {
-                    name: "default".into(),
-                    matches: vec![],
-                    backends: backends(&[("web", 8080, 1)]),
-                }],
+                routes: vec![route("default", vec![], backends(&[("web", 8080, 1)]))],
             },
         ],
     );
@@ -212,11 +198,7 @@ fn proxy() -> ProxyConfig {
         vec![OutboundPort {
             port: 9000,
             protocol: Protocol::Http2,
-            routes: vec![Route {
-                name: "default".into(),
-                matches: vec![],
-                backends: backends(&[("grpc", 9000, 1)]),
-            }],
+            routes: vec![route("default", vec![], backends(&[("grpc", 9000, 1)]))],
         }],
     );
     let db = outbound(
@@ -225,25 +207,23 @@ fn proxy() -> ProxyConfig {
         vec![OutboundPort {
             port: 5432,
             protocol: Protocol::Tcp,
-            routes: vec![Route {
-                name: "default".into(),
-                matches: vec![],
-                backends: backends(&[("db-a", 5432, 3), ("db-b", 5432, 1)]),
-            }],
+            routes: vec![route(
+                "default",
+                vec![],
+                backends(&[("db-a", 5432, 3), ("db-b", 5432, 1)]),
+            )],
         }],
     );
     let sources = vec![
         Identity::new("shop", "frontend"),
         Identity::new("ops", "admin"),
     ];
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "shop".into(),
-            pod: "web-v1-0".into(),
-        },
-        identity: Identity::new("shop", "web"),
-        outbound: Arc::new([web, grpc, db].into_iter().collect()),
-        clusters: [
+    test_support::proxy(
+        "shop",
+        "web-v1-0",
+        "web",
+        [web, grpc, db].map(|(_, svc)| svc),
+        [
             cluster(
                 "web-v1",
                 80,
@@ -256,10 +236,8 @@ fn proxy() -> ProxyConfig {
             cluster("db-a", 5432, Protocol::Tcp, &["10.0.0.5:5432"]),
             cluster("db-b", 5432, Protocol::Tcp, &["10.0.0.6:5432"]),
         ]
-        .into_iter()
-        .collect::<BTreeMap<_, _>>()
-        .into(),
-        inbound: vec![
+        .map(|(_, c)| c),
+        vec![
             InboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
@@ -301,7 +279,7 @@ fn proxy() -> ProxyConfig {
                 authorization: Authorization::Allow(vec![]),
             },
         ],
-    }
+    )
 }
 
 // === from xDS resources to a static bootstrap ===
@@ -587,16 +565,8 @@ fn running_envoy_routes_and_denies() {
             port: 80,
             protocol: Protocol::Http,
             routes: vec![
-                Route {
-                    name: "shop/canary".into(),
-                    matches: vec![canary],
-                    backends: backends(&[("web-v2", 80, 1)]),
-                },
-                Route {
-                    name: "default".into(),
-                    matches: vec![],
-                    backends: backends(&[("web-v1", 80, 1)]),
-                },
+                route("shop/canary", vec![canary], backends(&[("web-v2", 80, 1)])),
+                route("default", vec![], backends(&[("web-v1", 80, 1)])),
             ],
         }],
     );
@@ -900,11 +870,7 @@ fn intercepted_proxy() -> ProxyConfig {
         vec![OutboundPort {
             port: 7000,
             protocol: Protocol::Http,
-            routes: vec![Route {
-                name: "default".into(),
-                matches: vec![],
-                backends: backends(&[("pods", 7000, 1)]),
-            }],
+            routes: vec![route("default", vec![], backends(&[("pods", 7000, 1)]))],
         }],
     );
     outbound.insert(name, pods);
@@ -939,11 +905,7 @@ fn outbound_service_on_port(
         vec![OutboundPort {
             port,
             protocol,
-            routes: vec![Route {
-                name: "default".into(),
-                matches: vec![],
-                backends: to,
-            }],
+            routes: vec![route("default", vec![], to)],
         }],
     )
 }
@@ -1239,10 +1201,8 @@ impl Mesh {
             methods: vec![],
             headers: vec![(name.into(), "yes".into())],
         };
-        let route = |name: &str, matches, cluster: &str| Route {
-            name: name.into(),
-            matches,
-            backends: backends(&[(cluster, 80, 1)]),
+        let route = |name: &str, matches, cluster: &str| {
+            route(name, matches, backends(&[(cluster, 80, 1)]))
         };
         let web = outbound(
             "web",
@@ -1263,11 +1223,11 @@ impl Mesh {
             vec![OutboundPort {
                 port: self.tcp.port(),
                 protocol: Protocol::Tcp,
-                routes: vec![Route {
-                    name: "default".into(),
-                    matches: vec![],
-                    backends: backends(&[("db", self.tcp.port(), 1)]),
-                }],
+                routes: vec![test_support::route(
+                    "default",
+                    vec![],
+                    backends(&[("db", self.tcp.port(), 1)]),
+                )],
             }],
         );
         let mut proxy = proxy();

@@ -35,11 +35,8 @@ use envoy_types::pb::{
 use prost::{Message, Name};
 use switchyard_adapters::{
     envoy::{self as adapter, BootstrapOptions, EnvoyOptions, XdsApi, XdsCa},
-    model::{
-        Cluster as ModelCluster, ClusterName, Endpoint as ModelEndpoint, Identity, MeshSettings,
-        OutboundPort, OutboundService, Protocol, ProxyConfig, ProxyId, Route as ModelRoute,
-        ServiceName, WeightedCluster,
-    },
+    model::{Endpoint as ModelEndpoint, MeshSettings, Protocol, ProxyConfig},
+    test_support,
 };
 use switchyard_proxy::{
     ads::Ads,
@@ -222,48 +219,29 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// `demo/client-0`, which reaches `web:80` (one HTTP route to one cluster).
 fn proxy(endpoints: &[&str]) -> ProxyConfig {
-    let svc = ServiceName::new("demo", "web");
-    let cluster = ClusterName::new(&svc, 80);
-    let outbound = OutboundService {
-        hostnames: svc.hostnames("cluster.local"),
-        name: svc.clone(),
-        cluster_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
-        ports: vec![OutboundPort {
-            port: 80,
-            protocol: Protocol::Http,
-            routes: vec![ModelRoute {
-                name: "default".to_owned(),
-                matches: vec![],
-                backends: vec![WeightedCluster {
-                    cluster: cluster.clone(),
-                    weight: 1,
-                }],
-            }],
-        }],
-    };
-    let model_cluster = ModelCluster {
-        name: cluster.clone(),
-        service: svc.clone(),
-        port: 80,
-        protocol: Protocol::Http,
-        endpoints: endpoints
-            .iter()
-            .map(|a| ModelEndpoint {
-                address: a.parse().unwrap(),
-                identity: None,
-            })
-            .collect(),
-    };
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "demo".to_owned(),
-            pod: "client-0".to_owned(),
-        },
-        identity: Identity::new("demo", "client"),
-        outbound: Arc::new(BTreeMap::from([(svc, Arc::new(outbound))])),
-        clusters: Arc::new(BTreeMap::from([(cluster, Arc::new(model_cluster))])),
-        inbound: vec![],
-    }
+    let web = test_support::service(
+        "demo",
+        "web",
+        Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
+        vec![test_support::port(
+            80,
+            Protocol::Http,
+            vec![test_support::route(
+                "default",
+                vec![],
+                vec![test_support::backend("demo", "web", 80, 1)],
+            )],
+        )],
+    );
+    let endpoints = endpoints
+        .iter()
+        .map(|a| ModelEndpoint {
+            address: a.parse().unwrap(),
+            identity: None,
+        })
+        .collect();
+    let cluster = test_support::cluster("demo", "web", 80, Protocol::Http, endpoints);
+    test_support::proxy("demo", "client-0", "client", [web], [cluster], vec![])
 }
 
 /// The adapter's resources of one type, as `(name, Any)`.

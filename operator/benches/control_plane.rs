@@ -397,7 +397,7 @@ fn small_snapshot(index: &Index, adapter: &mut EnvoyAdapter) -> Arc<Snapshot> {
     for r in out.resources {
         let t = TypeUrl::from_type_url(r.type_url).expect("known type");
         builder
-            .add_shared(VersionedResource::new(t, r.name, r.resource).unwrap())
+            .add_shared(VersionedResource::new(t, r.name, r.resource, r.references).unwrap())
             .unwrap();
     }
     Arc::new(builder.build())

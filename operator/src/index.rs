@@ -15,7 +15,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
     sync::Arc,
 };
 
@@ -24,12 +23,11 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 use switchyard_adapters::model::{
-    Cluster, ClusterName, DataPlane, Identity, MeshSettings, OutboundService, ProxyConfig, ProxyId,
+    Cluster, ClusterName, DataPlane, MeshSettings, OutboundService, ProxyConfig, ProxyId,
     ServiceName, UnknownDataPlane,
 };
 use switchyard_crds::{Kind, ObjectRef, SmiObject};
 
-use inbound::ProxyEntry;
 use store::Store;
 
 mod inbound;
@@ -68,6 +66,17 @@ pub struct InvalidDataPlane {
     pub source: UnknownDataPlane,
     /// The data plane the Pod gets instead: the mesh setting.
     pub fallback: DataPlane,
+}
+
+impl InvalidDataPlane {
+    /// The problem with a proxy's [`DATA_PLANE_ANNOTATION`], if its value names no data plane.
+    pub fn of(proxy: &ProxyConfig) -> Option<Self> {
+        Some(InvalidDataPlane {
+            pod: proxy.proxy.clone(),
+            source: proxy.unknown_data_plane.clone()?,
+            fallback: proxy.data_plane,
+        })
+    }
 }
 
 /// Anything the index stores.
@@ -140,7 +149,9 @@ pub struct Index {
     outbound: Arc<BTreeMap<ServiceName, Arc<OutboundService>>>,
     clusters: Arc<Clusters>,
     statuses: BTreeMap<ObjectRef, ObjectStatus>,
-    proxy_inbound: BTreeMap<ProxyId, ProxyEntry>,
+    /// Each proxy's own configuration, its `outbound` and `clusters` left empty: the shared
+    /// ones above are added when it is handed out.
+    proxies: BTreeMap<ProxyId, ProxyConfig>,
 
     dirty: Dirty,
     changes: Changes,
@@ -168,7 +179,7 @@ impl Index {
             outbound: Arc::default(),
             clusters: Arc::default(),
             statuses: BTreeMap::new(),
-            proxy_inbound: BTreeMap::new(),
+            proxies: BTreeMap::new(),
             dirty: Dirty::default(),
             changes: Changes::default(),
         }
@@ -217,52 +228,13 @@ impl Index {
 
     /// The configuration of one proxy, or `None` when the index knows no such Pod.
     pub fn proxy_config(&self, proxy: &ProxyId) -> Option<ProxyConfig> {
-        let entry = self.proxy_inbound.get(proxy)?;
-        Some(ProxyConfig {
-            proxy: proxy.clone(),
-            identity: entry.identity.clone(),
-            outbound: self.outbound.clone(),
-            clusters: self.clusters.clone(),
-            inbound: entry.inbound.clone(),
-        })
+        self.proxies.get(proxy).map(|own| self.shared(own))
     }
 
-    /// The data plane a proxy runs: its Pod's [`DATA_PLANE_ANNOTATION`] when valid, else the
-    /// mesh setting. `None` when the index knows no such Pod.
-    pub fn data_plane(&self, proxy: &ProxyId) -> Option<DataPlane> {
-        self.proxy_inbound.get(proxy).map(|e| e.data_plane)
-    }
-
-    /// The problem with a proxy's [`DATA_PLANE_ANNOTATION`], if its value names no data plane.
-    pub fn invalid_data_plane(&self, proxy: &ProxyId) -> Option<&InvalidDataPlane> {
-        self.proxy_inbound.get(proxy)?.invalid_data_plane.as_ref()
-    }
-
-    /// The identity a proxy's workload runs as (its Pod's ServiceAccount).
-    pub fn proxy_identity(&self, proxy: &ProxyId) -> Option<&Identity> {
-        self.proxy_inbound.get(proxy).map(|e| &e.identity)
-    }
-
-    /// Every proxy the index knows.
-    pub fn proxies(&self) -> impl Iterator<Item = &ProxyId> {
-        self.proxy_inbound.keys()
-    }
-
-    /// A proxy's pod IP (`status.podIP`), where its listeners bind.
-    pub fn pod_ip(&self, proxy: &ProxyId) -> Option<IpAddr> {
-        self.store
-            .pods
-            .get(&(proxy.namespace.clone(), proxy.pod.clone()))?
-            .ip
-    }
-
-    /// Whether a proxy's Pod has its traffic redirected through it
-    /// ([`INTERCEPTED_ANNOTATION`]).
-    pub fn intercepted(&self, proxy: &ProxyId) -> bool {
-        self.store
-            .pods
-            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
-            .is_some_and(|p| p.intercepted)
+    /// The configuration of every proxy the index knows, in proxy order: the index's whole
+    /// output per proxy, which is all publishing needs.
+    pub fn proxy_configs(&self) -> impl Iterator<Item = ProxyConfig> + '_ {
+        self.proxies.values().map(|own| self.shared(own))
     }
 
     /// The status of one SMI object.
@@ -276,6 +248,15 @@ impl Index {
 
     pub(crate) fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
         self.store.keys_of(kind)
+    }
+
+    /// A proxy's own configuration with the outbound services and clusters every proxy shares.
+    fn shared(&self, own: &ProxyConfig) -> ProxyConfig {
+        ProxyConfig {
+            outbound: self.outbound.clone(),
+            clusters: self.clusters.clone(),
+            ..own.clone()
+        }
     }
 
     // --- recomputation ---
@@ -396,7 +377,7 @@ impl Index {
         }
     }
 
-    /// Recomputes one proxy's inbound configuration and data plane (or drops them with its Pod).
+    /// Recomputes one proxy's own configuration (or drops it with its Pod).
     fn recompute_inbound(&mut self, key: &Key) {
         let id = ProxyId {
             namespace: key.0.clone(),
@@ -404,12 +385,12 @@ impl Index {
         };
         let next = inbound::proxy(&self.store, &id);
         let changed = match next {
-            Some(cfg) if self.proxy_inbound.get(&id) != Some(&cfg) => {
-                self.proxy_inbound.insert(id.clone(), cfg);
+            Some(cfg) if self.proxies.get(&id) != Some(&cfg) => {
+                self.proxies.insert(id.clone(), cfg);
                 true
             }
             Some(_) => false,
-            None => self.proxy_inbound.remove(&id).is_some(),
+            None => self.proxies.remove(&id).is_some(),
         };
         if changed {
             self.changes.proxies.insert(id);

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions},
-    model::{DataPlane, MeshSettings, ProxyId},
+    model::{DataPlane, MeshSettings, ProxyConfig, ProxyId},
 };
 use tonic::{Status, metadata::MetadataMap};
 
@@ -228,7 +228,9 @@ impl Local {
         }
         let published = self.publisher.publish(&mut self.index, now)?;
         for proxy in &published.added {
-            self.register(proxy)?;
+            if let Some(cfg) = self.index.proxy_config(proxy) {
+                self.register(&cfg)?;
+            }
         }
         for proxy in &published.removed {
             self.proxies.remove(proxy);
@@ -261,14 +263,15 @@ impl Local {
     }
 
     pub fn data_plane(&self, proxy: &ProxyId) -> Option<DataPlane> {
-        self.index.data_plane(proxy)
+        self.index.proxy_config(proxy).map(|c| c.data_plane)
     }
 
     pub fn adapter_cache_len(&self) -> (usize, usize, usize) {
         self.publisher.adapter_cache_len()
     }
 
-    fn register(&mut self, proxy: &ProxyId) -> Result<(), LocalError> {
+    fn register(&mut self, cfg: &ProxyConfig) -> Result<(), LocalError> {
+        let proxy = &cfg.proxy;
         let base = format!("{}.{}", proxy.namespace, proxy.pod);
         // A proxy reads its bootstrap once: a restarted control plane must keep accepting the
         // token the running proxy already holds.
@@ -286,7 +289,7 @@ impl Local {
         if let Ok(mut t) = self.tokens.0.write() {
             t.insert(token.clone(), proxy_key(proxy));
         }
-        let opts = envoy_options(&self.index, proxy);
+        let opts = envoy_options(cfg);
         let dir = &self.config.state_dir;
         let token_file = format!("{base}.token");
         let mut b = BootstrapOptions::new(

@@ -1,6 +1,7 @@
 //! From the index to the snapshot store, shared by local mode and the controller: keeps
 //! workload certificates current and recompiles, for its data plane, every proxy whose
-//! configuration or certificate changed.
+//! configuration or certificate changed. One pass over the index's output: each proxy's
+//! [`ProxyConfig`] says all that its compile needs (data plane, address, capture).
 
 use std::{
     collections::BTreeSet,
@@ -12,13 +13,13 @@ use std::{
 use switchyard_adapters::{
     bundled::BundledAdapter,
     envoy::{self, Capture, EnvoyOptions, Resource},
-    model::{DataPlane, Identity, ProxyConfig, ProxyId},
+    model::{DataPlane, Identity, MeshSettings, ProxyConfig, ProxyId},
 };
 use switchyard_crds::ObjectRef;
 
 use crate::{
     identity::{self, Certificates, MeshCa},
-    index::{Index, ObjectStatus},
+    index::{Index, InvalidDataPlane, ObjectStatus},
     intercept,
     xds::{
         snapshot::{SharedVersions, Snapshot},
@@ -109,11 +110,10 @@ impl Publisher {
         now: SystemTime,
     ) -> Result<Published, identity::Error> {
         let changes = index.take_changes();
+        let index = &*index;
         let mut out = Published::default();
-        let identities: BTreeSet<Identity> = index
-            .proxies()
-            .filter_map(|p| index.proxy_identity(p).cloned())
-            .collect();
+        let configs: Vec<ProxyConfig> = index.proxy_configs().collect();
+        let identities: BTreeSet<Identity> = configs.iter().map(|c| c.identity.clone()).collect();
         let certs = self.certs.sync(&identities, self.workload_lifetime, now)?;
         for (identity, error) in &certs.failed {
             out.warnings
@@ -125,25 +125,24 @@ impl Publisher {
                 out.statuses.push((obj.clone(), st.clone()));
             }
         }
-        let proxies: BTreeSet<ProxyId> = index.proxies().cloned().collect();
-        for proxy in &proxies {
+        let mut proxies = BTreeSet::new();
+        for cfg in &configs {
+            let proxy = &cfg.proxy;
+            proxies.insert(proxy.clone());
             let is_new = self.proxies.insert(proxy.clone());
             if is_new {
                 out.added.push(proxy.clone());
             }
-            let renewed = index
-                .proxy_identity(proxy)
-                .is_some_and(|id| renewed.contains(id));
+            let renewed = renewed.contains(&cfg.identity);
             if !(is_new || renewed || changes.outbound || changes.proxies.contains(proxy)) {
                 continue;
             }
-            match self.compile(index, proxy, &mut out.warnings) {
-                Ok(Some(snapshot)) => {
+            match self.compile(cfg, index.settings(), &mut out.warnings) {
+                Ok(snapshot) => {
                     if self.store.set(proxy_key(proxy), snapshot) {
                         out.pushed += 1;
                     }
                 }
-                Ok(None) => {}
                 Err(e) => out.errors.push(e),
             }
         }
@@ -161,8 +160,8 @@ impl Publisher {
     /// The resources and warnings one proxy would get now, without publishing them.
     pub fn compile_proxy(&mut self, index: &Index, proxy: &ProxyId) -> Option<envoy::Output> {
         let cfg = index.proxy_config(proxy)?;
-        let out = self.compile_for(index, proxy, &cfg);
-        let invalid = index.invalid_data_plane(proxy).map(ToString::to_string);
+        let out = self.compile_for(&cfg, index.settings());
+        let invalid = InvalidDataPlane::of(&cfg).map(|e| e.to_string());
         Some(envoy::Output {
             resources: out
                 .resources
@@ -180,13 +179,11 @@ impl Publisher {
 
     fn compile_for(
         &mut self,
-        index: &Index,
-        proxy: &ProxyId,
         cfg: &ProxyConfig,
+        settings: &MeshSettings,
     ) -> envoy::Output<Arc<Resource>> {
-        let opts = envoy_options(index, proxy);
-        let settings = index.settings();
-        match index.data_plane(proxy).unwrap_or(settings.data_plane) {
+        let opts = envoy_options(cfg);
+        match cfg.data_plane {
             DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
             DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
         }
@@ -194,15 +191,13 @@ impl Publisher {
 
     fn compile(
         &mut self,
-        index: &Index,
-        proxy: &ProxyId,
+        cfg: &ProxyConfig,
+        settings: &MeshSettings,
         warnings: &mut Vec<String>,
-    ) -> Result<Option<Snapshot>, PublishError> {
-        let Some(cfg) = index.proxy_config(proxy) else {
-            return Ok(None);
-        };
-        let out = self.compile_for(index, proxy, &cfg);
-        if let Some(invalid) = index.invalid_data_plane(proxy) {
+    ) -> Result<Snapshot, PublishError> {
+        let proxy = &cfg.proxy;
+        let out = self.compile_for(cfg, settings);
+        if let Some(invalid) = InvalidDataPlane::of(cfg) {
             warnings.push(invalid.to_string());
         }
         warnings.extend(
@@ -224,7 +219,7 @@ impl Publisher {
         if let Some(cert) = self.certs.get(&cfg.identity) {
             let secrets = envoy::secrets(
                 &cfg.identity,
-                index.settings(),
+                settings,
                 cert.cert_chain_pem(),
                 cert.private_key_pem().expose(),
                 self.certs.ca().trust_bundle_pem(),
@@ -235,7 +230,7 @@ impl Publisher {
                     .map_err(|e| failed(e.to_string()))?;
             }
         }
-        Ok(Some(builder.build()))
+        Ok(builder.build())
     }
 }
 
@@ -243,16 +238,14 @@ impl Publisher {
 /// in local mode and in the end-to-end tests). An intercepted Pod's proxy takes every
 /// connection on the capture ports and reaches its application on the Pod's IP (the proxy's
 /// own connections are exempt from the redirect).
-pub fn envoy_options(index: &Index, proxy: &ProxyId) -> EnvoyOptions {
-    let pod_ip = index
-        .pod_ip(proxy)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+pub fn envoy_options(proxy: &ProxyConfig) -> EnvoyOptions {
+    let pod_ip = proxy.address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let addressed = EnvoyOptions {
         mtls: true,
         bind_ip: pod_ip,
         ..EnvoyOptions::default()
     };
-    if !index.intercepted(proxy) {
+    if !proxy.intercepted {
         return addressed;
     }
     EnvoyOptions {

@@ -1,5 +1,4 @@
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
@@ -32,9 +31,9 @@ use super::*;
 use crate::{
     envoy::{self, CLUSTER_TYPE_URL, Capture, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, DataPlane, Endpoint,
-        HttpMatch, Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol,
-        ProxyId, ServiceName, UnknownDataPlane, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, DataPlane, Endpoint, HttpMatch,
+        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
+        UnknownDataPlane, WeightedCluster,
     },
     test_support::{self, http_match, port, route},
 };
@@ -142,11 +141,7 @@ fn client() -> ProxyConfig {
             vec![route("default", vec![], vec![backend("pods", 7071, 1)])],
         )],
     );
-    let outbound: BTreeMap<ServiceName, Arc<OutboundService>> = [web, grpc, db, cache, pods]
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
-    let clusters: BTreeMap<ClusterName, Arc<ModelCluster>> = [
+    let clusters = [
         cluster("web-v1", 80, Protocol::Http, 1),
         cluster("web-v2", 80, Protocol::Http, 2),
         cluster("web", 8080, Protocol::Http, 3),
@@ -155,20 +150,15 @@ fn client() -> ProxyConfig {
         cluster("db-b", 5432, Protocol::Tcp, 6),
         cluster("cache", 6379, Protocol::Unknown, 7),
         cluster("pods", 7071, Protocol::Tcp, 8),
-    ]
-    .into_iter()
-    .map(|c| (c.name.clone(), c))
-    .collect();
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        },
-        identity: Identity::new(NS, "client"),
-        outbound: Arc::new(outbound),
-        clusters: Arc::new(clusters),
-        inbound: Vec::new(),
-    }
+    ];
+    test_support::proxy(
+        NS,
+        "client-0",
+        "client",
+        [web, grpc, db, cache, pods],
+        clusters,
+        Vec::new(),
+    )
 }
 
 /// A server: HTTP ports with TrafficTarget rules carrying matches (path, methods, headers,
@@ -673,6 +663,7 @@ fn unknown_types_and_mismatched_names_are_rejected() {
             type_url: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into(),
             value: Vec::new(),
         },
+        references: Vec::new(),
     };
     assert_eq!(
         check(&unknown).unwrap_err().to_string(),

@@ -26,10 +26,7 @@ use super::{
     CLUSTER_TYPE_URL, ENDPOINT_TYPE_URL, EnvoyOptions, LoadBalancing, OUTBOUND_HTTP,
     ROUTE_TYPE_URL, Resource, cluster, route, tls::Mtls, to_any,
 };
-use crate::model::{
-    self, ClusterName, ClusterPolicy, Identity, OutboundService, ProxyConfig, RoutePolicy,
-    ServiceName,
-};
+use crate::model::{self, ClusterName, Identity, OutboundService, ProxyConfig, ServiceName};
 
 /// A proxy's map of clusters, as the model shares it.
 type ClusterMap = std::collections::BTreeMap<ClusterName, Arc<model::Cluster>>;
@@ -77,16 +74,14 @@ struct ClusterSettings {
     load_balancing: LoadBalancing,
     /// With mTLS, the trust domain, in which peer SANs and secret names are written.
     mtls: Option<String>,
-    policy: ClusterPolicy,
 }
 
 impl ClusterSettings {
-    fn new(opts: &EnvoyOptions, policy: &ClusterPolicy, mtls: Option<Mtls<'_>>) -> Self {
+    fn new(opts: &EnvoyOptions, mtls: Option<Mtls<'_>>) -> Self {
         ClusterSettings {
             connect_timeout: opts.connect_timeout,
             load_balancing: opts.load_balancing,
             mtls: mtls.map(|m| m.mesh.trust_domain.clone()),
-            policy: policy.clone(),
         }
     }
 }
@@ -94,8 +89,6 @@ impl ClusterSettings {
 #[derive(Debug)]
 struct ServiceEntry {
     source: Arc<OutboundService>,
-    /// The only setting virtual hosts depend on besides the service.
-    route_policy: RoutePolicy,
     piece: Arc<ServicePiece>,
 }
 
@@ -119,7 +112,6 @@ struct Vhost {
 #[derive(Debug)]
 struct InterceptedEntry {
     source: Arc<OutboundService>,
-    route_policy: RoutePolicy,
     routes: Arc<[Arc<Resource>]>,
 }
 
@@ -128,8 +120,6 @@ struct InterceptedEntry {
 struct RoutesEntry {
     /// The services the pieces came from, in the same order.
     sources: Vec<Arc<OutboundService>>,
-    /// The only setting the pieces depend on besides their services.
-    route_policy: RoutePolicy,
     pieces: Vec<Arc<ServicePiece>>,
     resource: Arc<Resource>,
     warnings: Arc<[String]>,
@@ -141,10 +131,9 @@ impl Cache {
         &mut self,
         clusters: &Arc<ClusterMap>,
         opts: &EnvoyOptions,
-        policy: &ClusterPolicy,
         mtls: Option<Mtls<'_>>,
     ) -> Arc<[Vec<Arc<Resource>>; 2]> {
-        let settings = ClusterSettings::new(opts, policy, mtls);
+        let settings = ClusterSettings::new(opts, mtls);
         let identity = mtls.map(|m| m.identity.clone());
         if let Some(all) = self.all_clusters.get(&identity)
             && all.settings == settings
@@ -185,11 +174,10 @@ impl Cache {
     ) -> [Arc<Resource>; 2] {
         let name = source.name.as_str();
         let encode_cluster = || {
-            Arc::new(Resource::new(
-                CLUSTER_TYPE_URL,
-                name,
-                to_any(&cluster::eds(source, opts, &settings.policy, mtls)),
-            ))
+            let encoded = cluster::eds(source, opts, mtls);
+            let references = cluster::references(&encoded, mtls);
+            let resource = Resource::new(CLUSTER_TYPE_URL, name, to_any(&encoded));
+            Arc::new(resource.referencing(references))
         };
         if let Some(entry) = self.clusters.get_mut(&source.name)
             && entry.settings == *settings
@@ -224,7 +212,6 @@ impl Cache {
     pub(super) fn outbound_routes(
         &mut self,
         proxy: &ProxyConfig,
-        policy: &RoutePolicy,
     ) -> (Arc<Resource>, Arc<[String]>) {
         let namespace = &proxy.proxy.namespace;
         // Walk the last list alongside: a service that is the same `Arc` at the same place
@@ -232,9 +219,7 @@ impl Cache {
         let last = self
             .routes
             .get(namespace)
-            .filter(|last| {
-                last.sources.len() == proxy.outbound.len() && last.route_policy == *policy
-            })
+            .filter(|last| last.sources.len() == proxy.outbound.len())
             .map(|last| (last.sources.clone(), last.pieces.clone()));
         let sources: Vec<Arc<OutboundService>> = proxy.outbound.values().cloned().collect();
         let pieces: Vec<Arc<ServicePiece>> = sources
@@ -242,7 +227,7 @@ impl Cache {
             .enumerate()
             .map(|(i, svc)| match &last {
                 Some((srcs, pieces)) if Arc::ptr_eq(&srcs[i], svc) => pieces[i].clone(),
-                _ => self.service(svc, svc.name.namespace == *namespace, policy),
+                _ => self.service(svc, svc.name.namespace == *namespace),
             })
             .collect();
         if let Some(last) = self.routes.get(namespace)
@@ -259,7 +244,6 @@ impl Cache {
         let value = assemble(&pieces, &mut warnings);
         let entry = RoutesEntry {
             sources,
-            route_policy: policy.clone(),
             pieces,
             resource: Arc::new(Resource::new(ROUTE_TYPE_URL, OUTBOUND_HTTP, value)),
             warnings: warnings.into(),
@@ -272,21 +256,16 @@ impl Cache {
     /// The route configurations of an intercepted proxy: every HTTP or undeclared port of every
     /// service it reaches, in service order, each shared between all proxies until its
     /// service changes.
-    pub(super) fn intercepted_routes(
-        &mut self,
-        proxy: &ProxyConfig,
-        policy: &RoutePolicy,
-    ) -> Vec<Arc<Resource>> {
+    pub(super) fn intercepted_routes(&mut self, proxy: &ProxyConfig) -> Vec<Arc<Resource>> {
         let mut out = Vec::new();
         for svc in proxy.outbound.values() {
             if let Some(entry) = self.intercepted.get_mut(&svc.name)
-                && entry.route_policy == *policy
                 && still_valid(&mut entry.source, svc)
             {
                 out.extend(entry.routes.iter().cloned());
                 continue;
             }
-            let routes: Arc<[Arc<Resource>]> = route::intercepted_configs(svc, policy)
+            let routes: Arc<[Arc<Resource>]> = route::intercepted_configs(svc)
                 .into_iter()
                 .map(|(name, config)| Arc::new(Resource::new(ROUTE_TYPE_URL, &name, config)))
                 .collect();
@@ -295,7 +274,6 @@ impl Cache {
                 svc.name.clone(),
                 InterceptedEntry {
                     source: svc.clone(),
-                    route_policy: policy.clone(),
                     routes,
                 },
             );
@@ -323,20 +301,14 @@ impl Cache {
         )
     }
 
-    fn service(
-        &mut self,
-        source: &Arc<OutboundService>,
-        short_names: bool,
-        policy: &RoutePolicy,
-    ) -> Arc<ServicePiece> {
+    fn service(&mut self, source: &Arc<OutboundService>, short_names: bool) -> Arc<ServicePiece> {
         let services = &mut self.services[usize::from(short_names)];
         if let Some(entry) = services.get_mut(&source.name)
-            && entry.route_policy == *policy
             && still_valid(&mut entry.source, source)
         {
             return entry.piece.clone();
         }
-        let vhosts = route::outbound_virtual_hosts(source, short_names, policy)
+        let vhosts = route::outbound_virtual_hosts(source, short_names)
             .into_iter()
             .map(|vhost| Vhost {
                 encoded: vhost.encode_to_vec(),
@@ -351,7 +323,6 @@ impl Cache {
         });
         let entry = ServiceEntry {
             source: source.clone(),
-            route_policy: policy.clone(),
             piece: piece.clone(),
         };
         services.insert(source.name.clone(), entry);

@@ -40,12 +40,14 @@ use envoy_types::pb::{
     google::protobuf::{Any, UInt32Value},
 };
 
+use switchyard_proxy_config::TypeUrl;
+
 use super::{
-    Capture, EnvoyOptions, LoadBalancing, duration, inbound_name, socket_address,
+    Capture, EnvoyOptions, LoadBalancing, Reference, duration, inbound_name, socket_address,
     tls::{self, Mtls},
     to_any,
 };
-use crate::model::{self, ClusterPolicy, ConnectionLimits, InboundPort, Protocol};
+use crate::model::{self, ConnectionLimits, InboundPort, Protocol};
 
 /// Key of the upstream HTTP options in `typed_extension_protocol_options`.
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -57,9 +59,9 @@ const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProt
 pub(super) fn eds(
     cluster: &model::Cluster,
     opts: &EnvoyOptions,
-    policy: &ClusterPolicy,
     mtls: Option<Mtls<'_>>,
 ) -> Cluster {
+    let policy = &cluster.policy;
     Cluster {
         transport_socket_matches: mtls
             .and_then(|mtls| transport_socket_match(cluster, mtls))
@@ -85,15 +87,30 @@ pub(super) fn eds(
 pub(super) fn endpoint(
     cluster: &model::Cluster,
     opts: &EnvoyOptions,
-    policy: &ClusterPolicy,
     mtls: Option<Mtls<'_>>,
 ) -> Cluster {
     Cluster {
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         eds_cluster_config: None,
         load_assignment: Some(load_assignment(cluster, mtls.is_some())),
-        ..eds(cluster, opts, policy, mtls)
+        ..eds(cluster, opts, mtls)
     }
+}
+
+/// What a cluster built by [`eds`] names: its endpoints, and the proxy's secrets when it has
+/// an mTLS transport socket (`mtls` given and an endpoint with an identity).
+pub(super) fn references(cluster: &Cluster, mtls: Option<Mtls<'_>>) -> Vec<Reference> {
+    let endpoints = cluster.eds_cluster_config.as_ref().map(|eds| {
+        // Envoy's rule: the EDS name is the cluster's own unless `service_name` is set.
+        let name = match eds.service_name.as_str() {
+            "" => cluster.name.as_str(),
+            name => name,
+        };
+        Reference::new(TypeUrl::ClusterLoadAssignment, name)
+    });
+    let tls = !cluster.transport_socket_matches.is_empty();
+    let secrets = mtls.filter(|_| tls).into_iter().flat_map(|m| m.secrets());
+    endpoints.into_iter().chain(secrets).collect()
 }
 
 /// The endpoints of a cluster; sent even when empty, since a cluster warms until it has one.

@@ -177,6 +177,8 @@ fn tcp_settings(policy: &ListenerPolicy) -> TcpProxy {
 /// cluster of `headless` (one endpoint each): a `tcp_proxy` to that endpoint over mTLS.
 ///
 /// An address taken by an earlier service is left out, with a warning.
+///
+/// Returns the listener and the names of the route configurations its chains load.
 pub(super) fn outbound_intercepted<'a>(
     services: impl IntoIterator<Item = &'a OutboundService>,
     headless: &[model::Cluster],
@@ -184,8 +186,9 @@ pub(super) fn outbound_intercepted<'a>(
     outbound_port: u16,
     policy: &ListenerPolicy,
     warnings: &mut Vec<String>,
-) -> Listener {
+) -> (Listener, Vec<String>) {
     let mut chains = Vec::new();
+    let mut routes = Vec::new();
     let mut detect_ports = std::collections::BTreeSet::new();
     let mut taken = std::collections::BTreeMap::new();
     for cluster in headless {
@@ -223,7 +226,10 @@ pub(super) fn outbound_intercepted<'a>(
                 continue;
             }
             let matches = destination(ip, port.port);
-            let http = || filter(HCM_FILTER, to_any(&outbound_hcm(&name, policy)));
+            let mut http = || {
+                routes.push(name.clone());
+                filter(HCM_FILTER, to_any(&outbound_hcm(&name, policy)))
+            };
             let tcp = || {
                 let backends = port.routes.first().map(|r| r.backends.as_slice());
                 tcp_proxy(name.clone(), backends.unwrap_or_default(), policy)
@@ -259,7 +265,7 @@ pub(super) fn outbound_intercepted<'a>(
             policy,
         )],
     );
-    capture_listener(
+    let listener = capture_listener(
         super::OUTBOUND,
         SocketAddr::new(pod_ip, outbound_port),
         TrafficDirection::Outbound,
@@ -267,7 +273,8 @@ pub(super) fn outbound_intercepted<'a>(
         chains,
         passthrough,
         policy,
-    )
+    );
+    (listener, routes)
 }
 
 /// The chain match of connections to exactly `ip:port`.

@@ -35,11 +35,7 @@ use crate::model::{
 };
 
 /// The outbound virtual hosts of one service, one per HTTP port.
-pub(super) fn outbound_virtual_hosts(
-    svc: &OutboundService,
-    short_names: bool,
-    policy: &RoutePolicy,
-) -> Vec<VirtualHost> {
+pub(super) fn outbound_virtual_hosts(svc: &OutboundService, short_names: bool) -> Vec<VirtualHost> {
     let default_port = default_http_port(svc);
     let mut ports: Vec<&OutboundPort> = svc.ports.iter().filter(|p| p.protocol.is_http()).collect();
     // By port, the first entry of a repeated port winning (Envoy rejects repeated names).
@@ -50,7 +46,7 @@ pub(super) fn outbound_virtual_hosts(
         .map(|port| VirtualHost {
             name: virtual_host_name(&svc.name, port.port),
             domains: domains(svc, port.port, default_port == Some(port.port), short_names),
-            routes: routes(port, policy),
+            routes: routes(port),
             ..Default::default()
         })
         .collect()
@@ -60,10 +56,7 @@ pub(super) fn outbound_virtual_hosts(
 /// undeclared port, named after the port's virtual host, whose single `*` virtual host routes
 /// every request that reached the port's chain (by the connection's original destination),
 /// whatever its `Host`.
-pub(super) fn intercepted_configs(
-    svc: &OutboundService,
-    policy: &RoutePolicy,
-) -> Vec<(String, Any)> {
+pub(super) fn intercepted_configs(svc: &OutboundService) -> Vec<(String, Any)> {
     let mut ports: Vec<&OutboundPort> = svc
         .ports
         .iter()
@@ -78,7 +71,7 @@ pub(super) fn intercepted_configs(
             let vhost = VirtualHost {
                 name: name.clone(),
                 domains: vec!["*".to_owned()],
-                routes: routes(port, policy),
+                routes: routes(port),
                 ..Default::default()
             };
             let config = to_any(&RouteConfiguration {
@@ -229,10 +222,10 @@ fn domains(svc: &OutboundService, port: u16, default_port: bool, short_names: bo
 
 /// One Envoy route per model route and match, in model order: a route with N matches becomes
 /// N routes with the same action; a route without matches catches everything.
-fn routes(port: &OutboundPort, policy: &RoutePolicy) -> Vec<Route> {
+fn routes(port: &OutboundPort) -> Vec<Route> {
     let mut out = Vec::new();
     for model in &port.routes {
-        let action = route::Action::Route(route_action(&model.backends, policy));
+        let action = route::Action::Route(route_action(&model.backends, &model.policy));
         let matches: Vec<RouteMatch> = if model.matches.is_empty() {
             vec![prefix_match()]
         } else {

@@ -56,8 +56,7 @@ use super::*;
 use crate::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
-        ServiceName,
+        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ServiceName,
     },
     test_support::{self, backend, http_match, port, route},
 };
@@ -236,15 +235,13 @@ fn sample() -> ProxyConfig {
         Identity::new("shop", "frontend"),
         Identity::new("ops", "admin"),
     ];
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "shop".into(),
-            pod: "web-v1-0".into(),
-        },
-        identity: Identity::new("shop", "web"),
-        outbound: Arc::new([web, grpc, other_web, db, zdb, cache].into_iter().collect()),
-        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        inbound: vec![
+    test_support::proxy(
+        "shop",
+        "web-v1-0",
+        "web",
+        [web, grpc, other_web, db, zdb, cache].map(|(_, svc)| svc),
+        clusters,
+        vec![
             InboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
@@ -286,7 +283,7 @@ fn sample() -> ProxyConfig {
                 }]),
             },
         ],
-    }
+    )
 }
 
 /// `sample()` with every order that carries no meaning reversed.
@@ -1455,19 +1452,49 @@ fn settings_changes_invalidate_the_cache() {
         connect_timeout: std::time::Duration::from_millis(250),
         ..opts()
     };
-    let mesh = MeshSettings {
-        route_policy: crate::model::RoutePolicy {
-            timeout: std::time::Duration::ZERO,
-            ..Default::default()
-        },
-        ..mesh
-    };
     let cached = adapter.compile(&sample(), &mesh, &opts);
     assert_eq!(cached, compile(&sample(), &mesh, &opts));
     let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/web-v1|80");
     assert_eq!(
         cluster.connect_timeout,
         Some(duration(std::time::Duration::from_millis(250)))
+    );
+}
+
+/// A policy is part of its route or cluster: a change to it recompiles what it is on, even in
+/// an adapter that has compiled the model before.
+#[test]
+fn policy_changes_in_the_model_invalidate_the_cache() {
+    let mesh = MeshSettings::default();
+    let mut adapter = EnvoyAdapter::new();
+    adapter.compile(&sample(), &mesh, &opts());
+    let mut proxy = sample();
+    for svc in Arc::make_mut(&mut proxy.outbound).values_mut() {
+        for port in &mut Arc::make_mut(svc).ports {
+            for route in &mut port.routes {
+                route.policy.timeout = std::time::Duration::ZERO;
+            }
+        }
+    }
+    for cluster in Arc::make_mut(&mut proxy.clusters).values_mut() {
+        Arc::make_mut(cluster)
+            .policy
+            .outlier_detection
+            .consecutive_5xx = 7;
+    }
+    let cached = adapter.compile(&proxy, &mesh, &opts());
+    assert_eq!(cached, compile(&proxy, &mesh, &opts()));
+    let config: RouteConfiguration = decode(&cached, ROUTE_TYPE_URL, OUTBOUND_HTTP);
+    for route in config.virtual_hosts.iter().flat_map(|v| &v.routes) {
+        let Some(route::Action::Route(action)) = &route.action else {
+            panic!("{route:?}");
+        };
+        assert_eq!(action.timeout, Some(duration(std::time::Duration::ZERO)));
+    }
+    let cluster: Cluster = decode(&cached, CLUSTER_TYPE_URL, "shop/web-v1|80");
+    assert_eq!(
+        cluster.outlier_detection.unwrap().consecutive_5xx,
+        Some(envoy_types::pb::google::protobuf::UInt32Value { value: 7 })
     );
 }
 
@@ -1478,14 +1505,11 @@ fn connection_limits_become_circuit_breakers() {
         max_pending_requests: 10,
         max_requests: 1000,
     };
-    let mesh = MeshSettings {
-        cluster_policy: crate::model::ClusterPolicy {
-            connection_limits: Some(limits),
-            ..Default::default()
-        },
-        ..MeshSettings::default()
-    };
-    let out = compile(&sample(), &mesh, &opts());
+    let mut proxy = sample();
+    let web_v1 = cluster_name("shop", "web-v1", 80);
+    let cluster = Arc::make_mut(&mut proxy.clusters).get_mut(&web_v1).unwrap();
+    Arc::make_mut(cluster).policy.connection_limits = Some(limits);
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
     let cluster: Cluster = decode(&out, CLUSTER_TYPE_URL, "shop/web-v1|80");
     let thresholds = &cluster
         .circuit_breakers
@@ -2933,5 +2957,136 @@ fn two_services_on_one_cluster_ip_and_port_keep_the_first() {
         out.warnings[0].contains("10.96.0.10:80 is already routed as shop/db|80"),
         "{}",
         out.warnings[0]
+    );
+}
+
+// === references ===
+
+/// The SDS names of a TLS context, decoded.
+fn tls_secrets(common: &CommonTlsContext) -> Vec<String> {
+    let mut names: Vec<String> = common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    match &common.validation_context_type {
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
+            names.push(s.name.clone());
+        }
+        Some(ValidationContextType::CombinedValidationContext(c)) => {
+            names.extend(
+                c.validation_context_sds_secret_config
+                    .iter()
+                    .map(|s| s.name.clone()),
+            );
+        }
+        _ => {}
+    }
+    names
+}
+
+/// What a resource names, found by decoding it (and the configs inside it), as a proxy would.
+fn decoded_references(resource: &Resource) -> Vec<Reference> {
+    let mut out = Vec::new();
+    let tls_config = |socket: &TransportSocket| match &socket.config_type {
+        Some(transport_socket::ConfigType::TypedConfig(any)) => any.clone(),
+        None => panic!("untyped transport socket"),
+    };
+    if resource.type_url == CLUSTER_TYPE_URL {
+        let cluster = Cluster::decode(resource.resource.value.as_slice()).unwrap();
+        if cluster.cluster_discovery_type
+            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        {
+            let service_name = cluster.eds_cluster_config.unwrap().service_name;
+            let name = if service_name.is_empty() {
+                cluster.name.clone()
+            } else {
+                service_name
+            };
+            out.push(Reference::new(TypeUrl::ClusterLoadAssignment, name));
+        }
+        for m in &cluster.transport_socket_matches {
+            let any = tls_config(m.transport_socket.as_ref().unwrap());
+            let context = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+            for name in tls_secrets(&context.common_tls_context.unwrap()) {
+                out.push(Reference::new(TypeUrl::Secret, name));
+            }
+        }
+    } else if resource.type_url == LISTENER_TYPE_URL {
+        let listener = Listener::decode(resource.resource.value.as_slice()).unwrap();
+        for chain in listener
+            .filter_chains
+            .iter()
+            .chain(&listener.default_filter_chain)
+        {
+            if let Some(socket) = &chain.transport_socket {
+                let any = tls_config(socket);
+                let context = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+                for name in tls_secrets(&context.common_tls_context.unwrap()) {
+                    out.push(Reference::new(TypeUrl::Secret, name));
+                }
+            }
+            for f in &chain.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
+                if any.type_url != HttpConnectionManager::type_url() {
+                    continue;
+                }
+                let hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+                if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+                    out.push(Reference::new(
+                        TypeUrl::RouteConfiguration,
+                        rds.route_config_name,
+                    ));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn resources_carry_what_they_reference() {
+    let permissive = permissive();
+    let strict = MeshSettings::default();
+    let cases = [
+        (sample(), opts()),
+        (meshed_sample(), mtls_opts()),
+        (intercepted_sample(), intercepted_opts()),
+        (
+            meshed_sample(),
+            EnvoyOptions {
+                mtls: true,
+                ..intercepted_opts()
+            },
+        ),
+    ];
+    let mut seen = BTreeSet::new();
+    for (proxy, opts) in cases {
+        for mesh in [&strict, &permissive] {
+            let out = compile(&proxy, mesh, &opts);
+            for r in &out.resources {
+                assert_eq!(
+                    r.references,
+                    decoded_references(r),
+                    "{} {}",
+                    r.type_url,
+                    r.name
+                );
+                seen.extend(r.references.iter().map(|r| r.type_url));
+            }
+        }
+    }
+    // Every kind of reference occurred.
+    assert_eq!(
+        seen,
+        BTreeSet::from([
+            TypeUrl::ClusterLoadAssignment,
+            TypeUrl::RouteConfiguration,
+            TypeUrl::Secret
+        ])
     );
 }

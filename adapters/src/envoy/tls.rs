@@ -37,7 +37,9 @@ use envoy_types::pb::{
     google::protobuf::{BoolValue, Struct, Value, value},
 };
 
-use super::{Resource, SECRET_TYPE_URL, ads, to_any};
+use switchyard_proxy_config::TypeUrl;
+
+use super::{Reference, Resource, SECRET_TYPE_URL, ads, to_any};
 use crate::model::{Identity, MeshSettings, Protocol};
 
 /// The transport socket extension both directions use.
@@ -111,6 +113,17 @@ pub(super) struct Mtls<'a> {
 }
 
 impl Mtls<'_> {
+    /// The secrets every TLS context of the proxy names: its certificate and the trust bundle.
+    pub(super) fn secrets(&self) -> [Reference; 2] {
+        [
+            Reference::new(
+                TypeUrl::Secret,
+                certificate_secret_name(self.identity, self.mesh),
+            ),
+            Reference::new(TypeUrl::Secret, trust_bundle_secret_name(self.mesh)),
+        ]
+    }
+
     /// The client side of a mesh cluster: the proxy's certificate, and the peer's checked
     /// against the bundle and against `peers` (SPIFFE IDs, exact).
     pub(super) fn upstream(&self, peers: Vec<String>, protocol: Protocol) -> TransportSocket {

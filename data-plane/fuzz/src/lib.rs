@@ -4,7 +4,6 @@
 //! xDS client.
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
@@ -16,10 +15,11 @@ use envoy_types::pb::envoy::{
 use switchyard_adapters::{
     envoy::{self as adapter, EnvoyOptions, Resource},
     model::{
-        AccessMode, Authorization, Cluster, ClusterName, Endpoint, HttpMatch, Identity,
-        InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
-        ProxyConfig, ProxyId, Route, ServiceName, WeightedCluster,
+        AccessMode, Authorization, Cluster, Endpoint, HttpMatch, Identity, InboundPort,
+        InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig,
+        WeightedCluster,
     },
+    test_support::{self, http_match, route},
 };
 use switchyard_proxy::{
     config::Runtime,
@@ -38,44 +38,12 @@ pub const IDENTITIES: [&str; 3] = [
     "spiffe://cluster.local/ns/demo/sa/web",
 ];
 
-fn cluster_name(svc: &str, port: u16) -> ClusterName {
-    ClusterName::new(&ServiceName::new("demo", svc), port)
-}
-
 fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
-    WeightedCluster {
-        cluster: cluster_name(svc, port),
-        weight,
-    }
-}
-
-fn route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> Route {
-    Route {
-        name: name.to_owned(),
-        matches,
-        backends,
-    }
-}
-
-fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
-    HttpMatch {
-        path_regex: path.map(str::to_owned),
-        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
+    test_support::backend("demo", svc, port, weight)
 }
 
 fn service(name: &str, ip: Option<[u8; 4]>, ports: Vec<OutboundPort>) -> Arc<OutboundService> {
-    let svc = ServiceName::new("demo", name);
-    Arc::new(OutboundService {
-        hostnames: svc.hostnames("cluster.local"),
-        name: svc,
-        cluster_ip: ip.map(IpAddr::from),
-        ports,
-    })
+    test_support::service("demo", name, ip.map(IpAddr::from), ports)
 }
 
 fn cluster(
@@ -84,21 +52,16 @@ fn cluster(
     protocol: Protocol,
     endpoints: &[(&str, Option<&str>)],
 ) -> Arc<Cluster> {
-    Arc::new(Cluster {
-        name: cluster_name(svc, port),
-        service: ServiceName::new("demo", svc),
-        port,
-        protocol,
-        endpoints: endpoints
-            .iter()
-            .filter_map(|(address, sa)| {
-                Some(Endpoint {
-                    address: address.parse().ok()?,
-                    identity: sa.map(|sa| Identity::new("demo", sa)),
-                })
+    let endpoints = endpoints
+        .iter()
+        .filter_map(|(address, sa)| {
+            Some(Endpoint {
+                address: address.parse().ok()?,
+                identity: sa.map(|sa| Identity::new("demo", sa)),
             })
-            .collect(),
-    })
+        })
+        .collect();
+    test_support::cluster("demo", svc, port, protocol, endpoints)
 }
 
 fn canary() -> HttpMatch {
@@ -185,20 +148,13 @@ pub fn proxy() -> ProxyConfig {
     ];
     let client = Identity::new("demo", "client");
     let admin = Identity::new("ops", "admin");
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "demo".to_owned(),
-            pod: "client-0".to_owned(),
-        },
-        identity: Identity::new("demo", "web"),
-        outbound: Arc::new(
-            [web, grpc, db]
-                .into_iter()
-                .map(|s| (s.name.clone(), s))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        inbound: vec![
+    test_support::proxy(
+        "demo",
+        "client-0",
+        "web",
+        [web, grpc, db],
+        clusters,
+        vec![
             InboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
@@ -235,7 +191,7 @@ pub fn proxy() -> ProxyConfig {
                 authorization: Authorization::Allow(vec![]),
             },
         ],
-    }
+    )
 }
 
 /// Every resource the control plane serves [`proxy`] in strict mode with mTLS, secrets

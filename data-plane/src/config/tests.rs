@@ -59,10 +59,11 @@ use prost::{Message, Name};
 use switchyard_adapters::{
     envoy::{self as adapter, EnvoyOptions, LoadBalancing},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint as ModelEndpoint,
-        HttpMatch, Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService,
-        Protocol, ProxyConfig, ProxyId, Route as ModelRoute, ServiceName, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, Endpoint as ModelEndpoint, HttpMatch,
+        Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
+        ProxyConfig, WeightedCluster,
     },
+    test_support::{self, http_match},
 };
 
 use super::*;
@@ -78,34 +79,8 @@ const CLIENT_ID: &str = "spiffe://cluster.local/ns/demo/sa/client";
 const WEB_ID: &str = "spiffe://cluster.local/ns/demo/sa/web";
 const ADMIN_ID: &str = "spiffe://cluster.local/ns/ops/sa/admin";
 
-fn cluster_name(svc: &str, port: u16) -> ClusterName {
-    ClusterName::new(&ServiceName::new("demo", svc), port)
-}
-
 fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
-    WeightedCluster {
-        cluster: cluster_name(svc, port),
-        weight,
-    }
-}
-
-fn model_route(name: &str, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>) -> ModelRoute {
-    ModelRoute {
-        name: name.to_owned(),
-        matches,
-        backends,
-    }
-}
-
-fn http_match(path: Option<&str>, methods: &[&str], headers: &[(&str, &str)]) -> HttpMatch {
-    HttpMatch {
-        path_regex: path.map(str::to_owned),
-        methods: methods.iter().map(|m| (*m).to_owned()).collect(),
-        headers: headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
+    test_support::backend("demo", svc, port, weight)
 }
 
 fn service(
@@ -113,13 +88,7 @@ fn service(
     cluster_ip: Option<[u8; 4]>,
     ports: Vec<OutboundPort>,
 ) -> Arc<OutboundService> {
-    let svc = ServiceName::new("demo", name);
-    Arc::new(OutboundService {
-        hostnames: svc.hostnames("cluster.local"),
-        name: svc,
-        cluster_ip: cluster_ip.map(IpAddr::from),
-        ports,
-    })
+    test_support::service("demo", name, cluster_ip.map(IpAddr::from), ports)
 }
 
 fn model_cluster(
@@ -128,19 +97,14 @@ fn model_cluster(
     protocol: Protocol,
     endpoints: &[(&str, Option<&str>)],
 ) -> Arc<ModelCluster> {
-    Arc::new(ModelCluster {
-        name: cluster_name(svc, port),
-        service: ServiceName::new("demo", svc),
-        port,
-        protocol,
-        endpoints: endpoints
-            .iter()
-            .map(|(address, sa)| ModelEndpoint {
-                address: address.parse().unwrap(),
-                identity: sa.map(|sa| Identity::new("demo", sa)),
-            })
-            .collect(),
-    })
+    let endpoints = endpoints
+        .iter()
+        .map(|(address, sa)| ModelEndpoint {
+            address: address.parse().unwrap(),
+            identity: sa.map(|sa| Identity::new("demo", sa)),
+        })
+        .collect();
+    test_support::cluster("demo", svc, port, protocol, endpoints)
 }
 
 /// The canary match: `/api/...` with GET or HEAD and an `x-canary` header.
@@ -163,12 +127,12 @@ fn client_proxy() -> ProxyConfig {
             port: 80,
             protocol: Protocol::Http,
             routes: vec![
-                model_route(
+                test_support::route(
                     "demo/canary",
                     vec![canary_match()],
                     vec![backend("web-v2", 80, 1)],
                 ),
-                model_route(
+                test_support::route(
                     "demo/web-split",
                     vec![],
                     vec![backend("web-v1", 80, 90), backend("web-v2", 80, 10)],
@@ -182,7 +146,7 @@ fn client_proxy() -> ProxyConfig {
         vec![OutboundPort {
             port: 9000,
             protocol: Protocol::Http2,
-            routes: vec![model_route(
+            routes: vec![test_support::route(
                 "default",
                 vec![],
                 vec![backend("grpc", 9000, 1)],
@@ -195,7 +159,7 @@ fn client_proxy() -> ProxyConfig {
         vec![OutboundPort {
             port: 5432,
             protocol: Protocol::Tcp,
-            routes: vec![model_route(
+            routes: vec![test_support::route(
                 "default",
                 vec![],
                 vec![backend("db-b", 5432, 50), backend("db-a", 5432, 50)],
@@ -232,21 +196,14 @@ fn client_proxy() -> ProxyConfig {
             &[("10.0.0.7:5432", Some("db"))],
         ),
     ];
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "demo".to_owned(),
-            pod: "client-0".to_owned(),
-        },
-        identity: Identity::new("demo", "client"),
-        outbound: Arc::new(
-            [web, grpc, db]
-                .into_iter()
-                .map(|s| (s.name.clone(), s))
-                .collect(),
-        ),
-        clusters: Arc::new(clusters.into_iter().map(|c| (c.name.clone(), c)).collect()),
-        inbound: vec![],
-    }
+    test_support::proxy(
+        "demo",
+        "client-0",
+        "client",
+        [web, grpc, db],
+        clusters,
+        vec![],
+    )
 }
 
 /// `demo/web-v1-0`, running as `web`, in strict mode: HTTP 8080 admits the client for the
@@ -255,15 +212,13 @@ fn client_proxy() -> ProxyConfig {
 fn server_proxy() -> ProxyConfig {
     let client = Identity::new("demo", "client");
     let admin = Identity::new("ops", "admin");
-    ProxyConfig {
-        proxy: ProxyId {
-            namespace: "demo".to_owned(),
-            pod: "web-v1-0".to_owned(),
-        },
-        identity: Identity::new("demo", "web"),
-        outbound: Arc::new(BTreeMap::new()),
-        clusters: Arc::new(BTreeMap::new()),
-        inbound: vec![
+    test_support::proxy(
+        "demo",
+        "web-v1-0",
+        "web",
+        [],
+        [],
+        vec![
             InboundPort {
                 port: 8080,
                 protocol: Protocol::Http,
@@ -300,7 +255,7 @@ fn server_proxy() -> ProxyConfig {
                 authorization: Authorization::Allow(vec![]),
             },
         ],
-    }
+    )
 }
 
 /// `server_proxy()` as the index makes it in permissive mode: everyone everywhere.

@@ -1,20 +1,23 @@
 //! The controller's admin port: `/healthz`, `/readyz` and Prometheus `/metrics`.
 
 use std::{
-    collections::BTreeMap,
     convert::Infallible,
-    fmt::Write as _,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper::{Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
 use tokio::net::TcpListener;
 
 use crate::xds::{metrics::XdsMetrics, status::ProxyStatuses};
@@ -27,69 +30,135 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
+/// The prefix of every metric the operator exports.
+const PREFIX: &str = "switchyard";
+
 /// Counters and gauges of the controller. Updated from the event loop; read by `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ControllerMetrics {
-    reconciles: AtomicU64,
-    /// Per bucket (and +Inf last), sum in microseconds.
-    duration_buckets: [AtomicU64; BUCKETS.len() + 1],
-    duration_sum_us: AtomicU64,
-    watch_restarts: Mutex<BTreeMap<String, u64>>,
-    decode_errors: Mutex<BTreeMap<String, u64>>,
-    status_writes_ok: AtomicU64,
-    status_writes_failed: AtomicU64,
-    events: AtomicU64,
-    proxies_published: AtomicU64,
-    leader: AtomicBool,
+    /// Holds the metrics below (each a shared handle), in `/metrics` order.
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_duration: Histogram,
+    watch_restarts: Family<KindLabels, Counter>,
+    decode_errors: Family<KindLabels, Counter>,
+    status_writes: Family<ResultLabels, Counter>,
+    events: Counter,
+    leader: Gauge,
+    proxies: Gauge,
     synced: AtomicBool,
+}
+
+/// The kind of object a watch or decode counter is about (`pod`, `trafficsplit`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// How a status write went: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 // === impl ControllerMetrics ===
 
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let reconciles = Counter::default();
+        let reconcile_duration = Histogram::new(BUCKETS);
+        let watch_restarts = Family::default();
+        let decode_errors = Family::default();
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        // Both results from the start, so a scrape sees a zero rather than no series.
+        for result in ["ok", "error"] {
+            let _ = status_writes.get_or_create(&ResultLabels { result });
+        }
+        let events = Counter::default();
+        let leader = Gauge::default();
+        let proxies = Gauge::default();
+        // Help texts without the final period: the registry adds it.
+        registry.register(
+            "reconciles",
+            "Batches of watch events applied and published",
+            reconciles.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time to apply and publish one batch",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Watches that (re)started with a full list, by kind",
+            watch_restarts.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Objects that did not decode (reported, never applied), by kind",
+            decode_errors.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes to SMI objects, by result",
+            status_writes.clone(),
+        );
+        registry.register("events", "Kubernetes Events emitted", events.clone());
+        registry.register(
+            "leader",
+            "1 when this replica holds the status-writer lease",
+            leader.clone(),
+        );
+        registry.register("proxies", "Proxies (Pods) the index knows", proxies.clone());
+        ControllerMetrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            watch_restarts,
+            decode_errors,
+            status_writes,
+            events,
+            leader,
+            proxies,
+            synced: AtomicBool::new(false),
+        }
+    }
+}
+
 impl ControllerMetrics {
     /// One pass of the event loop: a batch of watch events applied and published.
     pub fn reconciled(&self, took: Duration) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_us.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
     }
 
     pub fn watch_restarted(&self, kind: &str) {
-        bump(&self.watch_restarts, kind);
+        self.watch_restarts.get_or_create(&kind_labels(kind)).inc();
     }
 
     pub fn decode_failed(&self, kind: &str) {
-        bump(&self.decode_errors, kind);
+        self.decode_errors.get_or_create(&kind_labels(kind)).inc();
     }
 
     pub fn status_written(&self, ok: bool) {
-        if ok {
-            &self.status_writes_ok
-        } else {
-            &self.status_writes_failed
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        let result = if ok { "ok" } else { "error" };
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn event_emitted(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
+        self.events.inc();
     }
 
     pub fn set_proxies(&self, n: usize) {
-        self.proxies_published
-            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.proxies.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Relaxed);
+        self.leader.set(i64::from(leader));
     }
 
     /// Every watch delivered its first complete list.
@@ -101,149 +170,22 @@ impl ControllerMetrics {
         self.synced.load(Ordering::Relaxed)
     }
 
-    /// Prometheus text format 0.0.4.
+    /// Prometheus text format 0.0.4 ([`prometheus_text::CONTENT_TYPE`]): the controller's
+    /// metrics, then the xDS server's as they are now.
     pub fn render(&self, xds: &XdsMetrics) -> String {
+        let mut xds_registry = Registry::with_prefix(PREFIX);
+        xds_registry.register_collector(Box::new(xds.snapshot()));
         let mut out = String::new();
-        let x = xds.snapshot();
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        counter(
-            &mut out,
-            "switchyard_reconciles_total",
-            "Batches of watch events applied and published.",
-            self.reconciles.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_reconcile_duration_seconds Time to apply and publish one batch.\n\
-             # TYPE switchyard_reconcile_duration_seconds histogram"
-        );
-        let mut cumulative = 0;
-        for (i, upper) in BUCKETS.iter().enumerate() {
-            cumulative += self.duration_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "switchyard_reconcile_duration_seconds_bucket{{le=\"{upper}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.duration_buckets[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "switchyard_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
-             switchyard_reconcile_duration_seconds_sum {}\n\
-             switchyard_reconcile_duration_seconds_count {cumulative}",
-            self.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        labelled(
-            &mut out,
-            "switchyard_watch_restarts_total",
-            "Watches that (re)started with a full list, by kind.",
-            &self.watch_restarts,
-        );
-        labelled(
-            &mut out,
-            "switchyard_decode_errors_total",
-            "Objects that did not decode (reported, never applied), by kind.",
-            &self.decode_errors,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_status_writes_total Status writes to SMI objects, by result.\n\
-             # TYPE switchyard_status_writes_total counter\n\
-             switchyard_status_writes_total{{result=\"ok\"}} {}\n\
-             switchyard_status_writes_total{{result=\"error\"}} {}",
-            self.status_writes_ok.load(Ordering::Relaxed),
-            self.status_writes_failed.load(Ordering::Relaxed)
-        );
-        counter(
-            &mut out,
-            "switchyard_events_total",
-            "Kubernetes Events emitted.",
-            self.events.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "switchyard_leader",
-            "1 when this replica holds the status-writer lease.",
-            u64::from(self.leader.load(Ordering::Relaxed)),
-        );
-        gauge(
-            &mut out,
-            "switchyard_proxies",
-            "Proxies (Pods) the index knows.",
-            self.proxies_published.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "switchyard_xds_connected_proxies",
-            "xDS streams open now.",
-            x.connected_streams,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_streams_total",
-            "xDS streams accepted.",
-            x.streams_total,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_pushes_total",
-            "Discovery responses sent, of every type.",
-            x.pushes,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_config_pushes_total",
-            "Discovery responses sent with listeners, routes, clusters or endpoints.",
-            x.pushes - x.secret_pushes,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_endpoint_pushes_total",
-            "Discovery responses sent with endpoints (EDS), a part of the config pushes.",
-            x.endpoint_pushes,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_secret_pushes_total",
-            "Discovery responses sent with certificates.",
-            x.secret_pushes,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_nacks_total",
-            "Discovery requests that rejected a response.",
-            x.nacks,
-        );
-        counter(
-            &mut out,
-            "switchyard_xds_auth_failures_total",
-            "xDS streams refused by authentication.",
-            x.auth_failures,
-        );
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &xds_registry);
         out
     }
 }
 
-fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
-    if let Ok(mut m) = map.lock() {
-        *m.entry(key.to_string()).or_default() += 1;
-    }
-}
-
-fn labelled(out: &mut String, name: &str, help: &str, map: &Mutex<BTreeMap<String, u64>>) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-    if let Ok(m) = map.lock() {
-        for (kind, v) in m.iter() {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {v}");
-        }
+fn kind_labels(kind: &str) -> KindLabels {
+    KindLabels {
+        kind: kind.to_owned(),
     }
 }
 
@@ -307,5 +249,11 @@ fn route(admin: &Admin, get: bool, path: &str) -> Response<Full<Bytes>> {
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
+    if get && path == "/metrics" {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(prometheus_text::CONTENT_TYPE),
+        );
+    }
     resp
 }

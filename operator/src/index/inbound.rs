@@ -3,56 +3,38 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    sync::Arc,
 };
 
 use switchyard_adapters::model::{
-    AccessMode, Authorization, DataPlane, HttpMatch, Identity, InboundPort, InboundRule, Protocol,
-    ProxyId, ServiceName,
+    AccessMode, Authorization, HttpMatch, Identity, InboundPort, InboundRule, Protocol,
+    ProxyConfig, ProxyId, ServiceName,
 };
 
-use super::{
-    InvalidDataPlane,
-    store::{PodInfo, Store, TargetPort, http_match, selects},
-};
+use super::store::{PodInfo, Store, TargetPort, http_match, selects};
 
-/// What the index knows about one proxy besides the shared outbound model.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct ProxyEntry {
-    pub(super) identity: Identity,
-    /// Where its listeners bind: an IP change (a Pod's status written after its creation)
-    /// recompiles the proxy.
-    pub(super) ip: Option<IpAddr>,
-    pub(super) inbound: Vec<InboundPort>,
-    pub(super) data_plane: DataPlane,
-    pub(super) invalid_data_plane: Option<InvalidDataPlane>,
-}
-
-/// One proxy's own configuration (identity, inbound ports, data plane), or `None` when the index
-/// knows no such Pod.
-pub(super) fn proxy(store: &Store, id: &ProxyId) -> Option<ProxyEntry> {
+/// One proxy's own configuration (identity, data plane, address, capture, inbound ports), or
+/// `None` when the index knows no such Pod. Its outbound services and clusters, which every
+/// proxy shares, are left empty: the index adds its own when it hands the configuration out.
+pub(super) fn proxy(store: &Store, id: &ProxyId) -> Option<ProxyConfig> {
     let pod = store.pods.get(&(id.namespace.clone(), id.pod.clone()))?;
     let identity = Identity::new(id.namespace.clone(), pod.service_account.clone());
     let inbound = ports(store, &id.namespace, pod, &identity);
-    let fallback = store.settings.data_plane;
-    let (data_plane, invalid_data_plane) = match &pod.data_plane {
-        None => (fallback, None),
+    let (data_plane, unknown_data_plane) = match &pod.data_plane {
+        None => (store.settings.data_plane, None),
         Some(Ok(chosen)) => (*chosen, None),
-        Some(Err(unknown)) => (
-            fallback,
-            Some(InvalidDataPlane {
-                pod: id.clone(),
-                source: unknown.clone(),
-                fallback,
-            }),
-        ),
+        Some(Err(unknown)) => (store.settings.data_plane, Some(unknown.clone())),
     };
-    Some(ProxyEntry {
+    Some(ProxyConfig {
+        proxy: id.clone(),
         identity,
-        ip: pod.ip,
-        inbound,
         data_plane,
-        invalid_data_plane,
+        unknown_data_plane,
+        address: pod.ip,
+        intercepted: pod.intercepted,
+        outbound: Arc::default(),
+        clusters: Arc::default(),
+        inbound,
     })
 }
 

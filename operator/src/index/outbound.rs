@@ -28,6 +28,7 @@ pub(super) fn clusters(store: &Store, name: &ServiceName) -> Vec<Cluster> {
             port: p.port,
             protocol: p.protocol,
             endpoints: endpoints(store, name, p),
+            policy: store.settings.cluster_policy.clone(),
         })
         .collect()
 }
@@ -99,6 +100,12 @@ fn port(
         cluster: ClusterName::new(root, port.port),
         weight: 1,
     }];
+    let route = |name: String, matches: Vec<HttpMatch>, backends: Vec<WeightedCluster>| Route {
+        name,
+        matches,
+        backends,
+        policy: store.settings.route_policy.clone(),
+    };
     let (with_matches, catch_all) = store.splits_for(root);
     let mut routes = Vec::new();
     if port.protocol.is_http() {
@@ -110,25 +117,16 @@ fn port(
             }
             let backends = resolve_backends(store, clusters, root, port.port, ts)
                 .unwrap_or_else(|_| own.clone());
-            routes.push(Route {
-                name: split_route_name(ts),
-                matches,
-                backends,
-            });
+            routes.push(route(split_route_name(ts), matches, backends));
         }
     }
     let default = match catch_all {
-        Some(ts) => Route {
-            name: split_route_name(ts),
-            matches: Vec::new(),
-            backends: resolve_backends(store, clusters, root, port.port, ts)
-                .unwrap_or_else(|_| own.clone()),
-        },
-        None => Route {
-            name: "default".into(),
-            matches: Vec::new(),
-            backends: own,
-        },
+        Some(ts) => route(
+            split_route_name(ts),
+            Vec::new(),
+            resolve_backends(store, clusters, root, port.port, ts).unwrap_or_else(|_| own.clone()),
+        ),
+        None => route("default".into(), Vec::new(), own),
     };
     routes.push(default);
     OutboundPort {

@@ -1,6 +1,7 @@
 use serde_json::json;
 use switchyard_adapters::model::{
-    AccessMode, Authorization, ClusterName, DataPlane, MeshSettings, Protocol, ProxyId, ServiceName,
+    AccessMode, Authorization, ClusterName, ClusterPolicy, ConnectionLimits, DataPlane, Identity,
+    MeshSettings, Protocol, ProxyConfig, ProxyId, RoutePolicy, ServiceName,
 };
 use switchyard_crds::{Kind, ObjectRef, VersionedObject, status::conditions};
 
@@ -155,6 +156,18 @@ fn status(idx: &Index, name: &str, type_: &str) -> ConditionState {
         .and_then(|s| s.get(type_))
         .cloned()
         .unwrap_or_else(|| panic!("no {type_} on {name}: {:?}", idx.status(&obj)))
+}
+
+fn data_plane(idx: &Index, proxy: &ProxyId) -> Option<DataPlane> {
+    idx.proxy_config(proxy).map(|c| c.data_plane)
+}
+
+fn invalid_data_plane(idx: &Index, proxy: &ProxyId) -> Option<InvalidDataPlane> {
+    InvalidDataPlane::of(&idx.proxy_config(proxy)?)
+}
+
+fn intercepted(idx: &Index, proxy: &ProxyId) -> bool {
+    idx.proxy_config(proxy).is_some_and(|c| c.intercepted)
 }
 
 fn c(svc: &str) -> String {
@@ -595,12 +608,15 @@ fn the_data_plane_comes_from_the_annotation_else_the_mesh_setting() {
         idx.apply(annotated_pod("plain", "web", "web", None));
         idx.apply(annotated_pod("envoy", "web", "web", Some("envoy")));
         idx.apply(annotated_pod("bundled", "web", "web", Some("bundled")));
-        assert_eq!(idx.data_plane(&proxy("plain")), Some(mesh));
-        assert_eq!(idx.data_plane(&proxy("envoy")), Some(DataPlane::Envoy));
-        assert_eq!(idx.data_plane(&proxy("bundled")), Some(DataPlane::Bundled));
-        assert_eq!(idx.data_plane(&proxy("absent")), None);
+        assert_eq!(data_plane(&idx, &proxy("plain")), Some(mesh));
+        assert_eq!(data_plane(&idx, &proxy("envoy")), Some(DataPlane::Envoy));
+        assert_eq!(
+            data_plane(&idx, &proxy("bundled")),
+            Some(DataPlane::Bundled)
+        );
+        assert_eq!(data_plane(&idx, &proxy("absent")), None);
         for p in ["plain", "envoy", "bundled"] {
-            assert_eq!(idx.invalid_data_plane(&proxy(p)), None);
+            assert_eq!(invalid_data_plane(&idx, &proxy(p)), None);
         }
     }
 }
@@ -612,8 +628,8 @@ fn an_invalid_data_plane_annotation_is_reported_and_the_mesh_setting_applies() {
         ..MeshSettings::default()
     });
     idx.apply(annotated_pod("web-0", "web", "web", Some("Envoy")));
-    assert_eq!(idx.data_plane(&proxy("web-0")), Some(DataPlane::Bundled));
-    let invalid = idx.invalid_data_plane(&proxy("web-0")).unwrap();
+    assert_eq!(data_plane(&idx, &proxy("web-0")), Some(DataPlane::Bundled));
+    let invalid = invalid_data_plane(&idx, &proxy("web-0")).unwrap();
     assert_eq!(
         invalid.to_string(),
         "pod shop/web-0: metadata.annotations[\"switchyard.dev/data-plane\"]: \"Envoy\" is not a \
@@ -633,9 +649,13 @@ fn an_annotation_change_marks_the_proxy_changed() {
     let changes = idx.take_changes();
     assert_eq!(changes.proxies, [proxy("web-0")].into());
     assert!(!changes.outbound, "other proxies are not affected");
-    assert_eq!(idx.data_plane(&proxy("web-0")), Some(DataPlane::Bundled));
+    assert_eq!(data_plane(&idx, &proxy("web-0")), Some(DataPlane::Bundled));
+    let after = idx.proxy_config(&proxy("web-0")).unwrap();
     assert_eq!(
-        idx.proxy_config(&proxy("web-0")),
+        Some(ProxyConfig {
+            data_plane: DataPlane::Envoy,
+            ..after
+        }),
         before,
         "the model is the same"
     );
@@ -644,7 +664,7 @@ fn an_annotation_change_marks_the_proxy_changed() {
     assert_eq!(idx.take_changes(), Changes::default(), "no change, no mark");
     idx.apply(annotated_pod("web-0", "web", "web", Some("nope")));
     assert_eq!(idx.take_changes().proxies, [proxy("web-0")].into());
-    assert!(idx.invalid_data_plane(&proxy("web-0")).is_some());
+    assert!(invalid_data_plane(&idx, &proxy("web-0")).is_some());
 }
 
 mod incremental;
@@ -691,8 +711,66 @@ fn only_pods_the_injector_marked_are_intercepted() {
         namespace: NS.into(),
         pod: pod.into(),
     };
-    assert!(idx.intercepted(&proxy("a")));
-    assert!(!idx.intercepted(&proxy("b")));
-    assert!(!idx.intercepted(&proxy("c")));
-    assert!(!idx.intercepted(&proxy("missing")));
+    assert!(intercepted(&idx, &proxy("a")));
+    assert!(!intercepted(&idx, &proxy("b")));
+    assert!(!intercepted(&idx, &proxy("c")));
+    assert!(!intercepted(&idx, &proxy("missing")));
+}
+
+#[test]
+fn an_interception_change_marks_the_proxy_changed() {
+    let mut idx = index();
+    idx.apply(pod("web-0", "web", "web"));
+    idx.take_changes();
+    idx.apply(Object::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-0", "namespace": NS, "labels": {"app": "web"},
+                         "annotations": {INTERCEPTED_ANNOTATION: "true"}},
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]},
+        }))
+        .unwrap(),
+    )));
+    let web_0 = ProxyId {
+        namespace: NS.into(),
+        pod: "web-0".into(),
+    };
+    assert_eq!(idx.take_changes().proxies, [web_0.clone()].into());
+    assert!(intercepted(&idx, &web_0));
+}
+
+#[test]
+fn routes_and_clusters_carry_the_mesh_policy() {
+    let route_policy = RoutePolicy {
+        timeout: std::time::Duration::from_secs(3),
+        ..RoutePolicy::default()
+    };
+    let cluster_policy = ClusterPolicy {
+        connection_limits: Some(ConnectionLimits {
+            max_connections: 10,
+            max_pending_requests: 5,
+            max_requests: 100,
+        }),
+        ..ClusterPolicy::default()
+    };
+    let mut idx = Index::new(MeshSettings {
+        route_policy: route_policy.clone(),
+        cluster_policy: cluster_policy.clone(),
+        ..MeshSettings::default()
+    });
+    idx.apply(service("web", &[80]));
+    idx.apply(slice("web", &[80], &["10.0.0.1"]));
+    idx.apply(pod("client-0", "client", "client"));
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "client-0".into(),
+        })
+        .unwrap();
+    let routes = &cfg.outbound[&web()].ports[0].routes;
+    assert!(!routes.is_empty());
+    assert!(routes.iter().all(|r| r.policy == route_policy));
+    assert_eq!(
+        cfg.clusters[&ClusterName::new(&web(), 80)].policy,
+        cluster_policy
+    );
 }

@@ -283,7 +283,10 @@ impl stream::PushOrder for DeltaStream {
             // Only real changes: Envoy ignores a cluster identical to the one it has, so a
             // forced resend does not make it warm.
             let endpoints = &mut self.types[TypeUrl::ClusterLoadAssignment.index()];
-            for name in changed.iter().flat_map(|r| r.references()) {
+            let needed = changed
+                .iter()
+                .flat_map(|r| r.references(TypeUrl::ClusterLoadAssignment));
+            for name in needed {
                 if endpoints.covers(name) {
                     endpoints.force.insert(name.clone());
                 }

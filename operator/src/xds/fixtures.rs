@@ -34,7 +34,10 @@ use envoy_types::pb::{
     },
 };
 
-use super::snapshot::{Snapshot, TypeUrl, to_any};
+use prost::Message;
+use switchyard_adapters::envoy::Reference;
+
+use super::snapshot::{Snapshot, TypeUrl, VersionedResource, to_any};
 
 /// An EDS cluster; `rev` changes its content.
 pub(crate) fn cluster(name: &str, rev: i64) -> Any {
@@ -133,9 +136,47 @@ pub(crate) fn secret(name: &str, value: &str) -> Any {
     })
 }
 
+/// A snapshot of fixture resources, each naming what its payload names.
 pub(crate) fn snapshot(entries: Vec<(TypeUrl, &str, Any)>) -> Arc<Snapshot> {
-    let entries = entries.into_iter().map(|(t, n, a)| (t, n.to_string(), a));
-    Arc::new(Snapshot::new(entries).expect("fixture snapshot is valid"))
+    let mut builder = Snapshot::builder();
+    for (type_url, name, any) in entries {
+        builder
+            .add_shared(versioned(type_url, name, any))
+            .expect("fixture snapshot is valid");
+    }
+    Arc::new(builder.build())
+}
+
+/// A fixture resource, naming what its payload names: the cluster's own endpoints (EDS
+/// fixtures are named after themselves), a listener's route configurations. The adapter states
+/// these for its own output; the fixtures are hand-built, so they are read back here.
+pub(crate) fn versioned(type_url: TypeUrl, name: &str, any: Any) -> Arc<VersionedResource> {
+    let references = match type_url {
+        TypeUrl::Cluster => vec![Reference::new(TypeUrl::ClusterLoadAssignment, name)],
+        TypeUrl::Listener => {
+            let listener = Listener::decode(any.value.as_slice()).expect("a listener");
+            listener
+                .filter_chains
+                .iter()
+                .flat_map(|c| &c.filters)
+                .filter_map(|f| match &f.config_type {
+                    Some(ConfigType::TypedConfig(config)) => {
+                        HttpConnectionManager::decode(config.value.as_slice()).ok()
+                    }
+                    _ => None,
+                })
+                .filter_map(|hcm| match hcm.route_specifier {
+                    Some(RouteSpecifier::Rds(rds)) => Some(Reference::new(
+                        TypeUrl::RouteConfiguration,
+                        rds.route_config_name,
+                    )),
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    VersionedResource::new(type_url, name, any, references).expect("fixture resource is valid")
 }
 
 pub(crate) fn node() -> Node {

@@ -1,8 +1,14 @@
-//! Counters for the xDS server, read by a later `/metrics` endpoint.
+//! Counters for the xDS server, and their Prometheus families (the controller's `/metrics`).
 
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
 };
 
 use super::snapshot::TypeUrl;
@@ -91,6 +97,63 @@ impl XdsMetrics {
 
     pub(crate) fn secret_refused(&self) {
         self.secrets_refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The xDS families of `/metrics`, named without the registry's prefix; counters get
+/// `_total` from the encoder.
+impl Collector for MetricsSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let connected = ConstGauge::new(i64::try_from(self.connected_streams).unwrap_or(i64::MAX));
+        connected.encode(encoder.encode_descriptor(
+            "xds_connected_proxies",
+            "xDS streams open now.",
+            None,
+            connected.metric_type(),
+        )?)?;
+        let counters = [
+            ("xds_streams", "xDS streams accepted.", self.streams_total),
+            (
+                "xds_pushes",
+                "Discovery responses sent, of every type.",
+                self.pushes,
+            ),
+            (
+                "xds_config_pushes",
+                "Discovery responses sent with listeners, routes, clusters or endpoints.",
+                self.pushes.saturating_sub(self.secret_pushes),
+            ),
+            (
+                "xds_endpoint_pushes",
+                "Discovery responses sent with endpoints (EDS), a part of the config pushes.",
+                self.endpoint_pushes,
+            ),
+            (
+                "xds_secret_pushes",
+                "Discovery responses sent with certificates.",
+                self.secret_pushes,
+            ),
+            (
+                "xds_nacks",
+                "Discovery requests that rejected a response.",
+                self.nacks,
+            ),
+            (
+                "xds_auth_failures",
+                "xDS streams refused by authentication.",
+                self.auth_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 

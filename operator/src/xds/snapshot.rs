@@ -3,34 +3,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    sync::{Arc, OnceLock},
+    sync::Arc,
 };
 
-use envoy_types::pb::{
-    envoy::{
-        config::{
-            cluster::v3::{
-                Cluster,
-                cluster::{ClusterDiscoveryType, DiscoveryType},
-            },
-            listener::v3::{FilterChain, Listener, filter::ConfigType},
-        },
-        extensions::filters::network::http_connection_manager::v3::{
-            HttpConnectionManager, http_connection_manager::RouteSpecifier,
-        },
-    },
-    google::protobuf::Any,
-};
-use prost::Message;
-use switchyard_adapters::envoy;
+use envoy_types::pb::google::protobuf::Any;
+use switchyard_adapters::envoy::{self, Reference};
 /// The resource types served over ADS; `ALL` is the push order.
 pub use switchyard_proxy_config::TypeUrl;
 
 #[cfg(test)]
 mod tests;
-
-const HCM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.network.\
-                            http_connection_manager.v3.HttpConnectionManager";
 
 /// An xDS version: a 64-bit content hash, written as 16 hex digits.
 ///
@@ -45,9 +27,10 @@ pub struct VersionedResource {
     name: Arc<str>,
     version: Version,
     any: Any,
-    /// Names of the EDS/RDS resources this one needs; decoded lazily, since only the delta
-    /// "fresh CLA for an updated cluster" rule and the consistency check need them.
-    references: OnceLock<Vec<Arc<str>>>,
+    /// The resources this one names, as the adapter stated them (see
+    /// [`envoy::Resource::references`]): the delta "fresh CLA for an updated cluster" rule and
+    /// the consistency check read them without decoding the resource.
+    references: Box<[Reference]>,
 }
 
 /// The resources of one type in a snapshot.
@@ -102,6 +85,13 @@ pub enum Inconsistency {
 
     #[error("route configuration {name:?} is not used by any listener")]
     UnusedRoutes { name: String },
+
+    #[error("{owner} needs secret {name:?}, which the snapshot lacks")]
+    MissingSecret {
+        /// `cluster "<name>"` or `listener "<name>"`.
+        owner: String,
+        name: String,
+    },
 }
 
 /// Packs a message into an `Any` with its canonical type URL.
@@ -185,10 +175,12 @@ impl Fnv {
 
 impl VersionedResource {
     /// Hashes the resource once; share the `Arc` between proxies that get the same resource.
+    /// `references` are the resources it names (any order).
     pub fn new(
         type_url: TypeUrl,
         name: impl Into<String>,
         any: Any,
+        references: Vec<Reference>,
     ) -> Result<Arc<Self>, SnapshotError> {
         let name = name.into();
         if name.is_empty() {
@@ -206,7 +198,7 @@ impl VersionedResource {
             name: name.into(),
             version: Version::of_resource(&any),
             any,
-            references: OnceLock::new(),
+            references: references.into(),
         }))
     }
 
@@ -230,11 +222,13 @@ impl VersionedResource {
         &self.any
     }
 
-    /// The EDS names a cluster needs, or the RDS names a listener's HTTP connection managers
-    /// need. Empty for other types and for payloads that do not decode.
-    pub fn references(&self) -> &[Arc<str>] {
+    /// The names of the resources of type `of` this one names: a cluster's endpoints (EDS), a
+    /// listener's route configurations (RDS), either's secrets (SDS).
+    pub fn references(&self, of: TypeUrl) -> impl Iterator<Item = &Arc<str>> {
         self.references
-            .get_or_init(|| decode_references(self.type_url, &self.any))
+            .iter()
+            .filter(move |r| r.type_url == of)
+            .map(|r| &r.name)
     }
 }
 
@@ -246,55 +240,6 @@ impl fmt::Debug for VersionedResource {
             .field("version", &self.version)
             .field("bytes", &self.any.value.len())
             .finish()
-    }
-}
-
-fn decode_references(type_url: TypeUrl, any: &Any) -> Vec<Arc<str>> {
-    match type_url {
-        TypeUrl::Cluster => {
-            let Ok(cluster) = Cluster::decode(any.value.as_slice()) else {
-                return Vec::new();
-            };
-            let eds = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-            if cluster.cluster_discovery_type != eds {
-                return Vec::new();
-            }
-            let service_name = cluster
-                .eds_cluster_config
-                .map(|c| c.service_name)
-                .filter(|n| !n.is_empty())
-                .unwrap_or(cluster.name);
-            vec![service_name.into()]
-        }
-        TypeUrl::Listener => {
-            let Ok(listener) = Listener::decode(any.value.as_slice()) else {
-                return Vec::new();
-            };
-            let chains: Vec<&FilterChain> = listener
-                .filter_chains
-                .iter()
-                .chain(listener.default_filter_chain.as_ref())
-                .collect();
-            let mut names = BTreeSet::new();
-            for filter in chains.into_iter().flat_map(|c| &c.filters) {
-                let Some(ConfigType::TypedConfig(config)) = &filter.config_type else {
-                    continue;
-                };
-                if config.type_url != HCM_TYPE_URL {
-                    continue;
-                }
-                let Ok(hcm) = HttpConnectionManager::decode(config.value.as_slice()) else {
-                    continue;
-                };
-                if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
-                    names.insert(rds.route_config_name);
-                }
-            }
-            names.into_iter().map(Arc::from).collect()
-        }
-        TypeUrl::ClusterLoadAssignment | TypeUrl::RouteConfiguration | TypeUrl::Secret => {
-            Vec::new()
-        }
     }
 }
 
@@ -344,7 +289,8 @@ impl Snapshot {
         SnapshotBuilder::default().build()
     }
 
-    /// Builds a snapshot from `(type, name, payload)` entries; duplicate names are an error.
+    /// Builds a snapshot from `(type, name, payload)` entries that name no other resource;
+    /// duplicate names are an error.
     pub fn new(
         entries: impl IntoIterator<Item = (TypeUrl, String, Any)>,
     ) -> Result<Self, SnapshotError> {
@@ -374,10 +320,10 @@ impl Snapshot {
             .all(|t| self.version(t) == other.version(t))
     }
 
-    /// Checks that every EDS name a cluster needs and every RDS name a listener needs is in the
-    /// snapshot, and that every CLA and route configuration is used (go-control-plane's
-    /// `Consistent()`). This decodes clusters and listeners once per shared resource; callers
-    /// decide whether a problem should block publishing.
+    /// Checks that every EDS name a cluster needs, every RDS name a listener needs and every
+    /// secret either needs is in the snapshot, and that every CLA and route configuration is
+    /// used (go-control-plane's `Consistent()`). Callers decide whether a problem should block
+    /// publishing.
     pub fn inconsistencies(&self) -> Vec<Inconsistency> {
         let mut problems = Vec::new();
         let checks = [
@@ -388,7 +334,7 @@ impl Snapshot {
             let children = self.resources(child);
             let mut used = BTreeSet::new();
             for resource in self.resources(parent).iter() {
-                for name in resource.references() {
+                for name in resource.references(child) {
                     used.insert(&**name);
                     if children.contains(name) {
                         continue;
@@ -414,6 +360,22 @@ impl Snapshot {
                 });
             }
         }
+        let secrets = self.resources(TypeUrl::Secret);
+        for (parent, kind) in [
+            (TypeUrl::Cluster, "cluster"),
+            (TypeUrl::Listener, "listener"),
+        ] {
+            for resource in self.resources(parent).iter() {
+                for name in resource.references(TypeUrl::Secret) {
+                    if !secrets.contains(name) {
+                        problems.push(Inconsistency::MissingSecret {
+                            owner: format!("{kind} {:?}", resource.name()),
+                            name: name.to_string(),
+                        });
+                    }
+                }
+            }
+        }
         problems
     }
 }
@@ -429,16 +391,17 @@ impl Eq for Snapshot {}
 // === impl SnapshotBuilder ===
 
 impl SnapshotBuilder {
+    /// Adds a resource that names no other (a secret).
     pub fn add(
         &mut self,
         type_url: TypeUrl,
         name: impl Into<String>,
         any: Any,
     ) -> Result<&mut Self, SnapshotError> {
-        self.add_shared(VersionedResource::new(type_url, name, any)?)
+        self.add_shared(VersionedResource::new(type_url, name, any, Vec::new())?)
     }
 
-    /// Adds a resource whose type is taken from the payload's type URL.
+    /// Adds a resource that names no other, its type taken from the payload's type URL.
     pub fn add_any(
         &mut self,
         name: impl Into<String>,
@@ -500,7 +463,12 @@ impl SharedVersions {
                 name: r.name.clone(),
                 type_url: r.type_url.to_string(),
             })?;
-        let v = VersionedResource::new(type_url, r.name.clone(), r.resource.clone())?;
+        let v = VersionedResource::new(
+            type_url,
+            r.name.clone(),
+            r.resource.clone(),
+            r.references.clone(),
+        )?;
         self.0.insert(key, (r.clone(), v.clone()));
         Ok(v)
     }

@@ -181,7 +181,7 @@ fn only_pods_with_a_proxy_are_in_the_mesh() {
         ObjectKind::Pod,
         vec![pod("meshed", true), pod("plain", false)],
     )]);
-    let proxies: Vec<_> = core.index().proxies().map(|p| p.pod.clone()).collect();
+    let proxies: Vec<_> = core.index().proxy_configs().map(|c| c.proxy.pod).collect();
     assert_eq!(proxies, ["meshed"]);
     assert!(
         core.pod_accounts()
@@ -193,7 +193,7 @@ fn only_pods_with_a_proxy_are_in_the_mesh() {
         WatchEvent::Applied(ObjectKind::Pod, pod("plain", true)),
         WatchEvent::Applied(ObjectKind::Pod, pod("meshed", false)),
     ]);
-    let proxies: Vec<_> = core.index().proxies().map(|p| p.pod.clone()).collect();
+    let proxies: Vec<_> = core.index().proxy_configs().map(|c| c.proxy.pod).collect();
     assert_eq!(proxies, ["plain"]);
     assert!(
         !core

@@ -1,5 +1,5 @@
 use super::*;
-use crate::xds::fixtures::{cla, cluster, listener, route, secret};
+use crate::xds::fixtures::{cla, cluster, listener, route, secret, versioned};
 
 fn entries(rev: i64) -> Vec<(TypeUrl, String, Any)> {
     vec![
@@ -66,7 +66,7 @@ fn versions_are_stable_across_identical_snapshots() {
     assert_eq!(a, b);
 
     // Versions are content hashes: the same bytes give the same version in any process.
-    let again = VersionedResource::new(TypeUrl::Cluster, "x", cluster("x", 1)).unwrap();
+    let again = VersionedResource::new(TypeUrl::Cluster, "x", cluster("x", 1), vec![]).unwrap();
     let version = again.version();
     assert_eq!(Version::parse(&version.to_string()), Some(version));
     assert_eq!(version.to_string().len(), 16);
@@ -154,7 +154,7 @@ fn mismatched_and_unnamed_resources_are_rejected() {
 
 #[test]
 fn shared_resources_keep_their_allocation() {
-    let shared = VersionedResource::new(TypeUrl::Cluster, "c", cluster("c", 1)).unwrap();
+    let shared = VersionedResource::new(TypeUrl::Cluster, "c", cluster("c", 1), vec![]).unwrap();
     let mut one = Snapshot::builder();
     one.add_shared(shared.clone()).unwrap();
     let mut two = Snapshot::builder();
@@ -166,45 +166,48 @@ fn shared_resources_keep_their_allocation() {
     ));
 }
 
+/// A snapshot whose resources name what their payloads name (see [`versioned`]).
+fn with_references(entries: Vec<(TypeUrl, String, Any)>) -> Snapshot {
+    let mut builder = Snapshot::builder();
+    for (t, name, any) in entries {
+        builder.add_shared(versioned(t, &name, any)).unwrap();
+    }
+    builder.build()
+}
+
 #[test]
-fn references_are_decoded() {
-    let c = VersionedResource::new(TypeUrl::Cluster, "c", cluster("c", 1)).unwrap();
-    assert_eq!(c.references(), [Arc::<str>::from("c")]);
-    let l = VersionedResource::new(TypeUrl::Listener, "l", listener("l", "rds-80", 80)).unwrap();
-    assert_eq!(l.references(), [Arc::<str>::from("rds-80")]);
-    let r = VersionedResource::new(TypeUrl::RouteConfiguration, "r", route("r", "a")).unwrap();
-    assert!(r.references().is_empty());
+fn references_are_kept_by_type() {
+    let c = VersionedResource::new(
+        TypeUrl::Cluster,
+        "c",
+        cluster("c", 1),
+        vec![
+            Reference::new(TypeUrl::Secret, "s"),
+            Reference::new(TypeUrl::ClusterLoadAssignment, "c"),
+        ],
+    )
+    .unwrap();
+    let names = |of| c.references(of).map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(TypeUrl::ClusterLoadAssignment), ["c"]);
+    assert_eq!(names(TypeUrl::Secret), ["s"]);
+    assert!(names(TypeUrl::RouteConfiguration).is_empty());
 }
 
 #[test]
 fn consistency_check_reports_missing_and_unused() {
-    assert!(
-        Snapshot::new(entries(1))
-            .unwrap()
-            .inconsistencies()
-            .is_empty()
-    );
+    assert!(with_references(entries(1)).inconsistencies().is_empty());
 
-    let snapshot = Snapshot::new([
-        (TypeUrl::Cluster, "c".to_string(), cluster("c", 1)),
-        (
-            TypeUrl::ClusterLoadAssignment,
-            "orphan".to_string(),
-            cla("orphan", 1),
-        ),
-        (
-            TypeUrl::Listener,
-            "l".to_string(),
-            listener("l", "rds-80", 80),
-        ),
-        (
-            TypeUrl::RouteConfiguration,
-            "unused".to_string(),
-            route("unused", "a"),
-        ),
-    ])
-    .unwrap();
+    let mut snapshot = Snapshot::builder();
+    for (t, name, any) in [
+        (TypeUrl::Cluster, "c", cluster("c", 1)),
+        (TypeUrl::ClusterLoadAssignment, "orphan", cla("orphan", 1)),
+        (TypeUrl::Listener, "l", listener("l", "rds-80", 80)),
+        (TypeUrl::RouteConfiguration, "unused", route("unused", "a")),
+    ] {
+        snapshot.add_shared(versioned(t, name, any)).unwrap();
+    }
     let problems: Vec<String> = snapshot
+        .build()
         .inconsistencies()
         .iter()
         .map(|p| p.to_string())
@@ -221,12 +224,58 @@ fn consistency_check_reports_missing_and_unused() {
 }
 
 #[test]
+fn consistency_check_reports_missing_secrets() {
+    let bundle = "spiffe://cluster.local";
+    let tls = |with_secret: bool| {
+        let mut snapshot = Snapshot::builder();
+        for (t, name, any) in [
+            (TypeUrl::Cluster, "c", cluster("c", 1)),
+            (TypeUrl::ClusterLoadAssignment, "c", cla("c", 1)),
+        ] {
+            snapshot.add_shared(versioned(t, name, any)).unwrap();
+        }
+        let listener = VersionedResource::new(
+            TypeUrl::Listener,
+            "l",
+            listener("l", "r", 80),
+            vec![
+                Reference::new(TypeUrl::RouteConfiguration, "r"),
+                Reference::new(TypeUrl::Secret, bundle),
+            ],
+        )
+        .unwrap();
+        snapshot.add_shared(listener).unwrap();
+        snapshot
+            .add(TypeUrl::RouteConfiguration, "r", route("r", "a"))
+            .unwrap();
+        if with_secret {
+            snapshot
+                .add(TypeUrl::Secret, bundle, secret(bundle, "ca"))
+                .unwrap();
+        }
+        snapshot.build().inconsistencies()
+    };
+    assert_eq!(tls(true), []);
+    assert_eq!(
+        tls(false),
+        [Inconsistency::MissingSecret {
+            owner: "listener \"l\"".into(),
+            name: bundle.into()
+        }]
+    );
+}
+
+#[test]
 fn shared_versions_hash_each_adapter_resource_once() {
     let resource = |rev| {
         Arc::new(envoy::Resource {
             type_url: envoy::CLUSTER_TYPE_URL,
             name: "default/web|80".into(),
             resource: cluster("default/web|80", rev),
+            references: vec![Reference::new(
+                TypeUrl::ClusterLoadAssignment,
+                "default/web|80",
+            )],
         })
     };
     let mut versions = SharedVersions::default();
@@ -235,6 +284,13 @@ fn shared_versions_hash_each_adapter_resource_once() {
     assert!(
         Arc::ptr_eq(&first, &versions.get(&a).unwrap()),
         "the same Arc: memoised"
+    );
+    assert_eq!(
+        first
+            .references(TypeUrl::ClusterLoadAssignment)
+            .collect::<Vec<_>>(),
+        [&Arc::<str>::from("default/web|80")],
+        "the adapter's references travel with the resource"
     );
     // An equal resource in another allocation is versioned anew, to the same version.
     let b = resource(1);
