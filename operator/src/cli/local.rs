@@ -5,8 +5,8 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use switchyard_adapters::model::{AccessMode, DataPlane, ListenerPolicy, MeshSettings, ProxyId};
 
-use crate::controller::admin::Admin;
 use crate::{
+    controller::admin::Admin,
     identity::CaFiles,
     local::{self, Local, LocalConfig},
     xds::server::{self, XdsConfig},

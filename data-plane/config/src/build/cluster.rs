@@ -316,10 +316,9 @@ fn static_endpoints(c: &Cluster) -> Result<Arc<[Endpoint]>, Invalid> {
     }
 }
 
-/// Whether the cluster speaks HTTP/2 to its endpoints: the upstream HTTP options say so
-/// explicitly (or the deprecated `http2_protocol_options` is set).
-/// Whether the cluster speaks HTTP/2 to its endpoints, and whether it follows the downstream's
-/// HTTP version instead (`use_downstream_protocol_config`).
+/// Whether the cluster speaks HTTP/2 to its endpoints (the upstream HTTP options say so
+/// explicitly, or the deprecated `http2_protocol_options` is set), and whether it follows the
+/// downstream's HTTP version instead (`use_downstream_protocol_config`).
 fn http2(c: &Cluster) -> Result<(bool, bool), Invalid> {
     #[allow(deprecated)]
     let mut http2 = c.http2_protocol_options.is_some();
