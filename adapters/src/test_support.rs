@@ -9,6 +9,26 @@ use crate::model::{
     WeightedCluster,
 };
 
+/// An endpoint at `address` (`ip:port`), meshed when it has an `identity`. Panics on a
+/// malformed address: a fixture's mistake.
+pub fn endpoint(address: &str, identity: Option<Identity>) -> Endpoint {
+    Endpoint {
+        address: address
+            .parse()
+            .unwrap_or_else(|e| panic!("fixture address {address:?}: {e}")),
+        identity,
+    }
+}
+
+/// Endpoints of namespace `ns`, as `(address, service account)`: meshed when the account is
+/// given.
+pub fn endpoints(ns: &str, endpoints: &[(&str, Option<&str>)]) -> Vec<Endpoint> {
+    endpoints
+        .iter()
+        .map(|(address, sa)| endpoint(address, sa.map(|sa| Identity::new(ns, sa))))
+        .collect()
+}
+
 /// A share of a route: `ns/svc|port` with `weight`.
 pub fn backend(ns: &str, svc: &str, port: u16, weight: u32) -> WeightedCluster {
     WeightedCluster {

@@ -56,8 +56,8 @@ use rcgen::{
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, Capture, EnvoyOptions, Output, XdsApi, XdsCa},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, HttpMatch, Identity,
+        InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
         ProxyConfig, ServiceName, WeightedCluster,
     },
     test_support::{self, route},
@@ -136,10 +136,7 @@ fn cluster(
 ) -> (ClusterName, Arc<ModelCluster>) {
     let endpoints = endpoints
         .iter()
-        .map(|a| Endpoint {
-            address: a.parse().expect("address"),
-            identity: None,
-        })
+        .map(|a| test_support::endpoint(a, None))
         .collect();
     let c = test_support::cluster("shop", svc, port, protocol, endpoints);
     (c.name.clone(), c)

@@ -35,7 +35,7 @@ use envoy_types::pb::{
 use prost::{Message, Name};
 use switchyard_adapters::{
     envoy::{self as adapter, BootstrapOptions, EnvoyOptions, XdsApi, XdsCa},
-    model::{Endpoint as ModelEndpoint, MeshSettings, Protocol, ProxyConfig},
+    model::{MeshSettings, Protocol, ProxyConfig},
     test_support,
 };
 use switchyard_proxy::{
@@ -235,10 +235,7 @@ fn proxy(endpoints: &[&str]) -> ProxyConfig {
     );
     let endpoints = endpoints
         .iter()
-        .map(|a| ModelEndpoint {
-            address: a.parse().unwrap(),
-            identity: None,
-        })
+        .map(|a| test_support::endpoint(a, None))
         .collect();
     let cluster = test_support::cluster("demo", "web", 80, Protocol::Http, endpoints);
     test_support::proxy("demo", "client-0", "client", [web], [cluster], vec![])

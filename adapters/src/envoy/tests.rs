@@ -86,10 +86,7 @@ fn model_cluster(
 ) -> Arc<ModelCluster> {
     let endpoints = endpoints
         .iter()
-        .map(|a| Endpoint {
-            address: a.parse().unwrap(),
-            identity: None,
-        })
+        .map(|a| test_support::endpoint(a, None))
         .collect();
     test_support::cluster(ns, svc, port, protocol, endpoints)
 }
@@ -1739,10 +1736,7 @@ fn mtls_opts() -> EnvoyOptions {
 }
 
 fn endpoint(address: &str, identity: Option<(&str, &str)>) -> Endpoint {
-    Endpoint {
-        address: address.parse().unwrap(),
-        identity: identity.map(|(ns, sa)| Identity::new(ns, sa)),
-    }
+    test_support::endpoint(address, identity.map(|(ns, sa)| Identity::new(ns, sa)))
 }
 
 /// `sample()` with workload identities: web-v1 runs as two service accounts, one address of

@@ -15,9 +15,8 @@ use envoy_types::pb::envoy::{
 use switchyard_adapters::{
     envoy::{self as adapter, EnvoyOptions, Resource},
     model::{
-        AccessMode, Authorization, Cluster, Endpoint, HttpMatch, Identity, InboundPort,
-        InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig,
-        WeightedCluster,
+        AccessMode, Authorization, Cluster, HttpMatch, Identity, InboundPort, InboundRule,
+        MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, WeightedCluster,
     },
     test_support::{self, http_match, route},
 };
@@ -52,15 +51,7 @@ fn cluster(
     protocol: Protocol,
     endpoints: &[(&str, Option<&str>)],
 ) -> Arc<Cluster> {
-    let endpoints = endpoints
-        .iter()
-        .filter_map(|(address, sa)| {
-            Some(Endpoint {
-                address: address.parse().ok()?,
-                identity: sa.map(|sa| Identity::new("demo", sa)),
-            })
-        })
-        .collect();
+    let endpoints = test_support::endpoints("demo", endpoints);
     test_support::cluster("demo", svc, port, protocol, endpoints)
 }
 

@@ -59,9 +59,9 @@ use prost::{Message, Name};
 use switchyard_adapters::{
     envoy::{self as adapter, EnvoyOptions, LoadBalancing},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, Endpoint as ModelEndpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
-        ProxyConfig, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, HttpMatch, Identity, InboundPort,
+        InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig,
+        WeightedCluster,
     },
     test_support::{self, http_match},
 };
@@ -97,13 +97,7 @@ fn model_cluster(
     protocol: Protocol,
     endpoints: &[(&str, Option<&str>)],
 ) -> Arc<ModelCluster> {
-    let endpoints = endpoints
-        .iter()
-        .map(|(address, sa)| ModelEndpoint {
-            address: address.parse().unwrap(),
-            identity: sa.map(|sa| Identity::new("demo", sa)),
-        })
-        .collect();
+    let endpoints = test_support::endpoints("demo", endpoints);
     test_support::cluster("demo", svc, port, protocol, endpoints)
 }
 

@@ -117,6 +117,14 @@ fn mesh() -> Index {
     idx
 }
 
+/// The client proxy of [`mesh`].
+fn client() -> ProxyId {
+    ProxyId {
+        namespace: NS.into(),
+        pod: "client-0".into(),
+    }
+}
+
 fn web() -> ServiceName {
     ServiceName::new(NS, "web")
 }
@@ -127,12 +135,7 @@ fn default_route(idx: &Index) -> Vec<(String, u32)> {
 }
 
 fn route(idx: &Index, port: u16, n: usize) -> Vec<(String, u32)> {
-    let cfg = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .expect("proxy");
+    let cfg = idx.proxy_config(&client()).expect("proxy");
     let svc = cfg.outbound.get(&web()).expect("web");
     let p = svc.ports.iter().find(|p| p.port == port).expect("port");
     let r = if n == usize::MAX {
@@ -180,12 +183,7 @@ fn c(svc: &str) -> String {
 fn without_a_split_the_root_goes_to_its_own_endpoints() {
     let idx = mesh();
     assert_eq!(default_route(&idx), [(c("web"), 1)]);
-    let cfg = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let cfg = idx.proxy_config(&client()).unwrap();
     assert_eq!(
         cfg.outbound[&web()].hostnames,
         [
@@ -398,12 +396,7 @@ fn split_matches_route_matching_requests_and_the_rest_to_the_root() {
     let mut idx = mesh();
     idx.apply(smi("apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: ab, namespace: shop}\nspec:\n  matches:\n  - name: firefox\n    headers: [{user-agent: '.*Firefox.*'}]\n"));
     idx.apply(smi("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ab-test, namespace: shop}\nspec:\n  service: web\n  matches: [{kind: HTTPRouteGroup, name: ab}]\n  backends: [{service: web-v1, weight: 0}, {service: web-v2, weight: 100}]\n"));
-    let cfg = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let cfg = idx.proxy_config(&client()).unwrap();
     let routes = &cfg.outbound[&web()].ports[0].routes;
     assert_eq!(routes.len(), 2, "{routes:#?}");
     assert_eq!(
@@ -426,12 +419,7 @@ fn split_matches_route_matching_requests_and_the_rest_to_the_root() {
 fn a_split_naming_a_missing_route_group_matches_nothing() {
     let mut idx = mesh();
     idx.apply(smi("apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: ab-test, namespace: shop}\nspec:\n  service: web\n  matches: [{kind: HTTPRouteGroup, name: nope}]\n  backends: [{service: web-v2, weight: 100}]\n"));
-    let cfg = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let cfg = idx.proxy_config(&client()).unwrap();
     assert_eq!(cfg.outbound[&web()].ports[0].routes.len(), 1);
     assert_eq!(
         status(&idx, "ab-test", conditions::RESOLVED_REFS).reason,
@@ -450,12 +438,7 @@ fn the_root_may_be_named_by_fqdn() {
 fn only_changed_pieces_are_republished() {
     let mut idx = mesh();
     idx.take_changes();
-    let before = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let before = idx.proxy_config(&client()).unwrap();
     idx.apply(split(
         "canary",
         "2024-01-01T00:00:00Z",
@@ -463,12 +446,7 @@ fn only_changed_pieces_are_republished() {
     ));
     let changes = idx.take_changes();
     assert!(changes.outbound);
-    let after = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let after = idx.proxy_config(&client()).unwrap();
     // Services the split does not touch are the very same allocation.
     let v1 = ServiceName::new(NS, "web-v1");
     assert!(Arc::ptr_eq(&before.outbound[&v1], &after.outbound[&v1]));
@@ -760,12 +738,7 @@ fn routes_and_clusters_carry_the_mesh_policy() {
     idx.apply(service("web", &[80]));
     idx.apply(slice("web", &[80], &["10.0.0.1"]));
     idx.apply(pod("client-0", "client", "client"));
-    let cfg = idx
-        .proxy_config(&ProxyId {
-            namespace: NS.into(),
-            pod: "client-0".into(),
-        })
-        .unwrap();
+    let cfg = idx.proxy_config(&client()).unwrap();
     let routes = &cfg.outbound[&web()].ports[0].routes;
     assert!(!routes.is_empty());
     assert!(routes.iter().all(|r| r.policy == route_policy));
