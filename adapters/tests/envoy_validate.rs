@@ -49,18 +49,17 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 use prost::Message;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, string::Ia5String,
-};
+use rcgen::BasicConstraints;
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, Capture, EnvoyOptions, Output, XdsApi, XdsCa},
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, HttpMatch, Identity,
-        InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
-        ProxyConfig, ServiceName, WeightedCluster,
+        MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, ServiceName,
+        WeightedCluster,
     },
-    test_support::{self, route},
+    test_support::{
+        self, TestCa, canary_and_split, inbound, plain_port, port, route, rule, weighted_port,
+    },
 };
 
 // === finding Envoy ===
@@ -112,10 +111,7 @@ fn name(ns: &str, svc: &str, port: u16) -> ClusterName {
 
 fn backends(list: &[(&str, u16, u32)]) -> Vec<WeightedCluster> {
     list.iter()
-        .map(|(svc, port, weight)| WeightedCluster {
-            cluster: name("shop", svc, *port),
-            weight: *weight,
-        })
+        .map(|(svc, port, weight)| test_support::backend("shop", svc, *port, *weight))
         .collect()
 }
 
@@ -166,50 +162,28 @@ fn proxy() -> ProxyConfig {
         "web",
         Some([10, 96, 0, 10]),
         vec![
-            OutboundPort {
-                port: 80,
-                protocol: Protocol::Http,
-                routes: vec![
-                    route(
-                        "shop/canary",
-                        vec![api.clone(), post],
-                        backends(&[("web-v2", 80, 1)]),
-                    ),
-                    route(
-                        "shop/split",
-                        vec![],
-                        backends(&[("web-v1", 80, 90), ("web-v2", 80, 10)]),
-                    ),
-                ],
-            },
-            OutboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                routes: vec![route("default", vec![], backends(&[("web", 8080, 1)]))],
-            },
+            port(
+                80,
+                Protocol::Http,
+                canary_and_split("shop", vec![api.clone(), post]),
+            ),
+            plain_port("shop", "web", 8080, Protocol::Http),
         ],
     );
     let grpc = outbound(
         "grpc",
         None,
-        vec![OutboundPort {
-            port: 9000,
-            protocol: Protocol::Http2,
-            routes: vec![route("default", vec![], backends(&[("grpc", 9000, 1)]))],
-        }],
+        vec![plain_port("shop", "grpc", 9000, Protocol::Http2)],
     );
     let db = outbound(
         "db",
         None,
-        vec![OutboundPort {
-            port: 5432,
-            protocol: Protocol::Tcp,
-            routes: vec![route(
-                "default",
-                vec![],
-                backends(&[("db-a", 5432, 3), ("db-b", 5432, 1)]),
-            )],
-        }],
+        vec![weighted_port(
+            "shop",
+            5432,
+            Protocol::Tcp,
+            &[("db-a", 3), ("db-b", 1)],
+        )],
     );
     let sources = vec![
         Identity::new("shop", "frontend"),
@@ -235,46 +209,22 @@ fn proxy() -> ProxyConfig {
         ]
         .map(|(_, c)| c),
         vec![
-            InboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![
-                    InboundRule {
-                        name: "shop/readers".into(),
-                        sources: sources.clone(),
-                        matches: vec![api],
-                    },
-                    InboundRule {
-                        name: "shop/admins".into(),
-                        sources: vec![Identity::new("ops", "admin")],
-                        matches: vec![],
-                    },
+            inbound(
+                8080,
+                Protocol::Http,
+                Authorization::Allow(vec![
+                    rule("shop/readers", sources.clone(), vec![api]),
+                    rule("shop/admins", vec![Identity::new("ops", "admin")], vec![]),
                 ]),
-            },
-            InboundPort {
-                port: 8081,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![]),
-            },
-            InboundPort {
-                port: 9090,
-                protocol: Protocol::Http2,
-                authorization: Authorization::AllowAll,
-            },
-            InboundPort {
-                port: 7000,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![InboundRule {
-                    name: "shop/tcp".into(),
-                    sources,
-                    matches: vec![],
-                }]),
-            },
-            InboundPort {
-                port: 7001,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![]),
-            },
+            ),
+            inbound(8081, Protocol::Http, Authorization::Allow(vec![])),
+            inbound(9090, Protocol::Http2, Authorization::AllowAll),
+            inbound(
+                7000,
+                Protocol::Tcp,
+                Authorization::Allow(vec![rule("shop/tcp", sources, vec![])]),
+            ),
+            inbound(7001, Protocol::Tcp, Authorization::Allow(vec![])),
         ],
     )
 }
@@ -558,14 +508,14 @@ fn running_envoy_routes_and_denies() {
     let web = outbound(
         "web",
         None,
-        vec![OutboundPort {
-            port: 80,
-            protocol: Protocol::Http,
-            routes: vec![
+        vec![port(
+            80,
+            Protocol::Http,
+            vec![
                 route("shop/canary", vec![canary], backends(&[("web-v2", 80, 1)])),
                 route("default", vec![], backends(&[("web-v1", 80, 1)])),
             ],
-        }],
+        )],
     );
     let mut proxy = proxy();
     proxy.outbound = Arc::new([web].into_iter().collect());
@@ -577,16 +527,8 @@ fn running_envoy_routes_and_denies() {
     .collect::<BTreeMap<_, _>>()
     .into();
     proxy.inbound = vec![
-        InboundPort {
-            port: open_port,
-            protocol: Protocol::Http,
-            authorization: Authorization::AllowAll,
-        },
-        InboundPort {
-            port: denied_port,
-            protocol: Protocol::Http,
-            authorization: Authorization::Allow(vec![]),
-        },
+        inbound(open_port, Protocol::Http, Authorization::AllowAll),
+        inbound(denied_port, Protocol::Http, Authorization::Allow(vec![])),
     ];
     let out = envoy::compile(&proxy, &MeshSettings::default(), &opts);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
@@ -643,47 +585,13 @@ fn running_envoy_routes_and_denies() {
 
 // === mTLS ===
 
-/// A test CA: ECDSA P-256, as the mesh CA issues.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
 fn test_ca(name: &str) -> TestCa {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
-    let cert = params.self_signed(&key).expect("ca certificate");
-    TestCa {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
+    TestCa::new(name, BasicConstraints::Unconstrained)
 }
 
 /// A workload certificate for `identity` (URI SAN = its SPIFFE ID): chain and key, PEM.
 fn workload_cert(ca: &TestCa, identity: &Identity) -> (String, String) {
-    let spiffe_id = identity.spiffe_id("cluster.local");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        Ia5String::try_from(spiffe_id.as_str()).expect("spiffe id"),
-    )];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
-    (cert.pem(), key.serialize_pem())
+    ca.leaf(&identity.spiffe_id("cluster.local"))
 }
 
 /// The SDS secrets of a proxy running as `identity`, its certificate issued by `issuer`, and
@@ -864,11 +772,7 @@ fn intercepted_proxy() -> ProxyConfig {
     let (name, pods) = self::outbound(
         "pods",
         None,
-        vec![OutboundPort {
-            port: 7000,
-            protocol: Protocol::Http,
-            routes: vec![route("default", vec![], backends(&[("pods", 7000, 1)]))],
-        }],
+        vec![plain_port("shop", "pods", 7000, Protocol::Http)],
     );
     outbound.insert(name, pods);
     let (name, mut pods) = self::cluster(
@@ -881,11 +785,9 @@ fn intercepted_proxy() -> ProxyConfig {
         e.identity = Some(Identity::new("shop", "pods"));
     }
     Arc::make_mut(&mut proxy.clusters).insert(name, pods);
-    proxy.inbound.push(InboundPort {
-        port: 6379,
-        protocol: Protocol::Unknown,
-        authorization: Authorization::AllowAll,
-    });
+    proxy
+        .inbound
+        .push(inbound(6379, Protocol::Unknown, Authorization::AllowAll));
     proxy
 }
 
@@ -899,11 +801,7 @@ fn outbound_service_on_port(
     outbound(
         svc,
         Some(ip),
-        vec![OutboundPort {
-            port,
-            protocol,
-            routes: vec![route("default", vec![], to)],
-        }],
+        vec![port(port, protocol, vec![route("default", vec![], to)])],
     )
 }
 
@@ -1121,12 +1019,8 @@ impl Mesh {
             serve_app(app);
         }
         let (allowed, denied, tcp) = (ports[0], ports[1], ports[2]);
-        let rule = |sources: Vec<Identity>| match access_mode {
-            AccessMode::Strict => Authorization::Allow(vec![InboundRule {
-                name: "shop/rule".into(),
-                sources,
-                matches: vec![],
-            }]),
+        let allow = |sources: Vec<Identity>| match access_mode {
+            AccessMode::Strict => Authorization::Allow(vec![rule("shop/rule", sources, vec![])]),
             AccessMode::Permissive => Authorization::AllowAll,
         };
         let mut proxy = proxy();
@@ -1134,21 +1028,13 @@ impl Mesh {
         proxy.outbound = Arc::new(BTreeMap::new());
         proxy.clusters = Arc::new(BTreeMap::new());
         proxy.inbound = vec![
-            InboundPort {
-                port: allowed,
-                protocol: Protocol::Http,
-                authorization: rule(vec![client.clone()]),
-            },
-            InboundPort {
-                port: denied,
-                protocol: Protocol::Http,
-                authorization: rule(vec![Identity::new("shop", "other")]),
-            },
-            InboundPort {
-                port: tcp,
-                protocol: Protocol::Tcp,
-                authorization: rule(vec![client.clone()]),
-            },
+            inbound(allowed, Protocol::Http, allow(vec![client.clone()])),
+            inbound(
+                denied,
+                Protocol::Http,
+                allow(vec![Identity::new("shop", "other")]),
+            ),
+            inbound(tcp, Protocol::Tcp, allow(vec![client.clone()])),
         ];
         let opts = EnvoyOptions {
             bind_ip,
@@ -1204,28 +1090,28 @@ impl Mesh {
         let web = outbound(
             "web",
             None,
-            vec![OutboundPort {
-                port: 80,
-                protocol: Protocol::Http,
-                routes: vec![
+            vec![port(
+                80,
+                Protocol::Http,
+                vec![
                     route("shop/canary", vec![header("x-canary")], "web-denied"),
                     route("shop/impostor", vec![header("x-impostor")], "web-impostor"),
                     route("default", vec![], "web-allowed"),
                 ],
-            }],
+            )],
         );
         let db = outbound(
             "db",
             None,
-            vec![OutboundPort {
-                port: self.tcp.port(),
-                protocol: Protocol::Tcp,
-                routes: vec![test_support::route(
+            vec![port(
+                self.tcp.port(),
+                Protocol::Tcp,
+                vec![test_support::route(
                     "default",
                     vec![],
                     backends(&[("db", self.tcp.port(), 1)]),
                 )],
-            }],
+            )],
         );
         let mut proxy = proxy();
         proxy.identity = self.client.clone();

@@ -223,15 +223,7 @@ fn proxy(endpoints: &[&str]) -> ProxyConfig {
         "demo",
         "web",
         Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
-        vec![test_support::port(
-            80,
-            Protocol::Http,
-            vec![test_support::route(
-                "default",
-                vec![],
-                vec![test_support::backend("demo", "web", 80, 1)],
-            )],
-        )],
+        vec![test_support::plain_port("demo", "web", 80, Protocol::Http)],
     );
     let endpoints = endpoints
         .iter()
