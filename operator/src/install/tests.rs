@@ -20,6 +20,7 @@ use super::{
 use crate::{
     cli::install::{InstallArgs, run},
     identity::{CaConfig, CaFiles, MeshCa},
+    json_lookup::{named, strings},
 };
 
 // === Utils ===
@@ -311,12 +312,7 @@ fn the_deployment_runs_the_controller_locked_down() {
     assert_eq!(pod["serviceAccountName"], NAME);
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "example.com/switchyard:dev");
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strings(&c["args"]);
     assert_eq!(
         args,
         [
@@ -363,12 +359,7 @@ fn the_deployment_runs_the_controller_locked_down() {
     );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let admin = c["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "http-admin")
-        .unwrap();
+    let admin = named(&c["ports"], "http-admin");
     assert_eq!(admin["containerPort"], 9090);
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http-admin");
 
@@ -987,11 +978,7 @@ fn the_deployment_args_parse_as_the_controller_command() {
     let objects = deployment(&InstallConfig::default()).unwrap();
     let container =
         &find(&objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"][0];
-    let args = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap());
+    let args = strings(&container["args"]);
     let cli = crate::cli::Cli::try_parse_from(std::iter::once("switchyard").chain(args));
     match cli {
         Ok(crate::cli::Cli {
