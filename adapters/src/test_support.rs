@@ -132,6 +132,22 @@ pub fn service(
     })
 }
 
+/// A Service of one [`plain_port`]: every request to `port` goes to its own cluster.
+pub fn plain_service(
+    ns: &str,
+    name: &str,
+    cluster_ip: Option<IpAddr>,
+    port: u16,
+    protocol: Protocol,
+) -> Arc<OutboundService> {
+    service(
+        ns,
+        name,
+        cluster_ip,
+        vec![plain_port(ns, name, port, protocol)],
+    )
+}
+
 /// The cluster of `ns/svc|port`, with the default policy.
 pub fn cluster(
     ns: &str,
@@ -287,12 +303,7 @@ pub fn demo_client() -> ProxyConfig {
             canary_and_split("demo", vec![demo_canary()]),
         )],
     );
-    let grpc = service(
-        "demo",
-        "grpc",
-        None,
-        vec![plain_port("demo", "grpc", 9000, Protocol::Http2)],
-    );
+    let grpc = plain_service("demo", "grpc", None, 9000, Protocol::Http2);
     let db = service(
         "demo",
         "db",

@@ -36,7 +36,7 @@ use crate::{
     },
     test_support::{
         self, canary_and_split, http_match, inbound, local_options, mesh, open_to_all, plain_port,
-        port, route, rule,
+        plain_service, port, route, rule,
     },
 };
 
@@ -89,10 +89,12 @@ fn client() -> ProxyConfig {
             plain_port(NS, "web", 8080, Protocol::Http),
         ],
     );
-    let grpc = service(
+    let grpc = plain_service(
+        NS,
         "grpc",
-        [10, 96, 0, 11],
-        vec![plain_port(NS, "grpc", 9000, Protocol::Http2)],
+        Some(IpAddr::from([10, 96, 0, 11])),
+        9000,
+        Protocol::Http2,
     );
     let db = service(
         "db",
@@ -107,10 +109,12 @@ fn client() -> ProxyConfig {
             )],
         )],
     );
-    let cache = service(
+    let cache = plain_service(
+        NS,
         "cache",
-        [10, 96, 0, 13],
-        vec![plain_port(NS, "cache", 6379, Protocol::Unknown)],
+        Some(IpAddr::from([10, 96, 0, 13])),
+        6379,
+        Protocol::Unknown,
     );
     // Headless: an intercepted proxy reaches its meshed Pod by the Pod's own address.
     let pods = test_support::service(

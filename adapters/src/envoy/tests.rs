@@ -59,8 +59,8 @@ use crate::{
         Identity, OutboundPort, OutboundService, Protocol, ServiceName,
     },
     test_support::{
-        self, backend, canary_and_split, http_match, inbound, plain_port, port, route, rule,
-        weighted_port,
+        self, backend, canary_and_split, http_match, inbound, plain_port, plain_service, port,
+        route, rule, weighted_port,
     },
 };
 
@@ -76,7 +76,16 @@ fn service(
     cluster_ip: Option<[u8; 4]>,
     ports: Vec<OutboundPort>,
 ) -> (ServiceName, Arc<OutboundService>) {
-    let svc = test_support::service(ns, name, cluster_ip.map(IpAddr::from), ports);
+    named(test_support::service(
+        ns,
+        name,
+        cluster_ip.map(IpAddr::from),
+        ports,
+    ))
+}
+
+/// A service with its name, as the proxy's `outbound` map holds it.
+fn named(svc: Arc<OutboundService>) -> (ServiceName, Arc<OutboundService>) {
     (svc.name.clone(), svc)
 }
 
@@ -122,18 +131,14 @@ fn sample() -> ProxyConfig {
             plain_port("shop", "web", 8080, Protocol::Http),
         ],
     );
-    let grpc = service(
-        "shop",
-        "grpc",
-        None,
-        vec![plain_port("shop", "grpc", 9000, Protocol::Http2)],
-    );
-    let other_web = service(
+    let grpc = named(plain_service("shop", "grpc", None, 9000, Protocol::Http2));
+    let other_web = named(plain_service(
         "other",
         "web",
-        Some([10, 96, 0, 20]),
-        vec![plain_port("other", "web", 80, Protocol::Http)],
-    );
+        Some(IpAddr::from([10, 96, 0, 20])),
+        80,
+        Protocol::Http,
+    ));
     let db = service(
         "shop",
         "db",
@@ -145,18 +150,8 @@ fn sample() -> ProxyConfig {
             &[("db-b", 50), ("db-a", 50)],
         )],
     );
-    let zdb = service(
-        "shop",
-        "zdb",
-        None,
-        vec![plain_port("shop", "zdb", 5432, Protocol::Tcp)],
-    );
-    let cache = service(
-        "shop",
-        "cache",
-        None,
-        vec![plain_port("shop", "cache", 6379, Protocol::Tcp)],
-    );
+    let zdb = named(plain_service("shop", "zdb", None, 5432, Protocol::Tcp));
+    let cache = named(plain_service("shop", "cache", None, 6379, Protocol::Tcp));
     let clusters = [
         model_cluster(
             "shop",
