@@ -53,12 +53,12 @@ use rcgen::BasicConstraints;
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, Capture, EnvoyOptions, Output, XdsApi, XdsCa},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, HttpMatch, Identity,
-        MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig, ServiceName,
-        WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Identity, MeshSettings,
+        OutboundPort, OutboundService, Protocol, ProxyConfig, ServiceName, WeightedCluster,
     },
     test_support::{
-        self, TestCa, canary_and_split, inbound, plain_port, port, route, rule, weighted_port,
+        self, TestCa, canary_and_split, http_match, inbound, local_options, plain_port, port,
+        route, rule, weighted_port,
     },
 };
 
@@ -145,19 +145,12 @@ const LONG_REGEX: &str =
 
 /// Every feature of the adapter in one proxy.
 fn proxy() -> ProxyConfig {
-    let api = HttpMatch {
-        path_regex: Some(LONG_REGEX.into()),
-        methods: vec!["GET".into(), "HEAD".into()],
-        headers: vec![
-            ("x-canary".into(), "true|yes".into()),
-            ("host".into(), "web.*".into()),
-        ],
-    };
-    let post = HttpMatch {
-        path_regex: None,
-        methods: vec!["POST".into()],
-        headers: vec![],
-    };
+    let api = http_match(
+        Some(LONG_REGEX),
+        &["GET", "HEAD"],
+        &[("x-canary", "true|yes"), ("host", "web.*")],
+    );
+    let post = http_match(None, &["POST"], &[]);
     let web = outbound(
         "web",
         Some([10, 96, 0, 10]),
@@ -340,10 +333,7 @@ fn bootstrap_options(api: XdsApi) -> BootstrapOptions {
 #[test]
 fn generated_resources_pass_envoy_validation() {
     let envoy = envoy();
-    let opts = EnvoyOptions {
-        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        ..EnvoyOptions::default()
-    };
+    let opts = local_options(false);
     let out = envoy::compile(&proxy(), &MeshSettings::default(), &opts);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 
@@ -500,11 +490,7 @@ fn running_envoy_routes_and_denies() {
 
     // Outbound `web:80` goes to this Envoy's own open inbound port, and requests with
     // `x-canary: yes` to its denied one: outbound → inbound → application, in one process.
-    let canary = HttpMatch {
-        path_regex: None,
-        methods: vec![],
-        headers: vec![("x-canary".into(), "yes".into())],
-    };
+    let canary = http_match(None, &[], &[("x-canary", "yes")]);
     let web = outbound(
         "web",
         None,
@@ -607,6 +593,41 @@ fn proxy_secrets(identity: &Identity, issuer: &TestCa, trusted: &TestCa) -> Vec<
     )
 }
 
+/// What validating resources with static secrets takes: Envoy, a scratch directory, the mesh
+/// CA, and the xDS bootstrap Envoy starts from.
+struct StaticMtls {
+    envoy: PathBuf,
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    bootstrap: String,
+}
+
+impl StaticMtls {
+    fn new() -> Self {
+        StaticMtls {
+            envoy: envoy(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            ca: test_ca("mesh"),
+            bootstrap: envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string(),
+        }
+    }
+
+    /// Asserts that Envoy validates `out` with the secrets of `proxy` (issued and trusted by
+    /// the CA) as a static bootstrap whose admin listens on `admin`; `what` names it.
+    fn assert_valid(&self, out: &Output, proxy: &ProxyConfig, admin: SocketAddr, what: &str) {
+        // With the secrets' content: Envoy parses the certificates and keys too.
+        let secrets = proxy_secrets(&proxy.identity, &self.ca, &self.ca);
+        let path = self.dir.path().join("static.pb");
+        std::fs::write(
+            &path,
+            static_mtls_bootstrap(out, &secrets, admin).encode_to_vec(),
+        )
+        .expect("write");
+        let output = validate(&self.envoy, &path, &["--config-yaml", &self.bootstrap]);
+        assert_valid(&output, what);
+    }
+}
+
 /// Points every SDS reference of a TLS context at a static secret: an `SdsSecretConfig`
 /// without `sds_config` names a secret of `static_resources.secrets`. (In production they come
 /// over ADS; these tests have no control plane.)
@@ -706,37 +727,17 @@ fn meshed_proxy() -> ProxyConfig {
 
 #[test]
 fn mtls_resources_pass_envoy_validation() {
-    let envoy = envoy();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = test_ca("mesh");
-    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    let check = StaticMtls::new();
     for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
-        let opts = EnvoyOptions {
-            bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-            mtls: true,
-            ..EnvoyOptions::default()
-        };
+        let mesh = test_support::mesh(access_mode);
+        let opts = local_options(true);
         let proxy = meshed_proxy();
         let out = envoy::compile(&proxy, &mesh, &opts);
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 
-        // With the secrets' content: Envoy parses the certificates and keys too.
-        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
         let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
-        let path = dir.path().join("static.pb");
-        std::fs::write(
-            &path,
-            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
-        )
-        .expect("write");
-        assert_valid(
-            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
-            &format!("the {access_mode:?} mTLS resources with static secrets"),
-        );
+        let what = format!("the {access_mode:?} mTLS resources with static secrets");
+        check.assert_valid(&out, &proxy, admin, &what);
     }
 }
 
@@ -750,20 +751,19 @@ fn intercepted_proxy() -> ProxyConfig {
         svc.cluster_ip
             .get_or_insert(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 20 + i as u8)));
     }
-    let (name, cache) = outbound_service_on_port(
+    let cache = test_support::plain_service(
+        "shop",
         "cache",
-        [10, 96, 0, 30],
+        Some(IpAddr::from([10, 96, 0, 30])),
         6379,
         Protocol::Unknown,
-        backends(&[("cache", 6379, 1)]),
     );
-    outbound.insert(name, cache);
-    let (name, db2) = outbound_service_on_port(
+    outbound.insert(cache.name.clone(), cache);
+    // A second Service on port 5432, to db-b.
+    let (name, db2) = self::outbound(
         "db2",
-        [10, 96, 0, 31],
-        5432,
-        Protocol::Tcp,
-        backends(&[("db-b", 5432, 1)]),
+        Some([10, 96, 0, 31]),
+        vec![weighted_port("shop", 5432, Protocol::Tcp, &[("db-b", 1)])],
     );
     outbound.insert(name, db2);
     let (name, cluster) = cluster("cache", 6379, Protocol::Unknown, &["10.0.0.7:6379"]);
@@ -791,26 +791,9 @@ fn intercepted_proxy() -> ProxyConfig {
     proxy
 }
 
-fn outbound_service_on_port(
-    svc: &str,
-    ip: [u8; 4],
-    port: u16,
-    protocol: Protocol,
-    to: Vec<WeightedCluster>,
-) -> (ServiceName, Arc<OutboundService>) {
-    outbound(
-        svc,
-        Some(ip),
-        vec![port(port, protocol, vec![route("default", vec![], to)])],
-    )
-}
-
 #[test]
 fn intercepted_resources_pass_envoy_validation() {
-    let envoy = envoy();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = test_ca("mesh");
-    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    let check = StaticMtls::new();
     let v6: IpAddr = "fd00:10:244::5".parse().expect("address");
     for (access_mode, pod_ip) in [
         (AccessMode::Strict, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5))),
@@ -820,19 +803,15 @@ fn intercepted_resources_pass_envoy_validation() {
         ),
         (AccessMode::Strict, v6),
     ] {
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
+        let mesh = test_support::mesh(access_mode);
         let opts = EnvoyOptions {
             bind_ip: pod_ip,
             app_ip: pod_ip,
-            mtls: true,
             capture: Capture::Intercepted {
                 outbound: 15001,
                 inbound: 15006,
             },
-            ..EnvoyOptions::default()
+            ..local_options(true)
         };
         let proxy = intercepted_proxy();
         let out = envoy::compile(&proxy, &mesh, &opts);
@@ -851,18 +830,9 @@ fn intercepted_resources_pass_envoy_validation() {
             "the headless Service's Pods have clusters"
         );
 
-        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
         let admin = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), opts.admin_port);
-        let path = dir.path().join("static.pb");
-        std::fs::write(
-            &path,
-            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
-        )
-        .expect("write");
-        assert_valid(
-            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
-            &format!("the {access_mode:?} intercepted resources of a Pod at {pod_ip}"),
-        );
+        let what = format!("the {access_mode:?} intercepted resources of a Pod at {pod_ip}");
+        check.assert_valid(&out, &proxy, admin, &what);
     }
 }
 
@@ -1043,10 +1013,7 @@ impl Mesh {
             mtls: true,
             ..EnvoyOptions::default()
         };
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
+        let mesh = test_support::mesh(access_mode);
         let out = envoy::compile(&proxy, &mesh, &opts);
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
         let server_admin = SocketAddr::new(bind_ip, opts.admin_port);
@@ -1079,11 +1046,7 @@ impl Mesh {
     /// and with `x-impostor: yes` to the allowed port while expecting another identity there;
     /// its TCP listener (same port number as the server's) goes to the TCP port.
     fn client(&self, ip: Ipv4Addr, secrets: &[envoy::Resource]) -> Client {
-        let header = |name: &str| HttpMatch {
-            path_regex: None,
-            methods: vec![],
-            headers: vec![(name.into(), "yes".into())],
-        };
+        let header = |name: &str| http_match(None, &[], &[(name, "yes")]);
         let route = |name: &str, matches, cluster: &str| {
             route(name, matches, backends(&[(cluster, 80, 1)]))
         };
