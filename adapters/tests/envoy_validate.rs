@@ -105,10 +105,6 @@ fn assert_valid(output: &ProcessOutput, what: &str) {
 
 // === the model ===
 
-fn name(ns: &str, svc: &str, port: u16) -> ClusterName {
-    ClusterName::new(&ServiceName::new(ns, svc), port)
-}
-
 fn backends(list: &[(&str, u16, u32)]) -> Vec<WeightedCluster> {
     list.iter()
         .map(|(svc, port, weight)| test_support::backend("shop", svc, *port, *weight))

@@ -60,7 +60,7 @@ use crate::{
     },
     test_support::{
         self, backend, canary_and_split, http_match, inbound, plain_port, plain_service, port,
-        route, rule, weighted_port,
+        rule, weighted_port,
     },
 };
 

@@ -85,7 +85,7 @@ mod intercept {
         test_support::{
             any, capture_listener, chain, cidr, close, destination, hcm, http_inspector,
             listener_filter, original_dst, passthrough, port_match, port_predicate, routes_to,
-            service_chain, socket, tcp_proxy, tls_inspector,
+            service_chain, tcp_proxy, tls_inspector,
         },
         *,
     };

@@ -9,9 +9,7 @@ use envoy_types::pb::{
             cluster::v3::{Cluster, OutlierDetection as PbOutlierDetection, cluster},
             core::v3::{DataSource, Node, data_source},
             endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
-            listener::v3::{
-                Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, filter,
-            },
+            listener::v3::{Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener},
             rbac::v3::{
                 Permission as PbPermission, Policy as PbPolicy, Principal as PbPrincipal,
                 Rbac as Rules, permission, principal, rbac::Action,
