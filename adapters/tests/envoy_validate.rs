@@ -49,18 +49,17 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 use prost::Message;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, string::Ia5String,
-};
+use rcgen::BasicConstraints;
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions, Capture, EnvoyOptions, Output, XdsApi, XdsCa},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, HttpMatch, Identity,
-        InboundPort, InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol,
-        ProxyConfig, ServiceName, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Identity, MeshSettings,
+        OutboundPort, OutboundService, Protocol, ProxyConfig, ServiceName, WeightedCluster,
     },
-    test_support::{self, route},
+    test_support::{
+        self, TestCa, canary_and_split, http_match, inbound, local_options, plain_port, port,
+        route, rule, weighted_port,
+    },
 };
 
 // === finding Envoy ===
@@ -106,16 +105,9 @@ fn assert_valid(output: &ProcessOutput, what: &str) {
 
 // === the model ===
 
-fn name(ns: &str, svc: &str, port: u16) -> ClusterName {
-    ClusterName::new(&ServiceName::new(ns, svc), port)
-}
-
 fn backends(list: &[(&str, u16, u32)]) -> Vec<WeightedCluster> {
     list.iter()
-        .map(|(svc, port, weight)| WeightedCluster {
-            cluster: name("shop", svc, *port),
-            weight: *weight,
-        })
+        .map(|(svc, port, weight)| test_support::backend("shop", svc, *port, *weight))
         .collect()
 }
 
@@ -149,67 +141,38 @@ const LONG_REGEX: &str =
 
 /// Every feature of the adapter in one proxy.
 fn proxy() -> ProxyConfig {
-    let api = HttpMatch {
-        path_regex: Some(LONG_REGEX.into()),
-        methods: vec!["GET".into(), "HEAD".into()],
-        headers: vec![
-            ("x-canary".into(), "true|yes".into()),
-            ("host".into(), "web.*".into()),
-        ],
-    };
-    let post = HttpMatch {
-        path_regex: None,
-        methods: vec!["POST".into()],
-        headers: vec![],
-    };
+    let api = http_match(
+        Some(LONG_REGEX),
+        &["GET", "HEAD"],
+        &[("x-canary", "true|yes"), ("host", "web.*")],
+    );
+    let post = http_match(None, &["POST"], &[]);
     let web = outbound(
         "web",
         Some([10, 96, 0, 10]),
         vec![
-            OutboundPort {
-                port: 80,
-                protocol: Protocol::Http,
-                routes: vec![
-                    route(
-                        "shop/canary",
-                        vec![api.clone(), post],
-                        backends(&[("web-v2", 80, 1)]),
-                    ),
-                    route(
-                        "shop/split",
-                        vec![],
-                        backends(&[("web-v1", 80, 90), ("web-v2", 80, 10)]),
-                    ),
-                ],
-            },
-            OutboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                routes: vec![route("default", vec![], backends(&[("web", 8080, 1)]))],
-            },
+            port(
+                80,
+                Protocol::Http,
+                canary_and_split("shop", vec![api.clone(), post]),
+            ),
+            plain_port("shop", "web", 8080, Protocol::Http),
         ],
     );
     let grpc = outbound(
         "grpc",
         None,
-        vec![OutboundPort {
-            port: 9000,
-            protocol: Protocol::Http2,
-            routes: vec![route("default", vec![], backends(&[("grpc", 9000, 1)]))],
-        }],
+        vec![plain_port("shop", "grpc", 9000, Protocol::Http2)],
     );
     let db = outbound(
         "db",
         None,
-        vec![OutboundPort {
-            port: 5432,
-            protocol: Protocol::Tcp,
-            routes: vec![route(
-                "default",
-                vec![],
-                backends(&[("db-a", 5432, 3), ("db-b", 5432, 1)]),
-            )],
-        }],
+        vec![weighted_port(
+            "shop",
+            5432,
+            Protocol::Tcp,
+            &[("db-a", 3), ("db-b", 1)],
+        )],
     );
     let sources = vec![
         Identity::new("shop", "frontend"),
@@ -235,46 +198,22 @@ fn proxy() -> ProxyConfig {
         ]
         .map(|(_, c)| c),
         vec![
-            InboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![
-                    InboundRule {
-                        name: "shop/readers".into(),
-                        sources: sources.clone(),
-                        matches: vec![api],
-                    },
-                    InboundRule {
-                        name: "shop/admins".into(),
-                        sources: vec![Identity::new("ops", "admin")],
-                        matches: vec![],
-                    },
+            inbound(
+                8080,
+                Protocol::Http,
+                Authorization::Allow(vec![
+                    rule("shop/readers", sources.clone(), vec![api]),
+                    rule("shop/admins", vec![Identity::new("ops", "admin")], vec![]),
                 ]),
-            },
-            InboundPort {
-                port: 8081,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![]),
-            },
-            InboundPort {
-                port: 9090,
-                protocol: Protocol::Http2,
-                authorization: Authorization::AllowAll,
-            },
-            InboundPort {
-                port: 7000,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![InboundRule {
-                    name: "shop/tcp".into(),
-                    sources,
-                    matches: vec![],
-                }]),
-            },
-            InboundPort {
-                port: 7001,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![]),
-            },
+            ),
+            inbound(8081, Protocol::Http, Authorization::Allow(vec![])),
+            inbound(9090, Protocol::Http2, Authorization::AllowAll),
+            inbound(
+                7000,
+                Protocol::Tcp,
+                Authorization::Allow(vec![rule("shop/tcp", sources, vec![])]),
+            ),
+            inbound(7001, Protocol::Tcp, Authorization::Allow(vec![])),
         ],
     )
 }
@@ -390,10 +329,7 @@ fn bootstrap_options(api: XdsApi) -> BootstrapOptions {
 #[test]
 fn generated_resources_pass_envoy_validation() {
     let envoy = envoy();
-    let opts = EnvoyOptions {
-        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        ..EnvoyOptions::default()
-    };
+    let opts = local_options(false);
     let out = envoy::compile(&proxy(), &MeshSettings::default(), &opts);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 
@@ -550,22 +486,18 @@ fn running_envoy_routes_and_denies() {
 
     // Outbound `web:80` goes to this Envoy's own open inbound port, and requests with
     // `x-canary: yes` to its denied one: outbound → inbound → application, in one process.
-    let canary = HttpMatch {
-        path_regex: None,
-        methods: vec![],
-        headers: vec![("x-canary".into(), "yes".into())],
-    };
+    let canary = http_match(None, &[], &[("x-canary", "yes")]);
     let web = outbound(
         "web",
         None,
-        vec![OutboundPort {
-            port: 80,
-            protocol: Protocol::Http,
-            routes: vec![
+        vec![port(
+            80,
+            Protocol::Http,
+            vec![
                 route("shop/canary", vec![canary], backends(&[("web-v2", 80, 1)])),
                 route("default", vec![], backends(&[("web-v1", 80, 1)])),
             ],
-        }],
+        )],
     );
     let mut proxy = proxy();
     proxy.outbound = Arc::new([web].into_iter().collect());
@@ -577,16 +509,8 @@ fn running_envoy_routes_and_denies() {
     .collect::<BTreeMap<_, _>>()
     .into();
     proxy.inbound = vec![
-        InboundPort {
-            port: open_port,
-            protocol: Protocol::Http,
-            authorization: Authorization::AllowAll,
-        },
-        InboundPort {
-            port: denied_port,
-            protocol: Protocol::Http,
-            authorization: Authorization::Allow(vec![]),
-        },
+        inbound(open_port, Protocol::Http, Authorization::AllowAll),
+        inbound(denied_port, Protocol::Http, Authorization::Allow(vec![])),
     ];
     let out = envoy::compile(&proxy, &MeshSettings::default(), &opts);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
@@ -643,47 +567,13 @@ fn running_envoy_routes_and_denies() {
 
 // === mTLS ===
 
-/// A test CA: ECDSA P-256, as the mesh CA issues.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
 fn test_ca(name: &str) -> TestCa {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("ca key");
-    let cert = params.self_signed(&key).expect("ca certificate");
-    TestCa {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
+    TestCa::new(name, BasicConstraints::Unconstrained)
 }
 
 /// A workload certificate for `identity` (URI SAN = its SPIFFE ID): chain and key, PEM.
 fn workload_cert(ca: &TestCa, identity: &Identity) -> (String, String) {
-    let spiffe_id = identity.spiffe_id("cluster.local");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(
-        Ia5String::try_from(spiffe_id.as_str()).expect("spiffe id"),
-    )];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
-    (cert.pem(), key.serialize_pem())
+    ca.leaf(&identity.spiffe_id("cluster.local"))
 }
 
 /// The SDS secrets of a proxy running as `identity`, its certificate issued by `issuer`, and
@@ -697,6 +587,41 @@ fn proxy_secrets(identity: &Identity, issuer: &TestCa, trusted: &TestCa) -> Vec<
         &key,
         &trusted.pem,
     )
+}
+
+/// What validating resources with static secrets takes: Envoy, a scratch directory, the mesh
+/// CA, and the xDS bootstrap Envoy starts from.
+struct StaticMtls {
+    envoy: PathBuf,
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    bootstrap: String,
+}
+
+impl StaticMtls {
+    fn new() -> Self {
+        StaticMtls {
+            envoy: envoy(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            ca: test_ca("mesh"),
+            bootstrap: envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string(),
+        }
+    }
+
+    /// Asserts that Envoy validates `out` with the secrets of `proxy` (issued and trusted by
+    /// the CA) as a static bootstrap whose admin listens on `admin`; `what` names it.
+    fn assert_valid(&self, out: &Output, proxy: &ProxyConfig, admin: SocketAddr, what: &str) {
+        // With the secrets' content: Envoy parses the certificates and keys too.
+        let secrets = proxy_secrets(&proxy.identity, &self.ca, &self.ca);
+        let path = self.dir.path().join("static.pb");
+        std::fs::write(
+            &path,
+            static_mtls_bootstrap(out, &secrets, admin).encode_to_vec(),
+        )
+        .expect("write");
+        let output = validate(&self.envoy, &path, &["--config-yaml", &self.bootstrap]);
+        assert_valid(&output, what);
+    }
 }
 
 /// Points every SDS reference of a TLS context at a static secret: an `SdsSecretConfig`
@@ -798,37 +723,17 @@ fn meshed_proxy() -> ProxyConfig {
 
 #[test]
 fn mtls_resources_pass_envoy_validation() {
-    let envoy = envoy();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = test_ca("mesh");
-    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    let check = StaticMtls::new();
     for access_mode in [AccessMode::Strict, AccessMode::Permissive] {
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
-        let opts = EnvoyOptions {
-            bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-            mtls: true,
-            ..EnvoyOptions::default()
-        };
+        let mesh = test_support::mesh(access_mode);
+        let opts = local_options(true);
         let proxy = meshed_proxy();
         let out = envoy::compile(&proxy, &mesh, &opts);
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 
-        // With the secrets' content: Envoy parses the certificates and keys too.
-        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
         let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
-        let path = dir.path().join("static.pb");
-        std::fs::write(
-            &path,
-            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
-        )
-        .expect("write");
-        assert_valid(
-            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
-            &format!("the {access_mode:?} mTLS resources with static secrets"),
-        );
+        let what = format!("the {access_mode:?} mTLS resources with static secrets");
+        check.assert_valid(&out, &proxy, admin, &what);
     }
 }
 
@@ -842,20 +747,19 @@ fn intercepted_proxy() -> ProxyConfig {
         svc.cluster_ip
             .get_or_insert(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 20 + i as u8)));
     }
-    let (name, cache) = outbound_service_on_port(
+    let cache = test_support::plain_service(
+        "shop",
         "cache",
-        [10, 96, 0, 30],
+        Some(IpAddr::from([10, 96, 0, 30])),
         6379,
         Protocol::Unknown,
-        backends(&[("cache", 6379, 1)]),
     );
-    outbound.insert(name, cache);
-    let (name, db2) = outbound_service_on_port(
+    outbound.insert(cache.name.clone(), cache);
+    // A second Service on port 5432, to db-b.
+    let (name, db2) = self::outbound(
         "db2",
-        [10, 96, 0, 31],
-        5432,
-        Protocol::Tcp,
-        backends(&[("db-b", 5432, 1)]),
+        Some([10, 96, 0, 31]),
+        vec![weighted_port("shop", 5432, Protocol::Tcp, &[("db-b", 1)])],
     );
     outbound.insert(name, db2);
     let (name, cluster) = cluster("cache", 6379, Protocol::Unknown, &["10.0.0.7:6379"]);
@@ -864,11 +768,7 @@ fn intercepted_proxy() -> ProxyConfig {
     let (name, pods) = self::outbound(
         "pods",
         None,
-        vec![OutboundPort {
-            port: 7000,
-            protocol: Protocol::Http,
-            routes: vec![route("default", vec![], backends(&[("pods", 7000, 1)]))],
-        }],
+        vec![plain_port("shop", "pods", 7000, Protocol::Http)],
     );
     outbound.insert(name, pods);
     let (name, mut pods) = self::cluster(
@@ -881,38 +781,15 @@ fn intercepted_proxy() -> ProxyConfig {
         e.identity = Some(Identity::new("shop", "pods"));
     }
     Arc::make_mut(&mut proxy.clusters).insert(name, pods);
-    proxy.inbound.push(InboundPort {
-        port: 6379,
-        protocol: Protocol::Unknown,
-        authorization: Authorization::AllowAll,
-    });
     proxy
-}
-
-fn outbound_service_on_port(
-    svc: &str,
-    ip: [u8; 4],
-    port: u16,
-    protocol: Protocol,
-    to: Vec<WeightedCluster>,
-) -> (ServiceName, Arc<OutboundService>) {
-    outbound(
-        svc,
-        Some(ip),
-        vec![OutboundPort {
-            port,
-            protocol,
-            routes: vec![route("default", vec![], to)],
-        }],
-    )
+        .inbound
+        .push(inbound(6379, Protocol::Unknown, Authorization::AllowAll));
+    proxy
 }
 
 #[test]
 fn intercepted_resources_pass_envoy_validation() {
-    let envoy = envoy();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = test_ca("mesh");
-    let bootstrap = envoy::bootstrap(&bootstrap_options(XdsApi::StateOfTheWorld)).to_string();
+    let check = StaticMtls::new();
     let v6: IpAddr = "fd00:10:244::5".parse().expect("address");
     for (access_mode, pod_ip) in [
         (AccessMode::Strict, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5))),
@@ -922,19 +799,15 @@ fn intercepted_resources_pass_envoy_validation() {
         ),
         (AccessMode::Strict, v6),
     ] {
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
+        let mesh = test_support::mesh(access_mode);
         let opts = EnvoyOptions {
             bind_ip: pod_ip,
             app_ip: pod_ip,
-            mtls: true,
             capture: Capture::Intercepted {
                 outbound: 15001,
                 inbound: 15006,
             },
-            ..EnvoyOptions::default()
+            ..local_options(true)
         };
         let proxy = intercepted_proxy();
         let out = envoy::compile(&proxy, &mesh, &opts);
@@ -953,18 +826,9 @@ fn intercepted_resources_pass_envoy_validation() {
             "the headless Service's Pods have clusters"
         );
 
-        let secrets = proxy_secrets(&proxy.identity, &ca, &ca);
         let admin = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), opts.admin_port);
-        let path = dir.path().join("static.pb");
-        std::fs::write(
-            &path,
-            static_mtls_bootstrap(&out, &secrets, admin).encode_to_vec(),
-        )
-        .expect("write");
-        assert_valid(
-            &validate(&envoy, &path, &["--config-yaml", &bootstrap]),
-            &format!("the {access_mode:?} intercepted resources of a Pod at {pod_ip}"),
-        );
+        let what = format!("the {access_mode:?} intercepted resources of a Pod at {pod_ip}");
+        check.assert_valid(&out, &proxy, admin, &what);
     }
 }
 
@@ -1121,12 +985,8 @@ impl Mesh {
             serve_app(app);
         }
         let (allowed, denied, tcp) = (ports[0], ports[1], ports[2]);
-        let rule = |sources: Vec<Identity>| match access_mode {
-            AccessMode::Strict => Authorization::Allow(vec![InboundRule {
-                name: "shop/rule".into(),
-                sources,
-                matches: vec![],
-            }]),
+        let allow = |sources: Vec<Identity>| match access_mode {
+            AccessMode::Strict => Authorization::Allow(vec![rule("shop/rule", sources, vec![])]),
             AccessMode::Permissive => Authorization::AllowAll,
         };
         let mut proxy = proxy();
@@ -1134,21 +994,13 @@ impl Mesh {
         proxy.outbound = Arc::new(BTreeMap::new());
         proxy.clusters = Arc::new(BTreeMap::new());
         proxy.inbound = vec![
-            InboundPort {
-                port: allowed,
-                protocol: Protocol::Http,
-                authorization: rule(vec![client.clone()]),
-            },
-            InboundPort {
-                port: denied,
-                protocol: Protocol::Http,
-                authorization: rule(vec![Identity::new("shop", "other")]),
-            },
-            InboundPort {
-                port: tcp,
-                protocol: Protocol::Tcp,
-                authorization: rule(vec![client.clone()]),
-            },
+            inbound(allowed, Protocol::Http, allow(vec![client.clone()])),
+            inbound(
+                denied,
+                Protocol::Http,
+                allow(vec![Identity::new("shop", "other")]),
+            ),
+            inbound(tcp, Protocol::Tcp, allow(vec![client.clone()])),
         ];
         let opts = EnvoyOptions {
             bind_ip,
@@ -1157,10 +1009,7 @@ impl Mesh {
             mtls: true,
             ..EnvoyOptions::default()
         };
-        let mesh = MeshSettings {
-            access_mode,
-            ..MeshSettings::default()
-        };
+        let mesh = test_support::mesh(access_mode);
         let out = envoy::compile(&proxy, &mesh, &opts);
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
         let server_admin = SocketAddr::new(bind_ip, opts.admin_port);
@@ -1193,39 +1042,35 @@ impl Mesh {
     /// and with `x-impostor: yes` to the allowed port while expecting another identity there;
     /// its TCP listener (same port number as the server's) goes to the TCP port.
     fn client(&self, ip: Ipv4Addr, secrets: &[envoy::Resource]) -> Client {
-        let header = |name: &str| HttpMatch {
-            path_regex: None,
-            methods: vec![],
-            headers: vec![(name.into(), "yes".into())],
-        };
+        let header = |name: &str| http_match(None, &[], &[(name, "yes")]);
         let route = |name: &str, matches, cluster: &str| {
             route(name, matches, backends(&[(cluster, 80, 1)]))
         };
         let web = outbound(
             "web",
             None,
-            vec![OutboundPort {
-                port: 80,
-                protocol: Protocol::Http,
-                routes: vec![
+            vec![port(
+                80,
+                Protocol::Http,
+                vec![
                     route("shop/canary", vec![header("x-canary")], "web-denied"),
                     route("shop/impostor", vec![header("x-impostor")], "web-impostor"),
                     route("default", vec![], "web-allowed"),
                 ],
-            }],
+            )],
         );
         let db = outbound(
             "db",
             None,
-            vec![OutboundPort {
-                port: self.tcp.port(),
-                protocol: Protocol::Tcp,
-                routes: vec![test_support::route(
+            vec![port(
+                self.tcp.port(),
+                Protocol::Tcp,
+                vec![test_support::route(
                     "default",
                     vec![],
                     backends(&[("db", self.tcp.port(), 1)]),
                 )],
-            }],
+            )],
         );
         let mut proxy = proxy();
         proxy.identity = self.client.clone();

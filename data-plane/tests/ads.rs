@@ -219,19 +219,12 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// `demo/client-0`, which reaches `web:80` (one HTTP route to one cluster).
 fn proxy(endpoints: &[&str]) -> ProxyConfig {
-    let web = test_support::service(
+    let web = test_support::plain_service(
         "demo",
         "web",
         Some(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))),
-        vec![test_support::port(
-            80,
-            Protocol::Http,
-            vec![test_support::route(
-                "default",
-                vec![],
-                vec![test_support::backend("demo", "web", 80, 1)],
-            )],
-        )],
+        80,
+        Protocol::Http,
     );
     let endpoints = endpoints
         .iter()

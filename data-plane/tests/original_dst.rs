@@ -9,53 +9,30 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use envoy_types::pb::{
-    envoy::{
-        config::{
-            cluster::v3::{
-                Cluster,
-                cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
-            },
-            core::v3::{Address, BindConfig, CidrRange, SocketAddress, address, socket_address},
-            endpoint::v3::{
-                ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-            },
-            listener::v3::{
-                Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
-                ListenerFilterChainMatchPredicate, filter, listener_filter,
-                listener_filter_chain_match_predicate::Rule,
-            },
-            route::v3::{
-                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
-                route_action, route_match,
-            },
-        },
-        extensions::filters::{
-            http::router::v3::Router,
-            listener::{http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst},
-            network::{
-                http_connection_manager::v3::{
-                    HttpConnectionManager, HttpFilter, http_connection_manager::RouteSpecifier,
-                    http_filter,
-                },
-                tcp_proxy::v3::{TcpProxy, tcp_proxy},
-            },
-        },
-        r#type::v3::Int32Range,
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::Cluster,
+        core::v3::{BindConfig, SocketAddress, TrafficDirection, address},
+        listener::v3::{Filter, FilterChain, Listener},
     },
-    google::protobuf::{Any, Duration as PbDuration, UInt32Value},
+    extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    },
 };
-use prost::{Message, Name};
 use switchyard_proxy::{
     config::{Runtime, Translated, Translation, TypeUrl, translate},
     metrics::Registry,
     proxy,
     state::State,
+};
+use switchyard_proxy_config::test_support::{
+    self as xds, any, capture_listener, duration, http_inspector, original_dst, passthrough,
+    router, routes_to, service_chain, socket, static_cluster_at, typed,
 };
 
 const LISTENER: &str = "outbound";
@@ -64,123 +41,26 @@ const DETECT: Duration = Duration::from_millis(300);
 
 // === Utils ===
 
-fn any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
-}
-
-fn socket(addr: SocketAddr) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: addr.ip().to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                addr.port(),
-            ))),
-            ..Default::default()
-        })),
-    }
-}
-
-fn typed<M: Message + Name>(config: &M) -> Filter {
-    Filter {
-        name: M::full_name(),
-        config_type: Some(filter::ConfigType::TypedConfig(any(config))),
-    }
-}
-
 fn tcp_proxy(cluster: &str) -> Filter {
-    typed(&TcpProxy {
-        stat_prefix: cluster.to_owned(),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
-        ..Default::default()
-    })
+    xds::tcp_proxy(cluster, cluster)
 }
 
 /// An HTTP connection manager whose one route goes to `cluster`, whatever the host.
 fn http_to(cluster: &str) -> Filter {
-    let route = Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+    typed(
+        "envoy.filters.network.http_connection_manager",
+        &HttpConnectionManager {
+            stat_prefix: cluster.to_owned(),
+            route_specifier: Some(RouteSpecifier::RouteConfig(routes_to(cluster, cluster))),
+            http_filters: vec![router()],
             ..Default::default()
-        }),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.to_owned())),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    typed(&HttpConnectionManager {
-        stat_prefix: cluster.to_owned(),
-        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
-            name: cluster.to_owned(),
-            virtual_hosts: vec![VirtualHost {
-                name: cluster.to_owned(),
-                domains: vec!["*".to_owned()],
-                routes: vec![route],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(
-                any(&Router::default()),
-            )),
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
+        },
+    )
 }
 
-/// A chain for `ip:port`, for HTTP only when `http`.
-fn chain(name: &str, ip: &str, port: u16, http: bool, filter: Filter) -> FilterChain {
-    FilterChain {
-        name: name.to_owned(),
-        filter_chain_match: Some(FilterChainMatch {
-            destination_port: Some(UInt32Value {
-                value: u32::from(port),
-            }),
-            prefix_ranges: vec![CidrRange {
-                address_prefix: ip.to_owned(),
-                prefix_len: Some(UInt32Value {
-                    value: if ip.contains(':') { 128 } else { 32 },
-                }),
-            }],
-            application_protocols: if http {
-                vec!["http/1.0".into(), "http/1.1".into(), "h2c".into()]
-            } else {
-                vec![]
-            },
-            ..Default::default()
-        }),
-        filters: vec![filter],
-        ..Default::default()
-    }
-}
-
-fn static_cluster(name: &str, endpoint: SocketAddr) -> Cluster {
-    let lb = LbEndpoint {
-        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-            address: Some(socket(endpoint)),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.to_owned(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![lb],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+/// The chain of a connection no other chain matches: to cluster `fallback`.
+fn fallback_chain() -> FilterChain {
+    xds::chain("default", None, tcp_proxy("fallback"))
 }
 
 /// A TCP backend that says `name` and closes, whatever the client sends (server-first); or,
@@ -301,37 +181,27 @@ fn an_ipv6_listener_takes_ipv4_only_with_ipv4_compat() {
     let fallback = backend("fallback", false);
     for ipv4_compat in [true, false] {
         let port = free_port();
-        let mut address = socket(SocketAddr::from(([0u16; 8], port)));
+        let mut address = socket(Ipv6Addr::UNSPECIFIED, port);
         if let Some(address::Address::SocketAddress(sa)) = &mut address.address {
             sa.ipv4_compat = ipv4_compat;
         }
         let listener = Listener {
             name: LISTENER.to_owned(),
             address: Some(address),
-            listener_filters: vec![ListenerFilter {
-                name: "envoy.filters.listener.original_dst".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &OriginalDst {},
-                ))),
-                filter_disabled: None,
-            }],
+            listener_filters: vec![original_dst()],
             filter_chains: vec![
-                chain("v4", "127.0.0.2", port, false, tcp_proxy("v4")),
-                chain("v6", "::1", port, false, tcp_proxy("v6")),
+                service_chain("v4", "127.0.0.2", port, false, tcp_proxy("v4")),
+                service_chain("v6", "::1", port, false, tcp_proxy("v6")),
             ],
-            default_filter_chain: Some(FilterChain {
-                name: "default".to_owned(),
-                filters: vec![tcp_proxy("fallback")],
-                ..Default::default()
-            }),
+            default_filter_chain: Some(fallback_chain()),
             ..Default::default()
         };
         let rt = runtime(
             &listener,
             &[
-                static_cluster("v4", v4),
-                static_cluster("v6", v6),
-                static_cluster("fallback", fallback),
+                static_cluster_at("v4", v4),
+                static_cluster_at("v6", v6),
+                static_cluster_at("fallback", fallback),
             ],
         );
         let loopback6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
@@ -359,71 +229,35 @@ fn connections_land_on_the_chain_of_their_destination() {
     let kv_http = backend("kv-http", true);
     let kv = backend("kv", false);
     let fallback = backend("fallback", false);
-    // Inspect HTTP on `port` only: `not(destination_port_range(port))`.
-    let mut inspector = ListenerFilter {
-        name: "envoy.filters.listener.http_inspector".to_owned(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-            &HttpInspector {},
-        ))),
-        filter_disabled: None,
-    };
-    inspector.filter_disabled = Some(ListenerFilterChainMatchPredicate {
-        rule: Some(Rule::NotMatch(Box::new(
-            ListenerFilterChainMatchPredicate {
-                rule: Some(Rule::DestinationPortRange(Int32Range {
-                    start: i32::from(port),
-                    end: i32::from(port) + 1,
-                })),
-            },
-        ))),
-    });
     let listener = Listener {
-        name: LISTENER.to_owned(),
-        address: Some(socket(SocketAddr::from(([0, 0, 0, 0], port)))),
-        traffic_direction: 2,
-        listener_filters: vec![
-            ListenerFilter {
-                name: "envoy.filters.listener.original_dst".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &OriginalDst {},
-                ))),
-                filter_disabled: None,
-            },
-            inspector,
-        ],
-        listener_filters_timeout: Some(PbDuration {
-            seconds: 0,
-            nanos: i32::try_from(DETECT.as_nanos()).unwrap(),
-        }),
-        continue_on_listener_filters_timeout: true,
-        filter_chains: vec![
-            chain("web", "127.0.0.2", port, false, http_to("web")),
-            chain("db", "127.0.0.3", port, false, tcp_proxy("db")),
-            chain("kv|http", "127.0.0.4", port, true, http_to("kv-http")),
-            chain("kv", "127.0.0.4", port, false, tcp_proxy("kv")),
-            chain(
-                "passthrough",
-                "127.0.0.5",
-                port,
-                false,
-                tcp_proxy("passthrough"),
-            ),
-            chain("bound", "127.0.0.7", port, false, tcp_proxy("bound")),
-        ],
-        default_filter_chain: Some(FilterChain {
-            name: "default".to_owned(),
-            filters: vec![tcp_proxy("fallback")],
-            ..Default::default()
-        }),
-        ..Default::default()
+        // Short, so that a server-first protocol waits little.
+        listener_filters_timeout: Some(duration(DETECT)),
+        ..capture_listener(
+            LISTENER,
+            port,
+            TrafficDirection::Outbound,
+            // Inspect HTTP on `port` only: `not(destination_port_range(port))`.
+            vec![original_dst(), http_inspector(&[port])],
+            vec![
+                service_chain("web", "127.0.0.2", port, false, http_to("web")),
+                service_chain("db", "127.0.0.3", port, false, tcp_proxy("db")),
+                service_chain("kv|http", "127.0.0.4", port, true, http_to("kv-http")),
+                service_chain("kv", "127.0.0.4", port, false, tcp_proxy("kv")),
+                service_chain(
+                    "passthrough",
+                    "127.0.0.5",
+                    port,
+                    false,
+                    tcp_proxy("passthrough"),
+                ),
+                service_chain("bound", "127.0.0.7", port, false, tcp_proxy("bound")),
+            ],
+            fallback_chain(),
+        )
     };
     let passthrough = Cluster {
-        name: "passthrough".to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-            DiscoveryType::OriginalDst as i32,
-        )),
-        lb_policy: LbPolicy::ClusterProvided as i32,
-        ..Default::default()
+        connect_timeout: None,
+        ..passthrough("passthrough")
     };
     // Connections to this one come from 127.0.0.9 (`upstream_bind_config`).
     let bound = Cluster {
@@ -434,17 +268,17 @@ fn connections_land_on_the_chain_of_their_destination() {
             }),
             ..Default::default()
         }),
-        ..static_cluster("bound", peer_backend())
+        ..static_cluster_at("bound", peer_backend())
     };
     let rt = runtime(
         &listener,
         &[
             bound,
-            static_cluster("web", web),
-            static_cluster("db", db),
-            static_cluster("kv-http", kv_http),
-            static_cluster("kv", kv),
-            static_cluster("fallback", fallback),
+            static_cluster_at("web", web),
+            static_cluster_at("db", db),
+            static_cluster_at("kv-http", kv_http),
+            static_cluster_at("kv", kv),
+            static_cluster_at("fallback", fallback),
             passthrough,
         ],
     );

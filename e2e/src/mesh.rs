@@ -1194,6 +1194,27 @@ pub fn http_service(name: &str, backend: Option<&Backend>) -> String {
     y
 }
 
+/// The backends of a canary: answering `root` (for `web`), `v1` and `v2` (for `web-v1` and
+/// `web-v2`).
+pub fn canary_backends() -> [Backend; 3] {
+    [
+        Backend::http("root"),
+        Backend::http("v1"),
+        Backend::http("v2"),
+    ]
+}
+
+/// HTTP Services `web`, `web-v1` and `web-v2` in `demo`, as one YAML, each with an
+/// EndpointSlice for its backend of `backends` (in that order) when given.
+pub fn canary_services(backends: [Option<&Backend>; 3]) -> String {
+    ["web", "web-v1", "web-v2"]
+        .into_iter()
+        .zip(backends)
+        .map(|(name, backend)| http_service(name, backend))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// A Service `name` in `demo` with one opaque TCP port (`tcp-<port>`) and an EndpointSlice for
 /// `backend`'s address: clients reach it on their sidecar's `podIP:<port>`.
 pub fn tcp_service(name: &str, port: u16, backend: &Backend) -> String {

@@ -3,11 +3,22 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rustix::thread::{Gid, LinkNameSpaceType, Uid};
+
+/// The Pod's address on its `eth0` in [`Netns::pod_and_world`].
+pub const POD_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+/// The world's address on its `eth0`: the Pod's default gateway.
+pub const WORLD_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+/// The UID (and GID) the proxy runs as in a Pod, which `proxy-init`'s redirect rules exempt (its
+/// default, 1337).
+pub const PROXY_UID: u32 = 1337;
+/// Any other user, for the app in a Pod.
+pub const APP_UID: u32 = 1000;
 
 /// A named network namespace with `lo` up; `ip netns del` when dropped (the kernel frees it,
 /// with its interfaces and rules, once no socket or process holds it).
@@ -40,6 +51,38 @@ impl Netns {
         let ns = Netns { name, file };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A Pod's namespace and the world around it, `sy-pod-<pid>-<tag>` and
+    /// `sy-world-<pid>-<tag>` (`tag` keeps parallel tests apart): one veth pair, an `eth0` up
+    /// in each, at [`POD_V4`]/24 and [`WORLD_V4`]/24; the Pod's IPv4 default route is the
+    /// world.
+    ///
+    /// # Panics
+    ///
+    /// As [`Netns::new`] and [`Netns::ip`].
+    pub fn pod_and_world(tag: &str) -> (Netns, Netns) {
+        let id = std::process::id();
+        let pod = Netns::new(format!("sy-pod-{id}-{tag}"));
+        let world = Netns::new(format!("sy-world-{id}-{tag}"));
+        pod.ip(&[
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            world.name(),
+        ]);
+        for (ns, v4) in [(&pod, POD_V4), (&world, WORLD_V4)] {
+            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+            ns.ip(&["link", "set", "eth0", "up"]);
+        }
+        pod.ip(&["route", "add", "default", "via", &WORLD_V4.to_string()]);
+        (pod, world)
     }
 
     pub fn name(&self) -> &str {

@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchyard_e2e::mesh::{Backend, Mesh, endpoint_slice, http_service, split, wait_for};
+use switchyard_e2e::mesh::{
+    Backend, Mesh, canary_backends, canary_services, endpoint_slice, split, wait_for,
+};
 
 /// `web` (root, answering "root"), `web-v1` and `web-v2`, each with its own backend.
 fn canary(pod_ip: Ipv4Addr, split_yaml: String) -> (Mesh, [Backend; 3]) {
@@ -27,17 +29,8 @@ fn canary(pod_ip: Ipv4Addr, split_yaml: String) -> (Mesh, [Backend; 3]) {
 }
 
 fn canary_with(pod_ip: Ipv4Addr, split_yaml: String, args: &[&str]) -> (Mesh, [Backend; 3]) {
-    let backends = [
-        Backend::http("root"),
-        Backend::http("v1"),
-        Backend::http("v2"),
-    ];
-    let services = [
-        http_service("web", Some(&backends[0])),
-        http_service("web-v1", Some(&backends[1])),
-        http_service("web-v2", Some(&backends[2])),
-    ]
-    .join("---\n");
+    let backends = canary_backends();
+    let services = canary_services(backends.each_ref().map(Some));
     let mesh = Mesh::start_with(
         pod_ip,
         &[("services.yaml", services), ("split.yaml", split_yaml)],
@@ -228,12 +221,7 @@ fn a_backend_whose_endpoints_disappear_is_excluded() {
         || mesh.tally("web.demo", 40, &[]).len() == 2,
         "both backends",
     );
-    let services = [
-        http_service("web", Some(&b[0])),
-        http_service("web-v1", Some(&b[1])),
-        http_service("web-v2", None),
-    ]
-    .join("---\n");
+    let services = canary_services([Some(&b[0]), Some(&b[1]), None]);
     mesh.write("services.yaml", &services);
     mesh.wait_for_only("web.demo", "v1", Duration::from_secs(5));
     assert_eq!(

@@ -33,14 +33,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use switchyard_e2e::netns::Netns;
+use switchyard_e2e::netns::{APP_UID, Netns, POD_V4, PROXY_UID};
 
-const PROXY_UID: u32 = 1337;
-/// Any other user, for the app.
-const APP_UID: u32 = 1000;
-
-const POD_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const WORLD_V4: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const SERVICE_V4: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 10);
 const SKIPPED_V4: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const POD_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, 2);
@@ -158,25 +152,9 @@ impl Lab {
     /// The two namespaces, wired and addressed; `tag` keeps parallel tests apart.
     fn new(tag: &str) -> Self {
         require_root_and_tools();
-        let id = std::process::id();
-        let pod = Netns::new(format!("sy-pod-{id}-{tag}"));
-        let world = Netns::new(format!("sy-world-{id}-{tag}"));
-        pod.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            world.name(),
-        ]);
-        for (ns, v4, v6) in [(&pod, POD_V4, POD_V6), (&world, WORLD_V4, WORLD_V6)] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+        let (pod, world) = Netns::pod_and_world(tag);
+        for (ns, v6) in [(&pod, POD_V6), (&world, WORLD_V6)] {
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
         }
         for a in [SERVICE_V4, SKIPPED_V4] {
             world.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
@@ -184,7 +162,6 @@ impl Lab {
         for a in [SERVICE_V6, SKIPPED_V6] {
             world.ip(&["addr", "add", &format!("{a}/128"), "dev", "lo"]);
         }
-        pod.ip(&["route", "add", "default", "via", &WORLD_V4.to_string()]);
         pod.ip(&[
             "-6",
             "route",

@@ -43,42 +43,10 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::{
     envoy::{
         config::{
-            cluster::v3::{
-                Cluster,
-                cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
-            },
-            core::v3::{
-                Address, AggregatedConfigSource, BindConfig, CidrRange, ConfigSource,
-                SocketAddress, address, config_source::ConfigSourceSpecifier, socket_address,
-            },
-            endpoint::v3::{
-                ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-            },
-            listener::v3::{
-                Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
-                ListenerFilterChainMatchPredicate, filter, listener_filter,
-                listener_filter_chain_match_predicate::Rule,
-            },
-            route::v3::{
-                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
-                route_action, route_match,
-            },
-        },
-        extensions::filters::{
-            http::router::v3::Router,
-            listener::{
-                http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
-                tls_inspector::v3::TlsInspector,
-            },
-            network::{
-                direct_response::v3::Config as DirectResponse,
-                http_connection_manager::v3::{
-                    HttpConnectionManager, HttpFilter, Rds,
-                    http_connection_manager::{CodecType, RouteSpecifier},
-                    http_filter,
-                },
-                tcp_proxy::v3::{TcpProxy, tcp_proxy},
-            },
+            cluster::v3::Cluster,
+            core::v3::{BindConfig, SocketAddress, TrafficDirection, socket_address},
+            listener::v3::Listener,
+            route::v3::RouteConfiguration,
         },
         service::discovery::v3::{
             DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -87,20 +55,22 @@ use envoy_types::pb::{
                 AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
             },
         },
-        r#type::v3::Int32Range,
     },
-    google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
+    google::protobuf::Any,
 };
-use prost::{Message, Name};
-use switchyard_e2e::{DataPlane, netns::Netns};
+use prost::Name;
+use switchyard_e2e::{
+    DataPlane,
+    netns::{APP_UID, Netns, POD_V4, PROXY_UID},
+};
+use switchyard_proxy_config::test_support::{
+    self, any, capture_listener, chain, close, duration, hcm, http_inspector, original_dst,
+    passthrough, port_match, routes_to, service_chain, tcp_proxy, tls_inspector,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-const PROXY_UID: u32 = 1337;
-const APP_UID: u32 = 1000;
-const POD: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-const WORLD: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const WEB_VIP: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 10);
 const KV_VIP: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 11);
 const DB_VIP: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 12);
@@ -118,7 +88,7 @@ const INBOUND_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 const ADMIN: u16 = 15000;
 const XDS: u16 = 15010;
 /// The listener filters' timeout of the shape.
-const DETECT: Duration = Duration::from_secs(1);
+const DETECT: Duration = test_support::LISTENER_FILTERS_TIMEOUT;
 
 // === Utils ===
 
@@ -231,29 +201,10 @@ impl Lab {
         switchyard_e2e::require_root(
             "the interception tests create network namespaces and install iptables rules in them",
         );
-        let id = std::process::id();
-        let pod = Netns::new(format!("sy-pod-{id}-proxy"));
-        let world = Netns::new(format!("sy-world-{id}-proxy"));
-        pod.ip(&[
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            world.name(),
-        ]);
-        for (ns, v4) in [(&pod, POD), (&world, WORLD)] {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
-        }
+        let (pod, world) = Netns::pod_and_world("proxy");
         for a in [WEB, KV, DB, ELSEWHERE] {
             world.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
         }
-        pod.ip(&["route", "add", "default", "via", &WORLD.to_string()]);
         let dir = tempfile::Builder::new()
             .prefix("switchyard-intercept-proxy-")
             .tempdir()
@@ -280,7 +231,7 @@ impl Lab {
             .exec(switchyard_e2e::switchyard_bin())
             .env("XTABLES_LOCKFILE", self.dir.path().join("xtables.lock"))
             .arg("proxy-init")
-            .args(["--pod", "demo/client-0", "--pod-ip", &POD.to_string()])
+            .args(["--pod", "demo/client-0", "--pod-ip", &POD_V4.to_string()])
             .arg("--token-file")
             .arg(self.dir.path().join("token"))
             .args(["--xds-host", "127.0.0.1", "--iptables", "nft"])
@@ -417,239 +368,75 @@ fn get(lab: &Lab, to: SocketAddr, host: &str) -> String {
 
 // === the xDS snapshot, in the intercepted shape ===
 
-fn any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
-}
-
-fn socket(ip: Ipv4Addr, port: u16) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
-            ..Default::default()
-        })),
-    }
-}
-
-fn typed<M: Message + Name>(name: &str, config: &M) -> Filter {
-    Filter {
-        name: name.to_owned(),
-        config_type: Some(filter::ConfigType::TypedConfig(any(config))),
-    }
-}
-
-fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
-    typed(
-        "envoy.filters.network.tcp_proxy",
-        &TcpProxy {
-            stat_prefix: stat_prefix.to_owned(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
-            ..Default::default()
-        },
-    )
-}
-
-fn hcm(name: &str) -> Filter {
-    typed(
-        "envoy.filters.network.http_connection_manager",
-        &HttpConnectionManager {
-            codec_type: CodecType::Auto as i32,
-            stat_prefix: name.to_owned(),
-            normalize_path: Some(BoolValue { value: true }),
-            route_specifier: Some(RouteSpecifier::Rds(Rds {
-                config_source: Some(ConfigSource {
-                    config_source_specifier: Some(ConfigSourceSpecifier::Ads(
-                        AggregatedConfigSource {},
-                    )),
-                    resource_api_version: 2,
-                    ..Default::default()
-                }),
-                route_config_name: name.to_owned(),
-            })),
-            http_filters: vec![HttpFilter {
-                name: "envoy.filters.http.router".to_owned(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(
-                    any(&Router::default()),
-                )),
-                ..Default::default()
-            }],
-            ..Default::default()
-        },
-    )
-}
-
-/// The match of a service port: its ClusterIP and the port; for HTTP only when `http`.
-fn service(vip: Ipv4Addr, port: u16, http: bool) -> Option<FilterChainMatch> {
-    Some(FilterChainMatch {
-        prefix_ranges: vec![CidrRange {
-            address_prefix: vip.to_string(),
-            prefix_len: Some(UInt32Value { value: 32 }),
-        }],
-        destination_port: Some(UInt32Value {
-            value: u32::from(port),
-        }),
-        application_protocols: if http {
-            vec!["http/1.0".into(), "http/1.1".into(), "h2c".into()]
-        } else {
-            vec![]
-        },
-        ..Default::default()
-    })
-}
-
-fn chain(name: &str, m: Option<FilterChainMatch>, filter: Filter) -> FilterChain {
-    FilterChain {
-        name: name.to_owned(),
-        filter_chain_match: m,
-        filters: vec![filter],
-        ..Default::default()
-    }
-}
-
 fn outbound_listener() -> Listener {
-    // The inspector runs only on the undeclared port, 7000.
-    let not_7000 = ListenerFilterChainMatchPredicate {
-        rule: Some(Rule::NotMatch(Box::new(
-            ListenerFilterChainMatchPredicate {
-                rule: Some(Rule::DestinationPortRange(Int32Range {
-                    start: 7000,
-                    end: 7001,
-                })),
-            },
-        ))),
-    };
-    Listener {
-        name: "outbound".to_owned(),
-        address: Some(socket(Ipv4Addr::UNSPECIFIED, OUTBOUND)),
-        traffic_direction: 2,
-        listener_filters: vec![
-            ListenerFilter {
-                name: "envoy.filters.listener.original_dst".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &OriginalDst {},
-                ))),
-                filter_disabled: None,
-            },
-            ListenerFilter {
-                name: "envoy.filters.listener.http_inspector".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &HttpInspector {},
-                ))),
-                filter_disabled: Some(not_7000),
-            },
-        ],
-        listener_filters_timeout: Some(PbDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        continue_on_listener_filters_timeout: true,
-        filter_chains: vec![
-            chain(
+    capture_listener(
+        "outbound",
+        OUTBOUND,
+        TrafficDirection::Outbound,
+        // The inspector runs only on the undeclared port, 7000.
+        vec![original_dst(), http_inspector(&[7000])],
+        vec![
+            service_chain(
                 "demo/db|5432",
-                service(DB_VIP, 5432, false),
+                &DB_VIP.to_string(),
+                5432,
+                false,
                 tcp_proxy("demo/db|5432", "demo/db|5432"),
             ),
-            chain(
+            service_chain(
                 "demo/kv|7000|http",
-                service(KV_VIP, 7000, true),
+                &KV_VIP.to_string(),
+                7000,
+                true,
                 hcm("demo/kv|7000"),
             ),
-            chain(
+            service_chain(
                 "demo/kv|7000",
-                service(KV_VIP, 7000, false),
+                &KV_VIP.to_string(),
+                7000,
+                false,
                 tcp_proxy("demo/kv|7000", "demo/kv|7000"),
             ),
-            chain(
+            service_chain(
                 "demo/web|80",
-                service(WEB_VIP, 80, false),
+                &WEB_VIP.to_string(),
+                80,
+                false,
                 hcm("demo/web|80"),
             ),
-            chain(
-                "loop",
-                Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value {
-                        value: u32::from(OUTBOUND),
-                    }),
-                    ..Default::default()
-                }),
-                typed(
-                    "envoy.filters.network.direct_response",
-                    &DirectResponse::default(),
-                ),
-            ),
+            chain("loop", Some(port_match(OUTBOUND, "")), close()),
         ],
-        default_filter_chain: Some(chain(
-            "passthrough",
-            None,
-            tcp_proxy("passthrough", "passthrough"),
-        )),
-        ..Default::default()
-    }
+        chain("passthrough", None, tcp_proxy("passthrough", "passthrough")),
+    )
 }
 
 /// The `inbound` listener of a permissive Pod serving `APP_PORT`: TLS there would be mTLS
 /// (closed here, for want of certificates), plaintext goes to the app; other ports pass
 /// through.
 fn inbound_listener() -> Listener {
-    let app_port = |transport: &str| {
-        Some(FilterChainMatch {
-            destination_port: Some(UInt32Value {
-                value: u32::from(APP_PORT),
-            }),
-            transport_protocol: transport.to_owned(),
-            ..Default::default()
-        })
-    };
-    Listener {
-        name: "inbound".to_owned(),
-        address: Some(socket(Ipv4Addr::UNSPECIFIED, INBOUND)),
-        traffic_direction: 1,
-        listener_filters: vec![
-            ListenerFilter {
-                name: "envoy.filters.listener.original_dst".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &OriginalDst {},
-                ))),
-                filter_disabled: None,
-            },
-            ListenerFilter {
-                name: "envoy.filters.listener.tls_inspector".to_owned(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
-                    &TlsInspector::default(),
-                ))),
-                filter_disabled: None,
-            },
-        ],
-        listener_filters_timeout: Some(PbDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        continue_on_listener_filters_timeout: true,
-        filter_chains: vec![
+    capture_listener(
+        "inbound",
+        INBOUND,
+        TrafficDirection::Inbound,
+        vec![original_dst(), tls_inspector()],
+        vec![
             chain(
                 &format!("inbound|{APP_PORT}"),
-                app_port("tls"),
-                typed(
-                    "envoy.filters.network.direct_response",
-                    &DirectResponse::default(),
-                ),
+                Some(port_match(APP_PORT, "tls")),
+                close(),
             ),
             chain(
                 &format!("inbound|{APP_PORT}|plaintext"),
-                app_port(""),
+                Some(port_match(APP_PORT, "")),
                 tcp_proxy("inbound", &format!("inbound|{APP_PORT}")),
             ),
         ],
-        default_filter_chain: Some(chain(
+        chain(
             "passthrough",
             None,
             tcp_proxy("inbound-passthrough", "inbound-passthrough"),
-        )),
-        ..Default::default()
-    }
+        ),
+    )
 }
 
 /// Connections of `c` come from `INBOUND_SOURCE`.
@@ -667,77 +454,22 @@ fn from_inbound_source(c: Cluster) -> Cluster {
     }
 }
 
+/// A STATIC cluster of `ip:port`; 1 s to connect.
 fn static_cluster(name: &str, ip: Ipv4Addr, port: u16) -> Cluster {
     Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        connect_timeout: Some(PbDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.to_owned(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket(ip, port)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn routes(name: &str, cluster: &str) -> RouteConfiguration {
-    RouteConfiguration {
-        name: name.to_owned(),
-        virtual_hosts: vec![VirtualHost {
-            name: name.to_owned(),
-            domains: vec!["*".to_owned()],
-            routes: vec![Route {
-                name: "default".to_owned(),
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        cluster.to_owned(),
-                    )),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
+        connect_timeout: Some(duration(Duration::from_secs(1))),
+        ..test_support::static_cluster_at(name, SocketAddr::from((ip, port)))
     }
 }
 
 /// The snapshot by type URL: `(name, resource)`.
 fn snapshot() -> BTreeMap<String, Vec<(String, Any)>> {
     let named = |name: &str, a: Any| (name.to_owned(), a);
-    let passthrough = Cluster {
-        name: "passthrough".to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-            DiscoveryType::OriginalDst as i32,
-        )),
-        lb_policy: LbPolicy::ClusterProvided as i32,
-        connect_timeout: Some(PbDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    };
+    let passthrough = passthrough("passthrough");
     let clusters = [
         from_inbound_source(static_cluster(
             &format!("inbound|{APP_PORT}"),
-            POD,
+            POD_V4,
             APP_PORT,
         )),
         from_inbound_source(Cluster {
@@ -766,10 +498,10 @@ fn snapshot() -> BTreeMap<String, Vec<(String, Any)>> {
         (
             RouteConfiguration::type_url(),
             vec![
-                named("demo/web|80", any(&routes("demo/web|80", "demo/web|80"))),
+                named("demo/web|80", any(&routes_to("demo/web|80", "demo/web|80"))),
                 named(
                     "demo/kv|7000",
-                    any(&routes("demo/kv|7000", "demo/kv-http|7000")),
+                    any(&routes_to("demo/kv|7000", "demo/kv-http|7000")),
                 ),
             ],
         ),
@@ -885,31 +617,15 @@ fn redirected_connections_are_routed_by_original_destination() {
         .unwrap();
     let nacks = serve_xds(&lab, &rt);
     let mut servers = Servers::default();
-    servers.serve(
-        &lab.world,
-        SocketAddr::from((WEB, 8080)),
-        Reply::Http("web"),
-    );
-    servers.serve(
-        &lab.world,
-        SocketAddr::from((KV, 8080)),
-        Reply::Http("kv-http"),
-    );
-    servers.serve(
-        &lab.world,
-        SocketAddr::from((KV, 7000)),
-        Reply::Banner("+OK kv"),
-    );
-    servers.serve(
-        &lab.world,
-        SocketAddr::from((DB, 5432)),
-        Reply::Banner("db"),
-    );
-    servers.serve(
-        &lab.world,
-        SocketAddr::from((ELSEWHERE, 9999)),
-        Reply::Banner("elsewhere"),
-    );
+    for (ip, port, reply) in [
+        (WEB, 8080, Reply::Http("web")),
+        (KV, 8080, Reply::Http("kv-http")),
+        (KV, 7000, Reply::Banner("+OK kv")),
+        (DB, 5432, Reply::Banner("db")),
+        (ELSEWHERE, 9999, Reply::Banner("elsewhere")),
+    ] {
+        servers.serve(&lab.world, SocketAddr::from((ip, port)), reply);
+    }
     for port in [APP_PORT, OTHER_APP_PORT] {
         servers.serve(
             &lab.pod,
@@ -969,7 +685,7 @@ fn redirected_connections_are_routed_by_original_destination() {
     // Straight to the outbound port (not redirected): the loop guard closes it.
     for to in [
         SocketAddr::from((Ipv4Addr::LOCALHOST, OUTBOUND)),
-        SocketAddr::from((POD, OUTBOUND)),
+        SocketAddr::from((POD_V4, OUTBOUND)),
     ] {
         let (closed, waited) = app(&lab, to, "GET / HTTP/1.1\r\nhost: x\r\n\r\n");
         // Closed with the request unread, which the kernel may answer with a reset.
@@ -997,7 +713,7 @@ fn redirected_connections_are_routed_by_original_destination() {
         })
     };
     for port in [APP_PORT, OTHER_APP_PORT] {
-        let to = SocketAddr::from((POD, port));
+        let to = SocketAddr::from((POD_V4, port));
         assert_eq!(
             world(to, b"hello\r\n"),
             format!("app {to} from {INBOUND_SOURCE}\r\n"),
@@ -1006,7 +722,7 @@ fn redirected_connections_are_routed_by_original_destination() {
         );
     }
     // TLS to the app's port takes the TLS chain (a stand-in that closes), detected per port.
-    let tls = world(SocketAddr::from((POD, APP_PORT)), &client_hello());
+    let tls = world(SocketAddr::from((POD_V4, APP_PORT)), &client_hello());
     assert!(
         tls.is_empty() || tls.contains("Connection reset"),
         "{tls}\n{}",

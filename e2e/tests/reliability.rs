@@ -18,8 +18,9 @@ use std::{
 };
 
 use switchyard_e2e::mesh::{
-    AccessMode, Answer, Backend, Load, Mesh, Sidecar, endpoint_slice, failures, http_request,
-    http_service, meshed_http_service, pod, split, wait_for,
+    AccessMode, Answer, Backend, Load, Mesh, Sidecar, canary_backends, canary_services,
+    endpoint_slice, failures, http_request, http_service, meshed_http_service, pod, split,
+    wait_for,
 };
 
 /// Answers counted by body; failures are counted under `<failed>`.
@@ -80,17 +81,8 @@ fn converge(
 
 #[test]
 fn a_canary_walks_from_zero_to_all_without_a_failed_request() {
-    let backends = [
-        Backend::http("root"),
-        Backend::http("v1"),
-        Backend::http("v2"),
-    ];
-    let services = [
-        http_service("web", Some(&backends[0])),
-        http_service("web-v1", Some(&backends[1])),
-        http_service("web-v2", Some(&backends[2])),
-    ]
-    .join("---\n");
+    let backends = canary_backends();
+    let services = canary_services(backends.each_ref().map(Some));
     let mesh = Mesh::start(
         Ipv4Addr::new(127, 0, 61, 1),
         &[("services.yaml", services), ("split.yaml", canary_split(0))],
@@ -142,11 +134,7 @@ struct MeshedCanary {
 
 fn meshed_canary(subnet: u8, canary: u32) -> MeshedCanary {
     let ip = |host| Ipv4Addr::new(127, 0, subnet, host);
-    let backends = [
-        Backend::http("root"),
-        Backend::http("v1"),
-        Backend::http("v2"),
-    ];
+    let backends = canary_backends();
     let mut files = vec![http_service("web", Some(&backends[0]))];
     for (i, version) in ["v1", "v2"].into_iter().enumerate() {
         let (name, pod_name, host) = (

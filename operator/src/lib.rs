@@ -10,6 +10,8 @@ pub mod index;
 pub mod inject;
 pub mod install;
 pub mod intercept;
+#[cfg(test)]
+mod json_lookup;
 pub mod local;
 pub mod publish;
 pub mod webhook;

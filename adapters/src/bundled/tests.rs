@@ -31,11 +31,13 @@ use super::*;
 use crate::{
     envoy::{self, CLUSTER_TYPE_URL, Capture, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
     model::{
-        AccessMode, Authorization, Cluster as ModelCluster, DataPlane, Endpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ProxyId,
-        UnknownDataPlane, WeightedCluster,
+        AccessMode, Authorization, Cluster as ModelCluster, DataPlane, Endpoint, Identity,
+        OutboundPort, OutboundService, Protocol, ProxyId, UnknownDataPlane, WeightedCluster,
     },
-    test_support::{self, http_match, port, route},
+    test_support::{
+        self, canary_and_split, http_match, inbound, local_options, mesh, open_to_all, plain_port,
+        plain_service, port, route, rule,
+    },
 };
 
 // === Utils ===
@@ -76,37 +78,23 @@ fn client() -> ProxyConfig {
             port(
                 80,
                 Protocol::Http,
-                vec![
-                    route(
-                        "shop/canary",
-                        vec![
-                            http_match(Some("/api/.*"), &["GET", "HEAD"], &[("x-canary", "yes")]),
-                            http_match(None, &["POST"], &[]),
-                        ],
-                        vec![backend("web-v2", 80, 1)],
-                    ),
-                    route(
-                        "shop/web-split",
-                        vec![],
-                        vec![backend("web-v1", 80, 90), backend("web-v2", 80, 10)],
-                    ),
-                ],
+                canary_and_split(
+                    NS,
+                    vec![
+                        http_match(Some("/api/.*"), &["GET", "HEAD"], &[("x-canary", "yes")]),
+                        http_match(None, &["POST"], &[]),
+                    ],
+                ),
             ),
-            port(
-                8080,
-                Protocol::Http,
-                vec![route("default", vec![], vec![backend("web", 8080, 1)])],
-            ),
+            plain_port(NS, "web", 8080, Protocol::Http),
         ],
     );
-    let grpc = service(
+    let grpc = plain_service(
+        NS,
         "grpc",
-        [10, 96, 0, 11],
-        vec![port(
-            9000,
-            Protocol::Http2,
-            vec![route("default", vec![], vec![backend("grpc", 9000, 1)])],
-        )],
+        Some(IpAddr::from([10, 96, 0, 11])),
+        9000,
+        Protocol::Http2,
     );
     let db = service(
         "db",
@@ -121,25 +109,19 @@ fn client() -> ProxyConfig {
             )],
         )],
     );
-    let cache = service(
+    let cache = plain_service(
+        NS,
         "cache",
-        [10, 96, 0, 13],
-        vec![port(
-            6379,
-            Protocol::Unknown,
-            vec![route("default", vec![], vec![backend("cache", 6379, 1)])],
-        )],
+        Some(IpAddr::from([10, 96, 0, 13])),
+        6379,
+        Protocol::Unknown,
     );
     // Headless: an intercepted proxy reaches its meshed Pod by the Pod's own address.
     let pods = test_support::service(
         NS,
         "pods",
         None,
-        vec![port(
-            7071,
-            Protocol::Tcp,
-            vec![route("default", vec![], vec![backend("pods", 7071, 1)])],
-        )],
+        vec![plain_port(NS, "pods", 7071, Protocol::Tcp)],
     );
     let clusters = [
         cluster("web-v1", 80, Protocol::Http, 1),
@@ -167,16 +149,11 @@ fn client() -> ProxyConfig {
 fn server() -> ProxyConfig {
     let caller = Identity::new(NS, "client");
     let admin = Identity::new("ops", "admin");
-    let rule = |name: &str, sources: Vec<Identity>, matches: Vec<HttpMatch>| InboundRule {
-        name: name.into(),
-        sources,
-        matches,
-    };
     let inbound = vec![
-        InboundPort {
-            port: 8080,
-            protocol: Protocol::Http,
-            authorization: Authorization::Allow(vec![
+        inbound(
+            8080,
+            Protocol::Http,
+            Authorization::Allow(vec![
                 rule(
                     "shop/client-to-web",
                     vec![caller.clone()],
@@ -191,31 +168,19 @@ fn server() -> ProxyConfig {
                 ),
                 rule("ops/admin", vec![admin.clone()], vec![]),
             ]),
-        },
-        InboundPort {
-            port: 9090,
-            protocol: Protocol::Http2,
-            authorization: Authorization::Allow(vec![rule(
-                "shop/grpc",
-                vec![caller.clone()],
-                vec![],
-            )]),
-        },
-        InboundPort {
-            port: 7000,
-            protocol: Protocol::Http,
-            authorization: Authorization::Allow(vec![]),
-        },
-        InboundPort {
-            port: 3306,
-            protocol: Protocol::Tcp,
-            authorization: Authorization::Allow(vec![rule("shop/db", vec![caller, admin], vec![])]),
-        },
-        InboundPort {
-            port: 11211,
-            protocol: Protocol::Tcp,
-            authorization: Authorization::Allow(vec![]),
-        },
+        ),
+        inbound(
+            9090,
+            Protocol::Http2,
+            Authorization::Allow(vec![rule("shop/grpc", vec![caller.clone()], vec![])]),
+        ),
+        inbound(7000, Protocol::Http, Authorization::Allow(vec![])),
+        inbound(
+            3306,
+            Protocol::Tcp,
+            Authorization::Allow(vec![rule("shop/db", vec![caller, admin], vec![])]),
+        ),
+        inbound(11211, Protocol::Tcp, Authorization::Allow(vec![])),
     ];
     ProxyConfig {
         proxy: ProxyId {
@@ -228,33 +193,9 @@ fn server() -> ProxyConfig {
     }
 }
 
-/// The server of a permissive mesh: every port open to everyone.
-fn permissive_server() -> ProxyConfig {
-    let mut proxy = server();
-    for port in &mut proxy.inbound {
-        port.authorization = Authorization::AllowAll;
-    }
-    proxy
-}
-
-fn permissive() -> MeshSettings {
-    MeshSettings {
-        access_mode: AccessMode::Permissive,
-        ..MeshSettings::default()
-    }
-}
-
-fn opts(mtls: bool) -> EnvoyOptions {
-    EnvoyOptions {
-        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        mtls,
-        ..EnvoyOptions::default()
-    }
-}
-
-/// [`opts`] for a Pod whose traffic is redirected through the proxy.
+/// [`local_options`] for a Pod whose traffic is redirected through the proxy.
 fn intercepted(mtls: bool) -> EnvoyOptions {
-    let opts = opts(mtls);
+    let opts = local_options(mtls);
     EnvoyOptions {
         app_ip: opts.bind_ip,
         capture: Capture::Intercepted {
@@ -270,18 +211,23 @@ fn intercepted(mtls: bool) -> EnvoyOptions {
 fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
     let mut out = Vec::new();
     for mtls in [true, false] {
-        out.push(("client", client(), MeshSettings::default(), opts(mtls)));
+        out.push((
+            "client",
+            client(),
+            MeshSettings::default(),
+            local_options(mtls),
+        ));
         out.push((
             "strict server",
             server(),
             MeshSettings::default(),
-            opts(mtls),
+            local_options(mtls),
         ));
         out.push((
             "permissive server",
-            permissive_server(),
-            permissive(),
-            opts(mtls),
+            open_to_all(server()),
+            mesh(AccessMode::Permissive),
+            local_options(mtls),
         ));
         out.push((
             "intercepted client",
@@ -307,8 +253,8 @@ fn rich() -> Vec<(&'static str, ProxyConfig, MeshSettings, EnvoyOptions)> {
         ));
         out.push((
             "intercepted permissive server",
-            permissive_server(),
-            permissive(),
+            open_to_all(server()),
+            mesh(AccessMode::Permissive),
             intercepted(mtls),
         ));
     }
@@ -338,7 +284,7 @@ fn with_changed<M: Message + Default + Name>(
     name: &str,
     change: impl FnOnce(&mut M),
 ) -> (Output<Arc<Resource>>, Vec<String>) {
-    let mut out = envoy::compile(proxy, &MeshSettings::default(), &opts(true));
+    let mut out = envoy::compile(proxy, &MeshSettings::default(), &local_options(true));
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let target = out
         .resources
@@ -394,21 +340,7 @@ fn rich_configurations_pass_unchanged() {
         }
     }
     // The configurations exercise every typed config the Envoy adapter emits.
-    for t in [
-        "envoy.extensions.filters.http.rbac.v3.RBAC",
-        "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
-        "envoy.extensions.filters.http.router.v3.Router",
-        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-        "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
-        "envoy.extensions.filters.network.direct_response.v3.Config",
-        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "envoy.extensions.filters.network.rbac.v3.RBAC",
-        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
-        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-    ] {
+    for t in test_support::NESTED_TYPES {
         assert!(nested.contains(t), "no {t} in the rich configurations");
     }
 }
@@ -670,7 +602,7 @@ fn unknown_types_and_mismatched_names_are_rejected() {
         "resource x: type_url: type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig is \
          not a type the bundled proxy subscribes to"
     );
-    let out = envoy::compile(&client(), &MeshSettings::default(), &opts(false));
+    let out = envoy::compile(&client(), &MeshSettings::default(), &local_options(false));
     let mut renamed = find(&out, CLUSTER_TYPE_URL, "shop/db-a|5432").clone();
     renamed.name = "shop/other|5432".into();
     assert_eq!(
@@ -685,11 +617,13 @@ fn shared_resources_stay_shared_and_are_checked_once() {
     let mut adapter = BundledAdapter::new();
     let proxy = client();
     let mesh = MeshSettings::default();
-    let first = adapter.compile_shared(&proxy, &mesh, &opts(true));
+    let first = adapter.compile_shared(&proxy, &mesh, &local_options(true));
     let (_, _, verdicts) = adapter.cache_len();
     assert_eq!(verdicts, first.resources.len());
-    let second = adapter.compile_shared(&proxy, &mesh, &opts(true));
-    let envoy = adapter.envoy().compile_shared(&proxy, &mesh, &opts(true));
+    let second = adapter.compile_shared(&proxy, &mesh, &local_options(true));
+    let envoy = adapter
+        .envoy()
+        .compile_shared(&proxy, &mesh, &local_options(true));
     for ((a, b), e) in first
         .resources
         .iter()
@@ -726,7 +660,7 @@ fn shared_resources_stay_shared_and_are_checked_once() {
 
 #[test]
 fn a_dropped_shared_resource_is_reported_on_every_compile() {
-    let out = envoy::compile(&client(), &MeshSettings::default(), &opts(true));
+    let out = envoy::compile(&client(), &MeshSettings::default(), &local_options(true));
     let mut bad = find(&out, CLUSTER_TYPE_URL, "shop/cache|6379").clone();
     let mut cluster = Cluster::decode(bad.resource.value.as_slice()).unwrap();
     cluster.alt_stat_name = "cache".into();

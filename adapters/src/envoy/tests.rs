@@ -56,9 +56,12 @@ use super::*;
 use crate::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
-        Identity, InboundPort, InboundRule, OutboundPort, OutboundService, Protocol, ServiceName,
+        Identity, OutboundPort, OutboundService, Protocol, ServiceName,
     },
-    test_support::{self, backend, http_match, port, route},
+    test_support::{
+        self, backend, canary_and_split, http_match, inbound, plain_port, plain_service, port,
+        rule, weighted_port,
+    },
 };
 
 // === fixtures ===
@@ -73,7 +76,16 @@ fn service(
     cluster_ip: Option<[u8; 4]>,
     ports: Vec<OutboundPort>,
 ) -> (ServiceName, Arc<OutboundService>) {
-    let svc = test_support::service(ns, name, cluster_ip.map(IpAddr::from), ports);
+    named(test_support::service(
+        ns,
+        name,
+        cluster_ip.map(IpAddr::from),
+        ports,
+    ))
+}
+
+/// A service with its name, as the proxy's `outbound` map holds it.
+fn named(svc: Arc<OutboundService>) -> (ServiceName, Arc<OutboundService>) {
     (svc.name.clone(), svc)
 }
 
@@ -111,106 +123,35 @@ fn sample() -> ProxyConfig {
             port(
                 80,
                 Protocol::Http,
-                vec![
-                    route(
-                        "shop/canary",
-                        vec![canary_match(), http_match(None, &["POST"], &[])],
-                        vec![backend("shop", "web-v2", 80, 1)],
-                    ),
-                    route(
-                        "shop/web-split",
-                        vec![],
-                        vec![
-                            backend("shop", "web-v1", 80, 90),
-                            backend("shop", "web-v2", 80, 10),
-                        ],
-                    ),
-                ],
+                canary_and_split(
+                    "shop",
+                    vec![canary_match(), http_match(None, &["POST"], &[])],
+                ),
             ),
-            port(
-                8080,
-                Protocol::Http,
-                vec![route(
-                    "default",
-                    vec![],
-                    vec![backend("shop", "web", 8080, 1)],
-                )],
-            ),
+            plain_port("shop", "web", 8080, Protocol::Http),
         ],
     );
-    let grpc = service(
-        "shop",
-        "grpc",
-        None,
-        vec![port(
-            9000,
-            Protocol::Http2,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("shop", "grpc", 9000, 1)],
-            )],
-        )],
-    );
-    let other_web = service(
+    let grpc = named(plain_service("shop", "grpc", None, 9000, Protocol::Http2));
+    let other_web = named(plain_service(
         "other",
         "web",
-        Some([10, 96, 0, 20]),
-        vec![port(
-            80,
-            Protocol::Http,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("other", "web", 80, 1)],
-            )],
-        )],
-    );
+        Some(IpAddr::from([10, 96, 0, 20])),
+        80,
+        Protocol::Http,
+    ));
     let db = service(
         "shop",
         "db",
         None,
-        vec![port(
+        vec![weighted_port(
+            "shop",
             5432,
             Protocol::Tcp,
-            vec![route(
-                "default",
-                vec![],
-                vec![
-                    backend("shop", "db-b", 5432, 50),
-                    backend("shop", "db-a", 5432, 50),
-                ],
-            )],
+            &[("db-b", 50), ("db-a", 50)],
         )],
     );
-    let zdb = service(
-        "shop",
-        "zdb",
-        None,
-        vec![port(
-            5432,
-            Protocol::Tcp,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("shop", "zdb", 5432, 1)],
-            )],
-        )],
-    );
-    let cache = service(
-        "shop",
-        "cache",
-        None,
-        vec![port(
-            6379,
-            Protocol::Tcp,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("shop", "cache", 6379, 1)],
-            )],
-        )],
-    );
+    let zdb = named(plain_service("shop", "zdb", None, 5432, Protocol::Tcp));
+    let cache = named(plain_service("shop", "cache", None, 6379, Protocol::Tcp));
     let clusters = [
         model_cluster(
             "shop",
@@ -239,46 +180,34 @@ fn sample() -> ProxyConfig {
         [web, grpc, other_web, db, zdb, cache].map(|(_, svc)| svc),
         clusters,
         vec![
-            InboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![
-                    InboundRule {
-                        name: "shop/web-readers".into(),
-                        sources: sources.clone(),
-                        matches: vec![canary_match(), http_match(Some("/healthz"), &["GET"], &[])],
-                    },
-                    InboundRule {
-                        name: "shop/web-admins".into(),
-                        sources: vec![Identity::new("ops", "admin")],
-                        matches: vec![],
-                    },
-                    InboundRule {
-                        name: "shop/web-readers".into(),
-                        sources: vec![Identity::new("shop", "batch")],
-                        matches: vec![http_match(None, &["PUT", "DELETE"], &[])],
-                    },
+            inbound(
+                8080,
+                Protocol::Http,
+                Authorization::Allow(vec![
+                    rule(
+                        "shop/web-readers",
+                        sources.clone(),
+                        vec![canary_match(), http_match(Some("/healthz"), &["GET"], &[])],
+                    ),
+                    rule(
+                        "shop/web-admins",
+                        vec![Identity::new("ops", "admin")],
+                        vec![],
+                    ),
+                    rule(
+                        "shop/web-readers",
+                        vec![Identity::new("shop", "batch")],
+                        vec![http_match(None, &["PUT", "DELETE"], &[])],
+                    ),
                 ]),
-            },
-            InboundPort {
-                port: 9090,
-                protocol: Protocol::Http2,
-                authorization: Authorization::AllowAll,
-            },
-            InboundPort {
-                port: 5433,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![]),
-            },
-            InboundPort {
-                port: 7000,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![InboundRule {
-                    name: "shop/cache-users".into(),
-                    sources,
-                    matches: vec![],
-                }]),
-            },
+            ),
+            inbound(9090, Protocol::Http2, Authorization::AllowAll),
+            inbound(5433, Protocol::Tcp, Authorization::Allow(vec![])),
+            inbound(
+                7000,
+                Protocol::Tcp,
+                Authorization::Allow(vec![rule("shop/cache-users", sources, vec![])]),
+            ),
         ],
     )
 }
@@ -636,15 +565,7 @@ fn clashing_domains_are_dropped_with_a_warning() {
         "shop",
         "zz-clone",
         Some([10, 96, 0, 10]),
-        vec![port(
-            80,
-            Protocol::Http,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("shop", "web-v1", 80, 1)],
-            )],
-        )],
+        vec![plain_port("shop", "web-v1", 80, Protocol::Http)],
     );
     Arc::make_mut(&mut proxy.outbound).insert(name, svc);
     let out = compile(&proxy, &MeshSettings::default(), &opts());
@@ -681,15 +602,7 @@ fn hostnames_of_another_service_are_not_taken_twice() {
         "shop",
         "alias",
         None,
-        vec![port(
-            80,
-            Protocol::Http,
-            vec![route(
-                "default",
-                vec![],
-                vec![backend("shop", "web-v1", 80, 1)],
-            )],
-        )],
+        vec![plain_port("shop", "web-v1", 80, Protocol::Http)],
     );
     Arc::make_mut(&mut svc)
         .hostnames
@@ -883,16 +796,12 @@ fn tcp_services_get_a_listener_per_port() {
 #[test]
 fn ports_taken_by_inbound_or_the_proxy_are_not_reused() {
     let mut proxy = sample();
-    proxy.inbound.push(InboundPort {
-        port: 15001,
-        protocol: Protocol::Http,
-        authorization: Authorization::AllowAll,
-    });
-    proxy.inbound.push(InboundPort {
-        port: 6379,
-        protocol: Protocol::Tcp,
-        authorization: Authorization::AllowAll,
-    });
+    proxy
+        .inbound
+        .push(inbound(15001, Protocol::Http, Authorization::AllowAll));
+    proxy
+        .inbound
+        .push(inbound(6379, Protocol::Tcp, Authorization::AllowAll));
     let out = compile(&proxy, &MeshSettings::default(), &opts());
     assert!(
         out.warnings
@@ -1283,11 +1192,11 @@ fn tcp_rules_allow_their_sources() {
     // HTTP matches on a TCP port cannot be checked: the rule grants nothing, so the port is
     // closed as one without rules.
     let mut proxy = sample();
-    proxy.inbound[3].authorization = Authorization::Allow(vec![InboundRule {
-        name: "shop/odd".into(),
-        sources: vec![Identity::new("shop", "frontend")],
-        matches: vec![http_match(Some("/x"), &[], &[])],
-    }]);
+    proxy.inbound[3].authorization = Authorization::Allow(vec![rule(
+        "shop/odd",
+        vec![Identity::new("shop", "frontend")],
+        vec![http_match(Some("/x"), &[], &[])],
+    )]);
     let out = compile(&proxy, &MeshSettings::default(), &mtls_opts());
     let listener: Listener = decode(&out, LISTENER_TYPE_URL, "inbound|7000");
     assert_eq!(

@@ -71,6 +71,8 @@
 
 mod build;
 mod chains;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 #[cfg(test)]
 mod tests;
 mod type_url;

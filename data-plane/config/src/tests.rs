@@ -65,80 +65,30 @@ mod intercept {
                     cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
                 },
                 core::v3::{
-                    Address, AggregatedConfigSource, BindConfig, CidrRange as PbCidrRange,
-                    ConfigSource, SocketAddress, TransportSocket, address,
-                    config_source::ConfigSourceSpecifier, socket_address,
+                    BindConfig, CidrRange as PbCidrRange, SocketAddress, TrafficDirection,
+                    TransportSocket, socket_address,
                 },
                 endpoint::v3::ClusterLoadAssignment,
                 listener::v3::{
-                    Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener,
-                    ListenerFilter, ListenerFilterChainMatchPredicate, filter, listener_filter,
+                    FilterChainMatch, Listener, ListenerFilter, ListenerFilterChainMatchPredicate,
+                    listener_filter,
                     listener_filter_chain_match_predicate::{MatchSet, Rule},
                 },
-                route::v3::{
-                    Route as PbRoute, RouteAction as PbRouteAction, RouteConfiguration,
-                    RouteMatch as PbRouteMatch, VirtualHost as PbVirtualHost, route, route_action,
-                    route_match,
-                },
             },
-            extensions::filters::{
-                http::router::v3::Router,
-                listener::{
-                    http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
-                    tls_inspector::v3::TlsInspector,
-                },
-                network::{
-                    direct_response::v3::Config as DirectResponse,
-                    http_connection_manager::v3::{
-                        HttpConnectionManager, HttpFilter, Rds,
-                        http_connection_manager::{CodecType, RouteSpecifier},
-                        http_filter,
-                    },
-                    tcp_proxy::v3::{TcpProxy as PbTcpProxy, tcp_proxy},
-                },
-            },
+            extensions::filters::listener::tls_inspector::v3::TlsInspector,
             r#type::v3::Int32Range,
         },
-        google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
+        google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value},
     };
-    use prost::{Message, Name};
 
-    use crate::*;
-
-    fn any<M: Message + Name>(m: &M) -> Any {
-        Any {
-            type_url: M::type_url(),
-            value: m.encode_to_vec(),
-        }
-    }
-
-    fn listener_filter<M: Message + Name>(name: &str, config: &M) -> ListenerFilter {
-        ListenerFilter {
-            name: name.to_owned(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(any(config))),
-            filter_disabled: None,
-        }
-    }
-
-    fn original_dst() -> ListenerFilter {
-        listener_filter("envoy.filters.listener.original_dst", &OriginalDst {})
-    }
-
-    fn tls_inspector() -> ListenerFilter {
-        listener_filter(
-            "envoy.filters.listener.tls_inspector",
-            &TlsInspector::default(),
-        )
-    }
-
-    fn ports(p: u16) -> ListenerFilterChainMatchPredicate {
-        ListenerFilterChainMatchPredicate {
-            rule: Some(Rule::DestinationPortRange(Int32Range {
-                start: i32::from(p),
-                end: i32::from(p) + 1,
-            })),
-        }
-    }
+    use crate::{
+        test_support::{
+            any, capture_listener, chain, cidr, close, destination, hcm, http_inspector,
+            listener_filter, original_dst, passthrough, port_match, port_predicate, routes_to,
+            service_chain, tcp_proxy, tls_inspector,
+        },
+        *,
+    };
 
     fn not(p: ListenerFilterChainMatchPredicate) -> ListenerFilterChainMatchPredicate {
         ListenerFilterChainMatchPredicate {
@@ -152,214 +102,76 @@ mod intercept {
         }
     }
 
-    /// The HTTP inspector, on `http_ports` only.
-    fn http_inspector(http_ports: &[u16]) -> ListenerFilter {
-        let mut f = listener_filter("envoy.filters.listener.http_inspector", &HttpInspector {});
-        f.filter_disabled = Some(not(match http_ports {
-            [one] => ports(*one),
-            many => or(many.iter().map(|p| ports(*p)).collect()),
-        }));
-        f
-    }
-
-    fn socket(ip: &str, port: u32) -> Address {
-        Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: ip.to_owned(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }
-    }
-
-    fn typed<M: Message + Name>(name: &str, config: &M) -> Filter {
-        Filter {
-            name: name.to_owned(),
-            config_type: Some(filter::ConfigType::TypedConfig(any(config))),
-        }
-    }
-
-    fn tcp_proxy(cluster: &str) -> Filter {
-        typed(
-            "envoy.filters.network.tcp_proxy",
-            &PbTcpProxy {
-                stat_prefix: cluster.to_owned(),
-                cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
-                ..Default::default()
-            },
-        )
-    }
-
-    fn hcm(route_config_name: &str) -> Filter {
-        typed(
-            "envoy.filters.network.http_connection_manager",
-            &HttpConnectionManager {
-                codec_type: CodecType::Auto as i32,
-                stat_prefix: route_config_name.to_owned(),
-                normalize_path: Some(BoolValue { value: true }),
-                route_specifier: Some(RouteSpecifier::Rds(Rds {
-                    config_source: Some(ConfigSource {
-                        config_source_specifier: Some(ConfigSourceSpecifier::Ads(
-                            AggregatedConfigSource {},
-                        )),
-                        resource_api_version: 2,
-                        ..Default::default()
-                    }),
-                    route_config_name: route_config_name.to_owned(),
-                })),
-                http_filters: vec![HttpFilter {
-                    name: "envoy.filters.http.router".to_owned(),
-                    config_type: Some(http_filter::ConfigType::TypedConfig(
-                        any(&Router::default()),
-                    )),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        )
-    }
-
-    fn close() -> Filter {
-        typed(
-            "envoy.filters.network.direct_response",
-            &DirectResponse::default(),
-        )
-    }
-
-    fn cidr(ip: &str, len: u32) -> PbCidrRange {
-        PbCidrRange {
-            address_prefix: ip.to_owned(),
-            prefix_len: Some(UInt32Value { value: len }),
-        }
-    }
-
-    fn chain(name: &str, m: Option<FilterChainMatch>, filter: Filter) -> PbFilterChain {
-        PbFilterChain {
-            name: name.to_owned(),
-            filter_chain_match: m,
-            filters: vec![filter],
-            ..Default::default()
-        }
-    }
-
-    /// `filter_chain_match` of a service port: its ClusterIP and the port.
-    fn service(ip: &str, port: u32) -> FilterChainMatch {
-        FilterChainMatch {
-            prefix_ranges: vec![cidr(ip, if ip.contains(':') { 128 } else { 32 })],
-            destination_port: Some(UInt32Value { value: port }),
-            ..Default::default()
-        }
-    }
-
-    fn http_service(ip: &str, port: u32) -> FilterChainMatch {
-        FilterChainMatch {
-            application_protocols: vec!["http/1.0".into(), "http/1.1".into(), "h2c".into()],
-            ..service(ip, port)
-        }
-    }
-
     /// The `outbound` listener: web:80 (HTTP) at 10.96.0.10, db:5432 (TCP) at 10.96.0.11, kv
     /// (undeclared) at 10.96.0.12 and fd00:10:96::12 on 8080 and 9000, the loop guard, and
     /// the passthrough.
     fn outbound() -> Listener {
-        Listener {
-            name: "outbound".to_owned(),
-            address: Some(socket("0.0.0.0", 15001)),
-            traffic_direction: 2,
-            listener_filters: vec![original_dst(), http_inspector(&[8080, 9000])],
-            listener_filters_timeout: Some(PbDuration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            continue_on_listener_filters_timeout: true,
-            filter_chains: vec![
-                chain(
-                    "demo/web|80",
-                    Some(service("10.96.0.10", 80)),
-                    hcm("demo/web|80"),
-                ),
-                chain(
+        capture_listener(
+            "outbound",
+            15001,
+            TrafficDirection::Outbound,
+            vec![original_dst(), http_inspector(&[8080, 9000])],
+            vec![
+                service_chain("demo/web|80", "10.96.0.10", 80, false, hcm("demo/web|80")),
+                service_chain(
                     "demo/db|5432",
-                    Some(service("10.96.0.11", 5432)),
-                    tcp_proxy("demo/db|5432"),
+                    "10.96.0.11",
+                    5432,
+                    false,
+                    tcp_proxy("demo/db|5432", "demo/db|5432"),
                 ),
-                chain(
+                service_chain(
                     "demo/kv|8080|http",
-                    Some(http_service("10.96.0.12", 8080)),
+                    "10.96.0.12",
+                    8080,
+                    true,
                     hcm("demo/kv|8080"),
                 ),
-                chain(
+                service_chain(
                     "demo/kv|8080",
-                    Some(service("10.96.0.12", 8080)),
-                    tcp_proxy("demo/kv|8080"),
+                    "10.96.0.12",
+                    8080,
+                    false,
+                    tcp_proxy("demo/kv|8080", "demo/kv|8080"),
                 ),
-                chain(
+                service_chain(
                     "demo/kv|9000|http",
-                    Some(http_service("fd00:10:96::12", 9000)),
+                    "fd00:10:96::12",
+                    9000,
+                    true,
                     hcm("demo/kv|9000"),
                 ),
-                chain(
+                service_chain(
                     "demo/kv|9000",
-                    Some(service("fd00:10:96::12", 9000)),
-                    tcp_proxy("demo/kv|9000"),
+                    "fd00:10:96::12",
+                    9000,
+                    false,
+                    tcp_proxy("demo/kv|9000", "demo/kv|9000"),
                 ),
-                chain(
-                    "loop",
-                    Some(FilterChainMatch {
-                        destination_port: Some(UInt32Value { value: 15001 }),
-                        ..Default::default()
-                    }),
-                    close(),
-                ),
+                chain("loop", Some(port_match(15001, "")), close()),
             ],
-            default_filter_chain: Some(chain("passthrough", None, tcp_proxy("passthrough"))),
-            ..Default::default()
-        }
+            chain("passthrough", None, tcp_proxy("passthrough", "passthrough")),
+        )
     }
 
     /// The `inbound` listener of a permissive Pod serving 8080.
     fn inbound() -> Listener {
-        let port = |protocol: &str| FilterChainMatch {
-            destination_port: Some(UInt32Value { value: 8080 }),
-            transport_protocol: protocol.to_owned(),
-            ..Default::default()
-        };
-        Listener {
-            name: "inbound".to_owned(),
-            address: Some(socket("0.0.0.0", 15006)),
-            traffic_direction: 1,
-            listener_filters: vec![original_dst(), tls_inspector()],
-            listener_filters_timeout: Some(PbDuration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            continue_on_listener_filters_timeout: true,
-            filter_chains: vec![
-                chain("inbound|8080", Some(port("tls")), tcp_proxy("inbound|8080")),
+        let to_app = tcp_proxy("inbound|8080", "inbound|8080");
+        capture_listener(
+            "inbound",
+            15006,
+            TrafficDirection::Inbound,
+            vec![original_dst(), tls_inspector()],
+            vec![
                 chain(
-                    "inbound|8080|plaintext",
-                    Some(port("")),
-                    tcp_proxy("inbound|8080"),
+                    "inbound|8080",
+                    Some(port_match(8080, "tls")),
+                    to_app.clone(),
                 ),
+                chain("inbound|8080|plaintext", Some(port_match(8080, "")), to_app),
             ],
-            default_filter_chain: Some(chain("passthrough", None, tcp_proxy("passthrough"))),
-            ..Default::default()
-        }
-    }
-
-    fn passthrough() -> Cluster {
-        Cluster {
-            name: "passthrough".to_owned(),
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-                DiscoveryType::OriginalDst as i32,
-            )),
-            lb_policy: LbPolicy::ClusterProvided as i32,
-            connect_timeout: Some(PbDuration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }
+            chain("passthrough", None, tcp_proxy("passthrough", "passthrough")),
+        )
     }
 
     fn listener(l: &Listener) -> Result<ListenerConfig, Invalid> {
@@ -509,7 +321,7 @@ mod intercept {
                 named("envoy.filters.listener.http_inspector"),
             ],
             listener_filters_timeout: Some(PbDuration::default()),
-            filter_chains: vec![chain("any", None, tcp_proxy("c"))],
+            filter_chains: vec![chain("any", None, tcp_proxy("c", "c"))],
             ..inbound()
         };
         let built = listener(&l).unwrap();
@@ -521,7 +333,10 @@ mod intercept {
             listener_filters: vec![
                 original_dst(),
                 ListenerFilter {
-                    filter_disabled: Some(or(vec![ports(80), not(or(vec![ports(1), ports(2)]))])),
+                    filter_disabled: Some(or(vec![
+                        port_predicate(80),
+                        not(or(vec![port_predicate(1), port_predicate(2)])),
+                    ])),
                     ..http_inspector(&[1])
                 },
             ],
@@ -585,7 +400,7 @@ mod intercept {
             "listener_filters[0].typed_config: only the defaults are supported"
         );
         let disabled_dst = ListenerFilter {
-            filter_disabled: Some(ports(80)),
+            filter_disabled: Some(port_predicate(80)),
             ..original_dst()
         };
         assert_eq!(
@@ -617,7 +432,7 @@ mod intercept {
             "listener_filters[1].filter_disabled.rule: a rule is required"
         );
         assert_eq!(
-            disabled_by(not(or(vec![ports(80)]))),
+            disabled_by(not(or(vec![port_predicate(80)]))),
             "listener_filters[1].filter_disabled.not_match.or_match.rules: must hold at least \
              two rules"
         );
@@ -626,7 +441,7 @@ mod intercept {
         };
         for (start, end) in [(80, 80), (-1, 80), (81, 80), (0, 65_537)] {
             assert_eq!(
-                disabled_by(not(or(vec![ports(1), range(start, end)]))),
+                disabled_by(not(or(vec![port_predicate(1), range(start, end)]))),
                 "listener_filters[1].filter_disabled.not_match.or_match.rules[1].\
                  destination_port_range: must be ports start (inclusive) to end (exclusive), \
                  0 <= start < end <= 65536",
@@ -657,7 +472,7 @@ mod intercept {
     #[test]
     fn chain_matches_outside_the_subset_are_refused() {
         let with_match = |m: FilterChainMatch| Listener {
-            filter_chains: vec![chain("c", Some(m), tcp_proxy("c"))],
+            filter_chains: vec![chain("c", Some(m), tcp_proxy("c", "c"))],
             ..outbound()
         };
         let field = |m: FilterChainMatch| refused(&with_match(m));
@@ -754,7 +569,7 @@ mod intercept {
     fn identical_and_alpn_matches_are_refused() {
         // Two chains for one service port, as Envoy refuses them.
         let mut l = outbound();
-        l.filter_chains[1].filter_chain_match = Some(service("10.96.0.10", 80));
+        l.filter_chains[1].filter_chain_match = Some(destination("10.96.0.10", 80, false));
         assert_eq!(
             refused(&l),
             "filter_chains[1].filter_chain_match: another filter chain has the same match"
@@ -763,7 +578,7 @@ mod intercept {
         let mut l = outbound();
         l.filter_chains[3].filter_chain_match = Some(FilterChainMatch {
             application_protocols: vec!["h2c".into()],
-            ..service("10.96.0.12", 8080)
+            ..destination("10.96.0.12", 8080, false)
         });
         assert_eq!(
             refused(&l),
@@ -772,7 +587,7 @@ mod intercept {
         let mut l = outbound();
         l.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
             prefix_ranges: vec![cidr("10.96.0.10", 32), cidr("10.96.0.10", 32)],
-            ..service("10.96.0.10", 80)
+            ..destination("10.96.0.10", 80, false)
         });
         assert_eq!(
             refused(&l),
@@ -799,7 +614,7 @@ mod intercept {
 
     #[test]
     fn original_dst_clusters_connect_to_the_original_destination() {
-        let c = cluster(&passthrough()).unwrap();
+        let c = cluster(&passthrough("passthrough")).unwrap();
         assert!(c.original_dst);
         assert!(c.endpoints.is_empty() && c.eds.is_none());
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
@@ -809,7 +624,7 @@ mod intercept {
         assert_eq!(
             refused(Cluster {
                 lb_policy: LbPolicy::RoundRobin as i32,
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "lb_policy: an ORIGINAL_DST cluster takes CLUSTER_PROVIDED"
         );
@@ -818,7 +633,7 @@ mod intercept {
                 cluster_discovery_type: Some(ClusterDiscoveryType::Type(
                     DiscoveryType::Static as i32
                 )),
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "lb_policy: only ROUND_ROBIN and LEAST_REQUEST are supported"
         );
@@ -828,21 +643,21 @@ mod intercept {
                     cluster_name: "passthrough".into(),
                     ..Default::default()
                 }),
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "load_assignment: an ORIGINAL_DST cluster has no endpoints"
         );
         assert_eq!(
             refused(Cluster {
                 transport_socket: Some(TransportSocket::default()),
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "transport_socket: an ORIGINAL_DST cluster connects in plaintext"
         );
         assert_eq!(
             refused(Cluster {
                 outlier_detection: Some(OutlierDetection::default()),
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "outlier_detection: an ORIGINAL_DST cluster has no endpoints to eject"
         );
@@ -851,7 +666,7 @@ mod intercept {
                 cluster_discovery_type: Some(ClusterDiscoveryType::Type(
                     DiscoveryType::StrictDns as i32
                 )),
-                ..passthrough()
+                ..passthrough("passthrough")
             }),
             "type: only STATIC, EDS and ORIGINAL_DST clusters are supported"
         );
@@ -870,16 +685,19 @@ mod intercept {
         // The inbound passthrough: from 127.0.0.6, which the redirect rules let through.
         let inbound = Cluster {
             upstream_bind_config: Some(bind("127.0.0.6", 0)),
-            ..passthrough()
+            ..passthrough("passthrough")
         };
         let c = cluster(&inbound).unwrap();
         assert_eq!(c.source_address, Some("127.0.0.6".parse().unwrap()));
         assert!(c.original_dst);
-        assert_eq!(cluster(&passthrough()).unwrap().source_address, None);
+        assert_eq!(
+            cluster(&passthrough("passthrough")).unwrap().source_address,
+            None
+        );
         let refused = |b: BindConfig| {
             cluster(&Cluster {
                 upstream_bind_config: Some(b),
-                ..passthrough()
+                ..passthrough("passthrough")
             })
             .unwrap_err()
             .to_string()
@@ -914,31 +732,9 @@ mod intercept {
             panic!()
         };
         translated.listeners.insert("outbound".into(), l.into());
-        let c = cluster(&passthrough()).unwrap();
+        let c = cluster(&passthrough("passthrough")).unwrap();
         translated.clusters.insert("passthrough".into(), c.into());
-        let route = RouteConfiguration {
-            name: "demo/web|80".into(),
-            virtual_hosts: vec![PbVirtualHost {
-                name: "demo/web|80".into(),
-                domains: vec!["*".into()],
-                routes: vec![PbRoute {
-                    name: "default".into(),
-                    r#match: Some(PbRouteMatch {
-                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                        ..Default::default()
-                    }),
-                    action: Some(route::Action::Route(PbRouteAction {
-                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                            "passthrough".into(),
-                        )),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let route = routes_to("demo/web|80", "passthrough");
         let Translation::Route(table) =
             translate(TypeUrl::RouteConfiguration, "demo/web|80", &any(&route)).unwrap()
         else {

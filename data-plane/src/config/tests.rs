@@ -1,25 +1,15 @@
 //! Tests of the translation: real Envoy adapter output through the xDS client into the runtime
 //! model, the NACKs of what the proxy does not implement, and the translation's own rules.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{Cluster, OutlierDetection as PbOutlierDetection, cluster},
-            core::v3::{
-                Address, AggregatedConfigSource, ConfigSource, DataSource, Node, SocketAddress,
-                address, config_source::ConfigSourceSpecifier, data_source, socket_address,
-            },
+            core::v3::{DataSource, Node, data_source},
             endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
-            listener::v3::{
-                Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener, filter,
-            },
+            listener::v3::{Filter, FilterChain as PbFilterChain, FilterChainMatch, Listener},
             rbac::v3::{
                 Permission as PbPermission, Policy as PbPolicy, Principal as PbPrincipal,
                 Rbac as Rules, permission, principal, rbac::Action,
@@ -55,15 +45,16 @@ use envoy_types::pb::{
     },
     google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
 };
-use prost::{Message, Name};
 use switchyard_adapters::{
     envoy::{self as adapter, EnvoyOptions, LoadBalancing},
-    model::{
-        AccessMode, Authorization, Cluster as ModelCluster, HttpMatch, Identity, InboundPort,
-        InboundRule, MeshSettings, OutboundPort, OutboundService, Protocol, ProxyConfig,
-        WeightedCluster,
+    model::{AccessMode, Authorization, MeshSettings, ProxyConfig},
+    test_support::{
+        BUNDLE_PEM, CERT_PEM, KEY_PEM, demo_client, demo_server, local_options, mesh, open_to_all,
+        served,
     },
-    test_support::{self, http_match},
+};
+use switchyard_proxy_config::test_support::{
+    ads, any, eds_cluster, router, socket, static_cluster, tcp_proxy, typed,
 };
 
 use super::*;
@@ -71,210 +62,10 @@ use crate::xds::{Config, DeltaClient, TypeUrl};
 
 // === fixtures: the mesh model ===
 
-const CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n";
-const KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIBkey\n-----END PRIVATE KEY-----\n";
-const BUNDLE_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n";
 const BUNDLE: &str = "spiffe://cluster.local";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/demo/sa/client";
 const WEB_ID: &str = "spiffe://cluster.local/ns/demo/sa/web";
 const ADMIN_ID: &str = "spiffe://cluster.local/ns/ops/sa/admin";
-
-fn backend(svc: &str, port: u16, weight: u32) -> WeightedCluster {
-    test_support::backend("demo", svc, port, weight)
-}
-
-fn service(
-    name: &str,
-    cluster_ip: Option<[u8; 4]>,
-    ports: Vec<OutboundPort>,
-) -> Arc<OutboundService> {
-    test_support::service("demo", name, cluster_ip.map(IpAddr::from), ports)
-}
-
-fn model_cluster(
-    svc: &str,
-    port: u16,
-    protocol: Protocol,
-    endpoints: &[(&str, Option<&str>)],
-) -> Arc<ModelCluster> {
-    let endpoints = test_support::endpoints("demo", endpoints);
-    test_support::cluster("demo", svc, port, protocol, endpoints)
-}
-
-/// The canary match: `/api/...` with GET or HEAD and an `x-canary` header.
-fn canary_match() -> HttpMatch {
-    http_match(
-        Some("/api/.*"),
-        &["HEAD", "GET"],
-        &[("X-Canary", "true|yes")],
-    )
-}
-
-/// `demo/client-0`: reaches web (a 90/10 split to web-v1 and web-v2, plus a canary route to
-/// web-v2), a gRPC service, and db over TCP (50/50 to db-a and db-b). web-v1's endpoints run
-/// as `web`, one of web-v2's is not meshed; db-a is not meshed.
-fn client_proxy() -> ProxyConfig {
-    let web = service(
-        "web",
-        Some([10, 96, 0, 10]),
-        vec![OutboundPort {
-            port: 80,
-            protocol: Protocol::Http,
-            routes: vec![
-                test_support::route(
-                    "demo/canary",
-                    vec![canary_match()],
-                    vec![backend("web-v2", 80, 1)],
-                ),
-                test_support::route(
-                    "demo/web-split",
-                    vec![],
-                    vec![backend("web-v1", 80, 90), backend("web-v2", 80, 10)],
-                ),
-            ],
-        }],
-    );
-    let grpc = service(
-        "grpc",
-        None,
-        vec![OutboundPort {
-            port: 9000,
-            protocol: Protocol::Http2,
-            routes: vec![test_support::route(
-                "default",
-                vec![],
-                vec![backend("grpc", 9000, 1)],
-            )],
-        }],
-    );
-    let db = service(
-        "db",
-        None,
-        vec![OutboundPort {
-            port: 5432,
-            protocol: Protocol::Tcp,
-            routes: vec![test_support::route(
-                "default",
-                vec![],
-                vec![backend("db-b", 5432, 50), backend("db-a", 5432, 50)],
-            )],
-        }],
-    );
-    let clusters = [
-        model_cluster(
-            "web-v1",
-            80,
-            Protocol::Http,
-            &[
-                ("10.0.0.1:8080", Some("web")),
-                ("10.0.0.2:8080", Some("web")),
-            ],
-        ),
-        model_cluster(
-            "web-v2",
-            80,
-            Protocol::Http,
-            &[("10.0.0.3:8080", Some("web")), ("10.0.0.4:8080", None)],
-        ),
-        model_cluster(
-            "grpc",
-            9000,
-            Protocol::Http2,
-            &[("10.0.0.5:9000", Some("grpc"))],
-        ),
-        model_cluster("db-a", 5432, Protocol::Tcp, &[("10.0.0.6:5432", None)]),
-        model_cluster(
-            "db-b",
-            5432,
-            Protocol::Tcp,
-            &[("10.0.0.7:5432", Some("db"))],
-        ),
-    ];
-    test_support::proxy(
-        "demo",
-        "client-0",
-        "client",
-        [web, grpc, db],
-        clusters,
-        vec![],
-    )
-}
-
-/// `demo/web-v1-0`, running as `web`, in strict mode: HTTP 8080 admits the client for the
-/// canary match and `GET /healthz`, and ops/admin for everything; HTTP/2 9090 admits everyone;
-/// TCP 7000 admits the client; TCP 5433 admits no one.
-fn server_proxy() -> ProxyConfig {
-    let client = Identity::new("demo", "client");
-    let admin = Identity::new("ops", "admin");
-    test_support::proxy(
-        "demo",
-        "web-v1-0",
-        "web",
-        [],
-        [],
-        vec![
-            InboundPort {
-                port: 8080,
-                protocol: Protocol::Http,
-                authorization: Authorization::Allow(vec![
-                    InboundRule {
-                        name: "demo/web-readers".to_owned(),
-                        sources: vec![client.clone()],
-                        matches: vec![canary_match(), http_match(Some("/healthz"), &["GET"], &[])],
-                    },
-                    InboundRule {
-                        name: "demo/web-admins".to_owned(),
-                        sources: vec![admin],
-                        matches: vec![],
-                    },
-                ]),
-            },
-            InboundPort {
-                port: 9090,
-                protocol: Protocol::Http2,
-                authorization: Authorization::AllowAll,
-            },
-            InboundPort {
-                port: 7000,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![InboundRule {
-                    name: "demo/db-clients".to_owned(),
-                    sources: vec![client],
-                    matches: vec![],
-                }]),
-            },
-            InboundPort {
-                port: 5433,
-                protocol: Protocol::Tcp,
-                authorization: Authorization::Allow(vec![]),
-            },
-        ],
-    )
-}
-
-/// `server_proxy()` as the index makes it in permissive mode: everyone everywhere.
-fn permissive_server() -> ProxyConfig {
-    let mut proxy = server_proxy();
-    for port in &mut proxy.inbound {
-        port.authorization = Authorization::AllowAll;
-    }
-    proxy
-}
-
-fn mesh(access_mode: AccessMode) -> MeshSettings {
-    MeshSettings {
-        access_mode,
-        ..MeshSettings::default()
-    }
-}
-
-fn opts(mtls: bool) -> EnvoyOptions {
-    EnvoyOptions {
-        bind_ip: IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        mtls,
-        ..EnvoyOptions::default()
-    }
-}
 
 // === fixtures: the xDS client ===
 
@@ -282,13 +73,6 @@ fn node() -> Node {
     Node {
         id: "sidecar".to_owned(),
         ..Default::default()
-    }
-}
-
-fn any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
     }
 }
 
@@ -314,17 +98,7 @@ fn response(ty: TypeUrl, resources: Vec<WireResource>) -> DeltaDiscoveryResponse
 /// everything to a fresh xDS client, type by type in the order Envoy subscribes; every
 /// response must be ACKed and every resource held.
 fn accept(proxy: &ProxyConfig, mesh: &MeshSettings, opts: &EnvoyOptions) -> Config {
-    let out = adapter::compile(proxy, mesh, opts);
-    let mut resources = out.resources;
-    if opts.mtls {
-        resources.extend(adapter::secrets(
-            &proxy.identity,
-            mesh,
-            CERT_PEM,
-            KEY_PEM,
-            BUNDLE_PEM,
-        ));
-    }
+    let resources = served(proxy, mesh, opts);
     let mut client = DeltaClient::new(node());
     let order = [
         TypeUrl::Cluster,
@@ -374,30 +148,6 @@ fn nack(ty: TypeUrl, name: &str, resource: Any) -> String {
 
 // === fixtures: hand-made resources ===
 
-fn ads() -> ConfigSource {
-    ConfigSource {
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-        ..Default::default()
-    }
-}
-
-fn socket(ip: &str, port: u32) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_owned(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
-    }
-}
-
-fn typed(name: &str, config: Any) -> Filter {
-    Filter {
-        name: name.to_owned(),
-        config_type: Some(filter::ConfigType::TypedConfig(config)),
-    }
-}
-
 fn tcp_listener(name: &str, filters: Vec<Filter>) -> Listener {
     Listener {
         name: name.to_owned(),
@@ -411,23 +161,24 @@ fn tcp_listener(name: &str, filters: Vec<Filter>) -> Listener {
 }
 
 fn tcp_proxy_filter(cluster: &str) -> Filter {
-    typed(
-        "envoy.filters.network.tcp_proxy",
-        any(&PbTcpProxy {
-            stat_prefix: "tcp".to_owned(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
-            ..Default::default()
-        }),
+    tcp_proxy("tcp", cluster)
+}
+
+/// A TCP listener `l` whose network RBAC filter `rbac` guards a TCP proxy to `c`.
+fn rbac_listener(rbac: &NetworkRbac) -> Listener {
+    tcp_listener(
+        "l",
+        vec![
+            typed("envoy.filters.network.rbac", rbac),
+            tcp_proxy_filter("c"),
+        ],
     )
 }
 
 fn hcm_listener(name: &str, hcm: HttpConnectionManager) -> Listener {
     tcp_listener(
         name,
-        vec![typed(
-            "envoy.filters.network.http_connection_manager",
-            any(&hcm),
-        )],
+        vec![typed("envoy.filters.network.http_connection_manager", &hcm)],
     )
 }
 
@@ -442,16 +193,6 @@ fn rds_hcm(name: &str) -> HttpConnectionManager {
             },
         )),
         http_filters: vec![router()],
-        ..Default::default()
-    }
-}
-
-fn router() -> HttpFilter {
-    HttpFilter {
-        name: "envoy.filters.http.router".to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(
-            any(&Router::default()),
-        )),
         ..Default::default()
     }
 }
@@ -507,31 +248,7 @@ fn route_config(routes: Vec<PbRoute>) -> RouteConfiguration {
     }
 }
 
-fn static_cluster(name: &str) -> Cluster {
-    Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        ..Default::default()
-    }
-}
-
-fn eds_cluster(name: &str) -> Cluster {
-    Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cluster::EdsClusterConfig {
-            eds_config: Some(ads()),
-            service_name: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-fn assignment(name: &str, addresses: &[(&str, u32)]) -> ClusterLoadAssignment {
+fn assignment(name: &str, addresses: &[(&str, u16)]) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: name.to_owned(),
         endpoints: vec![LocalityLbEndpoints {
@@ -694,7 +411,11 @@ fn clusters(list: &[(String, u32)]) -> Vec<(&str, u32)> {
 #[test]
 fn client_proxy_routes_split_and_retries() {
     for mtls in [false, true] {
-        let rt = runtime(&client_proxy(), &mesh(AccessMode::Strict), &opts(mtls));
+        let rt = runtime(
+            &demo_client(),
+            &mesh(AccessMode::Strict),
+            &local_options(mtls),
+        );
 
         let outbound = &rt.listeners["outbound_http"];
         assert_eq!(
@@ -913,15 +634,19 @@ fn client_proxy_routes_split_and_retries() {
 fn least_request_clusters_are_accepted() {
     let opts = EnvoyOptions {
         load_balancing: LoadBalancing::LeastRequest,
-        ..opts(true)
+        ..local_options(true)
     };
-    let rt = runtime(&client_proxy(), &mesh(AccessMode::Strict), &opts);
+    let rt = runtime(&demo_client(), &mesh(AccessMode::Strict), &opts);
     assert_eq!(rt.clusters.len(), 5);
 }
 
 #[test]
 fn strict_server_with_mtls_enforces_traffic_targets() {
-    let rt = runtime(&server_proxy(), &mesh(AccessMode::Strict), &opts(true));
+    let rt = runtime(
+        &demo_server(),
+        &mesh(AccessMode::Strict),
+        &local_options(true),
+    );
 
     let expected_tls = |alpn: &[&str]| DownstreamTls {
         certificate: WEB_ID.to_owned(),
@@ -1088,7 +813,11 @@ fn strict_server_with_mtls_enforces_traffic_targets() {
 
 #[test]
 fn strict_server_without_mtls_is_plaintext_and_still_denies() {
-    let rt = runtime(&server_proxy(), &mesh(AccessMode::Strict), &opts(false));
+    let rt = runtime(
+        &demo_server(),
+        &mesh(AccessMode::Strict),
+        &local_options(false),
+    );
     for l in rt.listeners.values() {
         assert_eq!(l.chains.len(), 1, "{}", l.name);
         assert!(l.chains[0].tls.is_none(), "{}", l.name);
@@ -1113,9 +842,9 @@ fn strict_server_without_mtls_is_plaintext_and_still_denies() {
 #[test]
 fn permissive_server_accepts_tls_and_plaintext() {
     let rt = runtime(
-        &permissive_server(),
+        &open_to_all(demo_server()),
         &mesh(AccessMode::Permissive),
-        &opts(true),
+        &local_options(true),
     );
     let l = &rt.listeners["inbound|8080"];
     let [tls, plain] = l.chains.as_slice() else {
@@ -1160,9 +889,9 @@ fn permissive_server_accepts_tls_and_plaintext() {
     }
 
     let rt = runtime(
-        &permissive_server(),
+        &open_to_all(demo_server()),
         &mesh(AccessMode::Permissive),
-        &opts(false),
+        &local_options(false),
     );
     let l = &rt.listeners["inbound|8080"];
     assert_eq!(l.chains.len(), 1);
@@ -1172,8 +901,8 @@ fn permissive_server_accepts_tls_and_plaintext() {
 
 /// A proxy that is client and server at once, with every kind of port and rule.
 fn rich_proxy() -> ProxyConfig {
-    let mut proxy = client_proxy();
-    proxy.inbound = server_proxy().inbound;
+    let mut proxy = demo_client();
+    proxy.inbound = demo_server().inbound;
     proxy
 }
 
@@ -1185,7 +914,7 @@ fn everything_the_envoy_adapter_emits_is_accepted() {
                 let mesh = mesh(access_mode);
                 let opts = EnvoyOptions {
                     load_balancing,
-                    ..opts(mtls)
+                    ..local_options(mtls)
                 };
                 let out = adapter::compile(&rich_proxy(), &mesh, &opts);
                 let config = accept(&rich_proxy(), &mesh, &opts);
@@ -1217,7 +946,7 @@ fn a_policy_change_arrives_as_a_new_route_table() {
     let mesh = mesh(AccessMode::Strict);
     let mut client = DeltaClient::new(node());
     let feed = |client: &mut DeltaClient, proxy: &ProxyConfig| {
-        let out = adapter::compile(proxy, &mesh, &opts(false));
+        let out = adapter::compile(proxy, &mesh, &local_options(false));
         for ty in [
             TypeUrl::Cluster,
             TypeUrl::Listener,
@@ -1237,9 +966,9 @@ fn a_policy_change_arrives_as_a_new_route_table() {
             );
         }
     };
-    feed(&mut client, &server_proxy());
+    feed(&mut client, &demo_server());
     let before = client.config().runtime();
-    let mut opened = server_proxy();
+    let mut opened = demo_server();
     opened.inbound[0].authorization = Authorization::AllowAll;
     feed(&mut client, &opened);
     let after = client.config().runtime();
@@ -1448,13 +1177,7 @@ fn rbac_other_than_allow_is_nacked() {
         }),
         ..Default::default()
     };
-    let l = tcp_listener(
-        "l",
-        vec![
-            typed("envoy.filters.network.rbac", any(&log)),
-            tcp_proxy_filter("c"),
-        ],
-    );
+    let l = rbac_listener(&log);
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config.rules.action: only ALLOW is \
@@ -1479,13 +1202,7 @@ fn rbac_other_than_allow_is_nacked() {
         rules: Some(allow_rules(vec![("p", policy)])),
         ..Default::default()
     };
-    let l = tcp_listener(
-        "l",
-        vec![
-            typed("envoy.filters.network.rbac", any(&network)),
-            tcp_proxy_filter("c"),
-        ],
-    );
+    let l = rbac_listener(&network);
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
         "listener l: filter_chains[0].filters[0].typed_config.rules.policies[\"p\"].\
@@ -1505,13 +1222,7 @@ fn rbac_other_than_allow_is_nacked() {
         rules: Some(allow_rules(vec![("p", policy)])),
         ..Default::default()
     };
-    let l = tcp_listener(
-        "l",
-        vec![
-            typed("envoy.filters.network.rbac", any(&network)),
-            tcp_proxy_filter("c"),
-        ],
-    );
+    let l = rbac_listener(&network);
     assert!(nack(TypeUrl::Listener, "l", any(&l)).ends_with(
         "policies[\"p\"].permissions[0].header: HTTP permissions never match in a \
              network RBAC filter"
@@ -1523,7 +1234,7 @@ fn unsupported_listener_features_are_nacked() {
     // A network filter the proxy does not have.
     let l = tcp_listener(
         "l",
-        vec![typed("envoy.filters.http.router", any(&Router::default()))],
+        vec![typed("envoy.filters.http.router", &Router::default())],
     );
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
@@ -1533,10 +1244,7 @@ fn unsupported_listener_features_are_nacked() {
     // A chain that does not end in a terminal filter.
     let l = tcp_listener(
         "l",
-        vec![typed(
-            "envoy.filters.network.rbac",
-            any(&NetworkRbac::default()),
-        )],
+        vec![typed("envoy.filters.network.rbac", &NetworkRbac::default())],
     );
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
@@ -1631,7 +1339,7 @@ fn unsupported_listener_features_are_nacked() {
         };
     let l = tcp_listener(
         "l",
-        vec![typed("envoy.filters.network.direct_response", any(&answer))],
+        vec![typed("envoy.filters.network.direct_response", &answer)],
     );
     assert_eq!(
         nack(TypeUrl::Listener, "l", any(&l)),
@@ -1664,7 +1372,7 @@ fn unsupported_listener_features_are_nacked() {
 fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     let ring_hash = Cluster {
         lb_policy: cluster::LbPolicy::RingHash as i32,
-        ..eds_cluster("c")
+        ..eds_cluster("c", "")
     };
     assert_eq!(
         nack(TypeUrl::Cluster, "c", any(&ring_hash)),
@@ -1675,7 +1383,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
             enforcing_consecutive_5xx: Some(UInt32Value { value: 50 }),
             ..Default::default()
         }),
-        ..eds_cluster("c")
+        ..eds_cluster("c", "")
     };
     assert_eq!(
         nack(TypeUrl::Cluster, "c", any(&random_outlier)),
@@ -1695,7 +1403,7 @@ fn unsupported_cluster_endpoint_and_secret_features_are_nacked() {
     let mut client = DeltaClient::new(node());
     let ok = client.handle_response(response(
         TypeUrl::Cluster,
-        vec![wire("c", any(&eds_cluster("c")))],
+        vec![wire("c", any(&eds_cluster("c", "")))],
     ));
     assert!(ok.rejected.is_none());
     let good = assignment("c", &[("10.0.0.1", 80)]);
@@ -1841,7 +1549,7 @@ fn missing_references_are_warnings_not_errors() {
         ..Default::default()
     };
     let config = config_of(
-        vec![eds_cluster("waiting"), eds_cluster("served")],
+        vec![eds_cluster("waiting", ""), eds_cluster("served", "")],
         vec![assignment("served", &[("10.0.0.1", 80), ("10.0.0.2", 80)])],
         vec![
             hcm_listener("http", hcm),
@@ -2259,7 +1967,7 @@ fn a_large_configuration_translates() {
         virtual_hosts: routes,
         ..Default::default()
     };
-    let eds: Vec<Cluster> = (0..n).map(|i| eds_cluster(&format!("c{i}"))).collect();
+    let eds: Vec<Cluster> = (0..n).map(|i| eds_cluster(&format!("c{i}"), "")).collect();
     let endpoints: Vec<ClusterLoadAssignment> = (0..n)
         .map(|i| assignment(&format!("c{i}"), &[("10.0.0.1", 80)]))
         .collect();
@@ -2384,21 +2092,21 @@ fn peer_timeouts_and_connection_limits_take_envoys_defaults_and_overrides() {
     let limit = |max: Option<u64>| {
         typed(
             "envoy.filters.network.connection_limit",
-            any(&PbLimit {
+            &PbLimit {
                 stat_prefix: "lim".to_owned(),
                 max_connections: max.map(|value| UInt64Value { value }),
                 ..Default::default()
-            }),
+            },
         )
     };
     let idle_tcp = typed(
         "envoy.filters.network.tcp_proxy",
-        any(&PbTcpProxy {
+        &PbTcpProxy {
             stat_prefix: "tcp".to_owned(),
             cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("c".to_owned())),
             idle_timeout: Some(secs(0)),
             ..Default::default()
-        }),
+        },
     );
     let limited = chain(&tcp_listener("l", vec![limit(Some(3)), idle_tcp]));
     assert_eq!(tcp(&limited).idle_timeout, None);
@@ -2428,7 +2136,7 @@ fn peer_timeouts_and_connection_limits_take_envoys_defaults_and_overrides() {
     // What the adapter sends: the mesh's policy, on every chain that proxies.
     let mesh = mesh(AccessMode::Permissive);
     let policy = &mesh.listener_policy;
-    let rt = runtime(&server_proxy(), &mesh, &opts(true));
+    let rt = runtime(&demo_server(), &mesh, &local_options(true));
     let mut checked = 0;
     for listener in rt.listeners.values() {
         for chain in &listener.chains {

@@ -1,10 +1,9 @@
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::BasicConstraints;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection, pki_types::ServerName};
+
+use switchyard_adapters::test_support;
 
 use super::*;
 use crate::config::{DownstreamTls, Runtime, SecretMaterial, UpstreamTls};
@@ -14,52 +13,28 @@ use crate::config::{DownstreamTls, Runtime, SecretMaterial, UpstreamTls};
 const WEB: &str = "spiffe://cluster.local/ns/demo/sa/web";
 const CLIENT: &str = "spiffe://cluster.local/ns/demo/sa/client";
 
-/// A test CA issuing SPIFFE leaf certificates as the mesh CA does.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
+/// A test CA issuing SPIFFE leaf certificates as the mesh CA does, as translated secrets.
+struct TestCa(test_support::TestCa);
 
 impl TestCa {
     fn new(name: &str) -> Self {
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            issuer: Issuer::new(params, key),
-            pem: cert.pem(),
-        }
+        TestCa(test_support::TestCa::new(
+            name,
+            BasicConstraints::Constrained(0),
+        ))
     }
 
     fn bundle(&self) -> SecretMaterial {
         SecretMaterial::TrustBundle {
-            ca_pem: self.pem.clone(),
+            ca_pem: self.0.pem.clone(),
         }
     }
 
     fn leaf(&self, spiffe_id: &str) -> SecretMaterial {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (chain_pem, private_key_pem) = self.0.leaf(spiffe_id);
         SecretMaterial::Certificate {
-            chain_pem: cert.pem(),
-            private_key_pem: key.serialize_pem(),
+            chain_pem,
+            private_key_pem,
         }
     }
 }

@@ -5,15 +5,14 @@ use envoy_types::pb::{
         config::{
             cluster::v3::{
                 Cluster,
-                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+                cluster::{ClusterDiscoveryType, DiscoveryType},
             },
             core::v3::{
-                Address, AggregatedConfigSource, ConfigSource, DataSource, Node, PathConfigSource,
-                SocketAddress, TransportSocket, address, config_source::ConfigSourceSpecifier,
-                data_source, socket_address, transport_socket,
+                ConfigSource, DataSource, Node, PathConfigSource, TransportSocket,
+                config_source::ConfigSourceSpecifier, data_source, transport_socket,
             },
             endpoint::v3::ClusterLoadAssignment,
-            listener::v3::{Filter, FilterChain, Listener, filter},
+            listener::v3::{Filter, FilterChain, Listener},
             route::v3::RouteConfiguration,
         },
         extensions::{
@@ -31,7 +30,8 @@ use envoy_types::pb::{
     },
     google::protobuf::{Any, Duration as PbDuration},
 };
-use prost::{Message, Name};
+use prost::Name;
+use switchyard_proxy_config::test_support::{ads, any, eds_cluster, socket, static_cluster, typed};
 
 use super::{DeltaClient, Error, TypeUrl};
 
@@ -47,13 +47,6 @@ fn node() -> Node {
         id: "sidecar-0".to_owned(),
         cluster: "web.default".to_owned(),
         ..Default::default()
-    }
-}
-
-fn any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
     }
 }
 
@@ -79,33 +72,6 @@ fn removal(ty: TypeUrl, nonce: &str, names: &[&str]) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         removed_resources: names.iter().map(|n| (*n).to_owned()).collect(),
         ..response(ty, nonce, vec![])
-    }
-}
-
-fn ads() -> ConfigSource {
-    ConfigSource {
-        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
-        ..Default::default()
-    }
-}
-
-fn static_cluster(name: &str) -> Cluster {
-    Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        ..Default::default()
-    }
-}
-
-fn eds_cluster(name: &str, service_name: &str) -> Cluster {
-    Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: Some(ads()),
-            service_name: service_name.to_owned(),
-        }),
-        ..Default::default()
     }
 }
 
@@ -147,10 +113,7 @@ fn hcm_filter(route_specifier: RouteSpecifier) -> Filter {
         route_specifier: Some(route_specifier),
         ..Default::default()
     };
-    Filter {
-        name: "envoy.filters.network.http_connection_manager".to_owned(),
-        config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-    }
+    typed("envoy.filters.network.http_connection_manager", &hcm)
 }
 
 fn rds(route: &str) -> RouteSpecifier {
@@ -164,13 +127,7 @@ fn rds(route: &str) -> RouteSpecifier {
 fn listener(name: &str, chains: Vec<FilterChain>) -> Listener {
     Listener {
         name: name.to_owned(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "127.0.0.1".to_owned(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(15001)),
-                ..Default::default()
-            })),
-        }),
+        address: Some(socket("127.0.0.1", 15001)),
         filter_chains: chains,
         ..Default::default()
     }

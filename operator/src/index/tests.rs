@@ -19,6 +19,12 @@ fn index() -> Index {
 }
 
 fn service(name: &str, ports: &[u16]) -> Object {
+    service_of(name, name, ports)
+}
+
+/// Service `name` selecting the Pods labelled `app`, with a port `http-<p>` for each of
+/// `ports`, its target `8000 + p`.
+fn service_of(name: &str, app: &str, ports: &[u16]) -> Object {
     let ports: Vec<_> = ports
         .iter()
         .map(|p| json!({"name": format!("http-{p}"), "port": p, "targetPort": 8000 + p}))
@@ -26,7 +32,7 @@ fn service(name: &str, ports: &[u16]) -> Object {
     Object::Service(Box::new(
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": name}, "ports": ports},
+            "spec": {"selector": {"app": app}, "ports": ports},
         }))
         .unwrap(),
     ))
@@ -34,18 +40,23 @@ fn service(name: &str, ports: &[u16]) -> Object {
 
 /// An EndpointSlice for `svc` with one ready endpoint per address, on every port of `ports`.
 fn slice(svc: &str, ports: &[u16], addrs: &[&str]) -> Object {
-    let ports: Vec<_> = ports
-        .iter()
-        .map(|p| json!({"name": format!("http-{p}"), "port": 8000 + p}))
-        .collect();
     let endpoints: Vec<_> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| json!({"addresses": [a], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": format!("{svc}-{i}")}}))
         .collect();
+    slice_named(&format!("{svc}-abc"), svc, ports, endpoints)
+}
+
+/// EndpointSlice `name` of `svc`: `endpoints` on the target ports (`8000 + p`) of `ports`.
+fn slice_named(name: &str, svc: &str, ports: &[u16], endpoints: Vec<serde_json::Value>) -> Object {
+    let ports: Vec<_> = ports
+        .iter()
+        .map(|p| json!({"name": format!("http-{p}"), "port": 8000 + p}))
+        .collect();
     Object::EndpointSlice(Box::new(
         serde_json::from_value(json!({
-            "metadata": {"name": format!("{svc}-abc"), "namespace": NS, "labels": {"kubernetes.io/service-name": svc}},
+            "metadata": {"name": name, "namespace": NS, "labels": {"kubernetes.io/service-name": svc}},
             "addressType": "IPv4",
             "ports": ports,
             "endpoints": endpoints,
@@ -92,12 +103,27 @@ fn smi(yaml: &str) -> Object {
 }
 
 fn split(name: &str, created: &str, backends: &[(&str, &str)]) -> Object {
+    split_of(name, created, "web", None, backends)
+}
+
+/// TrafficSplit `name`, created at `created`, of service `root` to `(service, weight)`
+/// backends, for the requests of HTTPRouteGroup `group` when given.
+fn split_of(
+    name: &str,
+    created: &str,
+    root: &str,
+    group: Option<&str>,
+    backends: &[(&str, &str)],
+) -> Object {
     let b: Vec<String> = backends
         .iter()
         .map(|(s, w)| format!("{{service: {s}, weight: {w}}}"))
         .collect();
+    let matches = group
+        .map(|g| format!("  matches: [{{kind: HTTPRouteGroup, name: {g}}}]\n"))
+        .unwrap_or_default();
     smi(&format!(
-        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: {name}, namespace: {NS}, creationTimestamp: '{created}'}}\nspec:\n  service: web\n  backends: [{}]\n",
+        "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: {name}, namespace: {NS}, creationTimestamp: '{created}'}}\nspec:\n  service: {root}\n{matches}  backends: [{}]\n",
         b.join(", ")
     ))
 }

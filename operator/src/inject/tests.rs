@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::json_lookup::{names, strings};
 
 const NS: &str = "demo";
 
@@ -90,14 +91,6 @@ fn injected_with(
             Ok(out)
         }
     }
-}
-
-fn names(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect()
 }
 
 // === Enrolment ===
@@ -626,12 +619,7 @@ fn the_init_containers_arguments_are_a_proxy_init_command_line() {
         &[],
     )
     .unwrap();
-    let args: Vec<&str> = out["spec"]["initContainers"][0]["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strings(&out["spec"]["initContainers"][0]["args"]);
     let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
     assert_eq!(after("--skip-inbound-ports"), "8081,9000-9100");
     assert_eq!(

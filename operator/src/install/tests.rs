@@ -20,6 +20,7 @@ use super::{
 use crate::{
     cli::install::{InstallArgs, run},
     identity::{CaConfig, CaFiles, MeshCa},
+    json_lookup::{named, strings},
 };
 
 // === Utils ===
@@ -48,6 +49,12 @@ fn url_config(url: &str) -> InstallConfig {
         webhook: WebhookClient::Url(WebhookUrl::parse(url).unwrap()),
         ..InstallConfig::default()
     }
+}
+
+/// `config` with a PKI generated for it now.
+fn with_pki(config: InstallConfig) -> (InstallConfig, Pki) {
+    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    (config, pki)
 }
 
 fn der_of(pem_text: &str) -> Vec<u8> {
@@ -311,12 +318,7 @@ fn the_deployment_runs_the_controller_locked_down() {
     assert_eq!(pod["serviceAccountName"], NAME);
     let c = &pod["containers"][0];
     assert_eq!(c["image"], "example.com/switchyard:dev");
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strings(&c["args"]);
     assert_eq!(
         args,
         [
@@ -363,12 +365,7 @@ fn the_deployment_runs_the_controller_locked_down() {
     );
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let admin = c["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "http-admin")
-        .unwrap();
+    let admin = named(&c["ports"], "http-admin");
     assert_eq!(admin["containerPort"], 9090);
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http-admin");
 
@@ -434,11 +431,10 @@ fn the_deployment_runs_the_controller_locked_down() {
 
 #[test]
 fn crds_convert_through_the_service_with_a_ca_bundle_that_verifies_the_serving_cert() {
-    let config = InstallConfig {
+    let (config, pki) = with_pki(InstallConfig {
         namespace: "mesh".into(),
         ..InstallConfig::default()
-    };
-    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    });
     let crds = crds(&config, &pki).unwrap();
     assert_eq!(crds.len(), 5);
     let serving_der = der_of(&pki.webhook_tls.cert_pem);
@@ -505,8 +501,7 @@ fn a_webhook_url_replaces_the_service_and_becomes_a_san() {
             Host::Dns("webhook.example.com".into()),
         ),
     ] {
-        let config = url_config(url);
-        let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+        let (config, pki) = with_pki(url_config(url));
         let crd = &crds(&config, &pki).unwrap()[0];
         let client = &crd["spec"]["conversion"]["webhook"]["clientConfig"];
         assert_eq!(client["url"], url);
@@ -533,11 +528,10 @@ fn a_webhook_url_replaces_the_service_and_becomes_a_san() {
 
 #[test]
 fn the_injector_calls_the_service_for_pod_creations_outside_the_exempt_namespaces() {
-    let config = InstallConfig {
+    let (config, pki) = with_pki(InstallConfig {
         namespace: "mesh".into(),
         ..InstallConfig::default()
-    };
-    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    });
     let objects = injector(&config, &pki).unwrap();
     let mwc = find(
         &objects,
@@ -595,8 +589,7 @@ fn the_injector_calls_the_service_for_pod_creations_outside_the_exempt_namespace
     assert_eq!(objects[0]["webhooks"][0]["failurePolicy"], "Ignore");
 
     // An operator outside the cluster: the same host and port, path /inject.
-    let config = url_config("https://10.0.0.7:9443/convert");
-    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    let (config, pki) = with_pki(url_config("https://10.0.0.7:9443/convert"));
     let client = &injector(&config, &pki).unwrap()[0]["webhooks"][0]["clientConfig"];
     assert_eq!(client["url"], "https://10.0.0.7:9443/inject");
     assert!(client.get("service").is_none());
@@ -654,8 +647,7 @@ fn install_takes_the_proxy_images_from_registry_and_tag_and_the_failure_policy_f
 
 #[test]
 fn secrets_hold_the_certificates() {
-    let config = InstallConfig::default();
-    let pki = Pki::generate(&config.pki_config(), now()).unwrap();
+    let (config, pki) = with_pki(InstallConfig::default());
     let secrets = secrets(&config, &pki).unwrap();
     let mesh = find(&secrets, "Secret", MESH_CA_SECRET);
     assert_eq!(mesh["type"], "Opaque");
@@ -987,11 +979,7 @@ fn the_deployment_args_parse_as_the_controller_command() {
     let objects = deployment(&InstallConfig::default()).unwrap();
     let container =
         &find(&objects, "Deployment", NAME)["spec"]["template"]["spec"]["containers"][0];
-    let args = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap());
+    let args = strings(&container["args"]);
     let cli = crate::cli::Cli::try_parse_from(std::iter::once("switchyard").chain(args));
     match cli {
         Ok(crate::cli::Cli {

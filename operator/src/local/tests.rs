@@ -9,11 +9,12 @@ use envoy_types::pb::{
 };
 use prost::Name;
 use serde_json::Value;
-use switchyard_adapters::model::AccessMode;
+use switchyard_adapters::{model::AccessMode, test_support::NESTED_TYPES};
 
 use crate::xds::{snapshot::TypeUrl, store::ProxyKey};
 
 use super::*;
+use crate::json_lookup::named;
 
 /// Every resource of one proxy, rendered, keyed by `(message name, resource name)`.
 fn compile(dir: &Path, namespace: &str, pod: &str) -> BTreeMap<(String, String), Value> {
@@ -126,12 +127,7 @@ fn the_listener_expands_its_http_connection_manager() {
 fn the_route_splits_web_90_to_10() {
     let resources = canary();
     let route = get(&resources, "RouteConfiguration", "outbound_http");
-    let web = route["virtualHosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|vh| vh["name"] == "demo/web|80")
-        .unwrap();
+    let web = named(&route["virtualHosts"], "demo/web|80");
     let action = &web["routes"][0]["route"];
     let weights: Vec<(&str, u64)> = action["weightedClusters"]["clusters"]
         .as_array()
@@ -230,28 +226,14 @@ fn every_type_the_adapter_emits_is_in_the_descriptor_set() {
         .iter()
         .map(|t| t.strip_prefix("type.googleapis.com/").unwrap())
         .collect();
-    assert_eq!(
-        found,
-        [
-            "envoy.config.cluster.v3.Cluster",
-            "envoy.config.endpoint.v3.ClusterLoadAssignment",
-            "envoy.config.listener.v3.Listener",
-            "envoy.config.route.v3.RouteConfiguration",
-            "envoy.extensions.filters.http.rbac.v3.RBAC",
-            "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
-            "envoy.extensions.filters.http.router.v3.Router",
-            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-            "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
-            "envoy.extensions.filters.network.direct_response.v3.Config",
-            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "envoy.extensions.filters.network.rbac.v3.RBAC",
-            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-            "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
-            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        ]
-    );
+    let resources = [
+        "envoy.config.cluster.v3.Cluster",
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "envoy.config.listener.v3.Listener",
+        "envoy.config.route.v3.RouteConfiguration",
+    ];
+    let expected: Vec<&str> = resources.into_iter().chain(NESTED_TYPES).collect();
+    assert_eq!(found, expected);
 }
 
 #[test]

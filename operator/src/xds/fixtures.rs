@@ -203,15 +203,11 @@ pub(crate) fn request(
     }
 }
 
-pub(crate) fn nack(
-    type_url: TypeUrl,
-    names: &[&str],
-    version: &str,
-    nonce: &str,
-) -> DiscoveryRequest {
+/// `request` as a NACK: with the proxy's [`rejected`] status.
+pub(crate) fn nack(request: DiscoveryRequest) -> DiscoveryRequest {
     DiscoveryRequest {
         error_detail: Some(rejected()),
-        ..request(type_url, names, version, nonce)
+        ..request
     }
 }
 

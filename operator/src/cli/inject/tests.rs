@@ -3,6 +3,7 @@ use serde::Deserialize as _;
 
 use super::*;
 use crate::cli::{Cli, Command};
+use crate::json_lookup::named;
 
 /// `switchyard inject ARGS` on `stdin`: (report, stdout, stderr).
 const XDS_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -40,12 +41,7 @@ fn the_xds_ca_goes_to_switchyard_init_and_its_absence_is_warned_about() {
         .iter()
         .find_map(|d| d["spec"]["template"]["spec"]["initContainers"].get(0))
         .unwrap();
-    let ca = init["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "SWITCHYARD_XDS_CA")
-        .unwrap();
+    let ca = named(&init["env"], "SWITCHYARD_XDS_CA");
     assert_eq!(ca["value"], XDS_CA);
 
     let (report, _, err) = inject_as_given(&["-f", "-"], MIXED);

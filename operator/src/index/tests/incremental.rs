@@ -25,19 +25,7 @@ fn any_service() -> impl Strategy<Value = Object> {
         prop::sample::select(&APPS[..]),
         prop::sample::subsequence(vec![80u16, 81], 0..=2),
     )
-        .prop_map(|(name, app, ports)| {
-            let ports: Vec<_> = ports
-                .iter()
-                .map(|p| json!({"name": format!("http-{p}"), "port": p, "targetPort": 8000 + p}))
-                .collect();
-            Object::Service(Box::new(
-                serde_json::from_value(json!({
-                    "metadata": {"name": name, "namespace": NS},
-                    "spec": {"selector": {"app": app}, "ports": ports},
-                }))
-                .unwrap(),
-            ))
-        })
+        .prop_map(|(name, app, ports)| service_of(name, app, &ports))
 }
 
 fn any_slice() -> impl Strategy<Value = Object> {
@@ -48,25 +36,13 @@ fn any_slice() -> impl Strategy<Value = Object> {
         prop::collection::vec((prop::sample::select(&PODS[..]), any::<bool>()), 0..3),
     )
         .prop_map(|(svc, n, ports, endpoints)| {
-            let ports: Vec<_> = ports
-                .iter()
-                .map(|p| json!({"name": format!("http-{p}"), "port": 8000 + p}))
-                .collect();
             let endpoints: Vec<_> = endpoints
                 .iter()
                 .enumerate()
                 .map(|(i, (pod, ready))| json!({"addresses": [format!("10.0.{n}.{i}")], "conditions": {"ready": ready}, "targetRef": {"kind": "Pod", "name": pod}}))
                 .collect();
             // Slice names do not follow their service, so a slice can move between services.
-            Object::EndpointSlice(Box::new(
-                serde_json::from_value(json!({
-                    "metadata": {"name": format!("slice-{n}"), "namespace": NS, "labels": {"kubernetes.io/service-name": svc}},
-                    "addressType": "IPv4",
-                    "ports": ports,
-                    "endpoints": endpoints,
-                }))
-                .unwrap(),
-            ))
+            slice_named(&format!("slice-{n}"), svc, &ports, endpoints)
         })
 }
 
@@ -95,18 +71,12 @@ fn any_split() -> impl Strategy<Value = Object> {
         any::<bool>(),
     )
         .prop_map(|(n, root, backends, group, older)| {
-            let b: Vec<String> = backends
-                .iter()
-                .map(|(s, w)| format!("{{service: {s}, weight: {w}}}"))
-                .collect();
-            let matches = group
-                .map(|g| format!("  matches: [{{kind: HTTPRouteGroup, name: {g}}}]\n"))
-                .unwrap_or_default();
-            let created = if older { "2024-01-01T00:00:00Z" } else { "2024-02-01T00:00:00Z" };
-            smi(&format!(
-                "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {{name: s{n}, namespace: {NS}, creationTimestamp: '{created}'}}\nspec:\n  service: {root}\n{matches}  backends: [{}]\n",
-                b.join(", ")
-            ))
+            let created = if older {
+                "2024-01-01T00:00:00Z"
+            } else {
+                "2024-02-01T00:00:00Z"
+            };
+            split_of(&format!("s{n}"), created, root, group, &backends)
         })
 }
 

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::json_lookup::names;
 use crate::{annotations, inject::fixtures::pod_review};
 
 fn config() -> InjectConfig {
@@ -59,12 +60,7 @@ fn an_enrolled_pod_gets_a_json_patch_and_an_event_on_its_replicaset() {
 
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &decoded_patch(response)).unwrap();
-    let inits: Vec<&str> = pod["spec"]["initContainers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let inits = names(&pod["spec"]["initContainers"]);
     assert_eq!(inits, ["switchyard-init", "switchyard-proxy"]);
     assert_eq!(
         pod["metadata"]["annotations"][annotations::PROXY_VERSION],

@@ -426,7 +426,7 @@ async fn each_stream_reports_where_each_type_stands() {
     stream.send(request(LDS, &[], "", "")).await;
     let r = stream.recv().await;
     let t = TypeUrl::from_type_url(&r.type_url).unwrap();
-    stream.send(nack(t, &[], "", &r.nonce)).await;
+    stream.send(nack(request(t, &[], "", &r.nonce))).await;
     eventually(
         &running,
         "LDS",

@@ -158,7 +158,7 @@ fn a_nack_parks_the_type_until_its_content_changes() {
     let r = one(s.handle_request(request(CDS, &[], "", "")).unwrap());
 
     assert!(
-        s.handle_request(nack(CDS, &[], "", &r.nonce))
+        s.handle_request(nack(request(CDS, &[], "", &r.nonce)))
             .unwrap()
             .is_empty()
     );
@@ -202,7 +202,7 @@ fn a_stale_nonce_is_ignored_but_its_names_are_kept() {
     assert!(s.awaiting_ack(EDS));
 
     // Sent before the client saw `second`: neither a NACK nor a reason to answer.
-    let stale = nack(EDS, &["a", "b"], &first.version_info, &first.nonce);
+    let stale = nack(request(EDS, &["a", "b"], &first.version_info, &first.nonce));
     assert!(s.handle_request(stale).unwrap().is_empty());
     assert!(s.rejection(EDS).is_none());
     assert!(s.awaiting_ack(EDS));
