@@ -189,7 +189,9 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
         Duration::from_secs(10),
         || {
             config = json(&mesh, &mut outputs);
-            ["CDS", "EDS", "LDS", "RDS"].iter().all(|t| synced(&config, t))
+            ["CDS", "EDS", "LDS", "RDS"]
+                .iter()
+                .all(|t| synced(&config, t))
                 && web_weights(&config).len() == 2
         },
         "every type synced and the split's route",
@@ -218,7 +220,12 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
             .any(|l| l.contains(&format!("demo/web-v1|80 {v1}, demo/web-v2|80 {v2}"))),
         "{table}"
     );
-    assert!(table.lines().any(|l| l.starts_with("CDS  SYNCED  version ")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("CDS  SYNCED  version ")),
+        "{table}"
+    );
     println!("{table}");
     outputs.push(table);
 
@@ -256,12 +263,18 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
     );
 
     // The client's certificate: its key is redacted in every output.
-    let (code, sds) = proxy_config(&mesh, &["client-0", "-n", "demo", "--type", "sds", "-o", "json"]);
+    let (code, sds) = proxy_config(
+        &mesh,
+        &["client-0", "-n", "demo", "--type", "sds", "-o", "json"],
+    );
     assert_eq!(code, Some(0), "{sds}");
     let sds: Value = serde_json::from_str(&sds).unwrap();
     assert_eq!(sds["types"].as_object().unwrap().len(), 1, "{sds}");
     let secret = &sds["types"]["SDS"]["resources"][0];
-    assert_eq!(secret["tlsCertificate"]["privateKey"], "[redacted]", "{sds}");
+    assert_eq!(
+        secret["tlsCertificate"]["privateKey"], "[redacted]",
+        "{sds}"
+    );
     outputs.push(sds.to_string());
     let (_, sds_table) = proxy_config(&mesh, &["client-0", "-n", "demo", "--type", "sds"]);
     outputs.push(sds_table);

@@ -403,4 +403,3 @@ pub fn describe(status: &ObjectStatus) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
-

@@ -315,7 +315,12 @@ fn endpoint_counts(dump: &ConfigDump) -> BTreeMap<String, usize> {
         .get(TypeUrl::ClusterLoadAssignment.short_name())
         .into_iter()
         .flat_map(|t| &t.resources)
-        .filter_map(|r| Some((r["clusterName"].as_str()?.to_owned(), lb_endpoints(r).count())))
+        .filter_map(|r| {
+            Some((
+                r["clusterName"].as_str()?.to_owned(),
+                lb_endpoints(r).count(),
+            ))
+        })
         .collect()
 }
 

@@ -23,10 +23,7 @@ use prometheus_client::{
 use tokio::net::TcpListener;
 
 use crate::xds::{
-    ConfigDump, TypeFilter,
-    dump::MAX_DUMP_BYTES,
-    metrics::XdsMetrics,
-    status::ProxyStatuses,
+    ConfigDump, TypeFilter, dump::MAX_DUMP_BYTES, metrics::XdsMetrics, status::ProxyStatuses,
 };
 
 #[cfg(test)]
@@ -214,7 +211,10 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 /// The path of one proxy's configuration.
 pub fn config_path(proxy: &str, filter: TypeFilter) -> String {
     let proxy = percent_encoding::utf8_percent_encode(proxy, SEGMENT);
-    format!("{PROXIES_PATH}/{proxy}{CONFIG_SUFFIX}?type={}", filter.as_str())
+    format!(
+        "{PROXIES_PATH}/{proxy}{CONFIG_SUFFIX}?type={}",
+        filter.as_str()
+    )
 }
 
 /// What `/readyz` checks besides the watches' first sync.
@@ -265,7 +265,9 @@ fn config_of(path: &str) -> Option<String> {
         .strip_prefix(PROXIES_PATH)?
         .strip_prefix('/')?
         .strip_suffix(CONFIG_SUFFIX)?;
-    let decoded = percent_encoding::percent_decode_str(proxy).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(proxy)
+        .decode_utf8()
+        .ok()?;
     (!decoded.is_empty()).then(|| decoded.into_owned())
 }
 

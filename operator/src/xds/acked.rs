@@ -120,10 +120,10 @@ impl Applied {
 impl AckedConfig {
     /// A response went out; it is in flight until the proxy answers it.
     pub(crate) fn sent(&mut self, change: Change<'_>) {
-        let base = self.applied.as_deref().map_or_else(
-            || Applied::default().apply(&change),
-            |a| a.apply(&change),
-        );
+        let base = self
+            .applied
+            .as_deref()
+            .map_or_else(|| Applied::default().apply(&change), |a| a.apply(&change));
         self.in_flight = Some(base);
     }
 
@@ -172,9 +172,7 @@ impl AckedConfig {
         let held = std::mem::take(&mut self.held_before);
         let confirmed: Vec<&Arc<VersionedResource>> = held
             .iter()
-            .filter_map(|(name, version)| {
-                available.get(name).filter(|r| r.version() == *version)
-            })
+            .filter_map(|(name, version)| available.get(name).filter(|r| r.version() == *version))
             .collect();
         if confirmed.is_empty() {
             return;

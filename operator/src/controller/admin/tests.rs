@@ -76,11 +76,9 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         id: "web-0".into(),
         ..Default::default()
     };
-    let _stream = admin.proxies.open(
-        &crate::xds::ProxyKey::from("demo/web-0"),
-        &node,
-        "delta",
-    );
+    let _stream = admin
+        .proxies
+        .open(&crate::xds::ProxyKey::from("demo/web-0"), &node, "delta");
     let path = config_path("demo/web-0", TypeFilter::All);
     assert_eq!(path, "/proxies/demo%2Fweb-0/config?type=all");
     for (path, query) in [
@@ -91,13 +89,21 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         let resp = answer(&admin, true, path, query);
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         let dump: ConfigDump = serde_json::from_str(&body(resp)).unwrap();
-        assert_eq!((dump.proxy.as_str(), dump.protocol.as_str()), ("demo/web-0", "delta"));
+        assert_eq!(
+            (dump.proxy.as_str(), dump.protocol.as_str()),
+            ("demo/web-0", "delta")
+        );
     }
 
     let missing = answer(&admin, true, "/proxies/demo%2Fnope/config", None);
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert!(body(missing).contains("\"demo/nope\""));
-    let bad = answer(&admin, true, "/proxies/demo%2Fweb-0/config", Some("type=xds"));
+    let bad = answer(
+        &admin,
+        true,
+        "/proxies/demo%2Fweb-0/config",
+        Some("type=xds"),
+    );
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(body(bad).contains("\"xds\""));
     assert_eq!(

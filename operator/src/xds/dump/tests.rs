@@ -65,26 +65,44 @@ fn the_dump_shows_acked_resources_the_rejection_and_no_secret() {
     let (_statuses, live) = live();
     let dump = ConfigDump::of(&live, TypeFilter::All, MAX_DUMP_BYTES);
     assert_eq!(
-        (dump.proxy.as_str(), dump.node.as_str(), dump.data_plane.as_str()),
+        (
+            dump.proxy.as_str(),
+            dump.node.as_str(),
+            dump.data_plane.as_str()
+        ),
         ("demo/web-0", "web-0", "envoy")
     );
-    assert_eq!(dump.types.keys().collect::<Vec<_>>(), ["CDS", "EDS", "LDS", "RDS", "SDS"]);
+    assert_eq!(
+        dump.types.keys().collect::<Vec<_>>(),
+        ["CDS", "EDS", "LDS", "RDS", "SDS"]
+    );
     let cds = &dump.types["CDS"];
-    let names: Vec<&str> = cds.resources.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = cds
+        .resources
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b"], "the ACKed version, not the rejected one");
     assert_eq!(cds.resources[0]["@type"], TypeUrl::Cluster.type_url());
     let nacked = cds.nacked.as_ref().unwrap();
     assert_eq!(nacked.message, "cluster a: bad");
     assert_ne!(Some(&nacked.version), cds.version.as_ref());
     assert_eq!(dump.types["EDS"].version, None, "never ACKed");
-    assert_eq!(dump.types["SDS"].resources[0]["genericSecret"]["secret"], crate::xds::render::REDACTED);
+    assert_eq!(
+        dump.types["SDS"].resources[0]["genericSecret"]["secret"],
+        crate::xds::render::REDACTED
+    );
 
     let text = serde_json::to_string(&dump).unwrap();
     assert!(!text.contains("s3cr3t"), "{text}");
     let json: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["types"]["CDS"]["state"], "NACKED");
     assert_eq!(json["types"]["SDS"]["state"], "SYNCED");
-    assert_eq!(serde_json::from_str::<ConfigDump>(&text).unwrap(), dump, "round trip");
+    assert_eq!(
+        serde_json::from_str::<ConfigDump>(&text).unwrap(),
+        dump,
+        "round trip"
+    );
 }
 
 #[test]
@@ -92,17 +110,16 @@ fn a_filter_picks_one_type_and_the_size_bound_omits_the_rest() {
     let (_statuses, live) = live();
     let only = ConfigDump::of(&live, TypeFilter::parse("cds").unwrap(), MAX_DUMP_BYTES);
     assert_eq!(only.types.keys().collect::<Vec<_>>(), ["CDS"]);
-    assert_eq!(
-        TypeFilter::parse("XDS"),
-        Err(UnknownType("XDS".into()))
-    );
+    assert_eq!(TypeFilter::parse("XDS"), Err(UnknownType("XDS".into())));
     assert_eq!(TypeFilter::parse("ALL"), Ok(TypeFilter::All));
     for t in TypeUrl::ALL {
         let f = TypeFilter::Only(t);
         assert_eq!(TypeFilter::parse(f.as_str()), Ok(f));
     }
 
-    let one = serde_json::to_vec(&only.types["CDS"].resources[0]).unwrap().len();
+    let one = serde_json::to_vec(&only.types["CDS"].resources[0])
+        .unwrap()
+        .len();
     let bounded = ConfigDump::of(&live, TypeFilter::Only(TypeUrl::Cluster), one);
     assert_eq!(bounded.types["CDS"].resources.len(), 1);
     assert_eq!(bounded.types["CDS"].omitted, 1);

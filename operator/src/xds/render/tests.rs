@@ -12,7 +12,8 @@ use prost::Name;
 use super::*;
 use crate::xds::to_any;
 
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKEYKEYKEYKEY\n-----END PRIVATE KEY-----\n";
+const KEY: &str =
+    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKEYKEYKEYKEY\n-----END PRIVATE KEY-----\n";
 const CHAIN: &str = "-----BEGIN CERTIFICATE-----\nMIIBCERT\n-----END CERTIFICATE-----\n";
 
 fn inline_bytes(s: &str) -> Option<DataSource> {
@@ -86,8 +87,7 @@ fn a_key_inside_a_nested_any_is_redacted_too() {
     assert!(leaks(&render_resource(&any)));
     let json = render_redacted(&any);
     assert_eq!(
-        json["transportSocket"]["typedConfig"]["commonTlsContext"]["tlsCertificates"][0]
-            ["privateKey"],
+        json["transportSocket"]["typedConfig"]["commonTlsContext"]["tlsCertificates"][0]["privateKey"],
         REDACTED,
         "{json}"
     );

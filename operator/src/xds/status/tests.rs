@@ -93,7 +93,10 @@ fn entries_come_and_go_with_their_streams() {
     assert!(statuses.config("shop/nobody").is_none());
     drop(a);
     assert_eq!(statuses.list().len(), 1);
-    assert!(statuses.config("shop/web-0").is_none(), "gone with its stream");
+    assert!(
+        statuses.config("shop/web-0").is_none(),
+        "gone with its stream"
+    );
     drop(b);
     assert!(statuses.list().is_empty());
 }
