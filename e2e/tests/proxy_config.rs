@@ -270,7 +270,13 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
     assert_eq!(code, Some(0), "{sds}");
     let sds: Value = serde_json::from_str(&sds).unwrap();
     assert_eq!(sds["types"].as_object().unwrap().len(), 1, "{sds}");
-    let secret = &sds["types"]["SDS"]["resources"][0];
+    // The client's certificate (beside the mesh's trust bundle).
+    let secret = sds["types"]["SDS"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("tlsCertificate").is_some())
+        .unwrap_or_else(|| panic!("the client's certificate: {sds}"));
     assert_eq!(
         secret["tlsCertificate"]["privateKey"], "[redacted]",
         "{sds}"

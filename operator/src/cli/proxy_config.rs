@@ -213,7 +213,13 @@ pub fn summary(t: TypeUrl, r: &Value, endpoints: &BTreeMap<String, usize>) -> St
             if let Some(n) = count {
                 parts.push(plural(n, "endpoint"));
             }
-            if r.get("transportSocket").is_some() {
+            // Mesh clusters choose mTLS per endpoint (by its identity) with a socket match.
+            if r["transportSocketMatches"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+            {
+                parts.push("mtls".to_owned());
+            } else if r.get("transportSocket").is_some() {
                 parts.push("tls".to_owned());
             }
             parts.join(", ")

@@ -110,4 +110,11 @@ fn a_resource_that_did_not_render_says_so() {
         summary(TypeUrl::Cluster, &r, &BTreeMap::new()),
         "cannot show: unknown type"
     );
+    let mesh = json!({"name": "demo/api|80", "type": "EDS",
+        "transportSocketMatches": [{"name": "mtls"}]});
+    let endpoints = BTreeMap::from([("demo/api|80".to_owned(), 3)]);
+    assert_eq!(
+        summary(TypeUrl::Cluster, &mesh, &endpoints),
+        "eds, 3 endpoints, mtls"
+    );
 }
