@@ -16,8 +16,8 @@ pub mod inject;
 pub mod install;
 pub mod kubeconfig;
 pub mod local;
-pub mod proxy_init;
 pub mod proxy_config;
+pub mod proxy_init;
 pub mod proxy_status;
 pub mod validate;
 

@@ -27,6 +27,7 @@ mod fixtures;
 
 pub use self::{
     auth::{Authenticate, StaticTokens},
+    dump::{ConfigDump, TypeFilter},
     metrics::{MetricsSnapshot, XdsMetrics},
     server::{
         DrainHandle, ServeError, XdsConfig, XdsServer, serve, serve_listener, serve_listener_tls,
@@ -35,7 +36,6 @@ pub use self::{
         Inconsistency, Snapshot, SnapshotBuilder, SnapshotError, TypeUrl, Version,
         VersionedResource, to_any,
     },
-    dump::{ConfigDump, TypeFilter},
     status::{LiveConfig, ProxyStatus, ProxyStatuses},
     store::{ProxyKey, SnapshotStore, SnapshotSubscription},
     stream::TypeSync,

@@ -190,18 +190,18 @@ impl AckedConfig {
 
     /// The proxy stopped asking for names `keep` refuses: it drops its copies.
     pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        let drops = |a: &Applied| a.resources.keys().any(|n| !keep(&**n));
+        let drops = |a: &Applied| a.resources.keys().any(|n| !keep(n));
         if let Some(applied) = &self.applied
             && drops(applied)
         {
             let mut resources = applied.resources.clone();
-            resources.retain(|n, _| keep(&**n));
+            resources.retain(|n, _| keep(n));
             self.applied = Some(Arc::new(Applied { resources }));
         }
         if let Some(in_flight) = &mut self.in_flight {
-            in_flight.resources.retain(|n, _| keep(&**n));
+            in_flight.resources.retain(|n, _| keep(n));
         }
-        self.held_before.retain(|n, _| keep(&**n));
+        self.held_before.retain(|n, _| keep(n));
     }
 
     /// What the status table keeps.
