@@ -146,7 +146,18 @@ fn private_key(mesh: &Mesh, secret_name: &str) -> String {
 
 #[test]
 fn proxy_config_shows_the_live_split_and_never_the_private_key() {
-    let ip = |host| Ipv4Addr::new(127, 0, 21, host);
+    live_split_and_no_private_key(21, "sotw");
+}
+
+#[test]
+fn proxy_config_shows_the_same_over_delta() {
+    live_split_and_no_private_key(22, "delta");
+}
+
+/// The client of a 90/10 split on `127.0.<subnet>.1`, served over `protocol` (`sotw` or
+/// `delta`).
+fn live_split_and_no_private_key(subnet: u8, protocol: &str) {
+    let ip = |host| Ipv4Addr::new(127, 0, subnet, host);
     let backends = [
         Backend::http("root"),
         Backend::http("v1"),
@@ -171,6 +182,11 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
             "split.yaml",
             split("v1alpha4", &[("web-v1", "90"), ("web-v2", "10")]),
         )
+        .args(if protocol == "delta" {
+            &["--delta"]
+        } else {
+            &[]
+        })
         .start();
     wait_for(
         Duration::from_secs(10),
@@ -200,6 +216,7 @@ fn proxy_config_shows_the_live_split_and_never_the_private_key() {
     let (v1, v2) = (weights["demo/web-v1|80"], weights["demo/web-v2|80"]);
     assert_eq!(v1, 9 * v2, "90:10 from the split: {weights:?}");
     assert_eq!(config["proxy"], "demo/client-0");
+    assert_eq!(config["protocol"], protocol);
     let plane = config["data_plane"].as_str().unwrap();
     match mesh.data_plane() {
         DataPlane::Envoy => assert!(plane.starts_with("envoy "), "{plane}"),
