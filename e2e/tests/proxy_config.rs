@@ -243,7 +243,6 @@ fn live_split_and_no_private_key(subnet: u8, protocol: &str) {
             .any(|l| l.starts_with("CDS  SYNCED  version ")),
         "{table}"
     );
-    println!("{table}");
     outputs.push(table);
 
     // On Envoy, what it runs by its own account: the same clusters.
