@@ -16,6 +16,7 @@ pub mod inject;
 pub mod install;
 pub mod kubeconfig;
 pub mod local;
+pub mod proxy_config;
 pub mod proxy_init;
 pub mod proxy_status;
 pub mod validate;
@@ -59,6 +60,10 @@ pub enum Command {
     /// type, whether each runs the latest configuration (SYNCED), has not acknowledged it yet
     /// (STALE) or rejected it (NACKED, with the reason; exit status 1).
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Show what one proxy runs, per xDS type: the version it acknowledged last and each
+    /// resource (name and summary, or all of it as JSON with -o json), secrets redacted, and
+    /// a rejected version with the proxy's reason (exit status 1).
+    ProxyConfig(proxy_config::ProxyConfigArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -120,6 +125,11 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
             Ok(Outcome::Success)
         }
         Command::ProxyStatus(args) => Ok(if proxy_status::run(&args, out)? {
+            Outcome::Success
+        } else {
+            Outcome::Invalid
+        }),
+        Command::ProxyConfig(args) => Ok(if proxy_config::run(&args, out)? {
             Outcome::Success
         } else {
             Outcome::Invalid

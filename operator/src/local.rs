@@ -16,18 +16,19 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, OnceLock, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, SystemTime},
 };
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use switchyard_adapters::{
     envoy::{self, BootstrapOptions},
     model::{DataPlane, MeshSettings, ProxyConfig, ProxyId},
 };
 use tonic::{Status, metadata::MetadataMap};
 
+/// `switchyard compile` prints resources as `switchyard proxy-config` does.
+pub use crate::xds::render::render_resource;
 use crate::{
     identity::{self, CaConfig, CaFiles, MeshCa},
     index::{Index, ObjectStatus},
@@ -401,53 +402,4 @@ pub fn describe(status: &ObjectStatus) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// A resource for `switchyard compile`, as the proto3 JSON that Envoy's `/config_dump` shows:
-/// `@type`, camelCase fields, nested `Any`s expanded. A type outside the descriptor set that
-/// `build.rs` compiles, or bytes that do not decode, come out as an object with an `error`.
-pub fn render_resource(any: &envoy_types::pb::google::protobuf::Any) -> serde_json::Value {
-    let bytes = any.value.as_slice();
-    let fail = |error: String| {
-        serde_json::json!({
-            "@type": any.type_url,
-            "error": error,
-            "bytes": bytes.len(),
-        })
-    };
-    let pool = match descriptors() {
-        Ok(pool) => pool,
-        Err(e) => return fail(format!("bad descriptor set: {e}")),
-    };
-    let name = any.type_url.rsplit('/').next().unwrap_or_default();
-    let Some(descriptor) = pool.get_message_by_name(name) else {
-        return fail("unknown type".to_owned());
-    };
-    let message = match DynamicMessage::decode(descriptor, bytes) {
-        Ok(m) => m,
-        Err(e) => return fail(format!("cannot decode: {e}")),
-    };
-    // Nested Anys are only looked up here, so a type missing from the set fails the whole
-    // resource; the tests keep every type the adapter emits in the set.
-    match message.serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new()) {
-        Ok(serde_json::Value::Object(mut fields)) => {
-            fields.insert("@type".to_owned(), any.type_url.clone().into());
-            fields.into()
-        }
-        Ok(other) => other,
-        Err(e) => fail(format!("cannot print: {e}")),
-    }
-}
-
-/// The descriptors of every type `render_resource` knows, decoded on first use.
-fn descriptors() -> Result<&'static DescriptorPool, &'static str> {
-    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(
-            include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin")).as_slice(),
-        )
-        .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(String::as_str)
 }

@@ -91,21 +91,7 @@ pub fn run(args: &ProxyStatusArgs, out: &mut dyn Write) -> anyhow::Result<bool> 
 
 /// `GET http://<addr>/proxies`.
 async fn direct(addr: SocketAddr) -> anyhow::Result<Vec<Connected>> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let uri: http::Uri = format!("http://{addr}{PROXIES_PATH}")
-        .parse()
-        .context("the admin address")?;
-    let response = tokio::time::timeout(TIMEOUT, client.get(uri))
-        .await
-        .with_context(|| format!("{addr} did not answer in {TIMEOUT:?}"))?
-        .with_context(|| format!("asking {addr} for its proxies"))?;
-    let status = response.status();
-    let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
-        .await
-        .with_context(|| format!("{addr} did not finish its answer in {TIMEOUT:?}"))?
-        .with_context(|| format!("reading {addr}'s answer"))?
-        .to_bytes();
+    let (status, body) = admin_get(addr, PROXIES_PATH).await?;
     anyhow::ensure!(
         status.is_success(),
         "{addr} answered {status}: {}",
@@ -114,43 +100,84 @@ async fn direct(addr: SocketAddr) -> anyhow::Result<Vec<Connected>> {
     parse(&addr.to_string(), &body)
 }
 
-/// Every running operator Pod's `/proxies`, through the API server's Pod proxy.
-async fn through_api_server(client: &Client, namespace: &str) -> anyhow::Result<Vec<Connected>> {
+/// `GET http://<addr><path>` on a control plane's admin port: the status and the body.
+pub(super) async fn admin_get(
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}")
+        .parse()
+        .context("the admin address")?;
+    let response = tokio::time::timeout(TIMEOUT, client.get(uri))
+        .await
+        .with_context(|| format!("{addr} did not answer in {TIMEOUT:?}"))?
+        .with_context(|| format!("asking {addr} for {path}"))?;
+    let status = response.status();
+    let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
+        .await
+        .with_context(|| format!("{addr} did not finish its answer in {TIMEOUT:?}"))?
+        .with_context(|| format!("reading {addr}'s answer"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// The running operator Pods in `namespace`, by name; an error when there are none.
+pub(super) async fn operator_pods(client: &Client, namespace: &str) -> anyhow::Result<Vec<String>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&selector()))
         .await
         .with_context(|| format!("listing the operator's Pods in {namespace}"))?;
+    let running: Vec<String> = list
+        .items
+        .iter()
+        .filter(|pod| {
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && pod.metadata.deletion_timestamp.is_none()
+        })
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect();
+    anyhow::ensure!(
+        !running.is_empty(),
+        "no running operator Pod in {namespace}: is Switchyard installed there (`switchyard check --namespace {namespace}`)?"
+    );
+    Ok(running)
+}
+
+/// `GET <path>` on operator Pod `name`'s admin port, through the API server's Pod proxy.
+pub(super) async fn pod_get(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    path: &str,
+) -> Result<String, kube::Error> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{name}:{ADMIN_PORT}/proxy{path}");
+    let request = http::Request::get(&path)
+        .body(Vec::new())
+        .map_err(kube::Error::HttpError)?;
+    match tokio::time::timeout(TIMEOUT, client.request_text(request)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(kube::Error::Service(
+            format!("operator Pod {namespace}/{name} did not answer in {TIMEOUT:?}").into(),
+        )),
+    }
+}
+
+/// Every running operator Pod's `/proxies`, through the API server's Pod proxy.
+async fn through_api_server(client: &Client, namespace: &str) -> anyhow::Result<Vec<Connected>> {
     let mut all = Vec::new();
-    let mut asked = 0;
-    for pod in &list.items {
-        let Some(name) = pod.metadata.name.as_deref() else {
-            continue;
-        };
-        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        if !running || pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        asked += 1;
-        let path =
-            format!("/api/v1/namespaces/{namespace}/pods/{name}:{ADMIN_PORT}/proxy{PROXIES_PATH}");
-        let request = http::Request::get(&path)
-            .body(Vec::new())
-            .context("building the request")?;
-        let body = tokio::time::timeout(TIMEOUT, client.request_text(request))
+    for name in operator_pods(client, namespace).await? {
+        let body = pod_get(client, namespace, &name, PROXIES_PATH)
             .await
-            .with_context(|| format!("operator Pod {namespace}/{name} did not answer in {TIMEOUT:?}"))?
             .with_context(|| {
                 format!(
                     "asking operator Pod {namespace}/{name} for its proxies (needs get on pods/proxy in {namespace})"
                 )
             })?;
-        all.extend(parse(name, body.as_bytes())?);
+        all.extend(parse(&name, body.as_bytes())?);
     }
-    anyhow::ensure!(
-        asked > 0,
-        "no running operator Pod in {namespace}: is Switchyard installed there (`switchyard check --namespace {namespace}`)?"
-    );
     all.sort_by(|a, b| {
         (&a.status.proxy, &a.status.node, &a.control_plane).cmp(&(
             &b.status.proxy,
@@ -197,19 +224,7 @@ pub fn table(connected: &[Connected]) -> String {
         row.push(c.control_plane.clone());
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = columns(&rows);
     if connected.is_empty() {
         out.push_str("no proxy is connected\n");
     }
@@ -219,7 +234,30 @@ pub fn table(connected: &[Connected]) -> String {
     out
 }
 
-fn cell(sync: Option<&TypeSync>) -> &'static str {
+/// Rows as left-aligned columns two spaces apart, one line each.
+pub(super) fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub(super) fn cell(sync: Option<&TypeSync>) -> &'static str {
     match sync {
         None | Some(TypeSync::NotRequested) => "-",
         Some(TypeSync::NotSent) => "NOT SENT",

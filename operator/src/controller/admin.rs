@@ -1,4 +1,6 @@
-//! The controller's admin port: `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! The controller's admin port (and local mode's): `/healthz`, `/readyz`, Prometheus
+//! `/metrics`, `/proxies` (`switchyard proxy-status`) and `/proxies/{proxy}/config`
+//! (`switchyard proxy-config`).
 
 use std::{
     convert::Infallible,
@@ -20,7 +22,9 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
-use crate::xds::{metrics::XdsMetrics, status::ProxyStatuses};
+use crate::xds::{
+    ConfigDump, TypeFilter, dump::MAX_DUMP_BYTES, metrics::XdsMetrics, status::ProxyStatuses,
+};
 
 #[cfg(test)]
 mod tests;
@@ -192,13 +196,34 @@ fn kind_labels(kind: &str) -> KindLabels {
 /// Where the admin port lists the proxies connected to this replica.
 pub const PROXIES_PATH: &str = "/proxies";
 
+/// `GET /proxies/{proxy}/config[?type=cds|eds|lds|rds|sds|all]`: what one proxy runs, as
+/// [`ConfigDump`] JSON; `{proxy}` is `<namespace>/<pod>` (or a local-mode workload name),
+/// percent-encoded as one segment (`shop%2Fweb-0`) or not.
+pub const CONFIG_SUFFIX: &str = "/config";
+
+/// What a proxy's name keeps unencoded in its path segment: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The path of one proxy's configuration.
+pub fn config_path(proxy: &str, filter: TypeFilter) -> String {
+    let proxy = percent_encoding::utf8_percent_encode(proxy, SEGMENT);
+    format!(
+        "{PROXIES_PATH}/{proxy}{CONFIG_SUFFIX}?type={}",
+        filter.as_str()
+    )
+}
+
 /// What `/readyz` checks besides the watches' first sync.
 #[derive(Clone, Debug)]
 pub struct Admin {
     pub metrics: Arc<ControllerMetrics>,
     pub xds: Arc<XdsMetrics>,
     /// `GET /proxies`: the proxies connected to this replica, per xDS type (JSON, for
-    /// `switchyard proxy-status`).
+    /// `switchyard proxy-status`); `GET /proxies/{proxy}/config`: what one runs.
     pub proxies: Arc<ProxyStatuses>,
 }
 
@@ -223,18 +248,69 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
 
 /// One admin response; plain function so tests need no socket.
 pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    route(admin, req.method() == hyper::Method::GET, req.uri().path())
+    let get = req.method() == hyper::Method::GET;
+    answer(admin, get, req.uri().path(), req.uri().query())
+}
+
+fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    match (get, config_of(path)) {
+        (true, Some(proxy)) => proxy_config(admin, &proxy, query),
+        _ => route(admin, get, path),
+    }
+}
+
+/// The proxy a `/proxies/{proxy}/config` path names, decoded.
+fn config_of(path: &str) -> Option<String> {
+    let proxy = path
+        .strip_prefix(PROXIES_PATH)?
+        .strip_prefix('/')?
+        .strip_suffix(CONFIG_SUFFIX)?;
+    let decoded = percent_encoding::percent_decode_str(proxy)
+        .decode_utf8()
+        .ok()?;
+    (!decoded.is_empty()).then(|| decoded.into_owned())
+}
+
+fn proxy_config(admin: &Admin, proxy: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    let filter = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("type="))
+        .map_or(Ok(TypeFilter::All), TypeFilter::parse);
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let Some(live) = admin.proxies.config(proxy) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no xds stream from proxy {proxy:?} on this control plane (GET {PROXIES_PATH} lists the connected ones)"
+            ),
+        );
+    };
+    json(&ConfigDump::of(&live, filter, MAX_DUMP_BYTES))
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp
 }
 
 fn route(admin: &Admin, get: bool, path: &str) -> Response<Full<Bytes>> {
     if get && path == PROXIES_PATH {
-        let body = serde_json::to_vec(&admin.proxies.list()).unwrap_or_default();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        resp.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("application/json"),
-        );
-        return resp;
+        return json(&admin.proxies.list());
     }
     let (status, body) = match (get, path) {
         (true, "/healthz") => (StatusCode::OK, "ok".to_string()),

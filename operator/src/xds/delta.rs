@@ -28,6 +28,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{
+    acked::{AckedConfig, Change},
     snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
     stream::{
         self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, TypeSync,
@@ -67,6 +68,8 @@ struct TypeState {
     answered: bool,
     /// Names to answer even if the client holds them.
     force: BTreeSet<Arc<str>>,
+    /// What the proxy runs, for `switchyard proxy-config`.
+    acked: AckedConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,8 +119,15 @@ impl DeltaStream {
                 && req.resource_names_subscribe.is_empty()
                 && req.resource_names_unsubscribe.is_empty();
             for (name, version) in req.initial_resource_versions {
+                let name: Arc<str> = name.into();
                 let held = Version::parse(&version).map_or(Held::Foreign, Held::At);
-                state.held.insert(name.into(), held);
+                if let Held::At(version) = held {
+                    state.acked.held_before(name.clone(), version);
+                }
+                state.held.insert(name, held);
+            }
+            if let Some(snapshot) = &self.snapshot {
+                state.acked.confirm_held(snapshot.resources(type_url));
             }
         }
         state.subscribe(req.resource_names_subscribe);
@@ -145,6 +155,9 @@ impl DeltaStream {
                         "proxy rejected configuration; waiting for a new one");
                     state.rejected.extend(in_flight);
                     state.rejection = Some(Rejection::new(nonce, status));
+                    state.acked.nacked(&status.message);
+                } else {
+                    state.acked.acked();
                 }
             }
         }
@@ -153,6 +166,11 @@ impl DeltaStream {
 
     /// Takes a new snapshot and returns the responses it causes, in push order.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        for type_url in TypeUrl::ALL {
+            self.types[type_url.index()]
+                .acked
+                .confirm_held(snapshot.resources(type_url));
+        }
         self.snapshot = Some(snapshot);
         self.flush()
     }
@@ -165,6 +183,11 @@ impl DeltaStream {
     /// Whether the latest response for a type is still unacknowledged.
     pub fn awaiting_ack(&self, type_url: TypeUrl) -> bool {
         self.types[type_url.index()].awaiting_ack
+    }
+
+    /// What the proxy runs of a type, as far as its ACKs and NACKs tell.
+    pub(crate) fn acked(&self, type_url: TypeUrl) -> &AckedConfig {
+        &self.types[type_url.index()].acked
     }
 
     /// Where a type stands with the proxy.
@@ -274,6 +297,10 @@ impl stream::PushOrder for DeltaStream {
             .iter()
             .map(|r| (r.shared_name().clone(), r.version()))
             .collect();
+        state.acked.sent(Change::Update {
+            resources: &plan.resources,
+            removed: &plan.removed,
+        });
         state.force.clear();
         state.answered = true;
         state.last_nonce = Some(nonce);
@@ -337,11 +364,14 @@ impl TypeState {
                 self.wildcard = false;
                 let names = &self.names;
                 self.held.retain(|n, _| names.contains(n));
+                self.acked.retain(|n| names.contains(n));
                 self.force.retain(|n| names.contains(n));
                 continue;
             }
             self.names.remove(name.as_str());
             self.held.remove(name.as_str());
+            // The client drops its copy with its last interest in the name.
+            self.acked.retain(|n| n != name);
             self.rejected.remove(name.as_str());
             if self.wildcard {
                 // The client drops the resource, but wildcard still covers it: the protocol

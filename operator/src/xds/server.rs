@@ -36,6 +36,7 @@ use tonic::{
 use tracing::Instrument;
 
 use super::{
+    acked::{AckedConfig, AckedView},
     auth::Authenticate,
     delta::DeltaStream,
     metrics::{StreamGuard, XdsMetrics},
@@ -130,6 +131,13 @@ pub(crate) trait Protocol: Send + Sized + 'static {
     fn response_type(resp: &Self::Response) -> &str;
     /// Where a type stands with the proxy, for [`ProxyStatuses`].
     fn sync(&self, type_url: TypeUrl) -> TypeSync;
+    /// What the proxy runs of a type, for [`ProxyStatuses`].
+    fn acked(&self, type_url: TypeUrl) -> &AckedConfig;
+
+    /// Both, as [`StatusEntry::update`] takes them.
+    fn live(&self, type_url: TypeUrl) -> (TypeSync, AckedView) {
+        (self.sync(type_url), self.acked(type_url).view())
+    }
 }
 
 type ResponseStream<R> = ReceiverStream<Result<R, Status>>;
@@ -542,7 +550,7 @@ impl<R: Send + 'static> StreamTask<R> {
                     if let Some(snapshot) = self.snapshots.latest() {
                         let responses = machine.on_snapshot(snapshot);
                         let sent = self.send::<P>(responses).await;
-                        self.status.update(|t| machine.sync(t));
+                        self.status.update(|t| machine.live(t));
                         if !sent {
                             return;
                         }
@@ -565,7 +573,7 @@ impl<R: Send + 'static> StreamTask<R> {
         match machine.handle_request(req) {
             Ok(responses) => {
                 let sent = self.send::<P>(responses).await;
-                self.status.update(|t| machine.sync(t));
+                self.status.update(|t| machine.live(t));
                 sent
             }
             Err(error) => {
@@ -655,6 +663,10 @@ impl Protocol for SotwStream {
     fn sync(&self, type_url: TypeUrl) -> TypeSync {
         SotwStream::sync(self, type_url)
     }
+
+    fn acked(&self, type_url: TypeUrl) -> &AckedConfig {
+        SotwStream::acked(self, type_url)
+    }
 }
 
 impl Protocol for DeltaStream {
@@ -691,6 +703,10 @@ impl Protocol for DeltaStream {
 
     fn sync(&self, type_url: TypeUrl) -> TypeSync {
         DeltaStream::sync(self, type_url)
+    }
+
+    fn acked(&self, type_url: TypeUrl) -> &AckedConfig {
+        DeltaStream::acked(self, type_url)
     }
 
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {

@@ -32,6 +32,7 @@ use envoy_types::pb::envoy::{
 };
 
 use super::{
+    acked::{AckedConfig, Change},
     snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
     stream::{
         self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, TypeSync,
@@ -68,6 +69,8 @@ struct TypeState {
     client_version: Option<String>,
     /// Send the next response even if nothing changed (EDS after a cluster update).
     force: bool,
+    /// What the proxy runs, for `switchyard proxy-config`.
+    acked: AckedConfig,
 }
 
 #[derive(Debug)]
@@ -126,6 +129,8 @@ impl SotwStream {
             let subscription = &state.subscription;
             sent.resources.retain(|name, _| subscription.covers(name));
         }
+        let subscription = &state.subscription;
+        state.acked.retain(|name| subscription.covers(name));
         let first = !state.requested;
         state.requested = true;
 
@@ -142,6 +147,7 @@ impl SotwStream {
                     // state instead of assuming it still holds what we sent.
                     state.sent = None;
                     state.awaiting_ack = false;
+                    state.acked.forget_in_flight();
                 }
                 if let Some(status) = &req.error_detail {
                     tracing::warn!(%type_url, code = status.code, detail = %status.message,
@@ -158,8 +164,10 @@ impl SotwStream {
                         "proxy rejected configuration; waiting for a new one");
                     state.rejected = version;
                     state.rejection = Some(Rejection::new(nonce, status));
+                    state.acked.nacked(&status.message);
                 } else {
                     state.rejected = None;
+                    state.acked.acked();
                 }
             }
         }
@@ -180,6 +188,11 @@ impl SotwStream {
     /// Whether the latest response for a type is still unacknowledged.
     pub fn awaiting_ack(&self, type_url: TypeUrl) -> bool {
         self.types[type_url.index()].awaiting_ack
+    }
+
+    /// What the proxy runs of a type, as far as its ACKs and NACKs tell.
+    pub(crate) fn acked(&self, type_url: TypeUrl) -> &AckedConfig {
+        &self.types[type_url.index()].acked
     }
 
     /// Where a type stands with the proxy.
@@ -245,6 +258,7 @@ impl stream::PushOrder for SotwStream {
                 version,
                 resources: sent_map(),
             });
+            state.acked.adopt(&resources);
             return None;
         }
         if state.rejected == Some(version) {
@@ -285,6 +299,7 @@ impl stream::PushOrder for SotwStream {
                 .map(|r| (r.shared_name().clone(), r.version()))
                 .collect(),
         });
+        state.acked.sent(Change::Replace(&plan.resources));
         state.last_nonce = Some(nonce);
         state.awaiting_ack = true;
         state.force = false;

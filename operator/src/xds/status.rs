@@ -1,9 +1,10 @@
 //! Where every proxy connected to this server stands: per xDS type synced, stale, NACKed (with
-//! the proxy's reason) or not sent, as `switchyard proxy-status` shows it.
+//! the proxy's reason) or not sent, as `switchyard proxy-status` shows it; and what it runs
+//! (the resources it acknowledged last), as `switchyard proxy-config` shows it.
 //!
 //! ```text
 //!  stream task ──(after every request and push)──▶ ProxyStatuses ──▶ admin GET /proxies ──▶ CLI
-//!        └── dropped with the stream: its entry goes
+//!        └── dropped with the stream: its entry goes        └──▶ GET /proxies/{proxy}/config
 //! ```
 //!
 //! Each stream writes only its own entry; a reader copies the table. The cost is one short
@@ -22,7 +23,7 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::{Node, node::UserAgentVersionType};
 use serde::{Deserialize, Serialize};
 
-use super::{snapshot::TypeUrl, store::ProxyKey, stream::TypeSync};
+use super::{acked::AckedView, snapshot::TypeUrl, store::ProxyKey, stream::TypeSync};
 
 #[cfg(test)]
 mod tests;
@@ -45,11 +46,20 @@ pub struct ProxyStatus {
     pub types: BTreeMap<String, TypeSync>,
 }
 
-/// Every open stream's [`ProxyStatus`]. Cheap to share.
+/// Every open stream's [`ProxyStatus`] and [`LiveConfig`]. Cheap to share.
 #[derive(Debug, Default)]
 pub struct ProxyStatuses {
-    streams: Mutex<BTreeMap<u64, ProxyStatus>>,
+    streams: Mutex<BTreeMap<u64, LiveConfig>>,
     next: AtomicU64,
+}
+
+/// One stream's status and, per type, what its proxy acknowledged last (the snapshot's own
+/// resources, shared) and what it rejected since.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    pub status: ProxyStatus,
+    /// In [`TypeUrl::ALL`] order.
+    pub types: [AckedView; TypeUrl::ALL.len()],
 }
 
 /// A stream's entry in [`ProxyStatuses`]; dropping it (with the stream) removes the entry.
@@ -62,7 +72,7 @@ pub(crate) struct StatusEntry {
 impl ProxyStatuses {
     /// The open streams, ordered by proxy then node.
     pub fn list(&self) -> Vec<ProxyStatus> {
-        let mut all: Vec<ProxyStatus> = self.lock().values().cloned().collect();
+        let mut all: Vec<ProxyStatus> = self.lock().values().map(|s| s.status.clone()).collect();
         all.sort_by(|a, b| (&a.proxy, &a.node).cmp(&(&b.proxy, &b.node)));
         all
     }
@@ -89,28 +99,47 @@ impl ProxyStatuses {
                 .map(|t| (t.short_name().to_owned(), TypeSync::NotRequested))
                 .collect(),
         };
-        self.lock().insert(id, status);
+        self.lock().insert(
+            id,
+            LiveConfig {
+                status,
+                types: Default::default(),
+            },
+        );
         StatusEntry {
             id,
             statuses: self.clone(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyStatus>> {
+    /// What `proxy` (`<namespace>/<pod>`, or a workload name in local mode) runs, from its
+    /// newest stream (a reconnecting proxy may briefly have two).
+    pub fn config(&self, proxy: &str) -> Option<LiveConfig> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|(_, s)| s.status.proxy == proxy)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, LiveConfig>> {
         // An entry is replaced whole, so a panic elsewhere cannot leave one half-written.
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl StatusEntry {
-    /// Records where each type stands now.
-    pub(crate) fn update(&self, sync: impl Fn(TypeUrl) -> TypeSync) {
+    /// Records where each type stands now and what the proxy runs of it.
+    pub(crate) fn update(&self, now: impl Fn(TypeUrl) -> (TypeSync, AckedView)) {
         let mut streams = self.statuses.lock();
-        if let Some(status) = streams.get_mut(&self.id) {
+        if let Some(live) = streams.get_mut(&self.id) {
             for t in TypeUrl::ALL {
-                let now = sync(t);
-                if status.types.get(t.short_name()) != Some(&now) {
-                    status.types.insert(t.short_name().to_owned(), now);
+                let (sync, acked) = now(t);
+                if live.status.types.get(t.short_name()) != Some(&sync) {
+                    live.status.types.insert(t.short_name().to_owned(), sync);
+                }
+                if live.types[t.index()] != acked {
+                    live.types[t.index()] = acked;
                 }
             }
         }

@@ -55,3 +55,63 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         );
     }
 }
+
+fn body(resp: Response<Full<Bytes>>) -> String {
+    use http_body_util::BodyExt as _;
+    let bytes = futures_util::FutureExt::now_or_never(resp.into_body().collect())
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
+    let admin = Admin {
+        metrics: Arc::new(ControllerMetrics::default()),
+        xds: Arc::new(XdsMetrics::default()),
+        proxies: Arc::default(),
+    };
+    let node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: "web-0".into(),
+        ..Default::default()
+    };
+    let _stream = admin
+        .proxies
+        .open(&crate::xds::ProxyKey::from("demo/web-0"), &node, "delta");
+    let path = config_path("demo/web-0", TypeFilter::All);
+    assert_eq!(path, "/proxies/demo%2Fweb-0/config?type=all");
+    for (path, query) in [
+        ("/proxies/demo%2Fweb-0/config", Some("type=all")),
+        ("/proxies/demo/web-0/config", None),
+        ("/proxies/demo%2fweb-0/config", Some("type=cds")),
+    ] {
+        let resp = answer(&admin, true, path, query);
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let dump: ConfigDump = serde_json::from_str(&body(resp)).unwrap();
+        assert_eq!(
+            (dump.proxy.as_str(), dump.protocol.as_str()),
+            ("demo/web-0", "delta")
+        );
+    }
+
+    let missing = answer(&admin, true, "/proxies/demo%2Fnope/config", None);
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(body(missing).contains("\"demo/nope\""));
+    let bad = answer(
+        &admin,
+        true,
+        "/proxies/demo%2Fweb-0/config",
+        Some("type=xds"),
+    );
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(body(bad).contains("\"xds\""));
+    assert_eq!(
+        answer(&admin, true, "/proxies//config", None).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        answer(&admin, false, "/proxies/demo%2Fweb-0/config", None).status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}

@@ -352,3 +352,113 @@ fn the_node_cannot_change_mid_stream() {
         Err(StreamError::NodeChanged { .. })
     ));
 }
+
+/// What the proxy runs of a type, as the stream recorded it: the version and the names with
+/// their versions.
+fn running(s: &DeltaStream, t: TypeUrl) -> (Option<Version>, Vec<(String, Version)>) {
+    let view = s.acked(t).view();
+    let applied = view.applied.as_deref();
+    (
+        applied.map(|a| a.version()),
+        applied
+            .into_iter()
+            .flat_map(|a| a.iter())
+            .map(|r| (r.name().to_owned(), r.version()))
+            .collect(),
+    )
+}
+
+fn response_for(responses: Vec<DeltaDiscoveryResponse>, t: TypeUrl) -> DeltaDiscoveryResponse {
+    responses
+        .into_iter()
+        .find(|r| r.type_url == t.type_url())
+        .unwrap_or_else(|| panic!("no {t} response"))
+}
+
+#[test]
+fn the_running_config_applies_acked_deltas_and_a_nack_is_pending_beside_it() {
+    let one_snap = mesh(1);
+    let mut s = settled(one_snap.clone());
+    let at = |snap: &Snapshot, n: &str| snap.get(CDS, n).unwrap().version();
+    let v1 = (
+        Some(one_snap.version(CDS)),
+        vec![
+            ("a".to_owned(), at(&one_snap, "a")),
+            ("b".to_owned(), at(&one_snap, "b")),
+        ],
+    );
+    assert_eq!(running(&s, CDS), v1);
+
+    // Only `a` changes; in flight it is not running, and rejected it stays pending.
+    let two = mesh(2);
+    let r = response_for(s.on_snapshot(two.clone()), CDS);
+    assert_eq!(names(&r), ["a"]);
+    assert_eq!(running(&s, CDS), v1, "not ACKed yet");
+    s.handle_request(DeltaDiscoveryRequest {
+        error_detail: Some(rejected()),
+        ..delta_request(CDS, &[], &[], &r.nonce)
+    })
+    .unwrap();
+    assert_eq!(running(&s, CDS), v1, "a NACK keeps what ran");
+    let rejection = s.acked(CDS).view().rejected.unwrap();
+    // The version the whole type would have had: the same hash a SotW stream shows.
+    assert_eq!(
+        (rejection.version, rejection.message.as_str()),
+        (two.version(CDS), "bad config")
+    );
+
+    // The next change is ACKed: applied onto what ran, `b` untouched.
+    let three = mesh(3);
+    let r = response_for(s.on_snapshot(three.clone()), CDS);
+    ack(&mut s, &r);
+    assert_eq!(
+        running(&s, CDS),
+        (
+            Some(three.version(CDS)),
+            vec![
+                ("a".to_owned(), at(&three, "a")),
+                ("b".to_owned(), at(&three, "b")),
+            ]
+        )
+    );
+    assert!(s.acked(CDS).view().rejected.is_none());
+
+    // A removal, once ACKed, is no longer running.
+    let without_b = snapshot(vec![
+        (CDS, "a", cluster("a", 3)),
+        (EDS, "a", cla("a", 8003)),
+        (LDS, "l", listener("l", "r", 15003)),
+        (RDS, "r", route("r", "3")),
+        (SDS, "s", secret("s", "3")),
+    ]);
+    let r = response_for(s.on_snapshot(without_b.clone()), CDS);
+    assert_eq!(r.removed_resources, ["b"]);
+    ack(&mut s, &r);
+    assert_eq!(running(&s, CDS).1.len(), 1);
+    assert_eq!(running(&s, CDS).0, Some(without_b.version(CDS)));
+}
+
+#[test]
+fn a_reconnecting_proxy_runs_the_resources_it_holds_at_our_versions() {
+    let snap = mesh(1);
+    let mut s = DeltaStream::new(&node());
+    s.on_snapshot(snap.clone());
+    let held = |n: &str| snap.get(CDS, n).unwrap().version().to_string();
+    let r = s
+        .handle_request(DeltaDiscoveryRequest {
+            initial_resource_versions: HashMap::from([
+                ("a".to_owned(), held("a")),
+                ("b".to_owned(), "from-another-server".to_owned()),
+            ]),
+            ..delta_request(CDS, &[], &[], "")
+        })
+        .unwrap();
+    // `a` is held at our version: running without a resend. `b` is resent, running once ACKed.
+    assert_eq!(names(&one(r.clone())), ["b"]);
+    assert_eq!(
+        running(&s, CDS).1,
+        [("a".to_owned(), snap.get(CDS, "a").unwrap().version())]
+    );
+    ack(&mut s, &one(r));
+    assert_eq!(running(&s, CDS).0, Some(snap.version(CDS)));
+}

@@ -419,3 +419,96 @@ fn the_node_cannot_change_mid_stream() {
         }
     );
 }
+
+/// What the proxy runs of a type, as the stream recorded it: the version and the names with
+/// their versions.
+fn running(s: &SotwStream, t: TypeUrl) -> (Option<Version>, Vec<(String, Version)>) {
+    let view = s.acked(t).view();
+    let applied = view.applied.as_deref();
+    (
+        applied.map(|a| a.version()),
+        applied
+            .into_iter()
+            .flat_map(|a| a.iter())
+            .map(|r| (r.name().to_owned(), r.version()))
+            .collect(),
+    )
+}
+
+#[test]
+fn the_running_config_is_what_the_proxy_acked_and_a_nack_is_pending_beside_it() {
+    let one_snap = mesh(1);
+    let mut s = settled(one_snap.clone());
+    let at = |snap: &Snapshot, t: TypeUrl, n: &str| snap.get(t, n).unwrap().version();
+    let v1 = (
+        Some(one_snap.version(CDS)),
+        vec![
+            ("a".to_owned(), at(&one_snap, CDS, "a")),
+            ("b".to_owned(), at(&one_snap, CDS, "b")),
+        ],
+    );
+    assert_eq!(running(&s, CDS), v1);
+    // The version shown is the version_info the proxy ACKed.
+    assert_eq!(
+        running(&s, RDS).0.map(|v| v.to_string()),
+        Some(one_snap.version(RDS).to_string())
+    );
+
+    // A new version in flight is not running yet; rejected, it stays pending beside v1.
+    let two = mesh(2);
+    let r = s
+        .on_snapshot(two.clone())
+        .into_iter()
+        .find(|r| r.type_url == CDS.type_url())
+        .unwrap();
+    assert_eq!(running(&s, CDS), v1, "not ACKed yet");
+    s.handle_request(nack(CDS, &[], &r.version_info, &r.nonce))
+        .unwrap();
+    assert_eq!(running(&s, CDS), v1, "a NACK keeps what ran");
+    let view = s.acked(CDS).view();
+    let rejected = view.rejected.unwrap();
+    assert_eq!(
+        (rejected.version, rejected.message.as_str()),
+        (two.version(CDS), "bad config")
+    );
+
+    // The next version is ACKed: it runs, and the rejection is over.
+    let three = mesh(3);
+    let r = s
+        .on_snapshot(three.clone())
+        .into_iter()
+        .find(|r| r.type_url == CDS.type_url())
+        .unwrap();
+    ack(&mut s, &[], &r);
+    assert_eq!(running(&s, CDS).0, Some(three.version(CDS)));
+    assert_eq!(running(&s, CDS).1[0].1, at(&three, CDS, "a"));
+    assert!(s.acked(CDS).view().rejected.is_none());
+
+    // A name the proxy stops asking for is no longer running.
+    let mut s = settled(mesh(1));
+    s.handle_request(request(EDS, &["a"], "", "")).unwrap();
+    assert_eq!(
+        running(&s, EDS)
+            .1
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_reconnecting_proxy_runs_what_its_version_info_says_it_holds() {
+    let snap = mesh(1);
+    let mut s = SotwStream::new(&node());
+    s.on_snapshot(snap.clone());
+    let held = snap.version(CDS).to_string();
+    assert!(
+        s.handle_request(request(CDS, &[], &held, ""))
+            .unwrap()
+            .is_empty(),
+        "nothing to resend"
+    );
+    assert_eq!(running(&s, CDS).0, Some(snap.version(CDS)));
+    assert_eq!(running(&s, CDS).1.len(), 2);
+}

@@ -65,11 +65,12 @@ fn entries_come_and_go_with_their_streams() {
     };
     let b = statuses.open(&ProxyKey::from("shop/api-0"), &bundled, "sotw");
     a.update(|t| {
-        if t == TypeUrl::Cluster {
+        let sync = if t == TypeUrl::Cluster {
             TypeSync::Synced
         } else {
             TypeSync::NotRequested
-        }
+        };
+        (sync, Default::default())
     });
     let all = statuses.list();
     assert_eq!(
@@ -86,8 +87,16 @@ fn entries_come_and_go_with_their_streams() {
     assert_eq!(all[0].types["CDS"], TypeSync::NotRequested);
     let json = serde_json::to_value(&all[1]).unwrap();
     assert_eq!(json["types"]["CDS"], serde_json::json!({"state": "SYNCED"}));
+    // The config lookup names a proxy; one that is not connected has none.
+    let live = statuses.config("shop/web-0").unwrap();
+    assert_eq!(live.status.node, "web-0");
+    assert!(statuses.config("shop/nobody").is_none());
     drop(a);
     assert_eq!(statuses.list().len(), 1);
+    assert!(
+        statuses.config("shop/web-0").is_none(),
+        "gone with its stream"
+    );
     drop(b);
     assert!(statuses.list().is_empty());
 }
