@@ -542,6 +542,45 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         );
     }
 
+    // `switchyard proxy-config` the same way: what the client's proxy ACKed, every type synced,
+    // the web Service's cluster among its clusters, and no private key in the answer.
+    let client = s.pod_of("client");
+    let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
+        .args([
+            "proxy-config",
+            &client,
+            "-n",
+            &ns,
+            "-o",
+            "json",
+            "--kubeconfig",
+        ])
+        .arg(s.mesh.cluster.kubeconfig())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["proxy"], format!("{ns}/{client}"), "{config}");
+    for t in ["CDS", "EDS", "LDS", "RDS", "SDS"] {
+        assert_eq!(config["types"][t]["state"], "SYNCED", "{t}: {config}");
+    }
+    let web_cluster = format!("{ns}/web|");
+    assert!(
+        config["types"]["CDS"]["resources"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&web_cluster)))),
+        "no {web_cluster}* cluster: {config}"
+    );
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+
     // Deleting the TrafficTarget denies again.
     s.mesh
         .kubectl(&["delete", "traffictarget", "client-to-web"]);

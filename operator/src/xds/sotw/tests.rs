@@ -462,7 +462,7 @@ fn the_running_config_is_what_the_proxy_acked_and_a_nack_is_pending_beside_it() 
         .find(|r| r.type_url == CDS.type_url())
         .unwrap();
     assert_eq!(running(&s, CDS), v1, "not ACKed yet");
-    s.handle_request(nack(CDS, &[], &r.version_info, &r.nonce))
+    s.handle_request(nack(request(CDS, &[], &r.version_info, &r.nonce)))
         .unwrap();
     assert_eq!(running(&s, CDS), v1, "a NACK keeps what ran");
     let view = s.acked(CDS).view();
