@@ -41,7 +41,7 @@ const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=switchyard";
 /// The API server's audience: tokens the operator uses to talk to it.
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 /// The operator's admin port (`/readyz`, `/metrics`), on every replica's Pod IP.
-const OPERATOR_ADMIN_PORT: u16 = 9090;
+pub const OPERATOR_ADMIN_PORT: u16 = 9090;
 /// The echo workload's HTTP port in backend Pods; their Services expose it on 80.
 pub const ECHO_HTTP_PORT: u16 = 8080;
 

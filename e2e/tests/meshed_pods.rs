@@ -17,7 +17,11 @@
 use std::{collections::BTreeMap, process::Output, time::Duration};
 
 use serde_json::Value;
-use switchyard_e2e::{images::node_images, kube_mesh::KubeMesh, mesh::wait_for};
+use switchyard_e2e::{
+    images::node_images,
+    kube_mesh::{KubeMesh, OPERATOR_ADMIN_PORT, OPERATOR_NAMESPACE},
+    mesh::wait_for,
+};
 
 /// The echo server's ports: HTTP (declared), a second HTTP port behind an undeclared Service
 /// port, gRPC (declared), the Redis-like banner (server-first, declared TCP), and the line
@@ -340,6 +344,16 @@ fn run_to_completion(s: &Scenario, ns: &str, args: &[&str]) -> String {
             }],
         },
     });
+    // One at a time per namespace: the last one goes first.
+    s.mesh.cluster.kubectl_ok(&[
+        "delete",
+        "pod",
+        "once",
+        "-n",
+        ns,
+        "--ignore-not-found",
+        "--wait",
+    ]);
     s.mesh.cluster.apply_yaml(ns, &pod.to_string());
     wait_for(
         Duration::from_secs(60),
@@ -498,8 +512,27 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         "plaintext from outside the mesh reached the meshed app: {text}"
     );
 
-    // `switchyard proxy-status` through the user's kubeconfig (the API server's Pod proxy to
-    // each operator replica): both meshed Pods, every type synced, on the suite's data plane.
+    // The operator's admin port, which any Pod can reach, answers probes but lists no proxy
+    // and shows no proxy's configuration: those are on its loopback debug port.
+    let admin = format!("http://switchyard.{OPERATOR_NAMESPACE}:{OPERATOR_ADMIN_PORT}");
+    for (path, expected) in [
+        ("/healthz".to_owned(), "200 ok"),
+        ("/proxies".to_owned(), "404 "),
+        (format!("/proxies/{ns}%2F{web}/config"), "404 "),
+    ] {
+        let text = run_to_completion(
+            &s,
+            outside.name(),
+            &["get", &format!("{admin}{path}"), "--timeout", "3s"],
+        );
+        assert!(
+            text.starts_with(expected),
+            "GET {path} from another Pod: {text}"
+        );
+    }
+
+    // `switchyard proxy-status` through the user's kubeconfig (a port-forward by the API server
+    // to each operator replica): both meshed Pods, every type synced, on the suite's data plane.
     let status = |pod: &str| -> Value {
         let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
             .args(["proxy-status", "-o", "json", "--kubeconfig"])

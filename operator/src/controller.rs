@@ -65,6 +65,9 @@ pub struct ControllerConfig {
     pub identity: String,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where the admin routes plus what each proxy runs are served (`/proxies`): loopback in a
+    /// cluster, reached by port-forward.
+    pub debug_addr: SocketAddr,
     /// The webhook server's address (conversion and injection) and the directory holding
     /// `tls.crt` and `tls.key`.
     pub webhook: Option<(SocketAddr, PathBuf)>,
@@ -191,14 +194,22 @@ pub async fn run(
 
     // 3. Health and metrics.
     let metrics = Arc::new(ControllerMetrics::default());
-    let admin_listener = listen("admin", config.admin_addr).await?;
+    let admin = Admin {
+        metrics: metrics.clone(),
+        xds: xds_metrics,
+        proxies: None,
+    };
+    let debug = Admin {
+        proxies: Some(proxies),
+        ..admin.clone()
+    };
     tasks.spawn(admin::serve(
-        admin_listener,
-        Admin {
-            metrics: metrics.clone(),
-            xds: xds_metrics,
-            proxies,
-        },
+        listen("admin", config.admin_addr).await?,
+        admin,
+    ));
+    tasks.spawn(admin::serve(
+        listen("debug", config.debug_addr).await?,
+        debug,
     ));
 
     // 4. Leader election for the status writer.

@@ -76,6 +76,9 @@ pub const XDS_PORT: i32 = 15010;
 pub const WEBHOOK_PORT: i32 = 9443;
 /// Admin port: `/healthz`, `/readyz`, metrics.
 pub const ADMIN_PORT: i32 = 9090;
+/// The controller's loopback-only debug port (`--debug-addr`): the admin routes plus what each
+/// proxy runs; `switchyard proxy-status` and `proxy-config` reach it by port-forward.
+pub const DEBUG_PORT: u16 = 9091;
 /// Where the Secrets are mounted in the pod.
 pub const CA_MOUNT: &str = "/etc/switchyard/ca";
 pub const WEBHOOK_MOUNT: &str = "/etc/switchyard/webhook";

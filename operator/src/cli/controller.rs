@@ -36,6 +36,11 @@ pub struct ControllerArgs {
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
+    /// Address of the admin routes plus `/proxies` and `/proxies/{proxy}/config` (what each
+    /// proxy runs, for `switchyard proxy-status` and `proxy-config`, which reach it by
+    /// port-forward). Keep it on loopback: other Pods must not read the mesh's configuration.
+    #[arg(long, default_value_t = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, crate::install::DEBUG_PORT)))]
+    pub debug_addr: SocketAddr,
     /// Address of the webhooks (HTTPS: `/convert`, `/inject`); off without `--webhook-cert-dir`.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
@@ -147,6 +152,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             identity,
             xds_addr: args.xds_addr,
             admin_addr: args.admin_addr,
+            debug_addr: args.debug_addr,
             webhook: args
                 .webhook_cert_dir
                 .clone()

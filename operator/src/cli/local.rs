@@ -282,7 +282,8 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let admin = Admin {
             metrics: Arc::default(),
             xds: xds.metrics(),
-            proxies: xds.statuses(),
+            // Local mode's admin address is loopback by default, and only its user's.
+            proxies: Some(xds.statuses()),
         };
         // Local mode has read its directory once already: that is its first sync.
         admin.metrics.set_synced();

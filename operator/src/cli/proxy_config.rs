@@ -3,8 +3,8 @@
 //! and the bundled proxy (both are served the same xDS), secrets redacted.
 //!
 //! ```text
-//!  CLI ─kubeconfig─▶ API server ─pods/proxy─▶ operator Pods' admin port: GET /proxies/{proxy}/config
-//!  CLI ─────────────────────────────────────▶ `switchyard local --admin-addr`: same path
+//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ operator Pods' 127.0.0.1:9091: GET /proxies/{proxy}/config
+//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: same path
 //! ```
 //!
 //! The proxy's own admin port listens on 127.0.0.1 inside its Pod by design, so the control
@@ -116,17 +116,16 @@ async fn through_api_server(
 ) -> anyhow::Result<ConfigDump> {
     let pods = operator_pods(client, namespace).await?;
     for name in &pods {
-        match pod_get(client, namespace, name, path).await {
-            Ok(body) => return parse(name, body.as_bytes()),
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!(
-                        "asking operator Pod {namespace}/{name} for proxy {proxy} (needs get on pods/proxy in {namespace})"
-                    )
-                });
-            }
+        let (status, body) = pod_get(client, namespace, name, path).await?;
+        if status == http::StatusCode::NOT_FOUND {
+            continue;
         }
+        anyhow::ensure!(
+            status.is_success(),
+            "operator Pod {namespace}/{name} answered {status} for proxy {proxy}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        return parse(name, &body);
     }
     anyhow::bail!(
         "no operator Pod in {namespace} ({}) has an xds stream from proxy {proxy}: is it running, and meshed (`switchyard proxy-status`)?",

@@ -4,26 +4,28 @@
 //! `istioctl proxy-status`.
 //!
 //! ```text
-//!  CLI ─kubeconfig─▶ API server ─pods/proxy─▶ each operator Pod's admin port: GET /proxies
-//!  CLI ─────────────────────────────────────▶ `switchyard local --admin-addr`:  GET /proxies
+//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: GET /proxies
+//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`:    GET /proxies
 //! ```
 //!
 //! Each operator replica serves xDS, so a cluster's proxies are spread over them; the table says
 //! which replica each is connected to. Reading through the API server means the user's own
-//! credentials decide (`get` on `pods/proxy` in the operator's namespace).
+//! credentials decide (`create` on `pods/portforward` in the operator's namespace); the
+//! operator serves the list on loopback only, so other Pods cannot read it.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, api::ListParams};
 
 use super::controller::client;
 use crate::{
     controller::admin::PROXIES_PATH,
-    install::{ADMIN_PORT, DEFAULT_NAMESPACE, selector},
+    install::{DEBUG_PORT, DEFAULT_NAMESPACE, selector},
     xds::{ProxyStatus, TypeSync, TypeUrl},
 };
 
@@ -146,37 +148,65 @@ pub(super) async fn operator_pods(client: &Client, namespace: &str) -> anyhow::R
     Ok(running)
 }
 
-/// `GET <path>` on operator Pod `name`'s admin port, through the API server's Pod proxy.
+/// `GET <path>` on operator Pod `name`'s loopback debug port ([`DEBUG_PORT`]), through a
+/// port-forward by the API server: the status and the body.
 pub(super) async fn pod_get(
     client: &Client,
     namespace: &str,
     name: &str,
     path: &str,
-) -> Result<String, kube::Error> {
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{name}:{ADMIN_PORT}/proxy{path}");
-    let request = http::Request::get(&path)
-        .body(Vec::new())
-        .map_err(kube::Error::HttpError)?;
-    match tokio::time::timeout(TIMEOUT, client.request_text(request)).await {
-        Ok(answer) => answer,
-        Err(_) => Err(kube::Error::Service(
-            format!("operator Pod {namespace}/{name} did not answer in {TIMEOUT:?}").into(),
-        )),
-    }
+) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let asked = async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let mut forwarder = pods
+            .portforward(name, &[DEBUG_PORT])
+            .await
+            .context("opening the port-forward")?;
+        let stream = forwarder
+            .take_stream(DEBUG_PORT)
+            .context("the port-forward has no stream")?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("starting HTTP over the port-forward")?;
+        let connection = tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .context("the request")?;
+        let response = sender.send_request(request).await.context("sending")?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the answer")?
+            .to_bytes();
+        drop(sender);
+        connection.abort();
+        forwarder.abort();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(TIMEOUT, asked)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer in {TIMEOUT:?}"))?
+        .with_context(|| {
+            format!(
+                "asking operator Pod {namespace}/{name} for {path} (needs create on pods/portforward in {namespace})"
+            )
+        })
 }
 
-/// Every running operator Pod's `/proxies`, through the API server's Pod proxy.
+/// Every running operator Pod's `/proxies`, each through a port-forward.
 async fn through_api_server(client: &Client, namespace: &str) -> anyhow::Result<Vec<Connected>> {
     let mut all = Vec::new();
     for name in operator_pods(client, namespace).await? {
-        let body = pod_get(client, namespace, &name, PROXIES_PATH)
-            .await
-            .with_context(|| {
-                format!(
-                    "asking operator Pod {namespace}/{name} for its proxies (needs get on pods/proxy in {namespace})"
-                )
-            })?;
-        all.extend(parse(&name, body.as_bytes())?);
+        let (status, body) = pod_get(client, namespace, &name, PROXIES_PATH).await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "operator Pod {namespace}/{name} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        all.extend(parse(&name, &body)?);
     }
     all.sort_by(|a, b| {
         (&a.status.proxy, &a.status.node, &a.control_plane).cmp(&(

@@ -1,6 +1,15 @@
 //! The controller's admin port (and local mode's): `/healthz`, `/readyz`, Prometheus
-//! `/metrics`, `/proxies` (`switchyard proxy-status`) and `/proxies/{proxy}/config`
-//! (`switchyard proxy-config`).
+//! `/metrics`, and where [`Admin::proxies`] is set, `/proxies` (`switchyard proxy-status`) and
+//! `/proxies/{proxy}/config` (`switchyard proxy-config`).
+//!
+//! ```text
+//!  kubelet, Prometheus ──▶ Pod IP :9090      /healthz /readyz /metrics
+//!  CLI ─pods/portforward─▶ 127.0.0.1:9091    /proxies /proxies/{proxy}/config (+ the above)
+//! ```
+//!
+//! What each proxy runs (its services, endpoints and routes) is for the mesh's operators, not
+//! for every Pod that can reach the operator: in a cluster it is served on loopback only, which
+//! the API server reaches for a user allowed to port-forward to the operator's Pods.
 
 use std::{
     convert::Infallible,
@@ -223,8 +232,9 @@ pub struct Admin {
     pub metrics: Arc<ControllerMetrics>,
     pub xds: Arc<XdsMetrics>,
     /// `GET /proxies`: the proxies connected to this replica, per xDS type (JSON, for
-    /// `switchyard proxy-status`); `GET /proxies/{proxy}/config`: what one runs.
-    pub proxies: Arc<ProxyStatuses>,
+    /// `switchyard proxy-status`); `GET /proxies/{proxy}/config`: what one runs. `None` on a
+    /// port other Pods can reach: both answer 404 there.
+    pub proxies: Option<Arc<ProxyStatuses>>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -253,8 +263,8 @@ pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
-    match (get, config_of(path)) {
-        (true, Some(proxy)) => proxy_config(admin, &proxy, query),
+    match (get, admin.proxies.as_deref(), config_of(path)) {
+        (true, Some(proxies), Some(proxy)) => proxy_config(proxies, &proxy, query),
         _ => route(admin, get, path),
     }
 }
@@ -271,7 +281,11 @@ fn config_of(path: &str) -> Option<String> {
     (!decoded.is_empty()).then(|| decoded.into_owned())
 }
 
-fn proxy_config(admin: &Admin, proxy: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+fn proxy_config(
+    proxies: &ProxyStatuses,
+    proxy: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
     let filter = query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -281,7 +295,7 @@ fn proxy_config(admin: &Admin, proxy: &str, query: Option<&str>) -> Response<Ful
         Ok(filter) => filter,
         Err(error) => return text(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let Some(live) = admin.proxies.config(proxy) else {
+    let Some(live) = proxies.config(proxy) else {
         return text(
             StatusCode::NOT_FOUND,
             format!(
@@ -309,8 +323,8 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 fn route(admin: &Admin, get: bool, path: &str) -> Response<Full<Bytes>> {
-    if get && path == PROXIES_PATH {
-        return json(&admin.proxies.list());
+    if let (true, PROXIES_PATH, Some(proxies)) = (get, path, &admin.proxies) {
+        return json(&proxies.list());
     }
     let (status, body) = match (get, path) {
         (true, "/healthz") => (StatusCode::OK, "ok".to_string()),

@@ -5,7 +5,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
     let admin = Admin {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
-        proxies: Arc::default(),
+        proxies: Some(Arc::default()),
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -70,15 +70,17 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
     let admin = Admin {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
-        proxies: Arc::default(),
+        proxies: Some(Arc::default()),
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
         ..Default::default()
     };
-    let _stream = admin
-        .proxies
-        .open(&crate::xds::ProxyKey::from("demo/web-0"), &node, "delta");
+    let _stream = admin.proxies.as_ref().unwrap().open(
+        &crate::xds::ProxyKey::from("demo/web-0"),
+        &node,
+        "delta",
+    );
     let path = config_path("demo/web-0", TypeFilter::All);
     assert_eq!(path, "/proxies/demo%2Fweb-0/config?type=all");
     for (path, query) in [
@@ -113,5 +115,43 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
     assert_eq!(
         answer(&admin, false, "/proxies/demo%2Fweb-0/config", None).status(),
         StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+/// The admin port other Pods reach (the controller's `:9090`) tells them nothing about the
+/// mesh's proxies: no list, no configuration, though one is connected; probes and metrics
+/// still answer there.
+#[test]
+fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
+    let statuses: Arc<ProxyStatuses> = Arc::default();
+    let node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: "web-0".into(),
+        ..Default::default()
+    };
+    let _stream = statuses.open(&crate::xds::ProxyKey::from("demo/web-0"), &node, "delta");
+    let public = Admin {
+        metrics: Arc::new(ControllerMetrics::default()),
+        xds: Arc::new(XdsMetrics::default()),
+        proxies: None,
+    };
+    let debug = Admin {
+        proxies: Some(statuses),
+        ..public.clone()
+    };
+    for path in [PROXIES_PATH, "/proxies/demo%2Fweb-0/config"] {
+        assert_eq!(
+            answer(&public, true, path, None).status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            answer(&debug, true, path, None).status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        answer(&public, true, "/metrics", None).status(),
+        StatusCode::OK
     );
 }
