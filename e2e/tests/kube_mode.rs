@@ -142,6 +142,17 @@ fn flagger_v1alpha1_quantity_weights_convert_through_the_in_cluster_webhook_and_
         || mesh.has_condition("trafficsplit", "web-split", "Accepted", "True", None),
         "the v1alpha1 split to be accepted",
     );
+    // Accepted is the lease holder's verdict; the proxy's replica pushes on its own watch, so
+    // the split reaches the proxy a moment later (under CI load, hundreds of milliseconds).
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            tally(&client, &host, 20)
+                .keys()
+                .all(|k| k == "web-v1" || k == "web-v2")
+        },
+        "the v1alpha1 split to reach the proxy",
+    );
     let seen = tally(&client, &host, 300);
     let v1 = seen.get("web-v1").copied().unwrap_or(0);
     let v2 = seen.get("web-v2").copied().unwrap_or(0);
