@@ -23,6 +23,11 @@ use std::{
 };
 
 pub use crate::DataPlane;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, DiscoveryResponse,
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+
 use crate::{switchyard_bin, workspace_root};
 
 /// The Envoy binary: `SWITCHYARD_ENVOY`, else the project's `.venv/bin/envoy` (installed by
@@ -853,6 +858,33 @@ impl Mesh {
         crate::xds_client::channel(self.xds, &self.xds_ca(), "localhost")
             .await
             .expect("an xds channel")
+    }
+
+    /// A state-of-the-world ADS stream as `pod`'s proxy, with `pod`'s token, that has sent
+    /// `first`: what a test that plays a proxy itself (to NACK, or to read a secret) opens. Keep
+    /// the sender to ACK or NACK; dropping both ends closes the stream.
+    pub async fn ads_stream_as(
+        &self,
+        pod: &str,
+        first: DiscoveryRequest,
+    ) -> (
+        tokio::sync::mpsc::Sender<DiscoveryRequest>,
+        tonic::Streaming<DiscoveryResponse>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<DiscoveryRequest>(4);
+        tx.send(first).await.expect("the stream's first request");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let token = format!("Bearer {}", self.token(pod));
+        request.metadata_mut().insert(
+            "authorization",
+            token.parse().expect("a token is a valid header value"),
+        );
+        let responses = AggregatedDiscoveryServiceClient::new(self.xds_channel().await)
+            .stream_aggregated_resources(request)
+            .await
+            .expect("the proxy's token opens a stream")
+            .into_inner();
+        (tx, responses)
     }
 
     /// client-0's sidecar (started by [`MeshBuilder::start`] unless turned off).

@@ -327,6 +327,27 @@ impl Scenario {
 }
 
 /// Runs `switchyard-echo <args>` in a bare Pod of namespace `ns` until it exits; its output.
+impl Scenario {
+    /// `switchyard ARGS -o json` through the cluster's kubeconfig, as a user runs it: exit 0
+    /// and its JSON.
+    fn cli_json(&self, args: &[&str]) -> Value {
+        let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
+            .args(args)
+            .args(["-o", "json", "--kubeconfig"])
+            .arg(self.mesh.cluster.kubeconfig())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "switchyard {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("switchyard {args:?}: {e}: {text}"))
+    }
+}
+
 fn run_to_completion(s: &Scenario, ns: &str, args: &[&str]) -> String {
     let pod = serde_json::json!({
         "apiVersion": "v1",
@@ -534,23 +555,14 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     // `switchyard proxy-status` through the user's kubeconfig (a port-forward by the API server
     // to each operator replica): both meshed Pods, every type synced, on the suite's data plane.
     let status = |pod: &str| -> Value {
-        let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
-            .args(["proxy-status", "-o", "json", "--kubeconfig"])
-            .arg(s.mesh.cluster.kubeconfig())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let list = s.cli_json(&["proxy-status"]);
         let name = format!("{ns}/{pod}");
-        list.into_iter()
+        list.as_array()
+            .into_iter()
+            .flatten()
             .find(|p| p["proxy"] == name.as_str())
-            .unwrap_or_else(|| panic!("{name} is not listed: {text}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not listed: {list}"))
     };
     let expected_plane = match switchyard_e2e::DataPlane::from_env() {
         switchyard_e2e::DataPlane::Envoy => "envoy ",
@@ -578,27 +590,7 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     // `switchyard proxy-config` the same way: what the client's proxy ACKed, every type synced,
     // the web Service's cluster among its clusters, and no private key in the answer.
     let client = s.pod_of("client");
-    let out = std::process::Command::new(switchyard_e2e::switchyard_bin())
-        .args([
-            "proxy-config",
-            &client,
-            "-n",
-            &ns,
-            "-o",
-            "json",
-            "--kubeconfig",
-        ])
-        .arg(s.mesh.cluster.kubeconfig())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config: Value = serde_json::from_str(&text).unwrap();
+    let config = s.cli_json(&["proxy-config", &client, "-n", &ns]);
     assert_eq!(config["proxy"], format!("{ns}/{client}"), "{config}");
     for t in ["CDS", "EDS", "LDS", "RDS", "SDS"] {
         assert_eq!(config["types"][t]["state"], "SYNCED", "{t}: {config}");

@@ -19,9 +19,7 @@ use std::{
 use envoy_types::pb::envoy::{
     config::core::v3::{Node, data_source},
     extensions::transport_sockets::tls::v3::{Secret, secret},
-    service::discovery::v3::{
-        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-    },
+    service::discovery::v3::DiscoveryRequest,
 };
 use prost::Message as _;
 use serde_json::Value;
@@ -30,7 +28,6 @@ use switchyard_e2e::{
     mesh::{Backend, Mesh, http_service, meshed_http_service, pod, split, wait_for},
     switchyard_bin,
 };
-use tonic::Request;
 
 const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
@@ -104,10 +101,8 @@ fn names(config: &Value, t: &str) -> BTreeSet<String> {
 /// token: what must never show.
 fn private_key(mesh: &Mesh, secret_name: &str) -> String {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let token = format!("Bearer {}", mesh.token("client-0"));
     runtime.block_on(async {
-        let (tx, rx) = tokio::sync::mpsc::channel::<DiscoveryRequest>(1);
-        tx.send(DiscoveryRequest {
+        let first = DiscoveryRequest {
             node: Some(Node {
                 id: "demo/client-0".into(),
                 ..Node::default()
@@ -115,18 +110,8 @@ fn private_key(mesh: &Mesh, secret_name: &str) -> String {
             type_url: SECRET_TYPE.into(),
             resource_names: vec![secret_name.to_owned()],
             ..DiscoveryRequest::default()
-        })
-        .await
-        .unwrap();
-        let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        request
-            .metadata_mut()
-            .insert("authorization", token.parse().unwrap());
-        let mut responses = AggregatedDiscoveryServiceClient::new(mesh.xds_channel().await)
-            .stream_aggregated_resources(request)
-            .await
-            .expect("the client's token opens a stream")
-            .into_inner();
+        };
+        let (_tx, mut responses) = mesh.ads_stream_as("client-0", first).await;
         let response = tokio::time::timeout(Duration::from_secs(10), responses.message())
             .await
             .expect("the secret in time")

@@ -7,12 +7,7 @@
 use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use envoy_types::pb::{
-    envoy::{
-        config::core::v3::Node,
-        service::discovery::v3::{
-            DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-        },
-    },
+    envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryRequest},
     google::rpc::Status as RpcStatus,
 };
 use serde_json::Value;
@@ -22,7 +17,6 @@ use switchyard_e2e::{
     switchyard_bin,
 };
 use tokio_stream::StreamExt as _;
-use tonic::Request;
 
 const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
@@ -115,30 +109,18 @@ fn proxy_status_lists_each_proxy_synced_and_a_rejection_with_its_reason() {
 
     // A second stream as the same proxy that rejects the clusters it gets.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let token = format!("Bearer {}", mesh.token("client-0"));
-    let (tx, rx) = tokio::sync::mpsc::channel::<DiscoveryRequest>(4);
     let node = Node {
         id: "demo/client-0".into(),
         user_agent_name: "rejecting-test-client".into(),
         ..Node::default()
     };
-    let stream = runtime.block_on(async {
-        tx.send(DiscoveryRequest {
+    let (tx, stream) = runtime.block_on(async {
+        let first = DiscoveryRequest {
             node: Some(node.clone()),
             type_url: CLUSTER_TYPE.into(),
             ..DiscoveryRequest::default()
-        })
-        .await
-        .unwrap();
-        let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        request
-            .metadata_mut()
-            .insert("authorization", token.parse().unwrap());
-        let mut responses = AggregatedDiscoveryServiceClient::new(mesh.xds_channel().await)
-            .stream_aggregated_resources(request)
-            .await
-            .expect("the proxy's token opens a stream")
-            .into_inner();
+        };
+        let (tx, mut responses) = mesh.ads_stream_as("client-0", first).await;
         let response = tokio::time::timeout(Duration::from_secs(10), responses.next())
             .await
             .expect("clusters in time")
@@ -157,7 +139,7 @@ fn proxy_status_lists_each_proxy_synced_and_a_rejection_with_its_reason() {
         })
         .await
         .unwrap();
-        responses
+        (tx, responses)
     });
     wait_for(
         Duration::from_secs(10),
