@@ -16,6 +16,9 @@
 #   BENCH_BODY=1024          response body, bytes
 #   BENCH_PIN=0              1: taskset the client on CPU 0 and everything else on CPU 1
 #   BENCH_OUT=target/bench-proxy.json
+#   BENCH_PROXY_BASE=        another switchyard-proxy build (say, the parent commit's, built in a
+#                            second clone) run as a third pair in the same rounds: a change to the
+#                            proxy against its base in one run, as "vs base" ratios
 #   CARGO_TARGET_DIR         where the release binaries are built (default: target)
 set -euo pipefail
 
@@ -44,6 +47,8 @@ CARGO_TARGET_DIR="$target_dir" "$cargo" build --release --locked \
 
 pin=()
 if [[ "${BENCH_PIN:-0}" == 1 ]]; then pin=(--pin); fi
+base=()
+if [[ -n "${BENCH_PROXY_BASE:-}" ]]; then base=(--proxy-base "$BENCH_PROXY_BASE"); fi
 
 exec python3 scripts/bench_proxy.py \
   --switchyard "$target_dir/release/switchyard" \
@@ -59,4 +64,4 @@ exec python3 scripts/bench_proxy.py \
   --conns "${BENCH_CONNS:-16}" \
   --workers "${BENCH_WORKERS:-1}" \
   --body "${BENCH_BODY:-1024}" \
-  "${pin[@]}" "$@"
+  "${pin[@]}" "${base[@]}" "$@"

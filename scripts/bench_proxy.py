@@ -11,6 +11,8 @@ about ten minutes on a 2-core box:
   B2t  the same with mTLS between the sidecars (TLS 1.3, SPIFFE certificates)
   E2   client -> Envoy client sidecar -> Envoy server sidecar (plaintext) -> app
   E2t  the same with mTLS
+  C2, C2t  with --proxy-base: the bundled pair again, running another build of the proxy (its
+       parent commit, say), so a change to the proxy is measured against its base in one run
 
 The four sidecars run at once, each Pod on its own loopback IP, all in front of the same app.
 Every round runs every (path, load) pair once, in a shuffled order (fixed seed), so drifts in
@@ -59,6 +61,16 @@ PATHS = {
     "E2t": ("Envoy pair, mTLS", "envoy", "api-e"),
 }
 SIDECARS = {"bundled": ("client-b", "api-b-0"), "envoy": ("client-e", "api-e-0")}
+# Sidecar set -> (manifest suffix, the Pods' data-plane annotation).
+SUFFIX = {"bundled": ("b", "bundled"), "envoy": ("e", "envoy"), "base": ("c", "bundled")}
+
+
+def add_base_pair() -> None:
+    """The second bundled pair (--proxy-base): same manifests, its own Pods and Services."""
+    IPS.update({"client-c": "127.0.177.5", "api-c-0": "127.0.177.6"})
+    SIDECARS["base"] = ("client-c", "api-c-0")
+    PATHS["C2"] = ("bundled base pair, plaintext", "base", "api-c-plain")
+    PATHS["C2t"] = ("bundled base pair, mTLS", "base", "api-c")
 PCTS = ("p50", "p99", "p99.9")
 
 
@@ -111,12 +123,12 @@ def plain_service(name: str, ip: str, port: int) -> str:
 
 
 def write_manifests(d: Path, app_port: int) -> None:
-    for dp, suffix in (("bundled", "b"), ("envoy", "e")):
-        client, server = SIDECARS[dp]
+    for dp, (client, server) in SIDECARS.items():
+        suffix, annotation = SUFFIX[dp]
         (d / f"pods-{suffix}.yaml").write_text(
-            pod(client, "client", f"client-{suffix}", IPS[client], dp)
+            pod(client, "client", f"client-{suffix}", IPS[client], annotation)
             + "---\n"
-            + pod(server, "api", f"api-{suffix}", IPS[server], dp)
+            + pod(server, "api", f"api-{suffix}", IPS[server], annotation)
         )
         (d / f"api-{suffix}.yaml").write_text(
             meshed_service(f"api-{suffix}", server, IPS[server], app_port)
@@ -329,7 +341,8 @@ class Bench:
                     proc = self.spawn(p, self.pin(a.sut_cpu) + cmd)
                     proc_log = lg
                 else:
-                    cmd = [a.proxy, "--bootstrap", str(bootstraps[p]), "--threads", threads]
+                    binary = a.proxy_base if dp == "base" else a.proxy
+                    cmd = [binary, "--bootstrap", str(bootstraps[p]), "--threads", threads]
                     proc = self.spawn(p, self.pin(a.sut_cpu) + cmd,
                                       env={"RUST_LOG": "warn"}, log=lg)
                     proc_log = lg
@@ -476,18 +489,21 @@ def path_evidence(app_port: int) -> dict:
             v for k, v in s.items() if k.startswith("cluster.") and k.endswith(".upstream_cx_total")
             and "inbound" in k),
     }
-    srv, cli = IPS["api-b-0"], IPS["client-b"]
-    s, c = bundled_metrics(srv), bundled_metrics(cli)
-
     def total(samples, name, *labels):
         return int(sum(v for k, v in samples if k.startswith(f"switchyard_proxy_{name}{{")
                        and all(lab in k for lab in labels)))
 
-    ev["bundled"] = {
-        "server_inbound_tls_handshakes": total(s, "tls_handshakes_total", f'listener="inbound|{app_port}"'),
-        "client_tls_handshakes_mtls_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/api-b|80"'),
-        "client_tls_handshakes_plain_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/api-b-plain|80"'),
-    }
+    for dp in ("bundled", "base"):
+        if dp not in SIDECARS:
+            continue
+        cli, srv = SIDECARS[dp]
+        api = f"api-{SUFFIX[dp][0]}"
+        s, c = bundled_metrics(IPS[srv]), bundled_metrics(IPS[cli])
+        ev[dp] = {
+            "server_inbound_tls_handshakes": total(s, "tls_handshakes_total", f'listener="inbound|{app_port}"'),
+            "client_tls_handshakes_mtls_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/{api}|80"'),
+            "client_tls_handshakes_plain_cluster": total(c, "upstream_tls_handshakes_total", f'cluster="{NS}/{api}-plain|80"'),
+        }
     return ev
 
 
@@ -599,6 +615,20 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
         r["rps_per_core@max"] = ratio(tb.get("rps_per_core"), te.get("rps_per_core"))
         r["cpu_per_1k@max"] = ratio(tb.get("pair_cpu_ms_per_1k"), te.get("pair_cpu_ms_per_1k"))
         ratios[mode] = r
+    if "base" in SIDECARS:
+        # This build / the base build, in the same run.
+        for mode, b, c in (("mtls_vs_base", "B2t", "C2t"), ("plaintext_vs_base", "B2", "C2")):
+            r = {}
+            for load in loads:
+                lb, lc = out["latency"][load][b], out["latency"][load][c]
+                for p in PCTS:
+                    r[f"added_{p}@{load}"] = ratio(lb[f"added_{p}"], lc[f"added_{p}"])
+                r[f"cpu_per_1k@{load}"] = ratio(lb["pair_cpu_ms_per_1k"], lc["pair_cpu_ms_per_1k"])
+            tb, tc = out["throughput"][b], out["throughput"][c]
+            r["max_rps"] = ratio(tb["rps"], tc["rps"])
+            r["rps_per_core@max"] = ratio(tb.get("rps_per_core"), tc.get("rps_per_core"))
+            r["cpu_per_1k@max"] = ratio(tb.get("pair_cpu_ms_per_1k"), tc.get("pair_cpu_ms_per_1k"))
+            ratios[mode] = r
     rb = out["rss"]
     ratios["rss"] = {
         "idle_client": ratio(rb["client-b"]["idle_mb"], rb["client-e"]["idle_mb"]),
@@ -606,6 +636,9 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
         "load_peak_client": ratio(rb["client-b"]["load_peak_mb"], rb["client-e"]["load_peak_mb"]),
         "load_peak_server": ratio(rb["api-b-0"]["load_peak_mb"], rb["api-e-0"]["load_peak_mb"]),
     }
+    if "base" in SIDECARS:
+        ratios["rss"]["idle_client_vs_base"] = ratio(rb["client-b"]["idle_mb"], rb["client-c"]["idle_mb"])
+        ratios["rss"]["idle_server_vs_base"] = ratio(rb["api-b-0"]["idle_mb"], rb["api-c-0"]["idle_mb"])
     out["ratios"] = ratios
 
     # The issue's targets.
@@ -719,13 +752,18 @@ def print_report(s: dict, meta: dict, rates: list[str], file=sys.stdout) -> None
     keys = ([f"added_{q}@{load}" for load in rates for q in PCTS]
             + [f"cpu_per_1k@{load}" for load in rates]
             + ["cpu_per_1k@max", "max_rps", "rps_per_core@max"])
-    rows = [["figure", "mTLS", "plaintext"]]
+    base = "mtls_vs_base" in s["ratios"]
+    rows = [["figure", "mTLS", "plaintext"] + (["mTLS vs base", "plaintext vs base"] if base else [])]
     for k in keys:
         rows.append([k, fmt(s["ratios"]["mtls"].get(k), ".2f"),
-                     fmt(s["ratios"]["plaintext"].get(k), ".2f")])
+                     fmt(s["ratios"]["plaintext"].get(k), ".2f")]
+                    + ([fmt(s["ratios"]["mtls_vs_base"].get(k), ".2f"),
+                        fmt(s["ratios"]["plaintext_vs_base"].get(k), ".2f")] if base else []))
     for k, v in s["ratios"]["rss"].items():
-        rows.append([f"rss_{k}", fmt(v, ".2f"), ""])
+        rows.append([f"rss_{k}", fmt(v, ".2f"), ""] + (["", ""] if base else []))
     table(rows, file)
+    if base:
+        p("   (vs base: this build / the --proxy-base build, bundled pair against bundled pair)")
     p()
     p("-- targets (the issue's) --")
     for t in s["targets"]:
@@ -790,6 +828,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--switchyard", required=True)
     ap.add_argument("--proxy", required=True)
+    ap.add_argument("--proxy-base", help="another switchyard-proxy build, run as a third pair "
+                    "(C2, C2t) interleaved with the others and reported as a ratio")
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--oha", required=True)
     ap.add_argument("--upstream", required=True)
@@ -811,6 +851,8 @@ def main() -> int:
     if a.pin and not shutil.which("taskset"):
         raise SystemExit("--pin needs taskset")
     rates = [r.strip() for r in a.rates.split(",") if r.strip()]
+    if a.proxy_base:
+        add_base_pair()
     loads = rates + ["max"]
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
@@ -882,10 +924,11 @@ def main() -> int:
             "oha": version([a.oha, "--version"]),
             "envoy": version([a.envoy, "--version"]),
             "switchyard-proxy": version([a.proxy, "--version"]),
+            "switchyard-proxy (base)": version([a.proxy_base, "--version"]) if a.proxy_base else None,
             "switchyard": version([a.switchyard, "--version"]),
         },
-        "binaries": {"switchyard": a.switchyard, "proxy": a.proxy, "envoy": a.envoy, "oha": a.oha,
-                     "upstream": a.upstream},
+        "binaries": {"switchyard": a.switchyard, "proxy": a.proxy, "proxy_base": a.proxy_base,
+                     "envoy": a.envoy, "oha": a.oha, "upstream": a.upstream},
         "foreign_cores_median": statistics.median(foreign) if foreign else 0.0,
         "foreign_cores_max": max(foreign, default=0.0),
         "sidecar_executables": exes,
