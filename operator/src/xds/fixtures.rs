@@ -37,7 +37,10 @@ use envoy_types::pb::{
 use prost::Message;
 use switchyard_adapters::envoy::Reference;
 
-use super::snapshot::{Snapshot, TypeUrl, VersionedResource, to_any};
+use super::{
+    acked::AckedConfig,
+    snapshot::{Snapshot, TypeUrl, Version, VersionedResource, to_any},
+};
 
 /// An EDS cluster; `rev` changes its content.
 pub(crate) fn cluster(name: &str, rev: i64) -> Any {
@@ -145,6 +148,39 @@ pub(crate) fn snapshot(entries: Vec<(TypeUrl, &str, Any)>) -> Arc<Snapshot> {
             .expect("fixture snapshot is valid");
     }
     Arc::new(builder.build())
+}
+
+/// Clusters and CLAs `a`, `b`; listener `l` using route `r`; secret `s`. `rev` changes all
+/// but cluster `b` and CLA `b`: the mesh the SotW and delta stream tests push.
+pub(crate) fn mesh(rev: u32) -> Arc<Snapshot> {
+    use TypeUrl::{
+        Cluster as CDS, ClusterLoadAssignment as EDS, Listener as LDS, RouteConfiguration as RDS,
+        Secret as SDS,
+    };
+    snapshot(vec![
+        (CDS, "a", cluster("a", rev.into())),
+        (CDS, "b", cluster("b", 1)),
+        (EDS, "a", cla("a", 8000 + rev)),
+        (EDS, "b", cla("b", 9000)),
+        (LDS, "l", listener("l", "r", 15000 + rev)),
+        (RDS, "r", route("r", &rev.to_string())),
+        (SDS, "s", secret("s", &rev.to_string())),
+    ])
+}
+
+/// What a type runs on a proxy, as `proxy-config` shows it: the version the proxy ACKed and
+/// each resource's name and version.
+pub(crate) fn running(acked: &AckedConfig) -> (Option<Version>, Vec<(String, Version)>) {
+    let view = acked.view();
+    let applied = view.applied.as_deref();
+    (
+        applied.map(|a| a.version()),
+        applied
+            .into_iter()
+            .flat_map(|a| a.iter())
+            .map(|r| (r.name().to_owned(), r.version()))
+            .collect(),
+    )
 }
 
 /// A fixture resource, naming what its payload names: the cluster's own endpoints (EDS

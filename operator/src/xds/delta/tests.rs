@@ -6,23 +6,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 
 use super::*;
 use crate::xds::fixtures::{
-    cla, cluster, delta_request, listener, node, rejected, route, secret, snapshot,
+    self, cla, cluster, delta_request, listener, mesh, node, rejected, route, secret, snapshot,
 };
 
 use TypeUrl::{Cluster as CDS, ClusterLoadAssignment as EDS, Listener as LDS};
 use TypeUrl::{RouteConfiguration as RDS, Secret as SDS};
-
-fn mesh(rev: u32) -> Arc<Snapshot> {
-    snapshot(vec![
-        (CDS, "a", cluster("a", rev.into())),
-        (CDS, "b", cluster("b", 1)),
-        (EDS, "a", cla("a", 8000 + rev)),
-        (EDS, "b", cla("b", 9000)),
-        (LDS, "l", listener("l", "r", 15000 + rev)),
-        (RDS, "r", route("r", &rev.to_string())),
-        (SDS, "s", secret("s", &rev.to_string())),
-    ])
-}
 
 fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
     r.resources.iter().map(|r| r.name.as_str()).collect()
@@ -353,19 +341,8 @@ fn the_node_cannot_change_mid_stream() {
     ));
 }
 
-/// What the proxy runs of a type, as the stream recorded it: the version and the names with
-/// their versions.
 fn running(s: &DeltaStream, t: TypeUrl) -> (Option<Version>, Vec<(String, Version)>) {
-    let view = s.acked(t).view();
-    let applied = view.applied.as_deref();
-    (
-        applied.map(|a| a.version()),
-        applied
-            .into_iter()
-            .flat_map(|a| a.iter())
-            .map(|r| (r.name().to_owned(), r.version()))
-            .collect(),
-    )
+    fixtures::running(s.acked(t))
 }
 
 fn response_for(responses: Vec<DeltaDiscoveryResponse>, t: TypeUrl) -> DeltaDiscoveryResponse {

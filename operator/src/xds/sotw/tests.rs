@@ -2,24 +2,11 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 
 use super::*;
 use crate::xds::fixtures::{
-    cla, cluster, listener, nack, node, request, resource_name, route, secret, snapshot,
+    self, cla, cluster, listener, mesh, nack, node, request, resource_name, route, secret, snapshot,
 };
 
 use TypeUrl::{Cluster as CDS, ClusterLoadAssignment as EDS, Listener as LDS};
 use TypeUrl::{RouteConfiguration as RDS, Secret as SDS};
-
-/// Clusters and CLAs `a`, `b`; listener `l` using route `r`; secret `s`. `rev` changes all.
-fn mesh(rev: u32) -> Arc<Snapshot> {
-    snapshot(vec![
-        (CDS, "a", cluster("a", rev.into())),
-        (CDS, "b", cluster("b", 1)),
-        (EDS, "a", cla("a", 8000 + rev)),
-        (EDS, "b", cla("b", 9000)),
-        (LDS, "l", listener("l", "r", 15000 + rev)),
-        (RDS, "r", route("r", &rev.to_string())),
-        (SDS, "s", secret("s", &rev.to_string())),
-    ])
-}
 
 fn names(response: &DiscoveryResponse) -> Vec<String> {
     response.resources.iter().map(resource_name).collect()
@@ -420,19 +407,8 @@ fn the_node_cannot_change_mid_stream() {
     );
 }
 
-/// What the proxy runs of a type, as the stream recorded it: the version and the names with
-/// their versions.
 fn running(s: &SotwStream, t: TypeUrl) -> (Option<Version>, Vec<(String, Version)>) {
-    let view = s.acked(t).view();
-    let applied = view.applied.as_deref();
-    (
-        applied.map(|a| a.version()),
-        applied
-            .into_iter()
-            .flat_map(|a| a.iter())
-            .map(|r| (r.name().to_owned(), r.version()))
-            .collect(),
-    )
+    fixtures::running(s.acked(t))
 }
 
 #[test]
