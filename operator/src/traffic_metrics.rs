@@ -1,0 +1,551 @@
+//! The SMI Traffic Metrics API (`metrics.smi-spec.io/v1alpha1`) on the wire: which request a
+//! path asks for, and the objects it answers with. Sans-IO: the aggregated API server hands a
+//! path and query in, gets a [`Request`] or a [`RequestError`] (as a Kubernetes `Status`), and
+//! serializes what the metric windows answer.
+//!
+//! ```text
+//!   kubectl get --raw /apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/deployments/web/edges?t=1m
+//!        │ the API server authenticates, authorizes (RBAC on metrics.smi-spec.io) and proxies
+//!        ▼
+//!   Request::parse ──► Request::Edges { kind: Deployment, namespace, name, window: 60 s }
+//!        │ the windows answer with GoldenMetrics per edge
+//!        ▼
+//!   TrafficMetricsList { resource, items: [TrafficMetrics { edge, window, metrics }] }
+//! ```
+//!
+//! # Where the spec and the SDK disagree
+//!
+//! The spec (`apis/traffic-metrics/v1alpha1/traffic-metrics.md`) writes latencies with unit
+//! `seconds` and an `edge.side`, and a `backend` for TrafficSplits; the Go SDK's `v1alpha1`
+//! package has neither `side` nor `backend` and writes the unit `ms`. Switchyard follows the
+//! spec: unit `seconds`, values as Kubernetes quantities of seconds (`"12m"` is 12 ms, `"250u"`
+//! 250 µs), `side` always set, `backend` on TrafficSplit items. Counts are plain integers.
+
+#[cfg(test)]
+mod tests;
+
+use std::{fmt, time::Duration};
+
+use serde::Serialize;
+
+/// The API group.
+pub const GROUP: &str = "metrics.smi-spec.io";
+/// The one version served.
+pub const VERSION: &str = "v1alpha1";
+/// The longest window the metrics are kept for; a longer `?t=` is refused.
+pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// The window when the request gives no `?t=`, as smi-metrics defaults it.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
+/// The kinds metrics are served for: Pods, the workloads and Services made of Pods, namespaces,
+/// and TrafficSplits (per backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceKind {
+    Namespace,
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    Service,
+    TrafficSplit,
+}
+
+impl ResourceKind {
+    /// Every kind, in the order discovery lists them.
+    pub const ALL: [ResourceKind; 7] = [
+        ResourceKind::Namespace,
+        ResourceKind::Pod,
+        ResourceKind::Deployment,
+        ResourceKind::StatefulSet,
+        ResourceKind::DaemonSet,
+        ResourceKind::Service,
+        ResourceKind::TrafficSplit,
+    ];
+
+    /// The resource name in paths (`deployments`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            ResourceKind::Namespace => "namespaces",
+            ResourceKind::Pod => "pods",
+            ResourceKind::Deployment => "deployments",
+            ResourceKind::StatefulSet => "statefulsets",
+            ResourceKind::DaemonSet => "daemonsets",
+            ResourceKind::Service => "services",
+            ResourceKind::TrafficSplit => "trafficsplits",
+        }
+    }
+
+    /// The kind in object references (`Deployment`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            ResourceKind::Namespace => "Namespace",
+            ResourceKind::Pod => "Pod",
+            ResourceKind::Deployment => "Deployment",
+            ResourceKind::StatefulSet => "StatefulSet",
+            ResourceKind::DaemonSet => "DaemonSet",
+            ResourceKind::Service => "Service",
+            ResourceKind::TrafficSplit => "TrafficSplit",
+        }
+    }
+
+    /// Whether objects of the kind live in a namespace (all but namespaces).
+    pub fn namespaced(self) -> bool {
+        self != ResourceKind::Namespace
+    }
+
+    fn from_plural(plural: &str) -> Option<ResourceKind> {
+        ResourceKind::ALL.into_iter().find(|k| k.plural() == plural)
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.plural())
+    }
+}
+
+/// What a request asks for. Paths are relative to `/apis/metrics.smi-spec.io/v1alpha1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `/`: the `APIResourceList` (the aggregator's availability check reads it too).
+    Discovery,
+    /// `/{resource}` (every namespace) or `/namespaces/{ns}/{resource}`: one item per object.
+    List {
+        kind: ResourceKind,
+        namespace: Option<String>,
+        window: Duration,
+    },
+    /// `/namespaces/{name}` or `/namespaces/{ns}/{resource}/{name}`: one object's metrics.
+    Get {
+        kind: ResourceKind,
+        namespace: Option<String>,
+        name: String,
+        window: Duration,
+    },
+    /// The same with `/edges`: one item per peer the object exchanged traffic with.
+    Edges {
+        kind: ResourceKind,
+        namespace: Option<String>,
+        name: String,
+        window: Duration,
+    },
+}
+
+/// Why a request cannot be answered; the HTTP status and a message naming the part at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("the path {path:?} is not under /apis/{GROUP}/{VERSION}")]
+    OutsideGroup { path: String },
+    #[error("{what:?} is not a resource of {GROUP}/{VERSION}")]
+    UnknownResource { what: String },
+    #[error("the path {path:?} names no resource, object or edges of {GROUP}/{VERSION}")]
+    UnknownPath { path: String },
+    #[error("query parameter t={value:?}: {reason}")]
+    Window { value: String, reason: String },
+}
+
+impl RequestError {
+    /// The HTTP status: 404 for what does not exist, 400 for a bad window.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Window { .. } => 400,
+            _ => 404,
+        }
+    }
+
+    /// The Kubernetes `Status` object `kubectl` prints the message of.
+    pub fn to_status(&self) -> serde_json::Value {
+        let (code, reason) = match self.status() {
+            400 => (400, "BadRequest"),
+            _ => (404, "NotFound"),
+        };
+        serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": reason,
+            "code": code,
+        })
+    }
+}
+
+impl Request {
+    /// Parses a path (with the `/apis/metrics.smi-spec.io/v1alpha1` prefix, as the aggregator
+    /// forwards it) and its query string (without the `?`).
+    ///
+    /// # Errors
+    ///
+    /// The path is outside the group, names an unknown resource or shape, or `t` is not a
+    /// duration in (0, [`MAX_WINDOW`]].
+    pub fn parse(path: &str, query: Option<&str>) -> Result<Request, RequestError> {
+        let prefix = format!("/apis/{GROUP}/{VERSION}");
+        let rest = path
+            .strip_prefix(&prefix)
+            .ok_or_else(|| RequestError::OutsideGroup {
+                path: path.to_owned(),
+            })?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Err(RequestError::OutsideGroup {
+                path: path.to_owned(),
+            });
+        }
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let window = window(query)?;
+        let kind = |plural: &str| {
+            ResourceKind::from_plural(plural).ok_or_else(|| RequestError::UnknownResource {
+                what: plural.to_owned(),
+            })
+        };
+        let namespaced = |k: ResourceKind| {
+            if k.namespaced() {
+                Ok(k)
+            } else {
+                Err(RequestError::UnknownPath {
+                    path: path.to_owned(),
+                })
+            }
+        };
+        let owned = |s: &str| s.to_owned();
+        match parts.as_slice() {
+            [] => Ok(Request::Discovery),
+            [plural] => Ok(Request::List {
+                kind: kind(plural)?,
+                namespace: None,
+                window,
+            }),
+            ["namespaces", name] => Ok(Request::Get {
+                kind: ResourceKind::Namespace,
+                namespace: None,
+                name: owned(name),
+                window,
+            }),
+            ["namespaces", name, "edges"] => Ok(Request::Edges {
+                kind: ResourceKind::Namespace,
+                namespace: None,
+                name: owned(name),
+                window,
+            }),
+            ["namespaces", ns, plural] => Ok(Request::List {
+                kind: namespaced(kind(plural)?)?,
+                namespace: Some(owned(ns)),
+                window,
+            }),
+            ["namespaces", ns, plural, name] => Ok(Request::Get {
+                kind: namespaced(kind(plural)?)?,
+                namespace: Some(owned(ns)),
+                name: owned(name),
+                window,
+            }),
+            ["namespaces", ns, plural, name, "edges"] => Ok(Request::Edges {
+                kind: namespaced(kind(plural)?)?,
+                namespace: Some(owned(ns)),
+                name: owned(name),
+                window,
+            }),
+            _ => Err(RequestError::UnknownPath {
+                path: path.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The `t` query parameter, a Go duration (`30s`, `1m`, `1m30s`, `500ms`, `1h`); the default
+/// when absent.
+fn window(query: Option<&str>) -> Result<Duration, RequestError> {
+    let Some(value) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("t="))
+    else {
+        return Ok(DEFAULT_WINDOW);
+    };
+    let bad = |reason: &str| RequestError::Window {
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let window = go_duration(value).ok_or_else(|| {
+        bad("not a duration: a number and a unit (h, m, s, ms), repeated, as 1m30s")
+    })?;
+    if window.is_zero() {
+        return Err(bad("the window must be longer than zero"));
+    }
+    if window > MAX_WINDOW {
+        return Err(bad("metrics are kept for 10m; ask for 10m or less"));
+    }
+    Ok(window)
+}
+
+/// A Go `time.ParseDuration` string of whole numbers: `1h`, `2m30s`, `250ms`.
+fn go_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() || s.len() > 32 {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            _ => return None,
+        };
+        total = total.checked_add(part)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// The `APIResourceList` served at the group version's root.
+pub fn discovery() -> serde_json::Value {
+    let resources: Vec<serde_json::Value> = ResourceKind::ALL
+        .into_iter()
+        .flat_map(|k| {
+            [k.plural().to_owned(), format!("{}/edges", k.plural())].map(|name| {
+                serde_json::json!({
+                    "name": name,
+                    "singularName": "",
+                    "namespaced": k.namespaced(),
+                    "kind": "TrafficMetrics",
+                    "verbs": ["get", "list"],
+                })
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": resources,
+    })
+}
+
+/// An object reference as the spec writes it; empty fields are left out (an edge to "any
+/// resource" is `{}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ObjectReference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ObjectReference {
+    /// A reference to one object of `kind`.
+    pub fn to(kind: ResourceKind, namespace: Option<&str>, name: &str) -> Self {
+        ObjectReference {
+            kind: Some(kind.kind().to_owned()),
+            namespace: namespace.map(str::to_owned),
+            name: Some(name.to_owned()),
+        }
+    }
+}
+
+/// Which way an edge's traffic flows, seen from the `resource`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The resource sent it to the edge's resource.
+    To,
+    /// The resource received it from the edge's resource.
+    From,
+}
+
+/// Which proxy measured it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// The traffic an item counts: between `resource` and this edge's resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub direction: Direction,
+    pub side: Side,
+    pub resource: ObjectReference,
+}
+
+/// For TrafficSplit items: the backend of the apex the item counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub apex: String,
+    pub name: String,
+    pub weight: u32,
+}
+
+/// The golden numbers of some traffic over a window, as the metric windows compute them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GoldenMetrics {
+    /// Responses that were not 5xx (and TCP connections that closed cleanly).
+    pub success_count: u64,
+    /// 5xx responses and requests that got no response.
+    pub failure_count: u64,
+    /// Latency percentiles; `None` when nothing was measured.
+    pub p50: Option<Duration>,
+    pub p90: Option<Duration>,
+    pub p99: Option<Duration>,
+}
+
+/// One metric of an item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Metric {
+    pub name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<&'static str>,
+    /// A Kubernetes quantity.
+    pub value: String,
+}
+
+impl GoldenMetrics {
+    /// The spec's five metrics, latencies first as the spec lists them. A percentile with no
+    /// measurement is left out rather than written as zero.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let latency = |name, d: Option<Duration>| {
+            d.map(|d| Metric {
+                name,
+                unit: Some("seconds"),
+                value: seconds_quantity(d),
+            })
+        };
+        [
+            latency("p99_response_latency", self.p99),
+            latency("p90_response_latency", self.p90),
+            latency("p50_response_latency", self.p50),
+            Some(Metric {
+                name: "success_count",
+                unit: None,
+                value: self.success_count.to_string(),
+            }),
+            Some(Metric {
+                name: "failure_count",
+                unit: None,
+                value: self.failure_count.to_string(),
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// A duration as a Kubernetes quantity of seconds at microsecond precision, in its shortest
+/// exact form: `2`, `12m` (12 ms), `250u` (250 µs), `0`.
+pub fn seconds_quantity(d: Duration) -> String {
+    let micros = d.as_micros();
+    if micros == 0 {
+        "0".to_owned()
+    } else if micros.is_multiple_of(1_000_000) {
+        (micros / 1_000_000).to_string()
+    } else if micros.is_multiple_of(1_000) {
+        format!("{}m", micros / 1_000)
+    } else {
+        format!("{micros}u")
+    }
+}
+
+/// The metrics of one resource (and edge) over a window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficMetrics {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: serde_json::Value,
+    pub resource: ObjectReference,
+    pub edge: Edge,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    /// RFC 3339, UTC, seconds.
+    pub timestamp: String,
+    /// A Go duration (`30s`, `1m0s`).
+    pub window: String,
+    pub metrics: Vec<Metric>,
+}
+
+impl TrafficMetrics {
+    /// An item for `resource`'s traffic across `edge`, at `timestamp` (RFC 3339) over `window`.
+    pub fn new(
+        resource: ObjectReference,
+        edge: Edge,
+        timestamp: &str,
+        window: Duration,
+        golden: &GoldenMetrics,
+    ) -> Self {
+        let metadata = serde_json::json!({
+            "name": resource.name,
+            "namespace": resource.namespace,
+            "creationTimestamp": timestamp,
+        });
+        TrafficMetrics {
+            api_version: "metrics.smi-spec.io/v1alpha1",
+            kind: "TrafficMetrics",
+            metadata,
+            resource,
+            edge,
+            backend: None,
+            timestamp: timestamp.to_owned(),
+            window: go_format(window),
+            metrics: golden.metrics(),
+        }
+    }
+}
+
+/// Items for one kind, or one resource's edges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficMetricsList {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: serde_json::Value,
+    pub resource: ObjectReference,
+    pub items: Vec<TrafficMetrics>,
+}
+
+impl TrafficMetricsList {
+    pub fn new(resource: ObjectReference, items: Vec<TrafficMetrics>) -> Self {
+        TrafficMetricsList {
+            api_version: "metrics.smi-spec.io/v1alpha1",
+            kind: "TrafficMetricsList",
+            metadata: serde_json::json!({}),
+            resource,
+            items,
+        }
+    }
+}
+
+/// A window as Go's `Duration.String` writes it, to the millisecond: `500ms`, `1.5s`, `30s`,
+/// `1m0s`, `10m0s`.
+pub fn go_format(d: Duration) -> String {
+    let secs = d.as_secs();
+    let ms = d.subsec_millis();
+    if secs == 0 && ms > 0 {
+        return format!("{ms}ms");
+    }
+    let frac = if ms == 0 {
+        String::new()
+    } else {
+        format!(".{ms:03}").trim_end_matches('0').to_owned()
+    };
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}{frac}s")
+    } else if m > 0 {
+        format!("{m}m{s}{frac}s")
+    } else {
+        format!("{s}{frac}s")
+    }
+}
