@@ -353,10 +353,8 @@ fn proxy_init_runs_from_the_operator_image(
             text.contains(&format!("iptables: {backend} (--iptables says so)")),
             "{text}"
         );
-        assert!(
-            text.contains("wrote /var/run/switchyard/bootstrap.json"),
-            "{text}"
-        );
+        // Not the "wrote <bootstrap>" line: `ctr run` can exit before it copies the last of
+        // a task's output (CI lost this line once, exit code 0); the file itself is read below.
         // The rules are in the namespace, as the host's own iptables sees them.
         let saved = netns
             .exec(format!("iptables-{backend}-save"))
