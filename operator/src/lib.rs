@@ -14,5 +14,6 @@ pub mod intercept;
 mod json_lookup;
 pub mod local;
 pub mod publish;
+pub mod telemetry;
 pub mod webhook;
 pub mod xds;
