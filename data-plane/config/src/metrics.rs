@@ -17,7 +17,9 @@ pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS_MICROS.len() + 1;
 /// [`LATENCY_BUCKETS_MICROS`] in milliseconds, the unit of Envoy's `*_rq_time` histograms (for
 /// `stats_config.histogram_bucket_settings`).
 pub fn latency_buckets_millis() -> impl ExactSizeIterator<Item = f64> {
-    LATENCY_BUCKETS_MICROS.iter().map(|&micros| micros as f64 / 1e3)
+    LATENCY_BUCKETS_MICROS
+        .iter()
+        .map(|&micros| micros as f64 / 1e3)
 }
 
 /// The golden metrics as Envoy's `envoy.stat_sinks.metrics_service` sink sends them with

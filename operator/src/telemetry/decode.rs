@@ -4,7 +4,8 @@
 //! (another name, a missing or malformed label, a negative or non-finite value, a wrong type)
 //! is counted in [`Decoded::ignored`] and skipped, never an error: a proxy's newer version
 //! must not break the operator. A message is read up to [`MAX_FAMILIES`] metric families and
-//! [`MAX_SERIES`] metrics in all; the rest is counted in [`Decoded::truncated`].
+//! [`MAX_SERIES`] metrics in all; the metrics left unread are counted in
+//! [`Decoded::truncated`].
 
 use std::fmt;
 
@@ -174,7 +175,8 @@ pub struct Decoded {
     pub samples: Vec<Sample>,
     /// Metrics skipped: not golden, or malformed.
     pub ignored: u64,
-    /// Metric families and metrics beyond [`MAX_FAMILIES`] and [`MAX_SERIES`], not read.
+    /// Metrics not read: those of the families after the first [`MAX_FAMILIES`], and those
+    /// after the first [`MAX_SERIES`].
     pub truncated: u64,
 }
 

@@ -24,8 +24,8 @@
 //!
 //! A slot is [`SLOT_BYTES`] bytes (5 request counts, 15 latency buckets and connections
 //! opened as `u32`, the active gauge as `u32`, bytes received and sent as `u64`, its slot
-//! number as `u32`), a series 26 slots: [`SERIES_BYTES`] bytes, plus its [`Subject`] key
-//! (a boxed name) and the hash map's entry. Counts in a slot saturate at `u32::MAX` (over 71
+//! number as `u32`), a series 26 slots: [`SERIES_BYTES`] bytes (2,912), boxed, plus its
+//! [`Subject`] key (a boxed name) and the hash map's entry (41 bytes a bucket). Counts in a slot saturate at `u32::MAX` (over 71
 //! million a second in a 1-minute slot). A series exists once a sample of it is not nothing
 //! (an idle cluster costs nothing); a proxy keeps at most [`Limits::max_series_per_proxy`]
 //! series (samples of more are dropped and counted), the store at most
@@ -37,11 +37,7 @@
 //! Counts of several series and proxies are summed, histograms bucket by bucket, before any
 //! rate or percentile is computed: [`Golden`].
 
-use std::{
-    collections::HashMap,
-    mem::size_of,
-    time::Duration,
-};
+use std::{collections::HashMap, mem::size_of, time::Duration};
 
 use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS};
@@ -110,7 +106,9 @@ impl Golden {
     /// Requests answered with anything but a 5xx (1xx to 4xx: a 4xx is the client's failure,
     /// not the server's), as Linkerd and the SMI metrics count success.
     pub fn success_count(&self) -> u64 {
-        self.requests[..StatusClass::ServerError.index()].iter().sum()
+        self.requests[..StatusClass::ServerError.index()]
+            .iter()
+            .sum()
     }
 
     /// Requests answered with a 5xx.
@@ -326,7 +324,8 @@ impl Window {
 #[derive(Debug, Default)]
 struct ProxyWindows {
     last_record: Duration,
-    series: HashMap<Subject, Series>,
+    /// Boxed: a map's spare buckets then cost a pointer each, not a series' slots.
+    series: HashMap<Subject, Box<Series>>,
 }
 
 /// Golden metrics per proxy and subject over sliding windows up to 10 m.
@@ -473,11 +472,12 @@ impl Store {
             };
             buckets * (size_of::<(K, V)>() + 1) + if buckets > 0 { 16 } else { 0 }
         }
-        let mut bytes = size_of::<Store>()
-            + map_bytes::<ProxyId, ProxyWindows>(self.proxies.capacity());
+        let mut bytes =
+            size_of::<Store>() + map_bytes::<ProxyId, ProxyWindows>(self.proxies.capacity());
         for (proxy, windows) in &self.proxies {
             bytes += proxy.namespace.capacity() + proxy.pod.capacity();
-            bytes += map_bytes::<Subject, Series>(windows.series.capacity());
+            bytes += map_bytes::<Subject, Box<Series>>(windows.series.capacity());
+            bytes += windows.series.len() * size_of::<Series>();
             bytes += windows
                 .series
                 .keys()
