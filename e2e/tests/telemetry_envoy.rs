@@ -37,8 +37,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 /// The HTTP cluster the test's requests go to (a Service port's name in the adapters' form).
 const WEB: &str = "demo/web|80";
-/// A headless Service endpoint's cluster: its name has dots, which Envoy's tag extraction
-/// must not split.
+/// A headless Service endpoint's cluster: its name has dots, where Envoy's tag extraction cuts
+/// it (`envoy.cluster_name=demo/db|80|127`); the stats matcher leaves it out.
 const DB: &str = "demo/db|80|127.0.0.1";
 /// The HTTP connection manager's `stat_prefix`.
 const STAT_PREFIX: &str = "outbound_http";
