@@ -52,18 +52,7 @@ use crate::config::Direction;
 /// The prefix of every metric name.
 pub const PREFIX: &str = "switchyard_proxy_";
 
-/// Upper bounds (inclusive) of the latency histogram buckets in microseconds: 0.5 ms to 10 s.
-/// A last `+Inf` bucket takes the rest.
-pub const LATENCY_BUCKETS_MICROS: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000,
-];
-
-/// [`LATENCY_BUCKETS_MICROS`] in seconds, as rendered in `le`.
-const LATENCY_BUCKETS_LE: [&str; 14] = [
-    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
-    "2.5", "5", "10",
-];
+pub use crate::config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -143,7 +132,7 @@ pub struct HttpStats {
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Observations per bucket, not cumulative; the last one is `+Inf`.
-    buckets: [AtomicU64; 15],
+    buckets: [AtomicU64; LATENCY_BUCKET_COUNT],
     sum_micros: AtomicU64,
 }
 
@@ -668,10 +657,14 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let bucket_name = format!("{name}_bucket");
         let mut cumulative = 0u64;
-        let bounds = LATENCY_BUCKETS_LE.iter().copied().chain(["+Inf"]);
+        // `le` in seconds: 500 µs renders `0.0005`, 1 s `1` (the shortest decimal of the f64).
+        let bounds = LATENCY_BUCKETS_MICROS
+            .iter()
+            .map(|&micros| (micros as f64 / 1e6).to_string())
+            .chain(["+Inf".to_owned()]);
         for (le, bucket) in bounds.zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let labels = with_label(labels, "le", le);
+            let labels = with_label(labels, "le", &le);
             sample(out, &bucket_name, &labels, &cumulative.to_string());
         }
         let sum = self.sum_micros() as f64 / 1e6;

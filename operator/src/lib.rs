@@ -14,6 +14,7 @@ pub mod intercept;
 mod json_lookup;
 pub mod local;
 pub mod publish;
+pub mod telemetry;
 pub mod traffic_metrics;
 pub mod webhook;
 pub mod xds;

@@ -71,6 +71,7 @@
 
 mod build;
 mod chains;
+pub mod metrics;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 #[cfg(test)]

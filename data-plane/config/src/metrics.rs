@@ -1,0 +1,68 @@
+//! Metric conventions every proxy shares with the control plane: one definition for the bundled
+//! proxy's histograms, the Envoy bootstrap's `histogram_bucket_settings` and the operator's
+//! decoding of what either pushes.
+
+/// Upper bounds (inclusive) of the latency histogram buckets in microseconds: 0.5 ms to 10 s.
+/// A last `+Inf` bucket takes the rest, so a histogram has `LATENCY_BUCKETS_MICROS.len() + 1`
+/// buckets. Envoy records request times in whole milliseconds: its bootstrap gets these bounds
+/// divided by 1,000 (see [`latency_buckets_millis`]).
+pub const LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// The number of latency buckets, `+Inf` included.
+pub const LATENCY_BUCKET_COUNT: usize = LATENCY_BUCKETS_MICROS.len() + 1;
+
+/// [`LATENCY_BUCKETS_MICROS`] in milliseconds, the unit of Envoy's `*_rq_time` histograms (for
+/// `stats_config.histogram_bucket_settings`).
+pub fn latency_buckets_millis() -> impl ExactSizeIterator<Item = f64> {
+    LATENCY_BUCKETS_MICROS
+        .iter()
+        .map(|&micros| micros as f64 / 1e3)
+}
+
+/// The golden metrics as Envoy's `envoy.stat_sinks.metrics_service` sink sends them with
+/// `emit_tags_as_labels: true` (observed with Envoy 1.40): the tag-extracted name, the
+/// extracted tags as labels. The bundled proxy's metrics service client sends the same names.
+pub mod envoy {
+    /// Requests an upstream cluster answered, by status class (counter; labels
+    /// [`CLUSTER_NAME`], [`RESPONSE_CODE_CLASS`]).
+    pub const UPSTREAM_RQ_XX: &str = "cluster.upstream_rq_xx";
+    /// An upstream cluster's request times in milliseconds (histogram; [`CLUSTER_NAME`]).
+    pub const UPSTREAM_RQ_TIME: &str = "cluster.upstream_rq_time";
+    /// Connections opened to an upstream cluster (counter; [`CLUSTER_NAME`]).
+    pub const UPSTREAM_CX_TOTAL: &str = "cluster.upstream_cx_total";
+    /// Connections open to an upstream cluster (gauge; [`CLUSTER_NAME`]).
+    pub const UPSTREAM_CX_ACTIVE: &str = "cluster.upstream_cx_active";
+    /// Bytes received from an upstream cluster (counter; [`CLUSTER_NAME`]).
+    pub const UPSTREAM_CX_RX_BYTES_TOTAL: &str = "cluster.upstream_cx_rx_bytes_total";
+    /// Bytes sent to an upstream cluster (counter; [`CLUSTER_NAME`]).
+    pub const UPSTREAM_CX_TX_BYTES_TOTAL: &str = "cluster.upstream_cx_tx_bytes_total";
+    /// Requests an HTTP connection manager answered, by status class (counter;
+    /// [`HTTP_CONN_MANAGER_PREFIX`], [`RESPONSE_CODE_CLASS`]).
+    pub const DOWNSTREAM_RQ_XX: &str = "http.downstream_rq_xx";
+    /// An HTTP connection manager's request times in milliseconds (histogram;
+    /// [`HTTP_CONN_MANAGER_PREFIX`]).
+    pub const DOWNSTREAM_RQ_TIME: &str = "http.downstream_rq_time";
+
+    /// The cluster's name (`alt_stat_name` when set).
+    pub const CLUSTER_NAME: &str = "envoy.cluster_name";
+    /// The HTTP connection manager's `stat_prefix`.
+    pub const HTTP_CONN_MANAGER_PREFIX: &str = "envoy.http_conn_manager_prefix";
+    /// The status class's digit, `1` to `5`.
+    pub const RESPONSE_CODE_CLASS: &str = "envoy.response_code_class";
+
+    /// `stats_config.stats_matcher.inclusion_list` (RE2 `safe_regex` patterns on the full stat
+    /// name): only the golden stats are kept, flushed and sent.
+    ///
+    /// A name segment is `[^.]+`: Envoy's tag extraction takes a cluster's name up to its
+    /// first dot (`cluster.demo/db|80|127.0.0.1.upstream_rq_2xx` becomes
+    /// `cluster.0.0.1.upstream_rq_xx` with `envoy.cluster_name=demo/db|80|127`), so a cluster
+    /// whose name has a dot needs a dot-free `alt_stat_name` to be counted; the same segment
+    /// leaves out the `external.`/`internal.` copies of `upstream_rq_<class>`.
+    pub const STATS_INCLUSION: [&str; 2] = [
+        r"^cluster\.[^.]+\.(upstream_rq_[1-5]xx|upstream_rq_time|upstream_cx_total|upstream_cx_active|upstream_cx_rx_bytes_total|upstream_cx_tx_bytes_total)$",
+        r"^http\.[^.]+\.(downstream_rq_[1-5]xx|downstream_rq_time)$",
+    ];
+}
