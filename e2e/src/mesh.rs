@@ -398,11 +398,12 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns, record: Option<&Mutex<
             return;
         };
         received.body = body;
+        let status = scripted(&received.target);
         if let Some(record) = record {
             record.lock().expect("backend requests").push(received);
         }
         let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}",
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{name}",
             name.len()
         );
         if out.write_all(resp.as_bytes()).is_err() {
@@ -413,6 +414,26 @@ fn serve_http(conn: TcpStream, name: &str, conns: &Conns, record: Option<&Mutex<
             return;
         }
     }
+}
+
+/// What an HTTP [`Backend`] answers a request target with: `/status/<code>` answers `<code>`,
+/// `/delay/<ms>` answers 200 after `<ms>` milliseconds (at most 5 s), anything else 200, each
+/// with the backend's name as the body: known traffic for the metrics tests.
+fn scripted(target: &str) -> String {
+    if let Some(code) = target
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|c| (200..600).contains(c))
+    {
+        return format!("{code} Scripted");
+    }
+    if let Some(ms) = target
+        .strip_prefix("/delay/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        thread::sleep(Duration::from_millis(ms.min(5_000)));
+    }
+    "200 OK".to_owned()
 }
 
 /// A chunked body's data, read up to and including its (ignored) trailers.

@@ -19,6 +19,7 @@ pub mod local;
 pub mod proxy_config;
 pub mod proxy_init;
 pub mod proxy_status;
+pub mod stat;
 pub mod validate;
 
 #[cfg(test)]
@@ -64,6 +65,9 @@ pub enum Command {
     /// resource (name and summary, or all of it as JSON with -o json), secrets redacted, and
     /// a rejected version with the proxy's reason (exit status 1).
     ProxyConfig(proxy_config::ProxyConfigArgs),
+    /// Show what each Pod (or namespace) served over a window, from the golden metrics the
+    /// proxies push: success rate, requests per second, latency percentiles.
+    Stat(stat::StatArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -129,6 +133,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         } else {
             Outcome::Invalid
         }),
+        Command::Stat(args) => {
+            stat::run(&args, out)?;
+            Ok(Outcome::Success)
+        }
         Command::ProxyConfig(args) => Ok(if proxy_config::run(&args, out)? {
             Outcome::Success
         } else {

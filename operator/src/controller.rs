@@ -167,6 +167,7 @@ pub async fn run(
     let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default());
     let xds_metrics = xds.metrics();
     let proxies = xds.statuses();
+    let telemetry = xds.telemetry();
     let xds_listener = listen("xds", config.xds_addr).await?;
     tracing::info!(addr = %config.xds_addr, "xds server listening");
     let xds_tls = match &config.xds_cert_dir {
@@ -198,9 +199,11 @@ pub async fn run(
         metrics: metrics.clone(),
         xds: xds_metrics,
         proxies: None,
+        telemetry: None,
     };
     let debug = Admin {
         proxies: Some(proxies),
+        telemetry: Some(telemetry),
         ..admin.clone()
     };
     tasks.spawn(admin::serve(

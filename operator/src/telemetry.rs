@@ -43,6 +43,7 @@
 //! [`switchyard_proxy_config::metrics::envoy`].
 
 pub mod decode;
+pub mod server;
 pub mod window;
 
 #[cfg(test)]
@@ -53,5 +54,6 @@ pub use self::{
         Decoded, Latency, MAX_FAMILIES, MAX_SERIES, Sample, StatPrefix, StatusClass, Subject,
         UpstreamCluster, Value, decode,
     },
+    server::{MetricsServer, Telemetry},
     window::{Golden, Limits, Store, StoreStats},
 };

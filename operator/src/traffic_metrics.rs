@@ -93,6 +93,13 @@ impl ResourceKind {
         self != ResourceKind::Namespace
     }
 
+    /// Whether the operator answers for the kind yet: Pods and namespaces, which the proxies'
+    /// own identities name. The kinds made of Pods through the index (workloads, Services,
+    /// TrafficSplit backends) are listed in [`ResourceKind::ALL`] and answer 404 until then.
+    pub fn served(self) -> bool {
+        matches!(self, ResourceKind::Namespace | ResourceKind::Pod)
+    }
+
     fn from_plural(plural: &str) -> Option<ResourceKind> {
         ResourceKind::ALL.into_iter().find(|k| k.plural() == plural)
     }
@@ -140,6 +147,10 @@ pub enum RequestError {
     UnknownResource { what: String },
     #[error("the path {path:?} names no resource, object or edges of {GROUP}/{VERSION}")]
     UnknownPath { path: String },
+    #[error("{kind} are not served yet: namespaces and pods are")]
+    NotServed { kind: ResourceKind },
+    #[error("{kind} {name:?} has no metrics: no proxy of it pushed any")]
+    NoMetrics { kind: ResourceKind, name: String },
     #[error("query parameter t={value:?}: {reason}")]
     Window { value: String, reason: String },
 }
@@ -278,7 +289,7 @@ fn window(query: Option<&str>) -> Result<Duration, RequestError> {
 }
 
 /// A Go `time.ParseDuration` string of whole numbers: `1h`, `2m30s`, `250ms`.
-fn go_duration(s: &str) -> Option<Duration> {
+pub fn go_duration(s: &str) -> Option<Duration> {
     if s.is_empty() || s.len() > 32 {
         return None;
     }
@@ -311,6 +322,7 @@ fn go_duration(s: &str) -> Option<Duration> {
 pub fn discovery() -> serde_json::Value {
     let resources: Vec<serde_json::Value> = ResourceKind::ALL
         .into_iter()
+        .filter(|k| k.served())
         .flat_map(|k| {
             [k.plural().to_owned(), format!("{}/edges", k.plural())].map(|name| {
                 serde_json::json!({
@@ -547,5 +559,203 @@ pub fn go_format(d: Duration) -> String {
         format!("{m}m{s}{frac}s")
     } else {
         format!("{s}{frac}s")
+    }
+}
+
+/// Answers `request` from the windows, at `timestamp` (RFC 3339): a `TrafficMetrics`, a
+/// `TrafficMetricsList` or the discovery document.
+///
+/// A Pod's metrics are what its proxy served (the HTTP connection managers of its inbound
+/// listeners, `inbound_<port>`), so every caller is counted, meshed or not, and a request the
+/// proxy refused counts too; a namespace's are its Pods' summed. A Pod's edges are its proxy's
+/// outbound clusters, one item per Service it called (the client side).
+///
+/// # Errors
+///
+/// A kind not served yet, or an object without metrics (404).
+pub fn answer(
+    telemetry: &crate::telemetry::Telemetry,
+    request: &Request,
+    timestamp: &str,
+) -> Result<serde_json::Value, RequestError> {
+    use crate::telemetry::Subject;
+
+    let inbound =
+        |s: &Subject| matches!(s, Subject::Listener(p) if p.as_str().starts_with("inbound_"));
+    let proxies = telemetry.proxies();
+    let golden = |pods: &[&switchyard_adapters::model::ProxyId], window: Duration| {
+        let g = telemetry.query(window, pods.iter().copied(), inbound);
+        GoldenMetrics::of(&g)
+    };
+    let served_from = || Edge {
+        direction: Direction::From,
+        side: Side::Server,
+        resource: ObjectReference::default(),
+    };
+    let check = |kind: ResourceKind| {
+        if kind.served() {
+            Ok(())
+        } else {
+            Err(RequestError::NotServed { kind })
+        }
+    };
+    fn value(v: &impl Serialize) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    match request {
+        Request::Discovery => Ok(discovery()),
+        Request::Get {
+            kind,
+            namespace,
+            name,
+            window,
+        } => {
+            check(*kind)?;
+            let pods: Vec<_> = proxies
+                .iter()
+                .filter(|p| match kind {
+                    ResourceKind::Namespace => p.namespace == *name,
+                    _ => Some(&p.namespace) == namespace.as_ref() && p.pod == *name,
+                })
+                .collect();
+            if pods.is_empty() {
+                return Err(RequestError::NoMetrics {
+                    kind: *kind,
+                    name: name.clone(),
+                });
+            }
+            let item = TrafficMetrics::new(
+                ObjectReference::to(*kind, namespace.as_deref(), name),
+                served_from(),
+                timestamp,
+                *window,
+                &golden(&pods, *window),
+            );
+            Ok(value(&item))
+        }
+        Request::List {
+            kind,
+            namespace,
+            window,
+        } => {
+            check(*kind)?;
+            let in_scope = |p: &&switchyard_adapters::model::ProxyId| {
+                namespace.as_ref().is_none_or(|ns| p.namespace == *ns)
+            };
+            let items: Vec<TrafficMetrics> = match kind {
+                ResourceKind::Namespace => {
+                    let mut names: Vec<&str> =
+                        proxies.iter().map(|p| p.namespace.as_str()).collect();
+                    names.dedup();
+                    names
+                        .into_iter()
+                        .map(|ns| {
+                            let pods: Vec<_> =
+                                proxies.iter().filter(|p| p.namespace == ns).collect();
+                            TrafficMetrics::new(
+                                ObjectReference::to(*kind, None, ns),
+                                served_from(),
+                                timestamp,
+                                *window,
+                                &golden(&pods, *window),
+                            )
+                        })
+                        .collect()
+                }
+                _ => proxies
+                    .iter()
+                    .filter(in_scope)
+                    .map(|p| {
+                        TrafficMetrics::new(
+                            ObjectReference::to(*kind, Some(&p.namespace), &p.pod),
+                            served_from(),
+                            timestamp,
+                            *window,
+                            &golden(&[p], *window),
+                        )
+                    })
+                    .collect(),
+            };
+            let list = TrafficMetricsList::new(
+                ObjectReference {
+                    kind: Some(kind.kind().to_owned()),
+                    namespace: namespace.clone(),
+                    name: None,
+                },
+                items,
+            );
+            Ok(value(&list))
+        }
+        Request::Edges {
+            kind,
+            namespace,
+            name,
+            window,
+        } => {
+            check(*kind)?;
+            let pods: Vec<_> = proxies
+                .iter()
+                .filter(|p| match kind {
+                    ResourceKind::Namespace => p.namespace == *name,
+                    _ => Some(&p.namespace) == namespace.as_ref() && p.pod == *name,
+                })
+                .collect();
+            // The Services the pods called: outbound clusters `<ns>/<service>|<port>`.
+            let mut services: Vec<(String, String)> = pods
+                .iter()
+                .flat_map(|p| telemetry.subjects(p))
+                .filter_map(|s| match s {
+                    Subject::Upstream(c) => service_of(c.as_str()),
+                    Subject::Listener(_) => None,
+                })
+                .collect();
+            services.sort();
+            services.dedup();
+            let items = services
+                .into_iter()
+                .map(|(ns, svc)| {
+                    let g = telemetry.query(*window, pods.iter().copied(), |s| {
+                        matches!(s, Subject::Upstream(c) if service_of(c.as_str()).is_some_and(|(n, v)| n == ns && v == svc))
+                    });
+                    TrafficMetrics::new(
+                        ObjectReference::to(*kind, namespace.as_deref(), name),
+                        Edge {
+                            direction: Direction::To,
+                            side: Side::Client,
+                            resource: ObjectReference::to(ResourceKind::Service, Some(&ns), &svc),
+                        },
+                        timestamp,
+                        *window,
+                        &GoldenMetrics::of(&g),
+                    )
+                })
+                .collect();
+            let list = TrafficMetricsList::new(
+                ObjectReference::to(*kind, namespace.as_deref(), name),
+                items,
+            );
+            Ok(value(&list))
+        }
+    }
+}
+
+/// The Service an outbound cluster name (`<namespace>/<service>|<port>`, DESIGN §3) is for;
+/// `None` for the proxy's other clusters (`inbound|<port>`, its static ones).
+fn service_of(cluster: &str) -> Option<(String, String)> {
+    let (service, _port) = cluster.split_once('|')?;
+    let (ns, name) = service.split_once('/')?;
+    (!ns.is_empty() && !name.is_empty()).then(|| (ns.to_owned(), name.to_owned()))
+}
+
+impl GoldenMetrics {
+    /// The spec's numbers of a window's sums.
+    pub fn of(g: &crate::telemetry::Golden) -> Self {
+        GoldenMetrics {
+            success_count: g.success_count(),
+            failure_count: g.failure_count(),
+            p50: g.latency_quantile(0.50),
+            p90: g.latency_quantile(0.90),
+            p99: g.latency_quantile(0.99),
+        }
     }
 }

@@ -27,6 +27,11 @@ use serde_json::{Value, json};
 
 /// `stat_prefix` of the ADS gRPC client: its stats are `grpc.xds.*`.
 pub const XDS_STAT_PREFIX: &str = "xds";
+/// `stat_prefix` of the metrics service's gRPC client: `grpc.metrics.*`.
+pub const METRICS_STAT_PREFIX: &str = "metrics";
+/// How often a proxy pushes its golden metrics to the control plane by default: Envoy's own
+/// default `stats_flush_interval`.
+pub const DEFAULT_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The static listener that serves the probes and metrics (the health port).
 pub const HEALTH_LISTENER: &str = "switchyard-health";
@@ -101,6 +106,10 @@ pub struct BootstrapOptions {
     /// into the bootstrap.
     pub token_file: PathBuf,
     pub api: XdsApi,
+    /// How often the proxy pushes its golden metrics to the control plane's `MetricsService`
+    /// (`stats_flush_interval`, over the same channel and credentials as ADS); `None` for no
+    /// push. Default [`DEFAULT_METRICS_INTERVAL`].
+    pub metrics_interval: Option<std::time::Duration>,
 }
 
 impl BootstrapOptions {
@@ -126,6 +135,7 @@ impl BootstrapOptions {
             xds_ca,
             token_file: token_file.into(),
             api: XdsApi::default(),
+            metrics_interval: Some(DEFAULT_METRICS_INTERVAL),
         }
     }
 }
@@ -164,7 +174,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Value {
                 // The server learns the node from the first request of a stream; repeating it
                 // on every request only costs bytes.
                 "set_node_on_first_message_only": true,
-                "grpc_services": [xds_service(opts)],
+                "grpc_services": [grpc_service(opts, XDS_STAT_PREFIX)],
             },
             "cds_config": ads,
             "lds_config": ads,
@@ -194,6 +204,9 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Value {
             }],
         },
     });
+    if let Some(interval) = opts.metrics_interval {
+        metrics_sink(&mut bootstrap, opts, interval);
+    }
     if let Some(health) = opts.health {
         let mut clusters = vec![static_cluster(
             ADMIN_CLUSTER,
@@ -321,8 +334,37 @@ fn static_cluster(name: &str, address: &str, port: u16) -> Value {
     })
 }
 
-/// The ADS `GrpcService`: `google_grpc` on TLS, the token from its file on every call.
-fn xds_service(opts: &BootstrapOptions) -> Value {
+/// Golden metrics pushed to the control plane every `interval`: Envoy's
+/// `envoy.stat_sinks.metrics_service` with the names and labels
+/// `switchyard_proxy_config::metrics::envoy` defines, counters as deltas, histograms as
+/// buckets, the request-time histograms with the shared latency buckets. Every stat stays
+/// (no `stats_matcher`): `/metrics` keeps Envoy's conventional names for users who scrape it;
+/// the control plane reads the golden ones and drops the rest.
+fn metrics_sink(bootstrap: &mut Value, opts: &BootstrapOptions, interval: std::time::Duration) {
+    bootstrap["stats_sinks"] = json!([{
+        "name": "envoy.stat_sinks.metrics_service",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+            "transport_api_version": "V3",
+            "report_counters_as_deltas": true,
+            "emit_tags_as_labels": true,
+            "histogram_emit_mode": "HISTOGRAM",
+            "grpc_service": grpc_service(opts, METRICS_STAT_PREFIX),
+        },
+    }]);
+    bootstrap["stats_flush_interval"] = json!(format!("{}s", interval.as_secs().max(1)));
+    let buckets: Vec<f64> = switchyard_proxy_config::metrics::latency_buckets_millis().collect();
+    bootstrap["stats_config"] = json!({
+        "histogram_bucket_settings": [{
+            "match": { "suffix": "_rq_time" },
+            "buckets": buckets,
+        }],
+    });
+}
+
+/// The control plane's `GrpcService` (ADS, metrics): `google_grpc` on TLS, the token from its
+/// file on every call.
+fn grpc_service(opts: &BootstrapOptions, stat_prefix: &str) -> Value {
     let mut args = serde_json::Map::new();
     args.insert(
         "grpc.keepalive_time_ms".into(),
@@ -345,7 +387,7 @@ fn xds_service(opts: &BootstrapOptions) -> Value {
     json!({
         "google_grpc": {
             "target_uri": target_uri(&opts.xds_host, opts.xds_port),
-            "stat_prefix": XDS_STAT_PREFIX,
+            "stat_prefix": stat_prefix,
             "channel_credentials": {
                 "ssl_credentials": { "root_certs": root_certs },
             },

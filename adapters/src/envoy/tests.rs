@@ -2244,6 +2244,30 @@ fn bootstrap_configures_ads_on_tls_with_the_token_by_file() {
     assert!(ads["grpc_services"][0]["initial_metadata"].is_null());
     // No health port asked for, no static resources.
     assert!(b["static_resources"].is_null());
+    // Golden metrics pushed over the same channel and credentials as ADS, every 5 s, with
+    // the shared latency buckets on the request-time histograms.
+    let sink = &b["stats_sinks"][0];
+    assert_eq!(sink["name"], "envoy.stat_sinks.metrics_service");
+    let config = &sink["typed_config"];
+    assert_eq!(config["report_counters_as_deltas"], true);
+    assert_eq!(config["emit_tags_as_labels"], true);
+    assert_eq!(config["histogram_emit_mode"], "HISTOGRAM");
+    let metrics_grpc = &config["grpc_service"]["google_grpc"];
+    assert_eq!(metrics_grpc["stat_prefix"], METRICS_STAT_PREFIX);
+    assert_eq!(metrics_grpc["target_uri"], grpc["target_uri"]);
+    assert_eq!(metrics_grpc["call_credentials"], grpc["call_credentials"]);
+    assert_eq!(b["stats_flush_interval"], "5s");
+    let buckets = &b["stats_config"]["histogram_bucket_settings"][0];
+    assert_eq!(buckets["match"]["suffix"], "_rq_time");
+    assert_eq!(
+        buckets["buckets"].as_array().unwrap().len(),
+        switchyard_proxy_config::metrics::LATENCY_BUCKETS_MICROS.len()
+    );
+    let quiet = bootstrap(&BootstrapOptions {
+        metrics_interval: None,
+        ..opts.clone()
+    });
+    assert!(quiet["stats_sinks"].is_null() && quiet["stats_config"].is_null());
 
     let with_health = BootstrapOptions {
         bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),

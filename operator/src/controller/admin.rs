@@ -31,6 +31,7 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
+use crate::telemetry::Telemetry;
 use crate::xds::{
     ConfigDump, TypeFilter, dump::MAX_DUMP_BYTES, metrics::XdsMetrics, status::ProxyStatuses,
 };
@@ -235,6 +236,9 @@ pub struct Admin {
     /// `switchyard proxy-status`); `GET /proxies/{proxy}/config`: what one runs. `None` on a
     /// port other Pods can reach: both answer 404 there.
     pub proxies: Option<Arc<ProxyStatuses>>,
+    /// `GET /apis/metrics.smi-spec.io/v1alpha1/...`: the SMI Traffic Metrics API over the
+    /// golden metrics the proxies pushed to this replica. `None`: 404.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -263,6 +267,11 @@ pub fn respond(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    if let (true, Some(telemetry)) = (get, admin.telemetry.as_deref())
+        && path.starts_with(TRAFFIC_METRICS_PREFIX)
+    {
+        return traffic_metrics(telemetry, path, query);
+    }
     match (get, admin.proxies.as_deref(), config_of(path)) {
         (true, Some(proxies), Some(proxy)) => proxy_config(proxies, &proxy, query),
         _ => route(admin, get, path),
@@ -304,6 +313,30 @@ fn proxy_config(
         );
     };
     json(&ConfigDump::of(&live, filter, MAX_DUMP_BYTES))
+}
+
+/// Where the Traffic Metrics API's paths start.
+const TRAFFIC_METRICS_PREFIX: &str = "/apis/metrics.smi-spec.io/";
+
+fn traffic_metrics(
+    telemetry: &Telemetry,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_default();
+    let answered = crate::traffic_metrics::Request::parse(path, query)
+        .and_then(|request| crate::traffic_metrics::answer(telemetry, &request, &now.to_string()));
+    match answered {
+        Ok(value) => json(&value),
+        Err(error) => {
+            let mut resp = json(&error.to_status());
+            *resp.status_mut() =
+                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::NOT_FOUND);
+            resp
+        }
+    }
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {

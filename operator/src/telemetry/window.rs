@@ -403,6 +403,19 @@ impl Store {
         evicted
     }
 
+    /// The proxies that have windows, in no particular order.
+    pub fn proxy_ids(&self) -> Vec<ProxyId> {
+        self.proxies.keys().cloned().collect()
+    }
+
+    /// The subjects `proxy` has windows for, in no particular order.
+    pub fn subjects(&self, proxy: &ProxyId) -> Vec<Subject> {
+        self.proxies
+            .get(proxy)
+            .map(|w| w.series.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Forgets `proxy` (its Pod is gone).
     pub fn forget(&mut self, proxy: &ProxyId) {
         self.proxies.remove(proxy);

@@ -35,6 +35,10 @@ use tonic::{
 };
 use tracing::Instrument;
 
+use crate::telemetry::{MetricsServer, Telemetry};
+
+use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer;
+
 use super::{
     acked::{AckedConfig, AckedView},
     auth::Authenticate,
@@ -91,6 +95,8 @@ pub struct XdsServer {
     config: XdsConfig,
     metrics: Arc<XdsMetrics>,
     statuses: Arc<ProxyStatuses>,
+    /// The golden metrics the proxies push on the same port (`MetricsService`).
+    telemetry: Arc<Telemetry>,
     drain: Arc<watch::Sender<bool>>,
     /// [`XdsConfig::max_streams`] permits; an open stream holds one.
     streams: Arc<Semaphore>,
@@ -294,6 +300,7 @@ where
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .add_service(server.metrics_service())
         .add_service(server.into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
@@ -328,6 +335,7 @@ impl XdsServer {
             config,
             metrics: Arc::default(),
             statuses: Arc::default(),
+            telemetry: Arc::default(),
             drain: Arc::new(watch::Sender::new(false)),
         }
     }
@@ -339,6 +347,22 @@ impl XdsServer {
     /// Where every connected proxy stands, per xDS type.
     pub fn statuses(&self) -> Arc<ProxyStatuses> {
         self.statuses.clone()
+    }
+
+    /// The golden metrics the proxies pushed, in sliding windows.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
+    /// The `MetricsService` beside ADS: streams authenticated as ADS streams are, recorded
+    /// into [`XdsServer::telemetry`], ended by the same drain.
+    pub fn metrics_service(&self) -> MetricsServiceServer<MetricsServer> {
+        MetricsServer::new(
+            self.auth.clone(),
+            self.telemetry.clone(),
+            self.drain.subscribe(),
+        )
+        .into_service()
     }
 
     pub fn drain_handle(&self) -> DrainHandle {

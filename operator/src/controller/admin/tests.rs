@@ -6,6 +6,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
+        telemetry: None,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -71,6 +72,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
+        telemetry: None,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -133,11 +135,22 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         metrics: Arc::new(ControllerMetrics::default()),
         xds: Arc::new(XdsMetrics::default()),
         proxies: None,
+        telemetry: None,
     };
     let debug = Admin {
         proxies: Some(statuses),
+        telemetry: Some(Arc::default()),
         ..public.clone()
     };
+    // The traffic metrics, too, only on the debug port until the aggregated API serves them.
+    assert_eq!(
+        answer(&public, true, "/apis/metrics.smi-spec.io/v1alpha1/", None).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        answer(&debug, true, "/apis/metrics.smi-spec.io/v1alpha1/", None).status(),
+        StatusCode::OK
+    );
     for path in [PROXIES_PATH, "/proxies/demo%2Fweb-0/config"] {
         assert_eq!(
             answer(&public, true, path, None).status(),

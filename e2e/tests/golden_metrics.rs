@@ -1,0 +1,197 @@
+//! Golden metrics end to end on the suite's data plane: both sidecars push to local mode's
+//! control plane over its `MetricsService`, and the SMI Traffic Metrics API on the admin port
+//! and `switchyard stat` show known traffic: exact success and failure counts on the server's
+//! side and on the client's edge, latency percentiles in the bucket of the truth.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::Ipv4Addr, process::Command, time::Duration};
+
+use serde_json::Value;
+use switchyard_e2e::{
+    mesh::{Backend, Mesh, Sidecar, http_get, meshed_http_service, pod, wait_for},
+    switchyard_bin,
+};
+
+const API: &str = "/apis/metrics.smi-spec.io/v1alpha1";
+
+/// `GET path` on the control plane's admin address: status and JSON.
+fn api(mesh: &Mesh, path: &str) -> (u16, Value) {
+    let r = http_get(mesh.admin, "admin", &format!("{API}{path}"), &[]).unwrap();
+    let json = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, json)
+}
+
+/// A metric of a TrafficMetrics item.
+fn metric<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
+    item["metrics"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)?["value"]
+        .as_str()
+}
+
+fn count(item: &Value, name: &str) -> u64 {
+    metric(item, name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A latency quantity of seconds (`12m`, `250u`, `2`) as a duration.
+fn latency(item: &Value, name: &str) -> Duration {
+    let q = metric(item, name).unwrap_or_else(|| panic!("no {name}: {item}"));
+    let (n, scale) = match q.chars().last() {
+        Some('m') => (&q[..q.len() - 1], 1e-3),
+        Some('u') => (&q[..q.len() - 1], 1e-6),
+        _ => (q, 1.0),
+    };
+    Duration::from_secs_f64(n.parse::<f64>().unwrap() * scale)
+}
+
+/// Sends `n` GETs of `path` to web through `client`; how many were answered 200.
+fn send(client: &Sidecar, path: &str, n: usize) -> u64 {
+    (0..n)
+        .filter(|_| {
+            client
+                .request("GET", "web.demo", path)
+                .is_ok_and(|r| r.status == 200)
+        })
+        .count() as u64
+}
+
+#[test]
+fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
+    let ip = |host| Ipv4Addr::new(127, 0, 61, host);
+    let web = Backend::http("web");
+    let port = web.addr.port();
+    let mut mesh = Mesh::builder(ip(1))
+        .file(
+            "web.yaml",
+            format!(
+                "{}---\n{}",
+                pod("web-0", "web", &[("app", "web")], ip(2)),
+                meshed_http_service("web", "web-0", ip(2), port)
+            ),
+        )
+        .start();
+    let _server = mesh.sidecar("web-0");
+    let client = mesh.client();
+
+    // Until the route is there; every 200 reached web-0's sidecar and counts.
+    let mut warmup = 0;
+    wait_for(
+        Duration::from_secs(15),
+        || {
+            let ok = send(&client, "/", 1);
+            warmup += ok;
+            ok == 1
+        },
+        "a first 200 from web through the client's sidecar",
+    );
+    // 160 fast, 20 that take 150 ms, 20 answered 500: the truth is p50 fast, p99 ~150 ms.
+    let fast = send(&client, "/", 160);
+    let slow = send(&client, "/delay/150", 20);
+    let failed = 20 - send(&client, "/status/500", 20);
+    assert_eq!(
+        (fast, slow, failed),
+        (160, 20, 20),
+        "every request answered"
+    );
+    let ok = warmup + fast + slow;
+
+    // The pushes arrive every 5 s (the bootstrap's default interval).
+    let server = "/namespaces/demo/pods/web-0?t=1m";
+    let mut item = Value::Null;
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            let (status, json) = api(&mesh, server);
+            item = json;
+            status == 200
+                && count(&item, "success_count") == ok
+                && count(&item, "failure_count") == 20
+        },
+        "web-0's pushed counts to reach the traffic sent",
+    );
+    assert_eq!(item["kind"], "TrafficMetrics", "{item}");
+    assert_eq!(item["edge"]["direction"], "from", "{item}");
+    assert_eq!(item["edge"]["side"], "server", "{item}");
+    assert_eq!(item["window"], "1m0s", "{item}");
+    // Within the bucket of the truth: 150 ms is in (100 ms, 250 ms]; the fast ones below.
+    let p99 = latency(&item, "p99_response_latency");
+    assert!(
+        p99 > Duration::from_millis(100) && p99 <= Duration::from_millis(250),
+        "p99 {p99:?}: {item}"
+    );
+    assert!(
+        latency(&item, "p50_response_latency") < Duration::from_millis(100),
+        "{item}"
+    );
+
+    // The client's side: one edge, to the web Service, the same counts.
+    let (status, edges) = api(&mesh, "/namespaces/demo/pods/client-0/edges?t=1m");
+    assert_eq!(status, 200, "{edges}");
+    let items = edges["items"].as_array().unwrap();
+    let to_web = items
+        .iter()
+        .find(|i| i["edge"]["resource"]["name"] == "web")
+        .unwrap_or_else(|| panic!("no edge to web: {edges}"));
+    assert_eq!(to_web["edge"]["direction"], "to", "{to_web}");
+    assert_eq!(to_web["edge"]["side"], "client", "{to_web}");
+    assert_eq!(
+        (
+            count(to_web, "success_count"),
+            count(to_web, "failure_count")
+        ),
+        (ok, 20),
+        "{to_web}"
+    );
+
+    // The namespace sums its Pods' served traffic: only web-0 served any.
+    let (_, ns) = api(&mesh, "/namespaces/demo?t=1m");
+    assert_eq!(
+        (count(&ns, "success_count"), count(&ns, "failure_count")),
+        (ok, 20),
+        "{ns}"
+    );
+    // A kind not served yet, and a bad window, say so.
+    let (status, body) = api(&mesh, "/namespaces/demo/deployments/web");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not served yet"),
+        "{body}"
+    );
+    let (status, body) = api(&mesh, "/namespaces/demo/pods/web-0?t=1h");
+    assert_eq!(status, 400, "{body}");
+
+    // `switchyard stat`: the same numbers in the table.
+    let out = Command::new(switchyard_bin())
+        .args(["stat", "pods", "web-0", "-n", "demo", "--admin"])
+        .arg(mesh.admin.to_string())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P90",
+            "LATENCY_P99"
+        ],
+        "{table}"
+    );
+    let success = format!("{:.2}%", 100.0 * ok as f64 / (ok + 20) as f64);
+    assert_eq!(rows[1][..2], ["demo/web-0", success.as_str()], "{table}");
+    let rps = format!("{:.1}rps", (ok + 20) as f64 / 60.0);
+    assert_eq!(rows[1][2], rps, "{table}");
+}

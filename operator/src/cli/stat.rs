@@ -1,0 +1,230 @@
+//! `switchyard stat pods|namespaces [NAME]`: what each proxy served over a window, from the
+//! golden metrics the proxies push to the control plane, through the SMI Traffic Metrics API's
+//! paths: success rate, requests per second and latency percentiles.
+//!
+//! ```text
+//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
+//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: the same, Pods only
+//! ```
+//!
+//! In a cluster each proxy pushes to the replica that serves its xDS stream, so a Pod's row
+//! comes from exactly one replica; the rows of all replicas are joined. A namespace's sum
+//! would need every replica's windows at once, which the aggregated API will provide.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use super::{
+    controller::client,
+    proxy_status::{admin_get, columns, operator_pods, pod_get},
+};
+use crate::{
+    install::DEFAULT_NAMESPACE,
+    traffic_metrics::{GROUP, ResourceKind, VERSION, go_duration, go_format},
+};
+
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, clap::Args)]
+pub struct StatArgs {
+    /// What to show: `pods` (`po`, `pod`) or `namespaces` (`ns`, `namespace`).
+    #[arg(value_parser = kind)]
+    pub kind: ResourceKind,
+    /// One object; all of the kind without it.
+    pub name: Option<String>,
+    /// The namespace of pods.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Pods of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// The window: a duration up to 10m (`10s`, `1m`, `1m30s`).
+    #[arg(short = 't', long = "window", default_value = "1m", value_parser = window)]
+    pub window: Duration,
+    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
+    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// The operator's namespace, in a cluster.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    pub operator_namespace: String,
+    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// `table`, or `json` (the `TrafficMetricsList`).
+    #[arg(short = 'o', long, value_enum, default_value_t = super::proxy_status::Format::Table)]
+    pub output: super::proxy_status::Format,
+}
+
+fn window(s: &str) -> Result<Duration, String> {
+    go_duration(s).ok_or_else(|| format!("{s:?}: a duration such as 10s, 1m or 1m30s"))
+}
+
+fn kind(s: &str) -> Result<ResourceKind, String> {
+    match s {
+        "pods" | "pod" | "po" => Ok(ResourceKind::Pod),
+        "namespaces" | "namespace" | "ns" => Ok(ResourceKind::Namespace),
+        other => Err(format!(
+            "{other:?}: stat shows pods or namespaces (workloads, Services and TrafficSplit backends are not served yet)"
+        )),
+    }
+}
+
+/// The API path of the request.
+pub fn path(args: &StatArgs) -> String {
+    let root = format!("/apis/{GROUP}/{VERSION}");
+    let t = go_format(args.window);
+    match (args.kind, &args.name) {
+        (ResourceKind::Namespace, Some(name)) => format!("{root}/namespaces/{name}?t={t}"),
+        (ResourceKind::Namespace, None) => format!("{root}/namespaces?t={t}"),
+        (kind, _) if args.all_namespaces => format!("{root}/{}?t={t}", kind.plural()),
+        (kind, Some(name)) => format!(
+            "{root}/namespaces/{}/{}/{name}?t={t}",
+            args.namespace,
+            kind.plural()
+        ),
+        (kind, None) => format!(
+            "{root}/namespaces/{}/{}?t={t}",
+            args.namespace,
+            kind.plural()
+        ),
+    }
+}
+
+/// Prints the table or the JSON.
+pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.window > Duration::ZERO && args.window <= crate::traffic_metrics::MAX_WINDOW,
+        "--window {}: metrics are kept for 10m; ask for 10m or less",
+        go_format(args.window)
+    );
+    let path = path(args);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let items = runtime.block_on(async {
+        match args.admin {
+            Some(addr) => {
+                let (status, body) = admin_get(addr, &path).await?;
+                items(&addr.to_string(), status, &body)
+            }
+            None => {
+                anyhow::ensure!(
+                    args.kind == ResourceKind::Pod,
+                    "in a cluster, stat shows pods until the aggregated API serves namespaces"
+                );
+                let client = client(args.kubeconfig.as_deref()).await?;
+                let ns = &args.operator_namespace;
+                let mut all = Vec::new();
+                for pod in operator_pods(&client, ns).await? {
+                    let (status, body) = pod_get(&client, ns, &pod, &path).await?;
+                    // A replica without the Pod's pushes answers 404.
+                    if status != http::StatusCode::NOT_FOUND {
+                        all.extend(items(&format!("operator Pod {ns}/{pod}"), status, &body)?);
+                    }
+                }
+                Ok(all)
+            }
+        }
+    })?;
+    match args.output {
+        super::proxy_status::Format::Json => {
+            let list = serde_json::json!({
+                "apiVersion": format!("{GROUP}/{VERSION}"),
+                "kind": "TrafficMetricsList",
+                "items": items,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        }
+        super::proxy_status::Format::Table => write!(out, "{}", table(&items))?,
+    }
+    Ok(())
+}
+
+/// The items of an answer: a list's, or the one object.
+fn items(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Vec<Value>> {
+    let value: Value = serde_json::from_slice(body)
+        .with_context(|| format!("{from}: an answer that is not JSON ({status})"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{from} answered {status}: {}",
+            value["message"].as_str().unwrap_or("no message")
+        );
+    }
+    Ok(match value["kind"].as_str() {
+        Some("TrafficMetricsList") => value["items"].as_array().cloned().unwrap_or_default(),
+        _ => vec![value],
+    })
+}
+
+/// One row per item: NAME (namespace/name for pods), SUCCESS, RPS, LATENCY_P50/P90/P99.
+pub fn table(items: &[Value]) -> String {
+    let mut rows = vec![
+        [
+            "NAME",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P90",
+            "LATENCY_P99",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for item in items {
+        let r = &item["resource"];
+        let name = match r["namespace"].as_str() {
+            Some(ns) => format!("{ns}/{}", r["name"].as_str().unwrap_or("?")),
+            None => r["name"].as_str().unwrap_or("?").to_owned(),
+        };
+        let metric = |n: &str| {
+            item["metrics"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["name"] == n))
+                .and_then(|m| m["value"].as_str())
+                .map(str::to_owned)
+        };
+        let count = |n| metric(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (ok, failed) = (count("success_count"), count("failure_count"));
+        let window = item["window"]
+            .as_str()
+            .and_then(go_duration)
+            .unwrap_or(Duration::from_secs(60));
+        let success = if ok + failed == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}%", 100.0 * ok as f64 / (ok + failed) as f64)
+        };
+        let rps = format!("{:.1}rps", (ok + failed) as f64 / window.as_secs_f64());
+        let latency = |n| metric(n).map_or("-".to_owned(), |q| millis(&q));
+        rows.push(vec![
+            name,
+            success,
+            rps,
+            latency("p50_response_latency"),
+            latency("p90_response_latency"),
+            latency("p99_response_latency"),
+        ]);
+    }
+    columns(&rows)
+}
+
+/// A quantity of seconds (`12m`, `250u`, `2`) in milliseconds, as `12ms`.
+fn millis(quantity: &str) -> String {
+    let (number, scale) = match quantity.chars().last() {
+        Some('m') => (&quantity[..quantity.len() - 1], 1.0),
+        Some('u') => (&quantity[..quantity.len() - 1], 1e-3),
+        _ => (quantity, 1e3),
+    };
+    match number.parse::<f64>() {
+        Ok(n) => {
+            let ms = n * scale;
+            if ms >= 10.0 || ms == ms.trunc() {
+                format!("{ms:.0}ms")
+            } else {
+                format!("{ms:.2}ms")
+            }
+        }
+        Err(_) => quantity.to_owned(),
+    }
+}

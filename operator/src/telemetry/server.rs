@@ -1,0 +1,203 @@
+//! The `MetricsService` the proxies push to, beside ADS on the xDS port: a stream is
+//! authenticated exactly as an ADS stream is (the credentials, then the node of its first
+//! message against them), and what it sends is recorded under the authenticated proxy, never
+//! under the node a message claims.
+//!
+//! ```text
+//!   proxy ──StreamMetrics──► verify(token) ─► first message: identifier.node ─► authenticate
+//!                                                                               │ ProxyId
+//!             every message ─► decode (golden samples only) ─► Telemetry::record(ProxyId, now)
+//! ```
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use envoy_types::pb::envoy::service::metrics::v3::{
+    StreamMetricsMessage, StreamMetricsResponse,
+    metrics_service_server::{MetricsService, MetricsServiceServer},
+};
+use switchyard_adapters::model::ProxyId;
+use tokio::{
+    sync::{Semaphore, watch},
+    time::Instant,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Golden, Limits, Sample, Store, Subject, decode};
+use crate::xds::auth::Authenticate;
+
+/// How long a new stream may take to send its first message. Envoy opens the stream at its
+/// first flush and sends at once; the bound only keeps an idle unauthenticated stream from
+/// holding a slot.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
+/// unless `batch_size` is set; a sidecar's is tens of KiB.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Metric streams open at once (default: one per proxy, up to 16,384 proxies).
+const MAX_STREAMS: usize = 16_384;
+
+/// The windows every proxy's pushes are recorded in, shared by the server and whoever answers
+/// questions about them. Time is measured from the handle's creation.
+#[derive(Debug)]
+pub struct Telemetry {
+    store: Mutex<Store>,
+    epoch: Instant,
+}
+
+impl Telemetry {
+    pub fn new(limits: Limits) -> Self {
+        Telemetry {
+            store: Mutex::new(Store::new(limits)),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Records `samples` from `proxy`, arrived now.
+    pub fn record(&self, proxy: &ProxyId, samples: &[Sample]) {
+        let now = self.now();
+        // Recording also sweeps out proxies silent for longer than the store keeps them.
+        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.record(proxy, now, samples);
+    }
+
+    /// The golden metrics of `proxies` over the `window` ending now, for the subjects
+    /// `include` accepts.
+    pub fn query<'a>(
+        &self,
+        window: Duration,
+        proxies: impl IntoIterator<Item = &'a ProxyId>,
+        include: impl FnMut(&Subject) -> bool,
+    ) -> Golden {
+        let now = self.now();
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.query_proxies(now, window, proxies, include)
+    }
+
+    /// The proxies with windows, in name order.
+    pub fn proxies(&self) -> Vec<ProxyId> {
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = store.proxy_ids();
+        out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+        out
+    }
+
+    /// Each subject a proxy has windows for.
+    pub fn subjects(&self, proxy: &ProxyId) -> Vec<Subject> {
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.subjects(proxy)
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new(Limits::default())
+    }
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct MetricsServer {
+    auth: Arc<dyn Authenticate>,
+    telemetry: Arc<Telemetry>,
+    streams: Arc<Semaphore>,
+    drain: watch::Receiver<bool>,
+}
+
+impl MetricsServer {
+    /// Streams end when `drain` turns true (the xDS server's drain).
+    pub fn new(
+        auth: Arc<dyn Authenticate>,
+        telemetry: Arc<Telemetry>,
+        drain: watch::Receiver<bool>,
+    ) -> Self {
+        MetricsServer {
+            auth,
+            telemetry,
+            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            drain,
+        }
+    }
+
+    pub fn into_service(self) -> MetricsServiceServer<Self> {
+        MetricsServiceServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer").finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsServer {
+    async fn stream_metrics(
+        &self,
+        request: Request<Streaming<StreamMetricsMessage>>,
+    ) -> Result<Response<StreamMetricsResponse>, Status> {
+        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted("too many metrics streams"));
+        };
+        let (metadata, _, mut inbound) = request.into_parts();
+        match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, self.auth.verify(&metadata)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::unavailable("credentials not verified in time")),
+        }
+        let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
+            Err(_) => return Err(Status::deadline_exceeded("no metrics message in time")),
+            Ok(message) => {
+                message?.ok_or_else(|| Status::cancelled("stream closed before any message"))?
+            }
+        };
+        let node = first
+            .identifier
+            .as_ref()
+            .and_then(|i| i.node.as_ref())
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "the first StreamMetricsMessage carries no identifier.node",
+                )
+            })?;
+        let key = self.auth.authenticate(&metadata, node).await?;
+        let proxy = key
+            .as_str()
+            .split_once('/')
+            .map(|(namespace, pod)| ProxyId {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
+            })
+            .ok_or_else(|| Status::internal("an authenticated proxy without a namespace"))?;
+        tracing::debug!(%proxy, "metrics stream open");
+        self.record(&proxy, &first);
+        let mut drain = self.drain.clone();
+        loop {
+            let message = tokio::select! {
+                m = inbound.message() => m?,
+                _ = drain.wait_for(|d| *d) => None,
+            };
+            let Some(message) = message else { break };
+            self.record(&proxy, &message);
+        }
+        tracing::debug!(%proxy, "metrics stream closed");
+        Ok(Response::new(StreamMetricsResponse {}))
+    }
+}
+
+impl MetricsServer {
+    fn record(&self, proxy: &ProxyId, message: &StreamMetricsMessage) {
+        let decoded = decode(message);
+        if decoded.truncated > 0 {
+            tracing::debug!(%proxy, truncated = decoded.truncated, "metrics beyond the bounds not read");
+        }
+        self.telemetry.record(proxy, &decoded.samples);
+    }
+}
