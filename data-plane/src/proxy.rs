@@ -12,6 +12,7 @@
 //! idle timeout, close connections that take too long or say nothing (see `idle`).
 
 mod budget;
+mod counted;
 mod detect;
 mod headers;
 mod http;
@@ -511,9 +512,14 @@ where
     let service = {
         let (ctx, info, manager, activity) =
             (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+        // Looked up once per connection: every response counts in it.
+        let golden = ctx.metrics.http_manager(&manager.stat_prefix);
         hyper::service::service_fn(move |request| {
+            let started = Instant::now();
             let mut in_flight = activity.start_request();
-            let handled = http::handle(ctx.clone(), info.clone(), manager.clone(), request);
+            let handled =
+                http::handle(ctx.clone(), info.clone(), manager.clone(), request, started);
+            let golden = golden.clone();
             let (ctx, info, manager, activity) =
                 (ctx.clone(), info.clone(), manager.clone(), activity.clone());
             async move {
@@ -528,6 +534,7 @@ where
                         }
                     },
                 };
+                golden.record(response.status().as_u16(), started.elapsed());
                 in_flight.responded();
                 Ok::<_, hyper::Error>(response.map(|body| idle::Tracked::new(body, in_flight)))
             }
