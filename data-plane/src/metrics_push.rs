@@ -364,7 +364,8 @@ fn request_counters(
     (0..5)
         .filter(|&i| now[i] > 0)
         .map(|i| {
-            let labels = vec![subject(), label(envoy::RESPONSE_CODE_CLASS, CLASSES[i])];
+            // Envoy's order: the class, then the subject.
+            let labels = vec![label(envoy::RESPONSE_CODE_CLASS, CLASSES[i]), subject()];
             counter(stat, labels, now[i].saturating_sub(base[i]), timestamp_ms)
         })
         .collect()

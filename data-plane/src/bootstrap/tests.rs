@@ -227,7 +227,11 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
     );
     v.as_object_mut().unwrap().remove("stats_flush_interval");
     let default = Bootstrap::from_json(&v).unwrap().metrics_sink.unwrap();
-    assert_eq!(default.flush_interval, Duration::from_secs(5), "Envoy's default");
+    assert_eq!(
+        default.flush_interval,
+        Duration::from_secs(5),
+        "Envoy's default"
+    );
 
     // envoy_grpc: the ADS cluster.
     let mut hand = json!({
@@ -256,13 +260,33 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
     let refused = |v: &serde_json::Value| Bootstrap::from_json(v).unwrap_err().to_string();
     let config = "stats_sinks[0].typed_config";
     for (key, value, field) in [
-        ("report_counters_as_deltas", json!(false), "report_counters_as_deltas"),
+        (
+            "report_counters_as_deltas",
+            json!(false),
+            "report_counters_as_deltas",
+        ),
         ("emit_tags_as_labels", json!(false), "emit_tags_as_labels"),
-        ("histogram_emit_mode", json!("SUMMARY"), "histogram_emit_mode"),
-        ("transport_api_version", json!("AUTO"), "transport_api_version"),
-        ("grpc_service", json!({ "envoy_grpc": { "cluster_name": "elsewhere" } }), "grpc_service"),
+        (
+            "histogram_emit_mode",
+            json!("SUMMARY"),
+            "histogram_emit_mode",
+        ),
+        (
+            "transport_api_version",
+            json!("AUTO"),
+            "transport_api_version",
+        ),
+        (
+            "grpc_service",
+            json!({ "envoy_grpc": { "cluster_name": "elsewhere" } }),
+            "grpc_service",
+        ),
         ("grpc_service", google.clone(), "grpc_service"),
-        ("grpc_service", json!({ "envoy_grpc": { "cluster_name": "xds" }, "timeout": "1s" }), "grpc_service.timeout"),
+        (
+            "grpc_service",
+            json!({ "envoy_grpc": { "cluster_name": "xds" }, "timeout": "1s" }),
+            "grpc_service.timeout",
+        ),
         ("emit_summary", json!(true), "emit_summary"),
     ] {
         let mut v = hand.clone();
@@ -285,6 +309,9 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
     assert!(refused(&v).starts_with("stats_sinks:"));
     for interval in ["0.5s", "301s", "soon"] {
         hand["stats_flush_interval"] = json!(interval);
-        assert!(refused(&hand).starts_with("stats_flush_interval:"), "{interval}");
+        assert!(
+            refused(&hand).starts_with("stats_flush_interval:"),
+            "{interval}"
+        );
     }
 }

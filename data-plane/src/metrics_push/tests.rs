@@ -280,7 +280,7 @@ fn only_used_stats_are_sent_with_envoys_names_types_and_labels() {
         (
             envoy::UPSTREAM_RQ_XX.to_owned(),
             MetricType::Counter,
-            l(&[(envoy::CLUSTER_NAME, DB), (envoy::RESPONSE_CODE_CLASS, "5")]),
+            l(&[(envoy::RESPONSE_CODE_CLASS, "5"), (envoy::CLUSTER_NAME, DB)]),
         ),
     ];
     expected.sort();
