@@ -30,10 +30,11 @@ fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
 }
 
+/// Label names and values, in the order sent.
+type Labels = Vec<(String, String)>;
+
 /// Every metric of `message` as (name, type, labels, metric).
-fn series(
-    message: &StreamMetricsMessage,
-) -> Vec<(String, MetricType, Vec<(String, String)>, Metric)> {
+fn series(message: &StreamMetricsMessage) -> Vec<(String, MetricType, Labels, Metric)> {
     message
         .envoy_metrics
         .iter()
@@ -53,7 +54,7 @@ fn series(
 
 /// The metric named `name` whose labels are `labels`; panics if not exactly one.
 fn find(message: &StreamMetricsMessage, name: &str, labels: &[(&str, &str)]) -> Metric {
-    let labels: Vec<(String, String)> = labels
+    let labels: Labels = labels
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
         .collect();
@@ -226,7 +227,7 @@ fn only_used_stats_are_sent_with_envoys_names_types_and_labels() {
     connection.stats().sent(40);
 
     let message = flush_and_send(&mut flusher, &registry, 5);
-    let mut got: Vec<(String, MetricType, Vec<(String, String)>)> = series(&message)
+    let mut got: Vec<(String, MetricType, Labels)> = series(&message)
         .into_iter()
         .map(|(n, t, l, _)| (n, t, l))
         .collect();
@@ -239,7 +240,7 @@ fn only_used_stats_are_sent_with_envoys_names_types_and_labels() {
     });
     assert_eq!(kinds, sorted, "counters, then gauges, then histograms");
     got.sort();
-    let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+    let l = |pairs: &[(&str, &str)]| -> Labels {
         pairs
             .iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
@@ -380,7 +381,7 @@ fn a_full_message_leaves_the_rest_for_the_next_flush() {
             }
         }
     }
-    assert!(second.message.envoy_metrics.len() > 0 && sent_first > 0);
+    assert!(!second.message.envoy_metrics.is_empty() && sent_first > 0);
     let remaining: f64 = (0..10)
         .map(|i| {
             let flush = flusher.flush(&registry.golden(), at(10 + i));
