@@ -65,6 +65,12 @@
 //!   message sent, so nothing is lost or counted twice; Envoy drops a flush it could not send.
 //!   A message in flight when a connection breaks is lost, as Envoy's (the protocol has no
 //!   acknowledgement).
+//! - A request ended by the stream idle timeout (504) counts in its connection manager, not in
+//!   its cluster (Envoy's router charges the cluster).
+//! - `stats_config` is not read: the proxy keeps only these stats, over
+//!   [`LATENCY_BUCKETS_MICROS`](crate::config::metrics::LATENCY_BUCKETS_MICROS), and sends only
+//!   those whose Envoy name [`envoy::STATS_INCLUSION`] keeps, as the Envoy bootstrap's matcher
+//!   does (so a cluster with a dot in its name is left out by both).
 //! - A message holds at most [`MAX_MESSAGE_BYTES`]; clusters and connection managers that do
 //!   not fit wait for the next flush (their increases carried, not lost), those waiting longest
 //!   first. Envoy sends everything at once.
@@ -120,6 +126,8 @@ enum Subject {
 #[derive(Debug)]
 pub struct Flusher {
     node: Node,
+    /// [`envoy::STATS_INCLUSION`]: the stats an Envoy with the contract's bootstrap keeps.
+    included: regex::RegexSet,
     /// The values the last message sent covered, per subject.
     sent: GoldenSnapshot,
     /// Per subject, the flush that last sent it: who waits longest goes first when a message
@@ -163,6 +171,9 @@ impl Flusher {
     pub fn new(node: Node) -> Self {
         Flusher {
             node,
+            // Constant patterns, checked by the tests; a failure would leave every stat out.
+            included: regex::RegexSet::new(envoy::STATS_INCLUSION)
+                .unwrap_or_else(|_| regex::RegexSet::empty()),
             sent: GoldenSnapshot::default(),
             sent_at: HashMap::new(),
             flushes: 0,
@@ -184,6 +195,7 @@ impl Flusher {
                     .keys()
                     .map(|prefix| Subject::HttpManager(prefix.clone())),
             )
+            .filter(|subject| self.includes(subject))
             .collect();
         // Never sent (0) first, then those sent longest ago; by name within.
         subjects.sort_by_key(|s| self.sent_at.get(s).copied().unwrap_or(0));
@@ -256,6 +268,16 @@ impl Flusher {
             self.sent_at
                 .insert(Subject::HttpManager(prefix.clone()), self.flushes);
         }
+    }
+
+    /// Whether Envoy's matcher keeps the subject's stats: its name is one segment of a stat
+    /// name (no dot), which every golden stat of it then shares.
+    fn includes(&self, subject: &Subject) -> bool {
+        let name = match subject {
+            Subject::Upstream(name) => format!("cluster.{name}.upstream_rq_time"),
+            Subject::HttpManager(prefix) => format!("http.{prefix}.downstream_rq_time"),
+        };
+        self.included.is_match(&name)
     }
 
     /// The identifier the first message of a stream carries.

@@ -83,8 +83,8 @@ fn rq(
         message,
         name,
         &[
-            (subject_label, subject),
             (envoy::RESPONSE_CODE_CLASS, digit),
+            (subject_label, subject),
         ],
     )
 }
@@ -468,4 +468,30 @@ fn a_streams_first_message_carries_the_node_and_one_message_waits_at_most() {
         ),
         0.0
     );
+}
+
+#[test]
+fn what_envoys_matcher_leaves_out_is_not_sent() {
+    assert!(regex::RegexSet::new(envoy::STATS_INCLUSION).is_ok());
+    let registry = Registry::default();
+    // A headless Service endpoint's cluster: Envoy's tag extraction would cut its name at the
+    // first dot, and the contract's matcher leaves it out.
+    registry
+        .upstream("demo/db|80|127.0.0.1")
+        .record(200, Some(Duration::from_millis(1)));
+    registry
+        .http_manager("inbound.8080")
+        .record(200, Duration::ZERO);
+    registry
+        .upstream(WEB)
+        .record(200, Some(Duration::from_millis(1)));
+    let mut flusher = Flusher::new(node());
+    let message = flush_and_send(&mut flusher, &registry, 0);
+    let subjects: std::collections::BTreeSet<String> = series(&message)
+        .into_iter()
+        .flat_map(|(_, _, labels, _)| labels)
+        .filter(|(name, _)| name != envoy::RESPONSE_CODE_CLASS)
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(subjects, [WEB.to_owned()].into());
 }
