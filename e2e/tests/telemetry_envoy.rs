@@ -30,8 +30,8 @@ use envoy_types::pb::envoy::service::metrics::v3::{
 use serde_json::json;
 use switchyard::telemetry::{StatPrefix, StatusClass, Store, Subject, UpstreamCluster, decode};
 use switchyard_adapters::model::ProxyId;
-use switchyard_e2e::mesh::{DataPlane, free_port, http_get, start_proxy, wait_for};
 use switchyard_proxy_config::metrics::{envoy, latency_buckets_millis};
+use switchyard_e2e::mesh::{DataPlane, free_port, http_get, start_proxy, wait_for};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -140,11 +140,7 @@ fn answer(mut conn: TcpStream) {
 
 /// The app's response with `status` (200 or 500), byte for byte.
 fn response(status: u16) -> String {
-    let reason = if status == 500 {
-        "500 Internal Server Error"
-    } else {
-        "200 OK"
-    };
+    let reason = if status == 500 { "500 Internal Server Error" } else { "200 OK" };
     format!("HTTP/1.1 {reason}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
 }
 
@@ -152,35 +148,17 @@ fn response(status: u16) -> String {
 /// message's metrics.
 fn observe(message: &StreamMetricsMessage, first: bool) {
     let node = message.identifier.as_ref().and_then(|i| i.node.as_ref());
-    assert_eq!(
-        node.map(|n| n.id.as_str()),
-        first.then_some(NODE),
-        "identifier only on the first message"
-    );
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    assert_eq!(node.map(|n| n.id.as_str()), first.then_some(NODE), "identifier only on the first message");
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     for family in &message.envoy_metrics {
         assert!(GOLDEN.contains(&family.name()), "not golden: {family:?}");
         for metric in &family.metric {
             let at = metric.timestamp_ms.unwrap();
-            assert!(
-                (now_ms - at).abs() < 60_000,
-                "timestamp_ms {at}, now {now_ms}"
-            );
+            assert!((now_ms - at).abs() < 60_000, "timestamp_ms {at}, now {now_ms}");
             if first {
-                let labels: Vec<String> = metric
-                    .label
-                    .iter()
-                    .map(|l| format!("{}={}", l.name(), l.value()))
-                    .collect();
-                println!(
-                    "{} {:?} [{}]",
-                    family.name(),
-                    family.r#type(),
-                    labels.join(",")
-                );
+                let labels: Vec<String> =
+                    metric.label.iter().map(|l| format!("{}={}", l.name(), l.value())).collect();
+                println!("{} {:?} [{}]", family.name(), family.r#type(), labels.join(","));
             }
         }
     }
@@ -325,13 +303,7 @@ async fn envoy_pushes_golden_metrics() {
     traffic.await.unwrap();
     // What Envoy answered, as the upstream sent it: what the cluster received.
     let received: usize = (0..40)
-        .map(|i| {
-            if i % 10 == 3 {
-                response(500).len()
-            } else {
-                response(200).len()
-            }
-        })
+        .map(|i| if i % 10 == 3 { response(500).len() } else { response(200).len() })
         .sum();
 
     // Feed every message into the operator's windows until the traffic is all there, then two
@@ -345,9 +317,7 @@ async fn envoy_pushes_golden_metrics() {
     let web = Subject::Upstream(UpstreamCluster::new(WEB));
     let listener = Subject::Listener(StatPrefix::new(STAT_PREFIX));
     let query = |store: &Store, subject: &Subject| {
-        store.query(started.elapsed(), Duration::from_secs(60), |_, s| {
-            s == subject
-        })
+        store.query(started.elapsed(), Duration::from_secs(60), |_, s| s == subject)
     };
     let mut messages = 0;
     let mut done_at = None;
@@ -398,11 +368,9 @@ async fn envoy_pushes_golden_metrics() {
 
     // The headless endpoint's cluster (dots in its name) is left out by the matcher, rather
     // than counted under the name Envoy's tag extraction cuts at its first dot.
-    let db = store.query(
-        started.elapsed(),
-        Duration::from_secs(60),
-        |_, s| matches!(s, Subject::Upstream(c) if c.as_str().starts_with("demo/db")),
-    );
+    let db = store.query(started.elapsed(), Duration::from_secs(60), |_, s| {
+        matches!(s, Subject::Upstream(c) if c.as_str().starts_with("demo/db"))
+    });
     assert_eq!(db.request_count(), 0, "{db:?}");
     server.abort();
     drop(app);

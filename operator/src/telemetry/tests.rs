@@ -432,9 +432,7 @@ fn aggregates_over_proxies_and_subjects() {
     let g = store.query_proxies(secs(1), secs(10), &workload, |s| *s == web());
     assert_eq!(g.request_count(), 20);
     assert_eq!(g.latency.count(), 2);
-    let g = store.query(secs(1), secs(10), |p, s| {
-        p.pod.starts_with("web") && *s == web()
-    });
+    let g = store.query(secs(1), secs(10), |p, s| p.pod.starts_with("web") && *s == web());
     assert_eq!(g.request_count(), 20);
     let g = store.query(secs(1), secs(10), |_, _| true);
     assert_eq!(g.request_count(), 33);
@@ -448,29 +446,16 @@ fn caps_eviction_and_forget() {
         ..Limits::default()
     };
     let mut store = Store::new(limits);
-    let a = |i: u32| {
-        requests(
-            Subject::Upstream(UpstreamCluster::new(format!("c{i}"))),
-            StatusClass::Success,
-            1,
-        )
-    };
+    let a = |i: u32| requests(Subject::Upstream(UpstreamCluster::new(format!("c{i}"))), StatusClass::Success, 1);
     store.record(&proxy("p0"), secs(1), &[a(0), a(1), a(2), a(3)]);
     assert_eq!(store.stats().dropped_series_samples, 2);
     // Nothing samples create no series.
-    store.record(
-        &proxy("p1"),
-        secs(1),
-        &[requests(web(), StatusClass::Success, 0)],
-    );
+    store.record(&proxy("p1"), secs(1), &[requests(web(), StatusClass::Success, 0)]);
     store.record(&proxy("p1"), secs(1), &[a(0)]);
     store.record(&proxy("p2"), secs(1), &[a(0)]);
     assert_eq!(store.stats().dropped_proxy_records, 1);
     assert_eq!(store.proxies(), 2);
-    assert_eq!(
-        store.query(secs(1), secs(10), |_, _| true).request_count(),
-        3
-    );
+    assert_eq!(store.query(secs(1), secs(10), |_, _| true).request_count(), 3);
     // p1 keeps reporting; p0 falls silent and is evicted after 10 m, on a record.
     store.record(&proxy("p1"), secs(500), &[a(0)]);
     store.record(&proxy("p1"), secs(602), &[a(0)]);
@@ -478,23 +463,16 @@ fn caps_eviction_and_forget() {
     assert_eq!(store.stats().evicted_proxies, 1);
     store.forget(&proxy("p1"));
     assert_eq!(store.proxies(), 0);
-    assert_eq!(
-        store.query(secs(602), secs(600), |_, _| true),
-        Golden {
-            window: secs(600),
-            ..Golden::default()
-        }
-    );
+    assert_eq!(store.query(secs(602), secs(600), |_, _| true), Golden {
+        window: secs(600),
+        ..Golden::default()
+    });
 }
 
 #[test]
 fn memory_is_counted_per_series() {
     let mut store = Store::default();
-    store.record(
-        &proxy("p0"),
-        secs(1),
-        &[requests(web(), StatusClass::Success, 1)],
-    );
+    store.record(&proxy("p0"), secs(1), &[requests(web(), StatusClass::Success, 1)]);
     let one = store.memory_bytes();
     assert!(one > SERIES_BYTES, "{one}");
     // The series' slots dominate: 26 slots of 112 bytes.

@@ -37,7 +37,11 @@
 //! Counts of several series and proxies are summed, histograms bucket by bucket, before any
 //! rate or percentile is computed: [`Golden`].
 
-use std::{collections::HashMap, mem::size_of, time::Duration};
+use std::{
+    collections::HashMap,
+    mem::size_of,
+    time::Duration,
+};
 
 use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS};
@@ -106,9 +110,7 @@ impl Golden {
     /// Requests answered with anything but a 5xx (1xx to 4xx: a 4xx is the client's failure,
     /// not the server's), as Linkerd and the SMI metrics count success.
     pub fn success_count(&self) -> u64 {
-        self.requests[..StatusClass::ServerError.index()]
-            .iter()
-            .sum()
+        self.requests[..StatusClass::ServerError.index()].iter().sum()
     }
 
     /// Requests answered with a 5xx.
@@ -471,8 +473,8 @@ impl Store {
             };
             buckets * (size_of::<(K, V)>() + 1) + if buckets > 0 { 16 } else { 0 }
         }
-        let mut bytes =
-            size_of::<Store>() + map_bytes::<ProxyId, ProxyWindows>(self.proxies.capacity());
+        let mut bytes = size_of::<Store>()
+            + map_bytes::<ProxyId, ProxyWindows>(self.proxies.capacity());
         for (proxy, windows) in &self.proxies {
             bytes += proxy.namespace.capacity() + proxy.pod.capacity();
             bytes += map_bytes::<Subject, Series>(windows.series.capacity());
