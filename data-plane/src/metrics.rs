@@ -163,6 +163,17 @@ pub struct RequestTimes {
     sum_millis: AtomicU64,
 }
 
+/// Records a request's time when dropped: with its response's body, once the response is
+/// complete (or abandoned), as Envoy completes `downstream_rq_time` and `upstream_rq_time`
+/// with the stream. The status was counted at the response's head.
+#[derive(Debug)]
+pub struct ResponseTimer {
+    started: std::time::Instant,
+    manager: Arc<HttpManagerStats>,
+    /// The cluster, when it answered (not for the proxy's own answers).
+    upstream: Option<Arc<UpstreamStats>>,
+}
+
 /// An upstream connection, counted open until dropped; from [`UpstreamStats::connecting`].
 #[derive(Debug)]
 pub struct UpstreamConnection {
@@ -750,10 +761,15 @@ fn load<const N: usize>(counts: &[AtomicU64; N]) -> [u64; N] {
 // === impl UpstreamStats ===
 
 impl UpstreamStats {
-    /// Counts a request the cluster answered (`time`: from the request to the response) or
-    /// that failed on its way to it (`time` `None`: the proxy answered `status` itself).
-    pub fn record(&self, status: u16, time: Option<Duration>) {
+    /// Counts a request the cluster answered, or that failed on its way to it (the proxy
+    /// answered `status` itself), by its status.
+    pub fn count(&self, status: u16) {
         self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`count`](UpstreamStats::count)s and, for a response of the cluster, records its time.
+    pub fn record(&self, status: u16, time: Option<Duration>) {
+        self.count(status);
         if let Some(time) = time {
             self.times.observe(time);
         }
@@ -808,17 +824,47 @@ impl Drop for UpstreamConnection {
 // === impl HttpManagerStats ===
 
 impl HttpManagerStats {
-    /// Counts a response the connection manager sent, its own answers included, and the time
-    /// from the request's head to the response's.
-    pub fn record(&self, status: u16, time: Duration) {
+    /// Counts a response the connection manager sent, its own answers included, by status.
+    pub fn count(&self, status: u16) {
         self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`count`](HttpManagerStats::count)s a response and records its time.
+    pub fn record(&self, status: u16, time: Duration) {
+        self.count(status);
         self.times.observe(time);
+    }
+
+    /// A timer of a request that began at `started`, for this connection manager and, when it
+    /// answered, the `upstream` cluster.
+    pub fn timer(
+        self: &Arc<Self>,
+        started: std::time::Instant,
+        upstream: Option<Arc<UpstreamStats>>,
+    ) -> ResponseTimer {
+        ResponseTimer {
+            started,
+            manager: Arc::clone(self),
+            upstream,
+        }
     }
 
     pub fn values(&self) -> HttpManagerValues {
         HttpManagerValues {
             requests: load(&self.requests),
             times: self.times.values(),
+        }
+    }
+}
+
+// === impl ResponseTimer ===
+
+impl Drop for ResponseTimer {
+    fn drop(&mut self) {
+        let time = self.started.elapsed();
+        self.manager.times.observe(time);
+        if let Some(upstream) = &self.upstream {
+            upstream.times.observe(time);
         }
     }
 }

@@ -26,7 +26,9 @@
 //!   to a cluster the proxy does not have counts nowhere here, as in Envoy, which has no stats
 //!   for a cluster it does not know.
 //! - `cluster.upstream_rq_time` {`envoy.cluster_name`} (histogram, ms): the requests the
-//!   cluster answered (not the proxy's own 503/504), from the request's head to the response's.
+//!   cluster answered (not the proxy's own 503/504), from the request's head to the end of the
+//!   response (its last byte written to the client, or the response abandoned), recorded then
+//!   (so a long response's time lands in the flush after it ends, as in Envoy).
 //! - `cluster.upstream_cx_total` {`envoy.cluster_name`} (counter, increase): connections
 //!   opened to the cluster's endpoints (HTTP pooled connections, TCP proxy connections),
 //!   counted from the attempt, so a refused connection counts, as in Envoy.
@@ -39,7 +41,7 @@
 //!   (counter, increase): every response an HTTP connection manager (by `stat_prefix`) sent,
 //!   its own answers (404 no route, 403 denied, 400, 431, 503, 504) included.
 //! - `http.downstream_rq_time` {`envoy.http_conn_manager_prefix`} (histogram, ms): the same
-//!   requests' times.
+//!   requests' times, from the request's head to the end of the response, as above.
 //!
 //! Histograms are Envoy's interval histograms: one bucket per bound of
 //! [`latency_buckets_millis`], `cumulative_count` cumulative over the buckets but counting only
@@ -49,10 +51,10 @@
 //!
 //! # Where it differs from Envoy
 //!
-//! - Times end at the response's head, where Envoy's end with the response (the last byte):
-//!   the same for a response sent at once, shorter for a streamed one. `upstream_rq_time`
-//!   starts at the request's head, Envoy's once the whole request is received: the same for
-//!   a request without a body.
+//! - Times start when the proxy has the request's head; Envoy's `downstream_rq_time` starts
+//!   with the head's first byte and its `upstream_rq_time` once the whole request is received
+//!   (the same for a request without a body), and ends when the cluster's response is
+//!   complete rather than when it is written to the client.
 //! - `sample_sum` is the exact sum of the whole milliseconds; Envoy's is circllhist's estimate
 //!   (each time counted as the middle of its bin, up to 5% more).
 //! - Only the mesh's clusters and connection managers are reported: the bootstrap's own

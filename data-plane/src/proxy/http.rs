@@ -51,13 +51,15 @@ enum AnsweredBy {
 }
 
 /// Handles one request of a connection whose chain ends in `manager`; `started` is when its
-/// head was complete.
+/// head was complete. When a cluster answers, `answered` gets its golden stats, which time the
+/// response to its end.
 pub(crate) async fn handle(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
     manager: Arc<HttpManager>,
     mut request: Request<Incoming>,
     started: Instant,
+    answered: &mut Option<Arc<UpstreamStats>>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
         return Ok(local(
@@ -152,7 +154,7 @@ pub(crate) async fn handle(
     };
 
     let upstream = ctx.metrics.upstream(&cluster.name);
-    let (mut response, answered) = forward(
+    let (mut response, answered_by) = forward(
         &ctx, &runtime, &cluster, &upstream, action, request, started,
     )
     .await;
@@ -165,9 +167,12 @@ pub(crate) async fn handle(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     ctx.metrics.http(&labels).record(status, elapsed);
-    match answered {
-        AnsweredBy::Upstream => upstream.record(status, Some(elapsed)),
-        AnsweredBy::Proxy => upstream.record(status, None),
+    match answered_by {
+        AnsweredBy::Upstream => {
+            upstream.count(status);
+            *answered = Some(upstream);
+        }
+        AnsweredBy::Proxy => upstream.count(status),
         AnsweredBy::Client => {}
     }
     Ok(response)
