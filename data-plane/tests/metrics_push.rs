@@ -1,7 +1,8 @@
 //! The golden metrics of the real proxy process and of the real Envoy, for the same traffic
 //! through the same xDS: an in-test control plane serves both over ADS (state of the world)
 //! and takes their `MetricsService` streams (`stats_flush_interval: 1s`); 40 requests to one
-//! cluster (4 answered 500, 6 slow), 3 to a cluster whose endpoint refuses connections, 2 that
+//! cluster (4 answered 500, 3 slow to answer, 3 whose body comes slowly after the head), 3 to a
+//! cluster whose endpoint refuses connections, 2 that
 //! no route takes. What each pushes is summed over its flushes and must add up exactly, and the
 //! two proxies must send the same stats with the same labels and counts.
 //!
@@ -234,7 +235,8 @@ impl MetricsService for Sink {
 // === the application ===
 
 /// An HTTP/1.1 server on 127.0.0.1 answering by path: `/fail` 500, `/slow` 200 after
-/// [`SLOW`], anything else 200; every response closes its connection.
+/// [`SLOW`], `/slow-body` 200 at once but its body after [`SLOW`], anything else 200; every
+/// response closes its connection.
 fn start_app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -270,7 +272,17 @@ fn answer(mut conn: TcpStream) {
         }
         200
     };
-    let _ = conn.write_all(app_response(status).as_bytes());
+    let response = app_response(status);
+    if path == "/slow-body" {
+        // The head now, the body later: a request's time runs to the end of its response.
+        let (head, body) = response.split_at(response.len() - 2);
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.flush();
+        thread::sleep(SLOW);
+        let _ = conn.write_all(body.as_bytes());
+        return;
+    }
+    let _ = conn.write_all(response.as_bytes());
 }
 
 /// The app's response, byte for byte.
@@ -308,7 +320,8 @@ fn traffic(to: SocketAddr) -> u64 {
     for i in 0..40 {
         let path = match i % 10 {
             3 => "/fail",
-            5 | 7 if i < 30 => "/slow",
+            5 if i < 30 => "/slow",
+            7 if i < 30 => "/slow-body",
             _ => "/ok",
         };
         let expected = if path == "/fail" { 500 } else { 200 };
