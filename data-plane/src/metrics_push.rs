@@ -65,8 +65,10 @@
 //! - Delivery: a message is taken as sent once the stream takes it. While no stream is up,
 //!   flushes replace the one pending message with one that covers the increases since the last
 //!   message sent, so nothing is lost or counted twice; Envoy drops a flush it could not send.
-//!   A message in flight when a connection breaks is lost, as Envoy's (the protocol has no
-//!   acknowledgement).
+//!   A new stream sends from the first flush after it opened (up to one interval later than
+//!   Envoy, which opens its stream at a flush and sends at once), so a server that refuses the
+//!   stream straight away loses nothing. A message in flight when a connection breaks is lost,
+//!   as Envoy's (the protocol has no acknowledgement).
 //! - A request ended by the stream idle timeout (504) counts in its connection manager, not in
 //!   its cluster (Envoy's router charges the cluster).
 //! - `stats_config` is not read: the proxy keeps only these stats, over

@@ -87,9 +87,14 @@ pub(crate) struct Outbox {
 #[derive(Debug)]
 struct Inner {
     flusher: Flusher,
-    pending: Option<Flush>,
+    /// The message waiting, and the flush that made it.
+    pending: Option<(Flush, u64)>,
+    /// Flushes so far.
+    flushes: u64,
     /// The current stream; an older one ends when polled.
     stream: u64,
+    /// The flushes made before the current stream opened: it takes only a later one.
+    opened_after: u64,
     /// Whether the current stream has sent its first message (the one with the node).
     identified: bool,
     /// Whether a stream took a message since [`Outbox::took_any`] last looked.
@@ -112,7 +117,9 @@ impl Outbox {
             inner: Mutex::new(Inner {
                 flusher,
                 pending: None,
+                flushes: 0,
                 stream: 0,
+                opened_after: 0,
                 identified: false,
                 took: false,
                 waker: None,
@@ -135,16 +142,22 @@ impl Outbox {
                 "metrics service: clusters and connection managers left for the next flush (message size limit)"
             );
         }
-        inner.pending = Some(flush);
+        inner.flushes += 1;
+        inner.pending = Some((flush, inner.flushes));
         if let Some(waker) = inner.waker.take() {
             waker.wake();
         }
     }
 
     /// The messages of a new stream; the first carries the node. A stream opened before ends.
+    ///
+    /// The new stream waits for the next flush, which carries what a message pending now
+    /// would: a server that refuses the stream at once (not ready, not authorized) answers
+    /// before then, and nothing it was sent is lost.
     pub(crate) fn open(self: &Arc<Self>) -> Outgoing {
         let mut inner = self.lock();
         inner.stream += 1;
+        inner.opened_after = inner.flushes;
         inner.identified = false;
         if let Some(waker) = inner.waker.take() {
             // Let the old stream see it is over.
@@ -167,7 +180,8 @@ impl Outbox {
         if inner.stream != stream {
             return Poll::Ready(None);
         }
-        let Some(flush) = inner.pending.take() else {
+        let opened_after = inner.opened_after;
+        let Some((flush, _)) = inner.pending.take_if(|(_, at)| *at > opened_after) else {
             inner.waker = Some(waker.clone());
             return Poll::Pending;
         };

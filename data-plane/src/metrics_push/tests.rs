@@ -468,6 +468,30 @@ fn a_streams_first_message_carries_the_node_and_one_message_waits_at_most() {
         ),
         0.0
     );
+
+    // A flush no stream took, then a new stream (a server may refuse it at once): it waits
+    // for the next flush, which carries both requests.
+    web.record(200, None);
+    outbox.flush(&registry.golden(), at(20));
+    let mut third = outbox.open();
+    assert!(
+        poll(&mut third).is_pending(),
+        "a flush from before the stream"
+    );
+    web.record(200, None);
+    outbox.flush(&registry.golden(), at(25));
+    let Poll::Ready(Some(message)) = poll(&mut third) else {
+        panic!("a message");
+    };
+    assert!(message.identifier.is_some());
+    let requests = rq(
+        &message,
+        envoy::UPSTREAM_RQ_XX,
+        envoy::CLUSTER_NAME,
+        WEB,
+        "2",
+    );
+    assert_eq!(requests, 2.0);
 }
 
 #[test]
