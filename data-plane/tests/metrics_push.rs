@@ -17,7 +17,10 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -57,8 +60,11 @@ use switchyard_proxy_config::{
     metrics::{LATENCY_BUCKET_COUNT, envoy, latency_buckets_millis},
     test_support::{any, chain, duration, router, socket, static_cluster_at, typed},
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{
+    StreamExt as _,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The cluster the test's requests go to.
@@ -203,7 +209,11 @@ struct Pushed {
     message: StreamMetricsMessage,
 }
 
-struct Sink(mpsc::UnboundedSender<Pushed>);
+/// Hands every message to the test; a change of `stop` ends the streams open then.
+struct Sink {
+    pushed: mpsc::UnboundedSender<Pushed>,
+    stop: watch::Receiver<()>,
+}
 
 #[tonic::async_trait]
 impl MetricsService for Sink {
@@ -211,9 +221,16 @@ impl MetricsService for Sink {
         &self,
         request: Request<Streaming<StreamMetricsMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
+        let mut stop = self.stop.clone();
+        stop.borrow_and_update();
         let mut stream = request.into_inner();
         let mut node = None;
-        while let Some(message) = stream.message().await? {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message?,
+                _ = stop.changed() => return Err(Status::unavailable("going away")),
+            };
+            let Some(message) = message else { break };
             let first = node.is_none();
             if first {
                 let id = message.identifier.as_ref().and_then(|i| i.node.as_ref());
@@ -224,11 +241,57 @@ impl MetricsService for Sink {
                 first,
                 message,
             };
-            if self.0.send(pushed).is_err() {
+            if self.pushed.send(pushed).is_err() {
                 break;
             }
         }
         Ok(Response::new(StreamMetricsResponse {}))
+    }
+}
+
+/// The in-test control plane, whose streams the test can end and whose new connections it can
+/// refuse (closed as soon as accepted).
+struct ControlPlane {
+    address: SocketAddr,
+    pushed: mpsc::UnboundedReceiver<Pushed>,
+    stop: watch::Sender<()>,
+    refusing: Arc<AtomicBool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ControlPlane {
+    async fn start(ports: HashMap<String, u16>, app: SocketAddr, refused: SocketAddr) -> Self {
+        let (tx, pushed) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(());
+        let refusing = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = TcpListenerStream::new(listener).filter({
+            let refusing = Arc::clone(&refusing);
+            move |_| !refusing.load(Ordering::Relaxed)
+        });
+        let ads = Ads {
+            ports,
+            app,
+            refused,
+        };
+        let sink = Sink {
+            pushed: tx,
+            stop: stopped,
+        };
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AggregatedDiscoveryServiceServer::new(ads))
+                .add_service(MetricsServiceServer::new(sink))
+                .serve_with_incoming(incoming),
+        );
+        ControlPlane {
+            address,
+            pushed,
+            stop,
+            refusing,
+            server,
+        }
     }
 }
 
@@ -678,23 +741,12 @@ async fn the_proxy_pushes_the_golden_metrics_envoy_pushes() {
         closed.local_addr().unwrap()
     };
     let (bundled_port, envoy_port) = (free_port(), free_port());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let control_plane = grpc.local_addr().unwrap();
-    let ads = Ads {
-        ports: HashMap::from([
-            (BUNDLED.to_owned(), bundled_port),
-            (ENVOY.to_owned(), envoy_port),
-        ]),
-        app,
-        refused,
-    };
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(ads))
-            .add_service(MetricsServiceServer::new(Sink(tx)))
-            .serve_with_incoming(TcpListenerStream::new(grpc)),
-    );
+    let ports = HashMap::from([
+        (BUNDLED.to_owned(), bundled_port),
+        (ENVOY.to_owned(), envoy_port),
+    ]);
+    let cp = ControlPlane::start(ports, app, refused).await;
+    let (control_plane, mut rx) = (cp.address, cp.pushed);
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), control_plane, dir.path());
     let _envoy = start(ENVOY, free_port(), control_plane, dir.path());
@@ -738,7 +790,7 @@ async fn the_proxy_pushes_the_golden_metrics_envoy_pushes() {
             done_at = Some(Instant::now());
         }
     }
-    server.abort();
+    cp.server.abort();
 
     let bundled = &tallies[BUNDLED];
     let envoy = &tallies[ENVOY];
@@ -771,4 +823,64 @@ async fn the_proxy_pushes_the_golden_metrics_envoy_pushes() {
     }
     // For `--nocapture`: the two tallies side by side.
     println!("bundled: {bundled:#?}\nenvoy: {envoy:#?}");
+}
+
+/// The control plane goes away (the stream ends, new connections are closed) while requests
+/// keep coming, and comes back: the proxy opens a new stream, names its node again, and the
+/// requests of the outage arrive in it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_is_reopened_and_nothing_is_lost_or_counted_twice() {
+    let app = start_app();
+    let port = free_port();
+    let mut cp = ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let requests = |n: usize| {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..n {
+                assert_eq!(get(to, "web", "/ok"), 200);
+            }
+        })
+    };
+    let mut tally = Tally::default();
+    let mut streams = 0;
+    let mut receive = async |tally: &mut Tally, until: Instant| {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, cp.pushed.recv()).await {
+            Ok(Some(pushed)) => {
+                assert_eq!(pushed.message.identifier.is_some(), pushed.first);
+                streams += usize::from(pushed.first);
+                tally.add(&pushed.message);
+                true
+            }
+            _ => false,
+        }
+    };
+
+    requests(10).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while tally.requests().0 < 10.0 {
+        assert!(receive(&mut tally, deadline).await, "{tally:#?}");
+    }
+    // Just after a flush: none is in flight.
+    cp.refusing.store(true, Ordering::Relaxed);
+    cp.stop.send(()).unwrap();
+    requests(10).await.unwrap();
+    // Three flushes or so while it is away: nothing can arrive.
+    let away = Instant::now() + Duration::from_secs(3);
+    while receive(&mut tally, away).await {}
+    assert_eq!(tally.requests().0, 10.0, "{tally:#?}");
+
+    cp.refusing.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + PATIENCE;
+    while tally.requests().0 < 20.0 {
+        assert!(receive(&mut tally, deadline).await, "{tally:#?}");
+    }
+    // Two flushes more: nothing counted twice.
+    let after = Instant::now() + Duration::from_millis(2_500);
+    while receive(&mut tally, after).await {}
+    assert_eq!(tally.requests(), (20.0, 20.0), "{tally:#?}");
+    assert_eq!(streams, 2, "a new stream, with the node");
+    cp.server.abort();
 }
