@@ -368,13 +368,29 @@ fn get(to: SocketAddr, host: &str, path: &str) -> u16 {
         "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response
-        .split_whitespace()
+    // The head, then the body by its length: not waiting for the close.
+    let mut reader = BufReader::new(conn);
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).unwrap();
+        if read == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    head.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {response:?}"))
+        .unwrap_or_else(|| panic!("no status: {head:?}"))
 }
 
 /// The test's traffic; returns the bytes the app answered with.
