@@ -34,7 +34,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
-enum StreamError {
+pub(crate) enum StreamError {
     #[error("connecting to {0}: {1}")]
     Connect(String, tonic::transport::Error),
     #[error("stream: {0}")]
@@ -63,19 +63,63 @@ pub struct Ads {
     state: Arc<State>,
 }
 
+/// The node the proxy presents to the control plane (ADS, the metrics service).
+pub(crate) fn node(bootstrap: &Bootstrap) -> Node {
+    Node {
+        id: bootstrap.node_id.clone(),
+        cluster: bootstrap.node_cluster.clone(),
+        user_agent_name: "switchyard-proxy".to_owned(),
+        user_agent_version_type: Some(
+            envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+/// A new channel to the control plane, as the bootstrap's ADS service says (address, TLS,
+/// connect timeout, keepalive), and its URI for logs.
+pub(crate) async fn connect(
+    bootstrap: &Bootstrap,
+) -> Result<(tonic::transport::Channel, String), StreamError> {
+    let uri = xds_uri(bootstrap);
+    let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
+        .map_err(|e| StreamError::Connect(uri.clone(), e))?
+        .connect_timeout(bootstrap.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let channel = match &bootstrap.xds_tls {
+        None => endpoint.connect().await,
+        Some(tls) => {
+            endpoint
+                .connect_with_connector(TlsConnect::new(tls, bootstrap.connect_timeout)?)
+                .await
+        }
+    }
+    .map_err(|e| StreamError::Connect(uri.clone(), e))?;
+    Ok((channel, uri))
+}
+
+/// The `authorization` value of a new stream. Read for every stream: a token file the kubelet
+/// rotated applies on the next one.
+pub(crate) fn authorization(bootstrap: &Bootstrap) -> Result<Option<Authorization>, StreamError> {
+    let Some(credential) = &bootstrap.credential else {
+        return Ok(None);
+    };
+    let value = credential
+        .authorization()
+        .map_err(|e| StreamError::Metadata(format!("reading the token: {e}")))?;
+    value
+        .parse::<Authorization>()
+        .map(Some)
+        .map_err(|_| StreamError::Metadata("not a valid header value".to_owned()))
+}
+
 impl Ads {
     pub fn new(bootstrap: Bootstrap, state: Arc<State>) -> Self {
-        let node = Node {
-            id: bootstrap.node_id.clone(),
-            cluster: bootstrap.node_cluster.clone(),
-            user_agent_name: "switchyard-proxy".to_owned(),
-            user_agent_version_type: Some(
-                envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
-                    env!("CARGO_PKG_VERSION").to_owned(),
-                ),
-            ),
-            ..Default::default()
-        };
+        let node = node(&bootstrap);
         let session = if bootstrap.delta {
             Session::Delta(Box::new(DeltaClient::new(node)))
         } else {
@@ -119,36 +163,9 @@ impl Ads {
     }
 
     async fn stream_inner(&mut self, got: &mut bool) -> Result<(), StreamError> {
-        let uri = xds_uri(&self.bootstrap);
-        let endpoint = tonic::transport::Endpoint::from_shared(uri.clone())
-            .map_err(|e| StreamError::Connect(uri.clone(), e))?
-            .connect_timeout(self.bootstrap.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        let channel = match &self.bootstrap.xds_tls {
-            None => endpoint.connect().await,
-            Some(tls) => {
-                endpoint
-                    .connect_with_connector(TlsConnect::new(tls, self.bootstrap.connect_timeout)?)
-                    .await
-            }
-        }
-        .map_err(|e| StreamError::Connect(uri.clone(), e))?;
+        let (channel, uri) = connect(&self.bootstrap).await?;
         let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
-        // Read for every stream: a token file the kubelet rotated applies on the next one.
-        let authorization =
-            match &self.bootstrap.credential {
-                Some(credential) => {
-                    let value = credential
-                        .authorization()
-                        .map_err(|e| StreamError::Metadata(format!("reading the token: {e}")))?;
-                    Some(value.parse::<Authorization>().map_err(|_| {
-                        StreamError::Metadata("not a valid header value".to_owned())
-                    })?)
-                }
-                None => None,
-            };
+        let authorization = authorization(&self.bootstrap)?;
         let state = &self.state;
         match &mut self.session {
             Session::Delta(client) => {
@@ -226,7 +243,7 @@ impl Protocol for SotwClient {
     }
 }
 
-type Authorization = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+pub(crate) type Authorization = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
 
 /// The request stream of a new ADS stream, primed with the client's initial requests, and
 /// the sender that feeds it.

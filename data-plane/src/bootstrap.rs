@@ -1,5 +1,6 @@
 //! The proxy's bootstrap: the same Envoy v3 bootstrap file the control plane writes for Envoy,
-//! of which the proxy reads the node, the admin address and the ADS cluster.
+//! of which the proxy reads the node, the admin address, the ADS cluster, and the metrics
+//! service sink (`stats_sinks`, `stats_flush_interval`).
 //!
 //! Reading Envoy's file, rather than a format of its own, is what lets a workload switch data
 //! planes without any change to what is deployed next to it.
@@ -22,6 +23,16 @@ const ADMIN_CLUSTER: &str = "switchyard-admin";
 
 /// The `google_grpc` call credentials plugin that reads a header value from a file per call.
 const FILE_CREDENTIALS: &str = "envoy.grpc_credentials.file_based_metadata";
+
+/// The one stat sink the proxy implements.
+pub const METRICS_SERVICE_SINK: &str = "envoy.stat_sinks.metrics_service";
+const METRICS_SERVICE_CONFIG: &str =
+    "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig";
+
+/// The shortest and longest `stats_flush_interval`: Envoy takes 1 ms to 5 min; below 1 s a
+/// sidecar would spend more on flushing than it tells.
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What the proxy needs to start. `Debug` leaves an inline credential out.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,6 +61,18 @@ pub struct Bootstrap {
     pub delta: bool,
     /// The ADS cluster's `connect_timeout` (`envoy_grpc`); default 5 s, as Envoy's.
     pub connect_timeout: Duration,
+    /// The `envoy.stat_sinks.metrics_service` sink, when `stats_sinks` has it: the golden
+    /// stats are pushed to the control plane ([`crate::metrics_push`]).
+    pub metrics_sink: Option<MetricsSink>,
+}
+
+/// The metrics service sink: to the ADS service (the one the proxy can reach), counters as
+/// increases, tags as labels, histograms as histograms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsSink {
+    /// `stats_flush_interval`: how often the stats are sent; default 5 s (Envoy's), within
+    /// [`MIN_FLUSH_INTERVAL`] and [`MAX_FLUSH_INTERVAL`].
+    pub flush_interval: Duration,
 }
 
 /// A route of the health listener to a static cluster other than the admin interface: `GET
@@ -110,6 +133,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("credential", &self.credential)
             .field("delta", &self.delta)
             .field("connect_timeout", &self.connect_timeout)
+            .field("metrics_sink", &self.metrics_sink)
             .finish()
     }
 }
@@ -239,6 +263,7 @@ impl Bootstrap {
                 }
             };
         let (health, health_forwards) = health_listener(v)?;
+        let metrics_sink = metrics_sink(v, service)?;
         Ok(Bootstrap {
             node_id,
             node_cluster,
@@ -250,7 +275,145 @@ impl Bootstrap {
             credential,
             delta,
             connect_timeout,
+            metrics_sink,
         })
+    }
+}
+
+/// `stats_sinks` and `stats_flush_interval`: nothing, or the one sink the proxy implements,
+/// configured as it implements it. Anything else is refused, naming the field, rather than
+/// half done.
+fn metrics_sink(v: &Value, ads_service: &Value) -> Result<Option<MetricsSink>, Error> {
+    let flush_interval = match v.get("stats_flush_interval") {
+        None => crate::metrics_push::DEFAULT_FLUSH_INTERVAL,
+        Some(interval) => interval
+            .as_str()
+            .and_then(parse_duration)
+            .filter(|d| (MIN_FLUSH_INTERVAL..=MAX_FLUSH_INTERVAL).contains(d))
+            .ok_or_else(|| {
+                field(
+                    "stats_flush_interval",
+                    format!(
+                        "a duration from {}s to {}s, such as \"5s\"",
+                        MIN_FLUSH_INTERVAL.as_secs(),
+                        MAX_FLUSH_INTERVAL.as_secs()
+                    ),
+                )
+            })?,
+    };
+    let sinks = match v.get("stats_sinks") {
+        None => return Ok(None),
+        Some(Value::Array(sinks)) => sinks,
+        Some(_) => return Err(field("stats_sinks", "must be a list")),
+    };
+    let sink = match sinks.as_slice() {
+        [] => return Ok(None),
+        [sink] => sink,
+        _ => {
+            return Err(field(
+                "stats_sinks",
+                format!("only one sink, {METRICS_SERVICE_SINK}, is supported"),
+            ));
+        }
+    };
+    let at = "stats_sinks[0]";
+    only_keys(sink, at, &["name", "typed_config"])?;
+    if sink.get("name").and_then(Value::as_str) != Some(METRICS_SERVICE_SINK) {
+        return Err(field(
+            &format!("{at}.name"),
+            format!("only {METRICS_SERVICE_SINK} is supported"),
+        ));
+    }
+    let at = format!("{at}.typed_config");
+    let config = sink
+        .get("typed_config")
+        .ok_or_else(|| field(&at, "required"))?;
+    only_keys(
+        config,
+        &at,
+        &[
+            "@type",
+            "grpc_service",
+            "transport_api_version",
+            "report_counters_as_deltas",
+            "emit_tags_as_labels",
+            "histogram_emit_mode",
+        ],
+    )?;
+    let expect = |key: &str, value: Value, reason: &str| {
+        if config.get(key) == Some(&value) {
+            Ok(())
+        } else {
+            Err(field(&format!("{at}.{key}"), reason))
+        }
+    };
+    expect(
+        "@type",
+        Value::from(METRICS_SERVICE_CONFIG),
+        &format!("must be {METRICS_SERVICE_CONFIG}"),
+    )?;
+    expect("transport_api_version", Value::from("V3"), "must be V3")?;
+    expect(
+        "report_counters_as_deltas",
+        Value::from(true),
+        "must be true: counters are sent as increases",
+    )?;
+    expect(
+        "emit_tags_as_labels",
+        Value::from(true),
+        "must be true: stats are named without their tags, which are labels",
+    )?;
+    expect(
+        "histogram_emit_mode",
+        Value::from("HISTOGRAM"),
+        "must be HISTOGRAM",
+    )?;
+    let at = format!("{at}.grpc_service");
+    let service = config
+        .get("grpc_service")
+        .ok_or_else(|| field(&at, "required"))?;
+    // The proxy dials only the control plane: the sink must name the ADS service.
+    let same = match (service.get("envoy_grpc"), service.get("google_grpc")) {
+        (Some(envoy), None) => {
+            only_keys(service, &at, &["envoy_grpc"])?;
+            only_keys(envoy, &format!("{at}.envoy_grpc"), &["cluster_name"])?;
+            let cluster = envoy.get("cluster_name");
+            cluster.is_some() && cluster == ads_service.pointer("/envoy_grpc/cluster_name")
+        }
+        (None, Some(google)) => {
+            only_keys(service, &at, &["google_grpc"])?;
+            // Its stats' prefix may differ; the channel must be the same.
+            let channel = |g: &Value| {
+                let mut g = g.clone();
+                if let Some(g) = g.as_object_mut() {
+                    g.remove("stat_prefix");
+                }
+                g
+            };
+            ads_service
+                .get("google_grpc")
+                .is_some_and(|ads| channel(ads) == channel(google))
+        }
+        _ => false,
+    };
+    if !same {
+        return Err(field(
+            &at,
+            "must be the ADS service's (envoy_grpc naming its cluster, or the same google_grpc): \
+             the proxy sends metrics only to the control plane",
+        ));
+    }
+    Ok(Some(MetricsSink { flush_interval }))
+}
+
+/// Refuses a key of an object outside `known`, naming it.
+fn only_keys(v: &Value, at: &str, known: &[&str]) -> Result<(), Error> {
+    let Some(object) = v.as_object() else {
+        return Err(field(at, "must be an object"));
+    };
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(field(&format!("{at}.{key}"), "not supported")),
+        None => Ok(()),
     }
 }
 

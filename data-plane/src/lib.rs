@@ -11,6 +11,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod metrics_push;
 pub mod proxy;
 pub mod state;
 pub mod tls;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use switchyard_proxy::{
-    admin, ads::Ads, bootstrap::Bootstrap, metrics::Registry, proxy, state::State,
+    admin, ads::Ads, bootstrap::Bootstrap, metrics::Registry, metrics_push, proxy, state::State,
 };
 
 // After a burst of 2,000 connections glibc's malloc kept the proxy at 7× its idle memory for
@@ -87,6 +87,14 @@ async fn run(bootstrap: Bootstrap) -> anyhow::Result<()> {
             state.clone(),
             metrics.clone(),
             bootstrap.health_forwards.clone(),
+        ));
+    }
+    if let Some(sink) = bootstrap.metrics_sink {
+        tracing::info!(interval = ?sink.flush_interval, "pushing golden metrics to the control plane");
+        tokio::spawn(metrics_push::stream::run(
+            bootstrap.clone(),
+            metrics.clone(),
+            sink.flush_interval,
         ));
     }
     tokio::spawn(Ads::new(bootstrap, state.clone()).run());

@@ -33,6 +33,13 @@
 //! [`LATENCY_BUCKETS_MICROS`]. Request counts appear per status class once that class has a
 //! request. Series are never removed: their number is bounded by the configuration's
 //! routes, clusters and peers.
+//!
+//! # Golden stats
+//!
+//! Beside these, the registry keeps Envoy's golden stats ([`UpstreamStats`] per upstream
+//! cluster, [`HttpManagerStats`] per HTTP connection manager `stat_prefix`) for the metrics
+//! service client ([`crate::metrics_push`]), which says what each counts. They are not on
+//! `/metrics`; [`Registry::golden`] copies them out.
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +59,7 @@ use crate::config::Direction;
 /// The prefix of every metric name.
 pub const PREFIX: &str = "switchyard_proxy_";
 
+use crate::config::metrics::envoy::time_bucket;
 pub use crate::config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS};
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -118,6 +126,96 @@ pub struct Registry {
     tcp: RwLock<HashMap<TcpLabels, Arc<TcpStats>>>,
     xds: XdsStats,
     families: RwLock<BTreeMap<&'static str, Family>>,
+    /// Golden stats by upstream cluster name.
+    upstreams: RwLock<HashMap<String, Arc<UpstreamStats>>>,
+    /// Golden stats by HTTP connection manager `stat_prefix`.
+    http_managers: RwLock<HashMap<String, Arc<HttpManagerStats>>>,
+}
+
+/// Envoy's golden `cluster.<name>.*` stats of one upstream cluster: requests by status class
+/// (`upstream_rq_<class>`), their times (`upstream_rq_time`), connections opened
+/// (`upstream_cx_total`) and open (`upstream_cx_active`), bytes received from and sent to the
+/// cluster's endpoints (`upstream_cx_rx_bytes_total`, `upstream_cx_tx_bytes_total`).
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    requests: [AtomicU64; 5],
+    times: RequestTimes,
+    cx_opened: AtomicU64,
+    cx_active: AtomicI64,
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+}
+
+/// Envoy's golden `http.<stat_prefix>.*` stats of one HTTP connection manager: responses by
+/// status class (`downstream_rq_<class>`) and request times (`downstream_rq_time`).
+#[derive(Debug, Default)]
+pub struct HttpManagerStats {
+    requests: [AtomicU64; 5],
+    times: RequestTimes,
+}
+
+/// Request times as Envoy keeps its `*_rq_time` histograms: whole milliseconds (truncated),
+/// counted per bucket by [`time_bucket`].
+#[derive(Debug, Default)]
+pub struct RequestTimes {
+    /// Not cumulative; the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKET_COUNT],
+    sum_millis: AtomicU64,
+}
+
+/// Records a request's time when dropped: with its response's body, once the response is
+/// complete (or abandoned), as Envoy completes `downstream_rq_time` and `upstream_rq_time`
+/// with the stream. The status was counted at the response's head.
+#[derive(Debug)]
+pub struct ResponseTimer {
+    started: std::time::Instant,
+    manager: Arc<HttpManagerStats>,
+    /// The cluster, when it answered (not for the proxy's own answers).
+    upstream: Option<Arc<UpstreamStats>>,
+}
+
+/// An upstream connection, counted open until dropped; from [`UpstreamStats::connecting`].
+#[derive(Debug)]
+pub struct UpstreamConnection {
+    stats: Arc<UpstreamStats>,
+}
+
+/// The golden stats at one instant, cumulative since the proxy started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoldenSnapshot {
+    /// By upstream cluster name.
+    pub upstreams: BTreeMap<String, UpstreamValues>,
+    /// By HTTP connection manager `stat_prefix`.
+    pub http_managers: BTreeMap<String, HttpManagerValues>,
+}
+
+/// An [`UpstreamStats`]' values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamValues {
+    /// Requests by status class, `1xx` first.
+    pub requests: [u64; 5],
+    pub times: TimesValues,
+    pub cx_opened: u64,
+    pub cx_active: i64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// An [`HttpManagerStats`]' values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpManagerValues {
+    /// Responses by status class, `1xx` first.
+    pub requests: [u64; 5],
+    pub times: TimesValues,
+}
+
+/// A [`RequestTimes`]' values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimesValues {
+    /// Requests per bucket of [`LATENCY_BUCKETS_MICROS`], not cumulative; the last is `+Inf`.
+    pub buckets: [u64; LATENCY_BUCKET_COUNT],
+    /// The sum of the requests' whole milliseconds.
+    pub sum_millis: u64,
 }
 
 /// The counters of one set of [`HttpLabels`].
@@ -276,6 +374,40 @@ impl Registry {
     /// The stats of a TCP label set, created on first use. Look it up once per connection.
     pub fn tcp(&self, labels: &TcpLabels) -> Arc<TcpStats> {
         get_or_insert(&self.tcp, labels)
+    }
+
+    /// The golden stats of an upstream cluster, created on first use. Look it up once per
+    /// request or connection.
+    pub fn upstream(&self, cluster: &str) -> Arc<UpstreamStats> {
+        get_or_insert_named(&self.upstreams, cluster)
+    }
+
+    /// The golden stats of an HTTP connection manager by `stat_prefix`, created on first use.
+    /// Look it up once per connection.
+    pub fn http_manager(&self, stat_prefix: &str) -> Arc<HttpManagerStats> {
+        get_or_insert_named(&self.http_managers, stat_prefix)
+    }
+
+    /// A copy of every golden stat, for the metrics service client.
+    pub fn golden(&self) -> GoldenSnapshot {
+        let upstreams = self
+            .upstreams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.values()))
+            .collect();
+        let http_managers = self
+            .http_managers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(prefix, stats)| (prefix.clone(), stats.values()))
+            .collect();
+        GoldenSnapshot {
+            upstreams,
+            http_managers,
+        }
     }
 
     /// The xDS client's state.
@@ -608,13 +740,166 @@ where
     Arc::clone(map.entry(key.clone()).or_default())
 }
 
+/// [`get_or_insert`] for a map keyed by name, looked up without allocating.
+fn get_or_insert_named<V: Default>(map: &RwLock<HashMap<String, Arc<V>>>, name: &str) -> Arc<V> {
+    if let Some(value) = map.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+        return Arc::clone(value);
+    }
+    let mut map = map.write().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(map.entry(name.to_owned()).or_default())
+}
+
+/// 0 for 1xx … 4 for 5xx; statuses outside 100–599 count in the nearest class.
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+fn load<const N: usize>(counts: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| counts[i].load(Ordering::Relaxed))
+}
+
+// === impl UpstreamStats ===
+
+impl UpstreamStats {
+    /// Counts a request the cluster answered, or that failed on its way to it (the proxy
+    /// answered `status` itself), by its status.
+    pub fn count(&self, status: u16) {
+        self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`count`](UpstreamStats::count)s and, for a response of the cluster, records its time.
+    pub fn record(&self, status: u16, time: Option<Duration>) {
+        self.count(status);
+        if let Some(time) = time {
+            self.times.observe(time);
+        }
+    }
+
+    /// Counts a connection to an endpoint of the cluster as opened, and open until the guard
+    /// is dropped: from its first attempt (a connection refused counts, as in Envoy).
+    pub fn connecting(self: &Arc<Self>) -> UpstreamConnection {
+        self.cx_opened.fetch_add(1, Ordering::Relaxed);
+        self.cx_active.fetch_add(1, Ordering::Relaxed);
+        UpstreamConnection {
+            stats: Arc::clone(self),
+        }
+    }
+
+    /// Adds bytes received from an endpoint.
+    pub fn received(&self, bytes: u64) {
+        self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds bytes sent to an endpoint.
+    pub fn sent(&self, bytes: u64) {
+        self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn values(&self) -> UpstreamValues {
+        UpstreamValues {
+            requests: load(&self.requests),
+            times: self.times.values(),
+            cx_opened: self.cx_opened.load(Ordering::Relaxed),
+            cx_active: self.cx_active.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// === impl UpstreamConnection ===
+
+impl UpstreamConnection {
+    pub fn stats(&self) -> &UpstreamStats {
+        &self.stats
+    }
+}
+
+impl Drop for UpstreamConnection {
+    fn drop(&mut self) {
+        self.stats.cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl HttpManagerStats ===
+
+impl HttpManagerStats {
+    /// Counts a response the connection manager sent, its own answers included, by status.
+    pub fn count(&self, status: u16) {
+        self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`count`](HttpManagerStats::count)s a response and records its time.
+    pub fn record(&self, status: u16, time: Duration) {
+        self.count(status);
+        self.times.observe(time);
+    }
+
+    /// A timer of a request that began at `started`, for this connection manager and, when it
+    /// answered, the `upstream` cluster.
+    pub fn timer(
+        self: &Arc<Self>,
+        started: std::time::Instant,
+        upstream: Option<Arc<UpstreamStats>>,
+    ) -> ResponseTimer {
+        ResponseTimer {
+            started,
+            manager: Arc::clone(self),
+            upstream,
+        }
+    }
+
+    pub fn values(&self) -> HttpManagerValues {
+        HttpManagerValues {
+            requests: load(&self.requests),
+            times: self.times.values(),
+        }
+    }
+}
+
+// === impl ResponseTimer ===
+
+impl Drop for ResponseTimer {
+    fn drop(&mut self) {
+        let time = self.started.elapsed();
+        self.manager.times.observe(time);
+        if let Some(upstream) = &self.upstream {
+            upstream.times.observe(time);
+        }
+    }
+}
+
+// === impl RequestTimes ===
+
+impl RequestTimes {
+    /// Records one request's time, in whole milliseconds.
+    pub fn observe(&self, time: Duration) {
+        let millis = u64::try_from(time.as_millis()).unwrap_or(u64::MAX);
+        self.buckets[time_bucket(millis)].fetch_add(1, Ordering::Relaxed);
+        self.sum_millis.fetch_add(millis, Ordering::Relaxed);
+    }
+
+    pub fn values(&self) -> TimesValues {
+        TimesValues {
+            buckets: load(&self.buckets),
+            sum_millis: self.sum_millis.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl TimesValues {
+    /// How many requests.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 // === impl HttpStats ===
 
 impl HttpStats {
     /// Records one request: its response status and how long it took.
     pub fn record(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[class].fetch_add(1, Ordering::Relaxed);
+        self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
         self.latency.observe(elapsed);
     }
 

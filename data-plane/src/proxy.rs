@@ -12,6 +12,7 @@
 //! idle timeout, close connections that take too long or say nothing (see `idle`).
 
 mod budget;
+mod counted;
 mod detect;
 mod headers;
 mod http;
@@ -511,12 +512,25 @@ where
     let service = {
         let (ctx, info, manager, activity) =
             (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+        // Looked up once per connection: every response counts in it.
+        let golden = ctx.metrics.http_manager(&manager.stat_prefix);
         hyper::service::service_fn(move |request| {
+            let started = Instant::now();
             let mut in_flight = activity.start_request();
-            let handled = http::handle(ctx.clone(), info.clone(), manager.clone(), request);
+            let golden = golden.clone();
             let (ctx, info, manager, activity) =
                 (ctx.clone(), info.clone(), manager.clone(), activity.clone());
             async move {
+                // The cluster, when it answered: its time is recorded with the response's.
+                let mut answered = None;
+                let handled = http::handle(
+                    ctx.clone(),
+                    info.clone(),
+                    manager.clone(),
+                    request,
+                    started,
+                    &mut answered,
+                );
                 let response = match timeouts.stream_idle {
                     None => handled.await?,
                     Some(quiet) => tokio::select! {
@@ -528,8 +542,12 @@ where
                         }
                     },
                 };
+                golden.count(response.status().as_u16());
+                let timer = golden.timer(started.into_std(), answered);
                 in_flight.responded();
-                Ok::<_, hyper::Error>(response.map(|body| idle::Tracked::new(body, in_flight)))
+                Ok::<_, hyper::Error>(
+                    response.map(|body| idle::Tracked::new(body, in_flight, timer)),
+                )
             }
         })
     };

@@ -53,6 +53,19 @@ pub mod envoy {
     /// The status class's digit, `1` to `5`.
     pub const RESPONSE_CODE_CLASS: &str = "envoy.response_code_class";
 
+    /// The latency bucket (an index into [`LATENCY_BUCKETS_MICROS`](super::LATENCY_BUCKETS_MICROS),
+    /// the last being `+Inf`) in which Envoy's `*_rq_time` histograms count a request of
+    /// `millis` whole milliseconds (Envoy truncates a request's time to whole milliseconds).
+    ///
+    /// Envoy keeps histograms as circllhist bins (two significant digits: 120 ms is the bin
+    /// [120, 130)) and reports under a bound the bins whose upper edge is at most that bound, so
+    /// a whole number of milliseconds counts under the first bound strictly above it: 0 ms
+    /// under 0.5 ms (the 1 ms bucket stays empty), 1 ms under 2.5 ms, 100 ms under 250 ms.
+    pub fn time_bucket(millis: u64) -> usize {
+        let micros = millis.saturating_mul(1_000);
+        super::LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound <= micros)
+    }
+
     /// `stats_config.stats_matcher.inclusion_list` (RE2 `safe_regex` patterns on the full stat
     /// name): only the golden stats are kept, flushed and sent.
     ///

@@ -759,3 +759,19 @@ mod intercept {
         );
     }
 }
+
+#[test]
+fn envoy_counts_whole_milliseconds_under_the_first_bound_above_them() {
+    use crate::metrics::{LATENCY_BUCKET_COUNT, envoy::time_bucket};
+    // Bounds: 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, ... 10000 ms, then +Inf.
+    assert_eq!(time_bucket(0), 0);
+    assert_eq!(time_bucket(1), 2);
+    assert_eq!(time_bucket(2), 2);
+    assert_eq!(time_bucket(5), 4);
+    assert_eq!(time_bucket(99), 7);
+    assert_eq!(time_bucket(100), 8);
+    assert_eq!(time_bucket(120), 8);
+    assert_eq!(time_bucket(9_999), LATENCY_BUCKET_COUNT - 2);
+    assert_eq!(time_bucket(10_000), LATENCY_BUCKET_COUNT - 1);
+    assert_eq!(time_bucket(u64::MAX), LATENCY_BUCKET_COUNT - 1);
+}

@@ -191,3 +191,127 @@ fn load_names_the_file() {
     let e = Bootstrap::load(&path).unwrap_err().to_string();
     assert!(e.contains("b.json: not JSON"), "{e}");
 }
+
+/// The metrics service sink as Envoy takes it, to the ADS service `service`.
+fn metrics_sink(service: serde_json::Value) -> serde_json::Value {
+    json!([{
+        "name": "envoy.stat_sinks.metrics_service",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+            "transport_api_version": "V3",
+            "report_counters_as_deltas": true,
+            "emit_tags_as_labels": true,
+            "histogram_emit_mode": "HISTOGRAM",
+            "grpc_service": service,
+        },
+    }])
+}
+
+#[test]
+fn the_metrics_service_sink_goes_to_the_ads_service() {
+    // No sink: no push, whatever the interval.
+    let mut v = bootstrap(&options());
+    assert_eq!(Bootstrap::from_json(&v).unwrap().metrics_sink, None);
+    v["stats_flush_interval"] = json!("2s");
+    assert_eq!(Bootstrap::from_json(&v).unwrap().metrics_sink, None);
+
+    // google_grpc: the ADS service's own channel; its stat prefix may differ.
+    let mut google = v["dynamic_resources"]["ads_config"]["grpc_services"][0].clone();
+    google["google_grpc"]["stat_prefix"] = json!("metrics_service");
+    v["stats_sinks"] = metrics_sink(google.clone());
+    assert_eq!(
+        Bootstrap::from_json(&v).unwrap().metrics_sink,
+        Some(MetricsSink {
+            flush_interval: Duration::from_secs(2)
+        })
+    );
+    v.as_object_mut().unwrap().remove("stats_flush_interval");
+    let default = Bootstrap::from_json(&v).unwrap().metrics_sink.unwrap();
+    assert_eq!(
+        default.flush_interval,
+        Duration::from_secs(5),
+        "Envoy's default"
+    );
+
+    // envoy_grpc: the ADS cluster.
+    let mut hand = json!({
+        "node": { "id": "demo/web-0" },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 15000 } } },
+        "stats_flush_interval": "1s",
+        "stats_sinks": metrics_sink(json!({ "envoy_grpc": { "cluster_name": "xds" } })),
+        "dynamic_resources": { "ads_config": {
+            "api_type": "GRPC",
+            "grpc_services": [{ "envoy_grpc": { "cluster_name": "xds" } }],
+        } },
+        "static_resources": { "clusters": [{
+            "name": "xds",
+            "load_assignment": { "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": "127.0.0.1", "port_value": 15010 } } } }] }] },
+        }] },
+    });
+    assert_eq!(
+        Bootstrap::from_json(&hand).unwrap().metrics_sink,
+        Some(MetricsSink {
+            flush_interval: Duration::from_secs(1)
+        })
+    );
+
+    // What the proxy does not do is refused, by field.
+    let refused = |v: &serde_json::Value| Bootstrap::from_json(v).unwrap_err().to_string();
+    let config = "stats_sinks[0].typed_config";
+    for (key, value, field) in [
+        (
+            "report_counters_as_deltas",
+            json!(false),
+            "report_counters_as_deltas",
+        ),
+        ("emit_tags_as_labels", json!(false), "emit_tags_as_labels"),
+        (
+            "histogram_emit_mode",
+            json!("SUMMARY"),
+            "histogram_emit_mode",
+        ),
+        (
+            "transport_api_version",
+            json!("AUTO"),
+            "transport_api_version",
+        ),
+        (
+            "grpc_service",
+            json!({ "envoy_grpc": { "cluster_name": "elsewhere" } }),
+            "grpc_service",
+        ),
+        ("grpc_service", google.clone(), "grpc_service"),
+        (
+            "grpc_service",
+            json!({ "envoy_grpc": { "cluster_name": "xds" }, "timeout": "1s" }),
+            "grpc_service.timeout",
+        ),
+        ("emit_summary", json!(true), "emit_summary"),
+    ] {
+        let mut v = hand.clone();
+        v["stats_sinks"][0]["typed_config"][key] = value;
+        let e = refused(&v);
+        assert!(e.starts_with(&format!("{config}.{field}:")), "{key}: {e}");
+    }
+    let mut v = hand.clone();
+    v["stats_sinks"][0]["typed_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("report_counters_as_deltas");
+    assert!(refused(&v).starts_with(&format!("{config}.report_counters_as_deltas:")));
+    let mut v = hand.clone();
+    v["stats_sinks"][0]["name"] = json!("envoy.stat_sinks.statsd");
+    assert!(refused(&v).starts_with("stats_sinks[0].name:"));
+    let mut v = hand.clone();
+    let sink = v["stats_sinks"][0].clone();
+    v["stats_sinks"] = json!([sink.clone(), sink]);
+    assert!(refused(&v).starts_with("stats_sinks:"));
+    for interval in ["0.5s", "301s", "soon"] {
+        hand["stats_flush_interval"] = json!(interval);
+        assert!(
+            refused(&hand).starts_with("stats_flush_interval:"),
+            "{interval}"
+        );
+    }
+}

@@ -345,3 +345,27 @@ fn concurrent_recording_sums_up() {
             .contains("switchyard_proxy_retries_total{cluster=\"c\"} 20000\n")
     );
 }
+
+#[test]
+fn a_response_timer_records_when_the_response_is_done() {
+    let registry = Registry::default();
+    let manager = registry.http_manager("outbound_http");
+    let web = registry.upstream("demo/web|80");
+    manager.count(200);
+    web.count(200);
+    let started = std::time::Instant::now() - Duration::from_millis(120);
+    let timer = manager.timer(started, Some(web.clone()));
+    // Counted at the head; timed at the end.
+    assert_eq!(manager.values().times.count(), 0);
+    drop(timer);
+    for times in [manager.values().times, web.values().times] {
+        assert_eq!(times.count(), 1);
+        // 120 ms and a bit: under the 250 ms bound.
+        assert_eq!(times.buckets[8], 1, "{times:?}");
+    }
+    assert_eq!(manager.values().requests, [0, 1, 0, 0, 0]);
+    // A proxy's own answer times its connection manager only.
+    drop(manager.timer(started, None));
+    assert_eq!(manager.values().times.count(), 2);
+    assert_eq!(web.values().times.count(), 1);
+}

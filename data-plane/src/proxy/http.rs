@@ -18,7 +18,7 @@ use super::{
 use crate::{
     balance::{self, Outcome},
     config::{ClusterConfig, HttpManager, RetryPolicy, RouteAction, RouteSource, Runtime},
-    metrics::HttpLabels,
+    metrics::{HttpLabels, UpstreamStats},
 };
 
 /// What the proxy answers the client with.
@@ -38,14 +38,29 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// Handles one request of a connection whose chain ends in `manager`.
+/// Who answered a forwarded request, which decides what the cluster's golden stats count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnsweredBy {
+    /// The cluster: its status, and the time.
+    Upstream,
+    /// The proxy, for the cluster (no endpoint, a connection failed or reset, a timeout): the
+    /// status only, as Envoy's router charges the cluster for its own 503 and 504.
+    Proxy,
+    /// The proxy, for the client (a request body it could not read): not the cluster's.
+    Client,
+}
+
+/// Handles one request of a connection whose chain ends in `manager`; `started` is when its
+/// head was complete. When a cluster answers, `answered` gets its golden stats, which time the
+/// response to its end.
 pub(crate) async fn handle(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
     manager: Arc<HttpManager>,
     mut request: Request<Incoming>,
+    started: Instant,
+    answered: &mut Option<Arc<UpstreamStats>>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
-    let started = Instant::now();
     if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
         return Ok(local(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -138,7 +153,11 @@ pub(crate) async fn handle(
         ));
     };
 
-    let mut response = forward(&ctx, &runtime, &cluster, action, request, started).await;
+    let upstream = ctx.metrics.upstream(&cluster.name);
+    let (mut response, answered_by) = forward(
+        &ctx, &runtime, &cluster, &upstream, action, request, started,
+    )
+    .await;
     if ctx.state.draining() {
         // HTTP/1.1: close after this response; HTTP/2 ignores the header.
         response
@@ -146,7 +165,16 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status().as_u16();
-    ctx.metrics.http(&labels).record(status, started.elapsed());
+    let elapsed = started.elapsed();
+    ctx.metrics.http(&labels).record(status, elapsed);
+    match answered_by {
+        AnsweredBy::Upstream => {
+            upstream.count(status);
+            *answered = Some(upstream);
+        }
+        AnsweredBy::Proxy => upstream.count(status),
+        AnsweredBy::Client => {}
+    }
     Ok(response)
 }
 
@@ -156,10 +184,11 @@ async fn forward(
     ctx: &Context,
     runtime: &Runtime,
     cluster: &Arc<ClusterConfig>,
+    stats: &Arc<UpstreamStats>,
     action: &RouteAction,
     request: Request<Incoming>,
     started: Instant,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, AnsweredBy) {
     let deadline = action.timeout.map(|t| started + t);
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -176,7 +205,12 @@ async fn forward(
     let retry = action.retry.as_ref();
     let (mut body, replayable) = match buffer(body, retry.is_some()).await {
         Ok(b) => b,
-        Err(_) => return local(StatusCode::BAD_REQUEST, "could not read the request body\n"),
+        Err(_) => {
+            return (
+                local(StatusCode::BAD_REQUEST, "could not read the request body\n"),
+                AnsweredBy::Client,
+            );
+        }
     };
     // A body of unknown length (chunked, or HTTP/2 DATA without `content-length`) goes on
     // chunked to an HTTP/1.1 upstream, as Envoy sends it: without the header, hyper sends a
@@ -190,7 +224,10 @@ async fn forward(
     let balancer = ctx.balancers.get(cluster);
     ctx.budget.deposit(&cluster.name);
     let mut tried: Vec<usize> = Vec::new();
-    let mut last_failure = local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    let mut last_failure = (
+        local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+        AnsweredBy::Proxy,
+    );
 
     for attempt in 0..attempts {
         if attempt > 0 && !ctx.budget.withdraw(&cluster.name) {
@@ -204,7 +241,10 @@ async fn forward(
             &[]
         };
         let Some(pick) = balancer.pick(now, exclude) else {
-            return local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+            return (
+                local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                AnsweredBy::Proxy,
+            );
         };
         tried.push(pick.index());
         let endpoint = pick.endpoint().clone();
@@ -213,11 +253,14 @@ async fn forward(
             Err(e) => {
                 tracing::warn!(cluster = %cluster.name, error = %e, "no TLS configuration for upstream");
                 pick.complete(now, Outcome::GatewayFailure);
-                last_failure = local_owned(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "upstream connect error or disconnect/reset before headers. reset reason: TLS error: {e}"
+                last_failure = (
+                    local_owned(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: TLS error: {e}"
+                        ),
                     ),
+                    AnsweredBy::Proxy,
                 );
                 continue;
             }
@@ -260,7 +303,7 @@ async fn forward(
             (None, Some(p)) => Some(Instant::now() + p),
             (None, None) => None,
         };
-        let send = ctx.pool.send(endpoint.address, &transport, req, || {
+        let send = ctx.pool.send(endpoint.address, &transport, stats, req, || {
             ctx.metrics.upstream_tls_handshake(&cluster.name);
         });
         let result = match limit {
@@ -268,10 +311,14 @@ async fn forward(
                 Ok(r) => r,
                 Err(_) => {
                     pick.complete(std::time::Instant::now(), Outcome::GatewayFailure);
+                    let timeout = (
+                        local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+                        AnsweredBy::Proxy,
+                    );
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                        return timeout;
                     }
-                    last_failure = local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                    last_failure = timeout;
                     continue;
                 }
             },
@@ -295,10 +342,10 @@ async fn forward(
                     && retry.is_some_and(|r| retries_status(r, status, &method))
                 {
                     ctx.metrics.retry(&cluster.name);
-                    last_failure = upstream_response(response);
+                    last_failure = (upstream_response(response), AnsweredBy::Upstream);
                     continue;
                 }
-                return upstream_response(response);
+                return (upstream_response(response), AnsweredBy::Upstream);
             }
             Err(error) => {
                 if let Some(ejection) =
@@ -309,11 +356,14 @@ async fn forward(
                 }
                 tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.address, %error, "upstream request failed");
                 let retryable = retry.is_some_and(|r| retries_error(r, &error, &method));
-                last_failure = local_owned(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "upstream connect error or disconnect/reset before headers. reset reason: {error}"
+                last_failure = (
+                    local_owned(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "upstream connect error or disconnect/reset before headers. reset reason: {error}"
+                        ),
                     ),
+                    AnsweredBy::Proxy,
                 );
                 if !retryable {
                     break;

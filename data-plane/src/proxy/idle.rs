@@ -29,6 +29,8 @@ use std::{
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+
+use crate::metrics::ResponseTimer;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::Notify,
@@ -193,18 +195,21 @@ impl Drop for Request {
     }
 }
 
-/// A response body that keeps its request in flight until it is done with.
+/// A response body that keeps its request in flight until it is done with, and then records
+/// the request's time.
 #[derive(Debug)]
 pub(super) struct Tracked<B> {
     body: B,
     _request: Request,
+    _timer: ResponseTimer,
 }
 
 impl<B> Tracked<B> {
-    pub(super) fn new(body: B, request: Request) -> Self {
+    pub(super) fn new(body: B, request: Request, timer: ResponseTimer) -> Self {
         Tracked {
             body,
             _request: request,
+            _timer: timer,
         }
     }
 }

@@ -18,6 +18,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 
+use super::counted::Counted;
+use crate::metrics::UpstreamStats;
+
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +68,9 @@ pub(crate) enum SendError {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// The cluster, by its golden stats' pointer (one per cluster name, never freed): each
+    /// cluster has its own connections, as in Envoy, so each counts its own.
+    cluster: usize,
     address: SocketAddr,
     /// The TLS configuration by pointer: a rotated certificate makes a new configuration, and
     /// so new connections; the old ones finish their requests.
@@ -91,15 +97,18 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Sends one request to `address`, on a pooled connection or a new one.
+    /// Sends one request to `address`, an endpoint of the cluster whose stats are `stats`, on
+    /// a pooled connection or a new one.
     pub(crate) async fn send(
         &self,
         address: SocketAddr,
         transport: &Transport,
+        stats: &Arc<UpstreamStats>,
         mut request: Request<UpstreamBody>,
         on_tls_handshake: impl FnOnce(),
     ) -> Result<Response<Incoming>, SendError> {
         let key = Key {
+            cluster: Arc::as_ptr(stats) as usize,
             address,
             tls: transport.tls.as_ref().map(|c| Arc::as_ptr(c) as usize),
             http2: transport.http2,
@@ -107,7 +116,10 @@ impl Pool {
         };
         let (sender, reused) = match self.checkout(&key) {
             Some(sender) => (sender, true),
-            None => (connect(address, transport, on_tls_handshake).await?, false),
+            None => (
+                connect(address, transport, stats, on_tls_handshake).await?,
+                false,
+            ),
         };
         match sender {
             Sender::Http2(mut h2) => {
@@ -172,8 +184,11 @@ impl Pool {
 async fn connect(
     address: SocketAddr,
     transport: &Transport,
+    stats: &Arc<UpstreamStats>,
     on_tls_handshake: impl FnOnce(),
 ) -> Result<Sender, SendError> {
+    // Counted from the attempt: a connection refused is one opened, as in Envoy.
+    let connection = stats.connecting();
     let tcp = tokio::time::timeout(
         transport.connect_timeout,
         super::connect_tcp(address, transport.source),
@@ -183,7 +198,7 @@ async fn connect(
     .map_err(|e| SendError::Connect(format!("{address}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     match &transport.tls {
-        None => handshake(TokioIo::new(tcp), transport.http2).await,
+        None => handshake(TokioIo::new(Counted::new(tcp, connection)), transport.http2).await,
         Some(config) => {
             let connector = tokio_rustls::TlsConnector::from(config.clone());
             // The verifier checks the SPIFFE ID, not a DNS name; the name only has to parse.
@@ -199,7 +214,7 @@ async fn connect(
                 Some(protocol) => protocol == b"h2",
                 None => transport.http2,
             };
-            handshake(TokioIo::new(tls), h2).await
+            handshake(TokioIo::new(Counted::new(tls, connection)), h2).await
         }
     }
 }

@@ -9,13 +9,15 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional};
 
 use super::{
-    ConnInfo, Context, http, idle,
+    ConnInfo, Context,
+    counted::Counted,
+    http, idle,
     routing::{self, Peer},
 };
 use crate::{
     balance::{self, Outcome},
     config::{ClusterConfig, TcpProxy},
-    metrics::{TcpLabels, TcpStats, Timeout},
+    metrics::{TcpLabels, TcpStats, Timeout, UpstreamStats},
 };
 
 /// Endpoints tried before a connection is given up (Envoy's `max_connect_attempts` is 1; a
@@ -58,8 +60,9 @@ where
         peer: info.peer_identity.clone().unwrap_or_default(),
     };
     let stats = ctx.metrics.tcp(&labels);
+    let golden = ctx.metrics.upstream(&cluster.name);
     if cluster.original_dst {
-        return passthrough(ctx, info, tcp, &cluster, &stats, downstream).await;
+        return passthrough(ctx, info, tcp, &cluster, &stats, &golden, downstream).await;
     }
 
     let mut tried = Vec::new();
@@ -78,6 +81,8 @@ where
                 continue;
             }
         };
+        // Counted from the attempt, as Envoy counts `upstream_cx_total`.
+        let connection = golden.connecting();
         let connected = tokio::time::timeout(
             transport.connect_timeout,
             super::connect_tcp(endpoint.address, transport.source),
@@ -95,7 +100,7 @@ where
         let result = match transport.tls {
             None => {
                 pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
-                let mut upstream = upstream;
+                let mut upstream = Counted::new(upstream, connection);
                 pipe(ctx, info, tcp, &mut downstream, &mut upstream).await
             }
             Some(config) => {
@@ -107,9 +112,10 @@ where
                 )
                 .await
                 {
-                    Ok(Ok(mut tls)) => {
+                    Ok(Ok(tls)) => {
                         ctx.metrics.upstream_tls_handshake(&cluster.name);
                         pick.complete(Instant::now(), Outcome::Success(started.elapsed()));
+                        let mut tls = Counted::new(tls, connection);
                         pipe(ctx, info, tcp, &mut downstream, &mut tls).await
                     }
                     _ => {
@@ -164,6 +170,7 @@ async fn passthrough<I>(
     tcp: &TcpProxy,
     cluster: &ClusterConfig,
     stats: &std::sync::Arc<TcpStats>,
+    golden: &std::sync::Arc<UpstreamStats>,
     mut downstream: I,
 ) -> std::io::Result<()>
 where
@@ -178,8 +185,9 @@ where
         return Ok(());
     }
     let transport = http::transport(cluster, None);
+    let connection = golden.connecting();
     let connect = super::connect_tcp(to, transport.source);
-    let mut upstream = match tokio::time::timeout(transport.connect_timeout, connect).await {
+    let upstream = match tokio::time::timeout(transport.connect_timeout, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(error)) => {
             tracing::debug!(cluster = %cluster.name, %to, %error, "passthrough: cannot connect");
@@ -192,6 +200,7 @@ where
     };
     let _ = upstream.set_nodelay(true);
     let _open = stats.open();
+    let mut upstream = Counted::new(upstream, connection);
     let result = pipe(ctx, info, tcp, &mut downstream, &mut upstream).await;
     if let Ok((received, sent)) = result {
         stats.bytes(received, sent);

@@ -64,14 +64,21 @@ fn only_a_reused_connection_closed_before_answering_is_closed_while_idle() {
         .build()
         .unwrap();
     let pool = Pool::default();
+    let stats = std::sync::Arc::new(crate::metrics::UpstreamStats::default());
     let (first, reused, fresh) = runtime.block_on(async {
-        let response = pool.send(address, &plaintext(), request(), || {}).await;
+        let response = pool
+            .send(address, &plaintext(), &stats, request(), || {})
+            .await;
         let body = match response {
             Ok(r) => r.into_body().collect().await.unwrap().to_bytes(),
             Err(e) => panic!("first request: {e}"),
         };
-        let reused = pool.send(address, &plaintext(), request(), || {}).await;
-        let fresh = pool.send(address, &plaintext(), request(), || {}).await;
+        let reused = pool
+            .send(address, &plaintext(), &stats, request(), || {})
+            .await;
+        let fresh = pool
+            .send(address, &plaintext(), &stats, request(), || {})
+            .await;
         (body, reused, fresh)
     });
     server.join().unwrap();
@@ -86,4 +93,8 @@ fn only_a_reused_connection_closed_before_answering_is_closed_while_idle() {
         "a new connection closed before answering may have been processed: {:?}",
         fresh.map(|r| r.status())
     );
+    // Two connections, in the cluster's golden stats, with what went over them.
+    let values = stats.values();
+    assert_eq!(values.cx_opened, 2);
+    assert!(values.rx_bytes > 0 && values.tx_bytes > 0, "{values:?}");
 }
