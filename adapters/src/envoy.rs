@@ -80,8 +80,8 @@ use switchyard_proxy_config::TypeUrl;
 pub use self::{
     bootstrap::{
         ADMIN_CLUSTER, APP_CLUSTER_PREFIX, AppProbe, BootstrapOptions, DEFAULT_METRICS_INTERVAL,
-        FILE_CREDENTIALS, HEALTH_LISTENER, METRICS_STAT_PREFIX, XDS_STAT_PREFIX, XdsApi, XdsCa,
-        bootstrap,
+        FILE_CREDENTIALS, HEALTH_LISTENER, METRICS_BATCH_FAMILIES, METRICS_STAT_PREFIX,
+        XDS_STAT_PREFIX, XdsApi, XdsCa, bootstrap,
     },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };

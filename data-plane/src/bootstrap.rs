@@ -73,6 +73,9 @@ pub struct MetricsSink {
     /// `stats_flush_interval`: how often the stats are sent; default 5 s (Envoy's), within
     /// [`MIN_FLUSH_INTERVAL`] and [`MAX_FLUSH_INTERVAL`].
     pub flush_interval: Duration,
+    /// `batch_size`: the most metric families in one message; `None` for no limit (Envoy's
+    /// default). Families of a flush beyond it go in the next flush ([`crate::metrics_push`]).
+    pub batch_size: Option<usize>,
 }
 
 /// A route of the health listener to a static cluster other than the admin interface: `GET
@@ -338,8 +341,17 @@ fn metrics_sink(v: &Value, ads_service: &Value) -> Result<Option<MetricsSink>, E
             "report_counters_as_deltas",
             "emit_tags_as_labels",
             "histogram_emit_mode",
+            "batch_size",
         ],
     )?;
+    let batch_size = match config.get("batch_size") {
+        None => None,
+        Some(n) => match n.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => return Err(field(&format!("{at}.batch_size"), "must be a whole number")),
+        },
+    };
     let expect = |key: &str, value: Value, reason: &str| {
         if config.get(key) == Some(&value) {
             Ok(())
@@ -403,7 +415,10 @@ fn metrics_sink(v: &Value, ads_service: &Value) -> Result<Option<MetricsSink>, E
              the proxy sends metrics only to the control plane",
         ));
     }
-    Ok(Some(MetricsSink { flush_interval }))
+    Ok(Some(MetricsSink {
+        flush_interval,
+        batch_size,
+    }))
 }
 
 /// Refuses a key of an object outside `known`, naming it.

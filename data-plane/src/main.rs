@@ -95,6 +95,7 @@ async fn run(bootstrap: Bootstrap) -> anyhow::Result<()> {
             bootstrap.clone(),
             metrics.clone(),
             sink.flush_interval,
+            sink.batch_size,
         ));
     }
     tokio::spawn(Ads::new(bootstrap, state.clone()).run());

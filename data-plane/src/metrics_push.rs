@@ -75,9 +75,10 @@
 //!   [`LATENCY_BUCKETS_MICROS`](crate::config::metrics::LATENCY_BUCKETS_MICROS), and sends only
 //!   those whose Envoy name [`envoy::STATS_INCLUSION`] keeps, as the Envoy bootstrap's matcher
 //!   does (so a cluster with a dot in its name is left out by both).
-//! - A message holds at most [`MAX_MESSAGE_BYTES`]; clusters and connection managers that do
-//!   not fit wait for the next flush (their increases carried, not lost), those waiting longest
-//!   first. Envoy sends everything at once.
+//! - A message holds at most [`MAX_MESSAGE_BYTES`], and at most the sink's `batch_size`
+//!   families; clusters and connection managers that do not fit wait for the next flush (their
+//!   increases carried, not lost), those waiting longest first. Envoy sends all of a flush at
+//!   once, in as many messages of `batch_size` families as it takes.
 
 #[cfg(test)]
 mod tests;
@@ -138,6 +139,8 @@ pub struct Flusher {
     /// is full.
     sent_at: HashMap<Subject, u64>,
     flushes: u64,
+    /// The most families in one message (the sink's `batch_size`).
+    max_families: usize,
 }
 
 /// One message, and the values it covers: once sent, [`Flusher::sent`] takes them.
@@ -158,6 +161,10 @@ struct Families {
 }
 
 impl Families {
+    fn len(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.histograms.len()
+    }
+
     fn encoded_len(&self) -> usize {
         // A family's field tag and length prefix: at most 4 bytes for these sizes.
         [&self.counters, &self.gauges, &self.histograms]
@@ -181,7 +188,15 @@ impl Flusher {
             sent: GoldenSnapshot::default(),
             sent_at: HashMap::new(),
             flushes: 0,
+            max_families: usize::MAX,
         }
+    }
+
+    /// At most `families` metric families in one message (the sink's `batch_size`); the
+    /// subjects that do not fit wait for the next flush, as for the size bound.
+    pub fn with_batch_size(mut self, families: Option<usize>) -> Self {
+        self.max_families = families.unwrap_or(usize::MAX);
+        self
     }
 
     /// The message for `now`, with the increases since the last message sent; `at` is its
@@ -227,7 +242,8 @@ impl Flusher {
                 }
             };
             let len = families.encoded_len();
-            if len > room {
+            let count = all.len() + families.len();
+            if len > room || count > self.max_families {
                 left_out += 1;
                 continue;
             }

@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 pub const XDS_STAT_PREFIX: &str = "xds";
 /// `stat_prefix` of the metrics service's gRPC client: `grpc.metrics.*`.
 pub const METRICS_STAT_PREFIX: &str = "metrics";
+/// Metric families per `StreamMetricsMessage` Envoy sends (its `batch_size`).
+pub const METRICS_BATCH_FAMILIES: u32 = 1_000;
 /// How often a proxy pushes its golden metrics to the control plane by default: Envoy's own
 /// default `stats_flush_interval`.
 pub const DEFAULT_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -349,6 +351,9 @@ fn metrics_sink(bootstrap: &mut Value, opts: &BootstrapOptions, interval: std::t
             "report_counters_as_deltas": true,
             "emit_tags_as_labels": true,
             "histogram_emit_mode": "HISTOGRAM",
+            // Every used stat is sent (one family each); batches keep a large sidecar's flush
+            // under the server's 4 MiB message bound.
+            "batch_size": METRICS_BATCH_FAMILIES,
             "grpc_service": grpc_service(opts, METRICS_STAT_PREFIX),
         },
     }]);

@@ -209,8 +209,19 @@ fn metrics_sink(service: serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn the_metrics_service_sink_goes_to_the_ads_service() {
-    // No sink: no push, whatever the interval.
+    // The adapter's bootstrap pushes every 5 s, in batches of 1,000 families.
     let mut v = bootstrap(&options());
+    assert_eq!(
+        Bootstrap::from_json(&v).unwrap().metrics_sink,
+        Some(MetricsSink {
+            flush_interval: Duration::from_secs(5),
+            batch_size: Some(1_000),
+        })
+    );
+    // No sink: no push, whatever the interval.
+    let v = &mut v;
+    v.as_object_mut().unwrap().remove("stats_sinks");
+    let mut v = v.clone();
     assert_eq!(Bootstrap::from_json(&v).unwrap().metrics_sink, None);
     v["stats_flush_interval"] = json!("2s");
     assert_eq!(Bootstrap::from_json(&v).unwrap().metrics_sink, None);
@@ -222,7 +233,8 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
     assert_eq!(
         Bootstrap::from_json(&v).unwrap().metrics_sink,
         Some(MetricsSink {
-            flush_interval: Duration::from_secs(2)
+            flush_interval: Duration::from_secs(2),
+            batch_size: None,
         })
     );
     v.as_object_mut().unwrap().remove("stats_flush_interval");
@@ -252,7 +264,8 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
     assert_eq!(
         Bootstrap::from_json(&hand).unwrap().metrics_sink,
         Some(MetricsSink {
-            flush_interval: Duration::from_secs(1)
+            flush_interval: Duration::from_secs(1),
+            batch_size: None,
         })
     );
 
@@ -288,6 +301,7 @@ fn the_metrics_service_sink_goes_to_the_ads_service() {
             "grpc_service.timeout",
         ),
         ("emit_summary", json!(true), "emit_summary"),
+        ("batch_size", json!("many"), "batch_size"),
     ] {
         let mut v = hand.clone();
         v["stats_sinks"][0]["typed_config"][key] = value;

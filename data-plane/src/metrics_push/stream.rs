@@ -24,8 +24,14 @@ use crate::{
 
 /// Flushes `registry` every `interval` and streams the messages to the control plane, for
 /// ever.
-pub async fn run(bootstrap: Bootstrap, registry: Arc<Registry>, interval: Duration) {
-    let outbox = Arc::new(Outbox::new(Flusher::new(ads::node(&bootstrap))));
+pub async fn run(
+    bootstrap: Bootstrap,
+    registry: Arc<Registry>,
+    interval: Duration,
+    batch_size: Option<usize>,
+) {
+    let flusher = Flusher::new(ads::node(&bootstrap)).with_batch_size(batch_size);
+    let outbox = Arc::new(Outbox::new(flusher));
     let flushing = {
         let outbox = Arc::clone(&outbox);
         async move {

@@ -397,6 +397,30 @@ fn a_full_message_leaves_the_rest_for_the_next_flush() {
 }
 
 #[test]
+fn a_batch_size_bounds_the_families_of_a_message_and_the_rest_follow() {
+    let registry = Registry::default();
+    for i in 0..5 {
+        registry
+            .upstream(&format!("demo/s{i}|80"))
+            .record(200, Some(Duration::from_millis(1)));
+    }
+    // A cluster with one request sends 3 families (class counter, connections, times).
+    let mut flusher = Flusher::new(node()).with_batch_size(Some(7));
+    let mut counted = 0.0;
+    for i in 0..3 {
+        let flush = flusher.flush(&registry.golden(), at(i));
+        assert!(flush.message.envoy_metrics.len() <= 7, "{i}: {flush:?}");
+        flusher.sent(&flush);
+        counted += series(&flush.message)
+            .into_iter()
+            .filter(|s| s.0 == envoy::UPSTREAM_RQ_XX)
+            .map(|s| s.3.counter.unwrap().value())
+            .sum::<f64>();
+    }
+    assert_eq!(counted, 5.0, "each cluster's request once, over the flushes");
+}
+
+#[test]
 fn a_streams_first_message_carries_the_node_and_one_message_waits_at_most() {
     let registry = Registry::default();
     let web = registry.upstream(WEB);

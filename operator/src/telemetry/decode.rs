@@ -15,13 +15,14 @@ use envoy_types::pb::{
 };
 use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS, envoy};
 
-/// The most metric families read from one message. The golden stats are 8 families; the rest
-/// allows for other stats a matcher let through.
-pub const MAX_FAMILIES: usize = 64;
+/// The most metric families read from one message. Envoy sends one family per stat, and
+/// every stat it uses (the bootstrap keeps them all for users who scrape `/metrics`), in
+/// batches of 1,000 families (`batch_size`); the bundled proxy sends only the golden ones. The
+/// 4 MiB message bound of the server limits the work before this does.
+pub const MAX_FAMILIES: usize = 65_536;
 
-/// The most metrics (series) read from one message, over all its families: a sidecar with
-/// 500 clusters sends about 500 × 10 golden series.
-pub const MAX_SERIES: usize = 8_192;
+/// The most metrics (series) read from one message, over all its families.
+pub const MAX_SERIES: usize = 65_536;
 
 /// An upstream cluster's name as the proxy reports it (`envoy.cluster_name`): the xDS cluster
 /// name, e.g. `demo/web|80`. Untrusted: it is whatever the proxy sent.
