@@ -417,7 +417,10 @@ fn a_batch_size_bounds_the_families_of_a_message_and_the_rest_follow() {
             .map(|s| s.3.counter.unwrap().value())
             .sum::<f64>();
     }
-    assert_eq!(counted, 5.0, "each cluster's request once, over the flushes");
+    assert_eq!(
+        counted, 5.0,
+        "each cluster's request once, over the flushes"
+    );
 }
 
 #[test]
