@@ -2,9 +2,17 @@
 
 use std::net::SocketAddr;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+use envoy_types::pb::envoy::service::{
+    discovery::v3::{
+        DeltaDiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+    metrics::v3::{
+        StreamMetricsMessage, metrics_service_client::MetricsServiceClient,
+        stream_metrics_message::Identifier,
+    },
 };
+use switchyard_adapters::model::ProxyId;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, transport::Channel};
 
@@ -483,4 +491,115 @@ async fn eventually(running: &Running, t: &str, want: TypeSync) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One `cluster.upstream_rq_xx` counter, as Envoy sends it: `n` 2xx answers of `cluster`.
+fn golden_message(node: Option<&str>, cluster: &str, n: f64) -> StreamMetricsMessage {
+    use envoy_types::pb::io::prometheus::client::{
+        Counter, LabelPair, Metric, MetricFamily, MetricType,
+    };
+    let label = |name: &str, value: &str| LabelPair {
+        name: Some(name.to_owned()),
+        value: Some(value.to_owned()),
+    };
+    StreamMetricsMessage {
+        identifier: node.map(|id| Identifier {
+            node: Some(Node {
+                id: id.to_owned(),
+                ..Node::default()
+            }),
+        }),
+        envoy_metrics: vec![MetricFamily {
+            name: Some(switchyard_proxy_config::metrics::envoy::UPSTREAM_RQ_XX.to_owned()),
+            r#type: Some(MetricType::Counter as i32),
+            metric: vec![Metric {
+                label: vec![
+                    label(
+                        switchyard_proxy_config::metrics::envoy::RESPONSE_CODE_CLASS,
+                        "2",
+                    ),
+                    label(
+                        switchyard_proxy_config::metrics::envoy::CLUSTER_NAME,
+                        cluster,
+                    ),
+                ],
+                counter: Some(Counter {
+                    value: Some(n),
+                    ..Counter::default()
+                }),
+                ..Metric::default()
+            }],
+            ..MetricFamily::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn metrics_streams_are_authenticated_as_ads_streams_and_recorded_under_their_proxy() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = StaticTokens::new().with("t1", ProxyKey::from("default/web-0"));
+    let server = XdsServer::new(
+        SnapshotStore::default(),
+        Arc::new(auth),
+        XdsConfig::default(),
+    );
+    let telemetry = server.telemetry();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let serving = tokio::spawn(serve_listener(listener, server, async {
+        let _ = signal.await;
+    }));
+    let mut client = MetricsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let web = ProxyId {
+        namespace: "default".into(),
+        pod: "web-0".into(),
+    };
+    let twos = |telemetry: &Telemetry, proxy: &ProxyId| {
+        telemetry
+            .query(Duration::from_secs(60), [proxy], |_| true)
+            .requests[1]
+    };
+
+    // Without a token, or with an unknown one: refused, nothing recorded.
+    let messages = || {
+        tokio_stream::iter(vec![golden_message(
+            Some("default/web-0"),
+            "default/api|80",
+            3.0,
+        )])
+    };
+    let refused = client.stream_metrics(messages()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let refused = client
+        .stream_metrics(with_token(messages(), "forged"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // A first message without the node is refused.
+    let refused = client
+        .stream_metrics(with_token(
+            tokio_stream::iter(vec![golden_message(None, "default/api|80", 1.0)]),
+            "t1",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(telemetry.proxies().is_empty());
+
+    // web-0's token claiming another node: recorded as web-0, what the token proves.
+    let claims_other = tokio_stream::iter(vec![
+        golden_message(Some("default/other-0"), "default/api|80", 3.0),
+        golden_message(None, "default/api|80", 2.0),
+    ]);
+    client
+        .stream_metrics(with_token(claims_other, "t1"))
+        .await
+        .unwrap();
+    assert_eq!(telemetry.proxies(), [web.clone()]);
+    assert_eq!(twos(&telemetry, &web), 5);
+
+    let _ = shutdown.send(());
+    serving.await.unwrap().unwrap();
 }
