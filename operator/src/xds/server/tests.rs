@@ -597,7 +597,7 @@ async fn metrics_streams_are_authenticated_as_ads_streams_and_recorded_under_the
         .stream_metrics(with_token(claims_other, "t1"))
         .await
         .unwrap();
-    assert_eq!(telemetry.proxies(), [web.clone()]);
+    assert_eq!(telemetry.proxies(), std::slice::from_ref(&web));
     assert_eq!(twos(&telemetry, &web), 5);
 
     let _ = shutdown.send(());
