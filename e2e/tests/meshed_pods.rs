@@ -604,7 +604,31 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
                 .is_some_and(|n| n.starts_with(&web_cluster)))),
         "no {web_cluster}* cluster: {config}"
     );
-    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(!config.to_string().contains("PRIVATE KEY"), "{config}");
+
+    // `switchyard stat` the same way: the web Pod's proxy pushed what it served (the requests
+    // above) to the replica that holds its streams; the rows of every replica are joined.
+    let served = |item: &Value| {
+        item["metrics"].as_array().is_some_and(|ms| {
+            ms.iter().any(|m| {
+                m["name"] == "success_count"
+                    && m["value"].as_str().and_then(|v| v.parse::<u64>().ok()) > Some(0)
+            })
+        })
+    };
+    let mut stat = Value::Null;
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            stat = s.cli_json(&["stat", "pods", "-n", &ns, "-t", "10m"]);
+            stat["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|i| i["resource"]["name"] == web.as_str() && served(i))
+            })
+        },
+        "the web Pod's served requests in switchyard stat",
+    );
 
     // Deleting the TrafficTarget denies again.
     s.mesh
