@@ -601,34 +601,25 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
                 "vmhwm_mb": hwm_kib[p] * 1024 / 1e6,
             }
 
-    # bundled / Envoy.
-    ratios = {}
-    for mode, b, e in (("mtls", "B2t", "E2t"), ("plaintext", "B2", "E2")):
+    def path_ratios(a: str, b: str) -> dict:
+        """Path a's figures over path b's, measured in the same run."""
         r = {}
         for load in loads:
-            lb, le = out["latency"][load][b], out["latency"][load][e]
+            la, lb = out["latency"][load][a], out["latency"][load][b]
             for p in PCTS:
-                r[f"added_{p}@{load}"] = ratio(lb[f"added_{p}"], le[f"added_{p}"])
-            r[f"cpu_per_1k@{load}"] = ratio(lb["pair_cpu_ms_per_1k"], le["pair_cpu_ms_per_1k"])
-        tb, te = out["throughput"][b], out["throughput"][e]
-        r["max_rps"] = ratio(tb["rps"], te["rps"])
-        r["rps_per_core@max"] = ratio(tb.get("rps_per_core"), te.get("rps_per_core"))
-        r["cpu_per_1k@max"] = ratio(tb.get("pair_cpu_ms_per_1k"), te.get("pair_cpu_ms_per_1k"))
-        ratios[mode] = r
+                r[f"added_{p}@{load}"] = ratio(la[f"added_{p}"], lb[f"added_{p}"])
+            r[f"cpu_per_1k@{load}"] = ratio(la["pair_cpu_ms_per_1k"], lb["pair_cpu_ms_per_1k"])
+        ta, tb = out["throughput"][a], out["throughput"][b]
+        r["max_rps"] = ratio(ta["rps"], tb["rps"])
+        r["rps_per_core@max"] = ratio(ta.get("rps_per_core"), tb.get("rps_per_core"))
+        r["cpu_per_1k@max"] = ratio(ta.get("pair_cpu_ms_per_1k"), tb.get("pair_cpu_ms_per_1k"))
+        return r
+
+    # bundled / Envoy; with --proxy-base, also this build / the base build.
+    ratios = {"mtls": path_ratios("B2t", "E2t"), "plaintext": path_ratios("B2", "E2")}
     if "base" in SIDECARS:
-        # This build / the base build, in the same run.
-        for mode, b, c in (("mtls_vs_base", "B2t", "C2t"), ("plaintext_vs_base", "B2", "C2")):
-            r = {}
-            for load in loads:
-                lb, lc = out["latency"][load][b], out["latency"][load][c]
-                for p in PCTS:
-                    r[f"added_{p}@{load}"] = ratio(lb[f"added_{p}"], lc[f"added_{p}"])
-                r[f"cpu_per_1k@{load}"] = ratio(lb["pair_cpu_ms_per_1k"], lc["pair_cpu_ms_per_1k"])
-            tb, tc = out["throughput"][b], out["throughput"][c]
-            r["max_rps"] = ratio(tb["rps"], tc["rps"])
-            r["rps_per_core@max"] = ratio(tb.get("rps_per_core"), tc.get("rps_per_core"))
-            r["cpu_per_1k@max"] = ratio(tb.get("pair_cpu_ms_per_1k"), tc.get("pair_cpu_ms_per_1k"))
-            ratios[mode] = r
+        ratios["mtls_vs_base"] = path_ratios("B2t", "C2t")
+        ratios["plaintext_vs_base"] = path_ratios("B2", "C2")
     rb = out["rss"]
     ratios["rss"] = {
         "idle_client": ratio(rb["client-b"]["idle_mb"], rb["client-e"]["idle_mb"]),

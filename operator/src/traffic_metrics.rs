@@ -611,13 +611,7 @@ pub fn answer(
             window,
         } => {
             check(*kind)?;
-            let pods: Vec<_> = proxies
-                .iter()
-                .filter(|p| match kind {
-                    ResourceKind::Namespace => p.namespace == *name,
-                    _ => Some(&p.namespace) == namespace.as_ref() && p.pod == *name,
-                })
-                .collect();
+            let pods = pods_of(&proxies, *kind, namespace.as_deref(), name);
             if pods.is_empty() {
                 return Err(RequestError::NoMetrics {
                     kind: *kind,
@@ -693,13 +687,7 @@ pub fn answer(
             window,
         } => {
             check(*kind)?;
-            let pods: Vec<_> = proxies
-                .iter()
-                .filter(|p| match kind {
-                    ResourceKind::Namespace => p.namespace == *name,
-                    _ => Some(&p.namespace) == namespace.as_ref() && p.pod == *name,
-                })
-                .collect();
+            let pods = pods_of(&proxies, *kind, namespace.as_deref(), name);
             // The Services the pods called: outbound clusters `<ns>/<service>|<port>`.
             let mut services: Vec<(String, String)> = pods
                 .iter()
@@ -737,6 +725,22 @@ pub fn answer(
             Ok(value(&list))
         }
     }
+}
+
+/// The proxies of one object: a Pod's own, or a namespace's Pods'.
+fn pods_of<'a>(
+    proxies: &'a [switchyard_adapters::model::ProxyId],
+    kind: ResourceKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<&'a switchyard_adapters::model::ProxyId> {
+    proxies
+        .iter()
+        .filter(|p| match kind {
+            ResourceKind::Namespace => p.namespace == name,
+            _ => namespace == Some(p.namespace.as_str()) && p.pod == name,
+        })
+        .collect()
 }
 
 /// The Service an outbound cluster name (`<namespace>/<service>|<port>`, DESIGN §3) is for;
