@@ -607,7 +607,7 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     assert!(!config.to_string().contains("PRIVATE KEY"), "{config}");
 
     // `switchyard stat` the same way: the web Pod's proxy pushed what it served (the requests
-    // above) to the replica that holds its streams; the rows of every replica are joined.
+    // above) to the replica its metrics stream landed on; the rows of every replica are joined.
     let served = |item: &Value| {
         item["metrics"].as_array().is_some_and(|ms| {
             ms.iter().any(|m| {

@@ -7,9 +7,11 @@
 //!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: the same, Pods only
 //! ```
 //!
-//! In a cluster each proxy pushes to the replica that serves its xDS stream, so a Pod's row
-//! comes from exactly one replica; the rows of all replicas are joined. A namespace's sum
-//! would need every replica's windows at once, which the aggregated API will provide.
+//! In a cluster each proxy's metrics stream lands on one replica (the Service picks it, as for
+//! its xDS stream, which may be another), so a Pod's row usually comes from one replica; the
+//! rows of all replicas are joined. After a proxy reconnects to another replica within the
+//! window, both hold part of it and the Pod shows twice; merging them, and a namespace's sum,
+//! need every replica's windows at once, which the aggregated API will provide.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
