@@ -32,8 +32,9 @@ use serde::Serialize;
 pub const GROUP: &str = "metrics.smi-spec.io";
 /// The one version served.
 pub const VERSION: &str = "v1alpha1";
-/// The longest window the metrics are kept for; a longer `?t=` is refused.
-pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+/// The longest window the metrics are kept for (the windows' own bound); a longer `?t=` is
+/// refused.
+pub use crate::telemetry::window::MAX_WINDOW;
 /// The window when the request gives no `?t=`, as smi-metrics defaults it.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 
