@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::OnceLock,
 };
@@ -135,4 +136,30 @@ fn workspace_bin(package: &str, override_var: &str) -> PathBuf {
         .run()
         .unwrap_or_else(|e| panic!("building {package}: {e}"));
     built.path().to_path_buf()
+}
+
+/// Asserts that `name` got `expected` (a share, 0 to 1) of the answers counted in `tally`, within
+/// five standard deviations of a binomial draw of that many answers.
+///
+/// A weighted pick is random, so a fixed tolerance fails now and then: ±3 % of 1,500 draws at
+/// 2/3 is 2.5 σ, one run in 70. Five σ fails about once in 1.7 million runs and still tells 3:1
+/// from 1:1 at 200 draws.
+///
+/// # Panics
+///
+/// When the share is outside that band, or nothing was counted.
+pub fn assert_share<V>(tally: &BTreeMap<String, V>, name: &str, expected: f64)
+where
+    V: Copy + TryInto<u64> + std::fmt::Debug,
+{
+    let count = |v: V| v.try_into().unwrap_or(u64::MAX) as f64;
+    let total: f64 = tally.values().map(|&v| count(v)).sum();
+    assert!(total > 0.0, "no answers counted for {name}'s share");
+    let got = tally.get(name).map_or(0.0, |&v| count(v)) / total;
+    let sigma = (expected * (1.0 - expected) / total).sqrt();
+    assert!(
+        (got - expected).abs() <= 5.0 * sigma,
+        "{name} got {got:.3} of {tally:?}, want {expected:.3} ± {:.3} (5 σ of {total} draws)",
+        5.0 * sigma,
+    );
 }

@@ -19,8 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchyard_e2e::mesh::{
-    Backend, Mesh, canary_backends, canary_services, endpoint_slice, split, wait_for,
+use switchyard_e2e::{
+    assert_share,
+    mesh::{Backend, Mesh, canary_backends, canary_services, endpoint_slice, split, wait_for},
 };
 
 /// `web` (root, answering "root"), `web-v1` and `web-v2`, each with its own backend.
@@ -37,11 +38,6 @@ fn canary_with(pod_ip: Ipv4Addr, split_yaml: String, args: &[&str]) -> (Mesh, [B
         args,
     );
     (mesh, backends)
-}
-
-fn share(t: &BTreeMap<String, usize>, name: &str) -> f64 {
-    let total: usize = t.values().sum();
-    *t.get(name).unwrap_or(&0) as f64 / total as f64
 }
 
 #[test]
@@ -61,8 +57,7 @@ fn ninety_ten_gives_ninety_percent() {
     );
     let t = mesh.tally("web.demo", 2000, &[]);
     assert_eq!(t.get("<error>"), None, "{t:?}");
-    let v1 = share(&t, "v1");
-    assert!((0.87..=0.93).contains(&v1), "v1 got {v1:.3} of {t:?}");
+    assert_share(&t, "v1", 0.9);
     assert_eq!(
         t.get("root"),
         None,
@@ -91,11 +86,7 @@ fn zero_weight_gets_exactly_nothing_and_quantities_keep_their_ratio() {
         "v2 to get traffic",
     );
     let t = mesh.tally("web.demo", 1500, &[]);
-    let v1 = share(&t, "v1");
-    assert!(
-        (0.637..=0.697).contains(&v1),
-        "v1 got {v1:.3} of {t:?}, want 2/3 ± 3%"
-    );
+    assert_share(&t, "v1", 2.0 / 3.0);
 }
 
 #[test]

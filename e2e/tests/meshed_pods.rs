@@ -18,6 +18,7 @@ use std::{collections::BTreeMap, process::Output, time::Duration};
 
 use serde_json::Value;
 use switchyard_e2e::{
+    assert_share,
     images::node_images,
     kube_mesh::{KubeMesh, OPERATOR_ADMIN_PORT, OPERATOR_NAMESPACE},
     mesh::wait_for,
@@ -703,11 +704,7 @@ spec:
             || s.spread(&url, 20).contains_key(lighter),
             &format!("weights {w1}/{w2} to take effect"),
         );
-        let n = 200;
-        let got = s.spread(&url, n);
-        let share = got.get(heavier).copied().unwrap_or(0) as f64 / f64::from(n);
-        // 75 % of 200 Bernoulli trials: σ ≈ 3 %; 0.62–0.88 is over four σ either way.
-        assert!((0.62..=0.88).contains(&share), "{w1}/{w2}: {got:?}");
+        assert_share(&s.spread(&url, 200), heavier, 0.75);
     }
 
     // The same object as tools that write older versions send it: v1alpha1's quantity
@@ -749,9 +746,7 @@ spec:
         || s.spread(&url, 20).contains_key(&v2),
         "v1alpha1 weights 750m/250m to take effect",
     );
-    let got = s.spread(&url, 200);
-    let share = got.get(&v1).copied().unwrap_or(0) as f64 / 200.0;
-    assert!((0.62..=0.88).contains(&share), "750m/250m: {got:?}");
+    assert_share(&s.spread(&url, 200), &v1, 0.75);
 }
 
 #[test]
