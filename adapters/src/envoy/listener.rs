@@ -25,6 +25,8 @@
 
 use std::net::SocketAddr;
 
+use switchyard_proxy_config::metrics::InboundStatPrefix;
+
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -429,10 +431,21 @@ struct Inbound {
 }
 
 impl Inbound {
-    fn same(filters: Vec<Filter>) -> Self {
+    /// The same filters on both chains, but for the `stat_prefix` they get, which says whether
+    /// the connection came over mTLS ([`InboundStatPrefix`]).
+    fn per_transport(port: u16, filters: impl Fn(String) -> Vec<Filter>) -> Self {
+        let prefix = |mtls| InboundStatPrefix { port, mtls }.to_string();
         Self {
-            tls: filters.clone(),
-            plaintext: filters,
+            tls: filters(prefix(true)),
+            plaintext: filters(prefix(false)),
+            peers: Vec::new(),
+        }
+    }
+
+    fn closed() -> Self {
+        Self {
+            tls: vec![close()],
+            plaintext: vec![close()],
             peers: Vec::new(),
         }
     }
@@ -454,8 +467,8 @@ fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<S
     let name = inbound_name(port.port);
     let limits = &mesh.listener_policy;
     if port.protocol.is_http() {
-        let hcm = HttpConnectionManager {
-            stat_prefix: format!("inbound_{}", port.port),
+        let manager = |stat_prefix| HttpConnectionManager {
+            stat_prefix,
             http_filters: vec![
                 HttpFilter {
                     name: rbac::HTTP_FILTER.to_owned(),
@@ -478,17 +491,24 @@ fn inbound_filters(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<S
             }),
             ..hcm(&name, limits)
         };
-        return Inbound::same(vec![filter(HCM_FILTER, to_any(&hcm))]);
+        return Inbound::per_transport(port.port, |prefix| {
+            vec![filter(HCM_FILTER, to_any(&manager(prefix)))]
+        });
     }
-    let stat_prefix = format!("inbound_{}", port.port);
     let Some(policy) = rbac::network_policy(port, mesh, warnings) else {
-        return Inbound::same(vec![tcp_proxy_to(stat_prefix, name, limits)]);
+        return Inbound::per_transport(port.port, |prefix| {
+            vec![tcp_proxy_to(prefix, name.clone(), limits)]
+        });
     };
     if policy.sources.is_empty() {
-        return Inbound::same(vec![close()]);
+        return Inbound::closed();
     }
     let tcp = TcpProxy {
-        stat_prefix,
+        stat_prefix: InboundStatPrefix {
+            port: port.port,
+            mtls: true,
+        }
+        .to_string(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(name)),
         upstream_connect_mode: UpstreamConnectMode::OnDownstreamTlsHandshake as i32,
         // Envoy requires a bound with a delayed connect. With 0 it stops reading as soon as

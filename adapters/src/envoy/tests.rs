@@ -280,6 +280,35 @@ fn terminal(chain: &FilterChain) -> &Filter {
     chain.filters.last().expect("a terminal filter")
 }
 
+/// `filters` with their connection manager's or TCP proxy's `stat_prefix` taken out, and the
+/// prefixes taken: an inbound port's chains differ only there (`InboundStatPrefix`).
+fn without_stat_prefixes(filters: &[Filter]) -> (Vec<Filter>, Vec<String>) {
+    let mut prefixes = Vec::new();
+    let mut take = |prefix: &mut String| prefixes.push(std::mem::take(prefix));
+    let filters = filters
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            let value = if f.name == "envoy.filters.network.http_connection_manager" {
+                let mut m: HttpConnectionManager = typed(&f.config_type);
+                take(&mut m.stat_prefix);
+                m.encode_to_vec()
+            } else if f.name == "envoy.filters.network.tcp_proxy" {
+                let mut m: TcpProxy = typed(&f.config_type);
+                take(&mut m.stat_prefix);
+                m.encode_to_vec()
+            } else {
+                return f;
+            };
+            if let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type {
+                any.value = value;
+            }
+            f
+        })
+        .collect();
+    (filters, prefixes)
+}
+
 fn hcm(listener: &Listener) -> HttpConnectionManager {
     let filter = terminal(&listener.filter_chains[0]);
     assert_eq!(filter.name, "envoy.filters.network.http_connection_manager");
@@ -2029,7 +2058,21 @@ fn strict_inbound_only_accepts_mesh_certificates() {
                 ["envoy.filters.network.direct_response"]
             );
         } else {
-            assert_eq!(chain.filters, before.filter_chains[0].filters, "{name}");
+            let (tls, tls_prefixes) = without_stat_prefixes(&chain.filters);
+            let (plain, plain_prefixes) = without_stat_prefixes(&before.filter_chains[0].filters);
+            assert_eq!(tls, plain, "{name}");
+            // 5433 admits no one: both chains close, with no prefix.
+            let mtls = |p: &String| format!("{p}_mtls");
+            assert_eq!(plain_prefixes.len(), usize::from(port != 5433), "{name}");
+            assert!(
+                plain_prefixes
+                    .iter()
+                    .all(|p| *p == format!("inbound_{port}"))
+            );
+            assert_eq!(
+                tls_prefixes,
+                plain_prefixes.iter().map(mtls).collect::<Vec<_>>()
+            );
         }
         assert_eq!(listener.address, before.address);
     }
@@ -2081,7 +2124,12 @@ fn permissive_inbound_accepts_tls_and_plaintext() {
         let before: Listener = decode(&plain, LISTENER_TYPE_URL, &name);
         assert_eq!(plaintext.filters, before.filter_chains[0].filters);
         if port != 7000 {
-            assert_eq!(tls.filters, before.filter_chains[0].filters);
+            // The same filters but for their stat prefix, which tells mTLS callers apart.
+            let (tls, tls_prefixes) = without_stat_prefixes(&tls.filters);
+            let (plain, plain_prefixes) = without_stat_prefixes(&plaintext.filters);
+            assert_eq!(tls, plain);
+            assert_eq!(plain_prefixes, [format!("inbound_{port}")]);
+            assert_eq!(tls_prefixes, [format!("inbound_{port}_mtls")]);
         }
     }
 }

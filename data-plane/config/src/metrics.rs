@@ -22,6 +22,56 @@ pub fn latency_buckets_millis() -> impl ExactSizeIterator<Item = f64> {
         .map(|&micros| micros as f64 / 1e3)
 }
 
+/// The `stat_prefix` of an inbound port's HTTP connection manager and TCP proxy: the port, and
+/// whether the connection came over the mesh's mTLS (`inbound_8080_mtls`) or not
+/// (`inbound_8080`), so a server's series tell its meshed callers from the others (permissive
+/// mode lets both in). Envoy's tag extraction takes a connection manager's prefix up to its
+/// first dot, so the prefix has none.
+///
+/// ```
+/// use switchyard_proxy_config::metrics::InboundStatPrefix;
+/// let p = InboundStatPrefix { port: 8080, mtls: true };
+/// assert_eq!(p.to_string(), "inbound_8080_mtls");
+/// assert_eq!(InboundStatPrefix::parse("inbound_8080_mtls"), Some(p));
+/// assert_eq!(InboundStatPrefix::parse("outbound_http"), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InboundStatPrefix {
+    /// The Service's target port the connection arrived on.
+    pub port: u16,
+    /// Whether it came over the mesh's mTLS (a verified client certificate).
+    pub mtls: bool,
+}
+
+impl InboundStatPrefix {
+    const PREFIX: &str = "inbound_";
+    const MTLS: &str = "_mtls";
+
+    /// The prefix `stat_prefix` writes, or `None` for any other connection manager's.
+    pub fn parse(stat_prefix: &str) -> Option<Self> {
+        let rest = stat_prefix.strip_prefix(Self::PREFIX)?;
+        let (port, mtls) = match rest.strip_suffix(Self::MTLS) {
+            Some(port) => (port, true),
+            None => (rest, false),
+        };
+        // `u16::from_str` takes a leading `+`; a prefix is written without one.
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            port: port.parse().ok()?,
+            mtls,
+        })
+    }
+}
+
+impl std::fmt::Display for InboundStatPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mtls = if self.mtls { Self::MTLS } else { "" };
+        write!(f, "{}{}{mtls}", Self::PREFIX, self.port)
+    }
+}
+
 /// The golden metrics as Envoy's `envoy.stat_sinks.metrics_service` sink sends them with
 /// `emit_tags_as_labels: true` (observed with Envoy 1.40): the tag-extracted name, the
 /// extracted tags as labels. The bundled proxy's metrics service client sends the same names.
