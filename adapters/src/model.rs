@@ -71,6 +71,13 @@ impl ClusterName {
     }
 }
 
+/// Looks a cluster up by the name a proxy reports it under (its metrics' `envoy.cluster_name`).
+impl std::borrow::Borrow<str> for ClusterName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ClusterName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

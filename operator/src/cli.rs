@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod controller;
+pub mod edges;
 pub mod inject;
 pub mod install;
 pub mod kubeconfig;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Show what each Pod (or namespace) served over a window, from the golden metrics the
     /// proxies push: success rate, requests per second, latency percentiles.
     Stat(stat::StatArgs),
+    /// Show who talks to whom over a window: client and server, their namespaces, whether the
+    /// edge is mTLS, and (-o wide) both SPIFFE identities.
+    Edges(edges::EdgesArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -135,6 +139,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }),
         Command::Stat(args) => {
             stat::run(&args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Edges(args) => {
+            edges::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::ProxyConfig(args) => Ok(if proxy_config::run(&args, out)? {

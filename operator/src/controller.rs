@@ -200,10 +200,12 @@ pub async fn run(
         xds: xds_metrics,
         proxies: None,
         telemetry: None,
+        peers: None,
     };
     let debug = Admin {
         proxies: Some(proxies),
         telemetry: Some(telemetry),
+        peers: Some(publisher.peers()),
         ..admin.clone()
     };
     tasks.spawn(admin::serve(

@@ -5,6 +5,7 @@
 pub mod annotations;
 pub mod cli;
 pub mod controller;
+pub mod edges;
 pub mod identity;
 pub mod index;
 pub mod inject;

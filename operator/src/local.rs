@@ -181,6 +181,11 @@ impl Local {
         self.publisher.store()
     }
 
+    /// Who each proxy runs as and what it may call, as of the last scan (for edges).
+    pub fn peers(&self) -> crate::edges::SharedPeers {
+        self.publisher.peers()
+    }
+
     pub fn tokens(&self) -> Arc<LocalTokens> {
         self.tokens.clone()
     }

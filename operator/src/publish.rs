@@ -18,6 +18,7 @@ use switchyard_adapters::{
 use switchyard_crds::ObjectRef;
 
 use crate::{
+    edges::{Peers, SharedPeers},
     identity::{self, Certificates, MeshCa},
     index::{Index, InvalidDataPlane, ObjectStatus},
     intercept,
@@ -60,6 +61,7 @@ pub struct Publisher {
     certs: Certificates,
     workload_lifetime: Duration,
     proxies: BTreeSet<ProxyId>,
+    peers: SharedPeers,
 }
 
 // === impl Publisher ===
@@ -74,7 +76,13 @@ impl Publisher {
             certs: Certificates::new(ca),
             workload_lifetime,
             proxies: BTreeSet::new(),
+            peers: SharedPeers::default(),
         }
+    }
+
+    /// Who each proxy runs as and what it may call, as of the last publish (for edges).
+    pub fn peers(&self) -> SharedPeers {
+        self.peers.clone()
     }
 
     pub fn store(&self) -> SnapshotStore {
@@ -152,6 +160,8 @@ impl Publisher {
             self.proxies.remove(&proxy);
             out.removed.push(proxy);
         }
+        self.peers
+            .set(Peers::new(&index.settings().trust_domain, &configs));
         self.adapter.evict_unused();
         self.versioned.evict_unused();
         Ok(out)

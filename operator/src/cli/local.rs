@@ -285,6 +285,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             // Local mode's admin address is loopback by default, and only its user's.
             proxies: Some(xds.statuses()),
             telemetry: Some(xds.telemetry()),
+            peers: Some(local.peers()),
         };
         // Local mode has read its directory once already: that is its first sync.
         admin.metrics.set_synced();

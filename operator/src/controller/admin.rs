@@ -239,6 +239,9 @@ pub struct Admin {
     /// `GET /apis/metrics.smi-spec.io/v1alpha1/...`: the SMI Traffic Metrics API over the
     /// golden metrics the proxies pushed to this replica. `None`: 404.
     pub telemetry: Option<Arc<Telemetry>>,
+    /// With `telemetry`, `GET /edges?t=<window>&namespace=<ns>`: who talks to whom over the
+    /// window, with identities and mTLS (JSON, for `switchyard edges`). `None`: 404.
+    pub peers: Option<crate::edges::SharedPeers>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -271,6 +274,19 @@ fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response
         && path.starts_with(TRAFFIC_METRICS_PREFIX)
     {
         return traffic_metrics(telemetry, path, query);
+    }
+    if let (true, crate::edges::EDGES_PATH, Some(telemetry), Some(peers)) =
+        (get, path, admin.telemetry.as_deref(), &admin.peers)
+    {
+        return match crate::edges::Query::parse(query) {
+            Ok(q) => json(&crate::edges::edges(
+                telemetry,
+                &peers.get(),
+                q.window,
+                q.namespace.as_deref(),
+            )),
+            Err(error) => text(StatusCode::BAD_REQUEST, error),
+        };
     }
     match (get, admin.proxies.as_deref(), config_of(path)) {
         (true, Some(proxies), Some(proxy)) => proxy_config(proxies, &proxy, query),

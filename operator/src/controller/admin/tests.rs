@@ -7,6 +7,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
         telemetry: None,
+        peers: None,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -73,6 +74,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
         telemetry: None,
+        peers: None,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -136,10 +138,12 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: None,
         telemetry: None,
+        peers: None,
     };
     let debug = Admin {
         proxies: Some(statuses),
         telemetry: Some(Arc::default()),
+        peers: Some(crate::edges::SharedPeers::default()),
         ..public.clone()
     };
     // The traffic metrics, too, only on the debug port until the aggregated API serves them.
@@ -150,6 +154,19 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
     assert_eq!(
         answer(&debug, true, "/apis/metrics.smi-spec.io/v1alpha1/", None).status(),
         StatusCode::OK
+    );
+    // And the edges, which name identities.
+    assert_eq!(
+        answer(&public, true, "/edges", None).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        answer(&debug, true, "/edges", Some("t=10m")).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        answer(&debug, true, "/edges", Some("t=1h")).status(),
+        StatusCode::BAD_REQUEST
     );
     for path in [PROXIES_PATH, "/proxies/demo%2Fweb-0/config"] {
         assert_eq!(

@@ -1,0 +1,153 @@
+//! `switchyard edges`: who talks to whom over a window, with the client's and the server's
+//! identities and whether the edge is mTLS, from the golden metrics the proxies push.
+//!
+//! ```text
+//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /edges?t=1m
+//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: the same, joined
+//! ```
+//!
+//! Each replica knows the edges of the proxies whose metrics stream it holds, so the answers of
+//! all replicas are joined.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+
+use super::{
+    controller::client,
+    proxy_status::{admin_get, columns, operator_pods, pod_get},
+};
+use crate::{
+    edges::{EDGES_PATH, Edge},
+    install::DEFAULT_NAMESPACE,
+    traffic_metrics::{MAX_WINDOW, go_duration, go_format},
+};
+
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, clap::Args)]
+pub struct EdgesArgs {
+    /// The edges with an end in this namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Every edge.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// The window: a duration up to 10m (`10s`, `1m`, `1m30s`).
+    #[arg(short = 't', long = "window", default_value = "1m", value_parser = window)]
+    pub window: Duration,
+    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
+    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// The operator's namespace, in a cluster.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    pub operator_namespace: String,
+    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// `table`, `wide` (adds CLIENT_ID and SERVER_ID) or `json`.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Wide,
+    Json,
+}
+
+fn window(s: &str) -> Result<Duration, String> {
+    match go_duration(s) {
+        Some(d) if d > Duration::ZERO && d <= MAX_WINDOW => Ok(d),
+        Some(_) => Err(format!(
+            "{s:?}: metrics are kept for {}; ask for that or less",
+            go_format(MAX_WINDOW)
+        )),
+        None => Err(format!("{s:?}: a duration such as 10s, 1m or 1m30s")),
+    }
+}
+
+/// The admin path of the request.
+pub fn path(args: &EdgesArgs) -> String {
+    let t = go_format(args.window);
+    if args.all_namespaces {
+        format!("{EDGES_PATH}?t={t}")
+    } else {
+        format!("{EDGES_PATH}?t={t}&namespace={}", args.namespace)
+    }
+}
+
+/// Prints the table or the JSON.
+pub fn run(args: &EdgesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let path = path(args);
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    let mut edges = runtime.block_on(async {
+        match args.admin {
+            Some(addr) => {
+                let (status, body) = admin_get(addr, &path).await?;
+                decode(&addr.to_string(), status, &body)
+            }
+            None => {
+                let client = client(args.kubeconfig.as_deref()).await?;
+                let ns = &args.operator_namespace;
+                let mut all = Vec::new();
+                for pod in operator_pods(&client, ns).await? {
+                    let (status, body) = pod_get(&client, ns, &pod, &path).await?;
+                    all.extend(decode(&format!("operator Pod {ns}/{pod}"), status, &body)?);
+                }
+                Ok(all)
+            }
+        }
+    })?;
+    edges.sort_by(|a, b| (&a.src, &a.dst).cmp(&(&b.src, &b.dst)));
+    match args.output {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&edges)?)?,
+        Format::Table => write!(out, "{}", table(&edges, false))?,
+        Format::Wide => write!(out, "{}", table(&edges, true))?,
+    }
+    Ok(())
+}
+
+fn decode(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Vec<Edge>> {
+    if !status.is_success() {
+        anyhow::bail!(
+            "{from} answered {status}: {}",
+            String::from_utf8_lossy(body).trim()
+        );
+    }
+    serde_json::from_slice(body).with_context(|| format!("{from}: an answer that is not edges"))
+}
+
+/// `SRC DST SRC_NS DST_NS SECURED`, as `linkerd viz edges` writes them; `wide` adds the
+/// identities.
+pub fn table(edges: &[Edge], wide: bool) -> String {
+    let mut header = ["SRC", "DST", "SRC_NS", "DST_NS", "SECURED"]
+        .map(str::to_owned)
+        .to_vec();
+    if wide {
+        header.extend(["CLIENT_ID", "SERVER_ID"].map(str::to_owned));
+    }
+    let mut rows = vec![header];
+    for e in edges {
+        let ns = |end: &crate::edges::End| end.namespace().unwrap_or("-").to_owned();
+        let mut row = vec![
+            e.src.display_name(),
+            e.dst.display_name(),
+            ns(&e.src),
+            ns(&e.dst),
+            e.secured.display().to_owned(),
+        ];
+        if wide {
+            row.push(e.client_id.clone().unwrap_or_else(|| "-".to_owned()));
+            row.push(if e.server_ids.is_empty() {
+                "-".to_owned()
+            } else {
+                e.server_ids.join(",")
+            });
+        }
+        rows.push(row);
+    }
+    columns(&rows)
+}
