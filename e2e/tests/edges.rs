@@ -114,6 +114,7 @@ fn edges_show_identities_mtls_and_unmeshed_ends() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
+    eprintln!("switchyard edges -n demo -o wide:\n{table}");
     assert!(
         out.status.success(),
         "{table}{}",

@@ -264,12 +264,13 @@ pub fn table(connected: &[Connected]) -> String {
     out
 }
 
-/// Rows as left-aligned columns two spaces apart, one line each.
+/// Rows as left-aligned columns two spaces apart, one line each. Widths are in characters, as
+/// `format!` pads (`√` and `×` are one column, not their two or three bytes).
 pub(super) fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|i| {
             rows.iter()
-                .map(|r| r.get(i).map_or(0, String::len))
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
                 .max()
                 .unwrap_or(0)
         })

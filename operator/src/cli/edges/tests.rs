@@ -73,6 +73,13 @@ fn the_table_has_linkerds_columns_and_wide_adds_identities() {
         ]
     );
     let wide = table(&edges, true);
+    // Aligned by characters: SECURED's `√` and `×` take one column each.
+    let server_id_at = |line: &str| {
+        let byte = line.rfind("SERVER_ID").or_else(|| line.rfind("spiffe:"));
+        line[..byte.unwrap()].chars().count()
+    };
+    let at: Vec<usize> = wide.lines().map(server_id_at).collect();
+    assert!(at.iter().all(|&a| a == at[0]), "{at:?}\n{wide}");
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(&header[5..], ["CLIENT_ID", "SERVER_ID"]);
     assert!(wide.lines().nth(1).unwrap().ends_with(
