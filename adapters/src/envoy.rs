@@ -51,6 +51,7 @@ mod listener;
 mod matcher;
 mod rbac;
 mod route;
+mod tap;
 mod tls;
 mod wire;
 
@@ -82,6 +83,10 @@ pub use self::{
         ADMIN_CLUSTER, APP_CLUSTER_PREFIX, AppProbe, BootstrapOptions, DEFAULT_METRICS_INTERVAL,
         FILE_CREDENTIALS, HEALTH_LISTENER, METRICS_BATCH_FAMILIES, METRICS_STAT_PREFIX,
         XDS_STAT_PREFIX, XdsApi, XdsCa, bootstrap,
+    },
+    tap::{
+        ACCESS_LOGGER, TAP_BUFFER_BYTES, TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS,
+        TAP_STAT_PREFIX, TapSink, tap,
     },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };

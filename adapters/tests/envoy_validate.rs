@@ -737,6 +737,31 @@ fn mtls_resources_pass_envoy_validation() {
     }
 }
 
+#[test]
+fn tapped_resources_pass_envoy_validation() {
+    let check = StaticMtls::new();
+    let mesh = test_support::mesh(AccessMode::Permissive);
+    let opts = local_options(true);
+    let proxy = meshed_proxy();
+    let out = envoy::compile(&proxy, &mesh, &opts);
+    let mut shared = Output {
+        resources: out.resources.into_iter().map(Arc::new).collect(),
+        warnings: out.warnings,
+    };
+    let sink = envoy::TapSink::new(&bootstrap_options(XdsApi::StateOfTheWorld));
+    envoy::tap(&mut shared, &sink);
+    let tapped = Output {
+        resources: shared
+            .resources
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect(),
+        warnings: shared.warnings,
+    };
+    let admin = SocketAddr::new(opts.bind_ip, opts.admin_port);
+    check.assert_valid(&tapped, &proxy, admin, "the tapped resources");
+}
+
 /// `meshed_proxy()` in a Pod with redirect rules: every service with a ClusterIP (two on the
 /// same port, one of undeclared protocol), and an inbound port of undeclared protocol.
 fn intercepted_proxy() -> ProxyConfig {

@@ -416,6 +416,101 @@ fn grpc_service(opts: &BootstrapOptions, stat_prefix: &str) -> Value {
     })
 }
 
+/// [`grpc_service`] as a message, for configuration sent over xDS (the tap's access log): the
+/// same channel, credentials and arguments, so the proxy reaches the control plane exactly as
+/// its ADS stream does. `tests::the_grpc_service_message_is_the_bootstraps` holds the two
+/// together.
+pub(super) fn control_plane_grpc(
+    opts: &BootstrapOptions,
+    stat_prefix: &str,
+) -> envoy_types::pb::envoy::config::core::v3::GrpcService {
+    use envoy_types::pb::{
+        envoy::config::{
+            core::v3::{
+                DataSource, GrpcService, data_source,
+                grpc_service::{
+                    GoogleGrpc, TargetSpecifier,
+                    google_grpc::{
+                        CallCredentials, ChannelArgs, ChannelCredentials, SslCredentials,
+                        call_credentials::{
+                            self, MetadataCredentialsFromPlugin, metadata_credentials_from_plugin,
+                        },
+                        channel_args::{self, value::ValueSpecifier},
+                        channel_credentials,
+                    },
+                },
+            },
+            grpc_credential::v3::FileBasedMetadataConfig,
+        },
+        google::protobuf::Any,
+    };
+    use prost::Name as _;
+    let int = |v| channel_args::Value {
+        value_specifier: Some(ValueSpecifier::IntValue(v)),
+    };
+    let mut args = std::collections::HashMap::from([
+        ("grpc.keepalive_time_ms".to_owned(), int(KEEPALIVE_TIME_MS)),
+        (
+            "grpc.keepalive_timeout_ms".to_owned(),
+            int(KEEPALIVE_TIMEOUT_MS),
+        ),
+    ]);
+    if let Some(name) = &opts.xds_server_name {
+        args.insert(
+            "grpc.ssl_target_name_override".to_owned(),
+            channel_args::Value {
+                value_specifier: Some(ValueSpecifier::StringValue(name.clone())),
+            },
+        );
+    }
+    let root_certs = match &opts.xds_ca {
+        XdsCa::File(file) => data_source::Specifier::Filename(path(file)),
+        XdsCa::Pem(pem) => data_source::Specifier::InlineString(pem.clone()),
+    };
+    let token = FileBasedMetadataConfig {
+        secret_data: Some(DataSource {
+            specifier: Some(data_source::Specifier::Filename(path(&opts.token_file))),
+            ..Default::default()
+        }),
+        header_key: "authorization".to_owned(),
+        header_prefix: "Bearer ".to_owned(),
+    };
+    GrpcService {
+        target_specifier: Some(TargetSpecifier::GoogleGrpc(GoogleGrpc {
+            target_uri: target_uri(&opts.xds_host, opts.xds_port),
+            stat_prefix: stat_prefix.to_owned(),
+            channel_credentials: Some(ChannelCredentials {
+                credential_specifier: Some(
+                    channel_credentials::CredentialSpecifier::SslCredentials(SslCredentials {
+                        root_certs: Some(DataSource {
+                            specifier: Some(root_certs),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                ),
+            }),
+            call_credentials: vec![CallCredentials {
+                credential_specifier: Some(call_credentials::CredentialSpecifier::FromPlugin(
+                    MetadataCredentialsFromPlugin {
+                        name: FILE_CREDENTIALS.to_owned(),
+                        config_type: Some(
+                            metadata_credentials_from_plugin::ConfigType::TypedConfig(Any {
+                                type_url: FileBasedMetadataConfig::type_url(),
+                                value: prost::Message::encode_to_vec(&token),
+                            }),
+                        ),
+                    },
+                )),
+            }],
+            credentials_factory_name: FILE_CREDENTIALS.to_owned(),
+            channel_args: Some(ChannelArgs { args }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// A gRPC target: `host:port`, an IPv6 address in brackets.
 fn target_uri(host: &str, port: u16) -> String {
     match host.parse::<IpAddr>() {

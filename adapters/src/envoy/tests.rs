@@ -3065,3 +3065,178 @@ fn resources_carry_what_they_reference() {
         ])
     );
 }
+
+// === tap ===
+
+use envoy_types::pb::envoy::{
+    config::accesslog::v3::access_log,
+    extensions::access_loggers::grpc::v3::HttpGrpcAccessLogConfig,
+};
+use serde_json::{Value, json};
+
+/// The fields of a `GrpcService` message as the bootstrap's JSON writes them.
+fn grpc_service_json(service: &envoy_types::pb::envoy::config::core::v3::GrpcService) -> Value {
+    use envoy_types::pb::envoy::config::{
+        core::v3::{
+            data_source::Specifier,
+            grpc_service::{
+                TargetSpecifier,
+                google_grpc::{
+                    call_credentials,
+                    call_credentials::metadata_credentials_from_plugin::ConfigType,
+                    channel_args::value::ValueSpecifier, channel_credentials,
+                },
+            },
+        },
+        grpc_credential::v3::FileBasedMetadataConfig,
+    };
+    let Some(TargetSpecifier::GoogleGrpc(g)) = &service.target_specifier else {
+        panic!("not google_grpc: {service:?}")
+    };
+    let source = |s: &Option<Specifier>| match s {
+        Some(Specifier::Filename(f)) => json!({ "filename": f }),
+        Some(Specifier::InlineString(p)) => json!({ "inline_string": p }),
+        other => panic!("{other:?}"),
+    };
+    let Some(channel_credentials::CredentialSpecifier::SslCredentials(ssl)) =
+        &g.channel_credentials.as_ref().unwrap().credential_specifier
+    else {
+        panic!("{g:?}")
+    };
+    let [call] = g.call_credentials.as_slice() else {
+        panic!("{g:?}")
+    };
+    let Some(call_credentials::CredentialSpecifier::FromPlugin(plugin)) =
+        &call.credential_specifier
+    else {
+        panic!("{call:?}")
+    };
+    let Some(ConfigType::TypedConfig(any)) = &plugin.config_type else {
+        panic!("{plugin:?}")
+    };
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig"
+    );
+    let file = FileBasedMetadataConfig::decode(any.value.as_slice()).unwrap();
+    let args: serde_json::Map<String, Value> = g
+        .channel_args
+        .as_ref()
+        .unwrap()
+        .args
+        .iter()
+        .map(|(k, v)| {
+            let v = match &v.value_specifier {
+                Some(ValueSpecifier::IntValue(i)) => json!({ "int_value": i }),
+                Some(ValueSpecifier::StringValue(s)) => json!({ "string_value": s }),
+                None => Value::Null,
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    json!({
+        "google_grpc": {
+            "target_uri": g.target_uri,
+            "stat_prefix": g.stat_prefix,
+            "channel_credentials": {
+                "ssl_credentials": { "root_certs": source(&ssl.root_certs.as_ref().unwrap().specifier) },
+            },
+            "call_credentials": [{
+                "from_plugin": {
+                    "name": plugin.name,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig",
+                        "secret_data": source(&file.secret_data.as_ref().unwrap().specifier),
+                        "header_key": file.header_key,
+                        "header_prefix": file.header_prefix,
+                    },
+                },
+            }],
+            "credentials_factory_name": g.credentials_factory_name,
+            "channel_args": { "args": args },
+        },
+    })
+}
+
+#[test]
+fn the_grpc_service_message_is_the_bootstraps() {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5));
+    for (ca, server_name) in [
+        (XdsCa::File("/run/switchyard/xds-ca.crt".into()), None),
+        (
+            XdsCa::Pem("-----BEGIN CERTIFICATE-----\n".into()),
+            Some("switchyard.switchyard-system.svc".to_owned()),
+        ),
+    ] {
+        let opts = BootstrapOptions {
+            xds_server_name: server_name,
+            ..BootstrapOptions::new("shop/web-v1-0", ip, "10.96.0.9", 15010, "/token", ca)
+        };
+        let ads = bootstrap(&opts)["dynamic_resources"]["ads_config"]["grpc_services"][0].clone();
+        let message = super::bootstrap::control_plane_grpc(&opts, "xds");
+        assert_eq!(grpc_service_json(&message), ads);
+    }
+}
+
+#[test]
+fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
+    let mesh = permissive();
+    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
+    let mut shared = Output {
+        resources: plain.resources.iter().cloned().map(Arc::new).collect(),
+        warnings: Vec::new(),
+    };
+    let opts = BootstrapOptions::new(
+        "shop/web-v1-0",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        "127.0.0.1",
+        15010,
+        "/token",
+        XdsCa::File("/ca.crt".into()),
+    );
+    super::tap(&mut shared, &super::TapSink::new(&opts));
+    let mut managers = 0;
+    for (before, after) in plain.resources.iter().zip(&shared.resources) {
+        assert_eq!(
+            (before.type_url, &before.name),
+            (after.type_url, &after.name)
+        );
+        assert_eq!(before.references, after.references, "{}", before.name);
+        if before.type_url != LISTENER_TYPE_URL {
+            assert_eq!(before.resource, after.resource, "{}", before.name);
+            continue;
+        }
+        let listener = Listener::decode(after.resource.value.as_slice()).unwrap();
+        for chain in &listener.filter_chains {
+            for f in &chain.filters {
+                if f.name != "envoy.filters.network.http_connection_manager" {
+                    continue;
+                }
+                managers += 1;
+                let hcm: HttpConnectionManager = typed(&f.config_type);
+                let [log] = hcm.access_log.as_slice() else {
+                    panic!("{}: {:?}", before.name, hcm.access_log)
+                };
+                assert_eq!(log.name, "envoy.access_loggers.http_grpc");
+                let Some(access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
+                    panic!()
+                };
+                let config = HttpGrpcAccessLogConfig::decode(any.value.as_slice()).unwrap();
+                let common = config.common_config.unwrap();
+                assert_eq!(common.log_name, "switchyard-tap");
+                assert_eq!(common.transport_api_version, ApiVersion::V3 as i32);
+                let ads =
+                    bootstrap(&opts)["dynamic_resources"]["ads_config"]["grpc_services"][0].clone();
+                let mut sent = grpc_service_json(&common.grpc_service.unwrap());
+                sent["google_grpc"]["stat_prefix"] = json!("xds");
+                assert_eq!(sent, ads, "the tap reaches the control plane as ADS does");
+                // No request header is logged; of the response, the gRPC status only.
+                assert!(config.additional_request_headers_to_log.is_empty());
+                assert_eq!(config.additional_response_headers_to_log, ["grpc-status"]);
+                assert_eq!(config.additional_response_trailers_to_log, ["grpc-status"]);
+            }
+        }
+    }
+    // The outbound HTTP listener and the inbound HTTP port's two chains.
+    assert!(managers >= 3, "{managers} connection managers");
+}
