@@ -67,6 +67,25 @@ impl Peers {
         peers
     }
 
+    /// The SPIFFE ID `proxy` runs as.
+    pub fn spiffe_id(&self, proxy: &ProxyId) -> Option<String> {
+        let peer = self.proxies.get(proxy)?;
+        Some(peer.identity.spiffe_id(&self.trust_domain))
+    }
+
+    /// The SPIFFE ID of the endpoint at `address` of `proxy`'s cluster `cluster`; `None` when
+    /// it is not meshed or not known.
+    pub fn endpoint_spiffe_id(
+        &self,
+        proxy: &ProxyId,
+        cluster: &str,
+        address: std::net::SocketAddr,
+    ) -> Option<String> {
+        let cluster = self.proxies.get(proxy)?.clusters.get(cluster)?;
+        let endpoint = cluster.endpoints.iter().find(|e| e.address == address)?;
+        Some(endpoint.identity.as_ref()?.spiffe_id(&self.trust_domain))
+    }
+
     /// Adds (or replaces) one proxy: who it runs as, what it may call.
     pub fn insert(
         &mut self,

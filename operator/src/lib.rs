@@ -15,6 +15,7 @@ pub mod intercept;
 mod json_lookup;
 pub mod local;
 pub mod publish;
+pub mod tap;
 pub mod telemetry;
 pub mod traffic_metrics;
 pub mod webhook;

@@ -12,13 +12,14 @@ use std::{
 
 use switchyard_adapters::{
     bundled::BundledAdapter,
-    envoy::{self, Capture, EnvoyOptions, Resource},
+    envoy::{self, Capture, EnvoyOptions, Resource, TapSink},
     model::{DataPlane, Identity, MeshSettings, ProxyConfig, ProxyId},
 };
 use switchyard_crds::ObjectRef;
 
 use crate::{
     edges::{Peers, SharedPeers},
+    tap::Hub,
     identity::{self, Certificates, MeshCa},
     index::{Index, InvalidDataPlane, ObjectStatus},
     intercept,
@@ -62,7 +63,19 @@ pub struct Publisher {
     workload_lifetime: Duration,
     proxies: BTreeSet<ProxyId>,
     peers: SharedPeers,
+    taps: Option<Taps>,
 }
+
+/// What tapping needs: the sessions, and where each proxy would send its requests.
+struct Taps {
+    hub: Arc<Hub>,
+    sink: SinkOf,
+    /// The proxies compiled with the access log, as of the last publish.
+    tapped: BTreeSet<ProxyId>,
+}
+
+/// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log.
+pub type SinkOf = Box<dyn Fn(&ProxyConfig) -> TapSink + Send + Sync>;
 
 // === impl Publisher ===
 
@@ -77,7 +90,27 @@ impl Publisher {
             workload_lifetime,
             proxies: BTreeSet::new(),
             peers: SharedPeers::default(),
+            taps: None,
         }
+    }
+
+    /// Taps the proxies `hub`'s sessions select: from the next publish on, their HTTP connection
+    /// managers log every request to `sink(proxy)`, and stop when no session selects them.
+    pub fn tap_with(&mut self, hub: Arc<Hub>, sink: SinkOf) {
+        self.taps = Some(Taps {
+            hub,
+            sink,
+            tapped: BTreeSet::new(),
+        });
+    }
+
+    /// Whether a session opened or closed since the last publish changes what is tapped.
+    pub fn taps_changed(&self) -> bool {
+        self.taps.as_ref().is_some_and(|t| {
+            self.proxies
+                .iter()
+                .any(|p| t.hub.selects(p) != t.tapped.contains(p))
+        })
     }
 
     /// Who each proxy runs as and what it may call, as of the last publish (for edges).
@@ -133,6 +166,24 @@ impl Publisher {
                 out.statuses.push((obj.clone(), st.clone()));
             }
         }
+        // Proxies whose tapping starts or ends are compiled again, with or without the log.
+        let tapped: BTreeSet<ProxyId> = match &self.taps {
+            Some(t) => configs
+                .iter()
+                .map(|c| &c.proxy)
+                .filter(|p| t.hub.selects(p))
+                .cloned()
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let retap: BTreeSet<ProxyId> = match &mut self.taps {
+            Some(t) => {
+                let changed = t.tapped.symmetric_difference(&tapped).cloned().collect();
+                t.tapped = tapped;
+                changed
+            }
+            None => BTreeSet::new(),
+        };
         let mut proxies = BTreeSet::new();
         for cfg in &configs {
             let proxy = &cfg.proxy;
@@ -142,7 +193,9 @@ impl Publisher {
                 out.added.push(proxy.clone());
             }
             let renewed = renewed.contains(&cfg.identity);
-            if !(is_new || renewed || changes.outbound || changes.proxies.contains(proxy)) {
+            let retapped = retap.contains(proxy);
+            if !(is_new || renewed || retapped || changes.outbound || changes.proxies.contains(proxy))
+            {
                 continue;
             }
             match self.compile(cfg, index.settings(), &mut out.warnings) {
@@ -193,10 +246,14 @@ impl Publisher {
         settings: &MeshSettings,
     ) -> envoy::Output<Arc<Resource>> {
         let opts = envoy_options(cfg);
-        match cfg.data_plane {
+        let mut out = match cfg.data_plane {
             DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
             DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
+        };
+        if let Some(t) = self.taps.as_ref().filter(|t| t.tapped.contains(&cfg.proxy)) {
+            envoy::tap(&mut out, &(t.sink)(cfg));
         }
+        out
     }
 
     fn compile(

@@ -26,12 +26,7 @@ use tokio::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Golden, Limits, Sample, Store, Subject, decode};
-use crate::xds::auth::Authenticate;
-
-/// How long a new stream may take to send its first message. Envoy opens the stream at its
-/// first flush and sends at once; the bound only keeps an idle unauthenticated stream from
-/// holding a slot.
-const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::xds::auth::{Authenticate, authenticate_stream};
 
 /// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
 /// unless `batch_size` is set; a sidecar's is tens of KiB.
@@ -147,35 +142,14 @@ impl MetricsService for MetricsServer {
             return Err(Status::resource_exhausted("too many metrics streams"));
         };
         let (metadata, _, mut inbound) = request.into_parts();
-        match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, self.auth.verify(&metadata)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(status)) => return Err(status),
-            Err(_) => return Err(Status::unavailable("credentials not verified in time")),
-        }
-        let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(Status::deadline_exceeded("no metrics message in time")),
-            Ok(message) => {
-                message?.ok_or_else(|| Status::cancelled("stream closed before any message"))?
-            }
-        };
-        let node = first
-            .identifier
-            .as_ref()
-            .and_then(|i| i.node.as_ref())
-            .ok_or_else(|| {
-                Status::invalid_argument(
-                    "the first StreamMetricsMessage carries no identifier.node",
-                )
-            })?;
-        let key = self.auth.authenticate(&metadata, node).await?;
-        let proxy = key
-            .as_str()
-            .split_once('/')
-            .map(|(namespace, pod)| ProxyId {
-                namespace: namespace.to_owned(),
-                pod: pod.to_owned(),
-            })
-            .ok_or_else(|| Status::internal("an authenticated proxy without a namespace"))?;
+        let (proxy, first) = authenticate_stream(
+            &*self.auth,
+            &metadata,
+            &mut inbound,
+            |m: &StreamMetricsMessage| m.identifier.as_ref().and_then(|i| i.node.as_ref()),
+            "StreamMetricsMessage",
+        )
+        .await?;
         tracing::debug!(%proxy, "metrics stream open");
         self.record(&proxy, &first);
         let mut drain = self.drain.clone();

@@ -97,6 +97,10 @@ pub struct XdsServer {
     statuses: Arc<ProxyStatuses>,
     /// The golden metrics the proxies push on the same port (`MetricsService`).
     telemetry: Arc<Telemetry>,
+    /// The tap sessions the tapped proxies' requests go to (`AccessLogService`).
+    taps: Arc<crate::tap::Hub>,
+    /// Identities for the tap's events; empty until [`XdsServer::with_taps`].
+    peers: crate::edges::SharedPeers,
     drain: Arc<watch::Sender<bool>>,
     /// [`XdsConfig::max_streams`] permits; an open stream holds one.
     streams: Arc<Semaphore>,
@@ -301,6 +305,7 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .add_service(server.metrics_service())
+        .add_service(server.access_log_service())
         .add_service(server.into_service())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
@@ -336,8 +341,40 @@ impl XdsServer {
             metrics: Arc::default(),
             statuses: Arc::default(),
             telemetry: Arc::default(),
+            taps: Arc::default(),
+            peers: crate::edges::SharedPeers::default(),
             drain: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// Names the identities in tap events from what the publisher compiled, and hands the
+    /// tapped proxies' requests to the publisher's tap sessions.
+    #[must_use]
+    pub fn with_taps(mut self, hub: Arc<crate::tap::Hub>, peers: crate::edges::SharedPeers) -> Self {
+        self.taps = hub;
+        self.peers = peers;
+        self
+    }
+
+    /// The tap sessions, which say what the publisher must tap.
+    pub fn taps(&self) -> Arc<crate::tap::Hub> {
+        self.taps.clone()
+    }
+
+    /// The `AccessLogService` beside ADS: tapped proxies' requests, from streams
+    /// authenticated as ADS streams are, to [`XdsServer::taps`]; ended by the same drain.
+    pub fn access_log_service(
+        &self,
+    ) -> envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer<
+        crate::tap::AccessLogServer,
+    > {
+        crate::tap::AccessLogServer::new(
+            self.auth.clone(),
+            self.taps.clone(),
+            self.peers.clone(),
+            self.drain.subscribe(),
+        )
+        .into_service()
     }
 
     pub fn metrics(&self) -> Arc<XdsMetrics> {
