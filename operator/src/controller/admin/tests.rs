@@ -7,6 +7,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
         telemetry: None,
+        workloads: None,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -73,6 +74,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: Some(Arc::default()),
         telemetry: None,
+        workloads: None,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -136,6 +138,7 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         xds: Arc::new(XdsMetrics::default()),
         proxies: None,
         telemetry: None,
+        workloads: None,
     };
     let debug = Admin {
         proxies: Some(statuses),
