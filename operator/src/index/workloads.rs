@@ -22,6 +22,9 @@ use switchyard_adapters::model::{ProxyId, ServiceName};
 
 use super::{Key, store::Store};
 
+#[cfg(test)]
+mod tests;
+
 /// The label the Deployment controller puts on a ReplicaSet's Pods, the suffix of the
 /// ReplicaSet's name.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
