@@ -137,12 +137,12 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 let mut all = Vec::new();
                 for pod in operator_pods(&client, ns).await? {
                     let (status, body) = pod_get(&client, ns, &pod, &path).await?;
-                    // A replica without the Pod's pushes answers 404.
+                    // A replica that knows of no such Pod answers 404.
                     if status != http::StatusCode::NOT_FOUND {
                         all.extend(items(&format!("operator Pod {ns}/{pod}"), status, &body)?);
                     }
                 }
-                Ok(all)
+                Ok(join_replicas(all))
             }
         }
     })?;
@@ -158,6 +158,41 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         super::proxy_status::Format::Table => write!(out, "{}", table(args.kind, &items))?,
     }
     Ok(())
+}
+
+/// The rows of every replica joined: every replica knows every Pod, and those whose proxy
+/// pushed to another answer with no requests; such a row is dropped when another replica has
+/// one for the same Pod. Rows with requests all stay (a proxy that moved to another replica
+/// within the window shows once per replica, see the module doc).
+fn join_replicas(items: Vec<Value>) -> Vec<Value> {
+    let requests = |i: &Value| -> u64 {
+        i["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["name"] == "success_count" || m["name"] == "failure_count")
+            .filter_map(|m| m["value"].as_str()?.parse::<u64>().ok())
+            .sum()
+    };
+    let key = |i: &Value| {
+        (
+            i["resource"]["namespace"].clone(),
+            i["resource"]["name"].clone(),
+        )
+    };
+    let busy: std::collections::BTreeSet<String> = items
+        .iter()
+        .filter(|i| requests(i) > 0)
+        .map(|i| format!("{:?}", key(i)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| {
+            let k = format!("{:?}", key(i));
+            requests(i) > 0 || (!busy.contains(&k) && seen.insert(k))
+        })
+        .collect()
 }
 
 /// The items of an answer: a list's, or the one object.

@@ -176,3 +176,30 @@ fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
         "{table}"
     );
 }
+
+#[test]
+fn replicas_rows_are_joined_without_the_empty_rows_of_a_pod_another_replica_measured() {
+    let row = |pod: &str, ok: u64| {
+        json!({
+            "resource": {"kind": "Pod", "namespace": "demo", "name": pod},
+            "metrics": [
+                {"name": "success_count", "value": ok.to_string()},
+                {"name": "failure_count", "value": "0"}
+            ]
+        })
+    };
+    let joined = join_replicas(vec![
+        // Replica 1: web-0 pushed here; idle-0 pushed nowhere.
+        row("web-0", 5),
+        row("idle-0", 0),
+        // Replica 2: knows both, measured neither.
+        row("web-0", 0),
+        row("idle-0", 0),
+    ]);
+    assert_eq!(joined, [row("web-0", 5), row("idle-0", 0)]);
+    // A Pod measured on both (it reconnected) shows on both.
+    assert_eq!(
+        join_replicas(vec![row("web-0", 5), row("web-0", 2)]).len(),
+        2
+    );
+}
