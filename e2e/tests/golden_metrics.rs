@@ -285,7 +285,7 @@ fn stat(mesh: &Mesh, args: &[&str]) -> Vec<Vec<String>> {
         "stat {args:?}: {table}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("switchyard stat {}:\n{table}", args.join(" "));
+    eprintln!("switchyard stat {}:\n{table}", args.join(" "));
     table
         .lines()
         .map(|l| l.split_whitespace().map(str::to_owned).collect())
