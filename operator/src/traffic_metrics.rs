@@ -970,15 +970,17 @@ impl Context<'_> {
         split: &Split,
         window: Duration,
     ) -> Vec<TrafficMetrics> {
+        // Each proxy's subjects read once, not once per backend.
+        let subjects: Vec<_> = self
+            .proxies
+            .iter()
+            .map(|p| (p, self.telemetry.subjects(p)))
+            .collect();
         let mut out = Vec::new();
         for b in &split.backends {
-            for caller in &self.proxies {
-                let calls = self
-                    .telemetry
-                    .subjects(caller)
-                    .iter()
-                    .any(|s| to_service(namespace, &b.service)(s));
-                if !calls {
+            let to_backend = to_service(namespace, &b.service);
+            for &(caller, ref called) in &subjects {
+                if !called.iter().any(&to_backend) {
                     continue;
                 }
                 let g = self

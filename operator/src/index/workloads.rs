@@ -102,6 +102,9 @@ pub struct SplitBackend {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Workloads {
     pods: BTreeMap<ProxyId, PodEntry>,
+    /// `(kind, namespace, name)` of each workload → its Pods: a list of workloads and each
+    /// one's Pods without a scan of every Pod.
+    owned: BTreeMap<(WorkloadKind, String, String), BTreeSet<ProxyId>>,
     /// Service → the Pods its EndpointSlices name (ready or not).
     services: BTreeMap<ServiceName, BTreeSet<ProxyId>>,
     splits: BTreeMap<Key, Split>,
@@ -110,7 +113,23 @@ pub struct Workloads {
 impl Workloads {
     /// Adds a Pod (replacing what was known of it).
     pub fn insert_pod(&mut self, pod: ProxyId, entry: PodEntry) {
-        self.pods.insert(pod, entry);
+        let key = |ns: &str, o: &Owner| (o.kind, ns.to_owned(), o.name.clone());
+        if let Some(o) = entry.owner.as_ref() {
+            self.owned
+                .entry(key(&pod.namespace, o))
+                .or_default()
+                .insert(pod.clone());
+        }
+        let old = self.pods.insert(pod.clone(), entry);
+        if let Some(o) = old.and_then(|e| e.owner)
+            && self.pods.get(&pod).and_then(|e| e.owner.as_ref()) != Some(&o)
+            && let Some(set) = self.owned.get_mut(&key(&pod.namespace, &o))
+        {
+            set.remove(&pod);
+            if set.is_empty() {
+                self.owned.remove(&key(&pod.namespace, &o));
+            }
+        }
     }
 
     /// Adds a Service with the Pods behind it.
@@ -140,29 +159,25 @@ impl Workloads {
 
     /// The workloads of a kind, in a namespace or all, in (namespace, name) order.
     pub fn workloads(&self, kind: WorkloadKind, namespace: Option<&str>) -> Vec<(String, String)> {
-        let names: BTreeSet<(String, String)> = self
-            .pods
-            .iter()
-            .filter(|(p, _)| namespace.is_none_or(|ns| p.namespace == ns))
-            .filter_map(|(p, e)| {
-                let o = e.owner.as_ref().filter(|o| o.kind == kind)?;
-                Some((p.namespace.clone(), o.name.clone()))
-            })
-            .collect();
-        names.into_iter().collect()
+        let start = (
+            kind,
+            namespace.unwrap_or_default().to_owned(),
+            String::new(),
+        );
+        self.owned
+            .range(start..)
+            .map(|((k, ns, name), _)| (k, ns, name))
+            .take_while(|(k, ns, _)| **k == kind && namespace.is_none_or(|n| *ns == n))
+            .map(|(_, ns, name)| (ns.clone(), name.clone()))
+            .collect()
     }
 
-    /// The Pods of one workload; empty when none is known.
+    /// The Pods of one workload, in name order; empty when none is known.
     pub fn pods_of(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Vec<&ProxyId> {
-        self.pods
-            .iter()
-            .filter(|(p, e)| {
-                p.namespace == namespace
-                    && e.owner
-                        .as_ref()
-                        .is_some_and(|o| o.kind == kind && o.name == name)
-            })
-            .map(|(p, _)| p)
+        self.owned
+            .get(&(kind, namespace.to_owned(), name.to_owned()))
+            .into_iter()
+            .flatten()
             .collect()
     }
 
@@ -210,10 +225,16 @@ pub(super) fn snapshot(store: &Store) -> Workloads {
         );
     }
     for (key, owner) in &store.unmeshed_pods {
-        out.pods.entry(id(key)).or_insert_with(|| PodEntry {
-            owner: owner.clone(),
-            meshed: false,
-        });
+        // A Pod is either; should both be recorded, its proxy wins.
+        if out.pod(&id(key)).is_none() {
+            out.insert_pod(
+                id(key),
+                PodEntry {
+                    owner: owner.clone(),
+                    meshed: false,
+                },
+            );
+        }
     }
     for name in store.services.keys() {
         let pods = store

@@ -89,3 +89,43 @@ fn statefulset_and_daemonset_pods_belong_to_their_controller_only() {
     assert_eq!(Owner::of(&meta(other_group, none.clone())), None);
     assert_eq!(Owner::of(&meta(json!([]), none)), None);
 }
+
+#[test]
+fn a_pod_moved_to_another_workload_leaves_the_first() {
+    let id = |ns: &str, pod: &str| ProxyId {
+        namespace: ns.into(),
+        pod: pod.into(),
+    };
+    let entry = |kind, name: &str| PodEntry {
+        owner: owner(kind, name),
+        meshed: true,
+    };
+    let mut w = Workloads::default();
+    w.insert_pod(id("a", "p"), entry(WorkloadKind::Deployment, "web"));
+    w.insert_pod(id("a", "q"), entry(WorkloadKind::Deployment, "web"));
+    w.insert_pod(id("b", "r"), entry(WorkloadKind::Deployment, "web"));
+    w.insert_pod(id("a", "s"), entry(WorkloadKind::StatefulSet, "db"));
+    assert_eq!(
+        w.workloads(WorkloadKind::Deployment, None),
+        [("a".into(), "web".into()), ("b".into(), "web".into())]
+    );
+    assert_eq!(
+        w.workloads(WorkloadKind::Deployment, Some("a")),
+        [("a".to_owned(), "web".to_owned())]
+    );
+    assert_eq!(w.workloads(WorkloadKind::DaemonSet, None), []);
+    w.insert_pod(id("a", "p"), entry(WorkloadKind::Deployment, "api"));
+    w.insert_pod(id("a", "q"), entry(WorkloadKind::Deployment, "api"));
+    assert_eq!(
+        w.workloads(WorkloadKind::Deployment, Some("a")),
+        [("a".to_owned(), "api".to_owned())]
+    );
+    assert_eq!(
+        w.pods_of(WorkloadKind::Deployment, "a", "api"),
+        [&id("a", "p"), &id("a", "q")]
+    );
+    assert_eq!(
+        w.workloads(WorkloadKind::StatefulSet, None),
+        [("a".to_owned(), "db".to_owned())]
+    );
+}
