@@ -1308,6 +1308,27 @@ pub fn pod(name: &str, service_account: &str, labels: &[(&str, &str)], ip: Ipv4A
     )
 }
 
+/// Like [`pod`], a replica of Deployment `deployment` as a cluster writes it: owned by the
+/// ReplicaSet `<deployment>-<hash>` (the controller), labelled `pod-template-hash: <hash>`.
+pub fn deployment_pod(
+    name: &str,
+    service_account: &str,
+    labels: &[(&str, &str)],
+    ip: Ipv4Addr,
+    deployment: &str,
+) -> String {
+    let hash = "6b7c9d5f4";
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .chain([format!("pod-template-hash: '{hash}'")])
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\n  labels: {{{}}}\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: ReplicaSet, name: {deployment}-{hash}, uid: 3f0c2a8e-1b7d-4c56-9e21-7a4b0d6f8c13, controller: true, blockOwnerDeletion: true}}\nspec: {{serviceAccountName: {service_account}, containers: [{{name: app}}]}}\nstatus: {{podIP: {ip}}}\n",
+        labels.join(", ")
+    )
+}
+
 /// Like [`pod`], annotated `switchyard.dev/data-plane: <data_plane>`: the control plane
 /// compiles this Pod's configuration for that data plane whatever the mesh-wide setting.
 pub fn pod_on(

@@ -1,7 +1,9 @@
 //! Golden metrics end to end on the suite's data plane: both sidecars push to local mode's
 //! control plane over its `MetricsService`, and the SMI Traffic Metrics API on the admin port
 //! and `switchyard stat` show known traffic: exact success and failure counts on the server's
-//! side and on the client's edge, latency percentiles in the bucket of the truth.
+//! side and on the client's edge, latency percentiles in the bucket of the truth; the
+//! Deployment and the Service of the serving Pod, and the split's backend, show the same
+//! counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +11,9 @@ use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use serde_json::Value;
 use switchyard_e2e::{
-    mesh::{Backend, Mesh, Sidecar, http_get, meshed_http_service, pod, wait_for},
+    mesh::{
+        Backend, Mesh, Sidecar, deployment_pod, http_get, meshed_http_service, split, wait_for,
+    },
     switchyard_bin,
 };
 
@@ -66,9 +70,12 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         .file(
             "web.yaml",
             format!(
-                "{}---\n{}",
-                pod("web-0", "web", &[("app", "web")], ip(2)),
-                meshed_http_service("web", "web-0", ip(2), port)
+                "{}---\n{}---\n{}",
+                deployment_pod("web-0", "web", &[("app", "web")], ip(2), "web"),
+                meshed_http_service("web", "web-0", ip(2), port),
+                // The root as its own backend (90), and web-v2 that does not exist (10): all
+                // of web's traffic goes to the web backend, none to web-v2.
+                split("v1alpha4", &[("web", "90"), ("web-v2", "10")]),
             ),
         )
         .start();
@@ -152,46 +159,135 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         (ok, 20),
         "{ns}"
     );
-    // A kind not served yet, and a bad window, say so.
-    let (status, body) = api(&mesh, "/namespaces/demo/deployments/web");
+    // web-0's Deployment (through its ReplicaSet) and the Service in front of it: web-0's
+    // counts, one meshed Pod of one.
+    for path in [
+        "/namespaces/demo/deployments/web?t=1m",
+        "/namespaces/demo/services/web?t=1m",
+    ] {
+        let (status, item) = api(&mesh, path);
+        assert_eq!(status, 200, "{path}: {item}");
+        assert_eq!(
+            (count(&item, "success_count"), count(&item, "failure_count")),
+            (ok, 20),
+            "{path}: {item}"
+        );
+        let annotations = &item["metadata"]["annotations"];
+        assert_eq!(
+            (
+                &annotations["metrics.switchyard.dev/meshed-pods"],
+                &annotations["metrics.switchyard.dev/pods"]
+            ),
+            (&Value::from("1"), &Value::from("1")),
+            "{path}: {item}"
+        );
+    }
+    // The split: one item per backend, counted by the client's proxy.
+    let (status, list) = api(&mesh, "/namespaces/demo/trafficsplits/web-split?t=1m");
+    assert_eq!(status, 200, "{list}");
+    let backends: Vec<(Value, u64, u64)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["backend"].clone(),
+                count(i, "success_count"),
+                count(i, "failure_count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            (
+                serde_json::json!({"apex": "web", "name": "web", "weight": 90}),
+                ok,
+                20
+            ),
+            (
+                serde_json::json!({"apex": "web", "name": "web-v2", "weight": 10}),
+                0,
+                0
+            ),
+        ],
+        "{list}"
+    );
+    // An object the mesh does not know, and a bad window, say so.
+    let (status, body) = api(&mesh, "/namespaces/demo/deployments/nope");
     assert_eq!(status, 404, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("not served yet"),
+        body["message"].as_str().unwrap().contains("not known"),
         "{body}"
     );
     let (status, body) = api(&mesh, "/namespaces/demo/pods/web-0?t=1h");
     assert_eq!(status, 400, "{body}");
 
-    // `switchyard stat`: the same numbers in the table.
+    // `switchyard stat`: the same numbers in the table, for the Pod and its Deployment.
+    let success = format!("{:.2}%", 100.0 * ok as f64 / (ok + 20) as f64);
+    let rps = format!("{:.1}rps", (ok + 20) as f64 / 60.0);
+    let head = [
+        "NAME",
+        "MESHED",
+        "SUCCESS",
+        "RPS",
+        "LATENCY_P50",
+        "LATENCY_P90",
+        "LATENCY_P99",
+    ];
+    let rows = stat(&mesh, &["pods", "web-0"]);
+    assert_eq!(rows[0], head, "{rows:?}");
+    assert_eq!(
+        rows[1][..4],
+        ["demo/web-0", "1/1", success.as_str(), rps.as_str()],
+        "{rows:?}"
+    );
+    // Every Deployment of demo: web only (client-0 has no owner).
+    let rows = stat(&mesh, &["deploy"]);
+    assert_eq!(rows[0], head, "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[1][..4],
+        ["demo/web", "1/1", success.as_str(), rps.as_str()],
+        "{rows:?}"
+    );
+    let rows = stat(&mesh, &["ts", "web-split"]);
+    assert_eq!(
+        rows[0][..5],
+        ["NAME", "APEX", "BACKEND", "WEIGHT", "SUCCESS"],
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[1][..5],
+        ["demo/web-split", "web", "web", "90", success.as_str()],
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[2][..6],
+        ["demo/web-split", "web", "web-v2", "10", "-", "0.0rps"],
+        "{rows:?}"
+    );
+}
+
+/// `switchyard stat <args> -n demo -t 1m` against the mesh's admin address: the table's rows,
+/// split into columns.
+fn stat(mesh: &Mesh, args: &[&str]) -> Vec<Vec<String>> {
     let out = Command::new(switchyard_bin())
-        .args(["stat", "pods", "web-0", "-n", "demo", "--admin"])
+        .arg("stat")
+        .args(args)
+        .args(["-n", "demo", "-t", "1m", "--admin"])
         .arg(mesh.admin.to_string())
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{table}{}",
+        "stat {args:?}: {table}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<Vec<&str>> = table
+    eprintln!("switchyard stat {}:\n{table}", args.join(" "));
+    table
         .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
-    assert_eq!(
-        rows[0],
-        [
-            "NAME",
-            "SUCCESS",
-            "RPS",
-            "LATENCY_P50",
-            "LATENCY_P90",
-            "LATENCY_P99"
-        ],
-        "{table}"
-    );
-    let success = format!("{:.2}%", 100.0 * ok as f64 / (ok + 20) as f64);
-    assert_eq!(rows[1][..2], ["demo/web-0", success.as_str()], "{table}");
-    let rps = format!("{:.1}rps", (ok + 20) as f64 / 60.0);
-    assert_eq!(rows[1][2], rps, "{table}");
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
 }

@@ -201,11 +201,15 @@ pub async fn run(
         proxies: None,
         telemetry: None,
         peers: None,
+        workloads: None,
     };
+    // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
+    let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
     let debug = Admin {
         proxies: Some(proxies),
         telemetry: Some(telemetry),
         peers: Some(publisher.peers()),
+        workloads: Some(workloads_rx),
         ..admin.clone()
     };
     tasks.spawn(admin::serve(
@@ -261,6 +265,8 @@ pub async fn run(
         metrics,
         pods,
         pods_version: None,
+        workloads: workloads_tx,
+        workloads_version: None,
         debounce: config.debounce,
         expected: Kind::ALL.len() + watch::core_resources().len(),
     };
@@ -285,6 +291,10 @@ struct EventLoop {
     pods: PodAccounts,
     /// The [`Core::pod_accounts_version`] `pods` holds.
     pods_version: Option<u64>,
+    /// The admin port's copy of [`Index::workloads`](crate::index::Index::workloads).
+    workloads: signal::Sender<Arc<crate::index::Workloads>>,
+    /// The [`Index::workloads_version`](crate::index::Index::workloads_version) it holds.
+    workloads_version: Option<u64>,
     debounce: Duration,
     /// Watches that must deliver a first list before the controller is ready.
     expected: usize,
@@ -338,6 +348,13 @@ impl EventLoop {
             for f in &applied.decode_failures {
                 self.metrics.decode_failed(&f.kind.to_string());
                 tracing::warn!(kind = %f.kind, object = %f.object, error = %f.message, "object does not decode; its last good version stays in force");
+            }
+            // Rebuilt only when Pods, Services, slices or splits changed, not every batch.
+            let version = self.core.index().workloads_version();
+            if self.workloads_version != Some(version) {
+                self.workloads
+                    .send_replace(Arc::new(self.core.index().workloads()));
+                self.workloads_version = Some(version);
             }
             if synced < self.expected {
                 // Publishing a partial view (Pods without their Services) would push configs

@@ -38,9 +38,11 @@ mod status;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod workloads;
 
 pub(crate) use ingest::object_key;
 pub use status::{ConditionState, ObjectStatus, reasons};
+pub use workloads::{Owner, WorkloadKind, Workloads};
 
 /// The clusters the index has published, by name.
 type Clusters = BTreeMap<ClusterName, Arc<Cluster>>;
@@ -155,6 +157,8 @@ pub struct Index {
 
     dirty: Dirty,
     changes: Changes,
+    /// Bumped by every change that can change [`Index::workloads`].
+    workloads_version: u64,
 }
 
 /// What the next [`Index::recompute`] must bring up to date.
@@ -182,6 +186,7 @@ impl Index {
             proxies: BTreeMap::new(),
             dirty: Dirty::default(),
             changes: Changes::default(),
+            workloads_version: 0,
         }
     }
 
@@ -248,6 +253,54 @@ impl Index {
 
     pub(crate) fn keys_of(&self, kind: ObjectKind) -> Vec<Key> {
         self.store.keys_of(kind)
+    }
+
+    /// What the Traffic Metrics API needs to resolve workloads, Services and TrafficSplits
+    /// into Pods: a snapshot, O(Pods + endpoints) to build, so build it when
+    /// [`Index::workloads_version`] changed.
+    pub fn workloads(&self) -> Workloads {
+        workloads::snapshot(&self.store)
+    }
+
+    /// Changes whenever [`Index::workloads`] may (a Pod, Service, EndpointSlice or TrafficSplit
+    /// was applied or deleted).
+    pub fn workloads_version(&self) -> u64 {
+        self.workloads_version
+    }
+
+    /// Records a Pod that runs no proxy, with its workload (`Some`), or forgets it (`None`):
+    /// it is counted in its workload's `MESHED` column and nothing else. A Pod is either this
+    /// or applied as an [`Object::Pod`]; the caller keeps the two apart.
+    pub fn set_unmeshed_pod(&mut self, namespace: &str, name: &str, owner: Option<Option<Owner>>) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let changed = match owner {
+            Some(owner) => self.store.unmeshed_pods.insert(key, owner.clone()) != Some(owner),
+            None => self.store.unmeshed_pods.remove(&key).is_some(),
+        };
+        if changed {
+            self.workloads_version += 1;
+        }
+    }
+
+    /// Replaces every Pod without a proxy (a relist of Pods).
+    pub fn reset_unmeshed_pods(&mut self, pods: impl IntoIterator<Item = (Key, Option<Owner>)>) {
+        let next: BTreeMap<Key, Option<Owner>> = pods.into_iter().collect();
+        if next != self.store.unmeshed_pods {
+            self.store.unmeshed_pods = next;
+            self.workloads_version += 1;
+        }
+    }
+
+    fn touch_workloads(&mut self, kind: ObjectKind) {
+        if matches!(
+            kind,
+            ObjectKind::Pod
+                | ObjectKind::Service
+                | ObjectKind::EndpointSlice
+                | ObjectKind::Smi(Kind::TrafficSplit)
+        ) {
+            self.workloads_version += 1;
+        }
     }
 
     /// A proxy's own configuration with the outbound services and clusters every proxy shares.

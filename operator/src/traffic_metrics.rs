@@ -27,6 +27,12 @@ mod tests;
 use std::{fmt, time::Duration};
 
 use serde::Serialize;
+use switchyard_adapters::model::ProxyId;
+
+use crate::index::{
+    WorkloadKind, Workloads,
+    workloads::{Split, SplitBackend},
+};
 
 /// The API group.
 pub const GROUP: &str = "metrics.smi-spec.io";
@@ -94,11 +100,14 @@ impl ResourceKind {
         self != ResourceKind::Namespace
     }
 
-    /// Whether the operator answers for the kind yet: Pods and namespaces, which the proxies'
-    /// own identities name. The kinds made of Pods through the index (workloads, Services,
-    /// TrafficSplit backends) are listed in [`ResourceKind::ALL`] and answer 404 until then.
-    pub fn served(self) -> bool {
-        matches!(self, ResourceKind::Namespace | ResourceKind::Pod)
+    /// The workload kind, for the kinds Pods belong to through their controller.
+    pub fn workload(self) -> Option<WorkloadKind> {
+        match self {
+            ResourceKind::Deployment => Some(WorkloadKind::Deployment),
+            ResourceKind::StatefulSet => Some(WorkloadKind::StatefulSet),
+            ResourceKind::DaemonSet => Some(WorkloadKind::DaemonSet),
+            _ => None,
+        }
     }
 
     fn from_plural(plural: &str) -> Option<ResourceKind> {
@@ -148,8 +157,8 @@ pub enum RequestError {
     UnknownResource { what: String },
     #[error("the path {path:?} names no resource, object or edges of {GROUP}/{VERSION}")]
     UnknownPath { path: String },
-    #[error("{kind} are not served yet: namespaces and pods are")]
-    NotServed { kind: ResourceKind },
+    #[error("{kind} {name:?} is not known to the mesh")]
+    Unknown { kind: ResourceKind, name: String },
     #[error("{kind} {name:?} has no metrics: no proxy of it pushed any")]
     NoMetrics { kind: ResourceKind, name: String },
     #[error("query parameter t={value:?}: {reason}")]
@@ -323,7 +332,6 @@ pub fn go_duration(s: &str) -> Option<Duration> {
 pub fn discovery() -> serde_json::Value {
     let resources: Vec<serde_json::Value> = ResourceKind::ALL
         .into_iter()
-        .filter(|k| k.served())
         .flat_map(|k| {
             [k.plural().to_owned(), format!("{}/edges", k.plural())].map(|name| {
                 serde_json::json!({
@@ -563,111 +571,109 @@ pub fn go_format(d: Duration) -> String {
     }
 }
 
-/// Answers `request` from the windows, at `timestamp` (RFC 3339): a `TrafficMetrics`, a
-/// `TrafficMetricsList` or the discovery document.
+/// The metadata annotation of an item that counts the Pods of its resource (a workload, a
+/// Service, a namespace; `1` for a Pod), meshed or not; the `MESHED` column's denominator.
+pub const PODS_ANNOTATION: &str = "metrics.switchyard.dev/pods";
+/// The metadata annotation of an item that counts the Pods of its resource that run a proxy;
+/// the `MESHED` column's numerator.
+pub const MESHED_PODS_ANNOTATION: &str = "metrics.switchyard.dev/meshed-pods";
+
+/// The Pods of one object, and whether each runs a proxy.
+type Members = Vec<(ProxyId, bool)>;
+
+/// Answers `request` from the windows and the index's view of workloads, at `timestamp`
+/// (RFC 3339): a `TrafficMetrics`, a `TrafficMetricsList` or the discovery document.
 ///
-/// A Pod's metrics are what its proxy served (the HTTP connection managers of its inbound
-/// listeners, `inbound_<port>`), so every caller is counted, meshed or not, and a request the
-/// proxy refused counts too; a namespace's are its Pods' summed. A Pod's edges are its proxy's
-/// outbound clusters, one item per Service it called (the client side).
+/// - A Pod's metrics are what its proxy served (the HTTP connection managers of its inbound
+///   listeners, `inbound_<port>`), so every caller is counted, meshed or not, and a request the
+///   proxy refused counts too.
+/// - Every other kind but TrafficSplits is an aggregate of its Pods, as the spec says: a
+///   namespace's Pods, a Deployment's, StatefulSet's or DaemonSet's
+///   ([`Owner::of`](crate::index::Owner::of)), the Pods a
+///   Service's EndpointSlices name. Its items carry [`PODS_ANNOTATION`] and
+///   [`MESHED_PODS_ANNOTATION`].
+/// - Edges of those are the Services their Pods called, from their proxies' outbound clusters
+///   (`direction: to`, `side: client`).
+/// - A TrafficSplit has one item per backend, with `backend: {apex, name, weight}`: the spec's
+///   "requests sent to the apex for that one backend". Those are counted where they are sent,
+///   by the callers' proxies, on the backend Service's outbound clusters
+///   (`<namespace>/<backend>|<port>`, DESIGN §3), summed over every proxy (`direction: from`,
+///   `side: client`). The backend's own inbound would count its direct callers and its
+///   unmeshed callers too, and no longer tell the split's share. A cluster's series does not
+///   know which route chose it, so a caller that addresses the backend Service directly is
+///   counted as well. The split's edges are the same per calling Pod.
 ///
 /// # Errors
 ///
-/// A kind not served yet, or an object without metrics (404).
+/// An object that is neither known nor has metrics (404).
 pub fn answer(
     telemetry: &crate::telemetry::Telemetry,
+    workloads: &Workloads,
     request: &Request,
     timestamp: &str,
 ) -> Result<serde_json::Value, RequestError> {
-    use crate::telemetry::Subject;
-
-    let inbound =
-        |s: &Subject| matches!(s, Subject::Listener(p) if p.as_str().starts_with("inbound_"));
-    let proxies = telemetry.proxies();
-    let golden = |pods: &[&switchyard_adapters::model::ProxyId], window: Duration| {
-        let g = telemetry.query(window, pods.iter().copied(), inbound);
-        GoldenMetrics::of(&g)
-    };
-    let served_from = || Edge {
-        direction: Direction::From,
-        side: Side::Server,
-        resource: ObjectReference::default(),
-    };
-    let check = |kind: ResourceKind| {
-        if kind.served() {
-            Ok(())
-        } else {
-            Err(RequestError::NotServed { kind })
-        }
-    };
     fn value(v: &impl Serialize) -> serde_json::Value {
         serde_json::to_value(v).unwrap_or_default()
     }
+    let ctx = Context {
+        telemetry,
+        workloads,
+        proxies: telemetry.proxies(),
+        timestamp,
+    };
     match request {
         Request::Discovery => Ok(discovery()),
+        Request::Get {
+            kind: ResourceKind::TrafficSplit,
+            namespace,
+            name,
+            window,
+        } => {
+            let ns = namespace.as_deref().unwrap_or_default();
+            let split = workloads
+                .split(ns, name)
+                .ok_or_else(|| RequestError::Unknown {
+                    kind: ResourceKind::TrafficSplit,
+                    name: name.clone(),
+                })?;
+            let items = ctx.split_items(ns, name, split, *window);
+            Ok(value(&TrafficMetricsList::new(
+                ObjectReference::to(ResourceKind::TrafficSplit, Some(ns), name),
+                items,
+            )))
+        }
         Request::Get {
             kind,
             namespace,
             name,
             window,
         } => {
-            check(*kind)?;
-            let pods = pods_of(&proxies, *kind, namespace.as_deref(), name);
-            if pods.is_empty() {
-                return Err(RequestError::NoMetrics {
-                    kind: *kind,
-                    name: name.clone(),
-                });
-            }
-            let item = TrafficMetrics::new(
-                ObjectReference::to(*kind, namespace.as_deref(), name),
-                served_from(),
-                timestamp,
+            let members = ctx.members(*kind, namespace.as_deref(), name)?;
+            Ok(value(&ctx.item(
+                *kind,
+                namespace.as_deref(),
+                name,
+                &members,
                 *window,
-                &golden(&pods, *window),
-            );
-            Ok(value(&item))
+            )))
         }
         Request::List {
             kind,
             namespace,
             window,
         } => {
-            check(*kind)?;
-            let in_scope = |p: &&switchyard_adapters::model::ProxyId| {
-                namespace.as_ref().is_none_or(|ns| p.namespace == *ns)
-            };
             let items: Vec<TrafficMetrics> = match kind {
-                ResourceKind::Namespace => {
-                    let mut names: Vec<&str> =
-                        proxies.iter().map(|p| p.namespace.as_str()).collect();
-                    names.dedup();
-                    names
-                        .into_iter()
-                        .map(|ns| {
-                            let pods: Vec<_> =
-                                proxies.iter().filter(|p| p.namespace == ns).collect();
-                            TrafficMetrics::new(
-                                ObjectReference::to(*kind, None, ns),
-                                served_from(),
-                                timestamp,
-                                *window,
-                                &golden(&pods, *window),
-                            )
-                        })
-                        .collect()
-                }
-                _ => proxies
-                    .iter()
-                    .filter(in_scope)
-                    .map(|p| {
-                        TrafficMetrics::new(
-                            ObjectReference::to(*kind, Some(&p.namespace), &p.pod),
-                            served_from(),
-                            timestamp,
-                            *window,
-                            &golden(&[p], *window),
-                        )
+                ResourceKind::TrafficSplit => workloads
+                    .splits(namespace.as_deref())
+                    .into_iter()
+                    .flat_map(|((ns, name), split)| ctx.split_items(ns, name, split, *window))
+                    .collect(),
+                _ => ctx
+                    .objects(*kind, namespace.as_deref())
+                    .into_iter()
+                    .filter_map(|(ns, name)| {
+                        let members = ctx.members(*kind, ns.as_deref(), &name).ok()?;
+                        Some(ctx.item(*kind, ns.as_deref(), &name, &members, *window))
                     })
                     .collect(),
             };
@@ -682,43 +688,33 @@ pub fn answer(
             Ok(value(&list))
         }
         Request::Edges {
+            kind: ResourceKind::TrafficSplit,
+            namespace,
+            name,
+            window,
+        } => {
+            let ns = namespace.as_deref().unwrap_or_default();
+            let split = workloads
+                .split(ns, name)
+                .ok_or_else(|| RequestError::Unknown {
+                    kind: ResourceKind::TrafficSplit,
+                    name: name.clone(),
+                })?;
+            let items = ctx.split_edges(ns, name, split, *window);
+            Ok(value(&TrafficMetricsList::new(
+                ObjectReference::to(ResourceKind::TrafficSplit, Some(ns), name),
+                items,
+            )))
+        }
+        Request::Edges {
             kind,
             namespace,
             name,
             window,
         } => {
-            check(*kind)?;
-            let pods = pods_of(&proxies, *kind, namespace.as_deref(), name);
-            // The Services the pods called: outbound clusters `<ns>/<service>|<port>`.
-            let mut services: Vec<(String, String)> = pods
-                .iter()
-                .flat_map(|p| telemetry.subjects(p))
-                .filter_map(|s| match s {
-                    Subject::Upstream(c) => service_of(c.as_str()),
-                    Subject::Listener(_) => None,
-                })
-                .collect();
-            services.sort();
-            services.dedup();
-            let items = services
-                .into_iter()
-                .map(|(ns, svc)| {
-                    let g = telemetry.query(*window, pods.iter().copied(), |s| {
-                        matches!(s, Subject::Upstream(c) if service_of(c.as_str()).is_some_and(|(n, v)| n == ns && v == svc))
-                    });
-                    TrafficMetrics::new(
-                        ObjectReference::to(*kind, namespace.as_deref(), name),
-                        Edge {
-                            direction: Direction::To,
-                            side: Side::Client,
-                            resource: ObjectReference::to(ResourceKind::Service, Some(&ns), &svc),
-                        },
-                        timestamp,
-                        *window,
-                        &GoldenMetrics::of(&g),
-                    )
-                })
-                .collect();
+            let members = ctx.members(*kind, namespace.as_deref(), name)?;
+            let pods: Vec<&ProxyId> = members.iter().map(|(p, _)| p).collect();
+            let items = ctx.edges(*kind, namespace.as_deref(), name, &pods, *window);
             let list = TrafficMetricsList::new(
                 ObjectReference::to(*kind, namespace.as_deref(), name),
                 items,
@@ -728,20 +724,320 @@ pub fn answer(
     }
 }
 
-/// The proxies of one object: a Pod's own, or a namespace's Pods'.
-fn pods_of<'a>(
-    proxies: &'a [switchyard_adapters::model::ProxyId],
-    kind: ResourceKind,
-    namespace: Option<&str>,
-    name: &str,
-) -> Vec<&'a switchyard_adapters::model::ProxyId> {
-    proxies
-        .iter()
-        .filter(|p| match kind {
-            ResourceKind::Namespace => p.namespace == name,
-            _ => namespace == Some(p.namespace.as_str()) && p.pod == name,
-        })
-        .collect()
+/// What one answer reads from.
+struct Context<'a> {
+    telemetry: &'a crate::telemetry::Telemetry,
+    workloads: &'a Workloads,
+    /// The proxies with windows, in name order.
+    proxies: Vec<ProxyId>,
+    timestamp: &'a str,
+}
+
+impl Context<'_> {
+    fn has_windows(&self, pod: &ProxyId) -> bool {
+        self.proxies.binary_search_by(|p| cmp_ids(p, pod)).is_ok()
+    }
+
+    /// Whether a Pod runs a proxy: the index says so, or its proxy pushed metrics.
+    fn meshed(&self, pod: &ProxyId) -> bool {
+        self.workloads.pod(pod).is_some_and(|e| e.meshed) || self.has_windows(pod)
+    }
+
+    /// The objects of a kind (other than TrafficSplit) in scope, in name order: what the index
+    /// knows of, and for Pods and namespaces, what pushed metrics.
+    fn objects(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+    ) -> Vec<(Option<String>, String)> {
+        let in_scope = |p: &&ProxyId| namespace.is_none_or(|ns| p.namespace == ns);
+        let pods = || {
+            let known = self.workloads.pods().map(|(p, _)| p);
+            let mut all: Vec<&ProxyId> = known.chain(&self.proxies).filter(in_scope).collect();
+            all.sort_by(|a, b| cmp_ids(a, b));
+            all.dedup();
+            all
+        };
+        let mut out: Vec<(Option<String>, String)> = match kind.workload() {
+            Some(w) => self
+                .workloads
+                .workloads(w, namespace)
+                .into_iter()
+                .map(|(ns, name)| (Some(ns), name))
+                .collect(),
+            None => match kind {
+                ResourceKind::Namespace => pods()
+                    .into_iter()
+                    .map(|p| (None, p.namespace.clone()))
+                    .collect(),
+                ResourceKind::Service => self
+                    .workloads
+                    .services(namespace)
+                    .into_iter()
+                    .map(|s| (Some(s.namespace.clone()), s.name.clone()))
+                    .collect(),
+                _ => pods()
+                    .into_iter()
+                    .map(|p| (Some(p.namespace.clone()), p.pod.clone()))
+                    .collect(),
+            },
+        };
+        out.dedup();
+        out
+    }
+
+    /// The Pods of one object (not a TrafficSplit).
+    fn members(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Members, RequestError> {
+        let ns = namespace.unwrap_or_default();
+        let with_meshed = |pods: Vec<ProxyId>| -> Members {
+            pods.into_iter()
+                .map(|p| {
+                    let m = self.meshed(&p);
+                    (p, m)
+                })
+                .collect()
+        };
+        let members = match (kind, kind.workload()) {
+            (_, Some(w)) => with_meshed(
+                self.workloads
+                    .pods_of(w, ns, name)
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+            ),
+            (ResourceKind::Service, _) => {
+                let pods =
+                    self.workloads
+                        .service_pods(ns, name)
+                        .ok_or_else(|| RequestError::Unknown {
+                            kind,
+                            name: name.to_owned(),
+                        })?;
+                // A Service without endpoints is known, with no Pods.
+                return Ok(with_meshed(pods.iter().cloned().collect()));
+            }
+            (ResourceKind::Namespace, _) => {
+                let known = self.workloads.pods().map(|(p, _)| p);
+                let mut pods: Vec<ProxyId> = known
+                    .chain(&self.proxies)
+                    .filter(|p| p.namespace == name)
+                    .cloned()
+                    .collect();
+                pods.sort_by(cmp_ids);
+                pods.dedup();
+                with_meshed(pods)
+            }
+            _ => {
+                let pod = ProxyId {
+                    namespace: ns.to_owned(),
+                    pod: name.to_owned(),
+                };
+                if self.workloads.pod(&pod).is_some() || self.has_windows(&pod) {
+                    with_meshed(vec![pod])
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if members.is_empty() {
+            return Err(match kind {
+                ResourceKind::Pod | ResourceKind::Namespace => RequestError::NoMetrics {
+                    kind,
+                    name: name.to_owned(),
+                },
+                _ => RequestError::Unknown {
+                    kind,
+                    name: name.to_owned(),
+                },
+            });
+        }
+        Ok(members)
+    }
+
+    /// What the object's Pods served, with their count and meshed count.
+    fn item(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+        members: &Members,
+        window: Duration,
+    ) -> TrafficMetrics {
+        use crate::telemetry::Subject;
+        let inbound =
+            |s: &Subject| matches!(s, Subject::Listener(p) if p.as_str().starts_with("inbound_"));
+        let g = self
+            .telemetry
+            .query(window, members.iter().map(|(p, _)| p), inbound);
+        let mut item = TrafficMetrics::new(
+            ObjectReference::to(kind, namespace, name),
+            Edge {
+                direction: Direction::From,
+                side: Side::Server,
+                resource: ObjectReference::default(),
+            },
+            self.timestamp,
+            window,
+            &GoldenMetrics::of(&g),
+        );
+        let meshed = members.iter().filter(|(_, m)| *m).count();
+        item.metadata["annotations"] = serde_json::json!({
+            PODS_ANNOTATION: members.len().to_string(),
+            MESHED_PODS_ANNOTATION: meshed.to_string(),
+        });
+        item
+    }
+
+    /// The Services `pods` called, one item each (their outbound clusters).
+    fn edges(
+        &self,
+        kind: ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+        pods: &[&ProxyId],
+        window: Duration,
+    ) -> Vec<TrafficMetrics> {
+        use crate::telemetry::Subject;
+        let mut services: Vec<(String, String)> = pods
+            .iter()
+            .flat_map(|p| self.telemetry.subjects(p))
+            .filter_map(|s| match s {
+                Subject::Upstream(c) => service_of(c.as_str()),
+                Subject::Listener(_) => None,
+            })
+            .collect();
+        services.sort();
+        services.dedup();
+        services
+            .into_iter()
+            .map(|(ns, svc)| {
+                let g = self
+                    .telemetry
+                    .query(window, pods.iter().copied(), to_service(&ns, &svc));
+                TrafficMetrics::new(
+                    ObjectReference::to(kind, namespace, name),
+                    Edge {
+                        direction: Direction::To,
+                        side: Side::Client,
+                        resource: ObjectReference::to(ResourceKind::Service, Some(&ns), &svc),
+                    },
+                    self.timestamp,
+                    window,
+                    &GoldenMetrics::of(&g),
+                )
+            })
+            .collect()
+    }
+
+    /// One item per backend of a split: what every proxy sent to the backend's clusters.
+    fn split_items(
+        &self,
+        namespace: &str,
+        name: &str,
+        split: &Split,
+        window: Duration,
+    ) -> Vec<TrafficMetrics> {
+        split
+            .backends
+            .iter()
+            .map(|b| {
+                let g =
+                    self.telemetry
+                        .query(window, &self.proxies, to_service(namespace, &b.service));
+                self.split_item(
+                    namespace,
+                    name,
+                    split,
+                    b,
+                    ObjectReference::default(),
+                    window,
+                    &g,
+                )
+            })
+            .collect()
+    }
+
+    /// One item per calling Pod and backend of a split.
+    fn split_edges(
+        &self,
+        namespace: &str,
+        name: &str,
+        split: &Split,
+        window: Duration,
+    ) -> Vec<TrafficMetrics> {
+        // Each proxy's subjects read once, not once per backend.
+        let subjects: Vec<_> = self
+            .proxies
+            .iter()
+            .map(|p| (p, self.telemetry.subjects(p)))
+            .collect();
+        let mut out = Vec::new();
+        for b in &split.backends {
+            let to_backend = to_service(namespace, &b.service);
+            for &(caller, ref called) in &subjects {
+                if !called.iter().any(&to_backend) {
+                    continue;
+                }
+                let g = self
+                    .telemetry
+                    .query(window, [caller], to_service(namespace, &b.service));
+                let from =
+                    ObjectReference::to(ResourceKind::Pod, Some(&caller.namespace), &caller.pod);
+                out.push(self.split_item(namespace, name, split, b, from, window, &g));
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn split_item(
+        &self,
+        namespace: &str,
+        name: &str,
+        split: &Split,
+        backend: &SplitBackend,
+        from: ObjectReference,
+        window: Duration,
+        g: &crate::telemetry::Golden,
+    ) -> TrafficMetrics {
+        let mut item = TrafficMetrics::new(
+            ObjectReference::to(ResourceKind::TrafficSplit, Some(namespace), name),
+            Edge {
+                direction: Direction::From,
+                side: Side::Client,
+                resource: from,
+            },
+            self.timestamp,
+            window,
+            &GoldenMetrics::of(g),
+        );
+        item.backend = Some(Backend {
+            apex: split.apex.clone(),
+            name: backend.service.clone(),
+            weight: backend.weight,
+        });
+        item
+    }
+}
+
+/// Accepts the outbound clusters of one Service.
+fn to_service<'a>(
+    namespace: &'a str,
+    service: &'a str,
+) -> impl Fn(&crate::telemetry::Subject) -> bool + 'a {
+    move |s| {
+        matches!(s, crate::telemetry::Subject::Upstream(c)
+            if service_of(c.as_str()).is_some_and(|(n, v)| n == namespace && v == service))
+    }
+}
+
+fn cmp_ids(a: &ProxyId, b: &ProxyId) -> std::cmp::Ordering {
+    (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod))
 }
 
 /// The Service an outbound cluster name (`<namespace>/<service>|<port>`, DESIGN §3) is for;

@@ -279,6 +279,11 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
         let admin_addr = admin_listener.local_addr().context("the admin address")?;
+        // The index's view of workloads for the Traffic Metrics API, refreshed every tick
+        // that changed it.
+        let mut workloads_version = local.index().workloads_version();
+        let (workloads_tx, workloads_rx) =
+            tokio::sync::watch::channel(Arc::new(local.index().workloads()));
         let admin = Admin {
             metrics: Arc::default(),
             xds: xds.metrics(),
@@ -286,6 +291,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             proxies: Some(xds.statuses()),
             telemetry: Some(xds.telemetry()),
             peers: Some(local.peers()),
+            workloads: Some(workloads_rx),
         };
         // Local mode has read its directory once already: that is its first sync.
         admin.metrics.set_synced();
@@ -306,6 +312,10 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => break,
             }
             print_tick(out, &local.tick()?)?;
+            if local.index().workloads_version() != workloads_version {
+                workloads_version = local.index().workloads_version();
+                workloads_tx.send_replace(Arc::new(local.index().workloads()));
+            }
         }
         server.abort();
         admin_task.abort();

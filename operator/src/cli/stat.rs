@@ -1,6 +1,8 @@
-//! `switchyard stat pods|namespaces [NAME]`: what each proxy served over a window, from the
-//! golden metrics the proxies push to the control plane, through the SMI Traffic Metrics API's
-//! paths: success rate, requests per second and latency percentiles.
+//! `switchyard stat KIND [NAME]`: what each Pod, workload, Service, namespace or TrafficSplit
+//! backend served over a window, from the golden metrics the proxies push to the control
+//! plane, through the SMI Traffic Metrics API's paths: meshed Pods, success rate, requests per
+//! second and latency percentiles, as Linkerd's `viz stat` shows them; for TrafficSplits, one
+//! row per backend with its apex and weight.
 //!
 //! ```text
 //!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
@@ -10,8 +12,9 @@
 //! In a cluster each proxy's metrics stream lands on one replica (the Service picks it, as for
 //! its xDS stream, which may be another), so a Pod's row usually comes from one replica; the
 //! rows of all replicas are joined. After a proxy reconnects to another replica within the
-//! window, both hold part of it and the Pod shows twice; merging them, and a namespace's sum,
-//! need every replica's windows at once, which the aggregated API will provide.
+//! window, both hold part of it and the Pod shows twice; merging them, and the sums over Pods
+//! (namespaces, workloads, Services, splits), need every replica's windows at once, which the
+//! aggregated API will provide.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -24,7 +27,10 @@ use super::{
 };
 use crate::{
     install::DEFAULT_NAMESPACE,
-    traffic_metrics::{GROUP, ResourceKind, VERSION, go_duration, go_format},
+    traffic_metrics::{
+        GROUP, MESHED_PODS_ANNOTATION, PODS_ANNOTATION, ResourceKind, VERSION, go_duration,
+        go_format,
+    },
 };
 
 #[cfg(test)]
@@ -32,15 +38,17 @@ mod tests;
 
 #[derive(Debug, clap::Args)]
 pub struct StatArgs {
-    /// What to show: `pods` (`po`, `pod`) or `namespaces` (`ns`, `namespace`).
+    /// What to show: `pods` (`po`), `namespaces` (`ns`), `deployments` (`deploy`),
+    /// `statefulsets` (`sts`), `daemonsets` (`ds`), `services` (`svc`) or `trafficsplits`
+    /// (`ts`); singular forms too.
     #[arg(value_parser = kind)]
     pub kind: ResourceKind,
     /// One object; all of the kind without it.
     pub name: Option<String>,
-    /// The namespace of pods.
+    /// The namespace of the objects.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Pods of every namespace.
+    /// Objects of every namespace.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// The window: a duration up to 10m (`10s`, `1m`, `1m30s`).
@@ -64,14 +72,23 @@ fn window(s: &str) -> Result<Duration, String> {
     go_duration(s).ok_or_else(|| format!("{s:?}: a duration such as 10s, 1m or 1m30s"))
 }
 
+/// The kind a word names, with kubectl's short names.
 fn kind(s: &str) -> Result<ResourceKind, String> {
-    match s {
-        "pods" | "pod" | "po" => Ok(ResourceKind::Pod),
-        "namespaces" | "namespace" | "ns" => Ok(ResourceKind::Namespace),
-        other => Err(format!(
-            "{other:?}: stat shows pods or namespaces (workloads, Services and TrafficSplit backends are not served yet)"
-        )),
-    }
+    let kind = match s {
+        "po" | "pod" | "pods" => ResourceKind::Pod,
+        "ns" | "namespace" | "namespaces" => ResourceKind::Namespace,
+        "deploy" | "deployment" | "deployments" => ResourceKind::Deployment,
+        "sts" | "statefulset" | "statefulsets" => ResourceKind::StatefulSet,
+        "ds" | "daemonset" | "daemonsets" => ResourceKind::DaemonSet,
+        "svc" | "service" | "services" => ResourceKind::Service,
+        "ts" | "trafficsplit" | "trafficsplits" => ResourceKind::TrafficSplit,
+        other => {
+            return Err(format!(
+                "{other:?}: stat shows pods, namespaces, deployments, statefulsets, daemonsets, services or trafficsplits"
+            ));
+        }
+    };
+    Ok(kind)
 }
 
 /// The API path of the request.
@@ -113,19 +130,19 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             None => {
                 anyhow::ensure!(
                     args.kind == ResourceKind::Pod,
-                    "in a cluster, stat shows pods until the aggregated API serves namespaces"
+                    "in a cluster, stat shows pods until the aggregated API sums the replicas' windows"
                 );
                 let client = client(args.kubeconfig.as_deref()).await?;
                 let ns = &args.operator_namespace;
                 let mut all = Vec::new();
                 for pod in operator_pods(&client, ns).await? {
                     let (status, body) = pod_get(&client, ns, &pod, &path).await?;
-                    // A replica without the Pod's pushes answers 404.
+                    // A replica that knows of no such Pod answers 404.
                     if status != http::StatusCode::NOT_FOUND {
                         all.extend(items(&format!("operator Pod {ns}/{pod}"), status, &body)?);
                     }
                 }
-                Ok(all)
+                Ok(join_replicas(all))
             }
         }
     })?;
@@ -138,9 +155,44 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         }
-        super::proxy_status::Format::Table => write!(out, "{}", table(&items))?,
+        super::proxy_status::Format::Table => write!(out, "{}", table(args.kind, &items))?,
     }
     Ok(())
+}
+
+/// The rows of every replica joined: every replica knows every Pod, and those whose proxy
+/// pushed to another answer with no requests; such a row is dropped when another replica has
+/// one for the same Pod. Rows with requests all stay (a proxy that moved to another replica
+/// within the window shows once per replica, see the module doc).
+fn join_replicas(items: Vec<Value>) -> Vec<Value> {
+    let requests = |i: &Value| -> u64 {
+        i["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["name"] == "success_count" || m["name"] == "failure_count")
+            .filter_map(|m| m["value"].as_str()?.parse::<u64>().ok())
+            .sum()
+    };
+    let key = |i: &Value| {
+        (
+            i["resource"]["namespace"].clone(),
+            i["resource"]["name"].clone(),
+        )
+    };
+    let busy: std::collections::BTreeSet<String> = items
+        .iter()
+        .filter(|i| requests(i) > 0)
+        .map(|i| format!("{:?}", key(i)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| {
+            let k = format!("{:?}", key(i));
+            requests(i) > 0 || (!busy.contains(&k) && seen.insert(k))
+        })
+        .collect()
 }
 
 /// The items of an answer: a list's, or the one object.
@@ -159,19 +211,27 @@ fn items(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Ve
     })
 }
 
-/// One row per item: NAME (namespace/name for pods), SUCCESS, RPS, LATENCY_P50/P90/P99.
-pub fn table(items: &[Value]) -> String {
+/// One row per item: NAME (namespace/name for namespaced kinds), MESHED (meshed Pods / Pods),
+/// SUCCESS, RPS, LATENCY_P50/P90/P99; for TrafficSplits APEX, BACKEND and WEIGHT in place of
+/// MESHED, one row per backend.
+pub fn table(kind: ResourceKind, items: &[Value]) -> String {
+    let split = kind == ResourceKind::TrafficSplit;
+    let head: &[&str] = if split {
+        &["NAME", "APEX", "BACKEND", "WEIGHT"]
+    } else {
+        &["NAME", "MESHED"]
+    };
     let mut rows = vec![
-        [
-            "NAME",
-            "SUCCESS",
-            "RPS",
-            "LATENCY_P50",
-            "LATENCY_P90",
-            "LATENCY_P99",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
+        head.iter()
+            .chain(&[
+                "SUCCESS",
+                "RPS",
+                "LATENCY_P50",
+                "LATENCY_P90",
+                "LATENCY_P99",
+            ])
+            .map(|c| (*c).to_owned())
+            .collect::<Vec<_>>(),
     ];
     for item in items {
         let r = &item["resource"];
@@ -199,14 +259,34 @@ pub fn table(items: &[Value]) -> String {
         };
         let rps = format!("{:.1}rps", (ok + failed) as f64 / window.as_secs_f64());
         let latency = |n| metric(n).map_or("-".to_owned(), |q| millis(&q));
-        rows.push(vec![
-            name,
+        let mut row = vec![name];
+        if split {
+            let b = &item["backend"];
+            let text = |v: &Value| match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => "-".to_owned(),
+            };
+            row.extend([text(&b["apex"]), text(&b["name"]), text(&b["weight"])]);
+        } else {
+            let annotations = &item["metadata"]["annotations"];
+            let meshed = match (
+                annotations[MESHED_PODS_ANNOTATION].as_str(),
+                annotations[PODS_ANNOTATION].as_str(),
+            ) {
+                (Some(m), Some(n)) => format!("{m}/{n}"),
+                _ => "-".to_owned(),
+            };
+            row.push(meshed);
+        }
+        row.extend([
             success,
             rps,
             latency("p50_response_latency"),
             latency("p90_response_latency"),
             latency("p99_response_latency"),
         ]);
+        rows.push(row);
     }
     columns(&rows)
 }

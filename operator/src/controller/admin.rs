@@ -31,6 +31,7 @@ use prometheus_client::{
 };
 use tokio::net::TcpListener;
 
+use crate::index::Workloads;
 use crate::telemetry::Telemetry;
 use crate::xds::{
     ConfigDump, TypeFilter, dump::MAX_DUMP_BYTES, metrics::XdsMetrics, status::ProxyStatuses,
@@ -242,6 +243,9 @@ pub struct Admin {
     /// With `telemetry`, `GET /edges?t=<window>&namespace=<ns>`: who talks to whom over the
     /// window, with identities and mTLS (JSON, for `switchyard edges`). `None`: 404.
     pub peers: Option<crate::edges::SharedPeers>,
+    /// The index's view of workloads, Services and TrafficSplits the Traffic Metrics API
+    /// resolves into Pods. `None`: none is known (Pods and namespaces are still answered).
+    pub workloads: Option<tokio::sync::watch::Receiver<Arc<Workloads>>>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -273,7 +277,12 @@ fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response
     if let (true, Some(telemetry)) = (get, admin.telemetry.as_deref())
         && path.starts_with(TRAFFIC_METRICS_PREFIX)
     {
-        return traffic_metrics(telemetry, path, query);
+        let workloads = admin
+            .workloads
+            .as_ref()
+            .map(|w| w.borrow().clone())
+            .unwrap_or_default();
+        return traffic_metrics(telemetry, &workloads, path, query);
     }
     if let (true, crate::edges::EDGES_PATH, Some(telemetry), Some(peers)) =
         (get, path, admin.telemetry.as_deref(), &admin.peers)
@@ -336,14 +345,16 @@ const TRAFFIC_METRICS_PREFIX: &str = "/apis/metrics.smi-spec.io/";
 
 fn traffic_metrics(
     telemetry: &Telemetry,
+    workloads: &Workloads,
     path: &str,
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let now = k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .unwrap_or_default();
-    let answered = crate::traffic_metrics::Request::parse(path, query)
-        .and_then(|request| crate::traffic_metrics::answer(telemetry, &request, &now.to_string()));
+    let answered = crate::traffic_metrics::Request::parse(path, query).and_then(|request| {
+        crate::traffic_metrics::answer(telemetry, workloads, &request, &now.to_string())
+    });
     match answered {
         Ok(value) => json(&value),
         Err(error) => {

@@ -17,7 +17,7 @@ use switchyard_crds::{
 
 use crate::{
     annotations, identity,
-    index::{ConditionState, Index, Object, ObjectKind, ObjectStatus},
+    index::{ConditionState, Index, Object, ObjectKind, ObjectStatus, Owner},
     publish::{Published, Publisher},
 };
 
@@ -137,15 +137,27 @@ impl Core {
             match event {
                 // A Pod without a proxy is not in the mesh: the index never sees it, and a Pod
                 // whose proxy goes away leaves it.
+                // It still counts in its workload's MESHED column, as not meshed.
                 WatchEvent::Applied(ObjectKind::Pod, value) if !annotations::is_meshed(&value) => {
                     self.forget_pod(&value);
+                    let (ns, name) = meta_key(&value);
+                    self.index
+                        .set_unmeshed_pod(&ns, &name, Some(owner_of(&value)));
                 }
                 WatchEvent::Applied(kind, value) => {
+                    if kind == ObjectKind::Pod {
+                        let (ns, name) = meta_key(&value);
+                        self.index.set_unmeshed_pod(&ns, &name, None);
+                    }
                     if let Some(obj) = self.decode(kind, &value, &mut out.decode_failures) {
                         self.index.apply(obj);
                     }
                 }
-                WatchEvent::Deleted(ObjectKind::Pod, value) => self.forget_pod(&value),
+                WatchEvent::Deleted(ObjectKind::Pod, value) => {
+                    self.forget_pod(&value);
+                    let (ns, name) = meta_key(&value);
+                    self.index.set_unmeshed_pod(&ns, &name, None);
+                }
                 WatchEvent::Deleted(kind, value) => {
                     let (ns, name) = meta_key(&value);
                     if let ObjectKind::Smi(k) = kind {
@@ -166,6 +178,12 @@ impl Core {
                     if kind == ObjectKind::Pod {
                         self.pod_accounts.clear();
                         self.pod_accounts_version += 1;
+                        self.index.reset_unmeshed_pods(
+                            values
+                                .iter()
+                                .filter(|v| !annotations::is_meshed(v))
+                                .map(|v| (meta_key(v), owner_of(v))),
+                        );
                     }
                     let mut objects = Vec::with_capacity(values.len());
                     let mut kept = Vec::new();
@@ -378,6 +396,13 @@ fn meta_key(value: &Value) -> (String, String) {
             .to_string(),
         meta["name"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+/// The workload of a Pod as the watch delivers it (only its metadata is read); `None` when
+/// its metadata does not decode, or names none.
+fn owner_of(pod: &Value) -> Option<Owner> {
+    let meta = serde_json::from_value(pod["metadata"].clone()).ok()?;
+    Owner::of(&meta)
 }
 
 fn proxy_id(namespace: &str, pod: &str) -> ProxyId {

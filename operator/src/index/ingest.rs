@@ -20,12 +20,14 @@ use super::{
         PodInfo, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo, Stored, TargetPort,
         destination_of, root_of,
     },
+    workloads::Owner,
 };
 
 // === impl Index ===
 
 impl Index {
     pub(super) fn apply_one(&mut self, obj: Object) {
+        self.touch_workloads(obj.kind());
         match obj {
             Object::Service(svc) => self.apply_service(&svc),
             Object::EndpointSlice(slice) => self.apply_slice(&slice),
@@ -40,6 +42,7 @@ impl Index {
     }
 
     pub(super) fn delete_one(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        self.touch_workloads(kind);
         let key = (namespace.to_string(), name.to_string());
         match kind {
             ObjectKind::Service => {
@@ -274,6 +277,7 @@ impl Index {
                 .as_ref()
                 .and_then(|a| a.get(INTERCEPTED_ANNOTATION))
                 .is_some_and(|v| v == "true"),
+            owner: Owner::of(&pod.metadata),
         };
         self.set_pod(key, Some(info));
     }

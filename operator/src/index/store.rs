@@ -18,7 +18,7 @@ use switchyard_crds::{
     validate,
 };
 
-use super::{Key, ObjectKind, refs::Refs};
+use super::{Key, ObjectKind, refs::Refs, workloads::Owner};
 
 /// Every stored object, by kind, and the references between them. Resolution reads it through
 /// `&Store`; only ingest (`ingest.rs`) writes it.
@@ -29,6 +29,9 @@ pub(super) struct Store {
     pub(super) slices: BTreeMap<Key, SliceInfo>,
     pub(super) pods: BTreeMap<Key, PodInfo>,
     pub(super) service_accounts: BTreeSet<Key>,
+    /// Pods without a proxy (a cluster's Pods the injector left alone), with their workload:
+    /// only for the Traffic Metrics API's `MESHED` count, never resolved into configuration.
+    pub(super) unmeshed_pods: BTreeMap<Key, Option<Owner>>,
     pub(super) splits: BTreeMap<Key, Stored<TrafficSplit>>,
     pub(super) targets: BTreeMap<Key, Stored<TrafficTarget>>,
     pub(super) groups: BTreeMap<Key, Stored<HttpRouteGroup>>,
@@ -86,6 +89,8 @@ pub(super) struct PodInfo {
     /// [`INTERCEPTED_ANNOTATION`](super::INTERCEPTED_ANNOTATION) is `true`: redirect rules
     /// send the Pod's traffic through its proxy, which routes by original destination.
     pub(super) intercepted: bool,
+    /// The workload the Pod belongs to ([`Owner::of`]).
+    pub(super) owner: Option<Owner>,
 }
 
 /// An SMI object as last applied, and the last version of it that was valid.
@@ -108,6 +113,7 @@ impl Store {
             slices: BTreeMap::new(),
             pods: BTreeMap::new(),
             service_accounts: BTreeSet::new(),
+            unmeshed_pods: BTreeMap::new(),
             splits: BTreeMap::new(),
             targets: BTreeMap::new(),
             groups: BTreeMap::new(),

@@ -773,3 +773,119 @@ fn routes_and_clusters_carry_the_mesh_policy() {
         cluster_policy
     );
 }
+
+// === The Traffic Metrics API's view ===
+
+/// A Pod of Deployment `deploy` (through its ReplicaSet, as the Deployment controller writes
+/// it), labelled `app`.
+fn deployment_pod(name: &str, app: &str, deploy: &str) -> Object {
+    Object::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": NS,
+                "labels": {"app": app, "pod-template-hash": "5d8b9"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": format!("{deploy}-5d8b9"), "uid": "u", "controller": true}],
+            },
+            "spec": {"serviceAccountName": app, "containers": [{"name": "app"}]},
+        }))
+        .unwrap(),
+    ))
+}
+
+#[test]
+fn the_workloads_view_has_pods_owners_service_endpoints_and_splits() {
+    use workloads::{PodEntry, SplitBackend};
+    let mut idx = mesh();
+    let before = idx.workloads_version();
+    // web-v1's slice names web-v1-0; that Pod belongs to Deployment web-v1.
+    idx.apply(deployment_pod("web-v1-0", "web-v1", "web-v1"));
+    assert_ne!(idx.workloads_version(), before, "a Pod changes the view");
+    idx.set_unmeshed_pod(
+        NS,
+        "web-v1-1",
+        Some(Some(Owner {
+            kind: WorkloadKind::Deployment,
+            name: "web-v1".into(),
+        })),
+    );
+    idx.apply(split(
+        "s",
+        "2026-01-01T00:00:00Z",
+        &[("web-v1", "90"), ("web-v2", "10")],
+    ));
+    let w = idx.workloads();
+    let id = |pod: &str| ProxyId {
+        namespace: NS.into(),
+        pod: pod.into(),
+    };
+    assert_eq!(
+        w.pods_of(WorkloadKind::Deployment, NS, "web-v1"),
+        [&id("web-v1-0"), &id("web-v1-1")]
+    );
+    assert_eq!(
+        w.pod(&id("web-v1-1")).map(|e| e.meshed),
+        Some(false),
+        "the Pod without a proxy is counted, as not meshed"
+    );
+    assert_eq!(
+        w.pod(&id("client-0")),
+        Some(&PodEntry {
+            owner: None,
+            meshed: true
+        })
+    );
+    assert_eq!(
+        w.workloads(WorkloadKind::Deployment, Some(NS)),
+        [(NS.to_owned(), "web-v1".to_owned())]
+    );
+    // The Pods the Service's EndpointSlices name.
+    assert_eq!(
+        w.service_pods(NS, "web-v1")
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        [&id("web-v1-0")]
+    );
+    let split = w.split(NS, "s").unwrap();
+    assert_eq!(split.apex, "web");
+    assert_eq!(
+        split.backends,
+        [
+            SplitBackend {
+                service: "web-v1".into(),
+                weight: 90
+            },
+            SplitBackend {
+                service: "web-v2".into(),
+                weight: 10
+            }
+        ]
+    );
+    // A Pod that gets a proxy is no longer un-meshed once the caller forgets it; forgetting an
+    // unknown one changes nothing.
+    let v = idx.workloads_version();
+    idx.set_unmeshed_pod(NS, "nope", None);
+    assert_eq!(idx.workloads_version(), v);
+    idx.set_unmeshed_pod(NS, "web-v1-1", None);
+    assert_eq!(
+        idx.workloads()
+            .pods_of(WorkloadKind::Deployment, NS, "web-v1"),
+        [&id("web-v1-0")]
+    );
+}
+
+#[test]
+fn v1alpha1_quantity_weights_read_as_thousandths_in_the_view() {
+    let mut idx = mesh();
+    idx.apply(smi("apiVersion: split.smi-spec.io/v1alpha1\nkind: TrafficSplit\nmetadata: {name: q, namespace: shop}\nspec:\n  service: web\n  backends: [{service: web-v1, weight: '1'}, {service: web-v2, weight: 500m}]\n"));
+    let w = idx.workloads();
+    let weights: Vec<u32> = w
+        .split(NS, "q")
+        .unwrap()
+        .backends
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, [1000, 500]);
+}

@@ -136,10 +136,25 @@ fn discovery_lists_each_kind_and_its_edges_with_get_and_list() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    // Only what is answered: the kinds the index resolves come later.
+    // Every kind, each with its edges.
     assert_eq!(
         names,
-        ["namespaces", "namespaces/edges", "pods", "pods/edges"]
+        [
+            "namespaces",
+            "namespaces/edges",
+            "pods",
+            "pods/edges",
+            "deployments",
+            "deployments/edges",
+            "statefulsets",
+            "statefulsets/edges",
+            "daemonsets",
+            "daemonsets/edges",
+            "services",
+            "services/edges",
+            "trafficsplits",
+            "trafficsplits/edges"
+        ]
     );
     let ns = resources
         .iter()
@@ -256,4 +271,389 @@ fn quantities_are_exact_and_shortest() {
     ] {
         assert_eq!(seconds_quantity(d), s);
     }
+}
+
+// === answer: each kind resolved into its Pods ===
+
+use crate::{
+    index::{
+        Owner, WorkloadKind, Workloads,
+        workloads::{PodEntry, Split, SplitBackend},
+    },
+    telemetry::{Sample, StatPrefix, StatusClass, Subject, Telemetry, UpstreamCluster, Value},
+};
+use switchyard_adapters::model::{ProxyId, ServiceName};
+
+fn id(ns: &str, pod: &str) -> ProxyId {
+    ProxyId {
+        namespace: ns.into(),
+        pod: pod.into(),
+    }
+}
+
+fn served(n_ok: u64, n_failed: u64) -> Vec<Sample> {
+    let listener = Subject::Listener(StatPrefix::new("inbound_8080"));
+    vec![
+        Sample {
+            subject: listener.clone(),
+            value: Value::Requests(StatusClass::Success, n_ok),
+        },
+        Sample {
+            subject: listener,
+            value: Value::Requests(StatusClass::ServerError, n_failed),
+        },
+    ]
+}
+
+fn sent(cluster: &str, n_ok: u64) -> Sample {
+    Sample {
+        subject: Subject::Upstream(UpstreamCluster::new(cluster)),
+        value: Value::Requests(StatusClass::Success, n_ok),
+    }
+}
+
+fn owned(kind: WorkloadKind, name: &str, meshed: bool) -> PodEntry {
+    PodEntry {
+        owner: Some(Owner {
+            kind,
+            name: name.into(),
+        }),
+        meshed,
+    }
+}
+
+/// demo: Deployment web (web-a, web-b meshed; web-c not), StatefulSet db (db-0), DaemonSet
+/// agent (agent-x), a bare Pod lone; Service web behind web-a and web-c; a split of web to
+/// web-v1 (90) and web-v2 (10). web-a served 10 (1 failed), web-b 5, db-0 7, lone 100;
+/// client-0 (pushed, unknown to the index) sent 30 to web-v1 and 4 to web-v2, lone 2 to web-v2.
+fn mesh() -> (Telemetry, Workloads) {
+    let t = Telemetry::default();
+    t.record(&id("demo", "web-a"), &served(9, 1));
+    t.record(&id("demo", "web-b"), &served(5, 0));
+    t.record(&id("demo", "db-0"), &served(7, 0));
+    t.record(&id("demo", "lone"), &served(100, 0));
+    t.record(&id("demo", "lone"), &[sent("demo/web-v2|80", 2)]);
+    t.record(
+        &id("demo", "client-0"),
+        &[sent("demo/web-v1|80", 30), sent("demo/web-v2|80", 4)],
+    );
+    let mut w = Workloads::default();
+    w.insert_pod(
+        id("demo", "web-a"),
+        owned(WorkloadKind::Deployment, "web", true),
+    );
+    w.insert_pod(
+        id("demo", "web-b"),
+        owned(WorkloadKind::Deployment, "web", true),
+    );
+    w.insert_pod(
+        id("demo", "web-c"),
+        owned(WorkloadKind::Deployment, "web", false),
+    );
+    w.insert_pod(
+        id("demo", "db-0"),
+        owned(WorkloadKind::StatefulSet, "db", true),
+    );
+    w.insert_pod(
+        id("demo", "agent-x"),
+        owned(WorkloadKind::DaemonSet, "agent", true),
+    );
+    // The same name in another namespace is another Deployment.
+    w.insert_pod(
+        id("other", "web-z"),
+        owned(WorkloadKind::Deployment, "web", true),
+    );
+    w.insert_pod(
+        id("demo", "lone"),
+        PodEntry {
+            owner: None,
+            meshed: true,
+        },
+    );
+    w.insert_service(
+        ServiceName::new("demo", "web"),
+        [id("demo", "web-a"), id("demo", "web-c")],
+    );
+    w.insert_service(ServiceName::new("demo", "empty"), []);
+    w.insert_split(
+        "demo",
+        "web-split",
+        Split {
+            apex: "web".into(),
+            backends: vec![
+                SplitBackend {
+                    service: "web-v1".into(),
+                    weight: 90,
+                },
+                SplitBackend {
+                    service: "web-v2".into(),
+                    weight: 10,
+                },
+            ],
+        },
+    );
+    (t, w)
+}
+
+fn get(t: &Telemetry, w: &Workloads, path: &str) -> Result<serde_json::Value, RequestError> {
+    answer(t, w, &parse(path, Some("t=1m"))?, "2026-12-06T21:00:00Z")
+}
+
+fn counts(item: &serde_json::Value) -> (u64, u64) {
+    let c = |n: &str| -> u64 {
+        item["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (c("success_count"), c("failure_count"))
+}
+
+fn meshed(item: &serde_json::Value) -> (String, String) {
+    let a = &item["metadata"]["annotations"];
+    (
+        a[MESHED_PODS_ANNOTATION].as_str().unwrap().to_owned(),
+        a[PODS_ANNOTATION].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_deployment_is_its_pods_summed_with_its_unmeshed_pods_counted() {
+    let (t, w) = mesh();
+    let item = get(&t, &w, "/namespaces/demo/deployments/web").unwrap();
+    assert_eq!(
+        item["resource"],
+        json!({"kind": "Deployment", "namespace": "demo", "name": "web"})
+    );
+    assert_eq!(item["edge"]["side"], "server");
+    // web-a and web-b; not other/web-z.
+    assert_eq!(counts(&item), (14, 1), "{item}");
+    assert_eq!(meshed(&item), ("2".into(), "3".into()));
+    let e = get(&t, &w, "/namespaces/demo/deployments/nope").unwrap_err();
+    assert_eq!(e.status(), 404);
+    assert!(e.to_string().contains("\"nope\""), "{e}");
+}
+
+#[test]
+fn statefulsets_and_daemonsets_are_their_direct_pods() {
+    let (t, w) = mesh();
+    let db = get(&t, &w, "/namespaces/demo/statefulsets/db").unwrap();
+    assert_eq!(counts(&db), (7, 0));
+    assert_eq!(meshed(&db), ("1".into(), "1".into()));
+    // Known, meshed, nothing served yet: zeros, not a 404.
+    let agent = get(&t, &w, "/namespaces/demo/daemonsets/agent").unwrap();
+    assert_eq!(counts(&agent), (0, 0));
+    assert_eq!(meshed(&agent), ("1".into(), "1".into()));
+    // A kind does not find another's workload of the same name.
+    assert_eq!(
+        get(&t, &w, "/namespaces/demo/statefulsets/web")
+            .unwrap_err()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn a_service_is_the_pods_its_endpoints_name() {
+    let (t, w) = mesh();
+    let web = get(&t, &w, "/namespaces/demo/services/web").unwrap();
+    // web-a only: web-b is not behind it, web-c (un-meshed) served nothing measured.
+    assert_eq!(counts(&web), (9, 1), "{web}");
+    assert_eq!(meshed(&web), ("1".into(), "2".into()));
+    let empty = get(&t, &w, "/namespaces/demo/services/empty").unwrap();
+    assert_eq!(counts(&empty), (0, 0));
+    assert_eq!(meshed(&empty), ("0".into(), "0".into()));
+    assert_eq!(
+        get(&t, &w, "/namespaces/demo/services/nope")
+            .unwrap_err()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn lists_have_one_item_per_object_of_the_kind_in_scope() {
+    let (t, w) = mesh();
+    let names = |path: &str| -> Vec<(String, (u64, u64))> {
+        get(&t, &w, path).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let r = &i["resource"];
+                (
+                    format!(
+                        "{}/{}",
+                        r["namespace"].as_str().unwrap_or("-"),
+                        r["name"].as_str().unwrap()
+                    ),
+                    counts(i),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        names("/namespaces/demo/deployments"),
+        [("demo/web".to_owned(), (14, 1))]
+    );
+    assert_eq!(
+        names("/deployments"),
+        [
+            ("demo/web".to_owned(), (14, 1)),
+            ("other/web".to_owned(), (0, 0))
+        ]
+    );
+    assert_eq!(
+        names("/namespaces/demo/services"),
+        [
+            ("demo/empty".to_owned(), (0, 0)),
+            ("demo/web".to_owned(), (9, 1))
+        ]
+    );
+    // Pods: those the index knows (un-meshed too) and those that pushed (client-0).
+    let pods: Vec<String> = names("/namespaces/demo/pods")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        pods,
+        [
+            "demo/agent-x",
+            "demo/client-0",
+            "demo/db-0",
+            "demo/lone",
+            "demo/web-a",
+            "demo/web-b",
+            "demo/web-c"
+        ]
+    );
+    assert_eq!(
+        names("/namespaces"),
+        [
+            ("-/demo".to_owned(), (121, 1)),
+            ("-/other".to_owned(), (0, 0))
+        ]
+    );
+}
+
+#[test]
+fn a_split_has_one_item_per_backend_counted_by_its_callers() {
+    let (t, w) = mesh();
+    let list = get(&t, &w, "/namespaces/demo/trafficsplits/web-split").unwrap();
+    assert_eq!(list["kind"], "TrafficMetricsList");
+    let items = list["items"].as_array().unwrap();
+    let rows: Vec<(serde_json::Value, (u64, u64))> = items
+        .iter()
+        .map(|i| (i["backend"].clone(), counts(i)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                json!({"apex": "web", "name": "web-v1", "weight": 90}),
+                (30, 0)
+            ),
+            // client-0's 4 and lone's 2.
+            (
+                json!({"apex": "web", "name": "web-v2", "weight": 10}),
+                (6, 0)
+            ),
+        ]
+    );
+    assert_eq!(
+        items[0]["edge"],
+        json!({"direction": "from", "side": "client", "resource": {}})
+    );
+    assert_eq!(
+        items[0]["resource"],
+        json!({"kind": "TrafficSplit", "namespace": "demo", "name": "web-split"})
+    );
+    // The list of the namespace's splits is the same items.
+    let all = get(&t, &w, "/namespaces/demo/trafficsplits").unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    // Its edges: per calling Pod and backend.
+    let edges = get(&t, &w, "/namespaces/demo/trafficsplits/web-split/edges").unwrap();
+    let per_caller: Vec<(String, String, (u64, u64))> = edges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["edge"]["resource"]["name"].as_str().unwrap().to_owned(),
+                i["backend"]["name"].as_str().unwrap().to_owned(),
+                counts(i),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_caller,
+        [
+            ("client-0".to_owned(), "web-v1".to_owned(), (30, 0)),
+            ("client-0".to_owned(), "web-v2".to_owned(), (4, 0)),
+            ("lone".to_owned(), "web-v2".to_owned(), (2, 0)),
+        ]
+    );
+    assert_eq!(
+        get(&t, &w, "/namespaces/demo/trafficsplits/nope")
+            .unwrap_err()
+            .status(),
+        404
+    );
+}
+
+#[test]
+fn a_workloads_edges_are_the_services_its_pods_called() {
+    let (t, mut w) = mesh();
+    w.insert_pod(
+        id("demo", "client-0"),
+        owned(WorkloadKind::Deployment, "client", true),
+    );
+    let edges = get(&t, &w, "/namespaces/demo/deployments/client/edges").unwrap();
+    let to: Vec<(String, (u64, u64))> = edges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["edge"]["direction"], "to");
+            assert_eq!(i["edge"]["side"], "client");
+            (
+                i["edge"]["resource"]["name"].as_str().unwrap().to_owned(),
+                counts(i),
+            )
+        })
+        .collect();
+    assert_eq!(
+        to,
+        [
+            ("web-v1".to_owned(), (30, 0)),
+            ("web-v2".to_owned(), (4, 0))
+        ]
+    );
+    assert_eq!(
+        edges["resource"],
+        json!({"kind": "Deployment", "namespace": "demo", "name": "client"})
+    );
+}
+
+#[test]
+fn pods_and_namespaces_answer_as_before_without_the_index() {
+    let (t, _) = mesh();
+    let none = Workloads::default();
+    let pod = get(&t, &none, "/namespaces/demo/pods/web-a").unwrap();
+    assert_eq!(counts(&pod), (9, 1));
+    assert_eq!(meshed(&pod), ("1".into(), "1".into()));
+    assert_eq!(
+        get(&t, &none, "/namespaces/demo/pods/nope")
+            .unwrap_err()
+            .status(),
+        404
+    );
+    let ns = get(&t, &none, "/namespaces/demo").unwrap();
+    assert_eq!(counts(&ns), (121, 1));
 }

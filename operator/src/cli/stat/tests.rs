@@ -38,16 +38,32 @@ fn each_form_asks_for_its_path() {
         ..args("pods", None)
     };
     assert_eq!(path(&all), format!("{root}/pods?t=10s"));
-    assert!(
-        super::kind("deployments")
-            .unwrap_err()
-            .contains("not served yet")
-    );
+    // kubectl's short names and singulars.
+    for (words, plural) in [
+        (["deploy", "deployment", "deployments"], "deployments"),
+        (["sts", "statefulset", "statefulsets"], "statefulsets"),
+        (["ds", "daemonset", "daemonsets"], "daemonsets"),
+        (["svc", "service", "services"], "services"),
+        (["ts", "trafficsplit", "trafficsplits"], "trafficsplits"),
+    ] {
+        for word in words {
+            assert_eq!(
+                path(&args(word, Some("x"))),
+                format!("{root}/namespaces/demo/{plural}/x?t=1m0s"),
+                "{word}"
+            );
+        }
+    }
+    assert!(super::kind("rs").unwrap_err().contains("deployments"));
 }
 
 #[test]
 fn the_table_shows_success_rate_rate_and_percentiles() {
     let item = json!({
+        "metadata": {"annotations": {
+            "metrics.switchyard.dev/pods": "3",
+            "metrics.switchyard.dev/meshed-pods": "2"
+        }},
         "resource": {"kind": "Pod", "namespace": "demo", "name": "web-0"},
         "window": "10s",
         "metrics": [
@@ -66,7 +82,7 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
             {"name": "failure_count", "value": "0"}
         ]
     });
-    let table = table(&[item, idle]);
+    let table = table(ResourceKind::Pod, &[item, idle]);
     let lines: Vec<Vec<&str>> = table
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -76,6 +92,7 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
         [
             vec![
                 "NAME",
+                "MESHED",
                 "SUCCESS",
                 "RPS",
                 "LATENCY_P50",
@@ -84,14 +101,105 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
             ],
             vec![
                 "demo/web-0",
+                "2/3",
                 "90.00%",
                 "20.0rps",
                 "0.25ms",
                 "1.50ms",
                 "240ms"
             ],
-            vec!["quiet", "-", "0.0rps", "-", "-", "-"],
+            vec!["quiet", "-", "-", "0.0rps", "-", "-", "-"],
         ],
         "{table}"
+    );
+}
+
+#[test]
+fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
+    let item = |backend: &str, weight: u32, ok: u64| {
+        json!({
+            "resource": {"kind": "TrafficSplit", "namespace": "demo", "name": "web-split"},
+            "backend": {"apex": "web", "name": backend, "weight": weight},
+            "window": "1m0s",
+            "metrics": [
+                {"name": "p50_response_latency", "unit": "seconds", "value": "2m"},
+                {"name": "success_count", "value": ok.to_string()},
+                {"name": "failure_count", "value": "0"}
+            ]
+        })
+    };
+    let table = table(
+        ResourceKind::TrafficSplit,
+        &[item("web-v1", 90, 60), item("web-v2", 10, 0)],
+    );
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec![
+                "NAME",
+                "APEX",
+                "BACKEND",
+                "WEIGHT",
+                "SUCCESS",
+                "RPS",
+                "LATENCY_P50",
+                "LATENCY_P90",
+                "LATENCY_P99"
+            ],
+            vec![
+                "demo/web-split",
+                "web",
+                "web-v1",
+                "90",
+                "100.00%",
+                "1.0rps",
+                "2ms",
+                "-",
+                "-"
+            ],
+            vec![
+                "demo/web-split",
+                "web",
+                "web-v2",
+                "10",
+                "-",
+                "0.0rps",
+                "2ms",
+                "-",
+                "-"
+            ],
+        ],
+        "{table}"
+    );
+}
+
+#[test]
+fn replicas_rows_are_joined_without_the_empty_rows_of_a_pod_another_replica_measured() {
+    let row = |pod: &str, ok: u64| {
+        json!({
+            "resource": {"kind": "Pod", "namespace": "demo", "name": pod},
+            "metrics": [
+                {"name": "success_count", "value": ok.to_string()},
+                {"name": "failure_count", "value": "0"}
+            ]
+        })
+    };
+    let joined = join_replicas(vec![
+        // Replica 1: web-0 pushed here; idle-0 pushed nowhere.
+        row("web-0", 5),
+        row("idle-0", 0),
+        // Replica 2: knows both, measured neither.
+        row("web-0", 0),
+        row("idle-0", 0),
+    ]);
+    assert_eq!(joined, [row("web-0", 5), row("idle-0", 0)]);
+    // A Pod measured on both (it reconnected) shows on both.
+    assert_eq!(
+        join_replicas(vec![row("web-0", 5), row("web-0", 2)]).len(),
+        2
     );
 }

@@ -8,6 +8,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         proxies: Some(Arc::default()),
         telemetry: None,
         peers: None,
+        workloads: None,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -75,6 +76,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         proxies: Some(Arc::default()),
         telemetry: None,
         peers: None,
+        workloads: None,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -139,6 +141,7 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         proxies: None,
         telemetry: None,
         peers: None,
+        workloads: None,
     };
     let debug = Admin {
         proxies: Some(statuses),
@@ -183,5 +186,48 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
     assert_eq!(
         answer(&public, true, "/metrics", None).status(),
         StatusCode::OK
+    );
+}
+
+/// The Traffic Metrics API reads the index's view the admin port is given: a Deployment it
+/// names is answered, and a new view is seen by the next request.
+#[test]
+fn workloads_are_resolved_through_the_view_the_admin_port_is_given() {
+    use crate::index::{Owner, WorkloadKind, Workloads, workloads::PodEntry};
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(Workloads::default()));
+    let admin = Admin {
+        metrics: Arc::new(ControllerMetrics::default()),
+        xds: Arc::new(XdsMetrics::default()),
+        proxies: None,
+        telemetry: Some(Arc::default()),
+        peers: None,
+        workloads: Some(rx),
+    };
+    let path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/deployments/web";
+    assert_eq!(
+        answer(&admin, true, path, None).status(),
+        StatusCode::NOT_FOUND
+    );
+    let mut view = Workloads::default();
+    view.insert_pod(
+        switchyard_adapters::model::ProxyId {
+            namespace: "demo".into(),
+            pod: "web-0".into(),
+        },
+        PodEntry {
+            owner: Some(Owner {
+                kind: WorkloadKind::Deployment,
+                name: "web".into(),
+            }),
+            meshed: false,
+        },
+    );
+    tx.send_replace(Arc::new(view));
+    let resp = answer(&admin, true, path, None);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let item: serde_json::Value = serde_json::from_str(&body(resp)).unwrap();
+    assert_eq!(
+        item["metadata"]["annotations"]["metrics.switchyard.dev/pods"], "1",
+        "{item}"
     );
 }

@@ -201,3 +201,60 @@ fn only_pods_with_a_proxy_are_in_the_mesh() {
             .contains_key(&proxy_id("demo", "meshed"))
     );
 }
+
+#[test]
+fn pods_without_a_proxy_count_in_their_workload_as_not_meshed() {
+    use crate::index::WorkloadKind;
+    let mut core = core();
+    let pod = |name: &str, meshed: bool| {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": name, "namespace": "demo",
+                "labels": {"app": "web", "pod-template-hash": "5d8b9"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-5d8b9", "uid": "u", "controller": true}],
+            },
+            "spec": {"serviceAccountName": "web", "containers": [{"name": "app"}]},
+        });
+        if meshed {
+            p["metadata"]["annotations"] = json!({annotations::PROXY_VERSION: "0.1.0"});
+        }
+        p
+    };
+    let meshed = |core: &Core| -> Vec<(String, bool)> {
+        let w = core.index().workloads();
+        w.pods_of(WorkloadKind::Deployment, "demo", "web")
+            .into_iter()
+            .map(|p| (p.pod.clone(), w.pod(p).is_some_and(|e| e.meshed)))
+            .collect()
+    };
+    core.apply(vec![WatchEvent::Listed(
+        ObjectKind::Pod,
+        vec![pod("web-a", true), pod("web-b", false)],
+    )]);
+    assert_eq!(
+        meshed(&core),
+        [("web-a".to_owned(), true), ("web-b".to_owned(), false)]
+    );
+    // web-b gains a proxy, web-a loses it, then web-a is deleted.
+    core.apply(vec![
+        WatchEvent::Applied(ObjectKind::Pod, pod("web-b", true)),
+        WatchEvent::Applied(ObjectKind::Pod, pod("web-a", false)),
+    ]);
+    assert_eq!(
+        meshed(&core),
+        [("web-a".to_owned(), false), ("web-b".to_owned(), true)]
+    );
+    core.apply(vec![WatchEvent::Deleted(
+        ObjectKind::Pod,
+        pod("web-a", false),
+    )]);
+    assert_eq!(meshed(&core), [("web-b".to_owned(), true)]);
+    // A relist replaces them all.
+    core.apply(vec![WatchEvent::Listed(
+        ObjectKind::Pod,
+        vec![pod("web-c", false)],
+    )]);
+    assert_eq!(meshed(&core), [("web-c".to_owned(), false)]);
+}
