@@ -22,6 +22,8 @@ const ROOTS: &[&str] = &[
     "envoy/config/endpoint/v3/endpoint.proto",
     "envoy/config/listener/v3/listener.proto",
     "envoy/config/route/v3/route.proto",
+    "envoy/config/grpc_credential/v3/file_based_metadata.proto",
+    "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",

@@ -21,6 +21,7 @@ pub mod proxy_config;
 pub mod proxy_init;
 pub mod proxy_status;
 pub mod stat;
+pub mod tap;
 pub mod validate;
 
 #[cfg(test)]
@@ -72,6 +73,10 @@ pub enum Command {
     /// Show who talks to whom over a window: client and server, their namespaces, whether the
     /// edge is mTLS, and (-o wide) both SPIFFE identities.
     Edges(edges::EdgesArgs),
+    /// Watch live requests through the proxies of a namespace or one Pod: direction, source
+    /// and destination with identities, method, authority, path, status, latency, bytes. No
+    /// header is ever captured.
+    Tap(tap::TapArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -143,6 +148,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Edges(args) => {
             edges::run(&args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Tap(args) => {
+            tap::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::ProxyConfig(args) => Ok(if proxy_config::run(&args, out)? {

@@ -202,6 +202,7 @@ pub async fn run(
         telemetry: None,
         peers: None,
         workloads: None,
+        taps: None,
     };
     // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
     let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
@@ -210,6 +211,7 @@ pub async fn run(
         telemetry: Some(telemetry),
         peers: Some(publisher.peers()),
         workloads: Some(workloads_rx),
+        taps: None,
         ..admin.clone()
     };
     tasks.spawn(admin::serve(

@@ -147,6 +147,7 @@ pub struct Local {
     index: Index,
     publisher: Publisher,
     tokens: Arc<LocalTokens>,
+    taps: Arc<crate::tap::Hub>,
     proxies: BTreeMap<ProxyId, String>,
     /// Whether the xDS server's certificate is in the state directory (written on the first
     /// tick that reads the directory, so a directory that cannot be read leaves nothing behind).
@@ -166,9 +167,17 @@ impl Local {
             None => MeshCa::generate(&ca_config, SystemTime::now())?,
         };
         identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
+        let mut publisher = Publisher::new(ca, ca_config.workload_lifetime);
+        let taps = Arc::new(crate::tap::Hub::default());
+        let sink_config = config.clone();
+        publisher.tap_with(
+            taps.clone(),
+            Box::new(move |cfg| envoy::TapSink::new(&bootstrap_options(&sink_config, cfg))),
+        );
         Ok(Local {
             xds_tls_written: false,
-            publisher: Publisher::new(ca, ca_config.workload_lifetime),
+            publisher,
+            taps,
             source: DirSource::new(config.dir.clone()),
             index: Index::new(config.settings.clone()),
             tokens: Arc::new(LocalTokens::default()),
@@ -192,6 +201,11 @@ impl Local {
 
     /// The xDS server's `tls.crt` and `tls.key` (and the `ca.crt` proxies verify them with),
     /// written by the first [`Local::tick`].
+    /// The tap sessions: a session opened here taps the proxies it selects from the next tick.
+    pub fn taps(&self) -> Arc<crate::tap::Hub> {
+        self.taps.clone()
+    }
+
     pub fn xds_tls_dir(&self) -> PathBuf {
         self.config.state_dir.join(XDS_TLS_DIR)
     }
@@ -226,7 +240,8 @@ impl Local {
             ..Tick::default()
         };
         let renewal_due = self.publisher.renewal_due(now);
-        if !scan.changed && self.publisher.has_proxies() && !renewal_due {
+        let quiet = !scan.changed && !renewal_due && !self.publisher.taps_changed();
+        if quiet && self.publisher.has_proxies() {
             return Ok(tick);
         }
         if scan.changed || !self.publisher.has_proxies() {
@@ -281,7 +296,7 @@ impl Local {
         let base = format!("{}.{}", proxy.namespace, proxy.pod);
         // A proxy reads its bootstrap once: a restarted control plane must keep accepting the
         // token the running proxy already holds.
-        let kept = std::fs::read_to_string(self.config.state_dir.join(format!("{base}.token")))
+        let kept = std::fs::read_to_string(self.config.state_dir.join(token_file(proxy)))
             .ok()
             .filter(|t| t.len() == 48 && t.bytes().all(|b| b.is_ascii_hexdigit()));
         let token = match kept {
@@ -295,25 +310,9 @@ impl Local {
         if let Ok(mut t) = self.tokens.0.write() {
             t.insert(token.clone(), proxy_key(proxy));
         }
-        let opts = envoy_options(cfg);
+        let b = bootstrap_options(&self.config, cfg);
         let dir = &self.config.state_dir;
-        let token_file = format!("{base}.token");
-        let mut b = BootstrapOptions::new(
-            proxy.to_string(),
-            opts.bind_ip,
-            self.config.xds_addr.ip().to_string(),
-            self.config.xds_addr.port(),
-            absolute(&dir.join(&token_file)),
-            envoy::XdsCa::File(absolute(
-                &self
-                    .xds_tls_dir()
-                    .join(crate::install::pki::WEBHOOK_CA_CERT),
-            )),
-        );
-        b.api = self.config.xds_api;
-        // The health port as in a Pod, so the local suites cover it; the admin port stays on
-        // the Pod's loopback address (local mode has no Pod to keep it inside).
-        b.health = Some(SocketAddr::new(opts.bind_ip, crate::intercept::HEALTH_PORT));
+        let token_file = token_file(proxy);
         let json = serde_json::to_string_pretty(&envoy::bootstrap(&b)).unwrap_or_default();
         // The token first: a proxy started on the bootstrap reads it on its first stream.
         write(dir, &token_file, &token)?;
@@ -321,6 +320,34 @@ impl Local {
         self.proxies.insert(proxy.clone(), token);
         Ok(())
     }
+}
+
+/// The bootstrap local mode writes for `cfg`'s proxy: its token and the xDS server's CA in
+/// the state directory, the health port as in a Pod.
+fn bootstrap_options(config: &LocalConfig, cfg: &ProxyConfig) -> BootstrapOptions {
+    let opts = envoy_options(cfg);
+    let dir = &config.state_dir;
+    let mut b = BootstrapOptions::new(
+        cfg.proxy.to_string(),
+        opts.bind_ip,
+        config.xds_addr.ip().to_string(),
+        config.xds_addr.port(),
+        absolute(&dir.join(token_file(&cfg.proxy))),
+        envoy::XdsCa::File(absolute(
+            &dir.join(XDS_TLS_DIR)
+                .join(crate::install::pki::WEBHOOK_CA_CERT),
+        )),
+    );
+    b.api = config.xds_api;
+    // The health port as in a Pod, so the local suites cover it; the admin port stays on
+    // the Pod's loopback address (local mode has no Pod to keep it inside).
+    b.health = Some(SocketAddr::new(opts.bind_ip, crate::intercept::HEALTH_PORT));
+    b
+}
+
+/// A proxy's token file in the state directory: `<namespace>.<pod>.token`.
+fn token_file(proxy: &ProxyId) -> String {
+    format!("{}.{}.token", proxy.namespace, proxy.pod)
 }
 
 /// The state directory's subdirectory of the xDS server's certificate.

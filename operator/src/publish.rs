@@ -19,10 +19,10 @@ use switchyard_crds::ObjectRef;
 
 use crate::{
     edges::{Peers, SharedPeers},
-    tap::Hub,
     identity::{self, Certificates, MeshCa},
     index::{Index, InvalidDataPlane, ObjectStatus},
     intercept,
+    tap::Hub,
     xds::{
         snapshot::{SharedVersions, Snapshot},
         store::{ProxyKey, SnapshotStore},
@@ -194,7 +194,11 @@ impl Publisher {
             }
             let renewed = renewed.contains(&cfg.identity);
             let retapped = retap.contains(proxy);
-            if !(is_new || renewed || retapped || changes.outbound || changes.proxies.contains(proxy))
+            if !(is_new
+                || renewed
+                || retapped
+                || changes.outbound
+                || changes.proxies.contains(proxy))
             {
                 continue;
             }

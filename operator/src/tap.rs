@@ -18,6 +18,7 @@
 pub mod event;
 pub mod hub;
 pub mod server;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

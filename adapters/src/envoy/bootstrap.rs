@@ -29,6 +29,17 @@ use serde_json::{Value, json};
 pub const XDS_STAT_PREFIX: &str = "xds";
 /// `stat_prefix` of the metrics service's gRPC client: `grpc.metrics.*`.
 pub const METRICS_STAT_PREFIX: &str = "metrics";
+
+/// Envoy's command-line flags after `-c <bootstrap>`, wherever a sidecar Envoy is started.
+///
+/// - `--disable-hot-restart`: one Envoy per container, never restarted in place (and no shared
+///   memory to set up).
+/// - `--drain-strategy immediate`: when a listener's filter chain changes (a port added, a tap
+///   started or ended), the connections on the old chain are told to close at once (idle ones
+///   are closed, busy ones after their request) rather than one by one over the drain time,
+///   so the new chain, and a tap's access log, applies to the next request. Route and
+///   endpoint changes never drain.
+pub const ENVOY_FLAGS: [&str; 3] = ["--disable-hot-restart", "--drain-strategy", "immediate"];
 /// Metric families per `StreamMetricsMessage` Envoy sends (its `batch_size`).
 pub const METRICS_BATCH_FAMILIES: u32 = 1_000;
 /// How often a proxy pushes its golden metrics to the control plane by default: Envoy's own

@@ -274,7 +274,8 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             store,
             auth as Arc<dyn crate::xds::auth::Authenticate>,
             xds_config,
-        );
+        )
+        .with_taps(local.taps(), local.peers());
         let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
             .await
             .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
@@ -292,6 +293,7 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             telemetry: Some(xds.telemetry()),
             peers: Some(local.peers()),
             workloads: Some(workloads_rx),
+            taps: Some(local.taps()),
         };
         // Local mode has read its directory once already: that is its first sync.
         admin.metrics.set_synced();
@@ -306,9 +308,12 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         }));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        // A tap opening or closing is published at once, not at the next poll.
+        let mut taps = local.taps().changes();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = taps.changed() => {}
                 _ = tokio::signal::ctrl_c() => break,
             }
             print_tick(out, &local.tick()?)?;

@@ -246,6 +246,9 @@ pub struct Admin {
     /// The index's view of workloads, Services and TrafficSplits the Traffic Metrics API
     /// resolves into Pods. `None`: none is known (Pods and namespaces are still answered).
     pub workloads: Option<tokio::sync::watch::Receiver<Arc<Workloads>>>,
+    /// `GET /tap?namespace=<ns>&…`: the requests of the proxies a session selects, one JSON
+    /// line each, while the client reads (for `switchyard tap`). `None`: 404.
+    pub taps: Option<Arc<crate::tap::Hub>>,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -256,9 +259,18 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(respond(&admin, &req)) }
+                async move {
+                    let tap = (req.method() == hyper::Method::GET
+                        && req.uri().path() == crate::tap::TAP_PATH)
+                        .then_some(admin.taps.as_ref())
+                        .flatten();
+                    Ok::<_, Infallible>(match tap {
+                        Some(hub) => crate::tap::stream::respond(hub, req.uri().query()),
+                        None => respond(&admin, &req).map(http_body_util::BodyExt::boxed_unsync),
+                    })
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -393,13 +393,11 @@ fn proxy_container(data_plane: DataPlane, config: &InjectConfig) -> Container {
             &config.resources.bundled_memory_request,
         ),
         DataPlane::Envoy => (
-            vec![
-                "-c".into(),
-                bootstrap,
-                "--disable-hot-restart".into(),
-                "-l".into(),
-                "warning".into(),
-            ],
+            ["-c".to_owned(), bootstrap]
+                .into_iter()
+                .chain(switchyard_adapters::envoy::ENVOY_FLAGS.map(str::to_owned))
+                .chain(["-l".to_owned(), "warning".to_owned()])
+                .collect(),
             &config.resources.envoy_memory_request,
         ),
     };

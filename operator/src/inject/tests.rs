@@ -273,7 +273,7 @@ fn an_injected_pod_has_exactly_these_containers_volumes_and_annotations() {
                     "name": "switchyard-proxy",
                     "image": format!("localhost/switchyard-envoy:{version}"),
                     "imagePullPolicy": "IfNotPresent",
-                    "args": ["-c", "/var/run/switchyard/bootstrap.json", "--disable-hot-restart", "-l", "warning"],
+                    "args": ["-c", "/var/run/switchyard/bootstrap.json", "--disable-hot-restart", "--drain-strategy", "immediate", "-l", "warning"],
                     "restartPolicy": "Always",
                     "env": env,
                     "startupProbe": {

@@ -180,9 +180,9 @@ fn socket(address: Option<&Address>) -> Option<SocketAddr> {
         return None;
     };
     let port = match s.port_specifier {
-        Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => {
-            u16::try_from(p).ok()?
-        }
+        Some(
+            envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p),
+        ) => u16::try_from(p).ok()?,
         _ => return None,
     };
     Some(SocketAddr::new(s.address.parse().ok()?, port))

@@ -97,7 +97,10 @@ impl TapFilter {
     /// Whether the session shows `event`.
     pub fn matches(&self, event: &TapEvent) -> bool {
         self.method.as_ref().is_none_or(|m| *m == event.method)
-            && self.authority.as_ref().is_none_or(|a| *a == event.authority)
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|a| *a == event.authority)
             && self
                 .path_prefix
                 .as_ref()
@@ -229,7 +232,10 @@ impl Hub {
 
     /// Whether any open session selects `proxy`.
     pub fn selects(&self, proxy: &ProxyId) -> bool {
-        self.lock().sessions.values().any(|e| e.filter.selects(proxy))
+        self.lock()
+            .sessions
+            .values()
+            .any(|e| e.filter.selects(proxy))
     }
 
     /// How many sessions are open.

@@ -1,0 +1,320 @@
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{Address, RequestMethod, SocketAddress, address, socket_address},
+        data::accesslog::v3::{
+            AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+            TlsProperties,
+            tls_properties::{
+                CertificateProperties,
+                certificate_properties::{SubjectAltName, subject_alt_name::San},
+            },
+        },
+    },
+    google::protobuf::{Duration as PbDuration, UInt32Value},
+};
+use switchyard_adapters::model::{
+    Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
+};
+
+use super::{Direction, Hub, SESSION_QUEUE, TapEvent, TapFilter, events_of};
+use crate::edges::Peers;
+
+fn proxy(pod: &str) -> ProxyId {
+    ProxyId {
+        namespace: "demo".to_owned(),
+        pod: pod.to_owned(),
+    }
+}
+
+fn filter(query: &str) -> TapFilter {
+    TapFilter::parse(Some(query)).unwrap()
+}
+
+fn event(method: &str, path: &str) -> TapEvent {
+    TapEvent {
+        proxy: "demo/web-0".to_owned(),
+        direction: Direction::Inbound,
+        source: None,
+        source_identity: None,
+        destination: None,
+        destination_identity: None,
+        cluster: "inbound|8080".to_owned(),
+        method: method.to_owned(),
+        scheme: "http".to_owned(),
+        authority: "web.demo".to_owned(),
+        path: path.to_owned(),
+        status: 200,
+        grpc_status: None,
+        latency_micros: 1,
+        request_bytes: 0,
+        response_bytes: 0,
+    }
+}
+
+// === filter ===
+
+#[test]
+fn a_query_names_the_namespace_and_may_narrow_it() {
+    let f = filter(
+        "namespace=demo&pod=web-0&method=post&authority=web.demo&path=%2Fapi%2Fv1&max_rps=5",
+    );
+    assert_eq!(
+        f,
+        TapFilter {
+            namespace: "demo".to_owned(),
+            pod: Some("web-0".to_owned()),
+            method: Some("POST".to_owned()),
+            authority: Some("web.demo".to_owned()),
+            path_prefix: Some("/api/v1".to_owned()),
+            max_rps: 5,
+        }
+    );
+    assert!(f.selects(&proxy("web-0")));
+    assert!(!f.selects(&proxy("web-1")));
+    assert!(!f.selects(&ProxyId {
+        namespace: "other".to_owned(),
+        pod: "web-0".to_owned()
+    }));
+    assert!(f.matches(&event("POST", "/api/v1/orders")));
+    assert!(!f.matches(&event("GET", "/api/v1/orders")));
+    assert!(!f.matches(&event("POST", "/api/v2")));
+    assert!(filter("namespace=demo").matches(&event("DELETE", "/")));
+}
+
+#[test]
+fn a_bad_query_names_its_parameter() {
+    for (query, want) in [
+        ("pod=web-0", "namespace: required"),
+        ("namespace=demo&max_rps=0", "max_rps=0"),
+        ("namespace=demo&max_rps=1001", "max_rps=1001"),
+        (
+            "namespace=demo&header=authorization",
+            "header: not a tap parameter",
+        ),
+    ] {
+        let err = TapFilter::parse(Some(query)).unwrap_err();
+        assert!(err.starts_with(want), "{query}: {err}");
+    }
+}
+
+// === hub ===
+
+#[tokio::test]
+async fn events_reach_the_sessions_that_select_them_within_their_rate() {
+    let hub = Arc::new(Hub::default());
+    let mut changes = hub.changes();
+    let mut web = hub
+        .open(filter("namespace=demo&pod=web-0&max_rps=2"))
+        .unwrap();
+    let mut posts = hub.open(filter("namespace=demo&method=POST")).unwrap();
+    assert!(changes.has_changed().unwrap());
+    changes.mark_unchanged();
+    assert!(hub.selects(&proxy("web-0")) && hub.selects(&proxy("api-0")));
+
+    let now = Instant::now();
+    let sent = [event("GET", "/1"), event("POST", "/2"), event("GET", "/3")];
+    // web takes two of three (its rate), posts the one POST.
+    assert_eq!(hub.publish(&proxy("web-0"), &sent, now), 1);
+    assert_eq!(web.next().await.unwrap().path, "/1");
+    assert_eq!(web.next().await.unwrap().path, "/2");
+    assert_eq!(posts.next().await.unwrap().path, "/2");
+    // A second later the bucket is full again.
+    assert_eq!(
+        hub.publish(&proxy("web-0"), &sent[2..], now + Duration::from_secs(1)),
+        0
+    );
+    assert_eq!(web.next().await.unwrap().path, "/3");
+
+    drop(web);
+    assert!(changes.has_changed().unwrap());
+    assert_eq!(hub.sessions(), 1);
+    drop(posts);
+    assert_eq!(hub.sessions(), 0);
+    assert!(!hub.selects(&proxy("web-0")));
+}
+
+#[test]
+fn a_session_that_is_not_read_drops_past_its_queue() {
+    let hub = Arc::new(Hub::default());
+    let _session = hub.open(filter("namespace=demo&max_rps=1000")).unwrap();
+    let burst =
+        |n: usize| -> Vec<TapEvent> { (0..n).map(|i| event("GET", &format!("/{i}"))).collect() };
+    let now = Instant::now();
+    // A second's worth of the rate, all queued.
+    assert_eq!(hub.publish(&proxy("web-0"), &burst(1_000), now), 0);
+    // A second later the rate allows 100 more, but the queue holds only 24 of them.
+    let later = now + Duration::from_secs(1);
+    assert_eq!(
+        hub.publish(&proxy("web-0"), &burst(100), later),
+        100 - (SESSION_QUEUE - 1_000)
+    );
+}
+
+#[test]
+fn sessions_are_bounded() {
+    let hub = Arc::new(Hub::default());
+    let open: Vec<_> = (0..super::MAX_SESSIONS)
+        .map(|_| hub.open(filter("namespace=demo")).unwrap())
+        .collect();
+    let err = hub.open(filter("namespace=demo")).unwrap_err();
+    assert!(err.contains("64 taps are open"), "{err}");
+    drop(open);
+    assert!(hub.open(filter("namespace=demo")).is_ok());
+}
+
+// === events ===
+
+fn socket(ip: &str, port: u32) -> Option<Address> {
+    Some(Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    })
+}
+
+fn entry(cluster: &str, upstream: &str, san: Option<&str>) -> HttpAccessLogEntry {
+    HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            downstream_remote_address: socket("10.0.0.9", 41000),
+            upstream_remote_address: socket(upstream, 8080),
+            upstream_cluster: cluster.to_owned(),
+            tls_properties: san.map(|uri| TlsProperties {
+                peer_certificate_properties: Some(CertificateProperties {
+                    subject_alt_name: vec![SubjectAltName {
+                        san: Some(San::Uri(uri.to_owned())),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            time_to_last_downstream_tx_byte: Some(PbDuration {
+                seconds: 0,
+                nanos: 1_500_000,
+            }),
+            ..Default::default()
+        }),
+        request: Some(HttpRequestProperties {
+            request_method: RequestMethod::Post as i32,
+            scheme: "http".to_owned(),
+            authority: "web.demo".to_owned(),
+            path: "/orders".to_owned(),
+            request_body_bytes: 12,
+            ..Default::default()
+        }),
+        response: Some(HttpResponseProperties {
+            response_code: Some(UInt32Value { value: 200 }),
+            response_body_bytes: 34,
+            response_trailers: std::collections::HashMap::from([(
+                "grpc-status".to_owned(),
+                "0".to_owned(),
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn peers() -> Peers {
+    let service = ServiceName::new("demo", "web");
+    let cluster = Cluster {
+        name: ClusterName::new(&service, 80),
+        service,
+        port: 80,
+        protocol: Protocol::Http,
+        endpoints: vec![
+            Endpoint {
+                address: "10.0.0.2:8080".parse().unwrap(),
+                identity: Some(Identity::new("demo", "web")),
+            },
+            Endpoint {
+                address: "10.0.0.3:8080".parse().unwrap(),
+                identity: None,
+            },
+        ],
+        policy: ClusterPolicy::default(),
+    };
+    let clusters = Arc::new(BTreeMap::from([(cluster.name.clone(), Arc::new(cluster))]));
+    let mut peers = Peers::new("cluster.local", []);
+    peers.insert(proxy("client-0"), Identity::new("demo", "client"), clusters);
+    peers.insert(proxy("web-0"), Identity::new("demo", "web"), Arc::default());
+    peers
+}
+
+#[test]
+fn an_inbound_entry_names_the_client_by_its_certificate() {
+    let client = "spiffe://cluster.local/ns/demo/sa/client";
+    let [e] = events_of(
+        &proxy("web-0"),
+        &[entry("inbound|8080", "10.0.0.2", Some(client))],
+        &peers(),
+    )
+    .try_into()
+    .unwrap();
+    assert_eq!(e.direction, Direction::Inbound);
+    assert_eq!(e.source_identity.as_deref(), Some(client));
+    assert_eq!(
+        e.destination_identity.as_deref(),
+        Some("spiffe://cluster.local/ns/demo/sa/web")
+    );
+    assert_eq!(
+        (e.method.as_str(), e.path.as_str(), e.status),
+        ("POST", "/orders", 200)
+    );
+    assert_eq!(
+        (e.request_bytes, e.response_bytes, e.latency_micros),
+        (12, 34, 1_500)
+    );
+    assert_eq!(e.grpc_status.as_deref(), Some("0"));
+    assert_eq!(e.source, Some("10.0.0.9:41000".parse().unwrap()));
+    assert!(e.tls());
+    let line = e.line();
+    assert!(
+        line.starts_with("proxy=in pod=demo/web-0 src=10.0.0.9:41000 src_id=spiffe://"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(":status=200 latency=1500µs response-length=34B grpc-status=0"),
+        "{line}"
+    );
+
+    // Plaintext (permissive mode): no client identity, not TLS.
+    let [e] = events_of(
+        &proxy("web-0"),
+        &[entry("inbound|8080", "10.0.0.2", None)],
+        &peers(),
+    )
+    .try_into()
+    .unwrap();
+    assert_eq!(e.source_identity, None);
+    assert!(!e.tls());
+}
+
+#[test]
+fn an_outbound_entry_names_the_endpoint_by_what_the_control_plane_compiled() {
+    let events = events_of(
+        &proxy("client-0"),
+        &[
+            entry("demo/web|80", "10.0.0.2", None),
+            entry("demo/web|80", "10.0.0.3", None),
+        ],
+        &peers(),
+    );
+    let client = Some("spiffe://cluster.local/ns/demo/sa/client");
+    assert_eq!(events[0].direction, Direction::Outbound);
+    assert_eq!(events[0].source_identity.as_deref(), client);
+    assert_eq!(
+        events[0].destination_identity.as_deref(),
+        Some("spiffe://cluster.local/ns/demo/sa/web")
+    );
+    // The unmeshed endpoint: no identity, so no TLS.
+    assert_eq!(events[1].destination_identity, None);
+    assert!(!events[1].tls());
+}

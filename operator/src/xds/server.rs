@@ -350,7 +350,11 @@ impl XdsServer {
     /// Names the identities in tap events from what the publisher compiled, and hands the
     /// tapped proxies' requests to the publisher's tap sessions.
     #[must_use]
-    pub fn with_taps(mut self, hub: Arc<crate::tap::Hub>, peers: crate::edges::SharedPeers) -> Self {
+    pub fn with_taps(
+        mut self,
+        hub: Arc<crate::tap::Hub>,
+        peers: crate::edges::SharedPeers,
+    ) -> Self {
         self.taps = hub;
         self.peers = peers;
         self
@@ -367,7 +371,7 @@ impl XdsServer {
         &self,
     ) -> envoy_types::pb::envoy::service::accesslog::v3::access_log_service_server::AccessLogServiceServer<
         crate::tap::AccessLogServer,
-    > {
+    >{
         crate::tap::AccessLogServer::new(
             self.auth.clone(),
             self.taps.clone(),

@@ -9,6 +9,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         telemetry: None,
         peers: None,
         workloads: None,
+        taps: None,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -77,6 +78,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         telemetry: None,
         peers: None,
         workloads: None,
+        taps: None,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -142,6 +144,7 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         telemetry: None,
         peers: None,
         workloads: None,
+        taps: None,
     };
     let debug = Admin {
         proxies: Some(statuses),
@@ -202,6 +205,7 @@ fn workloads_are_resolved_through_the_view_the_admin_port_is_given() {
         telemetry: Some(Arc::default()),
         peers: None,
         workloads: Some(rx),
+        taps: None,
     };
     let path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/deployments/web";
     assert_eq!(

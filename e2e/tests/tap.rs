@@ -1,0 +1,233 @@
+//! Tap end to end on the suite's data plane: `switchyard tap` shows each request of a known
+//! sequence through a meshed Pod, in order, with method, path, status, identities and bytes;
+//! never a header's value; only what its filter asks for; and once it ends, the proxy's
+//! configuration loses the access log again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use switchyard::tap::{Direction, TapEvent};
+use switchyard_e2e::{
+    mesh::{Backend, Mesh, Sidecar, http_request, meshed_http_service, pod, wait_for},
+    switchyard_bin,
+};
+
+/// A running `switchyard tap … -o json` and the events it printed.
+struct Tap {
+    child: Child,
+    events: mpsc::Receiver<String>,
+}
+
+impl Tap {
+    fn start(mesh: &Mesh, args: &[&str]) -> Tap {
+        let mut child = Command::new(switchyard_bin())
+            .arg("tap")
+            .args(args)
+            .args(["-n", "demo", "-o", "json", "--duration", "60s", "--admin"])
+            .arg(mesh.admin.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Tap { child, events }
+    }
+
+    /// The next event within `within`.
+    fn next(&self, within: Duration) -> Option<(String, TapEvent)> {
+        let line = self.events.recv_timeout(within).ok()?;
+        let event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        Some((line, event))
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `method path` to web through the client's sidecar, with `headers` and `body`; the status.
+fn call(client: &Sidecar, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> u16 {
+    http_request(client.outbound(), method, "web.demo", path, headers, body).map_or(0, |r| r.status)
+}
+
+/// Until the tap shows a request: the access log reaches the proxy with the tap's config.
+fn warm_up(tap: &Tap, client: &Sidecar) {
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            call(client, "GET", "/warm-up", &[], "");
+            tap.next(Duration::from_millis(300)).is_some()
+        },
+        "the tap to show a request",
+    );
+    // Whatever else the warm-up sent.
+    while tap.next(Duration::from_millis(700)).is_some() {}
+}
+
+/// Whether `pod`'s proxy has the tap's access log in its listeners, per `switchyard proxy-config`.
+fn has_access_log(mesh: &Mesh, pod: &str) -> bool {
+    let out = Command::new(switchyard_bin())
+        .args([
+            "proxy-config",
+            pod,
+            "-n",
+            "demo",
+            "--type",
+            "lds",
+            "-o",
+            "json",
+            "--admin",
+        ])
+        .arg(mesh.admin.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).contains("envoy.access_loggers.http_grpc")
+}
+
+#[test]
+fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
+    let ip = |host| Ipv4Addr::new(127, 0, 63, host);
+    let web = Backend::http("web");
+    let port = web.addr.port();
+    let mut mesh = Mesh::builder(ip(1))
+        .file(
+            "web.yaml",
+            format!(
+                "{}---\n{}",
+                pod("web-0", "web", &[("app", "web")], ip(2)),
+                meshed_http_service("web", "web-0", ip(2), port)
+            ),
+        )
+        .start();
+    let _server = mesh.sidecar("web-0");
+    let client = mesh.client();
+    wait_for(
+        Duration::from_secs(15),
+        || call(&client, "GET", "/", &[], "") == 200,
+        "web to answer through the client's sidecar",
+    );
+    assert!(!has_access_log(&mesh, "web-0"), "untapped, no access log");
+
+    let tap = Tap::start(&mesh, &["pod/web-0"]);
+    warm_up(&tap, &client);
+    assert!(has_access_log(&mesh, "web-0"));
+    assert!(
+        !has_access_log(&mesh, "client-0"),
+        "only the selected Pod is tapped"
+    );
+
+    let secret = "Bearer tap-must-never-show-this";
+    let sequence = [
+        ("GET", "/one", "", 200),
+        ("POST", "/two", "twelve bytes", 200),
+        ("GET", "/status/500", "", 500),
+        ("GET", "/three", "", 200),
+    ];
+    for (method, path, body, status) in sequence {
+        let headers = [("authorization", secret), ("cookie", "session=tap-secret")];
+        assert_eq!(
+            call(&client, method, path, &headers, body),
+            status,
+            "{method} {path}"
+        );
+    }
+    let mut seen = Vec::new();
+    while seen.len() < sequence.len() {
+        let (line, event) = tap
+            .next(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("the tap showed only {seen:?}"));
+        assert!(
+            !line.contains("tap-must-never-show-this") && !line.contains("tap-secret"),
+            "a header's value in the tap: {line}"
+        );
+        seen.push(event);
+    }
+    let client_id = "spiffe://cluster.local/ns/demo/sa/client";
+    let web_id = "spiffe://cluster.local/ns/demo/sa/web";
+    for ((method, path, body, status), event) in sequence.iter().zip(&seen) {
+        assert_eq!(
+            (
+                event.method.as_str(),
+                event.path.as_str(),
+                event.status,
+                event.direction,
+                event.proxy.as_str(),
+            ),
+            (
+                *method,
+                *path,
+                u32::from(*status),
+                Direction::Inbound,
+                "demo/web-0"
+            ),
+            "{event:?}"
+        );
+        assert_eq!(
+            event.source_identity.as_deref(),
+            Some(client_id),
+            "{event:?}"
+        );
+        assert_eq!(
+            event.destination_identity.as_deref(),
+            Some(web_id),
+            "{event:?}"
+        );
+        assert!(event.tls(), "{event:?}");
+        assert_eq!(event.request_bytes, body.len() as u64, "{event:?}");
+        assert!(event.response_bytes > 0, "{event:?}");
+        assert!(event.latency_micros > 0, "{event:?}");
+    }
+
+    // A second tap that asks for POSTs only, beside the first.
+    let posts = Tap::start(&mesh, &["pod/web-0", "--method", "POST"]);
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            call(&client, "POST", "/warm-up", &[], "x");
+            posts.next(Duration::from_millis(300)).is_some()
+        },
+        "the POST tap to show a request",
+    );
+    while posts.next(Duration::from_millis(700)).is_some() {}
+    call(&client, "GET", "/not-a-post", &[], "");
+    call(&client, "POST", "/a-post", &[], "y");
+    let (_, event) = posts.next(Duration::from_secs(10)).expect("the POST");
+    assert_eq!(
+        (event.method.as_str(), event.path.as_str()),
+        ("POST", "/a-post")
+    );
+    drop(posts);
+
+    // Cancelled: the control plane notices at its next heartbeat and untaps the proxy.
+    drop(tap);
+    let cancelled = Instant::now();
+    wait_for(
+        Duration::from_secs(3),
+        || !has_access_log(&mesh, "web-0"),
+        "web-0's access log to go once no tap selects it",
+    );
+    eprintln!("untapped {:?} after the tap ended", cancelled.elapsed());
+}
