@@ -157,14 +157,25 @@ pub async fn run(
         }
     };
     identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
-    let publisher = Publisher::new(ca, ca_config.workload_lifetime);
+    let mut publisher = Publisher::new(ca, ca_config.workload_lifetime);
+    // A tapped proxy logs to the control plane as its bootstrap reaches it.
+    let taps = Arc::new(crate::tap::Hub::default());
+    let inject = config.inject.clone();
+    publisher.tap_with(
+        taps.clone(),
+        Box::new(move |cfg| {
+            let opts = inject.bootstrap_options(&cfg.proxy)?;
+            Some(switchyard_adapters::envoy::TapSink::new(&opts))
+        }),
+    );
     let pods: PodAccounts = Arc::new(RwLock::new(BTreeMap::new()));
     let auth = Arc::new(TokenReviewAuth::new(
         client.clone(),
         config.audience.clone(),
         pods.clone(),
     ));
-    let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default());
+    let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default())
+        .with_taps(taps.clone(), publisher.peers());
     let xds_metrics = xds.metrics();
     let proxies = xds.statuses();
     let telemetry = xds.telemetry();
@@ -207,11 +218,11 @@ pub async fn run(
     // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
     let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
     let debug = Admin {
+        taps: Some(taps.clone()),
         proxies: Some(proxies),
         telemetry: Some(telemetry),
         peers: Some(publisher.peers()),
         workloads: Some(workloads_rx),
-        taps: None,
         ..admin.clone()
     };
     tasks.spawn(admin::serve(
@@ -269,6 +280,7 @@ pub async fn run(
         pods_version: None,
         workloads: workloads_tx,
         workloads_version: None,
+        taps: taps.changes(),
         debounce: config.debounce,
         expected: Kind::ALL.len() + watch::core_resources().len(),
     };
@@ -297,6 +309,8 @@ struct EventLoop {
     workloads: signal::Sender<Arc<crate::index::Workloads>>,
     /// The [`Index::workloads_version`](crate::index::Index::workloads_version) it holds.
     workloads_version: Option<u64>,
+    /// Ticks when a tap opens or closes: the proxies it selects are published again.
+    taps: tokio::sync::watch::Receiver<u64>,
     debounce: Duration,
     /// Watches that must deliver a first list before the controller is ready.
     expected: usize,
@@ -326,6 +340,7 @@ impl EventLoop {
                     }
                 }
                 _ = tokio::time::sleep(renewal) => {}
+                _ = self.taps.changed() => {}
             }
             if !batch.is_empty() {
                 // Gather what arrives within the debounce: a burst becomes one publish.

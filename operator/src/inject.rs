@@ -240,6 +240,32 @@ impl InjectConfig {
 }
 
 /// `switchyard.<namespace>.svc`: the operator's Service, as Pods in any namespace resolve it.
+impl InjectConfig {
+    /// The bootstrap options an injected Pod's proxy reaches the control plane with, as
+    /// `switchyard-init` writes them (xDS address, the projected token's file, the CA): for
+    /// configuration that names the control plane again, a tap's access log. `None` without
+    /// [`InjectConfig::xds_ca`], with which no injected proxy connects at all.
+    pub fn bootstrap_options(
+        &self,
+        proxy: &switchyard_adapters::model::ProxyId,
+    ) -> Option<switchyard_adapters::envoy::BootstrapOptions> {
+        let ca = self.xds_ca.clone()?;
+        Some(switchyard_adapters::envoy::BootstrapOptions::new(
+            proxy.to_string(),
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            self.xds_host.clone(),
+            self.xds_port,
+            token_path(),
+            switchyard_adapters::envoy::XdsCa::Pem(ca),
+        ))
+    }
+}
+
+/// Where an injected proxy reads its ServiceAccount token: `<TOKEN_DIR>/<TOKEN_FILE>`.
+pub fn token_path() -> String {
+    format!("{TOKEN_DIR}/{TOKEN_FILE}")
+}
+
 pub fn default_xds_host(operator_namespace: &str) -> String {
     format!("{}.{operator_namespace}.svc", crate::install::NAME)
 }

@@ -172,7 +172,7 @@ impl Local {
         let sink_config = config.clone();
         publisher.tap_with(
             taps.clone(),
-            Box::new(move |cfg| envoy::TapSink::new(&bootstrap_options(&sink_config, cfg))),
+            Box::new(move |cfg| Some(envoy::TapSink::new(&bootstrap_options(&sink_config, cfg)))),
         );
         Ok(Local {
             xds_tls_written: false,

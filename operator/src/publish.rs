@@ -74,8 +74,9 @@ struct Taps {
     tapped: BTreeSet<ProxyId>,
 }
 
-/// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log.
-pub type SinkOf = Box<dyn Fn(&ProxyConfig) -> TapSink + Send + Sync>;
+/// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log;
+/// `None` when that is not known (the proxy is then not tapped).
+pub type SinkOf = Box<dyn Fn(&ProxyConfig) -> Option<TapSink> + Send + Sync>;
 
 // === impl Publisher ===
 
@@ -254,8 +255,9 @@ impl Publisher {
             DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
             DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
         };
-        if let Some(t) = self.taps.as_ref().filter(|t| t.tapped.contains(&cfg.proxy)) {
-            envoy::tap(&mut out, &(t.sink)(cfg));
+        let tapped = self.taps.as_ref().filter(|t| t.tapped.contains(&cfg.proxy));
+        if let Some(sink) = tapped.and_then(|t| (t.sink)(cfg)) {
+            envoy::tap(&mut out, &sink);
         }
         out
     }

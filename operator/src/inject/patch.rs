@@ -342,7 +342,7 @@ fn init_container(skip: &Skips, app_probes: &[AppProbe], config: &InjectConfig) 
         "--bootstrap-out".into(),
         format!("{RUN_DIR}/{BOOTSTRAP_FILE}"),
         "--token-file".into(),
-        format!("{TOKEN_DIR}/{TOKEN_FILE}"),
+        super::token_path(),
         "--xds-host".into(),
         config.xds_host.clone(),
         "--xds-port".into(),
