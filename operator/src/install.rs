@@ -542,13 +542,15 @@ fn cluster_rules() -> Vec<PolicyRule> {
         // xDS clients authenticate with their ServiceAccount token.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         // The Traffic Metrics API's APIService, registered while the operator serves and
-        // removed by the last replica to stop (server-side apply creates it with `patch`).
+        // removed by the last replica to stop. Server-side apply that creates is authorized as
+        // `create` with the object's name, so the name limits that too: the operator cannot
+        // register any other group.
         PolicyRule {
             resource_names: Some(vec![API_SERVICE_NAME.into()]),
             ..rule(
                 "apiregistration.k8s.io",
                 &["apiservices"],
-                &["get", "patch", "delete"],
+                &["get", "create", "patch", "delete"],
             )
         },
     ]);

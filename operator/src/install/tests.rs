@@ -237,7 +237,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
     let read: &[&str] = &["get", "list", "watch"];
     let status: &[&str] = &["get", "patch", "update"];
     // The one rule limited to a name: the Traffic Metrics API's APIService, which the operator
-    // registers while it serves (server-side apply creates with `patch`).
+    // registers while it serves.
     let (named, rules): (Vec<Value>, Vec<Value>) = find(&objects, "ClusterRole", NAME)["rules"]
         .as_array()
         .unwrap()
@@ -250,7 +250,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
             "apiGroups": ["apiregistration.k8s.io"],
             "resources": ["apiservices"],
             "resourceNames": [API_SERVICE_NAME],
-            "verbs": ["get", "patch", "delete"],
+            "verbs": ["get", "create", "patch", "delete"],
         })]
     );
     let cluster = grants(&Value::Array(rules));
