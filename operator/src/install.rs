@@ -550,7 +550,7 @@ fn cluster_rules() -> Vec<PolicyRule> {
             ..rule(
                 "apiregistration.k8s.io",
                 &["apiservices"],
-                &["get", "create", "patch", "delete"],
+                &["create", "patch", "delete"],
             )
         },
     ]);

@@ -250,7 +250,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
             "apiGroups": ["apiregistration.k8s.io"],
             "resources": ["apiservices"],
             "resourceNames": [API_SERVICE_NAME],
-            "verbs": ["get", "create", "patch", "delete"],
+            "verbs": ["create", "patch", "delete"],
         })]
     );
     let cluster = grants(&Value::Array(rules));
