@@ -37,7 +37,9 @@ use crate::{
 /// The operator's namespace, as `switchyard install` creates it.
 pub const OPERATOR_NAMESPACE: &str = "switchyard-system";
 /// The operator Pods' label.
-const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=switchyard";
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=switchyard";
+/// The operator replicas the install runs (its default).
+pub const OPERATOR_REPLICAS: usize = 2;
 /// The API server's audience: tokens the operator uses to talk to it.
 const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 /// The operator's admin port (`/readyz`, `/metrics`), on every replica's Pod IP.
@@ -156,7 +158,7 @@ impl KubeMesh {
             sidecars: Vec::new(),
             _serial: serial,
         };
-        mesh.wait_operators_ready(2, Duration::from_secs(120));
+        mesh.wait_operators_ready(OPERATOR_REPLICAS, Duration::from_secs(120));
         mesh
     }
 

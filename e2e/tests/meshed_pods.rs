@@ -20,7 +20,9 @@ use serde_json::Value;
 use switchyard_e2e::{
     assert_share,
     images::node_images,
-    kube_mesh::{KubeMesh, OPERATOR_ADMIN_PORT, OPERATOR_NAMESPACE},
+    kube_mesh::{
+        KubeMesh, OPERATOR_ADMIN_PORT, OPERATOR_NAMESPACE, OPERATOR_REPLICAS, OPERATOR_SELECTOR,
+    },
     mesh::wait_for,
 };
 
@@ -327,6 +329,172 @@ impl Scenario {
     }
 }
 
+/// The Traffic Metrics API's APIService, which the operator registers while it serves.
+const API_SERVICE: &str = "v1alpha1.metrics.smi-spec.io";
+const METRICS_API: &str = "/apis/metrics.smi-spec.io/v1alpha1";
+
+impl Scenario {
+    /// `kubectl get --raw path` (as `user` when given): stdout on success, else stderr.
+    fn raw(&self, path: &str, user: Option<&str>) -> Result<String, String> {
+        let mut cmd = self.mesh.cluster.kubectl();
+        cmd.args(["get", "--raw", path]);
+        if let Some(user) = user {
+            cmd.arg(format!("--as={user}"));
+        }
+        let out = cmd.output().expect("kubectl get --raw");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Whether the APIService is `Available=True`, and its conditions.
+    fn api_service_available(&self) -> (bool, String) {
+        let out = self
+            .mesh
+            .cluster
+            .kubectl()
+            .args(["get", "apiservice", API_SERVICE, "-o", "json"])
+            .output()
+            .expect("kubectl get apiservice");
+        if !out.status.success() {
+            return (false, String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let conditions = &v["status"]["conditions"];
+        let available = conditions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Available" && c["status"] == "True");
+        (available, conditions.to_string())
+    }
+
+    fn wait_api_service_available(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (available, conditions) = self.api_service_available();
+            if available {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "APIService {API_SERVICE} not Available after 90 s: {conditions}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The success count a `TrafficMetrics` object carries.
+fn success_count(metrics: &Value) -> Option<u64> {
+    metrics["metrics"].as_array()?.iter().find_map(|m| {
+        (m["name"] == "success_count").then(|| {
+            m["value"]
+                .as_u64()
+                .or_else(|| m["value"].as_str().and_then(|v| v.parse().ok()))
+        })?
+    })
+}
+
+/// `kubectl get --raw` of the web Pod's `TrafficMetrics` over the last 10 minutes, from the
+/// operator replica that holds its proxy's metrics stream (the API server picks a replica per
+/// request; the other answers 404: each replica serves only its own streams).
+fn web_metrics(s: &Scenario, web: &str, user: Option<&str>) -> Value {
+    let path = format!("{METRICS_API}/namespaces/{}/pods/{web}?t=10m", s.ns());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match s.raw(&path, user) {
+            Ok(body) => {
+                return serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            }
+            // The replica without the web Pod's stream.
+            Err(err) if err.contains("NotFound") || err.contains("not found") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "GET {path}: no replica answered within 60 s: {err}"
+                );
+            }
+            Err(err) => panic!("GET {path} as {user:?}: {err}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The aggregated Traffic Metrics API on the real cluster: Available, discovery lists the
+/// resources, a user without the metrics reader role is refused by the API server (403), and
+/// a user with it reads the web Pod's success count, which grows by exactly the requests sent.
+fn check_aggregated_metrics_api(s: &Scenario, web: &str, url: &str) {
+    s.wait_api_service_available();
+    let discovery: Value = serde_json::from_str(&s.raw(METRICS_API, None).unwrap()).unwrap();
+    assert_eq!(discovery["kind"], "APIResourceList", "{discovery}");
+    let names: Vec<&str> = discovery["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for name in ["pods", "pods/edges", "namespaces"] {
+        assert!(
+            names.contains(&name),
+            "{name} not in discovery: {discovery}"
+        );
+    }
+
+    // RBAC on metrics.smi-spec.io, by the API server before it proxies: a user without the
+    // role is refused; bound to switchyard-metrics-reader, the same user reads.
+    let path = format!("{METRICS_API}/namespaces/{}/pods/{web}", s.ns());
+    let err = s.raw(&path, Some("someone")).unwrap_err();
+    assert!(
+        err.contains("Forbidden") && err.contains("metrics.smi-spec.io"),
+        "a user without the metrics reader role: {err}"
+    );
+    s.mesh.cluster.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        &format!("metrics-reader-{}", s.ns()),
+        "--clusterrole=switchyard-metrics-reader",
+        "--user=metrics-reader",
+    ]);
+
+    // Exact counts: wait until every push has landed (the count stays put over a flush
+    // interval, 5 s), send a known number of requests, and see the count grow by exactly it.
+    let read = || success_count(&web_metrics(s, web, Some("metrics-reader"))).unwrap();
+    let mut before = read();
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_secs(7));
+            let now = read();
+            std::mem::replace(&mut before, now) == now
+        },
+        "the web Pod's success count to settle",
+    );
+    const SENT: u64 = 25;
+    let answered = s.spread(url, SENT as u32);
+    assert_eq!(answered.values().sum::<u64>(), SENT);
+    let mut after = 0;
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            after = read();
+            after >= before + SENT
+        },
+        "the sent requests in the web Pod's success count",
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    let settled = read();
+    assert_eq!(
+        (after - before, settled - before),
+        (SENT, SENT),
+        "the aggregated API's success count for {web} grew by the {SENT} requests sent"
+    );
+    let metrics = web_metrics(s, web, None);
+    assert_eq!(metrics["kind"], "TrafficMetrics", "{metrics}");
+    assert_eq!(metrics["resource"]["name"], web, "{metrics}");
+}
+
 /// Runs `switchyard-echo <args>` in a bare Pod of namespace `ns` until it exits; its output.
 impl Scenario {
     /// `switchyard ARGS -o json` through the cluster's kubeconfig, as a user runs it: exit 0
@@ -630,6 +798,10 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         },
         "the web Pod's served requests in switchyard stat",
     );
+
+    // The same API as the aggregated APIService, as any user with the metrics reader role
+    // reads it: exact counts for the web Pod, discovery, RBAC enforced by the API server.
+    check_aggregated_metrics_api(&s, &web, &url("/allowed/metrics"));
 
     // Deleting the TrafficTarget denies again.
     s.mesh
@@ -938,4 +1110,75 @@ fn a_rolling_update_under_load_fails_no_request_and_a_pod_swaps_its_data_plane()
     s.wait_status(&url, 200, "the swapped client to reach web");
     let answers = s.spread(&url, 20);
     assert_eq!(answers.values().sum::<u64>(), 20, "{answers:?}");
+}
+
+/// The aggregated Traffic Metrics API does not hold up namespace deletion while the operator
+/// is down (kubernetes #75788: an unavailable APIService fails the namespace controller's
+/// discovery, and the namespace stays Terminating): the last replica to stop unregisters it,
+/// and the replicas register it again when they serve.
+#[test]
+fn namespaces_go_away_while_the_operator_is_down_and_the_metrics_api_comes_back() {
+    let s = Scenario {
+        mesh: KubeMesh::start("apiservice"),
+    };
+    let cluster = &s.mesh.cluster;
+    s.wait_api_service_available();
+
+    let scale = |n: &str| {
+        cluster.kubectl_ok(&[
+            "scale",
+            "deployment",
+            "switchyard",
+            "-n",
+            OPERATOR_NAMESPACE,
+            &format!("--replicas={n}"),
+        ]);
+    };
+    scale("0");
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            cluster.get_json(&["pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR])["items"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        },
+        "every operator Pod to be gone",
+    );
+    let (_, gone) = s.api_service_available();
+    assert!(
+        gone.contains("NotFound"),
+        "the last replica to stop left APIService {API_SERVICE} registered: {gone}"
+    );
+
+    // A namespace with something in it, deleted while no operator runs.
+    let doomed = format!("doomed-{}", s.ns());
+    cluster.kubectl_ok(&["create", "namespace", &doomed]);
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "x",
+        "-n",
+        &doomed,
+        "--from-literal=a=b",
+    ]);
+    cluster.kubectl_ok(&["delete", "namespace", &doomed, "--wait=false"]);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let out = cluster
+                .kubectl()
+                .args(["get", "namespace", &doomed])
+                .output()
+                .unwrap();
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound")
+        },
+        "the namespace deleted while the operator is down to go away",
+    );
+
+    scale(&OPERATOR_REPLICAS.to_string());
+    s.mesh
+        .wait_operators_ready(OPERATOR_REPLICAS, Duration::from_secs(120));
+    s.wait_api_service_available();
+    let discovery = s.raw(METRICS_API, None).unwrap();
+    assert!(discovery.contains("APIResourceList"), "{discovery}");
 }

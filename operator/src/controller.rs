@@ -41,6 +41,7 @@ pub mod admin;
 pub mod auth;
 pub mod core;
 pub mod lease;
+pub mod metrics_api;
 pub mod watch;
 
 use self::{
@@ -73,6 +74,9 @@ pub struct ControllerConfig {
     pub webhook: Option<(SocketAddr, PathBuf)>,
     /// The xDS server's certificate directory (`tls.crt`, `tls.key`): TLS when set.
     pub xds_cert_dir: Option<PathBuf>,
+    /// Serve the Traffic Metrics API on the webhook port to the aggregation layer and register
+    /// its APIService while serving (see [`metrics_api`]); needs `webhook`.
+    pub metrics_apiservice: bool,
     /// What the injection webhook injects (served with the webhook server).
     pub inject: InjectConfig,
     pub settings: MeshSettings,
@@ -115,9 +119,42 @@ pub async fn run(
             .map_err(|source| ControllerError::Listen { what, addr, source })
     };
 
-    // 1. The webhook first (see the module docs).
+    // 1. The webhook first (see the module docs), with the Traffic Metrics API if asked.
     let mut tasks = tokio::task::JoinSet::new();
+    let telemetry: Arc<crate::telemetry::Telemetry> = Arc::default();
+    // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
+    let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
+    let mut registration = None;
     if let Some((addr, dir)) = &config.webhook {
+        let metrics_api = match config.metrics_apiservice {
+            true => Some(Arc::new(metrics_api::MetricsApi::new(
+                telemetry.clone(),
+                workloads_rx.clone(),
+            ))),
+            false => None,
+        };
+        if let Some(api) = &metrics_api {
+            tasks.spawn(metrics_api::refresh_front_proxy(
+                client.clone(),
+                api.clone(),
+                stop_rx.clone(),
+            ));
+            let ca_file = dir.join(crate::install::pki::WEBHOOK_CA_CERT);
+            let ca = std::fs::read_to_string(&ca_file).map_err(|source| {
+                webhook::WebhookError::Read {
+                    path: ca_file.clone(),
+                    source,
+                }
+            })?;
+            registration = Some(tokio::spawn(metrics_api::register(
+                client.clone(),
+                config.namespace.clone(),
+                config.identity.clone(),
+                crate::install::api_service(&config.namespace, &ca),
+                api.clone(),
+                stop_rx.clone(),
+            )));
+        }
         let tls = Arc::new(webhook::CertReloader::load(dir.clone())?);
         let listener = listen("webhook", *addr).await?;
         let (events, notes) = event_channel();
@@ -136,7 +173,15 @@ pub async fn run(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            if let Err(e) = webhook::serve(listener, tls, Some(Arc::new(injector)), stopped).await {
+            let served = webhook::serve(
+                listener,
+                tls,
+                Some(Arc::new(injector)),
+                metrics_api,
+                stopped,
+            )
+            .await;
+            if let Err(e) = served {
                 tracing::error!(error = %e, "webhook server stopped");
             }
         });
@@ -175,10 +220,10 @@ pub async fn run(
         pods.clone(),
     ));
     let xds = XdsServer::new(publisher.store(), auth, XdsConfig::default())
-        .with_taps(taps.clone(), publisher.peers());
+        .with_taps(taps.clone(), publisher.peers())
+        .with_telemetry(telemetry.clone());
     let xds_metrics = xds.metrics();
     let proxies = xds.statuses();
-    let telemetry = xds.telemetry();
     let xds_listener = listen("xds", config.xds_addr).await?;
     tracing::info!(addr = %config.xds_addr, "xds server listening");
     let xds_tls = match &config.xds_cert_dir {
@@ -215,8 +260,6 @@ pub async fn run(
         workloads: None,
         taps: None,
     };
-    // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
-    let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
     let debug = Admin {
         taps: Some(taps.clone()),
         proxies: Some(proxies),
@@ -291,6 +334,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     // A held lease is released so another replica takes over without waiting for it to expire.
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    // The last serving replica unregisters the APIService (see metrics_api).
+    if let Some(registration) = registration {
+        let _ = tokio::time::timeout(Duration::from_secs(10), registration).await;
+    }
     tasks.abort_all();
     Ok(())
 }

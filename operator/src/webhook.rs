@@ -34,7 +34,7 @@ use hyper_util::{
 use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert},
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier, danger::ClientCertVerifier},
     sign::CertifiedKey,
 };
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,10 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use crate::inject::{admission::INJECT_PATH, server::Injector};
+use crate::{
+    controller::metrics_api::{self, MetricsApi, RequestClientCert},
+    inject::{admission::INJECT_PATH, server::Injector},
+};
 
 #[cfg(test)]
 mod tests;
@@ -465,11 +468,19 @@ impl CertReloader {
     /// A rustls server configuration (ring, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) whose
     /// certificate comes from this reloader.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, WebhookError> {
+        self.server_config_with(WebPkiClientVerifier::no_client_auth())
+    }
+
+    /// [`CertReloader::server_config`] with `clients` deciding what clients present.
+    pub fn server_config_with(
+        self: &Arc<Self>,
+        clients: Arc<dyn ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, WebhookError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(WebhookError::Tls)?
-            .with_no_client_auth()
+            .with_client_cert_verifier(clients)
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
@@ -541,14 +552,24 @@ fn load_pair(dir: &Path) -> Result<CertifiedKey, WebhookError> {
 
 /// Serves the webhooks over HTTPS (HTTP/1.1 and HTTP/2) on `listener` until `shutdown`
 /// completes; then stops accepting, lets open connections finish for up to 5 s, and returns.
-/// Without an `injector`, `/inject` answers 404.
+/// Without an `injector`, `/inject` answers 404. With `metrics`, the Traffic Metrics API is
+/// served under `/apis/metrics.smi-spec.io/` to the API server's front proxy, and clients are
+/// asked for a certificate (not required: see [`metrics_api`]); without it those paths answer
+/// 404.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<CertReloader>,
     injector: Option<Arc<Injector>>,
+    metrics: Option<Arc<MetricsApi>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
-    let acceptor = TlsAcceptor::from(tls.server_config()?);
+    let config = match metrics {
+        Some(_) => tls.server_config_with(Arc::new(RequestClientCert::new(
+            &rustls::crypto::ring::default_provider(),
+        )))?,
+        None => tls.server_config()?,
+    };
+    let acceptor = TlsAcceptor::from(config);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, injector = injector.is_some(), "webhook listening");
     }
@@ -570,7 +591,7 @@ pub async fn serve(
                         acceptor.clone(),
                         stream,
                         peer,
-                        Shared { injector: injector.clone(), budget: budget.clone() },
+                        Shared { injector: injector.clone(), metrics: metrics.clone(), budget: budget.clone(), peer: None },
                         stop_rx.clone(),
                         slot,
                     ));
@@ -601,6 +622,9 @@ pub async fn serve(
 #[derive(Clone)]
 struct Shared {
     injector: Option<Arc<Injector>>,
+    metrics: Option<Arc<MetricsApi>>,
+    /// The client's certificate chain (leaf first), once its handshake proved it holds the key.
+    peer: Option<Arc<[CertificateDer<'static>]>>,
     /// [`BODY_BUDGET_BYTES`], in [`BUDGET_UNIT`]s.
     budget: Arc<Semaphore>,
 }
@@ -624,6 +648,14 @@ async fn connection(
             tracing::debug!(%peer, "webhook tls handshake timed out");
             return;
         }
+    };
+    let shared = Shared {
+        peer: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+        ..shared
     };
     let service = hyper::service::service_fn(move |request| handle(request, shared.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -649,7 +681,24 @@ async fn handle(
     request: Request<Incoming>,
     shared: Shared,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Shared { injector, budget } = shared;
+    let Shared {
+        injector,
+        metrics,
+        budget,
+        peer,
+    } = shared;
+    if let Some(metrics) = metrics.as_deref()
+        && metrics_api::is_metrics_path(request.uri().path())
+    {
+        // GETs without a body: nothing to read, so no share of the budget.
+        return Ok(metrics.respond(
+            request.method() == Method::GET,
+            request.uri().path(),
+            request.uri().query(),
+            request.headers(),
+            peer.as_deref(),
+        ));
+    }
     let route = match Route::of(request.method(), request.uri().path()) {
         Route::Inject if injector.is_none() => Route::NotFound,
         route => route,

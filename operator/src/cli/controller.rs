@@ -52,6 +52,12 @@ pub struct ControllerArgs {
     /// proxies cannot authenticate (gRPC sends their token only over TLS).
     #[arg(long)]
     pub xds_cert_dir: Option<PathBuf>,
+    /// Serve the SMI Traffic Metrics API to the API server's aggregation layer on the webhook
+    /// port, and register its APIService (`v1alpha1.metrics.smi-spec.io`, to the Service
+    /// `switchyard` in --namespace, port 443, trusting ca.crt in --webhook-cert-dir) while this
+    /// replica serves. Needs --webhook-cert-dir.
+    #[arg(long, requires = "webhook_cert_dir")]
+    pub metrics_apiservice: bool,
     /// What the injection webhook injects.
     #[command(flatten)]
     pub inject: InjectArgs,
@@ -158,6 +164,7 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .clone()
                 .map(|dir| (args.webhook_addr, dir)),
             xds_cert_dir: args.xds_cert_dir.clone(),
+            metrics_apiservice: args.metrics_apiservice,
             inject,
             settings,
             ca: CaConfig::default(),

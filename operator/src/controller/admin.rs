@@ -355,7 +355,9 @@ fn proxy_config(
 /// Where the Traffic Metrics API's paths start.
 const TRAFFIC_METRICS_PREFIX: &str = "/apis/metrics.smi-spec.io/";
 
-fn traffic_metrics(
+/// Answers a Traffic Metrics API request over `telemetry`: the object, or a `Status` with the
+/// error's code. Also what the aggregated API answers once the caller is authenticated.
+pub(crate) fn traffic_metrics(
     telemetry: &Telemetry,
     workloads: &Workloads,
     path: &str,

@@ -125,6 +125,9 @@ fn every_object_has_api_version_kind_and_name_and_a_namespace_when_namespaced() 
         let kind = o["kind"].as_str().unwrap();
         if cluster_scoped.contains(&kind) {
             assert!(o["metadata"].get("namespace").is_none(), "{o}");
+        } else if o["roleRef"]["name"] == AUTH_READER_ROLE {
+            // The one object outside the operator's namespace: where the Role is.
+            assert_eq!(o["metadata"]["namespace"], "kube-system", "{o}");
         } else {
             assert_eq!(o["metadata"]["namespace"], DEFAULT_NAMESPACE, "{kind}");
         }
@@ -233,7 +236,24 @@ fn rbac_grants_exactly_what_the_operator_needs() {
     let objects = rbac(&InstallConfig::default()).unwrap();
     let read: &[&str] = &["get", "list", "watch"];
     let status: &[&str] = &["get", "patch", "update"];
-    let cluster = grants(&find(&objects, "ClusterRole", NAME)["rules"]);
+    // The one rule limited to a name: the Traffic Metrics API's APIService, which the operator
+    // registers while it serves.
+    let (named, rules): (Vec<Value>, Vec<Value>) = find(&objects, "ClusterRole", NAME)["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .partition(|r| r.get("resourceNames").is_some());
+    assert_eq!(
+        named,
+        [json!({
+            "apiGroups": ["apiregistration.k8s.io"],
+            "resources": ["apiservices"],
+            "resourceNames": [API_SERVICE_NAME],
+            "verbs": ["create", "patch", "delete"],
+        })]
+    );
+    let cluster = grants(&Value::Array(rules));
     assert_eq!(
         cluster,
         expect(&[
@@ -294,6 +314,66 @@ fn rbac_grants_exactly_what_the_operator_needs() {
         find(&objects, "Role", NAME)["metadata"]["namespace"],
         DEFAULT_NAMESPACE
     );
+
+    // The Traffic Metrics API reads the front proxy's CA in kube-system.
+    let reader = find(
+        &objects,
+        "RoleBinding",
+        &format!("{NAME}-{AUTH_READER_ROLE}"),
+    );
+    assert_eq!(reader["metadata"]["namespace"], "kube-system");
+    assert_eq!(
+        reader["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AUTH_READER_ROLE})
+    );
+    assert_eq!(
+        reader["subjects"],
+        json!([{"kind": "ServiceAccount", "name": NAME, "namespace": DEFAULT_NAMESPACE}])
+    );
+    // Users are granted reading it by binding this role; nothing binds it.
+    let metrics_reader = find(&objects, "ClusterRole", METRICS_READER_ROLE);
+    assert_eq!(
+        grants(&metrics_reader["rules"]),
+        expect(&[("metrics.smi-spec.io", &["*"], &["get", "list"])])
+    );
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["roleRef"]["name"] == METRICS_READER_ROLE)
+    );
+}
+
+#[test]
+fn the_api_service_points_at_the_operator_service_with_the_webhook_ca() {
+    let service = api_service("mesh", "-----BEGIN CERTIFICATE-----\nx\n");
+    assert_eq!(service["metadata"]["name"], API_SERVICE_NAME);
+    let spec = &service["spec"];
+    assert_eq!(spec["group"], "metrics.smi-spec.io");
+    assert_eq!(spec["version"], "v1alpha1");
+    assert_eq!(
+        spec["service"],
+        json!({"namespace": "mesh", "name": NAME, "port": 443})
+    );
+    assert_eq!(spec["caBundle"], "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCngK");
+    assert_eq!(spec["groupPriorityMinimum"], 100);
+    assert_eq!(spec["versionPriority"], 100);
+    // The Service's port 443 is the webhook port, where the operator serves the API.
+    let svc = find(&service_objects("mesh"), "Service", NAME).clone();
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == 443 && p["targetPort"] == WEBHOOK_PORT)
+    );
+}
+
+fn service_objects(namespace: &str) -> Vec<Value> {
+    service(&InstallConfig {
+        namespace: namespace.into(),
+        ..InstallConfig::default()
+    })
+    .unwrap()
 }
 
 // === Deployment and Service ===
@@ -351,6 +431,7 @@ fn the_deployment_runs_the_controller_locked_down() {
             "example.com/switchyard:dev",
             "--xds-host",
             "switchyard.mesh.svc",
+            "--metrics-apiservice",
         ]
     );
     assert_eq!(c["env"][0]["name"], "POD_NAME");
@@ -885,7 +966,7 @@ fn install_prints_multi_document_yaml_that_parses_back() {
     ]);
     assert!(yaml.starts_with(HEADER));
     let objects = docs(&yaml);
-    assert_eq!(objects.len(), 1 + 5 + 5 + 2 + 1 + 2 + 1, "{yaml}");
+    assert_eq!(objects.len(), 1 + 7 + 5 + 2 + 1 + 2 + 1, "{yaml}");
     assert_eq!(objects[0]["kind"], "Namespace");
     assert_eq!(objects[0]["metadata"]["name"], "mesh");
     assert_eq!(find(&objects, "Deployment", NAME)["spec"]["replicas"], 1);

@@ -381,6 +381,13 @@ impl XdsServer {
         .into_service()
     }
 
+    /// Records pushed golden metrics into `telemetry` (shared with a server started before
+    /// this one) instead of a store of its own.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     pub fn metrics(&self) -> Arc<XdsMetrics> {
         self.metrics.clone()
     }

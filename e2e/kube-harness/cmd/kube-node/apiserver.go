@@ -16,9 +16,12 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -26,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -131,6 +135,17 @@ func (c apiserverConfig) run(readyTimeout time.Duration, watchStdin bool, verbos
 		// EndpointSlices: the API server dials the Pod (or, without a node, a test's loopback
 		// address) directly instead of the ClusterIP.
 		"--enable-aggregator-routing=true",
+		// The aggregation layer's credentials, as kubeadm sets them: the API server proxies
+		// to aggregated APIs with the front-proxy client certificate and the user in these
+		// headers, and publishes the CA and header names in kube-system's
+		// extension-apiserver-authentication ConfigMap for those servers to check.
+		"--requestheader-client-ca-file=" + filepath.Join(c.dir, "front-proxy-ca.crt"),
+		"--requestheader-allowed-names=" + frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + filepath.Join(c.dir, "front-proxy-client.crt"),
+		"--proxy-client-key-file=" + filepath.Join(c.dir, "front-proxy-client.key"),
 		"--profiling=false",
 		"--v=" + strconv.Itoa(verbosity),
 	}
@@ -185,9 +200,13 @@ func firstIP(cidr *net.IPNet) net.IP {
 	return ip
 }
 
+// frontProxyClientName is the common name of the API server's client certificate towards
+// aggregated APIs, and the one name they accept (kubeadm's).
+const frontProxyClientName = "front-proxy-client"
+
 // writeCredentials writes the CA, the serving certificate (for ips and the `kubernetes`
-// Service's names) and key, the token file and the service-account key, and returns the admin
-// token and the CA certificate (PEM).
+// Service's names) and key, the token file, the service-account key, and the front-proxy CA
+// with its client certificate, and returns the admin token and the CA certificate (PEM).
 func writeCredentials(dir string, ips []net.IP) (string, []byte, error) {
 	chain, key, err := certutil.GenerateSelfSignedCertKey(ips[0].String(), ips,
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
@@ -210,13 +229,20 @@ func writeCredentials(dir string, ips []net.IP) (string, []byte, error) {
 		return "", nil, err
 	}
 	token := hex.EncodeToString(raw)
+	frontCA, frontCert, frontKey, err := frontProxyCredentials()
+	if err != nil {
+		return "", nil, err
+	}
 	files := map[string][]byte{
-		"apiserver.crt": chain,
-		"apiserver.key": key,
-		"ca.crt":        ca,
-		"sa.key":        sa,
-		"tokens.csv":    []byte(token + `,admin,admin-uid,"system:masters"` + "\n"),
-		"token":         []byte(token),
+		"front-proxy-ca.crt":     frontCA,
+		"front-proxy-client.crt": frontCert,
+		"front-proxy-client.key": frontKey,
+		"apiserver.crt":          chain,
+		"apiserver.key":          key,
+		"ca.crt":                 ca,
+		"sa.key":                 sa,
+		"tokens.csv":             []byte(token + `,admin,admin-uid,"system:masters"` + "\n"),
+		"token":                  []byte(token),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
@@ -224,6 +250,50 @@ func writeCredentials(dir string, ips []net.IP) (string, []byte, error) {
 		}
 	}
 	return token, ca, nil
+}
+
+// frontProxyCredentials generates the front-proxy CA, a client certificate it signs for
+// frontProxyClientName (client auth only), and that certificate's key, all PEM. The CA is
+// separate from the cluster CA, as in kubeadm: a certificate the cluster CA signs for a user
+// must not pass as the aggregator.
+func frontProxyCredentials() (caPEM, certPEM, keyPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: "front-proxy-ca"}, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := time.Now()
+	template := x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: frontProxyClientName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &template, ca, key.Public(), caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	return caPEM, certPEM, keyPEM, nil
 }
 
 // freePorts asks the kernel for n free loopback ports. They are released before use, so another

@@ -1,0 +1,574 @@
+//! The SMI Traffic Metrics API served to the Kubernetes aggregation layer: the
+//! `v1alpha1.metrics.smi-spec.io` APIService, answered on the webhook port, for the front proxy
+//! (the API server) only, and kept registered only while some replica serves it.
+//!
+//! ```text
+//!  kubectl get --raw /apis/metrics.smi-spec.io/v1alpha1/...
+//!     │ kube-apiserver: authenticates the user, authorizes (RBAC on metrics.smi-spec.io)
+//!     ▼ proxies with its front-proxy client certificate and X-Remote-User / X-Remote-Group
+//!  webhook port :9443 (TLS, client certificate requested, not required)
+//!     │ FrontProxy::authenticate: a certificate chaining to requestheader-client-ca-file,
+//!     │ its CN in requestheader-allowed-names, a user header  (else 401 / 403 Status)
+//!     ▼
+//!  traffic_metrics::answer over this replica's windows
+//! ```
+//!
+//! The CA and names come from ConfigMap `kube-system/extension-apiserver-authentication`, which
+//! the API server publishes; it is read at start and again every [`FRONT_PROXY_REFRESH`], so a
+//! rotated front-proxy CA applies without a restart. The TLS layer only checks that the client
+//! holds the key of the certificate it presents ([`RequestClientCert`]); the chain and the name
+//! are checked per request against the current ConfigMap, as kube-apiserver's own request-header
+//! authenticator does (it too asks for, but does not require, a client certificate). The
+//! conversion and injection webhooks on the same port are unaffected: the API server presents
+//! no certificate to them.
+//!
+//! # Why the APIService is registered at run time, not installed
+//!
+//! An APIService whose server does not answer is `Available=False`, and then discovery of its
+//! group fails. The namespace controller (`pkg/controller/namespace/deletion/
+//! namespaced_resources_deleter.go`, `deleteAllContent`) keeps the discovery error and returns
+//! it, so the namespace is never finalized: every namespace deleted while the operator is down
+//! stays `Terminating` (kubernetes #75788). A static APIService in the install would do that
+//! whenever the operator is scaled to zero, uninstalled without the APIService, or failing.
+//!
+//! So each serving replica applies the APIService (server-side apply, idempotent) when it
+//! starts serving and every [`APPLY_INTERVAL`] after, and on a graceful shutdown deletes it when
+//! no other operator Pod is Ready and not being deleted ([`last_serving`]). Pods being deleted
+//! carry their `deletionTimestamp` before their containers get SIGTERM, so when every replica
+//! stops at once (scale to 0, uninstall) each sees the others going and the last one removes
+//! it. A replica that starts while another deletes re-applies within [`APPLY_INTERVAL`].
+//! What remains: if every replica dies without a graceful shutdown (node loss, OOM), the
+//! APIService stays until a replica serves again.
+//!
+//! # Replicas
+//!
+//! The API server sends each request to one replica (through the Service's endpoints), and
+//! each replica holds only the metrics of the proxies whose metrics streams landed on it. With
+//! several replicas an answer covers only that replica's proxies; merging replicas is left to
+//! a later change (see `switchyard stat`, which asks every replica).
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http_body_util::Full;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::{
+    Api, Client,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    },
+};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    pki_types::{CertificateDer, UnixTime, pem::PemObject},
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
+};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::telemetry::Telemetry;
+
+/// The namespace and name of the ConfigMap the API server publishes its front-proxy settings in.
+pub const AUTH_CONFIG_MAP: (&str, &str) = ("kube-system", "extension-apiserver-authentication");
+/// How often the ConfigMap is read again: 60 s.
+pub const FRONT_PROXY_REFRESH: Duration = Duration::from_secs(60);
+/// How often each serving replica applies the APIService again: 60 s.
+pub const APPLY_INTERVAL: Duration = Duration::from_secs(60);
+/// The field manager of the APIService's server-side apply.
+const FIELD_MANAGER: &str = super::FIELD_MANAGER;
+
+const CA_KEY: &str = "requestheader-client-ca-file";
+const ALLOWED_NAMES_KEY: &str = "requestheader-allowed-names";
+const USERNAME_HEADERS_KEY: &str = "requestheader-username-headers";
+const GROUP_HEADERS_KEY: &str = "requestheader-group-headers";
+
+/// Why the front-proxy settings could not be read from the ConfigMap; names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrontProxyError {
+    #[error(
+        "configmap {}/{}: no {CA_KEY}: the API server runs without --requestheader-client-ca-file, so it cannot reach aggregated APIs",
+        AUTH_CONFIG_MAP.0, AUTH_CONFIG_MAP.1
+    )]
+    NoCa,
+    #[error("configmap {}/{}: {key}: {reason}", AUTH_CONFIG_MAP.0, AUTH_CONFIG_MAP.1)]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The front proxy's credentials as the API server publishes them: whom to trust as the
+/// aggregator, and which headers carry the user it authenticated.
+pub struct FrontProxy {
+    roots: Arc<RootCertStore>,
+    /// CNs a front-proxy certificate may have; empty: any certificate the CA signed (as
+    /// kube-apiserver reads an empty `--requestheader-allowed-names`).
+    allowed_names: Vec<String>,
+    username_headers: Vec<HeaderName>,
+    group_headers: Vec<HeaderName>,
+}
+
+impl fmt::Debug for FrontProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrontProxy")
+            .field("roots", &self.roots.len())
+            .field("allowed_names", &self.allowed_names)
+            .field("username_headers", &self.username_headers)
+            .field("group_headers", &self.group_headers)
+            .finish()
+    }
+}
+
+/// The user the front proxy vouches for (for logs; the API server already authorized it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxiedUser {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// Why a request was refused; 401 when the caller is not the front proxy, 403 when its
+/// certificate is valid but not one of the allowed names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "no front-proxy settings loaded from configmap kube-system/extension-apiserver-authentication"
+    )]
+    NotConfigured,
+    #[error("no client certificate: only the API server's front proxy may call this API")]
+    NoClientCertificate,
+    #[error("client certificate not signed by {CA_KEY}: {reason}")]
+    Untrusted { reason: String },
+    #[error("client certificate common name {name:?} is not in {ALLOWED_NAMES_KEY}")]
+    NameNotAllowed { name: String },
+    #[error("no user in the front proxy's headers ({headers})")]
+    NoUser { headers: String },
+}
+
+impl AuthError {
+    /// The HTTP status: 403 for a trusted certificate of a name not allowed, else 401.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::NameNotAllowed { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The Kubernetes `Status` the answer carries.
+    pub fn to_status(&self) -> Value {
+        let (code, reason) = match self.status() {
+            StatusCode::FORBIDDEN => (403, "Forbidden"),
+            _ => (401, "Unauthorized"),
+        };
+        serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": reason,
+            "code": code,
+        })
+    }
+}
+
+impl FrontProxy {
+    /// Reads the ConfigMap's data. The lists are JSON arrays, as the API server writes them.
+    ///
+    /// # Errors
+    ///
+    /// No CA, a CA that holds no certificate, or a list that is not a JSON array of strings.
+    pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<Self, FrontProxyError> {
+        let pem = data
+            .get(CA_KEY)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(FrontProxyError::NoCa)?;
+        let invalid = |key, reason: String| FrontProxyError::Invalid { key, reason };
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| invalid(CA_KEY, e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(CA_KEY, e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid(CA_KEY, "no PEM certificate".into()));
+        }
+        let list = |key: &'static str| -> Result<Vec<String>, FrontProxyError> {
+            match data.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_str::<Vec<String>>(v)
+                    .map_err(|e| invalid(key, format!("not a JSON array of strings: {e}"))),
+            }
+        };
+        let headers = |key: &'static str| -> Result<Vec<HeaderName>, FrontProxyError> {
+            list(key)?
+                .iter()
+                .map(|h| {
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|e| invalid(key, format!("{h:?}: {e}")))
+                })
+                .collect()
+        };
+        Ok(FrontProxy {
+            roots: Arc::new(roots),
+            allowed_names: list(ALLOWED_NAMES_KEY)?,
+            username_headers: headers(USERNAME_HEADERS_KEY)?,
+            group_headers: headers(GROUP_HEADERS_KEY)?,
+        })
+    }
+
+    /// Checks that a request comes from the front proxy: `peer` (the client's chain, leaf
+    /// first, whose key the TLS handshake proved) chains to the CA for client authentication at
+    /// `now`, its CN is allowed, and a user header is set.
+    ///
+    /// # Errors
+    ///
+    /// See [`AuthError`].
+    pub fn authenticate(
+        &self,
+        peer: Option<&[CertificateDer<'_>]>,
+        headers: &HeaderMap,
+        now: UnixTime,
+    ) -> Result<ProxiedUser, AuthError> {
+        let Some((leaf, intermediates)) = peer.and_then(<[_]>::split_first) else {
+            return Err(AuthError::NoClientCertificate);
+        };
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| AuthError::Untrusted {
+            reason: e.to_string(),
+        })?;
+        verifier
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(|e| AuthError::Untrusted {
+                reason: e.to_string(),
+            })?;
+        let name = common_name(leaf).unwrap_or_default();
+        if !self.allowed_names.is_empty() && !self.allowed_names.contains(&name) {
+            return Err(AuthError::NameNotAllowed { name });
+        }
+        let values = |names: &[HeaderName]| -> Vec<String> {
+            names
+                .iter()
+                .flat_map(|n| headers.get_all(n))
+                .filter_map(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let user = values(&self.username_headers)
+            .into_iter()
+            .next()
+            .ok_or_else(|| AuthError::NoUser {
+                headers: self
+                    .username_headers
+                    .iter()
+                    .map(HeaderName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok(ProxiedUser {
+            name: user,
+            groups: values(&self.group_headers),
+        })
+    }
+}
+
+/// The subject's first common name, if any.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+// === the server side ===
+
+/// Whether a path belongs to the Traffic Metrics API (what the aggregator forwards).
+pub fn is_metrics_path(path: &str) -> bool {
+    let group = format!("/apis/{}", crate::traffic_metrics::GROUP);
+    path.strip_prefix(&group)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The API as served on the webhook port: the current front-proxy settings and this
+/// replica's windows.
+#[derive(Debug)]
+pub struct MetricsApi {
+    front_proxy: RwLock<Option<Arc<FrontProxy>>>,
+    telemetry: Arc<Telemetry>,
+    /// The index's view that resolves workloads, Services and splits into Pods.
+    workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
+}
+
+impl MetricsApi {
+    /// Serves `telemetry`, resolving objects through `workloads`; refuses every request until
+    /// [`MetricsApi::set_front_proxy`].
+    pub fn new(
+        telemetry: Arc<Telemetry>,
+        workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
+    ) -> Self {
+        MetricsApi {
+            front_proxy: RwLock::new(None),
+            telemetry,
+            workloads,
+        }
+    }
+
+    /// Replaces the front-proxy settings.
+    pub fn set_front_proxy(&self, front_proxy: FrontProxy) {
+        if let Ok(mut current) = self.front_proxy.write() {
+            *current = Some(Arc::new(front_proxy));
+        }
+    }
+
+    /// Whether front-proxy settings are loaded (the API can answer).
+    pub fn ready(&self) -> bool {
+        self.front_proxy.read().is_ok_and(|f| f.is_some())
+    }
+
+    /// Answers one request: a `Status` of 401 or 403 unless it comes from the front proxy, 405
+    /// for anything but GET, else the Traffic Metrics API's answer.
+    pub fn respond(
+        &self,
+        get: bool,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        peer: Option<&[CertificateDer<'_>]>,
+    ) -> Response<Full<Bytes>> {
+        let front_proxy = self.front_proxy.read().ok().and_then(|f| f.clone());
+        let authenticated = match front_proxy {
+            None => Err(AuthError::NotConfigured),
+            Some(front_proxy) => front_proxy.authenticate(peer, headers, UnixTime::now()),
+        };
+        match authenticated {
+            Err(error) => {
+                tracing::debug!(%error, path, "traffic metrics request refused");
+                status_response(error.status(), &error.to_status())
+            }
+            Ok(_) if !get => {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "MethodNotAllowed", "code": 405,
+                    "message": "the Traffic Metrics API is read-only: get and list",
+                });
+                status_response(StatusCode::METHOD_NOT_ALLOWED, &status)
+            }
+            Ok(_) => {
+                let workloads = self.workloads.borrow().clone();
+                super::admin::traffic_metrics(&self.telemetry, &workloads, path, query)
+            }
+        }
+    }
+}
+
+fn status_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(body).unwrap_or_default(),
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Asks every client for a certificate and checks only that it holds the certificate's key:
+/// [`FrontProxy::authenticate`] checks the chain against the CA current at each request. A
+/// client without one (the API server calling the conversion and injection webhooks) is
+/// accepted; the metrics API then answers it 401.
+#[derive(Debug)]
+pub struct RequestClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl RequestClientCert {
+    pub fn new(provider: &CryptoProvider) -> Self {
+        RequestClientCert {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Checked per request, against the CA of that moment (see the type's docs).
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+// === the cluster side ===
+
+/// Reads the front-proxy ConfigMap now and every [`FRONT_PROXY_REFRESH`] until `stop` changes;
+/// a read that fails keeps the settings in use.
+pub async fn refresh_front_proxy(
+    client: Client,
+    api: Arc<MetricsApi>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let maps: Api<ConfigMap> = Api::namespaced(client, AUTH_CONFIG_MAP.0);
+    loop {
+        match maps.get(AUTH_CONFIG_MAP.1).await {
+            Ok(map) => match FrontProxy::from_config_map(&map.data.unwrap_or_default()) {
+                Ok(front_proxy) => {
+                    if !api.ready() {
+                        tracing::info!("traffic metrics api: front-proxy settings loaded");
+                    }
+                    api.set_front_proxy(front_proxy);
+                }
+                Err(error) => tracing::warn!(%error, "traffic metrics api: front-proxy settings"),
+            },
+            Err(error) => tracing::warn!(
+                %error,
+                "traffic metrics api: reading configmap {}/{}",
+                AUTH_CONFIG_MAP.0,
+                AUTH_CONFIG_MAP.1
+            ),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(FRONT_PROXY_REFRESH) => {}
+        }
+    }
+}
+
+/// The APIService's type, which k8s-openapi does not carry.
+fn api_service_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
+        "apiservices",
+    )
+}
+
+/// Whether `me` is the last operator Pod serving: no other Pod of `pods` is Ready and not being
+/// deleted.
+pub fn last_serving(pods: &[Pod], me: &str) -> bool {
+    !pods.iter().any(|pod| {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        name != me && ready && pod.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// Keeps the APIService registered while this replica serves: waits until the front-proxy
+/// settings are loaded, applies `object` then and every [`APPLY_INTERVAL`]; when `stop`
+/// changes, deletes it if this is the [`last_serving`] replica (see the module docs).
+pub async fn register(
+    client: Client,
+    namespace: String,
+    me: String,
+    object: Value,
+    api: Arc<MetricsApi>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let services: Api<DynamicObject> = Api::all_with(client.clone(), &api_service_resource());
+    let name = crate::install::API_SERVICE_NAME;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut applied = false;
+    loop {
+        if api.ready() {
+            match services.patch(name, &params, &Patch::Apply(&object)).await {
+                Ok(_) if !applied => {
+                    tracing::info!(apiservice = name, "traffic metrics api registered");
+                    applied = true;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, apiservice = name, "applying the apiservice"),
+            }
+        }
+        // Quicker until the first apply, so the API is available soon after the start.
+        let wait = if applied {
+            APPLY_INTERVAL
+        } else {
+            Duration::from_secs(2)
+        };
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    if !applied {
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&crate::install::selector()))
+        .await;
+    match listed {
+        Ok(list) if last_serving(&list.items, &me) => {
+            match services.delete(name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(
+                    apiservice = name,
+                    "last serving replica: traffic metrics api unregistered, so namespace deletion does not wait for it"
+                ),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => tracing::warn!(%error, apiservice = name, "deleting the apiservice"),
+            }
+        }
+        Ok(_) => tracing::info!(
+            apiservice = name,
+            "another replica serves: traffic metrics api left registered"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, apiservice = name, "listing the operator's pods; apiservice left registered");
+        }
+    }
+}
