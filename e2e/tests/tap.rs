@@ -221,6 +221,64 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
     );
     drop(posts);
 
+    // `switchyard top` over the same stream, while the first tap keeps web-0 tapped.
+    let top = Command::new(switchyard_bin())
+        .args([
+            "top",
+            "pod/web-0",
+            "-n",
+            "demo",
+            "--duration",
+            "4s",
+            "--admin",
+        ])
+        .arg(mesh.admin.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1_000));
+    for _ in 0..5 {
+        assert_eq!(call(&client, "GET", "/top-a", &[], ""), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(call(&client, "GET", "/status/500", &[], ""), 500);
+    }
+    let out = top.wait_with_output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    eprintln!("switchyard top pod/web-0 -n demo:\n{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "SOURCE",
+            "DESTINATION",
+            "METHOD",
+            "PATH",
+            "COUNT",
+            "BEST",
+            "WORST",
+            "LAST",
+            "SUCCESS_RATE"
+        ]
+    );
+    let row = |path: &str| {
+        rows.iter()
+            .find(|r| r.get(3) == Some(&path))
+            .unwrap_or_else(|| panic!("no {path} in\n{table}"))
+    };
+    assert_eq!(
+        row("/top-a")[..5],
+        ["demo/sa/client", "demo/web-0", "GET", "/top-a", "5"],
+        "{table}"
+    );
+    assert_eq!(row("/top-a")[8], "100.00%", "{table}");
+    let failed = row("/status/500");
+    assert_eq!((failed[4], failed[8]), ("2", "0.00%"), "{table}");
+
     // Cancelled: the control plane notices at its next heartbeat and untaps the proxy.
     drop(tap);
     let cancelled = Instant::now();

@@ -22,6 +22,7 @@ pub mod proxy_init;
 pub mod proxy_status;
 pub mod stat;
 pub mod tap;
+pub mod top;
 pub mod validate;
 
 #[cfg(test)]
@@ -77,6 +78,9 @@ pub enum Command {
     /// and destination with identities, method, authority, path, status, latency, bytes. No
     /// header is ever captured.
     Tap(tap::TapArgs),
+    /// Watch the selected proxies' requests for a while (10s), then show the busiest paths:
+    /// source, destination, method, path, count, best, worst and last latency, success rate.
+    Top(top::TopArgs),
     /// Check an install: CRDs established, the operator Deployment ready, the webhook Service
     /// with ready endpoints, an operator holding the Lease, the conversion webhook answering;
     /// says how to fix each failure (exit status 1 when one fails).
@@ -152,6 +156,10 @@ pub fn run(cli: Cli, stdin: &mut dyn Read, out: &mut dyn Write) -> anyhow::Resul
         }
         Command::Tap(args) => {
             tap::run(&args, out)?;
+            Ok(Outcome::Success)
+        }
+        Command::Top(args) => {
+            top::run(&args, out)?;
             Ok(Outcome::Success)
         }
         Command::ProxyConfig(args) => Ok(if proxy_config::run(&args, out)? {

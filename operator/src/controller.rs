@@ -259,6 +259,7 @@ pub async fn run(
         peers: None,
         workloads: None,
         taps: None,
+        scope: crate::traffic_metrics::Scope::Replica,
     };
     let debug = Admin {
         taps: Some(taps.clone()),

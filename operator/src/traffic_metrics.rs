@@ -161,8 +161,25 @@ pub enum RequestError {
     Unknown { kind: ResourceKind, name: String },
     #[error("{kind} {name:?} has no metrics: no proxy of it pushed any")]
     NoMetrics { kind: ResourceKind, name: String },
+    #[error(
+        "{kind} {name:?} has no metrics on this control plane replica (its Pods' proxies push to another): ask again"
+    )]
+    NotOnThisReplica { kind: ResourceKind, name: String },
     #[error("query parameter t={value:?}: {reason}")]
     Window { value: String, reason: String },
+}
+
+/// Which proxies' metrics the answering control plane holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every proxy's (local mode, one control plane): a known object without traffic answers
+    /// zeros.
+    #[default]
+    Whole,
+    /// Those whose metrics streams landed on this replica (a cluster): an object none of whose
+    /// Pods pushed here answers 404 ([`RequestError::NotOnThisReplica`]), and lists leave it
+    /// out, so a client that asks several replicas can tell "not here" from "no traffic".
+    Replica,
 }
 
 impl RequestError {
@@ -609,6 +626,7 @@ type Members = Vec<(ProxyId, bool)>;
 pub fn answer(
     telemetry: &crate::telemetry::Telemetry,
     workloads: &Workloads,
+    scope: Scope,
     request: &Request,
     timestamp: &str,
 ) -> Result<serde_json::Value, RequestError> {
@@ -618,6 +636,7 @@ pub fn answer(
     let ctx = Context {
         telemetry,
         workloads,
+        scope,
         proxies: telemetry.proxies(),
         timestamp,
     };
@@ -728,6 +747,7 @@ pub fn answer(
 struct Context<'a> {
     telemetry: &'a crate::telemetry::Telemetry,
     workloads: &'a Workloads,
+    scope: Scope,
     /// The proxies with windows, in name order.
     proxies: Vec<ProxyId>,
     timestamp: &'a str,
@@ -819,7 +839,10 @@ impl Context<'_> {
                             name: name.to_owned(),
                         })?;
                 // A Service without endpoints is known, with no Pods.
-                return Ok(with_meshed(pods.iter().cloned().collect()));
+                if pods.is_empty() {
+                    return Ok(Vec::new());
+                }
+                with_meshed(pods.iter().cloned().collect())
             }
             (ResourceKind::Namespace, _) => {
                 let known = self.workloads.pods().map(|(p, _)| p);
@@ -844,6 +867,13 @@ impl Context<'_> {
                 }
             }
         };
+        let here = |m: &Members| m.iter().any(|(p, _)| self.has_windows(p));
+        if self.scope == Scope::Replica && !members.is_empty() && !here(&members) {
+            return Err(RequestError::NotOnThisReplica {
+                kind,
+                name: name.to_owned(),
+            });
+        }
         if members.is_empty() {
             return Err(match kind {
                 ResourceKind::Pod | ResourceKind::Namespace => RequestError::NoMetrics {

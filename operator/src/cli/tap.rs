@@ -27,8 +27,9 @@ use crate::{
     tap::{TAP_PATH, TapEvent},
 };
 
+/// Which requests a tap (or `top`) shows, and where it asks for them.
 #[derive(Debug, clap::Args)]
-pub struct TapArgs {
+pub struct Selection {
     /// What to tap: `pod/NAME` (or `po/NAME`), or nothing for every proxy in the namespace.
     pub resource: Option<String>,
     /// The namespace of the proxies tapped.
@@ -46,12 +47,6 @@ pub struct TapArgs {
     /// At most this many requests a second are shown (the rest are dropped), 1 to 1000.
     #[arg(long, default_value_t = 100)]
     pub max_rps: u32,
-    /// Stop after this many requests.
-    #[arg(long)]
-    pub count: Option<usize>,
-    /// Stop after this long (`30s`, `2m`); until Ctrl-C without it.
-    #[arg(long, value_parser = duration)]
-    pub duration: Option<Duration>,
     /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
     #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
     pub admin: Option<SocketAddr>,
@@ -61,6 +56,18 @@ pub struct TapArgs {
     /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TapArgs {
+    #[command(flatten)]
+    pub select: Selection,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this long (`30s`, `2m`); until Ctrl-C without it.
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
     /// `line` (one line per request) or `json` (one JSON object per line).
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Line)]
     pub output: Format,
@@ -72,14 +79,14 @@ pub enum Format {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(super) fn duration(s: &str) -> Result<Duration, String> {
     crate::traffic_metrics::go_duration(s)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s:?}: a duration such as 30s or 2m"))
 }
 
 /// The admin path of the tap.
-pub fn path(args: &TapArgs) -> anyhow::Result<String> {
+pub fn path(args: &Selection) -> anyhow::Result<String> {
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
@@ -111,12 +118,31 @@ pub fn path(args: &TapArgs) -> anyhow::Result<String> {
 
 /// Prints requests until the count, the duration or Ctrl-C.
 pub fn run(args: &TapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let path = path(args)?;
+    let mut shown = 0;
+    watch(&args.select, args.duration, |event| {
+        match args.output {
+            Format::Line => writeln!(out, "{}", event.line())?,
+            Format::Json => writeln!(out, "{}", serde_json::to_string(&event)?)?,
+        }
+        out.flush()?;
+        shown += 1;
+        Ok(args.count.is_none_or(|c| shown < c))
+    })
+}
+
+/// Hands `on_event` every request `select` shows, for `duration` (until Ctrl-C without one)
+/// or until it returns `false`.
+pub(super) fn watch(
+    select: &Selection,
+    duration: Option<Duration>,
+    mut on_event: impl FnMut(TapEvent) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let path = path(select)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         let (tx, mut rx) = mpsc::channel::<anyhow::Result<TapEvent>>(1_024);
         let mut tasks = tokio::task::JoinSet::new();
-        match args.admin {
+        match select.admin {
             Some(addr) => {
                 let io = tokio::net::TcpStream::connect(addr)
                     .await
@@ -124,8 +150,8 @@ pub fn run(args: &TapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 tasks.spawn(events(io, path.clone(), addr.to_string(), tx));
             }
             None => {
-                let client = client(args.kubeconfig.as_deref()).await?;
-                let ns = &args.operator_namespace;
+                let client = client(select.kubeconfig.as_deref()).await?;
+                let ns = &select.operator_namespace;
                 for pod in operator_pods(&client, ns).await? {
                     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
                         kube::Api::namespaced(client.clone(), ns);
@@ -145,8 +171,7 @@ pub fn run(args: &TapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 drop(tx);
             }
         }
-        let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-        let mut shown = 0;
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         loop {
             let next = async {
                 match deadline {
@@ -159,14 +184,7 @@ pub fn run(args: &TapArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => None,
             };
             let Some(event) = event else { break };
-            let event = event?;
-            match args.output {
-                Format::Line => writeln!(out, "{}", event.line())?,
-                Format::Json => writeln!(out, "{}", serde_json::to_string(&event)?)?,
-            }
-            out.flush()?;
-            shown += 1;
-            if args.count.is_some_and(|c| shown >= c) {
+            if !on_event(event?)? {
                 break;
             }
         }

@@ -249,6 +249,8 @@ pub struct Admin {
     /// `GET /tap?namespace=<ns>&…`: the requests of the proxies a session selects, one JSON
     /// line each, while the client reads (for `switchyard tap`). `None`: 404.
     pub taps: Option<Arc<crate::tap::Hub>>,
+    /// Whether `telemetry` holds every proxy's metrics (local mode) or this replica's share.
+    pub scope: crate::traffic_metrics::Scope,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -294,7 +296,7 @@ fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response
             .as_ref()
             .map(|w| w.borrow().clone())
             .unwrap_or_default();
-        return traffic_metrics(telemetry, &workloads, path, query);
+        return traffic_metrics(telemetry, &workloads, admin.scope, path, query);
     }
     if let (true, crate::edges::EDGES_PATH, Some(telemetry), Some(peers)) =
         (get, path, admin.telemetry.as_deref(), &admin.peers)
@@ -360,6 +362,7 @@ const TRAFFIC_METRICS_PREFIX: &str = "/apis/metrics.smi-spec.io/";
 pub(crate) fn traffic_metrics(
     telemetry: &Telemetry,
     workloads: &Workloads,
+    scope: crate::traffic_metrics::Scope,
     path: &str,
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
@@ -367,7 +370,7 @@ pub(crate) fn traffic_metrics(
         .round(k8s_openapi::jiff::Unit::Second)
         .unwrap_or_default();
     let answered = crate::traffic_metrics::Request::parse(path, query).and_then(|request| {
-        crate::traffic_metrics::answer(telemetry, workloads, &request, &now.to_string())
+        crate::traffic_metrics::answer(telemetry, workloads, scope, &request, &now.to_string())
     });
     match answered {
         Ok(value) => json(&value),

@@ -370,7 +370,13 @@ impl MetricsApi {
             }
             Ok(_) => {
                 let workloads = self.workloads.borrow().clone();
-                super::admin::traffic_metrics(&self.telemetry, &workloads, path, query)
+                super::admin::traffic_metrics(
+                    &self.telemetry,
+                    &workloads,
+                    crate::traffic_metrics::Scope::Replica,
+                    path,
+                    query,
+                )
             }
         }
     }

@@ -396,7 +396,59 @@ fn mesh() -> (Telemetry, Workloads) {
 }
 
 fn get(t: &Telemetry, w: &Workloads, path: &str) -> Result<serde_json::Value, RequestError> {
-    answer(t, w, &parse(path, Some("t=1m"))?, "2026-12-06T21:00:00Z")
+    get_in(Scope::Whole, t, w, path)
+}
+
+fn get_in(
+    scope: Scope,
+    t: &Telemetry,
+    w: &Workloads,
+    path: &str,
+) -> Result<serde_json::Value, RequestError> {
+    answer(
+        t,
+        w,
+        scope,
+        &parse(path, Some("t=1m"))?,
+        "2026-12-06T21:00:00Z",
+    )
+}
+
+#[test]
+fn a_replica_answers_only_for_objects_whose_pods_pushed_to_it() {
+    let (t, w) = mesh();
+    // Known to the index, no metrics here: zeros from the whole mesh's control plane, 404
+    // from a replica (another may hold them).
+    let path = "/namespaces/demo/pods/web-c";
+    assert_eq!(counts(&get(&t, &w, path).unwrap()), (0, 0));
+    let e = get_in(Scope::Replica, &t, &w, path).unwrap_err();
+    assert_eq!(e.status(), 404);
+    assert!(
+        e.to_string().contains("on this control plane replica"),
+        "{e}"
+    );
+    assert!(matches!(e, RequestError::NotOnThisReplica { .. }));
+    let e = get_in(Scope::Replica, &t, &w, "/namespaces/demo/daemonsets/agent").unwrap_err();
+    assert!(matches!(e, RequestError::NotOnThisReplica { .. }), "{e}");
+    // A workload with a Pod that pushed here answers as in the whole mesh.
+    assert_eq!(
+        get_in(Scope::Replica, &t, &w, "/namespaces/demo/deployments/web").unwrap(),
+        get(&t, &w, "/namespaces/demo/deployments/web").unwrap()
+    );
+    // Lists leave out what is not here.
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["resource"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let whole = names(get(&t, &w, "/namespaces/demo/pods").unwrap());
+    let here = names(get_in(Scope::Replica, &t, &w, "/namespaces/demo/pods").unwrap());
+    assert!(whole.contains(&"web-c".to_owned()), "{whole:?}");
+    assert!(!here.contains(&"web-c".to_owned()), "{here:?}");
+    assert!(here.contains(&"web-a".to_owned()), "{here:?}");
 }
 
 fn counts(item: &serde_json::Value) -> (u64, u64) {

@@ -10,6 +10,7 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         peers: None,
         workloads: None,
         taps: None,
+        scope: crate::traffic_metrics::Scope::Whole,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -79,6 +80,7 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         peers: None,
         workloads: None,
         taps: None,
+        scope: crate::traffic_metrics::Scope::Whole,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -145,6 +147,7 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         peers: None,
         workloads: None,
         taps: None,
+        scope: crate::traffic_metrics::Scope::Whole,
     };
     let debug = Admin {
         proxies: Some(statuses),
@@ -206,6 +209,7 @@ fn workloads_are_resolved_through_the_view_the_admin_port_is_given() {
         peers: None,
         workloads: Some(rx),
         taps: None,
+        scope: crate::traffic_metrics::Scope::Whole,
     };
     let path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/deployments/web";
     assert_eq!(
