@@ -495,6 +495,58 @@ fn check_aggregated_metrics_api(s: &Scenario, web: &str, url: &str) {
     assert_eq!(metrics["resource"]["name"], web, "{metrics}");
 }
 
+/// `switchyard tap pod/<web>` through the kubeconfig (every replica's stream merged) while
+/// the client calls `url` (`path` on web): the first request it shows is one of those, inbound at the web
+/// Pod, from the client's identity to the web Pod's, over mTLS.
+fn check_tap(s: &Scenario, web: &str, url: &str, path: &str) {
+    use std::io::Read as _;
+    let mut tap = std::process::Command::new(switchyard_e2e::switchyard_bin())
+        .args(["tap", &format!("pod/{web}"), "-n", s.ns()])
+        .args([
+            "-o",
+            "json",
+            "--count",
+            "1",
+            "--duration",
+            "60s",
+            "--kubeconfig",
+        ])
+        .arg(s.mesh.cluster.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        if let Some(status) = tap.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "switchyard tap showed no request in 60 s"
+        );
+        s.spread(url, 1);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    tap.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    tap.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(exited.success(), "switchyard tap: {out}{err}");
+    let event: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(event["path"], path, "{event}");
+    assert_eq!(event["status"], 200, "{event}");
+    assert_eq!(event["direction"], "inbound", "{event}");
+    assert_eq!(event["proxy"], format!("{}/{web}", s.ns()), "{event}");
+    for end in ["sourceIdentity", "destinationIdentity"] {
+        assert!(
+            event[end]
+                .as_str()
+                .is_some_and(|id| id.starts_with("spiffe://")),
+            "{end}: {event}"
+        );
+    }
+}
+
 /// Runs `switchyard-echo <args>` in a bare Pod of namespace `ns` until it exits; its output.
 impl Scenario {
     /// `switchyard ARGS -o json` through the cluster's kubeconfig, as a user runs it: exit 0
@@ -798,6 +850,10 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
         },
         "the web Pod's served requests in switchyard stat",
     );
+
+    // `switchyard tap` the same way: the web Pod's proxy, tapped over the channel and token of
+    // its injected bootstrap, shows a request sent now, with both identities, over mTLS.
+    check_tap(&s, &web, &url("/allowed/tapped"), "/allowed/tapped");
 
     // The same API as the aggregated APIService, as any user with the metrics reader role
     // reads it: exact counts for the web Pod, discovery, RBAC enforced by the API server.
