@@ -44,7 +44,9 @@ use tokio::{
 };
 
 use crate::{
+    access_log,
     balance::Balancer,
+    bootstrap::Bootstrap,
     config::{
         ClusterConfig, Direction, Endpoint, FilterChain, ForwardClientCert, HttpManager,
         ListenerConfig, NetworkFilter, Runtime, TransportProtocol,
@@ -68,11 +70,28 @@ pub struct Context {
     budget: budget::Budgets,
     tls: tls::Cache,
     slots: limit::ConnectionSlots,
+    access_logs: access_log::Sinks,
 }
 
 impl Context {
+    /// A data path without a control plane to send access logs to: their entries are
+    /// dropped (and counted).
     pub fn new(state: Arc<State>, metrics: Arc<Registry>) -> Arc<Self> {
+        Self::build(state, metrics, None)
+    }
+
+    /// A data path whose access logs go to the control plane `bootstrap` names.
+    pub fn with_control_plane(
+        state: Arc<State>,
+        metrics: Arc<Registry>,
+        bootstrap: Bootstrap,
+    ) -> Arc<Self> {
+        Self::build(state, metrics, Some(bootstrap))
+    }
+
+    fn build(state: Arc<State>, metrics: Arc<Registry>, bootstrap: Option<Bootstrap>) -> Arc<Self> {
         Arc::new(Context {
+            access_logs: access_log::Sinks::new(bootstrap, metrics.clone()),
             state,
             metrics,
             pool: pool::Pool::default(),
@@ -133,6 +152,8 @@ impl Balancers {
 pub(crate) struct ConnInfo {
     pub(crate) listener: String,
     pub(crate) direction: Direction,
+    /// The peer's address.
+    pub(crate) remote: SocketAddr,
     /// The socket's own local address.
     pub(crate) local: SocketAddr,
     /// Where the connection was going: its original destination on a listener with the
@@ -314,6 +335,7 @@ async fn connection(
         .cloned()
         .ok_or_else(|| ConnError::NoListener(listener_name.clone()))?;
     let local = stream.local_addr()?;
+    let remote = stream.peer_addr()?;
     let destination = if listener.filters.original_dst {
         detect::original_destination(&stream, local)
     } else {
@@ -338,6 +360,7 @@ async fn connection(
     let mut info = ConnInfo {
         listener: listener_name,
         direction: listener.direction,
+        remote,
         local,
         destination,
         tls: false,
@@ -514,39 +537,88 @@ where
             (ctx.clone(), info.clone(), manager.clone(), activity.clone());
         // Looked up once per connection: every response counts in it.
         let golden = ctx.metrics.http_manager(&manager.stat_prefix);
+        // `None` unless the connection manager has an access log: then a request's only cost
+        // is the check.
+        let loggers = ctx.access_logs.loggers(&manager).map(|loggers| {
+            let downstream = Arc::new(access_log::Downstream {
+                remote: info.remote,
+                local: info.destination,
+                tls: info.tls,
+                peer_identity: info.peer_identity.clone(),
+            });
+            (loggers, downstream)
+        });
         hyper::service::service_fn(move |request| {
             let started = Instant::now();
             let mut in_flight = activity.start_request();
             let golden = golden.clone();
             let (ctx, info, manager, activity) =
                 (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+            let mut log = loggers.as_ref().map(|(loggers, downstream)| {
+                access_log::Pending::start(
+                    loggers.clone(),
+                    downstream.clone(),
+                    &request,
+                    started.into_std(),
+                )
+            });
             async move {
                 // The cluster, when it answered: its time is recorded with the response's.
                 let mut answered = None;
-                let handled = http::handle(
-                    ctx.clone(),
-                    info.clone(),
-                    manager.clone(),
-                    request,
-                    started,
-                    &mut answered,
-                );
+                let mut idle_timeout = false;
+                let handled = async {
+                    match log.as_deref_mut() {
+                        None => {
+                            http::handle(
+                                ctx.clone(),
+                                info.clone(),
+                                manager.clone(),
+                                request,
+                                started,
+                                &mut answered,
+                                None,
+                            )
+                            .await
+                        }
+                        Some(log) => {
+                            let request = log.count(request);
+                            http::handle(
+                                ctx.clone(),
+                                info.clone(),
+                                manager.clone(),
+                                request,
+                                started,
+                                &mut answered,
+                                Some(&mut log.routed),
+                            )
+                            .await
+                        }
+                    }
+                };
                 let response = match timeouts.stream_idle {
                     None => handled.await?,
                     Some(quiet) => tokio::select! {
                         response = handled => response?,
                         () = activity.quiet_for(quiet) => {
                             ctx.metrics.timeout(&info.listener, &manager.stat_prefix, Timeout::StreamIdle);
+                            idle_timeout = true;
                             // Envoy's router, whose idle timeout is the stream's, answers so.
                             http::local(::http::StatusCode::GATEWAY_TIMEOUT, "stream timeout")
                         }
                     },
                 };
+                if let Some(log) = log.as_deref_mut() {
+                    if idle_timeout {
+                        log.routed.flag = Some(access_log::Flag::StreamIdleTimeout);
+                        log.routed.details = "stream_idle_timeout";
+                    }
+                    log.respond(response.status().as_u16(), response.headers());
+                }
                 golden.count(response.status().as_u16());
                 let timer = golden.timer(started.into_std(), answered);
                 in_flight.responded();
                 Ok::<_, hyper::Error>(
-                    response.map(|body| idle::Tracked::new(body, in_flight, timer)),
+                    response.map(|body| idle::Tracked::new(body, in_flight, timer, log)),
                 )
             }
         })
