@@ -17,7 +17,8 @@
 //!   version, cipher, SNI, session and the local certificate), `start_time` (when the proxy
 //!   has the request head; Envoy: its first byte), `time_to_last_rx_byte`,
 //!   `time_to_first_upstream_rx_byte` (the upstream response head),
-//!   `time_to_last_downstream_tx_byte`, `duration` (the same), `upstream_remote_address` (the
+//!   `time_to_first_downstream_tx_byte` (the response head handed to the connection),
+//!   `time_to_last_downstream_tx_byte` (its last frame), `duration` (the same), `upstream_remote_address` (the
 //!   last endpoint tried), `upstream_cluster`, `route_name`, `upstream_request_attempt_count`,
 //!   `response_flags` (`NR` no route, `NC` no cluster, `UH` no healthy upstream, `UF` connect
 //!   failure, `UR` reset, `UT` upstream timeout, `SI` stream idle timeout),
@@ -154,6 +155,7 @@ pub(crate) struct Pending {
     received: Arc<Received>,
     pub(crate) routed: Routed,
     response: Option<Response>,
+    first_tx: Option<Instant>,
     last_tx: Option<Instant>,
 }
 
@@ -194,9 +196,7 @@ impl Pending {
         started: Instant,
     ) -> Box<Self> {
         let headers = request.headers();
-        let text = |name: header::HeaderName| {
-            joined(headers, name.as_str()).unwrap_or_default()
-        };
+        let text = |name: header::HeaderName| joined(headers, name.as_str()).unwrap_or_default();
         let scheme = if downstream.tls { "https" } else { "http" };
         let authority = request
             .uri()
@@ -246,6 +246,7 @@ impl Pending {
             received,
             routed: Routed::default(),
             response: None,
+            first_tx: None,
             last_tx: None,
         })
     }
@@ -278,6 +279,7 @@ impl Pending {
             .iter()
             .map(|(log, _)| pick(headers, &log.response_headers))
             .collect();
+        self.first_tx = Some(Instant::now());
         self.response = Some(Response {
             status,
             headers_bytes: headers_bytes as u64,
@@ -341,7 +343,6 @@ impl Pending {
         });
         let last_tx = self.last_tx.map(since);
         let common = AccessLogCommon {
-            sample_rate: 1.0,
             downstream_remote_address: Some(socket(self.downstream.remote)),
             downstream_direct_remote_address: Some(socket(self.downstream.remote)),
             downstream_local_address: Some(socket(self.downstream.local)),
@@ -349,6 +350,7 @@ impl Pending {
             start_time: Some(timestamp(self.start)),
             time_to_last_rx_byte: self.received.ended().map(duration),
             time_to_first_upstream_rx_byte: routed.first_upstream_rx.map(since),
+            time_to_first_downstream_tx_byte: self.first_tx.map(since),
             time_to_last_downstream_tx_byte: last_tx,
             duration: last_tx,
             upstream_remote_address: routed.upstream.map(socket),
@@ -369,11 +371,7 @@ impl Pending {
             forwarded_for: self.forwarded_for.clone(),
             request_headers_bytes: self.request_headers_bytes,
             request_body_bytes: self.received.bytes.load(Ordering::Relaxed),
-            request_headers: self
-                .request_headers
-                .get(index)
-                .cloned()
-                .unwrap_or_default(),
+            request_headers: self.request_headers.get(index).cloned().unwrap_or_default(),
             ..Default::default()
         };
         let response = match &self.response {

@@ -41,7 +41,11 @@ pub(crate) async fn run<F, Fut>(
     }
 }
 
-async fn once<F, Fut>(what: &'static str, bootstrap: &Bootstrap, call: &mut F) -> Result<(), StreamError>
+async fn once<F, Fut>(
+    what: &'static str,
+    bootstrap: &Bootstrap,
+    call: &mut F,
+) -> Result<(), StreamError>
 where
     F: FnMut(tonic::transport::Channel, Option<Authorization>) -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>>,

@@ -188,6 +188,7 @@ pub async fn run_listeners(ctx: Arc<Context>) {
             .flat_map(|c| c.endpoints.iter().map(|e| e.address))
             .collect();
         ctx.pool.retain(|a| endpoints.contains(&a));
+        ctx.access_logs.configure(&runtime);
         running.retain(|name, r| {
             let keep = runtime
                 .listeners

@@ -519,8 +519,11 @@ fn every_supported_retry_condition_passes() {
 #[test]
 fn a_field_the_proxy_ignores_drops_its_resource() {
     // An access log the proxy does not write (a file) would silently never be written.
-    let (out, dropped) =
-        with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+    let (out, dropped) = with_changed::<Listener>(
+        &client(),
+        LISTENER_TYPE_URL,
+        "outbound_http",
+        |l| {
             let f = &mut l.filter_chains[0].filters[1];
             let mut hcm: HttpConnectionManager = typed(&f.config_type);
             hcm.access_log.push(
@@ -538,7 +541,8 @@ fn a_field_the_proxy_ignores_drops_its_resource() {
                 },
             );
             f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
-        });
+        },
+    );
     assert_eq!(dropped, ["outbound_http"]);
     assert_eq!(
         out.warnings,

@@ -1,7 +1,8 @@
 //! Where entries wait and how they leave: per `log_name`, one bounded buffer and one
 //! `StreamAccessLogs` stream at a time to the control plane ([`client_stream`]), opened when
-//! a connection manager with that log first takes a connection and closed when the last
-//! connection that logs to it ends.
+//! a configuration names the log and closed once no configuration names it and no connection
+//! opened under one that did is left (as Envoy keeps a logger while a listener's
+//! configuration or a connection of it holds it).
 //!
 //! Entries wait at most `buffer_flush_interval`, or until `buffer_size_bytes` of them (as
 //! encoded) wait, then go in one message. The buffer holds at most [`MAX_PENDING_BYTES`]:
@@ -20,7 +21,8 @@ use std::{
 use envoy_types::pb::envoy::{
     data::accesslog::v3::HttpAccessLogEntry,
     service::accesslog::v3::{
-        StreamAccessLogsMessage, access_log_service_client::AccessLogServiceClient,
+        StreamAccessLogsMessage,
+        access_log_service_client::AccessLogServiceClient,
         stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
     },
 };
@@ -29,9 +31,10 @@ use tokio::sync::Notify;
 
 use super::Loggers;
 use crate::{
-    ads, client_stream,
+    ads,
     bootstrap::Bootstrap,
-    config::{AccessLog, HttpManager},
+    client_stream,
+    config::{AccessLog, HttpManager, NetworkFilter, Runtime},
     metrics::{Counter, Registry},
 };
 
@@ -39,7 +42,8 @@ use crate::{
 /// (1 MiB); a message holds at most this much, well under gRPC's usual 4 MiB limit.
 pub const MAX_PENDING_BYTES: usize = 1 << 20;
 
-/// The sinks of the proxy, by `log_name`; a sink lives as long as a connection logs to it.
+/// The sinks of the proxy, by `log_name`; a sink lives while the configuration names it or a
+/// connection logs to it.
 #[derive(Debug)]
 pub struct Sinks {
     /// Where entries go; `None` (tests of the data path without a control plane): nowhere,
@@ -47,6 +51,8 @@ pub struct Sinks {
     bootstrap: Option<Bootstrap>,
     metrics: Arc<Registry>,
     by_name: Mutex<HashMap<String, Weak<Sink>>>,
+    /// Those the current configuration names.
+    configured: Mutex<HashMap<String, Arc<Sink>>>,
 }
 
 /// The handle of one log's buffer and stream; dropping the last one ends the stream.
@@ -103,7 +109,31 @@ impl Sinks {
             bootstrap,
             metrics,
             by_name: Mutex::new(HashMap::new()),
+            configured: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the sinks of the logs `runtime` names (opening their streams), and lets go of
+    /// the others, which close once no connection logs to them.
+    pub fn configure(&self, runtime: &Runtime) {
+        let mut configured = HashMap::new();
+        let managers = runtime
+            .listeners
+            .values()
+            .flat_map(|l| &l.chains)
+            .filter_map(|c| match &c.filter {
+                NetworkFilter::Http(manager) => Some(manager),
+                NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+            });
+        for log in managers.flat_map(|m| &m.access_logs) {
+            if !configured.contains_key(&log.log_name) {
+                configured.insert(log.log_name.clone(), self.sink(log));
+            }
+        }
+        *self
+            .configured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = configured;
     }
 
     /// The loggers of a connection of `manager`; `None` when it logs nothing. Starts the
@@ -135,11 +165,7 @@ impl Sinks {
         match &self.bootstrap {
             Some(bootstrap) => {
                 tracing::info!(log_name = %log.log_name, "access log: streaming to the control plane");
-                tokio::spawn(run(
-                    bootstrap.clone(),
-                    outbox.clone(),
-                    log.flush_interval,
-                ));
+                tokio::spawn(run(bootstrap.clone(), outbox.clone(), log.flush_interval));
             }
             // Nowhere to send: every flush drops what waits.
             None => {

@@ -2275,13 +2275,15 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
         additional_request_headers_to_log: vec!["x-request-id".to_owned()],
         ..Default::default()
     };
-    let log = |config: &HttpGrpcAccessLogConfig| PbAccessLog {
+    let log = |config: &HttpGrpcAccessLogConfig| {
+        PbAccessLog {
         name: "envoy.access_loggers.http_grpc".to_owned(),
         config_type: Some(access_log::ConfigType::TypedConfig(Any {
             type_url: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig".to_owned(),
             value: config.encode_to_vec(),
         })),
         ..Default::default()
+    }
     };
     let listener = |logs: Vec<PbAccessLog>| {
         let mut hcm = rds_hcm("r");
@@ -2326,7 +2328,9 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
             vec![PbAccessLog {
                 name: "envoy.access_loggers.file".to_owned(),
                 config_type: Some(access_log::ConfigType::TypedConfig(Any {
-                    type_url: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog".to_owned(),
+                    type_url:
+                        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+                            .to_owned(),
                     value: Vec::new(),
                 })),
                 ..Default::default()
@@ -2352,8 +2356,13 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
         ),
         (
             with(&|c| {
-                c.common_config.as_mut().unwrap().grpc_service.as_mut().unwrap().initial_metadata =
-                    vec![HeaderValue::default()];
+                c.common_config
+                    .as_mut()
+                    .unwrap()
+                    .grpc_service
+                    .as_mut()
+                    .unwrap()
+                    .initial_metadata = vec![HeaderValue::default()];
             }),
             format!(
                 "{at}[0].typed_config.common_config.grpc_service.initial_metadata: not \

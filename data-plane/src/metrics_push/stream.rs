@@ -18,8 +18,9 @@ use envoy_types::pb::envoy::service::metrics::v3::{
 
 use super::{Flush, Flusher};
 use crate::{
-    ads, client_stream,
+    ads,
     bootstrap::Bootstrap,
+    client_stream,
     metrics::{GoldenSnapshot, Registry},
 };
 

@@ -163,7 +163,11 @@ pub(crate) async fn handle<B: RequestBody>(
     let action = &route.action;
     let mut rng = fastrand::Rng::new();
     let Some(cluster_name) = balance::pick_weighted(&action.clusters, &mut rng) else {
-        note(&mut log, Some(Flag::NoHealthyUpstream), "no_healthy_upstream");
+        note(
+            &mut log,
+            Some(Flag::NoHealthyUpstream),
+            "no_healthy_upstream",
+        );
         return Ok(local(
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
@@ -279,7 +283,11 @@ async fn forward<B: RequestBody>(
             &[]
         };
         let Some(pick) = balancer.pick(now, exclude) else {
-            note(&mut log, Some(Flag::NoHealthyUpstream), "no_healthy_upstream");
+            note(
+                &mut log,
+                Some(Flag::NoHealthyUpstream),
+                "no_healthy_upstream",
+            );
             return (
                 local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
                 AnsweredBy::Proxy,
@@ -359,7 +367,11 @@ async fn forward<B: RequestBody>(
                 Ok(r) => r,
                 Err(_) => {
                     pick.complete(std::time::Instant::now(), Outcome::GatewayFailure);
-                    note(&mut log, Some(Flag::UpstreamRequestTimeout), "response_timeout");
+                    note(
+                        &mut log,
+                        Some(Flag::UpstreamRequestTimeout),
+                        "response_timeout",
+                    );
                     let timeout = (
                         local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                         AnsweredBy::Proxy,

@@ -44,7 +44,8 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{
-    At, Invalid, access_log, bind_address, data_source, decode, duration, is, is_ads, rbac, tls, unsupported,
+    At, Invalid, access_log, bind_address, data_source, decode, duration, is, is_ads, rbac, tls,
+    unsupported,
 };
 use crate::{
     AppProtocol, ChainMatch, ChainSelector, CidrRange, ConnectionLimit, DeniedReply, Direction,
