@@ -227,6 +227,18 @@ async fn ticks(outbox: Arc<Outbox>, interval: Duration) {
 
 // === impl Sink ===
 
+#[cfg(test)]
+impl Sink {
+    /// A sink without a task: the test takes from its outbox itself.
+    pub(crate) fn detached(log: &AccessLog, dropped: Arc<Counter>) -> (Arc<Sink>, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(log, dropped));
+        let sink = Arc::new(Sink {
+            outbox: outbox.clone(),
+        });
+        (sink, outbox)
+    }
+}
+
 impl Sink {
     /// Queues `entry` (the request path): dropped and counted when the buffer is full.
     pub(crate) fn push(&self, entry: HttpAccessLogEntry) {
@@ -355,7 +367,7 @@ impl Outbox {
     }
 
     /// What waits, for stream `stream`, when it is time to send it.
-    fn take(
+    pub(crate) fn take(
         &self,
         stream: u64,
         node: &envoy_types::pb::envoy::config::core::v3::Node,
