@@ -311,10 +311,17 @@ impl Pending {
         self.last_tx.get_or_insert_with(Instant::now);
     }
 
-    /// The entry for logger `index`.
-    fn entry(&self, index: usize) -> HttpAccessLogEntry {
+    /// The entry for logger `index`; the last one takes the strings rather than copy them.
+    fn entry(&mut self, index: usize, last: bool) -> HttpAccessLogEntry {
+        fn grab<T: Clone + Default>(value: &mut T, last: bool) -> T {
+            if last {
+                std::mem::take(value)
+            } else {
+                value.clone()
+            }
+        }
         let since = |at: Instant| duration(at.saturating_duration_since(self.started));
-        let routed = &self.routed;
+        let routed = &mut self.routed;
         let flags = routed.flag.map(|flag| {
             let mut f = ResponseFlags::default();
             match flag {
@@ -354,8 +361,8 @@ impl Pending {
             time_to_last_downstream_tx_byte: last_tx,
             duration: last_tx,
             upstream_remote_address: routed.upstream.map(socket),
-            upstream_cluster: routed.cluster.clone(),
-            route_name: routed.route_name.clone(),
+            upstream_cluster: grab(&mut routed.cluster, last),
+            route_name: grab(&mut routed.route_name, last),
             upstream_request_attempt_count: routed.attempts,
             response_flags: flags,
             access_log_type: AccessLogType::DownstreamEnd as i32,
@@ -364,17 +371,22 @@ impl Pending {
         let request = HttpRequestProperties {
             request_method: method(&self.method) as i32,
             scheme: self.scheme.to_owned(),
-            authority: self.authority.clone(),
-            path: self.path.clone(),
-            user_agent: self.user_agent.clone(),
-            referer: self.referer.clone(),
-            forwarded_for: self.forwarded_for.clone(),
+            authority: grab(&mut self.authority, last),
+            path: grab(&mut self.path, last),
+            user_agent: grab(&mut self.user_agent, last),
+            referer: grab(&mut self.referer, last),
+            forwarded_for: grab(&mut self.forwarded_for, last),
             request_headers_bytes: self.request_headers_bytes,
             request_body_bytes: self.received.bytes.load(Ordering::Relaxed),
-            request_headers: self.request_headers.get(index).cloned().unwrap_or_default(),
+            // Each logger's own: taken.
+            request_headers: self
+                .request_headers
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default(),
             ..Default::default()
         };
-        let response = match &self.response {
+        let response = match &mut self.response {
             None => HttpResponseProperties {
                 response_code_details: routed.details.to_owned(),
                 ..Default::default()
@@ -385,8 +397,16 @@ impl Pending {
                 }),
                 response_headers_bytes: r.headers_bytes,
                 response_body_bytes: r.body_bytes,
-                response_headers: r.headers.get(index).cloned().unwrap_or_default(),
-                response_trailers: r.trailers.get(index).cloned().unwrap_or_default(),
+                response_headers: r
+                    .headers
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
+                response_trailers: r
+                    .trailers
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
                 response_code_details: routed.details.to_owned(),
                 ..Default::default()
             },
@@ -410,8 +430,10 @@ impl Pending {
 impl Drop for Pending {
     /// The request is over: its entry goes to every logger.
     fn drop(&mut self) {
-        for (index, (_, sink)) in self.loggers.logs.iter().enumerate() {
-            sink.push(self.entry(index));
+        let loggers = self.loggers.clone();
+        let count = loggers.logs.len();
+        for (index, (_, sink)) in loggers.logs.iter().enumerate() {
+            sink.push(self.entry(index, index + 1 == count));
         }
     }
 }

@@ -264,7 +264,7 @@ async fn accept_loop(
         let name = name.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection(ctx, name, stream, stop).await {
+            if let Err(error) = connection(ctx, name, stream, remote, stop).await {
                 tracing::debug!(%error, %remote, "connection ended with an error");
             }
         });
@@ -327,6 +327,7 @@ async fn connection(
     ctx: Arc<Context>,
     listener_name: String,
     stream: TcpStream,
+    remote: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let runtime = ctx.state.runtime();
@@ -336,7 +337,6 @@ async fn connection(
         .cloned()
         .ok_or_else(|| ConnError::NoListener(listener_name.clone()))?;
     let local = stream.local_addr()?;
-    let remote = stream.peer_addr()?;
     let destination = if listener.filters.original_dst {
         detect::original_destination(&stream, local)
     } else {

@@ -289,3 +289,64 @@ async fn a_sink_lives_while_configured_or_held() {
     drop((first, second));
     assert!(weak.upgrade().is_none(), "neither configured nor held");
 }
+
+/// What a tapped request costs the request path: its entry gathered, its body counted, its
+/// response noted, the entry built and queued (not encoded). A figure, not a check: run with
+/// `cargo test -p switchyard-proxy --lib access_log::tests::cost -- --ignored --nocapture`
+/// (with `CARGO_PROFILE_DEV_OPT_LEVEL=2` for a meaningful one).
+#[test]
+#[ignore = "a measurement"]
+fn cost() {
+    let outbox_log = log("tap", u32::MAX);
+    let (sink, outbox) = Sink::detached(&outbox_log, Arc::default());
+    let loggers = Arc::new(Loggers::new(vec![(outbox_log, sink)]));
+    let downstream = downstream(true);
+    let mut head = HeaderMap::new();
+    head.insert("grpc-status", HeaderValue::from_static("0"));
+    head.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let rounds = 200_000u32;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let request = Request::get("/api/orders?id=7")
+            .header(header::HOST, "web.demo:80")
+            .header(header::USER_AGENT, "curl/8")
+            .header(header::ACCEPT, "*/*")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let mut pending = Pending::start(
+            loggers.clone(),
+            downstream.clone(),
+            &request,
+            Instant::now(),
+        );
+        let _request = pending.count(request);
+        pending.routed.cluster = "demo/web|80".to_owned();
+        pending.routed.details = "via_upstream";
+        pending.respond(200, &head);
+        pending.sent(&Frame::data(Bytes::from_static(b"ok")));
+        pending.finished();
+        drop(pending);
+        if i % 1_000 == 0 {
+            // What the flush takes away, off the request path.
+            outbox.flush();
+        }
+    }
+    let per_request = started.elapsed() / rounds;
+    // The same requests, built and dropped without a log: what to subtract.
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let request = Request::get("/api/orders?id=7")
+            .header(header::HOST, "web.demo:80")
+            .header(header::USER_AGENT, "curl/8")
+            .header(header::ACCEPT, "*/*")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        std::hint::black_box(request);
+    }
+    let baseline = started.elapsed() / rounds;
+    println!(
+        "tapped request path: {per_request:?} per request, of which building the request \
+         {baseline:?}: the log's share {:?}",
+        per_request.saturating_sub(baseline)
+    );
+}

@@ -2226,7 +2226,12 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
     let mut managers = 0;
     for chain in rt.listeners.values().flat_map(|l| &l.chains) {
         if let NetworkFilter::Http(h) = &chain.filter {
-            assert_eq!(h.access_logs, [expected.clone()], "{}", chain.name);
+            assert_eq!(
+                h.access_logs,
+                std::slice::from_ref(&expected),
+                "{}",
+                chain.name
+            );
             managers += 1;
         }
     }

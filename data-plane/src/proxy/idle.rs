@@ -214,8 +214,8 @@ impl<B: Body> Tracked<B> {
         timer: ResponseTimer,
         mut log: Option<Box<Pending>>,
     ) -> Self {
-        if body.is_end_stream()
-            && let Some(log) = &mut log
+        if let Some(log) = &mut log
+            && body.is_end_stream()
         {
             // Nothing to send: hyper may never poll it.
             log.finished();
