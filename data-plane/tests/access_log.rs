@@ -527,6 +527,24 @@ fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Kille
     child
 }
 
+/// The body of `GET path` on the admin port.
+fn admin_get(admin: u16, path: &str) -> String {
+    let mut conn = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], admin)),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn ready(admin: SocketAddr) -> bool {
     let Ok(mut conn) = TcpStream::connect_timeout(&admin, Duration::from_secs(1)) else {
         return false;
@@ -653,7 +671,8 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let dir = tempfile::tempdir().unwrap();
-    let _bundled = start(BUNDLED, free_port(), control_plane, dir.path());
+    let bundled_admin = free_port();
+    let _bundled = start(BUNDLED, bundled_admin, control_plane, dir.path());
     let _envoy = start(ENVOY, free_port(), control_plane, dir.path());
 
     tokio::task::spawn_blocking(move || {
@@ -772,6 +791,12 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         );
         assert!(b_req.request_headers_bytes > 0 && b_resp.response_headers_bytes > 0);
     }
+    // Nothing dropped, and the proxy says so.
+    let metrics = admin_get(bundled_admin, "/metrics");
+    assert!(
+        metrics.contains("access_log_entries_dropped_total{log_name=\"switchyard-tap\"} 0"),
+        "{metrics}"
+    );
     // The cookie's response: of its headers, only `grpc-status`.
     assert_eq!(
         compared(&bundled.entries[0]).response_headers,
