@@ -20,6 +20,10 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -67,8 +71,11 @@ use switchyard_adapters::envoy::{
 use switchyard_proxy_config::test_support::{
     any, chain, duration, router, socket, static_cluster_at, typed,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{
+    StreamExt as _,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
 use tonic::{Request, Response, Status, Streaming};
 
 const WEB: &str = "demo/web|80";
@@ -242,8 +249,10 @@ struct Logged {
     message: StreamAccessLogsMessage,
 }
 
+/// Hands every message to the test; a change of `stop` ends the streams open then.
 struct Sink {
     logged: mpsc::UnboundedSender<Logged>,
+    stop: watch::Receiver<()>,
 }
 
 #[tonic::async_trait]
@@ -252,9 +261,16 @@ impl AccessLogService for Sink {
         &self,
         request: Request<Streaming<StreamAccessLogsMessage>>,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        let mut stop = self.stop.clone();
+        stop.borrow_and_update();
         let mut stream = request.into_inner();
         let mut identified: Option<(String, String)> = None;
-        while let Some(message) = stream.message().await? {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message?,
+                _ = stop.changed() => return Err(Status::unavailable("going away")),
+            };
+            let Some(message) = message else { break };
             let first = identified.is_none();
             if first {
                 let id = message.identifier.clone().unwrap_or_default();
@@ -272,6 +288,50 @@ impl AccessLogService for Sink {
             }
         }
         Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+/// The in-test control plane, whose streams the test can end and whose new connections it can
+/// refuse (closed as soon as accepted).
+struct ControlPlane {
+    address: SocketAddr,
+    logged: mpsc::UnboundedReceiver<Logged>,
+    stop: watch::Sender<()>,
+    refusing: Arc<AtomicBool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ControlPlane {
+    async fn start(ports: HashMap<String, u16>, app: SocketAddr, refused: SocketAddr) -> Self {
+        let (tx, logged) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(());
+        let refusing = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = TcpListenerStream::new(listener).filter({
+            let refusing = Arc::clone(&refusing);
+            move |_| !refusing.load(Ordering::Relaxed)
+        });
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AggregatedDiscoveryServiceServer::new(Ads {
+                    ports,
+                    app,
+                    refused,
+                }))
+                .add_service(AccessLogServiceServer::new(Sink {
+                    logged: tx,
+                    stop: stopped,
+                }))
+                .serve_with_incoming(incoming),
+        );
+        ControlPlane {
+            address,
+            logged,
+            stop,
+            refusing,
+            server,
+        }
     }
 }
 
@@ -657,19 +717,8 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         (BUNDLED.to_owned(), bundled_port),
         (ENVOY.to_owned(), envoy_port),
     ]);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let control_plane = listener.local_addr().unwrap();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AggregatedDiscoveryServiceServer::new(Ads {
-                ports,
-                app,
-                refused,
-            }))
-            .add_service(AccessLogServiceServer::new(Sink { logged: tx }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let cp = ControlPlane::start(ports, app, refused).await;
+    let (control_plane, mut rx, server) = (cp.address, cp.logged, cp.server);
     let dir = tempfile::tempdir().unwrap();
     let bundled_admin = free_port();
     let _bundled = start(BUNDLED, bundled_admin, control_plane, dir.path());
@@ -802,4 +851,78 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         compared(&bundled.entries[0]).response_headers,
         [("grpc-status".to_owned(), "0".to_owned())]
     );
+}
+
+/// The control plane goes away (the stream ends, new connections are closed) while requests
+/// keep coming, and comes back: the proxy drops (and counts) what it could not send, rather
+/// than keep it, opens a new stream that names its node and log again, and logs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped() {
+    let app = start_app();
+    let port = free_port();
+    let mut cp = ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let _bundled = start(BUNDLED, admin, cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let requests = |path: &'static str, n: usize| {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..n {
+                let head = format!("GET {path} HTTP/1.1\r\nhost: web\r\n");
+                assert_eq!(send(to, &head, ""), 200);
+            }
+        })
+    };
+    let mut paths: Vec<String> = Vec::new();
+    let mut streams = 0;
+    let mut receive = async |paths: &mut Vec<String>, until: Instant| {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, cp.logged.recv()).await {
+            Ok(Some(logged)) => {
+                assert_eq!(logged.message.identifier.is_some(), logged.first);
+                assert_eq!(logged.log_name, TAP_LOG_NAME);
+                streams += usize::from(logged.first);
+                let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+                    panic!("not HTTP entries");
+                };
+                paths.extend(http.log_entry.into_iter().map(|e| e.request.unwrap().path));
+                true
+            }
+            _ => false,
+        }
+    };
+
+    requests("/before", 2).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while paths.len() < 2 {
+        assert!(receive(&mut paths, deadline).await, "{paths:?}");
+    }
+    cp.refusing.store(true, Ordering::Relaxed);
+    cp.stop.send(()).unwrap();
+    // Let the proxy see its stream end before the requests of the outage.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    requests("/away", 3).await.unwrap();
+    // A few flushes while it is away: nothing can arrive, and nothing waits for long.
+    let away = Instant::now() + Duration::from_secs(1);
+    while receive(&mut paths, away).await {}
+    let dropped =
+        "switchyard_proxy_access_log_entries_dropped_total{log_name=\"switchyard-tap\"} 3";
+    let metrics = admin_get(admin, "/metrics");
+    assert!(metrics.contains(dropped), "{metrics}");
+
+    cp.refusing.store(false, Ordering::Relaxed);
+    // The backoff is at most 5 s; then requests are logged again.
+    let deadline = Instant::now() + PATIENCE;
+    let mut after = 0;
+    while !paths.iter().any(|p| p == "/after") {
+        assert!(Instant::now() < deadline, "{paths:?}");
+        requests("/after", 1).await.unwrap();
+        after += 1;
+        while receive(&mut paths, Instant::now() + Duration::from_millis(500)).await {}
+    }
+    assert_eq!(&paths[..2], ["/before", "/before"]);
+    assert!(!paths.iter().any(|p| p == "/away"), "{paths:?}");
+    assert!(paths.len() >= 3 && paths.len() <= 2 + after, "{paths:?}");
+    assert_eq!(streams, 2, "a new stream, with the identifier");
+    cp.server.abort();
 }
