@@ -413,6 +413,30 @@ async fn connection(
     }
 }
 
+/// Whether the chain `chain` of `listener` now logs otherwise than `manager`: some HTTP chain
+/// of that name is there and none has `manager`'s access logs. A chain gone is the listener's
+/// business (it drains when its address goes).
+fn access_logs_changed(
+    runtime: &Runtime,
+    listener: &str,
+    chain: &str,
+    manager: &HttpManager,
+) -> bool {
+    let Some(listener) = runtime.listeners.get(listener) else {
+        return false;
+    };
+    let mut named = listener
+        .chains
+        .iter()
+        .filter(|c| c.name == chain)
+        .filter_map(|c| match &c.filter {
+            NetworkFilter::Http(m) => Some(&m.access_logs),
+            NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+        })
+        .peekable();
+    named.peek().is_some() && named.all(|logs| *logs != manager.access_logs)
+}
+
 /// Why a downstream handshake failed, as a metric label.
 fn handshake_failure(e: &std::io::Error) -> &'static str {
     let rustls_error = e
@@ -512,15 +536,16 @@ where
     match chain.filter {
         NetworkFilter::Close => Ok(()),
         NetworkFilter::Tcp(tcp) => tcp::proxy(&ctx, &info, &tcp, io).await.map_err(Into::into),
-        NetworkFilter::Http(manager) => serve_http(ctx, info, manager, io, stop).await,
+        NetworkFilter::Http(manager) => serve_http(ctx, info, &chain.name, manager, io, stop).await,
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), or a
-/// timeout of the connection manager closes it.
+/// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), its
+/// chain's access logs change (drain), or a timeout of the connection manager closes it.
 async fn serve_http<I>(
     ctx: Arc<Context>,
     info: ConnInfo,
+    chain: &str,
     manager: HttpManager,
     io: I,
     mut stop: watch::Receiver<bool>,
@@ -639,6 +664,8 @@ where
             .timeout(&info.listener, &manager.stat_prefix, timeout);
     };
     let mut draining = false;
+    let mut changes = ctx.state.subscribe();
+    let mut watching = true;
     let result = loop {
         let deadline = match activity.check(Instant::now(), timeouts.idle, timeouts.stream_idle) {
             idle::Check::Idle if !draining => {
@@ -668,6 +695,18 @@ where
             _ = stop.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            changed = changes.changed(), if watching && !draining => {
+                // A tap started or ended: the connection's requests follow the chain it was
+                // opened under, so it is drained (HTTP/1.1: closed after the request in
+                // flight; HTTP/2: GOAWAY) and the client's next request takes the new one, as
+                // Envoy drains a changed chain's connections (`--drain-strategy immediate`).
+                watching = changed.is_ok();
+                let runtime = ctx.state.runtime();
+                if watching && access_logs_changed(&runtime, &info.listener, chain, &manager) {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             () = sleep => {}
             () = activity.changed() => {}

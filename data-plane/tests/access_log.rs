@@ -95,6 +95,8 @@ struct Ads {
     ports: HashMap<String, u16>,
     app: SocketAddr,
     refused: SocketAddr,
+    /// Whether the listener has the tap's access log; a change is pushed to every stream.
+    tapped: watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -109,10 +111,33 @@ impl AggregatedDiscoveryService for Ads {
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let (ports, app, refused) = (self.ports.clone(), self.app, self.refused);
+        let mut tapped = self.tapped.clone();
         tokio::spawn(async move {
             let mut port = None;
             let mut answered = Vec::new();
-            while let Ok(Some(request)) = requests.message().await {
+            let mut version = 1;
+            loop {
+                let request = tokio::select! {
+                    request = requests.message() => match request {
+                        Ok(Some(request)) => request,
+                        _ => return,
+                    },
+                    Ok(()) = tapped.changed(), if port.is_some() => {
+                        version += 1;
+                        let on = *tapped.borrow_and_update();
+                        let response = DiscoveryResponse {
+                            version_info: version.to_string(),
+                            resources: vec![any(&listener(port.unwrap_or_default(), on))],
+                            type_url: Listener::type_url(),
+                            nonce: format!("v{version}"),
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
                 if let Some(node) = &request.node {
                     port = ports.get(&node.id).copied();
                 }
@@ -121,9 +146,10 @@ impl AggregatedDiscoveryService for Ads {
                     continue;
                 }
                 answered.push(request.type_url.clone());
+                let on = *tapped.borrow_and_update();
                 let response = DiscoveryResponse {
-                    version_info: "1".to_owned(),
-                    resources: resources(&request.type_url, port, app, refused),
+                    version_info: version.to_string(),
+                    resources: resources(&request.type_url, port, app, refused, on),
                     type_url: request.type_url.clone(),
                     nonce: format!("n{}", answered.len()),
                     ..Default::default()
@@ -144,9 +170,15 @@ impl AggregatedDiscoveryService for Ads {
     }
 }
 
-fn resources(type_url: &str, port: u16, app: SocketAddr, refused: SocketAddr) -> Vec<Any> {
+fn resources(
+    type_url: &str,
+    port: u16,
+    app: SocketAddr,
+    refused: SocketAddr,
+    tapped: bool,
+) -> Vec<Any> {
     if type_url == Listener::type_url() {
-        vec![any(&listener(port))]
+        vec![any(&listener(port, tapped))]
     } else if type_url == Cluster::type_url() {
         [(WEB, app), (DOWN, refused)]
             .into_iter()
@@ -196,7 +228,7 @@ fn tap_log() -> AccessLog {
     }
 }
 
-fn listener(port: u16) -> Listener {
+fn listener(port: u16, tapped: bool) -> Listener {
     let vhost = |name: &str, cluster: &str| VirtualHost {
         name: name.to_owned(),
         domains: vec![name.to_owned()],
@@ -224,7 +256,7 @@ fn listener(port: u16) -> Listener {
             ..Default::default()
         })),
         http_filters: vec![router()],
-        access_log: vec![tap_log()],
+        access_log: if tapped { vec![tap_log()] } else { Vec::new() },
         ..Default::default()
     };
     Listener {
@@ -298,11 +330,19 @@ struct ControlPlane {
     logged: mpsc::UnboundedReceiver<Logged>,
     stop: watch::Sender<()>,
     refusing: Arc<AtomicBool>,
+    /// Taps (or untaps) every proxy's listener.
+    tap: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl ControlPlane {
-    async fn start(ports: HashMap<String, u16>, app: SocketAddr, refused: SocketAddr) -> Self {
+    async fn start(
+        ports: HashMap<String, u16>,
+        app: SocketAddr,
+        refused: SocketAddr,
+        tapped: bool,
+    ) -> Self {
+        let (tap, tapped) = watch::channel(tapped);
         let (tx, logged) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(());
         let refusing = Arc::new(AtomicBool::new(false));
@@ -318,6 +358,7 @@ impl ControlPlane {
                     ports,
                     app,
                     refused,
+                    tapped,
                 }))
                 .add_service(AccessLogServiceServer::new(Sink {
                     logged: tx,
@@ -330,6 +371,7 @@ impl ControlPlane {
             logged,
             stop,
             refusing,
+            tap,
             server,
         }
     }
@@ -717,7 +759,7 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         (BUNDLED.to_owned(), bundled_port),
         (ENVOY.to_owned(), envoy_port),
     ]);
-    let cp = ControlPlane::start(ports, app, refused).await;
+    let cp = ControlPlane::start(ports, app, refused, true).await;
     let (control_plane, mut rx, server) = (cp.address, cp.logged, cp.server);
     let dir = tempfile::tempdir().unwrap();
     let bundled_admin = free_port();
@@ -860,7 +902,8 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
 async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped() {
     let app = start_app();
     let port = free_port();
-    let mut cp = ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app).await;
+    let mut cp =
+        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, true).await;
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let _bundled = start(BUNDLED, admin, cp.address, dir.path());
@@ -924,5 +967,78 @@ async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped()
     assert!(!paths.iter().any(|p| p == "/away"), "{paths:?}");
     assert!(paths.len() >= 3 && paths.len() <= 2 + after, "{paths:?}");
     assert_eq!(streams, 2, "a new stream, with the identifier");
+    cp.server.abort();
+}
+
+/// A tap starts while a client keeps a connection open: the proxy closes the idle connection
+/// (it was opened under the untapped chain), so the client's next request takes a new one and
+/// is logged, as Envoy drains a changed chain's connections. Without the drain the old
+/// connection would stay open, unlogged, for as long as the client keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_the_tap_is_drained() {
+    let app = start_app();
+    let port = free_port();
+    let mut cp =
+        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // A keep-alive connection and its first request, untapped.
+    let mut kept = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+    kept.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(kept, "GET /early HTTP/1.1\r\nhost: web\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(kept.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the connection closed"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+
+    cp.tap.send(true).unwrap();
+    // The proxy closes the idle connection once it has the tapped listener.
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).map(|_| rest)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&closed, Ok(rest) if rest.is_empty()),
+        "the connection opened before the tap was not closed: {closed:?}"
+    );
+
+    // The next request, on a new connection, is logged; the first was not.
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(send(to, "GET /late HTTP/1.1\r\nhost: web\r\n", ""), 200);
+    })
+    .await
+    .unwrap();
+    let logged = tokio::time::timeout(PATIENCE, cp.logged.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+        panic!("not HTTP entries");
+    };
+    let paths: Vec<_> = http
+        .log_entry
+        .into_iter()
+        .map(|e| e.request.unwrap().path)
+        .collect();
+    assert_eq!(paths, ["/late"]);
     cp.server.abort();
 }
