@@ -39,6 +39,15 @@
 //!   `response_code_details` (`via_upstream`, `route_not_found`, ...).
 //!
 //! A header sent several times is logged as its values joined by `,`, as Envoy does.
+//!
+//! # Where it differs from Envoy
+//!
+//! - Requests hyper refuses before the proxy sees them (a malformed or oversized head) are
+//!   not logged; Envoy logs them.
+//! - One stream per `log_name` (Envoy: one per worker thread and configuration).
+//! - The loggers of a connection are those of the chain it was opened under; when a tap
+//!   starts or ends the connection is drained (see `proxy`), as Envoy with
+//!   `--drain-strategy immediate`.
 
 pub mod sink;
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! Configuration changes are hitless: a request loads the configuration once when it starts,
 //! so new routes and weights apply to the next request; a listener that goes away stops
 //! accepting, and its open connections are drained (HTTP/1.1 `Connection: close` after the
-//! request in flight, HTTP/2 GOAWAY), not cut.
+//! request in flight, HTTP/2 GOAWAY), not cut; so are the connections of a chain whose access
+//! logs changed (a tap started or ended), so that the client's next request is logged as the
+//! new chain says.
 //!
 //! Slow and idle peers are bounded as Envoy bounds them, by the fields of the configuration:
 //! a chain's connection limit closes connections beyond it before their TLS handshake; an HTTP
