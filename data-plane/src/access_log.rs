@@ -2,7 +2,7 @@
 //! with an access log becomes an `HTTPAccessLogEntry`, as Envoy's gRPC access logger fills it,
 //! streamed to the control plane ([`sink`]).
 //!
-//! The request path only gathers what it has at hand into a [`Pending`] (strings it would
+//! The request path only gathers what it has at hand into a `Pending` (strings it would
 //! otherwise drop, instants, counters), and queues the entry when the request ends (its
 //! response sent, or its stream gone); encoding and sending happen in the sink's task. A
 //! connection manager without an access log (the usual case) costs a request one check of an

@@ -1,5 +1,5 @@
 //! Where entries wait and how they leave: per `log_name`, one bounded buffer and one
-//! `StreamAccessLogs` stream at a time to the control plane ([`client_stream`]), opened when
+//! `StreamAccessLogs` stream at a time to the control plane (`client_stream`), opened when
 //! a configuration names the log and closed once no configuration names it and no connection
 //! opened under one that did is left (as Envoy keeps a logger while a listener's
 //! configuration or a connection of it holds it).

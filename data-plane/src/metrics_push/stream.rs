@@ -1,5 +1,5 @@
 //! The metrics service stream: a flush every interval into a one-message outbox, and one
-//! `StreamMetrics` stream at a time to the control plane ([`client_stream`]: the ADS service's
+//! `StreamMetrics` stream at a time to the control plane (`client_stream`: the ADS service's
 //! address, TLS and credentials, on a channel of its own), reconnecting with the ADS backoff
 //! when it fails.
 //!
