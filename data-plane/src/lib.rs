@@ -3,10 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod ads;
 pub mod balance;
 pub mod bootstrap;
+mod client_stream;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -98,8 +98,9 @@ async fn run(bootstrap: Bootstrap) -> anyhow::Result<()> {
             sink.batch_size,
         ));
     }
-    tokio::spawn(Ads::new(bootstrap, state.clone()).run());
-    tokio::spawn(proxy::run_listeners(proxy::Context::new(state, metrics)));
+    let data_path = proxy::Context::with_control_plane(state.clone(), metrics, bootstrap.clone());
+    tokio::spawn(Ads::new(bootstrap, state).run());
+    tokio::spawn(proxy::run_listeners(data_path));
     shutdown().await;
     tracing::info!("stopping");
     Ok(())

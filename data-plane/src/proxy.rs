@@ -4,7 +4,9 @@
 //! Configuration changes are hitless: a request loads the configuration once when it starts,
 //! so new routes and weights apply to the next request; a listener that goes away stops
 //! accepting, and its open connections are drained (HTTP/1.1 `Connection: close` after the
-//! request in flight, HTTP/2 GOAWAY), not cut.
+//! request in flight, HTTP/2 GOAWAY), not cut; so are the connections of a chain whose access
+//! logs changed (a tap started or ended), so that the client's next request is logged as the
+//! new chain says.
 //!
 //! Slow and idle peers are bounded as Envoy bounds them, by the fields of the configuration:
 //! a chain's connection limit closes connections beyond it before their TLS handshake; an HTTP
@@ -44,7 +46,9 @@ use tokio::{
 };
 
 use crate::{
+    access_log,
     balance::Balancer,
+    bootstrap::Bootstrap,
     config::{
         ClusterConfig, Direction, Endpoint, FilterChain, ForwardClientCert, HttpManager,
         ListenerConfig, NetworkFilter, Runtime, TransportProtocol,
@@ -68,11 +72,28 @@ pub struct Context {
     budget: budget::Budgets,
     tls: tls::Cache,
     slots: limit::ConnectionSlots,
+    access_logs: access_log::Sinks,
 }
 
 impl Context {
+    /// A data path without a control plane to send access logs to: their entries are
+    /// dropped (and counted).
     pub fn new(state: Arc<State>, metrics: Arc<Registry>) -> Arc<Self> {
+        Self::build(state, metrics, None)
+    }
+
+    /// A data path whose access logs go to the control plane `bootstrap` names.
+    pub fn with_control_plane(
+        state: Arc<State>,
+        metrics: Arc<Registry>,
+        bootstrap: Bootstrap,
+    ) -> Arc<Self> {
+        Self::build(state, metrics, Some(bootstrap))
+    }
+
+    fn build(state: Arc<State>, metrics: Arc<Registry>, bootstrap: Option<Bootstrap>) -> Arc<Self> {
         Arc::new(Context {
+            access_logs: access_log::Sinks::new(bootstrap, metrics.clone()),
             state,
             metrics,
             pool: pool::Pool::default(),
@@ -133,6 +154,8 @@ impl Balancers {
 pub(crate) struct ConnInfo {
     pub(crate) listener: String,
     pub(crate) direction: Direction,
+    /// The peer's address.
+    pub(crate) remote: SocketAddr,
     /// The socket's own local address.
     pub(crate) local: SocketAddr,
     /// Where the connection was going: its original destination on a listener with the
@@ -167,6 +190,7 @@ pub async fn run_listeners(ctx: Arc<Context>) {
             .flat_map(|c| c.endpoints.iter().map(|e| e.address))
             .collect();
         ctx.pool.retain(|a| endpoints.contains(&a));
+        ctx.access_logs.configure(&runtime);
         running.retain(|name, r| {
             let keep = runtime
                 .listeners
@@ -242,7 +266,7 @@ async fn accept_loop(
         let name = name.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection(ctx, name, stream, stop).await {
+            if let Err(error) = connection(ctx, name, stream, remote, stop).await {
                 tracing::debug!(%error, %remote, "connection ended with an error");
             }
         });
@@ -305,6 +329,7 @@ async fn connection(
     ctx: Arc<Context>,
     listener_name: String,
     stream: TcpStream,
+    remote: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let runtime = ctx.state.runtime();
@@ -338,6 +363,7 @@ async fn connection(
     let mut info = ConnInfo {
         listener: listener_name,
         direction: listener.direction,
+        remote,
         local,
         destination,
         tls: false,
@@ -387,6 +413,30 @@ async fn connection(
             serve(ctx, info, chain, tls, stop).await
         }
     }
+}
+
+/// Whether the chain `chain` of `listener` now logs otherwise than `manager`: some HTTP chain
+/// of that name is there and none has `manager`'s access logs. A chain gone is the listener's
+/// business (it drains when its address goes).
+fn access_logs_changed(
+    runtime: &Runtime,
+    listener: &str,
+    chain: &str,
+    manager: &HttpManager,
+) -> bool {
+    let Some(listener) = runtime.listeners.get(listener) else {
+        return false;
+    };
+    let mut named = listener
+        .chains
+        .iter()
+        .filter(|c| c.name == chain)
+        .filter_map(|c| match &c.filter {
+            NetworkFilter::Http(m) => Some(&m.access_logs),
+            NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+        })
+        .peekable();
+    named.peek().is_some() && named.all(|logs| *logs != manager.access_logs)
 }
 
 /// Why a downstream handshake failed, as a metric label.
@@ -488,15 +538,16 @@ where
     match chain.filter {
         NetworkFilter::Close => Ok(()),
         NetworkFilter::Tcp(tcp) => tcp::proxy(&ctx, &info, &tcp, io).await.map_err(Into::into),
-        NetworkFilter::Http(manager) => serve_http(ctx, info, manager, io, stop).await,
+        NetworkFilter::Http(manager) => serve_http(ctx, info, &chain.name, manager, io, stop).await,
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), or a
-/// timeout of the connection manager closes it.
+/// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), its
+/// chain's access logs change (drain), or a timeout of the connection manager closes it.
 async fn serve_http<I>(
     ctx: Arc<Context>,
     info: ConnInfo,
+    chain: &str,
     manager: HttpManager,
     io: I,
     mut stop: watch::Receiver<bool>,
@@ -514,39 +565,88 @@ where
             (ctx.clone(), info.clone(), manager.clone(), activity.clone());
         // Looked up once per connection: every response counts in it.
         let golden = ctx.metrics.http_manager(&manager.stat_prefix);
+        // `None` unless the connection manager has an access log: then a request's only cost
+        // is the check.
+        let loggers = ctx.access_logs.loggers(&manager).map(|loggers| {
+            let downstream = Arc::new(access_log::Downstream {
+                remote: info.remote,
+                local: info.destination,
+                tls: info.tls,
+                peer_identity: info.peer_identity.clone(),
+            });
+            (loggers, downstream)
+        });
         hyper::service::service_fn(move |request| {
             let started = Instant::now();
             let mut in_flight = activity.start_request();
             let golden = golden.clone();
             let (ctx, info, manager, activity) =
                 (ctx.clone(), info.clone(), manager.clone(), activity.clone());
+            let mut log = loggers.as_ref().map(|(loggers, downstream)| {
+                access_log::Pending::start(
+                    loggers.clone(),
+                    downstream.clone(),
+                    &request,
+                    started.into_std(),
+                )
+            });
             async move {
                 // The cluster, when it answered: its time is recorded with the response's.
                 let mut answered = None;
-                let handled = http::handle(
-                    ctx.clone(),
-                    info.clone(),
-                    manager.clone(),
-                    request,
-                    started,
-                    &mut answered,
-                );
+                let mut idle_timeout = false;
+                let handled = async {
+                    match log.as_deref_mut() {
+                        None => {
+                            http::handle(
+                                ctx.clone(),
+                                info.clone(),
+                                manager.clone(),
+                                request,
+                                started,
+                                &mut answered,
+                                None,
+                            )
+                            .await
+                        }
+                        Some(log) => {
+                            let request = log.count(request);
+                            http::handle(
+                                ctx.clone(),
+                                info.clone(),
+                                manager.clone(),
+                                request,
+                                started,
+                                &mut answered,
+                                Some(&mut log.routed),
+                            )
+                            .await
+                        }
+                    }
+                };
                 let response = match timeouts.stream_idle {
                     None => handled.await?,
                     Some(quiet) => tokio::select! {
                         response = handled => response?,
                         () = activity.quiet_for(quiet) => {
                             ctx.metrics.timeout(&info.listener, &manager.stat_prefix, Timeout::StreamIdle);
+                            idle_timeout = true;
                             // Envoy's router, whose idle timeout is the stream's, answers so.
                             http::local(::http::StatusCode::GATEWAY_TIMEOUT, "stream timeout")
                         }
                     },
                 };
+                if let Some(log) = log.as_deref_mut() {
+                    if idle_timeout {
+                        log.routed.flag = Some(access_log::Flag::StreamIdleTimeout);
+                        log.routed.details = "stream_idle_timeout";
+                    }
+                    log.respond(response.status().as_u16(), response.headers());
+                }
                 golden.count(response.status().as_u16());
                 let timer = golden.timer(started.into_std(), answered);
                 in_flight.responded();
                 Ok::<_, hyper::Error>(
-                    response.map(|body| idle::Tracked::new(body, in_flight, timer)),
+                    response.map(|body| idle::Tracked::new(body, in_flight, timer, log)),
                 )
             }
         })
@@ -566,6 +666,8 @@ where
             .timeout(&info.listener, &manager.stat_prefix, timeout);
     };
     let mut draining = false;
+    let mut changes = ctx.state.subscribe();
+    let mut watching = true;
     let result = loop {
         let deadline = match activity.check(Instant::now(), timeouts.idle, timeouts.stream_idle) {
             idle::Check::Idle if !draining => {
@@ -595,6 +697,18 @@ where
             _ = stop.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            changed = changes.changed(), if watching && !draining => {
+                // A tap started or ended: the connection's requests follow the chain it was
+                // opened under, so it is drained (HTTP/1.1: closed after the request in
+                // flight; HTTP/2: GOAWAY) and the client's next request takes the new one, as
+                // Envoy drains a changed chain's connections (`--drain-strategy immediate`).
+                watching = changed.is_ok();
+                let runtime = ctx.state.runtime();
+                if watching && access_logs_changed(&runtime, &info.listener, chain, &manager) {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             () = sleep => {}
             () = activity.changed() => {}

@@ -518,20 +518,38 @@ fn every_supported_retry_condition_passes() {
 
 #[test]
 fn a_field_the_proxy_ignores_drops_its_resource() {
-    // An access log would silently never be written.
-    let (out, dropped) =
-        with_changed::<Listener>(&client(), LISTENER_TYPE_URL, "outbound_http", |l| {
+    // An access log the proxy does not write (a file) would silently never be written.
+    let (out, dropped) = with_changed::<Listener>(
+        &client(),
+        LISTENER_TYPE_URL,
+        "outbound_http",
+        |l| {
             let f = &mut l.filter_chains[0].filters[1];
             let mut hcm: HttpConnectionManager = typed(&f.config_type);
-            hcm.access_log.push(Default::default());
+            hcm.access_log.push(
+                envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+                    name: "envoy.access_loggers.file".to_owned(),
+                    config_type: Some(
+                        envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
+                            envoy_types::pb::google::protobuf::Any {
+                                type_url: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog".to_owned(),
+                                value: Vec::new(),
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                },
+            );
             f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
-        });
+        },
+    );
     assert_eq!(dropped, ["outbound_http"]);
     assert_eq!(
         out.warnings,
         [
-            "listener outbound_http: filter_chains[0].filters[1].typed_config.access_log: not \
-          supported by the bundled proxy"
+            "listener outbound_http: filter_chains[0].filters[1].typed_config.access_log[0].\
+          typed_config: only envoy.access_loggers.http_grpc (HttpGrpcAccessLogConfig) is \
+          supported"
         ]
     );
 

@@ -25,6 +25,7 @@ macro_rules! only {
     }};
 }
 
+mod access_log;
 mod cluster;
 mod listener;
 mod matcher;

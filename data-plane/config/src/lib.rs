@@ -39,7 +39,8 @@
 //!   at most one `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`, and at most
 //!   one `envoy.filters.network.connection_limit` (`max_connections`) anywhere before the
 //!   terminal filter.
-//! - **HTTP connection manager**: codec AUTO, RDS over ADS or an inline route configuration,
+//! - **HTTP connection manager**: codec AUTO, `access_log` with `http_grpc` loggers (see
+//!   [`AccessLog`]), RDS over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
 //!   no switch to turn that off, as Envoy does with `merge_slashes`,
 //!   `path_with_escaped_slashes_action` and `max_request_headers_kb` unset, or stricter: see
@@ -63,9 +64,11 @@
 //! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
 //! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`, and RBAC shadow rules,
 //! which only log), names of filter chains,
-//! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not:
-//! the proxy writes none, and a configured audit log that silently never appears would
-//! mislead, so `access_log` drops its resource like any other unsupported field.
+//! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not
+//! ignored: an audit log that silently never appears would mislead. An HTTP connection
+//! manager's `access_log` may list `envoy.access_loggers.http_grpc` loggers (see
+//! [`AccessLog`]), which the proxy implements; any other logger, a filter, or an access log
+//! anywhere else drops its resource like any other unsupported field.
 
 #![forbid(unsafe_code)]
 
@@ -244,7 +247,48 @@ pub struct HttpManager {
     pub forward_client_cert: ForwardClientCert,
     /// How long a peer may take, or leave a connection or a request idle.
     pub timeouts: HttpTimeouts,
+    /// `access_log`: where every request the manager handles is logged; empty (the usual
+    /// case) for nowhere.
+    pub access_logs: Vec<AccessLog>,
 }
+
+/// `envoy.access_loggers.http_grpc` (`HttpGrpcAccessLogConfig`) on an HTTP connection
+/// manager: every request it handles, once its response is sent (or its stream ends), becomes
+/// an `HTTPAccessLogEntry` streamed to `envoy.service.accesslog.v3.AccessLogService/
+/// StreamAccessLogs`, as Envoy's logger sends it (no `filter`: every request).
+///
+/// The bundled proxy sends entries to its control plane only: over its ADS channel (address,
+/// TLS) with the ADS credentials, whatever `grpc_service` names. The translation requires an
+/// `envoy_grpc` or `google_grpc` target and reads nothing in it; the control plane writes
+/// the same target as its bootstrap's ADS service. `transport_api_version` must be V3;
+/// `filter_state_objects_to_log`, `custom_tags`, `grpc_stream_retry_policy` and the service's
+/// `timeout`, `initial_metadata` and `retry_policy` are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `common_config.log_name`: names the stream (in its first message's `identifier`). The
+    /// proxy keeps one stream per name; connection managers with the same name share it,
+    /// with the interval and buffer size of the first to open it.
+    pub log_name: String,
+    /// `buffer_flush_interval`: the longest an entry waits before it is sent; default
+    /// [`DEFAULT_ACCESS_LOG_FLUSH_INTERVAL`] (1 s, Envoy's).
+    pub flush_interval: Duration,
+    /// `buffer_size_bytes`: entries are sent as soon as this many bytes (encoded) wait;
+    /// default [`DEFAULT_ACCESS_LOG_BUFFER_BYTES`] (16 KiB, Envoy's); 0 sends each entry at
+    /// once.
+    pub buffer_bytes: u32,
+    /// `additional_request_headers_to_log`: lower-case names, logged in `request_headers`.
+    pub request_headers: Vec<String>,
+    /// `additional_response_headers_to_log`: lower-case names, in `response_headers`.
+    pub response_headers: Vec<String>,
+    /// `additional_response_trailers_to_log`: lower-case names, in `response_trailers`.
+    pub response_trailers: Vec<String>,
+}
+
+/// Envoy's `buffer_flush_interval` when an access logger sets none.
+pub const DEFAULT_ACCESS_LOG_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Envoy's `buffer_size_bytes` when an access logger sets none.
+pub const DEFAULT_ACCESS_LOG_BUFFER_BYTES: u32 = 16_384;
 
 /// The timeouts of an HTTP connection manager; `None` is no timeout (`0s` in xDS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

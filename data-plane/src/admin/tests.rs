@@ -89,6 +89,7 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
                     },
                     forward_client_cert: ForwardClientCert::Sanitize,
                     timeouts: Default::default(),
+                    access_logs: Vec::new(),
                 }),
             }],
         }),

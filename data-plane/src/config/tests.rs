@@ -2169,3 +2169,274 @@ fn peer_timeouts_and_connection_limits_take_envoys_defaults_and_overrides() {
     }
     assert!(checked >= 3, "{checked} chains");
 }
+
+// === access logs ===
+
+/// The tap's configuration, as the Envoy adapter writes it (`adapter::tap`), translates on
+/// every HTTP connection manager, and nothing else changes.
+#[test]
+fn a_tapped_proxy_translates_with_the_taps_access_log() {
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        sync::Arc,
+    };
+
+    let mesh = mesh(AccessMode::Permissive);
+    let opts = local_options(true);
+    let plain = served(&demo_server(), &mesh, &opts);
+    let mut output = adapter::Output {
+        resources: plain.iter().cloned().map(Arc::new).collect(),
+        warnings: Vec::new(),
+    };
+    let bootstrap = adapter::BootstrapOptions::new(
+        "demo/web-0",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        "127.0.0.1",
+        15010,
+        "/token",
+        adapter::XdsCa::File("/ca.crt".into()),
+    );
+    adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap));
+    let mut client = DeltaClient::new(node());
+    for ty in [
+        TypeUrl::Cluster,
+        TypeUrl::Listener,
+        TypeUrl::ClusterLoadAssignment,
+        TypeUrl::RouteConfiguration,
+        TypeUrl::Secret,
+    ] {
+        let of_type = output
+            .resources
+            .iter()
+            .filter(|r| r.type_url == ty.type_url())
+            .map(|r| wire(&r.name, r.resource.clone()))
+            .collect();
+        let outcome = client.handle_response(response(ty, of_type));
+        assert!(outcome.rejected.is_none(), "{ty}: {:?}", outcome.rejected);
+    }
+    let rt = client.config().runtime();
+    let expected = AccessLog {
+        log_name: adapter::TAP_LOG_NAME.to_owned(),
+        flush_interval: adapter::TAP_FLUSH_INTERVAL,
+        buffer_bytes: adapter::TAP_BUFFER_BYTES,
+        request_headers: Vec::new(),
+        response_headers: vec!["grpc-status".to_owned()],
+        response_trailers: vec!["grpc-status".to_owned()],
+    };
+    let mut managers = 0;
+    for chain in rt.listeners.values().flat_map(|l| &l.chains) {
+        if let NetworkFilter::Http(h) = &chain.filter {
+            assert_eq!(
+                h.access_logs,
+                std::slice::from_ref(&expected),
+                "{}",
+                chain.name
+            );
+            managers += 1;
+        }
+    }
+    assert!(managers >= 2, "{managers} connection managers");
+
+    // Untapped, none.
+    let rt = runtime(&demo_server(), &mesh, &opts);
+    for chain in rt.listeners.values().flat_map(|l| &l.chains) {
+        if let NetworkFilter::Http(h) = &chain.filter {
+            assert!(h.access_logs.is_empty());
+        }
+    }
+}
+
+/// Envoy's defaults for what a logger leaves unset; anything beyond the subset is refused at
+/// its field.
+#[test]
+fn an_access_log_outside_the_subset_is_refused_where_it_is() {
+    use envoy_types::pb::envoy::{
+        config::{
+            accesslog::v3::{AccessLog as PbAccessLog, AccessLogFilter, access_log},
+            core::v3::{ApiVersion, GrpcService, HeaderValue, grpc_service},
+        },
+        extensions::access_loggers::grpc::v3::{
+            CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig,
+        },
+    };
+    use prost::Message as _;
+
+    let common = CommonGrpcAccessLogConfig {
+        log_name: "tap".to_owned(),
+        grpc_service: Some(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: "xds".to_owned(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        transport_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(common.clone()),
+        additional_request_headers_to_log: vec!["x-request-id".to_owned()],
+        ..Default::default()
+    };
+    let log = |config: &HttpGrpcAccessLogConfig| {
+        PbAccessLog {
+        name: "envoy.access_loggers.http_grpc".to_owned(),
+        config_type: Some(access_log::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig".to_owned(),
+            value: config.encode_to_vec(),
+        })),
+        ..Default::default()
+    }
+    };
+    let listener = |logs: Vec<PbAccessLog>| {
+        let mut hcm = rds_hcm("r");
+        hcm.access_log = logs;
+        hcm_listener("l", hcm)
+    };
+    let translated = ListenerConfig::from_xds(&listener(vec![log(&config)])).unwrap();
+    let NetworkFilter::Http(h) = &translated.chains[0].filter else {
+        panic!()
+    };
+    assert_eq!(
+        h.access_logs,
+        [AccessLog {
+            log_name: "tap".to_owned(),
+            flush_interval: Duration::from_secs(1),
+            buffer_bytes: 16_384,
+            request_headers: vec!["x-request-id".to_owned()],
+            response_headers: Vec::new(),
+            response_trailers: Vec::new(),
+        }]
+    );
+
+    let refused = |logs: Vec<PbAccessLog>| nack(TypeUrl::Listener, "l", any(&listener(logs)));
+    let at = "listener l: filter_chains[0].filters[0].typed_config.access_log";
+    let with = |f: &dyn Fn(&mut HttpGrpcAccessLogConfig)| {
+        let mut c = config.clone();
+        f(&mut c);
+        vec![log(&c)]
+    };
+    let cases: Vec<(Vec<PbAccessLog>, String)> = vec![
+        (
+            vec![log(&config), {
+                let mut l = log(&config);
+                l.filter = Some(AccessLogFilter::default());
+                l
+            }],
+            format!(
+                "{at}[1].filter: access log filters are not supported: every request is logged"
+            ),
+        ),
+        (
+            vec![PbAccessLog {
+                name: "envoy.access_loggers.file".to_owned(),
+                config_type: Some(access_log::ConfigType::TypedConfig(Any {
+                    type_url:
+                        "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+                            .to_owned(),
+                    value: Vec::new(),
+                })),
+                ..Default::default()
+            }],
+            format!(
+                "{at}[0].typed_config: only envoy.access_loggers.http_grpc \
+                 (HttpGrpcAccessLogConfig) is supported"
+            ),
+        ),
+        (
+            with(&|c| c.common_config = None),
+            format!("{at}[0].typed_config.common_config: is required"),
+        ),
+        (
+            with(&|c| c.common_config.as_mut().unwrap().transport_api_version = 0),
+            format!(
+                "{at}[0].typed_config.common_config.transport_api_version: only V3 is supported"
+            ),
+        ),
+        (
+            with(&|c| c.common_config.as_mut().unwrap().grpc_service = None),
+            format!("{at}[0].typed_config.common_config.grpc_service: is required"),
+        ),
+        (
+            with(&|c| {
+                c.common_config
+                    .as_mut()
+                    .unwrap()
+                    .grpc_service
+                    .as_mut()
+                    .unwrap()
+                    .initial_metadata = vec![HeaderValue::default()];
+            }),
+            format!(
+                "{at}[0].typed_config.common_config.grpc_service.initial_metadata: not \
+                 supported by the bundled proxy"
+            ),
+        ),
+        (
+            with(&|c| c.common_config.as_mut().unwrap().log_name.clear()),
+            format!("{at}[0].typed_config.common_config.log_name: must not be empty"),
+        ),
+        (
+            with(&|c| {
+                c.common_config.as_mut().unwrap().buffer_flush_interval =
+                    Some(PbDuration::default());
+            }),
+            format!(
+                "{at}[0].typed_config.common_config.buffer_flush_interval: must be more than zero"
+            ),
+        ),
+        (
+            with(&|c| {
+                c.common_config.as_mut().unwrap().custom_tags = vec![Default::default()];
+            }),
+            format!(
+                "{at}[0].typed_config.common_config.custom_tags: not supported by the bundled proxy"
+            ),
+        ),
+        (
+            with(&|c| c.additional_response_headers_to_log = vec!["Grpc-Status".to_owned()]),
+            format!(
+                "{at}[0].typed_config.additional_response_headers_to_log[0]: must be a \
+                 lower-case header name (no pseudo-headers)"
+            ),
+        ),
+        (
+            with(&|c| c.additional_request_headers_to_log = vec![":path".to_owned()]),
+            format!(
+                "{at}[0].typed_config.additional_request_headers_to_log[0]: must be a \
+                 lower-case header name (no pseudo-headers)"
+            ),
+        ),
+    ];
+    for (logs, expected) in cases {
+        assert_eq!(refused(logs), expected);
+    }
+
+    // Set values are read.
+    let mut tuned = common;
+    tuned.buffer_flush_interval = Some(PbDuration {
+        seconds: 0,
+        nanos: 200_000_000,
+    });
+    tuned.buffer_size_bytes = Some(UInt32Value { value: 0 });
+    let tuned = HttpGrpcAccessLogConfig {
+        common_config: Some(tuned),
+        ..Default::default()
+    };
+    let translated = ListenerConfig::from_xds(&listener(vec![log(&tuned)])).unwrap();
+    let NetworkFilter::Http(h) = &translated.chains[0].filter else {
+        panic!()
+    };
+    assert_eq!(h.access_logs[0].flush_interval, Duration::from_millis(200));
+    assert_eq!(h.access_logs[0].buffer_bytes, 0);
+
+    // A TCP proxy's or a listener's access log stays refused.
+    let mut l = listener(Vec::new());
+    l.access_log = vec![log(&config)];
+    assert_eq!(
+        nack(TypeUrl::Listener, "l", any(&l)),
+        "listener l: access_log: not supported by the bundled proxy"
+    );
+}

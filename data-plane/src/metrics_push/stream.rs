@@ -1,6 +1,7 @@
 //! The metrics service stream: a flush every interval into a one-message outbox, and one
-//! `StreamMetrics` stream at a time to the control plane (the ADS service's address, TLS and
-//! credentials, on a channel of its own), reconnecting with the ADS backoff when it fails.
+//! `StreamMetrics` stream at a time to the control plane (`client_stream`: the ADS service's
+//! address, TLS and credentials, on a channel of its own), reconnecting with the ADS backoff
+//! when it fails.
 //!
 //! The request path never waits on any of it: it counts into atomics, and a flush reads them.
 
@@ -17,8 +18,9 @@ use envoy_types::pb::envoy::service::metrics::v3::{
 
 use super::{Flush, Flusher};
 use crate::{
-    ads::{self, StreamError},
+    ads,
     bootstrap::Bootstrap,
+    client_stream,
     metrics::{GoldenSnapshot, Registry},
 };
 
@@ -54,34 +56,23 @@ pub async fn run(
 
 /// One stream after another.
 async fn stream(bootstrap: &Bootstrap, outbox: &Arc<Outbox>) {
-    let mut failures: u32 = 0;
-    loop {
-        match stream_once(bootstrap, outbox).await {
-            Ok(()) => tracing::info!("metrics service: the control plane closed the stream"),
-            Err(error) => tracing::warn!(%error, "metrics service stream ended"),
-        }
-        if outbox.took_any() {
-            failures = 0;
-        }
-        let wait = ads::backoff(failures, fastrand::f64());
-        failures = failures.saturating_add(1);
-        tokio::time::sleep(wait).await;
-    }
-}
-
-async fn stream_once(bootstrap: &Bootstrap, outbox: &Arc<Outbox>) -> Result<(), StreamError> {
-    let (channel, uri) = ads::connect(bootstrap).await?;
-    let authorization = ads::authorization(bootstrap)?;
-    let mut request = tonic::Request::new(outbox.open());
-    if let Some(value) = authorization {
-        request.metadata_mut().insert("authorization", value);
-    }
-    tracing::info!(control_plane = %uri, "metrics service stream open");
-    // Client streaming: this resolves when the stream ends.
-    MetricsServiceClient::new(channel)
-        .stream_metrics(request)
-        .await?;
-    Ok(())
+    client_stream::run(
+        "metrics service",
+        bootstrap,
+        |channel, authorization| {
+            let request = client_stream::request(outbox.open(), authorization);
+            async move {
+                // Client streaming: this resolves when the stream ends.
+                MetricsServiceClient::new(channel)
+                    .stream_metrics(request)
+                    .await
+                    .map(drop)
+            }
+        },
+        || outbox.took_any(),
+        || true,
+    )
+    .await;
 }
 
 /// At most one message waiting for a stream, and the flusher whose increases it carries.

@@ -16,6 +16,7 @@ use super::{
     target,
 };
 use crate::{
+    access_log::{Flag, Routed},
     balance::{self, Outcome},
     config::{ClusterConfig, HttpManager, RetryPolicy, RouteAction, RouteSource, Runtime},
     metrics::{HttpLabels, UpstreamStats},
@@ -27,6 +28,25 @@ pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// Bodies up to this size are kept so a failed attempt can be retried; larger or streaming
 /// bodies are sent as they come, and not retried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// A request body the proxy forwards: hyper's, or the same counted for an access log.
+pub(crate) trait RequestBody:
+    Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static
+{
+}
+
+/// Notes why the proxy answered itself, for the access log.
+fn note(log: &mut Option<&mut Routed>, flag: Option<Flag>, details: &'static str) {
+    if let Some(log) = log.as_deref_mut() {
+        log.flag = flag;
+        log.details = details;
+    }
+}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), not forwarded (but `te: trailers`).
 const HOP_BY_HOP: [header::HeaderName; 6] = [
@@ -53,13 +73,17 @@ enum AnsweredBy {
 /// Handles one request of a connection whose chain ends in `manager`; `started` is when its
 /// head was complete. When a cluster answers, `answered` gets its golden stats, which time the
 /// response to its end.
-pub(crate) async fn handle(
+///
+/// `log`, when the connection manager has an access log, gets what routing and forwarding
+/// learn.
+pub(crate) async fn handle<B: RequestBody>(
     ctx: Arc<Context>,
     conn: Arc<ConnInfo>,
     manager: Arc<HttpManager>,
-    mut request: Request<Incoming>,
+    mut request: Request<B>,
     started: Instant,
     answered: &mut Option<Arc<UpstreamStats>>,
+    mut log: Option<&mut Routed>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
         return Ok(local(
@@ -107,9 +131,11 @@ pub(crate) async fn handle(
         RouteSource::Inline(table) => Some(table.clone()),
     };
     let Some(table) = table else {
+        note(&mut log, Some(Flag::NoRoute), "route_not_found");
         return Ok(local(StatusCode::NOT_FOUND, "no route configuration\n"));
     };
     let Some(vh) = routing::virtual_host(&table, &authority) else {
+        note(&mut log, Some(Flag::NoRoute), "route_not_found");
         return Ok(local(StatusCode::NOT_FOUND, ""));
     };
     let route = routing::route(vh, &view);
@@ -122,16 +148,26 @@ pub(crate) async fn handle(
         && !routing::allows(rbac, &peer, Some(&view))
     {
         ctx.metrics.denied(&conn.listener);
+        note(&mut log, None, "rbac_access_denied_matched_policy[none]");
         let status = StatusCode::from_u16(manager.denied.status).unwrap_or(StatusCode::FORBIDDEN);
         return Ok(local_owned(status, manager.denied.body.clone()));
     }
     let Some(route) = route else {
+        note(&mut log, Some(Flag::NoRoute), "route_not_found");
         return Ok(local(StatusCode::NOT_FOUND, ""));
     };
+    if let Some(log) = log.as_deref_mut() {
+        log.route_name.clone_from(&route.name);
+    }
 
     let action = &route.action;
     let mut rng = fastrand::Rng::new();
     let Some(cluster_name) = balance::pick_weighted(&action.clusters, &mut rng) else {
+        note(
+            &mut log,
+            Some(Flag::NoHealthyUpstream),
+            "no_healthy_upstream",
+        );
         return Ok(local(
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
@@ -145,8 +181,12 @@ pub(crate) async fn handle(
         backend: cluster_name.clone(),
         peer: conn.peer_identity.clone().unwrap_or_default(),
     };
+    if let Some(log) = log.as_deref_mut() {
+        log.cluster.clone_from(cluster_name);
+    }
     let Some(cluster) = runtime.clusters.get(cluster_name).cloned() else {
         ctx.metrics.http(&labels).record(503, started.elapsed());
+        note(&mut log, Some(Flag::NoCluster), "cluster_not_found");
         return Ok(local(
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
@@ -155,7 +195,7 @@ pub(crate) async fn handle(
 
     let upstream = ctx.metrics.upstream(&cluster.name);
     let (mut response, answered_by) = forward(
-        &ctx, &runtime, &cluster, &upstream, action, request, started,
+        &ctx, &runtime, &cluster, &upstream, action, request, started, log,
     )
     .await;
     if ctx.state.draining() {
@@ -180,14 +220,16 @@ pub(crate) async fn handle(
 
 /// Sends the request to the cluster: picks endpoints, retries what the policy allows within
 /// the route's deadline, and turns failures into the answers Envoy gives.
-async fn forward(
+#[allow(clippy::too_many_arguments)]
+async fn forward<B: RequestBody>(
     ctx: &Context,
     runtime: &Runtime,
     cluster: &Arc<ClusterConfig>,
     stats: &Arc<UpstreamStats>,
     action: &RouteAction,
-    request: Request<Incoming>,
+    request: Request<B>,
     started: Instant,
+    mut log: Option<&mut Routed>,
 ) -> (Response<ProxyBody>, AnsweredBy) {
     let deadline = action.timeout.map(|t| started + t);
     let (mut parts, body) = request.into_parts();
@@ -241,6 +283,11 @@ async fn forward(
             &[]
         };
         let Some(pick) = balancer.pick(now, exclude) else {
+            note(
+                &mut log,
+                Some(Flag::NoHealthyUpstream),
+                "no_healthy_upstream",
+            );
             return (
                 local(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
                 AnsweredBy::Proxy,
@@ -248,10 +295,19 @@ async fn forward(
         };
         tried.push(pick.index());
         let endpoint = pick.endpoint().clone();
+        if let Some(log) = log.as_deref_mut() {
+            log.upstream = Some(endpoint.address);
+            log.attempts += 1;
+        }
         let mut transport = match ctx.upstream_transport(runtime, cluster, &endpoint) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(cluster = %cluster.name, error = %e, "no TLS configuration for upstream");
+                note(
+                    &mut log,
+                    Some(Flag::UpstreamConnectionFailure),
+                    "upstream_reset_before_response_started{connection_failure}",
+                );
                 pick.complete(now, Outcome::GatewayFailure);
                 last_failure = (
                     local_owned(
@@ -311,6 +367,11 @@ async fn forward(
                 Ok(r) => r,
                 Err(_) => {
                     pick.complete(std::time::Instant::now(), Outcome::GatewayFailure);
+                    note(
+                        &mut log,
+                        Some(Flag::UpstreamRequestTimeout),
+                        "response_timeout",
+                    );
                     let timeout = (
                         local(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
                         AnsweredBy::Proxy,
@@ -327,6 +388,11 @@ async fn forward(
         let elapsed = now.elapsed();
         match result {
             Ok(response) => {
+                if let Some(log) = log.as_deref_mut() {
+                    log.first_upstream_rx = Some(std::time::Instant::now());
+                    log.flag = None;
+                    log.details = "via_upstream";
+                }
                 let status = response.status();
                 let outcome = match status.as_u16() {
                     502..=504 => Outcome::GatewayFailure,
@@ -356,6 +422,18 @@ async fn forward(
                 }
                 tracing::debug!(cluster = %cluster.name, endpoint = %endpoint.address, %error, "upstream request failed");
                 let retryable = retry.is_some_and(|r| retries_error(r, &error, &method));
+                match error {
+                    SendError::Connect(_) => note(
+                        &mut log,
+                        Some(Flag::UpstreamConnectionFailure),
+                        "upstream_reset_before_response_started{connection_failure}",
+                    ),
+                    _ => note(
+                        &mut log,
+                        Some(Flag::UpstreamRemoteReset),
+                        "upstream_reset_before_response_started{remote_reset}",
+                    ),
+                }
                 last_failure = (
                     local_owned(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -406,8 +484,8 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Reads a small body into memory when retries may need it again. Returns the body to stream
 /// (when it was not buffered) and the buffered bytes (when it was).
-async fn buffer(
-    body: Incoming,
+async fn buffer<B: RequestBody>(
+    body: B,
     want: bool,
 ) -> Result<(Option<UpstreamBody>, Option<Bytes>), hyper::Error> {
     if body.is_end_stream() {

@@ -30,7 +30,7 @@ use std::{
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::metrics::ResponseTimer;
+use crate::{access_log::Pending, metrics::ResponseTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::Notify,
@@ -202,14 +202,29 @@ pub(super) struct Tracked<B> {
     body: B,
     _request: Request,
     _timer: ResponseTimer,
+    /// The request's access log entry, when its connection manager has an access log:
+    /// queued when the body is dropped.
+    log: Option<Box<Pending>>,
 }
 
-impl<B> Tracked<B> {
-    pub(super) fn new(body: B, request: Request, timer: ResponseTimer) -> Self {
+impl<B: Body> Tracked<B> {
+    pub(super) fn new(
+        body: B,
+        request: Request,
+        timer: ResponseTimer,
+        mut log: Option<Box<Pending>>,
+    ) -> Self {
+        if let Some(log) = &mut log
+            && body.is_end_stream()
+        {
+            // Nothing to send: hyper may never poll it.
+            log.finished();
+        }
         Tracked {
             body,
             _request: request,
             _timer: timer,
+            log,
         }
     }
 }
@@ -222,7 +237,21 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(log) = &mut this.log {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    log.sent(frame);
+                    if this.body.is_end_stream() {
+                        log.finished();
+                    }
+                }
+                Poll::Ready(None) => log.finished(),
+                Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

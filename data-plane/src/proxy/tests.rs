@@ -230,6 +230,7 @@ fn the_most_specific_rbac_override_applies() {
         },
         forward_client_cert: ForwardClientCert::Sanitize,
         timeouts: Default::default(),
+        access_logs: Vec::new(),
     };
     let mut vh = vhost(
         "v",

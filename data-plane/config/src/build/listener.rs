@@ -44,7 +44,8 @@ use envoy_types::pb::{
 use prost::Message;
 
 use super::{
-    At, Invalid, bind_address, data_source, decode, duration, is, is_ads, rbac, tls, unsupported,
+    At, Invalid, access_log, bind_address, data_source, decode, duration, is, is_ads, rbac, tls,
+    unsupported,
 };
 use crate::{
     AppProtocol, ChainMatch, ChainSelector, CidrRange, ConnectionLimit, DeniedReply, Direction,
@@ -883,17 +884,18 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         h.set_current_client_cert_details.as_ref(),
     )?;
     let timeouts = http_timeouts(h)?;
+    let access_logs = access_log::access_logs(&h.access_log)?;
     only!(h => HttpConnectionManager {
         codec_type, stat_prefix, http_filters, normalize_path, local_reply_config,
         route_specifier, forward_client_cert_details, set_current_client_cert_details,
-        request_headers_timeout, stream_idle_timeout, common_http_protocol_options,
+        request_headers_timeout, stream_idle_timeout, common_http_protocol_options, access_log,
     } unset {
         add_user_agent, tracing,
         http1_safe_max_connection_duration, http_protocol_options, http2_protocol_options,
         http3_protocol_options, server_name, server_header_transformation,
         scheme_header_transformation, max_request_headers_kb,
         stream_flush_timeout, request_timeout, drain_timeout,
-        drain_timeout_jitter, delayed_close_timeout, access_log, access_log_flush_interval,
+        drain_timeout_jitter, delayed_close_timeout, access_log_flush_interval,
         flush_access_log_on_new_request, access_log_options, use_remote_address,
         xff_num_trusted_hops, original_ip_detection_extensions,
         early_header_mutation_extensions, internal_address_config, skip_xff_append, via,
@@ -913,6 +915,7 @@ fn hcm(h: &HttpConnectionManager) -> Result<HttpManager, Invalid> {
         denied,
         forward_client_cert,
         timeouts,
+        access_logs,
     })
 }
 

@@ -1,0 +1,149 @@
+//! Access logs of an HTTP connection manager: `envoy.access_loggers.http_grpc` only, to the
+//! control plane over the proxy's ADS channel (see [`AccessLog`]).
+
+use envoy_types::pb::envoy::{
+    config::{
+        accesslog::v3::{AccessLog as PbAccessLog, access_log},
+        core::v3::{ApiVersion, GrpcService, grpc_service::TargetSpecifier},
+    },
+    extensions::access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+};
+
+use super::{At, Invalid, decode, duration, is, unsupported};
+use crate::{AccessLog, DEFAULT_ACCESS_LOG_BUFFER_BYTES, DEFAULT_ACCESS_LOG_FLUSH_INTERVAL};
+
+/// The connection manager's `access_log` list.
+pub(super) fn access_logs(list: &[PbAccessLog]) -> Result<Vec<AccessLog>, Invalid> {
+    list.iter()
+        .enumerate()
+        .map(|(i, log)| access_log(log).at(format_args!("access_log[{i}]")))
+        .collect()
+}
+
+fn access_log(log: &PbAccessLog) -> Result<AccessLog, Invalid> {
+    if log.filter.is_some() {
+        return Err(unsupported(
+            "filter",
+            "access log filters are not supported: every request is logged",
+        ));
+    }
+    let any = match &log.config_type {
+        Some(access_log::ConfigType::TypedConfig(any)) => any,
+        None => return Err(unsupported("typed_config", "a typed config is required")),
+    };
+    if !is::<HttpGrpcAccessLogConfig>(any) {
+        return Err(unsupported(
+            "typed_config",
+            "only envoy.access_loggers.http_grpc (HttpGrpcAccessLogConfig) is supported",
+        ));
+    }
+    only!(log => PbAccessLog { name, filter, config_type } unset {});
+    let config: HttpGrpcAccessLogConfig = decode(any).at("typed_config")?;
+    http_grpc(&config).at("typed_config")
+}
+
+fn http_grpc(c: &HttpGrpcAccessLogConfig) -> Result<AccessLog, Invalid> {
+    let Some(common) = &c.common_config else {
+        return Err(unsupported("common_config", "is required"));
+    };
+    let mut log = common_config(common).at("common_config")?;
+    log.request_headers = header_names(&c.additional_request_headers_to_log)
+        .at("additional_request_headers_to_log")?;
+    log.response_headers = header_names(&c.additional_response_headers_to_log)
+        .at("additional_response_headers_to_log")?;
+    log.response_trailers = header_names(&c.additional_response_trailers_to_log)
+        .at("additional_response_trailers_to_log")?;
+    only!(c => HttpGrpcAccessLogConfig {
+        common_config, additional_request_headers_to_log, additional_response_headers_to_log,
+        additional_response_trailers_to_log,
+    } unset {});
+    Ok(log)
+}
+
+fn common_config(c: &CommonGrpcAccessLogConfig) -> Result<AccessLog, Invalid> {
+    if c.log_name.is_empty() {
+        // Envoy's validation: `min_len: 1`.
+        return Err(unsupported("log_name", "must not be empty"));
+    }
+    if c.transport_api_version != ApiVersion::V3 as i32 {
+        return Err(unsupported("transport_api_version", "only V3 is supported"));
+    }
+    match &c.grpc_service {
+        Some(service) => grpc_service(service).at("grpc_service")?,
+        None => return Err(unsupported("grpc_service", "is required")),
+    }
+    let flush_interval = match &c.buffer_flush_interval {
+        None => DEFAULT_ACCESS_LOG_FLUSH_INTERVAL,
+        Some(d) => {
+            let d = duration(d).at("buffer_flush_interval")?;
+            // Envoy's validation: `gt: {}`.
+            if d.is_zero() {
+                return Err(unsupported(
+                    "buffer_flush_interval",
+                    "must be more than zero",
+                ));
+            }
+            d
+        }
+    };
+    let buffer_bytes = c
+        .buffer_size_bytes
+        .as_ref()
+        .map_or(DEFAULT_ACCESS_LOG_BUFFER_BYTES, |v| v.value);
+    only!(c => CommonGrpcAccessLogConfig {
+        log_name, grpc_service, transport_api_version, buffer_flush_interval, buffer_size_bytes,
+    } unset {
+        filter_state_objects_to_log, grpc_stream_retry_policy, custom_tags,
+    });
+    Ok(AccessLog {
+        log_name: c.log_name.clone(),
+        flush_interval,
+        buffer_bytes,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
+        response_trailers: Vec::new(),
+    })
+}
+
+/// The service the entries go to. The proxy sends them to its control plane over its ADS
+/// channel, with the ADS credentials, whatever the target says: it reads no target, so an
+/// `envoy_grpc` cluster or a `google_grpc` target with its credentials are taken as they are
+/// (the control plane writes the same target as its bootstrap's ADS service). What would be
+/// sent besides the entries (metadata, retries) is refused.
+fn grpc_service(s: &GrpcService) -> Result<(), Invalid> {
+    match &s.target_specifier {
+        Some(TargetSpecifier::EnvoyGrpc(_) | TargetSpecifier::GoogleGrpc(_)) => {}
+        None => {
+            return Err(unsupported(
+                "target_specifier",
+                "envoy_grpc or google_grpc is required",
+            ));
+        }
+    }
+    only!(s => GrpcService { target_specifier } unset {
+        timeout, initial_metadata, retry_policy,
+    });
+    Ok(())
+}
+
+/// Header names to log: lower-case, as HTTP/2 and the proxy's header maps have them.
+fn header_names(names: &[String]) -> Result<Vec<String>, Invalid> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b':' && !b.is_ascii_uppercase());
+            if valid {
+                Ok(name.clone())
+            } else {
+                Err(unsupported(
+                    format!("[{i}]"),
+                    "must be a lower-case header name (no pseudo-headers)",
+                ))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,568 @@
+//! Access logs (`envoy.access_loggers.http_grpc`): every request of an HTTP connection manager
+//! with an access log becomes an `HTTPAccessLogEntry`, as Envoy's gRPC access logger fills it,
+//! streamed to the control plane ([`sink`]).
+//!
+//! The request path only gathers what it has at hand into a `Pending` (strings it would
+//! otherwise drop, instants, counters), and queues the entry when the request ends (its
+//! response sent, or its stream gone); encoding and sending happen in the sink's task. A
+//! connection manager without an access log (the usual case) costs a request one check of an
+//! `Option`.
+//!
+//! # What an entry holds, against Envoy 1.40
+//!
+//! - `common_properties`: `downstream_remote_address` and `downstream_direct_remote_address`
+//!   (the peer), `downstream_local_address` (the original destination on a listener with
+//!   `original_dst`, else the socket's), `tls_properties` on TLS connections with the URI SAN
+//!   of a verified client certificate in `peer_certificate_properties` (Envoy also fills the
+//!   version, cipher, SNI, session and the local certificate), `start_time` (when the proxy
+//!   has the request head; Envoy: its first byte), `time_to_last_rx_byte`,
+//!   `time_to_first_upstream_rx_byte` (the upstream response head),
+//!   `time_to_first_downstream_tx_byte` (the response head handed to the connection),
+//!   `time_to_last_downstream_tx_byte` (its last frame), `duration` (the same), `upstream_remote_address` (the
+//!   last endpoint tried), `upstream_cluster`, `route_name`, `upstream_request_attempt_count`,
+//!   `response_flags` (`NR` no route, `NC` no cluster, `UH` no healthy upstream, `UF` connect
+//!   failure, `UR` reset, `UT` upstream timeout, `SI` stream idle timeout),
+//!   `access_log_type: DownstreamEnd`. Not filled: upstream send times, upstream local
+//!   address, wire byte counts, `stream_id`.
+//! - `protocol_version`: HTTP/1.0, HTTP/1.1 or HTTP/2.
+//! - `request`: `request_method`, `scheme`, `authority`, `path` (with the query),
+//!   `user_agent`, `referer`, `forwarded_for`, `request_headers_bytes` (names and values of
+//!   the headers as received, the pseudo-headers `:method`, `:path`, `:authority` and
+//!   `:scheme` included; Envoy counts its map at the end, with the headers it added such as
+//!   `x-request-id`, `x-forwarded-proto` and `x-envoy-expected-rq-timeout-ms`),
+//!   `request_body_bytes` (read from the client), `request_headers` for the configured names.
+//!   Not filled: `request_id` (the proxy generates none; Envoy does).
+//! - `response`: `response_code` (none when no response was sent), `response_headers_bytes`
+//!   (as for the request, `:status` included, of the response as the proxy sends it; Envoy's
+//!   adds `x-envoy-upstream-service-time`, `server` and `date`), `response_body_bytes` (sent to
+//!   the client), `response_headers` and `response_trailers` for the configured names,
+//!   `response_code_details` (`via_upstream`, `route_not_found`, ...).
+//!
+//! A header sent several times is logged as its values joined by `,`, as Envoy does.
+//!
+//! # Where it differs from Envoy
+//!
+//! - Requests hyper refuses before the proxy sees them (a malformed or oversized head) are
+//!   not logged; Envoy logs them.
+//! - One stream per `log_name` (Envoy: one per worker thread and configuration).
+//! - The loggers of a connection are those of the chain it was opened under; when a tap
+//!   starts or ends the connection is drained (see `proxy`), as Envoy with
+//!   `--drain-strategy immediate`.
+
+pub mod sink;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::{Address, RequestMethod, SocketAddress, address, socket_address},
+        data::accesslog::v3::{
+            AccessLogCommon, AccessLogType, HttpAccessLogEntry, HttpRequestProperties,
+            HttpResponseProperties, ResponseFlags, TlsProperties, http_access_log_entry,
+            tls_properties::{CertificateProperties, certificate_properties::SubjectAltName},
+        },
+    },
+    google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
+};
+use http::{HeaderMap, Method, Request, Version, header};
+use hyper::body::{Body, Frame, SizeHint};
+
+pub use self::sink::Sinks;
+use crate::config::AccessLog;
+
+/// The loggers of one connection manager, resolved once per connection: each configuration
+/// with the sink of its `log_name`.
+#[derive(Debug)]
+pub struct Loggers {
+    logs: Vec<(AccessLog, Arc<sink::Sink>)>,
+}
+
+/// What the connection tells every entry of its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct Downstream {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) tls: bool,
+    /// The URI SAN of the peer's verified client certificate.
+    pub(crate) peer_identity: Option<String>,
+}
+
+/// What routing and forwarding learn, written by the request path as it goes.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    pub(crate) route_name: String,
+    pub(crate) cluster: String,
+    /// The last endpoint tried.
+    pub(crate) upstream: Option<SocketAddr>,
+    /// When the upstream response's head arrived.
+    pub(crate) first_upstream_rx: Option<Instant>,
+    pub(crate) attempts: u32,
+    pub(crate) flag: Option<Flag>,
+    /// `response_code_details`.
+    pub(crate) details: &'static str,
+}
+
+/// Why the proxy answered itself (Envoy's response flags the proxy produces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flag {
+    /// `NR`: no route.
+    NoRoute,
+    /// `NC`: the route's cluster does not exist.
+    NoCluster,
+    /// `UH`: no endpoint to pick.
+    NoHealthyUpstream,
+    /// `UF`: the upstream connection failed.
+    UpstreamConnectionFailure,
+    /// `UR`: the upstream reset the request.
+    UpstreamRemoteReset,
+    /// `UT`: the route's timeout expired.
+    UpstreamRequestTimeout,
+    /// `SI`: the stream idle timeout expired.
+    StreamIdleTimeout,
+}
+
+/// The request body, counted: bytes and when its end was read.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    bytes: AtomicU64,
+    /// Nanoseconds from the request's start to its end, plus one; 0 while not read.
+    ended: AtomicU64,
+}
+
+/// One request's entry in the making, per logger of its connection manager; queued when
+/// dropped (the response sent or abandoned).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    loggers: Arc<Loggers>,
+    downstream: Arc<Downstream>,
+    start: SystemTime,
+    started: Instant,
+    protocol: Version,
+    method: Method,
+    scheme: &'static str,
+    authority: String,
+    path: String,
+    user_agent: String,
+    referer: String,
+    forwarded_for: String,
+    request_headers_bytes: u64,
+    /// Per logger, its request headers.
+    request_headers: Vec<HashMap<String, String>>,
+    received: Arc<Received>,
+    pub(crate) routed: Routed,
+    response: Option<Response>,
+    first_tx: Option<Instant>,
+    last_tx: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers_bytes: u64,
+    body_bytes: u64,
+    /// Per logger, its response headers, then its trailers.
+    headers: Vec<HashMap<String, String>>,
+    trailers: Vec<HashMap<String, String>>,
+}
+
+/// A request body that counts into [`Received`].
+#[derive(Debug)]
+pub(crate) struct Counted<B> {
+    body: B,
+    received: Arc<Received>,
+    started: Instant,
+}
+
+// === impl Loggers ===
+
+impl Loggers {
+    pub(crate) fn new(logs: Vec<(AccessLog, Arc<sink::Sink>)>) -> Self {
+        Loggers { logs }
+    }
+}
+
+// === impl Pending ===
+
+impl Pending {
+    /// Starts the entry of `request`, from its head as received.
+    pub(crate) fn start<B>(
+        loggers: Arc<Loggers>,
+        downstream: Arc<Downstream>,
+        request: &Request<B>,
+        started: Instant,
+    ) -> Box<Self> {
+        let headers = request.headers();
+        let text = |name: header::HeaderName| joined(headers, name.as_str()).unwrap_or_default();
+        let scheme = if downstream.tls { "https" } else { "http" };
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| joined(headers, header::HOST.as_str()))
+            .unwrap_or_default();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let method = request.method().clone();
+        // The pseudo-headers as Envoy has them, then the rest (Host is `:authority` there).
+        let pseudo = [
+            (":method", method.as_str().len()),
+            (":path", path.len()),
+            (":authority", authority.len()),
+            (":scheme", scheme.len()),
+        ];
+        let request_headers_bytes = pseudo.iter().map(|(n, v)| n.len() + v).sum::<usize>()
+            + headers
+                .iter()
+                .filter(|(name, _)| *name != header::HOST)
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum::<usize>();
+        let request_headers = loggers
+            .logs
+            .iter()
+            .map(|(log, _)| pick(headers, &log.request_headers))
+            .collect();
+        let received = Arc::new(Received::default());
+        Box::new(Pending {
+            loggers,
+            downstream,
+            start: SystemTime::now(),
+            started,
+            protocol: request.version(),
+            method,
+            scheme,
+            user_agent: text(header::USER_AGENT),
+            referer: text(header::REFERER),
+            forwarded_for: joined(headers, "x-forwarded-for").unwrap_or_default(),
+            authority,
+            path,
+            request_headers_bytes: request_headers_bytes as u64,
+            request_headers,
+            received,
+            routed: Routed::default(),
+            response: None,
+            first_tx: None,
+            last_tx: None,
+        })
+    }
+
+    /// `request` with its body counted into this entry.
+    pub(crate) fn count<B: Body>(&self, request: Request<B>) -> Request<Counted<B>> {
+        let received = self.received.clone();
+        let started = self.started;
+        if request.body().is_end_stream() {
+            received.end(started);
+        }
+        request.map(|body| Counted {
+            body,
+            received,
+            started,
+        })
+    }
+
+    /// The response as it starts: its status and head.
+    pub(crate) fn respond(&mut self, status: u16, headers: &HeaderMap) {
+        let headers_bytes = ":status".len()
+            + 3
+            + headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum::<usize>();
+        let picked = self
+            .loggers
+            .logs
+            .iter()
+            .map(|(log, _)| pick(headers, &log.response_headers))
+            .collect();
+        self.first_tx = Some(Instant::now());
+        self.response = Some(Response {
+            status,
+            headers_bytes: headers_bytes as u64,
+            body_bytes: 0,
+            headers: picked,
+            trailers: Vec::new(),
+        });
+    }
+
+    /// A frame of the response on its way to the client.
+    pub(crate) fn sent(&mut self, frame: &Frame<Bytes>) {
+        let Some(response) = &mut self.response else {
+            return;
+        };
+        if let Some(data) = frame.data_ref() {
+            response.body_bytes += data.len() as u64;
+        } else if let Some(trailers) = frame.trailers_ref() {
+            response.trailers = self
+                .loggers
+                .logs
+                .iter()
+                .map(|(log, _)| pick(trailers, &log.response_trailers))
+                .collect();
+        }
+    }
+
+    /// The response's last byte went out.
+    pub(crate) fn finished(&mut self) {
+        self.last_tx.get_or_insert_with(Instant::now);
+    }
+
+    /// The entry for logger `index`; the last one takes the strings rather than copy them.
+    fn entry(&mut self, index: usize, last: bool) -> HttpAccessLogEntry {
+        fn grab<T: Clone + Default>(value: &mut T, last: bool) -> T {
+            if last {
+                std::mem::take(value)
+            } else {
+                value.clone()
+            }
+        }
+        let since = |at: Instant| duration(at.saturating_duration_since(self.started));
+        let routed = &mut self.routed;
+        let flags = routed.flag.map(|flag| {
+            let mut f = ResponseFlags::default();
+            match flag {
+                Flag::NoRoute => f.no_route_found = true,
+                Flag::NoCluster => f.no_cluster_found = true,
+                Flag::NoHealthyUpstream => f.no_healthy_upstream = true,
+                Flag::UpstreamConnectionFailure => f.upstream_connection_failure = true,
+                Flag::UpstreamRemoteReset => f.upstream_remote_reset = true,
+                Flag::UpstreamRequestTimeout => f.upstream_request_timeout = true,
+                Flag::StreamIdleTimeout => f.stream_idle_timeout = true,
+            }
+            f
+        });
+        let tls_properties = self.downstream.tls.then(|| TlsProperties {
+            peer_certificate_properties: self.downstream.peer_identity.as_ref().map(|uri| {
+                CertificateProperties {
+                    subject_alt_name: vec![SubjectAltName {
+                        san: Some(
+                            envoy_types::pb::envoy::data::accesslog::v3::tls_properties::certificate_properties::subject_alt_name::San::Uri(uri.clone()),
+                        ),
+                    }],
+                    ..Default::default()
+                }
+            }),
+            ..Default::default()
+        });
+        let last_tx = self.last_tx.map(since);
+        let common = AccessLogCommon {
+            downstream_remote_address: Some(socket(self.downstream.remote)),
+            downstream_direct_remote_address: Some(socket(self.downstream.remote)),
+            downstream_local_address: Some(socket(self.downstream.local)),
+            tls_properties,
+            start_time: Some(timestamp(self.start)),
+            time_to_last_rx_byte: self.received.ended().map(duration),
+            time_to_first_upstream_rx_byte: routed.first_upstream_rx.map(since),
+            time_to_first_downstream_tx_byte: self.first_tx.map(since),
+            time_to_last_downstream_tx_byte: last_tx,
+            duration: last_tx,
+            upstream_remote_address: routed.upstream.map(socket),
+            upstream_cluster: grab(&mut routed.cluster, last),
+            route_name: grab(&mut routed.route_name, last),
+            upstream_request_attempt_count: routed.attempts,
+            response_flags: flags,
+            access_log_type: AccessLogType::DownstreamEnd as i32,
+            ..Default::default()
+        };
+        let request = HttpRequestProperties {
+            request_method: method(&self.method) as i32,
+            scheme: self.scheme.to_owned(),
+            authority: grab(&mut self.authority, last),
+            path: grab(&mut self.path, last),
+            user_agent: grab(&mut self.user_agent, last),
+            referer: grab(&mut self.referer, last),
+            forwarded_for: grab(&mut self.forwarded_for, last),
+            request_headers_bytes: self.request_headers_bytes,
+            request_body_bytes: self.received.bytes.load(Ordering::Relaxed),
+            // Each logger's own: taken.
+            request_headers: self
+                .request_headers
+                .get_mut(index)
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let response = match &mut self.response {
+            None => HttpResponseProperties {
+                response_code_details: routed.details.to_owned(),
+                ..Default::default()
+            },
+            Some(r) => HttpResponseProperties {
+                response_code: Some(UInt32Value {
+                    value: u32::from(r.status),
+                }),
+                response_headers_bytes: r.headers_bytes,
+                response_body_bytes: r.body_bytes,
+                response_headers: r
+                    .headers
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
+                response_trailers: r
+                    .trailers
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default(),
+                response_code_details: routed.details.to_owned(),
+                ..Default::default()
+            },
+        };
+        let protocol_version = match self.protocol {
+            Version::HTTP_10 => http_access_log_entry::HttpVersion::Http10,
+            Version::HTTP_11 => http_access_log_entry::HttpVersion::Http11,
+            Version::HTTP_2 => http_access_log_entry::HttpVersion::Http2,
+            Version::HTTP_3 => http_access_log_entry::HttpVersion::Http3,
+            _ => http_access_log_entry::HttpVersion::ProtocolUnspecified,
+        };
+        HttpAccessLogEntry {
+            common_properties: Some(common),
+            protocol_version: protocol_version as i32,
+            request: Some(request),
+            response: Some(response),
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// The request is over: its entry goes to every logger.
+    fn drop(&mut self) {
+        let loggers = self.loggers.clone();
+        let count = loggers.logs.len();
+        for (index, (_, sink)) in loggers.logs.iter().enumerate() {
+            sink.push(self.entry(index, index + 1 == count));
+        }
+    }
+}
+
+// === impl Received ===
+
+impl Received {
+    fn end(&self, started: Instant) {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        let _ = self
+            .ended
+            .compare_exchange(0, nanos + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn ended(&self) -> Option<Duration> {
+        match self.ended.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+}
+
+// === impl Counted ===
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if this.body.is_end_stream() {
+                    this.received.end(this.started);
+                }
+            }
+            Poll::Ready(None) => this.received.end(this.started),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+// === helpers ===
+
+/// The values of `name` joined by `,`; `None` when absent.
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for value in values {
+        out.push(',');
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    }
+    Some(out)
+}
+
+/// The headers of `names` that `headers` has.
+fn pick(headers: &HeaderMap, names: &[String]) -> HashMap<String, String> {
+    names
+        .iter()
+        .filter_map(|name| Some((name.clone(), joined(headers, name)?)))
+        .collect()
+}
+
+fn method(m: &Method) -> RequestMethod {
+    match *m {
+        Method::GET => RequestMethod::Get,
+        Method::HEAD => RequestMethod::Head,
+        Method::POST => RequestMethod::Post,
+        Method::PUT => RequestMethod::Put,
+        Method::DELETE => RequestMethod::Delete,
+        Method::CONNECT => RequestMethod::Connect,
+        Method::OPTIONS => RequestMethod::Options,
+        Method::TRACE => RequestMethod::Trace,
+        Method::PATCH => RequestMethod::Patch,
+        _ => RequestMethod::MethodUnspecified,
+    }
+}
+
+fn socket(a: SocketAddr) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: a.ip().to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                a.port(),
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn duration(d: Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}

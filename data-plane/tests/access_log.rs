@@ -1,0 +1,1044 @@
+//! The access logs of the real proxy process and of the real Envoy, for the same requests
+//! through the same xDS: an in-test control plane serves both over ADS (state of the world) a
+//! listener whose HTTP connection manager carries the tap's access log (the Envoy adapter's
+//! `envoy.access_loggers.http_grpc` configuration, `adapters/src/envoy/tap.rs`, to the
+//! control plane's `xds` cluster), and takes their `StreamAccessLogs` streams. Six requests: a
+//! GET answered 200 with a `grpc-status` header and a cookie, a POST with a body, a 500, a GET
+//! with an `Authorization` header, one to a cluster whose endpoint refuses connections (503),
+//! one no route takes (404). Both proxies must log them in order with the same method,
+//! authority, path, status, body byte counts, cluster and response flags, log no header but
+//! `grpc-status`, and never send the authorization value or the cookie.
+//!
+//! Envoy comes from `SWITCHYARD_ENVOY` (or the workspace's `.venv`); without it the test fails.
+
+// Helpers outside `#[test]` functions are test code too: a panic there is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            accesslog::v3::{AccessLog, access_log},
+            cluster::v3::Cluster,
+            core::v3::{ApiVersion, GrpcService, grpc_service},
+            listener::v3::Listener,
+            route::v3::{
+                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
+                route_action, route_match,
+            },
+        },
+        data::accesslog::v3::HttpAccessLogEntry,
+        extensions::{
+            access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+            filters::network::http_connection_manager::v3::{
+                HttpConnectionManager, http_connection_manager::RouteSpecifier,
+            },
+        },
+        service::{
+            accesslog::v3::{
+                StreamAccessLogsMessage, StreamAccessLogsResponse,
+                access_log_service_server::{AccessLogService, AccessLogServiceServer},
+                stream_access_logs_message::LogEntries,
+            },
+            discovery::v3::{
+                DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+                aggregated_discovery_service_server::{
+                    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+                },
+            },
+        },
+    },
+    google::protobuf::{Any, UInt32Value},
+};
+use prost::{Message as _, Name};
+use serde_json::{Value, json};
+use switchyard_adapters::envoy::{
+    ACCESS_LOGGER, TAP_BUFFER_BYTES, TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS,
+};
+use switchyard_proxy_config::test_support::{
+    any, chain, duration, router, socket, static_cluster_at, typed,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{
+    StreamExt as _,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
+use tonic::{Request, Response, Status, Streaming};
+
+const WEB: &str = "demo/web|80";
+const DOWN: &str = "demo/down|80";
+const STAT_PREFIX: &str = "outbound_http";
+const PATIENCE: Duration = Duration::from_secs(30);
+const BUNDLED: &str = "bundled~web-0";
+const ENVOY: &str = "envoy~web-1";
+/// What must never leave a proxy: the request's credentials, the response's cookie.
+const SECRET: &str = "Bearer s3cr3t-t0ken-4711";
+const COOKIE: &str = "session=hunter2-cookie";
+const BODY: &str = "name=switchyard&answer=42";
+
+// === the control plane: ADS and the access log service ===
+
+struct Ads {
+    ports: HashMap<String, u16>,
+    app: SocketAddr,
+    refused: SocketAddr,
+    /// Whether the listener has the tap's access log; a change is pushed to every stream.
+    tapped: watch::Receiver<bool>,
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let (ports, app, refused) = (self.ports.clone(), self.app, self.refused);
+        let mut tapped = self.tapped.clone();
+        tokio::spawn(async move {
+            let mut port = None;
+            let mut answered = Vec::new();
+            let mut version = 1;
+            loop {
+                let request = tokio::select! {
+                    request = requests.message() => match request {
+                        Ok(Some(request)) => request,
+                        _ => return,
+                    },
+                    Ok(()) = tapped.changed(), if port.is_some() => {
+                        version += 1;
+                        let on = *tapped.borrow_and_update();
+                        let response = DiscoveryResponse {
+                            version_info: version.to_string(),
+                            resources: vec![any(&listener(port.unwrap_or_default(), on))],
+                            type_url: Listener::type_url(),
+                            nonce: format!("v{version}"),
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if let Some(node) = &request.node {
+                    port = ports.get(&node.id).copied();
+                }
+                let Some(port) = port else { return };
+                if answered.contains(&request.type_url) {
+                    continue;
+                }
+                answered.push(request.type_url.clone());
+                let on = *tapped.borrow_and_update();
+                let response = DiscoveryResponse {
+                    version_info: version.to_string(),
+                    resources: resources(&request.type_url, port, app, refused, on),
+                    type_url: request.type_url.clone(),
+                    nonce: format!("n{}", answered.len()),
+                    ..Default::default()
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("state of the world only"))
+    }
+}
+
+fn resources(
+    type_url: &str,
+    port: u16,
+    app: SocketAddr,
+    refused: SocketAddr,
+    tapped: bool,
+) -> Vec<Any> {
+    if type_url == Listener::type_url() {
+        vec![any(&listener(port, tapped))]
+    } else if type_url == Cluster::type_url() {
+        [(WEB, app), (DOWN, refused)]
+            .into_iter()
+            .map(|(name, addr)| {
+                any(&Cluster {
+                    connect_timeout: Some(duration(Duration::from_secs(1))),
+                    ..static_cluster_at(name, addr)
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The tap's access log as `switchyard_adapters::envoy::tap` writes it, but to the `xds`
+/// cluster of the test's plaintext control plane (the adapter's `google_grpc` target carries
+/// the control plane's TLS credentials).
+fn tap_log() -> AccessLog {
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: TAP_LOG_NAME.to_owned(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: "xds".to_owned(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+            buffer_flush_interval: Some(duration(TAP_FLUSH_INTERVAL)),
+            buffer_size_bytes: Some(UInt32Value {
+                value: TAP_BUFFER_BYTES,
+            }),
+            ..Default::default()
+        }),
+        additional_response_headers_to_log: TAP_RESPONSE_HEADERS.map(str::to_owned).to_vec(),
+        additional_response_trailers_to_log: TAP_RESPONSE_HEADERS.map(str::to_owned).to_vec(),
+        ..Default::default()
+    };
+    AccessLog {
+        name: ACCESS_LOGGER.to_owned(),
+        config_type: Some(access_log::ConfigType::TypedConfig(any(&config))),
+        ..Default::default()
+    }
+}
+
+fn listener(port: u16, tapped: bool) -> Listener {
+    let vhost = |name: &str, cluster: &str| VirtualHost {
+        name: name.to_owned(),
+        domains: vec![name.to_owned()],
+        routes: vec![Route {
+            name: format!("{name}-route"),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                ..Default::default()
+            }),
+            action: Some(route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                    cluster.to_owned(),
+                )),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: STAT_PREFIX.to_owned(),
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
+            name: STAT_PREFIX.to_owned(),
+            virtual_hosts: vec![vhost("web", WEB), vhost("down", DOWN)],
+            ..Default::default()
+        })),
+        http_filters: vec![router()],
+        access_log: if tapped { vec![tap_log()] } else { Vec::new() },
+        ..Default::default()
+    };
+    Listener {
+        name: STAT_PREFIX.to_owned(),
+        address: Some(socket("127.0.0.1", port)),
+        filter_chains: vec![chain(
+            "http",
+            None,
+            typed("envoy.filters.network.http_connection_manager", &hcm),
+        )],
+        ..Default::default()
+    }
+}
+
+/// One message of an access log stream.
+#[derive(Debug)]
+struct Logged {
+    node: String,
+    log_name: String,
+    /// Whether it is its stream's first message.
+    first: bool,
+    message: StreamAccessLogsMessage,
+}
+
+/// Hands every message to the test; a change of `stop` ends the streams open then.
+struct Sink {
+    logged: mpsc::UnboundedSender<Logged>,
+    stop: watch::Receiver<()>,
+}
+
+#[tonic::async_trait]
+impl AccessLogService for Sink {
+    async fn stream_access_logs(
+        &self,
+        request: Request<Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        let mut stop = self.stop.clone();
+        stop.borrow_and_update();
+        let mut stream = request.into_inner();
+        let mut identified: Option<(String, String)> = None;
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message?,
+                _ = stop.changed() => return Err(Status::unavailable("going away")),
+            };
+            let Some(message) = message else { break };
+            let first = identified.is_none();
+            if first {
+                let id = message.identifier.clone().unwrap_or_default();
+                identified = Some((id.node.map(|n| n.id).unwrap_or_default(), id.log_name));
+            }
+            let (node, log_name) = identified.clone().unwrap_or_default();
+            let logged = Logged {
+                node,
+                log_name,
+                first,
+                message,
+            };
+            if self.logged.send(logged).is_err() {
+                break;
+            }
+        }
+        Ok(Response::new(StreamAccessLogsResponse {}))
+    }
+}
+
+/// The in-test control plane, whose streams the test can end and whose new connections it can
+/// refuse (closed as soon as accepted).
+struct ControlPlane {
+    address: SocketAddr,
+    logged: mpsc::UnboundedReceiver<Logged>,
+    stop: watch::Sender<()>,
+    refusing: Arc<AtomicBool>,
+    /// Taps (or untaps) every proxy's listener.
+    tap: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ControlPlane {
+    async fn start(
+        ports: HashMap<String, u16>,
+        app: SocketAddr,
+        refused: SocketAddr,
+        tapped: bool,
+    ) -> Self {
+        let (tap, tapped) = watch::channel(tapped);
+        let (tx, logged) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(());
+        let refusing = Arc::new(AtomicBool::new(false));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = TcpListenerStream::new(listener).filter({
+            let refusing = Arc::clone(&refusing);
+            move |_| !refusing.load(Ordering::Relaxed)
+        });
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AggregatedDiscoveryServiceServer::new(Ads {
+                    ports,
+                    app,
+                    refused,
+                    tapped,
+                }))
+                .add_service(AccessLogServiceServer::new(Sink {
+                    logged: tx,
+                    stop: stopped,
+                }))
+                .serve_with_incoming(incoming),
+        );
+        ControlPlane {
+            address,
+            logged,
+            stop,
+            refusing,
+            tap,
+            server,
+        }
+    }
+}
+
+// === the application ===
+
+/// HTTP/1.1 on 127.0.0.1, by path: `/fail` 500, `/grpc` 200 with `grpc-status: 0` and a
+/// cookie, anything else 200; a body is read by its length; every response closes.
+fn start_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            thread::spawn(move || answer(conn));
+        }
+    });
+    addr
+}
+
+fn answer(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if header == "\r\n" => break,
+            Ok(_) => {
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let response = match path.as_str() {
+        "/fail" => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfail".to_owned(),
+        "/grpc" => format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ngrpc-status: 0\r\nset-cookie: {COOKIE}\r\nconnection: close\r\n\r\nok"
+        ),
+        _ => format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\nok{}",
+            2 + body.len(),
+            String::from_utf8_lossy(&body)
+        ),
+    };
+    let _ = conn.write_all(response.as_bytes());
+}
+
+/// Sends `head` (and `body`) to `to`; the response's status.
+fn send(to: SocketAddr, head: &str, body: &str) -> u16 {
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "{head}connection: close\r\n\r\n{body}").unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {status_line:?}"))
+}
+
+/// One request of the test: method, host, path, extra head lines, body, the status expected.
+struct Req {
+    method: &'static str,
+    host: &'static str,
+    path: &'static str,
+    extra: String,
+    body: &'static str,
+    status: u16,
+}
+
+fn requests() -> Vec<Req> {
+    let req = |method, host, path, status| Req {
+        method,
+        host,
+        path,
+        extra: String::new(),
+        body: "",
+        status,
+    };
+    vec![
+        Req {
+            extra: "user-agent: tap-test/1\r\n".to_owned(),
+            ..req("GET", "web", "/grpc", 200)
+        },
+        Req {
+            extra: format!(
+                "content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n",
+                BODY.len()
+            ),
+            body: BODY,
+            ..req("POST", "web", "/submit?x=1", 200)
+        },
+        req("GET", "web", "/fail", 500),
+        Req {
+            extra: format!("authorization: {SECRET}\r\n"),
+            ..req("GET", "web", "/private", 200)
+        },
+        req("GET", "down", "/", 503),
+        req("GET", "nowhere", "/", 404),
+    ]
+}
+
+fn traffic(to: SocketAddr) {
+    for r in requests() {
+        let head = format!(
+            "{} {} HTTP/1.1\r\nhost: {}\r\n{}",
+            r.method, r.path, r.host, r.extra
+        );
+        assert_eq!(
+            send(to, &head, r.body),
+            r.status,
+            "{} {} through {to}",
+            r.method,
+            r.path
+        );
+    }
+}
+
+// === the proxies ===
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn envoy_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHYARD_ENVOY") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    assert!(
+        venv.exists(),
+        "no Envoy: set SWITCHYARD_ENVOY or run scripts/ensure-envoy.sh"
+    );
+    venv
+}
+
+fn bootstrap(node: &str, admin: u16, control_plane: SocketAddr) -> Value {
+    let ads = json!({"ads": {}, "resource_api_version": "V3"});
+    json!({
+        "node": {"id": node, "cluster": "web"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "xds",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": control_plane.ip().to_string(), "port_value": control_plane.port(),
+                }}}}]}],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            },
+        }]},
+    })
+}
+
+fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Killed {
+    let path = dir.join(format!("{node}.json"));
+    std::fs::write(&path, bootstrap(node, admin, control_plane).to_string()).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{node}.log"))).unwrap();
+    let mut command = if node == ENVOY {
+        let mut c = Command::new(envoy_bin());
+        c.arg("-c")
+            .arg(&path)
+            // One worker: Envoy's gRPC loggers are per worker, one stream each, and the
+            // entries of two streams have no order between them.
+            .args([
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+                "--concurrency",
+                "1",
+            ]);
+        c
+    } else {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard-proxy"));
+        c.arg("--bootstrap").arg(&path);
+        c
+    };
+    let child = Killed(
+        command
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {node}: {e}")),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+    while !ready(admin) {
+        assert!(
+            Instant::now() < deadline,
+            "{node} not ready: {}",
+            std::fs::read_to_string(dir.join(format!("{node}.log"))).unwrap_or_default()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The body of `GET path` on the admin port.
+fn admin_get(admin: u16, path: &str) -> String {
+    let mut conn = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], admin)),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn ready(admin: SocketAddr) -> bool {
+    let Ok(mut conn) = TcpStream::connect_timeout(&admin, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn
+        .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
+// === what arrives ===
+
+/// What one proxy logged: its entries in order, every message's bytes.
+#[derive(Debug, Default)]
+struct Log {
+    entries: Vec<HttpAccessLogEntry>,
+    bytes: Vec<u8>,
+    messages: usize,
+    streams: usize,
+}
+
+fn flags(e: &HttpAccessLogEntry) -> Vec<&'static str> {
+    let f = e
+        .common_properties
+        .as_ref()
+        .and_then(|c| c.response_flags)
+        .unwrap_or_default();
+    [
+        (f.no_route_found, "NR"),
+        (f.no_cluster_found, "NC"),
+        (f.no_healthy_upstream, "UH"),
+        (f.upstream_connection_failure, "UF"),
+        (f.upstream_remote_reset, "UR"),
+        (f.upstream_request_timeout, "UT"),
+        (f.stream_idle_timeout, "SI"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
+}
+
+/// The fields both proxies must agree on.
+#[derive(Debug, PartialEq)]
+struct Compared {
+    method: i32,
+    scheme: String,
+    authority: String,
+    path: String,
+    user_agent: String,
+    status: Option<u32>,
+    request_body_bytes: u64,
+    /// Of the application's answers only: each proxy words its own replies.
+    response_body_bytes: Option<u64>,
+    upstream_cluster: String,
+    flags: Vec<&'static str>,
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
+    response_trailers: Vec<(String, String)>,
+    protocol: i32,
+    has_upstream_address: bool,
+}
+
+fn compared(e: &HttpAccessLogEntry) -> Compared {
+    let common = e.common_properties.clone().unwrap_or_default();
+    let request = e.request.clone().unwrap_or_default();
+    let response = e.response.clone().unwrap_or_default();
+    let sorted = |m: &HashMap<String, String>| {
+        let mut v: Vec<_> = m.clone().into_iter().collect();
+        v.sort();
+        v
+    };
+    Compared {
+        method: request.request_method,
+        scheme: request.scheme,
+        authority: request.authority,
+        path: request.path,
+        user_agent: request.user_agent,
+        status: response.response_code.map(|c| c.value),
+        request_body_bytes: request.request_body_bytes,
+        response_body_bytes: (response.response_code_details == "via_upstream")
+            .then_some(response.response_body_bytes),
+        // Envoy names no cluster for a request no route takes; nor does the proxy.
+        upstream_cluster: common.upstream_cluster,
+        flags: flags(e),
+        request_headers: sorted(&request.request_headers),
+        response_headers: sorted(&response.response_headers),
+        response_trailers: sorted(&response.response_trailers),
+        protocol: e.protocol_version,
+        has_upstream_address: common.upstream_remote_address.is_some(),
+    }
+}
+
+// === the test ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_logs_the_requests_envoy_logs() {
+    let app = start_app();
+    let refused = {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap()
+    };
+    let (bundled_port, envoy_port) = (free_port(), free_port());
+    let ports = HashMap::from([
+        (BUNDLED.to_owned(), bundled_port),
+        (ENVOY.to_owned(), envoy_port),
+    ]);
+    let cp = ControlPlane::start(ports, app, refused, true).await;
+    let (control_plane, mut rx, server) = (cp.address, cp.logged, cp.server);
+    let dir = tempfile::tempdir().unwrap();
+    let bundled_admin = free_port();
+    let _bundled = start(BUNDLED, bundled_admin, control_plane, dir.path());
+    let _envoy = start(ENVOY, free_port(), control_plane, dir.path());
+
+    tokio::task::spawn_blocking(move || {
+        for port in [bundled_port, envoy_port] {
+            traffic(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    })
+    .await
+    .unwrap();
+
+    let expected = requests().len();
+    let mut logs: HashMap<String, Log> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut done_at = None;
+    // Until both logged every request, then half a second more: nothing logged twice.
+    while done_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_millis(500)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = match done_at {
+            Some(at) => Duration::from_millis(500).saturating_sub(at.elapsed()),
+            None => left,
+        };
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(logged)) => {
+                assert_eq!(
+                    logged.message.identifier.is_some(),
+                    logged.first,
+                    "the identifier on a stream's first message only: {logged:?}"
+                );
+                assert_eq!(logged.log_name, TAP_LOG_NAME);
+                let log = logs.entry(logged.node.clone()).or_default();
+                log.messages += 1;
+                log.streams += usize::from(logged.first);
+                log.bytes.extend(logged.message.encode_to_vec());
+                let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+                    panic!("not HTTP entries: {logged:?}");
+                };
+                log.entries.extend(http.log_entry);
+            }
+            Ok(None) => panic!("the access log service stopped"),
+            Err(_) if done_at.is_some() => break,
+            Err(_) => panic!(
+                "after {PATIENCE:?}: {:?}",
+                logs.iter()
+                    .map(|(node, log)| (
+                        node,
+                        log.entries
+                            .iter()
+                            .map(|e| e.request.clone().unwrap_or_default().path)
+                            .collect::<Vec<_>>()
+                    ))
+                    .collect::<Vec<_>>()
+            ),
+        }
+        let all_in = [BUNDLED, ENVOY]
+            .iter()
+            .all(|node| logs.get(*node).is_some_and(|l| l.entries.len() >= expected));
+        if all_in && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+    }
+    server.abort();
+
+    let bundled = &logs[BUNDLED];
+    let envoy = &logs[ENVOY];
+    for (node, log) in [(BUNDLED, bundled), (ENVOY, envoy)] {
+        assert_eq!(log.entries.len(), expected, "{node}: {:#?}", log.entries);
+        assert_eq!(log.streams, 1, "{node}: one stream");
+        for secret in [SECRET, "s3cr3t-t0ken", COOKIE, "hunter2"] {
+            assert!(
+                !log.bytes
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes()),
+                "{node} sent {secret:?}"
+            );
+        }
+    }
+    for (i, (r, (b, e))) in requests()
+        .iter()
+        .zip(bundled.entries.iter().zip(&envoy.entries))
+        .enumerate()
+    {
+        let (ours, theirs) = (compared(b), compared(e));
+        println!(
+            "request {i} {} {}:\n  bundled {:?}\n  envoy   {:?}",
+            r.method, r.path, b, e
+        );
+        assert_eq!(ours, theirs, "request {i}: {} {}", r.method, r.path);
+        assert_eq!(ours.path, r.path);
+        assert_eq!(ours.authority, r.host);
+        assert_eq!(ours.status, Some(u32::from(r.status)));
+        assert_eq!(ours.request_body_bytes, r.body.len() as u64);
+        let b_common = b.common_properties.clone().unwrap_or_default();
+        let e_common = e.common_properties.clone().unwrap_or_default();
+        assert_eq!(
+            b_common.downstream_remote_address.is_some(),
+            e_common.downstream_remote_address.is_some()
+        );
+        assert!(
+            b_common.start_time.is_some() && b_common.time_to_last_downstream_tx_byte.is_some()
+        );
+        assert!(
+            b_common.time_to_last_rx_byte.is_some(),
+            "request {i}: {b_common:?}"
+        );
+        // Head sizes: each proxy counts its own map (Envoy's has the headers it added).
+        let b_req = b.request.clone().unwrap_or_default();
+        let e_req = e.request.clone().unwrap_or_default();
+        let b_resp = b.response.clone().unwrap_or_default();
+        let e_resp = e.response.clone().unwrap_or_default();
+        println!(
+            "  head bytes: request bundled {} envoy {}, response bundled {} envoy {}",
+            b_req.request_headers_bytes,
+            e_req.request_headers_bytes,
+            b_resp.response_headers_bytes,
+            e_resp.response_headers_bytes
+        );
+        assert!(b_req.request_headers_bytes > 0 && b_resp.response_headers_bytes > 0);
+    }
+    // Nothing dropped, and the proxy says so.
+    let metrics = admin_get(bundled_admin, "/metrics");
+    assert!(
+        metrics.contains("access_log_entries_dropped_total{log_name=\"switchyard-tap\"} 0"),
+        "{metrics}"
+    );
+    // The cookie's response: of its headers, only `grpc-status`.
+    assert_eq!(
+        compared(&bundled.entries[0]).response_headers,
+        [("grpc-status".to_owned(), "0".to_owned())]
+    );
+}
+
+/// The control plane goes away (the stream ends, new connections are closed) while requests
+/// keep coming, and comes back: the proxy drops (and counts) what it could not send, rather
+/// than keep it, opens a new stream that names its node and log again, and logs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped() {
+    let app = start_app();
+    let port = free_port();
+    let mut cp =
+        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let _bundled = start(BUNDLED, admin, cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let requests = |path: &'static str, n: usize| {
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..n {
+                let head = format!("GET {path} HTTP/1.1\r\nhost: web\r\n");
+                assert_eq!(send(to, &head, ""), 200);
+            }
+        })
+    };
+    let mut paths: Vec<String> = Vec::new();
+    let mut streams = 0;
+    let mut receive = async |paths: &mut Vec<String>, until: Instant| {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, cp.logged.recv()).await {
+            Ok(Some(logged)) => {
+                assert_eq!(logged.message.identifier.is_some(), logged.first);
+                assert_eq!(logged.log_name, TAP_LOG_NAME);
+                streams += usize::from(logged.first);
+                let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+                    panic!("not HTTP entries");
+                };
+                paths.extend(http.log_entry.into_iter().map(|e| e.request.unwrap().path));
+                true
+            }
+            _ => false,
+        }
+    };
+
+    requests("/before", 2).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while paths.len() < 2 {
+        assert!(receive(&mut paths, deadline).await, "{paths:?}");
+    }
+    cp.refusing.store(true, Ordering::Relaxed);
+    cp.stop.send(()).unwrap();
+    // Let the proxy see its stream end before the requests of the outage.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    requests("/away", 3).await.unwrap();
+    // A few flushes while it is away: nothing can arrive, and nothing waits for long.
+    let away = Instant::now() + Duration::from_secs(1);
+    while receive(&mut paths, away).await {}
+    let dropped =
+        "switchyard_proxy_access_log_entries_dropped_total{log_name=\"switchyard-tap\"} 3";
+    let metrics = admin_get(admin, "/metrics");
+    assert!(metrics.contains(dropped), "{metrics}");
+
+    cp.refusing.store(false, Ordering::Relaxed);
+    // The backoff is at most 5 s; then requests are logged again.
+    let deadline = Instant::now() + PATIENCE;
+    let mut after = 0;
+    while !paths.iter().any(|p| p == "/after") {
+        assert!(Instant::now() < deadline, "{paths:?}");
+        requests("/after", 1).await.unwrap();
+        after += 1;
+        while receive(&mut paths, Instant::now() + Duration::from_millis(500)).await {}
+    }
+    assert_eq!(&paths[..2], ["/before", "/before"]);
+    assert!(!paths.iter().any(|p| p == "/away"), "{paths:?}");
+    assert!(paths.len() >= 3 && paths.len() <= 2 + after, "{paths:?}");
+    assert_eq!(streams, 2, "a new stream, with the identifier");
+    cp.server.abort();
+}
+
+/// A tap starts while a client keeps a connection open: the proxy closes the idle connection
+/// (it was opened under the untapped chain), so the client's next request takes a new one and
+/// is logged, as Envoy drains a changed chain's connections. Without the drain the old
+/// connection would stay open, unlogged, for as long as the client keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_the_tap_is_drained() {
+    let app = start_app();
+    let port = free_port();
+    let mut cp =
+        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // A keep-alive connection and its first request, untapped.
+    let mut kept = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+    kept.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(kept, "GET /early HTTP/1.1\r\nhost: web\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(kept.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the connection closed"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+
+    cp.tap.send(true).unwrap();
+    // The proxy closes the idle connection once it has the tapped listener.
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).map(|_| rest)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&closed, Ok(rest) if rest.is_empty()),
+        "the connection opened before the tap was not closed: {closed:?}"
+    );
+
+    // The next request, on a new connection, is logged; the first was not.
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(send(to, "GET /late HTTP/1.1\r\nhost: web\r\n", ""), 200);
+    })
+    .await
+    .unwrap();
+    let logged = tokio::time::timeout(PATIENCE, cp.logged.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+        panic!("not HTTP entries");
+    };
+    let paths: Vec<_> = http
+        .log_entry
+        .into_iter()
+        .map(|e| e.request.unwrap().path)
+        .collect();
+    assert_eq!(paths, ["/late"]);
+    cp.server.abort();
+}
