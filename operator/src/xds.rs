@@ -11,6 +11,7 @@
 
 pub mod acked;
 pub mod auth;
+pub mod beside;
 pub mod delta;
 pub mod dump;
 pub mod metrics;

@@ -15,13 +15,13 @@ use envoy_types::pb::envoy::service::accesslog::v3::{
     stream_access_logs_message::LogEntries,
 };
 use switchyard_adapters::{envoy::TAP_LOG_NAME, model::ProxyId};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Hub, events_of};
 use crate::{
     edges::SharedPeers,
-    xds::auth::{Authenticate, authenticate_stream},
+    xds::{auth::Authenticate, beside::Beside},
 };
 
 /// The largest message read: 1 MiB. A proxy sends what it buffered over one flush interval,
@@ -34,11 +34,9 @@ const MAX_STREAMS: usize = 4_096;
 /// The tonic service.
 #[derive(Clone)]
 pub struct AccessLogServer {
-    auth: Arc<dyn Authenticate>,
+    streams: Beside,
     hub: Arc<Hub>,
     peers: SharedPeers,
-    streams: Arc<Semaphore>,
-    drain: watch::Receiver<bool>,
 }
 
 impl AccessLogServer {
@@ -50,11 +48,9 @@ impl AccessLogServer {
         drain: watch::Receiver<bool>,
     ) -> Self {
         AccessLogServer {
-            auth,
+            streams: Beside::new("StreamAccessLogsMessage", auth, MAX_STREAMS, drain),
             hub,
             peers,
-            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
-            drain,
         }
     }
 
@@ -86,40 +82,23 @@ impl AccessLogService for AccessLogServer {
         &self,
         request: Request<Streaming<StreamAccessLogsMessage>>,
     ) -> Result<Response<StreamAccessLogsResponse>, Status> {
-        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted("too many access-log streams"));
+        let log_name = |m: &StreamAccessLogsMessage| {
+            let name = m.identifier.as_ref().map(|i| i.log_name.as_str());
+            match name.unwrap_or_default() {
+                TAP_LOG_NAME => Ok(()),
+                other => Err(Status::invalid_argument(format!(
+                    "log_name {other:?}: this control plane takes only {TAP_LOG_NAME:?}"
+                ))),
+            }
         };
-        let (metadata, _, mut inbound) = request.into_parts();
-        let (proxy, first) = authenticate_stream(
-            &*self.auth,
-            &metadata,
-            &mut inbound,
-            |m: &StreamAccessLogsMessage| m.identifier.as_ref().and_then(|i| i.node.as_ref()),
-            "StreamAccessLogsMessage",
-        )
-        .await?;
-        let log_name = first
-            .identifier
-            .as_ref()
-            .map(|i| i.log_name.as_str())
-            .unwrap_or_default();
-        if log_name != TAP_LOG_NAME {
-            return Err(Status::invalid_argument(format!(
-                "log_name {log_name:?}: this control plane takes only {TAP_LOG_NAME:?}"
-            )));
-        }
-        tracing::debug!(%proxy, "tap stream open");
-        self.publish(&proxy, &first);
-        let mut drain = self.drain.clone();
-        loop {
-            let message = tokio::select! {
-                m = inbound.message() => m?,
-                _ = drain.wait_for(|d| *d) => None,
-            };
-            let Some(message) = message else { break };
-            self.publish(&proxy, &message);
-        }
-        tracing::debug!(%proxy, "tap stream closed");
+        self.streams
+            .serve(
+                request,
+                |m: &StreamAccessLogsMessage| m.identifier.as_ref().and_then(|i| i.node.as_ref()),
+                log_name,
+                |proxy, message| self.publish(proxy, message),
+            )
+            .await?;
         Ok(Response::new(StreamAccessLogsResponse {}))
     }
 }

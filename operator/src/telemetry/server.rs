@@ -19,14 +19,11 @@ use envoy_types::pb::envoy::service::metrics::v3::{
     metrics_service_server::{MetricsService, MetricsServiceServer},
 };
 use switchyard_adapters::model::ProxyId;
-use tokio::{
-    sync::{Semaphore, watch},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Golden, Limits, Sample, Store, Subject, decode};
-use crate::xds::auth::{Authenticate, authenticate_stream};
+use crate::xds::{auth::Authenticate, beside::Beside};
 
 /// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
 /// unless `batch_size` is set; a sidecar's is tens of KiB.
@@ -100,10 +97,8 @@ impl Default for Telemetry {
 /// The tonic service.
 #[derive(Clone)]
 pub struct MetricsServer {
-    auth: Arc<dyn Authenticate>,
+    streams: Beside,
     telemetry: Arc<Telemetry>,
-    streams: Arc<Semaphore>,
-    drain: watch::Receiver<bool>,
 }
 
 impl MetricsServer {
@@ -114,10 +109,8 @@ impl MetricsServer {
         drain: watch::Receiver<bool>,
     ) -> Self {
         MetricsServer {
-            auth,
+            streams: Beside::new("StreamMetricsMessage", auth, MAX_STREAMS, drain),
             telemetry,
-            streams: Arc::new(Semaphore::new(MAX_STREAMS)),
-            drain,
         }
     }
 
@@ -138,30 +131,14 @@ impl MetricsService for MetricsServer {
         &self,
         request: Request<Streaming<StreamMetricsMessage>>,
     ) -> Result<Response<StreamMetricsResponse>, Status> {
-        let Ok(_slot) = self.streams.clone().try_acquire_owned() else {
-            return Err(Status::resource_exhausted("too many metrics streams"));
-        };
-        let (metadata, _, mut inbound) = request.into_parts();
-        let (proxy, first) = authenticate_stream(
-            &*self.auth,
-            &metadata,
-            &mut inbound,
-            |m: &StreamMetricsMessage| m.identifier.as_ref().and_then(|i| i.node.as_ref()),
-            "StreamMetricsMessage",
-        )
-        .await?;
-        tracing::debug!(%proxy, "metrics stream open");
-        self.record(&proxy, &first);
-        let mut drain = self.drain.clone();
-        loop {
-            let message = tokio::select! {
-                m = inbound.message() => m?,
-                _ = drain.wait_for(|d| *d) => None,
-            };
-            let Some(message) = message else { break };
-            self.record(&proxy, &message);
-        }
-        tracing::debug!(%proxy, "metrics stream closed");
+        self.streams
+            .serve(
+                request,
+                |m: &StreamMetricsMessage| m.identifier.as_ref().and_then(|i| i.node.as_ref()),
+                |_| Ok(()),
+                |proxy, message| self.record(proxy, message),
+            )
+            .await?;
         Ok(Response::new(StreamMetricsResponse {}))
     }
 }

@@ -1,10 +1,9 @@
 //! Who is on the other end of a stream: the seam between credentials and proxy keys.
 
-use std::{collections::HashMap, fmt, future::Future, pin::Pin, time::Duration};
+use std::{collections::HashMap, fmt, future::Future, pin::Pin};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use switchyard_adapters::model::ProxyId;
-use tonic::{Status, Streaming, metadata::MetadataMap};
+use tonic::{Status, metadata::MetadataMap};
 
 use super::store::ProxyKey;
 
@@ -24,54 +23,6 @@ mod tests;
 pub trait Authenticate: Send + Sync + 'static {
     fn verify<'a>(&'a self, metadata: &'a MetadataMap) -> VerifyFuture<'a>;
     fn authenticate<'a>(&'a self, metadata: &'a MetadataMap, node: &'a Node) -> AuthFuture<'a>;
-}
-
-/// How long a stream beside ADS (metrics, access logs) may take to have its credentials
-/// verified, and then to send its first message. A proxy opens such a stream when it has
-/// something to send, so the bound only keeps an idle unauthenticated stream from holding a
-/// slot.
-pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Authenticates a stream beside ADS exactly as an ADS stream is: its credentials, then the
-/// node its first message names (`node_of`; `what` names the message in errors) against them.
-/// Returns the proxy the credentials prove, never the one the node claims, and that first
-/// message.
-///
-/// # Errors
-///
-/// Credentials refused or not verified in time, no first message in time, or one without a
-/// node.
-pub async fn authenticate_stream<M>(
-    auth: &dyn Authenticate,
-    metadata: &MetadataMap,
-    inbound: &mut Streaming<M>,
-    node_of: impl Fn(&M) -> Option<&Node>,
-    what: &str,
-) -> Result<(ProxyId, M), Status> {
-    match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, auth.verify(metadata)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(status)) => return Err(status),
-        Err(_) => return Err(Status::unavailable("credentials not verified in time")),
-    }
-    let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message()).await {
-        Err(_) => return Err(Status::deadline_exceeded(format!("no {what} in time"))),
-        Ok(message) => {
-            message?.ok_or_else(|| Status::cancelled("stream closed before any message"))?
-        }
-    };
-    let node = node_of(&first).ok_or_else(|| {
-        Status::invalid_argument(format!("the first {what} carries no identifier.node"))
-    })?;
-    let key = auth.authenticate(metadata, node).await?;
-    let proxy = key
-        .as_str()
-        .split_once('/')
-        .map(|(namespace, pod)| ProxyId {
-            namespace: namespace.to_owned(),
-            pod: pod.to_owned(),
-        })
-        .ok_or_else(|| Status::internal("an authenticated proxy without a namespace"))?;
-    Ok((proxy, first))
 }
 
 /// What [`Authenticate::authenticate`] returns.
