@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+pub mod control_plane;
 pub mod controller;
 pub mod edges;
 pub mod inject;

@@ -9,17 +9,13 @@
 //! Each replica knows the edges of the proxies whose metrics stream it holds, so the answers of
 //! all replicas are joined.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
 
-use super::{
-    controller::client,
-    proxy_status::{admin_get, columns, operator_pods, pod_get},
-};
+use super::proxy_status::columns;
 use crate::{
     edges::{EDGES_PATH, Edge},
-    install::DEFAULT_NAMESPACE,
     traffic_metrics::{MAX_WINDOW, go_duration, go_format},
 };
 
@@ -37,15 +33,8 @@ pub struct EdgesArgs {
     /// The window: a duration up to 10m (`10s`, `1m`, `1m30s`).
     #[arg(short = 't', long = "window", default_value = "1m", value_parser = window)]
     pub window: Duration,
-    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
-    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
-    pub admin: Option<SocketAddr>,
-    /// The operator's namespace, in a cluster.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
-    pub operator_namespace: String,
-    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub control_plane: super::control_plane::ControlPlaneArgs,
     /// `table`, `wide` (adds CLIENT_ID and SERVER_ID) or `json`.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -83,24 +72,10 @@ pub fn path(args: &EdgesArgs) -> String {
 pub fn run(args: &EdgesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let path = path(args);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let mut edges = runtime.block_on(async {
-        match args.admin {
-            Some(addr) => {
-                let (status, body) = admin_get(addr, &path).await?;
-                decode(&addr.to_string(), status, &body)
-            }
-            None => {
-                let client = client(args.kubeconfig.as_deref()).await?;
-                let ns = &args.operator_namespace;
-                let mut all = Vec::new();
-                for pod in operator_pods(&client, ns).await? {
-                    let (status, body) = pod_get(&client, ns, &pod, &path).await?;
-                    all.extend(decode(&format!("operator Pod {ns}/{pod}"), status, &body)?);
-                }
-                Ok(all)
-            }
-        }
-    })?;
+    let mut edges = Vec::new();
+    for (from, status, body) in runtime.block_on(args.control_plane.get_each(&path))? {
+        edges.extend(decode(&from, status, &body)?);
+    }
     edges.sort_by(|a, b| (&a.src, &a.dst).cmp(&(&b.src, &b.dst)));
     match args.output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&edges)?)?,

@@ -11,7 +11,7 @@
 //! plane answers: each stream keeps the resources of the responses its proxy acknowledged.
 //! In a cluster every operator Pod is asked until one holds the proxy's stream.
 
-use std::{collections::BTreeMap, io::Write, net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, io::Write, net::SocketAddr};
 
 use anyhow::Context as _;
 use kube::Client;
@@ -23,7 +23,6 @@ use super::{
 };
 use crate::{
     controller::admin::config_path,
-    install::DEFAULT_NAMESPACE,
     xds::{ConfigDump, TypeFilter, TypeSync, TypeUrl, dump::TypeDump},
 };
 
@@ -40,16 +39,8 @@ pub struct ProxyConfigArgs {
     /// Only one xDS type: cds, eds, lds, rds, sds, or all.
     #[arg(long = "type", value_name = "TYPE", default_value = "all", value_parser = TypeFilter::parse)]
     pub types: TypeFilter,
-    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`)
-    /// instead of a cluster's operator Pods.
-    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
-    pub admin: Option<SocketAddr>,
-    /// The operator's namespace, in a cluster.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
-    pub operator_namespace: String,
-    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub control_plane: super::control_plane::ControlPlaneArgs,
     /// `table` (per type, each resource's name and a summary), or `json` (the control plane's
     /// answer: every resource as proto3 JSON).
     #[arg(short = 'o', long, value_enum, default_value_t = super::proxy_status::Format::Table)]
@@ -62,11 +53,17 @@ pub fn run(args: &ProxyConfigArgs, out: &mut dyn Write) -> anyhow::Result<bool> 
     let path = config_path(&proxy, args.types);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let dump = runtime.block_on(async {
-        match args.admin {
+        match args.control_plane.admin {
             Some(addr) => direct(addr, &proxy, &path).await,
             None => {
-                let client = client(args.kubeconfig.as_deref()).await?;
-                through_api_server(&client, &args.operator_namespace, &proxy, &path).await
+                let client = client(args.control_plane.kubeconfig.as_deref()).await?;
+                through_api_server(
+                    &client,
+                    &args.control_plane.operator_namespace,
+                    &proxy,
+                    &path,
+                )
+                .await
             }
         }
     })?;

@@ -16,21 +16,14 @@
 //! (namespaces, workloads, Services, splits), need every replica's windows at once, which the
 //! aggregated API will provide.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::{
-    controller::client,
-    proxy_status::{admin_get, columns, operator_pods, pod_get},
-};
-use crate::{
-    install::DEFAULT_NAMESPACE,
-    traffic_metrics::{
-        GROUP, MESHED_PODS_ANNOTATION, PODS_ANNOTATION, ResourceKind, VERSION, go_duration,
-        go_format,
-    },
+use super::proxy_status::columns;
+use crate::traffic_metrics::{
+    GROUP, MESHED_PODS_ANNOTATION, PODS_ANNOTATION, ResourceKind, VERSION, go_duration, go_format,
 };
 
 #[cfg(test)]
@@ -54,15 +47,8 @@ pub struct StatArgs {
     /// The window: a duration up to 10m (`10s`, `1m`, `1m30s`).
     #[arg(short = 't', long = "window", default_value = "1m", value_parser = window)]
     pub window: Duration,
-    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
-    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
-    pub admin: Option<SocketAddr>,
-    /// The operator's namespace, in a cluster.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
-    pub operator_namespace: String,
-    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub control_plane: super::control_plane::ControlPlaneArgs,
     /// `table`, or `json` (the `TrafficMetricsList`).
     #[arg(short = 'o', long, value_enum, default_value_t = super::proxy_status::Format::Table)]
     pub output: super::proxy_status::Format,
@@ -121,31 +107,19 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     let path = path(args);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let items = runtime.block_on(async {
-        match args.admin {
-            Some(addr) => {
-                let (status, body) = admin_get(addr, &path).await?;
-                items(&addr.to_string(), status, &body)
-            }
-            None => {
-                anyhow::ensure!(
-                    args.kind == ResourceKind::Pod,
-                    "in a cluster, stat shows pods until the aggregated API sums the replicas' windows"
-                );
-                let client = client(args.kubeconfig.as_deref()).await?;
-                let ns = &args.operator_namespace;
-                let mut all = Vec::new();
-                for pod in operator_pods(&client, ns).await? {
-                    let (status, body) = pod_get(&client, ns, &pod, &path).await?;
-                    // A replica that knows of no such Pod answers 404.
-                    if status != http::StatusCode::NOT_FOUND {
-                        all.extend(items(&format!("operator Pod {ns}/{pod}"), status, &body)?);
-                    }
-                }
-                Ok(join_replicas(all))
-            }
+    anyhow::ensure!(
+        args.control_plane.admin.is_some() || args.kind == ResourceKind::Pod,
+        "in a cluster, stat shows pods until the aggregated API sums the replicas' windows"
+    );
+    let answers = runtime.block_on(args.control_plane.get_each(&path))?;
+    let mut all = Vec::new();
+    for (from, status, body) in &answers {
+        // A replica that holds none of the object's metrics answers 404.
+        if answers.len() == 1 || *status != http::StatusCode::NOT_FOUND {
+            all.extend(items(from, *status, body)?);
         }
-    })?;
+    }
+    let items = join_replicas(all);
     match args.output {
         super::proxy_status::Format::Json => {
             let list = serde_json::json!({

@@ -10,7 +10,7 @@
 //! events, after `--duration`, or on Ctrl-C; the control plane untaps the proxies within a
 //! second.
 
-use std::{io::Write, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use tokio::{
 
 use super::{controller::client, proxy_status::operator_pods};
 use crate::{
-    install::{DEBUG_PORT, DEFAULT_NAMESPACE},
+    install::DEBUG_PORT,
     tap::{TAP_PATH, TapEvent},
 };
 
@@ -47,15 +47,8 @@ pub struct Selection {
     /// At most this many requests a second are shown (the rest are dropped), 1 to 1000.
     #[arg(long, default_value_t = 100)]
     pub max_rps: u32,
-    /// Ask this control plane's admin address directly (`switchyard local --admin-addr`).
-    #[arg(long, value_name = "HOST:PORT", env = "SWITCHYARD_ADMIN_ADDR")]
-    pub admin: Option<SocketAddr>,
-    /// The operator's namespace, in a cluster.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
-    pub operator_namespace: String,
-    /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub control_plane: super::control_plane::ControlPlaneArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,7 +135,7 @@ pub(super) fn watch(
     runtime.block_on(async {
         let (tx, mut rx) = mpsc::channel::<anyhow::Result<TapEvent>>(1_024);
         let mut tasks = tokio::task::JoinSet::new();
-        match select.admin {
+        match select.control_plane.admin {
             Some(addr) => {
                 let io = tokio::net::TcpStream::connect(addr)
                     .await
@@ -150,8 +143,8 @@ pub(super) fn watch(
                 tasks.spawn(events(io, path.clone(), addr.to_string(), tx));
             }
             None => {
-                let client = client(select.kubeconfig.as_deref()).await?;
-                let ns = &select.operator_namespace;
+                let client = client(select.control_plane.kubeconfig.as_deref()).await?;
+                let ns = &select.control_plane.operator_namespace;
                 for pod in operator_pods(&client, ns).await? {
                     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
                         kube::Api::namespaced(client.clone(), ns);

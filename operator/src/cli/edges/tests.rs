@@ -8,9 +8,11 @@ fn args(all: bool) -> EdgesArgs {
         namespace: "demo".to_owned(),
         all_namespaces: all,
         window: Duration::from_secs(90),
-        admin: None,
-        operator_namespace: "switchyard-system".to_owned(),
-        kubeconfig: None,
+        control_plane: crate::cli::control_plane::ControlPlaneArgs {
+            admin: None,
+            operator_namespace: "switchyard-system".to_owned(),
+            kubeconfig: None,
+        },
         output: Format::Table,
     }
 }

@@ -9,9 +9,11 @@ fn args(kind: &str, name: Option<&str>) -> StatArgs {
         namespace: "demo".into(),
         all_namespaces: false,
         window: Duration::from_secs(60),
-        admin: None,
-        operator_namespace: "switchyard-system".into(),
-        kubeconfig: None,
+        control_plane: crate::cli::control_plane::ControlPlaneArgs {
+            admin: None,
+            operator_namespace: "switchyard-system".to_owned(),
+            kubeconfig: None,
+        },
         output: crate::cli::proxy_status::Format::Table,
     }
 }
