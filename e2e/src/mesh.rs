@@ -1347,6 +1347,16 @@ pub fn pod_on(
     )
 }
 
+/// Pod `web-0` (ServiceAccount `web`, `app: web`) at `pod_ip`, and Service `web` to it on
+/// `backend`'s port: the meshed server most visibility suites call through `client-0`.
+pub fn meshed_web(pod_ip: Ipv4Addr, backend: &Backend) -> String {
+    format!(
+        "{}---\n{}",
+        pod("web-0", "web", &[("app", "web")], pod_ip),
+        meshed_http_service("web", "web-0", pod_ip, backend.addr.port())
+    )
+}
+
 /// A Service `name` in `demo` selecting `app: <name>`, port 80 (`http`) to `target_port`, and
 /// its EndpointSlice with one ready endpoint: Pod `pod` at `pod_ip:target_port`, named in
 /// `targetRef` so that clients reach it over mTLS.

@@ -9,7 +9,7 @@ use std::{net::Ipv4Addr, net::SocketAddr, process::Command, time::Duration};
 
 use switchyard::edges::{Edge, End, Secured};
 use switchyard_e2e::{
-    mesh::{Backend, Mesh, Sidecar, http_get, http_service, meshed_http_service, pod, wait_for},
+    mesh::{Backend, Mesh, Sidecar, http_get, http_service, meshed_web, wait_for},
     switchyard_bin,
 };
 
@@ -39,15 +39,8 @@ fn edges_show_identities_mtls_and_unmeshed_ends() {
     let legacy = Backend::http("legacy");
     let port = web.addr.port();
     let mut mesh = Mesh::builder(ip(1))
-        .file(
-            "web.yaml",
-            format!(
-                "{}---\n{}---\n{}",
-                pod("web-0", "web", &[("app", "web")], ip(2)),
-                meshed_http_service("web", "web-0", ip(2), port),
-                http_service("legacy", Some(&legacy)),
-            ),
-        )
+        .file("web.yaml", meshed_web(ip(2), &web))
+        .file("legacy.yaml", http_service("legacy", Some(&legacy)))
         .start();
     let _server = mesh.sidecar("web-0");
     let client = mesh.client();

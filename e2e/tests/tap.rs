@@ -16,7 +16,7 @@ use std::{
 
 use switchyard::tap::{Direction, TapEvent};
 use switchyard_e2e::{
-    mesh::{Backend, Mesh, Sidecar, http_request, meshed_http_service, pod, wait_for},
+    mesh::{Backend, Mesh, Sidecar, http_request, meshed_http_service, meshed_web, pod, wait_for},
     switchyard_bin,
 };
 
@@ -111,18 +111,19 @@ fn has_access_log(mesh: &Mesh, pod: &str) -> bool {
 fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
     let ip = |host| Ipv4Addr::new(127, 0, 63, host);
     let web = Backend::http("web");
-    let port = web.addr.port();
+    let vault = Backend::http("vault");
+    // vault-0 opts out of tapping: its proxy is never tapped, whatever a tap selects.
+    let vault_yaml = meshed_http_service("vault", "vault-0", ip(3), vault.addr.port());
+    let vault_pod = pod("vault-0", "vault", &[("app", "vault")], ip(3)).replace(
+        "namespace: demo,",
+        "namespace: demo, annotations: {switchyard.dev/tap: disabled},",
+    );
     let mut mesh = Mesh::builder(ip(1))
-        .file(
-            "web.yaml",
-            format!(
-                "{}---\n{}",
-                pod("web-0", "web", &[("app", "web")], ip(2)),
-                meshed_http_service("web", "web-0", ip(2), port)
-            ),
-        )
+        .file("web.yaml", meshed_web(ip(2), &web))
+        .file("vault.yaml", format!("{vault_pod}---\n{vault_yaml}"))
         .start();
     let _server = mesh.sidecar("web-0");
+    let _vault = mesh.sidecar("vault-0");
     let client = mesh.client();
     wait_for(
         Duration::from_secs(15),
@@ -278,6 +279,17 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
     assert_eq!(row("/top-a")[8], "100.00%", "{table}");
     let failed = row("/status/500");
     assert_eq!((failed[4], failed[8]), ("2", "0.00%"), "{table}");
+
+    // A tap of the whole namespace taps every proxy in it but the one that opted out.
+    let everyone = Tap::start(&mesh, &[]);
+    wait_for(
+        Duration::from_secs(20),
+        || has_access_log(&mesh, "client-0"),
+        "the namespace's tap to reach client-0",
+    );
+    assert!(has_access_log(&mesh, "web-0"));
+    assert!(!has_access_log(&mesh, "vault-0"), "vault-0 opted out");
+    drop(everyone);
 
     // Cancelled: the control plane notices at its next heartbeat and untaps the proxy.
     drop(tap);

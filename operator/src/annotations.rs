@@ -14,6 +14,9 @@
 //!  switchyard.dev/skip-inbound-ports, switchyard.dev/skip-outbound-ports
 //!                                 on a Pod: ports (`80`) and ranges (`9000-9100`), comma
 //!                                 separated, that interception leaves alone.
+//!  switchyard.dev/tap             on a Namespace or a Pod (template): enabled | disabled. With
+//!                                 `disabled` the Pod's proxy is never tapped; the injector
+//!                                 writes the Namespace's value onto a Pod without one.
 //!  switchyard.dev/skip-outbound-cidrs
 //!                                 on a Pod: IPv4 and IPv6 CIDRs, comma separated, whose
 //!                                 outbound traffic interception leaves alone.
@@ -25,6 +28,7 @@ use serde_json::Value;
 
 pub use crate::index::{
     DATA_PLANE_ANNOTATION as DATA_PLANE, INTERCEPTED_ANNOTATION as INTERCEPTED,
+    TAP_ANNOTATION as TAP,
 };
 
 /// Marks a Pod that runs a Switchyard proxy: in Kubernetes mode only these Pods get a proxy

@@ -57,6 +57,11 @@ pub const DATA_PLANE_ANNOTATION: &str = "switchyard.dev/data-plane";
 /// a proxy run beside a Pod by hand) are addressed by their application.
 pub const INTERCEPTED_ANNOTATION: &str = "switchyard.dev/intercepted";
 
+/// `disabled` on a Pod: its proxy is never tapped, whatever a tap selects (the injector writes
+/// the Namespace's value onto the Pods it injects). Requests to the Pod stay visible from
+/// tapped callers' proxies.
+pub const TAP_ANNOTATION: &str = "switchyard.dev/tap";
+
 /// A Pod whose [`DATA_PLANE_ANNOTATION`] names no data plane; it runs the mesh's instead.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -229,6 +234,15 @@ impl Index {
     /// What changed since the last call.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
+    }
+
+    /// Whether `proxy` may be tapped: its Pod is known and not annotated
+    /// [`TAP_ANNOTATION`]`: disabled`.
+    pub fn tap_allowed(&self, proxy: &ProxyId) -> bool {
+        self.store
+            .pods
+            .get(&(proxy.namespace.clone(), proxy.pod.clone()))
+            .is_some_and(|p| !p.tap_disabled)
     }
 
     /// The configuration of one proxy, or `None` when the index knows no such Pod.

@@ -459,7 +459,20 @@ pub fn decide(
         inbound_ports: skip.inbound_ports.union(&probes.skip_ports),
         ..skip
     };
-    let injection = Injection::new(data_plane, &skip, &probes, config);
+    // Tapping off on the Pod, else as its Namespace says: written onto the Pod, where the
+    // control plane reads it.
+    let tap = match pod.parse::<InjectMode>(annotations::TAP)? {
+        Some(mode) => mode,
+        None => ns
+            .parse::<InjectMode>(annotations::TAP)?
+            .unwrap_or(InjectMode::Enabled),
+    };
+    let mut injection = Injection::new(data_plane, &skip, &probes, config);
+    if tap == InjectMode::Disabled {
+        injection
+            .annotations
+            .insert(annotations::TAP.to_owned(), tap.as_str().to_owned());
+    }
     injection.check_names(target, template.spec)?;
     Ok(Decision::Inject(Box::new(injection)))
 }

@@ -240,7 +240,7 @@ impl Local {
             ..Tick::default()
         };
         let renewal_due = self.publisher.renewal_due(now);
-        let quiet = !scan.changed && !renewal_due && !self.publisher.taps_changed();
+        let quiet = !scan.changed && !renewal_due && !self.publisher.taps_changed(&self.index);
         if quiet && self.publisher.has_proxies() {
             return Ok(tick);
         }

@@ -74,6 +74,11 @@ struct Taps {
     tapped: BTreeSet<ProxyId>,
 }
 
+/// Whether `proxy` is to be tapped: a session selects it and its Pod allows it.
+fn tappable(taps: &Taps, index: &Index, proxy: &ProxyId) -> bool {
+    taps.hub.selects(proxy) && index.tap_allowed(proxy)
+}
+
 /// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log;
 /// `None` when that is not known (the proxy is then not tapped).
 pub type SinkOf = Box<dyn Fn(&ProxyConfig) -> Option<TapSink> + Send + Sync>;
@@ -106,11 +111,11 @@ impl Publisher {
     }
 
     /// Whether a session opened or closed since the last publish changes what is tapped.
-    pub fn taps_changed(&self) -> bool {
+    pub fn taps_changed(&self, index: &Index) -> bool {
         self.taps.as_ref().is_some_and(|t| {
             self.proxies
                 .iter()
-                .any(|p| t.hub.selects(p) != t.tapped.contains(p))
+                .any(|p| tappable(t, index, p) != t.tapped.contains(p))
         })
     }
 
@@ -172,7 +177,7 @@ impl Publisher {
             Some(t) => configs
                 .iter()
                 .map(|c| &c.proxy)
-                .filter(|p| t.hub.selects(p))
+                .filter(|p| tappable(t, index, p))
                 .cloned()
                 .collect(),
             None => BTreeSet::new(),

@@ -119,7 +119,12 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             all.extend(items(from, *status, body)?);
         }
     }
-    let items = join_replicas(all);
+    // One control plane's answer stands as it is; several replicas' rows are joined.
+    let items = if answers.len() == 1 {
+        all
+    } else {
+        join_replicas(all)
+    };
     match args.output {
         super::proxy_status::Format::Json => {
             let list = serde_json::json!({
@@ -134,10 +139,11 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rows of every replica joined: every replica knows every Pod, and those whose proxy
-/// pushed to another answer with no requests; such a row is dropped when another replica has
-/// one for the same Pod. Rows with requests all stay (a proxy that moved to another replica
-/// within the window shows once per replica, see the module doc).
+/// The rows of every replica joined. A replica lists only the objects whose Pods pushed to it,
+/// so an object shows once per replica that holds part of it; a row without requests is
+/// dropped when another replica has one with requests for the same object (and backend).
+/// Rows with requests all stay (a proxy that moved to another replica within the window shows
+/// once per replica, see the module doc).
 fn join_replicas(items: Vec<Value>) -> Vec<Value> {
     let requests = |i: &Value| -> u64 {
         i["metrics"]
@@ -152,6 +158,7 @@ fn join_replicas(items: Vec<Value>) -> Vec<Value> {
         (
             i["resource"]["namespace"].clone(),
             i["resource"]["name"].clone(),
+            i["backend"]["name"].clone(),
         )
     };
     let busy: std::collections::BTreeSet<String> = items

@@ -277,6 +277,12 @@ impl Index {
                 .as_ref()
                 .and_then(|a| a.get(INTERCEPTED_ANNOTATION))
                 .is_some_and(|v| v == "true"),
+            tap_disabled: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::TAP_ANNOTATION))
+                .is_some_and(|v| v == "disabled"),
             owner: Owner::of(&pod.metadata),
         };
         self.set_pod(key, Some(info));

@@ -89,6 +89,8 @@ pub(super) struct PodInfo {
     /// [`INTERCEPTED_ANNOTATION`](super::INTERCEPTED_ANNOTATION) is `true`: redirect rules
     /// send the Pod's traffic through its proxy, which routes by original destination.
     pub(super) intercepted: bool,
+    /// [`TAP_ANNOTATION`](super::TAP_ANNOTATION) is `disabled`: the Pod's proxy is never tapped.
+    pub(super) tap_disabled: bool,
     /// The workload the Pod belongs to ([`Owner::of`]).
     pub(super) owner: Option<Owner>,
 }

@@ -345,6 +345,29 @@ fn the_bundled_proxy_gets_its_own_image_arguments_and_memory_request() {
 }
 
 #[test]
+fn tapping_is_off_where_the_pod_or_else_its_namespace_says_so() {
+    let enabled = (annotations::INJECT, "enabled");
+    let tap = |on_pod: Option<&str>, on_ns: Option<&str>| {
+        let mut pod_annotations = vec![enabled];
+        pod_annotations.extend(on_pod.map(|v| (annotations::TAP, v)));
+        let ns: Vec<_> = on_ns.map(|v| (annotations::TAP, v)).into_iter().collect();
+        let out = injected_with(&pod(&pod_annotations), &ns, &config()).unwrap();
+        out["metadata"]["annotations"][annotations::TAP].clone()
+    };
+    // Tapping is on unless something says otherwise; nothing is written then.
+    assert_eq!(tap(None, None), Value::Null);
+    assert_eq!(tap(None, Some("disabled")), "disabled");
+    assert_eq!(tap(Some("disabled"), None), "disabled");
+    // The Pod's own value wins (and stays where it was written).
+    assert_eq!(tap(Some("enabled"), Some("disabled")), "enabled");
+    let e = decide_in(NS, &pod(&[enabled]), &[(annotations::TAP, "off")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"namespace demo: metadata.annotations["switchyard.dev/tap"]: "off" is not enabled or disabled"#
+    );
+}
+
+#[test]
 fn the_data_plane_comes_from_the_pod_then_the_namespace_then_the_mesh_default() {
     let enabled = (annotations::INJECT, "enabled");
     let bundled_default = InjectConfig {
