@@ -640,6 +640,28 @@ pub fn answer(
         proxies: telemetry.proxies(),
         timestamp,
     };
+    // A split's items (or edges), one list per split whatever the request.
+    let split_list = |namespace: &Option<String>,
+                      name: &str,
+                      window: Duration,
+                      edges: bool|
+     -> Result<serde_json::Value, RequestError> {
+        let ns = namespace.as_deref().unwrap_or_default();
+        let split = workloads
+            .split(ns, name)
+            .ok_or_else(|| RequestError::Unknown {
+                kind: ResourceKind::TrafficSplit,
+                name: name.to_owned(),
+            })?;
+        Ok(value(&TrafficMetricsList::new(
+            ObjectReference::to(ResourceKind::TrafficSplit, Some(ns), name),
+            if edges {
+                ctx.split_edges(ns, name, split, window)
+            } else {
+                ctx.split_items(ns, name, split, window)
+            },
+        )))
+    };
     match request {
         Request::Discovery => Ok(discovery()),
         Request::Get {
@@ -647,20 +669,7 @@ pub fn answer(
             namespace,
             name,
             window,
-        } => {
-            let ns = namespace.as_deref().unwrap_or_default();
-            let split = workloads
-                .split(ns, name)
-                .ok_or_else(|| RequestError::Unknown {
-                    kind: ResourceKind::TrafficSplit,
-                    name: name.clone(),
-                })?;
-            let items = ctx.split_items(ns, name, split, *window);
-            Ok(value(&TrafficMetricsList::new(
-                ObjectReference::to(ResourceKind::TrafficSplit, Some(ns), name),
-                items,
-            )))
-        }
+        } => split_list(namespace, name, *window, false),
         Request::Get {
             kind,
             namespace,
@@ -711,20 +720,7 @@ pub fn answer(
             namespace,
             name,
             window,
-        } => {
-            let ns = namespace.as_deref().unwrap_or_default();
-            let split = workloads
-                .split(ns, name)
-                .ok_or_else(|| RequestError::Unknown {
-                    kind: ResourceKind::TrafficSplit,
-                    name: name.clone(),
-                })?;
-            let items = ctx.split_edges(ns, name, split, *window);
-            Ok(value(&TrafficMetricsList::new(
-                ObjectReference::to(ResourceKind::TrafficSplit, Some(ns), name),
-                items,
-            )))
-        }
+        } => split_list(namespace, name, *window, true),
         Request::Edges {
             kind,
             namespace,
