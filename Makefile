@@ -85,7 +85,7 @@ bench-meshed: ## Added latency of the intercepted mTLS path between meshed Pods 
 	SWITCHYARD_ENVOY=$$(scripts/ensure-envoy.sh) $(CARGO) bench -p switchyard-e2e --bench meshed_latency
 
 .PHONY: bench-proxy
-bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI)
+bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI; BENCH_TAP=1 adds tapped runs; knobs in scripts/bench-proxy.sh)
 	scripts/bench-proxy.sh
 
 fuzz: ## Short fuzz runs: manifest loader, proxy xDS client, proxy request matching (nightly, cargo-fuzz)

@@ -19,6 +19,11 @@
 #   BENCH_PROXY_BASE=        another switchyard-proxy build (say, the parent commit's, built in a
 #                            second clone) run as a third pair in the same rounds: a change to the
 #                            proxy against its base in one run, as "vs base" ratios
+#   BENCH_TAP=0              1: also run every (sidecar path, load) with both sidecars of its pair
+#                            tapped (`switchyard tap pod/<pod> --max-rps 1000`, one session each),
+#                            shuffled with the untapped runs: added p99, CPU per 1,000 requests of
+#                            the pair and of the control plane, events delivered (about doubles
+#                            the run time)
 #   CARGO_TARGET_DIR         where the release binaries are built (default: target)
 set -euo pipefail
 
@@ -49,6 +54,8 @@ pin=()
 if [[ "${BENCH_PIN:-0}" == 1 ]]; then pin=(--pin); fi
 base=()
 if [[ -n "${BENCH_PROXY_BASE:-}" ]]; then base=(--proxy-base "$BENCH_PROXY_BASE"); fi
+tap=()
+if [[ "${BENCH_TAP:-0}" == 1 ]]; then tap=(--tap); fi
 
 exec python3 scripts/bench_proxy.py \
   --switchyard "$target_dir/release/switchyard" \
@@ -64,4 +71,4 @@ exec python3 scripts/bench_proxy.py \
   --conns "${BENCH_CONNS:-16}" \
   --workers "${BENCH_WORKERS:-1}" \
   --body "${BENCH_BODY:-1024}" \
-  "${pin[@]}" "${base[@]}" "$@"
+  "${pin[@]}" "${base[@]}" "${tap[@]}" "$@"

@@ -18,6 +18,14 @@ The four sidecars run at once, each Pod on its own loopback IP, all in front of 
 Every round runs every (path, load) pair once, in a shuffled order (fixed seed), so drifts in
 background load hit every configuration alike; figures are medians over rounds, latency
 figures are paired with the same round's D. Python 3.11 standard library only.
+
+With --tap, every round also runs every (sidecar path, load) with a tap active on both sidecars
+of that path's pair (`switchyard tap pod/<client> …` and `pod/<server> …`, two sessions, the
+two proxies whose added latency is measured), shuffled with the untapped runs: before a tapped
+run the pair's proxies must have acknowledged listeners with the tap's access log and each tap
+must have shown a request; after it the taps end and the access log must be gone from both
+before anything else runs. The tables of the untapped runs stay as they are; a tap section
+follows them.
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ IPS = {
     "api-e-0": "127.0.177.4",
 }
 OUTBOUND_PORT = 15001
+# The extension the control plane adds to a tapped proxy's HTTP connection managers
+# (adapters/src/envoy/tap.rs), as `switchyard proxy-config` shows it.
+ACCESS_LOGGER = "envoy.access_loggers.http_grpc"
 
 # Path id -> (description, data plane or None, Host header).
 PATHS = {
@@ -247,6 +258,45 @@ class Proc:
     log: Path | None = None
 
 
+class Tap:
+    """One `switchyard tap pod/<pod> -o json` session, counting the events (lines) it prints."""
+
+    def __init__(self, switchyard: str, admin: str, pod: str, max_rps: int, log: Path):
+        self.pod = pod
+        self.events = 0
+        self._log = open(log, "ab")
+        self.popen = subprocess.Popen(
+            [switchyard, "tap", f"pod/{pod}", "-n", NS, "-o", "json", "--max-rps", str(max_rps),
+             "--admin", admin],
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        # Counted, not parsed: every line of `-o json` is one request (heartbeats are not
+        # printed), and parsing 1,000 lines a second would cost this process's CPU.
+        for line in self.popen.stdout:
+            if line.strip():
+                self.events += 1
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self) -> int:
+        """Ends the session as Ctrl-C would; returns the events it printed."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(timeout=5)
+        self._log.close()
+        return self.events
+
+
 @dataclass
 class Bench:
     args: argparse.Namespace
@@ -254,6 +304,11 @@ class Bench:
     procs: list[Proc] = field(default_factory=list)
     app_port: int = 0
     sidecar_pids: dict[str, int] = field(default_factory=dict)
+    # --tap: the tap sessions running now, the control plane's admin address, and the planes
+    # whose proxies never took the tap (data plane -> why).
+    taps: list["Tap"] = field(default_factory=list)
+    admin_addr: str = ""
+    tap_unsupported: dict[str, str] = field(default_factory=dict)
 
     def pin(self, cpu: str) -> list[str]:
         return ["taskset", "-c", cpu] if self.args.pin else []
@@ -269,6 +324,9 @@ class Bench:
         return p
 
     def stop_all(self) -> None:
+        for t in self.taps:
+            t.stop()
+        self.taps = []
         for p in reversed(self.procs):
             if p.popen.poll() is None:
                 p.popen.terminate()
@@ -312,10 +370,19 @@ class Bench:
         sock.bind(("127.0.0.1", 0))
         xds_port = sock.getsockname()[1]
         sock.close()
+        admin = []
+        if a.tap:
+            # The tap and proxy-config ask the control plane here (the default, 15014, may
+            # be another `switchyard local`'s on a shared box).
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.admin_addr = f"127.0.0.1:{sock.getsockname()[1]}"
+            sock.close()
+            admin = ["--admin-addr", self.admin_addr]
         cp = self.spawn(
             "switchyard local",
             [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
-             f"127.0.0.1:{xds_port}", str(mesh)],
+             f"127.0.0.1:{xds_port}", *admin, str(mesh)],
             log=self.workdir / "switchyard-local.log",
         )
         self.control_plane_pid = cp.pid
@@ -336,8 +403,11 @@ class Bench:
             for p in pods:
                 lg = self.workdir / f"{p}.log"
                 if dp == "envoy":
+                    # The flags sidecars run with (adapters' ENVOY_FLAGS): an immediate drain
+                    # applies a changed filter chain (the tap's access log) to the next
+                    # request rather than to connections opened over the next ten minutes.
                     cmd = [a.envoy, "-c", str(bootstraps[p]), "--disable-hot-restart",
-                           "--concurrency", threads, "-l", "warning", "--log-path", str(lg)]
+                           "--drain-strategy", "immediate", "--concurrency", threads, "-l", "warning", "--log-path", str(lg)]
                     proc = self.spawn(p, self.pin(a.sut_cpu) + cmd)
                     proc_log = lg
                 else:
@@ -368,7 +438,8 @@ class Bench:
 
     # --- one oha run ---
 
-    def run(self, path: str, load: str, secs: float) -> dict:
+    def run(self, path: str, load: str, secs: float, taps: list["Tap"] | None = None) -> dict:
+        """One oha run; `taps`, the tap sessions running meanwhile (their CPU is measured)."""
         a = self.args
         addr, port = self.target(path)
         host = PATHS[path][2]
@@ -383,6 +454,7 @@ class Bench:
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
         app0 = cpu_seconds(self.upstream_pid)
         cp0 = cpu_seconds(self.control_plane_pid)
+        tap0 = {t.pod: cpu_seconds(t.popen.pid) for t in taps or []}
         self0 = sum(os.times()[:2])
         sys0 = system_ticks()
         ch0 = children_cpu()
@@ -396,6 +468,7 @@ class Bench:
         cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
         app1 = cpu_seconds(self.upstream_pid)
         cp1 = cpu_seconds(self.control_plane_pid)
+        tap_cpu = {t.pod: cpu_seconds(t.popen.pid) - tap0[t.pod] for t in taps or []}
         if out.returncode != 0:
             raise SystemExit(f"oha failed ({out.returncode}): {out.stderr.decode(errors='replace')}")
         report = json.loads(out.stdout)
@@ -413,13 +486,15 @@ class Bench:
         busy = (sys1[0] - sys0[0]) / CLK_TCK
         steal = (sys1[2] - sys0[2]) / CLK_TCK
         total_ticks = (sys1[1] - sys0[1]) / CLK_TCK
-        ours = (ch1 - ch0) + sum(sidecar_cpu.values()) + (app1 - app0) + (cp1 - cp0) + (self1 - self0)
+        ours = ((ch1 - ch0) + sum(sidecar_cpu.values()) + (app1 - app0) + (cp1 - cp0)
+                + (self1 - self0) + sum(tap_cpu.values()))
         flags = []
         if ok != total:
             flags.append(f"{total - ok} of {total} not 200 ({errors or statuses})")
         achieved = ok / secs
         if load != "max" and achieved < 0.99 * float(load):
             flags.append(f"rate not held: {achieved:.0f}/s of {load}/s")
+        extra = {"tap_cli_cpu_seconds": tap_cpu} if taps is not None else {}
         return {
             "path": path,
             "load": load,
@@ -444,7 +519,127 @@ class Bench:
             },
             "flags": flags,
             "oha": report,
+            **extra,
         }
+
+
+    # --- taps (--tap) ---
+
+    def has_access_log(self, pod: str) -> bool:
+        """Whether `pod`'s proxy acknowledged listeners with the tap's access log, per
+        `switchyard proxy-config` (the resources of its last acknowledged LDS response)."""
+        out = subprocess.run(
+            [self.args.switchyard, "proxy-config", pod, "-n", NS, "--type", "lds", "-o", "json",
+             "--admin", self.admin_addr],
+            capture_output=True, timeout=30, check=False,
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"proxy-config {pod} failed: {out.stderr.decode(errors='replace')}")
+        return ACCESS_LOGGER.encode() in out.stdout
+
+    def access_logs(self, dp: str) -> dict[str, bool]:
+        return {p: self.has_access_log(p) for p in SIDECARS[dp]}
+
+    def wait_access_logs(self, dp: str, present: bool, within: float) -> float | None:
+        """Seconds until every proxy of `dp` has (or has not) the access log; None if not
+        within `within` seconds."""
+        t0 = time.monotonic()
+        while True:
+            if all(v == present for v in self.access_logs(dp).values()):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > within:
+                return None
+            time.sleep(0.1)
+
+    def warm_pair(self, dp: str) -> None:
+        """A short max-rate run on each of the pair's paths: a changed listener closed the
+        pair's connections (the sidecars' pools too), which the next measured run must not
+        pay for; with a tap, it also opens the proxies' access-log streams."""
+        for path, (_, pdp, _) in PATHS.items():
+            if pdp == dp:
+                w = self.run(path, "max", self.args.tap_warmup_seconds)
+                if w["flags"]:
+                    log(f"tap warm-up {path}: {w['flags']}")
+
+    def tap_on(self, dp: str) -> dict | None:
+        """Taps both proxies of `dp`'s pair and waits until they stream requests. None, with
+        the reason in tap_unsupported, when they never do (a build without the logger)."""
+        a = self.args
+        t0 = time.monotonic()
+        self.taps = [Tap(a.switchyard, self.admin_addr, p, a.tap_max_rps,
+                         self.workdir / f"tap-{p}.log") for p in SIDECARS[dp]]
+        took = self.wait_access_logs(dp, True, a.tap_wait_seconds)
+        why = None
+        if took is None:
+            why = (f"the access log never reached every proxy of the pair within "
+                   f"{a.tap_wait_seconds:g} s ({self.access_logs(dp)})")
+        else:
+            self.warm_pair(dp)
+            deadline = time.monotonic() + 3.0
+            while any(t.events == 0 for t in self.taps) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if any(t.events == 0 for t in self.taps):
+                why = ("the access log is in the proxies' listeners but a tap showed no request: "
+                       + ", ".join(f"{t.pod} {t.events}" for t in self.taps))
+        dead = [t.pod for t in self.taps if not t.alive()]
+        if dead and not why:
+            why = f"the tap of {dead} exited (see {self.workdir}/tap-*.log)"
+        if why:
+            self.tap_off(dp, within=a.tap_wait_seconds)
+            self.tap_unsupported[dp] = why
+            return None
+        # Whatever the warm-up's requests still had in the proxies' buffers (sent every 200 ms).
+        time.sleep(0.5)
+        return {"seconds_to_access_log": took, "seconds_to_ready": time.monotonic() - t0}
+
+    def tap_off(self, dp: str, within: float) -> dict:
+        """Ends the taps and waits until the pair's access log is gone."""
+        t0 = time.monotonic()
+        for t in self.taps:
+            t.stop()
+        self.taps = []
+        took = self.wait_access_logs(dp, False, within)
+        if took is None:
+            raise SystemExit(f"{dp}: the access log is still in {self.access_logs(dp)} "
+                             f"{within:g} s after the taps ended")
+        self.warm_pair(dp)
+        return {"seconds_to_no_access_log": took, "seconds_to_ready": time.monotonic() - t0}
+
+    def run_tapped(self, path: str, load: str, secs: float) -> dict | None:
+        """One run with `path`'s pair tapped; None when that plane cannot be tapped."""
+        dp = PATHS[path][1]
+        if dp in self.tap_unsupported:
+            return None
+        on = self.tap_on(dp)
+        if on is None:
+            log(f"{dp}: not tapped: {self.tap_unsupported[dp]}")
+            return None
+        before = {t.pod: t.events for t in self.taps}
+        logs_before = self.access_logs(dp)
+        r = self.run(path, load, secs, taps=self.taps)
+        # The proxies send what they buffered every 200 ms; the last of it before counting.
+        time.sleep(0.6)
+        events = {t.pod: t.events - before[t.pod] for t in self.taps}
+        logs_after = self.access_logs(dp)
+        alive = all(t.alive() for t in self.taps)
+        off = self.tap_off(dp, within=self.args.tap_wait_seconds)
+        if not alive:
+            r["flags"].append("a tap exited during the run")
+        r["tap"] = {
+            "active": True, "events": events, "access_log_before": logs_before,
+            "access_log_after": logs_after, "on": on, "off": off,
+        }
+        return r
+
+    def run_untapped(self, path: str, load: str, secs: float) -> dict:
+        """One run with no tap, checking that the pair's proxies have no access log."""
+        dp = PATHS[path][1]
+        logs = self.access_logs(dp) if dp else {}
+        r = self.run(path, load, secs, taps=[] if dp else None)
+        r["tap"] = {"active": False, "access_log_before": logs}
+        if any(logs.values()):
+            r["flags"].append(f"untapped, but the access log is in {logs}")
+        return r
 
 
 # --- counters that prove the paths are what they claim ---------------------------------------
@@ -656,6 +851,150 @@ def summarize(runs: list[dict], idle_kib: dict, hwm_kib: dict, loads: list[str])
     return out
 
 
+def summarize_tap(runs: list[dict], loads: list[str], unsupported: dict[str, str]) -> dict:
+    """Tapped against untapped runs of every sidecar path, per load: added latency (paired
+    with the same round's D, as the main tables), CPU per 1,000 requests of the pair, of the
+    control plane and of the tap CLIs, the events the taps showed, and whether the access log
+    was in the pair's listeners (it must be in every tapped run and in no untapped one)."""
+    by: dict = {}
+    for r in runs:
+        by.setdefault((r["path"], r["load"], r["tap"]["active"]), []).append(r)
+    rounds = sorted({r["round"] for r in runs})
+
+    def one(path, load, active, rnd):
+        return next((r for r in by.get((path, load, active), []) if r["round"] == rnd), None)
+
+    def per_1k(rs, cpu) -> float | None:
+        reqs = sum(r["requests_ok"] for r in rs)
+        return sum(cpu(r) for r in rs) * 1e6 / reqs if reqs else None
+
+    out: dict = {"latency": {}, "unsupported": dict(unsupported), "targets": []}
+    for load in loads:
+        table = {}
+        for path, (_, dp, _) in PATHS.items():
+            if dp is None:
+                continue
+            row: dict = {"data_plane": dp}
+            for state, active in (("untapped", False), ("tapped", True)):
+                rs = by.get((path, load, active), [])
+                x: dict = {"runs": len(rs), "requests": sum(r["requests_ok"] for r in rs),
+                           "rps": med([r["rps"] for r in rs])}
+                for p in PCTS:
+                    added = []
+                    for k in rounds:
+                        v, d = one(path, load, active, k), one("D", load, False, k)
+                        if v and d and p in v["latency_us"] and p in d["latency_us"]:
+                            added.append(v["latency_us"][p] - d["latency_us"][p])
+                    x[f"added_{p}"] = med(added)
+                    x[f"added_{p}_range"] = rng(added)
+                x["pair_cpu_ms_per_1k"] = per_1k(rs, lambda r: r["pair_cpu_seconds"])
+                x["control_plane_cpu_ms_per_1k"] = per_1k(rs, lambda r: r["control_plane_cpu_seconds"])
+                x["tap_cli_cpu_ms_per_1k"] = per_1k(rs, lambda r: sum(r["tap_cli_cpu_seconds"].values()))
+                # Runs whose pair had the access log in its listeners before (and, tapped, after).
+                x["access_log_before"] = sum(all(r["tap"]["access_log_before"].values()) for r in rs)
+                x["no_access_log_before"] = sum(not any(r["tap"]["access_log_before"].values()) for r in rs)
+                if active:
+                    x["access_log_after"] = sum(all(r["tap"]["access_log_after"].values()) for r in rs)
+                    events: dict = {}
+                    for r in rs:
+                        for pod, n in r["tap"]["events"].items():
+                            events[pod] = events.get(pod, 0) + n
+                    x["events"] = events
+                    x["events_total"] = sum(events.values())
+                    # Each request passes both tapped proxies: two events, up to --tap-max-rps.
+                    x["events_per_request"] = (x["events_total"] / x["requests"]) if x["requests"] else None
+                x["flags"] = [f"round {r['round']}: {f}" for r in rs for f in r["flags"]]
+                row[state] = x
+            u, t = row["untapped"], row["tapped"]
+            for p in PCTS:
+                row[f"added_{p}_ratio"] = ratio(t[f"added_{p}"], u[f"added_{p}"])
+            row["pair_cpu_per_1k_ratio"] = ratio(t["pair_cpu_ms_per_1k"], u["pair_cpu_ms_per_1k"])
+            row["rps_ratio"] = ratio(t["rps"], u["rps"])
+            table[path] = row
+        out["latency"][load] = table
+    for load in loads:
+        if load == "max":
+            continue
+        for path in ("B2t", "B2"):
+            r = out["latency"][load][path]
+            measured = r["tapped"]["runs"] > 0 and r["added_p99_ratio"] is not None
+            out["targets"].append({
+                "target": f"tap on adds <= 10 % to the bundled proxy's added p99 at {load} rps "
+                          f"({PATHS[path][0]})",
+                "untapped": r["untapped"]["added_p99"], "tapped": r["tapped"]["added_p99"],
+                "ratio": r["added_p99_ratio"],
+                "pass": (r["added_p99_ratio"] <= 1.10) if measured else None,
+            })
+    return out
+
+
+def print_tap_report(t: dict, rates: list[str], rounds: int, max_rps: int, file=sys.stdout) -> None:
+    def p(*x):
+        print(*x, file=file)
+
+    def access(x: dict, active: bool) -> str:
+        if active:
+            return f"{x['access_log_before']}/{x['runs']} before, {x['access_log_after']}/{x['runs']} after"
+        return f"absent {x['no_access_log_before']}/{x['runs']}"
+
+    p()
+    p(f"=== tap: in a tapped run both sidecars of the path's pair are tapped (`switchyard tap "
+      f"pod/<pod> -o json --max-rps {max_rps}`, one session each); the tables above are the "
+      f"untapped runs ===")
+    p("events = lines the two taps printed for the run's requests (2 a request when nothing is "
+      "dropped); access log = runs whose pair had `" + ACCESS_LOGGER + "` in its acknowledged "
+      "listeners (tapped: before and after the run; untapped: absent before it)")
+    for load in rates + ["max"]:
+        p()
+        if load == "max":
+            p("-- max throughput: RPS median over rounds; CPU ms per 1,000 requests: pair = both "
+              "sidecars (sum over rounds), cp = `switchyard local`, taps = the two tap CLIs --")
+            rows = [["path", "RPS", "RPS tap", "ratio", "pair CPU", "pair CPU tap", "ratio",
+                     "cp CPU", "cp CPU tap", "taps CPU", "events", "ev/req", "access log (tap)",
+                     "access log"]]
+        else:
+            p(f"-- {load} rps: +p99/+p99.9 = path minus the same round's D, µs, median over rounds "
+              "[min..max]; CPU ms per 1,000 requests: pair = both sidecars, cp = `switchyard local`, "
+              "taps = the two tap CLIs --")
+            rows = [["path", "+p99", "+p99 tap", "ratio", "+p99.9", "+p99.9 tap", "ratio",
+                     "pair CPU", "pair CPU tap", "ratio", "cp CPU", "cp CPU tap", "taps CPU",
+                     "events", "ev/req", "access log (tap)", "access log"]]
+        flags = []
+        for path, r in t["latency"][load].items():
+            u, x = r["untapped"], r["tapped"]
+            tail = [fmt(u["control_plane_cpu_ms_per_1k"], ".2f"),
+                    fmt(x["control_plane_cpu_ms_per_1k"], ".2f"),
+                    fmt(x["tap_cli_cpu_ms_per_1k"], ".2f"), str(x.get("events_total", 0)),
+                    fmt(x.get("events_per_request"), ".2f"), access(x, True), access(u, False)]
+            cpu = [fmt(u["pair_cpu_ms_per_1k"], ".1f"), fmt(x["pair_cpu_ms_per_1k"], ".1f"),
+                   fmt(r["pair_cpu_per_1k_ratio"], ".2f")]
+            name = f"{path:<4} {PATHS[path][0]}"
+            if load == "max":
+                rows.append([name, fmt(u["rps"]), fmt(x["rps"]), fmt(r["rps_ratio"], ".2f")]
+                            + cpu + tail)
+            else:
+                rows.append([name,
+                             with_range(u["added_p99"], u["added_p99_range"], rounds),
+                             with_range(x["added_p99"], x["added_p99_range"], rounds),
+                             fmt(r["added_p99_ratio"], ".2f"),
+                             with_range(u["added_p99.9"], u["added_p99.9_range"], rounds),
+                             with_range(x["added_p99.9"], x["added_p99.9_range"], rounds),
+                             fmt(r["added_p99.9_ratio"], ".2f")] + cpu + tail)
+            flags += [f"{path} tapped: {f}" for f in x["flags"]]
+            flags += [f"{path}: {f}" for f in u["flags"] if "access log" in f]
+        table(rows, file)
+        for f in flags:
+            p(f"   ! {f}")
+    for dp, why in t["unsupported"].items():
+        p(f"   ! {dp}: not tapped: {why}")
+    p()
+    p("-- tap targets (the issue's; ratio = tapped / untapped) --")
+    for x in t["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "N/A "}[x["pass"]]
+        p(f"{verdict}  {x['target']}: untapped {fmt(x['untapped'])} µs, tapped "
+          f"{fmt(x['tapped'])} µs" + (f" (ratio {x['ratio']:.2f})" if x["ratio"] is not None else ""))
+
+
 def table(rows: list[list[str]], file) -> None:
     """Rows of cells, the first a header; the first column left-aligned, the rest right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -838,6 +1177,15 @@ def main() -> int:
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--sut-cpu", default="1")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, bootstraps)")
+    ap.add_argument("--tap", action="store_true",
+                    help="also run every (sidecar path, load) with both sidecars of its pair tapped "
+                    "(`switchyard tap pod/<pod>`), shuffled with the untapped runs")
+    ap.add_argument("--tap-max-rps", type=int, default=1000,
+                    help="each tap's --max-rps (events a second it shows, 1 to 1000)")
+    ap.add_argument("--tap-wait-seconds", type=float, default=15,
+                    help="how long the access log may take to reach (or leave) the proxies")
+    ap.add_argument("--tap-warmup-seconds", type=float, default=1,
+                    help="max-rate run on each of the pair's paths after a tap starts or ends")
     a = ap.parse_args()
     if a.pin and not shutil.which("taskset"):
         raise SystemExit("--pin needs taskset")
@@ -868,21 +1216,36 @@ def main() -> int:
                 log(f"warm-up {path}: {w['flags']}")
         runs = []
         shuffler = random.Random(a.seed)
-        plan = [(path, load) for load in loads for path in PATHS]
+        if a.tap:
+            # Every sidecar path twice, tapped and not; D once.
+            plan = [(path, load, tapped) for load in loads for path in PATHS
+                    for tapped in ((False, True) if PATHS[path][1] else (False,))]
+        else:
+            plan = [(path, load) for load in loads for path in PATHS]
         for rnd in range(1, a.rounds + 1):
             order = plan[:]
             shuffler.shuffle(order)
-            for i, (path, load) in enumerate(order, 1):
+            for i, (path, load, *tap) in enumerate(order, 1):
                 secs = a.max_seconds if load == "max" else a.rate_seconds
-                r = bench.run(path, load, secs)
+                if not a.tap:
+                    r = bench.run(path, load, secs)
+                elif tap[0]:
+                    r = bench.run_tapped(path, load, secs)
+                    if r is None:
+                        continue
+                else:
+                    r = bench.run_untapped(path, load, secs)
                 r["round"] = rnd
                 r["order"] = i
                 runs.append(r)
                 lat = r["latency_us"]
+                tapped = ""
+                if a.tap and r["tap"]["active"]:
+                    tapped = " tap " + "+".join(str(n) for n in r["tap"]["events"].values()) + " events"
                 log(f"round {rnd}/{a.rounds} #{i:>2} {path:<4} {load:>5}: {r['rps']:>7.0f} rps  "
                     f"p50 {lat.get('p50', 0):>6.0f} p99 {lat.get('p99', 0):>6.0f} "
                     f"p99.9 {lat.get('p99.9', 0):>6.0f} µs  pair CPU {r['pair_cpu_seconds']:.2f} s"
-                    + (f"  ! {r['flags']}" if r["flags"] else ""))
+                    + tapped + (f"  ! {r['flags']}" if r["flags"] else ""))
                 time.sleep(0.3)
         hwm = {p: status_kib(pid, "VmHWM") for p, pid in bench.sidecar_pids.items()}
         counters = path_evidence(bench.app_port)
@@ -898,7 +1261,13 @@ def main() -> int:
             problems.append(f"{dp}: the client never originated TLS to the meshed service")
         if c["client_tls_handshakes_plain_cluster"] != 0:
             problems.append(f"{dp}: the client originated TLS to the plaintext service")
-    summary = summarize(runs, idle, hwm, rates)
+    # The tables of the default run are the untapped runs'; the tapped ones get their own.
+    summary = summarize([r for r in runs if not (a.tap and r["tap"]["active"])], idle, hwm, rates)
+    if a.tap:
+        summary["tap"] = summarize_tap(runs, loads, bench.tap_unsupported)
+        for dp, why in bench.tap_unsupported.items():
+            if dp == "envoy":
+                problems.append(f"envoy: not tapped: {why}")
     foreign = [r["system"]["foreign_cpu_seconds"] / r["wall_seconds"] for r in runs]
     meta = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -908,6 +1277,10 @@ def main() -> int:
             "max_seconds": a.max_seconds, "warmup_seconds": a.warmup_seconds, "conns": a.conns,
             "workers": a.workers, "body": a.body, "seed": a.seed, "pin": a.pin,
             "client_cpu": a.client_cpu, "sut_cpu": a.sut_cpu, "keepalive": True,
+            **({"tap": True, "tap_max_rps": a.tap_max_rps, "tap_wait_seconds": a.tap_wait_seconds,
+                "tap_warmup_seconds": a.tap_warmup_seconds,
+                "tapped_proxies": "both sidecars of the measured path's pair, one session each"}
+               if a.tap else {}),
             "access_mode": "permissive", "http": "HTTP/1.1 everywhere (client, between sidecars, to app)",
         },
         "machine": machine(),
@@ -928,6 +1301,8 @@ def main() -> int:
         "evidence": {"verdict": "OK" if not problems else "; ".join(problems), "counters": counters},
     }
     print_report(summary, meta, rates)
+    if a.tap:
+        print_tap_report(summary["tap"], rates, a.rounds, a.tap_max_rps)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
