@@ -525,30 +525,42 @@ class Bench:
 
     # --- taps (--tap) ---
 
-    def has_access_log(self, pod: str) -> bool:
-        """Whether `pod`'s proxy acknowledged listeners with the tap's access log, per
-        `switchyard proxy-config` (the resources of its last acknowledged LDS response)."""
+    def listeners(self, pod: str) -> tuple[bool, str | None]:
+        """Whether `pod`'s proxy runs listeners with the tap's access log (the resources of
+        its last acknowledged LDS response, per `switchyard proxy-config`), and the reason it
+        gave for rejecting a later LDS version, if it did."""
         out = subprocess.run(
             [self.args.switchyard, "proxy-config", pod, "-n", NS, "--type", "lds", "-o", "json",
              "--admin", self.admin_addr],
             capture_output=True, timeout=30, check=False,
         )
-        if out.returncode != 0:
-            raise SystemExit(f"proxy-config {pod} failed: {out.stderr.decode(errors='replace')}")
-        return ACCESS_LOGGER.encode() in out.stdout
+        # A rejected version makes proxy-config exit 1, with the configuration printed anyway.
+        try:
+            lds = json.loads(out.stdout)["types"]["LDS"]
+        except (ValueError, KeyError, TypeError):
+            raise SystemExit(f"proxy-config {pod} failed ({out.returncode}): "
+                             f"{out.stderr.decode(errors='replace')}{out.stdout[:500]!r}")
+        nacked = lds.get("nacked")
+        present = ACCESS_LOGGER in json.dumps(lds.get("resources", []))
+        return present, (f"version {nacked['version']}: {nacked['message']}" if nacked else None)
 
     def access_logs(self, dp: str) -> dict[str, bool]:
-        return {p: self.has_access_log(p) for p in SIDECARS[dp]}
+        return {p: self.listeners(p)[0] for p in SIDECARS[dp]}
 
-    def wait_access_logs(self, dp: str, present: bool, within: float) -> float | None:
-        """Seconds until every proxy of `dp` has (or has not) the access log; None if not
-        within `within` seconds."""
+    def wait_access_logs(self, dp: str, present: bool, within: float) -> tuple[float | None, str | None]:
+        """Seconds until every proxy of `dp` has (or has not) the access log, or None if not
+        within `within` seconds or (waiting for it) once a proxy rejected it; and the
+        rejection."""
         t0 = time.monotonic()
         while True:
-            if all(v == present for v in self.access_logs(dp).values()):
-                return time.monotonic() - t0
+            state = {p: self.listeners(p) for p in SIDECARS[dp]}
+            if all(has == present for has, _ in state.values()):
+                return time.monotonic() - t0, None
+            nacks = {p: n for p, (has, n) in state.items() if n and not has}
+            if present and nacks:
+                return None, "; ".join(f"{p} rejected it: {n}" for p, n in nacks.items())
             if time.monotonic() - t0 > within:
-                return None
+                return None, None
             time.sleep(0.1)
 
     def warm_pair(self, dp: str) -> None:
@@ -568,9 +580,11 @@ class Bench:
         t0 = time.monotonic()
         self.taps = [Tap(a.switchyard, self.admin_addr, p, a.tap_max_rps,
                          self.workdir / f"tap-{p}.log") for p in SIDECARS[dp]]
-        took = self.wait_access_logs(dp, True, a.tap_wait_seconds)
+        took, nack = self.wait_access_logs(dp, True, a.tap_wait_seconds)
         why = None
-        if took is None:
+        if nack:
+            why = f"the listeners with the access log were rejected: {nack}"
+        elif took is None:
             why = (f"the access log never reached every proxy of the pair within "
                    f"{a.tap_wait_seconds:g} s ({self.access_logs(dp)})")
         else:
@@ -598,7 +612,7 @@ class Bench:
         for t in self.taps:
             t.stop()
         self.taps = []
-        took = self.wait_access_logs(dp, False, within)
+        took, _ = self.wait_access_logs(dp, False, within)
         if took is None:
             raise SystemExit(f"{dp}: the access log is still in {self.access_logs(dp)} "
                              f"{within:g} s after the taps ended")
