@@ -922,6 +922,14 @@ def summarize_tap(runs: list[dict], loads: list[str], unsupported: dict[str, str
             u, t = row["untapped"], row["tapped"]
             for p in PCTS:
                 row[f"added_{p}_ratio"] = ratio(t[f"added_{p}"], u[f"added_{p}"])
+                # The tap's own cost, without D: tapped minus untapped in the same round.
+                delta = []
+                for k in rounds:
+                    v, w = one(path, load, True, k), one(path, load, False, k)
+                    if v and w and p in v["latency_us"] and p in w["latency_us"]:
+                        delta.append(v["latency_us"][p] - w["latency_us"][p])
+                row[f"tap_delta_{p}"] = med(delta)
+                row[f"tap_delta_{p}_range"] = rng(delta)
             row["pair_cpu_per_1k_ratio"] = ratio(t["pair_cpu_ms_per_1k"], u["pair_cpu_ms_per_1k"])
             row["rps_ratio"] = ratio(t["rps"], u["rps"])
             table[path] = row
@@ -968,9 +976,9 @@ def print_tap_report(t: dict, rates: list[str], rounds: int, max_rps: int, file=
                      "access log"]]
         else:
             p(f"-- {load} rps: +p99/+p99.9 = path minus the same round's D, µs, median over rounds "
-              "[min..max]; CPU ms per 1,000 requests: pair = both sidecars, cp = `switchyard local`, "
+              "[min..max]; tap-untap p99 = tapped minus untapped p99 of the path in the same round; CPU ms per 1,000 requests: pair = both sidecars, cp = `switchyard local`, "
               "taps = the two tap CLIs --")
-            rows = [["path", "+p99", "+p99 tap", "ratio", "+p99.9", "+p99.9 tap", "ratio",
+            rows = [["path", "+p99", "+p99 tap", "ratio", "tap-untap p99", "+p99.9", "+p99.9 tap", "ratio",
                      "pair CPU", "pair CPU tap", "ratio", "cp CPU", "cp CPU tap", "taps CPU",
                      "events", "ev/req", "access log (tap)", "access log"]]
         flags = []
@@ -991,6 +999,7 @@ def print_tap_report(t: dict, rates: list[str], rounds: int, max_rps: int, file=
                              with_range(u["added_p99"], u["added_p99_range"], rounds),
                              with_range(x["added_p99"], x["added_p99_range"], rounds),
                              fmt(r["added_p99_ratio"], ".2f"),
+                             with_range(r["tap_delta_p99"], r["tap_delta_p99_range"], rounds),
                              with_range(u["added_p99.9"], u["added_p99.9_range"], rounds),
                              with_range(x["added_p99.9"], x["added_p99.9_range"], rounds),
                              fmt(r["added_p99.9_ratio"], ".2f")] + cpu + tail)
