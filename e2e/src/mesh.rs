@@ -471,10 +471,17 @@ pub struct Response {
 
 /// Picks a free port on 127.0.0.1 by binding port 0 and letting it go.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    let [port] = free_ports();
+    port
+}
+
+/// Picks `N` distinct free ports on 127.0.0.1: each is bound until all are, so that the kernel
+/// cannot hand the same port out twice (two ports picked one after the other can be equal).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("free port").port())
 }
 
 /// `switchyard local --access-mode`.
@@ -550,7 +557,8 @@ impl MeshBuilder {
             pod("client-0", "client", &[], self.client_ip),
         )
         .expect("write pod");
-        let xds = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
+        let [xds_port, admin_port] = free_ports();
+        let xds = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), xds_port);
         let log = dir.path().join(".switchyard-local.log");
         let mut control_plane_args: Vec<OsString> = ["local", "--access-mode"]
             .into_iter()
@@ -558,7 +566,7 @@ impl MeshBuilder {
             .map(OsString::from)
             .collect();
         control_plane_args.push(xds.to_string().into());
-        let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port());
+        let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin_port);
         control_plane_args.push(format!("--admin-addr={admin}").into());
         control_plane_args.extend(self.args.iter().map(OsString::from));
         control_plane_args.push(dir.path().into());

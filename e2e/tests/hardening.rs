@@ -19,7 +19,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use switchyard_e2e::{kube::cluster, mesh::free_port, switchyard_bin};
+use switchyard_e2e::{kube::cluster, mesh::free_ports, switchyard_bin};
 
 /// A `switchyard controller` process, killed when dropped.
 struct Operator {
@@ -48,14 +48,15 @@ impl Operator {
         let cert = params.self_signed(&key).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
-        let webhook: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let [webhook_port, xds_port, admin_port] = free_ports();
+        let webhook: SocketAddr = ([127, 0, 0, 1], webhook_port).into();
         let log = std::fs::File::create(dir.path().join("operator.log")).unwrap();
         let child = Command::new(switchyard_bin())
             .args(["controller", "--kubeconfig"])
             .arg(c.kubeconfig())
             .args(["--namespace", namespace, "--name", "hardening-0"])
-            .arg(format!("--xds-addr=127.0.0.1:{}", free_port()))
-            .arg(format!("--admin-addr=127.0.0.1:{}", free_port()))
+            .arg(format!("--xds-addr=127.0.0.1:{xds_port}"))
+            .arg(format!("--admin-addr=127.0.0.1:{admin_port}"))
             .arg(format!("--webhook-addr={webhook}"))
             .arg("--webhook-cert-dir")
             .arg(dir.path())

@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::service::metrics::v3::{
 use serde_json::json;
 use switchyard::telemetry::{StatPrefix, StatusClass, Store, Subject, UpstreamCluster, decode};
 use switchyard_adapters::model::ProxyId;
-use switchyard_e2e::mesh::{DataPlane, free_port, http_get, start_proxy, wait_for};
+use switchyard_e2e::mesh::{DataPlane, free_ports, http_get, start_proxy, wait_for};
 use switchyard_proxy_config::metrics::{envoy, latency_buckets_millis};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -287,7 +287,7 @@ async fn envoy_pushes_golden_metrics() {
     );
     let app = App::start();
     let dir = tempfile::tempdir().unwrap();
-    let (admin, listener) = (free_port(), free_port());
+    let [admin, listener] = free_ports();
     let bootstrap = bootstrap(admin, listener, app.addr, sink_addr);
     let path = dir.path().join("envoy.json");
     std::fs::write(&path, bootstrap.to_string()).unwrap();
