@@ -15,8 +15,12 @@ use std::{
 };
 
 use switchyard::tap::{Direction, TapEvent};
+use switchyard_adapters::envoy::TAP_LOG_NAME;
 use switchyard_e2e::{
-    mesh::{Backend, Mesh, Sidecar, http_request, meshed_http_service, meshed_web, pod, wait_for},
+    mesh::{
+        Backend, DataPlane, Mesh, Sidecar, http_request, meshed_http_service, meshed_web, pod,
+        wait_for,
+    },
     switchyard_bin,
 };
 
@@ -68,18 +72,40 @@ fn call(client: &Sidecar, method: &str, path: &str, headers: &[(&str, &str)], bo
     http_request(client.outbound(), method, "web.demo", path, headers, body).map_or(0, |r| r.status)
 }
 
-/// Until the tap shows a request: the access log reaches the proxy with the tap's config.
+/// Until the tap shows a request (the client's sidecar may still be starting).
 fn warm_up(tap: &Tap, client: &Sidecar) {
     wait_for(
         Duration::from_secs(20),
         || {
             call(client, "GET", "/warm-up", &[], "");
-            tap.next(Duration::from_millis(300)).is_some()
+            tap.next(Duration::from_millis(1_500)).is_some()
         },
         "the tap to show a request",
     );
     // Whatever else the warm-up sent.
-    while tap.next(Duration::from_millis(700)).is_some() {}
+    while tap.next(Duration::from_millis(1_000)).is_some() {}
+}
+
+/// Whether `sidecar`'s proxy has applied listeners, and whether they have the tap's access log,
+/// per the proxy's own `/config_dump` (Envoy: its active listeners, not warming ones).
+fn applied_access_log(sidecar: &Sidecar) -> Option<bool> {
+    let dump: serde_json::Value =
+        serde_json::from_str(&sidecar.admin_get("/config_dump").ok()?.body).ok()?;
+    let listeners = match sidecar.data_plane {
+        DataPlane::Envoy => dump["configs"]
+            .as_array()?
+            .iter()
+            .flat_map(|c| c["dynamic_listeners"].as_array().into_iter().flatten())
+            .map(|l| l["active_state"].to_string())
+            .filter(|l| l != "null")
+            .collect::<Vec<_>>(),
+        DataPlane::Bundled => dump["listeners"]
+            .as_array()?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
+    (!listeners.is_empty()).then(|| listeners.iter().any(|l| l.contains(TAP_LOG_NAME)))
 }
 
 /// Whether `pod`'s proxy has the tap's access log in its listeners, per `switchyard proxy-config`.
@@ -122,17 +148,26 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
         .file("web.yaml", meshed_web(ip(2), &web))
         .file("vault.yaml", format!("{vault_pod}---\n{vault_yaml}"))
         .start();
-    let _server = mesh.sidecar("web-0");
+    let server = mesh.sidecar("web-0");
     let _vault = mesh.sidecar("vault-0");
     let client = mesh.client();
     wait_for(
         Duration::from_secs(15),
-        || call(&client, "GET", "/", &[], "") == 200,
-        "web to answer through the client's sidecar",
+        || applied_access_log(&server).is_some(),
+        "web-0's proxy to have its listeners",
     );
+    assert_eq!(applied_access_log(&server), Some(false), "untapped");
     assert!(!has_access_log(&mesh, "web-0"), "untapped, no access log");
 
+    // No request reaches web-0 before its proxy has the tap's access log: Envoy gives a
+    // listener's new configuration to new connections only (and drains the others, closing each
+    // after its next response), so a request on a connection opened before would not be shown.
     let tap = Tap::start(&mesh, &["pod/web-0"]);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(true),
+        "web-0's proxy to have the tap's access log",
+    );
     warm_up(&tap, &client);
     assert!(has_access_log(&mesh, "web-0"));
     assert!(
@@ -157,9 +192,13 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
     }
     let mut seen = Vec::new();
     while seen.len() < sequence.len() {
-        let (line, event) = tap
-            .next(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("the tap showed only {seen:?}"));
+        let (line, event) = tap.next(Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "the tap showed only {seen:?}; web-0's access-log stats: {:?} {:?}",
+                server.stats("access_logs."),
+                server.stats("grpc.tap.")
+            )
+        });
         assert!(
             !line.contains("tap-must-never-show-this") && !line.contains("tap-secret"),
             "a header's value in the tap: {line}"
@@ -208,11 +247,11 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
         Duration::from_secs(20),
         || {
             call(&client, "POST", "/warm-up", &[], "x");
-            posts.next(Duration::from_millis(300)).is_some()
+            posts.next(Duration::from_millis(1_500)).is_some()
         },
         "the POST tap to show a request",
     );
-    while posts.next(Duration::from_millis(700)).is_some() {}
+    while posts.next(Duration::from_millis(1_000)).is_some() {}
     call(&client, "GET", "/not-a-post", &[], "");
     call(&client, "POST", "/a-post", &[], "y");
     let (_, event) = posts.next(Duration::from_secs(10)).expect("the POST");

@@ -13,10 +13,12 @@
 //! configuration loses the access log again. Everything is bounded: sessions (at most
 //! [`MAX_SESSIONS`]), each session's rate ([`TapFilter::max_rps`]) and queue
 //! ([`SESSION_QUEUE`]); events past a bound are dropped and counted, never buffered. A proxy
-//! never logs a request header (see the adapter), so no credential reaches a tap.
+//! never logs a request header (see the adapter), so no credential reaches a tap. A session
+//! shows events in the order their requests started ([`reorder`]), a fraction of a second late.
 
 pub mod event;
 pub mod hub;
+pub mod reorder;
 pub mod server;
 pub mod stream;
 

@@ -35,10 +35,11 @@ pub const METRICS_STAT_PREFIX: &str = "metrics";
 /// - `--disable-hot-restart`: one Envoy per container, never restarted in place (and no shared
 ///   memory to set up).
 /// - `--drain-strategy immediate`: when a listener's filter chain changes (a port added, a tap
-///   started or ended), the connections on the old chain are told to close at once (idle ones
-///   are closed, busy ones after their request) rather than one by one over the drain time,
-///   so the new chain, and a tap's access log, applies to the next request. Route and
-///   endpoint changes never drain.
+///   started or ended), every connection on the old chain is drained at once rather than one
+///   by one over the drain time: each is closed after its next response. That response still
+///   comes from the old chain, so the first request on a connection opened before a tap reached
+///   the proxy is not logged (seen in `e2e/tests/tap.rs`). Route and endpoint changes never
+///   drain.
 pub const ENVOY_FLAGS: [&str; 3] = ["--disable-hot-restart", "--drain-strategy", "immediate"];
 /// Metric families per `StreamMetricsMessage` Envoy sends (its `batch_size`).
 pub const METRICS_BATCH_FAMILIES: u32 = 1_000;

@@ -57,6 +57,9 @@ pub struct TapEvent {
     pub status: u32,
     /// `grpc-status`, from the response's headers or trailers.
     pub grpc_status: Option<String>,
+    /// When the proxy had the request's first byte, in microseconds since the Unix epoch
+    /// (0 when the entry does not say). Sessions show events in this order.
+    pub start_micros: u64,
     /// From the request's first byte to the response's last, in microseconds.
     pub latency_micros: u64,
     pub request_bytes: u64,
@@ -155,6 +158,11 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
             )
         })
         .unwrap_or_default();
+    let start_micros = common.start_time.map_or(0, |t| {
+        let secs = u64::try_from(t.seconds).unwrap_or(0);
+        let micros = u64::try_from(t.nanos).unwrap_or(0) / 1_000;
+        secs.saturating_mul(1_000_000).saturating_add(micros)
+    });
     TapEvent {
         proxy: proxy.to_string(),
         direction,
@@ -169,6 +177,7 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
         path: request.path,
         status: response.response_code.map_or(0, |c| c.value),
         grpc_status,
+        start_micros,
         latency_micros: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         request_bytes: request.request_body_bytes,
         response_bytes: response.response_body_bytes,

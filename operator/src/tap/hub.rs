@@ -15,7 +15,7 @@ use std::{
 use switchyard_adapters::model::ProxyId;
 use tokio::sync::{mpsc, watch};
 
-use super::TapEvent;
+use super::{TapEvent, reorder::Reorder};
 
 /// Sessions open at once, over all users.
 pub const MAX_SESSIONS: usize = 64;
@@ -168,18 +168,34 @@ impl Default for Hub {
     }
 }
 
-/// An open tap: its events, until it is dropped (which closes it).
+/// An open tap: its events in the order their requests started, until it is dropped (which
+/// closes it).
 #[derive(Debug)]
 pub struct Session {
     id: u64,
     hub: Arc<Hub>,
     events: mpsc::Receiver<TapEvent>,
+    reorder: Reorder,
 }
 
 impl Session {
-    /// The next event; `None` never comes while the session is open.
+    /// The next event, at least [`WINDOW`](super::reorder::WINDOW) after it arrived; `None`
+    /// never comes while the session is open.
     pub async fn next(&mut self) -> Option<TapEvent> {
-        self.events.recv().await
+        loop {
+            if let Some(event) = self.reorder.pop(tokio::time::Instant::now()) {
+                return Some(event);
+            }
+            let event = match self.reorder.deadline() {
+                Some(deadline) => tokio::select! {
+                    event = self.events.recv() => event,
+                    () = tokio::time::sleep_until(deadline) => continue,
+                },
+                None => self.events.recv().await,
+            };
+            let event = event?;
+            self.reorder.push(event, tokio::time::Instant::now());
+        }
     }
 }
 
@@ -215,6 +231,7 @@ impl Hub {
             id,
             hub: Arc::clone(self),
             events,
+            reorder: Reorder::new(SESSION_QUEUE),
         })
     }
 

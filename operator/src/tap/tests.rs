@@ -16,7 +16,7 @@ use envoy_types::pb::{
             },
         },
     },
-    google::protobuf::{Duration as PbDuration, UInt32Value},
+    google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
 };
 use switchyard_adapters::model::{
     Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
@@ -51,6 +51,7 @@ fn event(method: &str, path: &str) -> TapEvent {
         path: path.to_owned(),
         status: 200,
         grpc_status: None,
+        start_micros: 0,
         latency_micros: 1,
         request_bytes: 0,
         response_bytes: 0,
@@ -139,6 +140,71 @@ async fn events_reach_the_sessions_that_select_them_within_their_rate() {
     assert!(!hub.selects(&proxy("web-0")));
 }
 
+fn started(path: &str, start_micros: u64) -> TapEvent {
+    TapEvent {
+        start_micros,
+        ..event("GET", path)
+    }
+}
+
+#[tokio::test]
+async fn a_session_shows_events_in_the_order_their_requests_started() {
+    let hub = Arc::new(Hub::default());
+    let mut session = hub.open(filter("namespace=demo")).unwrap();
+    // Two workers' flushes: the second request's event arrives first.
+    let now = Instant::now();
+    hub.publish(&proxy("web-0"), &[started("/2", 2_000)], now);
+    hub.publish(
+        &proxy("web-0"),
+        &[started("/1", 1_000), started("/3", 3_000)],
+        now,
+    );
+    let t0 = tokio::time::Instant::now();
+    let paths = [(); 3].map(|()| {
+        let next = session.next();
+        futures_util::FutureExt::now_or_never(next)
+    });
+    assert!(paths.iter().all(Option::is_none), "held for the window");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(session.next().await.unwrap().path);
+    }
+    assert_eq!(seen, ["/1", "/2", "/3"]);
+    assert!(t0.elapsed() >= super::reorder::WINDOW);
+}
+
+#[test]
+fn reorder_holds_each_event_for_the_window_and_at_most_max() {
+    use super::reorder::{Reorder, WINDOW};
+    let t0 = tokio::time::Instant::now();
+    let mut r = Reorder::new(2);
+    assert_eq!(r.deadline(), None);
+    r.push(started("/late", 5), t0);
+    r.push(started("/early", 1), t0 + Duration::from_millis(100));
+    // The earliest start goes first, once it has been held for the window.
+    assert_eq!(r.deadline(), Some(t0 + Duration::from_millis(100) + WINDOW));
+    assert!(r.pop(t0 + WINDOW).is_none());
+    assert_eq!(
+        r.pop(t0 + Duration::from_millis(100) + WINDOW)
+            .unwrap()
+            .path,
+        "/early"
+    );
+    assert_eq!(
+        r.pop(t0 + Duration::from_millis(100) + WINDOW)
+            .unwrap()
+            .path,
+        "/late"
+    );
+    assert!(r.pop(t0 + WINDOW * 10).is_none());
+    // Past `max`, the earliest goes at once.
+    for (i, path) in ["/a", "/b", "/c"].into_iter().enumerate() {
+        r.push(started(path, i as u64), t0);
+    }
+    assert_eq!(r.pop(t0).unwrap().path, "/a");
+    assert!(r.pop(t0).is_none());
+}
+
 #[test]
 fn a_session_that_is_not_read_drops_past_its_queue() {
     let hub = Arc::new(Hub::default());
@@ -194,6 +260,10 @@ fn entry(cluster: &str, upstream: &str, san: Option<&str>) -> HttpAccessLogEntry
                     ..Default::default()
                 }),
                 ..Default::default()
+            }),
+            start_time: Some(Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 250_000_999,
             }),
             time_to_last_downstream_tx_byte: Some(PbDuration {
                 seconds: 0,
@@ -272,6 +342,7 @@ fn an_inbound_entry_names_the_client_by_its_certificate() {
         (e.request_bytes, e.response_bytes, e.latency_micros),
         (12, 34, 1_500)
     );
+    assert_eq!(e.start_micros, 1_800_000_000_250_000);
     assert_eq!(e.grpc_status.as_deref(), Some("0"));
     assert_eq!(e.source, Some("10.0.0.9:41000".parse().unwrap()));
     assert!(e.tls());

@@ -16,6 +16,7 @@ fn event(path: &str, status: u32, latency_micros: u64) -> TapEvent {
         path: path.to_owned(),
         status,
         grpc_status: None,
+        start_micros: 0,
         latency_micros,
         request_bytes: 0,
         response_bytes: 0,
