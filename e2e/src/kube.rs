@@ -404,14 +404,7 @@ impl KubeCluster {
                 Some(other) => other.to_owned(),
                 None => continue,
             };
-            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                })
-                .unwrap_or(0);
+            let rss = crate::proc_status_kib(pid, "VmRSS:").unwrap_or(0);
             out.push((name, rss));
         }
         out.sort();
@@ -458,11 +451,7 @@ impl KubeCluster {
     pub fn harness_rss_kib(&self) -> Option<u64> {
         let wrapper = self.wrapper.lock().ok()?.id();
         let pid = child_pid_of(wrapper)?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        crate::proc_status_kib(pid, "VmRSS:")
     }
 
     fn read(&self, name: &str) -> String {

@@ -65,6 +65,15 @@ pub fn echo_bin() -> &'static Path {
 /// # Panics
 ///
 /// As said, or when `/proc/self/status` cannot be read.
+/// A `kB` field of `/proc/<pid>/status` (`"VmRSS:"`) in KiB; `None` when the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn require_root(why: &str) {
     let status = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_else(|e| panic!("/proc/self/status: {e}"));

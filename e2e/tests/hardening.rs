@@ -134,12 +134,7 @@ impl Operator {
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    switchyard_e2e::proc_status_kib(pid, field).unwrap()
 }
 
 /// Reads a whole `connection: close` response.

@@ -339,4 +339,56 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
         "web-0's access log to go once no tap selects it",
     );
     eprintln!("untapped {:?} after the tap ended", cancelled.elapsed());
+
+    // The proxy's memory: tapped under load, then untapped, it returns to its untapped level.
+    let pid = mesh.sidecar_pid("web-0").expect("web-0's proxy");
+    let rss_kib = || switchyard_e2e::proc_status_kib(pid, "VmRSS:").expect("web-0's proxy runs");
+    let load = |n: usize| {
+        for i in 0..n {
+            assert_eq!(call(&client, "GET", &format!("/load/{i}"), &[], ""), 200);
+        }
+    };
+    load(LOAD);
+    thread::sleep(SETTLE);
+    let idle = rss_kib();
+    let tap = Tap::start(&mesh, &["pod/web-0", "--max-rps", "1000"]);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(true),
+        "web-0's proxy to have the tap's access log again",
+    );
+    warm_up(&tap, &client);
+    load(LOAD);
+    let tapped = rss_kib();
+    let mut shown = 0;
+    while tap.next(Duration::from_millis(1_000)).is_some() {
+        shown += 1;
+    }
+    drop(tap);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(false),
+        "web-0's proxy to lose the access log",
+    );
+    // The drain closes the connections of the tapped chain after their next response.
+    load(LOAD);
+    thread::sleep(SETTLE);
+    let after = rss_kib();
+    eprintln!(
+        "web-0's proxy RSS: {idle} KiB untapped, {tapped} KiB tapped ({shown} of {LOAD} requests shown), {after} KiB untapped again"
+    );
+    assert!(shown >= LOAD * 9 / 10, "{shown} of {LOAD} shown");
+    assert!(
+        after <= idle + RSS_SLACK_KIB,
+        "web-0's proxy kept {} KiB after the tap ended ({idle} KiB before, {after} KiB after)",
+        after.saturating_sub(idle)
+    );
 }
+
+/// Requests per phase of the memory check.
+const LOAD: usize = 1_000;
+/// How long a proxy gets to give back freed memory (the bundled proxy's jemalloc returns pages
+/// after 1 s).
+const SETTLE: Duration = Duration::from_secs(3);
+/// What allocator noise may leave: 1 MiB.
+const RSS_SLACK_KIB: u64 = 1_024;

@@ -36,10 +36,8 @@ pub const METRICS_STAT_PREFIX: &str = "metrics";
 ///   memory to set up).
 /// - `--drain-strategy immediate`: when a listener's filter chain changes (a port added, a tap
 ///   started or ended), every connection on the old chain is drained at once rather than one
-///   by one over the drain time: each is closed after its next response. That response still
-///   comes from the old chain, so the first request on a connection opened before a tap reached
-///   the proxy is not logged (seen in `e2e/tests/tap.rs`). Route and endpoint changes never
-///   drain.
+///   by one over the drain time. A request that still reaches the old chain is not logged by a
+///   tap's access log (seen in `e2e/tests/tap.rs`). Route and endpoint changes never drain.
 pub const ENVOY_FLAGS: [&str; 3] = ["--disable-hot-restart", "--drain-strategy", "immediate"];
 /// Metric families per `StreamMetricsMessage` Envoy sends (its `batch_size`).
 pub const METRICS_BATCH_FAMILIES: u32 = 1_000;
