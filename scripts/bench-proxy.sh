@@ -14,7 +14,8 @@
 #   BENCH_CONNS=16           client connections (HTTP/1.1 keep-alive, as a client app would)
 #   BENCH_WORKERS=1          worker threads per proxy (Envoy --concurrency, bundled --threads)
 #   BENCH_BODY=1024          response body, bytes
-#   BENCH_PIN=0              1: taskset the client on CPU 0 and everything else on CPU 1
+#   BENCH_PIN=0              1: taskset the client, the control plane and the tap CLIs on CPU 0,
+#                            the proxies and the upstream on CPU 1
 #   BENCH_OUT=target/bench-proxy.json
 #   BENCH_PROXY_BASE=        another switchyard-proxy build (say, the parent commit's, built in a
 #                            second clone) run as a third pair in the same rounds: a change to the

@@ -261,12 +261,13 @@ class Proc:
 class Tap:
     """One `switchyard tap pod/<pod> -o json` session, counting the events (lines) it prints."""
 
-    def __init__(self, switchyard: str, admin: str, pod: str, max_rps: int, log: Path):
+    def __init__(self, switchyard: str, admin: str, pod: str, max_rps: int, log: Path,
+                 prefix: list[str]):
         self.pod = pod
         self.events = 0
         self._log = open(log, "ab")
         self.popen = subprocess.Popen(
-            [switchyard, "tap", f"pod/{pod}", "-n", NS, "-o", "json", "--max-rps", str(max_rps),
+            prefix + [switchyard, "tap", f"pod/{pod}", "-n", NS, "-o", "json", "--max-rps", str(max_rps),
              "--admin", admin],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
         )
@@ -379,9 +380,11 @@ class Bench:
             self.admin_addr = f"127.0.0.1:{sock.getsockname()[1]}"
             sock.close()
             admin = ["--admin-addr", self.admin_addr]
+        # Pinned, the control plane (and the tap CLIs) share the client's CPU: what a tap costs
+        # the proxies is then measured apart from decoding and printing its events.
         cp = self.spawn(
             "switchyard local",
-            [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
+            self.pin(a.client_cpu) + [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
              f"127.0.0.1:{xds_port}", *admin, str(mesh)],
             log=self.workdir / "switchyard-local.log",
         )
@@ -579,7 +582,8 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         self.taps = [Tap(a.switchyard, self.admin_addr, p, a.tap_max_rps,
-                         self.workdir / f"tap-{p}.log") for p in SIDECARS[dp]]
+                         self.workdir / f"tap-{p}.log", self.pin(a.client_cpu))
+                     for p in SIDECARS[dp]]
         took, nack = self.wait_access_logs(dp, True, a.tap_wait_seconds)
         why = None
         if nack:
@@ -1047,7 +1051,7 @@ def print_report(s: dict, meta: dict, rates: list[str], file=sys.stdout) -> None
       f"Max: closed loop, {a['max_seconds']:g} s.")
     p(f"proxies: {a['workers']} worker thread(s) each (Envoy --concurrency, bundled --threads); "
       f"HTTP/1.1 between the sidecars; mTLS = TLS 1.3 with SPIFFE certificates from the control plane. "
-      f"Pinned: {'client on CPU ' + a['client_cpu'] + ', everything else on CPU ' + a['sut_cpu'] if a['pin'] else 'no'}.")
+      f"Pinned: {'client, control plane and tap CLIs on CPU ' + a['client_cpu'] + ', proxies and upstream on CPU ' + a['sut_cpu'] if a['pin'] else 'no'}.")
     p(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; other users of the box took "
       f"{meta['foreign_cores_median']:.2f} cores (median over runs; max {meta['foreign_cores_max']:.2f}); "
       f"steal {meta['steal_seconds_total']:.1f} CPU-s in total.")
@@ -1196,7 +1200,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--body", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=20240521)
-    ap.add_argument("--pin", action="store_true", help="taskset: client on --client-cpu, rest on --sut-cpu")
+    ap.add_argument("--pin", action="store_true", help="taskset: client, control plane and tap CLIs on --client-cpu; proxies and upstream on --sut-cpu")
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--sut-cpu", default="1")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, bootstraps)")
