@@ -666,7 +666,7 @@ where
             .timeout(&info.listener, &manager.stat_prefix, timeout);
     };
     let mut draining = false;
-    let mut changes = ctx.state.subscribe();
+    let mut changes = ctx.state.subscribe_access_logs();
     let mut watching = true;
     let result = loop {
         let deadline = match activity.check(Instant::now(), timeouts.idle, timeouts.stream_idle) {
@@ -699,7 +699,7 @@ where
                 conn.as_mut().graceful_shutdown();
             }
             changed = changes.changed(), if watching && !draining => {
-                // A tap started or ended: the connection's requests follow the chain it was
+                // A tap started or ended somewhere: the connection's requests follow the chain it was
                 // opened under, so it is drained (HTTP/1.1: closed after the request in
                 // flight; HTTP/2: GOAWAY) and the client's next request takes the new one, as
                 // Envoy drains a changed chain's connections (`--drain-strategy immediate`).

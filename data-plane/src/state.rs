@@ -12,7 +12,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::Runtime;
+use crate::config::{AccessLog, NetworkFilter, Runtime};
 
 /// Shared by the ADS task, the listeners, the request path and the admin server.
 #[derive(Debug)]
@@ -20,6 +20,9 @@ pub struct State {
     runtime: ArcSwap<Runtime>,
     /// Bumped on every publish; listeners and caches wait on it.
     generation: watch::Sender<u64>,
+    /// Bumped on a publish that changes some HTTP connection manager's access logs (a tap
+    /// started or ended): what open connections wait on, so an endpoint change wakes none.
+    access_logs: watch::Sender<u64>,
     pub xds: XdsStatus,
     /// Set by the admin `POST /healthcheck/fail`: the proxy reports not ready and closes
     /// HTTP/1.1 connections after each response, so clients move elsewhere (Envoy's drain).
@@ -31,6 +34,7 @@ impl Default for State {
         State {
             runtime: ArcSwap::from_pointee(Runtime::default()),
             generation: watch::Sender::new(0),
+            access_logs: watch::Sender::new(0),
             xds: XdsStatus::default(),
             draining: AtomicBool::new(false),
         }
@@ -46,8 +50,12 @@ impl State {
 
     /// Swaps in a new configuration; requests already running keep the one they loaded.
     pub fn publish(&self, runtime: Runtime) {
+        let logs_changed = access_logs(&self.runtime.load()) != access_logs(&runtime);
         self.runtime.store(Arc::new(runtime));
         self.generation.send_modify(|g| *g += 1);
+        if logs_changed {
+            self.access_logs.send_modify(|g| *g += 1);
+        }
     }
 
     /// Whether the proxy was told to fail its health check and drain.
@@ -63,6 +71,30 @@ impl State {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+
+    /// A receiver that wakes on a publish that changes some connection manager's access logs.
+    pub fn subscribe_access_logs(&self) -> watch::Receiver<u64> {
+        self.access_logs.subscribe()
+    }
+}
+
+/// Every HTTP connection manager's access logs, by listener and chain.
+fn access_logs(runtime: &Runtime) -> Vec<(&str, &str, &[AccessLog])> {
+    runtime
+        .listeners
+        .iter()
+        .flat_map(|(name, listener)| {
+            listener
+                .chains
+                .iter()
+                .filter_map(move |chain| match &chain.filter {
+                    NetworkFilter::Http(m) => {
+                        Some((name.as_str(), chain.name.as_str(), &m.access_logs[..]))
+                    }
+                    NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+                })
+        })
+        .collect()
 }
 
 /// The xDS side of the proxy's health, for `/ready` and `/metrics`.

@@ -2238,12 +2238,26 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
     assert!(managers >= 2, "{managers} connection managers");
 
     // Untapped, none.
-    let rt = runtime(&demo_server(), &mesh, &opts);
-    for chain in rt.listeners.values().flat_map(|l| &l.chains) {
+    let untapped = runtime(&demo_server(), &mesh, &opts);
+    for chain in untapped.listeners.values().flat_map(|l| &l.chains) {
         if let NetworkFilter::Http(h) = &chain.filter {
             assert!(h.access_logs.is_empty());
         }
     }
+
+    // Open connections wake when a tap starts or ends, and not on another change.
+    let state = crate::state::State::default();
+    state.publish(untapped.clone());
+    let mut woken = state.subscribe_access_logs();
+    state.publish(untapped.clone());
+    assert!(!woken.has_changed().unwrap(), "the same access logs");
+    state.publish(rt.clone());
+    assert!(woken.has_changed().unwrap(), "a tap started");
+    woken.mark_unchanged();
+    state.publish(rt);
+    assert!(!woken.has_changed().unwrap(), "still tapped");
+    state.publish(untapped);
+    assert!(woken.has_changed().unwrap(), "the tap ended");
 }
 
 /// Envoy's defaults for what a logger leaves unset; anything beyond the subset is refused at
