@@ -1,13 +1,19 @@
 //! Golden metrics end to end on the suite's data plane: both sidecars push to local mode's
 //! control plane over its `MetricsService`, and the SMI Traffic Metrics API on the admin port
 //! and `switchyard stat` show known traffic: exact success and failure counts on the server's
-//! side and on the client's edge, latency percentiles in the bucket of the truth; the
-//! Deployment and the Service of the serving Pod, and the split's backend, show the same
-//! counts.
+//! side and on the client's edge, latency percentiles (the spec's, and Switchyard's p95
+//! annotation) in the bucket of the truth; the Deployment and the Service of the serving Pod,
+//! and the split's backend, show the same counts; a meshed TCP server holding a known number of
+//! client connections shows that many open connections, and one fewer once one closes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::Ipv4Addr, process::Command, time::Duration};
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    process::Command,
+    time::Duration,
+};
 
 use serde_json::Value;
 use switchyard_e2e::{
@@ -41,13 +47,57 @@ fn count(item: &Value, name: &str) -> u64 {
 
 /// A latency quantity of seconds (`12m`, `250u`, `2`) as a duration.
 fn latency(item: &Value, name: &str) -> Duration {
-    let q = metric(item, name).unwrap_or_else(|| panic!("no {name}: {item}"));
+    quantity(metric(item, name).unwrap_or_else(|| panic!("no {name}: {item}")))
+}
+
+/// An annotation of a TrafficMetrics item.
+fn annotation<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
+    item["metadata"]["annotations"][name].as_str()
+}
+
+const P95: &str = "metrics.switchyard.dev/p95-response-latency";
+const TCP_OPEN: &str = "metrics.switchyard.dev/tcp-open-connections";
+
+/// An item's open TCP connections.
+fn open_connections(item: &Value) -> Option<u64> {
+    annotation(item, TCP_OPEN)?.parse().ok()
+}
+
+/// A stat latency cell (`235ms`, `0.28ms`) as a duration.
+fn cell_millis(cell: &str) -> Duration {
+    let ms: f64 = cell
+        .strip_suffix("ms")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a latency: {cell:?}"));
+    Duration::from_secs_f64(ms / 1e3)
+}
+
+/// A quantity of seconds as a duration.
+fn quantity(q: &str) -> Duration {
     let (n, scale) = match q.chars().last() {
         Some('m') => (&q[..q.len() - 1], 1e-3),
         Some('u') => (&q[..q.len() - 1], 1e-6),
         _ => (q, 1.0),
     };
     Duration::from_secs_f64(n.parse::<f64>().unwrap() * scale)
+}
+
+/// The TCP port of the `db` Service, on client-0's IP.
+const DB_PORT: u16 = 5432;
+
+/// A connection to `db` through `client`'s outbound TCP listener, answered once: its echo
+/// of a line proves it reached db-0's application through both proxies.
+fn db_connection(client: &Sidecar) -> Option<TcpStream> {
+    let mut conn =
+        TcpStream::connect_timeout(&SocketAddr::new(client.ip, DB_PORT), Duration::from_secs(2))
+            .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    conn.write_all(b"hello\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(conn.try_clone().ok()?)
+        .read_line(&mut line)
+        .ok()?;
+    (line == "db: hello\n").then_some(conn)
 }
 
 /// Sends `n` GETs of `path` to web through `client`; how many were answered 200.
@@ -66,6 +116,10 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
     let ip = |host| Ipv4Addr::new(127, 0, 61, host);
     let web = Backend::http("web");
     let port = web.addr.port();
+    // db-0 (Deployment db) serves TCP behind the meshed Service db: an echo server that keeps
+    // every connection until its client closes it.
+    let db = Backend::tcp_echo("db");
+    let db_target = db.addr.port();
     let mut mesh = Mesh::builder(ip(1))
         .file(
             "web.yaml",
@@ -78,8 +132,17 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
                 split("v1alpha4", &[("web", "90"), ("web-v2", "10")]),
             ),
         )
+        .file(
+            "db.yaml",
+            format!(
+                "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: demo}}\nspec:\n  selector: {{app: db}}\n  ports: [{{name: tcp, port: {DB_PORT}, targetPort: {db_target}}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: db-1, namespace: demo, labels: {{kubernetes.io/service-name: db}}}}\naddressType: IPv4\nports: [{{name: tcp, port: {db_target}}}]\nendpoints:\n- addresses: ['{}']\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, name: db-0, namespace: demo}}\n",
+                deployment_pod("db-0", "db", &[("app", "db")], ip(3), "db"),
+                ip(3)
+            ),
+        )
         .start();
     let _server = mesh.sidecar("web-0");
+    let _db_server = mesh.sidecar("db-0");
     let client = mesh.client();
 
     // Until the route is there; every 200 reached web-0's sidecar and counts.
@@ -131,6 +194,27 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
     assert!(
         latency(&item, "p50_response_latency") < Duration::from_millis(100),
         "{item}"
+    );
+    // The p95 too: 20 of 201 took 150 ms, so the 191st is slow, while the spec's p90 (the
+    // 181st) is not: a p95 computed as any lower percentile fails here.
+    let p95 = quantity(annotation(&item, P95).unwrap_or_else(|| panic!("no p95: {item}")));
+    assert!(
+        p95 > Duration::from_millis(100) && p95 <= Duration::from_millis(250),
+        "p95 {p95:?}: {item}"
+    );
+    assert!(
+        latency(&item, "p90_response_latency") < Duration::from_millis(100),
+        "{item}"
+    );
+    // web-0's proxy's connections to its application (Envoy pools them per worker, the
+    // bundled proxy in one pool; either way the application counts them too).
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            let (_, item) = api(&mesh, server);
+            open_connections(&item) == Some(web.open_connections() as u64)
+        },
+        "web-0's open connections to its application as web counts them",
     );
 
     // The client's side: one edge, to the web Service, the same counts.
@@ -223,6 +307,46 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
     let (status, body) = api(&mesh, "/namespaces/demo/pods/web-0?t=1h");
     assert_eq!(status, 400, "{body}");
 
+    // TCP: three connections from client-0 to db, each answered and kept open; db-0's proxy
+    // holds three to its application, client-0's three to db's endpoint.
+    let mut conns: Vec<TcpStream> = Vec::new();
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            if let Some(c) = db_connection(&client) {
+                conns.push(c);
+            }
+            conns.len() == 3
+        },
+        "three connections to db answered through both proxies",
+    );
+    assert_eq!(db.open_connections(), 3, "db's own count");
+    let db_pod = "/namespaces/demo/pods/db-0?t=1m";
+    let mut item = Value::Null;
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            item = api(&mesh, db_pod).1;
+            open_connections(&item) == Some(3)
+        },
+        "db-0's 3 open connections in its item",
+    );
+    // No HTTP there: no requests, no latency.
+    assert_eq!(
+        (count(&item, "success_count"), count(&item, "failure_count")),
+        (0, 0),
+        "{item}"
+    );
+    assert_eq!(annotation(&item, P95), None, "{item}");
+    let (_, edges) = api(&mesh, "/namespaces/demo/pods/client-0/edges?t=1m");
+    let to_db = edges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["edge"]["resource"]["name"] == "db")
+        .unwrap_or_else(|| panic!("no edge to db: {edges}"));
+    assert_eq!(open_connections(to_db), Some(3), "{to_db}");
+
     // `switchyard stat`: the same numbers in the table, for the Pod and its Deployment.
     let success = format!("{:.2}%", 100.0 * ok as f64 / (ok + 20) as f64);
     let rps = format!("{:.1}rps", (ok + 20) as f64 / 60.0);
@@ -232,9 +356,15 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         "SUCCESS",
         "RPS",
         "LATENCY_P50",
-        "LATENCY_P90",
+        "LATENCY_P95",
         "LATENCY_P99",
+        "TCP_CONN",
     ];
+    // The p95 cell in the bucket of the truth, (100, 250] ms.
+    let slow = |cell: &str| {
+        let d = cell_millis(cell);
+        d > Duration::from_millis(100) && d <= Duration::from_millis(250)
+    };
     let rows = stat(&mesh, &["pods", "web-0"]);
     assert_eq!(rows[0], head, "{rows:?}");
     assert_eq!(
@@ -242,15 +372,22 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         ["demo/web-0", "1/1", success.as_str(), rps.as_str()],
         "{rows:?}"
     );
-    // Every Deployment of demo: web only (client-0 has no owner).
+    assert!(slow(&rows[1][5]), "LATENCY_P95: {rows:?}");
+    // Every Deployment of demo: db and web (client-0 has no owner).
     let rows = stat(&mesh, &["deploy"]);
     assert_eq!(rows[0], head, "{rows:?}");
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!(
-        rows[1][..4],
+        rows[1],
+        ["demo/db", "1/1", "-", "0.0rps", "-", "-", "-", "3"],
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[2][..4],
         ["demo/web", "1/1", success.as_str(), rps.as_str()],
         "{rows:?}"
     );
+    assert!(slow(&rows[2][5]), "LATENCY_P95: {rows:?}");
     let rows = stat(&mesh, &["ts", "web-split"]);
     assert_eq!(
         rows[0][..5],
@@ -267,11 +404,31 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         ["demo/web-split", "web", "web-v2", "10", "-", "0.0rps"],
         "{rows:?}"
     );
+
+    // One closed: the connections open at the end of the window, not those opened in it.
+    drop(conns.pop());
+    wait_for(
+        Duration::from_secs(20),
+        || stat_quiet(&mesh, &["pods", "db-0"])[1][7] == "2",
+        "db-0's TCP_CONN to drop to 2 once a connection closed",
+    );
+    assert_eq!(db.open_connections(), 2, "db's own count");
 }
 
 /// `switchyard stat <args> -n demo -t 1m` against the mesh's admin address: the table's rows,
-/// split into columns.
+/// split into columns; the table is printed.
 fn stat(mesh: &Mesh, args: &[&str]) -> Vec<Vec<String>> {
+    let (table, rows) = stat_table(mesh, args);
+    eprintln!("switchyard stat {}:\n{table}", args.join(" "));
+    rows
+}
+
+/// [`stat`] without printing (for polling).
+fn stat_quiet(mesh: &Mesh, args: &[&str]) -> Vec<Vec<String>> {
+    stat_table(mesh, args).1
+}
+
+fn stat_table(mesh: &Mesh, args: &[&str]) -> (String, Vec<Vec<String>>) {
     let out = Command::new(switchyard_bin())
         .arg("stat")
         .args(args)
@@ -285,9 +442,9 @@ fn stat(mesh: &Mesh, args: &[&str]) -> Vec<Vec<String>> {
         "stat {args:?}: {table}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("switchyard stat {}:\n{table}", args.join(" "));
-    table
+    let rows = table
         .lines()
         .map(|l| l.split_whitespace().map(str::to_owned).collect())
-        .collect()
+        .collect();
+    (table.into_owned(), rows)
 }

@@ -20,6 +20,18 @@
 //! package has neither `side` nor `backend` and writes the unit `ms`. Switchyard follows the
 //! spec: unit `seconds`, values as Kubernetes quantities of seconds (`"12m"` is 12 ms, `"250u"`
 //! 250 µs), `side` always set, `backend` on TrafficSplit items. Counts are plain integers.
+//!
+//! # Beyond the spec: annotations
+//!
+//! The spec's metric names are exactly five; Switchyard's other figures ride on each item's
+//! `metadata.annotations`, where a client that knows only the spec ignores them:
+//!
+//! | annotation | on | value |
+//! |---|---|---|
+//! | [`metrics.switchyard.dev/pods`](PODS_ANNOTATION) | Pods, workloads, Services, namespaces | the resource's Pods, meshed or not |
+//! | [`metrics.switchyard.dev/meshed-pods`](MESHED_PODS_ANNOTATION) | the same | those of them that run a proxy |
+//! | [`metrics.switchyard.dev/p95-response-latency`](P95_LATENCY_ANNOTATION) | every item with a latency | the 95th percentile, a quantity of seconds as the spec's latencies |
+//! | [`metrics.switchyard.dev/tcp-open-connections`](TCP_OPEN_CONNECTIONS_ANNOTATION) | every item | TCP connections open at the end of the window (not opened in it) |
 
 #[cfg(test)]
 mod tests;
@@ -437,6 +449,12 @@ pub struct GoldenMetrics {
     pub p50: Option<Duration>,
     pub p90: Option<Duration>,
     pub p99: Option<Duration>,
+    /// The 95th percentile, not one of the spec's metrics: served as
+    /// [`P95_LATENCY_ANNOTATION`].
+    pub p95: Option<Duration>,
+    /// TCP connections open at each proxy's latest push in the window, summed over the
+    /// proxies and clusters counted; served as [`TCP_OPEN_CONNECTIONS_ANNOTATION`].
+    pub tcp_open_connections: u64,
 }
 
 /// One metric of an item.
@@ -478,6 +496,23 @@ impl GoldenMetrics {
         .into_iter()
         .flatten()
         .collect()
+    }
+
+    /// Switchyard's figures beyond the spec's five, as item annotations: the p95 latency (left
+    /// out without a measurement, as the spec's percentiles) and the open TCP connections.
+    pub fn annotations(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        if let Some(p95) = self.p95 {
+            out.insert(
+                P95_LATENCY_ANNOTATION.to_owned(),
+                seconds_quantity(p95).into(),
+            );
+        }
+        out.insert(
+            TCP_OPEN_CONNECTIONS_ANNOTATION.to_owned(),
+            self.tcp_open_connections.to_string().into(),
+        );
+        out
     }
 }
 
@@ -527,6 +562,7 @@ impl TrafficMetrics {
             "name": resource.name,
             "namespace": resource.namespace,
             "creationTimestamp": timestamp,
+            "annotations": golden.annotations(),
         });
         TrafficMetrics {
             api_version: "metrics.smi-spec.io/v1alpha1",
@@ -595,6 +631,22 @@ pub const PODS_ANNOTATION: &str = "metrics.switchyard.dev/pods";
 /// the `MESHED` column's numerator.
 pub const MESHED_PODS_ANNOTATION: &str = "metrics.switchyard.dev/meshed-pods";
 
+/// The metadata annotation of every item with its 95th latency percentile, which the spec's
+/// five metrics do not have: a Kubernetes quantity of seconds like theirs (`"120m"` is 120 ms),
+/// computed from the same histogram by the same rule
+/// ([`Golden::latency_quantile`](crate::telemetry::Golden::latency_quantile)). Left out when
+/// nothing was measured; the `LATENCY_P95` column.
+pub const P95_LATENCY_ANNOTATION: &str = "metrics.switchyard.dev/p95-response-latency";
+/// The metadata annotation of every item with the TCP connections open at the end of its
+/// window (each proxy's `cluster.upstream_cx_active` gauge at its latest push in the window,
+/// summed; not the connections opened in the window), a whole number: for a Pod, workload,
+/// Service or namespace, the connections its proxies hold to their application (the inbound
+/// clusters, `inbound|<port>`); for an edge or a split backend, those the callers' proxies
+/// hold to the Service's endpoints. A TCP-proxied port has one per client connection; an HTTP
+/// port the proxy's pooled connections, whose number is the data plane's choice. The
+/// `TCP_CONN` column.
+pub const TCP_OPEN_CONNECTIONS_ANNOTATION: &str = "metrics.switchyard.dev/tcp-open-connections";
+
 /// The Pods of one object, and whether each runs a proxy.
 type Members = Vec<(ProxyId, bool)>;
 
@@ -608,7 +660,8 @@ type Members = Vec<(ProxyId, bool)>;
 ///   namespace's Pods, a Deployment's, StatefulSet's or DaemonSet's
 ///   ([`Owner::of`](crate::index::Owner::of)), the Pods a
 ///   Service's EndpointSlices name. Its items carry [`PODS_ANNOTATION`] and
-///   [`MESHED_PODS_ANNOTATION`].
+///   [`MESHED_PODS_ANNOTATION`]. Their open connections are those of their Pods' inbound
+///   clusters, to the application.
 /// - Edges of those are the Services their Pods called, from their proxies' outbound clusters
 ///   (`direction: to`, `side: client`).
 /// - A TrafficSplit has one item per backend, with `backend: {apex, name, weight}`: the spec's
@@ -619,6 +672,9 @@ type Members = Vec<(ProxyId, bool)>;
 ///   unmeshed callers too, and no longer tell the split's share. A cluster's series does not
 ///   know which route chose it, so a caller that addresses the backend Service directly is
 ///   counted as well. The split's edges are the same per calling Pod.
+/// - Every item carries [`P95_LATENCY_ANNOTATION`] (when it has a latency: from the same
+///   histogram as its percentiles) and [`TCP_OPEN_CONNECTIONS_ANNOTATION`] (for edges and
+///   split backends, from the same clusters as its metrics).
 ///
 /// # Errors
 ///
@@ -895,11 +951,18 @@ impl Context<'_> {
         window: Duration,
     ) -> TrafficMetrics {
         use crate::telemetry::Subject;
+        let pods = || members.iter().map(|(p, _)| p);
         let inbound =
             |s: &Subject| matches!(s, Subject::Listener(p) if p.as_str().starts_with("inbound_"));
-        let g = self
+        let mut golden = GoldenMetrics::of(&self.telemetry.query(window, pods(), inbound));
+        // Connections are counted on clusters, not connection managers: the inbound clusters,
+        // to the application. Their requests are the listeners' again, so a query of their own.
+        let to_application =
+            |s: &Subject| matches!(s, Subject::Upstream(c) if is_inbound_cluster(c.as_str()));
+        golden.tcp_open_connections = self
             .telemetry
-            .query(window, members.iter().map(|(p, _)| p), inbound);
+            .query(window, pods(), to_application)
+            .connections_active;
         let mut item = TrafficMetrics::new(
             ObjectReference::to(kind, namespace, name),
             Edge {
@@ -909,13 +972,13 @@ impl Context<'_> {
             },
             self.timestamp,
             window,
-            &GoldenMetrics::of(&g),
+            &golden,
         );
         let meshed = members.iter().filter(|(_, m)| *m).count();
-        item.metadata["annotations"] = serde_json::json!({
-            PODS_ANNOTATION: members.len().to_string(),
-            MESHED_PODS_ANNOTATION: meshed.to_string(),
-        });
+        if let Some(annotations) = item.metadata["annotations"].as_object_mut() {
+            annotations.insert(PODS_ANNOTATION.to_owned(), members.len().to_string().into());
+            annotations.insert(MESHED_PODS_ANNOTATION.to_owned(), meshed.to_string().into());
+        }
         item
     }
 
@@ -1062,6 +1125,15 @@ fn to_service<'a>(
     }
 }
 
+/// Whether a cluster is an inbound port's local cluster, to the application
+/// ([`inbound_name`](switchyard_adapters::envoy::inbound_name), `inbound|<port>`).
+fn is_inbound_cluster(cluster: &str) -> bool {
+    cluster
+        .rsplit_once('|')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|port| switchyard_adapters::envoy::inbound_name(port) == cluster)
+}
+
 fn cmp_ids(a: &ProxyId, b: &ProxyId) -> std::cmp::Ordering {
     (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod))
 }
@@ -1082,7 +1154,9 @@ impl GoldenMetrics {
             failure_count: g.failure_count(),
             p50: g.latency_quantile(0.50),
             p90: g.latency_quantile(0.90),
+            p95: g.latency_quantile(0.95),
             p99: g.latency_quantile(0.99),
+            tcp_open_connections: g.connections_active,
         }
     }
 }

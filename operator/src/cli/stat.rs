@@ -1,8 +1,10 @@
 //! `switchyard stat KIND [NAME]`: what each Pod, workload, Service, namespace or TrafficSplit
 //! backend served over a window, from the golden metrics the proxies push to the control
 //! plane, through the SMI Traffic Metrics API's paths: meshed Pods, success rate, requests per
-//! second and latency percentiles, as Linkerd's `viz stat` shows them; for TrafficSplits, one
-//! row per backend with its apex and weight.
+//! second, latency percentiles (p50, p95, p99) and open TCP connections, as Linkerd's `viz
+//! stat` shows them; for TrafficSplits, one row per backend with its apex and weight. The p95
+//! and the connections are Switchyard's annotations on each item (the spec has neither; see
+//! [`crate::traffic_metrics`]).
 //!
 //! ```text
 //!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
@@ -23,7 +25,8 @@ use serde_json::Value;
 
 use super::proxy_status::columns;
 use crate::traffic_metrics::{
-    GROUP, MESHED_PODS_ANNOTATION, PODS_ANNOTATION, ResourceKind, VERSION, go_duration, go_format,
+    GROUP, MESHED_PODS_ANNOTATION, P95_LATENCY_ANNOTATION, PODS_ANNOTATION, ResourceKind,
+    TCP_OPEN_CONNECTIONS_ANNOTATION, VERSION, go_duration, go_format,
 };
 
 #[cfg(test)]
@@ -140,19 +143,22 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 /// The rows of every replica joined. A replica lists only the objects whose Pods pushed to it,
-/// so an object shows once per replica that holds part of it; a row without requests is
-/// dropped when another replica has one with requests for the same object (and backend).
-/// Rows with requests all stay (a proxy that moved to another replica within the window shows
-/// once per replica, see the module doc).
+/// so an object shows once per replica that holds part of it; an idle row (no requests, no
+/// open connection) is dropped when another replica has a busy one for the same object (and
+/// backend). Busy rows all stay, each with its own percentiles and connections: rows are not
+/// summed (a proxy that moved to another replica within the window shows once per replica, see
+/// the module doc; its old replica's last gauge of open connections is stale).
 fn join_replicas(items: Vec<Value>) -> Vec<Value> {
-    let requests = |i: &Value| -> u64 {
-        i["metrics"]
+    // Requests and open connections: a TCP-only workload is busy without requests.
+    let activity = |i: &Value| -> u64 {
+        let requests: u64 = i["metrics"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|m| m["name"] == "success_count" || m["name"] == "failure_count")
             .filter_map(|m| m["value"].as_str()?.parse::<u64>().ok())
-            .sum()
+            .sum();
+        requests + tcp_open_connections(i).unwrap_or(0)
     };
     let key = |i: &Value| {
         (
@@ -163,7 +169,7 @@ fn join_replicas(items: Vec<Value>) -> Vec<Value> {
     };
     let busy: std::collections::BTreeSet<String> = items
         .iter()
-        .filter(|i| requests(i) > 0)
+        .filter(|i| activity(i) > 0)
         .map(|i| format!("{:?}", key(i)))
         .collect();
     let mut seen = std::collections::BTreeSet::new();
@@ -171,7 +177,7 @@ fn join_replicas(items: Vec<Value>) -> Vec<Value> {
         .into_iter()
         .filter(|i| {
             let k = format!("{:?}", key(i));
-            requests(i) > 0 || (!busy.contains(&k) && seen.insert(k))
+            activity(i) > 0 || (!busy.contains(&k) && seen.insert(k))
         })
         .collect()
 }
@@ -192,9 +198,19 @@ fn items(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Ve
     })
 }
 
+/// An item's open TCP connections ([`TCP_OPEN_CONNECTIONS_ANNOTATION`]); `None` from a control
+/// plane that does not write it.
+fn tcp_open_connections(item: &Value) -> Option<u64> {
+    item["metadata"]["annotations"][TCP_OPEN_CONNECTIONS_ANNOTATION]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// One row per item: NAME (namespace/name for namespaced kinds), MESHED (meshed Pods / Pods),
-/// SUCCESS, RPS, LATENCY_P50/P90/P99; for TrafficSplits APEX, BACKEND and WEIGHT in place of
-/// MESHED, one row per backend.
+/// SUCCESS, RPS, LATENCY_P50/P95/P99 (the spec's p50 and p99, Switchyard's p95 annotation),
+/// TCP_CONN (connections open at the end of the window); for TrafficSplits APEX, BACKEND and
+/// WEIGHT in place of MESHED, one row per backend. `-` where there is nothing to show.
 pub fn table(kind: ResourceKind, items: &[Value]) -> String {
     let split = kind == ResourceKind::TrafficSplit;
     let head: &[&str] = if split {
@@ -208,8 +224,9 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
                 "SUCCESS",
                 "RPS",
                 "LATENCY_P50",
-                "LATENCY_P90",
+                "LATENCY_P95",
                 "LATENCY_P99",
+                "TCP_CONN",
             ])
             .map(|c| (*c).to_owned())
             .collect::<Vec<_>>(),
@@ -239,7 +256,12 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
             format!("{:.2}%", 100.0 * ok as f64 / (ok + failed) as f64)
         };
         let rps = format!("{:.1}rps", (ok + failed) as f64 / window.as_secs_f64());
-        let latency = |n| metric(n).map_or("-".to_owned(), |q| millis(&q));
+        let latency = |q: Option<String>| q.map_or("-".to_owned(), |q| millis(&q));
+        let annotations = &item["metadata"]["annotations"];
+        let p95 = annotations[P95_LATENCY_ANNOTATION]
+            .as_str()
+            .map(str::to_owned);
+        let tcp = tcp_open_connections(item).map_or("-".to_owned(), |n| n.to_string());
         let mut row = vec![name];
         if split {
             let b = &item["backend"];
@@ -250,7 +272,6 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
             };
             row.extend([text(&b["apex"]), text(&b["name"]), text(&b["weight"])]);
         } else {
-            let annotations = &item["metadata"]["annotations"];
             let meshed = match (
                 annotations[MESHED_PODS_ANNOTATION].as_str(),
                 annotations[PODS_ANNOTATION].as_str(),
@@ -263,9 +284,10 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
         row.extend([
             success,
             rps,
-            latency("p50_response_latency"),
-            latency("p90_response_latency"),
-            latency("p99_response_latency"),
+            latency(metric("p50_response_latency")),
+            latency(p95),
+            latency(metric("p99_response_latency")),
+            tcp,
         ]);
         rows.push(row);
     }

@@ -177,7 +177,9 @@ fn an_item_is_written_as_the_spec_writes_it() {
         failure_count: 20,
         p50: Some(Duration::from_millis(12)),
         p90: Some(Duration::from_micros(40_250)),
+        p95: Some(Duration::from_millis(120)),
         p99: Some(Duration::from_secs(2)),
+        tcp_open_connections: 3,
     };
     let mut item = TrafficMetrics::new(
         ObjectReference::to(ResourceKind::TrafficSplit, Some("demo"), "web-split"),
@@ -216,7 +218,11 @@ fn an_item_is_written_as_the_spec_writes_it() {
                 "metadata": {
                     "name": "web-split",
                     "namespace": "demo",
-                    "creationTimestamp": "2026-12-06T21:00:00Z"
+                    "creationTimestamp": "2026-12-06T21:00:00Z",
+                    "annotations": {
+                        "metrics.switchyard.dev/p95-response-latency": "120m",
+                        "metrics.switchyard.dev/tcp-open-connections": "3"
+                    }
                 },
                 "resource": {"kind": "TrafficSplit", "namespace": "demo", "name": "web-split"},
                 "edge": {"direction": "from", "side": "client", "resource": {}},
@@ -243,6 +249,11 @@ fn a_percentile_without_measurements_is_left_out() {
         .map(|m| m.name)
         .collect();
     assert_eq!(names, ["success_count", "failure_count"]);
+    // The p95 annotation too; the connections are a count, 0.
+    assert_eq!(
+        serde_json::Value::Object(GoldenMetrics::default().annotations()),
+        json!({"metrics.switchyard.dev/tcp-open-connections": "0"})
+    );
 }
 
 #[test]
@@ -708,4 +719,204 @@ fn pods_and_namespaces_answer_as_before_without_the_index() {
     );
     let ns = get(&t, &none, "/namespaces/demo").unwrap();
     assert_eq!(counts(&ns), (121, 1));
+}
+
+// === Switchyard's annotations: p95 and open TCP connections ===
+
+/// A duration annotation (a quantity of seconds) of an item.
+fn annotated_latency(item: &serde_json::Value) -> Duration {
+    let q = item["metadata"]["annotations"][P95_LATENCY_ANNOTATION]
+        .as_str()
+        .unwrap_or_else(|| panic!("no p95: {item}"));
+    let (n, scale) = match q.chars().last() {
+        Some('m') => (&q[..q.len() - 1], 1e-3),
+        Some('u') => (&q[..q.len() - 1], 1e-6),
+        _ => (q, 1.0),
+    };
+    Duration::from_secs_f64(n.parse::<f64>().unwrap() * scale)
+}
+
+fn open_connections(item: &serde_json::Value) -> u64 {
+    item["metadata"]["annotations"][TCP_OPEN_CONNECTIONS_ANNOTATION]
+        .as_str()
+        .unwrap_or_else(|| panic!("no connections: {item}"))
+        .parse()
+        .unwrap()
+}
+
+/// The bucket of [`LATENCY_BUCKETS_MICROS`] a duration falls in: (lower, upper].
+fn bucket_around(d: Duration) -> (Duration, Duration) {
+    use switchyard_proxy_config::metrics::LATENCY_BUCKETS_MICROS;
+    let micros = u64::try_from(d.as_micros()).unwrap();
+    let i = LATENCY_BUCKETS_MICROS.partition_point(|&b| b < micros);
+    let lower = i.checked_sub(1).map_or(0, |p| LATENCY_BUCKETS_MICROS[p]);
+    (
+        Duration::from_micros(lower),
+        Duration::from_micros(LATENCY_BUCKETS_MICROS[i]),
+    )
+}
+
+#[test]
+fn the_p95_is_within_the_bucket_of_the_truth_and_not_the_p90() {
+    // Three known distributions of 1,000 requests served by web-a; the truth is the 950th
+    // duration.
+    let distributions: [(&str, Vec<u64>); 3] = [
+        // 900 fast, 100 slow: p90 is fast, p95 slow.
+        (
+            "900 at 3 ms, 100 at 150 ms",
+            std::iter::repeat_n(3_000, 900)
+                .chain(std::iter::repeat_n(150_000, 100))
+                .collect(),
+        ),
+        ("1 to 1,000 ms", (1..=1_000).map(|ms| ms * 1_000).collect()),
+        (
+            "every 40th at 2 s, the rest at 700 µs",
+            (0..1_000)
+                .map(|i| if i % 40 == 0 { 2_000_000 } else { 700 })
+                .collect(),
+        ),
+    ];
+    for (what, micros) in distributions {
+        let mut sorted = micros.clone();
+        sorted.sort_unstable();
+        let truth = Duration::from_micros(sorted[949]);
+        let mut latency = crate::telemetry::Latency::default();
+        for &m in &micros {
+            latency.observe_micros(m);
+        }
+        let t = Telemetry::default();
+        let mut samples = served(1_000, 0);
+        samples.push(Sample {
+            subject: Subject::Listener(StatPrefix::new("inbound_8080")),
+            value: Value::Latency(latency),
+        });
+        t.record(&id("demo", "web-a"), &samples);
+        let item = get(&t, &Workloads::default(), "/namespaces/demo/pods/web-a").unwrap();
+        let p95 = annotated_latency(&item);
+        let (lower, upper) = bucket_around(truth);
+        assert!(
+            p95 > lower && p95 <= upper,
+            "{what}: p95 {p95:?}, truth {truth:?} in ({lower:?}, {upper:?}]: {item}"
+        );
+    }
+    // The first distribution tells the p95 from the p90: the spec's p90 stays fast.
+    let t = Telemetry::default();
+    let mut latency = crate::telemetry::Latency::default();
+    (0..900).for_each(|_| latency.observe_micros(3_000));
+    (0..100).for_each(|_| latency.observe_micros(150_000));
+    t.record(
+        &id("demo", "web-a"),
+        &[Sample {
+            subject: Subject::Listener(StatPrefix::new("inbound_8080")),
+            value: Value::Latency(latency),
+        }],
+    );
+    let item = get(&t, &Workloads::default(), "/namespaces/demo/pods/web-a").unwrap();
+    let p90 = item["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "p90_response_latency")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(p90, "5m", "{item}");
+    assert!(
+        annotated_latency(&item) > Duration::from_millis(100),
+        "{item}"
+    );
+}
+
+fn gauge(cluster: &str, open: u64) -> Sample {
+    Sample {
+        subject: Subject::Upstream(UpstreamCluster::new(cluster)),
+        value: Value::ConnectionsActive(open),
+    }
+}
+
+fn opened(cluster: &str, n: u64) -> Sample {
+    Sample {
+        subject: Subject::Upstream(UpstreamCluster::new(cluster)),
+        value: Value::ConnectionsOpened(n),
+    }
+}
+
+#[test]
+fn open_connections_are_each_proxys_latest_gauge_summed() {
+    let (t, w) = mesh();
+    // web-a: 5 connections opened to its application, 3 open, then 2 (the latest push wins);
+    // its inbound cluster's requests are the listener's again and must not count twice.
+    t.record(
+        &id("demo", "web-a"),
+        &[
+            opened("inbound|8080", 5),
+            gauge("inbound|8080", 3),
+            sent("inbound|8080", 9),
+        ],
+    );
+    t.record(&id("demo", "web-a"), &[gauge("inbound|8080", 2)]);
+    // web-b: 4 open on two ports; an outbound connection of its own is not what it serves.
+    t.record(
+        &id("demo", "web-b"),
+        &[
+            gauge("inbound|8080", 1),
+            gauge("inbound|9090", 3),
+            gauge("demo/web-v1|80", 6),
+        ],
+    );
+    // client-0 holds 5 to web-v1, lone 2 to web-v2.
+    t.record(&id("demo", "client-0"), &[gauge("demo/web-v1|80", 5)]);
+    t.record(&id("demo", "lone"), &[gauge("demo/web-v2|80", 2)]);
+
+    let pod = get(&t, &w, "/namespaces/demo/pods/web-a").unwrap();
+    assert_eq!(open_connections(&pod), 2, "{pod}");
+    assert_eq!(counts(&pod), (9, 1), "{pod}");
+    let web = get(&t, &w, "/namespaces/demo/deployments/web").unwrap();
+    assert_eq!(open_connections(&web), 2 + 1 + 3, "{web}");
+    assert_eq!(counts(&web), (14, 1), "{web}");
+    // Known, nothing pushed: 0.
+    let agent = get(&t, &w, "/namespaces/demo/daemonsets/agent").unwrap();
+    assert_eq!(open_connections(&agent), 0, "{agent}");
+    // A split backend: every caller's connections to it (web-b's 6, client-0's 5).
+    let split = get(&t, &w, "/namespaces/demo/trafficsplits/web-split").unwrap();
+    let per_backend: Vec<u64> = split["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(open_connections)
+        .collect();
+    assert_eq!(per_backend, [11, 2], "{split}");
+    // An edge: the caller's own.
+    let edges = get(&t, &w, "/namespaces/demo/pods/client-0/edges").unwrap();
+    let to: Vec<(String, u64)> = edges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["edge"]["resource"]["name"].as_str().unwrap().to_owned(),
+                open_connections(i),
+            )
+        })
+        .collect();
+    assert_eq!(
+        to,
+        [("web-v1".to_owned(), 5), ("web-v2".to_owned(), 0)],
+        "{edges}"
+    );
+}
+
+#[test]
+fn only_an_inbound_ports_own_cluster_is_the_application() {
+    assert!(is_inbound_cluster("inbound|8080"));
+    for other in [
+        "inbound|",
+        "inbound|http",
+        "inbound|8080|plaintext",
+        "inbound|99999",
+        "demo/inbound|80",
+        "outbound_tcp|8080",
+        "demo/web|80",
+    ] {
+        assert!(!is_inbound_cluster(other), "{other}");
+    }
 }

@@ -64,7 +64,9 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
     let item = json!({
         "metadata": {"annotations": {
             "metrics.switchyard.dev/pods": "3",
-            "metrics.switchyard.dev/meshed-pods": "2"
+            "metrics.switchyard.dev/meshed-pods": "2",
+            "metrics.switchyard.dev/p95-response-latency": "120m",
+            "metrics.switchyard.dev/tcp-open-connections": "7"
         }},
         "resource": {"kind": "Pod", "namespace": "demo", "name": "web-0"},
         "window": "10s",
@@ -77,6 +79,7 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
         ]
     });
     let idle = json!({
+        "metadata": {"annotations": {"metrics.switchyard.dev/tcp-open-connections": "0"}},
         "resource": {"kind": "Namespace", "name": "quiet"},
         "window": "1m0s",
         "metrics": [
@@ -98,19 +101,22 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
                 "SUCCESS",
                 "RPS",
                 "LATENCY_P50",
-                "LATENCY_P90",
-                "LATENCY_P99"
+                "LATENCY_P95",
+                "LATENCY_P99",
+                "TCP_CONN"
             ],
+            // p95 from the annotation, not the spec's p90 (1.50ms).
             vec![
                 "demo/web-0",
                 "2/3",
                 "90.00%",
                 "20.0rps",
                 "0.25ms",
-                "1.50ms",
-                "240ms"
+                "120ms",
+                "240ms",
+                "7"
             ],
-            vec!["quiet", "-", "-", "0.0rps", "-", "-", "-"],
+            vec!["quiet", "-", "-", "0.0rps", "-", "-", "-", "0"],
         ],
         "{table}"
     );
@@ -120,6 +126,10 @@ fn the_table_shows_success_rate_rate_and_percentiles() {
 fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
     let item = |backend: &str, weight: u32, ok: u64| {
         json!({
+            "metadata": {"annotations": {
+                "metrics.switchyard.dev/p95-response-latency": "4m",
+                "metrics.switchyard.dev/tcp-open-connections": weight.to_string()
+            }},
             "resource": {"kind": "TrafficSplit", "namespace": "demo", "name": "web-split"},
             "backend": {"apex": "web", "name": backend, "weight": weight},
             "window": "1m0s",
@@ -149,8 +159,9 @@ fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
                 "SUCCESS",
                 "RPS",
                 "LATENCY_P50",
-                "LATENCY_P90",
-                "LATENCY_P99"
+                "LATENCY_P95",
+                "LATENCY_P99",
+                "TCP_CONN"
             ],
             vec![
                 "demo/web-split",
@@ -160,8 +171,9 @@ fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
                 "100.00%",
                 "1.0rps",
                 "2ms",
+                "4ms",
                 "-",
-                "-"
+                "90"
             ],
             vec![
                 "demo/web-split",
@@ -171,8 +183,9 @@ fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
                 "-",
                 "0.0rps",
                 "2ms",
+                "4ms",
                 "-",
-                "-"
+                "10"
             ],
         ],
         "{table}"
@@ -203,5 +216,51 @@ fn replicas_rows_are_joined_without_the_empty_rows_of_a_pod_another_replica_meas
     assert_eq!(
         join_replicas(vec![row("web-0", 5), row("web-0", 2)]).len(),
         2
+    );
+}
+
+#[test]
+fn a_table_from_a_control_plane_without_the_annotations_shows_dashes() {
+    let item = json!({
+        "resource": {"kind": "Pod", "namespace": "demo", "name": "web-0"},
+        "window": "1m0s",
+        "metrics": [
+            {"name": "p90_response_latency", "unit": "seconds", "value": "3m"},
+            {"name": "success_count", "value": "60"},
+            {"name": "failure_count", "value": "0"}
+        ]
+    });
+    let table = table(ResourceKind::Pod, &[item]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    // No p95 (the spec's p90 is not shown in its place), no connection count.
+    assert_eq!(
+        row,
+        ["demo/web-0", "-", "100.00%", "1.0rps", "-", "-", "-", "-"],
+        "{table}"
+    );
+}
+
+#[test]
+fn a_replicas_row_with_open_connections_and_no_requests_is_kept() {
+    let row = |pod: &str, connections: u64| {
+        json!({
+            "metadata": {"annotations": {
+                "metrics.switchyard.dev/tcp-open-connections": connections.to_string()
+            }},
+            "resource": {"kind": "Pod", "namespace": "demo", "name": pod},
+            "metrics": [
+                {"name": "success_count", "value": "0"},
+                {"name": "failure_count", "value": "0"}
+            ]
+        })
+    };
+    // Replica 1 knows db-0 and measured nothing; replica 2 holds its 3 open TCP connections.
+    assert_eq!(
+        join_replicas(vec![row("db-0", 0), row("db-0", 3)]),
+        [row("db-0", 3)]
+    );
+    assert_eq!(
+        join_replicas(vec![row("db-0", 3), row("db-0", 0)]),
+        [row("db-0", 3)]
     );
 }
