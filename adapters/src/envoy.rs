@@ -524,6 +524,12 @@ pub fn inbound_name(port: u16) -> String {
     format!("inbound|{port}")
 }
 
+/// The port whose [`inbound_name`] `name` is; `None` for any other name.
+pub fn inbound_port(name: &str) -> Option<u16> {
+    let port = name.strip_prefix("inbound|")?.parse().ok()?;
+    (inbound_name(port) == name).then_some(port)
+}
+
 /// Name of the outbound TCP listener of a service port.
 pub fn outbound_tcp_name(port: u16) -> String {
     format!("outbound_tcp|{port}")

@@ -441,7 +441,7 @@ pub struct Backend {
 /// The golden numbers of some traffic over a window, as the metric windows compute them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GoldenMetrics {
-    /// Responses that were not 5xx (and TCP connections that closed cleanly).
+    /// Responses that were not 5xx (HTTP and gRPC requests only; TCP connections are not counted).
     pub success_count: u64,
     /// 5xx responses and requests that got no response.
     pub failure_count: u64,
@@ -1128,10 +1128,7 @@ fn to_service<'a>(
 /// Whether a cluster is an inbound port's local cluster, to the application
 /// ([`inbound_name`](switchyard_adapters::envoy::inbound_name), `inbound|<port>`).
 fn is_inbound_cluster(cluster: &str) -> bool {
-    cluster
-        .rsplit_once('|')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .is_some_and(|port| switchyard_adapters::envoy::inbound_name(port) == cluster)
+    switchyard_adapters::envoy::inbound_port(cluster).is_some()
 }
 
 fn cmp_ids(a: &ProxyId, b: &ProxyId) -> std::cmp::Ordering {

@@ -115,7 +115,7 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
     let own = peers.spiffe_id(proxy);
     let destination = socket(common.upstream_remote_address.as_ref());
     let cluster = common.upstream_cluster;
-    let direction = if cluster.starts_with("inbound|") {
+    let direction = if switchyard_adapters::envoy::inbound_port(&cluster).is_some() {
         Direction::Inbound
     } else {
         Direction::Outbound
