@@ -52,8 +52,9 @@ pub struct ControllerArgs {
     /// proxies cannot authenticate (gRPC sends their token only over TLS).
     #[arg(long)]
     pub xds_cert_dir: Option<PathBuf>,
-    /// Serve the SMI Traffic Metrics API to the API server's aggregation layer on the webhook
-    /// port, and register its APIService (`v1alpha1.metrics.smi-spec.io`, to the Service
+    /// Serve the aggregated APIs to the API server's aggregation layer on the webhook port (the
+    /// SMI Traffic Metrics API and the tap API), and register their APIServices
+    /// (`v1alpha1.metrics.smi-spec.io`, `v1alpha1.tap.switchyard.dev`, to the Service
     /// `switchyard` in --namespace, port 443, trusting ca.crt in --webhook-cert-dir) while this
     /// replica serves. Needs --webhook-cert-dir.
     #[arg(long, requires = "webhook_cert_dir")]
