@@ -185,7 +185,18 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 /// A client for the cluster `kubeconfig` names, else the one `kubectl` would find (see
 /// [`kubeconfig::config`]); its error says once what was tried.
 pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = kubeconfig::config(kubeconfig).await?;
+    client_as(kubeconfig, None).await
+}
+
+/// [`client`] acting as user `as_user` when given (impersonation, as `kubectl --as`).
+pub(crate) async fn client_as(
+    kubeconfig: Option<&std::path::Path>,
+    as_user: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let mut config = kubeconfig::config(kubeconfig).await?;
+    if let Some(user) = as_user {
+        config.auth_info.impersonate = Some(user.to_owned());
+    }
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

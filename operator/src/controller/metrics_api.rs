@@ -48,7 +48,7 @@
 //! a later change (see `switchyard stat`, which asks every replica).
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{
     collections::BTreeMap,

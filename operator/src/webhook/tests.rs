@@ -598,7 +598,7 @@ async fn start_with(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, reloader, injector, None, async {
+    let server = tokio::spawn(serve(listener, reloader, injector, Apis::default(), async {
         let _ = stopped.await;
     }));
 
