@@ -118,17 +118,23 @@ pub fn path(filter: &TapFilter) -> String {
 /// The tap API's path for `filter` through the API server: the Pod's `tap` subresource, or the
 /// namespace's `tap`, under `watch/` (a long-running request); the rest of the filter in the query.
 pub fn api_path(filter: &TapFilter) -> String {
+    // Names are DNS labels and subdomains: kept as they are; anything else encoded.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
+    let segment = |s: &str| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string();
     let base = format!(
         "/apis/{}/{}/watch/namespaces/{}",
         tap_api::GROUP,
         tap_api::VERSION,
-        enc(&filter.namespace)
+        segment(&filter.namespace)
     );
     let target = match &filter.pod {
-        Some(pod) => format!("{base}/pods/{}/tap", enc(pod)),
+        Some(pod) => format!("{base}/pods/{}/tap", segment(pod)),
         None => format!("{base}/tap"),
     };
     let mut query = vec![format!("max_rps={}", filter.max_rps)];
