@@ -33,7 +33,9 @@
 //!
 //! So each serving replica applies the APIService (server-side apply, idempotent) when it
 //! starts serving and every [`APPLY_INTERVAL`] after, and on a graceful shutdown deletes it when
-//! no other operator Pod is Ready and not being deleted ([`last_serving`]). Pods being deleted
+//! no other operator Pod is Ready and not being deleted ([`last_serving`]). [`register`] does
+//! this for every aggregated API the operator serves (`crate::install::API_SERVICES`: this one
+//! and the tap API, [`super::tap_api`]), which share the [`FrontProxySettings`] as well. Pods being deleted
 //! carry their `deletionTimestamp` before their containers get SIGTERM, so when every replica
 //! stops at once (scale to 0, uninstall) each sees the others going and the last one removes
 //! it. A replica that starts while another deletes re-applies within [`APPLY_INTERVAL`].
