@@ -331,7 +331,10 @@ impl Scenario {
 
 /// The aggregated APIs' APIServices (the Traffic Metrics API's and the tap API's), which the
 /// operator registers while it serves.
-const API_SERVICES: [&str; 2] = ["v1alpha1.metrics.smi-spec.io", "v1alpha1.tap.switchyard.dev"];
+const API_SERVICES: [&str; 2] = [
+    "v1alpha1.metrics.smi-spec.io",
+    "v1alpha1.tap.switchyard.dev",
+];
 const METRICS_API: &str = "/apis/metrics.smi-spec.io/v1alpha1";
 
 impl Scenario {

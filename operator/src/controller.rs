@@ -189,14 +189,8 @@ pub async fn run(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            let served = webhook::serve(
-                listener,
-                tls,
-                Some(Arc::new(injector)),
-                apis,
-                stopped,
-            )
-            .await;
+            let served =
+                webhook::serve(listener, tls, Some(Arc::new(injector)), apis, stopped).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "webhook server stopped");
             }

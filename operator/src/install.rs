@@ -583,7 +583,11 @@ fn cluster_rules() -> Vec<PolicyRule> {
         // xDS clients authenticate with their ServiceAccount token.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
         // The tap API checks each request with a SubjectAccessReview too.
-        rule("authorization.k8s.io", &["subjectaccessreviews"], &["create"]),
+        rule(
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
         // The aggregated APIs' APIServices, registered while the operator serves and removed
         // by the last replica to stop. Server-side apply that creates is authorized as
         // `create` with the object's name, so the names limit that too: the operator cannot

@@ -17,9 +17,7 @@ use anyhow::Context as _;
 use kube::Client;
 use serde_json::Value;
 
-use super::{
-    proxy_status::{admin_get, cell, columns, operator_pods, pod_get},
-};
+use super::proxy_status::{admin_get, cell, columns, operator_pods, pod_get};
 use crate::{
     controller::admin::config_path,
     xds::{ConfigDump, TypeFilter, TypeSync, TypeUrl, dump::TypeDump},

@@ -212,7 +212,11 @@ pub(super) fn watch(
 
 /// Reads the tap API's stream through the API server into `tx` until it ends or `tx` is
 /// closed; a refusal (403 and the like) goes to `tx` with the API server's message.
-async fn api_events(client: kube::Client, path: String, tx: mpsc::Sender<anyhow::Result<TapEvent>>) {
+async fn api_events(
+    client: kube::Client,
+    path: String,
+    tx: mpsc::Sender<anyhow::Result<TapEvent>>,
+) {
     if let Err(e) = api_stream(&client, &path, &tx).await {
         let _ = tx.send(Err(e)).await;
     }
@@ -313,7 +317,10 @@ where
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        for line in lines.push(&data).map_err(|e| anyhow::anyhow!("{from}: {e}"))? {
+        for line in lines
+            .push(&data)
+            .map_err(|e| anyhow::anyhow!("{from}: {e}"))?
+        {
             let event = serde_json::from_slice(&line)
                 .with_context(|| format!("{from} sent a line that is no tap event"));
             if tx.send(event).await.is_err() {

@@ -392,7 +392,10 @@ fn tap_in_a_cluster_reads_the_tap_api_as_the_user_given() {
     else {
         panic!("not tap");
     };
-    assert_eq!(args.select.control_plane.as_user.as_deref(), Some("someone"));
+    assert_eq!(
+        args.select.control_plane.as_user.as_deref(),
+        Some("someone")
+    );
     let filter = args.select.filter().unwrap();
     assert_eq!(
         tap::api_path(&filter),

@@ -591,7 +591,10 @@ pub async fn register(
     let named: Vec<(String, Value)> = objects
         .into_iter()
         .map(|o| {
-            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             (name, o)
         })
         .collect();

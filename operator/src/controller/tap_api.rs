@@ -57,8 +57,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::{
     authorization::v1::{
-        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-        SubjectAccessReviewStatus,
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
     },
     core::v1::Pod,
 };
@@ -479,13 +478,11 @@ impl Authorizer for KubeAuthorizer {
     ) -> BoxFuture<'_, Result<SubjectAccessReviewStatus, String>> {
         Box::pin(async move {
             let api: Api<SubjectAccessReview> = Api::all(self.0.clone());
-            let created = tokio::time::timeout(
-                SAR_TIMEOUT,
-                api.create(&PostParams::default(), &review),
-            )
-            .await
-            .map_err(|_| format!("no SubjectAccessReview answer within {SAR_TIMEOUT:?}"))?
-            .map_err(|e| format!("SubjectAccessReview: {e}"))?;
+            let created =
+                tokio::time::timeout(SAR_TIMEOUT, api.create(&PostParams::default(), &review))
+                    .await
+                    .map_err(|_| format!("no SubjectAccessReview answer within {SAR_TIMEOUT:?}"))?
+                    .map_err(|e| format!("SubjectAccessReview: {e}"))?;
             created
                 .status
                 .ok_or_else(|| "SubjectAccessReview answered without a status".to_owned())
@@ -637,8 +634,7 @@ impl TapApi {
                 return json(StatusCode::BAD_REQUEST, &status);
             }
         };
-        let decision =
-            Decision::of(self.authorizer.review(access_review(&user, &target)).await);
+        let decision = Decision::of(self.authorizer.review(access_review(&user, &target)).await);
         if let Some((code, status)) = decision.refusal(&user, &target) {
             tracing::info!(user = %user.name, ?target, ?decision, "tap refused");
             return json(code, &status);
@@ -646,8 +642,11 @@ impl TapApi {
         let session = match self.hub.open(filter.clone()) {
             Ok(session) => session,
             Err(message) => {
-                let status =
-                    status_body(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", &message);
+                let status = status_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    &message,
+                );
                 return json(StatusCode::SERVICE_UNAVAILABLE, &status);
             }
         };
@@ -765,7 +764,9 @@ async fn peer_events(
 ) {
     match peer_stream(&peer, config, &query, &tx).await {
         Ok(()) => tracing::debug!(peer = %peer.name, "tap: replica stream ended"),
-        Err(error) => tracing::warn!(peer = %peer.name, addr = %peer.addr, %error, "tap: skipping a replica"),
+        Err(error) => {
+            tracing::warn!(peer = %peer.name, addr = %peer.addr, %error, "tap: skipping a replica")
+        }
     }
 }
 

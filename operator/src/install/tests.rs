@@ -361,10 +361,16 @@ fn the_api_service_points_at_the_operator_service_with_the_webhook_ca() {
     let names: Vec<&Value> = services.iter().map(|s| &s["metadata"]["name"]).collect();
     assert_eq!(
         names,
-        ["v1alpha1.metrics.smi-spec.io", "v1alpha1.tap.switchyard.dev"]
+        [
+            "v1alpha1.metrics.smi-spec.io",
+            "v1alpha1.tap.switchyard.dev"
+        ]
     );
     assert_eq!(services[1]["spec"]["group"], "tap.switchyard.dev");
-    assert_eq!(services[1]["spec"]["service"], services[0]["spec"]["service"]);
+    assert_eq!(
+        services[1]["spec"]["service"],
+        services[0]["spec"]["service"]
+    );
     let service = &services[0];
     let spec = &service["spec"];
     assert_eq!(spec["group"], "metrics.smi-spec.io");

@@ -65,41 +65,44 @@ pub fn merged<G: Send + 'static>(
     guard: G,
 ) -> Body {
     let state = (session, others, guard);
-    let lines = futures_util::stream::unfold(state, |(mut session, mut others, guard)| async move {
-        let next = async {
-            match others.as_mut() {
-                Some(rx) => tokio::select! {
-                    event = session.next() => Next::Event(event),
-                    event = rx.recv() => match event {
-                        Some(event) => Next::Event(Some(event)),
-                        None => Next::OthersClosed,
+    let lines =
+        futures_util::stream::unfold(state, |(mut session, mut others, guard)| async move {
+            let next = async {
+                match others.as_mut() {
+                    Some(rx) => tokio::select! {
+                        event = session.next() => Next::Event(event.map(Box::new)),
+                        event = rx.recv() => match event {
+                            Some(event) => Next::Event(Some(Box::new(event))),
+                            None => Next::OthersClosed,
+                        },
                     },
-                },
-                None => Next::Event(session.next().await),
-            }
-        };
-        let line = match tokio::time::timeout(HEARTBEAT, next).await {
-            Ok(Next::Event(Some(event))) => {
-                let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                line.push(b'\n');
-                line
-            }
-            // The hub never closes an open session's queue.
-            Ok(Next::Event(None)) => return None,
-            Ok(Next::OthersClosed) => {
-                others = None;
-                Vec::new()
-            }
-            Err(_) => b"\n".to_vec(),
-        };
-        let state = (session, others, guard);
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), state))
-    });
+                    None => Next::Event(session.next().await.map(Box::new)),
+                }
+            };
+            let line = match tokio::time::timeout(HEARTBEAT, next).await {
+                Ok(Next::Event(Some(event))) => {
+                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                    line.push(b'\n');
+                    line
+                }
+                // The hub never closes an open session's queue.
+                Ok(Next::Event(None)) => return None,
+                Ok(Next::OthersClosed) => {
+                    others = None;
+                    Vec::new()
+                }
+                Err(_) => b"\n".to_vec(),
+            };
+            let state = (session, others, guard);
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), state))
+        });
     StreamBody::new(lines).boxed_unsync()
 }
 
+/// What a merged stream writes next.
 enum Next {
-    Event(Option<TapEvent>),
+    /// An event, or `None` when the session ended.
+    Event(Option<Box<TapEvent>>),
     OthersClosed,
 }
 

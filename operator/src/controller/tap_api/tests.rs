@@ -155,10 +155,7 @@ fn a_review_allows_only_when_allowed_and_not_denied() {
 
 #[test]
 fn a_refusal_names_the_user_and_the_resource() {
-    assert_eq!(
-        Decision::Allowed.refusal(&alice(), &target(None)),
-        None
-    );
+    assert_eq!(Decision::Allowed.refusal(&alice(), &target(None)), None);
     let (code, status) = Decision::Denied(None)
         .refusal(&alice(), &target(Some("web-0")))
         .unwrap();
