@@ -329,8 +329,12 @@ impl Scenario {
     }
 }
 
-/// The Traffic Metrics API's APIService, which the operator registers while it serves.
-const API_SERVICE: &str = "v1alpha1.metrics.smi-spec.io";
+/// The aggregated APIs' APIServices (the Traffic Metrics API's and the tap API's), which the
+/// operator registers while it serves.
+const API_SERVICES: [&str; 2] = [
+    "v1alpha1.metrics.smi-spec.io",
+    "v1alpha1.tap.switchyard.dev",
+];
 const METRICS_API: &str = "/apis/metrics.smi-spec.io/v1alpha1";
 
 impl Scenario {
@@ -349,13 +353,13 @@ impl Scenario {
         }
     }
 
-    /// Whether the APIService is `Available=True`, and its conditions.
-    fn api_service_available(&self) -> (bool, String) {
+    /// Whether APIService `name` is `Available=True`, and its conditions.
+    fn api_service_available(&self, name: &str) -> (bool, String) {
         let out = self
             .mesh
             .cluster
             .kubectl()
-            .args(["get", "apiservice", API_SERVICE, "-o", "json"])
+            .args(["get", "apiservice", name, "-o", "json"])
             .output()
             .expect("kubectl get apiservice");
         if !out.status.success() {
@@ -371,18 +375,20 @@ impl Scenario {
         (available, conditions.to_string())
     }
 
-    fn wait_api_service_available(&self) {
+    fn wait_api_services_available(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (available, conditions) = self.api_service_available();
-            if available {
-                return;
+        for name in API_SERVICES {
+            loop {
+                let (available, conditions) = self.api_service_available(name);
+                if available {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "APIService {name} not Available after 90 s: {conditions}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "APIService {API_SERVICE} not Available after 90 s: {conditions}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }
@@ -426,7 +432,7 @@ fn web_metrics(s: &Scenario, web: &str, user: Option<&str>) -> Value {
 /// resources, a user without the metrics reader role is refused by the API server (403), and
 /// a user with it reads the web Pod's success count, which grows by exactly the requests sent.
 fn check_aggregated_metrics_api(s: &Scenario, web: &str, url: &str) {
-    s.wait_api_service_available();
+    s.wait_api_services_available();
     let discovery: Value = serde_json::from_str(&s.raw(METRICS_API, None).unwrap()).unwrap();
     assert_eq!(discovery["kind"], "APIResourceList", "{discovery}");
     let names: Vec<&str> = discovery["resources"]
@@ -495,13 +501,60 @@ fn check_aggregated_metrics_api(s: &Scenario, web: &str, url: &str) {
     assert_eq!(metrics["resource"]["name"], web, "{metrics}");
 }
 
-/// `switchyard tap pod/<web>` through the kubeconfig (every replica's stream merged) while
-/// the client calls `url` (`path` on web): the first request it shows is one of those, inbound at the web
-/// Pod, from the client's identity to the web Pod's, over mTLS.
+/// `switchyard tap pod/<web>` through the tap API (the API server, then whichever replica it
+/// picks, which merges every replica's stream) while the client calls `url` (`path` on web):
+/// as the kubeconfig's admin, the first request shown is one of those, inbound at the web Pod,
+/// from the client's identity to the web Pod's, over mTLS, whichever replica the web Pod's
+/// access-log stream and each tap landed on (three taps, two replicas). A user without
+/// `switchyard-tap` is refused by the API server with 403; bound to it in the namespace, the
+/// same user taps.
 fn check_tap(s: &Scenario, web: &str, url: &str, path: &str) {
+    s.wait_api_services_available();
+    for _ in 0..2 {
+        check_tap_event(&tap(s, web, url, None).unwrap(), s, web, path);
+    }
+
+    let err = tap(s, web, url, Some("someone-without-rbac")).unwrap_err();
+    assert!(
+        err.contains("403")
+            && err.contains("forbidden")
+            && err.contains("someone-without-rbac")
+            && err.contains("tap.switchyard.dev"),
+        "a user without switchyard-tap: {err}"
+    );
+    s.mesh.cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "tapper",
+        "-n",
+        s.ns(),
+        "--clusterrole=switchyard-tap",
+        "--user=tapper",
+    ]);
+    // RBAC applies at once, but the binding reaches the API server's cache a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let event = loop {
+        match tap(s, web, url, Some("tapper")) {
+            Ok(event) => break event,
+            Err(err) if err.contains("forbidden") => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "tapper, bound to switchyard-tap, still refused: {err}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(err) => panic!("switchyard tap as tapper: {err}"),
+        }
+    };
+    check_tap_event(&event, s, web, path);
+}
+
+/// One `switchyard tap pod/<web> --count 1` through the kubeconfig (as `user` when given)
+/// while the client calls `url`: the event shown, or the CLI's output when it fails.
+fn tap(s: &Scenario, web: &str, url: &str, user: Option<&str>) -> Result<Value, String> {
     use std::io::Read as _;
-    let mut tap = std::process::Command::new(switchyard_e2e::switchyard_bin())
-        .args(["tap", &format!("pod/{web}"), "-n", s.ns()])
+    let mut cmd = std::process::Command::new(switchyard_e2e::switchyard_bin());
+    cmd.args(["tap", &format!("pod/{web}"), "-n", s.ns()])
         .args([
             "-o",
             "json",
@@ -511,7 +564,11 @@ fn check_tap(s: &Scenario, web: &str, url: &str, path: &str) {
             "60s",
             "--kubeconfig",
         ])
-        .arg(s.mesh.cluster.kubeconfig())
+        .arg(s.mesh.cluster.kubeconfig());
+    if let Some(user) = user {
+        cmd.args(["--as", user]);
+    }
+    let mut tap = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -521,18 +578,24 @@ fn check_tap(s: &Scenario, web: &str, url: &str, path: &str) {
         if let Some(status) = tap.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "switchyard tap showed no request in 60 s"
-        );
+        if std::time::Instant::now() >= deadline {
+            let _ = tap.kill();
+            let _ = tap.wait();
+            panic!("switchyard tap showed no request in 60 s");
+        }
         s.spread(url, 1);
         std::thread::sleep(Duration::from_millis(500));
     };
     let (mut out, mut err) = (String::new(), String::new());
     tap.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     tap.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(exited.success(), "switchyard tap: {out}{err}");
-    let event: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    if !exited.success() {
+        return Err(format!("{exited}: {out}{err}"));
+    }
+    serde_json::from_str(out.trim()).map_err(|e| format!("{e}: {out}{err}"))
+}
+
+fn check_tap_event(event: &Value, s: &Scenario, web: &str, path: &str) {
     assert_eq!(event["path"], path, "{event}");
     assert_eq!(event["status"], 200, "{event}");
     assert_eq!(event["direction"], "inbound", "{event}");
@@ -1178,7 +1241,7 @@ fn namespaces_go_away_while_the_operator_is_down_and_the_metrics_api_comes_back(
         mesh: KubeMesh::start("apiservice"),
     };
     let cluster = &s.mesh.cluster;
-    s.wait_api_service_available();
+    s.wait_api_services_available();
 
     let scale = |n: &str| {
         cluster.kubectl_ok(&[
@@ -1200,11 +1263,13 @@ fn namespaces_go_away_while_the_operator_is_down_and_the_metrics_api_comes_back(
         },
         "every operator Pod to be gone",
     );
-    let (_, gone) = s.api_service_available();
-    assert!(
-        gone.contains("NotFound"),
-        "the last replica to stop left APIService {API_SERVICE} registered: {gone}"
-    );
+    for name in API_SERVICES {
+        let (_, gone) = s.api_service_available(name);
+        assert!(
+            gone.contains("NotFound"),
+            "the last replica to stop left APIService {name} registered: {gone}"
+        );
+    }
 
     // A namespace with something in it, deleted while no operator runs.
     let doomed = format!("doomed-{}", s.ns());
@@ -1234,7 +1299,7 @@ fn namespaces_go_away_while_the_operator_is_down_and_the_metrics_api_comes_back(
     scale(&OPERATOR_REPLICAS.to_string());
     s.mesh
         .wait_operators_ready(OPERATOR_REPLICAS, Duration::from_secs(120));
-    s.wait_api_service_available();
+    s.wait_api_services_available();
     let discovery = s.raw(METRICS_API, None).unwrap();
     assert!(discovery.contains("APIResourceList"), "{discovery}");
 }

@@ -42,6 +42,7 @@ pub mod auth;
 pub mod core;
 pub mod lease;
 pub mod metrics_api;
+pub mod tap_api;
 pub mod watch;
 
 use self::{
@@ -74,8 +75,9 @@ pub struct ControllerConfig {
     pub webhook: Option<(SocketAddr, PathBuf)>,
     /// The xDS server's certificate directory (`tls.crt`, `tls.key`): TLS when set.
     pub xds_cert_dir: Option<PathBuf>,
-    /// Serve the Traffic Metrics API on the webhook port to the aggregation layer and register
-    /// its APIService while serving (see [`metrics_api`]); needs `webhook`.
+    /// Serve the aggregated APIs (the Traffic Metrics API and the tap API) on the webhook port
+    /// to the aggregation layer and register their APIServices while serving (see
+    /// [`metrics_api`], [`tap_api`]); needs `webhook`.
     pub metrics_apiservice: bool,
     /// What the injection webhook injects (served with the webhook server).
     pub inject: InjectConfig,
@@ -125,18 +127,33 @@ pub async fn run(
     // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
     let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
     let mut registration = None;
+    // The tap sessions: opened by the tap API (and the debug port), fed by the access-log server.
+    let taps = Arc::new(crate::tap::Hub::default());
     if let Some((addr, dir)) = &config.webhook {
-        let metrics_api = match config.metrics_apiservice {
-            true => Some(Arc::new(metrics_api::MetricsApi::new(
+        let tls = Arc::new(webhook::CertReloader::load(dir.clone())?);
+        let mut apis = webhook::Apis::default();
+        if config.metrics_apiservice {
+            let front_proxy = Arc::new(metrics_api::FrontProxySettings::default());
+            apis.metrics = Some(Arc::new(metrics_api::MetricsApi::new(
+                front_proxy.clone(),
                 telemetry.clone(),
                 workloads_rx.clone(),
-            ))),
-            false => None,
-        };
-        if let Some(api) = &metrics_api {
+            )));
+            apis.tap = Some(Arc::new(tap_api::TapApi::new(
+                front_proxy.clone(),
+                taps.clone(),
+                Arc::new(tap_api::KubeAuthorizer(client.clone())),
+                Arc::new(tap_api::KubePeers {
+                    client: client.clone(),
+                    namespace: config.namespace.clone(),
+                    me: config.identity.clone(),
+                    port: addr.port(),
+                }),
+                tls.clone(),
+            )));
             tasks.spawn(metrics_api::refresh_front_proxy(
                 client.clone(),
-                api.clone(),
+                front_proxy.clone(),
                 stop_rx.clone(),
             ));
             let ca_file = dir.join(crate::install::pki::WEBHOOK_CA_CERT);
@@ -150,12 +167,11 @@ pub async fn run(
                 client.clone(),
                 config.namespace.clone(),
                 config.identity.clone(),
-                crate::install::api_service(&config.namespace, &ca),
-                api.clone(),
+                crate::install::api_services(&config.namespace, &ca),
+                front_proxy,
                 stop_rx.clone(),
             )));
         }
-        let tls = Arc::new(webhook::CertReloader::load(dir.clone())?);
         let listener = listen("webhook", *addr).await?;
         let (events, notes) = event_channel();
         tasks.spawn(publish_events(
@@ -173,14 +189,8 @@ pub async fn run(
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            let served = webhook::serve(
-                listener,
-                tls,
-                Some(Arc::new(injector)),
-                metrics_api,
-                stopped,
-            )
-            .await;
+            let served =
+                webhook::serve(listener, tls, Some(Arc::new(injector)), apis, stopped).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "webhook server stopped");
             }
@@ -204,7 +214,6 @@ pub async fn run(
     identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
     let mut publisher = Publisher::new(ca, ca_config.workload_lifetime);
     // A tapped proxy logs to the control plane as its bootstrap reaches it.
-    let taps = Arc::new(crate::tap::Hub::default());
     let inject = config.inject.clone();
     publisher.tap_with(
         taps.clone(),

@@ -83,11 +83,23 @@ pub const DEBUG_PORT: u16 = 9091;
 /// Where the Secrets are mounted in the pod.
 pub const CA_MOUNT: &str = "/etc/switchyard/ca";
 pub const WEBHOOK_MOUNT: &str = "/etc/switchyard/webhook";
-/// The SMI Traffic Metrics API's APIService, which the operator registers while it serves
-/// (see `controller::metrics_api`): `v1alpha1.metrics.smi-spec.io`.
-pub const API_SERVICE_NAME: &str = "v1alpha1.metrics.smi-spec.io";
+/// The aggregated APIs the operator serves on its webhook port and registers while it serves
+/// (see `controller::metrics_api`), as (group, version): the SMI Traffic Metrics API and the
+/// tap API. Their APIServices are named `<version>.<group>`.
+pub const API_SERVICES: [(&str, &str); 2] = [
+    (
+        crate::traffic_metrics::GROUP,
+        crate::traffic_metrics::VERSION,
+    ),
+    (
+        crate::controller::tap_api::GROUP,
+        crate::controller::tap_api::VERSION,
+    ),
+];
 /// The ClusterRole to bind to users who may read the Traffic Metrics API.
 pub const METRICS_READER_ROLE: &str = "switchyard-metrics-reader";
+/// The ClusterRole to bind (in a namespace, with a RoleBinding) to users who may tap.
+pub const TAP_ROLE: &str = "switchyard-tap";
 /// The Role in kube-system that lets an aggregated API server read the front proxy's CA.
 pub const AUTH_READER_ROLE: &str = "extension-apiserver-authentication-reader";
 /// The first line of everything `switchyard install` prints or writes.
@@ -473,6 +485,21 @@ pub fn rbac(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
         )]),
         aggregation_rule: None,
     };
+    // Bind it to whoever may tap (`switchyard tap`): with a RoleBinding, the Pods of that
+    // namespace; with a ClusterRoleBinding, every namespace's.
+    let tap = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(TAP_ROLE.into()),
+            labels: Some(labels(None)),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![rule(
+            crate::controller::tap_api::GROUP,
+            &crate::controller::tap_api::RESOURCES,
+            &[crate::controller::tap_api::VERB],
+        )]),
+        aggregation_rule: None,
+    };
     Ok(vec![
         to_value(&sa, "serviceaccount")?,
         to_value(&cluster_role, "clusterrole")?,
@@ -481,25 +508,39 @@ pub fn rbac(config: &InstallConfig) -> Result<Vec<Value>, InstallError> {
         to_value(&binding, "rolebinding")?,
         to_value(&auth_reader, "rolebinding")?,
         to_value(&metrics_reader, "clusterrole")?,
+        to_value(&tap, "clusterrole")?,
     ])
 }
 
-/// The Traffic Metrics API's APIService, pointing at the operator's Service (port 443, the
-/// webhook port) and trusting `ca_pem`, the webhook CA (as the CRDs' `caBundle`). The operator
-/// applies it at run time rather than the install shipping it (see `controller::metrics_api`).
-pub fn api_service(namespace: &str, ca_pem: &str) -> Value {
+/// The APIService of the aggregated API `(group, version)`, as named in [`API_SERVICES`].
+pub fn api_service_name((group, version): (&str, &str)) -> String {
+    format!("{version}.{group}")
+}
+
+/// The APIServices of [`API_SERVICES`], in that order.
+pub fn api_services(namespace: &str, ca_pem: &str) -> Vec<Value> {
+    API_SERVICES
+        .iter()
+        .map(|api| api_service(*api, namespace, ca_pem))
+        .collect()
+}
+
+/// An aggregated API's APIService, pointing at the operator's Service (port 443, the webhook
+/// port) and trusting `ca_pem`, the webhook CA (as the CRDs' `caBundle`). The operator applies
+/// it at run time rather than the install shipping it (see `controller::metrics_api`).
+pub fn api_service((group, version): (&str, &str), namespace: &str, ca_pem: &str) -> Value {
     let ca_bundle =
         serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap_or_default();
     serde_json::json!({
         "apiVersion": "apiregistration.k8s.io/v1",
         "kind": "APIService",
         "metadata": {
-            "name": API_SERVICE_NAME,
+            "name": api_service_name((group, version)),
             "labels": labels(None),
         },
         "spec": {
-            "group": crate::traffic_metrics::GROUP,
-            "version": crate::traffic_metrics::VERSION,
+            "group": group,
+            "version": version,
             "service": { "namespace": namespace, "name": NAME, "port": 443 },
             "caBundle": ca_bundle,
             "groupPriorityMinimum": 100,
@@ -541,12 +582,18 @@ fn cluster_rules() -> Vec<PolicyRule> {
         rule("events.k8s.io", &["events"], &["create", "patch"]),
         // xDS clients authenticate with their ServiceAccount token.
         rule("authentication.k8s.io", &["tokenreviews"], &["create"]),
-        // The Traffic Metrics API's APIService, registered while the operator serves and
-        // removed by the last replica to stop. Server-side apply that creates is authorized as
-        // `create` with the object's name, so the name limits that too: the operator cannot
+        // The tap API checks each request with a SubjectAccessReview too.
+        rule(
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
+        // The aggregated APIs' APIServices, registered while the operator serves and removed
+        // by the last replica to stop. Server-side apply that creates is authorized as
+        // `create` with the object's name, so the names limit that too: the operator cannot
         // register any other group.
         PolicyRule {
-            resource_names: Some(vec![API_SERVICE_NAME.into()]),
+            resource_names: Some(API_SERVICES.iter().map(|a| api_service_name(*a)).collect()),
             ..rule(
                 "apiregistration.k8s.io",
                 &["apiservices"],

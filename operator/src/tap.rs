@@ -1,11 +1,15 @@
 //! Tap: live requests from the proxies a user selects, as they happen.
 //!
 //! ```text
-//!  switchyard tap ──GET /tap?…──▶ admin ──open──▶ Hub ──selects(proxy)──▶ publisher: tapped proxies'
+//!  switchyard tap ──GET /tap?…──▶ admin (local mode) ─┐
+//!  switchyard tap ─▶ API server ─▶ tap API (cluster) ─┴open──▶ Hub ──selects(proxy)──▶ publisher: tapped proxies'
 //!        ▲                                         │                       HCMs get an access log
 //!        └──── one JSON line per request ◀─ Session ◀─ publish(proxy, events) ◀─ AccessLogService
 //!                                          (filter, max rps, bounded queue)       ◀── proxies (tapped only)
 //! ```
+//!
+//! In a cluster the tap API ([`crate::controller::tap_api`]) authorizes the user (RBAC, then a
+//! SubjectAccessReview) and merges the other replicas' sessions into the one it opens here.
 //!
 //! A proxy streams its requests only while a session selects it: the [`Hub`] tells the
 //! publisher which proxies are tapped, and the publisher gives exactly those the access log

@@ -4,6 +4,9 @@
 //! ```text
 //!  API server ─POST /convert (ConversionReview)─▶ serve ─▶ convert_review ─▶ ConversionReview
 //!            ─POST /inject (AdmissionReview)────▶   │   ─▶ inject::server::Injector ─▶ AdmissionReview
+//!  front proxy ─GET /apis/metrics.smi-spec.io/…─▶   │   ─▶ MetricsApi (whole answers)
+//!  front proxy ─GET /apis/tap.switchyard.dev/…──▶   │   ─▶ TapApi (an NDJSON stream)
+//!  other replica ─GET /replica/tap?…────────────▶   │   ─▶ TapApi (this replica's Hub only)
 //!                                                  │
 //!  tls.crt + tls.key (Secret mount) ─▶ CertReloader (re-read when the files change)
 //! ```
@@ -48,8 +51,12 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    controller::metrics_api::{self, MetricsApi, RequestClientCert},
+    controller::{
+        metrics_api::{self, MetricsApi, RequestClientCert},
+        tap_api::{self, TapApi},
+    },
     inject::{admission::INJECT_PATH, server::Injector},
+    tap::stream::Body,
 };
 
 #[cfg(test)]
@@ -550,24 +557,33 @@ fn load_pair(dir: &Path) -> Result<CertifiedKey, WebhookError> {
 
 // === serve ===
 
+/// The aggregated APIs served on the webhook port (see [`metrics_api`] and [`tap_api`]).
+#[derive(Clone, Debug, Default)]
+pub struct Apis {
+    /// The Traffic Metrics API, under `/apis/metrics.smi-spec.io/`.
+    pub metrics: Option<Arc<MetricsApi>>,
+    /// The tap API, under `/apis/tap.switchyard.dev/`, and [`tap_api::REPLICA_TAP_PATH`].
+    pub tap: Option<Arc<TapApi>>,
+}
+
 /// Serves the webhooks over HTTPS (HTTP/1.1 and HTTP/2) on `listener` until `shutdown`
 /// completes; then stops accepting, lets open connections finish for up to 5 s, and returns.
-/// Without an `injector`, `/inject` answers 404. With `metrics`, the Traffic Metrics API is
-/// served under `/apis/metrics.smi-spec.io/` to the API server's front proxy, and clients are
-/// asked for a certificate (not required: see [`metrics_api`]); without it those paths answer
-/// 404.
+/// Without an `injector`, `/inject` answers 404. With an API of `apis`, it is served under its
+/// group's path to the API server's front proxy, and clients are asked for a certificate (not
+/// required: see [`metrics_api`]); without it those paths answer 404. A tap's answer streams
+/// for as long as the client reads it.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<CertReloader>,
     injector: Option<Arc<Injector>>,
-    metrics: Option<Arc<MetricsApi>>,
+    apis: Apis,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WebhookError> {
-    let config = match metrics {
-        Some(_) => tls.server_config_with(Arc::new(RequestClientCert::new(
+    let config = match apis.metrics.is_some() || apis.tap.is_some() {
+        true => tls.server_config_with(Arc::new(RequestClientCert::new(
             &rustls::crypto::ring::default_provider(),
         )))?,
-        None => tls.server_config()?,
+        false => tls.server_config()?,
     };
     let acceptor = TlsAcceptor::from(config);
     if let Ok(addr) = listener.local_addr() {
@@ -591,7 +607,7 @@ pub async fn serve(
                         acceptor.clone(),
                         stream,
                         peer,
-                        Shared { injector: injector.clone(), metrics: metrics.clone(), budget: budget.clone(), peer: None },
+                        Shared { injector: injector.clone(), apis: apis.clone(), budget: budget.clone(), peer: None },
                         stop_rx.clone(),
                         slot,
                     ));
@@ -622,7 +638,7 @@ pub async fn serve(
 #[derive(Clone)]
 struct Shared {
     injector: Option<Arc<Injector>>,
-    metrics: Option<Arc<MetricsApi>>,
+    apis: Apis,
     /// The client's certificate chain (leaf first), once its handshake proved it holds the key.
     peer: Option<Arc<[CertificateDer<'static>]>>,
     /// [`BODY_BUDGET_BYTES`], in [`BUDGET_UNIT`]s.
@@ -677,28 +693,51 @@ async fn connection(
     }
 }
 
-async fn handle(
-    request: Request<Incoming>,
-    shared: Shared,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(request: Request<Incoming>, shared: Shared) -> Result<Response<Body>, Infallible> {
     let Shared {
         injector,
-        metrics,
+        apis,
         budget,
         peer,
     } = shared;
-    if let Some(metrics) = metrics.as_deref()
+    // GETs without a body: nothing to read, so no share of the budget.
+    if let Some(metrics) = apis.metrics.as_deref()
         && metrics_api::is_metrics_path(request.uri().path())
     {
-        // GETs without a body: nothing to read, so no share of the budget.
-        return Ok(metrics.respond(
-            request.method() == Method::GET,
-            request.uri().path(),
-            request.uri().query(),
-            request.headers(),
-            peer.as_deref(),
-        ));
+        return Ok(metrics
+            .respond(
+                request.method() == Method::GET,
+                request.uri().path(),
+                request.uri().query(),
+                request.headers(),
+                peer.as_deref(),
+            )
+            .map(BodyExt::boxed_unsync));
     }
+    if let Some(tap) = apis.tap.as_deref()
+        && tap_api::is_tap_path(request.uri().path())
+    {
+        return Ok(tap
+            .respond(
+                request.method(),
+                request.uri().path(),
+                request.uri().query(),
+                request.headers(),
+                peer.as_deref(),
+            )
+            .await);
+    }
+    handle_webhook(request, injector, budget)
+        .await
+        .map(|r| r.map(BodyExt::boxed_unsync))
+}
+
+/// The conversion and injection webhooks and the health check: whole answers.
+async fn handle_webhook(
+    request: Request<Incoming>,
+    injector: Option<Arc<Injector>>,
+    budget: Arc<Semaphore>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let route = match Route::of(request.method(), request.uri().path()) {
         Route::Inject if injector.is_none() => Route::NotFound,
         route => route,

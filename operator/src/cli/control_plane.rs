@@ -1,5 +1,6 @@
 //! How the visibility commands reach the control plane: local mode's admin address, or every
-//! operator Pod's loopback debug port through a port-forward by the API server.
+//! operator Pod's loopback debug port through a port-forward by the API server (`tap` and
+//! `top` read the tap API through the API server instead: see `cli::tap`).
 //!
 //! ```text
 //!  --admin HOST:PORT ──────────────────────────────────▶ one answer
@@ -11,7 +12,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use bytes::Bytes;
 
 use super::{
-    controller::client,
+    controller::client_as,
     proxy_status::{admin_get, operator_pods, pod_get},
 };
 use crate::install::DEFAULT_NAMESPACE;
@@ -28,12 +29,24 @@ pub struct ControlPlaneArgs {
     /// A kubeconfig file [default: $KUBECONFIG or ~/.kube/config, else the in-cluster config].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Act as this user in the cluster (impersonation, as `kubectl --as`).
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
 }
 
 /// One control plane's answer: who answered (for messages), the status, the body.
 pub type Answer = (String, http::StatusCode, Bytes);
 
 impl ControlPlaneArgs {
+    /// The cluster's client: `--kubeconfig`'s (else kubectl's), acting as `--as` when given.
+    ///
+    /// # Errors
+    ///
+    /// No cluster configuration (see [`client_as`]).
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        client_as(self.kubeconfig.as_deref(), self.as_user.as_deref()).await
+    }
+
     /// `GET path` on the admin address, or on every running operator Pod in turn.
     ///
     /// # Errors
@@ -44,7 +57,7 @@ impl ControlPlaneArgs {
             let (status, body) = admin_get(addr, path).await?;
             return Ok(vec![(addr.to_string(), status, body)]);
         }
-        let client = client(self.kubeconfig.as_deref()).await?;
+        let client = self.client().await?;
         let ns = &self.operator_namespace;
         let mut all = Vec::new();
         for pod in operator_pods(&client, ns).await? {

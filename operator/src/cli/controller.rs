@@ -52,8 +52,9 @@ pub struct ControllerArgs {
     /// proxies cannot authenticate (gRPC sends their token only over TLS).
     #[arg(long)]
     pub xds_cert_dir: Option<PathBuf>,
-    /// Serve the SMI Traffic Metrics API to the API server's aggregation layer on the webhook
-    /// port, and register its APIService (`v1alpha1.metrics.smi-spec.io`, to the Service
+    /// Serve the aggregated APIs to the API server's aggregation layer on the webhook port (the
+    /// SMI Traffic Metrics API and the tap API), and register their APIServices
+    /// (`v1alpha1.metrics.smi-spec.io`, `v1alpha1.tap.switchyard.dev`, to the Service
     /// `switchyard` in --namespace, port 443, trusting ca.crt in --webhook-cert-dir) while this
     /// replica serves. Needs --webhook-cert-dir.
     #[arg(long, requires = "webhook_cert_dir")]
@@ -184,7 +185,18 @@ pub fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 /// A client for the cluster `kubeconfig` names, else the one `kubectl` would find (see
 /// [`kubeconfig::config`]); its error says once what was tried.
 pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = kubeconfig::config(kubeconfig).await?;
+    client_as(kubeconfig, None).await
+}
+
+/// [`client`] acting as user `as_user` when given (impersonation, as `kubectl --as`).
+pub(crate) async fn client_as(
+    kubeconfig: Option<&std::path::Path>,
+    as_user: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let mut config = kubeconfig::config(kubeconfig).await?;
+    if let Some(user) = as_user {
+        config.auth_info.impersonate = Some(user.to_owned());
+    }
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

@@ -17,10 +17,7 @@ use anyhow::Context as _;
 use kube::Client;
 use serde_json::Value;
 
-use super::{
-    controller::client,
-    proxy_status::{admin_get, cell, columns, operator_pods, pod_get},
-};
+use super::proxy_status::{admin_get, cell, columns, operator_pods, pod_get};
 use crate::{
     controller::admin::config_path,
     xds::{ConfigDump, TypeFilter, TypeSync, TypeUrl, dump::TypeDump},
@@ -56,7 +53,7 @@ pub fn run(args: &ProxyConfigArgs, out: &mut dyn Write) -> anyhow::Result<bool> 
         match args.control_plane.admin {
             Some(addr) => direct(addr, &proxy, &path).await,
             None => {
-                let client = client(args.control_plane.kubeconfig.as_deref()).await?;
+                let client = args.control_plane.client().await?;
                 through_api_server(
                     &client,
                     &args.control_plane.operator_namespace,

@@ -1,14 +1,16 @@
 //! `switchyard tap`: live requests through the selected proxies, one line each, as they end.
 //!
 //! ```text
-//!  CLI ──GET /tap?namespace=…──────────────────────▶ `switchyard local --admin-addr`
-//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ every operator Pod's 127.0.0.1:9091: the same, merged
+//!  CLI ──GET /tap?namespace=…──────────────────────────────────────────▶ `switchyard local --admin-addr`
+//!  CLI ─kubeconfig (--as)─▶ API server ─GET /apis/tap.switchyard.dev/v1alpha1/watch/namespaces/NS/pods/POD/tap?…
+//!        RBAC: watch on pods/tap (ClusterRole switchyard-tap) ─▶ one operator replica, which merges every replica's
 //! ```
 //!
-//! A proxy's requests reach the replica that holds its access-log stream, so in a cluster every
-//! replica is asked and the lines are merged as they come. The tap ends with `--count`
-//! events, after `--duration`, or on Ctrl-C; the control plane untaps the proxies within a
-//! second.
+//! In a cluster the user's own credentials decide, through the tap API (see
+//! `controller::tap_api`): no port-forward, and the replica that answers merges the events of
+//! the proxies whose access-log streams landed on the others. A refusal prints the API
+//! server's message and fails. The tap ends with `--count` events, after `--duration`, or on
+//! Ctrl-C; the control plane untaps the proxies within a second.
 
 use std::{io::Write, time::Duration};
 
@@ -21,10 +23,9 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{controller::client, proxy_status::operator_pods};
 use crate::{
-    install::DEBUG_PORT,
-    tap::{TAP_PATH, TapEvent},
+    controller::tap_api,
+    tap::{TAP_PATH, TapEvent, TapFilter, hub::MAX_RPS, stream::Lines},
 };
 
 /// Which requests a tap (or `top`) shows, and where it asks for them.
@@ -78,35 +79,75 @@ pub(super) fn duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?}: a duration such as 30s or 2m"))
 }
 
-/// The admin path of the tap.
-pub fn path(args: &Selection) -> anyhow::Result<String> {
+impl Selection {
+    /// The session's filter.
+    ///
+    /// # Errors
+    ///
+    /// A resource that is not a Pod, or a rate out of range.
+    pub fn filter(&self) -> anyhow::Result<TapFilter> {
+        let pod = match &self.resource {
+            None => None,
+            Some(resource) => Some(match resource.split_once('/') {
+                Some(("pod" | "pods" | "po", name)) => name.to_owned(),
+                None => resource.clone(),
+                Some((kind, _)) => anyhow::bail!(
+                    "{resource}: tap selects pods (pod/NAME) or a whole namespace, not {kind}"
+                ),
+            }),
+        };
+        if !(1..=MAX_RPS).contains(&self.max_rps) {
+            anyhow::bail!("--max-rps {}: a number from 1 to {MAX_RPS}", self.max_rps);
+        }
+        Ok(TapFilter {
+            namespace: self.namespace.clone(),
+            pod,
+            method: self.method.clone(),
+            authority: self.authority.clone(),
+            path_prefix: self.path.clone(),
+            max_rps: self.max_rps,
+        })
+    }
+}
+
+/// The admin path of the tap (local mode).
+pub fn path(filter: &TapFilter) -> String {
+    format!("{TAP_PATH}?{}", filter.query())
+}
+
+/// The tap API's path for `filter` through the API server: the Pod's `tap` subresource, or the
+/// namespace's `tap`, under `watch/` (a long-running request); the rest of the filter in the query.
+pub fn api_path(filter: &TapFilter) -> String {
+    // Names are DNS labels and subdomains: kept as they are; anything else encoded.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
-    let mut query = vec![
-        format!("namespace={}", enc(&args.namespace)),
-        format!("max_rps={}", args.max_rps),
-    ];
-    if let Some(resource) = &args.resource {
-        let pod = match resource.split_once('/') {
-            Some(("pod" | "pods" | "po", name)) => name,
-            None => resource.as_str(),
-            Some((kind, _)) => anyhow::bail!(
-                "{resource}: tap selects pods (pod/NAME) or a whole namespace, not {kind}"
-            ),
-        };
-        query.push(format!("pod={}", enc(pod)));
-    }
+    let segment = |s: &str| percent_encoding::utf8_percent_encode(s, SEGMENT).to_string();
+    let base = format!(
+        "/apis/{}/{}/watch/namespaces/{}",
+        tap_api::GROUP,
+        tap_api::VERSION,
+        segment(&filter.namespace)
+    );
+    let target = match &filter.pod {
+        Some(pod) => format!("{base}/pods/{}/tap", segment(pod)),
+        None => format!("{base}/tap"),
+    };
+    let mut query = vec![format!("max_rps={}", filter.max_rps)];
     for (key, value) in [
-        ("method", &args.method),
-        ("authority", &args.authority),
-        ("path", &args.path),
+        ("method", &filter.method),
+        ("authority", &filter.authority),
+        ("path", &filter.path_prefix),
     ] {
         if let Some(v) = value {
             query.push(format!("{key}={}", enc(v)));
         }
     }
-    Ok(format!("{TAP_PATH}?{}", query.join("&")))
+    format!("{target}?{}", query.join("&"))
 }
 
 /// Prints requests until the count, the duration or Ctrl-C.
@@ -130,7 +171,7 @@ pub(super) fn watch(
     duration: Option<Duration>,
     mut on_event: impl FnMut(TapEvent) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let path = path(select)?;
+    let filter = select.filter()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         let (tx, mut rx) = mpsc::channel::<anyhow::Result<TapEvent>>(1_024);
@@ -140,28 +181,11 @@ pub(super) fn watch(
                 let io = tokio::net::TcpStream::connect(addr)
                     .await
                     .with_context(|| format!("connecting to {addr}"))?;
-                tasks.spawn(events(io, path.clone(), addr.to_string(), tx));
+                tasks.spawn(events(io, path(&filter), addr.to_string(), tx));
             }
             None => {
-                let client = client(select.control_plane.kubeconfig.as_deref()).await?;
-                let ns = &select.control_plane.operator_namespace;
-                for pod in operator_pods(&client, ns).await? {
-                    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-                        kube::Api::namespaced(client.clone(), ns);
-                    let mut forwarder = pods.portforward(&pod, &[DEBUG_PORT]).await.with_context(|| {
-                        format!("port-forwarding to operator Pod {ns}/{pod} (needs create on pods/portforward in {ns})")
-                    })?;
-                    let io = forwarder
-                        .take_stream(DEBUG_PORT)
-                        .context("the port-forward has no stream")?;
-                    let tx = tx.clone();
-                    let (path, from) = (path.clone(), format!("operator Pod {ns}/{pod}"));
-                    tasks.spawn(async move {
-                        events(io, path, from, tx).await;
-                        drop(forwarder);
-                    });
-                }
-                drop(tx);
+                let client = select.control_plane.client().await?;
+                tasks.spawn(api_events(client, api_path(&filter), tx));
             }
         }
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
@@ -184,6 +208,48 @@ pub(super) fn watch(
         tasks.abort_all();
         anyhow::Ok(())
     })
+}
+
+/// Reads the tap API's stream through the API server into `tx` until it ends or `tx` is
+/// closed; a refusal (403 and the like) goes to `tx` with the API server's message.
+async fn api_events(
+    client: kube::Client,
+    path: String,
+    tx: mpsc::Sender<anyhow::Result<TapEvent>>,
+) {
+    if let Err(e) = api_stream(&client, &path, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn api_stream(
+    client: &kube::Client,
+    path: &str,
+    tx: &mpsc::Sender<anyhow::Result<TapEvent>>,
+) -> anyhow::Result<()> {
+    let request = http::Request::get(path)
+        .body(kube::client::Body::empty())
+        .context("the request")?;
+    let response = client
+        .send(request)
+        .await
+        .with_context(|| format!("asking the API server for {path}"))?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let text = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        // The API server's (or the operator's) `Status` says why; print its message.
+        let message = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_owned());
+        anyhow::bail!("the API server answered {status}: {message}");
+    }
+    read_lines(&mut body, "the tap API", tx).await
 }
 
 /// Reads one control plane's tap stream into `tx` until it ends or `tx` is closed.
@@ -230,27 +296,37 @@ where
             String::from_utf8_lossy(&text).trim()
         );
     }
-    let mut pending = Vec::new();
+    read_lines(&mut body, from, tx).await?;
+    connection.abort();
+    Ok(())
+}
+
+/// Hands each event line of a tap stream's `body` to `tx`, until the body ends or `tx` closes.
+async fn read_lines<B>(
+    body: &mut B,
+    from: &str,
+    tx: &mpsc::Sender<anyhow::Result<TapEvent>>,
+) -> anyhow::Result<()>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut lines = Lines::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.with_context(|| format!("reading {from}'s tap"))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            // Blank lines are the server's heartbeat.
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        for line in lines
+            .push(&data)
+            .map_err(|e| anyhow::anyhow!("{from}: {e}"))?
+        {
             let event = serde_json::from_slice(&line)
                 .with_context(|| format!("{from} sent a line that is no tap event"));
             if tx.send(event).await.is_err() {
-                connection.abort();
                 return Ok(());
             }
         }
     }
-    connection.abort();
     Ok(())
 }

@@ -370,3 +370,51 @@ fn the_controller_injects_the_images_and_control_plane_its_flags_name() {
         ("xds.example", 18000)
     );
 }
+
+#[test]
+fn tap_in_a_cluster_reads_the_tap_api_as_the_user_given() {
+    let Command::Tap(args) = parse(&[
+        "tap",
+        "pod/web-0",
+        "-n",
+        "demo",
+        "--method",
+        "get",
+        "--path",
+        "/a b",
+        "--max-rps",
+        "5",
+        "--as",
+        "someone",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not tap");
+    };
+    assert_eq!(
+        args.select.control_plane.as_user.as_deref(),
+        Some("someone")
+    );
+    let filter = args.select.filter().unwrap();
+    assert_eq!(
+        tap::api_path(&filter),
+        "/apis/tap.switchyard.dev/v1alpha1/watch/namespaces/demo/pods/web-0/tap?max_rps=5&method=get&path=%2Fa%20b"
+    );
+    // Local mode keeps the admin path, with the same filter.
+    assert_eq!(
+        tap::path(&filter),
+        "/tap?namespace=demo&max_rps=5&pod=web%2D0&method=get&path=%2Fa%20b"
+    );
+    let Command::Tap(args) = parse(&["tap", "-n", "demo"]).unwrap().command else {
+        panic!("not tap");
+    };
+    assert_eq!(
+        tap::api_path(&args.select.filter().unwrap()),
+        "/apis/tap.switchyard.dev/v1alpha1/watch/namespaces/demo/tap?max_rps=100"
+    );
+    let Command::Tap(args) = parse(&["tap", "svc/web"]).unwrap().command else {
+        panic!("not tap");
+    };
+    assert!(args.select.filter().is_err());
+}

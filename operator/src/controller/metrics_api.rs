@@ -33,7 +33,9 @@
 //!
 //! So each serving replica applies the APIService (server-side apply, idempotent) when it
 //! starts serving and every [`APPLY_INTERVAL`] after, and on a graceful shutdown deletes it when
-//! no other operator Pod is Ready and not being deleted ([`last_serving`]). Pods being deleted
+//! no other operator Pod is Ready and not being deleted ([`last_serving`]). [`register`] does
+//! this for every aggregated API the operator serves (`crate::install::API_SERVICES`: this one
+//! and the tap API, [`super::tap_api`]), which share the [`FrontProxySettings`] as well. Pods being deleted
 //! carry their `deletionTimestamp` before their containers get SIGTERM, so when every replica
 //! stops at once (scale to 0, uninstall) each sees the others going and the last one removes
 //! it. A replica that starts while another deletes re-applies within [`APPLY_INTERVAL`].
@@ -48,7 +50,7 @@
 //! a later change (see `switchyard stat`, which asks every replica).
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{
     collections::BTreeMap,
@@ -95,6 +97,7 @@ const CA_KEY: &str = "requestheader-client-ca-file";
 const ALLOWED_NAMES_KEY: &str = "requestheader-allowed-names";
 const USERNAME_HEADERS_KEY: &str = "requestheader-username-headers";
 const GROUP_HEADERS_KEY: &str = "requestheader-group-headers";
+const EXTRA_PREFIXES_KEY: &str = "requestheader-extra-headers-prefix";
 
 /// Why the front-proxy settings could not be read from the ConfigMap; names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +120,9 @@ pub struct FrontProxy {
     allowed_names: Vec<String>,
     username_headers: Vec<HeaderName>,
     group_headers: Vec<HeaderName>,
+    /// Lower-case prefixes of the headers that carry the user's extra attributes
+    /// (`x-remote-extra-`), the rest of the name being the key, percent-encoded.
+    extra_prefixes: Vec<String>,
 }
 
 impl fmt::Debug for FrontProxy {
@@ -126,15 +132,19 @@ impl fmt::Debug for FrontProxy {
             .field("allowed_names", &self.allowed_names)
             .field("username_headers", &self.username_headers)
             .field("group_headers", &self.group_headers)
+            .field("extra_prefixes", &self.extra_prefixes)
             .finish()
     }
 }
 
-/// The user the front proxy vouches for (for logs; the API server already authorized it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The user the front proxy vouches for: what the API server authenticated, which the tap API
+/// authorizes again with a SubjectAccessReview.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxiedUser {
     pub name: String,
     pub groups: Vec<String>,
+    /// Extra attributes by key (lower case, as kube-apiserver reads them).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a request was refused; 401 when the caller is not the front proxy, 403 when its
@@ -225,6 +235,10 @@ impl FrontProxy {
             allowed_names: list(ALLOWED_NAMES_KEY)?,
             username_headers: headers(USERNAME_HEADERS_KEY)?,
             group_headers: headers(GROUP_HEADERS_KEY)?,
+            extra_prefixes: list(EXTRA_PREFIXES_KEY)?
+                .into_iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
         })
     }
 
@@ -281,9 +295,31 @@ impl FrontProxy {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
+        let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, value) in headers {
+            // `HeaderName`s are lower case already.
+            let Some(key) = self
+                .extra_prefixes
+                .iter()
+                .find_map(|p| name.as_str().strip_prefix(p.as_str()))
+            else {
+                continue;
+            };
+            let (Ok(value), Ok(key)) = (
+                value.to_str(),
+                percent_encoding::percent_decode_str(key).decode_utf8(),
+            ) else {
+                continue;
+            };
+            extra
+                .entry(key.to_lowercase())
+                .or_default()
+                .push(value.to_owned());
+        }
         Ok(ProxiedUser {
             name: user,
             groups: values(&self.group_headers),
+            extra,
         })
     }
 }
@@ -304,40 +340,67 @@ pub fn is_metrics_path(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// The front-proxy settings in use, shared by every aggregated API the operator serves (the
+/// Traffic Metrics API and the tap API); none until the ConfigMap has been read.
+#[derive(Debug, Default)]
+pub struct FrontProxySettings {
+    current: RwLock<Option<Arc<FrontProxy>>>,
+}
+
+impl FrontProxySettings {
+    /// Replaces the settings.
+    pub fn set(&self, front_proxy: FrontProxy) {
+        if let Ok(mut current) = self.current.write() {
+            *current = Some(Arc::new(front_proxy));
+        }
+    }
+
+    /// Whether settings are loaded (the APIs can answer).
+    pub fn ready(&self) -> bool {
+        self.current.read().is_ok_and(|f| f.is_some())
+    }
+
+    /// [`FrontProxy::authenticate`] with the settings in use, now.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::NotConfigured`] before the settings are loaded, else see [`AuthError`].
+    pub fn authenticate(
+        &self,
+        peer: Option<&[CertificateDer<'_>]>,
+        headers: &HeaderMap,
+    ) -> Result<ProxiedUser, AuthError> {
+        let front_proxy = self.current.read().ok().and_then(|f| f.clone());
+        match front_proxy {
+            None => Err(AuthError::NotConfigured),
+            Some(front_proxy) => front_proxy.authenticate(peer, headers, UnixTime::now()),
+        }
+    }
+}
+
 /// The API as served on the webhook port: the current front-proxy settings and this
 /// replica's windows.
 #[derive(Debug)]
 pub struct MetricsApi {
-    front_proxy: RwLock<Option<Arc<FrontProxy>>>,
+    front_proxy: Arc<FrontProxySettings>,
     telemetry: Arc<Telemetry>,
     /// The index's view that resolves workloads, Services and splits into Pods.
     workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
 }
 
 impl MetricsApi {
-    /// Serves `telemetry`, resolving objects through `workloads`; refuses every request until
-    /// [`MetricsApi::set_front_proxy`].
+    /// Serves `telemetry`, resolving objects through `workloads`, to the front proxy of
+    /// `front_proxy`; refuses every request until those settings are loaded.
     pub fn new(
+        front_proxy: Arc<FrontProxySettings>,
         telemetry: Arc<Telemetry>,
         workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
     ) -> Self {
         MetricsApi {
-            front_proxy: RwLock::new(None),
+            front_proxy,
             telemetry,
             workloads,
         }
-    }
-
-    /// Replaces the front-proxy settings.
-    pub fn set_front_proxy(&self, front_proxy: FrontProxy) {
-        if let Ok(mut current) = self.front_proxy.write() {
-            *current = Some(Arc::new(front_proxy));
-        }
-    }
-
-    /// Whether front-proxy settings are loaded (the API can answer).
-    pub fn ready(&self) -> bool {
-        self.front_proxy.read().is_ok_and(|f| f.is_some())
     }
 
     /// Answers one request: a `Status` of 401 or 403 unless it comes from the front proxy, 405
@@ -350,12 +413,7 @@ impl MetricsApi {
         headers: &HeaderMap,
         peer: Option<&[CertificateDer<'_>]>,
     ) -> Response<Full<Bytes>> {
-        let front_proxy = self.front_proxy.read().ok().and_then(|f| f.clone());
-        let authenticated = match front_proxy {
-            None => Err(AuthError::NotConfigured),
-            Some(front_proxy) => front_proxy.authenticate(peer, headers, UnixTime::now()),
-        };
-        match authenticated {
+        match self.front_proxy.authenticate(peer, headers) {
             Err(error) => {
                 tracing::debug!(%error, path, "traffic metrics request refused");
                 status_response(error.status(), &error.to_status())
@@ -382,7 +440,8 @@ impl MetricsApi {
     }
 }
 
-fn status_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+/// A JSON answer (a Kubernetes `Status` or an object) with `status`.
+pub fn status_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(
         serde_json::to_vec(body).unwrap_or_default(),
     )));
@@ -463,7 +522,7 @@ impl ClientCertVerifier for RequestClientCert {
 /// a read that fails keeps the settings in use.
 pub async fn refresh_front_proxy(
     client: Client,
-    api: Arc<MetricsApi>,
+    api: Arc<FrontProxySettings>,
     mut stop: watch::Receiver<bool>,
 ) {
     let maps: Api<ConfigMap> = Api::namespaced(client, AUTH_CONFIG_MAP.0);
@@ -472,15 +531,15 @@ pub async fn refresh_front_proxy(
             Ok(map) => match FrontProxy::from_config_map(&map.data.unwrap_or_default()) {
                 Ok(front_proxy) => {
                     if !api.ready() {
-                        tracing::info!("traffic metrics api: front-proxy settings loaded");
+                        tracing::info!("aggregated apis: front-proxy settings loaded");
                     }
-                    api.set_front_proxy(front_proxy);
+                    api.set(front_proxy);
                 }
-                Err(error) => tracing::warn!(%error, "traffic metrics api: front-proxy settings"),
+                Err(error) => tracing::warn!(%error, "aggregated apis: front-proxy settings"),
             },
             Err(error) => tracing::warn!(
                 %error,
-                "traffic metrics api: reading configmap {}/{}",
+                "aggregated apis: reading configmap {}/{}",
                 AUTH_CONFIG_MAP.0,
                 AUTH_CONFIG_MAP.1
             ),
@@ -500,48 +559,65 @@ fn api_service_resource() -> ApiResource {
     )
 }
 
-/// Whether `me` is the last operator Pod serving: no other Pod of `pods` is Ready and not being
-/// deleted.
-pub fn last_serving(pods: &[Pod], me: &str) -> bool {
-    !pods.iter().any(|pod| {
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        name != me && ready && pod.metadata.deletion_timestamp.is_none()
-    })
+/// Whether an operator Pod serves: it is Ready and not being deleted.
+pub fn serving(pod: &Pod) -> bool {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ready && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// Keeps the APIService registered while this replica serves: waits until the front-proxy
-/// settings are loaded, applies `object` then and every [`APPLY_INTERVAL`]; when `stop`
-/// changes, deletes it if this is the [`last_serving`] replica (see the module docs).
+/// Whether `me` is the last operator Pod serving: no other Pod of `pods` is [`serving`].
+pub fn last_serving(pods: &[Pod], me: &str) -> bool {
+    !pods
+        .iter()
+        .any(|pod| pod.metadata.name.as_deref().unwrap_or_default() != me && serving(pod))
+}
+
+/// Keeps the APIServices registered while this replica serves: waits until the front-proxy
+/// settings are loaded, applies every one of `objects` then and every [`APPLY_INTERVAL`]; when
+/// `stop` changes, deletes them if this is the [`last_serving`] replica (see the module docs).
 pub async fn register(
     client: Client,
     namespace: String,
     me: String,
-    object: Value,
-    api: Arc<MetricsApi>,
+    objects: Vec<Value>,
+    front_proxy: Arc<FrontProxySettings>,
     mut stop: watch::Receiver<bool>,
 ) {
     let services: Api<DynamicObject> = Api::all_with(client.clone(), &api_service_resource());
-    let name = crate::install::API_SERVICE_NAME;
+    let named: Vec<(String, Value)> = objects
+        .into_iter()
+        .map(|o| {
+            let name = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (name, o)
+        })
+        .collect();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut applied = false;
+    // Each APIService applied once at least.
+    let mut applied = vec![false; named.len()];
     loop {
-        if api.ready() {
-            match services.patch(name, &params, &Patch::Apply(&object)).await {
-                Ok(_) if !applied => {
-                    tracing::info!(apiservice = name, "traffic metrics api registered");
-                    applied = true;
+        if front_proxy.ready() {
+            for ((name, object), applied) in named.iter().zip(applied.iter_mut()) {
+                match services.patch(name, &params, &Patch::Apply(object)).await {
+                    Ok(_) if !*applied => {
+                        tracing::info!(apiservice = %name, "aggregated api registered");
+                        *applied = true;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, apiservice = %name, "applying the apiservice");
+                    }
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, apiservice = name, "applying the apiservice"),
             }
         }
-        // Quicker until the first apply, so the API is available soon after the start.
-        let wait = if applied {
+        // Quicker until the first apply of each, so the APIs are available soon after the start.
+        let wait = if applied.iter().all(|a| *a) {
             APPLY_INTERVAL
         } else {
             Duration::from_secs(2)
@@ -551,7 +627,7 @@ pub async fn register(
             () = tokio::time::sleep(wait) => {}
         }
     }
-    if !applied {
+    if !applied.iter().any(|a| *a) {
         return;
     }
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
@@ -560,21 +636,22 @@ pub async fn register(
         .await;
     match listed {
         Ok(list) if last_serving(&list.items, &me) => {
-            match services.delete(name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(
-                    apiservice = name,
-                    "last serving replica: traffic metrics api unregistered, so namespace deletion does not wait for it"
-                ),
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(error) => tracing::warn!(%error, apiservice = name, "deleting the apiservice"),
+            for (name, _) in &named {
+                match services.delete(name, &DeleteParams::default()).await {
+                    Ok(_) => tracing::info!(
+                        apiservice = %name,
+                        "last serving replica: aggregated api unregistered, so namespace deletion does not wait for it"
+                    ),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => {
+                        tracing::warn!(%error, apiservice = %name, "deleting the apiservice");
+                    }
+                }
             }
         }
-        Ok(_) => tracing::info!(
-            apiservice = name,
-            "another replica serves: traffic metrics api left registered"
-        ),
+        Ok(_) => tracing::info!("another replica serves: aggregated apis left registered"),
         Err(error) => {
-            tracing::warn!(%error, apiservice = name, "listing the operator's pods; apiservice left registered");
+            tracing::warn!(%error, "listing the operator's pods; apiservices left registered");
         }
     }
 }

@@ -236,7 +236,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
     let objects = rbac(&InstallConfig::default()).unwrap();
     let read: &[&str] = &["get", "list", "watch"];
     let status: &[&str] = &["get", "patch", "update"];
-    // The one rule limited to a name: the Traffic Metrics API's APIService, which the operator
+    // The one rule limited to names: the aggregated APIs' APIServices, which the operator
     // registers while it serves.
     let (named, rules): (Vec<Value>, Vec<Value>) = find(&objects, "ClusterRole", NAME)["rules"]
         .as_array()
@@ -249,7 +249,7 @@ fn rbac_grants_exactly_what_the_operator_needs() {
         [json!({
             "apiGroups": ["apiregistration.k8s.io"],
             "resources": ["apiservices"],
-            "resourceNames": [API_SERVICE_NAME],
+            "resourceNames": ["v1alpha1.metrics.smi-spec.io", "v1alpha1.tap.switchyard.dev"],
             "verbs": ["create", "patch", "delete"],
         })]
     );
@@ -282,6 +282,11 @@ fn rbac_grants_exactly_what_the_operator_needs() {
             ("", &["events"], &["create", "patch"]),
             ("events.k8s.io", &["events"], &["create", "patch"]),
             ("authentication.k8s.io", &["tokenreviews"], &["create"]),
+            (
+                "authorization.k8s.io",
+                &["subjectaccessreviews"],
+                &["create"]
+            ),
         ])
     );
     let role = grants(&find(&objects, "Role", NAME)["rules"]);
@@ -341,12 +346,32 @@ fn rbac_grants_exactly_what_the_operator_needs() {
             .iter()
             .any(|o| o["roleRef"]["name"] == METRICS_READER_ROLE)
     );
+    // Likewise for tapping: watch on one Pod's tap and a namespace's, nothing else.
+    let tap = find(&objects, "ClusterRole", TAP_ROLE);
+    assert_eq!(
+        grants(&tap["rules"]),
+        expect(&[("tap.switchyard.dev", &["pods/tap", "tap"], &["watch"])])
+    );
+    assert!(!objects.iter().any(|o| o["roleRef"]["name"] == TAP_ROLE));
 }
 
 #[test]
 fn the_api_service_points_at_the_operator_service_with_the_webhook_ca() {
-    let service = api_service("mesh", "-----BEGIN CERTIFICATE-----\nx\n");
-    assert_eq!(service["metadata"]["name"], API_SERVICE_NAME);
+    let services = api_services("mesh", "-----BEGIN CERTIFICATE-----\nx\n");
+    let names: Vec<&Value> = services.iter().map(|s| &s["metadata"]["name"]).collect();
+    assert_eq!(
+        names,
+        [
+            "v1alpha1.metrics.smi-spec.io",
+            "v1alpha1.tap.switchyard.dev"
+        ]
+    );
+    assert_eq!(services[1]["spec"]["group"], "tap.switchyard.dev");
+    assert_eq!(
+        services[1]["spec"]["service"],
+        services[0]["spec"]["service"]
+    );
+    let service = &services[0];
     let spec = &service["spec"];
     assert_eq!(spec["group"], "metrics.smi-spec.io");
     assert_eq!(spec["version"], "v1alpha1");
@@ -966,7 +991,7 @@ fn install_prints_multi_document_yaml_that_parses_back() {
     ]);
     assert!(yaml.starts_with(HEADER));
     let objects = docs(&yaml);
-    assert_eq!(objects.len(), 1 + 7 + 5 + 2 + 1 + 2 + 1, "{yaml}");
+    assert_eq!(objects.len(), 1 + 8 + 5 + 2 + 1 + 2 + 1, "{yaml}");
     assert_eq!(objects[0]["kind"], "Namespace");
     assert_eq!(objects[0]["metadata"]["name"], "mesh");
     assert_eq!(find(&objects, "Deployment", NAME)["spec"]["replicas"], 1);

@@ -89,6 +89,28 @@ impl TapFilter {
         Ok(filter)
     }
 
+    /// The query [`TapFilter::parse`] reads back as this filter, values percent-encoded.
+    pub fn query(&self) -> String {
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let mut query = vec![
+            format!("namespace={}", enc(&self.namespace)),
+            format!("max_rps={}", self.max_rps),
+        ];
+        for (key, value) in [
+            ("pod", &self.pod),
+            ("method", &self.method),
+            ("authority", &self.authority),
+            ("path", &self.path_prefix),
+        ] {
+            if let Some(v) = value {
+                query.push(format!("{key}={}", enc(v)));
+            }
+        }
+        query.join("&")
+    }
+
     /// Whether the session wants `proxy`'s requests.
     pub fn selects(&self, proxy: &ProxyId) -> bool {
         proxy.namespace == self.namespace && self.pod.as_ref().is_none_or(|p| *p == proxy.pod)

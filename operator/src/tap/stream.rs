@@ -8,6 +8,7 @@
 //!
 //! A blank line goes out every [`HEARTBEAT`] without events: writing is how a server notices a
 //! client that went away, so a cancelled tap ends within that time and its proxies are untapped.
+//! [`merged`] adds the events other replicas send (the tap API's fan-out) to a local session's.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -15,7 +16,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::{Response, StatusCode, body::Frame, header};
 
-use super::{Hub, Session, TapFilter};
+use tokio::sync::mpsc;
+
+use super::{Hub, Session, TapEvent, TapFilter};
 
 /// The longest a tap stream stays silent.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -50,18 +53,88 @@ pub fn respond(hub: &Arc<Hub>, query: Option<&str>) -> Response<Body> {
 }
 
 fn stream(session: Session) -> Body {
-    let lines = futures_util::stream::unfold(session, |mut session| async move {
-        let line = match tokio::time::timeout(HEARTBEAT, session.next()).await {
-            Ok(Some(event)) => {
-                let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                line.push(b'\n');
-                line
-            }
-            // The hub never closes an open session's queue.
-            Ok(None) => return None,
-            Err(_) => b"\n".to_vec(),
-        };
-        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), session))
-    });
+    merged(session, None, ())
+}
+
+/// The stream of `session`'s events and, with `others`, of the events sent there, as they
+/// come; `guard` is dropped with the body (whatever feeds `others` stops with it). Ends only
+/// when the client goes: `others` closing leaves the local session's events.
+pub fn merged<G: Send + 'static>(
+    session: Session,
+    others: Option<mpsc::Receiver<TapEvent>>,
+    guard: G,
+) -> Body {
+    let state = (session, others, guard);
+    let lines =
+        futures_util::stream::unfold(state, |(mut session, mut others, guard)| async move {
+            let next = async {
+                match others.as_mut() {
+                    Some(rx) => tokio::select! {
+                        event = session.next() => Next::Event(event.map(Box::new)),
+                        event = rx.recv() => match event {
+                            Some(event) => Next::Event(Some(Box::new(event))),
+                            None => Next::OthersClosed,
+                        },
+                    },
+                    None => Next::Event(session.next().await.map(Box::new)),
+                }
+            };
+            let line = match tokio::time::timeout(HEARTBEAT, next).await {
+                Ok(Next::Event(Some(event))) => {
+                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                    line.push(b'\n');
+                    line
+                }
+                // The hub never closes an open session's queue.
+                Ok(Next::Event(None)) => return None,
+                Ok(Next::OthersClosed) => {
+                    others = None;
+                    Vec::new()
+                }
+                Err(_) => b"\n".to_vec(),
+            };
+            let state = (session, others, guard);
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), state))
+        });
     StreamBody::new(lines).boxed_unsync()
+}
+
+/// What a merged stream writes next.
+enum Next {
+    /// An event, or `None` when the session ended.
+    Event(Option<Box<TapEvent>>),
+    OthersClosed,
+}
+
+/// The longest line a tap stream's reader holds before giving up on it: 64 KiB (an event is
+/// well under 4 KiB: the proxy caps what it logs).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Splits a tap stream's bytes into its event lines, skipping the heartbeat's blank lines.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The lines `data` completes, without their newline.
+    ///
+    /// # Errors
+    ///
+    /// A line longer than [`MAX_LINE_BYTES`].
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        self.pending.extend_from_slice(data);
+        let mut lines = Vec::new();
+        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+            let mut line: Vec<u8> = self.pending.drain(..=end).collect();
+            line.pop();
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line);
+            }
+        }
+        if self.pending.len() > MAX_LINE_BYTES {
+            return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
+        }
+        Ok(lines)
+    }
 }

@@ -389,3 +389,29 @@ fn an_outbound_entry_names_the_endpoint_by_what_the_control_plane_compiled() {
     assert_eq!(events[1].destination_identity, None);
     assert!(!events[1].tls());
 }
+
+// === reading a stream ===
+
+#[test]
+fn a_stream_reader_takes_whole_lines_and_skips_heartbeats() {
+    let mut lines = super::stream::Lines::default();
+    assert_eq!(lines.push(b"{\"a\"").unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(
+        lines.push(b":1}\n\n \n{\"b\":2}\n{").unwrap(),
+        [b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+    );
+    assert_eq!(lines.push(b"}\n").unwrap(), [b"{}".to_vec()]);
+    // A peer that never ends its line is not buffered without bound.
+    let long = vec![b'x'; super::stream::MAX_LINE_BYTES + 1];
+    assert!(lines.push(&long).is_err());
+}
+
+#[test]
+fn a_filter_survives_its_own_query() {
+    let f = filter(
+        "namespace=a%20b&pod=web-0&method=get&authority=web.demo%3A80&path=%2Fx%3Fy&max_rps=7",
+    );
+    assert_eq!(TapFilter::parse(Some(&f.query())).unwrap(), f);
+    let f = filter("namespace=demo");
+    assert_eq!(f.query(), "namespace=demo&max_rps=100");
+}

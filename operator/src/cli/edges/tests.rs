@@ -12,6 +12,7 @@ fn args(all: bool) -> EdgesArgs {
             admin: None,
             operator_namespace: "switchyard-system".to_owned(),
             kubeconfig: None,
+            as_user: None,
         },
         output: Format::Table,
     }

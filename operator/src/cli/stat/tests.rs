@@ -13,6 +13,7 @@ fn args(kind: &str, name: Option<&str>) -> StatArgs {
             admin: None,
             operator_namespace: "switchyard-system".to_owned(),
             kubeconfig: None,
+            as_user: None,
         },
         output: crate::cli::proxy_status::Format::Table,
     }

@@ -20,13 +20,13 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::webhook::{self, CertReloader};
 
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -43,7 +43,7 @@ impl Ca {
     }
 
     /// A client certificate with common name `cn` and its key (PEM).
-    fn client(&self, cn: &str) -> (String, String) {
+    pub(crate) fn client(&self, cn: &str) -> (String, String) {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;
@@ -55,7 +55,7 @@ impl Ca {
     }
 
     /// A serving certificate for 127.0.0.1 written as tls.crt / tls.key into `dir`.
-    fn write_serving(&self, dir: &std::path::Path) {
+    pub(crate) fn write_serving(&self, dir: &std::path::Path) {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params
             .subject_alt_names
@@ -68,7 +68,7 @@ impl Ca {
 }
 
 /// The ConfigMap's data as kube-apiserver writes it (kubeadm's names).
-fn config_map(ca_pem: &str) -> BTreeMap<String, String> {
+pub(crate) fn config_map(ca_pem: &str) -> BTreeMap<String, String> {
     BTreeMap::from(
         [
             ("requestheader-client-ca-file", ca_pem),
@@ -84,13 +84,13 @@ fn config_map(ca_pem: &str) -> BTreeMap<String, String> {
     )
 }
 
-fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+pub(crate) fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap()
 }
 
-fn user_headers() -> HeaderMap {
+pub(crate) fn user_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("x-remote-user", HeaderValue::from_static("alice"));
     headers.append("x-remote-group", HeaderValue::from_static("devs"));
@@ -114,7 +114,26 @@ fn the_front_proxy_certificate_with_a_user_is_accepted() {
         ProxiedUser {
             name: "alice".into(),
             groups: vec!["devs".into(), "system:authenticated".into()],
+            extra: BTreeMap::new(),
         }
+    );
+    // Extras: the key after the prefix, percent-decoded and lower-cased, every value kept.
+    let mut headers = user_headers();
+    headers.append("x-remote-extra-scopes", HeaderValue::from_static("a"));
+    headers.append("x-remote-extra-scopes", HeaderValue::from_static("b"));
+    headers.append(
+        "x-remote-extra-example.com%2fteam",
+        HeaderValue::from_static("mesh"),
+    );
+    let user = front
+        .authenticate(Some(&chain(&cert)), &headers, UnixTime::now())
+        .unwrap();
+    assert_eq!(
+        user.extra,
+        BTreeMap::from([
+            ("example.com/team".to_owned(), vec!["mesh".to_owned()]),
+            ("scopes".to_owned(), vec!["a".to_owned(), "b".to_owned()]),
+        ])
     );
 }
 
@@ -230,7 +249,7 @@ fn metrics_paths_are_the_group_only() {
     assert!(!is_metrics_path("/inject"));
 }
 
-fn pod(name: &str, ready: bool, deleting: bool) -> Pod {
+pub(crate) fn pod(name: &str, ready: bool, deleting: bool) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -326,11 +345,13 @@ async fn the_webhook_port_serves_the_api_to_the_front_proxy_only() {
     let front_ca = Ca::new("front-proxy-ca");
     let dir = tempfile::tempdir().unwrap();
     serving.write_serving(dir.path());
+    let front_proxy = Arc::new(FrontProxySettings::default());
+    front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
     let api = Arc::new(MetricsApi::new(
+        front_proxy,
         Arc::default(),
         tokio::sync::watch::channel(Arc::default()).1,
     ));
-    api.set_front_proxy(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -338,7 +359,10 @@ async fn the_webhook_port_serves_the_api_to_the_front_proxy_only() {
         listener,
         Arc::new(CertReloader::load(dir.path()).unwrap()),
         None,
-        Some(api),
+        webhook::Apis {
+            metrics: Some(api),
+            tap: None,
+        },
         async {
             let _ = stopped.await;
         },
@@ -409,6 +433,7 @@ async fn the_webhook_port_serves_the_api_to_the_front_proxy_only() {
 #[tokio::test]
 async fn without_front_proxy_settings_every_request_is_refused() {
     let api = MetricsApi::new(
+        Arc::default(),
         Arc::default(),
         tokio::sync::watch::channel(Arc::default()).1,
     );
