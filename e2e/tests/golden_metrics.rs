@@ -338,14 +338,25 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         "{item}"
     );
     assert_eq!(annotation(&item, P95), None, "{item}");
-    let (_, edges) = api(&mesh, "/namespaces/demo/pods/client-0/edges?t=1m");
-    let to_db = edges["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["edge"]["resource"]["name"] == "db")
-        .unwrap_or_else(|| panic!("no edge to db: {edges}"));
-    assert_eq!(open_connections(to_db), Some(3), "{to_db}");
+    // client-0's proxy pushes on its own schedule: its edge to db may come a push later.
+    let mut edges = Value::Null;
+    let to_db = |edges: &Value| {
+        edges["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["edge"]["resource"]["name"] == "db")
+            .cloned()
+    };
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            edges = api(&mesh, "/namespaces/demo/pods/client-0/edges?t=1m").1;
+            to_db(&edges).is_some_and(|e| open_connections(&e) == Some(3))
+        },
+        "client-0's edge to db with its 3 open connections",
+    );
+    assert!(to_db(&edges).is_some(), "{edges}");
 
     // `switchyard stat`: the same numbers in the table, for the Pod and its Deployment.
     let success = format!("{:.2}%", 100.0 * ok as f64 / (ok + 20) as f64);
