@@ -237,16 +237,7 @@ async fn api_stream(
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        // The API server's (or the operator's) `Status` says why; print its message.
-        let message = serde_json::from_slice::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_owned());
+        let message = crate::tap::stream::refusal(body).await;
         anyhow::bail!("the API server answered {status}: {message}");
     }
     read_lines(&mut body, "the tap API", tx).await
@@ -286,15 +277,8 @@ where
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        anyhow::bail!(
-            "{from} answered {status}: {}",
-            String::from_utf8_lossy(&text).trim()
-        );
+        let message = crate::tap::stream::refusal(body).await;
+        anyhow::bail!("{from} answered {status}: {message}");
     }
     read_lines(&mut body, from, tx).await?;
     connection.abort();

@@ -807,15 +807,8 @@ async fn peer_stream(
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        return Err(format!(
-            "answered {status}: {}",
-            String::from_utf8_lossy(&text).trim()
-        ));
+        let message = crate::tap::stream::refusal(body).await;
+        return Err(format!("answered {status}: {message}"));
     }
     let mut lines = crate::tap::stream::Lines::default();
     while let Some(frame) = body.frame().await {

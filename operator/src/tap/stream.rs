@@ -110,6 +110,24 @@ enum Next {
 /// well under 4 KiB: the proxy caps what it logs).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// Why a tap request was refused, from the refusal's body: a Kubernetes `Status`'s message
+/// (the API server's, or the operator's), else the text as sent. A body that cannot be read
+/// gives what was read of it.
+pub async fn refusal<B>(body: B) -> String
+where
+    B: hyper::body::Body,
+{
+    let text = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&text).trim().to_owned())
+}
+
 /// Splits a tap stream's bytes into its event lines, skipping the heartbeat's blank lines.
 #[derive(Debug, Default)]
 pub struct Lines {

@@ -415,3 +415,17 @@ fn a_filter_survives_its_own_query() {
     let f = filter("namespace=demo");
     assert_eq!(f.query(), "namespace=demo&max_rps=100");
 }
+
+#[tokio::test]
+async fn a_refusal_reads_as_its_status_message_or_its_text() {
+    use http_body_util::Full;
+    let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \"web-0\" is forbidden: User \"bob\" cannot watch resource \"pods/tap\"","code":403}"#;
+    assert_eq!(
+        super::stream::refusal(Full::new(bytes::Bytes::from(status))).await,
+        r#"pods "web-0" is forbidden: User "bob" cannot watch resource "pods/tap""#
+    );
+    assert_eq!(
+        super::stream::refusal(Full::new(bytes::Bytes::from("max_rps=0: a number\n"))).await,
+        "max_rps=0: a number"
+    );
+}
