@@ -616,7 +616,7 @@ fn check_known_traffic(s: &Scenario) {
     );
     std::thread::sleep(Duration::from_secs(7));
     let item = resource_metrics(s, "deployments/known", None);
-    println!("deployments/known: {item:#}");
+    eprintln!("deployments/known: {item:#}");
     assert_eq!(item["kind"], "TrafficMetrics", "{item}");
     assert_eq!(item["resource"]["kind"], "Deployment", "{item}");
     assert_eq!(item["resource"]["name"], "known", "{item}");
