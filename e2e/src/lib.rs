@@ -15,6 +15,7 @@ pub mod kube_mesh;
 pub mod mesh;
 pub mod mtls;
 pub mod netns;
+pub mod traffic_metrics;
 pub mod xds_client;
 
 /// The workspace root (where the top-level `Cargo.toml` is).

@@ -21,6 +21,7 @@ use switchyard_e2e::{
         Backend, Mesh, Sidecar, deployment_pod, http_get, meshed_http_service, split, wait_for,
     },
     switchyard_bin,
+    traffic_metrics::{metric, seconds_quantity},
 };
 
 const API: &str = "/apis/metrics.smi-spec.io/v1alpha1";
@@ -30,15 +31,6 @@ fn api(mesh: &Mesh, path: &str) -> (u16, Value) {
     let r = http_get(mesh.admin, "admin", &format!("{API}{path}"), &[]).unwrap();
     let json = serde_json::from_str(&r.body).unwrap_or(Value::Null);
     (r.status, json)
-}
-
-/// A metric of a TrafficMetrics item.
-fn metric<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
-    item["metrics"]
-        .as_array()?
-        .iter()
-        .find(|m| m["name"] == name)?["value"]
-        .as_str()
 }
 
 fn count(item: &Value, name: &str) -> u64 {
@@ -74,12 +66,7 @@ fn cell_millis(cell: &str) -> Duration {
 
 /// A quantity of seconds as a duration.
 fn quantity(q: &str) -> Duration {
-    let (n, scale) = match q.chars().last() {
-        Some('m') => (&q[..q.len() - 1], 1e-3),
-        Some('u') => (&q[..q.len() - 1], 1e-6),
-        _ => (q, 1.0),
-    };
-    Duration::from_secs_f64(n.parse::<f64>().unwrap() * scale)
+    seconds_quantity(q).unwrap_or_else(|| panic!("not a quantity of seconds: {q:?}"))
 }
 
 /// The TCP port of the `db` Service, on client-0's IP.

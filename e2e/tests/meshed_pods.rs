@@ -24,7 +24,9 @@ use switchyard_e2e::{
         KubeMesh, OPERATOR_ADMIN_PORT, OPERATOR_NAMESPACE, OPERATOR_REPLICAS, OPERATOR_SELECTOR,
     },
     mesh::wait_for,
+    traffic_metrics::{metric, seconds_quantity},
 };
+use switchyard_proxy_config::metrics::LATENCY_BUCKETS_MICROS;
 
 /// The echo server's ports: HTTP (declared), a second HTTP port behind an undeclared Service
 /// port, gRPC (declared), the Redis-like banner (server-first, declared TCP), and the line
@@ -291,14 +293,32 @@ impl Scenario {
         }
     }
 
-    /// `count` GETs of `url` from the client: the bodies (server names) and how often each came.
-    fn spread(&self, url: &str, count: u32) -> BTreeMap<String, u64> {
+    /// `count` GETs of `url` from the client, one after another, every one answered: the
+    /// client's summary (`by_status`, `by_body`).
+    fn summary(&self, url: &str, count: u64) -> Value {
         let count = count.to_string();
         let out = self.client(&["get", url, "--count", &count, "-o", "json"]);
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(v["errors"], 0, "{url}: {v}");
+        v
+    }
+
+    /// `count` GETs of `url` from the client: the statuses and how often each came.
+    fn statuses(&self, url: &str, count: u64) -> BTreeMap<u16, u64> {
+        let v = self.summary(url, count);
+        v["by_status"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{url}: {v}"))
+            .iter()
+            .map(|(k, n)| (k.parse().unwrap(), n.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// `count` GETs of `url` from the client: the bodies (server names) and how often each came.
+    fn spread(&self, url: &str, count: u32) -> BTreeMap<String, u64> {
+        let v = self.summary(url, count.into());
         let statuses = v["by_status"].as_object().cloned().unwrap_or_default();
         assert_eq!(
             statuses.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -393,22 +413,28 @@ impl Scenario {
     }
 }
 
-/// The success count a `TrafficMetrics` object carries.
-fn success_count(metrics: &Value) -> Option<u64> {
-    metrics["metrics"].as_array()?.iter().find_map(|m| {
-        (m["name"] == "success_count").then(|| {
-            m["value"]
-                .as_u64()
-                .or_else(|| m["value"].as_str().and_then(|v| v.parse().ok()))
-        })?
-    })
+/// A count (`success_count`, `failure_count`) a `TrafficMetrics` object carries.
+fn count(metrics: &Value, name: &str) -> Option<u64> {
+    metric(metrics, name)?.parse().ok()
 }
 
-/// `kubectl get --raw` of the web Pod's `TrafficMetrics` over the last 10 minutes, from the
-/// operator replica that holds its proxy's metrics stream (the API server picks a replica per
-/// request; the other answers 404: each replica serves only its own streams).
+/// The success count a `TrafficMetrics` object carries.
+fn success_count(metrics: &Value) -> Option<u64> {
+    count(metrics, "success_count")
+}
+
+/// `kubectl get --raw` of the web Pod's `TrafficMetrics` over the last 10 minutes (see
+/// [`resource_metrics`]).
 fn web_metrics(s: &Scenario, web: &str, user: Option<&str>) -> Value {
-    let path = format!("{METRICS_API}/namespaces/{}/pods/{web}?t=10m", s.ns());
+    resource_metrics(s, &format!("pods/{web}"), user)
+}
+
+/// `kubectl get --raw` of the `TrafficMetrics` of `resource` (`pods/web-…`, `deployments/web`)
+/// in the test namespace over the last 10 minutes, from the operator replica that holds its
+/// Pods' proxies' metrics streams (the API server picks a replica per request; the other
+/// answers 404: each replica serves only its own streams).
+fn resource_metrics(s: &Scenario, resource: &str, user: Option<&str>) -> Value {
+    let path = format!("{METRICS_API}/namespaces/{}/{resource}?t=10m", s.ns());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         match s.raw(&path, user) {
@@ -499,6 +525,125 @@ fn check_aggregated_metrics_api(s: &Scenario, web: &str, url: &str) {
     let metrics = web_metrics(s, web, None);
     assert_eq!(metrics["kind"], "TrafficMetrics", "{metrics}");
     assert_eq!(metrics["resource"]["name"], web, "{metrics}");
+}
+
+/// The known backend's delay, milliseconds: 150 ms sits well inside the (100 ms, 250 ms]
+/// latency bucket, whatever the proxies add (a few milliseconds) or take off (Envoy truncates
+/// to whole milliseconds).
+const KNOWN_DELAY_MS: u64 = 150;
+/// Requests to the known backend answered 200 after [`KNOWN_DELAY_MS`], and answered 500 at once.
+const KNOWN_OK: u64 = 180;
+const KNOWN_FAILED: u64 = 20;
+/// Clients sending the delayed requests at once (180 × 150 ms one after another is 27 s).
+const KNOWN_CLIENTS: u64 = 3;
+
+/// The latency bucket holding `d`: its bounds, exclusive below and inclusive above, as the
+/// operator's windows count a duration (the first bound at least it).
+fn latency_bucket(d: Duration) -> (Duration, Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap();
+    let i = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+    let lower = i.checked_sub(1).map_or(0, |p| LATENCY_BUCKETS_MICROS[p]);
+    let upper = *LATENCY_BUCKETS_MICROS
+        .get(i)
+        .unwrap_or_else(|| panic!("{d:?} is above the last finite bucket"));
+    (Duration::from_micros(lower), Duration::from_micros(upper))
+}
+
+/// Known traffic through the aggregated API on the real cluster: Deployment `known` (one
+/// Pod, no probes, called by nothing else) gets 180 requests to `/delay/150` and 20 to
+/// `/status/500` from the meshed client, and `kubectl get --raw …/deployments/known` shows
+/// exactly 180 successes and 20 failures, and p50, p90 and p99 in the bucket of the truth.
+fn check_known_traffic(s: &Scenario) {
+    let ns = s.ns().to_owned();
+    s.mesh
+        .apply(&traffic_target("client-to-known", "known", &["everything"]));
+    // Wait for the policy over TCP, whose connections count no request: an HTTP probe here
+    // would be a request in known's window (a 403 until the policy lands).
+    let banner = format!("known.{ns}:{BANNER}");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            let ok = s
+                .client_text(&["banner", &banner, "--timeout", "3s"])
+                .contains("+OK");
+            if !ok {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            ok
+        },
+        "the TrafficTarget to known to take effect (its banner port)",
+    );
+
+    let delayed = format!("http://known.{ns}/delay/{KNOWN_DELAY_MS}");
+    let failing = format!("http://known.{ns}/status/500");
+    let statuses = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..KNOWN_CLIENTS)
+            .map(|_| scope.spawn(|| s.statuses(&delayed, KNOWN_OK / KNOWN_CLIENTS)))
+            .collect();
+        let mut all = s.statuses(&failing, KNOWN_FAILED);
+        for c in clients {
+            for (status, n) in c.join().unwrap() {
+                *all.entry(status).or_default() += n;
+            }
+        }
+        all
+    });
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, KNOWN_OK), (500, KNOWN_FAILED)]),
+        "the statuses the client saw from known"
+    );
+
+    // Every request counted (pushes come every 5 s), then nothing more over a flush interval:
+    // the counts read are settled, not a push short.
+    let counts = |item: &Value| {
+        (
+            count(item, "success_count").unwrap_or(0),
+            count(item, "failure_count").unwrap_or(0),
+        )
+    };
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let (ok, failed) = counts(&resource_metrics(s, "deployments/known", None));
+            let all_in = ok + failed >= KNOWN_OK + KNOWN_FAILED;
+            if !all_in {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            all_in
+        },
+        "known's requests in the known Deployment's counts",
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    let item = resource_metrics(s, "deployments/known", None);
+    eprintln!("deployments/known: {item:#}");
+    assert_eq!(item["kind"], "TrafficMetrics", "{item}");
+    assert_eq!(item["resource"]["kind"], "Deployment", "{item}");
+    assert_eq!(item["resource"]["name"], "known", "{item}");
+    assert_eq!(
+        counts(&item),
+        (KNOWN_OK, KNOWN_FAILED),
+        "(success_count, failure_count) of deployments/known: {item}"
+    );
+
+    // The truth: the 20 failures are the fastest (answered at once), the 180 others take
+    // 150 ms. Sorted, ranks 21 to 200 are the delayed ones, so the p50 (rank 100), p90 (180)
+    // and p99 (198) are all 150 ms: p99 is not above it because nothing was slower than the
+    // delay, and not below because the fast ones are only the first 10 %. The API interpolates
+    // within the bucket that holds the rank, so each must lie in 150 ms's bucket.
+    let (lower, upper) = latency_bucket(Duration::from_millis(KNOWN_DELAY_MS));
+    for name in [
+        "p50_response_latency",
+        "p90_response_latency",
+        "p99_response_latency",
+    ] {
+        let value = metric(&item, name).unwrap_or_else(|| panic!("no {name}: {item}"));
+        let latency = seconds_quantity(value).unwrap_or_else(|| panic!("{name} {value:?}: {item}"));
+        assert!(
+            latency > lower && latency <= upper,
+            "{name} {latency:?} is outside the truth's bucket ({lower:?}, {upper:?}]: {item}"
+        );
+    }
 }
 
 /// `switchyard tap pod/<web>` through the tap API (the API server, then whichever replica it
@@ -679,8 +824,11 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
             server("web", "web"),
             service("web", "app: web"),
             headless_service("web-pods", "app: web"),
+            // Called only by check_known_traffic, so its window holds only the known traffic.
+            server("known", "known"),
+            service("known", "app: known"),
         ],
-        &["web"],
+        &["web", "known"],
     );
     let ns = s.ns().to_owned();
     let web = s.pod_of("web");
@@ -921,6 +1069,9 @@ fn strict_access_applies_to_unmodified_clients_on_every_protocol() {
     // The same API as the aggregated APIService, as any user with the metrics reader role
     // reads it: exact counts for the web Pod, discovery, RBAC enforced by the API server.
     check_aggregated_metrics_api(&s, &web, &url("/allowed/metrics"));
+    // Known traffic to a Deployment nothing else calls: exact counts and latency percentiles
+    // in the bucket of the truth, through the API server.
+    check_known_traffic(&s);
 
     // Deleting the TrafficTarget denies again.
     s.mesh
