@@ -297,6 +297,21 @@ async fn get(
     path: &str,
     headers: &HeaderMap,
 ) -> (StatusCode, serde_json::Value) {
+    let (status, body) = open(addr, roots, client_cert, path, headers).await;
+    let body = body.collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (status, value)
+}
+
+/// Opens `GET path` with `client_cert` (PEM cert, key) and the headers; the status and the
+/// body, unread.
+pub(crate) async fn open(
+    addr: std::net::SocketAddr,
+    roots: &str,
+    client_cert: Option<(String, String)>,
+    path: &str,
+    headers: &HeaderMap,
+) -> (StatusCode, hyper::body::Incoming) {
     let mut store = rustls::RootCertStore::empty();
     for cert in chain(roots) {
         store.add(cert).unwrap();
@@ -334,9 +349,7 @@ async fn get(
         .await
         .unwrap();
     let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    (status, value)
+    (status, response.into_body())
 }
 
 #[tokio::test]

@@ -7,12 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::CertificateDer;
 use switchyard_adapters::model::ProxyId;
 use tokio::net::TcpListener;
 
@@ -20,7 +18,7 @@ use super::*;
 use crate::{
     controller::metrics_api::{
         FrontProxy,
-        tests::{Ca, chain, config_map, pod, user_headers},
+        tests::{Ca, chain, config_map, open, pod, user_headers},
     },
     tap::{Direction, TapEvent},
     webhook::{self, CertReloader},
@@ -335,55 +333,6 @@ impl Drop for Replica {
             let _ = stop.send(());
         }
     }
-}
-
-/// Opens `GET path` with `client_cert` (PEM cert, key) and the headers; the status and the
-/// body, unread.
-async fn open(
-    addr: std::net::SocketAddr,
-    roots: &str,
-    client_cert: Option<(String, String)>,
-    path: &str,
-    headers: &HeaderMap,
-) -> (StatusCode, hyper::body::Incoming) {
-    let mut store = rustls::RootCertStore::empty();
-    for cert in chain(roots) {
-        store.add(cert).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store);
-    let config = match client_cert {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                chain(&cert),
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut request = Request::get(path).header("host", "127.0.0.1");
-    for (k, v) in headers {
-        request = request.header(k, v);
-    }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.into_body())
 }
 
 async fn whole(body: hyper::body::Incoming) -> serde_json::Value {
