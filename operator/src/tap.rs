@@ -27,7 +27,7 @@ pub mod server;
 pub mod stream;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use self::{
     event::{Direction, TapEvent, events_of},

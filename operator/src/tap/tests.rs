@@ -36,7 +36,8 @@ fn filter(query: &str) -> TapFilter {
     TapFilter::parse(Some(query)).unwrap()
 }
 
-fn event(method: &str, path: &str) -> TapEvent {
+/// An inbound request to web-0, answered 200 (the other suites' events start from it).
+pub(crate) fn event(method: &str, path: &str) -> TapEvent {
     TapEvent {
         proxy: "demo/web-0".to_owned(),
         direction: Direction::Inbound,

@@ -1,25 +1,13 @@
 use super::Top;
-use crate::tap::{Direction, TapEvent};
+use crate::tap::TapEvent;
 
 fn event(path: &str, status: u32, latency_micros: u64) -> TapEvent {
     TapEvent {
-        proxy: "demo/web-0".to_owned(),
-        direction: Direction::Inbound,
         source: Some("10.0.0.9:41000".parse().unwrap()),
         source_identity: Some("spiffe://cluster.local/ns/demo/sa/client".to_owned()),
-        destination: None,
-        destination_identity: None,
-        cluster: "inbound|8080".to_owned(),
-        method: "GET".to_owned(),
-        scheme: "http".to_owned(),
-        authority: "web.demo".to_owned(),
-        path: path.to_owned(),
         status,
-        grpc_status: None,
-        start_micros: 0,
         latency_micros,
-        request_bytes: 0,
-        response_bytes: 0,
+        ..crate::tap::tests::event("GET", path)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
         FrontProxy,
         tests::{Ca, chain, config_map, open, pod, user_headers},
     },
-    tap::{Direction, TapEvent},
+    tap::TapEvent,
     webhook::{self, CertReloader},
 };
 
@@ -362,22 +362,7 @@ async fn first_event(body: &mut hyper::body::Incoming) -> TapEvent {
 fn request(proxy: &ProxyId, path: &str) -> TapEvent {
     TapEvent {
         proxy: proxy.to_string(),
-        direction: Direction::Inbound,
-        source: None,
-        source_identity: None,
-        destination: None,
-        destination_identity: None,
-        cluster: "inbound|8080".to_owned(),
-        method: "GET".to_owned(),
-        scheme: "http".to_owned(),
-        authority: "web.demo".to_owned(),
-        path: path.to_owned(),
-        status: 200,
-        grpc_status: None,
-        start_micros: 0,
-        latency_micros: 1,
-        request_bytes: 0,
-        response_bytes: 0,
+        ..crate::tap::tests::event("GET", path)
     }
 }
 
