@@ -1098,9 +1098,7 @@ impl Context<'_> {
         services
             .into_iter()
             .map(|(ns, svc)| {
-                let g = self
-                    .data
-                    .query(pods.iter().copied(), to_service(&ns, &svc));
+                let g = self.data.query(pods.iter().copied(), to_service(&ns, &svc));
                 TrafficMetrics::new(
                     ObjectReference::to(kind, namespace, name),
                     Edge {
@@ -1165,9 +1163,7 @@ impl Context<'_> {
                 if !called.iter().any(|s| to_backend(s)) {
                     continue;
                 }
-                let g = self
-                    .data
-                    .query([caller], to_service(namespace, &b.service));
+                let g = self.data.query([caller], to_service(namespace, &b.service));
                 let from =
                     ObjectReference::to(ResourceKind::Pod, Some(&caller.namespace), &caller.pod);
                 out.push(self.split_item(namespace, name, split, b, from, window, &g));

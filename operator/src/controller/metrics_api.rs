@@ -78,6 +78,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{
@@ -96,7 +97,6 @@ use rustls::{
         danger::{ClientCertVerified, ClientCertVerifier},
     },
 };
-use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -548,12 +548,12 @@ impl MetricsApi {
         let asks = peers.into_iter().map(|peer| {
             let (config, path) = (Arc::clone(&config), path.clone());
             async move {
-                let answer = tokio::time::timeout(
-                    PEER_METRICS_TIMEOUT,
-                    peer_snapshot(&peer, config, &path),
-                )
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {PEER_METRICS_TIMEOUT:?}")));
+                let answer =
+                    tokio::time::timeout(PEER_METRICS_TIMEOUT, peer_snapshot(&peer, config, &path))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {PEER_METRICS_TIMEOUT:?}"))
+                        });
                 (peer, answer)
             }
         });
@@ -590,7 +590,11 @@ impl MetricsApi {
             return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &error.to_string());
         }
         if !get {
-            return failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "GET only");
+            return failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "GET only",
+            );
         }
         let (window, namespace) = match ReplicaQuery::parse(query) {
             Ok(q) => (q.window, q.namespace),

@@ -18,7 +18,7 @@
 //! log it and go on without it).
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::{
     fmt,
@@ -56,7 +56,6 @@ pub const REPLICA_PREFIX: &str = "/replica/";
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 
 /// Why a replica-to-replica request was refused (401).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

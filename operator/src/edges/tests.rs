@@ -197,14 +197,28 @@ fn a_namespace_keeps_the_edges_with_an_end_in_it() {
         other.iter().map(|e| &e.dst).collect::<Vec<_>>(),
         [&svc("other", "legacy")]
     );
-    assert!(edges(&telemetry.snapshot(MINUTE, |_| true), &peers, Some("nowhere")).is_empty());
-    assert_eq!(edges(&telemetry.snapshot(MINUTE, |_| true), &peers, Some("demo")).len(), 3);
+    assert!(
+        edges(
+            &telemetry.snapshot(MINUTE, |_| true),
+            &peers,
+            Some("nowhere")
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        edges(&telemetry.snapshot(MINUTE, |_| true), &peers, Some("demo")).len(),
+        3
+    );
 }
 
 #[test]
 fn a_proxy_the_control_plane_does_not_know_gives_only_its_unmeshed_callers() {
     let (telemetry, _) = mesh();
-    let got = edges(&telemetry.snapshot(MINUTE, |_| true), &Peers::new(TRUST, []), None);
+    let got = edges(
+        &telemetry.snapshot(MINUTE, |_| true),
+        &Peers::new(TRUST, []),
+        None,
+    );
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].src, End::Unmeshed);
     assert!(got[0].server_ids.is_empty());

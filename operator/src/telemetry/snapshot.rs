@@ -19,6 +19,9 @@
 //! percentiles (computed after the merge, from the summed buckets) and edges; they differ only
 //! for a gauge recorded twice within one slot by two replicas.
 
+#[cfg(test)]
+mod tests;
+
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use serde::{Deserialize, Serialize};
@@ -39,9 +42,7 @@ pub enum SnapshotError {
     TooLarge { limit: usize },
     #[error("not a replica metrics answer: {0}")]
     Invalid(String),
-    #[error(
-        "windows differ: {theirs:?} there, {ours:?} here (another version of the operator?)"
-    )]
+    #[error("windows differ: {theirs:?} there, {ours:?} here (another version of the operator?)")]
     WindowMismatch { ours: Duration, theirs: Duration },
 }
 
@@ -148,7 +149,10 @@ impl Snapshot {
                 .map(|(proxy, series)| WireProxy {
                     namespace: proxy.namespace.clone(),
                     pod: proxy.pod.clone(),
-                    series: series.iter().map(|(s, sums)| WireSeries::of(s, sums)).collect(),
+                    series: series
+                        .iter()
+                        .map(|(s, sums)| WireSeries::of(s, sums))
+                        .collect(),
                 })
                 .collect(),
         };
@@ -205,11 +209,13 @@ fn merged(a: &Sums, b: &Sums) -> Sums {
     out.bytes_received = add(a.bytes_received, b.bytes_received);
     out.bytes_sent = add(a.bytes_sent, b.bytes_sent);
     out.gauge = match (a.gauge, b.gauge) {
-        (Some(x), Some(y)) => Some(if (y.age, std::cmp::Reverse(y.value)) < (x.age, std::cmp::Reverse(x.value)) {
-            y
-        } else {
-            x
-        }),
+        (Some(x), Some(y)) => Some(
+            if (y.age, std::cmp::Reverse(y.value)) < (x.age, std::cmp::Reverse(x.value)) {
+                y
+            } else {
+                x
+            },
+        ),
         (x, y) => x.or(y),
     };
     out

@@ -175,7 +175,9 @@ impl Golden {
         for (sum, &n) in self.latency.buckets.iter_mut().zip(&sums.latency.buckets) {
             *sum = sum.saturating_add(n);
         }
-        self.connections_opened = self.connections_opened.saturating_add(sums.connections_opened);
+        self.connections_opened = self
+            .connections_opened
+            .saturating_add(sums.connections_opened);
         self.connections_active = self
             .connections_active
             .saturating_add(sums.gauge.map_or(0, |g| g.value));

@@ -233,6 +233,11 @@ fn an_answer_missing_a_replica_is_read_with_its_note() {
     let (rows, partial) = items("x", http::StatusCode::OK, item.to_string().as_bytes()).unwrap();
     assert_eq!((rows.len(), partial), (1, None));
     let status = json!({"kind": "Status", "message": "deployments \"x\" is not known"});
-    let err = items("x", http::StatusCode::NOT_FOUND, status.to_string().as_bytes()).unwrap_err();
+    let err = items(
+        "x",
+        http::StatusCode::NOT_FOUND,
+        status.to_string().as_bytes(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("is not known"), "{err}");
 }

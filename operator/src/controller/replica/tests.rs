@@ -77,4 +77,3 @@ fn peers_are_the_other_serving_replicas_with_an_ip() {
         }]
     );
 }
-

@@ -10,7 +10,6 @@ use std::{
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus;
-use rustls::pki_types::CertificateDer;
 use switchyard_adapters::model::ProxyId;
 use tokio::net::TcpListener;
 
