@@ -32,6 +32,15 @@
 //! | [`metrics.switchyard.dev/meshed-pods`](MESHED_PODS_ANNOTATION) | the same | those of them that run a proxy |
 //! | [`metrics.switchyard.dev/p95-response-latency`](P95_LATENCY_ANNOTATION) | every item with a latency | the 95th percentile, a quantity of seconds as the spec's latencies |
 //! | [`metrics.switchyard.dev/tcp-open-connections`](TCP_OPEN_CONNECTIONS_ANNOTATION) | every item | TCP connections open at the end of the window (not opened in it) |
+//! | [`metrics.switchyard.dev/partial`](PARTIAL_ANNOTATION) | the answer (a list, or the item) | only when an operator replica's windows are missing from it: which and why |
+//!
+//! # Beyond the spec: `edges`
+//!
+//! `/apis/metrics.smi-spec.io/v1alpha1/edges?t=1m[&namespace=NS]` answers Switchyard's view of
+//! who talks to whom, with identities and mTLS ([`crate::edges`], an
+//! [`EdgeList`](crate::edges::EdgeList)), for `switchyard edges`. It is not in discovery (an
+//! SMI client sees the spec's resources only); the API server authorizes it as `list` on
+//! resource `edges` of the group, cluster-wide, which `switchyard-metrics-reader` grants.
 
 #[cfg(test)]
 mod tests;
