@@ -485,11 +485,11 @@ impl MetricsApi {
             return status_response(error.status(), &error.to_status());
         }
         if !get {
-            let status = serde_json::json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "reason": "MethodNotAllowed", "code": 405,
-                "message": "the Traffic Metrics API is read-only: get and list",
-            });
+            let status = status_body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the Traffic Metrics API is read-only: get and list",
+            );
             return status_response(StatusCode::METHOD_NOT_ALLOWED, &status);
         }
         let request = match Request::parse(path, query) {
@@ -575,12 +575,7 @@ impl MetricsApi {
         peer: Option<&[CertificateDer<'_>]>,
     ) -> Response<Full<Bytes>> {
         let failure = |code: StatusCode, reason: &str, message: &str| {
-            let status = serde_json::json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "reason": reason, "code": code.as_u16(),
-                "message": message,
-            });
-            status_response(code, &status)
+            status_response(code, &status_body(code, reason, message))
         };
         let Some(replicas) = &self.replicas else {
             return failure(StatusCode::NOT_FOUND, "NotFound", "not served");
@@ -701,6 +696,19 @@ async fn peer_snapshot(
         return Err(format!("answered {status}: {message}"));
     }
     Snapshot::from_json(&body).map_err(|e| e.to_string())
+}
+
+/// A Kubernetes `Status` of failure.
+pub fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    })
 }
 
 /// A JSON answer (a Kubernetes `Status` or an object) with `status`.

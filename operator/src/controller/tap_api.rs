@@ -53,7 +53,7 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
 use super::{
-    metrics_api::{FrontProxySettings, ProxiedUser, status_response},
+    metrics_api::{FrontProxySettings, ProxiedUser, status_body, status_response},
     replica::{self, AbortOnDrop, BoxFuture, Peer, PeerSource, replica_client_config, same_key},
 };
 use crate::{
@@ -266,19 +266,6 @@ impl Decision {
         };
         Some((code, status_body(code, reason, &message)))
     }
-}
-
-/// A Kubernetes `Status` of failure.
-fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    })
 }
 
 /// The `APIResourceList` served at the group version's root.
