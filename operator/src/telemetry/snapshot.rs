@@ -183,7 +183,11 @@ impl Snapshot {
             };
             for series in proxy.series {
                 let (subject, sums) = series.into_parts()?;
-                if out.proxies.get(&id).is_some_and(|s| s.contains_key(&subject)) {
+                if out
+                    .proxies
+                    .get(&id)
+                    .is_some_and(|s| s.contains_key(&subject))
+                {
                     return Err(SnapshotError::Invalid(format!(
                         "proxy {id}: series {subject:?} twice"
                     )));
