@@ -7,7 +7,7 @@
 
 use std::{net::Ipv4Addr, net::SocketAddr, process::Command, time::Duration};
 
-use switchyard::edges::{Edge, End, Secured};
+use switchyard::edges::{Edge, EdgeList, End, Secured};
 use switchyard_e2e::{
     mesh::{Backend, Mesh, Sidecar, http_get, http_service, meshed_web, wait_for},
     switchyard_bin,
@@ -94,8 +94,16 @@ fn edges_show_identities_mtls_and_unmeshed_ends() {
     wait_for(
         Duration::from_secs(30),
         || {
-            let r = http_get(mesh.admin, "admin", "/edges?t=1m&namespace=demo", &[]).unwrap();
-            got = serde_json::from_str(&r.body).unwrap_or_default();
+            let r = http_get(
+                mesh.admin,
+                "admin",
+                "/apis/metrics.smi-spec.io/v1alpha1/edges?t=1m&namespace=demo",
+                &[],
+            )
+            .unwrap();
+            got = serde_json::from_str::<EdgeList>(&r.body)
+                .map(|list| list.items)
+                .unwrap_or_default();
             got == want
         },
         "the edges to show the traffic sent",

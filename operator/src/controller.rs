@@ -42,6 +42,7 @@ pub mod auth;
 pub mod core;
 pub mod lease;
 pub mod metrics_api;
+pub mod replica;
 pub mod tap_api;
 pub mod watch;
 
@@ -127,6 +128,9 @@ pub async fn run(
     // The index's view of workloads for the Traffic Metrics API, refreshed by the event loop.
     let (workloads_tx, workloads_rx) = signal::channel(Arc::default());
     let mut registration = None;
+    // Who each proxy runs as, for the edges the Traffic Metrics API serves; the publisher
+    // (made below) writes it.
+    let identities = crate::edges::SharedPeers::default();
     // The tap sessions: opened by the tap API (and the debug port), fed by the access-log server.
     let taps = Arc::new(crate::tap::Hub::default());
     if let Some((addr, dir)) = &config.webhook {
@@ -134,21 +138,26 @@ pub async fn run(
         let mut apis = webhook::Apis::default();
         if config.metrics_apiservice {
             let front_proxy = Arc::new(metrics_api::FrontProxySettings::default());
-            apis.metrics = Some(Arc::new(metrics_api::MetricsApi::new(
-                front_proxy.clone(),
-                telemetry.clone(),
-                workloads_rx.clone(),
-            )));
+            let replicas = Arc::new(replica::KubePeers {
+                client: client.clone(),
+                namespace: config.namespace.clone(),
+                me: config.identity.clone(),
+                port: addr.port(),
+            });
+            apis.metrics = Some(Arc::new(
+                metrics_api::MetricsApi::new(
+                    front_proxy.clone(),
+                    telemetry.clone(),
+                    workloads_rx.clone(),
+                    identities.clone(),
+                )
+                .with_replicas(replicas.clone(), tls.clone()),
+            ));
             apis.tap = Some(Arc::new(tap_api::TapApi::new(
                 front_proxy.clone(),
                 taps.clone(),
                 Arc::new(tap_api::KubeAuthorizer(client.clone())),
-                Arc::new(tap_api::KubePeers {
-                    client: client.clone(),
-                    namespace: config.namespace.clone(),
-                    me: config.identity.clone(),
-                    port: addr.port(),
-                }),
+                replicas,
                 tls.clone(),
             )));
             tasks.spawn(metrics_api::refresh_front_proxy(
@@ -213,6 +222,7 @@ pub async fn run(
     };
     identity::validate_workload_lifetime(ca_config.workload_lifetime)?;
     let mut publisher = Publisher::new(ca, ca_config.workload_lifetime);
+    publisher.share_peers(identities);
     // A tapped proxy logs to the control plane as its bootstrap reaches it.
     let inject = config.inject.clone();
     publisher.tap_with(
@@ -268,14 +278,12 @@ pub async fn run(
         peers: None,
         workloads: None,
         taps: None,
-        scope: crate::traffic_metrics::Scope::Replica,
     };
+    // The Traffic Metrics API and the edges are the aggregated API's (every replica's windows
+    // merged), not the debug port's (this replica's share only).
     let debug = Admin {
         taps: Some(taps.clone()),
         proxies: Some(proxies),
-        telemetry: Some(telemetry),
-        peers: Some(publisher.peers()),
-        workloads: Some(workloads_rx),
         ..admin.clone()
     };
     tasks.spawn(admin::serve(

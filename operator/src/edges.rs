@@ -13,29 +13,20 @@
 //! proxy then reaches each over mTLS, checking the endpoint's identity). A caller outside the
 //! mesh has no proxy; it is seen from the server's side, as requests on an inbound port's
 //! plaintext chain ([`InboundStatPrefix`], permissive mode only: strict mode refuses them), and
-//! shown as an edge from an unknown source, not secured. Sans-IO: [`edges`] reads a
-//! [`Telemetry`] and a [`Peers`] view, and answers rows.
+//! shown as an edge from an unknown source, not secured. Sans-IO: [`edges`] reads the series of
+//! a window ([`Snapshot`], every replica's merged in a cluster) and a [`Peers`] view, and
+//! answers rows, which the Traffic Metrics API serves as an [`EdgeList`].
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, PoisonError, RwLock},
-    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use switchyard_adapters::model::{Cluster, ClusterName, Identity, ProxyConfig, ProxyId};
 use switchyard_proxy_config::metrics::InboundStatPrefix;
 
-use crate::{
-    telemetry::{Subject, Telemetry},
-    traffic_metrics::{MAX_WINDOW, go_duration},
-};
-
-/// The admin path that answers [`edges`] as JSON: `GET /edges?t=<window>&namespace=<ns>`.
-pub const EDGES_PATH: &str = "/edges";
-
-/// The window when a query names none, as the Traffic Metrics API's.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+use crate::telemetry::{Snapshot, Subject};
 
 #[cfg(test)]
 mod tests;
@@ -109,38 +100,6 @@ impl SharedPeers {
 
     pub fn get(&self) -> Arc<Peers> {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-/// What an edges request asks: `t` (a Go duration up to [`MAX_WINDOW`], default
-/// [`DEFAULT_WINDOW`]) and `namespace` (every edge without).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Query {
-    pub window: Duration,
-    pub namespace: Option<String>,
-}
-
-impl Query {
-    /// # Errors
-    ///
-    /// A `t` that is no duration or is longer than the windows kept, naming the parameter.
-    pub fn parse(query: Option<&str>) -> Result<Self, String> {
-        let mut out = Query {
-            window: DEFAULT_WINDOW,
-            namespace: None,
-        };
-        for pair in query.into_iter().flat_map(|q| q.split('&')) {
-            match pair.split_once('=') {
-                Some(("t", t)) => {
-                    out.window = go_duration(t)
-                        .filter(|d| !d.is_zero() && *d <= MAX_WINDOW)
-                        .ok_or_else(|| format!("t={t}: a duration such as 10s or 1m, up to 10m"))?;
-                }
-                Some(("namespace", ns)) if !ns.is_empty() => out.namespace = Some(ns.to_owned()),
-                _ => {}
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -219,24 +178,47 @@ pub struct Edge {
     pub failure_count: u64,
 }
 
-/// The edges seen over `window`, those with an end in `namespace` (every edge with `None`),
-/// sorted by source then destination.
-pub fn edges(
-    telemetry: &Telemetry,
-    peers: &Peers,
-    window: Duration,
-    namespace: Option<&str>,
-) -> Vec<Edge> {
+/// The edges as the Traffic Metrics API serves them (`GET /apis/metrics.smi-spec.io/v1alpha1/edges`,
+/// Switchyard's beside the spec's): a list object, so that it can carry annotations
+/// ([`crate::traffic_metrics::PARTIAL_ANNOTATION`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeList {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub items: Vec<Edge>,
+}
+
+impl EdgeList {
+    pub fn new(items: Vec<Edge>) -> Self {
+        EdgeList {
+            api_version: format!(
+                "{}/{}",
+                crate::traffic_metrics::GROUP,
+                crate::traffic_metrics::VERSION
+            ),
+            kind: "EdgeList".to_owned(),
+            metadata: serde_json::json!({}),
+            items,
+        }
+    }
+}
+
+/// The edges seen over `data`'s window, those with an end in `namespace` (every edge with
+/// `None`), sorted by source then destination.
+pub fn edges(data: &Snapshot, peers: &Peers, namespace: Option<&str>) -> Vec<Edge> {
     let trust_domain = peers.trust_domain.as_str();
     let mut out = Vec::new();
-    for proxy in telemetry.proxies() {
-        let peer = peers.proxies.get(&proxy);
+    for proxy in data.proxies() {
+        let peer = peers.proxies.get(proxy);
         let src = End::Pod {
             namespace: proxy.namespace.clone(),
             name: proxy.pod.clone(),
         };
-        for subject in telemetry.subjects(&proxy) {
-            let edge = match &subject {
+        for subject in data.subjects(proxy) {
+            let edge = match subject {
                 Subject::Upstream(cluster) => peer.and_then(|peer| {
                     let cluster = peer.clusters.get(cluster.as_str())?;
                     Some(client_side(&src, peer, cluster, trust_domain))
@@ -262,7 +244,7 @@ pub fn edges(
             if !in_scope {
                 continue;
             }
-            let golden = telemetry.query(window, [&proxy], |s| *s == subject);
+            let golden = data.query([proxy], |s| s == subject);
             if golden.request_count() == 0 {
                 continue;
             }

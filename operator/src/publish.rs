@@ -124,6 +124,12 @@ impl Publisher {
         self.peers.clone()
     }
 
+    /// Publishes [`Publisher::peers`] into `peers` from now on (a handle made before the
+    /// publisher, e.g. the aggregated API's).
+    pub fn share_peers(&mut self, peers: SharedPeers) {
+        self.peers = peers;
+    }
+
     pub fn store(&self) -> SnapshotStore {
         self.store.clone()
     }

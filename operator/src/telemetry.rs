@@ -45,6 +45,7 @@
 
 pub mod decode;
 pub mod server;
+pub mod snapshot;
 pub mod window;
 
 #[cfg(test)]
@@ -56,5 +57,6 @@ pub use self::{
         UpstreamCluster, Value, decode,
     },
     server::{MetricsServer, Telemetry},
-    window::{Golden, Limits, Store, StoreStats},
+    snapshot::{Snapshot, SnapshotError},
+    window::{Gauge, Golden, Limits, Store, StoreStats, Sums},
 };

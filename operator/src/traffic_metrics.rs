@@ -32,6 +32,15 @@
 //! | [`metrics.switchyard.dev/meshed-pods`](MESHED_PODS_ANNOTATION) | the same | those of them that run a proxy |
 //! | [`metrics.switchyard.dev/p95-response-latency`](P95_LATENCY_ANNOTATION) | every item with a latency | the 95th percentile, a quantity of seconds as the spec's latencies |
 //! | [`metrics.switchyard.dev/tcp-open-connections`](TCP_OPEN_CONNECTIONS_ANNOTATION) | every item | TCP connections open at the end of the window (not opened in it) |
+//! | [`metrics.switchyard.dev/partial`](PARTIAL_ANNOTATION) | the answer (a list, or the item) | only when an operator replica's windows are missing from it: which and why |
+//!
+//! # Beyond the spec: `edges`
+//!
+//! `/apis/metrics.smi-spec.io/v1alpha1/edges?t=1m[&namespace=NS]` answers Switchyard's view of
+//! who talks to whom, with identities and mTLS ([`crate::edges`], an
+//! [`EdgeList`](crate::edges::EdgeList)), for `switchyard edges`. It is not in discovery (an
+//! SMI client sees the spec's resources only); the API server authorizes it as `list` on
+//! resource `edges` of the group, cluster-wide, which `switchyard-metrics-reader` grants.
 
 #[cfg(test)]
 mod tests;
@@ -41,9 +50,12 @@ use std::{fmt, time::Duration};
 use serde::Serialize;
 use switchyard_adapters::model::ProxyId;
 
-use crate::index::{
-    WorkloadKind, Workloads,
-    workloads::{Split, SplitBackend},
+use crate::{
+    index::{
+        WorkloadKind, Workloads,
+        workloads::{Split, SplitBackend},
+    },
+    telemetry::Snapshot,
 };
 
 /// The API group.
@@ -158,6 +170,31 @@ pub enum Request {
         name: String,
         window: Duration,
     },
+    /// `/edges[?namespace=]`, Switchyard's beside the spec's: who talks to whom, with
+    /// identities and mTLS, as `switchyard edges` shows it ([`crate::edges`]): an
+    /// [`EdgeList`](crate::edges::EdgeList) of the edges with an end in `namespace` (every edge
+    /// without).
+    MeshEdges {
+        namespace: Option<String>,
+        window: Duration,
+    },
+}
+
+/// Whose series an answer reads: every proxy's, or those of one namespace's Pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proxies<'a> {
+    All,
+    Namespace(&'a str),
+}
+
+impl Proxies<'_> {
+    /// Whether `proxy` is one of them.
+    pub fn contains(&self, proxy: &ProxyId) -> bool {
+        match self {
+            Proxies::All => true,
+            Proxies::Namespace(ns) => proxy.namespace == *ns,
+        }
+    }
 }
 
 /// Why a request cannot be answered; the HTTP status and a message naming the part at fault.
@@ -173,25 +210,8 @@ pub enum RequestError {
     Unknown { kind: ResourceKind, name: String },
     #[error("{kind} {name:?} has no metrics: no proxy of it pushed any")]
     NoMetrics { kind: ResourceKind, name: String },
-    #[error(
-        "{kind} {name:?} has no metrics on this control plane replica (its Pods' proxies push to another): ask again"
-    )]
-    NotOnThisReplica { kind: ResourceKind, name: String },
     #[error("query parameter t={value:?}: {reason}")]
     Window { value: String, reason: String },
-}
-
-/// Which proxies' metrics the answering control plane holds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Scope {
-    /// Every proxy's (local mode, one control plane): a known object without traffic answers
-    /// zeros.
-    #[default]
-    Whole,
-    /// Those whose metrics streams landed on this replica (a cluster): an object none of whose
-    /// Pods pushed here answers 404 ([`RequestError::NotOnThisReplica`]), and lists leave it
-    /// out, so a client that asks several replicas can tell "not here" from "no traffic".
-    Replica,
 }
 
 impl RequestError {
@@ -260,6 +280,15 @@ impl Request {
         let owned = |s: &str| s.to_owned();
         match parts.as_slice() {
             [] => Ok(Request::Discovery),
+            ["edges"] => Ok(Request::MeshEdges {
+                namespace: query
+                    .into_iter()
+                    .flat_map(|q| q.split('&'))
+                    .find_map(|pair| pair.strip_prefix("namespace="))
+                    .filter(|ns| !ns.is_empty())
+                    .map(owned),
+                window,
+            }),
             [plural] => Ok(Request::List {
                 kind: kind(plural)?,
                 namespace: None,
@@ -297,6 +326,53 @@ impl Request {
             _ => Err(RequestError::UnknownPath {
                 path: path.to_owned(),
             }),
+        }
+    }
+}
+
+impl Request {
+    /// The window asked for; `None` for discovery.
+    pub fn window(&self) -> Option<Duration> {
+        match self {
+            Request::Discovery => None,
+            Request::List { window, .. }
+            | Request::Get { window, .. }
+            | Request::Edges { window, .. }
+            | Request::MeshEdges { window, .. } => Some(*window),
+        }
+    }
+
+    /// Whose series the answer reads: one namespace's Pods for what lives in a namespace,
+    /// every proxy for the rest (a TrafficSplit's callers, and an edge's client, may be in any
+    /// namespace).
+    pub fn proxies(&self) -> Proxies<'_> {
+        match self {
+            Request::Get {
+                kind: ResourceKind::Namespace,
+                name,
+                ..
+            }
+            | Request::Edges {
+                kind: ResourceKind::Namespace,
+                name,
+                ..
+            } => Proxies::Namespace(name),
+            Request::List {
+                kind,
+                namespace: Some(ns),
+                ..
+            }
+            | Request::Get {
+                kind,
+                namespace: Some(ns),
+                ..
+            }
+            | Request::Edges {
+                kind,
+                namespace: Some(ns),
+                ..
+            } if *kind != ResourceKind::TrafficSplit => Proxies::Namespace(ns),
+            _ => Proxies::All,
         }
     }
 }
@@ -647,6 +723,34 @@ pub const P95_LATENCY_ANNOTATION: &str = "metrics.switchyard.dev/p95-response-la
 /// `TCP_CONN` column.
 pub const TCP_OPEN_CONNECTIONS_ANNOTATION: &str = "metrics.switchyard.dev/tcp-open-connections";
 
+/// The metadata annotation of an answer (a list's, or a single item's) that some operator
+/// replica's metrics are missing from it: `replica <pod> did not answer: <why>`, one such
+/// note per replica, joined with `; `. Its counts are then too low by what that replica held
+/// (the proxies whose metrics streams landed on it); absent when every replica answered.
+pub const PARTIAL_ANNOTATION: &str = "metrics.switchyard.dev/partial";
+
+/// Marks an answer of [`answer`] as missing some replicas' metrics ([`PARTIAL_ANNOTATION`],
+/// `notes` joined); leaves it as it is without notes.
+pub fn mark_partial(answer: &mut serde_json::Value, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    let Some(object) = answer.as_object_mut() else {
+        return;
+    };
+    let metadata = object
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    if !metadata.is_object() {
+        *metadata = serde_json::json!({});
+    }
+    let annotations = &mut metadata["annotations"];
+    if !annotations.is_object() {
+        *annotations = serde_json::json!({});
+    }
+    annotations[PARTIAL_ANNOTATION] = notes.join("; ").into();
+}
+
 /// The Pods of one object, and whether each runs a proxy.
 type Members = Vec<(ProxyId, bool)>;
 
@@ -676,13 +780,20 @@ type Members = Vec<(ProxyId, bool)>;
 ///   histogram as its percentiles) and [`TCP_OPEN_CONNECTIONS_ANNOTATION`] (for edges and
 ///   split backends, from the same clusters as its metrics).
 ///
+/// - [`Request::MeshEdges`] are [`crate::edges::edges`] over the same series, with what the
+///   control plane compiled for each proxy (`peers`: identities and clusters).
+///
+/// `data` holds the series of the request's window ([`Request::window`]) of at least the
+/// proxies [`Request::proxies`] names: in a cluster, every replica's merged
+/// ([`Snapshot::merge`]), so an object whose Pods pushed nothing anywhere answers zeros.
+///
 /// # Errors
 ///
 /// An object that is neither known nor has metrics (404).
 pub fn answer(
-    telemetry: &crate::telemetry::Telemetry,
+    data: &Snapshot,
     workloads: &Workloads,
-    scope: Scope,
+    peers: &crate::edges::Peers,
     request: &Request,
     timestamp: &str,
 ) -> Result<serde_json::Value, RequestError> {
@@ -690,10 +801,9 @@ pub fn answer(
         serde_json::to_value(v).unwrap_or_default()
     }
     let ctx = Context {
-        telemetry,
+        data,
         workloads,
-        scope,
-        proxies: telemetry.proxies(),
+        proxies: data.proxies().cloned().collect(),
         timestamp,
     };
     // A split's items (or edges), one list per split whatever the request.
@@ -720,6 +830,9 @@ pub fn answer(
     };
     match request {
         Request::Discovery => Ok(discovery()),
+        Request::MeshEdges { namespace, .. } => Ok(value(&crate::edges::EdgeList::new(
+            crate::edges::edges(data, peers, namespace.as_deref()),
+        ))),
         Request::Get {
             kind: ResourceKind::TrafficSplit,
             namespace,
@@ -797,17 +910,16 @@ pub fn answer(
 
 /// What one answer reads from.
 struct Context<'a> {
-    telemetry: &'a crate::telemetry::Telemetry,
+    data: &'a Snapshot,
     workloads: &'a Workloads,
-    scope: Scope,
-    /// The proxies with windows, in name order.
+    /// The proxies with series, in name order.
     proxies: Vec<ProxyId>,
     timestamp: &'a str,
 }
 
 impl Context<'_> {
     fn has_windows(&self, pod: &ProxyId) -> bool {
-        self.proxies.binary_search_by(|p| cmp_ids(p, pod)).is_ok()
+        self.data.has(pod)
     }
 
     /// Whether a Pod runs a proxy: the index says so, or its proxy pushed metrics.
@@ -919,13 +1031,6 @@ impl Context<'_> {
                 }
             }
         };
-        let here = |m: &Members| m.iter().any(|(p, _)| self.has_windows(p));
-        if self.scope == Scope::Replica && !members.is_empty() && !here(&members) {
-            return Err(RequestError::NotOnThisReplica {
-                kind,
-                name: name.to_owned(),
-            });
-        }
         if members.is_empty() {
             return Err(match kind {
                 ResourceKind::Pod | ResourceKind::Namespace => RequestError::NoMetrics {
@@ -954,15 +1059,12 @@ impl Context<'_> {
         let pods = || members.iter().map(|(p, _)| p);
         let inbound =
             |s: &Subject| matches!(s, Subject::Listener(p) if p.as_str().starts_with("inbound_"));
-        let mut golden = GoldenMetrics::of(&self.telemetry.query(window, pods(), inbound));
+        let mut golden = GoldenMetrics::of(&self.data.query(pods(), inbound));
         // Connections are counted on clusters, not connection managers: the inbound clusters,
         // to the application. Their requests are the listeners' again, so a query of their own.
         let to_application =
             |s: &Subject| matches!(s, Subject::Upstream(c) if is_inbound_cluster(c.as_str()));
-        golden.tcp_open_connections = self
-            .telemetry
-            .query(window, pods(), to_application)
-            .connections_active;
+        golden.tcp_open_connections = self.data.query(pods(), to_application).connections_active;
         let mut item = TrafficMetrics::new(
             ObjectReference::to(kind, namespace, name),
             Edge {
@@ -994,7 +1096,7 @@ impl Context<'_> {
         use crate::telemetry::Subject;
         let mut services: Vec<(String, String)> = pods
             .iter()
-            .flat_map(|p| self.telemetry.subjects(p))
+            .flat_map(|p| self.data.subjects(p))
             .filter_map(|s| match s {
                 Subject::Upstream(c) => service_of(c.as_str()),
                 Subject::Listener(_) => None,
@@ -1005,9 +1107,7 @@ impl Context<'_> {
         services
             .into_iter()
             .map(|(ns, svc)| {
-                let g = self
-                    .telemetry
-                    .query(window, pods.iter().copied(), to_service(&ns, &svc));
+                let g = self.data.query(pods.iter().copied(), to_service(&ns, &svc));
                 TrafficMetrics::new(
                     ObjectReference::to(kind, namespace, name),
                     Edge {
@@ -1035,9 +1135,9 @@ impl Context<'_> {
             .backends
             .iter()
             .map(|b| {
-                let g =
-                    self.telemetry
-                        .query(window, &self.proxies, to_service(namespace, &b.service));
+                let g = self
+                    .data
+                    .query(&self.proxies, to_service(namespace, &b.service));
                 self.split_item(
                     namespace,
                     name,
@@ -1063,18 +1163,16 @@ impl Context<'_> {
         let subjects: Vec<_> = self
             .proxies
             .iter()
-            .map(|p| (p, self.telemetry.subjects(p)))
+            .map(|p| (p, self.data.subjects(p).collect::<Vec<_>>()))
             .collect();
         let mut out = Vec::new();
         for b in &split.backends {
             let to_backend = to_service(namespace, &b.service);
             for &(caller, ref called) in &subjects {
-                if !called.iter().any(&to_backend) {
+                if !called.iter().any(|s| to_backend(s)) {
                     continue;
                 }
-                let g = self
-                    .telemetry
-                    .query(window, [caller], to_service(namespace, &b.service));
+                let g = self.data.query([caller], to_service(namespace, &b.service));
                 let from =
                     ObjectReference::to(ResourceKind::Pod, Some(&caller.namespace), &caller.pod);
                 out.push(self.split_item(namespace, name, split, b, from, window, &g));

@@ -560,7 +560,8 @@ fn load_pair(dir: &Path) -> Result<CertifiedKey, WebhookError> {
 /// The aggregated APIs served on the webhook port (see [`metrics_api`] and [`tap_api`]).
 #[derive(Clone, Debug, Default)]
 pub struct Apis {
-    /// The Traffic Metrics API, under `/apis/metrics.smi-spec.io/`.
+    /// The Traffic Metrics API, under `/apis/metrics.smi-spec.io/`, and
+    /// [`metrics_api::REPLICA_METRICS_PATH`].
     pub metrics: Option<Arc<MetricsApi>>,
     /// The tap API, under `/apis/tap.switchyard.dev/`, and [`tap_api::REPLICA_TAP_PATH`].
     pub tap: Option<Arc<TapApi>>,
@@ -712,6 +713,7 @@ async fn handle(request: Request<Incoming>, shared: Shared) -> Result<Response<B
                 request.headers(),
                 peer.as_deref(),
             )
+            .await
             .map(BodyExt::boxed_unsync));
     }
     if let Some(tap) = apis.tap.as_deref()

@@ -1,20 +1,21 @@
-//! How the visibility commands reach the control plane: local mode's admin address, or every
-//! operator Pod's loopback debug port through a port-forward by the API server (`tap` and
-//! `top` read the tap API through the API server instead: see `cli::tap`).
+//! How the visibility commands reach the control plane: local mode's admin address, or the
+//! aggregated APIs through the API server with the user's own credentials (`stat` and `edges`
+//! read the Traffic Metrics API, `tap` and `top` the tap API: see `cli::tap`), whichever
+//! operator replica answers, as `kubectl get --raw` does. (`proxy-status` and `proxy-config`
+//! still port-forward to each operator Pod's loopback debug port: see `cli::proxy_status`.)
 //!
 //! ```text
-//!  --admin HOST:PORT ──────────────────────────────────▶ one answer
-//!  kubeconfig ─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091 ─▶ one answer each
+//!  --admin HOST:PORT ──────────────────────────────────────────▶ one answer
+//!  kubeconfig (--as) ─▶ API server (RBAC) ─▶ one operator replica ─▶ one answer, every replica's merged
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use anyhow::Context as _;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 
-use super::{
-    controller::client_as,
-    proxy_status::{admin_get, operator_pods, pod_get},
-};
+use super::{controller::client_as, proxy_status::admin_get};
 use crate::install::DEFAULT_NAMESPACE;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -34,8 +35,8 @@ pub struct ControlPlaneArgs {
     pub as_user: Option<String>,
 }
 
-/// One control plane's answer: who answered (for messages), the status, the body.
-pub type Answer = (String, http::StatusCode, Bytes);
+/// How long the API server may take to answer (it waits up to 2 s for each replica).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ControlPlaneArgs {
     /// The cluster's client: `--kubeconfig`'s (else kubectl's), acting as `--as` when given.
@@ -47,23 +48,31 @@ impl ControlPlaneArgs {
         client_as(self.kubeconfig.as_deref(), self.as_user.as_deref()).await
     }
 
-    /// `GET path` on the admin address, or on every running operator Pod in turn.
+    /// `GET path` on the admin address, or through the API server: who answered (for
+    /// messages), the status and the body.
     ///
     /// # Errors
     ///
-    /// The admin address or an operator Pod does not answer, or no operator Pod runs.
-    pub async fn get_each(&self, path: &str) -> anyhow::Result<Vec<Answer>> {
+    /// The admin address or the API server does not answer.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(String, http::StatusCode, Bytes)> {
         if let Some(addr) = self.admin {
             let (status, body) = admin_get(addr, path).await?;
-            return Ok(vec![(addr.to_string(), status, body)]);
+            return Ok((addr.to_string(), status, body));
         }
         let client = self.client().await?;
-        let ns = &self.operator_namespace;
-        let mut all = Vec::new();
-        for pod in operator_pods(&client, ns).await? {
-            let (status, body) = pod_get(&client, ns, &pod, path).await?;
-            all.push((format!("operator Pod {ns}/{pod}"), status, body));
-        }
-        Ok(all)
+        let request = http::Request::get(path)
+            .body(kube::client::Body::empty())
+            .context("the request")?;
+        let asked = async {
+            let response = client.send(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        let (status, body) = tokio::time::timeout(TIMEOUT, asked)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer in {TIMEOUT:?}"))?
+            .with_context(|| format!("asking the API server for {path}"))?;
+        Ok(("the API server".to_owned(), status, body))
     }
 }

@@ -2,12 +2,13 @@
 //! identities and whether the edge is mTLS, from the golden metrics the proxies push.
 //!
 //! ```text
-//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /edges?t=1m
-//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: the same, joined
+//!  CLI ────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/edges?t=1m&namespace=NS
+//!  CLI ─kubeconfig (--as)─▶ API server (RBAC: list edges in metrics.smi-spec.io) ─▶ the same, from one replica
 //! ```
 //!
-//! Each replica knows the edges of the proxies whose metrics stream it holds, so the answers of
-//! all replicas are joined.
+//! Each replica knows the edges of the proxies whose metrics stream it holds; the replica that
+//! answers merges every replica's windows first (see `controller::metrics_api`). An answer
+//! missing a replica carries [`PARTIAL_ANNOTATION`]; edges prints it as a warning on stderr.
 
 use std::{io::Write, time::Duration};
 
@@ -15,8 +16,8 @@ use anyhow::Context as _;
 
 use super::proxy_status::columns;
 use crate::{
-    edges::{EDGES_PATH, Edge},
-    traffic_metrics::{MAX_WINDOW, go_duration, go_format},
+    edges::{Edge, EdgeList},
+    traffic_metrics::{GROUP, MAX_WINDOW, PARTIAL_ANNOTATION, VERSION, go_duration, go_format},
 };
 
 #[cfg(test)]
@@ -58,13 +59,14 @@ fn window(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// The admin path of the request.
+/// The API path of the request (Switchyard's `edges` beside the spec's resources).
 pub fn path(args: &EdgesArgs) -> String {
     let t = go_format(args.window);
+    let root = format!("/apis/{GROUP}/{VERSION}/edges?t={t}");
     if args.all_namespaces {
-        format!("{EDGES_PATH}?t={t}")
+        root
     } else {
-        format!("{EDGES_PATH}?t={t}&namespace={}", args.namespace)
+        format!("{root}&namespace={}", args.namespace)
     }
 }
 
@@ -72,11 +74,12 @@ pub fn path(args: &EdgesArgs) -> String {
 pub fn run(args: &EdgesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let path = path(args);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    let mut edges = Vec::new();
-    for (from, status, body) in runtime.block_on(args.control_plane.get_each(&path))? {
-        edges.extend(decode(&from, status, &body)?);
+    let (from, status, body) = runtime.block_on(args.control_plane.get(&path))?;
+    let list = decode(&from, status, &body)?;
+    if let Some(partial) = list.metadata["annotations"][PARTIAL_ANNOTATION].as_str() {
+        eprintln!("warning: some replicas' metrics are missing: {partial}");
     }
-    edges.sort_by(|a, b| (&a.src, &a.dst).cmp(&(&b.src, &b.dst)));
+    let edges = list.items;
     match args.output {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&edges)?)?,
         Format::Table => write!(out, "{}", table(&edges, false))?,
@@ -85,12 +88,13 @@ pub fn run(args: &EdgesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn decode(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Vec<Edge>> {
+fn decode(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<EdgeList> {
     if !status.is_success() {
-        anyhow::bail!(
-            "{from} answered {status}: {}",
-            String::from_utf8_lossy(body).trim()
-        );
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+        anyhow::bail!("{from} answered {status}: {message}");
     }
     serde_json::from_slice(body).with_context(|| format!("{from}: an answer that is not edges"))
 }

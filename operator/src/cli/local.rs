@@ -294,7 +294,6 @@ pub fn run_local(args: LocalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             peers: Some(local.peers()),
             workloads: Some(workloads_rx),
             taps: Some(local.taps()),
-            scope: crate::traffic_metrics::Scope::Whole,
         };
         // Local mode has read its directory once already: that is its first sync.
         admin.metrics.set_synced();

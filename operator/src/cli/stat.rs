@@ -7,16 +7,14 @@
 //! [`crate::traffic_metrics`]).
 //!
 //! ```text
-//!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
-//!  CLI ─kubeconfig─▶ API server ─pods/portforward─▶ each operator Pod's 127.0.0.1:9091: the same, Pods only
+//!  CLI ───────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
+//!  CLI ─kubeconfig (--as)─▶ API server (RBAC: switchyard-metrics-reader) ─▶ the same, from one replica
 //! ```
 //!
-//! In a cluster each proxy's metrics stream lands on one replica (the Service picks it, as for
-//! its xDS stream, which may be another), so a Pod's row usually comes from one replica; the
-//! rows of all replicas are joined. After a proxy reconnects to another replica within the
-//! window, both hold part of it and the Pod shows twice; merging them, and the sums over Pods
-//! (namespaces, workloads, Services, splits), need every replica's windows at once, which the
-//! aggregated API will provide.
+//! In a cluster each proxy's metrics stream lands on one replica; the replica the API server
+//! picks merges every replica's windows before it answers (see `controller::metrics_api`), so
+//! one answer is the whole mesh's, as `kubectl get --raw` reads it. An answer missing a
+//! replica carries [`PARTIAL_ANNOTATION`]; stat prints it as a warning on stderr.
 
 use std::{io::Write, time::Duration};
 
@@ -25,8 +23,8 @@ use serde_json::Value;
 
 use super::proxy_status::columns;
 use crate::traffic_metrics::{
-    GROUP, MESHED_PODS_ANNOTATION, P95_LATENCY_ANNOTATION, PODS_ANNOTATION, ResourceKind,
-    TCP_OPEN_CONNECTIONS_ANNOTATION, VERSION, go_duration, go_format,
+    GROUP, MESHED_PODS_ANNOTATION, P95_LATENCY_ANNOTATION, PARTIAL_ANNOTATION, PODS_ANNOTATION,
+    ResourceKind, TCP_OPEN_CONNECTIONS_ANNOTATION, VERSION, go_duration, go_format,
 };
 
 #[cfg(test)]
@@ -110,24 +108,11 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     let path = path(args);
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    anyhow::ensure!(
-        args.control_plane.admin.is_some() || args.kind == ResourceKind::Pod,
-        "in a cluster, stat shows pods until the aggregated API sums the replicas' windows"
-    );
-    let answers = runtime.block_on(args.control_plane.get_each(&path))?;
-    let mut all = Vec::new();
-    for (from, status, body) in &answers {
-        // A replica that holds none of the object's metrics answers 404.
-        if answers.len() == 1 || *status != http::StatusCode::NOT_FOUND {
-            all.extend(items(from, *status, body)?);
-        }
+    let (from, status, body) = runtime.block_on(args.control_plane.get(&path))?;
+    let (items, partial) = items(&from, status, &body)?;
+    if let Some(partial) = partial {
+        eprintln!("warning: some replicas' metrics are missing: {partial}");
     }
-    // One control plane's answer stands as it is; several replicas' rows are joined.
-    let items = if answers.len() == 1 {
-        all
-    } else {
-        join_replicas(all)
-    };
     match args.output {
         super::proxy_status::Format::Json => {
             let list = serde_json::json!({
@@ -142,48 +127,13 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rows of every replica joined. A replica lists only the objects whose Pods pushed to it,
-/// so an object shows once per replica that holds part of it; an idle row (no requests, no
-/// open connection) is dropped when another replica has a busy one for the same object (and
-/// backend). Busy rows all stay, each with its own percentiles and connections: rows are not
-/// summed (a proxy that moved to another replica within the window shows once per replica, see
-/// the module doc; its old replica's last gauge of open connections is stale).
-fn join_replicas(items: Vec<Value>) -> Vec<Value> {
-    // Requests and open connections: a TCP-only workload is busy without requests.
-    let activity = |i: &Value| -> u64 {
-        let requests: u64 = i["metrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| m["name"] == "success_count" || m["name"] == "failure_count")
-            .filter_map(|m| m["value"].as_str()?.parse::<u64>().ok())
-            .sum();
-        requests + tcp_open_connections(i).unwrap_or(0)
-    };
-    let key = |i: &Value| {
-        (
-            i["resource"]["namespace"].clone(),
-            i["resource"]["name"].clone(),
-            i["backend"]["name"].clone(),
-        )
-    };
-    let busy: std::collections::BTreeSet<String> = items
-        .iter()
-        .filter(|i| activity(i) > 0)
-        .map(|i| format!("{:?}", key(i)))
-        .collect();
-    let mut seen = std::collections::BTreeSet::new();
-    items
-        .into_iter()
-        .filter(|i| {
-            let k = format!("{:?}", key(i));
-            activity(i) > 0 || (!busy.contains(&k) && seen.insert(k))
-        })
-        .collect()
-}
-
-/// The items of an answer: a list's, or the one object.
-fn items(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Vec<Value>> {
+/// The items of an answer (a list's, or the one object), and its
+/// [`PARTIAL_ANNOTATION`] if any.
+fn items(
+    from: &str,
+    status: http::StatusCode,
+    body: &[u8],
+) -> anyhow::Result<(Vec<Value>, Option<String>)> {
     let value: Value = serde_json::from_slice(body)
         .with_context(|| format!("{from}: an answer that is not JSON ({status})"))?;
     if !status.is_success() {
@@ -192,10 +142,14 @@ fn items(from: &str, status: http::StatusCode, body: &[u8]) -> anyhow::Result<Ve
             value["message"].as_str().unwrap_or("no message")
         );
     }
-    Ok(match value["kind"].as_str() {
+    let partial = value["metadata"]["annotations"][PARTIAL_ANNOTATION]
+        .as_str()
+        .map(str::to_owned);
+    let items = match value["kind"].as_str() {
         Some("TrafficMetricsList") => value["items"].as_array().cloned().unwrap_or_default(),
         _ => vec![value],
-    })
+    };
+    Ok((items, partial))
 }
 
 /// An item's open TCP connections ([`TCP_OPEN_CONNECTIONS_ANNOTATION`]); `None` from a control

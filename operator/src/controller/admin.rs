@@ -237,11 +237,13 @@ pub struct Admin {
     /// `switchyard proxy-status`); `GET /proxies/{proxy}/config`: what one runs. `None` on a
     /// port other Pods can reach: both answer 404 there.
     pub proxies: Option<Arc<ProxyStatuses>>,
-    /// `GET /apis/metrics.smi-spec.io/v1alpha1/...`: the SMI Traffic Metrics API over the
-    /// golden metrics the proxies pushed to this replica. `None`: 404.
+    /// `GET /apis/metrics.smi-spec.io/v1alpha1/...`: the SMI Traffic Metrics API (and
+    /// Switchyard's `edges` beside it) over the golden metrics the proxies pushed to this
+    /// control plane, all of them: local mode only (in a cluster the aggregated API merges every
+    /// replica's, see [`super::metrics_api`]). `None`: 404.
     pub telemetry: Option<Arc<Telemetry>>,
-    /// With `telemetry`, `GET /edges?t=<window>&namespace=<ns>`: who talks to whom over the
-    /// window, with identities and mTLS (JSON, for `switchyard edges`). `None`: 404.
+    /// What the control plane compiled for each proxy, which `edges` names identities with;
+    /// none known without it.
     pub peers: Option<crate::edges::SharedPeers>,
     /// The index's view of workloads, Services and TrafficSplits the Traffic Metrics API
     /// resolves into Pods. `None`: none is known (Pods and namespaces are still answered).
@@ -249,8 +251,6 @@ pub struct Admin {
     /// `GET /tap?namespace=<ns>&…`: the requests of the proxies a session selects, one JSON
     /// line each, while the client reads (for `switchyard tap`). `None`: 404.
     pub taps: Option<Arc<crate::tap::Hub>>,
-    /// Whether `telemetry` holds every proxy's metrics (local mode) or this replica's share.
-    pub scope: crate::traffic_metrics::Scope,
 }
 
 /// Serves the admin port until the task is dropped.
@@ -296,20 +296,8 @@ fn answer(admin: &Admin, get: bool, path: &str, query: Option<&str>) -> Response
             .as_ref()
             .map(|w| w.borrow().clone())
             .unwrap_or_default();
-        return traffic_metrics(telemetry, &workloads, admin.scope, path, query);
-    }
-    if let (true, crate::edges::EDGES_PATH, Some(telemetry), Some(peers)) =
-        (get, path, admin.telemetry.as_deref(), &admin.peers)
-    {
-        return match crate::edges::Query::parse(query) {
-            Ok(q) => json(&crate::edges::edges(
-                telemetry,
-                &peers.get(),
-                q.window,
-                q.namespace.as_deref(),
-            )),
-            Err(error) => text(StatusCode::BAD_REQUEST, error),
-        };
+        let peers = admin.peers.as_ref().map(|p| p.get()).unwrap_or_default();
+        return traffic_metrics(telemetry, &workloads, &peers, path, query);
     }
     match (get, admin.proxies.as_deref(), config_of(path)) {
         (true, Some(proxies), Some(proxy)) => proxy_config(proxies, &proxy, query),
@@ -357,21 +345,38 @@ fn proxy_config(
 /// Where the Traffic Metrics API's paths start.
 const TRAFFIC_METRICS_PREFIX: &str = "/apis/metrics.smi-spec.io/";
 
-/// Answers a Traffic Metrics API request over `telemetry`: the object, or a `Status` with the
-/// error's code. Also what the aggregated API answers once the caller is authenticated.
-pub(crate) fn traffic_metrics(
+/// Answers a Traffic Metrics API request over every proxy's metrics in `telemetry` (one
+/// control plane holding them all).
+fn traffic_metrics(
     telemetry: &Telemetry,
     workloads: &Workloads,
-    scope: crate::traffic_metrics::Scope,
+    peers: &crate::edges::Peers,
     path: &str,
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let now = k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .unwrap_or_default();
-    let answered = crate::traffic_metrics::Request::parse(path, query).and_then(|request| {
-        crate::traffic_metrics::answer(telemetry, workloads, scope, &request, &now.to_string())
+    use crate::traffic_metrics::{Request, answer};
+    let answered = Request::parse(path, query).and_then(|request| {
+        let data = match request.window() {
+            Some(window) => telemetry.snapshot(window, |p| request.proxies().contains(p)),
+            None => crate::telemetry::Snapshot::empty(std::time::Duration::ZERO),
+        };
+        answer(&data, workloads, peers, &request, &timestamp())
     });
+    traffic_metrics_response(answered)
+}
+
+/// Now, as the Traffic Metrics API writes its items' timestamps: RFC 3339, UTC, seconds.
+pub(crate) fn timestamp() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A Traffic Metrics API answer: the object, or a `Status` with the error's code.
+pub(crate) fn traffic_metrics_response(
+    answered: Result<serde_json::Value, crate::traffic_metrics::RequestError>,
+) -> Response<Full<Bytes>> {
     match answered {
         Ok(value) => json(&value),
         Err(error) => {

@@ -10,7 +10,9 @@
 //!     │ FrontProxy::authenticate: a certificate chaining to requestheader-client-ca-file,
 //!     │ its CN in requestheader-allowed-names, a user header  (else 401 / 403 Status)
 //!     ▼
-//!  traffic_metrics::answer over this replica's windows
+//!  this replica's windows ─┐                       every other serving operator Pod, at once:
+//!                          ├─ merge ─▶ traffic_metrics::answer (+ partial annotation)
+//!  GET podIP:9443/replica/metrics?t=…&namespace=…  ─┘  (HTTPS, the webhook's certificate both ways)
 //! ```
 //!
 //! The CA and names come from ConfigMap `kube-system/extension-apiserver-authentication`, which
@@ -45,9 +47,24 @@
 //! # Replicas
 //!
 //! The API server sends each request to one replica (through the Service's endpoints), and
-//! each replica holds only the metrics of the proxies whose metrics streams landed on it. With
-//! several replicas an answer covers only that replica's proxies; merging replicas is left to
-//! a later change (see `switchyard stat`, which asks every replica).
+//! each replica holds only the metrics of the proxies whose metrics streams landed on it. So
+//! the replica that receives a request answers over every replica's windows: it takes its own
+//! series of the window ([`Telemetry::snapshot`]: per proxy and subject, the counts by status
+//! class, latency histogram buckets, connections opened, bytes, and the latest open-connections
+//! gauge), asks every other serving operator Pod for theirs at [`REPLICA_METRICS_PATH`] (found
+//! and trusted as [`super::replica`] describes, all at once, each within
+//! [`PEER_METRICS_TIMEOUT`], each answer at most [`MAX_REPLICA_METRICS_BYTES`]), merges them
+//! ([`Snapshot::merge`]) and answers from the merge as one control plane holding every proxy
+//! would: an object whose Pods pushed nothing anywhere answers zeros, not 404, whichever
+//! replica answers. Only the series the request needs are asked for: one namespace's proxies
+//! for what lives in a namespace, every proxy's for the rest ([`Request::proxies`]).
+//!
+//! A replica that fails to answer (unreachable, too slow, over the cap, another version) is
+//! logged and left out, and the answer says so: its `metadata.annotations` (the list's, or the
+//! single item's) carry [`PARTIAL_ANNOTATION`](crate::traffic_metrics::PARTIAL_ANNOTATION),
+//! `replica <pod> did not answer: <why>` per missing replica, and its counts lack what that
+//! replica held. A replica that is not Ready (starting, or being deleted) is not asked: the
+//! proxies whose streams it held reconnect to a serving one.
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -61,6 +78,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{
@@ -82,7 +100,13 @@ use rustls::{
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::telemetry::Telemetry;
+use super::replica::{Peer, PeerSource, replica_client_config, same_key};
+use crate::{
+    edges::SharedPeers,
+    telemetry::{Snapshot, Telemetry},
+    traffic_metrics::{Proxies, Request, mark_partial},
+    webhook::CertReloader,
+};
 
 /// The namespace and name of the ConfigMap the API server publishes its front-proxy settings in.
 pub const AUTH_CONFIG_MAP: (&str, &str) = ("kube-system", "extension-apiserver-authentication");
@@ -333,12 +357,27 @@ fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
 
 // === the server side ===
 
-/// Whether a path belongs to the Traffic Metrics API (what the aggregator forwards).
+/// Whether the webhook server hands a path to the Traffic Metrics API: the group's (what the
+/// aggregator forwards) or [`REPLICA_METRICS_PATH`].
 pub fn is_metrics_path(path: &str) -> bool {
     let group = format!("/apis/{}", crate::traffic_metrics::GROUP);
-    path.strip_prefix(&group)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    path == REPLICA_METRICS_PATH
+        || path
+            .strip_prefix(&group)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
+
+/// The replica-to-replica path ([`super::replica`]): `GET /replica/metrics?t=<ms>ms[&namespace=<ns>]`,
+/// this replica's series over the window (of that namespace's proxies), as
+/// [`Snapshot::to_json`] writes them.
+pub const REPLICA_METRICS_PATH: &str = "/replica/metrics";
+/// The largest answer a replica sends another: 16 MiB (some 80,000 series). A replica whose
+/// share is larger answers 500 naming the cap, and the answering replica reports it as partial
+/// (never a truncated share).
+pub const MAX_REPLICA_METRICS_BYTES: usize = 16 * 1024 * 1024;
+/// Each other replica must answer within this, its whole answer read: 2 s. The replicas are
+/// asked at once, so an API request waits this long at most for them.
+pub const PEER_METRICS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The front-proxy settings in use, shared by every aggregated API the operator serves (the
 /// Traffic Metrics API and the tap API); none until the ConfigMap has been read.
@@ -378,34 +417,59 @@ impl FrontProxySettings {
     }
 }
 
-/// The API as served on the webhook port: the current front-proxy settings and this
-/// replica's windows.
+/// The other replicas, and the certificate this one presents to them and expects of them.
+#[derive(Debug)]
+struct Replicas {
+    source: Arc<dyn PeerSource>,
+    tls: Arc<CertReloader>,
+}
+
+/// The API as served on the webhook port: the current front-proxy settings, this replica's
+/// windows, and the other replicas to ask for theirs.
 #[derive(Debug)]
 pub struct MetricsApi {
     front_proxy: Arc<FrontProxySettings>,
     telemetry: Arc<Telemetry>,
     /// The index's view that resolves workloads, Services and splits into Pods.
     workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
+    /// What the control plane compiled for each proxy, which `edges` names identities with.
+    identities: SharedPeers,
+    /// `None`: this replica's windows are the whole mesh's (one replica, tests).
+    replicas: Option<Replicas>,
 }
 
 impl MetricsApi {
-    /// Serves `telemetry`, resolving objects through `workloads`, to the front proxy of
-    /// `front_proxy`; refuses every request until those settings are loaded.
+    /// Serves `telemetry`, resolving objects through `workloads` and naming identities with
+    /// `identities`, to the front proxy of `front_proxy`; refuses every request until those
+    /// settings are loaded. Answers from this replica's windows alone until
+    /// [`MetricsApi::with_replicas`].
     pub fn new(
         front_proxy: Arc<FrontProxySettings>,
         telemetry: Arc<Telemetry>,
         workloads: tokio::sync::watch::Receiver<Arc<crate::index::Workloads>>,
+        identities: SharedPeers,
     ) -> Self {
         MetricsApi {
             front_proxy,
             telemetry,
             workloads,
+            identities,
+            replicas: None,
         }
     }
 
-    /// Answers one request: a `Status` of 401 or 403 unless it comes from the front proxy, 405
-    /// for anything but GET, else the Traffic Metrics API's answer.
-    pub fn respond(
+    /// Merges the windows of the replicas `source` finds into every answer, reaching them with
+    /// `tls`, the webhook's certificate (see [`super::replica`]); and serves
+    /// [`REPLICA_METRICS_PATH`] to them.
+    pub fn with_replicas(mut self, source: Arc<dyn PeerSource>, tls: Arc<CertReloader>) -> Self {
+        self.replicas = Some(Replicas { source, tls });
+        self
+    }
+
+    /// Answers one request to [`is_metrics_path`]: the replica path to another replica only,
+    /// the API to the front proxy only (a `Status` of 401 or 403 otherwise), GET only (405),
+    /// over every replica's windows merged.
+    pub async fn respond(
         &self,
         get: bool,
         path: &str,
@@ -413,31 +477,238 @@ impl MetricsApi {
         headers: &HeaderMap,
         peer: Option<&[CertificateDer<'_>]>,
     ) -> Response<Full<Bytes>> {
-        match self.front_proxy.authenticate(peer, headers) {
+        if path == REPLICA_METRICS_PATH {
+            return self.respond_replica(get, query, peer);
+        }
+        if let Err(error) = self.front_proxy.authenticate(peer, headers) {
+            tracing::debug!(%error, path, "traffic metrics request refused");
+            return status_response(error.status(), &error.to_status());
+        }
+        if !get {
+            let status = status_body(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "the Traffic Metrics API is read-only: get and list",
+            );
+            return status_response(StatusCode::METHOD_NOT_ALLOWED, &status);
+        }
+        let request = match Request::parse(path, query) {
+            Ok(request) => request,
+            Err(error) => return super::admin::traffic_metrics_response(Err(error)),
+        };
+        let (data, notes) = match request.window() {
+            Some(window) => self.gather(window, request.proxies()).await,
+            None => (Snapshot::empty(Duration::ZERO), Vec::new()),
+        };
+        let workloads = self.workloads.borrow().clone();
+        let identities = self.identities.get();
+        let answered = crate::traffic_metrics::answer(
+            &data,
+            &workloads,
+            &identities,
+            &request,
+            &super::admin::timestamp(),
+        )
+        .map(|mut answer| {
+            mark_partial(&mut answer, &notes);
+            answer
+        });
+        super::admin::traffic_metrics_response(answered)
+    }
+
+    /// This replica's series over `window` of `proxies`, merged with every other serving
+    /// replica's (asked at once, each within [`PEER_METRICS_TIMEOUT`]); and a note per replica
+    /// that did not answer (logged too), for [`PARTIAL_ANNOTATION`](crate::traffic_metrics::PARTIAL_ANNOTATION).
+    async fn gather(&self, window: Duration, proxies: Proxies<'_>) -> (Snapshot, Vec<String>) {
+        let mut data = self.telemetry.snapshot(window, |p| proxies.contains(p));
+        let mut notes = Vec::new();
+        let Some(replicas) = &self.replicas else {
+            return (data, notes);
+        };
+        let peers = match replicas.source.peers().await {
+            Ok(peers) => peers,
             Err(error) => {
-                tracing::debug!(%error, path, "traffic metrics request refused");
-                status_response(error.status(), &error.to_status())
+                tracing::warn!(%error, "traffic metrics: finding the other replicas");
+                notes.push(format!("the other replicas could not be listed: {error}"));
+                return (data, notes);
             }
-            Ok(_) if !get => {
-                let status = serde_json::json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {},
-                    "status": "Failure", "reason": "MethodNotAllowed", "code": 405,
-                    "message": "the Traffic Metrics API is read-only: get and list",
-                });
-                status_response(StatusCode::METHOD_NOT_ALLOWED, &status)
+        };
+        if peers.is_empty() {
+            return (data, notes);
+        }
+        let config = match replica_client_config(&replicas.tls) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%error, "traffic metrics: no tls configuration to reach other replicas");
+                notes.push(format!("the other replicas could not be asked: {error}"));
+                return (data, notes);
             }
-            Ok(_) => {
-                let workloads = self.workloads.borrow().clone();
-                super::admin::traffic_metrics(
-                    &self.telemetry,
-                    &workloads,
-                    crate::traffic_metrics::Scope::Replica,
-                    path,
-                    query,
+        };
+        let path = replica_query(data.window(), proxies);
+        let asks = peers.into_iter().map(|peer| {
+            let (config, path) = (Arc::clone(&config), path.clone());
+            async move {
+                let answer =
+                    tokio::time::timeout(PEER_METRICS_TIMEOUT, peer_snapshot(&peer, config, &path))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {PEER_METRICS_TIMEOUT:?}"))
+                        });
+                (peer, answer)
+            }
+        });
+        for (peer, answer) in futures_util::future::join_all(asks).await {
+            let merged = answer.and_then(|theirs| data.merge(theirs).map_err(|e| e.to_string()));
+            if let Err(why) = merged {
+                tracing::warn!(peer = %peer.name, addr = %peer.addr, %why, "traffic metrics: answering without a replica");
+                notes.push(format!("replica {} did not answer: {why}", peer.name));
+            }
+        }
+        (data, notes)
+    }
+
+    /// [`REPLICA_METRICS_PATH`]: this replica's own series, to another replica only.
+    fn respond_replica(
+        &self,
+        get: bool,
+        query: Option<&str>,
+        peer: Option<&[CertificateDer<'_>]>,
+    ) -> Response<Full<Bytes>> {
+        let failure = |code: StatusCode, reason: &str, message: &str| {
+            status_response(code, &status_body(code, reason, message))
+        };
+        let Some(replicas) = &self.replicas else {
+            return failure(StatusCode::NOT_FOUND, "NotFound", "not served");
+        };
+        if let Err(error) = same_key(peer, &replicas.tls.current()) {
+            tracing::debug!(%error, "replica metrics request refused");
+            return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &error.to_string());
+        }
+        if !get {
+            return failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "GET only",
+            );
+        }
+        let (window, namespace) = match ReplicaQuery::parse(query) {
+            Ok(q) => (q.window, q.namespace),
+            Err(message) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &message),
+        };
+        let proxies = match &namespace {
+            Some(ns) => Proxies::Namespace(ns),
+            None => Proxies::All,
+        };
+        let data = self.telemetry.snapshot(window, |p| proxies.contains(p));
+        match data.to_json(MAX_REPLICA_METRICS_BYTES) {
+            Ok(body) => {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => {
+                tracing::warn!(%error, "replica metrics request");
+                failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &error.to_string(),
                 )
             }
         }
     }
+}
+
+/// What [`REPLICA_METRICS_PATH`] is asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaQuery {
+    pub window: Duration,
+    pub namespace: Option<String>,
+}
+
+impl ReplicaQuery {
+    /// Reads `t=<duration>` (required, up to [`MAX_WINDOW`](crate::traffic_metrics::MAX_WINDOW))
+    /// and `namespace=<ns>` (percent-encoded).
+    ///
+    /// # Errors
+    ///
+    /// No `t`, or one that is not a duration in (0, 10m]; naming the parameter.
+    pub fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut window = None;
+        let mut namespace = None;
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("t", t)) => {
+                    window = Some(
+                        crate::traffic_metrics::go_duration(t)
+                            .filter(|d| !d.is_zero() && *d <= crate::traffic_metrics::MAX_WINDOW)
+                            .ok_or_else(|| format!("t={t}: a duration up to 10m"))?,
+                    );
+                }
+                Some(("namespace", ns)) => {
+                    let ns = percent_encoding::percent_decode_str(ns)
+                        .decode_utf8()
+                        .map_err(|e| format!("namespace={ns}: {e}"))?;
+                    namespace = Some(ns.into_owned());
+                }
+                _ => {}
+            }
+        }
+        Ok(ReplicaQuery {
+            window: window.ok_or("t: required")?,
+            namespace,
+        })
+    }
+}
+
+/// The path and query that asks another replica for its series over `window` of `proxies`.
+pub fn replica_query(window: Duration, proxies: Proxies<'_>) -> String {
+    let t = format!("t={}ms", window.as_millis());
+    match proxies {
+        Proxies::All => format!("{REPLICA_METRICS_PATH}?{t}"),
+        Proxies::Namespace(ns) => format!(
+            "{REPLICA_METRICS_PATH}?{t}&namespace={}",
+            percent_encoding::utf8_percent_encode(ns, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    }
+}
+
+/// One peer's series: its answer to `path`, read up to [`MAX_REPLICA_METRICS_BYTES`].
+async fn peer_snapshot(
+    peer: &Peer,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<Snapshot, String> {
+    let (response, _connection) = super::replica::get(peer, config, path).await?;
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_REPLICA_METRICS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("answered {status}: {message}"));
+    }
+    Snapshot::from_json(&body).map_err(|e| e.to_string())
+}
+
+/// A Kubernetes `Status` of failure.
+pub fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    })
 }
 
 /// A JSON answer (a Kubernetes `Status` or an object) with `status`.

@@ -32,53 +32,30 @@
 //! that receives a tap also asks every other serving operator Pod ([`PeerSource`]: Ready, not
 //! being deleted, read when the tap starts and every [`PEER_REFRESH`] while it runs) for its
 //! own events, on its webhook port at its Pod IP, and merges them into the stream. Replicas
-//! trust each other by the certificate they all mount: a request to [`REPLICA_TAP_PATH`] is
-//! served only when the client's certificate has the public key of the certificate this replica
-//! serves ([`same_key`]), and only from the local Hub; the client likewise accepts only a peer
-//! serving that key. A peer that fails or goes away is logged and skipped. Each replica applies
-//! the session's `max_rps` to its own proxies' events.
+//! trust each other as [`replica`] describes: a request to [`REPLICA_TAP_PATH`] is served only
+//! to another replica ([`same_key`]), and only from the local Hub. A peer that fails or goes
+//! away is logged and skipped. Each replica applies the session's `max_rps` to its own
+//! proxies' events.
 
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    future::Future,
-    net::{IpAddr, SocketAddr},
-    pin::Pin,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use k8s_openapi::api::{
-    authorization::v1::{
-        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
-    },
-    core::v1::Pod,
+use http_body_util::BodyExt;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
-use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
-};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::{
-        ResolvesClientCert,
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    },
-    crypto::WebPkiSupportedAlgorithms,
-    pki_types::{CertificateDer, ServerName, UnixTime},
-    sign::CertifiedKey,
-};
+use kube::{Api, Client, api::PostParams};
+use rustls::{ClientConfig, pki_types::CertificateDer};
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
-use super::metrics_api::{FrontProxySettings, ProxiedUser, serving, status_response};
+use super::{
+    metrics_api::{FrontProxySettings, ProxiedUser, status_body, status_response},
+    replica::{self, AbortOnDrop, BoxFuture, Peer, PeerSource, replica_client_config, same_key},
+};
 use crate::{
     tap::{Hub, SESSION_QUEUE, TapEvent, TapFilter, stream::Body},
     webhook::CertReloader,
@@ -92,16 +69,13 @@ pub const VERSION: &str = "v1alpha1";
 pub const VERB: &str = "watch";
 /// The resources, as RBAC names them: one Pod's tap, and a whole namespace's.
 pub const RESOURCES: [&str; 2] = ["pods/tap", "tap"];
-/// The replica-to-replica path: `GET /replica/tap?<TapFilter query>`, this replica's proxies only.
+/// The replica-to-replica path ([`replica`]): `GET /replica/tap?<TapFilter query>`, this
+/// replica's proxies only.
 pub const REPLICA_TAP_PATH: &str = "/replica/tap";
 /// The SubjectAccessReview must answer within this: 5 s (else 500, the tap refused).
 pub const SAR_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a running tap reads the operator's Pods again for new peers: 10 s.
 pub const PEER_REFRESH: Duration = Duration::from_secs(10);
-/// A peer must accept the connection and answer the request within this: 5 s.
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Whether the webhook server hands a path to the tap API.
 pub fn is_tap_path(path: &str) -> bool {
@@ -294,19 +268,6 @@ impl Decision {
     }
 }
 
-/// A Kubernetes `Status` of failure.
-fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    })
-}
-
 /// The `APIResourceList` served at the group version's root.
 pub fn discovery() -> Value {
     let resources: Vec<Value> = RESOURCES
@@ -327,127 +288,6 @@ pub fn discovery() -> Value {
         "groupVersion": format!("{GROUP}/{VERSION}"),
         "resources": resources,
     })
-}
-
-// === replicas trusting each other ===
-
-/// Why a replica-to-replica request was refused (401).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PeerAuthError {
-    #[error("no client certificate: only another operator replica may call {REPLICA_TAP_PATH}")]
-    NoCertificate,
-    #[error(
-        "client certificate is not this operator's serving certificate: only another operator replica may call {REPLICA_TAP_PATH}"
-    )]
-    NotAReplica,
-}
-
-/// The public key (SubjectPublicKeyInfo, DER) of a certificate.
-fn public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.public_key().raw.to_vec())
-}
-
-/// Checks that `peer` (the client's chain, leaf first, whose key its handshake proved) has the
-/// public key of `own`, the certificate this replica serves: every replica mounts the same
-/// Secret, and no one else holds its key.
-///
-/// # Errors
-///
-/// See [`PeerAuthError`].
-pub fn same_key(
-    peer: Option<&[CertificateDer<'_>]>,
-    own: &CertifiedKey,
-) -> Result<(), PeerAuthError> {
-    let leaf = peer
-        .and_then(<[_]>::first)
-        .ok_or(PeerAuthError::NoCertificate)?;
-    let own = own.cert.first().and_then(public_key);
-    match (public_key(leaf), own) {
-        (Some(theirs), Some(ours)) if theirs == ours => Ok(()),
-        _ => Err(PeerAuthError::NotAReplica),
-    }
-}
-
-/// The client side of [`same_key`]: presents the serving certificate, and accepts only a peer
-/// that serves one with the same key.
-#[derive(Debug)]
-struct ReplicaTls {
-    tls: Arc<CertReloader>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ResolvesClientCert for ReplicaTls {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.tls.current())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-impl ServerCertVerifier for ReplicaTls {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        same_key(Some(&chain), &self.tls.current())
-            .map(|()| ServerCertVerified::assertion())
-            .map_err(|e| rustls::Error::General(e.to_string()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// The TLS client configuration replicas call each other with (HTTP/1.1).
-///
-/// # Errors
-///
-/// rustls refuses the protocol versions (never with ring).
-pub fn replica_client_config(tls: &Arc<CertReloader>) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = rustls::crypto::ring::default_provider();
-    let replica = Arc::new(ReplicaTls {
-        tls: Arc::clone(tls),
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(replica.clone())
-        .with_client_cert_resolver(replica);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 // === what the API asks of the cluster ===
@@ -486,72 +326,6 @@ impl Authorizer for KubeAuthorizer {
             created
                 .status
                 .ok_or_else(|| "SubjectAccessReview answered without a status".to_owned())
-        })
-    }
-}
-
-/// Another serving replica.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Peer {
-    /// The Pod's name, for logs.
-    pub name: String,
-    /// Its webhook port at its Pod IP.
-    pub addr: SocketAddr,
-}
-
-/// The other replicas of `pods` that serve ([`serving`]) and have an IP, on `port`.
-pub fn serving_peers(pods: &[Pod], me: &str, port: u16) -> Vec<Peer> {
-    let mut peers: Vec<Peer> = pods
-        .iter()
-        .filter(|pod| pod.metadata.name.as_deref() != Some(me) && serving(pod))
-        .filter_map(|pod| {
-            let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-            Some(Peer {
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                addr: SocketAddr::new(ip, port),
-            })
-        })
-        .collect();
-    peers.sort();
-    peers
-}
-
-/// Finds the other replicas.
-pub trait PeerSource: Send + Sync + fmt::Debug {
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<Peer>, String>>;
-}
-
-/// [`PeerSource`] from the operator's Pods in its namespace.
-#[derive(Clone)]
-pub struct KubePeers {
-    pub client: Client,
-    pub namespace: String,
-    /// This replica's Pod name.
-    pub me: String,
-    /// The webhook port.
-    pub port: u16,
-}
-
-impl fmt::Debug for KubePeers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KubePeers")
-            .field("namespace", &self.namespace)
-            .field("me", &self.me)
-            .field("port", &self.port)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PeerSource for KubePeers {
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<Peer>, String>> {
-        Box::pin(async move {
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-            let params = ListParams::default().labels(&crate::install::selector());
-            let list = tokio::time::timeout(PEER_CONNECT_TIMEOUT, pods.list(&params))
-                .await
-                .map_err(|_| format!("listing pods in {}: timed out", self.namespace))?
-                .map_err(|e| format!("listing pods in {}: {e}", self.namespace))?;
-            Ok(serving_peers(&list.items, &self.me, self.port))
         })
     }
 }
@@ -697,15 +471,6 @@ fn json(status: StatusCode, body: &Value) -> Response<Body> {
     status_response(status, body).map(BodyExt::boxed_unsync)
 }
 
-/// Aborts the task when dropped (with the tap's body).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Streams every peer's events for `query` into `tx`, reading the peers now and every
 /// [`PEER_REFRESH`]; a peer is asked again at a refresh after its stream ended. Runs until
 /// aborted or `tx` closes.
@@ -776,34 +541,8 @@ async fn peer_stream(
     query: &str,
     tx: &mpsc::Sender<TapEvent>,
 ) -> Result<(), String> {
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect(peer.addr)
-            .await
-            .map_err(|e| format!("connecting: {e}"))?;
-        let name = ServerName::IpAddress(peer.addr.ip().into());
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("tls: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("http: {e}"))?;
-        let connection = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let request = http::Request::get(format!("{REPLICA_TAP_PATH}?{query}"))
-            .header(http::header::HOST, peer.addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        Ok::<_, String>((response, AbortOnDrop(connection)))
-    };
-    let (response, _connection) = tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| format!("no answer within {PEER_CONNECT_TIMEOUT:?}"))??;
+    let (response, _connection) =
+        replica::get(peer, config, &format!("{REPLICA_TAP_PATH}?{query}")).await?;
     let status = response.status();
     let mut body = response.into_body();
     if !status.is_success() {

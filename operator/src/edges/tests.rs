@@ -4,7 +4,7 @@ use switchyard_adapters::model::{
     Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
 };
 
-use super::{DEFAULT_WINDOW, End, Peers, Query, Secured, edges};
+use super::{End, Peers, Secured, edges};
 use crate::telemetry::{
     Limits, Sample, StatPrefix, StatusClass, Subject, Telemetry, UpstreamCluster, Value,
 };
@@ -120,7 +120,7 @@ fn svc(ns: &str, name: &str) -> End {
 #[test]
 fn edges_name_both_identities_and_whether_they_are_mtls() {
     let (telemetry, peers) = mesh();
-    let got = edges(&telemetry, &peers, MINUTE, None);
+    let got = edges(&telemetry.snapshot(MINUTE, |_| true), &peers, None);
     let rows: Vec<_> = got
         .iter()
         .map(|e| {
@@ -184,7 +184,7 @@ fn a_cluster_with_some_unmeshed_endpoints_is_partly_secured() {
         Identity::new("demo", "client"),
         clusters(&[cluster("demo", "web", 80, &[Some("web"), None])]),
     );
-    let got = edges(&telemetry, &peers, MINUTE, None);
+    let got = edges(&telemetry.snapshot(MINUTE, |_| true), &peers, None);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].secured, Secured::Partly);
 }
@@ -192,42 +192,34 @@ fn a_cluster_with_some_unmeshed_endpoints_is_partly_secured() {
 #[test]
 fn a_namespace_keeps_the_edges_with_an_end_in_it() {
     let (telemetry, peers) = mesh();
-    let other = edges(&telemetry, &peers, MINUTE, Some("other"));
+    let other = edges(&telemetry.snapshot(MINUTE, |_| true), &peers, Some("other"));
     assert_eq!(
         other.iter().map(|e| &e.dst).collect::<Vec<_>>(),
         [&svc("other", "legacy")]
     );
-    assert!(edges(&telemetry, &peers, MINUTE, Some("nowhere")).is_empty());
-    assert_eq!(edges(&telemetry, &peers, MINUTE, Some("demo")).len(), 3);
+    assert!(
+        edges(
+            &telemetry.snapshot(MINUTE, |_| true),
+            &peers,
+            Some("nowhere")
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        edges(&telemetry.snapshot(MINUTE, |_| true), &peers, Some("demo")).len(),
+        3
+    );
 }
 
 #[test]
 fn a_proxy_the_control_plane_does_not_know_gives_only_its_unmeshed_callers() {
     let (telemetry, _) = mesh();
-    let got = edges(&telemetry, &Peers::new(TRUST, []), MINUTE, None);
+    let got = edges(
+        &telemetry.snapshot(MINUTE, |_| true),
+        &Peers::new(TRUST, []),
+        None,
+    );
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].src, End::Unmeshed);
     assert!(got[0].server_ids.is_empty());
-}
-
-#[test]
-fn queries_name_a_window_and_a_namespace() {
-    assert_eq!(
-        Query::parse(None),
-        Ok(Query {
-            window: DEFAULT_WINDOW,
-            namespace: None
-        })
-    );
-    assert_eq!(
-        Query::parse(Some("t=10s&namespace=demo")),
-        Ok(Query {
-            window: Duration::from_secs(10),
-            namespace: Some("demo".to_owned())
-        })
-    );
-    for bad in ["t=11m", "t=0s", "t=soon"] {
-        let err = Query::parse(Some(bad)).unwrap_err();
-        assert!(err.starts_with(bad), "{err}");
-    }
 }

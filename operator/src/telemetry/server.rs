@@ -22,7 +22,7 @@ use switchyard_adapters::model::ProxyId;
 use tokio::{sync::watch, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Golden, Limits, Sample, Store, Subject, decode};
+use super::{Golden, Limits, Sample, Snapshot, Store, Subject, decode};
 use crate::xds::{auth::Authenticate, beside::Beside};
 
 /// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
@@ -71,6 +71,14 @@ impl Telemetry {
         let now = self.now();
         let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         store.query_proxies(now, window, proxies, include)
+    }
+
+    /// Every series of the proxies `include` accepts over the `window` ending now
+    /// ([`Store::snapshot`]).
+    pub fn snapshot(&self, window: Duration, include: impl FnMut(&ProxyId) -> bool) -> Snapshot {
+        let now = self.now();
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        store.snapshot(now, window, include)
     }
 
     /// The proxies with windows, in name order.

@@ -35,14 +35,19 @@
 //! # Answers
 //!
 //! Counts of several series and proxies are summed, histograms bucket by bucket, before any
-//! rate or percentile is computed: [`Golden`].
+//! rate or percentile is computed: [`Golden`]. [`Store::snapshot`] keeps each series' [`Sums`]
+//! over one window apart instead, so that several replicas' can be merged
+//! ([`Snapshot::merge`]) before the same sums are made.
 
 use std::{collections::HashMap, mem::size_of, time::Duration};
 
 use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS};
 
-use super::decode::{Latency, Sample, StatusClass, Subject, Value};
+use super::{
+    decode::{Latency, Sample, StatusClass, Subject, Value},
+    snapshot::Snapshot,
+};
 
 /// The longest window a store answers: 10 minutes.
 pub const MAX_WINDOW: Duration = Duration::from_secs(600);
@@ -162,6 +167,54 @@ impl Golden {
             .map(|&m| Duration::from_micros(m))
     }
 
+    /// Adds one series' sums: its counts, and its latest gauge to the open connections.
+    pub fn add(&mut self, sums: &Sums) {
+        for (sum, &n) in self.requests.iter_mut().zip(&sums.requests) {
+            *sum = sum.saturating_add(n);
+        }
+        for (sum, &n) in self.latency.buckets.iter_mut().zip(&sums.latency.buckets) {
+            *sum = sum.saturating_add(n);
+        }
+        self.connections_opened = self
+            .connections_opened
+            .saturating_add(sums.connections_opened);
+        self.connections_active = self
+            .connections_active
+            .saturating_add(sums.gauge.map_or(0, |g| g.value));
+        self.bytes_received = self.bytes_received.saturating_add(sums.bytes_received);
+        self.bytes_sent = self.bytes_sent.saturating_add(sums.bytes_sent);
+    }
+}
+
+/// One series' sums over a window: what [`Golden`] adds up, per series, and what replicas send
+/// each other ([`super::snapshot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    /// Requests per status class, 1xx first.
+    pub requests: [u64; 5],
+    pub latency: Latency,
+    /// Connections opened in the window.
+    pub connections_opened: u64,
+    /// The latest open-connections gauge in the window; `None` when none was recorded.
+    pub gauge: Option<Gauge>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+/// A gauge's value and how long before the window's end it was recorded, to its ring's slot
+/// (0: in the slot of the window's end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gauge {
+    pub value: u64,
+    pub age: Duration,
+}
+
+impl Sums {
+    /// Whether the window holds nothing of the series: no count and no gauge.
+    pub fn is_empty(&self) -> bool {
+        *self == Sums::default()
+    }
+
     fn add_slot(&mut self, slot: &Slot) {
         for (sum, &n) in self.requests.iter_mut().zip(&slot.requests) {
             *sum += u64::from(n);
@@ -249,21 +302,24 @@ impl<const N: usize, const SLOT_MS: u64> Ring<N, SLOT_MS> {
         }
     }
 
-    /// Adds the `slots` slots ending with `now`'s to `out`; the latest gauge among them.
-    fn sum(&self, now: Duration, slots: u32, out: &mut Golden) -> Option<u32> {
+    /// The sums of the `slots` slots ending with `now`'s, with the latest gauge among them.
+    fn sum(&self, now: Duration, slots: u32) -> Sums {
         let last = Self::number(now);
         let first = last.saturating_sub(slots - 1).max(1);
-        let mut gauge = None;
+        let mut out = Sums::default();
         for number in first..=last {
             let slot = &self.slots[number as usize % N];
             if slot.number == number {
                 out.add_slot(slot);
                 if slot.active != NO_GAUGE {
-                    gauge = Some(slot.active);
+                    out.gauge = Some(Gauge {
+                        value: u64::from(slot.active),
+                        age: Duration::from_millis(u64::from(last - number) * SLOT_MS),
+                    });
                 }
             }
         }
-        gauge
+        out
     }
 }
 
@@ -282,13 +338,12 @@ impl Series {
         self.coarse.record(at, value);
     }
 
-    fn sum(&self, now: Duration, window: Window, out: &mut Golden) {
-        let gauge = match window {
-            Window::Fine(n) => self.fine.sum(now, n, out),
-            Window::Mid(n) => self.mid.sum(now, n, out),
-            Window::Coarse(n) => self.coarse.sum(now, n, out),
-        };
-        out.connections_active += u64::from(gauge.unwrap_or(0));
+    fn sum(&self, now: Duration, window: Window) -> Sums {
+        match window {
+            Window::Fine(n) => self.fine.sum(now, n),
+            Window::Mid(n) => self.mid.sum(now, n),
+            Window::Coarse(n) => self.coarse.sum(now, n),
+        }
     }
 }
 
@@ -301,6 +356,7 @@ enum Window {
 }
 
 impl Window {
+    /// The ring and slots that answer `window`, and the window's length rounded up to them.
     fn of(window: Duration) -> (Window, Duration) {
         fn slots(window: Duration, slot_ms: u64) -> u32 {
             let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
@@ -437,7 +493,7 @@ impl Store {
         for (proxy, windows) in &self.proxies {
             for (subject, series) in &windows.series {
                 if include(proxy, subject) {
-                    series.sum(now, window, &mut out);
+                    out.add(&series.sum(now, window));
                 }
             }
         }
@@ -464,7 +520,32 @@ impl Store {
             };
             for (subject, series) in &windows.series {
                 if include(subject) {
-                    series.sum(now, window, &mut out);
+                    out.add(&series.sum(now, window));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every series of the proxies `include` accepts over the `window` ending at `now` (as
+    /// [`Store::query`] rounds it), leaving out the series with nothing in it: what this
+    /// store adds to an answer, for merging with other replicas' ([`Snapshot::merge`]).
+    pub fn snapshot(
+        &self,
+        now: Duration,
+        window: Duration,
+        mut include: impl FnMut(&ProxyId) -> bool,
+    ) -> Snapshot {
+        let (resolved, length) = Window::of(window);
+        let mut out = Snapshot::empty(length);
+        for (proxy, windows) in &self.proxies {
+            if !include(proxy) {
+                continue;
+            }
+            for (subject, series) in &windows.series {
+                let sums = series.sum(now, resolved);
+                if !sums.is_empty() {
+                    out.insert(proxy, subject, sums);
                 }
             }
         }

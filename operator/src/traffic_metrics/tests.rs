@@ -291,7 +291,9 @@ use crate::{
         Owner, WorkloadKind, Workloads,
         workloads::{PodEntry, Split, SplitBackend},
     },
-    telemetry::{Sample, StatPrefix, StatusClass, Subject, Telemetry, UpstreamCluster, Value},
+    telemetry::{
+        Sample, Snapshot, StatPrefix, StatusClass, Subject, Telemetry, UpstreamCluster, Value,
+    },
 };
 use switchyard_adapters::model::{ProxyId, ServiceName};
 
@@ -406,60 +408,266 @@ fn mesh() -> (Telemetry, Workloads) {
     (t, w)
 }
 
-fn get(t: &Telemetry, w: &Workloads, path: &str) -> Result<serde_json::Value, RequestError> {
-    get_in(Scope::Whole, t, w, path)
+const TIMESTAMP: &str = "2026-12-06T21:00:00Z";
+
+/// Answers `path` over a minute of `data`.
+fn get_over(data: &Snapshot, w: &Workloads, path: &str) -> Result<serde_json::Value, RequestError> {
+    answer(
+        data,
+        w,
+        &crate::edges::Peers::default(),
+        &parse(path, Some("t=1m"))?,
+        TIMESTAMP,
+    )
 }
 
-fn get_in(
-    scope: Scope,
-    t: &Telemetry,
-    w: &Workloads,
-    path: &str,
-) -> Result<serde_json::Value, RequestError> {
+/// Answers `path` over the last minute of `t`, every proxy's series (the request's namespace
+/// only where [`Request::proxies`] says so).
+fn get(t: &Telemetry, w: &Workloads, path: &str) -> Result<serde_json::Value, RequestError> {
+    let request = parse(path, Some("t=1m"))?;
+    let data = t.snapshot(request.window().unwrap_or_default(), |p| {
+        request.proxies().contains(p)
+    });
     answer(
-        t,
+        &data,
         w,
-        scope,
-        &parse(path, Some("t=1m"))?,
-        "2026-12-06T21:00:00Z",
+        &crate::edges::Peers::default(),
+        &request,
+        TIMESTAMP,
     )
 }
 
 #[test]
-fn a_replica_answers_only_for_objects_whose_pods_pushed_to_it() {
+fn a_known_object_whose_pods_pushed_nothing_answers_zeros() {
     let (t, w) = mesh();
-    // Known to the index, no metrics here: zeros from the whole mesh's control plane, 404
-    // from a replica (another may hold them).
-    let path = "/namespaces/demo/pods/web-c";
-    assert_eq!(counts(&get(&t, &w, path).unwrap()), (0, 0));
-    let e = get_in(Scope::Replica, &t, &w, path).unwrap_err();
-    assert_eq!(e.status(), 404);
+    // web-c is known to the index and pushed nothing (to any replica): zeros, not 404.
+    let item = get(&t, &w, "/namespaces/demo/pods/web-c").unwrap();
+    assert_eq!(counts(&item), (0, 0), "{item}");
+    let agent = get(&t, &w, "/namespaces/demo/daemonsets/agent").unwrap();
+    assert_eq!(counts(&agent), (0, 0), "{agent}");
+    let pods = get(&t, &w, "/namespaces/demo/pods").unwrap();
     assert!(
-        e.to_string().contains("on this control plane replica"),
-        "{e}"
-    );
-    assert!(matches!(e, RequestError::NotOnThisReplica { .. }));
-    let e = get_in(Scope::Replica, &t, &w, "/namespaces/demo/daemonsets/agent").unwrap_err();
-    assert!(matches!(e, RequestError::NotOnThisReplica { .. }), "{e}");
-    // A workload with a Pod that pushed here answers as in the whole mesh.
-    assert_eq!(
-        get_in(Scope::Replica, &t, &w, "/namespaces/demo/deployments/web").unwrap(),
-        get(&t, &w, "/namespaces/demo/deployments/web").unwrap()
-    );
-    // Lists leave out what is not here.
-    let names = |v: serde_json::Value| -> Vec<String> {
-        v["items"]
+        pods["items"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| i["resource"]["name"].as_str().unwrap().to_owned())
-            .collect()
+            .any(|i| i["resource"]["name"] == "web-c"),
+        "{pods}"
+    );
+}
+
+#[test]
+fn a_request_reads_only_the_proxies_it_needs() {
+    let p = |path: &str| parse(path, None).unwrap();
+    let demo = Proxies::Namespace("demo");
+    assert_eq!(p("/namespaces/demo/pods").proxies(), demo);
+    assert_eq!(p("/namespaces/demo/deployments/web/edges").proxies(), demo);
+    assert_eq!(p("/namespaces/demo/services/web").proxies(), demo);
+    assert_eq!(p("/namespaces/demo").proxies(), demo);
+    assert_eq!(p("/namespaces/demo/edges").proxies(), demo);
+    // A split's callers, and the edges into a namespace, may be anywhere.
+    assert_eq!(
+        p("/namespaces/demo/trafficsplits/web-split").proxies(),
+        Proxies::All
+    );
+    assert_eq!(p("/namespaces/demo/trafficsplits").proxies(), Proxies::All);
+    assert_eq!(p("/pods").proxies(), Proxies::All);
+    assert_eq!(p("/namespaces").proxies(), Proxies::All);
+    assert_eq!(
+        parse("/edges", Some("namespace=demo")).unwrap().proxies(),
+        Proxies::All
+    );
+    assert_eq!(
+        parse("/edges", Some("t=10s&namespace=demo")),
+        Ok(Request::MeshEdges {
+            namespace: Some("demo".into()),
+            window: Duration::from_secs(10)
+        })
+    );
+    assert!(Proxies::Namespace("demo").contains(&id("demo", "x")));
+    assert!(!Proxies::Namespace("demo").contains(&id("other", "x")));
+}
+
+fn latency(sample_micros: &[(u64, u64)]) -> Value {
+    let mut l = crate::telemetry::Latency::default();
+    for &(micros, n) in sample_micros {
+        for _ in 0..n {
+            l.observe_micros(micros);
+        }
+    }
+    Value::Latency(l)
+}
+
+/// Two replicas' windows, merged, answer exactly as one store that recorded everything: counts,
+/// percentiles (from the summed buckets, not either replica's), open connections (the newest
+/// gauge), lists, splits and edges, for Pods whose streams stayed on one replica and for Pods
+/// whose stream moved from one to the other within the window.
+#[test]
+fn two_replicas_merged_answer_as_one_store_holding_both() {
+    use crate::telemetry::{Limits, Store};
+    let (_, w) = mesh();
+    let secs = Duration::from_secs;
+    let listener = || Subject::Listener(StatPrefix::new("inbound_8080"));
+    let sample = |subject: Subject, value: Value| Sample { subject, value };
+    // What each replica recorded, and when; `one` records all of it.
+    let (mut a, mut b, mut one) = (
+        Store::new(Limits::default()),
+        Store::new(Limits::default()),
+        Store::new(Limits::default()),
+    );
+    let mut record = |on_a: bool, pod: &str, at: u64, samples: &[Sample]| {
+        let store = if on_a { &mut a } else { &mut b };
+        store.record(&id("demo", pod), secs(at), samples);
+        one.record(&id("demo", pod), secs(at), samples);
     };
-    let whole = names(get(&t, &w, "/namespaces/demo/pods").unwrap());
-    let here = names(get_in(Scope::Replica, &t, &w, "/namespaces/demo/pods").unwrap());
-    assert!(whole.contains(&"web-c".to_owned()), "{whole:?}");
-    assert!(!here.contains(&"web-c".to_owned()), "{here:?}");
-    assert!(here.contains(&"web-a".to_owned()), "{here:?}");
+    // web-a moved from A to B: 90 fast requests on A, then 10 slow ones and a failure on B.
+    record(true, "web-a", 5, &served(90, 0));
+    record(
+        true,
+        "web-a",
+        5,
+        &[sample(listener(), latency(&[(800, 90)]))],
+    );
+    record(false, "web-a", 20, &served(10, 1));
+    record(
+        false,
+        "web-a",
+        20,
+        &[sample(listener(), latency(&[(180_000, 10), (900, 1)]))],
+    );
+    // Its connections to its application: 7 open on A at 5 s, 3 on B at 20 s (the newer).
+    record(true, "web-a", 5, &[gauge("inbound|8080", 7)]);
+    record(false, "web-a", 20, &[gauge("inbound|8080", 3)]);
+    // The others stayed: web-b and lone on A, db-0 and client-0 on B.
+    record(true, "web-b", 8, &served(5, 0));
+    record(true, "lone", 8, &served(100, 0));
+    record(
+        true,
+        "lone",
+        9,
+        &[sent("demo/web-v2|80", 2), gauge("demo/web-v2|80", 2)],
+    );
+    record(false, "db-0", 12, &served(7, 0));
+    record(
+        false,
+        "client-0",
+        12,
+        &[
+            sent("demo/web-v1|80", 30),
+            sent("demo/web-v2|80", 4),
+            gauge("demo/web-v1|80", 5),
+        ],
+    );
+
+    let now = secs(30);
+    for path in [
+        "/namespaces/demo/pods",
+        "/namespaces/demo/pods/web-a",
+        "/namespaces/demo/deployments/web",
+        "/namespaces/demo/services/web",
+        "/namespaces/demo/statefulsets/db",
+        "/namespaces/demo/daemonsets/agent",
+        "/namespaces/demo/trafficsplits/web-split",
+        "/namespaces/demo/pods/client-0/edges",
+        "/namespaces/demo/deployments/web/edges",
+        "/namespaces/demo",
+        "/namespaces",
+        "/edges",
+    ] {
+        let request = parse(path, Some("t=1m")).unwrap();
+        let window = request.window().unwrap();
+        let proxies = request.proxies();
+        let mut merged = a.snapshot(now, window, |p| proxies.contains(p));
+        merged
+            .merge(b.snapshot(now, window, |p| proxies.contains(p)))
+            .unwrap();
+        let whole = one.snapshot(now, window, |p| proxies.contains(p));
+        assert_eq!(merged, whole, "{path}: the merged series");
+        assert_eq!(
+            get_over(&merged, &w, path).unwrap(),
+            get_over(&whole, &w, path).unwrap(),
+            "{path}"
+        );
+    }
+
+    // And the numbers themselves, from the merge.
+    let window = Duration::from_secs(60);
+    let mut merged = a.snapshot(now, window, |_| true);
+    merged.merge(b.snapshot(now, window, |_| true)).unwrap();
+    let web_a = get_over(&merged, &w, "/namespaces/demo/pods/web-a").unwrap();
+    assert_eq!(counts(&web_a), (100, 1), "{web_a}");
+    assert_eq!(open_connections(&web_a), 3, "{web_a}");
+    // 101 durations: 91 under 1 ms, 10 of 180 ms. The p50 is fast; the p99 (rank 100) slow,
+    // which neither replica alone says (A has no slow one, B's p50 would be slow).
+    let p = |name: &str| {
+        seconds(
+            web_a["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .unwrap()["value"]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    assert!(
+        p("p50_response_latency") <= Duration::from_millis(1),
+        "{web_a}"
+    );
+    let (lower, upper) = bucket_around(Duration::from_millis(180));
+    let p99 = p("p99_response_latency");
+    assert!(p99 > lower && p99 <= upper, "{p99:?}: {web_a}");
+    let web = get_over(&merged, &w, "/namespaces/demo/deployments/web").unwrap();
+    assert_eq!(counts(&web), (105, 1), "{web}");
+    let split = get_over(&merged, &w, "/namespaces/demo/trafficsplits/web-split").unwrap();
+    let per_backend: Vec<(u64, u64)> = split["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(counts)
+        .collect();
+    assert_eq!(per_backend, [(30, 0), (6, 0)], "{split}");
+    let edges = get_over(&merged, &w, "/namespaces/demo/pods/client-0/edges").unwrap();
+    let to: Vec<(&str, u64)> = edges["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["edge"]["resource"]["name"].as_str().unwrap(), counts(i).0))
+        .collect();
+    assert_eq!(to, [("web-v1", 30), ("web-v2", 4)], "{edges}");
+}
+
+#[test]
+fn a_partial_answer_names_each_missing_replica() {
+    let (t, w) = mesh();
+    let notes = [
+        "replica switchyard-b did not answer: no answer within 2s".to_owned(),
+        "replica switchyard-c did not answer: answered 500".to_owned(),
+    ];
+    for path in [
+        "/namespaces/demo/pods",
+        "/namespaces/demo/pods/web-a",
+        "/edges",
+    ] {
+        let mut answer = get(&t, &w, path).unwrap();
+        let whole = answer.clone();
+        mark_partial(&mut answer, &[]);
+        assert_eq!(answer, whole, "{path}: nothing missing, nothing marked");
+        mark_partial(&mut answer, &notes);
+        assert_eq!(
+            answer["metadata"]["annotations"][PARTIAL_ANNOTATION],
+            "replica switchyard-b did not answer: no answer within 2s; replica switchyard-c did not answer: answered 500",
+            "{path}: {answer}"
+        );
+    }
+    // An item keeps its own annotations beside it.
+    let mut item = get(&t, &w, "/namespaces/demo/pods/web-a").unwrap();
+    mark_partial(&mut item, &notes);
+    assert!(
+        item["metadata"]["annotations"][TCP_OPEN_CONNECTIONS_ANNOTATION].is_string(),
+        "{item}"
+    );
 }
 
 fn counts(item: &serde_json::Value) -> (u64, u64) {
@@ -728,6 +936,11 @@ fn annotated_latency(item: &serde_json::Value) -> Duration {
     let q = item["metadata"]["annotations"][P95_LATENCY_ANNOTATION]
         .as_str()
         .unwrap_or_else(|| panic!("no p95: {item}"));
+    seconds(q)
+}
+
+/// A quantity of seconds (`12m`, `250u`, `2`).
+fn seconds(q: &str) -> Duration {
     let (n, scale) = match q.chars().last() {
         Some('m') => (&q[..q.len() - 1], 1e-3),
         Some('u') => (&q[..q.len() - 1], 1e-6),

@@ -20,8 +20,14 @@ fn args(all: bool) -> EdgesArgs {
 
 #[test]
 fn the_path_names_the_window_and_the_namespace() {
-    assert_eq!(path(&args(false)), "/edges?t=1m30s&namespace=demo");
-    assert_eq!(path(&args(true)), "/edges?t=1m30s");
+    assert_eq!(
+        path(&args(false)),
+        "/apis/metrics.smi-spec.io/v1alpha1/edges?t=1m30s&namespace=demo"
+    );
+    assert_eq!(
+        path(&args(true)),
+        "/apis/metrics.smi-spec.io/v1alpha1/edges?t=1m30s"
+    );
     assert!(window("11m").unwrap_err().contains("10m"));
     assert!(window("later").is_err());
 }

@@ -194,33 +194,6 @@ fn a_split_has_a_row_per_backend_with_apex_backend_and_weight() {
 }
 
 #[test]
-fn replicas_rows_are_joined_without_the_empty_rows_of_a_pod_another_replica_measured() {
-    let row = |pod: &str, ok: u64| {
-        json!({
-            "resource": {"kind": "Pod", "namespace": "demo", "name": pod},
-            "metrics": [
-                {"name": "success_count", "value": ok.to_string()},
-                {"name": "failure_count", "value": "0"}
-            ]
-        })
-    };
-    let joined = join_replicas(vec![
-        // Replica 1: web-0 pushed here; idle-0 pushed nowhere.
-        row("web-0", 5),
-        row("idle-0", 0),
-        // Replica 2: knows both, measured neither.
-        row("web-0", 0),
-        row("idle-0", 0),
-    ]);
-    assert_eq!(joined, [row("web-0", 5), row("idle-0", 0)]);
-    // A Pod measured on both (it reconnected) shows on both.
-    assert_eq!(
-        join_replicas(vec![row("web-0", 5), row("web-0", 2)]).len(),
-        2
-    );
-}
-
-#[test]
 fn a_table_from_a_control_plane_without_the_annotations_shows_dashes() {
     let item = json!({
         "resource": {"kind": "Pod", "namespace": "demo", "name": "web-0"},
@@ -242,26 +215,29 @@ fn a_table_from_a_control_plane_without_the_annotations_shows_dashes() {
 }
 
 #[test]
-fn a_replicas_row_with_open_connections_and_no_requests_is_kept() {
-    let row = |pod: &str, connections: u64| {
-        json!({
-            "metadata": {"annotations": {
-                "metrics.switchyard.dev/tcp-open-connections": connections.to_string()
-            }},
-            "resource": {"kind": "Pod", "namespace": "demo", "name": pod},
-            "metrics": [
-                {"name": "success_count", "value": "0"},
-                {"name": "failure_count", "value": "0"}
-            ]
-        })
-    };
-    // Replica 1 knows db-0 and measured nothing; replica 2 holds its 3 open TCP connections.
+fn an_answer_missing_a_replica_is_read_with_its_note() {
+    let list = json!({
+        "kind": "TrafficMetricsList",
+        "metadata": {"annotations": {
+            "metrics.switchyard.dev/partial": "replica switchyard-b did not answer: timed out"
+        }},
+        "items": [{"resource": {"kind": "Pod", "namespace": "demo", "name": "web-0"}}]
+    });
+    let (rows, partial) = items("x", http::StatusCode::OK, list.to_string().as_bytes()).unwrap();
+    assert_eq!(rows.len(), 1);
     assert_eq!(
-        join_replicas(vec![row("db-0", 0), row("db-0", 3)]),
-        [row("db-0", 3)]
+        partial.as_deref(),
+        Some("replica switchyard-b did not answer: timed out")
     );
-    assert_eq!(
-        join_replicas(vec![row("db-0", 3), row("db-0", 0)]),
-        [row("db-0", 3)]
-    );
+    let item = json!({"kind": "TrafficMetrics", "metadata": {}});
+    let (rows, partial) = items("x", http::StatusCode::OK, item.to_string().as_bytes()).unwrap();
+    assert_eq!((rows.len(), partial), (1, None));
+    let status = json!({"kind": "Status", "message": "deployments \"x\" is not known"});
+    let err = items(
+        "x",
+        http::StatusCode::NOT_FOUND,
+        status.to_string().as_bytes(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("is not known"), "{err}");
 }

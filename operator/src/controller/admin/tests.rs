@@ -10,7 +10,6 @@ fn readyz_waits_for_the_first_sync_and_metrics_render_every_family() {
         peers: None,
         workloads: None,
         taps: None,
-        scope: crate::traffic_metrics::Scope::Whole,
     };
     assert_eq!(route(&admin, true, "/healthz").status(), StatusCode::OK);
     let proxies = route(&admin, true, PROXIES_PATH);
@@ -80,7 +79,6 @@ fn a_proxys_config_is_found_by_its_encoded_name_and_an_unknown_one_is_named() {
         peers: None,
         workloads: None,
         taps: None,
-        scope: crate::traffic_metrics::Scope::Whole,
     };
     let node = envoy_types::pb::envoy::config::core::v3::Node {
         id: "web-0".into(),
@@ -147,7 +145,6 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         peers: None,
         workloads: None,
         taps: None,
-        scope: crate::traffic_metrics::Scope::Whole,
     };
     let debug = Admin {
         proxies: Some(statuses),
@@ -155,26 +152,23 @@ fn the_port_other_pods_reach_serves_no_proxy_list_and_no_configuration() {
         peers: Some(crate::edges::SharedPeers::default()),
         ..public.clone()
     };
-    // The traffic metrics, too, only on the debug port until the aggregated API serves them.
+    // The traffic metrics and the edges, which name identities, only where telemetry is given
+    // (local mode's admin address).
+    let edges = "/apis/metrics.smi-spec.io/v1alpha1/edges";
+    for path in ["/apis/metrics.smi-spec.io/v1alpha1/", edges] {
+        assert_eq!(
+            answer(&public, true, path, None).status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            answer(&debug, true, path, Some("t=10m")).status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
     assert_eq!(
-        answer(&public, true, "/apis/metrics.smi-spec.io/v1alpha1/", None).status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        answer(&debug, true, "/apis/metrics.smi-spec.io/v1alpha1/", None).status(),
-        StatusCode::OK
-    );
-    // And the edges, which name identities.
-    assert_eq!(
-        answer(&public, true, "/edges", None).status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        answer(&debug, true, "/edges", Some("t=10m")).status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        answer(&debug, true, "/edges", Some("t=1h")).status(),
+        answer(&debug, true, edges, Some("t=1h")).status(),
         StatusCode::BAD_REQUEST
     );
     for path in [PROXIES_PATH, "/proxies/demo%2Fweb-0/config"] {
@@ -209,7 +203,6 @@ fn workloads_are_resolved_through_the_view_the_admin_port_is_given() {
         peers: None,
         workloads: Some(rx),
         taps: None,
-        scope: crate::traffic_metrics::Scope::Whole,
     };
     let path = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/deployments/web";
     assert_eq!(

@@ -18,7 +18,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject}
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::webhook::{self, CertReloader};
+use crate::{
+    controller::replica::tests::FixedPeers,
+    webhook::{self, CertReloader},
+};
+use switchyard_adapters::model::ProxyId;
 
 pub(crate) struct Ca {
     pub(crate) pem: String,
@@ -364,6 +368,7 @@ async fn the_webhook_port_serves_the_api_to_the_front_proxy_only() {
         front_proxy,
         Arc::default(),
         tokio::sync::watch::channel(Arc::default()).1,
+        SharedPeers::default(),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -449,13 +454,303 @@ async fn without_front_proxy_settings_every_request_is_refused() {
         Arc::default(),
         Arc::default(),
         tokio::sync::watch::channel(Arc::default()).1,
+        SharedPeers::default(),
     );
-    let response = api.respond(
-        true,
-        "/apis/metrics.smi-spec.io/v1alpha1",
-        None,
-        &user_headers(),
-        None,
-    );
+    let response = api
+        .respond(
+            true,
+            "/apis/metrics.smi-spec.io/v1alpha1",
+            None,
+            &user_headers(),
+            None,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+// === replicas ===
+
+/// One replica: a webhook server with the Traffic Metrics API over its own windows, asking the
+/// peers a test sets.
+struct Replica {
+    addr: std::net::SocketAddr,
+    telemetry: Arc<Telemetry>,
+    peers: Arc<FixedPeers>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Replica {
+    async fn start(dir: &std::path::Path, front_ca: &Ca) -> Self {
+        let front_proxy = Arc::new(FrontProxySettings::default());
+        front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
+        let telemetry = Arc::new(Telemetry::default());
+        let peers = Arc::new(FixedPeers::default());
+        let tls = Arc::new(CertReloader::load(dir).unwrap());
+        let api = MetricsApi::new(
+            front_proxy,
+            telemetry.clone(),
+            tokio::sync::watch::channel(Arc::default()).1,
+            SharedPeers::default(),
+        )
+        .with_replicas(peers.clone(), tls.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(webhook::serve(
+            listener,
+            tls,
+            None,
+            webhook::Apis {
+                metrics: Some(Arc::new(api)),
+                tap: None,
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Replica {
+            addr,
+            telemetry,
+            peers,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn served_by(pod: &str, ok: u64, failed: u64) -> (ProxyId, Vec<crate::telemetry::Sample>) {
+    use crate::telemetry::{Sample, StatPrefix, StatusClass, Subject, Value};
+    let listener = Subject::Listener(StatPrefix::new("inbound_8080"));
+    (
+        ProxyId {
+            namespace: "demo".into(),
+            pod: pod.into(),
+        },
+        vec![
+            Sample {
+                subject: listener.clone(),
+                value: Value::Requests(StatusClass::Success, ok),
+            },
+            Sample {
+                subject: listener,
+                value: Value::Requests(StatusClass::ServerError, failed),
+            },
+        ],
+    )
+}
+
+fn counts(item: &serde_json::Value) -> (u64, u64) {
+    let c = |name: &str| {
+        item["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["value"].as_str()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}: {item}"))
+    };
+    (c("success_count"), c("failure_count"))
+}
+
+fn peer(name: &str, addr: std::net::SocketAddr) -> Peer {
+    Peer {
+        name: name.into(),
+        addr,
+    }
+}
+
+const PODS: &str = "/apis/metrics.smi-spec.io/v1alpha1/namespaces/demo/pods";
+
+/// web-0 pushed to replica b, web-1 to replica a: whichever replica the API server asks
+/// answers for both, with b's counts exactly, and a Pod that pushed to b only is found
+/// through a (no 404 "ask again").
+#[tokio::test]
+async fn a_replica_answers_with_every_replicas_windows() {
+    let serving = Ca::new("webhook CA");
+    let front_ca = Ca::new("front-proxy-ca");
+    let dir = tempfile::tempdir().unwrap();
+    serving.write_serving(dir.path());
+    // Both replicas mount the same certificate, as the Deployment's Pods do.
+    let a = Replica::start(dir.path(), &front_ca).await;
+    let b = Replica::start(dir.path(), &front_ca).await;
+    *a.peers.0.lock().unwrap() = vec![peer("b", b.addr)];
+    *b.peers.0.lock().unwrap() = vec![peer("a", a.addr)];
+    let (web0, samples) = served_by("web-0", 180, 20);
+    b.telemetry.record(&web0, &samples);
+    let (web1, samples) = served_by("web-1", 7, 0);
+    a.telemetry.record(&web1, &samples);
+    // Another namespace's proxy is not asked for.
+    let (mut other, samples) = served_by("x-0", 1, 0);
+    other.namespace = "other".into();
+    b.telemetry.record(&other, &samples);
+
+    for replica in [&a, &b] {
+        let (status, item) = get(
+            replica.addr,
+            &serving.pem,
+            Some(front_ca.client("front-proxy-client")),
+            &format!("{PODS}/web-0?t=1m"),
+            &user_headers(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{item}");
+        assert_eq!(counts(&item), (180, 20), "{item}");
+        assert!(
+            item["metadata"]["annotations"][crate::traffic_metrics::PARTIAL_ANNOTATION].is_null(),
+            "{item}"
+        );
+        let (status, list) = get(
+            replica.addr,
+            &serving.pem,
+            Some(front_ca.client("front-proxy-client")),
+            &format!("{PODS}?t=1m"),
+            &user_headers(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let rows: Vec<(String, (u64, u64))> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["resource"]["name"].as_str().unwrap().to_owned(),
+                    counts(i),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("web-0".to_owned(), (180, 20)),
+                ("web-1".to_owned(), (7, 0))
+            ],
+            "{list}"
+        );
+    }
+}
+
+/// A replica that does not answer is left out, and the answer says which and why.
+#[tokio::test]
+async fn a_replica_that_fails_is_named_in_the_answer() {
+    let serving = Ca::new("webhook CA");
+    let front_ca = Ca::new("front-proxy-ca");
+    let dir = tempfile::tempdir().unwrap();
+    serving.write_serving(dir.path());
+    let a = Replica::start(dir.path(), &front_ca).await;
+    // Nothing listens there.
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone_addr = gone.local_addr().unwrap();
+    drop(gone);
+    // A replica with another certificate: not one of ours.
+    let other = tempfile::tempdir().unwrap();
+    serving.write_serving(other.path());
+    let stranger = Replica::start(other.path(), &front_ca).await;
+    *a.peers.0.lock().unwrap() = vec![peer("gone", gone_addr), peer("stranger", stranger.addr)];
+    let (web1, samples) = served_by("web-1", 7, 0);
+    a.telemetry.record(&web1, &samples);
+    let (status, list) = get(
+        a.addr,
+        &serving.pem,
+        Some(front_ca.client("front-proxy-client")),
+        &format!("{PODS}?t=1m"),
+        &user_headers(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(counts(&list["items"][0]), (7, 0), "{list}");
+    let partial = list["metadata"]["annotations"][crate::traffic_metrics::PARTIAL_ANNOTATION]
+        .as_str()
+        .unwrap_or_else(|| panic!("not marked partial: {list}"));
+    assert!(
+        partial.starts_with("replica gone did not answer: connecting: ")
+            && partial.contains("; replica stranger did not answer: tls: "),
+        "{partial}"
+    );
+}
+
+#[tokio::test]
+async fn the_replica_path_serves_only_the_replicas_own_certificate() {
+    let serving = Ca::new("webhook CA");
+    let front_ca = Ca::new("front-proxy-ca");
+    let dir = tempfile::tempdir().unwrap();
+    serving.write_serving(dir.path());
+    let a = Replica::start(dir.path(), &front_ca).await;
+    let (web0, samples) = served_by("web-0", 3, 0);
+    a.telemetry.record(&web0, &samples);
+    let path = format!("{REPLICA_METRICS_PATH}?t=60000ms&namespace=demo");
+    let pair = |dir: &std::path::Path| {
+        (
+            std::fs::read_to_string(dir.join(webhook::CERT_FILE)).unwrap(),
+            std::fs::read_to_string(dir.join(webhook::KEY_FILE)).unwrap(),
+        )
+    };
+    // Another certificate of the same CA, the front proxy's, and none: 401.
+    let other = tempfile::tempdir().unwrap();
+    serving.write_serving(other.path());
+    for client in [
+        None,
+        Some(pair(other.path())),
+        Some(front_ca.client("front-proxy-client")),
+    ] {
+        let (status, body) = get(a.addr, &serving.pem, client, &path, &user_headers()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    // The replicas' own: this replica's series, as another replica reads them.
+    let (status, body) = open(
+        a.addr,
+        &serving.pem,
+        Some(pair(dir.path())),
+        &path,
+        &HeaderMap::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let data = Snapshot::from_json(&bytes).unwrap();
+    assert_eq!(data.window(), Duration::from_secs(60));
+    assert_eq!(data.proxies().collect::<Vec<_>>(), [&web0]);
+    // A window it cannot answer, and none at all: 400.
+    for bad in ["t=1h", "namespace=demo"] {
+        let (status, body) = get(
+            a.addr,
+            &serving.pem,
+            Some(pair(dir.path())),
+            &format!("{REPLICA_METRICS_PATH}?{bad}"),
+            &HeaderMap::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
+#[test]
+fn the_replica_query_names_the_window_and_the_namespace() {
+    let minute = Duration::from_secs(60);
+    let path = replica_query(minute, Proxies::Namespace("demo"));
+    assert_eq!(path, "/replica/metrics?t=60000ms&namespace=demo");
+    let query = path.split_once('?').unwrap().1;
+    assert_eq!(
+        ReplicaQuery::parse(Some(query)),
+        Ok(ReplicaQuery {
+            window: minute,
+            namespace: Some("demo".into())
+        })
+    );
+    assert_eq!(
+        replica_query(Duration::from_millis(1500), Proxies::All),
+        "/replica/metrics?t=1500ms"
+    );
+    assert!(
+        ReplicaQuery::parse(None)
+            .unwrap_err()
+            .contains("t: required")
+    );
 }

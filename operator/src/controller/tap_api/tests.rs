@@ -1,5 +1,5 @@
 //! Tests of the tap API: paths and their RBAC attributes, the operator's own authorization,
-//! replicas' trust in each other, and a tap through one replica that shows another's proxies.
+//! and a tap through one replica that shows another's proxies.
 
 use std::{
     collections::BTreeMap,
@@ -10,15 +10,17 @@ use std::{
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus;
-use rustls::pki_types::CertificateDer;
 use switchyard_adapters::model::ProxyId;
 use tokio::net::TcpListener;
 
 use super::*;
 use crate::{
-    controller::metrics_api::{
-        FrontProxy,
-        tests::{Ca, chain, config_map, open, pod, user_headers},
+    controller::{
+        metrics_api::{
+            FrontProxy,
+            tests::{Ca, config_map, open, user_headers},
+        },
+        replica::tests::FixedPeers,
     },
     tap::TapEvent,
     webhook::{self, CertReloader},
@@ -181,65 +183,6 @@ fn a_refusal_names_the_user_and_the_resource() {
     assert!(status["message"].as_str().unwrap().contains("timed out"));
 }
 
-// === replicas ===
-
-fn own_key(dir: &std::path::Path) -> Arc<CertifiedKey> {
-    CertReloader::load(dir).unwrap().current()
-}
-
-#[test]
-fn a_replica_is_a_client_with_the_served_certificates_key() {
-    let ca = Ca::new("webhook CA");
-    let dir = tempfile::tempdir().unwrap();
-    ca.write_serving(dir.path());
-    let own = own_key(dir.path());
-    // The same certificate (every replica mounts the same Secret).
-    let served: Vec<CertificateDer<'static>> = own.cert.clone();
-    assert_eq!(same_key(Some(&served), &own), Ok(()));
-    // Another certificate of the same CA.
-    let other = tempfile::tempdir().unwrap();
-    ca.write_serving(other.path());
-    assert_eq!(
-        same_key(Some(&own_key(other.path()).cert), &own),
-        Err(PeerAuthError::NotAReplica)
-    );
-    // The front proxy's certificate.
-    let front = Ca::new("front-proxy-ca");
-    let (cert, _) = front.client("front-proxy-client");
-    assert_eq!(
-        same_key(Some(&chain(&cert)), &own),
-        Err(PeerAuthError::NotAReplica)
-    );
-    // None at all.
-    assert_eq!(same_key(None, &own), Err(PeerAuthError::NoCertificate));
-    assert_eq!(same_key(Some(&[]), &own), Err(PeerAuthError::NoCertificate));
-}
-
-#[test]
-fn peers_are_the_other_serving_replicas_with_an_ip() {
-    let with_ip = |name: &str, ready, deleting, ip: Option<&str>| {
-        let mut p = pod(name, ready, deleting);
-        if let Some(status) = p.status.as_mut() {
-            status.pod_ip = ip.map(str::to_owned);
-        }
-        p
-    };
-    let pods = [
-        with_ip("me", true, false, Some("10.0.0.1")),
-        with_ip("b", true, false, Some("10.0.0.2")),
-        with_ip("starting", false, false, Some("10.0.0.3")),
-        with_ip("going", true, true, Some("10.0.0.4")),
-        with_ip("no-ip", true, false, None),
-    ];
-    assert_eq!(
-        serving_peers(&pods, "me", 9443),
-        [Peer {
-            name: "b".into(),
-            addr: "10.0.0.2:9443".parse().unwrap(),
-        }]
-    );
-}
-
 // === over TLS, on the webhook server ===
 
 /// An authorizer that answers every review with `allowed` and records what it was asked.
@@ -262,16 +205,6 @@ impl Authorizer for FakeAuthorizer {
                 ..SubjectAccessReviewStatus::default()
             })
         })
-    }
-}
-
-#[derive(Debug, Default)]
-struct FixedPeers(Mutex<Vec<Peer>>);
-
-impl PeerSource for FixedPeers {
-    fn peers(&self) -> BoxFuture<'_, Result<Vec<Peer>, String>> {
-        let peers = self.0.lock().unwrap().clone();
-        Box::pin(async move { Ok(peers) })
     }
 }
 
