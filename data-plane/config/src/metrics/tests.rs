@@ -30,15 +30,15 @@ fn a_route_stat_name_escapes_all_but_letters_digits_and_dashes() {
 #[test]
 fn only_what_display_writes_parses() {
     for bad in [
-        "web",         // no separator
-        "web.x__get",  // a dot
-        "web__g_2",    // an escape cut short
-        "web__g_2E",   // upper-case hex
-        "web__g_41",   // `A` escaped, which stands for itself
-        "web__g_zz",   // not hex
-        "web__g_ff",   // not UTF-8
-        "web__a___b",  // `_` followed by `_`
-        "web__g/x",    // a byte that is escaped
+        "web",        // no separator
+        "web.x__get", // a dot
+        "web__g_2",   // an escape cut short
+        "web__g_2E",  // upper-case hex
+        "web__g_41",  // `A` escaped, which stands for itself
+        "web__g_zz",  // not hex
+        "web__g_ff",  // not UTF-8
+        "web__a___b", // `_` followed by `_`
+        "web__g/x",   // a byte that is escaped
     ] {
         assert_eq!(RouteStatName::parse(bad), None, "{bad}");
     }
