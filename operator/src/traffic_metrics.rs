@@ -122,6 +122,19 @@ impl ResourceKind {
         }
     }
 
+    /// Whether `/routes` is served for the kind: the kinds made of Pods that serve (not
+    /// namespaces, not TrafficSplits).
+    pub fn has_routes(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::Pod
+                | ResourceKind::Deployment
+                | ResourceKind::StatefulSet
+                | ResourceKind::DaemonSet
+                | ResourceKind::Service
+        )
+    }
+
     fn from_plural(plural: &str) -> Option<ResourceKind> {
         ResourceKind::ALL.into_iter().find(|k| k.plural() == plural)
     }
@@ -155,6 +168,14 @@ pub enum Request {
     Edges {
         kind: ResourceKind,
         namespace: Option<String>,
+        name: String,
+        window: Duration,
+    },
+    /// Switchyard's extension, `/namespaces/{ns}/{resource}/{name}/routes` for Pods, workloads
+    /// and Services: one item per route the object's Pods served (see [`ROUTE_ANNOTATION`]).
+    Routes {
+        kind: ResourceKind,
+        namespace: String,
         name: String,
         window: Duration,
     },
@@ -288,6 +309,20 @@ impl Request {
                 name: owned(name),
                 window,
             }),
+            ["namespaces", ns, plural, name, "routes"] => {
+                let kind = kind(plural)?;
+                if !kind.has_routes() {
+                    return Err(RequestError::UnknownPath {
+                        path: path.to_owned(),
+                    });
+                }
+                Ok(Request::Routes {
+                    kind,
+                    namespace: owned(ns),
+                    name: owned(name),
+                    window,
+                })
+            }
             ["namespaces", ns, plural, name, "edges"] => Ok(Request::Edges {
                 kind: namespaced(kind(plural)?)?,
                 namespace: Some(owned(ns)),
@@ -362,15 +397,19 @@ pub fn discovery() -> serde_json::Value {
     let resources: Vec<serde_json::Value> = ResourceKind::ALL
         .into_iter()
         .flat_map(|k| {
-            [k.plural().to_owned(), format!("{}/edges", k.plural())].map(|name| {
-                serde_json::json!({
-                    "name": name,
-                    "singularName": "",
-                    "namespaced": k.namespaced(),
-                    "kind": "TrafficMetrics",
-                    "verbs": ["get", "list"],
+            let routes = k.has_routes().then(|| format!("{}/routes", k.plural()));
+            [k.plural().to_owned(), format!("{}/edges", k.plural())]
+                .into_iter()
+                .chain(routes)
+                .map(move |name| {
+                    serde_json::json!({
+                        "name": name,
+                        "singularName": "",
+                        "namespaced": k.namespaced(),
+                        "kind": "TrafficMetrics",
+                        "verbs": ["get", "list"],
+                    })
                 })
-            })
         })
         .collect();
     serde_json::json!({
@@ -647,6 +686,16 @@ pub const P95_LATENCY_ANNOTATION: &str = "metrics.switchyard.dev/p95-response-la
 /// `TCP_CONN` column.
 pub const TCP_OPEN_CONNECTIONS_ANNOTATION: &str = "metrics.switchyard.dev/tcp-open-connections";
 
+/// The metadata annotation of a `/routes` item (Switchyard's extension of the API) naming its
+/// route: `<route group>/<match name>` for a named match of an HTTPRouteGroup that a
+/// TrafficTarget to the object uses (the group is in the object's namespace; its name has no
+/// `/`, so the first `/` ends it), or [`DEFAULT_ROUTE`]. The `ROUTE` column.
+pub const ROUTE_ANNOTATION: &str = "metrics.switchyard.dev/route";
+
+/// The route of the requests that matched none of an object's named routes, as Linkerd names
+/// it.
+pub const DEFAULT_ROUTE: &str = "[DEFAULT]";
+
 /// The Pods of one object, and whether each runs a proxy.
 type Members = Vec<(ProxyId, bool)>;
 
@@ -777,6 +826,19 @@ pub fn answer(
             name,
             window,
         } => split_list(namespace, name, *window, true),
+        Request::Routes {
+            kind,
+            namespace,
+            name,
+            window,
+        } => {
+            let members = ctx.members(*kind, Some(namespace), name)?;
+            let pods: Vec<&ProxyId> = members.iter().map(|(p, _)| p).collect();
+            let items = ctx.routes(*kind, namespace, name, &pods, *window);
+            let list =
+                TrafficMetricsList::new(ObjectReference::to(*kind, Some(namespace), name), items);
+            Ok(value(&list))
+        }
         Request::Edges {
             kind,
             namespace,
@@ -997,7 +1059,7 @@ impl Context<'_> {
             .flat_map(|p| self.telemetry.subjects(p))
             .filter_map(|s| match s {
                 Subject::Upstream(c) => service_of(c.as_str()),
-                Subject::Listener(_) => None,
+                Subject::Listener(_) | Subject::Route(..) => None,
             })
             .collect();
         services.sort();
@@ -1021,6 +1083,75 @@ impl Context<'_> {
                 )
             })
             .collect()
+    }
+
+    /// One item per route `pods` served, by name, then [`DEFAULT_ROUTE`]: a route's item is
+    /// what its route stats counted on the Pods' inbound virtual hosts; the default's is what
+    /// their inbound clusters (to the application) counted beyond the routes. Both are charged
+    /// by the proxy's router at once, so the default is exact: the requests that reached the
+    /// application by no named route (a request the proxy refused or answered itself, which
+    /// never reached a cluster, counts in no route; the Pod's own item counts it).
+    fn routes(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        pods: &[&ProxyId],
+        window: Duration,
+    ) -> Vec<TrafficMetrics> {
+        use crate::telemetry::Subject;
+        use switchyard_proxy_config::metrics::RouteStatName;
+        let inbound_route = |s: &Subject| -> Option<RouteStatName> {
+            match s {
+                Subject::Route(vhost, route) if is_inbound_cluster(vhost.as_str()) => {
+                    Some(route.clone())
+                }
+                _ => None,
+            }
+        };
+        let mut routes: Vec<RouteStatName> = pods
+            .iter()
+            .flat_map(|p| self.telemetry.subjects(p))
+            .filter_map(|s| inbound_route(&s))
+            .collect();
+        routes.sort();
+        routes.dedup();
+        let item = |route: String, g: &crate::telemetry::Golden| {
+            let mut item = TrafficMetrics::new(
+                ObjectReference::to(kind, Some(namespace), name),
+                Edge {
+                    direction: Direction::From,
+                    side: Side::Server,
+                    resource: ObjectReference::default(),
+                },
+                self.timestamp,
+                window,
+                &GoldenMetrics::of(g),
+            );
+            if let Some(annotations) = item.metadata["annotations"].as_object_mut() {
+                annotations.insert(ROUTE_ANNOTATION.to_owned(), route.into());
+            }
+            item
+        };
+        let mut out: Vec<TrafficMetrics> = routes
+            .iter()
+            .map(|route| {
+                let g = self.telemetry.query(window, pods.iter().copied(), |s| {
+                    inbound_route(s).as_ref() == Some(route)
+                });
+                item(format!("{}/{}", route.group, route.name), &g)
+            })
+            .collect();
+        let all = self.telemetry.query(
+            window,
+            pods.iter().copied(),
+            |s| matches!(s, Subject::Upstream(c) if is_inbound_cluster(c.as_str())),
+        );
+        let named = self
+            .telemetry
+            .query(window, pods.iter().copied(), |s| inbound_route(s).is_some());
+        out.push(item(DEFAULT_ROUTE.to_owned(), &all.without(&named)));
+        out
     }
 
     /// One item per backend of a split: what every proxy sent to the backend's clusters.
