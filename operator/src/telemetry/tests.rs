@@ -592,13 +592,17 @@ fn decodes_route_stats_of_the_mesh_and_ignores_others() {
 
 #[test]
 fn without_subtracts_a_part_of_the_same_traffic() {
-    let mut all = Golden::default();
-    all.requests = [0, 10, 0, 1, 5];
+    let mut all = Golden {
+        requests: [0, 10, 0, 1, 5],
+        connections_active: 3,
+        ..Golden::default()
+    };
     all.latency.buckets[2] = 11;
     all.latency.buckets[8] = 5;
-    all.connections_active = 3;
-    let mut part = Golden::default();
-    part.requests = [0, 4, 0, 2, 5];
+    let mut part = Golden {
+        requests: [0, 4, 0, 2, 5],
+        ..Golden::default()
+    };
     part.latency.buckets[8] = 5;
     part.latency.buckets[2] = 1;
     let rest = all.without(&part);
