@@ -32,6 +32,15 @@
 //! | [`metrics.switchyard.dev/meshed-pods`](MESHED_PODS_ANNOTATION) | the same | those of them that run a proxy |
 //! | [`metrics.switchyard.dev/p95-response-latency`](P95_LATENCY_ANNOTATION) | every item with a latency | the 95th percentile, a quantity of seconds as the spec's latencies |
 //! | [`metrics.switchyard.dev/tcp-open-connections`](TCP_OPEN_CONNECTIONS_ANNOTATION) | every item | TCP connections open at the end of the window (not opened in it) |
+//! | [`metrics.switchyard.dev/route`](ROUTE_ANNOTATION) | `/routes` items | the route: `<route group>/<match>`, or `[DEFAULT]` |
+//!
+//! # Beyond the spec: routes
+//!
+//! The spec has no route kind. Switchyard serves `/namespaces/{ns}/{resource}/{name}/routes` for
+//! Pods, workloads and Services ([`Request::Routes`]): a `TrafficMetricsList` with one item per
+//! route the object's Pods served (a named match of an HTTPRouteGroup that a TrafficTarget to
+//! them uses), then `[DEFAULT]`, as Linkerd's `viz routes` shows them; discovery lists
+//! `{resource}/routes` beside `{resource}/edges`.
 
 #[cfg(test)]
 mod tests;

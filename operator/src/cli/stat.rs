@@ -4,7 +4,8 @@
 //! second, latency percentiles (p50, p95, p99) and open TCP connections, as Linkerd's `viz
 //! stat` shows them; for TrafficSplits, one row per backend with its apex and weight. The p95
 //! and the connections are Switchyard's annotations on each item (the spec has neither; see
-//! [`crate::traffic_metrics`]).
+//! [`crate::traffic_metrics`]). `stat routes KIND/NAME` shows one object's routes (Switchyard's
+//! `/routes` extension): ROUTE, SUCCESS, RPS and the latency percentiles.
 //!
 //! ```text
 //!  CLI ──────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
