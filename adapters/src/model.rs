@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+pub use switchyard_proxy_config::metrics::RouteStatName;
+
 #[cfg(test)]
 mod tests;
 
@@ -514,6 +516,19 @@ pub struct InboundPort {
     pub port: u16,
     pub protocol: Protocol,
     pub authorization: Authorization,
+    /// The named matches of the HTTPRouteGroups that the TrafficTargets to this workload use
+    /// on this port (HTTP ports only), in the order a request is matched against them: the
+    /// first that matches counts it. For metrics only: they change neither routing nor who
+    /// may call (in permissive mode too, the TrafficTargets name the routes).
+    pub routes: Vec<InboundRoute>,
+}
+
+/// A named HTTP match a workload serves: a route of `switchyard stat routes`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InboundRoute {
+    /// The route group and match names, as the proxies' route stats carry them.
+    pub name: RouteStatName,
+    pub http_match: HttpMatch,
 }
 
 /// Who may use an inbound port.

@@ -218,6 +218,7 @@ pub fn inbound(port: u16, protocol: Protocol, authorization: Authorization) -> I
         port,
         protocol,
         authorization,
+        routes: Vec::new(),
     }
 }
 

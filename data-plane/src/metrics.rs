@@ -37,7 +37,8 @@
 //! # Golden stats
 //!
 //! Beside these, the registry keeps Envoy's golden stats ([`UpstreamStats`] per upstream
-//! cluster, [`HttpManagerStats`] per HTTP connection manager `stat_prefix`) for the metrics
+//! cluster, [`HttpManagerStats`] per HTTP connection manager `stat_prefix`, [`RouteStats`] per
+//! route with a `stat_prefix`) for the metrics
 //! service client ([`crate::metrics_push`]), which says what each counts. They are not on
 //! `/metrics`; [`Registry::golden`] copies them out.
 
@@ -130,6 +131,47 @@ pub struct Registry {
     upstreams: RwLock<HashMap<String, Arc<UpstreamStats>>>,
     /// Golden stats by HTTP connection manager `stat_prefix`.
     http_managers: RwLock<HashMap<String, Arc<HttpManagerStats>>>,
+    /// Golden stats of the routes with a `stat_prefix`, by virtual host and `stat_prefix`.
+    routes: RwLock<HashMap<RouteKey, Arc<RouteStats>>>,
+}
+
+/// A route's stats' key: its virtual host's name and its `stat_prefix`.
+pub type RouteKey = (String, String);
+
+/// Envoy's golden `vhost.<virtual host>.route.<stat_prefix>.*` stats of one route with a
+/// `stat_prefix`: the requests it sent to its cluster by status class (`upstream_rq_<class>`)
+/// and their times (`upstream_rq_time`), counted where and as the cluster's
+/// [`UpstreamStats`] count them (the proxy's own 503/504 for the cluster included, times of
+/// the cluster's answers only).
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    requests: [AtomicU64; 5],
+    times: RequestTimes,
+}
+
+/// A [`RouteStats`]' values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteValues {
+    /// Requests by status class, `1xx` first.
+    pub requests: [u64; 5],
+    pub times: TimesValues,
+}
+
+/// Who answered a request for its cluster: the cluster, and the route's stats when the route
+/// has a `stat_prefix`; they time the response to its end.
+#[derive(Clone, Debug)]
+pub struct Answered {
+    pub upstream: Arc<UpstreamStats>,
+    pub route: Option<Arc<RouteStats>>,
+}
+
+impl From<Arc<UpstreamStats>> for Answered {
+    fn from(upstream: Arc<UpstreamStats>) -> Self {
+        Answered {
+            upstream,
+            route: None,
+        }
+    }
 }
 
 /// Envoy's golden `cluster.<name>.*` stats of one upstream cluster: requests by status class
@@ -170,8 +212,8 @@ pub struct RequestTimes {
 pub struct ResponseTimer {
     started: std::time::Instant,
     manager: Arc<HttpManagerStats>,
-    /// The cluster, when it answered (not for the proxy's own answers).
-    upstream: Option<Arc<UpstreamStats>>,
+    /// The cluster (and route), when it answered (not for the proxy's own answers).
+    answered: Option<Answered>,
 }
 
 /// An upstream connection, counted open until dropped; from [`UpstreamStats::connecting`].
@@ -187,6 +229,8 @@ pub struct GoldenSnapshot {
     pub upstreams: BTreeMap<String, UpstreamValues>,
     /// By HTTP connection manager `stat_prefix`.
     pub http_managers: BTreeMap<String, HttpManagerValues>,
+    /// By virtual host and route `stat_prefix`.
+    pub routes: BTreeMap<RouteKey, RouteValues>,
 }
 
 /// An [`UpstreamStats`]' values.
@@ -388,6 +432,24 @@ impl Registry {
         get_or_insert_named(&self.http_managers, stat_prefix)
     }
 
+    /// The golden stats of a route with a `stat_prefix`, by its virtual host's name, created
+    /// on first use. Look it up once per request.
+    pub fn route(&self, virtual_host: &str, stat_prefix: &str) -> Arc<RouteStats> {
+        if let Some(stats) = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(virtual_host.to_owned(), stat_prefix.to_owned()))
+        {
+            return Arc::clone(stats);
+        }
+        let mut map = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            map.entry((virtual_host.to_owned(), stat_prefix.to_owned()))
+                .or_default(),
+        )
+    }
+
     /// A copy of every golden stat, for the metrics service client.
     pub fn golden(&self) -> GoldenSnapshot {
         let upstreams = self
@@ -404,9 +466,17 @@ impl Registry {
             .iter()
             .map(|(prefix, stats)| (prefix.clone(), stats.values()))
             .collect();
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key, stats)| (key.clone(), stats.values()))
+            .collect();
         GoldenSnapshot {
             upstreams,
             http_managers,
+            routes,
         }
     }
 
@@ -836,16 +906,16 @@ impl HttpManagerStats {
     }
 
     /// A timer of a request that began at `started`, for this connection manager and, when it
-    /// answered, the `upstream` cluster.
+    /// answered, the cluster (and route).
     pub fn timer(
         self: &Arc<Self>,
         started: std::time::Instant,
-        upstream: Option<Arc<UpstreamStats>>,
+        answered: Option<Answered>,
     ) -> ResponseTimer {
         ResponseTimer {
             started,
             manager: Arc::clone(self),
-            upstream,
+            answered,
         }
     }
 
@@ -863,8 +933,27 @@ impl Drop for ResponseTimer {
     fn drop(&mut self) {
         let time = self.started.elapsed();
         self.manager.times.observe(time);
-        if let Some(upstream) = &self.upstream {
-            upstream.times.observe(time);
+        if let Some(answered) = &self.answered {
+            answered.upstream.times.observe(time);
+            if let Some(route) = &answered.route {
+                route.times.observe(time);
+            }
+        }
+    }
+}
+
+// === impl RouteStats ===
+
+impl RouteStats {
+    /// Counts a request the route sent to its cluster, as [`UpstreamStats::count`].
+    pub fn count(&self, status: u16) {
+        self.requests[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn values(&self) -> RouteValues {
+        RouteValues {
+            requests: load(&self.requests),
+            times: self.times.values(),
         }
     }
 }

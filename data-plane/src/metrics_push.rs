@@ -42,6 +42,10 @@
 //!   its own answers (404 no route, 403 denied, 400, 431, 503, 504) included.
 //! - `http.downstream_rq_time` {`envoy.http_conn_manager_prefix`} (histogram, ms): the same
 //!   requests' times, from the request's head to the end of the response, as above.
+//! - `vhost.route.upstream_rq_xx` {`envoy.response_code_class`, `envoy.virtual_host`,
+//!   `envoy.route`} (counter, increase) and `vhost.route.upstream_rq_time` {`envoy.virtual_host`,
+//!   `envoy.route`} (histogram, ms): for each route with a `stat_prefix` (`envoy.route`), what
+//!   its cluster's `upstream_rq_xx` and `upstream_rq_time` count of the requests it routed.
 //!
 //! Histograms are Envoy's interval histograms: one bucket per bound of
 //! [`latency_buckets_millis`], `cumulative_count` cumulative over the buckets but counting only
@@ -103,7 +107,9 @@ use prost::Message as _;
 
 use crate::{
     config::metrics::{envoy, latency_buckets_millis},
-    metrics::{GoldenSnapshot, HttpManagerValues, TimesValues, UpstreamValues},
+    metrics::{
+        GoldenSnapshot, HttpManagerValues, RouteKey, RouteValues, TimesValues, UpstreamValues,
+    },
 };
 
 /// The most a message may encode to: 1 MiB, a quarter of gRPC's usual 4 MiB limit on what a
@@ -125,6 +131,8 @@ const CLASSES: [&str; 5] = ["1", "2", "3", "4", "5"];
 enum Subject {
     Upstream(String),
     HttpManager(String),
+    /// A route with a `stat_prefix`: its virtual host and `stat_prefix`.
+    Route(RouteKey),
 }
 
 /// The flushes of one proxy: what was sent so far, from which each flush's increases follow.
@@ -214,6 +222,7 @@ impl Flusher {
                     .keys()
                     .map(|prefix| Subject::HttpManager(prefix.clone())),
             )
+            .chain(now.routes.keys().map(|key| Subject::Route(key.clone())))
             .filter(|subject| self.includes(subject))
             .collect();
         // Never sent (0) first, then those sent longest ago; by name within.
@@ -240,6 +249,11 @@ impl Flusher {
                         .unwrap_or_default();
                     http_manager_families(prefix, &values, &base, timestamp_ms)
                 }
+                Subject::Route(key) => {
+                    let values = now.routes[key];
+                    let base = self.sent.routes.get(key).copied().unwrap_or_default();
+                    route_families(key, &values, &base, timestamp_ms)
+                }
             };
             let len = families.encoded_len();
             let count = all.len() + families.len();
@@ -256,6 +270,9 @@ impl Flusher {
                     covers
                         .http_managers
                         .insert(prefix.clone(), now.http_managers[&prefix]);
+                }
+                Subject::Route(key) => {
+                    covers.routes.insert(key.clone(), now.routes[&key]);
                 }
             }
             all.counters.extend(families.counters);
@@ -288,6 +305,11 @@ impl Flusher {
             self.sent_at
                 .insert(Subject::HttpManager(prefix.clone()), self.flushes);
         }
+        for (key, values) in &flush.covers.routes {
+            self.sent.routes.insert(key.clone(), *values);
+            self.sent_at
+                .insert(Subject::Route(key.clone()), self.flushes);
+        }
     }
 
     /// Whether Envoy's matcher keeps the subject's stats: its name is one segment of a stat
@@ -296,6 +318,9 @@ impl Flusher {
         let name = match subject {
             Subject::Upstream(name) => format!("cluster.{name}.upstream_rq_time"),
             Subject::HttpManager(prefix) => format!("http.{prefix}.downstream_rq_time"),
+            Subject::Route((vhost, prefix)) => {
+                format!("vhost.{vhost}.route.{prefix}.upstream_rq_time")
+            }
         };
         self.included.is_match(&name)
     }
@@ -388,6 +413,41 @@ fn http_manager_families(
     out.histograms.extend(histogram(
         envoy::DOWNSTREAM_RQ_TIME,
         vec![manager()],
+        &now.times,
+        &base.times,
+        timestamp_ms,
+    ));
+    out
+}
+
+fn route_families(
+    (vhost, prefix): &RouteKey,
+    now: &RouteValues,
+    base: &RouteValues,
+    timestamp_ms: i64,
+) -> Families {
+    // Envoy's order: the virtual host, then the route (after the class for the counters).
+    let labels = || {
+        vec![
+            label(envoy::VIRTUAL_HOST, vhost),
+            label(envoy::ROUTE, prefix),
+        ]
+    };
+    let mut out = Families::default();
+    out.counters
+        .extend((0..5).filter(|&i| now.requests[i] > 0).map(|i| {
+            let mut with_class = vec![label(envoy::RESPONSE_CODE_CLASS, CLASSES[i])];
+            with_class.extend(labels());
+            counter(
+                envoy::ROUTE_UPSTREAM_RQ_XX,
+                with_class,
+                now.requests[i].saturating_sub(base.requests[i]),
+                timestamp_ms,
+            )
+        }));
+    out.histograms.extend(histogram(
+        envoy::ROUTE_UPSTREAM_RQ_TIME,
+        labels(),
         &now.times,
         &base.times,
         timestamp_ms,

@@ -2,9 +2,10 @@
 //! through the same xDS: an in-test control plane serves both over ADS (state of the world)
 //! and takes their `MetricsService` streams (`stats_flush_interval: 1s`); 40 requests to one
 //! cluster (4 answered 500, 3 slow to answer, 3 whose body comes slowly after the head), 3 to a
-//! cluster whose endpoint refuses connections, 2 that
-//! no route takes. What each pushes is summed over its flushes and must add up exactly, and the
-//! two proxies must send the same stats with the same labels and counts.
+//! cluster whose endpoint refuses connections, 2 that no route takes; web's `/fail` and
+//! `/slow*` routes and down's one route are counted on their own too (a `stat_prefix`). What
+//! each pushes is summed over its flushes and must add up exactly, and the two proxies must
+//! send the same stats with the same labels and counts.
 //!
 //! Envoy comes from `SWITCHYARD_ENVOY` (or the workspace's `.venv`); without it the test fails.
 
@@ -50,6 +51,7 @@ use envoy_types::pb::{
                 metrics_service_server::{MetricsService, MetricsServiceServer},
             },
         },
+        r#type::matcher::v3::RegexMatcher,
     },
     google::protobuf::Any,
     io::prometheus::client::MetricType,
@@ -57,7 +59,7 @@ use envoy_types::pb::{
 use prost::Name;
 use serde_json::{Value, json};
 use switchyard_proxy_config::{
-    metrics::{LATENCY_BUCKET_COUNT, envoy, latency_buckets_millis},
+    metrics::{LATENCY_BUCKET_COUNT, RouteStatName, envoy, latency_buckets_millis},
     test_support::{any, chain, duration, router, socket, static_cluster_at, typed},
 };
 use tokio::sync::{mpsc, watch};
@@ -158,14 +160,28 @@ fn resources(type_url: &str, port: u16, app: SocketAddr, refused: SocketAddr) ->
     }
 }
 
+/// The `stat_prefix` of web's route that takes `/fail`.
+fn fail_route() -> String {
+    RouteStatName::new("web.routes", "fail").to_string()
+}
+
+/// The `stat_prefix` of web's route that takes `/slow` and `/slow-body`.
+fn slow_route() -> String {
+    RouteStatName::new("web.routes", "slow").to_string()
+}
+
+/// The `stat_prefix` of down's one route.
+fn down_route() -> String {
+    RouteStatName::new("down", "all").to_string()
+}
+
 fn listener(port: u16) -> Listener {
-    let vhost = |name: &str, cluster: &str| VirtualHost {
-        name: name.to_owned(),
-        domains: vec![name.to_owned()],
-        routes: vec![Route {
-            name: "default".to_owned(),
+    // Counted routes (a `stat_prefix`) first, then a catch-all that counts in its cluster only.
+    let vhost = |name: &str, cluster: &str, counted: &[(String, route_match::PathSpecifier)]| {
+        let to = |name: String, path: route_match::PathSpecifier, stat_prefix: String| Route {
+            name,
             r#match: Some(RouteMatch {
-                path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_owned())),
+                path_specifier: Some(path),
                 ..Default::default()
             }),
             action: Some(route::Action::Route(RouteAction {
@@ -174,15 +190,55 @@ fn listener(port: u16) -> Listener {
                 )),
                 ..Default::default()
             })),
+            stat_prefix,
             ..Default::default()
-        }],
-        ..Default::default()
+        };
+        let mut routes: Vec<Route> = counted
+            .iter()
+            .map(|(prefix, path)| to(prefix.clone(), path.clone(), prefix.clone()))
+            .collect();
+        routes.push(to(
+            "default".to_owned(),
+            route_match::PathSpecifier::Prefix("/".to_owned()),
+            String::new(),
+        ));
+        VirtualHost {
+            name: name.to_owned(),
+            domains: vec![name.to_owned()],
+            routes,
+            ..Default::default()
+        }
     };
+    let regex = |r: &str| {
+        route_match::PathSpecifier::SafeRegex(RegexMatcher {
+            regex: r.to_owned(),
+            ..Default::default()
+        })
+    };
+    let web = vhost(
+        "web",
+        WEB,
+        &[
+            (
+                fail_route(),
+                route_match::PathSpecifier::Path("/fail".to_owned()),
+            ),
+            (slow_route(), regex("/slow.*")),
+        ],
+    );
+    let down = vhost(
+        "down",
+        DOWN,
+        &[(
+            down_route(),
+            route_match::PathSpecifier::Prefix("/".to_owned()),
+        )],
+    );
     let hcm = HttpConnectionManager {
         stat_prefix: STAT_PREFIX.to_owned(),
         route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration {
             name: STAT_PREFIX.to_owned(),
-            virtual_hosts: vec![vhost("web", WEB), vhost("down", DOWN)],
+            virtual_hosts: vec![web, down],
             ..Default::default()
         })),
         http_filters: vec![router()],
@@ -628,10 +684,11 @@ impl Tally {
     /// The series about the test's clusters and connection manager (Envoy also reports its
     /// own ADS cluster and admin interface).
     fn ours(&self) -> Vec<(&'static str, Key)> {
+        // Clusters, the connection manager, and the virtual hosts of the routes.
         let about = |key: &Key| {
-            key.2
-                .iter()
-                .any(|(_, v)| v == WEB || v == DOWN || v == STAT_PREFIX)
+            key.2.iter().any(|(_, v)| {
+                v == WEB || v == DOWN || v == STAT_PREFIX || v == "web" || v == "down"
+            })
         };
         let kinds: [(&'static str, Vec<&Key>); 3] = [
             (
@@ -745,6 +802,33 @@ fn check(node: &str, t: &Tally, answered: u64) {
     let downstream = t.histogram(envoy::DOWNSTREAM_RQ_TIME, &[hcm]);
     assert_eq!(downstream.iter().sum::<u64>(), 45, "{node}: {downstream:?}");
     assert_eq!(downstream[8], 6, "{node}: {downstream:?}");
+
+    // The counted routes: a part of their cluster's requests and times, labelled by virtual
+    // host and `stat_prefix`; the catch-all counts nowhere but in the cluster.
+    let route = |vhost: &'static str, prefix: String| {
+        [(envoy::VIRTUAL_HOST, vhost), (envoy::ROUTE, prefix.leak())]
+    };
+    let rrq = |[vhost, prefix]: [(&'static str, &'static str); 2], class: &'static str| {
+        t.counter(
+            envoy::ROUTE_UPSTREAM_RQ_XX,
+            &[(envoy::RESPONSE_CODE_CLASS, class), vhost, prefix],
+        )
+    };
+    assert_eq!(rrq(route("web", fail_route()), "5"), 4.0, "{node}");
+    assert_eq!(rrq(route("web", slow_route()), "2"), 6.0, "{node}");
+    // The router's own 503s are the route's too.
+    assert_eq!(rrq(route("down", down_route()), "5"), 3.0, "{node}");
+    let slow = t.histogram(envoy::ROUTE_UPSTREAM_RQ_TIME, &route("web", slow_route()));
+    assert_eq!(slow.iter().sum::<u64>(), 6, "{node}: {slow:?}");
+    assert_eq!(slow[8], 6, "{node}: {slow:?}");
+    let fail = t.histogram(envoy::ROUTE_UPSTREAM_RQ_TIME, &route("web", fail_route()));
+    assert_eq!(fail.iter().sum::<u64>(), 4, "{node}: {fail:?}");
+    let routes = t
+        .counters
+        .keys()
+        .filter(|k| k.0 == envoy::ROUTE_UPSTREAM_RQ_XX)
+        .count();
+    assert_eq!(routes, 3, "{node}: only the counted routes: {t:#?}");
 }
 
 // === the test ===

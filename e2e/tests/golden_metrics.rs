@@ -4,7 +4,9 @@
 //! side and on the client's edge, latency percentiles (the spec's, and Switchyard's p95
 //! annotation) in the bucket of the truth; the Deployment and the Service of the serving Pod,
 //! and the split's backend, show the same counts; a meshed TCP server holding a known number of
-//! client connections shows that many open connections, and one fewer once one closes.
+//! client connections shows that many open connections, and one fewer once one closes; and per
+//! route (`switchyard stat routes`), the named matches a TrafficTarget to the server uses and
+//! `[DEFAULT]` show their exact counts and their own p50.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -87,6 +89,18 @@ fn db_connection(client: &Sidecar) -> Option<TcpStream> {
     (line == "db: hello\n").then_some(conn)
 }
 
+/// web's routes: an HTTPRouteGroup whose `slow` and `errors` matches a TrafficTarget to web
+/// uses (`unused` it does not), counted per route in the permissive mesh too.
+const ROUTES: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: web-routes, namespace: demo}\nspec:\n  matches:\n  - {name: slow, pathRegex: '/delay/.*', methods: [GET]}\n  - {name: errors, pathRegex: '/status/5[0-9]+'}\n  - {name: unused, pathRegex: '/never'}\n---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: web-access, namespace: demo}\nspec:\n  destination: {kind: ServiceAccount, name: web, namespace: demo}\n  rules:\n  - {kind: HTTPRouteGroup, name: web-routes, matches: [slow, errors]}\n  sources:\n  - {kind: ServiceAccount, name: client, namespace: demo}\n";
+
+/// The item of `route` in a `/routes` list.
+fn route_item<'a>(list: &'a Value, route: &str) -> Option<&'a Value> {
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|i| annotation(i, "metrics.switchyard.dev/route") == Some(route))
+}
+
 /// Sends `n` GETs of `path` to web through `client`; how many were answered 200.
 fn send(client: &Sidecar, path: &str, n: usize) -> u64 {
     (0..n)
@@ -119,6 +133,7 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
                 split("v1alpha4", &[("web", "90"), ("web-v2", "10")]),
             ),
         )
+        .file("routes.yaml", ROUTES)
         .file(
             "db.yaml",
             format!(
@@ -193,6 +208,96 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         latency(&item, "p90_response_latency") < Duration::from_millis(100),
         "{item}"
     );
+    // Per route, on the server's side: the 20 slow requests in `web-routes/slow`, the 20
+    // answered 500 in `web-routes/errors`, the rest (no named match) in `[DEFAULT]`, exactly;
+    // each route's p50 in the bucket of its own truth.
+    let routes = "/namespaces/demo/deployments/web/routes?t=1m";
+    let mut list = Value::Null;
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            list = api(&mesh, routes).1;
+            let counts = |route| {
+                route_item(&list, route)
+                    .map(|i| (count(i, "success_count"), count(i, "failure_count")))
+            };
+            counts("web-routes/slow") == Some((20, 0))
+                && counts("web-routes/errors") == Some((0, 20))
+                && counts("[DEFAULT]") == Some((ok - 20, 0))
+        },
+        "web's routes to reach the traffic sent",
+    );
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| annotation(i, "metrics.switchyard.dev/route"))
+        .collect();
+    assert_eq!(
+        names,
+        ["web-routes/errors", "web-routes/slow", "[DEFAULT]"],
+        "the used matches by name, then the default: {list}"
+    );
+    let slow_p50 = latency(
+        route_item(&list, "web-routes/slow").unwrap(),
+        "p50_response_latency",
+    );
+    assert!(
+        slow_p50 > Duration::from_millis(100) && slow_p50 <= Duration::from_millis(250),
+        "slow p50 {slow_p50:?}: {list}"
+    );
+    for route in ["web-routes/errors", "[DEFAULT]"] {
+        let p50 = latency(route_item(&list, route).unwrap(), "p50_response_latency");
+        assert!(
+            p50 < Duration::from_millis(100),
+            "{route} p50 {p50:?}: {list}"
+        );
+    }
+    let rows = stat(&mesh, &["routes", "deploy/web"]);
+    assert_eq!(
+        rows[0],
+        [
+            "ROUTE",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99"
+        ],
+        "{rows:?}"
+    );
+    let rps = |n: u64| format!("{:.1}rps", n as f64 / 60.0);
+    assert_eq!(
+        rows[1][..3],
+        ["web-routes/errors", "0.00%", rps(20).as_str()],
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows[2][..3],
+        ["web-routes/slow", "100.00%", rps(20).as_str()],
+        "{rows:?}"
+    );
+    let p50 = cell_millis(&rows[2][3]);
+    assert!(
+        p50 > Duration::from_millis(100) && p50 <= Duration::from_millis(250),
+        "slow LATENCY_P50: {rows:?}"
+    );
+    assert_eq!(
+        rows[3][..3],
+        ["[DEFAULT]", "100.00%", rps(ok - 20).as_str()],
+        "{rows:?}"
+    );
+    assert!(
+        cell_millis(&rows[3][3]) < Duration::from_millis(100),
+        "[DEFAULT] LATENCY_P50: {rows:?}"
+    );
+    // The Pod's routes are its Deployment's (its one Pod).
+    assert_eq!(
+        stat(&mesh, &["rt", "po/web-0"])[1..],
+        rows[1..],
+        "the Pod's routes"
+    );
+
     // web-0's proxy's connections to its application (Envoy pools them per worker, the
     // bundled proxy in one pool; either way the application counts them too).
     wait_for(

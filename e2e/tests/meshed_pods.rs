@@ -620,6 +620,28 @@ fn check_known_traffic(s: &Scenario) {
             "read {read} of deployments/known: {item}"
         );
     }
+    // Per route, through the same API (Switchyard's `/routes`): known's one TrafficTarget names
+    // the match `everything`, so that route holds every request and `[DEFAULT]` none.
+    let routes = resource_metrics(s, "deployments/known/routes", None);
+    let by_route: BTreeMap<&str, (u64, u64)> = routes["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {routes}"))
+        .iter()
+        .map(|item| {
+            let route = item["metadata"]["annotations"]["metrics.switchyard.dev/route"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an item without its route: {routes}"));
+            (route, counts(item))
+        })
+        .collect();
+    assert_eq!(
+        by_route,
+        BTreeMap::from([
+            ("web-routes/everything", (KNOWN_OK, KNOWN_FAILED)),
+            ("[DEFAULT]", (0, 0)),
+        ]),
+        "deployments/known/routes: {routes}"
+    );
     let item = resource_metrics(s, "deployments/known", None);
     eprintln!("deployments/known: {item:#}");
     assert_eq!(item["kind"], "TrafficMetrics", "{item}");

@@ -236,6 +236,8 @@ pub fn edges(data: &Snapshot, peers: &Peers, namespace: Option<&str>) -> Vec<Edg
                         success_count: 0,
                         failure_count: 0,
                     }),
+                // A part of an inbound cluster's traffic, which the listeners count.
+                Subject::Route(..) => None,
             };
             let Some(mut edge) = edge else { continue };
             let in_scope = namespace.is_none_or(|ns| {

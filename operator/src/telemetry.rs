@@ -37,6 +37,14 @@
 //!   `histogram_bucket_settings` (no `+Inf` bucket: it is `sample_count` minus the last
 //!   bucket), `cumulative_count` cumulative over the buckets but, like the counters, **only
 //!   over the flush interval** (the next flush after a burst reports 0);
+//! - for every route with a `stat_prefix` (the mesh sets one on the inbound routes of named
+//!   matches, a [`RouteStatName`](switchyard_proxy_config::metrics::RouteStatName)), the
+//!   counter `vhost.route.upstream_rq_xx` (labels `envoy.response_code_class`,
+//!   `envoy.virtual_host`, `envoy.route`, in that order) and the histogram
+//!   `vhost.route.upstream_rq_time` (`envoy.virtual_host`, `envoy.route`): charged by the router
+//!   with its cluster's `upstream_rq_<class>` and `upstream_rq_time` (its own 503 for a refused
+//!   connection included), so a route's requests are a part of its cluster's (checked by
+//!   `data-plane/tests/metrics_push.rs`);
 //! - every stat of every cluster and HTTP connection manager, the admin interface's
 //!   (`envoy.http_conn_manager_prefix=admin`) and the metrics sink's own cluster included.
 //!
@@ -54,7 +62,7 @@ mod tests;
 pub use self::{
     decode::{
         Decoded, Latency, MAX_FAMILIES, MAX_SERIES, Sample, StatPrefix, StatusClass, Subject,
-        UpstreamCluster, Value, decode,
+        UpstreamCluster, Value, VirtualHost, decode,
     },
     server::{MetricsServer, Telemetry},
     snapshot::{Snapshot, SnapshotError},

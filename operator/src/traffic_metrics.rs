@@ -33,6 +33,7 @@
 //! | [`metrics.switchyard.dev/p95-response-latency`](P95_LATENCY_ANNOTATION) | every item with a latency | the 95th percentile, a quantity of seconds as the spec's latencies |
 //! | [`metrics.switchyard.dev/tcp-open-connections`](TCP_OPEN_CONNECTIONS_ANNOTATION) | every item | TCP connections open at the end of the window (not opened in it) |
 //! | [`metrics.switchyard.dev/partial`](PARTIAL_ANNOTATION) | the answer (a list, or the item) | only when an operator replica's windows are missing from it: which and why |
+//! | [`metrics.switchyard.dev/route`](ROUTE_ANNOTATION) | `/routes` items | the route: `<route group>/<match>`, or `[DEFAULT]` |
 //!
 //! # Beyond the spec: `edges`
 //!
@@ -41,6 +42,14 @@
 //! [`EdgeList`](crate::edges::EdgeList)), for `switchyard edges`. It is not in discovery (an
 //! SMI client sees the spec's resources only); the API server authorizes it as `list` on
 //! resource `edges` of the group, cluster-wide, which `switchyard-metrics-reader` grants.
+//!
+//! # Beyond the spec: routes
+//!
+//! The spec has no route kind. Switchyard serves `/namespaces/{ns}/{resource}/{name}/routes` for
+//! Pods, workloads and Services ([`Request::Routes`]): a `TrafficMetricsList` with one item per
+//! route the object's Pods served (a named match of an HTTPRouteGroup that a TrafficTarget to
+//! them uses), then `[DEFAULT]`, as Linkerd's `viz routes` shows them; discovery lists
+//! `{resource}/routes` beside `{resource}/edges`.
 
 #[cfg(test)]
 mod tests;
@@ -134,6 +143,19 @@ impl ResourceKind {
         }
     }
 
+    /// Whether `/routes` is served for the kind: the kinds made of Pods that serve (not
+    /// namespaces, not TrafficSplits).
+    pub fn has_routes(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::Pod
+                | ResourceKind::Deployment
+                | ResourceKind::StatefulSet
+                | ResourceKind::DaemonSet
+                | ResourceKind::Service
+        )
+    }
+
     fn from_plural(plural: &str) -> Option<ResourceKind> {
         ResourceKind::ALL.into_iter().find(|k| k.plural() == plural)
     }
@@ -176,6 +198,14 @@ pub enum Request {
     /// without).
     MeshEdges {
         namespace: Option<String>,
+        window: Duration,
+    },
+    /// Switchyard's extension, `/namespaces/{ns}/{resource}/{name}/routes` for Pods, workloads
+    /// and Services: one item per route the object's Pods served (see [`ROUTE_ANNOTATION`]).
+    Routes {
+        kind: ResourceKind,
+        namespace: String,
+        name: String,
         window: Duration,
     },
 }
@@ -317,6 +347,20 @@ impl Request {
                 name: owned(name),
                 window,
             }),
+            ["namespaces", ns, plural, name, "routes"] => {
+                let kind = kind(plural)?;
+                if !kind.has_routes() {
+                    return Err(RequestError::UnknownPath {
+                        path: path.to_owned(),
+                    });
+                }
+                Ok(Request::Routes {
+                    kind,
+                    namespace: owned(ns),
+                    name: owned(name),
+                    window,
+                })
+            }
             ["namespaces", ns, plural, name, "edges"] => Ok(Request::Edges {
                 kind: namespaced(kind(plural)?)?,
                 namespace: Some(owned(ns)),
@@ -338,6 +382,7 @@ impl Request {
             Request::List { window, .. }
             | Request::Get { window, .. }
             | Request::Edges { window, .. }
+            | Request::Routes { window, .. }
             | Request::MeshEdges { window, .. } => Some(*window),
         }
     }
@@ -372,6 +417,8 @@ impl Request {
                 namespace: Some(ns),
                 ..
             } if *kind != ResourceKind::TrafficSplit => Proxies::Namespace(ns),
+            // A route is the server's: only its own Pods' proxies count it.
+            Request::Routes { namespace, .. } => Proxies::Namespace(namespace),
             _ => Proxies::All,
         }
     }
@@ -438,15 +485,19 @@ pub fn discovery() -> serde_json::Value {
     let resources: Vec<serde_json::Value> = ResourceKind::ALL
         .into_iter()
         .flat_map(|k| {
-            [k.plural().to_owned(), format!("{}/edges", k.plural())].map(|name| {
-                serde_json::json!({
-                    "name": name,
-                    "singularName": "",
-                    "namespaced": k.namespaced(),
-                    "kind": "TrafficMetrics",
-                    "verbs": ["get", "list"],
+            let routes = k.has_routes().then(|| format!("{}/routes", k.plural()));
+            [k.plural().to_owned(), format!("{}/edges", k.plural())]
+                .into_iter()
+                .chain(routes)
+                .map(move |name| {
+                    serde_json::json!({
+                        "name": name,
+                        "singularName": "",
+                        "namespaced": k.namespaced(),
+                        "kind": "TrafficMetrics",
+                        "verbs": ["get", "list"],
+                    })
                 })
-            })
         })
         .collect();
     serde_json::json!({
@@ -751,6 +802,16 @@ pub fn mark_partial(answer: &mut serde_json::Value, notes: &[String]) {
     annotations[PARTIAL_ANNOTATION] = notes.join("; ").into();
 }
 
+/// The metadata annotation of a `/routes` item (Switchyard's extension of the API) naming its
+/// route: `<route group>/<match name>` for a named match of an HTTPRouteGroup that a
+/// TrafficTarget to the object uses (the group is in the object's namespace; its name has no
+/// `/`, so the first `/` ends it), or [`DEFAULT_ROUTE`]. The `ROUTE` column.
+pub const ROUTE_ANNOTATION: &str = "metrics.switchyard.dev/route";
+
+/// The route of the requests that matched none of an object's named routes, as Linkerd names
+/// it.
+pub const DEFAULT_ROUTE: &str = "[DEFAULT]";
+
 /// The Pods of one object, and whether each runs a proxy.
 type Members = Vec<(ProxyId, bool)>;
 
@@ -890,6 +951,19 @@ pub fn answer(
             name,
             window,
         } => split_list(namespace, name, *window, true),
+        Request::Routes {
+            kind,
+            namespace,
+            name,
+            window,
+        } => {
+            let members = ctx.members(*kind, Some(namespace), name)?;
+            let pods: Vec<&ProxyId> = members.iter().map(|(p, _)| p).collect();
+            let items = ctx.routes(*kind, namespace, name, &pods, *window);
+            let list =
+                TrafficMetricsList::new(ObjectReference::to(*kind, Some(namespace), name), items);
+            Ok(value(&list))
+        }
         Request::Edges {
             kind,
             namespace,
@@ -1099,7 +1173,7 @@ impl Context<'_> {
             .flat_map(|p| self.data.subjects(p))
             .filter_map(|s| match s {
                 Subject::Upstream(c) => service_of(c.as_str()),
-                Subject::Listener(_) => None,
+                Subject::Listener(_) | Subject::Route(..) => None,
             })
             .collect();
         services.sort();
@@ -1121,6 +1195,74 @@ impl Context<'_> {
                 )
             })
             .collect()
+    }
+
+    /// One item per route `pods` served, by name, then [`DEFAULT_ROUTE`]: a route's item is
+    /// what its route stats counted on the Pods' inbound virtual hosts; the default's is what
+    /// their inbound clusters (to the application) counted beyond the routes. Both are charged
+    /// by the proxy's router at once, so the default is exact: the requests that reached the
+    /// application by no named route (a request the proxy refused or answered itself, which
+    /// never reached a cluster, counts in no route; the Pod's own item counts it).
+    fn routes(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        pods: &[&ProxyId],
+        window: Duration,
+    ) -> Vec<TrafficMetrics> {
+        use crate::telemetry::Subject;
+        use switchyard_proxy_config::metrics::RouteStatName;
+        let inbound_route = |s: &Subject| -> Option<RouteStatName> {
+            match s {
+                Subject::Route(vhost, route) if is_inbound_cluster(vhost.as_str()) => {
+                    Some(route.clone())
+                }
+                _ => None,
+            }
+        };
+        let mut routes: Vec<RouteStatName> = pods
+            .iter()
+            .flat_map(|p| self.data.subjects(p))
+            .filter_map(inbound_route)
+            .collect();
+        routes.sort();
+        routes.dedup();
+        let item = |route: String, g: &crate::telemetry::Golden| {
+            let mut item = TrafficMetrics::new(
+                ObjectReference::to(kind, Some(namespace), name),
+                Edge {
+                    direction: Direction::From,
+                    side: Side::Server,
+                    resource: ObjectReference::default(),
+                },
+                self.timestamp,
+                window,
+                &GoldenMetrics::of(g),
+            );
+            if let Some(annotations) = item.metadata["annotations"].as_object_mut() {
+                annotations.insert(ROUTE_ANNOTATION.to_owned(), route.into());
+            }
+            item
+        };
+        let mut out: Vec<TrafficMetrics> = routes
+            .iter()
+            .map(|route| {
+                let g = self.data.query(pods.iter().copied(), |s| {
+                    inbound_route(s).as_ref() == Some(route)
+                });
+                item(format!("{}/{}", route.group, route.name), &g)
+            })
+            .collect();
+        let all = self.data.query(
+            pods.iter().copied(),
+            |s| matches!(s, Subject::Upstream(c) if is_inbound_cluster(c.as_str())),
+        );
+        let named = self
+            .data
+            .query(pods.iter().copied(), |s| inbound_route(s).is_some());
+        out.push(item(DEFAULT_ROUTE.to_owned(), &all.without(&named)));
+        out
     }
 
     /// One item per backend of a split: what every proxy sent to the backend's clusters.

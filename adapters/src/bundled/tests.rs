@@ -32,7 +32,8 @@ use crate::{
     envoy::{self, CLUSTER_TYPE_URL, Capture, LISTENER_TYPE_URL, ROUTE_TYPE_URL},
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, DataPlane, Endpoint, Identity,
-        OutboundPort, OutboundService, Protocol, ProxyId, UnknownDataPlane, WeightedCluster,
+        InboundRoute, OutboundPort, OutboundService, Protocol, ProxyId, RouteStatName,
+        UnknownDataPlane, WeightedCluster,
     },
     test_support::{
         self, canary_and_split, http_match, inbound, local_options, mesh, open_to_all, plain_port,
@@ -181,6 +182,18 @@ fn server() -> ProxyConfig {
             Authorization::Allow(vec![rule("shop/db", vec![caller, admin], vec![])]),
         ),
         inbound(11211, Protocol::Tcp, Authorization::Allow(vec![])),
+    ];
+    // Port 8080's named matches, counted per route (a `stat_prefix` the proxy honours).
+    let mut inbound = inbound;
+    inbound[0].routes = vec![
+        InboundRoute {
+            name: RouteStatName::new("web.routes", "books"),
+            http_match: http_match(Some("/api/books/.*"), &["GET"], &[]),
+        },
+        InboundRoute {
+            name: RouteStatName::new("web.routes", "tenant a"),
+            http_match: http_match(None, &[], &[("x-tenant", "a")]),
+        },
     ];
     ProxyConfig {
         proxy: ProxyId {

@@ -144,23 +144,43 @@ pub(super) fn outbound_config<'a>(
 /// The policy sits here rather than in the listener so that a TrafficTarget change reaches
 /// open connections at once: a listener change only applies to new connections (old ones
 /// drain), a route change applies to the next request.
+///
+/// Every named match of the port's [`routes`](InboundPort::routes) gets a route of its own
+/// before the catch-all `local`, with the same action and a `stat_prefix` (its
+/// [`RouteStatName`](crate::model::RouteStatName)), so that Envoy counts its requests in
+/// `vhost.inbound|<port>.route.<stat_prefix>.*`. Routes rather than virtual clusters: a
+/// virtual cluster matches its path as the `:path` header, query string included (checked
+/// with Envoy 1.40), where SMI's `pathRegex` matches the path without it, as route matches do.
 pub(super) fn inbound(port: &InboundPort, mesh: &MeshSettings, warnings: &mut Vec<String>) -> Any {
     let name = inbound_name(port.port);
+    let action = route::Action::Route(RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.clone())),
+        // The client's proxy enforces the request budget; a second timer here would
+        // only cut long streams that the client allowed.
+        timeout: Some(duration(std::time::Duration::ZERO)),
+        ..Default::default()
+    });
+    let counted = port.routes.iter().map(|r| {
+        let stat_name = r.name.to_string();
+        Route {
+            name: stat_name.clone(),
+            r#match: Some(route_match(&r.http_match)),
+            action: Some(action.clone()),
+            stat_prefix: stat_name,
+            ..Default::default()
+        }
+    });
     let vhost = VirtualHost {
         name: name.clone(),
         domains: vec!["*".to_owned()],
-        routes: vec![Route {
-            name: "local".to_owned(),
-            r#match: Some(prefix_match()),
-            action: Some(route::Action::Route(RouteAction {
-                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.clone())),
-                // The client's proxy enforces the request budget; a second timer here would
-                // only cut long streams that the client allowed.
-                timeout: Some(duration(std::time::Duration::ZERO)),
+        routes: counted
+            .chain([Route {
+                name: "local".to_owned(),
+                r#match: Some(prefix_match()),
+                action: Some(action.clone()),
                 ..Default::default()
-            })),
-            ..Default::default()
-        }],
+            }])
+            .collect(),
         typed_per_filter_config: [(
             rbac::HTTP_FILTER.to_owned(),
             rbac::per_route(port, mesh, warnings),

@@ -56,7 +56,8 @@ use super::*;
 use crate::{
     model::{
         AccessMode, Authorization, Cluster as ModelCluster, ClusterName, Endpoint, HttpMatch,
-        Identity, OutboundPort, OutboundService, Protocol, ServiceName,
+        Identity, InboundRoute, OutboundPort, OutboundService, Protocol, RouteStatName,
+        ServiceName,
     },
     test_support::{
         self, backend, canary_and_split, http_match, inbound, plain_port, plain_service, port,
@@ -475,6 +476,49 @@ fn input_order_without_meaning_does_not_change_the_output() {
     assert!(differ.is_empty(), "differ: {differ:?}");
     assert_eq!(bytes(&out), bytes(&shuffled));
     assert_eq!(out.warnings, shuffled.warnings);
+}
+
+#[test]
+fn named_inbound_matches_get_counted_routes_before_the_catch_all() {
+    let mut proxy = sample();
+    let port = proxy
+        .inbound
+        .iter_mut()
+        .find(|p| p.port == 8080)
+        .expect("port 8080");
+    let books = RouteStatName::new("web.routes", "books");
+    port.routes = vec![InboundRoute {
+        name: books.clone(),
+        http_match: http_match(Some("/books/.*"), &["GET"], &[]),
+    }];
+    let out = compile(&proxy, &MeshSettings::default(), &opts());
+    let config: RouteConfiguration = decode(&out, ROUTE_TYPE_URL, "inbound|8080");
+    let routes = &vhost(&config, "inbound|8080").routes;
+    let summary: Vec<(&str, &str)> = routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.stat_prefix.as_str()))
+        .collect();
+    let stat_name = books.to_string();
+    assert_eq!(
+        summary,
+        [(stat_name.as_str(), stat_name.as_str()), ("local", "")],
+        "{routes:#?}"
+    );
+    // The same action: counting a route changes nothing of where its requests go.
+    assert_eq!(routes[0].action, routes[1].action);
+    let m = routes[0].r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(route_match::PathSpecifier::SafeRegex(
+            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                regex: "/books/.*".to_owned(),
+                ..Default::default()
+            }
+        ))
+    );
+    // The match's method, as an outbound route or an RBAC permission matches it.
+    let methods: Vec<&str> = m.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(methods, [":method"], "{m:#?}");
 }
 
 #[test]

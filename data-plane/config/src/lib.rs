@@ -61,8 +61,9 @@
 //! - **Secrets**: `tls_certificate` (chain and key) and `validation_context` (`trusted_ca`), as
 //!   inline PEM.
 //!
-//! Pure observability fields are accepted and may be ignored: `stat_prefix` (listeners, HCM,
-//! TCP proxy, routes, RBAC `rules_stat_prefix`/`track_per_rule_stats`, and RBAC shadow rules,
+//! A route's `stat_prefix` is honoured: its requests are counted on their own, as Envoy's route
+//! stats (see [`Route::stat_prefix`]). Pure observability fields are accepted and may be
+//! ignored: `stat_prefix` (listeners, HCM, TCP proxy, RBAC `rules_stat_prefix`/`track_per_rule_stats`, and RBAC shadow rules,
 //! which only log), names of filter chains,
 //! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not
 //! ignored: an audit log that silently never appears would mislead. An HTTP connection
@@ -388,6 +389,10 @@ pub struct VirtualHost {
 #[derive(Clone, Debug)]
 pub struct Route {
     pub name: String,
+    /// `stat_prefix`: the route's requests are counted on their own under it (Envoy's
+    /// `vhost.<virtual host>.route.<stat_prefix>.*`), where its cluster counts them too;
+    /// `None` (empty in xDS) counts them in the cluster only.
+    pub stat_prefix: Option<String>,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     /// As [`VirtualHost::rbac`], and it takes precedence over it.

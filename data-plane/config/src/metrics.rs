@@ -2,6 +2,8 @@
 //! proxy's histograms, the Envoy bootstrap's `histogram_bucket_settings` and the operator's
 //! decoding of what either pushes.
 
+use std::fmt::Write as _;
+
 /// Upper bounds (inclusive) of the latency histogram buckets in microseconds: 0.5 ms to 10 s.
 /// A last `+Inf` bucket takes the rest, so a histogram has `LATENCY_BUCKETS_MICROS.len() + 1`
 /// buckets. Envoy records request times in whole milliseconds: its bootstrap gets these bounds
@@ -72,6 +74,108 @@ impl std::fmt::Display for InboundStatPrefix {
     }
 }
 
+/// The `stat_prefix` of an inbound route that counts one named match of an HTTPRouteGroup
+/// (Envoy's route stats, `vhost.<virtual host>.route.<stat_prefix>.*`): the route group's name
+/// and the match's, each escaped, joined by `__`.
+///
+/// Envoy's tag extraction takes the prefix as one dot-free segment of the stat name, and a
+/// route group's name may hold dots (a DNS subdomain) and a match's name anything; so every
+/// byte outside `[A-Za-z0-9-]` is written `_` and two lower-case hex digits (`.` is `_2e`, `_`
+/// is `_5f`, `é` is `_c3_a9`). An escaped name never holds `__` nor ends with `_`, so the
+/// first `__` is the separator, and every name has exactly one prefix: [`parse`] takes back
+/// exactly what [`Display`](std::fmt::Display) writes, and refuses anything else.
+///
+/// [`parse`]: RouteStatName::parse
+///
+/// ```
+/// use switchyard_proxy_config::metrics::RouteStatName;
+/// let r = RouteStatName::new("web.routes", "get_books");
+/// assert_eq!(r.to_string(), "web_2eroutes__get_5fbooks");
+/// assert_eq!(RouteStatName::parse("web_2eroutes__get_5fbooks"), Some(r));
+/// assert_eq!(RouteStatName::parse("web.routes__get"), None);
+/// assert_eq!(RouteStatName::parse("no-separator"), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteStatName {
+    /// The HTTPRouteGroup's name (in the destination's namespace, as a TrafficTarget's rules
+    /// name it).
+    pub group: String,
+    /// The name of the match within the group.
+    pub name: String,
+}
+
+impl RouteStatName {
+    const SEPARATOR: &str = "__";
+
+    pub fn new(group: impl Into<String>, name: impl Into<String>) -> Self {
+        RouteStatName {
+            group: group.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The name a `stat_prefix` written by [`Display`](std::fmt::Display) stands for, or
+    /// `None` for any other string.
+    pub fn parse(stat_prefix: &str) -> Option<Self> {
+        let (group, name) = stat_prefix.split_once(Self::SEPARATOR)?;
+        Some(RouteStatName {
+            group: unescape(group)?,
+            name: unescape(name)?,
+        })
+    }
+}
+
+impl std::fmt::Display for RouteStatName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        escape(&self.group, f)?;
+        f.write_str(Self::SEPARATOR)?;
+        escape(&self.name, f)
+    }
+}
+
+/// Whether a byte stands for itself in an escaped name.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
+}
+
+fn escape(s: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    for b in s.bytes() {
+        if plain(b) {
+            f.write_char(char::from(b))?;
+        } else {
+            write!(f, "_{b:02x}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The name an escaped one stands for; `None` unless `escaped` is exactly what [`escape`]
+/// writes for some string.
+fn unescape(escaped: &str) -> Option<String> {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.bytes();
+    while let Some(b) = bytes.next() {
+        if plain(b) {
+            out.push(b);
+        } else if b == b'_' {
+            let byte = hex(bytes.next()?)? << 4 | hex(bytes.next()?)?;
+            // A byte that stands for itself is never escaped.
+            if plain(byte) {
+                return None;
+            }
+            out.push(byte);
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The golden metrics as Envoy's `envoy.stat_sinks.metrics_service` sink sends them with
 /// `emit_tags_as_labels: true` (observed with Envoy 1.40): the tag-extracted name, the
 /// extracted tags as labels. The bundled proxy's metrics service client sends the same names.
@@ -96,12 +200,26 @@ pub mod envoy {
     /// [`HTTP_CONN_MANAGER_PREFIX`]).
     pub const DOWNSTREAM_RQ_TIME: &str = "http.downstream_rq_time";
 
+    /// Requests a route with a `stat_prefix` sent to its cluster, by status class (counter;
+    /// [`RESPONSE_CODE_CLASS`], [`VIRTUAL_HOST`], [`ROUTE`]): Envoy's router charges them where
+    /// it charges the cluster's `upstream_rq_<class>`, so a route's requests are a part of its
+    /// cluster's.
+    pub const ROUTE_UPSTREAM_RQ_XX: &str = "vhost.route.upstream_rq_xx";
+    /// Those requests' times in milliseconds, as the cluster's `upstream_rq_time` (histogram;
+    /// [`VIRTUAL_HOST`], [`ROUTE`]).
+    pub const ROUTE_UPSTREAM_RQ_TIME: &str = "vhost.route.upstream_rq_time";
+
     /// The cluster's name (`alt_stat_name` when set).
     pub const CLUSTER_NAME: &str = "envoy.cluster_name";
     /// The HTTP connection manager's `stat_prefix`.
     pub const HTTP_CONN_MANAGER_PREFIX: &str = "envoy.http_conn_manager_prefix";
     /// The status class's digit, `1` to `5`.
     pub const RESPONSE_CODE_CLASS: &str = "envoy.response_code_class";
+    /// A virtual host's name (for the inbound routes, `inbound|<port>`).
+    pub const VIRTUAL_HOST: &str = "envoy.virtual_host";
+    /// A route's `stat_prefix` (for the inbound routes, a
+    /// [`RouteStatName`](super::RouteStatName)).
+    pub const ROUTE: &str = "envoy.route";
 
     /// The latency bucket (an index into [`LATENCY_BUCKETS_MICROS`](super::LATENCY_BUCKETS_MICROS),
     /// the last being `+Inf`) in which Envoy's `*_rq_time` histograms count a request of
@@ -123,9 +241,15 @@ pub mod envoy {
     /// first dot (`cluster.demo/db|80|127.0.0.1.upstream_rq_2xx` becomes
     /// `cluster.0.0.1.upstream_rq_xx` with `envoy.cluster_name=demo/db|80|127`), so a cluster
     /// whose name has a dot needs a dot-free `alt_stat_name` to be counted; the same segment
-    /// leaves out the `external.`/`internal.` copies of `upstream_rq_<class>`.
-    pub const STATS_INCLUSION: [&str; 2] = [
+    /// leaves out the `external.`/`internal.` copies of `upstream_rq_<class>`. Route stats exist
+    /// only for routes with a `stat_prefix` (the mesh sets one on the inbound routes of named
+    /// matches only).
+    pub const STATS_INCLUSION: [&str; 3] = [
         r"^cluster\.[^.]+\.(upstream_rq_[1-5]xx|upstream_rq_time|upstream_cx_total|upstream_cx_active|upstream_cx_rx_bytes_total|upstream_cx_tx_bytes_total)$",
         r"^http\.[^.]+\.(downstream_rq_[1-5]xx|downstream_rq_time)$",
+        r"^vhost\.[^.]+\.route\.[^.]+\.(upstream_rq_[1-5]xx|upstream_rq_time)$",
     ];
 }
+
+#[cfg(test)]
+mod tests;

@@ -354,7 +354,7 @@ fn a_response_timer_records_when_the_response_is_done() {
     manager.count(200);
     web.count(200);
     let started = std::time::Instant::now() - Duration::from_millis(120);
-    let timer = manager.timer(started, Some(web.clone()));
+    let timer = manager.timer(started, Some(web.clone().into()));
     // Counted at the head; timed at the end.
     assert_eq!(manager.values().times.count(), 0);
     drop(timer);
@@ -368,4 +368,37 @@ fn a_response_timer_records_when_the_response_is_done() {
     drop(manager.timer(started, None));
     assert_eq!(manager.values().times.count(), 2);
     assert_eq!(web.values().times.count(), 1);
+}
+
+#[test]
+fn a_route_with_a_stat_prefix_is_timed_with_its_cluster() {
+    let registry = Registry::default();
+    let manager = registry.http_manager("inbound_8080");
+    let cluster = registry.upstream("inbound|8080");
+    let route = registry.route("inbound|8080", "web__books");
+    route.count(500);
+    let started = std::time::Instant::now() - Duration::from_millis(120);
+    drop(manager.timer(
+        started,
+        Some(Answered {
+            upstream: cluster.clone(),
+            route: Some(route.clone()),
+        }),
+    ));
+    // Another route's request: the cluster's only.
+    drop(manager.timer(started, Some(cluster.clone().into())));
+    assert_eq!(route.values().requests, [0, 0, 0, 0, 1]);
+    assert_eq!(route.values().times.count(), 1);
+    assert_eq!(route.values().times.buckets[8], 1);
+    assert_eq!(cluster.values().times.count(), 2);
+    // The same stats by the same key; in the snapshot under it.
+    assert!(Arc::ptr_eq(
+        &route,
+        &registry.route("inbound|8080", "web__books")
+    ));
+    let golden = registry.golden();
+    assert_eq!(
+        golden.routes[&("inbound|8080".to_owned(), "web__books".to_owned())],
+        route.values()
+    );
 }

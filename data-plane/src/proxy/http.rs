@@ -19,7 +19,7 @@ use crate::{
     access_log::{Flag, Routed},
     balance::{self, Outcome},
     config::{ClusterConfig, HttpManager, RetryPolicy, RouteAction, RouteSource, Runtime},
-    metrics::{HttpLabels, UpstreamStats},
+    metrics::{Answered, HttpLabels, UpstreamStats},
 };
 
 /// What the proxy answers the client with.
@@ -82,7 +82,7 @@ pub(crate) async fn handle<B: RequestBody>(
     manager: Arc<HttpManager>,
     mut request: Request<B>,
     started: Instant,
-    answered: &mut Option<Arc<UpstreamStats>>,
+    answered: &mut Option<Answered>,
     mut log: Option<&mut Routed>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     if target::head_size(&request) > target::MAX_REQUEST_HEADERS {
@@ -194,6 +194,10 @@ pub(crate) async fn handle<B: RequestBody>(
     };
 
     let upstream = ctx.metrics.upstream(&cluster.name);
+    let route_stats = route
+        .stat_prefix
+        .as_deref()
+        .map(|prefix| ctx.metrics.route(&vh.name, prefix));
     let (mut response, answered_by) = forward(
         &ctx, &runtime, &cluster, &upstream, action, request, started, log,
     )
@@ -207,13 +211,22 @@ pub(crate) async fn handle<B: RequestBody>(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     ctx.metrics.http(&labels).record(status, elapsed);
+    // A route with a `stat_prefix` counts what its cluster counts, as Envoy's router charges
+    // both at once.
     match answered_by {
-        AnsweredBy::Upstream => {
+        AnsweredBy::Upstream | AnsweredBy::Proxy => {
             upstream.count(status);
-            *answered = Some(upstream);
+            if let Some(route) = &route_stats {
+                route.count(status);
+            }
         }
-        AnsweredBy::Proxy => upstream.count(status),
         AnsweredBy::Client => {}
+    }
+    if answered_by == AnsweredBy::Upstream {
+        *answered = Some(Answered {
+            upstream,
+            route: route_stats,
+        });
     }
     Ok(response)
 }

@@ -16,6 +16,7 @@ fn regex(re: &str) -> regex::Regex {
 fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatch>) -> Route {
     Route {
         name: name.to_owned(),
+        stat_prefix: None,
         matcher: RouteMatch { path, headers },
         action: RouteAction {
             clusters: vec![(name.to_owned(), 1)],

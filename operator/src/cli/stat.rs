@@ -4,7 +4,8 @@
 //! second, latency percentiles (p50, p95, p99) and open TCP connections, as Linkerd's `viz
 //! stat` shows them; for TrafficSplits, one row per backend with its apex and weight. The p95
 //! and the connections are Switchyard's annotations on each item (the spec has neither; see
-//! [`crate::traffic_metrics`]).
+//! [`crate::traffic_metrics`]). `stat routes KIND/NAME` shows one object's routes (Switchyard's
+//! `/routes` extension): ROUTE, SUCCESS, RPS and the latency percentiles.
 //!
 //! ```text
 //!  CLI ───────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
@@ -24,7 +25,8 @@ use serde_json::Value;
 use super::proxy_status::columns;
 use crate::traffic_metrics::{
     GROUP, MESHED_PODS_ANNOTATION, P95_LATENCY_ANNOTATION, PARTIAL_ANNOTATION, PODS_ANNOTATION,
-    ResourceKind, TCP_OPEN_CONNECTIONS_ANNOTATION, VERSION, go_duration, go_format,
+    ROUTE_ANNOTATION, ResourceKind, TCP_OPEN_CONNECTIONS_ANNOTATION, VERSION, go_duration,
+    go_format,
 };
 
 #[cfg(test)]
@@ -34,10 +36,11 @@ mod tests;
 pub struct StatArgs {
     /// What to show: `pods` (`po`), `namespaces` (`ns`), `deployments` (`deploy`),
     /// `statefulsets` (`sts`), `daemonsets` (`ds`), `services` (`svc`) or `trafficsplits`
-    /// (`ts`); singular forms too.
-    #[arg(value_parser = kind)]
-    pub kind: ResourceKind,
-    /// One object; all of the kind without it.
+    /// (`ts`); singular forms too. Or `routes` (`route`, `rt`) with `KIND/NAME` (a Pod,
+    /// workload or Service: `deploy/web`): one row per route the object's Pods served.
+    #[arg(value_parser = shown)]
+    pub kind: Shown,
+    /// One object; all of the kind without it. For `routes`, `KIND/NAME`.
     pub name: Option<String>,
     /// The namespace of the objects.
     #[arg(short = 'n', long, default_value = "default")]
@@ -59,6 +62,23 @@ fn window(s: &str) -> Result<Duration, String> {
     go_duration(s).ok_or_else(|| format!("{s:?}: a duration such as 10s, 1m or 1m30s"))
 }
 
+/// What `stat` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// The objects of a kind.
+    Kind(ResourceKind),
+    /// The routes of one object (Switchyard's `/routes` extension of the metrics API).
+    Routes,
+}
+
+/// What a word names: `routes`, or a kind.
+fn shown(s: &str) -> Result<Shown, String> {
+    match s {
+        "rt" | "route" | "routes" => Ok(Shown::Routes),
+        other => kind(other).map(Shown::Kind),
+    }
+}
+
 /// The kind a word names, with kubectl's short names.
 fn kind(s: &str) -> Result<ResourceKind, String> {
     let kind = match s {
@@ -78,11 +98,35 @@ fn kind(s: &str) -> Result<ResourceKind, String> {
     Ok(kind)
 }
 
+/// The object of `stat routes KIND/NAME`.
+fn routes_of(name: Option<&str>) -> anyhow::Result<(ResourceKind, &str)> {
+    let Some((word, name)) = name.and_then(|n| n.split_once('/')) else {
+        anyhow::bail!("stat routes: name one object as KIND/NAME, e.g. deploy/web or po/web-0");
+    };
+    let kind = kind(word).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        kind.has_routes() && !name.is_empty(),
+        "stat routes {word}/{name}: routes are shown for a pod, deployment, statefulset, daemonset or service"
+    );
+    Ok((kind, name))
+}
+
 /// The API path of the request.
-pub fn path(args: &StatArgs) -> String {
+pub fn path(args: &StatArgs) -> anyhow::Result<String> {
     let root = format!("/apis/{GROUP}/{VERSION}");
     let t = go_format(args.window);
-    match (args.kind, &args.name) {
+    let kind = match args.kind {
+        Shown::Kind(kind) => kind,
+        Shown::Routes => {
+            let (kind, name) = routes_of(args.name.as_deref())?;
+            return Ok(format!(
+                "{root}/namespaces/{}/{}/{name}/routes?t={t}",
+                args.namespace,
+                kind.plural()
+            ));
+        }
+    };
+    Ok(match (kind, &args.name) {
         (ResourceKind::Namespace, Some(name)) => format!("{root}/namespaces/{name}?t={t}"),
         (ResourceKind::Namespace, None) => format!("{root}/namespaces?t={t}"),
         (kind, _) if args.all_namespaces => format!("{root}/{}?t={t}", kind.plural()),
@@ -96,7 +140,7 @@ pub fn path(args: &StatArgs) -> String {
             args.namespace,
             kind.plural()
         ),
-    }
+    })
 }
 
 /// Prints the table or the JSON.
@@ -106,7 +150,7 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "--window {}: metrics are kept for 10m; ask for 10m or less",
         go_format(args.window)
     );
-    let path = path(args);
+    let path = path(args)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let (from, status, body) = runtime.block_on(args.control_plane.get(&path))?;
     let (items, partial) = items(&from, status, &body)?;
@@ -122,7 +166,10 @@ pub fn run(args: &StatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         }
-        super::proxy_status::Format::Table => write!(out, "{}", table(args.kind, &items))?,
+        super::proxy_status::Format::Table => match args.kind {
+            Shown::Kind(kind) => write!(out, "{}", table(kind, &items))?,
+            Shown::Routes => write!(out, "{}", routes_table(&items))?,
+        },
     }
     Ok(())
 }
@@ -191,30 +238,8 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
             Some(ns) => format!("{ns}/{}", r["name"].as_str().unwrap_or("?")),
             None => r["name"].as_str().unwrap_or("?").to_owned(),
         };
-        let metric = |n: &str| {
-            item["metrics"]
-                .as_array()
-                .and_then(|ms| ms.iter().find(|m| m["name"] == n))
-                .and_then(|m| m["value"].as_str())
-                .map(str::to_owned)
-        };
-        let count = |n| metric(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let (ok, failed) = (count("success_count"), count("failure_count"));
-        let window = item["window"]
-            .as_str()
-            .and_then(go_duration)
-            .unwrap_or(Duration::from_secs(60));
-        let success = if ok + failed == 0 {
-            "-".to_owned()
-        } else {
-            format!("{:.2}%", 100.0 * ok as f64 / (ok + failed) as f64)
-        };
-        let rps = format!("{:.1}rps", (ok + failed) as f64 / window.as_secs_f64());
-        let latency = |q: Option<String>| q.map_or("-".to_owned(), |q| millis(&q));
+        let [success, rps, p50, p95, p99] = golden_cells(item);
         let annotations = &item["metadata"]["annotations"];
-        let p95 = annotations[P95_LATENCY_ANNOTATION]
-            .as_str()
-            .map(str::to_owned);
         let tcp = tcp_open_connections(item).map_or("-".to_owned(), |n| n.to_string());
         let mut row = vec![name];
         if split {
@@ -235,17 +260,70 @@ pub fn table(kind: ResourceKind, items: &[Value]) -> String {
             };
             row.push(meshed);
         }
-        row.extend([
-            success,
-            rps,
-            latency(metric("p50_response_latency")),
-            latency(p95),
-            latency(metric("p99_response_latency")),
-            tcp,
-        ]);
+        row.extend([success, rps, p50, p95, p99, tcp]);
         rows.push(row);
     }
     columns(&rows)
+}
+
+/// One row per route item: ROUTE ([`ROUTE_ANNOTATION`]), SUCCESS, RPS, LATENCY_P50,
+/// LATENCY_P95, LATENCY_P99, as [`table`] computes them.
+pub fn routes_table(items: &[Value]) -> String {
+    let mut rows = vec![
+        [
+            "ROUTE",
+            "SUCCESS",
+            "RPS",
+            "LATENCY_P50",
+            "LATENCY_P95",
+            "LATENCY_P99",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for item in items {
+        let route = item["metadata"]["annotations"][ROUTE_ANNOTATION]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
+        let [success, rps, p50, p95, p99] = golden_cells(item);
+        rows.push(vec![route, success, rps, p50, p95, p99]);
+    }
+    columns(&rows)
+}
+
+/// An item's SUCCESS, RPS, LATENCY_P50, LATENCY_P95 and LATENCY_P99 cells.
+fn golden_cells(item: &Value) -> [String; 5] {
+    let metric = |n: &str| {
+        item["metrics"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == n))
+            .and_then(|m| m["value"].as_str())
+            .map(str::to_owned)
+    };
+    let count = |n| metric(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (ok, failed) = (count("success_count"), count("failure_count"));
+    let window = item["window"]
+        .as_str()
+        .and_then(go_duration)
+        .unwrap_or(Duration::from_secs(60));
+    let success = if ok + failed == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.2}%", 100.0 * ok as f64 / (ok + failed) as f64)
+    };
+    let rps = format!("{:.1}rps", (ok + failed) as f64 / window.as_secs_f64());
+    let latency = |q: Option<String>| q.map_or("-".to_owned(), |q| millis(&q));
+    let p95 = item["metadata"]["annotations"][P95_LATENCY_ANNOTATION]
+        .as_str()
+        .map(str::to_owned);
+    [
+        success,
+        rps,
+        latency(metric("p50_response_latency")),
+        latency(p95),
+        latency(metric("p99_response_latency")),
+    ]
 }
 
 /// A quantity of seconds (`12m`, `250u`, `2`) in milliseconds, as `12ms`.

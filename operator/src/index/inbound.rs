@@ -7,8 +7,8 @@ use std::{
 };
 
 use switchyard_adapters::model::{
-    AccessMode, Authorization, HttpMatch, Identity, InboundPort, InboundRule, Protocol,
-    ProxyConfig, ProxyId, ServiceName,
+    AccessMode, Authorization, HttpMatch, Identity, InboundPort, InboundRoute, InboundRule,
+    Protocol, ProxyConfig, ProxyId, RouteStatName, ServiceName,
 };
 
 use super::store::{PodInfo, Store, TargetPort, http_match, selects};
@@ -76,8 +76,61 @@ fn ports(store: &Store, ns: &str, pod: &PodInfo, identity: &Identity) -> Vec<Inb
             port,
             protocol,
             authorization: authorization(store, identity, port, protocol),
+            routes: routes(store, identity, port, protocol),
         })
         .collect()
+}
+
+/// The named matches the TrafficTargets to `identity` use on an HTTP port, whatever the access
+/// mode (they are counted, not enforced, here): by route group name, then in the group's
+/// order, each once. A rule without `matches` uses all of its group's.
+fn routes(store: &Store, identity: &Identity, port: u16, protocol: Protocol) -> Vec<InboundRoute> {
+    if !protocol.is_http() {
+        return Vec::new();
+    }
+    // Route group key → the match names used (`None`: all of them).
+    let mut used: BTreeMap<(String, String), Option<BTreeSet<&str>>> = BTreeMap::new();
+    for (ns, name) in store.refs.targets_by_destination.get(identity) {
+        let Some(tt) = store
+            .targets
+            .get(&(ns.clone(), name.clone()))
+            .and_then(|s| s.good.as_ref())
+        else {
+            continue;
+        };
+        if tt.destination.port.is_some_and(|p| p != port) {
+            continue;
+        }
+        for rule in tt.rules.iter().filter(|r| r.kind == "HTTPRouteGroup") {
+            let entry = used
+                .entry((ns.clone(), rule.name.clone()))
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (rule.matches.is_empty(), entry.as_mut()) {
+                (true, _) => *entry = None,
+                (false, Some(names)) => names.extend(rule.matches.iter().map(String::as_str)),
+                (false, None) => {}
+            }
+        }
+    }
+    let mut out: Vec<InboundRoute> = Vec::new();
+    for (key, names) in &used {
+        let Some(group) = store.groups.get(key).and_then(|g| g.good.as_ref()) else {
+            continue;
+        };
+        for m in &group.matches {
+            if names.as_ref().is_some_and(|n| !n.contains(m.name.as_str())) {
+                continue;
+            }
+            let name = RouteStatName::new(key.1.clone(), m.name.clone());
+            if out.iter().all(|r| r.name != name) {
+                out.push(InboundRoute {
+                    name,
+                    http_match: http_match(m),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What TrafficTargets allow on one port of one identity (DESIGN §4).

@@ -551,6 +551,58 @@ fn omitted_matches_mean_every_match_of_the_group() {
     assert_eq!(rules[0].matches.len(), 2);
 }
 
+/// The names of api-0's counted routes on its one port.
+fn api_routes(idx: &Index) -> Vec<String> {
+    let cfg = idx
+        .proxy_config(&ProxyId {
+            namespace: NS.into(),
+            pod: "api-0".into(),
+        })
+        .unwrap();
+    cfg.inbound[0]
+        .routes
+        .iter()
+        .map(|r| format!("{}/{}", r.name.group, r.name.name))
+        .collect()
+}
+
+#[test]
+fn the_matches_targets_use_are_counted_routes_in_either_access_mode() {
+    for mode in [AccessMode::Strict, AccessMode::Permissive] {
+        let mut idx = Index::new(MeshSettings {
+            access_mode: mode,
+            ..MeshSettings::default()
+        });
+        idx.apply(service("api", &[80]));
+        idx.apply(slice("api", &[80], &["10.0.9.1"]));
+        idx.apply(pod("api-0", "api", "api"));
+        assert!(api_routes(&idx).is_empty(), "{mode:?}");
+        idx.apply(smi(ROUTES));
+        // The rule names one match: only it is counted, with its match.
+        idx.apply(target(
+            "[{kind: HTTPRouteGroup, name: api-routes, matches: [api]}]",
+        ));
+        assert_eq!(api_routes(&idx), ["api-routes/api"], "{mode:?}");
+        // Without matches, every match of the group, in the group's order.
+        idx.apply(target("[{kind: HTTPRouteGroup, name: api-routes}]"));
+        assert_eq!(
+            api_routes(&idx),
+            ["api-routes/api", "api-routes/admin"],
+            "{mode:?}"
+        );
+        let cfg = idx
+            .proxy_config(&ProxyId {
+                namespace: NS.into(),
+                pod: "api-0".into(),
+            })
+            .unwrap();
+        assert_eq!(
+            cfg.inbound[0].routes[0].http_match.path_regex.as_deref(),
+            Some("/api/.*")
+        );
+    }
+}
+
 #[test]
 fn a_missing_route_fails_closed() {
     let mut idx = strict_mesh();

@@ -13,7 +13,9 @@ use envoy_types::pb::{
     envoy::service::metrics::v3::StreamMetricsMessage,
     io::prometheus::client::{Metric, MetricFamily, MetricType},
 };
-use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS, envoy};
+use switchyard_proxy_config::metrics::{
+    LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS, RouteStatName, envoy,
+};
 
 /// The most metric families read from one message. Envoy sends one family per stat, and
 /// every stat it uses (the bootstrap keeps them all for users who scrape `/metrics`), in
@@ -54,8 +56,14 @@ macro_rules! name {
     };
 }
 
+/// A virtual host's name as the proxy reports it (`envoy.virtual_host`), e.g. `inbound|8080`.
+/// Untrusted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VirtualHost(Box<str>);
+
 name!(UpstreamCluster);
 name!(StatPrefix);
+name!(VirtualHost);
 
 /// What a series is about, within one proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,6 +72,10 @@ pub enum Subject {
     Upstream(UpstreamCluster),
     /// An HTTP connection manager (a listener's HTTP chain), by `stat_prefix`.
     Listener(StatPrefix),
+    /// A route counted on its own (a named match of an HTTPRouteGroup, on an inbound virtual
+    /// host): a part of its cluster's requests and times. Route stats whose `stat_prefix` is
+    /// not a [`RouteStatName`] are not the mesh's, and are ignored.
+    Route(VirtualHost, RouteStatName),
 }
 
 /// An HTTP status class.
@@ -212,6 +224,8 @@ enum Kind {
     UpstreamSent,
     ListenerRequests,
     ListenerTime,
+    RouteRequests,
+    RouteTime,
 }
 
 impl Kind {
@@ -225,10 +239,12 @@ impl Kind {
             envoy::UPSTREAM_CX_TX_BYTES_TOTAL => Kind::UpstreamSent,
             envoy::DOWNSTREAM_RQ_XX => Kind::ListenerRequests,
             envoy::DOWNSTREAM_RQ_TIME => Kind::ListenerTime,
+            envoy::ROUTE_UPSTREAM_RQ_XX => Kind::RouteRequests,
+            envoy::ROUTE_UPSTREAM_RQ_TIME => Kind::RouteTime,
             _ => return None,
         };
         let expected = match kind {
-            Kind::UpstreamTime | Kind::ListenerTime => MetricType::Histogram,
+            Kind::UpstreamTime | Kind::ListenerTime | Kind::RouteTime => MetricType::Histogram,
             Kind::UpstreamActive => MetricType::Gauge,
             _ => MetricType::Counter,
         };
@@ -239,6 +255,7 @@ impl Kind {
     fn subject_label(self) -> &'static str {
         match self {
             Kind::ListenerRequests | Kind::ListenerTime => envoy::HTTP_CONN_MANAGER_PREFIX,
+            Kind::RouteRequests | Kind::RouteTime => envoy::VIRTUAL_HOST,
             _ => envoy::CLUSTER_NAME,
         }
     }
@@ -268,11 +285,15 @@ fn decode_metric(kind: Kind, metric: &Metric) -> Option<Sample> {
     let name = label(kind.subject_label()).filter(|n| !n.is_empty())?;
     let subject = match kind {
         Kind::ListenerRequests | Kind::ListenerTime => Subject::Listener(StatPrefix::new(name)),
+        Kind::RouteRequests | Kind::RouteTime => Subject::Route(
+            VirtualHost::new(name),
+            RouteStatName::parse(label(envoy::ROUTE)?)?,
+        ),
         _ => Subject::Upstream(UpstreamCluster::new(name)),
     };
     let counter = || whole(metric.counter.as_ref()?.value?);
     let value = match kind {
-        Kind::UpstreamRequests | Kind::ListenerRequests => {
+        Kind::UpstreamRequests | Kind::ListenerRequests | Kind::RouteRequests => {
             let class = StatusClass::from_label(label(envoy::RESPONSE_CODE_CLASS)?)?;
             Value::Requests(class, counter()?)
         }
@@ -280,7 +301,9 @@ fn decode_metric(kind: Kind, metric: &Metric) -> Option<Sample> {
         Kind::UpstreamReceived => Value::BytesReceived(counter()?),
         Kind::UpstreamSent => Value::BytesSent(counter()?),
         Kind::UpstreamActive => Value::ConnectionsActive(whole(metric.gauge.as_ref()?.value?)?),
-        Kind::UpstreamTime | Kind::ListenerTime => Value::Latency(latency(metric)?),
+        Kind::UpstreamTime | Kind::ListenerTime | Kind::RouteTime => {
+            Value::Latency(latency(metric)?)
+        }
     };
     Some(Sample { subject, value })
 }

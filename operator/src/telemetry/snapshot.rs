@@ -26,10 +26,10 @@ use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use switchyard_adapters::model::ProxyId;
-use switchyard_proxy_config::metrics::LATENCY_BUCKET_COUNT;
+use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, RouteStatName};
 
 use super::{
-    decode::{Latency, StatPrefix, Subject, UpstreamCluster},
+    decode::{Latency, StatPrefix, Subject, UpstreamCluster, VirtualHost},
     window::{Golden, Sums},
 };
 
@@ -262,7 +262,8 @@ struct WireProxy {
     series: Vec<WireSeries>,
 }
 
-/// One series; `upstream` or `listener` names its subject. Zeros are left out.
+/// One series; `upstream`, `listener`, or `virtual_host` with `route` names its subject.
+/// Zeros are left out.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireSeries {
@@ -270,6 +271,11 @@ struct WireSeries {
     upstream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     listener: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    virtual_host: Option<String>,
+    /// A [`RouteStatName`] as its `stat_prefix` writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     requests: [u64; 5],
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -292,13 +298,20 @@ fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
 
 impl WireSeries {
     fn of(subject: &Subject, sums: &Sums) -> Self {
-        let (upstream, listener) = match subject {
-            Subject::Upstream(c) => (Some(c.as_str().to_owned()), None),
-            Subject::Listener(p) => (None, Some(p.as_str().to_owned())),
-        };
+        let (mut upstream, mut listener, mut virtual_host, mut route) = (None, None, None, None);
+        match subject {
+            Subject::Upstream(c) => upstream = Some(c.as_str().to_owned()),
+            Subject::Listener(p) => listener = Some(p.as_str().to_owned()),
+            Subject::Route(vhost, name) => {
+                virtual_host = Some(vhost.as_str().to_owned());
+                route = Some(name.to_string());
+            }
+        }
         WireSeries {
             upstream,
             listener,
+            virtual_host,
+            route,
             requests: sums.requests,
             latency: sums.latency.buckets,
             opened: sums.connections_opened,
@@ -312,12 +325,21 @@ impl WireSeries {
     }
 
     fn into_parts(self) -> Result<(Subject, Sums), SnapshotError> {
-        let subject = match (self.upstream, self.listener) {
-            (Some(c), None) => Subject::Upstream(UpstreamCluster::new(c)),
-            (None, Some(p)) => Subject::Listener(StatPrefix::new(p)),
+        let subject = match (self.upstream, self.listener, self.virtual_host, self.route) {
+            (Some(c), None, None, None) => Subject::Upstream(UpstreamCluster::new(c)),
+            (None, Some(p), None, None) => Subject::Listener(StatPrefix::new(p)),
+            (None, None, Some(vhost), Some(route)) => {
+                let Some(name) = RouteStatName::parse(&route) else {
+                    return Err(SnapshotError::Invalid(format!(
+                        "series route {route:?}: not a route stat name"
+                    )));
+                };
+                Subject::Route(VirtualHost::new(vhost), name)
+            }
             _ => {
                 return Err(SnapshotError::Invalid(
-                    "a series names neither or both of upstream and listener".into(),
+                    "a series names exactly one of upstream, listener, or virtual_host with route"
+                        .into(),
                 ));
             }
         };

@@ -543,3 +543,71 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn decodes_route_stats_of_the_mesh_and_ignores_others() {
+    use switchyard_proxy_config::metrics::RouteStatName;
+    let books = RouteStatName::new("web.routes", "books");
+    let vhost = || label(envoy::VIRTUAL_HOST, "inbound|8080");
+    let route = |prefix: &str| label(envoy::ROUTE, prefix);
+    let message = StreamMetricsMessage {
+        identifier: None,
+        envoy_metrics: vec![
+            family(
+                envoy::ROUTE_UPSTREAM_RQ_XX,
+                MetricType::Counter,
+                vec![
+                    counter(vec![class("5"), vhost(), route(&books.to_string())], 4.0),
+                    // Not a route name the mesh writes: another's stats.
+                    counter(vec![class("2"), vhost(), route("web.routes")], 1.0),
+                    counter(vec![class("2"), vhost()], 1.0),
+                ],
+            ),
+            family(
+                envoy::ROUTE_UPSTREAM_RQ_TIME,
+                MetricType::Histogram,
+                vec![histogram(
+                    vec![vhost(), route(&books.to_string())],
+                    &[120.0],
+                )],
+            ),
+        ],
+    };
+    let decoded = decode(&message);
+    let subject = Subject::Route(super::VirtualHost::new("inbound|8080"), books);
+    assert_eq!(decoded.ignored, 2, "{decoded:?}");
+    assert_eq!(
+        decoded.samples[0],
+        Sample {
+            subject: subject.clone(),
+            value: Value::Requests(StatusClass::ServerError, 4),
+        }
+    );
+    let Value::Latency(latency) = decoded.samples[1].value else {
+        panic!("{decoded:?}");
+    };
+    assert_eq!(decoded.samples[1].subject, subject);
+    assert_eq!(latency.buckets[8], 1, "{latency:?}");
+}
+
+#[test]
+fn without_subtracts_a_part_of_the_same_traffic() {
+    let mut all = Golden {
+        requests: [0, 10, 0, 1, 5],
+        connections_active: 3,
+        ..Golden::default()
+    };
+    all.latency.buckets[2] = 11;
+    all.latency.buckets[8] = 5;
+    let mut part = Golden {
+        requests: [0, 4, 0, 2, 5],
+        ..Golden::default()
+    };
+    part.latency.buckets[8] = 5;
+    part.latency.buckets[2] = 1;
+    let rest = all.without(&part);
+    // Never below zero.
+    assert_eq!(rest.requests, [0, 6, 0, 0, 0]);
+    assert_eq!(rest.latency.count(), 10);
+    assert_eq!(rest.connections_active, 3);
+}

@@ -167,6 +167,20 @@ impl Golden {
             .map(|&m| Duration::from_micros(m))
     }
 
+    /// What these sums count beyond `part` (a part of the same traffic, summed over the same
+    /// window): requests per class and latency buckets subtracted (never below zero); the
+    /// connections and bytes are left as they are.
+    pub fn without(&self, part: &Golden) -> Golden {
+        let mut out = *self;
+        for (n, p) in out.requests.iter_mut().zip(&part.requests) {
+            *n = n.saturating_sub(*p);
+        }
+        for (n, p) in out.latency.buckets.iter_mut().zip(&part.latency.buckets) {
+            *n = n.saturating_sub(*p);
+        }
+        out
+    }
+
     /// Adds one series' sums: its counts, and its latest gauge to the open connections.
     pub fn add(&mut self, sums: &Sums) {
         for (sum, &n) in self.requests.iter_mut().zip(&sums.requests) {
@@ -578,6 +592,9 @@ impl Store {
                 .map(|subject| match subject {
                     Subject::Upstream(c) => c.as_str().len(),
                     Subject::Listener(p) => p.as_str().len(),
+                    Subject::Route(v, r) => {
+                        v.as_str().len() + r.group.capacity() + r.name.capacity()
+                    }
                 })
                 .sum::<usize>();
         }

@@ -136,7 +136,7 @@ fn discovery_lists_each_kind_and_its_edges_with_get_and_list() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    // Every kind, each with its edges.
+    // Every kind, each with its edges; those made of serving Pods with their routes.
     assert_eq!(
         names,
         [
@@ -144,14 +144,19 @@ fn discovery_lists_each_kind_and_its_edges_with_get_and_list() {
             "namespaces/edges",
             "pods",
             "pods/edges",
+            "pods/routes",
             "deployments",
             "deployments/edges",
+            "deployments/routes",
             "statefulsets",
             "statefulsets/edges",
+            "statefulsets/routes",
             "daemonsets",
             "daemonsets/edges",
+            "daemonsets/routes",
             "services",
             "services/edges",
+            "services/routes",
             "trafficsplits",
             "trafficsplits/edges"
         ]
@@ -1132,4 +1137,95 @@ fn only_an_inbound_ports_own_cluster_is_the_application() {
     ] {
         assert!(!is_inbound_cluster(other), "{other}");
     }
+}
+
+#[test]
+fn routes_paths_parse_for_the_kinds_made_of_serving_pods() {
+    assert_eq!(
+        parse("/namespaces/demo/deployments/web/routes", Some("t=1m")),
+        Ok(Request::Routes {
+            kind: ResourceKind::Deployment,
+            namespace: "demo".into(),
+            name: "web".into(),
+            window: Duration::from_secs(60)
+        })
+    );
+    for path in [
+        "/namespaces/demo/trafficsplits/web-split/routes",
+        "/namespaces/demo/namespaces/x/routes",
+        "/namespaces/demo/routes",
+    ] {
+        assert_eq!(parse(path, None).unwrap_err().status(), 404, "{path}");
+    }
+}
+
+#[test]
+fn a_workloads_routes_are_its_pods_named_routes_and_the_default() {
+    use switchyard_proxy_config::metrics::RouteStatName;
+    let (t, w) = mesh();
+    let route = |pod: &str, vhost: &str, name: &str, class: StatusClass, n: u64| {
+        t.record(
+            &id("demo", pod),
+            &[Sample {
+                subject: Subject::Route(
+                    crate::telemetry::VirtualHost::new(vhost),
+                    RouteStatName::new("web-routes", name),
+                ),
+                value: Value::Requests(class, n),
+            }],
+        );
+    };
+    // The inbound clusters count everything that reached the application: web-a 12, web-b 5.
+    t.record(
+        &id("demo", "web-a"),
+        &[
+            sent("inbound|8080", 10),
+            Sample {
+                subject: Subject::Upstream(UpstreamCluster::new("inbound|8080")),
+                value: Value::Requests(StatusClass::ServerError, 2),
+            },
+        ],
+    );
+    t.record(&id("demo", "web-b"), &[sent("inbound|8080", 5)]);
+    route("web-a", "inbound|8080", "books", StatusClass::Success, 6);
+    route("web-b", "inbound|8080", "books", StatusClass::Success, 1);
+    route(
+        "web-a",
+        "inbound|8080",
+        "errors",
+        StatusClass::ServerError,
+        2,
+    );
+    // An outbound virtual host's route is not the Pod's to serve.
+    route("web-a", "demo/db|80", "other", StatusClass::Success, 9);
+    let list = get(&t, &w, "/namespaces/demo/deployments/web/routes").unwrap();
+    assert_eq!(list["kind"], "TrafficMetricsList", "{list}");
+    let rows: Vec<(&str, (u64, u64))> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["metadata"]["annotations"][ROUTE_ANNOTATION]
+                    .as_str()
+                    .unwrap(),
+                counts(i),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("web-routes/books", (7, 0)),
+            ("web-routes/errors", (0, 2)),
+            // 17 reached the application, 9 by a named route.
+            (DEFAULT_ROUTE, (8, 0)),
+        ],
+        "{list}"
+    );
+    // One Pod's.
+    let list = get(&t, &w, "/namespaces/demo/pods/web-b/routes").unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    assert_eq!(counts(&items[1]), (4, 0), "{list}");
 }

@@ -253,6 +253,7 @@ fn route(r: &PbRoute, default_retry: Option<&RetryPolicy>) -> Result<Route, Inva
     });
     Ok(Route {
         name: r.name.clone(),
+        stat_prefix: Some(r.stat_prefix.clone()).filter(|p| !p.is_empty()),
         matcher,
         action,
         rbac: rbac::per_route(&r.typed_per_filter_config).at("typed_per_filter_config")?,

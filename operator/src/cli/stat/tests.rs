@@ -4,7 +4,7 @@ use super::*;
 
 fn args(kind: &str, name: Option<&str>) -> StatArgs {
     StatArgs {
-        kind: super::kind(kind).unwrap(),
+        kind: super::shown(kind).unwrap(),
         name: name.map(str::to_owned),
         namespace: "demo".into(),
         all_namespaces: false,
@@ -23,16 +23,19 @@ fn args(kind: &str, name: Option<&str>) -> StatArgs {
 fn each_form_asks_for_its_path() {
     let root = "/apis/metrics.smi-spec.io/v1alpha1";
     assert_eq!(
-        path(&args("po", None)),
+        path(&args("po", None)).unwrap(),
         format!("{root}/namespaces/demo/pods?t=1m0s")
     );
     assert_eq!(
-        path(&args("pods", Some("web-0"))),
+        path(&args("pods", Some("web-0"))).unwrap(),
         format!("{root}/namespaces/demo/pods/web-0?t=1m0s")
     );
-    assert_eq!(path(&args("ns", None)), format!("{root}/namespaces?t=1m0s"));
     assert_eq!(
-        path(&args("namespace", Some("demo"))),
+        path(&args("ns", None)).unwrap(),
+        format!("{root}/namespaces?t=1m0s")
+    );
+    assert_eq!(
+        path(&args("namespace", Some("demo"))).unwrap(),
         format!("{root}/namespaces/demo?t=1m0s")
     );
     let all = StatArgs {
@@ -40,7 +43,7 @@ fn each_form_asks_for_its_path() {
         window: Duration::from_secs(10),
         ..args("pods", None)
     };
-    assert_eq!(path(&all), format!("{root}/pods?t=10s"));
+    assert_eq!(path(&all).unwrap(), format!("{root}/pods?t=10s"));
     // kubectl's short names and singulars.
     for (words, plural) in [
         (["deploy", "deployment", "deployments"], "deployments"),
@@ -51,7 +54,7 @@ fn each_form_asks_for_its_path() {
     ] {
         for word in words {
             assert_eq!(
-                path(&args(word, Some("x"))),
+                path(&args(word, Some("x"))).unwrap(),
                 format!("{root}/namespaces/demo/{plural}/x?t=1m0s"),
                 "{word}"
             );
@@ -240,4 +243,94 @@ fn an_answer_missing_a_replica_is_read_with_its_note() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("is not known"), "{err}");
+}
+
+#[test]
+fn routes_of_one_object_ask_for_its_routes_path() {
+    let root = "/apis/metrics.smi-spec.io/v1alpha1";
+    for (word, name, plural) in [
+        ("routes", "deploy/web", "deployments"),
+        ("route", "po/web-0", "pods"),
+        ("rt", "svc/web", "services"),
+        ("routes", "statefulset/db", "statefulsets"),
+    ] {
+        let (_, object) = name.split_once('/').unwrap();
+        assert_eq!(
+            path(&args(word, Some(name))).unwrap(),
+            format!("{root}/namespaces/demo/{plural}/{object}/routes?t=1m0s"),
+            "{word} {name}"
+        );
+    }
+    // One object, of a kind whose Pods serve.
+    for bad in [
+        None,
+        Some("web"),
+        Some("ns/demo"),
+        Some("ts/web-split"),
+        Some("deploy/"),
+    ] {
+        let err = path(&args("routes", bad)).unwrap_err().to_string();
+        assert!(err.contains("stat routes"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn the_routes_table_has_a_row_per_route_and_the_default() {
+    let item = |route: &str, ok: u64, failed: u64, p50: &str| {
+        json!({
+            "metadata": {"annotations": {
+                "metrics.switchyard.dev/route": route,
+                "metrics.switchyard.dev/p95-response-latency": "200m",
+                "metrics.switchyard.dev/tcp-open-connections": "0"
+            }},
+            "resource": {"kind": "Deployment", "namespace": "demo", "name": "web"},
+            "window": "1m0s",
+            "metrics": [
+                {"name": "p99_response_latency", "unit": "seconds", "value": "240m"},
+                {"name": "p50_response_latency", "unit": "seconds", "value": p50},
+                {"name": "success_count", "value": ok.to_string()},
+                {"name": "failure_count", "value": failed.to_string()}
+            ]
+        })
+    };
+    let table = routes_table(&[
+        item("web-routes/books", 30, 0, "175m"),
+        item("web-routes/errors", 0, 12, "1500u"),
+        item("[DEFAULT]", 6, 0, "250u"),
+    ]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec![
+                "ROUTE",
+                "SUCCESS",
+                "RPS",
+                "LATENCY_P50",
+                "LATENCY_P95",
+                "LATENCY_P99"
+            ],
+            vec![
+                "web-routes/books",
+                "100.00%",
+                "0.5rps",
+                "175ms",
+                "200ms",
+                "240ms"
+            ],
+            vec![
+                "web-routes/errors",
+                "0.00%",
+                "0.2rps",
+                "1.50ms",
+                "200ms",
+                "240ms"
+            ],
+            vec!["[DEFAULT]", "100.00%", "0.1rps", "0.25ms", "200ms", "240ms"],
+        ],
+        "{table}"
+    );
 }

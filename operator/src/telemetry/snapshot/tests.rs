@@ -43,13 +43,26 @@ fn store() -> Store {
             },
         ],
     );
+    let route = Subject::Route(
+        VirtualHost::new("inbound|8080"),
+        RouteStatName {
+            group: "web.routes".into(),
+            name: "errors".into(),
+        },
+    );
     store.record(
         &proxy("web-0"),
         Duration::from_secs(4),
-        &[Sample {
-            subject: inbound,
-            value: Value::Requests(StatusClass::ServerError, 1),
-        }],
+        &[
+            Sample {
+                subject: inbound,
+                value: Value::Requests(StatusClass::ServerError, 1),
+            },
+            Sample {
+                subject: route,
+                value: Value::Requests(StatusClass::ServerError, 1),
+            },
+        ],
     );
     store
 }
@@ -63,6 +76,11 @@ fn a_snapshot_reads_back_as_it_was_written() {
     // Zeros are left out on the wire.
     let text = String::from_utf8(json).unwrap();
     assert!(!text.contains("\"opened\""), "{text}");
+    // A route's series names its virtual host and its stat name, escaped as on the proxy.
+    assert!(
+        text.contains(r#""virtual_host":"inbound|8080","route":"web_2eroutes__errors""#),
+        "{text}"
+    );
     // Only the proxies asked for.
     let web_only = store().snapshot(Duration::from_secs(5), Duration::from_secs(10), |p| {
         p.pod == "web-0"
@@ -90,6 +108,9 @@ fn bad_answers_and_other_windows_are_refused() {
         r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"upstream":"x","gauge":3}]}]}"#,
         r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"upstream":"x"},{"upstream":"x"}]}]}"#,
         r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"upstream":"x","latency":[1]}]}]}"#,
+        r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"virtual_host":"v"}]}]}"#,
+        r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"virtual_host":"v","route":"no.dots"}]}]}"#,
+        r#"{"window_ms":10000,"proxies":[{"namespace":"demo","pod":"a","series":[{"upstream":"x","route":"g__m"}]}]}"#,
     ] {
         assert!(
             matches!(
