@@ -131,8 +131,9 @@ pub struct Registry {
     upstreams: RwLock<HashMap<String, Arc<UpstreamStats>>>,
     /// Golden stats by HTTP connection manager `stat_prefix`.
     http_managers: RwLock<HashMap<String, Arc<HttpManagerStats>>>,
-    /// Golden stats of the routes with a `stat_prefix`, by virtual host and `stat_prefix`.
-    routes: RwLock<HashMap<RouteKey, Arc<RouteStats>>>,
+    /// Golden stats of the routes with a `stat_prefix`, by virtual host, then `stat_prefix`
+    /// (two levels, so a request looks its route up by `&str`, allocating nothing).
+    routes: RwLock<HashMap<String, HashMap<String, Arc<RouteStats>>>>,
 }
 
 /// A route's stats' key: its virtual host's name and its `stat_prefix`.
@@ -439,13 +440,16 @@ impl Registry {
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&(virtual_host.to_owned(), stat_prefix.to_owned()))
+            .get(virtual_host)
+            .and_then(|routes| routes.get(stat_prefix))
         {
             return Arc::clone(stats);
         }
         let mut map = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
-            map.entry((virtual_host.to_owned(), stat_prefix.to_owned()))
+            map.entry(virtual_host.to_owned())
+                .or_default()
+                .entry(stat_prefix.to_owned())
                 .or_default(),
         )
     }
@@ -471,7 +475,11 @@ impl Registry {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(key, stats)| (key.clone(), stats.values()))
+            .flat_map(|(vhost, routes)| {
+                routes
+                    .iter()
+                    .map(move |(prefix, stats)| ((vhost.clone(), prefix.clone()), stats.values()))
+            })
             .collect();
         GoldenSnapshot {
             upstreams,
