@@ -11,7 +11,12 @@ use switchyard_adapters::model::{
     Protocol, ProxyConfig, ProxyId, RouteStatName, ServiceName,
 };
 
-use super::store::{PodInfo, Store, TargetPort, http_match, selects};
+use switchyard_crds::access::TrafficTarget;
+
+use super::{
+    Key,
+    store::{PodInfo, Store, TargetPort, http_match, selects},
+};
 
 /// One proxy's own configuration (identity, data plane, address, capture, inbound ports), or
 /// `None` when the index knows no such Pod. Its outbound services and clusters, which every
@@ -90,17 +95,7 @@ fn routes(store: &Store, identity: &Identity, port: u16, protocol: Protocol) -> 
     }
     // Route group key → the match names used (`None`: all of them).
     let mut used: BTreeMap<(String, String), Option<BTreeSet<&str>>> = BTreeMap::new();
-    for (ns, name) in store.refs.targets_by_destination.get(identity) {
-        let Some(tt) = store
-            .targets
-            .get(&(ns.clone(), name.clone()))
-            .and_then(|s| s.good.as_ref())
-        else {
-            continue;
-        };
-        if tt.destination.port.is_some_and(|p| p != port) {
-            continue;
-        }
+    for ((ns, _), tt) in targets_to(store, identity, port) {
         for rule in tt.rules.iter().filter(|r| r.kind == "HTTPRouteGroup") {
             let entry = used
                 .entry((ns.clone(), rule.name.clone()))
@@ -133,6 +128,27 @@ fn routes(store: &Store, identity: &Identity, port: u16, protocol: Protocol) -> 
     out
 }
 
+/// The accepted TrafficTargets to `identity` that cover `port` (every port, or this one), each
+/// with its key (namespace, name): the one reading of "which targets apply here" for both the rules and
+/// the counted routes.
+fn targets_to<'a>(
+    store: &'a Store,
+    identity: &'a Identity,
+    port: u16,
+) -> impl Iterator<Item = (&'a Key, &'a TrafficTarget)> + 'a {
+    store
+        .refs
+        .targets_by_destination
+        .get(identity)
+        .filter_map(move |key| {
+            let tt = store.targets.get(key)?.good.as_ref()?;
+            tt.destination
+                .port
+                .is_none_or(|p| p == port)
+                .then_some((key, tt))
+        })
+}
+
 /// What TrafficTargets allow on one port of one identity (DESIGN §4).
 fn authorization(
     store: &Store,
@@ -144,17 +160,7 @@ fn authorization(
         return Authorization::AllowAll;
     }
     let mut rules = Vec::new();
-    for (ns, name) in store.refs.targets_by_destination.get(identity) {
-        let Some(tt) = store
-            .targets
-            .get(&(ns.clone(), name.clone()))
-            .and_then(|s| s.good.as_ref())
-        else {
-            continue;
-        };
-        if tt.destination.port.is_some_and(|p| p != port) {
-            continue;
-        }
+    for ((ns, name), tt) in targets_to(store, identity, port) {
         let sources: Vec<Identity> = tt
             .sources
             .iter()
