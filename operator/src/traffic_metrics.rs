@@ -557,6 +557,18 @@ pub struct Edge {
     pub resource: ObjectReference,
 }
 
+impl Edge {
+    /// An object's own item: what its Pods served, from anyone (the spec's empty edge
+    /// resource), measured by their proxies.
+    pub fn served() -> Self {
+        Edge {
+            direction: Direction::From,
+            side: Side::Server,
+            resource: ObjectReference::default(),
+        }
+    }
+}
+
 /// For TrafficSplit items: the backend of the apex the item counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Backend {
@@ -1141,11 +1153,7 @@ impl Context<'_> {
         golden.tcp_open_connections = self.data.query(pods(), to_application).connections_active;
         let mut item = TrafficMetrics::new(
             ObjectReference::to(kind, namespace, name),
-            Edge {
-                direction: Direction::From,
-                side: Side::Server,
-                resource: ObjectReference::default(),
-            },
+            Edge::served(),
             self.timestamp,
             window,
             &golden,
@@ -1231,11 +1239,7 @@ impl Context<'_> {
         let item = |route: String, g: &crate::telemetry::Golden| {
             let mut item = TrafficMetrics::new(
                 ObjectReference::to(kind, Some(namespace), name),
-                Edge {
-                    direction: Direction::From,
-                    side: Side::Server,
-                    resource: ObjectReference::default(),
-                },
+                Edge::served(),
                 self.timestamp,
                 window,
                 &GoldenMetrics::of(g),
