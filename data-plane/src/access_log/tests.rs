@@ -3,7 +3,10 @@ use std::task::Waker;
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     data::accesslog::v3::tls_properties::certificate_properties::subject_alt_name::San,
-    service::accesslog::v3::StreamAccessLogsMessage,
+    service::accesslog::v3::{
+        StreamAccessLogsMessage,
+        stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
+    },
 };
 use http::HeaderValue;
 use prost::Message as _;
@@ -35,24 +38,27 @@ fn node() -> Node {
     }
 }
 
+/// The message `outbox` hands stream `stream`, decoded.
 fn take(outbox: &Outbox, stream: u64) -> Poll<Option<StreamAccessLogsMessage>> {
-    outbox.take(stream, &node(), Waker::noop())
+    outbox
+        .take(stream, &node(), Waker::noop())
+        .map(|m| m.map(|m| StreamAccessLogsMessage::decode(m.to_bytes()).unwrap()))
 }
 
 fn entries(message: &StreamAccessLogsMessage) -> &[HttpAccessLogEntry] {
     match &message.log_entries {
-        Some(envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::LogEntries::HttpLogs(h)) => &h.log_entry,
+        Some(LogEntries::HttpLogs(h)) => &h.log_entry,
         other => panic!("{other:?}"),
     }
 }
 
 fn downstream(tls: bool) -> Arc<Downstream> {
-    Arc::new(Downstream {
-        remote: "10.0.0.7:50123".parse().unwrap(),
-        local: "10.0.0.9:8080".parse().unwrap(),
+    Arc::new(Downstream::new(
+        "10.0.0.7:50123".parse().unwrap(),
+        "10.0.0.9:8080".parse().unwrap(),
         tls,
-        peer_identity: tls.then(|| "spiffe://cluster.local/ns/demo/sa/client".to_owned()),
-    })
+        tls.then_some("spiffe://cluster.local/ns/demo/sa/client"),
+    ))
 }
 
 #[test]
@@ -193,15 +199,15 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     let outbox = Outbox::new(&log("tap", 100), dropped.clone());
 
     // No stream: a flush drops what waits, and counts it.
-    outbox.push(entry("/a"));
-    outbox.push(entry("/b"));
+    outbox.push(&entry("/a"));
+    outbox.push(&entry("/b"));
     outbox.flush();
     assert_eq!(dropped.get(), 2);
 
     let outbox = Arc::new(outbox);
     let _outgoing = outbox.open(node());
     // Under the buffer size: nothing until the flush.
-    outbox.push(entry("/c"));
+    outbox.push(&entry("/c"));
     assert!(take(&outbox, 1).is_pending());
     outbox.flush();
     let Poll::Ready(Some(first)) = take(&outbox, 1) else {
@@ -217,7 +223,7 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
 
     // The buffer size reached: at once, without the identifier.
     let long = "/".repeat(120);
-    outbox.push(entry(&long));
+    outbox.push(&entry(&long));
     let Poll::Ready(Some(second)) = take(&outbox, 1) else {
         panic!()
     };
@@ -227,7 +233,7 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     // An older stream ends; the new one names itself again.
     let _newer = outbox.open(node());
     assert_eq!(take(&outbox, 1), Poll::Ready(None));
-    outbox.push(entry("/d"));
+    outbox.push(&entry("/d"));
     outbox.flush();
     let Poll::Ready(Some(third)) = take(&outbox, 2) else {
         panic!()
@@ -239,9 +245,44 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     let big = "/".repeat(64 * 1024);
     let fit = MAX_PENDING_BYTES / (64 * 1024 + 16);
     for _ in 0..fit + 5 {
-        outbox.push(entry(&big));
+        outbox.push(&entry(&big));
     }
     assert_eq!(dropped.get(), 2 + 5);
+}
+
+/// The buffer is sent as it was encoded when the entries were queued: the bytes are those
+/// prost writes for the same message, identifier and all.
+#[test]
+fn a_message_is_the_bytes_prost_writes_for_it() {
+    let outbox = Arc::new(Outbox::new(&log("tap", u32::MAX), Arc::default()));
+    let _outgoing = outbox.open(node());
+    let sent = [entry("/a"), entry(&"/".repeat(300)), entry("/c")];
+    for e in &sent {
+        outbox.push(e);
+    }
+    let expected = |identifier| StreamAccessLogsMessage {
+        identifier,
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: sent.to_vec(),
+        })),
+    };
+    outbox.flush();
+    let Poll::Ready(Some(first)) = outbox.take(1, &node(), Waker::noop()) else {
+        panic!()
+    };
+    let identifier = Identifier {
+        node: Some(node()),
+        log_name: "tap".to_owned(),
+    };
+    assert_eq!(first.to_bytes(), expected(Some(identifier)).encode_to_vec());
+    for e in &sent {
+        outbox.push(e);
+    }
+    outbox.flush();
+    let Poll::Ready(Some(second)) = outbox.take(1, &node(), Waker::noop()) else {
+        panic!()
+    };
+    assert_eq!(second.to_bytes(), expected(None).encode_to_vec());
 }
 
 #[test]
@@ -291,8 +332,8 @@ async fn a_sink_lives_while_configured_or_held() {
 }
 
 /// Every tapped request on the request path yields exactly one entry (gathered, its body
-/// counted, its response noted, built and queued, not encoded), and what that costs is
-/// printed: `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy --lib
+/// counted, its response noted, built, encoded and queued: all the proxy does per entry but
+/// send the buffer), and what that costs is printed: `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy --lib
 /// access_log::tests::cost -- --nocapture` (with `CARGO_PROFILE_DEV_OPT_LEVEL=2` for a
 /// meaningful figure; CI runs 2,000 rounds for the count only).
 #[test]
