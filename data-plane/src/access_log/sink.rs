@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::{
     data::accesslog::v3::HttpAccessLogEntry,
     service::accesslog::v3::{
@@ -477,6 +477,12 @@ impl Encoded {
         }
     }
 
+    /// Writes the message into `dst` (a gRPC frame's buffer).
+    pub(crate) fn write_to(&self, dst: &mut impl bytes::BufMut) {
+        dst.put_slice(&self.head);
+        dst.put_slice(&self.entries);
+    }
+
     /// The message as one buffer.
     #[cfg(test)]
     pub(crate) fn to_bytes(&self) -> Bytes {
@@ -506,8 +512,7 @@ impl tonic::codec::Encoder for Codec {
     type Error = Status;
 
     fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item.head);
-        dst.put_slice(&item.entries);
+        item.write_to(dst);
         Ok(())
     }
 }

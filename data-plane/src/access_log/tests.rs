@@ -331,17 +331,18 @@ async fn a_sink_lives_while_configured_or_held() {
     assert!(weak.upgrade().is_none(), "neither configured nor held");
 }
 
-/// Every tapped request on the request path yields exactly one entry (gathered, its body
-/// counted, its response noted, built, encoded and queued: all the proxy does per entry but
-/// send the buffer), and what that costs is printed: `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy --lib
-/// access_log::tests::cost -- --nocapture` (with `CARGO_PROFILE_DEV_OPT_LEVEL=2` for a
-/// meaningful figure; CI runs 2,000 rounds for the count only).
+/// Every tapped request yields exactly one entry, and what the proxy spends on it short of
+/// the socket is printed: gathered, its body counted, its response noted, built, encoded and
+/// queued on the request path, then taken in messages of the tap's 16 KiB and copied out as
+/// the stream's codec does. `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy
+/// --lib access_log::tests::cost -- --nocapture` (with `CARGO_PROFILE_DEV_OPT_LEVEL=2`, or
+/// `--release`, for a meaningful figure; CI runs 2,000 rounds for the count only).
 #[test]
 fn cost() {
-    let outbox_log = log("tap", u32::MAX);
-    // No stream is up, so every flush counts what it takes as dropped: the count of entries.
-    let flushed = Arc::new(Counter::default());
-    let (sink, outbox) = Sink::detached(&outbox_log, flushed.clone());
+    // `buffer_size_bytes` as the tap sets it (`TAP_BUFFER_BYTES`).
+    let outbox_log = log("tap", 16_384);
+    let (sink, outbox) = Sink::detached(&outbox_log, Arc::default());
+    let _outgoing = outbox.open(node());
     let loggers = Arc::new(Loggers::new(vec![(outbox_log, sink)]));
     let downstream = downstream(true);
     let mut head = HeaderMap::new();
@@ -351,8 +352,10 @@ fn cost() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(2_000);
+    let mut sent = Vec::new();
+    let mut wire = bytes::BytesMut::new();
     let started = Instant::now();
-    for i in 0..rounds {
+    for _ in 0..rounds {
         let request = Request::get("/api/orders?id=7")
             .header(header::HOST, "web.demo:80")
             .header(header::USER_AGENT, "curl/8")
@@ -367,23 +370,29 @@ fn cost() {
         );
         let _request = pending.count(request);
         pending.routed.cluster = "demo/web|80".to_owned();
+        pending.routed.upstream = Some("10.0.1.4:8080".parse().unwrap());
         pending.routed.details = "via_upstream";
         pending.respond(200, &head);
         pending.sent(&Frame::data(Bytes::from_static(b"ok")));
         pending.finished();
         drop(pending);
-        if i % 1_000 == 0 {
-            // What the flush takes away, off the request path.
-            outbox.flush();
+        // The stream's side: polled, it takes a message once 16 KiB wait.
+        if let Poll::Ready(Some(message)) = outbox.take(1, &node(), Waker::noop()) {
+            wire.clear();
+            message.write_to(&mut wire);
+            sent.push(message);
         }
     }
-    let per_request = started.elapsed() / rounds;
     outbox.flush();
-    assert_eq!(
-        flushed.get(),
-        u64::from(rounds),
-        "one entry per tapped request"
-    );
+    if let Poll::Ready(Some(message)) = outbox.take(1, &node(), Waker::noop()) {
+        sent.push(message);
+    }
+    let per_request = started.elapsed() / rounds;
+    let logged: usize = sent
+        .iter()
+        .map(|m| entries(&StreamAccessLogsMessage::decode(m.to_bytes()).unwrap()).len())
+        .sum();
+    assert_eq!(logged, rounds as usize, "one entry per tapped request");
     // The same requests, built and dropped without a log: what to subtract.
     let started = Instant::now();
     for _ in 0..rounds {
