@@ -3,10 +3,12 @@
 //! streamed to the control plane ([`sink`]).
 //!
 //! The request path only gathers what it has at hand into a `Pending` (strings it would
-//! otherwise drop, instants, counters), and queues the entry when the request ends (its
-//! response sent, or its stream gone); encoding and sending happen in the sink's task. A
-//! connection manager without an access log (the usual case) costs a request one check of an
-//! `Option`.
+//! otherwise drop, instants, counters), and when the request ends (its response sent, or its
+//! stream gone) builds the entry and encodes it into the sink's buffer; sending happens in the
+//! sink's task, which the request does not wake (see [`sink`]). What every entry of a
+//! connection repeats (its addresses, its TLS peer) and the header names to log are made once
+//! per connection. A connection manager without an access log (the usual case) costs a
+//! request one check of an `Option`.
 //!
 //! # What an entry holds, against Envoy 1.40
 //!
@@ -72,12 +74,15 @@ use envoy_types::pb::{
         data::accesslog::v3::{
             AccessLogCommon, AccessLogType, HttpAccessLogEntry, HttpRequestProperties,
             HttpResponseProperties, ResponseFlags, TlsProperties, http_access_log_entry,
-            tls_properties::{CertificateProperties, certificate_properties::SubjectAltName},
+            tls_properties::{
+                CertificateProperties,
+                certificate_properties::{SubjectAltName, subject_alt_name::San},
+            },
         },
     },
     google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
 };
-use http::{HeaderMap, Method, Request, Version, header};
+use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 
 pub use self::sink::Sinks;
@@ -88,16 +93,27 @@ use crate::config::AccessLog;
 #[derive(Debug)]
 pub struct Loggers {
     logs: Vec<(AccessLog, Arc<sink::Sink>)>,
+    /// Per logger (as `logs`), the header names it logs, parsed.
+    names: Vec<Names>,
 }
 
-/// What the connection tells every entry of its requests.
+/// The headers one logger logs; a configured name that is no header name never matches.
+#[derive(Debug)]
+struct Names {
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
+    response_trailers: Vec<HeaderName>,
+}
+
+/// What the connection tells every entry of its requests, made once per connection.
 #[derive(Clone, Debug)]
 pub(crate) struct Downstream {
-    pub(crate) remote: SocketAddr,
-    pub(crate) local: SocketAddr,
-    pub(crate) tls: bool,
-    /// The URI SAN of the peer's verified client certificate.
-    pub(crate) peer_identity: Option<String>,
+    tls: bool,
+    /// `downstream_remote_address` (also the direct one).
+    remote: Address,
+    /// `downstream_local_address`.
+    local: Address,
+    tls_properties: Option<TlsProperties>,
 }
 
 /// What routing and forwarding learn, written by the request path as it goes.
@@ -190,7 +206,51 @@ pub(crate) struct Counted<B> {
 
 impl Loggers {
     pub(crate) fn new(logs: Vec<(AccessLog, Arc<sink::Sink>)>) -> Self {
-        Loggers { logs }
+        let parsed = |names: &[String]| {
+            names
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect()
+        };
+        let names = logs
+            .iter()
+            .map(|(log, _)| Names {
+                request_headers: parsed(&log.request_headers),
+                response_headers: parsed(&log.response_headers),
+                response_trailers: parsed(&log.response_trailers),
+            })
+            .collect();
+        Loggers { logs, names }
+    }
+}
+
+// === impl Downstream ===
+
+impl Downstream {
+    /// A connection from `remote` to `local` (the original destination on a listener with
+    /// `original_dst`); on TLS, `peer_identity` is the URI SAN of the peer's verified client
+    /// certificate.
+    pub(crate) fn new(
+        remote: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        peer_identity: Option<&str>,
+    ) -> Self {
+        let tls_properties = tls.then(|| TlsProperties {
+            peer_certificate_properties: peer_identity.map(|uri| CertificateProperties {
+                subject_alt_name: vec![SubjectAltName {
+                    san: Some(San::Uri(uri.to_owned())),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        Downstream {
+            tls,
+            remote: socket(remote),
+            local: socket(local),
+            tls_properties,
+        }
     }
 }
 
@@ -205,13 +265,13 @@ impl Pending {
         started: Instant,
     ) -> Box<Self> {
         let headers = request.headers();
-        let text = |name: header::HeaderName| joined(headers, name.as_str()).unwrap_or_default();
+        let text = |name: HeaderName| joined(headers, &name).unwrap_or_default();
         let scheme = if downstream.tls { "https" } else { "http" };
         let authority = request
             .uri()
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| joined(headers, header::HOST.as_str()))
+            .or_else(|| joined(headers, &header::HOST))
             .unwrap_or_default();
         let path = request
             .uri()
@@ -232,9 +292,9 @@ impl Pending {
                 .map(|(name, value)| name.as_str().len() + value.len())
                 .sum::<usize>();
         let request_headers = loggers
-            .logs
+            .names
             .iter()
-            .map(|(log, _)| pick(headers, &log.request_headers))
+            .map(|names| pick(headers, &names.request_headers))
             .collect();
         let received = Arc::new(Received::default());
         Box::new(Pending {
@@ -247,7 +307,7 @@ impl Pending {
             scheme,
             user_agent: text(header::USER_AGENT),
             referer: text(header::REFERER),
-            forwarded_for: joined(headers, "x-forwarded-for").unwrap_or_default(),
+            forwarded_for: text(X_FORWARDED_FOR),
             authority,
             path,
             request_headers_bytes: request_headers_bytes as u64,
@@ -284,9 +344,9 @@ impl Pending {
                 .sum::<usize>();
         let picked = self
             .loggers
-            .logs
+            .names
             .iter()
-            .map(|(log, _)| pick(headers, &log.response_headers))
+            .map(|names| pick(headers, &names.response_headers))
             .collect();
         self.first_tx = Some(Instant::now());
         self.response = Some(Response {
@@ -308,9 +368,9 @@ impl Pending {
         } else if let Some(trailers) = frame.trailers_ref() {
             response.trailers = self
                 .loggers
-                .logs
+                .names
                 .iter()
-                .map(|(log, _)| pick(trailers, &log.response_trailers))
+                .map(|names| pick(trailers, &names.response_trailers))
                 .collect();
         }
     }
@@ -344,25 +404,12 @@ impl Pending {
             }
             f
         });
-        let tls_properties = self.downstream.tls.then(|| TlsProperties {
-            peer_certificate_properties: self.downstream.peer_identity.as_ref().map(|uri| {
-                CertificateProperties {
-                    subject_alt_name: vec![SubjectAltName {
-                        san: Some(
-                            envoy_types::pb::envoy::data::accesslog::v3::tls_properties::certificate_properties::subject_alt_name::San::Uri(uri.clone()),
-                        ),
-                    }],
-                    ..Default::default()
-                }
-            }),
-            ..Default::default()
-        });
         let last_tx = self.last_tx.map(since);
         let common = AccessLogCommon {
-            downstream_remote_address: Some(socket(self.downstream.remote)),
-            downstream_direct_remote_address: Some(socket(self.downstream.remote)),
-            downstream_local_address: Some(socket(self.downstream.local)),
-            tls_properties,
+            downstream_remote_address: Some(self.downstream.remote.clone()),
+            downstream_direct_remote_address: Some(self.downstream.remote.clone()),
+            downstream_local_address: Some(self.downstream.local.clone()),
+            tls_properties: self.downstream.tls_properties.clone(),
             start_time: Some(timestamp(self.start)),
             time_to_last_rx_byte: self.received.ended().map(duration),
             time_to_first_upstream_rx_byte: routed.first_upstream_rx.map(since),
@@ -442,7 +489,7 @@ impl Drop for Pending {
         let loggers = self.loggers.clone();
         let count = loggers.logs.len();
         for (index, (_, sink)) in loggers.logs.iter().enumerate() {
-            sink.push(self.entry(index, index + 1 == count));
+            sink.push(&self.entry(index, index + 1 == count));
         }
     }
 }
@@ -505,8 +552,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 
 // === helpers ===
 
+/// `x-forwarded-for`, which `http` has no constant for.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The values of `name` joined by `,`; `None` when absent.
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     let mut out = String::from_utf8_lossy(first.as_bytes()).into_owned();
@@ -518,10 +568,10 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The headers of `names` that `headers` has.
-fn pick(headers: &HeaderMap, names: &[String]) -> HashMap<String, String> {
+fn pick(headers: &HeaderMap, names: &[HeaderName]) -> HashMap<String, String> {
     names
         .iter()
-        .filter_map(|name| Some((name.clone(), joined(headers, name)?)))
+        .filter_map(|name| Some((name.as_str().to_owned(), joined(headers, name)?)))
         .collect()
 }
 

@@ -568,12 +568,12 @@ where
         // `None` unless the connection manager has an access log: then a request's only cost
         // is the check.
         let loggers = ctx.access_logs.loggers(&manager).map(|loggers| {
-            let downstream = Arc::new(access_log::Downstream {
-                remote: info.remote,
-                local: info.destination,
-                tls: info.tls,
-                peer_identity: info.peer_identity.clone(),
-            });
+            let downstream = Arc::new(access_log::Downstream::new(
+                info.remote,
+                info.destination,
+                info.tls,
+                info.peer_identity.as_deref(),
+            ));
             (loggers, downstream)
         });
         hyper::service::service_fn(move |request| {

@@ -9,6 +9,11 @@
 //! beyond that, and at a flush while no stream is up, entries are dropped and counted
 //! (`access_log_entries_dropped_total{log_name}`), never kept without bound. A message in
 //! flight when a connection breaks is lost (the protocol has no acknowledgement), as Envoy's.
+//!
+//! An entry is encoded once, as it is queued, into the log's buffer: the buffer is then the
+//! message's `http_logs` field as it goes on the wire, and a message costs the sink's task a
+//! copy, not an encoding (see [`Encoded`]). Only the byte threshold, a flush, a new stream or
+//! the close wake that task; a queued entry alone does not.
 
 use std::{
     collections::HashMap,
@@ -18,16 +23,23 @@ use std::{
     time::Duration,
 };
 
+use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::{
     data::accesslog::v3::HttpAccessLogEntry,
     service::accesslog::v3::{
-        StreamAccessLogsMessage,
-        access_log_service_client::AccessLogServiceClient,
-        stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
+        StreamAccessLogsMessage, StreamAccessLogsResponse, access_log_service_server,
+        stream_access_logs_message::Identifier,
     },
 };
-use prost::Message as _;
+use prost::{
+    Message as _,
+    encoding::{WireType, encode_key, encode_varint},
+};
 use tokio::sync::Notify;
+use tonic::{
+    Status,
+    codec::{DecodeBuf, EncodeBuf},
+};
 
 use super::Loggers;
 use crate::{
@@ -41,6 +53,11 @@ use crate::{
 /// The most bytes (encoded) of entries one log keeps waiting, as Envoy's gRPC stream buffer
 /// (1 MiB); a message holds at most this much, well under gRPC's usual 4 MiB limit.
 pub const MAX_PENDING_BYTES: usize = 1 << 20;
+
+/// `StreamAccessLogsMessage.http_logs`: the field the buffer is the value of.
+const HTTP_LOGS_FIELD: u32 = 2;
+/// `HttpAccessLogEntries.log_entry`: the field every entry in the buffer is framed as.
+const LOG_ENTRY_FIELD: u32 = 1;
 
 /// The sinks of the proxy, by `log_name`; a sink lives while the configuration names it or a
 /// connection logs to it.
@@ -75,9 +92,11 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct Inner {
-    entries: Vec<HttpAccessLogEntry>,
-    /// Their encoded size, field framing included.
-    bytes: usize,
+    /// The entries, encoded, each framed as a `log_entry` field (so its length is their
+    /// encoded size, field framing included).
+    entries: BytesMut,
+    /// How many entries `entries` holds.
+    count: usize,
     /// Send what waits now (a flush, or `buffer_bytes` reached).
     send: bool,
     /// The current stream; an older one ends when polled.
@@ -92,6 +111,20 @@ struct Inner {
     closed: bool,
     waker: Option<Waker>,
 }
+
+/// One `StreamAccessLogsMessage`, encoded: `head` (the identifier, when the message has
+/// one, then the key and length of `http_logs`), then `entries` (that field's value, the
+/// buffer as the request path filled it).
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    head: Bytes,
+    entries: Bytes,
+}
+
+/// The stream's codec: sends [`Encoded`] messages as they are (the generated client's would
+/// encode every entry again), reads the response with prost.
+#[derive(Clone, Copy, Debug, Default)]
+struct Codec;
 
 /// The messages of one stream, as the stream takes them.
 #[derive(Debug)]
@@ -195,9 +228,7 @@ async fn run(bootstrap: Bootstrap, outbox: Arc<Outbox>, interval: Duration) {
             let request = client_stream::request(outgoing, authorization);
             let outbox = outbox.clone();
             async move {
-                let result = AccessLogServiceClient::new(channel)
-                    .stream_access_logs(request)
-                    .await;
+                let result = stream_access_logs(channel, request).await;
                 outbox.disconnected();
                 result.map(drop)
             }
@@ -211,6 +242,23 @@ async fn run(bootstrap: Bootstrap, outbox: Arc<Outbox>, interval: Duration) {
         () = outbox.closed() => {}
     }
     tracing::info!(log_name = %outbox.log_name, "access log: no connection logs here any more; stream closed");
+}
+
+/// `StreamAccessLogs` on `channel`, as the generated client calls it but with [`Codec`].
+async fn stream_access_logs(
+    channel: tonic::transport::Channel,
+    request: tonic::Request<Outgoing>,
+) -> Result<tonic::Response<StreamAccessLogsResponse>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::try_from(format!(
+        "/{}/StreamAccessLogs",
+        access_log_service_server::SERVICE_NAME
+    ))
+    .map_err(|e| Status::internal(format!("the StreamAccessLogs path: {e}")))?;
+    grpc.client_streaming(request, path, Codec).await
 }
 
 /// A flush every `interval`, for ever.
@@ -241,7 +289,7 @@ impl Sink {
 
 impl Sink {
     /// Queues `entry` (the request path): dropped and counted when the buffer is full.
-    pub(crate) fn push(&self, entry: HttpAccessLogEntry) {
+    pub(crate) fn push(&self, entry: &HttpAccessLogEntry) {
         self.outbox.push(entry);
     }
 }
@@ -269,18 +317,26 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn push(&self, entry: HttpAccessLogEntry) {
-        // A repeated field's tag and length prefix: at most 4 bytes for an entry this size.
-        let len = entry.encoded_len() + 4;
+    pub(crate) fn push(&self, entry: &HttpAccessLogEntry) {
         let mut inner = self.lock();
-        if inner.bytes + len > MAX_PENDING_BYTES {
+        if inner.entries.capacity() == 0 {
+            // Once per message: room for a message's worth, so that the entries of one are
+            // not copied from buffer to growing buffer.
+            let room = self.buffer_bytes.saturating_add(4 * 1024);
+            inner.entries.reserve(room.min(MAX_PENDING_BYTES));
+        }
+        // Encoded in place, under the lock: one pass over the entry, and a sidecar runs one
+        // worker thread, so nobody waits for it. What does not fit is taken out again.
+        let before = inner.entries.len();
+        prost::encoding::message::encode(LOG_ENTRY_FIELD, entry, &mut inner.entries);
+        if inner.entries.len() > MAX_PENDING_BYTES {
+            inner.entries.truncate(before);
             drop(inner);
             self.dropped.inc();
             return;
         }
-        inner.entries.push(entry);
-        inner.bytes += len;
-        if inner.bytes >= self.buffer_bytes {
+        inner.count += 1;
+        if inner.entries.len() >= self.buffer_bytes {
             inner.send = true;
             if let Some(waker) = inner.waker.take() {
                 waker.wake();
@@ -295,9 +351,8 @@ impl Outbox {
             return;
         }
         if !inner.connected {
-            let dropped = inner.entries.len();
+            let dropped = std::mem::take(&mut inner.count);
             inner.entries.clear();
-            inner.bytes = 0;
             drop(inner);
             self.dropped.add(dropped as u64);
             return;
@@ -372,7 +427,7 @@ impl Outbox {
         stream: u64,
         node: &envoy_types::pb::envoy::config::core::v3::Node,
         waker: &Waker,
-    ) -> Poll<Option<StreamAccessLogsMessage>> {
+    ) -> Poll<Option<Encoded>> {
         let mut inner = self.lock();
         if inner.stream != stream {
             return Poll::Ready(None);
@@ -387,24 +442,96 @@ impl Outbox {
             return Poll::Pending;
         }
         inner.send = false;
-        inner.bytes = 0;
+        inner.count = 0;
         inner.took = true;
-        let log_entry = std::mem::take(&mut inner.entries);
+        // The filled part goes; the buffer keeps its allocation, and reclaims the part that
+        // went once the stream has copied it out.
+        let entries = inner.entries.split().freeze();
         let identifier = (!std::mem::replace(&mut inner.identified, true)).then(|| Identifier {
             node: Some(node.clone()),
             log_name: self.log_name.clone(),
         });
-        Poll::Ready(Some(StreamAccessLogsMessage {
+        drop(inner);
+        Poll::Ready(Some(Encoded::new(identifier, entries)))
+    }
+}
+
+// === impl Encoded ===
+
+impl Encoded {
+    /// The message of `identifier` and the `log_entry` fields `entries`.
+    fn new(identifier: Option<Identifier>, entries: Bytes) -> Self {
+        let identified = StreamAccessLogsMessage {
             identifier,
-            log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries { log_entry })),
-        }))
+            log_entries: None,
+        };
+        let mut head = BytesMut::with_capacity(identified.encoded_len() + 16);
+        // Fields in order, as prost writes the whole message: the identifier (1), then
+        // `http_logs` (2).
+        identified.encode_raw(&mut head);
+        encode_key(HTTP_LOGS_FIELD, WireType::LengthDelimited, &mut head);
+        encode_varint(entries.len() as u64, &mut head);
+        Encoded {
+            head: head.freeze(),
+            entries,
+        }
+    }
+
+    /// Writes the message into `dst` (a gRPC frame's buffer).
+    pub(crate) fn write_to(&self, dst: &mut impl bytes::BufMut) {
+        dst.put_slice(&self.head);
+        dst.put_slice(&self.entries);
+    }
+
+    /// The message as one buffer.
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        [&self.head[..], &self.entries[..]].concat().into()
+    }
+}
+
+// === impl Codec ===
+
+impl tonic::codec::Codec for Codec {
+    type Encode = Encoded;
+    type Decode = StreamAccessLogsResponse;
+    type Encoder = Codec;
+    type Decoder = Codec;
+
+    fn encoder(&mut self) -> Codec {
+        Codec
+    }
+
+    fn decoder(&mut self) -> Codec {
+        Codec
+    }
+}
+
+impl tonic::codec::Encoder for Codec {
+    type Item = Encoded;
+    type Error = Status;
+
+    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.write_to(dst);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Codec {
+    type Item = StreamAccessLogsResponse;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        StreamAccessLogsResponse::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("StreamAccessLogsResponse: {e}")))
     }
 }
 
 // === impl Outgoing ===
 
 impl tokio_stream::Stream for Outgoing {
-    type Item = StreamAccessLogsMessage;
+    type Item = Encoded;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.outbox.take(self.stream, &self.node, cx.waker())

@@ -3,7 +3,10 @@ use std::task::Waker;
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     data::accesslog::v3::tls_properties::certificate_properties::subject_alt_name::San,
-    service::accesslog::v3::StreamAccessLogsMessage,
+    service::accesslog::v3::{
+        StreamAccessLogsMessage,
+        stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
+    },
 };
 use http::HeaderValue;
 use prost::Message as _;
@@ -35,24 +38,27 @@ fn node() -> Node {
     }
 }
 
+/// The message `outbox` hands stream `stream`, decoded.
 fn take(outbox: &Outbox, stream: u64) -> Poll<Option<StreamAccessLogsMessage>> {
-    outbox.take(stream, &node(), Waker::noop())
+    outbox
+        .take(stream, &node(), Waker::noop())
+        .map(|m| m.map(|m| StreamAccessLogsMessage::decode(m.to_bytes()).unwrap()))
 }
 
 fn entries(message: &StreamAccessLogsMessage) -> &[HttpAccessLogEntry] {
     match &message.log_entries {
-        Some(envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::LogEntries::HttpLogs(h)) => &h.log_entry,
+        Some(LogEntries::HttpLogs(h)) => &h.log_entry,
         other => panic!("{other:?}"),
     }
 }
 
 fn downstream(tls: bool) -> Arc<Downstream> {
-    Arc::new(Downstream {
-        remote: "10.0.0.7:50123".parse().unwrap(),
-        local: "10.0.0.9:8080".parse().unwrap(),
+    Arc::new(Downstream::new(
+        "10.0.0.7:50123".parse().unwrap(),
+        "10.0.0.9:8080".parse().unwrap(),
         tls,
-        peer_identity: tls.then(|| "spiffe://cluster.local/ns/demo/sa/client".to_owned()),
-    })
+        tls.then_some("spiffe://cluster.local/ns/demo/sa/client"),
+    ))
 }
 
 #[test]
@@ -193,15 +199,15 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     let outbox = Outbox::new(&log("tap", 100), dropped.clone());
 
     // No stream: a flush drops what waits, and counts it.
-    outbox.push(entry("/a"));
-    outbox.push(entry("/b"));
+    outbox.push(&entry("/a"));
+    outbox.push(&entry("/b"));
     outbox.flush();
     assert_eq!(dropped.get(), 2);
 
     let outbox = Arc::new(outbox);
     let _outgoing = outbox.open(node());
     // Under the buffer size: nothing until the flush.
-    outbox.push(entry("/c"));
+    outbox.push(&entry("/c"));
     assert!(take(&outbox, 1).is_pending());
     outbox.flush();
     let Poll::Ready(Some(first)) = take(&outbox, 1) else {
@@ -217,7 +223,7 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
 
     // The buffer size reached: at once, without the identifier.
     let long = "/".repeat(120);
-    outbox.push(entry(&long));
+    outbox.push(&entry(&long));
     let Poll::Ready(Some(second)) = take(&outbox, 1) else {
         panic!()
     };
@@ -227,7 +233,7 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     // An older stream ends; the new one names itself again.
     let _newer = outbox.open(node());
     assert_eq!(take(&outbox, 1), Poll::Ready(None));
-    outbox.push(entry("/d"));
+    outbox.push(&entry("/d"));
     outbox.flush();
     let Poll::Ready(Some(third)) = take(&outbox, 2) else {
         panic!()
@@ -239,9 +245,44 @@ fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() 
     let big = "/".repeat(64 * 1024);
     let fit = MAX_PENDING_BYTES / (64 * 1024 + 16);
     for _ in 0..fit + 5 {
-        outbox.push(entry(&big));
+        outbox.push(&entry(&big));
     }
     assert_eq!(dropped.get(), 2 + 5);
+}
+
+/// The buffer is sent as it was encoded when the entries were queued: the bytes are those
+/// prost writes for the same message, identifier and all.
+#[test]
+fn a_message_is_the_bytes_prost_writes_for_it() {
+    let outbox = Arc::new(Outbox::new(&log("tap", u32::MAX), Arc::default()));
+    let _outgoing = outbox.open(node());
+    let sent = [entry("/a"), entry(&"/".repeat(300)), entry("/c")];
+    for e in &sent {
+        outbox.push(e);
+    }
+    let expected = |identifier| StreamAccessLogsMessage {
+        identifier,
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: sent.to_vec(),
+        })),
+    };
+    outbox.flush();
+    let Poll::Ready(Some(first)) = outbox.take(1, &node(), Waker::noop()) else {
+        panic!()
+    };
+    let identifier = Identifier {
+        node: Some(node()),
+        log_name: "tap".to_owned(),
+    };
+    assert_eq!(first.to_bytes(), expected(Some(identifier)).encode_to_vec());
+    for e in &sent {
+        outbox.push(e);
+    }
+    outbox.flush();
+    let Poll::Ready(Some(second)) = outbox.take(1, &node(), Waker::noop()) else {
+        panic!()
+    };
+    assert_eq!(second.to_bytes(), expected(None).encode_to_vec());
 }
 
 #[test]
@@ -290,17 +331,18 @@ async fn a_sink_lives_while_configured_or_held() {
     assert!(weak.upgrade().is_none(), "neither configured nor held");
 }
 
-/// Every tapped request on the request path yields exactly one entry (gathered, its body
-/// counted, its response noted, built and queued, not encoded), and what that costs is
-/// printed: `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy --lib
-/// access_log::tests::cost -- --nocapture` (with `CARGO_PROFILE_DEV_OPT_LEVEL=2` for a
-/// meaningful figure; CI runs 2,000 rounds for the count only).
+/// Every tapped request yields exactly one entry, and what the proxy spends on it short of
+/// the socket is printed: gathered, its body counted, its response noted, built, encoded and
+/// queued on the request path, then taken in messages of the tap's 16 KiB and copied out as
+/// the stream's codec does. `SWITCHYARD_COST_ROUNDS=200000 cargo test -p switchyard-proxy
+/// --lib access_log::tests::cost -- --nocapture` (with `CARGO_PROFILE_DEV_OPT_LEVEL=2`, or
+/// `--release`, for a meaningful figure; CI runs 2,000 rounds for the count only).
 #[test]
 fn cost() {
-    let outbox_log = log("tap", u32::MAX);
-    // No stream is up, so every flush counts what it takes as dropped: the count of entries.
-    let flushed = Arc::new(Counter::default());
-    let (sink, outbox) = Sink::detached(&outbox_log, flushed.clone());
+    // `buffer_size_bytes` as the tap sets it (`TAP_BUFFER_BYTES`).
+    let outbox_log = log("tap", 16_384);
+    let (sink, outbox) = Sink::detached(&outbox_log, Arc::default());
+    let _outgoing = outbox.open(node());
     let loggers = Arc::new(Loggers::new(vec![(outbox_log, sink)]));
     let downstream = downstream(true);
     let mut head = HeaderMap::new();
@@ -310,8 +352,10 @@ fn cost() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(2_000);
+    let mut sent = Vec::new();
+    let mut wire = bytes::BytesMut::new();
     let started = Instant::now();
-    for i in 0..rounds {
+    for _ in 0..rounds {
         let request = Request::get("/api/orders?id=7")
             .header(header::HOST, "web.demo:80")
             .header(header::USER_AGENT, "curl/8")
@@ -326,23 +370,29 @@ fn cost() {
         );
         let _request = pending.count(request);
         pending.routed.cluster = "demo/web|80".to_owned();
+        pending.routed.upstream = Some("10.0.1.4:8080".parse().unwrap());
         pending.routed.details = "via_upstream";
         pending.respond(200, &head);
         pending.sent(&Frame::data(Bytes::from_static(b"ok")));
         pending.finished();
         drop(pending);
-        if i % 1_000 == 0 {
-            // What the flush takes away, off the request path.
-            outbox.flush();
+        // The stream's side: polled, it takes a message once 16 KiB wait.
+        if let Poll::Ready(Some(message)) = outbox.take(1, &node(), Waker::noop()) {
+            wire.clear();
+            message.write_to(&mut wire);
+            sent.push(message);
         }
     }
-    let per_request = started.elapsed() / rounds;
     outbox.flush();
-    assert_eq!(
-        flushed.get(),
-        u64::from(rounds),
-        "one entry per tapped request"
-    );
+    if let Poll::Ready(Some(message)) = outbox.take(1, &node(), Waker::noop()) {
+        sent.push(message);
+    }
+    let per_request = started.elapsed() / rounds;
+    let logged: usize = sent
+        .iter()
+        .map(|m| entries(&StreamAccessLogsMessage::decode(m.to_bytes()).unwrap()).len())
+        .sum();
+    assert_eq!(logged, rounds as usize, "one entry per tapped request");
     // The same requests, built and dropped without a log: what to subtract.
     let started = Instant::now();
     for _ in 0..rounds {
