@@ -362,10 +362,8 @@ async fn the_webhook_port_serves_the_api_to_the_front_proxy_only() {
     let front_ca = Ca::new("front-proxy-ca");
     let dir = tempfile::tempdir().unwrap();
     serving.write_serving(dir.path());
-    let front_proxy = Arc::new(FrontProxySettings::default());
-    front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
     let api = Arc::new(MetricsApi::new(
-        front_proxy,
+        front_proxy_of(&front_ca),
         Arc::default(),
         tokio::sync::watch::channel(Arc::default()).1,
         SharedPeers::default(),
@@ -476,51 +474,71 @@ struct Replica {
     addr: std::net::SocketAddr,
     telemetry: Arc<Telemetry>,
     peers: Arc<FixedPeers>,
+    _served: Served,
+}
+
+/// A webhook server on a loopback port with the serving certificate `tls` and `apis`,
+/// stopped when dropped: one operator replica's webhook port, for the aggregated APIs' tests.
+pub(crate) struct Served {
+    pub(crate) addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl Replica {
-    async fn start(dir: &std::path::Path, front_ca: &Ca) -> Self {
-        let front_proxy = Arc::new(FrontProxySettings::default());
-        front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
-        let telemetry = Arc::new(Telemetry::default());
-        let peers = Arc::new(FixedPeers::default());
-        let tls = Arc::new(CertReloader::load(dir).unwrap());
-        let api = MetricsApi::new(
-            front_proxy,
-            telemetry.clone(),
-            tokio::sync::watch::channel(Arc::default()).1,
-            SharedPeers::default(),
-        )
-        .with_replicas(peers.clone(), tls.clone());
+impl Served {
+    pub(crate) async fn start(tls: Arc<CertReloader>, apis: webhook::Apis) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(webhook::serve(
-            listener,
-            tls,
-            None,
-            webhook::Apis {
-                metrics: Some(Arc::new(api)),
-                tap: None,
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Replica {
+        tokio::spawn(webhook::serve(listener, tls, None, apis, async {
+            let _ = stopped.await;
+        }));
+        Served {
             addr,
-            telemetry,
-            peers,
             stop: Some(stop),
         }
     }
 }
 
-impl Drop for Replica {
+impl Drop for Served {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+}
+
+/// Front-proxy settings trusting `front_ca`, as read from the API server's ConfigMap.
+pub(crate) fn front_proxy_of(front_ca: &Ca) -> Arc<FrontProxySettings> {
+    let front_proxy = Arc::new(FrontProxySettings::default());
+    front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
+    front_proxy
+}
+
+impl Replica {
+    async fn start(dir: &std::path::Path, front_ca: &Ca) -> Self {
+        let telemetry = Arc::new(Telemetry::default());
+        let peers = Arc::new(FixedPeers::default());
+        let tls = Arc::new(CertReloader::load(dir).unwrap());
+        let api = MetricsApi::new(
+            front_proxy_of(front_ca),
+            telemetry.clone(),
+            tokio::sync::watch::channel(Arc::default()).1,
+            SharedPeers::default(),
+        )
+        .with_replicas(peers.clone(), tls.clone());
+        let served = Served::start(
+            tls,
+            webhook::Apis {
+                metrics: Some(Arc::new(api)),
+                tap: None,
+            },
+        )
+        .await;
+        Replica {
+            addr: served.addr,
+            telemetry,
+            peers,
+            _served: served,
         }
     }
 }

@@ -16,10 +16,7 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::{
     controller::{
-        metrics_api::{
-            FrontProxy,
-            tests::{Ca, config_map, open, user_headers},
-        },
+        metrics_api::tests::{Ca, Served, front_proxy_of, open, user_headers},
         replica::tests::FixedPeers,
     },
     tap::TapEvent,
@@ -214,13 +211,11 @@ struct Replica {
     hub: Arc<Hub>,
     peers: Arc<FixedPeers>,
     authorizer: Arc<FakeAuthorizer>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _served: Served,
 }
 
 impl Replica {
     async fn start(dir: &std::path::Path, front_ca: &Ca, allowed: bool) -> Self {
-        let front_proxy = Arc::new(FrontProxySettings::default());
-        front_proxy.set(FrontProxy::from_config_map(&config_map(&front_ca.pem)).unwrap());
         let hub = Arc::new(Hub::default());
         let peers = Arc::new(FixedPeers::default());
         let authorizer = Arc::new(FakeAuthorizer {
@@ -229,41 +224,26 @@ impl Replica {
         });
         let tls = Arc::new(CertReloader::load(dir).unwrap());
         let api = TapApi::new(
-            front_proxy,
+            front_proxy_of(front_ca),
             hub.clone(),
             authorizer.clone(),
             peers.clone(),
             tls.clone(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(webhook::serve(
-            listener,
+        let served = Served::start(
             tls,
-            None,
             webhook::Apis {
                 metrics: None,
                 tap: Some(Arc::new(api)),
             },
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        )
+        .await;
         Replica {
-            addr,
+            addr: served.addr,
             hub,
             peers,
             authorizer,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            _served: served,
         }
     }
 }
