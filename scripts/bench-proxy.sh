@@ -14,8 +14,14 @@
 #   BENCH_CONNS=16           client connections (HTTP/1.1 keep-alive, as a client app would)
 #   BENCH_WORKERS=1          worker threads per proxy (Envoy --concurrency, bundled --threads)
 #   BENCH_BODY=1024          response body, bytes
-#   BENCH_PIN=0              1: taskset the client, the control plane and the tap CLIs on CPU 0,
-#                            the proxies and the upstream on CPU 1
+#   BENCH_PIN=0              1: taskset the client, the control plane, the tap CLIs and this
+#                            harness on CPU 0, the proxies and the upstream on CPU 1
+#   BENCH_OBSERVER_IDLE=0    1: run the control plane and the tap CLIs under SCHED_IDLE
+#                            (`chrt --idle 0`; the harness's tap readers too), so they take only
+#                            the CPU the client leaves, as an operator in its own Pod would;
+#                            without it, the CPU spent decoding and printing a tap's events
+#                            delays the client, and the client's latency counts it as the
+#                            proxies'
 #   BENCH_OUT=target/bench-proxy.json
 #   BENCH_PROXY_BASE=        another switchyard-proxy build (say, the parent commit's, built in a
 #                            second clone) run as a third pair in the same rounds: a change to the
@@ -53,6 +59,7 @@ CARGO_TARGET_DIR="$target_dir" "$cargo" build --release --locked \
 
 pin=()
 if [[ "${BENCH_PIN:-0}" == 1 ]]; then pin=(--pin); fi
+if [[ "${BENCH_OBSERVER_IDLE:-0}" == 1 ]]; then pin+=(--observer-idle); fi
 base=()
 if [[ -n "${BENCH_PROXY_BASE:-}" ]]; then base=(--proxy-base "$BENCH_PROXY_BASE"); fi
 tap=()

@@ -262,8 +262,9 @@ class Tap:
     """One `switchyard tap pod/<pod> -o json` session, counting the events (lines) it prints."""
 
     def __init__(self, switchyard: str, admin: str, pod: str, max_rps: int, log: Path,
-                 prefix: list[str]):
+                 prefix: list[str], idle: bool):
         self.pod = pod
+        self.idle = idle
         self.events = 0
         self._log = open(log, "ab")
         self.popen = subprocess.Popen(
@@ -276,7 +277,10 @@ class Tap:
 
     def _read(self) -> None:
         # Counted, not parsed: every line of `-o json` is one request (heartbeats are not
-        # printed), and parsing 1,000 lines a second would cost this process's CPU.
+        # printed), and parsing 1,000 lines a second would cost this process's CPU. This thread
+        # stands for the user's terminal, an observer like the CLI whose lines it reads.
+        if self.idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         for line in self.popen.stdout:
             if line.strip():
                 self.events += 1
@@ -313,6 +317,12 @@ class Bench:
 
     def pin(self, cpu: str) -> list[str]:
         return ["taskset", "-c", cpu] if self.args.pin else []
+
+    def observer(self) -> list[str]:
+        """The prefix of the control plane and the tap CLIs, which watch the proxies: pinned
+        with the client, and with --observer-idle given only the CPU the client leaves."""
+        idle = ["chrt", "--idle", "0"] if self.args.observer_idle else []
+        return self.pin(self.args.client_cpu) + idle
 
     def spawn(self, name: str, cmd: list[str], env: dict | None = None, log: Path | None = None,
               stdout=subprocess.DEVNULL) -> subprocess.Popen:
@@ -381,10 +391,12 @@ class Bench:
             sock.close()
             admin = ["--admin-addr", self.admin_addr]
         # Pinned, the control plane (and the tap CLIs) share the client's CPU: what a tap costs
-        # the proxies is then measured apart from decoding and printing its events.
+        # the proxies is then measured apart from decoding and printing its events. That work
+        # still delays the client, whose latency is the measure, unless --observer-idle leaves
+        # the observers only the CPU the client does not want.
         cp = self.spawn(
             "switchyard local",
-            self.pin(a.client_cpu) + [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
+            self.observer() + [a.switchyard, "local", "--access-mode", "permissive", "--xds-addr",
              f"127.0.0.1:{xds_port}", *admin, str(mesh)],
             log=self.workdir / "switchyard-local.log",
         )
@@ -582,7 +594,7 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         self.taps = [Tap(a.switchyard, self.admin_addr, p, a.tap_max_rps,
-                         self.workdir / f"tap-{p}.log", self.pin(a.client_cpu))
+                         self.workdir / f"tap-{p}.log", self.observer(), a.observer_idle)
                      for p in SIDECARS[dp]]
         took, nack = self.wait_access_logs(dp, True, a.tap_wait_seconds)
         why = None
@@ -1051,7 +1063,8 @@ def print_report(s: dict, meta: dict, rates: list[str], file=sys.stdout) -> None
       f"Max: closed loop, {a['max_seconds']:g} s.")
     p(f"proxies: {a['workers']} worker thread(s) each (Envoy --concurrency, bundled --threads); "
       f"HTTP/1.1 between the sidecars; mTLS = TLS 1.3 with SPIFFE certificates from the control plane. "
-      f"Pinned: {'client, control plane and tap CLIs on CPU ' + a['client_cpu'] + ', proxies and upstream on CPU ' + a['sut_cpu'] if a['pin'] else 'no'}.")
+      f"Pinned: {'client, control plane, tap CLIs and this harness on CPU ' + a['client_cpu'] + ', proxies and upstream on CPU ' + a['sut_cpu'] if a['pin'] else 'no'}. "
+      f"Control plane and tap CLIs: {'SCHED_IDLE (only the CPU the client leaves)' if a.get('observer_idle') else 'normal priority'}.")
     p(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; other users of the box took "
       f"{meta['foreign_cores_median']:.2f} cores (median over runs; max {meta['foreign_cores_max']:.2f}); "
       f"steal {meta['steal_seconds_total']:.1f} CPU-s in total.")
@@ -1200,9 +1213,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--body", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=20240521)
-    ap.add_argument("--pin", action="store_true", help="taskset: client, control plane and tap CLIs on --client-cpu; proxies and upstream on --sut-cpu")
+    ap.add_argument("--pin", action="store_true", help="taskset: client, control plane, tap CLIs and this harness on --client-cpu; proxies and upstream on --sut-cpu")
     ap.add_argument("--client-cpu", default="0")
     ap.add_argument("--sut-cpu", default="1")
+    ap.add_argument("--observer-idle", action="store_true",
+                    help="run the control plane, the tap CLIs and this harness's tap readers under "
+                    "SCHED_IDLE (chrt --idle), so that they take only CPU the client leaves, as an "
+                    "operator on another node would")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, bootstraps)")
     ap.add_argument("--tap", action="store_true",
                     help="also run every (sidecar path, load) with both sidecars of its pair tapped "
@@ -1216,6 +1233,11 @@ def main() -> int:
     a = ap.parse_args()
     if a.pin and not shutil.which("taskset"):
         raise SystemExit("--pin needs taskset")
+    if a.observer_idle and not shutil.which("chrt"):
+        raise SystemExit("--observer-idle needs chrt")
+    if a.pin:
+        # This harness reads the taps' output and polls the proxies: the observer's side.
+        os.sched_setaffinity(0, {int(a.client_cpu)})
     rates = [r.strip() for r in a.rates.split(",") if r.strip()]
     if a.proxy_base:
         add_base_pair()
@@ -1302,7 +1324,7 @@ def main() -> int:
         "settings": {
             "rounds": a.rounds, "rates": rates, "rate_seconds": a.rate_seconds,
             "max_seconds": a.max_seconds, "warmup_seconds": a.warmup_seconds, "conns": a.conns,
-            "workers": a.workers, "body": a.body, "seed": a.seed, "pin": a.pin,
+            "workers": a.workers, "body": a.body, "seed": a.seed, "pin": a.pin, "observer_idle": a.observer_idle,
             "client_cpu": a.client_cpu, "sut_cpu": a.sut_cpu, "keepalive": True,
             **({"tap": True, "tap_max_rps": a.tap_max_rps, "tap_wait_seconds": a.tap_wait_seconds,
                 "tap_warmup_seconds": a.tap_warmup_seconds,
