@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod annotations;
+pub mod api_status;
 pub mod cli;
 pub mod controller;
 pub mod edges;

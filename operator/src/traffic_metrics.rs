@@ -246,28 +246,16 @@ pub enum RequestError {
 
 impl RequestError {
     /// The HTTP status: 404 for what does not exist, 400 for a bad window.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> http::StatusCode {
         match self {
-            RequestError::Window { .. } => 400,
-            _ => 404,
+            RequestError::Window { .. } => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::NOT_FOUND,
         }
     }
 
     /// The Kubernetes `Status` object `kubectl` prints the message of.
     pub fn to_status(&self) -> serde_json::Value {
-        let (code, reason) = match self.status() {
-            400 => (400, "BadRequest"),
-            _ => (404, "NotFound"),
-        };
-        serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.to_string(),
-            "reason": reason,
-            "code": code,
-        })
+        crate::api_status::failure(self.status(), &self.to_string())
     }
 }
 

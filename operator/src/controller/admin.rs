@@ -381,8 +381,7 @@ pub(crate) fn traffic_metrics_response(
         Ok(value) => json(&value),
         Err(error) => {
             let mut resp = json(&error.to_status());
-            *resp.status_mut() =
-                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::NOT_FOUND);
+            *resp.status_mut() = error.status();
             resp
         }
     }

@@ -102,6 +102,7 @@ use tokio::sync::watch;
 
 use super::replica::{Peer, PeerSource, replica_client_config, same_key};
 use crate::{
+    api_status,
     edges::SharedPeers,
     telemetry::{Snapshot, Telemetry},
     traffic_metrics::{Proxies, Request, mark_partial},
@@ -200,19 +201,7 @@ impl AuthError {
 
     /// The Kubernetes `Status` the answer carries.
     pub fn to_status(&self) -> Value {
-        let (code, reason) = match self.status() {
-            StatusCode::FORBIDDEN => (403, "Forbidden"),
-            _ => (401, "Unauthorized"),
-        };
-        serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.to_string(),
-            "reason": reason,
-            "code": code,
-        })
+        api_status::failure(self.status(), &self.to_string())
     }
 }
 
@@ -485,9 +474,8 @@ impl MetricsApi {
             return status_response(error.status(), &error.to_status());
         }
         if !get {
-            let status = status_body(
+            let status = api_status::failure(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
                 "the Traffic Metrics API is read-only: get and list",
             );
             return status_response(StatusCode::METHOD_NOT_ALLOWED, &status);
@@ -574,26 +562,22 @@ impl MetricsApi {
         query: Option<&str>,
         peer: Option<&[CertificateDer<'_>]>,
     ) -> Response<Full<Bytes>> {
-        let failure = |code: StatusCode, reason: &str, message: &str| {
-            status_response(code, &status_body(code, reason, message))
+        let failure = |code: StatusCode, message: &str| {
+            status_response(code, &api_status::failure(code, message))
         };
         let Some(replicas) = &self.replicas else {
-            return failure(StatusCode::NOT_FOUND, "NotFound", "not served");
+            return failure(StatusCode::NOT_FOUND, "not served");
         };
         if let Err(error) = same_key(peer, &replicas.tls.current()) {
             tracing::debug!(%error, "replica metrics request refused");
-            return failure(StatusCode::UNAUTHORIZED, "Unauthorized", &error.to_string());
+            return failure(StatusCode::UNAUTHORIZED, &error.to_string());
         }
         if !get {
-            return failure(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "GET only",
-            );
+            return failure(StatusCode::METHOD_NOT_ALLOWED, "GET only");
         }
         let (window, namespace) = match ReplicaQuery::parse(query) {
             Ok(q) => (q.window, q.namespace),
-            Err(message) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &message),
+            Err(message) => return failure(StatusCode::BAD_REQUEST, &message),
         };
         let proxies = match &namespace {
             Some(ns) => Proxies::Namespace(ns),
@@ -611,11 +595,7 @@ impl MetricsApi {
             }
             Err(error) => {
                 tracing::warn!(%error, "replica metrics request");
-                failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    &error.to_string(),
-                )
+                failure(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
             }
         }
     }
@@ -696,19 +676,6 @@ async fn peer_snapshot(
         return Err(format!("answered {status}: {message}"));
     }
     Snapshot::from_json(&body).map_err(|e| e.to_string())
-}
-
-/// A Kubernetes `Status` of failure.
-pub fn status_body(code: StatusCode, reason: &str, message: &str) -> Value {
-    serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    })
 }
 
 /// A JSON answer (a Kubernetes `Status` or an object) with `status`.

@@ -53,10 +53,11 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinSet};
 
 use super::{
-    metrics_api::{FrontProxySettings, ProxiedUser, status_body, status_response},
+    metrics_api::{FrontProxySettings, ProxiedUser, status_response},
     replica::{self, AbortOnDrop, BoxFuture, Peer, PeerSource, replica_client_config, same_key},
 };
 use crate::{
+    api_status,
     tap::{Hub, SESSION_QUEUE, TapEvent, TapFilter, stream::Body},
     webhook::CertReloader,
 };
@@ -234,7 +235,7 @@ impl Decision {
     /// The answer to a refused tap (`None` when allowed): a 403 `Status` naming the user and
     /// the resource, as the API server words its own, or a 500 `Status`.
     pub fn refusal(&self, user: &ProxiedUser, target: &Target) -> Option<(StatusCode, Value)> {
-        let (code, reason, message) = match self {
+        let (code, message) = match self {
             Decision::Allowed => return None,
             Decision::Denied(why) => {
                 let object = match &target.pod {
@@ -244,7 +245,6 @@ impl Decision {
                 let why = why.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
                 (
                     StatusCode::FORBIDDEN,
-                    "Forbidden",
                     format!(
                         "{object} is forbidden: User {:?} cannot {VERB} resource {:?} in API group {GROUP:?} in the namespace {:?}{why}",
                         user.name,
@@ -255,7 +255,6 @@ impl Decision {
             }
             Decision::Failed(error) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
                 format!(
                     "checking whether user {:?} may {VERB} {} in namespace {:?}: {error}",
                     user.name,
@@ -264,7 +263,7 @@ impl Decision {
                 ),
             ),
         };
-        Some((code, status_body(code, reason, &message)))
+        Some((code, api_status::failure(code, &message)))
     }
 }
 
@@ -382,19 +381,15 @@ impl TapApi {
             }
         };
         if method != Method::GET {
-            let status = status_body(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the tap API only watches",
-            );
+            let status =
+                api_status::failure(StatusCode::METHOD_NOT_ALLOWED, "the tap API only watches");
             return json(StatusCode::METHOD_NOT_ALLOWED, &status);
         }
         let target = match ApiRequest::parse(path) {
             ApiRequest::Discovery => return json(StatusCode::OK, &discovery()),
             ApiRequest::NotFound => {
-                let status = status_body(
+                let status = api_status::failure(
                     StatusCode::NOT_FOUND,
-                    "NotFound",
                     &format!("{path}: not a path of the tap API"),
                 );
                 return json(StatusCode::NOT_FOUND, &status);
@@ -404,7 +399,7 @@ impl TapApi {
         let filter = match target.filter(query) {
             Ok(filter) => filter,
             Err(message) => {
-                let status = status_body(StatusCode::BAD_REQUEST, "BadRequest", &message);
+                let status = api_status::failure(StatusCode::BAD_REQUEST, &message);
                 return json(StatusCode::BAD_REQUEST, &status);
             }
         };
@@ -416,11 +411,7 @@ impl TapApi {
         let session = match self.hub.open(filter.clone()) {
             Ok(session) => session,
             Err(message) => {
-                let status = status_body(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    &message,
-                );
+                let status = api_status::failure(StatusCode::SERVICE_UNAVAILABLE, &message);
                 return json(StatusCode::SERVICE_UNAVAILABLE, &status);
             }
         };
@@ -452,15 +443,11 @@ impl TapApi {
     ) -> Response<Body> {
         if let Err(error) = same_key(peer, &self.tls.current()) {
             tracing::debug!(%error, "replica tap request refused");
-            let status = status_body(StatusCode::UNAUTHORIZED, "Unauthorized", &error.to_string());
+            let status = api_status::failure(StatusCode::UNAUTHORIZED, &error.to_string());
             return json(StatusCode::UNAUTHORIZED, &status);
         }
         if method != Method::GET {
-            let status = status_body(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "GET only",
-            );
+            let status = api_status::failure(StatusCode::METHOD_NOT_ALLOWED, "GET only");
             return json(StatusCode::METHOD_NOT_ALLOWED, &status);
         }
         crate::tap::stream::respond(&self.hub, query)
