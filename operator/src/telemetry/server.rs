@@ -22,7 +22,7 @@ use switchyard_adapters::model::ProxyId;
 use tokio::{sync::watch, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Golden, Limits, Sample, Snapshot, Store, Subject, decode};
+use super::{Limits, Sample, Snapshot, Store, decode};
 use crate::xds::{auth::Authenticate, beside::Beside};
 
 /// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
@@ -60,39 +60,12 @@ impl Telemetry {
         store.record(proxy, now, samples);
     }
 
-    /// The golden metrics of `proxies` over the `window` ending now, for the subjects
-    /// `include` accepts.
-    pub fn query<'a>(
-        &self,
-        window: Duration,
-        proxies: impl IntoIterator<Item = &'a ProxyId>,
-        include: impl FnMut(&Subject) -> bool,
-    ) -> Golden {
-        let now = self.now();
-        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.query_proxies(now, window, proxies, include)
-    }
-
     /// Every series of the proxies `include` accepts over the `window` ending now
     /// ([`Store::snapshot`]).
     pub fn snapshot(&self, window: Duration, include: impl FnMut(&ProxyId) -> bool) -> Snapshot {
         let now = self.now();
         let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         store.snapshot(now, window, include)
-    }
-
-    /// The proxies with windows, in name order.
-    pub fn proxies(&self) -> Vec<ProxyId> {
-        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = store.proxy_ids();
-        out.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
-        out
-    }
-
-    /// Each subject a proxy has windows for.
-    pub fn subjects(&self, proxy: &ProxyId) -> Vec<Subject> {
-        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.subjects(proxy)
     }
 }
 

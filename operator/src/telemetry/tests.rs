@@ -17,6 +17,13 @@ use super::{
 
 // === fixtures: messages as Envoy 1.40 sends them (see the module doc) ===
 
+/// Everything `store` holds over the `window` ending at `now`, summed: what an answer over
+/// every proxy and subject reads ([`Store::snapshot`], then [`Snapshot::query`]).
+fn query(store: &Store, now: Duration, window: Duration) -> Golden {
+    let snapshot = store.snapshot(now, window, |_| true);
+    snapshot.query(snapshot.proxies(), |_| true)
+}
+
 fn label(name: &str, value: &str) -> LabelPair {
     LabelPair {
         name: Some(name.to_owned()),
@@ -331,49 +338,47 @@ fn counts_over_each_window_with_an_injected_clock() {
         store.record(&p, secs(s), &[requests(web(), class, 1)]);
     }
     let now = secs(599) + Duration::from_millis(500);
-    let all = |_: &ProxyId, _: &Subject| true;
-    let ten = store.query(now, secs(10), all);
+    let ten = query(&store, now, secs(10));
     assert_eq!((ten.success_count(), ten.failure_count()), (9, 1));
     assert_eq!(ten.window, secs(10));
     assert!((ten.requests_per_second() - 1.0).abs() < 1e-9);
-    let minute = store.query(now, secs(60), all);
+    let minute = query(&store, now, secs(60));
     assert_eq!((minute.success_count(), minute.failure_count()), (54, 6));
-    let ten_minutes = store.query(now, secs(600), all);
+    let ten_minutes = query(&store, now, secs(600));
     assert_eq!(ten_minutes.request_count(), 600);
     assert_eq!(ten_minutes.failure_count(), 60);
     // Longer than 10 m answers 10 m.
-    assert_eq!(store.query(now, secs(3600), all), ten_minutes);
+    assert_eq!(query(&store, now, secs(3600)), ten_minutes);
     // Rounded up: 45 s is 5 ten-second slots, 50 s; 90 s is 2 minutes.
-    let rounded = store.query(now, secs(45), all);
+    let rounded = query(&store, now, secs(45));
     assert_eq!((rounded.window, rounded.request_count()), (secs(50), 50));
-    let rounded = store.query(now, secs(90), all);
+    let rounded = query(&store, now, secs(90));
     assert_eq!((rounded.window, rounded.request_count()), (secs(120), 120));
     // 3 s: slots 597, 598, 599.
-    assert_eq!(store.query(now, secs(3), all).request_count(), 3);
+    assert_eq!(query(&store, now, secs(3)).request_count(), 3);
 }
 
 #[test]
 fn slots_roll_over_and_old_samples_are_excluded() {
     let mut store = Store::default();
     let p = proxy("web-0");
-    let all = |_: &ProxyId, _: &Subject| true;
     store.record(&p, secs(5), &[requests(web(), StatusClass::Success, 7)]);
-    assert_eq!(store.query(secs(5), secs(10), all).request_count(), 7);
-    assert_eq!(store.query(secs(14), secs(10), all).request_count(), 7);
+    assert_eq!(query(&store, secs(5), secs(10)).request_count(), 7);
+    assert_eq!(query(&store, secs(14), secs(10)).request_count(), 7);
     // 10 s later the slot has left the 10 s window, not the minute.
-    assert_eq!(store.query(secs(15), secs(10), all).request_count(), 0);
-    assert_eq!(store.query(secs(15), secs(60), all).request_count(), 7);
+    assert_eq!(query(&store, secs(15), secs(10)).request_count(), 0);
+    assert_eq!(query(&store, secs(15), secs(60)).request_count(), 7);
     // The same ring position, 10 s later: the slot is reused, not added to.
     store.record(&p, secs(15), &[requests(web(), StatusClass::Success, 2)]);
-    assert_eq!(store.query(secs(15), secs(10), all).request_count(), 2);
-    assert_eq!(store.query(secs(15), secs(60), all).request_count(), 9);
+    assert_eq!(query(&store, secs(15), secs(10)).request_count(), 2);
+    assert_eq!(query(&store, secs(15), secs(60)).request_count(), 9);
     // A sample older than the fine ring (its slot now holds 15 s) is not counted there, but
     // is in the minute.
     store.record(&p, secs(5), &[requests(web(), StatusClass::Success, 100)]);
-    assert_eq!(store.query(secs(15), secs(10), all).request_count(), 2);
-    assert_eq!(store.query(secs(15), secs(60), all).request_count(), 109);
+    assert_eq!(query(&store, secs(15), secs(10)).request_count(), 2);
+    assert_eq!(query(&store, secs(15), secs(60)).request_count(), 109);
     // Ten minutes later, nothing is left.
-    assert_eq!(store.query(secs(700), secs(600), all).request_count(), 0);
+    assert_eq!(query(&store, secs(700), secs(600)).request_count(), 0);
 }
 
 #[test]
@@ -403,7 +408,7 @@ fn connections_bytes_and_the_latest_gauge() {
             ],
         );
     }
-    let g = store.query(secs(2), secs(10), |_, _| true);
+    let g = query(&store, secs(2), secs(10));
     assert_eq!(g.connections_opened, 10);
     assert_eq!(g.connections_active, 7);
     assert_eq!((g.bytes_received, g.bytes_sent), (200, 20));
@@ -429,14 +434,15 @@ fn aggregates_over_proxies_and_subjects() {
         );
     }
     let workload = [proxy("web-0"), proxy("web-1"), proxy("gone")];
-    let g = store.query_proxies(secs(1), secs(10), &workload, |s| *s == web());
+    let g = store
+        .snapshot(secs(1), secs(10), |p| workload.contains(p))
+        .query(&workload, |s| *s == web());
     assert_eq!(g.request_count(), 20);
     assert_eq!(g.latency.count(), 2);
-    let g = store.query(secs(1), secs(10), |p, s| {
-        p.pod.starts_with("web") && *s == web()
-    });
+    let webs = store.snapshot(secs(1), secs(10), |p| p.pod.starts_with("web"));
+    let g = webs.query(webs.proxies(), |s| *s == web());
     assert_eq!(g.request_count(), 20);
-    let g = store.query(secs(1), secs(10), |_, _| true);
+    let g = query(&store, secs(1), secs(10));
     assert_eq!(g.request_count(), 33);
 }
 
@@ -467,10 +473,7 @@ fn caps_eviction_and_forget() {
     store.record(&proxy("p2"), secs(1), &[a(0)]);
     assert_eq!(store.stats().dropped_proxy_records, 1);
     assert_eq!(store.proxies(), 2);
-    assert_eq!(
-        store.query(secs(1), secs(10), |_, _| true).request_count(),
-        3
-    );
+    assert_eq!(query(&store, secs(1), secs(10)).request_count(), 3);
     // p1 keeps reporting; p0 falls silent and is evicted after 10 m, on a record.
     store.record(&proxy("p1"), secs(500), &[a(0)]);
     store.record(&proxy("p1"), secs(602), &[a(0)]);
@@ -479,7 +482,7 @@ fn caps_eviction_and_forget() {
     store.forget(&proxy("p1"));
     assert_eq!(store.proxies(), 0);
     assert_eq!(
-        store.query(secs(602), secs(600), |_, _| true),
+        query(&store, secs(602), secs(600)),
         Golden {
             window: secs(600),
             ..Golden::default()
@@ -528,7 +531,7 @@ proptest! {
             latency.observe_micros(m);
         }
         store.record(&proxy("p"), secs(1), &[Sample { subject: web(), value: Value::Latency(latency) }]);
-        let g = store.query(secs(1), secs(60), |_, _| true);
+        let g = query(&store, secs(1), secs(60));
         let estimate = g.latency_quantile(q).unwrap();
         let mut sorted = micros.clone();
         sorted.sort_unstable();

@@ -473,77 +473,15 @@ impl Store {
         evicted
     }
 
-    /// The proxies that have windows, in no particular order.
-    pub fn proxy_ids(&self) -> Vec<ProxyId> {
-        self.proxies.keys().cloned().collect()
-    }
-
-    /// The subjects `proxy` has windows for, in no particular order.
-    pub fn subjects(&self, proxy: &ProxyId) -> Vec<Subject> {
-        self.proxies
-            .get(proxy)
-            .map(|w| w.series.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// Forgets `proxy` (its Pod is gone).
     pub fn forget(&mut self, proxy: &ProxyId) {
         self.proxies.remove(proxy);
     }
 
-    /// The golden metrics of the `window` ending at `now` (up to 10 m, rounded up to the
-    /// answering ring's slot), summed over every proxy and subject `include` accepts.
-    pub fn query(
-        &self,
-        now: Duration,
-        window: Duration,
-        mut include: impl FnMut(&ProxyId, &Subject) -> bool,
-    ) -> Golden {
-        let (window, length) = Window::of(window);
-        let mut out = Golden {
-            window: length,
-            ..Golden::default()
-        };
-        for (proxy, windows) in &self.proxies {
-            for (subject, series) in &windows.series {
-                if include(proxy, subject) {
-                    out.add(&series.sum(now, window));
-                }
-            }
-        }
-        out
-    }
-
-    /// Like [`Store::query`] over a set of proxies (a workload's Pods): each is looked up, so
-    /// the cost is the set's, not the store's.
-    pub fn query_proxies<'a>(
-        &self,
-        now: Duration,
-        window: Duration,
-        proxies: impl IntoIterator<Item = &'a ProxyId>,
-        mut include: impl FnMut(&Subject) -> bool,
-    ) -> Golden {
-        let (window, length) = Window::of(window);
-        let mut out = Golden {
-            window: length,
-            ..Golden::default()
-        };
-        for proxy in proxies {
-            let Some(windows) = self.proxies.get(proxy) else {
-                continue;
-            };
-            for (subject, series) in &windows.series {
-                if include(subject) {
-                    out.add(&series.sum(now, window));
-                }
-            }
-        }
-        out
-    }
-
-    /// Every series of the proxies `include` accepts over the `window` ending at `now` (as
-    /// [`Store::query`] rounds it), leaving out the series with nothing in it: what this
-    /// store adds to an answer, for merging with other replicas' ([`Snapshot::merge`]).
+    /// Every series of the proxies `include` accepts over the `window` ending at `now` (up to
+    /// 10 m, rounded up to the answering ring's slot), leaving out the series with nothing in
+    /// it: what this store adds to an answer, for merging with other replicas'
+    /// ([`Snapshot::merge`]). Answers query the snapshot ([`Snapshot::query`]).
     pub fn snapshot(
         &self,
         now: Duration,
