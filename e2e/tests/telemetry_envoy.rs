@@ -344,11 +344,12 @@ async fn envoy_pushes_golden_metrics() {
     };
     let web = Subject::Upstream(UpstreamCluster::new(WEB));
     let listener = Subject::Listener(StatPrefix::new(STAT_PREFIX));
-    let query = |store: &Store, subject: &Subject| {
-        store.query(started.elapsed(), Duration::from_secs(60), |_, s| {
-            s == subject
-        })
+    // As an answer reads the windows: a snapshot, then its sums.
+    let sums = |store: &Store, include: &dyn Fn(&Subject) -> bool| {
+        let snapshot = store.snapshot(started.elapsed(), Duration::from_secs(60), |_| true);
+        snapshot.query(snapshot.proxies(), include)
     };
+    let query = |store: &Store, subject: &Subject| sums(store, &|s| s == subject);
     let mut messages = 0;
     let mut done_at = None;
     let deadline = started + Duration::from_secs(20);
@@ -398,10 +399,9 @@ async fn envoy_pushes_golden_metrics() {
 
     // The headless endpoint's cluster (dots in its name) is left out by the matcher, rather
     // than counted under the name Envoy's tag extraction cuts at its first dot.
-    let db = store.query(
-        started.elapsed(),
-        Duration::from_secs(60),
-        |_, s| matches!(s, Subject::Upstream(c) if c.as_str().starts_with("demo/db")),
+    let db = sums(
+        &store,
+        &|s| matches!(s, Subject::Upstream(c) if c.as_str().starts_with("demo/db")),
     );
     assert_eq!(db.request_count(), 0, "{db:?}");
     server.abort();
