@@ -1,8 +1,8 @@
 //! What the Traffic Metrics API needs of the index, as a snapshot: which Pods make up each
 //! Deployment, StatefulSet, DaemonSet and Service, which of them are meshed, the routes each
-//! meshed Pod's inbound HTTP ports count, and each TrafficSplit's apex and backends. Built by [`Index::workloads`](super::Index::workloads)
-//! when these change and handed to whoever answers the API, so that the answer stays sans-IO
-//! and never holds the index.
+//! meshed Pod's inbound HTTP ports count, and each TrafficSplit's apex and backends. Built by
+//! [`Index::workloads`](super::Index::workloads) when these change and handed to whoever
+//! answers the API, so that the answer stays sans-IO and never holds the index.
 //!
 //! # A Pod's workload
 //!
@@ -80,8 +80,9 @@ pub struct PodEntry {
     /// mode every Pod does).
     pub meshed: bool,
     /// The routes its proxy is configured to count on its inbound HTTP ports (the named
-    /// matches the TrafficTargets to its identity use, [`configured_routes`]), whether or not
-    /// any request took them; empty for a Pod without a proxy.
+    /// matches the TrafficTargets to its identity use: the inbound routes the index compiled
+    /// into its configuration), whether or not any request took them; empty for a Pod without
+    /// a proxy.
     pub routes: BTreeSet<RouteStatName>,
 }
 
