@@ -963,7 +963,11 @@ fn the_workloads_view_has_each_pods_configured_routes_and_changes_with_them() {
             idx.apply(obj);
         }
         if let Some(kind) = delete {
-            let name = if kind == Kind::TrafficTarget { "tt" } else { "api-routes" };
+            let name = if kind == Kind::TrafficTarget {
+                "tt"
+            } else {
+                "api-routes"
+            };
             idx.delete(ObjectKind::Smi(kind), NS, name);
         }
         let changed = idx.workloads_version() != version;
@@ -972,7 +976,10 @@ fn the_workloads_view_has_each_pods_configured_routes_and_changes_with_them() {
     };
     let none: Vec<String> = Vec::new();
     // A route group no TrafficTarget names configures nothing.
-    assert_eq!(step(&mut idx, Some(smi(ROUTES)), None), (false, none.clone()));
+    assert_eq!(
+        step(&mut idx, Some(smi(ROUTES)), None),
+        (false, none.clone())
+    );
     // A TrafficTarget to api's identity naming one match: that route, a new view.
     let one = target("[{kind: HTTPRouteGroup, name: api-routes, matches: [api]}]");
     assert_eq!(
@@ -997,7 +1004,9 @@ fn the_workloads_view_has_each_pods_configured_routes_and_changes_with_them() {
         )
     );
     // The group loses a match.
-    let fewer = smi("apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: api-routes, namespace: shop}\nspec:\n  matches:\n  - {name: api, pathRegex: '/api/.*', methods: [GET]}\n");
+    let fewer = smi(
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: api-routes, namespace: shop}\nspec:\n  matches:\n  - {name: api, pathRegex: '/api/.*', methods: [GET]}\n",
+    );
     assert_eq!(
         step(&mut idx, Some(fewer), None),
         (true, vec!["api-routes/api".to_owned()])
@@ -1019,7 +1028,9 @@ fn the_workloads_view_has_each_pods_configured_routes_and_changes_with_them() {
         (true, none.clone())
     );
     // The view's routes are the proxy's compiled ones, the same names.
-    idx.apply(target("[{kind: HTTPRouteGroup, name: api-routes, matches: [admin]}]"));
+    idx.apply(target(
+        "[{kind: HTTPRouteGroup, name: api-routes, matches: [admin]}]",
+    ));
     let compiled: Vec<String> = idx
         .proxy_config(&api_0)
         .unwrap()

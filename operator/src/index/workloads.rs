@@ -234,10 +234,7 @@ pub(super) fn snapshot(store: &Store, proxies: &BTreeMap<ProxyId, ProxyConfig>) 
     };
     for (key, info) in &store.pods {
         let pod = id(key);
-        let routes = proxies
-            .get(&pod)
-            .map(configured_routes)
-            .unwrap_or_default();
+        let routes = proxies.get(&pod).map(configured_routes).unwrap_or_default();
         out.insert_pod(
             pod,
             PodEntry {
