@@ -6,7 +6,8 @@
 //! and the split's backend, show the same counts; a meshed TCP server holding a known number of
 //! client connections shows that many open connections, and one fewer once one closes; and per
 //! route (`switchyard stat routes`), the named matches a TrafficTarget to the server uses and
-//! `[DEFAULT]` show their exact counts and their own p50.
+//! `[DEFAULT]` show their exact counts and their own p50, a used match no request took shows
+//! exactly zero, and a match no TrafficTarget uses is not listed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -89,9 +90,10 @@ fn db_connection(client: &Sidecar) -> Option<TcpStream> {
     (line == "db: hello\n").then_some(conn)
 }
 
-/// web's routes: an HTTPRouteGroup whose `slow` and `errors` matches a TrafficTarget to web
-/// uses (`unused` it does not), counted per route in the permissive mesh too.
-const ROUTES: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: web-routes, namespace: demo}\nspec:\n  matches:\n  - {name: slow, pathRegex: '/delay/.*', methods: [GET]}\n  - {name: errors, pathRegex: '/status/5[0-9]+'}\n  - {name: unused, pathRegex: '/never'}\n---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: web-access, namespace: demo}\nspec:\n  destination: {kind: ServiceAccount, name: web, namespace: demo}\n  rules:\n  - {kind: HTTPRouteGroup, name: web-routes, matches: [slow, errors]}\n  sources:\n  - {kind: ServiceAccount, name: client, namespace: demo}\n";
+/// web's routes: an HTTPRouteGroup whose `slow`, `errors` and `idle` matches a TrafficTarget
+/// to web uses (`unused` it does not), counted per route in the permissive mesh too; no request
+/// takes `idle`.
+const ROUTES: &str = "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: web-routes, namespace: demo}\nspec:\n  matches:\n  - {name: slow, pathRegex: '/delay/.*', methods: [GET]}\n  - {name: errors, pathRegex: '/status/5[0-9]+'}\n  - {name: idle, pathRegex: '/idle/.*'}\n  - {name: unused, pathRegex: '/never'}\n---\napiVersion: access.smi-spec.io/v1alpha3\nkind: TrafficTarget\nmetadata: {name: web-access, namespace: demo}\nspec:\n  destination: {kind: ServiceAccount, name: web, namespace: demo}\n  rules:\n  - {kind: HTTPRouteGroup, name: web-routes, matches: [slow, errors, idle]}\n  sources:\n  - {kind: ServiceAccount, name: client, namespace: demo}\n";
 
 /// The item of `route` in a `/routes` list.
 fn route_item<'a>(list: &'a Value, route: &str) -> Option<&'a Value> {
@@ -209,8 +211,9 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         "{item}"
     );
     // Per route, on the server's side: the 20 slow requests in `web-routes/slow`, the 20
-    // answered 500 in `web-routes/errors`, the rest (no named match) in `[DEFAULT]`, exactly;
-    // each route's p50 in the bucket of its own truth.
+    // answered 500 in `web-routes/errors`, none in `web-routes/idle` (configured, not taken),
+    // the rest (no named match) in `[DEFAULT]`, exactly; each route's p50 in the bucket of its
+    // own truth.
     let routes = "/namespaces/demo/deployments/web/routes?t=1m";
     let mut list = Value::Null;
     wait_for(
@@ -223,6 +226,7 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
             };
             counts("web-routes/slow") == Some((20, 0))
                 && counts("web-routes/errors") == Some((0, 20))
+                && counts("web-routes/idle") == Some((0, 0))
                 && counts("[DEFAULT]") == Some((ok - 20, 0))
         },
         "web's routes to reach the traffic sent",
@@ -233,10 +237,29 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         .iter()
         .filter_map(|i| annotation(i, "metrics.switchyard.dev/route"))
         .collect();
+    // `unused`, which no TrafficTarget names, is not a route of web's.
     assert_eq!(
         names,
-        ["web-routes/errors", "web-routes/slow", "[DEFAULT]"],
+        [
+            "web-routes/errors",
+            "web-routes/idle",
+            "web-routes/slow",
+            "[DEFAULT]"
+        ],
         "the used matches by name, then the default: {list}"
+    );
+    // The idle route: exactly zero, and no latency (nothing measured), as a Pod without
+    // traffic.
+    let idle = route_item(&list, "web-routes/idle").unwrap();
+    assert_eq!(
+        (
+            metric(idle, "success_count"),
+            metric(idle, "failure_count"),
+            metric(idle, "p50_response_latency"),
+            annotation(idle, P95)
+        ),
+        (Some("0"), Some("0"), None, None),
+        "{idle}"
     );
     let slow_p50 = latency(
         route_item(&list, "web-routes/slow").unwrap(),
@@ -273,24 +296,30 @@ fn known_traffic_shows_exact_counts_and_percentiles_in_the_api_and_stat() {
         "{rows:?}"
     );
     assert_eq!(
-        rows[2][..3],
+        rows[2],
+        ["web-routes/idle", "-", "0.0rps", "-", "-", "-"],
+        "the idle route as a row without traffic: {rows:?}"
+    );
+    assert_eq!(
+        rows[3][..3],
         ["web-routes/slow", "100.00%", rps(20).as_str()],
         "{rows:?}"
     );
-    let p50 = cell_millis(&rows[2][3]);
+    let p50 = cell_millis(&rows[3][3]);
     assert!(
         p50 > Duration::from_millis(100) && p50 <= Duration::from_millis(250),
         "slow LATENCY_P50: {rows:?}"
     );
     assert_eq!(
-        rows[3][..3],
+        rows[4][..3],
         ["[DEFAULT]", "100.00%", rps(ok - 20).as_str()],
         "{rows:?}"
     );
     assert!(
-        cell_millis(&rows[3][3]) < Duration::from_millis(100),
+        cell_millis(&rows[4][3]) < Duration::from_millis(100),
         "[DEFAULT] LATENCY_P50: {rows:?}"
     );
+    assert_eq!(rows.len(), 5, "no row for `unused`: {rows:?}");
     // The Pod's routes are its Deployment's (its one Pod).
     assert_eq!(
         stat(&mesh, &["rt", "po/web-0"])[1..],

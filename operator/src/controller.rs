@@ -431,7 +431,8 @@ impl EventLoop {
                 self.metrics.decode_failed(&f.kind.to_string());
                 tracing::warn!(kind = %f.kind, object = %f.object, error = %f.message, "object does not decode; its last good version stays in force");
             }
-            // Rebuilt only when Pods, Services, slices or splits changed, not every batch.
+            // Rebuilt only when the view changed (Pods, Services, slices, splits, a Pod's
+            // configured routes: `workloads_version`), not every batch.
             let version = self.core.index().workloads_version();
             if self.workloads_version != Some(version) {
                 self.workloads

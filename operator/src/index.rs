@@ -270,14 +270,17 @@ impl Index {
     }
 
     /// What the Traffic Metrics API needs to resolve workloads, Services and TrafficSplits
-    /// into Pods: a snapshot, O(Pods + endpoints) to build, so build it when
-    /// [`Index::workloads_version`] changed.
+    /// into Pods, and each meshed Pod's configured routes: a snapshot, O(Pods + endpoints +
+    /// routes) to build, so build it when [`Index::workloads_version`] changed.
     pub fn workloads(&self) -> Workloads {
-        workloads::snapshot(&self.store)
+        workloads::snapshot(&self.store, &self.proxies)
     }
 
-    /// Changes whenever [`Index::workloads`] may (a Pod, Service, EndpointSlice or TrafficSplit
-    /// was applied or deleted).
+    /// Changes whenever [`Index::workloads`] may: a Pod, Service, EndpointSlice or TrafficSplit
+    /// was applied or deleted, a Pod without a proxy recorded or forgotten, or a proxy's
+    /// configured inbound routes changed (whatever changed them: a TrafficTarget or
+    /// HTTPRouteGroup, the Pod's identity, the ports its Services give it). Every public
+    /// method that changes the index has bumped it by the time it returns.
     pub fn workloads_version(&self) -> u64 {
         self.workloads_version
     }
@@ -451,15 +454,21 @@ impl Index {
             pod: key.1.clone(),
         };
         let next = inbound::proxy(&self.store, &id);
-        let changed = match next {
+        // `Some(the previous configuration)` when it changed.
+        let replaced = match next {
             Some(cfg) if self.proxies.get(&id) != Some(&cfg) => {
-                self.proxies.insert(id.clone(), cfg);
-                true
+                Some(self.proxies.insert(id.clone(), cfg))
             }
-            Some(_) => false,
-            None => self.proxies.remove(&id).is_some(),
+            Some(_) => None,
+            None => self.proxies.remove(&id).map(Some),
         };
-        if changed {
+        if let Some(old) = replaced {
+            // The workloads view lists each Pod's configured routes: a TrafficTarget or an
+            // HTTPRouteGroup changes them without a Pod, Service or slice changing.
+            let routes = |cfg: Option<&ProxyConfig>| cfg.map(workloads::configured_routes);
+            if routes(old.as_ref()) != routes(self.proxies.get(&id)) {
+                self.workloads_version += 1;
+            }
             self.changes.proxies.insert(id);
         }
     }

@@ -47,9 +47,11 @@
 //!
 //! The spec has no route kind. Switchyard serves `/namespaces/{ns}/{resource}/{name}/routes` for
 //! Pods, workloads and Services ([`Request::Routes`]): a `TrafficMetricsList` with one item per
-//! route the object's Pods served (a named match of an HTTPRouteGroup that a TrafficTarget to
-//! them uses), then `[DEFAULT]`, as Linkerd's `viz routes` shows them; discovery lists
-//! `{resource}/routes` beside `{resource}/edges`.
+//! route of the object's Pods (a named match of an HTTPRouteGroup that a TrafficTarget to them
+//! uses), then `[DEFAULT]`, as Linkerd's `viz routes` shows them: every route configured on
+//! the Pods, with zero counts when none of its requests came in the window, and any other
+//! route their proxies counted in the window (one just removed from the configuration);
+//! discovery lists `{resource}/routes` beside `{resource}/edges`.
 
 #[cfg(test)]
 mod tests;
@@ -201,7 +203,9 @@ pub enum Request {
         window: Duration,
     },
     /// Switchyard's extension, `/namespaces/{ns}/{resource}/{name}/routes` for Pods, workloads
-    /// and Services: one item per route the object's Pods served (see [`ROUTE_ANNOTATION`]).
+    /// and Services: one item per route configured on the object's Pods or counted by their
+    /// proxies in the window, a configured route without traffic with zero counts (see
+    /// [`ROUTE_ANNOTATION`]), then [`DEFAULT_ROUTE`].
     Routes {
         kind: ResourceKind,
         namespace: String,
@@ -1193,12 +1197,17 @@ impl Context<'_> {
             .collect()
     }
 
-    /// One item per route `pods` served, by name, then [`DEFAULT_ROUTE`]: a route's item is
-    /// what its route stats counted on the Pods' inbound virtual hosts; the default's is what
-    /// their inbound clusters (to the application) counted beyond the routes. Both are charged
-    /// by the proxy's router at once, so the default is exact: the requests that reached the
-    /// application by no named route (a request the proxy refused or answered itself, which
-    /// never reached a cluster, counts in no route; the Pod's own item counts it).
+    /// One item per route of `pods`, by name, then [`DEFAULT_ROUTE`]. The routes are those
+    /// configured on the Pods ([`PodEntry::routes`](crate::index::workloads::PodEntry::routes)),
+    /// with zero counts and no latency when none was taken in the window, as Linkerd's
+    /// `viz routes` lists a route without traffic; and those the Pods' proxies counted in the
+    /// window, so a route just removed from the configuration still shows its traffic. A
+    /// route's item is what its route stats counted on the Pods' inbound virtual hosts; the
+    /// default's is what their inbound clusters (to the application) counted beyond the
+    /// routes. Both are charged by the proxy's router at once, so the default is exact: the
+    /// requests that reached the application by no named route (a request the proxy refused or
+    /// answered itself, which never reached a cluster, counts in no route; the Pod's own item
+    /// counts it).
     fn routes(
         &self,
         kind: ResourceKind,
@@ -1217,10 +1226,15 @@ impl Context<'_> {
                 _ => None,
             }
         };
+        let configured = pods
+            .iter()
+            .filter_map(|p| self.workloads.pod(p))
+            .flat_map(|e| e.routes.iter().cloned());
         let mut routes: Vec<RouteStatName> = pods
             .iter()
             .flat_map(|p| self.data.subjects(p))
             .filter_map(inbound_route)
+            .chain(configured)
             .collect();
         routes.sort();
         routes.dedup();

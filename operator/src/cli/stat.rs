@@ -5,7 +5,8 @@
 //! stat` shows them; for TrafficSplits, one row per backend with its apex and weight. The p95
 //! and the connections are Switchyard's annotations on each item (the spec has neither; see
 //! [`crate::traffic_metrics`]). `stat routes KIND/NAME` shows one object's routes (Switchyard's
-//! `/routes` extension): ROUTE, SUCCESS, RPS and the latency percentiles.
+//! `/routes` extension): ROUTE, SUCCESS, RPS and the latency percentiles; a configured route
+//! without traffic is a row like any object's without traffic (`-`, `0.0rps`).
 //!
 //! ```text
 //!  CLI ───────────────────────────────────────────▶ `switchyard local --admin-addr`: GET /apis/metrics.smi-spec.io/v1alpha1/...
@@ -37,7 +38,8 @@ pub struct StatArgs {
     /// What to show: `pods` (`po`), `namespaces` (`ns`), `deployments` (`deploy`),
     /// `statefulsets` (`sts`), `daemonsets` (`ds`), `services` (`svc`) or `trafficsplits`
     /// (`ts`); singular forms too. Or `routes` (`route`, `rt`) with `KIND/NAME` (a Pod,
-    /// workload or Service: `deploy/web`): one row per route the object's Pods served.
+    /// workload or Service: `deploy/web`): one row per route configured on the object's
+    /// Pods (zeros when nothing took it) or taken in the window, then `[DEFAULT]`.
     #[arg(value_parser = shown)]
     pub kind: Shown,
     /// One object; all of the kind without it. For `routes`, `KIND/NAME`.

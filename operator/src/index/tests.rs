@@ -884,7 +884,8 @@ fn the_workloads_view_has_pods_owners_service_endpoints_and_splits() {
         w.pod(&id("client-0")),
         Some(&PodEntry {
             owner: None,
-            meshed: true
+            meshed: true,
+            routes: BTreeSet::new(),
         })
     );
     assert_eq!(
@@ -940,4 +941,107 @@ fn v1alpha1_quantity_weights_read_as_thousandths_in_the_view() {
         .map(|b| b.weight)
         .collect();
     assert_eq!(weights, [1000, 500]);
+}
+
+#[test]
+fn the_workloads_view_has_each_pods_configured_routes_and_changes_with_them() {
+    let mut idx = strict_mesh();
+    let api_0 = proxy("api-0");
+    let routes = |idx: &Index| -> Vec<String> {
+        idx.workloads()
+            .pod(&proxy("api-0"))
+            .unwrap()
+            .routes
+            .iter()
+            .map(|r| format!("{}/{}", r.group, r.name))
+            .collect()
+    };
+    let mut version = idx.workloads_version();
+    // Each step: whether the view changed, and api-0's routes in it.
+    let mut step = |idx: &mut Index, change: Option<Object>, delete: Option<Kind>| {
+        if let Some(obj) = change {
+            idx.apply(obj);
+        }
+        if let Some(kind) = delete {
+            let name = if kind == Kind::TrafficTarget {
+                "tt"
+            } else {
+                "api-routes"
+            };
+            idx.delete(ObjectKind::Smi(kind), NS, name);
+        }
+        let changed = idx.workloads_version() != version;
+        version = idx.workloads_version();
+        (changed, routes(idx))
+    };
+    let none: Vec<String> = Vec::new();
+    // A route group no TrafficTarget names configures nothing.
+    assert_eq!(
+        step(&mut idx, Some(smi(ROUTES)), None),
+        (false, none.clone())
+    );
+    // A TrafficTarget to api's identity naming one match: that route, a new view.
+    let one = target("[{kind: HTTPRouteGroup, name: api-routes, matches: [api]}]");
+    assert_eq!(
+        step(&mut idx, Some(one.clone()), None),
+        (true, vec!["api-routes/api".to_owned()])
+    );
+    // The same TrafficTarget again (a status write's echo): nothing to rebuild.
+    assert_eq!(
+        step(&mut idx, Some(one), None),
+        (false, vec!["api-routes/api".to_owned()])
+    );
+    // Every match of the group, in name order.
+    assert_eq!(
+        step(
+            &mut idx,
+            Some(target("[{kind: HTTPRouteGroup, name: api-routes}]")),
+            None
+        ),
+        (
+            true,
+            vec!["api-routes/admin".to_owned(), "api-routes/api".to_owned()]
+        )
+    );
+    // The group loses a match.
+    let fewer = smi(
+        "apiVersion: specs.smi-spec.io/v1alpha4\nkind: HTTPRouteGroup\nmetadata: {name: api-routes, namespace: shop}\nspec:\n  matches:\n  - {name: api, pathRegex: '/api/.*', methods: [GET]}\n",
+    );
+    assert_eq!(
+        step(&mut idx, Some(fewer), None),
+        (true, vec!["api-routes/api".to_owned()])
+    );
+    // The group deleted, then back, then the TrafficTarget deleted.
+    assert_eq!(
+        step(&mut idx, None, Some(Kind::HttpRouteGroup)),
+        (true, none.clone())
+    );
+    assert_eq!(
+        step(&mut idx, Some(smi(ROUTES)), None),
+        (
+            true,
+            vec!["api-routes/admin".to_owned(), "api-routes/api".to_owned()]
+        )
+    );
+    assert_eq!(
+        step(&mut idx, None, Some(Kind::TrafficTarget)),
+        (true, none.clone())
+    );
+    // The view's routes are the proxy's compiled ones, the same names.
+    idx.apply(target(
+        "[{kind: HTTPRouteGroup, name: api-routes, matches: [admin]}]",
+    ));
+    let compiled: Vec<String> = idx
+        .proxy_config(&api_0)
+        .unwrap()
+        .inbound
+        .iter()
+        .flat_map(|p| &p.routes)
+        .map(|r| format!("{}/{}", r.name.group, r.name.name))
+        .collect();
+    assert_eq!(routes(&idx), compiled);
+    assert_eq!(compiled, ["api-routes/admin"]);
+    // A Pod whose identity no TrafficTarget names has none.
+    idx.apply(pod("api-0", "other", "api"));
+    assert_eq!(routes(&idx), none);
 }

@@ -1,8 +1,8 @@
 //! What the Traffic Metrics API needs of the index, as a snapshot: which Pods make up each
-//! Deployment, StatefulSet, DaemonSet and Service, which of them are meshed, and each
-//! TrafficSplit's apex and backends. Built by [`Index::workloads`](super::Index::workloads)
-//! when these change and handed to whoever answers the API, so that the answer stays sans-IO
-//! and never holds the index.
+//! Deployment, StatefulSet, DaemonSet and Service, which of them are meshed, the routes each
+//! meshed Pod's inbound HTTP ports count, and each TrafficSplit's apex and backends. Built by
+//! [`Index::workloads`](super::Index::workloads) when these change and handed to whoever
+//! answers the API, so that the answer stays sans-IO and never holds the index.
 //!
 //! # A Pod's workload
 //!
@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use switchyard_adapters::model::{ProxyId, ServiceName};
+use switchyard_adapters::model::{ProxyConfig, ProxyId, RouteStatName, ServiceName};
 
 use super::{Key, store::Store};
 
@@ -73,12 +73,17 @@ impl Owner {
 }
 
 /// A Pod as the lookup knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodEntry {
     pub owner: Option<Owner>,
     /// It runs a Switchyard proxy (in a cluster, the injector's annotation says so; in local
     /// mode every Pod does).
     pub meshed: bool,
+    /// The routes its proxy is configured to count on its inbound HTTP ports (the named
+    /// matches the TrafficTargets to its identity use: the inbound routes the index compiled
+    /// into its configuration), whether or not any request took them; empty for a Pod without
+    /// a proxy.
+    pub routes: BTreeSet<RouteStatName>,
 }
 
 /// A TrafficSplit's apex and backends, as its last valid version says.
@@ -208,19 +213,34 @@ impl Workloads {
     }
 }
 
-/// The snapshot of what `store` holds.
-pub(super) fn snapshot(store: &Store) -> Workloads {
+/// The routes a proxy's configuration counts, on every inbound port: the names of the
+/// [`InboundRoute`](switchyard_adapters::model::InboundRoute)s the index compiled for its xDS,
+/// so that what the API lists and what the proxy counts have one definition.
+pub(super) fn configured_routes(proxy: &ProxyConfig) -> BTreeSet<RouteStatName> {
+    proxy
+        .inbound
+        .iter()
+        .flat_map(|port| port.routes.iter().map(|r| r.name.clone()))
+        .collect()
+}
+
+/// The snapshot of what `store` holds, with each meshed Pod's routes from `proxies` (the
+/// index's published configuration of each Pod in `store`).
+pub(super) fn snapshot(store: &Store, proxies: &BTreeMap<ProxyId, ProxyConfig>) -> Workloads {
     let mut out = Workloads::default();
     let id = |(ns, pod): &Key| ProxyId {
         namespace: ns.clone(),
         pod: pod.clone(),
     };
     for (key, info) in &store.pods {
+        let pod = id(key);
+        let routes = proxies.get(&pod).map(configured_routes).unwrap_or_default();
         out.insert_pod(
-            id(key),
+            pod,
             PodEntry {
                 owner: info.owner.clone(),
                 meshed: true,
+                routes,
             },
         );
     }
@@ -232,6 +252,7 @@ pub(super) fn snapshot(store: &Store) -> Workloads {
                 PodEntry {
                     owner: owner.clone(),
                     meshed: false,
+                    routes: BTreeSet::new(),
                 },
             );
         }

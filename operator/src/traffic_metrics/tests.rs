@@ -337,6 +337,7 @@ fn owned(kind: WorkloadKind, name: &str, meshed: bool) -> PodEntry {
             name: name.into(),
         }),
         meshed,
+        ..PodEntry::default()
     }
 }
 
@@ -386,6 +387,7 @@ fn mesh() -> (Telemetry, Workloads) {
         PodEntry {
             owner: None,
             meshed: true,
+            ..PodEntry::default()
         },
     );
     w.insert_service(
@@ -1228,4 +1230,124 @@ fn a_workloads_routes_are_its_pods_named_routes_and_the_default() {
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{list}");
     assert_eq!(counts(&items[1]), (4, 0), "{list}");
+}
+
+/// The `(route, counts)` rows of a `/routes` list, in its order.
+fn route_rows(list: &serde_json::Value) -> Vec<(String, (u64, u64))> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let route = i["metadata"]["annotations"][ROUTE_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (route, counts(i))
+        })
+        .collect()
+}
+
+/// [`mesh`] with web-a's proxy configured to count `routes` of `web-routes`.
+fn mesh_with_routes(routes: &[&str]) -> (Telemetry, Workloads) {
+    use switchyard_proxy_config::metrics::RouteStatName;
+    let (t, mut w) = mesh();
+    w.insert_pod(
+        id("demo", "web-a"),
+        PodEntry {
+            routes: routes
+                .iter()
+                .map(|r| RouteStatName::new("web-routes", *r))
+                .collect(),
+            ..owned(WorkloadKind::Deployment, "web", true)
+        },
+    );
+    (t, w)
+}
+
+/// web-a's proxy counted `n` successes on route `web-routes/<name>`.
+fn route_traffic(t: &Telemetry, name: &str, n: u64) {
+    use switchyard_proxy_config::metrics::RouteStatName;
+    t.record(
+        &id("demo", "web-a"),
+        &[Sample {
+            subject: Subject::Route(
+                crate::telemetry::VirtualHost::new("inbound|8080"),
+                RouteStatName::new("web-routes", name),
+            ),
+            value: Value::Requests(StatusClass::Success, n),
+        }],
+    );
+}
+
+#[test]
+fn a_configured_route_without_traffic_is_listed_with_zeros() {
+    let (t, w) = mesh_with_routes(&["books", "idle"]);
+    // 5 reached web-a's application, 3 by `books`, none by `idle`.
+    t.record(&id("demo", "web-a"), &[sent("inbound|8080", 5)]);
+    route_traffic(&t, "books", 3);
+    let list = get(&t, &w, "/namespaces/demo/deployments/web/routes").unwrap();
+    assert_eq!(
+        route_rows(&list),
+        [
+            ("web-routes/books".to_owned(), (3, 0)),
+            ("web-routes/idle".to_owned(), (0, 0)),
+            (DEFAULT_ROUTE.to_owned(), (2, 0)),
+        ],
+        "{list}"
+    );
+    // An item like a known Pod's without traffic: zero counts, no latency measured, so none
+    // written (not a zero, not NaN).
+    let idle = &list["items"][1];
+    assert_eq!(
+        idle["metrics"],
+        json!([
+            {"name": "success_count", "value": "0"},
+            {"name": "failure_count", "value": "0"}
+        ]),
+        "{idle}"
+    );
+    assert_eq!(
+        idle["metadata"]["annotations"],
+        json!({ROUTE_ANNOTATION: "web-routes/idle", TCP_OPEN_CONNECTIONS_ANNOTATION: "0"}),
+        "{idle}"
+    );
+    assert_eq!(idle["edge"], list["items"][0]["edge"], "{list}");
+    // With no traffic at all, the configured routes and the default, all zeros; the Pod's
+    // own routes are its; web-b's (configured with none) only the default.
+    let quiet = Telemetry::default();
+    let list = get(&quiet, &w, "/namespaces/demo/pods/web-a/routes").unwrap();
+    assert_eq!(
+        route_rows(&list),
+        [
+            ("web-routes/books".to_owned(), (0, 0)),
+            ("web-routes/idle".to_owned(), (0, 0)),
+            (DEFAULT_ROUTE.to_owned(), (0, 0)),
+        ],
+        "{list}"
+    );
+    let list = get(&quiet, &w, "/namespaces/demo/pods/web-b/routes").unwrap();
+    assert_eq!(
+        route_rows(&list),
+        [(DEFAULT_ROUTE.to_owned(), (0, 0))],
+        "{list}"
+    );
+}
+
+#[test]
+fn a_route_with_traffic_no_longer_configured_is_still_listed() {
+    // web-a counted `gone` in the window, then its TrafficTarget stopped naming it.
+    let (t, w) = mesh_with_routes(&["books"]);
+    t.record(&id("demo", "web-a"), &[sent("inbound|8080", 4)]);
+    route_traffic(&t, "gone", 4);
+    let list = get(&t, &w, "/namespaces/demo/deployments/web/routes").unwrap();
+    assert_eq!(
+        route_rows(&list),
+        [
+            ("web-routes/books".to_owned(), (0, 0)),
+            ("web-routes/gone".to_owned(), (4, 0)),
+            (DEFAULT_ROUTE.to_owned(), (0, 0)),
+        ],
+        "{list}"
+    );
 }

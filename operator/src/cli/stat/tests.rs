@@ -296,6 +296,19 @@ fn the_routes_table_has_a_row_per_route_and_the_default() {
     let table = routes_table(&[
         item("web-routes/books", 30, 0, "175m"),
         item("web-routes/errors", 0, 12, "1500u"),
+        // A configured route nothing took: zero counts and no latency, as the API writes it.
+        json!({
+            "metadata": {"annotations": {
+                "metrics.switchyard.dev/route": "web-routes/idle",
+                "metrics.switchyard.dev/tcp-open-connections": "0"
+            }},
+            "resource": {"kind": "Deployment", "namespace": "demo", "name": "web"},
+            "window": "1m0s",
+            "metrics": [
+                {"name": "success_count", "value": "0"},
+                {"name": "failure_count", "value": "0"}
+            ]
+        }),
         item("[DEFAULT]", 6, 0, "250u"),
     ]);
     let lines: Vec<Vec<&str>> = table
@@ -329,6 +342,7 @@ fn the_routes_table_has_a_row_per_route_and_the_default() {
                 "200ms",
                 "240ms"
             ],
+            vec!["web-routes/idle", "-", "0.0rps", "-", "-", "-"],
             vec!["[DEFAULT]", "100.00%", "0.1rps", "0.25ms", "200ms", "240ms"],
         ],
         "{table}"

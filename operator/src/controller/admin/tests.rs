@@ -221,6 +221,7 @@ fn workloads_are_resolved_through_the_view_the_admin_port_is_given() {
                 name: "web".into(),
             }),
             meshed: false,
+            ..PodEntry::default()
         },
     );
     tx.send_replace(Arc::new(view));

@@ -99,6 +99,7 @@ fn a_pod_moved_to_another_workload_leaves_the_first() {
     let entry = |kind, name: &str| PodEntry {
         owner: owner(kind, name),
         meshed: true,
+        ..PodEntry::default()
     };
     let mut w = Workloads::default();
     w.insert_pod(id("a", "p"), entry(WorkloadKind::Deployment, "web"));
