@@ -121,6 +121,9 @@ const FIELD_MANAGER: &str = super::FIELD_MANAGER;
 const CA_KEY: &str = "requestheader-client-ca-file";
 const ALLOWED_NAMES_KEY: &str = "requestheader-allowed-names";
 const USERNAME_HEADERS_KEY: &str = "requestheader-username-headers";
+/// Written by kube-apiserver 1.32+ with `--requestheader-uid-headers` (feature
+/// `RemoteRequestHeaderUID`, on by default from 1.33); absent before.
+const UID_HEADERS_KEY: &str = "requestheader-uid-headers";
 const GROUP_HEADERS_KEY: &str = "requestheader-group-headers";
 const EXTRA_PREFIXES_KEY: &str = "requestheader-extra-headers-prefix";
 
@@ -144,6 +147,8 @@ pub struct FrontProxy {
     /// kube-apiserver reads an empty `--requestheader-allowed-names`).
     allowed_names: Vec<String>,
     username_headers: Vec<HeaderName>,
+    /// Empty when the API server names none: then no UID is read, as kube-apiserver reads none.
+    uid_headers: Vec<HeaderName>,
     group_headers: Vec<HeaderName>,
     /// Lower-case prefixes of the headers that carry the user's extra attributes
     /// (`x-remote-extra-`), the rest of the name being the key, percent-encoded.
@@ -156,6 +161,7 @@ impl fmt::Debug for FrontProxy {
             .field("roots", &self.roots.len())
             .field("allowed_names", &self.allowed_names)
             .field("username_headers", &self.username_headers)
+            .field("uid_headers", &self.uid_headers)
             .field("group_headers", &self.group_headers)
             .field("extra_prefixes", &self.extra_prefixes)
             .finish()
@@ -167,6 +173,9 @@ impl fmt::Debug for FrontProxy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxiedUser {
     pub name: String,
+    /// The user's UID, when the API server sends one in a header the ConfigMap names
+    /// (`requestheader-uid-headers`); an authorizer may decide by it, so the review carries it.
+    pub uid: Option<String>,
     pub groups: Vec<String>,
     /// Extra attributes by key (lower case, as kube-apiserver reads them).
     pub extra: BTreeMap<String, Vec<String>>,
@@ -247,6 +256,7 @@ impl FrontProxy {
             roots: Arc::new(roots),
             allowed_names: list(ALLOWED_NAMES_KEY)?,
             username_headers: headers(USERNAME_HEADERS_KEY)?,
+            uid_headers: headers(UID_HEADERS_KEY)?,
             group_headers: headers(GROUP_HEADERS_KEY)?,
             extra_prefixes: list(EXTRA_PREFIXES_KEY)?
                 .into_iter()
@@ -331,6 +341,7 @@ impl FrontProxy {
         }
         Ok(ProxiedUser {
             name: user,
+            uid: values(&self.uid_headers).into_iter().next(),
             groups: values(&self.group_headers),
             extra,
         })

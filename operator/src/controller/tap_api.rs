@@ -198,6 +198,7 @@ pub fn access_review(user: &ProxiedUser, target: &Target) -> SubjectAccessReview
     SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(user.name.clone()),
+            uid: user.uid.clone(),
             groups: Some(user.groups.clone()),
             extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
             resource_attributes: Some(target.attributes()),

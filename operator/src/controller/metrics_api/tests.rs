@@ -117,6 +117,7 @@ fn the_front_proxy_certificate_with_a_user_is_accepted() {
         user,
         ProxiedUser {
             name: "alice".into(),
+            uid: None,
             groups: vec!["devs".into(), "system:authenticated".into()],
             extra: BTreeMap::new(),
         }
@@ -138,6 +139,44 @@ fn the_front_proxy_certificate_with_a_user_is_accepted() {
             ("example.com/team".to_owned(), vec!["mesh".to_owned()]),
             ("scopes".to_owned(), vec!["a".to_owned(), "b".to_owned()]),
         ])
+    );
+}
+
+#[test]
+fn the_uid_is_read_only_from_the_headers_the_api_server_names() {
+    let ca = Ca::new("front-proxy-ca");
+    let (cert, _) = ca.client("front-proxy-client");
+    let mut headers = user_headers();
+    headers.insert("x-remote-uid", HeaderValue::from_static("4d0ab7e2"));
+    // An API server before RemoteRequestHeaderUID names no UID header and may pass a client's
+    // own `X-Remote-Uid` through: not read, as kube-apiserver would not read it.
+    let before = FrontProxy::from_config_map(&config_map(&ca.pem)).unwrap();
+    let user = before
+        .authenticate(Some(&chain(&cert)), &headers, UnixTime::now())
+        .unwrap();
+    assert_eq!(user.uid, None);
+    let mut data = config_map(&ca.pem);
+    data.insert(
+        "requestheader-uid-headers".into(),
+        r#"["X-Remote-Uid"]"#.into(),
+    );
+    let with_uid = FrontProxy::from_config_map(&data).unwrap();
+    let user = with_uid
+        .authenticate(Some(&chain(&cert)), &headers, UnixTime::now())
+        .unwrap();
+    assert_eq!(user.uid.as_deref(), Some("4d0ab7e2"));
+    assert_eq!(user.name, "alice");
+    // A user without a UID (a client certificate's) has none.
+    let user = with_uid
+        .authenticate(Some(&chain(&cert)), &user_headers(), UnixTime::now())
+        .unwrap();
+    assert_eq!(user.uid, None);
+    // The key is checked like the others.
+    data.insert("requestheader-uid-headers".into(), "X-Remote-Uid".into());
+    let err = FrontProxy::from_config_map(&data).unwrap_err();
+    assert!(
+        err.to_string().contains("requestheader-uid-headers"),
+        "{err}"
     );
 }
 

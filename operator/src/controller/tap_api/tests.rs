@@ -33,6 +33,7 @@ fn target(pod: Option<&str>) -> Target {
 fn alice() -> ProxiedUser {
     ProxiedUser {
         name: "alice".into(),
+        uid: Some("4d0ab7e2-5c1f-4d7a-9a51-7e0f2f6f1c11".into()),
         groups: vec!["devs".into(), "system:authenticated".into()],
         extra: BTreeMap::from([("scopes".to_owned(), vec!["a".to_owned()])]),
     }
@@ -96,6 +97,7 @@ fn attributes_are_what_kube_apiserver_reads_from_the_path() {
 
     let review = access_review(&alice(), &target(Some("web-0")));
     assert_eq!(review.spec.user.as_deref(), Some("alice"));
+    assert_eq!(review.spec.uid, alice().uid);
     assert_eq!(
         review.spec.groups,
         Some(vec!["devs".into(), "system:authenticated".into()])
