@@ -367,7 +367,6 @@ fn bootstrap(node: &str, admin: u16, control_plane: SocketAddr, envoy_only: bool
             "grpc_service": {"envoy_grpc": {"cluster_name": "xds"}},
         },
     }]);
-
     if envoy_only {
         // Envoy's side of the contract (the bundled proxy keeps only these stats anyway).
         let buckets: Vec<f64> = latency_buckets_millis().collect();
