@@ -14,17 +14,15 @@
 // Helpers outside `#[test]` functions are test code too: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/parity.rs"]
+mod parity;
+
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
+    path::Path,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -47,24 +45,16 @@ use envoy_types::pb::{
                 HttpConnectionManager, http_connection_manager::RouteSpecifier,
             },
         },
-        service::{
-            accesslog::v3::{
-                StreamAccessLogsMessage, StreamAccessLogsResponse,
-                access_log_service_server::{AccessLogService, AccessLogServiceServer},
-                stream_access_logs_message::LogEntries,
-            },
-            discovery::v3::{
-                DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-                aggregated_discovery_service_server::{
-                    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-                },
-            },
+        service::accesslog::v3::{
+            StreamAccessLogsMessage, StreamAccessLogsResponse,
+            access_log_service_server::{AccessLogService, AccessLogServiceServer},
+            stream_access_logs_message::LogEntries,
         },
     },
     google::protobuf::{Any, UInt32Value},
 };
+use parity::{BUNDLED, ControlPlane, ENVOY, Killed, PATIENCE, free_port, read_request};
 use prost::{Message as _, Name};
-use serde_json::{Value, json};
 use switchyard_adapters::envoy::{
     ACCESS_LOGGER, TAP_BUFFER_BYTES, TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS,
 };
@@ -72,103 +62,17 @@ use switchyard_proxy_config::test_support::{
     any, chain, duration, router, socket, static_cluster_at, typed,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{
-    StreamExt as _,
-    wrappers::{ReceiverStream, TcpListenerStream},
-};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming, service::Routes};
 
 const WEB: &str = "demo/web|80";
 const DOWN: &str = "demo/down|80";
 const STAT_PREFIX: &str = "outbound_http";
-const PATIENCE: Duration = Duration::from_secs(30);
-const BUNDLED: &str = "bundled~web-0";
-const ENVOY: &str = "envoy~web-1";
 /// What must never leave a proxy: the request's credentials, the response's cookie.
 const SECRET: &str = "Bearer s3cr3t-t0ken-4711";
 const COOKIE: &str = "session=hunter2-cookie";
 const BODY: &str = "name=switchyard&answer=42";
 
 // === the control plane: ADS and the access log service ===
-
-struct Ads {
-    ports: HashMap<String, u16>,
-    app: SocketAddr,
-    refused: SocketAddr,
-    /// Whether the listener has the tap's access log; a change is pushed to every stream.
-    tapped: watch::Receiver<bool>,
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let (ports, app, refused) = (self.ports.clone(), self.app, self.refused);
-        let mut tapped = self.tapped.clone();
-        tokio::spawn(async move {
-            let mut port = None;
-            let mut answered = Vec::new();
-            let mut version = 1;
-            loop {
-                let request = tokio::select! {
-                    request = requests.message() => match request {
-                        Ok(Some(request)) => request,
-                        _ => return,
-                    },
-                    Ok(()) = tapped.changed(), if port.is_some() => {
-                        version += 1;
-                        let on = *tapped.borrow_and_update();
-                        let response = DiscoveryResponse {
-                            version_info: version.to_string(),
-                            resources: vec![any(&listener(port.unwrap_or_default(), on))],
-                            type_url: Listener::type_url(),
-                            nonce: format!("v{version}"),
-                            ..Default::default()
-                        };
-                        if tx.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                };
-                if let Some(node) = &request.node {
-                    port = ports.get(&node.id).copied();
-                }
-                let Some(port) = port else { return };
-                if answered.contains(&request.type_url) {
-                    continue;
-                }
-                answered.push(request.type_url.clone());
-                let on = *tapped.borrow_and_update();
-                let response = DiscoveryResponse {
-                    version_info: version.to_string(),
-                    resources: resources(&request.type_url, port, app, refused, on),
-                    type_url: request.type_url.clone(),
-                    nonce: format!("n{}", answered.len()),
-                    ..Default::default()
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("state of the world only"))
-    }
-}
 
 fn resources(
     type_url: &str,
@@ -323,58 +227,21 @@ impl AccessLogService for Sink {
     }
 }
 
-/// The in-test control plane, whose streams the test can end and whose new connections it can
-/// refuse (closed as soon as accepted).
-struct ControlPlane {
-    address: SocketAddr,
-    logged: mpsc::UnboundedReceiver<Logged>,
-    stop: watch::Sender<()>,
-    refusing: Arc<AtomicBool>,
-    /// Taps (or untaps) every proxy's listener.
-    tap: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl ControlPlane {
-    async fn start(
-        ports: HashMap<String, u16>,
-        app: SocketAddr,
-        refused: SocketAddr,
-        tapped: bool,
-    ) -> Self {
-        let (tap, tapped) = watch::channel(tapped);
-        let (tx, logged) = mpsc::unbounded_channel();
-        let (stop, stopped) = watch::channel(());
-        let refusing = Arc::new(AtomicBool::new(false));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let incoming = TcpListenerStream::new(listener).filter({
-            let refusing = Arc::clone(&refusing);
-            move |_| !refusing.load(Ordering::Relaxed)
-        });
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AggregatedDiscoveryServiceServer::new(Ads {
-                    ports,
-                    app,
-                    refused,
-                    tapped,
-                }))
-                .add_service(AccessLogServiceServer::new(Sink {
-                    logged: tx,
-                    stop: stopped,
-                }))
-                .serve_with_incoming(incoming),
-        );
-        ControlPlane {
-            address,
-            logged,
-            stop,
-            refusing,
-            tap,
-            server,
-        }
-    }
+/// The control plane: the resources of [`resources`] (tapped or not, by its state) and the
+/// access log service.
+async fn start_control_plane(
+    ports: HashMap<String, u16>,
+    app: SocketAddr,
+    refused: SocketAddr,
+    tapped: bool,
+) -> ControlPlane<bool, Logged> {
+    ControlPlane::start(
+        ports,
+        tapped,
+        move |type_url, port, tapped: &bool| resources(type_url, port, app, refused, *tapped),
+        |logged, stop| Routes::new(AccessLogServiceServer::new(Sink { logged, stop })),
+    )
+    .await
 }
 
 // === the application ===
@@ -382,43 +249,13 @@ impl ControlPlane {
 /// HTTP/1.1 on 127.0.0.1, by path: `/fail` 500, `/grpc` 200 with `grpc-status: 0` and a
 /// cookie, anything else 200; a body is read by its length; every response closes.
 fn start_app() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            thread::spawn(move || answer(conn));
-        }
-    });
-    addr
+    parity::start_app(answer)
 }
 
 fn answer(mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some((path, body)) = read_request(&conn) else {
         return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        match reader.read_line(&mut header) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if header == "\r\n" => break,
-            Ok(_) => {
-                if let Some((name, value)) = header.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let response = match path.as_str() {
         "/fail" => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nfail".to_owned(),
         "/grpc" => format!(
@@ -523,110 +360,12 @@ fn traffic(to: SocketAddr) {
 
 // === the proxies ===
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn envoy_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_ENVOY") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    assert!(
-        venv.exists(),
-        "no Envoy: set SWITCHYARD_ENVOY or run scripts/ensure-envoy.sh"
-    );
-    venv
-}
-
-fn bootstrap(node: &str, admin: u16, control_plane: SocketAddr) -> Value {
-    let ads = json!({"ads": {}, "resource_api_version": "V3"});
-    json!({
-        "node": {"id": node, "cluster": "web"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-            },
-            "cds_config": ads,
-            "lds_config": ads,
-        },
-        "static_resources": {"clusters": [{
-            "name": "xds",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": "xds",
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": control_plane.ip().to_string(), "port_value": control_plane.port(),
-                }}}}]}],
-            },
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}},
-                },
-            },
-        }]},
-    })
-}
-
+/// Either proxy on the base bootstrap: the tap's access log comes over LDS.
 fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Killed {
-    let path = dir.join(format!("{node}.json"));
-    std::fs::write(&path, bootstrap(node, admin, control_plane).to_string()).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{node}.log"))).unwrap();
-    let mut command = if node == ENVOY {
-        let mut c = Command::new(envoy_bin());
-        c.arg("-c")
-            .arg(&path)
-            // One worker: Envoy's gRPC loggers are per worker, one stream each, and the
-            // entries of two streams have no order between them.
-            .args([
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-                "--concurrency",
-                "1",
-            ]);
-        c
-    } else {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard-proxy"));
-        c.arg("--bootstrap").arg(&path);
-        c
-    };
-    let child = Killed(
-        command
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {node}: {e}")),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-    while !ready(admin) {
-        assert!(
-            Instant::now() < deadline,
-            "{node} not ready: {}",
-            std::fs::read_to_string(dir.join(format!("{node}.log"))).unwrap_or_default()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    child
+    let bootstrap = parity::bootstrap(node, admin, control_plane);
+    // One worker: Envoy's gRPC loggers are per worker, one stream each, and the entries of
+    // two streams have no order between them.
+    parity::start(node, admin, &bootstrap, &["--concurrency", "1"], dir)
 }
 
 /// The body of `GET path` on the admin port.
@@ -645,22 +384,6 @@ fn admin_get(admin: u16, path: &str) -> String {
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
     response
-}
-
-fn ready(admin: SocketAddr) -> bool {
-    let Ok(mut conn) = TcpStream::connect_timeout(&admin, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    if conn
-        .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
 }
 
 // === what arrives ===
@@ -759,8 +482,8 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         (BUNDLED.to_owned(), bundled_port),
         (ENVOY.to_owned(), envoy_port),
     ]);
-    let cp = ControlPlane::start(ports, app, refused, true).await;
-    let (control_plane, mut rx, server) = (cp.address, cp.logged, cp.server);
+    let cp = start_control_plane(ports, app, refused, true).await;
+    let (control_plane, mut rx, server) = (cp.address, cp.received, cp.server);
     let dir = tempfile::tempdir().unwrap();
     let bundled_admin = free_port();
     let _bundled = start(BUNDLED, bundled_admin, control_plane, dir.path());
@@ -903,7 +626,7 @@ async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped()
     let app = start_app();
     let port = free_port();
     let mut cp =
-        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, true).await;
+        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, true).await;
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let _bundled = start(BUNDLED, admin, cp.address, dir.path());
@@ -920,7 +643,7 @@ async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped()
     let mut streams = 0;
     let mut receive = async |paths: &mut Vec<String>, until: Instant| {
         let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, cp.logged.recv()).await {
+        match tokio::time::timeout(left, cp.received.recv()).await {
             Ok(Some(logged)) => {
                 assert_eq!(logged.message.identifier.is_some(), logged.first);
                 assert_eq!(logged.log_name, TAP_LOG_NAME);
@@ -979,7 +702,7 @@ async fn a_connection_opened_before_the_tap_is_drained() {
     let app = start_app();
     let port = free_port();
     let mut cp =
-        ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, false).await;
+        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, false).await;
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
     let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -1008,7 +731,7 @@ async fn a_connection_opened_before_the_tap_is_drained() {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
 
-    cp.tap.send(true).unwrap();
+    cp.state.send(true).unwrap();
     // The proxy closes the idle connection once it has the tapped listener.
     let closed = tokio::task::spawn_blocking(move || {
         let mut rest = Vec::new();
@@ -1027,7 +750,7 @@ async fn a_connection_opened_before_the_tap_is_drained() {
     })
     .await
     .unwrap();
-    let logged = tokio::time::timeout(PATIENCE, cp.logged.recv())
+    let logged = tokio::time::timeout(PATIENCE, cp.received.recv())
         .await
         .unwrap()
         .unwrap();

@@ -12,16 +12,15 @@
 // Helpers outside `#[test]` functions are test code too: a panic there is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/parity.rs"]
+mod parity;
+
 use std::{
     collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    path::Path,
+    sync::{Arc, Mutex, atomic::Ordering},
     thread,
     time::{Duration, Instant},
 };
@@ -39,23 +38,16 @@ use envoy_types::pb::{
         extensions::filters::network::http_connection_manager::v3::{
             HttpConnectionManager, http_connection_manager::RouteSpecifier,
         },
-        service::{
-            discovery::v3::{
-                DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-                aggregated_discovery_service_server::{
-                    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-                },
-            },
-            metrics::v3::{
-                StreamMetricsMessage, StreamMetricsResponse,
-                metrics_service_server::{MetricsService, MetricsServiceServer},
-            },
+        service::metrics::v3::{
+            StreamMetricsMessage, StreamMetricsResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
         },
         r#type::matcher::v3::RegexMatcher,
     },
     google::protobuf::Any,
     io::prometheus::client::MetricType,
 };
+use parity::{BUNDLED, ControlPlane, ENVOY, Killed, PATIENCE, free_port, read_request};
 use prost::Name;
 use serde_json::{Value, json};
 use switchyard_proxy_config::{
@@ -63,11 +55,7 @@ use switchyard_proxy_config::{
     test_support::{any, chain, duration, router, socket, static_cluster_at, typed},
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{
-    StreamExt as _,
-    wrappers::{ReceiverStream, TcpListenerStream},
-};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming, service::Routes};
 
 /// The cluster the test's requests go to.
 const WEB: &str = "demo/web|80";
@@ -77,69 +65,8 @@ const DOWN: &str = "demo/down|80";
 const STAT_PREFIX: &str = "outbound_http";
 /// How long `/slow` takes to answer.
 const SLOW: Duration = Duration::from_millis(120);
-/// How long anything the test waits for may take.
-const PATIENCE: Duration = Duration::from_secs(30);
-const BUNDLED: &str = "bundled~web-0";
-const ENVOY: &str = "envoy~web-1";
 
 // === the control plane: ADS and the metrics service ===
-
-/// Serves each node its listener (on the node's port) and the two clusters, once per type
-/// per stream.
-struct Ads {
-    /// The listener port of each node id.
-    ports: HashMap<String, u16>,
-    app: SocketAddr,
-    refused: SocketAddr,
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let (ports, app, refused) = (self.ports.clone(), self.app, self.refused);
-        tokio::spawn(async move {
-            let mut port = None;
-            let mut answered = Vec::new();
-            while let Ok(Some(request)) = requests.message().await {
-                if let Some(node) = &request.node {
-                    port = ports.get(&node.id).copied();
-                }
-                let Some(port) = port else { return };
-                if answered.contains(&request.type_url) {
-                    continue;
-                }
-                answered.push(request.type_url.clone());
-                let resources = resources(&request.type_url, port, app, refused);
-                let response = DiscoveryResponse {
-                    version_info: "1".to_owned(),
-                    resources,
-                    type_url: request.type_url.clone(),
-                    nonce: format!("n{}", answered.len()),
-                    ..Default::default()
-                };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("state of the world only"))
-    }
-}
 
 /// The resources of a type: the listener on `port`, the clusters; nothing else.
 fn resources(type_url: &str, port: u16, app: SocketAddr, refused: SocketAddr) -> Vec<Any> {
@@ -305,50 +232,19 @@ impl MetricsService for Sink {
     }
 }
 
-/// The in-test control plane, whose streams the test can end and whose new connections it can
-/// refuse (closed as soon as accepted).
-struct ControlPlane {
-    address: SocketAddr,
-    pushed: mpsc::UnboundedReceiver<Pushed>,
-    stop: watch::Sender<()>,
-    refusing: Arc<AtomicBool>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl ControlPlane {
-    async fn start(ports: HashMap<String, u16>, app: SocketAddr, refused: SocketAddr) -> Self {
-        let (tx, pushed) = mpsc::unbounded_channel();
-        let (stop, stopped) = watch::channel(());
-        let refusing = Arc::new(AtomicBool::new(false));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let incoming = TcpListenerStream::new(listener).filter({
-            let refusing = Arc::clone(&refusing);
-            move |_| !refusing.load(Ordering::Relaxed)
-        });
-        let ads = Ads {
-            ports,
-            app,
-            refused,
-        };
-        let sink = Sink {
-            pushed: tx,
-            stop: stopped,
-        };
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AggregatedDiscoveryServiceServer::new(ads))
-                .add_service(MetricsServiceServer::new(sink))
-                .serve_with_incoming(incoming),
-        );
-        ControlPlane {
-            address,
-            pushed,
-            stop,
-            refusing,
-            server,
-        }
-    }
+/// The control plane: the resources of [`resources`] and the metrics service.
+async fn start_control_plane(
+    ports: HashMap<String, u16>,
+    app: SocketAddr,
+    refused: SocketAddr,
+) -> ControlPlane<(), Pushed> {
+    ControlPlane::start(
+        ports,
+        (),
+        move |type_url, port, _: &()| resources(type_url, port, app, refused),
+        |pushed, stop| Routes::new(MetricsServiceServer::new(Sink { pushed, stop })),
+    )
+    .await
 }
 
 // === the application ===
@@ -357,32 +253,13 @@ impl ControlPlane {
 /// [`SLOW`], `/slow-body` 200 at once but its body after [`SLOW`], anything else 200; every
 /// response closes its connection.
 fn start_app() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            thread::spawn(move || answer(conn));
-        }
-    });
-    addr
+    parity::start_app(answer)
 }
 
 fn answer(mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some((path, _)) = read_request(&conn) else {
         return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    loop {
-        let mut header = String::new();
-        match reader.read_line(&mut header) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if header == "\r\n" => break,
-            Ok(_) => {}
-        }
-    }
+    };
     let status = if path == "/fail" {
         500
     } else {
@@ -474,87 +351,22 @@ fn traffic(to: SocketAddr) -> u64 {
 
 // === the proxies ===
 
-/// Kills and reaps a process when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `SWITCHYARD_ENVOY`, else the workspace's `.venv/bin/envoy`.
-fn envoy_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_ENVOY") {
-        return PathBuf::from(path);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    assert!(
-        venv.exists(),
-        "no Envoy: set SWITCHYARD_ENVOY or run scripts/ensure-envoy.sh"
-    );
-    venv
-}
-
-/// The static cluster of the control plane (HTTP/2).
-fn xds_cluster(control_plane: SocketAddr) -> Value {
-    json!({
-        "name": "xds",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": "xds",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                "address": control_plane.ip().to_string(), "port_value": control_plane.port(),
-            }}}}]}],
-        },
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            },
-        },
-    })
-}
-
-/// A bootstrap for either proxy: ADS and the metrics service sink to the control plane.
+/// A bootstrap for either proxy: the base one and the metrics service sink to the control
+/// plane.
 fn bootstrap(node: &str, admin: u16, control_plane: SocketAddr, envoy_only: bool) -> Value {
-    let ads = json!({"ads": {}, "resource_api_version": "V3"});
-    let mut bootstrap = json!({
-        "node": {"id": node, "cluster": "web"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "stats_flush_interval": "1s",
-        "stats_sinks": [{
-            "name": "envoy.stat_sinks.metrics_service",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
-                "transport_api_version": "V3",
-                "report_counters_as_deltas": true,
-                "emit_tags_as_labels": true,
-                "histogram_emit_mode": "HISTOGRAM",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "xds"}},
-            },
-        }],
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}],
-            },
-            "cds_config": ads,
-            "lds_config": ads,
+    let mut bootstrap = parity::bootstrap(node, admin, control_plane);
+    bootstrap["stats_flush_interval"] = json!("1s");
+    bootstrap["stats_sinks"] = json!([{
+        "name": "envoy.stat_sinks.metrics_service",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+            "transport_api_version": "V3",
+            "report_counters_as_deltas": true,
+            "emit_tags_as_labels": true,
+            "histogram_emit_mode": "HISTOGRAM",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "xds"}},
         },
-        "static_resources": {"clusters": [xds_cluster(control_plane)]},
-    });
+    }]);
     if envoy_only {
         // Envoy's side of the contract (the bundled proxy keeps only these stats anyway).
         let buckets: Vec<f64> = latency_buckets_millis().collect();
@@ -572,58 +384,8 @@ fn bootstrap(node: &str, admin: u16, control_plane: SocketAddr, envoy_only: bool
 }
 
 fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Killed {
-    let envoy = node == ENVOY;
-    let path = dir.join(format!("{node}.json"));
-    std::fs::write(
-        &path,
-        bootstrap(node, admin, control_plane, envoy).to_string(),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join(format!("{node}.log"))).unwrap();
-    let mut command = if envoy {
-        let mut c = Command::new(envoy_bin());
-        c.arg("-c")
-            .arg(&path)
-            .args(["--disable-hot-restart", "-l", "warning"]);
-        c
-    } else {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard-proxy"));
-        c.arg("--bootstrap").arg(&path);
-        c
-    };
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {node}: {e}"));
-    let child = Killed(child);
-    let deadline = Instant::now() + PATIENCE;
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-    while !ready(admin) {
-        assert!(
-            Instant::now() < deadline,
-            "{node} not ready: {}",
-            std::fs::read_to_string(dir.join(format!("{node}.log"))).unwrap_or_default()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn ready(admin: SocketAddr) -> bool {
-    let Ok(mut conn) = TcpStream::connect_timeout(&admin, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    if conn
-        .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    let bootstrap = bootstrap(node, admin, control_plane, node == ENVOY);
+    parity::start(node, admin, &bootstrap, &[], dir)
 }
 
 // === what arrives ===
@@ -845,8 +607,8 @@ async fn the_proxy_pushes_the_golden_metrics_envoy_pushes() {
         (BUNDLED.to_owned(), bundled_port),
         (ENVOY.to_owned(), envoy_port),
     ]);
-    let cp = ControlPlane::start(ports, app, refused).await;
-    let (control_plane, mut rx) = (cp.address, cp.pushed);
+    let cp = start_control_plane(ports, app, refused).await;
+    let (control_plane, mut rx) = (cp.address, cp.received);
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), control_plane, dir.path());
     let _envoy = start(ENVOY, free_port(), control_plane, dir.path());
@@ -932,7 +694,7 @@ async fn the_proxy_pushes_the_golden_metrics_envoy_pushes() {
 async fn a_stream_that_fails_is_reopened_and_nothing_is_lost_or_counted_twice() {
     let app = start_app();
     let port = free_port();
-    let mut cp = ControlPlane::start(HashMap::from([(BUNDLED.to_owned(), port)]), app, app).await;
+    let mut cp = start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app).await;
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
     let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -947,7 +709,7 @@ async fn a_stream_that_fails_is_reopened_and_nothing_is_lost_or_counted_twice() 
     let mut streams = 0;
     let mut receive = async |tally: &mut Tally, until: Instant| {
         let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, cp.pushed.recv()).await {
+        match tokio::time::timeout(left, cp.received.recv()).await {
             Ok(Some(pushed)) => {
                 assert_eq!(pushed.message.identifier.is_some(), pushed.first);
                 streams += usize::from(pushed.first);

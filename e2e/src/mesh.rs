@@ -1056,6 +1056,17 @@ impl Drop for Mesh {
     }
 }
 
+/// A test's process (e.g. a proxy from [`start_proxy`]), killed and reaped when dropped: it
+/// stops however the test ends, and leaves no zombie behind.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts Pod `pod`'s proxy (Envoy or the bundled proxy) on the bootstrap at `path` (parsed:
 /// `bootstrap`), its log into `log`. Returns at once; wait for `/ready` on the admin address.
 pub fn start_proxy(

@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -61,6 +61,7 @@ use envoy_types::pb::{
 use prost::Name;
 use switchyard_e2e::{
     DataPlane,
+    mesh::Killed,
     netns::{APP_UID, Netns, POD_V4, PROXY_UID},
 };
 use switchyard_proxy_config::test_support::{
@@ -176,16 +177,6 @@ impl Drop for Servers {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

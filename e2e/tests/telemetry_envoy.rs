@@ -14,7 +14,6 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -30,7 +29,7 @@ use envoy_types::pb::envoy::service::metrics::v3::{
 use serde_json::json;
 use switchyard::telemetry::{StatPrefix, StatusClass, Store, Subject, UpstreamCluster, decode};
 use switchyard_adapters::model::ProxyId;
-use switchyard_e2e::mesh::{DataPlane, free_ports, http_get, start_proxy, wait_for};
+use switchyard_e2e::mesh::{DataPlane, Killed, free_ports, http_get, start_proxy, wait_for};
 use switchyard_proxy_config::metrics::{envoy, latency_buckets_millis};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -183,16 +182,6 @@ fn observe(message: &StreamMetricsMessage, first: bool) {
                 );
             }
         }
-    }
-}
-
-/// Kills and reaps Envoy when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
