@@ -142,6 +142,9 @@ func (c apiserverConfig) run(readyTimeout time.Duration, watchStdin bool, verbos
 		"--requestheader-client-ca-file=" + filepath.Join(c.dir, "front-proxy-ca.crt"),
 		"--requestheader-allowed-names=" + frontProxyClientName,
 		"--requestheader-username-headers=X-Remote-User",
+		// The user's UID too (RemoteRequestHeaderUID, on by default since 1.33): the operator
+		// passes it on in its SubjectAccessReview.
+		"--requestheader-uid-headers=X-Remote-Uid",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--proxy-client-cert-file=" + filepath.Join(c.dir, "front-proxy-client.crt"),
