@@ -22,6 +22,9 @@
 #                            without it, the CPU spent decoding and printing a tap's events
 #                            delays the client, and the client's latency counts it as the
 #                            proxies'
+#   BENCH_PATHS=             the sidecar paths to run, comma-separated (B2,B2t,E2,E2t; C2,C2t
+#                            with BENCH_PROXY_BASE); the direct path always runs; empty: all.
+#                            Fewer paths buy more rounds of the ones that matter in a given time
 #   BENCH_OUT=target/bench-proxy.json
 #   BENCH_PROXY_BASE=        another switchyard-proxy build (say, the parent commit's, built in a
 #                            second clone) run as a third pair in the same rounds: a change to the
@@ -60,6 +63,7 @@ CARGO_TARGET_DIR="$target_dir" "$cargo" build --release --locked \
 pin=()
 if [[ "${BENCH_PIN:-0}" == 1 ]]; then pin=(--pin); fi
 if [[ "${BENCH_OBSERVER_IDLE:-0}" == 1 ]]; then pin+=(--observer-idle); fi
+if [[ -n "${BENCH_PATHS:-}" ]]; then pin+=(--paths "$BENCH_PATHS"); fi
 base=()
 if [[ -n "${BENCH_PROXY_BASE:-}" ]]; then base=(--proxy-base "$BENCH_PROXY_BASE"); fi
 tap=()
