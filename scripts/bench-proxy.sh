@@ -34,6 +34,8 @@
 #                            shuffled with the untapped runs: added p99, CPU per 1,000 requests of
 #                            the pair and of the control plane, events delivered (about doubles
 #                            the run time)
+#   BENCH_TAP_CONTROL=0      1 (with BENCH_TAP=1): the tapped arm runs without a tap, prepared as
+#                            a tapped run is: the tap figures then read the bench's resolution
 #   CARGO_TARGET_DIR         where the release binaries are built (default: target)
 set -euo pipefail
 
@@ -68,6 +70,7 @@ base=()
 if [[ -n "${BENCH_PROXY_BASE:-}" ]]; then base=(--proxy-base "$BENCH_PROXY_BASE"); fi
 tap=()
 if [[ "${BENCH_TAP:-0}" == 1 ]]; then tap=(--tap); fi
+if [[ "${BENCH_TAP_CONTROL:-0}" == 1 ]]; then tap+=(--tap-control); fi
 
 exec python3 scripts/bench_proxy.py \
   --switchyard "$target_dir/release/switchyard" \
