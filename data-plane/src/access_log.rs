@@ -3,12 +3,12 @@
 //! streamed to the control plane ([`sink`]).
 //!
 //! The request path only gathers what it has at hand into a `Pending` (strings it would
-//! otherwise drop, instants, counters), and when the request ends (its response sent, or its
-//! stream gone) builds the entry and encodes it into the sink's buffer; sending happens in the
-//! sink's task, which the request does not wake (see [`sink`]). What every entry of a
-//! connection repeats (its addresses, its TLS peer) and the header names to log are made once
-//! per connection. A connection manager without an access log (the usual case) costs a
-//! request one check of an `Option`.
+//! otherwise drop, instants, counters). When the response's body is done the `Pending` goes to
+//! the access log's own low-priority thread ([`worker`]), which builds the entry, encodes it
+//! into the sink's buffer ([`deferred`]) and sends it ([`sink`]); the request thread wakes
+//! neither. What every entry of a connection repeats (its addresses, its TLS peer) and the
+//! header names to log are made once per connection. A connection manager without an access
+//! log (the usual case) costs a request one check of an `Option`.
 //!
 //! # What an entry holds, against Envoy 1.40
 //!
@@ -51,9 +51,11 @@
 //!   starts or ends the connection is drained (see `proxy`), as Envoy with
 //!   `--drain-strategy immediate`.
 
+pub mod deferred;
 pub mod sink;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 use std::{
     collections::HashMap,
@@ -85,6 +87,7 @@ use envoy_types::pb::{
 use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 
+use self::deferred::Deferred;
 pub use self::sink::Sinks;
 use crate::config::AccessLog;
 
@@ -95,6 +98,8 @@ pub struct Loggers {
     logs: Vec<(AccessLog, Arc<sink::Sink>)>,
     /// Per logger (as `logs`), the header names it logs, parsed.
     names: Vec<Names>,
+    /// Where a finished request waits for its entries to be made.
+    deferred: Arc<Deferred>,
 }
 
 /// The headers one logger logs; a configured name that is no header name never matches.
@@ -182,6 +187,8 @@ pub(crate) struct Pending {
     response: Option<Response>,
     first_tx: Option<Instant>,
     last_tx: Option<Instant>,
+    /// Dropped unlogged (counted by its sinks): dropping it makes no entry.
+    discarded: bool,
 }
 
 #[derive(Debug)]
@@ -205,7 +212,7 @@ pub(crate) struct Counted<B> {
 // === impl Loggers ===
 
 impl Loggers {
-    pub(crate) fn new(logs: Vec<(AccessLog, Arc<sink::Sink>)>) -> Self {
+    pub(crate) fn new(logs: Vec<(AccessLog, Arc<sink::Sink>)>, deferred: Arc<Deferred>) -> Self {
         let parsed = |names: &[String]| {
             names
                 .iter()
@@ -220,7 +227,11 @@ impl Loggers {
                 response_trailers: parsed(&log.response_trailers),
             })
             .collect();
-        Loggers { logs, names }
+        Loggers {
+            logs,
+            names,
+            deferred,
+        }
     }
 }
 
@@ -317,6 +328,7 @@ impl Pending {
             response: None,
             first_tx: None,
             last_tx: None,
+            discarded: false,
         })
     }
 
@@ -378,6 +390,21 @@ impl Pending {
     /// The response's last byte went out.
     pub(crate) fn finished(&mut self) {
         self.last_tx.get_or_insert_with(Instant::now);
+    }
+
+    /// The request is over: its entries are made on the access log's thread (dropping a
+    /// `Pending` makes them at once).
+    pub(crate) fn defer(self: Box<Self>) {
+        let deferred = Arc::clone(&self.loggers.deferred);
+        deferred.push(self);
+    }
+
+    /// The request is over and its entries are not made: each of its sinks counts one dropped.
+    fn discard(mut self: Box<Self>) {
+        for (_, sink) in &self.loggers.logs {
+            sink.dropped();
+        }
+        self.discarded = true;
     }
 
     /// The entry for logger `index`; the last one takes the strings rather than copy them.
@@ -486,6 +513,9 @@ impl Pending {
 impl Drop for Pending {
     /// The request is over: its entry goes to every logger.
     fn drop(&mut self) {
+        if self.discarded {
+            return;
+        }
         let loggers = self.loggers.clone();
         let count = loggers.logs.len();
         for (index, (_, sink)) in loggers.logs.iter().enumerate() {

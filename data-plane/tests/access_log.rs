@@ -368,6 +368,24 @@ fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Kille
     parity::start(node, admin, &bootstrap, &["--concurrency", "1"], dir)
 }
 
+/// The name and nice value of each of process `pid`'s threads (`/proc/<pid>/task`), by
+/// thread id (the main thread's is `pid`).
+fn thread_nice(pid: u32) -> HashMap<u32, (String, i32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let dir = task.unwrap().path();
+            let tid = dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // After the `(comm)`: state is field 3 and nice field 19 of proc(5).
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice = after.split(' ').nth(16).unwrap().parse().unwrap();
+            (tid, (name.trim().to_owned(), nice))
+        })
+        .collect()
+}
+
 /// The body of `GET path` on the admin port.
 fn admin_get(admin: u16, path: &str) -> String {
     let mut conn = TcpStream::connect_timeout(
@@ -486,7 +504,7 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
     let (control_plane, mut rx, server) = (cp.address, cp.received, cp.server);
     let dir = tempfile::tempdir().unwrap();
     let bundled_admin = free_port();
-    let _bundled = start(BUNDLED, bundled_admin, control_plane, dir.path());
+    let bundled_proxy = start(BUNDLED, bundled_admin, control_plane, dir.path());
     let _envoy = start(ENVOY, free_port(), control_plane, dir.path());
 
     tokio::task::spawn_blocking(move || {
@@ -496,6 +514,18 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
     })
     .await
     .unwrap();
+    // The entries are made and sent on a thread of the lowest priority; the proxy's own
+    // thread keeps the priority it was started with (this test's).
+    let pid = bundled_proxy.0.id();
+    let threads = thread_nice(pid);
+    let mine = thread_nice(std::process::id())[&std::process::id()].1;
+    assert!(
+        threads
+            .values()
+            .any(|(name, nice)| name == "access-log" && *nice == 19),
+        "{threads:?}"
+    );
+    assert_eq!(threads[&pid].1, mine, "the main thread: {threads:?}");
 
     let expected = requests().len();
     let mut logs: HashMap<String, Log> = HashMap::new();

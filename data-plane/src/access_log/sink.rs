@@ -18,7 +18,7 @@
 use std::{
     collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak},
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -35,13 +35,13 @@ use prost::{
     Message as _,
     encoding::{WireType, encode_key, encode_varint},
 };
-use tokio::sync::Notify;
+use tokio::{runtime::Handle, sync::Notify};
 use tonic::{
     Status,
     codec::{DecodeBuf, EncodeBuf},
 };
 
-use super::Loggers;
+use super::{Loggers, deferred::Deferred, worker::Worker};
 use crate::{
     ads,
     bootstrap::Bootstrap,
@@ -70,6 +70,11 @@ pub struct Sinks {
     by_name: Mutex<HashMap<String, Weak<Sink>>>,
     /// Those the current configuration names.
     configured: Mutex<HashMap<String, Arc<Sink>>>,
+    /// Finished requests of every connection that logs, waiting for their entries.
+    pub(super) deferred: Arc<Deferred>,
+    /// The thread the sinks' tasks run on, started with the first sink; `None` inside when it
+    /// could not start (the tasks then run on the caller's runtime).
+    worker: OnceLock<Option<Worker>>,
 }
 
 /// The handle of one log's buffer and stream; dropping the last one ends the stream.
@@ -143,6 +148,24 @@ impl Sinks {
             metrics,
             by_name: Mutex::new(HashMap::new()),
             configured: Mutex::new(HashMap::new()),
+            deferred: Arc::default(),
+            worker: OnceLock::new(),
+        }
+    }
+
+    /// The runtime of the access log's tasks: its own thread's, or the caller's when that
+    /// thread could not start.
+    fn runtime(&self) -> Handle {
+        let worker = self.worker.get_or_init(|| match Worker::start() {
+            Ok(worker) => Some(worker),
+            Err(error) => {
+                tracing::warn!(%error, "access log: no thread of its own; runs on the proxy's");
+                None
+            }
+        });
+        match worker {
+            Some(worker) => worker.handle().clone(),
+            None => Handle::current(),
         }
     }
 
@@ -180,7 +203,8 @@ impl Sinks {
             .iter()
             .map(|log| (log.clone(), self.sink(log)))
             .collect();
-        Some(Arc::new(Loggers::new(logs)))
+        self.deferred.start(&self.runtime());
+        Some(Arc::new(Loggers::new(logs, self.deferred.clone())))
     }
 
     fn sink(&self, log: &AccessLog) -> Arc<Sink> {
@@ -191,19 +215,21 @@ impl Sinks {
         by_name.retain(|_, sink| sink.strong_count() > 0);
         let dropped = self.metrics.counter(
             "access_log_entries_dropped_total",
-            "Access log entries dropped: the buffer was full, or no stream was up at a flush.",
+            "Access log entries dropped: the buffer was full, no stream was up at a flush, or too \
+             many finished requests waited for their entries.",
             &[("log_name", &log.log_name)],
         );
         let outbox = Arc::new(Outbox::new(log, dropped));
         match &self.bootstrap {
             Some(bootstrap) => {
                 tracing::info!(log_name = %log.log_name, "access log: streaming to the control plane");
-                tokio::spawn(run(bootstrap.clone(), outbox.clone(), log.flush_interval));
+                self.runtime()
+                    .spawn(run(bootstrap.clone(), outbox.clone(), log.flush_interval));
             }
             // Nowhere to send: every flush drops what waits.
             None => {
                 let (outbox, interval) = (outbox.clone(), log.flush_interval);
-                tokio::spawn(async move {
+                self.runtime().spawn(async move {
                     tokio::select! {
                         () = ticks(outbox.clone(), interval) => {}
                         () = outbox.closed() => {}
@@ -214,6 +240,12 @@ impl Sinks {
         let sink = Arc::new(Sink { outbox });
         by_name.insert(log.log_name.clone(), Arc::downgrade(&sink));
         sink
+    }
+}
+
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        self.deferred.close();
     }
 }
 
@@ -288,9 +320,14 @@ impl Sink {
 }
 
 impl Sink {
-    /// Queues `entry` (the request path): dropped and counted when the buffer is full.
+    /// Queues `entry`: dropped and counted when the buffer is full.
     pub(crate) fn push(&self, entry: &HttpAccessLogEntry) {
         self.outbox.push(entry);
+    }
+
+    /// Counts an entry dropped before it was made.
+    pub(crate) fn dropped(&self) {
+        self.outbox.dropped.inc();
     }
 }
 
@@ -325,8 +362,8 @@ impl Outbox {
             let room = self.buffer_bytes.saturating_add(4 * 1024);
             inner.entries.reserve(room.min(MAX_PENDING_BYTES));
         }
-        // Encoded in place, under the lock: one pass over the entry, and a sidecar runs one
-        // worker thread, so nobody waits for it. What does not fit is taken out again.
+        // Encoded in place, under the lock: one pass over the entry, on the access log's own
+        // thread, so no request waits for it. What does not fit is taken out again.
         let before = inner.entries.len();
         prost::encoding::message::encode(LOG_ENTRY_FIELD, entry, &mut inner.entries);
         if inner.entries.len() > MAX_PENDING_BYTES {

@@ -65,7 +65,7 @@ fn downstream(tls: bool) -> Arc<Downstream> {
 fn an_entry_holds_the_request_its_response_and_the_configured_headers_only() {
     let dropped = Arc::new(Counter::default());
     let (sink, outbox) = Sink::detached(&log("tap", 0), dropped.clone());
-    let loggers = Arc::new(Loggers::new(vec![(log("tap", 0), sink)]));
+    let loggers = Arc::new(Loggers::new(vec![(log("tap", 0), sink)], Arc::default()));
     let request = Request::post("/orders?id=7")
         .version(Version::HTTP_11)
         .header(header::HOST, "web.demo:80")
@@ -166,7 +166,7 @@ fn an_entry_holds_the_request_its_response_and_the_configured_headers_only() {
 #[test]
 fn a_request_without_a_response_is_logged_with_its_flag() {
     let (sink, outbox) = Sink::detached(&log("tap", 0), Arc::default());
-    let loggers = Arc::new(Loggers::new(vec![(log("tap", 0), sink)]));
+    let loggers = Arc::new(Loggers::new(vec![(log("tap", 0), sink)], Arc::default()));
     let request = Request::get("http://down/").body(()).unwrap();
     let mut pending = Pending::start(loggers, downstream(false), &request, Instant::now());
     pending.routed.flag = Some(Flag::UpstreamRequestTimeout);
@@ -343,7 +343,7 @@ fn cost() {
     let outbox_log = log("tap", 16_384);
     let (sink, outbox) = Sink::detached(&outbox_log, Arc::default());
     let _outgoing = outbox.open(node());
-    let loggers = Arc::new(Loggers::new(vec![(outbox_log, sink)]));
+    let loggers = Arc::new(Loggers::new(vec![(outbox_log, sink)], Arc::default()));
     let downstream = downstream(true);
     let mut head = HeaderMap::new();
     head.insert("grpc-status", HeaderValue::from_static("0"));
@@ -410,4 +410,128 @@ fn cost() {
          {baseline:?}: the log's share {:?}",
         per_request.saturating_sub(baseline)
     );
+}
+
+/// A finished request of `path`, its `Pending` handed to `loggers`' deferred queue.
+fn finish(loggers: &Arc<Loggers>, path: &str) {
+    let request = Request::get(path)
+        .header(header::HOST, "web.demo:80")
+        .body(())
+        .unwrap();
+    let mut pending = Pending::start(loggers.clone(), downstream(false), &request, Instant::now());
+    pending.respond(200, &HeaderMap::new());
+    pending.finished();
+    pending.defer();
+}
+
+/// The paths of the entries `outbox` holds now (`buffer_bytes` 0: all of them at once).
+fn logged_paths(outbox: &Outbox) -> Vec<String> {
+    match take(outbox, 1) {
+        Poll::Pending => Vec::new(),
+        Poll::Ready(Some(message)) => entries(&message)
+            .iter()
+            .map(|e| e.request.as_ref().unwrap().path.clone())
+            .collect(),
+        Poll::Ready(None) => panic!("the stream ended"),
+    }
+}
+
+/// What `outbox` holds after the runtime ran its other tasks 16 times, no time passing.
+async fn logged_after_yielding(outbox: &Outbox) -> Vec<String> {
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    logged_paths(outbox)
+}
+
+/// A sink of `buffer_bytes` 0 with a stream open, behind loggers on `deferred`.
+fn deferred_loggers(deferred: &Arc<Deferred>) -> (Arc<Loggers>, Arc<Outbox>, Arc<Counter>) {
+    let dropped = Arc::new(Counter::default());
+    let (sink, outbox) = Sink::detached(&log("tap", 0), dropped.clone());
+    outbox.open(node());
+    let loggers = Arc::new(Loggers::new(vec![(log("tap", 0), sink)], deferred.clone()));
+    (loggers, outbox, dropped)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn finished_requests_entries_are_made_by_the_drain_task_every_interval() {
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(&tokio::runtime::Handle::current());
+    let (loggers, outbox, _) = deferred_loggers(&deferred);
+
+    finish(&loggers, "/a");
+    finish(&loggers, "/b");
+    // Not on the request path, and a request wakes nothing.
+    assert_eq!(logged_paths(&outbox), Vec::<String>::new());
+    assert_eq!(logged_after_yielding(&outbox).await, Vec::<String>::new());
+    tokio::time::sleep(deferred::DRAIN_INTERVAL).await;
+    assert_eq!(logged_after_yielding(&outbox).await, ["/a", "/b"]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn enough_waiting_requests_wake_the_drain_task_before_its_interval() {
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(&tokio::runtime::Handle::current());
+    let (loggers, outbox, _) = deferred_loggers(&deferred);
+
+    for i in 1..deferred::WAKE_AT {
+        finish(&loggers, &format!("/{i}"));
+    }
+    assert_eq!(logged_after_yielding(&outbox).await, Vec::<String>::new());
+    finish(&loggers, "/last");
+    let logged = logged_after_yielding(&outbox).await;
+    assert_eq!(logged.len(), deferred::WAKE_AT);
+    assert_eq!(logged.last().map(String::as_str), Some("/last"));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn past_the_bound_entries_are_dropped_and_counted_and_without_a_task_made_inline() {
+    // Never started: made where the request finishes.
+    let (loggers, outbox, _) = deferred_loggers(&Arc::default());
+    finish(&loggers, "/inline");
+    assert_eq!(logged_paths(&outbox), ["/inline"]);
+
+    // Started, with the queue full: the next one is dropped and counted, not made here.
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(&tokio::runtime::Handle::current());
+    let (loggers, outbox, dropped) = deferred_loggers(&deferred);
+    for i in 0..deferred::MAX_DEFERRED {
+        finish(&loggers, &format!("/queued/{i}"));
+    }
+    finish(&loggers, "/over");
+    assert_eq!(dropped.get(), 1);
+    assert_eq!(logged_paths(&outbox), Vec::<String>::new());
+    tokio::time::sleep(deferred::DRAIN_INTERVAL).await;
+    let queued = logged_after_yielding(&outbox).await;
+    assert_eq!(queued.len(), deferred::MAX_DEFERRED);
+    assert_eq!(queued[0], "/queued/0");
+    assert!(!queued.iter().any(|p| p == "/over"));
+    assert_eq!(dropped.get(), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn closing_makes_what_waits_ends_the_task_and_later_entries_are_made_inline() {
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(&tokio::runtime::Handle::current());
+    let (loggers, outbox, _) = deferred_loggers(&deferred);
+    finish(&loggers, "/before");
+    deferred.close();
+    finish(&loggers, "/after");
+    // `/after` was made at once; `/before` waits for the task, which the close woke.
+    assert_eq!(logged_paths(&outbox), ["/after"]);
+    assert_eq!(logged_after_yielding(&outbox).await, ["/before"]);
+    // The task let go of the queue: only this test and the loggers hold it.
+    assert_eq!(Arc::strong_count(&deferred), 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_sinks_closes_their_queue() {
+    let sinks = Sinks::new(None, Arc::new(Registry::default()));
+    let deferred = sinks.deferred.clone();
+    deferred.start(&tokio::runtime::Handle::current());
+    drop(sinks);
+    // Closed: a request now is made where it finishes.
+    let (loggers, outbox, _) = deferred_loggers(&deferred);
+    finish(&loggers, "/late");
+    assert_eq!(logged_paths(&outbox), ["/late"]);
 }

@@ -203,8 +203,17 @@ pub(super) struct Tracked<B> {
     _request: Request,
     _timer: ResponseTimer,
     /// The request's access log entry, when its connection manager has an access log:
-    /// queued when the body is dropped.
+    /// deferred when the body is dropped.
     log: Option<Box<Pending>>,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        // hyper drops the body as it takes its last frame, before it writes that frame.
+        if let Some(log) = self.log.take() {
+            log.defer();
+        }
+    }
 }
 
 impl<B: Body> Tracked<B> {

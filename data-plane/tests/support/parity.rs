@@ -234,7 +234,7 @@ pub(crate) fn read_request(conn: &TcpStream) -> Option<(String, Vec<u8>)> {
 // === the proxies ===
 
 /// Kills and reaps a process when the test ends, however it ends.
-pub(crate) struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
