@@ -154,14 +154,22 @@ impl Sinks {
     }
 
     /// The runtime of the access log's tasks: its own thread's, or the caller's when that
-    /// thread could not start.
+    /// thread could not start. The first call, made by the first sink (which every `Loggers`
+    /// has), also starts the deferred queue's drain there.
     fn runtime(&self) -> Handle {
-        let worker = self.worker.get_or_init(|| match Worker::start() {
-            Ok(worker) => Some(worker),
-            Err(error) => {
-                tracing::warn!(%error, "access log: no thread of its own; runs on the proxy's");
-                None
-            }
+        let worker = self.worker.get_or_init(|| {
+            let worker = match Worker::start() {
+                Ok(worker) => Some(worker),
+                Err(error) => {
+                    tracing::warn!(%error, "access log: no thread of its own; runs on the proxy's");
+                    None
+                }
+            };
+            let handle = worker
+                .as_ref()
+                .map_or_else(Handle::current, |w| w.handle().clone());
+            self.deferred.start(&handle);
+            worker
         });
         match worker {
             Some(worker) => worker.handle().clone(),
@@ -203,7 +211,6 @@ impl Sinks {
             .iter()
             .map(|log| (log.clone(), self.sink(log)))
             .collect();
-        self.deferred.start(&self.runtime());
         Some(Arc::new(Loggers::new(logs, self.deferred.clone())))
     }
 

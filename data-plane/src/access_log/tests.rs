@@ -444,6 +444,14 @@ async fn logged_after_yielding(outbox: &Outbox) -> Vec<String> {
     logged_paths(outbox)
 }
 
+/// A deferred queue drained on this test's runtime, and loggers on it as `deferred_loggers`.
+fn started() -> (Arc<Deferred>, Arc<Loggers>, Arc<Outbox>, Arc<Counter>) {
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(&tokio::runtime::Handle::current());
+    let (loggers, outbox, dropped) = deferred_loggers(&deferred);
+    (deferred, loggers, outbox, dropped)
+}
+
 /// A sink of `buffer_bytes` 0 with a stream open, behind loggers on `deferred`.
 fn deferred_loggers(deferred: &Arc<Deferred>) -> (Arc<Loggers>, Arc<Outbox>, Arc<Counter>) {
     let dropped = Arc::new(Counter::default());
@@ -455,9 +463,7 @@ fn deferred_loggers(deferred: &Arc<Deferred>) -> (Arc<Loggers>, Arc<Outbox>, Arc
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn finished_requests_entries_are_made_by_the_drain_task_every_interval() {
-    let deferred = Arc::new(Deferred::default());
-    deferred.start(&tokio::runtime::Handle::current());
-    let (loggers, outbox, _) = deferred_loggers(&deferred);
+    let (_deferred, loggers, outbox, _) = started();
 
     finish(&loggers, "/a");
     finish(&loggers, "/b");
@@ -470,9 +476,7 @@ async fn finished_requests_entries_are_made_by_the_drain_task_every_interval() {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn enough_waiting_requests_wake_the_drain_task_before_its_interval() {
-    let deferred = Arc::new(Deferred::default());
-    deferred.start(&tokio::runtime::Handle::current());
-    let (loggers, outbox, _) = deferred_loggers(&deferred);
+    let (_deferred, loggers, outbox, _) = started();
 
     for i in 1..deferred::WAKE_AT {
         finish(&loggers, &format!("/{i}"));
@@ -492,9 +496,7 @@ async fn past_the_bound_entries_are_dropped_and_counted_and_without_a_task_made_
     assert_eq!(logged_paths(&outbox), ["/inline"]);
 
     // Started, with the queue full: the next one is dropped and counted, not made here.
-    let deferred = Arc::new(Deferred::default());
-    deferred.start(&tokio::runtime::Handle::current());
-    let (loggers, outbox, dropped) = deferred_loggers(&deferred);
+    let (_deferred, loggers, outbox, dropped) = started();
     for i in 0..deferred::MAX_DEFERRED {
         finish(&loggers, &format!("/queued/{i}"));
     }
@@ -511,9 +513,7 @@ async fn past_the_bound_entries_are_dropped_and_counted_and_without_a_task_made_
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn closing_makes_what_waits_ends_the_task_and_later_entries_are_made_inline() {
-    let deferred = Arc::new(Deferred::default());
-    deferred.start(&tokio::runtime::Handle::current());
-    let (loggers, outbox, _) = deferred_loggers(&deferred);
+    let (deferred, loggers, outbox, _) = started();
     finish(&loggers, "/before");
     deferred.close();
     finish(&loggers, "/after");
