@@ -368,9 +368,12 @@ fn start(node: &str, admin: u16, control_plane: SocketAddr, dir: &Path) -> Kille
     parity::start(node, admin, &bootstrap, &["--concurrency", "1"], dir)
 }
 
-/// The name and nice value of each of process `pid`'s threads (`/proc/<pid>/task`), by
-/// thread id (the main thread's is `pid`).
-fn thread_nice(pid: u32) -> HashMap<u32, (String, i32)> {
+/// How `/proc/<pid>/task/<tid>/stat` writes `SCHED_IDLE` (sched(7)).
+const SCHED_IDLE: u32 = 5;
+
+/// The name, nice value and scheduling policy of each of process `pid`'s threads
+/// (`/proc/<pid>/task`), by thread id (the main thread's is `pid`).
+fn thread_priorities(pid: u32) -> HashMap<u32, (String, i32, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .map(|task| {
@@ -378,10 +381,11 @@ fn thread_nice(pid: u32) -> HashMap<u32, (String, i32)> {
             let tid = dir.file_name().unwrap().to_str().unwrap().parse().unwrap();
             let name = std::fs::read_to_string(dir.join("comm")).unwrap();
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-            // After the `(comm)`: state is field 3 and nice field 19 of proc(5).
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let nice = after.split(' ').nth(16).unwrap().parse().unwrap();
-            (tid, (name.trim().to_owned(), nice))
+            // After the `(comm)`: state is field 3, nice field 19 and policy field 41 of proc(5).
+            let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+            let nice = after[16].parse().unwrap();
+            let policy = after[38].parse().unwrap();
+            (tid, (name.trim().to_owned(), nice, policy))
         })
         .collect()
 }
@@ -514,18 +518,21 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
     })
     .await
     .unwrap();
-    // The entries are made and sent on a thread of the lowest priority; the proxy's own
-    // thread keeps the priority it was started with (this test's).
+    // The entries are made and sent on a thread of the lowest priority (SCHED_IDLE, nice 19);
+    // the proxy's own thread keeps the policy and priority it was started with (this test's).
     let pid = bundled_proxy.0.id();
-    let threads = thread_nice(pid);
-    let mine = thread_nice(std::process::id())[&std::process::id()].1;
+    let threads = thread_priorities(pid);
+    let mine = thread_priorities(std::process::id())[&std::process::id()].clone();
     assert!(
         threads
             .values()
-            .any(|(name, nice)| name == "access-log" && *nice == 19),
+            .any(|(name, nice, policy)| name == "access-log"
+                && *nice == 19
+                && *policy == SCHED_IDLE),
         "{threads:?}"
     );
-    assert_eq!(threads[&pid].1, mine, "the main thread: {threads:?}");
+    assert_eq!(threads[&pid].1, mine.1, "the main thread: {threads:?}");
+    assert_eq!(threads[&pid].2, mine.2, "the main thread: {threads:?}");
 
     let expected = requests().len();
     let mut logs: HashMap<String, Log> = HashMap::new();

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  response body done ─▶ Deferred::push(Box<Pending>) ─▶ drain, every DRAIN_INTERVAL
-//!  (request thread: a pointer into a Vec, no wake-up)     (access-log thread): entry ─▶ Sink
+//!  (request thread: a pointer into a lock-free array,     (access-log thread): entry ─▶ Sink
+//!   no lock, no wake-up)
 //! ```
 //!
 //! Building and encoding an entry costs a few µs; on the request thread it ran between the
@@ -15,10 +16,14 @@
 //! sink's buffer is full, so a starved thread never makes the request thread build them.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::SeqCst},
+    },
     time::Duration,
 };
 
+use crossbeam_queue::ArrayQueue;
 use tokio::{runtime::Handle, sync::Notify, time::MissedTickBehavior};
 
 use super::Pending;
@@ -35,70 +40,79 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const WAKE_AT: usize = 128;
 
 /// Finished requests whose entries are still to be made.
-#[derive(Debug, Default)]
+///
+/// Lock-free: the drain task runs at the lowest priority ([`super::worker`]), and a request
+/// thread that waited for a lock it held would wait for whatever else the CPU runs first.
+#[derive(Debug)]
 pub struct Deferred {
-    inner: Mutex<Inner>,
+    /// The request path hands over the box it has: a pointer, not a copy of the request.
+    waiting: ArrayQueue<Box<Pending>>,
+    /// Whether a drain task runs (and will take what is pushed); set once.
+    draining: AtomicBool,
+    /// The sinks are gone: the task makes what waits and ends; later requests' entries are
+    /// made where they finish. Set once.
+    closed: AtomicBool,
     /// Wakes the drain task: [`WAKE_AT`] requests wait, or the sinks are gone.
     ready: Notify,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    #[expect(
-        clippy::vec_box,
-        reason = "the request path hands over the box it has: a pointer, not a copy of the request"
-    )]
-    waiting: Vec<Box<Pending>>,
-    /// Whether a drain task runs (and will take what is pushed).
-    draining: bool,
-    /// The sinks are gone: the task makes what waits and ends; later requests' entries are
-    /// made where they finish.
-    closed: bool,
+impl Default for Deferred {
+    fn default() -> Self {
+        Deferred {
+            waiting: ArrayQueue::new(MAX_DEFERRED),
+            draining: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            ready: Notify::new(),
+        }
+    }
 }
 
 impl Deferred {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Starts the task that makes the entries on `runtime`, once; until then, entries are made
     /// where requests finish.
     pub(crate) fn start(self: &Arc<Self>, runtime: &Handle) {
-        let mut inner = self.lock();
-        if inner.draining || inner.closed {
+        if self.closed.load(SeqCst) || self.draining.swap(true, SeqCst) {
             return;
         }
-        inner.draining = true;
-        drop(inner);
         runtime.spawn(Arc::clone(self).drain());
     }
 
     /// `pending`'s entries are made by the drain task; here, when none runs; dropped and
     /// counted when [`MAX_DEFERRED`] wait.
     pub(crate) fn push(&self, pending: Box<Pending>) {
-        let mut inner = self.lock();
-        if !inner.draining || inner.closed {
-            drop(inner);
+        if !self.draining.load(SeqCst) || self.closed.load(SeqCst) {
             drop(pending);
             return;
         }
-        if inner.waiting.len() >= MAX_DEFERRED {
-            drop(inner);
+        if let Err(pending) = self.waiting.push(pending) {
             pending.discard();
             return;
         }
-        inner.waiting.push(pending);
-        let wake = inner.waiting.len() == WAKE_AT;
-        drop(inner);
-        if wake {
+        // Closed since the check above: the task may have ended before this push, so what
+        // waits is made here (closing is not on a request's path).
+        if self.closed.load(SeqCst) {
+            self.make_waiting();
+        } else if self.waiting.len() >= WAKE_AT {
             self.ready.notify_one();
         }
     }
 
     /// No more sinks: the drain task makes what waits, then ends.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        self.closed.store(true, SeqCst);
         self.ready.notify_one();
+    }
+
+    /// Makes the entries of what waits now (at most [`MAX_DEFERRED`], so a steady stream of
+    /// pushes cannot keep one turn going).
+    fn make_waiting(&self) {
+        for _ in 0..MAX_DEFERRED {
+            // Dropping a `Pending` makes its entries and queues them in their sinks.
+            let Some(pending) = self.waiting.pop() else {
+                return;
+            };
+            drop(pending);
+        }
     }
 
     async fn drain(self: Arc<Self>) {
@@ -106,21 +120,15 @@ impl Deferred {
         let first = tokio::time::Instant::now() + DRAIN_INTERVAL;
         let mut ticks = tokio::time::interval_at(first, DRAIN_INTERVAL);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Swapped with the queue at every turn, so neither side reallocates in steady state.
-        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.ready.notified() => {}
             }
-            let closed = {
-                let mut inner = self.lock();
-                std::mem::swap(&mut inner.waiting, &mut batch);
-                inner.closed
-            };
-            // Dropping a `Pending` makes its entries and queues them in their sinks.
-            batch.clear();
-            // Once closed nothing is queued any more (`push` makes it inline).
+            // Read before the queue: a push that saw the queue open is then taken here, and
+            // one that came later saw it closed and made its own.
+            let closed = self.closed.load(SeqCst);
+            self.make_waiting();
             if closed {
                 return;
             }

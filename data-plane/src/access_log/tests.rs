@@ -535,3 +535,53 @@ async fn dropping_the_sinks_closes_their_queue() {
     finish(&loggers, "/late");
     assert_eq!(logged_paths(&outbox), ["/late"]);
 }
+
+#[test]
+fn requests_finished_on_many_threads_while_the_queue_closes_are_all_made_or_counted() {
+    const THREADS: usize = 4;
+    // More than the queue holds, so some are dropped and counted as well.
+    const EACH: usize = 600;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let deferred = Arc::new(Deferred::default());
+    deferred.start(runtime.handle());
+    let (loggers, outbox, dropped) = deferred_loggers(&deferred);
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let loggers = loggers.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    finish(&loggers, &format!("/{t}/{i}"));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2));
+    deferred.close();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    // Every request's entry is made, by the task or where it finished, or dropped and
+    // counted; none is left waiting in a queue nothing drains.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut made = 0;
+    while made + dropped.get() as usize != THREADS * EACH {
+        match take(&outbox, 1) {
+            Poll::Ready(Some(message)) => made += entries(&message).len(),
+            Poll::Ready(None) => panic!("the stream ended"),
+            Poll::Pending => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "made {made}, dropped {}, of {}",
+                    dropped.get(),
+                    THREADS * EACH
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    assert!(made > 0);
+}

@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+
 use super::*;
 
 /// Runs `f` on the worker's runtime and returns what it gives.
@@ -11,20 +13,29 @@ fn on_worker<T: Send + 'static>(worker: &Worker, f: impl FnOnce() -> T + Send + 
     rx.recv_timeout(Duration::from_secs(5)).unwrap()
 }
 
+/// The calling thread's scheduling policy and nice value.
+fn priority() -> (ThreadSchedulePolicy, i32) {
+    let policy = thread_priority::thread_schedule_policy().unwrap();
+    let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+    (policy, nice)
+}
+
 #[test]
 fn the_thread_is_named_and_runs_at_the_lowest_priority() {
-    let mine = || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-    let before = mine();
+    let before = priority();
     let worker = Worker::start().unwrap();
-    let (name, nice) = on_worker(&worker, || {
+    let (name, (policy, nice)) = on_worker(&worker, || {
         let name = std::thread::current().name().map(str::to_owned);
-        let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        (name, nice)
+        (name, priority())
     });
     assert_eq!(name.as_deref(), Some(THREAD_NAME));
+    assert_eq!(
+        policy,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+    );
     assert_eq!(nice, NICE);
-    // Only that thread: the caller's priority is untouched.
-    assert_eq!(mine(), before);
+    // Only that thread: the caller's policy and priority are untouched.
+    assert_eq!(priority(), before);
 }
 
 #[test]
