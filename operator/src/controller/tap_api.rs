@@ -35,7 +35,8 @@
 //! trust each other as [`replica`] describes: a request to [`REPLICA_TAP_PATH`] is served only
 //! to another replica ([`same_key`]), and only from the local Hub. A peer that fails or goes
 //! away is logged and skipped. Each replica applies the session's `max_rps` to its own
-//! proxies' events.
+//! proxies' events, and the merged stream applies it again ([`crate::tap::stream::merged`]), so
+//! a session gets at most `max_rps` events a second from all replicas together.
 
 #[cfg(test)]
 mod tests;

@@ -153,14 +153,14 @@ struct Entry {
 
 /// A token bucket of `rate` tokens a second, holding at most one second's worth.
 #[derive(Debug)]
-struct Bucket {
+pub(super) struct Bucket {
     rate: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn new(rate: u32, now: Instant) -> Self {
+    pub(super) fn new(rate: u32, now: Instant) -> Self {
         Bucket {
             rate: f64::from(rate),
             tokens: f64::from(rate),
@@ -168,7 +168,7 @@ impl Bucket {
         }
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    pub(super) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.at = now;
@@ -195,12 +195,19 @@ impl Default for Hub {
 #[derive(Debug)]
 pub struct Session {
     id: u64,
+    /// The filter's `max_rps`, for streams that merge other replicas' events into this one's.
+    max_rps: u32,
     hub: Arc<Hub>,
     events: mpsc::Receiver<TapEvent>,
     reorder: Reorder,
 }
 
 impl Session {
+    /// The most events a second the session's filter asks for.
+    pub fn max_rps(&self) -> u32 {
+        self.max_rps
+    }
+
     /// The next event, at least [`WINDOW`](super::reorder::WINDOW) after it arrived; `None`
     /// never comes while the session is open.
     pub async fn next(&mut self) -> Option<TapEvent> {
@@ -235,6 +242,7 @@ impl Hub {
     /// When [`MAX_SESSIONS`] are open.
     pub fn open(self: &Arc<Self>, filter: TapFilter) -> Result<Session, String> {
         let (tx, events) = mpsc::channel(SESSION_QUEUE);
+        let max_rps = filter.max_rps;
         let id = {
             let mut inner = self.lock();
             if inner.sessions.len() >= MAX_SESSIONS {
@@ -251,6 +259,7 @@ impl Hub {
         self.changes.send_modify(|n| *n += 1);
         Ok(Session {
             id,
+            max_rps,
             hub: Arc::clone(self),
             events,
             reorder: Reorder::new(SESSION_QUEUE),

@@ -10,7 +10,11 @@
 //! client that went away, so a cancelled tap ends within that time and its proxies are untapped.
 //! [`merged`] adds the events other replicas send (the tap API's fan-out) to a local session's.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
@@ -18,7 +22,7 @@ use hyper::{Response, StatusCode, body::Frame, header};
 
 use tokio::sync::mpsc;
 
-use super::{Hub, Session, TapEvent, TapFilter};
+use super::{Hub, Session, TapEvent, TapFilter, hub::Bucket};
 
 /// The longest a tap stream stays silent.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -59,43 +63,58 @@ fn stream(session: Session) -> Body {
 /// The stream of `session`'s events and, with `others`, of the events sent there, as they
 /// come; `guard` is dropped with the body (whatever feeds `others` stops with it). Ends only
 /// when the client goes: `others` closing leaves the local session's events.
+///
+/// With `others`, the session's `max_rps` holds for the merged stream as well: each replica
+/// keeps it for its own proxies' events, and N replicas' merged here would give N times it.
 pub fn merged<G: Send + 'static>(
     session: Session,
     others: Option<mpsc::Receiver<TapEvent>>,
     guard: G,
 ) -> Body {
-    let state = (session, others, guard);
-    let lines =
-        futures_util::stream::unfold(state, |(mut session, mut others, guard)| async move {
-            let next = async {
-                match others.as_mut() {
-                    Some(rx) => tokio::select! {
-                        event = session.next() => Next::Event(event.map(Box::new)),
-                        event = rx.recv() => match event {
-                            Some(event) => Next::Event(Some(Box::new(event))),
-                            None => Next::OthersClosed,
+    let bucket = others
+        .is_some()
+        .then(|| Bucket::new(session.max_rps(), Instant::now()));
+    let state = (session, others, guard, bucket);
+    let lines = futures_util::stream::unfold(
+        state,
+        |(mut session, mut others, guard, mut bucket)| async move {
+            // Events the rate drops do not count as writing: the heartbeat's deadline holds.
+            let silent_until = tokio::time::Instant::now() + HEARTBEAT;
+            let line = loop {
+                let next = async {
+                    match others.as_mut() {
+                        Some(rx) => tokio::select! {
+                            event = session.next() => Next::Event(event.map(Box::new)),
+                            event = rx.recv() => match event {
+                                Some(event) => Next::Event(Some(Box::new(event))),
+                                None => Next::OthersClosed,
+                            },
                         },
-                    },
-                    None => Next::Event(session.next().await.map(Box::new)),
+                        None => Next::Event(session.next().await.map(Box::new)),
+                    }
+                };
+                match tokio::time::timeout_at(silent_until, next).await {
+                    Ok(Next::Event(Some(event))) => {
+                        if bucket.as_mut().is_some_and(|b| !b.take(Instant::now())) {
+                            continue;
+                        }
+                        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                        line.push(b'\n');
+                        break line;
+                    }
+                    // The hub never closes an open session's queue.
+                    Ok(Next::Event(None)) => return None,
+                    Ok(Next::OthersClosed) => {
+                        others = None;
+                        break Vec::new();
+                    }
+                    Err(_) => break b"\n".to_vec(),
                 }
             };
-            let line = match tokio::time::timeout(HEARTBEAT, next).await {
-                Ok(Next::Event(Some(event))) => {
-                    let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                    line.push(b'\n');
-                    line
-                }
-                // The hub never closes an open session's queue.
-                Ok(Next::Event(None)) => return None,
-                Ok(Next::OthersClosed) => {
-                    others = None;
-                    Vec::new()
-                }
-                Err(_) => b"\n".to_vec(),
-            };
-            let state = (session, others, guard);
+            let state = (session, others, guard, bucket);
             Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), state))
-        });
+        },
+    );
     StreamBody::new(lines).boxed_unsync()
 }
 

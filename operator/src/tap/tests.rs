@@ -430,3 +430,42 @@ async fn a_refusal_reads_as_its_status_message_or_its_text() {
         "max_rps=0: a number"
     );
 }
+
+#[tokio::test]
+async fn a_merged_stream_keeps_the_sessions_rate_over_all_replicas() {
+    use http_body_util::BodyExt;
+    const MAX_RPS: u32 = 5;
+    let hub = Arc::new(Hub::default());
+    let session = hub
+        .open(filter(&format!("namespace=demo&max_rps={MAX_RPS}")))
+        .unwrap();
+    // Two other replicas, each within the rate for its own proxies: twice it together.
+    let (tx, rx) = tokio::sync::mpsc::channel(SESSION_QUEUE);
+    for i in 0..2 * MAX_RPS {
+        tx.send(event("GET", &format!("/{i}"))).await.unwrap();
+    }
+    let mut body = super::stream::merged(session, Some(rx), ());
+    let mut shown = Vec::new();
+    // Until the first heartbeat: everything sent has arrived by then.
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("a heartbeat within 5 s")
+            .unwrap()
+            .unwrap();
+        let data = frame.into_data().unwrap();
+        if data.as_ref() == b"\n" {
+            break;
+        }
+        shown.push(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+    }
+    let paths: Vec<_> = shown
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    // One second's worth at most (the bucket starts full), the first ones, in order.
+    assert_eq!(
+        paths,
+        (0..MAX_RPS).map(|i| format!("/{i}")).collect::<Vec<_>>()
+    );
+}
