@@ -958,6 +958,13 @@ def summarize_tap(runs: list[dict], loads: list[str], unsupported: dict[str, str
         reqs = sum(r["requests_ok"] for r in rs)
         return sum(cpu(r) for r in rs) * 1e6 / reqs if reqs else None
 
+    def added(path, load, active, rnd, p) -> float | None:
+        """Percentile `p` of the path's run in round `rnd` minus the same round's D."""
+        v, d = one(path, load, active, rnd), one("D", load, False, rnd)
+        if v and d and p in v["latency_us"] and p in d["latency_us"]:
+            return v["latency_us"][p] - d["latency_us"][p]
+        return None
+
     out: dict = {"latency": {}, "unsupported": dict(unsupported), "targets": []}
     for load in loads:
         table = {}
@@ -970,13 +977,9 @@ def summarize_tap(runs: list[dict], loads: list[str], unsupported: dict[str, str
                 x: dict = {"runs": len(rs), "requests": sum(r["requests_ok"] for r in rs),
                            "rps": med([r["rps"] for r in rs])}
                 for p in PCTS:
-                    added = []
-                    for k in rounds:
-                        v, d = one(path, load, active, k), one("D", load, False, k)
-                        if v and d and p in v["latency_us"] and p in d["latency_us"]:
-                            added.append(v["latency_us"][p] - d["latency_us"][p])
-                    x[f"added_{p}"] = med(added)
-                    x[f"added_{p}_range"] = rng(added)
+                    xs = [added(path, load, active, k, p) for k in rounds]
+                    x[f"added_{p}"] = med(xs)
+                    x[f"added_{p}_range"] = rng(xs)
                 x["pair_cpu_ms_per_1k"] = per_1k(rs, lambda r: r["pair_cpu_seconds"])
                 x["control_plane_cpu_ms_per_1k"] = per_1k(rs, lambda r: r["control_plane_cpu_seconds"])
                 x["tap_cli_cpu_ms_per_1k"] = per_1k(rs, lambda r: sum(r["tap_cli_cpu_seconds"].values()))
@@ -1006,20 +1009,14 @@ def summarize_tap(runs: list[dict], loads: list[str], unsupported: dict[str, str
                         delta.append(v["latency_us"][p] - w["latency_us"][p])
                 row[f"tap_delta_{p}"] = med(delta)
                 row[f"tap_delta_{p}_range"] = rng(delta)
+                if p == "p99":
+                    row["tapped_p99_higher_rounds"] = sum(1 for x in delta if x > 0)
             # The added p99 of both arms, round by round, for the target's interval.
-            pairs = []
-            for k in rounds:
-                v, w, d = one(path, load, True, k), one(path, load, False, k), one("D", load, False, k)
-                if v and w and d and all("p99" in x["latency_us"] for x in (v, w, d)):
-                    pairs.append((v["latency_us"]["p99"] - d["latency_us"]["p99"],
-                                  w["latency_us"]["p99"] - d["latency_us"]["p99"]))
+            pairs = [(a, b) for k in rounds
+                     if (a := added(path, load, True, k, "p99")) is not None
+                     and (b := added(path, load, False, k, "p99")) is not None]
             row["added_p99_ratio_ci"] = bootstrap_ratio(pairs, seed)
             row["added_p99_rounds"] = len(pairs)
-            row["tapped_p99_higher_rounds"] = sum(
-                1 for k in rounds
-                if (v := one(path, load, True, k)) and (w := one(path, load, False, k))
-                and "p99" in v["latency_us"] and "p99" in w["latency_us"]
-                and v["latency_us"]["p99"] > w["latency_us"]["p99"])
             row["pair_cpu_per_1k_ratio"] = ratio(t["pair_cpu_ms_per_1k"], u["pair_cpu_ms_per_1k"])
             row["rps_ratio"] = ratio(t["rps"], u["rps"])
             table[path] = row
