@@ -749,7 +749,8 @@ fn tapped_resources_pass_envoy_validation() {
         warnings: out.warnings,
     };
     let sink = envoy::TapSink::new(&bootstrap_options(XdsApi::StateOfTheWorld));
-    envoy::tap(&mut shared, &sink);
+    let rate = envoy::TapRate::new(std::num::NonZeroU32::new(250).unwrap());
+    envoy::tap(&mut shared, &sink, envoy::ProxyTap { rate: Some(rate) });
     let tapped = Output {
         resources: shared
             .resources

@@ -215,6 +215,8 @@ pub fn translate(ty: TypeUrl, name: &str, any: &Any) -> Result<Translation, Inva
             named(&s.name)?;
             Translation::Secret(SecretMaterial::from_xds(&s)?)
         }
+        // Placeholder in the operator's branch; the proxy's branch translates token buckets.
+        TypeUrl::TokenBucket => return Err(unsupported("type_url", "not supported yet")),
     })
 }
 

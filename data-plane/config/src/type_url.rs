@@ -96,6 +96,14 @@ impl TypeUrl {
         matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
     }
 
+    /// Whether the resource's message holds its own name: every type but `TokenBucket`. A
+    /// state-of-the-world response carries a `TokenBucket` wrapped in an
+    /// `envoy.service.discovery.v3.Resource`, which names it (as a delta response carries every
+    /// type); Envoy takes a wrapped resource of any type.
+    pub const fn names_itself(self) -> bool {
+        !matches!(self, TypeUrl::TokenBucket)
+    }
+
     /// Position in [`Self::ALL`], for per-type arrays.
     pub const fn index(self) -> usize {
         self as usize

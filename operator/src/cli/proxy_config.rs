@@ -262,6 +262,13 @@ pub fn summary(t: TypeUrl, r: &Value, endpoints: &BTreeMap<String, usize>) -> St
             }
             parts.join(", ")
         }
+        TypeUrl::TokenBucket => {
+            // proto3 JSON: a UInt32Value is a number, a Duration a string such as "0.050s".
+            let max = r["maxTokens"].as_u64().unwrap_or(0);
+            let per_fill = r["tokensPerFill"].as_u64().unwrap_or(1);
+            let every = r["fillInterval"].as_str().unwrap_or("?");
+            format!("{max} tokens, {per_fill} more every {every}")
+        }
     }
 }
 
