@@ -96,8 +96,8 @@ use envoy_types::pb::{
 use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 
-use self::{bucket::Slot, deferred::Deferred};
 pub use self::{bucket::Buckets, sink::Sinks};
+use self::{bucket::Slot, deferred::Deferred};
 use crate::config::AccessLog;
 
 /// The loggers of one connection manager, resolved once per connection: each configuration

@@ -567,15 +567,18 @@ where
         let golden = ctx.metrics.http_manager(&manager.stat_prefix);
         // `None` unless the connection manager has an access log: then a request's only cost
         // is the check.
-        let loggers = ctx.access_logs.loggers(&manager, &ctx.state.buckets).map(|loggers| {
-            let downstream = Arc::new(access_log::Downstream::new(
-                info.remote,
-                info.destination,
-                info.tls,
-                info.peer_identity.as_deref(),
-            ));
-            (loggers, downstream)
-        });
+        let loggers = ctx
+            .access_logs
+            .loggers(&manager, &ctx.state.buckets)
+            .map(|loggers| {
+                let downstream = Arc::new(access_log::Downstream::new(
+                    info.remote,
+                    info.destination,
+                    info.tls,
+                    info.peer_identity.as_deref(),
+                ));
+                (loggers, downstream)
+            });
         hyper::service::service_fn(move |request| {
             let started = Instant::now();
             let mut in_flight = activity.start_request();

@@ -46,8 +46,8 @@ use envoy_types::pb::{
             listener::v3::Listener, route::v3::RouteConfiguration,
         },
         extensions::transport_sockets::tls::v3::Secret,
-        r#type::v3::TokenBucket,
         service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
+        r#type::v3::TokenBucket,
     },
     google::rpc::Status,
 };
@@ -300,9 +300,7 @@ impl Config {
                 put(&mut self.endpoints, &mut t.endpoints, name, version, (r, e))
             }
             Resource::Listener(r, l) => {
-                if l.bucket_names()
-                    .all(|b| t.buckets.contains_key(b.as_str()))
-                {
+                if l.bucket_names().all(|b| t.buckets.contains_key(b.as_str())) {
                     self.warming.remove(&name);
                     return put(&mut self.listeners, &mut t.listeners, name, version, (r, l));
                 }

@@ -47,12 +47,12 @@ use envoy_types::pb::{
                 HttpConnectionManager, http_connection_manager::RouteSpecifier,
             },
         },
-        service::discovery::v3::Resource as Wrapper,
         service::accesslog::v3::{
             StreamAccessLogsMessage, StreamAccessLogsResponse,
             access_log_service_server::{AccessLogService, AccessLogServiceServer},
             stream_access_logs_message::LogEntries,
         },
+        service::discovery::v3::Resource as Wrapper,
     },
     google::protobuf::{Any, UInt32Value},
 };
@@ -695,8 +695,13 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
 async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped() {
     let app = start_app();
     let port = free_port();
-    let mut cp =
-        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, Tap::On).await;
+    let mut cp = start_control_plane(
+        HashMap::from([(BUNDLED.to_owned(), port)]),
+        app,
+        app,
+        Tap::On,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let _bundled = start(BUNDLED, admin, cp.address, dir.path());
@@ -771,9 +776,13 @@ async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped()
 async fn a_connection_opened_before_the_tap_is_drained() {
     let app = start_app();
     let port = free_port();
-    let mut cp =
-        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, Tap::Off)
-            .await;
+    let mut cp = start_control_plane(
+        HashMap::from([(BUNDLED.to_owned(), port)]),
+        app,
+        app,
+        Tap::Off,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
     let to = SocketAddr::from(([127, 0, 0, 1], port));

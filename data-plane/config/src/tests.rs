@@ -796,9 +796,7 @@ mod rate_limited {
 
     use crate::{
         BucketName, NetworkFilter, TokenBucketConfig, Translation, TypeUrl,
-        test_support::{
-            any, grpc_access_log, logged_listener, rate_limit_filter, token_bucket,
-        },
+        test_support::{any, grpc_access_log, logged_listener, rate_limit_filter, token_bucket},
         translate,
     };
 
@@ -815,7 +813,10 @@ mod rate_limited {
                 let NetworkFilter::Http(h) = &l.chains[0].filter else {
                     panic!("not HTTP")
                 };
-                assert_eq!(l.bucket_names().collect::<Vec<_>>().len(), h.access_logs.len());
+                assert_eq!(
+                    l.bucket_names().collect::<Vec<_>>().len(),
+                    h.access_logs.len()
+                );
                 Ok(h.access_logs[0].bucket.clone())
             }
             Ok(other) => panic!("{other:?}"),
@@ -836,8 +837,8 @@ mod rate_limited {
         let Some(extension_filter::ConfigType::TypedConfig(config)) = &mut ext.config_type else {
             panic!()
         };
-        let mut decoded: ProcessRateLimitFilter = prost::Message::decode(&config.value[..])
-            .expect("the filter's config decodes");
+        let mut decoded: ProcessRateLimitFilter =
+            prost::Message::decode(&config.value[..]).expect("the filter's config decodes");
         f(&mut decoded);
         *config = any(&decoded);
         filter

@@ -70,11 +70,8 @@ impl Buckets {
         let mut by_name = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, config) in configured {
             let slot = by_name.entry(name.clone()).or_default();
-            let same = slot
-                .bucket
-                .load()
-                .as_ref()
-                .is_some_and(|b| b.config == **config);
+            let current = slot.bucket.load();
+            let same = Option::as_ref(&current).is_some_and(|b| b.config == **config);
             if !same {
                 slot.bucket
                     .store(Some(Arc::new(Bucket::new(**config, Instant::now()))));
@@ -105,10 +102,8 @@ impl Buckets {
 impl Slot {
     /// Takes a token from the bucket now; `false` when it has none, or there is no bucket.
     pub fn take(&self) -> bool {
-        self.bucket
-            .load()
-            .as_ref()
-            .is_some_and(|bucket| bucket.take_at(Instant::now()))
+        let bucket = self.bucket.load();
+        Option::as_ref(&bucket).is_some_and(|bucket| bucket.take_at(Instant::now()))
     }
 
     /// The bucket the slot holds now.

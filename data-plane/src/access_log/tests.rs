@@ -595,7 +595,8 @@ fn finish_admitted(loggers: &Arc<Loggers>, path: &str) -> bool {
         .header(header::HOST, "web.demo:80")
         .body(())
         .unwrap();
-    let Some(mut pending) = Pending::admitted(loggers, &downstream(false), &request, Instant::now())
+    let Some(mut pending) =
+        Pending::admitted(loggers, &downstream(false), &request, Instant::now())
     else {
         return false;
     };

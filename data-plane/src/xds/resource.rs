@@ -15,8 +15,8 @@ use envoy_types::pb::{
             route::v3::RouteConfiguration,
         },
         extensions::transport_sockets::tls::v3::Secret,
-        r#type::v3::TokenBucket,
         service::discovery::v3::Resource as WireResource,
+        r#type::v3::TokenBucket,
     },
     google::protobuf::Any,
 };

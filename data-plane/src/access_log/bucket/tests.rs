@@ -83,7 +83,10 @@ fn an_unchanged_bucket_keeps_its_tokens_and_a_changed_one_starts_full() {
     buckets.configure(&three.clone());
     assert!(slot.take());
     assert!(!slot.take());
-    assert!(Arc::ptr_eq(&buckets.slot("tap"), &slot), "one bucket per name");
+    assert!(
+        Arc::ptr_eq(&buckets.slot("tap"), &slot),
+        "one bucket per name"
+    );
 
     // A new rate: a new, full bucket, which the slot's holders see.
     let five = BTreeMap::from([("tap".to_owned(), Arc::new(config(5, 1, HOUR)))]);

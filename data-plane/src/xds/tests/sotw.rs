@@ -163,7 +163,11 @@ fn a_token_bucket_is_named_by_its_resource_wrapper_or_its_subscription() {
     });
     let outcome = client.handle_response(sotw(TypeUrl::TokenBucket, "1", "b1", vec![wrapped]));
     assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
-    assert!(client.config().contains(TypeUrl::TokenBucket, "switchyard-tap"));
+    assert!(
+        client
+            .config()
+            .contains(TypeUrl::TokenBucket, "switchyard-tap")
+    );
     assert!(!client.config().is_warming("tapped"));
 
     // Bare: the one bucket subscribed to.
