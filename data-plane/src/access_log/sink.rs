@@ -9,6 +9,8 @@
 //! beyond that, and at a flush while no stream is up, entries are dropped and counted
 //! (`access_log_entries_dropped_total{log_name}`), never kept without bound. A message in
 //! flight when a connection breaks is lost (the protocol has no acknowledgement), as Envoy's.
+//! Requests a `process_ratelimit` filter's bucket kept out are never entries; they are counted
+//! in `access_log_entries_rate_limited_total{log_name}`.
 //!
 //! An entry is encoded once, as it is queued, into the log's buffer: the buffer is then the
 //! message's `http_logs` field as it goes on the wire, and a message costs the sink's task a
@@ -41,7 +43,7 @@ use tonic::{
     codec::{DecodeBuf, EncodeBuf},
 };
 
-use super::{Loggers, deferred::Deferred, worker::Worker};
+use super::{Buckets, Loggers, deferred::Deferred, worker::Worker};
 use crate::{
     ads,
     bootstrap::Bootstrap,
@@ -81,6 +83,8 @@ pub struct Sinks {
 #[derive(Debug)]
 pub struct Sink {
     outbox: Arc<Outbox>,
+    /// `access_log_entries_rate_limited_total`: requests the log's bucket kept out.
+    rate_limited: Arc<Counter>,
 }
 
 /// One log's entries, waiting for its stream.
@@ -200,9 +204,9 @@ impl Sinks {
             .unwrap_or_else(PoisonError::into_inner) = configured;
     }
 
-    /// The loggers of a connection of `manager`; `None` when it logs nothing. Starts the
-    /// stream of a log no connection logs to yet.
-    pub fn loggers(&self, manager: &HttpManager) -> Option<Arc<Loggers>> {
+    /// The loggers of a connection of `manager`, with their buckets from `buckets`; `None`
+    /// when it logs nothing. Starts the stream of a log no connection logs to yet.
+    pub fn loggers(&self, manager: &HttpManager, buckets: &Buckets) -> Option<Arc<Loggers>> {
         if manager.access_logs.is_empty() {
             return None;
         }
@@ -211,7 +215,9 @@ impl Sinks {
             .iter()
             .map(|log| (log.clone(), self.sink(log)))
             .collect();
-        Some(Arc::new(Loggers::new(logs, self.deferred.clone())))
+        Some(Arc::new(
+            Loggers::new(logs, self.deferred.clone()).limited(buckets),
+        ))
     }
 
     fn sink(&self, log: &AccessLog) -> Arc<Sink> {
@@ -224,6 +230,12 @@ impl Sinks {
             "access_log_entries_dropped_total",
             "Access log entries dropped: the buffer was full, no stream was up at a flush, or too \
              many finished requests waited for their entries.",
+            &[("log_name", &log.log_name)],
+        );
+        let rate_limited = self.metrics.counter(
+            "access_log_entries_rate_limited_total",
+            "Requests not logged because the token bucket of the access log's process_ratelimit \
+             filter had no token left.",
             &[("log_name", &log.log_name)],
         );
         let outbox = Arc::new(Outbox::new(log, dropped));
@@ -244,7 +256,10 @@ impl Sinks {
                 });
             }
         }
-        let sink = Arc::new(Sink { outbox });
+        let sink = Arc::new(Sink {
+            outbox,
+            rate_limited,
+        });
         by_name.insert(log.log_name.clone(), Arc::downgrade(&sink));
         sink
     }
@@ -321,8 +336,14 @@ impl Sink {
         let outbox = Arc::new(Outbox::new(log, dropped));
         let sink = Arc::new(Sink {
             outbox: outbox.clone(),
+            rate_limited: Arc::default(),
         });
         (sink, outbox)
+    }
+
+    /// What `access_log_entries_rate_limited_total` counted.
+    pub(crate) fn rate_limited_total(&self) -> u64 {
+        self.rate_limited.get()
     }
 }
 
@@ -335,6 +356,11 @@ impl Sink {
     /// Counts an entry dropped before it was made.
     pub(crate) fn dropped(&self) {
         self.outbox.dropped.inc();
+    }
+
+    /// Counts a request the log's bucket kept out.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 }
 

@@ -2222,6 +2222,7 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         request_headers: Vec::new(),
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
+        bucket: None,
     };
     let mut managers = 0;
     for chain in rt.listeners.values().flat_map(|l| &l.chains) {
@@ -2322,6 +2323,7 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
             request_headers: vec!["x-request-id".to_owned()],
             response_headers: Vec::new(),
             response_trailers: Vec::new(),
+            bucket: None,
         }]
     );
 
@@ -2340,7 +2342,8 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
                 l
             }],
             format!(
-                "{at}[1].filter: access log filters are not supported: every request is logged"
+                "{at}[1].filter: only the extension filter \
+                 envoy.access_loggers.extension_filters.process_ratelimit is supported"
             ),
         ),
         (
