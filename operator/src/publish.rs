@@ -76,9 +76,7 @@ struct Taps {
 
 /// How `proxy` is to be tapped: when a session selects it and its Pod allows it.
 fn tapping(taps: &Taps, index: &Index, proxy: &ProxyId) -> Option<ProxyTap> {
-    taps.hub
-        .tap(proxy)
-        .filter(|_| index.tap_allowed(proxy))
+    taps.hub.tap(proxy).filter(|_| index.tap_allowed(proxy))
 }
 
 /// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log;

@@ -48,7 +48,7 @@ use prost::Message as _;
 use switchyard_proxy_config::TypeUrl;
 
 use super::{
-    BootstrapOptions, LISTENER_TYPE_URL, TOKEN_BUCKET_TYPE_URL, Output, Reference, Resource, ads,
+    BootstrapOptions, LISTENER_TYPE_URL, Output, Reference, Resource, TOKEN_BUCKET_TYPE_URL, ads,
     bootstrap::control_plane_grpc, duration, to_any,
 };
 
@@ -182,7 +182,9 @@ fn rate_limit_filter() -> AccessLogFilter {
 /// with a rate, the token bucket they draw on; the other resources are untouched.
 pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink, tap: ProxyTap) {
     let log = sink.access_log(tap.rate.is_some());
-    let bucket = tap.rate.map(|_| Reference::new(TypeUrl::TokenBucket, TAP_BUCKET));
+    let bucket = tap
+        .rate
+        .map(|_| Reference::new(TypeUrl::TokenBucket, TAP_BUCKET));
     for resource in &mut output.resources {
         if resource.type_url != LISTENER_TYPE_URL {
             continue;

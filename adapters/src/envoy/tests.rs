@@ -3245,7 +3245,11 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
             warnings: Vec::new(),
         };
         let rate = super::TapRate::new(std::num::NonZeroU32::new(per_second).unwrap());
-        super::tap(&mut shared, &super::TapSink::new(&opts), super::ProxyTap { rate: Some(rate) });
+        super::tap(
+            &mut shared,
+            &super::TapSink::new(&opts),
+            super::ProxyTap { rate: Some(rate) },
+        );
         shared
     };
     // (requests a second, max tokens, tokens per fill, fill interval in ms): the shortest
@@ -3277,7 +3281,11 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
         );
     }
     let out = tapped(250);
-    let sorted: Vec<_> = out.resources.iter().map(|r| (r.type_url, &r.name)).collect();
+    let sorted: Vec<_> = out
+        .resources
+        .iter()
+        .map(|r| (r.type_url, &r.name))
+        .collect();
     assert!(sorted.is_sorted(), "{sorted:?}");
     assert_eq!(out.resources.len(), plain.resources.len() + 1);
     let mut managers = 0;
@@ -3287,9 +3295,11 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
             continue;
         }
         let listener = Listener::decode(after.resource.value.as_slice()).unwrap();
-        let has_manager = listener.filter_chains.iter().flat_map(|c| &c.filters).any(|f| {
-            f.name == "envoy.filters.network.http_connection_manager"
-        });
+        let has_manager = listener
+            .filter_chains
+            .iter()
+            .flat_map(|c| &c.filters)
+            .any(|f| f.name == "envoy.filters.network.http_connection_manager");
         let bucket = Reference::new(TypeUrl::TokenBucket, super::TAP_BUCKET);
         assert_eq!(
             after.references.contains(&bucket),
@@ -3307,8 +3317,10 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
             let [log] = hcm.access_log.as_slice() else {
                 panic!("{}: {:?}", before.name, hcm.access_log)
             };
-            let Some(FilterSpecifier::ExtensionFilter(ext)) =
-                log.filter.as_ref().and_then(|f| f.filter_specifier.as_ref())
+            let Some(FilterSpecifier::ExtensionFilter(ext)) = log
+                .filter
+                .as_ref()
+                .and_then(|f| f.filter_specifier.as_ref())
             else {
                 panic!("{}: no extension filter: {:?}", before.name, log.filter)
             };
@@ -3341,7 +3353,11 @@ fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
         "/token",
         XdsCa::File("/ca.crt".into()),
     );
-    super::tap(&mut shared, &super::TapSink::new(&opts), super::ProxyTap { rate: None });
+    super::tap(
+        &mut shared,
+        &super::TapSink::new(&opts),
+        super::ProxyTap { rate: None },
+    );
     assert_eq!(shared.resources.len(), plain.resources.len(), "no bucket");
     let mut managers = 0;
     for (before, after) in plain.resources.iter().zip(&shared.resources) {

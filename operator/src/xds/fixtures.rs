@@ -276,8 +276,8 @@ pub(crate) fn resource_name(any: &Any) -> String {
     use prost::{Message, Name};
     let bytes = any.value.as_slice();
     if any.type_url == envoy_types::pb::envoy::service::discovery::v3::Resource::type_url() {
-        let wrapped =
-            envoy_types::pb::envoy::service::discovery::v3::Resource::decode(bytes).expect("wrapped");
+        let wrapped = envoy_types::pb::envoy::service::discovery::v3::Resource::decode(bytes)
+            .expect("wrapped");
         return wrapped.name;
     }
     match TypeUrl::from_type_url(&any.type_url).expect("known type") {
