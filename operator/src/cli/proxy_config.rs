@@ -33,7 +33,7 @@ pub struct ProxyConfigArgs {
     /// The Pod's namespace.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Only one xDS type: cds, eds, lds, rds, sds, or all.
+    /// Only one xDS type: cds, eds, lds, rds, sds, tbds, or all.
     #[arg(long = "type", value_name = "TYPE", default_value = "all", value_parser = TypeFilter::parse)]
     pub types: TypeFilter,
     #[command(flatten)]
