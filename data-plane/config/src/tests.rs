@@ -813,11 +813,12 @@ mod rate_limited {
                 let NetworkFilter::Http(h) = &l.chains[0].filter else {
                     panic!("not HTTP")
                 };
+                let bucket = h.access_logs[0].bucket.clone();
                 assert_eq!(
-                    l.bucket_names().collect::<Vec<_>>().len(),
-                    h.access_logs.len()
+                    l.bucket_names().cloned().collect::<Vec<_>>(),
+                    Vec::from_iter(bucket.clone())
                 );
-                Ok(h.access_logs[0].bucket.clone())
+                Ok(bucket)
             }
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.to_string()),
