@@ -7,7 +7,8 @@
 //! Entries wait at most `buffer_flush_interval`, or until `buffer_size_bytes` of them (as
 //! encoded) wait, then go in one message. The buffer holds at most [`MAX_PENDING_BYTES`]:
 //! beyond that, and at a flush while no stream is up, entries are dropped and counted
-//! (`access_log_entries_dropped_total{log_name}`), never kept without bound. A message in
+//! (`access_log_entries_dropped_total{log_name}`), never kept without bound; those taken in are
+//! counted in `access_log_entries_written_total{log_name}` (Envoy's `logs_written`). A message in
 //! flight when a connection breaks is lost (the protocol has no acknowledgement), as Envoy's.
 //! Requests a `process_ratelimit` filter's bucket kept out are never entries; they are counted
 //! in `access_log_entries_rate_limited_total{log_name}`.
@@ -94,6 +95,9 @@ pub(crate) struct Outbox {
     /// Send once this many bytes wait.
     buffer_bytes: usize,
     dropped: Arc<Counter>,
+    /// `access_log_entries_written_total`: entries taken into the buffer (Envoy's
+    /// `access_logs.grpc_access_log.logs_written`).
+    written: Arc<Counter>,
     inner: Mutex<Inner>,
     /// Wakes [`Outbox::closed`].
     changed: Notify,
@@ -232,13 +236,19 @@ impl Sinks {
              many finished requests waited for their entries.",
             &[("log_name", &log.log_name)],
         );
+        let written = self.metrics.counter(
+            "access_log_entries_written_total",
+            "Access log entries taken into the buffer, to be sent (Envoy's \
+             access_logs.grpc_access_log.logs_written).",
+            &[("log_name", &log.log_name)],
+        );
         let rate_limited = self.metrics.counter(
             "access_log_entries_rate_limited_total",
             "Requests not logged because the token bucket of the access log's process_ratelimit \
              filter had no token left.",
             &[("log_name", &log.log_name)],
         );
-        let outbox = Arc::new(Outbox::new(log, dropped));
+        let outbox = Arc::new(Outbox::new(log, dropped).counting_written(written));
         match &self.bootstrap {
             Some(bootstrap) => {
                 tracing::info!(log_name = %log.log_name, "access log: streaming to the control plane");
@@ -378,9 +388,15 @@ impl Outbox {
             log_name: log.log_name.clone(),
             buffer_bytes: usize::try_from(log.buffer_bytes).unwrap_or(usize::MAX),
             dropped,
+            written: Arc::default(),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// Counts the entries taken into the buffer in `written`.
+    pub(crate) fn counting_written(self, written: Arc<Counter>) -> Self {
+        Outbox { written, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -406,6 +422,7 @@ impl Outbox {
             return;
         }
         inner.count += 1;
+        self.written.inc();
         if inner.entries.len() >= self.buffer_bytes {
             inner.send = true;
             if let Some(waker) = inner.waker.take() {

@@ -197,11 +197,13 @@ fn entry(path: &str) -> HttpAccessLogEntry {
 #[test]
 fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() {
     let dropped = Arc::new(Counter::default());
-    let outbox = Outbox::new(&log("tap", 100), dropped.clone());
+    let written = Arc::new(Counter::default());
+    let outbox = Outbox::new(&log("tap", 100), dropped.clone()).counting_written(written.clone());
 
     // No stream: a flush drops what waits, and counts it.
     outbox.push(&entry("/a"));
     outbox.push(&entry("/b"));
+    assert_eq!(written.get(), 2, "taken into the buffer");
     outbox.flush();
     assert_eq!(dropped.get(), 2);
 
