@@ -23,6 +23,7 @@ const ROOTS: &[&str] = &[
     "envoy/config/listener/v3/listener.proto",
     "envoy/config/route/v3/route.proto",
     "envoy/config/grpc_credential/v3/file_based_metadata.proto",
+    "envoy/extensions/access_loggers/filters/process_ratelimit/v3/process_ratelimit.proto",
     "envoy/extensions/access_loggers/grpc/v3/als.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
@@ -36,6 +37,7 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/transport_sockets/tls/v3/secret.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/type/v3/token_bucket.proto",
 ];
 
 /// Import roots under envoy-types' `proto/`, as its own generator uses them.

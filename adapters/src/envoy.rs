@@ -85,8 +85,9 @@ pub use self::{
         METRICS_STAT_PREFIX, XDS_STAT_PREFIX, XdsApi, XdsCa, bootstrap,
     },
     tap::{
-        ACCESS_LOGGER, TAP_BUFFER_BYTES, TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS,
-        TAP_STAT_PREFIX, TapSink, tap,
+        ACCESS_LOGGER, ProxyTap, RATE_LIMIT_FILTER, TAP_BUCKET, TAP_BUFFER_BYTES,
+        TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS, TAP_STAT_PREFIX, TapRate, TapSink,
+        tap,
     },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };
@@ -105,6 +106,8 @@ pub const LISTENER_TYPE_URL: &str = TypeUrl::Listener.type_url();
 pub const ROUTE_TYPE_URL: &str = TypeUrl::RouteConfiguration.type_url();
 /// Type URL of `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS).
 pub const SECRET_TYPE_URL: &str = TypeUrl::Secret.type_url();
+/// A tapped proxy's token bucket (`tap`).
+pub const TOKEN_BUCKET_TYPE_URL: &str = TypeUrl::TokenBucket.type_url();
 
 /// Name of the outbound HTTP listener and of its route configuration.
 pub const OUTBOUND_HTTP: &str = "outbound_http";
@@ -221,7 +224,8 @@ pub struct Resource {
     pub name: String,
     pub resource: Any,
     /// The resources this one names, as the adapter wrote them in: a Cluster's endpoints, a
-    /// Listener's route configurations, and the secrets of either's TLS contexts. Sorted, no
+    /// Listener's route configurations and, tapped, its token bucket, and the secrets of
+    /// either's TLS contexts. Sorted, no
     /// repeats; empty for other types. The xDS server needs them (a changed cluster's
     /// endpoints are sent again) and need not decode the resource to find them.
     pub references: Vec<Reference>,
@@ -231,7 +235,7 @@ pub struct Resource {
 /// same ADS stream before it can use the one that names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reference {
-    /// `ClusterLoadAssignment`, `RouteConfiguration` or `Secret`.
+    /// `ClusterLoadAssignment`, `RouteConfiguration`, `Secret` or `TokenBucket`.
     pub type_url: TypeUrl,
     pub name: Arc<str>,
 }

@@ -10,6 +10,11 @@
 //! header names to log are made once per connection. A connection manager without an access
 //! log (the usual case) costs a request one check of an `Option`.
 //!
+//! An access log with a `process_ratelimit` filter takes a token from its bucket ([`bucket`])
+//! as the request starts; a request that finds none is not logged there, and costs nothing
+//! more (no `Pending`, no strings copied) when no logger of its connection manager logs it; it
+//! is counted in `access_log_entries_rate_limited_total{log_name}`.
+//!
 //! # What an entry holds, against Envoy 1.40
 //!
 //! - `common_properties`: `downstream_remote_address` and `downstream_direct_remote_address`
@@ -47,10 +52,14 @@
 //! - Requests hyper refuses before the proxy sees them (a malformed or oversized head) are
 //!   not logged; Envoy logs them.
 //! - One stream per `log_name` (Envoy: one per worker thread and configuration).
+//! - A `process_ratelimit` filter takes its token when the request starts; Envoy's, when the
+//!   request is logged (at its end). Requests in sequence are logged alike; of concurrent
+//!   ones, another may be the one that gets the last token.
 //! - The loggers of a connection are those of the chain it was opened under; when a tap
 //!   starts or ends the connection is drained (see `proxy`), as Envoy with
 //!   `--drain-strategy immediate`.
 
+pub mod bucket;
 pub mod deferred;
 pub mod sink;
 #[cfg(test)]
@@ -87,8 +96,8 @@ use envoy_types::pb::{
 use http::{HeaderMap, HeaderName, Method, Request, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 
-use self::deferred::Deferred;
-pub use self::sink::Sinks;
+pub use self::{bucket::Buckets, sink::Sinks};
+use self::{bucket::Slot, deferred::Deferred};
 use crate::config::AccessLog;
 
 /// The loggers of one connection manager, resolved once per connection: each configuration
@@ -98,6 +107,9 @@ pub struct Loggers {
     logs: Vec<(AccessLog, Arc<sink::Sink>)>,
     /// Per logger (as `logs`), the header names it logs, parsed.
     names: Vec<Names>,
+    /// Per logger (as `logs`), the bucket of its `process_ratelimit` filter; empty when no
+    /// logger has one.
+    buckets: Vec<Option<Arc<Slot>>>,
     /// Where a finished request waits for its entries to be made.
     deferred: Arc<Deferred>,
 }
@@ -189,6 +201,9 @@ pub(crate) struct Pending {
     last_tx: Option<Instant>,
     /// Dropped unlogged (counted by its sinks): dropping it makes no entry.
     discarded: bool,
+    /// Per logger, whether it skips the request (its bucket had no token); empty when none
+    /// does.
+    skipped: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -230,7 +245,48 @@ impl Loggers {
         Loggers {
             logs,
             names,
+            buckets: Vec::new(),
             deferred,
+        }
+    }
+
+    /// The loggers with the buckets of their `process_ratelimit` filters, from `buckets`.
+    pub(crate) fn limited(mut self, buckets: &Buckets) -> Self {
+        if self.logs.iter().any(|(log, _)| log.bucket.is_some()) {
+            self.buckets = self
+                .logs
+                .iter()
+                .map(|(log, _)| log.bucket.as_ref().map(|b| buckets.slot(b.as_str())))
+                .collect();
+        }
+        self
+    }
+
+    /// Which loggers log a request that starts now: each with a bucket takes a token from
+    /// it, and one that finds none skips the request (and counts it). `None` when none logs
+    /// it; else per logger whether it skips it, empty when none does.
+    fn admit(&self) -> Option<Vec<bool>> {
+        let skips = |(slot, (_, sink)): (&Option<Arc<Slot>>, &(AccessLog, Arc<sink::Sink>))| {
+            let skip = slot.as_ref().is_some_and(|slot| !slot.take());
+            if skip {
+                sink.rate_limited();
+            }
+            skip
+        };
+        match &self.buckets[..] {
+            [] => Some(Vec::new()),
+            // The usual case, a tap's one logger: no allocation.
+            [one] => (!skips((one, &self.logs[0]))).then(Vec::new),
+            all => {
+                let skipped: Vec<bool> = all.iter().zip(&self.logs).map(skips).collect();
+                if skipped.iter().all(|s| *s) {
+                    None
+                } else if skipped.iter().any(|s| *s) {
+                    Some(skipped)
+                } else {
+                    Some(Vec::new())
+                }
+            }
         }
     }
 }
@@ -268,7 +324,21 @@ impl Downstream {
 // === impl Pending ===
 
 impl Pending {
-    /// Starts the entry of `request`, from its head as received.
+    /// Starts the entry of `request` if any logger logs it (see [`Loggers::admit`]): `None`
+    /// costs the request nothing more.
+    pub(crate) fn admitted<B>(
+        loggers: &Arc<Loggers>,
+        downstream: &Arc<Downstream>,
+        request: &Request<B>,
+        started: Instant,
+    ) -> Option<Box<Self>> {
+        let skipped = loggers.admit()?;
+        let mut pending = Self::start(loggers.clone(), downstream.clone(), request, started);
+        pending.skipped = skipped;
+        Some(pending)
+    }
+
+    /// Starts the entry of `request`, from its head as received, for every logger.
     pub(crate) fn start<B>(
         loggers: Arc<Loggers>,
         downstream: Arc<Downstream>,
@@ -329,6 +399,7 @@ impl Pending {
             first_tx: None,
             last_tx: None,
             discarded: false,
+            skipped: Vec::new(),
         })
     }
 
@@ -401,10 +472,17 @@ impl Pending {
 
     /// The request is over and its entries are not made: each of its sinks counts one dropped.
     fn discard(mut self: Box<Self>) {
-        for (_, sink) in &self.loggers.logs {
-            sink.dropped();
+        for (index, (_, sink)) in self.loggers.logs.iter().enumerate() {
+            if self.logs(index) {
+                sink.dropped();
+            }
         }
         self.discarded = true;
+    }
+
+    /// Whether logger `index` logs the request.
+    fn logs(&self, index: usize) -> bool {
+        !self.skipped.get(index).copied().unwrap_or(false)
     }
 
     /// The entry for logger `index`; the last one takes the strings rather than copy them.
@@ -517,9 +595,11 @@ impl Drop for Pending {
             return;
         }
         let loggers = self.loggers.clone();
-        let count = loggers.logs.len();
+        let last = (0..loggers.logs.len()).rev().find(|i| self.logs(*i));
         for (index, (_, sink)) in loggers.logs.iter().enumerate() {
-            sink.push(&self.entry(index, index + 1 == count));
+            if self.logs(index) {
+                sink.push(&self.entry(index, Some(index) == last));
+            }
         }
     }
 }

@@ -567,28 +567,27 @@ where
         let golden = ctx.metrics.http_manager(&manager.stat_prefix);
         // `None` unless the connection manager has an access log: then a request's only cost
         // is the check.
-        let loggers = ctx.access_logs.loggers(&manager).map(|loggers| {
-            let downstream = Arc::new(access_log::Downstream::new(
-                info.remote,
-                info.destination,
-                info.tls,
-                info.peer_identity.as_deref(),
-            ));
-            (loggers, downstream)
-        });
+        let loggers = ctx
+            .access_logs
+            .loggers(&manager, &ctx.state.buckets)
+            .map(|loggers| {
+                let downstream = Arc::new(access_log::Downstream::new(
+                    info.remote,
+                    info.destination,
+                    info.tls,
+                    info.peer_identity.as_deref(),
+                ));
+                (loggers, downstream)
+            });
         hyper::service::service_fn(move |request| {
             let started = Instant::now();
             let mut in_flight = activity.start_request();
             let golden = golden.clone();
             let (ctx, info, manager, activity) =
                 (ctx.clone(), info.clone(), manager.clone(), activity.clone());
-            let mut log = loggers.as_ref().map(|(loggers, downstream)| {
-                access_log::Pending::start(
-                    loggers.clone(),
-                    downstream.clone(),
-                    &request,
-                    started.into_std(),
-                )
+            // `None` too when the access logs' buckets keep the request out.
+            let mut log = loggers.as_ref().and_then(|(loggers, downstream)| {
+                access_log::Pending::admitted(loggers, downstream, &request, started.into_std())
             });
             async move {
                 // The cluster, when it answered: its time is recorded with the response's.

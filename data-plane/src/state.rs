@@ -12,7 +12,10 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{AccessLog, NetworkFilter, Runtime};
+use crate::{
+    access_log::Buckets,
+    config::{AccessLog, NetworkFilter, Runtime},
+};
 
 /// Shared by the ADS task, the listeners, the request path and the admin server.
 #[derive(Debug)]
@@ -24,6 +27,10 @@ pub struct State {
     /// started or ended): what open connections wait on, so an endpoint change wakes none.
     access_logs: watch::Sender<u64>,
     pub xds: XdsStatus,
+    /// The token buckets of access logs' `process_ratelimit` filters, by name: one per name
+    /// in the process, brought in line with each configuration as it is published (before
+    /// any connection sees it).
+    pub buckets: Buckets,
     /// Set by the admin `POST /healthcheck/fail`: the proxy reports not ready and closes
     /// HTTP/1.1 connections after each response, so clients move elsewhere (Envoy's drain).
     draining: AtomicBool,
@@ -36,6 +43,7 @@ impl Default for State {
             generation: watch::Sender::new(0),
             access_logs: watch::Sender::new(0),
             xds: XdsStatus::default(),
+            buckets: Buckets::default(),
             draining: AtomicBool::new(false),
         }
     }
@@ -51,6 +59,7 @@ impl State {
     /// Swaps in a new configuration; requests already running keep the one they loaded.
     pub fn publish(&self, runtime: Runtime) {
         let logs_changed = access_logs(&self.runtime.load()) != access_logs(&runtime);
+        self.buckets.configure(&runtime.buckets);
         self.runtime.store(Arc::new(runtime));
         self.generation.send_modify(|g| *g += 1);
         if logs_changed {

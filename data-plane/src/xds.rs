@@ -10,8 +10,13 @@
 //! - EDS names come from accepted EDS clusters (`eds_cluster_config.service_name`, or the
 //!   cluster's name), RDS names from the HTTP connection managers of accepted listeners
 //!   (`rds.route_config_name`), SDS names from TLS transport sockets of accepted clusters and
-//!   listeners. A name no accepted resource references any more is unsubscribed, and its
-//!   resource dropped.
+//!   listeners, token bucket names from the `process_ratelimit` filters of accepted
+//!   listeners' access logs. A name no accepted resource references any more is unsubscribed,
+//!   and its resource dropped.
+//!
+//! A listener whose access log names a token bucket not held yet waits for it, as Envoy's
+//! listener waits for its init target: the version it replaces (if any) serves meanwhile, and
+//! it serves from the response that brings the bucket.
 //!
 //! A response is accepted or rejected as a whole. It is rejected (NACKed, with a
 //! `google.rpc.Status` of code 3, `INVALID_ARGUMENT`, naming the resource and field) when a
@@ -42,6 +47,7 @@ use envoy_types::pb::{
         },
         extensions::transport_sockets::tls::v3::Secret,
         service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse},
+        r#type::v3::TokenBucket,
     },
     google::rpc::Status,
 };
@@ -49,7 +55,7 @@ use envoy_types::pb::{
 use self::resource::{Refs, Resource};
 pub use self::sotw::{SotwClient, SotwOutcome};
 pub use crate::config::TypeUrl;
-use crate::config::{Runtime, Translated};
+use crate::config::{ListenerConfig, Runtime, Translated};
 
 /// The `google.rpc.Code` of a NACK: `INVALID_ARGUMENT`.
 const INVALID_ARGUMENT: i32 = 3;
@@ -61,7 +67,7 @@ const WILDCARD: &str = "*";
 /// one (`cluster default/web|80: eds_cluster_config.eds_config: only ADS is supported`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The response's type URL is none of the five types the proxy subscribes to.
+    /// The response's type URL is none of the six types the proxy subscribes to.
     #[error("unknown resource type {0:?}")]
     UnknownType(String),
     /// A resource without a name.
@@ -168,6 +174,11 @@ pub struct Config {
     pub routes: BTreeMap<String, Versioned<RouteConfiguration>>,
     /// Secrets (SDS).
     pub secrets: BTreeMap<String, Versioned<Secret>>,
+    /// Token buckets, by resource name.
+    pub buckets: BTreeMap<String, Versioned<TokenBucket>>,
+    /// The translation of each held listener that waits for a token bucket, by name: it
+    /// replaces its `translated` version (if any) once its buckets are held.
+    warming: BTreeMap<String, Arc<ListenerConfig>>,
     /// The translation of every held resource, by the same names; kept in step with the maps
     /// above, so that a resource is translated once, when it is accepted.
     translated: Translated,
@@ -187,6 +198,8 @@ impl fmt::Debug for Config {
             .field("listeners", &versions(&self.listeners))
             .field("routes", &versions(&self.routes))
             .field("secrets", &versions(&self.secrets))
+            .field("buckets", &versions(&self.buckets))
+            .field("warming", &self.warming.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -211,6 +224,7 @@ impl Config {
             TypeUrl::Listener => of(&self.listeners),
             TypeUrl::RouteConfiguration => of(&self.routes),
             TypeUrl::Secret => of(&self.secrets),
+            TypeUrl::TokenBucket => of(&self.buckets),
         }
     }
 
@@ -222,6 +236,7 @@ impl Config {
             TypeUrl::Listener => self.listeners.contains_key(name),
             TypeUrl::RouteConfiguration => self.routes.contains_key(name),
             TypeUrl::Secret => self.secrets.contains_key(name),
+            TypeUrl::TokenBucket => self.buckets.contains_key(name),
         }
     }
 
@@ -239,6 +254,7 @@ impl Config {
             }
             TypeUrl::Listener => {
                 t.listeners.remove(name);
+                self.warming.remove(name);
                 self.listeners.remove(name).is_some()
             }
             TypeUrl::RouteConfiguration => {
@@ -248,6 +264,10 @@ impl Config {
             TypeUrl::Secret => {
                 t.secrets.remove(name);
                 self.secrets.remove(name).is_some()
+            }
+            TypeUrl::TokenBucket => {
+                t.buckets.remove(name);
+                self.buckets.remove(name).is_some()
             }
         }
     }
@@ -280,11 +300,59 @@ impl Config {
                 put(&mut self.endpoints, &mut t.endpoints, name, version, (r, e))
             }
             Resource::Listener(r, l) => {
-                put(&mut self.listeners, &mut t.listeners, name, version, (r, l))
+                if l.bucket_names().all(|b| t.buckets.contains_key(b.as_str())) {
+                    self.warming.remove(&name);
+                    return put(&mut self.listeners, &mut t.listeners, name, version, (r, l));
+                }
+                // It waits for its buckets; what serves under its name serves on.
+                if let Some(old) = self.listeners.get(&name)
+                    && old.version == version
+                    && old.resource == r
+                {
+                    return false;
+                }
+                self.warming.insert(name.clone(), l);
+                self.listeners.insert(
+                    name,
+                    Versioned {
+                        version,
+                        resource: r,
+                    },
+                );
+                true
             }
             Resource::Route(r, rt) => put(&mut self.routes, &mut t.routes, name, version, (r, rt)),
             Resource::Secret(r, s) => put(&mut self.secrets, &mut t.secrets, name, version, (r, s)),
+            Resource::TokenBucket(r, b) => {
+                let changed = put(&mut self.buckets, &mut t.buckets, name, version, (r, b));
+                if changed {
+                    self.serve_warmed();
+                }
+                changed
+            }
         }
+    }
+
+    /// Listeners that waited for token buckets, all of which are now held, serve.
+    fn serve_warmed(&mut self) {
+        let buckets = &self.translated.buckets;
+        let warmed: Vec<String> = self
+            .warming
+            .iter()
+            .filter(|(_, l)| l.bucket_names().all(|b| buckets.contains_key(b.as_str())))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in warmed {
+            if let Some(listener) = self.warming.remove(&name) {
+                self.translated.listeners.insert(name, listener);
+            }
+        }
+    }
+
+    /// Whether the listener `name` waits for a token bucket (only an older version of it, if
+    /// any, serves).
+    pub fn is_warming(&self, name: &str) -> bool {
+        self.warming.contains_key(name)
     }
 }
 
@@ -293,7 +361,8 @@ impl Config {
 /// What handling one response led to.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Requests to send, in order: subscription changes (by type, CDS to SDS), then the ACK or
+    /// Requests to send, in order: subscription changes (by type, in the order of
+    /// [`TypeUrl::ALL`]), then the ACK or
     /// NACK of the response.
     pub requests: Vec<DeltaDiscoveryRequest>,
     /// Names newly subscribed to.
@@ -317,11 +386,11 @@ pub struct DeltaClient {
     node: Node,
     config: Config,
     /// Names subscribed to, per type; unused for the wildcard types.
-    subscriptions: [BTreeSet<String>; 5],
+    subscriptions: [BTreeSet<String>; TypeUrl::ALL.len()],
     /// The references of every held cluster and listener that has any.
     refs: BTreeMap<(TypeUrl, String), Refs>,
     /// Per type, whether a response was ever accepted.
-    answered: [bool; 5],
+    answered: [bool; TypeUrl::ALL.len()],
 }
 
 impl DeltaClient {
@@ -332,7 +401,7 @@ impl DeltaClient {
             config: Config::default(),
             subscriptions: Default::default(),
             refs: BTreeMap::new(),
-            answered: [false; 5],
+            answered: [false; TypeUrl::ALL.len()],
         }
     }
 
@@ -364,7 +433,7 @@ impl DeltaClient {
         })
     }
 
-    /// The requests that open a stream, in the order CDS, EDS, LDS, RDS, SDS (types without
+    /// The requests that open a stream, in the order of [`TypeUrl::ALL`] (types without
     /// subscriptions left out). Each carries the versions of the resources already held, so a
     /// new stream does not download them again; the first carries the node.
     pub fn initial_requests(&self) -> Vec<DeltaDiscoveryRequest> {

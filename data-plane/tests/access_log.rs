@@ -7,7 +7,9 @@
 //! with an `Authorization` header, one to a cluster whose endpoint refuses connections (503),
 //! one no route takes (404). Both proxies must log them in order with the same method,
 //! authority, path, status, body byte counts, cluster and response flags, log no header but
-//! `grpc-status`, and never send the authorization value or the cookie.
+//! `grpc-status`, and never send the authorization value or the cookie. With the tap's rate
+//! limit (a `process_ratelimit` filter and its `TokenBucket` over ADS) both log the same first
+//! requests and no more.
 //!
 //! Envoy comes from `SWITCHYARD_ENVOY` (or the workspace's `.venv`); without it the test fails.
 
@@ -50,6 +52,7 @@ use envoy_types::pb::{
             access_log_service_server::{AccessLogService, AccessLogServiceServer},
             stream_access_logs_message::LogEntries,
         },
+        service::discovery::v3::Resource as Wrapper,
     },
     google::protobuf::{Any, UInt32Value},
 };
@@ -58,8 +61,12 @@ use prost::{Message as _, Name};
 use switchyard_adapters::envoy::{
     ACCESS_LOGGER, TAP_BUFFER_BYTES, TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS,
 };
-use switchyard_proxy_config::test_support::{
-    any, chain, duration, router, socket, static_cluster_at, typed,
+use switchyard_proxy_config::{
+    TypeUrl,
+    test_support::{
+        any, chain, duration, rate_limit_filter, router, socket, static_cluster_at, token_bucket,
+        typed,
+    },
 };
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming, service::Routes};
@@ -71,6 +78,18 @@ const STAT_PREFIX: &str = "outbound_http";
 const SECRET: &str = "Bearer s3cr3t-t0ken-4711";
 const COOKIE: &str = "session=hunter2-cookie";
 const BODY: &str = "name=switchyard&answer=42";
+/// The token bucket of the rate-limited tap.
+const BUCKET: &str = "switchyard-tap";
+
+/// What the listener's connection manager logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tap {
+    Off,
+    /// Every request.
+    On,
+    /// At most this many requests: a bucket that never refills during a test.
+    Limited(u32),
+}
 
 // === the control plane: ADS and the access log service ===
 
@@ -79,10 +98,10 @@ fn resources(
     port: u16,
     app: SocketAddr,
     refused: SocketAddr,
-    tapped: bool,
+    tap: Tap,
 ) -> Vec<Any> {
     if type_url == Listener::type_url() {
-        vec![any(&listener(port, tapped))]
+        vec![any(&listener(port, tap))]
     } else if type_url == Cluster::type_url() {
         [(WEB, app), (DOWN, refused)]
             .into_iter()
@@ -93,6 +112,16 @@ fn resources(
                 })
             })
             .collect()
+    } else if type_url == TypeUrl::TokenBucket.type_url()
+        && let Tap::Limited(max_tokens) = tap
+    {
+        // A token bucket has no name of its own: named by its wrapper, as Envoy reads it.
+        let bucket = token_bucket(max_tokens, 1, Duration::from_secs(3600));
+        vec![any(&Wrapper {
+            name: BUCKET.to_owned(),
+            resource: Some(any(&bucket)),
+            ..Default::default()
+        })]
     } else {
         Vec::new()
     }
@@ -100,8 +129,8 @@ fn resources(
 
 /// The tap's access log as `switchyard_adapters::envoy::tap` writes it, but to the `xds`
 /// cluster of the test's plaintext control plane (the adapter's `google_grpc` target carries
-/// the control plane's TLS credentials).
-fn tap_log() -> AccessLog {
+/// the control plane's TLS credentials); rate limited by [`BUCKET`] with `limited`.
+fn tap_log(limited: bool) -> AccessLog {
     let config = HttpGrpcAccessLogConfig {
         common_config: Some(CommonGrpcAccessLogConfig {
             log_name: TAP_LOG_NAME.to_owned(),
@@ -127,12 +156,12 @@ fn tap_log() -> AccessLog {
     };
     AccessLog {
         name: ACCESS_LOGGER.to_owned(),
+        filter: limited.then(|| rate_limit_filter(BUCKET)),
         config_type: Some(access_log::ConfigType::TypedConfig(any(&config))),
-        ..Default::default()
     }
 }
 
-fn listener(port: u16, tapped: bool) -> Listener {
+fn listener(port: u16, tap: Tap) -> Listener {
     let vhost = |name: &str, cluster: &str| VirtualHost {
         name: name.to_owned(),
         domains: vec![name.to_owned()],
@@ -160,7 +189,11 @@ fn listener(port: u16, tapped: bool) -> Listener {
             ..Default::default()
         })),
         http_filters: vec![router()],
-        access_log: if tapped { vec![tap_log()] } else { Vec::new() },
+        access_log: match tap {
+            Tap::Off => Vec::new(),
+            Tap::On => vec![tap_log(false)],
+            Tap::Limited(_) => vec![tap_log(true)],
+        },
         ..Default::default()
     };
     Listener {
@@ -233,12 +266,12 @@ async fn start_control_plane(
     ports: HashMap<String, u16>,
     app: SocketAddr,
     refused: SocketAddr,
-    tapped: bool,
-) -> ControlPlane<bool, Logged> {
+    tap: Tap,
+) -> ControlPlane<Tap, Logged> {
     ControlPlane::start(
         ports,
-        tapped,
-        move |type_url, port, tapped: &bool| resources(type_url, port, app, refused, *tapped),
+        tap,
+        move |type_url, port, tap: &Tap| resources(type_url, port, app, refused, *tap),
         |logged, stop| Routes::new(AccessLogServiceServer::new(Sink { logged, stop })),
     )
     .await
@@ -504,7 +537,7 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
         (BUNDLED.to_owned(), bundled_port),
         (ENVOY.to_owned(), envoy_port),
     ]);
-    let cp = start_control_plane(ports, app, refused, true).await;
+    let cp = start_control_plane(ports, app, refused, Tap::On).await;
     let (control_plane, mut rx, server) = (cp.address, cp.received, cp.server);
     let dir = tempfile::tempdir().unwrap();
     let bundled_admin = free_port();
@@ -662,8 +695,13 @@ async fn the_proxy_logs_the_requests_envoy_logs() {
 async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped() {
     let app = start_app();
     let port = free_port();
-    let mut cp =
-        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, true).await;
+    let mut cp = start_control_plane(
+        HashMap::from([(BUNDLED.to_owned(), port)]),
+        app,
+        app,
+        Tap::On,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let _bundled = start(BUNDLED, admin, cp.address, dir.path());
@@ -738,8 +776,13 @@ async fn a_stream_that_fails_is_reopened_and_what_could_not_be_sent_is_dropped()
 async fn a_connection_opened_before_the_tap_is_drained() {
     let app = start_app();
     let port = free_port();
-    let mut cp =
-        start_control_plane(HashMap::from([(BUNDLED.to_owned(), port)]), app, app, false).await;
+    let mut cp = start_control_plane(
+        HashMap::from([(BUNDLED.to_owned(), port)]),
+        app,
+        app,
+        Tap::Off,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let _bundled = start(BUNDLED, free_port(), cp.address, dir.path());
     let to = SocketAddr::from(([127, 0, 0, 1], port));
@@ -768,7 +811,7 @@ async fn a_connection_opened_before_the_tap_is_drained() {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
 
-    cp.state.send(true).unwrap();
+    cp.state.send(Tap::On).unwrap();
     // The proxy closes the idle connection once it has the tapped listener.
     let closed = tokio::task::spawn_blocking(move || {
         let mut rest = Vec::new();
@@ -801,4 +844,87 @@ async fn a_connection_opened_before_the_tap_is_drained() {
         .collect();
     assert_eq!(paths, ["/late"]);
     cp.server.abort();
+}
+
+/// The tap's rate limit, as the control plane sends it to both data planes: the access log's
+/// `process_ratelimit` filter and a bucket of 3 tokens that refills once an hour. Of 10
+/// requests in a row, each proxy logs the first 3, the same ones, and nothing more; the
+/// bundled proxy counts the other 7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_tap_logs_what_its_bucket_allows_as_envoy_does() {
+    const TOKENS: usize = 3;
+    const SENT: usize = 10;
+    let app = start_app();
+    let (bundled_port, envoy_port) = (free_port(), free_port());
+    let ports = HashMap::from([
+        (BUNDLED.to_owned(), bundled_port),
+        (ENVOY.to_owned(), envoy_port),
+    ]);
+    let tap = Tap::Limited(TOKENS as u32);
+    let mut cp = start_control_plane(ports, app, app, tap).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundled_admin = free_port();
+    let _bundled = start(BUNDLED, bundled_admin, cp.address, dir.path());
+    let _envoy = start(ENVOY, free_port(), cp.address, dir.path());
+
+    let paths: Vec<String> = (0..SENT).map(|i| format!("/r{i}")).collect();
+    let sent = paths.clone();
+    tokio::task::spawn_blocking(move || {
+        for port in [bundled_port, envoy_port] {
+            let to = SocketAddr::from(([127, 0, 0, 1], port));
+            for path in &sent {
+                let head = format!("GET {path} HTTP/1.1\r\nhost: web\r\n");
+                assert_eq!(send(to, &head, ""), 200, "{path} through {to}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut done_at: Option<Instant> = None;
+    // Until both logged the bucket's worth, then two flush intervals and more: nothing else.
+    let linger = TAP_FLUSH_INTERVAL * 2 + Duration::from_millis(500);
+    loop {
+        let wait = match done_at {
+            Some(at) => linger.saturating_sub(at.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        match tokio::time::timeout(wait, cp.received.recv()).await {
+            Ok(Some(logged_message)) => {
+                assert_eq!(logged_message.log_name, TAP_LOG_NAME);
+                let Some(LogEntries::HttpLogs(http)) = logged_message.message.log_entries else {
+                    panic!("not HTTP entries: {logged_message:?}");
+                };
+                logged.entry(logged_message.node).or_default().extend(
+                    http.log_entry
+                        .into_iter()
+                        .map(|e| e.request.unwrap_or_default().path),
+                );
+            }
+            Ok(None) => panic!("the access log service stopped"),
+            Err(_) if done_at.is_some() => break,
+            Err(_) => panic!("after {PATIENCE:?}: {logged:?}"),
+        }
+        let all_in = [BUNDLED, ENVOY]
+            .iter()
+            .all(|node| logged.get(*node).is_some_and(|l| l.len() >= TOKENS));
+        if all_in && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+    }
+    cp.server.abort();
+
+    let first = &paths[..TOKENS];
+    assert_eq!(logged[ENVOY], first, "Envoy");
+    assert_eq!(logged[BUNDLED], first, "the bundled proxy");
+    let metrics = admin_get(bundled_admin, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "access_log_entries_rate_limited_total{{log_name=\"{TAP_LOG_NAME}\"}} {}",
+            SENT - TOKENS
+        )),
+        "{metrics}"
+    );
 }

@@ -763,6 +763,16 @@ fn bundled_stats(metrics: &str, prefix: &str) -> BTreeMap<String, u64> {
             "limited_connections".to_owned(),
             sum("connections_limited_total", &[stat_prefix]),
         );
+    } else if prefix == "access_logs.grpc_access_log." {
+        // Envoy's gRPC access loggers' counters, over every log of the proxy.
+        out.insert(
+            "logs_written".to_owned(),
+            sum("access_log_entries_written_total", &[]),
+        );
+        out.insert(
+            "logs_dropped".to_owned(),
+            sum("access_log_entries_dropped_total", &[]),
+        );
     } else if prefix == "control_plane." {
         let connected = samples
             .iter()

@@ -1,6 +1,7 @@
 //! Tap end to end on the suite's data plane: `switchyard tap` shows each request of a known
 //! sequence through a meshed Pod, in order, with method, path, status, identities and bytes;
-//! never a header's value; only what its filter asks for; once it ends, the proxy's
+//! never a header's value; only what its filter asks for; past its rate the proxy logs nothing
+//! (the rate holds in the proxy, not only in the control plane); once it ends, the proxy's
 //! configuration loses the access log within a second; and after tap cycles under load the
 //! proxy's memory is back at its untapped level.
 
@@ -342,6 +343,47 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
     );
     eprintln!("untapped {:?} after the tap ended", cancelled.elapsed());
 
+    // A tap's rate holds in the proxy: past it, requests are not even logged, so a busy proxy
+    // does the work of what its taps can show, not of what it serves.
+    let slow = Tap::start(&mesh, &["pod/web-0", "--max-rps", "2"]);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(true),
+        "web-0's proxy to have the rate-limited access log",
+    );
+    warm_up(&slow, &client);
+    let written = || server.stats("access_logs.grpc_access_log.")["logs_written"];
+    let before = written();
+    let burst = Instant::now();
+    for i in 0..BURST {
+        assert_eq!(call(&client, "GET", &format!("/burst/{i}"), &[], ""), 200);
+    }
+    let elapsed = burst.elapsed();
+    // The bucket holds 2 tokens and gets one every 500 ms.
+    let allowed = 2 + (elapsed.as_millis() / 500) as u64 + 1;
+    let mut shown = 0;
+    while slow.next(Duration::from_millis(1_500)).is_some() {
+        shown += 1;
+    }
+    let logged = written() - before;
+    eprintln!(
+        "rate-limited tap: {BURST} requests in {elapsed:?}, web-0's proxy logged {logged}, the tap showed {shown}"
+    );
+    assert!(
+        (1..=allowed).contains(&logged),
+        "{logged} of {BURST} requests logged in {elapsed:?} at 2 a second (at most {allowed})"
+    );
+    assert!(
+        shown >= 1 && shown as u64 <= logged,
+        "{shown} shown, {logged} logged"
+    );
+    drop(slow);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(false),
+        "web-0's proxy to lose the rate-limited access log",
+    );
+
     // The proxy's memory over tap cycles (tapped under load, then untapped): after each it is
     // back at its untapped level.
     let pid = mesh.sidecar_pid("web-0").expect("web-0's proxy");
@@ -410,6 +452,8 @@ fn memory_kib(sidecar: &Sidecar, pid: u32) -> u64 {
 
 /// Requests per phase of the memory check.
 const LOAD: usize = 500;
+/// Requests sent at once to a proxy tapped at 2 a second.
+const BURST: usize = 40;
 /// Tap cycles of the memory check.
 const CYCLES: usize = 3;
 /// How long a proxy gets to give back freed memory (the bundled proxy's jemalloc returns pages

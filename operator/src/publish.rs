@@ -4,7 +4,7 @@
 //! [`ProxyConfig`] says all that its compile needs (data plane, address, capture).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::{Duration, SystemTime},
@@ -12,7 +12,7 @@ use std::{
 
 use switchyard_adapters::{
     bundled::BundledAdapter,
-    envoy::{self, Capture, EnvoyOptions, Resource, TapSink},
+    envoy::{self, Capture, EnvoyOptions, ProxyTap, Resource, TapSink},
     model::{DataPlane, Identity, MeshSettings, ProxyConfig, ProxyId},
 };
 use switchyard_crds::ObjectRef;
@@ -70,13 +70,13 @@ pub struct Publisher {
 struct Taps {
     hub: Arc<Hub>,
     sink: SinkOf,
-    /// The proxies compiled with the access log, as of the last publish.
-    tapped: BTreeSet<ProxyId>,
+    /// The proxies compiled with the access log, and how, as of the last publish.
+    tapped: BTreeMap<ProxyId, ProxyTap>,
 }
 
-/// Whether `proxy` is to be tapped: a session selects it and its Pod allows it.
-fn tappable(taps: &Taps, index: &Index, proxy: &ProxyId) -> bool {
-    taps.hub.selects(proxy) && index.tap_allowed(proxy)
+/// How `proxy` is to be tapped: when a session selects it and its Pod allows it.
+fn tapping(taps: &Taps, index: &Index, proxy: &ProxyId) -> Option<ProxyTap> {
+    taps.hub.tap(proxy).filter(|_| index.tap_allowed(proxy))
 }
 
 /// Where one proxy reaches the control plane (as its bootstrap says), for its tap's access log;
@@ -101,12 +101,13 @@ impl Publisher {
     }
 
     /// Taps the proxies `hub`'s sessions select: from the next publish on, their HTTP connection
-    /// managers log every request to `sink(proxy)`, and stop when no session selects them.
+    /// managers log requests to `sink(proxy)`, up to the sessions' rates ([`Hub::tap`]), and
+    /// stop when no session selects them.
     pub fn tap_with(&mut self, hub: Arc<Hub>, sink: SinkOf) {
         self.taps = Some(Taps {
             hub,
             sink,
-            tapped: BTreeSet::new(),
+            tapped: BTreeMap::new(),
         });
     }
 
@@ -115,7 +116,7 @@ impl Publisher {
         self.taps.as_ref().is_some_and(|t| {
             self.proxies
                 .iter()
-                .any(|p| tappable(t, index, p) != t.tapped.contains(p))
+                .any(|p| tapping(t, index, p).as_ref() != t.tapped.get(p))
         })
     }
 
@@ -178,19 +179,21 @@ impl Publisher {
                 out.statuses.push((obj.clone(), st.clone()));
             }
         }
-        // Proxies whose tapping starts or ends are compiled again, with or without the log.
-        let tapped: BTreeSet<ProxyId> = match &self.taps {
+        // Proxies whose tapping starts, ends or changes its rate are compiled again.
+        let tapped: BTreeMap<ProxyId, ProxyTap> = match &self.taps {
             Some(t) => configs
                 .iter()
-                .map(|c| &c.proxy)
-                .filter(|p| tappable(t, index, p))
-                .cloned()
+                .filter_map(|c| Some((c.proxy.clone(), tapping(t, index, &c.proxy)?)))
                 .collect(),
-            None => BTreeSet::new(),
+            None => BTreeMap::new(),
         };
         let retap: BTreeSet<ProxyId> = match &mut self.taps {
             Some(t) => {
-                let changed = t.tapped.symmetric_difference(&tapped).cloned().collect();
+                let changed = (t.tapped.iter())
+                    .filter(|(p, how)| tapped.get(*p) != Some(*how))
+                    .chain(tapped.iter().filter(|(p, _)| !t.tapped.contains_key(*p)))
+                    .map(|(p, _)| p.clone())
+                    .collect();
                 t.tapped = tapped;
                 changed
             }
@@ -266,9 +269,10 @@ impl Publisher {
             DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
             DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
         };
-        let tapped = self.taps.as_ref().filter(|t| t.tapped.contains(&cfg.proxy));
-        if let Some(sink) = tapped.and_then(|t| (t.sink)(cfg)) {
-            envoy::tap(&mut out, &sink);
+        let tapped = (self.taps.as_ref())
+            .and_then(|t| Some((t.tapped.get(&cfg.proxy).copied()?, (t.sink)(cfg)?)));
+        if let Some((how, sink)) = tapped {
+            envoy::tap(&mut out, &sink, how);
         }
         out
     }

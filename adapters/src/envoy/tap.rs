@@ -1,12 +1,19 @@
-//! Tap: while the control plane taps a proxy, each of its HTTP connection managers logs every
-//! request to the control plane's access-log service (`envoy.access_loggers.http_grpc`, to
+//! Tap: while the control plane taps a proxy, each of its HTTP connection managers logs
+//! requests to the control plane's access-log service (`envoy.access_loggers.http_grpc`, to
 //! `envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs`), over the channel and with
 //! the credentials of its ADS stream. An untapped proxy's configuration has no access log, so
 //! tapping costs nothing until someone asks for it.
 //!
+//! A tapped proxy logs at most its taps' rate ([`ProxyTap::rate`]): the log's filter is
+//! Envoy's `process_ratelimit`, whose token bucket ([`TAP_BUCKET`]) is a resource of its own
+//! on the same ADS stream. A request past the rate is never noted, so a tap costs a busy proxy
+//! what its sessions can show, not what it serves; and a new rate changes the bucket only, not
+//! the listeners (which Envoy would drain).
+//!
 //! ```text
-//!  compile ─▶ Output ─▶ tap(&mut output, &sink) ─▶ every Listener's HTTP connection managers
-//!                                                    + access_log [http_grpc ─▶ control plane]
+//!  compile ─▶ Output ─▶ tap(&mut output, &sink, tap) ─▶ every Listener's HTTP connection managers
+//!                          │                          + access_log [filter: bucket] ─▶ control plane
+//!                          └─▶ + TokenBucket TAP_BUCKET (the rate, when the tap has one)
 //! ```
 //!
 //! No header is logged beyond the fields every entry has (method, scheme, authority, path, user
@@ -14,27 +21,35 @@
 //! header never leave the proxy. Both data planes get the same configuration; the bundled
 //! proxy implements this subset of the logger.
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
         config::{
-            accesslog::v3::{AccessLog, access_log},
+            accesslog::v3::{
+                AccessLog, AccessLogFilter, ExtensionFilter, access_log, access_log_filter,
+                extension_filter,
+            },
             core::v3::{ApiVersion, GrpcService},
             listener::v3::{Filter, Listener, filter},
         },
         extensions::{
-            access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+            access_loggers::{
+                filters::process_ratelimit::v3::{DynamicTokenBucket, ProcessRateLimitFilter},
+                grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+            },
             filters::network::http_connection_manager::v3::HttpConnectionManager,
         },
+        r#type::v3::TokenBucket,
     },
     google::protobuf::UInt32Value,
 };
 use prost::Message as _;
+use switchyard_proxy_config::TypeUrl;
 
 use super::{
-    BootstrapOptions, LISTENER_TYPE_URL, Output, Resource, bootstrap::control_plane_grpc, duration,
-    to_any,
+    BootstrapOptions, LISTENER_TYPE_URL, Output, Reference, Resource, TOKEN_BUCKET_TYPE_URL, ads,
+    bootstrap::control_plane_grpc, duration, to_any,
 };
 
 /// The access logger's extension name.
@@ -51,6 +66,59 @@ pub const TAP_BUFFER_BYTES: u32 = 16_384;
 pub const TAP_RESPONSE_HEADERS: [&str; 1] = ["grpc-status"];
 /// `stat_prefix` of the logger's gRPC client: its stats are `grpc.tap.*`.
 pub const TAP_STAT_PREFIX: &str = "tap";
+/// The access-log filter that takes a token per logged request (Envoy's extension name).
+pub const RATE_LIMIT_FILTER: &str = "envoy.access_loggers.extension_filters.process_ratelimit";
+/// The name of the tap's token bucket resource; one bucket per proxy, shared by every listener.
+pub const TAP_BUCKET: &str = "switchyard-tap";
+/// The token bucket's shortest fill interval: Envoy refuses a shorter one.
+const MIN_FILL_INTERVAL_MS: u32 = 50;
+
+/// Requests a second (at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TapRate(NonZeroU32);
+
+impl TapRate {
+    pub const fn new(per_second: NonZeroU32) -> Self {
+        TapRate(per_second)
+    }
+
+    pub const fn per_second(self) -> u32 {
+        self.0.get()
+    }
+
+    /// Both rates together (saturating).
+    pub const fn plus(self, other: TapRate) -> TapRate {
+        TapRate(self.0.saturating_add(other.0.get()))
+    }
+
+    /// The bucket that gives exactly this rate, in the shortest fill interval (a multiple of
+    /// 50 ms, Envoy's least) that holds a whole number of tokens, up to 1 s; it holds a
+    /// second's worth, as the control plane's own bucket per session does.
+    fn bucket(self) -> TokenBucket {
+        let rate = self.per_second();
+        let interval_ms = (1..=1000 / MIN_FILL_INTERVAL_MS)
+            .map(|k| k * MIN_FILL_INTERVAL_MS)
+            .find(|ms| u64::from(rate) * u64::from(*ms) % 1000 == 0)
+            .unwrap_or(1000);
+        let per_fill = u64::from(rate) * u64::from(interval_ms) / 1000;
+        TokenBucket {
+            max_tokens: rate,
+            tokens_per_fill: Some(UInt32Value {
+                value: u32::try_from(per_fill).unwrap_or(rate),
+            }),
+            fill_interval: Some(duration(Duration::from_millis(u64::from(interval_ms)))),
+        }
+    }
+}
+
+/// What a tapped proxy is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyTap {
+    /// At most this many requests a second are logged; `None`: every request (a session that
+    /// shows only some requests would get fewer than its rate from a bucket that all
+    /// requests draw on).
+    pub rate: Option<TapRate>,
+}
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 
@@ -68,7 +136,7 @@ impl TapSink {
         }
     }
 
-    fn access_log(&self) -> AccessLog {
+    fn access_log(&self, rate_limited: bool) -> AccessLog {
         let config = HttpGrpcAccessLogConfig {
             common_config: Some(CommonGrpcAccessLogConfig {
                 log_name: TAP_LOG_NAME.to_owned(),
@@ -86,16 +154,37 @@ impl TapSink {
         };
         AccessLog {
             name: ACCESS_LOGGER.to_owned(),
+            filter: rate_limited.then(rate_limit_filter),
             config_type: Some(access_log::ConfigType::TypedConfig(to_any(&config))),
-            ..Default::default()
         }
     }
 }
 
-/// Adds the tap's access log to every HTTP connection manager of `output`'s listeners; the
-/// other resources are untouched.
-pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink) {
-    let log = sink.access_log();
+/// Takes a token of [`TAP_BUCKET`] per logged request; the bucket comes over ADS.
+fn rate_limit_filter() -> AccessLogFilter {
+    let config = ProcessRateLimitFilter {
+        dynamic_config: Some(DynamicTokenBucket {
+            resource_name: TAP_BUCKET.to_owned(),
+            config_source: Some(ads()),
+        }),
+    };
+    AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::ExtensionFilter(
+            ExtensionFilter {
+                name: RATE_LIMIT_FILTER.to_owned(),
+                config_type: Some(extension_filter::ConfigType::TypedConfig(to_any(&config))),
+            },
+        )),
+    }
+}
+
+/// Adds the tap's access log to every HTTP connection manager of `output`'s listeners, and,
+/// with a rate, the token bucket they draw on; the other resources are untouched.
+pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink, tap: ProxyTap) {
+    let log = sink.access_log(tap.rate.is_some());
+    let bucket = tap
+        .rate
+        .map(|_| Reference::new(TypeUrl::TokenBucket, TAP_BUCKET));
     for resource in &mut output.resources {
         if resource.type_url != LISTENER_TYPE_URL {
             continue;
@@ -114,8 +203,18 @@ pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink) {
         if tapped {
             let mut r = Resource::clone(resource);
             r.resource = to_any(&listener);
-            *resource = Arc::new(r);
+            let references: Vec<Reference> =
+                r.references.iter().cloned().chain(bucket.clone()).collect();
+            *resource = Arc::new(r.referencing(references));
         }
+    }
+    if let Some(rate) = tap.rate {
+        // Its type URL sorts after every other the adapter emits, so the output stays sorted.
+        output.resources.push(Arc::new(Resource::new(
+            TOKEN_BUCKET_TYPE_URL,
+            TAP_BUCKET,
+            to_any(&rate.bucket()),
+        )));
     }
 }
 

@@ -3223,6 +3223,121 @@ fn the_grpc_service_message_is_the_bootstraps() {
 }
 
 #[test]
+fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
+    use envoy_types::pb::envoy::{
+        config::accesslog::v3::{access_log_filter::FilterSpecifier, extension_filter},
+        extensions::access_loggers::filters::process_ratelimit::v3::ProcessRateLimitFilter,
+        r#type::v3::TokenBucket,
+    };
+    let mesh = permissive();
+    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
+    let opts = BootstrapOptions::new(
+        "shop/web-v1-0",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        "127.0.0.1",
+        15010,
+        "/token",
+        XdsCa::File("/ca.crt".into()),
+    );
+    let tapped = |per_second: u32| {
+        let mut shared = Output {
+            resources: plain.resources.iter().cloned().map(Arc::new).collect(),
+            warnings: Vec::new(),
+        };
+        let rate = super::TapRate::new(std::num::NonZeroU32::new(per_second).unwrap());
+        super::tap(
+            &mut shared,
+            &super::TapSink::new(&opts),
+            super::ProxyTap { rate: Some(rate) },
+        );
+        shared
+    };
+    // (requests a second, max tokens, tokens per fill, fill interval in ms): the shortest
+    // multiple of 50 ms that holds a whole number of tokens, so the rate is exact.
+    for (rate, max, per_fill, every_ms) in [
+        (1_000, 1_000, 50, 50),
+        (100, 100, 5, 50),
+        (30, 30, 3, 100),
+        (7, 7, 7, 1_000),
+        (1, 1, 1, 1_000),
+        (64_000, 64_000, 3_200, 50),
+    ] {
+        let out = tapped(rate);
+        let last = out.resources.last().unwrap();
+        assert_eq!(
+            (last.type_url, last.name.as_str()),
+            (super::TOKEN_BUCKET_TYPE_URL, super::TAP_BUCKET)
+        );
+        let bucket = TokenBucket::decode(last.resource.value.as_slice()).unwrap();
+        let fill = bucket.fill_interval.unwrap();
+        assert_eq!(
+            (
+                bucket.max_tokens,
+                bucket.tokens_per_fill.unwrap().value,
+                fill.seconds * 1000 + i64::from(fill.nanos) / 1_000_000
+            ),
+            (max, per_fill, every_ms),
+            "{rate}/s"
+        );
+    }
+    let out = tapped(250);
+    let sorted: Vec<_> = out
+        .resources
+        .iter()
+        .map(|r| (r.type_url, &r.name))
+        .collect();
+    assert!(sorted.is_sorted(), "{sorted:?}");
+    assert_eq!(out.resources.len(), plain.resources.len() + 1);
+    let mut managers = 0;
+    for (before, after) in plain.resources.iter().zip(&out.resources) {
+        if before.type_url != LISTENER_TYPE_URL {
+            assert_eq!(before.references, after.references, "{}", before.name);
+            continue;
+        }
+        let listener = Listener::decode(after.resource.value.as_slice()).unwrap();
+        let has_manager = listener
+            .filter_chains
+            .iter()
+            .flat_map(|c| &c.filters)
+            .any(|f| f.name == "envoy.filters.network.http_connection_manager");
+        let bucket = Reference::new(TypeUrl::TokenBucket, super::TAP_BUCKET);
+        assert_eq!(
+            after.references.contains(&bucket),
+            has_manager,
+            "{}: {:?}",
+            before.name,
+            after.references
+        );
+        for f in listener.filter_chains.iter().flat_map(|c| &c.filters) {
+            if f.name != "envoy.filters.network.http_connection_manager" {
+                continue;
+            }
+            managers += 1;
+            let hcm: HttpConnectionManager = typed(&f.config_type);
+            let [log] = hcm.access_log.as_slice() else {
+                panic!("{}: {:?}", before.name, hcm.access_log)
+            };
+            let Some(FilterSpecifier::ExtensionFilter(ext)) = log
+                .filter
+                .as_ref()
+                .and_then(|f| f.filter_specifier.as_ref())
+            else {
+                panic!("{}: no extension filter: {:?}", before.name, log.filter)
+            };
+            assert_eq!(ext.name, super::RATE_LIMIT_FILTER);
+            let Some(extension_filter::ConfigType::TypedConfig(any)) = &ext.config_type else {
+                panic!()
+            };
+            let config = ProcessRateLimitFilter::decode(any.value.as_slice()).unwrap();
+            let dynamic = config.dynamic_config.unwrap();
+            assert_eq!(dynamic.resource_name, super::TAP_BUCKET);
+            assert_eq!(dynamic.config_source, Some(super::ads()));
+        }
+    }
+    assert!(managers >= 3, "{managers} connection managers");
+}
+
+#[test]
 fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
     let mesh = permissive();
     let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
@@ -3238,7 +3353,12 @@ fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
         "/token",
         XdsCa::File("/ca.crt".into()),
     );
-    super::tap(&mut shared, &super::TapSink::new(&opts));
+    super::tap(
+        &mut shared,
+        &super::TapSink::new(&opts),
+        super::ProxyTap { rate: None },
+    );
+    assert_eq!(shared.resources.len(), plain.resources.len(), "no bucket");
     let mut managers = 0;
     for (before, after) in plain.resources.iter().zip(&shared.resources) {
         assert_eq!(
@@ -3262,6 +3382,7 @@ fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
                     panic!("{}: {:?}", before.name, hcm.access_log)
                 };
                 assert_eq!(log.name, "envoy.access_loggers.http_grpc");
+                assert_eq!(log.filter, None, "without a rate, every request is logged");
                 let Some(access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
                     panic!()
                 };

@@ -1,7 +1,8 @@
 //! Translation of the accepted xDS resources into the runtime model, one resource at a time.
 //!
 //! The per-resource translations (`ListenerConfig::from_xds`, `RouteTable::from_xds`,
-//! `ClusterConfig::from_xds`, `Endpoint::list_from_xds`, `SecretMaterial::from_xds`) are also
+//! `ClusterConfig::from_xds`, `Endpoint::list_from_xds`, `SecretMaterial::from_xds`,
+//! `TokenBucketConfig::from_xds`) are also
 //! what the xDS client runs to validate a resource when it decodes it, so the subset the proxy
 //! implements is written down once: whatever they reject is NACKed (and the previous
 //! configuration kept), and whatever the client accepted translates. The proxy keeps what they
@@ -32,8 +33,9 @@ mod matcher;
 mod rbac;
 mod route;
 mod tls;
+mod token_bucket;
 
-pub use self::route::RETRY_ON;
+pub use self::{access_log::PROCESS_RATELIMIT, route::RETRY_ON};
 
 use std::{
     collections::BTreeMap,
@@ -53,13 +55,14 @@ use envoy_types::pb::{
         route::v3::RouteConfiguration,
     },
     envoy::extensions::transport_sockets::tls::v3::Secret,
+    envoy::r#type::v3::TokenBucket,
     google::protobuf::{self as pbuf, Any},
 };
 use prost::Message;
 
 use crate::{
-    ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable, Runtime,
-    SecretMaterial, TypeUrl,
+    BucketName, ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable,
+    Runtime, SecretMaterial, TokenBucketConfig, TypeUrl,
 };
 
 /// The translated resources of an accepted configuration, each by the name it is served under
@@ -72,17 +75,21 @@ pub struct Translated {
     pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
     pub routes: BTreeMap<String, Arc<RouteTable>>,
     pub secrets: BTreeMap<String, Arc<SecretMaterial>>,
+    pub buckets: BTreeMap<String, Arc<TokenBucketConfig>>,
 }
 
 impl Runtime {
     /// Links translated resources: endpoints into their EDS clusters, inline route tables
     /// next to the RDS ones. A reference to something missing is kept with a warning
-    /// (requests to it get 503); nothing here can fail, since every piece already translated.
+    /// (requests to it get 503; an access log whose token bucket is missing logs nothing, as
+    /// Envoy's once the bucket is removed); nothing here can fail, since every piece already
+    /// translated.
     ///
     /// Linear in the number of resources; no resource is translated again.
     pub fn link(translated: &Translated) -> Runtime {
         let mut warnings = Vec::new();
         let secrets = translated.secrets.clone();
+        let buckets = translated.buckets.clone();
 
         let mut clusters = BTreeMap::new();
         for (name, cluster) in &translated.clusters {
@@ -117,6 +124,14 @@ impl Runtime {
         for (name, listener) in &translated.listeners {
             for secret in listener.secret_names() {
                 missing_secret(&secrets, TypeUrl::Listener, name, secret, &mut warnings);
+            }
+            for bucket in listener.bucket_names() {
+                if !buckets.contains_key(bucket.as_str()) {
+                    warnings.push(format!(
+                        "listener {name}: token bucket {bucket} does not exist; its access logs \
+                         log nothing"
+                    ));
+                }
             }
             for chain in &listener.chains {
                 match &chain.filter {
@@ -160,6 +175,7 @@ impl Runtime {
             routes,
             clusters,
             secrets,
+            buckets,
             warnings,
         }
     }
@@ -173,6 +189,7 @@ pub enum Translation {
     Listener(ListenerConfig),
     Route(RouteTable),
     Secret(SecretMaterial),
+    TokenBucket(TokenBucketConfig),
 }
 
 /// Decodes one resource as served (its `Any`) and translates it, checking that its type is
@@ -214,6 +231,11 @@ pub fn translate(ty: TypeUrl, name: &str, any: &Any) -> Result<Translation, Inva
             let s: Secret = decode(any)?;
             named(&s.name)?;
             Translation::Secret(SecretMaterial::from_xds(&s)?)
+        }
+        // A token bucket has no name of its own: it is known by the name it is served under.
+        TypeUrl::TokenBucket => {
+            let b: TokenBucket = decode(any)?;
+            Translation::TokenBucket(TokenBucketConfig::from_xds(&b)?)
         }
     })
 }
@@ -296,6 +318,19 @@ impl ListenerConfig {
             .flat_map(|tls| {
                 std::iter::once(tls.certificate.as_str()).chain(tls.trust_bundle.as_deref())
             })
+    }
+
+    /// The token buckets the access logs of the listener's HTTP connection managers take
+    /// their tokens from, with repeats.
+    pub fn bucket_names(&self) -> impl Iterator<Item = &BucketName> {
+        self.chains
+            .iter()
+            .filter_map(|c| match &c.filter {
+                NetworkFilter::Http(hcm) => Some(&hcm.access_logs),
+                NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+            })
+            .flatten()
+            .filter_map(|log| log.bucket.as_ref())
     }
 }
 

@@ -11,7 +11,8 @@
 //! The subset (every field outside of which is refused), in outline; the translation under
 //! `build` is the definition:
 //!
-//! - **Resource types**: CDS, EDS, LDS, RDS and SDS, over ADS.
+//! - **Resource types**: CDS, EDS, LDS, RDS and SDS, and `envoy.type.v3.TokenBucket` (the
+//!   rate of an access log's `process_ratelimit` filter, see [`TokenBucketConfig`]), over ADS.
 //! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS, and ORIGINAL_DST with
 //!   `lb_policy` CLUSTER_PROVIDED and nothing else but `connect_timeout` (a TCP proxy's
 //!   passthrough to the connection's original destination, in plaintext); `connect_timeout`;
@@ -39,8 +40,8 @@
 //!   at most one `envoy.filters.network.rbac` (ALLOW), right before `tcp_proxy`, and at most
 //!   one `envoy.filters.network.connection_limit` (`max_connections`) anywhere before the
 //!   terminal filter.
-//! - **HTTP connection manager**: codec AUTO, `access_log` with `http_grpc` loggers (see
-//!   [`AccessLog`]), RDS over ADS or an inline route configuration,
+//! - **HTTP connection manager**: codec AUTO, `access_log` with `http_grpc` loggers, each
+//!   with no filter or the `process_ratelimit` extension filter over ADS (see [`AccessLog`]), RDS over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
 //!   no switch to turn that off, as Envoy does with `merge_slashes`,
 //!   `path_with_escaped_slashes_action` and `max_request_headers_kb` unset, or stricter: see
@@ -68,8 +69,9 @@
 //! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not
 //! ignored: an audit log that silently never appears would mislead. An HTTP connection
 //! manager's `access_log` may list `envoy.access_loggers.http_grpc` loggers (see
-//! [`AccessLog`]), which the proxy implements; any other logger, a filter, or an access log
-//! anywhere else drops its resource like any other unsupported field.
+//! [`AccessLog`]), which the proxy implements; any other logger, any filter but
+//! `process_ratelimit`, or an access log anywhere else drops its resource like any other
+//! unsupported field.
 
 #![forbid(unsafe_code)]
 
@@ -91,7 +93,7 @@ use std::{
 };
 
 pub use self::{
-    build::{Invalid, Problem, RETRY_ON, Translated, Translation, translate},
+    build::{Invalid, PROCESS_RATELIMIT, Problem, RETRY_ON, Translated, Translation, translate},
     chains::{
         AppProtocol, ApplicationLevel, ChainMatch, ChainSelector, CidrRange, DuplicateMatch,
         PortSet, TransportLevel, TransportProtocol,
@@ -111,6 +113,8 @@ pub struct Runtime {
     pub clusters: BTreeMap<String, Arc<ClusterConfig>>,
     /// Certificates and trust bundles by SDS name.
     pub secrets: BTreeMap<String, Arc<SecretMaterial>>,
+    /// The token buckets of access logs' `process_ratelimit` filters, by resource name.
+    pub buckets: BTreeMap<String, Arc<TokenBucketConfig>>,
     /// Things the translation skipped (a route naming a cluster that is not there yet): the
     /// data path answers 503 for them, as Envoy does; listed in `/config_dump`.
     pub warnings: Vec<String>,
@@ -256,7 +260,8 @@ pub struct HttpManager {
 /// `envoy.access_loggers.http_grpc` (`HttpGrpcAccessLogConfig`) on an HTTP connection
 /// manager: every request it handles, once its response is sent (or its stream ends), becomes
 /// an `HTTPAccessLogEntry` streamed to `envoy.service.accesslog.v3.AccessLogService/
-/// StreamAccessLogs`, as Envoy's logger sends it (no `filter`: every request).
+/// StreamAccessLogs`, as Envoy's logger sends it: every request, or with a `process_ratelimit`
+/// filter as many as its token bucket allows ([`AccessLog::bucket`]).
 ///
 /// The bundled proxy sends entries to its control plane only: over its ADS channel (address,
 /// TLS) with the ADS credentials, whatever `grpc_service` names. The translation requires an
@@ -283,7 +288,46 @@ pub struct AccessLog {
     pub response_headers: Vec<String>,
     /// `additional_response_trailers_to_log`: lower-case names, in `response_trailers`.
     pub response_trailers: Vec<String>,
+    /// `filter`: the `envoy.access_loggers.extension_filters.process_ratelimit` extension
+    /// filter's token bucket, by resource name (`dynamic_config.resource_name`, over ADS); a
+    /// request is logged only if it takes a token from it. `None` (no filter): every request.
+    pub bucket: Option<BucketName>,
 }
+
+/// The resource name of a token bucket (`envoy.type.v3.TokenBucket`) an access log's
+/// `process_ratelimit` filter takes its tokens from. As in Envoy there is one bucket per name
+/// in the process, shared by every access log that names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketName(pub String);
+
+impl BucketName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An `envoy.type.v3.TokenBucket` resource, as Envoy's `process_ratelimit` access log filter
+/// reads it: a bucket starts full, gains `tokens_per_fill` tokens every `fill_interval` (never
+/// more than `max_tokens`), and each logged request takes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenBucketConfig {
+    /// `max_tokens`: what the bucket holds when full, and at the start; at least 1.
+    pub max_tokens: u32,
+    /// `tokens_per_fill`: tokens added per `fill_interval`; default 1, at least 1.
+    pub tokens_per_fill: u32,
+    /// `fill_interval`: required, at least [`MIN_FILL_INTERVAL`] (50 ms, Envoy's floor).
+    pub fill_interval: Duration,
+}
+
+/// The shortest `fill_interval` of a token bucket: Envoy's local rate limiter refuses less
+/// ("fill timer must be >= 50ms").
+pub const MIN_FILL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Envoy's `buffer_flush_interval` when an access logger sets none.
 pub const DEFAULT_ACCESS_LOG_FLUSH_INTERVAL: Duration = Duration::from_secs(1);

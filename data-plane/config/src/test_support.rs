@@ -6,13 +6,18 @@ use std::{net::SocketAddr, time::Duration};
 use envoy_types::pb::{
     envoy::{
         config::{
+            accesslog::v3::{
+                AccessLog, AccessLogFilter, ExtensionFilter, access_log,
+                access_log_filter::FilterSpecifier, extension_filter,
+            },
             cluster::v3::{
                 Cluster,
                 cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
             },
             core::v3::{
-                Address, AggregatedConfigSource, CidrRange, ConfigSource, SocketAddress,
-                TrafficDirection, address, config_source::ConfigSourceSpecifier, socket_address,
+                Address, AggregatedConfigSource, ApiVersion, CidrRange, ConfigSource, GrpcService,
+                SocketAddress, TrafficDirection, address, config_source::ConfigSourceSpecifier,
+                grpc_service, socket_address,
             },
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -26,6 +31,10 @@ use envoy_types::pb::{
                 Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
                 route_action, route_match,
             },
+        },
+        extensions::access_loggers::{
+            filters::process_ratelimit::v3::{DynamicTokenBucket, ProcessRateLimitFilter},
+            grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
         },
         extensions::filters::{
             http::router::v3::Router,
@@ -43,7 +52,7 @@ use envoy_types::pb::{
                 tcp_proxy::v3::{TcpProxy, tcp_proxy},
             },
         },
-        r#type::v3::Int32Range,
+        r#type::v3::{Int32Range, TokenBucket},
     },
     google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
 };
@@ -354,6 +363,89 @@ pub fn routes_to(name: &str, cluster: &str) -> RouteConfiguration {
             }],
             ..Default::default()
         }],
+        ..Default::default()
+    }
+}
+
+/// An `envoy.access_loggers.http_grpc` access log named `log_name`, to the `xds` cluster, with
+/// Envoy's defaults otherwise.
+pub fn grpc_access_log(log_name: &str) -> AccessLog {
+    let config = HttpGrpcAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: log_name.to_owned(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: "xds".to_owned(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    AccessLog {
+        name: "envoy.access_loggers.http_grpc".to_owned(),
+        config_type: Some(access_log::ConfigType::TypedConfig(any(&config))),
+        ..Default::default()
+    }
+}
+
+/// The access log filter the control plane puts on a tap's access log: Envoy's
+/// `process_ratelimit` with the token bucket `resource_name` over ADS.
+pub fn rate_limit_filter(resource_name: &str) -> AccessLogFilter {
+    let config = ProcessRateLimitFilter {
+        dynamic_config: Some(DynamicTokenBucket {
+            resource_name: resource_name.to_owned(),
+            config_source: Some(ConfigSource {
+                resource_api_version: ApiVersion::V3 as i32,
+                ..ads()
+            }),
+        }),
+    };
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+            name: "envoy.access_loggers.extension_filters.process_ratelimit".to_owned(),
+            config_type: Some(extension_filter::ConfigType::TypedConfig(any(&config))),
+        })),
+    }
+}
+
+/// A token bucket of `max_tokens`, `tokens_per_fill` more every `fill_interval`.
+pub fn token_bucket(max_tokens: u32, tokens_per_fill: u32, fill_interval: Duration) -> TokenBucket {
+    TokenBucket {
+        max_tokens,
+        tokens_per_fill: Some(UInt32Value {
+            value: tokens_per_fill,
+        }),
+        fill_interval: Some(duration(fill_interval)),
+    }
+}
+
+/// The listener `name` on 127.0.0.1:`port`: one HTTP connection manager (RDS `name`) with
+/// these access logs.
+pub fn logged_listener(name: &str, port: u16, access_log: Vec<AccessLog>) -> Listener {
+    let manager = HttpConnectionManager {
+        stat_prefix: name.to_owned(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: name.to_owned(),
+        })),
+        http_filters: vec![router()],
+        access_log,
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_owned(),
+        address: Some(socket("127.0.0.1", port)),
+        filter_chains: vec![chain(
+            "http",
+            None,
+            typed("envoy.filters.network.http_connection_manager", &manager),
+        )],
         ..Default::default()
     }
 }

@@ -775,3 +775,242 @@ fn envoy_counts_whole_milliseconds_under_the_first_bound_above_them() {
     assert_eq!(time_bucket(10_000), LATENCY_BUCKET_COUNT - 1);
     assert_eq!(time_bucket(u64::MAX), LATENCY_BUCKET_COUNT - 1);
 }
+
+// === rate-limited access logs: process_ratelimit and token buckets ===
+
+mod rate_limited {
+    use std::time::Duration;
+
+    use envoy_types::pb::{
+        envoy::config::{
+            accesslog::v3::{
+                AccessLogFilter, ExtensionFilter, StatusCodeFilter, access_log_filter,
+                extension_filter,
+            },
+            core::v3::{ApiConfigSource, ConfigSource, config_source::ConfigSourceSpecifier},
+        },
+        envoy::extensions::access_loggers::filters::process_ratelimit::v3::ProcessRateLimitFilter,
+        envoy::r#type::v3::TokenBucket,
+        google::protobuf::{Any, Duration as PbDuration},
+    };
+
+    use crate::{
+        BucketName, NetworkFilter, TokenBucketConfig, Translation, TypeUrl,
+        test_support::{any, grpc_access_log, logged_listener, rate_limit_filter, token_bucket},
+        translate,
+    };
+
+    /// The translation of a listener whose one access log has `filter`: its bucket, or the
+    /// error.
+    fn bucket_of(filter: Option<AccessLogFilter>) -> Result<Option<BucketName>, String> {
+        let log = envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
+            filter,
+            ..grpc_access_log("tap")
+        };
+        let listener = logged_listener("l", 8080, vec![log]);
+        match translate(TypeUrl::Listener, "l", &any(&listener)) {
+            Ok(Translation::Listener(l)) => {
+                let NetworkFilter::Http(h) = &l.chains[0].filter else {
+                    panic!("not HTTP")
+                };
+                let bucket = h.access_logs[0].bucket.clone();
+                assert_eq!(
+                    l.bucket_names().cloned().collect::<Vec<_>>(),
+                    Vec::from_iter(bucket.clone())
+                );
+                Ok(bucket)
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    const AT: &str = "filter_chains[0].filters[0].typed_config.access_log[0].filter";
+
+    /// `rate_limit_filter("switchyard-tap")` with its `ProcessRateLimitFilter` changed.
+    fn changed(f: impl Fn(&mut ProcessRateLimitFilter)) -> AccessLogFilter {
+        let mut filter = rate_limit_filter("switchyard-tap");
+        let Some(access_log_filter::FilterSpecifier::ExtensionFilter(ext)) =
+            &mut filter.filter_specifier
+        else {
+            panic!()
+        };
+        let Some(extension_filter::ConfigType::TypedConfig(config)) = &mut ext.config_type else {
+            panic!()
+        };
+        let mut decoded: ProcessRateLimitFilter =
+            prost::Message::decode(&config.value[..]).expect("the filter's config decodes");
+        f(&mut decoded);
+        *config = any(&decoded);
+        filter
+    }
+
+    #[test]
+    fn the_process_ratelimit_filter_names_the_bucket() {
+        assert_eq!(bucket_of(None), Ok(None));
+        assert_eq!(
+            bucket_of(Some(rate_limit_filter("switchyard-tap"))),
+            Ok(Some(BucketName("switchyard-tap".to_owned())))
+        );
+        // `self` is the ADS stream too, as everywhere else.
+        let via_self = changed(|c| {
+            c.dynamic_config.as_mut().unwrap().config_source = Some(ConfigSource {
+                config_source_specifier: Some(ConfigSourceSpecifier::Self_(Default::default())),
+                ..Default::default()
+            });
+        });
+        assert!(bucket_of(Some(via_self)).is_ok());
+    }
+
+    #[test]
+    fn other_filters_and_sources_are_refused_at_their_field() {
+        let status = AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::StatusCodeFilter(
+                StatusCodeFilter::default(),
+            )),
+        };
+        let other_extension = AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::ExtensionFilter(
+                ExtensionFilter {
+                    name: "envoy.access_loggers.extension_filters.cel".to_owned(),
+                    config_type: Some(extension_filter::ConfigType::TypedConfig(Any {
+                        type_url: "type.googleapis.com/xds.type.v3.CelExpression".to_owned(),
+                        value: Vec::new(),
+                    })),
+                },
+            )),
+        };
+        let no_config = AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::ExtensionFilter(
+                ExtensionFilter {
+                    name: "envoy.access_loggers.extension_filters.process_ratelimit".to_owned(),
+                    config_type: None,
+                },
+            )),
+        };
+        let cases = [
+            (
+                AccessLogFilter::default(),
+                format!(
+                    "{AT}: only the extension filter \
+                     envoy.access_loggers.extension_filters.process_ratelimit is supported"
+                ),
+            ),
+            (
+                status,
+                format!(
+                    "{AT}: only the extension filter \
+                     envoy.access_loggers.extension_filters.process_ratelimit is supported"
+                ),
+            ),
+            (
+                other_extension,
+                format!(
+                    "{AT}.extension_filter: only \
+                     envoy.access_loggers.extension_filters.process_ratelimit \
+                     (ProcessRateLimitFilter) is supported"
+                ),
+            ),
+            (
+                no_config,
+                format!("{AT}.extension_filter.typed_config: a typed config is required"),
+            ),
+            (
+                changed(|c| c.dynamic_config = None),
+                format!("{AT}.extension_filter.typed_config.dynamic_config: is required"),
+            ),
+            (
+                changed(|c| c.dynamic_config.as_mut().unwrap().resource_name.clear()),
+                format!(
+                    "{AT}.extension_filter.typed_config.dynamic_config.resource_name: must not \
+                     be empty"
+                ),
+            ),
+            (
+                changed(|c| c.dynamic_config.as_mut().unwrap().config_source = None),
+                format!(
+                    "{AT}.extension_filter.typed_config.dynamic_config.config_source: only ADS \
+                     is supported"
+                ),
+            ),
+            (
+                changed(|c| {
+                    c.dynamic_config.as_mut().unwrap().config_source = Some(ConfigSource {
+                        config_source_specifier: Some(ConfigSourceSpecifier::ApiConfigSource(
+                            ApiConfigSource::default(),
+                        )),
+                        ..Default::default()
+                    });
+                }),
+                format!(
+                    "{AT}.extension_filter.typed_config.dynamic_config.config_source: only ADS \
+                     is supported"
+                ),
+            ),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(bucket_of(Some(filter)), Err(expected));
+        }
+    }
+
+    fn bucket(b: &TokenBucket) -> Result<TokenBucketConfig, String> {
+        match translate(TypeUrl::TokenBucket, "switchyard-tap", &any(b)) {
+            Ok(Translation::TokenBucket(config)) => Ok(config),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn token_buckets_are_validated_as_envoy_validates_them() {
+        assert_eq!(
+            bucket(&token_bucket(20, 1, Duration::from_millis(50))),
+            Ok(TokenBucketConfig {
+                max_tokens: 20,
+                tokens_per_fill: 1,
+                fill_interval: Duration::from_millis(50),
+            })
+        );
+        // `tokens_per_fill` defaults to 1.
+        let unset = TokenBucket {
+            tokens_per_fill: None,
+            ..token_bucket(3, 7, Duration::from_secs(3600))
+        };
+        assert_eq!(bucket(&unset).map(|b| b.tokens_per_fill), Ok(1));
+
+        let cases = [
+            (
+                token_bucket(0, 1, Duration::from_secs(1)),
+                "max_tokens: must be more than zero",
+            ),
+            (
+                token_bucket(3, 0, Duration::from_secs(1)),
+                "tokens_per_fill: must be more than zero",
+            ),
+            (
+                TokenBucket {
+                    fill_interval: None,
+                    ..token_bucket(3, 1, Duration::from_secs(1))
+                },
+                "fill_interval: is required",
+            ),
+            (
+                token_bucket(3, 1, Duration::from_millis(49)),
+                "fill_interval: must be at least 50ms",
+            ),
+            (
+                TokenBucket {
+                    fill_interval: Some(PbDuration {
+                        seconds: -1,
+                        nanos: 0,
+                    }),
+                    ..token_bucket(3, 1, Duration::from_secs(1))
+                },
+                "fill_interval: must not be negative",
+            ),
+        ];
+        for (b, expected) in cases {
+            assert_eq!(bucket(&b), Err(expected.to_owned()), "{b:?}");
+        }
+    }
+}

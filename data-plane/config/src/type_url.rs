@@ -1,4 +1,4 @@
-//! The five xDS resource types the mesh serves and the bundled proxy subscribes to: the one
+//! The six xDS resource types the mesh serves and the bundled proxy subscribes to: the one
 //! definition the operator's snapshot, the adapters and the proxy's client share.
 
 use std::fmt;
@@ -6,9 +6,10 @@ use std::fmt;
 /// A resource type served over ADS, named after its protobuf message.
 ///
 /// `ALL` is the push order: CDS → EDS → LDS → RDS is Envoy's make-before-break order
-/// (`xds_protocol.rst`, "eventual consistency considerations"); SDS comes last because Envoy asks
-/// for a secret only once a cluster or listener that references it exists, and a rotated secret
-/// does not depend on anything else. The proxy subscribes in the same order.
+/// (`xds_protocol.rst`, "eventual consistency considerations"); SDS and token buckets come last
+/// because a proxy asks for a secret or a bucket only once a cluster or listener that
+/// references it exists, and neither depends on anything else. The proxy subscribes in the
+/// same order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TypeUrl {
     /// CDS: `envoy.config.cluster.v3.Cluster`.
@@ -21,17 +22,22 @@ pub enum TypeUrl {
     RouteConfiguration,
     /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
     Secret,
+    /// `envoy.type.v3.TokenBucket`: the rate of an access log's `process_ratelimit` filter
+    /// (a tapped proxy logs at most its taps' rate); Envoy subscribes to one as a singleton
+    /// resource when a listener references it.
+    TokenBucket,
 }
 
 // === impl TypeUrl ===
 
 impl TypeUrl {
-    pub const ALL: [TypeUrl; 5] = [
+    pub const ALL: [TypeUrl; 6] = [
         TypeUrl::Cluster,
         TypeUrl::ClusterLoadAssignment,
         TypeUrl::Listener,
         TypeUrl::RouteConfiguration,
         TypeUrl::Secret,
+        TypeUrl::TokenBucket,
     ];
 
     /// The type URL, as on the wire.
@@ -48,10 +54,11 @@ impl TypeUrl {
             TypeUrl::Secret => {
                 "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
+            TypeUrl::TokenBucket => "type.googleapis.com/envoy.type.v3.TokenBucket",
         }
     }
 
-    /// The type a type URL names, if it is one of the five.
+    /// The type a type URL names, if it is one of the six.
     pub fn from_type_url(url: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.type_url() == url)
     }
@@ -64,6 +71,8 @@ impl TypeUrl {
             TypeUrl::Listener => "LDS",
             TypeUrl::RouteConfiguration => "RDS",
             TypeUrl::Secret => "SDS",
+            // Envoy names no service for it; a token bucket discovery service.
+            TypeUrl::TokenBucket => "TBDS",
         }
     }
 
@@ -76,6 +85,7 @@ impl TypeUrl {
             TypeUrl::Listener => "listener",
             TypeUrl::RouteConfiguration => "route configuration",
             TypeUrl::Secret => "secret",
+            TypeUrl::TokenBucket => "token bucket",
         }
     }
 
@@ -84,6 +94,14 @@ impl TypeUrl {
     /// types are always subscribed by name, as accepted resources reference them.
     pub const fn is_wildcard(self) -> bool {
         matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+
+    /// Whether the resource's message holds its own name: every type but `TokenBucket`. A
+    /// state-of-the-world response carries a `TokenBucket` wrapped in an
+    /// `envoy.service.discovery.v3.Resource`, which names it (as a delta response carries every
+    /// type); Envoy takes a wrapped resource of any type.
+    pub const fn names_itself(self) -> bool {
+        !matches!(self, TypeUrl::TokenBucket)
     }
 
     /// Position in [`Self::ALL`], for per-type arrays.

@@ -113,7 +113,7 @@ fn versions(client: &DeltaClient) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
-/// A structured response: one of the five types (or an arbitrary type URL), a few resources
+/// A structured response: one of the six types (or an arbitrary type URL), a few resources
 /// and removals.
 fn response(u: &mut Unstructured<'_>, fixture: &Fixture) -> Result<DeltaDiscoveryResponse> {
     let type_url = match u.choose_index(TypeUrl::ALL.len() + 1)? {

@@ -42,7 +42,7 @@ pub fn resources() -> Vec<Resource> {
 }
 
 /// The responses that deliver [`resources`], one per type in the order the control plane
-/// answers (CDS, EDS, LDS, RDS, SDS), each at version `1`.
+/// answers (the order of `TypeUrl::ALL`), each at version `1`.
 pub fn responses() -> Vec<DeltaDiscoveryResponse> {
     let resources = resources();
     TypeUrl::ALL

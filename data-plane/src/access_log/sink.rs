@@ -7,8 +7,11 @@
 //! Entries wait at most `buffer_flush_interval`, or until `buffer_size_bytes` of them (as
 //! encoded) wait, then go in one message. The buffer holds at most [`MAX_PENDING_BYTES`]:
 //! beyond that, and at a flush while no stream is up, entries are dropped and counted
-//! (`access_log_entries_dropped_total{log_name}`), never kept without bound. A message in
+//! (`access_log_entries_dropped_total{log_name}`), never kept without bound; those taken in are
+//! counted in `access_log_entries_written_total{log_name}` (Envoy's `logs_written`). A message in
 //! flight when a connection breaks is lost (the protocol has no acknowledgement), as Envoy's.
+//! Requests a `process_ratelimit` filter's bucket kept out are never entries; they are counted
+//! in `access_log_entries_rate_limited_total{log_name}`.
 //!
 //! An entry is encoded once, as it is queued, into the log's buffer: the buffer is then the
 //! message's `http_logs` field as it goes on the wire, and a message costs the sink's task a
@@ -41,7 +44,7 @@ use tonic::{
     codec::{DecodeBuf, EncodeBuf},
 };
 
-use super::{Loggers, deferred::Deferred, worker::Worker};
+use super::{Buckets, Loggers, deferred::Deferred, worker::Worker};
 use crate::{
     ads,
     bootstrap::Bootstrap,
@@ -81,6 +84,8 @@ pub struct Sinks {
 #[derive(Debug)]
 pub struct Sink {
     outbox: Arc<Outbox>,
+    /// `access_log_entries_rate_limited_total`: requests the log's bucket kept out.
+    rate_limited: Arc<Counter>,
 }
 
 /// One log's entries, waiting for its stream.
@@ -90,6 +95,9 @@ pub(crate) struct Outbox {
     /// Send once this many bytes wait.
     buffer_bytes: usize,
     dropped: Arc<Counter>,
+    /// `access_log_entries_written_total`: entries taken into the buffer (Envoy's
+    /// `access_logs.grpc_access_log.logs_written`).
+    written: Arc<Counter>,
     inner: Mutex<Inner>,
     /// Wakes [`Outbox::closed`].
     changed: Notify,
@@ -200,9 +208,9 @@ impl Sinks {
             .unwrap_or_else(PoisonError::into_inner) = configured;
     }
 
-    /// The loggers of a connection of `manager`; `None` when it logs nothing. Starts the
-    /// stream of a log no connection logs to yet.
-    pub fn loggers(&self, manager: &HttpManager) -> Option<Arc<Loggers>> {
+    /// The loggers of a connection of `manager`, with their buckets from `buckets`; `None`
+    /// when it logs nothing. Starts the stream of a log no connection logs to yet.
+    pub fn loggers(&self, manager: &HttpManager, buckets: &Buckets) -> Option<Arc<Loggers>> {
         if manager.access_logs.is_empty() {
             return None;
         }
@@ -211,7 +219,9 @@ impl Sinks {
             .iter()
             .map(|log| (log.clone(), self.sink(log)))
             .collect();
-        Some(Arc::new(Loggers::new(logs, self.deferred.clone())))
+        Some(Arc::new(
+            Loggers::new(logs, self.deferred.clone()).limited(buckets),
+        ))
     }
 
     fn sink(&self, log: &AccessLog) -> Arc<Sink> {
@@ -226,7 +236,19 @@ impl Sinks {
              many finished requests waited for their entries.",
             &[("log_name", &log.log_name)],
         );
-        let outbox = Arc::new(Outbox::new(log, dropped));
+        let written = self.metrics.counter(
+            "access_log_entries_written_total",
+            "Access log entries taken into the buffer, to be sent (Envoy's \
+             access_logs.grpc_access_log.logs_written).",
+            &[("log_name", &log.log_name)],
+        );
+        let rate_limited = self.metrics.counter(
+            "access_log_entries_rate_limited_total",
+            "Requests not logged because the token bucket of the access log's process_ratelimit \
+             filter had no token left.",
+            &[("log_name", &log.log_name)],
+        );
+        let outbox = Arc::new(Outbox::new(log, dropped).counting_written(written));
         match &self.bootstrap {
             Some(bootstrap) => {
                 tracing::info!(log_name = %log.log_name, "access log: streaming to the control plane");
@@ -244,7 +266,10 @@ impl Sinks {
                 });
             }
         }
-        let sink = Arc::new(Sink { outbox });
+        let sink = Arc::new(Sink {
+            outbox,
+            rate_limited,
+        });
         by_name.insert(log.log_name.clone(), Arc::downgrade(&sink));
         sink
     }
@@ -321,8 +346,14 @@ impl Sink {
         let outbox = Arc::new(Outbox::new(log, dropped));
         let sink = Arc::new(Sink {
             outbox: outbox.clone(),
+            rate_limited: Arc::default(),
         });
         (sink, outbox)
+    }
+
+    /// What `access_log_entries_rate_limited_total` counted.
+    pub(crate) fn rate_limited_total(&self) -> u64 {
+        self.rate_limited.get()
     }
 }
 
@@ -335,6 +366,11 @@ impl Sink {
     /// Counts an entry dropped before it was made.
     pub(crate) fn dropped(&self) {
         self.outbox.dropped.inc();
+    }
+
+    /// Counts a request the log's bucket kept out.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 }
 
@@ -352,9 +388,15 @@ impl Outbox {
             log_name: log.log_name.clone(),
             buffer_bytes: usize::try_from(log.buffer_bytes).unwrap_or(usize::MAX),
             dropped,
+            written: Arc::default(),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// Counts the entries taken into the buffer in `written`.
+    pub(crate) fn counting_written(self, written: Arc<Counter>) -> Self {
+        Outbox { written, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -380,6 +422,7 @@ impl Outbox {
             return;
         }
         inner.count += 1;
+        self.written.inc();
         if inner.entries.len() >= self.buffer_bytes {
             inner.send = true;
             if let Some(waker) = inner.waker.take() {

@@ -28,6 +28,7 @@ fn log(name: &str, buffer_bytes: u32) -> AccessLog {
         request_headers: vec!["x-tenant".to_owned()],
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
+        bucket: None,
     }
 }
 
@@ -196,11 +197,13 @@ fn entry(path: &str) -> HttpAccessLogEntry {
 #[test]
 fn entries_wait_for_the_interval_or_the_buffer_size_and_the_buffer_is_bounded() {
     let dropped = Arc::new(Counter::default());
-    let outbox = Outbox::new(&log("tap", 100), dropped.clone());
+    let written = Arc::new(Counter::default());
+    let outbox = Outbox::new(&log("tap", 100), dropped.clone()).counting_written(written.clone());
 
     // No stream: a flush drops what waits, and counts it.
     outbox.push(&entry("/a"));
     outbox.push(&entry("/b"));
+    assert_eq!(written.get(), 2, "taken into the buffer");
     outbox.flush();
     assert_eq!(dropped.get(), 2);
 
@@ -300,7 +303,7 @@ fn a_connection_manager_without_an_access_log_has_no_loggers() {
         timeouts: Default::default(),
         access_logs: Vec::new(),
     };
-    assert!(sinks.loggers(&manager).is_none());
+    assert!(sinks.loggers(&manager, &Buckets::default()).is_none());
 }
 
 /// The sink lives while the configuration names its log or a connection holds it; then its
@@ -320,8 +323,8 @@ async fn a_sink_lives_while_configured_or_held() {
         timeouts: Default::default(),
         access_logs: vec![log("tap", 0)],
     };
-    let first = sinks.loggers(&manager).unwrap();
-    let second = sinks.loggers(&manager).unwrap();
+    let first = sinks.loggers(&manager, &Buckets::default()).unwrap();
+    let second = sinks.loggers(&manager, &Buckets::default()).unwrap();
     assert!(
         Arc::ptr_eq(&first.logs[0].1, &second.logs[0].1),
         "one sink per log_name"
@@ -584,4 +587,76 @@ fn requests_finished_on_many_threads_while_the_queue_closes_are_all_made_or_coun
         }
     }
     assert!(made > 0);
+}
+
+// === process_ratelimit ===
+
+/// Starts and finishes a request to `path` if `loggers` admit it; whether they did.
+fn finish_admitted(loggers: &Arc<Loggers>, path: &str) -> bool {
+    let request = Request::get(path)
+        .header(header::HOST, "web.demo:80")
+        .body(())
+        .unwrap();
+    let Some(mut pending) =
+        Pending::admitted(loggers, &downstream(false), &request, Instant::now())
+    else {
+        return false;
+    };
+    pending.respond(200, &HeaderMap::new());
+    pending.finished();
+    drop(pending);
+    true
+}
+
+#[test]
+fn a_logger_whose_bucket_is_empty_skips_the_request_and_counts_it() {
+    use crate::config::{BucketName, TokenBucketConfig};
+
+    let buckets = Buckets::default();
+    buckets.configure(&std::collections::BTreeMap::from([(
+        "switchyard-tap".to_owned(),
+        Arc::new(TokenBucketConfig {
+            max_tokens: 2,
+            tokens_per_fill: 1,
+            fill_interval: Duration::from_secs(3600),
+        }),
+    )]));
+    let limited = AccessLog {
+        bucket: Some(BucketName("switchyard-tap".to_owned())),
+        ..log("tap", 0)
+    };
+    let sink_of = |log: &AccessLog| {
+        let (sink, outbox) = Sink::detached(log, Arc::new(Counter::default()));
+        outbox.open(node());
+        (sink, outbox)
+    };
+
+    // One logger, limited: the third request is not even started.
+    let (sink, outbox) = sink_of(&limited);
+    let one = Arc::new(
+        Loggers::new(vec![(limited.clone(), sink.clone())], Arc::default()).limited(&buckets),
+    );
+    let admitted: Vec<bool> = ["/1", "/2", "/3"]
+        .iter()
+        .map(|p| finish_admitted(&one, p))
+        .collect();
+    assert_eq!(admitted, [true, true, false]);
+    assert_eq!(logged_paths(&outbox), ["/1", "/2"]);
+    assert_eq!(sink.rate_limited_total(), 1);
+
+    // A limited logger (its bucket now empty, shared by name) beside an unlimited one: the
+    // request is made for the second only.
+    let (sink, limited_outbox) = sink_of(&limited);
+    let (other_sink, other_outbox) = sink_of(&log("audit", 0));
+    let two = Arc::new(
+        Loggers::new(
+            vec![(limited, sink.clone()), (log("audit", 0), other_sink)],
+            Arc::default(),
+        )
+        .limited(&buckets),
+    );
+    assert!(finish_admitted(&two, "/4"));
+    assert_eq!(logged_paths(&limited_outbox), Vec::<String>::new());
+    assert_eq!(logged_paths(&other_outbox), ["/4"]);
+    assert_eq!(sink.rate_limited_total(), 1);
 }

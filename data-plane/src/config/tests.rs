@@ -2196,7 +2196,9 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         "/token",
         adapter::XdsCa::File("/ca.crt".into()),
     );
-    adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap));
+    let rate = adapter::TapRate::new(std::num::NonZeroU32::new(100).unwrap());
+    let tap = adapter::ProxyTap { rate: Some(rate) };
+    adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap), tap);
     let mut client = DeltaClient::new(node());
     for ty in [
         TypeUrl::Cluster,
@@ -2204,6 +2206,7 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         TypeUrl::ClusterLoadAssignment,
         TypeUrl::RouteConfiguration,
         TypeUrl::Secret,
+        TypeUrl::TokenBucket,
     ] {
         let of_type = output
             .resources
@@ -2222,7 +2225,18 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         request_headers: Vec::new(),
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
+        bucket: Some(BucketName(adapter::TAP_BUCKET.to_owned())),
     };
+    assert!(client.is_synced(), "the listeners' bucket arrived");
+    assert_eq!(
+        rt.buckets.get(adapter::TAP_BUCKET).map(|b| (
+            b.max_tokens,
+            b.tokens_per_fill,
+            b.fill_interval
+        )),
+        Some((100, 5, Duration::from_millis(50))),
+        "100 a second: 5 every 50 ms, a second's worth held"
+    );
     let mut managers = 0;
     for chain in rt.listeners.values().flat_map(|l| &l.chains) {
         if let NetworkFilter::Http(h) = &chain.filter {
@@ -2322,6 +2336,7 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
             request_headers: vec!["x-request-id".to_owned()],
             response_headers: Vec::new(),
             response_trailers: Vec::new(),
+            bucket: None,
         }]
     );
 
@@ -2340,7 +2355,8 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
                 l
             }],
             format!(
-                "{at}[1].filter: access log filters are not supported: every request is logged"
+                "{at}[1].filter: only the extension filter \
+                 envoy.access_loggers.extension_filters.process_ratelimit is supported"
             ),
         ),
         (

@@ -3,8 +3,8 @@
 //! Validation happens here, at the wire boundary, by translating the resource into the runtime
 //! model: a resource that passes is decoded, known to stay within the subset
 //! `switchyard-proxy` implements, and comes with its translation (which the client keeps, so
-//! building the runtime only links) and the names of the resources it references (EDS, RDS
-//! and SDS names), taken from that translation.
+//! building the runtime only links) and the names of the resources it references (EDS, RDS,
+//! SDS and token bucket names), taken from that translation.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use envoy_types::pb::{
         },
         extensions::transport_sockets::tls::v3::Secret,
         service::discovery::v3::Resource as WireResource,
+        r#type::v3::TokenBucket,
     },
     google::protobuf::Any,
 };
@@ -23,10 +24,11 @@ use prost::Message;
 
 use super::Error;
 use crate::config::{
-    ClusterConfig, Endpoint, Invalid, ListenerConfig, Problem, RouteTable, SecretMaterial, TypeUrl,
+    ClusterConfig, Endpoint, Invalid, ListenerConfig, Problem, RouteTable, SecretMaterial,
+    TokenBucketConfig, TypeUrl,
 };
 
-/// A decoded resource of any of the five types with its translation, shared from the start so
+/// A decoded resource of any of the six types with its translation, shared from the start so
 /// that holding it in the configuration does not copy it.
 #[derive(Clone)]
 pub(crate) enum Resource {
@@ -35,6 +37,7 @@ pub(crate) enum Resource {
     Listener(Arc<Listener>, Arc<ListenerConfig>),
     Route(Arc<RouteConfiguration>, Arc<RouteTable>),
     Secret(Arc<Secret>, Arc<SecretMaterial>),
+    TokenBucket(Arc<TokenBucket>, Arc<TokenBucketConfig>),
 }
 
 /// The names a resource references, which the proxy must subscribe to.
@@ -46,11 +49,16 @@ pub(crate) struct Refs {
     pub(crate) routes: Vec<String>,
     /// SDS names: secrets named by TLS transport sockets.
     pub(crate) secrets: Vec<String>,
+    /// Token buckets named by access logs' `process_ratelimit` filters.
+    pub(crate) buckets: Vec<String>,
 }
 
 impl Refs {
     pub(crate) fn is_empty(&self) -> bool {
-        self.endpoints.is_empty() && self.routes.is_empty() && self.secrets.is_empty()
+        self.endpoints.is_empty()
+            && self.routes.is_empty()
+            && self.secrets.is_empty()
+            && self.buckets.is_empty()
     }
 
     /// The names of one type.
@@ -59,6 +67,7 @@ impl Refs {
             TypeUrl::ClusterLoadAssignment => &self.endpoints,
             TypeUrl::RouteConfiguration => &self.routes,
             TypeUrl::Secret => &self.secrets,
+            TypeUrl::TokenBucket => &self.buckets,
             TypeUrl::Cluster | TypeUrl::Listener => &[],
         }
     }
@@ -74,7 +83,8 @@ pub(crate) struct Decoded {
 
 /// The name a state-of-the-world resource carries inside its message (SotW resources come
 /// without the delta wrapper that names them). `None` when the bytes are not a message of
-/// the type; validation then reports the problem properly.
+/// the type, or a token bucket (which has no name of its own); validation then reports the
+/// problem properly.
 pub(crate) fn inner_name(ty: TypeUrl, any: &Any) -> Option<String> {
     let bytes = any.value.as_slice();
     Some(match ty {
@@ -83,6 +93,7 @@ pub(crate) fn inner_name(ty: TypeUrl, any: &Any) -> Option<String> {
         TypeUrl::Listener => Listener::decode(bytes).ok()?.name,
         TypeUrl::RouteConfiguration => RouteConfiguration::decode(bytes).ok()?.name,
         TypeUrl::Secret => Secret::decode(bytes).ok()?.name,
+        TypeUrl::TokenBucket => return None,
     })
 }
 
@@ -135,6 +146,8 @@ pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<De
             let built = ListenerConfig::from_xds(&l).map_err(|e| refused(ty, &name, e))?;
             refs.routes.extend(built.rds_names().map(str::to_owned));
             refs.secrets.extend(built.secret_names().map(str::to_owned));
+            refs.buckets
+                .extend(built.bucket_names().map(|b| b.as_str().to_owned()));
             (
                 l.name.clone(),
                 Resource::Listener(Arc::new(l), Arc::new(built)),
@@ -154,6 +167,15 @@ pub(crate) fn decode(ty: TypeUrl, index: usize, wire: WireResource) -> Result<De
             (
                 s.name.clone(),
                 Resource::Secret(Arc::new(s), Arc::new(built)),
+            )
+        }
+        // No name inside: it is the name it is served under.
+        TypeUrl::TokenBucket => {
+            let b: TokenBucket = decode_resource(ty, &name, &any)?;
+            let built = TokenBucketConfig::from_xds(&b).map_err(|e| refused(ty, &name, e))?;
+            (
+                name.clone(),
+                Resource::TokenBucket(Arc::new(b), Arc::new(built)),
             )
         }
     };

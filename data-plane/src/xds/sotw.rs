@@ -1,17 +1,22 @@
 //! State-of-the-world ADS on top of the delta client: each SotW response is turned into the
-//! delta response it amounts to (resources named from inside their messages; a held resource
+//! delta response it amounts to (resources named from inside their messages, or by their
+//! `envoy.service.discovery.v3.Resource` wrapper when they come in one; a held resource
 //! the response leaves out is removed, as Envoy treats it), and the delta client's requests
 //! back into SotW requests, which always carry a type's whole subscription, the last accepted
 //! version and the nonce being answered.
 //!
 //! Validation, subscriptions and static stability are the delta client's, unchanged.
 
-use envoy_types::pb::envoy::{
-    config::core::v3::Node,
-    service::discovery::v3::{
-        DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as WireResource,
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Resource as WireResource,
+        },
     },
+    google::protobuf::Any,
 };
+use prost::{Message as _, Name as _};
 
 use super::{Config, DeltaClient, Error, TypeUrl, resource};
 
@@ -31,9 +36,9 @@ pub struct SotwOutcome {
 pub struct SotwClient {
     delta: DeltaClient,
     /// Per type, the `version_info` of the last accepted response.
-    versions: [String; 5],
+    versions: [String; TypeUrl::ALL.len()],
     /// Per type, the nonce of the last response, which every request of the type answers.
-    nonces: [String; 5],
+    nonces: [String; TypeUrl::ALL.len()],
 }
 
 impl SotwClient {
@@ -100,13 +105,14 @@ impl SotwClient {
 
         let wire: Vec<WireResource> = resources
             .into_iter()
-            .map(|any| WireResource {
-                // A resource whose name cannot be read gets none, which the delta client
-                // rejects, naming its position.
-                name: resource::inner_name(ty, &any).unwrap_or_default(),
-                version: version_info.clone(),
-                resource: Some(any),
-                ..Default::default()
+            .map(|any| {
+                let (name, any) = self.named(ty, any);
+                WireResource {
+                    name,
+                    version: version_info.clone(),
+                    resource: Some(any),
+                    ..Default::default()
+                }
             })
             .collect();
         let present: std::collections::BTreeSet<&str> =
@@ -147,6 +153,32 @@ impl SotwClient {
             changed: outcome.changed,
             rejected: outcome.rejected,
         }
+    }
+
+    /// The name of one resource of a response of type `ty`, and the resource. A resource in an
+    /// `envoy.service.discovery.v3.Resource` wrapper is named by it (the way a server names a
+    /// resource without a name of its own, a token bucket); otherwise by its own name, and a
+    /// token bucket by the one bucket name subscribed to. A resource whose name cannot be read
+    /// gets none, which the delta client rejects, naming its position.
+    fn named(&self, ty: TypeUrl, any: Any) -> (String, Any) {
+        if any.type_url == WireResource::type_url()
+            && let Ok(WireResource {
+                name,
+                resource: Some(inner),
+                ..
+            }) = WireResource::decode(any.value.as_slice())
+        {
+            return (name, inner);
+        }
+        let name = match resource::inner_name(ty, &any) {
+            Some(name) => name,
+            None if ty == TypeUrl::TokenBucket => match &self.delta.subscriptions(ty)[..] {
+                [only] => only.clone(),
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        (name, any)
     }
 
     /// A request for a type: its whole subscription (none for the wildcard types), the last

@@ -770,3 +770,161 @@ fn cluster_going_away_unsubscribes_its_endpoints() {
         [TypeUrl::Cluster.type_url(), TypeUrl::Listener.type_url()]
     );
 }
+
+// === token buckets ===
+
+/// A listener whose HTTP connection manager's access log takes its tokens from `bucket`
+/// (none: unlimited).
+fn tapped_listener(bucket: Option<&str>) -> Listener {
+    use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
+    use switchyard_proxy_config::test_support::{
+        grpc_access_log, logged_listener, rate_limit_filter,
+    };
+
+    let log = AccessLog {
+        filter: bucket.map(rate_limit_filter),
+        ..grpc_access_log("switchyard-tap")
+    };
+    logged_listener("tapped", 8080, vec![log])
+}
+
+/// The token bucket `name` as the runtime holds it.
+fn held_bucket(config: &super::Config, name: &str) -> Option<crate::config::TokenBucketConfig> {
+    config.runtime().buckets.get(name).map(|b| **b)
+}
+
+#[test]
+fn a_listener_waits_for_its_token_bucket_and_an_older_version_serves_meanwhile() {
+    use std::time::Duration;
+
+    use switchyard_proxy_config::test_support::token_bucket;
+
+    let mut client = DeltaClient::new(node());
+    let serving = |client: &DeltaClient| {
+        client
+            .config()
+            .runtime()
+            .listeners
+            .get("tapped")
+            .map(|l| l.bucket_names().map(|b| b.to_string()).collect::<Vec<_>>())
+    };
+
+    // A new listener that names a bucket: subscribed, not served, and not ready.
+    let outcome = client.handle_response(response(
+        TypeUrl::Listener,
+        "l1",
+        vec![wire(
+            "tapped",
+            "1",
+            any(&tapped_listener(Some("switchyard-tap"))),
+        )],
+    ));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    assert!(
+        outcome
+            .requests
+            .contains(&subscribe(TypeUrl::TokenBucket, &["switchyard-tap"], &[])),
+        "{:?}",
+        outcome.requests
+    );
+    assert_eq!(
+        client.subscriptions(TypeUrl::TokenBucket),
+        ["switchyard-tap"]
+    );
+    assert!(client.config().contains(TypeUrl::Listener, "tapped"));
+    assert!(client.config().is_warming("tapped"));
+    assert_eq!(serving(&client), None);
+    client.handle_response(response(TypeUrl::Cluster, "c1", vec![]));
+    client.handle_response(response(
+        TypeUrl::RouteConfiguration,
+        "r1",
+        vec![wire("tapped", "1", any(&route("tapped")))],
+    ));
+    assert!(
+        !client.is_synced(),
+        "the bucket is subscribed and unanswered"
+    );
+
+    // The bucket arrives: the listener serves.
+    let bucket = token_bucket(3, 1, Duration::from_secs(3600));
+    let outcome = client.handle_response(response(
+        TypeUrl::TokenBucket,
+        "b1",
+        vec![wire("switchyard-tap", "1", any(&bucket))],
+    ));
+    assert!(outcome.rejected.is_none() && outcome.changed);
+    assert_eq!(serving(&client), Some(vec!["switchyard-tap".to_owned()]));
+    assert!(!client.config().is_warming("tapped"));
+    assert!(client.is_synced());
+    assert_eq!(
+        held_bucket(client.config(), "switchyard-tap").map(|b| b.max_tokens),
+        Some(3)
+    );
+
+    // The tap ends, then starts again under another bucket: the untapped version serves
+    // until the new bucket arrives.
+    client.handle_response(response(
+        TypeUrl::Listener,
+        "l2",
+        vec![wire("tapped", "2", any(&tapped_listener(None)))],
+    ));
+    assert_eq!(serving(&client), Some(vec![]));
+    assert!(client.subscriptions(TypeUrl::TokenBucket).is_empty());
+    assert_eq!(held_bucket(client.config(), "switchyard-tap"), None);
+    client.handle_response(response(
+        TypeUrl::Listener,
+        "l3",
+        vec![wire("tapped", "3", any(&tapped_listener(Some("tap-2"))))],
+    ));
+    assert!(client.config().is_warming("tapped"));
+    assert_eq!(serving(&client), Some(vec![]), "the older version serves");
+    client.handle_response(response(
+        TypeUrl::TokenBucket,
+        "b2",
+        vec![wire("tap-2", "1", any(&bucket))],
+    ));
+    assert_eq!(serving(&client), Some(vec!["tap-2".to_owned()]));
+
+    // A warming listener that goes away is gone.
+    client.handle_response(response(
+        TypeUrl::Listener,
+        "l4",
+        vec![wire("tapped", "4", any(&tapped_listener(Some("tap-3"))))],
+    ));
+    assert!(client.config().is_warming("tapped"));
+    client.handle_response(removal(TypeUrl::Listener, "l5", &["tapped"]));
+    assert!(!client.config().is_warming("tapped"));
+    assert_eq!(serving(&client), None);
+}
+
+#[test]
+fn an_invalid_token_bucket_is_nacked_naming_the_field() {
+    use std::time::Duration;
+
+    use switchyard_proxy_config::test_support::token_bucket;
+
+    let mut client = DeltaClient::new(node());
+    client.handle_response(response(
+        TypeUrl::Listener,
+        "l1",
+        vec![wire(
+            "tapped",
+            "1",
+            any(&tapped_listener(Some("switchyard-tap"))),
+        )],
+    ));
+    let outcome = client.handle_response(response(
+        TypeUrl::TokenBucket,
+        "b1",
+        vec![wire(
+            "switchyard-tap",
+            "1",
+            any(&token_bucket(3, 1, Duration::from_millis(49))),
+        )],
+    ));
+    assert_eq!(
+        nack_message(&outcome.requests, TypeUrl::TokenBucket.type_url(), "b1"),
+        "token bucket switchyard-tap: fill_interval: must be at least 50ms"
+    );
+    assert!(client.config().is_warming("tapped"));
+}

@@ -33,7 +33,7 @@ pub struct ProxyConfigArgs {
     /// The Pod's namespace.
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// Only one xDS type: cds, eds, lds, rds, sds, or all.
+    /// Only one xDS type: cds, eds, lds, rds, sds, tbds, or all.
     #[arg(long = "type", value_name = "TYPE", default_value = "all", value_parser = TypeFilter::parse)]
     pub types: TypeFilter,
     #[command(flatten)]
@@ -261,6 +261,13 @@ pub fn summary(t: TypeUrl, r: &Value, endpoints: &BTreeMap<String, usize>) -> St
                 parts.push("other");
             }
             parts.join(", ")
+        }
+        TypeUrl::TokenBucket => {
+            // proto3 JSON: a UInt32Value is a number, a Duration a string such as "0.050s".
+            let max = r["maxTokens"].as_u64().unwrap_or(0);
+            let per_fill = r["tokensPerFill"].as_u64().unwrap_or(1);
+            let every = r["fillInterval"].as_str().unwrap_or("?");
+            format!("{max} tokens, {per_fill} more every {every}")
         }
     }
 }

@@ -207,7 +207,7 @@ fn kind_labels(kind: &str) -> KindLabels {
 /// Where the admin port lists the proxies connected to this replica.
 pub const PROXIES_PATH: &str = "/proxies";
 
-/// `GET /proxies/{proxy}/config[?type=cds|eds|lds|rds|sds|all]`: what one proxy runs, as
+/// `GET /proxies/{proxy}/config[?type=cds|eds|lds|rds|sds|tbds|all]`: what one proxy runs, as
 /// [`ConfigDump`] JSON; `{proxy}` is `<namespace>/<pod>` (or a local-mode workload name),
 /// percent-encoded as one segment (`shop%2Fweb-0`) or not.
 pub const CONFIG_SUFFIX: &str = "/config";

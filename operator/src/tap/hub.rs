@@ -8,11 +8,15 @@
 
 use std::{
     collections::BTreeMap,
+    num::NonZeroU32,
     sync::{Arc, Mutex, PoisonError},
     time::Instant,
 };
 
-use switchyard_adapters::model::ProxyId;
+use switchyard_adapters::{
+    envoy::{ProxyTap, TapRate},
+    model::ProxyId,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::{TapEvent, reorder::Reorder};
@@ -114,6 +118,12 @@ impl TapFilter {
     /// Whether the session wants `proxy`'s requests.
     pub fn selects(&self, proxy: &ProxyId) -> bool {
         proxy.namespace == self.namespace && self.pod.as_ref().is_none_or(|p| *p == proxy.pod)
+    }
+
+    /// Whether the session shows only some of a proxy's requests (by method, authority or
+    /// path).
+    pub fn filters_requests(&self) -> bool {
+        self.method.is_some() || self.authority.is_some() || self.path_prefix.is_some()
     }
 
     /// Whether the session shows `event`.
@@ -280,10 +290,30 @@ impl Hub {
 
     /// Whether any open session selects `proxy`.
     pub fn selects(&self, proxy: &ProxyId) -> bool {
-        self.lock()
-            .sessions
-            .values()
-            .any(|e| e.filter.selects(proxy))
+        self.tap(proxy).is_some()
+    }
+
+    /// What `proxy` is asked for while sessions select it: at most their rates together, or
+    /// every request when one of them shows only some (a bucket all requests draw on would
+    /// starve it); `None` when no session selects it.
+    pub fn tap(&self, proxy: &ProxyId) -> Option<ProxyTap> {
+        let inner = self.lock();
+        let (mut selected, mut limited, mut rate) = (false, true, None::<TapRate>);
+        for filter in inner.sessions.values().map(|e| &e.filter) {
+            if !filter.selects(proxy) {
+                continue;
+            }
+            selected = true;
+            match NonZeroU32::new(filter.max_rps).map(TapRate::new) {
+                Some(r) if !filter.filters_requests() => {
+                    rate = Some(rate.map_or(r, |sum| sum.plus(r)));
+                }
+                _ => limited = false,
+            }
+        }
+        selected.then(|| ProxyTap {
+            rate: rate.filter(|_| limited),
+        })
     }
 
     /// How many sessions are open.

@@ -18,8 +18,11 @@ use envoy_types::pb::{
     },
     google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
 };
-use switchyard_adapters::model::{
-    Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
+use switchyard_adapters::{
+    envoy::TapRate,
+    model::{
+        Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
+    },
 };
 
 use super::{Direction, Hub, SESSION_QUEUE, TapEvent, TapFilter, events_of};
@@ -139,6 +142,31 @@ async fn events_reach_the_sessions_that_select_them_within_their_rate() {
     drop(posts);
     assert_eq!(hub.sessions(), 0);
     assert!(!hub.selects(&proxy("web-0")));
+}
+
+#[test]
+fn a_proxy_is_asked_for_its_sessions_rates_together_unless_one_shows_only_some_requests() {
+    let hub = Arc::new(Hub::default());
+    let rate = |p: &str| hub.tap(&proxy(p)).map(|t| t.rate.map(TapRate::per_second));
+    assert_eq!(rate("web-0"), None, "no session: not tapped");
+    let web = hub
+        .open(filter("namespace=demo&pod=web-0&max_rps=30"))
+        .unwrap();
+    assert_eq!(rate("web-0"), Some(Some(30)));
+    assert_eq!(rate("api-0"), None);
+    let all = hub.open(filter("namespace=demo&max_rps=5")).unwrap();
+    assert_eq!(rate("web-0"), Some(Some(35)), "both sessions' rates");
+    assert_eq!(rate("api-0"), Some(Some(5)));
+    // A session that shows only POSTs would starve behind a bucket all requests draw on.
+    let posts = hub
+        .open(filter("namespace=demo&method=POST&max_rps=1"))
+        .unwrap();
+    assert_eq!(rate("web-0"), Some(None));
+    assert_eq!(rate("api-0"), Some(None));
+    drop(posts);
+    assert_eq!(rate("api-0"), Some(Some(5)));
+    drop((web, all));
+    assert_eq!(rate("web-0"), None);
 }
 
 fn started(path: &str, start_micros: u64) -> TapEvent {

@@ -66,7 +66,7 @@ pub enum TypeFilter {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown xds type {0:?}: expected cds, eds, lds, rds, sds or all")]
+#[error("unknown xds type {0:?}: expected cds, eds, lds, rds, sds, tbds or all")]
 pub struct UnknownType(pub String);
 
 fn is_zero(n: &usize) -> bool {
@@ -103,6 +103,7 @@ impl TypeFilter {
             TypeFilter::Only(TypeUrl::Listener) => "lds",
             TypeFilter::Only(TypeUrl::RouteConfiguration) => "rds",
             TypeFilter::Only(TypeUrl::Secret) => "sds",
+            TypeFilter::Only(TypeUrl::TokenBucket) => "tbds",
         }
     }
 }

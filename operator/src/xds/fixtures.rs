@@ -273,8 +273,13 @@ pub(crate) fn rejected() -> Status {
 
 /// The name inside a packed resource, whatever its type.
 pub(crate) fn resource_name(any: &Any) -> String {
-    use prost::Message;
+    use prost::{Message, Name};
     let bytes = any.value.as_slice();
+    if any.type_url == envoy_types::pb::envoy::service::discovery::v3::Resource::type_url() {
+        let wrapped = envoy_types::pb::envoy::service::discovery::v3::Resource::decode(bytes)
+            .expect("wrapped");
+        return wrapped.name;
+    }
     match TypeUrl::from_type_url(&any.type_url).expect("known type") {
         TypeUrl::Cluster => Cluster::decode(bytes).expect("cluster").name,
         TypeUrl::ClusterLoadAssignment => {
@@ -285,5 +290,6 @@ pub(crate) fn resource_name(any: &Any) -> String {
         TypeUrl::Listener => Listener::decode(bytes).expect("listener").name,
         TypeUrl::RouteConfiguration => RouteConfiguration::decode(bytes).expect("route").name,
         TypeUrl::Secret => Secret::decode(bytes).expect("secret").name,
+        TypeUrl::TokenBucket => panic!("a token bucket has no name of its own: it comes wrapped"),
     }
 }

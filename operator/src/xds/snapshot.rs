@@ -92,6 +92,11 @@ pub enum Inconsistency {
         owner: String,
         name: String,
     },
+
+    /// A tapped listener's access log draws on a bucket that is not there: Envoy would keep
+    /// the listener warming.
+    #[error("listener {listener:?} needs token bucket {name:?}, which the snapshot lacks")]
+    MissingTokenBucket { listener: String, name: String },
 }
 
 /// Packs a message into an `Any` with its canonical type URL.
@@ -320,8 +325,8 @@ impl Snapshot {
             .all(|t| self.version(t) == other.version(t))
     }
 
-    /// Checks that every EDS name a cluster needs, every RDS name a listener needs and every
-    /// secret either needs is in the snapshot, and that every CLA and route configuration is
+    /// Checks that every EDS name a cluster needs, every RDS name and token bucket a listener
+    /// needs and every secret either needs is in the snapshot, and that every CLA and route configuration is
     /// used (go-control-plane's `Consistent()`). Callers decide whether a problem should block
     /// publishing.
     pub fn inconsistencies(&self) -> Vec<Inconsistency> {
@@ -373,6 +378,17 @@ impl Snapshot {
                             name: name.to_string(),
                         });
                     }
+                }
+            }
+        }
+        let buckets = self.resources(TypeUrl::TokenBucket);
+        for listener in self.resources(TypeUrl::Listener).iter() {
+            for name in listener.references(TypeUrl::TokenBucket) {
+                if !buckets.contains(name) {
+                    problems.push(Inconsistency::MissingTokenBucket {
+                        listener: listener.name().to_string(),
+                        name: name.to_string(),
+                    });
                 }
             }
         }

@@ -26,14 +26,19 @@ use std::{
     sync::Arc,
 };
 
-use envoy_types::pb::envoy::{
-    config::core::v3::Node,
-    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
+use envoy_types::pb::{
+    envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DiscoveryRequest, DiscoveryResponse, Resource as WrappedResource,
+        },
+    },
+    google::protobuf::Any,
 };
 
 use super::{
     acked::{AckedConfig, Change},
-    snapshot::{Snapshot, TypeUrl, Version, VersionedResource},
+    snapshot::{Snapshot, TypeUrl, Version, VersionedResource, to_any},
     stream::{
         self, NodeIdentity, Nonce, NonceCheck, NonceCounter, Rejection, StreamError, TypeSync,
         check_nonce,
@@ -311,12 +316,26 @@ impl stream::PushOrder for SotwStream {
             resources = plan.resources.len(), "sending response");
         DiscoveryResponse {
             version_info: plan.version.to_string(),
-            resources: plan.resources.iter().map(|r| r.any().clone()).collect(),
+            resources: plan.resources.iter().map(|r| wire(type_url, r)).collect(),
             type_url: type_url.type_url().to_string(),
             nonce: nonce.to_string(),
             ..Default::default()
         }
     }
+}
+
+/// A resource as a SotW response carries it: as it is, or, when its message has no name of its
+/// own, wrapped in a `Resource` that names it ([`TypeUrl::names_itself`]).
+fn wire(type_url: TypeUrl, r: &VersionedResource) -> Any {
+    if type_url.names_itself() {
+        return r.any().clone();
+    }
+    to_any(&WrappedResource {
+        name: r.name().to_owned(),
+        version: r.version().to_string(),
+        resource: Some(r.any().clone()),
+        ..Default::default()
+    })
 }
 
 // === impl Subscription ===

@@ -1,16 +1,28 @@
 //! Access logs of an HTTP connection manager: `envoy.access_loggers.http_grpc` only, to the
-//! control plane over the proxy's ADS channel (see [`AccessLog`]).
+//! control plane over the proxy's ADS channel, unfiltered or rate limited by a
+//! `process_ratelimit` filter (see [`AccessLog`]).
 
 use envoy_types::pb::envoy::{
     config::{
-        accesslog::v3::{AccessLog as PbAccessLog, access_log},
+        accesslog::v3::{
+            AccessLog as PbAccessLog, AccessLogFilter, ExtensionFilter, access_log,
+            access_log_filter::FilterSpecifier, extension_filter,
+        },
         core::v3::{ApiVersion, GrpcService, grpc_service::TargetSpecifier},
     },
-    extensions::access_loggers::grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+    extensions::access_loggers::{
+        filters::process_ratelimit::v3::{DynamicTokenBucket, ProcessRateLimitFilter},
+        grpc::v3::{CommonGrpcAccessLogConfig, HttpGrpcAccessLogConfig},
+    },
 };
 
-use super::{At, Invalid, decode, duration, is, unsupported};
-use crate::{AccessLog, DEFAULT_ACCESS_LOG_BUFFER_BYTES, DEFAULT_ACCESS_LOG_FLUSH_INTERVAL};
+use super::{At, Invalid, decode, duration, is, is_ads, unsupported};
+use crate::{
+    AccessLog, BucketName, DEFAULT_ACCESS_LOG_BUFFER_BYTES, DEFAULT_ACCESS_LOG_FLUSH_INTERVAL,
+};
+
+/// The one access log filter the proxy implements: Envoy's process-wide token bucket.
+pub const PROCESS_RATELIMIT: &str = "envoy.access_loggers.extension_filters.process_ratelimit";
 
 /// The connection manager's `access_log` list.
 pub(super) fn access_logs(list: &[PbAccessLog]) -> Result<Vec<AccessLog>, Invalid> {
@@ -21,12 +33,10 @@ pub(super) fn access_logs(list: &[PbAccessLog]) -> Result<Vec<AccessLog>, Invali
 }
 
 fn access_log(log: &PbAccessLog) -> Result<AccessLog, Invalid> {
-    if log.filter.is_some() {
-        return Err(unsupported(
-            "filter",
-            "access log filters are not supported: every request is logged",
-        ));
-    }
+    let bucket = match &log.filter {
+        None => None,
+        Some(filter) => Some(bucket(filter).at("filter")?),
+    };
     let any = match &log.config_type {
         Some(access_log::ConfigType::TypedConfig(any)) => any,
         None => return Err(unsupported("typed_config", "a typed config is required")),
@@ -39,7 +49,59 @@ fn access_log(log: &PbAccessLog) -> Result<AccessLog, Invalid> {
     }
     only!(log => PbAccessLog { name, filter, config_type } unset {});
     let config: HttpGrpcAccessLogConfig = decode(any).at("typed_config")?;
-    http_grpc(&config).at("typed_config")
+    let log = http_grpc(&config).at("typed_config")?;
+    Ok(AccessLog { bucket, ..log })
+}
+
+/// The token bucket of an access log's `filter`, which must be the `process_ratelimit`
+/// extension filter with a bucket over ADS; every other filter is refused.
+fn bucket(filter: &AccessLogFilter) -> Result<BucketName, Invalid> {
+    let extension = match &filter.filter_specifier {
+        Some(FilterSpecifier::ExtensionFilter(extension)) => extension,
+        _ => {
+            return Err(unsupported(
+                "",
+                "only the extension filter envoy.access_loggers.extension_filters.\
+                 process_ratelimit is supported",
+            ));
+        }
+    };
+    only!(filter => AccessLogFilter { filter_specifier } unset {});
+    process_ratelimit(extension).at("extension_filter")
+}
+
+fn process_ratelimit(extension: &ExtensionFilter) -> Result<BucketName, Invalid> {
+    let any = match &extension.config_type {
+        Some(extension_filter::ConfigType::TypedConfig(any)) => any,
+        None => return Err(unsupported("typed_config", "a typed config is required")),
+    };
+    // Envoy picks an extension by its config's type; the name must agree.
+    if extension.name != PROCESS_RATELIMIT || !is::<ProcessRateLimitFilter>(any) {
+        return Err(unsupported(
+            "",
+            "only envoy.access_loggers.extension_filters.process_ratelimit \
+             (ProcessRateLimitFilter) is supported",
+        ));
+    }
+    only!(extension => ExtensionFilter { name, config_type } unset {});
+    let config: ProcessRateLimitFilter = decode(any).at("typed_config")?;
+    let Some(dynamic) = &config.dynamic_config else {
+        // Envoy: "`dynamic_config` is required."
+        return Err(unsupported("typed_config.dynamic_config", "is required"));
+    };
+    only!(&config => ProcessRateLimitFilter { dynamic_config } unset {});
+    dynamic_bucket(dynamic).at("typed_config.dynamic_config")
+}
+
+fn dynamic_bucket(dynamic: &DynamicTokenBucket) -> Result<BucketName, Invalid> {
+    if dynamic.resource_name.is_empty() {
+        return Err(unsupported("resource_name", "must not be empty"));
+    }
+    if !is_ads(dynamic.config_source.as_ref()) {
+        return Err(unsupported("config_source", "only ADS is supported"));
+    }
+    only!(dynamic => DynamicTokenBucket { resource_name, config_source } unset {});
+    Ok(BucketName(dynamic.resource_name.clone()))
 }
 
 fn http_grpc(c: &HttpGrpcAccessLogConfig) -> Result<AccessLog, Invalid> {
@@ -102,6 +164,7 @@ fn common_config(c: &CommonGrpcAccessLogConfig) -> Result<AccessLog, Invalid> {
         request_headers: Vec::new(),
         response_headers: Vec::new(),
         response_trailers: Vec::new(),
+        bucket: None,
     })
 }
 

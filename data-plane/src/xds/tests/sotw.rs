@@ -134,3 +134,48 @@ fn a_bad_state_is_nacked_with_the_previous_version_and_the_config_kept() {
     assert_eq!(cds[0].version_info, "v1");
     assert!(cds[0].response_nonce.is_empty());
 }
+
+#[test]
+fn a_token_bucket_is_named_by_its_resource_wrapper_or_its_subscription() {
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::service::discovery::v3::Resource as Wrapper;
+    use switchyard_proxy_config::test_support::token_bucket;
+
+    let mut client = SotwClient::new(node());
+    let outcome = client.handle_response(sotw(
+        TypeUrl::Listener,
+        "1",
+        "l1",
+        vec![any(&tapped_listener(Some("switchyard-tap")))],
+    ));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    assert_eq!(
+        of(&outcome.requests, TypeUrl::TokenBucket)[0].resource_names,
+        ["switchyard-tap"]
+    );
+
+    // In a wrapper (what Envoy's control planes send for a resource without a name).
+    let wrapped = any(&Wrapper {
+        name: "switchyard-tap".to_owned(),
+        resource: Some(any(&token_bucket(3, 1, Duration::from_secs(3600)))),
+        ..Default::default()
+    });
+    let outcome = client.handle_response(sotw(TypeUrl::TokenBucket, "1", "b1", vec![wrapped]));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    assert!(
+        client
+            .config()
+            .contains(TypeUrl::TokenBucket, "switchyard-tap")
+    );
+    assert!(!client.config().is_warming("tapped"));
+
+    // Bare: the one bucket subscribed to.
+    let bare = any(&token_bucket(5, 1, Duration::from_secs(3600)));
+    let outcome = client.handle_response(sotw(TypeUrl::TokenBucket, "2", "b2", vec![bare]));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    assert_eq!(
+        held_bucket(client.config(), "switchyard-tap").map(|b| b.max_tokens),
+        Some(5)
+    );
+}

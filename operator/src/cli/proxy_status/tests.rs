@@ -9,6 +9,8 @@ fn status(proxy: &str, data_plane: &str, lds: TypeSync) -> Connected {
         .collect();
     types.insert("LDS".into(), lds);
     types.insert("SDS".into(), TypeSync::NotRequested);
+    // An untapped proxy asks for no token bucket.
+    types.insert("TBDS".into(), TypeSync::NotRequested);
     Connected {
         control_plane: "switchyard-7d9-abcde".into(),
         status: ProxyStatus {
@@ -49,6 +51,7 @@ fn the_table_has_a_column_per_type_and_lists_each_nacks_reason() {
             "LDS",
             "RDS",
             "SDS",
+            "TBDS",
             "CONTROL PLANE"
         ]
     );
@@ -69,6 +72,7 @@ fn the_table_has_a_column_per_type_and_lists_each_nacks_reason() {
             "SYNCED",
             "SYNCED",
             "SYNCED",
+            "-",
             "-",
             "switchyard-7d9-abcde"
         ]

@@ -74,7 +74,7 @@ fn the_dump_shows_acked_resources_the_rejection_and_no_secret() {
     );
     assert_eq!(
         dump.types.keys().collect::<Vec<_>>(),
-        ["CDS", "EDS", "LDS", "RDS", "SDS"]
+        ["CDS", "EDS", "LDS", "RDS", "SDS", "TBDS"]
     );
     let cds = &dump.types["CDS"];
     let names: Vec<&str> = cds

@@ -120,3 +120,66 @@ fn an_unknown_type_fails_closed() {
     assert_eq!(json["error"], "unknown type");
     assert!(!leaks(&json));
 }
+
+#[test]
+fn a_tapped_listener_and_its_token_bucket_render() {
+    use std::{num::NonZeroU32, sync::Arc};
+
+    use switchyard_adapters::envoy::{
+        BootstrapOptions, Output, ProxyTap, TapRate, TapSink, XdsCa, tap,
+    };
+
+    let listener = envoy_types::pb::envoy::config::listener::v3::Listener {
+        name: "inbound".to_owned(),
+        filter_chains: vec![envoy_types::pb::envoy::config::listener::v3::FilterChain {
+            filters: vec![envoy_types::pb::envoy::config::listener::v3::Filter {
+                name: "envoy.filters.network.http_connection_manager".to_owned(),
+                config_type: Some(
+                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                        to_any(&envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::default()),
+                    ),
+                ),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = Output {
+        resources: vec![Arc::new(switchyard_adapters::envoy::Resource {
+            type_url: switchyard_adapters::envoy::LISTENER_TYPE_URL,
+            name: "inbound".to_owned(),
+            resource: to_any(&listener),
+            references: Vec::new(),
+        })],
+        warnings: Vec::new(),
+    };
+    let opts = BootstrapOptions::new(
+        "demo/web-0",
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        "127.0.0.1",
+        15010,
+        "/token",
+        XdsCa::File("/ca.crt".into()),
+    );
+    let rate = TapRate::new(NonZeroU32::new(100).unwrap());
+    tap(
+        &mut out,
+        &TapSink::new(&opts),
+        ProxyTap { rate: Some(rate) },
+    );
+    let [listener, bucket] = out.resources.as_slice() else {
+        panic!("{out:?}")
+    };
+    let listener = render_redacted(&listener.resource);
+    let text = listener.to_string();
+    assert!(
+        text.contains("envoy.access_loggers.http_grpc")
+            && text.contains("envoy.access_loggers.extension_filters.process_ratelimit")
+            && text.contains("switchyard-tap"),
+        "{listener:#}"
+    );
+    let bucket = render_redacted(&bucket.resource);
+    assert_eq!(bucket["maxTokens"], 100, "{bucket:#}");
+    assert_eq!(bucket["tokensPerFill"], 5, "{bucket:#}");
+    assert_eq!(bucket["fillInterval"], "0.050s", "{bucket:#}");
+}

@@ -39,7 +39,7 @@ fn entries(rev: i64) -> Vec<(TypeUrl, String, Any)> {
 #[test]
 fn type_urls_round_trip_in_push_order() {
     let shorts: Vec<_> = TypeUrl::ALL.iter().map(|t| t.short_name()).collect();
-    assert_eq!(shorts, ["CDS", "EDS", "LDS", "RDS", "SDS"]);
+    assert_eq!(shorts, ["CDS", "EDS", "LDS", "RDS", "SDS", "TBDS"]);
     for t in TypeUrl::ALL {
         assert_eq!(TypeUrl::from_type_url(t.type_url()), Some(t));
     }
@@ -261,6 +261,45 @@ fn consistency_check_reports_missing_secrets() {
         [Inconsistency::MissingSecret {
             owner: "listener \"l\"".into(),
             name: bundle.into()
+        }]
+    );
+}
+
+#[test]
+fn consistency_check_reports_a_missing_token_bucket() {
+    let tapped = |with_bucket: bool| {
+        let mut snapshot = Snapshot::builder();
+        let listener = VersionedResource::new(
+            TypeUrl::Listener,
+            "l",
+            listener("l", "r", 80),
+            vec![
+                Reference::new(TypeUrl::RouteConfiguration, "r"),
+                Reference::new(TypeUrl::TokenBucket, "switchyard-tap"),
+            ],
+        )
+        .unwrap();
+        snapshot.add_shared(listener).unwrap();
+        snapshot
+            .add(TypeUrl::RouteConfiguration, "r", route("r", "a"))
+            .unwrap();
+        if with_bucket {
+            let bucket = envoy_types::pb::envoy::r#type::v3::TokenBucket {
+                max_tokens: 10,
+                ..Default::default()
+            };
+            snapshot
+                .add(TypeUrl::TokenBucket, "switchyard-tap", to_any(&bucket))
+                .unwrap();
+        }
+        snapshot.build().inconsistencies()
+    };
+    assert_eq!(tapped(true), []);
+    assert_eq!(
+        tapped(false),
+        [Inconsistency::MissingTokenBucket {
+            listener: "l".into(),
+            name: "switchyard-tap".into()
         }]
     );
 }

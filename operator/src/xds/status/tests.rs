@@ -83,7 +83,7 @@ fn entries_come_and_go_with_their_streams() {
         ]
     );
     assert_eq!(all[1].types["CDS"], TypeSync::Synced);
-    assert_eq!(all[1].types.len(), 5);
+    assert_eq!(all[1].types.len(), 6);
     assert_eq!(all[0].types["CDS"], TypeSync::NotRequested);
     let json = serde_json::to_value(&all[1]).unwrap();
     assert_eq!(json["types"]["CDS"], serde_json::json!({"state": "SYNCED"}));
