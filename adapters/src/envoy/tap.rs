@@ -45,7 +45,7 @@ use envoy_types::pb::{
     google::protobuf::UInt32Value,
 };
 use prost::Message as _;
-use switchyard_proxy_config::TypeUrl;
+use switchyard_proxy_config::{MIN_FILL_INTERVAL, TypeUrl};
 
 use super::{
     BootstrapOptions, LISTENER_TYPE_URL, Output, Reference, Resource, TOKEN_BUCKET_TYPE_URL, ads,
@@ -66,12 +66,11 @@ pub const TAP_BUFFER_BYTES: u32 = 16_384;
 pub const TAP_RESPONSE_HEADERS: [&str; 1] = ["grpc-status"];
 /// `stat_prefix` of the logger's gRPC client: its stats are `grpc.tap.*`.
 pub const TAP_STAT_PREFIX: &str = "tap";
-/// The access-log filter that takes a token per logged request (Envoy's extension name).
-pub const RATE_LIMIT_FILTER: &str = "envoy.access_loggers.extension_filters.process_ratelimit";
+/// The access-log filter that takes a token per logged request (Envoy's extension name; the
+/// one the bundled proxy implements).
+pub const RATE_LIMIT_FILTER: &str = switchyard_proxy_config::PROCESS_RATELIMIT;
 /// The name of the tap's token bucket resource; one bucket per proxy, shared by every listener.
 pub const TAP_BUCKET: &str = "switchyard-tap";
-/// The token bucket's shortest fill interval: Envoy refuses a shorter one.
-const MIN_FILL_INTERVAL_MS: u32 = 50;
 
 /// Requests a second (at least 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,18 +94,21 @@ impl TapRate {
     /// 50 ms, Envoy's least) that holds a whole number of tokens, up to 1 s; it holds a
     /// second's worth, as the control plane's own bucket per session does.
     fn bucket(self) -> TokenBucket {
-        let rate = self.per_second();
-        let interval_ms = (1..=1000 / MIN_FILL_INTERVAL_MS)
-            .map(|k| k * MIN_FILL_INTERVAL_MS)
-            .find(|ms| u64::from(rate) * u64::from(*ms) % 1000 == 0)
+        let per_second = u64::from(self.per_second());
+        let step = u64::try_from(MIN_FILL_INTERVAL.as_millis())
+            .unwrap_or(1000)
+            .max(1);
+        let interval_ms = (1..=1000 / step)
+            .map(|k| k * step)
+            .find(|ms| per_second * ms % 1000 == 0)
             .unwrap_or(1000);
-        let per_fill = u64::from(rate) * u64::from(interval_ms) / 1000;
+        let per_fill = per_second * interval_ms / 1000;
         TokenBucket {
-            max_tokens: rate,
+            max_tokens: self.per_second(),
             tokens_per_fill: Some(UInt32Value {
-                value: u32::try_from(per_fill).unwrap_or(rate),
+                value: u32::try_from(per_fill).unwrap_or(self.per_second()),
             }),
-            fill_interval: Some(duration(Duration::from_millis(u64::from(interval_ms)))),
+            fill_interval: Some(duration(Duration::from_millis(interval_ms))),
         }
     }
 }
