@@ -86,8 +86,8 @@ pub use self::{
     },
     tap::{
         ACCESS_LOGGER, ProxyTap, RATE_LIMIT_FILTER, TAP_BUCKET, TAP_BUFFER_BYTES,
-        TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS, TAP_STAT_PREFIX, TapRate, TapSink,
-        tap,
+        TAP_FLUSH_INTERVAL, TAP_LOG_NAME, TAP_RESPONSE_HEADERS, TAP_STAT_PREFIX, TapMatch, TapRate,
+        TapSink, tap,
     },
     tls::{certificate_secret_name, secrets, trust_bundle_secret_name},
 };

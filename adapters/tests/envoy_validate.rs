@@ -753,7 +753,7 @@ fn tapped_resources_pass_envoy_validation() {
     // filter's ADS subscription to its bucket, which it cannot make there. The filter and the
     // bucket are taken by the real Envoy in `data-plane/tests/access_log.rs` and
     // `e2e/tests/tap.rs`.
-    envoy::tap(&mut shared, &sink, envoy::ProxyTap { rate: None });
+    envoy::tap(&mut shared, &sink, &envoy::ProxyTap::default());
     let tapped = Output {
         resources: shared
             .resources

@@ -384,6 +384,60 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
         "web-0's proxy to lose the rate-limited access log",
     );
 
+    // A tap that shows only some requests holds its rate in the proxy as well, on a bucket of
+    // its own that requests it does not show never draw on: the proxy logs its matches only,
+    // at most at its rate, however many other requests it serves.
+    let matching = Tap::start(&mesh, &["pod/web-0", "--path", "/match/", "--max-rps", "3"]);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(true),
+        "web-0's proxy to have the matching tap's access log",
+    );
+    wait_for(
+        Duration::from_secs(20),
+        || {
+            call(&client, "GET", "/match/warm-up", &[], "");
+            matching.next(Duration::from_millis(1_500)).is_some()
+        },
+        "the matching tap to show a request",
+    );
+    while matching.next(Duration::from_millis(1_000)).is_some() {}
+    let before = written();
+    let burst = Instant::now();
+    for i in 0..BURST {
+        assert_eq!(call(&client, "GET", &format!("/other/{i}"), &[], ""), 200);
+        assert_eq!(call(&client, "GET", &format!("/match/{i}"), &[], ""), 200);
+    }
+    let elapsed = burst.elapsed();
+    // Its bucket holds 3 tokens and gets one every 333 ms (3 every second).
+    let allowed = 3 + (elapsed.as_millis() * 3 / 1_000) as u64 + 1;
+    let mut shown = Vec::new();
+    while let Some((_, event)) = matching.next(Duration::from_millis(1_500)) {
+        shown.push(event.path);
+    }
+    let logged = written() - before;
+    eprintln!(
+        "matching tap: {} requests ({BURST} matching) in {elapsed:?}, web-0's proxy logged {logged}, the tap showed {shown:?}",
+        2 * BURST
+    );
+    assert!(
+        (1..=allowed).contains(&logged),
+        "{logged} of {} requests logged in {elapsed:?}, {BURST} of them matching, at 3 a second (at most {allowed})",
+        2 * BURST
+    );
+    assert!(
+        !shown.is_empty()
+            && shown.len() as u64 <= logged
+            && shown.iter().all(|p| p.starts_with("/match/")),
+        "{shown:?} shown, {logged} logged"
+    );
+    drop(matching);
+    wait_for(
+        Duration::from_secs(15),
+        || applied_access_log(&server) == Some(false),
+        "web-0's proxy to lose the matching tap's access log",
+    );
+
     // The proxy's memory over tap cycles (tapped under load, then untapped): after each it is
     // back at its untapped level.
     let pid = mesh.sidecar_pid("web-0").expect("web-0's proxy");

@@ -269,8 +269,8 @@ impl Publisher {
             DataPlane::Envoy => self.adapter.envoy().compile_shared(cfg, settings, &opts),
             DataPlane::Bundled => self.adapter.compile_shared(cfg, settings, &opts),
         };
-        let tapped = (self.taps.as_ref())
-            .and_then(|t| Some((t.tapped.get(&cfg.proxy).copied()?, (t.sink)(cfg)?)));
+        let tapped =
+            (self.taps.as_ref()).and_then(|t| Some((t.tapped.get(&cfg.proxy)?, (t.sink)(cfg)?)));
         if let Some((how, sink)) = tapped {
             envoy::tap(&mut out, &sink, how);
         }

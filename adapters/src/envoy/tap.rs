@@ -4,16 +4,20 @@
 //! the credentials of its ADS stream. An untapped proxy's configuration has no access log, so
 //! tapping costs nothing until someone asks for it.
 //!
-//! A tapped proxy logs at most its taps' rate ([`ProxyTap::rate`]): the log's filter is
-//! Envoy's `process_ratelimit`, whose token bucket ([`TAP_BUCKET`]) is a resource of its own
-//! on the same ADS stream. A request past the rate is never noted, so a tap costs a busy proxy
-//! what its sessions can show, not what it serves; and a new rate changes the bucket only, not
-//! the listeners (which Envoy would drain).
+//! A tapped proxy logs only what its taps can show ([`ProxyTap`]): the log's filter draws on
+//! Envoy's `process_ratelimit` token buckets, resources of their own on the same ADS stream.
+//! The taps that show every request share one bucket ([`TAP_BUCKET`], their rates added up);
+//! each tap that shows only some requests has its match checked first (Envoy's
+//! `header_filter`) and then its own bucket. A request no tap can show is never noted, so a
+//! tap costs a busy proxy what its sessions can show, not what it serves; and a new rate of
+//! the shared bucket changes the bucket only, not the listeners (which Envoy would drain).
 //!
 //! ```text
-//!  compile ─▶ Output ─▶ tap(&mut output, &sink, tap) ─▶ every Listener's HTTP connection managers
-//!                          │                          + access_log [filter: bucket] ─▶ control plane
-//!                          └─▶ + TokenBucket TAP_BUCKET (the rate, when the tap has one)
+//!  compile ─▶ Output ─▶ tap(&mut output, &sink, &tap) ─▶ every Listener's HTTP connection managers
+//!                          │   + access_log [filter: or[ bucket TAP_BUCKET,
+//!                          │                             and[:method, :authority, :path prefix, bucket TAP_BUCKET-<id>], …]]
+//!                          │                                                            ─▶ control plane
+//!                          └─▶ + TokenBucket per bucket named (the taps' rates)
 //! ```
 //!
 //! No header is logged beyond the fields every entry has (method, scheme, authority, path, user
@@ -27,11 +31,12 @@ use envoy_types::pb::{
     envoy::{
         config::{
             accesslog::v3::{
-                AccessLog, AccessLogFilter, ExtensionFilter, access_log, access_log_filter,
-                extension_filter,
+                AccessLog, AccessLogFilter, AndFilter, ExtensionFilter, HeaderFilter, OrFilter,
+                access_log, access_log_filter::FilterSpecifier, extension_filter,
             },
             core::v3::{ApiVersion, GrpcService},
             listener::v3::{Filter, Listener, filter},
+            route::v3::{HeaderMatcher, header_matcher::HeaderMatchSpecifier},
         },
         extensions::{
             access_loggers::{
@@ -40,7 +45,10 @@ use envoy_types::pb::{
             },
             filters::network::http_connection_manager::v3::HttpConnectionManager,
         },
-        r#type::v3::TokenBucket,
+        r#type::{
+            matcher::v3::{StringMatcher, string_matcher::MatchPattern},
+            v3::TokenBucket,
+        },
     },
     google::protobuf::UInt32Value,
 };
@@ -113,13 +121,114 @@ impl TapRate {
     }
 }
 
-/// What a tapped proxy is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a tapped proxy is asked for: the requests its taps can show, each at most at its
+/// tap's rate. Empty ([`ProxyTap::default`]): every request, without a limit (what a proxy was
+/// asked for before taps had rates; the control plane never asks for it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyTap {
-    /// At most this many requests a second are logged; `None`: every request (a session that
-    /// shows only some requests would get fewer than its rate from a bucket that all
-    /// requests draw on).
-    pub rate: Option<TapRate>,
+    /// The rates of the taps that show every request, added up: any request, drawn on
+    /// [`TAP_BUCKET`]. A new rate changes that bucket only, never the listeners.
+    pub every: Option<TapRate>,
+    /// The taps that show only some requests, each on a bucket of its own, so a busy match
+    /// never starves a quiet one; a request is drawn on a tap's bucket only when it matches.
+    pub matching: Vec<TapMatch>,
+}
+
+/// A tap that shows only some requests: those that match every condition given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapMatch {
+    /// The tap's bucket is `switchyard-tap-<id>`; unique among a proxy's taps.
+    pub id: u64,
+    /// `:method`, exact (case-sensitive, as HTTP methods are).
+    pub method: Option<String>,
+    /// `:authority`, exact.
+    pub authority: Option<String>,
+    /// `:path` (with its query), prefix.
+    pub path_prefix: Option<String>,
+    pub rate: TapRate,
+}
+
+impl TapMatch {
+    /// The name of the tap's own token bucket.
+    pub fn bucket(&self) -> String {
+        format!("{TAP_BUCKET}-{}", self.id)
+    }
+
+    /// `and[header conditions…, the tap's bucket]`: the bucket last, since Envoy's `and`
+    /// stops at the first condition that fails and a request that does not match must not
+    /// take a token.
+    fn filter(&self) -> AccessLogFilter {
+        let conditions = [
+            (":method", &self.method, false),
+            (":authority", &self.authority, false),
+            (":path", &self.path_prefix, true),
+        ];
+        let mut all: Vec<AccessLogFilter> = conditions
+            .into_iter()
+            .filter_map(|(name, value, prefix)| Some(header_filter(name, value.as_ref()?, prefix)))
+            .collect();
+        all.push(rate_limit_filter(&self.bucket()));
+        combine(all, |filters| {
+            FilterSpecifier::AndFilter(AndFilter { filters })
+        })
+    }
+}
+
+impl ProxyTap {
+    /// The access log's filter: `None` when empty, else the first of `every`'s bucket and
+    /// each match that passes (Envoy's `or` stops there, so no later bucket loses a token).
+    fn filter(&self) -> Option<AccessLogFilter> {
+        let terms: Vec<AccessLogFilter> = (self.every.map(|_| rate_limit_filter(TAP_BUCKET)))
+            .into_iter()
+            .chain(self.matching.iter().map(TapMatch::filter))
+            .collect();
+        (!terms.is_empty()).then(|| {
+            combine(terms, |filters| {
+                FilterSpecifier::OrFilter(OrFilter { filters })
+            })
+        })
+    }
+
+    /// Every bucket the filter draws on, with its rate.
+    fn buckets(&self) -> impl Iterator<Item = (String, TapRate)> + '_ {
+        (self.every.map(|r| (TAP_BUCKET.to_owned(), r)))
+            .into_iter()
+            .chain(self.matching.iter().map(|m| (m.bucket(), m.rate)))
+    }
+}
+
+/// One filter alone, else `wrap` of them all (Envoy's `and` and `or` take two or more).
+fn combine(
+    filters: Vec<AccessLogFilter>,
+    wrap: fn(Vec<AccessLogFilter>) -> FilterSpecifier,
+) -> AccessLogFilter {
+    match <[AccessLogFilter; 1]>::try_from(filters) {
+        Ok([one]) => one,
+        Err(filters) => AccessLogFilter {
+            filter_specifier: Some(wrap(filters)),
+        },
+    }
+}
+
+/// A request header condition: `name` equal to `value`, or starting with it.
+fn header_filter(name: &str, value: &str, prefix: bool) -> AccessLogFilter {
+    let pattern = if prefix {
+        MatchPattern::Prefix(value.to_owned())
+    } else {
+        MatchPattern::Exact(value.to_owned())
+    };
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::HeaderFilter(HeaderFilter {
+            header: Some(HeaderMatcher {
+                name: name.to_owned(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(pattern),
+                    ignore_case: false,
+                })),
+                ..Default::default()
+            }),
+        })),
+    }
 }
 
 const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
@@ -138,7 +247,7 @@ impl TapSink {
         }
     }
 
-    fn access_log(&self, rate_limited: bool) -> AccessLog {
+    fn access_log(&self, filter: Option<AccessLogFilter>) -> AccessLog {
         let config = HttpGrpcAccessLogConfig {
             common_config: Some(CommonGrpcAccessLogConfig {
                 log_name: TAP_LOG_NAME.to_owned(),
@@ -156,37 +265,36 @@ impl TapSink {
         };
         AccessLog {
             name: ACCESS_LOGGER.to_owned(),
-            filter: rate_limited.then(rate_limit_filter),
+            filter,
             config_type: Some(access_log::ConfigType::TypedConfig(to_any(&config))),
         }
     }
 }
 
-/// Takes a token of [`TAP_BUCKET`] per logged request; the bucket comes over ADS.
-fn rate_limit_filter() -> AccessLogFilter {
+/// Takes a token of the bucket `bucket` per logged request; the bucket comes over ADS.
+fn rate_limit_filter(bucket: &str) -> AccessLogFilter {
     let config = ProcessRateLimitFilter {
         dynamic_config: Some(DynamicTokenBucket {
-            resource_name: TAP_BUCKET.to_owned(),
+            resource_name: bucket.to_owned(),
             config_source: Some(ads()),
         }),
     };
     AccessLogFilter {
-        filter_specifier: Some(access_log_filter::FilterSpecifier::ExtensionFilter(
-            ExtensionFilter {
-                name: RATE_LIMIT_FILTER.to_owned(),
-                config_type: Some(extension_filter::ConfigType::TypedConfig(to_any(&config))),
-            },
-        )),
+        filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+            name: RATE_LIMIT_FILTER.to_owned(),
+            config_type: Some(extension_filter::ConfigType::TypedConfig(to_any(&config))),
+        })),
     }
 }
 
-/// Adds the tap's access log to every HTTP connection manager of `output`'s listeners, and,
-/// with a rate, the token bucket they draw on; the other resources are untouched.
-pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink, tap: ProxyTap) {
-    let log = sink.access_log(tap.rate.is_some());
-    let bucket = tap
-        .rate
-        .map(|_| Reference::new(TypeUrl::TokenBucket, TAP_BUCKET));
+/// Adds the tap's access log to every HTTP connection manager of `output`'s listeners, and
+/// the token buckets it draws on; the other resources are untouched.
+pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink, tap: &ProxyTap) {
+    let log = sink.access_log(tap.filter());
+    let buckets: Vec<(String, TapRate)> = tap.buckets().collect();
+    let references: Vec<Reference> = (buckets.iter())
+        .map(|(name, _)| Reference::new(TypeUrl::TokenBucket, name.as_str()))
+        .collect();
     for resource in &mut output.resources {
         if resource.type_url != LISTENER_TYPE_URL {
             continue;
@@ -205,16 +313,20 @@ pub fn tap(output: &mut Output<Arc<Resource>>, sink: &TapSink, tap: ProxyTap) {
         if tapped {
             let mut r = Resource::clone(resource);
             r.resource = to_any(&listener);
-            let references: Vec<Reference> =
-                r.references.iter().cloned().chain(bucket.clone()).collect();
-            *resource = Arc::new(r.referencing(references));
+            let all: Vec<Reference> = (r.references.iter().cloned())
+                .chain(references.iter().cloned())
+                .collect();
+            *resource = Arc::new(r.referencing(all));
         }
     }
-    if let Some(rate) = tap.rate {
-        // Its type URL sorts after every other the adapter emits, so the output stays sorted.
+    // Their type URL sorts after every other the adapter emits, so the output stays sorted
+    // once they are.
+    let mut buckets = buckets;
+    buckets.sort();
+    for (name, rate) in buckets {
         output.resources.push(Arc::new(Resource::new(
             TOKEN_BUCKET_TYPE_URL,
-            TAP_BUCKET,
+            &name,
             to_any(&rate.bucket()),
         )));
     }

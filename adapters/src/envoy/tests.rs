@@ -3222,6 +3222,168 @@ fn the_grpc_service_message_is_the_bootstraps() {
     }
 }
 
+/// A tap's access-log filter, written out: `or[…]`, `and[…]`, `bucket(NAME)`, `:path prefix /a`.
+fn describe_log_filter(
+    filter: &envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter,
+) -> String {
+    use envoy_types::pb::envoy::{
+        config::accesslog::v3::{access_log_filter::FilterSpecifier, extension_filter},
+        config::route::v3::header_matcher::HeaderMatchSpecifier,
+        extensions::access_loggers::filters::process_ratelimit::v3::ProcessRateLimitFilter,
+        r#type::matcher::v3::string_matcher::MatchPattern,
+    };
+    let all = |filters: &[_]| filters.iter().map(describe_log_filter).collect::<Vec<_>>();
+    match filter.filter_specifier.as_ref().unwrap() {
+        FilterSpecifier::OrFilter(or) => format!("or[{}]", all(&or.filters).join(", ")),
+        FilterSpecifier::AndFilter(and) => format!("and[{}]", all(&and.filters).join(", ")),
+        FilterSpecifier::ExtensionFilter(ext) => {
+            assert_eq!(ext.name, super::RATE_LIMIT_FILTER);
+            let Some(extension_filter::ConfigType::TypedConfig(any)) = &ext.config_type else {
+                panic!("{ext:?}")
+            };
+            let dynamic = ProcessRateLimitFilter::decode(any.value.as_slice())
+                .unwrap()
+                .dynamic_config
+                .unwrap();
+            assert_eq!(dynamic.config_source, Some(super::ads()));
+            format!("bucket({})", dynamic.resource_name)
+        }
+        FilterSpecifier::HeaderFilter(h) => {
+            let h = h.header.as_ref().unwrap();
+            let Some(HeaderMatchSpecifier::StringMatch(m)) = &h.header_match_specifier else {
+                panic!("{h:?}")
+            };
+            assert!(!m.ignore_case && !h.invert_match, "{h:?}");
+            match m.match_pattern.as_ref().unwrap() {
+                MatchPattern::Exact(v) => format!("{} = {v}", h.name),
+                MatchPattern::Prefix(v) => format!("{} prefix {v}", h.name),
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_tap_that_shows_only_some_requests_draws_on_its_own_bucket_after_its_match() {
+    let mesh = permissive();
+    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
+    let opts = BootstrapOptions::new(
+        "shop/web-v1-0",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
+        "127.0.0.1",
+        15010,
+        "/token",
+        XdsCa::File("/ca.crt".into()),
+    );
+    let rate = |n| super::TapRate::new(std::num::NonZeroU32::new(n).unwrap());
+    let posts = super::TapMatch {
+        id: 12,
+        method: Some("POST".to_owned()),
+        authority: None,
+        path_prefix: Some("/orders".to_owned()),
+        rate: rate(2),
+    };
+    let api = super::TapMatch {
+        id: 3,
+        method: None,
+        authority: Some("api:80".to_owned()),
+        path_prefix: None,
+        rate: rate(7),
+    };
+    let tapped = |how: &super::ProxyTap| {
+        let mut out = Output {
+            resources: plain.resources.iter().cloned().map(Arc::new).collect(),
+            warnings: Vec::new(),
+        };
+        super::tap(&mut out, &super::TapSink::new(&opts), how);
+        out
+    };
+    // (the tap, the filter of every connection manager's log, the buckets: name and rate)
+    let cases = [
+        (
+            super::ProxyTap {
+                every: Some(rate(10)),
+                matching: vec![posts.clone(), api.clone()],
+            },
+            "or[bucket(switchyard-tap), \
+             and[:method = POST, :path prefix /orders, bucket(switchyard-tap-12)], \
+             and[:authority = api:80, bucket(switchyard-tap-3)]]",
+            vec![
+                ("switchyard-tap", 10),
+                ("switchyard-tap-12", 2),
+                ("switchyard-tap-3", 7),
+            ],
+        ),
+        (
+            super::ProxyTap {
+                every: None,
+                matching: vec![api],
+            },
+            "and[:authority = api:80, bucket(switchyard-tap-3)]",
+            vec![("switchyard-tap-3", 7)],
+        ),
+        (
+            super::ProxyTap {
+                every: Some(rate(5)),
+                matching: Vec::new(),
+            },
+            "bucket(switchyard-tap)",
+            vec![("switchyard-tap", 5)],
+        ),
+    ];
+    for (how, filter, buckets) in cases {
+        let out = tapped(&how);
+        let names: Vec<_> = out
+            .resources
+            .iter()
+            .map(|r| (r.type_url, &r.name))
+            .collect();
+        assert!(names.is_sorted(), "{names:?}");
+        let tail = &out.resources[plain.resources.len()..];
+        let got: Vec<(&str, u32)> = tail
+            .iter()
+            .map(|r| {
+                assert_eq!(r.type_url, super::TOKEN_BUCKET_TYPE_URL);
+                let b = envoy_types::pb::envoy::r#type::v3::TokenBucket::decode(
+                    r.resource.value.as_slice(),
+                )
+                .unwrap();
+                (r.name.as_str(), b.max_tokens)
+            })
+            .collect();
+        assert_eq!(got, buckets);
+        let mut managers = 0;
+        for r in out
+            .resources
+            .iter()
+            .filter(|r| r.type_url == LISTENER_TYPE_URL)
+        {
+            let listener = Listener::decode(r.resource.value.as_slice()).unwrap();
+            let mut here = 0;
+            for f in listener.filter_chains.iter().flat_map(|c| &c.filters) {
+                if f.name != "envoy.filters.network.http_connection_manager" {
+                    continue;
+                }
+                here += 1;
+                let hcm: HttpConnectionManager = typed(&f.config_type);
+                let [log] = hcm.access_log.as_slice() else {
+                    panic!("{}: {:?}", r.name, hcm.access_log)
+                };
+                assert_eq!(describe_log_filter(log.filter.as_ref().unwrap()), filter);
+            }
+            // A listener that logs names every bucket its log draws on, so the proxy gets
+            // them before it (and the xDS server sends them again when they change).
+            for (bucket, _) in &buckets {
+                let reference = Reference::new(TypeUrl::TokenBucket, *bucket);
+                assert_eq!(r.references.contains(&reference), here > 0, "{}", r.name);
+            }
+            managers += here;
+        }
+        assert!(managers >= 3, "{managers} connection managers");
+    }
+}
+
 #[test]
 fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
     use envoy_types::pb::envoy::{
@@ -3248,7 +3410,10 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
         super::tap(
             &mut shared,
             &super::TapSink::new(&opts),
-            super::ProxyTap { rate: Some(rate) },
+            &super::ProxyTap {
+                every: Some(rate),
+                matching: Vec::new(),
+            },
         );
         shared
     };
@@ -3356,7 +3521,7 @@ fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
     super::tap(
         &mut shared,
         &super::TapSink::new(&opts),
-        super::ProxyTap { rate: None },
+        &super::ProxyTap::default(),
     );
     assert_eq!(shared.resources.len(), plain.resources.len(), "no bucket");
     let mut managers = 0;

@@ -2197,8 +2197,11 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         adapter::XdsCa::File("/ca.crt".into()),
     );
     let rate = adapter::TapRate::new(std::num::NonZeroU32::new(100).unwrap());
-    let tap = adapter::ProxyTap { rate: Some(rate) };
-    adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap), tap);
+    let tap = adapter::ProxyTap {
+        every: Some(rate),
+        matching: Vec::new(),
+    };
+    adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap), &tap);
     let mut client = DeltaClient::new(node());
     for ty in [
         TypeUrl::Cluster,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use switchyard_adapters::{
-    envoy::{ProxyTap, TapRate},
+    envoy::{ProxyTap, TapMatch, TapRate},
     model::ProxyId,
 };
 use tokio::sync::{mpsc, watch};
@@ -293,27 +293,36 @@ impl Hub {
         self.tap(proxy).is_some()
     }
 
-    /// What `proxy` is asked for while sessions select it: at most their rates together, or
-    /// every request when one of them shows only some (a bucket all requests draw on would
-    /// starve it); `None` when no session selects it.
+    /// What `proxy` is asked for while sessions select it: every request at the rates of the
+    /// sessions that show every request, added up, and each request that matches a session
+    /// that shows only some at that session's rate, on a bucket of its own (a bucket that all
+    /// requests drew on would starve it); `None` when no session selects it.
     pub fn tap(&self, proxy: &ProxyId) -> Option<ProxyTap> {
         let inner = self.lock();
-        let (mut selected, mut limited, mut rate) = (false, true, None::<TapRate>);
-        for filter in inner.sessions.values().map(|e| &e.filter) {
+        let mut tap = None::<ProxyTap>;
+        for (id, filter) in inner.sessions.iter().map(|(id, e)| (*id, &e.filter)) {
             if !filter.selects(proxy) {
                 continue;
             }
-            selected = true;
-            match NonZeroU32::new(filter.max_rps).map(TapRate::new) {
-                Some(r) if !filter.filters_requests() => {
-                    rate = Some(rate.map_or(r, |sum| sum.plus(r)));
-                }
-                _ => limited = false,
+            // Parsing keeps a session's rate at 1 or more; one of 0 shows nothing, and must
+            // not leave an empty `ProxyTap`, which logs every request.
+            let Some(rate) = NonZeroU32::new(filter.max_rps).map(TapRate::new) else {
+                continue;
+            };
+            let tap = tap.get_or_insert_default();
+            if filter.filters_requests() {
+                tap.matching.push(TapMatch {
+                    id,
+                    method: filter.method.clone(),
+                    authority: filter.authority.clone(),
+                    path_prefix: filter.path_prefix.clone(),
+                    rate,
+                });
+            } else {
+                tap.every = Some(tap.every.map_or(rate, |sum| sum.plus(rate)));
             }
         }
-        selected.then(|| ProxyTap {
-            rate: rate.filter(|_| limited),
-        })
+        tap
     }
 
     /// How many sessions are open.

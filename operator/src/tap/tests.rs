@@ -19,7 +19,7 @@ use envoy_types::pb::{
     google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
 };
 use switchyard_adapters::{
-    envoy::TapRate,
+    envoy::{self, TapRate},
     model::{
         Cluster, ClusterName, ClusterPolicy, Endpoint, Identity, Protocol, ProxyId, ServiceName,
     },
@@ -145,28 +145,74 @@ async fn events_reach_the_sessions_that_select_them_within_their_rate() {
 }
 
 #[test]
-fn a_proxy_is_asked_for_its_sessions_rates_together_unless_one_shows_only_some_requests() {
+fn a_proxy_is_asked_for_its_sessions_rates_together_and_each_match_on_its_own() {
     let hub = Arc::new(Hub::default());
-    let rate = |p: &str| hub.tap(&proxy(p)).map(|t| t.rate.map(TapRate::per_second));
-    assert_eq!(rate("web-0"), None, "no session: not tapped");
+    let every = |p: &str| hub.tap(&proxy(p)).map(|t| t.every.map(TapRate::per_second));
+    let matching = |p: &str| {
+        hub.tap(&proxy(p)).map(|t| {
+            (t.matching.iter())
+                .map(|m| {
+                    let cond = |c: &Option<String>| c.clone().unwrap_or_default();
+                    let conditions = [&m.method, &m.authority, &m.path_prefix].map(cond);
+                    (m.bucket(), conditions, m.rate.per_second())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(every("web-0"), None, "no session: not tapped");
     let web = hub
         .open(filter("namespace=demo&pod=web-0&max_rps=30"))
         .unwrap();
-    assert_eq!(rate("web-0"), Some(Some(30)));
-    assert_eq!(rate("api-0"), None);
+    assert_eq!(every("web-0"), Some(Some(30)));
+    assert_eq!(every("api-0"), None);
     let all = hub.open(filter("namespace=demo&max_rps=5")).unwrap();
-    assert_eq!(rate("web-0"), Some(Some(35)), "both sessions' rates");
-    assert_eq!(rate("api-0"), Some(Some(5)));
-    // A session that shows only POSTs would starve behind a bucket all requests draw on.
+    assert_eq!(every("web-0"), Some(Some(35)), "both sessions' rates");
+    assert_eq!(every("api-0"), Some(Some(5)));
+    assert_eq!(matching("web-0"), Some(vec![]));
+    // A session that shows only some requests gets its own bucket, drawn on by its matches
+    // only: behind one all requests draw on, a quiet match would starve.
     let posts = hub
-        .open(filter("namespace=demo&method=POST&max_rps=1"))
+        .open(filter("namespace=demo&method=post&path=/orders&max_rps=1"))
         .unwrap();
-    assert_eq!(rate("web-0"), Some(None));
-    assert_eq!(rate("api-0"), Some(None));
-    drop(posts);
-    assert_eq!(rate("api-0"), Some(Some(5)));
-    drop((web, all));
-    assert_eq!(rate("web-0"), None);
+    let slow = hub
+        .open(filter(
+            "namespace=demo&pod=api-0&authority=api:80&max_rps=7",
+        ))
+        .unwrap();
+    let [posts_bucket, slow_bucket] = [3, 4].map(|id| format!("{}-{id}", envoy::TAP_BUCKET));
+    assert_eq!(
+        every("web-0"),
+        Some(Some(35)),
+        "the shared bucket unchanged"
+    );
+    assert_eq!(
+        matching("web-0"),
+        Some(vec![(
+            posts_bucket.clone(),
+            ["POST".into(), String::new(), "/orders".into()],
+            1
+        )])
+    );
+    assert_eq!(
+        matching("api-0"),
+        Some(vec![
+            (
+                posts_bucket,
+                ["POST".into(), String::new(), "/orders".into()],
+                1
+            ),
+            (
+                slow_bucket,
+                [String::new(), "api:80".into(), String::new()],
+                7
+            ),
+        ])
+    );
+    drop((all, web));
+    assert_eq!(every("api-0"), Some(None), "only matches: no shared bucket");
+    drop((posts, slow));
+    assert_eq!(every("api-0"), None);
+    assert_eq!(every("web-0"), None);
 }
 
 fn started(path: &str, start_micros: u64) -> TapEvent {

@@ -126,7 +126,7 @@ fn a_tapped_listener_and_its_token_bucket_render() {
     use std::{num::NonZeroU32, sync::Arc};
 
     use switchyard_adapters::envoy::{
-        BootstrapOptions, Output, ProxyTap, TapRate, TapSink, XdsCa, tap,
+        BootstrapOptions, Output, ProxyTap, TapMatch, TapRate, TapSink, XdsCa, tap,
     };
 
     let listener = envoy_types::pb::envoy::config::listener::v3::Listener {
@@ -161,21 +161,35 @@ fn a_tapped_listener_and_its_token_bucket_render() {
         "/token",
         XdsCa::File("/ca.crt".into()),
     );
-    let rate = TapRate::new(NonZeroU32::new(100).unwrap());
-    tap(
-        &mut out,
-        &TapSink::new(&opts),
-        ProxyTap { rate: Some(rate) },
-    );
-    let [listener, bucket] = out.resources.as_slice() else {
+    let rate = |n| TapRate::new(NonZeroU32::new(n).unwrap());
+    let how = ProxyTap {
+        every: Some(rate(100)),
+        matching: vec![TapMatch {
+            id: 9,
+            method: None,
+            authority: None,
+            path_prefix: Some("/orders".to_owned()),
+            rate: rate(3),
+        }],
+    };
+    tap(&mut out, &TapSink::new(&opts), &how);
+    let [listener, bucket, own] = out.resources.as_slice() else {
         panic!("{out:?}")
     };
+    assert_eq!(
+        [bucket.name.as_str(), own.name.as_str()],
+        ["switchyard-tap", "switchyard-tap-9"]
+    );
     let listener = render_redacted(&listener.resource);
     let text = listener.to_string();
     assert!(
         text.contains("envoy.access_loggers.http_grpc")
             && text.contains("envoy.access_loggers.extension_filters.process_ratelimit")
-            && text.contains("switchyard-tap"),
+            && text.contains("\"switchyard-tap\"")
+            && text.contains("\"switchyard-tap-9\"")
+            && text.contains("orFilter")
+            && text.contains("\":path\"")
+            && text.contains("\"/orders\""),
         "{listener:#}"
     );
     let bucket = render_redacted(&bucket.resource);
