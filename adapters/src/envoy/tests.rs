@@ -3264,18 +3264,31 @@ fn describe_log_filter(
     }
 }
 
-#[test]
-fn a_tap_that_shows_only_some_requests_draws_on_its_own_bucket_after_its_match() {
-    let mesh = permissive();
-    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
-    let opts = BootstrapOptions::new(
+/// The bootstrap of the tapped proxy in `tapped_sample`.
+fn tap_opts() -> BootstrapOptions {
+    BootstrapOptions::new(
         "shop/web-v1-0",
         IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
         "127.0.0.1",
         15010,
         "/token",
         XdsCa::File("/ca.crt".into()),
-    );
+    )
+}
+
+/// `meshed_sample()` compiled (permissive, mTLS), and the same tapped as `how` asks.
+fn tapped_sample(how: &super::ProxyTap) -> (Output<Resource>, Output<Arc<Resource>>) {
+    let plain = compile(&meshed_sample(), &permissive(), &mtls_opts());
+    let mut tapped = Output {
+        resources: plain.resources.iter().cloned().map(Arc::new).collect(),
+        warnings: Vec::new(),
+    };
+    super::tap(&mut tapped, &super::TapSink::new(&tap_opts()), how);
+    (plain, tapped)
+}
+
+#[test]
+fn a_tap_that_shows_only_some_requests_draws_on_its_own_bucket_after_its_match() {
     let rate = |n| super::TapRate::new(std::num::NonZeroU32::new(n).unwrap());
     let posts = super::TapMatch {
         id: 12,
@@ -3290,14 +3303,6 @@ fn a_tap_that_shows_only_some_requests_draws_on_its_own_bucket_after_its_match()
         authority: Some("api:80".to_owned()),
         path_prefix: None,
         rate: rate(7),
-    };
-    let tapped = |how: &super::ProxyTap| {
-        let mut out = Output {
-            resources: plain.resources.iter().cloned().map(Arc::new).collect(),
-            warnings: Vec::new(),
-        };
-        super::tap(&mut out, &super::TapSink::new(&opts), how);
-        out
     };
     // (the tap, the filter of every connection manager's log, the buckets: name and rate)
     let cases = [
@@ -3333,7 +3338,7 @@ fn a_tap_that_shows_only_some_requests_draws_on_its_own_bucket_after_its_match()
         ),
     ];
     for (how, filter, buckets) in cases {
-        let out = tapped(&how);
+        let (plain, out) = tapped_sample(&how);
         let names: Vec<_> = out
             .resources
             .iter()
@@ -3391,32 +3396,14 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
         extensions::access_loggers::filters::process_ratelimit::v3::ProcessRateLimitFilter,
         r#type::v3::TokenBucket,
     };
-    let mesh = permissive();
-    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
-    let opts = BootstrapOptions::new(
-        "shop/web-v1-0",
-        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        "127.0.0.1",
-        15010,
-        "/token",
-        XdsCa::File("/ca.crt".into()),
-    );
     let tapped = |per_second: u32| {
-        let mut shared = Output {
-            resources: plain.resources.iter().cloned().map(Arc::new).collect(),
-            warnings: Vec::new(),
-        };
         let rate = super::TapRate::new(std::num::NonZeroU32::new(per_second).unwrap());
-        super::tap(
-            &mut shared,
-            &super::TapSink::new(&opts),
-            &super::ProxyTap {
-                every: Some(rate),
-                matching: Vec::new(),
-            },
-        );
-        shared
+        tapped_sample(&super::ProxyTap {
+            every: Some(rate),
+            matching: Vec::new(),
+        })
     };
+    let plain = tapped(1).0;
     // (requests a second, max tokens, tokens per fill, fill interval in ms): the shortest
     // multiple of 50 ms that holds a whole number of tokens, so the rate is exact.
     for (rate, max, per_fill, every_ms) in [
@@ -3427,7 +3414,7 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
         (1, 1, 1, 1_000),
         (64_000, 64_000, 3_200, 50),
     ] {
-        let out = tapped(rate);
+        let out = tapped(rate).1;
         let last = out.resources.last().unwrap();
         assert_eq!(
             (last.type_url, last.name.as_str()),
@@ -3445,7 +3432,7 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
             "{rate}/s"
         );
     }
-    let out = tapped(250);
+    let out = tapped(250).1;
     let sorted: Vec<_> = out
         .resources
         .iter()
@@ -3504,25 +3491,7 @@ fn a_rate_limited_tap_draws_every_log_on_one_bucket_of_exactly_its_rate() {
 
 #[test]
 fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
-    let mesh = permissive();
-    let plain = compile(&meshed_sample(), &mesh, &mtls_opts());
-    let mut shared = Output {
-        resources: plain.resources.iter().cloned().map(Arc::new).collect(),
-        warnings: Vec::new(),
-    };
-    let opts = BootstrapOptions::new(
-        "shop/web-v1-0",
-        IpAddr::V4(Ipv4Addr::new(127, 0, 1, 5)),
-        "127.0.0.1",
-        15010,
-        "/token",
-        XdsCa::File("/ca.crt".into()),
-    );
-    super::tap(
-        &mut shared,
-        &super::TapSink::new(&opts),
-        &super::ProxyTap::default(),
-    );
+    let (plain, shared) = tapped_sample(&super::ProxyTap::default());
     assert_eq!(shared.resources.len(), plain.resources.len(), "no bucket");
     let mut managers = 0;
     for (before, after) in plain.resources.iter().zip(&shared.resources) {
@@ -3556,7 +3525,8 @@ fn a_tap_logs_every_http_connection_manager_to_the_control_plane() {
                 assert_eq!(common.log_name, "switchyard-tap");
                 assert_eq!(common.transport_api_version, ApiVersion::V3 as i32);
                 let ads =
-                    bootstrap(&opts)["dynamic_resources"]["ads_config"]["grpc_services"][0].clone();
+                    bootstrap(&tap_opts())["dynamic_resources"]["ads_config"]["grpc_services"][0]
+                        .clone();
                 let mut sent = grpc_service_json(&common.grpc_service.unwrap());
                 sent["google_grpc"]["stat_prefix"] = json!("xds");
                 assert_eq!(sent, ads, "the tap reaches the control plane as ADS does");
