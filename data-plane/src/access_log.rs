@@ -10,9 +10,9 @@
 //! header names to log are made once per connection. A connection manager without an access
 //! log (the usual case) costs a request one check of an `Option`.
 //!
-//! An access log with a filter ([`LogFilter`](crate::config::LogFilter)) decides as the
-//! request starts whether it logs it: header conditions against the request as routing sees
-//! it (`proxy::routing::header_matches` over a `RequestView` with the normalized path and the
+//! An access log with a filter ([`LogFilter`]) decides as the request starts whether it logs
+//! it: header conditions against the request as routing sees it
+//! (`proxy::routing::header_matches` over a `RequestView` with the normalized path and the
 //! lower-case authority), and `process_ratelimit` leaves, each of which takes a token from its
 //! bucket ([`bucket`]) when the request reaches it. `and` and `or` stop at the first filter
 //! that settles them, as Envoy's do, so a bucket after a header condition is drawn on by the

@@ -81,9 +81,9 @@ pub struct Translated {
 impl Runtime {
     /// Links translated resources: endpoints into their EDS clusters, inline route tables
     /// next to the RDS ones. A reference to something missing is kept with a warning
-    /// (requests to it get 503; an access log whose token bucket is missing logs nothing, as
-    /// Envoy's once the bucket is removed); nothing here can fail, since every piece already
-    /// translated.
+    /// (requests to it get 503; an access log filter's `process_ratelimit` leaf whose token
+    /// bucket is missing lets no request through, as Envoy's once the bucket is removed);
+    /// nothing here can fail, since every piece already translated.
     ///
     /// Linear in the number of resources; no resource is translated again.
     pub fn link(translated: &Translated) -> Runtime {
@@ -128,8 +128,8 @@ impl Runtime {
             for bucket in listener.bucket_names() {
                 if !buckets.contains_key(bucket.as_str()) {
                     warnings.push(format!(
-                        "listener {name}: token bucket {bucket} does not exist; its access logs \
-                         log nothing"
+                        "listener {name}: token bucket {bucket} does not exist; its access log \
+                         filters let no request through it"
                     ));
                 }
             }
