@@ -10,10 +10,29 @@
 //! header names to log are made once per connection. A connection manager without an access
 //! log (the usual case) costs a request one check of an `Option`.
 //!
-//! An access log with a `process_ratelimit` filter takes a token from its bucket ([`bucket`])
-//! as the request starts; a request that finds none is not logged there, and costs nothing
-//! more (no `Pending`, no strings copied) when no logger of its connection manager logs it; it
-//! is counted in `access_log_entries_rate_limited_total{log_name}`.
+//! An access log with a filter ([`LogFilter`]) decides as the request starts whether it logs
+//! it: header conditions against the request as routing sees it
+//! (`proxy::routing::header_matches` over a `RequestView` with the normalized path and the
+//! lower-case authority), and `process_ratelimit` leaves, each of which takes a token from its
+//! bucket ([`bucket`]) when the request reaches it. `and` and `or` stop at the first filter
+//! that settles them, as Envoy's do, so a bucket after a header condition is drawn on by the
+//! matching requests only:
+//!
+//! ```text
+//! or ─┬─ and ─┬─ header :path prefix /a    GET /b: fails here, bucket A keeps its tokens
+//!     │       └─ bucket A                  GET /a: takes a token from A; logged if it got one
+//!     └─ and ─┬─ header :method exact POST GET /b: fails here too: not logged, not counted
+//!             └─ bucket B                  not reached when the first term passed
+//! ```
+//!
+//! A request no logger of its connection manager logs costs nothing more (no `Pending`, no
+//! strings copied). A request a filter refuses after some bucket it reached had no token is
+//! counted in `access_log_entries_rate_limited_total{log_name}`: the tap's rate kept it out. A
+//! request that fails header conditions only is not (it was never meant to be logged), nor is
+//! one a bucket refused but another term of an `or` let through (it is logged). The filters
+//! are resolved once per connection (each bucket to its slot, see `Loggers::limited`); a
+//! request evaluates them with no allocation, unless its path is not normal or its authority
+//! not lower case, and only a header condition makes it look at the path and authority.
 //!
 //! # What an entry holds, against Envoy 1.40
 //!
@@ -52,9 +71,15 @@
 //! - Requests hyper refuses before the proxy sees them (a malformed or oversized head) are
 //!   not logged; Envoy logs them.
 //! - One stream per `log_name` (Envoy: one per worker thread and configuration).
-//! - A `process_ratelimit` filter takes its token when the request starts; Envoy's, when the
-//!   request is logged (at its end). Requests in sequence are logged alike; of concurrent
-//!   ones, another may be the one that gets the last token.
+//! - A filter is evaluated when the request starts; Envoy's, when the request is logged (at
+//!   its end). A `process_ratelimit` leaf therefore takes its token at the start: requests in
+//!   sequence are logged alike; of concurrent ones, another may be the one that gets the last
+//!   token.
+//! - A `header_filter` matches the request as routing sees it: `:path` is the normalized path
+//!   without the query and `:authority` is in lower case, as for a route's header matcher;
+//!   Envoy's matches the `:path` header with its query, and `:authority` as sent. A tap's
+//!   conditions (`:method` exact, `:authority` exact in lower case, `:path` prefix) match the
+//!   same requests unless a client sends an authority in upper case.
 //! - The loggers of a connection are those of the chain it was opened under; when a tap
 //!   starts or ends the connection is drained (see `proxy`), as Envoy with
 //!   `--drain-strategy immediate`.
@@ -67,6 +92,8 @@ mod tests;
 pub mod worker;
 
 use std::{
+    borrow::Cow,
+    cell::OnceCell,
     collections::HashMap,
     net::SocketAddr,
     pin::Pin,
@@ -93,12 +120,18 @@ use envoy_types::pb::{
     },
     google::protobuf::{Duration as PbDuration, Timestamp, UInt32Value},
 };
-use http::{HeaderMap, HeaderName, Method, Request, Version, header};
+use http::{HeaderMap, HeaderName, Method, Request, Uri, Version, header};
 use hyper::body::{Body, Frame, SizeHint};
 
 pub use self::{bucket::Buckets, sink::Sinks};
 use self::{bucket::Slot, deferred::Deferred};
-use crate::config::AccessLog;
+use crate::{
+    config::{AccessLog, HeaderMatch, LogFilter},
+    proxy::{
+        routing::{self, RequestView},
+        target,
+    },
+};
 
 /// The loggers of one connection manager, resolved once per connection: each configuration
 /// with the sink of its `log_name`.
@@ -107,11 +140,32 @@ pub struct Loggers {
     logs: Vec<(AccessLog, Arc<sink::Sink>)>,
     /// Per logger (as `logs`), the header names it logs, parsed.
     names: Vec<Names>,
-    /// Per logger (as `logs`), the bucket of its `process_ratelimit` filter; empty when no
-    /// logger has one.
-    buckets: Vec<Option<Arc<Slot>>>,
+    /// Per logger (as `logs`), its filter; empty when no logger has one.
+    filters: Vec<Option<Filter>>,
     /// Where a finished request waits for its entries to be made.
     deferred: Arc<Deferred>,
+}
+
+/// A logger's [`LogFilter`] with each bucket resolved to its slot, once per connection, so
+/// that a request only takes tokens.
+#[derive(Debug)]
+enum Filter {
+    Bucket(Arc<Slot>),
+    Header(HeaderMatch),
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+/// What a filter reads of a request as it starts. The path and authority as routing sees them
+/// are worked out the first time a header condition asks, so a filter of buckets only never
+/// looks at them.
+struct Seen<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    scheme: &'static str,
+    /// The normalized path and the lower-case authority ([`target::preview`]).
+    target: OnceCell<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 /// The headers one logger logs; a configured name that is no header name never matches.
@@ -245,35 +299,41 @@ impl Loggers {
         Loggers {
             logs,
             names,
-            buckets: Vec::new(),
+            filters: Vec::new(),
             deferred,
         }
     }
 
-    /// The loggers with the buckets of their `process_ratelimit` filters, from `buckets`.
+    /// The loggers with their filters, every `process_ratelimit` leaf resolved here to its
+    /// bucket's slot in `buckets`. Without this, every logger logs every request.
     pub(crate) fn limited(mut self, buckets: &Buckets) -> Self {
-        if self.logs.iter().any(|(log, _)| log.bucket.is_some()) {
-            self.buckets = self
+        if self.logs.iter().any(|(log, _)| log.filter.is_some()) {
+            self.filters = self
                 .logs
                 .iter()
-                .map(|(log, _)| log.bucket.as_ref().map(|b| buckets.slot(b.as_str())))
+                .map(|(log, _)| log.filter.as_ref().map(|f| Filter::resolved(f, buckets)))
                 .collect();
         }
         self
     }
 
-    /// Which loggers log a request that starts now: each with a bucket takes a token from
-    /// it, and one that finds none skips the request (and counts it). `None` when none logs
-    /// it; else per logger whether it skips it, empty when none does.
-    fn admit(&self) -> Option<Vec<bool>> {
-        let skips = |(slot, (_, sink)): (&Option<Arc<Slot>>, &(AccessLog, Arc<sink::Sink>))| {
-            let skip = slot.as_ref().is_some_and(|slot| !slot.take());
-            if skip {
+    /// Which loggers log a request that starts now: each with a filter evaluates it, and one
+    /// whose filter refuses the request skips it (and counts it when some bucket it reached
+    /// had no token). `None` when none logs it; else per logger whether it skips it, empty
+    /// when none does.
+    fn admit(&self, request: &Seen<'_>) -> Option<Vec<bool>> {
+        let skips = |(filter, (_, sink)): (&Option<Filter>, &(AccessLog, Arc<sink::Sink>))| {
+            let Some(filter) = filter else {
+                return false;
+            };
+            let mut limited = false;
+            let skip = !filter.passes(request, &mut limited);
+            if skip && limited {
                 sink.rate_limited();
             }
             skip
         };
-        match &self.buckets[..] {
+        match &self.filters[..] {
             [] => Some(Vec::new()),
             // The usual case, a tap's one logger: no allocation.
             [one] => (!skips((one, &self.logs[0]))).then(Vec::new),
@@ -287,6 +347,66 @@ impl Loggers {
                     Some(Vec::new())
                 }
             }
+        }
+    }
+}
+
+// === impl Filter ===
+
+impl Filter {
+    fn resolved(filter: &LogFilter, buckets: &Buckets) -> Self {
+        let all = |filters: &[LogFilter]| -> Vec<Filter> {
+            filters.iter().map(|f| Self::resolved(f, buckets)).collect()
+        };
+        match filter {
+            LogFilter::Bucket(name) => Filter::Bucket(buckets.slot(name.as_str())),
+            LogFilter::Header(h) => Filter::Header(h.clone()),
+            LogFilter::And(filters) => Filter::And(all(filters)),
+            LogFilter::Or(filters) => Filter::Or(all(filters)),
+        }
+    }
+
+    /// Whether `request` passes, evaluated as Envoy evaluates access log filters: in order,
+    /// `And` up to the first filter that fails and `Or` up to the first that passes, so that
+    /// only the buckets a request reaches lose a token. `limited` is set when a bucket it
+    /// reached had none.
+    fn passes(&self, request: &Seen<'_>, limited: &mut bool) -> bool {
+        match self {
+            Filter::Bucket(slot) => {
+                let took = slot.take();
+                *limited |= !took;
+                took
+            }
+            Filter::Header(h) => routing::header_matches(h, &request.view()),
+            Filter::And(all) => all.iter().all(|f| f.passes(request, limited)),
+            Filter::Or(any) => any.iter().any(|f| f.passes(request, limited)),
+        }
+    }
+}
+
+// === impl Seen ===
+
+impl<'a> Seen<'a> {
+    fn new<B>(request: &'a Request<B>, tls: bool) -> Self {
+        Seen {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            scheme: if tls { "https" } else { "http" },
+            target: OnceCell::new(),
+        }
+    }
+
+    fn view(&self) -> RequestView<'_> {
+        let (path, authority) = self
+            .target
+            .get_or_init(|| target::preview(self.uri, self.headers));
+        RequestView {
+            method: self.method,
+            path,
+            authority,
+            scheme: self.scheme,
+            headers: self.headers,
         }
     }
 }
@@ -332,7 +452,7 @@ impl Pending {
         request: &Request<B>,
         started: Instant,
     ) -> Option<Box<Self>> {
-        let skipped = loggers.admit()?;
+        let skipped = loggers.admit(&Seen::new(request, downstream.tls))?;
         let mut pending = Self::start(loggers.clone(), downstream.clone(), request, started);
         pending.skipped = skipped;
         Some(pending)

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use crate::{
     bootstrap::HealthForward,
     config::{
-        AppProtocol, ChainMatch, ForwardClientCert, NetworkFilter, PathMatch, Permission,
-        Principal, Rbac, RouteSource, Runtime, SecretMaterial, StringMatch,
+        AppProtocol, ChainMatch, ForwardClientCert, HeaderMatch, LogFilter, NetworkFilter,
+        PathMatch, Permission, Principal, Rbac, RouteSource, Runtime, SecretMaterial, StringMatch,
     },
     metrics::{Registry, XdsSnapshot},
     state::{State, XdsStatus},
@@ -435,6 +435,7 @@ pub(crate) fn config_dump(runtime: &Runtime, xds: &XdsStatus) -> Value {
                                 "request_headers": l.request_headers,
                                 "response_headers": l.response_headers,
                                 "response_trailers": l.response_trailers,
+                                "filter": l.filter.as_ref().map(log_filter),
                             })).collect::<Vec<_>>(),
                         }}),
                     },
@@ -597,9 +598,7 @@ fn permission(p: &Permission) -> Value {
         Permission::Or(any) => json!({ "or": any.iter().map(permission).collect::<Vec<_>>() }),
         Permission::Not(p) => json!({ "not": permission(p) }),
         Permission::UrlPath(m) => json!({ "url_path": string_match(m) }),
-        Permission::Header(h) => {
-            json!({ "header": { "name": h.name, "match": string_match(&h.matcher), "invert": h.invert } })
-        }
+        Permission::Header(h) => json!({ "header": header_match(h) }),
         Permission::DestinationPort(port) => json!({ "destination_port": port }),
     }
 }
@@ -612,6 +611,19 @@ fn principal(p: &Principal) -> Value {
         Principal::Not(p) => json!({ "not": principal(p) }),
         Principal::Authenticated(m) => json!({ "authenticated": string_match(m) }),
     }
+}
+
+fn log_filter(f: &LogFilter) -> Value {
+    match f {
+        LogFilter::Bucket(name) => json!({ "process_ratelimit": name.as_str() }),
+        LogFilter::Header(h) => json!({ "header": header_match(h) }),
+        LogFilter::And(all) => json!({ "and": all.iter().map(log_filter).collect::<Vec<_>>() }),
+        LogFilter::Or(any) => json!({ "or": any.iter().map(log_filter).collect::<Vec<_>>() }),
+    }
+}
+
+fn header_match(h: &HeaderMatch) -> Value {
+    json!({ "name": h.name, "match": string_match(&h.matcher), "invert": h.invert })
 }
 
 fn string_match(m: &StringMatch) -> Value {

@@ -9,7 +9,8 @@
 //! authority, path, status, body byte counts, cluster and response flags, log no header but
 //! `grpc-status`, and never send the authorization value or the cookie. With the tap's rate
 //! limit (a `process_ratelimit` filter and its `TokenBucket` over ADS) both log the same first
-//! requests and no more.
+//! requests and no more; with filtered sessions (header conditions, each before its own
+//! bucket, under an `or`) both log the same matching requests, each session within its bucket.
 //!
 //! Envoy comes from `SWITCHYARD_ENVOY` (or the workspace's `.venv`); without it the test fails.
 
@@ -31,9 +32,9 @@ use std::{
 use envoy_types::pb::{
     envoy::{
         config::{
-            accesslog::v3::{AccessLog, access_log},
+            accesslog::v3::{AccessLog, AccessLogFilter, access_log},
             cluster::v3::Cluster,
-            core::v3::{ApiVersion, GrpcService, grpc_service},
+            core::v3::{ApiVersion, GrpcService, RequestMethod, grpc_service},
             listener::v3::Listener,
             route::v3::{
                 Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
@@ -53,6 +54,7 @@ use envoy_types::pb::{
             stream_access_logs_message::LogEntries,
         },
         service::discovery::v3::Resource as Wrapper,
+        r#type::matcher::v3::string_matcher::MatchPattern,
     },
     google::protobuf::{Any, UInt32Value},
 };
@@ -64,8 +66,8 @@ use switchyard_adapters::envoy::{
 use switchyard_proxy_config::{
     TypeUrl,
     test_support::{
-        any, chain, duration, rate_limit_filter, router, socket, static_cluster_at, token_bucket,
-        typed,
+        and_filter, any, chain, duration, header_filter, or_filter, rate_limit_filter, router,
+        socket, static_cluster_at, token_bucket, typed,
     },
 };
 use tokio::sync::{mpsc, watch};
@@ -80,6 +82,8 @@ const COOKIE: &str = "session=hunter2-cookie";
 const BODY: &str = "name=switchyard&answer=42";
 /// The token bucket of the rate-limited tap.
 const BUCKET: &str = "switchyard-tap";
+/// The filtered tap's buckets: one per session, with its size.
+const SESSION_BUCKETS: [(&str, u32); 2] = [("switchyard-tap-1", 3), ("switchyard-tap-2", 2)];
 
 /// What the listener's connection manager logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +93,8 @@ enum Tap {
     On,
     /// At most this many requests: a bucket that never refills during a test.
     Limited(u32),
+    /// Two filtered sessions, each on its own bucket of [`SESSION_BUCKETS`] ([`sessions`]).
+    Filtered,
 }
 
 // === the control plane: ADS and the access log service ===
@@ -112,25 +118,51 @@ fn resources(
                 })
             })
             .collect()
-    } else if type_url == TypeUrl::TokenBucket.type_url()
-        && let Tap::Limited(max_tokens) = tap
-    {
-        // A token bucket has no name of its own: named by its wrapper, as Envoy reads it.
-        let bucket = token_bucket(max_tokens, 1, Duration::from_secs(3600));
-        vec![any(&Wrapper {
-            name: BUCKET.to_owned(),
-            resource: Some(any(&bucket)),
-            ..Default::default()
-        })]
+    } else if type_url == TypeUrl::TokenBucket.type_url() {
+        let buckets = match tap {
+            Tap::Off | Tap::On => Vec::new(),
+            Tap::Limited(max_tokens) => vec![(BUCKET, max_tokens)],
+            Tap::Filtered => SESSION_BUCKETS.to_vec(),
+        };
+        buckets
+            .into_iter()
+            .map(|(name, max_tokens)| {
+                // A token bucket has no name of its own: named by its wrapper, as Envoy reads
+                // it.
+                let bucket = token_bucket(max_tokens, 1, Duration::from_secs(3600));
+                any(&Wrapper {
+                    name: name.to_owned(),
+                    resource: Some(any(&bucket)),
+                    ..Default::default()
+                })
+            })
+            .collect()
     } else {
         Vec::new()
     }
 }
 
+/// The filter of a tap with two filtered sessions, as the control plane writes it: requests
+/// whose path starts with `/a`, at most [`SESSION_BUCKETS`]`[0]`'s, or POSTs, at most
+/// [`SESSION_BUCKETS`]`[1]`'s; each session's bucket after its condition.
+fn sessions() -> AccessLogFilter {
+    let [(paths, _), (posts, _)] = SESSION_BUCKETS;
+    or_filter(vec![
+        and_filter(vec![
+            header_filter(":path", MatchPattern::Prefix("/a".to_owned())),
+            rate_limit_filter(paths),
+        ]),
+        and_filter(vec![
+            header_filter(":method", MatchPattern::Exact("POST".to_owned())),
+            rate_limit_filter(posts),
+        ]),
+    ])
+}
+
 /// The tap's access log as `switchyard_adapters::envoy::tap` writes it, but to the `xds`
 /// cluster of the test's plaintext control plane (the adapter's `google_grpc` target carries
-/// the control plane's TLS credentials); rate limited by [`BUCKET`] with `limited`.
-fn tap_log(limited: bool) -> AccessLog {
+/// the control plane's TLS credentials), with `filter`.
+fn tap_log(filter: Option<AccessLogFilter>) -> AccessLog {
     let config = HttpGrpcAccessLogConfig {
         common_config: Some(CommonGrpcAccessLogConfig {
             log_name: TAP_LOG_NAME.to_owned(),
@@ -156,7 +188,7 @@ fn tap_log(limited: bool) -> AccessLog {
     };
     AccessLog {
         name: ACCESS_LOGGER.to_owned(),
-        filter: limited.then(|| rate_limit_filter(BUCKET)),
+        filter,
         config_type: Some(access_log::ConfigType::TypedConfig(any(&config))),
     }
 }
@@ -191,8 +223,9 @@ fn listener(port: u16, tap: Tap) -> Listener {
         http_filters: vec![router()],
         access_log: match tap {
             Tap::Off => Vec::new(),
-            Tap::On => vec![tap_log(false)],
-            Tap::Limited(_) => vec![tap_log(true)],
+            Tap::On => vec![tap_log(None)],
+            Tap::Limited(_) => vec![tap_log(Some(rate_limit_filter(BUCKET)))],
+            Tap::Filtered => vec![tap_log(Some(sessions()))],
         },
         ..Default::default()
     };
@@ -927,4 +960,113 @@ async fn a_rate_limited_tap_logs_what_its_bucket_allows_as_envoy_does() {
         )),
         "{metrics}"
     );
+}
+
+/// A filtered tap, as the control plane sends it to both data planes: two sessions, each a
+/// header condition then its own bucket, under an `or` ([`sessions`]: `/a…` at most 3, POSTs at
+/// most 2). Of 10 GETs of `/b…`, then 10 of `/a…`, then 10 POSTs of `/b…`, each proxy logs the
+/// same 3 GETs of `/a…` and 2 POSTs, and nothing else: a request no condition takes draws on no
+/// bucket, and the POSTs find their bucket untouched by the GETs before them. Both count the
+/// same 5 entries written; the bundled proxy counts the 15 its buckets refused (7 GETs of
+/// `/a…`, 8 POSTs) and none of the GETs of `/b…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_tap_logs_only_matching_requests_within_its_own_bucket_as_envoy_does() {
+    const SENT: usize = 10;
+    let app = start_app();
+    let (bundled_port, envoy_port) = (free_port(), free_port());
+    let ports = HashMap::from([
+        (BUNDLED.to_owned(), bundled_port),
+        (ENVOY.to_owned(), envoy_port),
+    ]);
+    let mut cp = start_control_plane(ports, app, app, Tap::Filtered).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bundled_admin, envoy_admin) = (free_port(), free_port());
+    let _bundled = start(BUNDLED, bundled_admin, cp.address, dir.path());
+    let _envoy = start(ENVOY, envoy_admin, cp.address, dir.path());
+
+    let sent: Vec<(&str, String)> = [("GET", "/b"), ("GET", "/a"), ("POST", "/b")]
+        .into_iter()
+        .flat_map(|(method, path)| (0..SENT).map(move |i| (method, format!("{path}/{i}"))))
+        .collect();
+    let requests = sent.clone();
+    tokio::task::spawn_blocking(move || {
+        for port in [bundled_port, envoy_port] {
+            let to = SocketAddr::from(([127, 0, 0, 1], port));
+            for (method, path) in &requests {
+                let head = format!("{method} {path} HTTP/1.1\r\nhost: web\r\n");
+                assert_eq!(send(to, &head, ""), 200, "{method} {path} through {to}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let expected: Vec<String> = ["GET /a/0", "GET /a/1", "GET /a/2", "POST /b/0", "POST /b/1"]
+        .map(str::to_owned)
+        .to_vec();
+    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut done_at: Option<Instant> = None;
+    // Until both logged what the buckets allow, then two flush intervals and more: nothing
+    // else.
+    let linger = TAP_FLUSH_INTERVAL * 2 + Duration::from_millis(500);
+    loop {
+        let wait = match done_at {
+            Some(at) => linger.saturating_sub(at.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        match tokio::time::timeout(wait, cp.received.recv()).await {
+            Ok(Some(logged_message)) => {
+                assert_eq!(logged_message.log_name, TAP_LOG_NAME);
+                let Some(LogEntries::HttpLogs(http)) = logged_message.message.log_entries else {
+                    panic!("not HTTP entries: {logged_message:?}");
+                };
+                logged.entry(logged_message.node).or_default().extend(
+                    http.log_entry.into_iter().map(|e| {
+                        let request = e.request.unwrap_or_default();
+                        let method = match request.request_method {
+                            m if m == RequestMethod::Get as i32 => "GET",
+                            m if m == RequestMethod::Post as i32 => "POST",
+                            other => panic!("method {other}"),
+                        };
+                        format!("{method} {}", request.path)
+                    }),
+                );
+            }
+            Ok(None) => panic!("the access log service stopped"),
+            Err(_) if done_at.is_some() => break,
+            Err(_) => panic!("after {PATIENCE:?}: {logged:?}"),
+        }
+        let all_in = [BUNDLED, ENVOY]
+            .iter()
+            .all(|node| logged.get(*node).is_some_and(|l| l.len() >= expected.len()));
+        if all_in && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+    }
+    cp.server.abort();
+
+    assert_eq!(logged[ENVOY], expected, "Envoy");
+    assert_eq!(logged[BUNDLED], expected, "the bundled proxy");
+    let written = expected.len();
+    let envoy_stats = admin_get(envoy_admin, "/stats?filter=grpc_access_log");
+    assert!(
+        envoy_stats.contains(&format!(
+            "access_logs.grpc_access_log.logs_written: {written}"
+        )),
+        "{envoy_stats}"
+    );
+    let metrics = admin_get(bundled_admin, "/metrics");
+    for (name, value) in [
+        ("access_log_entries_written_total", written),
+        (
+            "access_log_entries_rate_limited_total",
+            sent.len() - SENT - written,
+        ),
+    ] {
+        assert!(
+            metrics.contains(&format!("{name}{{log_name=\"{TAP_LOG_NAME}\"}} {value}")),
+            "{name}: {metrics}"
+        );
+    }
 }

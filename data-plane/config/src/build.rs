@@ -61,8 +61,8 @@ use envoy_types::pb::{
 use prost::Message;
 
 use crate::{
-    BucketName, ClusterConfig, Endpoint, ListenerConfig, NetworkFilter, RouteSource, RouteTable,
-    Runtime, SecretMaterial, TokenBucketConfig, TypeUrl,
+    BucketName, ClusterConfig, Endpoint, ListenerConfig, LogFilter, NetworkFilter, RouteSource,
+    RouteTable, Runtime, SecretMaterial, TokenBucketConfig, TypeUrl,
 };
 
 /// The translated resources of an accepted configuration, each by the name it is served under
@@ -81,9 +81,9 @@ pub struct Translated {
 impl Runtime {
     /// Links translated resources: endpoints into their EDS clusters, inline route tables
     /// next to the RDS ones. A reference to something missing is kept with a warning
-    /// (requests to it get 503; an access log whose token bucket is missing logs nothing, as
-    /// Envoy's once the bucket is removed); nothing here can fail, since every piece already
-    /// translated.
+    /// (requests to it get 503; an access log filter's `process_ratelimit` leaf whose token
+    /// bucket is missing lets no request through, as Envoy's once the bucket is removed);
+    /// nothing here can fail, since every piece already translated.
     ///
     /// Linear in the number of resources; no resource is translated again.
     pub fn link(translated: &Translated) -> Runtime {
@@ -128,8 +128,8 @@ impl Runtime {
             for bucket in listener.bucket_names() {
                 if !buckets.contains_key(bucket.as_str()) {
                     warnings.push(format!(
-                        "listener {name}: token bucket {bucket} does not exist; its access logs \
-                         log nothing"
+                        "listener {name}: token bucket {bucket} does not exist; its access log \
+                         filters let no request through it"
                     ));
                 }
             }
@@ -321,7 +321,9 @@ impl ListenerConfig {
     }
 
     /// The token buckets the access logs of the listener's HTTP connection managers take
-    /// their tokens from, with repeats.
+    /// their tokens from, every bucket of every filter, with repeats. The listener waits for
+    /// all of them, as Envoy's does (each bucket is an init target of its listener), whether
+    /// or not a request would ever reach it.
     pub fn bucket_names(&self) -> impl Iterator<Item = &BucketName> {
         self.chains
             .iter()
@@ -330,7 +332,30 @@ impl ListenerConfig {
                 NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
             })
             .flatten()
-            .filter_map(|log| log.bucket.as_ref())
+            .filter_map(|log| log.filter.as_ref())
+            .flat_map(LogFilter::bucket_names)
+    }
+}
+
+// === impl LogFilter ===
+
+impl LogFilter {
+    /// The token buckets of the filter's `process_ratelimit` leaves, left to right (the order
+    /// a request would reach them), with repeats.
+    pub fn bucket_names(&self) -> impl Iterator<Item = &BucketName> {
+        // Depth first with a stack of the filters still to visit, so that no recursion depth
+        // or boxed iterator per node is needed; run at configuration time only.
+        let mut to_visit = vec![self];
+        std::iter::from_fn(move || {
+            while let Some(filter) = to_visit.pop() {
+                match filter {
+                    LogFilter::Bucket(name) => return Some(name),
+                    LogFilter::Header(_) => {}
+                    LogFilter::And(all) | LogFilter::Or(all) => to_visit.extend(all.iter().rev()),
+                }
+            }
+            None
+        })
     }
 }
 

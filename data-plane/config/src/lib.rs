@@ -12,7 +12,7 @@
 //! `build` is the definition:
 //!
 //! - **Resource types**: CDS, EDS, LDS, RDS and SDS, and `envoy.type.v3.TokenBucket` (the
-//!   rate of an access log's `process_ratelimit` filter, see [`TokenBucketConfig`]), over ADS.
+//!   rate of an access log's `process_ratelimit` filters, see [`TokenBucketConfig`]), over ADS.
 //! - **Clusters**: STATIC (inline `load_assignment`) and EDS over ADS, and ORIGINAL_DST with
 //!   `lb_policy` CLUSTER_PROVIDED and nothing else but `connect_timeout` (a TCP proxy's
 //!   passthrough to the connection's original destination, in plaintext); `connect_timeout`;
@@ -41,7 +41,9 @@
 //!   one `envoy.filters.network.connection_limit` (`max_connections`) anywhere before the
 //!   terminal filter.
 //! - **HTTP connection manager**: codec AUTO, `access_log` with `http_grpc` loggers, each
-//!   with no filter or the `process_ratelimit` extension filter over ADS (see [`AccessLog`]), RDS over ADS or an inline route configuration,
+//!   with no filter or a filter of `header_filter`s and `process_ratelimit` extension filters
+//!   over ADS under `and_filter`s and `or_filter`s (see [`AccessLog`], [`LogFilter`]), RDS
+//!   over ADS or an inline route configuration,
 //!   `normalize_path` unset or true (the proxy normalizes paths before routing and RBAC, with
 //!   no switch to turn that off, as Envoy does with `merge_slashes`,
 //!   `path_with_escaped_slashes_action` and `max_request_headers_kb` unset, or stricter: see
@@ -69,8 +71,8 @@
 //! filters and transport sockets, and an endpoint's `observability_name`. Access logs are not
 //! ignored: an audit log that silently never appears would mislead. An HTTP connection
 //! manager's `access_log` may list `envoy.access_loggers.http_grpc` loggers (see
-//! [`AccessLog`]), which the proxy implements; any other logger, any filter but
-//! `process_ratelimit`, or an access log anywhere else drops its resource like any other
+//! [`AccessLog`]), which the proxy implements; any other logger, any filter but those of
+//! [`LogFilter`], or an access log anywhere else drops its resource like any other
 //! unsupported field.
 
 #![forbid(unsafe_code)]
@@ -260,8 +262,8 @@ pub struct HttpManager {
 /// `envoy.access_loggers.http_grpc` (`HttpGrpcAccessLogConfig`) on an HTTP connection
 /// manager: every request it handles, once its response is sent (or its stream ends), becomes
 /// an `HTTPAccessLogEntry` streamed to `envoy.service.accesslog.v3.AccessLogService/
-/// StreamAccessLogs`, as Envoy's logger sends it: every request, or with a `process_ratelimit`
-/// filter as many as its token bucket allows ([`AccessLog::bucket`]).
+/// StreamAccessLogs`, as Envoy's logger sends it: every request, or those its filter lets
+/// through ([`AccessLog::filter`]: header conditions and `process_ratelimit` token buckets).
 ///
 /// The bundled proxy sends entries to its control plane only: over its ADS channel (address,
 /// TLS) with the ADS credentials, whatever `grpc_service` names. The translation requires an
@@ -288,11 +290,57 @@ pub struct AccessLog {
     pub response_headers: Vec<String>,
     /// `additional_response_trailers_to_log`: lower-case names, in `response_trailers`.
     pub response_trailers: Vec<String>,
-    /// `filter`: the `envoy.access_loggers.extension_filters.process_ratelimit` extension
-    /// filter's token bucket, by resource name (`dynamic_config.resource_name`, over ADS); a
-    /// request is logged only if it takes a token from it. `None` (no filter): every request.
-    pub bucket: Option<BucketName>,
+    /// `filter`: which requests are logged, decided as each request starts (see
+    /// [`LogFilter`]); `None` (no filter): every request.
+    pub filter: Option<LogFilter>,
 }
+
+/// An access log's `filter` (`config.accesslog.v3.AccessLogFilter`): the kinds a tap needs to
+/// show some requests at some rate, each as Envoy evaluates it. A tap's filter looks like
+///
+/// ```text
+/// or ─┬─ bucket switchyard-tap                       every request, at the tap's rate
+///     ├─ and ─┬─ header :method exact GET            one filtered session: its requests,
+///     │       ├─ header :path prefix /a                at that session's own rate
+///     │       └─ bucket switchyard-tap-7
+///     └─ and ─ ...
+/// ```
+///
+/// `And` and `Or` evaluate their filters in order and stop as soon as the outcome is known
+/// (`And` at the first that fails, `Or` at the first that passes), as Envoy's do. That order is
+/// what makes a bucket after a header condition a rate of the matching requests only: a
+/// request that fails the condition never reaches the bucket, and one that an earlier term of
+/// an `Or` already let through takes no token from a later term's bucket.
+///
+/// The tree is at most [`MAX_LOG_FILTER_DEPTH`] deep and has at most [`MAX_LOG_FILTER_NODES`]
+/// filters; `And` and `Or` have at least 2 (Envoy's `min_items: 2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFilter {
+    /// `extension_filter` `envoy.access_loggers.extension_filters.process_ratelimit`: passes
+    /// when the request takes a token from the token bucket of this resource name
+    /// (`dynamic_config.resource_name`, over ADS); a request that finds none, or no bucket of
+    /// the name, fails.
+    Bucket(BucketName),
+    /// `header_filter`: passes when the request matches the header condition, as a route's
+    /// header matcher matches (pseudo-headers `:method`, `:path`, `:authority`, `:scheme`
+    /// included).
+    Header(HeaderMatch),
+    /// `and_filter`: passes when every filter passes.
+    And(Vec<LogFilter>),
+    /// `or_filter`: passes when some filter passes.
+    Or(Vec<LogFilter>),
+}
+
+/// The deepest an access log's filter may nest, counting the top filter as 1: a tap's filter
+/// is 3 deep (an `or` of `and`s of leaves); the bound leaves room for hand-written filters
+/// while keeping the translation's and the request path's recursion shallow.
+pub const MAX_LOG_FILTER_DEPTH: usize = 8;
+
+/// The most filters (every `AccessLogFilter` message, `and`/`or` included) an access log's
+/// filter may have: a tap's is at most 322 (an `or` of the tap's own bucket and 64 sessions'
+/// `and`s of at most 3 header conditions and a bucket); the bound caps what one request may
+/// have to evaluate, and what one listener update may make the proxy translate.
+pub const MAX_LOG_FILTER_NODES: usize = 1_024;
 
 /// The resource name of a token bucket (`envoy.type.v3.TokenBucket`) an access log's
 /// `process_ratelimit` filter takes its tokens from. As in Envoy there is one bucket per name
@@ -461,7 +509,7 @@ pub enum PathMatch {
 }
 
 /// One header condition. `:method`, `:path`, `:authority` and `:scheme` are pseudo-headers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderMatch {
     pub name: String,
     pub matcher: StringMatch,
@@ -479,6 +527,25 @@ pub enum StringMatch {
     /// The header is present, whatever its value.
     Present,
 }
+
+impl PartialEq for StringMatch {
+    /// Regexes are equal when their patterns are: the translation compiles every one the same
+    /// way, so the same pattern matches the same strings. The proxy compares access logs to
+    /// find the connections a changed one drains, so a changed filter must compare unequal.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b))
+            | (Self::Prefix(a), Self::Prefix(b))
+            | (Self::Suffix(a), Self::Suffix(b))
+            | (Self::Contains(a), Self::Contains(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            (Self::Present, Self::Present) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StringMatch {}
 
 /// What a route does with a request.
 #[derive(Clone, Debug)]

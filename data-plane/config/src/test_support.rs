@@ -7,8 +7,8 @@ use envoy_types::pb::{
     envoy::{
         config::{
             accesslog::v3::{
-                AccessLog, AccessLogFilter, ExtensionFilter, access_log,
-                access_log_filter::FilterSpecifier, extension_filter,
+                AccessLog, AccessLogFilter, AndFilter, ExtensionFilter, HeaderFilter, OrFilter,
+                access_log, access_log_filter::FilterSpecifier, extension_filter,
             },
             cluster::v3::{
                 Cluster,
@@ -28,8 +28,8 @@ use envoy_types::pb::{
                 listener_filter_chain_match_predicate::{MatchSet, Rule},
             },
             route::v3::{
-                Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
-                route_action, route_match,
+                HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+                header_matcher::HeaderMatchSpecifier, route, route_action, route_match,
             },
         },
         extensions::access_loggers::{
@@ -52,7 +52,10 @@ use envoy_types::pb::{
                 tcp_proxy::v3::{TcpProxy, tcp_proxy},
             },
         },
-        r#type::v3::{Int32Range, TokenBucket},
+        r#type::{
+            matcher::v3::{StringMatcher, string_matcher::MatchPattern},
+            v3::{Int32Range, TokenBucket},
+        },
     },
     google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value},
 };
@@ -411,6 +414,37 @@ pub fn rate_limit_filter(resource_name: &str) -> AccessLogFilter {
             name: "envoy.access_loggers.extension_filters.process_ratelimit".to_owned(),
             config_type: Some(extension_filter::ConfigType::TypedConfig(any(&config))),
         })),
+    }
+}
+
+/// The access log filter of a tap's condition: requests whose header `name` (a pseudo-header
+/// such as `:method`, `:authority`, `:path`) matches `pattern`, case-sensitively.
+pub fn header_filter(name: &str, pattern: MatchPattern) -> AccessLogFilter {
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::HeaderFilter(HeaderFilter {
+            header: Some(HeaderMatcher {
+                name: name.to_owned(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                    match_pattern: Some(pattern),
+                    ignore_case: false,
+                })),
+                ..Default::default()
+            }),
+        })),
+    }
+}
+
+/// An access log filter that passes what every one of `filters` passes, evaluated in order.
+pub fn and_filter(filters: Vec<AccessLogFilter>) -> AccessLogFilter {
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::AndFilter(AndFilter { filters })),
+    }
+}
+
+/// An access log filter that passes what some one of `filters` passes, evaluated in order.
+pub fn or_filter(filters: Vec<AccessLogFilter>) -> AccessLogFilter {
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::OrFilter(OrFilter { filters })),
     }
 }
 

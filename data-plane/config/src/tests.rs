@@ -795,14 +795,16 @@ mod rate_limited {
     };
 
     use crate::{
-        BucketName, NetworkFilter, TokenBucketConfig, Translation, TypeUrl,
+        BucketName, LogFilter, NetworkFilter, TokenBucketConfig, Translation, TypeUrl,
         test_support::{any, grpc_access_log, logged_listener, rate_limit_filter, token_bucket},
         translate,
     };
 
-    /// The translation of a listener whose one access log has `filter`: its bucket, or the
-    /// error.
-    fn bucket_of(filter: Option<AccessLogFilter>) -> Result<Option<BucketName>, String> {
+    /// The translation of a listener whose one access log has `filter`: its filter with the
+    /// listener's bucket names, or the error.
+    pub(super) fn translated(
+        filter: Option<AccessLogFilter>,
+    ) -> Result<(Option<LogFilter>, Vec<String>), String> {
         let log = envoy_types::pb::envoy::config::accesslog::v3::AccessLog {
             filter,
             ..grpc_access_log("tap")
@@ -813,19 +815,20 @@ mod rate_limited {
                 let NetworkFilter::Http(h) = &l.chains[0].filter else {
                     panic!("not HTTP")
                 };
-                let bucket = h.access_logs[0].bucket.clone();
-                assert_eq!(
-                    l.bucket_names().cloned().collect::<Vec<_>>(),
-                    Vec::from_iter(bucket.clone())
-                );
-                Ok(bucket)
+                let names = l.bucket_names().map(|b| b.to_string()).collect();
+                Ok((h.access_logs[0].filter.clone(), names))
             }
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.to_string()),
         }
     }
 
-    const AT: &str = "filter_chains[0].filters[0].typed_config.access_log[0].filter";
+    /// [`translated`]'s filter, or the error.
+    fn filter_of(filter: Option<AccessLogFilter>) -> Result<Option<LogFilter>, String> {
+        translated(filter).map(|(filter, _)| filter)
+    }
+
+    pub(super) const AT: &str = "filter_chains[0].filters[0].typed_config.access_log[0].filter";
 
     /// `rate_limit_filter("switchyard-tap")` with its `ProcessRateLimitFilter` changed.
     fn changed(f: impl Fn(&mut ProcessRateLimitFilter)) -> AccessLogFilter {
@@ -847,10 +850,13 @@ mod rate_limited {
 
     #[test]
     fn the_process_ratelimit_filter_names_the_bucket() {
-        assert_eq!(bucket_of(None), Ok(None));
+        assert_eq!(translated(None), Ok((None, Vec::new())));
         assert_eq!(
-            bucket_of(Some(rate_limit_filter("switchyard-tap"))),
-            Ok(Some(BucketName("switchyard-tap".to_owned())))
+            translated(Some(rate_limit_filter("switchyard-tap"))),
+            Ok((
+                Some(LogFilter::Bucket(BucketName("switchyard-tap".to_owned()))),
+                vec!["switchyard-tap".to_owned()]
+            ))
         );
         // `self` is the ADS stream too, as everywhere else.
         let via_self = changed(|c| {
@@ -859,7 +865,7 @@ mod rate_limited {
                 ..Default::default()
             });
         });
-        assert!(bucket_of(Some(via_self)).is_ok());
+        assert!(filter_of(Some(via_self)).is_ok());
     }
 
     #[test]
@@ -891,16 +897,13 @@ mod rate_limited {
         let cases = [
             (
                 AccessLogFilter::default(),
-                format!(
-                    "{AT}: only the extension filter \
-                     envoy.access_loggers.extension_filters.process_ratelimit is supported"
-                ),
+                format!("{AT}.filter_specifier: a filter is required"),
             ),
             (
                 status,
                 format!(
-                    "{AT}: only the extension filter \
-                     envoy.access_loggers.extension_filters.process_ratelimit is supported"
+                    "{AT}.status_code_filter: only extension_filter (process_ratelimit), \
+                     header_filter, and_filter and or_filter are supported"
                 ),
             ),
             (
@@ -949,7 +952,7 @@ mod rate_limited {
             ),
         ];
         for (filter, expected) in cases {
-            assert_eq!(bucket_of(Some(filter)), Err(expected));
+            assert_eq!(filter_of(Some(filter)), Err(expected));
         }
     }
 
@@ -1012,5 +1015,326 @@ mod rate_limited {
         for (b, expected) in cases {
             assert_eq!(bucket(&b), Err(expected.to_owned()), "{b:?}");
         }
+    }
+}
+
+// === access log filters: header conditions and buckets under and/or ===
+
+mod log_filters {
+    use envoy_types::pb::envoy::{
+        config::{
+            accesslog::v3::{
+                AccessLogFilter, DurationFilter, GrpcStatusFilter, HeaderFilter, LogTypeFilter,
+                MetadataFilter, NotHealthCheckFilter, ResponseFlagFilter, RuntimeFilter,
+                StatusCodeFilter, TraceableFilter, access_log_filter::FilterSpecifier,
+            },
+            route::v3::{HeaderMatcher, header_matcher::HeaderMatchSpecifier},
+        },
+        r#type::{matcher::v3::string_matcher::MatchPattern, v3::Int64Range},
+    };
+
+    use super::rate_limited::{AT, translated};
+    use crate::{
+        BucketName, HeaderMatch, LogFilter, MAX_LOG_FILTER_DEPTH, MAX_LOG_FILTER_NODES,
+        StringMatch,
+        test_support::{and_filter, header_filter, or_filter, rate_limit_filter},
+    };
+
+    const OTHER: &str = "only extension_filter (process_ratelimit), header_filter, and_filter and \
+                         or_filter are supported";
+
+    fn exact(name: &str, value: &str) -> AccessLogFilter {
+        header_filter(name, MatchPattern::Exact(value.to_owned()))
+    }
+
+    fn prefix(name: &str, value: &str) -> AccessLogFilter {
+        header_filter(name, MatchPattern::Prefix(value.to_owned()))
+    }
+
+    fn bucket(name: &str) -> LogFilter {
+        LogFilter::Bucket(BucketName(name.to_owned()))
+    }
+
+    fn header(name: &str, matcher: StringMatch) -> LogFilter {
+        LogFilter::Header(HeaderMatch {
+            name: name.to_owned(),
+            matcher,
+            invert: false,
+        })
+    }
+
+    /// The filter the control plane writes for a tap with `sessions` filtered sessions: the
+    /// tap's own bucket, then per session its three conditions and its own bucket.
+    fn tap_filter(sessions: usize) -> AccessLogFilter {
+        let session = |i: usize| {
+            and_filter(vec![
+                exact(":method", "GET"),
+                exact(":authority", "web.demo:80"),
+                prefix(":path", "/a"),
+                rate_limit_filter(&format!("switchyard-tap-{i}")),
+            ])
+        };
+        let terms = std::iter::once(rate_limit_filter("switchyard-tap"))
+            .chain((1..=sessions).map(session))
+            .collect();
+        or_filter(terms)
+    }
+
+    /// Every filter of the tree, `and`s and `or`s included.
+    fn nodes(f: &LogFilter) -> usize {
+        match f {
+            LogFilter::Bucket(_) | LogFilter::Header(_) => 1,
+            LogFilter::And(all) | LogFilter::Or(all) => 1 + all.iter().map(nodes).sum::<usize>(),
+        }
+    }
+
+    #[test]
+    fn a_taps_filters_translate_to_their_tree_and_name_every_bucket() {
+        // One session: just its `and`, its bucket after its conditions.
+        let one = and_filter(vec![
+            exact(":method", "POST"),
+            prefix(":path", "/a"),
+            rate_limit_filter("switchyard-tap-7"),
+        ]);
+        assert_eq!(
+            translated(Some(one)),
+            Ok((
+                Some(LogFilter::And(vec![
+                    header(":method", StringMatch::Exact("POST".to_owned())),
+                    header(":path", StringMatch::Prefix("/a".to_owned())),
+                    bucket("switchyard-tap-7"),
+                ])),
+                vec!["switchyard-tap-7".to_owned()]
+            ))
+        );
+
+        // The tap's own bucket and two sessions: every bucket, in the order a request would
+        // reach them, so the listener waits for all three.
+        let (filter, names) = translated(Some(tap_filter(2))).unwrap();
+        let session = |i: usize| {
+            LogFilter::And(vec![
+                header(":method", StringMatch::Exact("GET".to_owned())),
+                header(":authority", StringMatch::Exact("web.demo:80".to_owned())),
+                header(":path", StringMatch::Prefix("/a".to_owned())),
+                bucket(&format!("switchyard-tap-{i}")),
+            ])
+        };
+        assert_eq!(
+            filter,
+            Some(LogFilter::Or(vec![
+                bucket("switchyard-tap"),
+                session(1),
+                session(2)
+            ]))
+        );
+        assert_eq!(
+            names,
+            ["switchyard-tap", "switchyard-tap-1", "switchyard-tap-2"]
+        );
+
+        // A header filter alone (a filtered tap without a rate), its name lower-cased as a
+        // route's header matcher's is; no bucket to wait for.
+        assert_eq!(
+            translated(Some(exact("X-Tenant", "a"))),
+            Ok((
+                Some(header("x-tenant", StringMatch::Exact("a".to_owned()))),
+                Vec::new()
+            ))
+        );
+    }
+
+    #[test]
+    fn bucket_names_are_in_evaluation_order_with_repeats() {
+        let filter = LogFilter::And(vec![
+            bucket("a"),
+            LogFilter::Or(vec![
+                header(":method", StringMatch::Present),
+                bucket("b"),
+                LogFilter::And(vec![bucket("c"), header(":path", StringMatch::Present)]),
+            ]),
+            bucket("a"),
+        ]);
+        let names: Vec<&str> = filter.bucket_names().map(BucketName::as_str).collect();
+        assert_eq!(names, ["a", "b", "c", "a"]);
+        assert_eq!(
+            header(":path", StringMatch::Present).bucket_names().count(),
+            0
+        );
+    }
+
+    /// The proxy drains the connections of an access log that changed, so two translations of
+    /// one filter must be equal, and a changed condition (regexes included) unequal.
+    #[test]
+    fn filters_are_equal_when_their_conditions_are() {
+        let regex = |pattern: &str| {
+            header_filter(
+                ":path",
+                MatchPattern::SafeRegex(
+                    envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                        regex: pattern.to_owned(),
+                        ..Default::default()
+                    },
+                ),
+            )
+        };
+        let of = |f: AccessLogFilter| translated(Some(f)).unwrap().0;
+        assert_eq!(of(tap_filter(3)), of(tap_filter(3)));
+        assert_ne!(of(tap_filter(3)), of(tap_filter(2)));
+        assert_eq!(of(regex("/a/.*")), of(regex("/a/.*")));
+        assert_ne!(of(regex("/a/.*")), of(regex("/b/.*")));
+        assert_ne!(of(prefix(":path", "/a")), of(exact(":path", "/a")));
+    }
+
+    #[test]
+    fn refusals_name_the_filter_at_fault() {
+        // Anything wrong inside a session's `and`, behind the tap's own bucket.
+        let session = |inner: AccessLogFilter| {
+            or_filter(vec![
+                rate_limit_filter("switchyard-tap"),
+                and_filter(vec![inner, rate_limit_filter("switchyard-tap-7")]),
+            ])
+        };
+        let at = format!("{AT}.or_filter.filters[1].and_filter.filters[0]");
+        let header_filter_of = |header: Option<HeaderMatcher>| AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::HeaderFilter(HeaderFilter { header })),
+        };
+        let ranged = HeaderMatcher {
+            name: "content-length".to_owned(),
+            header_match_specifier: Some(HeaderMatchSpecifier::RangeMatch(Int64Range::default())),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                session(header_filter_of(None)),
+                format!("{at}.header_filter.header: is required"),
+            ),
+            (
+                session(exact("", "GET")),
+                format!("{at}.header_filter.header.name: must not be empty"),
+            ),
+            (
+                session(header_filter_of(Some(ranged))),
+                format!("{at}.header_filter.header.range_match: range matches are not supported"),
+            ),
+            (
+                session(and_filter(vec![exact(":method", "GET")])),
+                format!("{at}.and_filter.filters: must hold at least 2 filters"),
+            ),
+            (
+                or_filter(Vec::new()),
+                format!("{AT}.or_filter.filters: must hold at least 2 filters"),
+            ),
+            (
+                or_filter(vec![rate_limit_filter("switchyard-tap")]),
+                format!("{AT}.or_filter.filters: must hold at least 2 filters"),
+            ),
+            (
+                and_filter(vec![exact(":method", "GET"), rate_limit_filter("")]),
+                format!(
+                    "{AT}.and_filter.filters[1].extension_filter.typed_config.dynamic_config.\
+                     resource_name: must not be empty"
+                ),
+            ),
+            (
+                session(AccessLogFilter::default()),
+                format!("{at}.filter_specifier: a filter is required"),
+            ),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(translated(Some(filter)), Err(expected));
+        }
+
+        // Every other kind, where it stands.
+        let kinds = [
+            (
+                FilterSpecifier::StatusCodeFilter(StatusCodeFilter::default()),
+                "status_code_filter",
+            ),
+            (
+                FilterSpecifier::DurationFilter(DurationFilter::default()),
+                "duration_filter",
+            ),
+            (
+                FilterSpecifier::NotHealthCheckFilter(NotHealthCheckFilter::default()),
+                "not_health_check_filter",
+            ),
+            (
+                FilterSpecifier::TraceableFilter(TraceableFilter::default()),
+                "traceable_filter",
+            ),
+            (
+                FilterSpecifier::RuntimeFilter(RuntimeFilter::default()),
+                "runtime_filter",
+            ),
+            (
+                FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter::default()),
+                "response_flag_filter",
+            ),
+            (
+                FilterSpecifier::GrpcStatusFilter(GrpcStatusFilter::default()),
+                "grpc_status_filter",
+            ),
+            (
+                FilterSpecifier::MetadataFilter(MetadataFilter::default()),
+                "metadata_filter",
+            ),
+            (
+                FilterSpecifier::LogTypeFilter(LogTypeFilter::default()),
+                "log_type_filter",
+            ),
+        ];
+        for (kind, field) in kinds {
+            let filter = AccessLogFilter {
+                filter_specifier: Some(kind),
+            };
+            assert_eq!(
+                translated(Some(session(filter))),
+                Err(format!("{at}.{field}: {OTHER}"))
+            );
+        }
+    }
+
+    /// `and[and[... and[c, c] ..., c], c]`, `depth` deep, of one header condition `c`.
+    fn nested(depth: usize) -> AccessLogFilter {
+        let leaf = || exact(":method", "GET");
+        (1..depth).fold(leaf(), |inner, _| and_filter(vec![inner, leaf()]))
+    }
+
+    /// An `or` of `n` header conditions: `n + 1` filters.
+    fn wide(n: usize) -> AccessLogFilter {
+        or_filter(vec![prefix(":path", "/a"); n])
+    }
+
+    #[test]
+    fn the_tree_is_bounded_in_depth_and_in_filters() {
+        assert!(translated(Some(nested(MAX_LOG_FILTER_DEPTH))).is_ok());
+        let too_deep = translated(Some(nested(MAX_LOG_FILTER_DEPTH + 1))).unwrap_err();
+        let at = format!(
+            "{AT}{}",
+            ".and_filter.filters[0]".repeat(MAX_LOG_FILTER_DEPTH)
+        );
+        assert_eq!(
+            too_deep,
+            format!("{at}: nested deeper than MAX_LOG_FILTER_DEPTH (8) filters")
+        );
+        // The message's figure is the bound's.
+        assert!(too_deep.contains(&format!("({MAX_LOG_FILTER_DEPTH})")));
+
+        assert!(translated(Some(wide(MAX_LOG_FILTER_NODES - 1))).is_ok());
+        let too_many = translated(Some(wide(MAX_LOG_FILTER_NODES))).unwrap_err();
+        assert_eq!(
+            too_many,
+            format!(
+                "{AT}.or_filter.filters[{}]: the access log's filter has more than \
+                 MAX_LOG_FILTER_NODES (1024) filters",
+                MAX_LOG_FILTER_NODES - 1
+            )
+        );
+        assert!(too_many.contains(&format!("({MAX_LOG_FILTER_NODES})")));
+
+        // The control plane's largest tap, 64 sessions, fits with room to spare.
+        let (filter, names) = translated(Some(tap_filter(64))).unwrap();
+        assert_eq!(filter.as_ref().map(nodes), Some(322));
+        assert_eq!(names.len(), 65);
     }
 }

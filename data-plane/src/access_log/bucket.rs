@@ -3,10 +3,10 @@
 //! `RateLimiterProviderSingleton` keeps them.
 //!
 //! A bucket starts full (`max_tokens`) and gains `tokens_per_fill` tokens for every whole
-//! `fill_interval` since it was made, never more than `max_tokens`; a request that would be
-//! logged takes one token, and a request that finds none is not logged. A new configuration
-//! whose bucket is unchanged keeps it, tokens and all; a changed one replaces it with a full
-//! bucket; a removed one leaves its access logs logging nothing (Envoy's always-deny fallback)
+//! `fill_interval` since it was made, never more than `max_tokens`; a request that reaches it
+//! in an access log's filter takes one token, and one that finds none does not pass it. A new
+//! configuration whose bucket is unchanged keeps it, tokens and all; a changed one replaces it
+//! with a full bucket; a removed one lets no request through (Envoy's always-deny fallback)
 //! until it comes back.
 //!
 //! Taking a token is lock-free: one `AtomicU64` holds the tokens and the fill tick they were

@@ -10,8 +10,9 @@
 //! (`access_log_entries_dropped_total{log_name}`), never kept without bound; those taken in are
 //! counted in `access_log_entries_written_total{log_name}` (Envoy's `logs_written`). A message in
 //! flight when a connection breaks is lost (the protocol has no acknowledgement), as Envoy's.
-//! Requests a `process_ratelimit` filter's bucket kept out are never entries; they are counted
-//! in `access_log_entries_rate_limited_total{log_name}`.
+//! Requests a log's filter refused after some `process_ratelimit` bucket it reached had no
+//! token are never entries; they are counted in `access_log_entries_rate_limited_total{log_name}`
+//! (requests that only failed its header conditions are not).
 //!
 //! An entry is encoded once, as it is queued, into the log's buffer: the buffer is then the
 //! message's `http_logs` field as it goes on the wire, and a message costs the sink's task a
@@ -84,7 +85,7 @@ pub struct Sinks {
 #[derive(Debug)]
 pub struct Sink {
     outbox: Arc<Outbox>,
-    /// `access_log_entries_rate_limited_total`: requests the log's bucket kept out.
+    /// `access_log_entries_rate_limited_total`: requests the log's buckets kept out.
     rate_limited: Arc<Counter>,
 }
 
@@ -244,8 +245,9 @@ impl Sinks {
         );
         let rate_limited = self.metrics.counter(
             "access_log_entries_rate_limited_total",
-            "Requests not logged because the token bucket of the access log's process_ratelimit \
-             filter had no token left.",
+            "Requests not logged because the access log's filter refused them after a \
+             process_ratelimit token bucket they reached had no token left (not those that only \
+             failed its header conditions).",
             &[("log_name", &log.log_name)],
         );
         let outbox = Arc::new(Outbox::new(log, dropped).counting_written(written));
@@ -368,7 +370,7 @@ impl Sink {
         self.outbox.dropped.inc();
     }
 
-    /// Counts a request the log's bucket kept out.
+    /// Counts a request the log's filter refused after a bucket it reached had no token.
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.inc();
     }

@@ -16,7 +16,10 @@ use super::{
     *,
 };
 use crate::{
-    config::{HttpManager, RouteSource},
+    config::{
+        BucketName, HeaderMatch, HttpManager, LogFilter, RouteSource, StringMatch,
+        TokenBucketConfig,
+    },
     metrics::{Counter, Registry},
 };
 
@@ -28,7 +31,7 @@ fn log(name: &str, buffer_bytes: u32) -> AccessLog {
         request_headers: vec!["x-tenant".to_owned()],
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
-        bucket: None,
+        filter: None,
     }
 }
 
@@ -589,7 +592,39 @@ fn requests_finished_on_many_threads_while_the_queue_closes_are_all_made_or_coun
     assert!(made > 0);
 }
 
-// === process_ratelimit ===
+// === filters: process_ratelimit buckets and header conditions ===
+
+/// Buckets of these names and sizes, that never refill during a test.
+fn buckets_of(sizes: &[(&str, u32)]) -> Buckets {
+    let buckets = Buckets::default();
+    buckets.configure(
+        &sizes
+            .iter()
+            .map(|(name, max_tokens)| {
+                let config = TokenBucketConfig {
+                    max_tokens: *max_tokens,
+                    tokens_per_fill: 1,
+                    fill_interval: Duration::from_secs(3600),
+                };
+                ((*name).to_owned(), Arc::new(config))
+            })
+            .collect(),
+    );
+    buckets
+}
+
+/// The tokens left in bucket `name`.
+fn tokens(buckets: &Buckets, name: &str) -> u32 {
+    let bucket = buckets.slot(name).bucket().unwrap();
+    bucket.available_at(Instant::now())
+}
+
+/// A sink of `log` with its stream open.
+fn sink_of(log: &AccessLog) -> (Arc<Sink>, Arc<Outbox>) {
+    let (sink, outbox) = Sink::detached(log, Arc::new(Counter::default()));
+    outbox.open(node());
+    (sink, outbox)
+}
 
 /// Starts and finishes a request to `path` if `loggers` admit it; whether they did.
 fn finish_admitted(loggers: &Arc<Loggers>, path: &str) -> bool {
@@ -610,27 +645,11 @@ fn finish_admitted(loggers: &Arc<Loggers>, path: &str) -> bool {
 
 #[test]
 fn a_logger_whose_bucket_is_empty_skips_the_request_and_counts_it() {
-    use crate::config::{BucketName, TokenBucketConfig};
-
-    let buckets = Buckets::default();
-    buckets.configure(&std::collections::BTreeMap::from([(
-        "switchyard-tap".to_owned(),
-        Arc::new(TokenBucketConfig {
-            max_tokens: 2,
-            tokens_per_fill: 1,
-            fill_interval: Duration::from_secs(3600),
-        }),
-    )]));
+    let buckets = buckets_of(&[("switchyard-tap", 2)]);
     let limited = AccessLog {
-        bucket: Some(BucketName("switchyard-tap".to_owned())),
+        filter: Some(LogFilter::Bucket(BucketName("switchyard-tap".to_owned()))),
         ..log("tap", 0)
     };
-    let sink_of = |log: &AccessLog| {
-        let (sink, outbox) = Sink::detached(log, Arc::new(Counter::default()));
-        outbox.open(node());
-        (sink, outbox)
-    };
-
     // One logger, limited: the third request is not even started.
     let (sink, outbox) = sink_of(&limited);
     let one = Arc::new(
@@ -659,4 +678,187 @@ fn a_logger_whose_bucket_is_empty_skips_the_request_and_counts_it() {
     assert_eq!(logged_paths(&limited_outbox), Vec::<String>::new());
     assert_eq!(logged_paths(&other_outbox), ["/4"]);
     assert_eq!(sink.rate_limited_total(), 1);
+}
+
+/// `method path` with `host`, started and finished if `loggers` admit it; whether they did.
+fn sent(loggers: &Arc<Loggers>, tls: bool, method: &str, path: &str, host: &str) -> bool {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, host)
+        .body(())
+        .unwrap();
+    let Some(mut pending) = Pending::admitted(loggers, &downstream(tls), &request, Instant::now())
+    else {
+        return false;
+    };
+    pending.respond(200, &HeaderMap::new());
+    pending.finished();
+    drop(pending);
+    true
+}
+
+fn exact(name: &str, value: &str) -> LogFilter {
+    LogFilter::Header(HeaderMatch {
+        name: name.to_owned(),
+        matcher: StringMatch::Exact(value.to_owned()),
+        invert: false,
+    })
+}
+
+fn prefix(name: &str, value: &str) -> LogFilter {
+    LogFilter::Header(HeaderMatch {
+        name: name.to_owned(),
+        matcher: StringMatch::Prefix(value.to_owned()),
+        invert: false,
+    })
+}
+
+fn bucket(name: &str) -> LogFilter {
+    LogFilter::Bucket(BucketName(name.to_owned()))
+}
+
+/// One logger `tap` with `filter`, its buckets from `buckets`: the loggers, its sink and its
+/// stream.
+fn filtered(filter: LogFilter, buckets: &Buckets) -> (Arc<Loggers>, Arc<Sink>, Arc<Outbox>) {
+    let log = AccessLog {
+        filter: Some(filter),
+        ..log("tap", 0)
+    };
+    let (sink, outbox) = sink_of(&log);
+    let loggers = Loggers::new(vec![(log, sink.clone())], Arc::default()).limited(buckets);
+    (Arc::new(loggers), sink, outbox)
+}
+
+#[test]
+fn a_bucket_after_a_failing_header_condition_keeps_its_tokens() {
+    let buckets = buckets_of(&[("a", 2)]);
+    let (loggers, sink, outbox) = filtered(
+        LogFilter::And(vec![prefix(":path", "/a"), bucket("a")]),
+        &buckets,
+    );
+    for _ in 0..5 {
+        assert!(!sent(&loggers, false, "GET", "/b", "web.demo:80"));
+    }
+    assert_eq!(tokens(&buckets, "a"), 2, "no request reached the bucket");
+    assert_eq!(
+        sink.rate_limited_total(),
+        0,
+        "a request the conditions refuse is not rate limited"
+    );
+    let admitted: Vec<bool> = ["/a/1", "/a/2", "/a/3"]
+        .iter()
+        .map(|p| sent(&loggers, false, "GET", p, "web.demo:80"))
+        .collect();
+    assert_eq!(admitted, [true, true, false]);
+    assert_eq!(logged_paths(&outbox), ["/a/1", "/a/2"]);
+    assert_eq!(sink.rate_limited_total(), 1);
+}
+
+#[test]
+fn an_or_does_not_draw_on_a_later_bucket_once_an_earlier_term_passed() {
+    let buckets = buckets_of(&[("a", 3), ("b", 2)]);
+    let (loggers, sink, outbox) = filtered(
+        LogFilter::Or(vec![
+            LogFilter::And(vec![prefix(":path", "/a"), bucket("a")]),
+            bucket("b"),
+        ]),
+        &buckets,
+    );
+    for _ in 0..3 {
+        assert!(sent(&loggers, false, "GET", "/a", "web"));
+    }
+    assert_eq!((tokens(&buckets, "a"), tokens(&buckets, "b")), (0, 2));
+    // `a` is empty: the `or` goes on to `b`, which lets the request through, uncounted.
+    assert!(sent(&loggers, false, "GET", "/a", "web"));
+    assert!(sent(&loggers, false, "GET", "/b", "web"));
+    assert_eq!(tokens(&buckets, "b"), 0);
+    assert_eq!(sink.rate_limited_total(), 0);
+    // Both reached and empty: refused and counted.
+    assert!(!sent(&loggers, false, "GET", "/a", "web"));
+    assert!(!sent(&loggers, false, "GET", "/b", "web"));
+    assert_eq!(sink.rate_limited_total(), 2);
+    assert_eq!(logged_paths(&outbox), ["/a", "/a", "/a", "/a", "/b"]);
+}
+
+/// The filter of the parity test against Envoy (`tests/access_log.rs`), which checks the same
+/// sequence end to end: each term's bucket is drawn on by its own requests only; a request
+/// one term's bucket refused and no later term took is counted, one no condition took is not.
+#[test]
+fn each_session_logs_within_its_own_bucket_and_counts_what_its_bucket_refused() {
+    let buckets = buckets_of(&[("a", 3), ("b", 2)]);
+    let (loggers, sink, outbox) = filtered(
+        LogFilter::Or(vec![
+            LogFilter::And(vec![prefix(":path", "/a"), bucket("a")]),
+            LogFilter::And(vec![exact(":method", "POST"), bucket("b")]),
+        ]),
+        &buckets,
+    );
+    let mut admitted = Vec::new();
+    for (method, path) in [("GET", "/b"), ("GET", "/a"), ("POST", "/b")] {
+        for i in 0..10 {
+            if sent(&loggers, false, method, &format!("{path}/{i}"), "web") {
+                admitted.push(format!("{method} {path}/{i}"));
+            }
+        }
+    }
+    assert_eq!(
+        admitted,
+        ["GET /a/0", "GET /a/1", "GET /a/2", "POST /b/0", "POST /b/1"]
+    );
+    assert_eq!(logged_paths(&outbox).len(), 5);
+    // 7 GETs of /a that found `a` empty, 8 POSTs that found `b` empty; none of the GETs of /b.
+    assert_eq!(sink.rate_limited_total(), 15);
+}
+
+/// A header condition reads the request as routing does: the path normalized and without its
+/// query, the authority (`Host`) in lower case, the scheme of the connection.
+#[test]
+fn header_conditions_see_the_request_as_routing_sees_it() {
+    let buckets = Buckets::default();
+    let by = |filter: LogFilter| filtered(filter, &buckets).0;
+    let path = by(prefix(":path", "/a"));
+    assert!(sent(&path, false, "GET", "/b/../a/x", "web"));
+    assert!(!sent(&path, false, "GET", "/a/../b", "web"));
+    let exact_path = by(exact(":path", "/a"));
+    assert!(sent(&exact_path, false, "GET", "/a?x=1", "web"));
+    let authority = by(exact(":authority", "web.demo:80"));
+    assert!(sent(&authority, false, "GET", "/", "Web.Demo:80"));
+    assert!(!sent(&authority, false, "GET", "/", "web.demo:8080"));
+    let scheme = by(exact(":scheme", "https"));
+    assert!(sent(&scheme, true, "GET", "/", "web"));
+    assert!(!sent(&scheme, false, "GET", "/", "web"));
+    let method = by(LogFilter::And(vec![
+        exact(":method", "PUT"),
+        exact("host", "web"),
+    ]));
+    assert!(sent(&method, false, "PUT", "/", "web"));
+    assert!(!sent(&method, false, "GET", "/", "web"));
+}
+
+/// A filter of buckets only (today's rate-limited tap) never works out the request's path and
+/// authority: its request pays for the token only.
+#[test]
+fn a_filter_of_buckets_only_never_looks_at_the_target() {
+    let buckets = buckets_of(&[("a", 1)]);
+    let request = Request::get("/a/../b")
+        .header(header::HOST, "WEB")
+        .body(())
+        .unwrap();
+    let (only_buckets, _, _) = filtered(LogFilter::Or(vec![bucket("a"), bucket("b")]), &buckets);
+    let seen = Seen::new(&request, false);
+    assert!(only_buckets.admit(&seen).is_some());
+    assert!(
+        only_buckets.admit(&seen).is_none(),
+        "both buckets are empty now"
+    );
+    assert!(seen.target.get().is_none());
+
+    let (with_header, _, _) = filtered(prefix(":path", "/b"), &buckets);
+    let seen = Seen::new(&request, false);
+    assert!(with_header.admit(&seen).is_some());
+    assert_eq!(
+        seen.target.get().map(|(p, a)| (p.as_ref(), a.as_ref())),
+        Some(("/b", "web"))
+    );
 }

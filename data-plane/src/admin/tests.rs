@@ -5,8 +5,9 @@ use http_body_util::BodyExt;
 
 use super::*;
 use crate::config::{
-    ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain, ForwardClientCert, HttpManager,
-    ListenerConfig, ListenerFilters, NetworkFilter, RouteSource, Runtime, SecretMaterial,
+    AccessLog, BucketName, ChainMatch, ChainSelector, DeniedReply, Direction, FilterChain,
+    ForwardClientCert, HeaderMatch, HttpManager, ListenerConfig, ListenerFilters, LogFilter,
+    NetworkFilter, RouteSource, Runtime, SecretMaterial, StringMatch,
 };
 
 fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
@@ -89,7 +90,22 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
                     },
                     forward_client_cert: ForwardClientCert::Sanitize,
                     timeouts: Default::default(),
-                    access_logs: Vec::new(),
+                    access_logs: vec![AccessLog {
+                        log_name: "switchyard-tap".into(),
+                        flush_interval: std::time::Duration::from_millis(200),
+                        buffer_bytes: 16_384,
+                        request_headers: Vec::new(),
+                        response_headers: Vec::new(),
+                        response_trailers: Vec::new(),
+                        filter: Some(LogFilter::And(vec![
+                            LogFilter::Header(HeaderMatch {
+                                name: ":path".into(),
+                                matcher: StringMatch::Prefix("/a".into()),
+                                invert: false,
+                            }),
+                            LogFilter::Bucket(BucketName("switchyard-tap-7".into())),
+                        ])),
+                    }],
                 }),
             }],
         }),
@@ -109,6 +125,13 @@ fn config_dump_shows_what_runs_and_never_a_private_key() {
     assert_eq!(
         dump["listeners"][0]["filter_chains"][0]["filter"]["http"]["routes"]["rds"],
         "inbound|8080"
+    );
+    assert_eq!(
+        dump["listeners"][0]["filter_chains"][0]["filter"]["http"]["access_logs"][0]["filter"],
+        serde_json::json!({ "and": [
+            { "header": { "name": ":path", "match": { "prefix": "/a" }, "invert": false } },
+            { "process_ratelimit": "switchyard-tap-7" },
+        ] })
     );
     assert_eq!(dump["secrets"][0]["chain_pem"], "CERT");
     assert!(!text.contains("THE-PRIVATE-KEY"));

@@ -2228,7 +2228,9 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         request_headers: Vec::new(),
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
-        bucket: Some(BucketName(adapter::TAP_BUCKET.to_owned())),
+        filter: Some(LogFilter::Bucket(BucketName(
+            adapter::TAP_BUCKET.to_owned(),
+        ))),
     };
     assert!(client.is_synced(), "the listeners' bucket arrived");
     assert_eq!(
@@ -2339,7 +2341,7 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
             request_headers: vec!["x-request-id".to_owned()],
             response_headers: Vec::new(),
             response_trailers: Vec::new(),
-            bucket: None,
+            filter: None,
         }]
     );
 
@@ -2357,10 +2359,7 @@ fn an_access_log_outside_the_subset_is_refused_where_it_is() {
                 l.filter = Some(AccessLogFilter::default());
                 l
             }],
-            format!(
-                "{at}[1].filter: only the extension filter \
-                 envoy.access_loggers.extension_filters.process_ratelimit is supported"
-            ),
+            format!("{at}[1].filter.filter_specifier: a filter is required"),
         ),
         (
             vec![PbAccessLog {

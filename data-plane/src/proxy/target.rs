@@ -151,7 +151,7 @@ fn without_userinfo(a: &Authority) -> Option<Authority> {
     }
 }
 
-/// See [`Target::authority`].
+/// See [`Target::authority`]: the checks, then [`named_authority`].
 fn authority(uri: &Uri, headers: &HeaderMap, version: Version) -> Result<String, BadTarget> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
@@ -160,27 +160,56 @@ fn authority(uri: &Uri, headers: &HeaderMap, version: Version) -> Result<String,
     }
     // An empty Host is allowed (RFC 9112 §3.2, a target without an authority); any other
     // must be one, so that what matches `:authority` is what the application reads.
-    let host = match host {
-        None => None,
-        Some(h) if h.is_empty() => Some(String::new()),
-        Some(h) => {
-            let a: Authority = h
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(BadTarget::Host)?;
-            Some(a.as_str().to_owned())
-        }
+    if let Some(h) = host
+        && !h.is_empty()
+        && h.to_str()
+            .ok()
+            .and_then(|s| s.parse::<Authority>().ok())
+            .is_none()
+    {
+        return Err(BadTarget::Host);
+    }
+    match uri.authority() {
+        Some(a) if without_userinfo(a).is_none() => return Err(BadTarget::Host),
+        None if host.is_none() && version == Version::HTTP_11 => return Err(BadTarget::Host),
+        _ => {}
+    }
+    Ok(named_authority(uri, headers).into_owned())
+}
+
+/// The authority a request names, as [`Target::authority`] has it once [`request_target`]
+/// accepted the request: the target's without its userinfo, else the `Host` header's (empty
+/// without either), in lower case. Borrowed unless lower-casing changes it. Nothing is
+/// checked: of a request `request_target` refuses, it is the target's, else the first
+/// `Host`'s, or empty.
+fn named_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Cow<'a, str> {
+    let named = match uri.authority() {
+        // What follows the last `@` is the host and port, as `without_userinfo` rebuilds them.
+        Some(a) => a
+            .as_str()
+            .rsplit_once('@')
+            .map_or(a.as_str(), |(_, host)| host),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default(),
     };
-    if let Some(a) = uri.authority() {
-        let a = without_userinfo(a).ok_or(BadTarget::Host)?;
-        return Ok(a.as_str().to_ascii_lowercase());
+    if named.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(named.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(named)
     }
-    match host {
-        Some(h) => Ok(h.to_ascii_lowercase()),
-        None if version == Version::HTTP_11 => Err(BadTarget::Host),
-        None => Ok(String::new()),
-    }
+}
+
+/// The path and authority routing would see for a request with `uri` and `headers`, for a look
+/// at it before [`request_target`] runs (an access log's filter, as the request starts): the
+/// normalized path without the query ([`normalize_path`]) and [`named_authority`]. Both are
+/// borrowed from the request unless normalizing or lower-casing changes them, so the usual
+/// request costs no allocation. Nothing is refused: of a request `request_target` refuses (it
+/// is answered 400) the path is as sent.
+pub(crate) fn preview<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> (Cow<'a, str>, Cow<'a, str>) {
+    let path = normalize_path(uri.path()).unwrap_or(Cow::Borrowed(uri.path()));
+    (path, named_authority(uri, headers))
 }
 
 /// Bytes a request target never has (RFC 9112 §3.2: no controls, spaces or non-ASCII, and a

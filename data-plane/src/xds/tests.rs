@@ -897,6 +897,62 @@ fn a_listener_waits_for_its_token_bucket_and_an_older_version_serves_meanwhile()
     assert_eq!(serving(&client), None);
 }
 
+/// A filtered tap names a bucket per session, behind header conditions: the listener waits
+/// for every one of them, whether or not a request would reach it, as Envoy's does.
+#[test]
+fn a_listener_waits_for_every_bucket_of_its_filter() {
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::{
+        config::accesslog::v3::AccessLog, r#type::matcher::v3::string_matcher::MatchPattern,
+    };
+    use switchyard_proxy_config::test_support::{
+        and_filter, grpc_access_log, header_filter, logged_listener, or_filter, rate_limit_filter,
+        token_bucket,
+    };
+
+    let filter = or_filter(vec![
+        rate_limit_filter("switchyard-tap"),
+        and_filter(vec![
+            header_filter(":path", MatchPattern::Prefix("/a".to_owned())),
+            rate_limit_filter("switchyard-tap-1"),
+        ]),
+    ]);
+    let log = AccessLog {
+        filter: Some(filter),
+        ..grpc_access_log("switchyard-tap")
+    };
+    let listener = logged_listener("tapped", 8080, vec![log]);
+    let mut client = DeltaClient::new(node());
+    let outcome = client.handle_response(response(
+        TypeUrl::Listener,
+        "l1",
+        vec![wire("tapped", "1", any(&listener))],
+    ));
+    assert!(outcome.rejected.is_none(), "{:?}", outcome.rejected);
+    assert_eq!(
+        client.subscriptions(TypeUrl::TokenBucket),
+        ["switchyard-tap", "switchyard-tap-1"]
+    );
+    let bucket = token_bucket(3, 1, Duration::from_secs(3600));
+    client.handle_response(response(
+        TypeUrl::TokenBucket,
+        "b1",
+        vec![wire("switchyard-tap", "1", any(&bucket))],
+    ));
+    assert!(
+        client.config().is_warming("tapped"),
+        "the session's bucket is still missing"
+    );
+    client.handle_response(response(
+        TypeUrl::TokenBucket,
+        "b2",
+        vec![wire("switchyard-tap-1", "1", any(&bucket))],
+    ));
+    assert!(!client.config().is_warming("tapped"));
+    assert!(client.config().runtime().listeners.contains_key("tapped"));
+}
+
 #[test]
 fn an_invalid_token_bucket_is_nacked_naming_the_field() {
     use std::time::Duration;

@@ -1,12 +1,24 @@
 //! Access logs of an HTTP connection manager: `envoy.access_loggers.http_grpc` only, to the
-//! control plane over the proxy's ADS channel, unfiltered or rate limited by a
-//! `process_ratelimit` filter (see [`AccessLog`]).
+//! control plane over the proxy's ADS channel, unfiltered or filtered (see [`AccessLog`]).
+//!
+//! A filter is a tree of the `AccessLogFilter` kinds a tap needs ([`LogFilter`]); every other
+//! kind is refused where it stands:
+//!
+//! ```text
+//! filter ── or_filter / and_filter ── filters[i] ── or_filter / and_filter ── ...
+//!                                          ├─ header_filter.header           (HeaderMatcher)
+//!                                          └─ extension_filter               (process_ratelimit)
+//!                                               └─ typed_config.dynamic_config.resource_name
+//! ```
+//!
+//! The tree is bounded ([`MAX_LOG_FILTER_DEPTH`], [`MAX_LOG_FILTER_NODES`]) so that neither
+//! this translation nor a request's evaluation of it can be made arbitrarily expensive.
 
 use envoy_types::pb::envoy::{
     config::{
         accesslog::v3::{
-            AccessLog as PbAccessLog, AccessLogFilter, ExtensionFilter, access_log,
-            access_log_filter::FilterSpecifier, extension_filter,
+            AccessLog as PbAccessLog, AccessLogFilter, AndFilter, ExtensionFilter, HeaderFilter,
+            OrFilter, access_log, access_log_filter::FilterSpecifier, extension_filter,
         },
         core::v3::{ApiVersion, GrpcService, grpc_service::TargetSpecifier},
     },
@@ -16,13 +28,19 @@ use envoy_types::pb::envoy::{
     },
 };
 
-use super::{At, Invalid, decode, duration, is, is_ads, unsupported};
+use super::{At, Invalid, decode, duration, is, is_ads, matcher, unsupported};
 use crate::{
     AccessLog, BucketName, DEFAULT_ACCESS_LOG_BUFFER_BYTES, DEFAULT_ACCESS_LOG_FLUSH_INTERVAL,
+    HeaderMatch, LogFilter, MAX_LOG_FILTER_DEPTH, MAX_LOG_FILTER_NODES,
 };
 
-/// The one access log filter the proxy implements: Envoy's process-wide token bucket.
+/// The one extension filter of access logs the proxy implements: Envoy's process-wide token
+/// bucket.
 pub const PROCESS_RATELIMIT: &str = "envoy.access_loggers.extension_filters.process_ratelimit";
+
+/// What the filter kinds the proxy does not implement say.
+const OTHER_FILTER: &str = "only extension_filter (process_ratelimit), header_filter, \
+                            and_filter and or_filter are supported";
 
 /// The connection manager's `access_log` list.
 pub(super) fn access_logs(list: &[PbAccessLog]) -> Result<Vec<AccessLog>, Invalid> {
@@ -33,9 +51,9 @@ pub(super) fn access_logs(list: &[PbAccessLog]) -> Result<Vec<AccessLog>, Invali
 }
 
 fn access_log(log: &PbAccessLog) -> Result<AccessLog, Invalid> {
-    let bucket = match &log.filter {
+    let filter = match &log.filter {
         None => None,
-        Some(filter) => Some(bucket(filter).at("filter")?),
+        Some(filter) => Some(log_filter(filter, 1, &mut 0).at("filter")?),
     };
     let any = match &log.config_type {
         Some(access_log::ConfigType::TypedConfig(any)) => any,
@@ -50,26 +68,109 @@ fn access_log(log: &PbAccessLog) -> Result<AccessLog, Invalid> {
     only!(log => PbAccessLog { name, filter, config_type } unset {});
     let config: HttpGrpcAccessLogConfig = decode(any).at("typed_config")?;
     let log = http_grpc(&config).at("typed_config")?;
-    Ok(AccessLog { bucket, ..log })
+    Ok(AccessLog { filter, ..log })
 }
 
-/// The token bucket of an access log's `filter`, which must be the `process_ratelimit`
-/// extension filter with a bucket over ADS; every other filter is refused.
-fn bucket(filter: &AccessLogFilter) -> Result<BucketName, Invalid> {
-    let extension = match &filter.filter_specifier {
-        Some(FilterSpecifier::ExtensionFilter(extension)) => extension,
-        _ => {
-            return Err(unsupported(
-                "",
-                "only the extension filter envoy.access_loggers.extension_filters.\
-                 process_ratelimit is supported",
-            ));
+/// One filter of an access log's filter tree, `depth` deep (the top one is 1); `nodes`
+/// counts the filters translated so far, across the whole tree.
+fn log_filter(
+    filter: &AccessLogFilter,
+    depth: usize,
+    nodes: &mut usize,
+) -> Result<LogFilter, Invalid> {
+    if depth > MAX_LOG_FILTER_DEPTH {
+        return Err(unsupported(
+            "",
+            "nested deeper than MAX_LOG_FILTER_DEPTH (8) filters",
+        ));
+    }
+    *nodes += 1;
+    if *nodes > MAX_LOG_FILTER_NODES {
+        return Err(unsupported(
+            "",
+            "the access log's filter has more than MAX_LOG_FILTER_NODES (1024) filters",
+        ));
+    }
+    let translated = match &filter.filter_specifier {
+        Some(FilterSpecifier::ExtensionFilter(extension)) => {
+            LogFilter::Bucket(process_ratelimit(extension).at("extension_filter")?)
         }
+        Some(FilterSpecifier::HeaderFilter(header)) => {
+            LogFilter::Header(header_filter(header).at("header_filter")?)
+        }
+        Some(FilterSpecifier::AndFilter(and)) => {
+            only!(and => AndFilter { filters } unset {});
+            LogFilter::And(log_filters(&and.filters, depth, nodes).at("and_filter")?)
+        }
+        Some(FilterSpecifier::OrFilter(or)) => {
+            only!(or => OrFilter { filters } unset {});
+            LogFilter::Or(log_filters(&or.filters, depth, nodes).at("or_filter")?)
+        }
+        // Named one by one, so that a kind envoy-types adds fails to compile until someone
+        // classifies it.
+        Some(FilterSpecifier::StatusCodeFilter(_)) => {
+            return Err(unsupported("status_code_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::DurationFilter(_)) => {
+            return Err(unsupported("duration_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::NotHealthCheckFilter(_)) => {
+            return Err(unsupported("not_health_check_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::TraceableFilter(_)) => {
+            return Err(unsupported("traceable_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::RuntimeFilter(_)) => {
+            return Err(unsupported("runtime_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::ResponseFlagFilter(_)) => {
+            return Err(unsupported("response_flag_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::GrpcStatusFilter(_)) => {
+            return Err(unsupported("grpc_status_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::MetadataFilter(_)) => {
+            return Err(unsupported("metadata_filter", OTHER_FILTER));
+        }
+        Some(FilterSpecifier::LogTypeFilter(_)) => {
+            return Err(unsupported("log_type_filter", OTHER_FILTER));
+        }
+        // Envoy's validation: the oneof is required.
+        None => return Err(unsupported("filter_specifier", "a filter is required")),
     };
     only!(filter => AccessLogFilter { filter_specifier } unset {});
-    process_ratelimit(extension).at("extension_filter")
+    Ok(translated)
 }
 
+/// The `filters` of an `and_filter` or `or_filter` `depth` deep.
+fn log_filters(
+    filters: &[AccessLogFilter],
+    depth: usize,
+    nodes: &mut usize,
+) -> Result<Vec<LogFilter>, Invalid> {
+    if filters.len() < 2 {
+        // Envoy's validation: `min_items: 2`.
+        return Err(unsupported("filters", "must hold at least 2 filters"));
+    }
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| log_filter(f, depth + 1, nodes).at(format_args!("filters[{i}]")))
+        .collect()
+}
+
+/// A `header_filter`: its `HeaderMatcher`, as a route's.
+fn header_filter(filter: &HeaderFilter) -> Result<HeaderMatch, Invalid> {
+    let Some(header) = &filter.header else {
+        // Envoy's validation: `required`.
+        return Err(unsupported("header", "is required"));
+    };
+    only!(filter => HeaderFilter { header } unset {});
+    matcher::header(header).at("header")
+}
+
+/// An `extension_filter`, which must be `process_ratelimit` with its bucket over ADS: the
+/// bucket's name.
 fn process_ratelimit(extension: &ExtensionFilter) -> Result<BucketName, Invalid> {
     let any = match &extension.config_type {
         Some(extension_filter::ConfigType::TypedConfig(any)) => any,
@@ -164,7 +265,7 @@ fn common_config(c: &CommonGrpcAccessLogConfig) -> Result<AccessLog, Invalid> {
         request_headers: Vec::new(),
         response_headers: Vec::new(),
         response_trailers: Vec::new(),
-        bucket: None,
+        filter: None,
     })
 }
 

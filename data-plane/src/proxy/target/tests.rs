@@ -1,6 +1,6 @@
 use http::{HeaderMap, HeaderValue, Uri, Version, header};
 
-use super::{BadTarget, normalize_path, request_target};
+use super::{BadTarget, normalize_path, preview, request_target};
 
 fn n(path: &str) -> Result<String, BadTarget> {
     normalize_path(path).map(std::borrow::Cow::into_owned)
@@ -206,6 +206,45 @@ fn host_must_be_one_authority() {
         Err(BadTarget::NotAPath)
     );
     assert_eq!(target("*", &["api"]), Err(BadTarget::NotAPath));
+}
+
+/// What an access log's filter sees of a request before routing is what routing sees of it,
+/// borrowed from the request when nothing changes.
+#[test]
+fn the_preview_is_the_target_routing_sees() {
+    let cases = [
+        ("/api/x?q=1", vec!["api"]),
+        ("/api/x", vec!["Web.Demo:80"]),
+        ("/api/x/../../admin?q=/../x", vec!["api"]),
+        ("/%61pi/x", vec!["api"]),
+        ("http://user@Other:8080/api/../admin", vec!["api"]),
+        ("https://other", vec![]),
+        ("/api/x", vec![""]),
+    ];
+    for (uri, hosts) in cases {
+        let parsed: Uri = uri.parse().unwrap();
+        let headers = headers(&hosts);
+        let target = request_target(&parsed, &headers, Version::HTTP_11).unwrap();
+        let routed = target.uri.unwrap_or_else(|| parsed.clone());
+        let (path, authority) = preview(&parsed, &headers);
+        assert_eq!(
+            (path.as_ref(), authority.as_ref()),
+            (routed.path(), target.authority.as_str()),
+            "{uri} {hosts:?}"
+        );
+    }
+    let plain: Uri = "/api/x?q=1".parse().unwrap();
+    let headers = headers(&["web.demo:80"]);
+    assert!(matches!(
+        preview(&plain, &headers),
+        (
+            std::borrow::Cow::Borrowed("/api/x"),
+            std::borrow::Cow::Borrowed("web.demo:80")
+        )
+    ));
+    // A target routing refuses (answered 400) is seen as sent.
+    let refused: Uri = "/api/x%2f..%2fadmin".parse().unwrap();
+    assert_eq!(preview(&refused, &headers).0, "/api/x%2f..%2fadmin");
 }
 
 #[test]
