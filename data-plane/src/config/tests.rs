@@ -2197,9 +2197,16 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         adapter::XdsCa::File("/ca.crt".into()),
     );
     let rate = adapter::TapRate::new(std::num::NonZeroU32::new(100).unwrap());
+    // Every request at 100 a second, and a tap of POSTs under /orders at 3 on its own bucket.
     let tap = adapter::ProxyTap {
         every: Some(rate),
-        matching: Vec::new(),
+        matching: vec![adapter::TapMatch {
+            id: 9,
+            method: Some("POST".to_owned()),
+            authority: None,
+            path_prefix: Some("/orders".to_owned()),
+            rate: adapter::TapRate::new(std::num::NonZeroU32::new(3).unwrap()),
+        }],
     };
     adapter::tap(&mut output, &adapter::TapSink::new(&bootstrap), &tap);
     let mut client = DeltaClient::new(node());
@@ -2228,11 +2235,31 @@ fn a_tapped_proxy_translates_with_the_taps_access_log() {
         request_headers: Vec::new(),
         response_headers: vec!["grpc-status".to_owned()],
         response_trailers: vec!["grpc-status".to_owned()],
-        filter: Some(LogFilter::Bucket(BucketName(
-            adapter::TAP_BUCKET.to_owned(),
-        ))),
+        filter: Some(LogFilter::Or(vec![
+            LogFilter::Bucket(BucketName(adapter::TAP_BUCKET.to_owned())),
+            LogFilter::And(vec![
+                LogFilter::Header(HeaderMatch {
+                    name: ":method".to_owned(),
+                    matcher: StringMatch::Exact("POST".to_owned()),
+                    invert: false,
+                }),
+                LogFilter::Header(HeaderMatch {
+                    name: ":path".to_owned(),
+                    matcher: StringMatch::Prefix("/orders".to_owned()),
+                    invert: false,
+                }),
+                LogFilter::Bucket(BucketName(format!("{}-9", adapter::TAP_BUCKET))),
+            ]),
+        ])),
     };
-    assert!(client.is_synced(), "the listeners' bucket arrived");
+    assert!(client.is_synced(), "the listeners' buckets arrived");
+    assert_eq!(
+        rt.buckets
+            .get(&format!("{}-9", adapter::TAP_BUCKET))
+            .map(|b| (b.max_tokens, b.tokens_per_fill, b.fill_interval)),
+        Some((3, 3, Duration::from_secs(1))),
+        "3 a second: 3 every second"
+    );
     assert_eq!(
         rt.buckets.get(adapter::TAP_BUCKET).map(|b| (
             b.max_tokens,
