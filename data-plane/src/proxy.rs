@@ -332,6 +332,10 @@ async fn connection(
     remote: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
+    // Subscribed before the configuration is read: a tap that starts or ends while the chain
+    // is chosen or the TLS handshake runs must still drain the connection, or every request
+    // on it would follow the access logs of a configuration already replaced.
+    let logs = ctx.state.subscribe_access_logs();
     let runtime = ctx.state.runtime();
     let listener = runtime
         .listeners
@@ -371,7 +375,7 @@ async fn connection(
         client_cert_details: None,
     };
     match &chain.tls {
-        None => serve(ctx, info, chain, stream, stop).await,
+        None => serve(ctx, info, chain, stream, stop, logs).await,
         Some(downstream) => {
             let config = ctx
                 .tls
@@ -410,7 +414,7 @@ async fn connection(
                     uri,
                 );
             }
-            serve(ctx, info, chain, tls, stop).await
+            serve(ctx, info, chain, tls, stop, logs).await
         }
     }
 }
@@ -437,6 +441,21 @@ fn access_logs_changed(
         })
         .peekable();
     named.peek().is_some() && named.all(|logs| *logs != manager.access_logs)
+}
+
+/// The connection manager of the one HTTP chain named `chain` in `listener`, if there is
+/// exactly one.
+fn current_manager(runtime: &Runtime, listener: &str, chain: &str) -> Option<HttpManager> {
+    let mut named = (runtime.listeners.get(listener)?.chains.iter())
+        .filter(|c| c.name == chain)
+        .filter_map(|c| match &c.filter {
+            NetworkFilter::Http(m) => Some(m),
+            NetworkFilter::Tcp(_) | NetworkFilter::Close => None,
+        });
+    match (named.next(), named.next()) {
+        (Some(one), None) => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// Why a downstream handshake failed, as a metric label.
@@ -531,6 +550,7 @@ async fn serve<I>(
     chain: FilterChain,
     io: I,
     stop: watch::Receiver<bool>,
+    logs: watch::Receiver<u64>,
 ) -> Result<(), ConnError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -538,12 +558,15 @@ where
     match chain.filter {
         NetworkFilter::Close => Ok(()),
         NetworkFilter::Tcp(tcp) => tcp::proxy(&ctx, &info, &tcp, io).await.map_err(Into::into),
-        NetworkFilter::Http(manager) => serve_http(ctx, info, &chain.name, manager, io, stop).await,
+        NetworkFilter::Http(manager) => {
+            serve_http(ctx, info, &chain.name, manager, io, stop, logs).await
+        }
     }
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on one connection until it ends, the listener goes (drain), its
-/// chain's access logs change (drain), or a timeout of the connection manager closes it.
+/// chain's access logs change (drain; `changes` was subscribed before `manager` was read), or
+/// a timeout of the connection manager closes it.
 async fn serve_http<I>(
     ctx: Arc<Context>,
     info: ConnInfo,
@@ -551,10 +574,24 @@ async fn serve_http<I>(
     manager: HttpManager,
     io: I,
     mut stop: watch::Receiver<bool>,
+    mut changes: watch::Receiver<u64>,
 ) -> Result<(), ConnError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Access logs changed while the chain was chosen or the TLS handshake ran: nothing has
+    // been served yet, so the connection takes the chain's manager as it is now, as one
+    // accepted now would. Where that is not one manager, the loop below drains it instead.
+    let manager = match changes.has_changed() {
+        Ok(true) => match current_manager(&ctx.state.runtime(), &info.listener, chain) {
+            Some(now) => {
+                changes.mark_unchanged();
+                now
+            }
+            None => manager,
+        },
+        _ => manager,
+    };
     let timeouts = manager.timeouts;
     let activity = idle::Activity::new();
     let io = idle::Watched::new(io, activity.clone(), timeouts.request_headers);
@@ -665,7 +702,6 @@ where
             .timeout(&info.listener, &manager.stat_prefix, timeout);
     };
     let mut draining = false;
-    let mut changes = ctx.state.subscribe_access_logs();
     let mut watching = true;
     let result = loop {
         let deadline = match activity.check(Instant::now(), timeouts.idle, timeouts.stream_idle) {

@@ -66,8 +66,8 @@ use switchyard_adapters::envoy::{
 use switchyard_proxy_config::{
     TypeUrl,
     test_support::{
-        and_filter, any, chain, duration, header_filter, or_filter, rate_limit_filter, router,
-        socket, static_cluster_at, token_bucket, typed,
+        and_filter, any, chain, duration, header_filter, or_filter, port_match, rate_limit_filter,
+        router, socket, static_cluster_at, tls_inspector, token_bucket, typed,
     },
 };
 use tokio::sync::{mpsc, watch};
@@ -229,12 +229,15 @@ fn listener(port: u16, tap: Tap) -> Listener {
         },
         ..Default::default()
     };
+    // The chain is for plaintext only, so choosing it waits for the client's first bytes (as
+    // an intercepting listener's does): a tap can start while a connection waits there.
     Listener {
         name: STAT_PREFIX.to_owned(),
         address: Some(socket("127.0.0.1", port)),
+        listener_filters: vec![tls_inspector()],
         filter_chains: vec![chain(
             "http",
-            None,
+            Some(port_match(port, "raw_buffer")),
             typed("envoy.filters.network.http_connection_manager", &hcm),
         )],
         ..Default::default()
@@ -876,6 +879,68 @@ async fn a_connection_opened_before_the_tap_is_drained() {
         .map(|e| e.request.unwrap().path)
         .collect();
     assert_eq!(paths, ["/late"]);
+    cp.server.abort();
+}
+
+/// A tap starts while a connection is being accepted (its chain is chosen when the client's
+/// first bytes arrive, as behind a TLS inspector or a TLS handshake): the connection serves
+/// under the tapped chain, so its requests are logged. Had it kept the configuration it was
+/// accepted under, no request on it would ever be, and no later change would drain it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_as_the_tap_starts_is_logged() {
+    let app = start_app();
+    let port = free_port();
+    let admin = free_port();
+    let mut cp = start_control_plane(
+        HashMap::from([(BUNDLED.to_owned(), port)]),
+        app,
+        app,
+        Tap::Off,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let _bundled = start(BUNDLED, admin, cp.address, dir.path());
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let tapped = |admin| admin_get(admin, "/config_dump").contains("switchyard-tap");
+    let deadline = Instant::now() + PATIENCE;
+    while !admin_get(admin, "/config_dump").contains(STAT_PREFIX) {
+        assert!(Instant::now() < deadline, "no listener after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!tapped(admin));
+
+    // Accepted untapped; nothing sent yet, so its chain is not chosen.
+    let mut waiting = TcpStream::connect_timeout(&to, Duration::from_secs(3)).unwrap();
+    waiting.set_read_timeout(Some(PATIENCE)).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cp.state.send(Tap::On).unwrap();
+    while !tapped(admin) {
+        assert!(Instant::now() < deadline, "not tapped after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let head = tokio::task::spawn_blocking(move || {
+        write!(waiting, "GET /accepted HTTP/1.1\r\nhost: web\r\n\r\n").unwrap();
+        let mut status = String::new();
+        BufReader::new(waiting).read_line(&mut status).unwrap();
+        status
+    })
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    let logged = tokio::time::timeout(PATIENCE, cp.received.recv())
+        .await
+        .expect("the request on the connection accepted as the tap started was not logged")
+        .unwrap();
+    let Some(LogEntries::HttpLogs(http)) = logged.message.log_entries else {
+        panic!("not HTTP entries");
+    };
+    let paths: Vec<_> = http
+        .log_entry
+        .into_iter()
+        .map(|e| e.request.unwrap().path)
+        .collect();
+    assert_eq!(paths, ["/accepted"]);
     cp.server.abort();
 }
 

@@ -478,7 +478,11 @@ fn tap_shows_a_known_sequence_in_order_and_nothing_secret() {
             "tap cycle {cycle}: web-0's proxy memory {idle} KiB untapped before any tap, {tapped} KiB tapped ({shown} of {LOAD} requests shown), {after} KiB untapped again (VmRSS {:?} KiB)",
             switchyard_e2e::proc_status_kib(pid, "VmRSS:")
         );
-        assert!(shown >= LOAD * 9 / 10, "{shown} of {LOAD} shown");
+        assert!(
+            shown >= LOAD * 9 / 10,
+            "{shown} of {LOAD} shown; web-0's proxy's access-log counters since it started: {:?}",
+            server.stats("access_logs.grpc_access_log.")
+        );
         let slack = match server.data_plane {
             DataPlane::Envoy => ENVOY_SLACK_KIB,
             DataPlane::Bundled => BUNDLED_SLACK_KIB,
