@@ -944,6 +944,47 @@ async fn a_connection_accepted_as_the_tap_starts_is_logged() {
     cp.server.abort();
 }
 
+/// The entries each proxy logged, by node, as `describe` writes them: until both logged
+/// `expected` of them, then two flush intervals and more, so that an entry past what the
+/// filter allows would be seen.
+async fn logged_by_both(
+    received: &mut mpsc::UnboundedReceiver<Logged>,
+    expected: usize,
+    describe: fn(HttpAccessLogEntry) -> String,
+) -> HashMap<String, Vec<String>> {
+    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut done_at: Option<Instant> = None;
+    let linger = TAP_FLUSH_INTERVAL * 2 + Duration::from_millis(500);
+    loop {
+        let wait = match done_at {
+            Some(at) => linger.saturating_sub(at.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        match tokio::time::timeout(wait, received.recv()).await {
+            Ok(Some(logged_message)) => {
+                assert_eq!(logged_message.log_name, TAP_LOG_NAME);
+                let Some(LogEntries::HttpLogs(http)) = logged_message.message.log_entries else {
+                    panic!("not HTTP entries: {logged_message:?}");
+                };
+                logged
+                    .entry(logged_message.node)
+                    .or_default()
+                    .extend(http.log_entry.into_iter().map(describe));
+            }
+            Ok(None) => panic!("the access log service stopped"),
+            Err(_) if done_at.is_some() => return logged,
+            Err(_) => panic!("after {PATIENCE:?}: {logged:?}"),
+        }
+        let all_in = [BUNDLED, ENVOY]
+            .iter()
+            .all(|node| logged.get(*node).is_some_and(|l| l.len() >= expected));
+        if all_in && done_at.is_none() {
+            done_at = Some(Instant::now());
+        }
+    }
+}
+
 /// The tap's rate limit, as the control plane sends it to both data planes: the access log's
 /// `process_ratelimit` filter and a bucket of 3 tokens that refills once an hour. Of 10
 /// requests in a row, each proxy logs the first 3, the same ones, and nothing more; the
@@ -979,39 +1020,10 @@ async fn a_rate_limited_tap_logs_what_its_bucket_allows_as_envoy_does() {
     .await
     .unwrap();
 
-    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
-    let deadline = Instant::now() + PATIENCE;
-    let mut done_at: Option<Instant> = None;
-    // Until both logged the bucket's worth, then two flush intervals and more: nothing else.
-    let linger = TAP_FLUSH_INTERVAL * 2 + Duration::from_millis(500);
-    loop {
-        let wait = match done_at {
-            Some(at) => linger.saturating_sub(at.elapsed()),
-            None => deadline.saturating_duration_since(Instant::now()),
-        };
-        match tokio::time::timeout(wait, cp.received.recv()).await {
-            Ok(Some(logged_message)) => {
-                assert_eq!(logged_message.log_name, TAP_LOG_NAME);
-                let Some(LogEntries::HttpLogs(http)) = logged_message.message.log_entries else {
-                    panic!("not HTTP entries: {logged_message:?}");
-                };
-                logged.entry(logged_message.node).or_default().extend(
-                    http.log_entry
-                        .into_iter()
-                        .map(|e| e.request.unwrap_or_default().path),
-                );
-            }
-            Ok(None) => panic!("the access log service stopped"),
-            Err(_) if done_at.is_some() => break,
-            Err(_) => panic!("after {PATIENCE:?}: {logged:?}"),
-        }
-        let all_in = [BUNDLED, ENVOY]
-            .iter()
-            .all(|node| logged.get(*node).is_some_and(|l| l.len() >= TOKENS));
-        if all_in && done_at.is_none() {
-            done_at = Some(Instant::now());
-        }
-    }
+    let logged = logged_by_both(&mut cp.received, TOKENS, |e| {
+        e.request.unwrap_or_default().path
+    })
+    .await;
     cp.server.abort();
 
     let first = &paths[..TOKENS];
@@ -1069,46 +1081,16 @@ async fn a_filtered_tap_logs_only_matching_requests_within_its_own_bucket_as_env
     let expected: Vec<String> = ["GET /a/0", "GET /a/1", "GET /a/2", "POST /b/0", "POST /b/1"]
         .map(str::to_owned)
         .to_vec();
-    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
-    let deadline = Instant::now() + PATIENCE;
-    let mut done_at: Option<Instant> = None;
-    // Until both logged what the buckets allow, then two flush intervals and more: nothing
-    // else.
-    let linger = TAP_FLUSH_INTERVAL * 2 + Duration::from_millis(500);
-    loop {
-        let wait = match done_at {
-            Some(at) => linger.saturating_sub(at.elapsed()),
-            None => deadline.saturating_duration_since(Instant::now()),
+    let logged = logged_by_both(&mut cp.received, expected.len(), |e| {
+        let request = e.request.unwrap_or_default();
+        let method = match request.request_method {
+            m if m == RequestMethod::Get as i32 => "GET",
+            m if m == RequestMethod::Post as i32 => "POST",
+            other => panic!("method {other}"),
         };
-        match tokio::time::timeout(wait, cp.received.recv()).await {
-            Ok(Some(logged_message)) => {
-                assert_eq!(logged_message.log_name, TAP_LOG_NAME);
-                let Some(LogEntries::HttpLogs(http)) = logged_message.message.log_entries else {
-                    panic!("not HTTP entries: {logged_message:?}");
-                };
-                logged.entry(logged_message.node).or_default().extend(
-                    http.log_entry.into_iter().map(|e| {
-                        let request = e.request.unwrap_or_default();
-                        let method = match request.request_method {
-                            m if m == RequestMethod::Get as i32 => "GET",
-                            m if m == RequestMethod::Post as i32 => "POST",
-                            other => panic!("method {other}"),
-                        };
-                        format!("{method} {}", request.path)
-                    }),
-                );
-            }
-            Ok(None) => panic!("the access log service stopped"),
-            Err(_) if done_at.is_some() => break,
-            Err(_) => panic!("after {PATIENCE:?}: {logged:?}"),
-        }
-        let all_in = [BUNDLED, ENVOY]
-            .iter()
-            .all(|node| logged.get(*node).is_some_and(|l| l.len() >= expected.len()));
-        if all_in && done_at.is_none() {
-            done_at = Some(Instant::now());
-        }
-    }
+        format!("{method} {}", request.path)
+    })
+    .await;
     cp.server.abort();
 
     assert_eq!(logged[ENVOY], expected, "Envoy");
