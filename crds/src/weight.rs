@@ -381,7 +381,7 @@ pub fn integer_weights(weights: &[Decimal]) -> Option<Vec<i64>> {
 }
 
 /// The weights a data plane is given: exact ratios as integers ([`integer_weights`]), reduced to
-/// `u32` ([`fit_u32`]). `None` when the weights cannot be scaled to integers in range (validation
+/// `u32` (`fit_u32`). `None` when the weights cannot be scaled to integers in range (validation
 /// rejects such splits first).
 pub fn data_plane_weights(weights: &[Decimal]) -> Option<Vec<u32>> {
     integer_weights(weights).map(|ints| fit_u32(&ints))

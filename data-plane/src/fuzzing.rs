@@ -44,7 +44,7 @@ impl<'a> Request<'a> {
 ///
 /// # Errors
 ///
-/// As [`target::normalize_path`] says.
+/// As the proxy's own `target::normalize_path` says.
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
     target::normalize_path(path)
 }
@@ -54,7 +54,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadTarget> {
 ///
 /// # Errors
 ///
-/// As [`target::request_target`] says.
+/// As the proxy's own `target::request_target` says.
 pub fn request_target(
     uri: &http::Uri,
     headers: &HeaderMap,

@@ -34,6 +34,7 @@ mod sotw;
 mod tests;
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     sync::Arc,
@@ -136,7 +137,7 @@ pub enum Error {
         /// The field holding the feature.
         field: String,
         /// Why it cannot be accepted.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
 }
 

@@ -631,7 +631,7 @@ impl Sidecar {
     /// the name. Empty when the admin interface does not answer.
     ///
     /// On the bundled proxy, the Envoy stats the suites read are taken from the equivalent
-    /// Prometheus metrics of its `/metrics` (see [`bundled_stat`]), so the assertions stay
+    /// Prometheus metrics of its `/metrics` (see `bundled_stats`), so the assertions stay
     /// the same on both data planes.
     pub fn stats(&self, prefix: &str) -> BTreeMap<String, u64> {
         match self.data_plane {
@@ -1401,7 +1401,7 @@ const LOAD_INTERVAL: Duration = Duration::from_millis(3);
 /// One request of a [`Load`]: the body of a 200, or what went wrong.
 pub type Answer = Result<String, String>;
 
-/// Requests sent one after another, every [`LOAD_INTERVAL`], through a sidecar's outbound
+/// Requests sent one after another, every `LOAD_INTERVAL`, through a sidecar's outbound
 /// listener to one host, by a background thread that records every answer in order.
 pub struct Load {
     stop: Arc<AtomicBool>,

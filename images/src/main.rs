@@ -24,7 +24,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The project's images: DIR/<repository>.tar for each, and DIR/images.json.
+    /// The project's images: DIR/REPOSITORY.tar for each, and DIR/images.json.
     Set(SetArgs),
     /// One image from any files.
     Build(BuildArgs),

@@ -1089,7 +1089,7 @@ fn selector_labels() -> BTreeMap<String, String> {
     BTreeMap::from([("app.kubernetes.io/name".to_string(), NAME.to_string())])
 }
 
-/// [`selector_labels`] as a label selector, for finding the operator's Pods.
+/// `selector_labels` as a label selector, for finding the operator's Pods.
 pub fn selector() -> String {
     selector_labels()
         .iter()

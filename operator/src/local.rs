@@ -8,7 +8,7 @@
 //! of its own in `<state dir>/xds/`, which the bootstrap names as the roots to verify it with.
 //!
 //! Each proxy is compiled for its data plane (the Pod's `switchyard.dev/data-plane` annotation,
-//! else the mesh setting; see [`Index::data_plane`]): with the Envoy adapter, or with the bundled
+//! else the mesh setting; see [`Local::data_plane`]): with the Envoy adapter, or with the bundled
 //! adapter, which leaves out what `switchyard-proxy` does not implement. Both share one cache,
 //! and the bootstrap is the same Envoy v3 file for both (`switchyard-proxy --bootstrap <file>`).
 

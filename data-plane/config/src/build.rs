@@ -38,6 +38,7 @@ mod token_bucket;
 pub use self::{access_log::PROCESS_RATELIMIT, route::RETRY_ON};
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
@@ -389,7 +390,7 @@ pub struct Invalid {
 pub enum Problem {
     /// A feature the proxy does not implement, or a value it cannot use.
     #[error("{0}")]
-    Unsupported(&'static str),
+    Unsupported(Cow<'static, str>),
     /// A nested `Any` (or the resource itself) that does not decode into the type its URL
     /// names.
     #[error("cannot decode: {0}")]
@@ -438,10 +439,10 @@ pub(crate) fn unset<T: Default + PartialEq>(field: &'static str, value: &T) -> R
 }
 
 /// An unsupported feature or value at `field`.
-fn unsupported(field: impl Into<String>, reason: &'static str) -> Invalid {
+fn unsupported(field: impl Into<String>, reason: impl Into<Cow<'static, str>>) -> Invalid {
     Invalid {
         field: field.into(),
-        problem: Problem::Unsupported(reason),
+        problem: Problem::Unsupported(reason.into()),
     }
 }
 

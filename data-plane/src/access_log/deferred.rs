@@ -1,4 +1,4 @@
-//! Entries made off the request thread: a finished request's [`Pending`] waits here, and a
+//! Entries made off the request thread: a finished request's `Pending` waits here, and a
 //! task on the access log's own thread ([`super::worker`]) makes and queues its entries.
 //!
 //! ```text

@@ -16,7 +16,7 @@
 //!
 //! An entry is encoded once, as it is queued, into the log's buffer: the buffer is then the
 //! message's `http_logs` field as it goes on the wire, and a message costs the sink's task a
-//! copy, not an encoding (see [`Encoded`]). Only the byte threshold, a flush, a new stream or
+//! copy, not an encoding (see `Encoded`). Only the byte threshold, a flush, a new stream or
 //! the close wake that task; a queued entry alone does not.
 
 use std::{

@@ -43,7 +43,7 @@ impl ControlPlaneArgs {
     ///
     /// # Errors
     ///
-    /// No cluster configuration (see [`client_as`]).
+    /// No cluster configuration (see `client_as`).
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         client_as(self.kubeconfig.as_deref(), self.as_user.as_deref()).await
     }

@@ -81,14 +81,14 @@ pub struct ControllerArgs {
 /// The injector's settings: the images it injects and where its proxies find the control plane.
 #[derive(Clone, Debug, clap::Args)]
 pub struct InjectArgs {
-    /// The bundled proxy's image [default: localhost/switchyard-proxy:<version>].
+    /// The bundled proxy's image [default: localhost/switchyard-proxy:VERSION].
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
-    /// Envoy's image [default: localhost/switchyard-envoy:<version>].
+    /// Envoy's image [default: localhost/switchyard-envoy:VERSION].
     #[arg(long, value_name = "IMAGE")]
     pub envoy_image: Option<String>,
     /// The image of the `switchyard-init` container, which runs `switchyard proxy-init`: the
-    /// operator's own [default: localhost/switchyard:<version>].
+    /// operator's own [default: localhost/switchyard:VERSION].
     #[arg(long, value_name = "IMAGE")]
     pub init_image: Option<String>,
     /// The control plane's host as injected proxies dial it [default: switchyard.NAMESPACE.svc].

@@ -1,5 +1,5 @@
 //! The injection webhook's IO: the Namespace's annotations read through the API (cached for a
-//! few seconds), the answer computed by [`admission`](super::admission), and its Event handed to
+//! few seconds), the answer computed by [`super::admission`], and its Event handed to
 //! a task that publishes Events off the admission path.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! A tap session over HTTP: one JSON [`TapEvent`](super::TapEvent) per line, for as long as
+//! A tap session over HTTP: one JSON [`super::TapEvent`] per line, for as long as
 //! the client reads.
 //!
 //! ```text

@@ -14,7 +14,7 @@
 //! the merge is their union. A proxy whose stream moved to another replica within the window
 //! has series on both: their counts and histogram buckets add up, exactly as one store would
 //! have recorded them, and the open-connections gauge is the newer one (the smaller
-//! [`Gauge::age`]; on a tie, within one slot, the larger value), as one store keeps the latest.
+//! [`Gauge::age`](super::Gauge::age); on a tie, within one slot, the larger value), as one store keeps the latest.
 //! What one store would answer and what the merge answers therefore agree on counts,
 //! percentiles (computed after the merge, from the summed buckets) and edges; they differ only
 //! for a gauge recorded twice within one slot by two replicas.

@@ -81,14 +81,17 @@ fn log_filter(
     if depth > MAX_LOG_FILTER_DEPTH {
         return Err(unsupported(
             "",
-            "nested deeper than MAX_LOG_FILTER_DEPTH (8) filters",
+            format!("nested deeper than MAX_LOG_FILTER_DEPTH ({MAX_LOG_FILTER_DEPTH}) filters"),
         ));
     }
     *nodes += 1;
     if *nodes > MAX_LOG_FILTER_NODES {
         return Err(unsupported(
             "",
-            "the access log's filter has more than MAX_LOG_FILTER_NODES (1024) filters",
+            format!(
+                "the access log's filter has more than MAX_LOG_FILTER_NODES \
+                 ({MAX_LOG_FILTER_NODES}) filters"
+            ),
         ));
     }
     let translated = match &filter.filter_specifier {

@@ -248,7 +248,7 @@ fn original_dst_only(c: &Cluster) -> Result<(), Invalid> {
     #[allow(deprecated)]
     let http2 = c.http2_protocol_options.is_some();
     match refused.iter().find(|(_, set, _)| *set) {
-        Some((field, _, reason)) => Err(unsupported(*field, reason)),
+        Some((field, _, reason)) => Err(unsupported(*field, *reason)),
         None if http2 => Err(unsupported(
             "http2_protocol_options",
             "an ORIGINAL_DST cluster serves TCP proxies only",
