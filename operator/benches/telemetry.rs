@@ -27,7 +27,7 @@ use envoy_types::pb::{
     },
 };
 use prost::Message;
-use switchyard::telemetry::{Sample, Snapshot, Store, StoreStats, Subject, decode};
+use switchyard::telemetry::{Limits, Sample, Shards, Snapshot, StoreStats, Subject, decode};
 use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{envoy, latency_buckets_millis};
 
@@ -43,35 +43,44 @@ const CONTENDED: Duration = Duration::from_secs(5);
 /// The pause between two timed pushes: about 7,000 pushes a second, each measured.
 const PUSH_PAUSE: Duration = Duration::from_micros(100);
 
-// === the design under test: one store behind one lock, as `Telemetry` held it ===
+// === the design under test: the windows in shards, each behind its own lock, as `Telemetry` holds them ===
 
-struct Windows(std::sync::Mutex<Store>);
+struct Windows(Shards);
 
 impl Windows {
-    const DESIGN: &str = "one store behind one lock";
+    const DESIGN: &str = "shards, each behind its own lock";
 
     fn new() -> Self {
-        Windows(std::sync::Mutex::new(Store::default()))
+        Windows(Shards::new(Limits::default()))
     }
 
     fn record(&self, proxy: &ProxyId, at: Duration, samples: &[Sample]) {
-        self.0.lock().unwrap().record(proxy, at, samples);
+        self.0.record(proxy, at, samples);
     }
 
     /// A snapshot of every proxy, and the longest any lock was held for it (its acquisition
-    /// included).
+    /// included): [`Shards::snapshot`], a shard at a time, each shard's part timed.
     fn query(&self, now: Duration, window: Duration) -> (Snapshot, Duration) {
-        let started = Instant::now();
-        let snapshot = self.0.lock().unwrap().snapshot(now, window, |_| true);
-        (snapshot, started.elapsed())
+        let mut longest = Duration::ZERO;
+        let mut out: Option<Snapshot> = None;
+        for shard in 0..self.0.shard_count() {
+            let started = Instant::now();
+            let part = self.0.snapshot_shard(shard, now, window, |_| true).unwrap();
+            longest = longest.max(started.elapsed());
+            match out.as_mut() {
+                Some(out) => out.merge(part).unwrap(),
+                None => out = Some(part),
+            }
+        }
+        (out.unwrap(), longest)
     }
 
     fn memory_bytes(&self) -> usize {
-        self.0.lock().unwrap().memory_bytes()
+        self.0.memory_bytes()
     }
 
     fn stats(&self) -> StoreStats {
-        self.0.lock().unwrap().stats()
+        self.0.stats()
     }
 }
 
@@ -456,10 +465,7 @@ fn main() {
         (took, holds, queries)
     });
     report_pushes("with no query running", &mut alone);
-    report_pushes(
-        &format!("while {queries} full queries ran"),
-        &mut contended,
-    );
+    report_pushes(&format!("while {queries} full queries ran"), &mut contended);
     println!(
         "  those queries held one lock at most {:.3} ms (p99 {:.3} ms)",
         ms(quantile(&mut holds, 1.0)),
