@@ -64,8 +64,8 @@ use switchyard_adapters::model::ProxyId;
 
 use super::{Limits, Sample, Snapshot, Store, StoreStats};
 
-/// Proxies per shard at the cap, on average: 64 (a query holds a shard's lock about 1 ms at
-/// 24 busy series a proxy).
+/// Proxies per shard at the cap, on average: 64 (a query holds a shard's lock 1 to 2 ms at 24
+/// busy series a proxy, from the benchmark's 20 to 28 µs a proxy).
 pub const PROXIES_PER_SHARD: usize = 64;
 
 /// The fewest shards: 16, for small caps (an empty shard costs about 120 bytes).
