@@ -3,6 +3,10 @@
 //! the windows), a query over all proxies, and the windows' memory per proxy. The proxies are
 //! in-process fakes: each message is what Envoy 1.40 sends for a sidecar with [`CLUSTERS`]
 //! clusters and [`LISTENERS`] HTTP connection managers, every series busy.
+//!
+//! Then the locks: the longest any one lock a push needs is held by a full query, and how long
+//! pushes take (waiting for the lock included) while another thread runs full queries back to
+//! back for [`CONTENDED`], against the same pushes with no query running.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,6 +16,7 @@
 
 use std::{
     hint::black_box,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -22,7 +27,7 @@ use envoy_types::pb::{
     },
 };
 use prost::Message;
-use switchyard::telemetry::{Store, Subject, decode};
+use switchyard::telemetry::{Limits, Sample, Shards, Snapshot, StoreStats, Subject, decode};
 use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{envoy, latency_buckets_millis};
 
@@ -33,6 +38,53 @@ const LISTENERS: usize = 4;
 const FLUSH: Duration = Duration::from_secs(5);
 /// Rounds measured: 2 minutes of flushes, so every slot of the fine and mid rings is reused.
 const ROUNDS: usize = 24;
+/// How long pushes are timed while another thread queries (and again without it).
+const CONTENDED: Duration = Duration::from_secs(5);
+/// The pause between two timed pushes: about 7,000 pushes a second, each measured.
+const PUSH_PAUSE: Duration = Duration::from_micros(100);
+
+// === the design under test: the windows in shards, each behind its own lock, as `Telemetry` holds them ===
+
+struct Windows(Shards);
+
+impl Windows {
+    const DESIGN: &str = "shards, each behind its own lock";
+
+    fn new() -> Self {
+        Windows(Shards::new(Limits::default()))
+    }
+
+    fn record(&self, proxy: &ProxyId, at: Duration, samples: &[Sample]) {
+        self.0.record(proxy, at, samples);
+    }
+
+    /// A snapshot of every proxy, and the longest any lock was held for it (its acquisition
+    /// included): [`Shards::snapshot`], a shard at a time, each shard's part timed.
+    fn query(&self, now: Duration, window: Duration) -> (Snapshot, Duration) {
+        let mut longest = Duration::ZERO;
+        let mut out: Option<Snapshot> = None;
+        for shard in 0..self.0.shard_count() {
+            let started = Instant::now();
+            let part = self.0.snapshot_shard(shard, now, window, |_| true).unwrap();
+            longest = longest.max(started.elapsed());
+            match out.as_mut() {
+                Some(out) => out.merge(part).unwrap(),
+                None => out = Some(part),
+            }
+        }
+        (out.unwrap(), longest)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.0.stats()
+    }
+}
+
+// === the harness ===
 
 fn label(name: &str, value: &str) -> LabelPair {
     LabelPair {
@@ -230,6 +282,49 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The `q` quantile (0 to 1) of `v`, sorting it.
+fn quantile(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Pushes every proxy's samples in turn, one every [`PUSH_PAUSE`], for [`CONTENDED`], at times
+/// following `from`; how long each push took.
+fn time_pushes(
+    windows: &Windows,
+    proxies: &[ProxyId],
+    samples: &[Vec<Sample>],
+    from: Duration,
+) -> Vec<Duration> {
+    let started = Instant::now();
+    let mut took = Vec::new();
+    for (proxy, samples) in proxies.iter().zip(samples).cycle() {
+        let elapsed = started.elapsed();
+        if elapsed >= CONTENDED {
+            break;
+        }
+        let t0 = Instant::now();
+        windows.record(proxy, from + elapsed, samples);
+        took.push(t0.elapsed());
+        std::thread::sleep(PUSH_PAUSE);
+    }
+    took
+}
+
+fn report_pushes(what: &str, took: &mut [Duration]) {
+    println!(
+        "  push {what}: {} pushes, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        took.len(),
+        ms(quantile(took, 0.5)),
+        ms(quantile(took, 0.99)),
+        ms(quantile(took, 1.0)),
+    );
+}
+
 fn main() {
     let proxies: Vec<ProxyId> = (0..PROXIES)
         .map(|i| ProxyId {
@@ -250,8 +345,10 @@ fn main() {
         wire[0].len()
     );
 
+    println!("design: {}", Windows::DESIGN);
+
     let rss_before = rss_bytes();
-    let mut store = Store::default();
+    let windows = Windows::new();
     let (mut wire_decode, mut golden_decode, mut record, mut round) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..ROUNDS {
@@ -265,7 +362,7 @@ fn main() {
             let t1 = Instant::now();
             let decoded = decode(&message);
             let t2 = Instant::now();
-            store.record(proxy, at, &decoded.samples);
+            windows.record(proxy, at, &decoded.samples);
             let t3 = Instant::now();
             t_wire += t1 - t0;
             t_golden += t2 - t1;
@@ -305,13 +402,16 @@ fn main() {
     let now = FLUSH * ROUNDS as u32;
     // As an answer reads: a snapshot of the window, then sums over it.
     let mut queries = Vec::new();
+    let mut holds = Vec::new();
     let mut requests = 0;
-    let mut snapshot = store.snapshot(now, Duration::from_secs(60), |_| true);
+    let (mut snapshot, _) = windows.query(now, Duration::from_secs(60));
     for _ in 0..20 {
         let started = Instant::now();
-        snapshot = store.snapshot(now, Duration::from_secs(60), |_| true);
+        let held;
+        (snapshot, held) = windows.query(now, Duration::from_secs(60));
         let g = snapshot.query(snapshot.proxies(), |s| matches!(s, Subject::Upstream(_)));
         queries.push(started.elapsed().as_secs_f64());
+        holds.push(held);
         requests = g.request_count();
         black_box(g.latency_quantile(0.99));
     }
@@ -319,6 +419,11 @@ fn main() {
         "snapshot and query, 1 m over all {PROXIES} proxies' clusters ({} series, {requests} requests): {:.2} ms (median of 20)",
         PROXIES * CLUSTERS,
         median(&mut queries) * 1e3
+    );
+    println!(
+        "  the longest any one lock was held by that query: {:.3} ms (median of 20; max {:.3} ms)",
+        ms(quantile(&mut holds, 0.5)),
+        ms(quantile(&mut holds, 1.0)),
     );
     let workload: Vec<ProxyId> = proxies.iter().take(10).cloned().collect();
     let started = Instant::now();
@@ -330,7 +435,44 @@ fn main() {
         started.elapsed().as_secs_f64() * 1e6 / 1_000.0
     );
 
-    let counted = store.memory_bytes();
+    let samples: Vec<Vec<Sample>> = wire
+        .iter()
+        .map(|bytes| decode(&StreamMetricsMessage::decode(bytes.as_slice()).unwrap()).samples)
+        .collect();
+    println!(
+        "pushes while full queries (1 m, every proxy) run back to back on another thread, {} s, one push every {} µs:",
+        CONTENDED.as_secs(),
+        PUSH_PAUSE.as_micros()
+    );
+    let mut alone = time_pushes(&windows, &proxies, &samples, now);
+    let stop = AtomicBool::new(false);
+    let (mut contended, mut holds, queries) = std::thread::scope(|s| {
+        let querying = s.spawn(|| {
+            let (mut holds, mut queries) = (Vec::new(), 0);
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let at = now + CONTENDED + started.elapsed();
+                let (snapshot, held) = windows.query(at, Duration::from_secs(60));
+                black_box(snapshot);
+                holds.push(held);
+                queries += 1;
+            }
+            (holds, queries)
+        });
+        let took = time_pushes(&windows, &proxies, &samples, now + CONTENDED);
+        stop.store(true, Ordering::Relaxed);
+        let (holds, queries) = querying.join().unwrap();
+        (took, holds, queries)
+    });
+    report_pushes("with no query running", &mut alone);
+    report_pushes(&format!("while {queries} full queries ran"), &mut contended);
+    println!(
+        "  those queries held one lock at most {:.3} ms (p99 {:.3} ms)",
+        ms(quantile(&mut holds, 1.0)),
+        ms(quantile(&mut holds, 0.99)),
+    );
+
+    let counted = windows.memory_bytes();
     println!(
         "windows memory: {:.1} KB per proxy counted from the data structures ({} series × {} B of slots + maps and names), {:.1} MB for {PROXIES}",
         counted as f64 / PROXIES as f64 / 1e3,
@@ -343,5 +485,5 @@ fn main() {
         rss_after.saturating_sub(rss_before) as f64 / 1e6,
         rss_after.saturating_sub(rss_before) as f64 / PROXIES as f64 / 1e3
     );
-    println!("store stats: {:?}", store.stats());
+    println!("store stats: {:?}", windows.stats());
 }

@@ -1,7 +1,8 @@
 //! Golden metrics: what every proxy pushes over Envoy's `MetricsService`, decoded and kept in
 //! bounded sliding windows, per proxy, for the questions `stat`, `edges` and the SMI Traffic
 //! Metrics API ask. Sans-IO: the gRPC server feeds [`decode::decode`]'s samples into a
-//! [`window::Store`] with the time of arrival.
+//! [`window::Store`] with the time of arrival, one store per shard of the proxies
+//! ([`shards::Shards`], each shard behind its own lock).
 //!
 //! # Transport
 //!
@@ -53,6 +54,7 @@
 
 pub mod decode;
 pub mod server;
+pub mod shards;
 pub mod snapshot;
 pub mod window;
 
@@ -65,6 +67,7 @@ pub use self::{
         UpstreamCluster, Value, VirtualHost, decode,
     },
     server::{MetricsServer, Telemetry},
+    shards::Shards,
     snapshot::{Snapshot, SnapshotError},
     window::{Gauge, Golden, Limits, Store, StoreStats, Sums},
 };

@@ -7,12 +7,10 @@
 //!   proxy ──StreamMetrics──► verify(token) ─► first message: identifier.node ─► authenticate
 //!                                                                               │ ProxyId
 //!             every message ─► decode (golden samples only) ─► Telemetry::record(ProxyId, now)
+//!                                                       (the proxy's shard's lock only: shards)
 //! ```
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::service::metrics::v3::{
     StreamMetricsMessage, StreamMetricsResponse,
@@ -22,7 +20,7 @@ use switchyard_adapters::model::ProxyId;
 use tokio::{sync::watch, time::Instant};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Limits, Sample, Snapshot, Store, decode};
+use super::{Limits, Sample, Shards, Snapshot, StoreStats, decode};
 use crate::xds::{auth::Authenticate, beside::Beside};
 
 /// The largest message read: 4 MiB. Envoy sends every used stat of a proxy in one message
@@ -33,17 +31,18 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const MAX_STREAMS: usize = 16_384;
 
 /// The windows every proxy's pushes are recorded in, shared by the server and whoever answers
-/// questions about them. Time is measured from the handle's creation.
+/// questions about them: [`Shards`], so that a push waits for a query's read of one shard at
+/// most, never of every proxy. Time is measured from the handle's creation.
 #[derive(Debug)]
 pub struct Telemetry {
-    store: Mutex<Store>,
+    shards: Shards,
     epoch: Instant,
 }
 
 impl Telemetry {
     pub fn new(limits: Limits) -> Self {
         Telemetry {
-            store: Mutex::new(Store::new(limits)),
+            shards: Shards::new(limits),
             epoch: Instant::now(),
         }
     }
@@ -52,20 +51,31 @@ impl Telemetry {
         self.epoch.elapsed()
     }
 
-    /// Records `samples` from `proxy`, arrived now.
+    /// Records `samples` from `proxy`, arrived now ([`Shards::record`]: its shard's lock only;
+    /// the first push of a minute also sweeps out the silent proxies, a shard at a time).
     pub fn record(&self, proxy: &ProxyId, samples: &[Sample]) {
-        let now = self.now();
-        // Recording also sweeps out proxies silent for longer than the store keeps them.
-        let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.record(proxy, now, samples);
+        self.shards.record(proxy, self.now(), samples);
     }
 
     /// Every series of the proxies `include` accepts over the `window` ending now
-    /// ([`Store::snapshot`]).
+    /// ([`Shards::snapshot`]: a shard's lock at a time).
     pub fn snapshot(&self, window: Duration, include: impl FnMut(&ProxyId) -> bool) -> Snapshot {
-        let now = self.now();
-        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        store.snapshot(now, window, include)
+        self.shards.snapshot(self.now(), window, include)
+    }
+
+    /// Forgets `proxy` (its Pod is gone); whether it was kept.
+    pub fn forget(&self, proxy: &ProxyId) -> bool {
+        self.shards.forget(proxy)
+    }
+
+    /// What the windows dropped so far, over every shard.
+    pub fn stats(&self) -> StoreStats {
+        self.shards.stats()
+    }
+
+    /// The bytes the windows take ([`Shards::memory_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.shards.memory_bytes()
     }
 }
 

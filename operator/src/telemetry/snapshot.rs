@@ -18,11 +18,19 @@
 //! What one store would answer and what the merge answers therefore agree on counts,
 //! percentiles (computed after the merge, from the summed buckets) and edges; they differ only
 //! for a gauge recorded twice within one slot by two replicas.
+//!
+//! A replica's own shards ([`super::shards`]) hold disjoint proxies by construction (a proxy
+//! lives in the shard its id hashes to), so their merge is exactly the union: the answer one
+//! store holding every proxy gives, gauges included.
 
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, io::Write, time::Duration};
+use std::{
+    collections::{BTreeMap, btree_map::Entry},
+    io::Write,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use switchyard_adapters::model::ProxyId;
@@ -93,8 +101,18 @@ impl Snapshot {
             });
         }
         for (proxy, series) in other.proxies {
-            for (subject, sums) in series {
-                self.insert(&proxy, &subject, sums);
+            match self.proxies.entry(proxy) {
+                // A proxy only the other holds (every proxy, when the snapshots are of
+                // disjoint proxies, as shards' are): its series are taken as they are, which
+                // is what inserting them one by one into nothing gives, without copying keys.
+                Entry::Vacant(vacant) => {
+                    vacant.insert(series);
+                }
+                Entry::Occupied(mut held) => {
+                    for (subject, sums) in series {
+                        add(held.get_mut(), subject, sums);
+                    }
+                }
             }
         }
         Ok(())
@@ -196,6 +214,19 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+}
+
+/// Adds one series' sums to a proxy's, as [`Snapshot::insert`].
+fn add(series: &mut BTreeMap<Subject, Sums>, subject: Subject, sums: Sums) {
+    match series.entry(subject) {
+        Entry::Occupied(mut held) => {
+            let both = merged(held.get(), &sums);
+            held.insert(both);
+        }
+        Entry::Vacant(vacant) => {
+            vacant.insert(sums);
+        }
     }
 }
 

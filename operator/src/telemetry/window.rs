@@ -63,7 +63,8 @@ pub const SERIES_BYTES: usize = size_of::<Series>();
 pub struct Limits {
     /// Series (subjects) kept per proxy; default 256 (a sidecar talking to 250 backends).
     pub max_series_per_proxy: usize,
-    /// Proxies kept; default 20,000.
+    /// Proxies kept; default 20,000. Over every shard of a [`Shards`](super::Shards), which
+    /// also counts its shards from it.
     pub max_proxies: usize,
     /// How long a proxy may record nothing before it is evicted; default 10 m (the longest
     /// window: nothing of it is left to answer by then).
@@ -428,13 +429,35 @@ impl Store {
 
     /// Records `samples` of `proxy` received at `at`. Evicts silent proxies once a minute.
     pub fn record(&mut self, proxy: &ProxyId, at: Duration, samples: &[Sample]) {
-        let minute = at.as_secs() / 60;
-        if minute > self.swept {
-            self.swept = minute;
-            self.evict_silent(at);
+        self.sweep(at);
+        self.record_admitting(proxy, at, samples, || true);
+    }
+
+    /// Evicts the silent proxies ([`Store::evict_silent`]) if `now` is in a later minute than
+    /// the last sweep; how many. [`Store::record`] sweeps first; a caller of
+    /// [`Store::record_admitting`] sweeps when it chooses.
+    pub fn sweep(&mut self, now: Duration) -> usize {
+        let minute = now.as_secs() / 60;
+        if minute <= self.swept {
+            return 0;
         }
+        self.swept = minute;
+        self.evict_silent(now)
+    }
+
+    /// Records as [`Store::record`] does, without sweeping, and keeps a proxy new to the store
+    /// only if it is within [`Limits::max_proxies`] and `admit` (called then, and only then)
+    /// agrees: for a cap shared by several stores (`super::shards`). A refused proxy counts in
+    /// [`StoreStats::dropped_proxy_records`].
+    pub fn record_admitting(
+        &mut self,
+        proxy: &ProxyId,
+        at: Duration,
+        samples: &[Sample],
+        admit: impl FnOnce() -> bool,
+    ) {
         if !self.proxies.contains_key(proxy) {
-            if self.proxies.len() >= self.limits.max_proxies {
+            if self.proxies.len() >= self.limits.max_proxies || !admit() {
                 self.stats.dropped_proxy_records += 1;
                 return;
             }
@@ -473,9 +496,9 @@ impl Store {
         evicted
     }
 
-    /// Forgets `proxy` (its Pod is gone).
-    pub fn forget(&mut self, proxy: &ProxyId) {
-        self.proxies.remove(proxy);
+    /// Forgets `proxy` (its Pod is gone); whether it was kept.
+    pub fn forget(&mut self, proxy: &ProxyId) -> bool {
+        self.proxies.remove(proxy).is_some()
     }
 
     /// Every series of the proxies `include` accepts over the `window` ending at `now` (up to
