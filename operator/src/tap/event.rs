@@ -205,7 +205,10 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
 fn bounded(mut s: String, max: usize) -> String {
     if s.len() > max {
         // A boundary is at most 3 bytes back; 0 always is one.
-        let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let end = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         s.truncate(end);
     }
     s

@@ -280,8 +280,14 @@ fn names_longer_than_the_bound_are_ignored() {
                 envoy::ROUTE_UPSTREAM_RQ_XX,
                 MetricType::Counter,
                 vec![
-                    route("inbound|8080", &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 3))),
-                    route("inbound|8080", &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 2))),
+                    route(
+                        "inbound|8080",
+                        &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 3)),
+                    ),
+                    route(
+                        "inbound|8080",
+                        &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 2)),
+                    ),
                     route(&longer, "g__n"),
                 ],
             ),
@@ -290,12 +296,19 @@ fn names_longer_than_the_bound_are_ignored() {
     let decoded = decode(&message);
     assert_eq!(decoded.ignored, 3);
     assert_eq!(
-        decoded.samples.iter().map(|s| &s.subject).collect::<Vec<_>>(),
+        decoded
+            .samples
+            .iter()
+            .map(|s| &s.subject)
+            .collect::<Vec<_>>(),
         [
             &Subject::Upstream(UpstreamCluster::new(longest)),
             &Subject::Route(
                 VirtualHost::new("inbound|8080"),
-                switchyard_proxy_config::metrics::RouteStatName::new("g", "n".repeat(MAX_NAME_BYTES - 3))
+                switchyard_proxy_config::metrics::RouteStatName::new(
+                    "g",
+                    "n".repeat(MAX_NAME_BYTES - 3)
+                )
             ),
         ]
     );
