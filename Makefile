@@ -92,11 +92,19 @@ bench-meshed: ## Added latency of the intercepted mTLS path between meshed Pods 
 bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per core, CPU, RSS (~10 min, not CI; BENCH_TAP=1 adds tapped runs; knobs in scripts/bench-proxy.sh)
 	scripts/bench-proxy.sh
 
-fuzz: ## Short fuzz runs: manifest loader, proxy xDS client, proxy request matching (nightly, cargo-fuzz)
+# The operator's targets start from the committed seeds (operator/fuzz/seeds/<target>, real
+# inputs and every crash found) and grow their corpus in operator/fuzz/corpus/<target>. They
+# run with overflow checks (-a: a count that wraps is a finding) and no sanitizer (-s none: the
+# operator forbids unsafe code, and ASan would only slow them down).
+fuzz: ## Short fuzz runs: manifest loader, proxy xDS client and request matching, operator metrics pushes and access logs (nightly, cargo-fuzz)
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd crds/fuzz && $(CARGO) +nightly fuzz run load_manifest -- -max_total_time=$${FUZZ_SECONDS:-60}
 	cd data-plane/fuzz && for t in xds_response http_request_path; do \
 	  $(CARGO) +nightly fuzz run $$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; \
+	done
+	cd operator/fuzz && for t in metrics_push access_log; do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run -s none -a $$t corpus/$$t seeds/$$t -- -max_total_time=$${FUZZ_SECONDS:-60} || exit 1; \
 	done
 
 # Container images, built offline from the release binaries (see "Container images" in the

@@ -63,8 +63,8 @@ mod tests;
 
 pub use self::{
     decode::{
-        Decoded, Latency, MAX_FAMILIES, MAX_SERIES, Sample, StatPrefix, StatusClass, Subject,
-        UpstreamCluster, Value, VirtualHost, decode,
+        Decoded, Latency, MAX_FAMILIES, MAX_NAME_BYTES, MAX_SERIES, Sample, StatPrefix,
+        StatusClass, Subject, UpstreamCluster, Value, VirtualHost, decode,
     },
     server::{MetricsServer, Telemetry},
     shards::Shards,

@@ -6,6 +6,10 @@
 //! cluster: `inbound|<port>` is the proxy's own application, any other cluster a Service it
 //! called. Identities the entry does not carry come from what the control plane compiled:
 //! the proxy's own, and an outbound endpoint's ([`Peers`]).
+//!
+//! Every string an entry brings is cut to a bound ([`MAX_PATH_BYTES`], [`MAX_FIELD_BYTES`]):
+//! a request's path is whatever its client sent (Envoy takes request heads up to 60 KiB), and
+//! an event must stay one line a tap's reader takes ([`MAX_LINE_BYTES`]).
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -18,7 +22,20 @@ use envoy_types::pb::envoy::{
 use serde::{Deserialize, Serialize};
 use switchyard_adapters::model::ProxyId;
 
+use super::stream::MAX_LINE_BYTES;
 use crate::edges::Peers;
+
+/// The most bytes of a request's path an event keeps (cut at a character boundary).
+pub const MAX_PATH_BYTES: usize = 4_096;
+
+/// The most bytes an event keeps of any other string an entry brings: the authority, the
+/// scheme, the cluster, `grpc-status` and the client certificate's SPIFFE ID.
+pub const MAX_FIELD_BYTES: usize = 1_024;
+
+// An event's JSON line fits a reader's bound even when every byte of those strings is a
+// control character (escaped as `\u00XX`, 6 bytes), with 4 KiB left for the rest: the proxy's
+// name, the destination's SPIFFE ID (both from the control plane) and the keys and numbers.
+const _: () = assert!(6 * (MAX_PATH_BYTES + 5 * MAX_FIELD_BYTES) + 4_096 <= MAX_LINE_BYTES);
 
 /// Which way the request went through the tapped proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +148,7 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
                         _ => None,
                     })
                 });
-            (peer, own)
+            (peer.map(|p| bounded(p, MAX_FIELD_BYTES)), own)
         }
         Direction::Outbound => {
             let server = destination.and_then(|d| peers.endpoint_spiffe_id(proxy, &cluster, d));
@@ -170,18 +187,31 @@ fn event(proxy: &ProxyId, entry: &HttpAccessLogEntry, peers: &Peers) -> TapEvent
         source_identity,
         destination,
         destination_identity,
-        cluster,
+        cluster: bounded(cluster, MAX_FIELD_BYTES),
         method,
-        scheme: request.scheme,
-        authority: request.authority,
-        path: request.path,
+        scheme: bounded(request.scheme, MAX_FIELD_BYTES),
+        authority: bounded(request.authority, MAX_FIELD_BYTES),
+        path: bounded(request.path, MAX_PATH_BYTES),
         status: response.response_code.map_or(0, |c| c.value),
-        grpc_status,
+        grpc_status: grpc_status.map(|g| bounded(g, MAX_FIELD_BYTES)),
         start_micros,
         latency_micros: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         request_bytes: request.request_body_bytes,
         response_bytes: response.response_body_bytes,
     }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        // A boundary is at most 3 bytes back; 0 always is one.
+        let end = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(end);
+    }
+    s
 }
 
 fn socket(address: Option<&Address>) -> Option<SocketAddr> {

@@ -465,6 +465,58 @@ fn an_outbound_entry_names_the_endpoint_by_what_the_control_plane_compiled() {
     assert!(!events[1].tls());
 }
 
+/// A client's long path (Envoy takes request heads up to 60 KiB) made an event line longer than
+/// a tap's reader takes, which ended the tap (the `access_log` fuzz target's line bound; its
+/// seed `raw-long-path`).
+#[test]
+fn an_entrys_long_strings_are_cut_so_its_event_fits_a_line() {
+    use super::event::{MAX_FIELD_BYTES, MAX_PATH_BYTES};
+    use super::stream::{Lines, MAX_LINE_BYTES};
+
+    // Control characters: 6 bytes each in JSON. `é` is 2 bytes: the cut falls inside one.
+    let long = |n: usize| "\u{1}".repeat(n);
+    let mut e = entry(&"x".repeat(70_000), "10.0.0.2", None);
+    let request = e.request.as_mut().unwrap();
+    request.path = format!("/{}", "é".repeat(40_000));
+    request.authority = long(20_000);
+    request.scheme = long(20_000);
+    let response = e.response.as_mut().unwrap();
+    response
+        .response_trailers
+        .insert("grpc-status".to_owned(), long(20_000));
+    let mut inbound = entry("inbound|8080", "10.0.0.1", Some(&long(20_000)));
+    inbound.request = e.request.clone();
+    inbound.response = e.response.clone();
+
+    let events = events_of(&proxy("web-0"), &[e, inbound], &peers());
+    assert_eq!(events[0].cluster.len(), MAX_FIELD_BYTES);
+    assert_eq!(events[1].direction, Direction::Inbound);
+    assert_eq!(
+        events[1].source_identity.as_ref().unwrap().len(),
+        MAX_FIELD_BYTES
+    );
+    for event in events {
+        // 2,047 `é` after the `/`: the next one would end past the bound.
+        assert_eq!(event.path.len(), MAX_PATH_BYTES - 1);
+        assert!(event.path.starts_with("/é"));
+        for field in [&event.authority, &event.scheme] {
+            assert_eq!(field.len(), MAX_FIELD_BYTES);
+        }
+        assert_eq!(event.grpc_status.as_ref().unwrap().len(), MAX_FIELD_BYTES);
+        let mut line = serde_json::to_vec(&event).unwrap();
+        assert!(line.len() <= MAX_LINE_BYTES, "{} bytes", line.len());
+        line.push(b'\n');
+        // As a reader gets it: in pieces.
+        let mut lines = Lines::default();
+        let mut read = Vec::new();
+        for chunk in line.chunks(16 * 1024) {
+            read.extend(lines.push(chunk).unwrap());
+        }
+        assert_eq!(read.len(), 1);
+        assert_eq!(serde_json::from_slice::<TapEvent>(&read[0]).unwrap(), event);
+    }
+}
+
 // === reading a stream ===
 
 #[test]

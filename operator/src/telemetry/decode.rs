@@ -1,7 +1,8 @@
 //! `StreamMetricsMessage` → golden [`Sample`]s, keyed by meaning (sans-IO).
 //!
 //! Only the names of [`switchyard_proxy_config::metrics::envoy`] are decoded; anything else
-//! (another name, a missing or malformed label, a negative or non-finite value, a wrong type)
+//! (another name, a missing, malformed or over-long label, a negative or non-finite value, a
+//! wrong type)
 //! is counted in [`Decoded::ignored`] and skipped, never an error: a proxy's newer version
 //! must not break the operator. A message is read up to [`MAX_FAMILIES`] metric families and
 //! [`MAX_SERIES`] metrics in all; the metrics left unread are counted in
@@ -25,6 +26,12 @@ pub const MAX_FAMILIES: usize = 65_536;
 
 /// The most metrics (series) read from one message, over all its families.
 pub const MAX_SERIES: usize = 65_536;
+
+/// The longest name a series is kept under (a cluster, `stat_prefix`, virtual host or route
+/// label value), in bytes; a metric with a longer one is malformed. The mesh's names are far
+/// shorter (a cluster `<namespace>/<service>|<port>` is at most 133 bytes), and the store keeps
+/// a name per series: without a bound one proxy could pin megabytes of names in it.
+pub const MAX_NAME_BYTES: usize = 1_024;
 
 /// An upstream cluster's name as the proxy reports it (`envoy.cluster_name`): the xDS cluster
 /// name, e.g. `demo/web|80`. Untrusted: it is whatever the proxy sent.
@@ -282,12 +289,13 @@ fn decode_metric(kind: Kind, metric: &Metric) -> Option<Sample> {
             .find(|l| l.name() == name)
             .map(|l| l.value())
     };
-    let name = label(kind.subject_label()).filter(|n| !n.is_empty())?;
+    let bounded = |n: &&str| n.len() <= MAX_NAME_BYTES;
+    let name = label(kind.subject_label()).filter(|n| !n.is_empty() && bounded(n))?;
     let subject = match kind {
         Kind::ListenerRequests | Kind::ListenerTime => Subject::Listener(StatPrefix::new(name)),
         Kind::RouteRequests | Kind::RouteTime => Subject::Route(
             VirtualHost::new(name),
-            RouteStatName::parse(label(envoy::ROUTE)?)?,
+            RouteStatName::parse(label(envoy::ROUTE).filter(bounded)?)?,
         ),
         _ => Subject::Upstream(UpstreamCluster::new(name)),
     };

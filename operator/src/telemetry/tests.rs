@@ -11,8 +11,9 @@ use switchyard_adapters::model::ProxyId;
 use switchyard_proxy_config::metrics::{LATENCY_BUCKET_COUNT, LATENCY_BUCKETS_MICROS, envoy};
 
 use super::{
-    Golden, Latency, Limits, MAX_FAMILIES, MAX_SERIES, Sample, StatPrefix, StatusClass, Store,
-    Subject, UpstreamCluster, Value, decode, decode::bucket_of, window::SERIES_BYTES,
+    Golden, Latency, Limits, MAX_FAMILIES, MAX_NAME_BYTES, MAX_SERIES, Sample, StatPrefix,
+    StatusClass, Store, Subject, UpstreamCluster, Value, VirtualHost, decode, decode::bucket_of,
+    window::SERIES_BYTES,
 };
 
 // === fixtures: messages as Envoy 1.40 sends them (see the module doc) ===
@@ -248,6 +249,71 @@ fn malformed_metrics_are_ignored_and_counted() {
     assert_eq!(decoded.ignored, 9);
 }
 
+/// A name of any length was kept per series, so one proxy could pin megabytes of names in the
+/// store (the `metrics_push` fuzz target's name bound; its seed `raw-long-name`).
+#[test]
+fn names_longer_than_the_bound_are_ignored() {
+    let longest = "c".repeat(MAX_NAME_BYTES);
+    let longer = "c".repeat(MAX_NAME_BYTES + 1);
+    let route = |vhost: &str, route: &str| {
+        counter(
+            vec![
+                class("2"),
+                label(envoy::VIRTUAL_HOST, vhost),
+                label(envoy::ROUTE, route),
+            ],
+            1.0,
+        )
+    };
+    let message = StreamMetricsMessage {
+        identifier: None,
+        envoy_metrics: vec![
+            family(
+                envoy::UPSTREAM_RQ_XX,
+                MetricType::Counter,
+                vec![
+                    counter(vec![class("2"), cluster(&longest)], 1.0),
+                    counter(vec![class("2"), cluster(&longer)], 1.0),
+                ],
+            ),
+            family(
+                envoy::ROUTE_UPSTREAM_RQ_XX,
+                MetricType::Counter,
+                vec![
+                    route(
+                        "inbound|8080",
+                        &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 3)),
+                    ),
+                    route(
+                        "inbound|8080",
+                        &format!("g__{}", "n".repeat(MAX_NAME_BYTES - 2)),
+                    ),
+                    route(&longer, "g__n"),
+                ],
+            ),
+        ],
+    };
+    let decoded = decode(&message);
+    assert_eq!(decoded.ignored, 3);
+    assert_eq!(
+        decoded
+            .samples
+            .iter()
+            .map(|s| &s.subject)
+            .collect::<Vec<_>>(),
+        [
+            &Subject::Upstream(UpstreamCluster::new(longest)),
+            &Subject::Route(
+                VirtualHost::new("inbound|8080"),
+                switchyard_proxy_config::metrics::RouteStatName::new(
+                    "g",
+                    "n".repeat(MAX_NAME_BYTES - 3)
+                )
+            ),
+        ]
+    );
+}
+
 #[test]
 fn oversized_messages_are_truncated_and_counted() {
     let one = |i: usize| counter(vec![class("2"), cluster(&format!("c{i}"))], 1.0);
@@ -412,6 +478,34 @@ fn connections_bytes_and_the_latest_gauge() {
     assert_eq!(g.connections_opened, 10);
     assert_eq!(g.connections_active, 7);
     assert_eq!((g.bytes_received, g.bytes_sent), (200, 20));
+}
+
+/// A proxy that reported a byte count near `u64::MAX` in two slots overflowed the window's sum:
+/// a panic with overflow checks, a count that wrapped to nearly nothing without (the
+/// `metrics_push` fuzz target's seed `raw-huge-bytes`).
+#[test]
+fn byte_sums_saturate() {
+    let mut store = Store::default();
+    for at in [1, 2, 3] {
+        store.record(
+            &proxy("p"),
+            secs(at),
+            &[
+                Sample {
+                    subject: web(),
+                    value: Value::BytesReceived(u64::MAX - 1),
+                },
+                Sample {
+                    subject: web(),
+                    value: Value::BytesSent(u64::MAX / 2),
+                },
+            ],
+        );
+    }
+    for window in [secs(10), secs(60), secs(600)] {
+        let g = query(&store, secs(3), window);
+        assert_eq!((g.bytes_received, g.bytes_sent), (u64::MAX, u64::MAX));
+    }
 }
 
 #[test]

@@ -25,12 +25,14 @@
 //! A slot is [`SLOT_BYTES`] bytes (5 request counts, 15 latency buckets and connections
 //! opened as `u32`, the active gauge as `u32`, bytes received and sent as `u64`, its slot
 //! number as `u32`), a series 26 slots: [`SERIES_BYTES`] bytes (2,912), boxed, plus its
-//! [`Subject`] key (a boxed name) and the hash map's entry (41 bytes a bucket). Counts in a slot saturate at `u32::MAX` (over 71
-//! million a second in a 1-minute slot). A series exists once a sample of it is not nothing
-//! (an idle cluster costs nothing); a proxy keeps at most [`Limits::max_series_per_proxy`]
-//! series (samples of more are dropped and counted), the store at most
-//! [`Limits::max_proxies`] proxies, and a proxy that recorded nothing for
-//! [`Limits::silence`] (10 m) is evicted ([`Store::forget`] removes one at once).
+//! [`Subject`] key (a boxed name of at most [`MAX_NAME_BYTES`](super::decode::MAX_NAME_BYTES))
+//! and the hash map's entry (41 bytes a bucket). Counts in a slot saturate at `u32::MAX` (over
+//! 71 million a second in a 1-minute slot); bytes saturate at `u64::MAX`, in a slot and summed
+//! over a window. A series exists once a sample of it is not nothing (an idle cluster costs
+//! nothing); a proxy keeps at most [`Limits::max_series_per_proxy`] series (samples of more are
+//! dropped and counted), the store at most [`Limits::max_proxies`] proxies, and a proxy that
+//! recorded nothing for [`Limits::silence`] (10 m) is evicted ([`Store::forget`] removes one at
+//! once).
 //!
 //! # Answers
 //!
@@ -231,6 +233,8 @@ impl Sums {
     }
 
     fn add_slot(&mut self, slot: &Slot) {
+        // The `u32` counts of at most 10 slots cannot overflow a `u64`; the byte counts are
+        // `u64` already, and a proxy may report any of them (a slot saturates at `u64::MAX`).
         for (sum, &n) in self.requests.iter_mut().zip(&slot.requests) {
             *sum += u64::from(n);
         }
@@ -238,8 +242,8 @@ impl Sums {
             *sum += u64::from(n);
         }
         self.connections_opened += u64::from(slot.opened);
-        self.bytes_received += slot.received;
-        self.bytes_sent += slot.sent;
+        self.bytes_received = self.bytes_received.saturating_add(slot.received);
+        self.bytes_sent = self.bytes_sent.saturating_add(slot.sent);
     }
 }
 
