@@ -165,6 +165,10 @@ impl Lines {
         while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
             let mut line: Vec<u8> = self.pending.drain(..=end).collect();
             line.pop();
+            // A whole line that came in one piece is held to the bound as a partial one is.
+            if line.len() > MAX_LINE_BYTES {
+                return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
+            }
             if !line.iter().all(u8::is_ascii_whitespace) {
                 lines.push(line);
             }

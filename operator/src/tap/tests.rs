@@ -531,6 +531,14 @@ fn a_stream_reader_takes_whole_lines_and_skips_heartbeats() {
     // A peer that never ends its line is not buffered without bound.
     let long = vec![b'x'; super::stream::MAX_LINE_BYTES + 1];
     assert!(lines.push(&long).is_err());
+    // Nor is a line past the bound taken because its end came in the same piece.
+    let mut lines = super::stream::Lines::default();
+    let mut whole = vec![b'x'; super::stream::MAX_LINE_BYTES + 1];
+    whole.push(b'\n');
+    assert!(lines.push(&whole).is_err());
+    let mut longest = vec![b'x'; super::stream::MAX_LINE_BYTES];
+    longest.push(b'\n');
+    assert_eq!(lines.push(&longest).unwrap().len(), 1);
 }
 
 #[test]

@@ -137,7 +137,7 @@ pub struct Latency {
 impl Latency {
     /// How many durations.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        super::window::saturating_sum(&self.buckets)
     }
 
     /// Counts one duration of `micros` microseconds.

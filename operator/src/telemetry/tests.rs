@@ -708,3 +708,28 @@ fn without_subtracts_a_part_of_the_same_traffic() {
     assert_eq!(rest.latency.count(), 10);
     assert_eq!(rest.connections_active, 3);
 }
+
+/// Totals over counts near `u64::MAX` (another replica's JSON may hold any) saturate: they
+/// wrapped (or panicked where overflow is checked, as in these tests).
+#[test]
+fn totals_saturate_instead_of_wrapping() {
+    let mut latency = Latency::default();
+    latency.buckets[0] = u64::MAX;
+    latency.buckets[1] = 2;
+    let golden = Golden {
+        window: Duration::from_secs(10),
+        requests: [u64::MAX, 1, 0, 0, 3],
+        latency,
+        ..Golden::default()
+    };
+    assert_eq!(golden.success_count(), u64::MAX);
+    assert_eq!(golden.failure_count(), 3);
+    assert_eq!(golden.request_count(), u64::MAX);
+    assert_eq!(golden.latency.count(), u64::MAX);
+    // Every rank falls in the first bucket, which holds nearly all of them.
+    let p99 = golden.latency_quantile(0.99).expect("requests");
+    assert!(
+        p99 <= Duration::from_micros(LATENCY_BUCKETS_MICROS[0]),
+        "{p99:?}"
+    );
+}

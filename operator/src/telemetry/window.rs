@@ -114,9 +114,7 @@ impl Golden {
     /// Requests answered with anything but a 5xx (1xx to 4xx: a 4xx is the client's failure,
     /// not the server's), as Linkerd and the SMI metrics count success.
     pub fn success_count(&self) -> u64 {
-        self.requests[..StatusClass::ServerError.index()]
-            .iter()
-            .sum()
+        saturating_sum(&self.requests[..StatusClass::ServerError.index()])
     }
 
     /// Requests answered with a 5xx.
@@ -126,7 +124,7 @@ impl Golden {
 
     /// All requests.
     pub fn request_count(&self) -> u64 {
-        self.requests.iter().sum()
+        saturating_sum(&self.requests)
     }
 
     /// Requests per second over the (rounded) window.
@@ -154,7 +152,7 @@ impl Golden {
         let rank = q * total as f64;
         let mut below = 0u64;
         for (i, &here) in self.latency.buckets.iter().enumerate() {
-            if here > 0 && (below + here) as f64 >= rank {
+            if here > 0 && below.saturating_add(here) as f64 >= rank {
                 let Some(&upper) = LATENCY_BUCKETS_MICROS.get(i) else {
                     break;
                 };
@@ -163,7 +161,7 @@ impl Golden {
                 let micros = lower as f64 + (upper - lower) as f64 * within;
                 return Some(Duration::from_nanos((micros * 1e3).round() as u64));
             }
-            below += here;
+            below = below.saturating_add(here);
         }
         LATENCY_BUCKETS_MICROS
             .last()
@@ -565,4 +563,10 @@ impl Store {
         }
         bytes
     }
+}
+
+/// The sum of `counts`, at most `u64::MAX`: a snapshot merged from another replica's JSON may
+/// hold any counts, and a total must not wrap (nor panic where overflow is checked).
+pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0, |sum, &n| sum.saturating_add(n))
 }
