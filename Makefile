@@ -93,7 +93,7 @@ bench-proxy: ## Bundled proxy vs Envoy sidecar pairs: added latency, RPS per cor
 	scripts/bench-proxy.sh
 
 # The operator's targets start from the committed seeds (operator/fuzz/seeds/<target>, real
-# inputs and every crash found) and grow their corpus in operator/fuzz/corpus/<target>. They
+# inputs, and inputs written for the bounds the targets check) and grow their corpus in operator/fuzz/corpus/<target>. They
 # run with overflow checks (-a: a count that wraps is a finding) and no sanitizer (-s none: the
 # operator forbids unsafe code, and ASan would only slow them down).
 fuzz: ## Short fuzz runs: manifest loader, proxy xDS client and request matching, operator metrics pushes and access logs (nightly, cargo-fuzz)
