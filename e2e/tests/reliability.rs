@@ -386,8 +386,12 @@ fn a_dead_endpoint_is_retried_around_then_ejected() {
         (&backends[1], &backends[0])
     };
     let retries_before = stat("upstream_rq_retry");
+    // The load is sequential: the one request that can be in flight on the victim as it dies
+    // is answered at an index in `dying`.
+    let dying_from = load.mark();
     victim.stop();
     let stopped_at = Instant::now();
+    let dying = dying_from..=load.mark();
     // Envoy keeps sending the dead endpoint its share until the third failure in a row ejects
     // it, within a fraction of a second. The bundled proxy's latency-aware balancer avoids it
     // after the first failure and tries it again only once its latency estimate has decayed
@@ -413,7 +417,19 @@ fn a_dead_endpoint_is_retried_around_then_ejected() {
         retries_ejected - retries_before,
         retries_after - retries_ejected,
     );
-    assert_eq!(failures(&answers), Vec::<&String>::new(), "failed requests");
+    // A request the victim had already taken when it died is lost, as on a Pod killed under
+    // it: the mesh retries only what cannot have reached the application (the default retry
+    // policy), never a delivered request. Every other request must be answered.
+    let failed: Vec<(usize, &String)> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.as_ref().err().map(|e| (i, e)))
+        .collect();
+    assert!(
+        failed.is_empty()
+            || matches!(&failed[..], [(i, e)] if dying.contains(i) && e.contains("disconnect/reset before headers")),
+        "failed requests (only the one in flight at {dying:?} as the victim died may be): {failed:?}"
+    );
     assert!(
         tally(&answers[..stopped]).get(&victim.name) > Some(&0),
         "{} answered before it stopped",
